@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/quorumq/quorumq/server/node"
+)
+
+func newServeCmd() *cobra.Command {
+	var (
+		cfg      node.Config
+		peers    string
+		role     string
+		logLevel string
+		hsSecret string
+		jwks     string
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run a quorumq node (default: a single-node dev cluster on 127.0.0.1)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			cfg.Logger = log
+			p, err := parsePeers(peers)
+			if err != nil {
+				return err
+			}
+			cfg.Peers = p
+			if role != "all" {
+				return fmt.Errorf("--role %s: this version runs only --role all", role)
+			}
+			if hsSecret != "" || jwks != "" {
+				return fmt.Errorf("JWT authentication is not available in this version; run without --auth-* flags (dev mode)")
+			}
+			for _, a := range []struct{ flag, addr string }{{"--http-addr", cfg.HTTPAddr}, {"--grpc-addr", cfg.GRPCAddr}} {
+				if !isLoopback(a.addr) {
+					return fmt.Errorf("%s %s: without authentication (dev mode) quorumq listens on loopback only", a.flag, a.addr)
+				}
+			}
+			log.Warn("DEV MODE: no authentication configured; every call acts as tenant \"default\" with every scope. Keep the listeners on loopback.")
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			n, err := node.Start(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "quorumq node %d serving (data in %s)\n  REST     http://%s/v1/queues\n  gRPC     %s\n  metrics  http://%s/metrics\n  health   http://%s/healthz  http://%s/readyz\n",
+				cfg.NodeID, cfg.DataDir, n.HTTPAddr(), n.GRPCAddr(), n.HTTPAddr(), n.HTTPAddr(), n.HTTPAddr())
+			<-ctx.Done()
+			log.Info("shutting down: draining in-flight calls")
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			return n.Stop(sctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", "./data", "directory of the node's Pebble data")
+	f.Uint64Var(&cfg.NodeID, "node-id", 1, "this node's id (1 or more)")
+	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", "REST, /metrics, /healthz and /readyz listen address")
+	f.StringVar(&cfg.GRPCAddr, "grpc-addr", "127.0.0.1:9090", "gRPC API listen address")
+	f.StringVar(&cfg.RaftAddr, "raft-addr", "127.0.0.1:7000", "peer (Raft) listen address")
+	f.StringVar(&peers, "peers", "", "initial members as id=host:port,... (empty: single node)")
+	f.IntVar(&cfg.Shards, "shards", 1, "Raft groups at bootstrap")
+	f.StringVar(&role, "role", "all", "all | api")
+	f.StringVar(&logLevel, "log-level", "info", "debug | info | warn | error")
+	f.StringVar(&hsSecret, "auth-hs256-secret-file", "", "HS256 secret file (none: dev mode)")
+	f.StringVar(&jwks, "auth-jwks-file", "", "JWKS file (none: dev mode)")
+	f.String("auth-issuer", "", "required JWT iss")
+	f.String("auth-audience", "", "required JWT aud")
+	return cmd
+}
+
+// parsePeers parses "1=host:7000,2=host:7001".
+func parsePeers(s string) (map[uint64]string, error) {
+	out := map[uint64]string{}
+	if strings.TrimSpace(s) == "" {
+		return out, nil
+	}
+	for _, part := range strings.Split(s, ",") {
+		id, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || addr == "" {
+			return nil, fmt.Errorf("--peers: %q is not id=host:port", part)
+		}
+		n, err := strconv.ParseUint(id, 10, 64)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("--peers: %q: id must be a positive integer", part)
+		}
+		out[n] = addr
+	}
+	return out, nil
+}
+
+// isLoopback reports whether a listen address is on the loopback interface.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

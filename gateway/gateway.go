@@ -1,0 +1,69 @@
+// Package gateway serves quorumq over HTTP: the REST/JSON mapping of the
+// gRPC API (grpc-gateway, calling this node's gRPC listener so REST gets the
+// same authentication, validation and error mapping), the OpenAPI document,
+// health and readiness probes, and metrics.
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	"github.com/quorumq/quorumq/openapi"
+)
+
+// Config configures the HTTP handler.
+type Config struct {
+	// Conn is a client connection to this node's gRPC API.
+	Conn *grpc.ClientConn
+	// Ready reports whether the node can serve; nil error means ready.
+	Ready func() error
+	// Metrics serves GET /metrics; nil: 404.
+	Metrics http.Handler
+}
+
+// New returns the HTTP handler of a node.
+func New(ctx context.Context, cfg Config) (http.Handler, error) {
+	gw := runtime.NewServeMux(
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
+			// Indented, so curl output reads well; lowerCamelCase names.
+			// EmitUnpopulated: an empty receive shows "messages": [], a redrive
+			// of nothing "moved": "0".
+			MarshalOptions:   protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: true},
+			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+		}),
+	)
+	if err := qv1.RegisterQueueServiceHandler(ctx, gw, cfg.Conn); err != nil {
+		return nil, fmt.Errorf("register REST gateway: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", gw)
+	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(openapi.Spec)
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if cfg.Ready != nil {
+			if err := cfg.Ready(); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = fmt.Fprintf(w, "not ready: %v\n", err)
+				return
+			}
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	if cfg.Metrics != nil {
+		mux.Handle("GET /metrics", cfg.Metrics)
+	}
+	return mux, nil
+}

@@ -1,0 +1,207 @@
+// Package keys builds and parses every Pebble key quorumq writes. All keys go
+// through here so their byte order is defined (and tested) in one place.
+//
+// Layout (S = shard id, 8 bytes big-endian):
+//
+//	0x01 S 'h'                 Raft HardState              (unreplicated)
+//	0x01 S 'l' index           Raft log entry              (unreplicated)
+//	0x01 S 't'                 Raft log truncation state   (unreplicated)
+//	0x02 S 0x01                applied index               (replicated: in snapshots)
+//	0x02 S 0x03                Raft ConfState as of applied index
+//	0x02 S ...                 state machine keys, see state.go
+//
+// Unreplicated Raft state and replicated state sit under different first
+// bytes, so a shard's snapshot is one bounded scan of [StatePrefix(S),
+// StateEnd(S)) and dropping a shard is one DeleteRange per prefix.
+//
+// Integers are big-endian fixed width; strings are escaped and terminated
+// (0x00 -> 0x00 0xFF, end = 0x00 0x01), so they sort bytewise and a decoder
+// knows where they end. Never varints or protobuf inside keys.
+package keys
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// Key kinds (first byte).
+const (
+	kindRaft  byte = 0x01
+	kindState byte = 0x02
+)
+
+// Raft key suffixes.
+const (
+	raftHardState byte = 'h'
+	raftLog       byte = 'l'
+	raftTruncated byte = 't'
+)
+
+// State key suffixes owned by raftnode.
+const (
+	stateApplied   byte = 0x01
+	stateConfState byte = 0x03
+)
+
+// ErrMalformed reports a key that does not decode.
+var ErrMalformed = errors.New("keys: malformed key")
+
+// AppendUint64 appends v big-endian.
+func AppendUint64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }
+
+// AppendUint32 appends v big-endian.
+func AppendUint32(b []byte, v uint32) []byte { return binary.BigEndian.AppendUint32(b, v) }
+
+// AppendInt64 appends v big-endian with the sign bit flipped, so negative
+// values sort before positive ones.
+func AppendInt64(b []byte, v int64) []byte { return AppendUint64(b, uint64(v)^(1<<63)) }
+
+// AppendString appends s escaped and terminated.
+func AppendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0x00 {
+			b = append(b, 0x00, 0xFF)
+		} else {
+			b = append(b, s[i])
+		}
+	}
+	return append(b, 0x00, 0x01)
+}
+
+// ReadUint64 decodes a big-endian uint64 from the front of b.
+func ReadUint64(b []byte) (uint64, []byte, error) {
+	if len(b) < 8 {
+		return 0, nil, ErrMalformed
+	}
+	return binary.BigEndian.Uint64(b), b[8:], nil
+}
+
+// ReadUint32 decodes a big-endian uint32 from the front of b.
+func ReadUint32(b []byte) (uint32, []byte, error) {
+	if len(b) < 4 {
+		return 0, nil, ErrMalformed
+	}
+	return binary.BigEndian.Uint32(b), b[4:], nil
+}
+
+// ReadInt64 decodes what AppendInt64 wrote.
+func ReadInt64(b []byte) (int64, []byte, error) {
+	u, rest, err := ReadUint64(b)
+	return int64(u ^ (1 << 63)), rest, err
+}
+
+// ReadString decodes what AppendString wrote.
+func ReadString(b []byte) (string, []byte, error) {
+	var out []byte
+	for i := 0; i < len(b); i++ {
+		if b[i] != 0x00 {
+			out = append(out, b[i])
+			continue
+		}
+		if i+1 >= len(b) {
+			return "", nil, ErrMalformed
+		}
+		switch b[i+1] {
+		case 0xFF:
+			out = append(out, 0x00)
+			i++
+		case 0x01:
+			return string(out), b[i+2:], nil
+		default:
+			return "", nil, ErrMalformed
+		}
+	}
+	return "", nil, ErrMalformed
+}
+
+// PrefixEnd returns the smallest key greater than every key starting with p.
+func PrefixEnd(p []byte) []byte {
+	end := bytes.Clone(p)
+	for i := len(end) - 1; i >= 0; i-- {
+		end[i]++
+		if end[i] != 0 {
+			return end[:i+1]
+		}
+	}
+	return nil // p is all 0xFF: no upper bound
+}
+
+func shardPrefix(kind byte, shard uint64) []byte {
+	return AppendUint64(append(make([]byte, 0, 32), kind), shard)
+}
+
+// RaftPrefix is the start of a shard's unreplicated Raft state.
+func RaftPrefix(shard uint64) []byte { return shardPrefix(kindRaft, shard) }
+
+// RaftEnd is the end of a shard's unreplicated Raft state.
+func RaftEnd(shard uint64) []byte { return PrefixEnd(RaftPrefix(shard)) }
+
+// HardState is the key of a shard's Raft HardState.
+func HardState(shard uint64) []byte { return append(RaftPrefix(shard), raftHardState) }
+
+// Truncated is the key of a shard's log truncation state (index and term of
+// the last entry removed).
+func Truncated(shard uint64) []byte { return append(RaftPrefix(shard), raftTruncated) }
+
+// LogPrefix is the start of a shard's Raft log entries.
+func LogPrefix(shard uint64) []byte { return append(RaftPrefix(shard), raftLog) }
+
+// LogEntry is the key of the log entry at index.
+func LogEntry(shard, index uint64) []byte { return AppendUint64(LogPrefix(shard), index) }
+
+// LogEnd bounds a shard's log entries.
+func LogEnd(shard uint64) []byte { return PrefixEnd(LogPrefix(shard)) }
+
+// DecodeLogEntry returns the shard and index of a log entry key.
+func DecodeLogEntry(k []byte) (shard, index uint64, err error) {
+	if len(k) != 1+8+1+8 || k[0] != kindRaft || k[9] != raftLog {
+		return 0, 0, ErrMalformed
+	}
+	shard, _, _ = ReadUint64(k[1:])
+	index, _, _ = ReadUint64(k[10:])
+	return shard, index, nil
+}
+
+// StatePrefix is the start of a shard's replicated state: exactly what a
+// snapshot of the shard holds.
+func StatePrefix(shard uint64) []byte { return shardPrefix(kindState, shard) }
+
+// StateEnd bounds a shard's replicated state.
+func StateEnd(shard uint64) []byte { return PrefixEnd(StatePrefix(shard)) }
+
+// AppliedIndex is the key of a shard's applied index, written in every apply
+// batch.
+func AppliedIndex(shard uint64) []byte { return append(StatePrefix(shard), stateApplied) }
+
+// ConfState is the key of a shard's Raft ConfState as of the applied index.
+func ConfState(shard uint64) []byte { return append(StatePrefix(shard), stateConfState) }
+
+// Pretty renders a key for logs and debugging.
+func Pretty(k []byte) string {
+	if len(k) < 9 {
+		return fmt.Sprintf("%x", k)
+	}
+	shard, rest, _ := ReadUint64(k[1:])
+	switch k[0] {
+	case kindRaft:
+		if len(rest) == 0 {
+			return fmt.Sprintf("/raft/%d", shard)
+		}
+		switch rest[0] {
+		case raftHardState:
+			return fmt.Sprintf("/raft/%d/hardstate", shard)
+		case raftTruncated:
+			return fmt.Sprintf("/raft/%d/truncated", shard)
+		case raftLog:
+			if idx, r, err := ReadUint64(rest[1:]); err == nil && len(r) == 0 {
+				return fmt.Sprintf("/raft/%d/log/%d", shard, idx)
+			}
+		}
+		return fmt.Sprintf("/raft/%d/%x", shard, rest)
+	case kindState:
+		return fmt.Sprintf("/state/%d%s", shard, prettyState(rest))
+	}
+	return fmt.Sprintf("%x", k)
+}

@@ -1,0 +1,440 @@
+package keys
+
+import "fmt"
+
+// State machine key kinds (the byte after StatePrefix(S)). 0x01 and 0x03 are
+// raftnode's (applied index, ConfState) and are never used here.
+//
+//	0x02 T name                      catalog: tenant + queue name -> QueueRecord
+//	0x04                             shard meta -> ShardMeta
+//	0x05 T dlq source                dead-letter references: who names dlq as its DLQ
+//	0x10 Q 0x00                      queue meta -> QueueMeta
+//	0x10 Q 'd' key                   dedup / idempotency record -> DedupRecord
+//	0x10 Q 'e' expires key           dedup expiry order -> empty
+//	0x10 Q 'm' seq                   message record -> MessageRecord
+//	0x10 Q 't' tag visible_at seq    tag index -> flag byte
+//	0x10 Q 'v' visible_at seq        visibility index -> flag byte
+//	0x20 id                          outbox entry -> OutboxEntry
+//	0x21 source_shard id             delivered-outbox marker -> empty
+//	0x22 at source_shard id          delivered-marker expiry order -> empty
+//
+// Q, seq, id and source_shard are 8-byte big-endian; visible_at, expires and
+// at are sign-flipped int64 (AppendInt64); T, name, tag and key are
+// escape-and-terminate strings.
+const (
+	stateCatalog        byte = 0x02
+	stateShardMeta      byte = 0x04
+	stateDeadLetterRef  byte = 0x05
+	stateQueue          byte = 0x10
+	stateOutbox         byte = 0x20
+	stateDelivered      byte = 0x21
+	stateDeliveredOrder byte = 0x22
+)
+
+// Queue sub-kinds (the byte after 0x10 Q).
+const (
+	queueMeta       byte = 0x00
+	queueDedup      byte = 'd'
+	queueDedupOrder byte = 'e'
+	queueMessage    byte = 'm'
+	queueTag        byte = 't'
+	queueVisible    byte = 'v'
+)
+
+func stateKey(shard uint64, kind byte) []byte { return append(StatePrefix(shard), kind) }
+
+// ShardMeta is the key of the shard's replicated bookkeeping.
+func ShardMeta(shard uint64) []byte { return stateKey(shard, stateShardMeta) }
+
+// CatalogPrefix bounds every queue of the shard.
+func CatalogPrefix(shard uint64) []byte { return stateKey(shard, stateCatalog) }
+
+// CatalogTenantPrefix bounds the queues of one tenant, in name order.
+func CatalogTenantPrefix(shard uint64, tenant string) []byte {
+	return AppendString(CatalogPrefix(shard), tenant)
+}
+
+// Catalog is the key of a queue's catalog entry.
+func Catalog(shard uint64, tenant, name string) []byte {
+	return AppendString(CatalogTenantPrefix(shard, tenant), name)
+}
+
+// DecodeCatalog parses a Catalog key.
+func DecodeCatalog(k []byte) (shard uint64, tenant, name string, err error) {
+	shard, rest, err := readStateKind(k, stateCatalog)
+	if err != nil {
+		return 0, "", "", err
+	}
+	if tenant, rest, err = ReadString(rest); err != nil {
+		return 0, "", "", err
+	}
+	if name, rest, err = ReadString(rest); err != nil {
+		return 0, "", "", err
+	}
+	return shard, tenant, name, noTrailing(rest)
+}
+
+// DeadLetterRefPrefix bounds the queues that name (tenant, dlq) as their
+// dead-letter queue.
+func DeadLetterRefPrefix(shard uint64, tenant, dlq string) []byte {
+	return AppendString(AppendString(stateKey(shard, stateDeadLetterRef), tenant), dlq)
+}
+
+// DeadLetterRef records that queue source uses dlq as its dead-letter queue.
+func DeadLetterRef(shard uint64, tenant, dlq, source string) []byte {
+	return AppendString(DeadLetterRefPrefix(shard, tenant, dlq), source)
+}
+
+// DecodeDeadLetterRef parses a DeadLetterRef key.
+func DecodeDeadLetterRef(k []byte) (shard uint64, tenant, dlq, source string, err error) {
+	shard, rest, err := readStateKind(k, stateDeadLetterRef)
+	if err != nil {
+		return 0, "", "", "", err
+	}
+	for _, s := range []*string{&tenant, &dlq, &source} {
+		if *s, rest, err = ReadString(rest); err != nil {
+			return 0, "", "", "", err
+		}
+	}
+	return shard, tenant, dlq, source, noTrailing(rest)
+}
+
+// QueuePrefix bounds every key of one queue: DeleteRange over it drops the
+// queue.
+func QueuePrefix(shard, queue uint64) []byte {
+	return AppendUint64(stateKey(shard, stateQueue), queue)
+}
+
+// QueueEnd is the exclusive end of QueuePrefix.
+func QueueEnd(shard, queue uint64) []byte { return PrefixEnd(QueuePrefix(shard, queue)) }
+
+// QueueMeta is the key of a queue's counters.
+func QueueMeta(shard, queue uint64) []byte { return append(QueuePrefix(shard, queue), queueMeta) }
+
+// MessagePrefix bounds a queue's message records, in seq order.
+func MessagePrefix(shard, queue uint64) []byte {
+	return append(QueuePrefix(shard, queue), queueMessage)
+}
+
+// Message is the key of a message record.
+func Message(shard, queue, seq uint64) []byte {
+	return AppendUint64(MessagePrefix(shard, queue), seq)
+}
+
+// DecodeMessage parses a Message key.
+func DecodeMessage(k []byte) (shard, queue, seq uint64, err error) {
+	shard, queue, rest, err := readQueueKind(k, queueMessage)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	if seq, rest, err = ReadUint64(rest); err != nil {
+		return 0, 0, 0, err
+	}
+	return shard, queue, seq, noTrailing(rest)
+}
+
+// VisiblePrefix bounds a queue's visibility index, in (visible_at, seq)
+// order.
+func VisiblePrefix(shard, queue uint64) []byte {
+	return append(QueuePrefix(shard, queue), queueVisible)
+}
+
+// VisibleUntil is the exclusive upper bound of visibility entries with
+// visible_at <= at.
+func VisibleUntil(shard, queue uint64, at int64) []byte {
+	return AppendInt64(VisiblePrefix(shard, queue), at+1)
+}
+
+// Visible is the key of a visibility index entry.
+func Visible(shard, queue uint64, visibleAt int64, seq uint64) []byte {
+	return AppendUint64(AppendInt64(VisiblePrefix(shard, queue), visibleAt), seq)
+}
+
+// DecodeVisible parses a Visible key.
+func DecodeVisible(k []byte) (shard, queue uint64, visibleAt int64, seq uint64, err error) {
+	shard, queue, rest, err := readQueueKind(k, queueVisible)
+	if err != nil {
+		return 0, 0, 0, 0, err
+	}
+	if visibleAt, rest, err = ReadInt64(rest); err != nil {
+		return 0, 0, 0, 0, err
+	}
+	if seq, rest, err = ReadUint64(rest); err != nil {
+		return 0, 0, 0, 0, err
+	}
+	return shard, queue, visibleAt, seq, noTrailing(rest)
+}
+
+// TagPrefix bounds the index of one tag of a queue, in (visible_at, seq)
+// order.
+func TagPrefix(shard, queue uint64, tag string) []byte {
+	return AppendString(append(QueuePrefix(shard, queue), queueTag), tag)
+}
+
+// TagUntil is the exclusive upper bound of a tag's entries with
+// visible_at <= at.
+func TagUntil(shard, queue uint64, tag string, at int64) []byte {
+	return AppendInt64(TagPrefix(shard, queue, tag), at+1)
+}
+
+// TagsPrefix bounds every tag index entry of a queue.
+func TagsPrefix(shard, queue uint64) []byte { return append(QueuePrefix(shard, queue), queueTag) }
+
+// Tag is the key of a tag index entry.
+func Tag(shard, queue uint64, tag string, visibleAt int64, seq uint64) []byte {
+	return AppendUint64(AppendInt64(TagPrefix(shard, queue, tag), visibleAt), seq)
+}
+
+// DecodeTag parses a Tag key.
+func DecodeTag(k []byte) (shard, queue uint64, tag string, visibleAt int64, seq uint64, err error) {
+	shard, queue, rest, err := readQueueKind(k, queueTag)
+	if err == nil {
+		tag, rest, err = ReadString(rest)
+	}
+	if err == nil {
+		visibleAt, rest, err = ReadInt64(rest)
+	}
+	if err == nil {
+		seq, rest, err = ReadUint64(rest)
+	}
+	if err == nil {
+		err = noTrailing(rest)
+	}
+	if err != nil {
+		return 0, 0, "", 0, 0, err
+	}
+	return shard, queue, tag, visibleAt, seq, nil
+}
+
+// DedupPrefix bounds a queue's dedup / idempotency records.
+func DedupPrefix(shard, queue uint64) []byte { return append(QueuePrefix(shard, queue), queueDedup) }
+
+// Dedup is the key of a dedup / idempotency record.
+func Dedup(shard, queue uint64, key string) []byte {
+	return AppendString(DedupPrefix(shard, queue), key)
+}
+
+// DecodeDedup parses a Dedup key.
+func DecodeDedup(k []byte) (shard, queue uint64, key string, err error) {
+	shard, queue, rest, err := readQueueKind(k, queueDedup)
+	if err != nil {
+		return 0, 0, "", err
+	}
+	if key, rest, err = ReadString(rest); err != nil {
+		return 0, 0, "", err
+	}
+	return shard, queue, key, noTrailing(rest)
+}
+
+// DedupOrderPrefix bounds a queue's dedup expiry order.
+func DedupOrderPrefix(shard, queue uint64) []byte {
+	return append(QueuePrefix(shard, queue), queueDedupOrder)
+}
+
+// DedupOrderUntil is the exclusive upper bound of dedup expiry entries with
+// expires <= at.
+func DedupOrderUntil(shard, queue uint64, at int64) []byte {
+	return AppendInt64(DedupOrderPrefix(shard, queue), at+1)
+}
+
+// DedupOrder is the key of a dedup record's place in expiry order.
+func DedupOrder(shard, queue uint64, expires int64, key string) []byte {
+	return AppendString(AppendInt64(DedupOrderPrefix(shard, queue), expires), key)
+}
+
+// DecodeDedupOrder parses a DedupOrder key.
+func DecodeDedupOrder(k []byte) (shard, queue uint64, expires int64, key string, err error) {
+	shard, queue, rest, err := readQueueKind(k, queueDedupOrder)
+	if err == nil {
+		expires, rest, err = ReadInt64(rest)
+	}
+	if err == nil {
+		key, rest, err = ReadString(rest)
+	}
+	if err == nil {
+		err = noTrailing(rest)
+	}
+	if err != nil {
+		return 0, 0, 0, "", err
+	}
+	return shard, queue, expires, key, nil
+}
+
+// OutboxPrefix bounds the shard's outbox, in id order.
+func OutboxPrefix(shard uint64) []byte { return stateKey(shard, stateOutbox) }
+
+// Outbox is the key of an outbox entry.
+func Outbox(shard, id uint64) []byte { return AppendUint64(OutboxPrefix(shard), id) }
+
+// DecodeOutbox parses an Outbox key.
+func DecodeOutbox(k []byte) (shard, id uint64, err error) {
+	shard, rest, err := readStateKind(k, stateOutbox)
+	if err != nil {
+		return 0, 0, err
+	}
+	if id, rest, err = ReadUint64(rest); err != nil {
+		return 0, 0, err
+	}
+	return shard, id, noTrailing(rest)
+}
+
+// Delivered is the marker that outbox entry id of sourceShard has been
+// inserted here: it makes delivery exactly-once.
+func Delivered(shard, sourceShard, id uint64) []byte {
+	return AppendUint64(AppendUint64(stateKey(shard, stateDelivered), sourceShard), id)
+}
+
+// DecodeDelivered parses a Delivered key.
+func DecodeDelivered(k []byte) (shard, sourceShard, id uint64, err error) {
+	shard, rest, err := readStateKind(k, stateDelivered)
+	if err == nil {
+		sourceShard, rest, err = ReadUint64(rest)
+	}
+	if err == nil {
+		id, rest, err = ReadUint64(rest)
+	}
+	if err == nil {
+		err = noTrailing(rest)
+	}
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	return shard, sourceShard, id, nil
+}
+
+// DeliveredOrderPrefix bounds the delivered markers in time order.
+func DeliveredOrderPrefix(shard uint64) []byte { return stateKey(shard, stateDeliveredOrder) }
+
+// DeliveredOrderUntil is the exclusive upper bound of markers delivered at
+// or before at.
+func DeliveredOrderUntil(shard uint64, at int64) []byte {
+	return AppendInt64(DeliveredOrderPrefix(shard), at+1)
+}
+
+// DeliveredOrder is the key of a delivered marker's place in time order.
+func DeliveredOrder(shard uint64, at int64, sourceShard, id uint64) []byte {
+	return AppendUint64(AppendUint64(AppendInt64(DeliveredOrderPrefix(shard), at), sourceShard), id)
+}
+
+// DecodeDeliveredOrder parses a DeliveredOrder key.
+func DecodeDeliveredOrder(k []byte) (shard uint64, at int64, sourceShard, id uint64, err error) {
+	shard, rest, err := readStateKind(k, stateDeliveredOrder)
+	if err == nil {
+		at, rest, err = ReadInt64(rest)
+	}
+	if err == nil {
+		sourceShard, rest, err = ReadUint64(rest)
+	}
+	if err == nil {
+		id, rest, err = ReadUint64(rest)
+	}
+	if err == nil {
+		err = noTrailing(rest)
+	}
+	if err != nil {
+		return 0, 0, 0, 0, err
+	}
+	return shard, at, sourceShard, id, nil
+}
+
+func noTrailing(rest []byte) error {
+	if len(rest) != 0 {
+		return ErrMalformed
+	}
+	return nil
+}
+
+// readStateKind checks 0x02 S kind and returns S and what follows.
+func readStateKind(k []byte, kind byte) (uint64, []byte, error) {
+	if len(k) < 10 || k[0] != kindState || k[9] != kind {
+		return 0, nil, ErrMalformed
+	}
+	shard, _, _ := ReadUint64(k[1:])
+	return shard, k[10:], nil
+}
+
+// readQueueKind checks 0x02 S 0x10 Q sub and returns S, Q and what follows.
+func readQueueKind(k []byte, sub byte) (shard, queue uint64, rest []byte, err error) {
+	shard, rest, err = readStateKind(k, stateQueue)
+	if err != nil || len(rest) < 9 || rest[8] != sub {
+		return 0, 0, nil, ErrMalformed
+	}
+	queue, _, _ = ReadUint64(rest)
+	return shard, queue, rest[9:], nil
+}
+
+// prettyState renders the part of a state key after the shard id.
+func prettyState(rest []byte) string {
+	if len(rest) == 0 {
+		return ""
+	}
+	// Re-prefix with a dummy shard so the strict decoders can be reused.
+	k := append(StatePrefix(0), rest...)
+	switch rest[0] {
+	case stateApplied:
+		return "/applied"
+	case stateConfState:
+		return "/confstate"
+	case stateShardMeta:
+		if len(rest) == 1 {
+			return "/shardmeta"
+		}
+	case stateCatalog:
+		if _, t, n, err := DecodeCatalog(k); err == nil {
+			return fmt.Sprintf("/catalog/%q/%q", t, n)
+		}
+	case stateDeadLetterRef:
+		if _, t, d, s, err := DecodeDeadLetterRef(k); err == nil {
+			return fmt.Sprintf("/dlqref/%q/%q/%q", t, d, s)
+		}
+	case stateQueue:
+		return prettyQueue(k, rest)
+	case stateOutbox:
+		if _, id, err := DecodeOutbox(k); err == nil {
+			return fmt.Sprintf("/outbox/%d", id)
+		}
+	case stateDelivered:
+		if _, src, id, err := DecodeDelivered(k); err == nil {
+			return fmt.Sprintf("/delivered/%d/%d", src, id)
+		}
+	case stateDeliveredOrder:
+		if _, at, src, id, err := DecodeDeliveredOrder(k); err == nil {
+			return fmt.Sprintf("/delivered-at/%d/%d/%d", at, src, id)
+		}
+	}
+	return fmt.Sprintf("/%x", rest)
+}
+
+func prettyQueue(k, rest []byte) string {
+	if len(rest) < 10 {
+		return fmt.Sprintf("/%x", rest)
+	}
+	q, _, _ := ReadUint64(rest[1:])
+	switch rest[9] {
+	case queueMeta:
+		if len(rest) == 10 {
+			return fmt.Sprintf("/q/%d/meta", q)
+		}
+	case queueMessage:
+		if _, _, seq, err := DecodeMessage(k); err == nil {
+			return fmt.Sprintf("/q/%d/m/%d", q, seq)
+		}
+	case queueVisible:
+		if _, _, at, seq, err := DecodeVisible(k); err == nil {
+			return fmt.Sprintf("/q/%d/v/%d/%d", q, at, seq)
+		}
+	case queueTag:
+		if _, _, tag, at, seq, err := DecodeTag(k); err == nil {
+			return fmt.Sprintf("/q/%d/t/%q/%d/%d", q, tag, at, seq)
+		}
+	case queueDedup:
+		if _, _, key, err := DecodeDedup(k); err == nil {
+			return fmt.Sprintf("/q/%d/d/%q", q, key)
+		}
+	case queueDedupOrder:
+		if _, _, at, key, err := DecodeDedupOrder(k); err == nil {
+			return fmt.Sprintf("/q/%d/e/%d/%q", q, at, key)
+		}
+	}
+	return fmt.Sprintf("/q/%d/%x", q, rest[9:])
+}

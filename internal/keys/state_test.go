@@ -1,0 +1,212 @@
+package keys
+
+import (
+	"bytes"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+)
+
+// TestStateKeyOrder lists keys in the order they must sort in Pebble: every
+// kind against its neighbours and, inside each kind, the orders the store's
+// scans depend on (visible_at before seq, negative times first, names with a
+// common prefix, tenants kept apart).
+func TestStateKeyOrder(t *testing.T) {
+	const s = 7
+	ordered := []struct {
+		name string
+		key  []byte
+	}{
+		{"raft hardstate", HardState(s)},
+		{"state prefix", StatePrefix(s)},
+		{"applied", AppliedIndex(s)},
+		{"catalog a/x", Catalog(s, "a", "x")},
+		{"catalog a/x.fifo", Catalog(s, "a", "x.fifo")},
+		{"catalog a/xy", Catalog(s, "a", "xy")},
+		{"catalog ab/a", Catalog(s, "ab", "a")},
+		{"confstate", ConfState(s)},
+		{"shard meta", ShardMeta(s)},
+		{"dlqref a/d/x", DeadLetterRef(s, "a", "d", "x")},
+		{"dlqref a/d/y", DeadLetterRef(s, "a", "d", "y")},
+		{"dlqref a/dd/a", DeadLetterRef(s, "a", "dd", "a")},
+		{"queue 1 meta", QueueMeta(s, 1)},
+		{"queue 1 dedup k1", Dedup(s, 1, "k1")},
+		{"queue 1 dedup k2", Dedup(s, 1, "k2")},
+		{"queue 1 dedup order -1", DedupOrder(s, 1, -1, "z")},
+		{"queue 1 dedup order 5 a", DedupOrder(s, 1, 5, "a")},
+		{"queue 1 dedup order 5 b", DedupOrder(s, 1, 5, "b")},
+		{"queue 1 dedup order 6", DedupOrder(s, 1, 6, "a")},
+		{"queue 1 msg 1", Message(s, 1, 1)},
+		{"queue 1 msg 2", Message(s, 1, 2)},
+		{"queue 1 msg 256", Message(s, 1, 256)},
+		{"queue 1 tag blue 9", Tag(s, 1, "blue", 9, 1)},
+		{"queue 1 tag red -5", Tag(s, 1, "red", -5, 9)},
+		{"queue 1 tag red 5/1", Tag(s, 1, "red", 5, 1)},
+		{"queue 1 tag red 5/2", Tag(s, 1, "red", 5, 2)},
+		{"queue 1 tag red 6/0", Tag(s, 1, "red", 6, 0)},
+		{"queue 1 tag redd 0", Tag(s, 1, "redd", 0, 0)},
+		{"queue 1 vis min", Visible(s, 1, math.MinInt64, 0)},
+		{"queue 1 vis -1", Visible(s, 1, -1, 5)},
+		{"queue 1 vis 0", Visible(s, 1, 0, 5)},
+		{"queue 1 vis 5/1", Visible(s, 1, 5, 1)},
+		{"queue 1 vis 5/2", Visible(s, 1, 5, 2)},
+		{"queue 1 vis 6/0", Visible(s, 1, 6, 0)},
+		{"queue 2 meta", QueueMeta(s, 2)},
+		{"queue 256 meta", QueueMeta(s, 256)},
+		{"outbox 1", Outbox(s, 1)},
+		{"outbox 2", Outbox(s, 2)},
+		{"delivered 1/9", Delivered(s, 1, 9)},
+		{"delivered 2/1", Delivered(s, 2, 1)},
+		{"delivered order 1", DeliveredOrder(s, 1, 9, 9)},
+		{"delivered order 2", DeliveredOrder(s, 2, 0, 0)},
+		{"state end", StateEnd(s)},
+		{"next shard applied", AppliedIndex(s + 1)},
+	}
+	for i := 1; i < len(ordered); i++ {
+		a, b := ordered[i-1], ordered[i]
+		if bytes.Compare(a.key, b.key) >= 0 {
+			t.Errorf("%s (%s) must sort before %s (%s)", a.name, Pretty(a.key), b.name, Pretty(b.key))
+		}
+	}
+	// Range helpers bound exactly their kind.
+	within := func(name string, k, lo, hi []byte) {
+		t.Helper()
+		if bytes.Compare(k, lo) < 0 || bytes.Compare(k, hi) >= 0 {
+			t.Errorf("%s: %s not in [%s, %s)", name, Pretty(k), Pretty(lo), Pretty(hi))
+		}
+	}
+	outside := func(name string, k, lo, hi []byte) {
+		t.Helper()
+		if bytes.Compare(k, lo) >= 0 && bytes.Compare(k, hi) < 0 {
+			t.Errorf("%s: %s unexpectedly in [%s, %s)", name, Pretty(k), Pretty(lo), Pretty(hi))
+		}
+	}
+	within("visible until", Visible(s, 1, 5, math.MaxUint64), VisiblePrefix(s, 1), VisibleUntil(s, 1, 5))
+	outside("visible until", Visible(s, 1, 6, 0), VisiblePrefix(s, 1), VisibleUntil(s, 1, 5))
+	within("tag until", Tag(s, 1, "red", 5, math.MaxUint64), TagPrefix(s, 1, "red"), TagUntil(s, 1, "red", 5))
+	outside("tag until", Tag(s, 1, "red", 6, 0), TagPrefix(s, 1, "red"), TagUntil(s, 1, "red", 5))
+	outside("tag prefix", Tag(s, 1, "redd", 0, 0), TagPrefix(s, 1, "red"), PrefixEnd(TagPrefix(s, 1, "red")))
+	within("dedup until", DedupOrder(s, 1, 5, "zzz"), DedupOrderPrefix(s, 1), DedupOrderUntil(s, 1, 5))
+	within("delivered until", DeliveredOrder(s, 5, math.MaxUint64, 1), DeliveredOrderPrefix(s), DeliveredOrderUntil(s, 5))
+	within("queue", Message(s, 1, math.MaxUint64), QueuePrefix(s, 1), QueueEnd(s, 1))
+	outside("queue", QueueMeta(s, 2), QueuePrefix(s, 1), QueueEnd(s, 1))
+	outside("tenant", Catalog(s, "ab", "a"), CatalogTenantPrefix(s, "a"), PrefixEnd(CatalogTenantPrefix(s, "a")))
+	for _, k := range ordered[2 : len(ordered)-2] {
+		within("state", k.key, StatePrefix(s), StateEnd(s))
+	}
+}
+
+// TestStateKeyRoundTrip decodes every kind and rejects truncated keys,
+// trailing bytes and keys of another kind.
+func TestStateKeyRoundTrip(t *testing.T) {
+	const s = 3
+	type check struct {
+		key    []byte
+		decode func([]byte) (string, error)
+		want   string
+	}
+	str := func(parts ...any) string {
+		var b strings.Builder
+		for _, p := range parts {
+			b.WriteString(stringify(p))
+			b.WriteByte('|')
+		}
+		return b.String()
+	}
+	checks := []check{
+		{Catalog(s, "t\x00x", "q"), func(k []byte) (string, error) {
+			a, b, c, err := DecodeCatalog(k)
+			return str(a, b, c), err
+		}, str(uint64(s), "t\x00x", "q")},
+		{DeadLetterRef(s, "t", "d", "src"), func(k []byte) (string, error) {
+			a, b, c, d, err := DecodeDeadLetterRef(k)
+			return str(a, b, c, d), err
+		}, str(uint64(s), "t", "d", "src")},
+		{Message(s, 4, 99), func(k []byte) (string, error) {
+			a, b, c, err := DecodeMessage(k)
+			return str(a, b, c), err
+		}, str(uint64(s), uint64(4), uint64(99))},
+		{Visible(s, 4, -7, 99), func(k []byte) (string, error) {
+			a, b, c, d, err := DecodeVisible(k)
+			return str(a, b, c, d), err
+		}, str(uint64(s), uint64(4), int64(-7), uint64(99))},
+		{Tag(s, 4, "red", 8, 99), func(k []byte) (string, error) {
+			a, b, c, d, e, err := DecodeTag(k)
+			return str(a, b, c, d, e), err
+		}, str(uint64(s), uint64(4), "red", int64(8), uint64(99))},
+		{Dedup(s, 4, "i:k"), func(k []byte) (string, error) {
+			a, b, c, err := DecodeDedup(k)
+			return str(a, b, c), err
+		}, str(uint64(s), uint64(4), "i:k")},
+		{DedupOrder(s, 4, 12, "i:k"), func(k []byte) (string, error) {
+			a, b, c, d, err := DecodeDedupOrder(k)
+			return str(a, b, c, d), err
+		}, str(uint64(s), uint64(4), int64(12), "i:k")},
+		{Outbox(s, 5), func(k []byte) (string, error) {
+			a, b, err := DecodeOutbox(k)
+			return str(a, b), err
+		}, str(uint64(s), uint64(5))},
+		{Delivered(s, 1, 5), func(k []byte) (string, error) {
+			a, b, c, err := DecodeDelivered(k)
+			return str(a, b, c), err
+		}, str(uint64(s), uint64(1), uint64(5))},
+		{DeliveredOrder(s, 77, 1, 5), func(k []byte) (string, error) {
+			a, b, c, d, err := DecodeDeliveredOrder(k)
+			return str(a, b, c, d), err
+		}, str(uint64(s), int64(77), uint64(1), uint64(5))},
+	}
+	for i, c := range checks {
+		got, err := c.decode(c.key)
+		if err != nil || got != c.want {
+			t.Errorf("%d %s: got %q, %v; want %q", i, Pretty(c.key), got, err, c.want)
+		}
+		if _, err := c.decode(append(bytes.Clone(c.key), 0)); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%d %s: trailing byte accepted", i, Pretty(c.key))
+		}
+		for n := 0; n < len(c.key); n++ {
+			if _, err := c.decode(c.key[:n]); !errors.Is(err, ErrMalformed) {
+				t.Errorf("%d %s: truncated to %d accepted", i, Pretty(c.key), n)
+			}
+		}
+		// Every other kind's decoder rejects this key.
+		for j, o := range checks {
+			if j == i {
+				continue
+			}
+			if _, err := o.decode(c.key); err == nil {
+				t.Errorf("decoder %d accepted key %d (%s)", j, i, Pretty(c.key))
+			}
+		}
+		if p := Pretty(c.key); strings.Contains(p, "/state/3/") == false || strings.HasSuffix(p, "/") {
+			t.Errorf("pretty %q", p)
+		}
+	}
+}
+
+func TestPrettyState(t *testing.T) {
+	for k, want := range map[string]string{
+		string(ShardMeta(1)):            "/state/1/shardmeta",
+		string(QueueMeta(1, 2)):         "/state/1/q/2/meta",
+		string(Visible(1, 2, 30, 4)):    "/state/1/q/2/v/30/4",
+		string(Tag(1, 2, "red", 30, 4)): `/state/1/q/2/t/"red"/30/4`,
+		string(Catalog(1, "t", "a")):    `/state/1/catalog/"t"/"a"`,
+		string(AppliedIndex(1)):         "/state/1/applied",
+	} {
+		if got := Pretty([]byte(k)); got != want {
+			t.Errorf("Pretty = %q, want %q", got, want)
+		}
+	}
+}
+
+func stringify(v any) string {
+	switch v := v.(type) {
+	case string:
+		return "s:" + v
+	case uint64:
+		return "u:" + string(AppendUint64(nil, v))
+	case int64:
+		return "i:" + string(AppendInt64(nil, v))
+	}
+	panic("unknown type")
+}

@@ -1,0 +1,288 @@
+package raftnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// testCluster is n hosts in one process over a MemNetwork.
+type testCluster struct {
+	t      *testing.T
+	net    *MemNetwork
+	nodes  map[uint64]*testNode
+	opts   nodeOpts
+	groups []uint64
+}
+
+func newCluster(t *testing.T, size int, logRetain uint64, groups ...uint64) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, net: NewMemNetwork(), nodes: make(map[uint64]*testNode), groups: groups}
+	for id := uint64(1); id <= uint64(size); id++ {
+		c.opts.peers = append(c.opts.peers, id)
+	}
+	c.opts.groups, c.opts.logRetain = groups, logRetain
+	for _, id := range c.opts.peers {
+		c.start(id, vfs.NewMem())
+	}
+	t.Cleanup(func() {
+		for _, n := range c.nodes {
+			n.stop(t)
+		}
+	})
+	return c
+}
+
+func (c *testCluster) start(id uint64, fs vfs.FS) {
+	o := c.opts
+	o.transport = c.net.Transport(id)
+	n := startNode(c.t, id, fs, o)
+	c.nodes[id] = n
+	c.net.Attach(id, n.host)
+}
+
+// leader waits until the nodes in ids (all if none) agree on a leader that
+// is among them and considers itself leader, and returns it.
+func (c *testCluster) leader(group uint64, ids ...uint64) *testNode {
+	c.t.Helper()
+	if len(ids) == 0 {
+		for id := range c.nodes {
+			ids = append(ids, id)
+		}
+	}
+	var lead *testNode
+	checkFor(c.t, 10*time.Second, func() error {
+		var want uint64
+		for _, id := range ids {
+			st, err := c.nodes[id].host.Status(group)
+			if err != nil {
+				return err
+			}
+			if st.LeaderID == 0 || (want != 0 && st.LeaderID != want) {
+				return fmt.Errorf("node %d sees leader %d, others %d", id, st.LeaderID, want)
+			}
+			want = st.LeaderID
+		}
+		n := c.nodes[want]
+		if n == nil || !slices.Contains(ids, want) {
+			return fmt.Errorf("leader %d is not among %v", want, ids)
+		}
+		if st, _ := n.host.Status(group); !st.IsLeader {
+			return fmt.Errorf("node %d does not know it leads", want)
+		}
+		lead = n
+		return nil
+	})
+	return lead
+}
+
+// converged waits until every node has the same replicated state for group.
+func (c *testCluster) converged(group uint64) {
+	c.t.Helper()
+	checkFor(c.t, 10*time.Second, func() error {
+		var ref string
+		var refID uint64
+		for id, n := range c.nodes {
+			d, err := stateDump(n.db, group)
+			if err != nil {
+				return err
+			}
+			if refID == 0 {
+				ref, refID = d, id
+				continue
+			}
+			if d != ref {
+				return fmt.Errorf("node %d and node %d differ:\n%s\n---\n%s", refID, id, ref, d)
+			}
+		}
+		return nil
+	})
+}
+
+func (c *testCluster) follower(group uint64, lead *testNode) *testNode {
+	for id, n := range c.nodes {
+		if id != lead.id {
+			return n
+		}
+	}
+	c.t.Fatal("no follower")
+	return nil
+}
+
+func TestThreeNodes(t *testing.T) {
+	c := newCluster(t, 3, 0, 1, 2)
+	for _, g := range c.groups {
+		lead := c.leader(g)
+		checkResults(t, proposeAll(t, lead.host, g, "m", 100))
+		c.converged(g)
+		for _, n := range c.nodes {
+			st, err := n.host.Status(g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(st.Members) != 3 || st.LeaderID != lead.id {
+				t.Fatalf("node %d status %+v", n.id, st)
+			}
+			if got := len(counts(t, n.db, g)); got != 100 {
+				t.Fatalf("node %d applied %d entries of group %d, want 100", n.id, got, g)
+			}
+		}
+
+		f := c.follower(g, lead)
+		ctx := ctxTimeout(t, 5*time.Second)
+		_, err := f.host.Propose(ctx, g, []byte("x"))
+		var nl *NotLeaderError
+		if !errors.As(err, &nl) || !errors.Is(err, ErrNotLeader) || nl.LeaderID != lead.id || nl.Group != g {
+			t.Fatalf("propose on follower: %v, want NotLeaderError with leader %d", err, lead.id)
+		}
+		if err := f.host.ReadIndex(ctx, g); !errors.Is(err, ErrNotLeader) {
+			t.Fatalf("read index on follower: %v", err)
+		}
+		if err := lead.host.ReadIndex(ctx, g); err != nil {
+			t.Fatalf("read index on leader: %v", err)
+		}
+	}
+	if p := c.nodes[1].host.Proposals() + c.nodes[2].host.Proposals() + c.nodes[3].host.Proposals(); p != 2*100+2 {
+		t.Fatalf("proposals = %d, want 202", p)
+	}
+}
+
+func TestPartitionLeader(t *testing.T) {
+	const g = 1
+	c := newCluster(t, 3, 0, g)
+	old := c.leader(g)
+	checkResults(t, proposeAll(t, old.host, g, "before", 50))
+
+	c.net.Partition(old.id)
+	// Proposals on the isolated leader cannot commit: they fail when it
+	// steps down (CheckQuorum) or time out.
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for i := range 20 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_, err := old.host.Propose(ctx, g, fmt.Appendf(nil, "lost-%d", i))
+			errs <- err
+		})
+	}
+
+	var rest []uint64
+	for id := range c.nodes {
+		if id != old.id {
+			rest = append(rest, id)
+		}
+	}
+	start := time.Now()
+	lead := c.leader(g, rest...)
+	t.Logf("new leader %d after %v", lead.id, time.Since(start))
+	if lead.id == old.id {
+		t.Fatal("isolated node still leads")
+	}
+	checkResults(t, proposeAll(t, lead.host, g, "during", 50))
+
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Logf("isolated leader proposal: %v", err)
+		if !errors.Is(err, ErrLeadershipLost) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, ErrNotLeader) {
+			t.Fatalf("proposal on isolated leader: %v", err)
+		}
+	}
+	if st, _ := old.host.Status(g); st.IsLeader {
+		t.Fatalf("isolated node still thinks it leads: %+v", st)
+	}
+
+	c.net.Heal()
+	lead = c.leader(g)
+	checkResults(t, proposeAll(t, lead.host, g, "after", 50))
+	c.converged(g)
+	for id, n := range c.nodes {
+		for idx, k := range counts(t, n.db, g) {
+			if k != 1 {
+				t.Fatalf("node %d applied entry %d %d times", id, idx, k)
+			}
+		}
+	}
+}
+
+func TestTransferLeadership(t *testing.T) {
+	const g = 1
+	c := newCluster(t, 3, 0, g)
+	lead := c.leader(g)
+	f := c.follower(g, lead)
+	if err := f.host.TransferLeadership(ctxTimeout(t, time.Second), g, f.id); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("transfer on follower: %v", err)
+	}
+	if err := lead.host.TransferLeadership(ctxTimeout(t, 5*time.Second), g, f.id); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.leader(g); got.id != f.id {
+		t.Fatalf("leader %d after transfer to %d", got.id, f.id)
+	}
+	checkResults(t, proposeAll(t, f.host, g, "t", 10))
+}
+
+// TestTruncationFollowsSlowestMember checks that a leader truncates only
+// behind the slowest member, so an isolated follower catches up from the
+// log (no snapshot) after healing, and that followers truncate too.
+func TestTruncationFollowsSlowestMember(t *testing.T) {
+	const g = 1
+	c := newCluster(t, 3, 10, g)
+	lead := c.leader(g)
+	slow := c.follower(g, lead)
+	checkResults(t, proposeAll(t, lead.host, g, "a", 40))
+	c.converged(g)
+
+	c.net.Partition(slow.id)
+	lead = c.leader(g, otherIDs(c, slow.id)...)
+	slowSt, _ := slow.host.Status(g)
+	for i := range 4 {
+		checkResults(t, proposeAll(t, lead.host, g, fmt.Sprint("b", i), 40))
+	}
+	st, _ := lead.host.Status(g)
+	if st.FirstIndex > slowSt.LastIndex+1 {
+		t.Fatalf("leader truncated to %d past isolated follower's last index %d", st.FirstIndex, slowSt.LastIndex)
+	}
+
+	c.net.Heal()
+	c.converged(g)
+	checkFor(t, 10*time.Second, func() error {
+		for id, n := range c.nodes {
+			st, err := n.host.Status(g)
+			if err != nil {
+				return err
+			}
+			if st.FirstIndex < 150 {
+				return fmt.Errorf("node %d first index %d", id, st.FirstIndex)
+			}
+		}
+		return nil
+	})
+
+	// A restarted follower comes back with its truncated log.
+	f := c.follower(g, c.leader(g))
+	fs := f.fs
+	f.stop(t)
+	c.net.Detach(f.id)
+	c.start(f.id, fs)
+	lead = c.leader(g)
+	checkResults(t, proposeAll(t, lead.host, g, "c", 20))
+	c.converged(g)
+}
+
+func otherIDs(c *testCluster, except uint64) []uint64 {
+	var ids []uint64
+	for id := range c.nodes {
+		if id != except {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}

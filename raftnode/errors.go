@@ -1,0 +1,50 @@
+package raftnode
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Callers match them with errors.Is; server/ maps them to
+// gRPC statuses.
+var (
+	// ErrNotLeader: the operation needs the group's leader and this node is
+	// not it. Returned errors are *NotLeaderError, which carries the leader
+	// hint and matches ErrNotLeader.
+	ErrNotLeader = errors.New("raftnode: not the leader")
+	// ErrStopped: the host is stopped (or stopping); nothing more is accepted.
+	ErrStopped = errors.New("raftnode: host stopped")
+	// ErrGroupNotFound: no group with that id on this host.
+	ErrGroupNotFound = errors.New("raftnode: group not found")
+	// ErrGroupExists: AddGroup was called twice for one group.
+	ErrGroupExists = errors.New("raftnode: group already added")
+	// ErrProposalDropped: raft refused the proposal (leadership transfer in
+	// progress, or the proposal queue is full). The entry was not appended;
+	// retrying is safe.
+	ErrProposalDropped = errors.New("raftnode: proposal dropped")
+	// ErrLeadershipLost: the leader stepped down (or its term changed) after
+	// appending the proposal and before applying it. The outcome is unknown:
+	// the entry may still commit under the next leader.
+	ErrLeadershipLost = errors.New("raftnode: leadership lost, outcome unknown")
+	// ErrHalted: the group stopped processing after a storage failure (a
+	// failed Pebble write, a failed Apply, or a raft invariant violation).
+	// The wrapped cause says which. The node's other groups keep running.
+	ErrHalted = errors.New("raftnode: group halted")
+)
+
+// NotLeaderError reports a request that reached a follower. LeaderID is the
+// leader this node knows of, 0 if none.
+type NotLeaderError struct {
+	Group    uint64
+	LeaderID uint64
+}
+
+func (e *NotLeaderError) Error() string {
+	if e.LeaderID == 0 {
+		return fmt.Sprintf("raftnode: group %d: not the leader (leader unknown)", e.Group)
+	}
+	return fmt.Sprintf("raftnode: group %d: not the leader (leader is node %d)", e.Group, e.LeaderID)
+}
+
+// Is makes errors.Is(err, ErrNotLeader) true.
+func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }

@@ -1,0 +1,282 @@
+package raftnode
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+)
+
+// group is one Raft group on a host.
+//
+// Fields above mu belong to the loop goroutine (and to AddGroup before the
+// group is published). Fields below mu are shared with API callers.
+type group struct {
+	id  uint64
+	sm  StateMachine
+	st  *storage
+	rn  *raft.RawNode
+	log *slog.Logger
+
+	halted       error  // set once; the loop skips the group afterwards
+	term         uint64 // term and leadership as of the last check
+	leader       bool
+	truncPending uint64 // truncation index proposed in truncTerm
+	truncTerm    uint64
+	snapWarned   bool
+	selfElect    bool // sole voter: campaign once conf changes are applied
+
+	mu        sync.Mutex
+	closed    error // non-nil: no more requests (stopped or halted)
+	props     []*proposal
+	msgs      []*pb.Message
+	reads     []*readReq
+	transfers []uint64
+	waiters   map[uint64]*proposal // queued or proposed, by id
+	readWait  map[uint64]*readReq
+	status    GroupStatus
+}
+
+type result struct {
+	v   any
+	err error
+}
+
+type proposal struct {
+	id   uint64
+	data []byte      // framed
+	term uint64      // loop only: term it was proposed in, 0 while queued
+	ch   chan result // cap 1, receives exactly one result
+}
+
+type readReq struct {
+	id    uint64
+	term  uint64     // loop only: term it was requested in, 0 while queued
+	index uint64     // loop only: confirmed read index, 0 until known
+	ch    chan error // cap 1
+}
+
+func newGroup(id uint64, sm StateMachine, st *storage, rn *raft.RawNode, log *slog.Logger) *group {
+	return &group{
+		id: id, sm: sm, st: st, rn: rn, log: log,
+		waiters:  make(map[uint64]*proposal),
+		readWait: make(map[uint64]*readReq),
+	}
+}
+
+func (g *group) enqueueProposal(p *proposal) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed != nil {
+		return g.closed
+	}
+	if len(g.props) >= maxQueuedProposals {
+		return fmt.Errorf("%w: group %d: proposal queue full", ErrProposalDropped, g.id)
+	}
+	g.props = append(g.props, p)
+	g.waiters[p.id] = p
+	return nil
+}
+
+func (g *group) enqueueRead(r *readReq) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed != nil {
+		return g.closed
+	}
+	g.reads = append(g.reads, r)
+	g.readWait[r.id] = r
+	return nil
+}
+
+func (g *group) enqueueMessage(m *pb.Message) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed != nil {
+		return g.closed
+	}
+	if len(g.msgs) < maxQueuedMessages {
+		g.msgs = append(g.msgs, m)
+	}
+	return nil
+}
+
+func (g *group) enqueueTransfer(to uint64) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed != nil {
+		return g.closed
+	}
+	g.transfers = append(g.transfers, to)
+	return nil
+}
+
+// dropWaiter removes a proposal's waiter; false if a result is already on
+// its way.
+func (g *group) dropWaiter(id uint64) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	_, ok := g.waiters[id]
+	delete(g.waiters, id)
+	return ok
+}
+
+func (g *group) dropRead(id uint64) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	_, ok := g.readWait[id]
+	delete(g.readWait, id)
+	return ok
+}
+
+// takeInbox hands the queued requests to the loop. Proposals and reads whose
+// callers gave up are left out.
+func (g *group) takeInbox() (msgs []*pb.Message, props []*proposal, reads []*readReq, transfers []uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	msgs, transfers = g.msgs, g.transfers
+	for _, p := range g.props {
+		if g.waiters[p.id] == p {
+			props = append(props, p)
+		}
+	}
+	for _, r := range g.reads {
+		if g.readWait[r.id] == r {
+			reads = append(reads, r)
+		}
+	}
+	g.msgs, g.props, g.reads, g.transfers = nil, nil, nil, nil
+	return msgs, props, reads, transfers
+}
+
+// finish delivers a proposal's result if its caller still waits.
+func (g *group) finish(id uint64, r result) {
+	g.mu.Lock()
+	p := g.waiters[id]
+	delete(g.waiters, id)
+	g.mu.Unlock()
+	if p != nil {
+		p.ch <- r
+	}
+}
+
+func (g *group) finishRead(id uint64, err error) {
+	g.mu.Lock()
+	r := g.readWait[id]
+	delete(g.readWait, id)
+	g.mu.Unlock()
+	if r != nil {
+		r.ch <- err
+	}
+}
+
+// failStale fails proposals and reads issued in another term than term, or
+// all issued ones if this node is no longer leader: their outcome is unknown.
+func (g *group) failStale(term uint64, leader bool) {
+	g.mu.Lock()
+	var ps []*proposal
+	var rs []*readReq
+	for id, p := range g.waiters {
+		if p.term != 0 && (!leader || p.term != term) {
+			ps = append(ps, p)
+			delete(g.waiters, id)
+		}
+	}
+	for id, r := range g.readWait {
+		if r.term != 0 && (!leader || r.term != term) {
+			rs = append(rs, r)
+			delete(g.readWait, id)
+		}
+	}
+	g.mu.Unlock()
+	for _, p := range ps {
+		p.ch <- result{err: fmt.Errorf("%w: group %d", ErrLeadershipLost, g.id)}
+	}
+	for _, r := range rs {
+		r.ch <- fmt.Errorf("%w: group %d", ErrLeadershipLost, g.id)
+	}
+}
+
+// finishReads completes the reads whose index has been applied.
+func (g *group) finishReads(applied uint64) {
+	g.mu.Lock()
+	var rs []*readReq
+	for id, r := range g.readWait {
+		if r.index != 0 && r.index <= applied {
+			rs = append(rs, r)
+			delete(g.readWait, id)
+		}
+	}
+	g.mu.Unlock()
+	for _, r := range rs {
+		r.ch <- nil
+	}
+}
+
+// close fails everything waiting and refuses new requests with err.
+func (g *group) close(err error) {
+	g.mu.Lock()
+	if g.closed == nil {
+		g.closed = err
+	}
+	ps, rs := g.waiters, g.readWait
+	g.waiters, g.readWait = make(map[uint64]*proposal), make(map[uint64]*readReq)
+	g.props, g.reads, g.msgs, g.transfers = nil, nil, nil, nil
+	g.mu.Unlock()
+	for _, p := range ps {
+		p.ch <- result{err: err}
+	}
+	for _, r := range rs {
+		r.ch <- err
+	}
+}
+
+// refreshStatus recomputes the shared status from raft and storage (loop
+// only). It reports whether the leader or term changed.
+func (g *group) refreshStatus() (leaderChanged bool) {
+	bs := g.rn.BasicStatus()
+	first, last, applied := g.st.bounds()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	old := g.status
+	members := old.Members
+	if applied != old.Applied || members == nil {
+		members = confMembers(g.st.appliedConfState())
+	}
+	g.status = GroupStatus{
+		Group:      g.id,
+		LeaderID:   bs.Lead,
+		Term:       bs.GetTerm(),
+		IsLeader:   bs.RaftState == raft.StateLeader,
+		Applied:    applied,
+		Commit:     bs.GetCommit(),
+		FirstIndex: first,
+		LastIndex:  last,
+		Members:    members,
+	}
+	return old.LeaderID != g.status.LeaderID || old.Term != g.status.Term || old.IsLeader != g.status.IsLeader
+}
+
+func (g *group) statusSnapshot() (GroupStatus, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	st := g.status
+	st.Members = slices.Clone(st.Members)
+	if errors.Is(g.closed, ErrHalted) {
+		return st, g.closed
+	}
+	return st, nil
+}
+
+func confMembers(cs *pb.ConfState) []uint64 {
+	var m []uint64
+	for _, ids := range [][]uint64{cs.GetVoters(), cs.GetVotersOutgoing(), cs.GetLearners(), cs.GetLearnersNext()} {
+		m = append(m, ids...)
+	}
+	slices.Sort(m)
+	return slices.Compact(m)
+}

@@ -1,0 +1,256 @@
+package raftnode
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/quorumq/quorumq/internal/keys"
+)
+
+// checkFor polls cond until it returns nil or the deadline passes.
+func checkFor(t testing.TB, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after %v: %v", timeout, err)
+		}
+		<-tick.C
+	}
+}
+
+type quietPebble struct{}
+
+func (quietPebble) Infof(string, ...any)  {}
+func (quietPebble) Errorf(string, ...any) {}
+func (quietPebble) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf(format, args...))
+}
+
+func openDB(t testing.TB, fs vfs.FS) *pebble.DB {
+	t.Helper()
+	db, err := pebble.Open("db", &pebble.Options{FS: fs, Logger: quietPebble{}})
+	if err != nil {
+		t.Fatalf("open pebble: %v", err)
+	}
+	return db
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// syncCountingFS counts syncs of WAL files (*.log).
+type syncCountingFS struct {
+	vfs.FS
+	walSyncs atomic.Int64
+}
+
+func (fs *syncCountingFS) wrap(name string, f vfs.File, err error) (vfs.File, error) {
+	if err != nil || !strings.HasSuffix(name, ".log") {
+		return f, err
+	}
+	return &countingFile{File: f, n: &fs.walSyncs}, nil
+}
+
+func (fs *syncCountingFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
+	f, err := fs.FS.Create(name, c)
+	return fs.wrap(name, f, err)
+}
+
+func (fs *syncCountingFS) ReuseForWrite(old, name string, c vfs.DiskWriteCategory) (vfs.File, error) {
+	f, err := fs.FS.ReuseForWrite(old, name, c)
+	return fs.wrap(name, f, err)
+}
+
+func (fs *syncCountingFS) OpenReadWrite(name string, c vfs.DiskWriteCategory, opts ...vfs.OpenOption) (vfs.File, error) {
+	f, err := fs.FS.OpenReadWrite(name, c, opts...)
+	return fs.wrap(name, f, err)
+}
+
+type countingFile struct {
+	vfs.File
+	n *atomic.Int64
+}
+
+func (f *countingFile) Sync() error     { f.n.Add(1); return f.File.Sync() }
+func (f *countingFile) SyncData() error { f.n.Add(1); return f.File.SyncData() }
+func (f *countingFile) SyncTo(l int64) (bool, error) {
+	f.n.Add(1)
+	return f.File.SyncTo(l)
+}
+
+// applyResult is what testSM.Apply returns.
+type applyResult struct {
+	Index uint64
+	Data  string
+}
+
+// testSM is a deterministic state machine that persists, per group, the
+// number of times each index was applied (0x10 index -> count) and the
+// payload (0x11 index -> data). A count above 1 is a double apply.
+type testSM struct {
+	group  uint64
+	failOn string // Apply returns an error for this payload
+
+	mu      sync.Mutex
+	applied []applyResult // AfterApply results, in order
+}
+
+func (s *testSM) countKey(index uint64) []byte {
+	return keys.AppendUint64(append(keys.StatePrefix(s.group), 0x10), index)
+}
+
+func (s *testSM) Apply(b *pebble.Batch, index uint64, data []byte) (any, error) {
+	if s.failOn != "" && string(data) == s.failOn {
+		return nil, errors.New("injected storage failure")
+	}
+	k := s.countKey(index)
+	var n uint64
+	v, closer, err := b.Get(k)
+	switch {
+	case err == nil:
+		n = binary.BigEndian.Uint64(v)
+		_ = closer.Close()
+	case !errors.Is(err, pebble.ErrNotFound):
+		return nil, err
+	}
+	if err := b.Set(k, binary.BigEndian.AppendUint64(nil, n+1), nil); err != nil {
+		return nil, err
+	}
+	dk := keys.AppendUint64(append(keys.StatePrefix(s.group), 0x11), index)
+	if err := b.Set(dk, data, nil); err != nil {
+		return nil, err
+	}
+	return applyResult{Index: index, Data: string(data)}, nil
+}
+
+func (s *testSM) AfterApply(results []any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range results {
+		s.applied = append(s.applied, r.(applyResult))
+	}
+}
+
+func (s *testSM) results() []applyResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]applyResult(nil), s.applied...)
+}
+
+// counts reads the persisted apply counts of a group.
+func counts(t testing.TB, db *pebble.DB, group uint64) map[uint64]uint64 {
+	t.Helper()
+	lo := append(keys.StatePrefix(group), 0x10)
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: keys.PrefixEnd(lo)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	m := make(map[uint64]uint64)
+	for ok := it.First(); ok; ok = it.Next() {
+		m[binary.BigEndian.Uint64(it.Key()[len(lo):])] = binary.BigEndian.Uint64(it.Value())
+	}
+	return m
+}
+
+// stateDump renders a group's replicated key range, for convergence checks.
+func stateDump(db *pebble.DB, group uint64) (string, error) {
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: keys.StatePrefix(group), UpperBound: keys.StateEnd(group)})
+	if err != nil {
+		return "", err
+	}
+	defer it.Close()
+	var b bytes.Buffer
+	for ok := it.First(); ok; ok = it.Next() {
+		fmt.Fprintf(&b, "%s=%x\n", keys.Pretty(it.Key()), it.Value())
+	}
+	return b.String(), it.Error()
+}
+
+func ctxTimeout(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// testNode is one host on its own (in-memory) Pebble.
+type testNode struct {
+	id   uint64
+	fs   vfs.FS
+	db   *pebble.DB
+	host *Host
+	sms  map[uint64]*testSM
+}
+
+type nodeOpts struct {
+	transport Transport
+	logRetain uint64
+	peers     []uint64
+	groups    []uint64
+}
+
+func startNode(t testing.TB, id uint64, fs vfs.FS, o nodeOpts) *testNode {
+	t.Helper()
+	n := &testNode{id: id, fs: fs, db: openDB(t, fs), sms: make(map[uint64]*testSM)}
+	h, err := NewHost(Config{
+		NodeID:       id,
+		DB:           n.db,
+		Transport:    o.transport,
+		TickInterval: 10 * time.Millisecond,
+		LogRetain:    o.logRetain,
+		Logger:       testLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.host = h
+	for _, g := range o.groups {
+		sm := &testSM{group: g}
+		n.sms[g] = sm
+		if err := h.AddGroup(g, o.peers, sm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.Start()
+	return n
+}
+
+// stop stops the host and closes its DB (the FS survives for a restart).
+func (n *testNode) stop(t testing.TB) {
+	t.Helper()
+	if n.host == nil {
+		return
+	}
+	n.host.Stop()
+	if err := n.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n.host, n.db = nil, nil
+}

@@ -1,0 +1,498 @@
+// Package raftnode runs many Raft groups (go.etcd.io/raft/v3 RawNodes) on one
+// node over one shared Pebble DB. One loop goroutine drives every group: each
+// round it steps inbound messages and queued proposals, collects every ready
+// group, writes all their log entries and HardStates in one synced Pebble
+// batch, sends messages, applies committed entries (one indexed batch per
+// group, not synced) and advances. See DESIGN.md in this directory.
+//
+// raftpb types stay inside this package and its transport; the state machine
+// sees only payload bytes and a Pebble batch.
+package raftnode
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+)
+
+// StateMachine is one group's replicated state machine.
+type StateMachine interface {
+	// Apply applies one committed normal entry's payload (what was passed to
+	// Propose), writing only into b: an indexed batch shared by the whole
+	// apply round, so later entries read earlier writes. It runs on the
+	// host's loop goroutine and must be deterministic. A returned error means
+	// storage failure: the group halts (ErrHalted) and the batch is dropped.
+	Apply(b *pebble.Batch, index uint64, data []byte) (result any, err error)
+	// AfterApply is called after the round's batch is committed, with the
+	// round's results in log order. It must not block (it wakes long polls).
+	AfterApply(results []any)
+}
+
+// Transport carries raft messages to other nodes.
+type Transport interface {
+	// Send hands messages to the network. It must not block; dropping
+	// messages is fine (raft retries). Send owns msgs after the call; the
+	// messages must not be modified.
+	Send(msgs []Envelope)
+}
+
+// Envelope is one raft message of one group. Msg.To names the node.
+type Envelope struct {
+	Group uint64
+	Msg   *pb.Message
+}
+
+// Config configures a Host. Zero values take the documented defaults.
+type Config struct {
+	NodeID         uint64
+	DB             *pebble.DB    // shared by all groups; never closed by the host
+	Transport      Transport     // may be nil for single-member groups
+	TickInterval   time.Duration // default 100ms
+	ElectionTicks  int           // default 10
+	HeartbeatTicks int           // default 1
+	// LogRetain is the number of entries kept behind the applied index when
+	// the log is truncated (default 1000). The leader never truncates past
+	// the slowest member's match index.
+	LogRetain uint64
+	Logger    *slog.Logger // default slog.Default()
+}
+
+// GroupStatus is a group's state as of the host's last round.
+type GroupStatus struct {
+	Group      uint64
+	LeaderID   uint64 // 0 = unknown
+	Term       uint64
+	IsLeader   bool
+	Applied    uint64
+	Commit     uint64
+	FirstIndex uint64
+	LastIndex  uint64
+	Members    []uint64 // voters and learners, sorted
+}
+
+const (
+	maxQueuedProposals = 1 << 16 // per group; beyond: ErrProposalDropped
+	maxQueuedMessages  = 1 << 14 // per group; beyond: dropped (raft retries)
+)
+
+// Host runs Raft groups. Its methods are safe for concurrent use.
+type Host struct {
+	cfg Config
+	db  *pebble.DB
+	log *slog.Logger
+
+	mu      sync.Mutex
+	groups  map[uint64]*group
+	order   []*group      // in AddGroup order; the loop's view
+	changed chan struct{} // closed and replaced when a leader or term changes
+	started bool
+	stopped bool
+
+	wake     chan struct{} // cap 1: work was queued
+	stopc    chan struct{}
+	done     chan struct{} // closed when the loop exited
+	stopOnce sync.Once
+
+	proposals atomic.Uint64
+	syncs     atomic.Uint64
+	nextID    atomic.Uint64
+}
+
+// NewHost returns a host with no groups. Call AddGroup, then Start.
+func NewHost(cfg Config) (*Host, error) {
+	if cfg.NodeID == 0 {
+		return nil, errors.New("raftnode: NodeID must not be 0")
+	}
+	if cfg.DB == nil {
+		return nil, errors.New("raftnode: DB is required")
+	}
+	if cfg.TickInterval <= 0 {
+		cfg.TickInterval = 100 * time.Millisecond
+	}
+	if cfg.ElectionTicks <= 0 {
+		cfg.ElectionTicks = 10
+	}
+	if cfg.HeartbeatTicks <= 0 {
+		cfg.HeartbeatTicks = 1
+	}
+	if cfg.LogRetain == 0 {
+		cfg.LogRetain = 1000
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	h := &Host{
+		cfg:     cfg,
+		db:      cfg.DB,
+		log:     cfg.Logger.With("node", cfg.NodeID),
+		groups:  make(map[uint64]*group),
+		changed: make(chan struct{}),
+		wake:    make(chan struct{}, 1),
+		stopc:   make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	// Proposal ids must not repeat across restarts or nodes: an entry
+	// proposed elsewhere (or before a restart) is applied here without a
+	// waiter, and must not complete a local waiter by accident.
+	var seed [8]byte
+	_, _ = rand.Read(seed[:])
+	h.nextID.Store(binary.BigEndian.Uint64(seed[:]) >> 1)
+	return h, nil
+}
+
+// AddGroup adds a group. On first start (nothing stored for the group) it
+// bootstraps the group with peers as voters; afterwards peers is ignored and
+// HardState, ConfState and the applied index are loaded from Pebble, so
+// applied entries are not delivered again. It may be called before or after
+// Start.
+func (h *Host) AddGroup(group uint64, peers []uint64, sm StateMachine) (err error) {
+	h.mu.Lock()
+	if h.stopped {
+		h.mu.Unlock()
+		return ErrStopped
+	}
+	if _, ok := h.groups[group]; ok {
+		h.mu.Unlock()
+		return fmt.Errorf("%w: %d", ErrGroupExists, group)
+	}
+	h.mu.Unlock()
+
+	st, fresh, err := loadStorage(h.db, group)
+	if err != nil {
+		return fmt.Errorf("raftnode: group %d: %w", group, err)
+	}
+	log := h.log.With("group", group)
+	rc := &raft.Config{
+		ID:              h.cfg.NodeID,
+		ElectionTick:    h.cfg.ElectionTicks,
+		HeartbeatTick:   h.cfg.HeartbeatTicks,
+		Storage:         st,
+		Applied:         st.applied,
+		MaxSizePerMsg:   1 << 20,
+		MaxInflightMsgs: 256,
+		CheckQuorum:     true,
+		PreVote:         true,
+		Logger:          raftLogger{l: log},
+	}
+	defer func() { // newRaft panics on a bad config or inconsistent storage
+		if r := recover(); r != nil {
+			err = fmt.Errorf("raftnode: group %d: start raft: %v", group, r)
+		}
+	}()
+	rn, err := raft.NewRawNode(rc)
+	if err != nil {
+		return fmt.Errorf("raftnode: group %d: %w", group, err)
+	}
+	if fresh {
+		if len(peers) == 0 {
+			return fmt.Errorf("raftnode: group %d: no peers to bootstrap with", group)
+		}
+		rp := make([]raft.Peer, len(peers))
+		for i, p := range peers {
+			rp[i] = raft.Peer{ID: p}
+		}
+		if err := rn.Bootstrap(rp); err != nil {
+			return fmt.Errorf("raftnode: group %d: bootstrap: %w", group, err)
+		}
+	}
+	g := newGroup(group, sm, st, rn, log)
+	if voters := rn.Status().Config.Voters.IDs(); len(voters) == 1 {
+		_, g.selfElect = voters[h.cfg.NodeID]
+	}
+	g.refreshStatus()
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped {
+		return ErrStopped
+	}
+	if _, ok := h.groups[group]; ok {
+		return fmt.Errorf("%w: %d", ErrGroupExists, group)
+	}
+	h.groups[group] = g
+	h.order = append(h.order, g)
+	h.signal()
+	return nil
+}
+
+// Start starts the host's loop goroutine. Stop stops it.
+func (h *Host) Start() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.started || h.stopped {
+		return
+	}
+	h.started = true
+	go h.run()
+}
+
+// Stop stops the loop and waits for it to exit. Waiting proposals and reads
+// fail with ErrStopped. Stop does not close the DB. It is idempotent.
+func (h *Host) Stop() {
+	h.stopOnce.Do(func() {
+		h.mu.Lock()
+		h.stopped = true
+		started := h.started
+		groups := slices.Clone(h.order)
+		h.mu.Unlock()
+		close(h.stopc)
+		if started {
+			<-h.done
+		}
+		for _, g := range groups {
+			g.close(ErrStopped)
+		}
+	})
+}
+
+// Proposals returns the number of proposals Propose has accepted.
+func (h *Host) Proposals() uint64 { return h.proposals.Load() }
+
+// LogSyncs returns the number of synced log writes (one per round that had
+// entries or a HardState needing durability, whatever the number of groups
+// and proposals in it).
+func (h *Host) LogSyncs() uint64 { return h.syncs.Load() }
+
+// Propose replicates data through the group's log and returns the
+// StateMachine's Apply result once the entry is committed (fsynced on a
+// majority) and applied on this node. Proposals queued together share one
+// fsync. Errors: *NotLeaderError (this node is not the leader),
+// ErrLeadershipLost (outcome unknown), ErrProposalDropped (not appended),
+// ErrStopped, ErrGroupNotFound, ErrHalted, or ctx's error (the waiter is
+// removed; the entry may still commit).
+func (h *Host) Propose(ctx context.Context, group uint64, data []byte) (any, error) {
+	g, err := h.group(group)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p := &proposal{id: h.nextID.Add(1), ch: make(chan result, 1)}
+	p.data = frameUser(p.id, data)
+	if err := g.enqueueProposal(p); err != nil {
+		return nil, err
+	}
+	h.proposals.Add(1)
+	h.signal()
+	select {
+	case r := <-p.ch:
+		return r.v, r.err
+	case <-ctx.Done():
+		if g.dropWaiter(p.id) {
+			return nil, ctx.Err()
+		}
+		r := <-p.ch // the loop is delivering it
+		return r.v, r.err
+	}
+}
+
+// ReadIndex is a linearizable read barrier: it returns once this node's
+// applied index has reached the commit index that a quorum confirmed after
+// the call began. Only the leader serves it (*NotLeaderError otherwise).
+func (h *Host) ReadIndex(ctx context.Context, group uint64) error {
+	g, err := h.group(group)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r := &readReq{id: h.nextID.Add(1), ch: make(chan error, 1)}
+	if err := g.enqueueRead(r); err != nil {
+		return err
+	}
+	h.signal()
+	select {
+	case err := <-r.ch:
+		return err
+	case <-ctx.Done():
+		if g.dropRead(r.id) {
+			return ctx.Err()
+		}
+		return <-r.ch
+	}
+}
+
+// Step hands an inbound raft message to the group. It does not block: the
+// message is queued for the loop (and dropped if the queue is full, which
+// raft tolerates). m must not be modified afterwards.
+func (h *Host) Step(ctx context.Context, group uint64, m *pb.Message) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	g, err := h.group(group)
+	if err != nil {
+		return err
+	}
+	if err := g.enqueueMessage(m); err != nil {
+		return err
+	}
+	h.signal()
+	return nil
+}
+
+// Status returns the group's state as of the last loop round. A halted
+// group returns its last status and an error matching ErrHalted.
+func (h *Host) Status(group uint64) (GroupStatus, error) {
+	g, err := h.lookup(group)
+	if err != nil {
+		return GroupStatus{}, err
+	}
+	return g.statusSnapshot()
+}
+
+// WaitLeader waits until the group knows a leader and returns its id.
+func (h *Host) WaitLeader(ctx context.Context, group uint64) (uint64, error) {
+	var id uint64
+	err := h.waitStatus(ctx, group, func(st GroupStatus) bool {
+		id = st.LeaderID
+		return id != 0
+	})
+	return id, err
+}
+
+// TransferLeadership asks the leader (this node) to hand leadership to node
+// to, and waits until this node sees to as leader or ctx ends. Best effort:
+// raft aborts a transfer that does not finish within an election timeout.
+func (h *Host) TransferLeadership(ctx context.Context, group, to uint64) error {
+	g, err := h.lookup(group)
+	if err != nil {
+		return err
+	}
+	st, err := g.statusSnapshot()
+	if err != nil {
+		return err
+	}
+	if st.LeaderID == to {
+		return nil
+	}
+	if !st.IsLeader {
+		return &NotLeaderError{Group: group, LeaderID: st.LeaderID}
+	}
+	if err := g.enqueueTransfer(to); err != nil {
+		return err
+	}
+	h.signal()
+	return h.waitStatus(ctx, group, func(st GroupStatus) bool { return st.LeaderID == to })
+}
+
+// waitStatus waits until cond holds for the group's status.
+func (h *Host) waitStatus(ctx context.Context, group uint64, cond func(GroupStatus) bool) error {
+	for {
+		h.mu.Lock()
+		ch, g, stopped := h.changed, h.groups[group], h.stopped
+		h.mu.Unlock()
+		if stopped {
+			return ErrStopped
+		}
+		if g == nil {
+			return fmt.Errorf("%w: %d", ErrGroupNotFound, group)
+		}
+		st, err := g.statusSnapshot()
+		if err != nil {
+			return err
+		}
+		if cond(st) {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-h.stopc:
+			return ErrStopped
+		}
+	}
+}
+
+func (h *Host) lookup(group uint64) (*group, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	g := h.groups[group]
+	if g == nil {
+		return nil, fmt.Errorf("%w: %d", ErrGroupNotFound, group)
+	}
+	return g, nil
+}
+
+// group is lookup for operations that need a running host.
+func (h *Host) group(group uint64) (*group, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped {
+		return nil, ErrStopped
+	}
+	g := h.groups[group]
+	if g == nil {
+		return nil, fmt.Errorf("%w: %d", ErrGroupNotFound, group)
+	}
+	return g, nil
+}
+
+// signal wakes the loop.
+func (h *Host) signal() {
+	select {
+	case h.wake <- struct{}{}:
+	default:
+	}
+}
+
+// broadcast wakes status waiters.
+func (h *Host) broadcast() {
+	h.mu.Lock()
+	close(h.changed)
+	h.changed = make(chan struct{})
+	h.mu.Unlock()
+}
+
+// Payload framing: kind byte, then per kind
+//
+//	kindUser     id (8 bytes BE) + the proposer's data
+//	kindTruncate index (8 bytes BE): truncate the log up to and including it
+//
+// Kinds only grow. Empty entries (a new leader's) carry no frame.
+const (
+	kindUser     byte = 1
+	kindTruncate byte = 2
+)
+
+func frameUser(id uint64, data []byte) []byte {
+	b := make([]byte, 0, 9+len(data))
+	b = append(b, kindUser)
+	b = binary.BigEndian.AppendUint64(b, id)
+	return append(b, data...)
+}
+
+func frameTruncate(index uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{kindTruncate}, index)
+}
+
+// unframe splits a framed payload into kind, id (or index) and data.
+func unframe(b []byte) (kind byte, n uint64, data []byte, err error) {
+	if len(b) < 9 {
+		return 0, 0, nil, fmt.Errorf("short entry payload (%d bytes)", len(b))
+	}
+	kind, n, data = b[0], binary.BigEndian.Uint64(b[1:9]), b[9:]
+	switch kind {
+	case kindUser:
+	case kindTruncate:
+		if len(data) != 0 {
+			return 0, 0, nil, errors.New("truncate entry: trailing bytes")
+		}
+	default:
+		return 0, 0, nil, fmt.Errorf("unknown entry kind %d", kind)
+	}
+	return kind, n, data, nil
+}

@@ -1,0 +1,411 @@
+package raftnode
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"slices"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
+	"google.golang.org/protobuf/proto"
+)
+
+// truncateCheckTicks is how often (in ticks) a leader considers truncating
+// its group's log.
+const truncateCheckTicks = 10
+
+// run is the host's loop: the only goroutine that touches RawNodes.
+func (h *Host) run() {
+	defer close(h.done)
+	ticker := time.NewTicker(h.cfg.TickInterval)
+	defer ticker.Stop()
+	var ticks uint64
+	for {
+		more := h.round()
+		if more {
+			select {
+			case <-h.stopc:
+				return
+			case <-ticker.C:
+				ticks++
+				h.tick(ticks)
+			default:
+			}
+			continue
+		}
+		select {
+		case <-h.stopc:
+			return
+		case <-ticker.C:
+			ticks++
+			h.tick(ticks)
+		case <-h.wake:
+		}
+	}
+}
+
+// active returns the groups the loop serves (not halted).
+func (h *Host) active() []*group {
+	h.mu.Lock()
+	gs := slices.Clone(h.order)
+	h.mu.Unlock()
+	return slices.DeleteFunc(gs, func(g *group) bool { return g.halted != nil })
+}
+
+func (h *Host) tick(n uint64) {
+	for _, g := range h.active() {
+		h.guard(g, func() error {
+			g.rn.Tick()
+			if n%truncateCheckTicks == 0 {
+				h.maybeTruncate(g)
+			}
+			return nil
+		})
+	}
+}
+
+// readyGroup is one group's share of a round.
+type readyGroup struct {
+	g      *group
+	rd     raft.Ready
+	app    appendState
+	snapTo []uint64 // MsgSnap recipients, reported as failed after Advance
+}
+
+// round runs one pass of the Ready loop over all groups:
+//
+//  1. step queued inbound messages, proposals, read requests, transfers;
+//  2. collect the Ready of every group that has one;
+//  3. write every group's entries and HardState in one Pebble batch,
+//     committed with Sync if any group needs durability;
+//  4. send all messages (after the sync, so a vote or an append ack never
+//     precedes the state it promises);
+//  5. per group: apply committed entries in one indexed batch (NoSync),
+//     AfterApply, deliver results, Advance, settle reads and leadership.
+//
+// It reports whether a group has more to do right away.
+func (h *Host) round() (more bool) {
+	groups := h.active()
+	for _, g := range groups {
+		h.guard(g, func() error { h.drain(g); return nil })
+	}
+	var rs []*readyGroup
+	for _, g := range groups {
+		h.guard(g, func() error {
+			if g.rn.HasReady() {
+				rs = append(rs, &readyGroup{g: g, rd: g.rn.Ready()})
+			}
+			return nil
+		})
+	}
+	if len(rs) == 0 {
+		return false
+	}
+
+	b := h.db.NewBatch()
+	sync := false
+	for _, r := range rs {
+		if !raft.IsEmptySnap(r.rd.Snapshot) {
+			h.halt(r.g, errors.New("received a snapshot: installing snapshots is not supported"))
+			continue
+		}
+		app, err := r.g.st.stageAppend(b, r.rd.Entries, r.rd.HardState)
+		if err != nil {
+			h.halt(r.g, fmt.Errorf("append raft log: %w", err))
+			continue
+		}
+		r.app = app
+		sync = sync || r.rd.MustSync
+	}
+	rs = slices.DeleteFunc(rs, func(r *readyGroup) bool { return r.g.halted != nil })
+	if !b.Empty() {
+		opts := pebble.NoSync
+		if sync {
+			opts = pebble.Sync
+		}
+		if err := b.Commit(opts); err != nil {
+			_ = b.Close()
+			for _, r := range rs {
+				h.halt(r.g, fmt.Errorf("write raft log: %w", err))
+			}
+			return false
+		}
+		if sync {
+			h.syncs.Add(1)
+		}
+	}
+	_ = b.Close()
+	for _, r := range rs {
+		r.g.st.commitAppend(r.app)
+	}
+
+	var envs []Envelope
+	for _, r := range rs {
+		for _, m := range r.rd.Messages {
+			if m.GetType() == pb.MsgSnap {
+				r.snapTo = append(r.snapTo, m.GetTo())
+				continue
+			}
+			envs = append(envs, Envelope{Group: r.g.id, Msg: m})
+		}
+	}
+	if len(envs) > 0 && h.cfg.Transport != nil {
+		h.cfg.Transport.Send(envs)
+	}
+
+	changed := false
+	for _, r := range rs {
+		g := r.g
+		h.guard(g, func() error {
+			for _, s := range r.rd.ReadStates {
+				g.setReadIndex(s.RequestCtx, s.Index)
+			}
+			dones, err := h.apply(g, r.rd.CommittedEntries)
+			if err != nil {
+				return err
+			}
+			g.rn.Advance(r.rd)
+			for _, to := range r.snapTo {
+				g.rn.ReportSnapshot(to, raft.SnapshotFailure)
+				if !g.snapWarned {
+					g.snapWarned = true
+					g.log.Warn("peer needs a snapshot; sending snapshots is not supported", "peer", to)
+				}
+			}
+			h.checkLeadership(g)
+			_, _, applied := g.st.bounds()
+			g.finishReads(applied)
+			if g.refreshStatus() {
+				changed = true
+			}
+			// Results go out after the status shows them applied.
+			for _, d := range dones {
+				g.finish(d.id, result{v: d.v})
+			}
+			if g.rn.HasReady() {
+				more = true
+			}
+			return nil
+		})
+	}
+	if changed {
+		h.broadcast()
+	}
+	return more
+}
+
+// drain steps the group's queued requests into its RawNode.
+func (h *Host) drain(g *group) {
+	if g.selfElect {
+		// A sole voter need not wait for an election timeout; raft refuses
+		// to campaign while committed conf changes are unapplied.
+		if bs := g.rn.BasicStatus(); bs.RaftState == raft.StateLeader {
+			g.selfElect = false
+		} else if bs.Applied >= bs.GetCommit() {
+			g.selfElect = false
+			_ = g.rn.Campaign()
+		}
+	}
+	msgs, props, reads, transfers := g.takeInbox()
+	for _, m := range msgs {
+		if err := g.rn.Step(m); err != nil {
+			g.log.Debug("raft step", "type", m.GetType().String(), "from", m.GetFrom(), "err", err)
+		}
+	}
+	if len(props) == 0 && len(reads) == 0 && len(transfers) == 0 {
+		return
+	}
+	bs := g.rn.BasicStatus()
+	if bs.RaftState != raft.StateLeader {
+		nl := &NotLeaderError{Group: g.id, LeaderID: bs.Lead}
+		for _, p := range props {
+			g.finish(p.id, result{err: nl})
+		}
+		for _, r := range reads {
+			g.finishRead(r.id, nl)
+		}
+		return
+	}
+	for _, p := range props {
+		p.term = bs.GetTerm()
+		if err := g.rn.Propose(p.data); err != nil {
+			g.finish(p.id, result{err: fmt.Errorf("%w: group %d: %v", ErrProposalDropped, g.id, err)})
+		}
+	}
+	for _, r := range reads {
+		r.term = bs.GetTerm()
+		g.rn.ReadIndex(binary.BigEndian.AppendUint64(nil, r.id))
+	}
+	for _, to := range transfers {
+		g.rn.TransferLeader(to)
+	}
+}
+
+// setReadIndex records the read index raft confirmed for a read request.
+func (g *group) setReadIndex(rctx []byte, index uint64) {
+	if len(rctx) != 8 {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if r := g.readWait[binary.BigEndian.Uint64(rctx)]; r != nil {
+		r.index = max(index, 1)
+	}
+}
+
+// checkLeadership fails the requests issued under a leadership this node no
+// longer holds.
+func (h *Host) checkLeadership(g *group) {
+	bs := g.rn.BasicStatus()
+	leader := bs.RaftState == raft.StateLeader
+	if bs.GetTerm() == g.term && leader == g.leader {
+		return
+	}
+	g.term, g.leader = bs.GetTerm(), leader
+	g.failStale(g.term, leader)
+}
+
+// apply applies committed entries in one indexed batch, with the applied
+// index (and the ConfState after a conf change) in the same batch, and
+// commits it without sync: the synced log is the truth, and Pebble's single
+// WAL makes a later synced write carry this one.
+// It returns the results for local waiters, which the caller delivers.
+func (h *Host) apply(g *group, ents []*pb.Entry) ([]applyDone, error) {
+	if len(ents) == 0 {
+		return nil, nil
+	}
+	b := h.db.NewIndexedBatch()
+	defer b.Close()
+	var (
+		results              []any
+		dones                []applyDone
+		cs                   *pb.ConfState
+		truncIndex, truncTrm uint64
+	)
+	for _, e := range ents {
+		switch e.GetType() {
+		case pb.EntryNormal:
+			if len(e.GetData()) == 0 {
+				continue // a new leader's empty entry
+			}
+			kind, n, data, err := unframe(e.GetData())
+			if err != nil {
+				return nil, fmt.Errorf("entry %d: %w", e.GetIndex(), err)
+			}
+			switch kind {
+			case kindUser:
+				v, err := g.sm.Apply(b, e.GetIndex(), data)
+				if err != nil {
+					return nil, fmt.Errorf("apply entry %d: %w", e.GetIndex(), err)
+				}
+				results = append(results, v)
+				dones = append(dones, applyDone{id: n, v: v})
+			case kindTruncate:
+				if n >= e.GetIndex() || n <= truncIndex {
+					continue
+				}
+				term, ok, err := g.st.stageTruncate(b, n)
+				if err != nil {
+					return nil, fmt.Errorf("truncate log to %d: %w", n, err)
+				}
+				if ok {
+					truncIndex, truncTrm = n, term
+				}
+			}
+		case pb.EntryConfChange:
+			var cc pb.ConfChange
+			if err := proto.Unmarshal(e.GetData(), &cc); err != nil {
+				return nil, fmt.Errorf("entry %d: decode conf change: %w", e.GetIndex(), err)
+			}
+			cs = g.rn.ApplyConfChange(&cc)
+		case pb.EntryConfChangeV2:
+			var cc pb.ConfChangeV2
+			if err := proto.Unmarshal(e.GetData(), &cc); err != nil {
+				return nil, fmt.Errorf("entry %d: decode conf change: %w", e.GetIndex(), err)
+			}
+			cs = g.rn.ApplyConfChange(&cc)
+		}
+	}
+	applied := ents[len(ents)-1].GetIndex()
+	if err := g.st.stageApplied(b, applied, cs); err != nil {
+		return nil, fmt.Errorf("write applied index: %w", err)
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return nil, fmt.Errorf("commit apply batch: %w", err)
+	}
+	g.st.commitApply(applied, cs, truncIndex, truncTrm)
+	if len(results) > 0 {
+		g.sm.AfterApply(results)
+	}
+	return dones, nil
+}
+
+// applyDone is one applied entry's result for a local waiter.
+type applyDone struct {
+	id uint64
+	v  any
+}
+
+// maybeTruncate proposes a log truncation on a leader: up to LogRetain
+// entries behind the applied index, never past the slowest member's match
+// index (so no member ever needs a snapshot), and only once at least a
+// quarter of LogRetain entries can go. Every replica applies the entry, so
+// followers' logs shrink too.
+func (h *Host) maybeTruncate(g *group) {
+	bs := g.rn.BasicStatus()
+	if bs.RaftState != raft.StateLeader {
+		return
+	}
+	first, _, applied := g.st.bounds()
+	if applied <= h.cfg.LogRetain {
+		return
+	}
+	target := applied - h.cfg.LogRetain
+	g.rn.WithProgress(func(_ uint64, _ raft.ProgressType, pr tracker.Progress) {
+		target = min(target, pr.Match)
+	})
+	if g.truncTerm == bs.GetTerm() && target <= g.truncPending {
+		return
+	}
+	if target+1 < first+max(h.cfg.LogRetain/4, 1) {
+		return
+	}
+	if err := g.rn.Propose(frameTruncate(target)); err != nil {
+		return
+	}
+	g.truncPending, g.truncTerm = target, bs.GetTerm()
+}
+
+// guard runs fn on a live group; an error or a panic (raft panics on
+// storage errors and invariant violations) halts the group, not the node.
+func (h *Host) guard(g *group, fn func() error) {
+	if g.halted != nil {
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			g.log.Error("raft group panicked", "panic", r, "stack", string(debug.Stack()))
+			h.halt(g, fmt.Errorf("panic: %v", r))
+		}
+	}()
+	if err := fn(); err != nil {
+		h.halt(g, err)
+	}
+}
+
+// halt stops serving the group after a storage failure: its waiters fail
+// with an error matching ErrHalted, and Status reports it.
+func (h *Host) halt(g *group, err error) {
+	if g.halted != nil {
+		return
+	}
+	g.halted = fmt.Errorf("%w: group %d: %w", ErrHalted, g.id, err)
+	g.log.Error("raft group halted", "err", err)
+	g.close(g.halted)
+	h.broadcast()
+}

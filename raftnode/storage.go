@@ -1,0 +1,403 @@
+package raftnode
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/quorumq/quorumq/internal/keys"
+)
+
+// storage is one group's raft.Storage over the shared Pebble DB.
+//
+// Layout (keys from internal/keys):
+//
+//	keys.HardState(g)     proto HardState                         unreplicated
+//	keys.LogEntry(g, i)   proto Entry                             unreplicated
+//	keys.Truncated(g)     index, term of the last removed entry    unreplicated (16 bytes BE)
+//	keys.AppliedIndex(g)  applied index                            replicated (8 bytes BE)
+//	keys.ConfState(g)     proto ConfState as of the applied index  replicated
+//
+// Reads (the raft.Storage methods) go to Pebble except for the first and
+// last index and term, which are cached. Writes are staged into a batch by
+// the host's loop and only become visible to the cache after the batch
+// commits (commitAppend, commitApply): raft never sees an entry from Storage
+// that is not durable, and raft's own unstable log covers the gap.
+//
+// The raft.Storage methods may be called from any goroutine (the host calls
+// them from its loop; tests call them directly); mu guards the cache.
+type storage struct {
+	db    *pebble.DB
+	group uint64
+
+	mu         sync.Mutex
+	hardState  *pb.HardState // last written; nil before the first write
+	confState  *pb.ConfState // as of applied
+	applied    uint64
+	truncIndex uint64 // last removed entry; first index = truncIndex+1
+	truncTerm  uint64
+	lastIndex  uint64
+	lastTerm   uint64
+}
+
+var _ raft.Storage = (*storage)(nil)
+
+// loadStorage reads a group's raft state from db. fresh reports that nothing
+// was ever written for the group (no HardState, no log).
+func loadStorage(db *pebble.DB, group uint64) (s *storage, fresh bool, err error) {
+	s = &storage{db: db, group: group, confState: &pb.ConfState{}}
+	var hs pb.HardState
+	found, err := getProto(db, keys.HardState(group), &hs)
+	if err != nil {
+		return nil, false, fmt.Errorf("load hard state: %w", err)
+	}
+	if found {
+		s.hardState = &hs
+	}
+	if _, err := getProto(db, keys.ConfState(group), s.confState); err != nil {
+		return nil, false, fmt.Errorf("load conf state: %w", err)
+	}
+	if v, ok, err := getValue(db, keys.AppliedIndex(group)); err != nil {
+		return nil, false, fmt.Errorf("load applied index: %w", err)
+	} else if ok {
+		if len(v) != 8 {
+			return nil, false, fmt.Errorf("applied index: bad length %d", len(v))
+		}
+		s.applied = binary.BigEndian.Uint64(v)
+	}
+	if v, ok, err := getValue(db, keys.Truncated(group)); err != nil {
+		return nil, false, fmt.Errorf("load truncated state: %w", err)
+	} else if ok {
+		if len(v) != 16 {
+			return nil, false, fmt.Errorf("truncated state: bad length %d", len(v))
+		}
+		s.truncIndex = binary.BigEndian.Uint64(v)
+		s.truncTerm = binary.BigEndian.Uint64(v[8:])
+	}
+	s.lastIndex, s.lastTerm = s.truncIndex, s.truncTerm
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: keys.LogPrefix(group), UpperBound: keys.LogEnd(group)})
+	if err != nil {
+		return nil, false, fmt.Errorf("load last index: %w", err)
+	}
+	hasLog := it.Last()
+	if hasLog {
+		var e pb.Entry
+		if err := proto.Unmarshal(it.Value(), &e); err != nil {
+			_ = it.Close()
+			return nil, false, fmt.Errorf("decode last entry: %w", err)
+		}
+		s.lastIndex, s.lastTerm = e.GetIndex(), e.GetTerm()
+	}
+	if err := it.Close(); err != nil {
+		return nil, false, fmt.Errorf("load last index: %w", err)
+	}
+	return s, !found && !hasLog && s.truncIndex == 0, nil
+}
+
+// InitialState implements raft.Storage.
+func (s *storage) InitialState() (*pb.HardState, *pb.ConfState, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var hs *pb.HardState
+	if s.hardState != nil {
+		hs = proto.CloneOf(s.hardState)
+	}
+	return hs, proto.CloneOf(s.confState), nil
+}
+
+// Entries implements raft.Storage: entries [lo, hi) read from Pebble, at
+// most maxSize bytes (proto size) but at least one. The returned slice and
+// entries are freshly allocated and owned by the caller.
+func (s *storage) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
+	s.mu.Lock()
+	first, last := s.truncIndex+1, s.lastIndex
+	s.mu.Unlock()
+	if lo < first {
+		return nil, raft.ErrCompacted
+	}
+	if hi > last+1 || lo > hi {
+		return nil, raft.ErrUnavailable
+	}
+	if lo == hi {
+		return nil, nil
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{
+		LowerBound: keys.LogEntry(s.group, lo),
+		UpperBound: keys.LogEntry(s.group, hi),
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var (
+		ents []*pb.Entry
+		size uint64
+		next = lo
+	)
+	for ok := it.First(); ok; ok = it.Next() {
+		e := &pb.Entry{}
+		if err := proto.Unmarshal(it.Value(), e); err != nil {
+			return nil, fmt.Errorf("decode log entry: %w", err)
+		}
+		if e.GetIndex() != next {
+			return nil, raft.ErrUnavailable // a hole: the log was truncated under us
+		}
+		size += uint64(len(it.Value()))
+		if len(ents) > 0 && size > maxSize {
+			break
+		}
+		ents = append(ents, e)
+		next++
+	}
+	if err := it.Error(); err != nil {
+		return nil, err
+	}
+	if len(ents) == 0 {
+		return nil, raft.ErrUnavailable
+	}
+	return ents, nil
+}
+
+// Term implements raft.Storage.
+func (s *storage) Term(i uint64) (uint64, error) {
+	s.mu.Lock()
+	ti, tt, li, lt := s.truncIndex, s.truncTerm, s.lastIndex, s.lastTerm
+	s.mu.Unlock()
+	switch {
+	case i < ti:
+		return 0, raft.ErrCompacted
+	case i == ti:
+		return tt, nil
+	case i > li:
+		return 0, raft.ErrUnavailable
+	case i == li:
+		return lt, nil
+	}
+	var e pb.Entry
+	found, err := getProto(s.db, keys.LogEntry(s.group, i), &e)
+	if err != nil {
+		return 0, err
+	}
+	if !found {
+		return 0, raft.ErrUnavailable
+	}
+	return e.GetTerm(), nil
+}
+
+// LastIndex implements raft.Storage.
+func (s *storage) LastIndex() (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastIndex, nil
+}
+
+// FirstIndex implements raft.Storage.
+func (s *storage) FirstIndex() (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.truncIndex + 1, nil
+}
+
+// Snapshot implements raft.Storage. It describes the state machine as it is
+// in Pebble: metadata {applied index, its term, ConfState as of applied} and
+// no data. The data of a snapshot is the key range [keys.StatePrefix(g),
+// keys.StateEnd(g)), which the host does not ship: the host never sends a
+// MsgSnap (it reports the snapshot as failed to raft instead), and it
+// truncates the log only up to the slowest follower's match index, so
+// members never need one. Adding a replica by snapshot needs that transfer.
+func (s *storage) Snapshot() (*pb.Snapshot, error) {
+	s.mu.Lock()
+	applied, cs := s.applied, proto.CloneOf(s.confState)
+	s.mu.Unlock()
+	if applied == 0 {
+		return &pb.Snapshot{}, nil
+	}
+	term, err := s.Term(applied)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.Snapshot{Metadata: &pb.SnapshotMetadata{
+		Index:     proto.Uint64(applied),
+		Term:      proto.Uint64(term),
+		ConfState: cs,
+	}}, nil
+}
+
+// appendState is what stageAppend leaves for commitAppend.
+type appendState struct {
+	hs             *pb.HardState
+	last, lastTerm uint64
+	hasEntries     bool
+}
+
+// stageAppend writes ents and hs (either may be empty) into b. Entries that
+// replace a tail of the log (a new leader's conflicting suffix) overwrite it
+// and the entries after the new last index are deleted.
+func (s *storage) stageAppend(b *pebble.Batch, ents []*pb.Entry, hs *pb.HardState) (appendState, error) {
+	// Validate and encode everything before touching b, so a failure leaves
+	// nothing of this group in the shared batch.
+	var (
+		st   appendState
+		hsv  []byte
+		vals = make([][]byte, len(ents))
+		err  error
+	)
+	if hs != nil && !raft.IsEmptyHardState(hs) {
+		if hsv, err = proto.Marshal(hs); err != nil {
+			return st, err
+		}
+		st.hs = proto.CloneOf(hs)
+	}
+	var last uint64
+	if len(ents) > 0 {
+		s.mu.Lock()
+		first := s.truncIndex + 1
+		last = s.lastIndex
+		s.mu.Unlock()
+		if ents[0].GetIndex() < first {
+			return st, fmt.Errorf("append at %d below first index %d", ents[0].GetIndex(), first)
+		}
+		if ents[0].GetIndex() > last+1 {
+			return st, fmt.Errorf("append at %d leaves a gap after last index %d", ents[0].GetIndex(), last)
+		}
+		for i, e := range ents {
+			if i > 0 && e.GetIndex() != ents[i-1].GetIndex()+1 {
+				return st, fmt.Errorf("append: index %d after %d", e.GetIndex(), ents[i-1].GetIndex())
+			}
+			if vals[i], err = proto.Marshal(e); err != nil {
+				return st, err
+			}
+		}
+	}
+	if hsv != nil {
+		if err := b.Set(keys.HardState(s.group), hsv, nil); err != nil {
+			return st, err
+		}
+	}
+	if len(ents) == 0 {
+		return st, nil
+	}
+	for i, e := range ents {
+		if err := b.Set(keys.LogEntry(s.group, e.GetIndex()), vals[i], nil); err != nil {
+			return st, err
+		}
+	}
+	newLast := ents[len(ents)-1]
+	if newLast.GetIndex() < last {
+		// A new leader replaced our tail: drop what lies past its last entry.
+		if err := b.DeleteRange(keys.LogEntry(s.group, newLast.GetIndex()+1), keys.LogEnd(s.group), nil); err != nil {
+			return st, err
+		}
+	}
+	st.hasEntries, st.last, st.lastTerm = true, newLast.GetIndex(), newLast.GetTerm()
+	return st, nil
+}
+
+// commitAppend publishes a staged append after its batch committed.
+func (s *storage) commitAppend(st appendState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st.hs != nil {
+		s.hardState = st.hs
+	}
+	if st.hasEntries {
+		s.lastIndex, s.lastTerm = st.last, st.lastTerm
+	}
+}
+
+// stageTruncate deletes the log up to and including index into b and
+// records it as the truncation point. It reports false when there is nothing
+// to remove.
+func (s *storage) stageTruncate(b *pebble.Batch, index uint64) (term uint64, ok bool, err error) {
+	s.mu.Lock()
+	ti, last := s.truncIndex, s.lastIndex
+	s.mu.Unlock()
+	if index <= ti || index > last {
+		return 0, false, nil
+	}
+	if term, err = s.Term(index); err != nil {
+		return 0, false, err
+	}
+	if err := b.DeleteRange(keys.LogEntry(s.group, ti+1), keys.LogEntry(s.group, index+1), nil); err != nil {
+		return 0, false, err
+	}
+	v := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, index), term)
+	if err := b.Set(keys.Truncated(s.group), v, nil); err != nil {
+		return 0, false, err
+	}
+	return term, true, nil
+}
+
+// stageApplied writes the applied index and, if cs is not nil, the
+// ConfState into an apply batch.
+func (s *storage) stageApplied(b *pebble.Batch, applied uint64, cs *pb.ConfState) error {
+	if err := b.Set(keys.AppliedIndex(s.group), binary.BigEndian.AppendUint64(nil, applied), nil); err != nil {
+		return err
+	}
+	if cs == nil {
+		return nil
+	}
+	v, err := proto.Marshal(cs)
+	if err != nil {
+		return err
+	}
+	return b.Set(keys.ConfState(s.group), v, nil)
+}
+
+// commitApply publishes an apply batch's effects after it committed.
+// truncIndex is 0 when the round did not truncate.
+func (s *storage) commitApply(applied uint64, cs *pb.ConfState, truncIndex, truncTerm uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.applied = applied
+	if cs != nil {
+		s.confState = proto.CloneOf(cs)
+	}
+	if truncIndex > s.truncIndex {
+		s.truncIndex, s.truncTerm = truncIndex, truncTerm
+	}
+}
+
+// bounds returns the first and last index and the applied index.
+func (s *storage) bounds() (first, last, applied uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.truncIndex + 1, s.lastIndex, s.applied
+}
+
+func (s *storage) appliedConfState() *pb.ConfState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return proto.CloneOf(s.confState)
+}
+
+type getter interface {
+	Get(key []byte) ([]byte, io.Closer, error)
+}
+
+func getValue(r getter, key []byte) ([]byte, bool, error) {
+	v, closer, err := r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	out := append([]byte(nil), v...)
+	return out, true, closer.Close()
+}
+
+func getProto(r getter, key []byte, m proto.Message) (bool, error) {
+	v, ok, err := getValue(r, key)
+	if err != nil || !ok {
+		return false, err
+	}
+	return true, proto.Unmarshal(v, m)
+}

@@ -1,0 +1,115 @@
+package raftnode
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+func ents(term uint64, from, to uint64, size int) []*pb.Entry {
+	var out []*pb.Entry
+	for i := from; i <= to; i++ {
+		out = append(out, &pb.Entry{Index: proto.Uint64(i), Term: proto.Uint64(term), Data: make([]byte, size)})
+	}
+	return out
+}
+
+func stageAndCommit(t *testing.T, s *storage, es []*pb.Entry, hs *pb.HardState) {
+	t.Helper()
+	b := s.db.NewBatch()
+	defer b.Close()
+	st, err := s.stageAppend(b, es, hs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	s.commitAppend(st)
+}
+
+func TestStorage(t *testing.T) {
+	db := openDB(t, vfs.NewMem())
+	defer db.Close()
+	s, fresh, err := loadStorage(db, 5)
+	if err != nil || !fresh {
+		t.Fatalf("load: fresh=%v err=%v", fresh, err)
+	}
+	stageAndCommit(t, s, ents(1, 1, 10, 100), &pb.HardState{Term: proto.Uint64(1), Commit: proto.Uint64(3)})
+
+	got, err := s.Entries(2, 11, 1<<20)
+	if err != nil || len(got) != 9 || got[0].GetIndex() != 2 {
+		t.Fatalf("Entries(2, 11) = %d entries, %v", len(got), err)
+	}
+	size := uint64(proto.Size(got[0]))
+	if got, _ := s.Entries(2, 11, 3*size); len(got) != 3 {
+		t.Fatalf("maxSize 3 entries: got %d", len(got))
+	}
+	if got, _ := s.Entries(2, 11, 1); len(got) != 1 {
+		t.Fatalf("maxSize below one entry: got %d, want 1", len(got))
+	}
+	if _, err := s.Entries(5, 12, 1<<20); !errors.Is(err, raft.ErrUnavailable) {
+		t.Fatalf("past last: %v", err)
+	}
+
+	// A new leader's entries replace the tail from 6: 7..10 must go.
+	stageAndCommit(t, s, ents(2, 6, 6, 10), nil)
+	if last, _ := s.LastIndex(); last != 6 {
+		t.Fatalf("last index %d after tail replacement", last)
+	}
+	if term, _ := s.Term(6); term != 2 {
+		t.Fatalf("term(6) = %d", term)
+	}
+	if _, err := s.Term(7); !errors.Is(err, raft.ErrUnavailable) {
+		t.Fatalf("term(7): %v", err)
+	}
+
+	// Truncate through 4.
+	b := db.NewBatch()
+	term, ok, err := s.stageTruncate(b, 4)
+	if err != nil || !ok || term != 1 {
+		t.Fatalf("stageTruncate: %d %v %v", term, ok, err)
+	}
+	if err := s.stageApplied(b, 4, &pb.ConfState{Voters: []uint64{1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	s.commitApply(4, &pb.ConfState{Voters: []uint64{1}}, 4, term)
+	if first, _ := s.FirstIndex(); first != 5 {
+		t.Fatalf("first index %d", first)
+	}
+	if _, err := s.Entries(4, 6, 1<<20); !errors.Is(err, raft.ErrCompacted) {
+		t.Fatalf("compacted: %v", err)
+	}
+	if term, err := s.Term(4); err != nil || term != 1 {
+		t.Fatalf("term of truncated index: %d %v", term, err)
+	}
+	snap, err := s.Snapshot()
+	if err != nil || snap.GetMetadata().GetIndex() != 4 || snap.GetMetadata().GetTerm() != 1 ||
+		len(snap.GetMetadata().GetConfState().GetVoters()) != 1 {
+		t.Fatalf("snapshot %v %v", snap, err)
+	}
+
+	// Everything survives a reload.
+	s2, fresh, err := loadStorage(db, 5)
+	if err != nil || fresh {
+		t.Fatalf("reload: fresh=%v err=%v", fresh, err)
+	}
+	first, _ := s2.FirstIndex()
+	last, _ := s2.LastIndex()
+	hs, cs, _ := s2.InitialState()
+	if first != 5 || last != 6 || s2.applied != 4 || hs.GetCommit() != 3 || len(cs.GetVoters()) != 1 {
+		t.Fatalf("reloaded first=%d last=%d applied=%d hs=%v cs=%v", first, last, s2.applied, hs, cs)
+	}
+	// Other groups are untouched.
+	if _, fresh, _ := loadStorage(db, 6); !fresh {
+		t.Fatal("group 6 not fresh")
+	}
+}

@@ -1,0 +1,113 @@
+package server
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/quorumq/quorumq/store"
+	storepb "github.com/quorumq/quorumq/store/storepb/v1"
+)
+
+// pollRegistry lets long polls sleep until their queue changes. A waiter
+// takes the queue's current channel; a wake closes it (waking every waiter)
+// and the next waiter gets a fresh one.
+type pollRegistry struct {
+	mu sync.Mutex
+	ch map[pollKey]chan struct{}
+}
+
+type pollKey struct{ tenant, queue string }
+
+func newPollRegistry() *pollRegistry { return &pollRegistry{ch: map[pollKey]chan struct{}{}} }
+
+// watch returns a channel closed at the next wake of the queue.
+func (r *pollRegistry) watch(tenant, queue string) <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := pollKey{tenant, queue}
+	c, ok := r.ch[k]
+	if !ok {
+		c = make(chan struct{})
+		r.ch[k] = c
+	}
+	return c
+}
+
+// wake releases every waiter of the queue. Called from the Raft apply loop:
+// it never blocks.
+func (r *pollRegistry) wake(tenant, queue string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := pollKey{tenant, queue}
+	if c, ok := r.ch[k]; ok {
+		close(c)
+		delete(r.ch, k)
+	}
+}
+
+// receive proposes a receive; when it leases nothing and waitMs > 0 it
+// waits without proposing until the store says a matching message is
+// visible (woken by sends and visibility changes, or by a timer at the next
+// visible_at), then proposes again. It answers empty when the wait ends.
+func (s *Server) receive(ctx context.Context, cmd *storepb.Receive, waitMs int64) ([]store.Received, error) {
+	deadline := s.cfg.Now().Add(time.Duration(waitMs) * time.Millisecond)
+	for {
+		s.receivesProposed.Add(1)
+		res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_Receive{Receive: cmd}})
+		if err != nil {
+			return nil, err
+		}
+		if len(res.Received) > 0 || !s.cfg.Now().Before(deadline) {
+			return res.Received, nil
+		}
+		if ok, err := s.waitVisible(ctx, cmd, deadline); err != nil || !ok {
+			return nil, err
+		}
+	}
+}
+
+// waitVisible blocks until a matching message is visible (true) or the
+// deadline passes (false). It reads only local state.
+func (s *Server) waitVisible(ctx context.Context, cmd *storepb.Receive, deadline time.Time) (bool, error) {
+	for {
+		// Watch before peeking, so a send applied between the two still wakes us.
+		woken := s.polls.watch(cmd.GetTenant(), cmd.GetQueue())
+		now := s.cfg.Now()
+		ready, next, err := s.store.Peek(cmd.GetTenant(), cmd.GetQueue(), cmd.GetFilter(), now.UnixMilli())
+		if err != nil {
+			return false, err
+		}
+		if ready {
+			return true, nil
+		}
+		until := deadline
+		if next > 0 {
+			if due := time.UnixMilli(next); due.Before(until) {
+				until = due
+			}
+		}
+		wait := until.Sub(now)
+		if wait <= 0 {
+			if !now.Before(deadline) {
+				return false, nil
+			}
+			continue
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-woken:
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			return false, ctx.Err()
+		case <-s.stop:
+			timer.Stop()
+			return false, nil
+		}
+		timer.Stop()
+		if !s.cfg.Now().Before(deadline) {
+			return false, nil
+		}
+	}
+}

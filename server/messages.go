@@ -1,0 +1,335 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	"github.com/quorumq/quorumq/store"
+	storepb "github.com/quorumq/quorumq/store/storepb/v1"
+)
+
+// checkQueue validates a queue name given in request field `field`.
+func checkQueue(field, name string) error {
+	err := store.ValidateQueueName(name)
+	var fe *store.FieldError
+	if errors.As(err, &fe) {
+		return fieldError(field, fe.Reason)
+	}
+	return err
+}
+
+// SendMessage implements QueueService.
+func (s *Server) SendMessage(ctx context.Context, req *qv1.SendMessageRequest) (*qv1.SendMessageResponse, error) {
+	tenant, err := require(ctx, ScopeMessagesSend)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkQueue("queue", req.GetQueue()); err != nil {
+		return nil, err
+	}
+	m := messageInput{
+		body: req.GetBody(), attributes: req.GetAttributes(), tags: req.GetTags(),
+		delay: req.GetDelay(), deliverAt: req.GetDeliverAt(), groupID: req.GetGroupId(),
+		dedupID: req.GetDeduplicationId(), idempotencyKey: req.GetIdempotencyKey(),
+	}
+	if err := validateMessage("", m); err != nil {
+		return nil, err
+	}
+	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_Send{Send: &storepb.Send{
+		Tenant: tenant, Queue: req.GetQueue(), Entries: []*storepb.SendEntry{sendEntryFromAPI(m)},
+	}}})
+	if err != nil {
+		return nil, err
+	}
+	if len(res.Sent) != 1 {
+		return nil, fmt.Errorf("send: %d outcomes for 1 entry", len(res.Sent))
+	}
+	if err := res.Sent[0].Err; err != nil {
+		return nil, err
+	}
+	s.metrics.add(ctx, s.metrics.sent, tenant, req.GetQueue(), 1)
+	return &qv1.SendMessageResponse{MessageId: res.Sent[0].MessageID, Sequence: res.Sent[0].Seq}, nil
+}
+
+// SendMessageBatch implements QueueService. Entries that fail validation are
+// reported as failed and the rest are sent in one command.
+func (s *Server) SendMessageBatch(ctx context.Context, req *qv1.SendMessageBatchRequest) (*qv1.SendMessageBatchResponse, error) {
+	tenant, err := require(ctx, ScopeMessagesSend)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkQueue("queue", req.GetQueue()); err != nil {
+		return nil, err
+	}
+	entries := req.GetEntries()
+	if err := validateBatch(len(entries), func(i int) string { return entries[i].GetId() }); err != nil {
+		return nil, err
+	}
+	total := 0
+	for _, e := range entries {
+		total += len(e.GetBody())
+		for k, v := range e.GetAttributes() {
+			total += len(k) + len(v)
+		}
+	}
+	if total > maxBatchBytes {
+		return nil, fieldError("entries", fmt.Sprintf("a batch must be at most %d bytes", maxBatchBytes))
+	}
+	resp := &qv1.SendMessageBatchResponse{}
+	var ids []string
+	cmd := &storepb.Send{Tenant: tenant, Queue: req.GetQueue()}
+	for i, e := range entries {
+		m := messageInput{
+			body: e.GetBody(), attributes: e.GetAttributes(), tags: e.GetTags(),
+			delay: e.GetDelay(), deliverAt: e.GetDeliverAt(), groupID: e.GetGroupId(),
+			dedupID: e.GetDeduplicationId(), idempotencyKey: e.GetIdempotencyKey(),
+		}
+		if err := validateMessage(fmt.Sprintf("entries[%d].", i), m); err != nil {
+			resp.Failed = append(resp.Failed, failedEntry(e.GetId(), err))
+			continue
+		}
+		ids = append(ids, e.GetId())
+		cmd.Entries = append(cmd.Entries, sendEntryFromAPI(m))
+	}
+	if len(cmd.Entries) == 0 {
+		return resp, nil
+	}
+	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_Send{Send: cmd}})
+	if err != nil {
+		return nil, err
+	}
+	if len(res.Sent) != len(ids) {
+		return nil, fmt.Errorf("send: %d outcomes for %d entries", len(res.Sent), len(ids))
+	}
+	for i, o := range res.Sent {
+		if o.Err != nil {
+			resp.Failed = append(resp.Failed, failedEntry(ids[i], o.Err))
+			continue
+		}
+		resp.Successful = append(resp.Successful, &qv1.SendMessageBatchResult{Id: ids[i], MessageId: o.MessageID, Sequence: o.Seq})
+	}
+	s.metrics.add(ctx, s.metrics.sent, tenant, req.GetQueue(), len(resp.Successful))
+	return resp, nil
+}
+
+func failedEntry(id string, err error) *qv1.BatchResultError {
+	code, reason, msg := batchError(err)
+	return &qv1.BatchResultError{Id: id, Code: code, Reason: reason, Message: msg}
+}
+
+// ReceiveMessages implements QueueService, with long polling: when nothing
+// is visible it waits on this node, without proposing, until a send (or a
+// lease ending) makes a matching message visible or the wait ends.
+func (s *Server) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRequest) (*qv1.ReceiveMessagesResponse, error) {
+	tenant, err := require(ctx, ScopeMessagesReceive)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkQueue("queue", req.GetQueue()); err != nil {
+		return nil, err
+	}
+	max := req.GetMaxMessages()
+	switch {
+	case max < 0 || max > maxReceiveMessages:
+		return nil, fieldError("max_messages", fmt.Sprintf("must be 1 to %d", maxReceiveMessages))
+	case max == 0:
+		max = 1
+	}
+	vis, err := durationMs("visibility_timeout", req.GetVisibilityTimeout(), -1, maxVisibility)
+	if err != nil {
+		return nil, err
+	}
+	wait, err := durationMs("wait_time", req.GetWaitTime(), -1, maxWaitTime)
+	if err != nil {
+		return nil, err
+	}
+	if err := validateFilter(req.GetTagFilter()); err != nil {
+		return nil, err
+	}
+	filter := filterFromAPI(req.GetTagFilter())
+	if wait < 0 { // unset: the queue's receive_wait
+		if err := s.readBarrier(ctx); err != nil {
+			return nil, err
+		}
+		info, err := s.store.GetQueue(tenant, req.GetQueue(), s.cfg.Now().UnixMilli())
+		if err != nil {
+			return nil, err
+		}
+		wait = info.Record.GetAttributes().GetReceiveWaitMs()
+	}
+	cmd := &storepb.Receive{Tenant: tenant, Queue: req.GetQueue(), MaxMessages: max, VisibilityTimeoutMs: vis, Filter: filter}
+	msgs, err := s.receive(ctx, cmd, wait)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics.add(ctx, s.metrics.received, tenant, req.GetQueue(), len(msgs))
+	resp := &qv1.ReceiveMessagesResponse{Messages: make([]*qv1.ReceivedMessage, 0, len(msgs))}
+	for _, m := range msgs {
+		resp.Messages = append(resp.Messages, messageToAPI(m.Message, m.ReceiptHandle))
+	}
+	return resp, nil
+}
+
+// DeleteMessage implements QueueService.
+func (s *Server) DeleteMessage(ctx context.Context, req *qv1.DeleteMessageRequest) (*qv1.DeleteMessageResponse, error) {
+	tenant, err := require(ctx, ScopeMessagesReceive)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkQueue("queue", req.GetQueue()); err != nil {
+		return nil, err
+	}
+	h, err := decodeHandle("receipt_handle", req.GetReceiptHandle())
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_Delete{Delete: &storepb.Delete{
+		Tenant: tenant, Queue: req.GetQueue(), ReceiptHandles: [][]byte{h},
+	}}})
+	if err != nil {
+		return nil, err
+	}
+	if len(res.Entries) != 1 {
+		return nil, fmt.Errorf("delete: %d outcomes for 1 handle", len(res.Entries))
+	}
+	if res.Entries[0] != nil {
+		return nil, res.Entries[0]
+	}
+	s.metrics.add(ctx, s.metrics.deleted, tenant, req.GetQueue(), 1)
+	return &qv1.DeleteMessageResponse{}, nil
+}
+
+// DeleteMessageBatch implements QueueService.
+func (s *Server) DeleteMessageBatch(ctx context.Context, req *qv1.DeleteMessageBatchRequest) (*qv1.DeleteMessageBatchResponse, error) {
+	tenant, err := require(ctx, ScopeMessagesReceive)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkQueue("queue", req.GetQueue()); err != nil {
+		return nil, err
+	}
+	entries := req.GetEntries()
+	if err := validateBatch(len(entries), func(i int) string { return entries[i].GetId() }); err != nil {
+		return nil, err
+	}
+	resp := &qv1.DeleteMessageBatchResponse{}
+	cmd := &storepb.Delete{Tenant: tenant, Queue: req.GetQueue()}
+	var ids []string
+	for i, e := range entries {
+		h, err := decodeHandle(fmt.Sprintf("entries[%d].receipt_handle", i), e.GetReceiptHandle())
+		if err != nil {
+			resp.Failed = append(resp.Failed, failedEntry(e.GetId(), err))
+			continue
+		}
+		ids = append(ids, e.GetId())
+		cmd.ReceiptHandles = append(cmd.ReceiptHandles, h)
+	}
+	if len(ids) == 0 {
+		return resp, nil
+	}
+	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_Delete{Delete: cmd}})
+	if err != nil {
+		return nil, err
+	}
+	if len(res.Entries) != len(ids) {
+		return nil, fmt.Errorf("delete: %d outcomes for %d handles", len(res.Entries), len(ids))
+	}
+	for i, e := range res.Entries {
+		if e != nil {
+			resp.Failed = append(resp.Failed, failedEntry(ids[i], e))
+			continue
+		}
+		resp.Successful = append(resp.Successful, &qv1.BatchResultOk{Id: ids[i]})
+	}
+	s.metrics.add(ctx, s.metrics.deleted, tenant, req.GetQueue(), len(resp.Successful))
+	return resp, nil
+}
+
+// ChangeMessageVisibility implements QueueService.
+func (s *Server) ChangeMessageVisibility(ctx context.Context, req *qv1.ChangeMessageVisibilityRequest) (*qv1.ChangeMessageVisibilityResponse, error) {
+	tenant, err := require(ctx, ScopeMessagesReceive)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkQueue("queue", req.GetQueue()); err != nil {
+		return nil, err
+	}
+	h, err := decodeHandle("receipt_handle", req.GetReceiptHandle())
+	if err != nil {
+		return nil, err
+	}
+	if req.GetVisibilityTimeout() == nil {
+		return nil, fieldError("visibility_timeout", "is required")
+	}
+	vis, err := durationMs("visibility_timeout", req.GetVisibilityTimeout(), 0, maxVisibility)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_ChangeVisibility{ChangeVisibility: &storepb.ChangeVisibility{
+		Tenant: tenant, Queue: req.GetQueue(), Changes: []*storepb.VisibilityChange{{ReceiptHandle: h, VisibilityTimeoutMs: vis}},
+	}}})
+	if err != nil {
+		return nil, err
+	}
+	if len(res.Entries) != 1 {
+		return nil, fmt.Errorf("change visibility: %d outcomes for 1 handle", len(res.Entries))
+	}
+	if res.Entries[0] != nil {
+		return nil, res.Entries[0]
+	}
+	return &qv1.ChangeMessageVisibilityResponse{}, nil
+}
+
+// ChangeMessageVisibilityBatch implements QueueService.
+func (s *Server) ChangeMessageVisibilityBatch(ctx context.Context, req *qv1.ChangeMessageVisibilityBatchRequest) (*qv1.ChangeMessageVisibilityBatchResponse, error) {
+	tenant, err := require(ctx, ScopeMessagesReceive)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkQueue("queue", req.GetQueue()); err != nil {
+		return nil, err
+	}
+	entries := req.GetEntries()
+	if err := validateBatch(len(entries), func(i int) string { return entries[i].GetId() }); err != nil {
+		return nil, err
+	}
+	resp := &qv1.ChangeMessageVisibilityBatchResponse{}
+	cmd := &storepb.ChangeVisibility{Tenant: tenant, Queue: req.GetQueue()}
+	var ids []string
+	for i, e := range entries {
+		h, err := decodeHandle(fmt.Sprintf("entries[%d].receipt_handle", i), e.GetReceiptHandle())
+		if err == nil && e.GetVisibilityTimeout() == nil {
+			err = fieldError(fmt.Sprintf("entries[%d].visibility_timeout", i), "is required")
+		}
+		var vis int64
+		if err == nil {
+			vis, err = durationMs(fmt.Sprintf("entries[%d].visibility_timeout", i), e.GetVisibilityTimeout(), 0, maxVisibility)
+		}
+		if err != nil {
+			resp.Failed = append(resp.Failed, failedEntry(e.GetId(), err))
+			continue
+		}
+		ids = append(ids, e.GetId())
+		cmd.Changes = append(cmd.Changes, &storepb.VisibilityChange{ReceiptHandle: h, VisibilityTimeoutMs: vis})
+	}
+	if len(ids) == 0 {
+		return resp, nil
+	}
+	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_ChangeVisibility{ChangeVisibility: cmd}})
+	if err != nil {
+		return nil, err
+	}
+	if len(res.Entries) != len(ids) {
+		return nil, fmt.Errorf("change visibility: %d outcomes for %d handles", len(res.Entries), len(ids))
+	}
+	for i, e := range res.Entries {
+		if e != nil {
+			resp.Failed = append(resp.Failed, failedEntry(ids[i], e))
+			continue
+		}
+		resp.Successful = append(resp.Successful, &qv1.BatchResultOk{Id: ids[i]})
+	}
+	return resp, nil
+}

@@ -1,0 +1,223 @@
+package server
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"strings"
+
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	"github.com/quorumq/quorumq/store"
+	storepb "github.com/quorumq/quorumq/store/storepb/v1"
+)
+
+var readScopes = []string{ScopeQueuesAdmin, ScopeMessagesSend, ScopeMessagesReceive}
+
+// CreateQueue implements QueueService.
+func (s *Server) CreateQueue(ctx context.Context, req *qv1.CreateQueueRequest) (*qv1.CreateQueueResponse, error) {
+	tenant, err := require(ctx, ScopeQueuesAdmin)
+	if err != nil {
+		return nil, err
+	}
+	if err := store.ValidateQueueName(req.GetName()); err != nil {
+		return nil, err
+	}
+	if err := validateQueueTags(req.GetTags()); err != nil {
+		return nil, err
+	}
+	attrs, err := attributesFromAPI(req.GetAttributes(), store.DefaultAttributes(), nil)
+	if err != nil {
+		return nil, err
+	}
+	if attrs.Fifo != strings.HasSuffix(req.GetName(), ".fifo") {
+		return nil, fieldError("name", "a FIFO queue's name ends in \".fifo\", and only a FIFO queue's")
+	}
+	key, err := newHandleKey()
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_CreateQueue{CreateQueue: &storepb.CreateQueue{
+		Tenant: tenant, Name: req.GetName(), Attributes: attrs, Tags: req.GetTags(), HandleKey: key,
+	}}})
+	if err != nil {
+		return nil, err
+	}
+	return &qv1.CreateQueueResponse{Queue: queueToAPI(res.QueueInfo, false)}, nil
+}
+
+// GetQueue implements QueueService. The read is linearizable: it follows a
+// read-index barrier on the leader.
+func (s *Server) GetQueue(ctx context.Context, req *qv1.GetQueueRequest) (*qv1.GetQueueResponse, error) {
+	tenant, err := require(ctx, readScopes...)
+	if err != nil {
+		return nil, err
+	}
+	if err := store.ValidateQueueName(req.GetName()); err != nil {
+		return nil, err
+	}
+	if err := s.readBarrier(ctx); err != nil {
+		return nil, err
+	}
+	info, err := s.store.GetQueue(tenant, req.GetName(), s.cfg.Now().UnixMilli())
+	if err != nil {
+		return nil, err
+	}
+	return &qv1.GetQueueResponse{Queue: queueToAPI(info, true)}, nil
+}
+
+// ListQueues implements QueueService. Page tokens are the last name seen,
+// base64url-encoded: stable across inserts and deletes.
+func (s *Server) ListQueues(ctx context.Context, req *qv1.ListQueuesRequest) (*qv1.ListQueuesResponse, error) {
+	tenant, err := require(ctx, readScopes...)
+	if err != nil {
+		return nil, err
+	}
+	size := int(req.GetPageSize())
+	switch {
+	case size < 0 || size > maxPageSize:
+		return nil, fieldError("page_size", fmt.Sprintf("must be 0 to %d", maxPageSize))
+	case size == 0:
+		size = defaultPageSize
+	}
+	if len(req.GetPrefix()) > 80 {
+		return nil, fieldError("prefix", "must be at most 80 bytes")
+	}
+	after := ""
+	if t := req.GetPageToken(); t != "" {
+		b, err := base64.RawURLEncoding.DecodeString(t)
+		if err != nil || len(b) > 80 {
+			return nil, fieldError("page_token", "not a token from a previous response")
+		}
+		after = string(b)
+	}
+	if err := s.readBarrier(ctx); err != nil {
+		return nil, err
+	}
+	infos, err := s.store.ListQueues(tenant, req.GetPrefix(), after, size+1)
+	if err != nil {
+		return nil, err
+	}
+	resp := &qv1.ListQueuesResponse{}
+	for i, info := range infos {
+		if i == size {
+			resp.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(infos[i-1].Record.GetName()))
+			break
+		}
+		resp.Queues = append(resp.Queues, queueToAPI(info, false))
+	}
+	return resp, nil
+}
+
+// UpdateQueue implements QueueService. It reads the current attributes and
+// proposes the whole new set: concurrent updates of one queue are last
+// writer wins.
+func (s *Server) UpdateQueue(ctx context.Context, req *qv1.UpdateQueueRequest) (*qv1.UpdateQueueResponse, error) {
+	tenant, err := require(ctx, ScopeQueuesAdmin)
+	if err != nil {
+		return nil, err
+	}
+	if err := store.ValidateQueueName(req.GetName()); err != nil {
+		return nil, err
+	}
+	if err := s.readBarrier(ctx); err != nil {
+		return nil, err
+	}
+	cur, err := s.store.GetQueue(tenant, req.GetName(), s.cfg.Now().UnixMilli())
+	if err != nil {
+		return nil, err
+	}
+	var mask map[string]bool
+	base := cloneAttrs(cur.Record.GetAttributes())
+	if paths := req.GetUpdateMask().GetPaths(); len(paths) > 0 {
+		mask = map[string]bool{}
+		for _, p := range paths {
+			p = strings.TrimPrefix(p, "attributes.")
+			switch p {
+			case "visibility_timeout", "message_retention", "delivery_delay", "receive_wait",
+				"max_message_size", "dead_letter", "fifo", "content_based_deduplication", "partitions":
+				mask[p] = true
+			default:
+				return nil, fieldError("update_mask", fmt.Sprintf("unknown attribute %q", p))
+			}
+		}
+	} else {
+		// No mask: every mutable attribute is replaced; unset ones go back
+		// to their defaults. Fixed ones keep their values.
+		def := store.DefaultAttributes()
+		def.Fifo, def.ContentBasedDeduplication, def.Partitions = base.Fifo, base.ContentBasedDeduplication, base.Partitions
+		base = def
+	}
+	attrs, err := attributesFromAPI(req.GetAttributes(), base, mask)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_UpdateQueue{UpdateQueue: &storepb.UpdateQueue{
+		Tenant: tenant, Name: req.GetName(), Attributes: attrs,
+	}}})
+	if err != nil {
+		return nil, err
+	}
+	return &qv1.UpdateQueueResponse{Queue: queueToAPI(res.QueueInfo, false)}, nil
+}
+
+// DeleteQueue implements QueueService.
+func (s *Server) DeleteQueue(ctx context.Context, req *qv1.DeleteQueueRequest) (*qv1.DeleteQueueResponse, error) {
+	tenant, err := require(ctx, ScopeQueuesAdmin)
+	if err != nil {
+		return nil, err
+	}
+	if err := store.ValidateQueueName(req.GetName()); err != nil {
+		return nil, err
+	}
+	if _, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_DeleteQueue{DeleteQueue: &storepb.DeleteQueue{
+		Tenant: tenant, Name: req.GetName(),
+	}}}); err != nil {
+		return nil, err
+	}
+	s.polls.wake(tenant, req.GetName()) // long polls on it answer at once
+	return &qv1.DeleteQueueResponse{}, nil
+}
+
+// PurgeQueue implements QueueService.
+func (s *Server) PurgeQueue(ctx context.Context, req *qv1.PurgeQueueRequest) (*qv1.PurgeQueueResponse, error) {
+	tenant, err := require(ctx, ScopeQueuesAdmin)
+	if err != nil {
+		return nil, err
+	}
+	if err := store.ValidateQueueName(req.GetName()); err != nil {
+		return nil, err
+	}
+	if _, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_PurgeQueue{PurgeQueue: &storepb.PurgeQueue{
+		Tenant: tenant, Name: req.GetName(),
+	}}}); err != nil {
+		return nil, err
+	}
+	return &qv1.PurgeQueueResponse{}, nil
+}
+
+// RedriveMessages implements QueueService: it moves messages of a
+// dead-letter queue to the outbox; the relay delivers them to their source
+// queues exactly once.
+func (s *Server) RedriveMessages(ctx context.Context, req *qv1.RedriveMessagesRequest) (*qv1.RedriveMessagesResponse, error) {
+	tenant, err := require(ctx, ScopeQueuesAdmin)
+	if err != nil {
+		return nil, err
+	}
+	if err := store.ValidateQueueName(req.GetDeadLetterQueue()); err != nil {
+		return nil, fieldError("dead_letter_queue", "not a valid queue name")
+	}
+	max := req.GetMaxMessages()
+	switch {
+	case max < 0 || max > maxRedriveMessages:
+		return nil, fieldError("max_messages", fmt.Sprintf("must be 0 to %d", maxRedriveMessages))
+	case max == 0:
+		max = defaultRedriveBatch
+	}
+	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_Redrive{Redrive: &storepb.Redrive{
+		Tenant: tenant, Queue: req.GetDeadLetterQueue(), MaxMessages: max,
+	}}})
+	if err != nil {
+		return nil, err
+	}
+	return &qv1.RedriveMessagesResponse{Moved: res.Moved}, nil
+}

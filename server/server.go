@@ -1,0 +1,213 @@
+// Package server implements quorumq's gRPC services: it authenticates and
+// validates each call, turns it into a store command stamped with the
+// leader's clock, proposes it to the shard's Raft group and maps the outcome
+// to a gRPC status. It knows nothing of Pebble or Raft internals: it uses the
+// shard through the small Raft interface below.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"google.golang.org/protobuf/proto"
+
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	"github.com/quorumq/quorumq/raftnode"
+	"github.com/quorumq/quorumq/store"
+	storepb "github.com/quorumq/quorumq/store/storepb/v1"
+)
+
+// Raft is what the server needs from the Raft host.
+type Raft interface {
+	Propose(ctx context.Context, group uint64, data []byte) (any, error)
+	ReadIndex(ctx context.Context, group uint64) error
+	Status(group uint64) (raftnode.GroupStatus, error)
+}
+
+var _ Raft = (*raftnode.Host)(nil)
+
+// Config tunes a Server. Zero values take the defaults.
+type Config struct {
+	Logger *slog.Logger
+	// Now is the leader's clock, stamped into every command (tests replace it).
+	Now func() time.Time
+	// ProposeTimeout bounds one proposal; past it the call fails with
+	// UNAVAILABLE / NO_QUORUM. Default 5s.
+	ProposeTimeout time.Duration
+	// HousekeepingInterval is how often the leader checks for expired
+	// messages and undelivered outbox entries. Default 1s.
+	HousekeepingInterval time.Duration
+	// TickLimit bounds the removals of one expiry command. Default 1000.
+	TickLimit int32
+	// Meter records the per-queue message counters; nil: not recorded.
+	Meter metric.Meter
+}
+
+func (c *Config) fill() {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.ProposeTimeout <= 0 {
+		c.ProposeTimeout = 5 * time.Second
+	}
+	if c.HousekeepingInterval <= 0 {
+		c.HousekeepingInterval = time.Second
+	}
+	if c.TickLimit <= 0 {
+		c.TickLimit = 1000
+	}
+}
+
+// Server serves QueueService for one shard.
+type Server struct {
+	qv1.UnimplementedQueueServiceServer
+
+	cfg   Config
+	raft  Raft
+	store *store.Store
+	shard uint64
+
+	polls   *pollRegistry
+	relay   chan struct{} // wakes the outbox relay
+	metrics *metrics
+
+	stopOnce sync.Once
+	stop     chan struct{}
+	wg       sync.WaitGroup
+
+	receivesProposed atomic.Uint64
+}
+
+// New returns a server for shard `shard` whose state is st and whose Raft
+// group is reached through raft. Register StateMachine() with the Raft host
+// for that group, then call Start.
+func New(cfg Config, raft Raft, st *store.Store, shard uint64) *Server {
+	cfg.fill()
+	return &Server{
+		cfg:     cfg,
+		raft:    raft,
+		store:   st,
+		shard:   shard,
+		polls:   newPollRegistry(),
+		metrics: newMetrics(cfg.Meter),
+		relay:   make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+	}
+}
+
+// StateMachine is the shard's Raft state machine: the store, plus wake-ups
+// of long polls and of the outbox relay after each applied round.
+func (s *Server) StateMachine() raftnode.StateMachine {
+	return &stateMachine{Store: s.store, srv: s}
+}
+
+type stateMachine struct {
+	*store.Store
+	srv *Server
+}
+
+// AfterApply runs on the Raft loop after a round is committed: it must not
+// block.
+func (m *stateMachine) AfterApply(results []any) {
+	for _, r := range results {
+		res, ok := r.(*store.Result)
+		if !ok || res == nil {
+			continue
+		}
+		if res.Woken {
+			m.srv.polls.wake(res.Tenant, res.Queue)
+		}
+		if res.OutboxAdded {
+			select {
+			case m.srv.relay <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// Start starts the leader's housekeeping (expiry, outbox relay). Stop ends it.
+func (s *Server) Start() {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.housekeeping()
+	}()
+}
+
+// Stop stops the housekeeping goroutine and waits for it; in-flight calls
+// end through their own contexts.
+func (s *Server) Stop() {
+	s.stopOnce.Do(func() { close(s.stop) })
+	s.wg.Wait()
+}
+
+// propose stamps cmd with the leader's time, replicates it and returns the
+// store's result; a whole-command outcome comes back as the error.
+func (s *Server) propose(ctx context.Context, cmd *storepb.Command) (*store.Result, error) {
+	cmd.Version = 1
+	cmd.TimeMs = s.cfg.Now().UnixMilli()
+	data, err := proto.Marshal(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("encode command: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ProposeTimeout)
+	defer cancel()
+	r, err := s.raft.Propose(ctx, s.shard, data)
+	if err != nil {
+		return nil, fmt.Errorf("propose: %w", err)
+	}
+	res, ok := r.(*store.Result)
+	if !ok || res == nil {
+		return nil, fmt.Errorf("propose: unexpected apply result %T", r)
+	}
+	if res.Err != nil {
+		return res, res.Err
+	}
+	return res, nil
+}
+
+// readBarrier makes a following local read linearizable: it returns once
+// this replica has applied everything committed before the call.
+func (s *Server) readBarrier(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ProposeTimeout)
+	defer cancel()
+	if err := s.raft.ReadIndex(ctx, s.shard); err != nil {
+		return fmt.Errorf("read index: %w", err)
+	}
+	return nil
+}
+
+// Ready reports whether this node can serve: its shard has a leader.
+func (s *Server) Ready() error {
+	st, err := s.raft.Status(s.shard)
+	if err != nil {
+		return err
+	}
+	if st.LeaderID == 0 {
+		return errors.New("shard has no leader")
+	}
+	return nil
+}
+
+// ReceivesProposed counts receive commands proposed (long polls must not
+// propose while they wait).
+func (s *Server) ReceivesProposed() uint64 { return s.receivesProposed.Load() }
+
+func newHandleKey() ([]byte, error) {
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		return nil, fmt.Errorf("receipt handle key: %w", err)
+	}
+	return k, nil
+}

@@ -1,0 +1,233 @@
+package server
+
+import (
+	"encoding/base64"
+	"fmt"
+	"regexp"
+	"time"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	"github.com/quorumq/quorumq/store"
+)
+
+// Input bounds. Every field a client sends is bounded here or in store.
+const (
+	maxBodyBytes        = 1 << 20 // hard cap; the queue's max_message_size may be lower
+	maxAttributes       = 16
+	maxAttrKeyBytes     = 256
+	maxAttrValueBytes   = 64 << 10 // all values of one message together
+	maxTags             = 16
+	maxTagBytes         = 128
+	maxFilterTags       = 16
+	maxIDBytes          = 128 // group id, deduplication id, idempotency key
+	maxBatchEntries     = 100
+	maxBatchBytes       = 4 << 20
+	maxBatchIDChars     = 80
+	maxReceiveMessages  = 100
+	maxVisibility       = 12 * time.Hour
+	maxWaitTime         = 20 * time.Second
+	maxDelay            = 14 * 24 * time.Hour // the store bounds it by the queue's retention
+	maxHandleChars      = 1024
+	maxQueueTags        = 50
+	maxQueueTagKey      = 128
+	maxQueueTagValue    = 256
+	maxPageSize         = 1000
+	defaultPageSize     = 100
+	maxRedriveMessages  = 10000
+	defaultRedriveBatch = 1000
+)
+
+var batchIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,80}$`)
+
+// durationMs converts an optional duration to milliseconds within [0, max].
+// A nil duration gives def. Sub-millisecond parts are truncated: times are
+// kept to the millisecond.
+func durationMs(field string, d *durationpb.Duration, def int64, max time.Duration) (int64, error) {
+	if d == nil {
+		return def, nil
+	}
+	if err := d.CheckValid(); err != nil {
+		return 0, fieldError(field, "not a valid duration")
+	}
+	v := d.AsDuration()
+	if v < 0 {
+		return 0, fieldError(field, "must not be negative")
+	}
+	if v > max {
+		return 0, fieldError(field, fmt.Sprintf("must be at most %s", max))
+	}
+	return v.Milliseconds(), nil
+}
+
+func checkText(field, s string, min, max int) error {
+	if len(s) < min {
+		if min == 1 {
+			return fieldError(field, "must not be empty")
+		}
+		return fieldError(field, fmt.Sprintf("must be at least %d bytes", min))
+	}
+	if len(s) > max {
+		return fieldError(field, fmt.Sprintf("must be at most %d bytes", max))
+	}
+	if !utf8.ValidString(s) {
+		return fieldError(field, "must be valid UTF-8")
+	}
+	return nil
+}
+
+// messageInput is the part of a send request shared by single and batch sends.
+type messageInput struct {
+	body           string
+	attributes     map[string]string
+	tags           []string
+	delay          *durationpb.Duration
+	deliverAt      *timestamppb.Timestamp
+	groupID        string
+	dedupID        string
+	idempotencyKey string
+}
+
+// validateMessage checks a message's bounded fields; prefix names the
+// request field ("" or "entries[3].").
+func validateMessage(prefix string, m messageInput) error {
+	if len(m.body) > maxBodyBytes {
+		return fieldError(prefix+"body", fmt.Sprintf("must be at most %d bytes", maxBodyBytes))
+	}
+	if err := checkText(prefix+"body", m.body, 1, maxBodyBytes); err != nil {
+		return err
+	}
+	if len(m.attributes) > maxAttributes {
+		return fieldError(prefix+"attributes", fmt.Sprintf("at most %d attributes", maxAttributes))
+	}
+	values := 0
+	for k, v := range m.attributes {
+		if k == "" || len(k) > maxAttrKeyBytes || !utf8.ValidString(k) {
+			return fieldError(prefix+"attributes", fmt.Sprintf("keys must be 1 to %d bytes of UTF-8", maxAttrKeyBytes))
+		}
+		if !utf8.ValidString(v) {
+			return fieldError(prefix+"attributes", "values must be valid UTF-8")
+		}
+		values += len(v)
+	}
+	if values > maxAttrValueBytes {
+		return fieldError(prefix+"attributes", fmt.Sprintf("values must be at most %d bytes in all", maxAttrValueBytes))
+	}
+	if err := validateTags(prefix+"tags", m.tags, maxTags); err != nil {
+		return err
+	}
+	if m.delay != nil && m.deliverAt != nil {
+		return fieldError(prefix+"delay", "give at most one of delay and deliver_at")
+	}
+	if _, err := durationMs(prefix+"delay", m.delay, 0, maxDelay); err != nil {
+		return err
+	}
+	if m.deliverAt != nil {
+		if err := m.deliverAt.CheckValid(); err != nil {
+			return fieldError(prefix+"deliver_at", "not a valid timestamp")
+		}
+	}
+	if m.groupID != "" {
+		if err := checkText(prefix+"group_id", m.groupID, 1, maxIDBytes); err != nil {
+			return err
+		}
+	}
+	if m.dedupID != "" {
+		if err := checkText(prefix+"deduplication_id", m.dedupID, 1, maxIDBytes); err != nil {
+			return err
+		}
+	}
+	if m.idempotencyKey != "" {
+		if err := checkText(prefix+"idempotency_key", m.idempotencyKey, 1, maxIDBytes); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func validateTags(field string, tags []string, max int) error {
+	if len(tags) > max {
+		return fieldError(field, fmt.Sprintf("at most %d tags", max))
+	}
+	for _, t := range tags {
+		if err := checkText(field, t, 1, maxTagBytes); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func validateFilter(f *qv1.TagFilter) error {
+	if f == nil {
+		return nil
+	}
+	if err := validateTags("tag_filter.all", f.GetAll(), maxFilterTags); err != nil {
+		return err
+	}
+	if err := validateTags("tag_filter.any", f.GetAny(), maxFilterTags); err != nil {
+		return err
+	}
+	return validateTags("tag_filter.none", f.GetNone(), maxFilterTags)
+}
+
+// validateBatch checks a batch's size and entry ids; ids must be unique.
+func validateBatch(n int, id func(i int) string) error {
+	if n == 0 {
+		return fieldError("entries", "must not be empty")
+	}
+	if n > maxBatchEntries {
+		return fieldError("entries", fmt.Sprintf("at most %d entries", maxBatchEntries))
+	}
+	seen := make(map[string]struct{}, n)
+	for i := 0; i < n; i++ {
+		e := id(i)
+		if !batchIDPattern.MatchString(e) {
+			return fieldError(fmt.Sprintf("entries[%d].id", i), "must match ^[A-Za-z0-9_-]{1,80}$")
+		}
+		if _, dup := seen[e]; dup {
+			return fieldError(fmt.Sprintf("entries[%d].id", i), "duplicate entry id")
+		}
+		seen[e] = struct{}{}
+	}
+	return nil
+}
+
+// decodeHandle turns the client's receipt handle string into store bytes.
+func decodeHandle(field, h string) ([]byte, error) {
+	if h == "" {
+		return nil, fieldError(field, "must not be empty")
+	}
+	if len(h) > maxHandleChars {
+		return nil, fieldError(field, fmt.Sprintf("must be at most %d characters", maxHandleChars))
+	}
+	b, err := base64.RawURLEncoding.DecodeString(h)
+	if err != nil {
+		return nil, invalidHandle("receipt handle is not valid base64url")
+	}
+	return b, nil
+}
+
+// invalidHandle is a receipt handle that cannot be one of ours.
+func invalidHandle(msg string) error {
+	return fmt.Errorf("%s: %w", msg, store.ErrInvalidReceipt)
+}
+
+func encodeHandle(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+func validateQueueTags(tags map[string]string) error {
+	if len(tags) > maxQueueTags {
+		return fieldError("tags", fmt.Sprintf("at most %d tags", maxQueueTags))
+	}
+	for k, v := range tags {
+		if err := checkText("tags", k, 1, maxQueueTagKey); err != nil {
+			return err
+		}
+		if err := checkText("tags", v, 0, maxQueueTagValue); err != nil {
+			return err
+		}
+	}
+	return nil
+}

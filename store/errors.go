@@ -1,0 +1,59 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Outcome sentinels. They come back inside a Result (whole-command Err, or
+// per entry in Sent / Entries), never as Apply's error return: a replica that
+// applies the same command gets the same outcome, so outcomes are state, not
+// failures. server/ maps each one to a gRPC status and ErrorInfo reason.
+var (
+	// ErrQueueNotFound: no queue of that name in the tenant (QUEUE_NOT_FOUND).
+	ErrQueueNotFound = errors.New("store: queue not found")
+	// ErrQueueExists: CreateQueue named an existing queue with different
+	// attributes or tags (QUEUE_ALREADY_EXISTS).
+	ErrQueueExists = errors.New("store: queue already exists with different attributes")
+	// ErrStaleReceipt: the handle is from an earlier receive of a message that
+	// has been received again since (STALE_RECEIPT_HANDLE).
+	ErrStaleReceipt = errors.New("store: stale receipt handle")
+	// ErrInvalidReceipt: the handle does not decode, its MAC does not verify or
+	// it belongs to another queue (INVALID_RECEIPT_HANDLE).
+	ErrInvalidReceipt = errors.New("store: invalid receipt handle")
+	// ErrMessageNotFound: ChangeVisibility on a message that is gone.
+	ErrMessageNotFound = errors.New("store: message not found")
+	// ErrMessageTooLarge: body + attributes + tags exceed the queue's
+	// max_message_size (MESSAGE_TOO_LARGE).
+	ErrMessageTooLarge = errors.New("store: message too large")
+	// ErrInvalidArgument: an input out of range; the concrete error is a
+	// *FieldError naming the field.
+	ErrInvalidArgument = errors.New("store: invalid argument")
+	// ErrDeadLetterInvalid: the dead-letter queue does not exist in the tenant,
+	// is the queue itself, or differs in fifo-ness.
+	ErrDeadLetterInvalid = errors.New("store: invalid dead-letter queue")
+	// ErrQueueInUse: DeleteQueue of a queue that another queue uses as its
+	// dead-letter queue.
+	ErrQueueInUse = errors.New("store: queue is another queue's dead-letter queue")
+	// ErrInvalidCommand: the command does not decode or has an unknown version
+	// or op. The proposer built it wrongly; apply changes nothing.
+	ErrInvalidCommand = errors.New("store: invalid command")
+)
+
+// FieldError is an invalid input naming the public API field, for example
+// "attributes.visibility_timeout", "delay" or "group_id".
+// errors.Is(err, ErrInvalidArgument) holds.
+type FieldError struct {
+	Field, Reason string
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("invalid argument: %s: %s", e.Field, e.Reason)
+}
+
+// Is makes errors.Is(fieldErr, ErrInvalidArgument) true.
+func (e *FieldError) Is(target error) bool { return target == ErrInvalidArgument }
+
+func fieldErr(field, format string, args ...any) *FieldError {
+	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}

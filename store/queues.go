@@ -1,0 +1,319 @@
+package store
+
+import (
+	"maps"
+	"math"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/quorumq/quorumq/internal/keys"
+	storepb "github.com/quorumq/quorumq/store/storepb/v1"
+)
+
+// minHandleKeyLen: handle keys are chosen by the proposer; shorter ones would
+// make forged receipt handles feasible.
+const minHandleKeyLen = 16
+
+// queue returns the catalog record of (tenant, name), or nil.
+func (t *txn) queue(tenant, name string) (*storepb.QueueRecord, error) {
+	rec := &storepb.QueueRecord{}
+	ok, err := t.get(keys.Catalog(t.s.shard, tenant, name), rec)
+	if !ok || err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// lookup resolves a command's queue; a missing one sets res.Err.
+func (t *txn) lookup(tenant, name string, res *Result) (*storepb.QueueRecord, error) {
+	res.Tenant, res.Queue = tenant, name
+	q, err := t.queue(tenant, name)
+	if err == nil && q == nil {
+		res.Err = ErrQueueNotFound
+	}
+	return q, err
+}
+
+func (t *txn) queueMeta(qid uint64) (*storepb.QueueMeta, error) {
+	m := &storepb.QueueMeta{}
+	_, err := t.get(keys.QueueMeta(t.s.shard, qid), m)
+	return m, err
+}
+
+func (t *txn) putQueueMeta(qid uint64, m *storepb.QueueMeta) error {
+	return t.set(keys.QueueMeta(t.s.shard, qid), m)
+}
+
+// checkDeadLetter enforces: the dead-letter queue exists in the same tenant,
+// is not the queue itself and has the same fifo-ness.
+func (t *txn) checkDeadLetter(tenant, name string, a *storepb.QueueAttributes) (outcome, err error) {
+	if a.DeadLetterQueue == "" {
+		return nil, nil
+	}
+	if a.DeadLetterQueue == name {
+		return ErrDeadLetterInvalid, nil
+	}
+	dlq, err := t.queue(tenant, a.DeadLetterQueue)
+	if err != nil {
+		return nil, err
+	}
+	if dlq == nil || dlq.Attributes.GetFifo() != a.Fifo {
+		return ErrDeadLetterInvalid, nil
+	}
+	return nil, nil
+}
+
+func (t *txn) createQueue(op *storepb.CreateQueue, res *Result) error {
+	res.Tenant, res.Queue = op.Tenant, op.Name
+	a := op.Attributes
+	if op.Tenant == "" {
+		res.Err = fieldErr("tenant", "empty")
+		return nil
+	}
+	if err := ValidateQueue(op.Name, a); err != nil {
+		res.Err = err
+		return nil
+	}
+	if len(op.HandleKey) < minHandleKeyLen {
+		res.Err = fieldErr("handle_key", "shorter than %d bytes", minHandleKeyLen)
+		return nil
+	}
+	existing, err := t.queue(op.Tenant, op.Name)
+	if err != nil {
+		return err
+	}
+	if existing != nil {
+		// Creating the same queue again is a no-op, so a retried CreateQueue
+		// succeeds; anything else is a conflict.
+		if !proto.Equal(existing.Attributes, a) || !maps.Equal(existing.Tags, op.Tags) {
+			res.Err = ErrQueueExists
+			return nil
+		}
+		res.QueueInfo, err = t.info(existing)
+		return err
+	}
+	if outcome, err := t.checkDeadLetter(op.Tenant, op.Name, a); err != nil || outcome != nil {
+		res.Err = outcome
+		return err
+	}
+	id := max(t.sm.NextQueueId, 1)
+	t.sm.NextQueueId, t.smDirty = id+1, true
+	rec := &storepb.QueueRecord{
+		Id: id, Tenant: op.Tenant, Name: op.Name, Attributes: a, Tags: op.Tags,
+		CreatedAtMs: t.now, HandleKey: op.HandleKey,
+	}
+	if err := t.set(keys.Catalog(t.s.shard, op.Tenant, op.Name), rec); err != nil {
+		return err
+	}
+	if err := t.putQueueMeta(id, &storepb.QueueMeta{NextSeq: 1, LowSeq: 1}); err != nil {
+		return err
+	}
+	if a.DeadLetterQueue != "" {
+		if err := t.setRaw(keys.DeadLetterRef(t.s.shard, op.Tenant, a.DeadLetterQueue, op.Name), nil); err != nil {
+			return err
+		}
+	}
+	res.QueueInfo = &QueueInfo{Record: publicRecord(rec)}
+	return nil
+}
+
+func (t *txn) updateQueue(op *storepb.UpdateQueue, res *Result) error {
+	q, err := t.lookup(op.Tenant, op.Name, res)
+	if q == nil || err != nil {
+		return err
+	}
+	a, old := op.Attributes, q.Attributes
+	switch {
+	case a == nil:
+		res.Err = fieldErr("attributes", "missing")
+	case a.Fifo != old.Fifo:
+		res.Err = fieldErr("attributes.fifo", "fixed at creation")
+	case a.ContentBasedDeduplication != old.ContentBasedDeduplication:
+		res.Err = fieldErr("attributes.content_based_deduplication", "fixed at creation")
+	case a.Partitions < old.Partitions:
+		res.Err = fieldErr("attributes.partitions", "may grow, never shrink (now %d)", old.Partitions)
+	default:
+		res.Err = ValidateQueue(q.Name, a)
+	}
+	if res.Err != nil {
+		return nil
+	}
+	if outcome, err := t.checkDeadLetter(q.Tenant, q.Name, a); err != nil || outcome != nil {
+		res.Err = outcome
+		return err
+	}
+	if old.DeadLetterQueue != a.DeadLetterQueue {
+		if old.DeadLetterQueue != "" {
+			if err := t.del(keys.DeadLetterRef(t.s.shard, q.Tenant, old.DeadLetterQueue, q.Name)); err != nil {
+				return err
+			}
+		}
+		if a.DeadLetterQueue != "" {
+			if err := t.setRaw(keys.DeadLetterRef(t.s.shard, q.Tenant, a.DeadLetterQueue, q.Name), nil); err != nil {
+				return err
+			}
+		}
+	}
+	q.Attributes = a
+	if err := t.set(keys.Catalog(t.s.shard, q.Tenant, q.Name), q); err != nil {
+		return err
+	}
+	res.QueueInfo, err = t.info(q)
+	return err
+}
+
+func (t *txn) deleteQueue(op *storepb.DeleteQueue, res *Result) error {
+	q, err := t.lookup(op.Tenant, op.Name, res)
+	if q == nil || err != nil {
+		return err
+	}
+	// A queue that is another queue's DLQ stays: deleting it would leave the
+	// source with dead letters and nowhere to put them.
+	refs := keys.DeadLetterRefPrefix(t.s.shard, q.Tenant, q.Name)
+	it, err := t.iter(refs, keys.PrefixEnd(refs))
+	if err != nil {
+		return err
+	}
+	inUse := it.First()
+	if err := it.Close(); err != nil {
+		return err
+	}
+	if inUse {
+		res.Err = ErrQueueInUse
+		return nil
+	}
+	if err := t.del(keys.Catalog(t.s.shard, q.Tenant, q.Name)); err != nil {
+		return err
+	}
+	if d := q.Attributes.GetDeadLetterQueue(); d != "" {
+		if err := t.del(keys.DeadLetterRef(t.s.shard, q.Tenant, d, q.Name)); err != nil {
+			return err
+		}
+	}
+	// Every key of the queue in one range tombstone: O(1) however deep.
+	return t.delRange(keys.QueuePrefix(t.s.shard, q.Id), keys.QueueEnd(t.s.shard, q.Id))
+}
+
+func (t *txn) purgeQueue(op *storepb.PurgeQueue, res *Result) error {
+	q, err := t.lookup(op.Tenant, op.Name, res)
+	if q == nil || err != nil {
+		return err
+	}
+	sh := t.s.shard
+	// Messages and their indexes go; idempotency records stay so that a
+	// retried send after a purge is still answered, not stored twice.
+	for _, p := range [][]byte{keys.MessagePrefix(sh, q.Id), keys.TagsPrefix(sh, q.Id), keys.VisiblePrefix(sh, q.Id)} {
+		if err := t.delRange(p, keys.PrefixEnd(p)); err != nil {
+			return err
+		}
+	}
+	meta, err := t.queueMeta(q.Id)
+	if err != nil {
+		return err
+	}
+	meta.Messages, meta.Bytes, meta.LowSeq = 0, 0, meta.NextSeq
+	return t.putQueueMeta(q.Id, meta)
+}
+
+// info returns a queue's public record and stats as of t.now.
+func (t *txn) info(q *storepb.QueueRecord) (*QueueInfo, error) {
+	st, err := t.stats(q.Id)
+	if err != nil {
+		return nil, err
+	}
+	return &QueueInfo{Record: publicRecord(q), Stats: st}, nil
+}
+
+// stats counts the future part of the visibility index (the flag byte tells
+// in flight from delayed) and derives visible from the message counter, so
+// the cost is O(in flight + delayed), never the visible backlog.
+func (t *txn) stats(qid uint64) (st Stats, err error) {
+	meta, err := t.queueMeta(qid)
+	if err != nil {
+		return st, err
+	}
+	lo := keys.VisibleUntil(t.s.shard, qid, t.now)
+	if t.now == math.MaxInt64 {
+		lo = keys.PrefixEnd(keys.VisiblePrefix(t.s.shard, qid))
+	}
+	it, err := t.iter(lo, keys.PrefixEnd(keys.VisiblePrefix(t.s.shard, qid)))
+	if err != nil {
+		return st, err
+	}
+	defer closeInto(it, &err)
+	for ok := it.First(); ok; ok = it.Next() {
+		v, err := it.Value()
+		if err != nil {
+			return st, err
+		}
+		if len(v) > 0 && v[0] == flagReceived {
+			st.InFlight++
+		} else {
+			st.Delayed++
+		}
+	}
+	st.Visible = max(meta.Messages-st.InFlight-st.Delayed, 0)
+	st.Messages, st.Bytes = meta.Messages, meta.Bytes
+	return st, nil
+}
+
+// publicRecord strips the handle key: it must never leave the replica.
+func publicRecord(q *storepb.QueueRecord) *storepb.QueueRecord {
+	c := proto.Clone(q).(*storepb.QueueRecord)
+	c.HandleKey = nil
+	return c
+}
+
+// GetQueue returns a queue of this replica with its stats at nowMs, or
+// ErrQueueNotFound.
+func (s *Store) GetQueue(tenant, name string, nowMs int64) (*QueueInfo, error) {
+	t := s.reader(nowMs)
+	q, err := t.queue(tenant, name)
+	if err != nil {
+		return nil, err
+	}
+	if q == nil {
+		return nil, ErrQueueNotFound
+	}
+	return t.info(q)
+}
+
+// ListQueues returns up to limit queues of tenant whose names start with
+// prefix and sort after `after`, in name order. Stats are left zero (they
+// cost a scan per queue); call GetQueue for them.
+func (s *Store) ListQueues(tenant, prefix, after string, limit int) (_ []*QueueInfo, err error) {
+	t := s.reader(0)
+	tp := keys.CatalogTenantPrefix(s.shard, tenant)
+	// Escape-and-terminate keeps byte prefixes: names with prefix p have keys
+	// starting with tp + p (names never contain 0x00).
+	lo := append(append([]byte(nil), tp...), prefix...)
+	hi := keys.PrefixEnd(lo)
+	if strings.ContainsRune(prefix, 0) {
+		return nil, nil
+	}
+	if after != "" {
+		if a := append(keys.Catalog(s.shard, tenant, after), 0); string(a) > string(lo) {
+			lo = a
+		}
+	}
+	it, err := t.iter(lo, hi)
+	if err != nil {
+		return nil, err
+	}
+	defer closeInto(it, &err)
+	var out []*QueueInfo
+	for ok := it.First(); ok && (limit <= 0 || len(out) < limit); ok = it.Next() {
+		v, err := it.Value()
+		if err != nil {
+			return nil, err
+		}
+		rec := &storepb.QueueRecord{}
+		if err := proto.Unmarshal(v, rec); err != nil {
+			return nil, err
+		}
+		rec.HandleKey = nil
+		out = append(out, &QueueInfo{Record: rec})
+	}
+	return out, nil
+}

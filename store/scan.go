@@ -1,0 +1,202 @@
+package store
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/quorumq/quorumq/internal/keys"
+	storepb "github.com/quorumq/quorumq/store/storepb/v1"
+)
+
+// Scan budgets: how many index entries that do not match a filter a scan
+// may pass over. Only a filter made of `none` tags alone can reach them
+// (`all` and `any` walk the index of a wanted tag, so every entry they visit
+// carries it). The budget keeps a receive's apply bounded; it is the same on
+// every replica, so determinism holds.
+const (
+	receiveScanBudget = 10_000
+	peekScanBudget    = 1_000
+)
+
+// candidate is one index entry: a message's place in (visible_at, seq)
+// order.
+type candidate struct {
+	visibleAt int64
+	seq       uint64
+}
+
+func (c candidate) less(o candidate) bool {
+	return c.visibleAt < o.visibleAt || c.visibleAt == o.visibleAt && c.seq < o.seq
+}
+
+// cursor walks one index (the visibility index or one tag's index) in
+// (visible_at, seq) order.
+type cursor struct {
+	it     *iter
+	prefix []byte
+	cur    candidate
+	flag   byte
+	ok     bool
+}
+
+func (c *cursor) load(ok bool) error {
+	c.ok = ok
+	if !ok {
+		return nil
+	}
+	rest, found := bytes.CutPrefix(c.it.Key(), c.prefix)
+	at, rest, err := keys.ReadInt64(rest)
+	if err != nil || !found {
+		return fmt.Errorf("store: bad index key %s", keys.Pretty(c.it.Key()))
+	}
+	seq, rest, err := keys.ReadUint64(rest)
+	if err != nil || len(rest) != 0 {
+		return fmt.Errorf("store: bad index key %s", keys.Pretty(c.it.Key()))
+	}
+	v, err := c.it.Value()
+	if err != nil {
+		return err
+	}
+	c.cur, c.flag = candidate{at, seq}, flagNew
+	if len(v) > 0 {
+		c.flag = v[0]
+	}
+	return nil
+}
+
+// plan picks the indexes a filter walks: the first `all` tag's index (the
+// other tags are checked on the record; put the rarest tag first), else the
+// merge of every `any` tag's index, else the visibility index (skipping
+// `none` matches on the record). indexOnly reports that every entry of the
+// plan matches, so no record needs reading to decide.
+func (t *txn) plan(qid uint64, f *storepb.TagFilter) (prefixes [][]byte, indexOnly bool) {
+	sh := t.s.shard
+	switch {
+	case len(f.GetAll()) > 0:
+		return [][]byte{keys.TagPrefix(sh, qid, f.All[0])}, len(f.All) == 1 && len(f.Any) == 0 && len(f.None) == 0
+	case len(f.GetAny()) > 0:
+		tags := slices.Clone(f.Any)
+		slices.Sort(tags)
+		for _, tag := range slices.Compact(tags) {
+			prefixes = append(prefixes, keys.TagPrefix(sh, qid, tag))
+		}
+		return prefixes, len(f.None) == 0
+	default:
+		return [][]byte{keys.VisiblePrefix(sh, qid)}, len(f.GetNone()) == 0
+	}
+}
+
+// matches applies a tag filter to a message's tags.
+func matches(f *storepb.TagFilter, tags []string) bool {
+	for _, tag := range f.GetAll() {
+		if !slices.Contains(tags, tag) {
+			return false
+		}
+	}
+	if len(f.GetAny()) > 0 && !slices.ContainsFunc(f.Any, func(s string) bool { return slices.Contains(tags, s) }) {
+		return false
+	}
+	return !slices.ContainsFunc(f.GetNone(), func(s string) bool { return slices.Contains(tags, s) })
+}
+
+// scan visits the messages matching f in (visible_at, seq) order with
+// visible_at <= until, until visit returns true. With indexOnly set and a
+// plan that needs no record, visit gets a nil record and no record is read.
+// It reports whether the budget of non-matching entries ran out.
+func (t *txn) scan(qid uint64, f *storepb.TagFilter, until int64, indexOnly bool, budget int,
+	visit func(candidate, *storepb.MessageRecord) bool) (exhausted bool, err error) {
+	prefixes, planOnly := t.plan(qid, f)
+	curs := make([]*cursor, 0, len(prefixes))
+	defer func() {
+		for _, c := range curs {
+			closeInto(c.it, &err)
+		}
+	}()
+	for _, p := range prefixes {
+		hi := keys.PrefixEnd(p)
+		if until < math.MaxInt64 {
+			hi = keys.AppendInt64(slices.Clone(p), until+1)
+		}
+		it, err := t.iter(p, hi)
+		if err != nil {
+			return false, err
+		}
+		c := &cursor{it: it, prefix: p}
+		curs = append(curs, c)
+		if err := c.load(it.First()); err != nil {
+			return false, err
+		}
+	}
+	for {
+		// Merge: the smallest head; heads equal to it are the same message
+		// reached through another `any` tag and advance with it.
+		var head *cursor
+		for _, c := range curs {
+			if c.ok && (head == nil || c.cur.less(head.cur)) {
+				head = c
+			}
+		}
+		if head == nil {
+			return false, nil
+		}
+		cand := head.cur
+		for _, c := range curs {
+			if c.ok && c.cur == cand {
+				if err := c.load(c.it.Next()); err != nil {
+					return false, err
+				}
+			}
+		}
+		var m *storepb.MessageRecord
+		if !(indexOnly && planOnly) {
+			if m, err = t.message(qid, cand.seq); err != nil {
+				return false, err
+			}
+			if m == nil {
+				return false, fmt.Errorf("store: index entry without message: queue %d seq %d", qid, cand.seq)
+			}
+			if !matches(f, m.Tags) {
+				if budget--; budget <= 0 {
+					return true, nil
+				}
+				continue
+			}
+		}
+		if visit(cand, m) {
+			return false, nil
+		}
+	}
+}
+
+// Peek tells a long poll whether a message matching f is visible at nowMs
+// on this replica; if not, nextVisibleMs is the earliest future visible_at of
+// a matching message (an in-flight lease ending or a delayed message coming
+// due), 0 if there is none. It walks the same indexes as a receive and stops
+// at the first match, so it reads O(1) keys for an unfiltered queue and for
+// a single `all` or only-`any` filter. When a `none`-only filter passes over
+// more than peekScanBudget non-matching entries it answers ready, leaving
+// the exact answer to the receive.
+func (s *Store) Peek(tenant, name string, f *storepb.TagFilter, nowMs int64) (ready bool, nextVisibleMs int64, err error) {
+	t := s.reader(nowMs)
+	q, err := t.queue(tenant, name)
+	if err != nil {
+		return false, 0, err
+	}
+	if q == nil {
+		return false, 0, ErrQueueNotFound
+	}
+	exhausted, err := t.scan(q.Id, f, math.MaxInt64, true, peekScanBudget, func(c candidate, _ *storepb.MessageRecord) bool {
+		if c.visibleAt <= nowMs {
+			ready = true
+		} else {
+			nextVisibleMs = c.visibleAt
+		}
+		return true
+	})
+	if err != nil {
+		return false, 0, err
+	}
+	return ready || exhausted, nextVisibleMs, nil
+}

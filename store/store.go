@@ -1,0 +1,282 @@
+// Package store is the queue state machine of one shard: a pure function of
+// (state in Pebble, command) that the Raft host calls for every committed
+// entry. It knows nothing of Raft, gRPC or clocks; see DESIGN.md for the key
+// layout and the determinism contract.
+package store
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/quorumq/quorumq/internal/keys"
+	storepb "github.com/quorumq/quorumq/store/storepb/v1"
+)
+
+// CommandVersion is the only Command envelope version this store applies.
+const CommandVersion = 1
+
+// Store applies commands to one shard's state and answers local reads of it.
+//
+// Apply is called by one goroutine at a time (the shard's apply loop); the
+// read methods may run concurrently with it and see committed state only.
+type Store struct {
+	db       *pebble.DB
+	shard    uint64
+	keysRead atomic.Uint64
+}
+
+// New returns the store of shard in db. It keeps no state of its own besides
+// a read counter, so it may be created at any time (after a restart or a
+// snapshot install) without loading anything.
+func New(db *pebble.DB, shard uint64) *Store { return &Store{db: db, shard: shard} }
+
+// Shard returns the shard id.
+func (s *Store) Shard() uint64 { return s.shard }
+
+// KeysRead returns the number of keys read so far (iterator positions and
+// point gets) by Apply and the read methods. Tests use it to assert that a
+// filtered receive reads O(matched) keys, not the backlog.
+func (s *Store) KeysRead() uint64 { return s.keysRead.Load() }
+
+// Result is the outcome of one applied command. Apply returns it as `any` to
+// fit the Raft host's interface; the proposer type-asserts *Result.
+type Result struct {
+	// Err is the whole command's outcome (nil: ok), one of the sentinels or
+	// a *FieldError.
+	Err error
+	// Tenant and Queue name the queue touched, if any.
+	Tenant, Queue string
+	// QueueInfo is the queue after CreateQueue / UpdateQueue.
+	QueueInfo *QueueInfo
+	// Sent has one outcome per SendEntry, in order.
+	Sent []SendOutcome
+	// Received are the leased messages, oldest first.
+	Received []Received
+	// Entries has one outcome per Delete handle, VisibilityChange or
+	// DeliverOutbox entry, in order (nil: ok).
+	Entries []error
+	// Moved counts messages Redrive moved to the outbox.
+	Moved int64
+	// Removed counts records Tick removed.
+	Removed int
+	// Woken: messages became visible at the command time (send without delay,
+	// visibility set to 0, outbox delivery): wake long polls of Touched or
+	// Tenant/Queue.
+	Woken bool
+	// OutboxAdded: dead-letter moves or a redrive added outbox entries: wake
+	// the relay.
+	OutboxAdded bool
+	// Touched lists the queues DeliverOutbox inserted into, in first-touch
+	// order.
+	Touched []QueueRef
+}
+
+// QueueRef names a queue.
+type QueueRef struct{ Tenant, Name string }
+
+// SendOutcome is the result of one SendEntry.
+type SendOutcome struct {
+	MessageID string
+	Seq       uint64
+	// Duplicate: the idempotency key was seen within the window; this is the
+	// first send's outcome and nothing was stored.
+	Duplicate bool
+	Err       error
+}
+
+// Received is one leased message. Message is owned by the caller.
+type Received struct {
+	Message       *storepb.MessageRecord
+	ReceiptHandle []byte
+}
+
+// QueueInfo is a queue's catalog record and approximate depth. Record never
+// carries the handle key.
+type QueueInfo struct {
+	Record *storepb.QueueRecord
+	Stats  Stats
+}
+
+// Stats are a queue's approximate depth at a time: visible (due now), in
+// flight (received, lease not ended) and delayed (never received, not yet
+// due), and the stored message and byte counters (for quotas).
+type Stats struct {
+	Visible, InFlight, Delayed int64
+	Messages, Bytes            int64
+}
+
+// Apply implements the Raft host's state machine. It decodes a
+// storepb.Command from data and applies it, writing only into b, an indexed
+// batch that also serves its reads (so later commands of one apply round see
+// earlier ones). It returns a *Result. The error return is only for storage
+// failures, after which the replica must halt: the batch is then partially
+// written and must be discarded. A command that does not decode gives
+// Result{Err: ErrInvalidCommand} and writes nothing. Apply does not write the
+// applied index (the host does, in the same batch); index is accepted for the
+// host's contract and for future use.
+func (s *Store) Apply(b *pebble.Batch, index uint64, data []byte) (any, error) {
+	_ = index
+	var cmd storepb.Command
+	if err := proto.Unmarshal(data, &cmd); err != nil || cmd.Version != CommandVersion || cmd.Op == nil {
+		return &Result{Err: ErrInvalidCommand}, nil
+	}
+	t := &txn{s: s, r: b, b: b}
+	sm := &storepb.ShardMeta{}
+	if _, err := t.get(keys.ShardMeta(s.shard), sm); err != nil {
+		return nil, err
+	}
+	t.sm = sm
+	// Time never runs backwards: a new leader's clock may lag the old one's.
+	t.now = max(sm.LastTimeMs, cmd.TimeMs)
+	t.smDirty = t.now != sm.LastTimeMs
+	sm.LastTimeMs = t.now
+
+	res := &Result{}
+	var err error
+	switch op := cmd.Op.(type) {
+	case *storepb.Command_CreateQueue:
+		err = t.createQueue(op.CreateQueue, res)
+	case *storepb.Command_UpdateQueue:
+		err = t.updateQueue(op.UpdateQueue, res)
+	case *storepb.Command_DeleteQueue:
+		err = t.deleteQueue(op.DeleteQueue, res)
+	case *storepb.Command_PurgeQueue:
+		err = t.purgeQueue(op.PurgeQueue, res)
+	case *storepb.Command_Send:
+		err = t.send(op.Send, res)
+	case *storepb.Command_Receive:
+		err = t.receive(op.Receive, res)
+	case *storepb.Command_Delete:
+		err = t.deleteMessages(op.Delete, res)
+	case *storepb.Command_ChangeVisibility:
+		err = t.changeVisibility(op.ChangeVisibility, res)
+	case *storepb.Command_Tick:
+		err = t.tick(op.Tick, res)
+	case *storepb.Command_DeliverOutbox:
+		err = t.deliverOutbox(op.DeliverOutbox, res)
+	case *storepb.Command_AckOutbox:
+		err = t.ackOutbox(op.AckOutbox)
+	case *storepb.Command_Redrive:
+		err = t.redrive(op.Redrive, res)
+	default:
+		res.Err = ErrInvalidCommand
+	}
+	if err == nil && t.smDirty {
+		err = t.set(keys.ShardMeta(s.shard), sm)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// txn is one command's (or one read's) view: r serves reads, b takes writes
+// (nil for reads outside Apply).
+type txn struct {
+	s       *Store
+	r       pebble.Reader
+	b       *pebble.Batch
+	now     int64
+	sm      *storepb.ShardMeta
+	smDirty bool
+}
+
+func (s *Store) reader(now int64) *txn { return &txn{s: s, r: s.db, now: now} }
+
+// marshal is deterministic (sorted map keys): replicas must write identical
+// bytes.
+var marshal = proto.MarshalOptions{Deterministic: true}
+
+// get reads key into m and reports whether it exists.
+func (t *txn) get(key []byte, m proto.Message) (bool, error) {
+	t.s.keysRead.Add(1)
+	v, closer, err := t.r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("store: get %s: %w", keys.Pretty(key), err)
+	}
+	defer closer.Close()
+	if m != nil {
+		if err := proto.Unmarshal(v, m); err != nil {
+			return false, fmt.Errorf("store: decode %s: %w", keys.Pretty(key), err)
+		}
+	}
+	return true, nil
+}
+
+func (t *txn) set(key []byte, m proto.Message) error {
+	v, err := marshal.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("store: encode %s: %w", keys.Pretty(key), err)
+	}
+	return t.setRaw(key, v)
+}
+
+func (t *txn) setRaw(key, v []byte) error {
+	if err := t.b.Set(key, v, nil); err != nil {
+		return fmt.Errorf("store: set %s: %w", keys.Pretty(key), err)
+	}
+	return nil
+}
+
+func (t *txn) del(key []byte) error {
+	if err := t.b.Delete(key, nil); err != nil {
+		return fmt.Errorf("store: delete %s: %w", keys.Pretty(key), err)
+	}
+	return nil
+}
+
+func (t *txn) delRange(lo, hi []byte) error {
+	if err := t.b.DeleteRange(lo, hi, nil); err != nil {
+		return fmt.Errorf("store: delete range %s: %w", keys.Pretty(lo), err)
+	}
+	return nil
+}
+
+// iter is a bounded iterator that counts every position it lands on.
+type iter struct {
+	it *pebble.Iterator
+	n  *atomic.Uint64
+}
+
+func (t *txn) iter(lo, hi []byte) (*iter, error) {
+	it, err := t.r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return nil, fmt.Errorf("store: iterate %s: %w", keys.Pretty(lo), err)
+	}
+	return &iter{it: it, n: &t.s.keysRead}, nil
+}
+
+func (i *iter) count(ok bool) bool {
+	if ok {
+		i.n.Add(1)
+	}
+	return ok
+}
+
+func (i *iter) First() bool            { return i.count(i.it.First()) }
+func (i *iter) Next() bool             { return i.count(i.it.Next()) }
+func (i *iter) SeekGE(k []byte) bool   { return i.count(i.it.SeekGE(k)) }
+func (i *iter) Key() []byte            { return i.it.Key() }
+func (i *iter) Value() ([]byte, error) { return i.it.ValueAndErr() }
+
+// Close closes the iterator and reports any error it met.
+func (i *iter) Close() error {
+	if err := i.it.Close(); err != nil {
+		return fmt.Errorf("store: iterator: %w", err)
+	}
+	return nil
+}
+
+// closeInto closes it and keeps the first error in *err.
+func closeInto(it *iter, err *error) {
+	if cerr := it.Close(); *err == nil {
+		*err = cerr
+	}
+}

@@ -1,0 +1,131 @@
+package store
+
+import (
+	"strings"
+	"time"
+
+	storepb "github.com/quorumq/quorumq/store/storepb/v1"
+)
+
+// Attribute ranges of DESIGN §3, in the units of storepb.QueueAttributes.
+const (
+	MaxVisibilityTimeoutMs = int64(12 * time.Hour / time.Millisecond)
+	MinRetentionMs         = int64(60 * time.Second / time.Millisecond)
+	MaxRetentionMs         = int64(14 * 24 * time.Hour / time.Millisecond)
+	MaxDeliveryDelayMs     = int64(15 * time.Minute / time.Millisecond)
+	MaxReceiveWaitMs       = int64(20 * time.Second / time.Millisecond)
+	MinMessageSize         = 1 << 10
+	MaxMessageSize         = 1 << 20
+	MaxReceiveCountLimit   = 1000
+	MaxPartitions          = 64
+	MaxQueueNameLen        = 80
+
+	// IdempotencyWindowMs is how long a send's idempotency key is remembered.
+	IdempotencyWindowMs = int64(5 * time.Minute / time.Millisecond)
+	// DeliveredMarkerTTLMs is how long a delivered-outbox marker is kept: a
+	// relay that redelivers an entry later than this would duplicate it.
+	DeliveredMarkerTTLMs = int64(24 * time.Hour / time.Millisecond)
+
+	fifoSuffix = ".fifo"
+)
+
+// DefaultAttributes returns the defaults of DESIGN §3: 30s visibility, 4 days
+// retention, no delay, no long poll, 1 MiB messages, one partition.
+func DefaultAttributes() *storepb.QueueAttributes {
+	return &storepb.QueueAttributes{
+		VisibilityTimeoutMs: 30_000,
+		MessageRetentionMs:  int64(4 * 24 * time.Hour / time.Millisecond),
+		DeliveryDelayMs:     0,
+		ReceiveWaitMs:       0,
+		MaxMessageSize:      MaxMessageSize,
+		Partitions:          1,
+	}
+}
+
+// ValidateQueueName checks ^[A-Za-z0-9_-]{1,80}$, or the same ending in
+// ".fifo" with 80 characters in all. The error is a *FieldError on "name".
+func ValidateQueueName(name string) error { return validateName("name", name) }
+
+func validateName(field, name string) error {
+	base := strings.TrimSuffix(name, fifoSuffix)
+	switch {
+	case len(name) > MaxQueueNameLen:
+		return fieldErr(field, "longer than %d characters", MaxQueueNameLen)
+	case base == "":
+		return fieldErr(field, "empty")
+	}
+	for i := 0; i < len(base); i++ {
+		c := base[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return fieldErr(field, "only A-Z a-z 0-9 _ - allowed (and a .fifo suffix)")
+		}
+	}
+	return nil
+}
+
+// ValidateAttributes checks the ranges of DESIGN §3. The error is a
+// *FieldError naming the public field ("attributes.visibility_timeout", …).
+// It does not check that the dead-letter queue exists (apply does) nor the
+// name/fifo agreement (ValidateQueue does).
+func ValidateAttributes(a *storepb.QueueAttributes) error {
+	if a == nil {
+		return fieldErr("attributes", "missing")
+	}
+	ms := func(field string, v, lo, hi int64) error {
+		if v < lo || v > hi {
+			return fieldErr(field, "must be between %v and %v", msDur(lo), msDur(hi))
+		}
+		return nil
+	}
+	checks := []error{
+		ms("attributes.visibility_timeout", a.VisibilityTimeoutMs, 0, MaxVisibilityTimeoutMs),
+		ms("attributes.message_retention", a.MessageRetentionMs, MinRetentionMs, MaxRetentionMs),
+		ms("attributes.delivery_delay", a.DeliveryDelayMs, 0, MaxDeliveryDelayMs),
+		ms("attributes.receive_wait", a.ReceiveWaitMs, 0, MaxReceiveWaitMs),
+	}
+	for _, err := range checks {
+		if err != nil {
+			return err
+		}
+	}
+	if a.MaxMessageSize < MinMessageSize || a.MaxMessageSize > MaxMessageSize {
+		return fieldErr("attributes.max_message_size", "must be between %d and %d bytes", MinMessageSize, MaxMessageSize)
+	}
+	if a.DeadLetterQueue == "" {
+		if a.MaxReceiveCount != 0 {
+			return fieldErr("attributes.dead_letter.max_receive_count", "set without a dead-letter queue")
+		}
+	} else {
+		if err := validateName("attributes.dead_letter.queue", a.DeadLetterQueue); err != nil {
+			return err
+		}
+		if a.MaxReceiveCount < 1 || a.MaxReceiveCount > MaxReceiveCountLimit {
+			return fieldErr("attributes.dead_letter.max_receive_count", "must be between 1 and %d", MaxReceiveCountLimit)
+		}
+	}
+	if a.ContentBasedDeduplication && !a.Fifo {
+		return fieldErr("attributes.content_based_deduplication", "only for fifo queues")
+	}
+	if a.Partitions < 1 || a.Partitions > MaxPartitions {
+		return fieldErr("attributes.partitions", "must be between 1 and %d", MaxPartitions)
+	}
+	return nil
+}
+
+// ValidateQueue checks name, attributes and that a queue is fifo exactly when
+// its name ends in ".fifo".
+func ValidateQueue(name string, a *storepb.QueueAttributes) error {
+	if err := ValidateQueueName(name); err != nil {
+		return err
+	}
+	if err := ValidateAttributes(a); err != nil {
+		return err
+	}
+	if a.Fifo != strings.HasSuffix(name, fifoSuffix) {
+		return fieldErr("attributes.fifo", "a queue is fifo exactly when its name ends in %q", fifoSuffix)
+	}
+	return nil
+}
+
+// msDur renders milliseconds for messages and tests.
+func msDur(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }

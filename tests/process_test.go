@@ -1,0 +1,157 @@
+// Package tests holds end-to-end tests that run the real quorumq binary as
+// separate processes on loopback.
+package tests
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+)
+
+// binary is the quorumq executable under test: $QUORUMQ_BIN (set by `make
+// test`) or one built for this run.
+var binary string
+
+func TestMain(m *testing.M) {
+	code, err := run(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+func run(m *testing.M) (int, error) {
+	binary = os.Getenv("QUORUMQ_BIN")
+	if binary == "" {
+		dir, err := os.MkdirTemp("", "quorumq-bin")
+		if err != nil {
+			return 0, err
+		}
+		defer os.RemoveAll(dir)
+		binary = filepath.Join(dir, "quorumq")
+		out, err := exec.Command("go", "build", "-o", binary, "github.com/quorumq/quorumq/cmd/quorumq").CombinedOutput()
+		if err != nil {
+			return 0, fmt.Errorf("build quorumq: %v\n%s", err, out)
+		}
+	}
+	return m.Run(), nil
+}
+
+// proc is a running `quorumq serve`.
+type proc struct {
+	cmd      *exec.Cmd
+	grpcAddr string
+	httpAddr string
+	stderr   *lockedBuffer
+	exited   chan struct{}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+var addrLine = regexp.MustCompile(`^\s+(REST|gRPC)\s+(?:http://)?([0-9.]+:[0-9]+)`)
+
+// startServe runs `quorumq serve` on free loopback ports with its data in
+// dir and waits until it prints its addresses.
+func startServe(t *testing.T, dir string) *proc {
+	t.Helper()
+	cmd := exec.Command(binary, "serve", "--data-dir", dir,
+		"--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-level", "warn")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.exited
+	})
+	found := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := addrLine.FindStringSubmatch(sc.Text()); m != nil {
+				if m[1] == "REST" {
+					p.httpAddr = m[2]
+				} else {
+					p.grpcAddr = m[2]
+				}
+				if p.httpAddr != "" && p.grpcAddr != "" {
+					close(found)
+					break
+				}
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	select {
+	case <-found:
+	case <-p.exited:
+		t.Fatalf("quorumq serve exited: %s", p.stderr.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("quorumq serve did not start: %s", p.stderr.String())
+	}
+	return p
+}
+
+func (p *proc) client(t *testing.T) qv1.QueueServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return qv1.NewQueueServiceClient(conn)
+}
+
+// waitReady retries a cheap call until the node's shard has a leader.
+func waitReady(t *testing.T, c qv1.QueueServiceClient) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := c.ListQueues(ctx, &qv1.ListQueuesRequest{})
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node not ready: %v", err)
+		}
+		<-time.After(50 * time.Millisecond)
+	}
+}
