@@ -76,7 +76,7 @@ func (s *Server) waitVisible(ctx context.Context, cmd *storepb.Receive, deadline
 		now := s.cfg.Now()
 		ready, next, err := s.store.Peek(cmd.GetTenant(), cmd.GetQueue(), cmd.GetFilter(), now.UnixMilli())
 		if err != nil {
-			return false, err
+			return false, withQueue(err, cmd.GetQueue())
 		}
 		if ready {
 			return true, nil

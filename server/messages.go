@@ -155,7 +155,7 @@ func (s *Server) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRe
 		}
 		info, err := s.store.GetQueue(tenant, req.GetQueue(), s.cfg.Now().UnixMilli())
 		if err != nil {
-			return nil, err
+			return nil, withQueue(err, req.GetQueue())
 		}
 		wait = info.Record.GetAttributes().GetReceiveWaitMs()
 	}

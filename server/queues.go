@@ -60,7 +60,7 @@ func (s *Server) GetQueue(ctx context.Context, req *qv1.GetQueueRequest) (*qv1.G
 	}
 	info, err := s.store.GetQueue(tenant, req.GetName(), s.cfg.Now().UnixMilli())
 	if err != nil {
-		return nil, err
+		return nil, withQueue(err, req.GetName())
 	}
 	return &qv1.GetQueueResponse{Queue: queueToAPI(info, true)}, nil
 }
@@ -124,7 +124,7 @@ func (s *Server) UpdateQueue(ctx context.Context, req *qv1.UpdateQueueRequest) (
 	}
 	cur, err := s.store.GetQueue(tenant, req.GetName(), s.cfg.Now().UnixMilli())
 	if err != nil {
-		return nil, err
+		return nil, withQueue(err, req.GetName())
 	}
 	var mask map[string]bool
 	base := cloneAttrs(cur.Record.GetAttributes())

@@ -126,6 +126,9 @@ func (m *stateMachine) AfterApply(results []any) {
 		}
 		if res.Woken {
 			m.srv.polls.wake(res.Tenant, res.Queue)
+			for _, q := range res.Touched {
+				m.srv.polls.wake(q.Tenant, q.Name)
+			}
 		}
 		if res.OutboxAdded {
 			select {
@@ -172,9 +175,44 @@ func (s *Server) propose(ctx context.Context, cmd *storepb.Command) (*store.Resu
 		return nil, fmt.Errorf("propose: unexpected apply result %T", r)
 	}
 	if res.Err != nil {
-		return res, res.Err
+		return res, withQueue(res.Err, commandQueue(cmd))
 	}
 	return res, nil
+}
+
+// withQueue names the queue in an outcome's message ("queue not found:
+// orders"); field errors already name their field.
+func withQueue(err error, queue string) error {
+	var fe *store.FieldError
+	if err == nil || queue == "" || errors.As(err, &fe) {
+		return err
+	}
+	return fmt.Errorf("%w: %s", err, queue)
+}
+
+// commandQueue is the queue a command is about, for error messages.
+func commandQueue(cmd *storepb.Command) string {
+	switch op := cmd.GetOp().(type) {
+	case *storepb.Command_CreateQueue:
+		return op.CreateQueue.GetName()
+	case *storepb.Command_UpdateQueue:
+		return op.UpdateQueue.GetName()
+	case *storepb.Command_DeleteQueue:
+		return op.DeleteQueue.GetName()
+	case *storepb.Command_PurgeQueue:
+		return op.PurgeQueue.GetName()
+	case *storepb.Command_Send:
+		return op.Send.GetQueue()
+	case *storepb.Command_Receive:
+		return op.Receive.GetQueue()
+	case *storepb.Command_Delete:
+		return op.Delete.GetQueue()
+	case *storepb.Command_ChangeVisibility:
+		return op.ChangeVisibility.GetQueue()
+	case *storepb.Command_Redrive:
+		return op.Redrive.GetQueue()
+	}
+	return ""
 }
 
 // readBarrier makes a following local read linearizable: it returns once

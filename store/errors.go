@@ -11,33 +11,33 @@ import (
 // failures. server/ maps each one to a gRPC status and ErrorInfo reason.
 var (
 	// ErrQueueNotFound: no queue of that name in the tenant (QUEUE_NOT_FOUND).
-	ErrQueueNotFound = errors.New("store: queue not found")
+	ErrQueueNotFound = errors.New("queue not found")
 	// ErrQueueExists: CreateQueue named an existing queue with different
 	// attributes or tags (QUEUE_ALREADY_EXISTS).
-	ErrQueueExists = errors.New("store: queue already exists with different attributes")
+	ErrQueueExists = errors.New("queue already exists with different attributes")
 	// ErrStaleReceipt: the handle is from an earlier receive of a message that
 	// has been received again since (STALE_RECEIPT_HANDLE).
-	ErrStaleReceipt = errors.New("store: stale receipt handle")
+	ErrStaleReceipt = errors.New("stale receipt handle")
 	// ErrInvalidReceipt: the handle does not decode, its MAC does not verify or
 	// it belongs to another queue (INVALID_RECEIPT_HANDLE).
-	ErrInvalidReceipt = errors.New("store: invalid receipt handle")
+	ErrInvalidReceipt = errors.New("invalid receipt handle")
 	// ErrMessageNotFound: ChangeVisibility on a message that is gone.
-	ErrMessageNotFound = errors.New("store: message not found")
+	ErrMessageNotFound = errors.New("message not found")
 	// ErrMessageTooLarge: body + attributes + tags exceed the queue's
 	// max_message_size (MESSAGE_TOO_LARGE).
-	ErrMessageTooLarge = errors.New("store: message too large")
+	ErrMessageTooLarge = errors.New("message too large")
 	// ErrInvalidArgument: an input out of range; the concrete error is a
 	// *FieldError naming the field.
-	ErrInvalidArgument = errors.New("store: invalid argument")
+	ErrInvalidArgument = errors.New("invalid argument")
 	// ErrDeadLetterInvalid: the dead-letter queue does not exist in the tenant,
 	// is the queue itself, or differs in fifo-ness.
-	ErrDeadLetterInvalid = errors.New("store: invalid dead-letter queue")
+	ErrDeadLetterInvalid = errors.New("invalid dead-letter queue")
 	// ErrQueueInUse: DeleteQueue of a queue that another queue uses as its
 	// dead-letter queue.
-	ErrQueueInUse = errors.New("store: queue is another queue's dead-letter queue")
+	ErrQueueInUse = errors.New("queue is another queue's dead-letter queue")
 	// ErrInvalidCommand: the command does not decode or has an unknown version
 	// or op. The proposer built it wrongly; apply changes nothing.
-	ErrInvalidCommand = errors.New("store: invalid command")
+	ErrInvalidCommand = errors.New("invalid command")
 )
 
 // FieldError is an invalid input naming the public API field, for example

@@ -88,12 +88,9 @@ func runScript(t *testing.T, path string) {
 		}
 	}
 	if *rewrite {
-		if err := os.WriteFile(path, bytes.TrimRight(out.Bytes(), "\n"), 0o644); err != nil {
+		if err := os.WriteFile(path, append(bytes.TrimRight(out.Bytes(), "\n"), '\n'), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0o644)
-		f.WriteString("\n")
-		f.Close()
 	}
 }
 
