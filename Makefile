@@ -14,7 +14,7 @@ STATICCHECK          := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Packages whose concurrency is tested under the race detector.
 RACE_PKGS := ./store/... ./raftnode/... ./server/... ./internal/...
 
-.PHONY: all build run test test-unit test-race test-e2e generate check-generated tools lint fmt clean
+.PHONY: all build run cluster test test-unit test-race test-e2e generate check-generated tools lint fmt clean
 
 all: build
 
@@ -24,6 +24,18 @@ build:
 ## run: a single-node dev server with its data in ./data
 run: build
 	$(BIN)/quorumq serve --data-dir ./data
+
+## cluster: three nodes on 127.0.0.1 with data in ./data/n1..3; Ctrl-C stops them
+CLUSTER_PEERS := 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003
+cluster: build
+	@mkdir -p data
+	@bash -c 'trap "kill 0" INT TERM EXIT; \
+	for i in 1 2 3; do \
+	  $(BIN)/quorumq serve --node-id $$i --data-dir ./data/n$$i \
+	    --http-addr 127.0.0.1:808$$i --grpc-addr 127.0.0.1:909$$i --raft-addr 127.0.0.1:700$$i \
+	    --peers $(CLUSTER_PEERS) 2>./data/n$$i.log & \
+	done; \
+	echo "logs in ./data/n1.log ./data/n2.log ./data/n3.log; Ctrl-C stops the cluster"; wait'
 
 ## test: everything CI checks (.ci/run calls exactly this)
 test: check-generated lint test-race test-unit test-e2e
@@ -59,10 +71,11 @@ generate: tools
 	$(BUF) lint
 	$(BUF) generate --template buf.gen.yaml
 	$(BUF) generate --template buf.gen.store.yaml
+	$(BUF) generate --template buf.gen.raftnode.yaml
 
 ## check-generated: the committed generated code is what `make generate` writes
 check-generated: generate
-	@git diff --exit-code -- api openapi store/storepb || \
+	@git diff --exit-code -- api openapi store/storepb raftnode/transportpb || \
 		(echo "generated code is stale: run 'make generate' and commit" >&2; exit 1)
 
 lint: $(BIN)/staticcheck

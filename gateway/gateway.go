@@ -41,6 +41,9 @@ func New(ctx context.Context, cfg Config) (http.Handler, error) {
 	if err := qv1.RegisterQueueServiceHandler(ctx, gw, cfg.Conn); err != nil {
 		return nil, fmt.Errorf("register REST gateway: %w", err)
 	}
+	if err := qv1.RegisterClusterServiceHandler(ctx, gw, cfg.Conn); err != nil {
+		return nil, fmt.Errorf("register REST gateway: %w", err)
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", gw)
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {

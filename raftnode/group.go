@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
 )
 
 // group is one Raft group on a host.
@@ -28,7 +30,9 @@ type group struct {
 	truncPending uint64 // truncation index proposed in truncTerm
 	truncTerm    uint64
 	snapWarned   bool
-	selfElect    bool // sole voter: campaign once conf changes are applied
+	selfElect    bool          // sole voter: campaign once conf changes are applied
+	leadTicks    int           // ticks since this node became leader (0 otherwise)
+	stepped      []*stagedSnap // snapshots stepped this round, until installed or dropped
 
 	mu        sync.Mutex
 	closed    error // non-nil: no more requests (stopped or halted)
@@ -36,9 +40,36 @@ type group struct {
 	msgs      []*pb.Message
 	reads     []*readReq
 	transfers []uint64
+	snaps     []*stagedSnap        // received snapshots waiting to be stepped
+	reports   []snapReport         // outcomes of snapshots sent
+	receiving bool                 // a snapshot is being received
 	waiters   map[uint64]*proposal // queued or proposed, by id
 	readWait  map[uint64]*readReq
 	status    GroupStatus
+}
+
+// stagedSnap is a received snapshot: its MsgSnap and the sstable holding
+// its data, ready for ingestion.
+type stagedSnap struct {
+	msg         *pb.Message
+	path        string
+	index, term uint64
+	consumed    bool // loop only: ingested (the file is gone)
+}
+
+type snapReport struct {
+	to     uint64
+	status raft.SnapshotStatus
+}
+
+// inbox is what the loop takes from a group each round.
+type inbox struct {
+	msgs      []*pb.Message
+	props     []*proposal
+	reads     []*readReq
+	transfers []uint64
+	snaps     []*stagedSnap
+	reports   []snapReport
 }
 
 type result struct {
@@ -99,10 +130,58 @@ func (g *group) enqueueMessage(m *pb.Message) error {
 	if g.closed != nil {
 		return g.closed
 	}
-	if len(g.msgs) < maxQueuedMessages {
+	// A MsgSnap without its data must never reach raft: raft would restore
+	// state this node does not have. Snapshots come via ReceiveSnapshot.
+	if m.GetType() != pb.MsgSnap && len(g.msgs) < maxQueuedMessages {
 		g.msgs = append(g.msgs, m)
 	}
 	return nil
+}
+
+// enqueueSnapshot queues a received, staged snapshot for the loop.
+func (g *group) enqueueSnapshot(s *stagedSnap) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed != nil {
+		return g.closed
+	}
+	g.snaps = append(g.snaps, s)
+	return nil
+}
+
+// enqueueSnapReport queues the outcome of a snapshot sent to a peer.
+func (g *group) enqueueSnapReport(to uint64, st raft.SnapshotStatus) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed == nil {
+		g.reports = append(g.reports, snapReport{to: to, status: st})
+	}
+}
+
+// beginReceive claims the group's single inbound snapshot slot.
+func (g *group) beginReceive() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.receiving {
+		return false
+	}
+	g.receiving = true
+	return true
+}
+
+func (g *group) endReceive() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.receiving = false
+}
+
+// takeSnaps removes and returns the snapshots not yet stepped.
+func (g *group) takeSnaps() []*stagedSnap {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s := g.snaps
+	g.snaps = nil
+	return s
 }
 
 func (g *group) enqueueTransfer(to uint64) error {
@@ -135,22 +214,22 @@ func (g *group) dropRead(id uint64) bool {
 
 // takeInbox hands the queued requests to the loop. Proposals and reads whose
 // callers gave up are left out.
-func (g *group) takeInbox() (msgs []*pb.Message, props []*proposal, reads []*readReq, transfers []uint64) {
+func (g *group) takeInbox() inbox {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	msgs, transfers = g.msgs, g.transfers
+	in := inbox{msgs: g.msgs, transfers: g.transfers, snaps: g.snaps, reports: g.reports}
 	for _, p := range g.props {
 		if g.waiters[p.id] == p {
-			props = append(props, p)
+			in.props = append(in.props, p)
 		}
 	}
 	for _, r := range g.reads {
 		if g.readWait[r.id] == r {
-			reads = append(reads, r)
+			in.reads = append(in.reads, r)
 		}
 	}
-	g.msgs, g.props, g.reads, g.transfers = nil, nil, nil, nil
-	return msgs, props, reads, transfers
+	g.msgs, g.props, g.reads, g.transfers, g.snaps, g.reports = nil, nil, nil, nil, nil, nil
+	return in
 }
 
 // finish delivers a proposal's result if its caller still waits.
@@ -225,7 +304,7 @@ func (g *group) close(err error) {
 	}
 	ps, rs := g.waiters, g.readWait
 	g.waiters, g.readWait = make(map[uint64]*proposal), make(map[uint64]*readReq)
-	g.props, g.reads, g.msgs, g.transfers = nil, nil, nil, nil
+	g.props, g.reads, g.msgs, g.transfers, g.reports = nil, nil, nil, nil, nil
 	g.mu.Unlock()
 	for _, p := range ps {
 		p.ch <- result{err: err}
@@ -240,6 +319,15 @@ func (g *group) close(err error) {
 func (g *group) refreshStatus() (leaderChanged bool) {
 	bs := g.rn.BasicStatus()
 	first, last, applied := g.st.bounds()
+	var peers []PeerProgress
+	if bs.RaftState == raft.StateLeader {
+		g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+			peers = append(peers, PeerProgress{
+				ID: id, Match: pr.Match, Next: pr.Next, State: pr.State.String(), RecentActive: pr.RecentActive,
+			})
+		})
+		slices.SortFunc(peers, func(a, b PeerProgress) int { return cmp.Compare(a.ID, b.ID) })
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	old := g.status
@@ -257,6 +345,7 @@ func (g *group) refreshStatus() (leaderChanged bool) {
 		FirstIndex: first,
 		LastIndex:  last,
 		Members:    members,
+		Peers:      peers,
 	}
 	return old.LeaderID != g.status.LeaderID || old.Term != g.status.Term || old.IsLeader != g.status.IsLeader
 }
@@ -266,6 +355,7 @@ func (g *group) statusSnapshot() (GroupStatus, error) {
 	defer g.mu.Unlock()
 	st := g.status
 	st.Members = slices.Clone(st.Members)
+	st.Peers = slices.Clone(st.Peers)
 	if errors.Is(g.closed, ErrHalted) {
 		return st, g.closed
 	}

@@ -114,12 +114,23 @@ type applyResult struct {
 // testSM is a deterministic state machine that persists, per group, the
 // number of times each index was applied (0x10 index -> count) and the
 // payload (0x11 index -> data). A count above 1 is a double apply.
+//
+// A payload "bulk:<n>:<size>:<tag>" also writes n keys (0x12 tag i) of size
+// bytes each, to make large states cheaply.
 type testSM struct {
 	group  uint64
 	failOn string // Apply returns an error for this payload
 
+	restored atomic.Int64 // Restored calls
+
 	mu      sync.Mutex
 	applied []applyResult // AfterApply results, in order
+}
+
+func (s *testSM) Restored() { s.restored.Add(1) }
+
+func bulkPayload(n, size int, tag string) []byte {
+	return fmt.Appendf(nil, "bulk:%d:%d:%s", n, size, tag)
 }
 
 func (s *testSM) countKey(index uint64) []byte {
@@ -146,6 +157,17 @@ func (s *testSM) Apply(b *pebble.Batch, index uint64, data []byte) (any, error) 
 	dk := keys.AppendUint64(append(keys.StatePrefix(s.group), 0x11), index)
 	if err := b.Set(dk, data, nil); err != nil {
 		return nil, err
+	}
+	var bn, bsize int
+	var tag string
+	if _, err := fmt.Sscanf(string(data), "bulk:%d:%d:%s", &bn, &bsize, &tag); err == nil {
+		v := bytes.Repeat([]byte{byte(index)}, bsize)
+		for i := range bn {
+			k := keys.AppendUint64(keys.AppendString(append(keys.StatePrefix(s.group), 0x12), tag), uint64(i))
+			if err := b.Set(k, v, nil); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return applyResult{Index: index, Data: string(data)}, nil
 }
@@ -210,6 +232,7 @@ type testNode struct {
 }
 
 type nodeOpts struct {
+	tick      time.Duration // default 10ms
 	transport Transport
 	logRetain uint64
 	peers     []uint64
@@ -219,13 +242,18 @@ type nodeOpts struct {
 func startNode(t testing.TB, id uint64, fs vfs.FS, o nodeOpts) *testNode {
 	t.Helper()
 	n := &testNode{id: id, fs: fs, db: openDB(t, fs), sms: make(map[uint64]*testSM)}
+	if o.tick == 0 {
+		o.tick = 10 * time.Millisecond
+	}
 	h, err := NewHost(Config{
 		NodeID:       id,
 		DB:           n.db,
 		Transport:    o.transport,
-		TickInterval: 10 * time.Millisecond,
+		TickInterval: o.tick,
 		LogRetain:    o.logRetain,
 		Logger:       testLogger(t),
+		SnapshotFS:   fs,
+		SnapshotDir:  "snapshots",
 	})
 	if err != nil {
 		t.Fatal(err)

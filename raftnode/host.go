@@ -16,14 +16,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
+
+	"github.com/quorumq/quorumq/internal/keys"
 )
 
 // StateMachine is one group's replicated state machine.
@@ -39,11 +43,21 @@ type StateMachine interface {
 	AfterApply(results []any)
 }
 
-// Transport carries raft messages to other nodes.
+// Restorer is optionally implemented by a StateMachine: Restored is called
+// on the loop goroutine after a snapshot from the leader replaced the
+// group's state range (every key under keys.StatePrefix), so caches of that
+// state must be dropped and waiters woken. It must not block.
+type Restorer interface {
+	Restored()
+}
+
+// Transport carries raft messages to other nodes. A Transport that also
+// implements SnapshotTransport can bring lagging or new members up to date
+// by snapshot; without it such members stay behind.
 type Transport interface {
 	// Send hands messages to the network. It must not block; dropping
 	// messages is fine (raft retries). Send owns msgs after the call; the
-	// messages must not be modified.
+	// messages must not be modified. MsgSnap never goes through Send.
 	Send(msgs []Envelope)
 }
 
@@ -62,10 +76,28 @@ type Config struct {
 	ElectionTicks  int           // default 10
 	HeartbeatTicks int           // default 1
 	// LogRetain is the number of entries kept behind the applied index when
-	// the log is truncated (default 1000). The leader never truncates past
-	// the slowest member's match index.
+	// the log is truncated (default 1000). The leader does not truncate past
+	// an active member's match index unless that member lags by more than
+	// 4×LogRetain; members that are down or far behind get a snapshot.
 	LogRetain uint64
 	Logger    *slog.Logger // default slog.Default()
+
+	// SnapshotFS and SnapshotDir hold received snapshots while they are
+	// streamed in (as sstables, ingested into DB once complete). They must
+	// be on the DB's filesystem (ideally the same device, so ingestion is a
+	// hard link): e.g. <data-dir>/snapshots. The host owns the directory and
+	// removes leftover snapshot files in it at NewHost. Defaults: vfs.Default
+	// and a fresh temporary directory removed at Stop — fine for tests, but
+	// a crash in the middle of installing a snapshot can then only be
+	// finished if the directory survives: set it in production.
+	SnapshotFS  vfs.FS
+	SnapshotDir string
+	// SnapshotChunkBytes bounds the key/value bytes per snapshot chunk sent
+	// (default 1 MiB; a single larger record travels alone).
+	SnapshotChunkBytes int
+	// MaxSnapshotSends bounds the snapshots this host streams at once
+	// (default 4); more are reported to raft as failed and retried later.
+	MaxSnapshotSends int
 }
 
 // GroupStatus is a group's state as of the host's last round.
@@ -79,6 +111,18 @@ type GroupStatus struct {
 	FirstIndex uint64
 	LastIndex  uint64
 	Members    []uint64 // voters and learners, sorted
+	// Peers is the leader's view of every member's replication, sorted by
+	// id; nil on followers.
+	Peers []PeerProgress
+}
+
+// PeerProgress is a leader's view of one member of a group.
+type PeerProgress struct {
+	ID           uint64
+	Match        uint64 // highest index known replicated on the member
+	Next         uint64 // next index the leader sends
+	State        string // "StateProbe", "StateReplicate" or "StateSnapshot"
+	RecentActive bool   // heard from within the last election timeout
 }
 
 const (
@@ -104,9 +148,23 @@ type Host struct {
 	done     chan struct{} // closed when the loop exited
 	stopOnce sync.Once
 
-	proposals atomic.Uint64
-	syncs     atomic.Uint64
-	nextID    atomic.Uint64
+	// Snapshot transfers run off the loop, in goroutines counted by bg
+	// (Add only under mu while !stopped) and ended by ctx at Stop.
+	ctx         context.Context
+	cancel      context.CancelFunc
+	bg          sync.WaitGroup
+	sending     int                 // under mu: outgoing snapshot streams
+	unreachable map[uint64]struct{} // under mu: peers reported unreachable
+	snapFS      vfs.FS
+	snapDir     string
+	snapTempDir bool // snapDir was created by NewHost; removed at Stop
+
+	proposals     atomic.Uint64
+	syncs         atomic.Uint64
+	nextID        atomic.Uint64
+	snapsSent     atomic.Uint64
+	snapsReceived atomic.Uint64
+	snapsApplied  atomic.Uint64
 }
 
 // NewHost returns a host with no groups. Call AddGroup, then Start.
@@ -132,16 +190,45 @@ func NewHost(cfg Config) (*Host, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	h := &Host{
-		cfg:     cfg,
-		db:      cfg.DB,
-		log:     cfg.Logger.With("node", cfg.NodeID),
-		groups:  make(map[uint64]*group),
-		changed: make(chan struct{}),
-		wake:    make(chan struct{}, 1),
-		stopc:   make(chan struct{}),
-		done:    make(chan struct{}),
+	if cfg.SnapshotChunkBytes <= 0 {
+		cfg.SnapshotChunkBytes = 1 << 20
 	}
+	if cfg.MaxSnapshotSends <= 0 {
+		cfg.MaxSnapshotSends = 4
+	}
+	h := &Host{
+		cfg:         cfg,
+		db:          cfg.DB,
+		log:         cfg.Logger.With("node", cfg.NodeID),
+		groups:      make(map[uint64]*group),
+		changed:     make(chan struct{}),
+		wake:        make(chan struct{}, 1),
+		stopc:       make(chan struct{}),
+		done:        make(chan struct{}),
+		unreachable: make(map[uint64]struct{}),
+		snapFS:      cfg.SnapshotFS,
+		snapDir:     cfg.SnapshotDir,
+	}
+	if h.snapFS == nil {
+		h.snapFS = vfs.Default
+	}
+	if h.snapDir == "" {
+		if h.snapFS != vfs.Default {
+			return nil, errors.New("raftnode: SnapshotDir is required with a SnapshotFS")
+		}
+		dir, err := os.MkdirTemp("", "raftnode-snapshots-")
+		if err != nil {
+			return nil, fmt.Errorf("raftnode: snapshot dir: %w", err)
+		}
+		h.snapDir, h.snapTempDir = dir, true
+	}
+	if err := h.cleanSnapshotDir(); err != nil {
+		if h.snapTempDir {
+			_ = os.RemoveAll(h.snapDir)
+		}
+		return nil, fmt.Errorf("raftnode: snapshot dir: %w", err)
+	}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
 	// Proposal ids must not repeat across restarts or nodes: an entry
 	// proposed elsewhere (or before a restart) is applied here without a
 	// waiter, and must not complete a local waiter by accident.
@@ -168,6 +255,9 @@ func (h *Host) AddGroup(group uint64, peers []uint64, sm StateMachine) (err erro
 	}
 	h.mu.Unlock()
 
+	if err := h.recoverInstall(group); err != nil {
+		return fmt.Errorf("raftnode: group %d: %w", group, err)
+	}
 	st, fresh, err := loadStorage(h.db, group)
 	if err != nil {
 		return fmt.Errorf("raftnode: group %d: %w", group, err)
@@ -246,14 +336,71 @@ func (h *Host) Stop() {
 		started := h.started
 		groups := slices.Clone(h.order)
 		h.mu.Unlock()
+		h.cancel()
 		close(h.stopc)
 		if started {
 			<-h.done
 		}
+		h.bg.Wait() // snapshot streams end with h.ctx
 		for _, g := range groups {
 			g.close(ErrStopped)
+			h.dropStaged(g)
+		}
+		if h.snapTempDir {
+			_ = os.RemoveAll(h.snapDir)
 		}
 	})
+}
+
+// ReportUnreachable tells every group that messages to node to could not
+// be delivered (the transport calls it when a send fails), so leaders stop
+// pipelining appends to it and probe instead. It does not block.
+func (h *Host) ReportUnreachable(to uint64) {
+	h.mu.Lock()
+	if h.stopped {
+		h.mu.Unlock()
+		return
+	}
+	h.unreachable[to] = struct{}{}
+	h.mu.Unlock()
+	h.signal()
+}
+
+// takeUnreachable returns and clears the peers reported unreachable.
+func (h *Host) takeUnreachable() []uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.unreachable) == 0 {
+		return nil
+	}
+	ids := make([]uint64, 0, len(h.unreachable))
+	for id := range h.unreachable {
+		ids = append(ids, id)
+	}
+	clear(h.unreachable)
+	return ids
+}
+
+// SnapshotsSent returns the number of snapshots this host streamed to a
+// peer that accepted them.
+func (h *Host) SnapshotsSent() uint64 { return h.snapsSent.Load() }
+
+// SnapshotsReceived returns the number of snapshots fully received and
+// handed to raft (raft may still refuse a stale one).
+func (h *Host) SnapshotsReceived() uint64 { return h.snapsReceived.Load() }
+
+// SnapshotsApplied returns the number of snapshots installed (ingested and
+// restored) on this host.
+func (h *Host) SnapshotsApplied() uint64 { return h.snapsApplied.Load() }
+
+// LogBytes estimates the disk space taken by the group's raft log (Pebble's
+// estimate over the log key range: flushed data only, so a freshly written
+// log may read low).
+func (h *Host) LogBytes(group uint64) (uint64, error) {
+	if _, err := h.lookup(group); err != nil {
+		return 0, err
+	}
+	return h.db.EstimateDiskUsage(keys.LogPrefix(group), keys.LogEnd(group))
 }
 
 // Proposals returns the number of proposals Propose has accepted.
@@ -327,7 +474,8 @@ func (h *Host) ReadIndex(ctx context.Context, group uint64) error {
 
 // Step hands an inbound raft message to the group. It does not block: the
 // message is queued for the loop (and dropped if the queue is full, which
-// raft tolerates). m must not be modified afterwards.
+// raft tolerates). m must not be modified afterwards. A MsgSnap is dropped:
+// snapshots arrive with their data through ReceiveSnapshot.
 func (h *Host) Step(ctx context.Context, group uint64, m *pb.Message) error {
 	if err := ctx.Err(); err != nil {
 		return err

@@ -2,7 +2,6 @@ package raftnode
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"runtime/debug"
 	"slices"
@@ -61,6 +60,11 @@ func (h *Host) tick(n uint64) {
 	for _, g := range h.active() {
 		h.guard(g, func() error {
 			g.rn.Tick()
+			if g.rn.BasicStatus().RaftState == raft.StateLeader {
+				g.leadTicks++
+			} else {
+				g.leadTicks = 0
+			}
 			if n%truncateCheckTicks == 0 {
 				h.maybeTruncate(g)
 			}
@@ -71,28 +75,31 @@ func (h *Host) tick(n uint64) {
 
 // readyGroup is one group's share of a round.
 type readyGroup struct {
-	g      *group
-	rd     raft.Ready
-	app    appendState
-	snapTo []uint64 // MsgSnap recipients, reported as failed after Advance
+	g        *group
+	rd       raft.Ready
+	app      appendState
+	snapTo   []uint64 // MsgSnap recipients, reported as failed after Advance
+	restored bool     // the Ready's snapshot was installed
 }
 
 // round runs one pass of the Ready loop over all groups:
 //
 //  1. step queued inbound messages, proposals, read requests, transfers;
 //  2. collect the Ready of every group that has one;
-//  3. write every group's entries and HardState in one Pebble batch,
-//     committed with Sync if any group needs durability;
+//  3. install received snapshots (one atomic ingestion each), then write
+//     every group's entries and HardState in one Pebble batch, committed
+//     with Sync if any group needs durability;
 //  4. send all messages (after the sync, so a vote or an append ack never
-//     precedes the state it promises);
+//     precedes the state it promises); start streaming snapshots;
 //  5. per group: apply committed entries in one indexed batch (NoSync),
 //     AfterApply, deliver results, Advance, settle reads and leadership.
 //
 // It reports whether a group has more to do right away.
 func (h *Host) round() (more bool) {
 	groups := h.active()
+	unreachable := h.takeUnreachable()
 	for _, g := range groups {
-		h.guard(g, func() error { h.drain(g); return nil })
+		h.guard(g, func() error { h.drain(g, unreachable); return nil })
 	}
 	var rs []*readyGroup
 	for _, g := range groups {
@@ -104,6 +111,9 @@ func (h *Host) round() (more bool) {
 		})
 	}
 	if len(rs) == 0 {
+		for _, g := range groups {
+			h.dropStepped(g)
+		}
 		return false
 	}
 
@@ -111,8 +121,18 @@ func (h *Host) round() (more bool) {
 	sync := false
 	for _, r := range rs {
 		if !raft.IsEmptySnap(r.rd.Snapshot) {
-			h.halt(r.g, errors.New("received a snapshot: installing snapshots is not supported"))
-			continue
+			// Before the shared batch: its HardState (commit = snapshot
+			// index) and entries after the snapshot build on the new state.
+			if err := h.installSnapshot(r.g, r.rd.Snapshot); err != nil {
+				h.halt(r.g, fmt.Errorf("install snapshot: %w", err))
+				continue
+			}
+			r.restored = true
+			sync = true
+			if err := b.Delete(restoreMarker(r.g.id), nil); err != nil {
+				h.halt(r.g, fmt.Errorf("install snapshot: %w", err))
+				continue
+			}
 		}
 		app, err := r.g.st.stageAppend(b, r.rd.Entries, r.rd.HardState)
 		if err != nil {
@@ -121,6 +141,9 @@ func (h *Host) round() (more bool) {
 		}
 		r.app = app
 		sync = sync || r.rd.MustSync
+	}
+	for _, g := range groups {
+		h.dropStepped(g)
 	}
 	rs = slices.DeleteFunc(rs, func(r *readyGroup) bool { return r.g.halted != nil })
 	if !b.Empty() {
@@ -142,13 +165,23 @@ func (h *Host) round() (more bool) {
 	_ = b.Close()
 	for _, r := range rs {
 		r.g.st.commitAppend(r.app)
+		if r.restored {
+			h.snapsApplied.Add(1)
+			meta := r.rd.Snapshot.GetMetadata()
+			r.g.log.Info("snapshot installed", "index", meta.GetIndex(), "term", meta.GetTerm())
+			if rr, ok := r.g.sm.(Restorer); ok {
+				rr.Restored()
+			}
+		}
 	}
 
 	var envs []Envelope
 	for _, r := range rs {
 		for _, m := range r.rd.Messages {
 			if m.GetType() == pb.MsgSnap {
-				r.snapTo = append(r.snapTo, m.GetTo())
+				if !h.startSnapshot(r.g, m) {
+					r.snapTo = append(r.snapTo, m.GetTo())
+				}
 				continue
 			}
 			envs = append(envs, Envelope{Group: r.g.id, Msg: m})
@@ -172,10 +205,6 @@ func (h *Host) round() (more bool) {
 			g.rn.Advance(r.rd)
 			for _, to := range r.snapTo {
 				g.rn.ReportSnapshot(to, raft.SnapshotFailure)
-				if !g.snapWarned {
-					g.snapWarned = true
-					g.log.Warn("peer needs a snapshot; sending snapshots is not supported", "peer", to)
-				}
 			}
 			h.checkLeadership(g)
 			_, _, applied := g.st.bounds()
@@ -200,7 +229,7 @@ func (h *Host) round() (more bool) {
 }
 
 // drain steps the group's queued requests into its RawNode.
-func (h *Host) drain(g *group) {
+func (h *Host) drain(g *group, unreachable []uint64) {
 	if g.selfElect {
 		// A sole voter need not wait for an election timeout; raft refuses
 		// to campaign while committed conf changes are unapplied.
@@ -211,12 +240,31 @@ func (h *Host) drain(g *group) {
 			_ = g.rn.Campaign()
 		}
 	}
-	msgs, props, reads, transfers := g.takeInbox()
-	for _, m := range msgs {
+	in := g.takeInbox()
+	for _, id := range unreachable {
+		g.rn.ReportUnreachable(id)
+	}
+	for _, rp := range in.reports {
+		g.rn.ReportSnapshot(rp.to, rp.status)
+	}
+	for _, m := range in.msgs {
+		lost := h.guardLostLog(g, m)
 		if err := g.rn.Step(m); err != nil {
 			g.log.Debug("raft step", "type", m.GetType().String(), "from", m.GetFrom(), "err", err)
 		}
+		if lost {
+			h.handOffLeadership(g, m.GetFrom())
+		}
 	}
+	for _, s := range in.snaps {
+		// Raft restores it (and the Ready of this round carries it) or
+		// refuses it; the round then installs or drops the file.
+		g.stepped = append(g.stepped, s)
+		if err := g.rn.Step(s.msg); err != nil {
+			g.log.Debug("raft step snapshot", "from", s.msg.GetFrom(), "err", err)
+		}
+	}
+	props, reads, transfers := in.props, in.reads, in.transfers
 	if len(props) == 0 && len(reads) == 0 && len(transfers) == 0 {
 		return
 	}
@@ -242,6 +290,58 @@ func (h *Host) drain(g *group) {
 		g.rn.ReadIndex(binary.BigEndian.AppendUint64(nil, r.id))
 	}
 	for _, to := range transfers {
+		g.rn.TransferLeader(to)
+	}
+}
+
+// guardLostLog handles a member that lost its disk and came back with the
+// same id (see DESIGN.md, "Wiped members"). Raft assumes a member's log
+// never shrinks:
+//
+//   - a follower gets heartbeats whose commit index is the leader's view of
+//     its match index, past its (now short) log, and raft panics; the commit
+//     is clamped to the local last index instead (commit only ever rises,
+//     so a lower value is harmless);
+//   - a leader ignores rejections that go below the member's match index,
+//     so it would probe the member forever; guardLostLog reports such a
+//     rejection (true), and the caller hands leadership to another member,
+//     whose fresh view of every member's progress leads to a snapshot.
+func (h *Host) guardLostLog(g *group, m *pb.Message) bool {
+	switch m.GetType() {
+	case pb.MsgHeartbeat:
+		if _, last, _ := g.st.bounds(); m.GetCommit() > last {
+			m.Commit = proto.Uint64(last)
+		}
+	case pb.MsgAppResp:
+		if !m.GetReject() || g.rn.BasicStatus().RaftState != raft.StateLeader {
+			return false
+		}
+		pr, ok := g.rn.Status().Progress[m.GetFrom()]
+		return ok && m.GetRejectHint() < pr.Match
+	}
+	return false
+}
+
+// handOffLeadership transfers leadership away from this node because member
+// lost lost its log: to the most up-to-date other active member.
+func (h *Host) handOffLeadership(g *group, lost uint64) {
+	bs := g.rn.BasicStatus()
+	if bs.RaftState != raft.StateLeader || bs.LeadTransferee != 0 {
+		return
+	}
+	var to, match uint64
+	g.rn.WithProgress(func(id uint64, typ raft.ProgressType, pr tracker.Progress) {
+		if id == h.cfg.NodeID || id == lost || typ != raft.ProgressTypePeer || !pr.RecentActive ||
+			pr.State != tracker.StateReplicate || pr.IsLearner {
+			return
+		}
+		if to == 0 || pr.Match > match {
+			to, match = id, pr.Match
+		}
+	})
+	g.log.Warn("member lost its raft log (wiped disk?); handing leadership over so it gets a snapshot",
+		"member", lost, "to", to)
+	if to != 0 {
 		g.rn.TransferLeader(to)
 	}
 }
@@ -352,13 +452,17 @@ type applyDone struct {
 }
 
 // maybeTruncate proposes a log truncation on a leader: up to LogRetain
-// entries behind the applied index, never past the slowest member's match
-// index (so no member ever needs a snapshot), and only once at least a
-// quarter of LogRetain entries can go. Every replica applies the entry, so
-// followers' logs shrink too.
+// entries behind the applied index, and only once at least a quarter of
+// LogRetain entries can go. It does not pass the match index of a member
+// that is active and at most 4×LogRetain behind (it catches up from the
+// log); a member that is down, far behind or already being sent a
+// snapshot does not hold truncation back: it will get a snapshot. Raft's
+// RecentActive is only meaningful after an election timeout of leadership
+// (CheckQuorum refreshes it), so a new leader waits two. Every replica
+// applies the entry, so followers' logs shrink too.
 func (h *Host) maybeTruncate(g *group) {
 	bs := g.rn.BasicStatus()
-	if bs.RaftState != raft.StateLeader {
+	if bs.RaftState != raft.StateLeader || g.leadTicks < 2*h.cfg.ElectionTicks {
 		return
 	}
 	first, _, applied := g.st.bounds()
@@ -366,7 +470,11 @@ func (h *Host) maybeTruncate(g *group) {
 		return
 	}
 	target := applied - h.cfg.LogRetain
-	g.rn.WithProgress(func(_ uint64, _ raft.ProgressType, pr tracker.Progress) {
+	lagLimit := 4 * h.cfg.LogRetain
+	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+		if id == h.cfg.NodeID || pr.State == tracker.StateSnapshot || !pr.RecentActive || pr.Match+lagLimit < applied {
+			return
+		}
 		target = min(target, pr.Match)
 	})
 	if g.truncTerm == bs.GetTerm() && target <= g.truncPending {

@@ -98,6 +98,14 @@ func loadStorage(db *pebble.DB, group uint64) (s *storage, fresh bool, err error
 	if err := it.Close(); err != nil {
 		return nil, false, fmt.Errorf("load last index: %w", err)
 	}
+	// A snapshot install is one atomic ingestion (state, log and truncation
+	// point) followed by the round's HardState write. A crash between the
+	// two leaves a HardState whose commit is below the snapshot index (the
+	// truncation point), which raft refuses; the snapshot was committed, so
+	// raising commit to it is what raft itself does on restore.
+	if s.hardState != nil && s.hardState.GetCommit() < s.truncIndex {
+		s.hardState.Commit = proto.Uint64(s.truncIndex)
+	}
 	return s, !found && !hasLog && s.truncIndex == 0, nil
 }
 
@@ -208,10 +216,9 @@ func (s *storage) FirstIndex() (uint64, error) {
 // Snapshot implements raft.Storage. It describes the state machine as it is
 // in Pebble: metadata {applied index, its term, ConfState as of applied} and
 // no data. The data of a snapshot is the key range [keys.StatePrefix(g),
-// keys.StateEnd(g)), which the host does not ship: the host never sends a
-// MsgSnap (it reports the snapshot as failed to raft instead), and it
-// truncates the log only up to the slowest follower's match index, so
-// members never need one. Adding a replica by snapshot needs that transfer.
+// keys.StateEnd(g)) as of the applied index: when raft emits the MsgSnap,
+// the host takes a Pebble snapshot (applied still equals Metadata.Index on
+// the loop) and streams that range out of band (see snapshot.go).
 func (s *storage) Snapshot() (*pb.Snapshot, error) {
 	s.mu.Lock()
 	applied, cs := s.applied, proto.CloneOf(s.confState)
@@ -362,6 +369,20 @@ func (s *storage) commitApply(applied uint64, cs *pb.ConfState, truncIndex, trun
 	}
 	if truncIndex > s.truncIndex {
 		s.truncIndex, s.truncTerm = truncIndex, truncTerm
+	}
+}
+
+// restore publishes an installed snapshot: the log is empty up to and
+// including the snapshot index, which is also the applied index.
+func (s *storage) restore(meta *pb.SnapshotMetadata) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.truncIndex, s.truncTerm = meta.GetIndex(), meta.GetTerm()
+	s.lastIndex, s.lastTerm = meta.GetIndex(), meta.GetTerm()
+	s.applied = meta.GetIndex()
+	s.confState = proto.CloneOf(meta.GetConfState())
+	if s.confState == nil {
+		s.confState = &pb.ConfState{}
 	}
 }
 

@@ -105,7 +105,10 @@ func TestStorage(t *testing.T) {
 	first, _ := s2.FirstIndex()
 	last, _ := s2.LastIndex()
 	hs, cs, _ := s2.InitialState()
-	if first != 5 || last != 6 || s2.applied != 4 || hs.GetCommit() != 3 || len(cs.GetVoters()) != 1 {
+	// The stored commit (3) is below the truncation point (4): loading
+	// raises it, as after a crash between a snapshot's ingestion and its
+	// HardState write.
+	if first != 5 || last != 6 || s2.applied != 4 || hs.GetCommit() != 4 || len(cs.GetVoters()) != 1 {
 		t.Fatalf("reloaded first=%d last=%d applied=%d hs=%v cs=%v", first, last, s2.applied, hs, cs)
 	}
 	// Other groups are untouched.

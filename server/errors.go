@@ -38,6 +38,17 @@ const (
 	ReasonInternal             = "INTERNAL"
 )
 
+// Sentinels of the auth layer: an Authenticator wraps these with %w.
+var (
+	// ErrUnauthenticated: no token, or a token that does not verify.
+	ErrUnauthenticated = errors.New("unauthenticated")
+	// ErrPermissionDenied: a valid token without the scope for the call.
+	ErrPermissionDenied = errors.New("permission denied")
+	// ErrNoQuorum: the shard could not commit within the deadline; the
+	// outcome of the call is unknown (retry with the same idempotency key).
+	ErrNoQuorum = errors.New("no quorum for the shard within the deadline")
+)
+
 // outcome maps a store or raft error to its gRPC code and reason.
 type outcome struct {
 	code   codes.Code
@@ -49,6 +60,8 @@ var catalog = []struct {
 	err error
 	outcome
 }{
+	{ErrUnauthenticated, outcome{codes.Unauthenticated, ReasonUnauthenticated}},
+	{ErrPermissionDenied, outcome{codes.PermissionDenied, ReasonPermissionDenied}},
 	{store.ErrInvalidArgument, outcome{codes.InvalidArgument, ReasonInvalidArgument}},
 	{store.ErrQueueNotFound, outcome{codes.NotFound, ReasonQueueNotFound}},
 	{store.ErrQueueExists, outcome{codes.AlreadyExists, ReasonQueueAlreadyExists}},
@@ -59,6 +72,7 @@ var catalog = []struct {
 	{store.ErrStaleReceipt, outcome{codes.FailedPrecondition, ReasonStaleReceiptHandle}},
 	{store.ErrInvalidReceipt, outcome{codes.InvalidArgument, ReasonInvalidReceiptHandle}},
 	{store.ErrInvalidCommand, outcome{codes.Internal, ReasonInternal}},
+	{ErrNoQuorum, outcome{codes.Unavailable, ReasonNoQuorum}},
 	{raftnode.ErrNotLeader, outcome{codes.Unavailable, ReasonNotLeader}},
 	{raftnode.ErrLeadershipLost, outcome{codes.Unavailable, ReasonLeadershipLost}},
 	{raftnode.ErrProposalDropped, outcome{codes.Unavailable, ReasonNotLeader}},

@@ -46,23 +46,35 @@ func (r *pollRegistry) wake(tenant, queue string) {
 	}
 }
 
+// wakeAll releases every waiter (after a snapshot replaced the state).
+func (r *pollRegistry) wakeAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, c := range r.ch {
+		close(c)
+		delete(r.ch, k)
+	}
+}
+
 // receive proposes a receive; when it leases nothing and waitMs > 0 it
 // waits without proposing until the store says a matching message is
 // visible (woken by sends and visibility changes, or by a timer at the next
 // visible_at), then proposes again. It answers empty when the wait ends.
-func (s *Server) receive(ctx context.Context, cmd *storepb.Receive, waitMs int64) ([]store.Received, error) {
+// replayed is true when the store answered a retried receive attempt with
+// what it returned before.
+func (s *Server) receive(ctx context.Context, cmd *storepb.Receive, waitMs int64) (msgs []store.Received, replayed bool, err error) {
 	deadline := s.cfg.Now().Add(time.Duration(waitMs) * time.Millisecond)
 	for {
 		s.receivesProposed.Add(1)
 		res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_Receive{Receive: cmd}})
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if len(res.Received) > 0 || !s.cfg.Now().Before(deadline) {
-			return res.Received, nil
+			return res.Received, res.Replayed, nil
 		}
 		if ok, err := s.waitVisible(ctx, cmd, deadline); err != nil || !ok {
-			return nil, err
+			return nil, false, err
 		}
 	}
 }

@@ -148,6 +148,11 @@ func (s *Server) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRe
 	if err := validateFilter(req.GetTagFilter()); err != nil {
 		return nil, err
 	}
+	if id := req.GetReceiveAttemptId(); id != "" {
+		if err := checkText("receive_attempt_id", id, 1, maxIDBytes); err != nil {
+			return nil, err
+		}
+	}
 	filter := filterFromAPI(req.GetTagFilter())
 	if wait < 0 { // unset: the queue's receive_wait
 		if err := s.readBarrier(ctx); err != nil {
@@ -159,12 +164,15 @@ func (s *Server) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRe
 		}
 		wait = info.Record.GetAttributes().GetReceiveWaitMs()
 	}
-	cmd := &storepb.Receive{Tenant: tenant, Queue: req.GetQueue(), MaxMessages: max, VisibilityTimeoutMs: vis, Filter: filter}
-	msgs, err := s.receive(ctx, cmd, wait)
+	cmd := &storepb.Receive{Tenant: tenant, Queue: req.GetQueue(), MaxMessages: max, VisibilityTimeoutMs: vis, Filter: filter,
+		ReceiveAttemptId: req.GetReceiveAttemptId()}
+	msgs, replayed, err := s.receive(ctx, cmd, wait)
 	if err != nil {
 		return nil, err
 	}
-	s.metrics.add(ctx, s.metrics.received, tenant, req.GetQueue(), len(msgs))
+	if !replayed { // a retried attempt returns what was already counted
+		s.metrics.add(ctx, s.metrics.received, tenant, req.GetQueue(), len(msgs))
+	}
 	resp := &qv1.ReceiveMessagesResponse{Messages: make([]*qv1.ReceivedMessage, 0, len(msgs))}
 	for _, m := range msgs {
 		resp.Messages = append(resp.Messages, messageToAPI(m.Message, m.ReceiptHandle))

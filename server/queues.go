@@ -206,6 +206,11 @@ func (s *Server) RedriveMessages(ctx context.Context, req *qv1.RedriveMessagesRe
 	if err := store.ValidateQueueName(req.GetDeadLetterQueue()); err != nil {
 		return nil, fieldError("dead_letter_queue", "not a valid queue name")
 	}
+	if t := req.GetTargetQueue(); t != "" {
+		if err := checkQueue("target_queue", t); err != nil {
+			return nil, err
+		}
+	}
 	max := req.GetMaxMessages()
 	switch {
 	case max < 0 || max > maxRedriveMessages:
@@ -214,7 +219,7 @@ func (s *Server) RedriveMessages(ctx context.Context, req *qv1.RedriveMessagesRe
 		max = defaultRedriveBatch
 	}
 	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_Redrive{Redrive: &storepb.Redrive{
-		Tenant: tenant, Queue: req.GetDeadLetterQueue(), MaxMessages: max,
+		Tenant: tenant, Queue: req.GetDeadLetterQueue(), MaxMessages: max, TargetQueue: req.GetTargetQueue(),
 	}}})
 	if err != nil {
 		return nil, err

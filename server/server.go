@@ -29,6 +29,7 @@ type Raft interface {
 	Propose(ctx context.Context, group uint64, data []byte) (any, error)
 	ReadIndex(ctx context.Context, group uint64) error
 	Status(group uint64) (raftnode.GroupStatus, error)
+	WaitLeader(ctx context.Context, group uint64) (uint64, error)
 }
 
 var _ Raft = (*raftnode.Host)(nil)
@@ -116,6 +117,10 @@ type stateMachine struct {
 	srv *Server
 }
 
+// Restored runs after the shard's state was replaced by a snapshot: every
+// long poll looks again.
+func (m *stateMachine) Restored() { m.srv.polls.wakeAll() }
+
 // AfterApply runs on the Raft loop after a round is committed: it must not
 // block.
 func (m *stateMachine) AfterApply(results []any) {
@@ -167,6 +172,13 @@ func (s *Server) propose(ctx context.Context, cmd *storepb.Command) (*store.Resu
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ProposeTimeout)
 	defer cancel()
 	r, err := s.raft.Propose(ctx, s.shard, data)
+	if errors.Is(err, raftnode.ErrLeadershipLost) {
+		// The leader stepped down with the entry pending. If no new leader
+		// appears before the deadline the shard has lost its quorum.
+		if _, werr := s.raft.WaitLeader(ctx, s.shard); werr != nil {
+			return nil, fmt.Errorf("propose: %w (%w)", ErrNoQuorum, err)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("propose: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -23,7 +24,7 @@ import (
 func TestDeterministicReplay(t *testing.T) {
 	const shard = 4
 	g := newGenerator(t, shard, 1)
-	log, want := g.generate(3000)
+	log, want := g.generate(4000)
 
 	checkInvariants(t, g.s)
 	wantState := dumpState(t, g.db, shard)
@@ -66,6 +67,9 @@ func TestDeterministicReplay(t *testing.T) {
 		}
 	}
 	t.Logf("%d commands, %d state keys, outcomes: %s", len(log), len(wantState), g.coverage())
+	if g.fifo.delivered < 50 || g.fifo.redelivered < 5 || g.fifo.cut == 0 || g.errs["replayed"] < 5 || g.errs["moved to target"] == 0 || g.errs["moved"] == g.errs["moved to target"] {
+		t.Errorf("too little FIFO / attempt / redrive coverage: %s", g.coverage())
+	}
 }
 
 // dumpState lists the shard's state as key=value strings, in key order.
@@ -85,7 +89,7 @@ func dumpState(t *testing.T, db *pebble.DB, shard uint64) []string {
 // summarize renders a Result for comparison across replicas.
 func summarize(r *Result) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%v|%s|%s|%v|%d|%d|%v|%v|%v", r.Err, r.Tenant, r.Queue, r.Entries, r.Moved, r.Removed, r.Woken, r.OutboxAdded, r.Touched)
+	fmt.Fprintf(&b, "%v|%s|%s|%v|%d|%d|%v|%v|%v|%v", r.Err, r.Tenant, r.Queue, r.Entries, r.Moved, r.Removed, r.Woken, r.OutboxAdded, r.Touched, r.Replayed)
 	for _, s := range r.Sent {
 		fmt.Fprintf(&b, "|s:%s/%d/%v/%v", s.MessageID, s.Seq, s.Duplicate, s.Err)
 	}
@@ -109,6 +113,18 @@ type generator struct {
 	handles []genHandle
 	ops     map[string]int
 	errs    map[string]int
+	// fifo checks receives on FIFO queues (fifoChecker).
+	fifo fifoChecker
+	// lastAttempt is the last Receive with a receive_attempt_id: a client
+	// retries it now and then.
+	lastAttempt *storepb.Receive
+	// lastReceived are the handles of the last receive that returned any.
+	lastReceived []genHandle
+	// comeBack: the next receive goes to this handle's queue (after a nack).
+	comeBack *genHandle
+	// dlqs are the queues dead-letter moves were delivered to: redrives
+	// mostly pick one.
+	dlqs []QueueRef
 }
 
 func newGenerator(t *testing.T, shard, seed uint64) *generator {
@@ -127,29 +143,42 @@ func (g *generator) tags() []string {
 	return out
 }
 
-func (g *generator) attrs() *storepb.QueueAttributes {
+// queueName picks one of the generator's queues, FIFO ones half the time.
+func (g *generator) queueName() string {
+	return g.pick("q0", "q1", "q2", "q3", "f0.fifo", "f1.fifo", "f0.fifo", "f1.fifo")
+}
+
+func (g *generator) attrs(name string) *storepb.QueueAttributes {
 	a := DefaultAttributes()
+	a.Fifo = strings.HasSuffix(name, fifoSuffix)
+	a.ContentBasedDeduplication = a.Fifo && g.rng.IntN(2) == 0
 	a.VisibilityTimeoutMs = int64(g.rng.IntN(20_000))
 	a.MessageRetentionMs = MinRetentionMs + int64(g.rng.IntN(120_000))
 	if g.rng.IntN(3) == 0 {
 		a.DeliveryDelayMs = 3000
 	}
 	if g.rng.IntN(2) == 0 {
-		a.DeadLetterQueue, a.MaxReceiveCount = g.pick("q0", "q1", "q2", "q3"), int32(1+g.rng.IntN(3))
+		// Mostly a DLQ of the same kind; sometimes another (refused).
+		dlq := g.pick("q0", "q1", "q2", "q3")
+		if a.Fifo != (g.rng.IntN(8) == 0) {
+			dlq = g.pick("f0.fifo", "f1.fifo")
+		}
+		a.DeadLetterQueue, a.MaxReceiveCount = dlq, int32(1+g.rng.IntN(3))
 	}
 	a.Partitions = int32(1 + g.rng.IntN(3))
 	return a
 }
 
 func (g *generator) command() *storepb.Command {
-	tenant, q := g.pick("t0", "t1"), g.pick("q0", "q1", "q2", "q3")
+	tenant, q := g.pick("t0", "t1"), g.queueName()
+	fifo := strings.HasSuffix(q, fifoSuffix)
 	c := &storepb.Command{}
 	switch n := g.rng.IntN(100); {
 	case n < 6:
-		c.Op = &storepb.Command_CreateQueue{CreateQueue: &storepb.CreateQueue{Tenant: tenant, Name: q, Attributes: g.attrs(),
+		c.Op = &storepb.Command_CreateQueue{CreateQueue: &storepb.CreateQueue{Tenant: tenant, Name: q, Attributes: g.attrs(q),
 			HandleKey: bytes.Repeat([]byte{byte(g.rng.IntN(256))}, 32)}}
 	case n < 8:
-		c.Op = &storepb.Command_UpdateQueue{UpdateQueue: &storepb.UpdateQueue{Tenant: tenant, Name: q, Attributes: g.attrs()}}
+		c.Op = &storepb.Command_UpdateQueue{UpdateQueue: &storepb.UpdateQueue{Tenant: tenant, Name: q, Attributes: g.attrs(q)}}
 	case n < 9:
 		c.Op = &storepb.Command_DeleteQueue{DeleteQueue: &storepb.DeleteQueue{Tenant: tenant, Name: q}}
 	case n < 10:
@@ -165,6 +194,22 @@ func (g *generator) command() *storepb.Command {
 			if g.rng.IntN(8) == 0 {
 				e.DeliverAtMs = g.now + int64(g.rng.IntN(10_000))
 			}
+			if g.rng.IntN(2) == 0 {
+				e.DeduplicationId = g.pick("d1", "d2", "d3", "d4")
+			}
+			if fifo {
+				// Mostly valid FIFO sends: a group, no per-message delay.
+				if g.rng.IntN(15) > 0 {
+					e.GroupId = g.pick("g1", "g2", "g3")
+				}
+				if g.rng.IntN(10) > 0 {
+					e.DelayMs, e.DeliverAtMs = -1, 0
+				}
+				if g.rng.IntN(4) > 0 {
+					// Mostly fresh ids: a duplicate now and then.
+					e.DeduplicationId = fmt.Sprintf("d%d", g.rng.IntN(60))
+				}
+			}
 			es = append(es, e)
 		}
 		c.Op = &storepb.Command_Send{Send: &storepb.Send{Tenant: tenant, Queue: q, Entries: es}}
@@ -173,8 +218,32 @@ func (g *generator) command() *storepb.Command {
 		if g.rng.IntN(2) == 0 {
 			f = &storepb.TagFilter{All: g.tags(), Any: g.tags(), None: g.tags()}
 		}
-		c.Op = &storepb.Command_Receive{Receive: &storepb.Receive{Tenant: tenant, Queue: q, MaxMessages: int32(1 + g.rng.IntN(5)),
-			VisibilityTimeoutMs: int64(g.rng.IntN(8000)) - 1, Filter: f}}
+		if g.lastAttempt != nil && g.rng.IntN(4) == 0 {
+			c.Op = &storepb.Command_Receive{Receive: proto.Clone(g.lastAttempt).(*storepb.Receive)}
+			break
+		}
+		if h := g.comeBack; h != nil {
+			// The consumer that nacked comes back for more.
+			g.comeBack = nil
+			c.Op = &storepb.Command_Receive{Receive: &storepb.Receive{Tenant: h.tenant, Queue: h.queue, MaxMessages: 5, VisibilityTimeoutMs: -1}}
+			break
+		}
+		if len(g.handles) > 0 && g.rng.IntN(2) == 0 {
+			// Consumers come back to a queue they just received from, while
+			// leases and nacks of the last receives are still in play.
+			h := g.handles[len(g.handles)-1]
+			tenant, q = h.tenant, h.queue
+		}
+		rc := &storepb.Receive{Tenant: tenant, Queue: q, MaxMessages: int32(1 + g.rng.IntN(5)),
+			VisibilityTimeoutMs: int64(g.rng.IntN(8000)) - 1, Filter: f}
+		if g.rng.IntN(3) == 0 {
+			rc.VisibilityTimeoutMs = int64(g.rng.IntN(90_000)) // outlives a few receives
+		}
+		if g.rng.IntN(4) == 0 {
+			rc.ReceiveAttemptId = g.pick("a1", "a2")
+			g.lastAttempt = rc
+		}
+		c.Op = &storepb.Command_Receive{Receive: rc}
 	case n < 70:
 		tenant, q, hs := g.someHandles(tenant, q)
 		c.Op = &storepb.Command_Delete{Delete: &storepb.Delete{Tenant: tenant, Queue: q, ReceiptHandles: hs}}
@@ -183,6 +252,12 @@ func (g *generator) command() *storepb.Command {
 		tenant, q, hs := g.someHandles(tenant, q)
 		for _, h := range hs {
 			cs = append(cs, &storepb.VisibilityChange{ReceiptHandle: h, VisibilityTimeoutMs: int64(g.rng.IntN(3)) * 2000})
+		}
+		if r := g.lastReceived; len(r) > 1 && g.rng.IntN(2) == 0 {
+			// Nack the first message of the last receive, keep the rest.
+			tenant, q = r[0].tenant, r[0].queue
+			cs = []*storepb.VisibilityChange{{ReceiptHandle: r[0].h}}
+			g.comeBack = &r[0]
 		}
 		c.Op = &storepb.Command_ChangeVisibility{ChangeVisibility: &storepb.ChangeVisibility{Tenant: tenant, Queue: q, Changes: cs}}
 	case n < 85:
@@ -193,6 +268,11 @@ func (g *generator) command() *storepb.Command {
 			g.t.Fatal(err)
 		}
 		if g.rng.IntN(2) == 0 {
+			for _, e := range es {
+				if d := (QueueRef{e.TargetTenant, e.TargetQueue}); !e.Redrive && !slices.Contains(g.dlqs, d) {
+					g.dlqs = append(g.dlqs, d)
+				}
+			}
 			c.Op = &storepb.Command_DeliverOutbox{DeliverOutbox: &storepb.DeliverOutbox{Entries: es}}
 		} else {
 			var ids []uint64
@@ -202,7 +282,16 @@ func (g *generator) command() *storepb.Command {
 			c.Op = &storepb.Command_AckOutbox{AckOutbox: &storepb.AckOutbox{Ids: ids}}
 		}
 	case n < 96:
-		c.Op = &storepb.Command_Redrive{Redrive: &storepb.Redrive{Tenant: tenant, Queue: q, MaxMessages: int32(g.rng.IntN(4))}}
+		var target string
+		if g.rng.IntN(2) == 0 {
+			target = g.queueName()
+		}
+		if len(g.dlqs) > 0 && g.rng.IntN(4) > 0 {
+			d := g.dlqs[g.rng.IntN(len(g.dlqs))]
+			tenant, q = d.Tenant, d.Name
+		}
+		c.Op = &storepb.Command_Redrive{Redrive: &storepb.Redrive{Tenant: tenant, Queue: q, MaxMessages: int32(g.rng.IntN(4)),
+			TargetQueue: target}}
 	default:
 		return nil // an undecodable entry
 	}
@@ -244,7 +333,11 @@ func (g *generator) generate(n int) (log [][]byte, outcomes []string) {
 			stamp -= int64(g.rng.IntN(60_000))
 		}
 		var data []byte
+		var before *fifoSnapshot
 		if c := g.command(); c != nil {
+			if rc := c.GetReceive(); rc != nil {
+				before = g.fifo.snapshot(g.t, g.s, rc.Tenant, rc.Queue)
+			}
 			c.Version, c.TimeMs = CommandVersion, stamp
 			var err error
 			if data, err = proto.Marshal(c); err != nil {
@@ -262,8 +355,16 @@ func (g *generator) generate(n int) (log [][]byte, outcomes []string) {
 			g.t.Fatal(err)
 		}
 		res := r.(*Result)
+		if before != nil {
+			g.fifo.check(g.t, g.s, before, res)
+		}
+		if len(res.Received) > 0 {
+			g.lastReceived = nil
+		}
 		for _, m := range res.Received {
-			g.handles = append(g.handles, genHandle{res.Tenant, res.Queue, m.ReceiptHandle})
+			h := genHandle{res.Tenant, res.Queue, m.ReceiptHandle}
+			g.handles = append(g.handles, h)
+			g.lastReceived = append(g.lastReceived, h)
 		}
 		g.record(data, res)
 		if i%500 == 499 {
@@ -292,6 +393,17 @@ func (g *generator) record(data []byte, r *Result) {
 		}
 	}
 	g.errs["received"] += len(r.Received)
+	if r.Replayed {
+		g.errs["replayed"]++
+	}
+	if c.GetRedrive().GetTargetQueue() != "" {
+		g.errs["moved to target"] += int(r.Moved)
+	}
+	for _, s := range r.Sent {
+		if s.Err != nil {
+			g.errs["send "+errName(s.Err)]++
+		}
+	}
 	g.errs["removed"] += r.Removed
 	g.errs["moved"] += int(r.Moved)
 	for _, e := range r.Entries {
@@ -304,7 +416,10 @@ func (g *generator) record(data []byte, r *Result) {
 	}
 }
 
-func (g *generator) coverage() string { return fmt.Sprintf("ops %v outcomes %v", g.ops, g.errs) }
+func (g *generator) coverage() string {
+	return fmt.Sprintf("ops %v outcomes %v fifo: %d receives checked, %d messages, %d head redeliveries, %d runs cut by a message in flight",
+		g.ops, g.errs, g.fifo.receives, g.fifo.delivered, g.fifo.redelivered, g.fifo.cut)
+}
 
 // checkInvariants verifies the bookkeeping the generated log exercised: per
 // queue, the message and byte counters match the records, and the visibility
@@ -362,6 +477,7 @@ func checkInvariants(t *testing.T, s *Store) {
 				}
 			}
 		}
+		checkGroups(t, s, q, msgs, all(keys.GroupsPrefix(s.shard, q.Id)), all(keys.GroupHeadPrefix(s.shard, q.Id)))
 		if int64(len(msgs)) != meta.Messages || bytesSum != meta.Bytes || len(vis) != len(msgs) || len(tags) != nTags {
 			t.Errorf("%s: meta %v; %d records of %d bytes, %d visibility and %d tag entries (want %d)",
 				q.Name, meta, len(msgs), bytesSum, len(vis), len(tags), nTags)

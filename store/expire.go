@@ -35,8 +35,9 @@ func (t *txn) queues() (out []*storepb.QueueRecord, err error) {
 
 // tick removes, in this order and at most limit in all: messages past their
 // queue's retention (queue by queue in catalog order, oldest first), expired
-// idempotency records, and delivered-outbox markers older than
-// DeliveredMarkerTTLMs.
+// short-lived records (idempotency keys, FIFO deduplication ids, receive
+// attempts; queue by queue, by expiry), and delivered-outbox markers older
+// than DeliveredMarkerTTLMs.
 func (t *txn) tick(op *storepb.Tick, res *Result) error {
 	limit := int(op.Limit)
 	if limit <= 0 {
@@ -102,7 +103,7 @@ func (t *txn) expireMessages(q *storepb.QueueRecord, limit int, res *Result) (er
 		expired = append(expired, m)
 	}
 	for _, m := range expired {
-		if err := t.remove(q.Id, meta, m); err != nil {
+		if err := t.remove(q, meta, m); err != nil {
 			return err
 		}
 	}
@@ -159,8 +160,9 @@ func (t *txn) expireMarkers(limit int, res *Result) (err error) {
 }
 
 // NeedsTick reports whether a Tick at nowMs would remove anything: a message
-// past retention at the head of a queue, an expired idempotency record, or
-// an old delivered marker. It reads O(queues) keys.
+// past retention at the head of a queue, an expired idempotency,
+// deduplication or receive attempt record, or an old delivered marker. It
+// reads O(queues) keys.
 func (s *Store) NeedsTick(nowMs int64) (bool, error) {
 	t := s.reader(nowMs)
 	qs, err := t.queues()

@@ -1,6 +1,9 @@
 package store
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+
 	"google.golang.org/protobuf/proto"
 
 	"github.com/quorumq/quorumq/internal/keys"
@@ -18,10 +21,6 @@ const (
 // maxDeadPerReceive bounds the dead-letter moves one receive makes, so an
 // apply stays short however many exhausted messages sit at the head.
 const maxDeadPerReceive = 100
-
-// idempotencyPrefix namespaces idempotency keys in the dedup records (FIFO
-// deduplication ids will use another prefix).
-const idempotencyPrefix = "i:"
 
 func flagOf(m *storepb.MessageRecord) []byte {
 	if m.ReceiveCount > 0 {
@@ -59,42 +58,69 @@ func (t *txn) unindex(qid uint64, m *storepb.MessageRecord) error {
 	return nil
 }
 
-// insert stores m as a new message of queue qid: next seq, record, indexes,
-// counters. The caller writes meta.
-func (t *txn) insert(qid uint64, meta *storepb.QueueMeta, m *storepb.MessageRecord) error {
+// insert stores m as a new message of queue q: next seq, record, indexes,
+// FIFO group order, counters. The caller writes meta.
+func (t *txn) insert(q *storepb.QueueRecord, meta *storepb.QueueMeta, m *storepb.MessageRecord) error {
 	m.Seq = max(meta.NextSeq, 1)
 	meta.NextSeq = m.Seq + 1
 	meta.Messages++
 	meta.Bytes += m.Size
-	if err := t.set(keys.Message(t.s.shard, qid, m.Seq), m); err != nil {
+	if err := t.set(keys.Message(t.s.shard, q.Id, m.Seq), m); err != nil {
 		return err
 	}
-	return t.index(qid, m)
+	if err := t.index(q.Id, m); err != nil {
+		return err
+	}
+	if isFifo(q) {
+		return t.groupAppend(q.Id, m)
+	}
+	return nil
 }
 
-// remove deletes message m of queue qid. The caller writes meta.
-func (t *txn) remove(qid uint64, meta *storepb.QueueMeta, m *storepb.MessageRecord) error {
+// remove deletes message m of queue q (and, on a FIFO queue, moves its
+// group's head on). The caller writes meta.
+func (t *txn) remove(q *storepb.QueueRecord, meta *storepb.QueueMeta, m *storepb.MessageRecord) error {
 	meta.Messages--
 	meta.Bytes -= m.Size
-	if err := t.del(keys.Message(t.s.shard, qid, m.Seq)); err != nil {
+	if err := t.del(keys.Message(t.s.shard, q.Id, m.Seq)); err != nil {
 		return err
 	}
-	return t.unindex(qid, m)
+	if err := t.unindex(q.Id, m); err != nil {
+		return err
+	}
+	if isFifo(q) {
+		return t.groupRemove(q.Id, m)
+	}
+	return nil
 }
 
-// reschedule moves m to a new visible_at in both indexes and stores it.
-func (t *txn) reschedule(qid uint64, m *storepb.MessageRecord, visibleAt int64, update func()) error {
-	if err := t.unindex(qid, m); err != nil {
+// reschedule moves m to a new visible_at in its indexes (the group head
+// index too when m heads its FIFO group) and stores it.
+func (t *txn) reschedule(q *storepb.QueueRecord, m *storepb.MessageRecord, visibleAt int64, update func()) error {
+	head := false
+	if isFifo(q) {
+		var err error
+		if head, err = t.unheadGroup(q.Id, m); err != nil {
+			return err
+		}
+	}
+	if err := t.unindex(q.Id, m); err != nil {
 		return err
 	}
 	m.VisibleAtMs = visibleAt
 	if update != nil {
 		update()
 	}
-	if err := t.set(keys.Message(t.s.shard, qid, m.Seq), m); err != nil {
+	if err := t.set(keys.Message(t.s.shard, q.Id, m.Seq), m); err != nil {
 		return err
 	}
-	return t.index(qid, m)
+	if err := t.index(q.Id, m); err != nil {
+		return err
+	}
+	if head {
+		return t.headGroup(q.Id, m)
+	}
+	return nil
 }
 
 func (t *txn) message(qid, seq uint64) (*storepb.MessageRecord, error) {
@@ -129,6 +155,26 @@ func (t *txn) send(op *storepb.Send, res *Result) error {
 // sendOne stores one entry and reports whether it is visible at once.
 func (t *txn) sendOne(q *storepb.QueueRecord, meta *storepb.QueueMeta, e *storepb.SendEntry, out *SendOutcome) (visibleNow bool, err error) {
 	a := q.Attributes
+	var dedupID string
+	if a.Fifo {
+		switch {
+		case e.GroupId == "":
+			out.Err = fieldErr("group_id", "required on a FIFO queue")
+			return false, nil
+		case e.DelayMs != -1 || e.DeliverAtMs > 0:
+			out.Err = fieldErr("delay", "per-message delay is not supported on FIFO queues; use the queue's delivery_delay")
+			return false, nil
+		}
+		dedupID = e.DeduplicationId
+		if dedupID == "" && a.ContentBasedDeduplication {
+			sum := sha256.Sum256([]byte(e.Body))
+			dedupID = hex.EncodeToString(sum[:])
+		}
+		if dedupID == "" {
+			out.Err = fieldErr("deduplication_id", "required on a FIFO queue without content_based_deduplication")
+			return false, nil
+		}
+	}
 	var visibleAt int64
 	switch {
 	case e.DeliverAtMs > 0:
@@ -157,41 +203,53 @@ func (t *txn) sendOne(q *storepb.QueueRecord, meta *storepb.QueueMeta, e *storep
 		out.Err = ErrMessageTooLarge
 		return false, nil
 	}
-	var dedupKey string
-	if e.IdempotencyKey != "" {
-		dedupKey = idempotencyPrefix + e.IdempotencyKey
+	// An idempotency key (any queue) or a deduplication id (FIFO) seen
+	// within its window answers with the first message; nothing is stored.
+	type seen struct {
+		key    string
+		window int64
+		old    *storepb.DedupRecord // expired, not yet ticked away: replaced
+	}
+	var remember []seen
+	for _, c := range []seen{
+		{key: prefixed(idempotencyPrefix, e.IdempotencyKey), window: IdempotencyWindowMs},
+		{key: prefixed(deduplicationPrefix, dedupID), window: DeduplicationWindowMs},
+	} {
+		key := c.key
+		if key == "" {
+			continue
+		}
 		rec := &storepb.DedupRecord{}
-		ok, err := t.get(keys.Dedup(t.s.shard, q.Id, dedupKey), rec)
+		found, live, err := t.recall(q.Id, key, rec)
 		if err != nil {
 			return false, err
 		}
-		if ok && rec.ExpiresAtMs > t.now {
+		if live {
 			*out = SendOutcome{MessageID: rec.MessageId, Seq: rec.Seq, Duplicate: true}
 			return false, nil
 		}
-		if ok { // expired, not yet ticked away: replace it
-			if err := t.del(keys.DedupOrder(t.s.shard, q.Id, rec.ExpiresAtMs, dedupKey)); err != nil {
-				return false, err
-			}
+		if found {
+			c.old = rec
 		}
+		remember = append(remember, c)
 	}
 	m := &storepb.MessageRecord{
 		Body: e.Body, Attributes: e.Attributes, Tags: tags,
 		SentAtMs: t.now, EnqueuedAtMs: t.now, VisibleAtMs: visibleAt,
-		GroupId: e.GroupId, DeduplicationId: e.DeduplicationId, Size: size,
+		GroupId: e.GroupId, DeduplicationId: dedupID, Size: size,
 	}
 	m.Id = messageID(t.now, t.s.shard, q.Id, max(meta.NextSeq, 1))
-	if err := t.insert(q.Id, meta, m); err != nil {
+	if err := t.insert(q, meta, m); err != nil {
 		return false, err
 	}
 	*out = SendOutcome{MessageID: m.Id, Seq: m.Seq}
-	if dedupKey != "" {
-		exp := t.now + IdempotencyWindowMs
-		rec := &storepb.DedupRecord{MessageId: m.Id, Seq: m.Seq, ExpiresAtMs: exp}
-		if err := t.set(keys.Dedup(t.s.shard, q.Id, dedupKey), rec); err != nil {
-			return false, err
+	for _, s := range remember {
+		rec := &storepb.DedupRecord{MessageId: m.Id, Seq: m.Seq, ExpiresAtMs: t.now + s.window}
+		var old expiring
+		if s.old != nil {
+			old = s.old
 		}
-		if err := t.setRaw(keys.DedupOrder(t.s.shard, q.Id, exp, dedupKey), nil); err != nil {
+		if err := t.remember(q.Id, s.key, rec, old); err != nil {
 			return false, err
 		}
 	}
@@ -232,17 +290,28 @@ func (t *txn) receive(op *storepb.Receive, res *Result) error {
 		res.Err = fieldErr("visibility_timeout", "must be between 0 and %v", msDur(MaxVisibilityTimeoutMs))
 		return nil
 	}
+	old, replayed, err := t.replayAttempt(q, op.ReceiveAttemptId, res)
+	if replayed || err != nil {
+		return err
+	}
 	// Collect first, write after: the scan reads a consistent view and the
 	// writes never feed back into it.
 	var lease, dead []*storepb.MessageRecord
-	_, err = t.scan(q.Id, op.Filter, t.now, false, receiveScanBudget, func(_ candidate, m *storepb.MessageRecord) bool {
+	take := func(m *storepb.MessageRecord) bool {
 		if a.DeadLetterQueue != "" && m.ReceiveCount >= a.MaxReceiveCount {
 			dead = append(dead, m)
 			return len(dead) >= maxDeadPerReceive
 		}
 		lease = append(lease, m)
 		return len(lease) >= int(op.MaxMessages)
-	})
+	}
+	if isFifo(q) {
+		_, err = t.scanGroups(q.Id, op.Filter, t.now, receiveScanBudget, take)
+	} else {
+		_, err = t.scan(q.Id, op.Filter, t.now, false, receiveScanBudget, func(_ candidate, m *storepb.MessageRecord) bool {
+			return take(m)
+		})
+	}
 	if err != nil {
 		return err
 	}
@@ -250,6 +319,8 @@ func (t *txn) receive(op *storepb.Receive, res *Result) error {
 	if err != nil {
 		return err
 	}
+	// Dead-letter moves first: removing an exhausted head makes the next
+	// message of its group the head before that one's lease moves it.
 	for _, m := range dead {
 		if err := t.toOutbox(q, meta, m, q.Tenant, a.DeadLetterQueue, false); err != nil {
 			return err
@@ -257,7 +328,7 @@ func (t *txn) receive(op *storepb.Receive, res *Result) error {
 		res.OutboxAdded = true
 	}
 	for _, m := range lease {
-		err := t.reschedule(q.Id, m, t.now+vis, func() {
+		err := t.reschedule(q, m, t.now+vis, func() {
 			m.ReceiveCount++
 			if m.FirstReceivedAtMs == 0 {
 				m.FirstReceivedAtMs = t.now
@@ -271,6 +342,11 @@ func (t *txn) receive(op *storepb.Receive, res *Result) error {
 			Message:       proto.Clone(m).(*storepb.MessageRecord),
 			ReceiptHandle: EncodeHandle(h, q.HandleKey),
 		})
+	}
+	if op.ReceiveAttemptId != "" {
+		if err := t.rememberAttempt(q.Id, op.ReceiveAttemptId, res.Received, old); err != nil {
+			return err
+		}
 	}
 	res.Woken = vis == 0 && len(lease) > 0
 	if len(dead) > 0 {
@@ -315,7 +391,7 @@ func (t *txn) deleteMessages(op *storepb.Delete, res *Result) error {
 		// A message already gone is a success: deletes are idempotent.
 		res.Entries[i] = outcome
 		if m != nil {
-			if err := t.remove(q.Id, meta, m); err != nil {
+			if err := t.remove(q, meta, m); err != nil {
 				return err
 			}
 			changed = true
@@ -348,7 +424,7 @@ func (t *txn) changeVisibility(op *storepb.ChangeVisibility, res *Result) error 
 		if res.Entries[i] = outcome; outcome != nil {
 			continue
 		}
-		if err := t.reschedule(q.Id, m, t.now+c.VisibilityTimeoutMs, nil); err != nil {
+		if err := t.reschedule(q, m, t.now+c.VisibilityTimeoutMs, nil); err != nil {
 			return err
 		}
 		res.Woken = res.Woken || c.VisibilityTimeoutMs == 0

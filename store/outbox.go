@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"math"
 
 	"google.golang.org/protobuf/proto"
@@ -31,7 +32,7 @@ func (t *txn) toOutbox(q *storepb.QueueRecord, meta *storepb.QueueMeta, m *store
 	if err := t.set(keys.Outbox(t.s.shard, id), e); err != nil {
 		return err
 	}
-	return t.remove(q.Id, meta, m)
+	return t.remove(q, meta, m)
 }
 
 // deliverOutbox inserts each entry into its target queue once per
@@ -70,7 +71,7 @@ func (t *txn) deliverOutbox(op *storepb.DeliverOutbox, res *Result) error {
 		if e.Redrive {
 			m.ReceiveCount, m.FirstReceivedAtMs, m.DeadLetterSource = 0, 0, ""
 		}
-		if err := t.insert(q.Id, meta, m); err != nil {
+		if err := t.insert(q, meta, m); err != nil {
 			return err
 		}
 		if err := t.putQueueMeta(q.Id, meta); err != nil {
@@ -111,20 +112,48 @@ func (t *txn) ackOutbox(op *storepb.AckOutbox) error {
 }
 
 // redrive moves up to max messages that are not in flight from dead-letter
-// queue q to the outbox, each addressed to its dead_letter_source in the same
-// tenant. Messages without a source (sent to the DLQ directly) stay.
+// queue q to the outbox, oldest (lowest seq) first, each addressed to its
+// dead_letter_source in the same tenant (messages without one stay), or all
+// of them to op.TargetQueue. A call moves what is left, so calling again
+// until Moved is 0 resumes a redrive; the outbox and the target's delivered
+// markers make each move exactly-once. On a FIFO queue a message in flight
+// holds back the rest of its group, so a group arrives in order; the
+// message keeps its group_id.
 func (t *txn) redrive(op *storepb.Redrive, res *Result) error {
 	q, err := t.lookup(op.Tenant, op.Queue, res)
 	if q == nil || err != nil {
 		return err
+	}
+	if target := op.TargetQueue; target != "" {
+		if target == q.Name {
+			res.Err = fieldErr("target_queue", "must differ from the queue redriven")
+			return nil
+		}
+		tq, err := t.queue(q.Tenant, target)
+		if err != nil {
+			return err
+		}
+		switch {
+		case tq == nil:
+			res.Err = ErrQueueNotFound
+			return nil
+		case isFifo(tq) && !isFifo(q):
+			res.Err = fieldErr("target_queue", "a FIFO queue takes redriven messages only from a FIFO queue (they need a group_id)")
+			return nil
+		}
 	}
 	limit := int(op.MaxMessages)
 	if limit <= 0 {
 		limit = defaultRedriveMax
 	}
 	var move []*storepb.MessageRecord
-	_, err = t.scanNotInFlight(q.Id, func(m *storepb.MessageRecord) bool {
-		if m.DeadLetterSource != "" {
+	held := map[string]bool{} // FIFO groups with a message in flight; lookups only
+	err = t.scanBySeq(q.Id, func(m *storepb.MessageRecord) bool {
+		switch {
+		case isFifo(q) && held[m.GroupId]:
+		case m.ReceiveCount > 0 && m.VisibleAtMs > t.now: // in flight
+			held[m.GroupId] = true
+		case op.TargetQueue != "" || m.DeadLetterSource != "":
 			move = append(move, m)
 		}
 		return len(move) >= limit
@@ -140,7 +169,11 @@ func (t *txn) redrive(op *storepb.Redrive, res *Result) error {
 		return err
 	}
 	for _, m := range move {
-		if err := t.toOutbox(q, meta, m, q.Tenant, m.DeadLetterSource, true); err != nil {
+		target := m.DeadLetterSource
+		if op.TargetQueue != "" {
+			target = op.TargetQueue
+		}
+		if err := t.toOutbox(q, meta, m, q.Tenant, target, true); err != nil {
 			return err
 		}
 	}
@@ -148,29 +181,33 @@ func (t *txn) redrive(op *storepb.Redrive, res *Result) error {
 	return t.putQueueMeta(q.Id, meta)
 }
 
-// scanNotInFlight visits, in visibility order, the messages that are visible
-// or delayed (not leased), reading records only for those.
-func (t *txn) scanNotInFlight(qid uint64, visit func(*storepb.MessageRecord) bool) (stopped bool, err error) {
-	p := keys.VisiblePrefix(t.s.shard, qid)
+// scanBySeq visits a queue's messages in seq order from its low-water mark
+// until visit returns true.
+func (t *txn) scanBySeq(qid uint64, visit func(*storepb.MessageRecord) bool) (err error) {
+	meta, err := t.queueMeta(qid)
+	if err != nil {
+		return err
+	}
+	p := keys.MessagePrefix(t.s.shard, qid)
 	it, err := t.iter(p, keys.PrefixEnd(p))
 	if err != nil {
-		return false, err
+		return err
 	}
-	c := &cursor{it: it, prefix: p}
 	defer closeInto(it, &err)
-	for err = c.load(it.First()); err == nil && c.ok; err = c.load(it.Next()) {
-		if c.flag == flagReceived && c.cur.visibleAt > t.now {
-			continue // in flight
-		}
-		m, err := t.message(qid, c.cur.seq)
+	for ok := it.SeekGE(keys.Message(t.s.shard, qid, meta.LowSeq)); ok; ok = it.Next() {
+		v, err := it.Value()
 		if err != nil {
-			return false, err
+			return err
 		}
-		if m != nil && visit(m) {
-			return true, nil
+		m := &storepb.MessageRecord{}
+		if err := proto.Unmarshal(v, m); err != nil {
+			return fmt.Errorf("store: decode %s: %w", keys.Pretty(it.Key()), err)
+		}
+		if visit(m) {
+			return nil
 		}
 	}
-	return false, err
+	return nil
 }
 
 // PendingOutbox returns up to limit outbox entries of this shard in id

@@ -201,9 +201,11 @@ func (t *txn) purgeQueue(op *storepb.PurgeQueue, res *Result) error {
 		return err
 	}
 	sh := t.s.shard
-	// Messages and their indexes go; idempotency records stay so that a
+	// Messages and their indexes (FIFO group order and heads too) go;
+	// idempotency, deduplication and receive attempt records stay so that a
 	// retried send after a purge is still answered, not stored twice.
-	for _, p := range [][]byte{keys.MessagePrefix(sh, q.Id), keys.TagsPrefix(sh, q.Id), keys.VisiblePrefix(sh, q.Id)} {
+	for _, p := range [][]byte{keys.GroupsPrefix(sh, q.Id), keys.GroupHeadPrefix(sh, q.Id),
+		keys.MessagePrefix(sh, q.Id), keys.TagsPrefix(sh, q.Id), keys.VisiblePrefix(sh, q.Id)} {
 		if err := t.delRange(p, keys.PrefixEnd(p)); err != nil {
 			return err
 		}

@@ -177,7 +177,10 @@ func (t *txn) scan(qid uint64, f *storepb.TagFilter, until int64, indexOnly bool
 // at the first match, so it reads O(1) keys for an unfiltered queue and for
 // a single `all` or only-`any` filter. When a `none`-only filter passes over
 // more than peekScanBudget non-matching entries it answers ready, leaving
-// the exact answer to the receive.
+// the exact answer to the receive. On a FIFO queue it walks the group heads
+// instead: a group whose head is in flight is not ready however many
+// messages wait behind it, and nextVisibleMs is when the first head's lease
+// ends.
 func (s *Store) Peek(tenant, name string, f *storepb.TagFilter, nowMs int64) (ready bool, nextVisibleMs int64, err error) {
 	t := s.reader(nowMs)
 	q, err := t.queue(tenant, name)
@@ -186,6 +189,9 @@ func (s *Store) Peek(tenant, name string, f *storepb.TagFilter, nowMs int64) (re
 	}
 	if q == nil {
 		return false, 0, ErrQueueNotFound
+	}
+	if isFifo(q) {
+		return t.peekGroups(q.Id, f, nowMs)
 	}
 	exhausted, err := t.scan(q.Id, f, math.MaxInt64, true, peekScanBudget, func(c candidate, _ *storepb.MessageRecord) bool {
 		if c.visibleAt <= nowMs {

@@ -243,6 +243,7 @@ func (h *harness) attrs(a args) *storepb.QueueAttributes {
 	at.DeadLetterQueue = a.str("dlq", "")
 	at.MaxReceiveCount = int32(a.int("max", 0))
 	at.Fifo = a.has("fifo") || strings.HasSuffix(a.str("q", ""), ".fifo")
+	at.ContentBasedDeduplication = a.has("cbd")
 	at.Partitions = int32(a.int("partitions", 1))
 	return at
 }
@@ -285,6 +286,9 @@ func (h *harness) msgLine(m *storepb.MessageRecord) string {
 	s := fmt.Sprintf("%s body=%s seq=%d rc=%d visible_at=%s", h.msgName(m.Id), m.Body, m.Seq, m.ReceiveCount, fmtMs(m.VisibleAtMs))
 	if len(m.Tags) > 0 {
 		s += " tags=" + strings.Join(m.Tags, ",")
+	}
+	if m.GroupId != "" {
+		s += " group=" + m.GroupId
 	}
 	if m.DeadLetterSource != "" {
 		s += " dead_letter_source=" + m.DeadLetterSource
@@ -380,12 +384,24 @@ func (h *harness) run(line string) string {
 			k, v, _ := strings.Cut(kv, ":")
 			attrs[k] = v
 		}
-		for _, body := range strings.Split(a.str("body", "x"), ",") {
+		// group= and dedup= give one value for every entry, or one per body.
+		nth := func(list []string, i int) string {
+			switch {
+			case len(list) == 0:
+				return ""
+			case len(list) == 1:
+				return list[0]
+			}
+			return list[i]
+		}
+		groups, dedups := a.list("group"), a.list("dedup")
+		for i, body := range strings.Split(a.str("body", "x"), ",") {
 			if n, ok := strings.CutPrefix(body, "size:"); ok {
 				m, _ := strconv.Atoi(n)
 				body = strings.Repeat("x", m)
 			}
-			e := &storepb.SendEntry{Body: body, Tags: a.list("tags"), DelayMs: -1, IdempotencyKey: a.str("key", ""), Attributes: attrs}
+			e := &storepb.SendEntry{Body: body, Tags: a.list("tags"), DelayMs: -1, IdempotencyKey: a.str("key", ""), Attributes: attrs,
+				GroupId: nth(groups, i), DeduplicationId: nth(dedups, i)}
 			if a.has("delay") {
 				e.DelayMs = a.ms("delay", 0)
 			}
@@ -412,14 +428,27 @@ func (h *harness) run(line string) string {
 	case "receive":
 		r := h.apply(&storepb.Command{Op: &storepb.Command_Receive{Receive: &storepb.Receive{
 			Tenant: tenant, Queue: q, MaxMessages: int32(a.int("max", 10)),
-			VisibilityTimeoutMs: a.ms("vis", -1), Filter: h.filter(a)}}})
+			VisibilityTimeoutMs: a.ms("vis", -1), Filter: h.filter(a), ReceiveAttemptId: a.str("attempt", "")}}})
 		if r.Err != nil {
 			return errName(r.Err)
 		}
+		if r.Replayed {
+			p("replayed")
+		}
 		for _, m := range r.Received {
-			h.nHandle++
-			name := fmt.Sprintf("h%d", h.nHandle)
-			h.handles[name] = m.ReceiptHandle
+			// A handle seen before keeps its name: a replayed receive
+			// shows the same names.
+			name := ""
+			for n, b := range h.handles {
+				if bytes.Equal(b, m.ReceiptHandle) {
+					name = n
+				}
+			}
+			if name == "" {
+				h.nHandle++
+				name = fmt.Sprintf("h%d", h.nHandle)
+				h.handles[name] = m.ReceiptHandle
+			}
 			p("%s %s", h.msgLine(m.Message), name)
 		}
 		if len(r.Received) == 0 {
@@ -515,7 +544,8 @@ func (h *harness) run(line string) string {
 			h.apply(&storepb.Command{Op: &storepb.Command_AckOutbox{AckOutbox: &storepb.AckOutbox{Ids: acks}}})
 		}
 	case "redrive":
-		r := h.apply(&storepb.Command{Op: &storepb.Command_Redrive{Redrive: &storepb.Redrive{Tenant: tenant, Queue: q, MaxMessages: int32(a.int("max", 0))}}})
+		r := h.apply(&storepb.Command{Op: &storepb.Command_Redrive{Redrive: &storepb.Redrive{Tenant: tenant, Queue: q, MaxMessages: int32(a.int("max", 0)),
+			TargetQueue: a.str("target", "")}}})
 		if r.Err != nil {
 			return errName(r.Err)
 		}

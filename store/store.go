@@ -54,8 +54,14 @@ type Result struct {
 	QueueInfo *QueueInfo
 	// Sent has one outcome per SendEntry, in order.
 	Sent []SendOutcome
-	// Received are the leased messages, oldest first.
+	// Received are the leased messages, oldest first (on a FIFO queue:
+	// group by group, oldest head first, each group's messages in seq
+	// order).
 	Received []Received
+	// Replayed: a Receive whose receive_attempt_id named an earlier receive
+	// with all its messages unchanged; Received repeats that receive (same
+	// receipt handles) and nothing changed. Count its messages once.
+	Replayed bool
 	// Entries has one outcome per Delete handle, VisibilityChange or
 	// DeliverOutbox entry, in order (nil: ok).
 	Entries []error
@@ -82,8 +88,9 @@ type QueueRef struct{ Tenant, Name string }
 type SendOutcome struct {
 	MessageID string
 	Seq       uint64
-	// Duplicate: the idempotency key was seen within the window; this is the
-	// first send's outcome and nothing was stored.
+	// Duplicate: the idempotency key, or on a FIFO queue the deduplication
+	// id, was seen within its window; this is the first send's outcome
+	// (its message id and seq) and nothing was stored.
 	Duplicate bool
 	Err       error
 }

@@ -22,6 +22,11 @@ const (
 
 	// IdempotencyWindowMs is how long a send's idempotency key is remembered.
 	IdempotencyWindowMs = int64(5 * time.Minute / time.Millisecond)
+	// DeduplicationWindowMs is how long a FIFO queue remembers a
+	// deduplication id (given, or derived from the body).
+	DeduplicationWindowMs = int64(5 * time.Minute / time.Millisecond)
+	// ReceiveAttemptWindowMs is how long a receive_attempt_id is remembered.
+	ReceiveAttemptWindowMs = int64(5 * time.Minute / time.Millisecond)
 	// DeliveredMarkerTTLMs is how long a delivered-outbox marker is kept: a
 	// relay that redelivers an entry later than this would duplicate it.
 	DeliveredMarkerTTLMs = int64(24 * time.Hour / time.Millisecond)

@@ -59,6 +59,9 @@ type proc struct {
 	httpAddr string
 	stderr   *lockedBuffer
 	exited   chan struct{}
+
+	connOnce sync.Once
+	conn     *grpc.ClientConn
 }
 
 type lockedBuffer struct {
@@ -81,11 +84,12 @@ func (l *lockedBuffer) String() string {
 var addrLine = regexp.MustCompile(`^\s+(REST|gRPC)\s+(?:http://)?([0-9.]+:[0-9]+)`)
 
 // startServe runs `quorumq serve` on free loopback ports with its data in
-// dir and waits until it prints its addresses.
-func startServe(t *testing.T, dir string) *proc {
+// dir and waits until it prints its addresses. extra flags are appended.
+func startServe(t *testing.T, dir string, extra ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(binary, "serve", "--data-dir", dir,
-		"--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-level", "warn")
+	args := append([]string{"serve", "--data-dir", dir,
+		"--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-level", "warn"}, extra...)
+	cmd := exec.Command(binary, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -128,14 +132,22 @@ func startServe(t *testing.T, dir string) *proc {
 	return p
 }
 
-func (p *proc) client(t *testing.T) qv1.QueueServiceClient {
+// grpcConn is the process's client connection, made once.
+func (p *proc) grpcConn(t *testing.T) *grpc.ClientConn {
 	t.Helper()
-	conn, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return qv1.NewQueueServiceClient(conn)
+	p.connOnce.Do(func() {
+		conn, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		p.conn = conn
+	})
+	return p.conn
+}
+
+func (p *proc) client(t *testing.T) qv1.QueueServiceClient {
+	return qv1.NewQueueServiceClient(p.grpcConn(t))
 }
 
 // waitReady retries a cheap call until the node's shard has a leader.

@@ -29,8 +29,9 @@ func (c *clientFlags) register(cmd *cobra.Command) {
 	cmd.Flags().DurationVar(&c.timeout, "timeout", 30*time.Second, "deadline of the call")
 }
 
-// call dials the endpoint and runs fn with a QueueService client.
-func (c *clientFlags) call(cmd *cobra.Command, fn func(ctx context.Context, q qv1.QueueServiceClient) (proto.Message, error)) error {
+// rpc dials the endpoint and runs fn under the call deadline; a gRPC
+// error comes back as "Code: message".
+func (c *clientFlags) rpc(cmd *cobra.Command, fn func(ctx context.Context, conn *grpc.ClientConn) error) error {
 	conn, err := grpc.NewClient(c.endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", c.endpoint, err)
@@ -38,14 +39,24 @@ func (c *clientFlags) call(cmd *cobra.Command, fn func(ctx context.Context, q qv
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(cmd.Context(), c.timeout)
 	defer cancel()
-	resp, err := fn(ctx, qv1.NewQueueServiceClient(conn))
-	if err != nil {
+	if err := fn(ctx, conn); err != nil {
 		if st, ok := status.FromError(err); ok {
 			return fmt.Errorf("%s: %s", st.Code(), st.Message())
 		}
 		return err
 	}
-	return printJSON(cmd.OutOrStdout(), resp)
+	return nil
+}
+
+// call runs fn with a QueueService client and prints its answer as JSON.
+func (c *clientFlags) call(cmd *cobra.Command, fn func(ctx context.Context, q qv1.QueueServiceClient) (proto.Message, error)) error {
+	return c.rpc(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
+		resp, err := fn(ctx, qv1.NewQueueServiceClient(conn))
+		if err != nil {
+			return err
+		}
+		return printJSON(cmd.OutOrStdout(), resp)
+	})
 }
 
 func printJSON(w io.Writer, m proto.Message) error {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/quorumq/quorumq/server/auth"
 	"github.com/quorumq/quorumq/server/node"
 )
 
@@ -25,6 +26,12 @@ func newServeCmd() *cobra.Command {
 		logLevel string
 		hsSecret string
 		jwks     string
+		pubKeys  []string
+		issuer   string
+		audience string
+		leeway   time.Duration
+		reload   time.Duration
+		insecure bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -44,15 +51,17 @@ func newServeCmd() *cobra.Command {
 			if role != "all" {
 				return fmt.Errorf("--role %s: this version runs only --role all", role)
 			}
-			if hsSecret != "" || jwks != "" {
-				return fmt.Errorf("JWT authentication is not available in this version; run without --auth-* flags (dev mode)")
-			}
-			for _, a := range []struct{ flag, addr string }{{"--http-addr", cfg.HTTPAddr}, {"--grpc-addr", cfg.GRPCAddr}} {
-				if !isLoopback(a.addr) {
-					return fmt.Errorf("%s %s: without authentication (dev mode) quorumq listens on loopback only", a.flag, a.addr)
+			if hsSecret != "" || jwks != "" || len(pubKeys) > 0 {
+				a, err := auth.New(auth.Config{HS256SecretFile: hsSecret, JWKSFile: jwks, PublicKeyFiles: pubKeys,
+					Issuer: issuer, Audience: audience, Leeway: leeway, ReloadInterval: reload, Logger: log})
+				if err != nil {
+					return fmt.Errorf("authentication: %w", err)
 				}
+				defer a.Close()
+				cfg.Authenticator = a
+			} else if err := checkDevMode(cfg, insecure, log); err != nil {
+				return err
 			}
-			log.Warn("DEV MODE: no authentication configured; every call acts as tenant \"default\" with every scope. Keep the listeners on loopback.")
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			n, err := node.Start(ctx, cfg)
@@ -80,8 +89,12 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&logLevel, "log-level", "info", "debug | info | warn | error")
 	f.StringVar(&hsSecret, "auth-hs256-secret-file", "", "HS256 secret file (none: dev mode)")
 	f.StringVar(&jwks, "auth-jwks-file", "", "JWKS file (none: dev mode)")
-	f.String("auth-issuer", "", "required JWT iss")
-	f.String("auth-audience", "", "required JWT aud")
+	f.StringSliceVar(&pubKeys, "auth-public-key-file", nil, "PEM public key file(s) (RS256, ES256 or EdDSA by key type; kid = file name)")
+	f.StringVar(&issuer, "auth-issuer", "", "required JWT iss")
+	f.StringVar(&audience, "auth-audience", "", "required JWT aud")
+	f.DurationVar(&leeway, "auth-leeway", 30*time.Second, "clock skew allowed for exp, nbf and iat")
+	f.DurationVar(&reload, "auth-reload-interval", 5*time.Second, "how often key files are checked for rotation")
+	f.BoolVar(&insecure, "insecure", false, "allow dev mode (no authentication) on non-loopback addresses")
 	return cmd
 }
 
@@ -103,6 +116,20 @@ func parsePeers(s string) (map[uint64]string, error) {
 		out[n] = addr
 	}
 	return out, nil
+}
+
+// checkDevMode allows running without authentication only on loopback
+// listeners (or with --insecure), and says so loudly.
+func checkDevMode(cfg node.Config, insecure bool, log *slog.Logger) error {
+	if !insecure {
+		for _, a := range []struct{ flag, addr string }{{"--http-addr", cfg.HTTPAddr}, {"--grpc-addr", cfg.GRPCAddr}, {"--raft-addr", cfg.RaftAddr}} {
+			if !isLoopback(a.addr) {
+				return fmt.Errorf("%s %s: without authentication (dev mode) quorumq listens on loopback only; configure --auth-* or pass --insecure", a.flag, a.addr)
+			}
+		}
+	}
+	log.Warn("DEV MODE: no authentication configured; every call acts as tenant \"default\" with every scope. Keep the listeners on loopback.")
+	return nil
 }
 
 // isLoopback reports whether a listen address is on the loopback interface.

@@ -9,8 +9,12 @@ import "fmt"
 //	0x04                             shard meta -> ShardMeta
 //	0x05 T dlq source                dead-letter references: who names dlq as its DLQ
 //	0x10 Q 0x00                      queue meta -> QueueMeta
-//	0x10 Q 'd' key                   dedup / idempotency record -> DedupRecord
-//	0x10 Q 'e' expires key           dedup expiry order -> empty
+//	0x10 Q 'd' key                   short-lived record: idempotency key, FIFO
+//	                                 deduplication id (DedupRecord) or receive
+//	                                 attempt (ReceiveAttemptRecord)
+//	0x10 Q 'e' expires key           expiry order of 'd' -> empty
+//	0x10 Q 'g' group seq             FIFO group order -> empty
+//	0x10 Q 'h' visible_at seq        FIFO group heads by the head's (visible_at, seq) -> group
 //	0x10 Q 'm' seq                   message record -> MessageRecord
 //	0x10 Q 't' tag visible_at seq    tag index -> flag byte
 //	0x10 Q 'v' visible_at seq        visibility index -> flag byte
@@ -36,6 +40,8 @@ const (
 	queueMeta       byte = 0x00
 	queueDedup      byte = 'd'
 	queueDedupOrder byte = 'e'
+	queueGroup      byte = 'g'
+	queueGroupHead  byte = 'h'
 	queueMessage    byte = 'm'
 	queueTag        byte = 't'
 	queueVisible    byte = 'v'
@@ -260,6 +266,73 @@ func DecodeDedupOrder(k []byte) (shard, queue uint64, expires int64, key string,
 	return shard, queue, expires, key, nil
 }
 
+// GroupsPrefix bounds every FIFO group order entry of a queue.
+func GroupsPrefix(shard, queue uint64) []byte { return append(QueuePrefix(shard, queue), queueGroup) }
+
+// GroupPrefix bounds one FIFO group's messages, in seq order.
+func GroupPrefix(shard, queue uint64, group string) []byte {
+	return AppendString(GroupsPrefix(shard, queue), group)
+}
+
+// Group is the key of a message's place in its FIFO group.
+func Group(shard, queue uint64, group string, seq uint64) []byte {
+	return AppendUint64(GroupPrefix(shard, queue, group), seq)
+}
+
+// DecodeGroup parses a Group key.
+func DecodeGroup(k []byte) (shard, queue uint64, group string, seq uint64, err error) {
+	shard, queue, rest, err := readQueueKind(k, queueGroup)
+	if err == nil {
+		group, rest, err = ReadString(rest)
+	}
+	if err == nil {
+		seq, rest, err = ReadUint64(rest)
+	}
+	if err == nil {
+		err = noTrailing(rest)
+	}
+	if err != nil {
+		return 0, 0, "", 0, err
+	}
+	return shard, queue, group, seq, nil
+}
+
+// GroupHeadPrefix bounds a queue's FIFO group heads, in the (visible_at,
+// seq) order of each group's first message.
+func GroupHeadPrefix(shard, queue uint64) []byte {
+	return append(QueuePrefix(shard, queue), queueGroupHead)
+}
+
+// GroupHeadUntil is the exclusive upper bound of group heads with
+// visible_at <= at.
+func GroupHeadUntil(shard, queue uint64, at int64) []byte {
+	return AppendInt64(GroupHeadPrefix(shard, queue), at+1)
+}
+
+// GroupHead is the key of a FIFO group's head entry: the group's first
+// message (by seq) is seq and becomes visible at visibleAt.
+func GroupHead(shard, queue uint64, visibleAt int64, seq uint64) []byte {
+	return AppendUint64(AppendInt64(GroupHeadPrefix(shard, queue), visibleAt), seq)
+}
+
+// DecodeGroupHead parses a GroupHead key.
+func DecodeGroupHead(k []byte) (shard, queue uint64, visibleAt int64, seq uint64, err error) {
+	shard, queue, rest, err := readQueueKind(k, queueGroupHead)
+	if err == nil {
+		visibleAt, rest, err = ReadInt64(rest)
+	}
+	if err == nil {
+		seq, rest, err = ReadUint64(rest)
+	}
+	if err == nil {
+		err = noTrailing(rest)
+	}
+	if err != nil {
+		return 0, 0, 0, 0, err
+	}
+	return shard, queue, visibleAt, seq, nil
+}
+
 // OutboxPrefix bounds the shard's outbox, in id order.
 func OutboxPrefix(shard uint64) []byte { return stateKey(shard, stateOutbox) }
 
@@ -434,6 +507,14 @@ func prettyQueue(k, rest []byte) string {
 	case queueDedupOrder:
 		if _, _, at, key, err := DecodeDedupOrder(k); err == nil {
 			return fmt.Sprintf("/q/%d/e/%d/%q", q, at, key)
+		}
+	case queueGroup:
+		if _, _, g, seq, err := DecodeGroup(k); err == nil {
+			return fmt.Sprintf("/q/%d/g/%q/%d", q, g, seq)
+		}
+	case queueGroupHead:
+		if _, _, at, seq, err := DecodeGroupHead(k); err == nil {
+			return fmt.Sprintf("/q/%d/h/%d/%d", q, at, seq)
 		}
 	}
 	return fmt.Sprintf("/q/%d/%x", q, rest[9:])

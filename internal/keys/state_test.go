@@ -37,6 +37,16 @@ func TestStateKeyOrder(t *testing.T) {
 		{"queue 1 dedup order 5 a", DedupOrder(s, 1, 5, "a")},
 		{"queue 1 dedup order 5 b", DedupOrder(s, 1, 5, "b")},
 		{"queue 1 dedup order 6", DedupOrder(s, 1, 6, "a")},
+		{"queue 1 group empty 9", Group(s, 1, "", 9)},
+		{"queue 1 group a 1", Group(s, 1, "a", 1)},
+		{"queue 1 group a 2", Group(s, 1, "a", 2)},
+		{"queue 1 group a 256", Group(s, 1, "a", 256)},
+		{"queue 1 group a\\x00 0", Group(s, 1, "a\x00", 0)},
+		{"queue 1 group ab 0", Group(s, 1, "ab", 0)},
+		{"queue 1 head -1", GroupHead(s, 1, -1, 9)},
+		{"queue 1 head 5/1", GroupHead(s, 1, 5, 1)},
+		{"queue 1 head 5/2", GroupHead(s, 1, 5, 2)},
+		{"queue 1 head 6/0", GroupHead(s, 1, 6, 0)},
 		{"queue 1 msg 1", Message(s, 1, 1)},
 		{"queue 1 msg 2", Message(s, 1, 2)},
 		{"queue 1 msg 256", Message(s, 1, 256)},
@@ -87,6 +97,10 @@ func TestStateKeyOrder(t *testing.T) {
 	within("tag until", Tag(s, 1, "red", 5, math.MaxUint64), TagPrefix(s, 1, "red"), TagUntil(s, 1, "red", 5))
 	outside("tag until", Tag(s, 1, "red", 6, 0), TagPrefix(s, 1, "red"), TagUntil(s, 1, "red", 5))
 	outside("tag prefix", Tag(s, 1, "redd", 0, 0), TagPrefix(s, 1, "red"), PrefixEnd(TagPrefix(s, 1, "red")))
+	within("head until", GroupHead(s, 1, 5, math.MaxUint64), GroupHeadPrefix(s, 1), GroupHeadUntil(s, 1, 5))
+	outside("head until", GroupHead(s, 1, 6, 0), GroupHeadPrefix(s, 1), GroupHeadUntil(s, 1, 5))
+	outside("group prefix", Group(s, 1, "ab", 0), GroupPrefix(s, 1, "a"), PrefixEnd(GroupPrefix(s, 1, "a")))
+	within("groups", Group(s, 1, "zz", math.MaxUint64), GroupsPrefix(s, 1), PrefixEnd(GroupsPrefix(s, 1)))
 	within("dedup until", DedupOrder(s, 1, 5, "zzz"), DedupOrderPrefix(s, 1), DedupOrderUntil(s, 1, 5))
 	within("delivered until", DeliveredOrder(s, 5, math.MaxUint64, 1), DeliveredOrderPrefix(s), DeliveredOrderUntil(s, 5))
 	within("queue", Message(s, 1, math.MaxUint64), QueuePrefix(s, 1), QueueEnd(s, 1))
@@ -143,6 +157,14 @@ func TestStateKeyRoundTrip(t *testing.T) {
 			a, b, c, d, err := DecodeDedupOrder(k)
 			return str(a, b, c, d), err
 		}, str(uint64(s), uint64(4), int64(12), "i:k")},
+		{Group(s, 4, "g\x00", 99), func(k []byte) (string, error) {
+			a, b, c, d, err := DecodeGroup(k)
+			return str(a, b, c, d), err
+		}, str(uint64(s), uint64(4), "g\x00", uint64(99))},
+		{GroupHead(s, 4, -3, 99), func(k []byte) (string, error) {
+			a, b, c, d, err := DecodeGroupHead(k)
+			return str(a, b, c, d), err
+		}, str(uint64(s), uint64(4), int64(-3), uint64(99))},
 		{Outbox(s, 5), func(k []byte) (string, error) {
 			a, b, err := DecodeOutbox(k)
 			return str(a, b), err
@@ -192,6 +214,8 @@ func TestPrettyState(t *testing.T) {
 		string(Tag(1, 2, "red", 30, 4)): `/state/1/q/2/t/"red"/30/4`,
 		string(Catalog(1, "t", "a")):    `/state/1/catalog/"t"/"a"`,
 		string(AppliedIndex(1)):         "/state/1/applied",
+		string(Group(1, 2, "g", 4)):     `/state/1/q/2/g/"g"/4`,
+		string(GroupHead(1, 2, 30, 4)):  "/state/1/q/2/h/30/4",
 	} {
 		if got := Pretty([]byte(k)); got != want {
 			t.Errorf("Pretty = %q, want %q", got, want)

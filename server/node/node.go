@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"time"
 
@@ -39,6 +40,16 @@ type Config struct {
 	Logger *slog.Logger
 	// Server tunes the gRPC services (tests shorten intervals).
 	Server server.Config
+	// RaftTransport replaces the gRPC Raft transport (in-process fault
+	// tests); AttachHost then receives the host so the transport can
+	// deliver to it. The peer listener still serves forwarded calls.
+	RaftTransport raftnode.Transport
+	AttachHost    func(*raftnode.Host)
+	// TickInterval is the Raft tick (default 100ms).
+	TickInterval time.Duration
+	// Authenticator verifies callers; nil: dev mode (tenant "default",
+	// every scope).
+	Authenticator server.Authenticator
 }
 
 // Node is a running quorumq process.
@@ -50,10 +61,14 @@ type Node struct {
 	store  *store.Store
 	srv    *server.Server
 	grpc   *grpc.Server
+	peer   *grpc.Server // Raft transport + forwarded calls, on RaftAddr
+	tr     *raftnode.GRPCTransport
+	fwd    *server.Forwarder
 	http   *http.Server
 	conn   *grpc.ClientConn
 	grpcLn net.Listener
 	httpLn net.Listener
+	peerLn net.Listener
 
 	stopOnce sync.Once
 	stopErr  error
@@ -80,9 +95,9 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if cfg.Shards != 1 {
 		return nil, fmt.Errorf("--shards %d: this version runs one Raft group per cluster", cfg.Shards)
 	}
-	for id := range cfg.Peers {
-		if id != cfg.NodeID {
-			return nil, fmt.Errorf("--peers names node %d: this version runs single-node clusters only", id)
+	if len(cfg.Peers) > 0 {
+		if _, ok := cfg.Peers[cfg.NodeID]; !ok {
+			return nil, fmt.Errorf("--peers does not name this node (%d)", cfg.NodeID)
 		}
 	}
 	if cfg.Server.Logger == nil {
@@ -111,14 +126,65 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open pebble: %w", err)
 	}
-	n.host, err = raftnode.NewHost(raftnode.Config{NodeID: cfg.NodeID, DB: n.db, Logger: cfg.Logger})
+	hostCfg := raftnode.Config{NodeID: cfg.NodeID, DB: n.db, Logger: cfg.Logger, TickInterval: cfg.TickInterval,
+		SnapshotDir: filepath.Join(cfg.DataDir, "snapshots")}
+	if n.multiNode() {
+		if cfg.RaftTransport != nil {
+			hostCfg.Transport = cfg.RaftTransport
+		} else {
+			n.tr = raftnode.NewGRPCTransport(raftnode.TransportConfig{NodeID: cfg.NodeID, Peers: cfg.Peers, Logger: cfg.Logger})
+			hostCfg.Transport = n.tr
+		}
+		n.fwd = server.NewForwarder(cfg.NodeID, cfg.Peers)
+	}
+	n.host, err = raftnode.NewHost(hostCfg)
 	if err != nil {
 		return nil, fmt.Errorf("raft host: %w", err)
 	}
+	if n.tr != nil {
+		n.tr.Attach(n.host)
+	}
+	if cfg.AttachHost != nil {
+		cfg.AttachHost(n.host)
+	}
 	n.store = store.New(n.db, dataShard)
 	n.srv = server.New(cfg.Server, n.host, n.store, dataShard)
-	if err := n.host.AddGroup(dataShard, []uint64{cfg.NodeID}, n.srv.StateMachine()); err != nil {
+	if err := n.host.AddGroup(dataShard, n.members(), n.srv.StateMachine()); err != nil {
 		return nil, fmt.Errorf("start shard %d: %w", dataShard, err)
+	}
+	var authenticator server.Authenticator = server.DevAuthenticator{}
+	if cfg.Authenticator != nil {
+		authenticator = cfg.Authenticator
+	}
+	interceptors := grpc.ChainUnaryInterceptor(
+		server.UnaryInterceptor(authenticator, cfg.Logger),
+		n.srv.ForwardInterceptor(n.fwd),
+	)
+	var peerStatus server.PeerStatusFunc
+	if n.tr != nil {
+		peerStatus = n.tr.PeerStatus
+	}
+	cluster := server.NewClusterServer(cfg.NodeID, n.peerAddrs(), peerStatus, n.host, []uint64{dataShard})
+	if n.multiNode() {
+		// The peer listener carries Raft traffic and calls forwarded to
+		// this node as leader. It starts before Raft so peers reach us.
+		n.peerLn, err = net.Listen("tcp", cfg.RaftAddr)
+		if err != nil {
+			return nil, fmt.Errorf("listen raft: %w", err)
+		}
+		n.peer = grpc.NewServer(interceptors, grpc.MaxRecvMsgSize(16<<20))
+		if n.tr != nil {
+			n.tr.Register(n.peer)
+		}
+		qv1.RegisterQueueServiceServer(n.peer, n.srv)
+		qv1.RegisterClusterServiceServer(n.peer, cluster)
+		n.serveWG.Add(1)
+		go func() {
+			defer n.serveWG.Done()
+			if err := n.peer.Serve(n.peerLn); err != nil {
+				n.log.Error("peer server stopped", "err", err)
+			}
+		}()
 	}
 	n.host.Start()
 	n.srv.Start()
@@ -127,11 +193,9 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen grpc: %w", err)
 	}
-	n.grpc = grpc.NewServer(
-		grpc.UnaryInterceptor(server.UnaryInterceptor(server.DevAuthenticator{}, cfg.Logger)),
-		grpc.MaxRecvMsgSize(8<<20),
-	)
+	n.grpc = grpc.NewServer(interceptors, grpc.MaxRecvMsgSize(8<<20))
 	qv1.RegisterQueueServiceServer(n.grpc, n.srv)
+	qv1.RegisterClusterServiceServer(n.grpc, cluster)
 	n.serveWG.Add(1)
 	go func() {
 		defer n.serveWG.Done()
@@ -194,14 +258,11 @@ func (n *Node) Stop(ctx context.Context) error {
 			_ = n.http.Shutdown(ctx)
 		}
 		if n.grpc != nil {
-			done := make(chan struct{})
-			go func() { n.grpc.GracefulStop(); close(done) }()
-			select {
-			case <-done:
-			case <-ctx.Done():
-				n.grpc.Stop()
-				<-done
-			}
+			gracefulStop(ctx, n.grpc)
+		}
+		n.transferLeadership(ctx)
+		if n.peer != nil {
+			gracefulStop(ctx, n.peer)
 		}
 		n.serveWG.Wait()
 		n.stopErr = n.closeAll()
@@ -209,10 +270,76 @@ func (n *Node) Stop(ctx context.Context) error {
 	return n.stopErr
 }
 
+func gracefulStop(ctx context.Context, s *grpc.Server) {
+	done := make(chan struct{})
+	go func() { s.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.Stop()
+		<-done
+	}
+}
+
+// transferLeadership hands this node's leaderships to another member
+// before it stops, so the shard does not wait out an election timeout.
+func (n *Node) transferLeadership(ctx context.Context) {
+	if !n.multiNode() || n.host == nil {
+		return
+	}
+	st, err := n.host.Status(dataShard)
+	if err != nil || !st.IsLeader {
+		return
+	}
+	for _, m := range st.Members {
+		if m == n.cfg.NodeID {
+			continue
+		}
+		tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err := n.host.TransferLeadership(tctx, dataShard, m)
+		cancel()
+		if err == nil {
+			n.log.Info("transferred leadership before stopping", "shard", dataShard, "to", m)
+			return
+		}
+		n.log.Warn("leadership transfer failed", "shard", dataShard, "to", m, "err", err)
+	}
+}
+
+// multiNode reports whether --peers names other nodes.
+func (n *Node) multiNode() bool { return len(n.cfg.Peers) > 1 }
+
+// members are the initial voters: every peer, or this node alone.
+func (n *Node) members() []uint64 {
+	if len(n.cfg.Peers) == 0 {
+		return []uint64{n.cfg.NodeID}
+	}
+	ids := make([]uint64, 0, len(n.cfg.Peers))
+	for id := range n.cfg.Peers {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids
+}
+
+// peerAddrs is the address book shown by GetCluster.
+func (n *Node) peerAddrs() map[uint64]string {
+	if len(n.cfg.Peers) > 0 {
+		return n.cfg.Peers
+	}
+	return map[uint64]string{n.cfg.NodeID: ""}
+}
+
 // closeAll releases what Start opened, in reverse order.
 func (n *Node) closeAll() error {
 	if n.grpc != nil {
 		n.grpc.Stop()
+	}
+	if n.peer != nil {
+		n.peer.Stop()
+	}
+	if n.fwd != nil {
+		n.fwd.Close()
 	}
 	if n.http != nil {
 		_ = n.http.Close()
@@ -225,6 +352,9 @@ func (n *Node) closeAll() error {
 	}
 	if n.host != nil {
 		n.host.Stop()
+	}
+	if n.tr != nil {
+		n.tr.Close()
 	}
 	var err error
 	if n.db != nil {

@@ -1560,9 +1560,13 @@ type ReceiveMessagesRequest struct {
 	// Long-poll wait, 0 – 20s; unset: the queue's receive_wait.
 	WaitTime *durationpb.Duration `protobuf:"bytes,4,opt,name=wait_time,json=waitTime,proto3" json:"wait_time,omitempty"`
 	// Only messages that match.
-	TagFilter     *TagFilter `protobuf:"bytes,5,opt,name=tag_filter,json=tagFilter,proto3" json:"tag_filter,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TagFilter *TagFilter `protobuf:"bytes,5,opt,name=tag_filter,json=tagFilter,proto3" json:"tag_filter,omitempty"`
+	// A retry of a receive whose answer was lost: the same id within 5
+	// minutes returns the same messages and handles while none of them has
+	// changed since. 1 – 128 characters.
+	ReceiveAttemptId string `protobuf:"bytes,6,opt,name=receive_attempt_id,json=receiveAttemptId,proto3" json:"receive_attempt_id,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ReceiveMessagesRequest) Reset() {
@@ -1628,6 +1632,13 @@ func (x *ReceiveMessagesRequest) GetTagFilter() *TagFilter {
 		return x.TagFilter
 	}
 	return nil
+}
+
+func (x *ReceiveMessagesRequest) GetReceiveAttemptId() string {
+	if x != nil {
+		return x.ReceiveAttemptId
+	}
+	return ""
 }
 
 // ReceivedMessage is a leased message.
@@ -2396,7 +2407,9 @@ type RedriveMessagesRequest struct {
 	// The dead-letter queue's name.
 	DeadLetterQueue string `protobuf:"bytes,1,opt,name=dead_letter_queue,json=deadLetterQueue,proto3" json:"dead_letter_queue,omitempty"`
 	// 1 – 10000, default 1000 per call.
-	MaxMessages   int32 `protobuf:"varint,2,opt,name=max_messages,json=maxMessages,proto3" json:"max_messages,omitempty"`
+	MaxMessages int32 `protobuf:"varint,2,opt,name=max_messages,json=maxMessages,proto3" json:"max_messages,omitempty"`
+	// Move every message to this queue instead of its source queue.
+	TargetQueue   string `protobuf:"bytes,3,opt,name=target_queue,json=targetQueue,proto3" json:"target_queue,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2443,6 +2456,13 @@ func (x *RedriveMessagesRequest) GetMaxMessages() int32 {
 		return x.MaxMessages
 	}
 	return 0
+}
+
+func (x *RedriveMessagesRequest) GetTargetQueue() string {
+	if x != nil {
+		return x.TargetQueue
+	}
+	return ""
 }
 
 // RedriveMessagesResponse counts what was moved.
@@ -2625,14 +2645,15 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\tTagFilter\x12\x10\n" +
 	"\x03all\x18\x01 \x03(\tR\x03all\x12\x10\n" +
 	"\x03any\x18\x02 \x03(\tR\x03any\x12\x12\n" +
-	"\x04none\x18\x03 \x03(\tR\x04none\"\x89\x02\n" +
+	"\x04none\x18\x03 \x03(\tR\x04none\"\xb7\x02\n" +
 	"\x16ReceiveMessagesRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12!\n" +
 	"\fmax_messages\x18\x02 \x01(\x05R\vmaxMessages\x12H\n" +
 	"\x12visibility_timeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x11visibilityTimeout\x126\n" +
 	"\twait_time\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\bwaitTime\x124\n" +
 	"\n" +
-	"tag_filter\x18\x05 \x01(\v2\x15.quorumq.v1.TagFilterR\ttagFilter\"\x92\x04\n" +
+	"tag_filter\x18\x05 \x01(\v2\x15.quorumq.v1.TagFilterR\ttagFilter\x12,\n" +
+	"\x12receive_attempt_id\x18\x06 \x01(\tR\x10receiveAttemptId\"\x92\x04\n" +
 	"\x0fReceivedMessage\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12%\n" +
@@ -2687,10 +2708,11 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\n" +
 	"successful\x18\x01 \x03(\v2\x19.quorumq.v1.BatchResultOkR\n" +
 	"successful\x124\n" +
-	"\x06failed\x18\x02 \x03(\v2\x1c.quorumq.v1.BatchResultErrorR\x06failed\"g\n" +
+	"\x06failed\x18\x02 \x03(\v2\x1c.quorumq.v1.BatchResultErrorR\x06failed\"\x8a\x01\n" +
 	"\x16RedriveMessagesRequest\x12*\n" +
 	"\x11dead_letter_queue\x18\x01 \x01(\tR\x0fdeadLetterQueue\x12!\n" +
-	"\fmax_messages\x18\x02 \x01(\x05R\vmaxMessages\"/\n" +
+	"\fmax_messages\x18\x02 \x01(\x05R\vmaxMessages\x12!\n" +
+	"\ftarget_queue\x18\x03 \x01(\tR\vtargetQueue\"/\n" +
 	"\x17RedriveMessagesResponse\x12\x14\n" +
 	"\x05moved\x18\x01 \x01(\x03R\x05moved2\xd7\x0e\n" +
 	"\fQueueService\x12l\n" +

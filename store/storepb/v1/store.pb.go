@@ -889,8 +889,13 @@ type Receive struct {
 	// Lease length; -1: the queue's visibility_timeout.
 	VisibilityTimeoutMs int64      `protobuf:"varint,4,opt,name=visibility_timeout_ms,json=visibilityTimeoutMs,proto3" json:"visibility_timeout_ms,omitempty"`
 	Filter              *TagFilter `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Retry token: a Receive with the id of an earlier one (same queue,
+	// within 5 minutes) whose messages are all unchanged (same receive count,
+	// still in flight) returns them again with the same receipt handles and
+	// changes nothing; otherwise it is a fresh receive. Empty: none.
+	ReceiveAttemptId string `protobuf:"bytes,6,opt,name=receive_attempt_id,json=receiveAttemptId,proto3" json:"receive_attempt_id,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Receive) Reset() {
@@ -956,6 +961,13 @@ func (x *Receive) GetFilter() *TagFilter {
 		return x.Filter
 	}
 	return nil
+}
+
+func (x *Receive) GetReceiveAttemptId() string {
+	if x != nil {
+		return x.ReceiveAttemptId
+	}
+	return ""
 }
 
 // Delete removes messages by receipt handle.
@@ -1134,8 +1146,8 @@ func (x *ChangeVisibility) GetChanges() []*VisibilityChange {
 }
 
 // Tick removes what has expired by the command time: messages past their
-// queue's retention and idempotency / deduplication records past their
-// window. At most `limit` removals per tick keep an apply round short.
+// queue's retention and idempotency / deduplication / receive attempt
+// records past their window. At most `limit` removals per tick keep an apply round short.
 type Tick struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Limit         int32                  `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
@@ -1513,12 +1525,16 @@ func (x *AckOutbox) GetIds() []uint64 {
 }
 
 // Redrive moves up to max_messages from a dead-letter queue to the outbox,
-// addressed to each message's source queue.
+// addressed to each message's source queue, or to target_queue.
 type Redrive struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Queue         string                 `protobuf:"bytes,2,opt,name=queue,proto3" json:"queue,omitempty"`
-	MaxMessages   int32                  `protobuf:"varint,3,opt,name=max_messages,json=maxMessages,proto3" json:"max_messages,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Tenant      string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Queue       string                 `protobuf:"bytes,2,opt,name=queue,proto3" json:"queue,omitempty"`
+	MaxMessages int32                  `protobuf:"varint,3,opt,name=max_messages,json=maxMessages,proto3" json:"max_messages,omitempty"`
+	// Empty: each message goes back to its dead_letter_source (messages
+	// without one stay). Else every message goes to this queue of the same
+	// tenant.
+	TargetQueue   string `protobuf:"bytes,4,opt,name=target_queue,json=targetQueue,proto3" json:"target_queue,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1572,6 +1588,13 @@ func (x *Redrive) GetMaxMessages() int32 {
 		return x.MaxMessages
 	}
 	return 0
+}
+
+func (x *Redrive) GetTargetQueue() string {
+	if x != nil {
+		return x.TargetQueue
+	}
+	return ""
 }
 
 // QueueRecord is a queue's catalog entry.
@@ -1799,7 +1822,8 @@ func (x *ShardMeta) GetNextOutboxId() uint64 {
 	return 0
 }
 
-// DedupRecord answers a repeated idempotency key or deduplication id.
+// DedupRecord answers a repeated idempotency key or (FIFO) deduplication id
+// with the first message's id and seq.
 type DedupRecord struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	MessageId     string                 `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
@@ -1854,6 +1878,114 @@ func (x *DedupRecord) GetSeq() uint64 {
 }
 
 func (x *DedupRecord) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
+// ReceivedRef is one message a receive returned: seq and the receive count
+// its handle carries.
+type ReceivedRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	ReceiveCount  int32                  `protobuf:"varint,2,opt,name=receive_count,json=receiveCount,proto3" json:"receive_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceivedRef) Reset() {
+	*x = ReceivedRef{}
+	mi := &file_storepb_v1_store_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceivedRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceivedRef) ProtoMessage() {}
+
+func (x *ReceivedRef) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceivedRef.ProtoReflect.Descriptor instead.
+func (*ReceivedRef) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ReceivedRef) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *ReceivedRef) GetReceiveCount() int32 {
+	if x != nil {
+		return x.ReceiveCount
+	}
+	return 0
+}
+
+// ReceiveAttemptRecord remembers what a Receive with a receive_attempt_id
+// returned, in order, so that a retry can return it again.
+type ReceiveAttemptRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Messages      []*ReceivedRef         `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	ExpiresAtMs   int64                  `protobuf:"varint,2,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiveAttemptRecord) Reset() {
+	*x = ReceiveAttemptRecord{}
+	mi := &file_storepb_v1_store_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiveAttemptRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiveAttemptRecord) ProtoMessage() {}
+
+func (x *ReceiveAttemptRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiveAttemptRecord.ProtoReflect.Descriptor instead.
+func (*ReceiveAttemptRecord) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ReceiveAttemptRecord) GetMessages() []*ReceivedRef {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *ReceiveAttemptRecord) GetExpiresAtMs() int64 {
 	if x != nil {
 		return x.ExpiresAtMs
 	}
@@ -1945,13 +2077,14 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\tTagFilter\x12\x10\n" +
 	"\x03all\x18\x01 \x03(\tR\x03all\x12\x10\n" +
 	"\x03any\x18\x02 \x03(\tR\x03any\x12\x12\n" +
-	"\x04none\x18\x03 \x03(\tR\x04none\"\xbd\x01\n" +
+	"\x04none\x18\x03 \x03(\tR\x04none\"\xeb\x01\n" +
 	"\aReceive\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x12!\n" +
 	"\fmax_messages\x18\x03 \x01(\x05R\vmaxMessages\x122\n" +
 	"\x15visibility_timeout_ms\x18\x04 \x01(\x03R\x13visibilityTimeoutMs\x12-\n" +
-	"\x06filter\x18\x05 \x01(\v2\x15.storepb.v1.TagFilterR\x06filter\"_\n" +
+	"\x06filter\x18\x05 \x01(\v2\x15.storepb.v1.TagFilterR\x06filter\x12,\n" +
+	"\x12receive_attempt_id\x18\x06 \x01(\tR\x10receiveAttemptId\"_\n" +
 	"\x06Delete\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x12'\n" +
@@ -1997,11 +2130,12 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\rDeliverOutbox\x121\n" +
 	"\aentries\x18\x01 \x03(\v2\x17.storepb.v1.OutboxEntryR\aentries\"\x1d\n" +
 	"\tAckOutbox\x12\x10\n" +
-	"\x03ids\x18\x01 \x03(\x04R\x03ids\"Z\n" +
+	"\x03ids\x18\x01 \x03(\x04R\x03ids\"}\n" +
 	"\aRedrive\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x12!\n" +
-	"\fmax_messages\x18\x03 \x01(\x05R\vmaxMessages\"\xb9\x02\n" +
+	"\fmax_messages\x18\x03 \x01(\x05R\vmaxMessages\x12!\n" +
+	"\ftarget_queue\x18\x04 \x01(\tR\vtargetQueue\"\xb9\x02\n" +
 	"\vQueueRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x12\n" +
@@ -2030,7 +2164,13 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\"\n" +
-	"\rexpires_at_ms\x18\x03 \x01(\x03R\vexpiresAtMsB5Z3github.com/quorumq/quorumq/store/storepb/v1;storepbb\x06proto3"
+	"\rexpires_at_ms\x18\x03 \x01(\x03R\vexpiresAtMs\"D\n" +
+	"\vReceivedRef\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12#\n" +
+	"\rreceive_count\x18\x02 \x01(\x05R\freceiveCount\"o\n" +
+	"\x14ReceiveAttemptRecord\x123\n" +
+	"\bmessages\x18\x01 \x03(\v2\x17.storepb.v1.ReceivedRefR\bmessages\x12\"\n" +
+	"\rexpires_at_ms\x18\x02 \x01(\x03R\vexpiresAtMsB5Z3github.com/quorumq/quorumq/store/storepb/v1;storepbb\x06proto3"
 
 var (
 	file_storepb_v1_store_proto_rawDescOnce sync.Once
@@ -2044,35 +2184,37 @@ func file_storepb_v1_store_proto_rawDescGZIP() []byte {
 	return file_storepb_v1_store_proto_rawDescData
 }
 
-var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_storepb_v1_store_proto_goTypes = []any{
-	(*Command)(nil),          // 0: storepb.v1.Command
-	(*QueueAttributes)(nil),  // 1: storepb.v1.QueueAttributes
-	(*CreateQueue)(nil),      // 2: storepb.v1.CreateQueue
-	(*UpdateQueue)(nil),      // 3: storepb.v1.UpdateQueue
-	(*DeleteQueue)(nil),      // 4: storepb.v1.DeleteQueue
-	(*PurgeQueue)(nil),       // 5: storepb.v1.PurgeQueue
-	(*SendEntry)(nil),        // 6: storepb.v1.SendEntry
-	(*Send)(nil),             // 7: storepb.v1.Send
-	(*TagFilter)(nil),        // 8: storepb.v1.TagFilter
-	(*Receive)(nil),          // 9: storepb.v1.Receive
-	(*Delete)(nil),           // 10: storepb.v1.Delete
-	(*VisibilityChange)(nil), // 11: storepb.v1.VisibilityChange
-	(*ChangeVisibility)(nil), // 12: storepb.v1.ChangeVisibility
-	(*Tick)(nil),             // 13: storepb.v1.Tick
-	(*MessageRecord)(nil),    // 14: storepb.v1.MessageRecord
-	(*OutboxEntry)(nil),      // 15: storepb.v1.OutboxEntry
-	(*DeliverOutbox)(nil),    // 16: storepb.v1.DeliverOutbox
-	(*AckOutbox)(nil),        // 17: storepb.v1.AckOutbox
-	(*Redrive)(nil),          // 18: storepb.v1.Redrive
-	(*QueueRecord)(nil),      // 19: storepb.v1.QueueRecord
-	(*QueueMeta)(nil),        // 20: storepb.v1.QueueMeta
-	(*ShardMeta)(nil),        // 21: storepb.v1.ShardMeta
-	(*DedupRecord)(nil),      // 22: storepb.v1.DedupRecord
-	nil,                      // 23: storepb.v1.CreateQueue.TagsEntry
-	nil,                      // 24: storepb.v1.SendEntry.AttributesEntry
-	nil,                      // 25: storepb.v1.MessageRecord.AttributesEntry
-	nil,                      // 26: storepb.v1.QueueRecord.TagsEntry
+	(*Command)(nil),              // 0: storepb.v1.Command
+	(*QueueAttributes)(nil),      // 1: storepb.v1.QueueAttributes
+	(*CreateQueue)(nil),          // 2: storepb.v1.CreateQueue
+	(*UpdateQueue)(nil),          // 3: storepb.v1.UpdateQueue
+	(*DeleteQueue)(nil),          // 4: storepb.v1.DeleteQueue
+	(*PurgeQueue)(nil),           // 5: storepb.v1.PurgeQueue
+	(*SendEntry)(nil),            // 6: storepb.v1.SendEntry
+	(*Send)(nil),                 // 7: storepb.v1.Send
+	(*TagFilter)(nil),            // 8: storepb.v1.TagFilter
+	(*Receive)(nil),              // 9: storepb.v1.Receive
+	(*Delete)(nil),               // 10: storepb.v1.Delete
+	(*VisibilityChange)(nil),     // 11: storepb.v1.VisibilityChange
+	(*ChangeVisibility)(nil),     // 12: storepb.v1.ChangeVisibility
+	(*Tick)(nil),                 // 13: storepb.v1.Tick
+	(*MessageRecord)(nil),        // 14: storepb.v1.MessageRecord
+	(*OutboxEntry)(nil),          // 15: storepb.v1.OutboxEntry
+	(*DeliverOutbox)(nil),        // 16: storepb.v1.DeliverOutbox
+	(*AckOutbox)(nil),            // 17: storepb.v1.AckOutbox
+	(*Redrive)(nil),              // 18: storepb.v1.Redrive
+	(*QueueRecord)(nil),          // 19: storepb.v1.QueueRecord
+	(*QueueMeta)(nil),            // 20: storepb.v1.QueueMeta
+	(*ShardMeta)(nil),            // 21: storepb.v1.ShardMeta
+	(*DedupRecord)(nil),          // 22: storepb.v1.DedupRecord
+	(*ReceivedRef)(nil),          // 23: storepb.v1.ReceivedRef
+	(*ReceiveAttemptRecord)(nil), // 24: storepb.v1.ReceiveAttemptRecord
+	nil,                          // 25: storepb.v1.CreateQueue.TagsEntry
+	nil,                          // 26: storepb.v1.SendEntry.AttributesEntry
+	nil,                          // 27: storepb.v1.MessageRecord.AttributesEntry
+	nil,                          // 28: storepb.v1.QueueRecord.TagsEntry
 }
 var file_storepb_v1_store_proto_depIdxs = []int32{
 	2,  // 0: storepb.v1.Command.create_queue:type_name -> storepb.v1.CreateQueue
@@ -2088,22 +2230,23 @@ var file_storepb_v1_store_proto_depIdxs = []int32{
 	17, // 10: storepb.v1.Command.ack_outbox:type_name -> storepb.v1.AckOutbox
 	18, // 11: storepb.v1.Command.redrive:type_name -> storepb.v1.Redrive
 	1,  // 12: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	23, // 13: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
+	25, // 13: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
 	1,  // 14: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	24, // 15: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
+	26, // 15: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
 	6,  // 16: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
 	8,  // 17: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
 	11, // 18: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
-	25, // 19: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
+	27, // 19: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
 	14, // 20: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
 	15, // 21: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
 	1,  // 22: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
-	26, // 23: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	28, // 23: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
+	23, // 24: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_storepb_v1_store_proto_init() }
@@ -2131,7 +2274,7 @@ func file_storepb_v1_store_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_storepb_v1_store_proto_rawDesc), len(file_storepb_v1_store_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+)
+
+func newClusterCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "cluster", Short: "Inspect the cluster"}
+	var (
+		c      clientFlags
+		asJSON bool
+	)
+	statusCmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show nodes and shards (members, leader, term, applied index)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return c.rpc(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
+				r, err := qv1.NewClusterServiceClient(conn).GetCluster(ctx, &qv1.GetClusterRequest{})
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), r)
+				}
+				return printCluster(cmd, r)
+			})
+		},
+	}
+	c.register(statusCmd)
+	statusCmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.AddCommand(statusCmd)
+	return cmd
+}
+
+func printCluster(cmd *cobra.Command, r *qv1.GetClusterResponse) error {
+	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 2, 2, ' ', 0)
+	fmt.Fprintf(w, "NODE\tRAFT ADDRESS\tSTATE\n")
+	for _, n := range r.GetNodes() {
+		state := "offline"
+		if n.GetOnline() {
+			state = "online"
+		}
+		if n.GetSelf() {
+			state += " (answering)"
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\n", n.GetId(), n.GetRaftAddress(), state)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "SHARD\tMEMBERS\tLEADER\tTERM\tAPPLIED\tCOMMIT\tLOG\n")
+	for _, s := range r.GetShards() {
+		members := make([]string, 0, len(s.GetMembers()))
+		for _, m := range s.GetMembers() {
+			members = append(members, fmt.Sprint(m))
+		}
+		leader := "none"
+		if s.GetLeader() != 0 {
+			leader = fmt.Sprint(s.GetLeader())
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%d\t%d\t%d..%d\n", s.GetId(), strings.Join(members, ","), leader,
+			s.GetTerm(), s.GetAppliedIndex(), s.GetCommitIndex(), s.GetFirstIndex(), s.GetLastIndex())
+	}
+	return w.Flush()
+}

@@ -1,0 +1,523 @@
+package raftnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	transportpb "github.com/quorumq/quorumq/raftnode/transportpb/v1"
+)
+
+// TransportConfig configures a GRPCTransport.
+type TransportConfig struct {
+	NodeID uint64
+	// Peers maps every other node's raft id to its peer gRPC address
+	// (host:port). An entry for NodeID itself is ignored.
+	Peers map[uint64]string
+	// DialOptions are appended to the defaults (insecure credentials, fast
+	// reconnect backoff), so they may override them (TLS).
+	DialOptions []grpc.DialOption
+	Logger      *slog.Logger // default slog.Default()
+}
+
+// PeerState is what a GRPCTransport knows of a peer.
+type PeerState struct {
+	Addr        string
+	Connected   bool      // the outbound stream is up
+	LastContact time.Time // last successful send to, or message from, the peer
+}
+
+// GRPCTransport carries raft messages between nodes over gRPC: one
+// long-lived client stream per peer carries every group's messages in
+// batches (transportpb.v1 RaftTransportService.Stream), and snapshots go
+// out of band over their own stream (Snapshot). Send never blocks: each peer
+// has a bounded queue, drained by one goroutine per peer that (re)connects
+// with exponential backoff and jitter; on overflow messages are dropped and
+// on a failed stream the host is told the peer is unreachable (raft
+// retries). Close stops every goroutine the transport owns.
+type GRPCTransport struct {
+	transportpb.UnimplementedRaftTransportServiceServer
+
+	cfg    TransportConfig
+	log    *slog.Logger
+	peers  map[uint64]*peer // fixed after NewGRPCTransport
+	ctx    context.Context  // ends at Close
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	host   *Host
+	closed bool
+	wg     sync.WaitGroup // Add only under mu while !closed
+}
+
+var (
+	_ SnapshotTransport                      = (*GRPCTransport)(nil)
+	_ transportpb.RaftTransportServiceServer = (*GRPCTransport)(nil)
+)
+
+const (
+	maxPeerQueue    = 4096    // messages queued per peer; beyond: dropped
+	maxBatchBytes   = 1 << 20 // marshalled bytes per StreamRequest (one message may exceed it)
+	minRetryBackoff = 50 * time.Millisecond
+	maxRetryBackoff = 2 * time.Second
+	maxMsgSize      = 64 << 20 // client-side send limit; a batch or chunk stays far below
+)
+
+// peer is one remote node: its connection and outbound queue.
+type peer struct {
+	id     uint64
+	addr   string
+	conn   *grpc.ClientConn // nil if the address did not parse
+	client transportpb.RaftTransportServiceClient
+	wake   chan struct{} // cap 1
+
+	mu          sync.Mutex
+	queue       []Envelope
+	connected   bool
+	lastContact time.Time
+	dropped     uint64
+}
+
+// NewGRPCTransport returns a transport for cfg.NodeID; it starts one sender
+// goroutine per peer. Connections are made lazily.
+func NewGRPCTransport(cfg TransportConfig) *GRPCTransport {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	t := &GRPCTransport{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), peers: make(map[uint64]*peer)}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	opts := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(maxMsgSize)),
+	}, cfg.DialOptions...)
+	for id, addr := range cfg.Peers {
+		if id == cfg.NodeID {
+			continue
+		}
+		p := &peer{id: id, addr: addr, wake: make(chan struct{}, 1)}
+		conn, err := grpc.NewClient(addr, opts...)
+		if err != nil {
+			t.log.Error("raft peer address unusable; messages to it are dropped", "peer", id, "addr", addr, "err", err)
+		} else {
+			p.conn, p.client = conn, transportpb.NewRaftTransportServiceClient(conn)
+		}
+		t.peers[id] = p
+		if p.client != nil {
+			t.wg.Add(1)
+			go t.runPeer(p)
+		}
+	}
+	return t
+}
+
+// Attach sets the host that inbound messages and snapshots go to, and that
+// hears about unreachable peers. Until then inbound messages are dropped.
+func (t *GRPCTransport) Attach(h *Host) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.host = h
+}
+
+func (t *GRPCTransport) attached() *Host {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.host
+}
+
+// Register registers the peer service on s (the node's peer gRPC server).
+// Recommended server option: grpc.MaxRecvMsgSize(16 << 20) (batches and
+// chunks are about 1 MiB, a single large entry may exceed 4 MiB).
+func (t *GRPCTransport) Register(s *grpc.Server) {
+	transportpb.RegisterRaftTransportServiceServer(s, t)
+}
+
+// PeerStatus returns the state of every peer, by id.
+func (t *GRPCTransport) PeerStatus() map[uint64]PeerState {
+	out := make(map[uint64]PeerState, len(t.peers))
+	for id, p := range t.peers {
+		p.mu.Lock()
+		out[id] = PeerState{Addr: p.addr, Connected: p.connected, LastContact: p.lastContact}
+		p.mu.Unlock()
+	}
+	return out
+}
+
+// Close stops every goroutine the transport owns (senders, snapshot
+// streams, inbound stream readers) and closes the connections. Inbound
+// handlers return; later calls fail. It is idempotent.
+func (t *GRPCTransport) Close() {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.closed = true
+	t.mu.Unlock()
+	t.cancel()
+	t.wg.Wait()
+	for _, p := range t.peers {
+		if p.conn != nil {
+			_ = p.conn.Close()
+		}
+	}
+}
+
+// track counts a goroutine or handler in t.wg unless the transport is
+// closed.
+func (t *GRPCTransport) track() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.wg.Add(1)
+	return true
+}
+
+// Send implements Transport: it queues each message for its peer and never
+// blocks. Messages to unknown peers, or beyond a peer's queue bound, are
+// dropped.
+func (t *GRPCTransport) Send(msgs []Envelope) {
+	for _, e := range msgs {
+		p := t.peers[e.Msg.GetTo()]
+		if p == nil || p.client == nil {
+			continue
+		}
+		p.mu.Lock()
+		if len(p.queue) < maxPeerQueue {
+			p.queue = append(p.queue, e)
+		} else {
+			p.dropped++
+		}
+		p.mu.Unlock()
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (p *peer) setConnected(up bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.connected = up
+	if up {
+		p.lastContact = time.Now()
+	}
+}
+
+func (p *peer) touch() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.lastContact = time.Now()
+}
+
+// take removes up to maxBatchBytes of marshalled messages from the queue.
+func (p *peer) take(from uint64) (*transportpb.StreamRequest, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	req := &transportpb.StreamRequest{FromNode: from}
+	size, n := 0, 0
+	for _, e := range p.queue {
+		if n > 0 && size >= maxBatchBytes {
+			break
+		}
+		b, err := proto.Marshal(e.Msg)
+		if err != nil {
+			return nil, fmt.Errorf("marshal raft message: %w", err)
+		}
+		req.Messages = append(req.Messages, &transportpb.RaftMessage{Group: e.Group, Message: b})
+		size += len(b)
+		n++
+	}
+	clear(p.queue[:n])
+	p.queue = p.queue[n:]
+	return req, nil
+}
+
+func (p *peer) pending() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.queue) > 0
+}
+
+func (p *peer) flush() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	clear(p.queue)
+	p.queue = p.queue[:0]
+}
+
+// runPeer drains p's queue into a stream, reconnecting with exponential
+// backoff and jitter after failures.
+func (t *GRPCTransport) runPeer(p *peer) {
+	defer t.wg.Done()
+	delay := minRetryBackoff
+	for {
+		sent, err := t.stream(p)
+		if t.ctx.Err() != nil {
+			p.setConnected(false)
+			return
+		}
+		p.setConnected(false)
+		// What was queued for a dead stream is stale; raft resends.
+		p.flush()
+		if h := t.attached(); h != nil {
+			h.ReportUnreachable(p.id)
+		}
+		if sent {
+			delay = minRetryBackoff
+		}
+		t.log.Debug("raft peer stream failed", "peer", p.id, "addr", p.addr, "err", err, "retry_in", delay)
+		jittered := delay/2 + rand.N(delay/2+1)
+		timer := time.NewTimer(jittered)
+		select {
+		case <-t.ctx.Done():
+			timer.Stop()
+			return
+		case <-timer.C:
+		}
+		delay = min(2*delay, maxRetryBackoff)
+	}
+}
+
+// stream opens one Stream to p and sends batches until an error or Close.
+// sent reports whether any batch went out.
+func (t *GRPCTransport) stream(p *peer) (sent bool, err error) {
+	// Wait for work first, so an idle peer costs no connection attempts.
+	for !p.pending() {
+		select {
+		case <-t.ctx.Done():
+			return false, t.ctx.Err()
+		case <-p.wake:
+		}
+	}
+	ctx, cancel := context.WithCancel(t.ctx)
+	defer cancel()
+	s, err := p.client.Stream(ctx)
+	if err != nil {
+		return false, err
+	}
+	for {
+		for p.pending() {
+			req, err := p.take(t.cfg.NodeID)
+			if err != nil {
+				return sent, err
+			}
+			if err := s.Send(req); err != nil {
+				if errors.Is(err, io.EOF) { // the real error comes from the receive side
+					_, err = s.CloseAndRecv()
+				}
+				return sent, err
+			}
+			if !sent {
+				sent = true
+				p.setConnected(true)
+			} else {
+				p.touch()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return sent, ctx.Err()
+		case <-p.wake:
+		}
+	}
+}
+
+// SendSnapshot implements SnapshotTransport over the Snapshot RPC: a
+// header with the MsgSnap, then one message per data chunk.
+func (t *GRPCTransport) SendSnapshot(ctx context.Context, env Envelope, data SnapshotData) error {
+	p := t.peers[env.Msg.GetTo()]
+	if p == nil || p.client == nil {
+		return fmt.Errorf("raftnode: no address for node %d", env.Msg.GetTo())
+	}
+	if !t.track() {
+		return errors.New("raftnode: transport closed")
+	}
+	defer t.wg.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(t.ctx, cancel)()
+	msg, err := proto.Marshal(env.Msg)
+	if err != nil {
+		return err
+	}
+	s, err := p.client.Snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	hdr := &transportpb.SnapshotHeader{FromNode: t.cfg.NodeID, Group: env.Group, Message: msg}
+	if err := s.Send(&transportpb.SnapshotRequest{Kind: &transportpb.SnapshotRequest_Header{Header: hdr}}); err != nil {
+		_, rerr := s.CloseAndRecv()
+		return errors.Join(err, rerr)
+	}
+	for {
+		chunk, err := data.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err // cancel ends the stream
+		}
+		req := &transportpb.SnapshotRequest{Kind: &transportpb.SnapshotRequest_Chunk{Chunk: &transportpb.SnapshotChunk{Data: chunk}}}
+		if err := s.Send(req); err != nil {
+			_, rerr := s.CloseAndRecv()
+			return errors.Join(err, rerr)
+		}
+	}
+	if _, err := s.CloseAndRecv(); err != nil {
+		return err
+	}
+	p.touch()
+	return nil
+}
+
+// recvResult is one Recv outcome of an inbound stream.
+type recvResult[T any] struct {
+	msg *T
+	err error
+}
+
+// recvLoop reads an inbound stream on a goroutine the transport owns, so
+// handlers can also wait for Close. It ends when the stream does (the
+// handler returning ends it).
+func recvLoop[T any](t *GRPCTransport, ctx context.Context, recv func() (*T, error)) (<-chan recvResult[T], bool) {
+	if !t.track() {
+		return nil, false
+	}
+	ch := make(chan recvResult[T])
+	go func() {
+		defer t.wg.Done()
+		for {
+			m, err := recv()
+			select {
+			case ch <- recvResult[T]{m, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return ch, true
+}
+
+// Stream implements the server side of RaftTransportService.Stream: every
+// message is stepped into the attached host.
+func (t *GRPCTransport) Stream(s grpc.ClientStreamingServer[transportpb.StreamRequest, transportpb.StreamResponse]) error {
+	ctx := s.Context()
+	ch, ok := recvLoop(t, ctx, s.Recv)
+	if !ok {
+		return status.Error(codes.Unavailable, "raft transport closed")
+	}
+	for {
+		var r recvResult[transportpb.StreamRequest]
+		select {
+		case <-t.ctx.Done():
+			return status.Error(codes.Unavailable, "raft transport closed")
+		case <-ctx.Done():
+			return ctx.Err()
+		case r = <-ch:
+		}
+		if errors.Is(r.err, io.EOF) {
+			return s.SendAndClose(&transportpb.StreamResponse{})
+		}
+		if r.err != nil {
+			return r.err
+		}
+		if p := t.peers[r.msg.GetFromNode()]; p != nil {
+			p.touch()
+		}
+		h := t.attached()
+		if h == nil {
+			continue
+		}
+		for _, rm := range r.msg.GetMessages() {
+			m := &pb.Message{}
+			if err := proto.Unmarshal(rm.GetMessage(), m); err != nil {
+				return status.Errorf(codes.InvalidArgument, "raft message: %v", err)
+			}
+			_ = h.Step(ctx, rm.GetGroup(), m) // unknown group or stopped host: dropped
+		}
+	}
+}
+
+// Snapshot implements the server side of RaftTransportService.Snapshot: the
+// header's MsgSnap and the chunks go to the host's ReceiveSnapshot.
+func (t *GRPCTransport) Snapshot(s grpc.ClientStreamingServer[transportpb.SnapshotRequest, transportpb.SnapshotResponse]) error {
+	ctx, cancel := context.WithCancel(s.Context())
+	defer cancel()
+	defer context.AfterFunc(t.ctx, cancel)()
+	ch, ok := recvLoop(t, ctx, s.Recv)
+	if !ok {
+		return status.Error(codes.Unavailable, "raft transport closed")
+	}
+	next := func() (*transportpb.SnapshotRequest, error) {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case r := <-ch:
+			return r.msg, r.err
+		}
+	}
+	first, err := next()
+	if err != nil {
+		return err
+	}
+	hdr := first.GetHeader()
+	if hdr == nil {
+		return status.Error(codes.InvalidArgument, "snapshot stream must start with a header")
+	}
+	h := t.attached()
+	if h == nil {
+		return status.Error(codes.Unavailable, "raft host not attached")
+	}
+	m := &pb.Message{}
+	if err := proto.Unmarshal(hdr.GetMessage(), m); err != nil {
+		return status.Errorf(codes.InvalidArgument, "snapshot message: %v", err)
+	}
+	if p := t.peers[hdr.GetFromNode()]; p != nil {
+		p.touch()
+	}
+	data := grpcChunks{next: next}
+	if err := h.ReceiveSnapshot(ctx, hdr.GetGroup(), m, data); err != nil {
+		return status.Errorf(codes.Aborted, "receive snapshot: %v", err)
+	}
+	return s.SendAndClose(&transportpb.SnapshotResponse{})
+}
+
+// grpcChunks adapts an inbound snapshot stream to SnapshotData.
+type grpcChunks struct {
+	next func() (*transportpb.SnapshotRequest, error)
+}
+
+func (c grpcChunks) Next() ([]byte, error) {
+	r, err := c.next()
+	if err != nil {
+		return nil, err // io.EOF at the end of the stream
+	}
+	ch := r.GetChunk()
+	if ch == nil {
+		return nil, errors.New("snapshot stream: expected a chunk")
+	}
+	return ch.GetData(), nil
+}

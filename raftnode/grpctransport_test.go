@@ -1,0 +1,259 @@
+package raftnode
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+)
+
+// grpcNode is a host whose peers talk to it over real gRPC.
+type grpcNode struct {
+	*testNode
+	addr  string
+	tr    *GRPCTransport
+	srv   *grpc.Server
+	serve sync.WaitGroup
+}
+
+type grpcCluster struct {
+	t     *testing.T
+	addrs map[uint64]string
+	nodes map[uint64]*grpcNode
+	opts  nodeOpts
+}
+
+func newGRPCCluster(t *testing.T, size int, logRetain uint64, groups ...uint64) *grpcCluster {
+	c := &grpcCluster{t: t, addrs: make(map[uint64]string), nodes: make(map[uint64]*grpcNode)}
+	c.opts.groups, c.opts.logRetain, c.opts.tick = groups, logRetain, 20*time.Millisecond
+	lis := make(map[uint64]net.Listener)
+	for id := uint64(1); id <= uint64(size); id++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lis[id], c.addrs[id] = l, l.Addr().String()
+		c.opts.peers = append(c.opts.peers, id)
+	}
+	for id, l := range lis {
+		c.start(id, vfs.NewMem(), l)
+	}
+	t.Cleanup(func() {
+		for id := range c.nodes {
+			c.stop(id)
+		}
+	})
+	return c
+}
+
+// start starts node id on fs, serving peers on l (nil: listen on its
+// address again, as after a restart).
+func (c *grpcCluster) start(id uint64, fs vfs.FS, l net.Listener) {
+	c.t.Helper()
+	if l == nil {
+		var err error
+		if l, err = net.Listen("tcp", c.addrs[id]); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	tr := NewGRPCTransport(TransportConfig{NodeID: id, Peers: c.addrs, Logger: testLogger(c.t)})
+	o := c.opts
+	o.transport = tr
+	n := &grpcNode{testNode: startNode(c.t, id, fs, o), addr: c.addrs[id], tr: tr, srv: grpc.NewServer(grpc.MaxRecvMsgSize(16 << 20))}
+	tr.Attach(n.host)
+	tr.Register(n.srv)
+	n.serve.Go(func() { _ = n.srv.Serve(l) })
+	c.nodes[id] = n
+}
+
+// stop stops node id (host, transport, server, DB) and returns its FS.
+func (c *grpcCluster) stop(id uint64) vfs.FS {
+	c.t.Helper()
+	n := c.nodes[id]
+	n.srv.Stop()
+	n.serve.Wait()
+	n.tr.Close()
+	n.testNode.stop(c.t)
+	delete(c.nodes, id)
+	return n.fs
+}
+
+func (c *grpcCluster) leader(group uint64) *grpcNode {
+	c.t.Helper()
+	var lead *grpcNode
+	checkFor(c.t, 15*time.Second, func() error {
+		var want uint64
+		for id, n := range c.nodes {
+			st, err := n.host.Status(group)
+			if err != nil {
+				return err
+			}
+			if st.LeaderID == 0 || (want != 0 && st.LeaderID != want) {
+				return fmt.Errorf("node %d sees leader %d, others %d", id, st.LeaderID, want)
+			}
+			want = st.LeaderID
+		}
+		lead = c.nodes[want]
+		if lead == nil {
+			return fmt.Errorf("leader %d is not running", want)
+		}
+		if st, _ := lead.host.Status(group); !st.IsLeader {
+			return fmt.Errorf("node %d does not know it leads", want)
+		}
+		return nil
+	})
+	return lead
+}
+
+func (c *grpcCluster) follower(lead *grpcNode) *grpcNode {
+	for id, n := range c.nodes {
+		if id != lead.id {
+			return n
+		}
+	}
+	c.t.Fatal("no follower")
+	return nil
+}
+
+func (c *grpcCluster) converged(group uint64) {
+	c.t.Helper()
+	checkFor(c.t, 30*time.Second, func() error {
+		var ref stateSum
+		var refID uint64
+		for id, n := range c.nodes {
+			sum, err := stateHash(n.db, group)
+			if err != nil {
+				return err
+			}
+			if refID == 0 {
+				ref, refID = sum, id
+			} else if sum != ref {
+				return fmt.Errorf("node %d and node %d differ: %+v vs %+v", refID, id, ref, sum)
+			}
+		}
+		return nil
+	})
+}
+
+// TestGRPCTransport runs three hosts over gRPC on loopback: election,
+// proposals, a follower restart (reconnect), and a follower that was down
+// while the log was truncated past it (snapshot over gRPC).
+func TestGRPCTransport(t *testing.T) {
+	const g = 1
+	c := newGRPCCluster(t, 3, 10, g)
+	lead := c.leader(g)
+	checkResults(t, proposeAll(t, lead.host, g, "a", 50))
+	c.converged(g)
+	checkFor(t, 10*time.Second, func() error {
+		for id, ps := range lead.tr.PeerStatus() {
+			if !ps.Connected || ps.LastContact.IsZero() || ps.Addr != c.addrs[id] {
+				return fmt.Errorf("leader's view of peer %d: %+v", id, ps)
+			}
+		}
+		return nil
+	})
+
+	// A follower restarts on the same address: streams reconnect.
+	f := c.follower(lead)
+	fs := c.stop(f.id)
+	checkResults(t, proposeAll(t, lead.host, g, "b", 20)) // the other two commit
+	c.start(f.id, fs, nil)
+	lead = c.leader(g)
+	checkResults(t, proposeAll(t, lead.host, g, "c", 20))
+	c.converged(g)
+	checkNoDoubleApplyNodes(t, c, g)
+
+	// A follower is down while the log is truncated far past it: it comes
+	// back through a snapshot streamed over gRPC.
+	f = c.follower(lead)
+	fSt, _ := f.host.Status(g)
+	fs = c.stop(f.id)
+	deadline := time.Now().Add(20 * time.Second)
+	for i := 0; ; i++ {
+		st, err := lead.host.Status(g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.FirstIndex > fSt.LastIndex+30 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("leader did not truncate: %+v", st)
+		}
+		checkResults(t, proposeAll(t, lead.host, g, fmt.Sprint("d", i), 20))
+	}
+	sent := lead.host.SnapshotsSent()
+	c.start(f.id, fs, nil)
+	f = c.nodes[f.id]
+	c.converged(g)
+	checkFor(t, 10*time.Second, func() error {
+		if f.host.SnapshotsApplied() == 0 {
+			return errors.New("follower caught up without a snapshot")
+		}
+		return nil
+	})
+	if lead.host.SnapshotsSent() == sent {
+		t.Fatal("leader sent no snapshot")
+	}
+	lead = c.leader(g)
+	checkResults(t, proposeAll(t, lead.host, g, "e", 20))
+	c.converged(g)
+}
+
+func checkNoDoubleApplyNodes(t *testing.T, c *grpcCluster, group uint64) {
+	t.Helper()
+	for id, n := range c.nodes {
+		for idx, k := range counts(t, n.db, group) {
+			if k != 1 {
+				t.Fatalf("node %d applied entry %d %d times", id, idx, k)
+			}
+		}
+	}
+}
+
+// TestGRPCTransportSendNeverBlocks checks that Send to a peer that is down
+// returns at once and that Close stops everything.
+func TestGRPCTransportSendNeverBlocks(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close() // nobody listens there
+	tr := NewGRPCTransport(TransportConfig{NodeID: 1, Peers: map[uint64]string{1: "self", 2: addr}, Logger: testLogger(t)})
+	env := make([]Envelope, maxPeerQueue+10)
+	for i := range env {
+		env[i] = Envelope{Group: 1, Msg: heartbeat(1, 2)}
+	}
+	start := time.Now()
+	for range 10 {
+		tr.Send(env)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("Send blocked for %v", d)
+	}
+	checkFor(t, 10*time.Second, func() error {
+		if ps := tr.PeerStatus()[2]; ps.Connected || ps.Addr != addr {
+			return fmt.Errorf("peer 2: %+v", ps)
+		}
+		return nil
+	})
+	if _, ok := tr.PeerStatus()[1]; ok {
+		t.Fatal("self listed as a peer")
+	}
+	tr.Close()
+	tr.Close()
+	tr.Send(env) // after Close: dropped, no panic
+}
+
+func heartbeat(from, to uint64) *pb.Message {
+	t := pb.MsgHeartbeat
+	return &pb.Message{Type: &t, From: proto.Uint64(from), To: proto.Uint64(to), Term: proto.Uint64(1)}
+}

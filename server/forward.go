@@ -1,0 +1,162 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+)
+
+// forwardedHeader marks a call forwarded by another node: the receiver
+// serves it or answers NOT_LEADER, but never forwards it again, so a stale
+// leader view cannot bounce a call around the cluster.
+const forwardedHeader = "x-quorumq-forwarded-by"
+
+// Forwarder sends a call that reached a follower to the shard's leader. It
+// is the only place that forwards. Calls travel to the leader's peer
+// address, where the same QueueService is registered; the caller's metadata
+// (its token) goes along, so the leader authenticates it again.
+type Forwarder struct {
+	self  uint64
+	peers map[uint64]string
+	opts  []grpc.DialOption
+
+	mu    sync.Mutex
+	conns map[uint64]*grpc.ClientConn
+}
+
+// NewForwarder returns a forwarder for node self. peers maps node ids to
+// peer addresses; opts are the dial options (TLS), default insecure.
+func NewForwarder(self uint64, peers map[uint64]string, opts ...grpc.DialOption) *Forwarder {
+	if len(opts) == 0 {
+		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	opts = append(opts, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.MaxCallSendMsgSize(8<<20)))
+	return &Forwarder{self: self, peers: peers, opts: opts, conns: map[uint64]*grpc.ClientConn{}}
+}
+
+// Close closes the connections to the other nodes.
+func (f *Forwarder) Close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for id, c := range f.conns {
+		_ = c.Close()
+		delete(f.conns, id)
+	}
+}
+
+func (f *Forwarder) conn(id uint64) (*grpc.ClientConn, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c, ok := f.conns[id]; ok {
+		return c, nil
+	}
+	addr, ok := f.peers[id]
+	if !ok {
+		return nil, fmt.Errorf("no address for node %d", id)
+	}
+	c, err := grpc.NewClient(addr, f.opts...)
+	if err != nil {
+		return nil, fmt.Errorf("dial node %d at %s: %w", id, addr, err)
+	}
+	f.conns[id] = c
+	return c, nil
+}
+
+// forward invokes method on node `to` with the caller's metadata.
+func (f *Forwarder) forward(ctx context.Context, to uint64, method string, req any) (any, error) {
+	reply, err := newReply(method)
+	if err != nil {
+		return nil, err
+	}
+	c, err := f.conn(to)
+	if err != nil {
+		return nil, err
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	md = md.Copy()
+	for _, k := range []string{":authority", "content-type", "user-agent", "grpc-accept-encoding", "grpc-timeout", "te"} {
+		delete(md, k)
+	}
+	md.Set(forwardedHeader, fmt.Sprint(f.self))
+	if err := c.Invoke(metadata.NewOutgoingContext(ctx, md), method, req, reply); err != nil {
+		return nil, err // already a status from the leader (or a transport failure)
+	}
+	return reply, nil
+}
+
+// newReply makes an empty response message of a gRPC method, looked up in
+// the registry of generated types.
+func newReply(fullMethod string) (proto.Message, error) {
+	svc, method, ok := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	if !ok {
+		return nil, fmt.Errorf("bad method name %q", fullMethod)
+	}
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(svc))
+	if err != nil {
+		return nil, fmt.Errorf("unknown service %q: %w", svc, err)
+	}
+	sd, ok := d.(protoreflect.ServiceDescriptor)
+	if !ok {
+		return nil, fmt.Errorf("%q is not a service", svc)
+	}
+	md := sd.Methods().ByName(protoreflect.Name(method))
+	if md == nil {
+		return nil, fmt.Errorf("unknown method %q", fullMethod)
+	}
+	mt, err := protoregistry.GlobalTypes.FindMessageByName(md.Output().FullName())
+	if err != nil {
+		return nil, fmt.Errorf("reply type of %q: %w", fullMethod, err)
+	}
+	return mt.New().Interface(), nil
+}
+
+// ForwardInterceptor serves QueueService calls on the shard leader: here
+// when this node leads, else by forwarding. While no leader is known it
+// waits for one (up to the call's deadline or ProposeTimeout).
+func (s *Server) ForwardInterceptor(f *Forwarder) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if f == nil || !strings.HasPrefix(info.FullMethod, "/quorumq.v1.QueueService/") {
+			return handler(ctx, req)
+		}
+		leader, err := s.leader(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if leader == f.self {
+			return handler(ctx, req)
+		}
+		if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedHeader)) > 0 {
+			return nil, statusError(codes.Unavailable, ReasonNotLeader,
+				fmt.Sprintf("node %d does not lead shard %d (leader: node %d)", f.self, s.shard, leader),
+				map[string]string{"leader": fmt.Sprint(leader)})
+		}
+		return f.forward(ctx, leader, info.FullMethod, req)
+	}
+}
+
+// leader returns the shard's leader, waiting while an election runs.
+func (s *Server) leader(ctx context.Context) (uint64, error) {
+	st, err := s.raft.Status(s.shard)
+	if err != nil {
+		return 0, err
+	}
+	if st.LeaderID != 0 {
+		return st.LeaderID, nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.ProposeTimeout)
+	defer cancel()
+	id, err := s.raft.WaitLeader(wctx, s.shard)
+	if err != nil {
+		return 0, statusError(codes.Unavailable, ReasonNoQuorum, fmt.Sprintf("shard %d has no leader: %v", s.shard, err), nil)
+	}
+	return id, nil
+}
