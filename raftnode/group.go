@@ -30,9 +30,10 @@ type group struct {
 	truncPending uint64 // truncation index proposed in truncTerm
 	truncTerm    uint64
 	snapWarned   bool
-	selfElect    bool          // sole voter: campaign once conf changes are applied
-	leadTicks    int           // ticks since this node became leader (0 otherwise)
-	stepped      []*stagedSnap // snapshots stepped this round, until installed or dropped
+	selfElect    bool           // sole voter: campaign once conf changes are applied
+	leadTicks    int            // ticks since this node became leader (0 otherwise)
+	stepped      []*stagedSnap  // snapshots stepped this round, until installed or dropped
+	lostLog      map[uint64]int // member -> consecutive rejections below its match (loop only)
 
 	mu        sync.Mutex
 	closed    error // non-nil: no more requests (stopped or halted)

@@ -313,14 +313,38 @@ func (h *Host) guardLostLog(g *group, m *pb.Message) bool {
 			m.Commit = proto.Uint64(last)
 		}
 	case pb.MsgAppResp:
-		if !m.GetReject() || g.rn.BasicStatus().RaftState != raft.StateLeader {
+		if g.rn.BasicStatus().RaftState != raft.StateLeader {
+			return false
+		}
+		if !m.GetReject() {
+			delete(g.lostLog, m.GetFrom()) // the member appends again
 			return false
 		}
 		pr, ok := g.rn.Status().Progress[m.GetFrom()]
-		return ok && m.GetRejectHint() < pr.Match
+		// A rejection of an append below the match index is stale (raft
+		// ignores it too); one at or above it whose hint is below it says
+		// the log shrank. A late, reordered rejection can still look like
+		// that once, so only several in a row, with no accepted append in
+		// between, count as a lost log.
+		if !ok || m.GetIndex() < pr.Match || m.GetRejectHint() >= pr.Match {
+			return false
+		}
+		if g.lostLog == nil {
+			g.lostLog = map[uint64]int{}
+		}
+		g.lostLog[m.GetFrom()]++
+		if g.lostLog[m.GetFrom()] < lostLogRejections {
+			return false
+		}
+		delete(g.lostLog, m.GetFrom())
+		return true
 	}
 	return false
 }
+
+// lostLogRejections is how many consecutive rejections below a member's
+// match index make the leader conclude that the member lost its log.
+const lostLogRejections = 3
 
 // handOffLeadership transfers leadership away from this node because member
 // lost lost its log: to the most up-to-date other active member.
