@@ -22,11 +22,22 @@ type ClusterServer struct {
 	status PeerStatusFunc    // nil on a single-node cluster
 	raft   Raft
 	shards []uint64
+	queues *Server // quotas live in the queue state machine
 }
 
 // NewClusterServer returns the ClusterService of node self.
-func NewClusterServer(self uint64, peers map[uint64]string, status PeerStatusFunc, raft Raft, shards []uint64) *ClusterServer {
-	return &ClusterServer{self: self, peers: peers, status: status, raft: raft, shards: shards}
+func NewClusterServer(self uint64, peers map[uint64]string, status PeerStatusFunc, queues *Server, shards []uint64) *ClusterServer {
+	return &ClusterServer{self: self, peers: peers, status: status, raft: queues.raft, shards: shards, queues: queues}
+}
+
+// SetTenantQuota implements ClusterService.
+func (c *ClusterServer) SetTenantQuota(ctx context.Context, req *qv1.SetTenantQuotaRequest) (*qv1.SetTenantQuotaResponse, error) {
+	return c.queues.SetTenantQuota(ctx, req)
+}
+
+// GetTenantQuota implements ClusterService.
+func (c *ClusterServer) GetTenantQuota(ctx context.Context, req *qv1.GetTenantQuotaRequest) (*qv1.GetTenantQuotaResponse, error) {
+	return c.queues.GetTenantQuota(ctx, req)
 }
 
 // GetCluster implements ClusterService.

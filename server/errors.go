@@ -71,6 +71,7 @@ var catalog = []struct {
 	{store.ErrMessageNotFound, outcome{codes.NotFound, ReasonMessageNotFound}},
 	{store.ErrStaleReceipt, outcome{codes.FailedPrecondition, ReasonStaleReceiptHandle}},
 	{store.ErrInvalidReceipt, outcome{codes.InvalidArgument, ReasonInvalidReceiptHandle}},
+	{store.ErrQuotaExceeded, outcome{codes.ResourceExhausted, ReasonQuotaExceeded}},
 	{store.ErrInvalidCommand, outcome{codes.Internal, ReasonInternal}},
 	{ErrNoQuorum, outcome{codes.Unavailable, ReasonNoQuorum}},
 	{raftnode.ErrNotLeader, outcome{codes.Unavailable, ReasonNotLeader}},

@@ -124,7 +124,7 @@ func newReply(fullMethod string) (proto.Message, error) {
 // waits for one (up to the call's deadline or ProposeTimeout).
 func (s *Server) ForwardInterceptor(f *Forwarder) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if f == nil || !strings.HasPrefix(info.FullMethod, "/quorumq.v1.QueueService/") {
+		if f == nil || !leaderOnly(info.FullMethod) {
 			return handler(ctx, req)
 		}
 		leader, err := s.leader(ctx)
@@ -141,6 +141,14 @@ func (s *Server) ForwardInterceptor(f *Forwarder) grpc.UnaryServerInterceptor {
 		}
 		return f.forward(ctx, leader, info.FullMethod, req)
 	}
+}
+
+// leaderOnly reports whether a method must run on the shard leader: every
+// QueueService call and the quota calls; GetCluster answers locally.
+func leaderOnly(method string) bool {
+	return strings.HasPrefix(method, "/quorumq.v1.QueueService/") ||
+		method == "/quorumq.v1.ClusterService/SetTenantQuota" ||
+		method == "/quorumq.v1.ClusterService/GetTenantQuota"
 }
 
 // leader returns the shard's leader, waiting while an election runs.

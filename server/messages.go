@@ -37,6 +37,9 @@ func (s *Server) SendMessage(ctx context.Context, req *qv1.SendMessageRequest) (
 	if err := validateMessage("", m); err != nil {
 		return nil, err
 	}
+	if err := s.checkSendRate(tenant, 1); err != nil {
+		return nil, err
+	}
 	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_Send{Send: &storepb.Send{
 		Tenant: tenant, Queue: req.GetQueue(), Entries: []*storepb.SendEntry{sendEntryFromAPI(m)},
 	}}})
@@ -95,6 +98,9 @@ func (s *Server) SendMessageBatch(ctx context.Context, req *qv1.SendMessageBatch
 	}
 	if len(cmd.Entries) == 0 {
 		return resp, nil
+	}
+	if err := s.checkSendRate(tenant, len(cmd.Entries)); err != nil {
+		return nil, err
 	}
 	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_Send{Send: cmd}})
 	if err != nil {

@@ -79,6 +79,7 @@ type Server struct {
 	shard uint64
 
 	polls   *pollRegistry
+	limiter *sendLimiter
 	relay   chan struct{} // wakes the outbox relay
 	metrics *metrics
 
@@ -100,6 +101,7 @@ func New(cfg Config, raft Raft, st *store.Store, shard uint64) *Server {
 		store:   st,
 		shard:   shard,
 		polls:   newPollRegistry(),
+		limiter: newSendLimiter(),
 		metrics: newMetrics(cfg.Meter),
 		relay:   make(chan struct{}, 1),
 		stop:    make(chan struct{}),

@@ -35,6 +35,9 @@ var (
 	// ErrQueueInUse: DeleteQueue of a queue that another queue uses as its
 	// dead-letter queue.
 	ErrQueueInUse = errors.New("queue is another queue's dead-letter queue")
+	// ErrQuotaExceeded: the tenant's queue count or stored bytes quota is
+	// used up (QUOTA_EXCEEDED).
+	ErrQuotaExceeded = errors.New("tenant quota exceeded")
 	// ErrInvalidCommand: the command does not decode or has an unknown version
 	// or op. The proposer built it wrongly; apply changes nothing.
 	ErrInvalidCommand = errors.New("invalid command")

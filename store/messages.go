@@ -65,6 +65,9 @@ func (t *txn) insert(q *storepb.QueueRecord, meta *storepb.QueueMeta, m *storepb
 	meta.NextSeq = m.Seq + 1
 	meta.Messages++
 	meta.Bytes += m.Size
+	if err := t.addUsage(q.Tenant, 0, m.Size); err != nil {
+		return err
+	}
 	if err := t.set(keys.Message(t.s.shard, q.Id, m.Seq), m); err != nil {
 		return err
 	}
@@ -82,6 +85,9 @@ func (t *txn) insert(q *storepb.QueueRecord, meta *storepb.QueueMeta, m *storepb
 func (t *txn) remove(q *storepb.QueueRecord, meta *storepb.QueueMeta, m *storepb.MessageRecord) error {
 	meta.Messages--
 	meta.Bytes -= m.Size
+	if err := t.addUsage(q.Tenant, 0, -m.Size); err != nil {
+		return err
+	}
 	if err := t.del(keys.Message(t.s.shard, q.Id, m.Seq)); err != nil {
 		return err
 	}
@@ -202,6 +208,10 @@ func (t *txn) sendOne(q *storepb.QueueRecord, meta *storepb.QueueMeta, e *storep
 	if size > a.MaxMessageSize {
 		out.Err = ErrMessageTooLarge
 		return false, nil
+	}
+	if ok, err := t.roomForBytes(q.Tenant, size); err != nil || !ok {
+		out.Err = ErrQuotaExceeded
+		return false, err
 	}
 	// An idempotency key (any queue) or a deduplication id (FIFO) seen
 	// within its window answers with the first message; nothing is stored.

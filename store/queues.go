@@ -97,6 +97,13 @@ func (t *txn) createQueue(op *storepb.CreateQueue, res *Result) error {
 		res.Err = outcome
 		return err
 	}
+	if ok, err := t.roomForQueue(op.Tenant); err != nil || !ok {
+		res.Err = ErrQuotaExceeded
+		return err
+	}
+	if err := t.addUsage(op.Tenant, 1, 0); err != nil {
+		return err
+	}
 	id := max(t.sm.NextQueueId, 1)
 	t.sm.NextQueueId, t.smDirty = id+1, true
 	rec := &storepb.QueueRecord{
@@ -183,6 +190,13 @@ func (t *txn) deleteQueue(op *storepb.DeleteQueue, res *Result) error {
 		res.Err = ErrQueueInUse
 		return nil
 	}
+	meta, err := t.queueMeta(q.Id)
+	if err != nil {
+		return err
+	}
+	if err := t.addUsage(q.Tenant, -1, -meta.Bytes); err != nil {
+		return err
+	}
 	if err := t.del(keys.Catalog(t.s.shard, q.Tenant, q.Name)); err != nil {
 		return err
 	}
@@ -212,6 +226,9 @@ func (t *txn) purgeQueue(op *storepb.PurgeQueue, res *Result) error {
 	}
 	meta, err := t.queueMeta(q.Id)
 	if err != nil {
+		return err
+	}
+	if err := t.addUsage(q.Tenant, 0, -meta.Bytes); err != nil {
 		return err
 	}
 	meta.Messages, meta.Bytes, meta.LowSeq = 0, 0, meta.NextSeq

@@ -52,6 +52,8 @@ type Result struct {
 	Tenant, Queue string
 	// QueueInfo is the queue after CreateQueue / UpdateQueue.
 	QueueInfo *QueueInfo
+	// TenantRecord is the tenant after SetTenantQuota.
+	TenantRecord *storepb.TenantRecord
 	// Sent has one outcome per SendEntry, in order.
 	Sent []SendOutcome
 	// Received are the leased messages, oldest first (on a FIFO queue:
@@ -169,11 +171,16 @@ func (s *Store) Apply(b *pebble.Batch, index uint64, data []byte) (any, error) {
 		err = t.ackOutbox(op.AckOutbox)
 	case *storepb.Command_Redrive:
 		err = t.redrive(op.Redrive, res)
+	case *storepb.Command_SetTenantQuota:
+		err = t.setTenantQuota(op.SetTenantQuota, res)
 	default:
 		res.Err = ErrInvalidCommand
 	}
 	if err == nil && t.smDirty {
 		err = t.set(keys.ShardMeta(s.shard), sm)
+	}
+	if err == nil {
+		err = t.flushTenants()
 	}
 	if err != nil {
 		return nil, err
@@ -190,6 +197,9 @@ type txn struct {
 	now     int64
 	sm      *storepb.ShardMeta
 	smDirty bool
+
+	tenants      map[string]*storepb.TenantRecord // loaded by this command
+	dirtyTenants map[string]bool                  // to write back at its end
 }
 
 func (s *Store) reader(now int64) *txn { return &txn{s: s, r: s.db, now: now} }

@@ -8,6 +8,7 @@ import "fmt"
 //	0x02 T name                      catalog: tenant + queue name -> QueueRecord
 //	0x04                             shard meta -> ShardMeta
 //	0x05 T dlq source                dead-letter references: who names dlq as its DLQ
+//	0x06 T                           tenant quota and usage -> TenantRecord
 //	0x10 Q 0x00                      queue meta -> QueueMeta
 //	0x10 Q 'd' key                   short-lived record: idempotency key, FIFO
 //	                                 deduplication id (DedupRecord) or receive
@@ -29,6 +30,7 @@ const (
 	stateCatalog        byte = 0x02
 	stateShardMeta      byte = 0x04
 	stateDeadLetterRef  byte = 0x05
+	stateTenant         byte = 0x06
 	stateQueue          byte = 0x10
 	stateOutbox         byte = 0x20
 	stateDelivered      byte = 0x21
@@ -48,6 +50,24 @@ const (
 )
 
 func stateKey(shard uint64, kind byte) []byte { return append(StatePrefix(shard), kind) }
+
+// Tenant is the key of a tenant's quota and usage record.
+func Tenant(shard uint64, tenant string) []byte {
+	return AppendString(stateKey(shard, stateTenant), tenant)
+}
+
+// DecodeTenant returns the shard and tenant of a Tenant key.
+func DecodeTenant(k []byte) (shard uint64, tenant string, err error) {
+	shard, rest, err := readStateKind(k, stateTenant)
+	if err != nil {
+		return 0, "", err
+	}
+	tenant, rest, err = ReadString(rest)
+	if err != nil || len(rest) != 0 {
+		return 0, "", ErrMalformed
+	}
+	return shard, tenant, nil
+}
 
 // ShardMeta is the key of the shard's replicated bookkeeping.
 func ShardMeta(shard uint64) []byte { return stateKey(shard, stateShardMeta) }
@@ -455,6 +475,10 @@ func prettyState(rest []byte) string {
 	case stateCatalog:
 		if _, t, n, err := DecodeCatalog(k); err == nil {
 			return fmt.Sprintf("/catalog/%q/%q", t, n)
+		}
+	case stateTenant:
+		if _, t, err := DecodeTenant(k); err == nil {
+			return fmt.Sprintf("/tenant/%q", t)
 		}
 	case stateDeadLetterRef:
 		if _, t, d, s, err := DecodeDeadLetterRef(k); err == nil {

@@ -30,6 +30,8 @@ func TestStateKeyOrder(t *testing.T) {
 		{"dlqref a/d/x", DeadLetterRef(s, "a", "d", "x")},
 		{"dlqref a/d/y", DeadLetterRef(s, "a", "d", "y")},
 		{"dlqref a/dd/a", DeadLetterRef(s, "a", "dd", "a")},
+		{"tenant a", Tenant(s, "a")},
+		{"tenant ab", Tenant(s, "ab")},
 		{"queue 1 meta", QueueMeta(s, 1)},
 		{"queue 1 dedup k1", Dedup(s, 1, "k1")},
 		{"queue 1 dedup k2", Dedup(s, 1, "k2")},
@@ -216,6 +218,7 @@ func TestPrettyState(t *testing.T) {
 		string(AppliedIndex(1)):         "/state/1/applied",
 		string(Group(1, 2, "g", 4)):     `/state/1/q/2/g/"g"/4`,
 		string(GroupHead(1, 2, 30, 4)):  "/state/1/q/2/h/30/4",
+		string(Tenant(1, "acme")):       `/state/1/tenant/"acme"`,
 	} {
 		if got := Pretty([]byte(k)); got != want {
 			t.Errorf("Pretty = %q, want %q", got, want)

@@ -164,7 +164,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if n.tr != nil {
 		peerStatus = n.tr.PeerStatus
 	}
-	cluster := server.NewClusterServer(cfg.NodeID, n.peerAddrs(), peerStatus, n.host, []uint64{dataShard})
+	cluster := server.NewClusterServer(cfg.NodeID, n.peerAddrs(), peerStatus, n.srv, []uint64{dataShard})
 	if n.multiNode() {
 		// The peer listener carries Raft traffic and calls forwarded to
 		// this node as leader. It starts before Raft so peers reach us.

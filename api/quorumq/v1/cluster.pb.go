@@ -23,6 +23,337 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// TenantQuota bounds what a tenant may use; 0 means no limit.
+type TenantQuota struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queues the tenant may have.
+	MaxQueues int64 `protobuf:"varint,1,opt,name=max_queues,json=maxQueues,proto3" json:"max_queues,omitempty"`
+	// Messages per second the tenant may send (a token bucket on the shard
+	// leader, with a burst of one second's worth).
+	MaxSendRate int64 `protobuf:"varint,2,opt,name=max_send_rate,json=maxSendRate,proto3" json:"max_send_rate,omitempty"`
+	// Bytes of stored messages (body + attributes + tags).
+	MaxStoredBytes int64 `protobuf:"varint,3,opt,name=max_stored_bytes,json=maxStoredBytes,proto3" json:"max_stored_bytes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *TenantQuota) Reset() {
+	*x = TenantQuota{}
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantQuota) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantQuota) ProtoMessage() {}
+
+func (x *TenantQuota) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantQuota.ProtoReflect.Descriptor instead.
+func (*TenantQuota) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *TenantQuota) GetMaxQueues() int64 {
+	if x != nil {
+		return x.MaxQueues
+	}
+	return 0
+}
+
+func (x *TenantQuota) GetMaxSendRate() int64 {
+	if x != nil {
+		return x.MaxSendRate
+	}
+	return 0
+}
+
+func (x *TenantQuota) GetMaxStoredBytes() int64 {
+	if x != nil {
+		return x.MaxStoredBytes
+	}
+	return 0
+}
+
+// TenantUsage is what a tenant uses now.
+type TenantUsage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queues.
+	Queues int64 `protobuf:"varint,1,opt,name=queues,proto3" json:"queues,omitempty"`
+	// Bytes of stored messages.
+	StoredBytes   int64 `protobuf:"varint,2,opt,name=stored_bytes,json=storedBytes,proto3" json:"stored_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantUsage) Reset() {
+	*x = TenantUsage{}
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantUsage) ProtoMessage() {}
+
+func (x *TenantUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantUsage.ProtoReflect.Descriptor instead.
+func (*TenantUsage) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *TenantUsage) GetQueues() int64 {
+	if x != nil {
+		return x.Queues
+	}
+	return 0
+}
+
+func (x *TenantUsage) GetStoredBytes() int64 {
+	if x != nil {
+		return x.StoredBytes
+	}
+	return 0
+}
+
+// SetTenantQuotaRequest names the tenant and its new quota.
+type SetTenantQuotaRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tenant name.
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// The quota; unset fields mean no limit.
+	Quota         *TenantQuota `protobuf:"bytes,2,opt,name=quota,proto3" json:"quota,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetTenantQuotaRequest) Reset() {
+	*x = SetTenantQuotaRequest{}
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetTenantQuotaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetTenantQuotaRequest) ProtoMessage() {}
+
+func (x *SetTenantQuotaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetTenantQuotaRequest.ProtoReflect.Descriptor instead.
+func (*SetTenantQuotaRequest) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SetTenantQuotaRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *SetTenantQuotaRequest) GetQuota() *TenantQuota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
+// SetTenantQuotaResponse carries the quota and usage after the change.
+type SetTenantQuotaResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The quota.
+	Quota *TenantQuota `protobuf:"bytes,1,opt,name=quota,proto3" json:"quota,omitempty"`
+	// Current usage.
+	Usage         *TenantUsage `protobuf:"bytes,2,opt,name=usage,proto3" json:"usage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetTenantQuotaResponse) Reset() {
+	*x = SetTenantQuotaResponse{}
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetTenantQuotaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetTenantQuotaResponse) ProtoMessage() {}
+
+func (x *SetTenantQuotaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetTenantQuotaResponse.ProtoReflect.Descriptor instead.
+func (*SetTenantQuotaResponse) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SetTenantQuotaResponse) GetQuota() *TenantQuota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
+func (x *SetTenantQuotaResponse) GetUsage() *TenantUsage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+// GetTenantQuotaRequest names the tenant.
+type GetTenantQuotaRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tenant name.
+	Tenant        string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTenantQuotaRequest) Reset() {
+	*x = GetTenantQuotaRequest{}
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTenantQuotaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTenantQuotaRequest) ProtoMessage() {}
+
+func (x *GetTenantQuotaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTenantQuotaRequest.ProtoReflect.Descriptor instead.
+func (*GetTenantQuotaRequest) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *GetTenantQuotaRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+// GetTenantQuotaResponse carries quota and usage.
+type GetTenantQuotaResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The quota.
+	Quota *TenantQuota `protobuf:"bytes,1,opt,name=quota,proto3" json:"quota,omitempty"`
+	// Current usage.
+	Usage         *TenantUsage `protobuf:"bytes,2,opt,name=usage,proto3" json:"usage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTenantQuotaResponse) Reset() {
+	*x = GetTenantQuotaResponse{}
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTenantQuotaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTenantQuotaResponse) ProtoMessage() {}
+
+func (x *GetTenantQuotaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTenantQuotaResponse.ProtoReflect.Descriptor instead.
+func (*GetTenantQuotaResponse) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GetTenantQuotaResponse) GetQuota() *TenantQuota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
+func (x *GetTenantQuotaResponse) GetUsage() *TenantUsage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
 // GetClusterRequest is empty.
 type GetClusterRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -32,7 +363,7 @@ type GetClusterRequest struct {
 
 func (x *GetClusterRequest) Reset() {
 	*x = GetClusterRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[0]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -44,7 +375,7 @@ func (x *GetClusterRequest) String() string {
 func (*GetClusterRequest) ProtoMessage() {}
 
 func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[0]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -57,7 +388,7 @@ func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{0}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 // ClusterNode is one member of the cluster.
@@ -79,7 +410,7 @@ type ClusterNode struct {
 
 func (x *ClusterNode) Reset() {
 	*x = ClusterNode{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[1]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -91,7 +422,7 @@ func (x *ClusterNode) String() string {
 func (*ClusterNode) ProtoMessage() {}
 
 func (x *ClusterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[1]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -104,7 +435,7 @@ func (x *ClusterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterNode.ProtoReflect.Descriptor instead.
 func (*ClusterNode) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{1}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ClusterNode) GetId() uint64 {
@@ -167,7 +498,7 @@ type ClusterShard struct {
 
 func (x *ClusterShard) Reset() {
 	*x = ClusterShard{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[2]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -179,7 +510,7 @@ func (x *ClusterShard) String() string {
 func (*ClusterShard) ProtoMessage() {}
 
 func (x *ClusterShard) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[2]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -192,7 +523,7 @@ func (x *ClusterShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterShard.ProtoReflect.Descriptor instead.
 func (*ClusterShard) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ClusterShard) GetId() uint64 {
@@ -266,7 +597,7 @@ type GetClusterResponse struct {
 
 func (x *GetClusterResponse) Reset() {
 	*x = GetClusterResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[3]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -278,7 +609,7 @@ func (x *GetClusterResponse) String() string {
 func (*GetClusterResponse) ProtoMessage() {}
 
 func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[3]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -291,7 +622,7 @@ func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{3}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetClusterResponse) GetNodeId() uint64 {
@@ -320,7 +651,26 @@ var File_quorumq_v1_cluster_proto protoreflect.FileDescriptor
 const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"\x18quorumq/v1/cluster.proto\x12\n" +
-	"quorumq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n" +
+	"quorumq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"z\n" +
+	"\vTenantQuota\x12\x1d\n" +
+	"\n" +
+	"max_queues\x18\x01 \x01(\x03R\tmaxQueues\x12\"\n" +
+	"\rmax_send_rate\x18\x02 \x01(\x03R\vmaxSendRate\x12(\n" +
+	"\x10max_stored_bytes\x18\x03 \x01(\x03R\x0emaxStoredBytes\"H\n" +
+	"\vTenantUsage\x12\x16\n" +
+	"\x06queues\x18\x01 \x01(\x03R\x06queues\x12!\n" +
+	"\fstored_bytes\x18\x02 \x01(\x03R\vstoredBytes\"^\n" +
+	"\x15SetTenantQuotaRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12-\n" +
+	"\x05quota\x18\x02 \x01(\v2\x17.quorumq.v1.TenantQuotaR\x05quota\"v\n" +
+	"\x16SetTenantQuotaResponse\x12-\n" +
+	"\x05quota\x18\x01 \x01(\v2\x17.quorumq.v1.TenantQuotaR\x05quota\x12-\n" +
+	"\x05usage\x18\x02 \x01(\v2\x17.quorumq.v1.TenantUsageR\x05usage\"/\n" +
+	"\x15GetTenantQuotaRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\"v\n" +
+	"\x16GetTenantQuotaResponse\x12-\n" +
+	"\x05quota\x18\x01 \x01(\v2\x17.quorumq.v1.TenantQuotaR\x05quota\x12-\n" +
+	"\x05usage\x18\x02 \x01(\v2\x17.quorumq.v1.TenantUsageR\x05usage\"\x13\n" +
 	"\x11GetClusterRequest\"\xab\x01\n" +
 	"\vClusterNode\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12!\n" +
@@ -342,10 +692,12 @@ const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"\x12GetClusterResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12-\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x17.quorumq.v1.ClusterNodeR\x05nodes\x120\n" +
-	"\x06shards\x18\x03 \x03(\v2\x18.quorumq.v1.ClusterShardR\x06shards2r\n" +
+	"\x06shards\x18\x03 \x03(\v2\x18.quorumq.v1.ClusterShardR\x06shards2\xf4\x02\n" +
 	"\x0eClusterService\x12`\n" +
 	"\n" +
-	"GetCluster\x12\x1d.quorumq.v1.GetClusterRequest\x1a\x1e.quorumq.v1.GetClusterResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/clusterB5Z3github.com/quorumq/quorumq/api/quorumq/v1;quorumqv1b\x06proto3"
+	"GetCluster\x12\x1d.quorumq.v1.GetClusterRequest\x1a\x1e.quorumq.v1.GetClusterResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/cluster\x12\x82\x01\n" +
+	"\x0eSetTenantQuota\x12!.quorumq.v1.SetTenantQuotaRequest\x1a\".quorumq.v1.SetTenantQuotaResponse\")\x82\xd3\xe4\x93\x02#:\x05quota\x1a\x1a/v1/tenants/{tenant}/quota\x12{\n" +
+	"\x0eGetTenantQuota\x12!.quorumq.v1.GetTenantQuotaRequest\x1a\".quorumq.v1.GetTenantQuotaResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/tenants/{tenant}/quotaB5Z3github.com/quorumq/quorumq/api/quorumq/v1;quorumqv1b\x06proto3"
 
 var (
 	file_quorumq_v1_cluster_proto_rawDescOnce sync.Once
@@ -359,25 +711,40 @@ func file_quorumq_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_quorumq_v1_cluster_proto_rawDescData
 }
 
-var file_quorumq_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_quorumq_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_quorumq_v1_cluster_proto_goTypes = []any{
-	(*GetClusterRequest)(nil),     // 0: quorumq.v1.GetClusterRequest
-	(*ClusterNode)(nil),           // 1: quorumq.v1.ClusterNode
-	(*ClusterShard)(nil),          // 2: quorumq.v1.ClusterShard
-	(*GetClusterResponse)(nil),    // 3: quorumq.v1.GetClusterResponse
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(*TenantQuota)(nil),            // 0: quorumq.v1.TenantQuota
+	(*TenantUsage)(nil),            // 1: quorumq.v1.TenantUsage
+	(*SetTenantQuotaRequest)(nil),  // 2: quorumq.v1.SetTenantQuotaRequest
+	(*SetTenantQuotaResponse)(nil), // 3: quorumq.v1.SetTenantQuotaResponse
+	(*GetTenantQuotaRequest)(nil),  // 4: quorumq.v1.GetTenantQuotaRequest
+	(*GetTenantQuotaResponse)(nil), // 5: quorumq.v1.GetTenantQuotaResponse
+	(*GetClusterRequest)(nil),      // 6: quorumq.v1.GetClusterRequest
+	(*ClusterNode)(nil),            // 7: quorumq.v1.ClusterNode
+	(*ClusterShard)(nil),           // 8: quorumq.v1.ClusterShard
+	(*GetClusterResponse)(nil),     // 9: quorumq.v1.GetClusterResponse
+	(*timestamppb.Timestamp)(nil),  // 10: google.protobuf.Timestamp
 }
 var file_quorumq_v1_cluster_proto_depIdxs = []int32{
-	4, // 0: quorumq.v1.ClusterNode.last_contact:type_name -> google.protobuf.Timestamp
-	1, // 1: quorumq.v1.GetClusterResponse.nodes:type_name -> quorumq.v1.ClusterNode
-	2, // 2: quorumq.v1.GetClusterResponse.shards:type_name -> quorumq.v1.ClusterShard
-	0, // 3: quorumq.v1.ClusterService.GetCluster:input_type -> quorumq.v1.GetClusterRequest
-	3, // 4: quorumq.v1.ClusterService.GetCluster:output_type -> quorumq.v1.GetClusterResponse
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	0,  // 0: quorumq.v1.SetTenantQuotaRequest.quota:type_name -> quorumq.v1.TenantQuota
+	0,  // 1: quorumq.v1.SetTenantQuotaResponse.quota:type_name -> quorumq.v1.TenantQuota
+	1,  // 2: quorumq.v1.SetTenantQuotaResponse.usage:type_name -> quorumq.v1.TenantUsage
+	0,  // 3: quorumq.v1.GetTenantQuotaResponse.quota:type_name -> quorumq.v1.TenantQuota
+	1,  // 4: quorumq.v1.GetTenantQuotaResponse.usage:type_name -> quorumq.v1.TenantUsage
+	10, // 5: quorumq.v1.ClusterNode.last_contact:type_name -> google.protobuf.Timestamp
+	7,  // 6: quorumq.v1.GetClusterResponse.nodes:type_name -> quorumq.v1.ClusterNode
+	8,  // 7: quorumq.v1.GetClusterResponse.shards:type_name -> quorumq.v1.ClusterShard
+	6,  // 8: quorumq.v1.ClusterService.GetCluster:input_type -> quorumq.v1.GetClusterRequest
+	2,  // 9: quorumq.v1.ClusterService.SetTenantQuota:input_type -> quorumq.v1.SetTenantQuotaRequest
+	4,  // 10: quorumq.v1.ClusterService.GetTenantQuota:input_type -> quorumq.v1.GetTenantQuotaRequest
+	9,  // 11: quorumq.v1.ClusterService.GetCluster:output_type -> quorumq.v1.GetClusterResponse
+	3,  // 12: quorumq.v1.ClusterService.SetTenantQuota:output_type -> quorumq.v1.SetTenantQuotaResponse
+	5,  // 13: quorumq.v1.ClusterService.GetTenantQuota:output_type -> quorumq.v1.GetTenantQuotaResponse
+	11, // [11:14] is the sub-list for method output_type
+	8,  // [8:11] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_quorumq_v1_cluster_proto_init() }
@@ -391,7 +758,7 @@ func file_quorumq_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quorumq_v1_cluster_proto_rawDesc), len(file_quorumq_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -50,6 +50,7 @@ type Command struct {
 	//	*Command_DeliverOutbox
 	//	*Command_AckOutbox
 	//	*Command_Redrive
+	//	*Command_SetTenantQuota
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -214,6 +215,15 @@ func (x *Command) GetRedrive() *Redrive {
 	return nil
 }
 
+func (x *Command) GetSetTenantQuota() *SetTenantQuota {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetTenantQuota); ok {
+			return x.SetTenantQuota
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -266,6 +276,10 @@ type Command_Redrive struct {
 	Redrive *Redrive `protobuf:"bytes,33,opt,name=redrive,proto3,oneof"`
 }
 
+type Command_SetTenantQuota struct {
+	SetTenantQuota *SetTenantQuota `protobuf:"bytes,34,opt,name=set_tenant_quota,json=setTenantQuota,proto3,oneof"`
+}
+
 func (*Command_CreateQueue) isCommand_Op() {}
 
 func (*Command_UpdateQueue) isCommand_Op() {}
@@ -289,6 +303,8 @@ func (*Command_DeliverOutbox) isCommand_Op() {}
 func (*Command_AckOutbox) isCommand_Op() {}
 
 func (*Command_Redrive) isCommand_Op() {}
+
+func (*Command_SetTenantQuota) isCommand_Op() {}
 
 // QueueAttributes are a queue's settings in milliseconds and bytes, with
 // defaults already filled in by the proposer.
@@ -1992,12 +2008,191 @@ func (x *ReceiveAttemptRecord) GetExpiresAtMs() int64 {
 	return 0
 }
 
+// TenantQuota bounds a tenant; 0 means no limit.
+type TenantQuota struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queues the tenant may have.
+	MaxQueues int64 `protobuf:"varint,1,opt,name=max_queues,json=maxQueues,proto3" json:"max_queues,omitempty"`
+	// Messages per second the tenant may send (enforced by the leader's
+	// server, not in apply).
+	MaxSendRate int64 `protobuf:"varint,2,opt,name=max_send_rate,json=maxSendRate,proto3" json:"max_send_rate,omitempty"`
+	// Bytes of stored messages (body + attributes + tags).
+	MaxStoredBytes int64 `protobuf:"varint,3,opt,name=max_stored_bytes,json=maxStoredBytes,proto3" json:"max_stored_bytes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *TenantQuota) Reset() {
+	*x = TenantQuota{}
+	mi := &file_storepb_v1_store_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantQuota) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantQuota) ProtoMessage() {}
+
+func (x *TenantQuota) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantQuota.ProtoReflect.Descriptor instead.
+func (*TenantQuota) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *TenantQuota) GetMaxQueues() int64 {
+	if x != nil {
+		return x.MaxQueues
+	}
+	return 0
+}
+
+func (x *TenantQuota) GetMaxSendRate() int64 {
+	if x != nil {
+		return x.MaxSendRate
+	}
+	return 0
+}
+
+func (x *TenantQuota) GetMaxStoredBytes() int64 {
+	if x != nil {
+		return x.MaxStoredBytes
+	}
+	return 0
+}
+
+// TenantRecord is a tenant's quota and usage in this shard.
+type TenantRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Quota         *TenantQuota           `protobuf:"bytes,1,opt,name=quota,proto3" json:"quota,omitempty"`
+	Queues        int64                  `protobuf:"varint,2,opt,name=queues,proto3" json:"queues,omitempty"`
+	StoredBytes   int64                  `protobuf:"varint,3,opt,name=stored_bytes,json=storedBytes,proto3" json:"stored_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantRecord) Reset() {
+	*x = TenantRecord{}
+	mi := &file_storepb_v1_store_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantRecord) ProtoMessage() {}
+
+func (x *TenantRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantRecord.ProtoReflect.Descriptor instead.
+func (*TenantRecord) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *TenantRecord) GetQuota() *TenantQuota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
+func (x *TenantRecord) GetQueues() int64 {
+	if x != nil {
+		return x.Queues
+	}
+	return 0
+}
+
+func (x *TenantRecord) GetStoredBytes() int64 {
+	if x != nil {
+		return x.StoredBytes
+	}
+	return 0
+}
+
+// SetTenantQuota replaces a tenant's quota.
+type SetTenantQuota struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Quota         *TenantQuota           `protobuf:"bytes,2,opt,name=quota,proto3" json:"quota,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetTenantQuota) Reset() {
+	*x = SetTenantQuota{}
+	mi := &file_storepb_v1_store_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetTenantQuota) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetTenantQuota) ProtoMessage() {}
+
+func (x *SetTenantQuota) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetTenantQuota.ProtoReflect.Descriptor instead.
+func (*SetTenantQuota) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *SetTenantQuota) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *SetTenantQuota) GetQuota() *TenantQuota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
 var File_storepb_v1_store_proto protoreflect.FileDescriptor
 
 const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"\x16storepb/v1/store.proto\x12\n" +
-	"storepb.v1\"\xe0\x05\n" +
+	"storepb.v1\"\xa8\x06\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12<\n" +
@@ -2015,7 +2210,8 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x0edeliver_outbox\x18\x1f \x01(\v2\x19.storepb.v1.DeliverOutboxH\x00R\rdeliverOutbox\x126\n" +
 	"\n" +
 	"ack_outbox\x18  \x01(\v2\x15.storepb.v1.AckOutboxH\x00R\tackOutbox\x12/\n" +
-	"\aredrive\x18! \x01(\v2\x13.storepb.v1.RedriveH\x00R\aredriveB\x04\n" +
+	"\aredrive\x18! \x01(\v2\x13.storepb.v1.RedriveH\x00R\aredrive\x12F\n" +
+	"\x10set_tenant_quota\x18\" \x01(\v2\x1a.storepb.v1.SetTenantQuotaH\x00R\x0esetTenantQuotaB\x04\n" +
 	"\x02op\"\xc1\x03\n" +
 	"\x0fQueueAttributes\x122\n" +
 	"\x15visibility_timeout_ms\x18\x01 \x01(\x03R\x13visibilityTimeoutMs\x120\n" +
@@ -2170,7 +2366,19 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\rreceive_count\x18\x02 \x01(\x05R\freceiveCount\"o\n" +
 	"\x14ReceiveAttemptRecord\x123\n" +
 	"\bmessages\x18\x01 \x03(\v2\x17.storepb.v1.ReceivedRefR\bmessages\x12\"\n" +
-	"\rexpires_at_ms\x18\x02 \x01(\x03R\vexpiresAtMsB5Z3github.com/quorumq/quorumq/store/storepb/v1;storepbb\x06proto3"
+	"\rexpires_at_ms\x18\x02 \x01(\x03R\vexpiresAtMs\"z\n" +
+	"\vTenantQuota\x12\x1d\n" +
+	"\n" +
+	"max_queues\x18\x01 \x01(\x03R\tmaxQueues\x12\"\n" +
+	"\rmax_send_rate\x18\x02 \x01(\x03R\vmaxSendRate\x12(\n" +
+	"\x10max_stored_bytes\x18\x03 \x01(\x03R\x0emaxStoredBytes\"x\n" +
+	"\fTenantRecord\x12-\n" +
+	"\x05quota\x18\x01 \x01(\v2\x17.storepb.v1.TenantQuotaR\x05quota\x12\x16\n" +
+	"\x06queues\x18\x02 \x01(\x03R\x06queues\x12!\n" +
+	"\fstored_bytes\x18\x03 \x01(\x03R\vstoredBytes\"W\n" +
+	"\x0eSetTenantQuota\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12-\n" +
+	"\x05quota\x18\x02 \x01(\v2\x17.storepb.v1.TenantQuotaR\x05quotaB5Z3github.com/quorumq/quorumq/store/storepb/v1;storepbb\x06proto3"
 
 var (
 	file_storepb_v1_store_proto_rawDescOnce sync.Once
@@ -2184,7 +2392,7 @@ func file_storepb_v1_store_proto_rawDescGZIP() []byte {
 	return file_storepb_v1_store_proto_rawDescData
 }
 
-var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_storepb_v1_store_proto_goTypes = []any{
 	(*Command)(nil),              // 0: storepb.v1.Command
 	(*QueueAttributes)(nil),      // 1: storepb.v1.QueueAttributes
@@ -2211,10 +2419,13 @@ var file_storepb_v1_store_proto_goTypes = []any{
 	(*DedupRecord)(nil),          // 22: storepb.v1.DedupRecord
 	(*ReceivedRef)(nil),          // 23: storepb.v1.ReceivedRef
 	(*ReceiveAttemptRecord)(nil), // 24: storepb.v1.ReceiveAttemptRecord
-	nil,                          // 25: storepb.v1.CreateQueue.TagsEntry
-	nil,                          // 26: storepb.v1.SendEntry.AttributesEntry
-	nil,                          // 27: storepb.v1.MessageRecord.AttributesEntry
-	nil,                          // 28: storepb.v1.QueueRecord.TagsEntry
+	(*TenantQuota)(nil),          // 25: storepb.v1.TenantQuota
+	(*TenantRecord)(nil),         // 26: storepb.v1.TenantRecord
+	(*SetTenantQuota)(nil),       // 27: storepb.v1.SetTenantQuota
+	nil,                          // 28: storepb.v1.CreateQueue.TagsEntry
+	nil,                          // 29: storepb.v1.SendEntry.AttributesEntry
+	nil,                          // 30: storepb.v1.MessageRecord.AttributesEntry
+	nil,                          // 31: storepb.v1.QueueRecord.TagsEntry
 }
 var file_storepb_v1_store_proto_depIdxs = []int32{
 	2,  // 0: storepb.v1.Command.create_queue:type_name -> storepb.v1.CreateQueue
@@ -2229,24 +2440,27 @@ var file_storepb_v1_store_proto_depIdxs = []int32{
 	16, // 9: storepb.v1.Command.deliver_outbox:type_name -> storepb.v1.DeliverOutbox
 	17, // 10: storepb.v1.Command.ack_outbox:type_name -> storepb.v1.AckOutbox
 	18, // 11: storepb.v1.Command.redrive:type_name -> storepb.v1.Redrive
-	1,  // 12: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	25, // 13: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
-	1,  // 14: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	26, // 15: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
-	6,  // 16: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
-	8,  // 17: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
-	11, // 18: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
-	27, // 19: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
-	14, // 20: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
-	15, // 21: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
-	1,  // 22: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
-	28, // 23: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
-	23, // 24: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	27, // 12: storepb.v1.Command.set_tenant_quota:type_name -> storepb.v1.SetTenantQuota
+	1,  // 13: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
+	28, // 14: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
+	1,  // 15: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
+	29, // 16: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
+	6,  // 17: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
+	8,  // 18: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
+	11, // 19: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
+	30, // 20: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
+	14, // 21: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
+	15, // 22: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
+	1,  // 23: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
+	31, // 24: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
+	23, // 25: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
+	25, // 26: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
+	25, // 27: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_storepb_v1_store_proto_init() }
@@ -2267,6 +2481,7 @@ func file_storepb_v1_store_proto_init() {
 		(*Command_DeliverOutbox)(nil),
 		(*Command_AckOutbox)(nil),
 		(*Command_Redrive)(nil),
+		(*Command_SetTenantQuota)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2274,7 +2489,7 @@ func file_storepb_v1_store_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_storepb_v1_store_proto_rawDesc), len(file_storepb_v1_store_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

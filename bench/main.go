@@ -1,0 +1,401 @@
+// Command bench runs quorumq's benchmark suite: it builds the binary,
+// starts a three-node cluster on 127.0.0.1 in a temporary directory (its
+// own ports; stopped on exit), runs a fixed set of `quorumq bench`
+// scenarios against it and prints one table.
+//
+//	go run ./bench                                 # the full suite (15 s scenarios, 1,000,000 backlog)
+//	DURATION=10s BACKLOG=100000 go run ./bench     # a quick run
+//
+// Every flag may also come from the environment (DURATION, BACKLOG, BIN,
+// TIMEOUT, KEEP). Scenarios:
+//
+//	(a) 1 KiB, batch 10, 8 producers + 8 consumers, closed loop
+//	(b) batch 1, 4 producers with 500 sends in flight each, 4 consumers
+//	(c) open loop at 5,000 msgs/s (batch 1, 4+4): send and end-to-end latency
+//	(d) receive throughput, same load as (a), on a queue holding BACKLOG
+//	    messages vs the empty queue of (a)
+//	(e) receive-only from that backlog (1 % of it tagged): BACKLOG/100
+//	    messages with a tag filter vs as many without
+//	(f) peak RSS (VmHWM) of each node at the end
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+)
+
+type suiteConfig struct {
+	duration time.Duration
+	backlog  int64
+	bin      string
+	timeout  time.Duration
+	keep     bool
+}
+
+func main() {
+	var c suiteConfig
+	flag.DurationVar(&c.duration, "duration", envDuration("DURATION", 15*time.Second), "length of each scenario (env DURATION)")
+	flag.Int64Var(&c.backlog, "backlog", envInt("BACKLOG", 1_000_000), "messages in the backlog of (d) and (e) (env BACKLOG)")
+	flag.StringVar(&c.bin, "bin", os.Getenv("BIN"), "quorumq binary to use instead of building one (env BIN)")
+	flag.DurationVar(&c.timeout, "timeout", envDuration("TIMEOUT", 30*time.Minute), "bound of the whole suite (env TIMEOUT)")
+	flag.BoolVar(&c.keep, "keep", os.Getenv("KEEP") != "", "keep the temporary directory with node and bench logs (env KEEP)")
+	flag.Parse()
+	if c.duration <= 0 || c.backlog < 100 {
+		fmt.Fprintln(os.Stderr, "bench: -duration must be positive and -backlog at least 100")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	err := run(ctx, c)
+	cancel()
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
+}
+
+func envInt(name string, def int64) int64 {
+	if v, err := strconv.ParseInt(os.Getenv(name), 10, 64); err == nil {
+		return v
+	}
+	return def
+}
+
+func run(ctx context.Context, c suiteConfig) (err error) {
+	dir, err := os.MkdirTemp("", "quorumq-bench-")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if c.keep {
+			fmt.Fprintln(os.Stderr, "logs and data kept in", dir)
+		} else {
+			_ = os.RemoveAll(dir)
+		}
+	}()
+	if c.bin == "" {
+		c.bin = filepath.Join(dir, "quorumq")
+		logf("building %s", c.bin)
+		build := exec.CommandContext(ctx, "go", "build", "-o", c.bin, "./cmd/quorumq")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("go build (run from the repository root): %w", err)
+		}
+	}
+	cl, err := startCluster(ctx, c.bin, dir)
+	if err != nil {
+		return err
+	}
+	defer cl.stop()
+	logf("cluster up: gRPC %s (logs in %s)", strings.Join(cl.grpc, ","), dir)
+
+	s := &suite{c: c, cl: cl, dir: dir}
+	return s.run(ctx)
+}
+
+// cluster is three `quorumq serve` processes on loopback.
+type cluster struct {
+	procs []*exec.Cmd
+	grpc  []string
+}
+
+// freePorts reserves n loopback ports by listening and closing: another
+// process could take one in between, which the node's start would report.
+func freePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	var lns []net.Listener
+	defer func() {
+		for _, l := range lns {
+			_ = l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func startCluster(ctx context.Context, bin, dir string) (*cluster, error) {
+	ports, err := freePorts(9)
+	if err != nil {
+		return nil, err
+	}
+	addr := func(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
+	var peers []string
+	for i := range 3 {
+		peers = append(peers, fmt.Sprintf("%d=%s", i+1, addr(ports[6+i])))
+	}
+	cl := &cluster{}
+	var https []string
+	for i := range 3 {
+		id := strconv.Itoa(i + 1)
+		logFile, err := os.Create(filepath.Join(dir, "n"+id+".log"))
+		if err != nil {
+			cl.stop()
+			return nil, err
+		}
+		cmd := exec.Command(bin, "serve", "--node-id", id, "--data-dir", filepath.Join(dir, "n"+id),
+			"--http-addr", addr(ports[i]), "--grpc-addr", addr(ports[3+i]), "--raft-addr", addr(ports[6+i]),
+			"--peers", strings.Join(peers, ","))
+		cmd.Stdout, cmd.Stderr = logFile, logFile
+		// The nodes die with the suite even if it is killed.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			_ = logFile.Close()
+			cl.stop()
+			return nil, fmt.Errorf("start node %s: %w", id, err)
+		}
+		_ = logFile.Close() // the child holds its own descriptor
+		cl.procs = append(cl.procs, cmd)
+		cl.grpc = append(cl.grpc, addr(ports[3+i]))
+		https = append(https, addr(ports[i]))
+	}
+	if err := waitReady(ctx, https, 60*time.Second); err != nil {
+		cl.stop()
+		return nil, err
+	}
+	return cl, nil
+}
+
+// waitReady polls each node's /readyz until it answers 200.
+func waitReady(ctx context.Context, https []string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for _, h := range https {
+		for {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+h+"/readyz", nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				_ = resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("node %s not ready: %w", h, ctx.Err())
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+// stop sends SIGTERM (drain) and kills what has not exited after 15 s.
+func (cl *cluster) stop() {
+	for _, p := range cl.procs {
+		_ = p.Process.Signal(syscall.SIGTERM)
+	}
+	for _, p := range cl.procs {
+		done := make(chan struct{})
+		go func() { _ = p.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = p.Process.Kill()
+			<-done
+		}
+	}
+	cl.procs = nil
+}
+
+// peakRSS is VmHWM of a process in MiB.
+func peakRSS(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			return kb / 1024, err
+		}
+	}
+	return 0, errors.New("no VmHWM in /proc status")
+}
+
+// result is the part of `quorumq bench --json` the table shows.
+type result struct {
+	Sent           int64   `json:"sent"`
+	Received       int64   `json:"received"`
+	Deleted        int64   `json:"deleted"`
+	SentPerSec     float64 `json:"sentPerSec"`
+	ReceivedPerSec float64 `json:"receivedPerSec"`
+	DeletedPerSec  float64 `json:"deletedPerSec"`
+	Drained        bool    `json:"drained"`
+	Send           latency `json:"sendLatencyMs"`
+	E2E            latency `json:"endToEndLatencyMs"`
+	Errors         map[string]int64 `json:"errors"`
+}
+
+type latency struct {
+	Count               int64
+	P50, P90, P99, P999 float64
+}
+
+type row struct {
+	name string
+	r    *result
+	note string
+}
+
+type suite struct {
+	c    suiteConfig
+	cl   *cluster
+	dir  string
+	rows []row
+}
+
+// bench runs one `quorumq bench --json` with its progress in a log file.
+func (s *suite) bench(ctx context.Context, name string, args ...string) (*result, error) {
+	logf("(%s) quorumq bench %s", name, strings.Join(args, " "))
+	args = append([]string{"bench", "--json", "--endpoints", strings.Join(s.cl.grpc, ",")}, args...)
+	cmd := exec.CommandContext(ctx, s.c.bin, args...)
+	var out bytes.Buffer
+	logFile, err := os.Create(filepath.Join(s.dir, "bench-"+strings.NewReplacer(" ", "_", "/", "_").Replace(name)+".log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close()
+	cmd.Stdout, cmd.Stderr = &out, io.MultiWriter(logFile)
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("(%s): %w (see %s)", name, err, logFile.Name())
+	}
+	var r result
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		return nil, fmt.Errorf("(%s) output %q: %w", name, out.String(), err)
+	}
+	logf("(%s) sent %.0f/s, received %.0f/s, send p99 %.1f ms, e2e p99 %.1f ms, errors %v",
+		name, r.SentPerSec, r.ReceivedPerSec, r.Send.P99, r.E2E.P99, r.Errors)
+	return &r, nil
+}
+
+func (s *suite) run(ctx context.Context) error {
+	d := s.c.duration.String()
+	common := []string{"--size", "1024", "--create", "--duration", d, "--drain-timeout", d}
+	a, err := s.bench(ctx, "a", append(common, "--queue", "sa", "--batch", "10", "--producers", "8", "--consumers", "8")...)
+	if err != nil {
+		return err
+	}
+	s.rows = append(s.rows, row{"(a) batch 10, 8+8, closed loop", a, ""})
+	b, err := s.bench(ctx, "b", append(common, "--queue", "sb", "--batch", "1", "--inflight", "500",
+		"--producers", "4", "--consumers", "4")...)
+	if err != nil {
+		return err
+	}
+	s.rows = append(s.rows, row{"(b) batch 1, 4×500 in flight, 4 cons", b, ""})
+	c, err := s.bench(ctx, "c", append(common, "--queue", "sc", "--batch", "1", "--inflight", "500",
+		"--producers", "4", "--consumers", "4", "--rate", "5000")...)
+	if err != nil {
+		return err
+	}
+	s.rows = append(s.rows, row{"(c) open loop 5000/s, batch 1, 4+4", c, ""})
+
+	// The backlog: 1 % tagged for (e). Bounded by the suite's timeout.
+	fill, err := s.bench(ctx, "fill", "--size", "1024", "--create", "--queue", "sd", "--batch", "10", "--inflight", "2",
+		"--producers", "8", "--consumers", "0", "--messages", strconv.FormatInt(s.c.backlog, 10), "--duration", "0",
+		"--tag", "hot", "--tag-every", "100")
+	if err != nil {
+		return err
+	}
+	s.rows = append(s.rows, row{fmt.Sprintf("    fill backlog of %d (8×2, batch 10)", s.c.backlog), fill, ""})
+
+	hot := strconv.FormatInt(s.c.backlog/100, 10)
+	recvOnly := []string{"--queue", "sd", "--producers", "0", "--consumers", "8", "--messages", hot, "--duration", d}
+	ef, err := s.bench(ctx, "e-filtered", append(recvOnly, "--filter-tag", "hot")...)
+	if err != nil {
+		return err
+	}
+	eu, err := s.bench(ctx, "e-unfiltered", recvOnly...)
+	if err != nil {
+		return err
+	}
+	db, err := s.bench(ctx, "d-backlog", append(common, "--queue", "sd", "--batch", "10", "--producers", "8", "--consumers", "8")...)
+	if err != nil {
+		return err
+	}
+	s.rows = append(s.rows,
+		row{"(d) recv, empty queue: (a)", a, ""},
+		row{"(d) recv, backlog queue", db, ratio("backlog/empty", db.ReceivedPerSec, a.ReceivedPerSec)},
+		row{"(e) recv-only " + hot + " msgs, unfiltered", eu, ""},
+		row{"(e) recv-only " + hot + " msgs, 1% tag filter", ef, ratio("filtered/unfiltered", ef.ReceivedPerSec, eu.ReceivedPerSec)},
+	)
+	return s.print(os.Stdout)
+}
+
+func ratio(name string, x, y float64) string {
+	if y == 0 {
+		return name + " n/a"
+	}
+	return fmt.Sprintf("%s %.2f", name, x/y)
+}
+
+func (s *suite) print(w io.Writer) error {
+	fmt.Fprintf(w, "\nquorumq bench suite: 3 nodes on 127.0.0.1, 1 KiB messages, %v per scenario, backlog %d\n\n",
+		s.c.duration, s.c.backlog)
+	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+	fmt.Fprintln(tw, "scenario\tsent/s\trecv+del/s\tsend p50\tp90\tp99\tp99.9\te2e p50\tp90\tp99\tp99.9\terrors\t")
+	ms := func(l latency, f float64) string {
+		if l.Count == 0 {
+			return "-"
+		}
+		return strconv.FormatFloat(f, 'f', 1, 64)
+	}
+	for _, r := range s.rows {
+		var errs int64
+		for _, n := range r.r.Errors {
+			errs += n
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.name, r.r.SentPerSec, r.r.DeletedPerSec,
+			ms(r.r.Send, r.r.Send.P50), ms(r.r.Send, r.r.Send.P90), ms(r.r.Send, r.r.Send.P99), ms(r.r.Send, r.r.Send.P999),
+			ms(r.r.E2E, r.r.E2E.P50), ms(r.r.E2E, r.r.E2E.P90), ms(r.r.E2E, r.r.E2E.P99), ms(r.r.E2E, r.r.E2E.P999), errs, r.note)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "(latencies in ms; recv+del/s counts messages received and deleted)")
+	var rss []string
+	for i, p := range s.cl.procs {
+		mib, err := peakRSS(p.Process.Pid)
+		if err != nil {
+			rss = append(rss, fmt.Sprintf("node %d: %v", i+1, err))
+			continue
+		}
+		rss = append(rss, fmt.Sprintf("node %d %.0f MiB", i+1, mib))
+	}
+	_, err := fmt.Fprintf(w, "(f) peak RSS (VmHWM): %s\n", strings.Join(rss, ", "))
+	return err
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}

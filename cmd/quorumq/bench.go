@@ -1,0 +1,794 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+)
+
+// Attributes the bench stamps on every message it sends.
+const (
+	benchAttrTime = "bench-ts"  // intended send time, Unix nanoseconds
+	benchAttrRun  = "bench-run" // run id: end-to-end latency counts only this run's messages
+)
+
+// Limits of the API the flags are checked against before any call.
+const (
+	benchMaxBatch        = 100
+	benchMaxRequestBytes = 4 << 20
+	benchMaxBody         = 1 << 20
+	benchCallTimeout     = 10 * time.Second
+	benchReceiveWait     = time.Second
+	benchErrorBackoff    = 20 * time.Millisecond
+	// Latencies are recorded in microseconds, 1 µs to 10 min, 3 digits.
+	benchHistMaxMicros = int64(10 * time.Minute / time.Microsecond)
+)
+
+// benchOptions are the flags of `quorumq bench`.
+type benchOptions struct {
+	endpoints    []string
+	queue        string
+	partitions   int
+	producers    int
+	consumers    int
+	size         int
+	batch        int
+	inflight     int
+	duration     time.Duration
+	messages     int64
+	rate         float64
+	receiveBatch int
+	create       bool
+	jsonOut      bool
+	token        string
+	drainTimeout time.Duration
+	visibility   time.Duration
+	tag          string
+	tagEvery     int
+	filterTag    string
+	progress     time.Duration
+}
+
+func defaultBenchOptions() benchOptions {
+	return benchOptions{
+		endpoints: []string{"127.0.0.1:9090"}, queue: "bench", partitions: 1, producers: 8, consumers: 8,
+		size: 1024, batch: 10, inflight: 1, duration: 30 * time.Second, receiveBatch: 10,
+		drainTimeout: 30 * time.Second, progress: time.Second,
+	}
+}
+
+func newBenchCmd() *cobra.Command {
+	o := defaultBenchOptions()
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Load a queue with producers and consumers; report throughput and latency percentiles",
+		Long: `Runs P producers and C consumers against the given endpoints (any node
+forwards to the leader). Producers send --size byte messages, --batch per
+request, with up to --inflight unconfirmed requests each: as fast as
+confirmed (closed loop), or at --rate messages/s in total (open loop; latency
+is measured from each request's intended start, so a stalled server is not
+hidden). Consumers long-poll (1s) for up to --receive-batch messages and
+delete them in one batch. Each message carries its intended send time, so
+end-to-end latency is receive time minus that.
+
+The run stops sending after --duration and/or --messages, then drains:
+consumers go on until as many messages were received as were sent, or
+--drain-timeout. With --producers 0 it only receives (from a backlog) until
+--duration or --messages. A progress line each second goes to stderr; the
+summary to stdout (one JSON object with --json).`,
+		Example: `  quorumq bench --endpoints 127.0.0.1:9091,127.0.0.1:9092,127.0.0.1:9093 --queue b1 --create --duration 15s
+  quorumq bench --queue b2 --create --batch 1 --inflight 500 --producers 4 --consumers 4
+  quorumq bench --queue b3 --create --rate 5000 --batch 1 --inflight 100 --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.validate(); err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			res, err := runBench(ctx, o, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			if o.jsonOut {
+				return writeBenchJSON(cmd.OutOrStdout(), res)
+			}
+			return writeBenchText(cmd.OutOrStdout(), res)
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&o.endpoints, "endpoints", o.endpoints, "gRPC addresses of the nodes to load (clients spread over them)")
+	f.StringVar(&o.queue, "queue", o.queue, "queue name")
+	f.IntVar(&o.partitions, "partitions", o.partitions, "partitions of the queue when --create makes it (1-64)")
+	f.IntVar(&o.producers, "producers", o.producers, "producers, each with its own connection (0: receive only)")
+	f.IntVar(&o.consumers, "consumers", o.consumers, "consumers, each with its own connection (0: send only)")
+	f.IntVar(&o.size, "size", o.size, "message body size in bytes")
+	f.IntVar(&o.batch, "batch", o.batch, "messages per send request (1: SendMessage, more: SendMessageBatch)")
+	f.IntVar(&o.inflight, "inflight", o.inflight, "unconfirmed send requests per producer")
+	f.DurationVar(&o.duration, "duration", o.duration, "how long to send (0: until --messages)")
+	f.Int64Var(&o.messages, "messages", 0, "messages to send, or with --producers 0 to receive (0: until --duration)")
+	f.Float64Var(&o.rate, "rate", 0, "open loop: messages/s over all producers (0: closed loop, as fast as confirmed)")
+	f.IntVar(&o.receiveBatch, "receive-batch", o.receiveBatch, "messages per receive (1-100)")
+	f.BoolVar(&o.create, "create", false, "create the queue first (same attributes again is a no-op)")
+	f.BoolVar(&o.jsonOut, "json", false, "print one JSON object at the end")
+	f.StringVar(&o.token, "token", "", "bearer token for a secured cluster (default: none, dev mode)")
+	f.DurationVar(&o.drainTimeout, "drain-timeout", o.drainTimeout, "how long consumers go on after sending stops")
+	f.DurationVar(&o.visibility, "visibility-timeout", 0, "lease of received messages (default: the queue's)")
+	f.StringVar(&o.tag, "tag", "", "tag sent messages with this tag")
+	f.IntVar(&o.tagEvery, "tag-every", 0, "with --tag: tag only every N-th message (100 = 1%; 0: all)")
+	f.StringVar(&o.filterTag, "filter-tag", "", "consumers receive only messages with this tag")
+	f.DurationVar(&o.progress, "progress-interval", o.progress, "progress line period on stderr (0: none)")
+	return cmd
+}
+
+// validate checks the flags against each other and the API's limits.
+func (o *benchOptions) validate() error {
+	if len(o.endpoints) == 0 {
+		return errors.New("--endpoints: at least one address")
+	}
+	for _, e := range o.endpoints {
+		if _, _, err := net.SplitHostPort(e); err != nil {
+			return fmt.Errorf("--endpoints %q: %w", e, err)
+		}
+	}
+	switch {
+	case o.queue == "":
+		return errors.New("--queue is required")
+	case o.partitions < 1 || o.partitions > 64:
+		return fmt.Errorf("--partitions %d: must be 1-64", o.partitions)
+	case o.producers < 0 || o.consumers < 0:
+		return errors.New("--producers and --consumers must not be negative")
+	case o.producers == 0 && o.consumers == 0:
+		return errors.New("--producers and --consumers are both 0: nothing to do")
+	case o.size < 1 || o.size > benchMaxBody:
+		return fmt.Errorf("--size %d: must be 1-%d bytes", o.size, benchMaxBody)
+	case o.batch < 1 || o.batch > benchMaxBatch:
+		return fmt.Errorf("--batch %d: must be 1-%d", o.batch, benchMaxBatch)
+	case o.batch*o.size > benchMaxRequestBytes:
+		return fmt.Errorf("--batch %d × --size %d exceeds the 4 MiB request limit", o.batch, o.size)
+	case o.inflight < 1:
+		return fmt.Errorf("--inflight %d: must be at least 1", o.inflight)
+	case o.receiveBatch < 1 || o.receiveBatch > benchMaxBatch:
+		return fmt.Errorf("--receive-batch %d: must be 1-%d", o.receiveBatch, benchMaxBatch)
+	case o.duration < 0 || o.messages < 0 || o.drainTimeout < 0 || o.visibility < 0 || o.progress < 0:
+		return errors.New("--duration, --messages, --drain-timeout, --visibility-timeout and --progress-interval must not be negative")
+	case o.duration == 0 && o.messages == 0:
+		return errors.New("unbounded run: give --duration and/or --messages")
+	case o.rate < 0:
+		return fmt.Errorf("--rate %v: must not be negative", o.rate)
+	case o.rate > 0 && o.producers == 0:
+		return errors.New("--rate needs producers")
+	case o.tagEvery < 0:
+		return fmt.Errorf("--tag-every %d: must not be negative", o.tagEvery)
+	case o.tagEvery > 0 && o.tag == "":
+		return errors.New("--tag-every needs --tag")
+	}
+	return nil
+}
+
+// latencyRecorder is an HDR histogram of the whole run and one of the
+// current progress interval, safe for concurrent use. Values are in
+// microseconds; values beyond the range are clamped to its top.
+type latencyRecorder struct {
+	mu       sync.Mutex
+	total    *hdrhistogram.Histogram
+	interval *hdrhistogram.Histogram
+}
+
+func newLatencyRecorder() *latencyRecorder {
+	return &latencyRecorder{
+		total:    hdrhistogram.New(1, benchHistMaxMicros, 3),
+		interval: hdrhistogram.New(1, benchHistMaxMicros, 3),
+	}
+}
+
+// record adds n observations of d.
+func (l *latencyRecorder) record(d time.Duration, n int64) {
+	us := min(max(d.Microseconds(), 1), benchHistMaxMicros)
+	l.mu.Lock()
+	_ = l.total.RecordValues(us, n) // cannot fail: us is within range
+	_ = l.interval.RecordValues(us, n)
+	l.mu.Unlock()
+}
+
+// takeInterval returns the summary of the interval since the last call and
+// starts a new one.
+func (l *latencyRecorder) takeInterval() latencySummary {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := summarize(l.interval)
+	l.interval.Reset()
+	return s
+}
+
+func (l *latencyRecorder) summary() latencySummary {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return summarize(l.total)
+}
+
+// latencySummary is a histogram's percentiles in milliseconds.
+type latencySummary struct {
+	Count int64   `json:"count"`
+	Mean  float64 `json:"mean"`
+	P50   float64 `json:"p50"`
+	P90   float64 `json:"p90"`
+	P99   float64 `json:"p99"`
+	P999  float64 `json:"p999"`
+	Max   float64 `json:"max"`
+}
+
+func summarize(h *hdrhistogram.Histogram) latencySummary {
+	if h.TotalCount() == 0 {
+		return latencySummary{}
+	}
+	ms := func(us int64) float64 { return float64(us) / 1000 }
+	return latencySummary{
+		Count: h.TotalCount(),
+		Mean:  h.Mean() / 1000,
+		P50:   ms(h.ValueAtPercentile(50)),
+		P90:   ms(h.ValueAtPercentile(90)),
+		P99:   ms(h.ValueAtPercentile(99)),
+		P999:  ms(h.ValueAtPercentile(99.9)),
+		Max:   ms(h.Max()),
+	}
+}
+
+// errorCounts counts failures by gRPC code name (batch entries report
+// theirs by name too).
+type errorCounts struct {
+	mu sync.Mutex
+	m  map[string]int64
+}
+
+func (e *errorCounts) add(code string, n int64) {
+	e.mu.Lock()
+	if e.m == nil {
+		e.m = map[string]int64{}
+	}
+	e.m[code] += n
+	e.mu.Unlock()
+}
+
+func (e *errorCounts) addErr(err error) { e.add(status.Code(err).String(), 1) }
+
+func (e *errorCounts) snapshot() map[string]int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make(map[string]int64, len(e.m))
+	for k, v := range e.m {
+		out[k] = v
+	}
+	return out
+}
+
+func (e *errorCounts) total() int64 {
+	var n int64
+	for _, v := range e.snapshot() {
+		n += v
+	}
+	return n
+}
+
+// benchConfig is the run's configuration as the JSON output shows it.
+type benchConfig struct {
+	Endpoints    []string `json:"endpoints"`
+	Queue        string   `json:"queue"`
+	Partitions   int      `json:"partitions"`
+	Producers    int      `json:"producers"`
+	Consumers    int      `json:"consumers"`
+	Size         int      `json:"size"`
+	Batch        int      `json:"batch"`
+	Inflight     int      `json:"inflight"`
+	Duration     string   `json:"duration"`
+	Messages     int64    `json:"messages"`
+	Rate         float64  `json:"rate"`
+	ReceiveBatch int      `json:"receiveBatch"`
+	Tag          string   `json:"tag,omitempty"`
+	TagEvery     int      `json:"tagEvery,omitempty"`
+	FilterTag    string   `json:"filterTag,omitempty"`
+}
+
+// benchResult is what a run measured; --json prints it as one object.
+type benchResult struct {
+	Config  benchConfig `json:"config"`
+	RunID   string      `json:"runId"`
+	Mode    string      `json:"mode"` // "closed" or "open"
+	Elapsed float64     `json:"elapsedSec"`
+	// SendElapsed is the send phase; ReceiveElapsed runs from the start
+	// to the last consumer's end (drain included).
+	SendElapsed       float64          `json:"sendElapsedSec"`
+	ReceiveElapsed    float64          `json:"receiveElapsedSec"`
+	Sent              int64            `json:"sent"`
+	SendFailed        int64            `json:"sendFailed"`
+	Received          int64            `json:"received"`
+	Deleted           int64            `json:"deleted"`
+	SentPerSec        float64          `json:"sentPerSec"`
+	ReceivedPerSec    float64          `json:"receivedPerSec"`
+	DeletedPerSec     float64          `json:"deletedPerSec"`
+	Drained           bool             `json:"drained"`
+	SendLatency       latencySummary   `json:"sendLatencyMs"`
+	EndToEndLatency   latencySummary   `json:"endToEndLatencyMs"`
+	Errors            map[string]int64 `json:"errors"`
+	ProgressIntervals int              `json:"progressIntervals"`
+}
+
+// benchRun is the shared state of one run.
+type benchRun struct {
+	o     benchOptions
+	runID string
+	body  string
+	start time.Time
+
+	claimed atomic.Int64 // messages handed to senders (--messages bound, tag-every index)
+	slot    atomic.Int64 // open loop: next request's index in the schedule
+
+	sent, sendFailed, received, deleted atomic.Int64
+	sendLat, e2eLat                     *latencyRecorder
+	errs                                errorCounts
+
+	sendStop        chan struct{} // closed: start no more sends
+	stopSendOnce    sync.Once
+	sendsDone       atomic.Bool // every sender has returned
+	cancelConsumers context.CancelFunc
+}
+
+func (r *benchRun) stopSending() { r.stopSendOnce.Do(func() { close(r.sendStop) }) }
+
+func (r *benchRun) sendingStopped() bool {
+	select {
+	case <-r.sendStop:
+		return true
+	default:
+		return false
+	}
+}
+
+// checkDone ends the consumers once there is nothing left for them: with
+// producers, when sending is over and as many messages were received as
+// sent; receive-only, when --messages were received.
+func (r *benchRun) checkDone() {
+	if r.o.producers > 0 {
+		if r.sendsDone.Load() && r.received.Load() >= r.sent.Load() {
+			r.cancelConsumers()
+		}
+	} else if r.o.messages > 0 && r.received.Load() >= r.o.messages {
+		r.cancelConsumers()
+	}
+}
+
+// claim reserves the messages of the next send request: up to --batch,
+// fewer at the end of --messages, 0 when there are none left. It returns
+// the index of the first one.
+func (r *benchRun) claim() (first int64, n int) {
+	n = r.o.batch
+	end := r.claimed.Add(int64(n))
+	if r.o.messages > 0 && end > r.o.messages {
+		n -= int(end - r.o.messages)
+	}
+	if n <= 0 {
+		return 0, 0
+	}
+	return end - int64(r.o.batch), n
+}
+
+// bearer sends a token on every call (loopback dev clusters have no TLS).
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+func (bearer) RequireTransportSecurity() bool { return false }
+
+func (o *benchOptions) dial(i int) (*grpc.ClientConn, error) {
+	ep := o.endpoints[i%len(o.endpoints)]
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if o.token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer(o.token)))
+	}
+	conn, err := grpc.NewClient(ep, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", ep, err)
+	}
+	return conn, nil
+}
+
+// runBench runs the load described by o (already validated) and returns
+// what it measured. Progress lines go to progress. Cancelling ctx ends the
+// run early with the figures so far.
+func runBench(ctx context.Context, o benchOptions, progress io.Writer) (*benchResult, error) {
+	var conns []*grpc.ClientConn
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	for i := 0; i < o.producers+o.consumers; i++ {
+		c, err := o.dial(i)
+		if err != nil {
+			return nil, err
+		}
+		conns = append(conns, c)
+	}
+	if err := prepareQueue(ctx, o, qv1.NewQueueServiceClient(conns[0])); err != nil {
+		return nil, err
+	}
+
+	idb := make([]byte, 6)
+	_, _ = rand.Read(idb)
+	r := &benchRun{o: o, runID: hex.EncodeToString(idb), body: strings.Repeat("x", o.size),
+		sendLat: newLatencyRecorder(), e2eLat: newLatencyRecorder(), sendStop: make(chan struct{})}
+	consCtx, cancelCons := context.WithCancel(ctx)
+	defer cancelCons()
+	r.cancelConsumers = cancelCons
+	r.start = time.Now()
+	if o.producers == 0 {
+		r.stopSending()
+		r.sendsDone.Store(true)
+	}
+
+	// The send phase ends at --duration, after --messages, or on ctx.
+	if o.duration > 0 {
+		t := time.AfterFunc(o.duration, r.stopSending)
+		defer t.Stop()
+	}
+	stopOnCtx := context.AfterFunc(ctx, r.stopSending)
+	defer stopOnCtx()
+
+	var sendWG, consWG sync.WaitGroup
+	for p := 0; p < o.producers; p++ {
+		q := qv1.NewQueueServiceClient(conns[p])
+		for w := 0; w < o.inflight; w++ {
+			sendWG.Add(1)
+			go func() {
+				defer sendWG.Done()
+				r.sender(ctx, q)
+			}()
+		}
+	}
+	var consEnd atomic.Int64 // nanoseconds since start of the last consumer's end
+	for c := 0; c < o.consumers; c++ {
+		q := qv1.NewQueueServiceClient(conns[o.producers+c])
+		consWG.Add(1)
+		go func() {
+			defer consWG.Done()
+			r.consumer(ctx, consCtx, q)
+			for d := int64(time.Since(r.start)); ; {
+				cur := consEnd.Load()
+				if d <= cur || consEnd.CompareAndSwap(cur, d) {
+					break
+				}
+			}
+		}()
+	}
+	// Receive-only runs end at --duration too.
+	if o.producers == 0 && o.duration > 0 {
+		t := time.AfterFunc(o.duration, cancelCons)
+		defer t.Stop()
+	}
+
+	progDone := make(chan struct{})
+	intervals := 0
+	if o.progress > 0 {
+		go func() {
+			defer close(progDone)
+			intervals = r.reportProgress(consCtx, progress)
+		}()
+	} else {
+		close(progDone)
+	}
+
+	sendWG.Wait()
+	sendElapsed := time.Since(r.start)
+	if o.producers > 0 {
+		r.sendsDone.Store(true)
+		drain := time.AfterFunc(o.drainTimeout, cancelCons)
+		defer drain.Stop()
+	}
+	if o.consumers == 0 {
+		cancelCons()
+	}
+	r.checkDone()
+	consWG.Wait()
+	cancelCons()
+	<-progDone
+	elapsed := time.Since(r.start)
+	if o.producers == 0 {
+		sendElapsed = 0
+	}
+	return r.result(elapsed, sendElapsed, time.Duration(consEnd.Load()), intervals), nil
+}
+
+// prepareQueue creates the queue with --create, or checks that it exists.
+func prepareQueue(ctx context.Context, o benchOptions, q qv1.QueueServiceClient) error {
+	ctx, cancel := context.WithTimeout(ctx, benchCallTimeout)
+	defer cancel()
+	if o.create {
+		req := &qv1.CreateQueueRequest{Name: o.queue}
+		if o.partitions > 1 {
+			req.Attributes = &qv1.QueueAttributes{Partitions: int32(o.partitions)}
+		}
+		if _, err := q.CreateQueue(ctx, req); err != nil {
+			return fmt.Errorf("create queue %s: %w", o.queue, err)
+		}
+		return nil
+	}
+	if _, err := q.GetQueue(ctx, &qv1.GetQueueRequest{Name: o.queue}); err != nil {
+		if status.Code(err) == codes.NotFound {
+			return fmt.Errorf("queue %s does not exist (use --create): %w", o.queue, err)
+		}
+		return fmt.Errorf("get queue %s: %w", o.queue, err)
+	}
+	return nil
+}
+
+// sender is one of a producer's --inflight send loops. Closed loop: the
+// next request starts when the last is confirmed. Open loop: request k is
+// due at start + k·batch/rate and its latency counts from then, however
+// late it actually starts (no coordinated omission).
+func (r *benchRun) sender(ctx context.Context, q qv1.QueueServiceClient) {
+	var interval time.Duration
+	if r.o.rate > 0 {
+		interval = time.Duration(float64(r.o.batch) / r.o.rate * float64(time.Second))
+	}
+	for !r.sendingStopped() {
+		intended := time.Now()
+		if interval > 0 {
+			intended = r.start.Add(time.Duration(r.slot.Add(1)-1) * interval)
+			if r.o.duration > 0 && intended.Sub(r.start) >= r.o.duration {
+				return
+			}
+			if wait := time.Until(intended); wait > 0 && !r.waitOrStop(wait) {
+				return
+			}
+		}
+		first, n := r.claim()
+		if n == 0 {
+			r.stopSending()
+			return
+		}
+		if err := r.send(ctx, q, first, n, intended); err != nil {
+			r.errs.addErr(err)
+			r.sendFailed.Add(int64(n))
+			if interval == 0 && !r.waitOrStop(benchErrorBackoff) {
+				return
+			}
+		}
+	}
+}
+
+// waitOrStop waits d; false when sending stopped meanwhile.
+func (r *benchRun) waitOrStop(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-r.sendStop:
+		return false
+	}
+}
+
+func (r *benchRun) entry(idx int64, i int, stamp string) *qv1.SendMessageBatchEntry {
+	e := &qv1.SendMessageBatchEntry{
+		Id: strconv.Itoa(i), Body: r.body,
+		Attributes: map[string]string{benchAttrTime: stamp, benchAttrRun: r.runID},
+	}
+	if r.o.tag != "" && (r.o.tagEvery <= 1 || idx%int64(r.o.tagEvery) == 0) {
+		e.Tags = []string{r.o.tag}
+	}
+	return e
+}
+
+// send sends messages first..first+n-1 in one request. In-flight requests
+// finish after sending stops (their outcome counts); only ctx cuts them.
+func (r *benchRun) send(ctx context.Context, q qv1.QueueServiceClient, first int64, n int, intended time.Time) error {
+	stamp := strconv.FormatInt(intended.UnixNano(), 10)
+	ctx, cancel := context.WithTimeout(ctx, benchCallTimeout)
+	defer cancel()
+	ok := int64(n)
+	if r.o.batch == 1 {
+		e := r.entry(first, 0, stamp)
+		_, err := q.SendMessage(ctx, &qv1.SendMessageRequest{Queue: r.o.queue, Body: e.Body, Attributes: e.Attributes, Tags: e.Tags})
+		if err != nil {
+			return err
+		}
+	} else {
+		entries := make([]*qv1.SendMessageBatchEntry, n)
+		for i := range entries {
+			entries[i] = r.entry(first+int64(i), i, stamp)
+		}
+		resp, err := q.SendMessageBatch(ctx, &qv1.SendMessageBatchRequest{Queue: r.o.queue, Entries: entries})
+		if err != nil {
+			return err
+		}
+		for _, f := range resp.GetFailed() {
+			r.errs.add(f.GetCode(), 1)
+		}
+		ok = int64(len(resp.GetSuccessful()))
+		r.sendFailed.Add(int64(len(resp.GetFailed())))
+	}
+	r.sent.Add(ok)
+	r.sendLat.record(time.Since(intended), ok)
+	return nil
+}
+
+// consumer receives and deletes until consCtx ends. Receives stop at once
+// when it does; a delete of what was received still completes under ctx.
+func (r *benchRun) consumer(ctx, consCtx context.Context, q qv1.QueueServiceClient) {
+	req := &qv1.ReceiveMessagesRequest{Queue: r.o.queue, MaxMessages: int32(r.o.receiveBatch),
+		WaitTime: durationpb.New(benchReceiveWait)}
+	if r.o.visibility > 0 {
+		req.VisibilityTimeout = durationpb.New(r.o.visibility)
+	}
+	if r.o.filterTag != "" {
+		req.TagFilter = &qv1.TagFilter{All: []string{r.o.filterTag}}
+	}
+	for consCtx.Err() == nil {
+		rctx, cancel := context.WithTimeout(consCtx, benchCallTimeout+benchReceiveWait)
+		resp, err := q.ReceiveMessages(rctx, req)
+		cancel()
+		if err != nil {
+			if consCtx.Err() != nil {
+				return
+			}
+			r.errs.addErr(err)
+			select {
+			case <-consCtx.Done():
+			case <-time.After(benchErrorBackoff):
+			}
+			continue
+		}
+		msgs := resp.GetMessages()
+		if len(msgs) == 0 {
+			continue
+		}
+		now := time.Now()
+		del := &qv1.DeleteMessageBatchRequest{Queue: r.o.queue, Entries: make([]*qv1.DeleteMessageBatchEntry, len(msgs))}
+		for i, m := range msgs {
+			del.Entries[i] = &qv1.DeleteMessageBatchEntry{Id: strconv.Itoa(i), ReceiptHandle: m.GetReceiptHandle()}
+			if m.GetAttributes()[benchAttrRun] != r.runID {
+				continue
+			}
+			if ns, err := strconv.ParseInt(m.GetAttributes()[benchAttrTime], 10, 64); err == nil {
+				r.e2eLat.record(now.Sub(time.Unix(0, ns)), 1)
+			}
+		}
+		r.received.Add(int64(len(msgs)))
+		dctx, cancel := context.WithTimeout(ctx, benchCallTimeout)
+		dresp, err := q.DeleteMessageBatch(dctx, del)
+		cancel()
+		if err != nil {
+			r.errs.addErr(err)
+		} else {
+			r.deleted.Add(int64(len(dresp.GetSuccessful())))
+			for _, f := range dresp.GetFailed() {
+				r.errs.add(f.GetCode(), 1)
+			}
+		}
+		r.checkDone()
+	}
+}
+
+// reportProgress prints a line each --progress-interval until ctx ends;
+// it returns how many it printed.
+func (r *benchRun) reportProgress(ctx context.Context, w io.Writer) int {
+	t := time.NewTicker(r.o.progress)
+	defer t.Stop()
+	lines := 0
+	var lastSent, lastRecv int64
+	last := r.start
+	for {
+		select {
+		case <-ctx.Done():
+			return lines
+		case now := <-t.C:
+			sent, recv := r.sent.Load(), r.received.Load()
+			secs := now.Sub(last).Seconds()
+			sl, el := r.sendLat.takeInterval(), r.e2eLat.takeInterval()
+			fmt.Fprintf(w, "%6.1fs  sent %9d %8.0f/s  recv %9d %8.0f/s  send p50 %7.2f p99 %7.2f ms  e2e p50 %7.2f p99 %7.2f ms  errors %d\n",
+				now.Sub(r.start).Seconds(), sent, float64(sent-lastSent)/secs, recv, float64(recv-lastRecv)/secs,
+				sl.P50, sl.P99, el.P50, el.P99, r.errs.total())
+			lastSent, lastRecv, last = sent, recv, now
+			lines++
+		}
+	}
+}
+
+func (r *benchRun) result(elapsed, sendElapsed, recvElapsed time.Duration, intervals int) *benchResult {
+	o := r.o
+	res := &benchResult{
+		Config: benchConfig{Endpoints: o.endpoints, Queue: o.queue, Partitions: o.partitions, Producers: o.producers,
+			Consumers: o.consumers, Size: o.size, Batch: o.batch, Inflight: o.inflight, Duration: o.duration.String(),
+			Messages: o.messages, Rate: o.rate, ReceiveBatch: o.receiveBatch, Tag: o.tag, TagEvery: o.tagEvery,
+			FilterTag: o.filterTag},
+		RunID: r.runID, Mode: "closed",
+		Elapsed: elapsed.Seconds(), SendElapsed: sendElapsed.Seconds(), ReceiveElapsed: recvElapsed.Seconds(),
+		Sent: r.sent.Load(), SendFailed: r.sendFailed.Load(), Received: r.received.Load(), Deleted: r.deleted.Load(),
+		SendLatency: r.sendLat.summary(), EndToEndLatency: r.e2eLat.summary(), Errors: r.errs.snapshot(),
+		ProgressIntervals: intervals,
+	}
+	if o.rate > 0 {
+		res.Mode = "open"
+	}
+	res.SentPerSec = perSec(res.Sent, sendElapsed)
+	res.ReceivedPerSec = perSec(res.Received, recvElapsed)
+	res.DeletedPerSec = perSec(res.Deleted, recvElapsed)
+	res.Drained = o.producers == 0 || o.consumers == 0 || res.Received >= res.Sent
+	return res
+}
+
+func perSec(n int64, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
+func writeBenchJSON(w io.Writer, res *benchResult) error {
+	b, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}
+
+func writeBenchText(w io.Writer, res *benchResult) error {
+	c := res.Config
+	loop := "closed loop"
+	if res.Mode == "open" {
+		loop = fmt.Sprintf("open loop at %.0f msgs/s", c.Rate)
+	}
+	fmt.Fprintf(w, "queue %s: %d producers × %d in flight, batch %d, %d consumers (receive %d), %d B, %s\n",
+		c.Queue, c.Producers, c.Inflight, c.Batch, c.Consumers, c.ReceiveBatch, c.Size, loop)
+	fmt.Fprintf(w, "sent      %10d msgs in %6.2fs  %10.1f msgs/s  (failed %d)\n", res.Sent, res.SendElapsed, res.SentPerSec, res.SendFailed)
+	fmt.Fprintf(w, "received  %10d msgs in %6.2fs  %10.1f msgs/s  (deleted %d, %.1f/s; drained %v)\n",
+		res.Received, res.ReceiveElapsed, res.ReceivedPerSec, res.Deleted, res.DeletedPerSec, res.Drained)
+	for _, l := range []struct {
+		name string
+		s    latencySummary
+	}{{"send latency", res.SendLatency}, {"end-to-end  ", res.EndToEndLatency}} {
+		fmt.Fprintf(w, "%s ms  p50 %8.2f  p90 %8.2f  p99 %8.2f  p99.9 %8.2f  max %8.2f  (n=%d)\n",
+			l.name, l.s.P50, l.s.P90, l.s.P99, l.s.P999, l.s.Max, l.s.Count)
+	}
+	if len(res.Errors) == 0 {
+		_, err := fmt.Fprintln(w, "errors    none")
+		return err
+	}
+	codes := make([]string, 0, len(res.Errors))
+	for k := range res.Errors {
+		codes = append(codes, k)
+	}
+	sort.Strings(codes)
+	parts := make([]string, len(codes))
+	for i, k := range codes {
+		parts[i] = fmt.Sprintf("%s=%d", k, res.Errors[k])
+	}
+	_, err := fmt.Fprintf(w, "errors    %s\n", strings.Join(parts, " "))
+	return err
+}
