@@ -14,7 +14,7 @@ STATICCHECK          := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Packages whose concurrency is tested under the race detector.
 RACE_PKGS := ./store/... ./raftnode/... ./server/... ./internal/...
 
-.PHONY: all build run cluster test test-unit test-race test-e2e generate check-generated tools lint fmt clean
+.PHONY: all build run cluster bench test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean
 
 all: build
 
@@ -37,8 +37,22 @@ cluster: build
 	done; \
 	echo "logs in ./data/n1.log ./data/n2.log ./data/n3.log; Ctrl-C stops the cluster"; wait'
 
+## bench: benchmark suite on a private three-node cluster (DURATION=15s BACKLOG=1000000 by default)
+bench: build
+	BIN=$(BIN)/quorumq $(GO) run ./bench
+
 ## test: everything CI checks (.ci/run calls exactly this)
-test: check-generated lint test-race test-unit test-e2e
+test: check-generated lint test-race test-unit test-fuzz test-e2e
+
+# Each fuzz target runs briefly beyond its committed seed corpus (the seeds
+# also run in the plain test runs). FUZZTIME=1m for a longer hunt.
+FUZZTIME ?= 3s
+FUZZ_TARGETS := ./store:FuzzDecodeHandle ./server:FuzzValidateMessage ./server:FuzzDecodeReceiptHandle ./server/auth:FuzzAuthenticate
+test-fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz $${t#*:} ($(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) $${t%%:*} || exit 1; \
+	done
 
 test-race:
 	$(GO) test -race -count=1 -timeout 10m $(RACE_PKGS)

@@ -245,15 +245,15 @@ func peakRSS(pid int) (float64, error) {
 
 // result is the part of `quorumq bench --json` the table shows.
 type result struct {
-	Sent           int64   `json:"sent"`
-	Received       int64   `json:"received"`
-	Deleted        int64   `json:"deleted"`
-	SentPerSec     float64 `json:"sentPerSec"`
-	ReceivedPerSec float64 `json:"receivedPerSec"`
-	DeletedPerSec  float64 `json:"deletedPerSec"`
-	Drained        bool    `json:"drained"`
-	Send           latency `json:"sendLatencyMs"`
-	E2E            latency `json:"endToEndLatencyMs"`
+	Sent           int64            `json:"sent"`
+	Received       int64            `json:"received"`
+	Deleted        int64            `json:"deleted"`
+	SentPerSec     float64          `json:"sentPerSec"`
+	ReceivedPerSec float64          `json:"receivedPerSec"`
+	DeletedPerSec  float64          `json:"deletedPerSec"`
+	Drained        bool             `json:"drained"`
+	Send           latency          `json:"sendLatencyMs"`
+	E2E            latency          `json:"endToEndLatencyMs"`
 	Errors         map[string]int64 `json:"errors"`
 }
 
@@ -375,9 +375,13 @@ func (s *suite) print(w io.Writer) error {
 		for _, n := range r.r.Errors {
 			errs += n
 		}
+		note := r.note
+		if !r.r.Drained {
+			note = strings.TrimSpace(fmt.Sprintf("%s not drained: received %d of %d", note, r.r.Received, r.r.Sent))
+		}
 		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.name, r.r.SentPerSec, r.r.DeletedPerSec,
 			ms(r.r.Send, r.r.Send.P50), ms(r.r.Send, r.r.Send.P90), ms(r.r.Send, r.r.Send.P99), ms(r.r.Send, r.r.Send.P999),
-			ms(r.r.E2E, r.r.E2E.P50), ms(r.r.E2E, r.r.E2E.P90), ms(r.r.E2E, r.r.E2E.P99), ms(r.r.E2E, r.r.E2E.P999), errs, r.note)
+			ms(r.r.E2E, r.r.E2E.P50), ms(r.r.E2E, r.r.E2E.P90), ms(r.r.E2E, r.r.E2E.P99), ms(r.r.E2E, r.r.E2E.P999), errs, note)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

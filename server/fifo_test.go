@@ -11,13 +11,17 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	"github.com/quorumq/quorumq/raftnode"
 	"github.com/quorumq/quorumq/server"
+	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
 // Tests of DESIGN §3 rule 8 (FIFO queues, deduplication), receive attempt
@@ -962,50 +966,8 @@ func TestRedriveExactlyOnceAcrossLeaderChange(t *testing.T) {
 	ids := []uint64{1, 2, 3}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	// retry calls fn through the nodes in turn until it succeeds.
-	retry := func(what string, among []uint64, fn func(ctx context.Context, cl qv1.QueueServiceClient) error) {
-		t.Helper()
-		var err error
-		for i := 0; ctx.Err() == nil; i++ {
-			cctx, ccancel := context.WithTimeout(ctx, 3*time.Second)
-			err = fn(cctx, c.clients[among[i%len(among)]])
-			ccancel()
-			if err == nil {
-				return
-			}
-		}
-		t.Fatalf("%s: %v", what, err)
-	}
-	cl := c.clients[1]
-	fifoCreate(t, cl, "dlq", nil)
-	fifoCreate(t, cl, "work", &qv1.QueueAttributes{VisibilityTimeout: durationpb.New(0), DeadLetter: &qv1.DeadLetterPolicy{Queue: "dlq", MaxReceiveCount: 1}})
-	fifoCreate(t, cl, "fixed", nil)
 	const N = 60
-	sent := map[string]bool{}
-	var entries []*qv1.SendMessageBatchEntry
-	for i := 0; i < N; i++ {
-		entries = append(entries, &qv1.SendMessageBatchEntry{Id: fmt.Sprint("p", i), Body: fmt.Sprint("poison-", i)})
-	}
-	r, err := cl.SendMessageBatch(tctx(t), &qv1.SendMessageBatchRequest{Queue: "work", Entries: entries})
-	if err != nil || len(r.GetSuccessful()) != N {
-		t.Fatalf("send: %v %v", r, err)
-	}
-	for _, s := range r.GetSuccessful() {
-		sent[s.GetMessageId()] = true
-	}
-	// Visibility 0: a received message is visible again at once, and its
-	// next receive moves it to the DLQ.
-	checkFor(t, 20*time.Second, time.Millisecond, func() error {
-		if m := fifoReceive(t, cl, &qv1.ReceiveMessagesRequest{Queue: "work", MaxMessages: 10}); len(m) > 0 {
-			return errNotYet
-		}
-		if s := fifoStats(t, cl, "work"); s.GetVisible()+s.GetInFlight() != 0 {
-			return fmt.Errorf("work: %s", statsString(s))
-		}
-		return nil
-	})
-	waitStats(t, cl, "dlq", N, 0)
-
+	sent := poisonDLQ(t, c, N)
 	old := c.leader(t, ids...)
 	var majority []uint64
 	for _, id := range ids {
@@ -1018,6 +980,7 @@ func TestRedriveExactlyOnceAcrossLeaderChange(t *testing.T) {
 	started := make(chan struct{})
 	var moved atomic.Int64
 	var calls, failed atomic.Int64
+	var finished atomic.Bool
 	redriveDone := make(chan error, 1)
 	go func() {
 		once := sync.Once{}
@@ -1026,7 +989,7 @@ func TestRedriveExactlyOnceAcrossLeaderChange(t *testing.T) {
 				redriveDone <- ctx.Err()
 				return
 			}
-			cctx, ccancel := context.WithTimeout(ctx, 3*time.Second)
+			cctx, ccancel := context.WithTimeout(ctx, time.Second)
 			r, err := c.clients[ids[i%3]].RedriveMessages(cctx, &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq", TargetQueue: "fixed", MaxMessages: 2})
 			ccancel()
 			calls.Add(1)
@@ -1037,6 +1000,7 @@ func TestRedriveExactlyOnceAcrossLeaderChange(t *testing.T) {
 			moved.Add(r.GetMoved())
 			once.Do(func() { close(started) })
 			if r.GetMoved() == 0 {
+				finished.Store(true)
 				redriveDone <- nil
 				return
 			}
@@ -1048,10 +1012,25 @@ func TestRedriveExactlyOnceAcrossLeaderChange(t *testing.T) {
 		t.Fatalf("redrive ended before it started: %v", err)
 	}
 	c.net.Partition(old)
-	t.Logf("leader %d cut off after %d messages moved", old, moved.Load())
-	newLeader := c.leader(t, majority...)
+	atCut := moved.Load()
+	t.Logf("leader %d cut off after %d messages moved", old, atCut)
+	var newLeader uint64
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if l := c.leader(t, majority...); l != old {
+			newLeader = l
+			return nil
+		}
+		return fmt.Errorf("the majority still follows %d", old)
+	})
+	// The redrive goes on through the majority.
+	checkFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if finished.Load() || moved.Load() >= atCut+10 {
+			return nil
+		}
+		return fmt.Errorf("%d moved", moved.Load())
+	})
 	// A send through the majority commits (the new leader serves).
-	retry("send through the majority", majority, func(ctx context.Context, cl qv1.QueueServiceClient) error {
+	clusterRetry(t, ctx, c, "send through the majority", majority, func(ctx context.Context, cl qv1.QueueServiceClient) error {
 		_, err := cl.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "work", Body: "probe", IdempotencyKey: "probe"})
 		return err
 	})
@@ -1073,19 +1052,87 @@ func TestRedriveExactlyOnceAcrossLeaderChange(t *testing.T) {
 	}
 	t.Logf("redrive: %d calls (%d failed), %d moved as reported", calls.Load(), failed.Load(), moved.Load())
 
-	// Wait for the relay, then count.
-	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
-		var s *qv1.QueueStats
-		var err error
-		retry("stats", ids, func(ctx context.Context, cl qv1.QueueServiceClient) error {
-			q, e := cl.GetQueue(ctx, &qv1.GetQueueRequest{Name: "fixed"})
-			s, err = q.GetQueue().GetStats(), e
-			return e
-		})
-		if err != nil {
-			return err
+	if moved.Load() > N {
+		// A call that timed out may have committed; the count of those
+		// that answered can only be lower.
+		t.Errorf("redrive calls reported %d moved, more than the %d poison messages", moved.Load(), N)
+	}
+	checkRedriven(t, ctx, c, sent)
+}
+
+// poisonDLQ creates dlq, work (dead-lettering after one receive) and
+// fixed on the cluster, sends n messages to work and dead-letters them
+// all; it returns their ids.
+func poisonDLQ(t *testing.T, c *memCluster, n int) map[string]bool {
+	t.Helper()
+	cl := c.clients[1]
+	fifoCreate(t, cl, "dlq", nil)
+	fifoCreate(t, cl, "work", &qv1.QueueAttributes{VisibilityTimeout: durationpb.New(0), DeadLetter: &qv1.DeadLetterPolicy{Queue: "dlq", MaxReceiveCount: 1}})
+	fifoCreate(t, cl, "fixed", nil)
+	sent := map[string]bool{}
+	var entries []*qv1.SendMessageBatchEntry
+	for i := 0; i < n; i++ {
+		entries = append(entries, &qv1.SendMessageBatchEntry{Id: fmt.Sprint("p", i), Body: fmt.Sprint("poison-", i)})
+	}
+	r, err := cl.SendMessageBatch(tctx(t), &qv1.SendMessageBatchRequest{Queue: "work", Entries: entries})
+	if err != nil || len(r.GetSuccessful()) != n {
+		t.Fatalf("send: %v %v", r, err)
+	}
+	for _, s := range r.GetSuccessful() {
+		sent[s.GetMessageId()] = true
+	}
+	// Visibility 0: a received message is visible again at once, and its
+	// next receive moves it to the DLQ.
+	checkFor(t, 20*time.Second, time.Millisecond, func() error {
+		if m := fifoReceive(t, cl, &qv1.ReceiveMessagesRequest{Queue: "work", MaxMessages: 10}); len(m) > 0 {
+			return errNotYet
 		}
-		if s.GetVisible() < N {
+		if s := fifoStats(t, cl, "work"); s.GetVisible()+s.GetInFlight() != 0 {
+			return fmt.Errorf("work: %s", statsString(s))
+		}
+		return nil
+	})
+	waitStats(t, cl, "dlq", int64(n), 0)
+	return sent
+}
+
+// clusterRetry calls fn through the given nodes in turn until it succeeds.
+func clusterRetry(t *testing.T, ctx context.Context, c *memCluster, what string, among []uint64, fn func(ctx context.Context, cl qv1.QueueServiceClient) error) {
+	t.Helper()
+	var err error
+	for i := 0; ctx.Err() == nil; i++ {
+		cctx, ccancel := context.WithTimeout(ctx, 3*time.Second)
+		err = fn(cctx, c.clients[among[i%len(among)]])
+		ccancel()
+		if err == nil {
+			return
+		}
+	}
+	t.Fatalf("%s: %v", what, err)
+}
+
+// checkRedriven waits until fixed holds n messages, then checks that it
+// holds each sent message exactly once and that the DLQ is empty, and
+// that the replicas converge.
+func checkRedriven(t *testing.T, ctx context.Context, c *memCluster, sent map[string]bool) {
+	t.Helper()
+	ids := []uint64{1, 2, 3}
+	N := int64(len(sent))
+	retry := func(what string, fn func(ctx context.Context, cl qv1.QueueServiceClient) error) {
+		t.Helper()
+		clusterRetry(t, ctx, c, what, ids, fn)
+	}
+	stats := func(q string) *qv1.QueueStats {
+		var s *qv1.QueueStats
+		retry("stats of "+q, func(ctx context.Context, cl qv1.QueueServiceClient) error {
+			r, err := cl.GetQueue(ctx, &qv1.GetQueueRequest{Name: q})
+			s = r.GetQueue().GetStats()
+			return err
+		})
+		return s
+	}
+	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if s := stats("fixed"); s.GetVisible() < N {
 			return fmt.Errorf("fixed: %s", statsString(s))
 		}
 		return nil
@@ -1093,7 +1140,7 @@ func TestRedriveExactlyOnceAcrossLeaderChange(t *testing.T) {
 	got := map[string]int{}
 	for {
 		var m []*qv1.ReceivedMessage
-		retry("receive from fixed", ids, func(ctx context.Context, cl qv1.QueueServiceClient) error {
+		retry("receive from fixed", func(ctx context.Context, cl qv1.QueueServiceClient) error {
 			r, err := cl.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "fixed", MaxMessages: 10, VisibilityTimeout: durationpb.New(time.Hour), WaitTime: durationpb.New(0)})
 			m = r.GetMessages()
 			return err
@@ -1103,6 +1150,9 @@ func TestRedriveExactlyOnceAcrossLeaderChange(t *testing.T) {
 		}
 		for _, x := range m {
 			got[x.GetMessageId()]++
+			if x.GetReceiveCount() != 1 || x.GetDeadLetterSource() != "" {
+				t.Errorf("redriven message %v: want receive count 1 and no dead_letter_source", x)
+			}
 		}
 	}
 	var dup, missing, extra int
@@ -1119,21 +1169,11 @@ func TestRedriveExactlyOnceAcrossLeaderChange(t *testing.T) {
 			missing++
 		}
 	}
-	if dup+missing+extra > 0 || len(got) != N {
+	if dup+missing+extra > 0 || int64(len(got)) != N {
 		t.Errorf("target holds %d messages: %d duplicated, %d missing, %d unexpected", len(got), dup, missing, extra)
 	}
-	if moved.Load() > N {
-		// Calls that timed out may have committed; the count of those
-		// that answered can only be lower.
-		t.Errorf("redrive calls reported %d moved, more than the %d poison messages", moved.Load(), N)
-	}
 	for _, q := range []string{"dlq", "fixed"} {
-		var s *qv1.QueueStats
-		retry("stats", ids, func(ctx context.Context, cl qv1.QueueServiceClient) error {
-			r, err := cl.GetQueue(ctx, &qv1.GetQueueRequest{Name: q})
-			s = r.GetQueue().GetStats()
-			return err
-		})
+		s := stats(q)
 		want := int64(0)
 		if q == "fixed" {
 			want = N
@@ -1141,6 +1181,9 @@ func TestRedriveExactlyOnceAcrossLeaderChange(t *testing.T) {
 		if s.GetVisible() != 0 || s.GetInFlight() != want || s.GetDelayed() != 0 {
 			t.Errorf("%s at the end: %s, want visible=0 inflight=%d", q, statsString(s), want)
 		}
+	}
+	if m := fifoReceive(t, c.clients[c.leader(t, ids...)], &qv1.ReceiveMessagesRequest{Queue: "dlq", MaxMessages: 10}); len(m) != 0 {
+		t.Errorf("left in the DLQ: %v", m)
 	}
 	// Replicas converge.
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
@@ -1155,6 +1198,110 @@ func TestRedriveExactlyOnceAcrossLeaderChange(t *testing.T) {
 		sort.Slice(applied, func(i, j int) bool { return applied[i] < applied[j] })
 		if applied[0] != applied[2] {
 			return fmt.Errorf("applied indexes %v", applied)
+		}
+		return nil
+	})
+}
+
+// carriesAck reports whether a Raft entry's data holds an AckOutbox
+// command. The host frames a proposal with a short header, so the command
+// is looked for at the first few offsets.
+func carriesAck(data []byte) bool {
+	for off := 0; off <= 16 && off < len(data); off++ {
+		var cmd storepb.Command
+		if proto.Unmarshal(data[off:], &cmd) == nil && cmd.GetVersion() == 1 && cmd.GetAckOutbox() != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// The relay delivers the redriven messages, then its AckOutbox never
+// reaches the followers (the leader's appends carrying it are dropped), so
+// the outbox entries stay pending; the leader is then cut off. The new
+// leader's relay delivers the same entries again: the target answers them
+// from its delivered markers, so every message is there once.
+func TestRedriveExactlyOnceWhenAckIsLost(t *testing.T) {
+	c := startMemCluster(t, 3)
+	ids := []uint64{1, 2, 3}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	const N = 40
+	sent := poisonDLQ(t, c, N)
+	old := c.leader(t, ids...)
+	var majority []uint64
+	for _, id := range ids {
+		if id != old {
+			majority = append(majority, id)
+		}
+	}
+	var acksDropped atomic.Int64
+	c.net.Drop(func(env raftnode.Envelope) bool {
+		m := env.Msg
+		if m.GetType() != raftpb.MsgApp || m.GetFrom() != old {
+			return false
+		}
+		for _, e := range m.GetEntries() {
+			if carriesAck(e.GetData()) {
+				acksDropped.Add(1)
+				return true
+			}
+		}
+		return false
+	})
+	r, err := c.clients[old].RedriveMessages(tctx(t), &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq", TargetQueue: "fixed"})
+	if err != nil || r.GetMoved() != N {
+		t.Fatalf("redrive: %v %v", r, err)
+	}
+	// Delivered (committed) but not acknowledged.
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if acksDropped.Load() == 0 {
+			return errNotYet
+		}
+		return nil
+	})
+	waitStats(t, c.clients[old], "fixed", N, 0)
+	waitStats(t, c.clients[old], "dlq", 0, 0)
+	t.Logf("%d appends carrying the ack dropped", acksDropped.Load())
+	// The followers hold the delivery but not the ack: the entries are
+	// still pending in their outbox.
+	pending := func(id uint64) int {
+		e, err := c.nodes[id].Store().PendingOutbox(1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(e)
+	}
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		for _, id := range majority {
+			if p := pending(id); p != N {
+				return fmt.Errorf("node %d has %d outbox entries pending, want %d", id, p, N)
+			}
+		}
+		return nil
+	})
+
+	c.net.Drop(nil)
+	c.net.Partition(old)
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if l := c.leader(t, majority...); l == old {
+			return fmt.Errorf("the majority still follows %d", old)
+		}
+		return nil
+	})
+	// The new leader's relay has redelivered and acknowledged once its
+	// commands commit; fixed must still hold N.
+	clusterRetry(t, ctx, c, "send through the majority", majority, func(ctx context.Context, cl qv1.QueueServiceClient) error {
+		_, err := cl.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "work", Body: "probe", IdempotencyKey: "probe"})
+		return err
+	})
+	c.net.Heal()
+	checkRedriven(t, ctx, c, sent)
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		for _, id := range ids {
+			if p := pending(id); p != 0 {
+				return fmt.Errorf("node %d has %d outbox entries pending", id, p)
+			}
 		}
 		return nil
 	})

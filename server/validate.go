@@ -203,7 +203,7 @@ func decodeHandle(field, h string) ([]byte, error) {
 	if len(h) > maxHandleChars {
 		return nil, fieldError(field, fmt.Sprintf("must be at most %d characters", maxHandleChars))
 	}
-	b, err := base64.RawURLEncoding.DecodeString(h)
+	b, err := base64.RawURLEncoding.Strict().DecodeString(h) // strict: one spelling per handle
 	if err != nil {
 		return nil, invalidHandle("receipt handle is not valid base64url")
 	}

@@ -81,7 +81,7 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-var addrLine = regexp.MustCompile(`^\s+(REST|gRPC)\s+(?:http://)?([0-9.]+:[0-9]+)`)
+var addrLine = regexp.MustCompile(`^\s+(REST|gRPC)\s+(?:https?://)?([0-9.]+:[0-9]+)`)
 
 // startServe runs `quorumq serve` on free loopback ports with its data in
 // dir and waits until it prints its addresses. extra flags are appended.

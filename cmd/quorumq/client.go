@@ -9,7 +9,9 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -22,23 +24,46 @@ import (
 type clientFlags struct {
 	endpoint string
 	timeout  time.Duration
+	token    string
+	caFile   string
 }
 
 func (c *clientFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&c.endpoint, "endpoint", "127.0.0.1:9090", "gRPC address of any node")
 	cmd.Flags().DurationVar(&c.timeout, "timeout", 30*time.Second, "deadline of the call")
+	cmd.Flags().StringVar(&c.token, "token", "", "bearer token (JWT); also QUORUMQ_TOKEN")
+	cmd.Flags().StringVar(&c.caFile, "ca-file", "", "CA (PEM) to verify the server's TLS certificate; empty: plain TCP")
+}
+
+// dialOptions are the transport credentials the flags ask for.
+func (c *clientFlags) dialOptions() ([]grpc.DialOption, error) {
+	if c.caFile == "" {
+		return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, nil
+	}
+	creds, err := credentials.NewClientTLSFromFile(c.caFile, "")
+	if err != nil {
+		return nil, fmt.Errorf("--ca-file: %w", err)
+	}
+	return []grpc.DialOption{grpc.WithTransportCredentials(creds)}, nil
 }
 
 // rpc dials the endpoint and runs fn under the call deadline; a gRPC
 // error comes back as "Code: message".
 func (c *clientFlags) rpc(cmd *cobra.Command, fn func(ctx context.Context, conn *grpc.ClientConn) error) error {
-	conn, err := grpc.NewClient(c.endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opts, err := c.dialOptions()
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(c.endpoint, opts...)
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", c.endpoint, err)
 	}
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(cmd.Context(), c.timeout)
 	defer cancel()
+	if c.token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+c.token)
+	}
 	if err := fn(ctx, conn); err != nil {
 		if st, ok := status.FromError(err); ok {
 			return fmt.Errorf("%s: %s", st.Code(), st.Message())

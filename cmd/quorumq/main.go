@@ -26,7 +26,7 @@ func newRoot() *cobra.Command {
 			return applyEnv(cmd)
 		},
 	}
-	root.AddCommand(newServeCmd(), newQueueCmd(), newSendCmd(), newReceiveCmd(), newDeleteCmd(), newClusterCmd(), newTokenCmd())
+	root.AddCommand(newServeCmd(), newQueueCmd(), newSendCmd(), newReceiveCmd(), newDeleteCmd(), newClusterCmd(), newTokenCmd(), newBenchCmd())
 	return root
 }
 

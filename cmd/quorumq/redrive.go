@@ -35,7 +35,7 @@ func newQueueRedriveCmd() *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if max < 0 {
-				return fmt.Errorf("--max must be positive (or 0 for the server's default)")
+				return fmt.Errorf("--max must not be negative (0: the server's default)")
 			}
 			req := &qv1.RedriveMessagesRequest{DeadLetterQueue: args[0], MaxMessages: max, TargetQueue: target}
 			if !all {

@@ -68,8 +68,13 @@ func newServeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "quorumq node %d serving (data in %s)\n  REST     http://%s/v1/queues\n  gRPC     %s\n  metrics  http://%s/metrics\n  health   http://%s/healthz  http://%s/readyz\n",
-				cfg.NodeID, cfg.DataDir, n.HTTPAddr(), n.GRPCAddr(), n.HTTPAddr(), n.HTTPAddr(), n.HTTPAddr())
+			scheme := "http"
+			if cfg.TLS.CertFile != "" {
+				scheme = "https"
+			}
+			h := scheme + "://" + n.HTTPAddr()
+			fmt.Fprintf(cmd.OutOrStdout(), "quorumq node %d serving (data in %s)\n  REST     %s/v1/queues\n  gRPC     %s\n  metrics  %s/metrics\n  health   %s/healthz  %s/readyz\n",
+				cfg.NodeID, cfg.DataDir, h, n.GRPCAddr(), h, h, h)
 			<-ctx.Done()
 			log.Info("shutting down: draining in-flight calls")
 			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -94,6 +99,11 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&audience, "auth-audience", "", "required JWT aud")
 	f.DurationVar(&leeway, "auth-leeway", 30*time.Second, "clock skew allowed for exp, nbf and iat")
 	f.DurationVar(&reload, "auth-reload-interval", 5*time.Second, "how often key files are checked for rotation")
+	f.StringVar(&cfg.TLS.CertFile, "tls-cert-file", "", "certificate (PEM) of the client listeners (gRPC and HTTP); empty: plain TCP")
+	f.StringVar(&cfg.TLS.KeyFile, "tls-key-file", "", "key (PEM) of --tls-cert-file")
+	f.StringVar(&cfg.TLS.PeerCertFile, "peer-tls-cert-file", "", "this node's certificate for mutual TLS between nodes")
+	f.StringVar(&cfg.TLS.PeerKeyFile, "peer-tls-key-file", "", "key of --peer-tls-cert-file")
+	f.StringVar(&cfg.TLS.PeerCAFile, "peer-tls-ca-file", "", "CA that signs every node's peer certificate")
 	f.BoolVar(&insecure, "insecure", false, "allow dev mode (no authentication) on non-loopback addresses")
 	return cmd
 }

@@ -5,6 +5,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
@@ -50,6 +52,8 @@ type Config struct {
 	// Authenticator verifies callers; nil: dev mode (tenant "default",
 	// every scope).
 	Authenticator server.Authenticator
+	// TLS names certificate files; empty: plain TCP.
+	TLS TLSFiles
 }
 
 // Node is a running quorumq process.
@@ -126,16 +130,28 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open pebble: %w", err)
 	}
+	clientTLS, err := cfg.TLS.clientTLS()
+	if err != nil {
+		return nil, err
+	}
+	peerServerTLS, peerClientTLS, err := cfg.TLS.peerTLS()
+	if err != nil {
+		return nil, err
+	}
+	var peerDial []grpc.DialOption
+	if peerClientTLS != nil {
+		peerDial = append(peerDial, grpc.WithTransportCredentials(credentials.NewTLS(peerClientTLS)))
+	}
 	hostCfg := raftnode.Config{NodeID: cfg.NodeID, DB: n.db, Logger: cfg.Logger, TickInterval: cfg.TickInterval,
 		SnapshotDir: filepath.Join(cfg.DataDir, "snapshots")}
 	if n.multiNode() {
 		if cfg.RaftTransport != nil {
 			hostCfg.Transport = cfg.RaftTransport
 		} else {
-			n.tr = raftnode.NewGRPCTransport(raftnode.TransportConfig{NodeID: cfg.NodeID, Peers: cfg.Peers, Logger: cfg.Logger})
+			n.tr = raftnode.NewGRPCTransport(raftnode.TransportConfig{NodeID: cfg.NodeID, Peers: cfg.Peers, Logger: cfg.Logger, DialOptions: peerDial})
 			hostCfg.Transport = n.tr
 		}
-		n.fwd = server.NewForwarder(cfg.NodeID, cfg.Peers)
+		n.fwd = server.NewForwarder(cfg.NodeID, cfg.Peers, peerDial...)
 	}
 	n.host, err = raftnode.NewHost(hostCfg)
 	if err != nil {
@@ -172,7 +188,11 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("listen raft: %w", err)
 		}
-		n.peer = grpc.NewServer(interceptors, grpc.MaxRecvMsgSize(16<<20))
+		peerOpts := []grpc.ServerOption{interceptors, grpc.MaxRecvMsgSize(16 << 20)}
+		if peerServerTLS != nil {
+			peerOpts = append(peerOpts, grpc.Creds(credentials.NewTLS(peerServerTLS)))
+		}
+		n.peer = grpc.NewServer(peerOpts...)
 		if n.tr != nil {
 			n.tr.Register(n.peer)
 		}
@@ -193,7 +213,13 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen grpc: %w", err)
 	}
-	n.grpc = grpc.NewServer(interceptors, grpc.MaxRecvMsgSize(8<<20))
+	apiOpts := []grpc.ServerOption{interceptors, grpc.MaxRecvMsgSize(8 << 20)}
+	selfCreds := insecure.NewCredentials()
+	if clientTLS != nil {
+		apiOpts = append(apiOpts, grpc.Creds(credentials.NewTLS(clientTLS)))
+		selfCreds = credentials.NewTLS(selfDialTLS(clientTLS))
+	}
+	n.grpc = grpc.NewServer(apiOpts...)
 	qv1.RegisterQueueServiceServer(n.grpc, n.srv)
 	qv1.RegisterClusterServiceServer(n.grpc, cluster)
 	n.serveWG.Add(1)
@@ -205,7 +231,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	}()
 
 	n.conn, err = grpc.NewClient(n.grpcLn.Addr().String(),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(selfCreds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.MaxCallSendMsgSize(8<<20)))
 	if err != nil {
 		return nil, fmt.Errorf("gateway client: %w", err)
@@ -217,6 +243,9 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen http: %w", err)
+	}
+	if clientTLS != nil {
+		n.httpLn = tls.NewListener(n.httpLn, clientTLS)
 	}
 	n.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	n.serveWG.Add(1)

@@ -1,0 +1,464 @@
+package quorumq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+)
+
+// Handler processes one message. Returning nil deletes the message;
+// an error (or a panic) gives it back to the queue after a backoff. ctx
+// is cancelled when the consumer's drain timeout ends during shutdown.
+type Handler func(ctx context.Context, m *Message) error
+
+// ConsumerOptions tune a Consumer. Zero fields take the defaults.
+type ConsumerOptions struct {
+	// Concurrency is the number of handlers running at once (default 10).
+	// The consumer never holds more messages than it can run: a receive
+	// asks for at most the free handler slots.
+	Concurrency int
+	// MaxMessages caps one receive (1 – 100; default Concurrency, at most 100).
+	MaxMessages int
+	// WaitTime is the long-poll wait of a receive (default 20s).
+	WaitTime time.Duration
+	// VisibilityTimeout is the lease of received messages (default: the
+	// queue's, read once when Run starts; 30s if the queue's is 0).
+	VisibilityTimeout time.Duration
+	// HeartbeatInterval is how often a running handler's lease is
+	// extended by VisibilityTimeout (default VisibilityTimeout / 3).
+	HeartbeatInterval time.Duration
+	// NackBackoff is how long a message whose handler failed stays
+	// invisible before it is delivered again (default 1s doubled per
+	// receive, at most 5 minutes).
+	NackBackoff func(m *Message, err error) time.Duration
+	// DrainTimeout bounds the wait for running handlers at shutdown
+	// (default 30s). Past it their contexts are cancelled and their
+	// messages given back to the queue.
+	DrainTimeout time.Duration
+	// DeleteLinger is how long a delete waits for others to share its
+	// batch (default 10ms).
+	DeleteLinger time.Duration
+	// Filter receives only messages whose tags match.
+	Filter *TagFilter
+	// OnError, when set, is told of handler errors and of failures to
+	// delete, extend or release a message (default: the client's logger).
+	OnError func(m *Message, err error)
+}
+
+// DefaultNackBackoff is 1s doubled per receive of the message, at most 5
+// minutes.
+func DefaultNackBackoff(m *Message, _ error) time.Duration {
+	d := time.Second
+	for i := 1; i < m.ReceiveCount && d < 5*time.Minute; i++ {
+		d *= 2
+	}
+	return min(d, 5*time.Minute)
+}
+
+// Consumer runs a Handler over a queue's messages. See Run.
+type Consumer struct {
+	q *Queue
+	o ConsumerOptions
+}
+
+// NewConsumer returns a consumer of the queue; Run starts it.
+func (q *Queue) NewConsumer(o ConsumerOptions) *Consumer {
+	if o.Concurrency <= 0 {
+		o.Concurrency = 10
+	}
+	if o.MaxMessages <= 0 {
+		o.MaxMessages = o.Concurrency
+	}
+	o.MaxMessages = min(o.MaxMessages, o.Concurrency, maxBatchEntries)
+	if o.WaitTime <= 0 {
+		o.WaitTime = maxWaitTime
+	}
+	if o.NackBackoff == nil {
+		o.NackBackoff = DefaultNackBackoff
+	}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = 30 * time.Second
+	}
+	if o.DeleteLinger <= 0 {
+		o.DeleteLinger = 10 * time.Millisecond
+	}
+	return &Consumer{q: q, o: o}
+}
+
+// run is the state of one Run.
+type run struct {
+	c       *Consumer
+	h       Handler
+	vis     time.Duration
+	beat    time.Duration
+	bg      context.Context // outlives Run's ctx: acks, releases, heartbeats
+	work    context.Context // handlers' parent; cancelled at the drain timeout
+	slots   chan struct{}
+	acks    *acker
+	wg      sync.WaitGroup // handler goroutines
+	post    sync.WaitGroup // handlers past their handler, acking or nacking; guarded by mu for Add
+	mu      sync.Mutex
+	running map[*running]struct{}
+}
+
+// running is a message whose handler runs.
+type running struct {
+	m         *Message
+	stopBeat  func() // stops the heartbeat and waits for it
+	abandoned bool   // released at the drain timeout; guarded by run.mu
+}
+
+// Run receives messages and runs handler on each, Concurrency at once,
+// until ctx is done or a receive fails with an error that retrying cannot
+// fix (ErrQueueNotFound, ErrPermissionDenied, …), which it returns.
+//
+// While a handler runs, its message's lease is extended every
+// HeartbeatInterval, so a slow handler is not raced by a redelivery. When
+// the handler returns nil the message is deleted (deletes are batched);
+// on an error it is made visible again after NackBackoff.
+//
+// Shutdown (ctx done): Run stops receiving, gives back (visibility 0) any
+// message received but not yet handed to a handler — including what an
+// interrupted receive may have leased — and waits up to DrainTimeout for
+// running handlers; past it, it cancels them and gives their messages
+// back. Run returns after the last delete is sent, with nil, so that no
+// message stays invisible longer than its processing.
+func (c *Consumer) Run(ctx context.Context, handler Handler) error {
+	vis := c.o.VisibilityTimeout
+	if vis <= 0 {
+		info, err := c.q.c.GetQueue(ctx, c.q.name)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("quorumq: consumer of %s: %w", c.q.name, err)
+		}
+		if vis = info.Attributes.VisibilityTimeout; vis <= 0 {
+			vis = 30 * time.Second
+		}
+	}
+	beat := c.o.HeartbeatInterval
+	if beat <= 0 || beat >= vis {
+		beat = vis / 3
+	}
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBG()
+	work, stopWork := context.WithCancel(bg)
+	defer stopWork()
+	r := &run{
+		c: c, h: handler, vis: vis, beat: beat, bg: bg, work: work,
+		slots: make(chan struct{}, c.o.Concurrency), running: map[*running]struct{}{},
+	}
+	r.acks = newAcker(r)
+	err := r.receiveLoop(ctx)
+	r.drain(stopWork)
+	r.acks.close()
+	return err
+}
+
+// receiveLoop receives while ctx lasts and starts a handler per message.
+func (r *run) receiveLoop(ctx context.Context) error {
+	failures := 0
+	for {
+		select {
+		case r.slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		n := 1
+	reserve:
+		for n < r.c.o.MaxMessages {
+			select {
+			case r.slots <- struct{}{}:
+				n++
+			default:
+				break reserve
+			}
+		}
+		msgs, err := r.receive(ctx, n)
+		for range n - len(msgs) {
+			<-r.slots
+		}
+		if ctx.Err() != nil { // received but not started: give back
+			r.release(msgs)
+			for range msgs {
+				<-r.slots
+			}
+			return nil
+		}
+		if err != nil {
+			if !retryableWrapped(err) {
+				return fmt.Errorf("quorumq: consumer of %s: %w", r.c.q.name, err)
+			}
+			failures++
+			r.report(nil, fmt.Errorf("receive: %w", err))
+			if sleepCtx(ctx, r.c.q.c.retry.backoff(failures)) != nil {
+				return nil
+			}
+			continue
+		}
+		failures = 0
+		for _, m := range msgs {
+			r.start(m)
+		}
+	}
+}
+
+// retryableWrapped tells whether err (as returned by call after its
+// retries) ended on a retryable condition.
+func retryableWrapped(err error) bool {
+	var e *Error
+	if errors.As(err, &e) {
+		ok, _ := retryable(e, false)
+		return ok || e.Code == codes.DeadlineExceeded
+	}
+	return errors.Is(err, context.DeadlineExceeded)
+}
+
+// receive leases up to n messages. If ctx ends while the call is in
+// progress, the server may have leased messages whose answer never
+// arrived: the attempt is replayed (same receive_attempt_id, no wait,
+// no lease) and whatever it returns is given back.
+func (r *run) receive(ctx context.Context, n int) ([]*Message, error) {
+	req := &qv1.ReceiveMessagesRequest{
+		Queue: r.c.q.name, MaxMessages: int32(n), ReceiveAttemptId: newKey(),
+		VisibilityTimeout: durationpb.New(r.vis), WaitTime: durationpb.New(r.c.o.WaitTime),
+	}
+	if f := r.c.o.Filter; f != nil {
+		req.TagFilter = &qv1.TagFilter{All: f.All, Any: f.Any, None: f.None}
+	}
+	msgs, err := r.c.q.receive(ctx, req)
+	if err == nil || ctx.Err() == nil {
+		return msgs, err
+	}
+	replay := proto.Clone(req).(*qv1.ReceiveMessagesRequest)
+	replay.WaitTime = durationpb.New(0)
+	replay.VisibilityTimeout = durationpb.New(0)
+	rctx, cancel := context.WithTimeout(r.bg, 10*time.Second)
+	defer cancel()
+	if lost, err := r.c.q.receive(rctx, replay); err != nil {
+		r.report(nil, fmt.Errorf("replay interrupted receive: %w", err))
+	} else {
+		r.release(lost)
+	}
+	return nil, ctx.Err()
+}
+
+// start runs the handler of m in its own goroutine; m holds a slot.
+func (r *run) start(m *Message) {
+	rm := &running{m: m, stopBeat: r.heartbeat(m)}
+	r.mu.Lock()
+	r.running[rm] = struct{}{}
+	r.mu.Unlock()
+	r.wg.Go(func() {
+		defer func() { <-r.slots }()
+		err := r.call(m)
+		rm.stopBeat()
+		r.mu.Lock()
+		abandoned := rm.abandoned
+		delete(r.running, rm)
+		if !abandoned {
+			r.post.Add(1)
+		}
+		r.mu.Unlock()
+		if abandoned { // released at the drain timeout; another consumer may have it
+			return
+		}
+		defer r.post.Done()
+		if err == nil {
+			r.acks.add(m)
+			return
+		}
+		r.report(m, err)
+		ctx, cancel := context.WithTimeout(r.bg, r.c.q.c.retry.AttemptTimeout)
+		defer cancel()
+		if err := m.ChangeVisibility(ctx, r.c.o.NackBackoff(m, err)); err != nil {
+			r.report(m, fmt.Errorf("nack: %w", err))
+		}
+	})
+}
+
+// call runs the handler, turning a panic into an error.
+func (r *run) call(m *Message) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("quorumq: handler panic: %v", p)
+		}
+	}()
+	return r.h(r.work, m)
+}
+
+// heartbeat extends m's lease every beat until the returned function is
+// called; that function waits for an extension in progress to finish, so
+// no extension lands after a later delete or release.
+func (r *run) heartbeat(m *Message) func() {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(r.beat)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			ctx, cancel := context.WithTimeout(r.bg, r.vis-r.beat)
+			err := m.ChangeVisibility(ctx, r.vis)
+			cancel()
+			if err == nil {
+				continue
+			}
+			r.report(m, fmt.Errorf("extend lease: %w", err))
+			if errors.Is(err, ErrStaleReceipt) || errors.Is(err, ErrMessageNotFound) || errors.Is(err, ErrInvalidReceipt) || errors.Is(err, ErrQueueNotFound) {
+				return // the lease is lost: another receive owns the message now
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(stop) })
+		<-done
+	}
+}
+
+// drain waits for running handlers up to the drain timeout; then it
+// cancels them and gives their messages back.
+func (r *run) drain(stopWork context.CancelFunc) {
+	done := make(chan struct{})
+	go func() {
+		r.wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(r.c.o.DrainTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+		return
+	case <-t.C:
+	}
+	r.mu.Lock()
+	var left []*running
+	for rm := range r.running {
+		rm.abandoned = true
+		left = append(left, rm)
+	}
+	r.mu.Unlock()
+	stopWork()
+	r.post.Wait() // handlers that finished just in time still ack
+	msgs := make([]*Message, len(left))
+	for i, rm := range left {
+		rm.stopBeat()
+		msgs[i] = rm.m
+	}
+	r.release(msgs)
+}
+
+// release makes messages visible again at once.
+func (r *run) release(msgs []*Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	changes := make([]VisibilityChange, len(msgs))
+	for i, m := range msgs {
+		changes[i] = VisibilityChange{ReceiptHandle: m.ReceiptHandle}
+	}
+	ctx, cancel := context.WithTimeout(r.bg, 10*time.Second)
+	defer cancel()
+	if err := r.c.q.ChangeVisibilityBatch(ctx, changes); err != nil {
+		r.report(nil, fmt.Errorf("release %d messages: %w", len(msgs), err))
+	}
+}
+
+func (r *run) report(m *Message, err error) {
+	if r.c.o.OnError != nil {
+		r.c.o.OnError(m, err)
+		return
+	}
+	id := ""
+	if m != nil {
+		id = m.ID
+	}
+	r.c.q.c.log.Warn("quorumq: consumer", "queue", r.c.q.name, "message", id, "err", err)
+}
+
+// acker batches the deletes of handled messages.
+type acker struct {
+	r    *run
+	ch   chan *Message
+	done chan struct{}
+}
+
+func newAcker(r *run) *acker {
+	a := &acker{r: r, ch: make(chan *Message, r.c.o.Concurrency), done: make(chan struct{})}
+	go a.loop()
+	return a
+}
+
+func (a *acker) add(m *Message) { a.ch <- m }
+
+// close sends the last deletes and waits for them.
+func (a *acker) close() {
+	close(a.ch)
+	<-a.done
+}
+
+func (a *acker) loop() {
+	defer close(a.done)
+	var batch []*Message
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	defer t.Stop()
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		t.Stop()
+		handles := make([]string, len(batch))
+		for i, m := range batch {
+			handles[i] = m.ReceiptHandle
+		}
+		ctx, cancel := context.WithTimeout(a.r.bg, 30*time.Second)
+		err := a.r.c.q.DeleteBatch(ctx, handles)
+		cancel()
+		var be *BatchError
+		switch {
+		case errors.As(err, &be):
+			for i, e := range be.Errors {
+				if e != nil {
+					a.r.report(batch[i], fmt.Errorf("delete: %w", e))
+				}
+			}
+		case err != nil:
+			a.r.report(nil, fmt.Errorf("delete %d messages: %w", len(batch), err))
+		}
+		batch = nil
+	}
+	for {
+		select {
+		case m, ok := <-a.ch:
+			if !ok {
+				flush()
+				return
+			}
+			if len(batch) == 0 {
+				t.Reset(a.r.c.o.DeleteLinger)
+			}
+			batch = append(batch, m)
+			if len(batch) >= maxBatchEntries {
+				flush()
+			}
+		case <-t.C:
+			flush()
+		}
+	}
+}

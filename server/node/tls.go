@@ -1,0 +1,81 @@
+package node
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+)
+
+// TLSFiles names the certificate files of a node. Empty fields mean plain
+// TCP for that side.
+type TLSFiles struct {
+	// CertFile and KeyFile serve the client listeners (gRPC and HTTP).
+	CertFile, KeyFile string
+	// PeerCertFile, PeerKeyFile and PeerCAFile secure peer traffic with
+	// mutual TLS: a node presents its certificate and accepts only peers
+	// whose certificates PeerCAFile signed.
+	PeerCertFile, PeerKeyFile, PeerCAFile string
+}
+
+// clientTLS is the server-side TLS of the client listeners, or nil.
+func (f TLSFiles) clientTLS() (*tls.Config, error) {
+	if f.CertFile == "" && f.KeyFile == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("client TLS certificate: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// selfDialTLS lets the REST gateway call this node's own gRPC listener: the
+// only certificate it accepts is the node's own (pinned), whatever name or
+// address the listener has.
+func selfDialTLS(server *tls.Config) *tls.Config {
+	own := server.Certificates[0].Certificate[0]
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: true, // replaced by the pin below
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 || !bytes.Equal(raw[0], own) {
+				return errors.New("gateway: the gRPC listener does not present this node's certificate")
+			}
+			return nil
+		},
+	}
+}
+
+// peerTLS returns the server and client sides of mutual TLS between nodes,
+// or nils when peer TLS is not configured.
+func (f TLSFiles) peerTLS() (server, client *tls.Config, err error) {
+	if f.PeerCertFile == "" && f.PeerKeyFile == "" && f.PeerCAFile == "" {
+		return nil, nil, nil
+	}
+	if f.PeerCertFile == "" || f.PeerKeyFile == "" || f.PeerCAFile == "" {
+		return nil, nil, errors.New("peer TLS needs a certificate, its key and a CA file")
+	}
+	cert, err := tls.LoadX509KeyPair(f.PeerCertFile, f.PeerKeyFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("peer TLS certificate: %w", err)
+	}
+	pem, err := os.ReadFile(f.PeerCAFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("peer CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, nil, fmt.Errorf("peer CA %s: no certificate found", f.PeerCAFile)
+	}
+	server = &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    pool,
+		MinVersion:   tls.VersionTLS12,
+	}
+	client = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return server, client, nil
+}
