@@ -12,7 +12,7 @@ PROTOC_GEN_OPENAPI   := github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-ope
 STATICCHECK          := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 # Packages whose concurrency is tested under the race detector.
-RACE_PKGS := ./store/... ./raftnode/... ./server/... ./internal/...
+RACE_PKGS := ./store/... ./raftnode/... ./server/... ./internal/... ./sdk/...
 
 .PHONY: all build run cluster bench test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean
 
@@ -58,7 +58,7 @@ test-race:
 	$(GO) test -race -count=1 -timeout 10m $(RACE_PKGS)
 
 test-unit:
-	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v -e /store -e /raftnode -e /server -e /internal -e /tests)
+	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v -e /store -e /raftnode -e /server -e /internal -e /sdk -e /tests)
 
 test-e2e: build
 	QUORUMQ_BIN=$(BIN)/quorumq $(GO) test -count=1 -timeout 10m ./tests/...

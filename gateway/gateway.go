@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
@@ -25,6 +26,9 @@ type Config struct {
 	Ready func() error
 	// Metrics serves GET /metrics; nil: 404.
 	Metrics http.Handler
+	// Pprof serves the Go profiler under /debug/pprof/ (operators only: it
+	// exposes internals, so it is off unless asked for).
+	Pprof bool
 }
 
 // New returns the HTTP handler of a node.
@@ -67,6 +71,13 @@ func New(ctx context.Context, cfg Config) (http.Handler, error) {
 	})
 	if cfg.Metrics != nil {
 		mux.Handle("GET /metrics", cfg.Metrics)
+	}
+	if cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	return mux, nil
 }

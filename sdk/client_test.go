@@ -167,6 +167,11 @@ type fakeServer struct {
 	qv1.UnimplementedQueueServiceServer
 	send    func(context.Context, *qv1.SendMessageRequest) (*qv1.SendMessageResponse, error)
 	receive func(context.Context, *qv1.ReceiveMessagesRequest) (*qv1.ReceiveMessagesResponse, error)
+	changes func(context.Context, *qv1.ChangeMessageVisibilityBatchRequest) (*qv1.ChangeMessageVisibilityBatchResponse, error)
+}
+
+func (f *fakeServer) ChangeMessageVisibilityBatch(ctx context.Context, r *qv1.ChangeMessageVisibilityBatchRequest) (*qv1.ChangeMessageVisibilityBatchResponse, error) {
+	return f.changes(ctx, r)
 }
 
 func (f *fakeServer) SendMessage(ctx context.Context, r *qv1.SendMessageRequest) (*qv1.SendMessageResponse, error) {
@@ -336,5 +341,27 @@ func TestFailover(t *testing.T) {
 	// skipped while marked down.
 	if n := cnt.count("ListQueues"); n > 5 {
 		t.Errorf("%d attempts for 4 calls", n)
+	}
+}
+
+// A quota without a retry delay (queue count, stored bytes) does not clear
+// by waiting: it fails at once with ErrQuotaExceeded.
+func TestQuotaWithoutRetryDelayNotRetried(t *testing.T) {
+	var mu sync.Mutex
+	attempts := 0
+	f := &fakeServer{send: func(context.Context, *qv1.SendMessageRequest) (*qv1.SendMessageResponse, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		attempts++
+		return nil, reasonStatus(codes.ResourceExhausted, quorumq.ReasonQuotaExceeded, 0)
+	}}
+	c := dial(t, []string{startFake(t, f)})
+	if _, err := c.Queue("q").Send(tctx(t, 10*time.Second), quorumq.OutgoingMessage{Body: "x"}); !errors.Is(err, quorumq.ErrQuotaExceeded) {
+		t.Errorf("send over a stored-bytes quota: %v, want ErrQuotaExceeded", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if attempts != 1 {
+		t.Errorf("%d attempts, want 1", attempts)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 	quorumq "github.com/quorumq/quorumq/sdk"
 )
 
@@ -298,5 +299,65 @@ func TestConsumerMissingQueue(t *testing.T) {
 	err = c.Queue("nope").NewConsumer(quorumq.ConsumerOptions{VisibilityTimeout: time.Second}).Run(tctx(t, 10*time.Second), func(context.Context, *quorumq.Message) error { return nil })
 	if !errors.Is(err, quorumq.ErrQueueNotFound) {
 		t.Errorf("Run on a missing queue (no GetQueue): %v", err)
+	}
+}
+
+// A receive interrupted by shutdown may have leased messages whose answer
+// never arrived: the consumer replays the attempt (same id, no wait) and
+// releases what it returns.
+func TestShutdownReplaysInterruptedReceive(t *testing.T) {
+	var mu sync.Mutex
+	var attempts []*qv1.ReceiveMessagesRequest
+	var released []string
+	inPoll := make(chan struct{})
+	f := &fakeServer{
+		receive: func(ctx context.Context, r *qv1.ReceiveMessagesRequest) (*qv1.ReceiveMessagesResponse, error) {
+			mu.Lock()
+			attempts = append(attempts, r)
+			n := len(attempts)
+			mu.Unlock()
+			if n == 1 { // the long poll: leases, then its answer is lost to the cancel
+				close(inPoll)
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}
+			return &qv1.ReceiveMessagesResponse{Messages: []*qv1.ReceivedMessage{{MessageId: "m", ReceiptHandle: "h1", ReceiveCount: 1}}}, nil
+		},
+		changes: func(_ context.Context, r *qv1.ChangeMessageVisibilityBatchRequest) (*qv1.ChangeMessageVisibilityBatchResponse, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, e := range r.GetEntries() {
+				if e.GetVisibilityTimeout().AsDuration() == 0 {
+					released = append(released, e.GetReceiptHandle())
+				}
+			}
+			return &qv1.ChangeMessageVisibilityBatchResponse{}, nil
+		},
+	}
+	c := dial(t, []string{startFake(t, f)})
+	ctx, stop := context.WithCancel(tctx(t, 10*time.Second))
+	go func() {
+		<-inPoll
+		stop()
+	}()
+	err := c.Queue("q").NewConsumer(quorumq.ConsumerOptions{VisibilityTimeout: time.Minute}).Run(ctx, func(context.Context, *quorumq.Message) error {
+		t.Error("handler started during shutdown")
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(attempts) != 2 {
+		t.Fatalf("%d receives, want the poll and its replay", len(attempts))
+	}
+	poll, replay := attempts[0], attempts[1]
+	if replay.GetReceiveAttemptId() == "" || replay.GetReceiveAttemptId() != poll.GetReceiveAttemptId() ||
+		replay.GetWaitTime().AsDuration() != 0 || replay.GetVisibilityTimeout().AsDuration() != 0 {
+		t.Errorf("replay %v of poll %v", replay, poll)
+	}
+	if fmt.Sprint(released) != "[h1]" {
+		t.Errorf("released %v, want [h1]", released)
 	}
 }

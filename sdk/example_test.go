@@ -100,6 +100,9 @@ func ExampleProducer() {
 		log.Fatal(err)
 	}
 	fmt.Println("visible", info.Stats.Visible)
+	if err := client.DeleteQueue(ctx, "example-events"); err != nil {
+		log.Fatal(err)
+	}
 	// Output:
 	// sent 250
 	// visible 250

@@ -63,10 +63,17 @@ func tctx(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-// queueName is a queue name unique to the test.
+var queueSeq atomic.Int64
+
+// queueName is a queue name unique to the test run (tests share the dev
+// node, and -count reruns them against it).
 func queueName(t *testing.T) string {
 	r := strings.NewReplacer("/", "-", " ", "-", "#", "-")
-	return r.Replace(t.Name())
+	name := r.Replace(t.Name())
+	if len(name) > 60 {
+		name = name[:60]
+	}
+	return fmt.Sprintf("%s-%d", name, queueSeq.Add(1))
 }
 
 func createQueue(t *testing.T, c *quorumq.Client, name string, attrs quorumq.QueueAttributes) *quorumq.Queue {

@@ -14,9 +14,9 @@ import (
 //
 // A call is retried when its outcome says nothing was done or when doing it
 // again is safe: UNAVAILABLE (NOT_LEADER, NO_QUORUM, LEADERSHIP_LOST,
-// SHUTTING_DOWN, transport failures), RESOURCE_EXHAUSTED with reason
-// QUOTA_EXCEEDED or a RetryInfo (after the server's retry delay when it
-// gives one), and an attempt that ran past AttemptTimeout. Every call the
+// SHUTTING_DOWN, transport failures), RESOURCE_EXHAUSTED carrying a
+// RetryInfo (the send-rate quota; never sooner than its retry delay), and
+// an attempt that ran past AttemptTimeout. Every call the
 // SDK retries is idempotent: sends carry an idempotency key, receives a
 // receive_attempt_id, and deletes and visibility changes may be repeated.
 // No other code (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, …) is
@@ -87,9 +87,11 @@ func retryable(err error, attemptTimedOut bool) (bool, time.Duration) {
 	case codes.Unavailable:
 		return true, e.RetryDelay
 	case codes.ResourceExhausted:
-		// gRPC itself answers RESOURCE_EXHAUSTED for an oversized message:
-		// only the server's quota answers are worth another try.
-		if e.Reason == ReasonQuotaExceeded || e.RetryDelay > 0 {
+		// Only an answer with a RetryInfo is worth another try: the send
+		// rate quota says when it has room again, while the queue-count
+		// and stored-bytes quotas (no RetryInfo) do not clear by waiting,
+		// and gRPC's own RESOURCE_EXHAUSTED (an oversized message) never.
+		if e.RetryDelay > 0 {
 			return true, e.RetryDelay
 		}
 	}

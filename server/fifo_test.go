@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
@@ -634,6 +635,11 @@ func TestFIFOValidation(t *testing.T) {
 		wantField(t, err, "name")
 	}
 	fifoCreate(t, n.client, strings.Repeat("a", 75)+".fifo", &qv1.QueueAttributes{Fifo: true})
+	// fifo and content_based_deduplication are fixed at creation.
+	_, err = n.client.UpdateQueue(ctx, &qv1.UpdateQueueRequest{Name: "nocbd.fifo", Attributes: &qv1.QueueAttributes{}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"fifo"}}})
+	wantField(t, err, "attributes.fifo")
+	_, err = n.client.UpdateQueue(ctx, &qv1.UpdateQueueRequest{Name: "v.fifo", Attributes: &qv1.QueueAttributes{}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"content_based_deduplication"}}})
+	wantField(t, err, "attributes.content_based_deduplication")
 	// content_based_deduplication only on FIFO queues.
 	_, err = n.client.CreateQueue(ctx, &qv1.CreateQueueRequest{Name: "std", Attributes: &qv1.QueueAttributes{ContentBasedDeduplication: true}})
 	if c, r, _ := reasonOf(err); c != codes.InvalidArgument || r != server.ReasonInvalidArgument {

@@ -102,7 +102,7 @@ func durationOrNil(d time.Duration, set bool) *durationpb.Duration {
 
 func newQueueCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "queue", Short: "Manage queues"}
-	cmd.AddCommand(newQueueCreateCmd(), newQueueGetCmd(), newQueueListCmd(), newQueueDeleteCmd(), newQueuePurgeCmd())
+	cmd.AddCommand(newQueueCreateCmd(), newQueueGetCmd(), newQueueListCmd(), newQueueDeleteCmd(), newQueuePurgeCmd(), newQueueRedriveCmd())
 	return cmd
 }
 

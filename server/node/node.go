@@ -54,6 +54,8 @@ type Config struct {
 	Authenticator server.Authenticator
 	// TLS names certificate files; empty: plain TCP.
 	TLS TLSFiles
+	// Pprof serves /debug/pprof/ on the HTTP listener.
+	Pprof bool
 }
 
 // Node is a running quorumq process.
@@ -236,7 +238,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway client: %w", err)
 	}
-	handler, err := gateway.New(ctx, gateway.Config{Conn: n.conn, Ready: n.srv.Ready, Metrics: metricsHandler})
+	handler, err := gateway.New(ctx, gateway.Config{Conn: n.conn, Ready: n.srv.Ready, Metrics: metricsHandler, Pprof: cfg.Pprof})
 	if err != nil {
 		return nil, err
 	}
