@@ -34,6 +34,9 @@ func flagOf(m *storepb.MessageRecord) []byte {
 // walks only messages carrying a wanted tag.
 func (t *txn) index(qid uint64, m *storepb.MessageRecord) error {
 	f := flagOf(m)
+	if err := t.lowerVisibleLow(qid, position{m.VisibleAtMs, m.Seq}); err != nil {
+		return err
+	}
 	if err := t.setRaw(keys.Visible(t.s.shard, qid, m.VisibleAtMs, m.Seq), f); err != nil {
 		return err
 	}

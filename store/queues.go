@@ -205,6 +205,7 @@ func (t *txn) deleteQueue(op *storepb.DeleteQueue, res *Result) error {
 			return err
 		}
 	}
+	t.forgetVisibleLow(q.Id)
 	// Every key of the queue in one range tombstone: O(1) however deep.
 	return t.delRange(keys.QueuePrefix(t.s.shard, q.Id), keys.QueueEnd(t.s.shard, q.Id))
 }
@@ -218,6 +219,10 @@ func (t *txn) purgeQueue(op *storepb.PurgeQueue, res *Result) error {
 	// Messages and their indexes (FIFO group order and heads too) go;
 	// idempotency, deduplication and receive attempt records stay so that a
 	// retried send after a purge is still answered, not stored twice.
+	t.forgetVisibleLow(q.Id)
+	if err := t.del(keys.VisibleLow(sh, q.Id)); err != nil {
+		return err
+	}
 	for _, p := range [][]byte{keys.GroupsPrefix(sh, q.Id), keys.GroupHeadPrefix(sh, q.Id),
 		keys.MessagePrefix(sh, q.Id), keys.TagsPrefix(sh, q.Id), keys.VisiblePrefix(sh, q.Id)} {
 		if err := t.delRange(p, keys.PrefixEnd(p)); err != nil {

@@ -114,12 +114,41 @@ func (t *txn) scan(qid uint64, f *storepb.TagFilter, until int64, indexOnly bool
 			closeInto(c.it, &err)
 		}
 	}()
+	// The unfiltered plan walks the visibility index from the queue's
+	// low-water mark (see vlow.go), past the tombstones of deleted messages.
+	visIndex := len(prefixes) == 1 && bytes.Equal(prefixes[0], keys.VisiblePrefix(t.s.shard, qid))
+	var low position
+	if visIndex {
+		if low, err = t.visibleLow(qid); err != nil {
+			return false, err
+		}
+	}
+	var first *candidate // first live entry seen on the visibility index
+	if visIndex && t.b != nil {
+		defer func() {
+			switch {
+			case err != nil:
+			case first != nil:
+				if low.less(position{first.visibleAt, first.seq}) {
+					t.setVisibleLow(qid, position{first.visibleAt, first.seq})
+				}
+			case until < math.MaxInt64:
+				if p := (position{until + 1, 0}); low.less(p) {
+					t.setVisibleLow(qid, p)
+				}
+			}
+		}()
+	}
 	for _, p := range prefixes {
+		lo := p
+		if visIndex && low != lowest {
+			lo = keys.AppendUint64(keys.AppendInt64(slices.Clone(p), low.at), low.seq)
+		}
 		hi := keys.PrefixEnd(p)
 		if until < math.MaxInt64 {
 			hi = keys.AppendInt64(slices.Clone(p), until+1)
 		}
-		it, err := t.iter(p, hi)
+		it, err := t.iter(lo, hi)
 		if err != nil {
 			return false, err
 		}
@@ -142,6 +171,10 @@ func (t *txn) scan(qid uint64, f *storepb.TagFilter, until int64, indexOnly bool
 			return false, nil
 		}
 		cand := head.cur
+		if first == nil {
+			c := cand
+			first = &c
+		}
 		for _, c := range curs {
 			if c.ok && c.cur == cand {
 				if err := c.load(c.it.Next()); err != nil {

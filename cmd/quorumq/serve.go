@@ -104,6 +104,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&cfg.TLS.PeerCertFile, "peer-tls-cert-file", "", "this node's certificate for mutual TLS between nodes")
 	f.StringVar(&cfg.TLS.PeerKeyFile, "peer-tls-key-file", "", "key of --peer-tls-cert-file")
 	f.StringVar(&cfg.TLS.PeerCAFile, "peer-tls-ca-file", "", "CA that signs every node's peer certificate")
+	f.Int64Var(&cfg.CacheBytes, "cache-bytes", 128<<20, "Pebble block cache size in bytes")
 	f.BoolVar(&cfg.Pprof, "pprof", false, "serve the Go profiler at /debug/pprof/ on --http-addr")
 	f.BoolVar(&insecure, "insecure", false, "allow dev mode (no authentication) on non-loopback addresses")
 	return cmd

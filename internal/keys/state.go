@@ -16,6 +16,7 @@ import "fmt"
 //	0x10 Q 'e' expires key           expiry order of 'd' -> empty
 //	0x10 Q 'g' group seq             FIFO group order -> empty
 //	0x10 Q 'h' visible_at seq        FIFO group heads by the head's (visible_at, seq) -> group
+//	0x10 Q 'l'                       visibility low-water mark -> visible_at seq
 //	0x10 Q 'm' seq                   message record -> MessageRecord
 //	0x10 Q 't' tag visible_at seq    tag index -> flag byte
 //	0x10 Q 'v' visible_at seq        visibility index -> flag byte
@@ -47,6 +48,7 @@ const (
 	queueMessage    byte = 'm'
 	queueTag        byte = 't'
 	queueVisible    byte = 'v'
+	queueVisibleLow byte = 'l'
 )
 
 func stateKey(shard uint64, kind byte) []byte { return append(StatePrefix(shard), kind) }
@@ -169,6 +171,13 @@ func VisiblePrefix(shard, queue uint64) []byte {
 // visible_at <= at.
 func VisibleUntil(shard, queue uint64, at int64) []byte {
 	return AppendInt64(VisiblePrefix(shard, queue), at+1)
+}
+
+// VisibleLow is the key of a queue's visibility low-water mark: no live
+// visibility entry sorts before the (visible_at, seq) it holds, so scans
+// start there instead of walking the tombstones of deleted messages.
+func VisibleLow(shard, queue uint64) []byte {
+	return append(QueuePrefix(shard, queue), queueVisibleLow)
 }
 
 // Visible is the key of a visibility index entry.
@@ -515,6 +524,10 @@ func prettyQueue(k, rest []byte) string {
 	case queueMessage:
 		if _, _, seq, err := DecodeMessage(k); err == nil {
 			return fmt.Sprintf("/q/%d/m/%d", q, seq)
+		}
+	case queueVisibleLow:
+		if len(rest) == 10 {
+			return fmt.Sprintf("/q/%d/vlow", q)
 		}
 	case queueVisible:
 		if _, _, at, seq, err := DecodeVisible(k); err == nil {

@@ -49,6 +49,7 @@ func TestStateKeyOrder(t *testing.T) {
 		{"queue 1 head 5/1", GroupHead(s, 1, 5, 1)},
 		{"queue 1 head 5/2", GroupHead(s, 1, 5, 2)},
 		{"queue 1 head 6/0", GroupHead(s, 1, 6, 0)},
+		{"queue 1 visible low", VisibleLow(s, 1)},
 		{"queue 1 msg 1", Message(s, 1, 1)},
 		{"queue 1 msg 2", Message(s, 1, 2)},
 		{"queue 1 msg 256", Message(s, 1, 256)},
@@ -219,6 +220,7 @@ func TestPrettyState(t *testing.T) {
 		string(Group(1, 2, "g", 4)):     `/state/1/q/2/g/"g"/4`,
 		string(GroupHead(1, 2, 30, 4)):  "/state/1/q/2/h/30/4",
 		string(Tenant(1, "acme")):       `/state/1/tenant/"acme"`,
+		string(VisibleLow(1, 2)):        "/state/1/q/2/vlow",
 	} {
 		if got := Pretty([]byte(k)); got != want {
 			t.Errorf("Pretty = %q, want %q", got, want)

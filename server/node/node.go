@@ -56,6 +56,8 @@ type Config struct {
 	TLS TLSFiles
 	// Pprof serves /debug/pprof/ on the HTTP listener.
 	Pprof bool
+	// CacheBytes is Pebble's block cache (default 128 MiB).
+	CacheBytes int64
 }
 
 // Node is a running quorumq process.
@@ -98,6 +100,9 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if cfg.Shards == 0 {
 		cfg.Shards = 1
 	}
+	if cfg.CacheBytes <= 0 {
+		cfg.CacheBytes = 128 << 20
+	}
 	if cfg.Shards != 1 {
 		return nil, fmt.Errorf("--shards %d: this version runs one Raft group per cluster", cfg.Shards)
 	}
@@ -126,8 +131,17 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	cache := pebble.NewCache(cfg.CacheBytes)
+	defer cache.Unref() // the DB holds its own reference
 	n.db, err = pebble.Open(filepath.Join(cfg.DataDir, "pebble"), &pebble.Options{
 		Logger: pebbleLogger{cfg.Logger},
+		// Reads of recent messages come from the block cache, not pread.
+		Cache: cache,
+		// Messages consumed while still in the memtable are never written
+		// to an sstable: the flush drops a set shadowed by its delete (and
+		// log entries under the truncation's range delete).
+		MemTableSize:                32 << 20,
+		MemTableStopWritesThreshold: 4,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open pebble: %w", err)
