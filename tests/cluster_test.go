@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -395,5 +396,57 @@ func TestRejoinWithLargeBacklogKeepsServing(t *testing.T) {
 	}
 	if max := lat[len(lat)-1]; max > 2*time.Second {
 		t.Errorf("a send took %v while the follower caught up: the queue paused", max)
+	}
+}
+
+// SIGTERM on the leader hands leadership over before the node stops, so
+// sends resume faster than an election timeout would allow.
+func TestSIGTERMTransfersLeadership(t *testing.T) {
+	c := startCluster(t, 3)
+	leader := c.leader()
+	createQueueOn(t, c.client(leader), "drain")
+	var other uint64
+	for _, id := range c.liveIDs() {
+		if id != leader {
+			other = id
+			break
+		}
+	}
+	oc := c.client(other)
+	p := c.procs[leader]
+	stopped := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// Send through another node until it is acknowledged by a new leader.
+	var acked time.Time
+	for i := 0; ; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := oc.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "drain", Body: "x", IdempotencyKey: fmt.Sprint("drain-", i)})
+		cancel()
+		if err == nil {
+			if st := c.shard(other); st.GetLeader() != leader && st.GetLeader() != 0 {
+				acked = time.Now()
+				break
+			}
+		}
+		if time.Since(stopped) > 20*time.Second {
+			t.Fatalf("no send acknowledged by a new leader within 20s: %v", err)
+		}
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("node did not exit after SIGTERM")
+	}
+	if p.cmd.ProcessState.ExitCode() != 0 {
+		t.Errorf("exit code %d after SIGTERM: %s", p.cmd.ProcessState.ExitCode(), p.stderr.String())
+	}
+	// Without a transfer the followers would first wait out an election
+	// timeout (at least 10 ticks of 100 ms).
+	gap := acked.Sub(stopped)
+	t.Logf("SIGTERM of leader %d: a new leader acknowledged a send %v later; the node exited %v after the signal", leader, gap, time.Since(stopped))
+	if gap >= time.Second {
+		t.Errorf("a new leader took %v: leadership was not handed over", gap)
 	}
 }

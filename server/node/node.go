@@ -307,7 +307,11 @@ func (n *Node) Stop(ctx context.Context) error {
 		}
 		n.transferLeadership(ctx)
 		if n.peer != nil {
-			gracefulStop(ctx, n.peer)
+			// Peer streams never end by themselves: give forwarded calls a
+			// moment, then close.
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			gracefulStop(pctx, n.peer)
+			cancel()
 		}
 		n.serveWG.Wait()
 		n.stopErr = n.closeAll()
