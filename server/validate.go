@@ -203,8 +203,10 @@ func decodeHandle(field, h string) ([]byte, error) {
 	if len(h) > maxHandleChars {
 		return nil, fieldError(field, fmt.Sprintf("must be at most %d characters", maxHandleChars))
 	}
-	b, err := base64.RawURLEncoding.Strict().DecodeString(h) // strict: one spelling per handle
-	if err != nil {
+	// One spelling per handle: strict decoding, and the decoder's tolerance
+	// of line breaks is ruled out by re-encoding.
+	b, err := base64.RawURLEncoding.Strict().DecodeString(h)
+	if err != nil || len(b) == 0 || base64.RawURLEncoding.EncodeToString(b) != h {
 		return nil, invalidHandle("receipt handle is not valid base64url")
 	}
 	return b, nil
