@@ -1,23 +1,28 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	quorumq "github.com/quorumq/quorumq/sdk"
 )
 
 // clientFlags are shared by the client subcommands.
@@ -29,283 +34,699 @@ type clientFlags struct {
 }
 
 func (c *clientFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&c.endpoint, "endpoint", "127.0.0.1:9090", "gRPC address of any node")
-	cmd.Flags().DurationVar(&c.timeout, "timeout", 30*time.Second, "deadline of the call")
+	cmd.Flags().StringVar(&c.endpoint, "endpoint", "127.0.0.1:9090", "gRPC address of a node, or a comma-separated list of nodes")
+	cmd.Flags().DurationVar(&c.timeout, "timeout", 30*time.Second, "deadline of the command's calls, retries included")
 	cmd.Flags().StringVar(&c.token, "token", "", "bearer token (JWT); also QUORUMQ_TOKEN")
 	cmd.Flags().StringVar(&c.caFile, "ca-file", "", "CA (PEM) to verify the server's TLS certificate; empty: plain TCP")
 }
 
-// dialOptions are the transport credentials the flags ask for.
-func (c *clientFlags) dialOptions() ([]grpc.DialOption, error) {
+// endpoints splits --endpoint.
+func (c *clientFlags) endpoints() ([]string, error) {
+	var eps []string
+	for e := range strings.SplitSeq(c.endpoint, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			eps = append(eps, e)
+		}
+	}
+	if len(eps) == 0 {
+		return nil, errors.New("--endpoint: no address")
+	}
+	return eps, nil
+}
+
+// transportCredentials are what --ca-file asks for.
+func (c *clientFlags) transportCredentials() (credentials.TransportCredentials, error) {
 	if c.caFile == "" {
-		return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, nil
+		return insecure.NewCredentials(), nil
 	}
 	creds, err := credentials.NewClientTLSFromFile(c.caFile, "")
 	if err != nil {
 		return nil, fmt.Errorf("--ca-file: %w", err)
 	}
-	return []grpc.DialOption{grpc.WithTransportCredentials(creds)}, nil
+	return creds, nil
 }
 
-// rpc dials the endpoint and runs fn under the call deadline; a gRPC
-// error comes back as "Code: message".
-func (c *clientFlags) rpc(cmd *cobra.Command, fn func(ctx context.Context, conn *grpc.ClientConn) error) error {
-	opts, err := c.dialOptions()
+// dial makes an SDK client of the flags: every endpoint, TLS with
+// --ca-file, the bearer token of --token.
+func (c *clientFlags) dial(ctx context.Context) (*quorumq.Client, error) {
+	eps, err := c.endpoints()
+	if err != nil {
+		return nil, err
+	}
+	creds, err := c.transportCredentials()
+	if err != nil {
+		return nil, err
+	}
+	opts := []quorumq.Option{quorumq.WithTransportCredentials(creds)}
+	if c.token != "" {
+		opts = append(opts, quorumq.WithTokenSource(quorumq.StaticToken(c.token)))
+	}
+	return quorumq.Dial(ctx, eps, opts...)
+}
+
+// with runs fn with an SDK client under the --timeout deadline lengthened
+// by extra (a receive's long-poll wait).
+func (c *clientFlags) with(cmd *cobra.Command, extra time.Duration, fn func(ctx context.Context, client *quorumq.Client) error) error {
+	ctx, cancel := context.WithTimeout(cmd.Context(), c.timeout+extra)
+	defer cancel()
+	client, err := c.dial(ctx)
 	if err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(c.endpoint, opts...)
+	defer client.Close()
+	return fn(ctx, client)
+}
+
+// rpc runs fn on a plain gRPC connection under the call deadline, for
+// the services the SDK does not cover (cluster status). The endpoints are
+// tried in turn while they are unavailable; a gRPC error comes back as
+// "Code: message".
+func (c *clientFlags) rpc(cmd *cobra.Command, fn func(ctx context.Context, conn *grpc.ClientConn) error) error {
+	eps, err := c.endpoints()
 	if err != nil {
-		return fmt.Errorf("dial %s: %w", c.endpoint, err)
+		return err
 	}
-	defer conn.Close()
+	creds, err := c.transportCredentials()
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), c.timeout)
 	defer cancel()
 	if c.token != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+c.token)
 	}
-	if err := fn(ctx, conn); err != nil {
-		if st, ok := status.FromError(err); ok {
-			return fmt.Errorf("%s: %s", st.Code(), st.Message())
+	for i, ep := range eps {
+		err = c.rpcOne(ctx, ep, creds, fn)
+		if err == nil || status.Code(err) != codes.Unavailable || i == len(eps)-1 || ctx.Err() != nil {
+			break
 		}
-		return err
 	}
-	return nil
-}
-
-// call runs fn with a QueueService client and prints its answer as JSON.
-func (c *clientFlags) call(cmd *cobra.Command, fn func(ctx context.Context, q qv1.QueueServiceClient) (proto.Message, error)) error {
-	return c.rpc(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
-		resp, err := fn(ctx, qv1.NewQueueServiceClient(conn))
-		if err != nil {
-			return err
-		}
-		return printJSON(cmd.OutOrStdout(), resp)
-	})
-}
-
-func printJSON(w io.Writer, m proto.Message) error {
-	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
-	if err != nil {
-		return err
+	if st, ok := status.FromError(err); ok && err != nil {
+		return fmt.Errorf("%s: %s", st.Code(), st.Message())
 	}
-	_, err = fmt.Fprintln(w, string(b))
 	return err
 }
 
-func durationOrNil(d time.Duration, set bool) *durationpb.Duration {
-	if !set {
-		return nil
+func (c *clientFlags) rpcOne(ctx context.Context, ep string, creds credentials.TransportCredentials, fn func(ctx context.Context, conn *grpc.ClientConn) error) error {
+	conn, err := grpc.NewClient(ep, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", ep, err)
 	}
-	return durationpb.New(d)
+	defer conn.Close()
+	return fn(ctx, conn)
 }
 
+// clientCmd is what every client subcommand has: the connection flags
+// and -o.
+type clientCmd struct {
+	clientFlags
+	output outputFormat
+}
+
+func (c *clientCmd) register(cmd *cobra.Command) {
+	c.clientFlags.register(cmd)
+	c.output.register(cmd)
+	cmd.SetErrPrefix("quorumq:")
+}
+
+func (c *clientCmd) json() bool { return c.output == outputJSON }
+
 func newQueueCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "queue", Short: "Manage queues"}
+	cmd := &cobra.Command{Use: "queue", Short: "Manage queues", Long: clientLong("Manage queues.")}
 	cmd.AddCommand(newQueueCreateCmd(), newQueueGetCmd(), newQueueListCmd(), newQueueDeleteCmd(), newQueuePurgeCmd(), newQueueRedriveCmd())
 	return cmd
 }
 
 func newQueueCreateCmd() *cobra.Command {
 	var (
-		c                           clientFlags
-		vis, retention, delay, wait time.Duration
-		maxSize                     int64
-		dlq                         string
-		maxReceives                 int32
-		fifo, contentDedup          bool
+		c     clientCmd
+		attrs quorumq.QueueAttributes
+		tags  map[string]string
 	)
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a queue (same attributes again: returns it)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			f := cmd.Flags()
-			attrs := &qv1.QueueAttributes{
-				VisibilityTimeout:         durationOrNil(vis, f.Changed("visibility-timeout")),
-				MessageRetention:          durationOrNil(retention, f.Changed("retention")),
-				DeliveryDelay:             durationOrNil(delay, f.Changed("delay")),
-				ReceiveWait:               durationOrNil(wait, f.Changed("receive-wait")),
-				MaxMessageSize:            maxSize,
-				Fifo:                      fifo,
-				ContentBasedDeduplication: contentDedup,
+		Long: clientLong(`Create a queue and print it. Creating an existing queue with the same
+attributes returns it; other attributes fail (QUEUE_ALREADY_EXISTS).
+Unset attributes take the server's defaults.`),
+		Args: cobra.ExactArgs(1),
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			if attrs.DeadLetterQueue == "" {
+				attrs.MaxReceiveCount = 0
 			}
-			if dlq != "" {
-				attrs.DeadLetter = &qv1.DeadLetterPolicy{Queue: dlq, MaxReceiveCount: maxReceives}
-			}
-			return c.call(cmd, func(ctx context.Context, q qv1.QueueServiceClient) (proto.Message, error) {
-				r, err := q.CreateQueue(ctx, &qv1.CreateQueueRequest{Name: args[0], Attributes: attrs})
-				return r.GetQueue(), err
+			return c.with(cmd, 0, func(ctx context.Context, client *quorumq.Client) error {
+				q, err := client.CreateQueue(ctx, args[0], attrs, tags)
+				if err != nil {
+					return err
+				}
+				if c.json() {
+					return writeJSON(cmd.OutOrStdout(), queueProto(q, false))
+				}
+				return printQueue(cmd.OutOrStdout(), q, false)
 			})
-		},
+		}),
 	}
 	c.register(cmd)
 	f := cmd.Flags()
-	f.DurationVar(&vis, "visibility-timeout", 0, "lease of received messages (default 30s)")
-	f.DurationVar(&retention, "retention", 0, "message retention (default 96h)")
-	f.DurationVar(&delay, "delay", 0, "delivery delay of every message (default 0)")
-	f.DurationVar(&wait, "receive-wait", 0, "default long-poll wait (default 0)")
-	f.Int64Var(&maxSize, "max-message-size", 0, "bytes (default 1 MiB)")
-	f.StringVar(&dlq, "dead-letter-queue", "", "dead-letter queue name")
-	f.Int32Var(&maxReceives, "max-receive-count", 5, "receives before dead-lettering")
-	f.BoolVar(&fifo, "fifo", false, "FIFO queue (name must end in .fifo)")
-	f.BoolVar(&contentDedup, "content-based-deduplication", false, "FIFO: deduplicate by body hash")
+	f.DurationVar(&attrs.VisibilityTimeout, "visibility-timeout", 0, "lease of received messages (default 30s)")
+	f.DurationVar(&attrs.MessageRetention, "retention", 0, "message retention (default 96h)")
+	f.DurationVar(&attrs.DeliveryDelay, "delay", 0, "delivery delay of every message (default 0)")
+	f.DurationVar(&attrs.ReceiveWait, "receive-wait", 0, "default long-poll wait (default 0)")
+	f.Int64Var(&attrs.MaxMessageSize, "max-message-size", 0, "bytes (default 1 MiB)")
+	f.IntVar(&attrs.Partitions, "partitions", 0, "partitions, 1 to 64 (default 1)")
+	f.StringVar(&attrs.DeadLetterQueue, "dead-letter-queue", "", "dead-letter queue name")
+	f.IntVar(&attrs.MaxReceiveCount, "max-receive-count", 5, "receives before dead-lettering")
+	f.BoolVar(&attrs.FIFO, "fifo", false, "FIFO queue (name must end in .fifo)")
+	f.BoolVar(&attrs.ContentBasedDeduplication, "content-based-deduplication", false, "FIFO: deduplicate by body hash")
+	f.StringToStringVar(&tags, "tag", nil, "queue label key=value (repeatable)")
 	return cmd
 }
 
 func newQueueGetCmd() *cobra.Command {
-	var c clientFlags
+	var c clientCmd
 	cmd := &cobra.Command{
 		Use: "get NAME", Short: "Show a queue with its message counts", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return c.call(cmd, func(ctx context.Context, q qv1.QueueServiceClient) (proto.Message, error) {
-				r, err := q.GetQueue(ctx, &qv1.GetQueueRequest{Name: args[0]})
-				return r.GetQueue(), err
+		Long: clientLong("Show a queue's attributes and its approximate message counts."),
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			return c.with(cmd, 0, func(ctx context.Context, client *quorumq.Client) error {
+				q, err := client.GetQueue(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if c.json() {
+					return writeJSON(cmd.OutOrStdout(), queueProto(q, true))
+				}
+				return printQueue(cmd.OutOrStdout(), q, true)
 			})
-		},
+		}),
 	}
 	c.register(cmd)
 	return cmd
 }
+
+// statsConcurrency bounds the GetQueue calls of `queue list` in flight.
+const statsConcurrency = 8
 
 func newQueueListCmd() *cobra.Command {
 	var (
-		c      clientFlags
+		c      clientCmd
 		prefix string
-		size   int32
-		token  string
+		stats  bool
 	)
 	cmd := &cobra.Command{
-		Use: "list", Short: "List queues", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return c.call(cmd, func(ctx context.Context, q qv1.QueueServiceClient) (proto.Message, error) {
-				return q.ListQueues(ctx, &qv1.ListQueuesRequest{Prefix: prefix, PageSize: size, PageToken: token})
+		Use: "list", Short: "List queues with their message counts", Args: cobra.NoArgs,
+		Long: clientLong(`List the queues (every page), in name order, with their approximate
+message counts (one GetQueue per queue; --stats=false skips them).`),
+		RunE: runE(func(cmd *cobra.Command, _ []string) error {
+			return c.with(cmd, 0, func(ctx context.Context, client *quorumq.Client) error {
+				queues, err := client.ListQueues(ctx, prefix)
+				if err != nil {
+					return err
+				}
+				if stats {
+					if queues, err = withStats(ctx, client, queues); err != nil {
+						return err
+					}
+				}
+				if c.json() {
+					resp := &qv1.ListQueuesResponse{Queues: make([]*qv1.Queue, len(queues))}
+					for i, q := range queues {
+						resp.Queues[i] = queueProto(q, stats)
+					}
+					return writeJSON(cmd.OutOrStdout(), resp)
+				}
+				if len(queues) == 0 {
+					fmt.Fprintln(cmd.ErrOrStderr(), "no queues")
+					return nil
+				}
+				return printQueueTable(cmd.OutOrStdout(), queues, stats)
 			})
-		},
+		}),
 	}
 	c.register(cmd)
 	cmd.Flags().StringVar(&prefix, "prefix", "", "only names with this prefix")
-	cmd.Flags().Int32Var(&size, "page-size", 0, "queues per page (default 100)")
-	cmd.Flags().StringVar(&token, "page-token", "", "next page token of a previous list")
+	cmd.Flags().BoolVar(&stats, "stats", true, "fetch each queue's message counts")
 	return cmd
 }
 
+// withStats replaces each queue by its GetQueue answer (with counts); a
+// queue deleted meanwhile is left out.
+func withStats(ctx context.Context, client *quorumq.Client, queues []*quorumq.QueueInfo) ([]*quorumq.QueueInfo, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	out := make([]*quorumq.QueueInfo, len(queues))
+	var (
+		wg       sync.WaitGroup
+		failOnce sync.Once
+		failed   error // the first error, not the cancellations it caused
+	)
+	sem := make(chan struct{}, statsConcurrency)
+	for i, q := range queues {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			info, err := client.GetQueue(ctx, q.Name)
+			switch {
+			case err == nil:
+				out[i] = info
+			case !errors.Is(err, quorumq.ErrQueueNotFound):
+				failOnce.Do(func() {
+					failed = fmt.Errorf("queue %s: %w", q.Name, err)
+					cancel()
+				})
+			}
+		})
+	}
+	wg.Wait()
+	if failed != nil {
+		return nil, failed
+	}
+	kept := out[:0]
+	for _, q := range out {
+		if q != nil {
+			kept = append(kept, q)
+		}
+	}
+	return kept, nil
+}
+
 func newQueueDeleteCmd() *cobra.Command {
-	var c clientFlags
+	var c clientCmd
 	cmd := &cobra.Command{
 		Use: "delete NAME", Short: "Delete a queue and its messages", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return c.call(cmd, func(ctx context.Context, q qv1.QueueServiceClient) (proto.Message, error) {
-				return q.DeleteQueue(ctx, &qv1.DeleteQueueRequest{Name: args[0]})
+		Long: clientLong("Delete a queue and its messages."),
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			return c.with(cmd, 0, func(ctx context.Context, client *quorumq.Client) error {
+				if err := client.DeleteQueue(ctx, args[0]); err != nil {
+					return err
+				}
+				return c.done(cmd, &qv1.DeleteQueueResponse{}, "deleted queue "+args[0])
 			})
-		},
+		}),
 	}
 	c.register(cmd)
 	return cmd
 }
 
 func newQueuePurgeCmd() *cobra.Command {
-	var c clientFlags
+	var c clientCmd
 	cmd := &cobra.Command{
 		Use: "purge NAME", Short: "Remove every message of a queue", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return c.call(cmd, func(ctx context.Context, q qv1.QueueServiceClient) (proto.Message, error) {
-				return q.PurgeQueue(ctx, &qv1.PurgeQueueRequest{Name: args[0]})
+		Long: clientLong("Remove every message of a queue: visible, in flight and delayed."),
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			return c.with(cmd, 0, func(ctx context.Context, client *quorumq.Client) error {
+				if err := client.PurgeQueue(ctx, args[0]); err != nil {
+					return err
+				}
+				return c.done(cmd, &qv1.PurgeQueueResponse{}, "purged queue "+args[0])
 			})
-		},
+		}),
 	}
 	c.register(cmd)
 	return cmd
+}
+
+// done prints the answer of a call that returns nothing: resp ({}) with
+// -o json, else the line.
+func (c *clientCmd) done(cmd *cobra.Command, resp proto.Message, line string) error {
+	if c.json() {
+		return writeJSON(cmd.OutOrStdout(), resp)
+	}
+	_, err := fmt.Fprintln(cmd.OutOrStdout(), line)
+	return err
 }
 
 func newSendCmd() *cobra.Command {
 	var (
-		c     clientFlags
-		body  string
-		tags  []string
-		attrs map[string]string
-		delay time.Duration
-		group string
-		key   string
+		c           clientCmd
+		body, file  string
+		m           quorumq.OutgoingMessage
+		concurrency int
 	)
 	cmd := &cobra.Command{
 		Use:   "send QUEUE [BODY]",
-		Short: "Send a message (body from the argument, --body, or standard input)",
-		Args:  cobra.RangeArgs(1, 2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 2 {
-				body = args[1]
-			} else if !cmd.Flags().Changed("body") {
+		Short: "Send a message, or one message per line of a file (--file -: standard input)",
+		Long: clientLong(`Send a message: BODY, --body, or else all of standard input as one body.
+
+With --file PATH (- for standard input) every non-empty line is a message,
+sent in batches through the SDK's producer; --tag, --attr, --delay and
+--group-id apply to each. A progress line (count, rate) goes to standard
+error, a summary to standard output. A message that fails (too large,
+invalid) is reported with its line number and the rest go on; an error that
+would fail every message (no such queue, no permission, cluster
+unavailable) stops reading.`),
+		Example: `  quorumq send jobs 'hello' --tag urgent
+  seq 1 1000 | quorumq send jobs --file -
+  quorumq send jobs --file events.txt -o json`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			f := cmd.Flags()
+			if f.Changed("file") {
+				switch {
+				case len(args) == 2 || f.Changed("body"):
+					return errors.New("--file takes no BODY or --body")
+				case m.IdempotencyKey != "":
+					return errors.New("--idempotency-key would make every line the same message; --file gives each its own")
+				}
+				return c.sendFile(cmd, args[0], file, m, concurrency)
+			}
+			switch {
+			case len(args) == 2:
+				m.Body = args[1]
+			case f.Changed("body"):
+				m.Body = body
+			default:
 				b, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), 1<<20+1))
 				if err != nil {
 					return err
 				}
-				body = strings.TrimSuffix(string(b), "\n")
+				m.Body = strings.TrimSuffix(string(b), "\n")
 			}
-			req := &qv1.SendMessageRequest{
-				Queue: args[0], Body: body, Tags: tags, Attributes: attrs,
-				Delay: durationOrNil(delay, cmd.Flags().Changed("delay")), GroupId: group, IdempotencyKey: key,
-			}
-			return c.call(cmd, func(ctx context.Context, q qv1.QueueServiceClient) (proto.Message, error) {
-				return q.SendMessage(ctx, req)
+			return c.with(cmd, 0, func(ctx context.Context, client *quorumq.Client) error {
+				res, err := client.Queue(args[0]).Send(ctx, m)
+				if err != nil {
+					return err
+				}
+				if c.json() {
+					return writeJSON(cmd.OutOrStdout(), &qv1.SendMessageResponse{MessageId: res.MessageID, Sequence: res.Sequence})
+				}
+				return printSendResult(cmd.OutOrStdout(), res)
 			})
-		},
+		}),
 	}
 	c.register(cmd)
 	f := cmd.Flags()
 	f.StringVar(&body, "body", "", "message body")
-	f.StringSliceVar(&tags, "tag", nil, "tag (repeat or comma-separate)")
-	f.StringToStringVar(&attrs, "attr", nil, "attribute key=value (repeatable)")
-	f.DurationVar(&delay, "delay", 0, "deliver after this delay")
-	f.StringVar(&group, "group-id", "", "FIFO group")
-	f.StringVar(&key, "idempotency-key", "", "retry-safe key")
+	f.StringVarP(&file, "file", "f", "", "send each line of this file as a message (-: standard input)")
+	f.IntVar(&concurrency, "concurrency", 1, "with --file: batches in flight (1 keeps the input order)")
+	f.StringSliceVar(&m.Tags, "tag", nil, "tag (repeat or comma-separate)")
+	f.StringToStringVar(&m.Attributes, "attr", nil, "attribute key=value (repeatable)")
+	f.DurationVar(&m.Delay, "delay", 0, "deliver after this delay")
+	f.StringVar(&m.GroupID, "group-id", "", "FIFO group")
+	f.StringVar(&m.DeduplicationID, "deduplication-id", "", "FIFO deduplication id")
+	f.StringVar(&m.IdempotencyKey, "idempotency-key", "", "retry-safe key (default: a random one, kept across the SDK's retries)")
 	return cmd
+}
+
+// sendFile sends each line of path (or standard input) through a Producer.
+func (c *clientCmd) sendFile(cmd *cobra.Command, queue, path string, tmpl quorumq.OutgoingMessage, concurrency int) error {
+	in := cmd.InOrStdin()
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		in = f
+	}
+	ctx := cmd.Context()
+	client, err := c.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	progress := cmd.ErrOrStderr()
+	interval, tty := time.Second, isTerminal(progress)
+	if tty {
+		interval = 200 * time.Millisecond
+	}
+	b := bulkSend{
+		q: client.Queue(queue), tmpl: tmpl, concurrency: concurrency, timeout: c.timeout,
+		progress: progress, interval: interval, redraw: tty, errOut: cmd.ErrOrStderr(),
+	}
+	sum, err := b.run(ctx, in)
+	if perr := printSendSummary(cmd.OutOrStdout(), c.output, sum); err == nil {
+		err = perr
+	}
+	return err
+}
+
+// bulkSend sends one message per input line through a Producer, reports
+// progress and the failed lines.
+type bulkSend struct {
+	q           *quorumq.Queue
+	tmpl        quorumq.OutgoingMessage
+	concurrency int
+	// timeout bounds each wait for room in the producer's buffer and the
+	// final flush.
+	timeout time.Duration
+	// progress gets a line every interval; redraw rewrites it in place
+	// (a terminal).
+	progress io.Writer
+	interval time.Duration
+	redraw   bool
+	errOut   io.Writer
+
+	sent, failed atomic.Int64
+	stopOnce     sync.Once
+	stop         chan struct{} // closed on an error that every further message would get
+	mu           sync.Mutex
+	fatal        error
+	reported     int
+}
+
+// maxLine is the longest input line (the largest message is 1 MiB).
+const maxLine = 4 << 20
+
+// maxReported is how many failed lines are printed one by one.
+const maxReported = 10
+
+type pendingLine struct {
+	line int
+	f    *quorumq.Future
+}
+
+// perMessage tells whether err concerns one message only (the others may
+// succeed); any other error stops the send.
+func perMessage(err error) bool {
+	return errors.Is(err, quorumq.ErrMessageTooLarge) || errors.Is(err, quorumq.ErrInvalidArgument)
+}
+
+func (b *bulkSend) run(ctx context.Context, in io.Reader) (sendSummary, error) {
+	b.stop = make(chan struct{})
+	start := time.Now()
+	p := b.q.NewProducer(quorumq.ProducerOptions{Concurrency: b.concurrency})
+	pending := make(chan pendingLine, 1024)
+	collected := make(chan struct{})
+	go func() {
+		defer close(collected)
+		b.collect(pending)
+	}()
+	stopProgress := b.startProgress()
+
+	var sum sendSummary
+	readErr := b.read(ctx, in, p, pending, &sum)
+	close(pending)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.timeout)
+	closeErr := p.Close(cctx)
+	cancel()
+	<-collected
+	stopProgress()
+
+	sum.Sent, sum.Failed, sum.Elapsed = b.sent.Load(), b.failed.Load(), time.Since(start)
+	b.mu.Lock()
+	fatal, unreported := b.fatal, sum.Failed-int64(b.reported)
+	b.mu.Unlock()
+	if unreported > 0 {
+		fmt.Fprintf(b.errOut, "quorumq: ... and %d more failed lines\n", unreported)
+	}
+	switch {
+	case fatal != nil:
+		return sum, fmt.Errorf("stopped after %d messages sent: %w", sum.Sent, fatal)
+	case readErr != nil:
+		return sum, readErr
+	case closeErr != nil:
+		return sum, fmt.Errorf("waiting for the last sends: %w", closeErr)
+	case sum.Failed > 0:
+		return sum, fmt.Errorf("%d of %d messages failed", sum.Failed, sum.Sent+sum.Failed)
+	}
+	return sum, nil
+}
+
+// read publishes every non-empty line until the input ends or a fatal
+// error stops the send.
+func (b *bulkSend) read(ctx context.Context, in io.Reader, p *quorumq.Producer, pending chan<- pendingLine, sum *sendSummary) error {
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 64<<10), maxLine)
+	line := 0
+	for sc.Scan() {
+		line++
+		select {
+		case <-b.stop:
+			return nil
+		default:
+		}
+		text := strings.TrimSuffix(sc.Text(), "\r")
+		if text == "" {
+			sum.Skipped++
+			continue
+		}
+		m := b.tmpl
+		m.Body = text
+		pctx, cancel := context.WithTimeout(ctx, b.timeout)
+		f, err := p.Publish(pctx, m)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("line %d: waiting for the producer: %w", line, err)
+		}
+		pending <- pendingLine{line, f}
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return fmt.Errorf("line %d: longer than %d MiB", line+1, maxLine>>20)
+		}
+		return fmt.Errorf("reading input: %w", err)
+	}
+	return nil
+}
+
+// collect waits for each message's outcome, in publish order.
+func (b *bulkSend) collect(pending <-chan pendingLine) {
+	for pl := range pending {
+		_, err := pl.f.Wait(context.Background()) // Close answers every future
+		if err == nil {
+			b.sent.Add(1)
+			continue
+		}
+		b.failed.Add(1)
+		b.mu.Lock()
+		if !perMessage(err) {
+			if b.fatal == nil {
+				b.fatal = err
+				b.stopOnce.Do(func() { close(b.stop) })
+			}
+		} else if b.reported < maxReported {
+			b.reported++
+			fmt.Fprintf(b.errOut, "quorumq: line %d: %s\n", pl.line, errorMessage(err))
+		}
+		b.mu.Unlock()
+	}
+	b.mu.Lock()
+	if b.fatal != nil {
+		b.reported = int(b.failed.Load()) // one error says it all
+	}
+	b.mu.Unlock()
+}
+
+// startProgress prints the progress line every interval until the
+// returned func is called.
+func (b *bulkSend) startProgress() func() {
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(b.interval)
+		defer t.Stop()
+		last, lastAt := int64(0), time.Now()
+		for {
+			select {
+			case <-done:
+				if b.redraw {
+					fmt.Fprint(b.progress, "\r\033[K")
+				}
+				return
+			case now := <-t.C:
+				sent := b.sent.Load()
+				line := progressLine(sent, b.failed.Load(), rate(sent-last, now.Sub(lastAt)))
+				last, lastAt = sent, now
+				if b.redraw {
+					fmt.Fprint(b.progress, "\r\033[K"+line)
+				} else {
+					fmt.Fprintln(b.progress, line)
+				}
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
+	}
 }
 
 func newReceiveCmd() *cobra.Command {
 	var (
-		c         clientFlags
-		max       int32
+		c         clientCmd
+		max       int
 		vis, wait time.Duration
-		all, any  []string
-		none      []string
+		filter    quorumq.TagFilter
 	)
 	cmd := &cobra.Command{
-		Use: "receive QUEUE", Short: "Receive (lease) messages", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			req := &qv1.ReceiveMessagesRequest{
-				Queue: args[0], MaxMessages: max,
-				VisibilityTimeout: durationOrNil(vis, cmd.Flags().Changed("visibility-timeout")),
-				WaitTime:          durationOrNil(wait, cmd.Flags().Changed("wait")),
+		Use: "receive QUEUE", Short: "Receive (lease) messages",
+		Long: clientLong(`Receive (lease) up to --max messages and print them: one block per
+message (id, receive count, receipt handle, body), or with -o json
+{"messages":[{"messageId","receiptHandle","body",…}]}. --wait long-polls
+until a message arrives (default: the queue's receive wait). A received
+message becomes visible again after its visibility timeout unless deleted
+with "quorumq delete QUEUE RECEIPT_HANDLE".`),
+		Example: `  quorumq receive jobs --max 10 --wait 5s
+  quorumq receive jobs -o json | jq -r '.messages[].receiptHandle'`,
+		Args: cobra.ExactArgs(1),
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			opts := []quorumq.ReceiveOption{quorumq.MaxMessages(max)}
+			f := cmd.Flags()
+			if f.Changed("visibility-timeout") {
+				opts = append(opts, quorumq.VisibilityTimeout(vis))
 			}
-			if len(all)+len(any)+len(none) > 0 {
-				req.TagFilter = &qv1.TagFilter{All: all, Any: any, None: none}
+			extra := time.Duration(0)
+			if f.Changed("wait") {
+				opts = append(opts, quorumq.WaitTime(wait))
+				extra = wait
 			}
-			return c.call(cmd, func(ctx context.Context, q qv1.QueueServiceClient) (proto.Message, error) {
-				return q.ReceiveMessages(ctx, req)
+			if len(filter.All)+len(filter.Any)+len(filter.None) > 0 {
+				opts = append(opts, quorumq.Filter(filter))
+			}
+			return c.with(cmd, extra, func(ctx context.Context, client *quorumq.Client) error {
+				msgs, err := client.Queue(args[0]).Receive(ctx, opts...)
+				if err != nil {
+					return err
+				}
+				if c.json() {
+					return writeJSON(cmd.OutOrStdout(), receiveProto(msgs))
+				}
+				if len(msgs) == 0 {
+					fmt.Fprintln(cmd.ErrOrStderr(), "no messages")
+					return nil
+				}
+				return printMessages(cmd.OutOrStdout(), msgs)
 			})
-		},
+		}),
 	}
 	c.register(cmd)
 	f := cmd.Flags()
-	f.Int32Var(&max, "max", 1, "messages to receive, 1 to 100")
+	f.IntVar(&max, "max", 1, "messages to receive, 1 to 100")
 	f.DurationVar(&vis, "visibility-timeout", 0, "lease (default: the queue's)")
-	f.DurationVar(&wait, "wait", 0, "long-poll up to this long (max 20s)")
-	f.StringSliceVar(&all, "all", nil, "only messages with all these tags")
-	f.StringSliceVar(&any, "any", nil, "only messages with one of these tags")
-	f.StringSliceVar(&none, "none", nil, "only messages with none of these tags")
+	f.DurationVar(&wait, "wait", 0, "long-poll up to this long (max 20s; default: the queue's receive wait)")
+	f.StringSliceVar(&filter.All, "all", nil, "only messages with all these tags")
+	f.StringSliceVar(&filter.Any, "any", nil, "only messages with one of these tags")
+	f.StringSliceVar(&filter.None, "none", nil, "only messages with none of these tags")
 	return cmd
 }
 
 func newDeleteCmd() *cobra.Command {
-	var c clientFlags
+	var c clientCmd
 	cmd := &cobra.Command{
-		Use: "delete QUEUE RECEIPT_HANDLE", Short: "Delete a received message", Args: cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return c.call(cmd, func(ctx context.Context, q qv1.QueueServiceClient) (proto.Message, error) {
-				return q.DeleteMessage(ctx, &qv1.DeleteMessageRequest{Queue: args[0], ReceiptHandle: args[1]})
+		Use: "delete QUEUE RECEIPT_HANDLE...", Short: "Delete received messages", Args: cobra.MinimumNArgs(2),
+		Long: clientLong(`Delete received messages by their receipt handles. Deleting a deleted
+message succeeds; a handle superseded by a later receive fails
+(STALE_RECEIPT_HANDLE).`),
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			return c.with(cmd, 0, func(ctx context.Context, client *quorumq.Client) error {
+				q, handles := client.Queue(args[0]), args[1:]
+				var err error
+				if len(handles) == 1 {
+					err = q.Delete(ctx, handles[0])
+				} else {
+					err = q.DeleteBatch(ctx, handles)
+				}
+				if err != nil {
+					return err
+				}
+				line := "deleted 1 message"
+				if len(handles) > 1 {
+					line = fmt.Sprintf("deleted %d messages", len(handles))
+				}
+				return c.done(cmd, &qv1.DeleteMessageResponse{}, line)
 			})
-		},
+		}),
 	}
 	c.register(cmd)
 	return cmd

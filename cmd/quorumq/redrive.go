@@ -3,12 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	quorumq "github.com/quorumq/quorumq/sdk"
 )
 
 // newQueueRedriveCmd is `quorumq queue redrive DLQ [--target Q] [--max N]
@@ -20,41 +20,53 @@ import (
 // again.
 func newQueueRedriveCmd() *cobra.Command {
 	var (
-		c      clientFlags
+		c      clientCmd
 		target string
-		max    int32
+		max    int
 		all    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "redrive DLQ",
 		Short: "Move messages of a dead-letter queue back to their source queues (or to --target)",
-		Long: "Move messages of a dead-letter queue back to each message's source queue, with the\n" +
-			"receive count reset, or every message to --target. Messages in flight in the DLQ\n" +
-			"stay (and on a FIFO DLQ hold back the rest of their group). Delivery to the\n" +
-			"target is asynchronous and exactly once.",
+		Long: clientLong(`Move messages of a dead-letter queue back to each message's source queue, with the
+receive count reset, or every message to --target. Messages in flight in the DLQ
+stay (and on a FIFO DLQ hold back the rest of their group). Delivery to the
+target is asynchronous and exactly once.
+
+Prints how many messages moved (-o json: {"moved": N}). With --all the call
+is repeated until one moves nothing, with a progress line per call (on
+standard error with -o json); an interrupted --all can simply be run again.`),
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
 			if max < 0 {
 				return fmt.Errorf("--max must not be negative (0: the server's default)")
 			}
-			req := &qv1.RedriveMessagesRequest{DeadLetterQueue: args[0], MaxMessages: max, TargetQueue: target}
-			if !all {
-				return c.call(cmd, func(ctx context.Context, q qv1.QueueServiceClient) (proto.Message, error) {
-					return q.RedriveMessages(ctx, req)
+			opts := quorumq.RedriveOptions{MaxMessages: max, TargetQueue: target}
+			redrive := func() (moved int64, err error) {
+				err = c.with(cmd, 0, func(ctx context.Context, client *quorumq.Client) error {
+					moved, err = client.Redrive(ctx, args[0], opts)
+					return err
 				})
+				return moved, err
 			}
 			out := cmd.OutOrStdout()
+			if !all {
+				moved, err := redrive()
+				if err != nil {
+					return err
+				}
+				return printMoved(out, c.output, moved, fmt.Sprintf("moved %d messages from %s", moved, args[0]))
+			}
+			progress := out
+			if c.json() {
+				progress = cmd.ErrOrStderr()
+			}
 			var total int64
 			for round := 1; ; round++ {
 				if err := cmd.Context().Err(); err != nil {
 					return fmt.Errorf("interrupted after moving %d messages: %w", total, err)
 				}
-				var moved int64
-				err := c.rpc(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
-					r, err := qv1.NewQueueServiceClient(conn).RedriveMessages(ctx, req)
-					moved = r.GetMoved()
-					return err
-				})
+				moved, err := redrive()
 				if err != nil {
 					if total > 0 {
 						return fmt.Errorf("after moving %d messages: %w", total, err)
@@ -62,18 +74,26 @@ func newQueueRedriveCmd() *cobra.Command {
 					return err
 				}
 				if moved == 0 {
-					fmt.Fprintf(out, "done: moved %d messages from %s in %d calls\n", total, args[0], round)
-					return nil
+					return printMoved(out, c.output, total, fmt.Sprintf("done: moved %d messages from %s in %d calls", total, args[0], round))
 				}
 				total += moved
-				fmt.Fprintf(out, "call %d: moved %d (total %d)\n", round, moved, total)
+				fmt.Fprintf(progress, "call %d: moved %d (total %d)\n", round, moved, total)
 			}
-		},
+		}),
 	}
 	c.register(cmd)
 	f := cmd.Flags()
 	f.StringVar(&target, "target", "", "move every message to this queue instead of its source")
-	f.Int32Var(&max, "max", 0, "messages per call, 1 to 10000 (default 1000)")
+	f.IntVar(&max, "max", 0, "messages per call, 1 to 10000 (default 1000)")
 	f.BoolVar(&all, "all", false, "repeat until a call moves nothing, printing progress")
 	return cmd
+}
+
+// printMoved prints a redrive's outcome: line, or {"moved": N}.
+func printMoved(w io.Writer, format outputFormat, moved int64, line string) error {
+	if format == outputJSON {
+		return writeJSON(w, &qv1.RedriveMessagesResponse{Moved: moved})
+	}
+	_, err := fmt.Fprintln(w, line)
+	return err
 }

@@ -107,6 +107,10 @@ func newServeCmd() *cobra.Command {
 	f.Int64Var(&cfg.CacheBytes, "cache-bytes", 128<<20, "Pebble block cache size in bytes")
 	f.BoolVar(&cfg.Pprof, "pprof", false, "serve the Go profiler at /debug/pprof/ on --http-addr")
 	f.BoolVar(&insecure, "insecure", false, "allow dev mode (no authentication) on non-loopback addresses")
+	f.Float64Var(&cfg.Tracing.SampleRatio, "trace-sample-ratio", node.DefaultTraceSampleRatio,
+		"share of new traces recorded, 0 to 1 (calls from a sampled caller are always recorded); needs a trace exporter")
+	f.StringVar(&cfg.Tracing.Exporter, "trace-exporter", node.ExporterAuto,
+		"otlp | none | discard (default: otlp when OTEL_EXPORTER_OTLP_ENDPOINT is set, else none; discard builds spans and drops them)")
 	return cmd
 }
 
