@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -20,7 +21,9 @@ import (
 
 // Config configures the HTTP handler.
 type Config struct {
-	// Conn is a client connection to this node's gRPC API.
+	// Conn is a client connection to this node's gRPC API. Instrument it
+	// with an OpenTelemetry client stats handler to carry HTTP callers'
+	// trace context (traceparent) on to the node.
 	Conn *grpc.ClientConn
 	// Ready reports whether the node can serve; nil error means ready.
 	Ready func() error
@@ -79,5 +82,21 @@ func New(ctx context.Context, cfg Config) (http.Handler, error) {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	return mux, nil
+	return withTraceContext(mux), nil
+}
+
+// traceContext reads W3C trace context (traceparent, tracestate) from HTTP
+// headers.
+var traceContext = propagation.TraceContext{}
+
+// withTraceContext continues an HTTP caller's trace: the span context of its
+// traceparent header goes into the request's context, from which the
+// instrumented gRPC connection (Config.Conn) sends it on to the node.
+func withTraceContext(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("traceparent") != "" {
+			r = r.WithContext(traceContext.Extract(r.Context(), propagation.HeaderCarrier(r.Header)))
+		}
+		h.ServeHTTP(w, r)
+	})
 }

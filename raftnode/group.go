@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"time"
 
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -76,6 +77,9 @@ type inbox struct {
 type result struct {
 	v   any
 	err error
+	// committed and applied are when the round applying the entry began
+	// and when its result was ready (zero unless applied).
+	committed, applied time.Time
 }
 
 type proposal struct {

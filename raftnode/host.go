@@ -98,6 +98,8 @@ type Config struct {
 	// MaxSnapshotSends bounds the snapshots this host streams at once
 	// (default 4); more are reported to raft as failed and retried later.
 	MaxSnapshotSends int
+	// Metrics receives log write, apply and proposal timings; nil: none.
+	Metrics Metrics
 }
 
 // GroupStatus is a group's state as of the host's last round.
@@ -195,6 +197,9 @@ func NewHost(cfg Config) (*Host, error) {
 	}
 	if cfg.MaxSnapshotSends <= 0 {
 		cfg.MaxSnapshotSends = 4
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = noMetrics{}
 	}
 	h := &Host{
 		cfg:         cfg,
@@ -426,6 +431,7 @@ func (h *Host) Propose(ctx context.Context, group uint64, data []byte) (any, err
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	p := &proposal{id: h.nextID.Add(1), ch: make(chan result, 1)}
 	p.data = frameUser(p.id, data)
 	if err := g.enqueueProposal(p); err != nil {
@@ -433,15 +439,30 @@ func (h *Host) Propose(ctx context.Context, group uint64, data []byte) (any, err
 	}
 	h.proposals.Add(1)
 	h.signal()
+	var r result
 	select {
-	case r := <-p.ch:
-		return r.v, r.err
+	case r = <-p.ch:
 	case <-ctx.Done():
 		if g.dropWaiter(p.id) {
-			return nil, ctx.Err()
+			r = result{err: ctx.Err()}
+		} else {
+			r = <-p.ch // the loop is delivering it
 		}
-		r := <-p.ch // the loop is delivering it
-		return r.v, r.err
+	}
+	h.observeProposal(ctx, group, start, r)
+	return r.v, r.err
+}
+
+// observeProposal reports a finished proposal to Config.Metrics and to the
+// ProposeTimes its context carries.
+func (h *Host) observeProposal(ctx context.Context, group uint64, start time.Time, r result) {
+	var commit, apply time.Duration
+	if r.err == nil && !r.committed.IsZero() {
+		commit, apply = r.committed.Sub(start), r.applied.Sub(r.committed)
+	}
+	h.cfg.Metrics.ProposalDone(group, commit, apply, r.err)
+	if t := proposeTimesFrom(ctx); t != nil {
+		t.Queued, t.Committed, t.Applied = start, r.committed, r.applied
 	}
 }
 

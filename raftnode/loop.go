@@ -151,7 +151,10 @@ func (h *Host) round() (more bool) {
 		if sync {
 			opts = pebble.Sync
 		}
-		if err := b.Commit(opts); err != nil {
+		start := time.Now()
+		err := b.Commit(opts)
+		h.cfg.Metrics.LogWritten(time.Since(start), sync, b.Len())
+		if err != nil {
 			_ = b.Close()
 			for _, r := range rs {
 				h.halt(r.g, fmt.Errorf("write raft log: %w", err))
@@ -198,9 +201,18 @@ func (h *Host) round() (more bool) {
 			for _, s := range r.rd.ReadStates {
 				g.setReadIndex(s.RequestCtx, s.Index)
 			}
+			var committed time.Time
+			if len(r.rd.CommittedEntries) > 0 {
+				committed = time.Now()
+			}
 			dones, err := h.apply(g, r.rd.CommittedEntries)
 			if err != nil {
 				return err
+			}
+			var appliedAt time.Time
+			if !committed.IsZero() {
+				appliedAt = time.Now()
+				h.cfg.Metrics.Applied(g.id, len(r.rd.CommittedEntries), appliedAt.Sub(committed))
 			}
 			g.rn.Advance(r.rd)
 			for _, to := range r.snapTo {
@@ -214,7 +226,7 @@ func (h *Host) round() (more bool) {
 			}
 			// Results go out after the status shows them applied.
 			for _, d := range dones {
-				g.finish(d.id, result{v: d.v})
+				g.finish(d.id, result{v: d.v, committed: committed, applied: appliedAt})
 			}
 			if g.rn.HasReady() {
 				more = true

@@ -71,7 +71,7 @@ func UnaryInterceptor(auth Authenticator, log *slog.Logger) grpc.UnaryServerInte
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 		defer func() {
 			if r := recover(); r != nil {
-				log.Error("panic in handler", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+				log.ErrorContext(ctx, "panic in handler", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
 				resp, err = nil, statusError(codes.Internal, ReasonInternal, "internal error", nil)
 			}
 		}()

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -139,7 +141,11 @@ func (s *Server) ForwardInterceptor(f *Forwarder) grpc.UnaryServerInterceptor {
 				fmt.Sprintf("node %d does not lead shard %d (leader: node %d)", f.self, s.shard, leader),
 				map[string]string{"leader": fmt.Sprint(leader)})
 		}
-		return f.forward(ctx, leader, info.FullMethod, req)
+		ctx, span := s.tracer.Start(ctx, spanForward, trace.WithAttributes(
+			attribute.String("rpc.method", info.FullMethod), attribute.Int64("quorumq.leader", int64(leader))))
+		resp, err := f.forward(ctx, leader, info.FullMethod, req)
+		endSpan(span, err)
+		return resp, err
 	}
 }
 

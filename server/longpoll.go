@@ -81,7 +81,9 @@ func (s *Server) receive(ctx context.Context, cmd *storepb.Receive, waitMs int64
 
 // waitVisible blocks until a matching message is visible (true) or the
 // deadline passes (false). It reads only local state.
-func (s *Server) waitVisible(ctx context.Context, cmd *storepb.Receive, deadline time.Time) (bool, error) {
+func (s *Server) waitVisible(ctx context.Context, cmd *storepb.Receive, deadline time.Time) (_ bool, err error) {
+	ctx, span := s.tracer.Start(ctx, spanLongPoll)
+	defer func() { endSpan(span, err) }()
 	for {
 		// Watch before peeking, so a send applied between the two still wakes us.
 		woken := s.polls.watch(cmd.GetTenant(), cmd.GetQueue())

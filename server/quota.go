@@ -76,6 +76,7 @@ func (s *Server) checkSendRate(tenant string, n int) error {
 	}
 	ok, retry := s.limiter.allow(tenant, rec.GetQuota().GetMaxSendRate(), n, time.Now())
 	if !ok {
+		s.metrics.quotaRejected(context.Background(), tenant, "send_rate", n)
 		return quotaError(fmt.Sprintf("tenant %s is over its send rate of %d messages/s", tenant, rec.GetQuota().GetMaxSendRate()), retry)
 	}
 	return nil

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
@@ -47,8 +48,15 @@ type Config struct {
 	HousekeepingInterval time.Duration
 	// TickLimit bounds the removals of one expiry command. Default 1000.
 	TickLimit int32
-	// Meter records the per-queue message counters; nil: not recorded.
+	// Meter records the per-queue message counters and depth gauges; nil:
+	// not recorded.
 	Meter metric.Meter
+	// MaxQueueLabels caps the (tenant, queue) pairs with their own series
+	// (default DefaultMaxQueueLabels); the rest are summed under "_other".
+	MaxQueueLabels int
+	// TracerProvider makes the propose, forward and long-poll spans; nil:
+	// no spans.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) fill() {
@@ -82,6 +90,7 @@ type Server struct {
 	limiter *sendLimiter
 	relay   chan struct{} // wakes the outbox relay
 	metrics *metrics
+	tracer  trace.Tracer
 
 	stopOnce sync.Once
 	stop     chan struct{}
@@ -95,17 +104,20 @@ type Server struct {
 // for that group, then call Start.
 func New(cfg Config, raft Raft, st *store.Store, shard uint64) *Server {
 	cfg.fill()
-	return &Server{
+	s := &Server{
 		cfg:     cfg,
 		raft:    raft,
 		store:   st,
 		shard:   shard,
 		polls:   newPollRegistry(),
 		limiter: newSendLimiter(),
-		metrics: newMetrics(cfg.Meter),
+		metrics: newMetrics(cfg.Meter, cfg.MaxQueueLabels),
+		tracer:  newTracer(cfg.TracerProvider),
 		relay:   make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 	}
+	s.registerDepth(cfg.Meter)
+	return s
 }
 
 // StateMachine is the shard's Raft state machine: the store, plus wake-ups
@@ -164,7 +176,9 @@ func (s *Server) Stop() {
 
 // propose stamps cmd with the leader's time, replicates it and returns the
 // store's result; a whole-command outcome comes back as the error.
-func (s *Server) propose(ctx context.Context, cmd *storepb.Command) (*store.Result, error) {
+func (s *Server) propose(ctx context.Context, cmd *storepb.Command) (res *store.Result, err error) {
+	ctx, span := s.startPropose(ctx, cmd)
+	defer func() { s.endPropose(ctx, span, res, err) }()
 	cmd.Version = 1
 	cmd.TimeMs = s.cfg.Now().UnixMilli()
 	data, err := proto.Marshal(cmd)

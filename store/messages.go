@@ -340,6 +340,7 @@ func (t *txn) receive(op *storepb.Receive, res *Result) error {
 		}
 		res.OutboxAdded = true
 	}
+	res.DeadLettered = len(dead)
 	for _, m := range lease {
 		err := t.reschedule(q, m, t.now+vis, func() {
 			m.ReceiveCount++

@@ -78,6 +78,9 @@ type Result struct {
 	// OutboxAdded: dead-letter moves or a redrive added outbox entries: wake
 	// the relay.
 	OutboxAdded bool
+	// DeadLettered counts messages a Receive moved toward the queue's
+	// dead-letter queue (their receive count was exhausted).
+	DeadLettered int
 	// Touched lists the queues DeliverOutbox inserted into, in first-touch
 	// order.
 	Touched []QueueRef

@@ -18,6 +18,9 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -58,6 +61,11 @@ type Config struct {
 	Pprof bool
 	// CacheBytes is Pebble's block cache (default 128 MiB).
 	CacheBytes int64
+	// TracerProvider makes the node's spans (tests inject one); nil: one
+	// built from Tracing, or none.
+	TracerProvider trace.TracerProvider
+	// Tracing configures the spans when TracerProvider is nil.
+	Tracing TracingConfig
 }
 
 // Node is a running quorumq process.
@@ -74,6 +82,8 @@ type Node struct {
 	fwd    *server.Forwarder
 	http   *http.Server
 	conn   *grpc.ClientConn
+	tp     *sdktrace.TracerProvider // built by Start (shut down by Stop), nil if injected or off
+	mp     *sdkmetric.MeterProvider
 	grpcLn net.Listener
 	httpLn net.Listener
 	peerLn net.Listener
@@ -111,14 +121,17 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 			return nil, fmt.Errorf("--peers does not name this node (%d)", cfg.NodeID)
 		}
 	}
+	cfg.Logger = slog.New(NewTraceLogHandler(cfg.Logger.Handler()))
 	if cfg.Server.Logger == nil {
 		cfg.Server.Logger = cfg.Logger
 	}
 	n = &Node{cfg: cfg, log: cfg.Logger}
-	metricsHandler, meter, err := newMetrics()
+	metricsHandler, mp, err := newMetrics()
 	if err != nil {
 		return nil, err
 	}
+	n.mp = mp
+	meter := mp.Meter("github.com/quorumq/quorumq")
 	if cfg.Server.Meter == nil {
 		cfg.Server.Meter = meter
 	}
@@ -127,6 +140,23 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 			n.closeAll()
 		}
 	}()
+	tp := cfg.TracerProvider
+	if tp == nil {
+		n.tp, err = newTracerProvider(ctx, cfg.Tracing, cfg.NodeID)
+		if err != nil {
+			return nil, err
+		}
+		if n.tp != nil {
+			tp = n.tp
+		}
+	}
+	if cfg.Server.TracerProvider == nil {
+		cfg.Server.TracerProvider = tp
+	}
+	raftMetrics, err := newRaftMetrics(meter)
+	if err != nil {
+		return nil, fmt.Errorf("raft metrics: %w", err)
+	}
 
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
@@ -154,12 +184,13 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	var peerDial []grpc.DialOption
+	peerDial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	if peerClientTLS != nil {
-		peerDial = append(peerDial, grpc.WithTransportCredentials(credentials.NewTLS(peerClientTLS)))
+		peerDial = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(peerClientTLS))}
 	}
+	peerDial = append(peerDial, server.ClientStatsHandler(tp, mp))
 	hostCfg := raftnode.Config{NodeID: cfg.NodeID, DB: n.db, Logger: cfg.Logger, TickInterval: cfg.TickInterval,
-		SnapshotDir: filepath.Join(cfg.DataDir, "snapshots")}
+		SnapshotDir: filepath.Join(cfg.DataDir, "snapshots"), Metrics: raftMetrics}
 	if n.multiNode() {
 		if cfg.RaftTransport != nil {
 			hostCfg.Transport = cfg.RaftTransport
@@ -181,6 +212,9 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	}
 	n.store = store.New(n.db, dataShard)
 	n.srv = server.New(cfg.Server, n.host, n.store, dataShard)
+	if err := registerGroupGauges(meter, n.host, n.groups()); err != nil {
+		return nil, fmt.Errorf("raft metrics: %w", err)
+	}
 	if err := n.host.AddGroup(dataShard, n.members(), n.srv.StateMachine()); err != nil {
 		return nil, fmt.Errorf("start shard %d: %w", dataShard, err)
 	}
@@ -204,7 +238,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("listen raft: %w", err)
 		}
-		peerOpts := []grpc.ServerOption{interceptors, grpc.MaxRecvMsgSize(16 << 20)}
+		peerOpts := []grpc.ServerOption{interceptors, grpc.MaxRecvMsgSize(16 << 20), server.ServerStatsHandler(tp, mp)}
 		if peerServerTLS != nil {
 			peerOpts = append(peerOpts, grpc.Creds(credentials.NewTLS(peerServerTLS)))
 		}
@@ -229,7 +263,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen grpc: %w", err)
 	}
-	apiOpts := []grpc.ServerOption{interceptors, grpc.MaxRecvMsgSize(8 << 20)}
+	apiOpts := []grpc.ServerOption{interceptors, grpc.MaxRecvMsgSize(8 << 20), server.ServerStatsHandler(tp, mp)}
 	selfCreds := insecure.NewCredentials()
 	if clientTLS != nil {
 		apiOpts = append(apiOpts, grpc.Creds(credentials.NewTLS(clientTLS)))
@@ -247,12 +281,12 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	}()
 
 	n.conn, err = grpc.NewClient(n.grpcLn.Addr().String(),
-		grpc.WithTransportCredentials(selfCreds),
+		grpc.WithTransportCredentials(selfCreds), server.ClientStatsHandler(tp, mp),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.MaxCallSendMsgSize(8<<20)))
 	if err != nil {
 		return nil, fmt.Errorf("gateway client: %w", err)
 	}
-	handler, err := gateway.New(ctx, gateway.Config{Conn: n.conn, Ready: n.srv.Ready, Metrics: metricsHandler, Pprof: cfg.Pprof})
+	handler, err := gateway.New(ctx, gateway.Config{Conn: n.conn, Ready: n.Ready, Metrics: metricsHandler, Pprof: cfg.Pprof})
 	if err != nil {
 		return nil, err
 	}
@@ -409,6 +443,16 @@ func (n *Node) closeAll() error {
 	if n.db != nil {
 		err = n.db.Close()
 		n.db = nil
+	}
+	// Flush the spans still batched (bounded: a dead collector must not
+	// hold the shutdown).
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if n.tp != nil {
+		_ = n.tp.Shutdown(ctx)
+	}
+	if n.mp != nil {
+		_ = n.mp.Shutdown(ctx)
 	}
 	return err
 }

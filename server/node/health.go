@@ -1,0 +1,30 @@
+package node
+
+import "fmt"
+
+// maxApplyLag is how far this node's applied index may trail the commit
+// index it knows while /readyz still answers ready.
+const maxApplyLag = 1000
+
+// Ready reports whether the node can serve (nil) or why not: every group
+// must run (not halted), know a leader and have applied what it knows is
+// committed, up to maxApplyLag entries. /readyz answers it; /healthz only
+// says the process is alive.
+func (n *Node) Ready() error {
+	for _, g := range n.groups() {
+		st, err := n.host.Status(g)
+		if err != nil {
+			return fmt.Errorf("shard %d: %w", g, err)
+		}
+		if st.LeaderID == 0 {
+			return fmt.Errorf("shard %d has no leader", g)
+		}
+		if st.Commit > st.Applied+maxApplyLag {
+			return fmt.Errorf("shard %d is catching up: applied %d of %d committed", g, st.Applied, st.Commit)
+		}
+	}
+	return nil
+}
+
+// groups are the Raft groups this node serves.
+func (n *Node) groups() []uint64 { return []uint64{dataShard} }

@@ -1,0 +1,62 @@
+package store
+
+import (
+	"google.golang.org/protobuf/proto"
+
+	"github.com/quorumq/quorumq/internal/keys"
+	storepb "github.com/quorumq/quorumq/store/storepb/v1"
+)
+
+// QueueDepth is one queue's depth for metrics.
+type QueueDepth struct {
+	Tenant, Queue string
+	Stats         Stats
+	// OldestEnqueuedMs is when the oldest stored message (lowest seq)
+	// arrived in the queue, Unix ms; 0 when the queue is empty.
+	OldestEnqueuedMs int64
+}
+
+// Depths calls fn with the depth of up to limit queues of this replica
+// (every queue if limit <= 0), in catalog order (tenant, then name), as of
+// nowMs. It reads local state only (no read barrier: metrics may lag) and
+// costs, per queue, a scan of its in-flight and delayed messages plus one
+// seek. fn returning false stops the walk.
+func (s *Store) Depths(nowMs int64, limit int, fn func(QueueDepth) bool) (err error) {
+	t := s.reader(nowMs)
+	p := keys.CatalogPrefix(s.shard)
+	it, err := t.iter(p, keys.PrefixEnd(p))
+	if err != nil {
+		return err
+	}
+	defer closeInto(it, &err)
+	n := 0
+	for ok := it.First(); ok && (limit <= 0 || n < limit); ok = it.Next() {
+		v, err := it.Value()
+		if err != nil {
+			return err
+		}
+		q := &storepb.QueueRecord{}
+		if err := proto.Unmarshal(v, q); err != nil {
+			return err
+		}
+		st, err := t.stats(q.Id)
+		if err != nil {
+			return err
+		}
+		d := QueueDepth{Tenant: q.Tenant, Queue: q.Name, Stats: st}
+		if st.Messages > 0 {
+			err := t.scanBySeq(q.Id, func(m *storepb.MessageRecord) bool {
+				d.OldestEnqueuedMs = m.EnqueuedAtMs
+				return true
+			})
+			if err != nil {
+				return err
+			}
+		}
+		n++
+		if !fn(d) {
+			return nil
+		}
+	}
+	return nil
+}
