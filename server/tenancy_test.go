@@ -2,8 +2,12 @@ package server_test
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"io"
 	"log/slog"
 	"net/http"
@@ -41,7 +45,13 @@ func startAuthNode(t *testing.T) *authNode {
 	if err := os.WriteFile(secret, append(testSecret, '\n'), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a, err := auth.New(auth.Config{HS256SecretFile: secret, Audience: "quorumq", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	return startNodeWithAuth(t, auth.Config{HS256SecretFile: secret, Audience: "quorumq", Issuer: "quorumq-test"})
+}
+
+func startNodeWithAuth(t *testing.T, cfg auth.Config) *authNode {
+	t.Helper()
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	a, err := auth.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +79,7 @@ func startAuthNode(t *testing.T) *authNode {
 
 func token(t *testing.T, claims jwt.MapClaims) string {
 	t.Helper()
-	base := jwt.MapClaims{"aud": "quorumq", "exp": time.Now().Add(time.Hour).Unix()}
+	base := jwt.MapClaims{"aud": "quorumq", "iss": "quorumq-test", "exp": time.Now().Add(time.Hour).Unix()}
 	for k, v := range claims {
 		base[k] = v
 	}
@@ -107,9 +117,9 @@ func TestAuthRejectsAndChangesNothing(t *testing.T) {
 	n := startAuthNode(t)
 	good := token(t, jwt.MapClaims{"tenant": "acme", "scope": allScopes})
 	hdr := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`))
-	payload, _ := json.Marshal(map[string]any{"tenant": "acme", "scope": allScopes, "aud": "quorumq", "exp": time.Now().Add(time.Hour).Unix()})
+	payload, _ := json.Marshal(map[string]any{"tenant": "acme", "scope": allScopes, "aud": "quorumq", "iss": "quorumq-test", "exp": time.Now().Add(time.Hour).Unix()})
 	noneTok := hdr + "." + base64.RawURLEncoding.EncodeToString(payload) + "."
-	wrongKey, _ := auth.Mint("HS256", []byte("another-secret-that-is-long-enough-32b"), "", jwt.MapClaims{"tenant": "acme", "scope": allScopes, "aud": "quorumq", "exp": time.Now().Add(time.Hour).Unix()})
+	wrongKey, _ := auth.Mint("HS256", []byte("another-secret-that-is-long-enough-32b"), "", jwt.MapClaims{"tenant": "acme", "scope": allScopes, "aud": "quorumq", "iss": "quorumq-test", "exp": time.Now().Add(time.Hour).Unix()})
 	cases := []struct {
 		name   string
 		tok    string
@@ -121,6 +131,7 @@ func TestAuthRejectsAndChangesNothing(t *testing.T) {
 		{"expired", token(t, jwt.MapClaims{"tenant": "acme", "scope": allScopes, "exp": time.Now().Add(-time.Hour).Unix()}), http.StatusUnauthorized},
 		{"not yet valid", token(t, jwt.MapClaims{"tenant": "acme", "scope": allScopes, "nbf": time.Now().Add(time.Hour).Unix()}), http.StatusUnauthorized},
 		{"wrong audience", token(t, jwt.MapClaims{"tenant": "acme", "scope": allScopes, "aud": "other"}), http.StatusUnauthorized},
+		{"wrong issuer", token(t, jwt.MapClaims{"tenant": "acme", "scope": allScopes, "iss": "someone-else"}), http.StatusUnauthorized},
 		{"missing tenant", token(t, jwt.MapClaims{"scope": allScopes}), http.StatusUnauthorized},
 		{"missing scope", token(t, jwt.MapClaims{"tenant": "acme", "scope": "messages:send"}), http.StatusForbidden},
 	}
@@ -225,4 +236,36 @@ func TestTenantIsolation(t *testing.T) {
 	// alpha's message is still alpha's to delete.
 	_, err = c.DeleteMessage(a, &qv1.DeleteMessageRequest{Queue: "orders", ReceiptHandle: h})
 	mustOK(err)
+}
+
+// Algorithm confusion: against an RS256 key, an HS256 token whose "secret"
+// is the public key's PEM bytes gets 401 and changes nothing.
+func TestAuthAlgorithmConfusion(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	pubFile := filepath.Join(t.TempDir(), "k1.pem")
+	if err := os.WriteFile(pubFile, pubPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := startNodeWithAuth(t, auth.Config{PublicKeyFiles: []string{pubFile}})
+	claims := jwt.MapClaims{"tenant": "acme", "scope": allScopes, "exp": time.Now().Add(time.Hour).Unix()}
+	good, err := auth.Mint("RS256", key, "k1", claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err := auth.Mint("HS256", pubPEM, "k1", claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status, body := n.rest(t, forged, "POST", "/v1/queues", `{"name":"forged"}`); status != http.StatusUnauthorized {
+		t.Fatalf("HS256 token signed with the RSA public key: HTTP %d %s, want 401", status, body)
+	}
+	status, body := n.rest(t, good, "GET", "/v1/queues", "")
+	if status != http.StatusOK || strings.Contains(body, "forged") {
+		t.Fatalf("valid RS256 token: HTTP %d %s", status, body)
+	}
 }
