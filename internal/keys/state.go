@@ -187,17 +187,26 @@ func Visible(shard, queue uint64, visibleAt int64, seq uint64) []byte {
 
 // DecodeVisible parses a Visible key.
 func DecodeVisible(k []byte) (shard, queue uint64, visibleAt int64, seq uint64, err error) {
-	shard, queue, rest, err := readQueueKind(k, queueVisible)
+	return decodeAtSeq(k, queueVisible)
+}
+
+// decodeAtSeq parses the keys of the indexes ordered by (visible_at, seq):
+// 0x02 S 0x10 Q sub visible_at seq.
+func decodeAtSeq(k []byte, sub byte) (shard, queue uint64, visibleAt int64, seq uint64, err error) {
+	shard, queue, rest, err := readQueueKind(k, sub)
+	if err == nil {
+		visibleAt, rest, err = ReadInt64(rest)
+	}
+	if err == nil {
+		seq, rest, err = ReadUint64(rest)
+	}
+	if err == nil {
+		err = noTrailing(rest)
+	}
 	if err != nil {
 		return 0, 0, 0, 0, err
 	}
-	if visibleAt, rest, err = ReadInt64(rest); err != nil {
-		return 0, 0, 0, 0, err
-	}
-	if seq, rest, err = ReadUint64(rest); err != nil {
-		return 0, 0, 0, 0, err
-	}
-	return shard, queue, visibleAt, seq, noTrailing(rest)
+	return shard, queue, visibleAt, seq, nil
 }
 
 // TagPrefix bounds the index of one tag of a queue, in (visible_at, seq)
@@ -346,20 +355,7 @@ func GroupHead(shard, queue uint64, visibleAt int64, seq uint64) []byte {
 
 // DecodeGroupHead parses a GroupHead key.
 func DecodeGroupHead(k []byte) (shard, queue uint64, visibleAt int64, seq uint64, err error) {
-	shard, queue, rest, err := readQueueKind(k, queueGroupHead)
-	if err == nil {
-		visibleAt, rest, err = ReadInt64(rest)
-	}
-	if err == nil {
-		seq, rest, err = ReadUint64(rest)
-	}
-	if err == nil {
-		err = noTrailing(rest)
-	}
-	if err != nil {
-		return 0, 0, 0, 0, err
-	}
-	return shard, queue, visibleAt, seq, nil
+	return decodeAtSeq(k, queueGroupHead)
 }
 
 // OutboxPrefix bounds the shard's outbox, in id order.
