@@ -34,13 +34,17 @@ func flagOf(m *storepb.MessageRecord) []byte {
 // walks only messages carrying a wanted tag.
 func (t *txn) index(qid uint64, m *storepb.MessageRecord) error {
 	f := flagOf(m)
-	if err := t.lowerVisibleLow(qid, position{m.VisibleAtMs, m.Seq}); err != nil {
+	at := position{m.VisibleAtMs, m.Seq}
+	if err := t.lowerMark(keys.VisibleLow(t.s.shard, qid), at); err != nil {
 		return err
 	}
 	if err := t.setRaw(keys.Visible(t.s.shard, qid, m.VisibleAtMs, m.Seq), f); err != nil {
 		return err
 	}
 	for _, tag := range m.Tags {
+		if err := t.lowerMark(keys.TagLow(t.s.shard, qid, tag), at); err != nil {
+			return err
+		}
 		if err := t.setRaw(keys.Tag(t.s.shard, qid, tag, m.VisibleAtMs, m.Seq), f); err != nil {
 			return err
 		}

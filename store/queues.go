@@ -205,7 +205,7 @@ func (t *txn) deleteQueue(op *storepb.DeleteQueue, res *Result) error {
 			return err
 		}
 	}
-	t.forgetVisibleLow(q.Id)
+	t.forgetMarks(q.Id)
 	// Every key of the queue in one range tombstone: O(1) however deep.
 	return t.delRange(keys.QueuePrefix(t.s.shard, q.Id), keys.QueueEnd(t.s.shard, q.Id))
 }
@@ -219,8 +219,11 @@ func (t *txn) purgeQueue(op *storepb.PurgeQueue, res *Result) error {
 	// Messages and their indexes (FIFO group order and heads too) go;
 	// idempotency, deduplication and receive attempt records stay so that a
 	// retried send after a purge is still answered, not stored twice.
-	t.forgetVisibleLow(q.Id)
+	t.forgetMarks(q.Id)
 	if err := t.del(keys.VisibleLow(sh, q.Id)); err != nil {
+		return err
+	}
+	if err := t.delRange(keys.TagLowPrefix(sh, q.Id), keys.PrefixEnd(keys.TagLowPrefix(sh, q.Id))); err != nil {
 		return err
 	}
 	for _, p := range [][]byte{keys.GroupsPrefix(sh, q.Id), keys.GroupHeadPrefix(sh, q.Id),

@@ -114,35 +114,40 @@ func (t *txn) scan(qid uint64, f *storepb.TagFilter, until int64, indexOnly bool
 			closeInto(c.it, &err)
 		}
 	}()
-	// The unfiltered plan walks the visibility index from the queue's
-	// low-water mark (see vlow.go), past the tombstones of deleted messages.
-	visIndex := len(prefixes) == 1 && bytes.Equal(prefixes[0], keys.VisiblePrefix(t.s.shard, qid))
-	var low position
-	if visIndex {
-		if low, err = t.visibleLow(qid); err != nil {
-			return false, err
-		}
+	// The visibility and tag indexes are walked from their low-water marks
+	// (see vlow.go), past the tombstones of deleted messages; after the
+	// scan each mark rises to the first live entry its iterator found.
+	type markedCursor struct {
+		mark  []byte
+		first *position // nil: the iterator found nothing up to until
 	}
-	var first *candidate // first live entry seen on the visibility index
-	if visIndex && t.b != nil {
+	marked := make([]*markedCursor, len(prefixes))
+	if t.b != nil {
 		defer func() {
-			switch {
-			case err != nil:
-			case first != nil:
-				if low.less(position{first.visibleAt, first.seq}) {
-					t.setVisibleLow(qid, position{first.visibleAt, first.seq})
+			for _, mc := range marked {
+				if err != nil || mc == nil {
+					continue
 				}
-			case until < math.MaxInt64:
-				if p := (position{until + 1, 0}); low.less(p) {
-					t.setVisibleLow(qid, p)
+				switch {
+				case mc.first != nil:
+					err = t.raiseMark(mc.mark, *mc.first)
+				case until < math.MaxInt64:
+					err = t.raiseMark(mc.mark, position{until + 1, 0})
 				}
 			}
 		}()
 	}
-	for _, p := range prefixes {
+	for i, p := range prefixes {
 		lo := p
-		if visIndex && low != lowest {
-			lo = keys.AppendUint64(keys.AppendInt64(slices.Clone(p), low.at), low.seq)
+		if mk := keys.LowMarkOf(p); mk != nil {
+			low, err := t.mark(mk)
+			if err != nil {
+				return false, err
+			}
+			if low != lowest {
+				lo = keys.AppendUint64(keys.AppendInt64(slices.Clone(p), low.at), low.seq)
+			}
+			marked[i] = &markedCursor{mark: mk}
 		}
 		hi := keys.PrefixEnd(p)
 		if until < math.MaxInt64 {
@@ -156,6 +161,9 @@ func (t *txn) scan(qid uint64, f *storepb.TagFilter, until int64, indexOnly bool
 		curs = append(curs, c)
 		if err := c.load(it.First()); err != nil {
 			return false, err
+		}
+		if marked[i] != nil && c.ok {
+			marked[i].first = &position{c.cur.visibleAt, c.cur.seq}
 		}
 	}
 	for {
@@ -171,10 +179,6 @@ func (t *txn) scan(qid uint64, f *storepb.TagFilter, until int64, indexOnly bool
 			return false, nil
 		}
 		cand := head.cur
-		if first == nil {
-			c := cand
-			first = &c
-		}
 		for _, c := range curs {
 			if c.ok && c.cur == cand {
 				if err := c.load(c.it.Next()); err != nil {

@@ -186,7 +186,7 @@ func (s *Store) Apply(b *pebble.Batch, index uint64, data []byte) (any, error) {
 		err = t.flushTenants()
 	}
 	if err == nil {
-		err = t.flushVisibleLows()
+		err = t.flushMarks()
 	}
 	if err != nil {
 		return nil, err
@@ -207,8 +207,8 @@ type txn struct {
 	tenants      map[string]*storepb.TenantRecord // loaded by this command
 	dirtyTenants map[string]bool                  // to write back at its end
 
-	vlow      map[uint64]position // visibility low-water marks loaded
-	vlowDirty map[uint64]bool     // to write back at the command's end
+	marks      map[string]position // index low-water marks loaded (by mark key)
+	marksDirty map[string]bool     // to write back at the command's end
 }
 
 func (s *Store) reader(now int64) *txn { return &txn{s: s, r: s.db, now: now} }

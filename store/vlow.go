@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"math"
 	"sort"
@@ -10,19 +11,20 @@ import (
 	"github.com/quorumq/quorumq/internal/keys"
 )
 
-// The visibility low-water mark. Deleting a received message leaves a
-// tombstone at the head of the queue's visibility index; a busy queue piles
+// Low-water marks. Deleting a received message leaves tombstones at the head
+// of the queue's visibility index and of its tags' indexes; a busy queue piles
 // up thousands there until compaction, and every receive would walk them.
-// Each queue keeps a mark such that no live visibility entry sorts before
-// it; receives and peeks start there.
+// Each of these indexes keeps a mark (keys.VisibleLow, keys.TagLow) such that
+// no live entry sorts before it; scans start there.
 //
-// Invariant: every live 'v' entry (visible_at, seq) >= mark. It holds
-// because (1) writing an entry below the mark lowers the mark (index), and
-// (2) an unfiltered scan from the mark raises it only to the first live
-// entry it saw, or, when it saw none up to `until`, to (until+1, 0): all
-// entries before that point were just read as dead, and time never runs
-// backwards, so later writes land at or after t.now (and lower the mark if
-// not).
+// Invariant: every live entry (visible_at, seq) of an index >= its mark. It
+// holds because (1) writing an entry below the mark lowers the mark (index),
+// and (2) a scan raises the mark only to the first live entry its iterator
+// found from the old mark, or, when it found none up to `until`, to
+// (until+1, 0): everything before that point was just read as dead, and time
+// never runs backwards, so later writes land at or after t.now (and lower the
+// mark if not). Marks are replicated state like the rest (written in the
+// apply batch), so every replica scans from the same place.
 
 type position struct {
 	at  int64
@@ -35,13 +37,13 @@ func (p position) less(o position) bool {
 
 var lowest = position{at: math.MinInt64}
 
-// visibleLow returns queue qid's mark, cached for the command.
-func (t *txn) visibleLow(qid uint64) (position, error) {
-	if p, ok := t.vlow[qid]; ok {
+// mark returns the mark stored under markKey, cached for the command.
+func (t *txn) mark(markKey []byte) (position, error) {
+	if p, ok := t.marks[string(markKey)]; ok {
 		return p, nil
 	}
 	t.s.keysRead.Add(1)
-	v, closer, err := t.r.Get(keys.VisibleLow(t.s.shard, qid))
+	v, closer, err := t.r.Get(markKey)
 	p := lowest
 	switch {
 	case err == nil:
@@ -51,62 +53,78 @@ func (t *txn) visibleLow(qid uint64) (position, error) {
 			p = position{at, seq}
 		}
 		_ = closer.Close()
-	case !isNotFound(err):
+	case !errors.Is(err, pebble.ErrNotFound):
 		return lowest, err
 	}
-	if t.vlow == nil {
-		t.vlow = map[uint64]position{}
+	if t.marks == nil {
+		t.marks = map[string]position{}
 	}
-	t.vlow[qid] = p
+	t.marks[string(markKey)] = p
 	return p, nil
 }
 
-func (t *txn) setVisibleLow(qid uint64, p position) {
-	if t.vlow == nil {
-		t.vlow = map[uint64]position{}
+func (t *txn) setMark(markKey []byte, p position) {
+	if t.marks == nil {
+		t.marks = map[string]position{}
 	}
-	if t.vlowDirty == nil {
-		t.vlowDirty = map[uint64]bool{}
+	if t.marksDirty == nil {
+		t.marksDirty = map[string]bool{}
 	}
-	t.vlow[qid] = p
-	t.vlowDirty[qid] = true
+	t.marks[string(markKey)] = p
+	t.marksDirty[string(markKey)] = true
 }
 
-// lowerVisibleLow keeps the invariant when an entry is written at p.
-func (t *txn) lowerVisibleLow(qid uint64, p position) error {
+// lowerMark keeps the invariant when an entry is written at p.
+func (t *txn) lowerMark(markKey []byte, p position) error {
 	if t.b == nil {
 		return nil
 	}
-	low, err := t.visibleLow(qid)
+	low, err := t.mark(markKey)
 	if err != nil {
 		return err
 	}
 	if p.less(low) {
-		t.setVisibleLow(qid, p)
+		t.setMark(markKey, p)
 	}
 	return nil
 }
 
-// forgetVisibleLow drops a queue's mark (purge, delete: its entries are gone).
-func (t *txn) forgetVisibleLow(qid uint64) {
-	delete(t.vlow, qid)
-	delete(t.vlowDirty, qid)
+// raiseMark moves a mark up to p after a scan proved nothing live below p.
+func (t *txn) raiseMark(markKey []byte, p position) error {
+	low, err := t.mark(markKey)
+	if err != nil {
+		return err
+	}
+	if low.less(p) {
+		t.setMark(markKey, p)
+	}
+	return nil
 }
 
-// flushVisibleLows writes the marks the command changed, in queue order.
-func (t *txn) flushVisibleLows() error {
-	qids := make([]uint64, 0, len(t.vlowDirty))
-	for q := range t.vlowDirty {
-		qids = append(qids, q)
+// forgetMarks drops the cached marks of a queue whose indexes are gone
+// (purge, delete); the caller deletes the stored ones.
+func (t *txn) forgetMarks(qid uint64) {
+	prefix := keys.QueuePrefix(t.s.shard, qid)
+	for k := range t.marks {
+		if bytes.HasPrefix([]byte(k), prefix) {
+			delete(t.marks, k)
+			delete(t.marksDirty, k)
+		}
 	}
-	sort.Slice(qids, func(i, j int) bool { return qids[i] < qids[j] })
-	for _, q := range qids {
-		p := t.vlow[q]
-		if err := t.setRaw(keys.VisibleLow(t.s.shard, q), keys.AppendUint64(keys.AppendInt64(nil, p.at), p.seq)); err != nil {
+}
+
+// flushMarks writes the marks the command changed, in key order.
+func (t *txn) flushMarks() error {
+	ks := make([]string, 0, len(t.marksDirty))
+	for k := range t.marksDirty {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	for _, k := range ks {
+		p := t.marks[k]
+		if err := t.setRaw([]byte(k), keys.AppendUint64(keys.AppendInt64(nil, p.at), p.seq)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
-
-func isNotFound(err error) bool { return errors.Is(err, pebble.ErrNotFound) }

@@ -16,6 +16,7 @@ import "fmt"
 //	0x10 Q 'e' expires key           expiry order of 'd' -> empty
 //	0x10 Q 'g' group seq             FIFO group order -> empty
 //	0x10 Q 'h' visible_at seq        FIFO group heads by the head's (visible_at, seq) -> group
+//	0x10 Q 'k' tag                   tag index low-water mark -> visible_at seq
 //	0x10 Q 'l'                       visibility low-water mark -> visible_at seq
 //	0x10 Q 'm' seq                   message record -> MessageRecord
 //	0x10 Q 't' tag visible_at seq    tag index -> flag byte
@@ -49,6 +50,7 @@ const (
 	queueTag        byte = 't'
 	queueVisible    byte = 'v'
 	queueVisibleLow byte = 'l'
+	queueTagLow     byte = 'k'
 )
 
 func stateKey(shard uint64, kind byte) []byte { return append(StatePrefix(shard), kind) }
@@ -178,6 +180,38 @@ func VisibleUntil(shard, queue uint64, at int64) []byte {
 // start there instead of walking the tombstones of deleted messages.
 func VisibleLow(shard, queue uint64) []byte {
 	return append(QueuePrefix(shard, queue), queueVisibleLow)
+}
+
+// TagLow is the key of a tag index's low-water mark (see VisibleLow).
+func TagLow(shard, queue uint64, tag string) []byte {
+	return AppendString(append(QueuePrefix(shard, queue), queueTagLow), tag)
+}
+
+// TagLowPrefix bounds every tag low-water mark of a queue.
+func TagLowPrefix(shard, queue uint64) []byte {
+	return append(QueuePrefix(shard, queue), queueTagLow)
+}
+
+// LowMarkOf returns the low-water mark key of an index prefix made by
+// VisiblePrefix or TagPrefix, or nil for any other prefix.
+func LowMarkOf(prefix []byte) []byte {
+	n := len(StatePrefix(0)) + 1 + 8 // 0x02 S 0x10 Q
+	if len(prefix) <= n || prefix[0] != kindState || prefix[n-9] != stateQueue {
+		return nil
+	}
+	mark := append([]byte(nil), prefix...)
+	switch prefix[n] {
+	case queueVisible:
+		if len(prefix) != n+1 {
+			return nil
+		}
+		mark[n] = queueVisibleLow
+	case queueTag:
+		mark[n] = queueTagLow
+	default:
+		return nil
+	}
+	return mark
 }
 
 // Visible is the key of a visibility index entry.
@@ -524,6 +558,10 @@ func prettyQueue(k, rest []byte) string {
 	case queueVisibleLow:
 		if len(rest) == 10 {
 			return fmt.Sprintf("/q/%d/vlow", q)
+		}
+	case queueTagLow:
+		if tag, r, err := ReadString(rest[10:]); err == nil && len(r) == 0 {
+			return fmt.Sprintf("/q/%d/tlow/%q", q, tag)
 		}
 	case queueVisible:
 		if _, _, at, seq, err := DecodeVisible(k); err == nil {

@@ -49,6 +49,7 @@ func TestStateKeyOrder(t *testing.T) {
 		{"queue 1 head 5/1", GroupHead(s, 1, 5, 1)},
 		{"queue 1 head 5/2", GroupHead(s, 1, 5, 2)},
 		{"queue 1 head 6/0", GroupHead(s, 1, 6, 0)},
+		{"queue 1 tag low a", TagLow(s, 1, "a")},
 		{"queue 1 visible low", VisibleLow(s, 1)},
 		{"queue 1 msg 1", Message(s, 1, 1)},
 		{"queue 1 msg 2", Message(s, 1, 2)},
@@ -221,6 +222,7 @@ func TestPrettyState(t *testing.T) {
 		string(GroupHead(1, 2, 30, 4)):  "/state/1/q/2/h/30/4",
 		string(Tenant(1, "acme")):       `/state/1/tenant/"acme"`,
 		string(VisibleLow(1, 2)):        "/state/1/q/2/vlow",
+		string(TagLow(1, 2, "red")):     `/state/1/q/2/tlow/"red"`,
 	} {
 		if got := Pretty([]byte(k)); got != want {
 			t.Errorf("Pretty = %q, want %q", got, want)
@@ -238,4 +240,18 @@ func stringify(v any) string {
 		return "i:" + string(AppendInt64(nil, v))
 	}
 	panic("unknown type")
+}
+
+func TestLowMarkOf(t *testing.T) {
+	if got := LowMarkOf(VisiblePrefix(3, 4)); string(got) != string(VisibleLow(3, 4)) {
+		t.Errorf("visible: %s", Pretty(got))
+	}
+	if got := LowMarkOf(TagPrefix(3, 4, "red")); string(got) != string(TagLow(3, 4, "red")) {
+		t.Errorf("tag: %s", Pretty(got))
+	}
+	for _, p := range [][]byte{GroupHeadPrefix(3, 4), MessagePrefix(3, 4), Visible(3, 4, 1, 2), StatePrefix(3), nil} {
+		if got := LowMarkOf(p); got != nil {
+			t.Errorf("LowMarkOf(%s) = %s, want nil", Pretty(p), Pretty(got))
+		}
+	}
 }
