@@ -98,6 +98,22 @@ func (f *Forwarder) forward(ctx context.Context, to uint64, method string, req a
 // newReply makes an empty response message of a gRPC method, looked up in
 // the registry of generated types.
 func newReply(fullMethod string) (proto.Message, error) {
+	if mt, ok := replyTypes.Load(fullMethod); ok {
+		return mt.(protoreflect.MessageType).New().Interface(), nil
+	}
+	mt, err := replyType(fullMethod)
+	if err != nil {
+		return nil, err
+	}
+	replyTypes.Store(fullMethod, mt)
+	return mt.New().Interface(), nil
+}
+
+// replyTypes caches replyType per method: forwarding is on the path of most
+// calls in a cluster, the registry walk need not be.
+var replyTypes sync.Map // full method -> protoreflect.MessageType
+
+func replyType(fullMethod string) (protoreflect.MessageType, error) {
 	svc, method, ok := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
 	if !ok {
 		return nil, fmt.Errorf("bad method name %q", fullMethod)
@@ -118,7 +134,7 @@ func newReply(fullMethod string) (proto.Message, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reply type of %q: %w", fullMethod, err)
 	}
-	return mt.New().Interface(), nil
+	return mt, nil
 }
 
 // ForwardInterceptor serves QueueService calls on the shard leader: here

@@ -23,9 +23,49 @@ import (
 type sendLimiter struct {
 	mu       sync.Mutex
 	limiters map[string]*rate.Limiter
+	// rates caches each tenant's max_send_rate so a send does not read the
+	// store; AfterApply forgets a tenant whose quota changed and Restored
+	// forgets all (forget), and the next send reloads it.
+	rates map[string]int64
+	gen   uint64 // bumped by forget: a load that raced with it is not cached
 }
 
-func newSendLimiter() *sendLimiter { return &sendLimiter{limiters: map[string]*rate.Limiter{}} }
+func newSendLimiter() *sendLimiter {
+	return &sendLimiter{limiters: map[string]*rate.Limiter{}, rates: map[string]int64{}}
+}
+
+// rate returns tenant's send rate, loading it with load on a cache miss.
+func (l *sendLimiter) rate(tenant string, load func() (int64, error)) (int64, error) {
+	l.mu.Lock()
+	r, ok := l.rates[tenant]
+	gen := l.gen
+	l.mu.Unlock()
+	if ok {
+		return r, nil
+	}
+	r, err := load()
+	if err != nil {
+		return 0, err
+	}
+	l.mu.Lock()
+	if l.gen == gen {
+		l.rates[tenant] = r
+	}
+	l.mu.Unlock()
+	return r, nil
+}
+
+// forget drops the cached rate of tenant ("" : every tenant).
+func (l *sendLimiter) forget(tenant string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.gen++
+	if tenant == "" {
+		clear(l.rates)
+		return
+	}
+	delete(l.rates, tenant)
+}
 
 // allow takes n tokens for tenant at the given rate (0: unlimited) or says
 // how long to wait before retrying.
@@ -70,14 +110,17 @@ func quotaError(msg string, retry time.Duration) error {
 
 // checkSendRate fails when tenant has sent past its max_send_rate.
 func (s *Server) checkSendRate(tenant string, n int) error {
-	rec, err := s.store.Tenant(tenant)
+	perSecond, err := s.limiter.rate(tenant, func() (int64, error) {
+		rec, err := s.store.Tenant(tenant)
+		return rec.GetQuota().GetMaxSendRate(), err
+	})
 	if err != nil {
 		return err
 	}
-	ok, retry := s.limiter.allow(tenant, rec.GetQuota().GetMaxSendRate(), n, time.Now())
+	ok, retry := s.limiter.allow(tenant, perSecond, n, time.Now())
 	if !ok {
 		s.metrics.quotaRejected(context.Background(), tenant, "send_rate", n)
-		return quotaError(fmt.Sprintf("tenant %s is over its send rate of %d messages/s", tenant, rec.GetQuota().GetMaxSendRate()), retry)
+		return quotaError(fmt.Sprintf("tenant %s is over its send rate of %d messages/s", tenant, perSecond), retry)
 	}
 	return nil
 }

@@ -133,7 +133,10 @@ type stateMachine struct {
 
 // Restored runs after the shard's state was replaced by a snapshot: every
 // long poll looks again.
-func (m *stateMachine) Restored() { m.srv.polls.wakeAll() }
+func (m *stateMachine) Restored() {
+	m.srv.polls.wakeAll()
+	m.srv.limiter.forget("")
+}
 
 // AfterApply runs on the Raft loop after a round is committed: it must not
 // block.
@@ -148,6 +151,9 @@ func (m *stateMachine) AfterApply(results []any) {
 			for _, q := range res.Touched {
 				m.srv.polls.wake(q.Tenant, q.Name)
 			}
+		}
+		if res.TenantRecord != nil { // a quota changed
+			m.srv.limiter.forget(res.Tenant)
 		}
 		if res.OutboxAdded {
 			select {

@@ -1,9 +1,6 @@
 package store
 
 import (
-	"google.golang.org/protobuf/proto"
-
-	"github.com/quorumq/quorumq/internal/keys"
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
@@ -23,21 +20,13 @@ type QueueDepth struct {
 // seek. fn returning false stops the walk.
 func (s *Store) Depths(nowMs int64, limit int, fn func(QueueDepth) bool) (err error) {
 	t := s.reader(nowMs)
-	p := keys.CatalogPrefix(s.shard)
-	it, err := t.iter(p, keys.PrefixEnd(p))
+	qs, err := t.queues()
 	if err != nil {
 		return err
 	}
-	defer closeInto(it, &err)
-	n := 0
-	for ok := it.First(); ok && (limit <= 0 || n < limit); ok = it.Next() {
-		v, err := it.Value()
-		if err != nil {
-			return err
-		}
-		q := &storepb.QueueRecord{}
-		if err := proto.Unmarshal(v, q); err != nil {
-			return err
+	for n, q := range qs {
+		if limit > 0 && n >= limit {
+			return nil
 		}
 		st, err := t.stats(q.Id)
 		if err != nil {
@@ -53,7 +42,6 @@ func (s *Store) Depths(nowMs int64, limit int, fn func(QueueDepth) bool) (err er
 				return err
 			}
 		}
-		n++
 		if !fn(d) {
 			return nil
 		}
