@@ -75,6 +75,9 @@ func UnaryInterceptor(auth Authenticator, log *slog.Logger) grpc.UnaryServerInte
 				resp, err = nil, statusError(codes.Internal, ReasonInternal, "internal error", nil)
 			}
 		}()
+		if isPeerMethod(info.FullMethod) {
+			return handler(ctx, req) // node to node, on the peer listener only
+		}
 		p, err := auth.Authenticate(ctx)
 		if err != nil {
 			return nil, toStatus(err)

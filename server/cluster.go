@@ -5,6 +5,8 @@ import (
 	"sort"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
@@ -20,24 +22,44 @@ type ClusterServer struct {
 	self   uint64
 	peers  map[uint64]string // node id -> peer address, self included
 	status PeerStatusFunc    // nil on a single-node cluster
-	raft   Raft
+	raft   Raft              // nil on an API-tier node
 	shards []uint64
-	queues *Server // quotas live in the queue state machine
+	remote *RemoteView // an API-tier node's view; nil on storage nodes
+	router *Router
 }
 
-// NewClusterServer returns the ClusterService of node self.
-func NewClusterServer(self uint64, peers map[uint64]string, status PeerStatusFunc, queues *Server, shards []uint64) *ClusterServer {
-	return &ClusterServer{self: self, peers: peers, status: status, raft: queues.raft, shards: shards, queues: queues}
+// ClusterConfig assembles a ClusterServer.
+type ClusterConfig struct {
+	Self   uint64
+	Peers  map[uint64]string
+	Status PeerStatusFunc
+	// Raft and Shards: the shards this storage node hosts.
+	Raft   Raft
+	Shards []uint64
+	// Remote: an API-tier node's view of the storage nodes.
+	Remote *RemoteView
+	Router *Router
+}
+
+// NewClusterServer returns the ClusterService of a node.
+func NewClusterServer(c ClusterConfig) *ClusterServer {
+	return &ClusterServer{self: c.Self, peers: c.Peers, status: c.Status, raft: c.Raft, shards: c.Shards, remote: c.Remote, router: c.Router}
 }
 
 // SetTenantQuota implements ClusterService.
 func (c *ClusterServer) SetTenantQuota(ctx context.Context, req *qv1.SetTenantQuotaRequest) (*qv1.SetTenantQuotaResponse, error) {
-	return c.queues.SetTenantQuota(ctx, req)
+	if sh, ok := direct(ctx); ok {
+		return onShard(ctx, c.router, sh, req, (*Server).SetTenantQuota)
+	}
+	return c.router.SetTenantQuota(ctx, req)
 }
 
 // GetTenantQuota implements ClusterService.
 func (c *ClusterServer) GetTenantQuota(ctx context.Context, req *qv1.GetTenantQuotaRequest) (*qv1.GetTenantQuotaResponse, error) {
-	return c.queues.GetTenantQuota(ctx, req)
+	if sh, ok := direct(ctx); ok {
+		return onShard(ctx, c.router, sh, req, (*Server).GetTenantQuota)
+	}
+	return c.router.GetTenantQuota(ctx, req)
 }
 
 // GetCluster implements ClusterService.
@@ -45,7 +67,35 @@ func (c *ClusterServer) GetCluster(ctx context.Context, _ *qv1.GetClusterRequest
 	if _, err := require(ctx, ScopeClusterAdmin); err != nil {
 		return nil, err
 	}
-	resp := &qv1.GetClusterResponse{NodeId: c.self}
+	return c.view(ctx)
+}
+
+// shardRole names what a shard holds.
+func shardRole(id uint64, shards int) string {
+	switch {
+	case shards <= 1:
+		return "metadata+data"
+	case id == MetadataShard:
+		return "metadata"
+	default:
+		return "data"
+	}
+}
+
+func (c *ClusterServer) view(_ context.Context) (*qv1.GetClusterResponse, error) {
+	if c.remote != nil {
+		last := c.remote.Cluster()
+		if last == nil {
+			return nil, statusError(codes.Unavailable, ReasonNoQuorum, "no storage node answered yet", nil)
+		}
+		resp := proto.Clone(last).(*qv1.GetClusterResponse)
+		resp.NodeId, resp.Role = c.self, "api"
+		for _, n := range resp.Nodes {
+			n.Self = false
+		}
+		return resp, nil
+	}
+	resp := &qv1.GetClusterResponse{NodeId: c.self, Role: "storage"}
 	var peerState map[uint64]raftnode.PeerState
 	if c.status != nil {
 		peerState = c.status()
@@ -78,6 +128,7 @@ func (c *ClusterServer) GetCluster(ctx context.Context, _ *qv1.GetClusterRequest
 		resp.Shards = append(resp.Shards, &qv1.ClusterShard{
 			Id: g, Members: st.Members, Leader: st.LeaderID, Term: st.Term,
 			AppliedIndex: st.Applied, CommitIndex: st.Commit, FirstIndex: st.FirstIndex, LastIndex: st.LastIndex,
+			Role: shardRole(g, len(c.shards)),
 		})
 	}
 	return resp, nil

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"sync"
 
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -73,15 +71,24 @@ func (f *Forwarder) conn(id uint64) (*grpc.ClientConn, error) {
 	return c, nil
 }
 
-// forward invokes method on node `to` with the caller's metadata.
-func (f *Forwarder) forward(ctx context.Context, to uint64, method string, req any) (any, error) {
+// forward invokes method on node `to` with the caller's metadata plus the
+// given header pairs.
+func (f *Forwarder) forward(ctx context.Context, to uint64, method string, req any, headers ...string) (any, error) {
 	reply, err := newReply(method)
 	if err != nil {
 		return nil, err
 	}
+	if err := f.invoke(ctx, to, method, req, reply, headers...); err != nil {
+		return nil, err
+	}
+	return reply, nil
+}
+
+// invoke calls method on node `to` into reply.
+func (f *Forwarder) invoke(ctx context.Context, to uint64, method string, req, reply any, headers ...string) error {
 	c, err := f.conn(to)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	md = md.Copy()
@@ -89,10 +96,11 @@ func (f *Forwarder) forward(ctx context.Context, to uint64, method string, req a
 		delete(md, k)
 	}
 	md.Set(forwardedHeader, fmt.Sprint(f.self))
-	if err := c.Invoke(metadata.NewOutgoingContext(ctx, md), method, req, reply); err != nil {
-		return nil, err // already a status from the leader (or a transport failure)
+	for i := 0; i+1 < len(headers); i += 2 {
+		md.Set(headers[i], headers[i+1])
 	}
-	return reply, nil
+	// A status from the leader, or a transport failure.
+	return c.Invoke(metadata.NewOutgoingContext(ctx, md), method, req, reply)
 }
 
 // newReply makes an empty response message of a gRPC method, looked up in
@@ -135,42 +143,6 @@ func replyType(fullMethod string) (protoreflect.MessageType, error) {
 		return nil, fmt.Errorf("reply type of %q: %w", fullMethod, err)
 	}
 	return mt, nil
-}
-
-// ForwardInterceptor serves QueueService calls on the shard leader: here
-// when this node leads, else by forwarding. While no leader is known it
-// waits for one (up to the call's deadline or ProposeTimeout).
-func (s *Server) ForwardInterceptor(f *Forwarder) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if f == nil || !leaderOnly(info.FullMethod) {
-			return handler(ctx, req)
-		}
-		leader, err := s.leader(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if leader == f.self {
-			return handler(ctx, req)
-		}
-		if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedHeader)) > 0 {
-			return nil, statusError(codes.Unavailable, ReasonNotLeader,
-				fmt.Sprintf("node %d does not lead shard %d (leader: node %d)", f.self, s.shard, leader),
-				map[string]string{"leader": fmt.Sprint(leader)})
-		}
-		ctx, span := s.tracer.Start(ctx, spanForward, trace.WithAttributes(
-			attribute.String("rpc.method", info.FullMethod), attribute.Int64("quorumq.leader", int64(leader))))
-		resp, err := f.forward(ctx, leader, info.FullMethod, req)
-		endSpan(span, err)
-		return resp, err
-	}
-}
-
-// leaderOnly reports whether a method must run on the shard leader: every
-// QueueService call and the quota calls; GetCluster answers locally.
-func leaderOnly(method string) bool {
-	return strings.HasPrefix(method, "/quorumq.v1.QueueService/") ||
-		method == "/quorumq.v1.ClusterService/SetTenantQuota" ||
-		method == "/quorumq.v1.ClusterService/GetTenantQuota"
 }
 
 // leader returns the shard's leader, waiting while an election runs.

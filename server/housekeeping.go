@@ -60,6 +60,26 @@ func (s *Server) expire(ctx context.Context) {
 	}
 }
 
+// DeliverOutbox inserts outbox entries (of any shard) into their target
+// queues on this shard, each once, and returns the ids of those delivered
+// now or before. An entry whose target is missing stays undelivered.
+func (s *Server) DeliverOutbox(ctx context.Context, entries []*storepb.OutboxEntry) ([]uint64, error) {
+	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_DeliverOutbox{DeliverOutbox: &storepb.DeliverOutbox{Entries: entries}}})
+	if err != nil {
+		return nil, err
+	}
+	var done []uint64
+	for i, e := range entries {
+		if i < len(res.Entries) && res.Entries[i] != nil {
+			s.cfg.Logger.Warn("outbox entry not delivered", "shard", s.shard, "source_shard", e.GetSourceShard(),
+				"target", e.GetTargetQueue(), "err", res.Entries[i])
+			continue
+		}
+		done = append(done, e.GetId())
+	}
+	return done, nil
+}
+
 // relayOutbox delivers pending outbox entries and then acknowledges the
 // delivered ones. Delivery is idempotent per (source shard, outbox id), so a
 // crash between the two steps only repeats a delivery that the target
@@ -74,18 +94,13 @@ func (s *Server) relayOutbox(ctx context.Context) {
 		if len(entries) == 0 {
 			return
 		}
-		res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_DeliverOutbox{DeliverOutbox: &storepb.DeliverOutbox{Entries: entries}}})
+		deliver := s.deliver
+		if deliver == nil {
+			deliver = s.DeliverOutbox
+		}
+		done, err := deliver(ctx, entries)
 		if err != nil {
 			s.cfg.Logger.Warn("outbox delivery failed", "shard", s.shard, "err", err)
-			return
-		}
-		var done []uint64
-		for i, e := range entries {
-			if i < len(res.Entries) && res.Entries[i] != nil {
-				s.cfg.Logger.Warn("outbox entry not delivered", "shard", s.shard, "target", e.GetTargetQueue(), "err", res.Entries[i])
-				continue
-			}
-			done = append(done, e.GetId())
 		}
 		if len(done) == 0 {
 			return // only undeliverable entries are left; retried on the next tick
@@ -94,7 +109,7 @@ func (s *Server) relayOutbox(ctx context.Context) {
 			s.cfg.Logger.Warn("outbox ack failed", "shard", s.shard, "err", err)
 			return
 		}
-		if len(entries) < outboxBatch {
+		if err != nil || len(entries) < outboxBatch {
 			return
 		}
 	}

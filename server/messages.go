@@ -10,9 +10,10 @@ import (
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
-// checkQueue validates a queue name given in request field `field`.
+// checkQueue validates a queue name given in request field `field` of a
+// call to one shard, where a partition's catalog name (name#i) is valid.
 func checkQueue(field, name string) error {
-	err := store.ValidateQueueName(name)
+	err := store.ValidatePartitionName(name)
 	var fe *store.FieldError
 	if errors.As(err, &fe) {
 		return fieldError(field, fe.Reason)
@@ -164,7 +165,7 @@ func (s *Server) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRe
 		if err := s.readBarrier(ctx); err != nil {
 			return nil, err
 		}
-		info, err := s.store.GetQueue(tenant, req.GetQueue(), s.cfg.Now().UnixMilli())
+		info, err := s.store.Queue(tenant, req.GetQueue())
 		if err != nil {
 			return nil, withQueue(err, req.GetQueue())
 		}

@@ -58,7 +58,9 @@ func newMetrics(m metric.Meter, maxLabels int) *metrics {
 
 func (m *metrics) add(ctx context.Context, c metric.Int64Counter, tenant, queue string, n int) {
 	if n > 0 {
-		c.Add(ctx, int64(n), metric.WithAttributeSet(m.labels.get(tenant, queue)))
+		// Counters add up over a queue's partitions; the depth gauges
+		// below are per partition (name#i).
+		c.Add(ctx, int64(n), metric.WithAttributeSet(m.labels.get(tenant, store.BaseName(queue))))
 	}
 }
 
@@ -183,7 +185,7 @@ func (s *Server) registerDepth(m metric.Meter) {
 	}
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		st, err := s.raft.Status(s.shard)
-		if err != nil || !st.IsLeader {
+		if err != nil || !st.IsLeader || s.metadataOnly.Load() {
 			return nil
 		}
 		now := s.cfg.Now()

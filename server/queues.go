@@ -36,9 +36,14 @@ func (s *Server) CreateQueue(ctx context.Context, req *qv1.CreateQueueRequest) (
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_CreateQueue{CreateQueue: &storepb.CreateQueue{
-		Tenant: tenant, Name: req.GetName(), Attributes: attrs, Tags: req.GetTags(), HandleKey: key,
-	}}})
+	create := &storepb.CreateQueue{Tenant: tenant, Name: req.GetName(), Attributes: attrs, Tags: req.GetTags(), HandleKey: key}
+	if inc, ok := headerInt(ctx, incarnationHeader); ok {
+		// The router makes a partition of a queue whose record of truth
+		// the metadata shard already holds.
+		p, _ := headerInt(ctx, partitionHeader)
+		create.PartitionCopy, create.Partition, create.Incarnation = true, int32(p), inc
+	}
+	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_CreateQueue{CreateQueue: create}})
 	if err != nil {
 		return nil, err
 	}
@@ -63,6 +68,23 @@ func (s *Server) GetQueue(ctx context.Context, req *qv1.GetQueueRequest) (*qv1.G
 		return nil, withQueue(err, req.GetName())
 	}
 	return &qv1.GetQueueResponse{Queue: queueToAPI(info, true)}, nil
+}
+
+// getQueueRecord answers GetQueue without stats, after a read barrier: what
+// the router caches.
+func (s *Server) getQueueRecord(ctx context.Context, req *qv1.GetQueueRequest) (*qv1.GetQueueResponse, error) {
+	tenant, err := require(ctx, readScopes...)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.readBarrier(ctx); err != nil {
+		return nil, err
+	}
+	info, err := s.store.Queue(tenant, req.GetName())
+	if err != nil {
+		return nil, withQueue(err, req.GetName())
+	}
+	return &qv1.GetQueueResponse{Queue: queueToAPI(info, false)}, nil
 }
 
 // ListQueues implements QueueService. Page tokens are the last name seen,

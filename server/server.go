@@ -97,7 +97,25 @@ type Server struct {
 	wg       sync.WaitGroup
 
 	receivesProposed atomic.Uint64
+	// metadataOnly: the shard keeps queue records of truth but no messages
+	// (shard 0 of a cluster with data shards).
+	metadataOnly atomic.Bool
+	// deliver hands outbox entries to their target shards; nil: this shard.
+	deliver Deliverer
 }
+
+// Deliverer delivers outbox entries to the shards of their target queues
+// and returns the ids of the entries delivered (or already delivered).
+type Deliverer func(ctx context.Context, entries []*storepb.OutboxEntry) ([]uint64, error)
+
+// SetMetadataOnly marks the shard as holding no messages (no depth gauges).
+func (s *Server) SetMetadataOnly() { s.metadataOnly.Store(true) }
+
+// SetDeliverer routes the outbox relay through d (set before Start).
+func (s *Server) SetDeliverer(d Deliverer) { s.deliver = d }
+
+// Shard is the Raft group this server serves.
+func (s *Server) Shard() uint64 { return s.shard }
 
 // New returns a server for shard `shard` whose state is st and whose Raft
 // group is reached through raft. Register StateMachine() with the Raft host

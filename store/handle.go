@@ -11,27 +11,37 @@ import (
 // Handle is what a receipt handle names: one receive of one message.
 // A handle needs no index: the message key is (Shard, Queue, Seq), and a
 // ReceiveCount that no longer matches the record makes the handle stale.
+// Partition tells the router which partition's catalog name to address.
 type Handle struct {
-	Shard, Queue, Seq uint64
-	ReceiveCount      int32
+	Shard     uint64
+	Partition uint16
+	Queue     uint64
+	Seq       uint64
+	// ReceiveCount is the receive this handle was issued for.
+	ReceiveCount int32
 }
 
 const (
-	handleVersion = 1
-	handleBody    = 1 + 8 + 8 + 8 + 4
-	handleMACLen  = 16
+	// handleV1 (no partition) is still accepted, as partition 0: handles
+	// issued before queues had partitions stay valid across an upgrade.
+	handleV1     = 1
+	handleV1Body = 1 + 8 + 8 + 8 + 4
+	handleV2     = 2
+	handleBody   = 1 + 8 + 2 + 8 + 8 + 4
+	handleMACLen = 16
 	// HandleLen is the length of an encoded receipt handle.
 	HandleLen = handleBody + handleMACLen
 )
 
 // EncodeHandle returns the opaque receipt handle bytes: version, shard,
-// queue, seq, receive count, and an HMAC-SHA256 of those (truncated to 16
-// bytes) under the queue's handle key, so a client cannot forge a handle for
-// another message or receive.
+// partition, queue, seq, receive count, and an HMAC-SHA256 of those
+// (truncated to 16 bytes) under the queue's handle key, so a client cannot
+// forge a handle for another message or receive.
 func EncodeHandle(h Handle, key []byte) []byte {
 	b := make([]byte, 0, HandleLen)
-	b = append(b, handleVersion)
+	b = append(b, handleV2)
 	b = binary.BigEndian.AppendUint64(b, h.Shard)
+	b = binary.BigEndian.AppendUint16(b, h.Partition)
 	b = binary.BigEndian.AppendUint64(b, h.Queue)
 	b = binary.BigEndian.AppendUint64(b, h.Seq)
 	b = binary.BigEndian.AppendUint32(b, uint32(h.ReceiveCount))
@@ -39,17 +49,30 @@ func EncodeHandle(h Handle, key []byte) []byte {
 }
 
 // ParseHandle decodes a handle without checking its MAC (for routing by
-// shard and queue). Any malformed input gives ErrInvalidReceipt.
+// shard and partition). Any malformed input gives ErrInvalidReceipt.
 func ParseHandle(b []byte) (Handle, error) {
-	if len(b) != HandleLen || b[0] != handleVersion {
-		return Handle{}, ErrInvalidReceipt
+	switch {
+	case len(b) == handleV1Body+handleMACLen && b[0] == handleV1:
+		return Handle{
+			Shard:        binary.BigEndian.Uint64(b[1:]),
+			Queue:        binary.BigEndian.Uint64(b[9:]),
+			Seq:          binary.BigEndian.Uint64(b[17:]),
+			ReceiveCount: int32(binary.BigEndian.Uint32(b[25:])),
+		}, nil
+	case len(b) == HandleLen && b[0] == handleV2:
+		h := Handle{
+			Shard:        binary.BigEndian.Uint64(b[1:]),
+			Partition:    binary.BigEndian.Uint16(b[9:]),
+			Queue:        binary.BigEndian.Uint64(b[11:]),
+			Seq:          binary.BigEndian.Uint64(b[19:]),
+			ReceiveCount: int32(binary.BigEndian.Uint32(b[27:])),
+		}
+		if h.Partition >= MaxPartitions {
+			return Handle{}, ErrInvalidReceipt
+		}
+		return h, nil
 	}
-	return Handle{
-		Shard:        binary.BigEndian.Uint64(b[1:]),
-		Queue:        binary.BigEndian.Uint64(b[9:]),
-		Seq:          binary.BigEndian.Uint64(b[17:]),
-		ReceiveCount: int32(binary.BigEndian.Uint32(b[25:])),
-	}, nil
+	return Handle{}, ErrInvalidReceipt
 }
 
 // DecodeHandle decodes a handle and verifies its MAC under key.
@@ -58,7 +81,8 @@ func DecodeHandle(b, key []byte) (Handle, error) {
 	if err != nil {
 		return Handle{}, err
 	}
-	if !hmac.Equal(b[handleBody:], handleMAC(b[:handleBody], key)) {
+	body := len(b) - handleMACLen
+	if !hmac.Equal(b[body:], handleMAC(b[:body], key)) {
 		return Handle{}, ErrInvalidReceipt
 	}
 	return h, nil

@@ -355,7 +355,7 @@ func (t *txn) receive(op *storepb.Receive, res *Result) error {
 		if err != nil {
 			return err
 		}
-		h := Handle{Shard: t.s.shard, Queue: q.Id, Seq: m.Seq, ReceiveCount: m.ReceiveCount}
+		h := Handle{Shard: t.s.shard, Partition: uint16(q.Partition), Queue: q.Id, Seq: m.Seq, ReceiveCount: m.ReceiveCount}
 		res.Received = append(res.Received, Received{
 			Message:       proto.Clone(m).(*storepb.MessageRecord),
 			ReceiptHandle: EncodeHandle(h, q.HandleKey),

@@ -23,7 +23,7 @@ func (t *txn) toOutbox(q *storepb.QueueRecord, meta *storepb.QueueMeta, m *store
 	t.sm.NextOutboxId, t.smDirty = id+1, true
 	msg := proto.Clone(m).(*storepb.MessageRecord)
 	if !redrive {
-		msg.DeadLetterSource = q.Name
+		msg.DeadLetterSource = BaseName(q.Name)
 	}
 	e := &storepb.OutboxEntry{
 		Id: id, SourceShard: t.s.shard, TargetTenant: tenant, TargetQueue: target,
@@ -124,7 +124,9 @@ func (t *txn) redrive(op *storepb.Redrive, res *Result) error {
 	if q == nil || err != nil {
 		return err
 	}
-	if target := op.TargetQueue; target != "" {
+	if target := op.TargetQueue; target != "" && !q.PartitionCopy {
+		// (A partition copy's target lives on other shards: the router
+		// checked it against the metadata shard.)
 		if target == q.Name {
 			res.Err = fieldErr("target_queue", "must differ from the queue redriven")
 			return nil

@@ -65,7 +65,11 @@ func (t *txn) checkDeadLetter(tenant, name string, a *storepb.QueueAttributes) (
 }
 
 func (t *txn) createQueue(op *storepb.CreateQueue, res *Result) error {
-	res.Tenant, res.Queue = op.Tenant, op.Name
+	name := op.Name
+	if op.PartitionCopy {
+		name = PartitionName(op.Name, int(op.Partition))
+	}
+	res.Tenant, res.Queue = op.Tenant, name
 	a := op.Attributes
 	if op.Tenant == "" {
 		res.Err = fieldErr("tenant", "empty")
@@ -75,13 +79,32 @@ func (t *txn) createQueue(op *storepb.CreateQueue, res *Result) error {
 		res.Err = err
 		return nil
 	}
+	if op.Partition < 0 || op.Partition >= a.GetPartitions() || (op.Partition > 0 && !op.PartitionCopy) {
+		res.Err = fieldErr("partition", "must be below attributes.partitions, and nonzero only for a partition copy")
+		return nil
+	}
 	if len(op.HandleKey) < minHandleKeyLen {
 		res.Err = fieldErr("handle_key", "shorter than %d bytes", minHandleKeyLen)
 		return nil
 	}
-	existing, err := t.queue(op.Tenant, op.Name)
+	existing, err := t.queue(op.Tenant, name)
 	if err != nil {
 		return err
+	}
+	if existing != nil && op.PartitionCopy && existing.Incarnation != op.Incarnation {
+		if err := t.dropQueue(existing); err != nil {
+			return err
+		}
+		existing = nil
+	}
+	if existing != nil && op.PartitionCopy && !proto.Equal(existing.Attributes, a) {
+		// A partition copy follows its record of truth: a retried create
+		// after an update, or after a delete whose fan-out did not finish,
+		// takes the new attributes.
+		existing.Attributes = a
+		if err := t.set(keys.Catalog(t.s.shard, op.Tenant, name), existing); err != nil {
+			return err
+		}
 	}
 	if existing != nil {
 		// Creating the same queue again is a no-op, so a retried CreateQueue
@@ -93,30 +116,33 @@ func (t *txn) createQueue(op *storepb.CreateQueue, res *Result) error {
 		res.QueueInfo, err = t.info(existing)
 		return err
 	}
-	if outcome, err := t.checkDeadLetter(op.Tenant, op.Name, a); err != nil || outcome != nil {
-		res.Err = outcome
-		return err
-	}
-	if ok, err := t.roomForQueue(op.Tenant); err != nil || !ok {
-		res.Err = ErrQuotaExceeded
-		return err
-	}
-	if err := t.addUsage(op.Tenant, 1, 0); err != nil {
-		return err
+	if !op.PartitionCopy {
+		if outcome, err := t.checkDeadLetter(op.Tenant, op.Name, a); err != nil || outcome != nil {
+			res.Err = outcome
+			return err
+		}
+		if ok, err := t.roomForQueue(op.Tenant); err != nil || !ok {
+			res.Err = ErrQuotaExceeded
+			return err
+		}
+		if err := t.addUsage(op.Tenant, 1, 0); err != nil {
+			return err
+		}
 	}
 	id := max(t.sm.NextQueueId, 1)
 	t.sm.NextQueueId, t.smDirty = id+1, true
 	rec := &storepb.QueueRecord{
-		Id: id, Tenant: op.Tenant, Name: op.Name, Attributes: a, Tags: op.Tags,
+		Id: id, Tenant: op.Tenant, Name: name, Attributes: a, Tags: op.Tags,
 		CreatedAtMs: t.now, HandleKey: op.HandleKey,
+		PartitionCopy: op.PartitionCopy, Partition: op.Partition, Incarnation: op.Incarnation,
 	}
-	if err := t.set(keys.Catalog(t.s.shard, op.Tenant, op.Name), rec); err != nil {
+	if err := t.set(keys.Catalog(t.s.shard, op.Tenant, name), rec); err != nil {
 		return err
 	}
 	if err := t.putQueueMeta(id, &storepb.QueueMeta{NextSeq: 1, LowSeq: 1}); err != nil {
 		return err
 	}
-	if a.DeadLetterQueue != "" {
+	if a.DeadLetterQueue != "" && !op.PartitionCopy {
 		if err := t.setRaw(keys.DeadLetterRef(t.s.shard, op.Tenant, a.DeadLetterQueue, op.Name), nil); err != nil {
 			return err
 		}
@@ -141,16 +167,18 @@ func (t *txn) updateQueue(op *storepb.UpdateQueue, res *Result) error {
 	case a.Partitions < old.Partitions:
 		res.Err = fieldErr("attributes.partitions", "may grow, never shrink (now %d)", old.Partitions)
 	default:
-		res.Err = ValidateQueue(q.Name, a)
+		res.Err = ValidateQueue(BaseName(q.Name), a)
 	}
 	if res.Err != nil {
 		return nil
 	}
-	if outcome, err := t.checkDeadLetter(q.Tenant, q.Name, a); err != nil || outcome != nil {
-		res.Err = outcome
-		return err
+	if !q.PartitionCopy {
+		if outcome, err := t.checkDeadLetter(q.Tenant, q.Name, a); err != nil || outcome != nil {
+			res.Err = outcome
+			return err
+		}
 	}
-	if old.DeadLetterQueue != a.DeadLetterQueue {
+	if old.DeadLetterQueue != a.DeadLetterQueue && !q.PartitionCopy {
 		if old.DeadLetterQueue != "" {
 			if err := t.del(keys.DeadLetterRef(t.s.shard, q.Tenant, old.DeadLetterQueue, q.Name)); err != nil {
 				return err
@@ -190,11 +218,20 @@ func (t *txn) deleteQueue(op *storepb.DeleteQueue, res *Result) error {
 		res.Err = ErrQueueInUse
 		return nil
 	}
+	return t.dropQueue(q)
+}
+
+// dropQueue removes queue q with every message and index of it.
+func (t *txn) dropQueue(q *storepb.QueueRecord) error {
 	meta, err := t.queueMeta(q.Id)
 	if err != nil {
 		return err
 	}
-	if err := t.addUsage(q.Tenant, -1, -meta.Bytes); err != nil {
+	queues := int64(-1)
+	if q.PartitionCopy {
+		queues = 0 // counted once, on the metadata shard
+	}
+	if err := t.addUsage(q.Tenant, queues, -meta.Bytes); err != nil {
 		return err
 	}
 	if err := t.del(keys.Catalog(t.s.shard, q.Tenant, q.Name)); err != nil {
@@ -304,6 +341,19 @@ func (s *Store) GetQueue(tenant, name string, nowMs int64) (*QueueInfo, error) {
 		return nil, ErrQueueNotFound
 	}
 	return t.info(q)
+}
+
+// Queue returns a queue of this replica without stats (cheap: one read),
+// or ErrQueueNotFound.
+func (s *Store) Queue(tenant, name string) (*QueueInfo, error) {
+	q, err := s.reader(0).queue(tenant, name)
+	if err != nil {
+		return nil, err
+	}
+	if q == nil {
+		return nil, ErrQueueNotFound
+	}
+	return &QueueInfo{Record: publicRecord(q)}, nil
 }
 
 // ListQueues returns up to limit queues of tenant whose names start with

@@ -85,7 +85,7 @@ func (t *txn) replayAttempt(q *storepb.QueueRecord, id string, res *Result) (old
 		if m == nil || m.ReceiveCount != ref.ReceiveCount || m.VisibleAtMs <= t.now {
 			return rec, false, nil
 		}
-		h := Handle{Shard: t.s.shard, Queue: q.Id, Seq: m.Seq, ReceiveCount: m.ReceiveCount}
+		h := Handle{Shard: t.s.shard, Partition: uint16(q.Partition), Queue: q.Id, Seq: m.Seq, ReceiveCount: m.ReceiveCount}
 		out = append(out, Received{Message: m, ReceiptHandle: EncodeHandle(h, q.HandleKey)})
 	}
 	res.Received, res.Replayed = out, true

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"strconv"
 	"strings"
 	"time"
 
@@ -134,3 +135,39 @@ func ValidateQueue(name string, a *storepb.QueueAttributes) error {
 
 // msDur renders milliseconds for messages and tests.
 func msDur(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }
+
+// partitionSep separates a queue's name from its partition number in a
+// shard's catalog. It is not a character of any queue name.
+const partitionSep = "#"
+
+// PartitionName is the catalog name of partition i of queue name: the name
+// itself for partition 0 (so an unpartitioned queue is stored under its own
+// name), name#i for the others.
+func PartitionName(name string, i int) string {
+	if i == 0 {
+		return name
+	}
+	return name + partitionSep + strconv.Itoa(i)
+}
+
+// BaseName is the queue name of a partition's catalog name.
+func BaseName(name string) string {
+	if i := strings.Index(name, partitionSep); i >= 0 {
+		return name[:i]
+	}
+	return name
+}
+
+// ValidatePartitionName accepts a queue name, or a queue name with a
+// partition suffix as PartitionName makes it (name#1 … name#63).
+func ValidatePartitionName(name string) error {
+	base, num, ok := strings.Cut(name, partitionSep)
+	if err := ValidateQueueName(base); err != nil || !ok {
+		return err
+	}
+	n, err := strconv.Atoi(num)
+	if err != nil || n < 1 || n >= MaxPartitions || strconv.Itoa(n) != num {
+		return fieldErr("name", "bad partition suffix %q", num)
+	}
+	return nil
+}

@@ -48,8 +48,13 @@ func newServeCmd() *cobra.Command {
 				return err
 			}
 			cfg.Peers = p
-			if role != "all" {
-				return fmt.Errorf("--role %s: this version runs only --role all", role)
+			switch role {
+			case "all", "storage":
+				cfg.Role = "storage"
+			case "api":
+				cfg.Role = "api"
+			default:
+				return fmt.Errorf("--role %s: want all or api", role)
 			}
 			if hsSecret != "" || jwks != "" || len(pubKeys) > 0 {
 				a, err := auth.New(auth.Config{HS256SecretFile: hsSecret, JWKSFile: jwks, PublicKeyFiles: pubKeys,
@@ -89,8 +94,8 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&cfg.GRPCAddr, "grpc-addr", "127.0.0.1:9090", "gRPC API listen address")
 	f.StringVar(&cfg.RaftAddr, "raft-addr", "127.0.0.1:7000", "peer (Raft) listen address")
 	f.StringVar(&peers, "peers", "", "initial members as id=host:port,... (empty: single node)")
-	f.IntVar(&cfg.Shards, "shards", 1, "Raft groups at bootstrap")
-	f.StringVar(&role, "role", "all", "all | api")
+	f.IntVar(&cfg.Shards, "shards", 1, "Raft groups at bootstrap: shard 0 keeps tenants and queues, the others queue partitions (fixed once the data dir exists)")
+	f.StringVar(&role, "role", "all", "all: a storage node hosting every shard | api: a stateless node that routes to the storage nodes in --peers")
 	f.StringVar(&logLevel, "log-level", "info", "debug | info | warn | error")
 	f.StringVar(&hsSecret, "auth-hs256-secret-file", "", "HS256 secret file (none: dev mode)")
 	f.StringVar(&jwks, "auth-jwks-file", "", "JWKS file (none: dev mode)")

@@ -9,6 +9,7 @@
 //	0x02 S 0x01                applied index               (replicated: in snapshots)
 //	0x02 S 0x03                Raft ConfState as of applied index
 //	0x02 S ...                 state machine keys, see state.go
+//	0x03 'shards'              the node's shard count      (node-local)
 //
 // Unreplicated Raft state and replicated state sit under different first
 // bytes, so a shard's snapshot is one bounded scan of [StatePrefix(S),
@@ -30,7 +31,13 @@ import (
 const (
 	kindRaft  byte = 0x01
 	kindState byte = 0x02
+	kindNode  byte = 0x03
 )
+
+// NodeShardCount is the node-local key of the shard count the data
+// directory was bootstrapped with (never in a snapshot: outside every
+// shard's ranges).
+func NodeShardCount() []byte { return append([]byte{kindNode}, "shards"...) }
 
 // Raft key suffixes.
 const (

@@ -11,6 +11,18 @@ const maxApplyLag = 1000
 // committed, up to maxApplyLag entries. /readyz answers it; /healthz only
 // says the process is alive.
 func (n *Node) Ready() error {
+	if n.remote != nil { // an API-tier node serves once it knows the leaders
+		c := n.remote.Cluster()
+		if c == nil {
+			return fmt.Errorf("no storage node has answered yet")
+		}
+		for _, sh := range c.GetShards() {
+			if sh.GetLeader() == 0 {
+				return fmt.Errorf("shard %d has no leader", sh.GetId())
+			}
+		}
+		return nil
+	}
 	for _, g := range n.groups() {
 		st, err := n.host.Status(g)
 		if err != nil {
@@ -27,4 +39,10 @@ func (n *Node) Ready() error {
 }
 
 // groups are the Raft groups this node serves.
-func (n *Node) groups() []uint64 { return []uint64{dataShard} }
+func (n *Node) groups() []uint64 {
+	ids := make([]uint64, n.cfg.Shards)
+	for i := range ids {
+		ids[i] = uint64(i)
+	}
+	return ids
+}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
@@ -40,8 +41,14 @@ type Config struct {
 	GRPCAddr string
 	RaftAddr string
 	// Peers maps node ids to Raft addresses; empty: a single-node cluster.
-	Peers  map[uint64]string
+	Peers map[uint64]string
+	// Shards is the number of Raft groups, fixed when the cluster is
+	// bootstrapped: shard 0 keeps tenants and queue records, the others
+	// queue partitions (one shard: both). Default 1.
 	Shards int
+	// Role is "storage" (default: hosts every shard) or "api" (stateless:
+	// no data dir, no Raft; routes every call to the storage nodes in Peers).
+	Role   string
 	Logger *slog.Logger
 	// Server tunes the gRPC services (tests shorten intervals).
 	Server server.Config
@@ -74,8 +81,12 @@ type Node struct {
 	log    *slog.Logger
 	db     *pebble.DB
 	host   *raftnode.Host
-	store  *store.Store
-	srv    *server.Server
+	stores []*store.Store  // by shard
+	srvs   []*server.Server // by shard
+	router *server.Router
+	remote *server.RemoteView // API-tier nodes
+	cancel context.CancelFunc // stops the node's own loops (view, balancer)
+	loops  sync.WaitGroup
 	grpc   *grpc.Server
 	peer   *grpc.Server // Raft transport + forwarded calls, on RaftAddr
 	tr     *raftnode.GRPCTransport
@@ -93,12 +104,8 @@ type Node struct {
 	serveWG  sync.WaitGroup
 }
 
-// dataShard is the one Raft group of this version: queues are not yet
-// spread over several groups.
-const dataShard = 0
-
 // Start opens the data directory, starts Raft and serves gRPC and HTTP. It
-// returns once the listeners are open; the group elects its leader in the
+// returns once the listeners are open; the groups elect their leaders in the
 // background (see /readyz).
 func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if cfg.Logger == nil {
@@ -113,10 +120,24 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if cfg.CacheBytes <= 0 {
 		cfg.CacheBytes = 128 << 20
 	}
-	if cfg.Shards != 1 {
-		return nil, fmt.Errorf("--shards %d: this version runs one Raft group per cluster", cfg.Shards)
+	switch cfg.Role {
+	case "", "all", "storage":
+		cfg.Role = "storage"
+	case "api":
+	default:
+		return nil, fmt.Errorf("--role %q: want storage or api", cfg.Role)
 	}
-	if len(cfg.Peers) > 0 {
+	if cfg.Shards < 1 || cfg.Shards > maxShards {
+		return nil, fmt.Errorf("--shards %d: must be 1 to %d", cfg.Shards, maxShards)
+	}
+	if cfg.Role == "api" {
+		if len(cfg.Peers) == 0 {
+			return nil, errors.New("--role api needs --peers (the storage nodes)")
+		}
+		if _, ok := cfg.Peers[cfg.NodeID]; ok {
+			return nil, fmt.Errorf("--role api: node id %d is a storage node in --peers; give the API node an id of its own", cfg.NodeID)
+		}
+	} else if len(cfg.Peers) > 0 {
 		if _, ok := cfg.Peers[cfg.NodeID]; !ok {
 			return nil, fmt.Errorf("--peers does not name this node (%d)", cfg.NodeID)
 		}
@@ -140,6 +161,8 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 			n.closeAll()
 		}
 	}()
+	loopCtx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
 	tp := cfg.TracerProvider
 	if tp == nil {
 		n.tp, err = newTracerProvider(ctx, cfg.Tracing, cfg.NodeID)
@@ -152,29 +175,6 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	}
 	if cfg.Server.TracerProvider == nil {
 		cfg.Server.TracerProvider = tp
-	}
-	raftMetrics, err := newRaftMetrics(meter)
-	if err != nil {
-		return nil, fmt.Errorf("raft metrics: %w", err)
-	}
-
-	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
-	}
-	cache := pebble.NewCache(cfg.CacheBytes)
-	defer cache.Unref() // the DB holds its own reference
-	n.db, err = pebble.Open(filepath.Join(cfg.DataDir, "pebble"), &pebble.Options{
-		Logger: pebbleLogger{cfg.Logger},
-		// Reads of recent messages come from the block cache, not pread.
-		Cache: cache,
-		// Messages consumed while still in the memtable are never written
-		// to an sstable: the flush drops a set shadowed by its delete (and
-		// log entries under the truncation's range delete).
-		MemTableSize:                32 << 20,
-		MemTableStopWritesThreshold: 4,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open pebble: %w", err)
 	}
 	clientTLS, err := cfg.TLS.clientTLS()
 	if err != nil {
@@ -189,88 +189,52 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		peerDial = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(peerClientTLS))}
 	}
 	peerDial = append(peerDial, server.ClientStatsHandler(tp, mp))
-	hostCfg := raftnode.Config{NodeID: cfg.NodeID, DB: n.db, Logger: cfg.Logger, TickInterval: cfg.TickInterval,
-		SnapshotDir: filepath.Join(cfg.DataDir, "snapshots"), Metrics: raftMetrics}
-	if n.multiNode() {
-		if cfg.RaftTransport != nil {
-			hostCfg.Transport = cfg.RaftTransport
-		} else {
-			n.tr = raftnode.NewGRPCTransport(raftnode.TransportConfig{NodeID: cfg.NodeID, Peers: cfg.Peers, Logger: cfg.Logger, DialOptions: peerDial})
-			hostCfg.Transport = n.tr
-		}
+	if n.multiNode() || cfg.Role == "api" {
 		n.fwd = server.NewForwarder(cfg.NodeID, cfg.Peers, peerDial...)
 	}
-	n.host, err = raftnode.NewHost(hostCfg)
-	if err != nil {
-		return nil, fmt.Errorf("raft host: %w", err)
+
+	var cluster *server.ClusterServer
+	if cfg.Role == "api" {
+		n.remote = server.NewRemoteView(n.fwd, n.members())
+		n.router = server.NewRouter(server.RouterConfig{Self: cfg.NodeID, View: n.remote, Forwarder: n.fwd,
+			Logger: cfg.Logger, Timeout: cfg.Server.ProposeTimeout, TracerProvider: tp})
+		n.remote.OnShards(n.router.SetShards)
+		cluster = server.NewClusterServer(server.ClusterConfig{Self: cfg.NodeID, Peers: cfg.Peers, Remote: n.remote, Router: n.router})
+		n.loops.Add(1)
+		go func() {
+			defer n.loops.Done()
+			n.remote.Run(loopCtx)
+		}()
+	} else {
+		if cluster, err = n.startStorage(ctx, cfg, meter, tp, mp, peerServerTLS, peerDial); err != nil {
+			return nil, err
+		}
+		n.loops.Add(1)
+		go func() {
+			defer n.loops.Done()
+			n.balanceLeaders(loopCtx)
+		}()
 	}
-	if n.tr != nil {
-		n.tr.Attach(n.host)
-	}
-	if cfg.AttachHost != nil {
-		cfg.AttachHost(n.host)
-	}
-	n.store = store.New(n.db, dataShard)
-	n.srv = server.New(cfg.Server, n.host, n.store, dataShard)
-	if err := registerGroupGauges(meter, n.host, n.groups()); err != nil {
-		return nil, fmt.Errorf("raft metrics: %w", err)
-	}
-	if err := n.host.AddGroup(dataShard, n.members(), n.srv.StateMachine()); err != nil {
-		return nil, fmt.Errorf("start shard %d: %w", dataShard, err)
-	}
+
 	var authenticator server.Authenticator = server.DevAuthenticator{}
 	if cfg.Authenticator != nil {
 		authenticator = cfg.Authenticator
 	}
-	interceptors := grpc.ChainUnaryInterceptor(
-		server.UnaryInterceptor(authenticator, cfg.Logger),
-		n.srv.ForwardInterceptor(n.fwd),
-	)
-	var peerStatus server.PeerStatusFunc
-	if n.tr != nil {
-		peerStatus = n.tr.PeerStatus
-	}
-	cluster := server.NewClusterServer(cfg.NodeID, n.peerAddrs(), peerStatus, n.srv, []uint64{dataShard})
-	if n.multiNode() {
-		// The peer listener carries Raft traffic and calls forwarded to
-		// this node as leader. It starts before Raft so peers reach us.
-		n.peerLn, err = net.Listen("tcp", cfg.RaftAddr)
-		if err != nil {
-			return nil, fmt.Errorf("listen raft: %w", err)
-		}
-		peerOpts := []grpc.ServerOption{interceptors, grpc.MaxRecvMsgSize(16 << 20), server.ServerStatsHandler(tp, mp)}
-		if peerServerTLS != nil {
-			peerOpts = append(peerOpts, grpc.Creds(credentials.NewTLS(peerServerTLS)))
-		}
-		n.peer = grpc.NewServer(peerOpts...)
-		if n.tr != nil {
-			n.tr.Register(n.peer)
-		}
-		qv1.RegisterQueueServiceServer(n.peer, n.srv)
-		qv1.RegisterClusterServiceServer(n.peer, cluster)
-		n.serveWG.Add(1)
-		go func() {
-			defer n.serveWG.Done()
-			if err := n.peer.Serve(n.peerLn); err != nil {
-				n.log.Error("peer server stopped", "err", err)
-			}
-		}()
-	}
-	n.host.Start()
-	n.srv.Start()
-
 	n.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen grpc: %w", err)
 	}
-	apiOpts := []grpc.ServerOption{interceptors, grpc.MaxRecvMsgSize(8 << 20), server.ServerStatsHandler(tp, mp)}
+	apiOpts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(server.StripInternalHeaders(), server.UnaryInterceptor(authenticator, cfg.Logger)),
+		grpc.MaxRecvMsgSize(8 << 20), server.ServerStatsHandler(tp, mp),
+	}
 	selfCreds := insecure.NewCredentials()
 	if clientTLS != nil {
 		apiOpts = append(apiOpts, grpc.Creds(credentials.NewTLS(clientTLS)))
 		selfCreds = credentials.NewTLS(selfDialTLS(clientTLS))
 	}
 	n.grpc = grpc.NewServer(apiOpts...)
-	qv1.RegisterQueueServiceServer(n.grpc, n.srv)
+	qv1.RegisterQueueServiceServer(n.grpc, n.router)
 	qv1.RegisterClusterServiceServer(n.grpc, cluster)
 	n.serveWG.Add(1)
 	go func() {
@@ -308,25 +272,167 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	return n, nil
 }
 
+// maxShards bounds --shards: every node hosts every shard.
+const maxShards = 256
+
+// startStorage opens Pebble, starts one Raft group and queue server per
+// shard and the peer listener; it returns the node's ClusterService.
+func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter, tp trace.TracerProvider, mp *sdkmetric.MeterProvider,
+	peerServerTLS *tls.Config, peerDial []grpc.DialOption) (*server.ClusterServer, error) {
+	raftMetrics, err := newRaftMetrics(meter)
+	if err != nil {
+		return nil, fmt.Errorf("raft metrics: %w", err)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	cache := pebble.NewCache(cfg.CacheBytes)
+	defer cache.Unref() // the DB holds its own reference
+	n.db, err = pebble.Open(filepath.Join(cfg.DataDir, "pebble"), &pebble.Options{
+		Logger: pebbleLogger{cfg.Logger},
+		// Reads of recent messages come from the block cache, not pread.
+		Cache: cache,
+		// Messages consumed while still in the memtable are never written
+		// to an sstable: the flush drops a set shadowed by its delete (and
+		// log entries under the truncation's range delete).
+		MemTableSize:                32 << 20,
+		MemTableStopWritesThreshold: 4,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open pebble: %w", err)
+	}
+	if err := checkShardCount(n.db, cfg.Shards); err != nil {
+		return nil, err
+	}
+	hostCfg := raftnode.Config{NodeID: cfg.NodeID, DB: n.db, Logger: cfg.Logger, TickInterval: cfg.TickInterval,
+		SnapshotDir: filepath.Join(cfg.DataDir, "snapshots"), Metrics: raftMetrics}
+	if n.multiNode() {
+		if cfg.RaftTransport != nil {
+			hostCfg.Transport = cfg.RaftTransport
+		} else {
+			n.tr = raftnode.NewGRPCTransport(raftnode.TransportConfig{NodeID: cfg.NodeID, Peers: cfg.Peers, Logger: cfg.Logger, DialOptions: peerDial})
+			hostCfg.Transport = n.tr
+		}
+	}
+	n.host, err = raftnode.NewHost(hostCfg)
+	if err != nil {
+		return nil, fmt.Errorf("raft host: %w", err)
+	}
+	if n.tr != nil {
+		n.tr.Attach(n.host)
+	}
+	if cfg.AttachHost != nil {
+		cfg.AttachHost(n.host)
+	}
+	local := map[uint64]*server.Server{}
+	for _, g := range n.groups() {
+		st := store.New(n.db, g)
+		srv := server.New(cfg.Server, n.host, st, g)
+		if g == server.MetadataShard && cfg.Shards > 1 {
+			srv.SetMetadataOnly()
+		}
+		n.stores = append(n.stores, st)
+		n.srvs = append(n.srvs, srv)
+		local[g] = srv
+	}
+	n.router = server.NewRouter(server.RouterConfig{Self: cfg.NodeID, Shards: cfg.Shards, Local: local,
+		View: server.LocalView{Raft: n.host, Timeout: cfg.Server.ProposeTimeout}, Forwarder: n.fwd,
+		Logger: cfg.Logger, Timeout: cfg.Server.ProposeTimeout, TracerProvider: tp})
+	for _, srv := range n.srvs {
+		srv.SetDeliverer(n.router.Deliver)
+	}
+	if err := registerGroupGauges(meter, n.host, n.groups()); err != nil {
+		return nil, fmt.Errorf("raft metrics: %w", err)
+	}
+	for i, g := range n.groups() {
+		if err := n.host.AddGroup(g, n.members(), n.srvs[i].StateMachine()); err != nil {
+			return nil, fmt.Errorf("start shard %d: %w", g, err)
+		}
+	}
+	var peerStatus server.PeerStatusFunc
+	if n.tr != nil {
+		peerStatus = n.tr.PeerStatus
+	}
+	cluster := server.NewClusterServer(server.ClusterConfig{Self: cfg.NodeID, Peers: n.peerAddrs(), Status: peerStatus,
+		Raft: n.host, Shards: n.groups(), Router: n.router})
+	if n.multiNode() {
+		// The peer listener carries Raft traffic, calls routed to this
+		// node's shard leaders, outbox deliveries and API-tier views. It
+		// starts before Raft so peers reach us.
+		n.peerLn, err = net.Listen("tcp", cfg.RaftAddr)
+		if err != nil {
+			return nil, fmt.Errorf("listen raft: %w", err)
+		}
+		var authenticator server.Authenticator = server.DevAuthenticator{}
+		if cfg.Authenticator != nil {
+			authenticator = cfg.Authenticator
+		}
+		peerOpts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(server.UnaryInterceptor(authenticator, cfg.Logger)),
+			grpc.MaxRecvMsgSize(16 << 20), server.ServerStatsHandler(tp, mp)}
+		if peerServerTLS != nil {
+			peerOpts = append(peerOpts, grpc.Creds(credentials.NewTLS(peerServerTLS)))
+		}
+		n.peer = grpc.NewServer(peerOpts...)
+		if n.tr != nil {
+			n.tr.Register(n.peer)
+		}
+		qv1.RegisterQueueServiceServer(n.peer, n.router)
+		qv1.RegisterClusterServiceServer(n.peer, cluster)
+		server.NewPeerServer(n.router, cluster).Register(n.peer)
+		n.serveWG.Add(1)
+		go func() {
+			defer n.serveWG.Done()
+			if err := n.peer.Serve(n.peerLn); err != nil {
+				n.log.Error("peer server stopped", "err", err)
+			}
+		}()
+	}
+	n.host.Start()
+	for _, srv := range n.srvs {
+		srv.Start()
+	}
+	return cluster, nil
+}
+
 // GRPCAddr is the address the gRPC API listens on.
 func (n *Node) GRPCAddr() string { return n.grpcLn.Addr().String() }
 
 // HTTPAddr is the address REST, /metrics and the probes listen on.
 func (n *Node) HTTPAddr() string { return n.httpLn.Addr().String() }
 
-// Server is the node's gRPC service implementation (tests read counters).
-func (n *Node) Server() *server.Server { return n.srv }
+// Server is the queue server of shard 0 (tests read counters).
+func (n *Node) Server() *server.Server { return n.srvs[0] }
+
+// ShardServer is the queue server of a shard.
+func (n *Node) ShardServer(shard uint64) *server.Server { return n.srvs[shard] }
 
 // Host is the node's Raft host.
 func (n *Node) Host() *raftnode.Host { return n.host }
 
-// Store is the node's queue state machine.
-func (n *Node) Store() *store.Store { return n.store }
+// Store is the state machine of shard 0.
+func (n *Node) Store() *store.Store { return n.stores[0] }
+
+// ShardStore is the state machine of a shard.
+func (n *Node) ShardStore(shard uint64) *store.Store { return n.stores[shard] }
 
 // WaitReady blocks until the node's shards have a leader.
 func (n *Node) WaitReady(ctx context.Context) error {
-	_, err := n.host.WaitLeader(ctx, dataShard)
-	return err
+	if n.host == nil {
+		for n.Ready() != nil {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		return nil
+	}
+	for _, g := range n.groups() {
+		if _, err := n.host.WaitLeader(ctx, g); err != nil {
+			return fmt.Errorf("shard %d: %w", g, err)
+		}
+	}
+	return nil
 }
 
 // Stop drains the node: it stops accepting calls, lets in-flight calls
@@ -338,6 +444,10 @@ func (n *Node) Stop(ctx context.Context) error {
 		}
 		if n.grpc != nil {
 			gracefulStop(ctx, n.grpc)
+		}
+		if n.cancel != nil {
+			n.cancel() // no rebalancing while leaderships move away
+			n.loops.Wait()
 		}
 		n.transferLeadership(ctx)
 		if n.peer != nil {
@@ -364,28 +474,37 @@ func gracefulStop(ctx context.Context, s *grpc.Server) {
 	}
 }
 
-// transferLeadership hands this node's leaderships to another member
-// before it stops, so the shard does not wait out an election timeout.
+// transferLeadership hands this node's leaderships to other members
+// before it stops, so no shard waits out an election timeout. Shards go
+// round robin over the other members, so the load stays spread.
 func (n *Node) transferLeadership(ctx context.Context) {
 	if !n.multiNode() || n.host == nil {
 		return
 	}
-	st, err := n.host.Status(dataShard)
-	if err != nil || !st.IsLeader {
-		return
-	}
-	for _, m := range st.Members {
-		if m == n.cfg.NodeID {
+	next := 0
+	for _, g := range n.groups() {
+		st, err := n.host.Status(g)
+		if err != nil || !st.IsLeader {
 			continue
 		}
-		tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		err := n.host.TransferLeadership(tctx, dataShard, m)
-		cancel()
-		if err == nil {
-			n.log.Info("transferred leadership before stopping", "shard", dataShard, "to", m)
-			return
+		var others []uint64
+		for _, m := range st.Members {
+			if m != n.cfg.NodeID {
+				others = append(others, m)
+			}
 		}
-		n.log.Warn("leadership transfer failed", "shard", dataShard, "to", m, "err", err)
+		for k := range others {
+			m := others[(next+k)%len(others)]
+			tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			err := n.host.TransferLeadership(tctx, g, m)
+			cancel()
+			if err == nil {
+				n.log.Info("transferred leadership before stopping", "shard", g, "to", m)
+				next++
+				break
+			}
+			n.log.Warn("leadership transfer failed", "shard", g, "to", m, "err", err)
+		}
 	}
 }
 
@@ -430,8 +549,12 @@ func (n *Node) closeAll() error {
 	if n.conn != nil {
 		_ = n.conn.Close()
 	}
-	if n.srv != nil {
-		n.srv.Stop()
+	if n.cancel != nil {
+		n.cancel()
+		n.loops.Wait()
+	}
+	for _, srv := range n.srvs {
+		srv.Stop()
 	}
 	if n.host != nil {
 		n.host.Stop()

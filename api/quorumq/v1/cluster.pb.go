@@ -491,7 +491,10 @@ type ClusterShard struct {
 	// First and last index of the answering node's log.
 	FirstIndex uint64 `protobuf:"varint,7,opt,name=first_index,json=firstIndex,proto3" json:"first_index,omitempty"`
 	// Last index of the answering node's log.
-	LastIndex     uint64 `protobuf:"varint,8,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	LastIndex uint64 `protobuf:"varint,8,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	// "metadata" (shard 0: tenants, queues), "data" (queue partitions), or
+	// "metadata+data" on a one-shard cluster.
+	Role          string `protobuf:"bytes,9,opt,name=role,proto3" json:"role,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -582,6 +585,13 @@ func (x *ClusterShard) GetLastIndex() uint64 {
 	return 0
 }
 
+func (x *ClusterShard) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
 // GetClusterResponse lists nodes and shards.
 type GetClusterResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -589,8 +599,11 @@ type GetClusterResponse struct {
 	NodeId uint64 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	// Every configured node.
 	Nodes []*ClusterNode `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
-	// Every shard hosted by the answering node.
-	Shards        []*ClusterShard `protobuf:"bytes,3,rep,name=shards,proto3" json:"shards,omitempty"`
+	// Every shard hosted by the answering node (an API-tier node shows the
+	// view it routes by).
+	Shards []*ClusterShard `protobuf:"bytes,3,rep,name=shards,proto3" json:"shards,omitempty"`
+	// Role of the answering node: "storage" or "api".
+	Role          string `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -646,6 +659,13 @@ func (x *GetClusterResponse) GetShards() []*ClusterShard {
 	return nil
 }
 
+func (x *GetClusterResponse) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
 var File_quorumq_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_quorumq_v1_cluster_proto_rawDesc = "" +
@@ -677,7 +697,7 @@ const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x12\n" +
 	"\x04self\x18\x03 \x01(\bR\x04self\x12\x16\n" +
 	"\x06online\x18\x04 \x01(\bR\x06online\x12=\n" +
-	"\flast_contact\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vlastContact\"\xec\x01\n" +
+	"\flast_contact\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vlastContact\"\x80\x02\n" +
 	"\fClusterShard\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
 	"\amembers\x18\x02 \x03(\x04R\amembers\x12\x16\n" +
@@ -688,11 +708,13 @@ const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"\vfirst_index\x18\a \x01(\x04R\n" +
 	"firstIndex\x12\x1d\n" +
 	"\n" +
-	"last_index\x18\b \x01(\x04R\tlastIndex\"\x8e\x01\n" +
+	"last_index\x18\b \x01(\x04R\tlastIndex\x12\x12\n" +
+	"\x04role\x18\t \x01(\tR\x04role\"\xa2\x01\n" +
 	"\x12GetClusterResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12-\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x17.quorumq.v1.ClusterNodeR\x05nodes\x120\n" +
-	"\x06shards\x18\x03 \x03(\v2\x18.quorumq.v1.ClusterShardR\x06shards2\xf4\x02\n" +
+	"\x06shards\x18\x03 \x03(\v2\x18.quorumq.v1.ClusterShardR\x06shards\x12\x12\n" +
+	"\x04role\x18\x04 \x01(\tR\x04role2\xf4\x02\n" +
 	"\x0eClusterService\x12`\n" +
 	"\n" +
 	"GetCluster\x12\x1d.quorumq.v1.GetClusterRequest\x1a\x1e.quorumq.v1.GetClusterResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/cluster\x12\x82\x01\n" +

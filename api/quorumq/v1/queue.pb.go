@@ -966,8 +966,12 @@ type SendMessageRequest struct {
 	// Any queue: a retry with the same key within 5 minutes returns the first
 	// result instead of storing the message again. 1 – 128 bytes.
 	IdempotencyKey string `protobuf:"bytes,9,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Partitioned queues: messages with the same key go to the same
+	// partition (and keep their order there); without a key, or group_id, or
+	// idempotency_key, sends are spread round robin. 1 – 128 bytes.
+	PartitionKey  string `protobuf:"bytes,10,opt,name=partition_key,json=partitionKey,proto3" json:"partition_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SendMessageRequest) Reset() {
@@ -1063,6 +1067,13 @@ func (x *SendMessageRequest) GetIdempotencyKey() string {
 	return ""
 }
 
+func (x *SendMessageRequest) GetPartitionKey() string {
+	if x != nil {
+		return x.PartitionKey
+	}
+	return ""
+}
+
 // SendMessageResponse identifies the stored message.
 type SendMessageResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1139,8 +1150,10 @@ type SendMessageBatchEntry struct {
 	DeduplicationId string `protobuf:"bytes,8,opt,name=deduplication_id,json=deduplicationId,proto3" json:"deduplication_id,omitempty"`
 	// As in SendMessageRequest.
 	IdempotencyKey string `protobuf:"bytes,9,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// As in SendMessageRequest.
+	PartitionKey  string `protobuf:"bytes,10,opt,name=partition_key,json=partitionKey,proto3" json:"partition_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SendMessageBatchEntry) Reset() {
@@ -1232,6 +1245,13 @@ func (x *SendMessageBatchEntry) GetDeduplicationId() string {
 func (x *SendMessageBatchEntry) GetIdempotencyKey() string {
 	if x != nil {
 		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *SendMessageBatchEntry) GetPartitionKey() string {
+	if x != nil {
+		return x.PartitionKey
 	}
 	return ""
 }
@@ -2587,7 +2607,7 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\x13DeleteQueueResponse\"'\n" +
 	"\x11PurgeQueueRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x14\n" +
-	"\x12PurgeQueueResponse\"\xbc\x03\n" +
+	"\x12PurgeQueueResponse\"\xe1\x03\n" +
 	"\x12SendMessageRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x12\n" +
 	"\x04body\x18\x02 \x01(\tR\x04body\x12N\n" +
@@ -2600,14 +2620,16 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"deliver_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tdeliverAt\x12\x19\n" +
 	"\bgroup_id\x18\a \x01(\tR\agroupId\x12)\n" +
 	"\x10deduplication_id\x18\b \x01(\tR\x0fdeduplicationId\x12'\n" +
-	"\x0fidempotency_key\x18\t \x01(\tR\x0eidempotencyKey\x1a=\n" +
+	"\x0fidempotency_key\x18\t \x01(\tR\x0eidempotencyKey\x12#\n" +
+	"\rpartition_key\x18\n" +
+	" \x01(\tR\fpartitionKey\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"P\n" +
 	"\x13SendMessageResponse\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x1a\n" +
-	"\bsequence\x18\x02 \x01(\x04R\bsequence\"\xbc\x03\n" +
+	"\bsequence\x18\x02 \x01(\x04R\bsequence\"\xe1\x03\n" +
 	"\x15SendMessageBatchEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04body\x18\x02 \x01(\tR\x04body\x12Q\n" +
@@ -2620,7 +2642,9 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"deliver_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tdeliverAt\x12\x19\n" +
 	"\bgroup_id\x18\a \x01(\tR\agroupId\x12)\n" +
 	"\x10deduplication_id\x18\b \x01(\tR\x0fdeduplicationId\x12'\n" +
-	"\x0fidempotency_key\x18\t \x01(\tR\x0eidempotencyKey\x1a=\n" +
+	"\x0fidempotency_key\x18\t \x01(\tR\x0eidempotencyKey\x12#\n" +
+	"\rpartition_key\x18\n" +
+	" \x01(\tR\fpartitionKey\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"l\n" +

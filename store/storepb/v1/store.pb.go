@@ -429,12 +429,22 @@ func (x *QueueAttributes) GetPartitions() int32 {
 // proposer (randomness is an input, never drawn in apply) to sign receipt
 // handles.
 type CreateQueue struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Attributes    *QueueAttributes       `protobuf:"bytes,3,opt,name=attributes,proto3" json:"attributes,omitempty"`
-	Tags          map[string]string      `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	HandleKey     []byte                 `protobuf:"bytes,5,opt,name=handle_key,json=handleKey,proto3" json:"handle_key,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Tenant     string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Name       string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Attributes *QueueAttributes       `protobuf:"bytes,3,opt,name=attributes,proto3" json:"attributes,omitempty"`
+	Tags       map[string]string      `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	HandleKey  []byte                 `protobuf:"bytes,5,opt,name=handle_key,json=handleKey,proto3" json:"handle_key,omitempty"`
+	// partition_copy: this is partition `partition` of a queue whose record
+	// of truth is on the metadata shard, which already checked the name, the
+	// dead-letter queue and the tenant's queue quota. The copy is named
+	// PartitionName(name, partition) in this shard's catalog.
+	PartitionCopy bool  `protobuf:"varint,6,opt,name=partition_copy,json=partitionCopy,proto3" json:"partition_copy,omitempty"`
+	Partition     int32 `protobuf:"varint,7,opt,name=partition,proto3" json:"partition,omitempty"`
+	// incarnation of a partition copy: the created_at_ms of its record of
+	// truth. A copy left from an earlier queue of the same name (a delete
+	// whose fan-out did not finish) has another and is replaced.
+	Incarnation   int64 `protobuf:"varint,8,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -502,6 +512,27 @@ func (x *CreateQueue) GetHandleKey() []byte {
 		return x.HandleKey
 	}
 	return nil
+}
+
+func (x *CreateQueue) GetPartitionCopy() bool {
+	if x != nil {
+		return x.PartitionCopy
+	}
+	return false
+}
+
+func (x *CreateQueue) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *CreateQueue) GetIncarnation() int64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
 }
 
 // UpdateQueue replaces a queue's attributes.
@@ -1615,14 +1646,18 @@ func (x *Redrive) GetTargetQueue() string {
 
 // QueueRecord is a queue's catalog entry.
 type QueueRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	Tenant        string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
-	Attributes    *QueueAttributes       `protobuf:"bytes,4,opt,name=attributes,proto3" json:"attributes,omitempty"`
-	Tags          map[string]string      `protobuf:"bytes,5,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	CreatedAtMs   int64                  `protobuf:"varint,6,opt,name=created_at_ms,json=createdAtMs,proto3" json:"created_at_ms,omitempty"`
-	HandleKey     []byte                 `protobuf:"bytes,7,opt,name=handle_key,json=handleKey,proto3" json:"handle_key,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Tenant      string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Name        string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Attributes  *QueueAttributes       `protobuf:"bytes,4,opt,name=attributes,proto3" json:"attributes,omitempty"`
+	Tags        map[string]string      `protobuf:"bytes,5,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	CreatedAtMs int64                  `protobuf:"varint,6,opt,name=created_at_ms,json=createdAtMs,proto3" json:"created_at_ms,omitempty"`
+	HandleKey   []byte                 `protobuf:"bytes,7,opt,name=handle_key,json=handleKey,proto3" json:"handle_key,omitempty"`
+	// See CreateQueue.partition_copy.
+	PartitionCopy bool  `protobuf:"varint,8,opt,name=partition_copy,json=partitionCopy,proto3" json:"partition_copy,omitempty"`
+	Partition     int32 `protobuf:"varint,9,opt,name=partition,proto3" json:"partition,omitempty"`
+	Incarnation   int64 `protobuf:"varint,10,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1704,6 +1739,27 @@ func (x *QueueRecord) GetHandleKey() []byte {
 		return x.HandleKey
 	}
 	return nil
+}
+
+func (x *QueueRecord) GetPartitionCopy() bool {
+	if x != nil {
+		return x.PartitionCopy
+	}
+	return false
+}
+
+func (x *QueueRecord) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *QueueRecord) GetIncarnation() int64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
 }
 
 // QueueMeta are a queue's counters (value of the queue meta key).
@@ -2226,7 +2282,7 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"partitions\x18\n" +
 	" \x01(\x05R\n" +
-	"partitions\"\x85\x02\n" +
+	"partitions\"\xec\x02\n" +
 	"\vCreateQueue\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12;\n" +
@@ -2235,7 +2291,10 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"attributes\x125\n" +
 	"\x04tags\x18\x04 \x03(\v2!.storepb.v1.CreateQueue.TagsEntryR\x04tags\x12\x1d\n" +
 	"\n" +
-	"handle_key\x18\x05 \x01(\fR\thandleKey\x1a7\n" +
+	"handle_key\x18\x05 \x01(\fR\thandleKey\x12%\n" +
+	"\x0epartition_copy\x18\x06 \x01(\bR\rpartitionCopy\x12\x1c\n" +
+	"\tpartition\x18\a \x01(\x05R\tpartition\x12 \n" +
+	"\vincarnation\x18\b \x01(\x03R\vincarnation\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"v\n" +
@@ -2331,7 +2390,7 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x12!\n" +
 	"\fmax_messages\x18\x03 \x01(\x05R\vmaxMessages\x12!\n" +
-	"\ftarget_queue\x18\x04 \x01(\tR\vtargetQueue\"\xb9\x02\n" +
+	"\ftarget_queue\x18\x04 \x01(\tR\vtargetQueue\"\xa0\x03\n" +
 	"\vQueueRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x12\n" +
@@ -2342,7 +2401,11 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x04tags\x18\x05 \x03(\v2!.storepb.v1.QueueRecord.TagsEntryR\x04tags\x12\"\n" +
 	"\rcreated_at_ms\x18\x06 \x01(\x03R\vcreatedAtMs\x12\x1d\n" +
 	"\n" +
-	"handle_key\x18\a \x01(\fR\thandleKey\x1a7\n" +
+	"handle_key\x18\a \x01(\fR\thandleKey\x12%\n" +
+	"\x0epartition_copy\x18\b \x01(\bR\rpartitionCopy\x12\x1c\n" +
+	"\tpartition\x18\t \x01(\x05R\tpartition\x12 \n" +
+	"\vincarnation\x18\n" +
+	" \x01(\x03R\vincarnation\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"q\n" +

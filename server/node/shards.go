@@ -1,0 +1,111 @@
+package node
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/quorumq/quorumq/internal/keys"
+)
+
+// checkShardCount records the shard count in a new data directory and
+// refuses another one later: a queue's partitions are placed by a function
+// of the shard count, so changing it would hide every stored message.
+func checkShardCount(db *pebble.DB, shards int) error {
+	k := keys.NodeShardCount()
+	v, closer, err := db.Get(k)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], uint64(shards))
+		if err := db.Set(k, b[:], pebble.Sync); err != nil {
+			return fmt.Errorf("record shard count: %w", err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("read shard count: %w", err)
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return fmt.Errorf("shard count record is %d bytes, want 8", len(v))
+	}
+	if was := binary.BigEndian.Uint64(v); was != uint64(shards) {
+		return fmt.Errorf("--shards %d: this data directory was created with --shards %d (the shard count is fixed at bootstrap)", shards, was)
+	}
+	return nil
+}
+
+// balanceEvery is how often a storage node checks the leader spread.
+const balanceEvery = 5 * time.Second
+
+// balanceLeaders keeps leaderships spread over the storage nodes: elections
+// put leaders anywhere, and a node that returns after a crash leads
+// nothing. Every few seconds, a node that leads more than its share
+// (shards / nodes, rounded up) hands one shard to the member that leads
+// the fewest. Each node decides from its own replicas' status, so no
+// coordinator is needed; a transfer at a time keeps it gentle.
+func (n *Node) balanceLeaders(ctx context.Context) {
+	if !n.multiNode() || n.cfg.Shards < 2 {
+		return
+	}
+	t := time.NewTicker(balanceEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n.balanceOnce(ctx)
+	}
+}
+
+func (n *Node) balanceOnce(ctx context.Context) {
+	members := n.members()
+	led := map[uint64]int{}
+	var mine []uint64
+	for _, g := range n.groups() {
+		st, err := n.host.Status(g)
+		if err != nil || st.LeaderID == 0 {
+			return // an election is running: wait for a settled picture
+		}
+		led[st.LeaderID]++
+		if st.LeaderID == n.cfg.NodeID {
+			mine = append(mine, g)
+		}
+	}
+	share := (n.cfg.Shards + len(members) - 1) / len(members)
+	if len(mine) <= share {
+		return
+	}
+	var to uint64
+	online := map[uint64]bool{}
+	if n.tr != nil {
+		for id, ps := range n.tr.PeerStatus() {
+			online[id] = ps.Connected
+		}
+	}
+	for _, m := range members {
+		if m == n.cfg.NodeID || (n.tr != nil && !online[m]) {
+			continue
+		}
+		if to == 0 || led[m] < led[to] {
+			to = m
+		}
+	}
+	if to == 0 || led[to]+1 > share {
+		return
+	}
+	g := mine[len(mine)-1]
+	tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := n.host.TransferLeadership(tctx, g, to); err != nil {
+		n.log.Debug("leader rebalancing: transfer failed", "shard", g, "to", to, "err", err)
+		return
+	}
+	n.log.Info("leader rebalancing: transferred", "shard", g, "to", to, "led", len(mine), "share", share)
+}

@@ -1,0 +1,160 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	storepb "github.com/quorumq/quorumq/store/storepb/v1"
+)
+
+// The peer service carries what nodes ask of each other beyond Raft: outbox
+// deliveries to another shard's leader, and the shard view API-tier nodes
+// route by. It is registered on the peer listener only and takes no client
+// token: like the Raft transport beside it, it is protected by the peer
+// listener's mTLS when configured. Messages are existing protobuf types,
+// so the service needs no generated code.
+const (
+	peerService       = "quorumq.internal.v1.Peer"
+	peerDeliverMethod = "/" + peerService + "/DeliverOutbox"
+	peerClusterMethod = "/" + peerService + "/Cluster"
+)
+
+// isPeerMethod reports whether a full method name is of the peer service.
+func isPeerMethod(m string) bool { return strings.HasPrefix(m, "/"+peerService+"/") }
+
+// internalHeaders are the routing headers only routers may set.
+var internalHeaders = []string{shardHeader, partitionHeader, incarnationHeader, forwardedHeader}
+
+// StripInternalHeaders is the client-facing listener's first interceptor:
+// a client cannot address one shard or partition directly (that would skip
+// the router's checks, e.g. create a partition outside the queue quota).
+func StripInternalHeaders() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if md, ok := metadata.FromIncomingContext(ctx); ok {
+			for _, h := range internalHeaders {
+				if len(md.Get(h)) > 0 {
+					md = md.Copy()
+					for _, h := range internalHeaders {
+						delete(md, h)
+					}
+					ctx = metadata.NewIncomingContext(ctx, md)
+					break
+				}
+			}
+		}
+		return handler(ctx, req)
+	}
+}
+
+// PeerServer implements the peer service.
+type PeerServer struct {
+	router  *Router
+	cluster *ClusterServer
+}
+
+// NewPeerServer returns the peer service of a node.
+func NewPeerServer(r *Router, c *ClusterServer) *PeerServer { return &PeerServer{router: r, cluster: c} }
+
+// Register adds the peer service to the peer listener's gRPC server.
+func (p *PeerServer) Register(s *grpc.Server) {
+	s.RegisterService(&grpc.ServiceDesc{
+		ServiceName: peerService,
+		HandlerType: (*any)(nil),
+		Methods: []grpc.MethodDesc{
+			{MethodName: "DeliverOutbox", Handler: peerHandler(peerDeliverMethod, p.deliverOutbox)},
+			{MethodName: "Cluster", Handler: peerHandler(peerClusterMethod, p.clusterView)},
+		},
+		Metadata: "server/peer.go",
+	}, p)
+}
+
+func peerHandler[Req any, PReq interface {
+	*Req
+	any
+}, Resp any](method string, f func(context.Context, PReq) (Resp, error)) func(any, context.Context, func(any) error, grpc.UnaryServerInterceptor) (any, error) {
+	return func(_ any, ctx context.Context, dec func(any) error, icpt grpc.UnaryServerInterceptor) (any, error) {
+		in := PReq(new(Req))
+		if err := dec(in); err != nil {
+			return nil, err
+		}
+		h := func(ctx context.Context, req any) (any, error) { return f(ctx, req.(PReq)) }
+		if icpt == nil {
+			return h(ctx, in)
+		}
+		return icpt(ctx, in, &grpc.UnaryServerInfo{Server: nil, FullMethod: method}, h)
+	}
+}
+
+// deliverOutbox delivers entries to the shard in the call's header, which
+// this node must lead; the answer lists the ids delivered.
+func (p *PeerServer) deliverOutbox(ctx context.Context, req *storepb.DeliverOutbox) (*storepb.AckOutbox, error) {
+	shard, ok := direct(ctx)
+	if !ok {
+		return nil, statusError(codes.InvalidArgument, ReasonInvalidArgument, "no shard header", nil)
+	}
+	srv, err := p.router.serving(ctx, shard)
+	if err != nil {
+		return nil, err
+	}
+	done, err := srv.DeliverOutbox(ctx, req.GetEntries())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &storepb.AckOutbox{Ids: done}, nil
+}
+
+// clusterView answers with this node's view of nodes and shards.
+func (p *PeerServer) clusterView(ctx context.Context, _ *qv1.GetClusterRequest) (*qv1.GetClusterResponse, error) {
+	return p.cluster.view(ctx)
+}
+
+// Deliver is the outbox relay of every shard: entries go to the shard that
+// holds partition 0 of their target queue (always the same one, so a
+// retried delivery meets its delivered marker), on whichever node leads it.
+func (r *Router) Deliver(ctx context.Context, entries []*storepb.OutboxEntry) ([]uint64, error) {
+	groups := map[uint64][]*storepb.OutboxEntry{}
+	for _, e := range entries {
+		sh := r.shardOf(e.GetTargetTenant(), e.GetTargetQueue(), 0)
+		groups[sh] = append(groups[sh], e)
+	}
+	var done []uint64
+	var firstErr error
+	for sh, es := range groups {
+		ids, err := r.deliverTo(ctx, sh, es)
+		done = append(done, ids...)
+		if err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("deliver to shard %d: %w", sh, err)
+		}
+	}
+	return done, firstErr
+}
+
+func (r *Router) deliverTo(ctx context.Context, shard uint64, entries []*storepb.OutboxEntry) ([]uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer cancel()
+	leader, err := r.cfg.View.Leader(ctx, shard)
+	if err != nil {
+		return nil, err
+	}
+	if srv := r.cfg.Local[shard]; srv != nil && leader == r.cfg.Self {
+		return srv.DeliverOutbox(ctx, entries)
+	}
+	if r.cfg.Forwarder == nil {
+		return nil, fmt.Errorf("no route to shard %d", shard)
+	}
+	out := &storepb.AckOutbox{}
+	if err := r.cfg.Forwarder.invoke(ctx, leader, peerDeliverMethod, &storepb.DeliverOutbox{Entries: entries}, out,
+		shardHeader, fmt.Sprint(shard)); err != nil {
+		if hint, ok := retryable(err); ok {
+			r.cfg.View.Hint(shard, hint)
+		}
+		return nil, err
+	}
+	return out.GetIds(), nil
+}

@@ -1,0 +1,452 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"sync"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	"github.com/quorumq/quorumq/store"
+)
+
+// maxPartitionKey bounds SendMessageRequest.partition_key.
+const maxPartitionKey = 128
+
+// pickPartition chooses the partition of a send: by the first key given
+// (partition key, FIFO group, idempotency key — so a retried send and a
+// group's messages meet on one partition), else round robin.
+func (r *Router) pickPartition(n int, keys ...string) int {
+	if n <= 1 {
+		return 0
+	}
+	for _, k := range keys {
+		if k != "" {
+			h := fnv.New32a()
+			h.Write([]byte(k))
+			return int(h.Sum32() % uint32(n))
+		}
+	}
+	return int(r.rr.Add(1) % uint64(n))
+}
+
+// SendMessage implements QueueService.
+func (r *Router) SendMessage(ctx context.Context, req *qv1.SendMessageRequest) (*qv1.SendMessageResponse, error) {
+	if sh, ok := direct(ctx); ok {
+		return onShard(ctx, r, sh, req, (*Server).SendMessage)
+	}
+	tenant, err := require(ctx, ScopeMessagesSend)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkName("queue", req.GetQueue()); err != nil {
+		return nil, err
+	}
+	if len(req.GetPartitionKey()) > maxPartitionKey {
+		return nil, fieldError("partition_key", fmt.Sprintf("must be at most %d bytes", maxPartitionKey))
+	}
+	q, err := r.queue(ctx, tenant, req.GetQueue())
+	if err != nil {
+		return nil, err
+	}
+	i := r.pickPartition(partitions(q), req.GetPartitionKey(), req.GetGroupId(), req.GetIdempotencyKey())
+	req.Queue = store.PartitionName(q.GetName(), i)
+	t := r.partitionTarget(tenant, q, i)
+	return withPartition(ctx, r, tenant, q, i, func() (*qv1.SendMessageResponse, error) {
+		return call(ctx, r, t, queueMethod+"SendMessage", req, (*Server).SendMessage)
+	})
+}
+
+// SendMessageBatch implements QueueService: entries with a key go to their
+// key's partition, the others together to one partition chosen round
+// robin; one call per partition, in parallel.
+func (r *Router) SendMessageBatch(ctx context.Context, req *qv1.SendMessageBatchRequest) (*qv1.SendMessageBatchResponse, error) {
+	if sh, ok := direct(ctx); ok {
+		return onShard(ctx, r, sh, req, (*Server).SendMessageBatch)
+	}
+	tenant, err := require(ctx, ScopeMessagesSend)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkName("queue", req.GetQueue()); err != nil {
+		return nil, err
+	}
+	entries := req.GetEntries()
+	if err := validateBatch(len(entries), func(i int) string { return entries[i].GetId() }); err != nil {
+		return nil, err
+	}
+	for i, e := range entries {
+		if len(e.GetPartitionKey()) > maxPartitionKey {
+			return nil, fieldError(fmt.Sprintf("entries[%d].partition_key", i), fmt.Sprintf("must be at most %d bytes", maxPartitionKey))
+		}
+	}
+	q, err := r.queue(ctx, tenant, req.GetQueue())
+	if err != nil {
+		return nil, err
+	}
+	n := partitions(q)
+	rr := r.pickPartition(n)
+	groups := map[int][]*qv1.SendMessageBatchEntry{}
+	for _, e := range entries {
+		i := rr
+		if e.GetPartitionKey() != "" || e.GetGroupId() != "" || e.GetIdempotencyKey() != "" {
+			i = r.pickPartition(n, e.GetPartitionKey(), e.GetGroupId(), e.GetIdempotencyKey())
+		}
+		groups[i] = append(groups[i], e)
+	}
+	send := func(i int, part []*qv1.SendMessageBatchEntry) (*qv1.SendMessageBatchResponse, error) {
+		sub := &qv1.SendMessageBatchRequest{Queue: store.PartitionName(q.GetName(), i), Entries: part}
+		t := r.partitionTarget(tenant, q, i)
+		return withPartition(ctx, r, tenant, q, i, func() (*qv1.SendMessageBatchResponse, error) {
+			return call(ctx, r, t, queueMethod+"SendMessageBatch", sub, (*Server).SendMessageBatch)
+		})
+	}
+	if len(groups) == 1 {
+		return send(rr, entries)
+	}
+	return mergeBatches(groups, send, func(out, part *qv1.SendMessageBatchResponse) {
+		out.Successful = append(out.Successful, part.GetSuccessful()...)
+		out.Failed = append(out.Failed, part.GetFailed()...)
+	}, func(out *qv1.SendMessageBatchResponse, e *qv1.SendMessageBatchEntry, err error) {
+		out.Failed = append(out.Failed, failedEntry(e.GetId(), err))
+	})
+}
+
+// mergeBatches runs one sub-batch per key in parallel and merges the
+// answers; the entries of a sub-batch that failed as a whole are reported
+// failed with its error, unless every sub-batch failed (then the call does).
+func mergeBatches[K comparable, E any, Resp any](groups map[K][]E, run func(K, []E) (*Resp, error),
+	merge func(out, part *Resp), fail func(out *Resp, e E, err error)) (*Resp, error) {
+	type result struct {
+		entries []E
+		resp    *Resp
+		err     error
+	}
+	results := make([]result, 0, len(groups))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for k, es := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := run(k, es)
+			mu.Lock()
+			results = append(results, result{es, resp, err})
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	out := new(Resp)
+	var firstErr error
+	failed := 0
+	for _, res := range results {
+		if res.err != nil {
+			failed++
+			if firstErr == nil {
+				firstErr = res.err
+			}
+			for _, e := range res.entries {
+				fail(out, e, res.err)
+			}
+			continue
+		}
+		merge(out, res.resp)
+	}
+	if failed == len(results) {
+		return nil, firstErr
+	}
+	return out, nil
+}
+
+// ReceiveMessages implements QueueService. A queue with one partition is
+// one call (with its long poll). Otherwise the router sweeps the
+// partitions from a rotating start, without waiting, until it has
+// max_messages; if all are empty it long-polls every partition at once,
+// keeps what the first answers bring (up to max_messages) and returns
+// anything beyond at once (visibility 0), so nothing waits out a lease
+// for a receive that did not deliver it.
+func (r *Router) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRequest) (*qv1.ReceiveMessagesResponse, error) {
+	if sh, ok := direct(ctx); ok {
+		return onShard(ctx, r, sh, req, (*Server).ReceiveMessages)
+	}
+	tenant, err := require(ctx, ScopeMessagesReceive)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkName("queue", req.GetQueue()); err != nil {
+		return nil, err
+	}
+	q, err := r.queue(ctx, tenant, req.GetQueue())
+	if err != nil {
+		return nil, err
+	}
+	n := partitions(q)
+	recv := func(ctx context.Context, i int, max int32, wait *durationpb.Duration) (*qv1.ReceiveMessagesResponse, error) {
+		sub := &qv1.ReceiveMessagesRequest{Queue: store.PartitionName(q.GetName(), i), MaxMessages: max,
+			VisibilityTimeout: req.GetVisibilityTimeout(), WaitTime: wait, TagFilter: req.GetTagFilter(),
+			ReceiveAttemptId: req.GetReceiveAttemptId()}
+		t := r.partitionTarget(tenant, q, i)
+		return withPartition(ctx, r, tenant, q, i, func() (*qv1.ReceiveMessagesResponse, error) {
+			return call(ctx, r, t, queueMethod+"ReceiveMessages", sub, (*Server).ReceiveMessages)
+		})
+	}
+	if n == 1 {
+		return recv(ctx, 0, req.GetMaxMessages(), req.GetWaitTime())
+	}
+	max := req.GetMaxMessages()
+	switch {
+	case max < 0 || max > maxReceiveMessages:
+		return nil, fieldError("max_messages", fmt.Sprintf("must be 1 to %d", maxReceiveMessages))
+	case max == 0:
+		max = 1
+	}
+	wait, err := durationMs("wait_time", req.GetWaitTime(), -1, maxWaitTime)
+	if err != nil {
+		return nil, err
+	}
+	if wait < 0 {
+		wait = durationMsOf(q.GetAttributes().GetReceiveWait())
+	}
+	out := &qv1.ReceiveMessagesResponse{}
+	start := int(r.rr.Add(1) % uint64(n))
+	var lastErr error
+	served := 0
+	for j := range n {
+		i := (start + j) % n
+		resp, err := recv(ctx, i, max-int32(len(out.Messages)), durationpb.New(0))
+		if err != nil {
+			lastErr = err // one partition's shard down: the others still serve
+			continue
+		}
+		served++
+		out.Messages = append(out.Messages, resp.GetMessages()...)
+		if len(out.Messages) >= int(max) {
+			return out, nil
+		}
+	}
+	if served == 0 {
+		return nil, lastErr
+	}
+	if len(out.Messages) > 0 || wait == 0 {
+		return out, nil
+	}
+	return r.pollPartitions(ctx, tenant, q, max, wait, recv)
+}
+
+// pollPartitions long-polls every partition until one answers with
+// messages or the wait ends.
+func (r *Router) pollPartitions(ctx context.Context, tenant string, q *qv1.Queue, max int32, waitMs int64,
+	recv func(context.Context, int, int32, *durationpb.Duration) (*qv1.ReceiveMessagesResponse, error)) (*qv1.ReceiveMessagesResponse, error) {
+	n := partitions(q)
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type answer struct {
+		i    int
+		resp *qv1.ReceiveMessagesResponse
+		err  error
+	}
+	answers := make(chan answer, n)
+	for i := range n {
+		go func() {
+			resp, err := recv(pctx, i, max, msDuration(waitMs))
+			answers <- answer{i, resp, err}
+		}()
+	}
+	out := &qv1.ReceiveMessagesResponse{}
+	var extra []answer
+	var lastErr error
+	for range n {
+		a := <-answers
+		switch {
+		case a.err != nil:
+			lastErr = a.err
+		case len(a.resp.GetMessages()) > 0:
+			cancel() // the others stop waiting; what they already took is kept or returned
+			take := min(len(a.resp.GetMessages()), int(max)-len(out.Messages))
+			out.Messages = append(out.Messages, a.resp.GetMessages()[:take]...)
+			if rest := a.resp.GetMessages()[take:]; len(rest) > 0 {
+				extra = append(extra, answer{a.i, &qv1.ReceiveMessagesResponse{Messages: rest}, nil})
+			}
+		}
+	}
+	for _, a := range extra {
+		r.release(context.WithoutCancel(ctx), tenant, q, a.i, a.resp.GetMessages())
+	}
+	if len(out.Messages) == 0 && lastErr != nil && ctx.Err() == nil {
+		return nil, lastErr
+	}
+	return out, nil
+}
+
+// release makes messages a receive leased but could not return visible
+// again at once.
+func (r *Router) release(ctx context.Context, tenant string, q *qv1.Queue, i int, msgs []*qv1.ReceivedMessage) {
+	req := &qv1.ChangeMessageVisibilityBatchRequest{Queue: store.PartitionName(q.GetName(), i)}
+	for k, m := range msgs {
+		req.Entries = append(req.Entries, &qv1.ChangeMessageVisibilityBatchEntry{
+			Id: fmt.Sprint(k), ReceiptHandle: m.GetReceiptHandle(), VisibilityTimeout: durationpb.New(0)})
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer cancel()
+	if _, err := call(ctx, r, r.partitionTarget(tenant, q, i), queueMethod+"ChangeMessageVisibilityBatch", req,
+		(*Server).ChangeMessageVisibilityBatch); err != nil {
+		r.log.Warn("could not release surplus received messages; they return after their lease",
+			"queue", q.GetName(), "partition", i, "messages", len(msgs), "err", err)
+	}
+}
+
+// handleTarget addresses the partition that issued a receipt handle. A
+// handle that does not parse goes to partition 0, whose shard validates the
+// whole request and answers for it as for any bad handle.
+func (r *Router) handleTarget(field, tenant, queue, handle string) (target, string, error) {
+	b, err := decodeHandle(field, handle)
+	if err != nil {
+		return target{}, "", err
+	}
+	h, err := store.ParseHandle(b)
+	if err != nil || h.Shard >= uint64(r.shardCount()) {
+		return target{shard: r.shardOf(tenant, queue, 0)}, queue, nil
+	}
+	return target{shard: h.Shard, partition: int(h.Partition)}, store.PartitionName(queue, int(h.Partition)), nil
+}
+
+// DeleteMessage implements QueueService on the partition named by the handle.
+func (r *Router) DeleteMessage(ctx context.Context, req *qv1.DeleteMessageRequest) (*qv1.DeleteMessageResponse, error) {
+	if sh, ok := direct(ctx); ok {
+		return onShard(ctx, r, sh, req, (*Server).DeleteMessage)
+	}
+	tenant, err := require(ctx, ScopeMessagesReceive)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkName("queue", req.GetQueue()); err != nil {
+		return nil, err
+	}
+	t, name, err := r.handleTarget("receipt_handle", tenant, req.GetQueue(), req.GetReceiptHandle())
+	if err != nil {
+		return nil, err
+	}
+	req.Queue = name
+	return call(ctx, r, t, queueMethod+"DeleteMessage", req, (*Server).DeleteMessage)
+}
+
+// ChangeMessageVisibility implements QueueService on the partition named
+// by the handle.
+func (r *Router) ChangeMessageVisibility(ctx context.Context, req *qv1.ChangeMessageVisibilityRequest) (*qv1.ChangeMessageVisibilityResponse, error) {
+	if sh, ok := direct(ctx); ok {
+		return onShard(ctx, r, sh, req, (*Server).ChangeMessageVisibility)
+	}
+	tenant, err := require(ctx, ScopeMessagesReceive)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkName("queue", req.GetQueue()); err != nil {
+		return nil, err
+	}
+	t, name, err := r.handleTarget("receipt_handle", tenant, req.GetQueue(), req.GetReceiptHandle())
+	if err != nil {
+		return nil, err
+	}
+	req.Queue = name
+	return call(ctx, r, t, queueMethod+"ChangeMessageVisibility", req, (*Server).ChangeMessageVisibility)
+}
+
+// DeleteMessageBatch implements QueueService: one call per partition.
+func (r *Router) DeleteMessageBatch(ctx context.Context, req *qv1.DeleteMessageBatchRequest) (*qv1.DeleteMessageBatchResponse, error) {
+	if sh, ok := direct(ctx); ok {
+		return onShard(ctx, r, sh, req, (*Server).DeleteMessageBatch)
+	}
+	tenant, err := require(ctx, ScopeMessagesReceive)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkName("queue", req.GetQueue()); err != nil {
+		return nil, err
+	}
+	entries := req.GetEntries()
+	if err := validateBatch(len(entries), func(i int) string { return entries[i].GetId() }); err != nil {
+		return nil, err
+	}
+	bad := &qv1.DeleteMessageBatchResponse{}
+	groups := map[target][]*qv1.DeleteMessageBatchEntry{}
+	for i, e := range entries {
+		t, _, err := r.handleTarget(fmt.Sprintf("entries[%d].receipt_handle", i), tenant, req.GetQueue(), e.GetReceiptHandle())
+		if err != nil {
+			bad.Failed = append(bad.Failed, failedEntry(e.GetId(), err))
+			continue
+		}
+		groups[t] = append(groups[t], e)
+	}
+	if len(groups) == 0 {
+		return bad, nil
+	}
+	out, err := mergeBatches(groups, func(t target, part []*qv1.DeleteMessageBatchEntry) (*qv1.DeleteMessageBatchResponse, error) {
+		sub := &qv1.DeleteMessageBatchRequest{Queue: store.PartitionName(req.GetQueue(), t.partition), Entries: part}
+		return call(ctx, r, t, queueMethod+"DeleteMessageBatch", sub, (*Server).DeleteMessageBatch)
+	}, func(out, part *qv1.DeleteMessageBatchResponse) {
+		out.Successful = append(out.Successful, part.GetSuccessful()...)
+		out.Failed = append(out.Failed, part.GetFailed()...)
+	}, func(out *qv1.DeleteMessageBatchResponse, e *qv1.DeleteMessageBatchEntry, err error) {
+		out.Failed = append(out.Failed, failedEntry(e.GetId(), err))
+	})
+	if err != nil {
+		return nil, err
+	}
+	out.Failed = append(out.Failed, bad.Failed...)
+	return out, nil
+}
+
+// ChangeMessageVisibilityBatch implements QueueService: one call per partition.
+func (r *Router) ChangeMessageVisibilityBatch(ctx context.Context, req *qv1.ChangeMessageVisibilityBatchRequest) (*qv1.ChangeMessageVisibilityBatchResponse, error) {
+	if sh, ok := direct(ctx); ok {
+		return onShard(ctx, r, sh, req, (*Server).ChangeMessageVisibilityBatch)
+	}
+	tenant, err := require(ctx, ScopeMessagesReceive)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkName("queue", req.GetQueue()); err != nil {
+		return nil, err
+	}
+	entries := req.GetEntries()
+	if err := validateBatch(len(entries), func(i int) string { return entries[i].GetId() }); err != nil {
+		return nil, err
+	}
+	bad := &qv1.ChangeMessageVisibilityBatchResponse{}
+	groups := map[target][]*qv1.ChangeMessageVisibilityBatchEntry{}
+	for i, e := range entries {
+		t, _, err := r.handleTarget(fmt.Sprintf("entries[%d].receipt_handle", i), tenant, req.GetQueue(), e.GetReceiptHandle())
+		if err != nil {
+			bad.Failed = append(bad.Failed, failedEntry(e.GetId(), err))
+			continue
+		}
+		groups[t] = append(groups[t], e)
+	}
+	if len(groups) == 0 {
+		return bad, nil
+	}
+	out, err := mergeBatches(groups, func(t target, part []*qv1.ChangeMessageVisibilityBatchEntry) (*qv1.ChangeMessageVisibilityBatchResponse, error) {
+		sub := &qv1.ChangeMessageVisibilityBatchRequest{Queue: store.PartitionName(req.GetQueue(), t.partition), Entries: part}
+		return call(ctx, r, t, queueMethod+"ChangeMessageVisibilityBatch", sub, (*Server).ChangeMessageVisibilityBatch)
+	}, func(out, part *qv1.ChangeMessageVisibilityBatchResponse) {
+		out.Successful = append(out.Successful, part.GetSuccessful()...)
+		out.Failed = append(out.Failed, part.GetFailed()...)
+	}, func(out *qv1.ChangeMessageVisibilityBatchResponse, e *qv1.ChangeMessageVisibilityBatchEntry, err error) {
+		out.Failed = append(out.Failed, failedEntry(e.GetId(), err))
+	})
+	if err != nil {
+		return nil, err
+	}
+	out.Failed = append(out.Failed, bad.Failed...)
+	return out, nil
+}
+
+// durationMsOf is a protobuf duration in milliseconds (nil: 0).
+func durationMsOf(d *durationpb.Duration) int64 {
+	if d == nil {
+		return 0
+	}
+	return d.AsDuration().Milliseconds()
+}

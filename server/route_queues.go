@@ -1,0 +1,266 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	"github.com/quorumq/quorumq/store"
+)
+
+// Queue calls: the metadata shard decides (names, quotas, dead-letter
+// checks), then the partitions follow. A fan-out that stops half way is
+// repaired: creates and updates are idempotent and re-run by the next
+// call that finds a partition missing (withPartition); a partition left by
+// a delete is replaced when a queue of that name is created again (its
+// incarnation differs) and otherwise ages out by retention.
+
+// CreateQueue implements QueueService.
+func (r *Router) CreateQueue(ctx context.Context, req *qv1.CreateQueueRequest) (*qv1.CreateQueueResponse, error) {
+	if sh, ok := direct(ctx); ok {
+		return onShard(ctx, r, sh, req, (*Server).CreateQueue)
+	}
+	tenant, err := require(ctx, ScopeQueuesAdmin)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkName("name", req.GetName()); err != nil {
+		return nil, err
+	}
+	resp, err := call(ctx, r, target{shard: MetadataShard}, queueMethod+"CreateQueue", req, (*Server).CreateQueue)
+	if err != nil {
+		return nil, err
+	}
+	r.forget(tenant, req.GetName())
+	if err := r.ensurePartitions(ctx, tenant, resp.GetQueue()); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// GetQueue implements QueueService: the record of truth with the stats of
+// every partition added up.
+func (r *Router) GetQueue(ctx context.Context, req *qv1.GetQueueRequest) (*qv1.GetQueueResponse, error) {
+	if sh, ok := direct(ctx); ok {
+		return onShard(ctx, r, sh, req, (*Server).GetQueue)
+	}
+	tenant, err := require(ctx, readScopes...)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkName("name", req.GetName()); err != nil {
+		return nil, err
+	}
+	r.forget(tenant, req.GetName())
+	q, err := r.queue(ctx, tenant, req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	parts, err := fanOut(q, func(i int) (*qv1.GetQueueResponse, error) {
+		t := r.partitionTarget(tenant, q, i)
+		return withPartition(ctx, r, tenant, q, i, func() (*qv1.GetQueueResponse, error) {
+			return call(ctx, r, t, queueMethod+"GetQueue", &qv1.GetQueueRequest{Name: store.PartitionName(q.GetName(), i)}, (*Server).GetQueue)
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := &qv1.Queue{Name: q.GetName(), Attributes: q.GetAttributes(), Tags: q.GetTags(), CreatedAt: q.GetCreatedAt(), Stats: &qv1.QueueStats{}}
+	for _, p := range parts {
+		st := p.GetQueue().GetStats()
+		out.Stats.Visible += st.GetVisible()
+		out.Stats.InFlight += st.GetInFlight()
+		out.Stats.Delayed += st.GetDelayed()
+	}
+	return &qv1.GetQueueResponse{Queue: out}, nil
+}
+
+// ListQueues implements QueueService from the metadata shard.
+func (r *Router) ListQueues(ctx context.Context, req *qv1.ListQueuesRequest) (*qv1.ListQueuesResponse, error) {
+	if sh, ok := direct(ctx); ok {
+		return onShard(ctx, r, sh, req, (*Server).ListQueues)
+	}
+	if _, err := require(ctx, readScopes...); err != nil {
+		return nil, err
+	}
+	if strings.Contains(req.GetPrefix(), "#") {
+		return nil, fieldError("prefix", "a queue name has no '#'")
+	}
+	return call(ctx, r, target{shard: MetadataShard}, queueMethod+"ListQueues", req, (*Server).ListQueues)
+}
+
+// UpdateQueue implements QueueService: the record of truth first, then
+// every partition (new ones are created: partitions may grow).
+func (r *Router) UpdateQueue(ctx context.Context, req *qv1.UpdateQueueRequest) (*qv1.UpdateQueueResponse, error) {
+	if sh, ok := direct(ctx); ok {
+		return onShard(ctx, r, sh, req, (*Server).UpdateQueue)
+	}
+	tenant, err := require(ctx, ScopeQueuesAdmin)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkName("name", req.GetName()); err != nil {
+		return nil, err
+	}
+	resp, err := call(ctx, r, target{shard: MetadataShard}, queueMethod+"UpdateQueue", req, (*Server).UpdateQueue)
+	if err != nil {
+		return nil, err
+	}
+	r.forget(tenant, req.GetName())
+	if err := r.ensurePartitions(ctx, tenant, resp.GetQueue()); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// DeleteQueue implements QueueService: the record of truth first (it
+// refuses a queue that is another's dead-letter queue), then the
+// partitions.
+func (r *Router) DeleteQueue(ctx context.Context, req *qv1.DeleteQueueRequest) (*qv1.DeleteQueueResponse, error) {
+	if sh, ok := direct(ctx); ok {
+		return onShard(ctx, r, sh, req, (*Server).DeleteQueue)
+	}
+	tenant, err := require(ctx, ScopeQueuesAdmin)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkName("name", req.GetName()); err != nil {
+		return nil, err
+	}
+	r.forget(tenant, req.GetName())
+	q, err := r.queue(ctx, tenant, req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	resp, err := call(ctx, r, target{shard: MetadataShard}, queueMethod+"DeleteQueue", req, (*Server).DeleteQueue)
+	if err != nil {
+		return nil, err
+	}
+	r.forget(tenant, req.GetName())
+	_, err = fanOut(q, func(i int) (*qv1.DeleteQueueResponse, error) {
+		if r.isRecord(tenant, q.GetName(), i) {
+			return nil, nil
+		}
+		resp, err := call(ctx, r, r.partitionTarget(tenant, q, i), "DeleteQueue",
+			&qv1.DeleteQueueRequest{Name: store.PartitionName(q.GetName(), i)}, (*Server).DeleteQueue)
+		if reasonOf(err) == ReasonQueueNotFound {
+			err = nil
+		}
+		return resp, err
+	})
+	if err != nil {
+		// The queue is gone; a partition left behind holds no name a
+		// client can reach and is replaced if the name is used again.
+		r.log.Warn("delete queue: a partition was not deleted", "tenant", tenant, "queue", q.GetName(), "err", err)
+	}
+	return resp, nil
+}
+
+// PurgeQueue implements QueueService on every partition.
+func (r *Router) PurgeQueue(ctx context.Context, req *qv1.PurgeQueueRequest) (*qv1.PurgeQueueResponse, error) {
+	if sh, ok := direct(ctx); ok {
+		return onShard(ctx, r, sh, req, (*Server).PurgeQueue)
+	}
+	tenant, err := require(ctx, ScopeQueuesAdmin)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkName("name", req.GetName()); err != nil {
+		return nil, err
+	}
+	q, err := r.queue(ctx, tenant, req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	_, err = fanOut(q, func(i int) (*qv1.PurgeQueueResponse, error) {
+		t := r.partitionTarget(tenant, q, i)
+		return withPartition(ctx, r, tenant, q, i, func() (*qv1.PurgeQueueResponse, error) {
+			return call(ctx, r, t, queueMethod+"PurgeQueue", &qv1.PurgeQueueRequest{Name: store.PartitionName(q.GetName(), i)}, (*Server).PurgeQueue)
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &qv1.PurgeQueueResponse{}, nil
+}
+
+// RedriveMessages implements QueueService: each partition of the
+// dead-letter queue moves its share through its outbox.
+func (r *Router) RedriveMessages(ctx context.Context, req *qv1.RedriveMessagesRequest) (*qv1.RedriveMessagesResponse, error) {
+	if sh, ok := direct(ctx); ok {
+		return onShard(ctx, r, sh, req, (*Server).RedriveMessages)
+	}
+	tenant, err := require(ctx, ScopeQueuesAdmin)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkName("dead_letter_queue", req.GetDeadLetterQueue()); err != nil {
+		return nil, err
+	}
+	q, err := r.queue(ctx, tenant, req.GetDeadLetterQueue())
+	if err != nil {
+		return nil, err
+	}
+	if t := req.GetTargetQueue(); t != "" {
+		// Partition copies cannot see the target: check it here.
+		if err := checkName("target_queue", t); err != nil {
+			return nil, err
+		}
+		if t == q.GetName() {
+			return nil, fieldError("target_queue", "must differ from the queue redriven")
+		}
+		tq, err := r.queue(ctx, tenant, t)
+		if err != nil {
+			return nil, err
+		}
+		if tq.GetAttributes().GetFifo() && !q.GetAttributes().GetFifo() {
+			return nil, fieldError("target_queue", "a FIFO queue takes redriven messages only from a FIFO queue (they need a group_id)")
+		}
+	}
+	max := req.GetMaxMessages()
+	if max < 0 || max > maxRedriveMessages {
+		return nil, fieldError("max_messages", fmt.Sprintf("must be 0 to %d", maxRedriveMessages))
+	}
+	if max == 0 {
+		max = defaultRedriveBatch
+	}
+	var moved int64
+	for i := range partitions(q) {
+		if int64(max)-moved <= 0 {
+			break
+		}
+		sub := &qv1.RedriveMessagesRequest{DeadLetterQueue: store.PartitionName(q.GetName(), i), TargetQueue: req.GetTargetQueue(),
+			MaxMessages: int32(int64(max) - moved)}
+		t := r.partitionTarget(tenant, q, i)
+		resp, err := withPartition(ctx, r, tenant, q, i, func() (*qv1.RedriveMessagesResponse, error) {
+			return call(ctx, r, t, queueMethod+"RedriveMessages", sub, (*Server).RedriveMessages)
+		})
+		if err != nil {
+			return nil, err
+		}
+		moved += resp.GetMoved()
+	}
+	return &qv1.RedriveMessagesResponse{Moved: moved}, nil
+}
+
+// onShard serves a call routed to one shard of this node.
+func onShard[Req, Resp any](ctx context.Context, r *Router, shard uint64, req Req, f func(*Server, context.Context, Req) (Resp, error)) (Resp, error) {
+	srv, err := r.serving(ctx, shard)
+	if err != nil {
+		var zero Resp
+		return zero, err
+	}
+	return f(srv, ctx, req)
+}
+
+// checkName validates a queue name a client gave (no partition suffix).
+func checkName(field, name string) error {
+	err := store.ValidateQueueName(name)
+	var fe *store.FieldError
+	if errors.As(err, &fe) {
+		return fieldError(field, fe.Reason)
+	}
+	return err
+}

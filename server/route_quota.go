@@ -1,0 +1,118 @@
+package server
+
+import (
+	"context"
+	"sync"
+
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+)
+
+// Tenant quotas on a sharded cluster: the metadata shard holds the quota as
+// set and enforces max_queues; each data shard enforces an even share of
+// max_send_rate and max_stored_bytes (rounded up), so a tenant's total
+// stays within its quota. A tenant whose load sits on few shards reaches
+// its share there before the whole.
+
+// quotaShare is the part of a quota one of n data shards enforces.
+func quotaShare(q *qv1.TenantQuota, n int) *qv1.TenantQuota {
+	share := func(v int64) int64 {
+		if v <= 0 || n <= 1 {
+			return v
+		}
+		return (v + int64(n) - 1) / int64(n)
+	}
+	return &qv1.TenantQuota{MaxSendRate: share(q.GetMaxSendRate()), MaxStoredBytes: share(q.GetMaxStoredBytes())}
+}
+
+// dataShardIDs lists the shards that hold partitions.
+func (r *Router) dataShardIDs() []uint64 {
+	if r.shardCount() <= 1 {
+		return nil // the metadata shard holds the data too
+	}
+	ids := make([]uint64, 0, r.shardCount()-1)
+	for s := 1; s < r.shardCount(); s++ {
+		ids = append(ids, uint64(s))
+	}
+	return ids
+}
+
+const clusterMethod = "/quorumq.v1.ClusterService/"
+
+// SetTenantQuota sets the quota on the metadata shard, then the shares on
+// the data shards.
+func (r *Router) SetTenantQuota(ctx context.Context, req *qv1.SetTenantQuotaRequest) (*qv1.SetTenantQuotaResponse, error) {
+	if _, err := require(ctx, ScopeClusterAdmin); err != nil {
+		return nil, err
+	}
+	resp, err := call(ctx, r, target{shard: MetadataShard}, clusterMethod+"SetTenantQuota", req, (*Server).SetTenantQuota)
+	if err != nil {
+		return nil, err
+	}
+	data := r.dataShardIDs()
+	if len(data) == 0 {
+		return resp, nil
+	}
+	sub := &qv1.SetTenantQuotaRequest{Tenant: req.GetTenant(), Quota: quotaShare(req.GetQuota(), len(data))}
+	usages, err := eachShard(data, func(sh uint64) (*qv1.TenantUsage, error) {
+		out, err := call(ctx, r, target{shard: sh}, clusterMethod+"SetTenantQuota", sub, (*Server).SetTenantQuota)
+		return out.GetUsage(), err
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp.Usage = sumUsage(resp.GetUsage(), usages)
+	return resp, nil
+}
+
+// GetTenantQuota answers the quota as set and the usage of all shards.
+func (r *Router) GetTenantQuota(ctx context.Context, req *qv1.GetTenantQuotaRequest) (*qv1.GetTenantQuotaResponse, error) {
+	if _, err := require(ctx, ScopeClusterAdmin); err != nil {
+		return nil, err
+	}
+	resp, err := call(ctx, r, target{shard: MetadataShard}, clusterMethod+"GetTenantQuota", req, (*Server).GetTenantQuota)
+	if err != nil {
+		return nil, err
+	}
+	data := r.dataShardIDs()
+	if len(data) == 0 {
+		return resp, nil
+	}
+	usages, err := eachShard(data, func(sh uint64) (*qv1.TenantUsage, error) {
+		out, err := call(ctx, r, target{shard: sh}, clusterMethod+"GetTenantQuota", req, (*Server).GetTenantQuota)
+		return out.GetUsage(), err
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp.Usage = sumUsage(resp.GetUsage(), usages)
+	return resp, nil
+}
+
+func sumUsage(meta *qv1.TenantUsage, data []*qv1.TenantUsage) *qv1.TenantUsage {
+	out := &qv1.TenantUsage{Queues: meta.GetQueues(), StoredBytes: meta.GetStoredBytes()}
+	for _, u := range data {
+		out.StoredBytes += u.GetStoredBytes()
+	}
+	return out
+}
+
+// eachShard runs f for every shard in parallel.
+func eachShard[T any](shards []uint64, f func(uint64) (T, error)) ([]T, error) {
+	out := make([]T, len(shards))
+	errs := make([]error, len(shards))
+	var wg sync.WaitGroup
+	for i, sh := range shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i], errs[i] = f(sh)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,186 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+)
+
+// LocalView finds shard leaders through this node's own Raft replicas (a
+// storage node hosts every shard).
+type LocalView struct {
+	Raft    Raft
+	Timeout time.Duration // wait for an election, default 5s
+}
+
+// Leader implements ShardView.
+func (v LocalView) Leader(ctx context.Context, shard uint64) (uint64, error) {
+	st, err := v.Raft.Status(shard)
+	if err != nil {
+		return 0, statusError(codes.Unavailable, ReasonNotLeader, fmt.Sprintf("shard %d: %v", shard, err), nil)
+	}
+	if st.LeaderID != 0 {
+		return st.LeaderID, nil
+	}
+	timeout := v.Timeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	id, err := v.Raft.WaitLeader(wctx, shard)
+	if err != nil {
+		return 0, statusError(codes.Unavailable, ReasonNoQuorum, fmt.Sprintf("shard %d has no leader: %v", shard, err), nil)
+	}
+	return id, nil
+}
+
+// Hint implements ShardView: Raft itself learns the leader.
+func (LocalView) Hint(uint64, uint64) {}
+
+// RemoteView is an API-tier node's view of the storage nodes: it asks
+// every storage node for its shards' leaders (the peer service's Cluster
+// call) about once a second, and at once when a router reports a leader
+// unreachable. Per shard, the answer with the highest term wins.
+type RemoteView struct {
+	fwd   *Forwarder
+	nodes []uint64
+	every time.Duration
+
+	mu      sync.Mutex
+	leaders map[uint64]uint64 // shard -> leader
+	terms   map[uint64]uint64
+	last    *qv1.GetClusterResponse
+	changed chan struct{} // closed and replaced on each refresh
+	wake    chan struct{}
+	onShard func(int)
+}
+
+// OnShards registers f to learn the shard count on each refresh (set
+// before Run).
+func (v *RemoteView) OnShards(f func(int)) { v.onShard = f }
+
+// NewRemoteView returns a view over the storage nodes. Run it.
+func NewRemoteView(fwd *Forwarder, nodes []uint64) *RemoteView {
+	return &RemoteView{fwd: fwd, nodes: nodes, every: time.Second, leaders: map[uint64]uint64{}, terms: map[uint64]uint64{},
+		changed: make(chan struct{}), wake: make(chan struct{}, 1)}
+}
+
+// Run polls until ctx ends.
+func (v *RemoteView) Run(ctx context.Context) {
+	t := time.NewTicker(v.every)
+	defer t.Stop()
+	for {
+		v.refresh(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-v.wake:
+			select { // at most ten refreshes a second
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+}
+
+func (v *RemoteView) refresh(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	answers := make([]*qv1.GetClusterResponse, len(v.nodes))
+	var wg sync.WaitGroup
+	for i, id := range v.nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out := &qv1.GetClusterResponse{}
+			if err := v.fwd.invoke(ctx, id, peerClusterMethod, &qv1.GetClusterRequest{}, out); err == nil {
+				answers[i] = out
+			}
+		}()
+	}
+	wg.Wait()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	leaders, terms := map[uint64]uint64{}, map[uint64]uint64{}
+	for _, a := range answers {
+		if a == nil {
+			continue
+		}
+		if v.last == nil || len(a.GetShards()) >= len(v.last.GetShards()) {
+			v.last = a
+		}
+		for _, sh := range a.GetShards() {
+			if sh.GetLeader() != 0 && sh.GetTerm() >= terms[sh.GetId()] {
+				leaders[sh.GetId()], terms[sh.GetId()] = sh.GetLeader(), sh.GetTerm()
+			}
+		}
+	}
+	v.leaders, v.terms = leaders, terms
+	if v.onShard != nil && v.last != nil && len(v.last.GetShards()) > 0 {
+		v.onShard(len(v.last.GetShards()))
+	}
+	close(v.changed)
+	v.changed = make(chan struct{})
+}
+
+// Leader implements ShardView, waiting for a refresh while none is known.
+func (v *RemoteView) Leader(ctx context.Context, shard uint64) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for {
+		v.mu.Lock()
+		id, changed := v.leaders[shard], v.changed
+		v.mu.Unlock()
+		if id != 0 {
+			return id, nil
+		}
+		v.poke()
+		select {
+		case <-ctx.Done():
+			return 0, statusError(codes.Unavailable, ReasonNoQuorum, fmt.Sprintf("shard %d: no leader known", shard), nil)
+		case <-changed:
+		}
+	}
+}
+
+// Hint implements ShardView.
+func (v *RemoteView) Hint(shard, leader uint64) {
+	v.mu.Lock()
+	v.leaders[shard] = leader
+	v.mu.Unlock()
+	if leader == 0 {
+		v.poke()
+	}
+}
+
+func (v *RemoteView) poke() {
+	select {
+	case v.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Shards returns the cluster's shard count as last seen (0: not yet).
+func (v *RemoteView) Shards() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.last == nil {
+		return 0
+	}
+	return len(v.last.GetShards())
+}
+
+// Cluster returns the last answer of a storage node (nil: none yet).
+func (v *RemoteView) Cluster() *qv1.GetClusterResponse {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.last
+}
