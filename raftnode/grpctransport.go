@@ -31,6 +31,8 @@ type TransportConfig struct {
 	// reconnect backoff), so they may override them (TLS).
 	DialOptions []grpc.DialOption
 	Logger      *slog.Logger // default slog.Default()
+	// Faults, if set, cuts chosen peers off (fault tests only; see faults.go).
+	Faults *FaultFilter
 }
 
 // PeerState is what a GRPCTransport knows of a peer.
@@ -197,7 +199,7 @@ func (t *GRPCTransport) track() bool {
 func (t *GRPCTransport) Send(msgs []Envelope) {
 	for _, e := range msgs {
 		p := t.peers[e.Msg.GetTo()]
-		if p == nil || p.client == nil {
+		if p == nil || p.client == nil || t.cfg.Faults.Drop(p.id) {
 			continue
 		}
 		p.mu.Lock()
@@ -349,6 +351,9 @@ func (t *GRPCTransport) SendSnapshot(ctx context.Context, env Envelope, data Sna
 	if p == nil || p.client == nil {
 		return fmt.Errorf("raftnode: no address for node %d", env.Msg.GetTo())
 	}
+	if t.cfg.Faults.Drop(p.id) {
+		return fmt.Errorf("raftnode: node %d is cut off by fault injection", p.id)
+	}
 	if !t.track() {
 		return errors.New("raftnode: transport closed")
 	}
@@ -444,6 +449,9 @@ func (t *GRPCTransport) Stream(s grpc.ClientStreamingServer[transportpb.StreamRe
 		if r.err != nil {
 			return r.err
 		}
+		if t.cfg.Faults.Drop(r.msg.GetFromNode()) {
+			continue
+		}
 		if p := t.peers[r.msg.GetFromNode()]; p != nil {
 			p.touch()
 		}
@@ -486,6 +494,9 @@ func (t *GRPCTransport) Snapshot(s grpc.ClientStreamingServer[transportpb.Snapsh
 	hdr := first.GetHeader()
 	if hdr == nil {
 		return status.Error(codes.InvalidArgument, "snapshot stream must start with a header")
+	}
+	if t.cfg.Faults.Drop(hdr.GetFromNode()) {
+		return status.Error(codes.Unavailable, "peer cut off by fault injection")
 	}
 	h := t.attached()
 	if h == nil {

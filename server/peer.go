@@ -59,7 +59,9 @@ type PeerServer struct {
 }
 
 // NewPeerServer returns the peer service of a node.
-func NewPeerServer(r *Router, c *ClusterServer) *PeerServer { return &PeerServer{router: r, cluster: c} }
+func NewPeerServer(r *Router, c *ClusterServer) *PeerServer {
+	return &PeerServer{router: r, cluster: c}
+}
 
 // Register adds the peer service to the peer listener's gRPC server.
 func (p *PeerServer) Register(s *grpc.Server) {

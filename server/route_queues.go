@@ -33,7 +33,7 @@ func (r *Router) CreateQueue(ctx context.Context, req *qv1.CreateQueueRequest) (
 	if err != nil {
 		return nil, err
 	}
-	r.forget(tenant, req.GetName())
+	r.remember(tenant, resp.GetQueue())
 	if err := r.ensurePartitions(ctx, tenant, resp.GetQueue()); err != nil {
 		return nil, err
 	}
@@ -108,7 +108,7 @@ func (r *Router) UpdateQueue(ctx context.Context, req *qv1.UpdateQueueRequest) (
 	if err != nil {
 		return nil, err
 	}
-	r.forget(tenant, req.GetName())
+	r.remember(tenant, resp.GetQueue())
 	if err := r.ensurePartitions(ctx, tenant, resp.GetQueue()); err != nil {
 		return nil, err
 	}

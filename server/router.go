@@ -79,8 +79,8 @@ type RouterConfig struct {
 // caches, so any number of API-tier nodes may run behind a load balancer.
 type Router struct {
 	qv1.UnimplementedQueueServiceServer
-	cfg   RouterConfig
-	log   *slog.Logger
+	cfg    RouterConfig
+	log    *slog.Logger
 	cache  sync.Map // tenant "\x00" name -> *queueEntry
 	rr     atomic.Uint64
 	tracer trace.Tracer
@@ -347,6 +347,13 @@ func (r *Router) queue(ctx context.Context, tenant, name string) (*qv1.Queue, er
 }
 
 func (r *Router) forget(tenant, name string) { r.cache.Delete(cacheKey(tenant, name)) }
+
+// remember caches a record of truth just written through this router.
+func (r *Router) remember(tenant string, q *qv1.Queue) {
+	if q != nil {
+		r.cache.Store(cacheKey(tenant, q.GetName()), &queueEntry{queue: q, fetched: time.Now()})
+	}
+}
 
 func partitions(q *qv1.Queue) int { return max(int(q.GetAttributes().GetPartitions()), 1) }
 

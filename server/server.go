@@ -272,7 +272,16 @@ func commandQueue(cmd *storepb.Command) string {
 func (s *Server) readBarrier(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ProposeTimeout)
 	defer cancel()
-	if err := s.raft.ReadIndex(ctx, s.shard); err != nil {
+	err := s.raft.ReadIndex(ctx, s.shard)
+	if errors.Is(err, raftnode.ErrLeadershipLost) {
+		// A read has no effect to be unsure of: wait for the next leader
+		// and let the router ask it, or report the lost quorum.
+		if _, werr := s.raft.WaitLeader(ctx, s.shard); werr != nil {
+			return fmt.Errorf("read index: %w (%w)", ErrNoQuorum, err)
+		}
+		return fmt.Errorf("read index: %w", raftnode.ErrNotLeader)
+	}
+	if err != nil {
 		return fmt.Errorf("read index: %w", err)
 	}
 	return nil

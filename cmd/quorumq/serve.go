@@ -111,6 +111,8 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&cfg.TLS.PeerCAFile, "peer-tls-ca-file", "", "CA that signs every node's peer certificate")
 	f.Int64Var(&cfg.CacheBytes, "cache-bytes", 128<<20, "Pebble block cache size in bytes")
 	f.BoolVar(&cfg.Pprof, "pprof", false, "serve the Go profiler at /debug/pprof/ on --http-addr")
+	f.BoolVar(&cfg.FaultInjection, "fault-injection", false,
+		"fault tests only, in a binary built with -tags chaos (others refuse it): serve "+node.FaultsPath+" on a loopback --http-addr to cut this node off from peers")
 	f.BoolVar(&insecure, "insecure", false, "allow dev mode (no authentication) on non-loopback addresses")
 	f.Float64Var(&cfg.Tracing.SampleRatio, "trace-sample-ratio", node.DefaultTraceSampleRatio,
 		"share of new traces recorded, 0 to 1 (calls from a sampled caller are always recorded); needs a trace exporter")

@@ -73,6 +73,9 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 	// Tracing configures the spans when TracerProvider is nil.
 	Tracing TracingConfig
+	// FaultInjection serves the fault-test control endpoint (faults.go);
+	// only a binary built with -tags chaos accepts it.
+	FaultInjection bool
 }
 
 // Node is a running quorumq process.
@@ -81,7 +84,7 @@ type Node struct {
 	log    *slog.Logger
 	db     *pebble.DB
 	host   *raftnode.Host
-	stores []*store.Store  // by shard
+	stores []*store.Store   // by shard
 	srvs   []*server.Server // by shard
 	router *server.Router
 	remote *server.RemoteView // API-tier nodes
@@ -90,6 +93,7 @@ type Node struct {
 	grpc   *grpc.Server
 	peer   *grpc.Server // Raft transport + forwarded calls, on RaftAddr
 	tr     *raftnode.GRPCTransport
+	faults *raftnode.FaultFilter // nil unless Config.FaultInjection
 	fwd    *server.Forwarder
 	http   *http.Server
 	conn   *grpc.ClientConn
@@ -147,6 +151,9 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		cfg.Server.Logger = cfg.Logger
 	}
 	n = &Node{cfg: cfg, log: cfg.Logger}
+	if n.faults, err = newFaultFilter(cfg); err != nil {
+		return nil, err
+	}
 	metricsHandler, mp, err := newMetrics()
 	if err != nil {
 		return nil, err
@@ -189,6 +196,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		peerDial = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(peerClientTLS))}
 	}
 	peerDial = append(peerDial, server.ClientStatsHandler(tp, mp))
+	peerDial = append(peerDial, faultDialOptions(n.faults, cfg.Peers)...)
 	if n.multiNode() || cfg.Role == "api" {
 		n.fwd = server.NewForwarder(cfg.NodeID, cfg.Peers, peerDial...)
 	}
@@ -254,6 +262,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	handler = faultHandler(n.faults, handler)
 	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen http: %w", err)
@@ -310,7 +319,7 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 		if cfg.RaftTransport != nil {
 			hostCfg.Transport = cfg.RaftTransport
 		} else {
-			n.tr = raftnode.NewGRPCTransport(raftnode.TransportConfig{NodeID: cfg.NodeID, Peers: cfg.Peers, Logger: cfg.Logger, DialOptions: peerDial})
+			n.tr = raftnode.NewGRPCTransport(raftnode.TransportConfig{NodeID: cfg.NodeID, Peers: cfg.Peers, Logger: cfg.Logger, DialOptions: peerDial, Faults: n.faults})
 			hostCfg.Transport = n.tr
 		}
 	}
