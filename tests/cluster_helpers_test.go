@@ -18,6 +18,7 @@ type cluster struct {
 	dirs  map[uint64]string
 	peers string // --peers value
 	procs map[uint64]*proc
+	extra []string // flags of every node (e.g. --shards)
 }
 
 func freePort(t *testing.T) string {
@@ -31,9 +32,9 @@ func freePort(t *testing.T) string {
 }
 
 // startCluster starts n nodes with their data in fresh directories.
-func startCluster(t *testing.T, n int) *cluster {
+func startCluster(t *testing.T, n int, extra ...string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, dirs: map[uint64]string{}, procs: map[uint64]*proc{}}
+	c := &cluster{t: t, dirs: map[uint64]string{}, procs: map[uint64]*proc{}, extra: extra}
 	var peers []string
 	for id := uint64(1); id <= uint64(n); id++ {
 		c.dirs[id] = t.TempDir()
@@ -58,7 +59,8 @@ func (c *cluster) raftAddr(id uint64) string {
 // start (re)starts node id on its data directory.
 func (c *cluster) start(id uint64) *proc {
 	c.t.Helper()
-	p := startServe(c.t, c.dirs[id], "--node-id", fmt.Sprint(id), "--peers", c.peers, "--raft-addr", c.raftAddr(id))
+	args := append([]string{"--node-id", fmt.Sprint(id), "--peers", c.peers, "--raft-addr", c.raftAddr(id)}, c.extra...)
+	p := startServe(c.t, c.dirs[id], args...)
 	c.procs[id] = p
 	return p
 }
