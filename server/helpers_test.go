@@ -47,7 +47,8 @@ type testNode struct {
 }
 
 type nodeOpts struct {
-	clock func() time.Time
+	clock  func() time.Time
+	shards int // Raft groups (default 1)
 }
 
 // startNode starts a single-node cluster on loopback with its data in a
@@ -62,6 +63,7 @@ func startNode(t *testing.T, o nodeOpts) *testNode {
 		GRPCAddr: "127.0.0.1:0",
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Server:   server.Config{Now: o.clock, HousekeepingInterval: 20 * time.Millisecond},
+		Shards:   o.shards,
 	}
 	n, err := node.Start(ctx, cfg)
 	if err != nil {

@@ -57,7 +57,7 @@ func (s *Server) GetQueue(ctx context.Context, req *qv1.GetQueueRequest) (*qv1.G
 	if err != nil {
 		return nil, err
 	}
-	if err := store.ValidateQueueName(req.GetName()); err != nil {
+	if err := store.ValidatePartitionName(req.GetName()); err != nil {
 		return nil, err
 	}
 	if err := s.readBarrier(ctx); err != nil {
@@ -138,7 +138,7 @@ func (s *Server) UpdateQueue(ctx context.Context, req *qv1.UpdateQueueRequest) (
 	if err != nil {
 		return nil, err
 	}
-	if err := store.ValidateQueueName(req.GetName()); err != nil {
+	if err := store.ValidatePartitionName(req.GetName()); err != nil {
 		return nil, err
 	}
 	if err := s.readBarrier(ctx); err != nil {
@@ -188,7 +188,7 @@ func (s *Server) DeleteQueue(ctx context.Context, req *qv1.DeleteQueueRequest) (
 	if err != nil {
 		return nil, err
 	}
-	if err := store.ValidateQueueName(req.GetName()); err != nil {
+	if err := store.ValidatePartitionName(req.GetName()); err != nil {
 		return nil, err
 	}
 	if _, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_DeleteQueue{DeleteQueue: &storepb.DeleteQueue{
@@ -206,7 +206,7 @@ func (s *Server) PurgeQueue(ctx context.Context, req *qv1.PurgeQueueRequest) (*q
 	if err != nil {
 		return nil, err
 	}
-	if err := store.ValidateQueueName(req.GetName()); err != nil {
+	if err := store.ValidatePartitionName(req.GetName()); err != nil {
 		return nil, err
 	}
 	if _, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_PurgeQueue{PurgeQueue: &storepb.PurgeQueue{
@@ -225,7 +225,7 @@ func (s *Server) RedriveMessages(ctx context.Context, req *qv1.RedriveMessagesRe
 	if err != nil {
 		return nil, err
 	}
-	if err := store.ValidateQueueName(req.GetDeadLetterQueue()); err != nil {
+	if err := store.ValidatePartitionName(req.GetDeadLetterQueue()); err != nil {
 		return nil, fieldError("dead_letter_queue", "not a valid queue name")
 	}
 	if t := req.GetTargetQueue(); t != "" {

@@ -1,0 +1,300 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	"github.com/quorumq/quorumq/server"
+	"github.com/quorumq/quorumq/store"
+)
+
+// One node hosting 5 shards (metadata + 4 data shards) runs the whole
+// router: partitions on different shards, gathering receives, handles
+// routed back to their partition.
+const partShards = 5
+
+func startSharded(t *testing.T) *testNode { return startNode(t, nodeOpts{shards: partShards}) }
+
+// partitionDepth is what the shard holding partition i stores.
+func partitionDepth(t *testing.T, n *testNode, queue string, i int) int64 {
+	t.Helper()
+	sh := server.ShardOf(partShards, server.DevTenant, queue, i)
+	info, err := n.ShardStore(sh).GetQueue(server.DevTenant, store.PartitionName(queue, i), time.Now().UnixMilli())
+	if err != nil {
+		t.Fatalf("partition %d on shard %d: %v", i, sh, err)
+	}
+	return info.Stats.Visible + info.Stats.InFlight + info.Stats.Delayed
+}
+
+func createPartitioned(t *testing.T, c qv1.QueueServiceClient, name string, parts int32, attrs *qv1.QueueAttributes) {
+	t.Helper()
+	if attrs == nil {
+		attrs = &qv1.QueueAttributes{}
+	}
+	attrs.Partitions = parts
+	if _, err := c.CreateQueue(tctx(t), &qv1.CreateQueueRequest{Name: name, Attributes: attrs}); err != nil {
+		t.Fatalf("create %s: %v", name, err)
+	}
+}
+
+func TestPartitionedQueueSpreadsSendsAndGathersReceives(t *testing.T) {
+	n := startSharded(t)
+	ctx := tctx(t)
+	createPartitioned(t, n.client, "spread", 4, nil)
+	for i := range 40 {
+		if _, err := n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "spread", Body: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 4 {
+		if d := partitionDepth(t, n, "spread", i); d != 10 {
+			t.Errorf("partition %d holds %d messages, want 10 (round robin)", i, d)
+		}
+	}
+	q, err := n.client.GetQueue(ctx, &qv1.GetQueueRequest{Name: "spread"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := q.GetQueue().GetStats().GetVisible(); got != 40 || q.GetQueue().GetName() != "spread" {
+		t.Fatalf("GetQueue: %s visible %d, want spread 40", q.GetQueue().GetName(), got)
+	}
+	r, err := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "spread", MaxMessages: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.GetMessages()) != 40 {
+		t.Fatalf("one receive of 40 gathered %d of 40 over the partitions", len(r.GetMessages()))
+	}
+	req := &qv1.DeleteMessageBatchRequest{Queue: "spread"}
+	for i, m := range r.GetMessages() {
+		req.Entries = append(req.Entries, &qv1.DeleteMessageBatchEntry{Id: fmt.Sprint(i), ReceiptHandle: m.GetReceiptHandle()})
+	}
+	// Entries of several partitions in one batch, one more by the single call.
+	last := req.Entries[len(req.Entries)-1]
+	req.Entries = req.Entries[:len(req.Entries)-1]
+	d, err := n.client.DeleteMessageBatch(ctx, req)
+	if err != nil || len(d.GetFailed()) != 0 || len(d.GetSuccessful()) != 39 {
+		t.Fatalf("batch delete over partitions: %v failed=%v ok=%d", err, d.GetFailed(), len(d.GetSuccessful()))
+	}
+	if _, err := n.client.DeleteMessage(ctx, &qv1.DeleteMessageRequest{Queue: "spread", ReceiptHandle: last.GetReceiptHandle()}); err != nil {
+		t.Fatal(err)
+	}
+	q, _ = n.client.GetQueue(ctx, &qv1.GetQueueRequest{Name: "spread"})
+	if st := q.GetQueue().GetStats(); st.GetVisible()+st.GetInFlight()+st.GetDelayed() != 0 {
+		t.Fatalf("after deleting all: %v", st)
+	}
+}
+
+func TestPartitionKeyKeepsOrderOnOnePartition(t *testing.T) {
+	n := startSharded(t)
+	ctx := tctx(t)
+	createPartitioned(t, n.client, "keyed", 4, nil)
+	for i := range 20 {
+		if _, err := n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "keyed", Body: fmt.Sprint(i), PartitionKey: "customer-7"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nonEmpty := 0
+	for i := range 4 {
+		if partitionDepth(t, n, "keyed", i) > 0 {
+			nonEmpty++
+		}
+	}
+	if nonEmpty != 1 {
+		t.Fatalf("one partition key spread over %d partitions", nonEmpty)
+	}
+	for want := range 20 {
+		r, err := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "keyed", MaxMessages: 1})
+		if err != nil || len(r.GetMessages()) != 1 {
+			t.Fatalf("receive %d: %v %v", want, err, r)
+		}
+		if m := r.GetMessages()[0]; m.GetBody() != fmt.Sprint(want) {
+			t.Fatalf("got %s, want %d: a partition key keeps its order", m.GetBody(), want)
+		} else if _, err := n.client.DeleteMessage(ctx, &qv1.DeleteMessageRequest{Queue: "keyed", ReceiptHandle: m.GetReceiptHandle()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	long := string(make([]byte, 129))
+	_, err := n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "keyed", Body: "x", PartitionKey: long})
+	wantReason(t, err, codes.InvalidArgument, server.ReasonInvalidArgument)
+}
+
+func TestLongPollAcrossPartitionsWakesOnSend(t *testing.T) {
+	n := startSharded(t)
+	ctx := tctx(t)
+	createPartitioned(t, n.client, "poll", 4, nil)
+	type result struct {
+		r   *qv1.ReceiveMessagesResponse
+		err error
+		at  time.Time
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, err := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "poll", MaxMessages: 5, WaitTime: durationpb.New(10 * time.Second)})
+		done <- result{r, err, time.Now()}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	sent := time.Now()
+	for i := range 3 { // land on three different partitions
+		if _, err := n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "poll", Body: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res := <-done
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	if len(res.r.GetMessages()) == 0 || res.at.Sub(sent) > 3*time.Second {
+		t.Fatalf("long poll answered %d messages %v after the send", len(res.r.GetMessages()), res.at.Sub(sent))
+	}
+	// Whatever the poll did not return is visible again at once (none is
+	// left leased by a receive that did not deliver it).
+	checkFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+		q, err := n.client.GetQueue(ctx, &qv1.GetQueueRequest{Name: "poll"})
+		if err != nil {
+			return err
+		}
+		st := q.GetQueue().GetStats()
+		if st.GetInFlight() != int64(len(res.r.GetMessages())) || st.GetVisible() != 3-int64(len(res.r.GetMessages())) {
+			return fmt.Errorf("stats %v with %d returned", st, len(res.r.GetMessages()))
+		}
+		return nil
+	})
+}
+
+func TestPartitionsGrowOnALiveQueue(t *testing.T) {
+	n := startSharded(t)
+	ctx := tctx(t)
+	createPartitioned(t, n.client, "grow", 2, nil)
+	if _, err := n.client.UpdateQueue(ctx, &qv1.UpdateQueueRequest{Name: "grow", Attributes: &qv1.QueueAttributes{Partitions: 4},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"partitions"}}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 8 {
+		if _, err := n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "grow", Body: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 4 {
+		if d := partitionDepth(t, n, "grow", i); d != 2 {
+			t.Errorf("partition %d holds %d, want 2 after growing to 4", i, d)
+		}
+	}
+	_, err := n.client.UpdateQueue(ctx, &qv1.UpdateQueueRequest{Name: "grow", Attributes: &qv1.QueueAttributes{Partitions: 3},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"partitions"}}})
+	wantReason(t, err, codes.InvalidArgument, server.ReasonInvalidArgument)
+	if _, err := n.client.PurgeQueue(ctx, &qv1.PurgeQueueRequest{Name: "grow"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		if d := partitionDepth(t, n, "grow", i); d != 0 {
+			t.Errorf("partition %d holds %d after purge", i, d)
+		}
+	}
+	// Deleting the queue deletes its partitions; a new queue of that name
+	// starts empty.
+	if _, err := n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "grow", Body: "old"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.client.DeleteQueue(ctx, &qv1.DeleteQueueRequest{Name: "grow"}); err != nil {
+		t.Fatal(err)
+	}
+	createPartitioned(t, n.client, "grow", 4, nil)
+	q, err := n.client.GetQueue(ctx, &qv1.GetQueueRequest{Name: "grow"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := q.GetQueue().GetStats(); st.GetVisible() != 0 {
+		t.Fatalf("re-created queue has %v", st)
+	}
+}
+
+func TestPartitionedDeadLetterAndRedrive(t *testing.T) {
+	n := startSharded(t)
+	ctx := tctx(t)
+	createPartitioned(t, n.client, "dlq", 1, nil)
+	createPartitioned(t, n.client, "work", 4, &qv1.QueueAttributes{DeadLetter: &qv1.DeadLetterPolicy{Queue: "dlq", MaxReceiveCount: 1}})
+	ids := map[string]bool{}
+	for i := range 8 {
+		r, err := n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "work", Body: fmt.Sprint(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[r.GetMessageId()] = true
+	}
+	for got := 0; got < 8; {
+		r, err := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "work", MaxMessages: 10, VisibilityTimeout: durationpb.New(0)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += len(r.GetMessages())
+	}
+	r, err := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "work", MaxMessages: 10})
+	if err != nil || len(r.GetMessages()) != 0 {
+		t.Fatalf("past the receive limit: %v %v", err, r.GetMessages())
+	}
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		q, err := n.client.GetQueue(ctx, &qv1.GetQueueRequest{Name: "dlq"})
+		if err != nil {
+			return err
+		}
+		if v := q.GetQueue().GetStats().GetVisible(); v != 8 {
+			return fmt.Errorf("DLQ holds %d of 8", v)
+		}
+		return nil
+	})
+	moved, err := n.client.RedriveMessages(ctx, &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq"})
+	if err != nil || moved.GetMoved() != 8 {
+		t.Fatalf("redrive: %v moved %d", err, moved.GetMoved())
+	}
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		r, err := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "work", MaxMessages: 10, VisibilityTimeout: durationpb.New(time.Hour)})
+		if err != nil {
+			return err
+		}
+		for _, m := range r.GetMessages() {
+			if !ids[m.GetMessageId()] || m.GetReceiveCount() != 1 {
+				return fmt.Errorf("redriven %s count %d", m.GetMessageId(), m.GetReceiveCount())
+			}
+			delete(ids, m.GetMessageId())
+		}
+		if len(ids) > 0 {
+			return fmt.Errorf("%d not back yet", len(ids))
+		}
+		return nil
+	})
+	// The DLQ is another queue's: it cannot be deleted.
+	_, err = n.client.DeleteQueue(ctx, &qv1.DeleteQueueRequest{Name: "dlq"})
+	wantReason(t, err, codes.FailedPrecondition, server.ReasonQueueInUse)
+}
+
+func TestClientCannotAddressAShardDirectly(t *testing.T) {
+	n := startSharded(t)
+	ctx := tctx(t)
+	createPartitioned(t, n.client, "direct", 2, nil)
+	// A client's routing headers are dropped: "direct#1" is then just an
+	// invalid queue name, not partition 1 on its shard.
+	sh := server.ShardOf(partShards, server.DevTenant, "direct", 1)
+	mctx := metadata.AppendToOutgoingContext(ctx, "x-quorumq-shard", fmt.Sprint(sh))
+	_, err := n.client.SendMessage(mctx, &qv1.SendMessageRequest{Queue: "direct#1", Body: "x"})
+	wantReason(t, err, codes.InvalidArgument, server.ReasonInvalidArgument)
+	// Nor can a client make a partition copy outside the queue quota.
+	mctx = metadata.AppendToOutgoingContext(ctx, "x-quorumq-shard", fmt.Sprint(sh), "x-quorumq-incarnation", "1", "x-quorumq-partition", "1")
+	if _, err := n.client.CreateQueue(mctx, &qv1.CreateQueueRequest{Name: "sneaky"}); err != nil {
+		t.Fatal(err)
+	}
+	for s := uint64(1); s < partShards; s++ {
+		if _, err := n.ShardStore(s).GetQueue(server.DevTenant, "sneaky#1", 0); err == nil {
+			t.Fatalf("a client's headers made a partition copy on shard %d", s)
+		}
+	}
+	_ = context.Background
+}
