@@ -55,7 +55,14 @@ func printCluster(cmd *cobra.Command, r *qv1.GetClusterResponse) error {
 		fmt.Fprintf(w, "%d\t%s\t%s\n", n.GetId(), n.GetRaftAddress(), state)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "SHARD\tMEMBERS\tLEADER\tTERM\tAPPLIED\tCOMMIT\tLOG\n")
+	if r.GetRole() == "api" {
+		fmt.Fprintf(w, "answered by API-tier node %d (the shard view it routes by)\n\n", r.GetNodeId())
+	}
+	led := map[uint64]int{}
+	for _, s := range r.GetShards() {
+		led[s.GetLeader()]++
+	}
+	fmt.Fprintf(w, "SHARD\tROLE\tMEMBERS\tLEADER\tTERM\tAPPLIED\tCOMMIT\tLOG\n")
 	for _, s := range r.GetShards() {
 		members := make([]string, 0, len(s.GetMembers()))
 		for _, m := range s.GetMembers() {
@@ -65,8 +72,15 @@ func printCluster(cmd *cobra.Command, r *qv1.GetClusterResponse) error {
 		if s.GetLeader() != 0 {
 			leader = fmt.Sprint(s.GetLeader())
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%d\t%d\t%d..%d\n", s.GetId(), strings.Join(members, ","), leader,
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d..%d\n", s.GetId(), s.GetRole(), strings.Join(members, ","), leader,
 			s.GetTerm(), s.GetAppliedIndex(), s.GetCommitIndex(), s.GetFirstIndex(), s.GetLastIndex())
+	}
+	if len(r.GetShards()) > 1 {
+		fmt.Fprintln(w)
+		fmt.Fprintf(w, "NODE\tLEADS\n")
+		for _, n := range r.GetNodes() {
+			fmt.Fprintf(w, "%d\t%d shards\n", n.GetId(), led[n.GetId()])
+		}
 	}
 	return w.Flush()
 }
