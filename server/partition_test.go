@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"testing"
 	"time"
@@ -32,6 +33,20 @@ func partitionDepth(t *testing.T, n *testNode, queue string, i int) int64 {
 		t.Fatalf("partition %d on shard %d: %v", i, sh, err)
 	}
 	return info.Stats.Visible + info.Stats.InFlight + info.Stats.Delayed
+}
+
+// handlePartition is the partition a receipt handle names.
+func handlePartition(t *testing.T, h string) uint16 {
+	t.Helper()
+	b, err := base64.RawURLEncoding.DecodeString(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ph, err := store.ParseHandle(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ph.Partition
 }
 
 func createPartitioned(t *testing.T, c qv1.QueueServiceClient, name string, parts int32, attrs *qv1.QueueAttributes) {
@@ -66,15 +81,30 @@ func TestPartitionedQueueSpreadsSendsAndGathersReceives(t *testing.T) {
 	if got := q.GetQueue().GetStats().GetVisible(); got != 40 || q.GetQueue().GetName() != "spread" {
 		t.Fatalf("GetQueue: %s visible %d, want spread 40", q.GetQueue().GetName(), got)
 	}
-	r, err := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "spread", MaxMessages: 40})
-	if err != nil {
-		t.Fatal(err)
+	// Each receive answers from one partition; successive receives rotate
+	// over all of them.
+	var msgs []*qv1.ReceivedMessage
+	visited := map[uint16]bool{}
+	for k := 0; k < 4; k++ {
+		r, err := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "spread", MaxMessages: 40})
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts := map[uint16]bool{}
+		for _, m := range r.GetMessages() {
+			parts[handlePartition(t, m.GetReceiptHandle())] = true
+			visited[handlePartition(t, m.GetReceiptHandle())] = true
+		}
+		if len(r.GetMessages()) != 10 || len(parts) != 1 {
+			t.Fatalf("receive %d: %d messages from %d partitions, want 10 from 1", k, len(r.GetMessages()), len(parts))
+		}
+		msgs = append(msgs, r.GetMessages()...)
 	}
-	if len(r.GetMessages()) != 40 {
-		t.Fatalf("one receive of 40 gathered %d of 40 over the partitions", len(r.GetMessages()))
+	if len(visited) != 4 {
+		t.Fatalf("4 receives visited %d partitions, want 4", len(visited))
 	}
 	req := &qv1.DeleteMessageBatchRequest{Queue: "spread"}
-	for i, m := range r.GetMessages() {
+	for i, m := range msgs {
 		req.Entries = append(req.Entries, &qv1.DeleteMessageBatchEntry{Id: fmt.Sprint(i), ReceiptHandle: m.GetReceiptHandle()})
 	}
 	// Entries of several partitions in one batch, one more by the single call.

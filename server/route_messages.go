@@ -162,8 +162,10 @@ func mergeBatches[K comparable, E any, Resp any](groups map[K][]E, run func(K, [
 
 // ReceiveMessages implements QueueService. A queue with one partition is
 // one call (with its long poll). Otherwise the router sweeps the
-// partitions from a rotating start, without waiting, until it has
-// max_messages; if all are empty it long-polls every partition at once,
+// partitions from a rotating start, without waiting, and answers with the
+// first partition that has messages (fewer than max_messages is a valid
+// answer, and one call per receive is what keeps a busy consumer cheap);
+// only if all are empty it long-polls every partition at once,
 // keeps what the first answers bring (up to max_messages) and returns
 // anything beyond at once (visibility 0), so nothing waits out a lease
 // for a receive that did not deliver it.
@@ -221,15 +223,14 @@ func (r *Router) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRe
 			continue
 		}
 		served++
-		out.Messages = append(out.Messages, resp.GetMessages()...)
-		if len(out.Messages) >= int(max) {
-			return out, nil
+		if len(resp.GetMessages()) > 0 {
+			return resp, nil
 		}
 	}
 	if served == 0 {
 		return nil, lastErr
 	}
-	if len(out.Messages) > 0 || wait == 0 {
+	if wait == 0 {
 		return out, nil
 	}
 	return r.pollPartitions(ctx, tenant, q, max, wait, recv)

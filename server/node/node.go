@@ -73,6 +73,9 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 	// Tracing configures the spans when TracerProvider is nil.
 	Tracing TracingConfig
+	// BalanceInterval is how often a storage node checks the spread of
+	// shard leaders (default 5s).
+	BalanceInterval time.Duration
 	// FaultInjection serves the fault-test control endpoint (faults.go);
 	// only a binary built with -tags chaos accepts it.
 	FaultInjection bool
@@ -163,9 +166,10 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if cfg.Server.Meter == nil {
 		cfg.Server.Meter = meter
 	}
+	started := n // (a failed Start returns a nil *Node: close what it opened)
 	defer func() {
 		if err != nil {
-			n.closeAll()
+			started.closeAll()
 		}
 	}()
 	loopCtx, cancel := context.WithCancel(context.Background())

@@ -52,7 +52,11 @@ func (n *Node) balanceLeaders(ctx context.Context) {
 	if !n.multiNode() || n.cfg.Shards < 2 {
 		return
 	}
-	t := time.NewTicker(balanceEvery)
+	every := n.cfg.BalanceInterval
+	if every <= 0 {
+		every = balanceEvery
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
