@@ -25,17 +25,20 @@ build:
 run: build
 	$(BIN)/quorumq serve --data-dir ./data
 
-## cluster: three nodes on 127.0.0.1 with data in ./data/n1..3; Ctrl-C stops them
+## cluster: three storage nodes (SHARDS Raft groups) on 127.0.0.1 with data in
+## ./data/n1..3, and an API node on :8080/:9090; Ctrl-C stops them
 CLUSTER_PEERS := 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003
+SHARDS ?= 4
 cluster: build
 	@mkdir -p data
 	@bash -c 'trap "kill 0" INT TERM EXIT; \
 	for i in 1 2 3; do \
-	  $(BIN)/quorumq serve --node-id $$i --data-dir ./data/n$$i \
+	  $(BIN)/quorumq serve --node-id $$i --data-dir ./data/n$$i --shards $(SHARDS) \
 	    --http-addr 127.0.0.1:808$$i --grpc-addr 127.0.0.1:909$$i --raft-addr 127.0.0.1:700$$i \
 	    --peers $(CLUSTER_PEERS) 2>./data/n$$i.log & \
 	done; \
-	echo "logs in ./data/n1.log ./data/n2.log ./data/n3.log; Ctrl-C stops the cluster"; wait'
+	$(BIN)/quorumq serve --role api --node-id 100 --peers $(CLUSTER_PEERS) 2>./data/api.log & \
+	echo "logs in ./data/n1.log ./data/n2.log ./data/n3.log ./data/api.log; Ctrl-C stops the cluster"; wait'
 
 ## bench: benchmark suite on a private three-node cluster (DURATION=15s BACKLOG=1000000 by default)
 bench: build
