@@ -326,3 +326,45 @@ func TestClientCannotAddressAShardDirectly(t *testing.T) {
 	}
 	_ = context.Background
 }
+
+// A batch without partition keys stays one command on one partition, and a
+// retried batch lands on the same partition, so its idempotency keys
+// answer with the first results.
+func TestBatchRetryOnPartitionedQueueIsIdempotent(t *testing.T) {
+	n := startSharded(t)
+	ctx := tctx(t)
+	createPartitioned(t, n.client, "batched", 4, nil)
+	req := &qv1.SendMessageBatchRequest{Queue: "batched"}
+	for i := range 10 {
+		req.Entries = append(req.Entries, &qv1.SendMessageBatchEntry{Id: fmt.Sprint(i), Body: fmt.Sprint(i), IdempotencyKey: fmt.Sprintf("key-%d", i)})
+	}
+	first, err := n.client.SendMessageBatch(ctx, req)
+	if err != nil || len(first.GetSuccessful()) != 10 {
+		t.Fatalf("%v %v", err, first.GetFailed())
+	}
+	again, err := n.client.SendMessageBatch(ctx, req)
+	if err != nil || len(again.GetSuccessful()) != 10 {
+		t.Fatalf("%v %v", err, again.GetFailed())
+	}
+	ids := map[string]string{}
+	for _, s := range first.GetSuccessful() {
+		ids[s.GetId()] = s.GetMessageId()
+	}
+	for _, s := range again.GetSuccessful() {
+		if ids[s.GetId()] != s.GetMessageId() {
+			t.Fatalf("retried entry %s got %s, first %s", s.GetId(), s.GetMessageId(), ids[s.GetId()])
+		}
+	}
+	nonEmpty := 0
+	for i := range 4 {
+		if d := partitionDepth(t, n, "batched", i); d > 0 {
+			nonEmpty++
+			if d != 10 {
+				t.Fatalf("partition %d holds %d, want the whole batch once", i, d)
+			}
+		}
+	}
+	if nonEmpty != 1 {
+		t.Fatalf("one batch spread over %d partitions", nonEmpty)
+	}
+}

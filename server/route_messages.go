@@ -59,9 +59,11 @@ func (r *Router) SendMessage(ctx context.Context, req *qv1.SendMessageRequest) (
 	})
 }
 
-// SendMessageBatch implements QueueService: entries with a key go to their
-// key's partition, the others together to one partition chosen round
-// robin; one call per partition, in parallel.
+// SendMessageBatch implements QueueService: entries with a partition key
+// or group go to its partition; the others stay together (one command),
+// on the partition of the first one's idempotency key — so a retried batch
+// lands where it landed before and its keys deduplicate — or round robin
+// when it has none. One call per partition, in parallel.
 func (r *Router) SendMessageBatch(ctx context.Context, req *qv1.SendMessageBatchRequest) (*qv1.SendMessageBatchResponse, error) {
 	if sh, ok := direct(ctx); ok {
 		return onShard(ctx, r, sh, req, (*Server).SendMessageBatch)
@@ -87,12 +89,17 @@ func (r *Router) SendMessageBatch(ctx context.Context, req *qv1.SendMessageBatch
 		return nil, err
 	}
 	n := partitions(q)
-	rr := r.pickPartition(n)
+	rest := -1 // partition of the entries without a partition key or group
 	groups := map[int][]*qv1.SendMessageBatchEntry{}
 	for _, e := range entries {
-		i := rr
-		if e.GetPartitionKey() != "" || e.GetGroupId() != "" || e.GetIdempotencyKey() != "" {
-			i = r.pickPartition(n, e.GetPartitionKey(), e.GetGroupId(), e.GetIdempotencyKey())
+		var i int
+		if e.GetPartitionKey() != "" || e.GetGroupId() != "" {
+			i = r.pickPartition(n, e.GetPartitionKey(), e.GetGroupId())
+		} else {
+			if rest < 0 {
+				rest = r.pickPartition(n, e.GetIdempotencyKey())
+			}
+			i = rest
 		}
 		groups[i] = append(groups[i], e)
 	}
@@ -104,7 +111,9 @@ func (r *Router) SendMessageBatch(ctx context.Context, req *qv1.SendMessageBatch
 		})
 	}
 	if len(groups) == 1 {
-		return send(rr, entries)
+		for i := range groups {
+			return send(i, entries)
+		}
 	}
 	return mergeBatches(groups, send, func(out, part *qv1.SendMessageBatchResponse) {
 		out.Successful = append(out.Successful, part.GetSuccessful()...)
