@@ -43,6 +43,9 @@ type QueueInfo struct {
 	CreatedAt  time.Time
 	// Stats are filled by GetQueue only.
 	Stats QueueStats
+	// PartitionShards is the shard (Raft group) of each partition
+	// (GetQueue only).
+	PartitionShards []uint64
 }
 
 func dur(d time.Duration) *durationpb.Duration {
@@ -75,7 +78,8 @@ func queueInfo(q *qv1.Queue) *QueueInfo {
 			MaxReceiveCount: int(a.GetDeadLetter().GetMaxReceiveCount()), FIFO: a.GetFifo(),
 			ContentBasedDeduplication: a.GetContentBasedDeduplication(), Partitions: int(a.GetPartitions()),
 		},
-		Stats: QueueStats{Visible: q.GetStats().GetVisible(), InFlight: q.GetStats().GetInFlight(), Delayed: q.GetStats().GetDelayed()},
+		Stats:           QueueStats{Visible: q.GetStats().GetVisible(), InFlight: q.GetStats().GetInFlight(), Delayed: q.GetStats().GetDelayed()},
+		PartitionShards: q.GetPartitionShards(),
 	}
 	if q.GetCreatedAt() != nil {
 		info.CreatedAt = q.GetCreatedAt().AsTime()

@@ -81,6 +81,16 @@ func TestPartitionedQueueSpreadsSendsAndGathersReceives(t *testing.T) {
 	if got := q.GetQueue().GetStats().GetVisible(); got != 40 || q.GetQueue().GetName() != "spread" {
 		t.Fatalf("GetQueue: %s visible %d, want spread 40", q.GetQueue().GetName(), got)
 	}
+	shards := map[uint64]bool{}
+	for i, sh := range q.GetQueue().GetPartitionShards() {
+		if sh != server.ShardOf(partShards, server.DevTenant, "spread", i) || sh == server.MetadataShard {
+			t.Fatalf("partition %d shown on shard %d", i, sh)
+		}
+		shards[sh] = true
+	}
+	if len(shards) != 4 {
+		t.Fatalf("placement %v: want 4 distinct data shards", q.GetQueue().GetPartitionShards())
+	}
 	// One receive gathers over the partitions, from a rotating start.
 	r, err := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "spread", MaxMessages: 25})
 	if err != nil {

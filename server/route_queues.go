@@ -68,6 +68,9 @@ func (r *Router) GetQueue(ctx context.Context, req *qv1.GetQueueRequest) (*qv1.G
 		return nil, err
 	}
 	out := &qv1.Queue{Name: q.GetName(), Attributes: q.GetAttributes(), Tags: q.GetTags(), CreatedAt: q.GetCreatedAt(), Stats: &qv1.QueueStats{}}
+	for i := range parts {
+		out.PartitionShards = append(out.PartitionShards, r.shardOf(tenant, q.GetName(), i))
+	}
 	for _, p := range parts {
 		st := p.GetQueue().GetStats()
 		out.Stats.Visible += st.GetVisible()

@@ -271,7 +271,15 @@ func printQueue(w io.Writer, q *quorumq.QueueInfo, withStats bool) error {
 	b.add("delivery delay", fmtDur(a.DeliveryDelay))
 	b.add("receive wait", fmtDur(a.ReceiveWait))
 	b.add("max message size", strconv.FormatInt(a.MaxMessageSize, 10))
-	b.add("partitions", strconv.Itoa(a.Partitions))
+	parts := strconv.Itoa(a.Partitions)
+	if len(q.PartitionShards) > 0 {
+		shards := make([]string, len(q.PartitionShards))
+		for i, s := range q.PartitionShards {
+			shards[i] = strconv.FormatUint(s, 10)
+		}
+		parts += " (on shards " + strings.Join(shards, ",") + ")"
+	}
+	b.add("partitions", parts)
 	dlq := "-"
 	if a.DeadLetterQueue != "" {
 		dlq = fmt.Sprintf("%s (after %d receives)", a.DeadLetterQueue, a.MaxReceiveCount)

@@ -275,9 +275,12 @@ type Queue struct {
 	// Creation time.
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// Approximate counts (GetQueue only).
-	Stats         *QueueStats `protobuf:"bytes,5,opt,name=stats,proto3" json:"stats,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Stats *QueueStats `protobuf:"bytes,5,opt,name=stats,proto3" json:"stats,omitempty"`
+	// The shard (Raft group) holding each partition, in partition order
+	// (GetQueue only).
+	PartitionShards []uint64 `protobuf:"varint,6,rep,packed,name=partition_shards,json=partitionShards,proto3" json:"partition_shards,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Queue) Reset() {
@@ -341,6 +344,13 @@ func (x *Queue) GetCreatedAt() *timestamppb.Timestamp {
 func (x *Queue) GetStats() *QueueStats {
 	if x != nil {
 		return x.Stats
+	}
+	return nil
+}
+
+func (x *Queue) GetPartitionShards() []uint64 {
+	if x != nil {
+		return x.PartitionShards
 	}
 	return nil
 }
@@ -2557,7 +2567,7 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"QueueStats\x12\x18\n" +
 	"\avisible\x18\x01 \x01(\x03R\avisible\x12\x1b\n" +
 	"\tin_flight\x18\x02 \x01(\x03R\binFlight\x12\x18\n" +
-	"\adelayed\x18\x03 \x01(\x03R\adelayed\"\xab\x02\n" +
+	"\adelayed\x18\x03 \x01(\x03R\adelayed\"\xd6\x02\n" +
 	"\x05Queue\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
 	"\n" +
@@ -2566,7 +2576,8 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\x04tags\x18\x03 \x03(\v2\x1b.quorumq.v1.Queue.TagsEntryR\x04tags\x129\n" +
 	"\n" +
 	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12,\n" +
-	"\x05stats\x18\x05 \x01(\v2\x16.quorumq.v1.QueueStatsR\x05stats\x1a7\n" +
+	"\x05stats\x18\x05 \x01(\v2\x16.quorumq.v1.QueueStatsR\x05stats\x12)\n" +
+	"\x10partition_shards\x18\x06 \x03(\x04R\x0fpartitionShards\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdc\x01\n" +
