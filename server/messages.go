@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
@@ -13,12 +12,7 @@ import (
 // checkQueue validates a queue name given in request field `field` of a
 // call to one shard, where a partition's catalog name (name#i) is valid.
 func checkQueue(field, name string) error {
-	err := store.ValidatePartitionName(name)
-	var fe *store.FieldError
-	if errors.As(err, &fe) {
-		return fieldError(field, fe.Reason)
-	}
-	return err
+	return asFieldError(field, store.ValidatePartitionName(name))
 }
 
 // SendMessage implements QueueService.

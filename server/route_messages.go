@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"sync"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
@@ -370,44 +371,14 @@ func (r *Router) DeleteMessageBatch(ctx context.Context, req *qv1.DeleteMessageB
 	if sh, ok := direct(ctx); ok {
 		return onShard(ctx, r, sh, req, (*Server).DeleteMessageBatch)
 	}
-	tenant, err := require(ctx, ScopeMessagesReceive)
+	ok, failed, err := handleBatch(ctx, r, req.GetQueue(), req.GetEntries(),
+		func(queue string, part []*qv1.DeleteMessageBatchEntry) *qv1.DeleteMessageBatchRequest {
+			return &qv1.DeleteMessageBatchRequest{Queue: queue, Entries: part}
+		}, queueMethod+"DeleteMessageBatch", (*Server).DeleteMessageBatch)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkName("queue", req.GetQueue()); err != nil {
-		return nil, err
-	}
-	entries := req.GetEntries()
-	if err := validateBatch(len(entries), func(i int) string { return entries[i].GetId() }); err != nil {
-		return nil, err
-	}
-	bad := &qv1.DeleteMessageBatchResponse{}
-	groups := map[target][]*qv1.DeleteMessageBatchEntry{}
-	for i, e := range entries {
-		t, _, err := r.handleTarget(fmt.Sprintf("entries[%d].receipt_handle", i), tenant, req.GetQueue(), e.GetReceiptHandle())
-		if err != nil {
-			bad.Failed = append(bad.Failed, failedEntry(e.GetId(), err))
-			continue
-		}
-		groups[t] = append(groups[t], e)
-	}
-	if len(groups) == 0 {
-		return bad, nil
-	}
-	out, err := mergeBatches(groups, func(t target, part []*qv1.DeleteMessageBatchEntry) (*qv1.DeleteMessageBatchResponse, error) {
-		sub := &qv1.DeleteMessageBatchRequest{Queue: store.PartitionName(req.GetQueue(), t.partition), Entries: part}
-		return call(ctx, r, t, queueMethod+"DeleteMessageBatch", sub, (*Server).DeleteMessageBatch)
-	}, func(out, part *qv1.DeleteMessageBatchResponse) {
-		out.Successful = append(out.Successful, part.GetSuccessful()...)
-		out.Failed = append(out.Failed, part.GetFailed()...)
-	}, func(out *qv1.DeleteMessageBatchResponse, e *qv1.DeleteMessageBatchEntry, err error) {
-		out.Failed = append(out.Failed, failedEntry(e.GetId(), err))
-	})
-	if err != nil {
-		return nil, err
-	}
-	out.Failed = append(out.Failed, bad.Failed...)
-	return out, nil
+	return &qv1.DeleteMessageBatchResponse{Successful: ok, Failed: failed}, nil
 }
 
 // ChangeMessageVisibilityBatch implements QueueService: one call per partition.
@@ -415,44 +386,79 @@ func (r *Router) ChangeMessageVisibilityBatch(ctx context.Context, req *qv1.Chan
 	if sh, ok := direct(ctx); ok {
 		return onShard(ctx, r, sh, req, (*Server).ChangeMessageVisibilityBatch)
 	}
-	tenant, err := require(ctx, ScopeMessagesReceive)
+	ok, failed, err := handleBatch(ctx, r, req.GetQueue(), req.GetEntries(),
+		func(queue string, part []*qv1.ChangeMessageVisibilityBatchEntry) *qv1.ChangeMessageVisibilityBatchRequest {
+			return &qv1.ChangeMessageVisibilityBatchRequest{Queue: queue, Entries: part}
+		}, queueMethod+"ChangeMessageVisibilityBatch", (*Server).ChangeMessageVisibilityBatch)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkName("queue", req.GetQueue()); err != nil {
-		return nil, err
+	return &qv1.ChangeMessageVisibilityBatchResponse{Successful: ok, Failed: failed}, nil
+}
+
+// handleEntry is a batch entry that names a message by its receipt handle.
+type handleEntry interface {
+	GetId() string
+	GetReceiptHandle() string
+}
+
+// batchResponse is a batch answer of successful and failed entries.
+type batchResponse interface {
+	proto.Message
+	GetSuccessful() []*qv1.BatchResultOk
+	GetFailed() []*qv1.BatchResultError
+}
+
+// handleBatch routes a batch by receipt handle: one sub-batch per partition
+// the handles name, in parallel. An entry whose handle is not valid
+// base64url fails alone; the sub-batch that fails as a whole fails its
+// entries (unless all fail: then the call does).
+func handleBatch[E handleEntry, Req proto.Message, Resp batchResponse](ctx context.Context, r *Router, queue string, entries []E,
+	sub func(queue string, part []E) Req, method string, local func(*Server, context.Context, Req) (Resp, error),
+) ([]*qv1.BatchResultOk, []*qv1.BatchResultError, error) {
+	tenant, err := require(ctx, ScopeMessagesReceive)
+	if err != nil {
+		return nil, nil, err
 	}
-	entries := req.GetEntries()
+	if err := checkName("queue", queue); err != nil {
+		return nil, nil, err
+	}
 	if err := validateBatch(len(entries), func(i int) string { return entries[i].GetId() }); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	bad := &qv1.ChangeMessageVisibilityBatchResponse{}
-	groups := map[target][]*qv1.ChangeMessageVisibilityBatchEntry{}
+	var bad []*qv1.BatchResultError
+	groups := map[target][]E{}
 	for i, e := range entries {
-		t, _, err := r.handleTarget(fmt.Sprintf("entries[%d].receipt_handle", i), tenant, req.GetQueue(), e.GetReceiptHandle())
+		t, _, err := r.handleTarget(fmt.Sprintf("entries[%d].receipt_handle", i), tenant, queue, e.GetReceiptHandle())
 		if err != nil {
-			bad.Failed = append(bad.Failed, failedEntry(e.GetId(), err))
+			bad = append(bad, failedEntry(e.GetId(), err))
 			continue
 		}
 		groups[t] = append(groups[t], e)
 	}
 	if len(groups) == 0 {
-		return bad, nil
+		return nil, bad, nil
 	}
-	out, err := mergeBatches(groups, func(t target, part []*qv1.ChangeMessageVisibilityBatchEntry) (*qv1.ChangeMessageVisibilityBatchResponse, error) {
-		sub := &qv1.ChangeMessageVisibilityBatchRequest{Queue: store.PartitionName(req.GetQueue(), t.partition), Entries: part}
-		return call(ctx, r, t, queueMethod+"ChangeMessageVisibilityBatch", sub, (*Server).ChangeMessageVisibilityBatch)
-	}, func(out, part *qv1.ChangeMessageVisibilityBatchResponse) {
-		out.Successful = append(out.Successful, part.GetSuccessful()...)
-		out.Failed = append(out.Failed, part.GetFailed()...)
-	}, func(out *qv1.ChangeMessageVisibilityBatchResponse, e *qv1.ChangeMessageVisibilityBatchEntry, err error) {
-		out.Failed = append(out.Failed, failedEntry(e.GetId(), err))
+	type merged struct {
+		ok     []*qv1.BatchResultOk
+		failed []*qv1.BatchResultError
+	}
+	out, err := mergeBatches(groups, func(t target, part []E) (*merged, error) {
+		resp, err := call(ctx, r, t, method, sub(store.PartitionName(queue, t.partition), part), local)
+		if err != nil {
+			return nil, err
+		}
+		return &merged{resp.GetSuccessful(), resp.GetFailed()}, nil
+	}, func(out, part *merged) {
+		out.ok = append(out.ok, part.ok...)
+		out.failed = append(out.failed, part.failed...)
+	}, func(out *merged, e E, err error) {
+		out.failed = append(out.failed, failedEntry(e.GetId(), err))
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	out.Failed = append(out.Failed, bad.Failed...)
-	return out, nil
+	return out.ok, append(out.failed, bad...), nil
 }
 
 // durationMsOf is a protobuf duration in milliseconds (nil: 0).

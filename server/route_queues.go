@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 
+	"google.golang.org/protobuf/proto"
+
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 	"github.com/quorumq/quorumq/store"
 )
@@ -22,20 +24,30 @@ func (r *Router) CreateQueue(ctx context.Context, req *qv1.CreateQueueRequest) (
 	if sh, ok := direct(ctx); ok {
 		return onShard(ctx, r, sh, req, (*Server).CreateQueue)
 	}
+	return recordThenPartitions(ctx, r, req.GetName(), queueMethod+"CreateQueue", req, (*Server).CreateQueue)
+}
+
+// recordThenPartitions writes a queue's record of truth on the metadata
+// shard, then brings every partition in line with the new record.
+func recordThenPartitions[Req proto.Message, Resp interface {
+	proto.Message
+	GetQueue() *qv1.Queue
+}](ctx context.Context, r *Router, name, method string, req Req, local func(*Server, context.Context, Req) (Resp, error)) (Resp, error) {
+	var zero Resp
 	tenant, err := require(ctx, ScopeQueuesAdmin)
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
-	if err := checkName("name", req.GetName()); err != nil {
-		return nil, err
+	if err := checkName("name", name); err != nil {
+		return zero, err
 	}
-	resp, err := call(ctx, r, target{shard: MetadataShard}, queueMethod+"CreateQueue", req, (*Server).CreateQueue)
+	resp, err := call(ctx, r, target{shard: MetadataShard}, method, req, local)
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
 	r.remember(tenant, resp.GetQueue())
 	if err := r.ensurePartitions(ctx, tenant, resp.GetQueue()); err != nil {
-		return nil, err
+		return zero, err
 	}
 	return resp, nil
 }
@@ -100,22 +112,7 @@ func (r *Router) UpdateQueue(ctx context.Context, req *qv1.UpdateQueueRequest) (
 	if sh, ok := direct(ctx); ok {
 		return onShard(ctx, r, sh, req, (*Server).UpdateQueue)
 	}
-	tenant, err := require(ctx, ScopeQueuesAdmin)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkName("name", req.GetName()); err != nil {
-		return nil, err
-	}
-	resp, err := call(ctx, r, target{shard: MetadataShard}, queueMethod+"UpdateQueue", req, (*Server).UpdateQueue)
-	if err != nil {
-		return nil, err
-	}
-	r.remember(tenant, resp.GetQueue())
-	if err := r.ensurePartitions(ctx, tenant, resp.GetQueue()); err != nil {
-		return nil, err
-	}
-	return resp, nil
+	return recordThenPartitions(ctx, r, req.GetName(), queueMethod+"UpdateQueue", req, (*Server).UpdateQueue)
 }
 
 // DeleteQueue implements QueueService: the record of truth first (it
@@ -259,8 +256,10 @@ func onShard[Req, Resp any](ctx context.Context, r *Router, shard uint64, req Re
 }
 
 // checkName validates a queue name a client gave (no partition suffix).
-func checkName(field, name string) error {
-	err := store.ValidateQueueName(name)
+func checkName(field, name string) error { return asFieldError(field, store.ValidateQueueName(name)) }
+
+// asFieldError names request field `field` in a store validation error.
+func asFieldError(field string, err error) error {
 	var fe *store.FieldError
 	if errors.As(err, &fe) {
 		return fieldError(field, fe.Reason)

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"sync"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 )
@@ -98,21 +97,5 @@ func sumUsage(meta *qv1.TenantUsage, data []*qv1.TenantUsage) *qv1.TenantUsage {
 
 // eachShard runs f for every shard in parallel.
 func eachShard[T any](shards []uint64, f func(uint64) (T, error)) ([]T, error) {
-	out := make([]T, len(shards))
-	errs := make([]error, len(shards))
-	var wg sync.WaitGroup
-	for i, sh := range shards {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			out[i], errs[i] = f(sh)
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return out, err
-		}
-	}
-	return out, nil
+	return parallel(len(shards), func(i int) (T, error) { return f(shards[i]) })
 }

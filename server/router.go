@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
@@ -394,10 +393,7 @@ func (r *Router) ensurePartition(ctx context.Context, tenant string, q *qv1.Queu
 		return nil
 	}
 	req := &qv1.CreateQueueRequest{Name: q.GetName(), Attributes: q.GetAttributes(), Tags: q.GetTags()}
-	_, err := call(ctx, r, r.partitionTarget(tenant, q, i), queueMethod+"CreateQueue", req,
-		func(s *Server, ctx context.Context, req *qv1.CreateQueueRequest) (*qv1.CreateQueueResponse, error) {
-			return s.CreateQueue(ctx, req)
-		})
+	_, err := call(ctx, r, r.partitionTarget(tenant, q, i), queueMethod+"CreateQueue", req, (*Server).CreateQueue)
 	if err != nil {
 		return fmt.Errorf("create partition %d of %s: %w", i, q.GetName(), err)
 	}
@@ -406,24 +402,19 @@ func (r *Router) ensurePartition(ctx context.Context, tenant string, q *qv1.Queu
 
 // ensurePartitions brings every partition of q in line with it, in parallel.
 func (r *Router) ensurePartitions(ctx context.Context, tenant string, q *qv1.Queue) error {
-	n := partitions(q)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = r.ensurePartition(ctx, tenant, q, i)
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	_, err := fanOut(q, func(i int) (struct{}, error) { return struct{}{}, r.ensurePartition(ctx, tenant, q, i) })
+	return err
 }
 
 // fanOut runs f for each partition of q in parallel and returns the
 // results in partition order.
 func fanOut[T any](q *qv1.Queue, f func(i int) (T, error)) ([]T, error) {
-	n := partitions(q)
+	return parallel(partitions(q), f)
+}
+
+// parallel runs f(0) … f(n-1) at once and returns the results in order,
+// with the first error.
+func parallel[T any](n int, f func(i int) (T, error)) ([]T, error) {
 	out := make([]T, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
