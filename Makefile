@@ -14,12 +14,16 @@ STATICCHECK          := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Packages whose concurrency is tested under the race detector.
 RACE_PKGS := ./store/... ./raftnode/... ./server/... ./internal/... ./sdk/...
 
-.PHONY: all build run cluster bench test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean
+.PHONY: all build build-chaos run cluster bench chaos test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/quorumq ./cmd/quorumq
+
+## build-chaos: the fault-test binary (accepts --fault-injection; production builds refuse it)
+build-chaos:
+	$(GO) build -tags chaos -o $(BIN)/quorumq-chaos ./cmd/quorumq
 
 ## run: a single-node dev server with its data in ./data
 run: build
@@ -63,8 +67,21 @@ test-race:
 test-unit:
 	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v -e /store -e /raftnode -e /server -e /internal -e /sdk -e /tests)
 
-test-e2e: build
-	QUORUMQ_BIN=$(BIN)/quorumq $(GO) test -count=1 -timeout 10m ./tests/...
+test-e2e: build build-chaos
+	QUORUMQ_BIN=$(BIN)/quorumq QUORUMQ_CHAOS_BIN=$(BIN)/quorumq-chaos $(GO) test -count=1 -timeout 10m ./tests/...
+
+## chaos: randomized fault schedules against real processes (tests/chaos):
+## CHAOS_RUNS schedules of CHAOS_DURATION of faults each; CHAOS_SEED=n
+## replays one; CHAOS_NODES (3 or 5; default every fifth seed 5) and
+## CHAOS_SHARDS size the cluster; CHAOS_DIR keeps data and node logs.
+CHAOS_RUNS     ?= 50
+CHAOS_DURATION ?= 60s
+CHAOS_TIMEOUT  ?= 4h
+chaos: build build-chaos
+	QUORUMQ_BIN=$(BIN)/quorumq QUORUMQ_CHAOS_BIN=$(BIN)/quorumq-chaos \
+	CHAOS_RUNS=$(CHAOS_RUNS) CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_SEED=$(CHAOS_SEED) CHAOS_BASE_SEED=$(CHAOS_BASE_SEED) \
+	CHAOS_NODES=$(CHAOS_NODES) CHAOS_SHARDS=$(CHAOS_SHARDS) CHAOS_DIR=$(CHAOS_DIR) \
+	$(GO) test -tags chaos -count=1 -v -timeout $(CHAOS_TIMEOUT) -run '^TestChaos$$' ./tests/chaos
 
 ## tools: buf (npm) and the protoc plugins (go install) into ./bin
 tools: $(BUF) $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-grpc-gateway $(BIN)/protoc-gen-openapiv2
@@ -99,6 +116,8 @@ lint: $(BIN)/staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed" >&2; exit 1)
 	$(GO) vet ./...
 	$(BIN)/staticcheck ./...
+	$(GO) vet -tags chaos ./server/node ./tests/chaos
+	$(BIN)/staticcheck -tags chaos ./server/node ./tests/chaos
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -86,11 +86,14 @@ type readyGroup struct {
 //
 //  1. step queued inbound messages, proposals, read requests, transfers;
 //  2. collect the Ready of every group that has one;
-//  3. install received snapshots (one atomic ingestion each), then write
-//     every group's entries and HardState in one Pebble batch, committed
-//     with Sync if any group needs durability;
-//  4. send all messages (after the sync, so a vote or an append ack never
-//     precedes the state it promises); start streaming snapshots;
+//  3. send the messages that promise nothing about local durable state
+//     (a leader's appends and heartbeats, ...: see sendsEarly), so followers
+//     write and sync in parallel with us; install received snapshots (one
+//     atomic ingestion each), then write every group's entries and
+//     HardState in one Pebble batch, committed with Sync if any group needs
+//     durability;
+//  4. send the other messages (after the sync, so a vote or an append ack
+//     never precedes the state it promises); start streaming snapshots;
 //  5. per group: apply committed entries in one indexed batch (NoSync),
 //     AfterApply, deliver results, Advance, settle reads and leadership.
 //
@@ -115,6 +118,20 @@ func (h *Host) round() (more bool) {
 			h.dropStepped(g)
 		}
 		return false
+	}
+
+	if h.cfg.Transport != nil {
+		var early []Envelope
+		for _, r := range rs {
+			for _, m := range r.rd.Messages {
+				if sendsEarly(m) {
+					early = append(early, Envelope{Group: r.g.id, Msg: m})
+				}
+			}
+		}
+		if len(early) > 0 {
+			h.cfg.Transport.Send(early)
+		}
 	}
 
 	b := h.db.NewBatch()
@@ -187,6 +204,9 @@ func (h *Host) round() (more bool) {
 				}
 				continue
 			}
+			if sendsEarly(m) && h.cfg.Transport != nil {
+				continue // sent before the log write
+			}
 			envs = append(envs, Envelope{Group: r.g.id, Msg: m})
 		}
 	}
@@ -240,6 +260,25 @@ func (h *Host) round() (more bool) {
 	return more
 }
 
+// sendsEarly reports whether a Ready's message may go out before the
+// Ready's entries and HardState are durable: all but the answers that vote
+// for a candidate or acknowledge an append (and MsgSnap, which needs the
+// applied state and is streamed after the write). This is raft's own rule
+// for AsyncStorageWrites (raft.send keeps exactly those answers back until
+// the write is done). It holds here because the loop steps no message of
+// the next round (an append ack, a vote) before this round's write is
+// synced, and raft counts the leader's own append and a candidate's own
+// vote only at Advance, after the write: a leader sending its appends
+// before its own fsync (Raft thesis §10.2.1) still commits an entry only
+// once a majority has it on disk.
+func sendsEarly(m *pb.Message) bool {
+	switch m.GetType() {
+	case pb.MsgAppResp, pb.MsgVoteResp, pb.MsgPreVoteResp, pb.MsgSnap:
+		return false
+	}
+	return true
+}
+
 // drain steps the group's queued requests into its RawNode.
 func (h *Host) drain(g *group, unreachable []uint64) {
 	if g.selfElect {
@@ -291,10 +330,21 @@ func (h *Host) drain(g *group, unreachable []uint64) {
 		}
 		return
 	}
-	for _, p := range props {
-		p.term = bs.GetTerm()
-		if err := g.rn.Propose(p.data); err != nil {
-			g.finish(p.id, result{err: fmt.Errorf("%w: group %d: %v", ErrProposalDropped, g.id, err)})
+	if len(props) > 0 {
+		// One MsgProp for the round's proposals: raft appends them at once
+		// and sends each follower one append for them all (one proposal
+		// at a time, it sends one per proposal, each acknowledged
+		// separately). Raft takes or drops the batch as a whole.
+		ents := make([]*pb.Entry, len(props))
+		for i, p := range props {
+			p.term = bs.GetTerm()
+			ents[i] = &pb.Entry{Data: p.data}
+		}
+		prop := &pb.Message{Type: pb.MsgProp.Enum(), From: proto.Uint64(h.cfg.NodeID), Entries: ents}
+		if err := g.rn.Step(prop); err != nil {
+			for _, p := range props {
+				g.finish(p.id, result{err: fmt.Errorf("%w: group %d: %v", ErrProposalDropped, g.id, err)})
+			}
 		}
 	}
 	for _, r := range reads {

@@ -25,11 +25,13 @@ import (
 //	keys.AppliedIndex(g)  applied index                            replicated (8 bytes BE)
 //	keys.ConfState(g)     proto ConfState as of the applied index  replicated
 //
-// Reads (the raft.Storage methods) go to Pebble except for the first and
-// last index and term, which are cached. Writes are staged into a batch by
-// the host's loop and only become visible to the cache after the batch
-// commits (commitAppend, commitApply): raft never sees an entry from Storage
-// that is not durable, and raft's own unstable log covers the gap.
+// Reads (the raft.Storage methods) are served from memory where they can:
+// the first and last index and term, and the most recently appended entries
+// (up to cacheLimit bytes, see entry cache below); the rest goes to Pebble.
+// Writes are staged into a batch by the host's loop and only become visible
+// to the caches after the batch commits (commitAppend, commitApply): raft
+// never sees an entry from Storage that is not durable, and raft's own
+// unstable log covers the gap.
 //
 // The raft.Storage methods may be called from any goroutine (the host calls
 // them from its loop; tests call them directly); mu guards the cache.
@@ -45,6 +47,26 @@ type storage struct {
 	truncTerm  uint64
 	lastIndex  uint64
 	lastTerm   uint64
+
+	// The entry cache: entries [cacheFirst, cacheFirst+len(cache)) of the
+	// durable log, always inside [first, last]. Raft reads every entry
+	// back from Storage at least once after its Ready (to apply it, once
+	// committed), and a leader again for a follower whose append window was
+	// full; without the cache each read is a Pebble iteration and a decode
+	// of the whole entry. Appends extend it (a replaced tail is cut first),
+	// truncation and snapshots trim it, and the oldest entries are evicted
+	// beyond cacheLimit bytes (encoded size); 0 disables it.
+	cache      []cachedEntry
+	cacheFirst uint64
+	cacheBytes uint64
+	cacheLimit uint64
+}
+
+// cachedEntry is a durable log entry and its encoded size. Cached entries
+// are shared with raft and must never be modified.
+type cachedEntry struct {
+	e    *pb.Entry
+	size uint64
 }
 
 var _ raft.Storage = (*storage)(nil)
@@ -120,22 +142,31 @@ func (s *storage) InitialState() (*pb.HardState, *pb.ConfState, error) {
 	return hs, proto.CloneOf(s.confState), nil
 }
 
-// Entries implements raft.Storage: entries [lo, hi) read from Pebble, at
-// most maxSize bytes (proto size) but at least one. The returned slice and
-// entries are freshly allocated and owned by the caller.
+// Entries implements raft.Storage: entries [lo, hi), at most maxSize bytes
+// (encoded size) but at least one, from the entry cache if it holds them
+// all, else read from Pebble. The returned slice is freshly allocated and
+// owned by the caller; the entries must not be modified (cached ones are
+// shared).
 func (s *storage) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
 	s.mu.Lock()
 	first, last := s.truncIndex+1, s.lastIndex
-	s.mu.Unlock()
 	if lo < first {
+		s.mu.Unlock()
 		return nil, raft.ErrCompacted
 	}
 	if hi > last+1 || lo > hi {
+		s.mu.Unlock()
 		return nil, raft.ErrUnavailable
 	}
 	if lo == hi {
+		s.mu.Unlock()
 		return nil, nil
 	}
+	if ents := s.cachedEntries(lo, hi, maxSize); ents != nil {
+		s.mu.Unlock()
+		return ents, nil
+	}
+	s.mu.Unlock()
 	it, err := s.db.NewIter(&pebble.IterOptions{
 		LowerBound: keys.LogEntry(s.group, lo),
 		UpperBound: keys.LogEntry(s.group, hi),
@@ -173,6 +204,77 @@ func (s *storage) Entries(lo, hi, maxSize uint64) ([]*pb.Entry, error) {
 	return ents, nil
 }
 
+// cachedEntries returns entries [lo, hi) limited to maxSize as Entries
+// does, or nil when the cache does not hold them all. s.mu is held.
+func (s *storage) cachedEntries(lo, hi, maxSize uint64) []*pb.Entry {
+	if len(s.cache) == 0 || lo < s.cacheFirst || hi > s.cacheFirst+uint64(len(s.cache)) {
+		return nil
+	}
+	c := s.cache[lo-s.cacheFirst : hi-s.cacheFirst]
+	n, size := 0, uint64(0)
+	for _, ce := range c {
+		size += ce.size
+		if n > 0 && size > maxSize {
+			break
+		}
+		n++
+	}
+	ents := make([]*pb.Entry, n)
+	for i := range ents {
+		ents[i] = c[i].e
+	}
+	return ents
+}
+
+// cacheAppend adds entries just made durable to the entry cache: they
+// replace whatever the cache held from their first index on. s.mu is held.
+func (s *storage) cacheAppend(ents []*pb.Entry, sizes []uint64) {
+	if s.cacheLimit == 0 || len(ents) == 0 {
+		return
+	}
+	lo := ents[0].GetIndex()
+	if len(s.cache) > 0 && lo >= s.cacheFirst && lo <= s.cacheFirst+uint64(len(s.cache)) {
+		cut := s.cache[lo-s.cacheFirst:]
+		for _, ce := range cut {
+			s.cacheBytes -= ce.size
+		}
+		clear(cut)
+		s.cache = s.cache[:lo-s.cacheFirst]
+	} else {
+		s.cacheReset(lo)
+	}
+	for i, e := range ents {
+		s.cache = append(s.cache, cachedEntry{e: e, size: sizes[i]})
+		s.cacheBytes += sizes[i]
+	}
+	for len(s.cache) > 0 && s.cacheBytes > s.cacheLimit {
+		s.cachePop()
+	}
+}
+
+// cacheTrim drops cached entries at or below index. s.mu is held.
+func (s *storage) cacheTrim(index uint64) {
+	for len(s.cache) > 0 && s.cacheFirst <= index {
+		s.cachePop()
+	}
+}
+
+// cachePop evicts the oldest cached entry. s.mu is held.
+func (s *storage) cachePop() {
+	s.cacheBytes -= s.cache[0].size
+	s.cache[0] = cachedEntry{}
+	s.cache = s.cache[1:]
+	s.cacheFirst++
+}
+
+// cacheReset empties the entry cache; the next entry cached is first.
+// s.mu is held.
+func (s *storage) cacheReset(first uint64) {
+	clear(s.cache)
+	s.cache = s.cache[:0]
+	s.cacheFirst, s.cacheBytes = first, 0
+}
+
 // Term implements raft.Storage.
 func (s *storage) Term(i uint64) (uint64, error) {
 	s.mu.Lock()
@@ -188,6 +290,13 @@ func (s *storage) Term(i uint64) (uint64, error) {
 	case i == li:
 		return lt, nil
 	}
+	s.mu.Lock()
+	if len(s.cache) > 0 && i >= s.cacheFirst && i < s.cacheFirst+uint64(len(s.cache)) {
+		t := s.cache[i-s.cacheFirst].e.GetTerm()
+		s.mu.Unlock()
+		return t, nil
+	}
+	s.mu.Unlock()
 	var e pb.Entry
 	found, err := getProto(s.db, keys.LogEntry(s.group, i), &e)
 	if err != nil {
@@ -242,6 +351,8 @@ type appendState struct {
 	hs             *pb.HardState
 	last, lastTerm uint64
 	hasEntries     bool
+	ents           []*pb.Entry // for the entry cache
+	sizes          []uint64    // their encoded sizes
 }
 
 // stageAppend writes ents and hs (either may be empty) into b. Entries that
@@ -304,6 +415,10 @@ func (s *storage) stageAppend(b *pebble.Batch, ents []*pb.Entry, hs *pb.HardStat
 		}
 	}
 	st.hasEntries, st.last, st.lastTerm = true, newLast.GetIndex(), newLast.GetTerm()
+	st.ents, st.sizes = ents, make([]uint64, len(ents))
+	for i, v := range vals {
+		st.sizes[i] = uint64(len(v))
+	}
 	return st, nil
 }
 
@@ -316,6 +431,7 @@ func (s *storage) commitAppend(st appendState) {
 	}
 	if st.hasEntries {
 		s.lastIndex, s.lastTerm = st.last, st.lastTerm
+		s.cacheAppend(st.ents, st.sizes)
 	}
 }
 
@@ -369,6 +485,7 @@ func (s *storage) commitApply(applied uint64, cs *pb.ConfState, truncIndex, trun
 	}
 	if truncIndex > s.truncIndex {
 		s.truncIndex, s.truncTerm = truncIndex, truncTerm
+		s.cacheTrim(truncIndex)
 	}
 }
 
@@ -379,6 +496,7 @@ func (s *storage) restore(meta *pb.SnapshotMetadata) {
 	defer s.mu.Unlock()
 	s.truncIndex, s.truncTerm = meta.GetIndex(), meta.GetTerm()
 	s.lastIndex, s.lastTerm = meta.GetIndex(), meta.GetTerm()
+	s.cacheReset(meta.GetIndex() + 1)
 	s.applied = meta.GetIndex()
 	s.confState = proto.CloneOf(meta.GetConfState())
 	if s.confState == nil {

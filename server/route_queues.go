@@ -56,6 +56,9 @@ func recordThenPartitions[Req proto.Message, Resp interface {
 // every partition added up.
 func (r *Router) GetQueue(ctx context.Context, req *qv1.GetQueueRequest) (*qv1.GetQueueResponse, error) {
 	if sh, ok := direct(ctx); ok {
+		if _, recordOnly := headerInt(ctx, recordHeader); recordOnly {
+			return onShard(ctx, r, sh, req, (*Server).getQueueRecord)
+		}
 		return onShard(ctx, r, sh, req, (*Server).GetQueue)
 	}
 	tenant, err := require(ctx, readScopes...)

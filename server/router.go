@@ -29,6 +29,9 @@ const (
 	shardHeader       = "x-quorumq-shard"
 	partitionHeader   = "x-quorumq-partition"
 	incarnationHeader = "x-quorumq-incarnation"
+	// recordHeader asks a routed GetQueue for the record only (no stats:
+	// they cost a scan, and the router's cache refresh needs none).
+	recordHeader = "x-quorumq-record-only"
 )
 
 // queueMethod prefixes QueueService's full method names.
@@ -183,6 +186,7 @@ type target struct {
 	shard       uint64
 	partition   int
 	incarnation int64
+	recordOnly  bool
 }
 
 func (t target) headers() []string {
@@ -192,6 +196,9 @@ func (t target) headers() []string {
 	}
 	if t.incarnation != 0 {
 		h = append(h, incarnationHeader, strconv.FormatInt(t.incarnation, 10))
+	}
+	if t.recordOnly {
+		h = append(h, recordHeader, "1")
 	}
 	return h
 }
@@ -331,7 +338,7 @@ func (r *Router) queue(ctx context.Context, tenant, name string) (*qv1.Queue, er
 			return e.queue, nil
 		}
 	}
-	resp, err := call(ctx, r, target{shard: MetadataShard}, queueMethod+"GetQueue", &qv1.GetQueueRequest{Name: name},
+	resp, err := call(ctx, r, target{shard: MetadataShard, recordOnly: true}, queueMethod+"GetQueue", &qv1.GetQueueRequest{Name: name},
 		func(s *Server, ctx context.Context, req *qv1.GetQueueRequest) (*qv1.GetQueueResponse, error) {
 			return s.getQueueRecord(ctx, req)
 		})

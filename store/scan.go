@@ -166,9 +166,27 @@ func (t *txn) scan(qid uint64, f *storepb.TagFilter, until int64, indexOnly bool
 			marked[i].first = &position{c.cur.visibleAt, c.cur.seq}
 		}
 	}
+	// The cursors move past a candidate only when the walk goes on (not
+	// before visit): the step past the last candidate visited would walk
+	// the tombstones behind it for nothing. The iterators see the batch as
+	// of their creation, so visit's writes do not change what they yield.
+	var (
+		prev    candidate
+		advance bool
+	)
 	for {
-		// Merge: the smallest head; heads equal to it are the same message
-		// reached through another `any` tag and advance with it.
+		if advance {
+			// Heads equal to the candidate are the same message reached
+			// through another `any` tag and advance with it.
+			for _, c := range curs {
+				if c.ok && c.cur == prev {
+					if err := c.load(c.it.Next()); err != nil {
+						return false, err
+					}
+				}
+			}
+		}
+		// Merge: the smallest head.
 		var head *cursor
 		for _, c := range curs {
 			if c.ok && (head == nil || c.cur.less(head.cur)) {
@@ -179,13 +197,7 @@ func (t *txn) scan(qid uint64, f *storepb.TagFilter, until int64, indexOnly bool
 			return false, nil
 		}
 		cand := head.cur
-		for _, c := range curs {
-			if c.ok && c.cur == cand {
-				if err := c.load(c.it.Next()); err != nil {
-					return false, err
-				}
-			}
-		}
+		prev, advance = cand, true
 		var m *storepb.MessageRecord
 		if !(indexOnly && planOnly) {
 			if m, err = t.message(qid, cand.seq); err != nil {

@@ -114,7 +114,7 @@ type Node struct {
 // Start opens the data directory, starts Raft and serves gRPC and HTTP. It
 // returns once the listeners are open; the groups elect their leaders in the
 // background (see /readyz).
-func Start(ctx context.Context, cfg Config) (n *Node, err error) {
+func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -153,7 +153,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if cfg.Server.Logger == nil {
 		cfg.Server.Logger = cfg.Logger
 	}
-	n = &Node{cfg: cfg, log: cfg.Logger}
+	n := &Node{cfg: cfg, log: cfg.Logger} // not the result: goroutines started below outlive a failed Start
 	if n.faults, err = newFaultFilter(cfg); err != nil {
 		return nil, err
 	}
@@ -166,10 +166,9 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if cfg.Server.Meter == nil {
 		cfg.Server.Meter = meter
 	}
-	started := n // (a failed Start returns a nil *Node: close what it opened)
 	defer func() {
 		if err != nil {
-			started.closeAll()
+			n.closeAll()
 		}
 	}()
 	loopCtx, cancel := context.WithCancel(context.Background())
