@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"context"
 	"encoding/base64"
 	"fmt"
 	"testing"
@@ -335,7 +334,6 @@ func TestClientCannotAddressAShardDirectly(t *testing.T) {
 			t.Fatalf("a client's headers made a partition copy on shard %d", s)
 		}
 	}
-	_ = context.Background
 }
 
 // A batch without partition keys stays one command on one partition, and a

@@ -38,26 +38,16 @@ func (r *Router) SendMessage(ctx context.Context, req *qv1.SendMessageRequest) (
 	if sh, ok := direct(ctx); ok {
 		return onShard(ctx, r, sh, req, (*Server).SendMessage)
 	}
-	tenant, err := require(ctx, ScopeMessagesSend)
+	tenant, q, err := r.resolve(ctx, "queue", req.GetQueue(), ScopeMessagesSend)
 	if err != nil {
-		return nil, err
-	}
-	if err := checkName("queue", req.GetQueue()); err != nil {
 		return nil, err
 	}
 	if len(req.GetPartitionKey()) > maxPartitionKey {
 		return nil, fieldError("partition_key", fmt.Sprintf("must be at most %d bytes", maxPartitionKey))
 	}
-	q, err := r.queue(ctx, tenant, req.GetQueue())
-	if err != nil {
-		return nil, err
-	}
 	i := r.pickPartition(partitions(q), req.GetPartitionKey(), req.GetGroupId(), req.GetIdempotencyKey())
 	req.Queue = store.PartitionName(q.GetName(), i)
-	t := r.partitionTarget(tenant, q, i)
-	return withPartition(ctx, r, tenant, q, i, func() (*qv1.SendMessageResponse, error) {
-		return call(ctx, r, t, queueMethod+"SendMessage", req, (*Server).SendMessage)
-	})
+	return onPartition(ctx, r, tenant, q, i, "SendMessage", req, (*Server).SendMessage)
 }
 
 // SendMessageBatch implements QueueService: entries with a partition key
@@ -106,10 +96,7 @@ func (r *Router) SendMessageBatch(ctx context.Context, req *qv1.SendMessageBatch
 	}
 	send := func(i int, part []*qv1.SendMessageBatchEntry) (*qv1.SendMessageBatchResponse, error) {
 		sub := &qv1.SendMessageBatchRequest{Queue: store.PartitionName(q.GetName(), i), Entries: part}
-		t := r.partitionTarget(tenant, q, i)
-		return withPartition(ctx, r, tenant, q, i, func() (*qv1.SendMessageBatchResponse, error) {
-			return call(ctx, r, t, queueMethod+"SendMessageBatch", sub, (*Server).SendMessageBatch)
-		})
+		return onPartition(ctx, r, tenant, q, i, "SendMessageBatch", sub, (*Server).SendMessageBatch)
 	}
 	if len(groups) == 1 {
 		for i := range groups {
@@ -184,14 +171,7 @@ func (r *Router) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRe
 	if sh, ok := direct(ctx); ok {
 		return onShard(ctx, r, sh, req, (*Server).ReceiveMessages)
 	}
-	tenant, err := require(ctx, ScopeMessagesReceive)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkName("queue", req.GetQueue()); err != nil {
-		return nil, err
-	}
-	q, err := r.queue(ctx, tenant, req.GetQueue())
+	tenant, q, err := r.resolve(ctx, "queue", req.GetQueue(), ScopeMessagesReceive)
 	if err != nil {
 		return nil, err
 	}
@@ -200,10 +180,7 @@ func (r *Router) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRe
 		sub := &qv1.ReceiveMessagesRequest{Queue: store.PartitionName(q.GetName(), i), MaxMessages: max,
 			VisibilityTimeout: req.GetVisibilityTimeout(), WaitTime: wait, TagFilter: req.GetTagFilter(),
 			ReceiveAttemptId: req.GetReceiveAttemptId()}
-		t := r.partitionTarget(tenant, q, i)
-		return withPartition(ctx, r, tenant, q, i, func() (*qv1.ReceiveMessagesResponse, error) {
-			return call(ctx, r, t, queueMethod+"ReceiveMessages", sub, (*Server).ReceiveMessages)
-		})
+		return onPartition(ctx, r, tenant, q, i, "ReceiveMessages", sub, (*Server).ReceiveMessages)
 	}
 	if n == 1 {
 		return recv(ctx, 0, req.GetMaxMessages(), req.GetWaitTime())
@@ -330,19 +307,7 @@ func (r *Router) DeleteMessage(ctx context.Context, req *qv1.DeleteMessageReques
 	if sh, ok := direct(ctx); ok {
 		return onShard(ctx, r, sh, req, (*Server).DeleteMessage)
 	}
-	tenant, err := require(ctx, ScopeMessagesReceive)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkName("queue", req.GetQueue()); err != nil {
-		return nil, err
-	}
-	t, name, err := r.handleTarget("receipt_handle", tenant, req.GetQueue(), req.GetReceiptHandle())
-	if err != nil {
-		return nil, err
-	}
-	req.Queue = name
-	return call(ctx, r, t, queueMethod+"DeleteMessage", req, (*Server).DeleteMessage)
+	return byHandle(ctx, r, req, func(name string) { req.Queue = name }, "DeleteMessage", (*Server).DeleteMessage)
 }
 
 // ChangeMessageVisibility implements QueueService on the partition named
@@ -351,19 +316,31 @@ func (r *Router) ChangeMessageVisibility(ctx context.Context, req *qv1.ChangeMes
 	if sh, ok := direct(ctx); ok {
 		return onShard(ctx, r, sh, req, (*Server).ChangeMessageVisibility)
 	}
+	return byHandle(ctx, r, req, func(name string) { req.Queue = name }, "ChangeMessageVisibility", (*Server).ChangeMessageVisibility)
+}
+
+// byHandle routes a one-handle call to the partition its handle names;
+// setQueue points the request at that partition's catalog name.
+func byHandle[Req interface {
+	proto.Message
+	GetQueue() string
+	GetReceiptHandle() string
+}, Resp proto.Message](ctx context.Context, r *Router, req Req, setQueue func(string), method string,
+	local func(*Server, context.Context, Req) (Resp, error)) (Resp, error) {
+	var zero Resp
 	tenant, err := require(ctx, ScopeMessagesReceive)
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
 	if err := checkName("queue", req.GetQueue()); err != nil {
-		return nil, err
+		return zero, err
 	}
 	t, name, err := r.handleTarget("receipt_handle", tenant, req.GetQueue(), req.GetReceiptHandle())
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
-	req.Queue = name
-	return call(ctx, r, t, queueMethod+"ChangeMessageVisibility", req, (*Server).ChangeMessageVisibility)
+	setQueue(name)
+	return call(ctx, r, t, queueMethod+method, req, local)
 }
 
 // DeleteMessageBatch implements QueueService: one call per partition.

@@ -74,10 +74,7 @@ func (r *Router) GetQueue(ctx context.Context, req *qv1.GetQueueRequest) (*qv1.G
 		return nil, err
 	}
 	parts, err := fanOut(q, func(i int) (*qv1.GetQueueResponse, error) {
-		t := r.partitionTarget(tenant, q, i)
-		return withPartition(ctx, r, tenant, q, i, func() (*qv1.GetQueueResponse, error) {
-			return call(ctx, r, t, queueMethod+"GetQueue", &qv1.GetQueueRequest{Name: store.PartitionName(q.GetName(), i)}, (*Server).GetQueue)
-		})
+		return onPartition(ctx, r, tenant, q, i, "GetQueue", &qv1.GetQueueRequest{Name: store.PartitionName(q.GetName(), i)}, (*Server).GetQueue)
 	})
 	if err != nil {
 		return nil, err
@@ -166,22 +163,12 @@ func (r *Router) PurgeQueue(ctx context.Context, req *qv1.PurgeQueueRequest) (*q
 	if sh, ok := direct(ctx); ok {
 		return onShard(ctx, r, sh, req, (*Server).PurgeQueue)
 	}
-	tenant, err := require(ctx, ScopeQueuesAdmin)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkName("name", req.GetName()); err != nil {
-		return nil, err
-	}
-	q, err := r.queue(ctx, tenant, req.GetName())
+	tenant, q, err := r.resolve(ctx, "name", req.GetName(), ScopeQueuesAdmin)
 	if err != nil {
 		return nil, err
 	}
 	_, err = fanOut(q, func(i int) (*qv1.PurgeQueueResponse, error) {
-		t := r.partitionTarget(tenant, q, i)
-		return withPartition(ctx, r, tenant, q, i, func() (*qv1.PurgeQueueResponse, error) {
-			return call(ctx, r, t, queueMethod+"PurgeQueue", &qv1.PurgeQueueRequest{Name: store.PartitionName(q.GetName(), i)}, (*Server).PurgeQueue)
-		})
+		return onPartition(ctx, r, tenant, q, i, "PurgeQueue", &qv1.PurgeQueueRequest{Name: store.PartitionName(q.GetName(), i)}, (*Server).PurgeQueue)
 	})
 	if err != nil {
 		return nil, err
@@ -195,14 +182,7 @@ func (r *Router) RedriveMessages(ctx context.Context, req *qv1.RedriveMessagesRe
 	if sh, ok := direct(ctx); ok {
 		return onShard(ctx, r, sh, req, (*Server).RedriveMessages)
 	}
-	tenant, err := require(ctx, ScopeQueuesAdmin)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkName("dead_letter_queue", req.GetDeadLetterQueue()); err != nil {
-		return nil, err
-	}
-	q, err := r.queue(ctx, tenant, req.GetDeadLetterQueue())
+	tenant, q, err := r.resolve(ctx, "dead_letter_queue", req.GetDeadLetterQueue(), ScopeQueuesAdmin)
 	if err != nil {
 		return nil, err
 	}
@@ -236,10 +216,7 @@ func (r *Router) RedriveMessages(ctx context.Context, req *qv1.RedriveMessagesRe
 		}
 		sub := &qv1.RedriveMessagesRequest{DeadLetterQueue: store.PartitionName(q.GetName(), i), TargetQueue: req.GetTargetQueue(),
 			MaxMessages: int32(int64(max) - moved)}
-		t := r.partitionTarget(tenant, q, i)
-		resp, err := withPartition(ctx, r, tenant, q, i, func() (*qv1.RedriveMessagesResponse, error) {
-			return call(ctx, r, t, queueMethod+"RedriveMessages", sub, (*Server).RedriveMessages)
-		})
+		resp, err := onPartition(ctx, r, tenant, q, i, "RedriveMessages", sub, (*Server).RedriveMessages)
 		if err != nil {
 			return nil, err
 		}

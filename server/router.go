@@ -243,7 +243,11 @@ func call[Req, Resp proto.Message](ctx context.Context, r *Router, t target, met
 		var err error
 		var resp Resp
 		if srv := r.cfg.Local[t.shard]; srv != nil && leader == r.cfg.Self {
-			resp, err = local(srv, localContext(ctx, t), req)
+			lctx := ctx
+			if t.incarnation != 0 { // only a partition create reads its headers
+				lctx = localContext(ctx, t)
+			}
+			resp, err = local(srv, lctx, req)
 			err = toStatus(err)
 		} else if r.cfg.Forwarder == nil {
 			return zero, statusError(codes.Unavailable, ReasonNotLeader, fmt.Sprintf("no route to shard %d", t.shard), nil)
@@ -391,6 +395,29 @@ func withPartition[Resp any](ctx context.Context, r *Router, tenant string, q *q
 		return resp, perr
 	}
 	return f()
+}
+
+// onPartition runs one QueueService method on partition i of q (see
+// withPartition for a partition found missing).
+func onPartition[Req, Resp proto.Message](ctx context.Context, r *Router, tenant string, q *qv1.Queue, i int, method string, req Req,
+	local func(*Server, context.Context, Req) (Resp, error)) (Resp, error) {
+	t := r.partitionTarget(tenant, q, i)
+	return withPartition(ctx, r, tenant, q, i, func() (Resp, error) { return call(ctx, r, t, queueMethod+method, req, local) })
+}
+
+// resolve is the prologue of a call on a named queue: the caller's tenant
+// (one of scopes), the name checked as request field `field`, and the
+// queue's record of truth.
+func (r *Router) resolve(ctx context.Context, field, name string, scopes ...string) (string, *qv1.Queue, error) {
+	tenant, err := require(ctx, scopes...)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := checkName(field, name); err != nil {
+		return "", nil, err
+	}
+	q, err := r.queue(ctx, tenant, name)
+	return tenant, q, err
 }
 
 // ensurePartition creates (or brings up to date) partition i of q on its
