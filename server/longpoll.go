@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/quorumq/quorumq/raftnode"
 	"github.com/quorumq/quorumq/store"
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
@@ -77,6 +78,21 @@ func (s *Server) receive(ctx context.Context, cmd *storepb.Receive, waitMs int64
 			return nil, false, err
 		}
 	}
+}
+
+// waitOnly serves a wait-only receive (see waitOnlyHeader): it waits up
+// to waitMs for a message matching cmd to be visible and proposes nothing,
+// so the router may cancel it at no cost. It returns nil both when a
+// message is ready and when the wait ends: the caller tells them apart by
+// the time. A wait cut short by this server stopping is an error, lest it
+// read as "ready".
+func (s *Server) waitOnly(ctx context.Context, cmd *storepb.Receive, waitMs int64) error {
+	deadline := s.cfg.Now().Add(time.Duration(waitMs) * time.Millisecond)
+	ok, err := s.waitVisible(ctx, cmd, deadline)
+	if err == nil && !ok && s.cfg.Now().Before(deadline) {
+		return raftnode.ErrStopped
+	}
+	return err
 }
 
 // waitVisible blocks until a matching message is visible (true) or the

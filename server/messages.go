@@ -122,7 +122,9 @@ func failedEntry(id string, err error) *qv1.BatchResultError {
 
 // ReceiveMessages implements QueueService, with long polling: when nothing
 // is visible it waits on this node, without proposing, until a send (or a
-// lease ending) makes a matching message visible or the wait ends.
+// lease ending) makes a matching message visible or the wait ends. A call
+// routed with waitOnlyHeader only waits: it leases nothing and answers
+// empty, early when a matching message is visible, else when the wait ends.
 func (s *Server) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRequest) (*qv1.ReceiveMessagesResponse, error) {
 	tenant, err := require(ctx, ScopeMessagesReceive)
 	if err != nil {
@@ -155,10 +157,15 @@ func (s *Server) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRe
 		}
 	}
 	filter := filterFromAPI(req.GetTagFilter())
-	if wait < 0 { // unset: the queue's receive_wait
+	_, waitOnly := headerInt(ctx, waitOnlyHeader)
+	// Both read local state: the barrier makes sure it is not that of a
+	// leader deposed without knowing it.
+	if wait < 0 || waitOnly {
 		if err := s.readBarrier(ctx); err != nil {
 			return nil, err
 		}
+	}
+	if wait < 0 { // unset: the queue's receive_wait
 		info, err := s.store.Queue(tenant, req.GetQueue())
 		if err != nil {
 			return nil, withQueue(err, req.GetQueue())
@@ -167,6 +174,12 @@ func (s *Server) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRe
 	}
 	cmd := &storepb.Receive{Tenant: tenant, Queue: req.GetQueue(), MaxMessages: max, VisibilityTimeoutMs: vis, Filter: filter,
 		ReceiveAttemptId: req.GetReceiveAttemptId()}
+	if waitOnly {
+		if err := s.waitOnly(ctx, cmd, wait); err != nil {
+			return nil, err
+		}
+		return &qv1.ReceiveMessagesResponse{}, nil
+	}
 	msgs, replayed, err := s.receive(ctx, cmd, wait)
 	if err != nil {
 		return nil, err

@@ -1,18 +1,26 @@
 package server_test
 
 import (
+	"context"
 	"encoding/base64"
 	"fmt"
+	"hash/fnv"
+	"io"
+	"log/slog"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	"github.com/quorumq/quorumq/raftnode"
 	"github.com/quorumq/quorumq/server"
+	"github.com/quorumq/quorumq/server/node"
 	"github.com/quorumq/quorumq/store"
 )
 
@@ -192,8 +200,8 @@ func TestLongPollAcrossPartitionsWakesOnSend(t *testing.T) {
 	if len(res.r.GetMessages()) == 0 || res.at.Sub(sent) > 3*time.Second {
 		t.Fatalf("long poll answered %d messages %v after the send", len(res.r.GetMessages()), res.at.Sub(sent))
 	}
-	// Nothing is lost: what the poll did not return comes back (at once when
-	// released, else when a cancelled poll's lease of 1s ends).
+	// Nothing is lost: what the poll did not return was never leased, so
+	// the next receives get it (those sends may still be committing).
 	got := len(res.r.GetMessages())
 	checkFor(t, 8*time.Second, 100*time.Millisecond, func() error {
 		r, err := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "poll", MaxMessages: 10, VisibilityTimeout: durationpb.New(time.Hour)})
@@ -334,6 +342,18 @@ func TestClientCannotAddressAShardDirectly(t *testing.T) {
 			t.Fatalf("a client's headers made a partition copy on shard %d", s)
 		}
 	}
+	// Nor turn its receives into wait-only polls that never lease.
+	if _, err := n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "direct", Body: "waiting"}); err != nil {
+		t.Fatal(err)
+	}
+	mctx = metadata.AppendToOutgoingContext(ctx, "x-quorumq-wait-only", "1")
+	got, err := n.client.ReceiveMessages(mctx, &qv1.ReceiveMessagesRequest{Queue: "direct", MaxMessages: 10, WaitTime: durationpb.New(0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.GetMessages()) != 1 || got.GetMessages()[0].GetBody() != "waiting" {
+		t.Fatalf("a receive with a client's wait-only header got %v, want the one message", got.GetMessages())
+	}
 }
 
 // A batch without partition keys stays one command on one partition, and a
@@ -376,4 +396,244 @@ func TestBatchRetryOnPartitionedQueueIsIdempotent(t *testing.T) {
 	if nonEmpty != 1 {
 		t.Fatalf("one batch spread over %d partitions", nonEmpty)
 	}
+}
+
+// keyForPartition is a partition key that the router sends to partition i
+// of a queue of parts partitions (it hashes keys with FNV-1a).
+func keyForPartition(parts, i int) string {
+	for k := 0; ; k++ {
+		key := fmt.Sprint("key-", k)
+		h := fnv.New32a()
+		h.Write([]byte(key))
+		if int(h.Sum32()%uint32(parts)) == i {
+			return key
+		}
+	}
+}
+
+// receivesProposed sums the receive commands proposed by the servers of
+// the shards holding a queue's partitions.
+func receivesProposed(srv func(shard uint64) *server.Server, queue string, parts int) uint64 {
+	var sum uint64
+	for i := range parts {
+		sum += srv(server.ShardOf(partShards, server.DevTenant, queue, i)).ReceivesProposed()
+	}
+	return sum
+}
+
+// longPollTakesOnlyWhatItReturns runs a long poll (max_messages 1) on an
+// empty queue of 4 partitions while two messages arrive at once on two
+// partitions: the poll returns one, and the other was never leased (a
+// plain receive gets it at its first receive, and nothing is left in
+// flight). proposed counts the receives proposed on the partitions' shards;
+// with idle, the waiting poll must not have proposed any.
+func longPollTakesOnlyWhatItReturns(t *testing.T, c qv1.QueueServiceClient, queue string, proposed func() uint64, idle bool) {
+	t.Helper()
+	ctx := tctx(t)
+	createPartitioned(t, c, queue, 4, nil)
+	before := proposed()
+	type result struct {
+		r   *qv1.ReceiveMessagesResponse
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, err := c.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: queue, MaxMessages: 1,
+			WaitTime: durationpb.New(3 * time.Second), VisibilityTimeout: durationpb.New(time.Hour)})
+		done <- result{r, err}
+	}()
+	// The gather makes one receive per partition; then the poll waits.
+	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if got := proposed() - before; got < 4 {
+			return fmt.Errorf("%d receives proposed, want the gather's 4", got)
+		}
+		return nil
+	})
+	time.Sleep(200 * time.Millisecond)
+	if idle {
+		if got := proposed() - before; got != 4 {
+			t.Fatalf("%d receives proposed before any send, want the gather's 4 only", got)
+		}
+	}
+	// One batch, two partition keys: two sends in parallel, on partitions 0 and 2.
+	b, err := c.SendMessageBatch(ctx, &qv1.SendMessageBatchRequest{Queue: queue, Entries: []*qv1.SendMessageBatchEntry{
+		{Id: "a", Body: "a", PartitionKey: keyForPartition(4, 0)},
+		{Id: "b", Body: "b", PartitionKey: keyForPartition(4, 2)},
+	}})
+	if err != nil || len(b.GetSuccessful()) != 2 {
+		t.Fatalf("send: %v %v", err, b.GetFailed())
+	}
+	res := <-done
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	if len(res.r.GetMessages()) != 1 {
+		t.Fatalf("long poll of max 1 returned %d messages", len(res.r.GetMessages()))
+	}
+	first := res.r.GetMessages()[0]
+	if first.GetReceiveCount() != 1 {
+		t.Fatalf("polled message received %d times, want 1", first.GetReceiveCount())
+	}
+	// Nothing else is leased: the other message is visible, not in flight.
+	q, err := c.GetQueue(ctx, &qv1.GetQueueRequest{Name: queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := q.GetQueue().GetStats(); st.GetVisible() != 1 || st.GetInFlight() != 1 {
+		t.Fatalf("after the poll: %d visible, %d in flight; want 1 and 1", st.GetVisible(), st.GetInFlight())
+	}
+	r, err := c.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: queue, MaxMessages: 10, VisibilityTimeout: durationpb.New(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.GetMessages()) != 1 || r.GetMessages()[0].GetMessageId() == first.GetMessageId() {
+		t.Fatalf("plain receive got %v, want the other message", r.GetMessages())
+	}
+	if got := r.GetMessages()[0].GetReceiveCount(); got != 1 {
+		t.Fatalf("the message the poll did not return was received %d times, want 1", got)
+	}
+}
+
+// A long poll across partitions leases only the messages it returns: a
+// message it did not return keeps its receive count and stays visible.
+func TestPartitionLongPollLeasesOnlyWhatItReturns(t *testing.T) {
+	n := startSharded(t)
+	longPollTakesOnlyWhatItReturns(t, n.client, "surplus", func() uint64 {
+		return receivesProposed(n.ShardServer, "surplus", 4)
+	}, false) // TestPartitionLongPollWaitsWithoutProposing checks that
+}
+
+// While a long poll across partitions waits, no partition proposes a
+// receive: only the gather's one per partition, then one on the partition
+// where a message arrived.
+func TestPartitionLongPollWaitsWithoutProposing(t *testing.T) {
+	n := startSharded(t)
+	ctx := tctx(t)
+	createPartitioned(t, n.client, "idle", 4, nil)
+	proposed := func() uint64 { return receivesProposed(n.ShardServer, "idle", 4) }
+
+	// A poll that ends empty.
+	before := proposed()
+	start := time.Now()
+	r, err := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "idle", WaitTime: durationpb.New(500 * time.Millisecond)})
+	if err != nil || len(r.GetMessages()) != 0 {
+		t.Fatalf("poll of an empty queue: %v %v", err, r.GetMessages())
+	}
+	if el := time.Since(start); el < 500*time.Millisecond {
+		t.Fatalf("answered after %v, before its 500ms wait", el)
+	}
+	if got := proposed() - before; got != 4 {
+		t.Fatalf("an empty poll proposed %d receives, want the gather's 4", got)
+	}
+
+	// A poll that a send wakes.
+	before = proposed()
+	done := make(chan *qv1.ReceiveMessagesResponse, 1)
+	go func() {
+		r, err := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "idle", WaitTime: durationpb.New(10 * time.Second)})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- r
+	}()
+	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if proposed()-before < 4 {
+			return errNotYet
+		}
+		return nil
+	})
+	select {
+	case r := <-done:
+		t.Fatalf("long poll returned before any send: %v", r)
+	case <-time.After(500 * time.Millisecond):
+	}
+	if got := proposed() - before; got != 4 {
+		t.Fatalf("%d receives proposed while waiting, want the gather's 4 only", got)
+	}
+	sent, err := n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "idle", Body: "wake up"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = <-done
+	if len(r.GetMessages()) != 1 || r.GetMessages()[0].GetMessageId() != sent.GetMessageId() {
+		t.Fatalf("long poll got %v", r.GetMessages())
+	}
+	if got := proposed() - before; got != 5 {
+		t.Fatalf("%d receives proposed, want 4 (gather) + 1 (where the message came)", got)
+	}
+}
+
+// startShardedCluster is startMemCluster with partShards shards per node
+// and no leader balancing, so tests can place the leaders.
+func startShardedCluster(t *testing.T) *memCluster {
+	t.Helper()
+	c := &memCluster{net: raftnode.NewMemNetwork(), nodes: map[uint64]*node.Node{}, clients: map[uint64]qv1.QueueServiceClient{}}
+	peers := map[uint64]string{}
+	for id := uint64(1); id <= 3; id++ {
+		peers[id] = freeAddr(t)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for id := uint64(1); id <= 3; id++ {
+		n, err := node.Start(ctx, node.Config{
+			DataDir: t.TempDir(), NodeID: id, Peers: peers, RaftAddr: peers[id],
+			HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", Shards: partShards, BalanceInterval: time.Hour,
+			Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Server:        server.Config{HousekeepingInterval: 50 * time.Millisecond, ProposeTimeout: 2 * time.Second},
+			RaftTransport: c.net.Transport(id),
+			AttachHost:    func(h *raftnode.Host) { c.net.Attach(id, h) },
+		})
+		if err != nil {
+			t.Fatalf("start node %d: %v", id, err)
+		}
+		c.nodes[id] = n
+		t.Cleanup(func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = n.Stop(sctx)
+		})
+		conn, err := grpc.NewClient(n.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		c.clients[id] = qv1.NewQueueServiceClient(conn)
+	}
+	for _, n := range c.nodes {
+		if err := n.WaitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
+// The same long poll through a node that leads none of the partitions:
+// the wait-only calls and the receive are forwarded to their leaders.
+func TestPartitionLongPollForwarded(t *testing.T) {
+	c := startShardedCluster(t)
+	const queue, leader = "remote", uint64(2)
+	for i := range 4 {
+		sh := server.ShardOf(partShards, server.DevTenant, queue, i)
+		checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+			for id, n := range c.nodes {
+				st, err := n.Host().Status(sh)
+				if err != nil {
+					return err
+				}
+				if st.LeaderID == leader {
+					continue
+				}
+				if cur := c.nodes[st.LeaderID]; cur != nil { // hand it over, then look again
+					tctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+					defer cancel()
+					_ = cur.Host().TransferLeadership(tctx, sh, leader)
+				}
+				return fmt.Errorf("node %d sees leader %d of shard %d", id, st.LeaderID, sh)
+			}
+			return nil
+		})
+	}
+	longPollTakesOnlyWhatItReturns(t, c.clients[1], queue, func() uint64 {
+		return receivesProposed(c.nodes[leader].ShardServer, queue, 4)
+	}, true)
 }

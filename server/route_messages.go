@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -162,11 +163,10 @@ func mergeBatches[K comparable, E any, Resp any](groups map[K][]E, run func(K, [
 // partitions from a rotating start, without waiting, until it has
 // max_messages (full batches: a consumer's delete of a batch is one command
 // per partition, and measured on three nodes this beat answering with the
-// first partition that had messages by 1.3-1.6x); if all are empty it
-// long-polls every partition at once,
-// keeps what the first answers bring (up to max_messages) and returns
-// anything beyond at once (visibility 0), so nothing waits out a lease
-// for a receive that did not deliver it.
+// first partition that had messages by 1.3-1.6x); if all are empty and the
+// caller asked for a long poll, it waits on every partition at once without
+// leasing anything, and receives from the first that has a message ready
+// (see pollPartitions).
 func (r *Router) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRequest) (*qv1.ReceiveMessagesResponse, error) {
 	if sh, ok := direct(ctx); ok {
 		return onShard(ctx, r, sh, req, (*Server).ReceiveMessages)
@@ -176,14 +176,18 @@ func (r *Router) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRe
 		return nil, err
 	}
 	n := partitions(q)
-	recv := func(ctx context.Context, i int, max int32, wait *durationpb.Duration) (*qv1.ReceiveMessagesResponse, error) {
+	recv := func(ctx context.Context, i int, max int32, wait *durationpb.Duration, waitOnly bool) (*qv1.ReceiveMessagesResponse, error) {
 		sub := &qv1.ReceiveMessagesRequest{Queue: store.PartitionName(q.GetName(), i), MaxMessages: max,
 			VisibilityTimeout: req.GetVisibilityTimeout(), WaitTime: wait, TagFilter: req.GetTagFilter(),
 			ReceiveAttemptId: req.GetReceiveAttemptId()}
-		return onPartition(ctx, r, tenant, q, i, "ReceiveMessages", sub, (*Server).ReceiveMessages)
+		t := r.partitionTarget(tenant, q, i)
+		t.waitOnly = waitOnly
+		return withPartition(ctx, r, tenant, q, i, func() (*qv1.ReceiveMessagesResponse, error) {
+			return call(ctx, r, t, queueMethod+"ReceiveMessages", sub, (*Server).ReceiveMessages)
+		})
 	}
 	if n == 1 {
-		return recv(ctx, 0, req.GetMaxMessages(), req.GetWaitTime())
+		return recv(ctx, 0, req.GetMaxMessages(), req.GetWaitTime(), false)
 	}
 	max := req.GetMaxMessages()
 	switch {
@@ -205,7 +209,7 @@ func (r *Router) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRe
 	served := 0
 	for j := range n {
 		i := (start + j) % n
-		resp, err := recv(ctx, i, max-int32(len(out.Messages)), durationpb.New(0))
+		resp, err := recv(ctx, i, max-int32(len(out.Messages)), durationpb.New(0), false)
 		if err != nil {
 			lastErr = err // one partition's shard down: the others still serve
 			continue
@@ -222,69 +226,89 @@ func (r *Router) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRe
 	if len(out.Messages) > 0 || wait == 0 {
 		return out, nil
 	}
-	return r.pollPartitions(ctx, tenant, q, max, wait, recv)
+	return pollPartitions(ctx, n, max, wait, recv)
 }
 
-// pollPartitions long-polls every partition until one answers with
-// messages or the wait ends.
-func (r *Router) pollPartitions(ctx context.Context, tenant string, q *qv1.Queue, max int32, waitMs int64,
-	recv func(context.Context, int, int32, *durationpb.Duration) (*qv1.ReceiveMessagesResponse, error)) (*qv1.ReceiveMessagesResponse, error) {
-	n := partitions(q)
-	pctx, cancel := context.WithCancel(ctx)
+// receiveFunc runs a receive on partition i (wait-only: see waitOnlyHeader).
+type receiveFunc func(ctx context.Context, i int, max int32, wait *durationpb.Duration, waitOnly bool) (*qv1.ReceiveMessagesResponse, error)
+
+// pollPartitions long-polls the n partitions of a queue for waitMs. A
+// receive that leases must not be cancelled (a proposal already committing
+// would keep its lease and count a receive nobody got), and leasing on
+// several partitions at once takes more than max_messages. So it waits on
+// every partition with wait-only calls, which propose nothing and are free
+// to cancel, and when one reports a matching message visible it receives,
+// without waiting, from that partition alone, on the caller's context. If
+// another consumer took the message first, that receive finds nothing and
+// the wait goes on until waitMs ends.
+func pollPartitions(ctx context.Context, n int, max int32, waitMs int64, recv receiveFunc) (*qv1.ReceiveMessagesResponse, error) {
+	deadline := time.Now().Add(time.Duration(waitMs) * time.Millisecond)
+	for {
+		i, err := waitPartitions(ctx, n, max, deadline, recv)
+		if err != nil {
+			if ctx.Err() != nil {
+				return &qv1.ReceiveMessagesResponse{}, nil // the caller is gone
+			}
+			return nil, err
+		}
+		if i < 0 {
+			return &qv1.ReceiveMessagesResponse{}, nil
+		}
+		resp, err := recv(ctx, i, max, durationpb.New(0), false)
+		if err != nil || len(resp.GetMessages()) > 0 {
+			return resp, err
+		}
+		// Lost the race. A short pause bounds the receives proposed should
+		// a partition keep reporting a message it then does not lease.
+		select {
+		case <-ctx.Done():
+			return &qv1.ReceiveMessagesResponse{}, nil
+		case <-time.After(min(20*time.Millisecond, time.Until(deadline))):
+		}
+	}
+}
+
+// waitPartitions runs a wait-only call on each of the n partitions until
+// deadline. It returns the first partition whose call answered before the
+// deadline (a message is ready there), or -1 when the wait ended with none;
+// it fails only when every call failed.
+func waitPartitions(ctx context.Context, n int, max int32, deadline time.Time, recv receiveFunc) (int, error) {
+	remaining := time.Until(deadline)
+	if remaining <= 0 {
+		return -1, nil
+	}
+	// Rounded up to the millisecond the shard counts in, so its wait never
+	// ends before ours (which would read as "ready").
+	remaining = (remaining + time.Millisecond - 1).Truncate(time.Millisecond)
+	// Bounded by our deadline, not call()'s default timeout (shorter than
+	// the longest wait). The calls still running when we return are
+	// cancelled, which loses nothing: they propose nothing.
+	wctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	type answer struct {
-		i    int
-		resp *qv1.ReceiveMessagesResponse
-		err  error
+		i   int
+		err error
 	}
 	answers := make(chan answer, n)
 	for i := range n {
 		go func() {
-			resp, err := recv(pctx, i, max, msDuration(waitMs))
-			answers <- answer{i, resp, err}
+			_, err := recv(wctx, i, max, durationpb.New(remaining), true)
+			answers <- answer{i, err}
 		}()
 	}
-	out := &qv1.ReceiveMessagesResponse{}
-	var extra []answer
 	var lastErr error
 	for range n {
 		a := <-answers
 		switch {
+		case !time.Now().Before(deadline):
+			return -1, nil // the wait is over, whatever the answer
 		case a.err != nil:
-			lastErr = a.err
-		case len(a.resp.GetMessages()) > 0:
-			cancel() // the others stop waiting; what they already took is kept or returned
-			take := min(len(a.resp.GetMessages()), int(max)-len(out.Messages))
-			out.Messages = append(out.Messages, a.resp.GetMessages()[:take]...)
-			if rest := a.resp.GetMessages()[take:]; len(rest) > 0 {
-				extra = append(extra, answer{a.i, &qv1.ReceiveMessagesResponse{Messages: rest}, nil})
-			}
+			lastErr = a.err // one partition's shard down: the others still wait
+		default:
+			return a.i, nil
 		}
 	}
-	for _, a := range extra {
-		r.release(context.WithoutCancel(ctx), tenant, q, a.i, a.resp.GetMessages())
-	}
-	if len(out.Messages) == 0 && lastErr != nil && ctx.Err() == nil {
-		return nil, lastErr
-	}
-	return out, nil
-}
-
-// release makes messages a receive leased but could not return visible
-// again at once.
-func (r *Router) release(ctx context.Context, tenant string, q *qv1.Queue, i int, msgs []*qv1.ReceivedMessage) {
-	req := &qv1.ChangeMessageVisibilityBatchRequest{Queue: store.PartitionName(q.GetName(), i)}
-	for k, m := range msgs {
-		req.Entries = append(req.Entries, &qv1.ChangeMessageVisibilityBatchEntry{
-			Id: fmt.Sprint(k), ReceiptHandle: m.GetReceiptHandle(), VisibilityTimeout: durationpb.New(0)})
-	}
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-	defer cancel()
-	if _, err := call(ctx, r, r.partitionTarget(tenant, q, i), queueMethod+"ChangeMessageVisibilityBatch", req,
-		(*Server).ChangeMessageVisibilityBatch); err != nil {
-		r.log.Warn("could not release surplus received messages; they return after their lease",
-			"queue", q.GetName(), "partition", i, "messages", len(msgs), "err", err)
-	}
+	return -1, lastErr
 }
 
 // handleTarget addresses the partition that issued a receipt handle. A

@@ -32,6 +32,11 @@ const (
 	// recordHeader asks a routed GetQueue for the record only (no stats:
 	// they cost a scan, and the router's cache refresh needs none).
 	recordHeader = "x-quorumq-record-only"
+	// waitOnlyHeader makes a routed ReceiveMessages only wait, proposing
+	// nothing, until a matching message is visible (it then answers empty
+	// before its wait ends) or the wait ends: the router long-polls several
+	// partitions this way, since cancelling a wait loses no lease.
+	waitOnlyHeader = "x-quorumq-wait-only"
 )
 
 // queueMethod prefixes QueueService's full method names.
@@ -187,6 +192,7 @@ type target struct {
 	partition   int
 	incarnation int64
 	recordOnly  bool
+	waitOnly    bool
 }
 
 func (t target) headers() []string {
@@ -199,6 +205,9 @@ func (t target) headers() []string {
 	}
 	if t.recordOnly {
 		h = append(h, recordHeader, "1")
+	}
+	if t.waitOnly {
+		h = append(h, waitOnlyHeader, "1")
 	}
 	return h
 }
@@ -244,7 +253,7 @@ func call[Req, Resp proto.Message](ctx context.Context, r *Router, t target, met
 		var resp Resp
 		if srv := r.cfg.Local[t.shard]; srv != nil && leader == r.cfg.Self {
 			lctx := ctx
-			if t.incarnation != 0 { // only a partition create reads its headers
+			if t.incarnation != 0 || t.waitOnly { // only a partition create and a wait-only receive read their headers
 				lctx = localContext(ctx, t)
 			}
 			resp, err = local(srv, lctx, req)
