@@ -73,7 +73,7 @@ test-e2e: build build-chaos
 ## chaos: randomized fault schedules against real processes (tests/chaos):
 ## CHAOS_RUNS schedules of CHAOS_DURATION of faults each; CHAOS_SEED=n
 ## replays one; CHAOS_NODES (3 or 5; default every fifth seed 5) and
-## CHAOS_SHARDS size the cluster; CHAOS_DIR keeps data and node logs.
+## CHAOS_SHARDS (default: 4 for odd seeds, 1 for even) size the cluster; CHAOS_DIR keeps data and node logs.
 CHAOS_RUNS     ?= 50
 CHAOS_DURATION ?= 60s
 CHAOS_TIMEOUT  ?= 4h

@@ -15,11 +15,12 @@ import (
 // (default 60s) of faults each, one after another, printing each
 // schedule's report and a summary. Seeds are CHAOS_BASE_SEED (default: the
 // clock) + 0, 1, …; CHAOS_SEED=n runs that one schedule. Every fifth seed
-// runs five nodes unless CHAOS_NODES is set.
+// runs five nodes unless CHAOS_NODES is set; odd seeds run four shards
+// (the router, partitions and cross-shard moves under faults) and even
+// seeds one, unless CHAOS_SHARDS is set.
 func TestChaos(t *testing.T) {
 	runs := envInt(t, "CHAOS_RUNS", 50)
 	dur := envDuration(t, "CHAOS_DURATION", 60*time.Second)
-	shards := envInt(t, "CHAOS_SHARDS", 1)
 	base := uint64(envInt(t, "CHAOS_BASE_SEED", int(time.Now().Unix()%1_000_000)))
 	var seeds []uint64
 	for i := range runs {
@@ -29,7 +30,7 @@ func TestChaos(t *testing.T) {
 		seeds = []uint64{uint64(envInt(t, "CHAOS_SEED", 0))}
 	}
 	dir := baseDir(t)
-	fmt.Printf("chaos: %d schedules of %v faults, seeds %d.., shards %d, data in %s\n", len(seeds), dur, seeds[0], shards, dir)
+	fmt.Printf("chaos: %d schedules of %v faults, seeds %d.., data in %s\n", len(seeds), dur, seeds[0], dir)
 	var results []runResult
 	for i, seed := range seeds {
 		nodes := 3
@@ -37,12 +38,14 @@ func TestChaos(t *testing.T) {
 			nodes = 5
 		}
 		nodes = envInt(t, "CHAOS_NODES", nodes)
+		shards := envInt(t, "CHAOS_SHARDS", 1+3*int(seed%2))
 		rdir, err := runDir(dir, seed)
 		if err != nil {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		fmt.Printf("=== schedule %d/%d: seed %d, %d nodes (replay: CHAOS_SEED=%d CHAOS_NODES=%d make chaos)\n", i+1, len(seeds), seed, nodes, seed, nodes)
+		fmt.Printf("=== schedule %d/%d: seed %d, %d nodes, %d shards (replay: CHAOS_SEED=%d CHAOS_NODES=%d CHAOS_SHARDS=%d make chaos)\n",
+			i+1, len(seeds), seed, nodes, shards, seed, nodes, shards)
 		res := runSchedule(runConfig{bin: chaosBin, dir: rdir, seed: seed, nodes: nodes, shards: shards, duration: dur,
 			maxVis: 5 * time.Second, logf: func(string, ...any) {}})
 		fmt.Printf("%s(took %v)\n", res.report(), time.Since(start).Round(time.Second))

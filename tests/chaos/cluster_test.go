@@ -353,6 +353,7 @@ type shardView struct {
 	leader  map[uint64]uint64 // shard -> leader
 	applied map[uint64]uint64
 	commit  map[uint64]uint64
+	last    map[uint64]uint64 // the answering node's last log index
 }
 
 func (c *cluster) view(id uint64, timeout time.Duration) (shardView, error) {
@@ -362,9 +363,10 @@ func (c *cluster) view(id uint64, timeout time.Duration) (shardView, error) {
 	if err != nil {
 		return shardView{}, fmt.Errorf("GetCluster on node %d: %w", id, err)
 	}
-	v := shardView{leader: map[uint64]uint64{}, applied: map[uint64]uint64{}, commit: map[uint64]uint64{}}
+	v := shardView{leader: map[uint64]uint64{}, applied: map[uint64]uint64{}, commit: map[uint64]uint64{}, last: map[uint64]uint64{}}
 	for _, s := range r.GetShards() {
 		v.leader[s.GetId()], v.applied[s.GetId()], v.commit[s.GetId()] = s.GetLeader(), s.GetAppliedIndex(), s.GetCommitIndex()
+		v.last[s.GetId()] = s.GetLastIndex()
 	}
 	return v, nil
 }

@@ -9,7 +9,7 @@
 // TestChaosSmoke (one short fixed schedule) runs in `make test`; `make
 // chaos` runs TestChaos (chaos_long_test.go, build tag chaos) over
 // CHAOS_RUNS random schedules of CHAOS_DURATION each. CHAOS_SEED=n replays
-// one schedule; CHAOS_NODES (3 or 5) and CHAOS_SHARDS (default 1) size the
+// one schedule; CHAOS_NODES (3 or 5) and CHAOS_SHARDS (default 4 for odd seeds, 1 for even) size the
 // cluster. A seed fixes the schedule and the workload's choices, not the
 // machine's interleavings.
 package chaos

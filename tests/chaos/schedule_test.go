@@ -372,11 +372,16 @@ func (c *cluster) killAll() error {
 // become durable with its next synced Raft write, and a killed node replays
 // them at restart. So flush first makes two more entries (purges of an
 // empty queue) after which everything before is durable everywhere, and
-// the replicas are compared at the applied index they have on disk. If an
-// entry slipped in (the applied indexes read offline differ), the nodes
-// restart and it tries again. The nodes are down afterwards.
+// the replicas are compared at the applied index they have on disk. A
+// leadership moved by the nodes' balancer appends an entry, so it first
+// waits until the leaders are spread. If an entry still slipped in (the
+// applied indexes read offline differ), the nodes restart and it tries
+// again, up to 5 times. The nodes are down afterwards.
 func (c *cluster) offlineCompare(want map[string]string, flush func() error, sched *scheduleLog) ([]string, map[uint64]replicaState, error) {
 	for attempt := 1; ; attempt++ {
+		if err := c.waitBalanced(30 * time.Second); err != nil {
+			return nil, nil, err
+		}
 		if _, _, err := c.converged(30 * time.Second); err != nil {
 			return nil, nil, err
 		}
@@ -401,8 +406,12 @@ func (c *cluster) offlineCompare(want map[string]string, flush func() error, sch
 				same = false
 			}
 		}
-		if same || attempt == 3 {
+		if same {
 			return diffs, states, nil
+		}
+		if attempt == 5 {
+			// States at different indexes cannot be compared.
+			return nil, nil, fmt.Errorf("replicas read offline 5 times, their applied indexes differed each time (last: %v)", appliedOf(states))
 		}
 		sched.add("  offline read %d: applied indexes differ (an entry arrived while the nodes stopped); restart and read again", attempt)
 		for _, id := range c.ids {
@@ -413,6 +422,40 @@ func (c *cluster) offlineCompare(want map[string]string, flush func() error, sch
 		if _, err := c.waitLeaders(c.ids, 30*time.Second); err != nil {
 			return nil, nil, err
 		}
+	}
+}
+
+func appliedOf(states map[uint64]replicaState) map[uint64]map[uint64]uint64 {
+	out := map[uint64]map[uint64]uint64{}
+	for id, st := range states {
+		out[id] = st.applied
+	}
+	return out
+}
+
+// waitBalanced waits until no node leads more than its share of the shards
+// (shards / nodes, rounded up): the nodes' leader balancer then moves no
+// leadership, and so appends no entry, while offlineCompare stops them.
+func (c *cluster) waitBalanced(limit time.Duration) error {
+	if c.shards < 2 {
+		return nil
+	}
+	share := (c.shards + len(c.ids) - 1) / len(c.ids)
+	deadline := time.Now().Add(limit)
+	for {
+		led := map[uint64]int{}
+		if v, err := c.view(c.ids[0], time.Second); err == nil && len(v.leader) == c.shards {
+			for _, l := range v.leader {
+				led[l]++
+			}
+			if led[0] == 0 && slices.Max(slices.Collect(maps.Values(led))) <= share {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("leaders not spread over the nodes after %v: %v", limit, led)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -625,23 +668,11 @@ func runEpisode(c *cluster, rng *rand.Rand, ep episode, cfg runConfig, sched *sc
 		if follower == 0 {
 			return fmt.Errorf("no node to wipe (leader %d)", leader)
 		}
-		// A wiped replica forgets what it acknowledged: before it comes
-		// back empty, the survivors must hold everything committed
-		// (otherwise its empty copy plus a lagging one would be a majority
-		// without them), so wait for them to apply the commit index.
-		before := map[uint64]uint64{}
-		for _, id := range all {
-			if v, err := c.view(id, time.Second); err == nil {
-				for s, ci := range v.commit {
-					before[s] = max(before[s], ci)
-				}
-			}
-		}
 		if err := c.kill(follower, false); err != nil {
 			return err
 		}
 		survivors := without(all, follower)
-		if err := c.waitApplied(survivors, before, 20*time.Second); err != nil {
+		if err := c.holdCommitted(survivors, 20*time.Second); err != nil {
 			return fmt.Errorf("survivors did not catch up before the wipe: %w", err)
 		}
 		if err := c.wipe(follower); err != nil {
@@ -699,6 +730,40 @@ func (c *cluster) waitApplied(ids []uint64, want map[uint64]uint64, limit time.D
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// holdCommitted waits until every node in ids holds every entry committed
+// so far, on every shard. A wiped replica forgets what it acknowledged, so
+// before it comes back empty this must hold for the survivors: otherwise
+// its empty copy and a lagging survivor could be a majority without a
+// committed entry, and elect a leader that overwrites it. Commit indexes
+// read before the wipe are not enough (an entry committed after the read
+// may sit on one survivor only); instead: a leader among ids holds every
+// committed entry and has appended an entry of its own term, so once all
+// of ids have applied up to that leader's last index, each holds them all.
+func (c *cluster) holdCommitted(ids []uint64, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	if _, err := c.waitLeaders(ids, limit); err != nil {
+		return err
+	}
+	want := map[uint64]uint64{}
+	for len(want) < c.shards {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the leaders among %v did not answer within %v", ids, limit)
+		}
+		for _, id := range ids {
+			v, err := c.view(id, time.Second)
+			if err != nil {
+				continue
+			}
+			for s, l := range v.leader {
+				if l == id {
+					want[s] = v.last[s]
+				}
+			}
+		}
+	}
+	return c.waitApplied(ids, want, time.Until(deadline))
 }
 
 // runDir makes the directory of one schedule.
