@@ -41,7 +41,9 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func startMemCluster(t *testing.T, size int) *memCluster {
+// startMemCluster starts size nodes on an in-memory Raft network; opts
+// adjust each node's config (e.g. its shard count).
+func startMemCluster(t *testing.T, size int, opts ...func(*node.Config)) *memCluster {
 	t.Helper()
 	c := &memCluster{net: raftnode.NewMemNetwork(), nodes: map[uint64]*node.Node{}, clients: map[uint64]qv1.QueueServiceClient{}}
 	peers := map[uint64]string{}
@@ -51,15 +53,18 @@ func startMemCluster(t *testing.T, size int) *memCluster {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for id := uint64(1); id <= uint64(size); id++ {
-		id := id
-		n, err := node.Start(ctx, node.Config{
+		cfg := node.Config{
 			DataDir: t.TempDir(), NodeID: id, Peers: peers, RaftAddr: peers[id],
 			HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0",
 			Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 			Server:        server.Config{HousekeepingInterval: 50 * time.Millisecond, ProposeTimeout: 2 * time.Second},
 			RaftTransport: c.net.Transport(id),
 			AttachHost:    func(h *raftnode.Host) { c.net.Attach(id, h) },
-		})
+		}
+		for _, o := range opts {
+			o(&cfg)
+		}
+		n, err := node.Start(ctx, cfg)
 		if err != nil {
 			t.Fatalf("start node %d: %v", id, err)
 		}

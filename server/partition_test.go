@@ -5,20 +5,15 @@ import (
 	"encoding/base64"
 	"fmt"
 	"hash/fnv"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
-	"github.com/quorumq/quorumq/raftnode"
 	"github.com/quorumq/quorumq/server"
 	"github.com/quorumq/quorumq/server/node"
 	"github.com/quorumq/quorumq/store"
@@ -567,44 +562,9 @@ func TestPartitionLongPollWaitsWithoutProposing(t *testing.T) {
 // and no leader balancing, so tests can place the leaders.
 func startShardedCluster(t *testing.T) *memCluster {
 	t.Helper()
-	c := &memCluster{net: raftnode.NewMemNetwork(), nodes: map[uint64]*node.Node{}, clients: map[uint64]qv1.QueueServiceClient{}}
-	peers := map[uint64]string{}
-	for id := uint64(1); id <= 3; id++ {
-		peers[id] = freeAddr(t)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for id := uint64(1); id <= 3; id++ {
-		n, err := node.Start(ctx, node.Config{
-			DataDir: t.TempDir(), NodeID: id, Peers: peers, RaftAddr: peers[id],
-			HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", Shards: partShards, BalanceInterval: time.Hour,
-			Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
-			Server:        server.Config{HousekeepingInterval: 50 * time.Millisecond, ProposeTimeout: 2 * time.Second},
-			RaftTransport: c.net.Transport(id),
-			AttachHost:    func(h *raftnode.Host) { c.net.Attach(id, h) },
-		})
-		if err != nil {
-			t.Fatalf("start node %d: %v", id, err)
-		}
-		c.nodes[id] = n
-		t.Cleanup(func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_ = n.Stop(sctx)
-		})
-		conn, err := grpc.NewClient(n.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = conn.Close() })
-		c.clients[id] = qv1.NewQueueServiceClient(conn)
-	}
-	for _, n := range c.nodes {
-		if err := n.WaitReady(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return c
+	return startMemCluster(t, 3, func(c *node.Config) {
+		c.Shards, c.BalanceInterval = partShards, time.Hour
+	})
 }
 
 // The same long poll through a node that leads none of the partitions:
