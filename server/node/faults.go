@@ -28,6 +28,14 @@ import (
 // FaultsPath is the fault-injection control endpoint.
 const FaultsPath = "/debug/faults"
 
+// FaultsSyncPath: POST makes everything this node has written durable (a
+// synced write of Pebble's WAL). Applied state is written without sync and
+// made durable by the next synced Raft write, so a node idle after its last
+// apply would lose that apply to kill -9 (and replay it at restart); the
+// fault tests sync before killing every node to read their states offline
+// at one applied index.
+const FaultsSyncPath = FaultsPath + "/sync"
+
 // ErrFaultInjectionUnavailable: Config.FaultInjection in a production build.
 var ErrFaultInjectionUnavailable = errors.New("--fault-injection is for fault tests only: this binary was built without -tags chaos and refuses it")
 
@@ -74,20 +82,32 @@ func faultDialOptions(f *raftnode.FaultFilter, peers map[uint64]string) []grpc.D
 	})}
 }
 
-// faultHandler serves FaultsPath in front of next, to loopback callers
-// only; with no filter it is next.
-func faultHandler(f *raftnode.FaultFilter, next http.Handler) http.Handler {
+// faultHandler serves FaultsPath and FaultsSyncPath (sync does the work)
+// in front of next, to loopback callers only; with no filter it is next.
+func faultHandler(f *raftnode.FaultFilter, sync func() error, next http.Handler) http.Handler {
 	if f == nil {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != FaultsPath {
+		if r.URL.Path != FaultsPath && r.URL.Path != FaultsSyncPath {
 			next.ServeHTTP(w, r)
 			return
 		}
 		host, _, err := net.SplitHostPort(r.RemoteAddr)
 		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
 			http.Error(w, "fault injection answers loopback callers only", http.StatusForbidden)
+			return
+		}
+		if r.URL.Path == FaultsSyncPath {
+			if r.Method != http.MethodPost {
+				http.Error(w, "POST", http.StatusMethodNotAllowed)
+				return
+			}
+			if err := sync(); err != nil {
+				http.Error(w, "sync: "+err.Error(), http.StatusInternalServerError)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
 			return
 		}
 		switch r.Method {

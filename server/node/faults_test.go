@@ -46,7 +46,7 @@ func TestFaultInjectionOffByDefault(t *testing.T) {
 		t.Fatalf("newFaultFilter without FaultInjection = %v, %v; want nil, nil", f, err)
 	}
 	next := http.NotFoundHandler()
-	if h := faultHandler(nil, next); h == nil {
+	if h := faultHandler(nil, nil, next); h == nil {
 		t.Fatal("faultHandler(nil) must pass through")
 	}
 	if faultDialOptions(nil, map[uint64]string{2: "x"}) != nil {
@@ -57,7 +57,8 @@ func TestFaultInjectionOffByDefault(t *testing.T) {
 func TestFaultHandler(t *testing.T) {
 	f := raftnode.NewFaultFilter()
 	next := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusTeapot) })
-	h := faultHandler(f, next)
+	synced := 0
+	h := faultHandler(f, func() error { synced++; return nil }, next)
 	do := func(method, path, body, remote string) *httptest.ResponseRecorder {
 		r := httptest.NewRequest(method, path, strings.NewReader(body))
 		r.RemoteAddr = remote
@@ -87,5 +88,14 @@ func TestFaultHandler(t *testing.T) {
 	}
 	if w := do(http.MethodPost, FaultsPath, `{"blocked":[]}`, "127.0.0.1:5000"); w.Code != http.StatusOK || len(f.Blocked()) != 0 {
 		t.Fatalf("heal: %d, blocked %v", w.Code, f.Blocked())
+	}
+	if w := do(http.MethodPost, FaultsSyncPath, "", "10.0.0.1:5000"); w.Code != http.StatusForbidden || synced != 0 {
+		t.Fatalf("sync from a non-loopback caller: %d, synced %d; want 403 and no sync", w.Code, synced)
+	}
+	if w := do(http.MethodGet, FaultsSyncPath, "", "127.0.0.1:5000"); w.Code != http.StatusMethodNotAllowed || synced != 0 {
+		t.Fatalf("GET sync: %d, synced %d; want 405 and no sync", w.Code, synced)
+	}
+	if w := do(http.MethodPost, FaultsSyncPath, "", "127.0.0.1:5000"); w.Code != http.StatusNoContent || synced != 1 {
+		t.Fatalf("sync: %d, synced %d; want 204 and one sync", w.Code, synced)
 	}
 }

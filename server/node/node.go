@@ -265,7 +265,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	handler = faultHandler(n.faults, handler)
+	handler = faultHandler(n.faults, n.syncWAL, handler)
 	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen http: %w", err)
@@ -605,4 +605,12 @@ func (p pebbleLogger) Errorf(format string, args ...any) {
 func (p pebbleLogger) Fatalf(format string, args ...any) {
 	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
 	os.Exit(1)
+}
+
+// syncWAL makes everything written so far durable (FaultsSyncPath).
+func (n *Node) syncWAL() error {
+	if n.db == nil {
+		return errors.New("storage not open")
+	}
+	return n.db.LogData([]byte("sync"), pebble.Sync)
 }

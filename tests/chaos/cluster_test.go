@@ -285,6 +285,25 @@ func (c *cluster) setBlocked(id uint64, peers []uint64) error {
 	return nil
 }
 
+// syncAll makes every node write its state durably (the chaos build's
+// /debug/faults/sync): an apply is written without sync and becomes durable
+// with the node's next synced Raft write, which an idle node does not make.
+func (c *cluster) syncAll() error {
+	var errs []error
+	for _, id := range c.ids {
+		resp, err := c.httpc.Post("http://"+c.nodes[id].httpAddr+"/debug/faults/sync", "application/json", nil)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("node %d sync: %w", id, err))
+			continue
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusNoContent {
+			errs = append(errs, fmt.Errorf("node %d sync: HTTP %d", id, resp.StatusCode))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // partition splits the cluster into side and the rest (on running nodes
 // now, on the others when they start).
 func (c *cluster) partition(side []uint64) error {

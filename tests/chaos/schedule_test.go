@@ -370,8 +370,8 @@ func (c *cluster) killAll() error {
 // append entries while the nodes stop), and compares their data read
 // offline. Apply batches are written without sync: a replica's last ones
 // become durable with its next synced Raft write, and a killed node replays
-// them at restart. So flush first makes two more entries (purges of an
-// empty queue) after which everything before is durable everywhere, and
+// them at restart. So once the replicas converge (after two flushes,
+// purges of an empty queue) every node syncs its WAL before the kill, and
 // the replicas are compared at the applied index they have on disk. A
 // leadership moved by the nodes' balancer appends an entry, so it first
 // waits until the leaders are spread. If an entry still slipped in (the
@@ -391,6 +391,9 @@ func (c *cluster) offlineCompare(want map[string]string, flush func() error, sch
 			}
 		}
 		if _, _, err := c.converged(30 * time.Second); err != nil {
+			return nil, nil, err
+		}
+		if err := c.syncAll(); err != nil {
 			return nil, nil, err
 		}
 		if err := c.killAll(); err != nil {
