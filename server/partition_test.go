@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"hash/fnv"
 	"testing"
 	"time"
 
@@ -394,13 +393,10 @@ func TestBatchRetryOnPartitionedQueueIsIdempotent(t *testing.T) {
 }
 
 // keyForPartition is a partition key that the router sends to partition i
-// of a queue of parts partitions (it hashes keys with FNV-1a).
+// of a queue of parts partitions.
 func keyForPartition(parts, i int) string {
 	for k := 0; ; k++ {
-		key := fmt.Sprint("key-", k)
-		h := fnv.New32a()
-		h.Write([]byte(key))
-		if int(h.Sum32()%uint32(parts)) == i {
+		if key := fmt.Sprint("key-", k); server.PartitionOfKey(key, parts) == i {
 			return key
 		}
 	}

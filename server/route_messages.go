@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"hash/fnv"
 	"sync"
 	"time"
 
@@ -26,9 +25,7 @@ func (r *Router) pickPartition(n int, keys ...string) int {
 	}
 	for _, k := range keys {
 		if k != "" {
-			h := fnv.New32a()
-			h.Write([]byte(k))
-			return int(h.Sum32() % uint32(n))
+			return PartitionOfKey(k, n)
 		}
 	}
 	return int(r.rr.Add(1) % uint64(n))

@@ -133,6 +133,14 @@ func ShardOf(shards int, tenant, name string, i int) uint64 {
 	return 1 + (h.Sum64()+uint64(i))%d
 }
 
+// PartitionOfKey is the partition of a queue of n partitions that a send
+// keyed by key goes to (its partition key, FIFO group or idempotency key).
+func PartitionOfKey(key string, n int) int {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	return int(h.Sum32() % uint32(n))
+}
+
 func (r *Router) shardOf(tenant, name string, i int) uint64 {
 	return ShardOf(r.shardCount(), tenant, name, i)
 }
