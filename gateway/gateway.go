@@ -34,25 +34,45 @@ type Config struct {
 	Pprof bool
 }
 
-// New returns the HTTP handler of a node.
+// jsonOptions are the JSON options of the REST mapping.
+var jsonOptions = &runtime.JSONPb{
+	// Indented, so curl output reads well; lowerCamelCase names.
+	// EmitUnpopulated: an empty receive shows "messages": [], a redrive
+	// of nothing "moved": "0".
+	MarshalOptions:   protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: true},
+	UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+}
+
+// New returns the HTTP handler of a node. It must be the handler the
+// http.Server calls (not wrapped in a ResponseWriter of another layer), so
+// a body over MaxBodyBytes closes the connection instead of being drained.
 func New(ctx context.Context, cfg Config) (http.Handler, error) {
+	return newHandler(ctx, cfg, limits{body: MaxBodyBytes, grpc: maxGRPCRequest})
+}
+
+func newHandler(ctx context.Context, cfg Config, lim limits) (http.Handler, error) {
+	rt, err := parseRoutes(openapi.Spec)
+	if err != nil {
+		return nil, err
+	}
 	gw := runtime.NewServeMux(
-		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
-			// Indented, so curl output reads well; lowerCamelCase names.
-			// EmitUnpopulated: an empty receive shows "messages": [], a redrive
-			// of nothing "moved": "0".
-			MarshalOptions:   protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: true},
-			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-		}),
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, fieldMarshaler{jsonOptions}),
+		runtime.WithErrorHandler(errorHandler),
+		runtime.WithRoutingErrorHandler(routingErrorHandler(rt)),
+		// No POST-with-form-body stand-in for GET (nor X-HTTP-Method-Override):
+		// the API does not offer it, and it parses form bodies.
+		runtime.WithDisablePathLengthFallback(),
 	)
-	if err := qv1.RegisterQueueServiceHandler(ctx, gw, cfg.Conn); err != nil {
+	conn := sizeCheckedConn{ClientConnInterface: cfg.Conn, maxRequest: lim.grpc}
+	if err := qv1.RegisterQueueServiceHandlerClient(ctx, gw, qv1.NewQueueServiceClient(conn)); err != nil {
 		return nil, fmt.Errorf("register REST gateway: %w", err)
 	}
-	if err := qv1.RegisterClusterServiceHandler(ctx, gw, cfg.Conn); err != nil {
+	if err := qv1.RegisterClusterServiceHandlerClient(ctx, gw, qv1.NewClusterServiceClient(conn)); err != nil {
 		return nil, fmt.Errorf("register REST gateway: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", gw)
+	mux.Handle("/v1", gw) // not redirected to /v1/: gw answers 404
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapi.Spec)
@@ -82,7 +102,7 @@ func New(ctx context.Context, cfg Config) (http.Handler, error) {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	return withTraceContext(mux), nil
+	return limitBody(cleanPaths(withTraceContext(mux)), lim.body), nil
 }
 
 // traceContext reads W3C trace context (traceparent, tracestate) from HTTP
