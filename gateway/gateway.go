@@ -2,6 +2,15 @@
 // gRPC API (grpc-gateway, calling this node's gRPC listener so REST gets the
 // same authentication, validation and error mapping), the OpenAPI document,
 // health and readiness probes, and metrics.
+//
+// The REST edge bounds what it reads before the node authenticates a call:
+// a body over MaxBodyBytes is answered 413 MESSAGE_TOO_LARGE at once (by
+// its Content-Length, or where a chunked body reaches the cap) and its
+// connection closed unread. Errors the edge makes itself carry an ErrorInfo
+// like the server's: a body that does not decode is 400 INVALID_ARGUMENT
+// with the field where known, a gRPC size limit is never 429. A path that
+// is not canonical ("//") is 404, not a redirect; a known path with another
+// method is 405 with Allow.
 package gateway
 
 import (
