@@ -95,7 +95,8 @@ type readyGroup struct {
 //  4. send the other messages (after the sync, so a vote or an append ack
 //     never precedes the state it promises); start streaming snapshots;
 //  5. per group: apply committed entries in one indexed batch (NoSync),
-//     AfterApply, deliver results, Advance, settle reads and leadership.
+//     AfterApply, Advance, complete applied reads, publish status, deliver
+//     results, then fail what a lost leadership leaves unknown.
 //
 // It reports whether a group has more to do right away.
 func (h *Host) round() (more bool) {
@@ -238,16 +239,21 @@ func (h *Host) round() (more bool) {
 			for _, to := range r.snapTo {
 				g.rn.ReportSnapshot(to, raft.SnapshotFailure)
 			}
-			h.checkLeadership(g)
 			_, _, applied := g.st.bounds()
 			g.finishReads(applied)
 			if g.refreshStatus() {
 				changed = true
 			}
-			// Results go out after the status shows them applied.
+			// Results go out after the status shows them applied, and
+			// before the leadership check: an entry applied in the round
+			// that also brought a new term (or a step-down) has a definite
+			// result, which ErrLeadershipLost (outcome unknown) would hide
+			// (a Receive would then lease messages to nobody). Likewise a
+			// read confirmed by a quorum and now applied is served.
 			for _, d := range dones {
 				g.finish(d.id, result{v: d.v, committed: committed, applied: appliedAt})
 			}
+			h.checkLeadership(g)
 			if g.rn.HasReady() {
 				more = true
 			}
