@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"slices"
@@ -186,5 +187,72 @@ func TestAppliedResultSurvivesTermChangeInSameRound(t *testing.T) {
 		if got := slices.IndexFunc(sm.results(), func(r applyResult) bool { return r.Data == "x" }); got < 0 {
 			t.Fatalf("node %d never applied the entry", id)
 		}
+	}
+}
+
+// A leader whose uncommitted log tail reaches Config.MaxUncommittedBytes
+// refuses further proposals with ErrOverloaded (which is also an
+// ErrProposalDropped) at once; within a round, the proposals before the
+// limit still go in.
+func TestUncommittedTailBoundedInBytes(t *testing.T) {
+	const limit = 1536 << 10
+	c := newManualCluster(t, []uint64{1, 2, 3}, 1, func(cfg *Config) { cfg.MaxUncommittedBytes = limit })
+	lead := c.elect(1)
+	// The followers are gone: nothing commits from here on.
+	c.net.Detach(2)
+	c.net.Detach(3)
+
+	big := bytes.Repeat([]byte{'b'}, 600<<10)
+	// Three in one round, one MsgProp each (two do not fit in one chunk):
+	// the first two fit under the limit, the third does not. Before the
+	// chunking, raft admitted the whole batch into an empty tail.
+	var outs []<-chan proposeOutcome
+	for range 3 {
+		outs = append(outs, c.proposeAsync(1, big))
+	}
+	c.round(1)
+	if o := waitOutcome(t, outs[2]); !errors.Is(o.err, ErrOverloaded) || !errors.Is(o.err, ErrProposalDropped) {
+		t.Fatalf("third proposal: %v, want ErrOverloaded", o.err)
+	}
+	if st := c.status(1); st.LastIndex != lead.LastIndex+2 {
+		t.Fatalf("last index %d, want %d (two proposals appended)", st.LastIndex, lead.LastIndex+2)
+	}
+	// A small one is refused too while the tail is full.
+	o := waitOutcome(t, func() <-chan proposeOutcome {
+		ch := c.proposeAsync(1, bytes.Repeat([]byte{'s'}, 400<<10))
+		c.round(1)
+		return ch
+	}())
+	if !errors.Is(o.err, ErrOverloaded) {
+		t.Fatalf("proposal into a full tail: %v, want ErrOverloaded", o.err)
+	}
+	if st := c.status(1); !st.IsLeader || st.LastIndex != lead.LastIndex+2 {
+		t.Fatalf("status %+v: want the leader with last index %d", st, lead.LastIndex+2)
+	}
+}
+
+// While a leadership transfer is pending raft drops proposals too: that is
+// ErrProposalDropped (retry at the next leader), not ErrOverloaded.
+func TestProposalDuringTransferIsDroppedNotOverloaded(t *testing.T) {
+	c := newManualCluster(t, []uint64{1, 2, 3}, 1, nil)
+	c.elect(1)
+	// Node 2 falls behind, so a transfer to it waits for it to catch up.
+	c.net.Detach(2)
+	res := c.proposeAsync(1, []byte("behind"))
+	c.round(1, 3, 1)
+	if o := waitOutcome(t, res); o.err != nil {
+		t.Fatal(o.err)
+	}
+	if err := c.hosts[1].groups[1].enqueueTransfer(2); err != nil {
+		t.Fatal(err)
+	}
+	c.round(1)
+	o := waitOutcome(t, func() <-chan proposeOutcome {
+		ch := c.proposeAsync(1, []byte("during"))
+		c.round(1)
+		return ch
+	}())
+	if !errors.Is(o.err, ErrProposalDropped) || errors.Is(o.err, ErrOverloaded) {
+		t.Fatalf("proposal during a transfer: %v, want ErrProposalDropped, not ErrOverloaded", o.err)
 	}
 }
