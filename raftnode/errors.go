@@ -18,10 +18,16 @@ var (
 	ErrGroupNotFound = errors.New("raftnode: group not found")
 	// ErrGroupExists: AddGroup was called twice for one group.
 	ErrGroupExists = errors.New("raftnode: group already added")
-	// ErrProposalDropped: raft refused the proposal (leadership transfer in
-	// progress, or the proposal queue is full). The entry was not appended;
-	// retrying is safe.
+	// ErrProposalDropped: raft refused the proposal (a leadership transfer
+	// is in progress, or the group is overloaded: see ErrOverloaded). The
+	// entry was not appended; retrying is safe.
 	ErrProposalDropped = errors.New("raftnode: proposal dropped")
+	// ErrOverloaded: the group's backlog is at its byte limit, either the
+	// proposals queued for the loop (Config.MaxQueuedProposalBytes) or the
+	// leader's appended but uncommitted log tail (Config.MaxUncommittedBytes).
+	// The entry was not appended; retrying after a backoff is safe. Returned
+	// errors match ErrProposalDropped too.
+	ErrOverloaded = errors.New("raftnode: group overloaded")
 	// ErrLeadershipLost: the leader stepped down (or its term changed) after
 	// appending the proposal and before applying it. The outcome is unknown:
 	// the entry may still commit under the next leader.

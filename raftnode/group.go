@@ -36,9 +36,12 @@ type group struct {
 	stepped      []*stagedSnap  // snapshots stepped this round, until installed or dropped
 	lostLog      map[uint64]int // member -> consecutive rejections below its match (loop only)
 
+	maxPropBytes int // bound of propBytes (Config.MaxQueuedProposalBytes); set before publication, read-only
+
 	mu        sync.Mutex
 	closed    error // non-nil: no more requests (stopped or halted)
 	props     []*proposal
+	propBytes int // cost of props (payloads + proposalOverhead each)
 	msgs      []*pb.Message
 	reads     []*readReq
 	transfers []uint64
@@ -110,10 +113,13 @@ func (g *group) enqueueProposal(p *proposal) error {
 	if g.closed != nil {
 		return g.closed
 	}
-	if len(g.props) >= maxQueuedProposals {
-		return fmt.Errorf("%w: group %d: proposal queue full", ErrProposalDropped, g.id)
+	cost := len(p.data) + proposalOverhead
+	if len(g.props) > 0 && g.propBytes+cost > g.maxPropBytes {
+		return fmt.Errorf("%w: %w: group %d: %d bytes of proposals queued (limit %d)",
+			ErrOverloaded, ErrProposalDropped, g.id, g.propBytes, g.maxPropBytes)
 	}
 	g.props = append(g.props, p)
+	g.propBytes += cost
 	g.waiters[p.id] = p
 	return nil
 }
@@ -234,6 +240,7 @@ func (g *group) takeInbox() inbox {
 		}
 	}
 	g.msgs, g.props, g.reads, g.transfers, g.snaps, g.reports = nil, nil, nil, nil, nil, nil
+	g.propBytes = 0
 	return in
 }
 
@@ -310,6 +317,7 @@ func (g *group) close(err error) {
 	ps, rs := g.waiters, g.readWait
 	g.waiters, g.readWait = make(map[uint64]*proposal), make(map[uint64]*readReq)
 	g.props, g.reads, g.msgs, g.transfers, g.reports = nil, nil, nil, nil, nil
+	g.propBytes = 0
 	g.mu.Unlock()
 	for _, p := range ps {
 		p.ch <- result{err: err}

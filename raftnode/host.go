@@ -104,6 +104,17 @@ type Config struct {
 	// entries (encoded bytes), from which raft reads entries to apply and
 	// to send instead of Pebble (default 4 MiB; negative: no cache).
 	EntryCacheBytes int
+	// MaxQueuedProposalBytes bounds, per group, the proposals waiting for
+	// the loop: framed payload bytes plus a fixed per-proposal overhead
+	// (default 16 MiB, four of the largest API requests). Beyond it Propose
+	// fails at once with ErrOverloaded; a proposal into an empty queue is
+	// always accepted, whatever its size.
+	MaxQueuedProposalBytes int
+	// MaxUncommittedBytes bounds, per group, the payload bytes of the
+	// leader's appended but not yet committed log tail (raft's
+	// MaxUncommittedEntriesSize; default 32 MiB). Beyond it proposals fail
+	// with ErrOverloaded; raft admits any proposal while the tail is empty.
+	MaxUncommittedBytes uint64
 }
 
 // GroupStatus is a group's state as of the host's last round.
@@ -132,8 +143,15 @@ type PeerProgress struct {
 }
 
 const (
-	maxQueuedProposals = 1 << 16 // per group; beyond: ErrProposalDropped
-	maxQueuedMessages  = 1 << 14 // per group; beyond: dropped (raft retries)
+	maxQueuedMessages = 1 << 14 // per group; beyond: dropped (raft retries)
+	// proposalOverhead is what a queued proposal costs besides its payload
+	// (proposal, channel, waiter map entry), so that many tiny proposals
+	// are bounded too.
+	proposalOverhead = 128
+	// maxPropChunkBytes bounds the payload of one MsgProp (raft's
+	// MaxSizePerMsg): raft takes or drops a MsgProp as a whole, so near
+	// the uncommitted limit a round's proposals go in as far as they fit.
+	maxPropChunkBytes = 1 << 20
 )
 
 // Host runs Raft groups. Its methods are safe for concurrent use.
@@ -207,6 +225,12 @@ func NewHost(cfg Config) (*Host, error) {
 	}
 	if cfg.EntryCacheBytes == 0 {
 		cfg.EntryCacheBytes = 4 << 20
+	}
+	if cfg.MaxQueuedProposalBytes <= 0 {
+		cfg.MaxQueuedProposalBytes = 16 << 20
+	}
+	if cfg.MaxUncommittedBytes == 0 {
+		cfg.MaxUncommittedBytes = 32 << 20
 	}
 	h := &Host{
 		cfg:         cfg,
@@ -283,11 +307,13 @@ func (h *Host) AddGroup(group uint64, peers []uint64, sm StateMachine) (err erro
 		HeartbeatTick:   h.cfg.HeartbeatTicks,
 		Storage:         st,
 		Applied:         st.applied,
-		MaxSizePerMsg:   1 << 20,
+		MaxSizePerMsg:   maxPropChunkBytes,
 		MaxInflightMsgs: 256,
 		CheckQuorum:     true,
 		PreVote:         true,
 		Logger:          raftLogger{l: log},
+		// Dropped proposals come back as ErrOverloaded (see drain).
+		MaxUncommittedEntriesSize: h.cfg.MaxUncommittedBytes,
 	}
 	defer func() { // newRaft panics on a bad config or inconsistent storage
 		if r := recover(); r != nil {
@@ -311,6 +337,7 @@ func (h *Host) AddGroup(group uint64, peers []uint64, sm StateMachine) (err erro
 		}
 	}
 	g := newGroup(group, sm, st, rn, log)
+	g.maxPropBytes = h.cfg.MaxQueuedProposalBytes
 	if voters := rn.Status().Config.Voters.IDs(); len(voters) == 1 {
 		_, g.selfElect = voters[h.cfg.NodeID]
 	}
@@ -430,8 +457,9 @@ func (h *Host) LogSyncs() uint64 { return h.syncs.Load() }
 // majority) and applied on this node. Proposals queued together share one
 // fsync. Errors: *NotLeaderError (this node is not the leader),
 // ErrLeadershipLost (outcome unknown), ErrProposalDropped (not appended),
-// ErrStopped, ErrGroupNotFound, ErrHalted, or ctx's error (the waiter is
-// removed; the entry may still commit).
+// ErrOverloaded (not appended: the group's backlog is full), ErrStopped,
+// ErrGroupNotFound, ErrHalted, or ctx's error (the waiter is removed; the
+// entry may still commit).
 func (h *Host) Propose(ctx context.Context, group uint64, data []byte) (any, error) {
 	g, err := h.group(group)
 	if err != nil {

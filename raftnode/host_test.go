@@ -274,3 +274,62 @@ func TestErrors(t *testing.T) {
 		t.Fatalf("add group after stop: %v", err)
 	}
 }
+
+// The proposal queue is bounded in bytes per group: a proposal that does
+// not fit fails at once with ErrOverloaded instead of queueing, a smaller
+// one that fits is still taken, and a proposal into an empty queue is
+// taken whatever its size. The host's loop does not run, so nothing drains.
+func TestProposalQueueBoundedInBytes(t *testing.T) {
+	fs := vfs.NewMem()
+	db := openDB(t, fs)
+	h, err := NewHost(Config{NodeID: 1, DB: db, Logger: testLogger(t), SnapshotFS: fs, SnapshotDir: "snapshots",
+		MaxQueuedProposalBytes: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = db.Close() }()
+	defer h.Stop()
+	for _, g := range []uint64{1, 2} {
+		if err := h.AddGroup(g, []uint64{1}, &testSM{group: g}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	queued := make(chan error, 8)
+	queue := func(g uint64, size int) {
+		t.Helper()
+		before := h.Proposals()
+		go func() {
+			_, err := h.Propose(context.Background(), g, make([]byte, size))
+			queued <- err
+		}()
+		checkFor(t, 10*time.Second, func() error {
+			if h.Proposals() == before {
+				return errors.New("proposal not queued yet")
+			}
+			return nil
+		})
+	}
+	for range 3 {
+		queue(1, 20<<10) // 3 × (20 KiB + framing + overhead) fit in 64 KiB
+	}
+	ctx := ctxTimeout(t, 5*time.Second)
+	if _, err := h.Propose(ctx, 1, make([]byte, 20<<10)); !errors.Is(err, ErrOverloaded) || !errors.Is(err, ErrProposalDropped) {
+		t.Fatalf("propose into a full queue: %v, want ErrOverloaded at once", err)
+	}
+	queue(1, 1<<10)   // still fits
+	queue(2, 100<<10) // over the limit, but group 2's queue is empty
+	if _, err := h.Propose(ctx, 2, []byte("x")); !errors.Is(err, ErrOverloaded) {
+		t.Fatalf("propose behind an oversized one: %v, want ErrOverloaded", err)
+	}
+	h.Stop()
+	for range 5 {
+		select {
+		case err := <-queued:
+			if !errors.Is(err, ErrStopped) {
+				t.Fatalf("queued proposal: %v, want ErrStopped at Stop", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a queued proposal did not end at Stop")
+		}
+	}
+}

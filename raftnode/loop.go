@@ -95,7 +95,8 @@ type readyGroup struct {
 //  4. send the other messages (after the sync, so a vote or an append ack
 //     never precedes the state it promises); start streaming snapshots;
 //  5. per group: apply committed entries in one indexed batch (NoSync),
-//     AfterApply, deliver results, Advance, settle reads and leadership.
+//     AfterApply, Advance, complete applied reads, publish status, deliver
+//     results, then fail what a lost leadership leaves unknown.
 //
 // It reports whether a group has more to do right away.
 func (h *Host) round() (more bool) {
@@ -238,16 +239,21 @@ func (h *Host) round() (more bool) {
 			for _, to := range r.snapTo {
 				g.rn.ReportSnapshot(to, raft.SnapshotFailure)
 			}
-			h.checkLeadership(g)
 			_, _, applied := g.st.bounds()
 			g.finishReads(applied)
 			if g.refreshStatus() {
 				changed = true
 			}
-			// Results go out after the status shows them applied.
+			// Results go out after the status shows them applied, and
+			// before the leadership check: an entry applied in the round
+			// that also brought a new term (or a step-down) has a definite
+			// result, which ErrLeadershipLost (outcome unknown) would hide
+			// (a Receive would then lease messages to nobody). Likewise a
+			// read confirmed by a quorum and now applied is served.
 			for _, d := range dones {
 				g.finish(d.id, result{v: d.v, committed: committed, applied: appliedAt})
 			}
+			h.checkLeadership(g)
 			if g.rn.HasReady() {
 				more = true
 			}
@@ -330,23 +336,7 @@ func (h *Host) drain(g *group, unreachable []uint64) {
 		}
 		return
 	}
-	if len(props) > 0 {
-		// One MsgProp for the round's proposals: raft appends them at once
-		// and sends each follower one append for them all (one proposal
-		// at a time, it sends one per proposal, each acknowledged
-		// separately). Raft takes or drops the batch as a whole.
-		ents := make([]*pb.Entry, len(props))
-		for i, p := range props {
-			p.term = bs.GetTerm()
-			ents[i] = &pb.Entry{Data: p.data}
-		}
-		prop := &pb.Message{Type: pb.MsgProp.Enum(), From: proto.Uint64(h.cfg.NodeID), Entries: ents}
-		if err := g.rn.Step(prop); err != nil {
-			for _, p := range props {
-				g.finish(p.id, result{err: fmt.Errorf("%w: group %d: %v", ErrProposalDropped, g.id, err)})
-			}
-		}
-	}
+	h.propose(g, props, bs.GetTerm())
 	for _, r := range reads {
 		r.term = bs.GetTerm()
 		g.rn.ReadIndex(binary.BigEndian.AppendUint64(nil, r.id))
@@ -354,6 +344,55 @@ func (h *Host) drain(g *group, unreachable []uint64) {
 	for _, to := range transfers {
 		g.rn.TransferLeader(to)
 	}
+}
+
+// propose steps the round's proposals into the leader's RawNode: as one
+// MsgProp per maxPropChunkBytes of payload, so raft appends them at once
+// and sends each follower one append for them all (one proposal at a time,
+// it sends one per proposal, each acknowledged separately). Raft takes or
+// drops a MsgProp as a whole; once it drops one, the rest of the round's
+// proposals fail with the same error (none overtakes an earlier one).
+func (h *Host) propose(g *group, props []*proposal, term uint64) {
+	var dropped error
+	for len(props) > 0 {
+		n, size := 0, 0
+		for n < len(props) && (n == 0 || size+len(props[n].data) <= maxPropChunkBytes) {
+			size += len(props[n].data)
+			n++
+		}
+		chunk := props[:n]
+		props = props[n:]
+		if dropped == nil {
+			ents := make([]*pb.Entry, len(chunk))
+			for i, p := range chunk {
+				p.term = term
+				ents[i] = &pb.Entry{Data: p.data}
+			}
+			prop := &pb.Message{Type: pb.MsgProp.Enum(), From: proto.Uint64(h.cfg.NodeID), Entries: ents}
+			if err := g.rn.Step(prop); err != nil {
+				dropped = h.dropReason(g, err)
+			}
+		}
+		if dropped != nil {
+			for _, p := range chunk {
+				g.finish(p.id, result{err: dropped})
+			}
+		}
+	}
+}
+
+// dropReason explains why the leader's raft refused a MsgProp: a leadership
+// transfer in progress, this node removed from the group, or else the
+// uncommitted tail of the log at Config.MaxUncommittedBytes (overload).
+func (h *Host) dropReason(g *group, err error) error {
+	if g.rn.BasicStatus().LeadTransferee != 0 {
+		return fmt.Errorf("%w: group %d: leadership transfer in progress: %v", ErrProposalDropped, g.id, err)
+	}
+	if _, member := g.rn.Status().Progress[h.cfg.NodeID]; !member {
+		return fmt.Errorf("%w: group %d: not a member: %v", ErrProposalDropped, g.id, err)
+	}
+	return fmt.Errorf("%w: %w: group %d: uncommitted log tail at its limit (%d bytes): %v",
+		ErrOverloaded, ErrProposalDropped, g.id, h.cfg.MaxUncommittedBytes, err)
 }
 
 // guardLostLog handles a member that lost its disk and came back with the

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/quorumq/quorumq/raftnode"
 	"github.com/quorumq/quorumq/store"
@@ -16,8 +18,9 @@ import (
 // ErrorDomain is the google.rpc.ErrorInfo domain of every quorumq error.
 const ErrorDomain = "quorumq.dev"
 
-// Stable error reasons (documented in api/quorumq/v1/queue.proto). Clients
-// match on these, so they never change meaning.
+// Stable error reasons (documented in api/quorumq/v1/queue.proto, except
+// OVERLOADED, documented here and in the README until the proto's list is
+// next regenerated). Clients match on these, so they never change meaning.
 const (
 	ReasonInvalidArgument      = "INVALID_ARGUMENT"
 	ReasonQueueNotFound        = "QUEUE_NOT_FOUND"
@@ -37,6 +40,12 @@ const (
 	ReasonPermissionDenied     = "PERMISSION_DENIED"
 	ReasonInternal             = "INTERNAL"
 )
+
+// ReasonOverloaded (RESOURCE_EXHAUSTED, HTTP 429, with a google.rpc.RetryInfo
+// delay): the shard's backlog of proposals on the leader is at its byte
+// limit. Nothing was written; retry after the delay (with the same
+// idempotency key).
+const ReasonOverloaded = "OVERLOADED"
 
 // Sentinels of the auth layer: an Authenticator wraps these with %w.
 var (
@@ -76,10 +85,16 @@ var catalog = []struct {
 	{ErrNoQuorum, outcome{codes.Unavailable, ReasonNoQuorum}},
 	{raftnode.ErrNotLeader, outcome{codes.Unavailable, ReasonNotLeader}},
 	{raftnode.ErrLeadershipLost, outcome{codes.Unavailable, ReasonLeadershipLost}},
+	// Before ErrProposalDropped, which it also matches.
+	{raftnode.ErrOverloaded, outcome{codes.ResourceExhausted, ReasonOverloaded}},
 	{raftnode.ErrProposalDropped, outcome{codes.Unavailable, ReasonNotLeader}},
 	{raftnode.ErrStopped, outcome{codes.Unavailable, ReasonShuttingDown}},
 	{raftnode.ErrGroupNotFound, outcome{codes.Unavailable, ReasonNotLeader}},
 }
+
+// overloadRetryDelay is the RetryInfo delay of an OVERLOADED answer: about
+// the time a leader needs to commit a full backlog (a few loop rounds).
+const overloadRetryDelay = 200 * time.Millisecond
 
 // fieldError is a bad request field found by the server's validation.
 func fieldError(field, reason string) error {
@@ -121,7 +136,15 @@ func toStatus(err error) error {
 	if errors.As(err, &nl) && nl.LeaderID != 0 {
 		meta = map[string]string{"leader": fmt.Sprint(nl.LeaderID)}
 	}
-	return statusError(code, reason, msg, meta)
+	serr := statusError(code, reason, msg, meta)
+	if reason == ReasonOverloaded {
+		// Clients (the SDK) retry RESOURCE_EXHAUSTED only with a delay.
+		st, _ := status.FromError(serr)
+		if withRetry, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(overloadRetryDelay)}); err == nil {
+			serr = withRetry.Err()
+		}
+	}
+	return serr
 }
 
 // classify returns the code, reason and message of err.
