@@ -56,7 +56,7 @@ func TestConsumerFIFOGroupInOrder(t *testing.T) {
 		Concurrency: 5,
 		// Short polls: a long poll is not woken when a delete of a group's
 		// head makes the next message deliverable (store: Woken not set).
-		WaitTime: time.Second,
+		WaitTime:    time.Second,
 		NackBackoff: func(*quorumq.Message, error) time.Duration { return 100 * time.Millisecond },
 		OnError:     func(*quorumq.Message, error) {},
 	}).Run(runCtx, func(_ context.Context, m *quorumq.Message) error {
