@@ -395,7 +395,8 @@ func (r *run) handle(rm *running) bool {
 }
 
 // giveBack releases held messages unhandled, in order, and frees their
-// slots. Those the drain has released already are only dropped.
+// slots. Those the drain has released already, or whose lease is lost,
+// are only dropped.
 func (r *run) giveBack(rms []*running) {
 	if len(rms) == 0 {
 		return
@@ -403,8 +404,11 @@ func (r *run) giveBack(rms []*running) {
 	var msgs []*Message
 	r.mu.Lock()
 	for _, rm := range rms {
-		if !rm.abandoned {
-			delete(r.running, rm)
+		if rm.abandoned {
+			continue
+		}
+		delete(r.running, rm)
+		if !rm.lost.Load() {
 			msgs = append(msgs, rm.m)
 		}
 	}

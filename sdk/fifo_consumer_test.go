@@ -248,3 +248,44 @@ func TestConsumerReplaysFailedReceive(t *testing.T) {
 		t.Errorf("handled %v deleted %v, want [m] and [h1]", handled, deleted)
 	}
 }
+
+// Different FIFO groups still run in parallel: a handler of group a waits
+// for one of group b.
+func TestConsumerFIFOGroupsInParallel(t *testing.T) {
+	c := dial(t, endpoints)
+	name := queueName(t) + ".fifo"
+	q := createQueue(t, c, name, quorumq.QueueAttributes{FIFO: true, VisibilityTimeout: time.Minute})
+	ctx := tctx(t, 30*time.Second)
+	if _, err := q.SendBatch(ctx, []quorumq.OutgoingMessage{
+		{Body: "a1", GroupID: "a", DeduplicationID: "a1"},
+		{Body: "b1", GroupID: "b", DeduplicationID: "b1"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	bStarted := make(chan struct{})
+	var done atomic.Int32
+	err := q.NewConsumer(quorumq.ConsumerOptions{Concurrency: 2, WaitTime: time.Second}).Run(runCtx, func(hctx context.Context, m *quorumq.Message) error {
+		if m.GroupID == "a" {
+			select {
+			case <-bStarted:
+			case <-hctx.Done():
+				return hctx.Err()
+			case <-time.After(10 * time.Second):
+				t.Error("group b did not start while group a's handler ran")
+			}
+		} else {
+			close(bStarted)
+		}
+		if done.Add(1) == 2 {
+			stop()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done.Load() != 2 {
+		t.Errorf("%d messages handled, want 2", done.Load())
+	}
+}
