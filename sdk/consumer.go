@@ -152,7 +152,8 @@ type running struct {
 // message received but not yet handed to a handler — including what an
 // interrupted receive may have leased — and waits up to DrainTimeout for
 // running handlers; past it, it cancels them and gives their messages
-// back. Run returns after the last delete is sent, with nil, so that no
+// back. FIFO messages waiting behind a running handler of their group are
+// given back when it returns (or at the drain timeout). Run returns after the last delete is sent, with nil, so that no
 // message stays invisible longer than its processing.
 func (c *Consumer) Run(ctx context.Context, handler Handler) error {
 	vis := c.o.VisibilityTimeout
