@@ -145,9 +145,12 @@ func (c *Client) DeleteQueue(ctx context.Context, name string) error {
 	return err
 }
 
-// PurgeQueue removes every message of a queue: visible, in flight and delayed.
+// PurgeQueue removes every message of a queue: visible, in flight and
+// delayed. It is not retried: an attempt whose answer was lost may have
+// purged, and a second purge would also remove messages sent in between.
+// On an error the caller decides whether to purge again.
 func (c *Client) PurgeQueue(ctx context.Context, name string) error {
-	_, err := call(ctx, c, "purge queue", 0, func(ctx context.Context, api qv1.QueueServiceClient) (*qv1.PurgeQueueResponse, error) {
+	_, err := callOnce(ctx, c, "purge queue", func(ctx context.Context, api qv1.QueueServiceClient) (*qv1.PurgeQueueResponse, error) {
 		return api.PurgeQueue(ctx, &qv1.PurgeQueueRequest{Name: name})
 	})
 	return err

@@ -181,11 +181,23 @@ func (c *Client) pick(start uint64, attempt int) *endpoint {
 // call runs one API call under the retry policy. extra lengthens each
 // attempt's timeout (a long poll's wait).
 func call[T any](ctx context.Context, c *Client, op string, extra time.Duration, fn func(context.Context, qv1.QueueServiceClient) (T, error)) (T, error) {
+	return callWith(ctx, c, c.retry, op, extra, fn)
+}
+
+// callOnce runs a call that is not safe to repeat in a single attempt: an
+// attempt that failed or timed out may have been applied, and doing it
+// again could do more than asked.
+func callOnce[T any](ctx context.Context, c *Client, op string, fn func(context.Context, qv1.QueueServiceClient) (T, error)) (T, error) {
+	p := c.retry
+	p.MaxAttempts = 1
+	return callWith(ctx, c, p, op, 0, fn)
+}
+
+func callWith[T any](ctx context.Context, c *Client, p RetryPolicy, op string, extra time.Duration, fn func(context.Context, qv1.QueueServiceClient) (T, error)) (T, error) {
 	var zero T
 	if c.closed.Load() {
 		return zero, ErrClosed
 	}
-	p := c.retry
 	start := c.next.Add(1) - 1
 	var lastErr error
 	for attempt := 1; ; attempt++ {

@@ -168,6 +168,16 @@ type fakeServer struct {
 	send    func(context.Context, *qv1.SendMessageRequest) (*qv1.SendMessageResponse, error)
 	receive func(context.Context, *qv1.ReceiveMessagesRequest) (*qv1.ReceiveMessagesResponse, error)
 	changes func(context.Context, *qv1.ChangeMessageVisibilityBatchRequest) (*qv1.ChangeMessageVisibilityBatchResponse, error)
+	deletes func(context.Context, *qv1.DeleteMessageBatchRequest) (*qv1.DeleteMessageBatchResponse, error)
+	purge   func(context.Context, *qv1.PurgeQueueRequest) (*qv1.PurgeQueueResponse, error)
+}
+
+func (f *fakeServer) DeleteMessageBatch(ctx context.Context, r *qv1.DeleteMessageBatchRequest) (*qv1.DeleteMessageBatchResponse, error) {
+	return f.deletes(ctx, r)
+}
+
+func (f *fakeServer) PurgeQueue(ctx context.Context, r *qv1.PurgeQueueRequest) (*qv1.PurgeQueueResponse, error) {
+	return f.purge(ctx, r)
 }
 
 func (f *fakeServer) ChangeMessageVisibilityBatch(ctx context.Context, r *qv1.ChangeMessageVisibilityBatchRequest) (*qv1.ChangeMessageVisibilityBatchResponse, error) {

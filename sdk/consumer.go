@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -16,14 +17,18 @@ import (
 
 // Handler processes one message. Returning nil deletes the message;
 // an error (or a panic) gives it back to the queue after a backoff. ctx
-// is cancelled when the consumer's drain timeout ends during shutdown.
+// is cancelled when the consumer's drain timeout ends during shutdown,
+// and when a heartbeat finds the message's lease lost (another receive
+// owns the message now; what the handler returns then is ignored).
 type Handler func(ctx context.Context, m *Message) error
 
 // ConsumerOptions tune a Consumer. Zero fields take the defaults.
 type ConsumerOptions struct {
 	// Concurrency is the number of handlers running at once (default 10).
 	// The consumer never holds more messages than it can run: a receive
-	// asks for at most the free handler slots.
+	// asks for at most the free handler slots. On a FIFO queue the
+	// messages of one group run one after another, in order; they still
+	// take a slot each while they wait their turn.
 	Concurrency int
 	// MaxMessages caps one receive (1 – 100; default Concurrency, at most 100).
 	MaxMessages int
@@ -95,41 +100,60 @@ func (q *Queue) NewConsumer(o ConsumerOptions) *Consumer {
 
 // run is the state of one Run.
 type run struct {
-	c       *Consumer
-	h       Handler
-	vis     time.Duration
-	beat    time.Duration
-	bg      context.Context // outlives Run's ctx: acks, releases, heartbeats
-	work    context.Context // handlers' parent; cancelled at the drain timeout
-	slots   chan struct{}
-	acks    *acker
-	wg      sync.WaitGroup // handler goroutines
-	post    sync.WaitGroup // handlers past their handler, acking or nacking; guarded by mu for Add
-	mu      sync.Mutex
-	running map[*running]struct{}
+	c        *Consumer
+	h        Handler
+	vis      time.Duration
+	beat     time.Duration
+	bg       context.Context // outlives Run's ctx: acks, releases, heartbeats
+	work     context.Context // handlers' parent; cancelled at the drain timeout
+	stopping context.Context // Run's ctx: once done, no further message of a group starts
+	slots    chan struct{}   // one per message held, from its receive until it is done
+	acks     *acker
+	wg       sync.WaitGroup // handler goroutines
+	post     sync.WaitGroup // handlers past their handler, acking or nacking; guarded by mu for Add
+	mu       sync.Mutex
+	running  map[*running]struct{}
 }
 
-// running is a message whose handler runs.
+// running is a received message, from its receive until it is deleted,
+// nacked or given back: its handler runs, or (FIFO) it waits for the
+// earlier messages of its group.
 type running struct {
 	m         *Message
-	stopBeat  func() // stops the heartbeat and waits for it
-	abandoned bool   // released at the drain timeout; guarded by run.mu
+	ctx       context.Context // the handler's; cancelled at the drain timeout or when the lease is lost
+	cancel    context.CancelFunc
+	lost      atomic.Bool // a heartbeat found the lease lost
+	stopBeat  func()      // stops the heartbeat and waits for it
+	abandoned bool        // released at the drain timeout; guarded by run.mu
 }
 
 // Run receives messages and runs handler on each, Concurrency at once,
 // until ctx is done or a receive fails with an error that retrying cannot
 // fix (ErrQueueNotFound, ErrPermissionDenied, …), which it returns.
 //
-// While a handler runs, its message's lease is extended every
-// HeartbeatInterval, so a slow handler is not raced by a redelivery. When
-// the handler returns nil the message is deleted (deletes are batched);
-// on an error it is made visible again after NackBackoff.
+// While a message is held, its lease is extended every HeartbeatInterval,
+// so a slow handler is not raced by a redelivery; when an extension finds
+// the lease lost, the handler's context is cancelled. When the handler
+// returns nil the message is deleted (deletes are batched); on an error it
+// is made visible again after NackBackoff.
+//
+// FIFO queues: the messages of one group from one receive are handled one
+// after another, in order (other groups run in parallel). When a handler
+// fails (or its lease is lost), the group's later messages of that receive
+// are given back unhandled (visibility 0), so nothing is handled or
+// deleted ahead of an earlier message of its group; the server delivers
+// the group again from its head once the failed message is visible.
+//
+// A receive that fails with a retryable error is replayed after a backoff
+// with the same receive_attempt_id, so messages that a lost answer leased
+// come back with the replay instead of staying in flight.
 //
 // Shutdown (ctx done): Run stops receiving, gives back (visibility 0) any
 // message received but not yet handed to a handler — including what an
 // interrupted receive may have leased — and waits up to DrainTimeout for
 // running handlers; past it, it cancels them and gives their messages
-// back. Run returns after the last delete is sent, with nil, so that no
+// back. FIFO messages waiting behind a running handler of their group are
+// given back when it returns (or at the drain timeout). Run returns after the last delete is sent, with nil, so that no
 // message stays invisible longer than its processing.
 func (c *Consumer) Run(ctx context.Context, handler Handler) error {
 	vis := c.o.VisibilityTimeout
@@ -154,7 +178,7 @@ func (c *Consumer) Run(ctx context.Context, handler Handler) error {
 	work, stopWork := context.WithCancel(bg)
 	defer stopWork()
 	r := &run{
-		c: c, h: handler, vis: vis, beat: beat, bg: bg, work: work,
+		c: c, h: handler, vis: vis, beat: beat, bg: bg, work: work, stopping: ctx,
 		slots: make(chan struct{}, c.o.Concurrency), running: map[*running]struct{}{},
 	}
 	r.acks = newAcker(r)
@@ -164,51 +188,65 @@ func (c *Consumer) Run(ctx context.Context, handler Handler) error {
 	return err
 }
 
-// receiveLoop receives while ctx lasts and starts a handler per message.
+// receiveLoop receives while ctx lasts and dispatches the messages.
 func (r *run) receiveLoop(ctx context.Context) error {
 	failures := 0
+	// again is a receive that failed retryably: it is replayed with the
+	// same attempt id and keeps its slots until then.
+	var again *qv1.ReceiveMessagesRequest
 	for {
-		select {
-		case r.slots <- struct{}{}:
-		case <-ctx.Done():
-			return nil
-		}
-		n := 1
-	reserve:
-		for n < r.c.o.MaxMessages {
+		req := again
+		if req == nil {
 			select {
 			case r.slots <- struct{}{}:
-				n++
-			default:
-				break reserve
+			case <-ctx.Done():
+				return nil
 			}
-		}
-		msgs, err := r.receive(ctx, n)
-		for range n - len(msgs) {
-			<-r.slots
-		}
-		if ctx.Err() != nil { // received but not started: give back
-			r.release(msgs)
-			for range msgs {
-				<-r.slots
+			n := 1
+		reserve:
+			for n < r.c.o.MaxMessages {
+				select {
+				case r.slots <- struct{}{}:
+					n++
+				default:
+					break reserve
+				}
 			}
-			return nil
+			req = r.request(n)
 		}
-		if err != nil {
-			if !retryableWrapped(err) {
-				return fmt.Errorf("quorumq: consumer of %s: %w", r.c.q.name, err)
-			}
+		n := int(req.GetMaxMessages())
+		msgs, err := r.receive(ctx, req)
+		if err != nil && ctx.Err() == nil && retryableWrapped(err) {
 			failures++
 			r.report(nil, fmt.Errorf("receive: %w", err))
+			again = req
 			if sleepCtx(ctx, r.c.q.c.retry.backoff(failures)) != nil {
+				// The failed attempt may have leased messages whose
+				// answer was lost: replay it once more to give them back.
+				r.giveBackAttempt(req)
+				r.freeSlots(n)
 				return nil
 			}
 			continue
 		}
-		failures = 0
-		for _, m := range msgs {
-			r.start(m)
+		again = nil
+		r.freeSlots(n - len(msgs))
+		if ctx.Err() != nil { // received but not started: give back
+			r.release(msgs)
+			r.freeSlots(len(msgs))
+			return nil
 		}
+		if err != nil {
+			return fmt.Errorf("quorumq: consumer of %s: %w", r.c.q.name, err)
+		}
+		failures = 0
+		r.dispatch(msgs)
+	}
+}
+
+func (r *run) freeSlots(n int) {
+	for range n {
+		<-r.slots
 	}
 }
 
@@ -223,11 +261,8 @@ func retryableWrapped(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded)
 }
 
-// receive leases up to n messages. If ctx ends while the call is in
-// progress, the server may have leased messages whose answer never
-// arrived: the attempt is replayed (same receive_attempt_id, no wait,
-// no lease) and whatever it returns is given back.
-func (r *run) receive(ctx context.Context, n int) ([]*Message, error) {
+// request is a fresh receive of up to n messages.
+func (r *run) request(n int) *qv1.ReceiveMessagesRequest {
 	req := &qv1.ReceiveMessagesRequest{
 		Queue: r.c.q.name, MaxMessages: int32(n), ReceiveAttemptId: newKey(),
 		VisibilityTimeout: durationpb.New(r.vis), WaitTime: durationpb.New(r.c.o.WaitTime),
@@ -235,10 +270,25 @@ func (r *run) receive(ctx context.Context, n int) ([]*Message, error) {
 	if f := r.c.o.Filter; f != nil {
 		req.TagFilter = &qv1.TagFilter{All: f.All, Any: f.Any, None: f.None}
 	}
+	return req
+}
+
+// receive leases up to req.MaxMessages messages. If ctx ends while the
+// call is in progress, the server may have leased messages whose answer
+// never arrived: the attempt is replayed and whatever it returns is given
+// back.
+func (r *run) receive(ctx context.Context, req *qv1.ReceiveMessagesRequest) ([]*Message, error) {
 	msgs, err := r.c.q.receive(ctx, req)
 	if err == nil || ctx.Err() == nil {
 		return msgs, err
 	}
+	r.giveBackAttempt(req)
+	return nil, ctx.Err()
+}
+
+// giveBackAttempt replays a receive whose answer was lost (same
+// receive_attempt_id, no wait, no lease) and releases what it returns.
+func (r *run) giveBackAttempt(req *qv1.ReceiveMessagesRequest) {
 	replay := proto.Clone(req).(*qv1.ReceiveMessagesRequest)
 	replay.WaitTime = durationpb.New(0)
 	replay.VisibilityTimeout = durationpb.New(0)
@@ -249,57 +299,151 @@ func (r *run) receive(ctx context.Context, n int) ([]*Message, error) {
 	} else {
 		r.release(lost)
 	}
-	return nil, ctx.Err()
 }
 
-// start runs the handler of m in its own goroutine; m holds a slot.
-func (r *run) start(m *Message) {
-	rm := &running{m: m, stopBeat: r.heartbeat(m)}
+// dispatch starts the handling of received messages, each holding a slot:
+// a goroutine per message without a group, one per FIFO group that
+// handles the group's messages in the order received.
+func (r *run) dispatch(msgs []*Message) {
+	var groups [][]*running
+	at := map[string]int{}
 	r.mu.Lock()
-	r.running[rm] = struct{}{}
+	for _, m := range msgs {
+		rm := r.hold(m)
+		if m.GroupID == "" {
+			groups = append(groups, []*running{rm})
+			continue
+		}
+		i, ok := at[m.GroupID]
+		if !ok {
+			i = len(groups)
+			at[m.GroupID] = i
+			groups = append(groups, nil)
+		}
+		groups[i] = append(groups[i], rm)
+	}
 	r.mu.Unlock()
-	r.wg.Go(func() {
-		defer func() { <-r.slots }()
-		err := r.call(m)
-		rm.stopBeat()
-		r.mu.Lock()
-		abandoned := rm.abandoned
+	for _, g := range groups {
+		r.wg.Go(func() { r.runGroup(g) })
+	}
+}
+
+// hold registers m as held and starts its heartbeat; r.mu is held.
+func (r *run) hold(m *Message) *running {
+	rm := &running{m: m}
+	rm.ctx, rm.cancel = context.WithCancel(r.work)
+	rm.stopBeat = r.heartbeat(rm)
+	r.running[rm] = struct{}{}
+	return rm
+}
+
+// runGroup handles rms one after another; after the first that is not
+// handled successfully (or once the consumer stops), it gives back the
+// rest unhandled.
+func (r *run) runGroup(rms []*running) {
+	for i, rm := range rms {
+		if i > 0 && r.stopping.Err() != nil {
+			r.giveBack(rms[i:])
+			return
+		}
+		if !r.handle(rm) {
+			r.giveBack(rms[i+1:])
+			return
+		}
+	}
+}
+
+// handle runs the handler of rm unless its lease is already lost or the
+// drain released it, then deletes it (handler returned nil) or nacks it.
+// It reports whether the message was handled successfully.
+func (r *run) handle(rm *running) bool {
+	defer func() { <-r.slots }()
+	m := rm.m
+	var err error
+	r.mu.Lock()
+	skip := rm.abandoned
+	r.mu.Unlock()
+	if !skip && !rm.lost.Load() {
+		err = r.call(rm)
+	}
+	rm.stopBeat()
+	rm.cancel()
+	r.mu.Lock()
+	abandoned := rm.abandoned
+	delete(r.running, rm)
+	if !abandoned {
+		r.post.Add(1)
+	}
+	r.mu.Unlock()
+	if abandoned { // released at the drain timeout; another consumer may have it
+		return false
+	}
+	defer r.post.Done()
+	if rm.lost.Load() { // the heartbeat reported it; the new owner handles it
+		return false
+	}
+	if err == nil {
+		r.acks.add(m)
+		return true
+	}
+	r.report(m, err)
+	ctx, cancel := context.WithTimeout(r.bg, r.c.q.c.retry.AttemptTimeout)
+	defer cancel()
+	if err := m.ChangeVisibility(ctx, r.c.o.NackBackoff(m, err)); err != nil {
+		r.report(m, fmt.Errorf("nack: %w", err))
+	}
+	return false
+}
+
+// giveBack releases held messages unhandled, in order, and frees their
+// slots. Those the drain has released already, or whose lease is lost,
+// are only dropped.
+func (r *run) giveBack(rms []*running) {
+	if len(rms) == 0 {
+		return
+	}
+	var msgs []*Message
+	r.mu.Lock()
+	for _, rm := range rms {
+		if rm.abandoned {
+			continue
+		}
 		delete(r.running, rm)
-		if !abandoned {
-			r.post.Add(1)
+		if !rm.lost.Load() {
+			msgs = append(msgs, rm.m)
 		}
-		r.mu.Unlock()
-		if abandoned { // released at the drain timeout; another consumer may have it
-			return
-		}
-		defer r.post.Done()
-		if err == nil {
-			r.acks.add(m)
-			return
-		}
-		r.report(m, err)
-		ctx, cancel := context.WithTimeout(r.bg, r.c.q.c.retry.AttemptTimeout)
-		defer cancel()
-		if err := m.ChangeVisibility(ctx, r.c.o.NackBackoff(m, err)); err != nil {
-			r.report(m, fmt.Errorf("nack: %w", err))
-		}
-	})
+	}
+	if len(msgs) > 0 {
+		r.post.Add(1)
+	}
+	r.mu.Unlock()
+	for _, rm := range rms {
+		rm.stopBeat()
+		rm.cancel()
+	}
+	if len(msgs) > 0 {
+		r.release(msgs)
+		r.post.Done()
+	}
+	r.freeSlots(len(rms))
 }
 
 // call runs the handler, turning a panic into an error.
-func (r *run) call(m *Message) (err error) {
+func (r *run) call(rm *running) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("quorumq: handler panic: %v", p)
 		}
 	}()
-	return r.h(r.work, m)
+	return r.h(rm.ctx, rm.m)
 }
 
-// heartbeat extends m's lease every beat until the returned function is
+// heartbeat extends rm's lease every beat until the returned function is
 // called; that function waits for an extension in progress to finish, so
-// no extension lands after a later delete or release.
-func (r *run) heartbeat(m *Message) func() {
+// no extension lands after a later delete or release. When an extension
+// finds the lease lost, it marks rm lost and cancels its handler.
+func (r *run) heartbeat(rm *running) func() {
+	m := rm.m
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -320,7 +464,10 @@ func (r *run) heartbeat(m *Message) func() {
 			}
 			r.report(m, fmt.Errorf("extend lease: %w", err))
 			if errors.Is(err, ErrStaleReceipt) || errors.Is(err, ErrMessageNotFound) || errors.Is(err, ErrInvalidReceipt) || errors.Is(err, ErrQueueNotFound) {
-				return // the lease is lost: another receive owns the message now
+				// The lease is lost: another receive owns the message now.
+				rm.lost.Store(true)
+				rm.cancel()
+				return
 			}
 		}
 	}()

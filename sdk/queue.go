@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -82,6 +84,38 @@ func (m *OutgoingMessage) entry(id string) *qv1.SendMessageBatchEntry {
 	return e
 }
 
+// checkEntry fails an entry whose text fields are not valid UTF-8 with
+// INVALID_ARGUMENT, before it is sent: protobuf refuses to marshal such a
+// string, which would fail the whole request (every entry of a batch)
+// with INTERNAL. The server checks every other bound, per entry.
+func checkEntry(e *qv1.SendMessageBatchEntry) error {
+	field := ""
+	switch {
+	case !utf8.ValidString(e.GetBody()):
+		field = "body"
+	case !utf8.ValidString(e.GetGroupId()):
+		field = "group_id"
+	case !utf8.ValidString(e.GetDeduplicationId()):
+		field = "deduplication_id"
+	case !utf8.ValidString(e.GetIdempotencyKey()):
+		field = "idempotency_key"
+	}
+	for k, v := range e.GetAttributes() {
+		if field == "" && (!utf8.ValidString(k) || !utf8.ValidString(v)) {
+			field = "attributes"
+		}
+	}
+	for _, t := range e.GetTags() {
+		if field == "" && !utf8.ValidString(t) {
+			field = "tags"
+		}
+	}
+	if field == "" {
+		return nil
+	}
+	return &Error{Code: codes.InvalidArgument, Reason: ReasonInvalidArgument, Field: field, Message: field + " must be valid UTF-8"}
+}
+
 // size approximates what the server counts against the 4 MiB batch limit.
 func entrySize(e *qv1.SendMessageBatchEntry) int {
 	n := len(e.GetBody())
@@ -96,9 +130,13 @@ func entrySize(e *qv1.SendMessageBatchEntry) int {
 
 // Send stores one message and returns once a majority of replicas has it.
 // It is retried under the client's RetryPolicy with the same idempotency
-// key, so a send whose answer was lost is not stored twice.
+// key, so a send whose answer was lost is not stored twice. A message
+// whose text is not valid UTF-8 fails with ErrInvalidArgument unsent.
 func (q *Queue) Send(ctx context.Context, m OutgoingMessage) (SendResult, error) {
 	e := m.entry("")
+	if err := checkEntry(e); err != nil {
+		return SendResult{}, err
+	}
 	req := &qv1.SendMessageRequest{
 		Queue: q.name, Body: e.Body, Attributes: e.Attributes, Tags: e.Tags, Delay: e.Delay,
 		DeliverAt: e.DeliverAt, GroupId: e.GroupId, DeduplicationId: e.DeduplicationId, IdempotencyKey: e.IdempotencyKey,
@@ -114,8 +152,10 @@ func (q *Queue) Send(ctx context.Context, m OutgoingMessage) (SendResult, error)
 
 // SendBatch sends messages in as few calls as the limits allow (100
 // entries, 4 MiB). The results are aligned with msgs; when some entries
-// fail, the error is a *BatchError whose Errors say which and why.
-// Entries that fail with a retryable code are retried with their keys.
+// fail, the error is a *BatchError whose Errors say which and why; the
+// others are stored. An entry whose text is not valid UTF-8 fails alone
+// with ErrInvalidArgument, unsent. Entries that fail with a retryable code
+// are retried with their keys.
 func (q *Queue) SendBatch(ctx context.Context, msgs []OutgoingMessage) ([]SendResult, error) {
 	entries := make([]*qv1.SendMessageBatchEntry, len(msgs))
 	for i := range msgs {
@@ -127,12 +167,18 @@ func (q *Queue) SendBatch(ctx context.Context, msgs []OutgoingMessage) ([]SendRe
 }
 
 // sendEntries sends entries (ids are their indexes as text) and fills
-// results; it returns each entry's error.
+// results; it returns each entry's error. Invalid entries (checkEntry)
+// are not sent, so they cannot fail the others.
 func (q *Queue) sendEntries(ctx context.Context, entries []*qv1.SendMessageBatchEntry, results []SendResult) []error {
 	var chunks [][]int
 	var cur []int
 	size := 0
+	invalid := map[int]error{}
 	for i, e := range entries {
+		if err := checkEntry(e); err != nil {
+			invalid[i] = err
+			continue
+		}
 		s := entrySize(e)
 		if len(cur) > 0 && (len(cur) == maxBatchEntries || size+s > maxBatchBytes) {
 			chunks = append(chunks, cur)
@@ -144,7 +190,7 @@ func (q *Queue) sendEntries(ctx context.Context, entries []*qv1.SendMessageBatch
 	if len(cur) > 0 {
 		chunks = append(chunks, cur)
 	}
-	return q.c.batch(ctx, "send batch", len(entries), chunks, func(ctx context.Context, api qv1.QueueServiceClient, idx []int) ([]*qv1.BatchResultError, error) {
+	errs := q.c.batch(ctx, "send batch", len(entries), chunks, func(ctx context.Context, api qv1.QueueServiceClient, idx []int) ([]*qv1.BatchResultError, error) {
 		req := &qv1.SendMessageBatchRequest{Queue: q.name, Entries: make([]*qv1.SendMessageBatchEntry, len(idx))}
 		for j, i := range idx {
 			req.Entries[j] = entries[i]
@@ -160,6 +206,10 @@ func (q *Queue) sendEntries(ctx context.Context, entries []*qv1.SendMessageBatch
 		}
 		return resp.GetFailed(), nil
 	})
+	for i, err := range invalid {
+		errs[i] = err
+	}
+	return errs
 }
 
 // batch runs a batch call per chunk of entry indexes under the retry

@@ -19,6 +19,7 @@ import (
 // an attempt that ran past AttemptTimeout. Every call the
 // SDK retries is idempotent: sends carry an idempotency key, receives a
 // receive_attempt_id, and deletes and visibility changes may be repeated.
+// PurgeQueue, which is not, makes a single attempt.
 // No other code (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, …) is
 // retried, and nothing is retried once the caller's context is done.
 type RetryPolicy struct {

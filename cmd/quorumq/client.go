@@ -374,7 +374,9 @@ sent in batches through the SDK's producer; --tag, --attr, --delay and
 error, a summary to standard output. A message that fails (too large,
 invalid) is reported with its line number and the rest go on; an error that
 would fail every message (no such queue, no permission, cluster
-unavailable) stops reading.`),
+unavailable) stops reading. The summary counts the messages sent and names
+the failed lines and the first line not sent; the exit status is non-zero
+when any line failed or was not sent.`),
 		Example: `  quorumq send jobs 'hello' --tag urgent
   seq 1 1000 | quorumq send jobs --file -
   quorumq send jobs --file events.txt -o json`,
@@ -483,6 +485,7 @@ type bulkSend struct {
 	mu           sync.Mutex
 	fatal        error
 	reported     int
+	failedLines  []lineRange // ascending: outcomes are collected in input order
 }
 
 // maxLine is the longest input line (the largest message is 1 MiB).
@@ -526,19 +529,20 @@ func (b *bulkSend) run(ctx context.Context, in io.Reader) (sendSummary, error) {
 	sum.Sent, sum.Failed, sum.Elapsed = b.sent.Load(), b.failed.Load(), time.Since(start)
 	b.mu.Lock()
 	fatal, unreported := b.fatal, sum.Failed-int64(b.reported)
+	sum.FailedLines = b.failedLines
 	b.mu.Unlock()
 	if unreported > 0 {
 		fmt.Fprintf(b.errOut, "quorumq: ... and %d more failed lines\n", unreported)
 	}
 	switch {
 	case fatal != nil:
-		return sum, fmt.Errorf("stopped after %d messages sent: %w", sum.Sent, fatal)
+		return sum, fmt.Errorf("stopped (%s): %w", sum.outcome(), fatal)
 	case readErr != nil:
-		return sum, readErr
+		return sum, fmt.Errorf("%w (%s)", readErr, sum.outcome())
 	case closeErr != nil:
-		return sum, fmt.Errorf("waiting for the last sends: %w", closeErr)
+		return sum, fmt.Errorf("waiting for the last sends (%s): %w", sum.outcome(), closeErr)
 	case sum.Failed > 0:
-		return sum, fmt.Errorf("%d of %d messages failed", sum.Failed, sum.Sent+sum.Failed)
+		return sum, fmt.Errorf("%d of %d messages failed (%s), %d sent", sum.Failed, sum.Sent+sum.Failed, lineList(sum.FailedLines), sum.Sent)
 	}
 	return sum, nil
 }
@@ -553,6 +557,7 @@ func (b *bulkSend) read(ctx context.Context, in io.Reader, p *quorumq.Producer, 
 		line++
 		select {
 		case <-b.stop:
+			sum.NotSentFrom = line
 			return nil
 		default:
 		}
@@ -567,11 +572,13 @@ func (b *bulkSend) read(ctx context.Context, in io.Reader, p *quorumq.Producer, 
 		f, err := p.Publish(pctx, m)
 		cancel()
 		if err != nil {
+			sum.NotSentFrom = line
 			return fmt.Errorf("line %d: waiting for the producer: %w", line, err)
 		}
 		pending <- pendingLine{line, f}
 	}
 	if err := sc.Err(); err != nil {
+		sum.NotSentFrom = line + 1
 		if errors.Is(err, bufio.ErrTooLong) {
 			return fmt.Errorf("line %d: longer than %d MiB", line+1, maxLine>>20)
 		}
@@ -590,6 +597,7 @@ func (b *bulkSend) collect(pending <-chan pendingLine) {
 		}
 		b.failed.Add(1)
 		b.mu.Lock()
+		b.failedLines = addLine(b.failedLines, pl.line)
 		if !perMessage(err) {
 			if b.fatal == nil {
 				b.fatal = err

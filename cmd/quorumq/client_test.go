@@ -80,3 +80,45 @@ func TestSendFileInProcess(t *testing.T) {
 		t.Fatal("send with both BODY and --file was accepted")
 	}
 }
+
+// A line that is not valid UTF-8 fails alone with INVALID_ARGUMENT: the
+// other lines of its batch are stored, and the summary and the error
+// name exactly the failed lines.
+func TestSendFileInvalidLine(t *testing.T) {
+	n := startBenchNode(t)
+	ep := "--endpoint=" + n.GRPCAddr()
+	if _, stderr, _, err := runCLI(t, nil, "queue", "create", "utf8", ep); err != nil {
+		t.Fatalf("create: %v %s", err, stderr)
+	}
+	var in strings.Builder
+	for i := 1; i <= 500; i++ {
+		if i == 150 || i == 300 || i == 301 {
+			fmt.Fprintf(&in, "bad \xff line %d\n", i)
+			continue
+		}
+		fmt.Fprintf(&in, "line %d\n", i)
+	}
+	stdout, stderr, _, err := runCLI(t, strings.NewReader(in.String()), "send", "utf8", "--file", "-", "-o", "json", ep)
+	if err == nil || !strings.Contains(stderr, "quorumq: line 150: INVALID_ARGUMENT") || !strings.Contains(stderr, "quorumq: line 301: INVALID_ARGUMENT") ||
+		!strings.Contains(stderr, "quorumq: 3 of 500 messages failed (lines 150, 300-301), 497 sent\n") {
+		t.Fatalf("send with invalid lines: err %v\nstderr:\n%s", err, stderr)
+	}
+	var sum struct {
+		Sent, Failed int
+		FailedLines  [][2]int
+		NotSentFrom  int
+	}
+	if err := json.Unmarshal([]byte(stdout), &sum); err != nil || sum.Sent != 497 || sum.Failed != 3 ||
+		fmt.Sprint(sum.FailedLines) != "[[150 150] [300 301]]" || sum.NotSentFrom != 0 {
+		t.Fatalf("summary %q: %+v %v", stdout, sum, err)
+	}
+	stdout, stderr, _, err = runCLI(t, nil, "queue", "get", "utf8", "-o", "json", ep)
+	var q struct {
+		Stats struct {
+			Visible string `json:"visible"`
+		} `json:"stats"`
+	}
+	if err != nil || json.Unmarshal([]byte(stdout), &q) != nil || q.Stats.Visible != "497" {
+		t.Fatalf("queue get: %v %s\n%s", err, stderr, stdout)
+	}
+}

@@ -360,10 +360,72 @@ func printSendResult(w io.Writer, r quorumq.SendResult) error {
 
 // sendSummary is the outcome of `send --file`.
 type sendSummary struct {
-	Sent    int64         `json:"sent"`
-	Failed  int64         `json:"failed"`
-	Skipped int64         `json:"skipped"` // empty lines
-	Elapsed time.Duration `json:"-"`
+	Sent    int64 `json:"sent"`
+	Failed  int64 `json:"failed"`
+	Skipped int64 `json:"skipped"` // empty lines
+	// FailedLines are the line numbers of the failed messages, as
+	// [first, last] ranges (omitted when none failed).
+	FailedLines []lineRange `json:"failedLines,omitempty"`
+	// NotSentFrom is the first line not sent when the send stopped early
+	// (0: every line was read).
+	NotSentFrom int           `json:"notSentFrom,omitempty"`
+	Elapsed     time.Duration `json:"-"`
+}
+
+// lineRange is the input lines first to last, both included.
+type lineRange [2]int
+
+// addLine adds line (not below the last one) to ascending ranges.
+func addLine(rs []lineRange, line int) []lineRange {
+	if n := len(rs); n > 0 && rs[n-1][1]+1 >= line {
+		rs[n-1][1] = max(rs[n-1][1], line)
+		return rs
+	}
+	return append(rs, lineRange{line, line})
+}
+
+// maxListedRanges bounds the line ranges written out in a message.
+const maxListedRanges = 20
+
+// lineList writes ranges as "line 7" or "lines 3-5, 9", the first
+// maxListedRanges of them.
+func lineList(rs []lineRange) string {
+	var b strings.Builder
+	lines := 0
+	for i, r := range rs {
+		lines += r[1] - r[0] + 1
+		if i >= maxListedRanges {
+			continue
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		if r[0] == r[1] {
+			fmt.Fprint(&b, r[0])
+		} else {
+			fmt.Fprintf(&b, "%d-%d", r[0], r[1])
+		}
+	}
+	if len(rs) > maxListedRanges {
+		fmt.Fprintf(&b, ", and %d more ranges", len(rs)-maxListedRanges)
+	}
+	if lines == 1 {
+		return "line " + b.String()
+	}
+	return "lines " + b.String()
+}
+
+// outcome says what happened to the lines: "400 sent, 100 failed (lines
+// 101-200), not sent from line 501".
+func (s sendSummary) outcome() string {
+	out := fmt.Sprintf("%d sent, %d failed", s.Sent, s.Failed)
+	if len(s.FailedLines) > 0 {
+		out += " (" + lineList(s.FailedLines) + ")"
+	}
+	if s.NotSentFrom > 0 {
+		out += fmt.Sprintf(", not sent from line %d", s.NotSentFrom)
+	}
+	return out
 }
 
 func rate(n int64, d time.Duration) float64 {
@@ -384,7 +446,9 @@ func progressLine(sent, failed int64, perSecond float64) string {
 }
 
 // printSendSummary prints the outcome of a bulk send: one line, or with
-// -o json {"sent":N,"failed":N,"skipped":N,"seconds":S}.
+// -o json {"sent":N,"failed":N,"skipped":N,"failedLines":[[first,last],…],
+// "notSentFrom":N,"seconds":S} (failedLines only when some failed,
+// notSentFrom only when the send stopped early).
 func printSendSummary(w io.Writer, format outputFormat, s sendSummary) error {
 	if format == outputJSON {
 		b, err := json.MarshalIndent(struct {
@@ -400,6 +464,12 @@ func printSendSummary(w io.Writer, format outputFormat, s sendSummary) error {
 	line := fmt.Sprintf("sent %d messages in %s (%.0f msg/s)", s.Sent, s.Elapsed.Round(time.Millisecond), rate(s.Sent, s.Elapsed))
 	if s.Failed > 0 {
 		line += fmt.Sprintf(", %d failed", s.Failed)
+		if len(s.FailedLines) > 0 {
+			line += " (" + lineList(s.FailedLines) + ")"
+		}
+	}
+	if s.NotSentFrom > 0 {
+		line += fmt.Sprintf(", not sent from line %d", s.NotSentFrom)
 	}
 	if s.Skipped > 0 {
 		line += fmt.Sprintf(", %d empty lines skipped", s.Skipped)

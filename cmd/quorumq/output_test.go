@@ -246,6 +246,31 @@ func TestSendSummary(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &got); err != nil || got["sent"] != 48 || got["failed"] != 2 || got["skipped"] != 1 || got["seconds"] != 1.5 {
 		t.Errorf("JSON summary %s (%v)", out.String(), err)
 	}
+	s.FailedLines, s.NotSentFrom = []lineRange{{3, 3}, {7, 7}}, 60
+	out.Reset()
+	if err := printSendSummary(&out, outputTable, s); err != nil {
+		t.Fatal(err)
+	}
+	if want := "sent 48 messages in 1.5s (32 msg/s), 2 failed (lines 3, 7), not sent from line 60, 1 empty lines skipped\n"; out.String() != want {
+		t.Errorf("summary %q, want %q", out.String(), want)
+	}
+	var lines []lineRange
+	for _, l := range []int{4, 5, 6, 9, 11, 12} {
+		lines = addLine(lines, l)
+	}
+	if got := lineList(lines); got != "lines 4-6, 9, 11-12" {
+		t.Errorf("lineList %q", got)
+	}
+	if got := lineList([]lineRange{{8, 8}}); got != "line 8" {
+		t.Errorf("lineList %q", got)
+	}
+	lines = nil
+	for l := 1; l < 100; l += 2 {
+		lines = addLine(lines, l)
+	}
+	if got := lineList(lines); !strings.HasSuffix(got, ", 39, and 30 more ranges") {
+		t.Errorf("lineList of 50 ranges %q", got)
+	}
 	if got := progressLine(10, 0, 99.6); got != "sent 10 (100 msg/s)" {
 		t.Errorf("progress %q", got)
 	}
