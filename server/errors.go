@@ -71,12 +71,13 @@ var catalog = []struct {
 }{
 	{ErrUnauthenticated, outcome{codes.Unauthenticated, ReasonUnauthenticated}},
 	{ErrPermissionDenied, outcome{codes.PermissionDenied, ReasonPermissionDenied}},
+	// Before ErrInvalidArgument: an oversized body is both (it names its field).
+	{store.ErrMessageTooLarge, outcome{codes.InvalidArgument, ReasonMessageTooLarge}},
 	{store.ErrInvalidArgument, outcome{codes.InvalidArgument, ReasonInvalidArgument}},
 	{store.ErrQueueNotFound, outcome{codes.NotFound, ReasonQueueNotFound}},
 	{store.ErrQueueExists, outcome{codes.AlreadyExists, ReasonQueueAlreadyExists}},
 	{store.ErrQueueInUse, outcome{codes.FailedPrecondition, ReasonQueueInUse}},
 	{store.ErrDeadLetterInvalid, outcome{codes.InvalidArgument, ReasonDeadLetterInvalid}},
-	{store.ErrMessageTooLarge, outcome{codes.InvalidArgument, ReasonMessageTooLarge}},
 	{store.ErrMessageNotFound, outcome{codes.NotFound, ReasonMessageNotFound}},
 	{store.ErrStaleReceipt, outcome{codes.FailedPrecondition, ReasonStaleReceiptHandle}},
 	{store.ErrInvalidReceipt, outcome{codes.InvalidArgument, ReasonInvalidReceiptHandle}},

@@ -95,7 +95,9 @@ type messageInput struct {
 // request field ("" or "entries[3].").
 func validateMessage(prefix string, m messageInput) error {
 	if len(m.body) > maxBodyBytes {
-		return fieldError(prefix+"body", fmt.Sprintf("must be at most %d bytes", maxBodyBytes))
+		// MESSAGE_TOO_LARGE, as the API documents, still naming the field.
+		return fmt.Errorf("%w: %w", store.ErrMessageTooLarge,
+			fieldError(prefix+"body", fmt.Sprintf("must be at most %d bytes", maxBodyBytes)))
 	}
 	if err := checkText(prefix+"body", m.body, 1, maxBodyBytes); err != nil {
 		return err
