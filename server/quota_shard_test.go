@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 	quorumq "github.com/quorumq/quorumq/sdk"
@@ -234,4 +235,55 @@ func TestQuotaProducerHeldToTheTenantRateOnFiveShards(t *testing.T) {
 		t.Fatalf("trying 1,000/s under 200/s: %d stored in 10 s, want 2,000 ± 10 %% (%d stored, %d failed in all)", inWindow, len(stored), len(failures))
 	}
 	t.Logf("trying 1,000/s under 200/s: %d stored in 10 s", inWindow)
+}
+
+// On three nodes the routers of all of them lease from the one bucket on
+// the metadata shard's leader (through the peer service when it is
+// elsewhere), and stored-bytes allowances are spread across nodes.
+func TestQuotaHoldsForTheTenantAcrossNodes(t *testing.T) {
+	c := startShardedCluster(t)
+	c.leader(t, 1, 2, 3)
+	createPartitioned(t, c.clients[1], "q", 4, nil)
+	setDevQuota(t, &testNode{Node: c.nodes[2]}, &qv1.TenantQuota{MaxSendRate: 100, MaxStoredBytes: 1000})
+	start := time.Now()
+	stored := 0
+	for _, id := range []uint64{1, 2, 3} {
+		req := batchOf(60, "", "x")
+		req.Queue = "q"
+		resp, err := c.clients[id].SendMessageBatch(tctx(t), req)
+		if err != nil {
+			wantReason(t, err, codes.ResourceExhausted, server.ReasonQuotaExceeded)
+			continue
+		}
+		wantRefusedForRate(t, resp.GetFailed())
+		stored += len(resp.GetSuccessful())
+	}
+	// The burst (100) plus the refill while the calls ran; each node alone
+	// would have allowed 60 × 3.
+	if limit := 100 + int(100*time.Since(start).Seconds()) + 1; stored < 100 || stored > limit {
+		t.Fatalf("3 nodes × 60 at 100/s: %d stored in %v, want 100 to %d", stored, time.Since(start), limit)
+	}
+	// Stored bytes, once the rate has refilled: 180 stored so far.
+	send := func(id uint64, body string, part int) error {
+		var err error
+		checkFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+			_, err = c.clients[id].SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "q", Body: body, PartitionKey: keyForPartition(4, part)})
+			if st, _ := status.FromError(err); err != nil && strings.Contains(st.Message(), "send rate") {
+				return err
+			}
+			return nil
+		})
+		return err
+	}
+	big := strings.Repeat("b", 250)
+	for i, id := range []uint64{3, 1, 2} {
+		if err := send(id, big, i%2); err != nil {
+			t.Fatalf("send %d of 250 bytes (%d of 1000 stored) through node %d: %v", i, 180+250*i, id, err)
+		}
+	}
+	err := send(2, big, 3)
+	wantReason(t, err, codes.ResourceExhausted, server.ReasonQuotaExceeded)
+	if err := send(1, strings.Repeat("s", 70), 2); err != nil {
+		t.Fatalf("the last 70 bytes through node 1: %v", err)
+	}
 }
