@@ -32,11 +32,10 @@ const (
 	unlimitedRecheck = time.Second
 )
 
-// Peer method of the metadata shard's leader; the request and answer are
-// structpb.Structs (see grantRequest) so the peer service needs no
-// generated code. Register it in PeerServer.Register:
-//
-//	{MethodName: "Quota", Handler: peerHandler(peerQuotaMethod, p.quota)},
+// Peer method run by the leader of the shard in the call's header (see
+// serveQuota for the operations); request and answer are
+// structpb.Structs, so the peer service needs no generated code. Like the
+// other peer methods it is registered on the peer listener only.
 const peerQuotaMethod = "/" + peerService + "/Quota"
 
 // tenantQuotas is a router's quota state: leased send tokens per tenant,
