@@ -32,7 +32,7 @@ func (s *Server) SendMessage(ctx context.Context, req *qv1.SendMessageRequest) (
 	if err := validateMessage("", m); err != nil {
 		return nil, err
 	}
-	if err := s.checkSendRate(tenant, 1); err != nil {
+	if _, _, err := s.admitSend(tenant, 1); err != nil {
 		return nil, err
 	}
 	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_Send{Send: &storepb.Send{
@@ -94,9 +94,16 @@ func (s *Server) SendMessageBatch(ctx context.Context, req *qv1.SendMessageBatch
 	if len(cmd.Entries) == 0 {
 		return resp, nil
 	}
-	if err := s.checkSendRate(tenant, len(cmd.Entries)); err != nil {
+	// Past the send rate: the first entries that fit are sent, the rest
+	// fail with a retry delay; none fits: the call fails (with RetryInfo).
+	k, retry, err := s.admitSend(tenant, len(cmd.Entries))
+	if k == 0 && err != nil {
 		return nil, err
 	}
+	for _, id := range ids[k:] {
+		resp.Failed = append(resp.Failed, refusedEntry(id, err, retry))
+	}
+	ids, cmd.Entries = ids[:k], cmd.Entries[:k]
 	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_Send{Send: cmd}})
 	if err != nil {
 		return nil, err

@@ -71,6 +71,7 @@ func (p *PeerServer) Register(s *grpc.Server) {
 		Methods: []grpc.MethodDesc{
 			{MethodName: "DeliverOutbox", Handler: peerHandler(peerDeliverMethod, p.deliverOutbox)},
 			{MethodName: "Cluster", Handler: peerHandler(peerClusterMethod, p.clusterView)},
+			{MethodName: "Quota", Handler: peerHandler(peerQuotaMethod, p.quota)},
 		},
 		Metadata: "server/peer.go",
 	}, p)

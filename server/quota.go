@@ -3,10 +3,10 @@ package server
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
-	"golang.org/x/time/rate"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -16,13 +16,16 @@ import (
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
-// sendLimiter enforces the tenants' max_send_rate with one token bucket per
-// tenant (burst: one second's worth). It runs on the shard leader, where
-// every send is proposed, so the limit holds for the whole cluster; a
-// leader change starts the buckets full, allowing one extra burst.
+// sendLimiter keeps one token bucket per tenant for max_send_rate (burst:
+// one second's worth). On a one-shard cluster the shard's leader admits
+// every send from it. On a sharded cluster only the metadata shard's
+// leader has buckets: routers lease tokens from it (grantSend, see
+// quota_lease.go), so the rate holds for the tenant whatever the number of
+// shards. A leader change starts the buckets full, allowing one extra
+// burst.
 type sendLimiter struct {
-	mu       sync.Mutex
-	limiters map[string]*rate.Limiter
+	mu      sync.Mutex
+	buckets map[string]*tokenBucket
 	// rates caches each tenant's max_send_rate so a send does not read the
 	// store; AfterApply forgets a tenant whose quota changed and Restored
 	// forgets all (forget), and the next send reloads it.
@@ -31,7 +34,7 @@ type sendLimiter struct {
 }
 
 func newSendLimiter() *sendLimiter {
-	return &sendLimiter{limiters: map[string]*rate.Limiter{}, rates: map[string]int64{}}
+	return &sendLimiter{buckets: map[string]*tokenBucket{}, rates: map[string]int64{}}
 }
 
 // rate returns tenant's send rate, loading it with load on a cache miss.
@@ -67,31 +70,96 @@ func (l *sendLimiter) forget(tenant string) {
 	delete(l.rates, tenant)
 }
 
-// allow takes n tokens for tenant at the given rate (0: unlimited) or says
-// how long to wait before retrying.
-func (l *sendLimiter) allow(tenant string, perSecond int64, n int, now time.Time) (bool, time.Duration) {
+// take takes up to need tokens for tenant at the given rate (0: unlimited)
+// and, when all of need was there, up to extra more (see tokenBucket.take).
+// Tokens taken with a ttl are a lease: they count against the burst until
+// they expire. It returns the tokens taken and, when fewer than need, how
+// long until the rest (at most a burst) is there.
+func (l *sendLimiter) take(tenant string, perSecond int64, need, extra int, ttl time.Duration, now time.Time) (int, time.Duration) {
 	if perSecond <= 0 {
-		return true, 0
+		return need + extra, 0
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	lim, ok := l.limiters[tenant]
+	b, ok := l.buckets[tenant]
 	if !ok {
-		lim = rate.NewLimiter(rate.Limit(perSecond), int(perSecond))
-		l.limiters[tenant] = lim
-	} else if lim.Limit() != rate.Limit(perSecond) {
-		lim.SetLimitAt(now, rate.Limit(perSecond))
-		lim.SetBurstAt(now, int(perSecond))
+		b = newTokenBucket(perSecond, now)
+		l.buckets[tenant] = b
+	} else if b.rate != float64(perSecond) {
+		b.setRate(perSecond, now)
 	}
-	if n > lim.Burst() {
-		return false, time.Second // larger than a second's worth: never fits at once
+	return b.take(need, extra, ttl, now)
+}
+
+// tokenBucket refills at rate tokens a second up to burst. Leased tokens
+// (taken with a ttl) count against the burst until they expire, so tokens
+// + leases never exceed the burst: the sends of any window of T seconds
+// are at most burst + rate*T (within 10 % over 10 s with a burst of one
+// second's worth), however many routers hold leases and whether or not
+// they use them.
+type tokenBucket struct {
+	rate, burst float64
+	tokens      float64
+	last        time.Time
+	leases      []tokenLease // in expiry order (all share one ttl)
+	leased      float64      // sum of leases
+}
+
+type tokenLease struct {
+	expires time.Time
+	n       float64
+}
+
+func newTokenBucket(perSecond int64, now time.Time) *tokenBucket {
+	r := float64(perSecond)
+	return &tokenBucket{rate: r, burst: r, tokens: r, last: now}
+}
+
+func (b *tokenBucket) setRate(perSecond int64, now time.Time) {
+	b.refill(now)
+	b.rate, b.burst = float64(perSecond), float64(perSecond)
+	b.tokens = max(min(b.tokens, b.burst-b.leased), 0)
+}
+
+// refill ends expired leases and adds the tokens earned since the last call.
+func (b *tokenBucket) refill(now time.Time) {
+	i := 0
+	for ; i < len(b.leases) && !b.leases[i].expires.After(now); i++ {
+		b.leased -= b.leases[i].n
 	}
-	r := lim.ReserveN(now, n)
-	if d := r.DelayFrom(now); d > 0 {
-		r.CancelAt(now)
-		return false, d
+	b.leases = append(b.leases[:0], b.leases[i:]...)
+	if len(b.leases) == 0 {
+		b.leased = 0 // no float drift
 	}
-	return true, 0
+	if now.After(b.last) {
+		b.tokens += b.rate * now.Sub(b.last).Seconds()
+		b.last = now
+	}
+	b.tokens = max(min(b.tokens, b.burst-b.leased), 0)
+}
+
+// take takes up to need tokens; when all of need was there it takes up to
+// extra more, but only from above half the burst, so tokens leased ahead
+// of use never starve a caller's batch. Fewer than need: it also says how
+// long until the rest (at most a burst's worth) has refilled.
+func (b *tokenBucket) take(need, extra int, ttl time.Duration, now time.Time) (int, time.Duration) {
+	b.refill(now)
+	got := min(need, int(b.tokens))
+	if got == need && extra > 0 {
+		spare := int(b.tokens-b.burst/2) - need
+		got += min(max(spare, 0), extra)
+	}
+	b.tokens -= float64(got)
+	if ttl > 0 && got > 0 {
+		b.leases = append(b.leases, tokenLease{expires: now.Add(ttl), n: float64(got)})
+		b.leased += float64(got)
+	}
+	if got >= need {
+		return got, 0
+	}
+	missing := min(float64(need-got), max(math.Floor(b.burst), 1)) - b.tokens
+	retry := time.Duration(missing / b.rate * float64(time.Second))
+	return got, max(retry.Round(time.Millisecond), time.Millisecond)
 }
 
 // quotaError is RESOURCE_EXHAUSTED / QUOTA_EXCEEDED with a retry delay.
@@ -108,21 +176,44 @@ func quotaError(msg string, retry time.Duration) error {
 	return st.Err()
 }
 
-// checkSendRate fails when tenant has sent past its max_send_rate.
-func (s *Server) checkSendRate(tenant string, n int) error {
-	perSecond, err := s.limiter.rate(tenant, func() (int64, error) {
+// admitSend takes send-rate tokens for up to n messages of tenant on a
+// shard that enforces the rate itself (a one-shard cluster; data shards
+// have no rate of their own, their router leased the tokens). It returns
+// how many are admitted; when fewer than n, the error for the rest (with
+// its retry delay) and the delay.
+func (s *Server) admitSend(tenant string, n int) (int, time.Duration, error) {
+	perSecond, err := s.sendRate(tenant)
+	if err != nil {
+		return 0, 0, err
+	}
+	k, retry := s.limiter.take(tenant, perSecond, n, 0, 0, time.Now())
+	if k >= n {
+		return n, 0, nil
+	}
+	s.metrics.quotaRejected(context.Background(), tenant, "send_rate", n-k)
+	return k, retry, sendRateError(tenant, perSecond, retry)
+}
+
+// sendRate is tenant's max_send_rate as this shard has it (0: unlimited).
+func (s *Server) sendRate(tenant string) (int64, error) {
+	return s.limiter.rate(tenant, func() (int64, error) {
 		rec, err := s.store.Tenant(tenant)
 		return rec.GetQuota().GetMaxSendRate(), err
 	})
-	if err != nil {
-		return err
+}
+
+func sendRateError(tenant string, perSecond int64, retry time.Duration) error {
+	return quotaError(fmt.Sprintf("tenant %s is over its send rate of %d messages/s", tenant, perSecond), retry)
+}
+
+// refusedEntry is a batch entry past the send-rate quota: it may be sent
+// again after retry.
+func refusedEntry(id string, err error, retry time.Duration) *qv1.BatchResultError {
+	f := failedEntry(id, err)
+	if retry > 0 {
+		f.RetryDelay = durationpb.New(retry)
 	}
-	ok, retry := s.limiter.allow(tenant, perSecond, n, time.Now())
-	if !ok {
-		s.metrics.quotaRejected(context.Background(), tenant, "send_rate", n)
-		return quotaError(fmt.Sprintf("tenant %s is over its send rate of %d messages/s", tenant, perSecond), retry)
-	}
-	return nil
+	return f
 }
 
 func quotaFromAPI(q *qv1.TenantQuota) *storepb.TenantQuota {

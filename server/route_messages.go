@@ -43,9 +43,15 @@ func (r *Router) SendMessage(ctx context.Context, req *qv1.SendMessageRequest) (
 	if len(req.GetPartitionKey()) > maxPartitionKey {
 		return nil, fieldError("partition_key", fmt.Sprintf("must be at most %d bytes", maxPartitionKey))
 	}
+	if _, _, err := r.admitSend(ctx, tenant, 1); err != nil {
+		return nil, err
+	}
 	i := r.pickPartition(partitions(q), req.GetPartitionKey(), req.GetGroupId(), req.GetIdempotencyKey())
 	req.Queue = store.PartitionName(q.GetName(), i)
-	return onPartition(ctx, r, tenant, q, i, "SendMessage", req, (*Server).SendMessage)
+	return withRoom(ctx, r, tenant, r.shardOf(tenant, q.GetName(), i), messageSize(req.GetBody(), req.GetAttributes(), req.GetTags()),
+		func() (*qv1.SendMessageResponse, error) {
+			return onPartition(ctx, r, tenant, q, i, "SendMessage", req, (*Server).SendMessage)
+		})
 }
 
 // SendMessageBatch implements QueueService: entries with a partition key
@@ -77,6 +83,10 @@ func (r *Router) SendMessageBatch(ctx context.Context, req *qv1.SendMessageBatch
 	if err != nil {
 		return nil, err
 	}
+	entries, refused, err := r.admitBatch(ctx, tenant, entries)
+	if err != nil {
+		return nil, err
+	}
 	n := partitions(q)
 	rest := -1 // partition of the entries without a partition key or group
 	groups := map[int][]*qv1.SendMessageBatchEntry{}
@@ -93,20 +103,23 @@ func (r *Router) SendMessageBatch(ctx context.Context, req *qv1.SendMessageBatch
 		groups[i] = append(groups[i], e)
 	}
 	send := func(i int, part []*qv1.SendMessageBatchEntry) (*qv1.SendMessageBatchResponse, error) {
-		sub := &qv1.SendMessageBatchRequest{Queue: store.PartitionName(q.GetName(), i), Entries: part}
-		return onPartition(ctx, r, tenant, q, i, "SendMessageBatch", sub, (*Server).SendMessageBatch)
+		return batchWithRoom(ctx, r, tenant, r.shardOf(tenant, q.GetName(), i), q.GetAttributes().GetFifo(), part,
+			func(part []*qv1.SendMessageBatchEntry) (*qv1.SendMessageBatchResponse, error) {
+				sub := &qv1.SendMessageBatchRequest{Queue: store.PartitionName(q.GetName(), i), Entries: part}
+				return onPartition(ctx, r, tenant, q, i, "SendMessageBatch", sub, (*Server).SendMessageBatch)
+			})
 	}
 	if len(groups) == 1 {
 		for i := range groups {
-			return send(i, entries)
+			return withRefused(refused)(send(i, entries))
 		}
 	}
-	return mergeBatches(groups, send, func(out, part *qv1.SendMessageBatchResponse) {
+	return withRefused(refused)(mergeBatches(groups, send, func(out, part *qv1.SendMessageBatchResponse) {
 		out.Successful = append(out.Successful, part.GetSuccessful()...)
 		out.Failed = append(out.Failed, part.GetFailed()...)
 	}, func(out *qv1.SendMessageBatchResponse, e *qv1.SendMessageBatchEntry, err error) {
 		out.Failed = append(out.Failed, failedEntry(e.GetId(), err))
-	})
+	}))
 }
 
 // mergeBatches runs one sub-batch per key in parallel and merges the

@@ -6,22 +6,12 @@ import (
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 )
 
-// Tenant quotas on a sharded cluster: the metadata shard holds the quota as
-// set and enforces max_queues; each data shard enforces an even share of
-// max_send_rate and max_stored_bytes (rounded up), so a tenant's total
-// stays within its quota. A tenant whose load sits on few shards reaches
-// its share there before the whole.
-
-// quotaShare is the part of a quota one of n data shards enforces.
-func quotaShare(q *qv1.TenantQuota, n int) *qv1.TenantQuota {
-	share := func(v int64) int64 {
-		if v <= 0 || n <= 1 {
-			return v
-		}
-		return (v + int64(n) - 1) / int64(n)
-	}
-	return &qv1.TenantQuota{MaxSendRate: share(q.GetMaxSendRate()), MaxStoredBytes: share(q.GetMaxStoredBytes())}
-}
+// Tenant quotas on a sharded cluster hold for the tenant as a whole: the
+// metadata shard holds the quota as set and enforces max_queues; its
+// leader keeps the tenant's one send-rate bucket, from which routers lease
+// tokens (quota_lease.go); each data shard enforces a stored-bytes
+// allowance that the metadata shard's leader spreads by use
+// (quota_bytes.go), and no send rate of its own.
 
 // dataShardIDs lists the shards that hold partitions.
 func (r *Router) dataShardIDs() []uint64 {
@@ -37,8 +27,8 @@ func (r *Router) dataShardIDs() []uint64 {
 
 const clusterMethod = "/quorumq.v1.ClusterService/"
 
-// SetTenantQuota sets the quota on the metadata shard, then the shares on
-// the data shards.
+// SetTenantQuota sets the quota on the metadata shard, then spreads the
+// stored-bytes quota over the data shards as allowances.
 func (r *Router) SetTenantQuota(ctx context.Context, req *qv1.SetTenantQuotaRequest) (*qv1.SetTenantQuotaResponse, error) {
 	if _, err := require(ctx, ScopeClusterAdmin); err != nil {
 		return nil, err
@@ -47,19 +37,15 @@ func (r *Router) SetTenantQuota(ctx context.Context, req *qv1.SetTenantQuotaRequ
 	if err != nil {
 		return nil, err
 	}
-	data := r.dataShardIDs()
-	if len(data) == 0 {
+	r.forgetSendRate(req.GetTenant())
+	if len(r.dataShardIDs()) == 0 {
 		return resp, nil
 	}
-	sub := &qv1.SetTenantQuotaRequest{Tenant: req.GetTenant(), Quota: quotaShare(req.GetQuota(), len(data))}
-	usages, err := eachShard(data, func(sh uint64) (*qv1.TenantUsage, error) {
-		out, err := call(ctx, r, target{shard: sh}, clusterMethod+"SetTenantQuota", sub, (*Server).SetTenantQuota)
-		return out.GetUsage(), err
-	})
+	_, stored, err := r.spread(ctx, req.GetTenant(), 0, 0)
 	if err != nil {
 		return nil, err
 	}
-	resp.Usage = sumUsage(resp.GetUsage(), usages)
+	resp.Usage = &qv1.TenantUsage{Queues: resp.GetUsage().GetQueues(), StoredBytes: resp.GetUsage().GetStoredBytes() + stored}
 	return resp, nil
 }
 

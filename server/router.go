@@ -92,6 +92,9 @@ type Router struct {
 	rr     atomic.Uint64
 	tracer trace.Tracer
 	shards atomic.Int64 // 0 until an API-tier node has seen the cluster
+
+	// quotas: send-rate leases and stored-bytes spreads (quota_lease.go).
+	quotas tenantQuotas
 }
 
 // SetShards tells an API-tier router the cluster's shard count.

@@ -1395,7 +1395,11 @@ type BatchResultError struct {
 	// Stable reason, e.g. "STALE_RECEIPT_HANDLE".
 	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Human-readable detail.
-	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	Message string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	// When set, the entry may succeed if sent again after this delay
+	// (RESOURCE_EXHAUSTED / QUOTA_EXCEEDED of the send rate: the part of a
+	// batch past the tenant's tokens). Unset: waiting does not help.
+	RetryDelay    *durationpb.Duration `protobuf:"bytes,5,opt,name=retry_delay,json=retryDelay,proto3" json:"retry_delay,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1456,6 +1460,13 @@ func (x *BatchResultError) GetMessage() string {
 		return x.Message
 	}
 	return ""
+}
+
+func (x *BatchResultError) GetRetryDelay() *durationpb.Duration {
+	if x != nil {
+		return x.RetryDelay
+	}
+	return nil
 }
 
 // SendMessageBatchResponse tells each entry's outcome.
@@ -2666,12 +2677,14 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x02 \x01(\tR\tmessageId\x12\x1a\n" +
-	"\bsequence\x18\x03 \x01(\x04R\bsequence\"h\n" +
+	"\bsequence\x18\x03 \x01(\x04R\bsequence\"\xa4\x01\n" +
 	"\x10BatchResultError\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\tR\x04code\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\tR\amessage\"\x94\x01\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12:\n" +
+	"\vretry_delay\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"retryDelay\"\x94\x01\n" +
 	"\x18SendMessageBatchResponse\x12B\n" +
 	"\n" +
 	"successful\x18\x01 \x03(\v2\".quorumq.v1.SendMessageBatchResultR\n" +
@@ -2859,56 +2872,57 @@ var file_quorumq_v1_queue_proto_depIdxs = []int32{
 	45, // 21: quorumq.v1.SendMessageBatchEntry.delay:type_name -> google.protobuf.Duration
 	46, // 22: quorumq.v1.SendMessageBatchEntry.deliver_at:type_name -> google.protobuf.Timestamp
 	18, // 23: quorumq.v1.SendMessageBatchRequest.entries:type_name -> quorumq.v1.SendMessageBatchEntry
-	20, // 24: quorumq.v1.SendMessageBatchResponse.successful:type_name -> quorumq.v1.SendMessageBatchResult
-	21, // 25: quorumq.v1.SendMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
-	45, // 26: quorumq.v1.ReceiveMessagesRequest.visibility_timeout:type_name -> google.protobuf.Duration
-	45, // 27: quorumq.v1.ReceiveMessagesRequest.wait_time:type_name -> google.protobuf.Duration
-	23, // 28: quorumq.v1.ReceiveMessagesRequest.tag_filter:type_name -> quorumq.v1.TagFilter
-	44, // 29: quorumq.v1.ReceivedMessage.attributes:type_name -> quorumq.v1.ReceivedMessage.AttributesEntry
-	46, // 30: quorumq.v1.ReceivedMessage.sent_at:type_name -> google.protobuf.Timestamp
-	46, // 31: quorumq.v1.ReceivedMessage.first_received_at:type_name -> google.protobuf.Timestamp
-	25, // 32: quorumq.v1.ReceiveMessagesResponse.messages:type_name -> quorumq.v1.ReceivedMessage
-	29, // 33: quorumq.v1.DeleteMessageBatchRequest.entries:type_name -> quorumq.v1.DeleteMessageBatchEntry
-	31, // 34: quorumq.v1.DeleteMessageBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
-	21, // 35: quorumq.v1.DeleteMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
-	45, // 36: quorumq.v1.ChangeMessageVisibilityRequest.visibility_timeout:type_name -> google.protobuf.Duration
-	45, // 37: quorumq.v1.ChangeMessageVisibilityBatchEntry.visibility_timeout:type_name -> google.protobuf.Duration
-	35, // 38: quorumq.v1.ChangeMessageVisibilityBatchRequest.entries:type_name -> quorumq.v1.ChangeMessageVisibilityBatchEntry
-	31, // 39: quorumq.v1.ChangeMessageVisibilityBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
-	21, // 40: quorumq.v1.ChangeMessageVisibilityBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
-	4,  // 41: quorumq.v1.QueueService.CreateQueue:input_type -> quorumq.v1.CreateQueueRequest
-	6,  // 42: quorumq.v1.QueueService.GetQueue:input_type -> quorumq.v1.GetQueueRequest
-	8,  // 43: quorumq.v1.QueueService.ListQueues:input_type -> quorumq.v1.ListQueuesRequest
-	10, // 44: quorumq.v1.QueueService.UpdateQueue:input_type -> quorumq.v1.UpdateQueueRequest
-	12, // 45: quorumq.v1.QueueService.DeleteQueue:input_type -> quorumq.v1.DeleteQueueRequest
-	14, // 46: quorumq.v1.QueueService.PurgeQueue:input_type -> quorumq.v1.PurgeQueueRequest
-	16, // 47: quorumq.v1.QueueService.SendMessage:input_type -> quorumq.v1.SendMessageRequest
-	19, // 48: quorumq.v1.QueueService.SendMessageBatch:input_type -> quorumq.v1.SendMessageBatchRequest
-	24, // 49: quorumq.v1.QueueService.ReceiveMessages:input_type -> quorumq.v1.ReceiveMessagesRequest
-	27, // 50: quorumq.v1.QueueService.DeleteMessage:input_type -> quorumq.v1.DeleteMessageRequest
-	30, // 51: quorumq.v1.QueueService.DeleteMessageBatch:input_type -> quorumq.v1.DeleteMessageBatchRequest
-	33, // 52: quorumq.v1.QueueService.ChangeMessageVisibility:input_type -> quorumq.v1.ChangeMessageVisibilityRequest
-	36, // 53: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:input_type -> quorumq.v1.ChangeMessageVisibilityBatchRequest
-	38, // 54: quorumq.v1.QueueService.RedriveMessages:input_type -> quorumq.v1.RedriveMessagesRequest
-	5,  // 55: quorumq.v1.QueueService.CreateQueue:output_type -> quorumq.v1.CreateQueueResponse
-	7,  // 56: quorumq.v1.QueueService.GetQueue:output_type -> quorumq.v1.GetQueueResponse
-	9,  // 57: quorumq.v1.QueueService.ListQueues:output_type -> quorumq.v1.ListQueuesResponse
-	11, // 58: quorumq.v1.QueueService.UpdateQueue:output_type -> quorumq.v1.UpdateQueueResponse
-	13, // 59: quorumq.v1.QueueService.DeleteQueue:output_type -> quorumq.v1.DeleteQueueResponse
-	15, // 60: quorumq.v1.QueueService.PurgeQueue:output_type -> quorumq.v1.PurgeQueueResponse
-	17, // 61: quorumq.v1.QueueService.SendMessage:output_type -> quorumq.v1.SendMessageResponse
-	22, // 62: quorumq.v1.QueueService.SendMessageBatch:output_type -> quorumq.v1.SendMessageBatchResponse
-	26, // 63: quorumq.v1.QueueService.ReceiveMessages:output_type -> quorumq.v1.ReceiveMessagesResponse
-	28, // 64: quorumq.v1.QueueService.DeleteMessage:output_type -> quorumq.v1.DeleteMessageResponse
-	32, // 65: quorumq.v1.QueueService.DeleteMessageBatch:output_type -> quorumq.v1.DeleteMessageBatchResponse
-	34, // 66: quorumq.v1.QueueService.ChangeMessageVisibility:output_type -> quorumq.v1.ChangeMessageVisibilityResponse
-	37, // 67: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:output_type -> quorumq.v1.ChangeMessageVisibilityBatchResponse
-	39, // 68: quorumq.v1.QueueService.RedriveMessages:output_type -> quorumq.v1.RedriveMessagesResponse
-	55, // [55:69] is the sub-list for method output_type
-	41, // [41:55] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	45, // 24: quorumq.v1.BatchResultError.retry_delay:type_name -> google.protobuf.Duration
+	20, // 25: quorumq.v1.SendMessageBatchResponse.successful:type_name -> quorumq.v1.SendMessageBatchResult
+	21, // 26: quorumq.v1.SendMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
+	45, // 27: quorumq.v1.ReceiveMessagesRequest.visibility_timeout:type_name -> google.protobuf.Duration
+	45, // 28: quorumq.v1.ReceiveMessagesRequest.wait_time:type_name -> google.protobuf.Duration
+	23, // 29: quorumq.v1.ReceiveMessagesRequest.tag_filter:type_name -> quorumq.v1.TagFilter
+	44, // 30: quorumq.v1.ReceivedMessage.attributes:type_name -> quorumq.v1.ReceivedMessage.AttributesEntry
+	46, // 31: quorumq.v1.ReceivedMessage.sent_at:type_name -> google.protobuf.Timestamp
+	46, // 32: quorumq.v1.ReceivedMessage.first_received_at:type_name -> google.protobuf.Timestamp
+	25, // 33: quorumq.v1.ReceiveMessagesResponse.messages:type_name -> quorumq.v1.ReceivedMessage
+	29, // 34: quorumq.v1.DeleteMessageBatchRequest.entries:type_name -> quorumq.v1.DeleteMessageBatchEntry
+	31, // 35: quorumq.v1.DeleteMessageBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
+	21, // 36: quorumq.v1.DeleteMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
+	45, // 37: quorumq.v1.ChangeMessageVisibilityRequest.visibility_timeout:type_name -> google.protobuf.Duration
+	45, // 38: quorumq.v1.ChangeMessageVisibilityBatchEntry.visibility_timeout:type_name -> google.protobuf.Duration
+	35, // 39: quorumq.v1.ChangeMessageVisibilityBatchRequest.entries:type_name -> quorumq.v1.ChangeMessageVisibilityBatchEntry
+	31, // 40: quorumq.v1.ChangeMessageVisibilityBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
+	21, // 41: quorumq.v1.ChangeMessageVisibilityBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
+	4,  // 42: quorumq.v1.QueueService.CreateQueue:input_type -> quorumq.v1.CreateQueueRequest
+	6,  // 43: quorumq.v1.QueueService.GetQueue:input_type -> quorumq.v1.GetQueueRequest
+	8,  // 44: quorumq.v1.QueueService.ListQueues:input_type -> quorumq.v1.ListQueuesRequest
+	10, // 45: quorumq.v1.QueueService.UpdateQueue:input_type -> quorumq.v1.UpdateQueueRequest
+	12, // 46: quorumq.v1.QueueService.DeleteQueue:input_type -> quorumq.v1.DeleteQueueRequest
+	14, // 47: quorumq.v1.QueueService.PurgeQueue:input_type -> quorumq.v1.PurgeQueueRequest
+	16, // 48: quorumq.v1.QueueService.SendMessage:input_type -> quorumq.v1.SendMessageRequest
+	19, // 49: quorumq.v1.QueueService.SendMessageBatch:input_type -> quorumq.v1.SendMessageBatchRequest
+	24, // 50: quorumq.v1.QueueService.ReceiveMessages:input_type -> quorumq.v1.ReceiveMessagesRequest
+	27, // 51: quorumq.v1.QueueService.DeleteMessage:input_type -> quorumq.v1.DeleteMessageRequest
+	30, // 52: quorumq.v1.QueueService.DeleteMessageBatch:input_type -> quorumq.v1.DeleteMessageBatchRequest
+	33, // 53: quorumq.v1.QueueService.ChangeMessageVisibility:input_type -> quorumq.v1.ChangeMessageVisibilityRequest
+	36, // 54: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:input_type -> quorumq.v1.ChangeMessageVisibilityBatchRequest
+	38, // 55: quorumq.v1.QueueService.RedriveMessages:input_type -> quorumq.v1.RedriveMessagesRequest
+	5,  // 56: quorumq.v1.QueueService.CreateQueue:output_type -> quorumq.v1.CreateQueueResponse
+	7,  // 57: quorumq.v1.QueueService.GetQueue:output_type -> quorumq.v1.GetQueueResponse
+	9,  // 58: quorumq.v1.QueueService.ListQueues:output_type -> quorumq.v1.ListQueuesResponse
+	11, // 59: quorumq.v1.QueueService.UpdateQueue:output_type -> quorumq.v1.UpdateQueueResponse
+	13, // 60: quorumq.v1.QueueService.DeleteQueue:output_type -> quorumq.v1.DeleteQueueResponse
+	15, // 61: quorumq.v1.QueueService.PurgeQueue:output_type -> quorumq.v1.PurgeQueueResponse
+	17, // 62: quorumq.v1.QueueService.SendMessage:output_type -> quorumq.v1.SendMessageResponse
+	22, // 63: quorumq.v1.QueueService.SendMessageBatch:output_type -> quorumq.v1.SendMessageBatchResponse
+	26, // 64: quorumq.v1.QueueService.ReceiveMessages:output_type -> quorumq.v1.ReceiveMessagesResponse
+	28, // 65: quorumq.v1.QueueService.DeleteMessage:output_type -> quorumq.v1.DeleteMessageResponse
+	32, // 66: quorumq.v1.QueueService.DeleteMessageBatch:output_type -> quorumq.v1.DeleteMessageBatchResponse
+	34, // 67: quorumq.v1.QueueService.ChangeMessageVisibility:output_type -> quorumq.v1.ChangeMessageVisibilityResponse
+	37, // 68: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:output_type -> quorumq.v1.ChangeMessageVisibilityBatchResponse
+	39, // 69: quorumq.v1.QueueService.RedriveMessages:output_type -> quorumq.v1.RedriveMessagesResponse
+	56, // [56:70] is the sub-list for method output_type
+	42, // [42:56] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_quorumq_v1_queue_proto_init() }
