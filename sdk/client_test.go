@@ -3,6 +3,7 @@ package quorumq_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -170,6 +171,11 @@ type fakeServer struct {
 	changes func(context.Context, *qv1.ChangeMessageVisibilityBatchRequest) (*qv1.ChangeMessageVisibilityBatchResponse, error)
 	deletes func(context.Context, *qv1.DeleteMessageBatchRequest) (*qv1.DeleteMessageBatchResponse, error)
 	purge   func(context.Context, *qv1.PurgeQueueRequest) (*qv1.PurgeQueueResponse, error)
+	batch   func(context.Context, *qv1.SendMessageBatchRequest) (*qv1.SendMessageBatchResponse, error)
+}
+
+func (f *fakeServer) SendMessageBatch(ctx context.Context, r *qv1.SendMessageBatchRequest) (*qv1.SendMessageBatchResponse, error) {
+	return f.batch(ctx, r)
 }
 
 func (f *fakeServer) DeleteMessageBatch(ctx context.Context, r *qv1.DeleteMessageBatchRequest) (*qv1.DeleteMessageBatchResponse, error) {
@@ -373,5 +379,51 @@ func TestQuotaWithoutRetryDelayNotRetried(t *testing.T) {
 	defer mu.Unlock()
 	if attempts != 1 {
 		t.Errorf("%d attempts, want 1", attempts)
+	}
+}
+
+// Entries of a batch refused by the send-rate quota carry a retry delay:
+// the SDK sends those entries again (with their idempotency keys) after
+// the delay, and only those.
+func TestBatchEntriesRetriedAfterTheirDelay(t *testing.T) {
+	const delay = 150 * time.Millisecond
+	var mu sync.Mutex
+	var calls [][]string
+	var times []time.Time
+	f := &fakeServer{batch: func(_ context.Context, r *qv1.SendMessageBatchRequest) (*qv1.SendMessageBatchResponse, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		var ids []string
+		resp := &qv1.SendMessageBatchResponse{}
+		for _, e := range r.GetEntries() {
+			ids = append(ids, e.GetId())
+			if len(calls) == 0 && e.GetId() != "0" {
+				resp.Failed = append(resp.Failed, &qv1.BatchResultError{Id: e.GetId(), Code: "RESOURCE_EXHAUSTED",
+					Reason: quorumq.ReasonQuotaExceeded, Message: "over the send rate", RetryDelay: durationpb.New(delay)})
+				continue
+			}
+			resp.Successful = append(resp.Successful, &qv1.SendMessageBatchResult{Id: e.GetId(), MessageId: "m" + e.GetId()})
+		}
+		calls = append(calls, ids)
+		times = append(times, time.Now())
+		return resp, nil
+	}}
+	c := dial(t, []string{startFake(t, f)}, quorumq.WithRetryPolicy(quorumq.RetryPolicy{InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond, MaxAttempts: 3}))
+	res, err := c.Queue("q").SendBatch(tctx(t, 10*time.Second), []quorumq.OutgoingMessage{{Body: "a"}, {Body: "b"}, {Body: "c"}})
+	if err != nil {
+		t.Fatalf("SendBatch: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) != 2 || strings.Join(calls[1], ",") != "1,2" {
+		t.Fatalf("calls %v, want the refused entries 1,2 sent again once", calls)
+	}
+	if gap := times[1].Sub(times[0]); gap < delay {
+		t.Errorf("retried after %v, before the retry delay %v", gap, delay)
+	}
+	for i, r := range res {
+		if r.MessageID != fmt.Sprint("m", i) {
+			t.Errorf("entry %d: %+v", i, r)
+		}
 	}
 }

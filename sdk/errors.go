@@ -9,6 +9,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 )
 
 // ErrorDomain is the google.rpc.ErrorInfo domain of quorumq errors.
@@ -191,13 +193,18 @@ func asError(err error) error {
 }
 
 // batchEntryError converts a failed batch entry (code name, reason,
-// message) into an *Error.
-func batchEntryError(code, reason, msg string) *Error {
+// message, retry delay) into an *Error. An entry refused by the send-rate
+// quota carries a retry delay, which makes it retryable after that delay.
+func batchEntryError(f *qv1.BatchResultError) *Error {
 	var c codes.Code
-	if err := c.UnmarshalJSON([]byte(`"` + code + `"`)); err != nil {
+	if err := c.UnmarshalJSON([]byte(`"` + f.GetCode() + `"`)); err != nil {
 		c = codes.Unknown
 	}
-	return &Error{Code: c, Reason: reason, Message: msg}
+	e := &Error{Code: c, Reason: f.GetReason(), Message: f.GetMessage()}
+	if d := f.GetRetryDelay(); d != nil {
+		e.RetryDelay = d.AsDuration()
+	}
+	return e
 }
 
 // codeNames are the canonical upper-case gRPC code names.

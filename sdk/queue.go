@@ -237,7 +237,7 @@ func (c *Client) batch(ctx context.Context, op string, n int, chunks [][]int, do
 				if perr != nil || i < 0 || i >= n {
 					continue
 				}
-				e := batchEntryError(f.GetCode(), f.GetReason(), f.GetMessage())
+				e := batchEntryError(f)
 				if ok, atLeast := retryable(e, false); ok && round < c.retry.MaxAttempts && ctx.Err() == nil {
 					again = append(again, i)
 					wait = max(wait, atLeast)
