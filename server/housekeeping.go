@@ -83,7 +83,7 @@ func discardCounter(m metric.Meter) metric.Int64Counter {
 	if m == nil {
 		m = metricNoop().Meter("quorumq")
 	}
-	c, err := m.Int64Counter("quorumq_outbox_discarded",
+	c, err := m.Int64Counter("outbox.discarded",
 		metric.WithDescription("Dead-letter moves and redrives dropped because their target and source queues were both deleted"),
 		metric.WithUnit("{message}"))
 	if err != nil { // only on an invalid name: a bug caught by any test
