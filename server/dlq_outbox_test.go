@@ -288,3 +288,37 @@ func TestDLQRelayOneTenantNeverStallsAnother(t *testing.T) {
 	mu.Unlock()
 	alpha.waitDepth(t, "dlq", 150, 40*time.Second)
 }
+
+// The same on a sharded node: the DLQ's partition lives on a data shard
+// that holds no records, so the source check goes to the metadata shard,
+// and the refused delivery crosses shards both ways.
+func TestDLQRedriveToDeletedSourceSharded(t *testing.T) {
+	n := startSharded(t)
+	d := dlqClient{c: n.client, ctx: func() context.Context { return tctx(t) }}
+	d.create(t, "dlq", nil)
+	d.create(t, "src", deadLetterAttrs("dlq"))
+	d.deadLetter(t, "src", "dlq", 4)
+
+	// Deleted after the check: refused by src's shard, back in the DLQ.
+	srv := n.ShardServer(server.ShardOf(partShards, server.DevTenant, "dlq", 0))
+	g := &gate{next: srv.DelivererForTest(), target: "src", release: make(chan struct{}), arrived: make(chan struct{})}
+	srv.SetDeliverer(g.deliver)
+	if r, err := n.client.RedriveMessages(tctx(t), &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq"}); err != nil || r.GetMoved() != 4 {
+		t.Fatalf("redrive: %v %v", r, err)
+	}
+	select {
+	case <-g.arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the relay never tried to deliver the redrive")
+	}
+	if _, err := n.client.DeleteQueue(tctx(t), &qv1.DeleteQueueRequest{Name: "src"}); err != nil {
+		t.Fatal(err)
+	}
+	close(g.release)
+	d.waitDepth(t, "dlq", 4, 10*time.Second)
+
+	// Checked at the call now.
+	_, err := n.client.RedriveMessages(tctx(t), &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq"})
+	wantReason(t, err, codes.NotFound, server.ReasonQueueNotFound)
+	d.waitDepth(t, "dlq", 4, time.Second)
+}

@@ -8,6 +8,7 @@ import (
 
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/quorumq/quorumq/store"
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
@@ -38,8 +39,10 @@ type housekeeper struct {
 	// when to try them again. Per target, not per entry, so a target's
 	// entries still arrive in outbox order (a FIFO group's order).
 	retry map[string]retryAt
-	// reconciled is when the reconciler last ran.
-	reconciled time.Time
+	// reconciled is when the reconciler last ran, reconcileAfter the last
+	// partition copy it looked at (zero: the catalog's start).
+	reconciled     time.Time
+	reconcileAfter store.QueueRef
 	// discarded counts outbox entries dropped because neither their
 	// target nor their source queue exists any more.
 	discarded metric.Int64Counter

@@ -42,8 +42,12 @@ var _ Catalog = (*Router)(nil)
 // leader for another node's housekeeping (which holds no client token).
 const peerRecordMethod = "/" + peerService + "/QueueRecord"
 
-// reconcilePage bounds the catalog entries read at once.
-const reconcilePage = 200
+const (
+	// reconcilePage bounds the catalog entries read at once.
+	reconcilePage = 200
+	// reconcileBudget bounds the copies one pass looks at.
+	reconcileBudget = 500
+)
 
 // QueueRecord implements Catalog.
 func (r *Router) QueueRecord(ctx context.Context, tenant, name string) (*storepb.QueueRecord, error) {
@@ -97,16 +101,19 @@ func (p *PeerServer) queueRecord(ctx context.Context, req *storepb.QueueRecord) 
 	return rec, toStatus(err)
 }
 
-// reconcile walks this shard's partition copies once (see above).
+// reconcile walks on through this shard's partition copies (see above)
+// from where the last pass stopped, for at most reconcileBudget copies, so
+// that one pass never holds up expiry and the relay for long. A failed
+// record read ends the pass (the metadata shard may be unreachable: every
+// further read would wait for its deadline too).
 func (s *Server) reconcile(ctx context.Context) {
 	c, err := s.catalog()
 	if err != nil {
 		return
 	}
 	records := map[store.QueueRef]*storepb.QueueRecord{} // read once per pass
-	var after store.QueueRef
-	for ctx.Err() == nil && s.leading() {
-		copies, last, err := s.store.PartitionCopies(after, reconcilePage)
+	for done := 0; done < reconcileBudget && ctx.Err() == nil && s.leading(); {
+		copies, last, err := s.store.PartitionCopies(s.hk.reconcileAfter, reconcilePage)
 		if err != nil {
 			s.cfg.Logger.Error("reconcile: catalog read failed", "shard", s.shard, "err", err)
 			return
@@ -118,12 +125,15 @@ func (s *Server) reconcile(ctx context.Context) {
 			if err := s.reconcileCopy(ctx, c, cp, records); err != nil {
 				s.cfg.Logger.Warn("reconcile: partition not repaired", "shard", s.shard,
 					"tenant", cp.GetTenant(), "queue", cp.GetName(), "err", err)
+				return // this copy is looked at again by the next pass
 			}
+			s.hk.reconcileAfter = store.QueueRef{Tenant: cp.GetTenant(), Name: cp.GetName()}
+			done++
 		}
+		s.hk.reconcileAfter = last // zero at the catalog's end: the next pass starts over
 		if last == (store.QueueRef{}) {
 			return
 		}
-		after = last
 	}
 }
 
