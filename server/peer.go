@@ -72,6 +72,7 @@ func (p *PeerServer) Register(s *grpc.Server) {
 			{MethodName: "DeliverOutbox", Handler: peerHandler(peerDeliverMethod, p.deliverOutbox)},
 			{MethodName: "Cluster", Handler: peerHandler(peerClusterMethod, p.clusterView)},
 			{MethodName: "Quota", Handler: peerHandler(peerQuotaMethod, p.quota)},
+			{MethodName: "QueueRecord", Handler: peerHandler(peerRecordMethod, p.queueRecord)},
 		},
 		Metadata: "server/peer.go",
 	}, p)
@@ -105,11 +106,11 @@ func (p *PeerServer) deliverOutbox(ctx context.Context, req *storepb.DeliverOutb
 	if err != nil {
 		return nil, err
 	}
-	done, err := srv.DeliverOutbox(ctx, req.GetEntries())
+	ack, err := srv.DeliverOutbox(ctx, req.GetEntries())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &storepb.AckOutbox{Ids: done}, nil
+	return ack, nil
 }
 
 // clusterView answers with this node's view of nodes and shards.
@@ -120,25 +121,26 @@ func (p *PeerServer) clusterView(ctx context.Context, _ *qv1.GetClusterRequest) 
 // Deliver is the outbox relay of every shard: entries go to the shard that
 // holds partition 0 of their target queue (always the same one, so a
 // retried delivery meets its delivered marker), on whichever node leads it.
-func (r *Router) Deliver(ctx context.Context, entries []*storepb.OutboxEntry) ([]uint64, error) {
+func (r *Router) Deliver(ctx context.Context, entries []*storepb.OutboxEntry) (*storepb.AckOutbox, error) {
 	groups := map[uint64][]*storepb.OutboxEntry{}
 	for _, e := range entries {
 		sh := r.shardOf(e.GetTargetTenant(), e.GetTargetQueue(), 0)
 		groups[sh] = append(groups[sh], e)
 	}
-	var done []uint64
+	out := &storepb.AckOutbox{}
 	var firstErr error
 	for sh, es := range groups {
-		ids, err := r.deliverTo(ctx, sh, es)
-		done = append(done, ids...)
+		ack, err := r.deliverTo(ctx, sh, es)
+		out.Ids = append(out.Ids, ack.GetIds()...)
+		out.ReturnIds = append(out.ReturnIds, ack.GetReturnIds()...)
 		if err != nil && firstErr == nil {
 			firstErr = fmt.Errorf("deliver to shard %d: %w", sh, err)
 		}
 	}
-	return done, firstErr
+	return out, firstErr
 }
 
-func (r *Router) deliverTo(ctx context.Context, shard uint64, entries []*storepb.OutboxEntry) ([]uint64, error) {
+func (r *Router) deliverTo(ctx context.Context, shard uint64, entries []*storepb.OutboxEntry) (*storepb.AckOutbox, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
 	leader, err := r.cfg.View.Leader(ctx, shard)
@@ -159,5 +161,5 @@ func (r *Router) deliverTo(ctx context.Context, shard uint64, entries []*storepb
 		}
 		return nil, err
 	}
-	return out.GetIds(), nil
+	return out, nil
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -240,11 +241,54 @@ func (s *Server) RedriveMessages(ctx context.Context, req *qv1.RedriveMessagesRe
 	case max == 0:
 		max = defaultRedriveBatch
 	}
+	var missing []string
+	if req.GetTargetQueue() == "" {
+		if missing, err = s.missingSources(ctx, tenant, req.GetDeadLetterQueue(), int(max)); err != nil {
+			return nil, err
+		}
+	}
 	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_Redrive{Redrive: &storepb.Redrive{
 		Tenant: tenant, Queue: req.GetDeadLetterQueue(), MaxMessages: max, TargetQueue: req.GetTargetQueue(),
+		MissingSources: missing,
 	}}})
 	if err != nil {
 		return nil, err
 	}
 	return &qv1.RedriveMessagesResponse{Moved: res.Moved}, nil
+}
+
+// maxRedriveSources bounds the source queues one redrive checks; messages
+// of further sources move unchecked, and come back to the dead-letter
+// queue if their source is gone.
+const maxRedriveSources = 32
+
+// missingSources checks, before a redrive to each message's source, the
+// sources of the messages it would move, and returns those that no longer
+// exist: the store leaves their messages in the dead-letter queue, and a
+// redrive left with only those answers QUEUE_NOT_FOUND naming one.
+func (s *Server) missingSources(ctx context.Context, tenant, dlq string, limit int) ([]string, error) {
+	if err := s.readBarrier(ctx); err != nil {
+		return nil, err
+	}
+	sources, err := s.store.RedriveSources(tenant, dlq, limit, maxRedriveSources, s.cfg.Now().UnixMilli())
+	if err != nil {
+		return nil, err
+	}
+	c, _ := s.catalog()
+	var missing []string
+	for _, src := range sources {
+		var err error
+		if c != nil {
+			_, err = c.QueueRecord(ctx, tenant, src)
+		} else { // no cluster view: this shard holds the records
+			_, err = s.store.Queue(tenant, src)
+		}
+		switch {
+		case errors.Is(err, store.ErrQueueNotFound):
+			missing = append(missing, src)
+		case err != nil:
+			return nil, fmt.Errorf("check redrive source %s: %w", src, err)
+		}
+	}
+	return missing, nil
 }

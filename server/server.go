@@ -57,6 +57,10 @@ type Config struct {
 	// TracerProvider makes the propose, forward and long-poll spans; nil:
 	// no spans.
 	TracerProvider trace.TracerProvider
+	// ReconcileInterval is how often the leader brings its partition
+	// copies in line with their records of truth. Default 30 housekeeping
+	// intervals.
+	ReconcileInterval time.Duration
 }
 
 func (c *Config) fill() {
@@ -74,6 +78,9 @@ func (c *Config) fill() {
 	}
 	if c.TickLimit <= 0 {
 		c.TickLimit = 1000
+	}
+	if c.ReconcileInterval <= 0 {
+		c.ReconcileInterval = 30 * c.HousekeepingInterval
 	}
 }
 
@@ -100,19 +107,25 @@ type Server struct {
 	// metadataOnly: the shard keeps queue records of truth but no messages
 	// (shard 0 of a cluster with data shards).
 	metadataOnly atomic.Bool
-	// deliver hands outbox entries to their target shards; nil: this shard.
-	deliver Deliverer
+	// hk is the housekeeping goroutine's state (outbox relay, reconciler).
+	hk housekeeper
 }
 
-// Deliverer delivers outbox entries to the shards of their target queues
-// and returns the ids of the entries delivered (or already delivered).
-type Deliverer func(ctx context.Context, entries []*storepb.OutboxEntry) ([]uint64, error)
+// Deliverer delivers outbox entries to the shards of their target queues.
+// The answer lists the ids delivered (now or before) in Ids and those
+// refused because their target queue does not exist in ReturnIds; an entry
+// in neither was not delivered (retry later).
+type Deliverer func(ctx context.Context, entries []*storepb.OutboxEntry) (*storepb.AckOutbox, error)
 
 // SetMetadataOnly marks the shard as holding no messages (no depth gauges).
 func (s *Server) SetMetadataOnly() { s.metadataOnly.Store(true) }
 
-// SetDeliverer routes the outbox relay through d (set before Start).
-func (s *Server) SetDeliverer(d Deliverer) { s.deliver = d }
+// SetDeliverer routes the outbox relay through d (safe at any time).
+func (s *Server) SetDeliverer(d Deliverer) { s.hk.deliver.Store(&d) }
+
+// SetCatalog gives the shard's housekeeping the cluster's records of truth
+// (the reconciler) and the redrive its source check (safe at any time).
+func (s *Server) SetCatalog(c Catalog) { s.hk.catalog.Store(&c) }
 
 // Shard is the Raft group this server serves.
 func (s *Server) Shard() uint64 { return s.shard }

@@ -1,9 +1,13 @@
 package store
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"math"
+	"slices"
 
+	"github.com/cockroachdb/pebble/v2"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/quorumq/quorumq/internal/keys"
@@ -19,20 +23,46 @@ const defaultRedriveMax = 1000
 // when the target is on this shard: one path, exactly-once by the delivered
 // marker on the target side. The caller writes meta.
 func (t *txn) toOutbox(q *storepb.QueueRecord, meta *storepb.QueueMeta, m *storepb.MessageRecord, tenant, target string, redrive bool) error {
-	id := max(t.sm.NextOutboxId, 1)
-	t.sm.NextOutboxId, t.smDirty = id+1, true
 	msg := proto.Clone(m).(*storepb.MessageRecord)
 	if !redrive {
 		msg.DeadLetterSource = BaseName(q.Name)
 	}
 	e := &storepb.OutboxEntry{
-		Id: id, SourceShard: t.s.shard, TargetTenant: tenant, TargetQueue: target,
-		Message: msg, Redrive: redrive,
+		SourceShard: t.s.shard, TargetTenant: tenant, TargetQueue: target,
+		Message: msg, Redrive: redrive, SourceQueue: BaseName(q.Name),
 	}
-	if err := t.set(keys.Outbox(t.s.shard, id), e); err != nil {
+	if err := t.putOutbox(e); err != nil {
 		return err
 	}
 	return t.remove(q, meta, m)
+}
+
+// putOutbox writes e under the shard's next outbox id.
+func (t *txn) putOutbox(e *storepb.OutboxEntry) error {
+	id := max(t.sm.NextOutboxId, 1)
+	t.sm.NextOutboxId, t.smDirty = id+1, true
+	e.Id = id
+	return t.set(keys.Outbox(t.s.shard, id), e)
+}
+
+// markerRefused is the value of a delivered marker whose entry was refused
+// (its target queue did not exist): a repeat of that delivery is refused
+// again, so an entry the source has sent elsewhere can never also arrive
+// here, even if a queue of the target's name is created meanwhile.
+var markerRefused = []byte{1}
+
+// getRaw returns the value at key (copied), and whether it exists.
+func (t *txn) getRaw(key []byte) ([]byte, bool, error) {
+	t.s.keysRead.Add(1)
+	v, closer, err := t.r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("store: get %s: %w", keys.Pretty(key), err)
+	}
+	defer closer.Close()
+	return append([]byte(nil), v...), true, nil
 }
 
 // deliverOutbox inserts each entry into its target queue once per
@@ -47,11 +77,14 @@ func (t *txn) deliverOutbox(op *storepb.DeliverOutbox, res *Result) error {
 			continue
 		}
 		marker := keys.Delivered(t.s.shard, e.SourceShard, e.Id)
-		done, err := t.get(marker, nil)
+		v, done, err := t.getRaw(marker)
 		if err != nil {
 			return err
 		}
 		if done {
+			if bytes.Equal(v, markerRefused) {
+				res.Entries[i] = ErrQueueNotFound
+			}
 			continue
 		}
 		q, err := t.queue(e.TargetTenant, e.TargetQueue)
@@ -60,6 +93,9 @@ func (t *txn) deliverOutbox(op *storepb.DeliverOutbox, res *Result) error {
 		}
 		if q == nil {
 			res.Entries[i] = ErrQueueNotFound
+			if err := t.markDelivered(marker, markerRefused, e); err != nil {
+				return err
+			}
 			continue
 		}
 		meta, err := t.queueMeta(q.Id)
@@ -77,10 +113,7 @@ func (t *txn) deliverOutbox(op *storepb.DeliverOutbox, res *Result) error {
 		if err := t.putQueueMeta(q.Id, meta); err != nil {
 			return err
 		}
-		if err := t.setRaw(marker, nil); err != nil {
-			return err
-		}
-		if err := t.setRaw(keys.DeliveredOrder(t.s.shard, t.now, e.SourceShard, e.Id), nil); err != nil {
+		if err := t.markDelivered(marker, nil, e); err != nil {
 			return err
 		}
 		res.Woken = true
@@ -101,14 +134,71 @@ func containsRef(refs []QueueRef, r QueueRef) bool {
 	return false
 }
 
-// ackOutbox deletes delivered entries; unknown ids are ignored (acks repeat).
-func (t *txn) ackOutbox(op *storepb.AckOutbox) error {
+// markDelivered writes a delivered (or refused) marker and its place in time order,
+// by which Tick drops it after DeliveredRetentionMs.
+func (t *txn) markDelivered(marker, v []byte, e *storepb.OutboxEntry) error {
+	if err := t.setRaw(marker, v); err != nil {
+		return err
+	}
+	return t.setRaw(keys.DeliveredOrder(t.s.shard, t.now, e.SourceShard, e.Id), nil)
+}
+
+// ackOutbox deletes delivered entries; unknown ids are ignored (acks
+// repeat). Each entry of return_ids (its target queue did not exist) is
+// replaced by an entry back to the queue it left: a redrive returns to its
+// dead-letter queue keeping dead_letter_source and receive count, a
+// dead-letter move returns to its source queue. An entry that was already
+// on its way back, or does not know its source, is discarded: both queues
+// were deleted.
+func (t *txn) ackOutbox(op *storepb.AckOutbox, res *Result) error {
 	for _, id := range op.Ids {
 		if err := t.del(keys.Outbox(t.s.shard, id)); err != nil {
 			return err
 		}
 	}
+	for _, id := range op.ReturnIds {
+		e := &storepb.OutboxEntry{}
+		ok, err := t.get(keys.Outbox(t.s.shard, id), e)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue // acked or returned by an earlier ack
+		}
+		if err := t.del(keys.Outbox(t.s.shard, id)); err != nil {
+			return err
+		}
+		back := returnTarget(e)
+		if e.Returned || back == "" || e.GetMessage() == nil {
+			continue
+		}
+		msg := e.Message
+		if !e.Redrive {
+			msg.DeadLetterSource = "" // home again
+		}
+		r := &storepb.OutboxEntry{
+			SourceShard: t.s.shard, TargetTenant: e.TargetTenant, TargetQueue: back,
+			Message: msg, SourceQueue: e.TargetQueue, Returned: true,
+		}
+		if err := t.putOutbox(r); err != nil {
+			return err
+		}
+		res.OutboxAdded = true
+	}
 	return nil
+}
+
+// returnTarget is where an undeliverable entry goes back to: the queue it
+// left (entries written before source_queue existed: a dead-letter move's
+// dead_letter_source).
+func returnTarget(e *storepb.OutboxEntry) string {
+	if e.SourceQueue != "" {
+		return e.SourceQueue
+	}
+	if !e.Redrive {
+		return e.GetMessage().GetDeadLetterSource()
+	}
+	return ""
 }
 
 // redrive moves up to max messages that are not in flight from dead-letter
@@ -150,11 +240,19 @@ func (t *txn) redrive(op *storepb.Redrive, res *Result) error {
 	}
 	var move []*storepb.MessageRecord
 	held := map[string]bool{} // FIFO groups with a message in flight; lookups only
+	var orphans int64         // messages whose source queue is gone: they stay
+	orphanOf := ""
 	err = t.scanBySeq(q.Id, func(m *storepb.MessageRecord) bool {
 		switch {
 		case isFifo(q) && held[m.GroupId]:
 		case m.ReceiveCount > 0 && m.VisibleAtMs > t.now: // in flight
 			held[m.GroupId] = true
+		case op.TargetQueue == "" && slices.Contains(op.MissingSources, m.DeadLetterSource):
+			// A missing source holds back the rest of its FIFO group:
+			// the group must not arrive out of order once redriven.
+			held[m.GroupId] = true
+			orphans++
+			orphanOf = m.DeadLetterSource
 		case op.TargetQueue != "" || m.DeadLetterSource != "":
 			move = append(move, m)
 		}
@@ -164,6 +262,9 @@ func (t *txn) redrive(op *storepb.Redrive, res *Result) error {
 		return err
 	}
 	if len(move) == 0 {
+		if orphans > 0 {
+			res.Err = &RedriveSourceError{Source: orphanOf, Messages: orphans}
+		}
 		return nil
 	}
 	meta, err := t.queueMeta(q.Id)
@@ -181,6 +282,46 @@ func (t *txn) redrive(op *storepb.Redrive, res *Result) error {
 	}
 	res.Moved, res.OutboxAdded = int64(len(move)), true
 	return t.putQueueMeta(q.Id, meta)
+}
+
+// RedriveSourceError answers a redrive that moved nothing because the
+// source queues of the messages left no longer exist. errors.Is(err,
+// ErrQueueNotFound) holds.
+type RedriveSourceError struct {
+	Source   string // one of the missing sources
+	Messages int64  // messages held back by missing sources
+}
+
+func (e *RedriveSourceError) Error() string {
+	return fmt.Sprintf("queue not found: source queue %q of %d dead-lettered message(s) no longer exists; "+
+		"redrive them with target_queue", e.Source, e.Messages)
+}
+
+// Is makes errors.Is(err, ErrQueueNotFound) true.
+func (e *RedriveSourceError) Is(target error) bool { return target == ErrQueueNotFound }
+
+// RedriveSources returns the distinct dead_letter_source names (at most
+// maxSources) of the first `limit` messages a redrive of the queue would
+// move at nowMs, so that the proposer can check them before redriving.
+func (s *Store) RedriveSources(tenant, name string, limit, maxSources int, nowMs int64) ([]string, error) {
+	t := s.reader(nowMs)
+	q, err := t.queue(tenant, name)
+	if err != nil || q == nil {
+		return nil, err
+	}
+	var out []string
+	seen := 0
+	err = t.scanBySeq(q.Id, func(m *storepb.MessageRecord) bool {
+		if m.DeadLetterSource == "" || (m.ReceiveCount > 0 && m.VisibleAtMs > t.now) {
+			return false
+		}
+		seen++
+		if !slices.Contains(out, m.DeadLetterSource) {
+			out = append(out, m.DeadLetterSource)
+		}
+		return seen >= limit || len(out) >= maxSources
+	})
+	return out, err
 }
 
 // scanBySeq visits a queue's messages in seq order from its low-water mark
@@ -213,11 +354,21 @@ func (t *txn) scanBySeq(qid uint64, visit func(*storepb.MessageRecord) bool) (er
 }
 
 // PendingOutbox returns up to limit outbox entries of this shard in id
-// order, for the relay to deliver and then ack.
-func (s *Store) PendingOutbox(limit int) (_ []*storepb.OutboxEntry, err error) {
+// order (limit 0: all).
+func (s *Store) PendingOutbox(limit int) ([]*storepb.OutboxEntry, error) {
+	return s.PendingOutboxAfter(0, limit)
+}
+
+// PendingOutboxAfter returns up to limit outbox entries of this shard with
+// ids above `after`, in id order, for the relay to deliver and then ack.
+func (s *Store) PendingOutboxAfter(after uint64, limit int) (_ []*storepb.OutboxEntry, err error) {
 	t := s.reader(math.MaxInt64)
 	p := keys.OutboxPrefix(s.shard)
-	it, err := t.iter(p, keys.PrefixEnd(p))
+	lo := p
+	if after > 0 {
+		lo = keys.Outbox(s.shard, after+1)
+	}
+	it, err := t.iter(lo, keys.PrefixEnd(p))
 	if err != nil {
 		return nil, err
 	}

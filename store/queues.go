@@ -203,6 +203,9 @@ func (t *txn) deleteQueue(op *storepb.DeleteQueue, res *Result) error {
 	if q == nil || err != nil {
 		return err
 	}
+	if op.Incarnation != 0 && (!q.PartitionCopy || q.Incarnation != op.Incarnation) {
+		return nil // a conditional delete of an orphan copy that was replaced since
+	}
 	// A queue that is another queue's DLQ stays: deleting it would leave the
 	// source with dead letters and nowhere to put them.
 	refs := keys.DeadLetterRefPrefix(t.s.shard, q.Tenant, q.Name)

@@ -103,6 +103,7 @@ type harness struct {
 	ids     map[string]int
 	handles map[string][]byte
 	nHandle int
+	relayed map[uint64]*storepb.OutboxEntry // entries the relay delivered, by id
 }
 
 type quietLogger struct{}
@@ -124,7 +125,7 @@ func openMem(t testing.TB) *pebble.DB {
 
 func newHarness(t *testing.T) *harness {
 	db := openMem(t)
-	return &harness{t: t, db: db, s: New(db, 1), ids: map[string]int{}, handles: map[string][]byte{}}
+	return &harness{t: t, db: db, s: New(db, 1), ids: map[string]int{}, handles: map[string][]byte{}, relayed: map[uint64]*storepb.OutboxEntry{}}
 }
 
 // apply proposes one command at the harness time in its own batch.
@@ -516,36 +517,53 @@ func (h *harness) run(line string) string {
 			return errName(err)
 		}
 		for _, e := range es {
-			p("outbox %d -> %s/%s redrive=%v %s", e.Id, e.TargetTenant, e.TargetQueue, e.Redrive, h.msgLine(e.Message))
+			ret := ""
+			if e.Returned {
+				ret = " returned"
+			}
+			p("outbox %d -> %s/%s redrive=%v%s %s", e.Id, e.TargetTenant, e.TargetQueue, e.Redrive, ret, h.msgLine(e.Message))
 		}
 		if len(es) == 0 {
 			p("empty")
 		}
+	case "deliver-again":
+		// A stale relay repeats the delivery of an entry it relayed before.
+		e := h.relayed[uint64(a.int("id", 0))]
+		if e == nil {
+			return "unknown entry"
+		}
+		r := h.apply(&storepb.Command{Op: &storepb.Command_DeliverOutbox{DeliverOutbox: &storepb.DeliverOutbox{Entries: []*storepb.OutboxEntry{e}}}})
+		p("%s", errName(r.Entries[0]))
+		flags(r)
 	case "relay":
 		// What the relay does: deliver every pending entry, then ack the
-		// delivered ones. With ack=false it skips the ack (to replay).
+		// delivered ones and send the refused ones back. With ack=false it
+		// skips the ack (to replay).
 		es, err := h.s.PendingOutbox(0)
 		if err != nil {
 			return errName(err)
 		}
 		r := h.apply(&storepb.Command{Op: &storepb.Command_DeliverOutbox{DeliverOutbox: &storepb.DeliverOutbox{Entries: es}}})
-		var acks []uint64
+		ack := &storepb.AckOutbox{}
 		for i, e := range es {
+			h.relayed[e.Id] = e
 			p("outbox %d -> %s/%s: %s", e.Id, e.TargetTenant, e.TargetQueue, errName(r.Entries[i]))
 			if r.Entries[i] == nil {
-				acks = append(acks, e.Id)
+				ack.Ids = append(ack.Ids, e.Id)
+			} else {
+				ack.ReturnIds = append(ack.ReturnIds, e.Id)
 			}
 		}
 		if len(es) == 0 {
 			p("empty")
 		}
 		flags(r)
-		if a.str("ack", "true") == "true" && len(acks) > 0 {
-			h.apply(&storepb.Command{Op: &storepb.Command_AckOutbox{AckOutbox: &storepb.AckOutbox{Ids: acks}}})
+		if a.str("ack", "true") == "true" && len(ack.Ids)+len(ack.ReturnIds) > 0 {
+			flags(h.apply(&storepb.Command{Op: &storepb.Command_AckOutbox{AckOutbox: ack}}))
 		}
 	case "redrive":
 		r := h.apply(&storepb.Command{Op: &storepb.Command_Redrive{Redrive: &storepb.Redrive{Tenant: tenant, Queue: q, MaxMessages: int32(a.int("max", 0)),
-			TargetQueue: a.str("target", "")}}})
+			TargetQueue: a.str("target", ""), MissingSources: a.list("missing")}}})
 		if r.Err != nil {
 			return errName(r.Err)
 		}

@@ -171,7 +171,7 @@ func (s *Store) Apply(b *pebble.Batch, index uint64, data []byte) (any, error) {
 	case *storepb.Command_DeliverOutbox:
 		err = t.deliverOutbox(op.DeliverOutbox, res)
 	case *storepb.Command_AckOutbox:
-		err = t.ackOutbox(op.AckOutbox)
+		err = t.ackOutbox(op.AckOutbox, res)
 	case *storepb.Command_Redrive:
 		err = t.redrive(op.Redrive, res)
 	case *storepb.Command_SetTenantQuota:

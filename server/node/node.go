@@ -352,6 +352,7 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 		Logger: cfg.Logger, Timeout: cfg.Server.ProposeTimeout, TracerProvider: tp})
 	for _, srv := range n.srvs {
 		srv.SetDeliverer(n.router.Deliver)
+		srv.SetCatalog(n.router)
 	}
 	if err := registerGroupGauges(meter, n.host, n.groups()); err != nil {
 		return nil, fmt.Errorf("raft metrics: %w", err)

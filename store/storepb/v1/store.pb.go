@@ -598,9 +598,12 @@ func (x *UpdateQueue) GetAttributes() *QueueAttributes {
 
 // DeleteQueue deletes a queue and its messages.
 type DeleteQueue struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Name   string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Nonzero: delete only a partition copy of this incarnation (the
+	// reconciler removing an orphan must not hit a re-created queue).
+	Incarnation   int64 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -647,6 +650,13 @@ func (x *DeleteQueue) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+func (x *DeleteQueue) GetIncarnation() int64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
 }
 
 // PurgeQueue removes every message of a queue.
@@ -1403,7 +1413,13 @@ type OutboxEntry struct {
 	TargetQueue  string                 `protobuf:"bytes,4,opt,name=target_queue,json=targetQueue,proto3" json:"target_queue,omitempty"`
 	Message      *MessageRecord         `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
 	// True for a redrive (receive count reset, dead_letter_source cleared).
-	Redrive       bool `protobuf:"varint,6,opt,name=redrive,proto3" json:"redrive,omitempty"`
+	Redrive bool `protobuf:"varint,6,opt,name=redrive,proto3" json:"redrive,omitempty"`
+	// The queue the message left (base name): where it returns when its
+	// target no longer exists.
+	SourceQueue string `protobuf:"bytes,7,opt,name=source_queue,json=sourceQueue,proto3" json:"source_queue,omitempty"`
+	// True for an entry on its way back to source_queue: refused again, it is
+	// discarded (both queues are gone).
+	Returned      bool `protobuf:"varint,8,opt,name=returned,proto3" json:"returned,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1480,6 +1496,20 @@ func (x *OutboxEntry) GetRedrive() bool {
 	return false
 }
 
+func (x *OutboxEntry) GetSourceQueue() string {
+	if x != nil {
+		return x.SourceQueue
+	}
+	return ""
+}
+
+func (x *OutboxEntry) GetReturned() bool {
+	if x != nil {
+		return x.Returned
+	}
+	return false
+}
+
 // DeliverOutbox inserts outbox entries into their target queues, once per
 // (source shard, message id).
 type DeliverOutbox struct {
@@ -1528,8 +1558,11 @@ func (x *DeliverOutbox) GetEntries() []*OutboxEntry {
 
 // AckOutbox removes delivered outbox entries from the source shard.
 type AckOutbox struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ids           []uint64               `protobuf:"varint,1,rep,packed,name=ids,proto3" json:"ids,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ids   []uint64               `protobuf:"varint,1,rep,packed,name=ids,proto3" json:"ids,omitempty"`
+	// Entries whose target queue does not exist: each is replaced by an entry
+	// back to its source queue (a returned one is discarded).
+	ReturnIds     []uint64 `protobuf:"varint,2,rep,packed,name=return_ids,json=returnIds,proto3" json:"return_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1571,6 +1604,13 @@ func (x *AckOutbox) GetIds() []uint64 {
 	return nil
 }
 
+func (x *AckOutbox) GetReturnIds() []uint64 {
+	if x != nil {
+		return x.ReturnIds
+	}
+	return nil
+}
+
 // Redrive moves up to max_messages from a dead-letter queue to the outbox,
 // addressed to each message's source queue, or to target_queue.
 type Redrive struct {
@@ -1581,9 +1621,11 @@ type Redrive struct {
 	// Empty: each message goes back to its dead_letter_source (messages
 	// without one stay). Else every message goes to this queue of the same
 	// tenant.
-	TargetQueue   string `protobuf:"bytes,4,opt,name=target_queue,json=targetQueue,proto3" json:"target_queue,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TargetQueue string `protobuf:"bytes,4,opt,name=target_queue,json=targetQueue,proto3" json:"target_queue,omitempty"`
+	// Sources the proposer found deleted: their messages stay in the queue.
+	MissingSources []string `protobuf:"bytes,5,rep,name=missing_sources,json=missingSources,proto3" json:"missing_sources,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Redrive) Reset() {
@@ -1642,6 +1684,13 @@ func (x *Redrive) GetTargetQueue() string {
 		return x.TargetQueue
 	}
 	return ""
+}
+
+func (x *Redrive) GetMissingSources() []string {
+	if x != nil {
+		return x.MissingSources
+	}
+	return nil
 }
 
 // QueueRecord is a queue's catalog entry.
@@ -2303,10 +2352,11 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12;\n" +
 	"\n" +
 	"attributes\x18\x03 \x01(\v2\x1b.storepb.v1.QueueAttributesR\n" +
-	"attributes\"9\n" +
+	"attributes\"[\n" +
 	"\vDeleteQueue\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"8\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
+	"\vincarnation\x18\x03 \x01(\x03R\vincarnation\"8\n" +
 	"\n" +
 	"PurgeQueue\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
@@ -2374,23 +2424,28 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x04size\x18\x0e \x01(\x03R\x04size\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd7\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x96\x02\n" +
 	"\vOutboxEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12!\n" +
 	"\fsource_shard\x18\x02 \x01(\x04R\vsourceShard\x12#\n" +
 	"\rtarget_tenant\x18\x03 \x01(\tR\ftargetTenant\x12!\n" +
 	"\ftarget_queue\x18\x04 \x01(\tR\vtargetQueue\x123\n" +
 	"\amessage\x18\x05 \x01(\v2\x19.storepb.v1.MessageRecordR\amessage\x12\x18\n" +
-	"\aredrive\x18\x06 \x01(\bR\aredrive\"B\n" +
+	"\aredrive\x18\x06 \x01(\bR\aredrive\x12!\n" +
+	"\fsource_queue\x18\a \x01(\tR\vsourceQueue\x12\x1a\n" +
+	"\breturned\x18\b \x01(\bR\breturned\"B\n" +
 	"\rDeliverOutbox\x121\n" +
-	"\aentries\x18\x01 \x03(\v2\x17.storepb.v1.OutboxEntryR\aentries\"\x1d\n" +
+	"\aentries\x18\x01 \x03(\v2\x17.storepb.v1.OutboxEntryR\aentries\"<\n" +
 	"\tAckOutbox\x12\x10\n" +
-	"\x03ids\x18\x01 \x03(\x04R\x03ids\"}\n" +
+	"\x03ids\x18\x01 \x03(\x04R\x03ids\x12\x1d\n" +
+	"\n" +
+	"return_ids\x18\x02 \x03(\x04R\treturnIds\"\xa6\x01\n" +
 	"\aRedrive\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x12!\n" +
 	"\fmax_messages\x18\x03 \x01(\x05R\vmaxMessages\x12!\n" +
-	"\ftarget_queue\x18\x04 \x01(\tR\vtargetQueue\"\xa0\x03\n" +
+	"\ftarget_queue\x18\x04 \x01(\tR\vtargetQueue\x12'\n" +
+	"\x0fmissing_sources\x18\x05 \x03(\tR\x0emissingSources\"\xa0\x03\n" +
 	"\vQueueRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x12\n" +
