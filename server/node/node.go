@@ -409,6 +409,11 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 	if err := registerGroupGauges(meter, n.host, n.groups()); err != nil {
 		return nil, fmt.Errorf("raft metrics: %w", err)
 	}
+	if n.tr != nil {
+		if err := registerTransportMetrics(meter, n.tr); err != nil {
+			return nil, fmt.Errorf("raft metrics: %w", err)
+		}
+	}
 	for i, g := range n.groups() {
 		if err := n.host.AddGroup(g, n.members(), n.srvs[i].StateMachine()); err != nil {
 			return nil, fmt.Errorf("start shard %d: %w", g, err)
