@@ -59,8 +59,8 @@ type proc struct {
 	httpAddr string
 	// metricsAddr serves GET /metrics ("" if the banner says off).
 	metricsAddr string
-	stderr   *lockedBuffer
-	exited   chan struct{}
+	stderr      *lockedBuffer
+	exited      chan struct{}
 
 	connOnce sync.Once
 	conn     *grpc.ClientConn
