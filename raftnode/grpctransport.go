@@ -32,7 +32,10 @@ type TransportConfig struct {
 	// DialOptions are appended to the defaults (insecure credentials, fast
 	// reconnect backoff), so they may override them (TLS).
 	DialOptions []grpc.DialOption
-	Logger      *slog.Logger // default slog.Default()
+	// PeerDialOptions, if set, are appended per peer (TLS that checks the
+	// peer's certificate names that node).
+	PeerDialOptions func(id uint64) []grpc.DialOption
+	Logger          *slog.Logger // default slog.Default()
 	// Faults, if set, cuts chosen peers off (fault tests only; see faults.go).
 	Faults *FaultFilter
 	// PeerID, if set, returns the node id the peer of an inbound stream
@@ -122,7 +125,11 @@ func NewGRPCTransport(cfg TransportConfig) *GRPCTransport {
 			continue
 		}
 		p := &peer{id: id, addr: addr, wake: make(chan struct{}, 1)}
-		conn, err := grpc.NewClient(addr, opts...)
+		popts := opts
+		if cfg.PeerDialOptions != nil {
+			popts = append(slices.Clip(opts), cfg.PeerDialOptions(id)...)
+		}
+		conn, err := grpc.NewClient(addr, popts...)
 		if err != nil {
 			t.log.Error("raft peer address unusable; messages to it are dropped", "peer", id, "addr", addr, "err", err)
 		} else {

@@ -6,12 +6,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -334,4 +336,80 @@ type authed struct {
 
 func (a authed) CreateQueue(ctx context.Context, in *qv1.CreateQueueRequest, opts ...grpc.CallOption) (*qv1.CreateQueueResponse, error) {
 	return a.QueueServiceClient.CreateQueue(a.c.ctx(ctx), in, opts...)
+}
+
+// fakePeer is a Raft peer port served by the test with a certificate of
+// its choosing; it counts TLS handshakes begun and Raft streams opened.
+type fakePeer struct {
+	transportpb.UnimplementedRaftTransportServiceServer
+	hellos, streams atomic.Int64
+}
+
+func (f *fakePeer) Stream(s grpc.ClientStreamingServer[transportpb.StreamRequest, transportpb.StreamResponse]) error {
+	f.streams.Add(1)
+	return status.Error(codes.Unavailable, "fake peer")
+}
+
+func (f *fakePeer) serve(t *testing.T, addr string, ca *testCA, certFile, keyFile string) *grpc.Server {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.cert)
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool,
+		MinVersion: tls.VersionTLS12}
+	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) { f.hellos.Add(1); return nil, nil }
+	var l net.Listener
+	deadline := time.Now().Add(10 * time.Second)
+	for l, err = net.Listen("tcp", addr); err != nil; l, err = net.Listen("tcp", addr) {
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		<-time.After(50 * time.Millisecond)
+	}
+	s := grpc.NewServer(grpc.Creds(credentials.NewTLS(cfg)))
+	transportpb.RegisterRaftTransportServiceServer(s, f)
+	go func() { _ = s.Serve(l) }() // ends at s.Stop
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// A node dialing peer 2 accepts only a certificate naming node 2: a
+// CA-signed certificate of another node at that address gets no Raft
+// traffic.
+func TestPeerDialChecksServerIdentity(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t, dir, "cluster")
+	raft1, raft2 := freePort(t), freePort(t)
+	cert, key := ca.issue(t, dir, "node1", nodeURI(1))
+	wrong := &fakePeer{}
+	c3, k3 := ca.issue(t, dir, "node3", nodeURI(3))
+	srv := wrong.serve(t, raft2, ca, c3, k3)
+	startServe(t, t.TempDir(), "--node-id", "1", "--raft-addr", raft1, "--peers", "1="+raft1+",2="+raft2,
+		"--peer-tls-cert-file", cert, "--peer-tls-key-file", key, "--peer-tls-ca-file", ca.file)
+	deadline := time.Now().Add(60 * time.Second)
+	// Node 1 campaigns, so it keeps trying node 2: a third handshake means
+	// the first two failed (a good one would have carried a stream).
+	for wrong.hellos.Load() < 3 && wrong.streams.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("node 1 never dialed peer 2 (%d handshakes)", wrong.hellos.Load())
+		}
+		<-time.After(20 * time.Millisecond)
+	}
+	if n := wrong.streams.Load(); n != 0 {
+		t.Fatalf("node 1 opened %d Raft streams to a server whose certificate names node 3", n)
+	}
+	// The same address with node 2's certificate: streams flow.
+	srv.Stop()
+	right := &fakePeer{}
+	c2, k2 := ca.issue(t, dir, "node2", nodeURI(2))
+	right.serve(t, raft2, ca, c2, k2)
+	for right.streams.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("node 1 opened no Raft stream to node 2's certificate (%d handshakes)", right.hellos.Load())
+		}
+		<-time.After(20 * time.Millisecond)
+	}
 }

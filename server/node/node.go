@@ -209,8 +209,17 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	peerDial = append(peerDial, server.ClientStatsHandler(tp, mp))
 	peerDial = append(peerDial, faultDialOptions(n.faults, cfg.Peers)...)
+	var peerDialFor func(id uint64) []grpc.DialOption
+	if peerClientTLS != nil {
+		peerDialFor = func(id uint64) []grpc.DialOption {
+			return []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(peerDialTLS(peerClientTLS, id)))}
+		}
+	}
 	if n.multiNode() || cfg.Role == "api" {
 		n.fwd = server.NewForwarder(cfg.NodeID, cfg.Peers, peerDial...)
+		if peerDialFor != nil {
+			n.fwd.SetDialOptionsFor(peerDialFor)
+		}
 	}
 
 	var cluster *server.ClusterServer
@@ -226,7 +235,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			n.remote.Run(loopCtx)
 		}()
 	} else {
-		if cluster, err = n.startStorage(ctx, cfg, meter, tp, mp, peerServerTLS, peerDial); err != nil {
+		if cluster, err = n.startStorage(ctx, cfg, meter, tp, mp, peerServerTLS, peerDial, peerDialFor); err != nil {
 			return nil, err
 		}
 		n.loops.Add(1)
@@ -339,7 +348,7 @@ const maxShards = 256
 // startStorage opens Pebble, starts one Raft group and queue server per
 // shard and the peer listener; it returns the node's ClusterService.
 func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter, tp trace.TracerProvider, mp *sdkmetric.MeterProvider,
-	peerServerTLS *tls.Config, peerDial []grpc.DialOption) (*server.ClusterServer, error) {
+	peerServerTLS *tls.Config, peerDial []grpc.DialOption, peerDialFor func(uint64) []grpc.DialOption) (*server.ClusterServer, error) {
 	raftMetrics, err := newRaftMetrics(meter)
 	if err != nil {
 		return nil, fmt.Errorf("raft metrics: %w", err)
@@ -371,7 +380,8 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 		if cfg.RaftTransport != nil {
 			hostCfg.Transport = cfg.RaftTransport
 		} else {
-			tc := raftnode.TransportConfig{NodeID: cfg.NodeID, Peers: cfg.Peers, Logger: cfg.Logger, DialOptions: peerDial, Faults: n.faults}
+			tc := raftnode.TransportConfig{NodeID: cfg.NodeID, Peers: cfg.Peers, Logger: cfg.Logger, DialOptions: peerDial,
+				PeerDialOptions: peerDialFor, Faults: n.faults}
 			if peerServerTLS != nil {
 				tc.PeerID = server.PeerNodeID // a stream speaks only for the node its certificate names
 			}

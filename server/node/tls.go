@@ -87,6 +87,29 @@ func (f TLSFiles) peerTLS(role string, id uint64) (server, client *tls.Config, e
 	return server, client, nil
 }
 
+// peerDialTLS is the client side of peer TLS for dialing node id: beyond
+// the CA, the server's certificate must name that storage node, so an
+// address taken over by another certificate holder gets no Raft traffic or
+// forwarded calls.
+func peerDialTLS(client *tls.Config, id uint64) *tls.Config {
+	c := client.Clone()
+	want := server.PeerIdentity{Role: server.PeerRoleNode, ID: id}
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+			return errors.New("peer TLS: no verified certificate")
+		}
+		got, err := server.PeerIdentityOf(cs.VerifiedChains[0][0])
+		if err != nil {
+			return err
+		}
+		if got != want {
+			return fmt.Errorf("peer TLS: the server at this address is %v, want %v", got, want)
+		}
+		return nil
+	}
+	return c
+}
+
 // checkPeerIdentity refuses a peer certificate made for another node or
 // role: peers would refuse this node's calls, or it would act as another.
 func checkPeerIdentity(cert tls.Certificate, role string, id uint64) error {
