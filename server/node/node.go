@@ -309,6 +309,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 
 // HTTP server limits: a slow client may take a minute to send the largest
 // legal body (4 MiB), no longer; idle keep-alive connections are closed.
+// net/http also cancels a request's context when ReadTimeout passes (its
+// background read hits the deadline), so it must stay well above the
+// longest REST call, a 20 s long poll.
 const (
 	httpReadHeaderTimeout = 10 * time.Second
 	httpReadTimeout       = 60 * time.Second
