@@ -7,7 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -30,9 +32,16 @@ type TransportConfig struct {
 	// DialOptions are appended to the defaults (insecure credentials, fast
 	// reconnect backoff), so they may override them (TLS).
 	DialOptions []grpc.DialOption
-	Logger      *slog.Logger // default slog.Default()
+	// PeerDialOptions, if set, are appended per peer (TLS that checks the
+	// peer's certificate names that node).
+	PeerDialOptions func(id uint64) []grpc.DialOption
+	Logger          *slog.Logger // default slog.Default()
 	// Faults, if set, cuts chosen peers off (fault tests only; see faults.go).
 	Faults *FaultFilter
+	// PeerID, if set, returns the node id the peer of an inbound stream
+	// proved (its mutual-TLS certificate). A stream or snapshot whose
+	// FromNode differs is refused; nil trusts FromNode (no peer auth).
+	PeerID func(ctx context.Context) (uint64, error)
 }
 
 // PeerState is what a GRPCTransport knows of a peer.
@@ -63,6 +72,8 @@ type GRPCTransport struct {
 	host   *Host
 	closed bool
 	wg     sync.WaitGroup // Add only under mu while !closed
+
+	rejected atomic.Uint64 // inbound messages dropped: wrong sender or not a member
 }
 
 var (
@@ -114,7 +125,11 @@ func NewGRPCTransport(cfg TransportConfig) *GRPCTransport {
 			continue
 		}
 		p := &peer{id: id, addr: addr, wake: make(chan struct{}, 1)}
-		conn, err := grpc.NewClient(addr, opts...)
+		popts := opts
+		if cfg.PeerDialOptions != nil {
+			popts = append(slices.Clip(opts), cfg.PeerDialOptions(id)...)
+		}
+		conn, err := grpc.NewClient(addr, popts...)
 		if err != nil {
 			t.log.Error("raft peer address unusable; messages to it are dropped", "peer", id, "addr", addr, "err", err)
 		} else {
@@ -427,9 +442,17 @@ func recvLoop[T any](t *GRPCTransport, ctx context.Context, recv func() (*T, err
 }
 
 // Stream implements the server side of RaftTransportService.Stream: every
-// message is stepped into the attached host.
+// message is stepped into the attached host. The stream's sender must be
+// the node its certificate names (cfg.PeerID), and each message must come
+// from that node, to this node, in a group the sender is a member of;
+// others are dropped and counted (Rejected), so a peer cannot speak for
+// another or for a group it is not in.
 func (t *GRPCTransport) Stream(s grpc.ClientStreamingServer[transportpb.StreamRequest, transportpb.StreamResponse]) error {
 	ctx := s.Context()
+	authID, err := t.peerID(ctx)
+	if err != nil {
+		return err
+	}
 	ch, ok := recvLoop(t, ctx, s.Recv)
 	if !ok {
 		return status.Error(codes.Unavailable, "raft transport closed")
@@ -449,25 +472,83 @@ func (t *GRPCTransport) Stream(s grpc.ClientStreamingServer[transportpb.StreamRe
 		if r.err != nil {
 			return r.err
 		}
-		if t.cfg.Faults.Drop(r.msg.GetFromNode()) {
-			continue
+		from := r.msg.GetFromNode()
+		if authID != 0 && from != authID {
+			t.reject(len(r.msg.GetMessages()), "raft batch from another node than its certificate", "claims", from, "certificate", authID)
+			return status.Errorf(codes.PermissionDenied, "raft batch claims node %d; the certificate is node %d", from, authID)
 		}
-		if p := t.peers[r.msg.GetFromNode()]; p != nil {
-			p.touch()
+		if t.cfg.Faults.Drop(from) {
+			continue
 		}
 		h := t.attached()
 		if h == nil {
 			continue
 		}
+		if p := t.peers[from]; p != nil {
+			p.touch()
+		}
+		members := map[uint64]bool{} // group -> sender is a member, this batch
 		for _, rm := range r.msg.GetMessages() {
 			m := &pb.Message{}
 			if err := proto.Unmarshal(rm.GetMessage(), m); err != nil {
 				return status.Errorf(codes.InvalidArgument, "raft message: %v", err)
 			}
+			if !t.acceptable(h, rm.GetGroup(), from, m, members) {
+				continue
+			}
 			_ = h.Step(ctx, rm.GetGroup(), m) // unknown group or stopped host: dropped
 		}
 	}
 }
+
+// peerID is the node id an inbound stream's certificate proves, or 0 when
+// the transport has no peer authentication.
+func (t *GRPCTransport) peerID(ctx context.Context) (uint64, error) {
+	if t.cfg.PeerID == nil {
+		return 0, nil
+	}
+	id, err := t.cfg.PeerID(ctx)
+	if err != nil {
+		t.reject(0, "raft stream without a node identity", "err", err)
+		return 0, status.Errorf(codes.PermissionDenied, "raft transport: %v", err)
+	}
+	return id, nil
+}
+
+// acceptable reports whether message m of group, in a batch from node
+// `from`, may be stepped: it must name the batch's sender and this node,
+// and the sender must be a member of the group. members caches the
+// membership answer per group for one batch.
+func (t *GRPCTransport) acceptable(h *Host, group, from uint64, m *pb.Message, members map[uint64]bool) bool {
+	if m.GetFrom() != from || m.GetTo() != t.cfg.NodeID {
+		t.reject(1, "raft message with another sender or recipient than its batch", "group", group, "from", m.GetFrom(), "batch_from", from, "to", m.GetTo())
+		return false
+	}
+	ok, seen := members[group]
+	if !seen {
+		st, err := h.Status(group)
+		if err != nil && !errors.Is(err, ErrHalted) {
+			return false // unknown group or stopped host: Step would drop it too
+		}
+		ok = slices.Contains(st.Members, from)
+		members[group] = ok
+	}
+	if !ok {
+		t.reject(1, "raft message from a node that is not a member of the group", "group", group, "from", from)
+	}
+	return ok
+}
+
+// reject counts n dropped inbound messages and logs why (rare: a
+// misconfigured or hostile peer).
+func (t *GRPCTransport) reject(n int, why string, attrs ...any) {
+	t.rejected.Add(uint64(n))
+	t.log.Warn("raft transport: "+why+"; dropped", attrs...)
+}
+
+// Rejected counts the inbound raft messages dropped because their sender
+// was not the authenticated node or not a member of the group.
+func (t *GRPCTransport) Rejected() uint64 { return t.rejected.Load() }
 
 // Snapshot implements the server side of RaftTransportService.Snapshot: the
 // header's MsgSnap and the chunks go to the host's ReceiveSnapshot.
@@ -475,6 +556,10 @@ func (t *GRPCTransport) Snapshot(s grpc.ClientStreamingServer[transportpb.Snapsh
 	ctx, cancel := context.WithCancel(s.Context())
 	defer cancel()
 	defer context.AfterFunc(t.ctx, cancel)()
+	authID, err := t.peerID(ctx)
+	if err != nil {
+		return err
+	}
 	ch, ok := recvLoop(t, ctx, s.Recv)
 	if !ok {
 		return status.Error(codes.Unavailable, "raft transport closed")
@@ -495,7 +580,12 @@ func (t *GRPCTransport) Snapshot(s grpc.ClientStreamingServer[transportpb.Snapsh
 	if hdr == nil {
 		return status.Error(codes.InvalidArgument, "snapshot stream must start with a header")
 	}
-	if t.cfg.Faults.Drop(hdr.GetFromNode()) {
+	from := hdr.GetFromNode()
+	if authID != 0 && from != authID {
+		t.reject(1, "snapshot from another node than its certificate", "claims", from, "certificate", authID)
+		return status.Errorf(codes.PermissionDenied, "snapshot claims node %d; the certificate is node %d", from, authID)
+	}
+	if t.cfg.Faults.Drop(from) {
 		return status.Error(codes.Unavailable, "peer cut off by fault injection")
 	}
 	h := t.attached()
@@ -506,7 +596,10 @@ func (t *GRPCTransport) Snapshot(s grpc.ClientStreamingServer[transportpb.Snapsh
 	if err := proto.Unmarshal(hdr.GetMessage(), m); err != nil {
 		return status.Errorf(codes.InvalidArgument, "snapshot message: %v", err)
 	}
-	if p := t.peers[hdr.GetFromNode()]; p != nil {
+	if !t.acceptable(h, hdr.GetGroup(), from, m, map[uint64]bool{}) {
+		return status.Errorf(codes.PermissionDenied, "snapshot of group %d from node %d refused (not a member, or not addressed to this node)", hdr.GetGroup(), from)
+	}
+	if p := t.peers[from]; p != nil {
 		p.touch()
 	}
 	data := grpcChunks{next: next}

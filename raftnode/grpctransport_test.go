@@ -1,9 +1,11 @@
 package raftnode
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -11,8 +13,33 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	transportpb "github.com/quorumq/quorumq/raftnode/transportpb/v1"
 )
+
+// testNodeHeader stands in for a peer certificate in these tests: the
+// node's PeerID hook reads the sender's identity from it.
+const testNodeHeader = "x-test-node"
+
+func testPeerID(ctx context.Context) (uint64, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get(testNodeHeader); len(v) == 1 {
+		return strconv.ParseUint(v[0], 10, 64)
+	}
+	return 0, errors.New("no identity")
+}
+
+// testIdentity makes every stream of a client present node id.
+func testIdentity(id uint64) grpc.DialOption {
+	return grpc.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		return streamer(metadata.AppendToOutgoingContext(ctx, testNodeHeader, fmt.Sprint(id)), desc, cc, method, opts...)
+	})
+}
 
 // grpcNode is a host whose peers talk to it over real gRPC.
 type grpcNode struct {
@@ -63,7 +90,8 @@ func (c *grpcCluster) start(id uint64, fs vfs.FS, l net.Listener) {
 			c.t.Fatal(err)
 		}
 	}
-	tr := NewGRPCTransport(TransportConfig{NodeID: id, Peers: c.addrs, Logger: testLogger(c.t)})
+	tr := NewGRPCTransport(TransportConfig{NodeID: id, Peers: c.addrs, Logger: testLogger(c.t),
+		PeerID: testPeerID, DialOptions: []grpc.DialOption{testIdentity(id)}})
 	o := c.opts
 	o.transport = tr
 	n := &grpcNode{testNode: startNode(c.t, id, fs, o), addr: c.addrs[id], tr: tr, srv: grpc.NewServer(grpc.MaxRecvMsgSize(16 << 20))}
@@ -271,4 +299,115 @@ func TestGRPCTransportSendNeverBlocks(t *testing.T) {
 func heartbeat(from, to uint64) *pb.Message {
 	t := pb.MsgHeartbeat
 	return &pb.Message{Type: &t, From: proto.Uint64(from), To: proto.Uint64(to), Term: proto.Uint64(1)}
+}
+
+// TestGRPCTransportRejectsImpostors: a stream authenticated as node 2 cannot
+// speak as node 1 (refused), nor carry a message whose From is another
+// node; a node outside the group and a stream without an identity are
+// refused too. Only the honest heartbeat moves node 1's term.
+func TestGRPCTransportRejectsImpostors(t *testing.T) {
+	const g = 1
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Node 1 of a group {1, 2, 3} whose other members never start: it
+	// stays a follower without a leader until someone heartbeats.
+	peers := map[uint64]string{1: l.Addr().String(), 2: "127.0.0.1:1", 3: "127.0.0.1:1", 4: "127.0.0.1:1"}
+	tr := NewGRPCTransport(TransportConfig{NodeID: 1, Peers: peers, Logger: testLogger(t), PeerID: testPeerID})
+	n := startNode(t, 1, vfs.NewMem(), nodeOpts{groups: []uint64{g}, peers: []uint64{1, 2, 3}, transport: tr, tick: time.Hour})
+	srv := grpc.NewServer()
+	tr.Attach(n.host)
+	tr.Register(srv)
+	var serve sync.WaitGroup
+	serve.Go(func() { _ = srv.Serve(l) })
+	t.Cleanup(func() { srv.Stop(); serve.Wait(); tr.Close(); n.stop(t) })
+
+	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := transportpb.NewRaftTransportServiceClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// send sends one batch as identity `as` (0: none) and waits for the
+	// handler to finish with it.
+	send := func(as, fromNode uint64, msgs ...*pb.Message) error {
+		sctx := ctx
+		if as != 0 {
+			sctx = metadata.AppendToOutgoingContext(ctx, testNodeHeader, fmt.Sprint(as))
+		}
+		s, err := client.Stream(sctx)
+		if err != nil {
+			return err
+		}
+		req := &transportpb.StreamRequest{FromNode: fromNode}
+		for _, m := range msgs {
+			b, _ := proto.Marshal(m)
+			req.Messages = append(req.Messages, &transportpb.RaftMessage{Group: g, Message: b})
+		}
+		if err := s.Send(req); err != nil {
+			_, err = s.CloseAndRecv()
+			return err
+		}
+		_, err = s.CloseAndRecv()
+		return err
+	}
+	hb := func(from, term uint64) *pb.Message {
+		m := heartbeat(from, 1)
+		m.Term = proto.Uint64(term)
+		return m
+	}
+	if err := send(2, 1, hb(1, 9)); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("node 2 speaking as node 1: %v, want PermissionDenied", err)
+	}
+	if err := send(0, 2, hb(2, 9)); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("stream without identity: %v, want PermissionDenied", err)
+	}
+	if err := send(2, 2, hb(3, 9)); err != nil { // dropped, not refused
+		t.Fatalf("batch with a forged Msg.From: %v", err)
+	}
+	if err := send(4, 4, hb(4, 9)); err != nil {
+		t.Fatalf("non-member batch: %v", err)
+	}
+	if got := tr.Rejected(); got != 3 {
+		t.Fatalf("Rejected() = %d, want 3", got)
+	}
+	// A snapshot header claiming another node, or from a non-member, is refused.
+	snap := func(as, fromNode uint64) error {
+		s, err := client.Snapshot(metadata.AppendToOutgoingContext(ctx, testNodeHeader, fmt.Sprint(as)))
+		if err != nil {
+			return err
+		}
+		mt := pb.MsgSnap
+		b, _ := proto.Marshal(&pb.Message{Type: &mt, From: proto.Uint64(fromNode), To: proto.Uint64(1), Term: proto.Uint64(9)})
+		_ = s.Send(&transportpb.SnapshotRequest{Kind: &transportpb.SnapshotRequest_Header{Header: &transportpb.SnapshotHeader{FromNode: fromNode, Group: g, Message: b}}})
+		_, err = s.CloseAndRecv()
+		return err
+	}
+	if err := snap(2, 1); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("snapshot from node 2 as node 1: %v, want PermissionDenied", err)
+	}
+	if err := snap(4, 4); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("snapshot from non-member: %v, want PermissionDenied", err)
+	}
+	// The honest heartbeat of member 2 (a lower term than the forgeries)
+	// is stepped: node 1 follows 2 at term 7, so none of term 9 got in.
+	if err := send(2, 2, hb(2, 7)); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, func() error {
+		st, err := n.host.Status(g)
+		if err != nil {
+			return err
+		}
+		if st.Term != 7 || st.LeaderID != 2 {
+			return fmt.Errorf("node 1: term %d leader %d, want term 7 leader 2", st.Term, st.LeaderID)
+		}
+		return nil
+	})
+	if got := tr.Rejected(); got != 5 {
+		t.Fatalf("Rejected() = %d, want 5", got)
+	}
 }

@@ -76,7 +76,9 @@ func UnaryInterceptor(auth Authenticator, log *slog.Logger) grpc.UnaryServerInte
 			}
 		}()
 		if isPeerMethod(info.FullMethod) {
-			return handler(ctx, req) // node to node, on the peer listener only
+			// Node to node, on the peer listener only, where
+			// PeerAuthInterceptors checked the caller's certificate.
+			return handler(ctx, req)
 		}
 		p, err := auth.Authenticate(ctx)
 		if err != nil {

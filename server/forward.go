@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -28,6 +29,8 @@ type Forwarder struct {
 	self  uint64
 	peers map[uint64]string
 	opts  []grpc.DialOption
+	// optsFor adds per-node dial options (TLS pinned to the node's identity).
+	optsFor func(id uint64) []grpc.DialOption
 
 	mu    sync.Mutex
 	conns map[uint64]*grpc.ClientConn
@@ -41,6 +44,15 @@ func NewForwarder(self uint64, peers map[uint64]string, opts ...grpc.DialOption)
 	}
 	opts = append(opts, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.MaxCallSendMsgSize(8<<20)))
 	return &Forwarder{self: self, peers: peers, opts: opts, conns: map[uint64]*grpc.ClientConn{}}
+}
+
+// SetDialOptionsFor adds dial options per node, after the common ones
+// (peer TLS that checks the node's certificate names it). Call it before
+// the first call.
+func (f *Forwarder) SetDialOptionsFor(fn func(id uint64) []grpc.DialOption) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.optsFor = fn
 }
 
 // Close closes the connections to the other nodes.
@@ -63,7 +75,11 @@ func (f *Forwarder) conn(id uint64) (*grpc.ClientConn, error) {
 	if !ok {
 		return nil, fmt.Errorf("no address for node %d", id)
 	}
-	c, err := grpc.NewClient(addr, f.opts...)
+	opts := f.opts
+	if f.optsFor != nil {
+		opts = append(slices.Clip(opts), f.optsFor(id)...)
+	}
+	c, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dial node %d at %s: %w", id, addr, err)
 	}

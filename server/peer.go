@@ -17,8 +17,9 @@ import (
 // deliveries to another shard's leader, and the shard view API-tier nodes
 // route by. It is registered on the peer listener only and takes no client
 // token: like the Raft transport beside it, it is protected by the peer
-// listener's mTLS when configured. Messages are existing protobuf types,
-// so the service needs no generated code.
+// listener's mutual TLS (PeerAuthInterceptors: DeliverOutbox needs a
+// storage node's certificate, Cluster any peer's). Messages are existing
+// protobuf types, so the service needs no generated code.
 const (
 	peerService       = "quorumq.internal.v1.Peer"
 	peerDeliverMethod = "/" + peerService + "/DeliverOutbox"

@@ -143,7 +143,13 @@ func TestCLIRoundTrip(t *testing.T) {
 
 	cli(t, p, "queue", "purge", "cli")
 
-	resp, err := http.Get("http://" + p.httpAddr + "/metrics")
+	// /metrics is on its own listener, not beside REST (series name tenants' queues).
+	if resp, err := http.Get("http://" + p.httpAddr + "/metrics"); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET /metrics on the REST listener: %v %v, want 404", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	resp, err := http.Get("http://" + p.metricsAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

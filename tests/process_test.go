@@ -57,8 +57,10 @@ type proc struct {
 	cmd      *exec.Cmd
 	grpcAddr string
 	httpAddr string
-	stderr   *lockedBuffer
-	exited   chan struct{}
+	// metricsAddr serves GET /metrics ("" if the banner says off).
+	metricsAddr string
+	stderr      *lockedBuffer
+	exited      chan struct{}
 
 	connOnce sync.Once
 	conn     *grpc.ClientConn
@@ -81,14 +83,14 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-var addrLine = regexp.MustCompile(`^\s+(REST|gRPC)\s+(?:https?://)?([0-9.]+:[0-9]+)`)
+var addrLine = regexp.MustCompile(`^\s+(REST|gRPC|metrics|health)\s+(?:https?://)?([0-9.]+:[0-9]+)?`)
 
 // startServe runs `quorumq serve` on free loopback ports with its data in
 // dir and waits until it prints its addresses. extra flags are appended.
 func startServe(t *testing.T, dir string, extra ...string) *proc {
 	t.Helper()
 	args := append([]string{"serve", "--data-dir", dir,
-		"--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-level", "warn"}, extra...)
+		"--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--log-level", "warn"}, extra...)
 	cmd := exec.Command(binary, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -109,12 +111,15 @@ func startServe(t *testing.T, dir string, extra ...string) *proc {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			if m := addrLine.FindStringSubmatch(sc.Text()); m != nil {
-				if m[1] == "REST" {
+				switch m[1] {
+				case "REST":
 					p.httpAddr = m[2]
-				} else {
+				case "gRPC":
 					p.grpcAddr = m[2]
+				case "metrics":
+					p.metricsAddr = m[2]
 				}
-				if p.httpAddr != "" && p.grpcAddr != "" {
+				if m[1] == "health" { // the banner's last line
 					close(found)
 					break
 				}

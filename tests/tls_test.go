@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,14 +51,23 @@ func newTestCA(t *testing.T, dir, name string) *testCA {
 	return &testCA{cert: cert, key: key, file: file}
 }
 
-// issue writes a certificate for 127.0.0.1 usable as server and client.
-func (ca *testCA) issue(t *testing.T, dir, name string) (certFile, keyFile string) {
+// issue writes a certificate for 127.0.0.1 usable as server and client,
+// with the given URI SANs (a peer identity: quorumq://node/<id>).
+func (ca *testCA) issue(t *testing.T, dir, name string, uris ...string) (certFile, keyFile string) {
 	t.Helper()
+	var sans []*url.URL
+	for _, u := range uris {
+		pu, err := url.Parse(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sans = append(sans, pu)
+	}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"}, URIs: sans,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 	}
@@ -71,6 +81,9 @@ func (ca *testCA) issue(t *testing.T, dir, name string) (certFile, keyFile strin
 	writePEM(t, keyFile, "EC PRIVATE KEY", kder)
 	return certFile, keyFile
 }
+
+// nodeURI is the peer identity of storage node id.
+func nodeURI(id int) string { return fmt.Sprintf("quorumq://node/%d", id) }
 
 func writePEM(t *testing.T, file, typ string, der []byte) {
 	t.Helper()
@@ -108,7 +121,7 @@ func TestMutualTLSPeers(t *testing.T) {
 		peers = append(peers, fmt.Sprintf("%d=%s", i, raft[i]))
 	}
 	start := func(id int, peerCA *testCA, data string) *proc {
-		cert, key := peerCA.issue(t, dir, fmt.Sprintf("node%d-%d", id, time.Now().UnixNano()))
+		cert, key := peerCA.issue(t, dir, fmt.Sprintf("node%d-%d", id, time.Now().UnixNano()), nodeURI(id))
 		return startServe(t, data, "--node-id", fmt.Sprint(id), "--peers", strings.Join(peers, ","), "--raft-addr", raft[id],
 			"--tls-cert-file", apiCert, "--tls-key-file", apiKey,
 			"--peer-tls-cert-file", cert, "--peer-tls-key-file", key, "--peer-tls-ca-file", peerCA.file)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -20,18 +21,19 @@ import (
 
 func newServeCmd() *cobra.Command {
 	var (
-		cfg      node.Config
-		peers    string
-		role     string
-		logLevel string
-		hsSecret string
-		jwks     string
-		pubKeys  []string
-		issuer   string
-		audience string
-		leeway   time.Duration
-		reload   time.Duration
-		insecure bool
+		cfg       node.Config
+		peers     string
+		role      string
+		logLevel  string
+		hsSecret  string
+		jwks      string
+		pubKeys   []string
+		issuer    string
+		audience  string
+		leeway    time.Duration
+		reload    time.Duration
+		insecure  bool
+		insecureP bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -64,6 +66,9 @@ func newServeCmd() *cobra.Command {
 				}
 				defer a.Close()
 				cfg.Authenticator = a
+				if err := checkPeerAuth(cfg, insecureP, log); err != nil {
+					return err
+				}
 			} else if err := checkDevMode(cfg, insecure, log); err != nil {
 				return err
 			}
@@ -78,8 +83,12 @@ func newServeCmd() *cobra.Command {
 				scheme = "https"
 			}
 			h := scheme + "://" + n.HTTPAddr()
-			fmt.Fprintf(cmd.OutOrStdout(), "quorumq node %d serving (data in %s)\n  REST     %s/v1/queues\n  gRPC     %s\n  metrics  %s/metrics\n  health   %s/healthz  %s/readyz\n",
-				cfg.NodeID, cfg.DataDir, h, n.GRPCAddr(), h, h, h)
+			metrics := "off (--metrics-addr)"
+			if a := n.MetricsAddr(); a != "" {
+				metrics = "http://" + a + "/metrics"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "quorumq node %d serving (data in %s)\n  REST     %s/v1/queues\n  gRPC     %s\n  metrics  %s\n  health   %s/healthz  %s/readyz\n",
+				cfg.NodeID, cfg.DataDir, h, n.GRPCAddr(), metrics, h, h)
 			<-ctx.Done()
 			log.Info("shutting down: draining in-flight calls")
 			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -90,7 +99,8 @@ func newServeCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", "./data", "directory of the node's Pebble data")
 	f.Uint64Var(&cfg.NodeID, "node-id", 1, "this node's id (1 or more)")
-	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", "REST, /metrics, /healthz and /readyz listen address")
+	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", "REST, /healthz and /readyz listen address")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "127.0.0.1:9100", "Prometheus GET /metrics listen address, plain HTTP without authentication (series name every tenant's queues: keep it private); empty: off")
 	f.StringVar(&cfg.GRPCAddr, "grpc-addr", "127.0.0.1:9090", "gRPC API listen address")
 	f.StringVar(&cfg.RaftAddr, "raft-addr", "127.0.0.1:7000", "peer (Raft) listen address")
 	f.StringVar(&peers, "peers", "", "initial members as id=host:port,... (empty: single node)")
@@ -106,7 +116,7 @@ func newServeCmd() *cobra.Command {
 	f.DurationVar(&reload, "auth-reload-interval", 5*time.Second, "how often key files are checked for rotation")
 	f.StringVar(&cfg.TLS.CertFile, "tls-cert-file", "", "certificate (PEM) of the client listeners (gRPC and HTTP); empty: plain TCP")
 	f.StringVar(&cfg.TLS.KeyFile, "tls-key-file", "", "key (PEM) of --tls-cert-file")
-	f.StringVar(&cfg.TLS.PeerCertFile, "peer-tls-cert-file", "", "this node's certificate for mutual TLS between nodes")
+	f.StringVar(&cfg.TLS.PeerCertFile, "peer-tls-cert-file", "", "this node's certificate for mutual TLS between nodes; it must carry the URI SAN quorumq://node/<node-id> (--role api: quorumq://api/<node-id>)")
 	f.StringVar(&cfg.TLS.PeerKeyFile, "peer-tls-key-file", "", "key of --peer-tls-cert-file")
 	f.StringVar(&cfg.TLS.PeerCAFile, "peer-tls-ca-file", "", "CA that signs every node's peer certificate")
 	f.Int64Var(&cfg.CacheBytes, "cache-bytes", 128<<20, "Pebble block cache size in bytes")
@@ -114,6 +124,7 @@ func newServeCmd() *cobra.Command {
 	f.BoolVar(&cfg.FaultInjection, "fault-injection", false,
 		"fault tests only, in a binary built with -tags chaos (others refuse it): serve "+node.FaultsPath+" on a loopback --http-addr to cut this node off from peers")
 	f.BoolVar(&insecure, "insecure", false, "allow dev mode (no authentication) on non-loopback addresses")
+	f.BoolVar(&insecureP, "insecure-peers", false, "with --auth-*: allow peer traffic without mutual TLS (anyone reaching a peer port can then forge Raft messages and outbox deliveries)")
 	f.Float64Var(&cfg.Tracing.SampleRatio, "trace-sample-ratio", node.DefaultTraceSampleRatio,
 		"share of new traces recorded, 0 to 1 (calls from a sampled caller are always recorded); needs a trace exporter")
 	f.StringVar(&cfg.Tracing.Exporter, "trace-exporter", node.ExporterAuto,
@@ -139,6 +150,24 @@ func parsePeers(s string) (map[uint64]string, error) {
 		out[n] = addr
 	}
 	return out, nil
+}
+
+// checkPeerAuth refuses client authentication with an open peer port: the
+// peer port takes Raft messages and outbox deliveries, so without mutual
+// TLS anyone reaching it could bypass every token. A node without peers
+// (single node) has no peer port.
+func checkPeerAuth(cfg node.Config, insecurePeers bool, log *slog.Logger) error {
+	peered := len(cfg.Peers) > 1 || cfg.Role == "api"
+	if !peered || cfg.TLS.PeerCertFile != "" || cfg.TLS.PeerKeyFile != "" || cfg.TLS.PeerCAFile != "" {
+		return nil // an incomplete peer TLS configuration fails in node.Start
+	}
+	if !insecurePeers {
+		return errors.New("client authentication (--auth-*) is configured but peer traffic is not authenticated: " +
+			"give --peer-tls-cert-file, --peer-tls-key-file and --peer-tls-ca-file (mutual TLS between nodes), or pass --insecure-peers")
+	}
+	log.Warn("INSECURE PEERS: client authentication is on but the peer port is not (--insecure-peers): " +
+		"anyone who reaches --raft-addr can forge Raft messages and deliver messages into any tenant's queue. Firewall it.")
+	return nil
 }
 
 // checkDevMode allows running without authentication only on loopback

@@ -196,3 +196,19 @@ func b2i(b bool) int64 {
 	}
 	return 0
 }
+
+// registerTransportMetrics exports the Raft transport's count of inbound
+// messages dropped for a forged sender or a non-member (peer security).
+func registerTransportMetrics(m metric.Meter, tr *raftnode.GRPCTransport) error {
+	rejected, err := m.Int64ObservableCounter("raft.messages.rejected",
+		metric.WithDescription("Inbound Raft messages dropped: the sender was not the node its certificate names, or not a member of the group."),
+		metric.WithUnit("{message}"))
+	if err != nil {
+		return err
+	}
+	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveInt64(rejected, int64(tr.Rejected()))
+		return nil
+	}, rejected)
+	return err
+}

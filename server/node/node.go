@@ -62,8 +62,14 @@ type Config struct {
 	// Authenticator verifies callers; nil: dev mode (tenant "default",
 	// every scope).
 	Authenticator server.Authenticator
-	// TLS names certificate files; empty: plain TCP.
+	// TLS names certificate files; empty: plain TCP. With peer TLS, every
+	// call on the peer listener needs a verified peer certificate naming a
+	// node (tls.go).
 	TLS TLSFiles
+	// MetricsAddr is the listen address of GET /metrics (Prometheus);
+	// empty: no metrics listener. Not on HTTPAddr: series name queues of
+	// every tenant.
+	MetricsAddr string
 	// Pprof serves /debug/pprof/ on the HTTP listener.
 	Pprof bool
 	// CacheBytes is Pebble's block cache (default 128 MiB).
@@ -100,11 +106,14 @@ type Node struct {
 	fwd    *server.Forwarder
 	http   *http.Server
 	conn   *grpc.ClientConn
-	tp     *sdktrace.TracerProvider // built by Start (shut down by Stop), nil if injected or off
-	mp     *sdkmetric.MeterProvider
-	grpcLn net.Listener
-	httpLn net.Listener
-	peerLn net.Listener
+
+	metricsHTTP *http.Server // nil without Config.MetricsAddr
+	metricsLn   net.Listener
+	tp          *sdktrace.TracerProvider // built by Start (shut down by Stop), nil if injected or off
+	mp          *sdkmetric.MeterProvider
+	grpcLn      net.Listener
+	httpLn      net.Listener
+	peerLn      net.Listener
 
 	stopOnce sync.Once
 	stopErr  error
@@ -190,7 +199,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	peerServerTLS, peerClientTLS, err := cfg.TLS.peerTLS()
+	peerServerTLS, peerClientTLS, err := cfg.TLS.peerTLS(cfg.Role, cfg.NodeID)
 	if err != nil {
 		return nil, err
 	}
@@ -200,8 +209,17 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	peerDial = append(peerDial, server.ClientStatsHandler(tp, mp))
 	peerDial = append(peerDial, faultDialOptions(n.faults, cfg.Peers)...)
+	var peerDialFor func(id uint64) []grpc.DialOption
+	if peerClientTLS != nil {
+		peerDialFor = func(id uint64) []grpc.DialOption {
+			return []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(peerDialTLS(peerClientTLS, id)))}
+		}
+	}
 	if n.multiNode() || cfg.Role == "api" {
 		n.fwd = server.NewForwarder(cfg.NodeID, cfg.Peers, peerDial...)
+		if peerDialFor != nil {
+			n.fwd.SetDialOptionsFor(peerDialFor)
+		}
 	}
 
 	var cluster *server.ClusterServer
@@ -217,7 +235,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			n.remote.Run(loopCtx)
 		}()
 	} else {
-		if cluster, err = n.startStorage(ctx, cfg, meter, tp, mp, peerServerTLS, peerDial); err != nil {
+		if cluster, err = n.startStorage(ctx, cfg, meter, tp, mp, peerServerTLS, peerDial, peerDialFor); err != nil {
 			return nil, err
 		}
 		n.loops.Add(1)
@@ -261,7 +279,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway client: %w", err)
 	}
-	handler, err := gateway.New(ctx, gateway.Config{Conn: n.conn, Ready: n.Ready, Metrics: metricsHandler, Pprof: cfg.Pprof})
+	handler, err := gateway.New(ctx, gateway.Config{Conn: n.conn, Ready: n.Ready, Pprof: cfg.Pprof})
 	if err != nil {
 		return nil, err
 	}
@@ -273,7 +291,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if clientTLS != nil {
 		n.httpLn = tls.NewListener(n.httpLn, clientTLS)
 	}
-	n.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	n.http = newHTTPServer(handler)
 	n.serveWG.Add(1)
 	go func() {
 		defer n.serveWG.Done()
@@ -281,7 +299,50 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			n.log.Error("http server stopped", "err", err)
 		}
 	}()
+	if cfg.MetricsAddr != "" {
+		if err := n.serveMetrics(cfg.MetricsAddr, metricsHandler); err != nil {
+			return nil, err
+		}
+	}
 	return n, nil
+}
+
+// HTTP server limits: a slow client may take a minute to send the largest
+// legal body (4 MiB), no longer; idle keep-alive connections are closed.
+// net/http also cancels a request's context when ReadTimeout passes (its
+// background read hits the deadline), so it must stay well above the
+// longest REST call, a 20 s long poll.
+const (
+	httpReadHeaderTimeout = 10 * time.Second
+	httpReadTimeout       = 60 * time.Second
+	httpIdleTimeout       = 120 * time.Second
+	httpMaxHeaderBytes    = 64 << 10
+)
+
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: httpReadHeaderTimeout, ReadTimeout: httpReadTimeout,
+		IdleTimeout: httpIdleTimeout, MaxHeaderBytes: httpMaxHeaderBytes}
+}
+
+// serveMetrics serves GET /metrics on its own listener (plain HTTP: keep
+// it on loopback or a monitoring network).
+func (n *Node) serveMetrics(addr string, h http.Handler) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen metrics (--metrics-addr): %w", err)
+	}
+	n.metricsLn = ln
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", h)
+	n.metricsHTTP = newHTTPServer(mux)
+	n.serveWG.Add(1)
+	go func() {
+		defer n.serveWG.Done()
+		if err := n.metricsHTTP.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	return nil
 }
 
 // maxShards bounds --shards: every node hosts every shard.
@@ -290,7 +351,7 @@ const maxShards = 256
 // startStorage opens Pebble, starts one Raft group and queue server per
 // shard and the peer listener; it returns the node's ClusterService.
 func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter, tp trace.TracerProvider, mp *sdkmetric.MeterProvider,
-	peerServerTLS *tls.Config, peerDial []grpc.DialOption) (*server.ClusterServer, error) {
+	peerServerTLS *tls.Config, peerDial []grpc.DialOption, peerDialFor func(uint64) []grpc.DialOption) (*server.ClusterServer, error) {
 	raftMetrics, err := newRaftMetrics(meter)
 	if err != nil {
 		return nil, fmt.Errorf("raft metrics: %w", err)
@@ -322,7 +383,12 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 		if cfg.RaftTransport != nil {
 			hostCfg.Transport = cfg.RaftTransport
 		} else {
-			n.tr = raftnode.NewGRPCTransport(raftnode.TransportConfig{NodeID: cfg.NodeID, Peers: cfg.Peers, Logger: cfg.Logger, DialOptions: peerDial, Faults: n.faults})
+			tc := raftnode.TransportConfig{NodeID: cfg.NodeID, Peers: cfg.Peers, Logger: cfg.Logger, DialOptions: peerDial,
+				PeerDialOptions: peerDialFor, Faults: n.faults}
+			if peerServerTLS != nil {
+				tc.PeerID = server.PeerNodeID // a stream speaks only for the node its certificate names
+			}
+			n.tr = raftnode.NewGRPCTransport(tc)
 			hostCfg.Transport = n.tr
 		}
 	}
@@ -357,6 +423,11 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 	if err := registerGroupGauges(meter, n.host, n.groups()); err != nil {
 		return nil, fmt.Errorf("raft metrics: %w", err)
 	}
+	if n.tr != nil {
+		if err := registerTransportMetrics(meter, n.tr); err != nil {
+			return nil, fmt.Errorf("raft metrics: %w", err)
+		}
+	}
 	for i, g := range n.groups() {
 		if err := n.host.AddGroup(g, n.members(), n.srvs[i].StateMachine()); err != nil {
 			return nil, fmt.Errorf("start shard %d: %w", g, err)
@@ -380,11 +451,16 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 		if cfg.Authenticator != nil {
 			authenticator = cfg.Authenticator
 		}
-		peerOpts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(server.UnaryInterceptor(authenticator, cfg.Logger)),
-			grpc.MaxRecvMsgSize(16 << 20), server.ServerStatsHandler(tp, mp)}
+		unary := []grpc.UnaryServerInterceptor{server.UnaryInterceptor(authenticator, cfg.Logger)}
+		peerOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(16 << 20), server.ServerStatsHandler(tp, mp)}
 		if peerServerTLS != nil {
-			peerOpts = append(peerOpts, grpc.Creds(credentials.NewTLS(peerServerTLS)))
+			// Every call, unary or streaming, needs a peer certificate
+			// naming a node; Raft and outbox calls a storage node's.
+			peerUnary, peerStream := server.PeerAuthInterceptors()
+			unary = append([]grpc.UnaryServerInterceptor{peerUnary}, unary...)
+			peerOpts = append(peerOpts, grpc.Creds(credentials.NewTLS(peerServerTLS)), grpc.ChainStreamInterceptor(peerStream))
 		}
+		peerOpts = append(peerOpts, grpc.ChainUnaryInterceptor(unary...))
 		n.peer = grpc.NewServer(peerOpts...)
 		if n.tr != nil {
 			n.tr.Register(n.peer)
@@ -410,8 +486,16 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 // GRPCAddr is the address the gRPC API listens on.
 func (n *Node) GRPCAddr() string { return n.grpcLn.Addr().String() }
 
-// HTTPAddr is the address REST, /metrics and the probes listen on.
+// HTTPAddr is the address REST and the probes listen on.
 func (n *Node) HTTPAddr() string { return n.httpLn.Addr().String() }
+
+// MetricsAddr is the address GET /metrics listens on; "" if none.
+func (n *Node) MetricsAddr() string {
+	if n.metricsLn == nil {
+		return ""
+	}
+	return n.metricsLn.Addr().String()
+}
 
 // Server is the queue server of shard 0 (tests read counters).
 func (n *Node) Server() *server.Server { return n.srvs[0] }
@@ -454,6 +538,9 @@ func (n *Node) Stop(ctx context.Context) error {
 	n.stopOnce.Do(func() {
 		if n.http != nil {
 			_ = n.http.Shutdown(ctx)
+		}
+		if n.metricsHTTP != nil {
+			_ = n.metricsHTTP.Shutdown(ctx)
 		}
 		if n.grpc != nil {
 			gracefulStop(ctx, n.grpc)
@@ -558,6 +645,9 @@ func (n *Node) closeAll() error {
 	}
 	if n.http != nil {
 		_ = n.http.Close()
+	}
+	if n.metricsHTTP != nil {
+		_ = n.metricsHTTP.Close()
 	}
 	if n.conn != nil {
 		_ = n.conn.Close()

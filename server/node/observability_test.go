@@ -58,7 +58,7 @@ func startNode(t *testing.T, cfg node.Config) *node.Node {
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
 	}
-	cfg.HTTPAddr, cfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.HTTPAddr, cfg.GRPCAddr, cfg.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	n, err := node.Start(ctx, cfg)
 	if err != nil {
@@ -110,9 +110,9 @@ type series struct {
 	value  float64
 }
 
-func scrapeMetrics(t *testing.T, httpAddr string) scrape {
+func scrapeMetrics(t *testing.T, metricsAddr string) scrape {
 	t.Helper()
-	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +271,7 @@ func TestMetricsWorkload(t *testing.T) {
 	}
 	var last scrape
 	waitFor(t, func() error {
-		last = scrapeMetrics(t, n.HTTPAddr())
+		last = scrapeMetrics(t, n.MetricsAddr())
 		for _, w := range wants {
 			v, err := last.value(w.name, w.labels...)
 			if err != nil {
@@ -330,7 +330,7 @@ func TestQueueLabelCap(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s := scrapeMetrics(t, n.HTTPAddr())
+	s := scrapeMetrics(t, n.MetricsAddr())
 	for _, w := range []struct {
 		name, queue string
 		value       float64
