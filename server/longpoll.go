@@ -63,13 +63,34 @@ func (r *pollRegistry) wakeAll() {
 // visible_at), then proposes again. It answers empty when the wait ends.
 // replayed is true when the store answered a retried receive attempt with
 // what it returned before.
+//
+// The caller's context bounds the wait, not a proposal once made: a receive
+// cut off while it commits would still lease its messages, to nobody. So
+// the proposal runs to its outcome (within the propose timeout) whatever
+// the caller does, and if the caller is gone by then, its fresh leases are
+// handed back at once (visibility 0). Their receive counts stay counted, as
+// for any receive whose answer was lost.
 func (s *Server) receive(ctx context.Context, cmd *storepb.Receive, waitMs int64) (msgs []store.Received, replayed bool, err error) {
 	deadline := s.cfg.Now().Add(time.Duration(waitMs) * time.Millisecond)
+	if d, ok := ctx.Deadline(); ok {
+		// End the wait in time to answer empty rather than fail with the
+		// caller's deadline.
+		if d = d.Add(-waitMargin); d.Before(deadline) {
+			deadline = d
+		}
+	}
 	for {
+		if err := ctx.Err(); err != nil {
+			return nil, false, err
+		}
 		s.receivesProposed.Add(1)
-		res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_Receive{Receive: cmd}})
+		res, err := s.propose(context.WithoutCancel(ctx), &storepb.Command{Op: &storepb.Command_Receive{Receive: cmd}})
 		if err != nil {
 			return nil, false, err
+		}
+		if ctx.Err() != nil && len(res.Received) > 0 && !res.Replayed {
+			s.release(context.WithoutCancel(ctx), cmd, res.Received)
+			return nil, false, ctx.Err()
 		}
 		if len(res.Received) > 0 || !s.cfg.Now().Before(deadline) {
 			return res.Received, res.Replayed, nil
@@ -77,6 +98,25 @@ func (s *Server) receive(ctx context.Context, cmd *storepb.Receive, waitMs int64
 		if ok, err := s.waitVisible(ctx, cmd, deadline); err != nil || !ok {
 			return nil, false, err
 		}
+	}
+}
+
+// waitMargin is how long before the caller's deadline a long poll stops
+// waiting, to answer (empty) in time.
+const waitMargin = 200 * time.Millisecond
+
+// release hands back the leases of a receive whose caller left before it
+// got them (best effort: if it fails, the leases end with their timeout).
+func (s *Server) release(ctx context.Context, cmd *storepb.Receive, got []store.Received) {
+	changes := make([]*storepb.VisibilityChange, 0, len(got))
+	for _, m := range got {
+		changes = append(changes, &storepb.VisibilityChange{ReceiptHandle: m.ReceiptHandle, VisibilityTimeoutMs: 0})
+	}
+	_, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_ChangeVisibility{ChangeVisibility: &storepb.ChangeVisibility{
+		Tenant: cmd.GetTenant(), Queue: cmd.GetQueue(), Changes: changes,
+	}}})
+	if err != nil {
+		s.cfg.Logger.Warn("receive: could not hand back the leases of a caller that left", "queue", cmd.GetQueue(), "messages", len(got), "err", err)
 	}
 }
 

@@ -3,7 +3,9 @@ package server
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -16,19 +18,50 @@ import (
 // maxPartitionKey bounds SendMessageRequest.partition_key.
 const maxPartitionKey = 128
 
-// pickPartition chooses the partition of a send: by the first key given
-// (partition key, FIFO group, idempotency key — so a retried send and a
-// group's messages meet on one partition), else round robin.
-func (r *Router) pickPartition(n int, keys ...string) int {
-	if n <= 1 {
-		return 0
+// sendPartition chooses the partition of a send to queue q. On a FIFO
+// queue the group decides (its messages must meet on one partition for
+// order and deduplication), and a partition key other than the group is
+// refused. Else the first key given decides (partition key, idempotency
+// key — so a retried send lands where the first one did), else the
+// queue's own round robin.
+func (r *Router) sendPartition(field, tenant string, q *qv1.Queue, partitionKey, groupID, idempotencyKey string) (int, error) {
+	n := partitions(q)
+	if q.GetAttributes().GetFifo() {
+		if partitionKey != "" && partitionKey != groupID {
+			return 0, fieldError(field+"partition_key", "on a FIFO queue the group_id decides the partition: leave partition_key empty or equal to group_id")
+		}
+		partitionKey = groupID
 	}
-	for _, k := range keys {
+	if n <= 1 {
+		return 0, nil
+	}
+	for _, k := range []string{partitionKey, idempotencyKey} {
 		if k != "" {
-			return PartitionOfKey(k, n)
+			return PartitionOfKey(k, n), nil
 		}
 	}
-	return int(r.rr.Add(1) % uint64(n))
+	return int(r.counters(tenant, q.GetName()).send.Add(1) % uint64(n)), nil
+}
+
+// queueCounters rotate one queue's keyless sends and receive sweeps over
+// its partitions. They are per queue, and sends and receives have one
+// each: a counter shared by several queues (or by the sends and receives of
+// one) advances in steps that skip partitions when calls alternate.
+type queueCounters struct{ send, recv atomic.Uint64 }
+
+// counters returns the round-robin counters of a queue, starting at a
+// random point so API nodes do not all begin on partition 0.
+func (r *Router) counters(tenant, name string) *queueCounters {
+	k := cacheKey(tenant, name)
+	if v, ok := r.rr.Load(k); ok {
+		return v.(*queueCounters)
+	}
+	c := &queueCounters{}
+	start := rand.Uint64()
+	c.send.Store(start)
+	c.recv.Store(start)
+	v, _ := r.rr.LoadOrStore(k, c)
+	return v.(*queueCounters)
 }
 
 // SendMessage implements QueueService.
@@ -43,7 +76,10 @@ func (r *Router) SendMessage(ctx context.Context, req *qv1.SendMessageRequest) (
 	if len(req.GetPartitionKey()) > maxPartitionKey {
 		return nil, fieldError("partition_key", fmt.Sprintf("must be at most %d bytes", maxPartitionKey))
 	}
-	i := r.pickPartition(partitions(q), req.GetPartitionKey(), req.GetGroupId(), req.GetIdempotencyKey())
+	i, err := r.sendPartition("", tenant, q, req.GetPartitionKey(), req.GetGroupId(), req.GetIdempotencyKey())
+	if err != nil {
+		return nil, err
+	}
 	req.Queue = store.PartitionName(q.GetName(), i)
 	return onPartition(ctx, r, tenant, q, i, "SendMessage", req, (*Server).SendMessage)
 }
@@ -77,36 +113,48 @@ func (r *Router) SendMessageBatch(ctx context.Context, req *qv1.SendMessageBatch
 	if err != nil {
 		return nil, err
 	}
-	n := partitions(q)
 	rest := -1 // partition of the entries without a partition key or group
 	groups := map[int][]*qv1.SendMessageBatchEntry{}
-	for _, e := range entries {
+	var refused []*qv1.BatchResultError
+	for j, e := range entries {
 		var i int
-		if e.GetPartitionKey() != "" || e.GetGroupId() != "" {
-			i = r.pickPartition(n, e.GetPartitionKey(), e.GetGroupId())
+		if e.GetPartitionKey() != "" || (q.GetAttributes().GetFifo() && e.GetGroupId() != "") {
+			i, err = r.sendPartition(fmt.Sprintf("entries[%d].", j), tenant, q, e.GetPartitionKey(), e.GetGroupId(), "")
+			if err != nil {
+				refused = append(refused, failedEntry(e.GetId(), err))
+				continue
+			}
 		} else {
 			if rest < 0 {
-				rest = r.pickPartition(n, e.GetIdempotencyKey())
+				rest, _ = r.sendPartition("", tenant, q, "", "", e.GetIdempotencyKey())
 			}
 			i = rest
 		}
 		groups[i] = append(groups[i], e)
 	}
+	if len(groups) == 0 {
+		return &qv1.SendMessageBatchResponse{Failed: refused}, nil
+	}
 	send := func(i int, part []*qv1.SendMessageBatchEntry) (*qv1.SendMessageBatchResponse, error) {
 		sub := &qv1.SendMessageBatchRequest{Queue: store.PartitionName(q.GetName(), i), Entries: part}
 		return onPartition(ctx, r, tenant, q, i, "SendMessageBatch", sub, (*Server).SendMessageBatch)
 	}
-	if len(groups) == 1 {
+	if len(groups) == 1 && len(refused) == 0 {
 		for i := range groups {
 			return send(i, entries)
 		}
 	}
-	return mergeBatches(groups, send, func(out, part *qv1.SendMessageBatchResponse) {
+	out, err := mergeBatches(groups, send, func(out, part *qv1.SendMessageBatchResponse) {
 		out.Successful = append(out.Successful, part.GetSuccessful()...)
 		out.Failed = append(out.Failed, part.GetFailed()...)
 	}, func(out *qv1.SendMessageBatchResponse, e *qv1.SendMessageBatchEntry, err error) {
 		out.Failed = append(out.Failed, failedEntry(e.GetId(), err))
 	})
+	if err != nil {
+		return nil, err
+	}
+	out.Failed = append(out.Failed, refused...)
+	return out, nil
 }
 
 // mergeBatches runs one sub-batch per key in parallel and merges the
@@ -172,6 +220,20 @@ func (r *Router) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRe
 	if err != nil {
 		return nil, err
 	}
+	wait, err := durationMs("wait_time", req.GetWaitTime(), -1, maxWaitTime)
+	if err != nil {
+		return nil, err
+	}
+	if wait < 0 {
+		wait = durationMsOf(q.GetAttributes().GetReceiveWait())
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		// A call without a deadline gets call()'s default timeout, which
+		// bounds proposals: a long poll may first wait up to 20 s.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(wait)*time.Millisecond+r.cfg.Timeout)
+		defer cancel()
+	}
 	n := partitions(q)
 	recv := func(ctx context.Context, i int, max int32, wait *durationpb.Duration, waitOnly bool) (*qv1.ReceiveMessagesResponse, error) {
 		sub := &qv1.ReceiveMessagesRequest{Queue: store.PartitionName(q.GetName(), i), MaxMessages: max,
@@ -193,15 +255,16 @@ func (r *Router) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRe
 	case max == 0:
 		max = 1
 	}
-	wait, err := durationMs("wait_time", req.GetWaitTime(), -1, maxWaitTime)
-	if err != nil {
-		return nil, err
-	}
-	if wait < 0 {
-		wait = durationMsOf(q.GetAttributes().GetReceiveWait())
-	}
 	out := &qv1.ReceiveMessagesResponse{}
-	start := int(r.rr.Add(1) % uint64(n))
+	// A retried receive attempt must sweep as the first try did, so that
+	// each partition replays what it leased to it: its start is a function
+	// of the attempt id. Other sweeps rotate per queue.
+	var start int
+	if id := req.GetReceiveAttemptId(); id != "" {
+		start = PartitionOfKey(id, n)
+	} else {
+		start = int(r.counters(tenant, q.GetName()).recv.Add(1) % uint64(n))
+	}
 	var lastErr error
 	served := 0
 	for j := range n {

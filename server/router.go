@@ -89,7 +89,7 @@ type Router struct {
 	cfg    RouterConfig
 	log    *slog.Logger
 	cache  sync.Map // tenant "\x00" name -> *queueEntry
-	rr     atomic.Uint64
+	rr     sync.Map // tenant "\x00" name -> *queueCounters
 	tracer trace.Tracer
 	shards atomic.Int64 // 0 until an API-tier node has seen the cluster
 }
