@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -10,40 +11,88 @@ import (
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
-// pollRegistry lets long polls sleep until their queue changes. A waiter
-// takes the queue's current channel; a wake closes it (waking every waiter)
-// and the next waiter gets a fresh one.
+// pollRegistry lets long polls sleep until their queue changes. Each
+// waiter registers (watch) and unregisters (leave). A wake for n messages
+// made visible releases the n waiters that wait longest, not all of them:
+// every released waiter peeks and proposes a receive, so releasing all for
+// one message cost one Raft entry per idle consumer. Waiters with a tag
+// filter are all released, since a message may match none of the first n.
 type pollRegistry struct {
-	mu sync.Mutex
-	ch map[pollKey]chan struct{}
+	mu      sync.Mutex
+	waiters map[pollKey][]*pollWaiter // per queue, oldest first
 }
 
 type pollKey struct{ tenant, queue string }
 
-func newPollRegistry() *pollRegistry { return &pollRegistry{ch: map[pollKey]chan struct{}{}} }
-
-// watch returns a channel closed at the next wake of the queue.
-func (r *pollRegistry) watch(tenant, queue string) <-chan struct{} {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	k := pollKey{tenant, queue}
-	c, ok := r.ch[k]
-	if !ok {
-		c = make(chan struct{})
-		r.ch[k] = c
-	}
-	return c
+// pollWaiter is one sleeping long poll: ch is closed when it is released.
+type pollWaiter struct {
+	ch       chan struct{}
+	filtered bool
+	woken    bool
 }
 
-// wake releases every waiter of the queue. Called from the Raft apply loop:
-// it never blocks.
-func (r *pollRegistry) wake(tenant, queue string) {
+func newPollRegistry() *pollRegistry { return &pollRegistry{waiters: map[pollKey][]*pollWaiter{}} }
+
+// watch registers a waiter of the queue; release it with leave.
+func (r *pollRegistry) watch(tenant, queue string, filtered bool) *pollWaiter {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	k := pollKey{tenant, queue}
-	if c, ok := r.ch[k]; ok {
-		close(c)
-		delete(r.ch, k)
+	w := &pollWaiter{ch: make(chan struct{}), filtered: filtered}
+	r.waiters[k] = append(r.waiters[k], w)
+	return w
+}
+
+// leave unregisters w and reports whether it had been released.
+func (r *pollRegistry) leave(tenant, queue string, w *pollWaiter) (woken bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if w.woken {
+		return true
+	}
+	k := pollKey{tenant, queue}
+	ws := r.waiters[k]
+	for i, x := range ws {
+		if x == w {
+			ws = append(ws[:i:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(ws) == 0 {
+		delete(r.waiters, k)
+	} else {
+		r.waiters[k] = ws
+	}
+	return false
+}
+
+// wake releases every waiter of the queue (it was deleted, or how many
+// messages became visible is unknown). Called from the Raft apply loop: it
+// never blocks.
+func (r *pollRegistry) wake(tenant, queue string) { r.wakeN(tenant, queue, -1) }
+
+// wakeN releases the n longest waiting unfiltered waiters of the queue
+// (n < 0: all) and every filtered one. It never blocks.
+func (r *pollRegistry) wakeN(tenant, queue string, n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := pollKey{tenant, queue}
+	var keep []*pollWaiter
+	for _, w := range r.waiters[k] {
+		if !w.filtered && n == 0 {
+			keep = append(keep, w)
+			continue
+		}
+		if !w.filtered && n > 0 {
+			n--
+		}
+		w.woken = true
+		close(w.ch)
+	}
+	if len(keep) == 0 {
+		delete(r.waiters, k)
+	} else {
+		r.waiters[k] = keep
 	}
 }
 
@@ -51,10 +100,24 @@ func (r *pollRegistry) wake(tenant, queue string) {
 func (r *pollRegistry) wakeAll() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for k, c := range r.ch {
-		close(c)
-		delete(r.ch, k)
+	for k, ws := range r.waiters {
+		for _, w := range ws {
+			w.woken = true
+			close(w.ch)
+		}
+		delete(r.waiters, k)
 	}
+}
+
+// count is the number of waiters of every queue.
+func (r *pollRegistry) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, ws := range r.waiters {
+		n += len(ws)
+	}
+	return n
 }
 
 // receive proposes a receive; when it leases nothing and waitMs > 0 it
@@ -140,15 +203,18 @@ func (s *Server) waitOnly(ctx context.Context, cmd *storepb.Receive, waitMs int6
 func (s *Server) waitVisible(ctx context.Context, cmd *storepb.Receive, deadline time.Time) (_ bool, err error) {
 	ctx, span := s.tracer.Start(ctx, spanLongPoll)
 	defer func() { endSpan(span, err) }()
+	tenant, queue := cmd.GetTenant(), cmd.GetQueue()
+	filtered := len(cmd.GetFilter().GetAll())+len(cmd.GetFilter().GetAny())+len(cmd.GetFilter().GetNone()) > 0
 	for {
 		// Watch before peeking, so a send applied between the two still wakes us.
-		woken := s.polls.watch(cmd.GetTenant(), cmd.GetQueue())
+		w := s.polls.watch(tenant, queue, filtered)
 		now := s.cfg.Now()
-		ready, next, err := s.store.Peek(cmd.GetTenant(), cmd.GetQueue(), cmd.GetFilter(), now.UnixMilli())
-		if err != nil {
-			return false, withQueue(err, cmd.GetQueue())
-		}
-		if ready {
+		ready, next, err := s.store.Peek(tenant, queue, cmd.GetFilter(), now.UnixMilli())
+		if err != nil || ready {
+			s.polls.leave(tenant, queue, w)
+			if err != nil {
+				return false, withQueue(err, queue)
+			}
 			return true, nil
 		}
 		until := deadline
@@ -159,25 +225,61 @@ func (s *Server) waitVisible(ctx context.Context, cmd *storepb.Receive, deadline
 		}
 		wait := until.Sub(now)
 		if wait <= 0 {
+			s.polls.leave(tenant, queue, w)
 			if !now.Before(deadline) {
 				return false, nil
 			}
 			continue
 		}
 		timer := time.NewTimer(wait)
+		var gone error
 		select {
-		case <-woken:
+		case <-w.ch:
 		case <-timer.C:
 		case <-ctx.Done():
-			timer.Stop()
-			return false, ctx.Err()
+			gone = ctx.Err()
 		case <-s.stop:
-			timer.Stop()
-			return false, nil
+			gone = errStopped
 		}
 		timer.Stop()
+		woken := s.polls.leave(tenant, queue, w)
+		if gone != nil && (woken || until.Before(deadline)) {
+			// Released for a message (or timed for a delayed one) that this
+			// poll will not take: pass it on, or the message waits for
+			// another wake while other polls sleep.
+			s.polls.wakeN(tenant, queue, 1)
+		}
+		if gone == errStopped {
+			return false, nil
+		}
+		if gone != nil {
+			return false, gone
+		}
 		if !s.cfg.Now().Before(deadline) {
 			return false, nil
 		}
 	}
 }
+
+// errStopped marks a wait ended by the server stopping.
+var errStopped = errors.New("server stopped")
+
+// wakeFor releases the long polls an applied command may serve: at most
+// one message per entry became visible, so that many waiters (all when
+// the count is unknown).
+func (r *pollRegistry) wakeFor(res *store.Result) {
+	if !res.Woken {
+		return
+	}
+	n := len(res.Sent) + len(res.Received) + len(res.Entries)
+	if n == 0 {
+		n = -1
+	}
+	r.wakeN(res.Tenant, res.Queue, n)
+	for _, q := range res.Touched {
+		r.wakeN(q.Tenant, q.Name, n)
+	}
+}
+
+// PollWaiters is the number of long polls waiting on this shard.
+func (s *Server) PollWaiters() int { return s.polls.count() }
