@@ -235,18 +235,18 @@ func (r *Router) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRe
 		defer cancel()
 	}
 	n := partitions(q)
-	recv := func(ctx context.Context, i int, max int32, wait *durationpb.Duration, waitOnly bool) (*qv1.ReceiveMessagesResponse, error) {
+	recv := func(ctx context.Context, i int, max int32, wait *durationpb.Duration, waitOnly bool, maxBytes int64) (*qv1.ReceiveMessagesResponse, error) {
 		sub := &qv1.ReceiveMessagesRequest{Queue: store.PartitionName(q.GetName(), i), MaxMessages: max,
 			VisibilityTimeout: req.GetVisibilityTimeout(), WaitTime: wait, TagFilter: req.GetTagFilter(),
 			ReceiveAttemptId: req.GetReceiveAttemptId()}
 		t := r.partitionTarget(tenant, q, i)
-		t.waitOnly = waitOnly
+		t.waitOnly, t.maxBytes = waitOnly, maxBytes
 		return withPartition(ctx, r, tenant, q, i, func() (*qv1.ReceiveMessagesResponse, error) {
 			return call(ctx, r, t, queueMethod+"ReceiveMessages", sub, (*Server).ReceiveMessages)
 		})
 	}
 	if n == 1 {
-		return recv(ctx, 0, req.GetMaxMessages(), req.GetWaitTime(), false)
+		return recv(ctx, 0, req.GetMaxMessages(), req.GetWaitTime(), false, 0)
 	}
 	max := req.GetMaxMessages()
 	switch {
@@ -267,14 +267,24 @@ func (r *Router) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRe
 	}
 	var lastErr error
 	served := 0
+	// The reply's byte budget is shared: each partition leases within what
+	// the earlier ones left, and the sweep ends when that could not carry
+	// the largest message (a partition always leases a first one).
+	budget := int64(receiveBudget)
 	for j := range n {
+		if budget < maxMessageReply {
+			break
+		}
 		i := (start + j) % n
-		resp, err := recv(ctx, i, max-int32(len(out.Messages)), durationpb.New(0), false)
+		resp, err := recv(ctx, i, max-int32(len(out.Messages)), durationpb.New(0), false, budget)
 		if err != nil {
 			lastErr = err // one partition's shard down: the others still serve
 			continue
 		}
 		served++
+		for _, m := range resp.GetMessages() {
+			budget -= int64(proto.Size(m)) + replyFraming
+		}
 		out.Messages = append(out.Messages, resp.GetMessages()...)
 		if len(out.Messages) >= int(max) {
 			return out, nil
@@ -290,7 +300,8 @@ func (r *Router) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRe
 }
 
 // receiveFunc runs a receive on partition i (wait-only: see waitOnlyHeader).
-type receiveFunc func(ctx context.Context, i int, max int32, wait *durationpb.Duration, waitOnly bool) (*qv1.ReceiveMessagesResponse, error)
+// maxBytes > 0 lowers the reply's byte budget (see maxBytesHeader).
+type receiveFunc func(ctx context.Context, i int, max int32, wait *durationpb.Duration, waitOnly bool, maxBytes int64) (*qv1.ReceiveMessagesResponse, error)
 
 // pollPartitions long-polls the n partitions of a queue for waitMs. A
 // receive that leases must not be cancelled (a proposal already committing
@@ -314,7 +325,7 @@ func pollPartitions(ctx context.Context, n int, max int32, waitMs int64, recv re
 		if i < 0 {
 			return &qv1.ReceiveMessagesResponse{}, nil
 		}
-		resp, err := recv(ctx, i, max, durationpb.New(0), false)
+		resp, err := recv(ctx, i, max, durationpb.New(0), false, 0)
 		if err != nil || len(resp.GetMessages()) > 0 {
 			return resp, err
 		}
@@ -352,7 +363,7 @@ func waitPartitions(ctx context.Context, n int, max int32, deadline time.Time, r
 	answers := make(chan answer, n)
 	for i := range n {
 		go func() {
-			_, err := recv(wctx, i, max, durationpb.New(remaining), true)
+			_, err := recv(wctx, i, max, durationpb.New(remaining), true, 0)
 			answers <- answer{i, err}
 		}()
 	}

@@ -37,6 +37,9 @@ const (
 	// before its wait ends) or the wait ends: the router long-polls several
 	// partitions this way, since cancelling a wait loses no lease.
 	waitOnlyHeader = "x-quorumq-wait-only"
+	// maxBytesHeader lowers the byte budget of a routed ReceiveMessages'
+	// reply below receiveBudget: a sweep over partitions shares one reply.
+	maxBytesHeader = "x-quorumq-max-bytes"
 )
 
 // queueMethod prefixes QueueService's full method names.
@@ -201,6 +204,7 @@ type target struct {
 	incarnation int64
 	recordOnly  bool
 	waitOnly    bool
+	maxBytes    int64
 }
 
 func (t target) headers() []string {
@@ -217,6 +221,9 @@ func (t target) headers() []string {
 	if t.waitOnly {
 		h = append(h, waitOnlyHeader, "1")
 	}
+	if t.maxBytes > 0 {
+		h = append(h, maxBytesHeader, strconv.FormatInt(t.maxBytes, 10))
+	}
 	return h
 }
 
@@ -225,6 +232,7 @@ func (t target) headers() []string {
 func localContext(ctx context.Context, t target) context.Context {
 	md, _ := metadata.FromIncomingContext(ctx)
 	md = md.Copy()
+	delete(md, maxBytesHeader) // only the router sets it
 	h := t.headers()
 	for i := 0; i < len(h); i += 2 {
 		md.Set(h[i], h[i+1])
@@ -261,7 +269,7 @@ func call[Req, Resp proto.Message](ctx context.Context, r *Router, t target, met
 		var resp Resp
 		if srv := r.cfg.Local[t.shard]; srv != nil && leader == r.cfg.Self {
 			lctx := ctx
-			if t.incarnation != 0 || t.waitOnly { // only a partition create and a wait-only receive read their headers
+			if t.incarnation != 0 || t.waitOnly || t.maxBytes != 0 { // only partition calls and receives read their headers
 				lctx = localContext(ctx, t)
 			}
 			resp, err = local(srv, lctx, req)
