@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	"github.com/quorumq/quorumq/raftnode"
 )
 
 // Headers of a call the router sends to one shard's leader. A call that
@@ -185,6 +187,14 @@ func (r *Router) serving(ctx context.Context, shard uint64) (*Server, error) {
 			fmt.Sprintf("node %d has no replica of shard %d", r.cfg.Self, shard), nil)
 	}
 	leader, err := srv.leader(ctx)
+	if errors.Is(err, raftnode.ErrHalted) {
+		// Name the healthy leader, so the caller forwards there at once.
+		var meta map[string]string
+		if hint := r.peerLeader(ctx, shard); hint != 0 {
+			meta = map[string]string{"leader": fmt.Sprint(hint), "shard": fmt.Sprint(shard)}
+		}
+		return nil, statusError(codes.Unavailable, ReasonNotLeader, fmt.Sprintf("node %d's replica of shard %d is halted: %v", r.cfg.Self, shard, err), meta)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -261,7 +271,7 @@ func call[Req, Resp proto.Message](ctx context.Context, r *Router, t target, met
 		leader := hinted
 		if leader == 0 {
 			var err error
-			if leader, err = r.cfg.View.Leader(ctx, t.shard); err != nil {
+			if leader, err = r.leaderOf(ctx, t.shard); err != nil {
 				return zero, err
 			}
 		}
