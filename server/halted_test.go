@@ -24,10 +24,12 @@ import (
 // failure: Status gives its last view (itself as leader) and ErrHalted.
 type haltedRaft struct{ self uint64 }
 
-func (h haltedRaft) err() error { return fmt.Errorf("%w: group 0: write raft log: disk", raftnode.ErrHalted) }
+func (h haltedRaft) err() error {
+	return fmt.Errorf("%w: group 0: write raft log: disk", raftnode.ErrHalted)
+}
 
 func (h haltedRaft) Propose(context.Context, uint64, []byte) (any, error) { return nil, h.err() }
-func (h haltedRaft) ReadIndex(context.Context, uint64) error             { return h.err() }
+func (h haltedRaft) ReadIndex(context.Context, uint64) error              { return h.err() }
 func (h haltedRaft) Status(uint64) (raftnode.GroupStatus, error) {
 	return raftnode.GroupStatus{LeaderID: h.self, IsLeader: true}, h.err()
 }
