@@ -85,10 +85,11 @@ func (r *Router) SendMessage(ctx context.Context, req *qv1.SendMessageRequest) (
 }
 
 // SendMessageBatch implements QueueService: entries with a partition key
-// or group go to its partition; the others stay together (one command),
-// on the partition of the first one's idempotency key — so a retried batch
-// lands where it landed before and its keys deduplicate — or round robin
-// when it has none. One call per partition, in parallel.
+// (on a FIFO queue: a group) go to its partition, an entry whose key
+// conflicts with its group fails alone; the others stay together (one
+// command), on the partition of the first one's idempotency key — so a
+// retried batch lands where it landed before and its keys deduplicate — or
+// round robin when it has none. One call per partition, in parallel.
 func (r *Router) SendMessageBatch(ctx context.Context, req *qv1.SendMessageBatchRequest) (*qv1.SendMessageBatchResponse, error) {
 	if sh, ok := direct(ctx); ok {
 		return onShard(ctx, r, sh, req, (*Server).SendMessageBatch)
@@ -205,10 +206,12 @@ func mergeBatches[K comparable, E any, Resp any](groups map[K][]E, run func(K, [
 
 // ReceiveMessages implements QueueService. A queue with one partition is
 // one call (with its long poll). Otherwise the router sweeps the
-// partitions from a rotating start, without waiting, until it has
-// max_messages (full batches: a consumer's delete of a batch is one command
-// per partition, and measured on three nodes this beat answering with the
-// first partition that had messages by 1.3-1.6x); if all are empty and the
+// partitions from a start that rotates per queue (or that the receive
+// attempt id gives), without waiting, until it has max_messages or the
+// reply's byte budget is spent (full batches: a consumer's delete of a
+// batch is one command per partition, and measured on three nodes this beat
+// answering with the first partition that had messages by 1.3-1.6x); if all
+// are empty and the
 // caller asked for a long poll, it waits on every partition at once without
 // leasing anything, and receives from the first that has a message ready
 // (see pollPartitions).
