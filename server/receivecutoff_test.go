@@ -53,7 +53,7 @@ func TestReceiveCutOffByDeadlineLeasesNothing(t *testing.T) {
 		for _, e := range env.Msg.GetEntries() {
 			if carriesReceive(e.GetData()) {
 				delayed.Add(1)
-				return 1200 * time.Millisecond
+				return 800 * time.Millisecond
 			}
 		}
 		return 0
