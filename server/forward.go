@@ -14,12 +14,37 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+
+	"github.com/quorumq/quorumq/store"
 )
 
 // forwardedHeader marks a call forwarded by another node: the receiver
 // serves it or answers NOT_LEADER, but never forwards it again, so a stale
 // leader view cannot bounce a call around the cluster.
 const forwardedHeader = "x-quorumq-forwarded-by"
+
+// MaxReplyBytes is the largest reply every hop of a client call takes: a
+// node forwarding to a shard leader, and the REST gateway's client of its
+// own node. Dial options of those clients use it (server/node's
+// self-client should too).
+const MaxReplyBytes = 8 << 20
+
+// ClientReplyBytes is the reply limit of a gRPC client left at its
+// defaults (4 MiB in grpc-go and grpc-java). Receives fit their replies
+// under it, so no client, REST or gRPC, gets a reply it refuses while the
+// messages in it stay leased.
+const ClientReplyBytes = 4 << 20
+
+const (
+	// receiveBudget is the byte budget of a receive's reply:
+	// ClientReplyBytes less room for the response's own framing.
+	receiveBudget = min(ClientReplyBytes, MaxReplyBytes) - 64<<10
+	// maxMessageReply bounds one message's share of a reply
+	// (store.ReplySize of the largest message with the longest names).
+	maxMessageReply = store.MaxMessageSize + 1<<10 + store.ReplyOverhead
+	// replyFraming is the tag and length of a message within the reply.
+	replyFraming = 8
+)
 
 // Forwarder sends a call that reached a follower to the shard's leader. It
 // is the only place that forwards. Calls travel to the leader's peer
@@ -42,7 +67,7 @@ func NewForwarder(self uint64, peers map[uint64]string, opts ...grpc.DialOption)
 	if len(opts) == 0 {
 		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
-	opts = append(opts, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.MaxCallSendMsgSize(8<<20)))
+	opts = append(opts, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxReplyBytes), grpc.MaxCallSendMsgSize(MaxReplyBytes)))
 	return &Forwarder{self: self, peers: peers, opts: opts, conns: map[uint64]*grpc.ClientConn{}}
 }
 
@@ -108,7 +133,7 @@ func (f *Forwarder) invoke(ctx context.Context, to uint64, method string, req, r
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	md = md.Copy()
-	for _, k := range []string{":authority", "content-type", "user-agent", "grpc-accept-encoding", "grpc-timeout", "te"} {
+	for _, k := range []string{":authority", "content-type", "user-agent", "grpc-accept-encoding", "grpc-timeout", "te", maxBytesHeader} {
 		delete(md, k)
 	}
 	md.Set(forwardedHeader, fmt.Sprint(f.self))

@@ -1,6 +1,9 @@
 package server_test
 
 import (
+	"context"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -91,5 +94,47 @@ func TestLongPollWakesWhenDelayedMessageIsDue(t *testing.T) {
 	}
 	if len(r.GetMessages()) != 1 {
 		t.Fatalf("got %v, want the delayed message", r.GetMessages())
+	}
+}
+
+// Issue 15.14: a message sent to a queue with N idle long polls costs one
+// receive, not N: the wake releases one waiter.
+func TestLongPollWakesOneWaiterPerMessage(t *testing.T) {
+	n := startNode(t, nodeOpts{})
+	createQueue(t, n, "herd", nil)
+	const polls = 5
+	srv := n.Server()
+	before := srv.ReceivesProposed()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan []*qv1.ReceivedMessage, polls)
+	var wg sync.WaitGroup
+	for range polls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, _ := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "herd", WaitTime: durationpb.New(20 * time.Second)})
+			got <- r.GetMessages()
+		}()
+	}
+	// Every poll made its first (empty) receive and sleeps.
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if srv.PollWaiters() != polls {
+			return fmt.Errorf("%d polls waiting: %w", srv.PollWaiters(), errNotYet)
+		}
+		return nil
+	})
+	if p := srv.ReceivesProposed() - before; p != polls {
+		t.Fatalf("%d receives before the send, want %d", p, polls)
+	}
+	sent := send(t, n, "herd", "one")
+	if m := <-got; len(m) != 1 || m[0].GetMessageId() != sent.GetMessageId() {
+		t.Fatalf("first poll to answer got %v", m)
+	}
+	// The others go on waiting; end them and count what was proposed.
+	cancel()
+	wg.Wait()
+	if p := srv.ReceivesProposed() - before; p != polls+1 {
+		t.Fatalf("%d receives for %d polls and 1 message, want %d", p, polls, polls+1)
 	}
 }

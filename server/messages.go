@@ -179,8 +179,15 @@ func (s *Server) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRe
 		}
 		wait = info.Record.GetAttributes().GetReceiveWaitMs()
 	}
+	// The reply must fit every hop back to the client: the store leases
+	// no message beyond the byte budget (a router sweeping partitions
+	// passes what is left of it).
+	budget := int64(receiveBudget)
+	if b, ok := headerInt(ctx, maxBytesHeader); ok && b > 0 && b < budget {
+		budget = b
+	}
 	cmd := &storepb.Receive{Tenant: tenant, Queue: req.GetQueue(), MaxMessages: max, VisibilityTimeoutMs: vis, Filter: filter,
-		ReceiveAttemptId: req.GetReceiveAttemptId()}
+		ReceiveAttemptId: req.GetReceiveAttemptId(), MaxBytes: budget}
 	if waitOnly {
 		if err := s.waitOnly(ctx, cmd, wait); err != nil {
 			return nil, err

@@ -3,7 +3,9 @@ package server
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -16,19 +18,50 @@ import (
 // maxPartitionKey bounds SendMessageRequest.partition_key.
 const maxPartitionKey = 128
 
-// pickPartition chooses the partition of a send: by the first key given
-// (partition key, FIFO group, idempotency key — so a retried send and a
-// group's messages meet on one partition), else round robin.
-func (r *Router) pickPartition(n int, keys ...string) int {
-	if n <= 1 {
-		return 0
+// sendPartition chooses the partition of a send to queue q. On a FIFO
+// queue the group decides (its messages must meet on one partition for
+// order and deduplication), and a partition key other than the group is
+// refused. Else the first key given decides (partition key, idempotency
+// key — so a retried send lands where the first one did), else the
+// queue's own round robin.
+func (r *Router) sendPartition(field, tenant string, q *qv1.Queue, partitionKey, groupID, idempotencyKey string) (int, error) {
+	n := partitions(q)
+	if q.GetAttributes().GetFifo() {
+		if partitionKey != "" && partitionKey != groupID {
+			return 0, fieldError(field+"partition_key", "on a FIFO queue the group_id decides the partition: leave partition_key empty or equal to group_id")
+		}
+		partitionKey = groupID
 	}
-	for _, k := range keys {
+	if n <= 1 {
+		return 0, nil
+	}
+	for _, k := range []string{partitionKey, idempotencyKey} {
 		if k != "" {
-			return PartitionOfKey(k, n)
+			return PartitionOfKey(k, n), nil
 		}
 	}
-	return int(r.rr.Add(1) % uint64(n))
+	return int(r.counters(tenant, q.GetName()).send.Add(1) % uint64(n)), nil
+}
+
+// queueCounters rotate one queue's keyless sends and receive sweeps over
+// its partitions. They are per queue, and sends and receives have one
+// each: a counter shared by several queues (or by the sends and receives of
+// one) advances in steps that skip partitions when calls alternate.
+type queueCounters struct{ send, recv atomic.Uint64 }
+
+// counters returns the round-robin counters of a queue, starting at a
+// random point so API nodes do not all begin on partition 0.
+func (r *Router) counters(tenant, name string) *queueCounters {
+	k := cacheKey(tenant, name)
+	if v, ok := r.rr.Load(k); ok {
+		return v.(*queueCounters)
+	}
+	c := &queueCounters{}
+	start := rand.Uint64()
+	c.send.Store(start)
+	c.recv.Store(start)
+	v, _ := r.rr.LoadOrStore(k, c)
+	return v.(*queueCounters)
 }
 
 // SendMessage implements QueueService.
@@ -43,10 +76,14 @@ func (r *Router) SendMessage(ctx context.Context, req *qv1.SendMessageRequest) (
 	if len(req.GetPartitionKey()) > maxPartitionKey {
 		return nil, fieldError("partition_key", fmt.Sprintf("must be at most %d bytes", maxPartitionKey))
 	}
+	i, err := r.sendPartition("", tenant, q, req.GetPartitionKey(), req.GetGroupId(), req.GetIdempotencyKey())
+	if err != nil {
+		return nil, err
+	}
+	// Tokens only for a send that is valid so far.
 	if _, _, err := r.admitSend(ctx, tenant, 1); err != nil {
 		return nil, err
 	}
-	i := r.pickPartition(partitions(q), req.GetPartitionKey(), req.GetGroupId(), req.GetIdempotencyKey())
 	req.Queue = store.PartitionName(q.GetName(), i)
 	return withRoom(ctx, r, tenant, r.shardOf(tenant, q.GetName(), i), messageSize(req.GetBody(), req.GetAttributes(), req.GetTags()),
 		func() (*qv1.SendMessageResponse, error) {
@@ -55,10 +92,11 @@ func (r *Router) SendMessage(ctx context.Context, req *qv1.SendMessageRequest) (
 }
 
 // SendMessageBatch implements QueueService: entries with a partition key
-// or group go to its partition; the others stay together (one command),
-// on the partition of the first one's idempotency key — so a retried batch
-// lands where it landed before and its keys deduplicate — or round robin
-// when it has none. One call per partition, in parallel.
+// (on a FIFO queue: a group) go to its partition, an entry whose key
+// conflicts with its group fails alone; the others stay together (one
+// command), on the partition of the first one's idempotency key — so a
+// retried batch lands where it landed before and its keys deduplicate — or
+// round robin when it has none. One call per partition, in parallel.
 func (r *Router) SendMessageBatch(ctx context.Context, req *qv1.SendMessageBatchRequest) (*qv1.SendMessageBatchResponse, error) {
 	if sh, ok := direct(ctx); ok {
 		return onShard(ctx, r, sh, req, (*Server).SendMessageBatch)
@@ -83,24 +121,51 @@ func (r *Router) SendMessageBatch(ctx context.Context, req *qv1.SendMessageBatch
 	if err != nil {
 		return nil, err
 	}
-	entries, refused, err := r.admitBatch(ctx, tenant, entries)
-	if err != nil {
-		return nil, err
-	}
-	n := partitions(q)
+	// Place every entry first (an entry whose key conflicts with its group
+	// fails alone, using no send tokens), then admit a prefix of the placed
+	// entries under the tenant's send rate.
 	rest := -1 // partition of the entries without a partition key or group
-	groups := map[int][]*qv1.SendMessageBatchEntry{}
-	for _, e := range entries {
+	var refused []*qv1.BatchResultError
+	placed := make([]*qv1.SendMessageBatchEntry, 0, len(entries))
+	at := make(map[*qv1.SendMessageBatchEntry]int, len(entries))
+	for j, e := range entries {
 		var i int
-		if e.GetPartitionKey() != "" || e.GetGroupId() != "" {
-			i = r.pickPartition(n, e.GetPartitionKey(), e.GetGroupId())
+		if e.GetPartitionKey() != "" || (q.GetAttributes().GetFifo() && e.GetGroupId() != "") {
+			i, err = r.sendPartition(fmt.Sprintf("entries[%d].", j), tenant, q, e.GetPartitionKey(), e.GetGroupId(), "")
+			if err != nil {
+				refused = append(refused, failedEntry(e.GetId(), err))
+				continue
+			}
 		} else {
 			if rest < 0 {
-				rest = r.pickPartition(n, e.GetIdempotencyKey())
+				rest, _ = r.sendPartition("", tenant, q, "", "", e.GetIdempotencyKey())
 			}
 			i = rest
 		}
-		groups[i] = append(groups[i], e)
+		placed = append(placed, e)
+		at[e] = i
+	}
+	var admitted []*qv1.SendMessageBatchEntry
+	var over []*qv1.BatchResultError
+	if len(placed) > 0 {
+		admitted, over, err = r.admitBatch(ctx, tenant, placed)
+	}
+	if err != nil {
+		if len(refused) == 0 {
+			return nil, err
+		}
+		for _, e := range placed {
+			refused = append(refused, failedEntry(e.GetId(), err))
+		}
+		admitted = nil
+	}
+	refused = append(refused, over...)
+	groups := map[int][]*qv1.SendMessageBatchEntry{}
+	for _, e := range admitted {
+		groups[at[e]] = append(groups[at[e]], e)
+	}
+	if len(groups) == 0 {
+		return &qv1.SendMessageBatchResponse{Failed: refused}, nil
 	}
 	send := func(i int, part []*qv1.SendMessageBatchEntry) (*qv1.SendMessageBatchResponse, error) {
 		return batchWithRoom(ctx, r, tenant, r.shardOf(tenant, q.GetName(), i), q.GetAttributes().GetFifo(), part,
@@ -110,8 +175,8 @@ func (r *Router) SendMessageBatch(ctx context.Context, req *qv1.SendMessageBatch
 			})
 	}
 	if len(groups) == 1 {
-		for i := range groups {
-			return withRefused(refused)(send(i, entries))
+		for i, part := range groups {
+			return withRefused(refused)(send(i, part))
 		}
 	}
 	return withRefused(refused)(mergeBatches(groups, send, func(out, part *qv1.SendMessageBatchResponse) {
@@ -170,10 +235,12 @@ func mergeBatches[K comparable, E any, Resp any](groups map[K][]E, run func(K, [
 
 // ReceiveMessages implements QueueService. A queue with one partition is
 // one call (with its long poll). Otherwise the router sweeps the
-// partitions from a rotating start, without waiting, until it has
-// max_messages (full batches: a consumer's delete of a batch is one command
-// per partition, and measured on three nodes this beat answering with the
-// first partition that had messages by 1.3-1.6x); if all are empty and the
+// partitions from a start that rotates per queue (or that the receive
+// attempt id gives), without waiting, until it has max_messages or the
+// reply's byte budget is spent (full batches: a consumer's delete of a
+// batch is one command per partition, and measured on three nodes this beat
+// answering with the first partition that had messages by 1.3-1.6x); if all
+// are empty and the
 // caller asked for a long poll, it waits on every partition at once without
 // leasing anything, and receives from the first that has a message ready
 // (see pollPartitions).
@@ -185,19 +252,33 @@ func (r *Router) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRe
 	if err != nil {
 		return nil, err
 	}
+	wait, err := durationMs("wait_time", req.GetWaitTime(), -1, maxWaitTime)
+	if err != nil {
+		return nil, err
+	}
+	if wait < 0 {
+		wait = durationMsOf(q.GetAttributes().GetReceiveWait())
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		// A call without a deadline gets call()'s default timeout, which
+		// bounds proposals: a long poll may first wait up to 20 s.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(wait)*time.Millisecond+r.cfg.Timeout)
+		defer cancel()
+	}
 	n := partitions(q)
-	recv := func(ctx context.Context, i int, max int32, wait *durationpb.Duration, waitOnly bool) (*qv1.ReceiveMessagesResponse, error) {
+	recv := func(ctx context.Context, i int, max int32, wait *durationpb.Duration, waitOnly bool, maxBytes int64) (*qv1.ReceiveMessagesResponse, error) {
 		sub := &qv1.ReceiveMessagesRequest{Queue: store.PartitionName(q.GetName(), i), MaxMessages: max,
 			VisibilityTimeout: req.GetVisibilityTimeout(), WaitTime: wait, TagFilter: req.GetTagFilter(),
 			ReceiveAttemptId: req.GetReceiveAttemptId()}
 		t := r.partitionTarget(tenant, q, i)
-		t.waitOnly = waitOnly
+		t.waitOnly, t.maxBytes = waitOnly, maxBytes
 		return withPartition(ctx, r, tenant, q, i, func() (*qv1.ReceiveMessagesResponse, error) {
 			return call(ctx, r, t, queueMethod+"ReceiveMessages", sub, (*Server).ReceiveMessages)
 		})
 	}
 	if n == 1 {
-		return recv(ctx, 0, req.GetMaxMessages(), req.GetWaitTime(), false)
+		return recv(ctx, 0, req.GetMaxMessages(), req.GetWaitTime(), false, 0)
 	}
 	max := req.GetMaxMessages()
 	switch {
@@ -206,25 +287,36 @@ func (r *Router) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRe
 	case max == 0:
 		max = 1
 	}
-	wait, err := durationMs("wait_time", req.GetWaitTime(), -1, maxWaitTime)
-	if err != nil {
-		return nil, err
-	}
-	if wait < 0 {
-		wait = durationMsOf(q.GetAttributes().GetReceiveWait())
-	}
 	out := &qv1.ReceiveMessagesResponse{}
-	start := int(r.rr.Add(1) % uint64(n))
+	// A retried receive attempt must sweep as the first try did, so that
+	// each partition replays what it leased to it: its start is a function
+	// of the attempt id. Other sweeps rotate per queue.
+	var start int
+	if id := req.GetReceiveAttemptId(); id != "" {
+		start = PartitionOfKey(id, n)
+	} else {
+		start = int(r.counters(tenant, q.GetName()).recv.Add(1) % uint64(n))
+	}
 	var lastErr error
 	served := 0
+	// The reply's byte budget is shared: each partition leases within what
+	// the earlier ones left, and the sweep ends when that could not carry
+	// the largest message (a partition always leases a first one).
+	budget := int64(receiveBudget)
 	for j := range n {
+		if budget < maxMessageReply {
+			break
+		}
 		i := (start + j) % n
-		resp, err := recv(ctx, i, max-int32(len(out.Messages)), durationpb.New(0), false)
+		resp, err := recv(ctx, i, max-int32(len(out.Messages)), durationpb.New(0), false, budget)
 		if err != nil {
 			lastErr = err // one partition's shard down: the others still serve
 			continue
 		}
 		served++
+		for _, m := range resp.GetMessages() {
+			budget -= int64(proto.Size(m)) + replyFraming
+		}
 		out.Messages = append(out.Messages, resp.GetMessages()...)
 		if len(out.Messages) >= int(max) {
 			return out, nil
@@ -240,7 +332,8 @@ func (r *Router) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRe
 }
 
 // receiveFunc runs a receive on partition i (wait-only: see waitOnlyHeader).
-type receiveFunc func(ctx context.Context, i int, max int32, wait *durationpb.Duration, waitOnly bool) (*qv1.ReceiveMessagesResponse, error)
+// maxBytes > 0 lowers the reply's byte budget (see maxBytesHeader).
+type receiveFunc func(ctx context.Context, i int, max int32, wait *durationpb.Duration, waitOnly bool, maxBytes int64) (*qv1.ReceiveMessagesResponse, error)
 
 // pollPartitions long-polls the n partitions of a queue for waitMs. A
 // receive that leases must not be cancelled (a proposal already committing
@@ -264,7 +357,7 @@ func pollPartitions(ctx context.Context, n int, max int32, waitMs int64, recv re
 		if i < 0 {
 			return &qv1.ReceiveMessagesResponse{}, nil
 		}
-		resp, err := recv(ctx, i, max, durationpb.New(0), false)
+		resp, err := recv(ctx, i, max, durationpb.New(0), false, 0)
 		if err != nil || len(resp.GetMessages()) > 0 {
 			return resp, err
 		}
@@ -302,7 +395,7 @@ func waitPartitions(ctx context.Context, n int, max int32, deadline time.Time, r
 	answers := make(chan answer, n)
 	for i := range n {
 		go func() {
-			_, err := recv(wctx, i, max, durationpb.New(remaining), true)
+			_, err := recv(wctx, i, max, durationpb.New(remaining), true, 0)
 			answers <- answer{i, err}
 		}()
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
@@ -103,7 +104,31 @@ func (r *Router) ListQueues(ctx context.Context, req *qv1.ListQueuesRequest) (*q
 	if strings.Contains(req.GetPrefix(), "#") {
 		return nil, fieldError("prefix", "a queue name has no '#'")
 	}
-	return call(ctx, r, target{shard: MetadataShard}, queueMethod+"ListQueues", req, (*Server).ListQueues)
+	// On a one-shard cluster the metadata shard also stores the partitions
+	// (name#i) beside the records: they are not queues, so skip them, and
+	// read on while they thinned a page.
+	want := int(req.GetPageSize())
+	if want == 0 {
+		want = defaultPageSize
+	}
+	sub := proto.Clone(req).(*qv1.ListQueuesRequest)
+	out := &qv1.ListQueuesResponse{}
+	for {
+		resp, err := call(ctx, r, target{shard: MetadataShard}, queueMethod+"ListQueues", sub, (*Server).ListQueues)
+		if err != nil {
+			return nil, err
+		}
+		for _, q := range resp.GetQueues() {
+			if !strings.Contains(q.GetName(), "#") {
+				out.Queues = append(out.Queues, q)
+			}
+		}
+		out.NextPageToken = resp.GetNextPageToken()
+		if out.NextPageToken == "" || len(out.Queues) >= want {
+			return out, nil
+		}
+		sub.PageSize, sub.PageToken = int32(want-len(out.Queues)), out.NextPageToken
+	}
 }
 
 // UpdateQueue implements QueueService: the record of truth first, then
@@ -112,7 +137,46 @@ func (r *Router) UpdateQueue(ctx context.Context, req *qv1.UpdateQueueRequest) (
 	if sh, ok := direct(ctx); ok {
 		return onShard(ctx, r, sh, req, (*Server).UpdateQueue)
 	}
+	if err := r.checkGrowth(ctx, req); err != nil {
+		return nil, err
+	}
 	return recordThenPartitions(ctx, r, req.GetName(), queueMethod+"UpdateQueue", req, (*Server).UpdateQueue)
+}
+
+// ReasonFIFOPartitionsFixed: an UpdateQueue asked a FIFO queue for more
+// partitions (documented in api/quorumq/v1/queue.proto).
+const ReasonFIFOPartitionsFixed = "FIFO_PARTITIONS_FIXED"
+
+// checkGrowth refuses more partitions for a FIFO queue. A group's partition
+// is a hash of the group modulo the partition count, so growing moves most
+// groups to another partition while their earlier messages still wait on
+// the old one: order and deduplication within the group would break.
+func (r *Router) checkGrowth(ctx context.Context, req *qv1.UpdateQueueRequest) error {
+	grows := false
+	for _, p := range req.GetUpdateMask().GetPaths() {
+		grows = grows || strings.TrimPrefix(p, "attributes.") == "partitions"
+	}
+	if !grows {
+		return nil // without the path in the mask the partitions stay as they are
+	}
+	tenant, err := require(ctx, ScopeQueuesAdmin)
+	if err != nil {
+		return err
+	}
+	if err := checkName("name", req.GetName()); err != nil {
+		return err
+	}
+	r.forget(tenant, req.GetName())
+	q, err := r.queue(ctx, tenant, req.GetName())
+	if err != nil {
+		return err
+	}
+	if q.GetAttributes().GetFifo() && int(req.GetAttributes().GetPartitions()) > partitions(q) {
+		return statusError(codes.FailedPrecondition, ReasonFIFOPartitionsFixed,
+			fmt.Sprintf("the partitions of FIFO queue %s cannot grow: its message groups would move to other partitions and lose their order", q.GetName()),
+			map[string]string{"field": "attributes.partitions"})
+	}
+	return nil
 }
 
 // DeleteQueue implements QueueService: the record of truth first (it
@@ -139,6 +203,7 @@ func (r *Router) DeleteQueue(ctx context.Context, req *qv1.DeleteQueueRequest) (
 		return nil, err
 	}
 	r.forget(tenant, req.GetName())
+	r.rr.Delete(cacheKey(tenant, req.GetName()))
 	_, err = fanOut(q, func(i int) (*qv1.DeleteQueueResponse, error) {
 		if r.isRecord(tenant, q.GetName(), i) {
 			return nil, nil

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	"github.com/quorumq/quorumq/raftnode"
 )
 
 // Headers of a call the router sends to one shard's leader. A call that
@@ -37,6 +39,9 @@ const (
 	// before its wait ends) or the wait ends: the router long-polls several
 	// partitions this way, since cancelling a wait loses no lease.
 	waitOnlyHeader = "x-quorumq-wait-only"
+	// maxBytesHeader lowers the byte budget of a routed ReceiveMessages'
+	// reply below receiveBudget: a sweep over partitions shares one reply.
+	maxBytesHeader = "x-quorumq-max-bytes"
 )
 
 // queueMethod prefixes QueueService's full method names.
@@ -89,7 +94,7 @@ type Router struct {
 	cfg    RouterConfig
 	log    *slog.Logger
 	cache  sync.Map // tenant "\x00" name -> *queueEntry
-	rr     atomic.Uint64
+	rr     sync.Map // tenant "\x00" name -> *queueCounters
 	tracer trace.Tracer
 	shards atomic.Int64 // 0 until an API-tier node has seen the cluster
 
@@ -185,6 +190,14 @@ func (r *Router) serving(ctx context.Context, shard uint64) (*Server, error) {
 			fmt.Sprintf("node %d has no replica of shard %d", r.cfg.Self, shard), nil)
 	}
 	leader, err := srv.leader(ctx)
+	if errors.Is(err, raftnode.ErrHalted) {
+		// Name the healthy leader, so the caller forwards there at once.
+		var meta map[string]string
+		if hint := r.peerLeader(ctx, shard); hint != 0 {
+			meta = map[string]string{"leader": fmt.Sprint(hint), "shard": fmt.Sprint(shard)}
+		}
+		return nil, statusError(codes.Unavailable, ReasonNotLeader, fmt.Sprintf("node %d's replica of shard %d is halted: %v", r.cfg.Self, shard, err), meta)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -204,6 +217,7 @@ type target struct {
 	incarnation int64
 	recordOnly  bool
 	waitOnly    bool
+	maxBytes    int64
 }
 
 func (t target) headers() []string {
@@ -220,6 +234,9 @@ func (t target) headers() []string {
 	if t.waitOnly {
 		h = append(h, waitOnlyHeader, "1")
 	}
+	if t.maxBytes > 0 {
+		h = append(h, maxBytesHeader, strconv.FormatInt(t.maxBytes, 10))
+	}
 	return h
 }
 
@@ -228,6 +245,7 @@ func (t target) headers() []string {
 func localContext(ctx context.Context, t target) context.Context {
 	md, _ := metadata.FromIncomingContext(ctx)
 	md = md.Copy()
+	delete(md, maxBytesHeader) // only the router sets it
 	h := t.headers()
 	for i := 0; i < len(h); i += 2 {
 		md.Set(h[i], h[i+1])
@@ -256,7 +274,7 @@ func call[Req, Resp proto.Message](ctx context.Context, r *Router, t target, met
 		leader := hinted
 		if leader == 0 {
 			var err error
-			if leader, err = r.cfg.View.Leader(ctx, t.shard); err != nil {
+			if leader, err = r.leaderOf(ctx, t.shard); err != nil {
 				return zero, err
 			}
 		}
@@ -264,7 +282,7 @@ func call[Req, Resp proto.Message](ctx context.Context, r *Router, t target, met
 		var resp Resp
 		if srv := r.cfg.Local[t.shard]; srv != nil && leader == r.cfg.Self {
 			lctx := ctx
-			if t.incarnation != 0 || t.waitOnly { // only a partition create and a wait-only receive read their headers
+			if t.incarnation != 0 || t.waitOnly || t.maxBytes != 0 { // only partition calls and receives read their headers
 				lctx = localContext(ctx, t)
 			}
 			resp, err = local(srv, lctx, req)

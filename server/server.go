@@ -177,12 +177,7 @@ func (m *stateMachine) AfterApply(results []any) {
 		if !ok || res == nil {
 			continue
 		}
-		if res.Woken {
-			m.srv.polls.wake(res.Tenant, res.Queue)
-			for _, q := range res.Touched {
-				m.srv.polls.wake(q.Tenant, q.Name)
-			}
-		}
+		m.srv.polls.wakeFor(res)
 		if res.TenantRecord != nil { // a quota changed
 			m.srv.limiter.forget(res.Tenant)
 		}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	"github.com/quorumq/quorumq/raftnode"
 )
 
 // LocalView finds shard leaders through this node's own Raft replicas (a
@@ -183,4 +185,71 @@ func (v *RemoteView) Cluster() *qv1.GetClusterResponse {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.last
+}
+
+// leaderOf is the leader of shard that the router routes to: the view's,
+// unless this node's replica of the shard is halted (it stopped after a
+// storage failure, so it knows no leader, or names itself): then the one
+// the other nodes report, once they elected one, within ctx. Else a halted
+// replica's node would retry itself until the deadline while a healthy
+// leader serves the shard.
+func (r *Router) leaderOf(ctx context.Context, shard uint64) (uint64, error) {
+	leader, err := r.cfg.View.Leader(ctx, shard)
+	if (err == nil && leader != r.cfg.Self) || !r.halted(shard) || r.cfg.Forwarder == nil {
+		return leader, err
+	}
+	for {
+		if l := r.peerLeader(ctx, shard); l != 0 {
+			return l, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, statusError(codes.Unavailable, ReasonNotLeader,
+				fmt.Sprintf("node %d's replica of shard %d is halted and no other node names a leader", r.cfg.Self, shard), nil)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// halted reports whether this node's replica of shard stopped after a
+// storage failure.
+func (r *Router) halted(shard uint64) bool {
+	srv := r.cfg.Local[shard]
+	if srv == nil {
+		return false
+	}
+	_, err := srv.raft.Status(shard)
+	return errors.Is(err, raftnode.ErrHalted)
+}
+
+// peerLeader asks the other nodes which node leads shard (the answer of
+// the highest term wins); 0 when none names another node.
+func (r *Router) peerLeader(ctx context.Context, shard uint64) uint64 {
+	if r.cfg.Forwarder == nil {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	var ids []uint64
+	for id := range r.cfg.Forwarder.peers {
+		if id != r.cfg.Self {
+			ids = append(ids, id)
+		}
+	}
+	answers, _ := parallel(len(ids), func(i int) (*qv1.GetClusterResponse, error) {
+		out := &qv1.GetClusterResponse{}
+		if err := r.cfg.Forwarder.invoke(ctx, ids[i], peerClusterMethod, &qv1.GetClusterRequest{}, out); err != nil {
+			return nil, nil // that node is down: ask the others
+		}
+		return out, nil
+	})
+	var leader, term uint64
+	for _, a := range answers {
+		for _, sh := range a.GetShards() {
+			if sh.GetId() == shard && sh.GetLeader() != 0 && sh.GetLeader() != r.cfg.Self && sh.GetTerm() >= term {
+				leader, term = sh.GetLeader(), sh.GetTerm()
+			}
+		}
+	}
+	return leader
 }

@@ -314,11 +314,18 @@ func (t *txn) receive(op *storepb.Receive, res *Result) error {
 	// Collect first, write after: the scan reads a consistent view and the
 	// writes never feed back into it.
 	var lease, dead []*storepb.MessageRecord
+	var replyBytes int64
 	take := func(m *storepb.MessageRecord) bool {
 		if a.DeadLetterQueue != "" && m.ReceiveCount >= a.MaxReceiveCount {
 			dead = append(dead, m)
 			return len(dead) >= maxDeadPerReceive
 		}
+		// Never lease what the reply cannot carry (a first message always).
+		size := ReplySize(m)
+		if op.MaxBytes > 0 && len(lease) > 0 && replyBytes+size > op.MaxBytes {
+			return true
+		}
+		replyBytes += size
 		lease = append(lease, m)
 		return len(lease) >= int(op.MaxMessages)
 	}
@@ -371,6 +378,16 @@ func (t *txn) receive(op *storepb.Receive, res *Result) error {
 		return t.putQueueMeta(q.Id, meta)
 	}
 	return nil
+}
+
+// ReplyOverhead bounds what a received message adds to a reply beyond its
+// body, attributes, tags and names: receipt handle, times, counts, framing.
+const ReplyOverhead = 512
+
+// ReplySize bounds the bytes message m takes in a receive's reply; a
+// Receive's max_bytes counts it.
+func ReplySize(m *storepb.MessageRecord) int64 {
+	return m.Size + int64(len(m.Id)+len(m.GroupId)+len(m.DeadLetterSource)) + ReplyOverhead
 }
 
 // byHandle resolves a receipt handle to its message: nil message with a nil

@@ -44,7 +44,8 @@ type QueueAttributes struct {
 	Fifo bool `protobuf:"varint,7,opt,name=fifo,proto3" json:"fifo,omitempty"`
 	// FIFO deduplication by SHA-256 of the body. Fixed at creation.
 	ContentBasedDeduplication bool `protobuf:"varint,8,opt,name=content_based_deduplication,json=contentBasedDeduplication,proto3" json:"content_based_deduplication,omitempty"`
-	// Number of partitions, 1 – 64 (default 1); may grow, never shrink.
+	// Number of partitions, 1 – 64 (default 1); may grow, never shrink. A
+	// FIFO queue's partitions are fixed at creation (FIFO_PARTITIONS_FIXED).
 	Partitions    int32 `protobuf:"varint,9,opt,name=partitions,proto3" json:"partitions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -977,8 +978,10 @@ type SendMessageRequest struct {
 	// result instead of storing the message again. 1 – 128 bytes.
 	IdempotencyKey string `protobuf:"bytes,9,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// Partitioned queues: messages with the same key go to the same
-	// partition (and keep their order there); without a key, or group_id, or
-	// idempotency_key, sends are spread round robin. 1 – 128 bytes.
+	// partition (and keep their order there); without a key, or
+	// idempotency_key, sends are spread round robin. 1 – 128 bytes. On a FIFO
+	// queue the group_id decides the partition: partition_key must be empty
+	// or equal to group_id (else INVALID_ARGUMENT).
 	PartitionKey  string `protobuf:"bytes,10,opt,name=partition_key,json=partitionKey,proto3" json:"partition_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

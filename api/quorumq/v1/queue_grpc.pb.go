@@ -58,6 +58,8 @@ const (
 //	DEAD_LETTER_QUEUE_INVALID (400) the dead-letter target is missing, is the
 //	                              queue itself, or differs in FIFO-ness.
 //	QUEUE_IN_USE           (412) the queue is another queue's dead-letter target.
+//	FIFO_PARTITIONS_FIXED  (412) UpdateQueue asked a FIFO queue for more
+//	                              partitions (its groups would move).
 //	QUOTA_EXCEEDED         (429) a tenant quota is used up.
 //	NOT_LEADER             (503) this node does not lead the shard; retry.
 //	NO_QUORUM              (503) the shard has no quorum within the deadline.
@@ -90,7 +92,12 @@ type QueueServiceClient interface {
 	SendMessageBatch(ctx context.Context, in *SendMessageBatchRequest, opts ...grpc.CallOption) (*SendMessageBatchResponse, error)
 	// ReceiveMessages leases up to max_messages visible messages, oldest first.
 	// With wait_time > 0 it waits (long poll) until a message is visible or the
-	// wait ends, and answers empty then.
+	// wait ends, and answers empty then. A reply is at most about 4 MiB (a
+	// gRPC client's default receive limit; every hop between nodes takes 8
+	// MiB): the receive stops before a message that would take its reply past
+	// that budget, so it may return fewer than max_messages while more are
+	// visible (with 1 MiB messages, 3). It always returns a first visible
+	// message, and never leases one it does not return.
 	ReceiveMessages(ctx context.Context, in *ReceiveMessagesRequest, opts ...grpc.CallOption) (*ReceiveMessagesResponse, error)
 	// DeleteMessage removes a received message. Deleting an already deleted
 	// message succeeds; a handle superseded by a later receive fails with
@@ -279,6 +286,8 @@ func (c *queueServiceClient) RedriveMessages(ctx context.Context, in *RedriveMes
 //	DEAD_LETTER_QUEUE_INVALID (400) the dead-letter target is missing, is the
 //	                              queue itself, or differs in FIFO-ness.
 //	QUEUE_IN_USE           (412) the queue is another queue's dead-letter target.
+//	FIFO_PARTITIONS_FIXED  (412) UpdateQueue asked a FIFO queue for more
+//	                              partitions (its groups would move).
 //	QUOTA_EXCEEDED         (429) a tenant quota is used up.
 //	NOT_LEADER             (503) this node does not lead the shard; retry.
 //	NO_QUORUM              (503) the shard has no quorum within the deadline.
@@ -311,7 +320,12 @@ type QueueServiceServer interface {
 	SendMessageBatch(context.Context, *SendMessageBatchRequest) (*SendMessageBatchResponse, error)
 	// ReceiveMessages leases up to max_messages visible messages, oldest first.
 	// With wait_time > 0 it waits (long poll) until a message is visible or the
-	// wait ends, and answers empty then.
+	// wait ends, and answers empty then. A reply is at most about 4 MiB (a
+	// gRPC client's default receive limit; every hop between nodes takes 8
+	// MiB): the receive stops before a message that would take its reply past
+	// that budget, so it may return fewer than max_messages while more are
+	// visible (with 1 MiB messages, 3). It always returns a first visible
+	// message, and never leases one it does not return.
 	ReceiveMessages(context.Context, *ReceiveMessagesRequest) (*ReceiveMessagesResponse, error)
 	// DeleteMessage removes a received message. Deleting an already deleted
 	// message succeeds; a handle superseded by a later receive fails with

@@ -951,8 +951,12 @@ type Receive struct {
 	// still in flight) returns them again with the same receipt handles and
 	// changes nothing; otherwise it is a fresh receive. Empty: none.
 	ReceiveAttemptId string `protobuf:"bytes,6,opt,name=receive_attempt_id,json=receiveAttemptId,proto3" json:"receive_attempt_id,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Byte budget of the reply: the receive stops leasing before a message
+	// whose reply size (store.ReplySize) would take the total past it, but
+	// always leases a first message. 0: no budget.
+	MaxBytes      int64 `protobuf:"varint,7,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Receive) Reset() {
@@ -1025,6 +1029,13 @@ func (x *Receive) GetReceiveAttemptId() string {
 		return x.ReceiveAttemptId
 	}
 	return ""
+}
+
+func (x *Receive) GetMaxBytes() int64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
 }
 
 // Delete removes messages by receipt handle.
@@ -2382,14 +2393,15 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\tTagFilter\x12\x10\n" +
 	"\x03all\x18\x01 \x03(\tR\x03all\x12\x10\n" +
 	"\x03any\x18\x02 \x03(\tR\x03any\x12\x12\n" +
-	"\x04none\x18\x03 \x03(\tR\x04none\"\xeb\x01\n" +
+	"\x04none\x18\x03 \x03(\tR\x04none\"\x88\x02\n" +
 	"\aReceive\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x12!\n" +
 	"\fmax_messages\x18\x03 \x01(\x05R\vmaxMessages\x122\n" +
 	"\x15visibility_timeout_ms\x18\x04 \x01(\x03R\x13visibilityTimeoutMs\x12-\n" +
 	"\x06filter\x18\x05 \x01(\v2\x15.storepb.v1.TagFilterR\x06filter\x12,\n" +
-	"\x12receive_attempt_id\x18\x06 \x01(\tR\x10receiveAttemptId\"_\n" +
+	"\x12receive_attempt_id\x18\x06 \x01(\tR\x10receiveAttemptId\x12\x1b\n" +
+	"\tmax_bytes\x18\a \x01(\x03R\bmaxBytes\"_\n" +
 	"\x06Delete\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x12'\n" +
