@@ -19,7 +19,8 @@ type QueueDepth struct {
 // costs, per queue, a scan of its in-flight and delayed messages plus one
 // seek. fn returning false stops the walk.
 func (s *Store) Depths(nowMs int64, limit int, fn func(QueueDepth) bool) (err error) {
-	t := s.reader(nowMs)
+	t, done := s.snapshot(nowMs)
+	defer done()
 	qs, err := t.queues()
 	if err != nil {
 		return err

@@ -164,7 +164,8 @@ func (t *txn) expireMarkers(limit int, res *Result) (err error) {
 // deduplication or receive attempt record, or an old delivered marker. It
 // reads O(queues) keys.
 func (s *Store) NeedsTick(nowMs int64) (bool, error) {
-	t := s.reader(nowMs)
+	t, done := s.snapshot(nowMs)
+	defer done()
 	qs, err := t.queues()
 	if err != nil {
 		return false, err

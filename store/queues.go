@@ -332,7 +332,8 @@ func publicRecord(q *storepb.QueueRecord) *storepb.QueueRecord {
 // GetQueue returns a queue of this replica with its stats at nowMs, or
 // ErrQueueNotFound.
 func (s *Store) GetQueue(tenant, name string, nowMs int64) (*QueueInfo, error) {
-	t := s.reader(nowMs)
+	t, done := s.snapshot(nowMs)
+	defer done()
 	q, err := t.queue(tenant, name)
 	if err != nil {
 		return nil, err

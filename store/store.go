@@ -213,6 +213,16 @@ type txn struct {
 
 func (s *Store) reader(now int64) *txn { return &txn{s: s, r: s.db, now: now} }
 
+// snapshot is a reader over one point-in-time view of the db. A read that
+// walks an index and then reads records (Peek, stats, NeedsTick, Depths)
+// must use one: iterators are point-in-time but a Get on the live db sees
+// later applies, so an index entry could point to a message deleted since
+// ("index entry without message"). The caller calls done when finished.
+func (s *Store) snapshot(now int64) (t *txn, done func()) {
+	snap := s.db.NewSnapshot()
+	return &txn{s: s, r: snap, now: now}, func() { _ = snap.Close() }
+}
+
 // marshal is deterministic (sorted map keys): replicas must write identical
 // bytes.
 var marshal = proto.MarshalOptions{Deterministic: true}
