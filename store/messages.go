@@ -188,6 +188,39 @@ func (t *txn) sendOne(q *storepb.QueueRecord, meta *storepb.QueueMeta, e *storep
 			return false, nil
 		}
 	}
+	// An idempotency key (any queue) or a deduplication id (FIFO) seen
+	// within its window answers with the first message; nothing is stored.
+	// This comes before the delay, size and quota checks: a retry of a
+	// stored send must get the first outcome even when the tenant is at
+	// its byte quota now (else the caller believes it was not stored).
+	type seen struct {
+		key    string
+		window int64
+		old    *storepb.DedupRecord // expired, not yet ticked away: replaced
+	}
+	var remember []seen
+	for _, c := range []seen{
+		{key: prefixed(idempotencyPrefix, e.IdempotencyKey), window: IdempotencyWindowMs},
+		{key: prefixed(deduplicationPrefix, dedupID), window: DeduplicationWindowMs},
+	} {
+		key := c.key
+		if key == "" {
+			continue
+		}
+		rec := &storepb.DedupRecord{}
+		found, live, err := t.recall(q.Id, key, rec)
+		if err != nil {
+			return false, err
+		}
+		if live {
+			*out = SendOutcome{MessageID: rec.MessageId, Seq: rec.Seq, Duplicate: true}
+			return false, nil
+		}
+		if found {
+			c.old = rec
+		}
+		remember = append(remember, c)
+	}
 	var visibleAt int64
 	switch {
 	case e.DeliverAtMs > 0:
@@ -219,36 +252,6 @@ func (t *txn) sendOne(q *storepb.QueueRecord, meta *storepb.QueueMeta, e *storep
 	if ok, err := t.roomForBytes(q.Tenant, size); err != nil || !ok {
 		out.Err = ErrQuotaExceeded
 		return false, err
-	}
-	// An idempotency key (any queue) or a deduplication id (FIFO) seen
-	// within its window answers with the first message; nothing is stored.
-	type seen struct {
-		key    string
-		window int64
-		old    *storepb.DedupRecord // expired, not yet ticked away: replaced
-	}
-	var remember []seen
-	for _, c := range []seen{
-		{key: prefixed(idempotencyPrefix, e.IdempotencyKey), window: IdempotencyWindowMs},
-		{key: prefixed(deduplicationPrefix, dedupID), window: DeduplicationWindowMs},
-	} {
-		key := c.key
-		if key == "" {
-			continue
-		}
-		rec := &storepb.DedupRecord{}
-		found, live, err := t.recall(q.Id, key, rec)
-		if err != nil {
-			return false, err
-		}
-		if live {
-			*out = SendOutcome{MessageID: rec.MessageId, Seq: rec.Seq, Duplicate: true}
-			return false, nil
-		}
-		if found {
-			c.old = rec
-		}
-		remember = append(remember, c)
 	}
 	m := &storepb.MessageRecord{
 		Body: e.Body, Attributes: e.Attributes, Tags: tags,
