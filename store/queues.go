@@ -91,6 +91,13 @@ func (t *txn) createQueue(op *storepb.CreateQueue, res *Result) error {
 	if err != nil {
 		return err
 	}
+	if existing != nil && op.PartitionCopy && op.Incarnation < existing.Incarnation {
+		// Incarnations only move forward: a delayed create of an older
+		// queue of this name (a fan-out racing a delete + re-create) must
+		// not wipe the newer queue's messages.
+		res.Err = ErrOlderIncarnation
+		return nil
+	}
 	if existing != nil && op.PartitionCopy && existing.Incarnation != op.Incarnation {
 		if err := t.dropQueue(existing); err != nil {
 			return err
