@@ -142,10 +142,9 @@ func (s *Store) Apply(b *pebble.Batch, index uint64, data []byte) (any, error) {
 		return nil, err
 	}
 	t.sm = sm
-	// Time never runs backwards: a new leader's clock may lag the old one's.
-	t.now = max(sm.LastTimeMs, cmd.TimeMs)
-	t.smDirty = t.now != sm.LastTimeMs
-	sm.LastTimeMs = t.now
+	t.now = applyTime(sm.LastTimeMs, sm.LastStampMs, cmd.TimeMs)
+	t.smDirty = t.now != sm.LastTimeMs || cmd.TimeMs != sm.LastStampMs
+	sm.LastTimeMs, sm.LastStampMs = t.now, cmd.TimeMs
 
 	res := &Result{}
 	var err error
@@ -192,6 +191,44 @@ func (s *Store) Apply(b *pebble.Batch, index uint64, data []byte) (any, error) {
 		return nil, err
 	}
 	return res, nil
+}
+
+// Clock bounds (see DESIGN.md, "Time"). Replicas apply the same rule to
+// the same stamps, so the result is deterministic.
+const (
+	// MaxClockJumpMs bounds how far one command moves apply time forward:
+	// a single wildly-ahead stamp (a clock set years ahead) must not expire
+	// every message at once. After an idle gap longer than this, time
+	// catches up by this much per command.
+	MaxClockJumpMs = 24 * 60 * 60 * 1000
+	// maxBehindStepMs caps the proposer's elapsed time that counts while
+	// its stamps are behind apply time (interleaved proposers' stamps must
+	// not push time ahead by their clocks' difference).
+	maxBehindStepMs = 10_000
+)
+
+// applyTime returns a command's apply time from the last applied time, the
+// previous command's stamp and this command's stamp. Time never runs
+// backwards. A stamp ahead moves time to it, at most MaxClockJumpMs per
+// command. A stamp behind (a new leader whose clock lags the old one's)
+// does not freeze time until its clock catches up: time advances by half
+// the proposer's elapsed time since the previous stamp (capped at
+// maxBehindStepMs), so durations keep running and the lead is absorbed
+// within twice its size.
+func applyTime(last, lastStamp, stamp int64) int64 {
+	if last == 0 {
+		return max(stamp, 0) // the shard's first command
+	}
+	if stamp >= last {
+		return min(stamp, last+MaxClockJumpMs)
+	}
+	step := min(stamp-lastStamp, maxBehindStepMs)
+	if step <= 0 || lastStamp == 0 {
+		return last
+	}
+	// Half, rounded up: a proposer stamping every millisecond still moves
+	// time.
+	return last + (step+1)/2
 }
 
 // txn is one command's (or one read's) view: r serves reads, b takes writes

@@ -1836,9 +1836,13 @@ func (x *QueueMeta) GetLowSeq() uint64 {
 type ShardMeta struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Largest command time applied (Unix ms).
-	LastTimeMs    int64  `protobuf:"varint,1,opt,name=last_time_ms,json=lastTimeMs,proto3" json:"last_time_ms,omitempty"`
-	NextQueueId   uint64 `protobuf:"varint,2,opt,name=next_queue_id,json=nextQueueId,proto3" json:"next_queue_id,omitempty"`
-	NextOutboxId  uint64 `protobuf:"varint,3,opt,name=next_outbox_id,json=nextOutboxId,proto3" json:"next_outbox_id,omitempty"`
+	LastTimeMs   int64  `protobuf:"varint,1,opt,name=last_time_ms,json=lastTimeMs,proto3" json:"last_time_ms,omitempty"`
+	NextQueueId  uint64 `protobuf:"varint,2,opt,name=next_queue_id,json=nextQueueId,proto3" json:"next_queue_id,omitempty"`
+	NextOutboxId uint64 `protobuf:"varint,3,opt,name=next_outbox_id,json=nextOutboxId,proto3" json:"next_outbox_id,omitempty"`
+	// The previous command's own time stamp (unclamped), so that time keeps
+	// flowing by the proposer's elapsed time when its clock is behind
+	// last_time_ms (see DESIGN.md, "Time").
+	LastStampMs   int64 `protobuf:"varint,4,opt,name=last_stamp_ms,json=lastStampMs,proto3" json:"last_stamp_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1890,6 +1894,13 @@ func (x *ShardMeta) GetNextQueueId() uint64 {
 func (x *ShardMeta) GetNextOutboxId() uint64 {
 	if x != nil {
 		return x.NextOutboxId
+	}
+	return 0
+}
+
+func (x *ShardMeta) GetLastStampMs() int64 {
+	if x != nil {
+		return x.LastStampMs
 	}
 	return 0
 }
@@ -2413,12 +2424,13 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\bnext_seq\x18\x01 \x01(\x04R\anextSeq\x12\x1a\n" +
 	"\bmessages\x18\x02 \x01(\x03R\bmessages\x12\x14\n" +
 	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x12\x17\n" +
-	"\alow_seq\x18\x04 \x01(\x04R\x06lowSeq\"w\n" +
+	"\alow_seq\x18\x04 \x01(\x04R\x06lowSeq\"\x9b\x01\n" +
 	"\tShardMeta\x12 \n" +
 	"\flast_time_ms\x18\x01 \x01(\x03R\n" +
 	"lastTimeMs\x12\"\n" +
 	"\rnext_queue_id\x18\x02 \x01(\x04R\vnextQueueId\x12$\n" +
-	"\x0enext_outbox_id\x18\x03 \x01(\x04R\fnextOutboxId\"b\n" +
+	"\x0enext_outbox_id\x18\x03 \x01(\x04R\fnextOutboxId\x12\"\n" +
+	"\rlast_stamp_ms\x18\x04 \x01(\x03R\vlastStampMs\"b\n" +
 	"\vDedupRecord\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x10\n" +
