@@ -129,7 +129,7 @@ type propMsg struct {
 // propView is the whole message population of the shard at one point.
 type propView struct {
 	now    int64
-	stamp  int64 // the last command's own stamp
+	stamp  int64                           // the last command's own stamp
 	queues map[string]*storepb.QueueRecord // by name (one tenant)
 	byID   map[uint64]*storepb.QueueRecord
 	msgs   map[string]*propMsg    // by message id
