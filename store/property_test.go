@@ -1011,6 +1011,7 @@ func (g *propGen) checkCounters(i int) {
 		if meta.Messages != st.Messages || meta.Bytes != st.Bytes {
 			g.t.Fatalf("seed %d after entry %d: %s: meta says %d messages / %d bytes, records %d / %d", g.seed, i, q.Name, meta.Messages, meta.Bytes, st.Messages, st.Bytes)
 		}
+		g.checkDue(i, r, q, meta)
 		info, err := g.s.GetQueue(q.Tenant, q.Name, v.now)
 		if err != nil {
 			g.t.Fatal(err)

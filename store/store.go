@@ -24,9 +24,10 @@ const CommandVersion = 1
 // Apply is called by one goroutine at a time (the shard's apply loop); the
 // read methods may run concurrently with it and see committed state only.
 type Store struct {
-	db       *pebble.DB
-	shard    uint64
-	keysRead atomic.Uint64
+	db         *pebble.DB
+	shard      uint64
+	keysRead   atomic.Uint64
+	pointsRead atomic.Uint64
 }
 
 // New returns the store of shard in db. It keeps no state of its own besides
@@ -41,6 +42,11 @@ func (s *Store) Shard() uint64 { return s.shard }
 // point gets) by Apply and the read methods. Tests use it to assert that a
 // filtered receive reads O(matched) keys, not the backlog.
 func (s *Store) KeysRead() uint64 { return s.keysRead.Load() }
+
+// PointsRead returns the number of internal points (tombstones included)
+// the store's iterators passed, as Pebble counts them: a walk over the
+// tombstones of deleted messages shows here, not in KeysRead.
+func (s *Store) PointsRead() uint64 { return s.pointsRead.Load() }
 
 // Result is the outcome of one applied command. Apply returns it as `any` to
 // fit the Raft host's interface; the proposer type-asserts *Result.
@@ -138,16 +144,18 @@ func (s *Store) Apply(b *pebble.Batch, index uint64, data []byte) (any, error) {
 	}
 	t := &txn{s: s, r: b, b: b}
 	sm := &storepb.ShardMeta{}
-	if _, err := t.get(keys.ShardMeta(s.shard), sm); err != nil {
+	found, err := t.get(keys.ShardMeta(s.shard), sm)
+	if err != nil {
 		return nil, err
 	}
 	t.sm = sm
 	t.now = applyTime(sm.LastTimeMs, sm.LastStampMs, cmd.TimeMs)
-	t.smDirty = t.now != sm.LastTimeMs || cmd.TimeMs != sm.LastStampMs
+	t.smDirty = t.now != sm.LastTimeMs || cmd.TimeMs != sm.LastStampMs || !found
+	// A new shard keeps the due index from its first command.
+	sm.DueIndex = sm.DueIndex || !found
 	sm.LastTimeMs, sm.LastStampMs = t.now, cmd.TimeMs
 
 	res := &Result{}
-	var err error
 	switch op := cmd.Op.(type) {
 	case *storepb.Command_CreateQueue:
 		err = t.createQueue(op.CreateQueue, res)
@@ -186,6 +194,9 @@ func (s *Store) Apply(b *pebble.Batch, index uint64, data []byte) (any, error) {
 	}
 	if err == nil {
 		err = t.flushMarks()
+	}
+	if err == nil {
+		err = t.flushMetas()
 	}
 	if err != nil {
 		return nil, err
@@ -246,6 +257,9 @@ type txn struct {
 
 	marks      map[string]position // index low-water marks loaded (by mark key)
 	marksDirty map[string]bool     // to write back at the command's end
+
+	metas      map[uint64]*storepb.QueueMeta // queue metas loaded (by queue id)
+	metasDirty map[uint64]bool               // to write back at the command's end
 }
 
 func (s *Store) reader(now int64) *txn { return &txn{s: s, r: s.db, now: now} }
@@ -314,8 +328,9 @@ func (t *txn) delRange(lo, hi []byte) error {
 
 // iter is a bounded iterator that counts every position it lands on.
 type iter struct {
-	it *pebble.Iterator
-	n  *atomic.Uint64
+	it     *pebble.Iterator
+	n      *atomic.Uint64
+	points *atomic.Uint64
 }
 
 func (t *txn) iter(lo, hi []byte) (*iter, error) {
@@ -323,7 +338,7 @@ func (t *txn) iter(lo, hi []byte) (*iter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: iterate %s: %w", keys.Pretty(lo), err)
 	}
-	return &iter{it: it, n: &t.s.keysRead}, nil
+	return &iter{it: it, n: &t.s.keysRead, points: &t.s.pointsRead}, nil
 }
 
 func (i *iter) count(ok bool) bool {
@@ -341,6 +356,7 @@ func (i *iter) Value() ([]byte, error) { return i.it.ValueAndErr() }
 
 // Close closes the iterator and reports any error it met.
 func (i *iter) Close() error {
+	i.points.Add(i.it.Stats().InternalStats.PointCount)
 	if err := i.it.Close(); err != nil {
 		return fmt.Errorf("store: iterator: %w", err)
 	}
