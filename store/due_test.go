@@ -3,6 +3,9 @@ package store
 import (
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
+	"github.com/quorumq/quorumq/internal/keys"
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
@@ -156,5 +159,58 @@ func TestDepthsFromCounters(t *testing.T) {
 	want("after the delays ended and a tick", st, 2005, 0, 0)
 	if need, _ := h.s.NeedsTick(h.now); need {
 		t.Fatal("NeedsTick with nothing due: true")
+	}
+}
+
+// TestDueIndexBuiltForOldShards: a shard written before the due index and
+// the counters (no due entries, ShardMeta.due_index and QueueMeta.counted
+// unset) still expires its messages: NeedsTick answers true until a Tick
+// has scheduled every queue, and the counters are counted once.
+func TestDueIndexBuiltForOldShards(t *testing.T) {
+	h := newHarness(t)
+	h.now = 1_000_000
+	h.run("create q=a retention=1m vis=30s")
+	h.run("send q=a body=x,y")
+	h.apply(&storepb.Command{Op: &storepb.Command_Receive{Receive: &storepb.Receive{Tenant: "t", Queue: "a", MaxMessages: 1, VisibilityTimeoutMs: -1}}})
+	// Make it look old.
+	b := h.db.NewBatch()
+	sm := &storepb.ShardMeta{}
+	if _, err := h.s.reader(0).get(keys.ShardMeta(1), sm); err != nil {
+		t.Fatal(err)
+	}
+	sm.DueIndex = false
+	q, _ := h.s.reader(0).queue("t", "a")
+	meta, _ := h.s.reader(0).queueMeta(q.Id)
+	if err := b.Delete(keys.Due(1, meta.DueAtMs, q.Id), nil); err != nil {
+		t.Fatal(err)
+	}
+	meta.InFlight, meta.Delayed, meta.SettledMs, meta.DueAtMs, meta.Counted = 0, 0, 0, 0, false
+	for k, m := range map[string]proto.Message{string(keys.ShardMeta(1)): sm, string(keys.QueueMeta(1, q.Id)): meta} {
+		v, _ := proto.Marshal(m)
+		if err := b.Set([]byte(k), v, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Commit(nil); err != nil {
+		t.Fatal(err)
+	}
+	if need, err := h.s.NeedsTick(h.now); err != nil || !need {
+		t.Fatalf("NeedsTick on an old shard: %v %v, want true", need, err)
+	}
+	if info, _ := h.s.GetQueue("t", "a", h.now); info.Stats.InFlight != 1 || info.Stats.Visible != 1 {
+		t.Fatalf("old queue stats: %+v", info.Stats)
+	}
+	h.apply(&storepb.Command{Op: &storepb.Command_Tick{Tick: &storepb.Tick{}}})
+	var st Stats
+	_ = h.s.Depths(h.now, 0, func(d QueueDepth) bool { st = d.Stats; return true })
+	if st.InFlight != 1 || st.Visible != 1 {
+		t.Fatalf("Depths after the first tick: %+v, want 1 in flight, 1 visible", st)
+	}
+	h.now += 61_000
+	if need, _ := h.s.NeedsTick(h.now); !need {
+		t.Fatal("NeedsTick past retention: false")
+	}
+	if r := h.apply(&storepb.Command{Op: &storepb.Command_Tick{Tick: &storepb.Tick{}}}); r.Removed != 2 {
+		t.Fatalf("tick past retention removed %d, want 2", r.Removed)
 	}
 }
