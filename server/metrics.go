@@ -162,7 +162,11 @@ func (l *queueLabels) tenant(t string) string {
 
 // registerDepth registers the per-queue depth gauges. They are observed
 // at scrape time from the local store, and only on the shard leader (every
-// replica holds the same queues; one reporter keeps sums right).
+// replica holds the same queues; one reporter keeps sums right). A scrape
+// costs two reads per queue: store.Depths reads the counters the state
+// machine keeps, whose in-flight and delayed counts are those of the
+// queue's last command or housekeeping tick (a tick follows every lease
+// end and delay end), so they may lag by one tick.
 func (s *Server) registerDepth(m metric.Meter) {
 	if m == nil {
 		return

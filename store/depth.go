@@ -14,12 +14,16 @@ type QueueDepth struct {
 }
 
 // Depths calls fn with the depth of up to limit queues of this replica
-// (every queue if limit <= 0), in catalog order (tenant, then name), as of
-// nowMs. It reads local state only (no read barrier: metrics may lag) and
-// costs, per queue, a scan of its in-flight and delayed messages plus one
-// seek. fn returning false stops the walk.
+// (every queue if limit <= 0), in catalog order (tenant, then name). It
+// reads local state only (no read barrier: metrics may lag) and costs, per
+// queue, two reads: its meta (counters) and its oldest message (at
+// low_seq). The in-flight and delayed counts are those of the queue's last
+// settle (its last command, or the Tick that follows every lease end and
+// delay end), so they may lag nowMs by a tick; GetQueue is exact.
+// fn returning false stops the walk.
 func (s *Store) Depths(nowMs int64, limit int, fn func(QueueDepth) bool) (err error) {
-	t := s.reader(nowMs)
+	t, done := s.snapshot(nowMs)
+	defer done()
 	qs, err := t.queues()
 	if err != nil {
 		return err
@@ -28,9 +32,17 @@ func (s *Store) Depths(nowMs int64, limit int, fn func(QueueDepth) bool) (err er
 		if limit > 0 && n >= limit {
 			return nil
 		}
-		st, err := t.stats(q.Id)
+		meta, err := t.queueMeta(q.Id)
 		if err != nil {
 			return err
+		}
+		st := Stats{Messages: meta.Messages, Bytes: meta.Bytes, InFlight: meta.InFlight, Delayed: meta.Delayed}
+		st.Visible = max(meta.Messages-st.InFlight-st.Delayed, 0)
+		if !meta.Counted {
+			// A queue from before the counters: count.
+			if st, err = t.stats(q.Id); err != nil {
+				return err
+			}
 		}
 		d := QueueDepth{Tenant: q.Tenant, Queue: q.Name, Stats: st}
 		if st.Messages > 0 {

@@ -32,6 +32,11 @@ var (
 	// ErrDeadLetterInvalid: the dead-letter queue does not exist in the tenant,
 	// is the queue itself, or differs in fifo-ness.
 	ErrDeadLetterInvalid = errors.New("invalid dead-letter queue")
+	// ErrOlderIncarnation: a partition copy's create names an older
+	// incarnation (created_at of its record of truth) than the copy this
+	// shard holds: a newer queue of that name replaced it, and the copy is
+	// kept. errors.Is(err, ErrQueueExists) holds (QUEUE_ALREADY_EXISTS).
+	ErrOlderIncarnation = fmt.Errorf("%w: a newer incarnation of the queue holds this partition", ErrQueueExists)
 	// ErrQueueInUse: DeleteQueue of a queue that another queue uses as its
 	// dead-letter queue.
 	ErrQueueInUse = errors.New("queue is another queue's dead-letter queue")

@@ -33,42 +33,6 @@ func (t *txn) queues() (out []*storepb.QueueRecord, err error) {
 	return out, nil
 }
 
-// tick removes, in this order and at most limit in all: messages past their
-// queue's retention (queue by queue in catalog order, oldest first), expired
-// short-lived records (idempotency keys, FIFO deduplication ids, receive
-// attempts; queue by queue, by expiry), and delivered-outbox markers older
-// than DeliveredMarkerTTLMs.
-func (t *txn) tick(op *storepb.Tick, res *Result) error {
-	limit := int(op.Limit)
-	if limit <= 0 {
-		limit = defaultTickLimit
-	}
-	qs, err := t.queues()
-	if err != nil {
-		return err
-	}
-	for _, q := range qs {
-		if res.Removed >= limit {
-			break
-		}
-		if err := t.expireMessages(q, limit, res); err != nil {
-			return err
-		}
-	}
-	for _, q := range qs {
-		if res.Removed >= limit {
-			break
-		}
-		if err := t.expireDedup(q.Id, limit, res); err != nil {
-			return err
-		}
-	}
-	if res.Removed < limit {
-		return t.expireMarkers(limit, res)
-	}
-	return nil
-}
-
 // expireMessages walks the queue's messages in seq order from low_seq.
 // enqueued_at grows with seq (apply time never runs backwards), so the first
 // message that is not expired ends the walk. low_seq then moves to it, so
@@ -157,55 +121,4 @@ func (t *txn) expireMarkers(limit int, res *Result) (err error) {
 		res.Removed++
 	}
 	return nil
-}
-
-// NeedsTick reports whether a Tick at nowMs would remove anything: a message
-// past retention at the head of a queue, an expired idempotency,
-// deduplication or receive attempt record, or an old delivered marker. It
-// reads O(queues) keys.
-func (s *Store) NeedsTick(nowMs int64) (bool, error) {
-	t := s.reader(nowMs)
-	qs, err := t.queues()
-	if err != nil {
-		return false, err
-	}
-	first := func(lo, hi []byte, check func(v []byte) (bool, error)) (found bool, err error) {
-		it, err := t.iter(lo, hi)
-		if err != nil {
-			return false, err
-		}
-		defer closeInto(it, &err)
-		if !it.First() {
-			return false, nil
-		}
-		if check == nil {
-			return true, nil
-		}
-		v, err := it.Value()
-		if err != nil {
-			return false, err
-		}
-		return check(v)
-	}
-	for _, q := range qs {
-		meta, err := t.queueMeta(q.Id)
-		if err != nil {
-			return false, err
-		}
-		retention := q.Attributes.GetMessageRetentionMs()
-		found, err := first(keys.Message(s.shard, q.Id, meta.LowSeq), keys.PrefixEnd(keys.MessagePrefix(s.shard, q.Id)),
-			func(v []byte) (bool, error) {
-				m := &storepb.MessageRecord{}
-				err := proto.Unmarshal(v, m)
-				return err == nil && m.EnqueuedAtMs+retention <= nowMs, err
-			})
-		if found || err != nil {
-			return found, err
-		}
-		found, err = first(keys.DedupOrderPrefix(s.shard, q.Id), keys.DedupOrderUntil(s.shard, q.Id, nowMs), nil)
-		if found || err != nil {
-			return found, err
-		}
-	}
-	return first(keys.DeliveredOrderPrefix(s.shard), keys.DeliveredOrderUntil(s.shard, nowMs-DeliveredMarkerTTLMs), nil)
 }

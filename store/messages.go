@@ -3,6 +3,7 @@ package store
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 
 	"google.golang.org/protobuf/proto"
 
@@ -31,9 +32,14 @@ func flagOf(m *storepb.MessageRecord) []byte {
 
 // index writes m's visibility and tag entries at m.VisibleAtMs. The tag
 // index is kept in step with the visibility index so that a filtered receive
-// walks only messages carrying a wanted tag.
-func (t *txn) index(qid uint64, m *storepb.MessageRecord) error {
+// walks only messages carrying a wanted tag. An entry ahead of now counts as
+// in flight or delayed until it comes due (see due.go).
+func (t *txn) index(q *storepb.QueueRecord, m *storepb.MessageRecord) error {
+	qid := q.Id
 	f := flagOf(m)
+	if err := t.countEntry(q, m, 1); err != nil {
+		return err
+	}
 	at := position{m.VisibleAtMs, m.Seq}
 	if err := t.lowerMark(keys.VisibleLow(t.s.shard, qid), at); err != nil {
 		return err
@@ -53,7 +59,11 @@ func (t *txn) index(qid uint64, m *storepb.MessageRecord) error {
 }
 
 // unindex deletes what index wrote.
-func (t *txn) unindex(qid uint64, m *storepb.MessageRecord) error {
+func (t *txn) unindex(q *storepb.QueueRecord, m *storepb.MessageRecord) error {
+	qid := q.Id
+	if err := t.countEntry(q, m, -1); err != nil {
+		return err
+	}
 	if err := t.del(keys.Visible(t.s.shard, qid, m.VisibleAtMs, m.Seq)); err != nil {
 		return err
 	}
@@ -78,7 +88,12 @@ func (t *txn) insert(q *storepb.QueueRecord, meta *storepb.QueueMeta, m *storepb
 	if err := t.set(keys.Message(t.s.shard, q.Id, m.Seq), m); err != nil {
 		return err
 	}
-	if err := t.index(q.Id, m); err != nil {
+	if err := t.index(q, m); err != nil {
+		return err
+	}
+	// Tick looks at the queue when this message's retention ends (an
+	// earlier due time stays: the queue's head is older).
+	if err := t.schedule(q, meta, m.EnqueuedAtMs+q.Attributes.GetMessageRetentionMs()); err != nil {
 		return err
 	}
 	if isFifo(q) {
@@ -98,13 +113,42 @@ func (t *txn) remove(q *storepb.QueueRecord, meta *storepb.QueueMeta, m *storepb
 	if err := t.del(keys.Message(t.s.shard, q.Id, m.Seq)); err != nil {
 		return err
 	}
-	if err := t.unindex(q.Id, m); err != nil {
+	if err := t.unindex(q, m); err != nil {
 		return err
+	}
+	if m.Seq == meta.LowSeq {
+		// The head went: low_seq moves to the next live message, so that
+		// scans by seq (retention, NeedsTick, Depths, redrive) never walk
+		// the tombstones of deleted messages.
+		if err := t.raiseLowSeq(q.Id, meta); err != nil {
+			return err
+		}
 	}
 	if isFifo(q) {
 		return t.groupRemove(q.Id, m)
 	}
 	return nil
+}
+
+// raiseLowSeq moves meta.LowSeq past removed messages to the first live one
+// (next_seq when the queue is empty).
+func (t *txn) raiseLowSeq(qid uint64, meta *storepb.QueueMeta) (err error) {
+	p := keys.MessagePrefix(t.s.shard, qid)
+	it, err := t.iter(keys.Message(t.s.shard, qid, meta.LowSeq), keys.PrefixEnd(p))
+	if err != nil {
+		return err
+	}
+	defer closeInto(it, &err)
+	low := meta.NextSeq
+	if it.First() {
+		_, _, seq, derr := keys.DecodeMessage(it.Key())
+		if derr != nil {
+			return fmt.Errorf("store: bad message key %s: %w", keys.Pretty(it.Key()), derr)
+		}
+		low = seq
+	}
+	meta.LowSeq = low
+	return t.putQueueMeta(qid, meta)
 }
 
 // reschedule moves m to a new visible_at in its indexes (the group head
@@ -117,7 +161,7 @@ func (t *txn) reschedule(q *storepb.QueueRecord, m *storepb.MessageRecord, visib
 			return err
 		}
 	}
-	if err := t.unindex(q.Id, m); err != nil {
+	if err := t.unindex(q, m); err != nil {
 		return err
 	}
 	m.VisibleAtMs = visibleAt
@@ -127,7 +171,7 @@ func (t *txn) reschedule(q *storepb.QueueRecord, m *storepb.MessageRecord, visib
 	if err := t.set(keys.Message(t.s.shard, q.Id, m.Seq), m); err != nil {
 		return err
 	}
-	if err := t.index(q.Id, m); err != nil {
+	if err := t.index(q, m); err != nil {
 		return err
 	}
 	if head {
@@ -188,6 +232,39 @@ func (t *txn) sendOne(q *storepb.QueueRecord, meta *storepb.QueueMeta, e *storep
 			return false, nil
 		}
 	}
+	// An idempotency key (any queue) or a deduplication id (FIFO) seen
+	// within its window answers with the first message; nothing is stored.
+	// This comes before the delay, size and quota checks: a retry of a
+	// stored send must get the first outcome even when the tenant is at
+	// its byte quota now (else the caller believes it was not stored).
+	type seen struct {
+		key    string
+		window int64
+		old    *storepb.DedupRecord // expired, not yet ticked away: replaced
+	}
+	var remember []seen
+	for _, c := range []seen{
+		{key: prefixed(idempotencyPrefix, e.IdempotencyKey), window: IdempotencyWindowMs},
+		{key: prefixed(deduplicationPrefix, dedupID), window: DeduplicationWindowMs},
+	} {
+		key := c.key
+		if key == "" {
+			continue
+		}
+		rec := &storepb.DedupRecord{}
+		found, live, err := t.recall(q.Id, key, rec)
+		if err != nil {
+			return false, err
+		}
+		if live {
+			*out = SendOutcome{MessageID: rec.MessageId, Seq: rec.Seq, Duplicate: true}
+			return false, nil
+		}
+		if found {
+			c.old = rec
+		}
+		remember = append(remember, c)
+	}
 	var visibleAt int64
 	switch {
 	case e.DeliverAtMs > 0:
@@ -220,36 +297,6 @@ func (t *txn) sendOne(q *storepb.QueueRecord, meta *storepb.QueueMeta, e *storep
 		out.Err = ErrQuotaExceeded
 		return false, err
 	}
-	// An idempotency key (any queue) or a deduplication id (FIFO) seen
-	// within its window answers with the first message; nothing is stored.
-	type seen struct {
-		key    string
-		window int64
-		old    *storepb.DedupRecord // expired, not yet ticked away: replaced
-	}
-	var remember []seen
-	for _, c := range []seen{
-		{key: prefixed(idempotencyPrefix, e.IdempotencyKey), window: IdempotencyWindowMs},
-		{key: prefixed(deduplicationPrefix, dedupID), window: DeduplicationWindowMs},
-	} {
-		key := c.key
-		if key == "" {
-			continue
-		}
-		rec := &storepb.DedupRecord{}
-		found, live, err := t.recall(q.Id, key, rec)
-		if err != nil {
-			return false, err
-		}
-		if live {
-			*out = SendOutcome{MessageID: rec.MessageId, Seq: rec.Seq, Duplicate: true}
-			return false, nil
-		}
-		if found {
-			c.old = rec
-		}
-		remember = append(remember, c)
-	}
 	m := &storepb.MessageRecord{
 		Body: e.Body, Attributes: e.Attributes, Tags: tags,
 		SentAtMs: t.now, EnqueuedAtMs: t.now, VisibleAtMs: visibleAt,
@@ -266,7 +313,7 @@ func (t *txn) sendOne(q *storepb.QueueRecord, meta *storepb.QueueMeta, e *storep
 		if s.old != nil {
 			old = s.old
 		}
-		if err := t.remember(q.Id, s.key, rec, old); err != nil {
+		if err := t.remember(q, s.key, rec, old); err != nil {
 			return false, err
 		}
 	}
@@ -369,7 +416,7 @@ func (t *txn) receive(op *storepb.Receive, res *Result) error {
 		})
 	}
 	if op.ReceiveAttemptId != "" {
-		if err := t.rememberAttempt(q.Id, op.ReceiveAttemptId, res.Received, old); err != nil {
+		if err := t.rememberAttempt(q, op.ReceiveAttemptId, res.Received, old); err != nil {
 			return err
 		}
 	}

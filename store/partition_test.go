@@ -85,6 +85,29 @@ func TestPartitionCopyIncarnation(t *testing.T) {
 	}
 }
 
+// TestPartitionCopyOlderIncarnationRefused: a delayed create of an older
+// incarnation (a fan-out racing a delete + re-create) is refused and leaves
+// the newer copy, its messages and attributes as they were.
+func TestPartitionCopyOlderIncarnationRefused(t *testing.T) {
+	h := newHarness(t)
+	h.createCopy("q", 1, 200, partAttrs(2))
+	h.sendBody("q#1", "new")
+	old := partAttrs(2)
+	old.VisibilityTimeoutMs = 7000
+	r := h.createCopy("q", 1, 100, old)
+	if !errors.Is(r.Err, ErrOlderIncarnation) || !errors.Is(r.Err, ErrQueueExists) {
+		t.Fatalf("older incarnation: %v, want ErrOlderIncarnation", r.Err)
+	}
+	info, err := h.s.GetQueue("t", "q#1", h.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Stats.Visible != 1 || info.Record.GetIncarnation() != 200 || info.Record.GetAttributes().GetVisibilityTimeoutMs() == 7000 {
+		t.Fatalf("after an older create: %d messages, incarnation %d, visibility %d",
+			info.Stats.Visible, info.Record.GetIncarnation(), info.Record.GetAttributes().GetVisibilityTimeoutMs())
+	}
+}
+
 func TestPartitionNames(t *testing.T) {
 	if PartitionName("q", 0) != "q" || PartitionName("q", 12) != "q#12" || BaseName("q#12") != "q" || BaseName("q") != "q" {
 		t.Fatal("partition names")

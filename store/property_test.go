@@ -129,6 +129,7 @@ type propMsg struct {
 // propView is the whole message population of the shard at one point.
 type propView struct {
 	now    int64
+	stamp  int64                           // the last command's own stamp
 	queues map[string]*storepb.QueueRecord // by name (one tenant)
 	byID   map[uint64]*storepb.QueueRecord
 	msgs   map[string]*propMsg    // by message id
@@ -167,7 +168,7 @@ func readPropView(t *testing.T, s *Store, prev *propView) *propView {
 		if bytes.Equal(k, keys.ShardMeta(s.shard)) {
 			sm := &storepb.ShardMeta{}
 			decode(raw, sm)
-			v.now = sm.LastTimeMs
+			v.now, v.stamp = sm.LastTimeMs, sm.LastStampMs
 		}
 	})
 	var qs []*storepb.QueueRecord
@@ -586,8 +587,21 @@ func opName(c *storepb.Command) string {
 func (g *propGen) check(i int, c *storepb.Command, res *Result, b, a *propView) {
 	g.t.Helper()
 	now := a.now
-	if want := max(b.now, c.TimeMs); now != want {
-		g.fail(i, c, "shard time %d, want max(%d, %d)", now, b.now, c.TimeMs)
+	// The clock rule (DESIGN.md, "Time"): never backwards; a stamp ahead
+	// moves time to it (at most a day); a stamp behind moves time by half
+	// the proposer's elapsed time since the previous stamp (capped).
+	want := b.now
+	switch {
+	case b.now == 0 || c.TimeMs >= b.now:
+		want = min(c.TimeMs, b.now+MaxClockJumpMs)
+		if b.now == 0 {
+			want = c.TimeMs
+		}
+	case b.stamp != 0 && c.TimeMs > b.stamp:
+		want = b.now + (min(c.TimeMs-b.stamp, 10_000)+1)/2
+	}
+	if now != want || now < b.now || a.stamp != c.TimeMs {
+		g.fail(i, c, "shard time %d (stamp %d), want %d from (last %d, stamp %d, command %d)", now, a.stamp, want, b.now, b.stamp, c.TimeMs)
 	}
 	var gone, added []string
 	for id := range b.msgs {
@@ -997,6 +1011,7 @@ func (g *propGen) checkCounters(i int) {
 		if meta.Messages != st.Messages || meta.Bytes != st.Bytes {
 			g.t.Fatalf("seed %d after entry %d: %s: meta says %d messages / %d bytes, records %d / %d", g.seed, i, q.Name, meta.Messages, meta.Bytes, st.Messages, st.Bytes)
 		}
+		g.checkDue(i, r, q, meta)
 		info, err := g.s.GetQueue(q.Tenant, q.Name, v.now)
 		if err != nil {
 			g.t.Fatal(err)

@@ -3,6 +3,7 @@ package store
 import (
 	"maps"
 	"math"
+	"slices"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
@@ -35,14 +36,56 @@ func (t *txn) lookup(tenant, name string, res *Result) (*storepb.QueueRecord, er
 	return q, err
 }
 
+// queueMeta returns the queue's meta, loaded once per command: every path
+// of the command changes the same record (counters, low_seq, due time),
+// and it is written once at the command's end if changed.
 func (t *txn) queueMeta(qid uint64) (*storepb.QueueMeta, error) {
+	if m, ok := t.metas[qid]; ok {
+		return m, nil
+	}
 	m := &storepb.QueueMeta{}
-	_, err := t.get(keys.QueueMeta(t.s.shard, qid), m)
-	return m, err
+	if _, err := t.get(keys.QueueMeta(t.s.shard, qid), m); err != nil {
+		return nil, err
+	}
+	if t.metas == nil {
+		t.metas = map[uint64]*storepb.QueueMeta{}
+	}
+	t.metas[qid] = m
+	return m, nil
 }
 
+// putQueueMeta makes m the queue's meta and writes it at the command's end.
 func (t *txn) putQueueMeta(qid uint64, m *storepb.QueueMeta) error {
-	return t.set(keys.QueueMeta(t.s.shard, qid), m)
+	if t.metas == nil {
+		t.metas = map[uint64]*storepb.QueueMeta{}
+	}
+	if t.metasDirty == nil {
+		t.metasDirty = map[uint64]bool{}
+	}
+	t.metas[qid] = m
+	t.metasDirty[qid] = true
+	return nil
+}
+
+// forgetMeta drops a deleted queue's meta so that it is not written back.
+func (t *txn) forgetMeta(qid uint64) {
+	delete(t.metas, qid)
+	delete(t.metasDirty, qid)
+}
+
+// flushMetas writes the metas the command changed, in queue id order.
+func (t *txn) flushMetas() error {
+	ids := make([]uint64, 0, len(t.metasDirty))
+	for id := range t.metasDirty {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		if err := t.set(keys.QueueMeta(t.s.shard, id), t.metas[id]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkDeadLetter enforces: the dead-letter queue exists in the same tenant,
@@ -91,6 +134,13 @@ func (t *txn) createQueue(op *storepb.CreateQueue, res *Result) error {
 	if err != nil {
 		return err
 	}
+	if existing != nil && op.PartitionCopy && op.Incarnation < existing.Incarnation {
+		// Incarnations only move forward: a delayed create of an older
+		// queue of this name (a fan-out racing a delete + re-create) must
+		// not wipe the newer queue's messages.
+		res.Err = ErrOlderIncarnation
+		return nil
+	}
 	if existing != nil && op.PartitionCopy && existing.Incarnation != op.Incarnation {
 		if err := t.dropQueue(existing); err != nil {
 			return err
@@ -103,6 +153,9 @@ func (t *txn) createQueue(op *storepb.CreateQueue, res *Result) error {
 		// takes the new attributes.
 		existing.Attributes = a
 		if err := t.set(keys.Catalog(t.s.shard, op.Tenant, name), existing); err != nil {
+			return err
+		}
+		if err := t.scheduleNow(existing); err != nil {
 			return err
 		}
 	}
@@ -139,7 +192,7 @@ func (t *txn) createQueue(op *storepb.CreateQueue, res *Result) error {
 	if err := t.set(keys.Catalog(t.s.shard, op.Tenant, name), rec); err != nil {
 		return err
 	}
-	if err := t.putQueueMeta(id, &storepb.QueueMeta{NextSeq: 1, LowSeq: 1}); err != nil {
+	if err := t.putQueueMeta(id, &storepb.QueueMeta{NextSeq: 1, LowSeq: 1, SettledMs: t.now, Counted: true}); err != nil {
 		return err
 	}
 	if a.DeadLetterQueue != "" && !op.PartitionCopy {
@@ -194,6 +247,10 @@ func (t *txn) updateQueue(op *storepb.UpdateQueue, res *Result) error {
 	if err := t.set(keys.Catalog(t.s.shard, q.Tenant, q.Name), q); err != nil {
 		return err
 	}
+	// The retention may have shrunk: let the next Tick look at the queue.
+	if err := t.scheduleNow(q); err != nil {
+		return err
+	}
 	res.QueueInfo, err = t.info(q)
 	return err
 }
@@ -245,7 +302,13 @@ func (t *txn) dropQueue(q *storepb.QueueRecord) error {
 			return err
 		}
 	}
+	if meta.DueAtMs != 0 {
+		if err := t.del(keys.Due(t.s.shard, meta.DueAtMs, q.Id)); err != nil {
+			return err
+		}
+	}
 	t.forgetMarks(q.Id)
+	t.forgetMeta(q.Id)
 	// Every key of the queue in one range tombstone: O(1) however deep.
 	return t.delRange(keys.QueuePrefix(t.s.shard, q.Id), keys.QueueEnd(t.s.shard, q.Id))
 }
@@ -280,6 +343,7 @@ func (t *txn) purgeQueue(op *storepb.PurgeQueue, res *Result) error {
 		return err
 	}
 	meta.Messages, meta.Bytes, meta.LowSeq = 0, 0, meta.NextSeq
+	meta.InFlight, meta.Delayed, meta.SettledMs, meta.Counted = 0, 0, t.now, true
 	return t.putQueueMeta(q.Id, meta)
 }
 
@@ -292,36 +356,40 @@ func (t *txn) info(q *storepb.QueueRecord) (*QueueInfo, error) {
 	return &QueueInfo{Record: publicRecord(q), Stats: st}, nil
 }
 
-// stats counts the future part of the visibility index (the flag byte tells
-// in flight from delayed) and derives visible from the message counter, so
-// the cost is O(in flight + delayed), never the visible backlog.
+// stats are the queue's depth at t.now: the in-flight and delayed
+// counters of its meta (exact at settled_ms), corrected by the visibility
+// entries between settled_ms and t.now, which came due (or, for a time
+// before settled_ms, were still ahead) in between. Visible is derived from
+// the message counter. The cost is O(entries that changed sides since the
+// queue's last command or tick), never the backlog.
 func (t *txn) stats(qid uint64) (st Stats, err error) {
 	meta, err := t.queueMeta(qid)
 	if err != nil {
 		return st, err
 	}
-	lo := keys.VisibleUntil(t.s.shard, qid, t.now)
-	if t.now == math.MaxInt64 {
-		lo = keys.PrefixEnd(keys.VisiblePrefix(t.s.shard, qid))
+	st.Messages, st.Bytes = meta.Messages, meta.Bytes
+	st.InFlight, st.Delayed = meta.InFlight, meta.Delayed
+	lo, hi, sign := meta.SettledMs, t.now, int64(-1)
+	if !meta.Counted {
+		// A queue from before the counters: count.
+		st.InFlight, st.Delayed = 0, 0
+		lo, hi, sign = t.now, math.MaxInt64, 1
+	} else if t.now < meta.SettledMs {
+		lo, hi, sign = t.now, meta.SettledMs, 1
 	}
-	it, err := t.iter(lo, keys.PrefixEnd(keys.VisiblePrefix(t.s.shard, qid)))
-	if err != nil {
-		return st, err
-	}
-	defer closeInto(it, &err)
-	for ok := it.First(); ok; ok = it.Next() {
-		v, err := it.Value()
+	if lo < hi {
+		err = t.walkVisible(qid, lo, hi, func(flag byte) {
+			if flag == flagReceived {
+				st.InFlight += sign
+			} else {
+				st.Delayed += sign
+			}
+		})
 		if err != nil {
 			return st, err
 		}
-		if len(v) > 0 && v[0] == flagReceived {
-			st.InFlight++
-		} else {
-			st.Delayed++
-		}
 	}
 	st.Visible = max(meta.Messages-st.InFlight-st.Delayed, 0)
-	st.Messages, st.Bytes = meta.Messages, meta.Bytes
 	return st, nil
 }
 
@@ -335,7 +403,8 @@ func publicRecord(q *storepb.QueueRecord) *storepb.QueueRecord {
 // GetQueue returns a queue of this replica with its stats at nowMs, or
 // ErrQueueNotFound.
 func (s *Store) GetQueue(tenant, name string, nowMs int64) (*QueueInfo, error) {
-	t := s.reader(nowMs)
+	t, done := s.snapshot(nowMs)
+	defer done()
 	q, err := t.queue(tenant, name)
 	if err != nil {
 		return nil, err

@@ -43,7 +43,16 @@ func (t *txn) recall(qid uint64, key string, rec expiring) (found, live bool, er
 
 // remember writes rec under key with its place in the expiry order; old,
 // if not nil, is the record it replaces (its expiry entry goes).
-func (t *txn) remember(qid uint64, key string, rec, old expiring) error {
+func (t *txn) remember(q *storepb.QueueRecord, key string, rec, old expiring) error {
+	qid := q.Id
+	// Tick looks at the queue when the record expires.
+	meta, err := t.queueMeta(qid)
+	if err != nil {
+		return err
+	}
+	if err := t.schedule(q, meta, rec.GetExpiresAtMs()); err != nil {
+		return err
+	}
 	if old != nil {
 		if err := t.del(keys.DedupOrder(t.s.shard, qid, old.GetExpiresAtMs(), key)); err != nil {
 			return err
@@ -95,7 +104,8 @@ func (t *txn) replayAttempt(q *storepb.QueueRecord, id string, res *Result) (old
 // rememberAttempt records what a fresh receive with a receive_attempt_id
 // returned, replacing old. A receive that returned nothing leaves no record
 // (a retry of it is a fresh receive anyway).
-func (t *txn) rememberAttempt(qid uint64, id string, got []Received, old *storepb.ReceiveAttemptRecord) error {
+func (t *txn) rememberAttempt(q *storepb.QueueRecord, id string, got []Received, old *storepb.ReceiveAttemptRecord) error {
+	qid := q.Id
 	key := attemptPrefix + id
 	if len(got) == 0 {
 		if old == nil {
@@ -114,5 +124,5 @@ func (t *txn) rememberAttempt(qid uint64, id string, got []Received, old *storep
 	if old != nil {
 		prev = old
 	}
-	return t.remember(qid, key, rec, prev)
+	return t.remember(q, key, rec, prev)
 }

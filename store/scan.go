@@ -231,7 +231,8 @@ func (t *txn) scan(qid uint64, f *storepb.TagFilter, until int64, indexOnly bool
 // messages wait behind it, and nextVisibleMs is when the first head's lease
 // ends.
 func (s *Store) Peek(tenant, name string, f *storepb.TagFilter, nowMs int64) (ready bool, nextVisibleMs int64, err error) {
-	t := s.reader(nowMs)
+	t, done := s.snapshot(nowMs)
+	defer done()
 	q, err := t.queue(tenant, name)
 	if err != nil {
 		return false, 0, err

@@ -95,7 +95,7 @@ func runScript(t *testing.T, path string) {
 }
 
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	db      *pebble.DB
 	s       *Store
 	now     int64
@@ -123,7 +123,7 @@ func openMem(t testing.TB) *pebble.DB {
 	return db
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	db := openMem(t)
 	return &harness{t: t, db: db, s: New(db, 1), ids: map[string]int{}, handles: map[string][]byte{}, relayed: map[uint64]*storepb.OutboxEntry{}}
 }

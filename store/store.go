@@ -24,9 +24,10 @@ const CommandVersion = 1
 // Apply is called by one goroutine at a time (the shard's apply loop); the
 // read methods may run concurrently with it and see committed state only.
 type Store struct {
-	db       *pebble.DB
-	shard    uint64
-	keysRead atomic.Uint64
+	db         *pebble.DB
+	shard      uint64
+	keysRead   atomic.Uint64
+	pointsRead atomic.Uint64
 }
 
 // New returns the store of shard in db. It keeps no state of its own besides
@@ -41,6 +42,11 @@ func (s *Store) Shard() uint64 { return s.shard }
 // point gets) by Apply and the read methods. Tests use it to assert that a
 // filtered receive reads O(matched) keys, not the backlog.
 func (s *Store) KeysRead() uint64 { return s.keysRead.Load() }
+
+// PointsRead returns the number of internal points (tombstones included)
+// the store's iterators passed, as Pebble counts them: a walk over the
+// tombstones of deleted messages shows here, not in KeysRead.
+func (s *Store) PointsRead() uint64 { return s.pointsRead.Load() }
 
 // Result is the outcome of one applied command. Apply returns it as `any` to
 // fit the Raft host's interface; the proposer type-asserts *Result.
@@ -138,17 +144,18 @@ func (s *Store) Apply(b *pebble.Batch, index uint64, data []byte) (any, error) {
 	}
 	t := &txn{s: s, r: b, b: b}
 	sm := &storepb.ShardMeta{}
-	if _, err := t.get(keys.ShardMeta(s.shard), sm); err != nil {
+	found, err := t.get(keys.ShardMeta(s.shard), sm)
+	if err != nil {
 		return nil, err
 	}
 	t.sm = sm
-	// Time never runs backwards: a new leader's clock may lag the old one's.
-	t.now = max(sm.LastTimeMs, cmd.TimeMs)
-	t.smDirty = t.now != sm.LastTimeMs
-	sm.LastTimeMs = t.now
+	t.now = applyTime(sm.LastTimeMs, sm.LastStampMs, cmd.TimeMs)
+	t.smDirty = t.now != sm.LastTimeMs || cmd.TimeMs != sm.LastStampMs || !found
+	// A new shard keeps the due index from its first command.
+	sm.DueIndex = sm.DueIndex || !found
+	sm.LastTimeMs, sm.LastStampMs = t.now, cmd.TimeMs
 
 	res := &Result{}
-	var err error
 	switch op := cmd.Op.(type) {
 	case *storepb.Command_CreateQueue:
 		err = t.createQueue(op.CreateQueue, res)
@@ -188,10 +195,51 @@ func (s *Store) Apply(b *pebble.Batch, index uint64, data []byte) (any, error) {
 	if err == nil {
 		err = t.flushMarks()
 	}
+	if err == nil {
+		err = t.flushMetas()
+	}
 	if err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// Clock bounds (see DESIGN.md, "Time"). Replicas apply the same rule to
+// the same stamps, so the result is deterministic.
+const (
+	// MaxClockJumpMs bounds how far one command moves apply time forward:
+	// a single wildly-ahead stamp (a clock set years ahead) must not expire
+	// every message at once. After an idle gap longer than this, time
+	// catches up by this much per command.
+	MaxClockJumpMs = 24 * 60 * 60 * 1000
+	// maxBehindStepMs caps the proposer's elapsed time that counts while
+	// its stamps are behind apply time (interleaved proposers' stamps must
+	// not push time ahead by their clocks' difference).
+	maxBehindStepMs = 10_000
+)
+
+// applyTime returns a command's apply time from the last applied time, the
+// previous command's stamp and this command's stamp. Time never runs
+// backwards. A stamp ahead moves time to it, at most MaxClockJumpMs per
+// command. A stamp behind (a new leader whose clock lags the old one's)
+// does not freeze time until its clock catches up: time advances by half
+// the proposer's elapsed time since the previous stamp (capped at
+// maxBehindStepMs), so durations keep running and the lead is absorbed
+// within twice its size.
+func applyTime(last, lastStamp, stamp int64) int64 {
+	if last == 0 {
+		return max(stamp, 0) // the shard's first command
+	}
+	if stamp >= last {
+		return min(stamp, last+MaxClockJumpMs)
+	}
+	step := min(stamp-lastStamp, maxBehindStepMs)
+	if step <= 0 || lastStamp == 0 {
+		return last
+	}
+	// Half, rounded up: a proposer stamping every millisecond still moves
+	// time.
+	return last + (step+1)/2
 }
 
 // txn is one command's (or one read's) view: r serves reads, b takes writes
@@ -209,9 +257,22 @@ type txn struct {
 
 	marks      map[string]position // index low-water marks loaded (by mark key)
 	marksDirty map[string]bool     // to write back at the command's end
+
+	metas      map[uint64]*storepb.QueueMeta // queue metas loaded (by queue id)
+	metasDirty map[uint64]bool               // to write back at the command's end
 }
 
 func (s *Store) reader(now int64) *txn { return &txn{s: s, r: s.db, now: now} }
+
+// snapshot is a reader over one point-in-time view of the db. A read that
+// walks an index and then reads records (Peek, stats, NeedsTick, Depths)
+// must use one: iterators are point-in-time but a Get on the live db sees
+// later applies, so an index entry could point to a message deleted since
+// ("index entry without message"). The caller calls done when finished.
+func (s *Store) snapshot(now int64) (t *txn, done func()) {
+	snap := s.db.NewSnapshot()
+	return &txn{s: s, r: snap, now: now}, func() { _ = snap.Close() }
+}
 
 // marshal is deterministic (sorted map keys): replicas must write identical
 // bytes.
@@ -267,8 +328,9 @@ func (t *txn) delRange(lo, hi []byte) error {
 
 // iter is a bounded iterator that counts every position it lands on.
 type iter struct {
-	it *pebble.Iterator
-	n  *atomic.Uint64
+	it     *pebble.Iterator
+	n      *atomic.Uint64
+	points *atomic.Uint64
 }
 
 func (t *txn) iter(lo, hi []byte) (*iter, error) {
@@ -276,7 +338,7 @@ func (t *txn) iter(lo, hi []byte) (*iter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: iterate %s: %w", keys.Pretty(lo), err)
 	}
-	return &iter{it: it, n: &t.s.keysRead}, nil
+	return &iter{it: it, n: &t.s.keysRead, points: &t.s.pointsRead}, nil
 }
 
 func (i *iter) count(ok bool) bool {
@@ -294,6 +356,7 @@ func (i *iter) Value() ([]byte, error) { return i.it.ValueAndErr() }
 
 // Close closes the iterator and reports any error it met.
 func (i *iter) Close() error {
+	i.points.Add(i.it.Stats().InternalStats.PointCount)
 	if err := i.it.Close(); err != nil {
 		return fmt.Errorf("store: iterator: %w", err)
 	}

@@ -9,6 +9,8 @@ import "fmt"
 //	0x04                             shard meta -> ShardMeta
 //	0x05 T dlq source                dead-letter references: who names dlq as its DLQ
 //	0x06 T                           tenant quota and usage -> TenantRecord
+//	0x07 at Q                        due index: queue Q may have work for Tick at `at` -> T name
+//	0x08                             due index low-water mark -> at seq
 //	0x10 Q 0x00                      queue meta -> QueueMeta
 //	0x10 Q 'd' key                   short-lived record: idempotency key, FIFO
 //	                                 deduplication id (DedupRecord) or receive
@@ -33,6 +35,8 @@ const (
 	stateShardMeta      byte = 0x04
 	stateDeadLetterRef  byte = 0x05
 	stateTenant         byte = 0x06
+	stateDue            byte = 0x07
+	stateDueLow         byte = 0x08
 	stateQueue          byte = 0x10
 	stateOutbox         byte = 0x20
 	stateDelivered      byte = 0x21
@@ -72,6 +76,42 @@ func DecodeTenant(k []byte) (shard uint64, tenant string, err error) {
 	}
 	return shard, tenant, nil
 }
+
+// DuePrefix bounds the shard's due index, in (at, queue) order.
+func DuePrefix(shard uint64) []byte { return stateKey(shard, stateDue) }
+
+// DueUntil is the exclusive upper bound of due entries with at <= until.
+func DueUntil(shard uint64, until int64) []byte {
+	return AppendInt64(DuePrefix(shard), until+1)
+}
+
+// Due is the key of a queue's entry in the due index: Tick visits the queue
+// once `at` has come (its value names the queue: tenant and name).
+func Due(shard uint64, at int64, queue uint64) []byte {
+	return AppendUint64(AppendInt64(DuePrefix(shard), at), queue)
+}
+
+// DecodeDue parses a Due key.
+func DecodeDue(k []byte) (shard uint64, at int64, queue uint64, err error) {
+	shard, rest, err := readStateKind(k, stateDue)
+	if err == nil {
+		at, rest, err = ReadInt64(rest)
+	}
+	if err == nil {
+		queue, rest, err = ReadUint64(rest)
+	}
+	if err == nil {
+		err = noTrailing(rest)
+	}
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	return shard, at, queue, nil
+}
+
+// DueLow is the key of the due index's low-water mark (see VisibleLow): no
+// live due entry sorts before the (at, queue) it holds.
+func DueLow(shard uint64) []byte { return stateKey(shard, stateDueLow) }
 
 // ShardMeta is the key of the shard's replicated bookkeeping.
 func ShardMeta(shard uint64) []byte { return stateKey(shard, stateShardMeta) }
@@ -518,6 +558,14 @@ func prettyState(rest []byte) string {
 	case stateTenant:
 		if _, t, err := DecodeTenant(k); err == nil {
 			return fmt.Sprintf("/tenant/%q", t)
+		}
+	case stateDue:
+		if _, at, q, err := DecodeDue(k); err == nil {
+			return fmt.Sprintf("/due/%d/%d", at, q)
+		}
+	case stateDueLow:
+		if len(rest) == 1 {
+			return "/duelow"
 		}
 	case stateDeadLetterRef:
 		if _, t, d, s, err := DecodeDeadLetterRef(k); err == nil {

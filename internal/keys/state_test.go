@@ -32,6 +32,12 @@ func TestStateKeyOrder(t *testing.T) {
 		{"dlqref a/dd/a", DeadLetterRef(s, "a", "dd", "a")},
 		{"tenant a", Tenant(s, "a")},
 		{"tenant ab", Tenant(s, "ab")},
+		{"due min", Due(s, math.MinInt64, 0)},
+		{"due -1/9", Due(s, -1, 9)},
+		{"due 5/1", Due(s, 5, 1)},
+		{"due 5/2", Due(s, 5, 2)},
+		{"due 6/0", Due(s, 6, 0)},
+		{"due low", DueLow(s)},
 		{"queue 1 meta", QueueMeta(s, 1)},
 		{"queue 1 dedup k1", Dedup(s, 1, "k1")},
 		{"queue 1 dedup k2", Dedup(s, 1, "k2")},
@@ -169,6 +175,10 @@ func TestStateKeyRoundTrip(t *testing.T) {
 			a, b, c, d, err := DecodeGroupHead(k)
 			return str(a, b, c, d), err
 		}, str(uint64(s), uint64(4), int64(-3), uint64(99))},
+		{Due(s, -12, 4), func(k []byte) (string, error) {
+			a, b, c, err := DecodeDue(k)
+			return str(a, b, c), err
+		}, str(uint64(s), int64(-12), uint64(4))},
 		{Outbox(s, 5), func(k []byte) (string, error) {
 			a, b, err := DecodeOutbox(k)
 			return str(a, b), err

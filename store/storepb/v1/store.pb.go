@@ -1829,7 +1829,21 @@ type QueueMeta struct {
 	Messages int64                  `protobuf:"varint,2,opt,name=messages,proto3" json:"messages,omitempty"`
 	Bytes    int64                  `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
 	// Lowest seq that may still exist: scans start here, past tombstones.
-	LowSeq        uint64 `protobuf:"varint,4,opt,name=low_seq,json=lowSeq,proto3" json:"low_seq,omitempty"`
+	// Removing the message at low_seq moves it to the next live one.
+	LowSeq uint64 `protobuf:"varint,4,opt,name=low_seq,json=lowSeq,proto3" json:"low_seq,omitempty"`
+	// Messages whose visibility entry lies after settled_ms, by flag:
+	// received at least once (in flight) or never received (delayed). Exact
+	// as of settled_ms; readers subtract what came due after it.
+	InFlight int64 `protobuf:"varint,5,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	Delayed  int64 `protobuf:"varint,6,opt,name=delayed,proto3" json:"delayed,omitempty"`
+	// Time up to which in_flight and delayed are settled.
+	SettledMs int64 `protobuf:"varint,7,opt,name=settled_ms,json=settledMs,proto3" json:"settled_ms,omitempty"`
+	// The queue's entry in the shard's due index (0: none): when it may next
+	// have work for Tick (retention, expired records, counters to settle).
+	DueAtMs int64 `protobuf:"varint,8,opt,name=due_at_ms,json=dueAtMs,proto3" json:"due_at_ms,omitempty"`
+	// in_flight, delayed and due_at_ms are kept (false: a queue from before
+	// them; its counters are counted once and its due entry made then).
+	Counted       bool `protobuf:"varint,9,opt,name=counted,proto3" json:"counted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1892,13 +1906,55 @@ func (x *QueueMeta) GetLowSeq() uint64 {
 	return 0
 }
 
+func (x *QueueMeta) GetInFlight() int64 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
+func (x *QueueMeta) GetDelayed() int64 {
+	if x != nil {
+		return x.Delayed
+	}
+	return 0
+}
+
+func (x *QueueMeta) GetSettledMs() int64 {
+	if x != nil {
+		return x.SettledMs
+	}
+	return 0
+}
+
+func (x *QueueMeta) GetDueAtMs() int64 {
+	if x != nil {
+		return x.DueAtMs
+	}
+	return 0
+}
+
+func (x *QueueMeta) GetCounted() bool {
+	if x != nil {
+		return x.Counted
+	}
+	return false
+}
+
 // ShardMeta is the shard's replicated bookkeeping.
 type ShardMeta struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Largest command time applied (Unix ms).
-	LastTimeMs    int64  `protobuf:"varint,1,opt,name=last_time_ms,json=lastTimeMs,proto3" json:"last_time_ms,omitempty"`
-	NextQueueId   uint64 `protobuf:"varint,2,opt,name=next_queue_id,json=nextQueueId,proto3" json:"next_queue_id,omitempty"`
-	NextOutboxId  uint64 `protobuf:"varint,3,opt,name=next_outbox_id,json=nextOutboxId,proto3" json:"next_outbox_id,omitempty"`
+	LastTimeMs   int64  `protobuf:"varint,1,opt,name=last_time_ms,json=lastTimeMs,proto3" json:"last_time_ms,omitempty"`
+	NextQueueId  uint64 `protobuf:"varint,2,opt,name=next_queue_id,json=nextQueueId,proto3" json:"next_queue_id,omitempty"`
+	NextOutboxId uint64 `protobuf:"varint,3,opt,name=next_outbox_id,json=nextOutboxId,proto3" json:"next_outbox_id,omitempty"`
+	// The previous command's own time stamp (unclamped), so that time keeps
+	// flowing by the proposer's elapsed time when its clock is behind
+	// last_time_ms (see DESIGN.md, "Time").
+	LastStampMs int64 `protobuf:"varint,4,opt,name=last_stamp_ms,json=lastStampMs,proto3" json:"last_stamp_ms,omitempty"`
+	// Every queue has its due entry (false: a shard from before the due
+	// index; the first Tick schedules every queue once).
+	DueIndex      bool `protobuf:"varint,5,opt,name=due_index,json=dueIndex,proto3" json:"due_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1952,6 +2008,20 @@ func (x *ShardMeta) GetNextOutboxId() uint64 {
 		return x.NextOutboxId
 	}
 	return 0
+}
+
+func (x *ShardMeta) GetLastStampMs() int64 {
+	if x != nil {
+		return x.LastStampMs
+	}
+	return 0
+}
+
+func (x *ShardMeta) GetDueIndex() bool {
+	if x != nil {
+		return x.DueIndex
+	}
+	return false
 }
 
 // DedupRecord answers a repeated idempotency key or (FIFO) deduplication id
@@ -2475,17 +2545,25 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	" \x01(\x03R\vincarnation\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"q\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfd\x01\n" +
 	"\tQueueMeta\x12\x19\n" +
 	"\bnext_seq\x18\x01 \x01(\x04R\anextSeq\x12\x1a\n" +
 	"\bmessages\x18\x02 \x01(\x03R\bmessages\x12\x14\n" +
 	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x12\x17\n" +
-	"\alow_seq\x18\x04 \x01(\x04R\x06lowSeq\"w\n" +
+	"\alow_seq\x18\x04 \x01(\x04R\x06lowSeq\x12\x1b\n" +
+	"\tin_flight\x18\x05 \x01(\x03R\binFlight\x12\x18\n" +
+	"\adelayed\x18\x06 \x01(\x03R\adelayed\x12\x1d\n" +
+	"\n" +
+	"settled_ms\x18\a \x01(\x03R\tsettledMs\x12\x1a\n" +
+	"\tdue_at_ms\x18\b \x01(\x03R\adueAtMs\x12\x18\n" +
+	"\acounted\x18\t \x01(\bR\acounted\"\xb8\x01\n" +
 	"\tShardMeta\x12 \n" +
 	"\flast_time_ms\x18\x01 \x01(\x03R\n" +
 	"lastTimeMs\x12\"\n" +
 	"\rnext_queue_id\x18\x02 \x01(\x04R\vnextQueueId\x12$\n" +
-	"\x0enext_outbox_id\x18\x03 \x01(\x04R\fnextOutboxId\"b\n" +
+	"\x0enext_outbox_id\x18\x03 \x01(\x04R\fnextOutboxId\x12\"\n" +
+	"\rlast_stamp_ms\x18\x04 \x01(\x03R\vlastStampMs\x12\x1b\n" +
+	"\tdue_index\x18\x05 \x01(\bR\bdueIndex\"b\n" +
 	"\vDedupRecord\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x10\n" +
