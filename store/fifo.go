@@ -102,6 +102,9 @@ func (t *txn) groupRemove(qid uint64, m *storepb.MessageRecord) error {
 	if next == nil {
 		return fmt.Errorf("store: group entry without message: queue %d seq %d", qid, seq)
 	}
+	if next.VisibleAtMs <= t.now {
+		t.unblocked = true
+	}
 	return t.headGroup(qid, next)
 }
 

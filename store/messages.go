@@ -479,6 +479,9 @@ func (t *txn) deleteMessages(op *storepb.Delete, res *Result) error {
 			changed = true
 		}
 	}
+	// Deleting a FIFO group's head can make its next message deliverable:
+	// long polls waiting on the queue must hear of it.
+	res.Woken = res.Woken || t.unblocked
 	if changed {
 		return t.putQueueMeta(q.Id, meta)
 	}

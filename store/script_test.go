@@ -469,6 +469,7 @@ func (h *harness) run(line string) string {
 		for i, e := range r.Entries {
 			p("%s: %s", names[i], errName(e))
 		}
+		flags(r)
 	case "visibility":
 		var cs []*storepb.VisibilityChange
 		names := a.list("handle")

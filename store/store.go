@@ -260,6 +260,10 @@ type txn struct {
 
 	metas      map[uint64]*storepb.QueueMeta // queue metas loaded (by queue id)
 	metasDirty map[uint64]bool               // to write back at the command's end
+
+	// unblocked: a FIFO group's new head is visible at now (its earlier
+	// message went), so a waiting long poll has something to receive.
+	unblocked bool
 }
 
 func (s *Store) reader(now int64) *txn { return &txn{s: s, r: s.db, now: now} }
