@@ -14,7 +14,7 @@ STATICCHECK          := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Packages whose concurrency is tested under the race detector.
 RACE_PKGS := ./store/... ./raftnode/... ./server/... ./internal/... ./sdk/...
 
-.PHONY: all build build-chaos run cluster bench chaos test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean
+.PHONY: all build build-chaos run cluster bench chaos test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean test-ts
 
 all: build
 
@@ -49,7 +49,7 @@ bench: build
 	BIN=$(BIN)/quorumq $(GO) run ./bench
 
 ## test: everything CI checks (.ci/run calls exactly this)
-test: check-generated lint test-race test-unit test-fuzz test-e2e
+test: check-generated lint test-race test-unit test-fuzz test-e2e test-ts
 
 # Each fuzz target runs briefly beyond its committed seed corpus (the seeds
 # also run in the plain test runs). FUZZTIME=1m for a longer hunt.
@@ -66,6 +66,17 @@ test-race:
 
 test-unit:
 	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v -e /store -e /raftnode -e /server -e /internal -e /sdk -e /tests)
+
+## test-ts: the TypeScript client (sdk/typescript) against a live `quorumq serve`
+TS_DIR   := sdk/typescript
+TS_DEPS  := $(TS_DIR)/node_modules/.npm-ci-done
+test-ts: build $(TS_DEPS)
+	cd $(TS_DIR) && npm run --silent build && QUORUMQ_BIN=$(BIN)/quorumq npm test --silent
+
+# npm ci (pinned by the committed lock) again whenever the lock changes.
+$(TS_DEPS): $(TS_DIR)/package-lock.json
+	cd $(TS_DIR) && npm ci --no-audit --no-fund
+	@touch $@
 
 test-e2e: build build-chaos
 	QUORUMQ_BIN=$(BIN)/quorumq QUORUMQ_CHAOS_BIN=$(BIN)/quorumq-chaos $(GO) test -count=1 -timeout 10m ./tests/...
@@ -100,16 +111,18 @@ $(BIN)/protoc-gen-openapiv2:
 $(BIN)/staticcheck:
 	GOBIN=$(BIN) $(GO) install $(STATICCHECK)
 
-## generate: lint the protos and regenerate Go, gateway and OpenAPI code
-generate: tools
+## generate: lint the protos and regenerate Go, gateway, OpenAPI and TypeScript code
+generate: tools $(TS_DEPS)
 	$(BUF) lint
 	$(BUF) generate --template buf.gen.yaml
 	$(BUF) generate --template buf.gen.store.yaml
 	$(BUF) generate --template buf.gen.raftnode.yaml
+	rm -rf $(TS_DIR)/src/gen
+	$(BUF) generate --template buf.gen.ts.yaml
 
 ## check-generated: the committed generated code is what `make generate` writes
 check-generated: generate
-	@git diff --exit-code -- api openapi store/storepb raftnode/transportpb || \
+	@git diff --exit-code -- api openapi store/storepb raftnode/transportpb $(TS_DIR)/src/gen || \
 		(echo "generated code is stale: run 'make generate' and commit" >&2; exit 1)
 
 lint: $(BIN)/staticcheck
