@@ -3,8 +3,8 @@
 // default: bin/quorumq of the repository (`make build`).
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -18,6 +18,7 @@ let server: ChildProcess | undefined;
 let dataDir = "";
 let logs = "";
 let client: QuorumqClient;
+let grpcUrl = "";
 
 function freePort(): Promise<number> {
   return new Promise((ok, fail) => {
@@ -86,7 +87,8 @@ before(async () => {
     server!.once("error", (e) => fail(new Error(`start ${bin}: ${e.message} (run make build)`)));
   });
   await waitReady(`http://127.0.0.1:${http}/readyz`, 30_000);
-  client = createQuorumqClient({ baseUrl: `http://127.0.0.1:${grpc}` });
+  grpcUrl = `http://127.0.0.1:${grpc}`;
+  client = createQuorumqClient({ baseUrl: grpcUrl });
 });
 
 after(async () => {
@@ -145,4 +147,41 @@ test("errors carry their google.rpc.ErrorInfo reason", async () => {
     assert.equal(errorReason(err), "QUEUE_ALREADY_EXISTS");
     return true;
   });
+});
+
+// The examples of the READMEs run as written (as JavaScript modules next to
+// dist/), pointed at this server.
+function readmeExample(path: string, after: string): string {
+  const text = readFileSync(path, "utf8");
+  const start = text.indexOf(after);
+  assert.ok(start >= 0, `${path}: no "${after}"`);
+  const m = /```ts\n([\s\S]*?)```/.exec(text.slice(start));
+  assert.ok(m, `${path}: no ts block after "${after}"`);
+  assert.ok(m[1].includes("http://127.0.0.1:9090"), `${path}: the example no longer dials 127.0.0.1:9090`);
+  return m[1].replaceAll("http://127.0.0.1:9090", grpcUrl);
+}
+
+async function runExample(code: string): Promise<string> {
+  const pkg = resolve(here, "../..");
+  const file = join(pkg, `.readme-example-${process.pid}.mjs`);
+  writeFileSync(file, code);
+  try {
+    return await new Promise((ok, fail) => {
+      execFile(process.execPath, [file], { cwd: pkg, timeout: 30_000 }, (err, stdout, stderr) =>
+        err ? fail(new Error(`${err.message}\n${stderr}`)) : ok(stdout),
+      );
+    });
+  } finally {
+    rmSync(file, { force: true });
+  }
+}
+
+test("README example (Clients in other languages)", async () => {
+  const out = await runExample(readmeExample(resolve(here, "../../../../README.md"), "**TypeScript (Node).**"));
+  assert.equal(out.trim(), "QUEUE_NOT_FOUND");
+});
+
+test("sdk/typescript/README.md example", async () => {
+  const out = await runExample(readmeExample(resolve(here, "../../README.md"), "npm ci && npm run build"));
+  assert.equal(out.trim(), "true");
 });
