@@ -197,7 +197,7 @@ func TestBenchEndToEnd(t *testing.T) {
 	defer cancel()
 
 	o := defaultBenchOptions()
-	o.endpoints = []string{n.GRPCAddr()}
+	o.endpoint = n.GRPCAddr()
 	o.queue, o.create = "bench-e2e", true
 	o.producers, o.consumers, o.inflight, o.batch = 2, 2, 2, 10
 	o.size, o.duration, o.messages, o.progress = 256, 0, 300, 0

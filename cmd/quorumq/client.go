@@ -46,7 +46,7 @@ func registerEndpoint(cmd *cobra.Command, endpoint *string) {
 	f := cmd.Flags()
 	f.StringVar(endpoint, "endpoint", defaultEndpoint, "gRPC address of a node, or a comma-separated list of nodes")
 	f.StringVar(endpoint, "endpoints", defaultEndpoint, "same as --endpoint")
-	_ = f.MarkDeprecated("endpoints", "use --endpoint") // cannot fail: the flag exists
+	f.Lookup("endpoints").Hidden = true
 }
 
 // defaultEndpoint is the gRPC address of `quorumq serve`'s defaults.

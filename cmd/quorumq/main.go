@@ -3,7 +3,9 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -24,6 +26,7 @@ func newRoot() *cobra.Command {
 		SilenceErrors: false,
 		Version:       readBuildInfo().String(),
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			warnDeprecated(cmd)
 			return applyEnv(cmd)
 		},
 	}
@@ -38,6 +41,20 @@ func newRoot() *cobra.Command {
 	return root
 }
 
+// deprecatedFlags are the hidden older spellings, with what to use
+// instead. (Not pflag's MarkDeprecated: cobra prints its notice to the
+// command's output writer, and these must never touch standard output.)
+var deprecatedFlags = map[string]string{"json": "-o json", "endpoints": "--endpoint"}
+
+// warnDeprecated notes on standard error each older spelling given.
+func warnDeprecated(cmd *cobra.Command) {
+	for _, name := range slices.Sorted(maps.Keys(deprecatedFlags)) {
+		if f := cmd.Flags().Lookup(name); f != nil && f.Changed {
+			fmt.Fprintf(cmd.ErrOrStderr(), "quorumq: --%s is deprecated, use %s\n", name, deprecatedFlags[name])
+		}
+	}
+}
+
 // flagAliases pairs each hidden, deprecated flag spelling with the flag it
 // stands for: giving either on the command line keeps the environment
 // from setting the other.
@@ -49,7 +66,7 @@ func applyEnv(cmd *cobra.Command) error {
 	var err error
 	flags := cmd.Flags()
 	cmd.Flags().VisitAll(func(f *pflag.Flag) {
-		if err != nil || f.Changed || f.Deprecated != "" {
+		if _, old := deprecatedFlags[f.Name]; err != nil || f.Changed || old {
 			return
 		}
 		if alias := flags.Lookup(flagAliases[f.Name]); alias != nil && alias.Changed {

@@ -60,7 +60,7 @@ func (o *outputFormat) register(cmd *cobra.Command) {
 	f.VarP(o, "output", "o", "output format: table, json or yaml (JSON as the REST API prints it)")
 	f.Var(jsonAlias{o}, "json", "same as -o json")
 	f.Lookup("json").NoOptDefVal = "true"
-	_ = f.MarkDeprecated("json", "use -o json") // cannot fail: the flag exists
+	f.Lookup("json").Hidden = true
 }
 
 // jsonAlias is the boolean --json: true sets the format to json.
