@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,8 +15,8 @@ import (
 //   - "### A walk through the REST API with curl": TestReadmeCurlWalkthrough
 //   - "### The command line": TestReadmeCLIWalkthrough
 //   - "## Quick start" (make run, make test) and "## A three-node cluster"
-//     (make cluster, its ports, the CLI lines against them):
-//     TestReadmeMakeTargetsAndPorts
+//     (make cluster, its ports): TestReadmeMakeTargetsAndPorts; the
+//     cluster section's CLI lines, kill included: TestReadmeClusterWalkthrough
 //   - "## Go SDK" has no block; it points at sdk/examples (run by
 //     sdk/examples/producer/main_test.go) and the sdk Example functions.
 
@@ -224,5 +225,69 @@ func TestReadmeMakeTargetsAndPorts(t *testing.T) {
 		if !regexp.MustCompile(`^127\.0\.0\.1:909[123]$`).MatchString(m[1]) {
 			t.Errorf("README cluster line uses --endpoint %s, not a gRPC port of `make cluster`", m[1])
 		}
+	}
+}
+
+// The three-node section's CLI lines run against a three-node cluster
+// with the Makefile's shard count: README node N (gRPC 127.0.0.1:909N) is
+// mapped to a test node, README node 1 being the leader of shard 0 (the
+// one the README's kill hint names), and the kill line is done by the
+// test. The message sent before the crash is received after it.
+func TestReadmeClusterWalkthrough(t *testing.T) {
+	needTools(t, "bash")
+	cmds := readmeBlocks(t, "## A three-node cluster")
+	if len(cmds) < 6 || cmds[0] != "make cluster" {
+		t.Fatalf("unexpected cluster section blocks: %q", cmds)
+	}
+	cmds = cmds[1:] // make cluster: checked by TestReadmeMakeTargetsAndPorts
+	c := startCluster(t, 3, "--shards", "4")
+	leader := c.leader()
+	addrs := []string{c.procs[leader].grpcAddr} // README node 1, 2, 3
+	for id := uint64(1); id <= 3; id++ {
+		if id != leader {
+			addrs = append(addrs, c.procs[id].grpcAddr)
+		}
+	}
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	abs, err := filepath.Abs(binary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(abs, filepath.Join(dir, "bin", "quorumq")); err != nil {
+		t.Fatal(err)
+	}
+	var script strings.Builder
+	var transcript strings.Builder
+	run := func() {
+		if script.Len() > 0 {
+			transcript.WriteString(runScript(t, dir, "set -euo pipefail\n"+script.String()))
+			script.Reset()
+		}
+	}
+	killed := false
+	for _, line := range cmds {
+		if strings.HasPrefix(line, "kill -9 ") {
+			run()
+			c.kill(leader)
+			killed = true
+			continue
+		}
+		for i, addr := range addrs {
+			line = strings.ReplaceAll(line, fmt.Sprintf("127.0.0.1:909%d", i+1), addr)
+		}
+		if strings.Contains(line, "127.0.0.1:909") {
+			t.Fatalf("README cluster line names a port the cluster does not have: %s", line)
+		}
+		script.WriteString(echoed(line))
+	}
+	run()
+	if !killed {
+		t.Fatal("the README's cluster walkthrough kills no node")
+	}
+	if !regexp.MustCompile(`(?m)^body +survives a crash$`).MatchString(transcript.String()) {
+		t.Fatalf("the message sent before the crash was not received after it:\n%s", transcript.String())
 	}
 }
