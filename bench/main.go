@@ -243,7 +243,7 @@ func peakRSS(pid int) (float64, error) {
 	return 0, errors.New("no VmHWM in /proc status")
 }
 
-// result is the part of `quorumq bench --json` the table shows.
+// result is the part of `quorumq bench -o json` the table shows.
 type result struct {
 	Sent           int64            `json:"sent"`
 	Received       int64            `json:"received"`
@@ -275,10 +275,10 @@ type suite struct {
 	rows []row
 }
 
-// bench runs one `quorumq bench --json` with its progress in a log file.
+// bench runs one `quorumq bench -o json` with its progress in a log file.
 func (s *suite) bench(ctx context.Context, name string, args ...string) (*result, error) {
 	logf("(%s) quorumq bench %s", name, strings.Join(args, " "))
-	args = append([]string{"bench", "--json", "--endpoints", strings.Join(s.cl.grpc, ",")}, args...)
+	args = append([]string{"bench", "-o", "json", "--endpoint", strings.Join(s.cl.grpc, ",")}, args...)
 	cmd := exec.CommandContext(ctx, s.c.bin, args...)
 	var out bytes.Buffer
 	logFile, err := os.Create(filepath.Join(s.dir, "bench-"+strings.NewReplacer(" ", "_", "/", "_").Replace(name)+".log"))

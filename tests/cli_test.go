@@ -205,3 +205,62 @@ func TestCLIReceiveWait(t *testing.T) {
 		t.Fatalf("receive --wait 10s of a message delayed 1s: %+v after %v", recv, took)
 	}
 }
+
+// The binary's shared flags: -o yaml and json on cluster status and
+// version, the older --json and --endpoints (notice on stderr only),
+// queue update as a PATCH, shell completion scripts, and exit codes in
+// every help.
+func TestCLIConsistentFlags(t *testing.T) {
+	p := startServe(t, t.TempDir())
+	waitReady(t, p.client(t))
+
+	cli(t, p, "queue", "create", "flags", "--retention", "1h")
+	var q struct {
+		Attributes struct{ VisibilityTimeout, MessageRetention string }
+	}
+	decode(t, cli(t, p, "queue", "update", "flags", "--visibility-timeout", "45s", "-o", "json"), &q)
+	if q.Attributes.VisibilityTimeout != "45s" || q.Attributes.MessageRetention != "3600s" {
+		t.Fatalf("queue update --visibility-timeout 45s: %+v", q)
+	}
+	if out, errOut, code := runCLI(t, p.grpcAddr, nil, "queue", "update", "nope", "--delay", "1s"); code != 2 || out != "" {
+		t.Fatalf("queue update of a missing queue: exit %d\n%s%s", code, out, errOut)
+	}
+
+	if got := cli(t, p, "queue", "get", "flags", "-o", "yaml"); !strings.HasPrefix(got, "name: flags\nattributes:\n  visibilityTimeout: 45s\n") {
+		t.Fatalf("queue get -o yaml:\n%s", got)
+	}
+	if got := cli(t, p, "cluster", "status", "-o", "yaml"); !regexp.MustCompile(`(?m)^shards:\n  - id: "0"$`).MatchString(got) {
+		t.Fatalf("cluster status -o yaml:\n%s", got)
+	}
+	// The older spellings: stdout stays a clean document.
+	cmd := exec.Command(binary, "cluster", "status", "--json", "--endpoints", p.grpcAddr)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("cluster status --json --endpoints: %v\n%s", err, errOut.String())
+	}
+	var cluster struct{ Shards []any }
+	decode(t, out.String(), &cluster)
+	if len(cluster.Shards) != 1 || !strings.Contains(errOut.String(), "--json is deprecated") || !strings.Contains(errOut.String(), "--endpoints is deprecated") {
+		t.Fatalf("cluster status --json --endpoints: %+v, stderr %q", cluster, errOut.String())
+	}
+
+	for _, args := range [][]string{{"version", "-o", "json"}, {"--version"}} {
+		out, err := exec.Command(binary, args...).Output()
+		if err != nil || !strings.Contains(string(out), "go1.") {
+			t.Fatalf("quorumq %v: %v %q", args, err, out)
+		}
+	}
+	for _, shell := range []string{"bash", "zsh", "fish", "powershell"} {
+		out, err := exec.Command(binary, "completion", shell).Output()
+		if err != nil || !strings.Contains(string(out), "quorumq") || len(out) < 500 {
+			t.Errorf("completion %s: %v, %d bytes", shell, err, len(out))
+		}
+	}
+	for _, args := range [][]string{{"serve"}, {"bench"}, {"cluster", "status"}, {"queue", "update"}, {"token"}, {"completion", "bash"}} {
+		out, err := exec.Command(binary, append(args, "--help")...).Output()
+		if err != nil || !strings.Contains(string(out), "Exit codes:\n  0  success\n") {
+			t.Errorf("quorumq %v --help: %v, no exit codes:\n%s", args, err, out)
+		}
+	}
+}

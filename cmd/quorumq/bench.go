@@ -4,14 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/signal"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,7 +21,6 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -50,7 +47,10 @@ const (
 
 // benchOptions are the flags of `quorumq bench`.
 type benchOptions struct {
-	endpoints    []string
+	endpoint     string   // --endpoint, comma-separated
+	endpoints    []string // endpoint split (by validate)
+	caFile       string
+	output       outputFormat
 	queue        string
 	partitions   int
 	producers    int
@@ -63,7 +63,6 @@ type benchOptions struct {
 	rate         float64
 	receiveBatch int
 	create       bool
-	jsonOut      bool
 	token        string
 	drainTimeout time.Duration
 	visibility   time.Duration
@@ -75,7 +74,7 @@ type benchOptions struct {
 
 func defaultBenchOptions() benchOptions {
 	return benchOptions{
-		endpoints: []string{"127.0.0.1:9090"}, queue: "bench", partitions: 1, producers: 8, consumers: 8,
+		endpoint: defaultEndpoint, endpoints: []string{defaultEndpoint}, queue: "bench", partitions: 1, producers: 8, consumers: 8,
 		size: 1024, batch: 10, inflight: 1, duration: 30 * time.Second, receiveBatch: 10,
 		drainTimeout: 30 * time.Second, progress: time.Second,
 	}
@@ -99,10 +98,12 @@ The run stops sending after --duration and/or --messages, then drains:
 consumers go on until as many messages were received as were sent, or
 --drain-timeout. With --producers 0 it only receives (from a backlog) until
 --duration or --messages. A progress line each second goes to stderr; the
-summary to stdout (one JSON object with --json).`,
-		Example: `  quorumq bench --endpoints 127.0.0.1:9091,127.0.0.1:9092,127.0.0.1:9093 --queue b1 --create --duration 15s
+summary to stdout (one JSON object per line with -o json, a YAML document
+with -o yaml). Failed calls are counted in the summary; only an error that
+stops the run makes the exit status non-zero.`,
+		Example: `  quorumq bench --endpoint 127.0.0.1:9091,127.0.0.1:9092,127.0.0.1:9093 --queue b1 --create --duration 15s
   quorumq bench --queue b2 --create --batch 1 --inflight 500 --producers 4 --consumers 4
-  quorumq bench --queue b3 --create --rate 5000 --batch 1 --inflight 100 --json`,
+  quorumq bench --queue b3 --create --rate 5000 --batch 1 --inflight 100 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
@@ -114,14 +115,17 @@ summary to stdout (one JSON object with --json).`,
 			if err != nil {
 				return err
 			}
-			if o.jsonOut {
-				return writeBenchJSON(cmd.OutOrStdout(), res)
+			if o.output.structured() {
+				return writeBenchDocument(cmd.OutOrStdout(), o.output, res)
 			}
 			return writeBenchText(cmd.OutOrStdout(), res)
 		},
 	}
+	registerEndpoint(cmd, &o.endpoint)
+	cmd.Flag("endpoint").Usage = "gRPC addresses of the nodes to load, comma-separated (clients spread over them)"
+	registerTLS(cmd, &o.caFile)
+	o.output.register(cmd)
 	f := cmd.Flags()
-	f.StringSliceVar(&o.endpoints, "endpoints", o.endpoints, "gRPC addresses of the nodes to load (clients spread over them)")
 	f.StringVar(&o.queue, "queue", o.queue, "queue name")
 	f.IntVar(&o.partitions, "partitions", o.partitions, "partitions of the queue when --create makes it (1-64)")
 	f.IntVar(&o.producers, "producers", o.producers, "producers, each with its own connection (0: receive only)")
@@ -134,7 +138,6 @@ summary to stdout (one JSON object with --json).`,
 	f.Float64Var(&o.rate, "rate", 0, "open loop: messages/s over all producers (0: closed loop, as fast as confirmed)")
 	f.IntVar(&o.receiveBatch, "receive-batch", o.receiveBatch, "messages per receive (1-100)")
 	f.BoolVar(&o.create, "create", false, "create the queue first (same attributes again is a no-op)")
-	f.BoolVar(&o.jsonOut, "json", false, "print one JSON object at the end")
 	f.StringVar(&o.token, "token", "", "bearer token for a secured cluster (default: none, dev mode)")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", o.drainTimeout, "how long consumers go on after sending stops")
 	f.DurationVar(&o.visibility, "visibility-timeout", 0, "lease of received messages (default: the queue's)")
@@ -147,14 +150,16 @@ summary to stdout (one JSON object with --json).`,
 
 // validate checks the flags against each other and the API's limits.
 func (o *benchOptions) validate() error {
-	if len(o.endpoints) == 0 {
-		return errors.New("--endpoints: at least one address")
+	eps, err := splitEndpoints(o.endpoint)
+	if err != nil {
+		return err
 	}
-	for _, e := range o.endpoints {
+	for _, e := range eps {
 		if _, _, err := net.SplitHostPort(e); err != nil {
-			return fmt.Errorf("--endpoints %q: %w", e, err)
+			return fmt.Errorf("--endpoint %q: %w", e, err)
 		}
 	}
+	o.endpoints = eps
 	switch {
 	case o.queue == "":
 		return errors.New("--queue is required")
@@ -406,7 +411,11 @@ func (bearer) RequireTransportSecurity() bool { return false }
 
 func (o *benchOptions) dial(i int) (*grpc.ClientConn, error) {
 	ep := o.endpoints[i%len(o.endpoints)]
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	creds, err := transportCredentials(o.caFile)
+	if err != nil {
+		return nil, err
+	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
 	if o.token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(bearer(o.token)))
 	}
@@ -747,48 +756,4 @@ func perSec(n int64, d time.Duration) float64 {
 		return 0
 	}
 	return float64(n) / d.Seconds()
-}
-
-func writeBenchJSON(w io.Writer, res *benchResult) error {
-	b, err := json.Marshal(res)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(w, string(b))
-	return err
-}
-
-func writeBenchText(w io.Writer, res *benchResult) error {
-	c := res.Config
-	loop := "closed loop"
-	if res.Mode == "open" {
-		loop = fmt.Sprintf("open loop at %.0f msgs/s", c.Rate)
-	}
-	fmt.Fprintf(w, "queue %s: %d producers × %d in flight, batch %d, %d consumers (receive %d), %d B, %s\n",
-		c.Queue, c.Producers, c.Inflight, c.Batch, c.Consumers, c.ReceiveBatch, c.Size, loop)
-	fmt.Fprintf(w, "sent      %10d msgs in %6.2fs  %10.1f msgs/s  (failed %d)\n", res.Sent, res.SendElapsed, res.SentPerSec, res.SendFailed)
-	fmt.Fprintf(w, "received  %10d msgs in %6.2fs  %10.1f msgs/s  (deleted %d, %.1f/s; drained %v)\n",
-		res.Received, res.ReceiveElapsed, res.ReceivedPerSec, res.Deleted, res.DeletedPerSec, res.Drained)
-	for _, l := range []struct {
-		name string
-		s    latencySummary
-	}{{"send latency", res.SendLatency}, {"end-to-end  ", res.EndToEndLatency}} {
-		fmt.Fprintf(w, "%s ms  p50 %8.2f  p90 %8.2f  p99 %8.2f  p99.9 %8.2f  max %8.2f  (n=%d)\n",
-			l.name, l.s.P50, l.s.P90, l.s.P99, l.s.P999, l.s.Max, l.s.Count)
-	}
-	if len(res.Errors) == 0 {
-		_, err := fmt.Fprintln(w, "errors    none")
-		return err
-	}
-	codes := make([]string, 0, len(res.Errors))
-	for k := range res.Errors {
-		codes = append(codes, k)
-	}
-	sort.Strings(codes)
-	parts := make([]string, len(codes))
-	for i, k := range codes {
-		parts[i] = fmt.Sprintf("%s=%d", k, res.Errors[k])
-	}
-	_, err := fmt.Fprintf(w, "errors    %s\n", strings.Join(parts, " "))
-	return err
 }

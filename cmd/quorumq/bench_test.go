@@ -23,7 +23,9 @@ func TestBenchFlagValidation(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--endpoints", "nohostport"}, "--endpoints"},
+		{[]string{"--endpoint", "nohostport"}, "--endpoint"},
+		{[]string{"--endpoint", "127.0.0.1:1,nohostport"}, "--endpoint"},
+		{[]string{"--endpoints", "nohostport"}, "--endpoint"}, // the older spelling still works
 		{[]string{"--queue", ""}, "--queue"},
 		{[]string{"--partitions", "65"}, "--partitions"},
 		{[]string{"--producers", "0", "--consumers", "0"}, "nothing to do"},
@@ -109,7 +111,7 @@ func TestBenchJSONShape(t *testing.T) {
 	r.errs.add("STALE", 1)
 	res := r.result(2*time.Second, time.Second, 2*time.Second, 2)
 	var out bytes.Buffer
-	if err := writeBenchJSON(&out, res); err != nil {
+	if err := writeBenchDocument(&out, outputJSON, res); err != nil {
 		t.Fatal(err)
 	}
 	if n := strings.Count(out.String(), "\n"); n != 1 {
@@ -195,7 +197,7 @@ func TestBenchEndToEnd(t *testing.T) {
 	defer cancel()
 
 	o := defaultBenchOptions()
-	o.endpoints = []string{n.GRPCAddr()}
+	o.endpoint = n.GRPCAddr()
 	o.queue, o.create = "bench-e2e", true
 	o.producers, o.consumers, o.inflight, o.batch = 2, 2, 2, 10
 	o.size, o.duration, o.messages, o.progress = 256, 0, 300, 0

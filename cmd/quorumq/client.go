@@ -34,16 +34,33 @@ type clientFlags struct {
 }
 
 func (c *clientFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&c.endpoint, "endpoint", "127.0.0.1:9090", "gRPC address of a node, or a comma-separated list of nodes")
+	registerEndpoint(cmd, &c.endpoint)
 	cmd.Flags().DurationVar(&c.timeout, "timeout", 30*time.Second, "deadline of the command's calls, retries included")
 	cmd.Flags().StringVar(&c.token, "token", "", "bearer token (JWT); also QUORUMQ_TOKEN")
-	cmd.Flags().StringVar(&c.caFile, "ca-file", "", "CA (PEM) to verify the server's TLS certificate; empty: plain TCP")
+	registerTLS(cmd, &c.caFile)
 }
 
-// endpoints splits --endpoint.
-func (c *clientFlags) endpoints() ([]string, error) {
+// registerEndpoint adds --endpoint (a comma-separated list of nodes) and
+// its hidden, deprecated older spelling --endpoints, to the same value.
+func registerEndpoint(cmd *cobra.Command, endpoint *string) {
+	f := cmd.Flags()
+	f.StringVar(endpoint, "endpoint", defaultEndpoint, "gRPC address of a node, or a comma-separated list of nodes")
+	f.StringVar(endpoint, "endpoints", defaultEndpoint, "same as --endpoint")
+	f.Lookup("endpoints").Hidden = true
+}
+
+// defaultEndpoint is the gRPC address of `quorumq serve`'s defaults.
+const defaultEndpoint = "127.0.0.1:9090"
+
+// registerTLS adds --ca-file.
+func registerTLS(cmd *cobra.Command, caFile *string) {
+	cmd.Flags().StringVar(caFile, "ca-file", "", "CA (PEM) to verify the server's TLS certificate; empty: plain TCP")
+}
+
+// splitEndpoints splits a comma-separated --endpoint.
+func splitEndpoints(list string) ([]string, error) {
 	var eps []string
-	for e := range strings.SplitSeq(c.endpoint, ",") {
+	for e := range strings.SplitSeq(list, ",") {
 		if e = strings.TrimSpace(e); e != "" {
 			eps = append(eps, e)
 		}
@@ -54,12 +71,21 @@ func (c *clientFlags) endpoints() ([]string, error) {
 	return eps, nil
 }
 
+// endpoints splits --endpoint.
+func (c *clientFlags) endpoints() ([]string, error) { return splitEndpoints(c.endpoint) }
+
 // transportCredentials are what --ca-file asks for.
 func (c *clientFlags) transportCredentials() (credentials.TransportCredentials, error) {
-	if c.caFile == "" {
+	return transportCredentials(c.caFile)
+}
+
+// transportCredentials verify the server against caFile (PEM), or are
+// plain TCP when it is empty.
+func transportCredentials(caFile string) (credentials.TransportCredentials, error) {
+	if caFile == "" {
 		return insecure.NewCredentials(), nil
 	}
-	creds, err := credentials.NewClientTLSFromFile(c.caFile, "")
+	creds, err := credentials.NewClientTLSFromFile(caFile, "")
 	if err != nil {
 		return nil, fmt.Errorf("--ca-file: %w", err)
 	}
@@ -100,7 +126,7 @@ func (c *clientFlags) with(cmd *cobra.Command, extra time.Duration, fn func(ctx 
 // rpc runs fn on a plain gRPC connection under the call deadline, for
 // the services the SDK does not cover (cluster status). The endpoints are
 // tried in turn while they are unavailable; a gRPC error comes back as
-// "Code: message".
+// "Code: message" that keeps its status (a NotFound exits 2).
 func (c *clientFlags) rpc(cmd *cobra.Command, fn func(ctx context.Context, conn *grpc.ClientConn) error) error {
 	eps, err := c.endpoints()
 	if err != nil {
@@ -122,10 +148,17 @@ func (c *clientFlags) rpc(cmd *cobra.Command, fn func(ctx context.Context, conn 
 		}
 	}
 	if st, ok := status.FromError(err); ok && err != nil {
-		return fmt.Errorf("%s: %s", st.Code(), st.Message())
+		return statusError{st}
 	}
 	return err
 }
+
+// statusError prints a gRPC status as "Code: message" and still is that
+// status for status.FromError.
+type statusError struct{ st *status.Status }
+
+func (e statusError) Error() string              { return fmt.Sprintf("%s: %s", e.st.Code(), e.st.Message()) }
+func (e statusError) GRPCStatus() *status.Status { return e.st }
 
 func (c *clientFlags) rpcOne(ctx context.Context, ep string, creds credentials.TransportCredentials, fn func(ctx context.Context, conn *grpc.ClientConn) error) error {
 	conn, err := grpc.NewClient(ep, grpc.WithTransportCredentials(creds))
@@ -149,11 +182,15 @@ func (c *clientCmd) register(cmd *cobra.Command) {
 	cmd.SetErrPrefix("quorumq:")
 }
 
-func (c *clientCmd) json() bool { return c.output == outputJSON }
+// structured tells whether -o asks for a document (json or yaml).
+func (c *clientCmd) structured() bool { return c.output.structured() }
+
+// write prints m as -o asks (json or yaml).
+func (c *clientCmd) write(w io.Writer, m proto.Message) error { return writeMessage(w, c.output, m) }
 
 func newQueueCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "queue", Short: "Manage queues", Long: clientLong("Manage queues.")}
-	cmd.AddCommand(newQueueCreateCmd(), newQueueGetCmd(), newQueueListCmd(), newQueueDeleteCmd(), newQueuePurgeCmd(), newQueueRedriveCmd())
+	cmd.AddCommand(newQueueCreateCmd(), newQueueGetCmd(), newQueueListCmd(), newQueueDeleteCmd(), newQueuePurgeCmd(), newQueueUpdateCmd(), newQueueRedriveCmd())
 	return cmd
 }
 
@@ -179,8 +216,8 @@ Unset attributes take the server's defaults.`),
 				if err != nil {
 					return err
 				}
-				if c.json() {
-					return writeJSON(cmd.OutOrStdout(), queueProto(q, false))
+				if c.structured() {
+					return c.write(cmd.OutOrStdout(), queueProto(q, false))
 				}
 				return printQueue(cmd.OutOrStdout(), q, false)
 			})
@@ -213,8 +250,8 @@ func newQueueGetCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if c.json() {
-					return writeJSON(cmd.OutOrStdout(), queueProto(q, true))
+				if c.structured() {
+					return c.write(cmd.OutOrStdout(), queueProto(q, true))
 				}
 				return printQueue(cmd.OutOrStdout(), q, true)
 			})
@@ -248,12 +285,12 @@ message counts (one GetQueue per queue; --stats=false skips them).`),
 						return err
 					}
 				}
-				if c.json() {
+				if c.structured() {
 					resp := &qv1.ListQueuesResponse{Queues: make([]*qv1.Queue, len(queues))}
 					for i, q := range queues {
 						resp.Queues[i] = queueProto(q, stats)
 					}
-					return writeJSON(cmd.OutOrStdout(), resp)
+					return c.write(cmd.OutOrStdout(), resp)
 				}
 				if len(queues) == 0 {
 					fmt.Fprintln(cmd.ErrOrStderr(), "no queues")
@@ -347,10 +384,10 @@ func newQueuePurgeCmd() *cobra.Command {
 }
 
 // done prints the answer of a call that returns nothing: resp ({}) with
-// -o json, else the line.
+// -o json or yaml, else the line.
 func (c *clientCmd) done(cmd *cobra.Command, resp proto.Message, line string) error {
-	if c.json() {
-		return writeJSON(cmd.OutOrStdout(), resp)
+	if c.structured() {
+		return c.write(cmd.OutOrStdout(), resp)
 	}
 	_, err := fmt.Fprintln(cmd.OutOrStdout(), line)
 	return err
@@ -409,8 +446,8 @@ when any line failed or was not sent.`),
 				if err != nil {
 					return err
 				}
-				if c.json() {
-					return writeJSON(cmd.OutOrStdout(), &qv1.SendMessageResponse{MessageId: res.MessageID, Sequence: res.Sequence})
+				if c.structured() {
+					return c.write(cmd.OutOrStdout(), &qv1.SendMessageResponse{MessageId: res.MessageID, Sequence: res.Sequence})
 				}
 				return printSendResult(cmd.OutOrStdout(), res)
 			})
@@ -687,8 +724,8 @@ with "quorumq delete QUEUE RECEIPT_HANDLE".`),
 				if err != nil {
 					return err
 				}
-				if c.json() {
-					return writeJSON(cmd.OutOrStdout(), receiveProto(msgs))
+				if c.structured() {
+					return c.write(cmd.OutOrStdout(), receiveProto(msgs))
 				}
 				if len(msgs) == 0 {
 					fmt.Fprintln(cmd.ErrOrStderr(), "no messages")

@@ -13,30 +13,29 @@ import (
 )
 
 func newClusterCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "cluster", Short: "Inspect the cluster"}
-	var (
-		c      clientFlags
-		asJSON bool
-	)
+	cmd := &cobra.Command{Use: "cluster", Short: "Inspect the cluster", Long: clientLong("Inspect the cluster.")}
+	var c clientCmd
 	statusCmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show nodes and shards (members, leader, term, applied index)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Long: clientLong(`Show the nodes (online or not) and every shard: members, leader, term,
+applied and commit index, log range. -o json or yaml prints the
+GetCluster response as the REST API does (GET /v1/cluster).`),
+		Args: cobra.NoArgs,
+		RunE: runE(func(cmd *cobra.Command, _ []string) error {
 			return c.rpc(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
 				r, err := qv1.NewClusterServiceClient(conn).GetCluster(ctx, &qv1.GetClusterRequest{})
 				if err != nil {
 					return err
 				}
-				if asJSON {
-					return printJSON(cmd.OutOrStdout(), r)
+				if c.structured() {
+					return c.write(cmd.OutOrStdout(), r)
 				}
 				return printCluster(cmd, r)
 			})
-		},
+		}),
 	}
 	c.register(statusCmd)
-	statusCmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.AddCommand(statusCmd)
 	return cmd
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -26,30 +27,59 @@ import (
 	quorumq "github.com/quorumq/quorumq/sdk"
 )
 
-// outputFormat is the value of -o/--output: "table" (for people) or
-// "json" (for scripts).
+// outputFormat is the value of -o/--output: "table" (for people), "json"
+// or "yaml" (for scripts; the same document either way).
 type outputFormat string
 
 const (
 	outputTable outputFormat = "table"
 	outputJSON  outputFormat = "json"
+	outputYAML  outputFormat = "yaml"
 )
+
+// structured tells whether the format is a document (json or yaml).
+func (o outputFormat) structured() bool { return o == outputJSON || o == outputYAML }
 
 func (o *outputFormat) String() string { return string(*o) }
 func (o *outputFormat) Type() string   { return "format" }
 
 func (o *outputFormat) Set(s string) error {
 	switch f := outputFormat(strings.ToLower(s)); f {
-	case outputTable, outputJSON:
+	case outputTable, outputJSON, outputYAML:
 		*o = f
 		return nil
 	}
-	return fmt.Errorf("%q is not an output format (table or json)", s)
+	return fmt.Errorf("%q is not an output format (table, json or yaml)", s)
 }
 
+// register adds -o/--output and the hidden, deprecated --json (the older
+// spelling of -o json, kept so scripts do not break).
 func (o *outputFormat) register(cmd *cobra.Command) {
 	*o = outputTable
-	cmd.Flags().VarP(o, "output", "o", "output format: table or json (JSON as the REST API prints it)")
+	f := cmd.Flags()
+	f.VarP(o, "output", "o", "output format: table, json or yaml (JSON as the REST API prints it)")
+	f.Var(jsonAlias{o}, "json", "same as -o json")
+	f.Lookup("json").NoOptDefVal = "true"
+	f.Lookup("json").Hidden = true
+}
+
+// jsonAlias is the boolean --json: true sets the format to json.
+type jsonAlias struct{ o *outputFormat }
+
+func (j jsonAlias) String() string { return strconv.FormatBool(j.o != nil && *j.o == outputJSON) }
+func (j jsonAlias) Type() string   { return "bool" }
+
+func (j jsonAlias) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return err
+	}
+	if v {
+		*j.o = outputJSON
+	} else if *j.o == outputJSON {
+		*j.o = outputTable
+	}
+	return nil
 }
 
 // Exit codes of the client subcommands.
@@ -58,15 +88,31 @@ const (
 	exitNotFound = 2 // the queue or message does not exist
 )
 
-// exitStatusHelp ends the help of every client subcommand.
-const exitStatusHelp = `
-Errors are printed to standard error as "quorumq: ...". Exit status: 0 on
-success, 2 when the queue or message does not exist (NotFound), 1 on any
-other error.`
+// exitStatusHelp ends the long help of every command (see withExitCodes);
+// it is what main, runE and exitCode do.
+const exitStatusHelp = `Exit codes:
+  0  success
+  1  an error, printed to standard error as "quorumq: ..." (or a usage error)
+  2  the queue or message does not exist (NotFound)`
 
 // clientLong is a client subcommand's long help: desc and the exit codes.
 func clientLong(desc string) string {
-	return strings.TrimSpace(desc) + "\n" + exitStatusHelp
+	return strings.TrimSpace(desc) + "\n\n" + exitStatusHelp
+}
+
+// withExitCodes ends the long help of cmd and every command below it with
+// the exit codes (once), so every help text lists them.
+func withExitCodes(cmd *cobra.Command) {
+	if !strings.Contains(cmd.Long, exitStatusHelp) {
+		long := cmd.Long
+		if long == "" {
+			long = cmd.Short + "."
+		}
+		cmd.Long = strings.TrimSpace(long) + "\n\n" + exitStatusHelp
+	}
+	for _, c := range cmd.Commands() {
+		withExitCodes(c)
+	}
 }
 
 // osExit is os.Exit; tests replace it.
@@ -120,22 +166,67 @@ var jsonOptions = protojson.MarshalOptions{EmitUnpopulated: true}
 // writeJSON prints m as protojson, indented by two spaces. protojson's
 // own whitespace is deliberately unstable; re-indenting makes the output
 // byte-stable for a given message.
-func writeJSON(w io.Writer, m proto.Message) error {
+func writeJSON(w io.Writer, m proto.Message) error { return writeMessage(w, outputJSON, m) }
+
+// writeMessage prints m as protojson (the REST API's shape) in format,
+// json or yaml.
+func writeMessage(w io.Writer, format outputFormat, m proto.Message) error {
 	b, err := jsonOptions.Marshal(m)
 	if err != nil {
 		return err
 	}
+	return writeDocument(w, format, b)
+}
+
+// writeDocument prints the JSON document doc indented (json), or as YAML
+// with the same keys in the same order.
+func writeDocument(w io.Writer, format outputFormat, doc []byte) error {
 	var out bytes.Buffer
-	if err := json.Indent(&out, b, "", "  "); err != nil {
-		return err
+	if format == outputYAML {
+		y, err := jsonToYAML(doc)
+		if err != nil {
+			return err
+		}
+		out.Write(y)
+	} else {
+		if err := json.Indent(&out, doc, "", "  "); err != nil {
+			return err
+		}
+		out.WriteByte('\n')
 	}
-	out.WriteByte('\n')
-	_, err = w.Write(out.Bytes())
+	_, err := w.Write(out.Bytes())
 	return err
 }
 
-// printJSON prints a response as JSON (cluster status --json).
-func printJSON(w io.Writer, m proto.Message) error { return writeJSON(w, m) }
+// jsonToYAML re-encodes a JSON document as block-style YAML. JSON is
+// YAML, so it is parsed into a node tree (keeping key order) and only its
+// flow style is dropped; strings that would read as numbers or booleans
+// (protojson's int64s) stay quoted, since the encoder quotes any !!str
+// that would resolve to another type.
+func jsonToYAML(doc []byte) ([]byte, error) {
+	var n yaml.Node
+	if err := yaml.Unmarshal(doc, &n); err != nil {
+		return nil, fmt.Errorf("yaml: %w", err)
+	}
+	var plain func(*yaml.Node)
+	plain = func(n *yaml.Node) {
+		n.Style = 0
+		for _, c := range n.Content {
+			plain(c)
+		}
+	}
+	plain(&n)
+	var out bytes.Buffer
+	enc := yaml.NewEncoder(&out)
+	enc.SetIndent(2)
+	if err := enc.Encode(&n); err != nil {
+		return nil, fmt.Errorf("yaml: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("yaml: %w", err)
+	}
+	return out.Bytes(), nil
+}
 
 // --- SDK results as the API's messages, for -o json ---
 
@@ -450,16 +541,15 @@ func progressLine(sent, failed int64, perSecond float64) string {
 // "notSentFrom":N,"seconds":S} (failedLines only when some failed,
 // notSentFrom only when the send stopped early).
 func printSendSummary(w io.Writer, format outputFormat, s sendSummary) error {
-	if format == outputJSON {
-		b, err := json.MarshalIndent(struct {
+	if format.structured() {
+		b, err := json.Marshal(struct {
 			sendSummary
 			Seconds float64 `json:"seconds"`
-		}{s, s.Elapsed.Round(time.Millisecond).Seconds()}, "", "  ")
+		}{s, s.Elapsed.Round(time.Millisecond).Seconds()})
 		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintln(w, string(b))
-		return err
+		return writeDocument(w, format, b)
 	}
 	line := fmt.Sprintf("sent %d messages in %s (%.0f msg/s)", s.Sent, s.Elapsed.Round(time.Millisecond), rate(s.Sent, s.Elapsed))
 	if s.Failed > 0 {

@@ -343,7 +343,7 @@ func TestRunEErrors(t *testing.T) {
 func TestClientCommandUsage(t *testing.T) {
 	for _, args := range [][]string{
 		{"receive"},
-		{"queue", "get", "q", "-o", "yaml"},
+		{"queue", "get", "q", "-o", "xml"},
 	} {
 		root := newRoot()
 		var out bytes.Buffer
@@ -361,7 +361,7 @@ func TestClientCommandUsage(t *testing.T) {
 	if err := root.Execute(); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Exit status", "2 when the queue or message does not exist", "--file", "-o, --output"} {
+	for _, want := range []string{"Exit codes:", "2  the queue or message does not exist", "--file", "-o, --output"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("send --help lacks %q:\n%s", want, out.String())
 		}

@@ -58,7 +58,7 @@ standard error with -o json); an interrupted --all can simply be run again.`),
 				return printMoved(out, c.output, moved, fmt.Sprintf("moved %d messages from %s", moved, args[0]))
 			}
 			progress := out
-			if c.json() {
+			if c.structured() {
 				progress = cmd.ErrOrStderr()
 			}
 			var total int64
@@ -91,8 +91,8 @@ standard error with -o json); an interrupted --all can simply be run again.`),
 
 // printMoved prints a redrive's outcome: line, or {"moved": N}.
 func printMoved(w io.Writer, format outputFormat, moved int64, line string) error {
-	if format == outputJSON {
-		return writeJSON(w, &qv1.RedriveMessagesResponse{Moved: moved})
+	if format.structured() {
+		return writeMessage(w, format, &qv1.RedriveMessagesResponse{Moved: moved})
 	}
 	_, err := fmt.Fprintln(w, line)
 	return err

@@ -87,8 +87,7 @@ func newServeCmd() *cobra.Command {
 			if a := n.MetricsAddr(); a != "" {
 				metrics = "http://" + a + "/metrics"
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "quorumq node %d serving (data in %s)\n  REST     %s/v1/queues\n  gRPC     %s\n  metrics  %s\n  health   %s/healthz  %s/readyz\n",
-				cfg.NodeID, cfg.DataDir, h, n.GRPCAddr(), metrics, h, h)
+			fmt.Fprint(cmd.OutOrStdout(), banner(cfg.NodeID, cfg.Role, cfg.DataDir, h, n.GRPCAddr(), metrics))
 			<-ctx.Done()
 			log.Info("shutting down: draining in-flight calls")
 			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -195,4 +194,15 @@ func isLoopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// banner is what serve prints once it listens. An API-tier node keeps no
+// data (its --data-dir is unused), so it says what it is instead.
+func banner(nodeID uint64, role, dataDir, httpURL, grpcAddr, metrics string) string {
+	what := "data in " + dataDir
+	if role == "api" {
+		what = "API tier, no data"
+	}
+	return fmt.Sprintf("quorumq node %d serving (%s)\n  REST     %s/v1/queues\n  gRPC     %s\n  metrics  %s\n  health   %s/healthz  %s/readyz\n",
+		nodeID, what, httpURL, grpcAddr, metrics, httpURL, httpURL)
 }
