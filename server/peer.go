@@ -30,7 +30,7 @@ const (
 func isPeerMethod(m string) bool { return strings.HasPrefix(m, "/"+peerService+"/") }
 
 // internalHeaders are the routing headers only routers may set.
-var internalHeaders = []string{shardHeader, partitionHeader, incarnationHeader, recordHeader, forwardedHeader, waitOnlyHeader}
+var internalHeaders = []string{shardHeader, partitionHeader, incarnationHeader, recordHeader, forwardedHeader, waitOnlyHeader, maxBytesHeader}
 
 // StripInternalHeaders is the client-facing listener's first interceptor:
 // a client cannot address one shard or partition directly (that would skip
