@@ -96,14 +96,20 @@ func peerHandler[Req any, PReq interface {
 	}
 }
 
-// deliverOutbox delivers entries to the shard in the call's header, which
-// this node must lead; the answer lists the ids delivered.
-func (p *PeerServer) deliverOutbox(ctx context.Context, req *storepb.DeliverOutbox) (*storepb.AckOutbox, error) {
+// addressed is the local server of the shard a peer call names in its
+// header; this node must lead it.
+func (p *PeerServer) addressed(ctx context.Context) (*Server, error) {
 	shard, ok := direct(ctx)
 	if !ok {
 		return nil, statusError(codes.InvalidArgument, ReasonInvalidArgument, "no shard header", nil)
 	}
-	srv, err := p.router.serving(ctx, shard)
+	return p.router.serving(ctx, shard)
+}
+
+// deliverOutbox delivers entries to the shard in the call's header, which
+// this node must lead; the answer lists the ids delivered.
+func (p *PeerServer) deliverOutbox(ctx context.Context, req *storepb.DeliverOutbox) (*storepb.AckOutbox, error) {
+	srv, err := p.addressed(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -260,11 +260,7 @@ func (s *Server) grantSend(tenant string, need, extra int) (sendGrant, error) {
 // quota serves the peer Quota method: the shard in the call's header,
 // which this node must lead, runs the operation.
 func (p *PeerServer) quota(ctx context.Context, req *structpb.Struct) (*structpb.Struct, error) {
-	shard, ok := direct(ctx)
-	if !ok {
-		return nil, statusError(codes.InvalidArgument, ReasonInvalidArgument, "no shard header", nil)
-	}
-	srv, err := p.router.serving(ctx, shard)
+	srv, err := p.addressed(ctx)
 	if err != nil {
 		return nil, err
 	}
