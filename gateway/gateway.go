@@ -64,6 +64,10 @@ func newHandler(ctx context.Context, cfg Config, lim limits) (http.Handler, erro
 	if err != nil {
 		return nil, err
 	}
+	spec, err := servedSpec(openapi.Spec, BuildVersion())
+	if err != nil {
+		return nil, err
+	}
 	gw := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, fieldMarshaler{jsonOptions}),
 		runtime.WithErrorHandler(errorHandler),
@@ -84,7 +88,7 @@ func newHandler(ctx context.Context, cfg Config, lim limits) (http.Handler, erro
 	mux.Handle("/v1", gw) // not redirected to /v1/: gw answers 404
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(openapi.Spec)
+		_, _ = w.Write(spec)
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
