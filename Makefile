@@ -14,7 +14,7 @@ STATICCHECK          := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Packages whose concurrency is tested under the race detector.
 RACE_PKGS := ./store/... ./raftnode/... ./server/... ./internal/... ./sdk/...
 
-.PHONY: all build build-chaos run cluster bench chaos test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean
+.PHONY: all build build-chaos run cluster bench chaos test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean test-deploy
 
 all: build
 
@@ -49,7 +49,7 @@ bench: build
 	BIN=$(BIN)/quorumq $(GO) run ./bench
 
 ## test: everything CI checks (.ci/run calls exactly this)
-test: check-generated lint test-race test-unit test-fuzz test-e2e
+test: check-generated lint test-race test-unit test-fuzz test-e2e test-deploy
 
 # Each fuzz target runs briefly beyond its committed seed corpus (the seeds
 # also run in the plain test runs). FUZZTIME=1m for a longer hunt.
@@ -66,6 +66,11 @@ test-race:
 
 test-unit:
 	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v -e /store -e /raftnode -e /server -e /internal -e /sdk -e /tests)
+
+## test-deploy: render deploy/kubernetes with kustomize and decode every object
+## strictly (a module of its own: the Kubernetes libraries stay out of go.mod)
+test-deploy:
+	cd deploy/kubernetes/check && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
 
 test-e2e: build build-chaos
 	QUORUMQ_BIN=$(BIN)/quorumq QUORUMQ_CHAOS_BIN=$(BIN)/quorumq-chaos $(GO) test -count=1 -timeout 10m ./tests/...
