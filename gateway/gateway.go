@@ -1,7 +1,8 @@
 // Package gateway serves quorumq over HTTP: the REST/JSON mapping of the
 // gRPC API (grpc-gateway, calling this node's gRPC listener so REST gets the
-// same authentication, validation and error mapping), the OpenAPI document,
-// health and readiness probes, and metrics.
+// same authentication, validation and error mapping), the OpenAPI document
+// (with the binary's version and the probe routes, see servedSpec), health
+// and readiness probes, and metrics.
 //
 // The REST edge bounds what it reads before the node authenticates a call:
 // a body over MaxBodyBytes is answered 413 MESSAGE_TOO_LARGE at once (by
