@@ -212,6 +212,14 @@ func checkCluster(t *testing.T, o objects) {
 		if sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser == 0 {
 			t.Errorf("%s: pod must run as a non-root user: %+v", name, sc)
 		}
+		// Secret files not readable by others need the pod's fsGroup
+		// (they are group-owned by it) for the non-root user to read them.
+		for _, v := range p.Volumes {
+			if v.Secret != nil && (v.Secret.DefaultMode == nil || *v.Secret.DefaultMode&0o004 == 0) &&
+				(sc == nil || sc.FSGroup == nil || sc.RunAsGroup == nil || *sc.FSGroup != *sc.RunAsGroup) {
+				t.Errorf("%s: secret volume %s is not world-readable: the pod needs fsGroup = runAsGroup", name, v.Name)
+			}
+		}
 		csc := c.SecurityContext
 		if csc == nil || csc.ReadOnlyRootFilesystem == nil || !*csc.ReadOnlyRootFilesystem ||
 			csc.AllowPrivilegeEscalation == nil || *csc.AllowPrivilegeEscalation ||
