@@ -14,7 +14,7 @@ STATICCHECK          := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Packages whose concurrency is tested under the race detector.
 RACE_PKGS := ./store/... ./raftnode/... ./server/... ./internal/... ./sdk/...
 
-.PHONY: all build build-chaos run cluster bench chaos test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean test-ts
+.PHONY: all build build-chaos run cluster bench chaos test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean test-ts test-deploy
 
 all: build
 
@@ -49,7 +49,7 @@ bench: build
 	BIN=$(BIN)/quorumq $(GO) run ./bench
 
 ## test: everything CI checks (.ci/run calls exactly this)
-test: check-generated lint test-race test-unit test-fuzz test-e2e test-ts
+test: check-generated lint test-race test-unit test-fuzz test-e2e test-ts test-deploy
 
 # Each fuzz target runs briefly beyond its committed seed corpus (the seeds
 # also run in the plain test runs). FUZZTIME=1m for a longer hunt.
@@ -77,6 +77,11 @@ test-ts: build $(TS_DEPS)
 $(TS_DEPS): $(TS_DIR)/package-lock.json
 	cd $(TS_DIR) && npm ci --no-audit --no-fund
 	@touch $@
+
+## test-deploy: render deploy/kubernetes with kustomize and decode every object
+## strictly (a module of its own: the Kubernetes libraries stay out of go.mod)
+test-deploy:
+	cd deploy/kubernetes/check && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
 
 test-e2e: build build-chaos
 	QUORUMQ_BIN=$(BIN)/quorumq QUORUMQ_CHAOS_BIN=$(BIN)/quorumq-chaos $(GO) test -count=1 -timeout 10m ./tests/...

@@ -1,7 +1,8 @@
 // Package gateway serves quorumq over HTTP: the REST/JSON mapping of the
 // gRPC API (grpc-gateway, calling this node's gRPC listener so REST gets the
-// same authentication, validation and error mapping), the OpenAPI document,
-// health and readiness probes, and metrics.
+// same authentication, validation and error mapping), the OpenAPI document
+// (with the binary's version and the probe routes, see servedSpec), health
+// and readiness probes, and metrics.
 //
 // The REST edge bounds what it reads before the node authenticates a call:
 // a body over MaxBodyBytes is answered 413 MESSAGE_TOO_LARGE at once (by
@@ -64,6 +65,10 @@ func newHandler(ctx context.Context, cfg Config, lim limits) (http.Handler, erro
 	if err != nil {
 		return nil, err
 	}
+	spec, err := servedSpec(openapi.Spec, BuildVersion())
+	if err != nil {
+		return nil, err
+	}
 	gw := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, fieldMarshaler{jsonOptions}),
 		runtime.WithErrorHandler(errorHandler),
@@ -84,7 +89,7 @@ func newHandler(ctx context.Context, cfg Config, lim limits) (http.Handler, erro
 	mux.Handle("/v1", gw) // not redirected to /v1/: gw answers 404
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(openapi.Spec)
+		_, _ = w.Write(spec)
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

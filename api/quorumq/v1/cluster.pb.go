@@ -7,6 +7,7 @@
 package quorumqv1
 
 import (
+	_ "github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2/options"
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -671,7 +672,7 @@ var File_quorumq_v1_cluster_proto protoreflect.FileDescriptor
 const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"\x18quorumq/v1/cluster.proto\x12\n" +
-	"quorumq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"z\n" +
+	"quorumq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"z\n" +
 	"\vTenantQuota\x12\x1d\n" +
 	"\n" +
 	"max_queues\x18\x01 \x01(\x03R\tmaxQueues\x12\"\n" +
@@ -719,7 +720,28 @@ const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"GetCluster\x12\x1d.quorumq.v1.GetClusterRequest\x1a\x1e.quorumq.v1.GetClusterResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/cluster\x12\x82\x01\n" +
 	"\x0eSetTenantQuota\x12!.quorumq.v1.SetTenantQuotaRequest\x1a\".quorumq.v1.SetTenantQuotaResponse\")\x82\xd3\xe4\x93\x02#:\x05quota\x1a\x1a/v1/tenants/{tenant}/quota\x12{\n" +
-	"\x0eGetTenantQuota\x12!.quorumq.v1.GetTenantQuotaRequest\x1a\".quorumq.v1.GetTenantQuotaResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/tenants/{tenant}/quotaB5Z3github.com/quorumq/quorumq/api/quorumq/v1;quorumqv1b\x06proto3"
+	"\x0eGetTenantQuota\x12!.quorumq.v1.GetTenantQuotaRequest\x1a\".quorumq.v1.GetTenantQuotaResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/tenants/{tenant}/quotaB\x89\v\x92A\xd0\n" +
+	"\x12\xec\t\n" +
+	"\aquorumq\x12\xdb\tquorumq is a replicated SQS-style message queue. This is the REST/JSON mapping of its gRPC API (protojson: lowerCamelCase fields, durations as \"30s\", int64 as strings).\n" +
+	"\n" +
+	"**Authentication.** Send `Authorization: Bearer <JWT>`; the token's tenant scopes every call and its scopes authorize it. A node without `--auth-*` (dev mode, loopback only) needs no token.\n" +
+	"\n" +
+	"**Errors.** Every error is a `google.rpc.Status` (`rpcStatus` below) whose `details` carry a `google.rpc.ErrorInfo` with domain `quorumq.dev` and a stable `reason` (and a `google.rpc.BadRequest` naming the field for INVALID_ARGUMENT), for example:\n" +
+	"\n" +
+	"```json\n" +
+	"{\"code\": 5, \"message\": \"queue not found: jobs\", \"details\": [{\n" +
+	"  \"@type\": \"type.googleapis.com/google.rpc.ErrorInfo\",\n" +
+	"  \"reason\": \"QUEUE_NOT_FOUND\", \"domain\": \"quorumq.dev\"}]}\n" +
+	"```\n" +
+	"\n" +
+	"Retry on NOT_LEADER and NO_QUORUM (503) and QUOTA_EXCEEDED (429); the other reasons are listed on QueueService.\n" +
+	"\n" +
+	"**Beside the API** (same listener, no token): `GET /healthz` (200 while the process runs), `GET /readyz` (200 when this node can serve, 503 with the cause otherwise), `GET /openapi.json` (this document). Prometheus metrics are on a listener of their own, `GET /metrics` on `--metrics-addr` (default 127.0.0.1:9100), not on this one.2\x03devZQ\n" +
+	"O\n" +
+	"\x06bearer\x12E\b\x02\x120A JWT as `Bearer <token>` (see `quorumq token`).\x1a\rAuthorization \x02b\f\n" +
+	"\n" +
+	"\n" +
+	"\x06bearer\x12\x00Z3github.com/quorumq/quorumq/api/quorumq/v1;quorumqv1b\x06proto3"
 
 var (
 	file_quorumq_v1_cluster_proto_rawDescOnce sync.Once
