@@ -65,6 +65,7 @@ const (
 	ReasonStaleReceiptHandle   = "STALE_RECEIPT_HANDLE"
 	ReasonInvalidReceiptHandle = "INVALID_RECEIPT_HANDLE"
 	ReasonQuotaExceeded        = "QUOTA_EXCEEDED"
+	ReasonOverloaded           = "OVERLOADED"
 	ReasonNotLeader            = "NOT_LEADER"
 	ReasonNoQuorum             = "NO_QUORUM"
 	ReasonLeadershipLost       = "LEADERSHIP_LOST"

@@ -51,7 +51,8 @@ const (
 //	QUEUE_ALREADY_EXISTS   (409) CreateQueue with other attributes than the
 //	                              existing queue's.
 //	MESSAGE_TOO_LARGE      (400) body + attributes + tags exceed the queue's
-//	                              max_message_size.
+//	                              max_message_size (413 for a REST body over
+//	                              the gateway's request cap).
 //	INVALID_RECEIPT_HANDLE (400) the handle is malformed or not of this queue.
 //	STALE_RECEIPT_HANDLE   (412 / FAILED_PRECONDITION) the message was
 //	                              received again since this handle was issued.
@@ -61,6 +62,8 @@ const (
 //	FIFO_PARTITIONS_FIXED  (412) UpdateQueue asked a FIFO queue for more
 //	                              partitions (its groups would move).
 //	QUOTA_EXCEEDED         (429) a tenant quota is used up.
+//	OVERLOADED             (429) the shard's proposal queue is full (in
+//	                              bytes); retry after the RetryInfo delay.
 //	NOT_LEADER             (503) this node does not lead the shard; retry.
 //	NO_QUORUM              (503) the shard has no quorum within the deadline.
 //	UNAUTHENTICATED        (401) missing or bad token.
@@ -279,7 +282,8 @@ func (c *queueServiceClient) RedriveMessages(ctx context.Context, in *RedriveMes
 //	QUEUE_ALREADY_EXISTS   (409) CreateQueue with other attributes than the
 //	                              existing queue's.
 //	MESSAGE_TOO_LARGE      (400) body + attributes + tags exceed the queue's
-//	                              max_message_size.
+//	                              max_message_size (413 for a REST body over
+//	                              the gateway's request cap).
 //	INVALID_RECEIPT_HANDLE (400) the handle is malformed or not of this queue.
 //	STALE_RECEIPT_HANDLE   (412 / FAILED_PRECONDITION) the message was
 //	                              received again since this handle was issued.
@@ -289,6 +293,8 @@ func (c *queueServiceClient) RedriveMessages(ctx context.Context, in *RedriveMes
 //	FIFO_PARTITIONS_FIXED  (412) UpdateQueue asked a FIFO queue for more
 //	                              partitions (its groups would move).
 //	QUOTA_EXCEEDED         (429) a tenant quota is used up.
+//	OVERLOADED             (429) the shard's proposal queue is full (in
+//	                              bytes); retry after the RetryInfo delay.
 //	NOT_LEADER             (503) this node does not lead the shard; retry.
 //	NO_QUORUM              (503) the shard has no quorum within the deadline.
 //	UNAUTHENTICATED        (401) missing or bad token.
