@@ -31,17 +31,23 @@ run: build
 
 ## cluster: three storage nodes (SHARDS Raft groups) on 127.0.0.1 with data in
 ## ./data/n1..3, and an API node on :8080/:9090; Ctrl-C stops them
+# Ctrl-C reaches every process of the group; the trap also stops the nodes
+# when only the shell is signalled (make forwards SIGTERM), waits for them
+# to drain and exits quietly. It kills the nodes by pid, never `kill 0`: that
+# signals the shell itself and re-enters the trap until bash crashes.
 CLUSTER_PEERS := 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003
 SHARDS ?= 4
 cluster: build
 	@mkdir -p data
-	@bash -c 'trap "kill 0" INT TERM EXIT; \
+	@bash -c 'pids=; \
+	stop() { trap - INT TERM; kill -TERM $$pids 2>/dev/null; wait; echo "cluster stopped"; exit 0; }; \
+	trap stop INT TERM; \
 	for i in 1 2 3; do \
 	  $(BIN)/quorumq serve --node-id $$i --data-dir ./data/n$$i --shards $(SHARDS) \
 	    --http-addr 127.0.0.1:808$$i --grpc-addr 127.0.0.1:909$$i --raft-addr 127.0.0.1:700$$i --metrics-addr 127.0.0.1:910$$i \
-	    --peers $(CLUSTER_PEERS) 2>./data/n$$i.log & \
+	    --peers $(CLUSTER_PEERS) 2>./data/n$$i.log & pids="$$pids $$!"; \
 	done; \
-	$(BIN)/quorumq serve --role api --node-id 100 --peers $(CLUSTER_PEERS) 2>./data/api.log & \
+	$(BIN)/quorumq serve --role api --node-id 100 --peers $(CLUSTER_PEERS) 2>./data/api.log & pids="$$pids $$!"; \
 	echo "logs in ./data/n1.log ./data/n2.log ./data/n3.log ./data/api.log; Ctrl-C stops the cluster"; wait'
 
 ## bench: benchmark suite on a private three-node cluster (DURATION=15s BACKLOG=1000000 by default)

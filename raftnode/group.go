@@ -28,6 +28,7 @@ type group struct {
 	halted       error  // set once; the loop skips the group afterwards
 	term         uint64 // term and leadership as of the last check
 	leader       bool
+	lastLeader   uint64 // loop only: the last leader logged (refreshStatus)
 	truncPending uint64 // truncation index proposed in truncTerm
 	truncTerm    uint64
 	snapWarned   bool
@@ -342,7 +343,6 @@ func (g *group) refreshStatus() (leaderChanged bool) {
 		slices.SortFunc(peers, func(a, b PeerProgress) int { return cmp.Compare(a.ID, b.ID) })
 	}
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	old := g.status
 	members := old.Members
 	if applied != old.Applied || members == nil {
@@ -360,7 +360,16 @@ func (g *group) refreshStatus() (leaderChanged bool) {
 		Members:    members,
 		Peers:      peers,
 	}
-	return old.LeaderID != g.status.LeaderID || old.Term != g.status.Term || old.IsLeader != g.status.IsLeader
+	cur := g.status
+	g.mu.Unlock()
+	if cur.LeaderID != 0 && cur.LeaderID != g.lastLeader {
+		// Once per election won by another node than the last known
+		// leader (from 0: the first this node knows); the leaderless
+		// moments between are not logged, raft's chatter stays at debug.
+		g.log.Info("raft leader changed", "from", g.lastLeader, "to", cur.LeaderID, "term", cur.Term)
+		g.lastLeader = cur.LeaderID
+	}
+	return old.LeaderID != cur.LeaderID || old.Term != cur.Term || old.IsLeader != cur.IsLeader
 }
 
 func (g *group) statusSnapshot() (GroupStatus, error) {

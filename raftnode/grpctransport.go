@@ -96,6 +96,9 @@ type peer struct {
 	conn   *grpc.ClientConn // nil if the address did not parse
 	client transportpb.RaftTransportServiceClient
 	wake   chan struct{} // cap 1
+	// reported is the reachability last logged (runPeer's goroutine
+	// only): 0 none yet, 1 reachable, -1 unreachable.
+	reported int8
 
 	mu          sync.Mutex
 	queue       []Envelope
@@ -282,6 +285,19 @@ func (p *peer) flush() {
 	p.queue = p.queue[:0]
 }
 
+// reportReachable logs p going unreachable or coming back, once per
+// transition (a peer down for an hour fails a stream every few seconds).
+func (t *GRPCTransport) reportReachable(p *peer, up bool, err error) {
+	switch {
+	case up && p.reported != 1:
+		p.reported = 1
+		t.log.Info("raft peer reachable", "peer", p.id, "addr", p.addr)
+	case !up && p.reported != -1:
+		p.reported = -1
+		t.log.Info("raft peer unreachable", "peer", p.id, "addr", p.addr, "err", err)
+	}
+}
+
 // runPeer drains p's queue into a stream, reconnecting with exponential
 // backoff and jitter after failures.
 func (t *GRPCTransport) runPeer(p *peer) {
@@ -294,6 +310,7 @@ func (t *GRPCTransport) runPeer(p *peer) {
 			return
 		}
 		p.setConnected(false)
+		t.reportReachable(p, false, err)
 		// What was queued for a dead stream is stale; raft resends.
 		p.flush()
 		if h := t.attached(); h != nil {
@@ -347,6 +364,7 @@ func (t *GRPCTransport) stream(p *peer) (sent bool, err error) {
 			if !sent {
 				sent = true
 				p.setConnected(true)
+				t.reportReachable(p, true, nil)
 			} else {
 				p.touch()
 			}

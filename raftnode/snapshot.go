@@ -259,6 +259,7 @@ func (h *Host) ReceiveSnapshot(ctx context.Context, group uint64, m *pb.Message,
 		return err
 	}
 	h.snapsReceived.Add(1)
+	g.log.Info("snapshot received", "from", m.GetFrom(), "index", meta.GetIndex(), "term", meta.GetTerm())
 	h.signal()
 	return nil
 }

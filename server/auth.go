@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -75,6 +76,10 @@ func UnaryInterceptor(auth Authenticator, log *slog.Logger) grpc.UnaryServerInte
 				resp, err = nil, statusError(codes.Internal, ReasonInternal, "internal error", nil)
 			}
 		}()
+		if isPublicMethod(info.FullMethod) {
+			// Probes and tools (grpcurl, load balancers) call without a token.
+			return handler(ctx, req)
+		}
 		if isPeerMethod(info.FullMethod) {
 			// Node to node, on the peer listener only, where
 			// PeerAuthInterceptors checked the caller's certificate.
@@ -87,4 +92,12 @@ func UnaryInterceptor(auth Authenticator, log *slog.Logger) grpc.UnaryServerInte
 		resp, err = handler(context.WithValue(ctx, principalKey{}, p), req)
 		return resp, toStatus(err)
 	}
+}
+
+// isPublicMethod reports whether a method is served without credentials:
+// gRPC health checking and server reflection (whose calls are streams, so
+// this interceptor never sees them; listed for the day a stream
+// interceptor authenticates). Nothing else.
+func isPublicMethod(m string) bool {
+	return strings.HasPrefix(m, "/grpc.health.v1.Health/") || strings.HasPrefix(m, "/grpc.reflection.")
 }

@@ -56,3 +56,23 @@ func TestHTTPHeaderCap(t *testing.T) {
 		t.Fatalf("16 KiB of headers: %d, want 200", resp.StatusCode)
 	}
 }
+
+// /metrics carries the Go runtime and process collectors next to the
+// node's own series.
+func TestMetricsRuntimeCollectors(t *testing.T) {
+	n := startNode(t, node.Config{})
+	resp, err := http.Get("http://" + n.MetricsAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"go_goroutines", "go_memstats_heap_alloc_bytes", "process_resident_memory_bytes", "process_open_fds"} {
+		if !strings.Contains(string(b), "\n"+name+" ") {
+			t.Errorf("/metrics has no %s", name)
+		}
+	}
+}

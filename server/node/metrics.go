@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/attribute"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
@@ -27,6 +28,15 @@ const metricsNamespace = "quorumq"
 // globals), so several nodes in one test process do not mix their series.
 func newMetrics() (http.Handler, *sdkmetric.MeterProvider, error) {
 	reg := prometheus.NewRegistry()
+	// The Go runtime (go_goroutines, go_memstats_*, GC) and the process
+	// (process_resident_memory_bytes, open fds, CPU), unprefixed as every
+	// dashboard expects them.
+	if err := reg.Register(collectors.NewGoCollector()); err != nil {
+		return nil, nil, fmt.Errorf("go collector: %w", err)
+	}
+	if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+		return nil, nil, fmt.Errorf("process collector: %w", err)
+	}
 	exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo(),
 		otelprom.WithoutTargetInfo(), otelprom.WithNamespace(metricsNamespace))
 	if err != nil {

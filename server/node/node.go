@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 	"github.com/quorumq/quorumq/gateway"
@@ -106,6 +107,9 @@ type Node struct {
 	fwd    *server.Forwarder
 	http   *http.Server
 	conn   *grpc.ClientConn
+
+	health     *health.Server // grpc.health.v1 on the client listener (grpcconv.go)
+	healthStop chan struct{}  // closed by Stop: ends Watch streams
 
 	metricsHTTP *http.Server // nil without Config.MetricsAddr
 	metricsLn   net.Listener
@@ -255,8 +259,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	apiOpts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(server.StripInternalHeaders(), server.UnaryInterceptor(authenticator, cfg.Logger)),
-		grpc.MaxRecvMsgSize(8 << 20), server.ServerStatsHandler(tp, mp),
+		grpc.MaxRecvMsgSize(clientMaxRecvBytes), server.ServerStatsHandler(tp, mp),
 	}
+	apiOpts = append(apiOpts, keepaliveOptions()...)
 	selfCreds := insecure.NewCredentials()
 	if clientTLS != nil {
 		apiOpts = append(apiOpts, grpc.Creds(credentials.NewTLS(clientTLS)))
@@ -265,6 +270,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.grpc = grpc.NewServer(apiOpts...)
 	qv1.RegisterQueueServiceServer(n.grpc, n.router)
 	qv1.RegisterClusterServiceServer(n.grpc, cluster)
+	n.registerConventions(n.grpc)
+	n.loops.Add(1)
+	go func() {
+		defer n.loops.Done()
+		n.healthLoop(loopCtx)
+	}()
 	n.serveWG.Add(1)
 	go func() {
 		defer n.serveWG.Done()
@@ -452,7 +463,8 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 			authenticator = cfg.Authenticator
 		}
 		unary := []grpc.UnaryServerInterceptor{server.UnaryInterceptor(authenticator, cfg.Logger)}
-		peerOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(16 << 20), server.ServerStatsHandler(tp, mp)}
+		peerOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(peerMaxRecvBytes), server.ServerStatsHandler(tp, mp)}
+		peerOpts = append(peerOpts, keepaliveOptions()...)
 		if peerServerTLS != nil {
 			// Every call, unary or streaming, needs a peer certificate
 			// naming a node; Raft and outbox calls a storage node's.
@@ -542,6 +554,7 @@ func (n *Node) Stop(ctx context.Context) error {
 		if n.metricsHTTP != nil {
 			_ = n.metricsHTTP.Shutdown(ctx)
 		}
+		n.stopHealth() // probes see NOT_SERVING while the node drains
 		if n.grpc != nil {
 			gracefulStop(ctx, n.grpc)
 		}
@@ -634,6 +647,7 @@ func (n *Node) peerAddrs() map[uint64]string {
 
 // closeAll releases what Start opened, in reverse order.
 func (n *Node) closeAll() error {
+	n.stopHealth()
 	if n.grpc != nil {
 		n.grpc.Stop()
 	}
