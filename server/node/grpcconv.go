@@ -20,7 +20,7 @@ import (
 // comes in 20 s (a peer that vanished without a FIN); a connection with no
 // call for 15 minutes is closed (clients reconnect transparently).
 const (
-	clientMaxRecvBytes = 8 << 20  // a 4 MiB message body plus attributes and a batch's framing
+	clientMaxRecvBytes = 8 << 20  // a 4 MiB batch plus its framing, with room to spare
 	peerMaxRecvBytes   = 16 << 20 // Raft batches and snapshot chunks
 	keepaliveMinTime   = 10 * time.Second
 	keepaliveTime      = 60 * time.Second

@@ -286,7 +286,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 
 	n.conn, err = grpc.NewClient(n.grpcLn.Addr().String(),
 		grpc.WithTransportCredentials(selfCreds), server.ClientStatsHandler(tp, mp),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.MaxCallSendMsgSize(8<<20)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(server.MaxReplyBytes), grpc.MaxCallSendMsgSize(clientMaxRecvBytes)))
 	if err != nil {
 		return nil, fmt.Errorf("gateway client: %w", err)
 	}
