@@ -17,6 +17,9 @@ import (
 //   - "## Quick start" (make run, make test) and "## A three-node cluster"
 //     (make cluster, its ports): TestReadmeMakeTargetsAndPorts; the
 //     cluster section's CLI lines, kill included: TestReadmeClusterWalkthrough
+//   - "## Authentication, tenants and quotas": the dev token and quota
+//     blocks by TestReadmeAuthAndQuotaWalkthrough, the TLS block by
+//     TestReadmePeerCertificateRecipe (readme_auth_test.go)
 //   - "## Go SDK" has no block; it points at sdk/examples (run by
 //     sdk/examples/producer/main_test.go) and the sdk Example functions.
 
@@ -60,18 +63,30 @@ func readmeSection(t *testing.T, heading string) []string {
 func readmeBlocks(t *testing.T, heading string) []string {
 	t.Helper()
 	var cmds []string
+	for _, b := range readmeBlockList(t, heading) {
+		cmds = append(cmds, b...)
+	}
+	return cmds
+}
+
+// readmeBlockList returns the non-empty lines of each ```sh block of a
+// README section, one slice per block.
+func readmeBlockList(t *testing.T, heading string) [][]string {
+	t.Helper()
+	var blocks [][]string
 	inCode := false
 	for _, line := range readmeSection(t, heading) {
 		switch {
 		case strings.HasPrefix(line, "```sh"):
 			inCode = true
+			blocks = append(blocks, nil)
 		case inCode && strings.HasPrefix(line, "```"):
 			inCode = false
 		case inCode && strings.TrimSpace(line) != "":
-			cmds = append(cmds, line)
+			blocks[len(blocks)-1] = append(blocks[len(blocks)-1], line)
 		}
 	}
-	return cmds
+	return blocks
 }
 
 // readmeCommands returns the shell lines of the README's curl walkthrough,
