@@ -96,8 +96,12 @@ func TestSingleNodeProposeRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Applied != appliedBefore {
-		t.Fatalf("applied after restart = %d, want %d", st.Applied, appliedBefore)
+	// At least what was applied before the stop: the leader may apply one
+	// more entry of its own (a log truncation it proposes once the log is
+	// long enough) between the status read above and the stop. Entries
+	// applied twice are caught below.
+	if st.Applied < appliedBefore {
+		t.Fatalf("applied after restart = %d, want at least %d", st.Applied, appliedBefore)
 	}
 	if _, err := n.host.WaitLeader(ctxTimeout(t, 5*time.Second), 7); err != nil {
 		t.Fatal(err)
