@@ -260,4 +260,14 @@ func TestPeekMessagesScopes(t *testing.T) {
 	other := token(t, jwt.MapClaims{"tenant": "other", "scope": "messages:peek"})
 	_, err = c.GetMessage(as(t, other), &qv1.GetMessageRequest{Queue: "sq", MessageId: r.GetMessageId()})
 	wantReason(t, err, codes.NotFound, server.ReasonQueueNotFound)
+	// Nor in its own queue of the same name.
+	otherAdmin := token(t, jwt.MapClaims{"tenant": "other", "scope": allScopes})
+	if _, err := c.CreateQueue(as(t, otherAdmin), &qv1.CreateQueueRequest{Name: "sq"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.GetMessage(as(t, other), &qv1.GetMessageRequest{Queue: "sq", MessageId: r.GetMessageId()})
+	wantReason(t, err, codes.NotFound, server.ReasonMessageNotFound)
+	if p, err := c.PeekMessages(as(t, other), &qv1.PeekMessagesRequest{Queue: "sq"}); err != nil || len(p.GetMessages()) != 0 {
+		t.Fatalf("other tenant's peek: %v %v", p, err)
+	}
 }

@@ -126,3 +126,27 @@ func TestBrowsePagesAndScanBound(t *testing.T) {
 		t.Fatalf("resumed browse = %v next %d %v", bodies(ms), next, err)
 	}
 }
+
+// TestGetMessageInDeadLetterQueue: a dead-lettered message keeps its id
+// (which names the source queue's seq); GetMessage finds it in the DLQ by
+// the fallback walk, with its dead-letter source, and no longer in the
+// source queue.
+func TestGetMessageInDeadLetterQueue(t *testing.T) {
+	h := newHarness(t)
+	h.run("create q=d")
+	h.run("create q=a vis=10s dlq=d max=1")
+	r := h.apply(&storepb.Command{Op: &storepb.Command_Send{Send: &storepb.Send{Tenant: "t", Queue: "a",
+		Entries: []*storepb.SendEntry{{Body: "poison", DelayMs: -1}}}}})
+	id := r.Sent[0].MessageID
+	h.run("send q=d body=other now=0s") // takes seq 1 in d, the seq the id names
+	h.run("receive q=a now=0s")
+	h.run("receive q=a now=10s")
+	h.run("relay")
+	m, err := h.s.GetMessage("t", "d", id, 11_000)
+	if err != nil || m == nil || m.Body != "poison" || m.DeadLetterSource != "a" {
+		t.Fatalf("get in the DLQ = %v %v", m, err)
+	}
+	if m, err := h.s.GetMessage("t", "a", id, 11_000); err != nil || m != nil {
+		t.Fatalf("get in the source after the move = %v %v, want nil", m, err)
+	}
+}
