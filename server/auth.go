@@ -16,7 +16,10 @@ const (
 	ScopeQueuesAdmin     = "queues:admin"
 	ScopeMessagesSend    = "messages:send"
 	ScopeMessagesReceive = "messages:receive"
-	ScopeClusterAdmin    = "cluster:admin"
+	// ScopeMessagesPeek browses messages (PeekMessages, GetMessage) without
+	// receiving them; messages:receive allows that too.
+	ScopeMessagesPeek = "messages:peek"
+	ScopeClusterAdmin = "cluster:admin"
 )
 
 // DevTenant is the tenant of every call in dev mode (no auth configured).
@@ -40,7 +43,7 @@ type DevAuthenticator struct{}
 // Authenticate implements Authenticator.
 func (DevAuthenticator) Authenticate(context.Context) (*Principal, error) {
 	return &Principal{Tenant: DevTenant, Scopes: map[string]bool{
-		ScopeQueuesAdmin: true, ScopeMessagesSend: true, ScopeMessagesReceive: true, ScopeClusterAdmin: true,
+		ScopeQueuesAdmin: true, ScopeMessagesSend: true, ScopeMessagesReceive: true, ScopeMessagesPeek: true, ScopeClusterAdmin: true,
 	}}, nil
 }
 

@@ -12,7 +12,7 @@ import (
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
-var readScopes = []string{ScopeQueuesAdmin, ScopeMessagesSend, ScopeMessagesReceive}
+var readScopes = []string{ScopeQueuesAdmin, ScopeMessagesSend, ScopeMessagesReceive, ScopeMessagesPeek}
 
 // CreateQueue implements QueueService.
 func (s *Server) CreateQueue(ctx context.Context, req *qv1.CreateQueueRequest) (*qv1.CreateQueueResponse, error) {

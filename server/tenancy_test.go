@@ -197,6 +197,11 @@ func TestTenantIsolation(t *testing.T) {
 			_, err := c.RedriveMessages(b, &qv1.RedriveMessagesRequest{DeadLetterQueue: "orders"})
 			return err
 		},
+		"PeekMessages": func() error { _, err := c.PeekMessages(b, &qv1.PeekMessagesRequest{Queue: "orders"}); return err },
+		"GetMessage": func() error {
+			_, err := c.GetMessage(b, &qv1.GetMessageRequest{Queue: "orders", MessageId: "x"})
+			return err
+		},
 	} {
 		err := call()
 		if code, reason, _ := reasonOf(err); code != codes.NotFound || reason != server.ReasonQueueNotFound {

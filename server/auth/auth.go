@@ -51,6 +51,7 @@ var knownScopes = map[string]bool{
 	server.ScopeQueuesAdmin:     true,
 	server.ScopeMessagesSend:    true,
 	server.ScopeMessagesReceive: true,
+	server.ScopeMessagesPeek:    true,
 	server.ScopeClusterAdmin:    true,
 }
 

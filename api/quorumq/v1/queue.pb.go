@@ -25,6 +25,63 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// MessageState is where a stored message is in its lifecycle.
+type MessageState int32
+
+const (
+	// Any state (a filter that matches all).
+	MessageState_MESSAGE_STATE_UNSPECIFIED MessageState = 0
+	// Receivable now.
+	MessageState_MESSAGE_STATE_VISIBLE MessageState = 1
+	// Received, its lease not yet ended.
+	MessageState_MESSAGE_STATE_IN_FLIGHT MessageState = 2
+	// Never received, not yet due (delivery delay or a schedule).
+	MessageState_MESSAGE_STATE_DELAYED MessageState = 3
+)
+
+// Enum value maps for MessageState.
+var (
+	MessageState_name = map[int32]string{
+		0: "MESSAGE_STATE_UNSPECIFIED",
+		1: "MESSAGE_STATE_VISIBLE",
+		2: "MESSAGE_STATE_IN_FLIGHT",
+		3: "MESSAGE_STATE_DELAYED",
+	}
+	MessageState_value = map[string]int32{
+		"MESSAGE_STATE_UNSPECIFIED": 0,
+		"MESSAGE_STATE_VISIBLE":     1,
+		"MESSAGE_STATE_IN_FLIGHT":   2,
+		"MESSAGE_STATE_DELAYED":     3,
+	}
+)
+
+func (x MessageState) Enum() *MessageState {
+	p := new(MessageState)
+	*p = x
+	return p
+}
+
+func (x MessageState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MessageState) Descriptor() protoreflect.EnumDescriptor {
+	return file_quorumq_v1_queue_proto_enumTypes[0].Descriptor()
+}
+
+func (MessageState) Type() protoreflect.EnumType {
+	return &file_quorumq_v1_queue_proto_enumTypes[0]
+}
+
+func (x MessageState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MessageState.Descriptor instead.
+func (MessageState) EnumDescriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{0}
+}
+
 // QueueAttributes are a queue's settings. An unset field means the default.
 type QueueAttributes struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2555,6 +2612,416 @@ func (x *RedriveMessagesResponse) GetMoved() int64 {
 	return 0
 }
 
+// PeekMessagesRequest browses a queue.
+type PeekMessagesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	Queue string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// Only messages in one of these states; empty: all.
+	States []MessageState `protobuf:"varint,2,rep,packed,name=states,proto3,enum=quorumq.v1.MessageState" json:"states,omitempty"`
+	// Only messages whose tags match.
+	TagFilter *TagFilter `protobuf:"bytes,3,opt,name=tag_filter,json=tagFilter,proto3" json:"tag_filter,omitempty"`
+	// Only messages with this attribute, as "key=value".
+	Attribute string `protobuf:"bytes,4,opt,name=attribute,proto3" json:"attribute,omitempty"`
+	// Only messages sent at least this long ago.
+	MinAge *durationpb.Duration `protobuf:"bytes,5,opt,name=min_age,json=minAge,proto3" json:"min_age,omitempty"`
+	// 1 – 100, default 10.
+	PageSize int32 `protobuf:"varint,6,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page.
+	PageToken     string `protobuf:"bytes,7,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeekMessagesRequest) Reset() {
+	*x = PeekMessagesRequest{}
+	mi := &file_quorumq_v1_queue_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeekMessagesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeekMessagesRequest) ProtoMessage() {}
+
+func (x *PeekMessagesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_queue_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeekMessagesRequest.ProtoReflect.Descriptor instead.
+func (*PeekMessagesRequest) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *PeekMessagesRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *PeekMessagesRequest) GetStates() []MessageState {
+	if x != nil {
+		return x.States
+	}
+	return nil
+}
+
+func (x *PeekMessagesRequest) GetTagFilter() *TagFilter {
+	if x != nil {
+		return x.TagFilter
+	}
+	return nil
+}
+
+func (x *PeekMessagesRequest) GetAttribute() string {
+	if x != nil {
+		return x.Attribute
+	}
+	return ""
+}
+
+func (x *PeekMessagesRequest) GetMinAge() *durationpb.Duration {
+	if x != nil {
+		return x.MinAge
+	}
+	return nil
+}
+
+func (x *PeekMessagesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *PeekMessagesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// PeekedMessage is a stored message as it is now.
+type PeekedMessage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id given at send.
+	MessageId string `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// Body as sent.
+	Body string `protobuf:"bytes,2,opt,name=body,proto3" json:"body,omitempty"`
+	// Attributes as sent.
+	Attributes map[string]string `protobuf:"bytes,3,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Tags as sent.
+	Tags []string `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty"`
+	// When it was sent.
+	SentAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
+	// Receives so far.
+	ReceiveCount int32 `protobuf:"varint,6,opt,name=receive_count,json=receiveCount,proto3" json:"receive_count,omitempty"`
+	// When it was first received (unset: never).
+	FirstReceivedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=first_received_at,json=firstReceivedAt,proto3" json:"first_received_at,omitempty"`
+	// When it is (or became) receivable: the end of its lease or delay.
+	VisibleAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=visible_at,json=visibleAt,proto3" json:"visible_at,omitempty"`
+	// Its state at the time of the read.
+	State MessageState `protobuf:"varint,9,opt,name=state,proto3,enum=quorumq.v1.MessageState" json:"state,omitempty"`
+	// FIFO group.
+	GroupId string `protobuf:"bytes,10,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// Position in its partition.
+	Sequence uint64 `protobuf:"varint,11,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// Set on a dead-lettered message: the queue it came from.
+	DeadLetterSource string `protobuf:"bytes,12,opt,name=dead_letter_source,json=deadLetterSource,proto3" json:"dead_letter_source,omitempty"`
+	// The partition holding it.
+	Partition     int32 `protobuf:"varint,13,opt,name=partition,proto3" json:"partition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeekedMessage) Reset() {
+	*x = PeekedMessage{}
+	mi := &file_quorumq_v1_queue_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeekedMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeekedMessage) ProtoMessage() {}
+
+func (x *PeekedMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_queue_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeekedMessage.ProtoReflect.Descriptor instead.
+func (*PeekedMessage) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *PeekedMessage) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *PeekedMessage) GetBody() string {
+	if x != nil {
+		return x.Body
+	}
+	return ""
+}
+
+func (x *PeekedMessage) GetAttributes() map[string]string {
+	if x != nil {
+		return x.Attributes
+	}
+	return nil
+}
+
+func (x *PeekedMessage) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *PeekedMessage) GetSentAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SentAt
+	}
+	return nil
+}
+
+func (x *PeekedMessage) GetReceiveCount() int32 {
+	if x != nil {
+		return x.ReceiveCount
+	}
+	return 0
+}
+
+func (x *PeekedMessage) GetFirstReceivedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstReceivedAt
+	}
+	return nil
+}
+
+func (x *PeekedMessage) GetVisibleAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.VisibleAt
+	}
+	return nil
+}
+
+func (x *PeekedMessage) GetState() MessageState {
+	if x != nil {
+		return x.State
+	}
+	return MessageState_MESSAGE_STATE_UNSPECIFIED
+}
+
+func (x *PeekedMessage) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *PeekedMessage) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *PeekedMessage) GetDeadLetterSource() string {
+	if x != nil {
+		return x.DeadLetterSource
+	}
+	return ""
+}
+
+func (x *PeekedMessage) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+// PeekMessagesResponse is one page.
+type PeekMessagesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Messages, by partition then sequence.
+	Messages []*PeekedMessage `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	// Empty when the walk is complete.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeekMessagesResponse) Reset() {
+	*x = PeekMessagesResponse{}
+	mi := &file_quorumq_v1_queue_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeekMessagesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeekMessagesResponse) ProtoMessage() {}
+
+func (x *PeekMessagesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_queue_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeekMessagesResponse.ProtoReflect.Descriptor instead.
+func (*PeekMessagesResponse) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *PeekMessagesResponse) GetMessages() []*PeekedMessage {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *PeekMessagesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// GetMessageRequest names one message.
+type GetMessageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	Queue string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// Id from SendMessage.
+	MessageId     string `protobuf:"bytes,2,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMessageRequest) Reset() {
+	*x = GetMessageRequest{}
+	mi := &file_quorumq_v1_queue_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMessageRequest) ProtoMessage() {}
+
+func (x *GetMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_queue_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMessageRequest.ProtoReflect.Descriptor instead.
+func (*GetMessageRequest) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *GetMessageRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *GetMessageRequest) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+// GetMessageResponse holds the message.
+type GetMessageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message as it is now.
+	Message       *PeekedMessage `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMessageResponse) Reset() {
+	*x = GetMessageResponse{}
+	mi := &file_quorumq_v1_queue_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMessageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMessageResponse) ProtoMessage() {}
+
+func (x *GetMessageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_queue_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMessageResponse.ProtoReflect.Descriptor instead.
+func (*GetMessageResponse) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *GetMessageResponse) GetMessage() *PeekedMessage {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
 var File_quorumq_v1_queue_proto protoreflect.FileDescriptor
 
 const file_quorumq_v1_queue_proto_rawDesc = "" +
@@ -2765,7 +3232,53 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\fmax_messages\x18\x02 \x01(\x05R\vmaxMessages\x12!\n" +
 	"\ftarget_queue\x18\x03 \x01(\tR\vtargetQueue\"/\n" +
 	"\x17RedriveMessagesResponse\x12\x14\n" +
-	"\x05moved\x18\x01 \x01(\x03R\x05moved2\xd7\x0e\n" +
+	"\x05moved\x18\x01 \x01(\x03R\x05moved\"\xa1\x02\n" +
+	"\x13PeekMessagesRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x120\n" +
+	"\x06states\x18\x02 \x03(\x0e2\x18.quorumq.v1.MessageStateR\x06states\x124\n" +
+	"\n" +
+	"tag_filter\x18\x03 \x01(\v2\x15.quorumq.v1.TagFilterR\ttagFilter\x12\x1c\n" +
+	"\tattribute\x18\x04 \x01(\tR\tattribute\x122\n" +
+	"\amin_age\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x06minAge\x12\x1b\n" +
+	"\tpage_size\x18\x06 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\a \x01(\tR\tpageToken\"\xf0\x04\n" +
+	"\rPeekedMessage\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x12\n" +
+	"\x04body\x18\x02 \x01(\tR\x04body\x12I\n" +
+	"\n" +
+	"attributes\x18\x03 \x03(\v2).quorumq.v1.PeekedMessage.AttributesEntryR\n" +
+	"attributes\x12\x12\n" +
+	"\x04tags\x18\x04 \x03(\tR\x04tags\x123\n" +
+	"\asent_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x12#\n" +
+	"\rreceive_count\x18\x06 \x01(\x05R\freceiveCount\x12F\n" +
+	"\x11first_received_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0ffirstReceivedAt\x129\n" +
+	"\n" +
+	"visible_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tvisibleAt\x12.\n" +
+	"\x05state\x18\t \x01(\x0e2\x18.quorumq.v1.MessageStateR\x05state\x12\x19\n" +
+	"\bgroup_id\x18\n" +
+	" \x01(\tR\agroupId\x12\x1a\n" +
+	"\bsequence\x18\v \x01(\x04R\bsequence\x12,\n" +
+	"\x12dead_letter_source\x18\f \x01(\tR\x10deadLetterSource\x12\x1c\n" +
+	"\tpartition\x18\r \x01(\x05R\tpartition\x1a=\n" +
+	"\x0fAttributesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"u\n" +
+	"\x14PeekMessagesResponse\x125\n" +
+	"\bmessages\x18\x01 \x03(\v2\x19.quorumq.v1.PeekedMessageR\bmessages\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"H\n" +
+	"\x11GetMessageRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x02 \x01(\tR\tmessageId\"I\n" +
+	"\x12GetMessageResponse\x123\n" +
+	"\amessage\x18\x01 \x01(\v2\x19.quorumq.v1.PeekedMessageR\amessage*\x80\x01\n" +
+	"\fMessageState\x12\x1d\n" +
+	"\x19MESSAGE_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15MESSAGE_STATE_VISIBLE\x10\x01\x12\x1b\n" +
+	"\x17MESSAGE_STATE_IN_FLIGHT\x10\x02\x12\x19\n" +
+	"\x15MESSAGE_STATE_DELAYED\x10\x032\xce\x10\n" +
 	"\fQueueService\x12l\n" +
 	"\vCreateQueue\x12\x1e.quorumq.v1.CreateQueueRequest\x1a\x1f.quorumq.v1.CreateQueueResponse\"\x1c\x82\xd3\xe4\x93\x02\x16:\x01*b\x05queue\"\n" +
 	"/v1/queues\x12g\n" +
@@ -2785,7 +3298,10 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\x12DeleteMessageBatch\x12%.quorumq.v1.DeleteMessageBatchRequest\x1a&.quorumq.v1.DeleteMessageBatchResponse\"2\x82\xd3\xe4\x93\x02,:\x01*\"'/v1/queues/{queue}/messages:batchDelete\x12\xab\x01\n" +
 	"\x17ChangeMessageVisibility\x12*.quorumq.v1.ChangeMessageVisibilityRequest\x1a+.quorumq.v1.ChangeMessageVisibilityResponse\"7\x82\xd3\xe4\x93\x021:\x01*\",/v1/queues/{queue}/messages:changeVisibility\x12\xbf\x01\n" +
 	"\x1cChangeMessageVisibilityBatch\x12/.quorumq.v1.ChangeMessageVisibilityBatchRequest\x1a0.quorumq.v1.ChangeMessageVisibilityBatchResponse\"<\x82\xd3\xe4\x93\x026:\x01*\"1/v1/queues/{queue}/messages:batchChangeVisibility\x12\x8d\x01\n" +
-	"\x0fRedriveMessages\x12\".quorumq.v1.RedriveMessagesRequest\x1a#.quorumq.v1.RedriveMessagesResponse\"1\x82\xd3\xe4\x93\x02+:\x01*\"&/v1/queues/{dead_letter_queue}:redriveB5Z3github.com/quorumq/quorumq/api/quorumq/v1;quorumqv1b\x06proto3"
+	"\x0fRedriveMessages\x12\".quorumq.v1.RedriveMessagesRequest\x1a#.quorumq.v1.RedriveMessagesResponse\"1\x82\xd3\xe4\x93\x02+:\x01*\"&/v1/queues/{dead_letter_queue}:redrive\x12v\n" +
+	"\fPeekMessages\x12\x1f.quorumq.v1.PeekMessagesRequest\x1a .quorumq.v1.PeekMessagesResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/queues/{queue}/messages\x12}\n" +
+	"\n" +
+	"GetMessage\x12\x1d.quorumq.v1.GetMessageRequest\x1a\x1e.quorumq.v1.GetMessageResponse\"0\x82\xd3\xe4\x93\x02*\x12(/v1/queues/{queue}/messages/{message_id}B5Z3github.com/quorumq/quorumq/api/quorumq/v1;quorumqv1b\x06proto3"
 
 var (
 	file_quorumq_v1_queue_proto_rawDescOnce sync.Once
@@ -2799,133 +3315,155 @@ func file_quorumq_v1_queue_proto_rawDescGZIP() []byte {
 	return file_quorumq_v1_queue_proto_rawDescData
 }
 
-var file_quorumq_v1_queue_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_quorumq_v1_queue_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_quorumq_v1_queue_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_quorumq_v1_queue_proto_goTypes = []any{
-	(*QueueAttributes)(nil),                      // 0: quorumq.v1.QueueAttributes
-	(*DeadLetterPolicy)(nil),                     // 1: quorumq.v1.DeadLetterPolicy
-	(*QueueStats)(nil),                           // 2: quorumq.v1.QueueStats
-	(*Queue)(nil),                                // 3: quorumq.v1.Queue
-	(*CreateQueueRequest)(nil),                   // 4: quorumq.v1.CreateQueueRequest
-	(*CreateQueueResponse)(nil),                  // 5: quorumq.v1.CreateQueueResponse
-	(*GetQueueRequest)(nil),                      // 6: quorumq.v1.GetQueueRequest
-	(*GetQueueResponse)(nil),                     // 7: quorumq.v1.GetQueueResponse
-	(*ListQueuesRequest)(nil),                    // 8: quorumq.v1.ListQueuesRequest
-	(*ListQueuesResponse)(nil),                   // 9: quorumq.v1.ListQueuesResponse
-	(*UpdateQueueRequest)(nil),                   // 10: quorumq.v1.UpdateQueueRequest
-	(*UpdateQueueResponse)(nil),                  // 11: quorumq.v1.UpdateQueueResponse
-	(*DeleteQueueRequest)(nil),                   // 12: quorumq.v1.DeleteQueueRequest
-	(*DeleteQueueResponse)(nil),                  // 13: quorumq.v1.DeleteQueueResponse
-	(*PurgeQueueRequest)(nil),                    // 14: quorumq.v1.PurgeQueueRequest
-	(*PurgeQueueResponse)(nil),                   // 15: quorumq.v1.PurgeQueueResponse
-	(*SendMessageRequest)(nil),                   // 16: quorumq.v1.SendMessageRequest
-	(*SendMessageResponse)(nil),                  // 17: quorumq.v1.SendMessageResponse
-	(*SendMessageBatchEntry)(nil),                // 18: quorumq.v1.SendMessageBatchEntry
-	(*SendMessageBatchRequest)(nil),              // 19: quorumq.v1.SendMessageBatchRequest
-	(*SendMessageBatchResult)(nil),               // 20: quorumq.v1.SendMessageBatchResult
-	(*BatchResultError)(nil),                     // 21: quorumq.v1.BatchResultError
-	(*SendMessageBatchResponse)(nil),             // 22: quorumq.v1.SendMessageBatchResponse
-	(*TagFilter)(nil),                            // 23: quorumq.v1.TagFilter
-	(*ReceiveMessagesRequest)(nil),               // 24: quorumq.v1.ReceiveMessagesRequest
-	(*ReceivedMessage)(nil),                      // 25: quorumq.v1.ReceivedMessage
-	(*ReceiveMessagesResponse)(nil),              // 26: quorumq.v1.ReceiveMessagesResponse
-	(*DeleteMessageRequest)(nil),                 // 27: quorumq.v1.DeleteMessageRequest
-	(*DeleteMessageResponse)(nil),                // 28: quorumq.v1.DeleteMessageResponse
-	(*DeleteMessageBatchEntry)(nil),              // 29: quorumq.v1.DeleteMessageBatchEntry
-	(*DeleteMessageBatchRequest)(nil),            // 30: quorumq.v1.DeleteMessageBatchRequest
-	(*BatchResultOk)(nil),                        // 31: quorumq.v1.BatchResultOk
-	(*DeleteMessageBatchResponse)(nil),           // 32: quorumq.v1.DeleteMessageBatchResponse
-	(*ChangeMessageVisibilityRequest)(nil),       // 33: quorumq.v1.ChangeMessageVisibilityRequest
-	(*ChangeMessageVisibilityResponse)(nil),      // 34: quorumq.v1.ChangeMessageVisibilityResponse
-	(*ChangeMessageVisibilityBatchEntry)(nil),    // 35: quorumq.v1.ChangeMessageVisibilityBatchEntry
-	(*ChangeMessageVisibilityBatchRequest)(nil),  // 36: quorumq.v1.ChangeMessageVisibilityBatchRequest
-	(*ChangeMessageVisibilityBatchResponse)(nil), // 37: quorumq.v1.ChangeMessageVisibilityBatchResponse
-	(*RedriveMessagesRequest)(nil),               // 38: quorumq.v1.RedriveMessagesRequest
-	(*RedriveMessagesResponse)(nil),              // 39: quorumq.v1.RedriveMessagesResponse
-	nil,                                          // 40: quorumq.v1.Queue.TagsEntry
-	nil,                                          // 41: quorumq.v1.CreateQueueRequest.TagsEntry
-	nil,                                          // 42: quorumq.v1.SendMessageRequest.AttributesEntry
-	nil,                                          // 43: quorumq.v1.SendMessageBatchEntry.AttributesEntry
-	nil,                                          // 44: quorumq.v1.ReceivedMessage.AttributesEntry
-	(*durationpb.Duration)(nil),                  // 45: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),                // 46: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),                // 47: google.protobuf.FieldMask
+	(MessageState)(0),                            // 0: quorumq.v1.MessageState
+	(*QueueAttributes)(nil),                      // 1: quorumq.v1.QueueAttributes
+	(*DeadLetterPolicy)(nil),                     // 2: quorumq.v1.DeadLetterPolicy
+	(*QueueStats)(nil),                           // 3: quorumq.v1.QueueStats
+	(*Queue)(nil),                                // 4: quorumq.v1.Queue
+	(*CreateQueueRequest)(nil),                   // 5: quorumq.v1.CreateQueueRequest
+	(*CreateQueueResponse)(nil),                  // 6: quorumq.v1.CreateQueueResponse
+	(*GetQueueRequest)(nil),                      // 7: quorumq.v1.GetQueueRequest
+	(*GetQueueResponse)(nil),                     // 8: quorumq.v1.GetQueueResponse
+	(*ListQueuesRequest)(nil),                    // 9: quorumq.v1.ListQueuesRequest
+	(*ListQueuesResponse)(nil),                   // 10: quorumq.v1.ListQueuesResponse
+	(*UpdateQueueRequest)(nil),                   // 11: quorumq.v1.UpdateQueueRequest
+	(*UpdateQueueResponse)(nil),                  // 12: quorumq.v1.UpdateQueueResponse
+	(*DeleteQueueRequest)(nil),                   // 13: quorumq.v1.DeleteQueueRequest
+	(*DeleteQueueResponse)(nil),                  // 14: quorumq.v1.DeleteQueueResponse
+	(*PurgeQueueRequest)(nil),                    // 15: quorumq.v1.PurgeQueueRequest
+	(*PurgeQueueResponse)(nil),                   // 16: quorumq.v1.PurgeQueueResponse
+	(*SendMessageRequest)(nil),                   // 17: quorumq.v1.SendMessageRequest
+	(*SendMessageResponse)(nil),                  // 18: quorumq.v1.SendMessageResponse
+	(*SendMessageBatchEntry)(nil),                // 19: quorumq.v1.SendMessageBatchEntry
+	(*SendMessageBatchRequest)(nil),              // 20: quorumq.v1.SendMessageBatchRequest
+	(*SendMessageBatchResult)(nil),               // 21: quorumq.v1.SendMessageBatchResult
+	(*BatchResultError)(nil),                     // 22: quorumq.v1.BatchResultError
+	(*SendMessageBatchResponse)(nil),             // 23: quorumq.v1.SendMessageBatchResponse
+	(*TagFilter)(nil),                            // 24: quorumq.v1.TagFilter
+	(*ReceiveMessagesRequest)(nil),               // 25: quorumq.v1.ReceiveMessagesRequest
+	(*ReceivedMessage)(nil),                      // 26: quorumq.v1.ReceivedMessage
+	(*ReceiveMessagesResponse)(nil),              // 27: quorumq.v1.ReceiveMessagesResponse
+	(*DeleteMessageRequest)(nil),                 // 28: quorumq.v1.DeleteMessageRequest
+	(*DeleteMessageResponse)(nil),                // 29: quorumq.v1.DeleteMessageResponse
+	(*DeleteMessageBatchEntry)(nil),              // 30: quorumq.v1.DeleteMessageBatchEntry
+	(*DeleteMessageBatchRequest)(nil),            // 31: quorumq.v1.DeleteMessageBatchRequest
+	(*BatchResultOk)(nil),                        // 32: quorumq.v1.BatchResultOk
+	(*DeleteMessageBatchResponse)(nil),           // 33: quorumq.v1.DeleteMessageBatchResponse
+	(*ChangeMessageVisibilityRequest)(nil),       // 34: quorumq.v1.ChangeMessageVisibilityRequest
+	(*ChangeMessageVisibilityResponse)(nil),      // 35: quorumq.v1.ChangeMessageVisibilityResponse
+	(*ChangeMessageVisibilityBatchEntry)(nil),    // 36: quorumq.v1.ChangeMessageVisibilityBatchEntry
+	(*ChangeMessageVisibilityBatchRequest)(nil),  // 37: quorumq.v1.ChangeMessageVisibilityBatchRequest
+	(*ChangeMessageVisibilityBatchResponse)(nil), // 38: quorumq.v1.ChangeMessageVisibilityBatchResponse
+	(*RedriveMessagesRequest)(nil),               // 39: quorumq.v1.RedriveMessagesRequest
+	(*RedriveMessagesResponse)(nil),              // 40: quorumq.v1.RedriveMessagesResponse
+	(*PeekMessagesRequest)(nil),                  // 41: quorumq.v1.PeekMessagesRequest
+	(*PeekedMessage)(nil),                        // 42: quorumq.v1.PeekedMessage
+	(*PeekMessagesResponse)(nil),                 // 43: quorumq.v1.PeekMessagesResponse
+	(*GetMessageRequest)(nil),                    // 44: quorumq.v1.GetMessageRequest
+	(*GetMessageResponse)(nil),                   // 45: quorumq.v1.GetMessageResponse
+	nil,                                          // 46: quorumq.v1.Queue.TagsEntry
+	nil,                                          // 47: quorumq.v1.CreateQueueRequest.TagsEntry
+	nil,                                          // 48: quorumq.v1.SendMessageRequest.AttributesEntry
+	nil,                                          // 49: quorumq.v1.SendMessageBatchEntry.AttributesEntry
+	nil,                                          // 50: quorumq.v1.ReceivedMessage.AttributesEntry
+	nil,                                          // 51: quorumq.v1.PeekedMessage.AttributesEntry
+	(*durationpb.Duration)(nil),                  // 52: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),                // 53: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),                // 54: google.protobuf.FieldMask
 }
 var file_quorumq_v1_queue_proto_depIdxs = []int32{
-	45, // 0: quorumq.v1.QueueAttributes.visibility_timeout:type_name -> google.protobuf.Duration
-	45, // 1: quorumq.v1.QueueAttributes.message_retention:type_name -> google.protobuf.Duration
-	45, // 2: quorumq.v1.QueueAttributes.delivery_delay:type_name -> google.protobuf.Duration
-	45, // 3: quorumq.v1.QueueAttributes.receive_wait:type_name -> google.protobuf.Duration
-	1,  // 4: quorumq.v1.QueueAttributes.dead_letter:type_name -> quorumq.v1.DeadLetterPolicy
-	0,  // 5: quorumq.v1.Queue.attributes:type_name -> quorumq.v1.QueueAttributes
-	40, // 6: quorumq.v1.Queue.tags:type_name -> quorumq.v1.Queue.TagsEntry
-	46, // 7: quorumq.v1.Queue.created_at:type_name -> google.protobuf.Timestamp
-	2,  // 8: quorumq.v1.Queue.stats:type_name -> quorumq.v1.QueueStats
-	0,  // 9: quorumq.v1.CreateQueueRequest.attributes:type_name -> quorumq.v1.QueueAttributes
-	41, // 10: quorumq.v1.CreateQueueRequest.tags:type_name -> quorumq.v1.CreateQueueRequest.TagsEntry
-	3,  // 11: quorumq.v1.CreateQueueResponse.queue:type_name -> quorumq.v1.Queue
-	3,  // 12: quorumq.v1.GetQueueResponse.queue:type_name -> quorumq.v1.Queue
-	3,  // 13: quorumq.v1.ListQueuesResponse.queues:type_name -> quorumq.v1.Queue
-	0,  // 14: quorumq.v1.UpdateQueueRequest.attributes:type_name -> quorumq.v1.QueueAttributes
-	47, // 15: quorumq.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
-	3,  // 16: quorumq.v1.UpdateQueueResponse.queue:type_name -> quorumq.v1.Queue
-	42, // 17: quorumq.v1.SendMessageRequest.attributes:type_name -> quorumq.v1.SendMessageRequest.AttributesEntry
-	45, // 18: quorumq.v1.SendMessageRequest.delay:type_name -> google.protobuf.Duration
-	46, // 19: quorumq.v1.SendMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
-	43, // 20: quorumq.v1.SendMessageBatchEntry.attributes:type_name -> quorumq.v1.SendMessageBatchEntry.AttributesEntry
-	45, // 21: quorumq.v1.SendMessageBatchEntry.delay:type_name -> google.protobuf.Duration
-	46, // 22: quorumq.v1.SendMessageBatchEntry.deliver_at:type_name -> google.protobuf.Timestamp
-	18, // 23: quorumq.v1.SendMessageBatchRequest.entries:type_name -> quorumq.v1.SendMessageBatchEntry
-	45, // 24: quorumq.v1.BatchResultError.retry_delay:type_name -> google.protobuf.Duration
-	20, // 25: quorumq.v1.SendMessageBatchResponse.successful:type_name -> quorumq.v1.SendMessageBatchResult
-	21, // 26: quorumq.v1.SendMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
-	45, // 27: quorumq.v1.ReceiveMessagesRequest.visibility_timeout:type_name -> google.protobuf.Duration
-	45, // 28: quorumq.v1.ReceiveMessagesRequest.wait_time:type_name -> google.protobuf.Duration
-	23, // 29: quorumq.v1.ReceiveMessagesRequest.tag_filter:type_name -> quorumq.v1.TagFilter
-	44, // 30: quorumq.v1.ReceivedMessage.attributes:type_name -> quorumq.v1.ReceivedMessage.AttributesEntry
-	46, // 31: quorumq.v1.ReceivedMessage.sent_at:type_name -> google.protobuf.Timestamp
-	46, // 32: quorumq.v1.ReceivedMessage.first_received_at:type_name -> google.protobuf.Timestamp
-	25, // 33: quorumq.v1.ReceiveMessagesResponse.messages:type_name -> quorumq.v1.ReceivedMessage
-	29, // 34: quorumq.v1.DeleteMessageBatchRequest.entries:type_name -> quorumq.v1.DeleteMessageBatchEntry
-	31, // 35: quorumq.v1.DeleteMessageBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
-	21, // 36: quorumq.v1.DeleteMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
-	45, // 37: quorumq.v1.ChangeMessageVisibilityRequest.visibility_timeout:type_name -> google.protobuf.Duration
-	45, // 38: quorumq.v1.ChangeMessageVisibilityBatchEntry.visibility_timeout:type_name -> google.protobuf.Duration
-	35, // 39: quorumq.v1.ChangeMessageVisibilityBatchRequest.entries:type_name -> quorumq.v1.ChangeMessageVisibilityBatchEntry
-	31, // 40: quorumq.v1.ChangeMessageVisibilityBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
-	21, // 41: quorumq.v1.ChangeMessageVisibilityBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
-	4,  // 42: quorumq.v1.QueueService.CreateQueue:input_type -> quorumq.v1.CreateQueueRequest
-	6,  // 43: quorumq.v1.QueueService.GetQueue:input_type -> quorumq.v1.GetQueueRequest
-	8,  // 44: quorumq.v1.QueueService.ListQueues:input_type -> quorumq.v1.ListQueuesRequest
-	10, // 45: quorumq.v1.QueueService.UpdateQueue:input_type -> quorumq.v1.UpdateQueueRequest
-	12, // 46: quorumq.v1.QueueService.DeleteQueue:input_type -> quorumq.v1.DeleteQueueRequest
-	14, // 47: quorumq.v1.QueueService.PurgeQueue:input_type -> quorumq.v1.PurgeQueueRequest
-	16, // 48: quorumq.v1.QueueService.SendMessage:input_type -> quorumq.v1.SendMessageRequest
-	19, // 49: quorumq.v1.QueueService.SendMessageBatch:input_type -> quorumq.v1.SendMessageBatchRequest
-	24, // 50: quorumq.v1.QueueService.ReceiveMessages:input_type -> quorumq.v1.ReceiveMessagesRequest
-	27, // 51: quorumq.v1.QueueService.DeleteMessage:input_type -> quorumq.v1.DeleteMessageRequest
-	30, // 52: quorumq.v1.QueueService.DeleteMessageBatch:input_type -> quorumq.v1.DeleteMessageBatchRequest
-	33, // 53: quorumq.v1.QueueService.ChangeMessageVisibility:input_type -> quorumq.v1.ChangeMessageVisibilityRequest
-	36, // 54: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:input_type -> quorumq.v1.ChangeMessageVisibilityBatchRequest
-	38, // 55: quorumq.v1.QueueService.RedriveMessages:input_type -> quorumq.v1.RedriveMessagesRequest
-	5,  // 56: quorumq.v1.QueueService.CreateQueue:output_type -> quorumq.v1.CreateQueueResponse
-	7,  // 57: quorumq.v1.QueueService.GetQueue:output_type -> quorumq.v1.GetQueueResponse
-	9,  // 58: quorumq.v1.QueueService.ListQueues:output_type -> quorumq.v1.ListQueuesResponse
-	11, // 59: quorumq.v1.QueueService.UpdateQueue:output_type -> quorumq.v1.UpdateQueueResponse
-	13, // 60: quorumq.v1.QueueService.DeleteQueue:output_type -> quorumq.v1.DeleteQueueResponse
-	15, // 61: quorumq.v1.QueueService.PurgeQueue:output_type -> quorumq.v1.PurgeQueueResponse
-	17, // 62: quorumq.v1.QueueService.SendMessage:output_type -> quorumq.v1.SendMessageResponse
-	22, // 63: quorumq.v1.QueueService.SendMessageBatch:output_type -> quorumq.v1.SendMessageBatchResponse
-	26, // 64: quorumq.v1.QueueService.ReceiveMessages:output_type -> quorumq.v1.ReceiveMessagesResponse
-	28, // 65: quorumq.v1.QueueService.DeleteMessage:output_type -> quorumq.v1.DeleteMessageResponse
-	32, // 66: quorumq.v1.QueueService.DeleteMessageBatch:output_type -> quorumq.v1.DeleteMessageBatchResponse
-	34, // 67: quorumq.v1.QueueService.ChangeMessageVisibility:output_type -> quorumq.v1.ChangeMessageVisibilityResponse
-	37, // 68: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:output_type -> quorumq.v1.ChangeMessageVisibilityBatchResponse
-	39, // 69: quorumq.v1.QueueService.RedriveMessages:output_type -> quorumq.v1.RedriveMessagesResponse
-	56, // [56:70] is the sub-list for method output_type
-	42, // [42:56] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	52, // 0: quorumq.v1.QueueAttributes.visibility_timeout:type_name -> google.protobuf.Duration
+	52, // 1: quorumq.v1.QueueAttributes.message_retention:type_name -> google.protobuf.Duration
+	52, // 2: quorumq.v1.QueueAttributes.delivery_delay:type_name -> google.protobuf.Duration
+	52, // 3: quorumq.v1.QueueAttributes.receive_wait:type_name -> google.protobuf.Duration
+	2,  // 4: quorumq.v1.QueueAttributes.dead_letter:type_name -> quorumq.v1.DeadLetterPolicy
+	1,  // 5: quorumq.v1.Queue.attributes:type_name -> quorumq.v1.QueueAttributes
+	46, // 6: quorumq.v1.Queue.tags:type_name -> quorumq.v1.Queue.TagsEntry
+	53, // 7: quorumq.v1.Queue.created_at:type_name -> google.protobuf.Timestamp
+	3,  // 8: quorumq.v1.Queue.stats:type_name -> quorumq.v1.QueueStats
+	1,  // 9: quorumq.v1.CreateQueueRequest.attributes:type_name -> quorumq.v1.QueueAttributes
+	47, // 10: quorumq.v1.CreateQueueRequest.tags:type_name -> quorumq.v1.CreateQueueRequest.TagsEntry
+	4,  // 11: quorumq.v1.CreateQueueResponse.queue:type_name -> quorumq.v1.Queue
+	4,  // 12: quorumq.v1.GetQueueResponse.queue:type_name -> quorumq.v1.Queue
+	4,  // 13: quorumq.v1.ListQueuesResponse.queues:type_name -> quorumq.v1.Queue
+	1,  // 14: quorumq.v1.UpdateQueueRequest.attributes:type_name -> quorumq.v1.QueueAttributes
+	54, // 15: quorumq.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
+	4,  // 16: quorumq.v1.UpdateQueueResponse.queue:type_name -> quorumq.v1.Queue
+	48, // 17: quorumq.v1.SendMessageRequest.attributes:type_name -> quorumq.v1.SendMessageRequest.AttributesEntry
+	52, // 18: quorumq.v1.SendMessageRequest.delay:type_name -> google.protobuf.Duration
+	53, // 19: quorumq.v1.SendMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
+	49, // 20: quorumq.v1.SendMessageBatchEntry.attributes:type_name -> quorumq.v1.SendMessageBatchEntry.AttributesEntry
+	52, // 21: quorumq.v1.SendMessageBatchEntry.delay:type_name -> google.protobuf.Duration
+	53, // 22: quorumq.v1.SendMessageBatchEntry.deliver_at:type_name -> google.protobuf.Timestamp
+	19, // 23: quorumq.v1.SendMessageBatchRequest.entries:type_name -> quorumq.v1.SendMessageBatchEntry
+	52, // 24: quorumq.v1.BatchResultError.retry_delay:type_name -> google.protobuf.Duration
+	21, // 25: quorumq.v1.SendMessageBatchResponse.successful:type_name -> quorumq.v1.SendMessageBatchResult
+	22, // 26: quorumq.v1.SendMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
+	52, // 27: quorumq.v1.ReceiveMessagesRequest.visibility_timeout:type_name -> google.protobuf.Duration
+	52, // 28: quorumq.v1.ReceiveMessagesRequest.wait_time:type_name -> google.protobuf.Duration
+	24, // 29: quorumq.v1.ReceiveMessagesRequest.tag_filter:type_name -> quorumq.v1.TagFilter
+	50, // 30: quorumq.v1.ReceivedMessage.attributes:type_name -> quorumq.v1.ReceivedMessage.AttributesEntry
+	53, // 31: quorumq.v1.ReceivedMessage.sent_at:type_name -> google.protobuf.Timestamp
+	53, // 32: quorumq.v1.ReceivedMessage.first_received_at:type_name -> google.protobuf.Timestamp
+	26, // 33: quorumq.v1.ReceiveMessagesResponse.messages:type_name -> quorumq.v1.ReceivedMessage
+	30, // 34: quorumq.v1.DeleteMessageBatchRequest.entries:type_name -> quorumq.v1.DeleteMessageBatchEntry
+	32, // 35: quorumq.v1.DeleteMessageBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
+	22, // 36: quorumq.v1.DeleteMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
+	52, // 37: quorumq.v1.ChangeMessageVisibilityRequest.visibility_timeout:type_name -> google.protobuf.Duration
+	52, // 38: quorumq.v1.ChangeMessageVisibilityBatchEntry.visibility_timeout:type_name -> google.protobuf.Duration
+	36, // 39: quorumq.v1.ChangeMessageVisibilityBatchRequest.entries:type_name -> quorumq.v1.ChangeMessageVisibilityBatchEntry
+	32, // 40: quorumq.v1.ChangeMessageVisibilityBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
+	22, // 41: quorumq.v1.ChangeMessageVisibilityBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
+	0,  // 42: quorumq.v1.PeekMessagesRequest.states:type_name -> quorumq.v1.MessageState
+	24, // 43: quorumq.v1.PeekMessagesRequest.tag_filter:type_name -> quorumq.v1.TagFilter
+	52, // 44: quorumq.v1.PeekMessagesRequest.min_age:type_name -> google.protobuf.Duration
+	51, // 45: quorumq.v1.PeekedMessage.attributes:type_name -> quorumq.v1.PeekedMessage.AttributesEntry
+	53, // 46: quorumq.v1.PeekedMessage.sent_at:type_name -> google.protobuf.Timestamp
+	53, // 47: quorumq.v1.PeekedMessage.first_received_at:type_name -> google.protobuf.Timestamp
+	53, // 48: quorumq.v1.PeekedMessage.visible_at:type_name -> google.protobuf.Timestamp
+	0,  // 49: quorumq.v1.PeekedMessage.state:type_name -> quorumq.v1.MessageState
+	42, // 50: quorumq.v1.PeekMessagesResponse.messages:type_name -> quorumq.v1.PeekedMessage
+	42, // 51: quorumq.v1.GetMessageResponse.message:type_name -> quorumq.v1.PeekedMessage
+	5,  // 52: quorumq.v1.QueueService.CreateQueue:input_type -> quorumq.v1.CreateQueueRequest
+	7,  // 53: quorumq.v1.QueueService.GetQueue:input_type -> quorumq.v1.GetQueueRequest
+	9,  // 54: quorumq.v1.QueueService.ListQueues:input_type -> quorumq.v1.ListQueuesRequest
+	11, // 55: quorumq.v1.QueueService.UpdateQueue:input_type -> quorumq.v1.UpdateQueueRequest
+	13, // 56: quorumq.v1.QueueService.DeleteQueue:input_type -> quorumq.v1.DeleteQueueRequest
+	15, // 57: quorumq.v1.QueueService.PurgeQueue:input_type -> quorumq.v1.PurgeQueueRequest
+	17, // 58: quorumq.v1.QueueService.SendMessage:input_type -> quorumq.v1.SendMessageRequest
+	20, // 59: quorumq.v1.QueueService.SendMessageBatch:input_type -> quorumq.v1.SendMessageBatchRequest
+	25, // 60: quorumq.v1.QueueService.ReceiveMessages:input_type -> quorumq.v1.ReceiveMessagesRequest
+	28, // 61: quorumq.v1.QueueService.DeleteMessage:input_type -> quorumq.v1.DeleteMessageRequest
+	31, // 62: quorumq.v1.QueueService.DeleteMessageBatch:input_type -> quorumq.v1.DeleteMessageBatchRequest
+	34, // 63: quorumq.v1.QueueService.ChangeMessageVisibility:input_type -> quorumq.v1.ChangeMessageVisibilityRequest
+	37, // 64: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:input_type -> quorumq.v1.ChangeMessageVisibilityBatchRequest
+	39, // 65: quorumq.v1.QueueService.RedriveMessages:input_type -> quorumq.v1.RedriveMessagesRequest
+	41, // 66: quorumq.v1.QueueService.PeekMessages:input_type -> quorumq.v1.PeekMessagesRequest
+	44, // 67: quorumq.v1.QueueService.GetMessage:input_type -> quorumq.v1.GetMessageRequest
+	6,  // 68: quorumq.v1.QueueService.CreateQueue:output_type -> quorumq.v1.CreateQueueResponse
+	8,  // 69: quorumq.v1.QueueService.GetQueue:output_type -> quorumq.v1.GetQueueResponse
+	10, // 70: quorumq.v1.QueueService.ListQueues:output_type -> quorumq.v1.ListQueuesResponse
+	12, // 71: quorumq.v1.QueueService.UpdateQueue:output_type -> quorumq.v1.UpdateQueueResponse
+	14, // 72: quorumq.v1.QueueService.DeleteQueue:output_type -> quorumq.v1.DeleteQueueResponse
+	16, // 73: quorumq.v1.QueueService.PurgeQueue:output_type -> quorumq.v1.PurgeQueueResponse
+	18, // 74: quorumq.v1.QueueService.SendMessage:output_type -> quorumq.v1.SendMessageResponse
+	23, // 75: quorumq.v1.QueueService.SendMessageBatch:output_type -> quorumq.v1.SendMessageBatchResponse
+	27, // 76: quorumq.v1.QueueService.ReceiveMessages:output_type -> quorumq.v1.ReceiveMessagesResponse
+	29, // 77: quorumq.v1.QueueService.DeleteMessage:output_type -> quorumq.v1.DeleteMessageResponse
+	33, // 78: quorumq.v1.QueueService.DeleteMessageBatch:output_type -> quorumq.v1.DeleteMessageBatchResponse
+	35, // 79: quorumq.v1.QueueService.ChangeMessageVisibility:output_type -> quorumq.v1.ChangeMessageVisibilityResponse
+	38, // 80: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:output_type -> quorumq.v1.ChangeMessageVisibilityBatchResponse
+	40, // 81: quorumq.v1.QueueService.RedriveMessages:output_type -> quorumq.v1.RedriveMessagesResponse
+	43, // 82: quorumq.v1.QueueService.PeekMessages:output_type -> quorumq.v1.PeekMessagesResponse
+	45, // 83: quorumq.v1.QueueService.GetMessage:output_type -> quorumq.v1.GetMessageResponse
+	68, // [68:84] is the sub-list for method output_type
+	52, // [52:68] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_quorumq_v1_queue_proto_init() }
@@ -2938,13 +3476,14 @@ func file_quorumq_v1_queue_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quorumq_v1_queue_proto_rawDesc), len(file_quorumq_v1_queue_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   45,
+			NumEnums:      1,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_quorumq_v1_queue_proto_goTypes,
 		DependencyIndexes: file_quorumq_v1_queue_proto_depIdxs,
+		EnumInfos:         file_quorumq_v1_queue_proto_enumTypes,
 		MessageInfos:      file_quorumq_v1_queue_proto_msgTypes,
 	}.Build()
 	File_quorumq_v1_queue_proto = out.File

@@ -33,6 +33,8 @@ const (
 	QueueService_ChangeMessageVisibility_FullMethodName      = "/quorumq.v1.QueueService/ChangeMessageVisibility"
 	QueueService_ChangeMessageVisibilityBatch_FullMethodName = "/quorumq.v1.QueueService/ChangeMessageVisibilityBatch"
 	QueueService_RedriveMessages_FullMethodName              = "/quorumq.v1.QueueService/RedriveMessages"
+	QueueService_PeekMessages_FullMethodName                 = "/quorumq.v1.QueueService/PeekMessages"
+	QueueService_GetMessage_FullMethodName                   = "/quorumq.v1.QueueService/GetMessage"
 )
 
 // QueueServiceClient is the client API for QueueService service.
@@ -116,6 +118,18 @@ type QueueServiceClient interface {
 	// RedriveMessages moves up to max_messages messages of a dead-letter queue
 	// back to each message's source queue, with the receive count reset.
 	RedriveMessages(ctx context.Context, in *RedriveMessagesRequest, opts ...grpc.CallOption) (*RedriveMessagesResponse, error)
+	// PeekMessages pages through a queue's messages (visible, in flight and
+	// delayed) without receiving them: it changes no lease and no count and
+	// returns no receipt handle. Needs scope messages:peek or
+	// messages:receive. Pages go partition by partition, in sequence order
+	// within each; a page may hold fewer than page_size messages (even none)
+	// while next_page_token is set, because one call reads a bounded number of
+	// records.
+	PeekMessages(ctx context.Context, in *PeekMessagesRequest, opts ...grpc.CallOption) (*PeekMessagesResponse, error)
+	// GetMessage returns one stored message by id, without receiving it
+	// (NOT_FOUND, reason MESSAGE_NOT_FOUND, when the queue does not hold it).
+	// Scopes as PeekMessages.
+	GetMessage(ctx context.Context, in *GetMessageRequest, opts ...grpc.CallOption) (*GetMessageResponse, error)
 }
 
 type queueServiceClient struct {
@@ -266,6 +280,26 @@ func (c *queueServiceClient) RedriveMessages(ctx context.Context, in *RedriveMes
 	return out, nil
 }
 
+func (c *queueServiceClient) PeekMessages(ctx context.Context, in *PeekMessagesRequest, opts ...grpc.CallOption) (*PeekMessagesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PeekMessagesResponse)
+	err := c.cc.Invoke(ctx, QueueService_PeekMessages_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) GetMessage(ctx context.Context, in *GetMessageRequest, opts ...grpc.CallOption) (*GetMessageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetMessageResponse)
+	err := c.cc.Invoke(ctx, QueueService_GetMessage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueueServiceServer is the server API for QueueService service.
 // All implementations must embed UnimplementedQueueServiceServer
 // for forward compatibility.
@@ -347,6 +381,18 @@ type QueueServiceServer interface {
 	// RedriveMessages moves up to max_messages messages of a dead-letter queue
 	// back to each message's source queue, with the receive count reset.
 	RedriveMessages(context.Context, *RedriveMessagesRequest) (*RedriveMessagesResponse, error)
+	// PeekMessages pages through a queue's messages (visible, in flight and
+	// delayed) without receiving them: it changes no lease and no count and
+	// returns no receipt handle. Needs scope messages:peek or
+	// messages:receive. Pages go partition by partition, in sequence order
+	// within each; a page may hold fewer than page_size messages (even none)
+	// while next_page_token is set, because one call reads a bounded number of
+	// records.
+	PeekMessages(context.Context, *PeekMessagesRequest) (*PeekMessagesResponse, error)
+	// GetMessage returns one stored message by id, without receiving it
+	// (NOT_FOUND, reason MESSAGE_NOT_FOUND, when the queue does not hold it).
+	// Scopes as PeekMessages.
+	GetMessage(context.Context, *GetMessageRequest) (*GetMessageResponse, error)
 	mustEmbedUnimplementedQueueServiceServer()
 }
 
@@ -398,6 +444,12 @@ func (UnimplementedQueueServiceServer) ChangeMessageVisibilityBatch(context.Cont
 }
 func (UnimplementedQueueServiceServer) RedriveMessages(context.Context, *RedriveMessagesRequest) (*RedriveMessagesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RedriveMessages not implemented")
+}
+func (UnimplementedQueueServiceServer) PeekMessages(context.Context, *PeekMessagesRequest) (*PeekMessagesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PeekMessages not implemented")
+}
+func (UnimplementedQueueServiceServer) GetMessage(context.Context, *GetMessageRequest) (*GetMessageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetMessage not implemented")
 }
 func (UnimplementedQueueServiceServer) mustEmbedUnimplementedQueueServiceServer() {}
 func (UnimplementedQueueServiceServer) testEmbeddedByValue()                      {}
@@ -672,6 +724,42 @@ func _QueueService_RedriveMessages_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueueService_PeekMessages_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PeekMessagesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).PeekMessages(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_PeekMessages_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).PeekMessages(ctx, req.(*PeekMessagesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_GetMessage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetMessageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).GetMessage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_GetMessage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).GetMessage(ctx, req.(*GetMessageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueueService_ServiceDesc is the grpc.ServiceDesc for QueueService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -734,6 +822,14 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RedriveMessages",
 			Handler:    _QueueService_RedriveMessages_Handler,
+		},
+		{
+			MethodName: "PeekMessages",
+			Handler:    _QueueService_PeekMessages_Handler,
+		},
+		{
+			MethodName: "GetMessage",
+			Handler:    _QueueService_GetMessage_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -2,8 +2,8 @@
 // @generated from file quorumq/v1/queue.proto (package quorumq.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
 import type { Duration, FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file quorumq/v1/queue.proto.
  */
 export const file_quorumq_v1_queue: GenFile = /*@__PURE__*/
-  fileDesc("ChZxdW9ydW1xL3YxL3F1ZXVlLnByb3RvEgpxdW9ydW1xLnYxIvYCCg9RdWV1ZUF0dHJpYnV0ZXMSNQoSdmlzaWJpbGl0eV90aW1lb3V0GAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjQKEW1lc3NhZ2VfcmV0ZW50aW9uGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjEKDmRlbGl2ZXJ5X2RlbGF5GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi8KDHJlY2VpdmVfd2FpdBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIYChBtYXhfbWVzc2FnZV9zaXplGAUgASgDEjEKC2RlYWRfbGV0dGVyGAYgASgLMhwucXVvcnVtcS52MS5EZWFkTGV0dGVyUG9saWN5EgwKBGZpZm8YByABKAgSIwobY29udGVudF9iYXNlZF9kZWR1cGxpY2F0aW9uGAggASgIEhIKCnBhcnRpdGlvbnMYCSABKAUiPAoQRGVhZExldHRlclBvbGljeRINCgVxdWV1ZRgBIAEoCRIZChFtYXhfcmVjZWl2ZV9jb3VudBgCIAEoBSJBCgpRdWV1ZVN0YXRzEg8KB3Zpc2libGUYASABKAMSEQoJaW5fZmxpZ2h0GAIgASgDEg8KB2RlbGF5ZWQYAyABKAMijwIKBVF1ZXVlEgwKBG5hbWUYASABKAkSLwoKYXR0cmlidXRlcxgCIAEoCzIbLnF1b3J1bXEudjEuUXVldWVBdHRyaWJ1dGVzEikKBHRhZ3MYAyADKAsyGy5xdW9ydW1xLnYxLlF1ZXVlLlRhZ3NFbnRyeRIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIlCgVzdGF0cxgFIAEoCzIWLnF1b3J1bXEudjEuUXVldWVTdGF0cxIYChBwYXJ0aXRpb25fc2hhcmRzGAYgAygEGisKCVRhZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIrgBChJDcmVhdGVRdWV1ZVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIvCgphdHRyaWJ1dGVzGAIgASgLMhsucXVvcnVtcS52MS5RdWV1ZUF0dHJpYnV0ZXMSNgoEdGFncxgDIAMoCzIoLnF1b3J1bXEudjEuQ3JlYXRlUXVldWVSZXF1ZXN0LlRhZ3NFbnRyeRorCglUYWdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI3ChNDcmVhdGVRdWV1ZVJlc3BvbnNlEiAKBXF1ZXVlGAEgASgLMhEucXVvcnVtcS52MS5RdWV1ZSIfCg9HZXRRdWV1ZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSI0ChBHZXRRdWV1ZVJlc3BvbnNlEiAKBXF1ZXVlGAEgASgLMhEucXVvcnVtcS52MS5RdWV1ZSJKChFMaXN0UXVldWVzUmVxdWVzdBIOCgZwcmVmaXgYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiUAoSTGlzdFF1ZXVlc1Jlc3BvbnNlEiEKBnF1ZXVlcxgBIAMoCzIRLnF1b3J1bXEudjEuUXVldWUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIoQBChJVcGRhdGVRdWV1ZVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIvCgphdHRyaWJ1dGVzGAIgASgLMhsucXVvcnVtcS52MS5RdWV1ZUF0dHJpYnV0ZXMSLwoLdXBkYXRlX21hc2sYAyABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIjcKE1VwZGF0ZVF1ZXVlUmVzcG9uc2USIAoFcXVldWUYASABKAsyES5xdW9ydW1xLnYxLlF1ZXVlIiIKEkRlbGV0ZVF1ZXVlUmVxdWVzdBIMCgRuYW1lGAEgASgJIhUKE0RlbGV0ZVF1ZXVlUmVzcG9uc2UiIQoRUHVyZ2VRdWV1ZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSIUChJQdXJnZVF1ZXVlUmVzcG9uc2Ui7AIKElNlbmRNZXNzYWdlUmVxdWVzdBINCgVxdWV1ZRgBIAEoCRIMCgRib2R5GAIgASgJEkIKCmF0dHJpYnV0ZXMYAyADKAsyLi5xdW9ydW1xLnYxLlNlbmRNZXNzYWdlUmVxdWVzdC5BdHRyaWJ1dGVzRW50cnkSDAoEdGFncxgEIAMoCRIoCgVkZWxheRgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgpkZWxpdmVyX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghncm91cF9pZBgHIAEoCRIYChBkZWR1cGxpY2F0aW9uX2lkGAggASgJEhcKD2lkZW1wb3RlbmN5X2tleRgJIAEoCRIVCg1wYXJ0aXRpb25fa2V5GAogASgJGjEKD0F0dHJpYnV0ZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjsKE1NlbmRNZXNzYWdlUmVzcG9uc2USEgoKbWVzc2FnZV9pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoBCLvAgoVU2VuZE1lc3NhZ2VCYXRjaEVudHJ5EgoKAmlkGAEgASgJEgwKBGJvZHkYAiABKAkSRQoKYXR0cmlidXRlcxgDIAMoCzIxLnF1b3J1bXEudjEuU2VuZE1lc3NhZ2VCYXRjaEVudHJ5LkF0dHJpYnV0ZXNFbnRyeRIMCgR0YWdzGAQgAygJEigKBWRlbGF5GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi4KCmRlbGl2ZXJfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGdyb3VwX2lkGAcgASgJEhgKEGRlZHVwbGljYXRpb25faWQYCCABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAkgASgJEhUKDXBhcnRpdGlvbl9rZXkYCiABKAkaMQoPQXR0cmlidXRlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiXAoXU2VuZE1lc3NhZ2VCYXRjaFJlcXVlc3QSDQoFcXVldWUYASABKAkSMgoHZW50cmllcxgCIAMoCzIhLnF1b3J1bXEudjEuU2VuZE1lc3NhZ2VCYXRjaEVudHJ5IkoKFlNlbmRNZXNzYWdlQmF0Y2hSZXN1bHQSCgoCaWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCRIQCghzZXF1ZW5jZRgDIAEoBCJ9ChBCYXRjaFJlc3VsdEVycm9yEgoKAmlkGAEgASgJEgwKBGNvZGUYAiABKAkSDgoGcmVhc29uGAMgASgJEg8KB21lc3NhZ2UYBCABKAkSLgoLcmV0cnlfZGVsYXkYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24igAEKGFNlbmRNZXNzYWdlQmF0Y2hSZXNwb25zZRI2CgpzdWNjZXNzZnVsGAEgAygLMiIucXVvcnVtcS52MS5TZW5kTWVzc2FnZUJhdGNoUmVzdWx0EiwKBmZhaWxlZBgCIAMoCzIcLnF1b3J1bXEudjEuQmF0Y2hSZXN1bHRFcnJvciIzCglUYWdGaWx0ZXISCwoDYWxsGAEgAygJEgsKA2FueRgCIAMoCRIMCgRub25lGAMgAygJIukBChZSZWNlaXZlTWVzc2FnZXNSZXF1ZXN0Eg0KBXF1ZXVlGAEgASgJEhQKDG1heF9tZXNzYWdlcxgCIAEoBRI1ChJ2aXNpYmlsaXR5X3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLAoJd2FpdF90aW1lGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEikKCnRhZ19maWx0ZXIYBSABKAsyFS5xdW9ydW1xLnYxLlRhZ0ZpbHRlchIaChJyZWNlaXZlX2F0dGVtcHRfaWQYBiABKAkiiAMKD1JlY2VpdmVkTWVzc2FnZRISCgptZXNzYWdlX2lkGAEgASgJEhYKDnJlY2VpcHRfaGFuZGxlGAIgASgJEgwKBGJvZHkYAyABKAkSPwoKYXR0cmlidXRlcxgEIAMoCzIrLnF1b3J1bXEudjEuUmVjZWl2ZWRNZXNzYWdlLkF0dHJpYnV0ZXNFbnRyeRIMCgR0YWdzGAUgAygJEisKB3NlbnRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWZpcnN0X3JlY2VpdmVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZWNlaXZlX2NvdW50GAggASgFEhAKCGdyb3VwX2lkGAkgASgJEhAKCHNlcXVlbmNlGAogASgEEhoKEmRlYWRfbGV0dGVyX3NvdXJjZRgLIAEoCRoxCg9BdHRyaWJ1dGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJIChdSZWNlaXZlTWVzc2FnZXNSZXNwb25zZRItCghtZXNzYWdlcxgBIAMoCzIbLnF1b3J1bXEudjEuUmVjZWl2ZWRNZXNzYWdlIj0KFERlbGV0ZU1lc3NhZ2VSZXF1ZXN0Eg0KBXF1ZXVlGAEgASgJEhYKDnJlY2VpcHRfaGFuZGxlGAIgASgJIhcKFURlbGV0ZU1lc3NhZ2VSZXNwb25zZSI9ChdEZWxldGVNZXNzYWdlQmF0Y2hFbnRyeRIKCgJpZBgBIAEoCRIWCg5yZWNlaXB0X2hhbmRsZRgCIAEoCSJgChlEZWxldGVNZXNzYWdlQmF0Y2hSZXF1ZXN0Eg0KBXF1ZXVlGAEgASgJEjQKB2VudHJpZXMYAiADKAsyIy5xdW9ydW1xLnYxLkRlbGV0ZU1lc3NhZ2VCYXRjaEVudHJ5IhsKDUJhdGNoUmVzdWx0T2sSCgoCaWQYASABKAkieQoaRGVsZXRlTWVzc2FnZUJhdGNoUmVzcG9uc2USLQoKc3VjY2Vzc2Z1bBgBIAMoCzIZLnF1b3J1bXEudjEuQmF0Y2hSZXN1bHRPaxIsCgZmYWlsZWQYAiADKAsyHC5xdW9ydW1xLnYxLkJhdGNoUmVzdWx0RXJyb3IifgoeQ2hhbmdlTWVzc2FnZVZpc2liaWxpdHlSZXF1ZXN0Eg0KBXF1ZXVlGAEgASgJEhYKDnJlY2VpcHRfaGFuZGxlGAIgASgJEjUKEnZpc2liaWxpdHlfdGltZW91dBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiIhCh9DaGFuZ2VNZXNzYWdlVmlzaWJpbGl0eVJlc3BvbnNlIn4KIUNoYW5nZU1lc3NhZ2VWaXNpYmlsaXR5QmF0Y2hFbnRyeRIKCgJpZBgBIAEoCRIWCg5yZWNlaXB0X2hhbmRsZRgCIAEoCRI1ChJ2aXNpYmlsaXR5X3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24idAojQ2hhbmdlTWVzc2FnZVZpc2liaWxpdHlCYXRjaFJlcXVlc3QSDQoFcXVldWUYASABKAkSPgoHZW50cmllcxgCIAMoCzItLnF1b3J1bXEudjEuQ2hhbmdlTWVzc2FnZVZpc2liaWxpdHlCYXRjaEVudHJ5IoMBCiRDaGFuZ2VNZXNzYWdlVmlzaWJpbGl0eUJhdGNoUmVzcG9uc2USLQoKc3VjY2Vzc2Z1bBgBIAMoCzIZLnF1b3J1bXEudjEuQmF0Y2hSZXN1bHRPaxIsCgZmYWlsZWQYAiADKAsyHC5xdW9ydW1xLnYxLkJhdGNoUmVzdWx0RXJyb3IiXwoWUmVkcml2ZU1lc3NhZ2VzUmVxdWVzdBIZChFkZWFkX2xldHRlcl9xdWV1ZRgBIAEoCRIUCgxtYXhfbWVzc2FnZXMYAiABKAUSFAoMdGFyZ2V0X3F1ZXVlGAMgASgJIigKF1JlZHJpdmVNZXNzYWdlc1Jlc3BvbnNlEg0KBW1vdmVkGAEgASgDMtcOCgxRdWV1ZVNlcnZpY2USbAoLQ3JlYXRlUXVldWUSHi5xdW9ydW1xLnYxLkNyZWF0ZVF1ZXVlUmVxdWVzdBofLnF1b3J1bXEudjEuQ3JlYXRlUXVldWVSZXNwb25zZSIcgtPkkwIWOgEqYgVxdWV1ZSIKL3YxL3F1ZXVlcxJnCghHZXRRdWV1ZRIbLnF1b3J1bXEudjEuR2V0UXVldWVSZXF1ZXN0GhwucXVvcnVtcS52MS5HZXRRdWV1ZVJlc3BvbnNlIiCC0+STAhpiBXF1ZXVlEhEvdjEvcXVldWVzL3tuYW1lfRJfCgpMaXN0UXVldWVzEh0ucXVvcnVtcS52MS5MaXN0UXVldWVzUmVxdWVzdBoeLnF1b3J1bXEudjEuTGlzdFF1ZXVlc1Jlc3BvbnNlIhKC0+STAgwSCi92MS9xdWV1ZXMSfAoLVXBkYXRlUXVldWUSHi5xdW9ydW1xLnYxLlVwZGF0ZVF1ZXVlUmVxdWVzdBofLnF1b3J1bXEudjEuVXBkYXRlUXVldWVSZXNwb25zZSIsgtPkkwImOgphdHRyaWJ1dGVzYgVxdWV1ZTIRL3YxL3F1ZXVlcy97bmFtZX0SaQoLRGVsZXRlUXVldWUSHi5xdW9ydW1xLnYxLkRlbGV0ZVF1ZXVlUmVxdWVzdBofLnF1b3J1bXEudjEuRGVsZXRlUXVldWVSZXNwb25zZSIZgtPkkwITKhEvdjEvcXVldWVzL3tuYW1lfRJvCgpQdXJnZVF1ZXVlEh0ucXVvcnVtcS52MS5QdXJnZVF1ZXVlUmVxdWVzdBoeLnF1b3J1bXEudjEuUHVyZ2VRdWV1ZVJlc3BvbnNlIiKC0+STAhw6ASoiFy92MS9xdWV1ZXMve25hbWV9OnB1cmdlEnYKC1NlbmRNZXNzYWdlEh4ucXVvcnVtcS52MS5TZW5kTWVzc2FnZVJlcXVlc3QaHy5xdW9ydW1xLnYxLlNlbmRNZXNzYWdlUmVzcG9uc2UiJoLT5JMCIDoBKiIbL3YxL3F1ZXVlcy97cXVldWV9L21lc3NhZ2VzEo8BChBTZW5kTWVzc2FnZUJhdGNoEiMucXVvcnVtcS52MS5TZW5kTWVzc2FnZUJhdGNoUmVxdWVzdBokLnF1b3J1bXEudjEuU2VuZE1lc3NhZ2VCYXRjaFJlc3BvbnNlIjCC0+STAio6ASoiJS92MS9xdWV1ZXMve3F1ZXVlfS9tZXNzYWdlczpiYXRjaFNlbmQSigEKD1JlY2VpdmVNZXNzYWdlcxIiLnF1b3J1bXEudjEuUmVjZWl2ZU1lc3NhZ2VzUmVxdWVzdBojLnF1b3J1bXEudjEuUmVjZWl2ZU1lc3NhZ2VzUmVzcG9uc2UiLoLT5JMCKDoBKiIjL3YxL3F1ZXVlcy97cXVldWV9L21lc3NhZ2VzOnJlY2VpdmUSgwEKDURlbGV0ZU1lc3NhZ2USIC5xdW9ydW1xLnYxLkRlbGV0ZU1lc3NhZ2VSZXF1ZXN0GiEucXVvcnVtcS52MS5EZWxldGVNZXNzYWdlUmVzcG9uc2UiLYLT5JMCJzoBKiIiL3YxL3F1ZXVlcy97cXVldWV9L21lc3NhZ2VzOmRlbGV0ZRKXAQoSRGVsZXRlTWVzc2FnZUJhdGNoEiUucXVvcnVtcS52MS5EZWxldGVNZXNzYWdlQmF0Y2hSZXF1ZXN0GiYucXVvcnVtcS52MS5EZWxldGVNZXNzYWdlQmF0Y2hSZXNwb25zZSIygtPkkwIsOgEqIicvdjEvcXVldWVzL3txdWV1ZX0vbWVzc2FnZXM6YmF0Y2hEZWxldGUSqwEKF0NoYW5nZU1lc3NhZ2VWaXNpYmlsaXR5EioucXVvcnVtcS52MS5DaGFuZ2VNZXNzYWdlVmlzaWJpbGl0eVJlcXVlc3QaKy5xdW9ydW1xLnYxLkNoYW5nZU1lc3NhZ2VWaXNpYmlsaXR5UmVzcG9uc2UiN4LT5JMCMToBKiIsL3YxL3F1ZXVlcy97cXVldWV9L21lc3NhZ2VzOmNoYW5nZVZpc2liaWxpdHkSvwEKHENoYW5nZU1lc3NhZ2VWaXNpYmlsaXR5QmF0Y2gSLy5xdW9ydW1xLnYxLkNoYW5nZU1lc3NhZ2VWaXNpYmlsaXR5QmF0Y2hSZXF1ZXN0GjAucXVvcnVtcS52MS5DaGFuZ2VNZXNzYWdlVmlzaWJpbGl0eUJhdGNoUmVzcG9uc2UiPILT5JMCNjoBKiIxL3YxL3F1ZXVlcy97cXVldWV9L21lc3NhZ2VzOmJhdGNoQ2hhbmdlVmlzaWJpbGl0eRKNAQoPUmVkcml2ZU1lc3NhZ2VzEiIucXVvcnVtcS52MS5SZWRyaXZlTWVzc2FnZXNSZXF1ZXN0GiMucXVvcnVtcS52MS5SZWRyaXZlTWVzc2FnZXNSZXNwb25zZSIxgtPkkwIrOgEqIiYvdjEvcXVldWVzL3tkZWFkX2xldHRlcl9xdWV1ZX06cmVkcml2ZUI1WjNnaXRodWIuY29tL3F1b3J1bXEvcXVvcnVtcS9hcGkvcXVvcnVtcS92MTtxdW9ydW1xdjFiBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("ChZxdW9ydW1xL3YxL3F1ZXVlLnByb3RvEgpxdW9ydW1xLnYxIvYCCg9RdWV1ZUF0dHJpYnV0ZXMSNQoSdmlzaWJpbGl0eV90aW1lb3V0GAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjQKEW1lc3NhZ2VfcmV0ZW50aW9uGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjEKDmRlbGl2ZXJ5X2RlbGF5GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi8KDHJlY2VpdmVfd2FpdBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIYChBtYXhfbWVzc2FnZV9zaXplGAUgASgDEjEKC2RlYWRfbGV0dGVyGAYgASgLMhwucXVvcnVtcS52MS5EZWFkTGV0dGVyUG9saWN5EgwKBGZpZm8YByABKAgSIwobY29udGVudF9iYXNlZF9kZWR1cGxpY2F0aW9uGAggASgIEhIKCnBhcnRpdGlvbnMYCSABKAUiPAoQRGVhZExldHRlclBvbGljeRINCgVxdWV1ZRgBIAEoCRIZChFtYXhfcmVjZWl2ZV9jb3VudBgCIAEoBSJBCgpRdWV1ZVN0YXRzEg8KB3Zpc2libGUYASABKAMSEQoJaW5fZmxpZ2h0GAIgASgDEg8KB2RlbGF5ZWQYAyABKAMijwIKBVF1ZXVlEgwKBG5hbWUYASABKAkSLwoKYXR0cmlidXRlcxgCIAEoCzIbLnF1b3J1bXEudjEuUXVldWVBdHRyaWJ1dGVzEikKBHRhZ3MYAyADKAsyGy5xdW9ydW1xLnYxLlF1ZXVlLlRhZ3NFbnRyeRIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIlCgVzdGF0cxgFIAEoCzIWLnF1b3J1bXEudjEuUXVldWVTdGF0cxIYChBwYXJ0aXRpb25fc2hhcmRzGAYgAygEGisKCVRhZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIrgBChJDcmVhdGVRdWV1ZVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIvCgphdHRyaWJ1dGVzGAIgASgLMhsucXVvcnVtcS52MS5RdWV1ZUF0dHJpYnV0ZXMSNgoEdGFncxgDIAMoCzIoLnF1b3J1bXEudjEuQ3JlYXRlUXVldWVSZXF1ZXN0LlRhZ3NFbnRyeRorCglUYWdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI3ChNDcmVhdGVRdWV1ZVJlc3BvbnNlEiAKBXF1ZXVlGAEgASgLMhEucXVvcnVtcS52MS5RdWV1ZSIfCg9HZXRRdWV1ZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSI0ChBHZXRRdWV1ZVJlc3BvbnNlEiAKBXF1ZXVlGAEgASgLMhEucXVvcnVtcS52MS5RdWV1ZSJKChFMaXN0UXVldWVzUmVxdWVzdBIOCgZwcmVmaXgYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiUAoSTGlzdFF1ZXVlc1Jlc3BvbnNlEiEKBnF1ZXVlcxgBIAMoCzIRLnF1b3J1bXEudjEuUXVldWUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIoQBChJVcGRhdGVRdWV1ZVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIvCgphdHRyaWJ1dGVzGAIgASgLMhsucXVvcnVtcS52MS5RdWV1ZUF0dHJpYnV0ZXMSLwoLdXBkYXRlX21hc2sYAyABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIjcKE1VwZGF0ZVF1ZXVlUmVzcG9uc2USIAoFcXVldWUYASABKAsyES5xdW9ydW1xLnYxLlF1ZXVlIiIKEkRlbGV0ZVF1ZXVlUmVxdWVzdBIMCgRuYW1lGAEgASgJIhUKE0RlbGV0ZVF1ZXVlUmVzcG9uc2UiIQoRUHVyZ2VRdWV1ZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSIUChJQdXJnZVF1ZXVlUmVzcG9uc2Ui7AIKElNlbmRNZXNzYWdlUmVxdWVzdBINCgVxdWV1ZRgBIAEoCRIMCgRib2R5GAIgASgJEkIKCmF0dHJpYnV0ZXMYAyADKAsyLi5xdW9ydW1xLnYxLlNlbmRNZXNzYWdlUmVxdWVzdC5BdHRyaWJ1dGVzRW50cnkSDAoEdGFncxgEIAMoCRIoCgVkZWxheRgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgpkZWxpdmVyX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghncm91cF9pZBgHIAEoCRIYChBkZWR1cGxpY2F0aW9uX2lkGAggASgJEhcKD2lkZW1wb3RlbmN5X2tleRgJIAEoCRIVCg1wYXJ0aXRpb25fa2V5GAogASgJGjEKD0F0dHJpYnV0ZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjsKE1NlbmRNZXNzYWdlUmVzcG9uc2USEgoKbWVzc2FnZV9pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoBCLvAgoVU2VuZE1lc3NhZ2VCYXRjaEVudHJ5EgoKAmlkGAEgASgJEgwKBGJvZHkYAiABKAkSRQoKYXR0cmlidXRlcxgDIAMoCzIxLnF1b3J1bXEudjEuU2VuZE1lc3NhZ2VCYXRjaEVudHJ5LkF0dHJpYnV0ZXNFbnRyeRIMCgR0YWdzGAQgAygJEigKBWRlbGF5GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi4KCmRlbGl2ZXJfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGdyb3VwX2lkGAcgASgJEhgKEGRlZHVwbGljYXRpb25faWQYCCABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAkgASgJEhUKDXBhcnRpdGlvbl9rZXkYCiABKAkaMQoPQXR0cmlidXRlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiXAoXU2VuZE1lc3NhZ2VCYXRjaFJlcXVlc3QSDQoFcXVldWUYASABKAkSMgoHZW50cmllcxgCIAMoCzIhLnF1b3J1bXEudjEuU2VuZE1lc3NhZ2VCYXRjaEVudHJ5IkoKFlNlbmRNZXNzYWdlQmF0Y2hSZXN1bHQSCgoCaWQYASABKAkSEgoKbWVzc2FnZV9pZBgCIAEoCRIQCghzZXF1ZW5jZRgDIAEoBCJ9ChBCYXRjaFJlc3VsdEVycm9yEgoKAmlkGAEgASgJEgwKBGNvZGUYAiABKAkSDgoGcmVhc29uGAMgASgJEg8KB21lc3NhZ2UYBCABKAkSLgoLcmV0cnlfZGVsYXkYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24igAEKGFNlbmRNZXNzYWdlQmF0Y2hSZXNwb25zZRI2CgpzdWNjZXNzZnVsGAEgAygLMiIucXVvcnVtcS52MS5TZW5kTWVzc2FnZUJhdGNoUmVzdWx0EiwKBmZhaWxlZBgCIAMoCzIcLnF1b3J1bXEudjEuQmF0Y2hSZXN1bHRFcnJvciIzCglUYWdGaWx0ZXISCwoDYWxsGAEgAygJEgsKA2FueRgCIAMoCRIMCgRub25lGAMgAygJIukBChZSZWNlaXZlTWVzc2FnZXNSZXF1ZXN0Eg0KBXF1ZXVlGAEgASgJEhQKDG1heF9tZXNzYWdlcxgCIAEoBRI1ChJ2aXNpYmlsaXR5X3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLAoJd2FpdF90aW1lGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEikKCnRhZ19maWx0ZXIYBSABKAsyFS5xdW9ydW1xLnYxLlRhZ0ZpbHRlchIaChJyZWNlaXZlX2F0dGVtcHRfaWQYBiABKAkiiAMKD1JlY2VpdmVkTWVzc2FnZRISCgptZXNzYWdlX2lkGAEgASgJEhYKDnJlY2VpcHRfaGFuZGxlGAIgASgJEgwKBGJvZHkYAyABKAkSPwoKYXR0cmlidXRlcxgEIAMoCzIrLnF1b3J1bXEudjEuUmVjZWl2ZWRNZXNzYWdlLkF0dHJpYnV0ZXNFbnRyeRIMCgR0YWdzGAUgAygJEisKB3NlbnRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWZpcnN0X3JlY2VpdmVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZWNlaXZlX2NvdW50GAggASgFEhAKCGdyb3VwX2lkGAkgASgJEhAKCHNlcXVlbmNlGAogASgEEhoKEmRlYWRfbGV0dGVyX3NvdXJjZRgLIAEoCRoxCg9BdHRyaWJ1dGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJIChdSZWNlaXZlTWVzc2FnZXNSZXNwb25zZRItCghtZXNzYWdlcxgBIAMoCzIbLnF1b3J1bXEudjEuUmVjZWl2ZWRNZXNzYWdlIj0KFERlbGV0ZU1lc3NhZ2VSZXF1ZXN0Eg0KBXF1ZXVlGAEgASgJEhYKDnJlY2VpcHRfaGFuZGxlGAIgASgJIhcKFURlbGV0ZU1lc3NhZ2VSZXNwb25zZSI9ChdEZWxldGVNZXNzYWdlQmF0Y2hFbnRyeRIKCgJpZBgBIAEoCRIWCg5yZWNlaXB0X2hhbmRsZRgCIAEoCSJgChlEZWxldGVNZXNzYWdlQmF0Y2hSZXF1ZXN0Eg0KBXF1ZXVlGAEgASgJEjQKB2VudHJpZXMYAiADKAsyIy5xdW9ydW1xLnYxLkRlbGV0ZU1lc3NhZ2VCYXRjaEVudHJ5IhsKDUJhdGNoUmVzdWx0T2sSCgoCaWQYASABKAkieQoaRGVsZXRlTWVzc2FnZUJhdGNoUmVzcG9uc2USLQoKc3VjY2Vzc2Z1bBgBIAMoCzIZLnF1b3J1bXEudjEuQmF0Y2hSZXN1bHRPaxIsCgZmYWlsZWQYAiADKAsyHC5xdW9ydW1xLnYxLkJhdGNoUmVzdWx0RXJyb3IifgoeQ2hhbmdlTWVzc2FnZVZpc2liaWxpdHlSZXF1ZXN0Eg0KBXF1ZXVlGAEgASgJEhYKDnJlY2VpcHRfaGFuZGxlGAIgASgJEjUKEnZpc2liaWxpdHlfdGltZW91dBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiIhCh9DaGFuZ2VNZXNzYWdlVmlzaWJpbGl0eVJlc3BvbnNlIn4KIUNoYW5nZU1lc3NhZ2VWaXNpYmlsaXR5QmF0Y2hFbnRyeRIKCgJpZBgBIAEoCRIWCg5yZWNlaXB0X2hhbmRsZRgCIAEoCRI1ChJ2aXNpYmlsaXR5X3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24idAojQ2hhbmdlTWVzc2FnZVZpc2liaWxpdHlCYXRjaFJlcXVlc3QSDQoFcXVldWUYASABKAkSPgoHZW50cmllcxgCIAMoCzItLnF1b3J1bXEudjEuQ2hhbmdlTWVzc2FnZVZpc2liaWxpdHlCYXRjaEVudHJ5IoMBCiRDaGFuZ2VNZXNzYWdlVmlzaWJpbGl0eUJhdGNoUmVzcG9uc2USLQoKc3VjY2Vzc2Z1bBgBIAMoCzIZLnF1b3J1bXEudjEuQmF0Y2hSZXN1bHRPaxIsCgZmYWlsZWQYAiADKAsyHC5xdW9ydW1xLnYxLkJhdGNoUmVzdWx0RXJyb3IiXwoWUmVkcml2ZU1lc3NhZ2VzUmVxdWVzdBIZChFkZWFkX2xldHRlcl9xdWV1ZRgBIAEoCRIUCgxtYXhfbWVzc2FnZXMYAiABKAUSFAoMdGFyZ2V0X3F1ZXVlGAMgASgJIigKF1JlZHJpdmVNZXNzYWdlc1Jlc3BvbnNlEg0KBW1vdmVkGAEgASgDIt8BChNQZWVrTWVzc2FnZXNSZXF1ZXN0Eg0KBXF1ZXVlGAEgASgJEigKBnN0YXRlcxgCIAMoDjIYLnF1b3J1bXEudjEuTWVzc2FnZVN0YXRlEikKCnRhZ19maWx0ZXIYAyABKAsyFS5xdW9ydW1xLnYxLlRhZ0ZpbHRlchIRCglhdHRyaWJ1dGUYBCABKAkSKgoHbWluX2FnZRgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIRCglwYWdlX3NpemUYBiABKAUSEgoKcGFnZV90b2tlbhgHIAEoCSLYAwoNUGVla2VkTWVzc2FnZRISCgptZXNzYWdlX2lkGAEgASgJEgwKBGJvZHkYAiABKAkSPQoKYXR0cmlidXRlcxgDIAMoCzIpLnF1b3J1bXEudjEuUGVla2VkTWVzc2FnZS5BdHRyaWJ1dGVzRW50cnkSDAoEdGFncxgEIAMoCRIrCgdzZW50X2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZWNlaXZlX2NvdW50GAYgASgFEjUKEWZpcnN0X3JlY2VpdmVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp2aXNpYmxlX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBInCgVzdGF0ZRgJIAEoDjIYLnF1b3J1bXEudjEuTWVzc2FnZVN0YXRlEhAKCGdyb3VwX2lkGAogASgJEhAKCHNlcXVlbmNlGAsgASgEEhoKEmRlYWRfbGV0dGVyX3NvdXJjZRgMIAEoCRIRCglwYXJ0aXRpb24YDSABKAUaMQoPQXR0cmlidXRlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiXAoUUGVla01lc3NhZ2VzUmVzcG9uc2USKwoIbWVzc2FnZXMYASADKAsyGS5xdW9ydW1xLnYxLlBlZWtlZE1lc3NhZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjYKEUdldE1lc3NhZ2VSZXF1ZXN0Eg0KBXF1ZXVlGAEgASgJEhIKCm1lc3NhZ2VfaWQYAiABKAkiQAoSR2V0TWVzc2FnZVJlc3BvbnNlEioKB21lc3NhZ2UYASABKAsyGS5xdW9ydW1xLnYxLlBlZWtlZE1lc3NhZ2UqgAEKDE1lc3NhZ2VTdGF0ZRIdChlNRVNTQUdFX1NUQVRFX1VOU1BFQ0lGSUVEEAASGQoVTUVTU0FHRV9TVEFURV9WSVNJQkxFEAESGwoXTUVTU0FHRV9TVEFURV9JTl9GTElHSFQQAhIZChVNRVNTQUdFX1NUQVRFX0RFTEFZRUQQAzLOEAoMUXVldWVTZXJ2aWNlEmwKC0NyZWF0ZVF1ZXVlEh4ucXVvcnVtcS52MS5DcmVhdGVRdWV1ZVJlcXVlc3QaHy5xdW9ydW1xLnYxLkNyZWF0ZVF1ZXVlUmVzcG9uc2UiHILT5JMCFjoBKmIFcXVldWUiCi92MS9xdWV1ZXMSZwoIR2V0UXVldWUSGy5xdW9ydW1xLnYxLkdldFF1ZXVlUmVxdWVzdBocLnF1b3J1bXEudjEuR2V0UXVldWVSZXNwb25zZSIggtPkkwIaYgVxdWV1ZRIRL3YxL3F1ZXVlcy97bmFtZX0SXwoKTGlzdFF1ZXVlcxIdLnF1b3J1bXEudjEuTGlzdFF1ZXVlc1JlcXVlc3QaHi5xdW9ydW1xLnYxLkxpc3RRdWV1ZXNSZXNwb25zZSISgtPkkwIMEgovdjEvcXVldWVzEnwKC1VwZGF0ZVF1ZXVlEh4ucXVvcnVtcS52MS5VcGRhdGVRdWV1ZVJlcXVlc3QaHy5xdW9ydW1xLnYxLlVwZGF0ZVF1ZXVlUmVzcG9uc2UiLILT5JMCJjoKYXR0cmlidXRlc2IFcXVldWUyES92MS9xdWV1ZXMve25hbWV9EmkKC0RlbGV0ZVF1ZXVlEh4ucXVvcnVtcS52MS5EZWxldGVRdWV1ZVJlcXVlc3QaHy5xdW9ydW1xLnYxLkRlbGV0ZVF1ZXVlUmVzcG9uc2UiGYLT5JMCEyoRL3YxL3F1ZXVlcy97bmFtZX0SbwoKUHVyZ2VRdWV1ZRIdLnF1b3J1bXEudjEuUHVyZ2VRdWV1ZVJlcXVlc3QaHi5xdW9ydW1xLnYxLlB1cmdlUXVldWVSZXNwb25zZSIigtPkkwIcOgEqIhcvdjEvcXVldWVzL3tuYW1lfTpwdXJnZRJ2CgtTZW5kTWVzc2FnZRIeLnF1b3J1bXEudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0Gh8ucXVvcnVtcS52MS5TZW5kTWVzc2FnZVJlc3BvbnNlIiaC0+STAiA6ASoiGy92MS9xdWV1ZXMve3F1ZXVlfS9tZXNzYWdlcxKPAQoQU2VuZE1lc3NhZ2VCYXRjaBIjLnF1b3J1bXEudjEuU2VuZE1lc3NhZ2VCYXRjaFJlcXVlc3QaJC5xdW9ydW1xLnYxLlNlbmRNZXNzYWdlQmF0Y2hSZXNwb25zZSIwgtPkkwIqOgEqIiUvdjEvcXVldWVzL3txdWV1ZX0vbWVzc2FnZXM6YmF0Y2hTZW5kEooBCg9SZWNlaXZlTWVzc2FnZXMSIi5xdW9ydW1xLnYxLlJlY2VpdmVNZXNzYWdlc1JlcXVlc3QaIy5xdW9ydW1xLnYxLlJlY2VpdmVNZXNzYWdlc1Jlc3BvbnNlIi6C0+STAig6ASoiIy92MS9xdWV1ZXMve3F1ZXVlfS9tZXNzYWdlczpyZWNlaXZlEoMBCg1EZWxldGVNZXNzYWdlEiAucXVvcnVtcS52MS5EZWxldGVNZXNzYWdlUmVxdWVzdBohLnF1b3J1bXEudjEuRGVsZXRlTWVzc2FnZVJlc3BvbnNlIi2C0+STAic6ASoiIi92MS9xdWV1ZXMve3F1ZXVlfS9tZXNzYWdlczpkZWxldGUSlwEKEkRlbGV0ZU1lc3NhZ2VCYXRjaBIlLnF1b3J1bXEudjEuRGVsZXRlTWVzc2FnZUJhdGNoUmVxdWVzdBomLnF1b3J1bXEudjEuRGVsZXRlTWVzc2FnZUJhdGNoUmVzcG9uc2UiMoLT5JMCLDoBKiInL3YxL3F1ZXVlcy97cXVldWV9L21lc3NhZ2VzOmJhdGNoRGVsZXRlEqsBChdDaGFuZ2VNZXNzYWdlVmlzaWJpbGl0eRIqLnF1b3J1bXEudjEuQ2hhbmdlTWVzc2FnZVZpc2liaWxpdHlSZXF1ZXN0GisucXVvcnVtcS52MS5DaGFuZ2VNZXNzYWdlVmlzaWJpbGl0eVJlc3BvbnNlIjeC0+STAjE6ASoiLC92MS9xdWV1ZXMve3F1ZXVlfS9tZXNzYWdlczpjaGFuZ2VWaXNpYmlsaXR5Er8BChxDaGFuZ2VNZXNzYWdlVmlzaWJpbGl0eUJhdGNoEi8ucXVvcnVtcS52MS5DaGFuZ2VNZXNzYWdlVmlzaWJpbGl0eUJhdGNoUmVxdWVzdBowLnF1b3J1bXEudjEuQ2hhbmdlTWVzc2FnZVZpc2liaWxpdHlCYXRjaFJlc3BvbnNlIjyC0+STAjY6ASoiMS92MS9xdWV1ZXMve3F1ZXVlfS9tZXNzYWdlczpiYXRjaENoYW5nZVZpc2liaWxpdHkSjQEKD1JlZHJpdmVNZXNzYWdlcxIiLnF1b3J1bXEudjEuUmVkcml2ZU1lc3NhZ2VzUmVxdWVzdBojLnF1b3J1bXEudjEuUmVkcml2ZU1lc3NhZ2VzUmVzcG9uc2UiMYLT5JMCKzoBKiImL3YxL3F1ZXVlcy97ZGVhZF9sZXR0ZXJfcXVldWV9OnJlZHJpdmUSdgoMUGVla01lc3NhZ2VzEh8ucXVvcnVtcS52MS5QZWVrTWVzc2FnZXNSZXF1ZXN0GiAucXVvcnVtcS52MS5QZWVrTWVzc2FnZXNSZXNwb25zZSIjgtPkkwIdEhsvdjEvcXVldWVzL3txdWV1ZX0vbWVzc2FnZXMSfQoKR2V0TWVzc2FnZRIdLnF1b3J1bXEudjEuR2V0TWVzc2FnZVJlcXVlc3QaHi5xdW9ydW1xLnYxLkdldE1lc3NhZ2VSZXNwb25zZSIwgtPkkwIqEigvdjEvcXVldWVzL3txdWV1ZX0vbWVzc2FnZXMve21lc3NhZ2VfaWR9QjVaM2dpdGh1Yi5jb20vcXVvcnVtcS9xdW9ydW1xL2FwaS9xdW9ydW1xL3YxO3F1b3J1bXF2MWIGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * QueueAttributes are a queue's settings. An unset field means the default.
@@ -1400,6 +1400,292 @@ export const RedriveMessagesResponseSchema: GenMessage<RedriveMessagesResponse> 
   messageDesc(file_quorumq_v1_queue, 39);
 
 /**
+ * PeekMessagesRequest browses a queue.
+ *
+ * @generated from message quorumq.v1.PeekMessagesRequest
+ */
+export type PeekMessagesRequest = Message<"quorumq.v1.PeekMessagesRequest"> & {
+  /**
+   * Queue name.
+   *
+   * @generated from field: string queue = 1;
+   */
+  queue: string;
+
+  /**
+   * Only messages in one of these states; empty: all.
+   *
+   * @generated from field: repeated quorumq.v1.MessageState states = 2;
+   */
+  states: MessageState[];
+
+  /**
+   * Only messages whose tags match.
+   *
+   * @generated from field: quorumq.v1.TagFilter tag_filter = 3;
+   */
+  tagFilter?: TagFilter | undefined;
+
+  /**
+   * Only messages with this attribute, as "key=value".
+   *
+   * @generated from field: string attribute = 4;
+   */
+  attribute: string;
+
+  /**
+   * Only messages sent at least this long ago.
+   *
+   * @generated from field: google.protobuf.Duration min_age = 5;
+   */
+  minAge?: Duration | undefined;
+
+  /**
+   * 1 – 100, default 10.
+   *
+   * @generated from field: int32 page_size = 6;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page.
+   *
+   * @generated from field: string page_token = 7;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message quorumq.v1.PeekMessagesRequest.
+ * Use `create(PeekMessagesRequestSchema)` to create a new message.
+ */
+export const PeekMessagesRequestSchema: GenMessage<PeekMessagesRequest> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_queue, 40);
+
+/**
+ * PeekedMessage is a stored message as it is now.
+ *
+ * @generated from message quorumq.v1.PeekedMessage
+ */
+export type PeekedMessage = Message<"quorumq.v1.PeekedMessage"> & {
+  /**
+   * Id given at send.
+   *
+   * @generated from field: string message_id = 1;
+   */
+  messageId: string;
+
+  /**
+   * Body as sent.
+   *
+   * @generated from field: string body = 2;
+   */
+  body: string;
+
+  /**
+   * Attributes as sent.
+   *
+   * @generated from field: map<string, string> attributes = 3;
+   */
+  attributes: { [key: string]: string };
+
+  /**
+   * Tags as sent.
+   *
+   * @generated from field: repeated string tags = 4;
+   */
+  tags: string[];
+
+  /**
+   * When it was sent.
+   *
+   * @generated from field: google.protobuf.Timestamp sent_at = 5;
+   */
+  sentAt?: Timestamp | undefined;
+
+  /**
+   * Receives so far.
+   *
+   * @generated from field: int32 receive_count = 6;
+   */
+  receiveCount: number;
+
+  /**
+   * When it was first received (unset: never).
+   *
+   * @generated from field: google.protobuf.Timestamp first_received_at = 7;
+   */
+  firstReceivedAt?: Timestamp | undefined;
+
+  /**
+   * When it is (or became) receivable: the end of its lease or delay.
+   *
+   * @generated from field: google.protobuf.Timestamp visible_at = 8;
+   */
+  visibleAt?: Timestamp | undefined;
+
+  /**
+   * Its state at the time of the read.
+   *
+   * @generated from field: quorumq.v1.MessageState state = 9;
+   */
+  state: MessageState;
+
+  /**
+   * FIFO group.
+   *
+   * @generated from field: string group_id = 10;
+   */
+  groupId: string;
+
+  /**
+   * Position in its partition.
+   *
+   * @generated from field: uint64 sequence = 11;
+   */
+  sequence: bigint;
+
+  /**
+   * Set on a dead-lettered message: the queue it came from.
+   *
+   * @generated from field: string dead_letter_source = 12;
+   */
+  deadLetterSource: string;
+
+  /**
+   * The partition holding it.
+   *
+   * @generated from field: int32 partition = 13;
+   */
+  partition: number;
+};
+
+/**
+ * Describes the message quorumq.v1.PeekedMessage.
+ * Use `create(PeekedMessageSchema)` to create a new message.
+ */
+export const PeekedMessageSchema: GenMessage<PeekedMessage> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_queue, 41);
+
+/**
+ * PeekMessagesResponse is one page.
+ *
+ * @generated from message quorumq.v1.PeekMessagesResponse
+ */
+export type PeekMessagesResponse = Message<"quorumq.v1.PeekMessagesResponse"> & {
+  /**
+   * Messages, by partition then sequence.
+   *
+   * @generated from field: repeated quorumq.v1.PeekedMessage messages = 1;
+   */
+  messages: PeekedMessage[];
+
+  /**
+   * Empty when the walk is complete.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message quorumq.v1.PeekMessagesResponse.
+ * Use `create(PeekMessagesResponseSchema)` to create a new message.
+ */
+export const PeekMessagesResponseSchema: GenMessage<PeekMessagesResponse> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_queue, 42);
+
+/**
+ * GetMessageRequest names one message.
+ *
+ * @generated from message quorumq.v1.GetMessageRequest
+ */
+export type GetMessageRequest = Message<"quorumq.v1.GetMessageRequest"> & {
+  /**
+   * Queue name.
+   *
+   * @generated from field: string queue = 1;
+   */
+  queue: string;
+
+  /**
+   * Id from SendMessage.
+   *
+   * @generated from field: string message_id = 2;
+   */
+  messageId: string;
+};
+
+/**
+ * Describes the message quorumq.v1.GetMessageRequest.
+ * Use `create(GetMessageRequestSchema)` to create a new message.
+ */
+export const GetMessageRequestSchema: GenMessage<GetMessageRequest> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_queue, 43);
+
+/**
+ * GetMessageResponse holds the message.
+ *
+ * @generated from message quorumq.v1.GetMessageResponse
+ */
+export type GetMessageResponse = Message<"quorumq.v1.GetMessageResponse"> & {
+  /**
+   * The message as it is now.
+   *
+   * @generated from field: quorumq.v1.PeekedMessage message = 1;
+   */
+  message?: PeekedMessage | undefined;
+};
+
+/**
+ * Describes the message quorumq.v1.GetMessageResponse.
+ * Use `create(GetMessageResponseSchema)` to create a new message.
+ */
+export const GetMessageResponseSchema: GenMessage<GetMessageResponse> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_queue, 44);
+
+/**
+ * MessageState is where a stored message is in its lifecycle.
+ *
+ * @generated from enum quorumq.v1.MessageState
+ */
+export enum MessageState {
+  /**
+   * Any state (a filter that matches all).
+   *
+   * @generated from enum value: MESSAGE_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Receivable now.
+   *
+   * @generated from enum value: MESSAGE_STATE_VISIBLE = 1;
+   */
+  VISIBLE = 1,
+
+  /**
+   * Received, its lease not yet ended.
+   *
+   * @generated from enum value: MESSAGE_STATE_IN_FLIGHT = 2;
+   */
+  IN_FLIGHT = 2,
+
+  /**
+   * Never received, not yet due (delivery delay or a schedule).
+   *
+   * @generated from enum value: MESSAGE_STATE_DELAYED = 3;
+   */
+  DELAYED = 3,
+}
+
+/**
+ * Describes the enum quorumq.v1.MessageState.
+ */
+export const MessageStateSchema: GenEnum<MessageState> = /*@__PURE__*/
+  enumDesc(file_quorumq_v1_queue, 0);
+
+/**
  * QueueService is the SQS-style queue API. Every call is scoped to the tenant
  * named by the caller's token (dev mode: tenant "default").
  *
@@ -1591,6 +1877,34 @@ export const QueueService: GenService<{
     methodKind: "unary";
     input: typeof RedriveMessagesRequestSchema;
     output: typeof RedriveMessagesResponseSchema;
+  },
+  /**
+   * PeekMessages pages through a queue's messages (visible, in flight and
+   * delayed) without receiving them: it changes no lease and no count and
+   * returns no receipt handle. Needs scope messages:peek or
+   * messages:receive. Pages go partition by partition, in sequence order
+   * within each; a page may hold fewer than page_size messages (even none)
+   * while next_page_token is set, because one call reads a bounded number of
+   * records.
+   *
+   * @generated from rpc quorumq.v1.QueueService.PeekMessages
+   */
+  peekMessages: {
+    methodKind: "unary";
+    input: typeof PeekMessagesRequestSchema;
+    output: typeof PeekMessagesResponseSchema;
+  },
+  /**
+   * GetMessage returns one stored message by id, without receiving it
+   * (NOT_FOUND, reason MESSAGE_NOT_FOUND, when the queue does not hold it).
+   * Scopes as PeekMessages.
+   *
+   * @generated from rpc quorumq.v1.QueueService.GetMessage
+   */
+  getMessage: {
+    methodKind: "unary";
+    input: typeof GetMessageRequestSchema;
+    output: typeof GetMessageResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_quorumq_v1_queue, 0);

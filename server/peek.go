@@ -1,0 +1,160 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	"github.com/quorumq/quorumq/store"
+	storepb "github.com/quorumq/quorumq/store/storepb/v1"
+)
+
+// peekScopes may browse messages. Peek reveals bodies, so it needs a scope
+// that may already read them: messages:peek (read-only, for operators and
+// DLQ tooling) or messages:receive. queues:admin alone does not suffice.
+var peekScopes = []string{ScopeMessagesPeek, ScopeMessagesReceive}
+
+const (
+	maxPeekPageSize     = 100
+	defaultPeekPageSize = 10
+	maxPeekMinAge       = 14 * 24 * time.Hour // the longest retention
+	maxMessageIDLen     = 128
+)
+
+// peekFilter validates a peek request's filters.
+func peekFilter(req *qv1.PeekMessagesRequest) (store.BrowseFilter, int, error) {
+	var f store.BrowseFilter
+	size := int(req.GetPageSize())
+	switch {
+	case size < 0 || size > maxPeekPageSize:
+		return f, 0, fieldError("page_size", fmt.Sprintf("must be 1 to %d", maxPeekPageSize))
+	case size == 0:
+		size = defaultPeekPageSize
+	}
+	for _, s := range req.GetStates() {
+		switch s {
+		case qv1.MessageState_MESSAGE_STATE_VISIBLE, qv1.MessageState_MESSAGE_STATE_IN_FLIGHT, qv1.MessageState_MESSAGE_STATE_DELAYED:
+			f.States = append(f.States, store.MessageState(s))
+		default:
+			return f, 0, fieldError("states", fmt.Sprintf("unknown state %v", s))
+		}
+	}
+	if err := validateFilter(req.GetTagFilter()); err != nil {
+		return f, 0, err
+	}
+	if tf := req.GetTagFilter(); tf != nil {
+		f.Tags = filterFromAPI(tf)
+	}
+	if a := req.GetAttribute(); a != "" {
+		k, v, ok := strings.Cut(a, "=")
+		if !ok || k == "" || len(a) > 1024 {
+			return f, 0, fieldError("attribute", "must be key=value, at most 1024 bytes")
+		}
+		f.AttrKey, f.AttrValue = k, v
+	}
+	age, err := durationMs("min_age", req.GetMinAge(), 0, maxPeekMinAge)
+	if err != nil {
+		return f, 0, err
+	}
+	f.MinAgeMs = age
+	return f, size, nil
+}
+
+// PeekMessages implements QueueService on one partition: the page token is
+// the seq to resume from (the router's token wraps it with the partition).
+// The read follows a read-index barrier, as GetQueue's stats do, and
+// proposes nothing.
+func (s *Server) PeekMessages(ctx context.Context, req *qv1.PeekMessagesRequest) (*qv1.PeekMessagesResponse, error) {
+	tenant, err := require(ctx, peekScopes...)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkQueue("queue", req.GetQueue()); err != nil {
+		return nil, err
+	}
+	f, size, err := peekFilter(req)
+	if err != nil {
+		return nil, err
+	}
+	var from uint64
+	if tok := req.GetPageToken(); tok != "" {
+		if from, err = strconv.ParseUint(tok, 10, 64); err != nil {
+			return nil, fieldError("page_token", "not a token from a previous response")
+		}
+	}
+	if err := s.readBarrier(ctx); err != nil {
+		return nil, err
+	}
+	now := s.cfg.Now().UnixMilli()
+	msgs, next, err := s.store.Browse(tenant, req.GetQueue(), f, from, size, 0, now)
+	if err != nil {
+		return nil, withQueue(err, req.GetQueue())
+	}
+	out := &qv1.PeekMessagesResponse{}
+	for _, m := range msgs {
+		out.Messages = append(out.Messages, peekedToAPI(m, now))
+	}
+	if next != 0 {
+		out.NextPageToken = strconv.FormatUint(next, 10)
+	}
+	return out, nil
+}
+
+// GetMessage implements QueueService on one partition.
+func (s *Server) GetMessage(ctx context.Context, req *qv1.GetMessageRequest) (*qv1.GetMessageResponse, error) {
+	tenant, err := require(ctx, peekScopes...)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkQueue("queue", req.GetQueue()); err != nil {
+		return nil, err
+	}
+	if err := checkMessageID(req.GetMessageId()); err != nil {
+		return nil, err
+	}
+	if err := s.readBarrier(ctx); err != nil {
+		return nil, err
+	}
+	now := s.cfg.Now().UnixMilli()
+	m, err := s.store.GetMessage(tenant, req.GetQueue(), req.GetMessageId(), now)
+	if err != nil {
+		return nil, withQueue(err, req.GetQueue())
+	}
+	if m == nil {
+		return nil, messageNotFound(req.GetMessageId())
+	}
+	return &qv1.GetMessageResponse{Message: peekedToAPI(m, now)}, nil
+}
+
+func checkMessageID(id string) error {
+	if id == "" || len(id) > maxMessageIDLen {
+		return fieldError("message_id", fmt.Sprintf("must be 1 to %d characters", maxMessageIDLen))
+	}
+	return nil
+}
+
+func messageNotFound(id string) error {
+	return statusError(codes.NotFound, ReasonMessageNotFound, fmt.Sprintf("message %q not found", id), nil)
+}
+
+func peekedToAPI(m *storepb.MessageRecord, nowMs int64) *qv1.PeekedMessage {
+	return &qv1.PeekedMessage{
+		MessageId:        m.GetId(),
+		Body:             m.GetBody(),
+		Attributes:       m.GetAttributes(),
+		Tags:             m.GetTags(),
+		SentAt:           msTime(m.GetSentAtMs()),
+		ReceiveCount:     m.GetReceiveCount(),
+		FirstReceivedAt:  msTime(m.GetFirstReceivedAtMs()),
+		VisibleAt:        msTime(m.GetVisibleAtMs()),
+		State:            qv1.MessageState(store.StateOf(m, nowMs)),
+		GroupId:          m.GetGroupId(),
+		Sequence:         m.GetSeq(),
+		DeadLetterSource: m.GetDeadLetterSource(),
+	}
+}
