@@ -2555,6 +2555,217 @@ func (x *RedriveMessagesResponse) GetMoved() int64 {
 	return 0
 }
 
+// CancelMessageRequest names a message not yet received.
+type CancelMessageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	Queue string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// The id SendMessage returned.
+	MessageId     string `protobuf:"bytes,2,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelMessageRequest) Reset() {
+	*x = CancelMessageRequest{}
+	mi := &file_quorumq_v1_queue_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelMessageRequest) ProtoMessage() {}
+
+func (x *CancelMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_queue_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelMessageRequest.ProtoReflect.Descriptor instead.
+func (*CancelMessageRequest) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *CancelMessageRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *CancelMessageRequest) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+// CancelMessageResponse is empty.
+type CancelMessageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelMessageResponse) Reset() {
+	*x = CancelMessageResponse{}
+	mi := &file_quorumq_v1_queue_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelMessageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelMessageResponse) ProtoMessage() {}
+
+func (x *CancelMessageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_queue_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelMessageResponse.ProtoReflect.Descriptor instead.
+func (*CancelMessageResponse) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{41}
+}
+
+// RescheduleMessageRequest gives a message not yet received a new time.
+type RescheduleMessageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	Queue string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// The id SendMessage returned.
+	MessageId string `protobuf:"bytes,2,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// Visible this long from now (0: at once). Give delay or deliver_at.
+	Delay *durationpb.Duration `protobuf:"bytes,3,opt,name=delay,proto3" json:"delay,omitempty"`
+	// Visible at this time (a past time: at once).
+	DeliverAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=deliver_at,json=deliverAt,proto3" json:"deliver_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RescheduleMessageRequest) Reset() {
+	*x = RescheduleMessageRequest{}
+	mi := &file_quorumq_v1_queue_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RescheduleMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RescheduleMessageRequest) ProtoMessage() {}
+
+func (x *RescheduleMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_queue_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RescheduleMessageRequest.ProtoReflect.Descriptor instead.
+func (*RescheduleMessageRequest) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *RescheduleMessageRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *RescheduleMessageRequest) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *RescheduleMessageRequest) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+func (x *RescheduleMessageRequest) GetDeliverAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeliverAt
+	}
+	return nil
+}
+
+// RescheduleMessageResponse tells the new visible time.
+type RescheduleMessageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the message becomes visible.
+	VisibleAt     *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=visible_at,json=visibleAt,proto3" json:"visible_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RescheduleMessageResponse) Reset() {
+	*x = RescheduleMessageResponse{}
+	mi := &file_quorumq_v1_queue_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RescheduleMessageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RescheduleMessageResponse) ProtoMessage() {}
+
+func (x *RescheduleMessageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_queue_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RescheduleMessageResponse.ProtoReflect.Descriptor instead.
+func (*RescheduleMessageResponse) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *RescheduleMessageResponse) GetVisibleAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.VisibleAt
+	}
+	return nil
+}
+
 var File_quorumq_v1_queue_proto protoreflect.FileDescriptor
 
 const file_quorumq_v1_queue_proto_rawDesc = "" +
@@ -2765,7 +2976,22 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\fmax_messages\x18\x02 \x01(\x05R\vmaxMessages\x12!\n" +
 	"\ftarget_queue\x18\x03 \x01(\tR\vtargetQueue\"/\n" +
 	"\x17RedriveMessagesResponse\x12\x14\n" +
-	"\x05moved\x18\x01 \x01(\x03R\x05moved2\xd7\x0e\n" +
+	"\x05moved\x18\x01 \x01(\x03R\x05moved\"K\n" +
+	"\x14CancelMessageRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x02 \x01(\tR\tmessageId\"\x17\n" +
+	"\x15CancelMessageResponse\"\xbb\x01\n" +
+	"\x18RescheduleMessageRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x02 \x01(\tR\tmessageId\x12/\n" +
+	"\x05delay\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x129\n" +
+	"\n" +
+	"deliver_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tdeliverAt\"V\n" +
+	"\x19RescheduleMessageResponse\x129\n" +
+	"\n" +
+	"visible_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tvisibleAt2\x8d\x11\n" +
 	"\fQueueService\x12l\n" +
 	"\vCreateQueue\x12\x1e.quorumq.v1.CreateQueueRequest\x1a\x1f.quorumq.v1.CreateQueueResponse\"\x1c\x82\xd3\xe4\x93\x02\x16:\x01*b\x05queue\"\n" +
 	"/v1/queues\x12g\n" +
@@ -2785,7 +3011,9 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\x12DeleteMessageBatch\x12%.quorumq.v1.DeleteMessageBatchRequest\x1a&.quorumq.v1.DeleteMessageBatchResponse\"2\x82\xd3\xe4\x93\x02,:\x01*\"'/v1/queues/{queue}/messages:batchDelete\x12\xab\x01\n" +
 	"\x17ChangeMessageVisibility\x12*.quorumq.v1.ChangeMessageVisibilityRequest\x1a+.quorumq.v1.ChangeMessageVisibilityResponse\"7\x82\xd3\xe4\x93\x021:\x01*\",/v1/queues/{queue}/messages:changeVisibility\x12\xbf\x01\n" +
 	"\x1cChangeMessageVisibilityBatch\x12/.quorumq.v1.ChangeMessageVisibilityBatchRequest\x1a0.quorumq.v1.ChangeMessageVisibilityBatchResponse\"<\x82\xd3\xe4\x93\x026:\x01*\"1/v1/queues/{queue}/messages:batchChangeVisibility\x12\x8d\x01\n" +
-	"\x0fRedriveMessages\x12\".quorumq.v1.RedriveMessagesRequest\x1a#.quorumq.v1.RedriveMessagesResponse\"1\x82\xd3\xe4\x93\x02+:\x01*\"&/v1/queues/{dead_letter_queue}:redriveB5Z3github.com/quorumq/quorumq/api/quorumq/v1;quorumqv1b\x06proto3"
+	"\x0fRedriveMessages\x12\".quorumq.v1.RedriveMessagesRequest\x1a#.quorumq.v1.RedriveMessagesResponse\"1\x82\xd3\xe4\x93\x02+:\x01*\"&/v1/queues/{dead_letter_queue}:redrive\x12\x90\x01\n" +
+	"\rCancelMessage\x12 .quorumq.v1.CancelMessageRequest\x1a!.quorumq.v1.CancelMessageResponse\":\x82\xd3\xe4\x93\x024:\x01*\"//v1/queues/{queue}/messages/{message_id}:cancel\x12\xa0\x01\n" +
+	"\x11RescheduleMessage\x12$.quorumq.v1.RescheduleMessageRequest\x1a%.quorumq.v1.RescheduleMessageResponse\">\x82\xd3\xe4\x93\x028:\x01*\"3/v1/queues/{queue}/messages/{message_id}:rescheduleB5Z3github.com/quorumq/quorumq/api/quorumq/v1;quorumqv1b\x06proto3"
 
 var (
 	file_quorumq_v1_queue_proto_rawDescOnce sync.Once
@@ -2799,7 +3027,7 @@ func file_quorumq_v1_queue_proto_rawDescGZIP() []byte {
 	return file_quorumq_v1_queue_proto_rawDescData
 }
 
-var file_quorumq_v1_queue_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_quorumq_v1_queue_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_quorumq_v1_queue_proto_goTypes = []any{
 	(*QueueAttributes)(nil),                      // 0: quorumq.v1.QueueAttributes
 	(*DeadLetterPolicy)(nil),                     // 1: quorumq.v1.DeadLetterPolicy
@@ -2841,91 +3069,102 @@ var file_quorumq_v1_queue_proto_goTypes = []any{
 	(*ChangeMessageVisibilityBatchResponse)(nil), // 37: quorumq.v1.ChangeMessageVisibilityBatchResponse
 	(*RedriveMessagesRequest)(nil),               // 38: quorumq.v1.RedriveMessagesRequest
 	(*RedriveMessagesResponse)(nil),              // 39: quorumq.v1.RedriveMessagesResponse
-	nil,                                          // 40: quorumq.v1.Queue.TagsEntry
-	nil,                                          // 41: quorumq.v1.CreateQueueRequest.TagsEntry
-	nil,                                          // 42: quorumq.v1.SendMessageRequest.AttributesEntry
-	nil,                                          // 43: quorumq.v1.SendMessageBatchEntry.AttributesEntry
-	nil,                                          // 44: quorumq.v1.ReceivedMessage.AttributesEntry
-	(*durationpb.Duration)(nil),                  // 45: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),                // 46: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),                // 47: google.protobuf.FieldMask
+	(*CancelMessageRequest)(nil),                 // 40: quorumq.v1.CancelMessageRequest
+	(*CancelMessageResponse)(nil),                // 41: quorumq.v1.CancelMessageResponse
+	(*RescheduleMessageRequest)(nil),             // 42: quorumq.v1.RescheduleMessageRequest
+	(*RescheduleMessageResponse)(nil),            // 43: quorumq.v1.RescheduleMessageResponse
+	nil,                                          // 44: quorumq.v1.Queue.TagsEntry
+	nil,                                          // 45: quorumq.v1.CreateQueueRequest.TagsEntry
+	nil,                                          // 46: quorumq.v1.SendMessageRequest.AttributesEntry
+	nil,                                          // 47: quorumq.v1.SendMessageBatchEntry.AttributesEntry
+	nil,                                          // 48: quorumq.v1.ReceivedMessage.AttributesEntry
+	(*durationpb.Duration)(nil),                  // 49: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),                // 50: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),                // 51: google.protobuf.FieldMask
 }
 var file_quorumq_v1_queue_proto_depIdxs = []int32{
-	45, // 0: quorumq.v1.QueueAttributes.visibility_timeout:type_name -> google.protobuf.Duration
-	45, // 1: quorumq.v1.QueueAttributes.message_retention:type_name -> google.protobuf.Duration
-	45, // 2: quorumq.v1.QueueAttributes.delivery_delay:type_name -> google.protobuf.Duration
-	45, // 3: quorumq.v1.QueueAttributes.receive_wait:type_name -> google.protobuf.Duration
+	49, // 0: quorumq.v1.QueueAttributes.visibility_timeout:type_name -> google.protobuf.Duration
+	49, // 1: quorumq.v1.QueueAttributes.message_retention:type_name -> google.protobuf.Duration
+	49, // 2: quorumq.v1.QueueAttributes.delivery_delay:type_name -> google.protobuf.Duration
+	49, // 3: quorumq.v1.QueueAttributes.receive_wait:type_name -> google.protobuf.Duration
 	1,  // 4: quorumq.v1.QueueAttributes.dead_letter:type_name -> quorumq.v1.DeadLetterPolicy
 	0,  // 5: quorumq.v1.Queue.attributes:type_name -> quorumq.v1.QueueAttributes
-	40, // 6: quorumq.v1.Queue.tags:type_name -> quorumq.v1.Queue.TagsEntry
-	46, // 7: quorumq.v1.Queue.created_at:type_name -> google.protobuf.Timestamp
+	44, // 6: quorumq.v1.Queue.tags:type_name -> quorumq.v1.Queue.TagsEntry
+	50, // 7: quorumq.v1.Queue.created_at:type_name -> google.protobuf.Timestamp
 	2,  // 8: quorumq.v1.Queue.stats:type_name -> quorumq.v1.QueueStats
 	0,  // 9: quorumq.v1.CreateQueueRequest.attributes:type_name -> quorumq.v1.QueueAttributes
-	41, // 10: quorumq.v1.CreateQueueRequest.tags:type_name -> quorumq.v1.CreateQueueRequest.TagsEntry
+	45, // 10: quorumq.v1.CreateQueueRequest.tags:type_name -> quorumq.v1.CreateQueueRequest.TagsEntry
 	3,  // 11: quorumq.v1.CreateQueueResponse.queue:type_name -> quorumq.v1.Queue
 	3,  // 12: quorumq.v1.GetQueueResponse.queue:type_name -> quorumq.v1.Queue
 	3,  // 13: quorumq.v1.ListQueuesResponse.queues:type_name -> quorumq.v1.Queue
 	0,  // 14: quorumq.v1.UpdateQueueRequest.attributes:type_name -> quorumq.v1.QueueAttributes
-	47, // 15: quorumq.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
+	51, // 15: quorumq.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
 	3,  // 16: quorumq.v1.UpdateQueueResponse.queue:type_name -> quorumq.v1.Queue
-	42, // 17: quorumq.v1.SendMessageRequest.attributes:type_name -> quorumq.v1.SendMessageRequest.AttributesEntry
-	45, // 18: quorumq.v1.SendMessageRequest.delay:type_name -> google.protobuf.Duration
-	46, // 19: quorumq.v1.SendMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
-	43, // 20: quorumq.v1.SendMessageBatchEntry.attributes:type_name -> quorumq.v1.SendMessageBatchEntry.AttributesEntry
-	45, // 21: quorumq.v1.SendMessageBatchEntry.delay:type_name -> google.protobuf.Duration
-	46, // 22: quorumq.v1.SendMessageBatchEntry.deliver_at:type_name -> google.protobuf.Timestamp
+	46, // 17: quorumq.v1.SendMessageRequest.attributes:type_name -> quorumq.v1.SendMessageRequest.AttributesEntry
+	49, // 18: quorumq.v1.SendMessageRequest.delay:type_name -> google.protobuf.Duration
+	50, // 19: quorumq.v1.SendMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
+	47, // 20: quorumq.v1.SendMessageBatchEntry.attributes:type_name -> quorumq.v1.SendMessageBatchEntry.AttributesEntry
+	49, // 21: quorumq.v1.SendMessageBatchEntry.delay:type_name -> google.protobuf.Duration
+	50, // 22: quorumq.v1.SendMessageBatchEntry.deliver_at:type_name -> google.protobuf.Timestamp
 	18, // 23: quorumq.v1.SendMessageBatchRequest.entries:type_name -> quorumq.v1.SendMessageBatchEntry
-	45, // 24: quorumq.v1.BatchResultError.retry_delay:type_name -> google.protobuf.Duration
+	49, // 24: quorumq.v1.BatchResultError.retry_delay:type_name -> google.protobuf.Duration
 	20, // 25: quorumq.v1.SendMessageBatchResponse.successful:type_name -> quorumq.v1.SendMessageBatchResult
 	21, // 26: quorumq.v1.SendMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
-	45, // 27: quorumq.v1.ReceiveMessagesRequest.visibility_timeout:type_name -> google.protobuf.Duration
-	45, // 28: quorumq.v1.ReceiveMessagesRequest.wait_time:type_name -> google.protobuf.Duration
+	49, // 27: quorumq.v1.ReceiveMessagesRequest.visibility_timeout:type_name -> google.protobuf.Duration
+	49, // 28: quorumq.v1.ReceiveMessagesRequest.wait_time:type_name -> google.protobuf.Duration
 	23, // 29: quorumq.v1.ReceiveMessagesRequest.tag_filter:type_name -> quorumq.v1.TagFilter
-	44, // 30: quorumq.v1.ReceivedMessage.attributes:type_name -> quorumq.v1.ReceivedMessage.AttributesEntry
-	46, // 31: quorumq.v1.ReceivedMessage.sent_at:type_name -> google.protobuf.Timestamp
-	46, // 32: quorumq.v1.ReceivedMessage.first_received_at:type_name -> google.protobuf.Timestamp
+	48, // 30: quorumq.v1.ReceivedMessage.attributes:type_name -> quorumq.v1.ReceivedMessage.AttributesEntry
+	50, // 31: quorumq.v1.ReceivedMessage.sent_at:type_name -> google.protobuf.Timestamp
+	50, // 32: quorumq.v1.ReceivedMessage.first_received_at:type_name -> google.protobuf.Timestamp
 	25, // 33: quorumq.v1.ReceiveMessagesResponse.messages:type_name -> quorumq.v1.ReceivedMessage
 	29, // 34: quorumq.v1.DeleteMessageBatchRequest.entries:type_name -> quorumq.v1.DeleteMessageBatchEntry
 	31, // 35: quorumq.v1.DeleteMessageBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
 	21, // 36: quorumq.v1.DeleteMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
-	45, // 37: quorumq.v1.ChangeMessageVisibilityRequest.visibility_timeout:type_name -> google.protobuf.Duration
-	45, // 38: quorumq.v1.ChangeMessageVisibilityBatchEntry.visibility_timeout:type_name -> google.protobuf.Duration
+	49, // 37: quorumq.v1.ChangeMessageVisibilityRequest.visibility_timeout:type_name -> google.protobuf.Duration
+	49, // 38: quorumq.v1.ChangeMessageVisibilityBatchEntry.visibility_timeout:type_name -> google.protobuf.Duration
 	35, // 39: quorumq.v1.ChangeMessageVisibilityBatchRequest.entries:type_name -> quorumq.v1.ChangeMessageVisibilityBatchEntry
 	31, // 40: quorumq.v1.ChangeMessageVisibilityBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
 	21, // 41: quorumq.v1.ChangeMessageVisibilityBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
-	4,  // 42: quorumq.v1.QueueService.CreateQueue:input_type -> quorumq.v1.CreateQueueRequest
-	6,  // 43: quorumq.v1.QueueService.GetQueue:input_type -> quorumq.v1.GetQueueRequest
-	8,  // 44: quorumq.v1.QueueService.ListQueues:input_type -> quorumq.v1.ListQueuesRequest
-	10, // 45: quorumq.v1.QueueService.UpdateQueue:input_type -> quorumq.v1.UpdateQueueRequest
-	12, // 46: quorumq.v1.QueueService.DeleteQueue:input_type -> quorumq.v1.DeleteQueueRequest
-	14, // 47: quorumq.v1.QueueService.PurgeQueue:input_type -> quorumq.v1.PurgeQueueRequest
-	16, // 48: quorumq.v1.QueueService.SendMessage:input_type -> quorumq.v1.SendMessageRequest
-	19, // 49: quorumq.v1.QueueService.SendMessageBatch:input_type -> quorumq.v1.SendMessageBatchRequest
-	24, // 50: quorumq.v1.QueueService.ReceiveMessages:input_type -> quorumq.v1.ReceiveMessagesRequest
-	27, // 51: quorumq.v1.QueueService.DeleteMessage:input_type -> quorumq.v1.DeleteMessageRequest
-	30, // 52: quorumq.v1.QueueService.DeleteMessageBatch:input_type -> quorumq.v1.DeleteMessageBatchRequest
-	33, // 53: quorumq.v1.QueueService.ChangeMessageVisibility:input_type -> quorumq.v1.ChangeMessageVisibilityRequest
-	36, // 54: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:input_type -> quorumq.v1.ChangeMessageVisibilityBatchRequest
-	38, // 55: quorumq.v1.QueueService.RedriveMessages:input_type -> quorumq.v1.RedriveMessagesRequest
-	5,  // 56: quorumq.v1.QueueService.CreateQueue:output_type -> quorumq.v1.CreateQueueResponse
-	7,  // 57: quorumq.v1.QueueService.GetQueue:output_type -> quorumq.v1.GetQueueResponse
-	9,  // 58: quorumq.v1.QueueService.ListQueues:output_type -> quorumq.v1.ListQueuesResponse
-	11, // 59: quorumq.v1.QueueService.UpdateQueue:output_type -> quorumq.v1.UpdateQueueResponse
-	13, // 60: quorumq.v1.QueueService.DeleteQueue:output_type -> quorumq.v1.DeleteQueueResponse
-	15, // 61: quorumq.v1.QueueService.PurgeQueue:output_type -> quorumq.v1.PurgeQueueResponse
-	17, // 62: quorumq.v1.QueueService.SendMessage:output_type -> quorumq.v1.SendMessageResponse
-	22, // 63: quorumq.v1.QueueService.SendMessageBatch:output_type -> quorumq.v1.SendMessageBatchResponse
-	26, // 64: quorumq.v1.QueueService.ReceiveMessages:output_type -> quorumq.v1.ReceiveMessagesResponse
-	28, // 65: quorumq.v1.QueueService.DeleteMessage:output_type -> quorumq.v1.DeleteMessageResponse
-	32, // 66: quorumq.v1.QueueService.DeleteMessageBatch:output_type -> quorumq.v1.DeleteMessageBatchResponse
-	34, // 67: quorumq.v1.QueueService.ChangeMessageVisibility:output_type -> quorumq.v1.ChangeMessageVisibilityResponse
-	37, // 68: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:output_type -> quorumq.v1.ChangeMessageVisibilityBatchResponse
-	39, // 69: quorumq.v1.QueueService.RedriveMessages:output_type -> quorumq.v1.RedriveMessagesResponse
-	56, // [56:70] is the sub-list for method output_type
-	42, // [42:56] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	49, // 42: quorumq.v1.RescheduleMessageRequest.delay:type_name -> google.protobuf.Duration
+	50, // 43: quorumq.v1.RescheduleMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
+	50, // 44: quorumq.v1.RescheduleMessageResponse.visible_at:type_name -> google.protobuf.Timestamp
+	4,  // 45: quorumq.v1.QueueService.CreateQueue:input_type -> quorumq.v1.CreateQueueRequest
+	6,  // 46: quorumq.v1.QueueService.GetQueue:input_type -> quorumq.v1.GetQueueRequest
+	8,  // 47: quorumq.v1.QueueService.ListQueues:input_type -> quorumq.v1.ListQueuesRequest
+	10, // 48: quorumq.v1.QueueService.UpdateQueue:input_type -> quorumq.v1.UpdateQueueRequest
+	12, // 49: quorumq.v1.QueueService.DeleteQueue:input_type -> quorumq.v1.DeleteQueueRequest
+	14, // 50: quorumq.v1.QueueService.PurgeQueue:input_type -> quorumq.v1.PurgeQueueRequest
+	16, // 51: quorumq.v1.QueueService.SendMessage:input_type -> quorumq.v1.SendMessageRequest
+	19, // 52: quorumq.v1.QueueService.SendMessageBatch:input_type -> quorumq.v1.SendMessageBatchRequest
+	24, // 53: quorumq.v1.QueueService.ReceiveMessages:input_type -> quorumq.v1.ReceiveMessagesRequest
+	27, // 54: quorumq.v1.QueueService.DeleteMessage:input_type -> quorumq.v1.DeleteMessageRequest
+	30, // 55: quorumq.v1.QueueService.DeleteMessageBatch:input_type -> quorumq.v1.DeleteMessageBatchRequest
+	33, // 56: quorumq.v1.QueueService.ChangeMessageVisibility:input_type -> quorumq.v1.ChangeMessageVisibilityRequest
+	36, // 57: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:input_type -> quorumq.v1.ChangeMessageVisibilityBatchRequest
+	38, // 58: quorumq.v1.QueueService.RedriveMessages:input_type -> quorumq.v1.RedriveMessagesRequest
+	40, // 59: quorumq.v1.QueueService.CancelMessage:input_type -> quorumq.v1.CancelMessageRequest
+	42, // 60: quorumq.v1.QueueService.RescheduleMessage:input_type -> quorumq.v1.RescheduleMessageRequest
+	5,  // 61: quorumq.v1.QueueService.CreateQueue:output_type -> quorumq.v1.CreateQueueResponse
+	7,  // 62: quorumq.v1.QueueService.GetQueue:output_type -> quorumq.v1.GetQueueResponse
+	9,  // 63: quorumq.v1.QueueService.ListQueues:output_type -> quorumq.v1.ListQueuesResponse
+	11, // 64: quorumq.v1.QueueService.UpdateQueue:output_type -> quorumq.v1.UpdateQueueResponse
+	13, // 65: quorumq.v1.QueueService.DeleteQueue:output_type -> quorumq.v1.DeleteQueueResponse
+	15, // 66: quorumq.v1.QueueService.PurgeQueue:output_type -> quorumq.v1.PurgeQueueResponse
+	17, // 67: quorumq.v1.QueueService.SendMessage:output_type -> quorumq.v1.SendMessageResponse
+	22, // 68: quorumq.v1.QueueService.SendMessageBatch:output_type -> quorumq.v1.SendMessageBatchResponse
+	26, // 69: quorumq.v1.QueueService.ReceiveMessages:output_type -> quorumq.v1.ReceiveMessagesResponse
+	28, // 70: quorumq.v1.QueueService.DeleteMessage:output_type -> quorumq.v1.DeleteMessageResponse
+	32, // 71: quorumq.v1.QueueService.DeleteMessageBatch:output_type -> quorumq.v1.DeleteMessageBatchResponse
+	34, // 72: quorumq.v1.QueueService.ChangeMessageVisibility:output_type -> quorumq.v1.ChangeMessageVisibilityResponse
+	37, // 73: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:output_type -> quorumq.v1.ChangeMessageVisibilityBatchResponse
+	39, // 74: quorumq.v1.QueueService.RedriveMessages:output_type -> quorumq.v1.RedriveMessagesResponse
+	41, // 75: quorumq.v1.QueueService.CancelMessage:output_type -> quorumq.v1.CancelMessageResponse
+	43, // 76: quorumq.v1.QueueService.RescheduleMessage:output_type -> quorumq.v1.RescheduleMessageResponse
+	61, // [61:77] is the sub-list for method output_type
+	45, // [45:61] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_quorumq_v1_queue_proto_init() }
@@ -2939,7 +3178,7 @@ func file_quorumq_v1_queue_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quorumq_v1_queue_proto_rawDesc), len(file_quorumq_v1_queue_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   45,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
