@@ -66,7 +66,7 @@ const (
 //	MESSAGE_NOT_FOUND      (404) CancelMessage / RescheduleMessage: no message
 //	                              with this id in the queue (deleted, cancelled,
 //	                              expired or never sent).
-//	MESSAGE_ALREADY_RECEIVED (412 / FAILED_PRECONDITION) CancelMessage /
+//	MESSAGE_ALREADY_RECEIVED (400 / FAILED_PRECONDITION) CancelMessage /
 //	                              RescheduleMessage of a message that has been
 //	                              received at least once.
 //	QUOTA_EXCEEDED         (429) a tenant quota is used up.
@@ -333,7 +333,7 @@ func (c *queueServiceClient) RescheduleMessage(ctx context.Context, in *Reschedu
 //	MESSAGE_NOT_FOUND      (404) CancelMessage / RescheduleMessage: no message
 //	                              with this id in the queue (deleted, cancelled,
 //	                              expired or never sent).
-//	MESSAGE_ALREADY_RECEIVED (412 / FAILED_PRECONDITION) CancelMessage /
+//	MESSAGE_ALREADY_RECEIVED (400 / FAILED_PRECONDITION) CancelMessage /
 //	                              RescheduleMessage of a message that has been
 //	                              received at least once.
 //	QUOTA_EXCEEDED         (429) a tenant quota is used up.

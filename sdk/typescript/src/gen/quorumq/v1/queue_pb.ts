@@ -1531,7 +1531,7 @@ export const RescheduleMessageResponseSchema: GenMessage<RescheduleMessageRespon
  *   MESSAGE_NOT_FOUND      (404) CancelMessage / RescheduleMessage: no message
  *                                 with this id in the queue (deleted, cancelled,
  *                                 expired or never sent).
- *   MESSAGE_ALREADY_RECEIVED (412 / FAILED_PRECONDITION) CancelMessage /
+ *   MESSAGE_ALREADY_RECEIVED (400 / FAILED_PRECONDITION) CancelMessage /
  *                                 RescheduleMessage of a message that has been
  *                                 received at least once.
  *   QUOTA_EXCEEDED         (429) a tenant quota is used up.
