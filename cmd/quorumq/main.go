@@ -33,7 +33,7 @@ func newRoot() *cobra.Command {
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetErrPrefix("quorumq:")
 	root.AddCommand(newServeCmd(), newQueueCmd(), newSendCmd(), newReceiveCmd(), newDeleteCmd(), newClusterCmd(),
-		newTokenCmd(), newBenchCmd(), newVersionCmd())
+		newTokenCmd(), newBenchCmd(), newVersionCmd(), newMessageCmd())
 	// cobra adds `completion bash|zsh|fish|powershell` itself on Execute;
 	// added now so that its help lists the exit codes too.
 	root.InitDefaultCompletionCmd()
