@@ -1,7 +1,9 @@
 package server_test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"testing"
@@ -172,5 +174,39 @@ func TestCancelAndRescheduleOverREST(t *testing.T) {
 	code, body = doHTTP(t, n, http.MethodPost, "/v1/queues/rest/messages/"+id+":reschedule", `{"deliverAt":"2030-01-01T00:00:00Z"}`)
 	if reason, _ := restErrorInfo(body); code != http.StatusBadRequest || reason != server.ReasonMessageAlreadyReceived {
 		t.Fatalf("reschedule of a received message: HTTP %d %s, want 400 MESSAGE_ALREADY_RECEIVED", code, body)
+	}
+}
+
+// A long poll waiting on a queue whose only message is delayed an hour
+// answers as soon as the message is rescheduled to now, not at its wait's end.
+func TestRescheduleWakesLongPoll(t *testing.T) {
+	n := startNode(t, nodeOpts{})
+	fifoCreate(t, n.client, "wake", nil)
+	id := sendDelayed(t, n.client, "wake", time.Hour)
+	srv := n.Server()
+	got := make(chan *qv1.ReceiveMessagesResponse, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		r, _ := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "wake", WaitTime: durationpb.New(20 * time.Second)})
+		got <- r
+	}()
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if srv.PollWaiters() != 1 {
+			return errors.New("the poll is not waiting yet")
+		}
+		return nil
+	})
+	start := time.Now()
+	if _, err := n.client.RescheduleMessage(tctx(t), &qv1.RescheduleMessageRequest{Queue: "wake", MessageId: id, Delay: durationpb.New(0)}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-got:
+		if len(r.GetMessages()) != 1 || r.GetMessages()[0].GetMessageId() != id {
+			t.Fatalf("the poll returned %v, want %s", r, id)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("the poll did not answer within %v of the reschedule", time.Since(start))
 	}
 }
