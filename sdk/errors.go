@@ -36,6 +36,9 @@ var (
 	ErrMessageTooLarge = errors.New("quorumq: message too large")
 	// ErrMessageNotFound: the message does not exist (any more).
 	ErrMessageNotFound = errors.New("quorumq: message not found")
+	// ErrMessageAlreadyReceived: Cancel / Reschedule of a message that has
+	// been received at least once.
+	ErrMessageAlreadyReceived = errors.New("quorumq: message already received")
 	// ErrQuotaExceeded: a tenant quota is used up (after the retries).
 	ErrQuotaExceeded = errors.New("quorumq: quota exceeded")
 	// ErrUnauthenticated: no token, or a token the server does not accept.
@@ -55,39 +58,42 @@ var (
 
 // Stable reasons of google.rpc.ErrorInfo (api/quorumq/v1/queue.proto).
 const (
-	ReasonInvalidArgument      = "INVALID_ARGUMENT"
-	ReasonQueueNotFound        = "QUEUE_NOT_FOUND"
-	ReasonQueueAlreadyExists   = "QUEUE_ALREADY_EXISTS"
-	ReasonQueueInUse           = "QUEUE_IN_USE"
-	ReasonDeadLetterInvalid    = "DEAD_LETTER_QUEUE_INVALID"
-	ReasonMessageTooLarge      = "MESSAGE_TOO_LARGE"
-	ReasonMessageNotFound      = "MESSAGE_NOT_FOUND"
-	ReasonStaleReceiptHandle   = "STALE_RECEIPT_HANDLE"
-	ReasonInvalidReceiptHandle = "INVALID_RECEIPT_HANDLE"
-	ReasonQuotaExceeded        = "QUOTA_EXCEEDED"
-	ReasonOverloaded           = "OVERLOADED"
-	ReasonNotLeader            = "NOT_LEADER"
-	ReasonNoQuorum             = "NO_QUORUM"
-	ReasonLeadershipLost       = "LEADERSHIP_LOST"
-	ReasonShuttingDown         = "SHUTTING_DOWN"
-	ReasonUnauthenticated      = "UNAUTHENTICATED"
-	ReasonPermissionDenied     = "PERMISSION_DENIED"
+	ReasonInvalidArgument    = "INVALID_ARGUMENT"
+	ReasonQueueNotFound      = "QUEUE_NOT_FOUND"
+	ReasonQueueAlreadyExists = "QUEUE_ALREADY_EXISTS"
+	ReasonQueueInUse         = "QUEUE_IN_USE"
+	ReasonDeadLetterInvalid  = "DEAD_LETTER_QUEUE_INVALID"
+	ReasonMessageTooLarge    = "MESSAGE_TOO_LARGE"
+	ReasonMessageNotFound    = "MESSAGE_NOT_FOUND"
+	ReasonStaleReceiptHandle = "STALE_RECEIPT_HANDLE"
+	// ReasonMessageAlreadyReceived: Cancel / Reschedule of a received message.
+	ReasonMessageAlreadyReceived = "MESSAGE_ALREADY_RECEIVED"
+	ReasonInvalidReceiptHandle   = "INVALID_RECEIPT_HANDLE"
+	ReasonQuotaExceeded          = "QUOTA_EXCEEDED"
+	ReasonOverloaded             = "OVERLOADED"
+	ReasonNotLeader              = "NOT_LEADER"
+	ReasonNoQuorum               = "NO_QUORUM"
+	ReasonLeadershipLost         = "LEADERSHIP_LOST"
+	ReasonShuttingDown           = "SHUTTING_DOWN"
+	ReasonUnauthenticated        = "UNAUTHENTICATED"
+	ReasonPermissionDenied       = "PERMISSION_DENIED"
 )
 
 // byReason maps a reason to its sentinel.
 var byReason = map[string]error{
-	ReasonQueueNotFound:        ErrQueueNotFound,
-	ReasonQueueAlreadyExists:   ErrQueueExists,
-	ReasonQueueInUse:           ErrQueueInUse,
-	ReasonDeadLetterInvalid:    ErrDeadLetterInvalid,
-	ReasonMessageTooLarge:      ErrMessageTooLarge,
-	ReasonMessageNotFound:      ErrMessageNotFound,
-	ReasonStaleReceiptHandle:   ErrStaleReceipt,
-	ReasonInvalidReceiptHandle: ErrInvalidReceipt,
-	ReasonQuotaExceeded:        ErrQuotaExceeded,
-	ReasonUnauthenticated:      ErrUnauthenticated,
-	ReasonPermissionDenied:     ErrPermissionDenied,
-	ReasonInvalidArgument:      ErrInvalidArgument,
+	ReasonQueueNotFound:          ErrQueueNotFound,
+	ReasonQueueAlreadyExists:     ErrQueueExists,
+	ReasonQueueInUse:             ErrQueueInUse,
+	ReasonDeadLetterInvalid:      ErrDeadLetterInvalid,
+	ReasonMessageTooLarge:        ErrMessageTooLarge,
+	ReasonMessageNotFound:        ErrMessageNotFound,
+	ReasonStaleReceiptHandle:     ErrStaleReceipt,
+	ReasonMessageAlreadyReceived: ErrMessageAlreadyReceived,
+	ReasonInvalidReceiptHandle:   ErrInvalidReceipt,
+	ReasonQuotaExceeded:          ErrQuotaExceeded,
+	ReasonUnauthenticated:        ErrUnauthenticated,
+	ReasonPermissionDenied:       ErrPermissionDenied,
+	ReasonInvalidArgument:        ErrInvalidArgument,
 }
 
 // byCode maps the broad gRPC codes to their sentinel.

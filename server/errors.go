@@ -79,6 +79,7 @@ var catalog = []struct {
 	{store.ErrQueueInUse, outcome{codes.FailedPrecondition, ReasonQueueInUse}},
 	{store.ErrDeadLetterInvalid, outcome{codes.InvalidArgument, ReasonDeadLetterInvalid}},
 	{store.ErrMessageNotFound, outcome{codes.NotFound, ReasonMessageNotFound}},
+	{store.ErrMessageAlreadyReceived, outcome{codes.FailedPrecondition, ReasonMessageAlreadyReceived}},
 	{store.ErrStaleReceipt, outcome{codes.FailedPrecondition, ReasonStaleReceiptHandle}},
 	{store.ErrInvalidReceipt, outcome{codes.InvalidArgument, ReasonInvalidReceiptHandle}},
 	{store.ErrQuotaExceeded, outcome{codes.ResourceExhausted, ReasonQuotaExceeded}},

@@ -114,7 +114,7 @@ func (s *Server) GetMessage(ctx context.Context, req *qv1.GetMessageRequest) (*q
 	if err := checkQueue("queue", req.GetQueue()); err != nil {
 		return nil, err
 	}
-	if err := checkMessageID(req.GetMessageId()); err != nil {
+	if err := checkMessageIDLength(req.GetMessageId()); err != nil {
 		return nil, err
 	}
 	if err := s.readBarrier(ctx); err != nil {
@@ -131,7 +131,8 @@ func (s *Server) GetMessage(ctx context.Context, req *qv1.GetMessageRequest) (*q
 	return &qv1.GetMessageResponse{Message: peekedToAPI(m, now)}, nil
 }
 
-func checkMessageID(id string) error {
+// checkMessageIDLength bounds an id a read looks up (an unknown id is NOT_FOUND).
+func checkMessageIDLength(id string) error {
 	if id == "" || len(id) > maxMessageIDLen {
 		return fieldError("message_id", fmt.Sprintf("must be 1 to %d characters", maxMessageIDLen))
 	}

@@ -105,7 +105,7 @@ func (r *Router) GetMessage(ctx context.Context, req *qv1.GetMessageRequest) (*q
 	if err != nil {
 		return nil, err
 	}
-	if err := checkMessageID(req.GetMessageId()); err != nil {
+	if err := checkMessageIDLength(req.GetMessageId()); err != nil {
 		return nil, err
 	}
 	parts, err := fanOut(q, func(i int) (*qv1.GetMessageResponse, error) {

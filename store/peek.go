@@ -1,9 +1,7 @@
 package store
 
 import (
-	"encoding/binary"
 	"fmt"
-	"strings"
 
 	"google.golang.org/protobuf/proto"
 
@@ -125,17 +123,6 @@ func (s *Store) Browse(tenant, name string, f BrowseFilter, from uint64, limit, 
 	return msgs, 0, nil
 }
 
-// ParseMessageID splits a message id into the shard, queue id and seq it
-// was sent with (see messageID). A dead-lettered or redriven message keeps
-// its id, so these name where it was first stored, not where it is now.
-func ParseMessageID(id string) (shard, queue, seq uint64, ok bool) {
-	b, err := idEncoding.DecodeString(strings.ToUpper(id))
-	if err != nil || len(b) != 32 || strings.ToLower(id) != id {
-		return 0, 0, 0, false
-	}
-	return binary.BigEndian.Uint64(b[8:]), binary.BigEndian.Uint64(b[16:]), binary.BigEndian.Uint64(b[24:]), true
-}
-
 // GetMessage returns the message of the queue with the given id, or nil
 // when the queue does not hold it. A message still in the queue it was sent
 // to is one point read (the id names its seq); a message that moved here
@@ -143,10 +130,11 @@ func ParseMessageID(id string) (shard, queue, seq uint64, ok bool) {
 // BrowseScanBudget records in seq order, so a very long dead-letter queue
 // may answer nil for a message it holds further on.
 func (s *Store) GetMessage(tenant, name, id string, nowMs int64) (_ *storepb.MessageRecord, err error) {
-	shard, qid, seq, ok := ParseMessageID(id)
+	ref, ok := ParseMessageID(id)
 	if !ok {
 		return nil, nil
 	}
+	shard, qid, seq := ref.Shard, ref.Queue, ref.Seq
 	t, done := s.snapshot(nowMs)
 	defer done()
 	q, err := t.queue(tenant, name)

@@ -384,8 +384,10 @@ func (g *propGen) command(i int) *storepb.Command {
 			cs = append(cs, &storepb.VisibilityChange{ReceiptHandle: h, VisibilityTimeoutMs: int64(g.rng.IntN(3)) * 3000})
 		}
 		c.Op = &storepb.Command_ChangeVisibility{ChangeVisibility: &storepb.ChangeVisibility{Tenant: propTenant, Queue: q, Changes: cs}}
-	case n < 80:
+	case n < 77:
 		c.Op = &storepb.Command_Tick{Tick: &storepb.Tick{Limit: int32(g.rng.IntN(12))}}
+	case n < 80:
+		g.scheduleOp(c)
 	case n < 82:
 		c.Op = &storepb.Command_PurgeQueue{PurgeQueue: &storepb.PurgeQueue{Tenant: propTenant, Name: propQueues[g.rng.IntN(len(propQueues))]}}
 	case n < 90:
@@ -815,6 +817,9 @@ func (g *propGen) check(i int, c *storepb.Command, res *Result, b, a *propView) 
 				g.fail(i, c, "%s: visible_at after the change %v, want %d", id, m, at)
 			}
 		}
+	case *storepb.Command_CancelMessage, *storepb.Command_RescheduleMessage:
+		expectGone = append(expectGone, g.checkSchedule(i, c, res, b, a, changed)...)
+		fate = "deleted"
 	case *storepb.Command_Tick:
 		limit := int(op.Tick.Limit)
 		if limit <= 0 {

@@ -212,7 +212,7 @@ func errName(err error) string {
 		ErrStaleReceipt: "STALE_RECEIPT_HANDLE", ErrInvalidReceipt: "INVALID_RECEIPT_HANDLE",
 		ErrMessageNotFound: "MESSAGE_NOT_FOUND", ErrMessageTooLarge: "MESSAGE_TOO_LARGE",
 		ErrDeadLetterInvalid: "DEAD_LETTER_INVALID", ErrQueueInUse: "QUEUE_IN_USE",
-		ErrInvalidCommand: "INVALID_COMMAND",
+		ErrInvalidCommand: "INVALID_COMMAND", ErrMessageAlreadyReceived: "MESSAGE_ALREADY_RECEIVED",
 	}
 	switch {
 	case err == nil:
@@ -482,6 +482,29 @@ func (h *harness) run(line string) string {
 		}
 		for i, e := range r.Entries {
 			p("%s: %s", names[i], errName(e))
+		}
+		flags(r)
+	case "cancel", "reschedule":
+		// msg=#N names a sent message (msg=bogus: an id that is no id).
+		id := a.str("msg", "")
+		for mid, n := range h.ids {
+			if fmt.Sprintf("#%d", n) == id {
+				id = mid
+			}
+		}
+		cmd := &storepb.Command{Op: &storepb.Command_CancelMessage{CancelMessage: &storepb.CancelMessage{Tenant: tenant, Queue: q, MessageId: id}}}
+		if fields[0] == "reschedule" {
+			op := &storepb.RescheduleMessage{Tenant: tenant, Queue: q, MessageId: id, DelayMs: a.ms("delay", 0), DeliverAtMs: a.ms("at", 0)}
+			cmd.Op = &storepb.Command_RescheduleMessage{RescheduleMessage: op}
+		}
+		r := h.apply(cmd)
+		if r.Err != nil {
+			return errName(r.Err)
+		}
+		if fields[0] == "reschedule" {
+			p("visible_at=%s", fmtMs(r.VisibleAtMs))
+		} else {
+			p("ok")
 		}
 		flags(r)
 	case "tick":

@@ -87,6 +87,8 @@ type Result struct {
 	// DeadLettered counts messages a Receive moved toward the queue's
 	// dead-letter queue (their receive count was exhausted).
 	DeadLettered int
+	// VisibleAtMs is when RescheduleMessage made the message visible.
+	VisibleAtMs int64
 	// Touched lists the queues DeliverOutbox inserted into, in first-touch
 	// order.
 	Touched []QueueRef
@@ -183,6 +185,10 @@ func (s *Store) Apply(b *pebble.Batch, index uint64, data []byte) (any, error) {
 		err = t.redrive(op.Redrive, res)
 	case *storepb.Command_SetTenantQuota:
 		err = t.setTenantQuota(op.SetTenantQuota, res)
+	case *storepb.Command_CancelMessage:
+		err = t.cancelMessage(op.CancelMessage, res)
+	case *storepb.Command_RescheduleMessage:
+		err = t.rescheduleMessage(op.RescheduleMessage, res)
 	default:
 		res.Err = ErrInvalidCommand
 	}

@@ -97,12 +97,6 @@ or messages:receive.`),
 	return cmd
 }
 
-func newMessageCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "message", Short: "Look at single messages", Long: clientLong("Look at single messages.")}
-	cmd.AddCommand(newMessageGetCmd())
-	return cmd
-}
-
 func newMessageGetCmd() *cobra.Command {
 	var c clientCmd
 	cmd := &cobra.Command{

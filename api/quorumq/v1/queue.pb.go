@@ -3022,6 +3022,217 @@ func (x *GetMessageResponse) GetMessage() *PeekedMessage {
 	return nil
 }
 
+// CancelMessageRequest names a message not yet received.
+type CancelMessageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	Queue string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// The id SendMessage returned.
+	MessageId     string `protobuf:"bytes,2,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelMessageRequest) Reset() {
+	*x = CancelMessageRequest{}
+	mi := &file_quorumq_v1_queue_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelMessageRequest) ProtoMessage() {}
+
+func (x *CancelMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_queue_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelMessageRequest.ProtoReflect.Descriptor instead.
+func (*CancelMessageRequest) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *CancelMessageRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *CancelMessageRequest) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+// CancelMessageResponse is empty.
+type CancelMessageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelMessageResponse) Reset() {
+	*x = CancelMessageResponse{}
+	mi := &file_quorumq_v1_queue_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelMessageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelMessageResponse) ProtoMessage() {}
+
+func (x *CancelMessageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_queue_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelMessageResponse.ProtoReflect.Descriptor instead.
+func (*CancelMessageResponse) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{46}
+}
+
+// RescheduleMessageRequest gives a message not yet received a new time.
+type RescheduleMessageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	Queue string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// The id SendMessage returned.
+	MessageId string `protobuf:"bytes,2,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// Visible this long from now (0: at once). Give delay or deliver_at.
+	Delay *durationpb.Duration `protobuf:"bytes,3,opt,name=delay,proto3" json:"delay,omitempty"`
+	// Visible at this time (a past time: at once).
+	DeliverAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=deliver_at,json=deliverAt,proto3" json:"deliver_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RescheduleMessageRequest) Reset() {
+	*x = RescheduleMessageRequest{}
+	mi := &file_quorumq_v1_queue_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RescheduleMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RescheduleMessageRequest) ProtoMessage() {}
+
+func (x *RescheduleMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_queue_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RescheduleMessageRequest.ProtoReflect.Descriptor instead.
+func (*RescheduleMessageRequest) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *RescheduleMessageRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *RescheduleMessageRequest) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *RescheduleMessageRequest) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+func (x *RescheduleMessageRequest) GetDeliverAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeliverAt
+	}
+	return nil
+}
+
+// RescheduleMessageResponse tells the new visible time.
+type RescheduleMessageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the message becomes visible.
+	VisibleAt     *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=visible_at,json=visibleAt,proto3" json:"visible_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RescheduleMessageResponse) Reset() {
+	*x = RescheduleMessageResponse{}
+	mi := &file_quorumq_v1_queue_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RescheduleMessageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RescheduleMessageResponse) ProtoMessage() {}
+
+func (x *RescheduleMessageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_queue_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RescheduleMessageResponse.ProtoReflect.Descriptor instead.
+func (*RescheduleMessageResponse) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *RescheduleMessageResponse) GetVisibleAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.VisibleAt
+	}
+	return nil
+}
+
 var File_quorumq_v1_queue_proto protoreflect.FileDescriptor
 
 const file_quorumq_v1_queue_proto_rawDesc = "" +
@@ -3273,12 +3484,27 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\n" +
 	"message_id\x18\x02 \x01(\tR\tmessageId\"I\n" +
 	"\x12GetMessageResponse\x123\n" +
-	"\amessage\x18\x01 \x01(\v2\x19.quorumq.v1.PeekedMessageR\amessage*\x80\x01\n" +
+	"\amessage\x18\x01 \x01(\v2\x19.quorumq.v1.PeekedMessageR\amessage\"K\n" +
+	"\x14CancelMessageRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x02 \x01(\tR\tmessageId\"\x17\n" +
+	"\x15CancelMessageResponse\"\xbb\x01\n" +
+	"\x18RescheduleMessageRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x02 \x01(\tR\tmessageId\x12/\n" +
+	"\x05delay\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x129\n" +
+	"\n" +
+	"deliver_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tdeliverAt\"V\n" +
+	"\x19RescheduleMessageResponse\x129\n" +
+	"\n" +
+	"visible_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tvisibleAt*\x80\x01\n" +
 	"\fMessageState\x12\x1d\n" +
 	"\x19MESSAGE_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15MESSAGE_STATE_VISIBLE\x10\x01\x12\x1b\n" +
 	"\x17MESSAGE_STATE_IN_FLIGHT\x10\x02\x12\x19\n" +
-	"\x15MESSAGE_STATE_DELAYED\x10\x032\xce\x10\n" +
+	"\x15MESSAGE_STATE_DELAYED\x10\x032\x84\x13\n" +
 	"\fQueueService\x12l\n" +
 	"\vCreateQueue\x12\x1e.quorumq.v1.CreateQueueRequest\x1a\x1f.quorumq.v1.CreateQueueResponse\"\x1c\x82\xd3\xe4\x93\x02\x16:\x01*b\x05queue\"\n" +
 	"/v1/queues\x12g\n" +
@@ -3301,7 +3527,9 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\x0fRedriveMessages\x12\".quorumq.v1.RedriveMessagesRequest\x1a#.quorumq.v1.RedriveMessagesResponse\"1\x82\xd3\xe4\x93\x02+:\x01*\"&/v1/queues/{dead_letter_queue}:redrive\x12v\n" +
 	"\fPeekMessages\x12\x1f.quorumq.v1.PeekMessagesRequest\x1a .quorumq.v1.PeekMessagesResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/queues/{queue}/messages\x12}\n" +
 	"\n" +
-	"GetMessage\x12\x1d.quorumq.v1.GetMessageRequest\x1a\x1e.quorumq.v1.GetMessageResponse\"0\x82\xd3\xe4\x93\x02*\x12(/v1/queues/{queue}/messages/{message_id}B5Z3github.com/quorumq/quorumq/api/quorumq/v1;quorumqv1b\x06proto3"
+	"GetMessage\x12\x1d.quorumq.v1.GetMessageRequest\x1a\x1e.quorumq.v1.GetMessageResponse\"0\x82\xd3\xe4\x93\x02*\x12(/v1/queues/{queue}/messages/{message_id}\x12\x90\x01\n" +
+	"\rCancelMessage\x12 .quorumq.v1.CancelMessageRequest\x1a!.quorumq.v1.CancelMessageResponse\":\x82\xd3\xe4\x93\x024:\x01*\"//v1/queues/{queue}/messages/{message_id}:cancel\x12\xa0\x01\n" +
+	"\x11RescheduleMessage\x12$.quorumq.v1.RescheduleMessageRequest\x1a%.quorumq.v1.RescheduleMessageResponse\">\x82\xd3\xe4\x93\x028:\x01*\"3/v1/queues/{queue}/messages/{message_id}:rescheduleB5Z3github.com/quorumq/quorumq/api/quorumq/v1;quorumqv1b\x06proto3"
 
 var (
 	file_quorumq_v1_queue_proto_rawDescOnce sync.Once
@@ -3316,7 +3544,7 @@ func file_quorumq_v1_queue_proto_rawDescGZIP() []byte {
 }
 
 var file_quorumq_v1_queue_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_quorumq_v1_queue_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_quorumq_v1_queue_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_quorumq_v1_queue_proto_goTypes = []any{
 	(MessageState)(0),                            // 0: quorumq.v1.MessageState
 	(*QueueAttributes)(nil),                      // 1: quorumq.v1.QueueAttributes
@@ -3364,106 +3592,117 @@ var file_quorumq_v1_queue_proto_goTypes = []any{
 	(*PeekMessagesResponse)(nil),                 // 43: quorumq.v1.PeekMessagesResponse
 	(*GetMessageRequest)(nil),                    // 44: quorumq.v1.GetMessageRequest
 	(*GetMessageResponse)(nil),                   // 45: quorumq.v1.GetMessageResponse
-	nil,                                          // 46: quorumq.v1.Queue.TagsEntry
-	nil,                                          // 47: quorumq.v1.CreateQueueRequest.TagsEntry
-	nil,                                          // 48: quorumq.v1.SendMessageRequest.AttributesEntry
-	nil,                                          // 49: quorumq.v1.SendMessageBatchEntry.AttributesEntry
-	nil,                                          // 50: quorumq.v1.ReceivedMessage.AttributesEntry
-	nil,                                          // 51: quorumq.v1.PeekedMessage.AttributesEntry
-	(*durationpb.Duration)(nil),                  // 52: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),                // 53: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),                // 54: google.protobuf.FieldMask
+	(*CancelMessageRequest)(nil),                 // 46: quorumq.v1.CancelMessageRequest
+	(*CancelMessageResponse)(nil),                // 47: quorumq.v1.CancelMessageResponse
+	(*RescheduleMessageRequest)(nil),             // 48: quorumq.v1.RescheduleMessageRequest
+	(*RescheduleMessageResponse)(nil),            // 49: quorumq.v1.RescheduleMessageResponse
+	nil,                                          // 50: quorumq.v1.Queue.TagsEntry
+	nil,                                          // 51: quorumq.v1.CreateQueueRequest.TagsEntry
+	nil,                                          // 52: quorumq.v1.SendMessageRequest.AttributesEntry
+	nil,                                          // 53: quorumq.v1.SendMessageBatchEntry.AttributesEntry
+	nil,                                          // 54: quorumq.v1.ReceivedMessage.AttributesEntry
+	nil,                                          // 55: quorumq.v1.PeekedMessage.AttributesEntry
+	(*durationpb.Duration)(nil),                  // 56: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),                // 57: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),                // 58: google.protobuf.FieldMask
 }
 var file_quorumq_v1_queue_proto_depIdxs = []int32{
-	52, // 0: quorumq.v1.QueueAttributes.visibility_timeout:type_name -> google.protobuf.Duration
-	52, // 1: quorumq.v1.QueueAttributes.message_retention:type_name -> google.protobuf.Duration
-	52, // 2: quorumq.v1.QueueAttributes.delivery_delay:type_name -> google.protobuf.Duration
-	52, // 3: quorumq.v1.QueueAttributes.receive_wait:type_name -> google.protobuf.Duration
+	56, // 0: quorumq.v1.QueueAttributes.visibility_timeout:type_name -> google.protobuf.Duration
+	56, // 1: quorumq.v1.QueueAttributes.message_retention:type_name -> google.protobuf.Duration
+	56, // 2: quorumq.v1.QueueAttributes.delivery_delay:type_name -> google.protobuf.Duration
+	56, // 3: quorumq.v1.QueueAttributes.receive_wait:type_name -> google.protobuf.Duration
 	2,  // 4: quorumq.v1.QueueAttributes.dead_letter:type_name -> quorumq.v1.DeadLetterPolicy
 	1,  // 5: quorumq.v1.Queue.attributes:type_name -> quorumq.v1.QueueAttributes
-	46, // 6: quorumq.v1.Queue.tags:type_name -> quorumq.v1.Queue.TagsEntry
-	53, // 7: quorumq.v1.Queue.created_at:type_name -> google.protobuf.Timestamp
+	50, // 6: quorumq.v1.Queue.tags:type_name -> quorumq.v1.Queue.TagsEntry
+	57, // 7: quorumq.v1.Queue.created_at:type_name -> google.protobuf.Timestamp
 	3,  // 8: quorumq.v1.Queue.stats:type_name -> quorumq.v1.QueueStats
 	1,  // 9: quorumq.v1.CreateQueueRequest.attributes:type_name -> quorumq.v1.QueueAttributes
-	47, // 10: quorumq.v1.CreateQueueRequest.tags:type_name -> quorumq.v1.CreateQueueRequest.TagsEntry
+	51, // 10: quorumq.v1.CreateQueueRequest.tags:type_name -> quorumq.v1.CreateQueueRequest.TagsEntry
 	4,  // 11: quorumq.v1.CreateQueueResponse.queue:type_name -> quorumq.v1.Queue
 	4,  // 12: quorumq.v1.GetQueueResponse.queue:type_name -> quorumq.v1.Queue
 	4,  // 13: quorumq.v1.ListQueuesResponse.queues:type_name -> quorumq.v1.Queue
 	1,  // 14: quorumq.v1.UpdateQueueRequest.attributes:type_name -> quorumq.v1.QueueAttributes
-	54, // 15: quorumq.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
+	58, // 15: quorumq.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
 	4,  // 16: quorumq.v1.UpdateQueueResponse.queue:type_name -> quorumq.v1.Queue
-	48, // 17: quorumq.v1.SendMessageRequest.attributes:type_name -> quorumq.v1.SendMessageRequest.AttributesEntry
-	52, // 18: quorumq.v1.SendMessageRequest.delay:type_name -> google.protobuf.Duration
-	53, // 19: quorumq.v1.SendMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
-	49, // 20: quorumq.v1.SendMessageBatchEntry.attributes:type_name -> quorumq.v1.SendMessageBatchEntry.AttributesEntry
-	52, // 21: quorumq.v1.SendMessageBatchEntry.delay:type_name -> google.protobuf.Duration
-	53, // 22: quorumq.v1.SendMessageBatchEntry.deliver_at:type_name -> google.protobuf.Timestamp
+	52, // 17: quorumq.v1.SendMessageRequest.attributes:type_name -> quorumq.v1.SendMessageRequest.AttributesEntry
+	56, // 18: quorumq.v1.SendMessageRequest.delay:type_name -> google.protobuf.Duration
+	57, // 19: quorumq.v1.SendMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
+	53, // 20: quorumq.v1.SendMessageBatchEntry.attributes:type_name -> quorumq.v1.SendMessageBatchEntry.AttributesEntry
+	56, // 21: quorumq.v1.SendMessageBatchEntry.delay:type_name -> google.protobuf.Duration
+	57, // 22: quorumq.v1.SendMessageBatchEntry.deliver_at:type_name -> google.protobuf.Timestamp
 	19, // 23: quorumq.v1.SendMessageBatchRequest.entries:type_name -> quorumq.v1.SendMessageBatchEntry
-	52, // 24: quorumq.v1.BatchResultError.retry_delay:type_name -> google.protobuf.Duration
+	56, // 24: quorumq.v1.BatchResultError.retry_delay:type_name -> google.protobuf.Duration
 	21, // 25: quorumq.v1.SendMessageBatchResponse.successful:type_name -> quorumq.v1.SendMessageBatchResult
 	22, // 26: quorumq.v1.SendMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
-	52, // 27: quorumq.v1.ReceiveMessagesRequest.visibility_timeout:type_name -> google.protobuf.Duration
-	52, // 28: quorumq.v1.ReceiveMessagesRequest.wait_time:type_name -> google.protobuf.Duration
+	56, // 27: quorumq.v1.ReceiveMessagesRequest.visibility_timeout:type_name -> google.protobuf.Duration
+	56, // 28: quorumq.v1.ReceiveMessagesRequest.wait_time:type_name -> google.protobuf.Duration
 	24, // 29: quorumq.v1.ReceiveMessagesRequest.tag_filter:type_name -> quorumq.v1.TagFilter
-	50, // 30: quorumq.v1.ReceivedMessage.attributes:type_name -> quorumq.v1.ReceivedMessage.AttributesEntry
-	53, // 31: quorumq.v1.ReceivedMessage.sent_at:type_name -> google.protobuf.Timestamp
-	53, // 32: quorumq.v1.ReceivedMessage.first_received_at:type_name -> google.protobuf.Timestamp
+	54, // 30: quorumq.v1.ReceivedMessage.attributes:type_name -> quorumq.v1.ReceivedMessage.AttributesEntry
+	57, // 31: quorumq.v1.ReceivedMessage.sent_at:type_name -> google.protobuf.Timestamp
+	57, // 32: quorumq.v1.ReceivedMessage.first_received_at:type_name -> google.protobuf.Timestamp
 	26, // 33: quorumq.v1.ReceiveMessagesResponse.messages:type_name -> quorumq.v1.ReceivedMessage
 	30, // 34: quorumq.v1.DeleteMessageBatchRequest.entries:type_name -> quorumq.v1.DeleteMessageBatchEntry
 	32, // 35: quorumq.v1.DeleteMessageBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
 	22, // 36: quorumq.v1.DeleteMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
-	52, // 37: quorumq.v1.ChangeMessageVisibilityRequest.visibility_timeout:type_name -> google.protobuf.Duration
-	52, // 38: quorumq.v1.ChangeMessageVisibilityBatchEntry.visibility_timeout:type_name -> google.protobuf.Duration
+	56, // 37: quorumq.v1.ChangeMessageVisibilityRequest.visibility_timeout:type_name -> google.protobuf.Duration
+	56, // 38: quorumq.v1.ChangeMessageVisibilityBatchEntry.visibility_timeout:type_name -> google.protobuf.Duration
 	36, // 39: quorumq.v1.ChangeMessageVisibilityBatchRequest.entries:type_name -> quorumq.v1.ChangeMessageVisibilityBatchEntry
 	32, // 40: quorumq.v1.ChangeMessageVisibilityBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
 	22, // 41: quorumq.v1.ChangeMessageVisibilityBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
 	0,  // 42: quorumq.v1.PeekMessagesRequest.states:type_name -> quorumq.v1.MessageState
 	24, // 43: quorumq.v1.PeekMessagesRequest.tag_filter:type_name -> quorumq.v1.TagFilter
-	52, // 44: quorumq.v1.PeekMessagesRequest.min_age:type_name -> google.protobuf.Duration
-	51, // 45: quorumq.v1.PeekedMessage.attributes:type_name -> quorumq.v1.PeekedMessage.AttributesEntry
-	53, // 46: quorumq.v1.PeekedMessage.sent_at:type_name -> google.protobuf.Timestamp
-	53, // 47: quorumq.v1.PeekedMessage.first_received_at:type_name -> google.protobuf.Timestamp
-	53, // 48: quorumq.v1.PeekedMessage.visible_at:type_name -> google.protobuf.Timestamp
+	56, // 44: quorumq.v1.PeekMessagesRequest.min_age:type_name -> google.protobuf.Duration
+	55, // 45: quorumq.v1.PeekedMessage.attributes:type_name -> quorumq.v1.PeekedMessage.AttributesEntry
+	57, // 46: quorumq.v1.PeekedMessage.sent_at:type_name -> google.protobuf.Timestamp
+	57, // 47: quorumq.v1.PeekedMessage.first_received_at:type_name -> google.protobuf.Timestamp
+	57, // 48: quorumq.v1.PeekedMessage.visible_at:type_name -> google.protobuf.Timestamp
 	0,  // 49: quorumq.v1.PeekedMessage.state:type_name -> quorumq.v1.MessageState
 	42, // 50: quorumq.v1.PeekMessagesResponse.messages:type_name -> quorumq.v1.PeekedMessage
 	42, // 51: quorumq.v1.GetMessageResponse.message:type_name -> quorumq.v1.PeekedMessage
-	5,  // 52: quorumq.v1.QueueService.CreateQueue:input_type -> quorumq.v1.CreateQueueRequest
-	7,  // 53: quorumq.v1.QueueService.GetQueue:input_type -> quorumq.v1.GetQueueRequest
-	9,  // 54: quorumq.v1.QueueService.ListQueues:input_type -> quorumq.v1.ListQueuesRequest
-	11, // 55: quorumq.v1.QueueService.UpdateQueue:input_type -> quorumq.v1.UpdateQueueRequest
-	13, // 56: quorumq.v1.QueueService.DeleteQueue:input_type -> quorumq.v1.DeleteQueueRequest
-	15, // 57: quorumq.v1.QueueService.PurgeQueue:input_type -> quorumq.v1.PurgeQueueRequest
-	17, // 58: quorumq.v1.QueueService.SendMessage:input_type -> quorumq.v1.SendMessageRequest
-	20, // 59: quorumq.v1.QueueService.SendMessageBatch:input_type -> quorumq.v1.SendMessageBatchRequest
-	25, // 60: quorumq.v1.QueueService.ReceiveMessages:input_type -> quorumq.v1.ReceiveMessagesRequest
-	28, // 61: quorumq.v1.QueueService.DeleteMessage:input_type -> quorumq.v1.DeleteMessageRequest
-	31, // 62: quorumq.v1.QueueService.DeleteMessageBatch:input_type -> quorumq.v1.DeleteMessageBatchRequest
-	34, // 63: quorumq.v1.QueueService.ChangeMessageVisibility:input_type -> quorumq.v1.ChangeMessageVisibilityRequest
-	37, // 64: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:input_type -> quorumq.v1.ChangeMessageVisibilityBatchRequest
-	39, // 65: quorumq.v1.QueueService.RedriveMessages:input_type -> quorumq.v1.RedriveMessagesRequest
-	41, // 66: quorumq.v1.QueueService.PeekMessages:input_type -> quorumq.v1.PeekMessagesRequest
-	44, // 67: quorumq.v1.QueueService.GetMessage:input_type -> quorumq.v1.GetMessageRequest
-	6,  // 68: quorumq.v1.QueueService.CreateQueue:output_type -> quorumq.v1.CreateQueueResponse
-	8,  // 69: quorumq.v1.QueueService.GetQueue:output_type -> quorumq.v1.GetQueueResponse
-	10, // 70: quorumq.v1.QueueService.ListQueues:output_type -> quorumq.v1.ListQueuesResponse
-	12, // 71: quorumq.v1.QueueService.UpdateQueue:output_type -> quorumq.v1.UpdateQueueResponse
-	14, // 72: quorumq.v1.QueueService.DeleteQueue:output_type -> quorumq.v1.DeleteQueueResponse
-	16, // 73: quorumq.v1.QueueService.PurgeQueue:output_type -> quorumq.v1.PurgeQueueResponse
-	18, // 74: quorumq.v1.QueueService.SendMessage:output_type -> quorumq.v1.SendMessageResponse
-	23, // 75: quorumq.v1.QueueService.SendMessageBatch:output_type -> quorumq.v1.SendMessageBatchResponse
-	27, // 76: quorumq.v1.QueueService.ReceiveMessages:output_type -> quorumq.v1.ReceiveMessagesResponse
-	29, // 77: quorumq.v1.QueueService.DeleteMessage:output_type -> quorumq.v1.DeleteMessageResponse
-	33, // 78: quorumq.v1.QueueService.DeleteMessageBatch:output_type -> quorumq.v1.DeleteMessageBatchResponse
-	35, // 79: quorumq.v1.QueueService.ChangeMessageVisibility:output_type -> quorumq.v1.ChangeMessageVisibilityResponse
-	38, // 80: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:output_type -> quorumq.v1.ChangeMessageVisibilityBatchResponse
-	40, // 81: quorumq.v1.QueueService.RedriveMessages:output_type -> quorumq.v1.RedriveMessagesResponse
-	43, // 82: quorumq.v1.QueueService.PeekMessages:output_type -> quorumq.v1.PeekMessagesResponse
-	45, // 83: quorumq.v1.QueueService.GetMessage:output_type -> quorumq.v1.GetMessageResponse
-	68, // [68:84] is the sub-list for method output_type
-	52, // [52:68] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	56, // 52: quorumq.v1.RescheduleMessageRequest.delay:type_name -> google.protobuf.Duration
+	57, // 53: quorumq.v1.RescheduleMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
+	57, // 54: quorumq.v1.RescheduleMessageResponse.visible_at:type_name -> google.protobuf.Timestamp
+	5,  // 55: quorumq.v1.QueueService.CreateQueue:input_type -> quorumq.v1.CreateQueueRequest
+	7,  // 56: quorumq.v1.QueueService.GetQueue:input_type -> quorumq.v1.GetQueueRequest
+	9,  // 57: quorumq.v1.QueueService.ListQueues:input_type -> quorumq.v1.ListQueuesRequest
+	11, // 58: quorumq.v1.QueueService.UpdateQueue:input_type -> quorumq.v1.UpdateQueueRequest
+	13, // 59: quorumq.v1.QueueService.DeleteQueue:input_type -> quorumq.v1.DeleteQueueRequest
+	15, // 60: quorumq.v1.QueueService.PurgeQueue:input_type -> quorumq.v1.PurgeQueueRequest
+	17, // 61: quorumq.v1.QueueService.SendMessage:input_type -> quorumq.v1.SendMessageRequest
+	20, // 62: quorumq.v1.QueueService.SendMessageBatch:input_type -> quorumq.v1.SendMessageBatchRequest
+	25, // 63: quorumq.v1.QueueService.ReceiveMessages:input_type -> quorumq.v1.ReceiveMessagesRequest
+	28, // 64: quorumq.v1.QueueService.DeleteMessage:input_type -> quorumq.v1.DeleteMessageRequest
+	31, // 65: quorumq.v1.QueueService.DeleteMessageBatch:input_type -> quorumq.v1.DeleteMessageBatchRequest
+	34, // 66: quorumq.v1.QueueService.ChangeMessageVisibility:input_type -> quorumq.v1.ChangeMessageVisibilityRequest
+	37, // 67: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:input_type -> quorumq.v1.ChangeMessageVisibilityBatchRequest
+	39, // 68: quorumq.v1.QueueService.RedriveMessages:input_type -> quorumq.v1.RedriveMessagesRequest
+	41, // 69: quorumq.v1.QueueService.PeekMessages:input_type -> quorumq.v1.PeekMessagesRequest
+	44, // 70: quorumq.v1.QueueService.GetMessage:input_type -> quorumq.v1.GetMessageRequest
+	46, // 71: quorumq.v1.QueueService.CancelMessage:input_type -> quorumq.v1.CancelMessageRequest
+	48, // 72: quorumq.v1.QueueService.RescheduleMessage:input_type -> quorumq.v1.RescheduleMessageRequest
+	6,  // 73: quorumq.v1.QueueService.CreateQueue:output_type -> quorumq.v1.CreateQueueResponse
+	8,  // 74: quorumq.v1.QueueService.GetQueue:output_type -> quorumq.v1.GetQueueResponse
+	10, // 75: quorumq.v1.QueueService.ListQueues:output_type -> quorumq.v1.ListQueuesResponse
+	12, // 76: quorumq.v1.QueueService.UpdateQueue:output_type -> quorumq.v1.UpdateQueueResponse
+	14, // 77: quorumq.v1.QueueService.DeleteQueue:output_type -> quorumq.v1.DeleteQueueResponse
+	16, // 78: quorumq.v1.QueueService.PurgeQueue:output_type -> quorumq.v1.PurgeQueueResponse
+	18, // 79: quorumq.v1.QueueService.SendMessage:output_type -> quorumq.v1.SendMessageResponse
+	23, // 80: quorumq.v1.QueueService.SendMessageBatch:output_type -> quorumq.v1.SendMessageBatchResponse
+	27, // 81: quorumq.v1.QueueService.ReceiveMessages:output_type -> quorumq.v1.ReceiveMessagesResponse
+	29, // 82: quorumq.v1.QueueService.DeleteMessage:output_type -> quorumq.v1.DeleteMessageResponse
+	33, // 83: quorumq.v1.QueueService.DeleteMessageBatch:output_type -> quorumq.v1.DeleteMessageBatchResponse
+	35, // 84: quorumq.v1.QueueService.ChangeMessageVisibility:output_type -> quorumq.v1.ChangeMessageVisibilityResponse
+	38, // 85: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:output_type -> quorumq.v1.ChangeMessageVisibilityBatchResponse
+	40, // 86: quorumq.v1.QueueService.RedriveMessages:output_type -> quorumq.v1.RedriveMessagesResponse
+	43, // 87: quorumq.v1.QueueService.PeekMessages:output_type -> quorumq.v1.PeekMessagesResponse
+	45, // 88: quorumq.v1.QueueService.GetMessage:output_type -> quorumq.v1.GetMessageResponse
+	47, // 89: quorumq.v1.QueueService.CancelMessage:output_type -> quorumq.v1.CancelMessageResponse
+	49, // 90: quorumq.v1.QueueService.RescheduleMessage:output_type -> quorumq.v1.RescheduleMessageResponse
+	73, // [73:91] is the sub-list for method output_type
+	55, // [55:73] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_quorumq_v1_queue_proto_init() }
@@ -3477,7 +3716,7 @@ func file_quorumq_v1_queue_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quorumq_v1_queue_proto_rawDesc), len(file_quorumq_v1_queue_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   51,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

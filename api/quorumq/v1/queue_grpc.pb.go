@@ -35,6 +35,8 @@ const (
 	QueueService_RedriveMessages_FullMethodName              = "/quorumq.v1.QueueService/RedriveMessages"
 	QueueService_PeekMessages_FullMethodName                 = "/quorumq.v1.QueueService/PeekMessages"
 	QueueService_GetMessage_FullMethodName                   = "/quorumq.v1.QueueService/GetMessage"
+	QueueService_CancelMessage_FullMethodName                = "/quorumq.v1.QueueService/CancelMessage"
+	QueueService_RescheduleMessage_FullMethodName            = "/quorumq.v1.QueueService/RescheduleMessage"
 )
 
 // QueueServiceClient is the client API for QueueService service.
@@ -63,6 +65,12 @@ const (
 //	QUEUE_IN_USE           (412) the queue is another queue's dead-letter target.
 //	FIFO_PARTITIONS_FIXED  (412) UpdateQueue asked a FIFO queue for more
 //	                              partitions (its groups would move).
+//	MESSAGE_NOT_FOUND      (404) CancelMessage / RescheduleMessage: no message
+//	                              with this id in the queue (deleted, cancelled,
+//	                              expired or never sent).
+//	MESSAGE_ALREADY_RECEIVED (400 / FAILED_PRECONDITION) CancelMessage /
+//	                              RescheduleMessage of a message that has been
+//	                              received at least once.
 //	QUOTA_EXCEEDED         (429) a tenant quota is used up.
 //	OVERLOADED             (429) the shard's proposal queue is full (in
 //	                              bytes); retry after the RetryInfo delay.
@@ -130,6 +138,16 @@ type QueueServiceClient interface {
 	// (NOT_FOUND, reason MESSAGE_NOT_FOUND, when the queue does not hold it).
 	// Scopes as PeekMessages.
 	GetMessage(ctx context.Context, in *GetMessageRequest, opts ...grpc.CallOption) (*GetMessageResponse, error)
+	// CancelMessage deletes a message that has never been received (delayed
+	// or visible), by id. A message received at least once fails with
+	// MESSAGE_ALREADY_RECEIVED; an unknown id, or one already cancelled, with
+	// MESSAGE_NOT_FOUND. Allowed on FIFO queues.
+	CancelMessage(ctx context.Context, in *CancelMessageRequest, opts ...grpc.CallOption) (*CancelMessageResponse, error)
+	// RescheduleMessage sets when a never-received message becomes visible:
+	// delay from now or deliver_at, at most the queue's retention after the
+	// message arrived in the queue. FIFO queues have no per-message delay
+	// (INVALID_ARGUMENT). Errors as CancelMessage.
+	RescheduleMessage(ctx context.Context, in *RescheduleMessageRequest, opts ...grpc.CallOption) (*RescheduleMessageResponse, error)
 }
 
 type queueServiceClient struct {
@@ -300,6 +318,26 @@ func (c *queueServiceClient) GetMessage(ctx context.Context, in *GetMessageReque
 	return out, nil
 }
 
+func (c *queueServiceClient) CancelMessage(ctx context.Context, in *CancelMessageRequest, opts ...grpc.CallOption) (*CancelMessageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelMessageResponse)
+	err := c.cc.Invoke(ctx, QueueService_CancelMessage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) RescheduleMessage(ctx context.Context, in *RescheduleMessageRequest, opts ...grpc.CallOption) (*RescheduleMessageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RescheduleMessageResponse)
+	err := c.cc.Invoke(ctx, QueueService_RescheduleMessage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueueServiceServer is the server API for QueueService service.
 // All implementations must embed UnimplementedQueueServiceServer
 // for forward compatibility.
@@ -326,6 +364,12 @@ func (c *queueServiceClient) GetMessage(ctx context.Context, in *GetMessageReque
 //	QUEUE_IN_USE           (412) the queue is another queue's dead-letter target.
 //	FIFO_PARTITIONS_FIXED  (412) UpdateQueue asked a FIFO queue for more
 //	                              partitions (its groups would move).
+//	MESSAGE_NOT_FOUND      (404) CancelMessage / RescheduleMessage: no message
+//	                              with this id in the queue (deleted, cancelled,
+//	                              expired or never sent).
+//	MESSAGE_ALREADY_RECEIVED (400 / FAILED_PRECONDITION) CancelMessage /
+//	                              RescheduleMessage of a message that has been
+//	                              received at least once.
 //	QUOTA_EXCEEDED         (429) a tenant quota is used up.
 //	OVERLOADED             (429) the shard's proposal queue is full (in
 //	                              bytes); retry after the RetryInfo delay.
@@ -393,6 +437,16 @@ type QueueServiceServer interface {
 	// (NOT_FOUND, reason MESSAGE_NOT_FOUND, when the queue does not hold it).
 	// Scopes as PeekMessages.
 	GetMessage(context.Context, *GetMessageRequest) (*GetMessageResponse, error)
+	// CancelMessage deletes a message that has never been received (delayed
+	// or visible), by id. A message received at least once fails with
+	// MESSAGE_ALREADY_RECEIVED; an unknown id, or one already cancelled, with
+	// MESSAGE_NOT_FOUND. Allowed on FIFO queues.
+	CancelMessage(context.Context, *CancelMessageRequest) (*CancelMessageResponse, error)
+	// RescheduleMessage sets when a never-received message becomes visible:
+	// delay from now or deliver_at, at most the queue's retention after the
+	// message arrived in the queue. FIFO queues have no per-message delay
+	// (INVALID_ARGUMENT). Errors as CancelMessage.
+	RescheduleMessage(context.Context, *RescheduleMessageRequest) (*RescheduleMessageResponse, error)
 	mustEmbedUnimplementedQueueServiceServer()
 }
 
@@ -450,6 +504,12 @@ func (UnimplementedQueueServiceServer) PeekMessages(context.Context, *PeekMessag
 }
 func (UnimplementedQueueServiceServer) GetMessage(context.Context, *GetMessageRequest) (*GetMessageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetMessage not implemented")
+}
+func (UnimplementedQueueServiceServer) CancelMessage(context.Context, *CancelMessageRequest) (*CancelMessageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelMessage not implemented")
+}
+func (UnimplementedQueueServiceServer) RescheduleMessage(context.Context, *RescheduleMessageRequest) (*RescheduleMessageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RescheduleMessage not implemented")
 }
 func (UnimplementedQueueServiceServer) mustEmbedUnimplementedQueueServiceServer() {}
 func (UnimplementedQueueServiceServer) testEmbeddedByValue()                      {}
@@ -760,6 +820,42 @@ func _QueueService_GetMessage_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueueService_CancelMessage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelMessageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).CancelMessage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_CancelMessage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).CancelMessage(ctx, req.(*CancelMessageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_RescheduleMessage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RescheduleMessageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).RescheduleMessage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_RescheduleMessage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).RescheduleMessage(ctx, req.(*RescheduleMessageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueueService_ServiceDesc is the grpc.ServiceDesc for QueueService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -830,6 +926,14 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetMessage",
 			Handler:    _QueueService_GetMessage_Handler,
+		},
+		{
+			MethodName: "CancelMessage",
+			Handler:    _QueueService_CancelMessage_Handler,
+		},
+		{
+			MethodName: "RescheduleMessage",
+			Handler:    _QueueService_RescheduleMessage_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -51,6 +51,8 @@ type Command struct {
 	//	*Command_AckOutbox
 	//	*Command_Redrive
 	//	*Command_SetTenantQuota
+	//	*Command_CancelMessage
+	//	*Command_RescheduleMessage
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -224,6 +226,24 @@ func (x *Command) GetSetTenantQuota() *SetTenantQuota {
 	return nil
 }
 
+func (x *Command) GetCancelMessage() *CancelMessage {
+	if x != nil {
+		if x, ok := x.Op.(*Command_CancelMessage); ok {
+			return x.CancelMessage
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRescheduleMessage() *RescheduleMessage {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RescheduleMessage); ok {
+			return x.RescheduleMessage
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -280,6 +300,14 @@ type Command_SetTenantQuota struct {
 	SetTenantQuota *SetTenantQuota `protobuf:"bytes,34,opt,name=set_tenant_quota,json=setTenantQuota,proto3,oneof"`
 }
 
+type Command_CancelMessage struct {
+	CancelMessage *CancelMessage `protobuf:"bytes,35,opt,name=cancel_message,json=cancelMessage,proto3,oneof"`
+}
+
+type Command_RescheduleMessage struct {
+	RescheduleMessage *RescheduleMessage `protobuf:"bytes,36,opt,name=reschedule_message,json=rescheduleMessage,proto3,oneof"`
+}
+
 func (*Command_CreateQueue) isCommand_Op() {}
 
 func (*Command_UpdateQueue) isCommand_Op() {}
@@ -305,6 +333,10 @@ func (*Command_AckOutbox) isCommand_Op() {}
 func (*Command_Redrive) isCommand_Op() {}
 
 func (*Command_SetTenantQuota) isCommand_Op() {}
+
+func (*Command_CancelMessage) isCommand_Op() {}
+
+func (*Command_RescheduleMessage) isCommand_Op() {}
 
 // QueueAttributes are a queue's settings in milliseconds and bytes, with
 // defaults already filled in by the proposer.
@@ -2373,12 +2405,152 @@ func (x *SetTenantQuota) GetQuota() *TenantQuota {
 	return nil
 }
 
+// CancelMessage removes a never-received message by id (see schedule.go).
+type CancelMessage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Queue         string                 `protobuf:"bytes,2,opt,name=queue,proto3" json:"queue,omitempty"`
+	MessageId     string                 `protobuf:"bytes,3,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelMessage) Reset() {
+	*x = CancelMessage{}
+	mi := &file_storepb_v1_store_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelMessage) ProtoMessage() {}
+
+func (x *CancelMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelMessage.ProtoReflect.Descriptor instead.
+func (*CancelMessage) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *CancelMessage) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *CancelMessage) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *CancelMessage) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+// RescheduleMessage moves a never-received, not-FIFO message to a new
+// visible time: deliver_at_ms if > 0, else command time + delay_ms. Bounded
+// by the queue's retention from the message's arrival (enqueued_at_ms).
+type RescheduleMessage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Queue         string                 `protobuf:"bytes,2,opt,name=queue,proto3" json:"queue,omitempty"`
+	MessageId     string                 `protobuf:"bytes,3,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	DelayMs       int64                  `protobuf:"varint,4,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
+	DeliverAtMs   int64                  `protobuf:"varint,5,opt,name=deliver_at_ms,json=deliverAtMs,proto3" json:"deliver_at_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RescheduleMessage) Reset() {
+	*x = RescheduleMessage{}
+	mi := &file_storepb_v1_store_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RescheduleMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RescheduleMessage) ProtoMessage() {}
+
+func (x *RescheduleMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RescheduleMessage.ProtoReflect.Descriptor instead.
+func (*RescheduleMessage) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *RescheduleMessage) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *RescheduleMessage) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *RescheduleMessage) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *RescheduleMessage) GetDelayMs() int64 {
+	if x != nil {
+		return x.DelayMs
+	}
+	return 0
+}
+
+func (x *RescheduleMessage) GetDeliverAtMs() int64 {
+	if x != nil {
+		return x.DeliverAtMs
+	}
+	return 0
+}
+
 var File_storepb_v1_store_proto protoreflect.FileDescriptor
 
 const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"\x16storepb/v1/store.proto\x12\n" +
-	"storepb.v1\"\xa8\x06\n" +
+	"storepb.v1\"\xbc\a\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12<\n" +
@@ -2397,7 +2569,9 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"ack_outbox\x18  \x01(\v2\x15.storepb.v1.AckOutboxH\x00R\tackOutbox\x12/\n" +
 	"\aredrive\x18! \x01(\v2\x13.storepb.v1.RedriveH\x00R\aredrive\x12F\n" +
-	"\x10set_tenant_quota\x18\" \x01(\v2\x1a.storepb.v1.SetTenantQuotaH\x00R\x0esetTenantQuotaB\x04\n" +
+	"\x10set_tenant_quota\x18\" \x01(\v2\x1a.storepb.v1.SetTenantQuotaH\x00R\x0esetTenantQuota\x12B\n" +
+	"\x0ecancel_message\x18# \x01(\v2\x19.storepb.v1.CancelMessageH\x00R\rcancelMessage\x12N\n" +
+	"\x12reschedule_message\x18$ \x01(\v2\x1d.storepb.v1.RescheduleMessageH\x00R\x11rescheduleMessageB\x04\n" +
 	"\x02op\"\xc1\x03\n" +
 	"\x0fQueueAttributes\x122\n" +
 	"\x15visibility_timeout_ms\x18\x01 \x01(\x03R\x13visibilityTimeoutMs\x120\n" +
@@ -2586,7 +2760,19 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\fstored_bytes\x18\x03 \x01(\x03R\vstoredBytes\"W\n" +
 	"\x0eSetTenantQuota\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12-\n" +
-	"\x05quota\x18\x02 \x01(\v2\x17.storepb.v1.TenantQuotaR\x05quotaB5Z3github.com/quorumq/quorumq/store/storepb/v1;storepbb\x06proto3"
+	"\x05quota\x18\x02 \x01(\v2\x17.storepb.v1.TenantQuotaR\x05quota\"\\\n" +
+	"\rCancelMessage\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
+	"\x05queue\x18\x02 \x01(\tR\x05queue\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x03 \x01(\tR\tmessageId\"\x9f\x01\n" +
+	"\x11RescheduleMessage\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
+	"\x05queue\x18\x02 \x01(\tR\x05queue\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x03 \x01(\tR\tmessageId\x12\x19\n" +
+	"\bdelay_ms\x18\x04 \x01(\x03R\adelayMs\x12\"\n" +
+	"\rdeliver_at_ms\x18\x05 \x01(\x03R\vdeliverAtMsB5Z3github.com/quorumq/quorumq/store/storepb/v1;storepbb\x06proto3"
 
 var (
 	file_storepb_v1_store_proto_rawDescOnce sync.Once
@@ -2600,7 +2786,7 @@ func file_storepb_v1_store_proto_rawDescGZIP() []byte {
 	return file_storepb_v1_store_proto_rawDescData
 }
 
-var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_storepb_v1_store_proto_goTypes = []any{
 	(*Command)(nil),              // 0: storepb.v1.Command
 	(*QueueAttributes)(nil),      // 1: storepb.v1.QueueAttributes
@@ -2630,10 +2816,12 @@ var file_storepb_v1_store_proto_goTypes = []any{
 	(*TenantQuota)(nil),          // 25: storepb.v1.TenantQuota
 	(*TenantRecord)(nil),         // 26: storepb.v1.TenantRecord
 	(*SetTenantQuota)(nil),       // 27: storepb.v1.SetTenantQuota
-	nil,                          // 28: storepb.v1.CreateQueue.TagsEntry
-	nil,                          // 29: storepb.v1.SendEntry.AttributesEntry
-	nil,                          // 30: storepb.v1.MessageRecord.AttributesEntry
-	nil,                          // 31: storepb.v1.QueueRecord.TagsEntry
+	(*CancelMessage)(nil),        // 28: storepb.v1.CancelMessage
+	(*RescheduleMessage)(nil),    // 29: storepb.v1.RescheduleMessage
+	nil,                          // 30: storepb.v1.CreateQueue.TagsEntry
+	nil,                          // 31: storepb.v1.SendEntry.AttributesEntry
+	nil,                          // 32: storepb.v1.MessageRecord.AttributesEntry
+	nil,                          // 33: storepb.v1.QueueRecord.TagsEntry
 }
 var file_storepb_v1_store_proto_depIdxs = []int32{
 	2,  // 0: storepb.v1.Command.create_queue:type_name -> storepb.v1.CreateQueue
@@ -2649,26 +2837,28 @@ var file_storepb_v1_store_proto_depIdxs = []int32{
 	17, // 10: storepb.v1.Command.ack_outbox:type_name -> storepb.v1.AckOutbox
 	18, // 11: storepb.v1.Command.redrive:type_name -> storepb.v1.Redrive
 	27, // 12: storepb.v1.Command.set_tenant_quota:type_name -> storepb.v1.SetTenantQuota
-	1,  // 13: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	28, // 14: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
-	1,  // 15: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	29, // 16: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
-	6,  // 17: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
-	8,  // 18: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
-	11, // 19: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
-	30, // 20: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
-	14, // 21: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
-	15, // 22: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
-	1,  // 23: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
-	31, // 24: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
-	23, // 25: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
-	25, // 26: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
-	25, // 27: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	28, // 13: storepb.v1.Command.cancel_message:type_name -> storepb.v1.CancelMessage
+	29, // 14: storepb.v1.Command.reschedule_message:type_name -> storepb.v1.RescheduleMessage
+	1,  // 15: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
+	30, // 16: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
+	1,  // 17: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
+	31, // 18: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
+	6,  // 19: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
+	8,  // 20: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
+	11, // 21: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
+	32, // 22: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
+	14, // 23: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
+	15, // 24: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
+	1,  // 25: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
+	33, // 26: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
+	23, // 27: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
+	25, // 28: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
+	25, // 29: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_storepb_v1_store_proto_init() }
@@ -2690,6 +2880,8 @@ func file_storepb_v1_store_proto_init() {
 		(*Command_AckOutbox)(nil),
 		(*Command_Redrive)(nil),
 		(*Command_SetTenantQuota)(nil),
+		(*Command_CancelMessage)(nil),
+		(*Command_RescheduleMessage)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2697,7 +2889,7 @@ func file_storepb_v1_store_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_storepb_v1_store_proto_rawDesc), len(file_storepb_v1_store_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
