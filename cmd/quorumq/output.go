@@ -288,6 +288,24 @@ type kv [][2]string
 
 func (b *kv) add(label, value string) { *b = append(*b, [2]string{label, value}) }
 
+// addContent adds what a message carries (the parts it has), the body last:
+// received and peeked messages print it alike.
+func (b *kv) addContent(group string, tags []string, attrs map[string]string, deadLetterSource, body string) {
+	if group != "" {
+		b.add("group", group)
+	}
+	if len(tags) > 0 {
+		b.add("tags", strings.Join(tags, ", "))
+	}
+	if len(attrs) > 0 {
+		b.add("attributes", fmtMap(attrs))
+	}
+	if deadLetterSource != "" {
+		b.add("dead-letter source", deadLetterSource)
+	}
+	b.add("body", body)
+}
+
 func (b kv) write(w io.Writer) error {
 	width := 0
 	for _, p := range b {
@@ -419,19 +437,7 @@ func printMessages(w io.Writer, msgs []*quorumq.Message) error {
 		b.add("receive count", strconv.Itoa(m.ReceiveCount))
 		b.add("receipt handle", m.ReceiptHandle)
 		b.add("sent at", fmtTime(m.SentAt))
-		if m.GroupID != "" {
-			b.add("group", m.GroupID)
-		}
-		if len(m.Tags) > 0 {
-			b.add("tags", strings.Join(m.Tags, ", "))
-		}
-		if len(m.Attributes) > 0 {
-			b.add("attributes", fmtMap(m.Attributes))
-		}
-		if m.DeadLetterSource != "" {
-			b.add("dead-letter source", m.DeadLetterSource)
-		}
-		b.add("body", m.Body)
+		b.addContent(m.GroupID, m.Tags, m.Attributes, m.DeadLetterSource, m.Body)
 		if err := b.write(w); err != nil {
 			return err
 		}

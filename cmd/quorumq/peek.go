@@ -169,18 +169,6 @@ func printPeeked(w io.Writer, m quorumq.PeekedMessage) error {
 	b.add("visible at", fmtTime(m.VisibleAt))
 	b.add("partition", strconv.Itoa(m.Partition))
 	b.add("sequence", strconv.FormatUint(m.Sequence, 10))
-	if m.GroupID != "" {
-		b.add("group", m.GroupID)
-	}
-	if len(m.Tags) > 0 {
-		b.add("tags", strings.Join(m.Tags, ", "))
-	}
-	if len(m.Attributes) > 0 {
-		b.add("attributes", fmtMap(m.Attributes))
-	}
-	if m.DeadLetterSource != "" {
-		b.add("dead-letter source", m.DeadLetterSource)
-	}
-	b.add("body", m.Body)
+	b.addContent(m.GroupID, m.Tags, m.Attributes, m.DeadLetterSource, m.Body)
 	return b.write(w)
 }
