@@ -53,6 +53,8 @@ type Command struct {
 	//	*Command_SetTenantQuota
 	//	*Command_CancelMessage
 	//	*Command_RescheduleMessage
+	//	*Command_PutAccessKey
+	//	*Command_RevokeAccessKey
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -244,6 +246,24 @@ func (x *Command) GetRescheduleMessage() *RescheduleMessage {
 	return nil
 }
 
+func (x *Command) GetPutAccessKey() *PutAccessKey {
+	if x != nil {
+		if x, ok := x.Op.(*Command_PutAccessKey); ok {
+			return x.PutAccessKey
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRevokeAccessKey() *RevokeAccessKey {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RevokeAccessKey); ok {
+			return x.RevokeAccessKey
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -308,6 +328,14 @@ type Command_RescheduleMessage struct {
 	RescheduleMessage *RescheduleMessage `protobuf:"bytes,36,opt,name=reschedule_message,json=rescheduleMessage,proto3,oneof"`
 }
 
+type Command_PutAccessKey struct {
+	PutAccessKey *PutAccessKey `protobuf:"bytes,40,opt,name=put_access_key,json=putAccessKey,proto3,oneof"`
+}
+
+type Command_RevokeAccessKey struct {
+	RevokeAccessKey *RevokeAccessKey `protobuf:"bytes,41,opt,name=revoke_access_key,json=revokeAccessKey,proto3,oneof"`
+}
+
 func (*Command_CreateQueue) isCommand_Op() {}
 
 func (*Command_UpdateQueue) isCommand_Op() {}
@@ -337,6 +365,10 @@ func (*Command_SetTenantQuota) isCommand_Op() {}
 func (*Command_CancelMessage) isCommand_Op() {}
 
 func (*Command_RescheduleMessage) isCommand_Op() {}
+
+func (*Command_PutAccessKey) isCommand_Op() {}
+
+func (*Command_RevokeAccessKey) isCommand_Op() {}
 
 // QueueAttributes are a queue's settings in milliseconds and bytes, with
 // defaults already filled in by the proposer.
@@ -2545,12 +2577,335 @@ func (x *RescheduleMessage) GetDeliverAtMs() int64 {
 	return 0
 }
 
+// AccessKeyRecord is a SigV4 access key of the SQS endpoint, kept by the
+// metadata shard. The secret is stored as is: SigV4 is an HMAC keyed by
+// (a key derived from) the secret, so the verifier needs it; it never
+// leaves the metadata shard's replicas (lookups answer a signing key
+// derived for one day, region and service).
+type AccessKeyRecord struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	AccessKeyId     string                 `protobuf:"bytes,1,opt,name=access_key_id,json=accessKeyId,proto3" json:"access_key_id,omitempty"`
+	Tenant          string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	SecretAccessKey string                 `protobuf:"bytes,3,opt,name=secret_access_key,json=secretAccessKey,proto3" json:"secret_access_key,omitempty"`
+	// Scopes the key grants (server.Scope* names).
+	Scopes []string `protobuf:"bytes,4,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// Set by the proposer (its clock), shown by ListAccessKeys.
+	CreatedAtMs   int64  `protobuf:"varint,5,opt,name=created_at_ms,json=createdAtMs,proto3" json:"created_at_ms,omitempty"`
+	Description   string `protobuf:"bytes,6,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessKeyRecord) Reset() {
+	*x = AccessKeyRecord{}
+	mi := &file_storepb_v1_store_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessKeyRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessKeyRecord) ProtoMessage() {}
+
+func (x *AccessKeyRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessKeyRecord.ProtoReflect.Descriptor instead.
+func (*AccessKeyRecord) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *AccessKeyRecord) GetAccessKeyId() string {
+	if x != nil {
+		return x.AccessKeyId
+	}
+	return ""
+}
+
+func (x *AccessKeyRecord) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *AccessKeyRecord) GetSecretAccessKey() string {
+	if x != nil {
+		return x.SecretAccessKey
+	}
+	return ""
+}
+
+func (x *AccessKeyRecord) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *AccessKeyRecord) GetCreatedAtMs() int64 {
+	if x != nil {
+		return x.CreatedAtMs
+	}
+	return 0
+}
+
+func (x *AccessKeyRecord) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+// PutAccessKey adds a key. The proposer draws the id and the secret
+// (randomness is an input, never drawn in apply).
+type PutAccessKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           *AccessKeyRecord       `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutAccessKey) Reset() {
+	*x = PutAccessKey{}
+	mi := &file_storepb_v1_store_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutAccessKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutAccessKey) ProtoMessage() {}
+
+func (x *PutAccessKey) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutAccessKey.ProtoReflect.Descriptor instead.
+func (*PutAccessKey) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *PutAccessKey) GetKey() *AccessKeyRecord {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+// RevokeAccessKey removes a key of the tenant.
+type RevokeAccessKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	AccessKeyId   string                 `protobuf:"bytes,2,opt,name=access_key_id,json=accessKeyId,proto3" json:"access_key_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAccessKey) Reset() {
+	*x = RevokeAccessKey{}
+	mi := &file_storepb_v1_store_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAccessKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAccessKey) ProtoMessage() {}
+
+func (x *RevokeAccessKey) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAccessKey.ProtoReflect.Descriptor instead.
+func (*RevokeAccessKey) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *RevokeAccessKey) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *RevokeAccessKey) GetAccessKeyId() string {
+	if x != nil {
+		return x.AccessKeyId
+	}
+	return ""
+}
+
+// AccessKeyLookup asks the metadata shard's leader for the signing key of
+// an access key (peer call of the SigV4 verifier's cache).
+type AccessKeyLookup struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	AccessKeyId string                 `protobuf:"bytes,1,opt,name=access_key_id,json=accessKeyId,proto3" json:"access_key_id,omitempty"`
+	// Credential scope: date (YYYYMMDD), region and service.
+	Date          string `protobuf:"bytes,2,opt,name=date,proto3" json:"date,omitempty"`
+	Region        string `protobuf:"bytes,3,opt,name=region,proto3" json:"region,omitempty"`
+	Service       string `protobuf:"bytes,4,opt,name=service,proto3" json:"service,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessKeyLookup) Reset() {
+	*x = AccessKeyLookup{}
+	mi := &file_storepb_v1_store_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessKeyLookup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessKeyLookup) ProtoMessage() {}
+
+func (x *AccessKeyLookup) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessKeyLookup.ProtoReflect.Descriptor instead.
+func (*AccessKeyLookup) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *AccessKeyLookup) GetAccessKeyId() string {
+	if x != nil {
+		return x.AccessKeyId
+	}
+	return ""
+}
+
+func (x *AccessKeyLookup) GetDate() string {
+	if x != nil {
+		return x.Date
+	}
+	return ""
+}
+
+func (x *AccessKeyLookup) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *AccessKeyLookup) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+// AccessKeyGrant answers an AccessKeyLookup: the key's tenant and scopes
+// and the SigV4 signing key for the asked scope (never the secret).
+type AccessKeyGrant struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Scopes        []string               `protobuf:"bytes,2,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	SigningKey    []byte                 `protobuf:"bytes,3,opt,name=signing_key,json=signingKey,proto3" json:"signing_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessKeyGrant) Reset() {
+	*x = AccessKeyGrant{}
+	mi := &file_storepb_v1_store_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessKeyGrant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessKeyGrant) ProtoMessage() {}
+
+func (x *AccessKeyGrant) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessKeyGrant.ProtoReflect.Descriptor instead.
+func (*AccessKeyGrant) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *AccessKeyGrant) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *AccessKeyGrant) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *AccessKeyGrant) GetSigningKey() []byte {
+	if x != nil {
+		return x.SigningKey
+	}
+	return nil
+}
+
 var File_storepb_v1_store_proto protoreflect.FileDescriptor
 
 const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"\x16storepb/v1/store.proto\x12\n" +
-	"storepb.v1\"\xbc\a\n" +
+	"storepb.v1\"\xc9\b\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12<\n" +
@@ -2571,7 +2926,9 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\aredrive\x18! \x01(\v2\x13.storepb.v1.RedriveH\x00R\aredrive\x12F\n" +
 	"\x10set_tenant_quota\x18\" \x01(\v2\x1a.storepb.v1.SetTenantQuotaH\x00R\x0esetTenantQuota\x12B\n" +
 	"\x0ecancel_message\x18# \x01(\v2\x19.storepb.v1.CancelMessageH\x00R\rcancelMessage\x12N\n" +
-	"\x12reschedule_message\x18$ \x01(\v2\x1d.storepb.v1.RescheduleMessageH\x00R\x11rescheduleMessageB\x04\n" +
+	"\x12reschedule_message\x18$ \x01(\v2\x1d.storepb.v1.RescheduleMessageH\x00R\x11rescheduleMessage\x12@\n" +
+	"\x0eput_access_key\x18( \x01(\v2\x18.storepb.v1.PutAccessKeyH\x00R\fputAccessKey\x12I\n" +
+	"\x11revoke_access_key\x18) \x01(\v2\x1b.storepb.v1.RevokeAccessKeyH\x00R\x0frevokeAccessKeyB\x04\n" +
 	"\x02op\"\xc1\x03\n" +
 	"\x0fQueueAttributes\x122\n" +
 	"\x15visibility_timeout_ms\x18\x01 \x01(\x03R\x13visibilityTimeoutMs\x120\n" +
@@ -2772,7 +3129,29 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"message_id\x18\x03 \x01(\tR\tmessageId\x12\x19\n" +
 	"\bdelay_ms\x18\x04 \x01(\x03R\adelayMs\x12\"\n" +
-	"\rdeliver_at_ms\x18\x05 \x01(\x03R\vdeliverAtMsB5Z3github.com/quorumq/quorumq/store/storepb/v1;storepbb\x06proto3"
+	"\rdeliver_at_ms\x18\x05 \x01(\x03R\vdeliverAtMs\"\xd7\x01\n" +
+	"\x0fAccessKeyRecord\x12\"\n" +
+	"\raccess_key_id\x18\x01 \x01(\tR\vaccessKeyId\x12\x16\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12*\n" +
+	"\x11secret_access_key\x18\x03 \x01(\tR\x0fsecretAccessKey\x12\x16\n" +
+	"\x06scopes\x18\x04 \x03(\tR\x06scopes\x12\"\n" +
+	"\rcreated_at_ms\x18\x05 \x01(\x03R\vcreatedAtMs\x12 \n" +
+	"\vdescription\x18\x06 \x01(\tR\vdescription\"=\n" +
+	"\fPutAccessKey\x12-\n" +
+	"\x03key\x18\x01 \x01(\v2\x1b.storepb.v1.AccessKeyRecordR\x03key\"M\n" +
+	"\x0fRevokeAccessKey\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\"\n" +
+	"\raccess_key_id\x18\x02 \x01(\tR\vaccessKeyId\"{\n" +
+	"\x0fAccessKeyLookup\x12\"\n" +
+	"\raccess_key_id\x18\x01 \x01(\tR\vaccessKeyId\x12\x12\n" +
+	"\x04date\x18\x02 \x01(\tR\x04date\x12\x16\n" +
+	"\x06region\x18\x03 \x01(\tR\x06region\x12\x18\n" +
+	"\aservice\x18\x04 \x01(\tR\aservice\"a\n" +
+	"\x0eAccessKeyGrant\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x16\n" +
+	"\x06scopes\x18\x02 \x03(\tR\x06scopes\x12\x1f\n" +
+	"\vsigning_key\x18\x03 \x01(\fR\n" +
+	"signingKeyB5Z3github.com/quorumq/quorumq/store/storepb/v1;storepbb\x06proto3"
 
 var (
 	file_storepb_v1_store_proto_rawDescOnce sync.Once
@@ -2786,7 +3165,7 @@ func file_storepb_v1_store_proto_rawDescGZIP() []byte {
 	return file_storepb_v1_store_proto_rawDescData
 }
 
-var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_storepb_v1_store_proto_goTypes = []any{
 	(*Command)(nil),              // 0: storepb.v1.Command
 	(*QueueAttributes)(nil),      // 1: storepb.v1.QueueAttributes
@@ -2818,10 +3197,15 @@ var file_storepb_v1_store_proto_goTypes = []any{
 	(*SetTenantQuota)(nil),       // 27: storepb.v1.SetTenantQuota
 	(*CancelMessage)(nil),        // 28: storepb.v1.CancelMessage
 	(*RescheduleMessage)(nil),    // 29: storepb.v1.RescheduleMessage
-	nil,                          // 30: storepb.v1.CreateQueue.TagsEntry
-	nil,                          // 31: storepb.v1.SendEntry.AttributesEntry
-	nil,                          // 32: storepb.v1.MessageRecord.AttributesEntry
-	nil,                          // 33: storepb.v1.QueueRecord.TagsEntry
+	(*AccessKeyRecord)(nil),      // 30: storepb.v1.AccessKeyRecord
+	(*PutAccessKey)(nil),         // 31: storepb.v1.PutAccessKey
+	(*RevokeAccessKey)(nil),      // 32: storepb.v1.RevokeAccessKey
+	(*AccessKeyLookup)(nil),      // 33: storepb.v1.AccessKeyLookup
+	(*AccessKeyGrant)(nil),       // 34: storepb.v1.AccessKeyGrant
+	nil,                          // 35: storepb.v1.CreateQueue.TagsEntry
+	nil,                          // 36: storepb.v1.SendEntry.AttributesEntry
+	nil,                          // 37: storepb.v1.MessageRecord.AttributesEntry
+	nil,                          // 38: storepb.v1.QueueRecord.TagsEntry
 }
 var file_storepb_v1_store_proto_depIdxs = []int32{
 	2,  // 0: storepb.v1.Command.create_queue:type_name -> storepb.v1.CreateQueue
@@ -2839,26 +3223,29 @@ var file_storepb_v1_store_proto_depIdxs = []int32{
 	27, // 12: storepb.v1.Command.set_tenant_quota:type_name -> storepb.v1.SetTenantQuota
 	28, // 13: storepb.v1.Command.cancel_message:type_name -> storepb.v1.CancelMessage
 	29, // 14: storepb.v1.Command.reschedule_message:type_name -> storepb.v1.RescheduleMessage
-	1,  // 15: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	30, // 16: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
-	1,  // 17: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	31, // 18: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
-	6,  // 19: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
-	8,  // 20: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
-	11, // 21: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
-	32, // 22: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
-	14, // 23: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
-	15, // 24: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
-	1,  // 25: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
-	33, // 26: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
-	23, // 27: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
-	25, // 28: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
-	25, // 29: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	31, // 15: storepb.v1.Command.put_access_key:type_name -> storepb.v1.PutAccessKey
+	32, // 16: storepb.v1.Command.revoke_access_key:type_name -> storepb.v1.RevokeAccessKey
+	1,  // 17: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
+	35, // 18: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
+	1,  // 19: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
+	36, // 20: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
+	6,  // 21: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
+	8,  // 22: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
+	11, // 23: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
+	37, // 24: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
+	14, // 25: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
+	15, // 26: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
+	1,  // 27: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
+	38, // 28: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
+	23, // 29: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
+	25, // 30: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
+	25, // 31: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
+	30, // 32: storepb.v1.PutAccessKey.key:type_name -> storepb.v1.AccessKeyRecord
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_storepb_v1_store_proto_init() }
@@ -2882,6 +3269,8 @@ func file_storepb_v1_store_proto_init() {
 		(*Command_SetTenantQuota)(nil),
 		(*Command_CancelMessage)(nil),
 		(*Command_RescheduleMessage)(nil),
+		(*Command_PutAccessKey)(nil),
+		(*Command_RevokeAccessKey)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2889,7 +3278,7 @@ func file_storepb_v1_store_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_storepb_v1_store_proto_rawDesc), len(file_storepb_v1_store_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   34,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
