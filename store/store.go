@@ -189,6 +189,10 @@ func (s *Store) Apply(b *pebble.Batch, index uint64, data []byte) (any, error) {
 		err = t.cancelMessage(op.CancelMessage, res)
 	case *storepb.Command_RescheduleMessage:
 		err = t.rescheduleMessage(op.RescheduleMessage, res)
+	case *storepb.Command_PutAccessKey:
+		err = t.putAccessKey(op.PutAccessKey, res)
+	case *storepb.Command_RevokeAccessKey:
+		err = t.revokeAccessKey(op.RevokeAccessKey, res)
 	default:
 		res.Err = ErrInvalidCommand
 	}

@@ -11,6 +11,8 @@ import "fmt"
 //	0x06 T                           tenant quota and usage -> TenantRecord
 //	0x07 at Q                        due index: queue Q may have work for Tick at `at` -> T name
 //	0x08                             due index low-water mark -> at seq
+//	0x09 'k' id                      SigV4 access key (metadata shard) -> AccessKeyRecord
+//	0x09 't' T id                    a tenant's access keys, in id order -> empty
 //	0x10 Q 0x00                      queue meta -> QueueMeta
 //	0x10 Q 'd' key                   short-lived record: idempotency key, FIFO
 //	                                 deduplication id (DedupRecord) or receive
@@ -37,6 +39,7 @@ const (
 	stateTenant         byte = 0x06
 	stateDue            byte = 0x07
 	stateDueLow         byte = 0x08
+	stateAccessKey      byte = 0x09
 	stateQueue          byte = 0x10
 	stateOutbox         byte = 0x20
 	stateDelivered      byte = 0x21
@@ -567,6 +570,8 @@ func prettyState(rest []byte) string {
 		if len(rest) == 1 {
 			return "/duelow"
 		}
+	case stateAccessKey:
+		return prettyAccessKey(k)
 	case stateDeadLetterRef:
 		if _, t, d, s, err := DecodeDeadLetterRef(k); err == nil {
 			return fmt.Sprintf("/dlqref/%q/%q/%q", t, d, s)

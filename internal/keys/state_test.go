@@ -38,6 +38,10 @@ func TestStateKeyOrder(t *testing.T) {
 		{"due 5/2", Due(s, 5, 2)},
 		{"due 6/0", Due(s, 6, 0)},
 		{"due low", DueLow(s)},
+		{"access key AK1", AccessKey(s, "AK1")},
+		{"access key AK2", AccessKey(s, "AK2")},
+		{"tenant access key a/AK2", TenantAccessKey(s, "a", "AK2")},
+		{"tenant access key ab/AK1", TenantAccessKey(s, "ab", "AK1")},
 		{"queue 1 meta", QueueMeta(s, 1)},
 		{"queue 1 dedup k1", Dedup(s, 1, "k1")},
 		{"queue 1 dedup k2", Dedup(s, 1, "k2")},
@@ -222,17 +226,19 @@ func TestStateKeyRoundTrip(t *testing.T) {
 
 func TestPrettyState(t *testing.T) {
 	for k, want := range map[string]string{
-		string(ShardMeta(1)):            "/state/1/shardmeta",
-		string(QueueMeta(1, 2)):         "/state/1/q/2/meta",
-		string(Visible(1, 2, 30, 4)):    "/state/1/q/2/v/30/4",
-		string(Tag(1, 2, "red", 30, 4)): `/state/1/q/2/t/"red"/30/4`,
-		string(Catalog(1, "t", "a")):    `/state/1/catalog/"t"/"a"`,
-		string(AppliedIndex(1)):         "/state/1/applied",
-		string(Group(1, 2, "g", 4)):     `/state/1/q/2/g/"g"/4`,
-		string(GroupHead(1, 2, 30, 4)):  "/state/1/q/2/h/30/4",
-		string(Tenant(1, "acme")):       `/state/1/tenant/"acme"`,
-		string(VisibleLow(1, 2)):        "/state/1/q/2/vlow",
-		string(TagLow(1, 2, "red")):     `/state/1/q/2/tlow/"red"`,
+		string(ShardMeta(1)):                      "/state/1/shardmeta",
+		string(QueueMeta(1, 2)):                   "/state/1/q/2/meta",
+		string(Visible(1, 2, 30, 4)):              "/state/1/q/2/v/30/4",
+		string(Tag(1, 2, "red", 30, 4)):           `/state/1/q/2/t/"red"/30/4`,
+		string(Catalog(1, "t", "a")):              `/state/1/catalog/"t"/"a"`,
+		string(AppliedIndex(1)):                   "/state/1/applied",
+		string(Group(1, 2, "g", 4)):               `/state/1/q/2/g/"g"/4`,
+		string(GroupHead(1, 2, 30, 4)):            "/state/1/q/2/h/30/4",
+		string(Tenant(1, "acme")):                 `/state/1/tenant/"acme"`,
+		string(AccessKey(1, "AK1")):               `/state/1/accesskey/"AK1"`,
+		string(TenantAccessKey(1, "acme", "AK1")): `/state/1/accesskey-of/"acme"/"AK1"`,
+		string(VisibleLow(1, 2)):                  "/state/1/q/2/vlow",
+		string(TagLow(1, 2, "red")):               `/state/1/q/2/tlow/"red"`,
 	} {
 		if got := Pretty([]byte(k)); got != want {
 			t.Errorf("Pretty = %q, want %q", got, want)
