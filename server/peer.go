@@ -74,6 +74,7 @@ func (p *PeerServer) Register(s *grpc.Server) {
 			{MethodName: "Cluster", Handler: peerHandler(peerClusterMethod, p.clusterView)},
 			{MethodName: "Quota", Handler: peerHandler(peerQuotaMethod, p.quota)},
 			{MethodName: "QueueRecord", Handler: peerHandler(peerRecordMethod, p.queueRecord)},
+			{MethodName: "AccessKeyGrant", Handler: peerHandler(peerAccessKeyMethod, p.accessKeyGrant)},
 		},
 		Metadata: "server/peer.go",
 	}, p)

@@ -97,6 +97,7 @@ type Node struct {
 	stores []*store.Store   // by shard
 	srvs   []*server.Server // by shard
 	router *server.Router
+	keys   *server.AccessKeys // SigV4 access key lookup of the SQS endpoint
 	remote *server.RemoteView // API-tier nodes
 	cancel context.CancelFunc // stops the node's own loops (view, balancer)
 	loops  sync.WaitGroup
@@ -232,6 +233,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.router = server.NewRouter(server.RouterConfig{Self: cfg.NodeID, View: n.remote, Forwarder: n.fwd,
 			Logger: cfg.Logger, Timeout: cfg.Server.ProposeTimeout, TracerProvider: tp})
 		n.remote.OnShards(n.router.SetShards)
+		n.keys = server.NewAccessKeys(n.router, server.AccessKeysConfig{})
 		cluster = server.NewClusterServer(server.ClusterConfig{Self: cfg.NodeID, Peers: cfg.Peers, Remote: n.remote, Router: n.router})
 		n.loops.Add(1)
 		go func() {
@@ -270,6 +272,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.grpc = grpc.NewServer(apiOpts...)
 	qv1.RegisterQueueServiceServer(n.grpc, n.router)
 	qv1.RegisterClusterServiceServer(n.grpc, cluster)
+	qv1.RegisterCredentialsServiceServer(n.grpc, server.NewCredentialsServer(n.router, n.keys))
 	n.registerConventions(n.grpc)
 	n.loops.Add(1)
 	go func() {
@@ -427,6 +430,7 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 	n.router = server.NewRouter(server.RouterConfig{Self: cfg.NodeID, Shards: cfg.Shards, Local: local,
 		View: server.LocalView{Raft: n.host, Timeout: cfg.Server.ProposeTimeout}, Forwarder: n.fwd,
 		Logger: cfg.Logger, Timeout: cfg.Server.ProposeTimeout, TracerProvider: tp})
+	n.keys = server.NewAccessKeys(n.router, server.AccessKeysConfig{})
 	for _, srv := range n.srvs {
 		srv.SetDeliverer(n.router.Deliver)
 		srv.SetCatalog(n.router)
@@ -479,6 +483,7 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 		}
 		qv1.RegisterQueueServiceServer(n.peer, n.router)
 		qv1.RegisterClusterServiceServer(n.peer, cluster)
+		qv1.RegisterCredentialsServiceServer(n.peer, server.NewCredentialsServer(n.router, n.keys))
 		server.NewPeerServer(n.router, cluster).Register(n.peer)
 		n.serveWG.Add(1)
 		go func() {
@@ -517,6 +522,10 @@ func (n *Node) ShardServer(shard uint64) *server.Server { return n.srvs[shard] }
 
 // Host is the node's Raft host.
 func (n *Node) Host() *raftnode.Host { return n.host }
+
+// AccessKeys is the node's SigV4 access key lookup (the SQS endpoint's
+// verifier uses it).
+func (n *Node) AccessKeys() *server.AccessKeys { return n.keys }
 
 // Store is the state machine of shard 0.
 func (n *Node) Store() *store.Store { return n.stores[0] }
