@@ -94,7 +94,9 @@ func TestAccessKeyAuthorization(t *testing.T) {
 	}
 	status, body = n.rest(t, tok, "POST", "/v1/tenants/beta/accessKeys", `{"scopes":["messages:send"]}`)
 	var rc struct {
-		AccessKey       struct{ AccessKeyID string `json:"accessKeyId"` } `json:"accessKey"`
+		AccessKey struct {
+			AccessKeyID string `json:"accessKeyId"`
+		} `json:"accessKey"`
 		SecretAccessKey string `json:"secretAccessKey"`
 	}
 	if err := json.Unmarshal([]byte(body), &rc); status != http.StatusOK || err != nil || rc.SecretAccessKey == "" {
