@@ -20,6 +20,8 @@ import (
 //   - "## Authentication, tenants and quotas": the dev token and quota
 //     blocks by TestReadmeAuthAndQuotaWalkthrough, the TLS block by
 //     TestReadmePeerCertificateRecipe (readme_auth_test.go)
+//   - "### Access keys for the SQS endpoint": TestReadmeAccessKeyWalkthrough
+//     (readme_sqsauth_test.go)
 //   - "## Go SDK" has no block; it points at sdk/examples (run by
 //     sdk/examples/producer/main_test.go) and the sdk Example functions.
 

@@ -38,7 +38,9 @@ func newCredentialsCreateCmd() *cobra.Command {
 		Long: clientLong(`Make an access key of --tenant (default: the token's tenant) with the
 given --scope values (default: those of queues:admin, messages:send and
 messages:receive the caller holds). The secret access key is printed
-now and never again.`),
+now and never again, as shell lines setting AWS_ACCESS_KEY_ID and
+AWS_SECRET_ACCESS_KEY (eval "$(quorumq credentials create …)"), or with
+-o json as the CreateAccessKey response.`),
 		Args: cobra.NoArgs,
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
 			return c.rpc(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
@@ -50,16 +52,15 @@ now and never again.`),
 				if c.structured() {
 					return c.write(cmd.OutOrStdout(), r)
 				}
+				// Shell lines the AWS SDKs and CLI read; the rest goes to
+				// stderr so that eval "$(quorumq credentials create …)" works.
 				k := r.GetAccessKey()
-				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 2, 2, ' ', 0)
-				fmt.Fprintf(w, "access key id\t%s\n", k.GetAccessKeyId())
-				fmt.Fprintf(w, "secret access key\t%s\n", r.GetSecretAccessKey())
-				fmt.Fprintf(w, "tenant\t%s\n", k.GetTenant())
-				fmt.Fprintf(w, "scopes\t%s\n", strings.Join(k.GetScopes(), " "))
-				if err := w.Flush(); err != nil {
+				if _, err := fmt.Fprintf(cmd.OutOrStdout(), "export AWS_ACCESS_KEY_ID=%s\nexport AWS_SECRET_ACCESS_KEY='%s'\n",
+					k.GetAccessKeyId(), r.GetSecretAccessKey()); err != nil {
 					return err
 				}
-				_, err = fmt.Fprintln(cmd.ErrOrStderr(), "The secret is shown only now: store it.")
+				_, err = fmt.Fprintf(cmd.ErrOrStderr(), "access key %s of tenant %s (%s); the secret is shown only now: store it\n",
+					k.GetAccessKeyId(), k.GetTenant(), strings.Join(k.GetScopes(), " "))
 				return err
 			})
 		}),

@@ -27,7 +27,8 @@ func TestCredentialsCommands(t *testing.T) {
 	}
 	id := created.AccessKey.AccessKeyID
 	stdout, stderr, _, err = runCLI(t, nil, "credentials", "create", "--tenant", "acme", ep)
-	if err != nil || !strings.Contains(stdout, "secret access key") || !strings.Contains(stderr, "shown only now") {
+	if err != nil || !strings.HasPrefix(stdout, "export AWS_ACCESS_KEY_ID=AKQQ") || !strings.Contains(stdout, "\nexport AWS_SECRET_ACCESS_KEY='") ||
+		!strings.Contains(stderr, "shown only now") {
 		t.Fatalf("create (text): %v %q %s", err, stdout, stderr)
 	}
 	stdout, stderr, _, err = runCLI(t, nil, "credentials", "list", "--tenant", "acme", ep)
