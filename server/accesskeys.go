@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"time"
 
@@ -47,9 +48,12 @@ const sqsService = "sqs"
 const (
 	accessKeyIDPrefix  = "AKQQ"
 	maxKeyDescription  = 256
-	maxTenantName      = 64
 	maxSigV4ScopeField = 128
 )
+
+// tenantPattern is the form of a tenant that server/auth accepts in a
+// token; a key's tenant is also the account in SQS queue URLs.
+var tenantPattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
 // keyTenant authorizes managing the access keys of tenant (empty: the
 // caller's own) and returns the tenant and the caller. cluster:admin may
@@ -72,8 +76,8 @@ func keyTenant(ctx context.Context, tenant string) (string, *Principal, error) {
 	if tenant == "" {
 		tenant = p.Tenant
 	}
-	if err := checkText("tenant", tenant, 1, maxTenantName); err != nil {
-		return "", nil, err
+	if !tenantPattern.MatchString(tenant) {
+		return "", nil, fieldError("tenant", "must be 1-64 characters of [A-Za-z0-9_.-] (the JWT tenant claim's form)")
 	}
 	return tenant, p, nil
 }

@@ -58,12 +58,13 @@ func TestAccessKeyAuthorization(t *testing.T) {
 		req  *qv1.CreateAccessKeyRequest
 		code codes.Code
 	}{
-		"other tenant":       {acme, &qv1.CreateAccessKeyRequest{Tenant: "beta"}, codes.PermissionDenied},
-		"scope not held":     {acme, &qv1.CreateAccessKeyRequest{Scopes: []string{"messages:receive"}}, codes.PermissionDenied},
-		"cluster:admin key":  {admin, &qv1.CreateAccessKeyRequest{Tenant: "beta", Scopes: []string{"cluster:admin"}}, codes.InvalidArgument},
-		"no admin scope":     {sender, &qv1.CreateAccessKeyRequest{}, codes.PermissionDenied},
-		"long description":   {admin, &qv1.CreateAccessKeyRequest{Tenant: "beta", Description: strings.Repeat("x", 257)}, codes.InvalidArgument},
-		"unknown scope name": {admin, &qv1.CreateAccessKeyRequest{Tenant: "beta", Scopes: []string{"all"}}, codes.InvalidArgument},
+		"other tenant":        {acme, &qv1.CreateAccessKeyRequest{Tenant: "beta"}, codes.PermissionDenied},
+		"scope not held":      {acme, &qv1.CreateAccessKeyRequest{Scopes: []string{"messages:receive"}}, codes.PermissionDenied},
+		"cluster:admin key":   {admin, &qv1.CreateAccessKeyRequest{Tenant: "beta", Scopes: []string{"cluster:admin"}}, codes.InvalidArgument},
+		"no admin scope":      {sender, &qv1.CreateAccessKeyRequest{}, codes.PermissionDenied},
+		"long description":    {admin, &qv1.CreateAccessKeyRequest{Tenant: "beta", Description: strings.Repeat("x", 257)}, codes.InvalidArgument},
+		"unknown scope name":  {admin, &qv1.CreateAccessKeyRequest{Tenant: "beta", Scopes: []string{"all"}}, codes.InvalidArgument},
+		"tenant with a slash": {admin, &qv1.CreateAccessKeyRequest{Tenant: "a/b"}, codes.InvalidArgument},
 	} {
 		if _, err := c.CreateAccessKey(tc.ctx, tc.req); codeOf(err) != tc.code {
 			t.Errorf("%s: %v, want %v", name, err, tc.code)
