@@ -43,8 +43,18 @@ type AccessKeys struct {
 	missTTL time.Duration
 	now     func() time.Time
 
-	mu      sync.Mutex
-	entries map[grantKey]grantEntry
+	mu       sync.Mutex
+	entries  map[grantKey]grantEntry
+	inflight map[grantKey]*flight // lookups under way: callers of one key wait for one
+}
+
+// flight is one lookup that concurrent callers of the same key share, so
+// an expiring hot key costs the metadata leader one lookup, not one per
+// request in flight.
+type flight struct {
+	done  chan struct{}
+	grant *AccessKeyGrant
+	err   error
 }
 
 type grantKey struct{ id, date, region, service string }
@@ -71,7 +81,7 @@ func NewAccessKeys(r *Router, cfg AccessKeysConfig) *AccessKeys {
 		cfg.Now = time.Now
 	}
 	return &AccessKeys{fetch: r.accessKeyGrant, ttl: cfg.TTL, missTTL: min(accessKeyMissTTL, cfg.TTL), now: cfg.Now,
-		entries: map[grantKey]grantEntry{}}
+		entries: map[grantKey]grantEntry{}, inflight: map[grantKey]*flight{}}
 }
 
 // AccessKeyGrant returns the grant of key id for a credential scope, or an
@@ -81,35 +91,53 @@ func (a *AccessKeys) AccessKeyGrant(ctx context.Context, id, date, region, servi
 	k := grantKey{id, date, region, service}
 	now := a.now()
 	a.mu.Lock()
-	e, ok := a.entries[k]
-	a.mu.Unlock()
-	if ok && now.Before(e.expires) {
+	if e, ok := a.entries[k]; ok && now.Before(e.expires) {
+		a.mu.Unlock()
 		if e.grant == nil {
 			return nil, ErrUnknownAccessKey
 		}
 		return e.grant, nil
 	}
-	out, err := a.fetch(ctx, &storepb.AccessKeyLookup{AccessKeyId: id, Date: date, Region: region, Service: service})
-	var g *AccessKeyGrant
+	if f, ok := a.inflight[k]; ok {
+		a.mu.Unlock()
+		select {
+		case <-f.done:
+			return f.grant, f.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	f := &flight{done: make(chan struct{})}
+	a.inflight[k] = f
+	a.mu.Unlock()
+
+	// Shared by every waiter: not cancelled with this caller (the router
+	// bounds it by its own timeout).
+	out, err := a.fetch(context.WithoutCancel(ctx), &storepb.AccessKeyLookup{AccessKeyId: id, Date: date, Region: region, Service: service})
 	ttl := a.ttl
 	switch {
 	case errors.Is(err, ErrUnknownAccessKey):
 		ttl = a.missTTL
-	case err != nil:
-		return nil, err
-	default:
-		g = &AccessKeyGrant{Tenant: out.GetTenant(), Scopes: out.GetScopes(), SigningKey: out.GetSigningKey()}
+	case err == nil:
+		f.grant = &AccessKeyGrant{Tenant: out.GetTenant(), Scopes: out.GetScopes(), SigningKey: out.GetSigningKey()}
 	}
-	a.put(k, grantEntry{grant: g, expires: now.Add(ttl)})
-	if g == nil {
-		return nil, err
+	f.err = err
+	a.mu.Lock()
+	// Not cached if Forget dropped the flight: a revoke through this node
+	// committed while the lookup ran.
+	if a.inflight[k] == f {
+		if err == nil || errors.Is(err, ErrUnknownAccessKey) {
+			a.putLocked(k, grantEntry{grant: f.grant, expires: now.Add(ttl)})
+		}
+		delete(a.inflight, k)
 	}
-	return g, nil
+	a.mu.Unlock()
+	close(f.done)
+	return f.grant, f.err
 }
 
-func (a *AccessKeys) put(k grantKey, e grantEntry) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+// putLocked caches e under k; a.mu is held.
+func (a *AccessKeys) putLocked(k grantKey, e grantEntry) {
 	if len(a.entries) >= maxAccessKeyEntries {
 		now := a.now()
 		for k, old := range a.entries {
@@ -124,13 +152,19 @@ func (a *AccessKeys) put(k grantKey, e grantEntry) {
 	a.entries[k] = e
 }
 
-// Forget drops every cached grant of key id (a revoke through this node).
+// Forget drops every cached grant of key id (a revoke through this node),
+// and keeps lookups of it under way from caching what they find.
 func (a *AccessKeys) Forget(id string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for k := range a.entries {
 		if k.id == id {
 			delete(a.entries, k)
+		}
+	}
+	for k := range a.inflight {
+		if k.id == id {
+			delete(a.inflight, k)
 		}
 	}
 }

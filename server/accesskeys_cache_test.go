@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -19,16 +20,22 @@ type fakeKeys struct {
 	keys    map[string]string // id -> tenant
 	fail    error
 	fetches int
+	gate    chan struct{} // if set, a lookup's answer waits for it to close
 }
 
 func (f *fakeKeys) fetch(_ context.Context, req *storepb.AccessKeyLookup) (*storepb.AccessKeyGrant, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.fetches++
-	if f.fail != nil {
-		return nil, f.fail
-	}
+	fail := f.fail
 	tenant, ok := f.keys[req.GetAccessKeyId()]
+	gate := f.gate
+	f.mu.Unlock()
+	if gate != nil { // the answer is on its way back
+		<-gate
+	}
+	if fail != nil {
+		return nil, fail
+	}
 	if !ok {
 		return nil, ErrUnknownAccessKey
 	}
@@ -50,7 +57,8 @@ type manualClock struct{ t time.Time }
 func (c *manualClock) now() time.Time { return c.t }
 
 func newTestCache(f *fakeKeys, c *manualClock) *AccessKeys {
-	return &AccessKeys{fetch: f.fetch, ttl: DefaultAccessKeyTTL, missTTL: accessKeyMissTTL, now: c.now, entries: map[grantKey]grantEntry{}}
+	return &AccessKeys{fetch: f.fetch, ttl: DefaultAccessKeyTTL, missTTL: accessKeyMissTTL, now: c.now,
+		entries: map[grantKey]grantEntry{}, inflight: map[grantKey]*flight{}}
 }
 
 // A revoked key keeps working on a node that cached it for less than the
@@ -144,5 +152,72 @@ func TestSigningKeyAWSExample(t *testing.T) {
 	const want = "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d"
 	if hexs := hex.EncodeToString(got); hexs != want {
 		t.Fatalf("signing key %s, want %s", hexs, want)
+	}
+}
+
+// Concurrent lookups of one key share one fetch: those that come while it
+// runs wait for it, those after it find the cache.
+func TestAccessKeyCacheOneLookupForConcurrentCallers(t *testing.T) {
+	f := &fakeKeys{keys: map[string]string{"K": "acme"}, gate: make(chan struct{})}
+	clk := &manualClock{t: time.Unix(1_800_000_000, 0)}
+	a := newTestCache(f, clk)
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g, err := a.AccessKeyGrant(context.Background(), "K", "20270115", "r", "sqs")
+			if err == nil && g.Tenant != "acme" {
+				err = fmt.Errorf("grant %+v", g)
+			}
+			errs <- err
+		}()
+	}
+	close(f.gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f.fetches != 1 {
+		t.Fatalf("%d lookups reached the shard for 20 concurrent callers, want 1", f.fetches)
+	}
+}
+
+// A lookup that was under way when the key was revoked through this node
+// answers its callers but caches nothing: the next lookup asks again.
+func TestAccessKeyCacheForgetDuringLookup(t *testing.T) {
+	f := &fakeKeys{keys: map[string]string{"K": "acme"}, gate: make(chan struct{})}
+	clk := &manualClock{t: time.Unix(1_800_000_000, 0)}
+	a := newTestCache(f, clk)
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.AccessKeyGrant(context.Background(), "K", "20270115", "r", "sqs")
+		done <- err
+	}()
+	// Wait until the lookup has read the key (before the revoke).
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		f.mu.Lock()
+		n := f.fetches
+		f.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the lookup did not start")
+		}
+		runtime.Gosched()
+	}
+	f.set("K", "")
+	a.Forget("K")
+	close(f.gate)
+	if err := <-done; err != nil {
+		t.Fatalf("the lookup under way: %v", err)
+	}
+	if _, err := a.AccessKeyGrant(context.Background(), "K", "20270115", "r", "sqs"); !errors.Is(err, ErrUnknownAccessKey) {
+		t.Fatalf("after Forget: %v (the stale lookup was cached)", err)
 	}
 }
