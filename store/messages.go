@@ -115,8 +115,15 @@ func (t *txn) remove(q *storepb.QueueRecord, meta *storepb.QueueMeta, m *storepb
 	if m.Seq == meta.LowSeq {
 		// The head went: low_seq moves to the next live message, so that
 		// scans by seq (retention, NeedsTick, Depths, redrive) never walk
-		// the tombstones of deleted messages.
-		if err := t.raiseLowSeq(q.Id, meta); err != nil {
+		// the tombstones of deleted messages. It moves once, when the
+		// command writes the meta (flushMetas): a delete of n messages in
+		// seq order seeks once, not n times. Until then it is a lower
+		// bound, which is all that walks by seq need.
+		if t.lowStale == nil {
+			t.lowStale = map[uint64]bool{}
+		}
+		t.lowStale[q.Id] = true
+		if err := t.putQueueMeta(q.Id, meta); err != nil {
 			return err
 		}
 	}
@@ -144,7 +151,7 @@ func (t *txn) raiseLowSeq(qid uint64, meta *storepb.QueueMeta) (err error) {
 		low = seq
 	}
 	meta.LowSeq = low
-	return t.putQueueMeta(qid, meta)
+	return nil
 }
 
 // reschedule moves m to a new visible_at in its indexes (the group head
@@ -400,7 +407,7 @@ func (t *txn) receive(op *storepb.Receive, res *Result) error {
 		h := Handle{Shard: t.s.shard, Partition: uint16(q.Partition), Queue: q.Id, Seq: m.Seq, ReceiveCount: m.ReceiveCount}
 		res.Received = append(res.Received, Received{
 			Message:       m, // read by this command, written by none after
-			ReceiptHandle: EncodeHandle(h, q.HandleKey),
+			ReceiptHandle: t.signer(q.HandleKey).encode(h),
 		})
 	}
 	if op.ReceiveAttemptId != "" {
@@ -428,7 +435,7 @@ func ReplySize(m *storepb.MessageRecord) int64 {
 // byHandle resolves a receipt handle to its message: nil message with a nil
 // outcome means the message is gone.
 func (t *txn) byHandle(q *storepb.QueueRecord, raw []byte) (m *storepb.MessageRecord, outcome, err error) {
-	h, err := DecodeHandle(raw, q.HandleKey)
+	h, err := t.signer(q.HandleKey).decode(raw)
 	if err != nil || h.Shard != t.s.shard || h.Queue != q.Id {
 		return nil, ErrInvalidReceipt, nil
 	}

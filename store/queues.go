@@ -81,6 +81,11 @@ func (t *txn) flushMetas() error {
 	}
 	slices.Sort(ids)
 	for _, id := range ids {
+		if t.lowStale[id] {
+			if err := t.raiseLowSeq(id, t.metas[id]); err != nil {
+				return err
+			}
+		}
 		if err := t.set(keys.QueueMeta(t.s.shard, id), t.metas[id]); err != nil {
 			return err
 		}

@@ -270,6 +270,9 @@ type txn struct {
 
 	metas      map[uint64]*storepb.QueueMeta // queue metas loaded (by queue id)
 	metasDirty map[uint64]bool               // to write back at the command's end
+	lowStale   map[uint64]bool               // queues whose low_seq moves at the command's end
+
+	sig *signer // receipt handle MACs under the last queue's key
 
 	// leases: the messages of this command known to have a lease record
 	// (pointer keys, lookups only).
