@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -113,6 +114,48 @@ func (t *txn) record(qid, seq uint64) (*storepb.MessageRecord, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// recordIter reads one queue's message records through one iterator: a
+// receive reads its candidates' records in rising seq order (mostly), and
+// consecutive seeks step through the same blocks where a point lookup each
+// would set up every level again. It sees the batch as of its first read.
+type recordIter struct {
+	t      *txn
+	qid    uint64
+	it     *iter
+	key    []byte
+	prefix int // bytes of key before the seq
+}
+
+func (r *recordIter) get(seq uint64) (*storepb.MessageRecord, error) {
+	if r.it == nil {
+		p := keys.MessagePrefix(r.t.s.shard, r.qid)
+		it, err := r.t.iter(p, keys.PrefixEnd(p))
+		if err != nil {
+			return nil, err
+		}
+		r.it, r.key, r.prefix = it, p, len(p)
+	}
+	r.key = keys.AppendUint64(r.key[:r.prefix], seq)
+	if !r.it.SeekGE(r.key) || !bytes.Equal(r.it.Key(), r.key) {
+		return nil, nil
+	}
+	v, err := r.it.Value()
+	if err != nil {
+		return nil, err
+	}
+	m := &storepb.MessageRecord{}
+	if err := proto.Unmarshal(v, m); err != nil {
+		return nil, fmt.Errorf("store: decode %s: %w", keys.Pretty(r.key), err)
+	}
+	return m, nil
+}
+
+func (r *recordIter) close(err *error) {
+	if r.it != nil {
+		closeInto(r.it, err)
+	}
 }
 
 // message reads message seq with its current lease state; nil if there is

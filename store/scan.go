@@ -106,10 +106,12 @@ func (t *txn) scan(qid uint64, f *storepb.TagFilter, until int64, indexOnly bool
 	visit func(candidate, *storepb.MessageRecord) bool) (exhausted bool, err error) {
 	prefixes, planOnly := t.plan(qid, f)
 	curs := make([]*cursor, 0, len(prefixes))
+	recs := &recordIter{t: t, qid: qid}
 	defer func() {
 		for _, c := range curs {
 			closeInto(c.it, &err)
 		}
+		recs.close(&err)
 	}()
 	// The visibility and tag indexes are walked from their low-water marks
 	// (see vlow.go), past the tombstones of deleted messages; after the
@@ -198,7 +200,7 @@ func (t *txn) scan(qid uint64, f *storepb.TagFilter, until int64, indexOnly bool
 		var m *storepb.MessageRecord
 		if !(indexOnly && planOnly) {
 			// The entry carries the lease state: only the record is read.
-			if m, err = t.record(qid, cand.seq); err != nil {
+			if m, err = recs.get(cand.seq); err != nil {
 				return false, err
 			}
 			if m == nil {
