@@ -30,8 +30,13 @@ import (
 // for the body and never the lease record.
 
 const (
-	leaseLen      = 8 + 4 + 8 // visible_at, receive_count, first_received_at
+	// visible_at, receive_count, first_received_at, size, leasePlain bit
+	leaseLen      = 8 + 4 + 8 + 8 + 1
 	indexLeaseLen = 1 + 4 + 8 // flag, receive_count, first_received_at
+	// leasePlain: the message has no tags and no group, so what removing
+	// or moving it needs besides its lease is its size: a delete or
+	// visibility change by receipt handle reads the lease record alone.
+	leasePlain byte = 1
 )
 
 func (t *txn) keyLease(qid, seq uint64) []byte   { return keys.Lease(t.s.shard, qid, seq) }
@@ -57,6 +62,10 @@ func (t *txn) putLease(qid uint64, m *storepb.MessageRecord) error {
 	binary.BigEndian.PutUint64(v[0:], uint64(m.VisibleAtMs))
 	binary.BigEndian.PutUint32(v[8:], uint32(m.ReceiveCount))
 	binary.BigEndian.PutUint64(v[12:], uint64(m.FirstReceivedAtMs))
+	binary.BigEndian.PutUint64(v[20:], uint64(m.Size))
+	if len(m.Tags) == 0 && m.GroupId == "" {
+		v[28] = leasePlain
+	}
 	t.markLeased(m)
 	return t.setRaw(t.keyLease(qid, m.Seq), v[:])
 }
@@ -70,6 +79,39 @@ func applyLease(m *storepb.MessageRecord, v []byte) error {
 	m.ReceiveCount = int32(binary.BigEndian.Uint32(v[8:]))
 	m.FirstReceivedAtMs = int64(binary.BigEndian.Uint64(v[12:]))
 	return nil
+}
+
+// leaseOnly reads message seq for a change by receipt handle (delete,
+// visibility change). A plain message with a lease record (every message
+// received since the split that has no tags and no group) comes from its
+// lease record alone: seq, size and lease fields, which is all that
+// removing or moving it reads. Anything else is read whole. nil: no such
+// message.
+func (t *txn) leaseOnly(qid, seq uint64) (*storepb.MessageRecord, error) {
+	key := t.keyLease(qid, seq)
+	t.s.keysRead.Add(1)
+	v, closer, err := t.r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return t.record(qid, seq) // never leased, or the old layout
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: get %s: %w", keys.Pretty(key), err)
+	}
+	defer closer.Close()
+	var m *storepb.MessageRecord
+	if len(v) == leaseLen && v[28]&leasePlain != 0 {
+		m = &storepb.MessageRecord{Seq: seq, Size: int64(binary.BigEndian.Uint64(v[20:]))}
+	} else if m, err = t.record(qid, seq); m == nil || err != nil {
+		if err == nil {
+			err = fmt.Errorf("store: lease record without message: queue %d seq %d", qid, seq)
+		}
+		return nil, err
+	}
+	if err := applyLease(m, v); err != nil {
+		return nil, err
+	}
+	t.markLeased(m)
+	return m, nil
 }
 
 // indexValue is the value of m's visibility and tag entries: the flag, and

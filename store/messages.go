@@ -433,13 +433,14 @@ func ReplySize(m *storepb.MessageRecord) int64 {
 }
 
 // byHandle resolves a receipt handle to its message: nil message with a nil
-// outcome means the message is gone.
+// outcome means the message is gone. The message may carry only what a
+// delete or a visibility change needs (see leaseOnly).
 func (t *txn) byHandle(q *storepb.QueueRecord, raw []byte) (m *storepb.MessageRecord, outcome, err error) {
 	h, err := t.signer(q.HandleKey).decode(raw)
 	if err != nil || h.Shard != t.s.shard || h.Queue != q.Id {
 		return nil, ErrInvalidReceipt, nil
 	}
-	m, err = t.message(q.Id, h.Seq)
+	m, err = t.leaseOnly(q.Id, h.Seq)
 	if m == nil || err != nil {
 		return nil, nil, err
 	}
