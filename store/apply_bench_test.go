@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"google.golang.org/protobuf/proto"
 
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
@@ -137,4 +138,51 @@ func BenchmarkApplyDelete10(b *testing.B) {
 	}
 	b.ReportMetric(float64(written)/float64(10*b.N), "batchB/msg")
 	b.ReportMetric(float64(records)/float64(10*b.N), "keys/msg")
+}
+
+// BenchmarkApplyLifecycle: per op, a send of 10 messages, a receive of 10
+// and a delete of them, one command each, behind a backlog of 20,000
+// messages (20 MiB) on a store with a 4 MiB memtable: a message is flushed
+// (and compacted) between its send and its receive, as in a queue that
+// does not drain at once. Besides the batch bytes
+// it reports what Pebble wrote for the state machine per message: WAL,
+// flushes and compactions (diskB/msg, after a final flush). The Raft log is
+// raftnode's and not in it.
+func BenchmarkApplyLifecycle(b *testing.B) {
+	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem(), Logger: quietLogger{}, MemTableSize: 4 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	h := &harness{t: b, db: db, s: New(db, 1), ids: map[string]int{}, handles: map[string][]byte{}, relayed: map[uint64]*storepb.OutboxEntry{}}
+	h.now = 1_000_000
+	h.run("create q=a vis=1h")
+	benchFill(b, h, 20_000)
+	before := db.Metrics()
+	var written int
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		h.now++
+		_, n1, _ := benchApply(b, h, benchSend(10))
+		r, n2, _ := benchApply(b, h, benchReceive10)
+		d := &storepb.Delete{Tenant: "t", Queue: "a"}
+		for _, m := range r.Received {
+			d.ReceiptHandles = append(d.ReceiptHandles, m.ReceiptHandle)
+		}
+		_, n3, _ := benchApply(b, h, &storepb.Command{Op: &storepb.Command_Delete{Delete: d}})
+		written += n1 + n2 + n3
+	}
+	b.StopTimer()
+	if err := db.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	after := db.Metrics()
+	disk := after.WAL.BytesWritten - before.WAL.BytesWritten
+	for i := range after.Levels {
+		disk += (after.Levels[i].TableBytesFlushed + after.Levels[i].TableBytesCompacted) - (before.Levels[i].TableBytesFlushed + before.Levels[i].TableBytesCompacted)
+	}
+	msgs := float64(10 * b.N)
+	b.ReportMetric(float64(written)/msgs, "batchB/msg")
+	b.ReportMetric(float64(disk)/msgs, "diskB/msg")
 }
