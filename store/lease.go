@@ -87,7 +87,8 @@ func applyLease(m *storepb.MessageRecord, v []byte) error {
 // lease record alone: seq, size and lease fields, which is all that
 // removing or moving it reads. Anything else is read whole. nil: no such
 // message.
-func (t *txn) leaseOnly(qid, seq uint64) (*storepb.MessageRecord, error) {
+func (t *txn) leaseOnly(q *storepb.QueueRecord, seq uint64) (*storepb.MessageRecord, error) {
+	qid := q.Id
 	key := t.keyLease(qid, seq)
 	t.s.keysRead.Add(1)
 	v, closer, err := t.r.Get(key)
@@ -99,7 +100,7 @@ func (t *txn) leaseOnly(qid, seq uint64) (*storepb.MessageRecord, error) {
 	}
 	defer closer.Close()
 	var m *storepb.MessageRecord
-	if len(v) == leaseLen && v[28]&leasePlain != 0 {
+	if len(v) == leaseLen && v[28]&leasePlain != 0 && !isFifo(q) {
 		m = &storepb.MessageRecord{Seq: seq, Size: int64(binary.BigEndian.Uint64(v[20:]))}
 	} else if m, err = t.record(qid, seq); m == nil || err != nil {
 		if err == nil {

@@ -440,7 +440,7 @@ func (t *txn) byHandle(q *storepb.QueueRecord, raw []byte) (m *storepb.MessageRe
 	if err != nil || h.Shard != t.s.shard || h.Queue != q.Id {
 		return nil, ErrInvalidReceipt, nil
 	}
-	m, err = t.leaseOnly(q.Id, h.Seq)
+	m, err = t.leaseOnly(q, h.Seq)
 	if m == nil || err != nil {
 		return nil, nil, err
 	}
