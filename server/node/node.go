@@ -434,6 +434,9 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 	if err := registerGroupGauges(meter, n.host, n.groups()); err != nil {
 		return nil, fmt.Errorf("raft metrics: %w", err)
 	}
+	if err := registerPebbleMetrics(meter, n.db); err != nil {
+		return nil, fmt.Errorf("pebble metrics: %w", err)
+	}
 	if n.tr != nil {
 		if err := registerTransportMetrics(meter, n.tr); err != nil {
 			return nil, fmt.Errorf("raft metrics: %w", err)
