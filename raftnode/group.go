@@ -36,6 +36,7 @@ type group struct {
 	leadTicks    int            // ticks since this node became leader (0 otherwise)
 	stepped      []*stagedSnap  // snapshots stepped this round, until installed or dropped
 	lostLog      map[uint64]int // member -> consecutive rejections below its match (loop only)
+	membersOf    *pb.ConfState  // the ConfState status.Members was derived from
 
 	maxPropBytes int // bound of each class's propBytes (Config.MaxQueuedProposalBytes); set before publication, read-only
 
@@ -351,8 +352,8 @@ func (g *group) refreshStatus() (leaderChanged bool) {
 	g.mu.Lock()
 	old := g.status
 	members := old.Members
-	if applied != old.Applied || members == nil {
-		members = confMembers(g.st.appliedConfState())
+	if cs := g.st.appliedConfStateRef(); cs != g.membersOf || members == nil {
+		members, g.membersOf = confMembers(cs), cs
 	}
 	g.status = GroupStatus{
 		Group:      g.id,

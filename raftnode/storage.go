@@ -536,6 +536,15 @@ func (s *storage) bounds() (first, last, applied uint64) {
 	return s.truncIndex + 1, s.lastIndex, s.applied
 }
 
+// appliedConfStateRef is the applied ConfState itself: a new pointer
+// after every change (it is replaced, never modified), so callers can
+// cache what they derive from it. It must not be modified.
+func (s *storage) appliedConfStateRef() *pb.ConfState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.confState
+}
+
 func (s *storage) appliedConfState() *pb.ConfState {
 	s.mu.Lock()
 	defer s.mu.Unlock()

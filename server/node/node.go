@@ -372,8 +372,10 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 	}
 	cache := pebble.NewCache(cfg.CacheBytes)
 	defer cache.Unref() // the DB holds its own reference
+	stalls := &writeStalls{}
 	n.db, err = pebble.Open(filepath.Join(cfg.DataDir, "pebble"), &pebble.Options{
-		Logger: pebbleLogger{cfg.Logger},
+		Logger:        pebbleLogger{cfg.Logger},
+		EventListener: stalls.listener(),
 		// Reads of recent messages come from the block cache, not pread.
 		Cache: cache,
 		// Messages consumed while still in the memtable are never written
@@ -434,7 +436,7 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 	if err := registerGroupGauges(meter, n.host, n.groups()); err != nil {
 		return nil, fmt.Errorf("raft metrics: %w", err)
 	}
-	if err := registerPebbleMetrics(meter, n.db); err != nil {
+	if err := registerPebbleMetrics(meter, n.db, stalls); err != nil {
 		return nil, fmt.Errorf("pebble metrics: %w", err)
 	}
 	if n.tr != nil {

@@ -311,7 +311,8 @@ func TestMetricsWorkload(t *testing.T) {
 	// Exported though they may still be zero (no flush yet this early).
 	for _, name := range []string{"quorumq_pebble_flush_written_bytes_total", "quorumq_pebble_compaction_written_bytes_total",
 		"quorumq_pebble_ingested_bytes_total", "quorumq_pebble_flushes_total", "quorumq_pebble_compactions_total",
-		"quorumq_pebble_compaction_debt_bytes", "quorumq_pebble_l0_files", "quorumq_pebble_l0_sublevels", "quorumq_pebble_read_amp"} {
+		"quorumq_pebble_compaction_debt_bytes", "quorumq_pebble_l0_files", "quorumq_pebble_l0_sublevels", "quorumq_pebble_read_amp",
+		"quorumq_pebble_write_stalls_total", "quorumq_pebble_write_stall_seconds_total"} {
 		if _, err := last.value(name); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}

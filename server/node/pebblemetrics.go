@@ -2,10 +2,52 @@ package node
 
 import (
 	"context"
+	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"go.opentelemetry.io/otel/metric"
 )
+
+// writeStalls counts Pebble's write stalls (memtables or L0 at their stop
+// threshold: every write waits for a flush or compaction), from its event
+// listener.
+type writeStalls struct {
+	mu    sync.Mutex
+	count int64
+	total time.Duration
+	since time.Time // zero unless stalled
+}
+
+func (w *writeStalls) listener() *pebble.EventListener {
+	return &pebble.EventListener{
+		WriteStallBegin: func(pebble.WriteStallBeginInfo) {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			w.count++
+			w.since = time.Now()
+		},
+		WriteStallEnd: func() {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			if !w.since.IsZero() {
+				w.total += time.Since(w.since)
+				w.since = time.Time{}
+			}
+		},
+	}
+}
+
+// read returns the stalls so far and their time (the current one included).
+func (w *writeStalls) read() (int64, time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	d := w.total
+	if !w.since.IsZero() {
+		d += time.Since(w.since)
+	}
+	return w.count, d
+}
 
 // registerPebbleMetrics exports the node's Pebble engine: what it wrote to
 // disk (WAL, flushes, compactions, ingested snapshots: their sum divided
@@ -25,7 +67,8 @@ import (
 //	quorumq_pebble_memtable_size_bytes, quorumq_pebble_memtables
 //	quorumq_pebble_l0_files, quorumq_pebble_l0_sublevels, quorumq_pebble_read_amp
 //	quorumq_pebble_disk_usage_bytes
-func registerPebbleMetrics(m metric.Meter, db *pebble.DB) error {
+//	quorumq_pebble_write_stalls_total, quorumq_pebble_write_stall_seconds_total
+func registerPebbleMetrics(m metric.Meter, db *pebble.DB, stalls *writeStalls) error {
 	var err error
 	counter := func(name, desc, unit string) metric.Int64ObservableCounter {
 		if err != nil {
@@ -57,10 +100,18 @@ func registerPebbleMetrics(m metric.Meter, db *pebble.DB) error {
 	l0Sub := gauge("pebble.l0.sublevels", "L0 sublevels (each adds one to the read amplification).", "")
 	readAmp := gauge("pebble.read_amp", "Read amplification: memtables plus L0 sublevels plus non-empty levels.", "")
 	usage := gauge("pebble.disk.usage", "Disk space used by the Pebble store (sstables, WAL, manifest).", "By")
+	stallCount := counter("pebble.write_stalls", "Write stalls: writes waited for a flush or an L0 compaction.", "{stall}")
+	var stallTime metric.Float64ObservableCounter
+	if err == nil {
+		stallTime, err = m.Float64ObservableCounter("pebble.write_stall", metric.WithDescription("Time writes spent stalled."), metric.WithUnit("s"))
+	}
 	if err != nil {
 		return err
 	}
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		n, d := stalls.read()
+		o.ObserveInt64(stallCount, n)
+		o.ObserveFloat64(stallTime, d.Seconds())
 		pm := db.Metrics()
 		var flush, compact, ingest uint64
 		for _, l := range pm.Levels {
@@ -83,6 +134,7 @@ func registerPebbleMetrics(m metric.Meter, db *pebble.DB) error {
 		o.ObserveInt64(readAmp, int64(pm.ReadAmp()))
 		o.ObserveInt64(usage, int64(pm.DiskSpaceUsage()))
 		return nil
-	}, wal, flushed, compacted, ingested, written, flushes, compactions, debt, memSize, memCount, l0Files, l0Sub, readAmp, usage)
+	}, wal, flushed, compacted, ingested, written, flushes, compactions, debt, memSize, memCount, l0Files, l0Sub, readAmp, usage,
+		stallCount, stallTime)
 	return err
 }
