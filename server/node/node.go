@@ -32,6 +32,7 @@ import (
 	"github.com/quorumq/quorumq/raftnode"
 	"github.com/quorumq/quorumq/server"
 	"github.com/quorumq/quorumq/store"
+	"github.com/quorumq/quorumq/ui"
 )
 
 // Config describes a node. Zero values take the defaults of `quorumq serve`.
@@ -294,6 +295,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	handler = ui.Route(handler, ui.Options{Auth: cfg.Authenticator != nil}) // the web console at /ui/
 	handler = faultHandler(n.faults, n.syncWAL, handler)
 	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

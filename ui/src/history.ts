@@ -1,0 +1,72 @@
+// History for the charts, kept in the page: the REST API has depth gauges
+// (GetQueue stats) and Raft indexes (GetCluster) but no message counters,
+// so the console samples what it polls and derives rates from successive
+// samples. It covers the time the tab has been open, up to an hour.
+
+export const maxAgeMs = 3600 * 1000;
+
+export interface Series {
+  t: number[]; // unix seconds
+  v: number[][]; // one array per value
+}
+
+const store = new Map<string, Series>();
+
+// record appends a sample of n values under key (a queue, a shard).
+export function record(key: string, values: number[], now = Date.now()): void {
+  let s = store.get(key);
+  if (!s) {
+    s = { t: [], v: values.map(() => []) };
+    store.set(key, s);
+  }
+  const t = now / 1000;
+  if (s.t.length && t - s.t[s.t.length - 1] < 0.5) return; // two pollers at once
+  s.t.push(t);
+  values.forEach((x, i) => (s!.v[i] ??= []).push(x));
+  const cut = (now - maxAgeMs) / 1000;
+  let drop = 0;
+  while (drop < s.t.length && s.t[drop] < cut) drop++;
+  if (drop) {
+    s.t.splice(0, drop);
+    s.v.forEach((a) => a.splice(0, drop));
+  }
+}
+
+export function series(key: string): Series | undefined {
+  return store.get(key);
+}
+
+// rate turns a counter series (value index i) into per-second rates at each
+// sample after the first; a counter that went back (a restart, a purge)
+// gives no point rather than a negative rate.
+export function rate(s: Series | undefined, i = 0): { t: number[]; r: (number | null)[] } {
+  const t: number[] = [];
+  const r: (number | null)[] = [];
+  if (!s) return { t, r };
+  for (let k = 1; k < s.t.length; k++) {
+    const dt = s.t[k] - s.t[k - 1];
+    const dv = s.v[i][k] - s.v[i][k - 1];
+    t.push(s.t[k]);
+    r.push(dt > 0 && dv >= 0 ? dv / dt : null);
+  }
+  return { t, r };
+}
+
+// delta is the change per second of a gauge (value index i): net in minus
+// out for a queue's depth.
+export function delta(s: Series | undefined, i = 0): { t: number[]; r: number[] } {
+  const t: number[] = [];
+  const r: number[] = [];
+  if (!s) return { t, r };
+  for (let k = 1; k < s.t.length; k++) {
+    const dt = s.t[k] - s.t[k - 1];
+    if (dt <= 0) continue;
+    t.push(s.t[k]);
+    r.push((s.v[i][k] - s.v[i][k - 1]) / dt);
+  }
+  return { t, r };
+}
+
+export function keys(prefix: string): string[] {
+  return [...store.keys()].filter((k) => k.startsWith(prefix));
+}
