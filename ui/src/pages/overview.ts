@@ -77,7 +77,7 @@ export function overviewPage(main: HTMLElement): () => void {
     summary.textContent = `${qs.length} queue${qs.length === 1 ? "" : "s"}, ${fmtNum(vis + fl + del)} messages stored (${fmtNum(vis)} visible, ${fmtNum(fl)} in flight, ${fmtNum(del)} delayed).`;
   };
 
-  const stops = [every(2000, clusterTick), every(2000, queuesTick)];
+  const stops = [every(1000, clusterTick), every(2000, queuesTick)];
   return () => {
     stops.forEach((s) => s());
     applied.destroy();
