@@ -29,6 +29,7 @@ import (
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 	"github.com/quorumq/quorumq/gateway"
+	"github.com/quorumq/quorumq/internal/history"
 	"github.com/quorumq/quorumq/raftnode"
 	"github.com/quorumq/quorumq/server"
 	"github.com/quorumq/quorumq/store"
@@ -254,12 +255,15 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.Authenticator != nil {
 		authenticator = cfg.Authenticator
 	}
+	hist := history.New(history.MaxQueues)
 	n.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen grpc: %w", err)
 	}
 	apiOpts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(server.StripInternalHeaders(), server.UnaryInterceptor(authenticator, cfg.Logger)),
+		// history counts the client calls' messages for the console's charts.
+		grpc.ChainUnaryInterceptor(server.StripInternalHeaders(), server.UnaryInterceptor(authenticator, cfg.Logger),
+			history.Interceptor(hist, time.Now)),
 		grpc.MaxRecvMsgSize(clientMaxRecvBytes), server.ServerStatsHandler(tp, mp),
 	}
 	apiOpts = append(apiOpts, keepaliveOptions()...)
@@ -270,7 +274,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.grpc = grpc.NewServer(apiOpts...)
 	qv1.RegisterQueueServiceServer(n.grpc, n.router)
-	qv1.RegisterClusterServiceServer(n.grpc, cluster)
+	qv1.RegisterClusterServiceServer(n.grpc, history.Service{ClusterServiceServer: cluster, Ring: hist, Node: cfg.NodeID, Now: time.Now})
 	n.registerConventions(n.grpc)
 	n.loops.Add(1)
 	go func() {

@@ -137,7 +137,23 @@ export interface TenantQuotaResponse {
   usage?: { queues?: string; storedBytes?: string } | null;
 }
 
+export interface HistoryBucket {
+  start: string;
+  length: string; // "10s", "3.2s"
+  sent: string;
+  received: string;
+  deleted: string;
+}
+export interface MessageHistory {
+  nodeId: string;
+  interval: string;
+  total: HistoryBucket[];
+  queues: { queue: string; buckets: HistoryBucket[] }[];
+}
+
 export const api = {
+  history: (queue = "", points = 0, perQueue = false) =>
+    call<MessageHistory>("GET", `/v1/history?queue=${enc(queue)}&points=${points}&perQueue=${perQueue}`),
   listQueues: (pageToken = "") =>
     call<{ queues: Queue[]; nextPageToken: string }>(
       "GET",

@@ -70,3 +70,31 @@ export function delta(s: Series | undefined, i = 0): { t: number[]; r: number[] 
 export function keys(prefix: string): string[] {
   return [...store.keys()].filter((k) => k.startsWith(prefix));
 }
+
+// Rates is a message history (GET /v1/history) as per-second rates at the
+// end of each bucket: sent, received, deleted. The current bucket counts
+// only once two seconds of it have passed (less is noise).
+export interface Rates {
+  t: number[];
+  sent: number[];
+  received: number[];
+  deleted: number[];
+}
+
+export function rates(buckets: { start: string; length: string; sent: string; received: string; deleted: string }[]): Rates {
+  const out: Rates = { t: [], sent: [], received: [], deleted: [] };
+  for (const b of buckets) {
+    const secs = parseFloat(b.length);
+    if (!(secs >= 2)) continue;
+    out.t.push(Date.parse(b.start) / 1000 + secs);
+    out.sent.push(Number(b.sent) / secs);
+    out.received.push(Number(b.received) / secs);
+    out.deleted.push(Number(b.deleted) / secs);
+  }
+  return out;
+}
+
+// lastRate is the latest rate of a series (0 if none).
+export function lastRate(xs: number[]): number {
+  return xs.length ? xs[xs.length - 1] : 0;
+}

@@ -62,6 +62,8 @@ test("console on one node: queues, messages, dead letters, scopes", { timeout: 9
     await page.getByTestId("notice").filter({ hasText: "Sent " }).waitFor();
     await page.getByTestId("stat-visible").filter({ hasText: /^1$/ }).waitFor();
     await page.getByTestId("messages").getByText("hello from the console").first().waitFor();
+    // The node counted the send for the rate charts (GET /v1/history).
+    await page.getByTestId("queue-rates").filter({ hasText: "1 sent in the last hour" }).waitFor();
     await page.screenshot({ path: join(artifacts, "queue.png"), fullPage: true });
   });
 

@@ -5,7 +5,7 @@ import { api, ApiError, type Cluster, type Queue } from "../api";
 import { can } from "../auth";
 import { lineChart } from "../charts";
 import { errorText, fmtAge, fmtNum, h, num } from "../dom";
-import { delta, rate, record, series } from "../history";
+import { lastRate, rate, rates, record, series } from "../history";
 import { every } from "../poll";
 
 export function overviewPage(main: HTMLElement): () => void {
@@ -14,7 +14,8 @@ export function overviewPage(main: HTMLElement): () => void {
   const clusterErr = h("p", { class: "error", "data-testid": "cluster-error", hidden: true });
   const applied = lineChart("Raft entries applied per second, by shard", [], "entries/s");
   const stored = lineChart("Messages stored, all queues", ["visible", "in flight", "delayed"], "messages");
-  const net = lineChart("Net change of stored messages per second", ["net/s"], "msgs/s");
+  const msgs = lineChart("Messages per second, last hour", ["sent", "received", "deleted"], "msgs/s");
+  const rateLine = h("p", { class: "summary", "data-testid": "rates" });
   const summary = h("p", { class: "summary", "data-testid": "summary" }, "Loading…");
   main.append(
     h("h1", {}, "Overview"),
@@ -22,10 +23,11 @@ export function overviewPage(main: HTMLElement): () => void {
     clusterErr,
     h("section", { "aria-labelledby": "h-nodes" }, h("h2", { id: "h-nodes" }, "Nodes"), nodesBox),
     h("section", { "aria-labelledby": "h-shards" }, h("h2", { id: "h-shards" }, "Shards"), shardsBox),
-    h("section", { class: "charts", "aria-label": "Rates" }, applied.el, stored.el, net.el),
+    h("section", { class: "charts", "aria-label": "Rates" }, msgs.el, stored.el, applied.el),
+    rateLine,
     h("p", { class: "hint" },
-      "Rates come from what the API offers, sampled by this page every 2 s while it is open (up to an hour): " +
-      "Raft applied indexes (every send, receive and delete is one or more entries) and queue depth gauges."),
+      "Message rates are the calls this node answered for clients (GET /v1/history: 10 s buckets, one hour, kept in " +
+      "memory). Stored messages and Raft apply rates are sampled by this page while it is open."),
   );
 
   const clusterTick = async () => {
@@ -69,20 +71,28 @@ export function overviewPage(main: HTMLElement): () => void {
       del += num(q.stats?.delayed);
       record(`queue:${q.name}`, [num(q.stats?.visible), num(q.stats?.inFlight), num(q.stats?.delayed)]);
     }
-    record("total", [vis, fl, del, vis + fl + del]);
+    record("total", [vis, fl, del]);
     const s = series("total")!;
-    stored.update(s.t, [s.v[0], s.v[1], s.v[2]]);
-    const d = delta(s, 3);
-    net.update(d.t, [d.r]);
+    stored.update(s.t, s.v);
     summary.textContent = `${qs.length} queue${qs.length === 1 ? "" : "s"}, ${fmtNum(vis + fl + del)} messages stored (${fmtNum(vis)} visible, ${fmtNum(fl)} in flight, ${fmtNum(del)} delayed).`;
   };
 
-  const stops = [every(1000, clusterTick), every(2000, queuesTick)];
+  const ratesTick = async () => {
+    try {
+      const r = rates((await api.history("", 360)).total ?? []);
+      msgs.update(r.t, [r.sent, r.received, r.deleted]);
+      rateLine.textContent = `Now: ${fmtNum(lastRate(r.sent))} sent/s, ${fmtNum(lastRate(r.received))} received/s, ${fmtNum(lastRate(r.deleted))} deleted/s.`;
+    } catch (e) {
+      rateLine.textContent = `Message rates: ${errorText(e)}`;
+    }
+  };
+
+  const stops = [every(1000, clusterTick), every(2000, queuesTick), every(2000, ratesTick)];
   return () => {
     stops.forEach((s) => s());
     applied.destroy();
     stored.destroy();
-    net.destroy();
+    msgs.destroy();
   };
 }
 

@@ -6,7 +6,7 @@ import { api, type PeekedMessage, type Queue, type QueueAttributes } from "../ap
 import { can } from "../auth";
 import { lineChart } from "../charts";
 import { confirmDialog, errorText, fmtAge, fmtNum, h, notice, num, showError } from "../dom";
-import { delta, record, series } from "../history";
+import { lastRate, rates, record, series } from "../history";
 import { every } from "../poll";
 
 export function queuePage(main: HTMLElement, name: string): () => void {
@@ -17,7 +17,8 @@ export function queuePage(main: HTMLElement, name: string): () => void {
   const msgsBox = h("div", { class: "scroll", "data-testid": "messages" });
   const dlqBox = h("section", { "aria-labelledby": "h-dlq", hidden: true, "data-testid": "dlq" });
   const depth = lineChart("Depth", ["visible", "in flight", "delayed"], "messages");
-  const net = lineChart("Net change per second", ["net/s"], "msgs/s");
+  const msgs = lineChart("Messages per second, last hour", ["sent", "received", "deleted"], "msgs/s");
+  const rateLine = h("p", { class: "summary", "data-testid": "queue-rates" });
   const err = h("p", { class: "error", hidden: true, "data-testid": "queue-error" });
   let queue: Queue | null = null;
   let sources: string[] = []; // queues that dead-letter into this one
@@ -27,7 +28,8 @@ export function queuePage(main: HTMLElement, name: string): () => void {
     h("h1", {}, name),
     err,
     statsBox,
-    h("section", { class: "charts", "aria-label": "Depth charts" }, depth.el, net.el),
+    h("section", { class: "charts", "aria-label": "Depth and rates" }, depth.el, msgs.el),
+    rateLine,
     dlqBox,
     h("section", { "aria-labelledby": "h-send" }, h("h2", { id: "h-send" }, "Send a test message"), sendForm()),
     h("section", { "aria-labelledby": "h-msgs" },
@@ -62,9 +64,6 @@ export function queuePage(main: HTMLElement, name: string): () => void {
     );
     const s = series(`queue:${name}`)!;
     depth.update(s.t, s.v);
-    const tot = { t: s.t, v: [s.t.map((_, i) => s.v[0][i] + s.v[1][i] + s.v[2][i])] };
-    const d = delta(tot, 0);
-    net.update(d.t, [d.r]);
     if (!attrsBox.querySelector("form:focus-within")) attrsBox.replaceChildren(attrsView(queue));
     partsBox.replaceChildren(h("table", {},
       h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Partition"), h("th", { scope: "col" }, "Shard"))),
@@ -233,13 +232,26 @@ export function queuePage(main: HTMLElement, name: string): () => void {
 
   void findSources();
   void browse();
-  const stops = [every(2000, refresh), every(5000, async () => {
+  const ratesTick = async () => {
+    try {
+      const hour = (await api.history(name, 360)).total ?? [];
+      const r = rates(hour);
+      msgs.update(r.t, [r.sent, r.received, r.deleted]);
+      let sum = 0;
+      for (const b of hour) sum += Number(b.sent);
+      rateLine.textContent = `Now: ${fmtNum(lastRate(r.sent))} sent/s, ${fmtNum(lastRate(r.received))} received/s, ${fmtNum(lastRate(r.deleted))} deleted/s; ${sum} sent in the last hour (through this node).`;
+    } catch (e) {
+      rateLine.textContent = `Message rates: ${errorText(e)}`;
+    }
+  };
+
+  const stops = [every(2000, refresh), every(3000, ratesTick), every(5000, async () => {
     if (!msgsBox.querySelector("details[open]")) await browse(); // keep what the user opened
   })];
   return () => {
     stops.forEach((s) => s());
     depth.destroy();
-    net.destroy();
+    msgs.destroy();
   };
 }
 

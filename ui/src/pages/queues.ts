@@ -5,7 +5,7 @@ import { api, type Queue, type QueueAttributes } from "../api";
 import { can } from "../auth";
 import { sparkline } from "../charts";
 import { confirmDialog, errorText, fmtNum, h, notice, num, showError } from "../dom";
-import { delta, record, series } from "../history";
+import { lastRate, rates, record, series, type Rates } from "../history";
 import { every } from "../poll";
 import { allQueues } from "./overview";
 
@@ -16,16 +16,16 @@ const cols: Col[] = [
   { key: "visible", label: "Visible", value: (q) => num(q.stats?.visible) },
   { key: "inFlight", label: "In flight", value: (q) => num(q.stats?.inFlight) },
   { key: "delayed", label: "Delayed", value: (q) => num(q.stats?.delayed) },
-  { key: "net", label: "Net/s", value: (q) => netRate(q.name) },
+  { key: "sent", label: "Sent/s", value: (q) => lastRate(queueRates.get(q.name)?.sent ?? []) },
+  { key: "received", label: "Received/s", value: (q) => lastRate(queueRates.get(q.name)?.received ?? []) },
   { key: "dlq", label: "DLQ", value: (q) => q.attributes?.deadLetter?.queue ?? "" },
   { key: "partitions", label: "Partitions", value: (q) => q.attributes?.partitions ?? 1 },
   { key: "fifo", label: "FIFO", value: (q) => (q.attributes?.fifo ? "yes" : "") },
 ];
 
-function netRate(name: string): number {
-  const d = delta(depthSeries(name), 0);
-  return d.r.length ? d.r[d.r.length - 1] : 0;
-}
+// queueRates: each queue's message rates over the last five minutes
+// (GET /v1/history per queue), refreshed with the table.
+const queueRates = new Map<string, Rates>();
 
 // depthSeries is a queue's total depth over time.
 function depthSeries(name: string) {
@@ -77,7 +77,9 @@ export function queuesPage(main: HTMLElement): () => void {
         h("td", { "data-testid": "visible" }, fmtNum(num(q.stats?.visible))),
         h("td", {}, fmtNum(num(q.stats?.inFlight))),
         h("td", {}, fmtNum(num(q.stats?.delayed))),
-        h("td", {}, fmtNum(netRate(q.name))),
+        h("td", {}, fmtNum(lastRate(queueRates.get(q.name)?.sent ?? [])), " ",
+          sparkline(queueRates.get(q.name)?.sent ?? [], `sent per second, ${q.name}`)),
+        h("td", {}, fmtNum(lastRate(queueRates.get(q.name)?.received ?? []))),
         h("td", {}, q.attributes?.deadLetter?.queue
           ? h("a", { href: `#/queues/${encodeURIComponent(q.attributes.deadLetter.queue)}` }, q.attributes.deadLetter.queue) : ""),
         h("td", {}, String(q.attributes?.partitions ?? 1)),
@@ -94,6 +96,12 @@ export function queuesPage(main: HTMLElement): () => void {
   async function refresh(): Promise<void> {
     try {
       queues = await allQueues();
+      queueRates.clear();
+      try {
+        for (const q of (await api.history("", 30, true)).queues ?? []) queueRates.set(q.queue, rates(q.buckets));
+      } catch {
+        // rates are extra: the table stands without them
+      }
       for (const q of queues) record(`queue:${q.name}`, [num(q.stats?.visible), num(q.stats?.inFlight), num(q.stats?.delayed)]);
       draw();
     } catch (e) {
