@@ -73,7 +73,9 @@ export function keys(prefix: string): string[] {
 
 // Rates is a message history (GET /v1/history) as per-second rates at the
 // end of each bucket: sent, received, deleted. The current bucket counts
-// only once two seconds of it have passed (less is noise).
+// only once two seconds of it have passed (less is noise). Leading idle
+// buckets are dropped, keeping at least keep buckets, so the chart spans
+// the traffic there was rather than an hour of zeros.
 export interface Rates {
   t: number[];
   sent: number[];
@@ -81,9 +83,11 @@ export interface Rates {
   deleted: number[];
 }
 
-export function rates(buckets: { start: string; length: string; sent: string; received: string; deleted: string }[]): Rates {
+export function rates(buckets: { start: string; length: string; sent: string; received: string; deleted: string }[], keep = 30): Rates {
   const out: Rates = { t: [], sent: [], received: [], deleted: [] };
-  for (const b of buckets) {
+  let first = buckets.findIndex((b) => Number(b.sent) + Number(b.received) + Number(b.deleted) > 0);
+  if (first < 0) first = buckets.length;
+  for (const b of buckets.slice(Math.max(0, Math.min(first, buckets.length - keep)))) {
     const secs = parseFloat(b.length);
     if (!(secs >= 2)) continue;
     out.t.push(Date.parse(b.start) / 1000 + secs);

@@ -14,17 +14,17 @@ export function overviewPage(main: HTMLElement): () => void {
   const clusterErr = h("p", { class: "error", "data-testid": "cluster-error", hidden: true });
   const applied = lineChart("Raft entries applied per second, by shard", [], "entries/s");
   const stored = lineChart("Messages stored, all queues", ["visible", "in flight", "delayed"], "messages");
-  const msgs = lineChart("Messages per second, last hour", ["sent", "received", "deleted"], "msgs/s");
+  const msgs = lineChart("Messages per second (up to the last hour)", ["sent", "received", "deleted"], "msgs/s");
   const rateLine = h("p", { class: "summary", "data-testid": "rates" });
   const summary = h("p", { class: "summary", "data-testid": "summary" }, "Loading…");
   main.append(
     h("h1", {}, "Overview"),
     summary,
+    rateLine,
+    h("section", { class: "charts", "aria-label": "Rates" }, msgs.el, stored.el, applied.el),
     clusterErr,
     h("section", { "aria-labelledby": "h-nodes" }, h("h2", { id: "h-nodes" }, "Nodes"), nodesBox),
     h("section", { "aria-labelledby": "h-shards" }, h("h2", { id: "h-shards" }, "Shards"), shardsBox),
-    h("section", { class: "charts", "aria-label": "Rates" }, msgs.el, stored.el, applied.el),
-    rateLine,
     h("p", { class: "hint" },
       "Message rates are the calls this node answered for clients (GET /v1/history: 10 s buckets, one hour, kept in " +
       "memory). Stored messages and Raft apply rates are sampled by this page while it is open."),
