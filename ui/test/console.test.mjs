@@ -94,6 +94,28 @@ test("console on one node: queues, messages, dead letters, scopes", { timeout: 9
     assert.equal(jobs.stats.visible, "1");
   });
 
+  await t.test("edit attributes and set a tenant quota (admin)", async () => {
+    await page.goto(`${base}/ui/#/queues/jobs`);
+    await page.getByText("Edit attributes").click();
+    await page.locator("#edit-vt").fill("45s");
+    await page.getByRole("button", { name: "Save" }).click();
+    await page.getByTestId("notice").filter({ hasText: "Updated jobs" }).waitFor();
+    const q = await rest(base, adminTok, "GET", "/v1/queues/jobs");
+    assert.equal(q.attributes.visibilityTimeout, "45s");
+    assert.equal(q.attributes.deadLetter.queue, "jobs-dlq"); // the rest kept
+
+    await page.getByRole("navigation").getByRole("link", { name: "Tenants" }).click();
+    const box = page.getByTestId("tenant");
+    await box.getByRole("rowheader", { name: "Queues" }).waitFor();
+    assert.match(await box.locator("tr", { hasText: "Queues" }).first().textContent(), /Queues2no limit/);
+    await page.locator("#q-queues").fill("10");
+    await page.getByRole("button", { name: "Set quota" }).click();
+    await page.getByTestId("notice").filter({ hasText: "Quota of acme set" }).waitFor();
+    await box.locator("tr", { hasText: "Queues" }).filter({ hasText: /Queues210$/ }).waitFor();
+    const quota = await rest(base, adminTok, "GET", "/v1/tenants/acme/quota");
+    assert.equal(quota.quota.maxQueues, "10");
+  });
+
   await t.test("keyboard: tab to the navigation, sort and cancel a dialog", async () => {
     await page.goto(`${base}/ui/#/`);
     await page.locator("#main h1").waitFor();

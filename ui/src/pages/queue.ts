@@ -22,6 +22,7 @@ export function queuePage(main: HTMLElement, name: string): () => void {
   const err = h("p", { class: "error", hidden: true, "data-testid": "queue-error" });
   let queue: Queue | null = null;
   let sources: string[] = []; // queues that dead-letter into this one
+  let oldest: string | null = null; // sentAt of the oldest message browsed
 
   main.append(
     h("p", { class: "crumbs" }, h("a", { href: "#/queues" }, "Queues"), " / "),
@@ -46,7 +47,7 @@ export function queuePage(main: HTMLElement, name: string): () => void {
       h("button", { type: "button", class: "danger", onclick: () => void remove() }, "Delete queue")));
   }
 
-  async function refresh(): Promise<void> {
+  async function refresh(forceAttrs = false): Promise<void> {
     try {
       queue = await api.getQueue(name);
       err.hidden = true;
@@ -61,10 +62,12 @@ export function queuePage(main: HTMLElement, name: string): () => void {
       ...stat("Visible", num(st?.visible), "stat-visible"),
       ...stat("In flight", num(st?.inFlight), "stat-inflight"),
       ...stat("Delayed", num(st?.delayed), "stat-delayed"),
+      h("dt", { title: "Of the messages browsed below" }, "Oldest"), h("dd", { "data-testid": "stat-oldest" }, fmtAge(oldest)),
     );
     const s = series(`queue:${name}`)!;
     depth.update(s.t, s.v);
-    if (!attrsBox.querySelector("form:focus-within")) attrsBox.replaceChildren(attrsView(queue));
+    // Not while the user edits (the edit form is open), unless just saved.
+    if (forceAttrs || !attrsBox.querySelector("details[open]")) attrsBox.replaceChildren(attrsView(queue));
     partsBox.replaceChildren(h("table", {},
       h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Partition"), h("th", { scope: "col" }, "Shard"))),
       h("tbody", {}, ...(queue.partitionShards ?? []).map((sh, i) => h("tr", {}, h("td", {}, String(i)), h("td", {}, sh))))));
@@ -121,6 +124,7 @@ export function queuePage(main: HTMLElement, name: string): () => void {
     let msgs: PeekedMessage[];
     try {
       msgs = (await api.peek(name, 50)).messages ?? [];
+      oldest = msgs.reduce<string | null>((o, m) => (m.sentAt && (!o || Date.parse(m.sentAt) < Date.parse(o)) ? m.sentAt : o), null);
     } catch (e) {
       msgsBox.replaceChildren(h("p", { class: "error" }, `Browse: ${errorText(e)}`));
       return;
@@ -197,8 +201,7 @@ export function queuePage(main: HTMLElement, name: string): () => void {
           } catch (e) {
             showError(e, "Update");
           }
-          (document.activeElement as HTMLElement | null)?.blur();
-          await refresh();
+          await refresh(true);
         },
       },
       h("label", { for: "edit-vt" }, "Visibility timeout"), vt,
@@ -245,7 +248,7 @@ export function queuePage(main: HTMLElement, name: string): () => void {
     }
   };
 
-  const stops = [every(2000, refresh), every(3000, ratesTick), every(5000, async () => {
+  const stops = [every(2000, () => refresh()), every(3000, ratesTick), every(5000, async () => {
     if (!msgsBox.querySelector("details[open]")) await browse(); // keep what the user opened
   })];
   return () => {
