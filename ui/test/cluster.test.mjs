@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { test } from "node:test";
-import { artifacts, browser, freePort, ready, serve, tempDir, waitFor, watch } from "./helpers.mjs";
+import { artifacts, browser, freePort, ready, rest, serve, tempDir, waitFor, watch } from "./helpers.mjs";
 
 test("console through the API node shows a leader change within 5 s of kill -9", { timeout: 90000 }, async (t) => {
   const dir = tempDir(t);
@@ -37,6 +37,14 @@ test("console through the API node shows a leader change within 5 s of kill -9",
     (await page.locator('[data-testid="nodes"] .pill.ok').count()) === 3 &&
     (await leaderOf(0)) > 0 && (await leaderOf(1)) > 0, 30000);
   await page.screenshot({ path: join(artifacts, "cluster.png"), fullPage: true });
+
+  // Calls made through the API node are counted there for the rate charts.
+  const api = `http://${apiHTTP}`;
+  await rest(api, "", "POST", "/v1/queues", { name: "through-api" });
+  for (let i = 0; i < 3; i++) await rest(api, "", "POST", "/v1/queues/through-api/messages", { body: `m${i}` });
+  const hist = await rest(api, "", "GET", "/v1/history?queue=through-api&points=3");
+  assert.equal(hist.nodeId, "100");
+  assert.equal(hist.total.reduce((n, b) => n + Number(b.sent), 0), 3);
 
   const shard = 1;
   const old = await leaderOf(shard);
