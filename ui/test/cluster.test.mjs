@@ -3,9 +3,11 @@
 // five seconds.
 
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { join } from "node:path";
 import { test } from "node:test";
-import { artifacts, browser, freePort, ready, rest, serve, tempDir, waitFor, watch } from "./helpers.mjs";
+import { artifacts, bin, browser, freePort, ready, rest, serve, tempDir, waitFor, watch } from "./helpers.mjs";
 
 test("console through the API node shows a leader change within 5 s of kill -9", { timeout: 90000 }, async (t) => {
   const dir = tempDir(t);
@@ -19,8 +21,9 @@ test("console through the API node shows a leader change within 5 s of kill -9",
       "--grpc-addr", `127.0.0.1:${await freePort()}`, "--metrics-addr", "", "--log-level", "warn"], `node ${id}`);
   }
   const apiHTTP = `127.0.0.1:${await freePort()}`;
+  const apiGRPC = `127.0.0.1:${await freePort()}`;
   serve(t, ["--role", "api", "--node-id", "100", "--peers", peers, "--data-dir", join(dir, "api"),
-    "--http-addr", apiHTTP, "--grpc-addr", `127.0.0.1:${await freePort()}`, "--metrics-addr", "", "--log-level", "warn"], "api node");
+    "--http-addr", apiHTTP, "--grpc-addr", apiGRPC, "--metrics-addr", "", "--log-level", "warn"], "api node");
   await ready(apiHTTP, 45000);
 
   const b = await browser(t);
@@ -45,6 +48,14 @@ test("console through the API node shows a leader change within 5 s of kill -9",
   const hist = await rest(api, "", "GET", "/v1/history?queue=through-api&points=3");
   assert.equal(hist.nodeId, "100");
   assert.equal(hist.total.reduce((n, b) => n + Number(b.sent), 0), 3);
+
+  // While `quorumq bench` runs through the API node, the overview shows
+  // its live rates.
+  const bench = promisify(execFile)(bin, ["bench", "--endpoint", apiGRPC, "--queue", "bench", "--create", "--duration", "5s",
+    "--rate", "200", "--batch", "1", "--producers", "1", "--consumers", "1"], { timeout: 60000 });
+  await page.getByTestId("rates").filter({ hasText: /Now: [1-9][\d.k]* sent\/s, [1-9][\d.k]* received\/s/ }).waitFor({ timeout: 20000 });
+  await page.screenshot({ path: join(artifacts, "cluster-bench.png") });
+  await bench;
 
   const shard = 1;
   const old = await leaderOf(shard);
