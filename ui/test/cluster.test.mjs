@@ -60,6 +60,7 @@ test("console through the API node shows a leader change within 5 s of kill -9",
   const shard = 1;
   const old = await leaderOf(shard);
   assert.ok(nodes[old], `leader ${old} is a storage node`);
+  const errorsAtKill = errors.length;
   const killed = Date.now();
   nodes[old].kill("SIGKILL");
   const newLeader = await waitFor(`a new leader of shard ${shard} on the page`, async () => {
@@ -68,8 +69,15 @@ test("console through the API node shows a leader change within 5 s of kill -9",
   }, 15000, 50);
   const took = Date.now() - killed;
   console.log(`# shard ${shard}: leader ${old} killed, page showed leader ${newLeader} after ${took} ms`);
+  await page.locator(`[data-testid="shards"] tr[data-shard="${shard}"] [data-testid="leader-changed"]`).filter({ hasText: `was ${old}` }).waitFor();
   await page.screenshot({ path: join(artifacts, "cluster-after-kill.png"), fullPage: true });
   assert.ok(took < 5000, `the page showed the new leader after ${took} ms, want < 5000`);
   await page.locator(`[data-testid="nodes"] tr[data-node="${old}"] .pill.bad`).waitFor({ timeout: 15000 });
-  assert.deepEqual(errors, [], "console errors");
+  // While a shard elects, the API answers 503 (UNAVAILABLE, NO_QUORUM) and
+  // the browser logs each such response; the page shows the reason. Those
+  // are allowed after the kill; nothing else is.
+  const beforeKill = errors.slice(0, errorsAtKill);
+  const afterKill = errors.slice(errorsAtKill).filter((e) => !/status of 503 .* @ http:\/\/[^/]+\/v1\//.test(e));
+  if (errors.length > beforeKill.length + afterKill.length) console.log(`# allowed 503s during the election: ${errors.slice(errorsAtKill)}`);
+  assert.deepEqual([...beforeKill, ...afterKill], [], "console errors");
 });

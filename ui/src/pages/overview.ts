@@ -30,6 +30,10 @@ export function overviewPage(main: HTMLElement): () => void {
       "memory). Stored messages and Raft apply rates are sampled by this page while it is open."),
   );
 
+  // leaders remembers each shard's leader, to point out a change for a
+  // minute after the page saw it.
+  const leaders = new Map<string, { leader: string; prev: string; at: number }>();
+
   const clusterTick = async () => {
     if (!can("cluster:admin")) {
       clusterErr.hidden = false;
@@ -47,7 +51,15 @@ export function overviewPage(main: HTMLElement): () => void {
       clusterErr.textContent = `Cluster: ${errorText(e)}`;
       return;
     }
-    renderCluster(c, nodesBox, shardsBox);
+    const now0 = Date.now();
+    for (const sh of c.shards) {
+      const seen = leaders.get(sh.id);
+      const l = sh.leader ?? "0";
+      if (l === "0") continue;
+      if (!seen) leaders.set(sh.id, { leader: l, prev: "", at: 0 });
+      else if (seen.leader !== l) leaders.set(sh.id, { leader: l, prev: seen.leader, at: now0 });
+    }
+    renderCluster(c, nodesBox, shardsBox, leaders, now0);
     const now = Date.now();
     for (const s of c.shards) record(`shard:${s.id}`, [num(s.appliedIndex)], now);
     const ids = c.shards.map((s) => s.id);
@@ -124,7 +136,8 @@ export async function allQueues(limit = 200): Promise<Queue[]> {
   return out;
 }
 
-function renderCluster(c: Cluster, nodesBox: HTMLElement, shardsBox: HTMLElement): void {
+function renderCluster(c: Cluster, nodesBox: HTMLElement, shardsBox: HTMLElement,
+  leaders: Map<string, { leader: string; prev: string; at: number }>, now: number): void {
   const led = new Map<string, number>();
   for (const s of c.shards) if (s.leader && s.leader !== "0") led.set(s.leader, (led.get(s.leader) ?? 0) + 1);
   const maxLag = Math.max(0, ...c.shards.map((s) => num(s.commitIndex) - num(s.appliedIndex)));
@@ -150,9 +163,16 @@ function renderCluster(c: Cluster, nodesBox: HTMLElement, shardsBox: HTMLElement
           h("td", {}, s.id),
           h("td", {}, s.role ?? ""),
           h("td", {}, (s.members ?? []).join(", ")),
-          h("td", { "data-testid": "leader" }, s.leader && s.leader !== "0" ? s.leader : h("span", { class: "pill bad" }, "none")),
+          h("td", {}, h("span", { "data-testid": "leader" }, s.leader && s.leader !== "0" ? s.leader : h("span", { class: "pill bad" }, "none")),
+            changed(leaders.get(s.id), now)),
           h("td", {}, s.term ?? ""),
           h("td", {}, s.appliedIndex ?? ""),
           h("td", {}, s.commitIndex ?? ""))))),
   );
+}
+
+// changed notes a leader change the page saw in the last minute.
+function changed(l: { prev: string; at: number } | undefined, now: number): HTMLElement | null {
+  if (!l || !l.at || now - l.at > 60000) return null;
+  return h("span", { class: "pill warn", "data-testid": "leader-changed" }, ` was ${l.prev}, changed ${fmtAge(new Date(l.at).toISOString(), now)} ago`);
 }
