@@ -41,8 +41,14 @@ export function lineChart(title: string, labels: string[], unit = ""): LiveChart
       box,
     );
   };
+  // Resized on the next frame, not inside the observer: a resize there
+  // would re-trigger it ("ResizeObserver loop" errors).
+  let frame = 0;
   const ro = new ResizeObserver(() => {
-    if (plot && box.clientWidth > 0) plot.setSize({ width: box.clientWidth, height: 180 });
+    cancelAnimationFrame(frame);
+    frame = requestAnimationFrame(() => {
+      if (plot && box.clientWidth > 0 && Math.abs(plot.width - box.clientWidth) > 1) plot.setSize({ width: box.clientWidth, height: 180 });
+    });
   });
   ro.observe(box);
   return {
@@ -55,6 +61,7 @@ export function lineChart(title: string, labels: string[], unit = ""): LiveChart
       plot!.setData([t, ...ys] as uPlot.AlignedData);
     },
     destroy() {
+      cancelAnimationFrame(frame);
       ro.disconnect();
       plot?.destroy();
       plot = null;
