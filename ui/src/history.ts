@@ -1,7 +1,8 @@
-// History for the charts, kept in the page: the REST API has depth gauges
-// (GetQueue stats) and Raft indexes (GetCluster) but no message counters,
-// so the console samples what it polls and derives rates from successive
-// samples. It covers the time the tab has been open, up to an hour.
+// History for the charts, from two sources. Message rates come from the
+// node (GET /v1/history: counts per 10 s for an hour, see rates below).
+// Gauges the API has no history of (queue depths from GetQueue, Raft
+// applied indexes from GetCluster) are sampled by the page while it is
+// open, up to an hour, and turned into rates between successive samples.
 
 export const maxAgeMs = 3600 * 1000;
 
@@ -52,24 +53,6 @@ export function rate(s: Series | undefined, i = 0): { t: number[]; r: (number | 
   return { t, r };
 }
 
-// delta is the change per second of a gauge (value index i): net in minus
-// out for a queue's depth.
-export function delta(s: Series | undefined, i = 0): { t: number[]; r: number[] } {
-  const t: number[] = [];
-  const r: number[] = [];
-  if (!s) return { t, r };
-  for (let k = 1; k < s.t.length; k++) {
-    const dt = s.t[k] - s.t[k - 1];
-    if (dt <= 0) continue;
-    t.push(s.t[k]);
-    r.push((s.v[i][k] - s.v[i][k - 1]) / dt);
-  }
-  return { t, r };
-}
-
-export function keys(prefix: string): string[] {
-  return [...store.keys()].filter((k) => k.startsWith(prefix));
-}
 
 // Rates is a message history (GET /v1/history) as per-second rates at the
 // end of each bucket: sent, received, deleted. The current bucket counts
