@@ -14,7 +14,7 @@ STATICCHECK          := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Packages whose concurrency is tested under the race detector.
 RACE_PKGS := ./store/... ./raftnode/... ./server/... ./internal/... ./sdk/...
 
-.PHONY: all build build-chaos run cluster bench chaos test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean test-ts test-deploy test-ui ui
+.PHONY: all build build-chaos run cluster bench chaos test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean test-ts test-deploy test-ui
 
 all: build
 
@@ -99,10 +99,6 @@ test-ui: build $(UI_DEPS)
 $(UI_DEPS): $(UI_DIR)/package-lock.json
 	cd $(UI_DIR) && npm ci --no-audit --no-fund
 	@touch $@
-
-## ui: rebuild the console's committed assets (ui/dist) from ui/src
-ui: $(UI_DEPS)
-	cd $(UI_DIR) && npm run --silent build
 
 ## test-deploy: render deploy/kubernetes with kustomize and decode every object
 ## strictly (a module of its own: the Kubernetes libraries stay out of go.mod)
