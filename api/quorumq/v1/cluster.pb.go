@@ -1015,9 +1015,10 @@ const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"GetCluster\x12\x1d.quorumq.v1.GetClusterRequest\x1a\x1e.quorumq.v1.GetClusterResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/cluster\x12\x82\x01\n" +
 	"\x0eSetTenantQuota\x12!.quorumq.v1.SetTenantQuotaRequest\x1a\".quorumq.v1.SetTenantQuotaResponse\")\x82\xd3\xe4\x93\x02#:\x05quota\x1a\x1a/v1/tenants/{tenant}/quota\x12{\n" +
 	"\x0eGetTenantQuota\x12!.quorumq.v1.GetTenantQuotaRequest\x1a\".quorumq.v1.GetTenantQuotaResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/tenants/{tenant}/quota\x12u\n" +
-	"\x11GetMessageHistory\x12$.quorumq.v1.GetMessageHistoryRequest\x1a%.quorumq.v1.GetMessageHistoryResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/historyB\x89\v\x92A\xd0\n" +
-	"\x12\xec\t\n" +
-	"\aquorumq\x12\xdb\tquorumq is a replicated SQS-style message queue. This is the REST/JSON mapping of its gRPC API (protojson: lowerCamelCase fields, durations as \"30s\", int64 as strings).\n" +
+	"\x11GetMessageHistory\x12$.quorumq.v1.GetMessageHistoryRequest\x1a%.quorumq.v1.GetMessageHistoryResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/historyB\xd3\v\x92A\x9a\v\x12\xb6\n" +
+	"\n" +
+	"\aquorumq\x12\xa5\n" +
+	"quorumq is a replicated SQS-style message queue. This is the REST/JSON mapping of its gRPC API (protojson: lowerCamelCase fields, durations as \"30s\", int64 as strings).\n" +
 	"\n" +
 	"**Authentication.** Send `Authorization: Bearer <JWT>`; the token's tenant scopes every call and its scopes authorize it. A node without `--auth-*` (dev mode, loopback only) needs no token.\n" +
 	"\n" +
@@ -1031,7 +1032,7 @@ const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"Retry on NOT_LEADER and NO_QUORUM (503) and QUOTA_EXCEEDED (429); the other reasons are listed on QueueService.\n" +
 	"\n" +
-	"**Beside the API** (same listener, no token): `GET /healthz` (200 while the process runs), `GET /readyz` (200 when this node can serve, 503 with the cause otherwise), `GET /openapi.json` (this document). Prometheus metrics are on a listener of their own, `GET /metrics` on `--metrics-addr` (default 127.0.0.1:9100), not on this one.2\x03devZQ\n" +
+	"**Beside the API** (same listener, no token): `GET /healthz` (200 while the process runs), `GET /readyz` (200 when this node can serve, 503 with the cause otherwise), `GET /openapi.json` (this document), `GET /ui/` (the web console, which calls this API with the user's token). Prometheus metrics are on a listener of their own, `GET /metrics` on `--metrics-addr` (default 127.0.0.1:9100), not on this one.2\x03devZQ\n" +
 	"O\n" +
 	"\x06bearer\x12E\b\x02\x120A JWT as `Bearer <token>` (see `quorumq token`).\x1a\rAuthorization \x02b\f\n" +
 	"\n" +
