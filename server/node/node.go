@@ -29,9 +29,11 @@ import (
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 	"github.com/quorumq/quorumq/gateway"
+	"github.com/quorumq/quorumq/internal/history"
 	"github.com/quorumq/quorumq/raftnode"
 	"github.com/quorumq/quorumq/server"
 	"github.com/quorumq/quorumq/store"
+	"github.com/quorumq/quorumq/ui"
 )
 
 // Config describes a node. Zero values take the defaults of `quorumq serve`.
@@ -253,12 +255,15 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.Authenticator != nil {
 		authenticator = cfg.Authenticator
 	}
+	hist := history.New(history.MaxQueues)
 	n.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen grpc: %w", err)
 	}
 	apiOpts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(server.StripInternalHeaders(), server.UnaryInterceptor(authenticator, cfg.Logger)),
+		// history counts the client calls' messages for the console's charts.
+		grpc.ChainUnaryInterceptor(server.StripInternalHeaders(), server.UnaryInterceptor(authenticator, cfg.Logger),
+			history.Interceptor(hist, time.Now)),
 		grpc.MaxRecvMsgSize(clientMaxRecvBytes), server.ServerStatsHandler(tp, mp),
 	}
 	apiOpts = append(apiOpts, keepaliveOptions()...)
@@ -269,7 +274,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.grpc = grpc.NewServer(apiOpts...)
 	qv1.RegisterQueueServiceServer(n.grpc, n.router)
-	qv1.RegisterClusterServiceServer(n.grpc, cluster)
+	qv1.RegisterClusterServiceServer(n.grpc, history.Service{ClusterServiceServer: cluster, Ring: hist, Node: cfg.NodeID, Now: time.Now})
 	n.registerConventions(n.grpc)
 	n.loops.Add(1)
 	go func() {
@@ -294,6 +299,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	handler = ui.Route(handler, ui.Options{Auth: cfg.Authenticator != nil}) // the web console at /ui/
 	handler = faultHandler(n.faults, n.syncWAL, handler)
 	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
