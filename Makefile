@@ -14,7 +14,7 @@ STATICCHECK          := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Packages whose concurrency is tested under the race detector.
 RACE_PKGS := ./store/... ./raftnode/... ./server/... ./internal/... ./sdk/...
 
-.PHONY: all build build-chaos run cluster bench chaos test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean test-ts test-deploy
+.PHONY: all build build-chaos run cluster bench chaos test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean test-ts test-deploy test-ui
 
 all: build
 
@@ -55,7 +55,7 @@ bench: build
 	BIN=$(BIN)/quorumq $(GO) run ./bench
 
 ## test: everything CI checks (.ci/run calls exactly this)
-test: check-generated lint test-race test-unit test-fuzz test-e2e test-ts test-deploy
+test: check-generated lint test-race test-unit test-fuzz test-e2e test-ts test-deploy test-ui
 
 # Each fuzz target runs briefly beyond its committed seed corpus (the seeds
 # also run in the plain test runs). FUZZTIME=1m for a longer hunt.
@@ -82,6 +82,22 @@ test-ts: build $(TS_DEPS)
 # npm ci (pinned by the committed lock) again whenever the lock changes.
 $(TS_DEPS): $(TS_DIR)/package-lock.json
 	cd $(TS_DIR) && npm ci --no-audit --no-fund
+	@touch $@
+
+## test-ui: the web console (ui/) in Debian's chromium, driven by
+## playwright-core, against real `quorumq serve` processes (one node with
+## auth; a three-node cluster behind an API node). Screenshots go to
+## UI_ARTIFACTS. Installs chromium when the machine has none.
+UI_DIR       := ui
+UI_DEPS      := $(UI_DIR)/node_modules/.npm-ci-done
+UI_ARTIFACTS ?= $(CURDIR)/$(UI_DIR)/test-results
+test-ui: build $(UI_DEPS)
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+	cd $(UI_DIR) && QUORUMQ_BIN=$(BIN)/quorumq CHROMIUM=$$(command -v chromium) UI_ARTIFACTS=$(UI_ARTIFACTS) \
+		timeout 300 npm test --silent
+
+$(UI_DEPS): $(UI_DIR)/package-lock.json
+	cd $(UI_DIR) && npm ci --no-audit --no-fund
 	@touch $@
 
 ## test-deploy: render deploy/kubernetes with kustomize and decode every object
@@ -122,19 +138,22 @@ $(BIN)/protoc-gen-openapiv2:
 $(BIN)/staticcheck:
 	GOBIN=$(BIN) $(GO) install $(STATICCHECK)
 
-## generate: lint the protos and regenerate Go, gateway, OpenAPI and TypeScript code
-generate: tools $(TS_DEPS)
+## generate: lint the protos and regenerate Go, gateway, OpenAPI and TypeScript
+## code, and the console's assets (ui/dist)
+generate: tools $(TS_DEPS) $(UI_DEPS)
 	$(BUF) lint
 	$(BUF) generate --template buf.gen.yaml
 	$(BUF) generate --template buf.gen.store.yaml
 	$(BUF) generate --template buf.gen.raftnode.yaml
 	rm -rf $(TS_DIR)/src/gen
 	$(BUF) generate --template buf.gen.ts.yaml
+	cd $(UI_DIR) && npm run --silent build
 
 ## check-generated: the committed generated code is what `make generate` writes
 check-generated: generate
-	@git diff --exit-code -- api openapi store/storepb raftnode/transportpb $(TS_DIR)/src/gen || \
-		(echo "generated code is stale: run 'make generate' and commit" >&2; exit 1)
+	@git diff --exit-code -- api openapi store/storepb raftnode/transportpb $(TS_DIR)/src/gen $(UI_DIR)/dist && \
+		test -z "$$(git status --porcelain -- $(UI_DIR)/dist)" || \
+		(git status --short -- $(UI_DIR)/dist; echo "generated code is stale: run 'make generate' and commit" >&2; exit 1)
 
 lint: $(BIN)/staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed" >&2; exit 1)

@@ -220,4 +220,7 @@ func TestServeBanner(t *testing.T) {
 	if !strings.HasPrefix(storage, "quorumq node 1 serving (data in ./data/n1)\n  REST     http://127.0.0.1:8081/v1/queues\n  gRPC     127.0.0.1:9091\n") {
 		t.Errorf("storage banner:\n%s", storage)
 	}
+	if !strings.Contains(storage, "\n  console  http://127.0.0.1:8081/ui/\n") {
+		t.Errorf("the banner does not name the web console:\n%s", storage)
+	}
 }

@@ -203,6 +203,6 @@ func banner(nodeID uint64, role, dataDir, httpURL, grpcAddr, metrics string) str
 	if role == "api" {
 		what = "API tier, no data"
 	}
-	return fmt.Sprintf("quorumq node %d serving (%s)\n  REST     %s/v1/queues\n  gRPC     %s\n  metrics  %s\n  health   %s/healthz  %s/readyz\n",
-		nodeID, what, httpURL, grpcAddr, metrics, httpURL, httpURL)
+	return fmt.Sprintf("quorumq node %d serving (%s)\n  REST     %s/v1/queues\n  gRPC     %s\n  metrics  %s\n  console  %s/ui/\n  health   %s/healthz  %s/readyz\n",
+		nodeID, what, httpURL, grpcAddr, metrics, httpURL, httpURL, httpURL)
 }
