@@ -44,7 +44,7 @@ cluster: build
 	trap stop INT TERM; \
 	for i in 1 2 3; do \
 	  $(BIN)/quorumq serve --node-id $$i --data-dir ./data/n$$i --shards $(SHARDS) \
-	    --http-addr 127.0.0.1:808$$i --grpc-addr 127.0.0.1:909$$i --raft-addr 127.0.0.1:700$$i --metrics-addr 127.0.0.1:910$$i \
+	    --http-addr 127.0.0.1:808$$i --grpc-addr 127.0.0.1:909$$i --raft-addr 127.0.0.1:700$$i --metrics-addr 127.0.0.1:910$$i --sqs-addr 127.0.0.1:932$$i \
 	    --peers $(CLUSTER_PEERS) 2>./data/n$$i.log & pids="$$pids $$!"; \
 	done; \
 	$(BIN)/quorumq serve --role api --node-id 100 --peers $(CLUSTER_PEERS) 2>./data/api.log & pids="$$pids $$!"; \

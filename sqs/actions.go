@@ -1,0 +1,26 @@
+package sqs
+
+// actions are the SQS actions served, by name. Each decodes its request
+// from the JSON document both protocols produce and returns its result
+// (nil: an empty one).
+var actions = map[string]func(c *call, in []byte) (any, error){
+	"CreateQueue":                  createQueue,
+	"GetQueueUrl":                  getQueueURL,
+	"ListQueues":                   listQueues,
+	"GetQueueAttributes":           getQueueAttributes,
+	"SetQueueAttributes":           setQueueAttributes,
+	"DeleteQueue":                  deleteQueue,
+	"PurgeQueue":                   purgeQueue,
+	"SendMessage":                  sendMessage,
+	"SendMessageBatch":             sendMessageBatch,
+	"ReceiveMessage":               receiveMessage,
+	"DeleteMessage":                deleteMessage,
+	"DeleteMessageBatch":           deleteMessageBatch,
+	"ChangeMessageVisibility":      changeMessageVisibility,
+	"ChangeMessageVisibilityBatch": changeMessageVisibilityBatch,
+	"ListQueueTags":                listQueueTags,
+	"ListDeadLetterSourceQueues":   listDeadLetterSourceQueues,
+	"StartMessageMoveTask":         startMessageMoveTask,
+	"ListMessageMoveTasks":         listMessageMoveTasks,
+	"CancelMessageMoveTask":        cancelMessageMoveTask,
+}
