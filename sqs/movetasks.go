@@ -280,4 +280,3 @@ func listMessageMoveTasks(c *call, in []byte) (any, error) {
 	}
 	return out, nil
 }
-

@@ -61,8 +61,8 @@ type proc struct {
 	metricsAddr string
 	// sqsAddr serves the SQS protocols ("" if the banner says off).
 	sqsAddr string
-	stderr      *lockedBuffer
-	exited      chan struct{}
+	stderr  *lockedBuffer
+	exited  chan struct{}
 
 	connOnce sync.Once
 	conn     *grpc.ClientConn
