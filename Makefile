@@ -14,7 +14,7 @@ STATICCHECK          := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Packages whose concurrency is tested under the race detector.
 RACE_PKGS := ./store/... ./raftnode/... ./server/... ./internal/... ./sdk/...
 
-.PHONY: all build build-chaos run cluster bench chaos test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean test-ts test-deploy
+.PHONY: all build build-chaos run cluster bench chaos test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean test-ts test-deploy test-sqs
 
 all: build
 
@@ -88,6 +88,12 @@ $(TS_DEPS): $(TS_DIR)/package-lock.json
 ## strictly (a module of its own: the Kubernetes libraries stay out of go.mod)
 test-deploy:
 	cd deploy/kubernetes/check && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
+
+## test-sqs: the README's "Use it from the AWS SDK / CLI" walkthrough with the
+## aws CLI (Debian's awscli, installed when missing); slow, so not in `make test`
+test-sqs: build
+	@command -v aws >/dev/null || { apt-get update && apt-get install -y awscli; }
+	QUORUMQ_BIN=$(BIN)/quorumq $(GO) test -tags sqscli -count=1 -timeout 10m -run '^TestReadmeSQSWalkthrough$$' ./tests/
 
 test-e2e: build build-chaos
 	QUORUMQ_BIN=$(BIN)/quorumq QUORUMQ_CHAOS_BIN=$(BIN)/quorumq-chaos $(GO) test -count=1 -timeout 10m ./tests/...
