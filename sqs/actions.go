@@ -19,6 +19,8 @@ var actions = map[string]func(c *call, in []byte) (any, error){
 	"ChangeMessageVisibility":      changeMessageVisibility,
 	"ChangeMessageVisibilityBatch": changeMessageVisibilityBatch,
 	"ListQueueTags":                listQueueTags,
+	"TagQueue":                     tagQueue,
+	"UntagQueue":                   untagQueue,
 	"ListDeadLetterSourceQueues":   listDeadLetterSourceQueues,
 	"StartMessageMoveTask":         startMessageMoveTask,
 	"ListMessageMoveTasks":         listMessageMoveTasks,

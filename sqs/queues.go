@@ -569,3 +569,41 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+type tagQueueIn struct {
+	queueURLIn
+	Tags map[string]string
+}
+
+func tagQueue(c *call, in []byte) (any, error) {
+	var req tagQueueIn
+	name, err := c.decodeQueue(in, &req)
+	if err != nil {
+		return nil, err
+	}
+	if len(req.Tags) == 0 {
+		return nil, errMissingParameter("Tags")
+	}
+	_, err = c.h.cfg.Client.UpdateQueue(c.ctx, &qv1.UpdateQueueRequest{Name: name, Tags: req.Tags,
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"tags"}}})
+	return nil, err
+}
+
+type untagQueueIn struct {
+	queueURLIn
+	TagKeys []string
+}
+
+func untagQueue(c *call, in []byte) (any, error) {
+	var req untagQueueIn
+	name, err := c.decodeQueue(in, &req)
+	if err != nil {
+		return nil, err
+	}
+	if len(req.TagKeys) == 0 {
+		return nil, errMissingParameter("TagKeys")
+	}
+	_, err = c.h.cfg.Client.UpdateQueue(c.ctx, &qv1.UpdateQueueRequest{Name: name, RemoveTags: req.TagKeys,
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"tags"}}})
+	return nil, err
+}

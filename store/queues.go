@@ -243,6 +243,12 @@ func (t *txn) updateQueue(op *storepb.UpdateQueue, res *Result) error {
 			}
 		}
 	}
+	tags, ferr := editTags(q.Tags, a)
+	if ferr != nil {
+		res.Err = ferr
+		return nil
+	}
+	q.Tags = tags
 	q.Attributes = a
 	if err := t.set(keys.Catalog(t.s.shard, q.Tenant, q.Name), q); err != nil {
 		return err
@@ -253,6 +259,28 @@ func (t *txn) updateQueue(op *storepb.UpdateQueue, res *Result) error {
 	}
 	res.QueueInfo, err = t.info(q)
 	return err
+}
+
+// editTags applies an UpdateQueue's tag edits (removals, then sets) and
+// clears them from a: they are part of the command, never stored.
+func editTags(tags map[string]string, a *storepb.QueueAttributes) (map[string]string, error) {
+	remove, set := a.RemoveTags, a.SetTags
+	a.RemoveTags, a.SetTags = nil, nil
+	if len(remove) == 0 && len(set) == 0 {
+		return tags, nil
+	}
+	out := maps.Clone(tags)
+	if out == nil {
+		out = map[string]string{}
+	}
+	for _, k := range remove {
+		delete(out, k)
+	}
+	maps.Copy(out, set)
+	if len(out) > MaxQueueTags {
+		return nil, fieldErr("tags", "at most %d tags per queue", MaxQueueTags)
+	}
+	return out, nil
 }
 
 func (t *txn) deleteQueue(op *storepb.DeleteQueue, res *Result) error {

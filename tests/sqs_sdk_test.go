@@ -183,6 +183,28 @@ func TestSQSSDKQueues(t *testing.T) {
 		t.Fatalf("ListQueueTags: %v %v", tags, err)
 	}
 
+	if _, err := c.TagQueue(ctx, &awssqs.TagQueueInput{QueueUrl: &url, Tags: map[string]string{"env": "prod", "team": "billing"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.UntagQueue(ctx, &awssqs.UntagQueueInput{QueueUrl: &url, TagKeys: []string{"env", "absent"}}); err != nil {
+		t.Fatal(err)
+	}
+	tags, err = c.ListQueueTags(ctx, &awssqs.ListQueueTagsInput{QueueUrl: &url})
+	if err != nil || fmt.Sprint(tags.Tags) != "map[team:billing]" {
+		t.Fatalf("tags after TagQueue and UntagQueue: %v %v", tags, err)
+	}
+	// Tagging keeps the attributes.
+	if a, err := c.GetQueueAttributes(ctx, &awssqs.GetQueueAttributesInput{QueueUrl: &url,
+		AttributeNames: []types.QueueAttributeName{"VisibilityTimeout"}}); err != nil || a.Attributes["VisibilityTimeout"] != "10" {
+		t.Fatalf("attributes after tagging: %v %v", a, err)
+	}
+	many := map[string]string{}
+	for i := range 50 {
+		many[fmt.Sprint("k", i)] = "v"
+	}
+	_, err = c.TagQueue(ctx, &awssqs.TagQueueInput{QueueUrl: &url, Tags: many})
+	wantCode(t, "more than 50 tags in all", err, "InvalidParameterValue")
+
 	if _, err := c.SendMessage(ctx, &awssqs.SendMessageInput{QueueUrl: &url, MessageBody: aws.String("x")}); err != nil {
 		t.Fatal(err)
 	}
