@@ -19,6 +19,9 @@ import (
 	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	smithy "github.com/aws/smithy-go"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 )
 
 // The aws-sdk-go-v2 SQS client (a test-only dependency: it is the client
@@ -373,6 +376,44 @@ func TestSQSSDKMessages(t *testing.T) {
 		again += len(r.Messages)
 		if again > 5 {
 			t.Fatalf("received %d, want 5", again)
+		}
+	}
+}
+
+// Message tags travel as the SQS message attribute named by
+// --sqs-tags-attribute: the broker filters on them like on tags sent
+// through gRPC, and a receive shows them as that attribute again.
+func TestSQSSDKTagsAttribute(t *testing.T) {
+	p := startServe(t, t.TempDir(), "--sqs-addr", "127.0.0.1:0", "--sqs-tags-attribute", "labels")
+	grpcc := p.client(t)
+	waitReady(t, grpcc)
+	c := awssqs.New(awssqs.Options{Region: "us-east-1", BaseEndpoint: aws.String("http://" + p.sqsAddr),
+		Credentials: credentials.NewStaticCredentialsProvider("AKIDEXAMPLE", "secret", "")})
+	ctx := context.Background()
+	q, err := c.CreateQueue(ctx, &awssqs.CreateQueueInput{QueueName: aws.String("tagged")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for body, labels := range map[string]string{"red one": "red,big", "blue one": "blue"} {
+		if _, err := c.SendMessage(ctx, &awssqs.SendMessageInput{QueueUrl: q.QueueUrl, MessageBody: aws.String(body),
+			MessageAttributes: map[string]types.MessageAttributeValue{"labels": {DataType: aws.String("String"), StringValue: aws.String(labels)}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := grpcc.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "tagged", MaxMessages: 10,
+		TagFilter: &qv1.TagFilter{All: []string{"red"}}, VisibilityTimeout: durationpb.New(0)})
+	if err != nil || len(got.Messages) != 1 || got.Messages[0].Body != "red one" || strings.Join(got.Messages[0].Tags, ",") != "red,big" ||
+		len(got.Messages[0].Attributes) != 0 {
+		t.Fatalf("gRPC receive by tag: %v %v", got, err)
+	}
+	r, err := c.ReceiveMessage(ctx, &awssqs.ReceiveMessageInput{QueueUrl: q.QueueUrl, MaxNumberOfMessages: 10, MessageAttributeNames: []string{"labels"}})
+	if err != nil || len(r.Messages) != 2 {
+		t.Fatalf("SQS receive: %v %v", r, err)
+	}
+	for _, m := range r.Messages {
+		want := map[string]string{"red one": "red,big", "blue one": "blue"}[*m.Body]
+		if aws.ToString(m.MessageAttributes["labels"].StringValue) != want || *m.MD5OfMessageAttributes != attrsMD5(m.MessageAttributes) {
+			t.Fatalf("%s: attributes %v", *m.Body, m.MessageAttributes)
 		}
 	}
 }

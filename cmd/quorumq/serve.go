@@ -107,6 +107,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&cfg.GRPCAddr, "grpc-addr", "127.0.0.1:9090", "gRPC API listen address")
 	f.StringVar(&cfg.SQSAddr, "sqs-addr", "127.0.0.1:9324", "SQS-compatible endpoint (AWS JSON 1.0 and Query protocols) listen address; empty: off")
 	f.StringVar(&cfg.SQSRegion, "sqs-region", "us-east-1", "region named in the SQS endpoint's queue ARNs (arn:aws:sqs:<region>:<tenant>:<queue>)")
+	f.StringVar(&cfg.SQSTagsAttribute, "sqs-tags-attribute", "quorumq.tags", "SQS message attribute (a comma-separated String) that carries a message's quorumq tags")
 	f.StringVar(&cfg.RaftAddr, "raft-addr", "127.0.0.1:7000", "peer (Raft) listen address")
 	f.StringVar(&peers, "peers", "", "initial members as id=host:port,... (empty: single node)")
 	f.IntVar(&cfg.Shards, "shards", 1, "Raft groups at bootstrap: shard 0 keeps tenants and queues, the others queue partitions (fixed once the data dir exists)")

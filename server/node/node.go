@@ -95,6 +95,9 @@ type Config struct {
 	SQSAuthenticator sqs.Authenticator
 	// SQSRegion is the region in queue ARNs (default sqs.DefaultRegion).
 	SQSRegion string
+	// SQSTagsAttribute is the SQS message attribute that carries message
+	// tags (default sqs.DefaultTagsAttribute).
+	SQSTagsAttribute string
 }
 
 // Node is a running quorumq process.

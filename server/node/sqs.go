@@ -64,7 +64,7 @@ func (n *Node) startSQS(cfg Config, opts []grpc.ServerOption, dial []grpc.DialOp
 	if clientTLS != nil {
 		scheme = "https"
 	}
-	e.handler, err = sqs.New(sqs.Config{Client: qv1.NewQueueServiceClient(e.conn), Auth: auth, Region: cfg.SQSRegion,
+	e.handler, err = sqs.New(sqs.Config{Client: qv1.NewQueueServiceClient(e.conn), Auth: auth, Region: cfg.SQSRegion, TagsAttribute: cfg.SQSTagsAttribute,
 		Scheme: scheme, Logger: cfg.Logger, TracerProvider: cfg.Server.TracerProvider})
 	if err != nil {
 		return err
