@@ -96,7 +96,9 @@ type fixedSQSAuth struct {
 	err error
 }
 
-func (a fixedSQSAuth) AuthenticateSQS(*http.Request, []byte) (*server.Principal, error) { return a.p, a.err }
+func (a fixedSQSAuth) AuthenticateSQS(*http.Request, []byte) (*server.Principal, error) {
+	return a.p, a.err
+}
 
 // With authentication configured and no SigV4 verifier, the endpoint
 // refuses everything; a verifier's principal scopes every call to its
