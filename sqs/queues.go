@@ -190,11 +190,11 @@ func (c *call) parseQueueAttributes(in map[string]string, fifo bool) (*qv1.Queue
 			a.MaxMessageSize = n
 		case "RedrivePolicy":
 			a.DeadLetter, err = c.parseRedrivePolicy(v)
-		case "FifoQueue":
+		case "FifoQueue": // fixed by the name; CreateQueue checks they agree
 			if v != "true" && v != "false" {
-				err = errInvalidAttributeValue("Invalid value for the parameter FifoQueue.")
+				return nil, nil, errInvalidAttributeValue("Invalid value for the parameter FifoQueue.")
 			}
-			continue // fixed by the name; checked by CreateQueue
+			continue
 		case "ContentBasedDeduplication":
 			if v != "true" && v != "false" {
 				err = errInvalidAttributeValue("Invalid value for the parameter ContentBasedDeduplication.")
@@ -202,22 +202,10 @@ func (c *call) parseQueueAttributes(in map[string]string, fifo bool) (*qv1.Queue
 				err = errInvalidAttributeName(name)
 			}
 			a.ContentBasedDeduplication = v == "true"
-		case "RedriveAllowPolicy":
-			err = checkRedriveAllowPolicy(v)
-			continue
-		case "DeduplicationScope", "FifoThroughputLimit":
-			if !fifo || (v != "queue" && v != "perQueue") {
-				err = errInvalidAttributeValue("Invalid value for the parameter %s: quorumq deduplicates and orders per queue (queue / perQueue).", name)
-			}
-			if err != nil {
-				return nil, nil, err
-			}
-			continue
-		case "SqsManagedSseEnabled":
-			if v != "false" {
-				err = errInvalidAttributeValue("Invalid value for the parameter SqsManagedSseEnabled: quorumq does not encrypt at rest (false).")
-			}
-			if err != nil {
+		case "RedriveAllowPolicy", "DeduplicationScope", "FifoThroughputLimit", "SqsManagedSseEnabled":
+			// No home in quorumq: accepted only with the value that is
+			// quorumq's behaviour.
+			if err := onlyValue(name, v, fifo); err != nil {
 				return nil, nil, err
 			}
 			continue
@@ -232,16 +220,36 @@ func (c *call) parseQueueAttributes(in map[string]string, fifo bool) (*qv1.Queue
 	return a, paths, nil
 }
 
-// checkRedriveAllowPolicy accepts the policy quorumq applies: any queue
-// of the tenant may use a queue as its dead-letter queue.
-func checkRedriveAllowPolicy(v string) error {
-	var p struct {
-		RedrivePermission string `json:"redrivePermission"`
+// onlyValue accepts an attribute quorumq has no setting for when its value
+// is what quorumq does: any queue of the tenant may name a queue as its
+// dead-letter queue (RedriveAllowPolicy allowAll); FIFO queues deduplicate
+// and order per queue; nothing is encrypted at rest.
+func onlyValue(name, v string, fifo bool) error {
+	ok := false
+	switch name {
+	case "RedriveAllowPolicy":
+		var p struct {
+			RedrivePermission string `json:"redrivePermission"`
+		}
+		ok = json.Unmarshal([]byte(v), &p) == nil && p.RedrivePermission == "allowAll"
+	case "DeduplicationScope":
+		ok = fifo && v == "queue"
+	case "FifoThroughputLimit":
+		ok = fifo && v == "perQueue"
+	case "SqsManagedSseEnabled":
+		ok = v == "false"
 	}
-	if err := json.Unmarshal([]byte(v), &p); err != nil || p.RedrivePermission != "allowAll" {
-		return errInvalidAttributeValue("Invalid value for the parameter RedriveAllowPolicy: quorumq supports {\"redrivePermission\":\"allowAll\"} only.")
+	if !ok {
+		return errInvalidAttributeValue("Invalid value for the parameter %s: quorumq supports %s only.", name, supportedValue[name])
 	}
 	return nil
+}
+
+var supportedValue = map[string]string{
+	"RedriveAllowPolicy":   `{"redrivePermission":"allowAll"}`,
+	"DeduplicationScope":   "queue (FIFO queues)",
+	"FifoThroughputLimit":  "perQueue (FIFO queues)",
+	"SqsManagedSseEnabled": "false",
 }
 
 // parseRedrivePolicy reads {"deadLetterTargetArn": "arn:…", "maxReceiveCount": 5};

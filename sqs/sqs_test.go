@@ -178,11 +178,10 @@ func TestFromStatus(t *testing.T) {
 // A JSON body that is no object, and an oversized one, are refused
 // before authentication.
 func TestHandlerRefusesBadBodies(t *testing.T) {
-	h, err := New(Config{Client: nil, Auth: DevAuthenticator{}})
-	if err == nil {
+	if _, err := New(Config{Client: nil, Auth: DevAuthenticator{}}); err == nil {
 		t.Fatal("a handler without a client was built")
 	}
-	h, err = New(Config{Client: unreachable{}, Auth: RefuseAuthenticator{}})
+	h, err := New(Config{Client: unreachable{}, Auth: RefuseAuthenticator{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,3 +209,26 @@ func TestHandlerRefusesBadBodies(t *testing.T) {
 
 // unreachable is a QueueService client no test call may reach.
 type unreachable struct{ qv1.QueueServiceClient }
+
+// Attributes without a quorumq setting are accepted only with the value
+// that is quorumq's behaviour.
+func TestOnlyValue(t *testing.T) {
+	for _, tc := range []struct {
+		name, v string
+		fifo, ok bool
+	}{
+		{"RedriveAllowPolicy", `{"redrivePermission":"allowAll"}`, false, true},
+		{"RedriveAllowPolicy", `{"redrivePermission":"denyAll"}`, false, false},
+		{"DeduplicationScope", "queue", true, true},
+		{"DeduplicationScope", "messageGroup", true, false},
+		{"DeduplicationScope", "queue", false, false},
+		{"FifoThroughputLimit", "perQueue", true, true},
+		{"FifoThroughputLimit", "perMessageGroupId", true, false},
+		{"SqsManagedSseEnabled", "false", false, true},
+		{"SqsManagedSseEnabled", "true", false, false},
+	} {
+		if err := onlyValue(tc.name, tc.v, tc.fifo); (err == nil) != tc.ok {
+			t.Errorf("%s=%s (fifo %v): %v, want ok %v", tc.name, tc.v, tc.fifo, err, tc.ok)
+		}
+	}
+}

@@ -200,27 +200,6 @@ func (n *num) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// flag is a boolean parameter: a JSON bool, or "true"/"false".
-type flag struct {
-	v   bool
-	set bool
-}
-
-func (f *flag) UnmarshalJSON(b []byte) error {
-	s := strings.ToLower(strings.Trim(string(b), `"`))
-	switch s {
-	case "null":
-		return nil
-	case "true":
-		f.v, f.set = true, true
-	case "false":
-		f.v, f.set = false, true
-	default:
-		return errInvalidParameter("Value %s is not a valid boolean.", s)
-	}
-	return nil
-}
-
 // decode unmarshals the request document into req.
 func decode(in []byte, req any) error {
 	if err := json.Unmarshal(in, req); err != nil {
