@@ -12,7 +12,7 @@ PROTOC_GEN_OPENAPI   := github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-ope
 STATICCHECK          := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 # Packages whose concurrency is tested under the race detector.
-RACE_PKGS := ./store/... ./raftnode/... ./server/... ./internal/... ./sdk/...
+RACE_PKGS := ./store/... ./raftnode/... ./server/... ./internal/... ./sdk/... ./sqs/...
 
 .PHONY: all build build-chaos run cluster bench chaos test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean test-ts test-deploy test-sqs
 
@@ -71,7 +71,7 @@ test-race:
 	$(GO) test -race -count=1 -timeout 10m $(RACE_PKGS)
 
 test-unit:
-	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v -e /store -e /raftnode -e /server -e /internal -e /sdk -e /tests)
+	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v -e /store -e /raftnode -e /server -e /internal -e /sdk -e /sqs -e /tests)
 
 ## test-ts: the TypeScript client (sdk/typescript) against a live `quorumq serve`
 TS_DIR   := sdk/typescript
