@@ -214,7 +214,7 @@ type unreachable struct{ qv1.QueueServiceClient }
 // that is quorumq's behaviour.
 func TestOnlyValue(t *testing.T) {
 	for _, tc := range []struct {
-		name, v string
+		name, v  string
 		fifo, ok bool
 	}{
 		{"RedriveAllowPolicy", `{"redrivePermission":"allowAll"}`, false, true},
