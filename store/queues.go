@@ -147,11 +147,11 @@ func (t *txn) createQueue(op *storepb.CreateQueue, res *Result) error {
 		}
 		existing = nil
 	}
-	if existing != nil && op.PartitionCopy && !proto.Equal(existing.Attributes, a) {
+	if existing != nil && op.PartitionCopy && (!proto.Equal(existing.Attributes, a) || !maps.Equal(existing.Tags, op.Tags)) {
 		// A partition copy follows its record of truth: a retried create
 		// after an update, or after a delete whose fan-out did not finish,
-		// takes the new attributes.
-		existing.Attributes = a
+		// takes the new attributes and tags.
+		existing.Attributes, existing.Tags = a, op.Tags
 		if err := t.set(keys.Catalog(t.s.shard, op.Tenant, name), existing); err != nil {
 			return err
 		}
