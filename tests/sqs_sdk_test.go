@@ -640,3 +640,49 @@ func TestSQSMetrics(t *testing.T) {
 		t.Fatalf("metrics after 3 SQS sends: sent counter %v, gRPC server series %v\n%s", sent, rpc, text)
 	}
 }
+
+// Every node serves SQS, API-tier nodes included, and routes like gRPC:
+// a queue created through the API node is used through storage nodes.
+func TestSQSAPITierAndCluster(t *testing.T) {
+	c := startCluster(t, 3, "--shards", "3", "--sqs-addr", "127.0.0.1:0")
+	for id := uint64(1); id <= 3; id++ {
+		waitReady(t, c.client(id))
+	}
+	api := c.startAPINode(100)
+	client := func(p *proc) *awssqs.Client {
+		if p.sqsAddr == "" {
+			t.Fatal("a node without an SQS address")
+		}
+		return awssqs.New(awssqs.Options{Region: "us-east-1", BaseEndpoint: aws.String("http://" + p.sqsAddr),
+			Credentials: credentials.NewStaticCredentialsProvider("AKIDEXAMPLE", "secret", "")})
+	}
+	ctx := context.Background()
+	viaAPI := client(api)
+	q, err := viaAPI.CreateQueue(ctx, &awssqs.CreateQueueInput{QueueName: aws.String("spread")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id := uint64(1); id <= 3; id++ {
+		// The URL names the node that answered; every node takes any URL
+		// of the tenant's queue.
+		if _, err := client(c.procs[id]).SendMessage(ctx, &awssqs.SendMessageInput{QueueUrl: q.QueueUrl, MessageBody: aws.String(fmt.Sprint("via ", id))}); err != nil {
+			t.Fatalf("send via node %d: %v", id, err)
+		}
+	}
+	got := map[string]bool{}
+	for len(got) < 3 {
+		r, err := viaAPI.ReceiveMessage(ctx, &awssqs.ReceiveMessageInput{QueueUrl: q.QueueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 5})
+		if err != nil || len(r.Messages) == 0 {
+			t.Fatalf("receive via the API node: %v %v (have %v)", r, err, got)
+		}
+		for _, m := range r.Messages {
+			got[*m.Body] = true
+			if _, err := viaAPI.DeleteMessage(ctx, &awssqs.DeleteMessageInput{QueueUrl: q.QueueUrl, ReceiptHandle: m.ReceiptHandle}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(got) != 3 {
+		t.Fatalf("received %v", got)
+	}
+}
