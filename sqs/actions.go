@@ -25,4 +25,12 @@ var actions = map[string]func(c *call, in []byte) (any, error){
 	"StartMessageMoveTask":         startMessageMoveTask,
 	"ListMessageMoveTasks":         listMessageMoveTasks,
 	"CancelMessageMoveTask":        cancelMessageMoveTask,
+	"AddPermission":                unsupported,
+	"RemovePermission":             unsupported,
+}
+
+// unsupported answers SQS actions quorumq has no model for: access is
+// granted by credentials bound to a tenant and scopes, not queue policies.
+func unsupported(c *call, _ []byte) (any, error) {
+	return nil, errUnsupported(c.action + " is not supported: access to a tenant's queues is granted by its credentials and their scopes.")
 }

@@ -140,6 +140,7 @@ func TestSQSQueryProtocol(t *testing.T) {
 		{url.Values{"Action": {"ReceiveMessage"}, "QueueUrl": {qurl}, "MaxNumberOfMessages": {"11"}}, 400, "InvalidParameterValue"},
 		{url.Values{"Action": {"SendMessageBatch"}, "QueueUrl": {qurl}}, 400, "AWS.SimpleQueueService.EmptyBatchRequest"},
 		{url.Values{"Action": {"Explode"}}, 400, "InvalidAction"},
+		{url.Values{"Action": {"AddPermission"}, "QueueUrl": {qurl}}, 400, "AWS.SimpleQueueService.UnsupportedOperation"},
 		{url.Values{"Action": {"CreateQueue"}, "QueueName": {"legacy"}, "Attribute.1.Name": {"VisibilityTimeout"}, "Attribute.1.Value": {"41"}}, 400, "QueueAlreadyExists"},
 	} {
 		code, body := queryCall(t, p.sqsAddr, tc.params)
