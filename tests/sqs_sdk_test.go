@@ -497,6 +497,15 @@ func TestSQSSDKFIFO(t *testing.T) {
 		MessageDeduplicationId: aws.String("d2")}); err != nil {
 		t.Fatal(err)
 	}
+	strict, err := c.CreateQueue(ctx, &awssqs.CreateQueueInput{QueueName: aws.String("strict.fifo"), Attributes: map[string]string{"FifoQueue": "true"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.SendMessage(ctx, &awssqs.SendMessageInput{QueueUrl: strict.QueueUrl, MessageBody: aws.String("x"), MessageGroupId: aws.String("g")})
+	wantCode(t, "no deduplication id without content-based deduplication", err, "InvalidParameterValue")
+	_, err = c.SendMessage(ctx, &awssqs.SendMessageInput{QueueUrl: strict.QueueUrl, MessageBody: aws.String("x"), MessageGroupId: aws.String("g"),
+		MessageDeduplicationId: aws.String("d"), DelaySeconds: 5})
+	wantCode(t, "a per-message delay on a FIFO queue", err, "InvalidParameterValue")
 	_, err = c.SendMessage(ctx, &awssqs.SendMessageInput{QueueUrl: q.QueueUrl, MessageBody: aws.String("no group")})
 	if apiCode(err) != "InvalidParameterValue" && apiCode(err) != "MissingParameter" {
 		t.Fatalf("FIFO send without a group: %v", err)
