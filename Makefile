@@ -12,9 +12,9 @@ PROTOC_GEN_OPENAPI   := github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-ope
 STATICCHECK          := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 # Packages whose concurrency is tested under the race detector.
-RACE_PKGS := ./store/... ./raftnode/... ./server/... ./internal/... ./sdk/...
+RACE_PKGS := ./store/... ./raftnode/... ./server/... ./internal/... ./sdk/... ./sqs/...
 
-.PHONY: all build build-chaos run cluster bench chaos test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean test-ts test-deploy test-ui
+.PHONY: all build build-chaos run cluster bench chaos test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean test-ts test-deploy test-ui test-sqs
 
 all: build
 
@@ -44,7 +44,7 @@ cluster: build
 	trap stop INT TERM; \
 	for i in 1 2 3; do \
 	  $(BIN)/quorumq serve --node-id $$i --data-dir ./data/n$$i --shards $(SHARDS) \
-	    --http-addr 127.0.0.1:808$$i --grpc-addr 127.0.0.1:909$$i --raft-addr 127.0.0.1:700$$i --metrics-addr 127.0.0.1:910$$i \
+	    --http-addr 127.0.0.1:808$$i --grpc-addr 127.0.0.1:909$$i --raft-addr 127.0.0.1:700$$i --metrics-addr 127.0.0.1:910$$i --sqs-addr 127.0.0.1:932$$i \
 	    --peers $(CLUSTER_PEERS) 2>./data/n$$i.log & pids="$$pids $$!"; \
 	done; \
 	$(BIN)/quorumq serve --role api --node-id 100 --peers $(CLUSTER_PEERS) 2>./data/api.log & pids="$$pids $$!"; \
@@ -71,7 +71,7 @@ test-race:
 	$(GO) test -race -count=1 -timeout 10m $(RACE_PKGS)
 
 test-unit:
-	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v -e /store -e /raftnode -e /server -e /internal -e /sdk -e /tests)
+	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v -e /store -e /raftnode -e /server -e /internal -e /sdk -e /sqs -e /tests)
 
 ## test-ts: the TypeScript client (sdk/typescript) against a live `quorumq serve`
 TS_DIR   := sdk/typescript
@@ -104,6 +104,12 @@ $(UI_DEPS): $(UI_DIR)/package-lock.json
 ## strictly (a module of its own: the Kubernetes libraries stay out of go.mod)
 test-deploy:
 	cd deploy/kubernetes/check && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
+
+## test-sqs: the README's "Use it from the AWS SDK / CLI" walkthrough with the
+## aws CLI (Debian's awscli, installed when missing); slow, so not in `make test`
+test-sqs: build
+	@command -v aws >/dev/null || { apt-get update && apt-get install -y awscli; }
+	QUORUMQ_BIN=$(BIN)/quorumq $(GO) test -tags sqscli -count=1 -timeout 10m -run '^TestReadmeSQSWalkthrough$$' ./tests/
 
 test-e2e: build build-chaos
 	QUORUMQ_BIN=$(BIN)/quorumq QUORUMQ_CHAOS_BIN=$(BIN)/quorumq-chaos $(GO) test -count=1 -timeout 10m ./tests/...

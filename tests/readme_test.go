@@ -22,6 +22,8 @@ import (
 //     TestReadmePeerCertificateRecipe (readme_auth_test.go)
 //   - "### Access keys for the SQS endpoint": TestReadmeAccessKeyWalkthrough
 //     (readme_sqsauth_test.go)
+//   - "## Use it from the AWS SDK / CLI": TestReadmeSQSWalkthrough
+//     (sqs_cli_test.go, build tag sqscli, run by `make test-sqs`)
 //   - "## Go SDK" has no block; it points at sdk/examples (run by
 //     sdk/examples/producer/main_test.go) and the sdk Example functions.
 

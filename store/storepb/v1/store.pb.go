@@ -385,8 +385,12 @@ type QueueAttributes struct {
 	Fifo                      bool   `protobuf:"varint,8,opt,name=fifo,proto3" json:"fifo,omitempty"`
 	ContentBasedDeduplication bool   `protobuf:"varint,9,opt,name=content_based_deduplication,json=contentBasedDeduplication,proto3" json:"content_based_deduplication,omitempty"`
 	Partitions                int32  `protobuf:"varint,10,opt,name=partitions,proto3" json:"partitions,omitempty"`
-	unknownFields             protoimpl.UnknownFields
-	sizeCache                 protoimpl.SizeCache
+	// UpdateQueue only, never stored: tag keys removed from the queue record,
+	// then tags set on it (at most MaxQueueTags in all after the change).
+	RemoveTags    []string          `protobuf:"bytes,20,rep,name=remove_tags,json=removeTags,proto3" json:"remove_tags,omitempty"`
+	SetTags       map[string]string `protobuf:"bytes,21,rep,name=set_tags,json=setTags,proto3" json:"set_tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *QueueAttributes) Reset() {
@@ -487,6 +491,20 @@ func (x *QueueAttributes) GetPartitions() int32 {
 		return x.Partitions
 	}
 	return 0
+}
+
+func (x *QueueAttributes) GetRemoveTags() []string {
+	if x != nil {
+		return x.RemoveTags
+	}
+	return nil
+}
+
+func (x *QueueAttributes) GetSetTags() map[string]string {
+	if x != nil {
+		return x.SetTags
+	}
+	return nil
 }
 
 // CreateQueue creates a queue; handle_key is 32 random bytes chosen by the
@@ -2929,7 +2947,7 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x12reschedule_message\x18$ \x01(\v2\x1d.storepb.v1.RescheduleMessageH\x00R\x11rescheduleMessage\x12@\n" +
 	"\x0eput_access_key\x18( \x01(\v2\x18.storepb.v1.PutAccessKeyH\x00R\fputAccessKey\x12I\n" +
 	"\x11revoke_access_key\x18) \x01(\v2\x1b.storepb.v1.RevokeAccessKeyH\x00R\x0frevokeAccessKeyB\x04\n" +
-	"\x02op\"\xc1\x03\n" +
+	"\x02op\"\xe3\x04\n" +
 	"\x0fQueueAttributes\x122\n" +
 	"\x15visibility_timeout_ms\x18\x01 \x01(\x03R\x13visibilityTimeoutMs\x120\n" +
 	"\x14message_retention_ms\x18\x02 \x01(\x03R\x12messageRetentionMs\x12*\n" +
@@ -2943,7 +2961,13 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"partitions\x18\n" +
 	" \x01(\x05R\n" +
-	"partitions\"\xec\x02\n" +
+	"partitions\x12\x1f\n" +
+	"\vremove_tags\x18\x14 \x03(\tR\n" +
+	"removeTags\x12C\n" +
+	"\bset_tags\x18\x15 \x03(\v2(.storepb.v1.QueueAttributes.SetTagsEntryR\asetTags\x1a:\n" +
+	"\fSetTagsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xec\x02\n" +
 	"\vCreateQueue\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12;\n" +
@@ -3165,7 +3189,7 @@ func file_storepb_v1_store_proto_rawDescGZIP() []byte {
 	return file_storepb_v1_store_proto_rawDescData
 }
 
-var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_storepb_v1_store_proto_goTypes = []any{
 	(*Command)(nil),              // 0: storepb.v1.Command
 	(*QueueAttributes)(nil),      // 1: storepb.v1.QueueAttributes
@@ -3202,10 +3226,11 @@ var file_storepb_v1_store_proto_goTypes = []any{
 	(*RevokeAccessKey)(nil),      // 32: storepb.v1.RevokeAccessKey
 	(*AccessKeyLookup)(nil),      // 33: storepb.v1.AccessKeyLookup
 	(*AccessKeyGrant)(nil),       // 34: storepb.v1.AccessKeyGrant
-	nil,                          // 35: storepb.v1.CreateQueue.TagsEntry
-	nil,                          // 36: storepb.v1.SendEntry.AttributesEntry
-	nil,                          // 37: storepb.v1.MessageRecord.AttributesEntry
-	nil,                          // 38: storepb.v1.QueueRecord.TagsEntry
+	nil,                          // 35: storepb.v1.QueueAttributes.SetTagsEntry
+	nil,                          // 36: storepb.v1.CreateQueue.TagsEntry
+	nil,                          // 37: storepb.v1.SendEntry.AttributesEntry
+	nil,                          // 38: storepb.v1.MessageRecord.AttributesEntry
+	nil,                          // 39: storepb.v1.QueueRecord.TagsEntry
 }
 var file_storepb_v1_store_proto_depIdxs = []int32{
 	2,  // 0: storepb.v1.Command.create_queue:type_name -> storepb.v1.CreateQueue
@@ -3225,27 +3250,28 @@ var file_storepb_v1_store_proto_depIdxs = []int32{
 	29, // 14: storepb.v1.Command.reschedule_message:type_name -> storepb.v1.RescheduleMessage
 	31, // 15: storepb.v1.Command.put_access_key:type_name -> storepb.v1.PutAccessKey
 	32, // 16: storepb.v1.Command.revoke_access_key:type_name -> storepb.v1.RevokeAccessKey
-	1,  // 17: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	35, // 18: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
-	1,  // 19: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	36, // 20: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
-	6,  // 21: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
-	8,  // 22: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
-	11, // 23: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
-	37, // 24: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
-	14, // 25: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
-	15, // 26: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
-	1,  // 27: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
-	38, // 28: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
-	23, // 29: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
-	25, // 30: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
-	25, // 31: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
-	30, // 32: storepb.v1.PutAccessKey.key:type_name -> storepb.v1.AccessKeyRecord
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	35, // 17: storepb.v1.QueueAttributes.set_tags:type_name -> storepb.v1.QueueAttributes.SetTagsEntry
+	1,  // 18: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
+	36, // 19: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
+	1,  // 20: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
+	37, // 21: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
+	6,  // 22: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
+	8,  // 23: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
+	11, // 24: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
+	38, // 25: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
+	14, // 26: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
+	15, // 27: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
+	1,  // 28: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
+	39, // 29: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
+	23, // 30: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
+	25, // 31: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
+	25, // 32: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
+	30, // 33: storepb.v1.PutAccessKey.key:type_name -> storepb.v1.AccessKeyRecord
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_storepb_v1_store_proto_init() }
@@ -3278,7 +3304,7 @@ func file_storepb_v1_store_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_storepb_v1_store_proto_rawDesc), len(file_storepb_v1_store_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   39,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
