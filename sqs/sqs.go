@@ -62,16 +62,6 @@ func (DevAuthenticator) AuthenticateSQS(*http.Request, []byte) (*server.Principa
 	}}, nil
 }
 
-// RefuseAuthenticator refuses every request: the node authenticates its
-// gRPC and REST callers but has no SigV4 verifier for the SQS endpoint.
-type RefuseAuthenticator struct{}
-
-// AuthenticateSQS implements Authenticator.
-func (RefuseAuthenticator) AuthenticateSQS(*http.Request, []byte) (*server.Principal, error) {
-	return nil, &AuthError{Code: "InvalidClientTokenId", HTTPStatus: http.StatusForbidden,
-		Message: "this node has authentication configured but no SigV4 credential store for the SQS endpoint: every request is refused"}
-}
-
 // Config configures a Handler.
 type Config struct {
 	// Client reaches the node's QueueService through its interceptors

@@ -175,13 +175,20 @@ func TestFromStatus(t *testing.T) {
 	}
 }
 
+// refuseAll refuses every request as an unknown key.
+type refuseAll struct{}
+
+func (refuseAll) AuthenticateSQS(*http.Request, []byte) (*server.Principal, error) {
+	return nil, &AuthError{Code: "InvalidClientTokenId", HTTPStatus: http.StatusForbidden, Message: "refused"}
+}
+
 // A JSON body that is no object, and an oversized one, are refused
 // before authentication.
 func TestHandlerRefusesBadBodies(t *testing.T) {
 	if _, err := New(Config{Client: nil, Auth: DevAuthenticator{}}); err == nil {
 		t.Fatal("a handler without a client was built")
 	}
-	h, err := New(Config{Client: unreachable{}, Auth: RefuseAuthenticator{}})
+	h, err := New(Config{Client: unreachable{}, Auth: refuseAll{}})
 	if err != nil {
 		t.Fatal(err)
 	}

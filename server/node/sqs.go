@@ -15,6 +15,7 @@ import (
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 	"github.com/quorumq/quorumq/server"
 	"github.com/quorumq/quorumq/sqs"
+	"github.com/quorumq/quorumq/sqs/sigv4"
 )
 
 // sqsEndpoint is the SQS listener and the in-process gRPC server behind
@@ -37,8 +38,7 @@ func (n *Node) startSQS(cfg Config, opts []grpc.ServerOption, dial []grpc.DialOp
 	if auth == nil {
 		auth = sqs.DevAuthenticator{}
 		if cfg.Authenticator != nil {
-			auth = sqs.RefuseAuthenticator{}
-			n.log.Warn("the SQS endpoint refuses every request: authentication is configured but no SigV4 verifier (--sqs-addr \"\" turns it off)")
+			auth = sigv4Auth{sigv4.New(n.keys)}
 		}
 	}
 	e := &sqsEndpoint{mem: bufconn.Listen(1 << 20)}

@@ -100,8 +100,8 @@ func (a fixedSQSAuth) AuthenticateSQS(*http.Request, []byte) (*server.Principal,
 	return a.p, a.err
 }
 
-// With authentication configured and no SigV4 verifier, the endpoint
-// refuses everything; a verifier's principal scopes every call to its
+// With authentication configured the endpoint verifies SigV4 (an unsigned
+// request is refused); a verifier's principal scopes every call to its
 // tenant, and its refusals keep their SQS code and status.
 func TestSQSAuthentication(t *testing.T) {
 	n := startNode(t, node.Config{Authenticator: denyAll{}, SQSAddr: "127.0.0.1:0"})
@@ -109,8 +109,8 @@ func TestSQSAuthentication(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, qe, out := sqsCall(t, n.SQSAddr(), "ListQueues", `{}`)
-	if st != 403 || qe != "InvalidClientTokenId;Sender" || out["__type"] != "com.amazonaws.sqs#InvalidClientTokenId" {
-		t.Fatalf("no verifier: %d %s %v", st, qe, out)
+	if st != 403 || qe != "MissingAuthenticationToken;Sender" || out["__type"] != "com.amazonaws.sqs#MissingAuthenticationToken" {
+		t.Fatalf("unsigned request: %d %s %v", st, qe, out)
 	}
 
 	acme := &server.Principal{Tenant: "acme", Scopes: map[string]bool{server.ScopeQueuesAdmin: true, server.ScopeMessagesSend: true}}
