@@ -92,8 +92,9 @@ type Config struct {
 	// SQSAddr is the listen address of the SQS endpoint (AWS JSON 1.0 and
 	// Query protocols); empty: none.
 	SQSAddr string
-	// SQSAuthenticator verifies SQS requests (SigV4); nil: every request is
-	// tenant "default" in dev mode, and refused when Authenticator is set.
+	// SQSAuthenticator verifies SQS requests; nil: every request is tenant
+	// "default" in dev mode, and SigV4 against the access keys of the
+	// metadata shard when Authenticator is set (sqsauth.go).
 	SQSAuthenticator sqs.Authenticator
 	// SQSRegion is the region in queue ARNs (default sqs.DefaultRegion).
 	SQSRegion string
