@@ -1823,12 +1823,12 @@ export const MessageStateSchema: GenEnum<MessageState> = /*@__PURE__*/
  *                                 max_message_size (413 for a REST body over
  *                                 the gateway's request cap).
  *   INVALID_RECEIPT_HANDLE (400) the handle is malformed or not of this queue.
- *   STALE_RECEIPT_HANDLE   (412 / FAILED_PRECONDITION) the message was
+ *   STALE_RECEIPT_HANDLE   (400 / FAILED_PRECONDITION) the message was
  *                                 received again since this handle was issued.
  *   DEAD_LETTER_QUEUE_INVALID (400) the dead-letter target is missing, is the
  *                                 queue itself, or differs in FIFO-ness.
- *   QUEUE_IN_USE           (412) the queue is another queue's dead-letter target.
- *   FIFO_PARTITIONS_FIXED  (412) UpdateQueue asked a FIFO queue for more
+ *   QUEUE_IN_USE           (400 / FAILED_PRECONDITION) the queue is another queue's dead-letter target.
+ *   FIFO_PARTITIONS_FIXED  (400 / FAILED_PRECONDITION) UpdateQueue asked a FIFO queue for more
  *                                 partitions (its groups would move).
  *   MESSAGE_NOT_FOUND      (404) CancelMessage / RescheduleMessage: no message
  *                                 with this id in the queue (deleted, cancelled,
