@@ -35,7 +35,7 @@ func TestBenchFlagValidation(t *testing.T) {
 		{[]string{"--batch", "101"}, "--batch"},
 		{[]string{"--batch", "100", "--size", "65536"}, "4 MiB"},
 		{[]string{"--inflight", "0"}, "--inflight"},
-		{[]string{"--receive-batch", "0"}, "--receive-batch"},
+		{[]string{"--receive-batch", "101"}, "--receive-batch"},
 		{[]string{"--duration", "0"}, "unbounded"},
 		{[]string{"--duration", "-1s"}, "negative"},
 		{[]string{"--rate", "-5"}, "--rate"},
@@ -102,6 +102,7 @@ func TestLatencyRecorderPercentiles(t *testing.T) {
 func TestBenchJSONShape(t *testing.T) {
 	o := defaultBenchOptions()
 	o.rate = 5000
+	o.receiveBatch = 10
 	r := &benchRun{o: o, runID: "abc", sendLat: newLatencyRecorder(), e2eLat: newLatencyRecorder()}
 	r.sent.Store(1000)
 	r.received.Store(1000)
