@@ -21,10 +21,12 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 	quorumq "github.com/quorumq/quorumq/sdk"
+	"github.com/quorumq/quorumq/server"
 )
 
 // Attributes the bench stamps on every message it sends.
@@ -410,8 +412,7 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 }
 func (bearer) RequireTransportSecurity() bool { return false }
 
-func (o *benchOptions) dial(i int) (*grpc.ClientConn, error) {
-	ep := o.endpoints[i%len(o.endpoints)]
+func (o *benchOptions) dial(ep string) (*grpc.ClientConn, error) {
 	creds, err := transportCredentials(o.caFile)
 	if err != nil {
 		return nil, err
@@ -479,12 +480,17 @@ func runBench(ctx context.Context, o benchOptions, progress io.Writer) (*benchRe
 			_ = c.Close()
 		}
 	}()
-	for i := 0; i < o.producers; i++ {
-		c, err := o.dial(i)
-		if err != nil {
-			return nil, err
+	producers := make([]*benchProducer, o.producers)
+	for i := range producers {
+		producers[i] = &benchProducer{}
+		for k := range o.endpoints {
+			c, err := o.dial(o.endpoints[(i+k)%len(o.endpoints)])
+			if err != nil {
+				return nil, err
+			}
+			conns = append(conns, c)
+			producers[i].apis = append(producers[i].apis, qv1.NewQueueServiceClient(c))
 		}
-		conns = append(conns, c)
 	}
 	var clients []*quorumq.Client // the consumers', each its own connections
 	defer func() {
@@ -525,13 +531,12 @@ func runBench(ctx context.Context, o benchOptions, progress io.Writer) (*benchRe
 	defer stopOnCtx()
 
 	var sendWG, consWG sync.WaitGroup
-	for p := 0; p < o.producers; p++ {
-		q := qv1.NewQueueServiceClient(conns[p])
+	for _, p := range producers {
 		for w := 0; w < o.inflight; w++ {
 			sendWG.Add(1)
 			go func() {
 				defer sendWG.Done()
-				r.sender(ctx, q)
+				r.sender(ctx, p)
 			}()
 		}
 	}
@@ -619,7 +624,7 @@ func prepareQueue(ctx context.Context, o benchOptions, conns []*grpc.ClientConn,
 // next request starts when the last is confirmed. Open loop: request k is
 // due at start + k·batch/rate and its latency counts from then, however
 // late it actually starts (no coordinated omission).
-func (r *benchRun) sender(ctx context.Context, q qv1.QueueServiceClient) {
+func (r *benchRun) sender(ctx context.Context, q *benchProducer) {
 	var interval time.Duration
 	if r.o.rate > 0 {
 		interval = time.Duration(float64(r.o.batch) / r.o.rate * float64(time.Second))
@@ -650,6 +655,27 @@ func (r *benchRun) sender(ctx context.Context, q qv1.QueueServiceClient) {
 	}
 }
 
+// benchProducer is one producer's connections, one per endpoint. Its sends
+// go to the endpoint that last served one without forwarding it (the
+// queue's shard leader), as the SDK's calls do.
+type benchProducer struct {
+	apis []qv1.QueueServiceClient
+	cur  atomic.Int64
+}
+
+func (p *benchProducer) api() (int, qv1.QueueServiceClient) {
+	k := int(p.cur.Load())
+	return k, p.apis[k]
+}
+
+// served moves the producer to the next endpoint when the reply of
+// endpoint k says the call was forwarded.
+func (p *benchProducer) served(k int, md metadata.MD) {
+	if len(md.Get(server.ForwardedToHeader)) > 0 {
+		p.cur.CompareAndSwap(int64(k), int64((k+1)%len(p.apis)))
+	}
+}
+
 // waitOrStop waits d; false when sending stopped meanwhile.
 func (r *benchRun) waitOrStop(d time.Duration) bool {
 	t := time.NewTimer(d)
@@ -675,14 +701,17 @@ func (r *benchRun) entry(idx int64, i int, stamp string) *qv1.SendMessageBatchEn
 
 // send sends messages first..first+n-1 in one request. In-flight requests
 // finish after sending stops (their outcome counts); only ctx cuts them.
-func (r *benchRun) send(ctx context.Context, q qv1.QueueServiceClient, first int64, n int, intended time.Time) error {
+func (r *benchRun) send(ctx context.Context, p *benchProducer, first int64, n int, intended time.Time) error {
 	stamp := strconv.FormatInt(intended.UnixNano(), 10)
 	ctx, cancel := context.WithTimeout(ctx, benchCallTimeout)
 	defer cancel()
+	k, q := p.api()
+	var md metadata.MD
+	defer func() { p.served(k, md) }()
 	ok := int64(n)
 	if r.o.batch == 1 {
 		e := r.entry(first, 0, stamp)
-		_, err := q.SendMessage(ctx, &qv1.SendMessageRequest{Queue: r.o.queue, Body: e.Body, Attributes: e.Attributes, Tags: e.Tags})
+		_, err := q.SendMessage(ctx, &qv1.SendMessageRequest{Queue: r.o.queue, Body: e.Body, Attributes: e.Attributes, Tags: e.Tags}, grpc.Header(&md))
 		if err != nil {
 			return err
 		}
@@ -691,7 +720,7 @@ func (r *benchRun) send(ctx context.Context, q qv1.QueueServiceClient, first int
 		for i := range entries {
 			entries[i] = r.entry(first+int64(i), i, stamp)
 		}
-		resp, err := q.SendMessageBatch(ctx, &qv1.SendMessageBatchRequest{Queue: r.o.queue, Entries: entries})
+		resp, err := q.SendMessageBatch(ctx, &qv1.SendMessageBatchRequest{Queue: r.o.queue, Entries: entries}, grpc.Header(&md))
 		if err != nil {
 			return err
 		}

@@ -12,6 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/metadata"
+
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	"github.com/quorumq/quorumq/server"
 	"github.com/quorumq/quorumq/server/node"
 )
 
@@ -248,5 +252,28 @@ func TestBenchEndToEnd(t *testing.T) {
 	// Receive-only runs measure other runs' messages: no end-to-end figure.
 	if res.Received != 20 || res.Deleted != 20 || res.EndToEndLatency.Count != 0 || len(res.Errors) != 0 {
 		t.Fatalf("filtered receive: %+v", res)
+	}
+}
+
+// A producer moves to the next endpoint when a reply says its call was
+// forwarded, stays where calls are served, and ignores a stale report
+// about an endpoint it has left already.
+func TestBenchProducerFollowsForwarding(t *testing.T) {
+	p := &benchProducer{apis: make([]qv1.QueueServiceClient, 3)}
+	fwd := metadata.Pairs(server.ForwardedToHeader, "3")
+	k, _ := p.api()
+	p.served(k, fwd)
+	if k, _ = p.api(); k != 1 {
+		t.Fatalf("after a forwarded call: endpoint %d, want 1", k)
+	}
+	p.served(1, metadata.MD{})
+	p.served(0, fwd) // a late reply from endpoint 0
+	if k, _ = p.api(); k != 1 {
+		t.Fatalf("after a served call and a stale report: endpoint %d, want 1", k)
+	}
+	p.served(1, fwd)
+	p.served(2, fwd)
+	if k, _ = p.api(); k != 0 {
+		t.Fatalf("wraps around: endpoint %d, want 0", k)
 	}
 }
