@@ -29,8 +29,9 @@ type ConsumerOptions struct {
 	// order.
 	Concurrency int
 	// Prefetch bounds the messages held at once: received and not yet
-	// done, whether their handler runs or they wait for one (default 10 ×
-	// Concurrency, at most 100, at least Concurrency). Their leases are
+	// done, whether their handler runs or they wait for one (default 20 ×
+	// Concurrency, at most 200 — the peers' usual prefetch —, at least
+	// Concurrency). Their leases are
 	// kept alive while they wait. A receive asks for at most the free
 	// room, so the consumer never holds more than Prefetch. With slow
 	// handlers, set it to Concurrency: messages then wait in the queue,
@@ -111,7 +112,7 @@ func (q *Queue) NewConsumer(o ConsumerOptions) *Consumer {
 		o.Concurrency = 10
 	}
 	if o.Prefetch <= 0 {
-		o.Prefetch = min(10*o.Concurrency, 100)
+		o.Prefetch = min(20*o.Concurrency, 200)
 	}
 	o.Prefetch = max(o.Prefetch, o.Concurrency)
 	if o.MaxMessages <= 0 {

@@ -99,7 +99,7 @@ func (l *leaseFake) snapshot() leaseFake {
 }
 
 // With its defaults (Concurrency 10) a consumer keeps 4 receives of up to
-// 25 in flight and fills its prefetch window of 100 messages, never more,
+// 50 in flight and fills its prefetch window of 200 messages, never more,
 // running 10 handlers; once the handlers run freely it drains the queue,
 // deleting in batches of at most 100 with several batches in flight.
 func TestConsumerPipelinesReceivesAndDeletes(t *testing.T) {
@@ -131,13 +131,13 @@ func TestConsumerPipelinesReceivesAndDeletes(t *testing.T) {
 		mu.Lock()
 		r := running
 		mu.Unlock()
-		if s := l.snapshot(); s.held != 100 || r != 10 {
-			return fmt.Errorf("held %d, handlers running %d; want 100 and 10", s.held, r)
+		if s := l.snapshot(); s.held != 200 || r != 10 {
+			return fmt.Errorf("held %d, handlers running %d; want 200 and 10", s.held, r)
 		}
 		return nil
 	})
-	if s := l.snapshot(); s.maxHeld != 100 || s.next != 100 {
-		t.Fatalf("leased %d, at most %d held at once; want 100 (the prefetch window)", s.next, s.maxHeld)
+	if s := l.snapshot(); s.maxHeld != 200 || s.next != 200 {
+		t.Fatalf("leased %d, at most %d held at once; want 200 (the prefetch window)", s.next, s.maxHeld)
 	}
 
 	close(gate)
