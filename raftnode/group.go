@@ -36,13 +36,14 @@ type group struct {
 	leadTicks    int            // ticks since this node became leader (0 otherwise)
 	stepped      []*stagedSnap  // snapshots stepped this round, until installed or dropped
 	lostLog      map[uint64]int // member -> consecutive rejections below its match (loop only)
+	membersOf    *pb.ConfState  // the ConfState status.Members was derived from
 
-	maxPropBytes int // bound of propBytes (Config.MaxQueuedProposalBytes); set before publication, read-only
+	maxPropBytes int // bound of each class's propBytes (Config.MaxQueuedProposalBytes); set before publication, read-only
 
 	mu        sync.Mutex
-	closed    error // non-nil: no more requests (stopped or halted)
-	props     []*proposal
-	propBytes int // cost of props (payloads + proposalOverhead each)
+	closed    error                   // non-nil: no more requests (stopped or halted)
+	props     [numClasses][]*proposal // by class, each in arrival order
+	propBytes [numClasses]int         // cost of props (payloads + proposalOverhead each)
 	msgs      []*pb.Message
 	reads     []*readReq
 	transfers []uint64
@@ -71,7 +72,8 @@ type snapReport struct {
 // inbox is what the loop takes from a group each round.
 type inbox struct {
 	msgs      []*pb.Message
-	props     []*proposal
+	props     []*proposal // this round's share (see takeRound)
+	propsLeft bool        // proposals wait for the next round
 	reads     []*readReq
 	transfers []uint64
 	snaps     []*stagedSnap
@@ -87,10 +89,11 @@ type result struct {
 }
 
 type proposal struct {
-	id   uint64
-	data []byte      // framed
-	term uint64      // loop only: term it was proposed in, 0 while queued
-	ch   chan result // cap 1, receives exactly one result
+	id    uint64
+	data  []byte // framed
+	class Class
+	term  uint64      // loop only: term it was proposed in, 0 while queued
+	ch    chan result // cap 1, receives exactly one result
 }
 
 type readReq struct {
@@ -115,12 +118,13 @@ func (g *group) enqueueProposal(p *proposal) error {
 		return g.closed
 	}
 	cost := len(p.data) + proposalOverhead
-	if len(g.props) > 0 && g.propBytes+cost > g.maxPropBytes {
-		return fmt.Errorf("%w: %w: group %d: %d bytes of proposals queued (limit %d)",
-			ErrOverloaded, ErrProposalDropped, g.id, g.propBytes, g.maxPropBytes)
+	c := p.class
+	if len(g.props[c]) > 0 && g.propBytes[c]+cost > g.maxPropBytes {
+		return fmt.Errorf("%w: %w: group %d: %d bytes of proposals queued in class %d (limit %d)",
+			ErrOverloaded, ErrProposalDropped, g.id, g.propBytes[c], c, g.maxPropBytes)
 	}
-	g.props = append(g.props, p)
-	g.propBytes += cost
+	g.props[c] = append(g.props[c], p)
+	g.propBytes[c] += cost
 	g.waiters[p.id] = p
 	return nil
 }
@@ -224,15 +228,19 @@ func (g *group) dropRead(id uint64) bool {
 	return ok
 }
 
-// takeInbox hands the queued requests to the loop. Proposals and reads whose
-// callers gave up are left out.
+// takeInbox hands the queued requests to the loop: all but the proposals,
+// of which it takes a round's fair share (takeRound). Proposals and reads
+// whose callers gave up are left out.
 func (g *group) takeInbox() inbox {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	in := inbox{msgs: g.msgs, transfers: g.transfers, snaps: g.snaps, reports: g.reports}
-	for _, p := range g.props {
-		if g.waiters[p.id] == p {
-			in.props = append(in.props, p)
+	var cost [numClasses]int
+	in.props, cost, in.propsLeft = takeRound(&g.props, roundProposalBytes, func(p *proposal) bool { return g.waiters[p.id] == p })
+	for c := range g.propBytes {
+		g.propBytes[c] -= cost[c]
+		if len(g.props[c]) == 0 {
+			g.props[c] = nil // let the backing array go
 		}
 	}
 	for _, r := range g.reads {
@@ -240,8 +248,7 @@ func (g *group) takeInbox() inbox {
 			in.reads = append(in.reads, r)
 		}
 	}
-	g.msgs, g.props, g.reads, g.transfers, g.snaps, g.reports = nil, nil, nil, nil, nil, nil
-	g.propBytes = 0
+	g.msgs, g.reads, g.transfers, g.snaps, g.reports = nil, nil, nil, nil, nil
 	return in
 }
 
@@ -317,8 +324,8 @@ func (g *group) close(err error) {
 	}
 	ps, rs := g.waiters, g.readWait
 	g.waiters, g.readWait = make(map[uint64]*proposal), make(map[uint64]*readReq)
-	g.props, g.reads, g.msgs, g.transfers, g.reports = nil, nil, nil, nil, nil
-	g.propBytes = 0
+	g.props, g.propBytes = [numClasses][]*proposal{}, [numClasses]int{}
+	g.reads, g.msgs, g.transfers, g.reports = nil, nil, nil, nil
 	g.mu.Unlock()
 	for _, p := range ps {
 		p.ch <- result{err: err}
@@ -345,8 +352,8 @@ func (g *group) refreshStatus() (leaderChanged bool) {
 	g.mu.Lock()
 	old := g.status
 	members := old.Members
-	if applied != old.Applied || members == nil {
-		members = confMembers(g.st.appliedConfState())
+	if cs := g.st.appliedConfStateRef(); cs != g.membersOf || members == nil {
+		members, g.membersOf = confMembers(cs), cs
 	}
 	g.status = GroupStatus{
 		Group:      g.id,

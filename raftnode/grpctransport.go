@@ -253,19 +253,25 @@ func (p *peer) touch() {
 func (p *peer) take(from uint64) (*transportpb.StreamRequest, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	req := &transportpb.StreamRequest{FromNode: from}
 	size, n := 0, 0
 	for _, e := range p.queue {
 		if n > 0 && size >= maxBatchBytes {
 			break
 		}
-		b, err := proto.Marshal(e.Msg)
-		if err != nil {
+		size += proto.Size(e.Msg)
+		n++
+	}
+	// One buffer for the batch's messages (not one allocation each); it
+	// is not reused: gRPC may read a sent message lazily.
+	buf := make([]byte, 0, size)
+	req := &transportpb.StreamRequest{FromNode: from, Messages: make([]*transportpb.RaftMessage, n)}
+	for i, e := range p.queue[:n] {
+		start := len(buf)
+		var err error
+		if buf, err = (proto.MarshalOptions{UseCachedSize: true}).MarshalAppend(buf, e.Msg); err != nil {
 			return nil, fmt.Errorf("marshal raft message: %w", err)
 		}
-		req.Messages = append(req.Messages, &transportpb.RaftMessage{Group: e.Group, Message: b})
-		size += len(b)
-		n++
+		req.Messages[i] = &transportpb.RaftMessage{Group: e.Group, Message: buf[start:len(buf):len(buf)]}
 	}
 	clear(p.queue[:n])
 	p.queue = p.queue[n:]

@@ -120,6 +120,10 @@ type applyResult struct {
 type testSM struct {
 	group  uint64
 	failOn string // Apply returns an error for this payload
+	// blockOn: Apply of this payload signals blocked, then waits for
+	// unblock (set both before proposing it).
+	blockOn          string
+	blocked, unblock chan struct{}
 
 	restored atomic.Int64 // Restored calls
 
@@ -140,6 +144,10 @@ func (s *testSM) countKey(index uint64) []byte {
 func (s *testSM) Apply(b *pebble.Batch, index uint64, data []byte) (any, error) {
 	if s.failOn != "" && string(data) == s.failOn {
 		return nil, errors.New("injected storage failure")
+	}
+	if s.blockOn != "" && string(data) == s.blockOn {
+		close(s.blocked)
+		<-s.unblock
 	}
 	k := s.countKey(index)
 	var n uint64

@@ -76,11 +76,18 @@ type Config struct {
 	ElectionTicks  int           // default 10
 	HeartbeatTicks int           // default 1
 	// LogRetain is the number of entries kept behind the applied index when
-	// the log is truncated (default 1000). The leader does not truncate past
-	// an active member's match index unless that member lags by more than
-	// 4×LogRetain; members that are down or far behind get a snapshot.
+	// the log is truncated (default 256), for a member that was briefly
+	// away. The leader truncates every tick, so entries mostly die in
+	// Pebble's memtable; it does not truncate past an active member's
+	// match index (or the snapshot it is being sent) unless that member
+	// lags by more than LogLagLimit entries; members that are down or far
+	// behind get a snapshot.
 	LogRetain uint64
-	Logger    *slog.Logger // default slog.Default()
+	// LogLagLimit is how far (entries) behind the applied index an active
+	// member may be and still hold the log for its catch-up (default 4096;
+	// 4×LogRetain if LogRetain is set).
+	LogLagLimit uint64
+	Logger      *slog.Logger // default slog.Default()
 
 	// SnapshotFS and SnapshotDir hold received snapshots while they are
 	// streamed in (as sstables, ingested into DB once complete). They must
@@ -208,8 +215,14 @@ func NewHost(cfg Config) (*Host, error) {
 	if cfg.HeartbeatTicks <= 0 {
 		cfg.HeartbeatTicks = 1
 	}
+	if cfg.LogLagLimit == 0 {
+		cfg.LogLagLimit = 4096
+		if cfg.LogRetain != 0 {
+			cfg.LogLagLimit = 4 * cfg.LogRetain
+		}
+	}
 	if cfg.LogRetain == 0 {
-		cfg.LogRetain = 1000
+		cfg.LogRetain = 256
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -455,7 +468,8 @@ func (h *Host) LogSyncs() uint64 { return h.syncs.Load() }
 // Propose replicates data through the group's log and returns the
 // StateMachine's Apply result once the entry is committed (fsynced on a
 // majority) and applied on this node. Proposals queued together share one
-// fsync. Errors: *NotLeaderError (this node is not the leader),
+// fsync. The proposal goes in the Class ctx carries (WithClass): classes
+// share each round fairly and are bounded separately. Errors: *NotLeaderError (this node is not the leader),
 // ErrLeadershipLost (outcome unknown), ErrProposalDropped (not appended),
 // ErrOverloaded (not appended: the group's backlog is full), ErrStopped,
 // ErrGroupNotFound, ErrHalted, or ctx's error (the waiter is removed; the
@@ -469,7 +483,7 @@ func (h *Host) Propose(ctx context.Context, group uint64, data []byte) (any, err
 		return nil, err
 	}
 	start := time.Now()
-	p := &proposal{id: h.nextID.Add(1), ch: make(chan result, 1)}
+	p := &proposal{id: h.nextID.Add(1), class: classFrom(ctx), ch: make(chan result, 1)}
 	p.data = frameUser(p.id, data)
 	if err := g.enqueueProposal(p); err != nil {
 		return nil, err

@@ -14,10 +14,6 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// truncateCheckTicks is how often (in ticks) a leader considers truncating
-// its group's log.
-const truncateCheckTicks = 10
-
 // run is the host's loop: the only goroutine that touches RawNodes.
 func (h *Host) run() {
 	defer close(h.done)
@@ -65,9 +61,7 @@ func (h *Host) tick(n uint64) {
 			} else {
 				g.leadTicks = 0
 			}
-			if n%truncateCheckTicks == 0 {
-				h.maybeTruncate(g)
-			}
+			h.maybeTruncate(g)
 			return nil
 		})
 	}
@@ -103,7 +97,12 @@ func (h *Host) round() (more bool) {
 	groups := h.active()
 	unreachable := h.takeUnreachable()
 	for _, g := range groups {
-		h.guard(g, func() error { h.drain(g, unreachable); return nil })
+		h.guard(g, func() error {
+			if h.drain(g, unreachable) {
+				more = true // proposals beyond this round's share
+			}
+			return nil
+		})
 	}
 	var rs []*readyGroup
 	for _, g := range groups {
@@ -118,7 +117,7 @@ func (h *Host) round() (more bool) {
 		for _, g := range groups {
 			h.dropStepped(g)
 		}
-		return false
+		return more
 	}
 
 	if h.cfg.Transport != nil {
@@ -285,8 +284,10 @@ func sendsEarly(m *pb.Message) bool {
 	return true
 }
 
-// drain steps the group's queued requests into its RawNode.
-func (h *Host) drain(g *group, unreachable []uint64) {
+// drain steps the group's queued requests into its RawNode: all but the
+// proposals, of which it takes one round's share. It reports whether
+// proposals are left for the next round.
+func (h *Host) drain(g *group, unreachable []uint64) (propsLeft bool) {
 	if g.selfElect {
 		// A sole voter need not wait for an election timeout; raft refuses
 		// to campaign while committed conf changes are unapplied.
@@ -298,6 +299,7 @@ func (h *Host) drain(g *group, unreachable []uint64) {
 		}
 	}
 	in := g.takeInbox()
+	propsLeft = in.propsLeft
 	for _, id := range unreachable {
 		g.rn.ReportUnreachable(id)
 	}
@@ -323,7 +325,7 @@ func (h *Host) drain(g *group, unreachable []uint64) {
 	}
 	props, reads, transfers := in.props, in.reads, in.transfers
 	if len(props) == 0 && len(reads) == 0 && len(transfers) == 0 {
-		return
+		return propsLeft
 	}
 	bs := g.rn.BasicStatus()
 	if bs.RaftState != raft.StateLeader {
@@ -334,7 +336,7 @@ func (h *Host) drain(g *group, unreachable []uint64) {
 		for _, r := range reads {
 			g.finishRead(r.id, nl)
 		}
-		return
+		return propsLeft
 	}
 	h.propose(g, props, bs.GetTerm())
 	for _, r := range reads {
@@ -344,6 +346,7 @@ func (h *Host) drain(g *group, unreachable []uint64) {
 	for _, to := range transfers {
 		g.rn.TransferLeader(to)
 	}
+	return propsLeft
 }
 
 // propose steps the round's proposals into the leader's RawNode: as one
@@ -576,12 +579,20 @@ type applyDone struct {
 	v  any
 }
 
-// maybeTruncate proposes a log truncation on a leader: up to LogRetain
-// entries behind the applied index, and only once at least a quarter of
-// LogRetain entries can go. It does not pass the match index of a member
-// that is active and at most 4×LogRetain behind (it catches up from the
-// log); a member that is down, far behind or already being sent a
-// snapshot does not hold truncation back: it will get a snapshot. Raft's
+// maybeTruncate proposes a log truncation on a leader, every tick, so that
+// log entries are deleted while still in Pebble's memtable (a flush then
+// drops them: they are written once, to the WAL). The target is LogRetain
+// entries behind the applied index, and it does not pass:
+//
+//   - the match index of a member that is active and at most LogLagLimit
+//     entries behind (it catches up from the log);
+//   - the index of the snapshot an active member is being sent (after
+//     installing it, the member catches up from the log instead of needing
+//     another snapshot).
+//
+// A member that is down or far behind does not hold truncation back: it
+// will get a snapshot. A proposal needs at least LogRetain/4 entries to
+// go, so an idle group does not truncate its own truncation entries. Raft's
 // RecentActive is only meaningful after an election timeout of leadership
 // (CheckQuorum refreshes it), so a new leader waits two. Every replica
 // applies the entry, so followers' logs shrink too.
@@ -594,14 +605,7 @@ func (h *Host) maybeTruncate(g *group) {
 	if applied <= h.cfg.LogRetain {
 		return
 	}
-	target := applied - h.cfg.LogRetain
-	lagLimit := 4 * h.cfg.LogRetain
-	g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
-		if id == h.cfg.NodeID || pr.State == tracker.StateSnapshot || !pr.RecentActive || pr.Match+lagLimit < applied {
-			return
-		}
-		target = min(target, pr.Match)
-	})
+	target := truncateTarget(h.cfg.NodeID, applied, h.cfg.LogRetain, h.cfg.LogLagLimit, g.rn.WithProgress)
 	if g.truncTerm == bs.GetTerm() && target <= g.truncPending {
 		return
 	}
@@ -612,6 +616,26 @@ func (h *Host) maybeTruncate(g *group) {
 		return
 	}
 	g.truncPending, g.truncTerm = target, bs.GetTerm()
+}
+
+// truncateTarget is the highest index a leader may truncate its log to
+// (see maybeTruncate); applied > retain.
+func truncateTarget(self, applied, retain, lagLimit uint64, progress func(func(uint64, raft.ProgressType, tracker.Progress))) uint64 {
+	target := applied - retain
+	progress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+		if id == self || !pr.RecentActive {
+			return
+		}
+		need := pr.Match
+		if pr.State == tracker.StateSnapshot {
+			need = pr.PendingSnapshot
+		}
+		if need+lagLimit < applied {
+			return
+		}
+		target = min(target, need)
+	})
+	return target
 }
 
 // guard runs fn on a live group; an error or a panic (raft panics on

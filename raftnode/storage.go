@@ -60,7 +60,15 @@ type storage struct {
 	cacheFirst uint64
 	cacheBytes uint64
 	cacheLimit uint64
+
+	// enc is stageAppend's encoding buffer (loop only), reused across
+	// rounds: Batch.Set copies, so the encoded entries need not outlive
+	// the call. Dropped after a round larger than maxEncBuf.
+	enc []byte
 }
+
+// maxEncBuf bounds the encoding buffer a storage keeps between rounds.
+const maxEncBuf = 4 << 20
 
 // cachedEntry is a durable log entry and its encoded size. Cached entries
 // are shared with raft and must never be modified.
@@ -385,13 +393,30 @@ func (s *storage) stageAppend(b *pebble.Batch, ents []*pb.Entry, hs *pb.HardStat
 		if ents[0].GetIndex() > last+1 {
 			return st, fmt.Errorf("append at %d leaves a gap after last index %d", ents[0].GetIndex(), last)
 		}
+		// All entries encoded into one reused buffer: one allocation per
+		// large round at most, instead of one per entry.
+		size := 0
 		for i, e := range ents {
 			if i > 0 && e.GetIndex() != ents[i-1].GetIndex()+1 {
 				return st, fmt.Errorf("append: index %d after %d", e.GetIndex(), ents[i-1].GetIndex())
 			}
-			if vals[i], err = proto.Marshal(e); err != nil {
+			size += proto.Size(e)
+		}
+		buf := s.enc[:0]
+		if cap(buf) < size {
+			buf = make([]byte, 0, size)
+		}
+		for i, e := range ents {
+			n := len(buf)
+			if buf, err = (proto.MarshalOptions{UseCachedSize: true}).MarshalAppend(buf, e); err != nil {
 				return st, err
 			}
+			vals[i] = buf[n:len(buf):len(buf)]
+		}
+		if cap(buf) <= maxEncBuf {
+			s.enc = buf
+		} else {
+			s.enc = nil
 		}
 	}
 	if hsv != nil {
@@ -509,6 +534,15 @@ func (s *storage) bounds() (first, last, applied uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.truncIndex + 1, s.lastIndex, s.applied
+}
+
+// appliedConfStateRef is the applied ConfState itself: a new pointer
+// after every change (it is replaced, never modified), so callers can
+// cache what they derive from it. It must not be modified.
+func (s *storage) appliedConfStateRef() *pb.ConfState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.confState
 }
 
 func (s *storage) appliedConfState() *pb.ConfState {

@@ -219,6 +219,12 @@ func (s *Server) propose(ctx context.Context, cmd *storepb.Command) (res *store.
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ProposeTimeout)
 	defer cancel()
+	switch cmd.GetOp().(type) {
+	case *storepb.Command_Receive, *storepb.Command_Delete, *storepb.Command_ChangeVisibility:
+		// Their own share of each Raft round: a send backlog cannot
+		// starve the consumers that drain it.
+		ctx = raftnode.WithClass(ctx, raftnode.ClassConsume)
+	}
 	r, err := s.raft.Propose(ctx, s.shard, data)
 	if errors.Is(err, raftnode.ErrLeadershipLost) {
 		// The leader stepped down with the entry pending. If no new leader

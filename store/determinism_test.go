@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -424,7 +425,9 @@ func (g *generator) coverage() string {
 // checkInvariants verifies the bookkeeping the generated log exercised: per
 // queue, the message and byte counters match the records, and the visibility
 // and tag indexes hold exactly one entry per record (and tag) at its
-// visible_at, with the right flag.
+// visible_at (the lease record's, if it has one), with the right flag and,
+// with a lease record, its count and first receive time; every lease record
+// belongs to a message.
 func checkInvariants(t *testing.T, s *Store) {
 	t.Helper()
 	r := s.reader(0)
@@ -453,11 +456,12 @@ func checkInvariants(t *testing.T, s *Store) {
 			t.Fatal(err)
 		}
 		msgs := all(keys.MessagePrefix(s.shard, q.Id))
+		leases := all(keys.LeasePrefix(s.shard, q.Id))
 		vis := all(keys.VisiblePrefix(s.shard, q.Id))
 		tags := all(keys.TagsPrefix(s.shard, q.Id))
 		total += len(msgs)
 		var bytesSum int64
-		nTags := 0
+		nTags, nLeases := 0, 0
 		for _, v := range msgs {
 			m := &storepb.MessageRecord{}
 			if err := proto.Unmarshal(v, m); err != nil {
@@ -467,17 +471,36 @@ func checkInvariants(t *testing.T, s *Store) {
 			if m.Seq < meta.LowSeq || m.Seq >= meta.NextSeq {
 				t.Errorf("%s: seq %d outside [%d, %d)", q.Name, m.Seq, meta.LowSeq, meta.NextSeq)
 			}
-			if f, ok := vis[string(keys.Visible(s.shard, q.Id, m.VisibleAtMs, m.Seq))]; !ok || !bytes.Equal(f, flagOf(m)) {
-				t.Errorf("%s: seq %d: visibility entry %v %x", q.Name, m.Seq, ok, f)
+			want := []byte{flagNew}
+			if m.ReceiveCount > 0 {
+				want[0] = flagReceived
+			}
+			if lv, ok := leases[string(keys.Lease(s.shard, q.Id, m.Seq))]; ok {
+				nLeases++
+				if err := applyLease(m, lv); err != nil {
+					t.Fatal(err)
+				}
+				want = []byte{flagNew}
+				if m.ReceiveCount > 0 {
+					want[0] = flagReceived
+				}
+				want = binary.BigEndian.AppendUint32(want, uint32(m.ReceiveCount))
+				want = binary.BigEndian.AppendUint64(want, uint64(m.FirstReceivedAtMs))
+			}
+			if f, ok := vis[string(keys.Visible(s.shard, q.Id, m.VisibleAtMs, m.Seq))]; !ok || !bytes.Equal(f, want) {
+				t.Errorf("%s: seq %d: visibility entry %v %x, want %x", q.Name, m.Seq, ok, f, want)
 			}
 			for _, tag := range m.Tags {
 				nTags++
-				if _, ok := tags[string(keys.Tag(s.shard, q.Id, tag, m.VisibleAtMs, m.Seq))]; !ok {
-					t.Errorf("%s: seq %d: no tag entry %s", q.Name, m.Seq, tag)
+				if f, ok := tags[string(keys.Tag(s.shard, q.Id, tag, m.VisibleAtMs, m.Seq))]; !ok || !bytes.Equal(f, want) {
+					t.Errorf("%s: seq %d: tag entry %s %v %x, want %x", q.Name, m.Seq, tag, ok, f, want)
 				}
 			}
 		}
-		checkGroups(t, s, q, msgs, all(keys.GroupsPrefix(s.shard, q.Id)), all(keys.GroupHeadPrefix(s.shard, q.Id)))
+		checkGroups(t, s, q, msgs, leases, all(keys.GroupsPrefix(s.shard, q.Id)), all(keys.GroupHeadPrefix(s.shard, q.Id)))
+		if nLeases != len(leases) {
+			t.Errorf("%s: %d lease records, %d of them of a message", q.Name, len(leases), nLeases)
+		}
 		if int64(len(msgs)) != meta.Messages || bytesSum != meta.Bytes || len(vis) != len(msgs) || len(tags) != nTags {
 			t.Errorf("%s: meta %v; %d records of %d bytes, %d visibility and %d tag entries (want %d)",
 				q.Name, meta, len(msgs), bytesSum, len(vis), len(tags), nTags)

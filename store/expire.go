@@ -56,8 +56,8 @@ func (t *txn) expireMessages(q *storepb.QueueRecord, limit int, res *Result) (er
 		if err != nil {
 			return err
 		}
-		m := &storepb.MessageRecord{}
-		if err := proto.Unmarshal(v, m); err != nil {
+		m, err := t.decodeMessage(q.Id, it.Key(), v)
+		if err != nil {
 			return err
 		}
 		if m.EnqueuedAtMs+retention > t.now || res.Removed+len(expired) >= limit {

@@ -131,6 +131,8 @@ func (t *txn) scanGroups(qid uint64, f *storepb.TagFilter, until int64, budget i
 		return false, err
 	}
 	defer closeInto(members, &err)
+	recs := &recordIter{t: t, qid: qid}
+	defer recs.close(&err)
 	for ok := heads.First(); ok; ok = heads.Next() {
 		_, _, _, headSeq, err := keys.DecodeGroupHead(heads.Key())
 		if err != nil {
@@ -148,12 +150,15 @@ func (t *txn) scanGroups(qid uint64, f *storepb.TagFilter, until int64, budget i
 			if err != nil {
 				return false, fmt.Errorf("store: bad group key %s: %w", keys.Pretty(members.Key()), err)
 			}
-			m, err := t.message(qid, seq)
+			m, err := recs.get(seq)
 			if err != nil {
 				return false, err
 			}
 			if m == nil {
 				return false, fmt.Errorf("store: group entry without message: queue %d seq %d", qid, seq)
+			}
+			if err := t.loadLease(qid, m); err != nil {
+				return false, err
 			}
 			if m.VisibleAtMs > until {
 				break

@@ -140,7 +140,7 @@ func (c *fifoChecker) check(t *testing.T, s *Store, before *fifoSnapshot, res *R
 // FIFO queue one group entry per message and one head entry per group, at
 // the (visible_at, seq) of its lowest-seq message with the group as value;
 // on a standard queue none.
-func checkGroups(t *testing.T, s *Store, q *storepb.QueueRecord, msgs, groups, heads map[string][]byte) {
+func checkGroups(t *testing.T, s *Store, q *storepb.QueueRecord, msgs, leases, groups, heads map[string][]byte) {
 	t.Helper()
 	if !isFifo(q) {
 		if len(groups)+len(heads) > 0 {
@@ -153,6 +153,11 @@ func checkGroups(t *testing.T, s *Store, q *storepb.QueueRecord, msgs, groups, h
 		m := &storepb.MessageRecord{}
 		if err := proto.Unmarshal(v, m); err != nil {
 			t.Fatal(err)
+		}
+		if lv, ok := leases[string(keys.Lease(s.shard, q.Id, m.Seq))]; ok {
+			if err := applyLease(m, lv); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if _, ok := groups[string(keys.Group(s.shard, q.Id, m.GroupId, m.Seq))]; !ok {
 			t.Errorf("%s: seq %d: no group entry", q.Name, m.Seq)

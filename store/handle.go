@@ -1,10 +1,12 @@
 package store
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/binary"
+	"hash"
 	"strings"
 )
 
@@ -37,7 +39,9 @@ const (
 // partition, queue, seq, receive count, and an HMAC-SHA256 of those
 // (truncated to 16 bytes) under the queue's handle key, so a client cannot
 // forge a handle for another message or receive.
-func EncodeHandle(h Handle, key []byte) []byte {
+func EncodeHandle(h Handle, key []byte) []byte { return newSigner(key).encode(h) }
+
+func (s *signer) encode(h Handle) []byte {
 	b := make([]byte, 0, HandleLen)
 	b = append(b, handleV2)
 	b = binary.BigEndian.AppendUint64(b, h.Shard)
@@ -45,7 +49,7 @@ func EncodeHandle(h Handle, key []byte) []byte {
 	b = binary.BigEndian.AppendUint64(b, h.Queue)
 	b = binary.BigEndian.AppendUint64(b, h.Seq)
 	b = binary.BigEndian.AppendUint32(b, uint32(h.ReceiveCount))
-	return append(b, handleMAC(b, key)...)
+	return append(b, s.mac(b)...)
 }
 
 // ParseHandle decodes a handle without checking its MAC (for routing by
@@ -76,22 +80,42 @@ func ParseHandle(b []byte) (Handle, error) {
 }
 
 // DecodeHandle decodes a handle and verifies its MAC under key.
-func DecodeHandle(b, key []byte) (Handle, error) {
+func DecodeHandle(b, key []byte) (Handle, error) { return newSigner(key).decode(b) }
+
+func (s *signer) decode(b []byte) (Handle, error) {
 	h, err := ParseHandle(b)
 	if err != nil {
 		return Handle{}, err
 	}
 	body := len(b) - handleMACLen
-	if !hmac.Equal(b[body:], handleMAC(b[:body], key)) {
+	if !hmac.Equal(b[body:], s.mac(b[:body])) {
 		return Handle{}, ErrInvalidReceipt
 	}
 	return h, nil
 }
 
-func handleMAC(body, key []byte) []byte {
-	m := hmac.New(sha256.New, key)
-	m.Write(body)
-	return m.Sum(nil)[:handleMACLen]
+// signer computes handle MACs under one key, reusing its HMAC state: a
+// receive or delete of n messages sets the HMAC up once, not n times.
+type signer struct {
+	key []byte
+	h   hash.Hash
+	sum [sha256.Size]byte
+}
+
+func newSigner(key []byte) *signer { return &signer{key: key, h: hmac.New(sha256.New, key)} }
+
+func (s *signer) mac(body []byte) []byte {
+	s.h.Reset()
+	s.h.Write(body)
+	return s.h.Sum(s.sum[:0])[:handleMACLen]
+}
+
+// signer returns a signer for key, the same one for the whole command.
+func (t *txn) signer(key []byte) *signer {
+	if t.sig == nil || !bytes.Equal(t.sig.key, key) {
+		t.sig = newSigner(key)
+	}
+	return t.sig
 }
 
 var idEncoding = base32.HexEncoding.WithPadding(base32.NoPadding)

@@ -5,8 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/quorumq/quorumq/internal/keys"
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
@@ -23,23 +21,16 @@ const (
 // apply stays short however many exhausted messages sit at the head.
 const maxDeadPerReceive = 100
 
-func flagOf(m *storepb.MessageRecord) []byte {
-	if m.ReceiveCount > 0 {
-		return []byte{flagReceived}
-	}
-	return []byte{flagNew}
-}
-
 // index writes m's visibility and tag entries at m.VisibleAtMs. The tag
 // index is kept in step with the visibility index so that a filtered receive
 // walks only messages carrying a wanted tag. An entry ahead of now counts as
 // in flight or delayed until it comes due (see due.go).
 func (t *txn) index(q *storepb.QueueRecord, m *storepb.MessageRecord) error {
 	qid := q.Id
-	f := flagOf(m)
 	if err := t.countEntry(q, m, 1); err != nil {
 		return err
 	}
+	f := t.indexValue(m)
 	at := position{m.VisibleAtMs, m.Seq}
 	if err := t.lowerMark(keys.VisibleLow(t.s.shard, qid), at); err != nil {
 		return err
@@ -113,14 +104,26 @@ func (t *txn) remove(q *storepb.QueueRecord, meta *storepb.QueueMeta, m *storepb
 	if err := t.del(keys.Message(t.s.shard, q.Id, m.Seq)); err != nil {
 		return err
 	}
+	if t.leased(m) {
+		if err := t.del(t.keyLease(q.Id, m.Seq)); err != nil {
+			return err
+		}
+	}
 	if err := t.unindex(q, m); err != nil {
 		return err
 	}
 	if m.Seq == meta.LowSeq {
 		// The head went: low_seq moves to the next live message, so that
 		// scans by seq (retention, NeedsTick, Depths, redrive) never walk
-		// the tombstones of deleted messages.
-		if err := t.raiseLowSeq(q.Id, meta); err != nil {
+		// the tombstones of deleted messages. It moves once, when the
+		// command writes the meta (flushMetas): a delete of n messages in
+		// seq order seeks once, not n times. Until then it is a lower
+		// bound, which is all that walks by seq need.
+		if t.lowStale == nil {
+			t.lowStale = map[uint64]bool{}
+		}
+		t.lowStale[q.Id] = true
+		if err := t.putQueueMeta(q.Id, meta); err != nil {
 			return err
 		}
 	}
@@ -148,11 +151,12 @@ func (t *txn) raiseLowSeq(qid uint64, meta *storepb.QueueMeta) (err error) {
 		low = seq
 	}
 	meta.LowSeq = low
-	return t.putQueueMeta(qid, meta)
+	return nil
 }
 
 // reschedule moves m to a new visible_at in its indexes (the group head
-// index too when m heads its FIFO group) and stores it.
+// index too when m heads its FIFO group) and stores its lease record: the
+// message record is not rewritten.
 func (t *txn) reschedule(q *storepb.QueueRecord, m *storepb.MessageRecord, visibleAt int64, update func()) error {
 	head := false
 	if isFifo(q) {
@@ -168,7 +172,7 @@ func (t *txn) reschedule(q *storepb.QueueRecord, m *storepb.MessageRecord, visib
 	if update != nil {
 		update()
 	}
-	if err := t.set(keys.Message(t.s.shard, q.Id, m.Seq), m); err != nil {
+	if err := t.putLease(q.Id, m); err != nil {
 		return err
 	}
 	if err := t.index(q, m); err != nil {
@@ -178,15 +182,6 @@ func (t *txn) reschedule(q *storepb.QueueRecord, m *storepb.MessageRecord, visib
 		return t.headGroup(q.Id, m)
 	}
 	return nil
-}
-
-func (t *txn) message(qid, seq uint64) (*storepb.MessageRecord, error) {
-	m := &storepb.MessageRecord{}
-	ok, err := t.get(keys.Message(t.s.shard, qid, seq), m)
-	if !ok || err != nil {
-		return nil, err
-	}
-	return m, nil
 }
 
 func (t *txn) send(op *storepb.Send, res *Result) error {
@@ -411,8 +406,8 @@ func (t *txn) receive(op *storepb.Receive, res *Result) error {
 		}
 		h := Handle{Shard: t.s.shard, Partition: uint16(q.Partition), Queue: q.Id, Seq: m.Seq, ReceiveCount: m.ReceiveCount}
 		res.Received = append(res.Received, Received{
-			Message:       proto.Clone(m).(*storepb.MessageRecord),
-			ReceiptHandle: EncodeHandle(h, q.HandleKey),
+			Message:       m, // read by this command, written by none after
+			ReceiptHandle: t.signer(q.HandleKey).encode(h),
 		})
 	}
 	if op.ReceiveAttemptId != "" {
@@ -438,13 +433,14 @@ func ReplySize(m *storepb.MessageRecord) int64 {
 }
 
 // byHandle resolves a receipt handle to its message: nil message with a nil
-// outcome means the message is gone.
+// outcome means the message is gone. The message may carry only what a
+// delete or a visibility change needs (see leaseOnly).
 func (t *txn) byHandle(q *storepb.QueueRecord, raw []byte) (m *storepb.MessageRecord, outcome, err error) {
-	h, err := DecodeHandle(raw, q.HandleKey)
+	h, err := t.signer(q.HandleKey).decode(raw)
 	if err != nil || h.Shard != t.s.shard || h.Queue != q.Id {
 		return nil, ErrInvalidReceipt, nil
 	}
-	m, err = t.message(q.Id, h.Seq)
+	m, err = t.leaseOnly(q, h.Seq)
 	if m == nil || err != nil {
 		return nil, nil, err
 	}

@@ -342,9 +342,9 @@ func (t *txn) scanBySeq(qid uint64, visit func(*storepb.MessageRecord) bool) (er
 		if err != nil {
 			return err
 		}
-		m := &storepb.MessageRecord{}
-		if err := proto.Unmarshal(v, m); err != nil {
-			return fmt.Errorf("store: decode %s: %w", keys.Pretty(it.Key()), err)
+		m, err := t.decodeMessage(qid, it.Key(), v)
+		if err != nil {
+			return err
 		}
 		if visit(m) {
 			return nil

@@ -132,7 +132,7 @@ func TestHandleV1StillDecodes(t *testing.T) {
 	b = binary.BigEndian.AppendUint64(b, 9)
 	b = binary.BigEndian.AppendUint64(b, 41)
 	b = binary.BigEndian.AppendUint32(b, 3)
-	b = append(b, handleMAC(b, key)...)
+	b = append(b, newSigner(key).mac(b)...)
 	h, err := DecodeHandle(b, key)
 	if err != nil || h != (Handle{Shard: 2, Queue: 9, Seq: 41, ReceiveCount: 3}) {
 		t.Fatalf("v1 handle: %+v %v", h, err)

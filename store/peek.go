@@ -3,8 +3,6 @@ package store
 import (
 	"fmt"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/quorumq/quorumq/internal/keys"
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
@@ -112,9 +110,9 @@ func (s *Store) Browse(tenant, name string, f BrowseFilter, from uint64, limit, 
 		if err != nil {
 			return nil, 0, err
 		}
-		m := &storepb.MessageRecord{}
-		if err := proto.Unmarshal(v, m); err != nil {
-			return nil, 0, fmt.Errorf("store: decode %s: %w", keys.Pretty(it.Key()), err)
+		m, err := t.decodeMessage(q.Id, it.Key(), v)
+		if err != nil {
+			return nil, 0, err
 		}
 		if f.match(m, nowMs) {
 			msgs = append(msgs, m)

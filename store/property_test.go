@@ -179,11 +179,23 @@ func readPropView(t *testing.T, s *Store, prev *propView) *propView {
 		v.queues[q.Name], v.byID[q.Id] = q, q
 	})
 	for _, q := range qs {
-		each(keys.MessagePrefix(s.shard, q.Id), func(k, raw []byte) {
+		// A message is its record and, once its lease changed, its lease
+		// record: raw is both (and the lease's length) for the cache.
+		leases := map[uint64][]byte{}
+		each(keys.LeasePrefix(s.shard, q.Id), func(k, raw []byte) {
+			_, _, seq, err := keys.DecodeLease(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			leases[seq] = slices.Clone(raw)
+		})
+		each(keys.MessagePrefix(s.shard, q.Id), func(k, rec []byte) {
 			_, _, seq, err := keys.DecodeMessage(k)
 			if err != nil {
 				t.Fatal(err)
 			}
+			lease := leases[seq]
+			raw := append(append(slices.Clone(rec), lease...), byte(len(lease)))
 			var m *storepb.MessageRecord
 			if prev != nil {
 				if p := prev.bySeq[[2]uint64{q.Id, seq}]; p != nil && string(p.raw) == string(raw) {
@@ -192,8 +204,12 @@ func readPropView(t *testing.T, s *Store, prev *propView) *propView {
 			}
 			if m == nil {
 				m = &storepb.MessageRecord{}
-				decode(raw, m)
-				raw = slices.Clone(raw)
+				decode(rec, m)
+				if lease != nil {
+					if err := applyLease(m, lease); err != nil {
+						t.Fatal(err)
+					}
+				}
 			}
 			if m.Seq != seq {
 				t.Fatalf("message %s of queue %s has seq %d under key seq %d", m.Id, q.Name, m.Seq, seq)

@@ -81,6 +81,11 @@ func (t *txn) flushMetas() error {
 	}
 	slices.Sort(ids)
 	for _, id := range ids {
+		if t.lowStale[id] {
+			if err := t.raiseLowSeq(id, t.metas[id]); err != nil {
+				return err
+			}
+		}
 		if err := t.set(keys.QueueMeta(t.s.shard, id), t.metas[id]); err != nil {
 			return err
 		}
@@ -330,7 +335,7 @@ func (t *txn) purgeQueue(op *storepb.PurgeQueue, res *Result) error {
 		return err
 	}
 	for _, p := range [][]byte{keys.GroupsPrefix(sh, q.Id), keys.GroupHeadPrefix(sh, q.Id),
-		keys.MessagePrefix(sh, q.Id), keys.TagsPrefix(sh, q.Id), keys.VisiblePrefix(sh, q.Id)} {
+		keys.MessagePrefix(sh, q.Id), keys.LeasePrefix(sh, q.Id), keys.TagsPrefix(sh, q.Id), keys.VisiblePrefix(sh, q.Id)} {
 		if err := t.delRange(p, keys.PrefixEnd(p)); err != nil {
 			return err
 		}

@@ -95,7 +95,7 @@ func (t *txn) replayAttempt(q *storepb.QueueRecord, id string, res *Result) (old
 			return rec, false, nil
 		}
 		h := Handle{Shard: t.s.shard, Partition: uint16(q.Partition), Queue: q.Id, Seq: m.Seq, ReceiveCount: m.ReceiveCount}
-		out = append(out, Received{Message: m, ReceiptHandle: EncodeHandle(h, q.HandleKey)})
+		out = append(out, Received{Message: m, ReceiptHandle: t.signer(q.HandleKey).encode(h)})
 	}
 	res.Received, res.Replayed = out, true
 	return rec, true, nil

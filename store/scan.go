@@ -37,7 +37,7 @@ type cursor struct {
 	it     *iter
 	prefix []byte
 	cur    candidate
-	flag   byte
+	value  []byte // the entry's value, until the cursor moves
 	ok     bool
 }
 
@@ -59,10 +59,7 @@ func (c *cursor) load(ok bool) error {
 	if err != nil {
 		return err
 	}
-	c.cur, c.flag = candidate{at, seq}, flagNew
-	if len(v) > 0 {
-		c.flag = v[0]
-	}
+	c.cur, c.value = candidate{at, seq}, v
 	return nil
 }
 
@@ -109,10 +106,12 @@ func (t *txn) scan(qid uint64, f *storepb.TagFilter, until int64, indexOnly bool
 	visit func(candidate, *storepb.MessageRecord) bool) (exhausted bool, err error) {
 	prefixes, planOnly := t.plan(qid, f)
 	curs := make([]*cursor, 0, len(prefixes))
+	recs := &recordIter{t: t, qid: qid}
 	defer func() {
 		for _, c := range curs {
 			closeInto(c.it, &err)
 		}
+		recs.close(&err)
 	}()
 	// The visibility and tag indexes are walked from their low-water marks
 	// (see vlow.go), past the tombstones of deleted messages; after the
@@ -200,11 +199,19 @@ func (t *txn) scan(qid uint64, f *storepb.TagFilter, until int64, indexOnly bool
 		prev, advance = cand, true
 		var m *storepb.MessageRecord
 		if !(indexOnly && planOnly) {
-			if m, err = t.message(qid, cand.seq); err != nil {
+			// The entry carries the lease state: only the record is read.
+			if m, err = recs.get(cand.seq); err != nil {
 				return false, err
 			}
 			if m == nil {
 				return false, fmt.Errorf("store: index entry without message: queue %d seq %d", qid, cand.seq)
+			}
+			leased, err := leaseFromIndex(m, cand.visibleAt, head.value)
+			if err != nil {
+				return false, err
+			}
+			if leased && t.b != nil {
+				t.markLeased(m)
 			}
 			if !matches(f, m.Tags) {
 				if budget--; budget <= 0 {

@@ -28,6 +28,10 @@ type Store struct {
 	shard      uint64
 	keysRead   atomic.Uint64
 	pointsRead atomic.Uint64
+
+	// Scratch buffers of Apply (one goroutine at a time): the batch copies
+	// what it is given, so one buffer serves every write.
+	valBuf, idxBuf []byte
 }
 
 // New returns the store of shard in db. It keeps no state of its own besides
@@ -266,6 +270,13 @@ type txn struct {
 
 	metas      map[uint64]*storepb.QueueMeta // queue metas loaded (by queue id)
 	metasDirty map[uint64]bool               // to write back at the command's end
+	lowStale   map[uint64]bool               // queues whose low_seq moves at the command's end
+
+	sig *signer // receipt handle MACs under the last queue's key
+
+	// leases: the messages of this command known to have a lease record
+	// (pointer keys, lookups only).
+	leases map[*storepb.MessageRecord]struct{}
 
 	// unblocked: a FIFO group's new head is visible at now (its earlier
 	// message went), so a waiting long poll has something to receive.
@@ -308,10 +319,11 @@ func (t *txn) get(key []byte, m proto.Message) (bool, error) {
 }
 
 func (t *txn) set(key []byte, m proto.Message) error {
-	v, err := marshal.Marshal(m)
+	v, err := marshal.MarshalAppend(t.s.valBuf[:0], m)
 	if err != nil {
 		return fmt.Errorf("store: encode %s: %w", keys.Pretty(key), err)
 	}
+	t.s.valBuf = v
 	return t.setRaw(key, v)
 }
 

@@ -136,7 +136,9 @@ func PrefixEnd(p []byte) []byte {
 }
 
 func shardPrefix(kind byte, shard uint64) []byte {
-	return AppendUint64(append(make([]byte, 0, 32), kind), shard)
+	// 64 bytes hold every fixed-width key (an index entry is 35) and most
+	// tag keys without a second allocation.
+	return AppendUint64(append(make([]byte, 0, 64), kind), shard)
 }
 
 // RaftPrefix is the start of a shard's unreplicated Raft state.

@@ -20,7 +20,9 @@ import "fmt"
 //	0x10 Q 'h' visible_at seq        FIFO group heads by the head's (visible_at, seq) -> group
 //	0x10 Q 'k' tag                   tag index low-water mark -> visible_at seq
 //	0x10 Q 'l'                       visibility low-water mark -> visible_at seq
-//	0x10 Q 'm' seq                   message record -> MessageRecord
+//	0x10 Q 'm' seq                   message record -> MessageRecord (written once)
+//	0x10 Q 's' seq                   lease state of a message whose visibility
+//	                                 changed since it was stored -> 20 bytes
 //	0x10 Q 't' tag visible_at seq    tag index -> flag byte
 //	0x10 Q 'v' visible_at seq        visibility index -> flag byte
 //	0x20 id                          outbox entry -> OutboxEntry
@@ -51,6 +53,7 @@ const (
 	queueGroup      byte = 'g'
 	queueGroupHead  byte = 'h'
 	queueMessage    byte = 'm'
+	queueLease      byte = 's'
 	queueTag        byte = 't'
 	queueVisible    byte = 'v'
 	queueVisibleLow byte = 'l'
@@ -194,6 +197,30 @@ func Message(shard, queue, seq uint64) []byte {
 // DecodeMessage parses a Message key.
 func DecodeMessage(k []byte) (shard, queue, seq uint64, err error) {
 	shard, queue, rest, err := readQueueKind(k, queueMessage)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	if seq, rest, err = ReadUint64(rest); err != nil {
+		return 0, 0, 0, err
+	}
+	return shard, queue, seq, noTrailing(rest)
+}
+
+// LeasePrefix bounds a queue's lease records, in seq order.
+func LeasePrefix(shard, queue uint64) []byte {
+	return append(QueuePrefix(shard, queue), queueLease)
+}
+
+// Lease is the key of a message's lease record (visible_at, receive count,
+// first receive), apart from the message record so that a lease change
+// never rewrites the body.
+func Lease(shard, queue, seq uint64) []byte {
+	return AppendUint64(LeasePrefix(shard, queue), seq)
+}
+
+// DecodeLease parses a Lease key.
+func DecodeLease(k []byte) (shard, queue, seq uint64, err error) {
+	shard, queue, rest, err := readQueueKind(k, queueLease)
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -602,6 +629,10 @@ func prettyQueue(k, rest []byte) string {
 	case queueMessage:
 		if _, _, seq, err := DecodeMessage(k); err == nil {
 			return fmt.Sprintf("/q/%d/m/%d", q, seq)
+		}
+	case queueLease:
+		if _, _, seq, err := DecodeLease(k); err == nil {
+			return fmt.Sprintf("/q/%d/s/%d", q, seq)
 		}
 	case queueVisibleLow:
 		if len(rest) == 10 {

@@ -60,6 +60,8 @@ func TestStateKeyOrder(t *testing.T) {
 		{"queue 1 msg 1", Message(s, 1, 1)},
 		{"queue 1 msg 2", Message(s, 1, 2)},
 		{"queue 1 msg 256", Message(s, 1, 256)},
+		{"queue 1 lease 1", Lease(s, 1, 1)},
+		{"queue 1 lease 256", Lease(s, 1, 256)},
 		{"queue 1 tag blue 9", Tag(s, 1, "blue", 9, 1)},
 		{"queue 1 tag red -5", Tag(s, 1, "red", -5, 9)},
 		{"queue 1 tag red 5/1", Tag(s, 1, "red", 5, 1)},
@@ -149,6 +151,10 @@ func TestStateKeyRoundTrip(t *testing.T) {
 		}, str(uint64(s), "t", "d", "src")},
 		{Message(s, 4, 99), func(k []byte) (string, error) {
 			a, b, c, err := DecodeMessage(k)
+			return str(a, b, c), err
+		}, str(uint64(s), uint64(4), uint64(99))},
+		{Lease(s, 4, 99), func(k []byte) (string, error) {
+			a, b, c, err := DecodeLease(k)
 			return str(a, b, c), err
 		}, str(uint64(s), uint64(4), uint64(99))},
 		{Visible(s, 4, -7, 99), func(k []byte) (string, error) {

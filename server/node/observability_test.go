@@ -296,11 +296,25 @@ func TestMetricsWorkload(t *testing.T) {
 		{"quorumq_raft_term", []string{"group", "0"}},
 		{"quorumq_raft_applied_index", []string{"group", "0"}},
 		{"quorumq_raft_log_entries", []string{"group", "0"}},
+		{"quorumq_pebble_wal_written_bytes_total", nil},
+		{"quorumq_pebble_written_bytes_total", nil},
+		{"quorumq_pebble_memtable_size_bytes", nil},
+		{"quorumq_pebble_memtables", nil},
+		{"quorumq_pebble_disk_usage_bytes", nil},
 		{"quorumq_rpc_server_call_duration_seconds", []string{"rpc_method", "quorumq.v1.QueueService/SendMessage"}},
 	} {
 		v, err := last.value(m.name, m.labels...)
 		if err != nil || v <= 0 {
 			t.Errorf("%s%v = %v, %v; want > 0", m.name, m.labels, v, err)
+		}
+	}
+	// Exported though they may still be zero (no flush yet this early).
+	for _, name := range []string{"quorumq_pebble_flush_written_bytes_total", "quorumq_pebble_compaction_written_bytes_total",
+		"quorumq_pebble_ingested_bytes_total", "quorumq_pebble_flushes_total", "quorumq_pebble_compactions_total",
+		"quorumq_pebble_compaction_debt_bytes", "quorumq_pebble_l0_files", "quorumq_pebble_l0_sublevels", "quorumq_pebble_read_amp",
+		"quorumq_pebble_write_stalls_total", "quorumq_pebble_write_stall_seconds_total"} {
+		if _, err := last.value(name); err != nil {
+			t.Errorf("%s: %v", name, err)
 		}
 	}
 	resp, err := http.Get("http://" + n.HTTPAddr() + "/readyz")

@@ -1,0 +1,140 @@
+package node
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// writeStalls counts Pebble's write stalls (memtables or L0 at their stop
+// threshold: every write waits for a flush or compaction), from its event
+// listener.
+type writeStalls struct {
+	mu    sync.Mutex
+	count int64
+	total time.Duration
+	since time.Time // zero unless stalled
+}
+
+func (w *writeStalls) listener() *pebble.EventListener {
+	return &pebble.EventListener{
+		WriteStallBegin: func(pebble.WriteStallBeginInfo) {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			w.count++
+			w.since = time.Now()
+		},
+		WriteStallEnd: func() {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			if !w.since.IsZero() {
+				w.total += time.Since(w.since)
+				w.since = time.Time{}
+			}
+		},
+	}
+}
+
+// read returns the stalls so far and their time (the current one included).
+func (w *writeStalls) read() (int64, time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	d := w.total
+	if !w.since.IsZero() {
+		d += time.Since(w.since)
+	}
+	return w.count, d
+}
+
+// registerPebbleMetrics exports the node's Pebble engine: what it wrote to
+// disk (WAL, flushes, compactions, ingested snapshots: their sum divided
+// by the messages sent is the write amplification a benchmark reports)
+// and the shape of the LSM (memtables, L0, read amplification). One
+// db.Metrics() call per scrape feeds every series.
+//
+// Prometheus names (namespace quorumq):
+//
+//	quorumq_pebble_wal_written_bytes_total
+//	quorumq_pebble_flush_written_bytes_total
+//	quorumq_pebble_compaction_written_bytes_total
+//	quorumq_pebble_ingested_bytes_total
+//	quorumq_pebble_written_bytes_total        (the four above, summed)
+//	quorumq_pebble_flushes_total, quorumq_pebble_compactions_total
+//	quorumq_pebble_compaction_debt_bytes
+//	quorumq_pebble_memtable_size_bytes, quorumq_pebble_memtables
+//	quorumq_pebble_l0_files, quorumq_pebble_l0_sublevels, quorumq_pebble_read_amp
+//	quorumq_pebble_disk_usage_bytes
+//	quorumq_pebble_write_stalls_total, quorumq_pebble_write_stall_seconds_total
+func registerPebbleMetrics(m metric.Meter, db *pebble.DB, stalls *writeStalls) error {
+	var err error
+	counter := func(name, desc, unit string) metric.Int64ObservableCounter {
+		if err != nil {
+			return nil
+		}
+		var c metric.Int64ObservableCounter
+		c, err = m.Int64ObservableCounter(name, metric.WithDescription(desc), metric.WithUnit(unit))
+		return c
+	}
+	gauge := func(name, desc, unit string) metric.Int64ObservableGauge {
+		if err != nil {
+			return nil
+		}
+		var g metric.Int64ObservableGauge
+		g, err = m.Int64ObservableGauge(name, metric.WithDescription(desc), metric.WithUnit(unit))
+		return g
+	}
+	wal := counter("pebble.wal.written", "Bytes written to Pebble's write-ahead log (Raft log entries, state machine batches).", "By")
+	flushed := counter("pebble.flush.written", "Bytes of sstables (and blob files) written by memtable flushes.", "By")
+	compacted := counter("pebble.compaction.written", "Bytes of sstables (and blob files) written by compactions.", "By")
+	ingested := counter("pebble.ingested", "Bytes of sstables ingested (Raft snapshots installed).", "By")
+	written := counter("pebble.written", "All bytes Pebble wrote: WAL + flushes + compactions + ingested sstables.", "By")
+	flushes := counter("pebble.flushes", "Memtable flushes.", "{flush}")
+	compactions := counter("pebble.compactions", "Compactions.", "{compaction}")
+	debt := gauge("pebble.compaction.debt", "Estimated bytes to compact for the LSM to reach a stable state.", "By")
+	memSize := gauge("pebble.memtable.size", "Bytes allocated by memtables (and large batches) not yet flushed.", "By")
+	memCount := gauge("pebble.memtables", "Memtables (the mutable one and those waiting to flush).", "")
+	l0Files := gauge("pebble.l0.files", "Sstables in L0.", "")
+	l0Sub := gauge("pebble.l0.sublevels", "L0 sublevels (each adds one to the read amplification).", "")
+	readAmp := gauge("pebble.read_amp", "Read amplification: memtables plus L0 sublevels plus non-empty levels.", "")
+	usage := gauge("pebble.disk.usage", "Disk space used by the Pebble store (sstables, WAL, manifest).", "By")
+	stallCount := counter("pebble.write_stalls", "Write stalls: writes waited for a flush or an L0 compaction.", "{stall}")
+	var stallTime metric.Float64ObservableCounter
+	if err == nil {
+		stallTime, err = m.Float64ObservableCounter("pebble.write_stall", metric.WithDescription("Time writes spent stalled."), metric.WithUnit("s"))
+	}
+	if err != nil {
+		return err
+	}
+	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		n, d := stalls.read()
+		o.ObserveInt64(stallCount, n)
+		o.ObserveFloat64(stallTime, d.Seconds())
+		pm := db.Metrics()
+		var flush, compact, ingest uint64
+		for _, l := range pm.Levels {
+			flush += l.TableBytesFlushed + l.BlobBytesFlushed
+			compact += l.TableBytesCompacted + l.BlobBytesCompacted
+			ingest += l.TableBytesIngested
+		}
+		o.ObserveInt64(wal, int64(pm.WAL.BytesWritten))
+		o.ObserveInt64(flushed, int64(flush))
+		o.ObserveInt64(compacted, int64(compact))
+		o.ObserveInt64(ingested, int64(ingest))
+		o.ObserveInt64(written, int64(pm.WAL.BytesWritten+flush+compact+ingest))
+		o.ObserveInt64(flushes, pm.Flush.Count)
+		o.ObserveInt64(compactions, pm.Compact.Count)
+		o.ObserveInt64(debt, int64(pm.Compact.EstimatedDebt))
+		o.ObserveInt64(memSize, int64(pm.MemTable.Size))
+		o.ObserveInt64(memCount, pm.MemTable.Count)
+		o.ObserveInt64(l0Files, pm.Levels[0].TablesCount)
+		o.ObserveInt64(l0Sub, int64(pm.Levels[0].Sublevels))
+		o.ObserveInt64(readAmp, int64(pm.ReadAmp()))
+		o.ObserveInt64(usage, int64(pm.DiskSpaceUsage()))
+		return nil
+	}, wal, flushed, compacted, ingested, written, flushes, compactions, debt, memSize, memCount, l0Files, l0Sub, readAmp, usage,
+		stallCount, stallTime)
+	return err
+}
