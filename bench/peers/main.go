@@ -296,7 +296,9 @@ func runQQ(ctx context.Context, c config) (systemResults, error) {
 			"--producers", "4", "--consumers", "4", "--size", "1024", "--duration", dur,
 			"--progress-interval", "0", "-o", "json"}, s.args...)
 		waitProf := profileNodes(ctx, c, s.name)
+		pebble0 := pebbleWritten(ctx)
 		out, _, m, err := measure(ctx, c, s.name, cl.pids, argv...)
+		pebble := pebbleWritten(ctx) - pebble0
 		waitProf()
 		cl.stop()
 		if err != nil {
@@ -307,8 +309,26 @@ func runQQ(ctx context.Context, c config) (systemResults, error) {
 			return res, err
 		}
 		*s.dst = withProc(o, m)
+		(*s.dst).PebbleBytes = pebble
 	}
 	return res, nil
+}
+
+// pebbleWritten sums quorumq_pebble_written_bytes_total over the nodes'
+// metrics listeners (0 where a node has none).
+func pebbleWritten(ctx context.Context) int64 {
+	var sum float64
+	for i := 1; i <= 3; i++ {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:2610%d/metrics", i), nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			continue
+		}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+		_ = resp.Body.Close()
+		sum += promSum(string(b), "quorumq_pebble_written_bytes_total")
+	}
+	return int64(sum)
 }
 
 // script runs a script of the peers folder.

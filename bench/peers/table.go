@@ -23,6 +23,7 @@ type outcome struct {
 	E2EP99Ms    float64
 	ServerCPU   float64 // CPU seconds of all server processes during the run
 	DiskWritten int64   // bytes the server processes wrote to the block layer (/proc/PID/io write_bytes)
+	PebbleBytes int64   // quorumq only: quorumq_pebble_written_bytes_total of all nodes during the run
 }
 
 // cpuPerMsg is server CPU seconds per end-to-end message (NaN if nothing was received).
@@ -38,6 +39,33 @@ func (o *outcome) diskPerMsg() float64 {
 		return math.NaN()
 	}
 	return float64(o.DiskWritten) / float64(o.Received)
+}
+
+func (o *outcome) pebblePerMsg() float64 {
+	if o == nil || o.Received == 0 || o.PebbleBytes == 0 {
+		return math.NaN()
+	}
+	return float64(o.PebbleBytes) / float64(o.Received)
+}
+
+// promSum sums the samples of metric (any labels) in a Prometheus text
+// exposition.
+func promSum(text, metric string) float64 {
+	var sum float64
+	for l := range strings.SplitSeq(text, "\n") {
+		rest, ok := strings.CutPrefix(l, metric)
+		if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
+		if len(f) == 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(f[0], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
 }
 
 // systemResults are a system's scenario outcomes; nil when not run.
@@ -225,7 +253,8 @@ func table(w io.Writer, qq, nats, rmq systemResults) error {
 		{"open loop 5k/s: e2e p99 ms", open, func(o *outcome) float64 { return o.E2EP99Ms }, 1, true},
 		{"server CPU ms per e2e msg, batch-1 run", closed, func(o *outcome) float64 { return 1000 * o.cpuPerMsg() }, 3, true},
 		{"server CPU ms per e2e msg, open loop 5k/s", open, func(o *outcome) float64 { return 1000 * o.cpuPerMsg() }, 3, true},
-		{"disk KiB written per msg (all nodes), batch-1 run", closed, func(o *outcome) float64 { return o.diskPerMsg() / 1024 }, 2, true},
+		{"disk KiB written per msg (all nodes, /proc io), batch-1 run", closed, func(o *outcome) float64 { return o.diskPerMsg() / 1024 }, 2, true},
+		{"Pebble KiB written per msg (all nodes), batch-1 run", closed, func(o *outcome) float64 { return o.pebblePerMsg() / 1024 }, 2, true},
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "metric\tquorumq\tNATS R3 always\tRabbitMQ QQ\tquorumq vs best peer\t")
