@@ -3,7 +3,9 @@
 //
 // A Client talks gRPC to one or many nodes (any node serves any call; it
 // forwards to the leader), spreads calls over them and fails over when one
-// is down. Calls that may safely be repeated are retried with exponential
+// is down. A queue's calls settle on the node that serves them without
+// forwarding (the shard leader's), told by the x-quorumq-forwarded-to
+// header of forwarded answers. Calls that may safely be repeated are retried with exponential
 // backoff and full jitter (see RetryPolicy); sends carry an idempotency
 // key that is kept across retries, so a send retried across a leader
 // change is stored once.
