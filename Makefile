@@ -12,9 +12,9 @@ PROTOC_GEN_OPENAPI   := github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-ope
 STATICCHECK          := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 # Packages whose concurrency is tested under the race detector.
-RACE_PKGS := ./store/... ./raftnode/... ./server/... ./internal/... ./sdk/...
+RACE_PKGS := ./store/... ./raftnode/... ./server/... ./internal/... ./sdk/... ./sqs/...
 
-.PHONY: all build build-chaos run cluster bench bench-peers chaos test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean test-ts test-deploy
+.PHONY: all build build-chaos run cluster bench bench-peers chaos test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean test-ts test-deploy test-ui test-sqs
 
 all: build
 
@@ -44,7 +44,7 @@ cluster: build
 	trap stop INT TERM; \
 	for i in 1 2 3; do \
 	  $(BIN)/quorumq serve --node-id $$i --data-dir ./data/n$$i --shards $(SHARDS) \
-	    --http-addr 127.0.0.1:808$$i --grpc-addr 127.0.0.1:909$$i --raft-addr 127.0.0.1:700$$i --metrics-addr 127.0.0.1:910$$i \
+	    --http-addr 127.0.0.1:808$$i --grpc-addr 127.0.0.1:909$$i --raft-addr 127.0.0.1:700$$i --metrics-addr 127.0.0.1:910$$i --sqs-addr 127.0.0.1:932$$i \
 	    --peers $(CLUSTER_PEERS) 2>./data/n$$i.log & pids="$$pids $$!"; \
 	done; \
 	$(BIN)/quorumq serve --role api --node-id 100 --peers $(CLUSTER_PEERS) 2>./data/api.log & pids="$$pids $$!"; \
@@ -68,7 +68,7 @@ bench-peers: build
 	$(GO) run ./bench/peers -peers $$P -bin $(BIN)/quorumq
 
 ## test: everything CI checks (.ci/run calls exactly this)
-test: check-generated lint test-race test-unit test-fuzz test-e2e test-ts test-deploy
+test: check-generated lint test-race test-unit test-fuzz test-e2e test-ts test-deploy test-ui
 
 # Each fuzz target runs briefly beyond its committed seed corpus (the seeds
 # also run in the plain test runs). FUZZTIME=1m for a longer hunt.
@@ -84,7 +84,7 @@ test-race:
 	$(GO) test -race -count=1 -timeout 10m $(RACE_PKGS)
 
 test-unit:
-	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v -e /store -e /raftnode -e /server -e /internal -e /sdk -e /tests)
+	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v -e /store -e /raftnode -e /server -e /internal -e /sdk -e /sqs -e /tests)
 
 ## test-ts: the TypeScript client (sdk/typescript) against a live `quorumq serve`
 TS_DIR   := sdk/typescript
@@ -97,10 +97,32 @@ $(TS_DEPS): $(TS_DIR)/package-lock.json
 	cd $(TS_DIR) && npm ci --no-audit --no-fund
 	@touch $@
 
+## test-ui: the web console (ui/) in Debian's chromium, driven by
+## playwright-core, against real `quorumq serve` processes (one node with
+## auth; a three-node cluster behind an API node). Screenshots go to
+## UI_ARTIFACTS. Installs chromium when the machine has none.
+UI_DIR       := ui
+UI_DEPS      := $(UI_DIR)/node_modules/.npm-ci-done
+UI_ARTIFACTS ?= $(CURDIR)/$(UI_DIR)/test-results
+test-ui: build $(UI_DEPS)
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+	cd $(UI_DIR) && QUORUMQ_BIN=$(BIN)/quorumq CHROMIUM=$$(command -v chromium) UI_ARTIFACTS=$(UI_ARTIFACTS) \
+		timeout 300 npm test --silent
+
+$(UI_DEPS): $(UI_DIR)/package-lock.json
+	cd $(UI_DIR) && npm ci --no-audit --no-fund
+	@touch $@
+
 ## test-deploy: render deploy/kubernetes with kustomize and decode every object
 ## strictly (a module of its own: the Kubernetes libraries stay out of go.mod)
 test-deploy:
 	cd deploy/kubernetes/check && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
+
+## test-sqs: the README's "Use it from the AWS SDK / CLI" walkthrough with the
+## aws CLI (Debian's awscli, installed when missing); slow, so not in `make test`
+test-sqs: build
+	@command -v aws >/dev/null || { apt-get update && apt-get install -y awscli; }
+	QUORUMQ_BIN=$(BIN)/quorumq $(GO) test -tags sqscli -count=1 -timeout 10m -run '^TestReadmeSQSWalkthrough$$' ./tests/
 
 test-e2e: build build-chaos
 	QUORUMQ_BIN=$(BIN)/quorumq QUORUMQ_CHAOS_BIN=$(BIN)/quorumq-chaos $(GO) test -count=1 -timeout 10m ./tests/...
@@ -135,19 +157,22 @@ $(BIN)/protoc-gen-openapiv2:
 $(BIN)/staticcheck:
 	GOBIN=$(BIN) $(GO) install $(STATICCHECK)
 
-## generate: lint the protos and regenerate Go, gateway, OpenAPI and TypeScript code
-generate: tools $(TS_DEPS)
+## generate: lint the protos and regenerate Go, gateway, OpenAPI and TypeScript
+## code, and the console's assets (ui/dist)
+generate: tools $(TS_DEPS) $(UI_DEPS)
 	$(BUF) lint
 	$(BUF) generate --template buf.gen.yaml
 	$(BUF) generate --template buf.gen.store.yaml
 	$(BUF) generate --template buf.gen.raftnode.yaml
 	rm -rf $(TS_DIR)/src/gen
 	$(BUF) generate --template buf.gen.ts.yaml
+	cd $(UI_DIR) && npm run --silent build
 
 ## check-generated: the committed generated code is what `make generate` writes
 check-generated: generate
-	@git diff --exit-code -- api openapi store/storepb raftnode/transportpb $(TS_DIR)/src/gen || \
-		(echo "generated code is stale: run 'make generate' and commit" >&2; exit 1)
+	@git diff --exit-code -- api openapi store/storepb raftnode/transportpb $(TS_DIR)/src/gen $(UI_DIR)/dist && \
+		test -z "$$(git status --porcelain -- $(UI_DIR)/dist)" || \
+		(git status --short -- $(UI_DIR)/dist; echo "generated code is stale: run 'make generate' and commit" >&2; exit 1)
 
 lint: $(BIN)/staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed" >&2; exit 1)

@@ -165,7 +165,7 @@ func startCluster(ctx context.Context, bin, dir string) (*cluster, error) {
 		}
 		cmd := exec.Command(bin, "serve", "--node-id", id, "--data-dir", filepath.Join(dir, "n"+id),
 			"--http-addr", addr(ports[i]), "--grpc-addr", addr(ports[3+i]), "--raft-addr", addr(ports[6+i]),
-			"--peers", strings.Join(peers, ","), "--metrics-addr=")
+			"--peers", strings.Join(peers, ","), "--metrics-addr=", "--sqs-addr=")
 		cmd.Stdout, cmd.Stderr = logFile, logFile
 		// The nodes die with the suite even if it is killed.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -58,6 +58,7 @@ func takeRound(queues *[numClasses][]*proposal, budget int, live func(*proposal)
 			q := queues[c]
 			for len(q) > 0 && !live(q[0]) {
 				cost[c] += len(q[0].data) + proposalOverhead
+				q[0] = nil // the backing array outlives the slice's front
 				q = q[1:]
 			}
 			queues[c] = q
@@ -69,6 +70,7 @@ func takeRound(queues *[numClasses][]*proposal, budget int, live func(*proposal)
 				continue
 			}
 			per[c] = append(per[c], q[0])
+			q[0] = nil
 			queues[c] = q[1:]
 			cost[c] += pc
 			total += pc

@@ -545,12 +545,6 @@ func (s *storage) appliedConfStateRef() *pb.ConfState {
 	return s.confState
 }
 
-func (s *storage) appliedConfState() *pb.ConfState {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return proto.CloneOf(s.confState)
-}
-
 type getter interface {
 	Get(key []byte) ([]byte, io.Closer, error)
 }

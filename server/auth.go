@@ -54,6 +54,10 @@ func principalFrom(ctx context.Context) *Principal {
 	return p
 }
 
+// PrincipalFrom returns the caller that UnaryInterceptor authenticated (nil
+// outside it), for interceptors and services outside this package.
+func PrincipalFrom(ctx context.Context) *Principal { return principalFrom(ctx) }
+
 // require returns the caller's tenant if it holds any of the scopes.
 func require(ctx context.Context, anyOf ...string) (string, error) {
 	p := principalFrom(ctx)

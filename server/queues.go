@@ -157,7 +157,7 @@ func (s *Server) UpdateQueue(ctx context.Context, req *qv1.UpdateQueueRequest) (
 			p = strings.TrimPrefix(p, "attributes.")
 			switch p {
 			case "visibility_timeout", "message_retention", "delivery_delay", "receive_wait",
-				"max_message_size", "dead_letter", "fifo", "content_based_deduplication", "partitions":
+				"max_message_size", "dead_letter", "fifo", "content_based_deduplication", "partitions", "tags":
 				mask[p] = true
 			default:
 				return nil, fieldError("update_mask", fmt.Sprintf("unknown attribute %q", p))
@@ -173,6 +173,14 @@ func (s *Server) UpdateQueue(ctx context.Context, req *qv1.UpdateQueueRequest) (
 	attrs, err := attributesFromAPI(req.GetAttributes(), base, mask)
 	if err != nil {
 		return nil, err
+	}
+	if mask["tags"] {
+		if err := validateTagEdits(req.GetTags(), req.GetRemoveTags()); err != nil {
+			return nil, err
+		}
+		attrs.SetTags, attrs.RemoveTags = req.GetTags(), req.GetRemoveTags()
+	} else if len(req.GetTags()) > 0 || len(req.GetRemoveTags()) > 0 {
+		return nil, fieldError("update_mask", `tags and remove_tags need "tags" in update_mask`)
 	}
 	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_UpdateQueue{UpdateQueue: &storepb.UpdateQueue{
 		Tenant: tenant, Name: req.GetName(), Attributes: attrs,

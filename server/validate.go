@@ -235,3 +235,20 @@ func validateQueueTags(tags map[string]string) error {
 	}
 	return nil
 }
+
+// validateTagEdits checks UpdateQueue's tag changes (the store bounds the
+// resulting count).
+func validateTagEdits(set map[string]string, remove []string) error {
+	if err := validateQueueTags(set); err != nil {
+		return err
+	}
+	if len(remove) > maxQueueTags {
+		return fieldError("remove_tags", fmt.Sprintf("at most %d keys", maxQueueTags))
+	}
+	for _, k := range remove {
+		if err := checkText("remove_tags", k, 1, maxQueueTagKey); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -39,8 +39,35 @@ const (
 	leasePlain byte = 1
 )
 
-func (t *txn) keyLease(qid, seq uint64) []byte   { return keys.Lease(t.s.shard, qid, seq) }
-func (t *txn) keyMessage(qid, seq uint64) []byte { return keys.Message(t.s.shard, qid, seq) }
+// Keys of the per-message writes and reads, built in the command's key
+// buffer: each is valid until the next one is built, so it must go
+// straight into a batch operation or a Get (both copy or drop it).
+func (t *txn) keyBuf() []byte {
+	if t.kb == nil {
+		t.kb = make([]byte, 0, 64) // one allocation holds any fixed-width key
+	}
+	return t.kb[:0]
+}
+
+func (t *txn) keyLease(qid, seq uint64) []byte {
+	t.kb = keys.AppendLease(t.keyBuf(), t.s.shard, qid, seq)
+	return t.kb
+}
+
+func (t *txn) keyMessage(qid, seq uint64) []byte {
+	t.kb = keys.AppendMessage(t.keyBuf(), t.s.shard, qid, seq)
+	return t.kb
+}
+
+func (t *txn) keyVisible(qid uint64, at int64, seq uint64) []byte {
+	t.kb = keys.AppendVisible(t.keyBuf(), t.s.shard, qid, at, seq)
+	return t.kb
+}
+
+func (t *txn) keyTag(qid uint64, tag string, at int64, seq uint64) []byte {
+	t.kb = keys.AppendTag(t.keyBuf(), t.s.shard, qid, tag, at, seq)
+	return t.kb
+}
 
 // leased reports whether m (read or written by this command) has a lease
 // record.

@@ -35,14 +35,14 @@ func (t *txn) index(q *storepb.QueueRecord, m *storepb.MessageRecord) error {
 	if err := t.lowerMark(keys.VisibleLow(t.s.shard, qid), at); err != nil {
 		return err
 	}
-	if err := t.setRaw(keys.Visible(t.s.shard, qid, m.VisibleAtMs, m.Seq), f); err != nil {
+	if err := t.setRaw(t.keyVisible(qid, m.VisibleAtMs, m.Seq), f); err != nil {
 		return err
 	}
 	for _, tag := range m.Tags {
 		if err := t.lowerMark(keys.TagLow(t.s.shard, qid, tag), at); err != nil {
 			return err
 		}
-		if err := t.setRaw(keys.Tag(t.s.shard, qid, tag, m.VisibleAtMs, m.Seq), f); err != nil {
+		if err := t.setRaw(t.keyTag(qid, tag, m.VisibleAtMs, m.Seq), f); err != nil {
 			return err
 		}
 	}
@@ -55,11 +55,11 @@ func (t *txn) unindex(q *storepb.QueueRecord, m *storepb.MessageRecord) error {
 	if err := t.countEntry(q, m, -1); err != nil {
 		return err
 	}
-	if err := t.del(keys.Visible(t.s.shard, qid, m.VisibleAtMs, m.Seq)); err != nil {
+	if err := t.del(t.keyVisible(qid, m.VisibleAtMs, m.Seq)); err != nil {
 		return err
 	}
 	for _, tag := range m.Tags {
-		if err := t.del(keys.Tag(t.s.shard, qid, tag, m.VisibleAtMs, m.Seq)); err != nil {
+		if err := t.del(t.keyTag(qid, tag, m.VisibleAtMs, m.Seq)); err != nil {
 			return err
 		}
 	}
@@ -101,7 +101,7 @@ func (t *txn) remove(q *storepb.QueueRecord, meta *storepb.QueueMeta, m *storepb
 	if err := t.addUsage(q.Tenant, 0, -m.Size); err != nil {
 		return err
 	}
-	if err := t.del(keys.Message(t.s.shard, q.Id, m.Seq)); err != nil {
+	if err := t.del(t.keyMessage(q.Id, m.Seq)); err != nil {
 		return err
 	}
 	if t.leased(m) {

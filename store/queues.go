@@ -152,11 +152,11 @@ func (t *txn) createQueue(op *storepb.CreateQueue, res *Result) error {
 		}
 		existing = nil
 	}
-	if existing != nil && op.PartitionCopy && !proto.Equal(existing.Attributes, a) {
+	if existing != nil && op.PartitionCopy && (!proto.Equal(existing.Attributes, a) || !maps.Equal(existing.Tags, op.Tags)) {
 		// A partition copy follows its record of truth: a retried create
 		// after an update, or after a delete whose fan-out did not finish,
-		// takes the new attributes.
-		existing.Attributes = a
+		// takes the new attributes and tags.
+		existing.Attributes, existing.Tags = a, op.Tags
 		if err := t.set(keys.Catalog(t.s.shard, op.Tenant, name), existing); err != nil {
 			return err
 		}
@@ -248,6 +248,12 @@ func (t *txn) updateQueue(op *storepb.UpdateQueue, res *Result) error {
 			}
 		}
 	}
+	tags, ferr := editTags(q.Tags, a)
+	if ferr != nil {
+		res.Err = ferr
+		return nil
+	}
+	q.Tags = tags
 	q.Attributes = a
 	if err := t.set(keys.Catalog(t.s.shard, q.Tenant, q.Name), q); err != nil {
 		return err
@@ -258,6 +264,28 @@ func (t *txn) updateQueue(op *storepb.UpdateQueue, res *Result) error {
 	}
 	res.QueueInfo, err = t.info(q)
 	return err
+}
+
+// editTags applies an UpdateQueue's tag edits (removals, then sets) and
+// clears them from a: they are part of the command, never stored.
+func editTags(tags map[string]string, a *storepb.QueueAttributes) (map[string]string, error) {
+	remove, set := a.RemoveTags, a.SetTags
+	a.RemoveTags, a.SetTags = nil, nil
+	if len(remove) == 0 && len(set) == 0 {
+		return tags, nil
+	}
+	out := maps.Clone(tags)
+	if out == nil {
+		out = map[string]string{}
+	}
+	for _, k := range remove {
+		delete(out, k)
+	}
+	maps.Copy(out, set)
+	if len(out) > MaxQueueTags {
+		return nil, fieldErr("tags", "at most %d tags per queue", MaxQueueTags)
+	}
+	return out, nil
 }
 
 func (t *txn) deleteQueue(op *storepb.DeleteQueue, res *Result) error {

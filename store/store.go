@@ -273,6 +273,7 @@ type txn struct {
 	lowStale   map[uint64]bool               // queues whose low_seq moves at the command's end
 
 	sig *signer // receipt handle MACs under the last queue's key
+	kb  []byte  // key buffer (see keyMessage)
 
 	// leases: the messages of this command known to have a lease record
 	// (pointer keys, lookups only).

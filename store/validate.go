@@ -8,6 +8,9 @@ import (
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
+// MaxQueueTags bounds a queue's tags (after an UpdateQueue's tag edits).
+const MaxQueueTags = 50
+
 // Attribute ranges of DESIGN §3, in the units of storepb.QueueAttributes.
 const (
 	MaxVisibilityTimeoutMs = int64(12 * time.Hour / time.Millisecond)

@@ -58,7 +58,7 @@ func TestServeRefusesAuthWithoutPeerTLS(t *testing.T) {
 	raft := freePort(t)
 	flags := []string{"--raft-addr", raft, "--peers", "1=" + raft + ",2=" + freePort(t), "--auth-hs256-secret-file", secret}
 	args := append([]string{"serve", "--data-dir", t.TempDir(), "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0",
-		"--metrics-addr="}, flags...)
+		"--metrics-addr=", "--sqs-addr="}, flags...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, binary, args...).CombinedOutput()

@@ -59,8 +59,10 @@ type proc struct {
 	httpAddr string
 	// metricsAddr serves GET /metrics ("" if the banner says off).
 	metricsAddr string
-	stderr      *lockedBuffer
-	exited      chan struct{}
+	// sqsAddr serves the SQS protocols ("" if the banner says off).
+	sqsAddr string
+	stderr  *lockedBuffer
+	exited  chan struct{}
 
 	connOnce sync.Once
 	conn     *grpc.ClientConn
@@ -83,14 +85,14 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-var addrLine = regexp.MustCompile(`^\s+(REST|gRPC|metrics|health)\s+(?:https?://)?([0-9.]+:[0-9]+)?`)
+var addrLine = regexp.MustCompile(`^\s+(REST|gRPC|SQS|metrics|health)\s+(?:https?://)?([0-9.]+:[0-9]+)?`)
 
 // startServe runs `quorumq serve` on free loopback ports with its data in
 // dir and waits until it prints its addresses. extra flags are appended.
 func startServe(t *testing.T, dir string, extra ...string) *proc {
 	t.Helper()
 	args := append([]string{"serve", "--data-dir", dir,
-		"--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--log-level", "warn"}, extra...)
+		"--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--sqs-addr=", "--log-level", "warn"}, extra...)
 	cmd := exec.Command(binary, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -118,6 +120,8 @@ func startServe(t *testing.T, dir string, extra ...string) *proc {
 					p.grpcAddr = m[2]
 				case "metrics":
 					p.metricsAddr = m[2]
+				case "SQS":
+					p.sqsAddr = m[2]
 				}
 				if m[1] == "health" { // the banner's last line
 					close(found)

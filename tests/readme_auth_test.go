@@ -131,7 +131,7 @@ func TestReadmeAuthAndQuotaWalkthrough(t *testing.T) {
 			// to a file so the transcript shows the walkthrough's.
 			script.WriteString("echo '$ " + strings.ReplaceAll(c, "'", `'\''`) + "'\n")
 			script.WriteString(m[1] + " --http-addr " + httpAddr + " --grpc-addr " + grpcAddr +
-				" --metrics-addr " + metricsAddr + " >serve.log 2>&1 &\n")
+				" --metrics-addr " + metricsAddr + " --sqs-addr= >serve.log 2>&1 &\n")
 			// A user types the next line later; the test waits for /readyz.
 			script.WriteString("for i in $(seq 300); do command curl -sf -m 1 -o /dev/null " + httpAddr + "/readyz && break; sleep 0.1; done\n")
 			served = true
@@ -240,7 +240,7 @@ func TestReadmePeerCertificateRecipe(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	args := append([]string{"serve", "--data-dir", t.TempDir(), "--node-id", "2", "--raft-addr", raft2,
-		"--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--metrics-addr="}, flags...)
+		"--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--metrics-addr=", "--sqs-addr="}, flags...)
 	out, err := exec.CommandContext(ctx, binary, args...).CombinedOutput()
 	if err == nil || ctx.Err() != nil || !strings.Contains(string(out), "quorumq://node/2") {
 		t.Errorf("node 2 with node 1's certificate did not refuse to start naming quorumq://node/2 (err %v):\n%s", err, out)

@@ -20,6 +20,8 @@ import (
 //   - "## Authentication, tenants and quotas": the dev token and quota
 //     blocks by TestReadmeAuthAndQuotaWalkthrough, the TLS block by
 //     TestReadmePeerCertificateRecipe (readme_auth_test.go)
+//   - "## Use it from the AWS SDK / CLI": TestReadmeSQSWalkthrough
+//     (sqs_cli_test.go, build tag sqscli, run by `make test-sqs`)
 //   - "## Go SDK" has no block; it points at sdk/examples (run by
 //     sdk/examples/producer/main_test.go) and the sdk Example functions.
 

@@ -212,12 +212,15 @@ func TestVersion(t *testing.T) {
 // An API-tier node keeps no data: its banner says so instead of naming
 // the (unused) data directory.
 func TestServeBanner(t *testing.T) {
-	api := banner(100, "api", "./data", "http://127.0.0.1:8080", "127.0.0.1:9090", "off")
+	api := banner(100, "api", "./data", "http://127.0.0.1:8080", "127.0.0.1:9090", "off", "off")
 	if strings.Contains(api, "data in") || !strings.HasPrefix(api, "quorumq node 100 serving (API tier, no data)\n") {
 		t.Errorf("API-tier banner:\n%s", api)
 	}
-	storage := banner(1, "storage", "./data/n1", "http://127.0.0.1:8081", "127.0.0.1:9091", "off")
+	storage := banner(1, "storage", "./data/n1", "http://127.0.0.1:8081", "127.0.0.1:9091", "off", "off")
 	if !strings.HasPrefix(storage, "quorumq node 1 serving (data in ./data/n1)\n  REST     http://127.0.0.1:8081/v1/queues\n  gRPC     127.0.0.1:9091\n") {
 		t.Errorf("storage banner:\n%s", storage)
+	}
+	if !strings.Contains(storage, "\n  console  http://127.0.0.1:8081/ui/\n") {
+		t.Errorf("the banner does not name the web console:\n%s", storage)
 	}
 }

@@ -87,7 +87,11 @@ func newServeCmd() *cobra.Command {
 			if a := n.MetricsAddr(); a != "" {
 				metrics = "http://" + a + "/metrics"
 			}
-			fmt.Fprint(cmd.OutOrStdout(), banner(cfg.NodeID, cfg.Role, cfg.DataDir, h, n.GRPCAddr(), metrics))
+			sqsURL := "off (--sqs-addr)"
+			if a := n.SQSAddr(); a != "" {
+				sqsURL = scheme + "://" + a
+			}
+			fmt.Fprint(cmd.OutOrStdout(), banner(cfg.NodeID, cfg.Role, cfg.DataDir, h, n.GRPCAddr(), metrics, sqsURL))
 			<-ctx.Done()
 			log.Info("shutting down: draining in-flight calls")
 			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -101,6 +105,9 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", "REST, /healthz and /readyz listen address")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "127.0.0.1:9100", "Prometheus GET /metrics listen address, plain HTTP without authentication (series name every tenant's queues: keep it private); empty: off")
 	f.StringVar(&cfg.GRPCAddr, "grpc-addr", "127.0.0.1:9090", "gRPC API listen address")
+	f.StringVar(&cfg.SQSAddr, "sqs-addr", "127.0.0.1:9324", "SQS-compatible endpoint (AWS JSON 1.0 and Query protocols) listen address; empty: off")
+	f.StringVar(&cfg.SQSRegion, "sqs-region", "us-east-1", "region named in the SQS endpoint's queue ARNs (arn:aws:sqs:<region>:<tenant>:<queue>)")
+	f.StringVar(&cfg.SQSTagsAttribute, "sqs-tags-attribute", "quorumq.tags", "SQS message attribute (a comma-separated String) that carries a message's quorumq tags")
 	f.StringVar(&cfg.RaftAddr, "raft-addr", "127.0.0.1:7000", "peer (Raft) listen address")
 	f.StringVar(&peers, "peers", "", "initial members as id=host:port,... (empty: single node)")
 	f.IntVar(&cfg.Shards, "shards", 1, "Raft groups at bootstrap: shard 0 keeps tenants and queues, the others queue partitions (fixed once the data dir exists)")
@@ -173,8 +180,8 @@ func checkPeerAuth(cfg node.Config, insecurePeers bool, log *slog.Logger) error 
 // listeners (or with --insecure), and says so loudly.
 func checkDevMode(cfg node.Config, insecure bool, log *slog.Logger) error {
 	if !insecure {
-		for _, a := range []struct{ flag, addr string }{{"--http-addr", cfg.HTTPAddr}, {"--grpc-addr", cfg.GRPCAddr}, {"--raft-addr", cfg.RaftAddr}} {
-			if !isLoopback(a.addr) {
+		for _, a := range []struct{ flag, addr string }{{"--http-addr", cfg.HTTPAddr}, {"--grpc-addr", cfg.GRPCAddr}, {"--raft-addr", cfg.RaftAddr}, {"--sqs-addr", cfg.SQSAddr}} {
+			if !isLoopback(a.addr) && (a.addr != "" || a.flag != "--sqs-addr") {
 				return fmt.Errorf("%s %s: without authentication (dev mode) quorumq listens on loopback only; configure --auth-* or pass --insecure", a.flag, a.addr)
 			}
 		}
@@ -198,11 +205,11 @@ func isLoopback(addr string) bool {
 
 // banner is what serve prints once it listens. An API-tier node keeps no
 // data (its --data-dir is unused), so it says what it is instead.
-func banner(nodeID uint64, role, dataDir, httpURL, grpcAddr, metrics string) string {
+func banner(nodeID uint64, role, dataDir, httpURL, grpcAddr, metrics, sqsURL string) string {
 	what := "data in " + dataDir
 	if role == "api" {
 		what = "API tier, no data"
 	}
-	return fmt.Sprintf("quorumq node %d serving (%s)\n  REST     %s/v1/queues\n  gRPC     %s\n  metrics  %s\n  health   %s/healthz  %s/readyz\n",
-		nodeID, what, httpURL, grpcAddr, metrics, httpURL, httpURL)
+	return fmt.Sprintf("quorumq node %d serving (%s)\n  REST     %s/v1/queues\n  gRPC     %s\n  SQS      %s\n  metrics  %s\n  console  %s/ui/\n  health   %s/healthz  %s/readyz\n",
+		nodeID, what, httpURL, grpcAddr, sqsURL, metrics, httpURL, httpURL, httpURL)
 }

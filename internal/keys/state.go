@@ -172,6 +172,34 @@ func DecodeDeadLetterRef(k []byte) (shard uint64, tenant, dlq, source string, er
 	return shard, tenant, dlq, source, noTrailing(rest)
 }
 
+// appendQueueKind appends 0x02 S 0x10 Q sub to dst.
+func appendQueueKind(dst []byte, shard, queue uint64, sub byte) []byte {
+	dst = AppendUint64(append(dst, kindState), shard)
+	return append(AppendUint64(append(dst, stateQueue), queue), sub)
+}
+
+// AppendMessage appends the key of a message record (Message) to dst: with
+// a reused dst, building a key allocates nothing.
+func AppendMessage(dst []byte, shard, queue, seq uint64) []byte {
+	return AppendUint64(appendQueueKind(dst, shard, queue, queueMessage), seq)
+}
+
+// AppendLease appends the key of a lease record (Lease) to dst.
+func AppendLease(dst []byte, shard, queue, seq uint64) []byte {
+	return AppendUint64(appendQueueKind(dst, shard, queue, queueLease), seq)
+}
+
+// AppendVisible appends the key of a visibility index entry (Visible) to
+// dst.
+func AppendVisible(dst []byte, shard, queue uint64, visibleAt int64, seq uint64) []byte {
+	return AppendUint64(AppendInt64(appendQueueKind(dst, shard, queue, queueVisible), visibleAt), seq)
+}
+
+// AppendTag appends the key of a tag index entry (Tag) to dst.
+func AppendTag(dst []byte, shard, queue uint64, tag string, visibleAt int64, seq uint64) []byte {
+	return AppendUint64(AppendInt64(AppendString(appendQueueKind(dst, shard, queue, queueTag), tag), visibleAt), seq)
+}
+
 // QueuePrefix bounds every key of one queue: DeleteRange over it drops the
 // queue.
 func QueuePrefix(shard, queue uint64) []byte {

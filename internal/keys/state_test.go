@@ -271,3 +271,19 @@ func TestLowMarkOf(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendKeys: the Append forms build the same keys as the plain ones,
+// after whatever dst holds.
+func TestAppendKeys(t *testing.T) {
+	dst := []byte("junk")
+	for _, c := range []struct{ got, want []byte }{
+		{AppendMessage(dst, 3, 4, 5), Message(3, 4, 5)},
+		{AppendLease(dst, 3, 4, 5), Lease(3, 4, 5)},
+		{AppendVisible(dst, 3, 4, -6, 5), Visible(3, 4, -6, 5)},
+		{AppendTag(dst, 3, 4, "r\x00d", 6, 5), Tag(3, 4, "r\x00d", 6, 5)},
+	} {
+		if string(c.got[:4]) != "junk" || string(c.got[4:]) != string(c.want) {
+			t.Errorf("%x, want junk + %x", c.got, c.want)
+		}
+	}
+}

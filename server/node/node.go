@@ -29,9 +29,12 @@ import (
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 	"github.com/quorumq/quorumq/gateway"
+	"github.com/quorumq/quorumq/internal/history"
 	"github.com/quorumq/quorumq/raftnode"
 	"github.com/quorumq/quorumq/server"
+	"github.com/quorumq/quorumq/sqs"
 	"github.com/quorumq/quorumq/store"
+	"github.com/quorumq/quorumq/ui"
 )
 
 // Config describes a node. Zero values take the defaults of `quorumq serve`.
@@ -86,6 +89,17 @@ type Config struct {
 	// FaultInjection serves the fault-test control endpoint (faults.go);
 	// only a binary built with -tags chaos accepts it.
 	FaultInjection bool
+	// SQSAddr is the listen address of the SQS endpoint (AWS JSON 1.0 and
+	// Query protocols); empty: none.
+	SQSAddr string
+	// SQSAuthenticator verifies SQS requests (SigV4); nil: every request is
+	// tenant "default" in dev mode, and refused when Authenticator is set.
+	SQSAuthenticator sqs.Authenticator
+	// SQSRegion is the region in queue ARNs (default sqs.DefaultRegion).
+	SQSRegion string
+	// SQSTagsAttribute is the SQS message attribute that carries message
+	// tags (default sqs.DefaultTagsAttribute).
+	SQSTagsAttribute string
 }
 
 // Node is a running quorumq process.
@@ -111,6 +125,7 @@ type Node struct {
 	health     *health.Server // grpc.health.v1 on the client listener (grpcconv.go)
 	healthStop chan struct{}  // closed by Stop: ends Watch streams
 
+	sqs         *sqsEndpoint // nil without Config.SQSAddr
 	metricsHTTP *http.Server // nil without Config.MetricsAddr
 	metricsLn   net.Listener
 	tp          *sdktrace.TracerProvider // built by Start (shut down by Stop), nil if injected or off
@@ -253,12 +268,15 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.Authenticator != nil {
 		authenticator = cfg.Authenticator
 	}
+	hist := history.New(history.MaxQueues)
 	n.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen grpc: %w", err)
 	}
 	apiOpts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(server.StripInternalHeaders(), server.UnaryInterceptor(authenticator, cfg.Logger)),
+		// history counts the client calls' messages for the console's charts.
+		grpc.ChainUnaryInterceptor(server.StripInternalHeaders(), server.UnaryInterceptor(authenticator, cfg.Logger),
+			history.Interceptor(hist, time.Now)),
 		grpc.MaxRecvMsgSize(clientMaxRecvBytes), server.ServerStatsHandler(tp, mp),
 	}
 	apiOpts = append(apiOpts, keepaliveOptions()...)
@@ -268,8 +286,16 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		selfCreds = credentials.NewTLS(selfDialTLS(clientTLS))
 	}
 	n.grpc = grpc.NewServer(apiOpts...)
+	if cfg.SQSAddr != "" {
+		// Same options as the client listener but its own interceptors
+		// (sqs.go) and no TLS: the connection stays in the process.
+		sqsOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(clientMaxRecvBytes), server.ServerStatsHandler(tp, mp)}
+		if err := n.startSQS(cfg, sqsOpts, []grpc.DialOption{server.ClientStatsHandler(tp, mp)}, clientTLS); err != nil {
+			return nil, err
+		}
+	}
 	qv1.RegisterQueueServiceServer(n.grpc, n.router)
-	qv1.RegisterClusterServiceServer(n.grpc, cluster)
+	qv1.RegisterClusterServiceServer(n.grpc, history.Service{ClusterServiceServer: cluster, Ring: hist, Node: cfg.NodeID, Now: time.Now})
 	n.registerConventions(n.grpc)
 	n.loops.Add(1)
 	go func() {
@@ -294,6 +320,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	handler = ui.Route(handler, ui.Options{Auth: cfg.Authenticator != nil}) // the web console at /ui/
 	handler = faultHandler(n.faults, n.syncWAL, handler)
 	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -567,6 +594,9 @@ func (n *Node) Stop(ctx context.Context) error {
 		if n.metricsHTTP != nil {
 			_ = n.metricsHTTP.Shutdown(ctx)
 		}
+		if n.sqs != nil {
+			n.sqs.shutdown(ctx)
+		}
 		n.stopHealth() // probes see NOT_SERVING while the node drains
 		if n.grpc != nil {
 			gracefulStop(ctx, n.grpc)
@@ -661,6 +691,9 @@ func (n *Node) peerAddrs() map[uint64]string {
 // closeAll releases what Start opened, in reverse order.
 func (n *Node) closeAll() error {
 	n.stopHealth()
+	if n.sqs != nil {
+		n.sqs.close()
+	}
 	if n.grpc != nil {
 		n.grpc.Stop()
 	}

@@ -160,7 +160,7 @@ func (c *cluster) start(id uint64) error {
 		return fmt.Errorf("node %d log: %w", id, err)
 	}
 	cmd := exec.Command(c.bin, "serve", "--node-id", fmt.Sprint(id), "--data-dir", n.dir,
-		"--grpc-addr", n.grpcAddr, "--http-addr", n.httpAddr, "--raft-addr", n.raftAd,
+		"--grpc-addr", n.grpcAddr, "--http-addr", n.httpAddr, "--raft-addr", n.raftAd, "--sqs-addr=",
 		"--peers", c.peers, "--shards", fmt.Sprint(c.shards), "--fault-injection", "--log-level", "warn", "--metrics-addr=")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {

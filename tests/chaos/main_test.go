@@ -103,7 +103,7 @@ func TestProductionBinaryRefusesFaultInjection(t *testing.T) {
 		return a
 	}
 	cmd := exec.Command(prodBin, "serve", "--fault-injection", "--data-dir", dir,
-		"--http-addr", addr(), "--grpc-addr", addr(), "--raft-addr", addr(), "--metrics-addr=")
+		"--http-addr", addr(), "--grpc-addr", addr(), "--raft-addr", addr(), "--metrics-addr=", "--sqs-addr=")
 	done := make(chan struct{})
 	var out []byte
 	var err error

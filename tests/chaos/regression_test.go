@@ -31,7 +31,7 @@ func TestServeReportsBusyPort(t *testing.T) {
 		t.Run(tc.flag, func(t *testing.T) {
 			raft := addr()
 			args := []string{"serve", "--data-dir", t.TempDir(), "--raft-addr", raft, "--grpc-addr", addr(), "--http-addr", addr(),
-				"--peers", "1=" + raft + ",2=" + addr(), "--shards", "2", "--metrics-addr=", tc.flag, busy.Addr().String()}
+				"--peers", "1=" + raft + ",2=" + addr(), "--shards", "2", "--metrics-addr=", "--sqs-addr=", tc.flag, busy.Addr().String()}
 			cmd := exec.Command(prodBin, args...)
 			done := make(chan struct{})
 			var out []byte

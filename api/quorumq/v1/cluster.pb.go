@@ -11,6 +11,7 @@ import (
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -23,6 +24,281 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// GetMessageHistoryRequest selects the series.
+type GetMessageHistoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this queue; empty: every queue of the tenant.
+	Queue string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// Most recent buckets to return: 1 – 360 (default 360, one hour); with
+	// per_queue at most 30.
+	Points int32 `protobuf:"varint,2,opt,name=points,proto3" json:"points,omitempty"`
+	// Also return each queue's own series.
+	PerQueue      bool `protobuf:"varint,3,opt,name=per_queue,json=perQueue,proto3" json:"per_queue,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMessageHistoryRequest) Reset() {
+	*x = GetMessageHistoryRequest{}
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMessageHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMessageHistoryRequest) ProtoMessage() {}
+
+func (x *GetMessageHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMessageHistoryRequest.ProtoReflect.Descriptor instead.
+func (*GetMessageHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *GetMessageHistoryRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *GetMessageHistoryRequest) GetPoints() int32 {
+	if x != nil {
+		return x.Points
+	}
+	return 0
+}
+
+func (x *GetMessageHistoryRequest) GetPerQueue() bool {
+	if x != nil {
+		return x.PerQueue
+	}
+	return false
+}
+
+// HistoryBucket counts the calls of one interval.
+type HistoryBucket struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Start of the interval.
+	Start *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
+	// Length counted so far: the interval, less for the current one.
+	Length *durationpb.Duration `protobuf:"bytes,2,opt,name=length,proto3" json:"length,omitempty"`
+	// Messages stored by SendMessage and SendMessageBatch.
+	Sent int64 `protobuf:"varint,3,opt,name=sent,proto3" json:"sent,omitempty"`
+	// Messages returned by ReceiveMessages.
+	Received int64 `protobuf:"varint,4,opt,name=received,proto3" json:"received,omitempty"`
+	// Messages deleted by receipt handle.
+	Deleted       int64 `protobuf:"varint,5,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryBucket) Reset() {
+	*x = HistoryBucket{}
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryBucket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryBucket) ProtoMessage() {}
+
+func (x *HistoryBucket) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryBucket.ProtoReflect.Descriptor instead.
+func (*HistoryBucket) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *HistoryBucket) GetStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *HistoryBucket) GetLength() *durationpb.Duration {
+	if x != nil {
+		return x.Length
+	}
+	return nil
+}
+
+func (x *HistoryBucket) GetSent() int64 {
+	if x != nil {
+		return x.Sent
+	}
+	return 0
+}
+
+func (x *HistoryBucket) GetReceived() int64 {
+	if x != nil {
+		return x.Received
+	}
+	return 0
+}
+
+func (x *HistoryBucket) GetDeleted() int64 {
+	if x != nil {
+		return x.Deleted
+	}
+	return 0
+}
+
+// QueueHistory is one queue's buckets.
+type QueueHistory struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	Queue string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// Oldest first; the last is the current, partial interval.
+	Buckets       []*HistoryBucket `protobuf:"bytes,2,rep,name=buckets,proto3" json:"buckets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueHistory) Reset() {
+	*x = QueueHistory{}
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueHistory) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueHistory) ProtoMessage() {}
+
+func (x *QueueHistory) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueHistory.ProtoReflect.Descriptor instead.
+func (*QueueHistory) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *QueueHistory) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *QueueHistory) GetBuckets() []*HistoryBucket {
+	if x != nil {
+		return x.Buckets
+	}
+	return nil
+}
+
+// GetMessageHistoryResponse carries the series.
+type GetMessageHistoryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id of the node that counted.
+	NodeId uint64 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// Length of a bucket.
+	Interval *durationpb.Duration `protobuf:"bytes,2,opt,name=interval,proto3" json:"interval,omitempty"`
+	// The selected queues summed, oldest first.
+	Total []*HistoryBucket `protobuf:"bytes,3,rep,name=total,proto3" json:"total,omitempty"`
+	// Each queue's series (per_queue), busiest first.
+	Queues        []*QueueHistory `protobuf:"bytes,4,rep,name=queues,proto3" json:"queues,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMessageHistoryResponse) Reset() {
+	*x = GetMessageHistoryResponse{}
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMessageHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMessageHistoryResponse) ProtoMessage() {}
+
+func (x *GetMessageHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMessageHistoryResponse.ProtoReflect.Descriptor instead.
+func (*GetMessageHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GetMessageHistoryResponse) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *GetMessageHistoryResponse) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *GetMessageHistoryResponse) GetTotal() []*HistoryBucket {
+	if x != nil {
+		return x.Total
+	}
+	return nil
+}
+
+func (x *GetMessageHistoryResponse) GetQueues() []*QueueHistory {
+	if x != nil {
+		return x.Queues
+	}
+	return nil
+}
 
 // TenantQuota bounds what a tenant may use; 0 means no limit.
 type TenantQuota struct {
@@ -40,7 +316,7 @@ type TenantQuota struct {
 
 func (x *TenantQuota) Reset() {
 	*x = TenantQuota{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[0]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -52,7 +328,7 @@ func (x *TenantQuota) String() string {
 func (*TenantQuota) ProtoMessage() {}
 
 func (x *TenantQuota) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[0]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -65,7 +341,7 @@ func (x *TenantQuota) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantQuota.ProtoReflect.Descriptor instead.
 func (*TenantQuota) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{0}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *TenantQuota) GetMaxQueues() int64 {
@@ -102,7 +378,7 @@ type TenantUsage struct {
 
 func (x *TenantUsage) Reset() {
 	*x = TenantUsage{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[1]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -114,7 +390,7 @@ func (x *TenantUsage) String() string {
 func (*TenantUsage) ProtoMessage() {}
 
 func (x *TenantUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[1]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -127,7 +403,7 @@ func (x *TenantUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantUsage.ProtoReflect.Descriptor instead.
 func (*TenantUsage) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{1}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *TenantUsage) GetQueues() int64 {
@@ -157,7 +433,7 @@ type SetTenantQuotaRequest struct {
 
 func (x *SetTenantQuotaRequest) Reset() {
 	*x = SetTenantQuotaRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[2]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -169,7 +445,7 @@ func (x *SetTenantQuotaRequest) String() string {
 func (*SetTenantQuotaRequest) ProtoMessage() {}
 
 func (x *SetTenantQuotaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[2]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -182,7 +458,7 @@ func (x *SetTenantQuotaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTenantQuotaRequest.ProtoReflect.Descriptor instead.
 func (*SetTenantQuotaRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SetTenantQuotaRequest) GetTenant() string {
@@ -212,7 +488,7 @@ type SetTenantQuotaResponse struct {
 
 func (x *SetTenantQuotaResponse) Reset() {
 	*x = SetTenantQuotaResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[3]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -224,7 +500,7 @@ func (x *SetTenantQuotaResponse) String() string {
 func (*SetTenantQuotaResponse) ProtoMessage() {}
 
 func (x *SetTenantQuotaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[3]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -237,7 +513,7 @@ func (x *SetTenantQuotaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTenantQuotaResponse.ProtoReflect.Descriptor instead.
 func (*SetTenantQuotaResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{3}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SetTenantQuotaResponse) GetQuota() *TenantQuota {
@@ -265,7 +541,7 @@ type GetTenantQuotaRequest struct {
 
 func (x *GetTenantQuotaRequest) Reset() {
 	*x = GetTenantQuotaRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[4]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -277,7 +553,7 @@ func (x *GetTenantQuotaRequest) String() string {
 func (*GetTenantQuotaRequest) ProtoMessage() {}
 
 func (x *GetTenantQuotaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[4]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -290,7 +566,7 @@ func (x *GetTenantQuotaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantQuotaRequest.ProtoReflect.Descriptor instead.
 func (*GetTenantQuotaRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{4}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetTenantQuotaRequest) GetTenant() string {
@@ -313,7 +589,7 @@ type GetTenantQuotaResponse struct {
 
 func (x *GetTenantQuotaResponse) Reset() {
 	*x = GetTenantQuotaResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[5]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -325,7 +601,7 @@ func (x *GetTenantQuotaResponse) String() string {
 func (*GetTenantQuotaResponse) ProtoMessage() {}
 
 func (x *GetTenantQuotaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[5]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -338,7 +614,7 @@ func (x *GetTenantQuotaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantQuotaResponse.ProtoReflect.Descriptor instead.
 func (*GetTenantQuotaResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{5}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetTenantQuotaResponse) GetQuota() *TenantQuota {
@@ -364,7 +640,7 @@ type GetClusterRequest struct {
 
 func (x *GetClusterRequest) Reset() {
 	*x = GetClusterRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[6]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -376,7 +652,7 @@ func (x *GetClusterRequest) String() string {
 func (*GetClusterRequest) ProtoMessage() {}
 
 func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[6]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -389,7 +665,7 @@ func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{6}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 // ClusterNode is one member of the cluster.
@@ -411,7 +687,7 @@ type ClusterNode struct {
 
 func (x *ClusterNode) Reset() {
 	*x = ClusterNode{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[7]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -423,7 +699,7 @@ func (x *ClusterNode) String() string {
 func (*ClusterNode) ProtoMessage() {}
 
 func (x *ClusterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[7]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -436,7 +712,7 @@ func (x *ClusterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterNode.ProtoReflect.Descriptor instead.
 func (*ClusterNode) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{7}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ClusterNode) GetId() uint64 {
@@ -502,7 +778,7 @@ type ClusterShard struct {
 
 func (x *ClusterShard) Reset() {
 	*x = ClusterShard{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[8]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -514,7 +790,7 @@ func (x *ClusterShard) String() string {
 func (*ClusterShard) ProtoMessage() {}
 
 func (x *ClusterShard) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[8]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -527,7 +803,7 @@ func (x *ClusterShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterShard.ProtoReflect.Descriptor instead.
 func (*ClusterShard) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{8}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ClusterShard) GetId() uint64 {
@@ -611,7 +887,7 @@ type GetClusterResponse struct {
 
 func (x *GetClusterResponse) Reset() {
 	*x = GetClusterResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[9]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -623,7 +899,7 @@ func (x *GetClusterResponse) String() string {
 func (*GetClusterResponse) ProtoMessage() {}
 
 func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[9]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -636,7 +912,7 @@ func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{9}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetClusterResponse) GetNodeId() uint64 {
@@ -672,7 +948,25 @@ var File_quorumq_v1_cluster_proto protoreflect.FileDescriptor
 const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"\x18quorumq/v1/cluster.proto\x12\n" +
-	"quorumq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"z\n" +
+	"quorumq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"e\n" +
+	"\x18GetMessageHistoryRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x16\n" +
+	"\x06points\x18\x02 \x01(\x05R\x06points\x12\x1b\n" +
+	"\tper_queue\x18\x03 \x01(\bR\bperQueue\"\xbe\x01\n" +
+	"\rHistoryBucket\x120\n" +
+	"\x05start\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x121\n" +
+	"\x06length\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06length\x12\x12\n" +
+	"\x04sent\x18\x03 \x01(\x03R\x04sent\x12\x1a\n" +
+	"\breceived\x18\x04 \x01(\x03R\breceived\x12\x18\n" +
+	"\adeleted\x18\x05 \x01(\x03R\adeleted\"Y\n" +
+	"\fQueueHistory\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x123\n" +
+	"\abuckets\x18\x02 \x03(\v2\x19.quorumq.v1.HistoryBucketR\abuckets\"\xce\x01\n" +
+	"\x19GetMessageHistoryResponse\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x125\n" +
+	"\binterval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12/\n" +
+	"\x05total\x18\x03 \x03(\v2\x19.quorumq.v1.HistoryBucketR\x05total\x120\n" +
+	"\x06queues\x18\x04 \x03(\v2\x18.quorumq.v1.QueueHistoryR\x06queues\"z\n" +
 	"\vTenantQuota\x12\x1d\n" +
 	"\n" +
 	"max_queues\x18\x01 \x01(\x03R\tmaxQueues\x12\"\n" +
@@ -715,14 +1009,16 @@ const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12-\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x17.quorumq.v1.ClusterNodeR\x05nodes\x120\n" +
 	"\x06shards\x18\x03 \x03(\v2\x18.quorumq.v1.ClusterShardR\x06shards\x12\x12\n" +
-	"\x04role\x18\x04 \x01(\tR\x04role2\xf4\x02\n" +
+	"\x04role\x18\x04 \x01(\tR\x04role2\xeb\x03\n" +
 	"\x0eClusterService\x12`\n" +
 	"\n" +
 	"GetCluster\x12\x1d.quorumq.v1.GetClusterRequest\x1a\x1e.quorumq.v1.GetClusterResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/cluster\x12\x82\x01\n" +
 	"\x0eSetTenantQuota\x12!.quorumq.v1.SetTenantQuotaRequest\x1a\".quorumq.v1.SetTenantQuotaResponse\")\x82\xd3\xe4\x93\x02#:\x05quota\x1a\x1a/v1/tenants/{tenant}/quota\x12{\n" +
-	"\x0eGetTenantQuota\x12!.quorumq.v1.GetTenantQuotaRequest\x1a\".quorumq.v1.GetTenantQuotaResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/tenants/{tenant}/quotaB\x89\v\x92A\xd0\n" +
-	"\x12\xec\t\n" +
-	"\aquorumq\x12\xdb\tquorumq is a replicated SQS-style message queue. This is the REST/JSON mapping of its gRPC API (protojson: lowerCamelCase fields, durations as \"30s\", int64 as strings).\n" +
+	"\x0eGetTenantQuota\x12!.quorumq.v1.GetTenantQuotaRequest\x1a\".quorumq.v1.GetTenantQuotaResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/tenants/{tenant}/quota\x12u\n" +
+	"\x11GetMessageHistory\x12$.quorumq.v1.GetMessageHistoryRequest\x1a%.quorumq.v1.GetMessageHistoryResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/historyB\xd3\v\x92A\x9a\v\x12\xb6\n" +
+	"\n" +
+	"\aquorumq\x12\xa5\n" +
+	"quorumq is a replicated SQS-style message queue. This is the REST/JSON mapping of its gRPC API (protojson: lowerCamelCase fields, durations as \"30s\", int64 as strings).\n" +
 	"\n" +
 	"**Authentication.** Send `Authorization: Bearer <JWT>`; the token's tenant scopes every call and its scopes authorize it. A node without `--auth-*` (dev mode, loopback only) needs no token.\n" +
 	"\n" +
@@ -736,7 +1032,7 @@ const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"Retry on NOT_LEADER and NO_QUORUM (503) and QUOTA_EXCEEDED (429); the other reasons are listed on QueueService.\n" +
 	"\n" +
-	"**Beside the API** (same listener, no token): `GET /healthz` (200 while the process runs), `GET /readyz` (200 when this node can serve, 503 with the cause otherwise), `GET /openapi.json` (this document). Prometheus metrics are on a listener of their own, `GET /metrics` on `--metrics-addr` (default 127.0.0.1:9100), not on this one.2\x03devZQ\n" +
+	"**Beside the API** (same listener, no token): `GET /healthz` (200 while the process runs), `GET /readyz` (200 when this node can serve, 503 with the cause otherwise), `GET /openapi.json` (this document), `GET /ui/` (the web console, which calls this API with the user's token). Prometheus metrics are on a listener of their own, `GET /metrics` on `--metrics-addr` (default 127.0.0.1:9100), not on this one.2\x03devZQ\n" +
 	"O\n" +
 	"\x06bearer\x12E\b\x02\x120A JWT as `Bearer <token>` (see `quorumq token`).\x1a\rAuthorization \x02b\f\n" +
 	"\n" +
@@ -755,40 +1051,53 @@ func file_quorumq_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_quorumq_v1_cluster_proto_rawDescData
 }
 
-var file_quorumq_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_quorumq_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_quorumq_v1_cluster_proto_goTypes = []any{
-	(*TenantQuota)(nil),            // 0: quorumq.v1.TenantQuota
-	(*TenantUsage)(nil),            // 1: quorumq.v1.TenantUsage
-	(*SetTenantQuotaRequest)(nil),  // 2: quorumq.v1.SetTenantQuotaRequest
-	(*SetTenantQuotaResponse)(nil), // 3: quorumq.v1.SetTenantQuotaResponse
-	(*GetTenantQuotaRequest)(nil),  // 4: quorumq.v1.GetTenantQuotaRequest
-	(*GetTenantQuotaResponse)(nil), // 5: quorumq.v1.GetTenantQuotaResponse
-	(*GetClusterRequest)(nil),      // 6: quorumq.v1.GetClusterRequest
-	(*ClusterNode)(nil),            // 7: quorumq.v1.ClusterNode
-	(*ClusterShard)(nil),           // 8: quorumq.v1.ClusterShard
-	(*GetClusterResponse)(nil),     // 9: quorumq.v1.GetClusterResponse
-	(*timestamppb.Timestamp)(nil),  // 10: google.protobuf.Timestamp
+	(*GetMessageHistoryRequest)(nil),  // 0: quorumq.v1.GetMessageHistoryRequest
+	(*HistoryBucket)(nil),             // 1: quorumq.v1.HistoryBucket
+	(*QueueHistory)(nil),              // 2: quorumq.v1.QueueHistory
+	(*GetMessageHistoryResponse)(nil), // 3: quorumq.v1.GetMessageHistoryResponse
+	(*TenantQuota)(nil),               // 4: quorumq.v1.TenantQuota
+	(*TenantUsage)(nil),               // 5: quorumq.v1.TenantUsage
+	(*SetTenantQuotaRequest)(nil),     // 6: quorumq.v1.SetTenantQuotaRequest
+	(*SetTenantQuotaResponse)(nil),    // 7: quorumq.v1.SetTenantQuotaResponse
+	(*GetTenantQuotaRequest)(nil),     // 8: quorumq.v1.GetTenantQuotaRequest
+	(*GetTenantQuotaResponse)(nil),    // 9: quorumq.v1.GetTenantQuotaResponse
+	(*GetClusterRequest)(nil),         // 10: quorumq.v1.GetClusterRequest
+	(*ClusterNode)(nil),               // 11: quorumq.v1.ClusterNode
+	(*ClusterShard)(nil),              // 12: quorumq.v1.ClusterShard
+	(*GetClusterResponse)(nil),        // 13: quorumq.v1.GetClusterResponse
+	(*timestamppb.Timestamp)(nil),     // 14: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 15: google.protobuf.Duration
 }
 var file_quorumq_v1_cluster_proto_depIdxs = []int32{
-	0,  // 0: quorumq.v1.SetTenantQuotaRequest.quota:type_name -> quorumq.v1.TenantQuota
-	0,  // 1: quorumq.v1.SetTenantQuotaResponse.quota:type_name -> quorumq.v1.TenantQuota
-	1,  // 2: quorumq.v1.SetTenantQuotaResponse.usage:type_name -> quorumq.v1.TenantUsage
-	0,  // 3: quorumq.v1.GetTenantQuotaResponse.quota:type_name -> quorumq.v1.TenantQuota
-	1,  // 4: quorumq.v1.GetTenantQuotaResponse.usage:type_name -> quorumq.v1.TenantUsage
-	10, // 5: quorumq.v1.ClusterNode.last_contact:type_name -> google.protobuf.Timestamp
-	7,  // 6: quorumq.v1.GetClusterResponse.nodes:type_name -> quorumq.v1.ClusterNode
-	8,  // 7: quorumq.v1.GetClusterResponse.shards:type_name -> quorumq.v1.ClusterShard
-	6,  // 8: quorumq.v1.ClusterService.GetCluster:input_type -> quorumq.v1.GetClusterRequest
-	2,  // 9: quorumq.v1.ClusterService.SetTenantQuota:input_type -> quorumq.v1.SetTenantQuotaRequest
-	4,  // 10: quorumq.v1.ClusterService.GetTenantQuota:input_type -> quorumq.v1.GetTenantQuotaRequest
-	9,  // 11: quorumq.v1.ClusterService.GetCluster:output_type -> quorumq.v1.GetClusterResponse
-	3,  // 12: quorumq.v1.ClusterService.SetTenantQuota:output_type -> quorumq.v1.SetTenantQuotaResponse
-	5,  // 13: quorumq.v1.ClusterService.GetTenantQuota:output_type -> quorumq.v1.GetTenantQuotaResponse
-	11, // [11:14] is the sub-list for method output_type
-	8,  // [8:11] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	14, // 0: quorumq.v1.HistoryBucket.start:type_name -> google.protobuf.Timestamp
+	15, // 1: quorumq.v1.HistoryBucket.length:type_name -> google.protobuf.Duration
+	1,  // 2: quorumq.v1.QueueHistory.buckets:type_name -> quorumq.v1.HistoryBucket
+	15, // 3: quorumq.v1.GetMessageHistoryResponse.interval:type_name -> google.protobuf.Duration
+	1,  // 4: quorumq.v1.GetMessageHistoryResponse.total:type_name -> quorumq.v1.HistoryBucket
+	2,  // 5: quorumq.v1.GetMessageHistoryResponse.queues:type_name -> quorumq.v1.QueueHistory
+	4,  // 6: quorumq.v1.SetTenantQuotaRequest.quota:type_name -> quorumq.v1.TenantQuota
+	4,  // 7: quorumq.v1.SetTenantQuotaResponse.quota:type_name -> quorumq.v1.TenantQuota
+	5,  // 8: quorumq.v1.SetTenantQuotaResponse.usage:type_name -> quorumq.v1.TenantUsage
+	4,  // 9: quorumq.v1.GetTenantQuotaResponse.quota:type_name -> quorumq.v1.TenantQuota
+	5,  // 10: quorumq.v1.GetTenantQuotaResponse.usage:type_name -> quorumq.v1.TenantUsage
+	14, // 11: quorumq.v1.ClusterNode.last_contact:type_name -> google.protobuf.Timestamp
+	11, // 12: quorumq.v1.GetClusterResponse.nodes:type_name -> quorumq.v1.ClusterNode
+	12, // 13: quorumq.v1.GetClusterResponse.shards:type_name -> quorumq.v1.ClusterShard
+	10, // 14: quorumq.v1.ClusterService.GetCluster:input_type -> quorumq.v1.GetClusterRequest
+	6,  // 15: quorumq.v1.ClusterService.SetTenantQuota:input_type -> quorumq.v1.SetTenantQuotaRequest
+	8,  // 16: quorumq.v1.ClusterService.GetTenantQuota:input_type -> quorumq.v1.GetTenantQuotaRequest
+	0,  // 17: quorumq.v1.ClusterService.GetMessageHistory:input_type -> quorumq.v1.GetMessageHistoryRequest
+	13, // 18: quorumq.v1.ClusterService.GetCluster:output_type -> quorumq.v1.GetClusterResponse
+	7,  // 19: quorumq.v1.ClusterService.SetTenantQuota:output_type -> quorumq.v1.SetTenantQuotaResponse
+	9,  // 20: quorumq.v1.ClusterService.GetTenantQuota:output_type -> quorumq.v1.GetTenantQuotaResponse
+	3,  // 21: quorumq.v1.ClusterService.GetMessageHistory:output_type -> quorumq.v1.GetMessageHistoryResponse
+	18, // [18:22] is the sub-list for method output_type
+	14, // [14:18] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_quorumq_v1_cluster_proto_init() }
@@ -802,7 +1111,7 @@ func file_quorumq_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quorumq_v1_cluster_proto_rawDesc), len(file_quorumq_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

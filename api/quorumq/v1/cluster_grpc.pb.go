@@ -19,9 +19,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ClusterService_GetCluster_FullMethodName     = "/quorumq.v1.ClusterService/GetCluster"
-	ClusterService_SetTenantQuota_FullMethodName = "/quorumq.v1.ClusterService/SetTenantQuota"
-	ClusterService_GetTenantQuota_FullMethodName = "/quorumq.v1.ClusterService/GetTenantQuota"
+	ClusterService_GetCluster_FullMethodName        = "/quorumq.v1.ClusterService/GetCluster"
+	ClusterService_SetTenantQuota_FullMethodName    = "/quorumq.v1.ClusterService/SetTenantQuota"
+	ClusterService_GetTenantQuota_FullMethodName    = "/quorumq.v1.ClusterService/GetTenantQuota"
+	ClusterService_GetMessageHistory_FullMethodName = "/quorumq.v1.ClusterService/GetMessageHistory"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -38,6 +39,13 @@ type ClusterServiceClient interface {
 	SetTenantQuota(ctx context.Context, in *SetTenantQuotaRequest, opts ...grpc.CallOption) (*SetTenantQuotaResponse, error)
 	// GetTenantQuota returns a tenant's quota and usage.
 	GetTenantQuota(ctx context.Context, in *GetTenantQuotaRequest, opts ...grpc.CallOption) (*GetTenantQuotaResponse, error)
+	// GetMessageHistory returns the caller's tenant's recent message counts
+	// (sent, received, deleted) per 10 s over the last hour, as answered by
+	// this node for its clients (an API node sees every call made through
+	// it). Kept in memory: a restart starts it afresh. Unlike the other
+	// methods of this service it needs only a scope that reads queues
+	// (queues:admin or any messages:* scope).
+	GetMessageHistory(ctx context.Context, in *GetMessageHistoryRequest, opts ...grpc.CallOption) (*GetMessageHistoryResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -78,6 +86,16 @@ func (c *clusterServiceClient) GetTenantQuota(ctx context.Context, in *GetTenant
 	return out, nil
 }
 
+func (c *clusterServiceClient) GetMessageHistory(ctx context.Context, in *GetMessageHistoryRequest, opts ...grpc.CallOption) (*GetMessageHistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetMessageHistoryResponse)
+	err := c.cc.Invoke(ctx, ClusterService_GetMessageHistory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -92,6 +110,13 @@ type ClusterServiceServer interface {
 	SetTenantQuota(context.Context, *SetTenantQuotaRequest) (*SetTenantQuotaResponse, error)
 	// GetTenantQuota returns a tenant's quota and usage.
 	GetTenantQuota(context.Context, *GetTenantQuotaRequest) (*GetTenantQuotaResponse, error)
+	// GetMessageHistory returns the caller's tenant's recent message counts
+	// (sent, received, deleted) per 10 s over the last hour, as answered by
+	// this node for its clients (an API node sees every call made through
+	// it). Kept in memory: a restart starts it afresh. Unlike the other
+	// methods of this service it needs only a scope that reads queues
+	// (queues:admin or any messages:* scope).
+	GetMessageHistory(context.Context, *GetMessageHistoryRequest) (*GetMessageHistoryResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -110,6 +135,9 @@ func (UnimplementedClusterServiceServer) SetTenantQuota(context.Context, *SetTen
 }
 func (UnimplementedClusterServiceServer) GetTenantQuota(context.Context, *GetTenantQuotaRequest) (*GetTenantQuotaResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTenantQuota not implemented")
+}
+func (UnimplementedClusterServiceServer) GetMessageHistory(context.Context, *GetMessageHistoryRequest) (*GetMessageHistoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetMessageHistory not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -186,6 +214,24 @@ func _ClusterService_GetTenantQuota_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_GetMessageHistory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetMessageHistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).GetMessageHistory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_GetMessageHistory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).GetMessageHistory(ctx, req.(*GetMessageHistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -204,6 +250,10 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetTenantQuota",
 			Handler:    _ClusterService_GetTenantQuota_Handler,
+		},
+		{
+			MethodName: "GetMessageHistory",
+			Handler:    _ClusterService_GetMessageHistory_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -741,9 +741,15 @@ type UpdateQueueRequest struct {
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// New values of the fields named in update_mask.
 	Attributes *QueueAttributes `protobuf:"bytes,2,opt,name=attributes,proto3" json:"attributes,omitempty"`
-	// Attribute field names (e.g. "visibility_timeout"); empty: every mutable
-	// field, unset ones back to their defaults.
-	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,3,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	// Attribute field names (e.g. "visibility_timeout"), or "tags" for the
+	// tag changes below; empty: every mutable field, unset ones back to their
+	// defaults (tags unchanged).
+	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,3,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	// When update_mask names "tags": tags added or overwritten (the queue
+	// keeps at most 50 in all).
+	Tags map[string]string `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// When update_mask names "tags": tag keys removed (before tags are set).
+	RemoveTags    []string `protobuf:"bytes,5,rep,name=remove_tags,json=removeTags,proto3" json:"remove_tags,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -795,6 +801,20 @@ func (x *UpdateQueueRequest) GetAttributes() *QueueAttributes {
 func (x *UpdateQueueRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
 	if x != nil {
 		return x.UpdateMask
+	}
+	return nil
+}
+
+func (x *UpdateQueueRequest) GetTags() map[string]string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *UpdateQueueRequest) GetRemoveTags() []string {
+	if x != nil {
+		return x.RemoveTags
 	}
 	return nil
 }
@@ -3295,14 +3315,20 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"g\n" +
 	"\x12ListQueuesResponse\x12)\n" +
 	"\x06queues\x18\x01 \x03(\v2\x11.quorumq.v1.QueueR\x06queues\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa2\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xba\x02\n" +
 	"\x12UpdateQueueRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
 	"\n" +
 	"attributes\x18\x02 \x01(\v2\x1b.quorumq.v1.QueueAttributesR\n" +
 	"attributes\x12;\n" +
 	"\vupdate_mask\x18\x03 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
-	"updateMask\">\n" +
+	"updateMask\x12<\n" +
+	"\x04tags\x18\x04 \x03(\v2(.quorumq.v1.UpdateQueueRequest.TagsEntryR\x04tags\x12\x1f\n" +
+	"\vremove_tags\x18\x05 \x03(\tR\n" +
+	"removeTags\x1a7\n" +
+	"\tTagsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\">\n" +
 	"\x13UpdateQueueResponse\x12'\n" +
 	"\x05queue\x18\x01 \x01(\v2\x11.quorumq.v1.QueueR\x05queue\"(\n" +
 	"\x12DeleteQueueRequest\x12\x12\n" +
@@ -3544,7 +3570,7 @@ func file_quorumq_v1_queue_proto_rawDescGZIP() []byte {
 }
 
 var file_quorumq_v1_queue_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_quorumq_v1_queue_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_quorumq_v1_queue_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_quorumq_v1_queue_proto_goTypes = []any{
 	(MessageState)(0),                            // 0: quorumq.v1.MessageState
 	(*QueueAttributes)(nil),                      // 1: quorumq.v1.QueueAttributes
@@ -3598,23 +3624,24 @@ var file_quorumq_v1_queue_proto_goTypes = []any{
 	(*RescheduleMessageResponse)(nil),            // 49: quorumq.v1.RescheduleMessageResponse
 	nil,                                          // 50: quorumq.v1.Queue.TagsEntry
 	nil,                                          // 51: quorumq.v1.CreateQueueRequest.TagsEntry
-	nil,                                          // 52: quorumq.v1.SendMessageRequest.AttributesEntry
-	nil,                                          // 53: quorumq.v1.SendMessageBatchEntry.AttributesEntry
-	nil,                                          // 54: quorumq.v1.ReceivedMessage.AttributesEntry
-	nil,                                          // 55: quorumq.v1.PeekedMessage.AttributesEntry
-	(*durationpb.Duration)(nil),                  // 56: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),                // 57: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),                // 58: google.protobuf.FieldMask
+	nil,                                          // 52: quorumq.v1.UpdateQueueRequest.TagsEntry
+	nil,                                          // 53: quorumq.v1.SendMessageRequest.AttributesEntry
+	nil,                                          // 54: quorumq.v1.SendMessageBatchEntry.AttributesEntry
+	nil,                                          // 55: quorumq.v1.ReceivedMessage.AttributesEntry
+	nil,                                          // 56: quorumq.v1.PeekedMessage.AttributesEntry
+	(*durationpb.Duration)(nil),                  // 57: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),                // 58: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),                // 59: google.protobuf.FieldMask
 }
 var file_quorumq_v1_queue_proto_depIdxs = []int32{
-	56, // 0: quorumq.v1.QueueAttributes.visibility_timeout:type_name -> google.protobuf.Duration
-	56, // 1: quorumq.v1.QueueAttributes.message_retention:type_name -> google.protobuf.Duration
-	56, // 2: quorumq.v1.QueueAttributes.delivery_delay:type_name -> google.protobuf.Duration
-	56, // 3: quorumq.v1.QueueAttributes.receive_wait:type_name -> google.protobuf.Duration
+	57, // 0: quorumq.v1.QueueAttributes.visibility_timeout:type_name -> google.protobuf.Duration
+	57, // 1: quorumq.v1.QueueAttributes.message_retention:type_name -> google.protobuf.Duration
+	57, // 2: quorumq.v1.QueueAttributes.delivery_delay:type_name -> google.protobuf.Duration
+	57, // 3: quorumq.v1.QueueAttributes.receive_wait:type_name -> google.protobuf.Duration
 	2,  // 4: quorumq.v1.QueueAttributes.dead_letter:type_name -> quorumq.v1.DeadLetterPolicy
 	1,  // 5: quorumq.v1.Queue.attributes:type_name -> quorumq.v1.QueueAttributes
 	50, // 6: quorumq.v1.Queue.tags:type_name -> quorumq.v1.Queue.TagsEntry
-	57, // 7: quorumq.v1.Queue.created_at:type_name -> google.protobuf.Timestamp
+	58, // 7: quorumq.v1.Queue.created_at:type_name -> google.protobuf.Timestamp
 	3,  // 8: quorumq.v1.Queue.stats:type_name -> quorumq.v1.QueueStats
 	1,  // 9: quorumq.v1.CreateQueueRequest.attributes:type_name -> quorumq.v1.QueueAttributes
 	51, // 10: quorumq.v1.CreateQueueRequest.tags:type_name -> quorumq.v1.CreateQueueRequest.TagsEntry
@@ -3622,87 +3649,88 @@ var file_quorumq_v1_queue_proto_depIdxs = []int32{
 	4,  // 12: quorumq.v1.GetQueueResponse.queue:type_name -> quorumq.v1.Queue
 	4,  // 13: quorumq.v1.ListQueuesResponse.queues:type_name -> quorumq.v1.Queue
 	1,  // 14: quorumq.v1.UpdateQueueRequest.attributes:type_name -> quorumq.v1.QueueAttributes
-	58, // 15: quorumq.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
-	4,  // 16: quorumq.v1.UpdateQueueResponse.queue:type_name -> quorumq.v1.Queue
-	52, // 17: quorumq.v1.SendMessageRequest.attributes:type_name -> quorumq.v1.SendMessageRequest.AttributesEntry
-	56, // 18: quorumq.v1.SendMessageRequest.delay:type_name -> google.protobuf.Duration
-	57, // 19: quorumq.v1.SendMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
-	53, // 20: quorumq.v1.SendMessageBatchEntry.attributes:type_name -> quorumq.v1.SendMessageBatchEntry.AttributesEntry
-	56, // 21: quorumq.v1.SendMessageBatchEntry.delay:type_name -> google.protobuf.Duration
-	57, // 22: quorumq.v1.SendMessageBatchEntry.deliver_at:type_name -> google.protobuf.Timestamp
-	19, // 23: quorumq.v1.SendMessageBatchRequest.entries:type_name -> quorumq.v1.SendMessageBatchEntry
-	56, // 24: quorumq.v1.BatchResultError.retry_delay:type_name -> google.protobuf.Duration
-	21, // 25: quorumq.v1.SendMessageBatchResponse.successful:type_name -> quorumq.v1.SendMessageBatchResult
-	22, // 26: quorumq.v1.SendMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
-	56, // 27: quorumq.v1.ReceiveMessagesRequest.visibility_timeout:type_name -> google.protobuf.Duration
-	56, // 28: quorumq.v1.ReceiveMessagesRequest.wait_time:type_name -> google.protobuf.Duration
-	24, // 29: quorumq.v1.ReceiveMessagesRequest.tag_filter:type_name -> quorumq.v1.TagFilter
-	54, // 30: quorumq.v1.ReceivedMessage.attributes:type_name -> quorumq.v1.ReceivedMessage.AttributesEntry
-	57, // 31: quorumq.v1.ReceivedMessage.sent_at:type_name -> google.protobuf.Timestamp
-	57, // 32: quorumq.v1.ReceivedMessage.first_received_at:type_name -> google.protobuf.Timestamp
-	26, // 33: quorumq.v1.ReceiveMessagesResponse.messages:type_name -> quorumq.v1.ReceivedMessage
-	30, // 34: quorumq.v1.DeleteMessageBatchRequest.entries:type_name -> quorumq.v1.DeleteMessageBatchEntry
-	32, // 35: quorumq.v1.DeleteMessageBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
-	22, // 36: quorumq.v1.DeleteMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
-	56, // 37: quorumq.v1.ChangeMessageVisibilityRequest.visibility_timeout:type_name -> google.protobuf.Duration
-	56, // 38: quorumq.v1.ChangeMessageVisibilityBatchEntry.visibility_timeout:type_name -> google.protobuf.Duration
-	36, // 39: quorumq.v1.ChangeMessageVisibilityBatchRequest.entries:type_name -> quorumq.v1.ChangeMessageVisibilityBatchEntry
-	32, // 40: quorumq.v1.ChangeMessageVisibilityBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
-	22, // 41: quorumq.v1.ChangeMessageVisibilityBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
-	0,  // 42: quorumq.v1.PeekMessagesRequest.states:type_name -> quorumq.v1.MessageState
-	24, // 43: quorumq.v1.PeekMessagesRequest.tag_filter:type_name -> quorumq.v1.TagFilter
-	56, // 44: quorumq.v1.PeekMessagesRequest.min_age:type_name -> google.protobuf.Duration
-	55, // 45: quorumq.v1.PeekedMessage.attributes:type_name -> quorumq.v1.PeekedMessage.AttributesEntry
-	57, // 46: quorumq.v1.PeekedMessage.sent_at:type_name -> google.protobuf.Timestamp
-	57, // 47: quorumq.v1.PeekedMessage.first_received_at:type_name -> google.protobuf.Timestamp
-	57, // 48: quorumq.v1.PeekedMessage.visible_at:type_name -> google.protobuf.Timestamp
-	0,  // 49: quorumq.v1.PeekedMessage.state:type_name -> quorumq.v1.MessageState
-	42, // 50: quorumq.v1.PeekMessagesResponse.messages:type_name -> quorumq.v1.PeekedMessage
-	42, // 51: quorumq.v1.GetMessageResponse.message:type_name -> quorumq.v1.PeekedMessage
-	56, // 52: quorumq.v1.RescheduleMessageRequest.delay:type_name -> google.protobuf.Duration
-	57, // 53: quorumq.v1.RescheduleMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
-	57, // 54: quorumq.v1.RescheduleMessageResponse.visible_at:type_name -> google.protobuf.Timestamp
-	5,  // 55: quorumq.v1.QueueService.CreateQueue:input_type -> quorumq.v1.CreateQueueRequest
-	7,  // 56: quorumq.v1.QueueService.GetQueue:input_type -> quorumq.v1.GetQueueRequest
-	9,  // 57: quorumq.v1.QueueService.ListQueues:input_type -> quorumq.v1.ListQueuesRequest
-	11, // 58: quorumq.v1.QueueService.UpdateQueue:input_type -> quorumq.v1.UpdateQueueRequest
-	13, // 59: quorumq.v1.QueueService.DeleteQueue:input_type -> quorumq.v1.DeleteQueueRequest
-	15, // 60: quorumq.v1.QueueService.PurgeQueue:input_type -> quorumq.v1.PurgeQueueRequest
-	17, // 61: quorumq.v1.QueueService.SendMessage:input_type -> quorumq.v1.SendMessageRequest
-	20, // 62: quorumq.v1.QueueService.SendMessageBatch:input_type -> quorumq.v1.SendMessageBatchRequest
-	25, // 63: quorumq.v1.QueueService.ReceiveMessages:input_type -> quorumq.v1.ReceiveMessagesRequest
-	28, // 64: quorumq.v1.QueueService.DeleteMessage:input_type -> quorumq.v1.DeleteMessageRequest
-	31, // 65: quorumq.v1.QueueService.DeleteMessageBatch:input_type -> quorumq.v1.DeleteMessageBatchRequest
-	34, // 66: quorumq.v1.QueueService.ChangeMessageVisibility:input_type -> quorumq.v1.ChangeMessageVisibilityRequest
-	37, // 67: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:input_type -> quorumq.v1.ChangeMessageVisibilityBatchRequest
-	39, // 68: quorumq.v1.QueueService.RedriveMessages:input_type -> quorumq.v1.RedriveMessagesRequest
-	41, // 69: quorumq.v1.QueueService.PeekMessages:input_type -> quorumq.v1.PeekMessagesRequest
-	44, // 70: quorumq.v1.QueueService.GetMessage:input_type -> quorumq.v1.GetMessageRequest
-	46, // 71: quorumq.v1.QueueService.CancelMessage:input_type -> quorumq.v1.CancelMessageRequest
-	48, // 72: quorumq.v1.QueueService.RescheduleMessage:input_type -> quorumq.v1.RescheduleMessageRequest
-	6,  // 73: quorumq.v1.QueueService.CreateQueue:output_type -> quorumq.v1.CreateQueueResponse
-	8,  // 74: quorumq.v1.QueueService.GetQueue:output_type -> quorumq.v1.GetQueueResponse
-	10, // 75: quorumq.v1.QueueService.ListQueues:output_type -> quorumq.v1.ListQueuesResponse
-	12, // 76: quorumq.v1.QueueService.UpdateQueue:output_type -> quorumq.v1.UpdateQueueResponse
-	14, // 77: quorumq.v1.QueueService.DeleteQueue:output_type -> quorumq.v1.DeleteQueueResponse
-	16, // 78: quorumq.v1.QueueService.PurgeQueue:output_type -> quorumq.v1.PurgeQueueResponse
-	18, // 79: quorumq.v1.QueueService.SendMessage:output_type -> quorumq.v1.SendMessageResponse
-	23, // 80: quorumq.v1.QueueService.SendMessageBatch:output_type -> quorumq.v1.SendMessageBatchResponse
-	27, // 81: quorumq.v1.QueueService.ReceiveMessages:output_type -> quorumq.v1.ReceiveMessagesResponse
-	29, // 82: quorumq.v1.QueueService.DeleteMessage:output_type -> quorumq.v1.DeleteMessageResponse
-	33, // 83: quorumq.v1.QueueService.DeleteMessageBatch:output_type -> quorumq.v1.DeleteMessageBatchResponse
-	35, // 84: quorumq.v1.QueueService.ChangeMessageVisibility:output_type -> quorumq.v1.ChangeMessageVisibilityResponse
-	38, // 85: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:output_type -> quorumq.v1.ChangeMessageVisibilityBatchResponse
-	40, // 86: quorumq.v1.QueueService.RedriveMessages:output_type -> quorumq.v1.RedriveMessagesResponse
-	43, // 87: quorumq.v1.QueueService.PeekMessages:output_type -> quorumq.v1.PeekMessagesResponse
-	45, // 88: quorumq.v1.QueueService.GetMessage:output_type -> quorumq.v1.GetMessageResponse
-	47, // 89: quorumq.v1.QueueService.CancelMessage:output_type -> quorumq.v1.CancelMessageResponse
-	49, // 90: quorumq.v1.QueueService.RescheduleMessage:output_type -> quorumq.v1.RescheduleMessageResponse
-	73, // [73:91] is the sub-list for method output_type
-	55, // [55:73] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	59, // 15: quorumq.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
+	52, // 16: quorumq.v1.UpdateQueueRequest.tags:type_name -> quorumq.v1.UpdateQueueRequest.TagsEntry
+	4,  // 17: quorumq.v1.UpdateQueueResponse.queue:type_name -> quorumq.v1.Queue
+	53, // 18: quorumq.v1.SendMessageRequest.attributes:type_name -> quorumq.v1.SendMessageRequest.AttributesEntry
+	57, // 19: quorumq.v1.SendMessageRequest.delay:type_name -> google.protobuf.Duration
+	58, // 20: quorumq.v1.SendMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
+	54, // 21: quorumq.v1.SendMessageBatchEntry.attributes:type_name -> quorumq.v1.SendMessageBatchEntry.AttributesEntry
+	57, // 22: quorumq.v1.SendMessageBatchEntry.delay:type_name -> google.protobuf.Duration
+	58, // 23: quorumq.v1.SendMessageBatchEntry.deliver_at:type_name -> google.protobuf.Timestamp
+	19, // 24: quorumq.v1.SendMessageBatchRequest.entries:type_name -> quorumq.v1.SendMessageBatchEntry
+	57, // 25: quorumq.v1.BatchResultError.retry_delay:type_name -> google.protobuf.Duration
+	21, // 26: quorumq.v1.SendMessageBatchResponse.successful:type_name -> quorumq.v1.SendMessageBatchResult
+	22, // 27: quorumq.v1.SendMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
+	57, // 28: quorumq.v1.ReceiveMessagesRequest.visibility_timeout:type_name -> google.protobuf.Duration
+	57, // 29: quorumq.v1.ReceiveMessagesRequest.wait_time:type_name -> google.protobuf.Duration
+	24, // 30: quorumq.v1.ReceiveMessagesRequest.tag_filter:type_name -> quorumq.v1.TagFilter
+	55, // 31: quorumq.v1.ReceivedMessage.attributes:type_name -> quorumq.v1.ReceivedMessage.AttributesEntry
+	58, // 32: quorumq.v1.ReceivedMessage.sent_at:type_name -> google.protobuf.Timestamp
+	58, // 33: quorumq.v1.ReceivedMessage.first_received_at:type_name -> google.protobuf.Timestamp
+	26, // 34: quorumq.v1.ReceiveMessagesResponse.messages:type_name -> quorumq.v1.ReceivedMessage
+	30, // 35: quorumq.v1.DeleteMessageBatchRequest.entries:type_name -> quorumq.v1.DeleteMessageBatchEntry
+	32, // 36: quorumq.v1.DeleteMessageBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
+	22, // 37: quorumq.v1.DeleteMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
+	57, // 38: quorumq.v1.ChangeMessageVisibilityRequest.visibility_timeout:type_name -> google.protobuf.Duration
+	57, // 39: quorumq.v1.ChangeMessageVisibilityBatchEntry.visibility_timeout:type_name -> google.protobuf.Duration
+	36, // 40: quorumq.v1.ChangeMessageVisibilityBatchRequest.entries:type_name -> quorumq.v1.ChangeMessageVisibilityBatchEntry
+	32, // 41: quorumq.v1.ChangeMessageVisibilityBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
+	22, // 42: quorumq.v1.ChangeMessageVisibilityBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
+	0,  // 43: quorumq.v1.PeekMessagesRequest.states:type_name -> quorumq.v1.MessageState
+	24, // 44: quorumq.v1.PeekMessagesRequest.tag_filter:type_name -> quorumq.v1.TagFilter
+	57, // 45: quorumq.v1.PeekMessagesRequest.min_age:type_name -> google.protobuf.Duration
+	56, // 46: quorumq.v1.PeekedMessage.attributes:type_name -> quorumq.v1.PeekedMessage.AttributesEntry
+	58, // 47: quorumq.v1.PeekedMessage.sent_at:type_name -> google.protobuf.Timestamp
+	58, // 48: quorumq.v1.PeekedMessage.first_received_at:type_name -> google.protobuf.Timestamp
+	58, // 49: quorumq.v1.PeekedMessage.visible_at:type_name -> google.protobuf.Timestamp
+	0,  // 50: quorumq.v1.PeekedMessage.state:type_name -> quorumq.v1.MessageState
+	42, // 51: quorumq.v1.PeekMessagesResponse.messages:type_name -> quorumq.v1.PeekedMessage
+	42, // 52: quorumq.v1.GetMessageResponse.message:type_name -> quorumq.v1.PeekedMessage
+	57, // 53: quorumq.v1.RescheduleMessageRequest.delay:type_name -> google.protobuf.Duration
+	58, // 54: quorumq.v1.RescheduleMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
+	58, // 55: quorumq.v1.RescheduleMessageResponse.visible_at:type_name -> google.protobuf.Timestamp
+	5,  // 56: quorumq.v1.QueueService.CreateQueue:input_type -> quorumq.v1.CreateQueueRequest
+	7,  // 57: quorumq.v1.QueueService.GetQueue:input_type -> quorumq.v1.GetQueueRequest
+	9,  // 58: quorumq.v1.QueueService.ListQueues:input_type -> quorumq.v1.ListQueuesRequest
+	11, // 59: quorumq.v1.QueueService.UpdateQueue:input_type -> quorumq.v1.UpdateQueueRequest
+	13, // 60: quorumq.v1.QueueService.DeleteQueue:input_type -> quorumq.v1.DeleteQueueRequest
+	15, // 61: quorumq.v1.QueueService.PurgeQueue:input_type -> quorumq.v1.PurgeQueueRequest
+	17, // 62: quorumq.v1.QueueService.SendMessage:input_type -> quorumq.v1.SendMessageRequest
+	20, // 63: quorumq.v1.QueueService.SendMessageBatch:input_type -> quorumq.v1.SendMessageBatchRequest
+	25, // 64: quorumq.v1.QueueService.ReceiveMessages:input_type -> quorumq.v1.ReceiveMessagesRequest
+	28, // 65: quorumq.v1.QueueService.DeleteMessage:input_type -> quorumq.v1.DeleteMessageRequest
+	31, // 66: quorumq.v1.QueueService.DeleteMessageBatch:input_type -> quorumq.v1.DeleteMessageBatchRequest
+	34, // 67: quorumq.v1.QueueService.ChangeMessageVisibility:input_type -> quorumq.v1.ChangeMessageVisibilityRequest
+	37, // 68: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:input_type -> quorumq.v1.ChangeMessageVisibilityBatchRequest
+	39, // 69: quorumq.v1.QueueService.RedriveMessages:input_type -> quorumq.v1.RedriveMessagesRequest
+	41, // 70: quorumq.v1.QueueService.PeekMessages:input_type -> quorumq.v1.PeekMessagesRequest
+	44, // 71: quorumq.v1.QueueService.GetMessage:input_type -> quorumq.v1.GetMessageRequest
+	46, // 72: quorumq.v1.QueueService.CancelMessage:input_type -> quorumq.v1.CancelMessageRequest
+	48, // 73: quorumq.v1.QueueService.RescheduleMessage:input_type -> quorumq.v1.RescheduleMessageRequest
+	6,  // 74: quorumq.v1.QueueService.CreateQueue:output_type -> quorumq.v1.CreateQueueResponse
+	8,  // 75: quorumq.v1.QueueService.GetQueue:output_type -> quorumq.v1.GetQueueResponse
+	10, // 76: quorumq.v1.QueueService.ListQueues:output_type -> quorumq.v1.ListQueuesResponse
+	12, // 77: quorumq.v1.QueueService.UpdateQueue:output_type -> quorumq.v1.UpdateQueueResponse
+	14, // 78: quorumq.v1.QueueService.DeleteQueue:output_type -> quorumq.v1.DeleteQueueResponse
+	16, // 79: quorumq.v1.QueueService.PurgeQueue:output_type -> quorumq.v1.PurgeQueueResponse
+	18, // 80: quorumq.v1.QueueService.SendMessage:output_type -> quorumq.v1.SendMessageResponse
+	23, // 81: quorumq.v1.QueueService.SendMessageBatch:output_type -> quorumq.v1.SendMessageBatchResponse
+	27, // 82: quorumq.v1.QueueService.ReceiveMessages:output_type -> quorumq.v1.ReceiveMessagesResponse
+	29, // 83: quorumq.v1.QueueService.DeleteMessage:output_type -> quorumq.v1.DeleteMessageResponse
+	33, // 84: quorumq.v1.QueueService.DeleteMessageBatch:output_type -> quorumq.v1.DeleteMessageBatchResponse
+	35, // 85: quorumq.v1.QueueService.ChangeMessageVisibility:output_type -> quorumq.v1.ChangeMessageVisibilityResponse
+	38, // 86: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:output_type -> quorumq.v1.ChangeMessageVisibilityBatchResponse
+	40, // 87: quorumq.v1.QueueService.RedriveMessages:output_type -> quorumq.v1.RedriveMessagesResponse
+	43, // 88: quorumq.v1.QueueService.PeekMessages:output_type -> quorumq.v1.PeekMessagesResponse
+	45, // 89: quorumq.v1.QueueService.GetMessage:output_type -> quorumq.v1.GetMessageResponse
+	47, // 90: quorumq.v1.QueueService.CancelMessage:output_type -> quorumq.v1.CancelMessageResponse
+	49, // 91: quorumq.v1.QueueService.RescheduleMessage:output_type -> quorumq.v1.RescheduleMessageResponse
+	74, // [74:92] is the sub-list for method output_type
+	56, // [56:74] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_quorumq_v1_queue_proto_init() }
@@ -3716,7 +3744,7 @@ func file_quorumq_v1_queue_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quorumq_v1_queue_proto_rawDesc), len(file_quorumq_v1_queue_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   55,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

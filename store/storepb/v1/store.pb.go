@@ -353,8 +353,12 @@ type QueueAttributes struct {
 	Fifo                      bool   `protobuf:"varint,8,opt,name=fifo,proto3" json:"fifo,omitempty"`
 	ContentBasedDeduplication bool   `protobuf:"varint,9,opt,name=content_based_deduplication,json=contentBasedDeduplication,proto3" json:"content_based_deduplication,omitempty"`
 	Partitions                int32  `protobuf:"varint,10,opt,name=partitions,proto3" json:"partitions,omitempty"`
-	unknownFields             protoimpl.UnknownFields
-	sizeCache                 protoimpl.SizeCache
+	// UpdateQueue only, never stored: tag keys removed from the queue record,
+	// then tags set on it (at most MaxQueueTags in all after the change).
+	RemoveTags    []string          `protobuf:"bytes,20,rep,name=remove_tags,json=removeTags,proto3" json:"remove_tags,omitempty"`
+	SetTags       map[string]string `protobuf:"bytes,21,rep,name=set_tags,json=setTags,proto3" json:"set_tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *QueueAttributes) Reset() {
@@ -455,6 +459,20 @@ func (x *QueueAttributes) GetPartitions() int32 {
 		return x.Partitions
 	}
 	return 0
+}
+
+func (x *QueueAttributes) GetRemoveTags() []string {
+	if x != nil {
+		return x.RemoveTags
+	}
+	return nil
+}
+
+func (x *QueueAttributes) GetSetTags() map[string]string {
+	if x != nil {
+		return x.SetTags
+	}
+	return nil
 }
 
 // CreateQueue creates a queue; handle_key is 32 random bytes chosen by the
@@ -2572,7 +2590,7 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x10set_tenant_quota\x18\" \x01(\v2\x1a.storepb.v1.SetTenantQuotaH\x00R\x0esetTenantQuota\x12B\n" +
 	"\x0ecancel_message\x18# \x01(\v2\x19.storepb.v1.CancelMessageH\x00R\rcancelMessage\x12N\n" +
 	"\x12reschedule_message\x18$ \x01(\v2\x1d.storepb.v1.RescheduleMessageH\x00R\x11rescheduleMessageB\x04\n" +
-	"\x02op\"\xc1\x03\n" +
+	"\x02op\"\xe3\x04\n" +
 	"\x0fQueueAttributes\x122\n" +
 	"\x15visibility_timeout_ms\x18\x01 \x01(\x03R\x13visibilityTimeoutMs\x120\n" +
 	"\x14message_retention_ms\x18\x02 \x01(\x03R\x12messageRetentionMs\x12*\n" +
@@ -2586,7 +2604,13 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"partitions\x18\n" +
 	" \x01(\x05R\n" +
-	"partitions\"\xec\x02\n" +
+	"partitions\x12\x1f\n" +
+	"\vremove_tags\x18\x14 \x03(\tR\n" +
+	"removeTags\x12C\n" +
+	"\bset_tags\x18\x15 \x03(\v2(.storepb.v1.QueueAttributes.SetTagsEntryR\asetTags\x1a:\n" +
+	"\fSetTagsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xec\x02\n" +
 	"\vCreateQueue\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12;\n" +
@@ -2786,7 +2810,7 @@ func file_storepb_v1_store_proto_rawDescGZIP() []byte {
 	return file_storepb_v1_store_proto_rawDescData
 }
 
-var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_storepb_v1_store_proto_goTypes = []any{
 	(*Command)(nil),              // 0: storepb.v1.Command
 	(*QueueAttributes)(nil),      // 1: storepb.v1.QueueAttributes
@@ -2818,10 +2842,11 @@ var file_storepb_v1_store_proto_goTypes = []any{
 	(*SetTenantQuota)(nil),       // 27: storepb.v1.SetTenantQuota
 	(*CancelMessage)(nil),        // 28: storepb.v1.CancelMessage
 	(*RescheduleMessage)(nil),    // 29: storepb.v1.RescheduleMessage
-	nil,                          // 30: storepb.v1.CreateQueue.TagsEntry
-	nil,                          // 31: storepb.v1.SendEntry.AttributesEntry
-	nil,                          // 32: storepb.v1.MessageRecord.AttributesEntry
-	nil,                          // 33: storepb.v1.QueueRecord.TagsEntry
+	nil,                          // 30: storepb.v1.QueueAttributes.SetTagsEntry
+	nil,                          // 31: storepb.v1.CreateQueue.TagsEntry
+	nil,                          // 32: storepb.v1.SendEntry.AttributesEntry
+	nil,                          // 33: storepb.v1.MessageRecord.AttributesEntry
+	nil,                          // 34: storepb.v1.QueueRecord.TagsEntry
 }
 var file_storepb_v1_store_proto_depIdxs = []int32{
 	2,  // 0: storepb.v1.Command.create_queue:type_name -> storepb.v1.CreateQueue
@@ -2839,26 +2864,27 @@ var file_storepb_v1_store_proto_depIdxs = []int32{
 	27, // 12: storepb.v1.Command.set_tenant_quota:type_name -> storepb.v1.SetTenantQuota
 	28, // 13: storepb.v1.Command.cancel_message:type_name -> storepb.v1.CancelMessage
 	29, // 14: storepb.v1.Command.reschedule_message:type_name -> storepb.v1.RescheduleMessage
-	1,  // 15: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	30, // 16: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
-	1,  // 17: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	31, // 18: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
-	6,  // 19: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
-	8,  // 20: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
-	11, // 21: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
-	32, // 22: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
-	14, // 23: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
-	15, // 24: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
-	1,  // 25: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
-	33, // 26: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
-	23, // 27: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
-	25, // 28: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
-	25, // 29: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	30, // 15: storepb.v1.QueueAttributes.set_tags:type_name -> storepb.v1.QueueAttributes.SetTagsEntry
+	1,  // 16: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
+	31, // 17: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
+	1,  // 18: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
+	32, // 19: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
+	6,  // 20: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
+	8,  // 21: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
+	11, // 22: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
+	33, // 23: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
+	14, // 24: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
+	15, // 25: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
+	1,  // 26: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
+	34, // 27: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
+	23, // 28: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
+	25, // 29: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
+	25, // 30: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_storepb_v1_store_proto_init() }
@@ -2889,7 +2915,7 @@ func file_storepb_v1_store_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_storepb_v1_store_proto_rawDesc), len(file_storepb_v1_store_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   34,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -5,8 +5,8 @@
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import { file_protoc_gen_openapiv2_options_annotations } from "../../protoc-gen-openapiv2/options/annotations_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -14,7 +14,162 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file quorumq/v1/cluster.proto.
  */
 export const file_quorumq_v1_cluster: GenFile = /*@__PURE__*/
-  fileDesc("ChhxdW9ydW1xL3YxL2NsdXN0ZXIucHJvdG8SCnF1b3J1bXEudjEiUgoLVGVuYW50UXVvdGESEgoKbWF4X3F1ZXVlcxgBIAEoAxIVCg1tYXhfc2VuZF9yYXRlGAIgASgDEhgKEG1heF9zdG9yZWRfYnl0ZXMYAyABKAMiMwoLVGVuYW50VXNhZ2USDgoGcXVldWVzGAEgASgDEhQKDHN0b3JlZF9ieXRlcxgCIAEoAyJPChVTZXRUZW5hbnRRdW90YVJlcXVlc3QSDgoGdGVuYW50GAEgASgJEiYKBXF1b3RhGAIgASgLMhcucXVvcnVtcS52MS5UZW5hbnRRdW90YSJoChZTZXRUZW5hbnRRdW90YVJlc3BvbnNlEiYKBXF1b3RhGAEgASgLMhcucXVvcnVtcS52MS5UZW5hbnRRdW90YRImCgV1c2FnZRgCIAEoCzIXLnF1b3J1bXEudjEuVGVuYW50VXNhZ2UiJwoVR2V0VGVuYW50UXVvdGFSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCSJoChZHZXRUZW5hbnRRdW90YVJlc3BvbnNlEiYKBXF1b3RhGAEgASgLMhcucXVvcnVtcS52MS5UZW5hbnRRdW90YRImCgV1c2FnZRgCIAEoCzIXLnF1b3J1bXEudjEuVGVuYW50VXNhZ2UiEwoRR2V0Q2x1c3RlclJlcXVlc3QifwoLQ2x1c3Rlck5vZGUSCgoCaWQYASABKAQSFAoMcmFmdF9hZGRyZXNzGAIgASgJEgwKBHNlbGYYAyABKAgSDgoGb25saW5lGAQgASgIEjAKDGxhc3RfY29udGFjdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAirQEKDENsdXN0ZXJTaGFyZBIKCgJpZBgBIAEoBBIPCgdtZW1iZXJzGAIgAygEEg4KBmxlYWRlchgDIAEoBBIMCgR0ZXJtGAQgASgEEhUKDWFwcGxpZWRfaW5kZXgYBSABKAQSFAoMY29tbWl0X2luZGV4GAYgASgEEhMKC2ZpcnN0X2luZGV4GAcgASgEEhIKCmxhc3RfaW5kZXgYCCABKAQSDAoEcm9sZRgJIAEoCSKFAQoSR2V0Q2x1c3RlclJlc3BvbnNlEg8KB25vZGVfaWQYASABKAQSJgoFbm9kZXMYAiADKAsyFy5xdW9ydW1xLnYxLkNsdXN0ZXJOb2RlEigKBnNoYXJkcxgDIAMoCzIYLnF1b3J1bXEudjEuQ2x1c3RlclNoYXJkEgwKBHJvbGUYBCABKAky9AIKDkNsdXN0ZXJTZXJ2aWNlEmAKCkdldENsdXN0ZXISHS5xdW9ydW1xLnYxLkdldENsdXN0ZXJSZXF1ZXN0Gh4ucXVvcnVtcS52MS5HZXRDbHVzdGVyUmVzcG9uc2UiE4LT5JMCDRILL3YxL2NsdXN0ZXISggEKDlNldFRlbmFudFF1b3RhEiEucXVvcnVtcS52MS5TZXRUZW5hbnRRdW90YVJlcXVlc3QaIi5xdW9ydW1xLnYxLlNldFRlbmFudFF1b3RhUmVzcG9uc2UiKYLT5JMCIzoFcXVvdGEaGi92MS90ZW5hbnRzL3t0ZW5hbnR9L3F1b3RhEnsKDkdldFRlbmFudFF1b3RhEiEucXVvcnVtcS52MS5HZXRUZW5hbnRRdW90YVJlcXVlc3QaIi5xdW9ydW1xLnYxLkdldFRlbmFudFF1b3RhUmVzcG9uc2UiIoLT5JMCHBIaL3YxL3RlbmFudHMve3RlbmFudH0vcXVvdGFCiQtaM2dpdGh1Yi5jb20vcXVvcnVtcS9xdW9ydW1xL2FwaS9xdW9ydW1xL3YxO3F1b3J1bXF2MZJB0AoS7AkKB3F1b3J1bXES2wlxdW9ydW1xIGlzIGEgcmVwbGljYXRlZCBTUVMtc3R5bGUgbWVzc2FnZSBxdWV1ZS4gVGhpcyBpcyB0aGUgUkVTVC9KU09OIG1hcHBpbmcgb2YgaXRzIGdSUEMgQVBJIChwcm90b2pzb246IGxvd2VyQ2FtZWxDYXNlIGZpZWxkcywgZHVyYXRpb25zIGFzICIzMHMiLCBpbnQ2NCBhcyBzdHJpbmdzKS4KCioqQXV0aGVudGljYXRpb24uKiogU2VuZCBgQXV0aG9yaXphdGlvbjogQmVhcmVyIDxKV1Q+YDsgdGhlIHRva2VuJ3MgdGVuYW50IHNjb3BlcyBldmVyeSBjYWxsIGFuZCBpdHMgc2NvcGVzIGF1dGhvcml6ZSBpdC4gQSBub2RlIHdpdGhvdXQgYC0tYXV0aC0qYCAoZGV2IG1vZGUsIGxvb3BiYWNrIG9ubHkpIG5lZWRzIG5vIHRva2VuLgoKKipFcnJvcnMuKiogRXZlcnkgZXJyb3IgaXMgYSBgZ29vZ2xlLnJwYy5TdGF0dXNgIChgcnBjU3RhdHVzYCBiZWxvdykgd2hvc2UgYGRldGFpbHNgIGNhcnJ5IGEgYGdvb2dsZS5ycGMuRXJyb3JJbmZvYCB3aXRoIGRvbWFpbiBgcXVvcnVtcS5kZXZgIGFuZCBhIHN0YWJsZSBgcmVhc29uYCAoYW5kIGEgYGdvb2dsZS5ycGMuQmFkUmVxdWVzdGAgbmFtaW5nIHRoZSBmaWVsZCBmb3IgSU5WQUxJRF9BUkdVTUVOVCksIGZvciBleGFtcGxlOgoKYGBganNvbgp7ImNvZGUiOiA1LCAibWVzc2FnZSI6ICJxdWV1ZSBub3QgZm91bmQ6IGpvYnMiLCAiZGV0YWlscyI6IFt7CiAgIkB0eXBlIjogInR5cGUuZ29vZ2xlYXBpcy5jb20vZ29vZ2xlLnJwYy5FcnJvckluZm8iLAogICJyZWFzb24iOiAiUVVFVUVfTk9UX0ZPVU5EIiwgImRvbWFpbiI6ICJxdW9ydW1xLmRldiJ9XX0KYGBgCgpSZXRyeSBvbiBOT1RfTEVBREVSIGFuZCBOT19RVU9SVU0gKDUwMykgYW5kIFFVT1RBX0VYQ0VFREVEICg0MjkpOyB0aGUgb3RoZXIgcmVhc29ucyBhcmUgbGlzdGVkIG9uIFF1ZXVlU2VydmljZS4KCioqQmVzaWRlIHRoZSBBUEkqKiAoc2FtZSBsaXN0ZW5lciwgbm8gdG9rZW4pOiBgR0VUIC9oZWFsdGh6YCAoMjAwIHdoaWxlIHRoZSBwcm9jZXNzIHJ1bnMpLCBgR0VUIC9yZWFkeXpgICgyMDAgd2hlbiB0aGlzIG5vZGUgY2FuIHNlcnZlLCA1MDMgd2l0aCB0aGUgY2F1c2Ugb3RoZXJ3aXNlKSwgYEdFVCAvb3BlbmFwaS5qc29uYCAodGhpcyBkb2N1bWVudCkuIFByb21ldGhldXMgbWV0cmljcyBhcmUgb24gYSBsaXN0ZW5lciBvZiB0aGVpciBvd24sIGBHRVQgL21ldHJpY3NgIG9uIGAtLW1ldHJpY3MtYWRkcmAgKGRlZmF1bHQgMTI3LjAuMC4xOjkxMDApLCBub3Qgb24gdGhpcyBvbmUuMgNkZXZaUQpPCgZiZWFyZXISRQgCEjBBIEpXVCBhcyBgQmVhcmVyIDx0b2tlbj5gIChzZWUgYHF1b3J1bXEgdG9rZW5gKS4aDUF1dGhvcml6YXRpb24gAmIMCgoKBmJlYXJlchIAYgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_timestamp, file_protoc_gen_openapiv2_options_annotations]);
+  fileDesc("ChhxdW9ydW1xL3YxL2NsdXN0ZXIucHJvdG8SCnF1b3J1bXEudjEiTAoYR2V0TWVzc2FnZUhpc3RvcnlSZXF1ZXN0Eg0KBXF1ZXVlGAEgASgJEg4KBnBvaW50cxgCIAEoBRIRCglwZXJfcXVldWUYAyABKAgilgEKDUhpc3RvcnlCdWNrZXQSKQoFc3RhcnQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBmxlbmd0aBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIMCgRzZW50GAMgASgDEhAKCHJlY2VpdmVkGAQgASgDEg8KB2RlbGV0ZWQYBSABKAMiSQoMUXVldWVIaXN0b3J5Eg0KBXF1ZXVlGAEgASgJEioKB2J1Y2tldHMYAiADKAsyGS5xdW9ydW1xLnYxLkhpc3RvcnlCdWNrZXQirQEKGUdldE1lc3NhZ2VIaXN0b3J5UmVzcG9uc2USDwoHbm9kZV9pZBgBIAEoBBIrCghpbnRlcnZhbBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIoCgV0b3RhbBgDIAMoCzIZLnF1b3J1bXEudjEuSGlzdG9yeUJ1Y2tldBIoCgZxdWV1ZXMYBCADKAsyGC5xdW9ydW1xLnYxLlF1ZXVlSGlzdG9yeSJSCgtUZW5hbnRRdW90YRISCgptYXhfcXVldWVzGAEgASgDEhUKDW1heF9zZW5kX3JhdGUYAiABKAMSGAoQbWF4X3N0b3JlZF9ieXRlcxgDIAEoAyIzCgtUZW5hbnRVc2FnZRIOCgZxdWV1ZXMYASABKAMSFAoMc3RvcmVkX2J5dGVzGAIgASgDIk8KFVNldFRlbmFudFF1b3RhUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSJgoFcXVvdGEYAiABKAsyFy5xdW9ydW1xLnYxLlRlbmFudFF1b3RhImgKFlNldFRlbmFudFF1b3RhUmVzcG9uc2USJgoFcXVvdGEYASABKAsyFy5xdW9ydW1xLnYxLlRlbmFudFF1b3RhEiYKBXVzYWdlGAIgASgLMhcucXVvcnVtcS52MS5UZW5hbnRVc2FnZSInChVHZXRUZW5hbnRRdW90YVJlcXVlc3QSDgoGdGVuYW50GAEgASgJImgKFkdldFRlbmFudFF1b3RhUmVzcG9uc2USJgoFcXVvdGEYASABKAsyFy5xdW9ydW1xLnYxLlRlbmFudFF1b3RhEiYKBXVzYWdlGAIgASgLMhcucXVvcnVtcS52MS5UZW5hbnRVc2FnZSITChFHZXRDbHVzdGVyUmVxdWVzdCJ/CgtDbHVzdGVyTm9kZRIKCgJpZBgBIAEoBBIUCgxyYWZ0X2FkZHJlc3MYAiABKAkSDAoEc2VsZhgDIAEoCBIOCgZvbmxpbmUYBCABKAgSMAoMbGFzdF9jb250YWN0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKtAQoMQ2x1c3RlclNoYXJkEgoKAmlkGAEgASgEEg8KB21lbWJlcnMYAiADKAQSDgoGbGVhZGVyGAMgASgEEgwKBHRlcm0YBCABKAQSFQoNYXBwbGllZF9pbmRleBgFIAEoBBIUCgxjb21taXRfaW5kZXgYBiABKAQSEwoLZmlyc3RfaW5kZXgYByABKAQSEgoKbGFzdF9pbmRleBgIIAEoBBIMCgRyb2xlGAkgASgJIoUBChJHZXRDbHVzdGVyUmVzcG9uc2USDwoHbm9kZV9pZBgBIAEoBBImCgVub2RlcxgCIAMoCzIXLnF1b3J1bXEudjEuQ2x1c3Rlck5vZGUSKAoGc2hhcmRzGAMgAygLMhgucXVvcnVtcS52MS5DbHVzdGVyU2hhcmQSDAoEcm9sZRgEIAEoCTLrAwoOQ2x1c3RlclNlcnZpY2USYAoKR2V0Q2x1c3RlchIdLnF1b3J1bXEudjEuR2V0Q2x1c3RlclJlcXVlc3QaHi5xdW9ydW1xLnYxLkdldENsdXN0ZXJSZXNwb25zZSITgtPkkwINEgsvdjEvY2x1c3RlchKCAQoOU2V0VGVuYW50UXVvdGESIS5xdW9ydW1xLnYxLlNldFRlbmFudFF1b3RhUmVxdWVzdBoiLnF1b3J1bXEudjEuU2V0VGVuYW50UXVvdGFSZXNwb25zZSIpgtPkkwIjOgVxdW90YRoaL3YxL3RlbmFudHMve3RlbmFudH0vcXVvdGESewoOR2V0VGVuYW50UXVvdGESIS5xdW9ydW1xLnYxLkdldFRlbmFudFF1b3RhUmVxdWVzdBoiLnF1b3J1bXEudjEuR2V0VGVuYW50UXVvdGFSZXNwb25zZSIigtPkkwIcEhovdjEvdGVuYW50cy97dGVuYW50fS9xdW90YRJ1ChFHZXRNZXNzYWdlSGlzdG9yeRIkLnF1b3J1bXEudjEuR2V0TWVzc2FnZUhpc3RvcnlSZXF1ZXN0GiUucXVvcnVtcS52MS5HZXRNZXNzYWdlSGlzdG9yeVJlc3BvbnNlIhOC0+STAg0SCy92MS9oaXN0b3J5QtMLWjNnaXRodWIuY29tL3F1b3J1bXEvcXVvcnVtcS9hcGkvcXVvcnVtcS92MTtxdW9ydW1xdjGSQZoLErYKCgdxdW9ydW1xEqUKcXVvcnVtcSBpcyBhIHJlcGxpY2F0ZWQgU1FTLXN0eWxlIG1lc3NhZ2UgcXVldWUuIFRoaXMgaXMgdGhlIFJFU1QvSlNPTiBtYXBwaW5nIG9mIGl0cyBnUlBDIEFQSSAocHJvdG9qc29uOiBsb3dlckNhbWVsQ2FzZSBmaWVsZHMsIGR1cmF0aW9ucyBhcyAiMzBzIiwgaW50NjQgYXMgc3RyaW5ncykuCgoqKkF1dGhlbnRpY2F0aW9uLioqIFNlbmQgYEF1dGhvcml6YXRpb246IEJlYXJlciA8SldUPmA7IHRoZSB0b2tlbidzIHRlbmFudCBzY29wZXMgZXZlcnkgY2FsbCBhbmQgaXRzIHNjb3BlcyBhdXRob3JpemUgaXQuIEEgbm9kZSB3aXRob3V0IGAtLWF1dGgtKmAgKGRldiBtb2RlLCBsb29wYmFjayBvbmx5KSBuZWVkcyBubyB0b2tlbi4KCioqRXJyb3JzLioqIEV2ZXJ5IGVycm9yIGlzIGEgYGdvb2dsZS5ycGMuU3RhdHVzYCAoYHJwY1N0YXR1c2AgYmVsb3cpIHdob3NlIGBkZXRhaWxzYCBjYXJyeSBhIGBnb29nbGUucnBjLkVycm9ySW5mb2Agd2l0aCBkb21haW4gYHF1b3J1bXEuZGV2YCBhbmQgYSBzdGFibGUgYHJlYXNvbmAgKGFuZCBhIGBnb29nbGUucnBjLkJhZFJlcXVlc3RgIG5hbWluZyB0aGUgZmllbGQgZm9yIElOVkFMSURfQVJHVU1FTlQpLCBmb3IgZXhhbXBsZToKCmBgYGpzb24KeyJjb2RlIjogNSwgIm1lc3NhZ2UiOiAicXVldWUgbm90IGZvdW5kOiBqb2JzIiwgImRldGFpbHMiOiBbewogICJAdHlwZSI6ICJ0eXBlLmdvb2dsZWFwaXMuY29tL2dvb2dsZS5ycGMuRXJyb3JJbmZvIiwKICAicmVhc29uIjogIlFVRVVFX05PVF9GT1VORCIsICJkb21haW4iOiAicXVvcnVtcS5kZXYifV19CmBgYAoKUmV0cnkgb24gTk9UX0xFQURFUiBhbmQgTk9fUVVPUlVNICg1MDMpIGFuZCBRVU9UQV9FWENFRURFRCAoNDI5KTsgdGhlIG90aGVyIHJlYXNvbnMgYXJlIGxpc3RlZCBvbiBRdWV1ZVNlcnZpY2UuCgoqKkJlc2lkZSB0aGUgQVBJKiogKHNhbWUgbGlzdGVuZXIsIG5vIHRva2VuKTogYEdFVCAvaGVhbHRoemAgKDIwMCB3aGlsZSB0aGUgcHJvY2VzcyBydW5zKSwgYEdFVCAvcmVhZHl6YCAoMjAwIHdoZW4gdGhpcyBub2RlIGNhbiBzZXJ2ZSwgNTAzIHdpdGggdGhlIGNhdXNlIG90aGVyd2lzZSksIGBHRVQgL29wZW5hcGkuanNvbmAgKHRoaXMgZG9jdW1lbnQpLCBgR0VUIC91aS9gICh0aGUgd2ViIGNvbnNvbGUsIHdoaWNoIGNhbGxzIHRoaXMgQVBJIHdpdGggdGhlIHVzZXIncyB0b2tlbikuIFByb21ldGhldXMgbWV0cmljcyBhcmUgb24gYSBsaXN0ZW5lciBvZiB0aGVpciBvd24sIGBHRVQgL21ldHJpY3NgIG9uIGAtLW1ldHJpY3MtYWRkcmAgKGRlZmF1bHQgMTI3LjAuMC4xOjkxMDApLCBub3Qgb24gdGhpcyBvbmUuMgNkZXZaUQpPCgZiZWFyZXISRQgCEjBBIEpXVCBhcyBgQmVhcmVyIDx0b2tlbj5gIChzZWUgYHF1b3J1bXEgdG9rZW5gKS4aDUF1dGhvcml6YXRpb24gAmIMCgoKBmJlYXJlchIAYgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_timestamp, file_protoc_gen_openapiv2_options_annotations]);
+
+/**
+ * GetMessageHistoryRequest selects the series.
+ *
+ * @generated from message quorumq.v1.GetMessageHistoryRequest
+ */
+export type GetMessageHistoryRequest = Message<"quorumq.v1.GetMessageHistoryRequest"> & {
+  /**
+   * Only this queue; empty: every queue of the tenant.
+   *
+   * @generated from field: string queue = 1;
+   */
+  queue: string;
+
+  /**
+   * Most recent buckets to return: 1 – 360 (default 360, one hour); with
+   * per_queue at most 30.
+   *
+   * @generated from field: int32 points = 2;
+   */
+  points: number;
+
+  /**
+   * Also return each queue's own series.
+   *
+   * @generated from field: bool per_queue = 3;
+   */
+  perQueue: boolean;
+};
+
+/**
+ * Describes the message quorumq.v1.GetMessageHistoryRequest.
+ * Use `create(GetMessageHistoryRequestSchema)` to create a new message.
+ */
+export const GetMessageHistoryRequestSchema: GenMessage<GetMessageHistoryRequest> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_cluster, 0);
+
+/**
+ * HistoryBucket counts the calls of one interval.
+ *
+ * @generated from message quorumq.v1.HistoryBucket
+ */
+export type HistoryBucket = Message<"quorumq.v1.HistoryBucket"> & {
+  /**
+   * Start of the interval.
+   *
+   * @generated from field: google.protobuf.Timestamp start = 1;
+   */
+  start?: Timestamp | undefined;
+
+  /**
+   * Length counted so far: the interval, less for the current one.
+   *
+   * @generated from field: google.protobuf.Duration length = 2;
+   */
+  length?: Duration | undefined;
+
+  /**
+   * Messages stored by SendMessage and SendMessageBatch.
+   *
+   * @generated from field: int64 sent = 3;
+   */
+  sent: bigint;
+
+  /**
+   * Messages returned by ReceiveMessages.
+   *
+   * @generated from field: int64 received = 4;
+   */
+  received: bigint;
+
+  /**
+   * Messages deleted by receipt handle.
+   *
+   * @generated from field: int64 deleted = 5;
+   */
+  deleted: bigint;
+};
+
+/**
+ * Describes the message quorumq.v1.HistoryBucket.
+ * Use `create(HistoryBucketSchema)` to create a new message.
+ */
+export const HistoryBucketSchema: GenMessage<HistoryBucket> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_cluster, 1);
+
+/**
+ * QueueHistory is one queue's buckets.
+ *
+ * @generated from message quorumq.v1.QueueHistory
+ */
+export type QueueHistory = Message<"quorumq.v1.QueueHistory"> & {
+  /**
+   * Queue name.
+   *
+   * @generated from field: string queue = 1;
+   */
+  queue: string;
+
+  /**
+   * Oldest first; the last is the current, partial interval.
+   *
+   * @generated from field: repeated quorumq.v1.HistoryBucket buckets = 2;
+   */
+  buckets: HistoryBucket[];
+};
+
+/**
+ * Describes the message quorumq.v1.QueueHistory.
+ * Use `create(QueueHistorySchema)` to create a new message.
+ */
+export const QueueHistorySchema: GenMessage<QueueHistory> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_cluster, 2);
+
+/**
+ * GetMessageHistoryResponse carries the series.
+ *
+ * @generated from message quorumq.v1.GetMessageHistoryResponse
+ */
+export type GetMessageHistoryResponse = Message<"quorumq.v1.GetMessageHistoryResponse"> & {
+  /**
+   * Id of the node that counted.
+   *
+   * @generated from field: uint64 node_id = 1;
+   */
+  nodeId: bigint;
+
+  /**
+   * Length of a bucket.
+   *
+   * @generated from field: google.protobuf.Duration interval = 2;
+   */
+  interval?: Duration | undefined;
+
+  /**
+   * The selected queues summed, oldest first.
+   *
+   * @generated from field: repeated quorumq.v1.HistoryBucket total = 3;
+   */
+  total: HistoryBucket[];
+
+  /**
+   * Each queue's series (per_queue), busiest first.
+   *
+   * @generated from field: repeated quorumq.v1.QueueHistory queues = 4;
+   */
+  queues: QueueHistory[];
+};
+
+/**
+ * Describes the message quorumq.v1.GetMessageHistoryResponse.
+ * Use `create(GetMessageHistoryResponseSchema)` to create a new message.
+ */
+export const GetMessageHistoryResponseSchema: GenMessage<GetMessageHistoryResponse> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_cluster, 3);
 
 /**
  * TenantQuota bounds what a tenant may use; 0 means no limit.
@@ -50,7 +205,7 @@ export type TenantQuota = Message<"quorumq.v1.TenantQuota"> & {
  * Use `create(TenantQuotaSchema)` to create a new message.
  */
 export const TenantQuotaSchema: GenMessage<TenantQuota> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 0);
+  messageDesc(file_quorumq_v1_cluster, 4);
 
 /**
  * TenantUsage is what a tenant uses now.
@@ -78,7 +233,7 @@ export type TenantUsage = Message<"quorumq.v1.TenantUsage"> & {
  * Use `create(TenantUsageSchema)` to create a new message.
  */
 export const TenantUsageSchema: GenMessage<TenantUsage> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 1);
+  messageDesc(file_quorumq_v1_cluster, 5);
 
 /**
  * SetTenantQuotaRequest names the tenant and its new quota.
@@ -106,7 +261,7 @@ export type SetTenantQuotaRequest = Message<"quorumq.v1.SetTenantQuotaRequest"> 
  * Use `create(SetTenantQuotaRequestSchema)` to create a new message.
  */
 export const SetTenantQuotaRequestSchema: GenMessage<SetTenantQuotaRequest> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 2);
+  messageDesc(file_quorumq_v1_cluster, 6);
 
 /**
  * SetTenantQuotaResponse carries the quota and usage after the change.
@@ -134,7 +289,7 @@ export type SetTenantQuotaResponse = Message<"quorumq.v1.SetTenantQuotaResponse"
  * Use `create(SetTenantQuotaResponseSchema)` to create a new message.
  */
 export const SetTenantQuotaResponseSchema: GenMessage<SetTenantQuotaResponse> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 3);
+  messageDesc(file_quorumq_v1_cluster, 7);
 
 /**
  * GetTenantQuotaRequest names the tenant.
@@ -155,7 +310,7 @@ export type GetTenantQuotaRequest = Message<"quorumq.v1.GetTenantQuotaRequest"> 
  * Use `create(GetTenantQuotaRequestSchema)` to create a new message.
  */
 export const GetTenantQuotaRequestSchema: GenMessage<GetTenantQuotaRequest> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 4);
+  messageDesc(file_quorumq_v1_cluster, 8);
 
 /**
  * GetTenantQuotaResponse carries quota and usage.
@@ -183,7 +338,7 @@ export type GetTenantQuotaResponse = Message<"quorumq.v1.GetTenantQuotaResponse"
  * Use `create(GetTenantQuotaResponseSchema)` to create a new message.
  */
 export const GetTenantQuotaResponseSchema: GenMessage<GetTenantQuotaResponse> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 5);
+  messageDesc(file_quorumq_v1_cluster, 9);
 
 /**
  * GetClusterRequest is empty.
@@ -198,7 +353,7 @@ export type GetClusterRequest = Message<"quorumq.v1.GetClusterRequest"> & {
  * Use `create(GetClusterRequestSchema)` to create a new message.
  */
 export const GetClusterRequestSchema: GenMessage<GetClusterRequest> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 6);
+  messageDesc(file_quorumq_v1_cluster, 10);
 
 /**
  * ClusterNode is one member of the cluster.
@@ -247,7 +402,7 @@ export type ClusterNode = Message<"quorumq.v1.ClusterNode"> & {
  * Use `create(ClusterNodeSchema)` to create a new message.
  */
 export const ClusterNodeSchema: GenMessage<ClusterNode> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 7);
+  messageDesc(file_quorumq_v1_cluster, 11);
 
 /**
  * ClusterShard is one Raft group as the answering node sees it.
@@ -325,7 +480,7 @@ export type ClusterShard = Message<"quorumq.v1.ClusterShard"> & {
  * Use `create(ClusterShardSchema)` to create a new message.
  */
 export const ClusterShardSchema: GenMessage<ClusterShard> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 8);
+  messageDesc(file_quorumq_v1_cluster, 12);
 
 /**
  * GetClusterResponse lists nodes and shards.
@@ -368,7 +523,7 @@ export type GetClusterResponse = Message<"quorumq.v1.GetClusterResponse"> & {
  * Use `create(GetClusterResponseSchema)` to create a new message.
  */
 export const GetClusterResponseSchema: GenMessage<GetClusterResponse> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 9);
+  messageDesc(file_quorumq_v1_cluster, 13);
 
 /**
  * ClusterService shows the cluster's nodes and Raft groups. It needs the
@@ -407,6 +562,21 @@ export const ClusterService: GenService<{
     methodKind: "unary";
     input: typeof GetTenantQuotaRequestSchema;
     output: typeof GetTenantQuotaResponseSchema;
+  },
+  /**
+   * GetMessageHistory returns the caller's tenant's recent message counts
+   * (sent, received, deleted) per 10 s over the last hour, as answered by
+   * this node for its clients (an API node sees every call made through
+   * it). Kept in memory: a restart starts it afresh. Unlike the other
+   * methods of this service it needs only a scope that reads queues
+   * (queues:admin or any messages:* scope).
+   *
+   * @generated from rpc quorumq.v1.ClusterService.GetMessageHistory
+   */
+  getMessageHistory: {
+    methodKind: "unary";
+    input: typeof GetMessageHistoryRequestSchema;
+    output: typeof GetMessageHistoryResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_quorumq_v1_cluster, 0);

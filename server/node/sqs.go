@@ -1,0 +1,121 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	"github.com/quorumq/quorumq/server"
+	"github.com/quorumq/quorumq/sqs"
+)
+
+// sqsEndpoint is the SQS listener and the in-process gRPC server behind
+// it: the same QueueService (the router) with the same interceptors as the
+// client listener, except that the caller was authenticated by the SQS
+// handler (SigV4), which hands the principal over in metadata on a
+// connection that never leaves the process.
+type sqsEndpoint struct {
+	ln      net.Listener
+	http    *http.Server
+	grpc    *grpc.Server
+	mem     *bufconn.Listener
+	conn    *grpc.ClientConn
+	handler *sqs.Handler
+}
+
+// startSQS serves the SQS endpoint on cfg.SQSAddr.
+func (n *Node) startSQS(cfg Config, opts []grpc.ServerOption, dial []grpc.DialOption, clientTLS *tls.Config) error {
+	auth := cfg.SQSAuthenticator
+	if auth == nil {
+		auth = sqs.DevAuthenticator{}
+		if cfg.Authenticator != nil {
+			auth = sqs.RefuseAuthenticator{}
+			n.log.Warn("the SQS endpoint refuses every request: authentication is configured but no SigV4 verifier (--sqs-addr \"\" turns it off)")
+		}
+	}
+	e := &sqsEndpoint{mem: bufconn.Listen(1 << 20)}
+	n.sqs = e
+	opts = append(opts, grpc.ChainUnaryInterceptor(server.StripInternalHeaders(), server.UnaryInterceptor(sqs.InProcessAuthenticator{}, cfg.Logger)))
+	e.grpc = grpc.NewServer(opts...)
+	qv1.RegisterQueueServiceServer(e.grpc, n.router)
+	n.serveWG.Add(1)
+	go func() {
+		defer n.serveWG.Done()
+		if err := e.grpc.Serve(e.mem); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			n.log.Error("sqs in-process grpc server stopped", "err", err)
+		}
+	}()
+	dial = append(dial, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return e.mem.DialContext(ctx) }),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(server.MaxReplyBytes), grpc.MaxCallSendMsgSize(clientMaxRecvBytes)))
+	var err error
+	if e.conn, err = grpc.NewClient("passthrough:///sqs-in-process", dial...); err != nil {
+		return fmt.Errorf("sqs in-process client: %w", err)
+	}
+	scheme := "http"
+	if clientTLS != nil {
+		scheme = "https"
+	}
+	e.handler, err = sqs.New(sqs.Config{Client: qv1.NewQueueServiceClient(e.conn), Auth: auth, Region: cfg.SQSRegion, TagsAttribute: cfg.SQSTagsAttribute,
+		Scheme: scheme, Logger: cfg.Logger, TracerProvider: cfg.Server.TracerProvider})
+	if err != nil {
+		return err
+	}
+	if e.ln, err = net.Listen("tcp", cfg.SQSAddr); err != nil {
+		return fmt.Errorf("listen sqs (--sqs-addr): %w", err)
+	}
+	if clientTLS != nil {
+		e.ln = tls.NewListener(e.ln, clientTLS)
+	}
+	e.http = newHTTPServer(e.handler)
+	n.serveWG.Add(1)
+	go func() {
+		defer n.serveWG.Done()
+		if err := e.http.Serve(e.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("sqs server stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// SQSAddr is the address of the SQS endpoint; "" if none.
+func (n *Node) SQSAddr() string {
+	if n.sqs == nil || n.sqs.ln == nil {
+		return ""
+	}
+	return n.sqs.ln.Addr().String()
+}
+
+// shutdown stops taking SQS requests and lets those in flight finish (up
+// to ctx).
+func (e *sqsEndpoint) shutdown(ctx context.Context) {
+	if e.http != nil {
+		_ = e.http.Shutdown(ctx)
+	}
+	e.close()
+}
+
+// close releases everything, in-flight calls or not.
+func (e *sqsEndpoint) close() {
+	if e.http != nil {
+		_ = e.http.Close()
+	}
+	if e.handler != nil {
+		e.handler.Close()
+	}
+	if e.conn != nil {
+		_ = e.conn.Close()
+	}
+	if e.grpc != nil {
+		e.grpc.Stop()
+	}
+	_ = e.mem.Close()
+}
