@@ -184,7 +184,7 @@ func startQQ(ctx context.Context, c config, dir string) (*qqCluster, error) {
 		}
 		args := []string{"serve", "--node-id", id, "--data-dir", filepath.Join(dir, "n"+id),
 			"--http-addr", "127.0.0.1:1808" + id, "--grpc-addr", "127.0.0.1:1909" + id, "--raft-addr", "127.0.0.1:1700" + id,
-			"--metrics-addr", "127.0.0.1:2610" + id, "--peers", peers}
+			"--metrics-addr", "127.0.0.1:2610" + id, "--sqs-addr=", "--peers", peers}
 		if c.profile {
 			args = append(args, "--pprof")
 		}
