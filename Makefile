@@ -14,7 +14,7 @@ STATICCHECK          := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Packages whose concurrency is tested under the race detector.
 RACE_PKGS := ./store/... ./raftnode/... ./server/... ./internal/... ./sdk/... ./sqs/...
 
-.PHONY: all build build-chaos run cluster bench chaos test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean test-ts test-deploy test-ui test-sqs
+.PHONY: all build build-chaos run cluster bench bench-peers chaos test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean test-ts test-deploy test-ui test-sqs
 
 all: build
 
@@ -53,6 +53,19 @@ cluster: build
 ## bench: benchmark suite on a private three-node cluster (DURATION=15s BACKLOG=1000000 by default)
 bench: build
 	BIN=$(BIN)/quorumq $(GO) run ./bench
+
+## bench-peers: quorumq side by side with NATS JetStream R3 and RabbitMQ quorum queues (3 local
+## nodes each, same workload, one run) and one table of ratios; installs rabbitmq-server (apt) and
+## nats-server (go install; NATS_SERVER=path uses a prebuilt one). Not part of `make test`.
+PEERS_SRC   ?= ../shared/peers
+NATS_SERVER ?=
+bench-peers: build
+	@command -v rabbitmq-server >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rabbitmq-server bc; }
+	@set -e; P=$$(mktemp -d)/peers; cp -r $(PEERS_SRC) $$P; chmod -R u+w $$P; mkdir -p $$P/bin; \
+	if [ -n "$(NATS_SERVER)" ]; then cp $(NATS_SERVER) $$P/bin/nats-server; \
+	else GOBIN=$$P/bin $(GO) install github.com/nats-io/nats-server/v2@latest; fi; \
+	(cd $$P/rmqbench && $(GO) build -o rmqbench .); (cd $$P/natsbench && $(GO) build -o natsbench .); \
+	$(GO) run ./bench/peers -peers $$P -bin $(BIN)/quorumq
 
 ## test: everything CI checks (.ci/run calls exactly this)
 test: check-generated lint test-race test-unit test-fuzz test-e2e test-ts test-deploy test-ui

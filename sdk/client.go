@@ -3,7 +3,9 @@
 //
 // A Client talks gRPC to one or many nodes (any node serves any call; it
 // forwards to the leader), spreads calls over them and fails over when one
-// is down. Calls that may safely be repeated are retried with exponential
+// is down. A queue's calls settle on the node that serves them without
+// forwarding (the shard leader's), told by the x-quorumq-forwarded-to
+// header of forwarded answers. Calls that may safely be repeated are retried with exponential
 // backoff and full jitter (see RetryPolicy); sends carry an idempotency
 // key that is kept across retries, so a send retried across a leader
 // change is stored once.
@@ -24,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -94,6 +97,7 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 type Client struct {
 	eps    []*endpoint
 	next   atomic.Uint64
+	routes sync.Map // queue name -> *route
 	tokens TokenSource
 	retry  RetryPolicy
 	log    *slog.Logger
@@ -134,6 +138,7 @@ func Dial(ctx context.Context, endpoints []string, opts ...Option) (*Client, err
 	dialOpts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(o.creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20), grpc.MaxCallSendMsgSize(16<<20)),
+		grpc.WithChainUnaryInterceptor(noteForwarded),
 	}, o.dialOpts...)
 	for _, addr := range endpoints {
 		if err := ctx.Err(); err != nil {
@@ -163,19 +168,67 @@ func (c *Client) Close() error {
 	return errors.Join(errs...)
 }
 
-// pick returns the endpoint of an attempt: the first attempt of a call
-// takes the next endpoint in turn, each retry the one after, skipping
-// endpoints that recently could not be reached (unless all are down).
-func (c *Client) pick(start uint64, attempt int) *endpoint {
+// pick returns the endpoint of an attempt and its index: the first
+// attempt of a call takes the start endpoint, each retry the one after,
+// skipping endpoints that recently could not be reached (unless all are
+// down).
+func (c *Client) pick(start uint64, attempt int) (*endpoint, uint64) {
 	n := uint64(len(c.eps))
 	now := time.Now().UnixNano()
 	for i := range n {
-		ep := c.eps[(start+uint64(attempt-1)+i)%n]
-		if ep.downUntil.Load() <= now {
-			return ep
+		k := (start + uint64(attempt-1) + i) % n
+		if c.eps[k].downUntil.Load() <= now {
+			return c.eps[k], k
 		}
 	}
-	return c.eps[(start+uint64(attempt-1))%n]
+	k := (start + uint64(attempt-1)) % n
+	return c.eps[k], k
+}
+
+// forwardedToHeader is the response header a node sets when it forwarded
+// (part of) a call to the leader of the queue's shard on another node.
+const forwardedToHeader = "x-quorumq-forwarded-to"
+
+// route is where a queue's calls start: the endpoint that last served
+// one without forwarding it (the shard leader's node), so that calls skip
+// the forwarding hop. A call that was forwarded moves it to the next
+// endpoint; a queue whose partitions have leaders on several nodes keeps
+// moving, which spreads its calls as plain round robin would.
+type route struct {
+	home atomic.Uint64 // endpoint index + 1; 0: none learnt yet
+}
+
+func (c *Client) routeOf(queue string) *route {
+	if v, ok := c.routes.Load(queue); ok {
+		return v.(*route)
+	}
+	v, _ := c.routes.LoadOrStore(queue, &route{})
+	return v.(*route)
+}
+
+type routeKey struct{}
+
+// withRoute makes the calls under ctx start at (and teach) rt.
+func withRoute(ctx context.Context, rt *route) context.Context {
+	return context.WithValue(ctx, routeKey{}, rt)
+}
+
+// attemptInfo is what the interceptor learnt of one call attempt.
+type attemptInfo struct{ forwarded bool }
+
+type attemptKey struct{}
+
+// noteForwarded records whether the node forwarded the call, for the
+// calls that carry an attempt (those of a queue).
+func noteForwarded(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	a, ok := ctx.Value(attemptKey{}).(*attemptInfo)
+	if !ok {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	var md metadata.MD
+	err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Header(&md))...)
+	a.forwarded = len(md.Get(forwardedToHeader)) > 0
+	return err
 }
 
 // call runs one API call under the retry policy. extra lengthens each
@@ -198,11 +251,21 @@ func callWith[T any](ctx context.Context, c *Client, p RetryPolicy, op string, e
 	if c.closed.Load() {
 		return zero, ErrClosed
 	}
-	start := c.next.Add(1) - 1
+	rt, _ := ctx.Value(routeKey{}).(*route)
+	var start uint64
+	if h := routeHome(rt); h != 0 {
+		start = h - 1
+	} else {
+		start = c.next.Add(1) - 1
+	}
 	var lastErr error
 	for attempt := 1; ; attempt++ {
-		ep := c.pick(start, attempt)
+		ep, k := c.pick(start, attempt)
 		actx, cancel := context.WithTimeout(ctx, p.AttemptTimeout+extra)
+		var seen attemptInfo
+		if rt != nil {
+			actx = context.WithValue(actx, attemptKey{}, &seen)
+		}
 		var (
 			res T
 			err error
@@ -216,6 +279,12 @@ func callWith[T any](ctx context.Context, c *Client, p RetryPolicy, op string, e
 		timedOut := err != nil && actx.Err() != nil && ctx.Err() == nil
 		cancel()
 		if err == nil {
+			if rt != nil {
+				if seen.forwarded {
+					k = (k + 1) % uint64(len(c.eps))
+				}
+				rt.home.Store(k + 1)
+			}
 			if attempt > 1 {
 				c.log.Debug("quorumq: call succeeded after retries", "op", op, "attempts", attempt, "endpoint", ep.addr)
 			}
@@ -247,6 +316,13 @@ func callWith[T any](ctx context.Context, c *Client, p RetryPolicy, op string, e
 	}
 }
 
+func routeHome(rt *route) uint64 {
+	if rt == nil {
+		return 0
+	}
+	return rt.home.Load()
+}
+
 // authorize adds the bearer token to the outgoing metadata.
 func (c *Client) authorize(ctx context.Context) (context.Context, error) {
 	if c.tokens == nil {
@@ -262,5 +338,5 @@ func (c *Client) authorize(ctx context.Context) (context.Context, error) {
 // Queue returns a handle on the queue name. It makes no call; a queue
 // that does not exist shows up as ErrQueueNotFound on use.
 func (c *Client) Queue(name string) *Queue {
-	return &Queue{c: c, name: name}
+	return &Queue{c: c, name: name, rt: c.routeOf(name)}
 }

@@ -25,13 +25,24 @@ type Handler func(ctx context.Context, m *Message) error
 // ConsumerOptions tune a Consumer. Zero fields take the defaults.
 type ConsumerOptions struct {
 	// Concurrency is the number of handlers running at once (default 10).
-	// The consumer never holds more messages than it can run: a receive
-	// asks for at most the free handler slots. On a FIFO queue the
-	// messages of one group run one after another, in order; they still
-	// take a slot each while they wait their turn.
+	// On a FIFO queue the messages of one group run one after another, in
+	// order.
 	Concurrency int
-	// MaxMessages caps one receive (1 – 100; default Concurrency, at most 100).
+	// Prefetch bounds the messages held at once: received and not yet
+	// done, whether their handler runs or they wait for one (default 20 ×
+	// Concurrency, at most 200 — the peers' usual prefetch —, at least
+	// Concurrency). Their leases are
+	// kept alive while they wait. A receive asks for at most the free
+	// room, so the consumer never holds more than Prefetch. With slow
+	// handlers, set it to Concurrency: messages then wait in the queue,
+	// where other consumers can take them.
+	Prefetch int
+	// MaxMessages caps one receive (1 – 100; default Prefetch / 4).
 	MaxMessages int
+	// Receives is how many receives are in flight at once (default
+	// Prefetch / MaxMessages, 1 – 8), so that a consumer does not wait a
+	// round trip between receives.
+	Receives int
 	// WaitTime is the long-poll wait of a receive (default 20s).
 	WaitTime time.Duration
 	// VisibilityTimeout is the lease of received messages (default: the
@@ -49,7 +60,8 @@ type ConsumerOptions struct {
 	// messages given back to the queue.
 	DrainTimeout time.Duration
 	// DeleteLinger is how long a delete waits for others to share its
-	// batch (default 10ms).
+	// batch (default 5ms). A batch also goes out when it holds 100
+	// deletes; up to 4 batches are in flight at once.
 	DeleteLinger time.Duration
 	// Filter receives only messages whose tags match.
 	Filter *TagFilter
@@ -72,17 +84,44 @@ func DefaultNackBackoff(m *Message, _ error) time.Duration {
 type Consumer struct {
 	q *Queue
 	o ConsumerOptions
+
+	received, handled, failed, deleted, deleteErrors atomic.Int64
 }
+
+// ConsumerStats count what a Consumer did over all its Runs.
+type ConsumerStats struct {
+	Received     int64 // messages received
+	Handled      int64 // handlers that returned nil
+	Failed       int64 // handlers that returned an error (or panicked)
+	Deleted      int64 // messages the server confirmed deleted
+	DeleteErrors int64 // deletes that failed (each also reported to OnError)
+}
+
+// Stats returns the consumer's counters so far.
+func (c *Consumer) Stats() ConsumerStats {
+	return ConsumerStats{Received: c.received.Load(), Handled: c.handled.Load(), Failed: c.failed.Load(),
+		Deleted: c.deleted.Load(), DeleteErrors: c.deleteErrors.Load()}
+}
+
+// deletesInFlight bounds the delete batches a consumer has in flight.
+const deletesInFlight = 4
 
 // NewConsumer returns a consumer of the queue; Run starts it.
 func (q *Queue) NewConsumer(o ConsumerOptions) *Consumer {
 	if o.Concurrency <= 0 {
 		o.Concurrency = 10
 	}
-	if o.MaxMessages <= 0 {
-		o.MaxMessages = o.Concurrency
+	if o.Prefetch <= 0 {
+		o.Prefetch = min(20*o.Concurrency, 200)
 	}
-	o.MaxMessages = min(o.MaxMessages, o.Concurrency, maxBatchEntries)
+	o.Prefetch = max(o.Prefetch, o.Concurrency)
+	if o.MaxMessages <= 0 {
+		o.MaxMessages = max(o.Prefetch/4, 1)
+	}
+	o.MaxMessages = min(o.MaxMessages, o.Prefetch, maxBatchEntries)
+	if o.Receives <= 0 {
+		o.Receives = min(max(o.Prefetch/o.MaxMessages, 1), 8)
+	}
 	if o.WaitTime <= 0 {
 		o.WaitTime = maxWaitTime
 	}
@@ -93,7 +132,7 @@ func (q *Queue) NewConsumer(o ConsumerOptions) *Consumer {
 		o.DrainTimeout = 30 * time.Second
 	}
 	if o.DeleteLinger <= 0 {
-		o.DeleteLinger = 10 * time.Millisecond
+		o.DeleteLinger = 5 * time.Millisecond
 	}
 	return &Consumer{q: q, o: o}
 }
@@ -108,6 +147,7 @@ type run struct {
 	work     context.Context // handlers' parent; cancelled at the drain timeout
 	stopping context.Context // Run's ctx: once done, no further message of a group starts
 	slots    chan struct{}   // one per message held, from its receive until it is done
+	handlers chan struct{}   // one per running handler
 	acks     *acker
 	wg       sync.WaitGroup // handler goroutines
 	post     sync.WaitGroup // handlers past their handler, acking or nacking; guarded by mu for Add
@@ -179,13 +219,36 @@ func (c *Consumer) Run(ctx context.Context, handler Handler) error {
 	defer stopWork()
 	r := &run{
 		c: c, h: handler, vis: vis, beat: beat, bg: bg, work: work, stopping: ctx,
-		slots: make(chan struct{}, c.o.Concurrency), running: map[*running]struct{}{},
+		slots: make(chan struct{}, c.o.Prefetch), handlers: make(chan struct{}, c.o.Concurrency),
+		running: map[*running]struct{}{},
 	}
 	r.acks = newAcker(r)
-	err := r.receiveLoop(ctx)
+	err := r.receiveLoops(ctx)
 	r.drain(stopWork)
 	r.acks.close()
 	return err
+}
+
+// receiveLoops runs Receives receive loops until ctx is done or one of
+// them fails for good; it returns that failure.
+func (r *run) receiveLoops(ctx context.Context) error {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+	)
+	for range r.c.o.Receives {
+		wg.Go(func() {
+			if err := r.receiveLoop(ctx); err != nil {
+				once.Do(func() { first = err })
+				stop()
+			}
+		})
+	}
+	wg.Wait()
+	return first
 }
 
 // receiveLoop receives while ctx lasts and dispatches the messages.
@@ -240,6 +303,7 @@ func (r *run) receiveLoop(ctx context.Context) error {
 			return fmt.Errorf("quorumq: consumer of %s: %w", r.c.q.name, err)
 		}
 		failures = 0
+		r.c.received.Add(int64(len(msgs)))
 		r.dispatch(msgs)
 	}
 }
@@ -337,20 +401,37 @@ func (r *run) hold(m *Message) *running {
 	return rm
 }
 
-// runGroup handles rms one after another; after the first that is not
-// handled successfully (or once the consumer stops), it gives back the
-// rest unhandled.
+// runGroup handles rms one after another, each once a handler is free;
+// after the first that is not handled successfully (or once the consumer
+// stops), it gives back the rest unhandled.
 func (r *run) runGroup(rms []*running) {
 	for i, rm := range rms {
-		if i > 0 && r.stopping.Err() != nil {
+		if !r.acquireHandler() {
 			r.giveBack(rms[i:])
 			return
 		}
-		if !r.handle(rm) {
+		ok := r.handle(rm)
+		<-r.handlers
+		if !ok {
 			r.giveBack(rms[i+1:])
 			return
 		}
 	}
+}
+
+// acquireHandler waits for a free handler; false once the consumer stops
+// (a message that has not started then is given back).
+func (r *run) acquireHandler() bool {
+	select {
+	case r.handlers <- struct{}{}:
+	case <-r.stopping.Done():
+		return false
+	}
+	if r.stopping.Err() != nil {
+		<-r.handlers
+		return false
+	}
+	return true
 }
 
 // handle runs the handler of rm unless its lease is already lost or the
@@ -383,9 +464,11 @@ func (r *run) handle(rm *running) bool {
 		return false
 	}
 	if err == nil {
+		r.c.handled.Add(1)
 		r.acks.add(m)
 		return true
 	}
+	r.c.failed.Add(1)
 	r.report(m, err)
 	ctx, cancel := context.WithTimeout(r.bg, r.c.q.c.retry.AttemptTimeout)
 	defer cancel()
@@ -538,15 +621,20 @@ func (r *run) report(m *Message, err error) {
 	r.c.q.c.log.Warn("quorumq: consumer", "queue", r.c.q.name, "message", id, "err", err)
 }
 
-// acker batches the deletes of handled messages.
+// acker batches the deletes of handled messages: a batch goes out when
+// it is full or its first delete has waited DeleteLinger, with up to
+// deletesInFlight batches in flight.
 type acker struct {
-	r    *run
-	ch   chan *Message
-	done chan struct{}
+	r        *run
+	ch       chan *Message
+	done     chan struct{}
+	inflight chan struct{} // one per batch in flight
+	wg       sync.WaitGroup
 }
 
 func newAcker(r *run) *acker {
-	a := &acker{r: r, ch: make(chan *Message, r.c.o.Concurrency), done: make(chan struct{})}
+	a := &acker{r: r, ch: make(chan *Message, r.c.o.Concurrency), done: make(chan struct{}),
+		inflight: make(chan struct{}, deletesInFlight)}
 	go a.loop()
 	return a
 }
@@ -561,6 +649,7 @@ func (a *acker) close() {
 
 func (a *acker) loop() {
 	defer close(a.done)
+	defer a.wg.Wait()
 	var batch []*Message
 	t := time.NewTimer(time.Hour)
 	t.Stop()
@@ -570,25 +659,13 @@ func (a *acker) loop() {
 			return
 		}
 		t.Stop()
-		handles := make([]string, len(batch))
-		for i, m := range batch {
-			handles[i] = m.ReceiptHandle
-		}
-		ctx, cancel := context.WithTimeout(a.r.bg, 30*time.Second)
-		err := a.r.c.q.DeleteBatch(ctx, handles)
-		cancel()
-		var be *BatchError
-		switch {
-		case errors.As(err, &be):
-			for i, e := range be.Errors {
-				if e != nil {
-					a.r.report(batch[i], fmt.Errorf("delete: %w", e))
-				}
-			}
-		case err != nil:
-			a.r.report(nil, fmt.Errorf("delete %d messages: %w", len(batch), err))
-		}
+		a.inflight <- struct{}{}
+		b := batch
 		batch = nil
+		a.wg.Go(func() {
+			defer func() { <-a.inflight }()
+			a.send(b)
+		})
 	}
 	for {
 		select {
@@ -607,5 +684,35 @@ func (a *acker) loop() {
 		case <-t.C:
 			flush()
 		}
+	}
+}
+
+// send deletes a batch and reports every delete that failed.
+func (a *acker) send(batch []*Message) {
+	handles := make([]string, len(batch))
+	for i, m := range batch {
+		handles[i] = m.ReceiptHandle
+	}
+	ctx, cancel := context.WithTimeout(a.r.bg, 30*time.Second)
+	err := a.r.c.q.DeleteBatch(ctx, handles)
+	cancel()
+	c := a.r.c
+	var be *BatchError
+	switch {
+	case errors.As(err, &be):
+		failed := 0
+		for i, e := range be.Errors {
+			if e != nil {
+				failed++
+				a.r.report(batch[i], fmt.Errorf("delete: %w", e))
+			}
+		}
+		c.deleteErrors.Add(int64(failed))
+		c.deleted.Add(int64(len(batch) - failed))
+	case err != nil:
+		c.deleteErrors.Add(int64(len(batch)))
+		a.r.report(nil, fmt.Errorf("delete %d messages: %w", len(batch), err))
+	default:
+		c.deleted.Add(int64(len(batch)))
 	}
 }

@@ -340,7 +340,7 @@ func TestShutdownReplaysInterruptedReceive(t *testing.T) {
 		<-inPoll
 		stop()
 	}()
-	err := c.Queue("q").NewConsumer(quorumq.ConsumerOptions{VisibilityTimeout: time.Minute}).Run(ctx, func(context.Context, *quorumq.Message) error {
+	err := c.Queue("q").NewConsumer(quorumq.ConsumerOptions{Receives: 1, VisibilityTimeout: time.Minute}).Run(ctx, func(context.Context, *quorumq.Message) error {
 		t.Error("handler started during shutdown")
 		return nil
 	})

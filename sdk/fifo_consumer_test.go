@@ -115,7 +115,8 @@ func TestConsumerLeaseLostCancelsHandler(t *testing.T) {
 	runErr := make(chan error, 1)
 	go func() {
 		runErr <- q.NewConsumer(quorumq.ConsumerOptions{
-			Concurrency: 1, VisibilityTimeout: 5 * time.Second, HeartbeatInterval: 100 * time.Millisecond,
+			// Prefetch 1: no receive of ours in flight races the rival's.
+			Concurrency: 1, Prefetch: 1, VisibilityTimeout: 5 * time.Second, HeartbeatInterval: 100 * time.Millisecond,
 			OnError: func(_ *quorumq.Message, err error) {
 				if errors.Is(err, quorumq.ErrStaleReceipt) {
 					lost.Store(true)
@@ -220,7 +221,7 @@ func TestConsumerReplaysFailedReceive(t *testing.T) {
 	ctx, stop := context.WithCancel(tctx(t, 20*time.Second))
 	defer stop()
 	var handled []string
-	err := c.Queue("q").NewConsumer(quorumq.ConsumerOptions{Concurrency: 4, VisibilityTimeout: time.Minute, OnError: func(*quorumq.Message, error) {}}).Run(ctx,
+	err := c.Queue("q").NewConsumer(quorumq.ConsumerOptions{Concurrency: 4, Receives: 1, VisibilityTimeout: time.Minute, OnError: func(*quorumq.Message, error) {}}).Run(ctx,
 		func(_ context.Context, m *quorumq.Message) error {
 			mu.Lock()
 			handled = append(handled, m.ID)

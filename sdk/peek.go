@@ -110,7 +110,7 @@ func (q *Queue) Peek(ctx context.Context, opts ...PeekOption) (*PeekPage, error)
 	for _, o := range opts {
 		o(req)
 	}
-	resp, err := call(ctx, q.c, "peek", 0, func(ctx context.Context, api qv1.QueueServiceClient) (*qv1.PeekMessagesResponse, error) {
+	resp, err := call(q.routed(ctx), q.c, "peek", 0, func(ctx context.Context, api qv1.QueueServiceClient) (*qv1.PeekMessagesResponse, error) {
 		return api.PeekMessages(ctx, req)
 	})
 	if err != nil {
@@ -127,7 +127,7 @@ func (q *Queue) Peek(ctx context.Context, opts ...PeekOption) (*PeekPage, error)
 // message the queue does not hold fails with a NotFound status (reason
 // MESSAGE_NOT_FOUND).
 func (q *Queue) GetMessage(ctx context.Context, id string) (*PeekedMessage, error) {
-	resp, err := call(ctx, q.c, "get message", 0, func(ctx context.Context, api qv1.QueueServiceClient) (*qv1.GetMessageResponse, error) {
+	resp, err := call(q.routed(ctx), q.c, "get message", 0, func(ctx context.Context, api qv1.QueueServiceClient) (*qv1.GetMessageResponse, error) {
 		return api.GetMessage(ctx, &qv1.GetMessageRequest{Queue: q.name, MessageId: id})
 	})
 	if err != nil {

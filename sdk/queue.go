@@ -26,7 +26,11 @@ const (
 type Queue struct {
 	c    *Client
 	name string
+	rt   *route // shared by the client's handles on this queue
 }
+
+// routed makes the calls under ctx go to (and teach) the queue's route.
+func (q *Queue) routed(ctx context.Context) context.Context { return withRoute(ctx, q.rt) }
 
 // Name returns the queue's name.
 func (q *Queue) Name() string { return q.name }
@@ -141,7 +145,7 @@ func (q *Queue) Send(ctx context.Context, m OutgoingMessage) (SendResult, error)
 		Queue: q.name, Body: e.Body, Attributes: e.Attributes, Tags: e.Tags, Delay: e.Delay,
 		DeliverAt: e.DeliverAt, GroupId: e.GroupId, DeduplicationId: e.DeduplicationId, IdempotencyKey: e.IdempotencyKey,
 	}
-	resp, err := call(ctx, q.c, "send", 0, func(ctx context.Context, api qv1.QueueServiceClient) (*qv1.SendMessageResponse, error) {
+	resp, err := call(q.routed(ctx), q.c, "send", 0, func(ctx context.Context, api qv1.QueueServiceClient) (*qv1.SendMessageResponse, error) {
 		return api.SendMessage(ctx, req)
 	})
 	if err != nil {
@@ -190,7 +194,7 @@ func (q *Queue) sendEntries(ctx context.Context, entries []*qv1.SendMessageBatch
 	if len(cur) > 0 {
 		chunks = append(chunks, cur)
 	}
-	errs := q.c.batch(ctx, "send batch", len(entries), chunks, func(ctx context.Context, api qv1.QueueServiceClient, idx []int) ([]*qv1.BatchResultError, error) {
+	errs := q.c.batch(q.routed(ctx), "send batch", len(entries), chunks, func(ctx context.Context, api qv1.QueueServiceClient, idx []int) ([]*qv1.BatchResultError, error) {
 		req := &qv1.SendMessageBatchRequest{Queue: q.name, Entries: make([]*qv1.SendMessageBatchEntry, len(idx))}
 		for j, i := range idx {
 			req.Entries[j] = entries[i]
@@ -362,7 +366,7 @@ func (q *Queue) receive(ctx context.Context, req *qv1.ReceiveMessagesRequest) ([
 	if req.GetWaitTime() != nil {
 		wait = req.GetWaitTime().AsDuration()
 	}
-	resp, err := call(ctx, q.c, "receive", wait, func(ctx context.Context, api qv1.QueueServiceClient) (*qv1.ReceiveMessagesResponse, error) {
+	resp, err := call(q.routed(ctx), q.c, "receive", wait, func(ctx context.Context, api qv1.QueueServiceClient) (*qv1.ReceiveMessagesResponse, error) {
 		return api.ReceiveMessages(ctx, req)
 	})
 	if err != nil {
@@ -378,7 +382,7 @@ func (q *Queue) receive(ctx context.Context, req *qv1.ReceiveMessagesRequest) ([
 // Delete deletes a received message. Deleting a deleted message succeeds;
 // a handle superseded by a later receive fails with ErrStaleReceipt.
 func (q *Queue) Delete(ctx context.Context, receiptHandle string) error {
-	_, err := call(ctx, q.c, "delete", 0, func(ctx context.Context, api qv1.QueueServiceClient) (*qv1.DeleteMessageResponse, error) {
+	_, err := call(q.routed(ctx), q.c, "delete", 0, func(ctx context.Context, api qv1.QueueServiceClient) (*qv1.DeleteMessageResponse, error) {
 		return api.DeleteMessage(ctx, &qv1.DeleteMessageRequest{Queue: q.name, ReceiptHandle: receiptHandle})
 	})
 	return err
@@ -387,7 +391,7 @@ func (q *Queue) Delete(ctx context.Context, receiptHandle string) error {
 // DeleteBatch deletes received messages, 100 per call. When some fail the
 // error is a *BatchError aligned with receiptHandles.
 func (q *Queue) DeleteBatch(ctx context.Context, receiptHandles []string) error {
-	errs := q.c.batch(ctx, "delete batch", len(receiptHandles), chunk(len(receiptHandles)), func(ctx context.Context, api qv1.QueueServiceClient, idx []int) ([]*qv1.BatchResultError, error) {
+	errs := q.c.batch(q.routed(ctx), "delete batch", len(receiptHandles), chunk(len(receiptHandles)), func(ctx context.Context, api qv1.QueueServiceClient, idx []int) ([]*qv1.BatchResultError, error) {
 		req := &qv1.DeleteMessageBatchRequest{Queue: q.name, Entries: make([]*qv1.DeleteMessageBatchEntry, len(idx))}
 		for j, i := range idx {
 			req.Entries[j] = &qv1.DeleteMessageBatchEntry{Id: strconv.Itoa(i), ReceiptHandle: receiptHandles[i]}
@@ -401,7 +405,7 @@ func (q *Queue) DeleteBatch(ctx context.Context, receiptHandles []string) error 
 // ChangeVisibility sets a received message's lease to end d from now
 // (0 – 12h); 0 returns it to the queue at once (a nack).
 func (q *Queue) ChangeVisibility(ctx context.Context, receiptHandle string, d time.Duration) error {
-	_, err := call(ctx, q.c, "change visibility", 0, func(ctx context.Context, api qv1.QueueServiceClient) (*qv1.ChangeMessageVisibilityResponse, error) {
+	_, err := call(q.routed(ctx), q.c, "change visibility", 0, func(ctx context.Context, api qv1.QueueServiceClient) (*qv1.ChangeMessageVisibilityResponse, error) {
 		return api.ChangeMessageVisibility(ctx, &qv1.ChangeMessageVisibilityRequest{
 			Queue: q.name, ReceiptHandle: receiptHandle, VisibilityTimeout: durationpb.New(d)})
 	})
@@ -417,7 +421,7 @@ type VisibilityChange struct {
 // ChangeVisibilityBatch changes leases, 100 per call. When some fail the
 // error is a *BatchError aligned with changes.
 func (q *Queue) ChangeVisibilityBatch(ctx context.Context, changes []VisibilityChange) error {
-	errs := q.c.batch(ctx, "change visibility batch", len(changes), chunk(len(changes)), func(ctx context.Context, api qv1.QueueServiceClient, idx []int) ([]*qv1.BatchResultError, error) {
+	errs := q.c.batch(q.routed(ctx), "change visibility batch", len(changes), chunk(len(changes)), func(ctx context.Context, api qv1.QueueServiceClient, idx []int) ([]*qv1.BatchResultError, error) {
 		req := &qv1.ChangeMessageVisibilityBatchRequest{Queue: q.name, Entries: make([]*qv1.ChangeMessageVisibilityBatchEntry, len(idx))}
 		for j, i := range idx {
 			req.Entries[j] = &qv1.ChangeMessageVisibilityBatchEntry{Id: strconv.Itoa(i), ReceiptHandle: changes[i].ReceiptHandle,

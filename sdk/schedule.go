@@ -16,7 +16,7 @@ import (
 // so a cancel whose first attempt was applied but not answered reports
 // ErrMessageNotFound: either way the message is no longer pending.
 func (q *Queue) Cancel(ctx context.Context, messageID string) error {
-	_, err := call(ctx, q.c, "cancel", 0, func(ctx context.Context, api qv1.QueueServiceClient) (*qv1.CancelMessageResponse, error) {
+	_, err := call(q.routed(ctx), q.c, "cancel", 0, func(ctx context.Context, api qv1.QueueServiceClient) (*qv1.CancelMessageResponse, error) {
 		return api.CancelMessage(ctx, &qv1.CancelMessageRequest{Queue: q.name, MessageId: messageID})
 	})
 	return err
@@ -27,7 +27,7 @@ func (q *Queue) Cancel(ctx context.Context, messageID string) error {
 // sent, and returns the time the server set. Not on FIFO queues (they have
 // no per-message delay). Errors as Cancel.
 func (q *Queue) Reschedule(ctx context.Context, messageID string, at time.Time) (time.Time, error) {
-	resp, err := call(ctx, q.c, "reschedule", 0, func(ctx context.Context, api qv1.QueueServiceClient) (*qv1.RescheduleMessageResponse, error) {
+	resp, err := call(q.routed(ctx), q.c, "reschedule", 0, func(ctx context.Context, api qv1.QueueServiceClient) (*qv1.RescheduleMessageResponse, error) {
 		return api.RescheduleMessage(ctx, &qv1.RescheduleMessageRequest{Queue: q.name, MessageId: messageID, DeliverAt: timestamppb.New(at)})
 	})
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -43,6 +44,11 @@ const (
 	// reply below receiveBudget: a sweep over partitions shares one reply.
 	maxBytesHeader = "x-quorumq-max-bytes"
 )
+
+// ForwardedToHeader is a response header naming the node a call (or part
+// of it) was forwarded to: the node called does not lead the queue's shard.
+// Clients that know several endpoints use it to call the leader directly.
+const ForwardedToHeader = "x-quorumq-forwarded-to"
 
 // queueMethod prefixes QueueService's full method names.
 const queueMethod = "/quorumq.v1.QueueService/"
@@ -295,6 +301,10 @@ func call[Req, Resp proto.Message](ctx context.Context, r *Router, t target, met
 				attribute.Int64("quorumq.shard", int64(t.shard)), attribute.Int64("quorumq.leader", int64(leader))))
 			out, err = r.cfg.Forwarder.forward(fctx, leader, method, req, t.headers()...)
 			endSpan(span, err)
+			// Tell the client: it may call the leader's node directly next
+			// time (the SDK then tries another endpoint for this queue).
+			// Outside a gRPC call (no stream) this does nothing.
+			_ = grpc.SetHeader(ctx, metadata.Pairs(ForwardedToHeader, strconv.FormatUint(leader, 10)))
 			if err == nil {
 				resp = out.(Resp)
 			}

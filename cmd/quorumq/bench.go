@@ -21,10 +21,12 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	quorumq "github.com/quorumq/quorumq/sdk"
+	"github.com/quorumq/quorumq/server"
 )
 
 // Attributes the bench stamps on every message it sends.
@@ -75,7 +77,7 @@ type benchOptions struct {
 func defaultBenchOptions() benchOptions {
 	return benchOptions{
 		endpoint: defaultEndpoint, endpoints: []string{defaultEndpoint}, queue: "bench", partitions: 1, producers: 8, consumers: 8,
-		size: 1024, batch: 10, inflight: 1, duration: 30 * time.Second, receiveBatch: 10,
+		size: 1024, batch: 10, inflight: 1, duration: 30 * time.Second,
 		drainTimeout: 30 * time.Second, progress: time.Second,
 	}
 }
@@ -90,9 +92,10 @@ forwards to the leader). Producers send --size byte messages, --batch per
 request, with up to --inflight unconfirmed requests each: as fast as
 confirmed (closed loop), or at --rate messages/s in total (open loop; latency
 is measured from each request's intended start, so a stalled server is not
-hidden). Consumers long-poll (1s) for up to --receive-batch messages and
-delete them in one batch. Each message carries its intended send time, so
-end-to-end latency is receive time minus that.
+hidden). Consumers are the Go SDK's Consumer with its defaults (several
+receives in flight, deletes batched asynchronously): what a user of the SDK
+gets. Each message carries its intended send time, so end-to-end latency is
+receive time minus that.
 
 The run stops sending after --duration and/or --messages, then drains:
 consumers go on until as many messages were received as were sent, or
@@ -136,7 +139,7 @@ stops the run makes the exit status non-zero.`,
 	f.DurationVar(&o.duration, "duration", o.duration, "how long to send (0: until --messages)")
 	f.Int64Var(&o.messages, "messages", 0, "messages to send, or with --producers 0 to receive (0: until --duration)")
 	f.Float64Var(&o.rate, "rate", 0, "open loop: messages/s over all producers (0: closed loop, as fast as confirmed)")
-	f.IntVar(&o.receiveBatch, "receive-batch", o.receiveBatch, "messages per receive (1-100)")
+	f.IntVar(&o.receiveBatch, "receive-batch", o.receiveBatch, "most messages per receive (1-100; 0: the SDK Consumer's default)")
 	f.BoolVar(&o.create, "create", false, "create the queue first (same attributes again is a no-op)")
 	f.StringVar(&o.token, "token", "", "bearer token for a secured cluster (default: none, dev mode)")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", o.drainTimeout, "how long consumers go on after sending stops")
@@ -177,8 +180,8 @@ func (o *benchOptions) validate() error {
 		return fmt.Errorf("--batch %d × --size %d exceeds the 4 MiB request limit", o.batch, o.size)
 	case o.inflight < 1:
 		return fmt.Errorf("--inflight %d: must be at least 1", o.inflight)
-	case o.receiveBatch < 1 || o.receiveBatch > benchMaxBatch:
-		return fmt.Errorf("--receive-batch %d: must be 1-%d", o.receiveBatch, benchMaxBatch)
+	case o.receiveBatch < 0 || o.receiveBatch > benchMaxBatch:
+		return fmt.Errorf("--receive-batch %d: must be 0-%d (0: the SDK Consumer's default)", o.receiveBatch, benchMaxBatch)
 	case o.duration < 0 || o.messages < 0 || o.drainTimeout < 0 || o.visibility < 0 || o.progress < 0:
 		return errors.New("--duration, --messages, --drain-timeout, --visibility-timeout and --progress-interval must not be negative")
 	case o.duration == 0 && o.messages == 0:
@@ -409,8 +412,7 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 }
 func (bearer) RequireTransportSecurity() bool { return false }
 
-func (o *benchOptions) dial(i int) (*grpc.ClientConn, error) {
-	ep := o.endpoints[i%len(o.endpoints)]
+func (o *benchOptions) dial(ep string) (*grpc.ClientConn, error) {
 	creds, err := transportCredentials(o.caFile)
 	if err != nil {
 		return nil, err
@@ -426,6 +428,48 @@ func (o *benchOptions) dial(i int) (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
+// dialSDK is an SDK client of the endpoints for client i, its calls
+// starting at endpoint i (the SDK spreads them over all).
+func (o *benchOptions) dialSDK(i int) (*quorumq.Client, error) {
+	creds, err := transportCredentials(o.caFile)
+	if err != nil {
+		return nil, err
+	}
+	n := len(o.endpoints)
+	eps := make([]string, n)
+	for k := range eps {
+		eps[k] = o.endpoints[(i+k)%n]
+	}
+	opts := []quorumq.Option{quorumq.WithTransportCredentials(creds)}
+	if o.token != "" {
+		opts = append(opts, quorumq.WithTokenSource(quorumq.StaticToken(o.token)))
+	}
+	return quorumq.Dial(context.Background(), eps, opts...)
+}
+
+// prepareQueueSDK is prepareQueue for a receive-only run.
+func prepareQueueSDK(ctx context.Context, o benchOptions, c *quorumq.Client) error {
+	ctx, cancel := context.WithTimeout(ctx, benchCallTimeout)
+	defer cancel()
+	if o.create {
+		var attrs quorumq.QueueAttributes
+		if o.partitions > 1 {
+			attrs.Partitions = o.partitions
+		}
+		if _, err := c.CreateQueue(ctx, o.queue, attrs, nil); err != nil {
+			return fmt.Errorf("create queue %s: %w", o.queue, err)
+		}
+		return nil
+	}
+	if _, err := c.GetQueue(ctx, o.queue); err != nil {
+		if errors.Is(err, quorumq.ErrQueueNotFound) {
+			return fmt.Errorf("queue %s does not exist (use --create): %w", o.queue, err)
+		}
+		return fmt.Errorf("get queue %s: %w", o.queue, err)
+	}
+	return nil
+}
+
 // runBench runs the load described by o (already validated) and returns
 // what it measured. Progress lines go to progress. Cancelling ctx ends the
 // run early with the figures so far.
@@ -436,14 +480,32 @@ func runBench(ctx context.Context, o benchOptions, progress io.Writer) (*benchRe
 			_ = c.Close()
 		}
 	}()
-	for i := 0; i < o.producers+o.consumers; i++ {
-		c, err := o.dial(i)
+	producers := make([]*benchProducer, o.producers)
+	for i := range producers {
+		producers[i] = &benchProducer{}
+		for k := range o.endpoints {
+			c, err := o.dial(o.endpoints[(i+k)%len(o.endpoints)])
+			if err != nil {
+				return nil, err
+			}
+			conns = append(conns, c)
+			producers[i].apis = append(producers[i].apis, qv1.NewQueueServiceClient(c))
+		}
+	}
+	var clients []*quorumq.Client // the consumers', each its own connections
+	defer func() {
+		for _, c := range clients {
+			_ = c.Close()
+		}
+	}()
+	for i := 0; i < o.consumers; i++ {
+		c, err := o.dialSDK(o.producers + i)
 		if err != nil {
 			return nil, err
 		}
-		conns = append(conns, c)
+		clients = append(clients, c)
 	}
-	if err := prepareQueue(ctx, o, qv1.NewQueueServiceClient(conns[0])); err != nil {
+	if err := prepareQueue(ctx, o, conns, clients); err != nil {
 		return nil, err
 	}
 
@@ -469,23 +531,21 @@ func runBench(ctx context.Context, o benchOptions, progress io.Writer) (*benchRe
 	defer stopOnCtx()
 
 	var sendWG, consWG sync.WaitGroup
-	for p := 0; p < o.producers; p++ {
-		q := qv1.NewQueueServiceClient(conns[p])
+	for _, p := range producers {
 		for w := 0; w < o.inflight; w++ {
 			sendWG.Add(1)
 			go func() {
 				defer sendWG.Done()
-				r.sender(ctx, q)
+				r.sender(ctx, p)
 			}()
 		}
 	}
 	var consEnd atomic.Int64 // nanoseconds since start of the last consumer's end
-	for c := 0; c < o.consumers; c++ {
-		q := qv1.NewQueueServiceClient(conns[o.producers+c])
+	for _, c := range clients {
 		consWG.Add(1)
 		go func() {
 			defer consWG.Done()
-			r.consumer(ctx, consCtx, q)
+			r.consumer(consCtx, c)
 			for d := int64(time.Since(r.start)); ; {
 				cur := consEnd.Load()
 				if d <= cur || consEnd.CompareAndSwap(cur, d) {
@@ -532,8 +592,13 @@ func runBench(ctx context.Context, o benchOptions, progress io.Writer) (*benchRe
 	return r.result(elapsed, sendElapsed, time.Duration(consEnd.Load()), intervals), nil
 }
 
-// prepareQueue creates the queue with --create, or checks that it exists.
-func prepareQueue(ctx context.Context, o benchOptions, q qv1.QueueServiceClient) error {
+// prepareQueue creates the queue with --create, or checks that it exists,
+// through the first producer's connection or else the first consumer's.
+func prepareQueue(ctx context.Context, o benchOptions, conns []*grpc.ClientConn, clients []*quorumq.Client) error {
+	if len(conns) == 0 {
+		return prepareQueueSDK(ctx, o, clients[0])
+	}
+	q := qv1.NewQueueServiceClient(conns[0])
 	ctx, cancel := context.WithTimeout(ctx, benchCallTimeout)
 	defer cancel()
 	if o.create {
@@ -559,7 +624,7 @@ func prepareQueue(ctx context.Context, o benchOptions, q qv1.QueueServiceClient)
 // next request starts when the last is confirmed. Open loop: request k is
 // due at start + k·batch/rate and its latency counts from then, however
 // late it actually starts (no coordinated omission).
-func (r *benchRun) sender(ctx context.Context, q qv1.QueueServiceClient) {
+func (r *benchRun) sender(ctx context.Context, q *benchProducer) {
 	var interval time.Duration
 	if r.o.rate > 0 {
 		interval = time.Duration(float64(r.o.batch) / r.o.rate * float64(time.Second))
@@ -590,6 +655,27 @@ func (r *benchRun) sender(ctx context.Context, q qv1.QueueServiceClient) {
 	}
 }
 
+// benchProducer is one producer's connections, one per endpoint. Its sends
+// go to the endpoint that last served one without forwarding it (the
+// queue's shard leader), as the SDK's calls do.
+type benchProducer struct {
+	apis []qv1.QueueServiceClient
+	cur  atomic.Int64
+}
+
+func (p *benchProducer) api() (int, qv1.QueueServiceClient) {
+	k := int(p.cur.Load())
+	return k, p.apis[k]
+}
+
+// served moves the producer to the next endpoint when the reply of
+// endpoint k says the call was forwarded.
+func (p *benchProducer) served(k int, md metadata.MD) {
+	if len(md.Get(server.ForwardedToHeader)) > 0 {
+		p.cur.CompareAndSwap(int64(k), int64((k+1)%len(p.apis)))
+	}
+}
+
 // waitOrStop waits d; false when sending stopped meanwhile.
 func (r *benchRun) waitOrStop(d time.Duration) bool {
 	t := time.NewTimer(d)
@@ -615,14 +701,17 @@ func (r *benchRun) entry(idx int64, i int, stamp string) *qv1.SendMessageBatchEn
 
 // send sends messages first..first+n-1 in one request. In-flight requests
 // finish after sending stops (their outcome counts); only ctx cuts them.
-func (r *benchRun) send(ctx context.Context, q qv1.QueueServiceClient, first int64, n int, intended time.Time) error {
+func (r *benchRun) send(ctx context.Context, p *benchProducer, first int64, n int, intended time.Time) error {
 	stamp := strconv.FormatInt(intended.UnixNano(), 10)
 	ctx, cancel := context.WithTimeout(ctx, benchCallTimeout)
 	defer cancel()
+	k, q := p.api()
+	var md metadata.MD
+	defer func() { p.served(k, md) }()
 	ok := int64(n)
 	if r.o.batch == 1 {
 		e := r.entry(first, 0, stamp)
-		_, err := q.SendMessage(ctx, &qv1.SendMessageRequest{Queue: r.o.queue, Body: e.Body, Attributes: e.Attributes, Tags: e.Tags})
+		_, err := q.SendMessage(ctx, &qv1.SendMessageRequest{Queue: r.o.queue, Body: e.Body, Attributes: e.Attributes, Tags: e.Tags}, grpc.Header(&md))
 		if err != nil {
 			return err
 		}
@@ -631,7 +720,7 @@ func (r *benchRun) send(ctx context.Context, q qv1.QueueServiceClient, first int
 		for i := range entries {
 			entries[i] = r.entry(first+int64(i), i, stamp)
 		}
-		resp, err := q.SendMessageBatch(ctx, &qv1.SendMessageBatchRequest{Queue: r.o.queue, Entries: entries})
+		resp, err := q.SendMessageBatch(ctx, &qv1.SendMessageBatchRequest{Queue: r.o.queue, Entries: entries}, grpc.Header(&md))
 		if err != nil {
 			return err
 		}
@@ -646,61 +735,64 @@ func (r *benchRun) send(ctx context.Context, q qv1.QueueServiceClient, first int
 	return nil
 }
 
-// consumer receives and deletes until consCtx ends. Receives stop at once
-// when it does; a delete of what was received still completes under ctx.
-func (r *benchRun) consumer(ctx, consCtx context.Context, q qv1.QueueServiceClient) {
-	req := &qv1.ReceiveMessagesRequest{Queue: r.o.queue, MaxMessages: int32(r.o.receiveBatch),
-		WaitTime: durationpb.New(benchReceiveWait)}
-	if r.o.visibility > 0 {
-		req.VisibilityTimeout = durationpb.New(r.o.visibility)
+// errBenchSurplus is a handler's answer for a message past --messages
+// of a receive-only run: it goes back to the queue at once.
+var errBenchSurplus = errors.New("past --messages")
+
+// consumer runs the SDK's Consumer, with its defaults, until consCtx
+// ends: what the bench measures is what a user of the SDK gets. Each
+// handled message is deleted (batched, asynchronously, by the Consumer).
+func (r *benchRun) consumer(consCtx context.Context, c *quorumq.Client) {
+	o := quorumq.ConsumerOptions{
+		MaxMessages: r.o.receiveBatch, VisibilityTimeout: r.o.visibility,
+		OnError: func(_ *quorumq.Message, err error) {
+			if !errors.Is(err, errBenchSurplus) {
+				r.errs.add(sdkCode(err), 1)
+			}
+		},
+		NackBackoff: func(m *quorumq.Message, err error) time.Duration {
+			if errors.Is(err, errBenchSurplus) {
+				return 0
+			}
+			return quorumq.DefaultNackBackoff(m, err)
+		},
 	}
 	if r.o.filterTag != "" {
-		req.TagFilter = &qv1.TagFilter{All: []string{r.o.filterTag}}
+		o.Filter = &quorumq.TagFilter{All: []string{r.o.filterTag}}
 	}
-	for consCtx.Err() == nil {
-		rctx, cancel := context.WithTimeout(consCtx, benchCallTimeout+benchReceiveWait)
-		resp, err := q.ReceiveMessages(rctx, req)
-		cancel()
-		if err != nil {
-			if consCtx.Err() != nil {
-				return
-			}
-			r.errs.addErr(err)
-			select {
-			case <-consCtx.Done():
-			case <-time.After(benchErrorBackoff):
-			}
-			continue
-		}
-		msgs := resp.GetMessages()
-		if len(msgs) == 0 {
-			continue
-		}
+	cons := c.Queue(r.o.queue).NewConsumer(o)
+	limit := int64(0)
+	if r.o.producers == 0 {
+		limit = r.o.messages
+	}
+	err := cons.Run(consCtx, func(_ context.Context, m *quorumq.Message) error {
 		now := time.Now()
-		del := &qv1.DeleteMessageBatchRequest{Queue: r.o.queue, Entries: make([]*qv1.DeleteMessageBatchEntry, len(msgs))}
-		for i, m := range msgs {
-			del.Entries[i] = &qv1.DeleteMessageBatchEntry{Id: strconv.Itoa(i), ReceiptHandle: m.GetReceiptHandle()}
-			if m.GetAttributes()[benchAttrRun] != r.runID {
-				continue
-			}
-			if ns, err := strconv.ParseInt(m.GetAttributes()[benchAttrTime], 10, 64); err == nil {
+		if n := r.received.Add(1); limit > 0 && n > limit {
+			r.received.Add(-1)
+			r.cancelConsumers()
+			return errBenchSurplus
+		}
+		if m.Attributes[benchAttrRun] == r.runID {
+			if ns, err := strconv.ParseInt(m.Attributes[benchAttrTime], 10, 64); err == nil {
 				r.e2eLat.record(now.Sub(time.Unix(0, ns)), 1)
 			}
 		}
-		r.received.Add(int64(len(msgs)))
-		dctx, cancel := context.WithTimeout(ctx, benchCallTimeout)
-		dresp, err := q.DeleteMessageBatch(dctx, del)
-		cancel()
-		if err != nil {
-			r.errs.addErr(err)
-		} else {
-			r.deleted.Add(int64(len(dresp.GetSuccessful())))
-			for _, f := range dresp.GetFailed() {
-				r.errs.add(f.GetCode(), 1)
-			}
-		}
 		r.checkDone()
+		return nil
+	})
+	if err != nil {
+		r.errs.add(sdkCode(err), 1)
 	}
+	r.deleted.Add(cons.Stats().Deleted)
+}
+
+// sdkCode is the gRPC code name of an SDK error.
+func sdkCode(err error) string {
+	var e *quorumq.Error
+	if errors.As(err, &e) {
+		return e.Code.String()
+	}
+	return status.Code(err).String()
 }
 
 // reportProgress prints a line each --progress-interval until ctx ends;

@@ -12,6 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/metadata"
+
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	"github.com/quorumq/quorumq/server"
 	"github.com/quorumq/quorumq/server/node"
 )
 
@@ -35,7 +39,7 @@ func TestBenchFlagValidation(t *testing.T) {
 		{[]string{"--batch", "101"}, "--batch"},
 		{[]string{"--batch", "100", "--size", "65536"}, "4 MiB"},
 		{[]string{"--inflight", "0"}, "--inflight"},
-		{[]string{"--receive-batch", "0"}, "--receive-batch"},
+		{[]string{"--receive-batch", "101"}, "--receive-batch"},
 		{[]string{"--duration", "0"}, "unbounded"},
 		{[]string{"--duration", "-1s"}, "negative"},
 		{[]string{"--rate", "-5"}, "--rate"},
@@ -102,6 +106,7 @@ func TestLatencyRecorderPercentiles(t *testing.T) {
 func TestBenchJSONShape(t *testing.T) {
 	o := defaultBenchOptions()
 	o.rate = 5000
+	o.receiveBatch = 10
 	r := &benchRun{o: o, runID: "abc", sendLat: newLatencyRecorder(), e2eLat: newLatencyRecorder()}
 	r.sent.Store(1000)
 	r.received.Store(1000)
@@ -247,5 +252,28 @@ func TestBenchEndToEnd(t *testing.T) {
 	// Receive-only runs measure other runs' messages: no end-to-end figure.
 	if res.Received != 20 || res.Deleted != 20 || res.EndToEndLatency.Count != 0 || len(res.Errors) != 0 {
 		t.Fatalf("filtered receive: %+v", res)
+	}
+}
+
+// A producer moves to the next endpoint when a reply says its call was
+// forwarded, stays where calls are served, and ignores a stale report
+// about an endpoint it has left already.
+func TestBenchProducerFollowsForwarding(t *testing.T) {
+	p := &benchProducer{apis: make([]qv1.QueueServiceClient, 3)}
+	fwd := metadata.Pairs(server.ForwardedToHeader, "3")
+	k, _ := p.api()
+	p.served(k, fwd)
+	if k, _ = p.api(); k != 1 {
+		t.Fatalf("after a forwarded call: endpoint %d, want 1", k)
+	}
+	p.served(1, metadata.MD{})
+	p.served(0, fwd) // a late reply from endpoint 0
+	if k, _ = p.api(); k != 1 {
+		t.Fatalf("after a served call and a stale report: endpoint %d, want 1", k)
+	}
+	p.served(1, fwd)
+	p.served(2, fwd)
+	if k, _ = p.api(); k != 0 {
+		t.Fatalf("wraps around: endpoint %d, want 0", k)
 	}
 }
