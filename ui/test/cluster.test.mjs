@@ -18,12 +18,12 @@ test("console through the API node shows a leader change within 5 s of kill -9",
   for (const id of ids) {
     nodes[id] = serve(t, ["--node-id", String(id), "--peers", peers, "--raft-addr", raft[id], "--shards", "2",
       "--data-dir", join(dir, `n${id}`), "--http-addr", `127.0.0.1:${await freePort()}`,
-      "--grpc-addr", `127.0.0.1:${await freePort()}`, "--metrics-addr", "", "--log-level", "warn"], `node ${id}`);
+      "--grpc-addr", `127.0.0.1:${await freePort()}`, "--metrics-addr", "", "--sqs-addr", "", "--log-level", "warn"], `node ${id}`);
   }
   const apiHTTP = `127.0.0.1:${await freePort()}`;
   const apiGRPC = `127.0.0.1:${await freePort()}`;
   serve(t, ["--role", "api", "--node-id", "100", "--peers", peers, "--data-dir", join(dir, "api"),
-    "--http-addr", apiHTTP, "--grpc-addr", apiGRPC, "--metrics-addr", "", "--log-level", "warn"], "api node");
+    "--http-addr", apiHTTP, "--grpc-addr", apiGRPC, "--metrics-addr", "", "--sqs-addr", "", "--log-level", "warn"], "api node");
   await ready(apiHTTP, 45000);
 
   const b = await browser(t);

@@ -16,7 +16,7 @@ test("console on one node: queues, messages, dead letters, scopes", { timeout: 9
   const [http, grpc, raft] = await Promise.all([freePort(), freePort(), freePort()]);
   const httpAddr = `127.0.0.1:${http}`;
   serve(t, ["--data-dir", join(dir, "data"), "--http-addr", httpAddr, "--grpc-addr", `127.0.0.1:${grpc}`,
-    "--raft-addr", `127.0.0.1:${raft}`, "--metrics-addr", "", "--auth-hs256-secret-file", secret], "serve");
+    "--raft-addr", `127.0.0.1:${raft}`, "--metrics-addr", "", "--sqs-addr", "", "--auth-hs256-secret-file", secret], "serve");
   await ready(httpAddr);
   const base = `http://${httpAddr}`;
   const adminTok = mintToken(secret, "acme", admin);

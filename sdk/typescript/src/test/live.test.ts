@@ -77,6 +77,7 @@ before(async () => {
       "--grpc-addr", `127.0.0.1:${grpc}`,
       "--raft-addr", `127.0.0.1:${raft}`,
       "--metrics-addr=",
+      "--sqs-addr=",
     ],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
