@@ -116,6 +116,7 @@ func queueToAPI(info *store.QueueInfo, withStats bool) *qv1.Queue {
 		Attributes: attributesToAPI(r.GetAttributes()),
 		Tags:       r.GetTags(),
 		CreatedAt:  msTime(r.GetCreatedAtMs()),
+		UpdatedAt:  msTime(max(r.GetUpdatedAtMs(), r.GetCreatedAtMs())),
 	}
 	if withStats {
 		q.Stats = &qv1.QueueStats{Visible: info.Stats.Visible, InFlight: info.Stats.InFlight, Delayed: info.Stats.Delayed}

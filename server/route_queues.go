@@ -80,7 +80,7 @@ func (r *Router) GetQueue(ctx context.Context, req *qv1.GetQueueRequest) (*qv1.G
 	if err != nil {
 		return nil, err
 	}
-	out := &qv1.Queue{Name: q.GetName(), Attributes: q.GetAttributes(), Tags: q.GetTags(), CreatedAt: q.GetCreatedAt(), Stats: &qv1.QueueStats{}}
+	out := &qv1.Queue{Name: q.GetName(), Attributes: q.GetAttributes(), Tags: q.GetTags(), CreatedAt: q.GetCreatedAt(), UpdatedAt: q.GetUpdatedAt(), Stats: &qv1.QueueStats{}}
 	for i := range parts {
 		out.PartitionShards = append(out.PartitionShards, r.shardOf(tenant, q.GetName(), i))
 	}

@@ -383,7 +383,7 @@ type attributesOut struct {
 // queueAttributeNames are the attributes GetQueueAttributes knows.
 var queueAttributeNames = []string{
 	"ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed", "ApproximateNumberOfMessagesNotVisible",
-	"CreatedTimestamp", "DelaySeconds", "MaximumMessageSize", "MessageRetentionPeriod", "QueueArn",
+	"CreatedTimestamp", "LastModifiedTimestamp", "DelaySeconds", "MaximumMessageSize", "MessageRetentionPeriod", "QueueArn",
 	"ReceiveMessageWaitTimeSeconds", "VisibilityTimeout", "RedrivePolicy", "RedriveAllowPolicy",
 	"FifoQueue", "ContentBasedDeduplication", "DeduplicationScope", "FifoThroughputLimit", "SqsManagedSseEnabled",
 }
@@ -401,7 +401,7 @@ func getQueueAttributes(c *call, in []byte) (any, error) {
 			for _, k := range queueAttributeNames {
 				want[k] = true
 			}
-		case contains(queueAttributeNames, n), n == "LastModifiedTimestamp", n == "Policy",
+		case contains(queueAttributeNames, n), n == "Policy",
 			n == "KmsMasterKeyId", n == "KmsDataKeyReusePeriodSeconds":
 			want[n] = true
 		default:
@@ -431,6 +431,7 @@ func (c *call) queueAttributes(q *qv1.Queue) map[string]string {
 		"ApproximateNumberOfMessagesNotVisible": strconv.FormatInt(q.GetStats().GetInFlight(), 10),
 		"ApproximateNumberOfMessagesDelayed":    strconv.FormatInt(q.GetStats().GetDelayed(), 10),
 		"CreatedTimestamp":                      strconv.FormatInt(q.GetCreatedAt().GetSeconds(), 10),
+		"LastModifiedTimestamp":                 strconv.FormatInt(q.GetUpdatedAt().GetSeconds(), 10),
 		"DelaySeconds":                          secs(a.GetDeliveryDelay()),
 		"MaximumMessageSize":                    strconv.FormatInt(a.GetMaxMessageSize(), 10),
 		"MessageRetentionPeriod":                secs(a.GetMessageRetention()),

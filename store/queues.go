@@ -255,6 +255,7 @@ func (t *txn) updateQueue(op *storepb.UpdateQueue, res *Result) error {
 	}
 	q.Tags = tags
 	q.Attributes = a
+	q.UpdatedAtMs = t.now
 	if err := t.set(keys.Catalog(t.s.shard, q.Tenant, q.Name), q); err != nil {
 		return err
 	}

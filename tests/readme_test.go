@@ -22,8 +22,10 @@ import (
 //     TestReadmePeerCertificateRecipe (readme_auth_test.go)
 //   - "### Access keys for the SQS endpoint": TestReadmeAccessKeyWalkthrough
 //     (readme_sqsauth_test.go)
-//   - "## Use it from the AWS SDK / CLI": TestReadmeSQSWalkthrough
-//     (sqs_cli_test.go, build tag sqscli, run by `make test-sqs`)
+//   - "## Use it from the AWS SDK / CLI": the aws CLI block by
+//     TestReadmeSQSWalkthrough (sqs_cli_test.go, build tag sqscli, run by
+//     `make test-sqs`), the Go program by TestReadmeSQSGoExample
+//     (readme_sqs_go_test.go, in `make test`)
 //   - "## Go SDK" has no block; it points at sdk/examples (run by
 //     sdk/examples/producer/main_test.go) and the sdk Example functions.
 

@@ -162,9 +162,11 @@ func TestSQSSDKQueues(t *testing.T) {
 	}
 	a := attrs.Attributes
 	if a["VisibilityTimeout"] != "45" || a["QueueArn"] != "arn:aws:sqs:us-east-1:default:orders" || a["MessageRetentionPeriod"] != "345600" ||
-		a["ApproximateNumberOfMessages"] != "0" || a["CreatedTimestamp"] == "" || a["FifoQueue"] != "" {
+		a["ApproximateNumberOfMessages"] != "0" || a["CreatedTimestamp"] == "" || a["FifoQueue"] != "" ||
+		a["LastModifiedTimestamp"] != a["CreatedTimestamp"] {
 		t.Fatalf("attributes: %v", a)
 	}
+	createdAt := a["CreatedTimestamp"]
 	if _, err := c.SetQueueAttributes(ctx, &awssqs.SetQueueAttributesInput{QueueUrl: &url,
 		Attributes: map[string]string{"VisibilityTimeout": "10", "ReceiveMessageWaitTimeSeconds": "3", "MaximumMessageSize": "2048"}}); err != nil {
 		t.Fatal(err)
@@ -174,6 +176,14 @@ func TestSQSSDKQueues(t *testing.T) {
 	if err != nil || len(attrs.Attributes) != 3 || attrs.Attributes["VisibilityTimeout"] != "10" ||
 		attrs.Attributes["ReceiveMessageWaitTimeSeconds"] != "3" || attrs.Attributes["MaximumMessageSize"] != "2048" {
 		t.Fatalf("after SetQueueAttributes: %v %v", attrs, err)
+	}
+	// LastModifiedTimestamp moves with SetQueueAttributes (seconds: it may
+	// still equal the creation second), CreatedTimestamp does not.
+	attrs, err = c.GetQueueAttributes(ctx, &awssqs.GetQueueAttributesInput{QueueUrl: &url,
+		AttributeNames: []types.QueueAttributeName{"CreatedTimestamp", "LastModifiedTimestamp"}})
+	if err != nil || attrs.Attributes["CreatedTimestamp"] != createdAt || attrs.Attributes["LastModifiedTimestamp"] < createdAt ||
+		len(attrs.Attributes["LastModifiedTimestamp"]) != len(createdAt) {
+		t.Fatalf("timestamps after SetQueueAttributes: %v %v (created %s)", attrs, err, createdAt)
 	}
 	_, err = c.SetQueueAttributes(ctx, &awssqs.SetQueueAttributesInput{QueueUrl: &url, Attributes: map[string]string{"DelaySeconds": "901"}})
 	wantCode(t, "DelaySeconds past SQS's 15 minutes", err, "InvalidAttributeValue")

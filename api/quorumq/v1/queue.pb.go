@@ -337,8 +337,11 @@ type Queue struct {
 	// The shard (Raft group) holding each partition, in partition order
 	// (GetQueue only).
 	PartitionShards []uint64 `protobuf:"varint,6,rep,packed,name=partition_shards,json=partitionShards,proto3" json:"partition_shards,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Time of the last change of attributes or tags (UpdateQueue); the
+	// creation time when it was never changed.
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Queue) Reset() {
@@ -409,6 +412,13 @@ func (x *Queue) GetStats() *QueueStats {
 func (x *Queue) GetPartitionShards() []uint64 {
 	if x != nil {
 		return x.PartitionShards
+	}
+	return nil
+}
+
+func (x *Queue) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
 	}
 	return nil
 }
@@ -3279,7 +3289,7 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"QueueStats\x12\x18\n" +
 	"\avisible\x18\x01 \x01(\x03R\avisible\x12\x1b\n" +
 	"\tin_flight\x18\x02 \x01(\x03R\binFlight\x12\x18\n" +
-	"\adelayed\x18\x03 \x01(\x03R\adelayed\"\xd6\x02\n" +
+	"\adelayed\x18\x03 \x01(\x03R\adelayed\"\x91\x03\n" +
 	"\x05Queue\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
 	"\n" +
@@ -3289,7 +3299,9 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12,\n" +
 	"\x05stats\x18\x05 \x01(\v2\x16.quorumq.v1.QueueStatsR\x05stats\x12)\n" +
-	"\x10partition_shards\x18\x06 \x03(\x04R\x0fpartitionShards\x1a7\n" +
+	"\x10partition_shards\x18\x06 \x03(\x04R\x0fpartitionShards\x129\n" +
+	"\n" +
+	"updated_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdc\x01\n" +
@@ -3643,94 +3655,95 @@ var file_quorumq_v1_queue_proto_depIdxs = []int32{
 	50, // 6: quorumq.v1.Queue.tags:type_name -> quorumq.v1.Queue.TagsEntry
 	58, // 7: quorumq.v1.Queue.created_at:type_name -> google.protobuf.Timestamp
 	3,  // 8: quorumq.v1.Queue.stats:type_name -> quorumq.v1.QueueStats
-	1,  // 9: quorumq.v1.CreateQueueRequest.attributes:type_name -> quorumq.v1.QueueAttributes
-	51, // 10: quorumq.v1.CreateQueueRequest.tags:type_name -> quorumq.v1.CreateQueueRequest.TagsEntry
-	4,  // 11: quorumq.v1.CreateQueueResponse.queue:type_name -> quorumq.v1.Queue
-	4,  // 12: quorumq.v1.GetQueueResponse.queue:type_name -> quorumq.v1.Queue
-	4,  // 13: quorumq.v1.ListQueuesResponse.queues:type_name -> quorumq.v1.Queue
-	1,  // 14: quorumq.v1.UpdateQueueRequest.attributes:type_name -> quorumq.v1.QueueAttributes
-	59, // 15: quorumq.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
-	52, // 16: quorumq.v1.UpdateQueueRequest.tags:type_name -> quorumq.v1.UpdateQueueRequest.TagsEntry
-	4,  // 17: quorumq.v1.UpdateQueueResponse.queue:type_name -> quorumq.v1.Queue
-	53, // 18: quorumq.v1.SendMessageRequest.attributes:type_name -> quorumq.v1.SendMessageRequest.AttributesEntry
-	57, // 19: quorumq.v1.SendMessageRequest.delay:type_name -> google.protobuf.Duration
-	58, // 20: quorumq.v1.SendMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
-	54, // 21: quorumq.v1.SendMessageBatchEntry.attributes:type_name -> quorumq.v1.SendMessageBatchEntry.AttributesEntry
-	57, // 22: quorumq.v1.SendMessageBatchEntry.delay:type_name -> google.protobuf.Duration
-	58, // 23: quorumq.v1.SendMessageBatchEntry.deliver_at:type_name -> google.protobuf.Timestamp
-	19, // 24: quorumq.v1.SendMessageBatchRequest.entries:type_name -> quorumq.v1.SendMessageBatchEntry
-	57, // 25: quorumq.v1.BatchResultError.retry_delay:type_name -> google.protobuf.Duration
-	21, // 26: quorumq.v1.SendMessageBatchResponse.successful:type_name -> quorumq.v1.SendMessageBatchResult
-	22, // 27: quorumq.v1.SendMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
-	57, // 28: quorumq.v1.ReceiveMessagesRequest.visibility_timeout:type_name -> google.protobuf.Duration
-	57, // 29: quorumq.v1.ReceiveMessagesRequest.wait_time:type_name -> google.protobuf.Duration
-	24, // 30: quorumq.v1.ReceiveMessagesRequest.tag_filter:type_name -> quorumq.v1.TagFilter
-	55, // 31: quorumq.v1.ReceivedMessage.attributes:type_name -> quorumq.v1.ReceivedMessage.AttributesEntry
-	58, // 32: quorumq.v1.ReceivedMessage.sent_at:type_name -> google.protobuf.Timestamp
-	58, // 33: quorumq.v1.ReceivedMessage.first_received_at:type_name -> google.protobuf.Timestamp
-	26, // 34: quorumq.v1.ReceiveMessagesResponse.messages:type_name -> quorumq.v1.ReceivedMessage
-	30, // 35: quorumq.v1.DeleteMessageBatchRequest.entries:type_name -> quorumq.v1.DeleteMessageBatchEntry
-	32, // 36: quorumq.v1.DeleteMessageBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
-	22, // 37: quorumq.v1.DeleteMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
-	57, // 38: quorumq.v1.ChangeMessageVisibilityRequest.visibility_timeout:type_name -> google.protobuf.Duration
-	57, // 39: quorumq.v1.ChangeMessageVisibilityBatchEntry.visibility_timeout:type_name -> google.protobuf.Duration
-	36, // 40: quorumq.v1.ChangeMessageVisibilityBatchRequest.entries:type_name -> quorumq.v1.ChangeMessageVisibilityBatchEntry
-	32, // 41: quorumq.v1.ChangeMessageVisibilityBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
-	22, // 42: quorumq.v1.ChangeMessageVisibilityBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
-	0,  // 43: quorumq.v1.PeekMessagesRequest.states:type_name -> quorumq.v1.MessageState
-	24, // 44: quorumq.v1.PeekMessagesRequest.tag_filter:type_name -> quorumq.v1.TagFilter
-	57, // 45: quorumq.v1.PeekMessagesRequest.min_age:type_name -> google.protobuf.Duration
-	56, // 46: quorumq.v1.PeekedMessage.attributes:type_name -> quorumq.v1.PeekedMessage.AttributesEntry
-	58, // 47: quorumq.v1.PeekedMessage.sent_at:type_name -> google.protobuf.Timestamp
-	58, // 48: quorumq.v1.PeekedMessage.first_received_at:type_name -> google.protobuf.Timestamp
-	58, // 49: quorumq.v1.PeekedMessage.visible_at:type_name -> google.protobuf.Timestamp
-	0,  // 50: quorumq.v1.PeekedMessage.state:type_name -> quorumq.v1.MessageState
-	42, // 51: quorumq.v1.PeekMessagesResponse.messages:type_name -> quorumq.v1.PeekedMessage
-	42, // 52: quorumq.v1.GetMessageResponse.message:type_name -> quorumq.v1.PeekedMessage
-	57, // 53: quorumq.v1.RescheduleMessageRequest.delay:type_name -> google.protobuf.Duration
-	58, // 54: quorumq.v1.RescheduleMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
-	58, // 55: quorumq.v1.RescheduleMessageResponse.visible_at:type_name -> google.protobuf.Timestamp
-	5,  // 56: quorumq.v1.QueueService.CreateQueue:input_type -> quorumq.v1.CreateQueueRequest
-	7,  // 57: quorumq.v1.QueueService.GetQueue:input_type -> quorumq.v1.GetQueueRequest
-	9,  // 58: quorumq.v1.QueueService.ListQueues:input_type -> quorumq.v1.ListQueuesRequest
-	11, // 59: quorumq.v1.QueueService.UpdateQueue:input_type -> quorumq.v1.UpdateQueueRequest
-	13, // 60: quorumq.v1.QueueService.DeleteQueue:input_type -> quorumq.v1.DeleteQueueRequest
-	15, // 61: quorumq.v1.QueueService.PurgeQueue:input_type -> quorumq.v1.PurgeQueueRequest
-	17, // 62: quorumq.v1.QueueService.SendMessage:input_type -> quorumq.v1.SendMessageRequest
-	20, // 63: quorumq.v1.QueueService.SendMessageBatch:input_type -> quorumq.v1.SendMessageBatchRequest
-	25, // 64: quorumq.v1.QueueService.ReceiveMessages:input_type -> quorumq.v1.ReceiveMessagesRequest
-	28, // 65: quorumq.v1.QueueService.DeleteMessage:input_type -> quorumq.v1.DeleteMessageRequest
-	31, // 66: quorumq.v1.QueueService.DeleteMessageBatch:input_type -> quorumq.v1.DeleteMessageBatchRequest
-	34, // 67: quorumq.v1.QueueService.ChangeMessageVisibility:input_type -> quorumq.v1.ChangeMessageVisibilityRequest
-	37, // 68: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:input_type -> quorumq.v1.ChangeMessageVisibilityBatchRequest
-	39, // 69: quorumq.v1.QueueService.RedriveMessages:input_type -> quorumq.v1.RedriveMessagesRequest
-	41, // 70: quorumq.v1.QueueService.PeekMessages:input_type -> quorumq.v1.PeekMessagesRequest
-	44, // 71: quorumq.v1.QueueService.GetMessage:input_type -> quorumq.v1.GetMessageRequest
-	46, // 72: quorumq.v1.QueueService.CancelMessage:input_type -> quorumq.v1.CancelMessageRequest
-	48, // 73: quorumq.v1.QueueService.RescheduleMessage:input_type -> quorumq.v1.RescheduleMessageRequest
-	6,  // 74: quorumq.v1.QueueService.CreateQueue:output_type -> quorumq.v1.CreateQueueResponse
-	8,  // 75: quorumq.v1.QueueService.GetQueue:output_type -> quorumq.v1.GetQueueResponse
-	10, // 76: quorumq.v1.QueueService.ListQueues:output_type -> quorumq.v1.ListQueuesResponse
-	12, // 77: quorumq.v1.QueueService.UpdateQueue:output_type -> quorumq.v1.UpdateQueueResponse
-	14, // 78: quorumq.v1.QueueService.DeleteQueue:output_type -> quorumq.v1.DeleteQueueResponse
-	16, // 79: quorumq.v1.QueueService.PurgeQueue:output_type -> quorumq.v1.PurgeQueueResponse
-	18, // 80: quorumq.v1.QueueService.SendMessage:output_type -> quorumq.v1.SendMessageResponse
-	23, // 81: quorumq.v1.QueueService.SendMessageBatch:output_type -> quorumq.v1.SendMessageBatchResponse
-	27, // 82: quorumq.v1.QueueService.ReceiveMessages:output_type -> quorumq.v1.ReceiveMessagesResponse
-	29, // 83: quorumq.v1.QueueService.DeleteMessage:output_type -> quorumq.v1.DeleteMessageResponse
-	33, // 84: quorumq.v1.QueueService.DeleteMessageBatch:output_type -> quorumq.v1.DeleteMessageBatchResponse
-	35, // 85: quorumq.v1.QueueService.ChangeMessageVisibility:output_type -> quorumq.v1.ChangeMessageVisibilityResponse
-	38, // 86: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:output_type -> quorumq.v1.ChangeMessageVisibilityBatchResponse
-	40, // 87: quorumq.v1.QueueService.RedriveMessages:output_type -> quorumq.v1.RedriveMessagesResponse
-	43, // 88: quorumq.v1.QueueService.PeekMessages:output_type -> quorumq.v1.PeekMessagesResponse
-	45, // 89: quorumq.v1.QueueService.GetMessage:output_type -> quorumq.v1.GetMessageResponse
-	47, // 90: quorumq.v1.QueueService.CancelMessage:output_type -> quorumq.v1.CancelMessageResponse
-	49, // 91: quorumq.v1.QueueService.RescheduleMessage:output_type -> quorumq.v1.RescheduleMessageResponse
-	74, // [74:92] is the sub-list for method output_type
-	56, // [56:74] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	58, // 9: quorumq.v1.Queue.updated_at:type_name -> google.protobuf.Timestamp
+	1,  // 10: quorumq.v1.CreateQueueRequest.attributes:type_name -> quorumq.v1.QueueAttributes
+	51, // 11: quorumq.v1.CreateQueueRequest.tags:type_name -> quorumq.v1.CreateQueueRequest.TagsEntry
+	4,  // 12: quorumq.v1.CreateQueueResponse.queue:type_name -> quorumq.v1.Queue
+	4,  // 13: quorumq.v1.GetQueueResponse.queue:type_name -> quorumq.v1.Queue
+	4,  // 14: quorumq.v1.ListQueuesResponse.queues:type_name -> quorumq.v1.Queue
+	1,  // 15: quorumq.v1.UpdateQueueRequest.attributes:type_name -> quorumq.v1.QueueAttributes
+	59, // 16: quorumq.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
+	52, // 17: quorumq.v1.UpdateQueueRequest.tags:type_name -> quorumq.v1.UpdateQueueRequest.TagsEntry
+	4,  // 18: quorumq.v1.UpdateQueueResponse.queue:type_name -> quorumq.v1.Queue
+	53, // 19: quorumq.v1.SendMessageRequest.attributes:type_name -> quorumq.v1.SendMessageRequest.AttributesEntry
+	57, // 20: quorumq.v1.SendMessageRequest.delay:type_name -> google.protobuf.Duration
+	58, // 21: quorumq.v1.SendMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
+	54, // 22: quorumq.v1.SendMessageBatchEntry.attributes:type_name -> quorumq.v1.SendMessageBatchEntry.AttributesEntry
+	57, // 23: quorumq.v1.SendMessageBatchEntry.delay:type_name -> google.protobuf.Duration
+	58, // 24: quorumq.v1.SendMessageBatchEntry.deliver_at:type_name -> google.protobuf.Timestamp
+	19, // 25: quorumq.v1.SendMessageBatchRequest.entries:type_name -> quorumq.v1.SendMessageBatchEntry
+	57, // 26: quorumq.v1.BatchResultError.retry_delay:type_name -> google.protobuf.Duration
+	21, // 27: quorumq.v1.SendMessageBatchResponse.successful:type_name -> quorumq.v1.SendMessageBatchResult
+	22, // 28: quorumq.v1.SendMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
+	57, // 29: quorumq.v1.ReceiveMessagesRequest.visibility_timeout:type_name -> google.protobuf.Duration
+	57, // 30: quorumq.v1.ReceiveMessagesRequest.wait_time:type_name -> google.protobuf.Duration
+	24, // 31: quorumq.v1.ReceiveMessagesRequest.tag_filter:type_name -> quorumq.v1.TagFilter
+	55, // 32: quorumq.v1.ReceivedMessage.attributes:type_name -> quorumq.v1.ReceivedMessage.AttributesEntry
+	58, // 33: quorumq.v1.ReceivedMessage.sent_at:type_name -> google.protobuf.Timestamp
+	58, // 34: quorumq.v1.ReceivedMessage.first_received_at:type_name -> google.protobuf.Timestamp
+	26, // 35: quorumq.v1.ReceiveMessagesResponse.messages:type_name -> quorumq.v1.ReceivedMessage
+	30, // 36: quorumq.v1.DeleteMessageBatchRequest.entries:type_name -> quorumq.v1.DeleteMessageBatchEntry
+	32, // 37: quorumq.v1.DeleteMessageBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
+	22, // 38: quorumq.v1.DeleteMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
+	57, // 39: quorumq.v1.ChangeMessageVisibilityRequest.visibility_timeout:type_name -> google.protobuf.Duration
+	57, // 40: quorumq.v1.ChangeMessageVisibilityBatchEntry.visibility_timeout:type_name -> google.protobuf.Duration
+	36, // 41: quorumq.v1.ChangeMessageVisibilityBatchRequest.entries:type_name -> quorumq.v1.ChangeMessageVisibilityBatchEntry
+	32, // 42: quorumq.v1.ChangeMessageVisibilityBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
+	22, // 43: quorumq.v1.ChangeMessageVisibilityBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
+	0,  // 44: quorumq.v1.PeekMessagesRequest.states:type_name -> quorumq.v1.MessageState
+	24, // 45: quorumq.v1.PeekMessagesRequest.tag_filter:type_name -> quorumq.v1.TagFilter
+	57, // 46: quorumq.v1.PeekMessagesRequest.min_age:type_name -> google.protobuf.Duration
+	56, // 47: quorumq.v1.PeekedMessage.attributes:type_name -> quorumq.v1.PeekedMessage.AttributesEntry
+	58, // 48: quorumq.v1.PeekedMessage.sent_at:type_name -> google.protobuf.Timestamp
+	58, // 49: quorumq.v1.PeekedMessage.first_received_at:type_name -> google.protobuf.Timestamp
+	58, // 50: quorumq.v1.PeekedMessage.visible_at:type_name -> google.protobuf.Timestamp
+	0,  // 51: quorumq.v1.PeekedMessage.state:type_name -> quorumq.v1.MessageState
+	42, // 52: quorumq.v1.PeekMessagesResponse.messages:type_name -> quorumq.v1.PeekedMessage
+	42, // 53: quorumq.v1.GetMessageResponse.message:type_name -> quorumq.v1.PeekedMessage
+	57, // 54: quorumq.v1.RescheduleMessageRequest.delay:type_name -> google.protobuf.Duration
+	58, // 55: quorumq.v1.RescheduleMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
+	58, // 56: quorumq.v1.RescheduleMessageResponse.visible_at:type_name -> google.protobuf.Timestamp
+	5,  // 57: quorumq.v1.QueueService.CreateQueue:input_type -> quorumq.v1.CreateQueueRequest
+	7,  // 58: quorumq.v1.QueueService.GetQueue:input_type -> quorumq.v1.GetQueueRequest
+	9,  // 59: quorumq.v1.QueueService.ListQueues:input_type -> quorumq.v1.ListQueuesRequest
+	11, // 60: quorumq.v1.QueueService.UpdateQueue:input_type -> quorumq.v1.UpdateQueueRequest
+	13, // 61: quorumq.v1.QueueService.DeleteQueue:input_type -> quorumq.v1.DeleteQueueRequest
+	15, // 62: quorumq.v1.QueueService.PurgeQueue:input_type -> quorumq.v1.PurgeQueueRequest
+	17, // 63: quorumq.v1.QueueService.SendMessage:input_type -> quorumq.v1.SendMessageRequest
+	20, // 64: quorumq.v1.QueueService.SendMessageBatch:input_type -> quorumq.v1.SendMessageBatchRequest
+	25, // 65: quorumq.v1.QueueService.ReceiveMessages:input_type -> quorumq.v1.ReceiveMessagesRequest
+	28, // 66: quorumq.v1.QueueService.DeleteMessage:input_type -> quorumq.v1.DeleteMessageRequest
+	31, // 67: quorumq.v1.QueueService.DeleteMessageBatch:input_type -> quorumq.v1.DeleteMessageBatchRequest
+	34, // 68: quorumq.v1.QueueService.ChangeMessageVisibility:input_type -> quorumq.v1.ChangeMessageVisibilityRequest
+	37, // 69: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:input_type -> quorumq.v1.ChangeMessageVisibilityBatchRequest
+	39, // 70: quorumq.v1.QueueService.RedriveMessages:input_type -> quorumq.v1.RedriveMessagesRequest
+	41, // 71: quorumq.v1.QueueService.PeekMessages:input_type -> quorumq.v1.PeekMessagesRequest
+	44, // 72: quorumq.v1.QueueService.GetMessage:input_type -> quorumq.v1.GetMessageRequest
+	46, // 73: quorumq.v1.QueueService.CancelMessage:input_type -> quorumq.v1.CancelMessageRequest
+	48, // 74: quorumq.v1.QueueService.RescheduleMessage:input_type -> quorumq.v1.RescheduleMessageRequest
+	6,  // 75: quorumq.v1.QueueService.CreateQueue:output_type -> quorumq.v1.CreateQueueResponse
+	8,  // 76: quorumq.v1.QueueService.GetQueue:output_type -> quorumq.v1.GetQueueResponse
+	10, // 77: quorumq.v1.QueueService.ListQueues:output_type -> quorumq.v1.ListQueuesResponse
+	12, // 78: quorumq.v1.QueueService.UpdateQueue:output_type -> quorumq.v1.UpdateQueueResponse
+	14, // 79: quorumq.v1.QueueService.DeleteQueue:output_type -> quorumq.v1.DeleteQueueResponse
+	16, // 80: quorumq.v1.QueueService.PurgeQueue:output_type -> quorumq.v1.PurgeQueueResponse
+	18, // 81: quorumq.v1.QueueService.SendMessage:output_type -> quorumq.v1.SendMessageResponse
+	23, // 82: quorumq.v1.QueueService.SendMessageBatch:output_type -> quorumq.v1.SendMessageBatchResponse
+	27, // 83: quorumq.v1.QueueService.ReceiveMessages:output_type -> quorumq.v1.ReceiveMessagesResponse
+	29, // 84: quorumq.v1.QueueService.DeleteMessage:output_type -> quorumq.v1.DeleteMessageResponse
+	33, // 85: quorumq.v1.QueueService.DeleteMessageBatch:output_type -> quorumq.v1.DeleteMessageBatchResponse
+	35, // 86: quorumq.v1.QueueService.ChangeMessageVisibility:output_type -> quorumq.v1.ChangeMessageVisibilityResponse
+	38, // 87: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:output_type -> quorumq.v1.ChangeMessageVisibilityBatchResponse
+	40, // 88: quorumq.v1.QueueService.RedriveMessages:output_type -> quorumq.v1.RedriveMessagesResponse
+	43, // 89: quorumq.v1.QueueService.PeekMessages:output_type -> quorumq.v1.PeekMessagesResponse
+	45, // 90: quorumq.v1.QueueService.GetMessage:output_type -> quorumq.v1.GetMessageResponse
+	47, // 91: quorumq.v1.QueueService.CancelMessage:output_type -> quorumq.v1.CancelMessageResponse
+	49, // 92: quorumq.v1.QueueService.RescheduleMessage:output_type -> quorumq.v1.RescheduleMessageResponse
+	75, // [75:93] is the sub-list for method output_type
+	57, // [57:75] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_quorumq_v1_queue_proto_init() }

@@ -1800,6 +1800,8 @@ type QueueRecord struct {
 	PartitionCopy bool  `protobuf:"varint,8,opt,name=partition_copy,json=partitionCopy,proto3" json:"partition_copy,omitempty"`
 	Partition     int32 `protobuf:"varint,9,opt,name=partition,proto3" json:"partition,omitempty"`
 	Incarnation   int64 `protobuf:"varint,10,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// Time of the last UpdateQueue applied (0: never updated since creation).
+	UpdatedAtMs   int64 `protobuf:"varint,11,opt,name=updated_at_ms,json=updatedAtMs,proto3" json:"updated_at_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1900,6 +1902,13 @@ func (x *QueueRecord) GetPartition() int32 {
 func (x *QueueRecord) GetIncarnation() int64 {
 	if x != nil {
 		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *QueueRecord) GetUpdatedAtMs() int64 {
+	if x != nil {
+		return x.UpdatedAtMs
 	}
 	return 0
 }
@@ -3082,7 +3091,7 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x12!\n" +
 	"\fmax_messages\x18\x03 \x01(\x05R\vmaxMessages\x12!\n" +
 	"\ftarget_queue\x18\x04 \x01(\tR\vtargetQueue\x12'\n" +
-	"\x0fmissing_sources\x18\x05 \x03(\tR\x0emissingSources\"\xa0\x03\n" +
+	"\x0fmissing_sources\x18\x05 \x03(\tR\x0emissingSources\"\xc4\x03\n" +
 	"\vQueueRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x12\n" +
@@ -3097,7 +3106,8 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x0epartition_copy\x18\b \x01(\bR\rpartitionCopy\x12\x1c\n" +
 	"\tpartition\x18\t \x01(\x05R\tpartition\x12 \n" +
 	"\vincarnation\x18\n" +
-	" \x01(\x03R\vincarnation\x1a7\n" +
+	" \x01(\x03R\vincarnation\x12\"\n" +
+	"\rupdated_at_ms\x18\v \x01(\x03R\vupdatedAtMs\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfd\x01\n" +
