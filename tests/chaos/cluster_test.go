@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	"github.com/quorumq/quorumq/internal/testports"
 )
 
 // state of a node process.
@@ -66,14 +67,8 @@ type cluster struct {
 // 100 ms and elections are randomised in [10, 20) ticks.
 const electionTimeout = 2 * time.Second
 
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
+// freeAddr: see testports.Reserve for why not ":0".
+func freeAddr() (string, error) { return testports.Reserve() }
 
 // newCluster prepares n node slots (nothing runs yet).
 func newCluster(bin, dir string, n, shards int, logf func(string, ...any)) (_ *cluster, err error) {
