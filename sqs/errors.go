@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -169,11 +170,11 @@ func fromStatus(st *status.Status) *apiError {
 // batchEntryError maps a failed batch entry of QueueService to SQS's
 // BatchResultErrorEntry code and whether the sender is at fault.
 func batchEntryError(code, reason, msg string) (string, bool) {
-	c := codes.Unknown
-	for i := codes.OK; i <= codes.Unauthenticated; i++ {
-		if code == codeName(i) {
-			c = i
-		}
+	// Batch entries carry the canonical code name ("INVALID_ARGUMENT"),
+	// which is also codes.Code's JSON form.
+	var c codes.Code
+	if c.UnmarshalJSON([]byte(strconv.Quote(code))) != nil {
+		c = codes.Unknown
 	}
 	ae := fromStatus(status.New(c, msg))
 	switch reason {
@@ -185,33 +186,4 @@ func batchEntryError(code, reason, msg string) (string, bool) {
 		return "RequestThrottled", true
 	}
 	return ae.code, !ae.receiver
-}
-
-// codeName is the upper-case name of a gRPC code as batch entries carry it.
-func codeName(c codes.Code) string {
-	switch c {
-	case codes.Canceled:
-		return "CANCELLED"
-	case codes.InvalidArgument:
-		return "INVALID_ARGUMENT"
-	case codes.DeadlineExceeded:
-		return "DEADLINE_EXCEEDED"
-	case codes.NotFound:
-		return "NOT_FOUND"
-	case codes.AlreadyExists:
-		return "ALREADY_EXISTS"
-	case codes.PermissionDenied:
-		return "PERMISSION_DENIED"
-	case codes.ResourceExhausted:
-		return "RESOURCE_EXHAUSTED"
-	case codes.FailedPrecondition:
-		return "FAILED_PRECONDITION"
-	case codes.Unavailable:
-		return "UNAVAILABLE"
-	case codes.Unauthenticated:
-		return "UNAUTHENTICATED"
-	case codes.Internal:
-		return "INTERNAL"
-	}
-	return c.String()
 }

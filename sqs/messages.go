@@ -2,6 +2,7 @@ package sqs
 
 import (
 	"regexp"
+	"slices"
 	"strconv"
 	"time"
 
@@ -284,7 +285,7 @@ func receiveMessage(c *call, in []byte) (any, error) {
 	}
 	sysNames := append(append([]string{}, req.AttributeNames...), req.MessageSystemAttributeNames...)
 	for _, n := range sysNames {
-		if !contains(systemAttributeNames, n) && !contains(queueAttributeNames, n) {
+		if !slices.Contains(systemAttributeNames, n) && !slices.Contains(queueAttributeNames, n) {
 			return nil, errInvalidAttributeName(n)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -401,7 +402,7 @@ func getQueueAttributes(c *call, in []byte) (any, error) {
 			for _, k := range queueAttributeNames {
 				want[k] = true
 			}
-		case contains(queueAttributeNames, n), n == "Policy",
+		case slices.Contains(queueAttributeNames, n), n == "Policy",
 			n == "KmsMasterKeyId", n == "KmsDataKeyReusePeriodSeconds":
 			want[n] = true
 		default:
@@ -568,15 +569,6 @@ func listDeadLetterSourceQueues(c *call, in []byte) (any, error) {
 		}
 	}
 	return out, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 type tagQueueIn struct {

@@ -140,27 +140,38 @@ func (r *raftMetrics) ProposalDone(group uint64, commit, _ time.Duration, err er
 	r.commit.Record(context.Background(), commit.Seconds(), a.group)
 }
 
+// observables returns constructors of observable counters and gauges on m;
+// the first failure is kept in *err and later calls return nil, so a list
+// of registrations reads flat and is checked once.
+func observables(m metric.Meter, err *error) (
+	counter func(name, desc, unit string) metric.Int64ObservableCounter,
+	gauge func(name, desc, unit string) metric.Int64ObservableGauge,
+) {
+	counter = func(name, desc, unit string) metric.Int64ObservableCounter {
+		if *err != nil {
+			return nil
+		}
+		var c metric.Int64ObservableCounter
+		c, *err = m.Int64ObservableCounter(name, metric.WithDescription(desc), metric.WithUnit(unit))
+		return c
+	}
+	gauge = func(name, desc, unit string) metric.Int64ObservableGauge {
+		if *err != nil {
+			return nil
+		}
+		var g metric.Int64ObservableGauge
+		g, *err = m.Int64ObservableGauge(name, metric.WithDescription(desc), metric.WithUnit(unit))
+		return g
+	}
+	return counter, gauge
+}
+
 // registerGroupGauges registers the gauges read from the Raft host at
 // scrape time: per group leader, term, indexes and log size; per node the
 // snapshot counters.
 func registerGroupGauges(m metric.Meter, h *raftnode.Host, groups []uint64) error {
 	var err error
-	gauge := func(name, desc, unit string) metric.Int64ObservableGauge {
-		if err != nil {
-			return nil
-		}
-		var g metric.Int64ObservableGauge
-		g, err = m.Int64ObservableGauge(name, metric.WithDescription(desc), metric.WithUnit(unit))
-		return g
-	}
-	counter := func(name, desc, unit string) metric.Int64ObservableCounter {
-		if err != nil {
-			return nil
-		}
-		var c metric.Int64ObservableCounter
-		c, err = m.Int64ObservableCounter(name, metric.WithDescription(desc), metric.WithUnit(unit))
-		return c
-	}
+	counter, gauge := observables(m, &err)
 	leader := gauge("raft.leader", "1 if this node leads the group, else 0.", "")
 	hasLeader := gauge("raft.has_leader", "1 if this node knows a leader of the group, else 0.", "")
 	term := gauge("raft.term", "The group's Raft term as seen by this node.", "")

@@ -70,22 +70,7 @@ func (w *writeStalls) read() (int64, time.Duration) {
 //	quorumq_pebble_write_stalls_total, quorumq_pebble_write_stall_seconds_total
 func registerPebbleMetrics(m metric.Meter, db *pebble.DB, stalls *writeStalls) error {
 	var err error
-	counter := func(name, desc, unit string) metric.Int64ObservableCounter {
-		if err != nil {
-			return nil
-		}
-		var c metric.Int64ObservableCounter
-		c, err = m.Int64ObservableCounter(name, metric.WithDescription(desc), metric.WithUnit(unit))
-		return c
-	}
-	gauge := func(name, desc, unit string) metric.Int64ObservableGauge {
-		if err != nil {
-			return nil
-		}
-		var g metric.Int64ObservableGauge
-		g, err = m.Int64ObservableGauge(name, metric.WithDescription(desc), metric.WithUnit(unit))
-		return g
-	}
+	counter, gauge := observables(m, &err)
 	wal := counter("pebble.wal.written", "Bytes written to Pebble's write-ahead log (Raft log entries, state machine batches).", "By")
 	flushed := counter("pebble.flush.written", "Bytes of sstables (and blob files) written by memtable flushes.", "By")
 	compacted := counter("pebble.compaction.written", "Bytes of sstables (and blob files) written by compactions.", "By")
