@@ -55,6 +55,15 @@ type Command struct {
 	//	*Command_RescheduleMessage
 	//	*Command_PutAccessKey
 	//	*Command_RevokeAccessKey
+	//	*Command_CreateTopic
+	//	*Command_ChangeTopic
+	//	*Command_PutTopicPartition
+	//	*Command_DeleteTopicPartition
+	//	*Command_Publish
+	//	*Command_SeekTopicGroup
+	//	*Command_CommitTopicOffset
+	//	*Command_DeleteTopicGroup
+	//	*Command_TrimTopics
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -264,6 +273,87 @@ func (x *Command) GetRevokeAccessKey() *RevokeAccessKey {
 	return nil
 }
 
+func (x *Command) GetCreateTopic() *CreateTopic {
+	if x != nil {
+		if x, ok := x.Op.(*Command_CreateTopic); ok {
+			return x.CreateTopic
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetChangeTopic() *ChangeTopic {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ChangeTopic); ok {
+			return x.ChangeTopic
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetPutTopicPartition() *PutTopicPartition {
+	if x != nil {
+		if x, ok := x.Op.(*Command_PutTopicPartition); ok {
+			return x.PutTopicPartition
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDeleteTopicPartition() *DeleteTopicPartition {
+	if x != nil {
+		if x, ok := x.Op.(*Command_DeleteTopicPartition); ok {
+			return x.DeleteTopicPartition
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetPublish() *Publish {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Publish); ok {
+			return x.Publish
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSeekTopicGroup() *SeekTopicGroup {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SeekTopicGroup); ok {
+			return x.SeekTopicGroup
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetCommitTopicOffset() *CommitTopicOffset {
+	if x != nil {
+		if x, ok := x.Op.(*Command_CommitTopicOffset); ok {
+			return x.CommitTopicOffset
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDeleteTopicGroup() *DeleteTopicGroup {
+	if x != nil {
+		if x, ok := x.Op.(*Command_DeleteTopicGroup); ok {
+			return x.DeleteTopicGroup
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetTrimTopics() *TrimTopics {
+	if x != nil {
+		if x, ok := x.Op.(*Command_TrimTopics); ok {
+			return x.TrimTopics
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -336,6 +426,43 @@ type Command_RevokeAccessKey struct {
 	RevokeAccessKey *RevokeAccessKey `protobuf:"bytes,41,opt,name=revoke_access_key,json=revokeAccessKey,proto3,oneof"`
 }
 
+type Command_CreateTopic struct {
+	// Topics (topics.go): 50-59.
+	CreateTopic *CreateTopic `protobuf:"bytes,50,opt,name=create_topic,json=createTopic,proto3,oneof"`
+}
+
+type Command_ChangeTopic struct {
+	ChangeTopic *ChangeTopic `protobuf:"bytes,51,opt,name=change_topic,json=changeTopic,proto3,oneof"`
+}
+
+type Command_PutTopicPartition struct {
+	PutTopicPartition *PutTopicPartition `protobuf:"bytes,52,opt,name=put_topic_partition,json=putTopicPartition,proto3,oneof"`
+}
+
+type Command_DeleteTopicPartition struct {
+	DeleteTopicPartition *DeleteTopicPartition `protobuf:"bytes,53,opt,name=delete_topic_partition,json=deleteTopicPartition,proto3,oneof"`
+}
+
+type Command_Publish struct {
+	Publish *Publish `protobuf:"bytes,54,opt,name=publish,proto3,oneof"`
+}
+
+type Command_SeekTopicGroup struct {
+	SeekTopicGroup *SeekTopicGroup `protobuf:"bytes,55,opt,name=seek_topic_group,json=seekTopicGroup,proto3,oneof"`
+}
+
+type Command_CommitTopicOffset struct {
+	CommitTopicOffset *CommitTopicOffset `protobuf:"bytes,56,opt,name=commit_topic_offset,json=commitTopicOffset,proto3,oneof"`
+}
+
+type Command_DeleteTopicGroup struct {
+	DeleteTopicGroup *DeleteTopicGroup `protobuf:"bytes,57,opt,name=delete_topic_group,json=deleteTopicGroup,proto3,oneof"`
+}
+
+type Command_TrimTopics struct {
+	TrimTopics *TrimTopics `protobuf:"bytes,58,opt,name=trim_topics,json=trimTopics,proto3,oneof"`
+}
+
 func (*Command_CreateQueue) isCommand_Op() {}
 
 func (*Command_UpdateQueue) isCommand_Op() {}
@@ -369,6 +496,24 @@ func (*Command_RescheduleMessage) isCommand_Op() {}
 func (*Command_PutAccessKey) isCommand_Op() {}
 
 func (*Command_RevokeAccessKey) isCommand_Op() {}
+
+func (*Command_CreateTopic) isCommand_Op() {}
+
+func (*Command_ChangeTopic) isCommand_Op() {}
+
+func (*Command_PutTopicPartition) isCommand_Op() {}
+
+func (*Command_DeleteTopicPartition) isCommand_Op() {}
+
+func (*Command_Publish) isCommand_Op() {}
+
+func (*Command_SeekTopicGroup) isCommand_Op() {}
+
+func (*Command_CommitTopicOffset) isCommand_Op() {}
+
+func (*Command_DeleteTopicGroup) isCommand_Op() {}
+
+func (*Command_TrimTopics) isCommand_Op() {}
 
 // QueueAttributes are a queue's settings in milliseconds and bytes, with
 // defaults already filled in by the proposer.
@@ -2927,12 +3072,1359 @@ func (x *AccessKeyGrant) GetSigningKey() []byte {
 	return nil
 }
 
+// TopicSubscription copies a topic's matching messages into a queue.
+type TopicSubscription struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Queue         string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	Filter        *TagFilter             `protobuf:"bytes,2,opt,name=filter,proto3" json:"filter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicSubscription) Reset() {
+	*x = TopicSubscription{}
+	mi := &file_storepb_v1_store_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicSubscription) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicSubscription) ProtoMessage() {}
+
+func (x *TopicSubscription) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicSubscription.ProtoReflect.Descriptor instead.
+func (*TopicSubscription) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *TopicSubscription) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *TopicSubscription) GetFilter() *TagFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+// TopicRecord is a topic's record of truth (metadata shard), also carried
+// to every partition copy by PutTopicPartition.
+type TopicRecord struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Tenant         string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Name           string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Partitions     int32                  `protobuf:"varint,3,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	RetentionMs    int64                  `protobuf:"varint,4,opt,name=retention_ms,json=retentionMs,proto3" json:"retention_ms,omitempty"`
+	RetentionBytes int64                  `protobuf:"varint,5,opt,name=retention_bytes,json=retentionBytes,proto3" json:"retention_bytes,omitempty"`
+	MaxMessageSize int64                  `protobuf:"varint,6,opt,name=max_message_size,json=maxMessageSize,proto3" json:"max_message_size,omitempty"`
+	// Creation time (Unix ms): the topic's incarnation.
+	CreatedAtMs int64 `protobuf:"varint,7,opt,name=created_at_ms,json=createdAtMs,proto3" json:"created_at_ms,omitempty"`
+	// Grows with every change: a partition copy ignores older records.
+	Revision int64 `protobuf:"varint,8,opt,name=revision,proto3" json:"revision,omitempty"`
+	// In queue name order.
+	Subscriptions []*TopicSubscription `protobuf:"bytes,9,rep,name=subscriptions,proto3" json:"subscriptions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicRecord) Reset() {
+	*x = TopicRecord{}
+	mi := &file_storepb_v1_store_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicRecord) ProtoMessage() {}
+
+func (x *TopicRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicRecord.ProtoReflect.Descriptor instead.
+func (*TopicRecord) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *TopicRecord) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *TopicRecord) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TopicRecord) GetPartitions() int32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return 0
+}
+
+func (x *TopicRecord) GetRetentionMs() int64 {
+	if x != nil {
+		return x.RetentionMs
+	}
+	return 0
+}
+
+func (x *TopicRecord) GetRetentionBytes() int64 {
+	if x != nil {
+		return x.RetentionBytes
+	}
+	return 0
+}
+
+func (x *TopicRecord) GetMaxMessageSize() int64 {
+	if x != nil {
+		return x.MaxMessageSize
+	}
+	return 0
+}
+
+func (x *TopicRecord) GetCreatedAtMs() int64 {
+	if x != nil {
+		return x.CreatedAtMs
+	}
+	return 0
+}
+
+func (x *TopicRecord) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *TopicRecord) GetSubscriptions() []*TopicSubscription {
+	if x != nil {
+		return x.Subscriptions
+	}
+	return nil
+}
+
+// CreateTopic creates a topic's record of truth.
+type CreateTopic struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         *TopicRecord           `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTopic) Reset() {
+	*x = CreateTopic{}
+	mi := &file_storepb_v1_store_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTopic) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTopic) ProtoMessage() {}
+
+func (x *CreateTopic) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTopic.ProtoReflect.Descriptor instead.
+func (*CreateTopic) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *CreateTopic) GetTopic() *TopicRecord {
+	if x != nil {
+		return x.Topic
+	}
+	return nil
+}
+
+// ChangeTopic changes a topic's record of truth: its settings, one
+// subscription, or deletes it.
+type ChangeTopic struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Name   string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Set: new retention_ms, retention_bytes, max_message_size.
+	Settings *TopicRecord `protobuf:"bytes,3,opt,name=settings,proto3" json:"settings,omitempty"`
+	// Set: add or replace this subscription.
+	Subscribe *TopicSubscription `protobuf:"bytes,4,opt,name=subscribe,proto3" json:"subscribe,omitempty"`
+	// Non-empty: remove this queue's subscription.
+	Unsubscribe   string `protobuf:"bytes,5,opt,name=unsubscribe,proto3" json:"unsubscribe,omitempty"`
+	Delete        bool   `protobuf:"varint,6,opt,name=delete,proto3" json:"delete,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeTopic) Reset() {
+	*x = ChangeTopic{}
+	mi := &file_storepb_v1_store_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeTopic) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeTopic) ProtoMessage() {}
+
+func (x *ChangeTopic) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeTopic.ProtoReflect.Descriptor instead.
+func (*ChangeTopic) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ChangeTopic) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *ChangeTopic) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ChangeTopic) GetSettings() *TopicRecord {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *ChangeTopic) GetSubscribe() *TopicSubscription {
+	if x != nil {
+		return x.Subscribe
+	}
+	return nil
+}
+
+func (x *ChangeTopic) GetUnsubscribe() string {
+	if x != nil {
+		return x.Unsubscribe
+	}
+	return ""
+}
+
+func (x *ChangeTopic) GetDelete() bool {
+	if x != nil {
+		return x.Delete
+	}
+	return false
+}
+
+// TopicSegment summarises a run of a partition log's offsets: retention
+// drops whole segments with one range delete.
+type TopicSegment struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	FirstOffset int64                  `protobuf:"varint,1,opt,name=first_offset,json=firstOffset,proto3" json:"first_offset,omitempty"`
+	// Offset after its last message.
+	EndOffset     int64 `protobuf:"varint,2,opt,name=end_offset,json=endOffset,proto3" json:"end_offset,omitempty"`
+	FirstMs       int64 `protobuf:"varint,3,opt,name=first_ms,json=firstMs,proto3" json:"first_ms,omitempty"`
+	LastMs        int64 `protobuf:"varint,4,opt,name=last_ms,json=lastMs,proto3" json:"last_ms,omitempty"`
+	Bytes         int64 `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicSegment) Reset() {
+	*x = TopicSegment{}
+	mi := &file_storepb_v1_store_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicSegment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicSegment) ProtoMessage() {}
+
+func (x *TopicSegment) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicSegment.ProtoReflect.Descriptor instead.
+func (*TopicSegment) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *TopicSegment) GetFirstOffset() int64 {
+	if x != nil {
+		return x.FirstOffset
+	}
+	return 0
+}
+
+func (x *TopicSegment) GetEndOffset() int64 {
+	if x != nil {
+		return x.EndOffset
+	}
+	return 0
+}
+
+func (x *TopicSegment) GetFirstMs() int64 {
+	if x != nil {
+		return x.FirstMs
+	}
+	return 0
+}
+
+func (x *TopicSegment) GetLastMs() int64 {
+	if x != nil {
+		return x.LastMs
+	}
+	return 0
+}
+
+func (x *TopicSegment) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+// TopicPartitionRecord is a partition copy on a data shard.
+type TopicPartitionRecord struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Topic     *TopicRecord           `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	// Shard-local id: the prefix of its messages, segments and groups.
+	Id          uint64 `protobuf:"varint,3,opt,name=id,proto3" json:"id,omitempty"`
+	StartOffset int64  `protobuf:"varint,4,opt,name=start_offset,json=startOffset,proto3" json:"start_offset,omitempty"`
+	EndOffset   int64  `protobuf:"varint,5,opt,name=end_offset,json=endOffset,proto3" json:"end_offset,omitempty"`
+	Messages    int64  `protobuf:"varint,6,opt,name=messages,proto3" json:"messages,omitempty"`
+	Bytes       int64  `protobuf:"varint,7,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// The segment being appended to.
+	Head *TopicSegment `protobuf:"bytes,8,opt,name=head,proto3" json:"head,omitempty"`
+	// The next idempotency record to expire (0: none).
+	DedupDueMs    int64 `protobuf:"varint,9,opt,name=dedup_due_ms,json=dedupDueMs,proto3" json:"dedup_due_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicPartitionRecord) Reset() {
+	*x = TopicPartitionRecord{}
+	mi := &file_storepb_v1_store_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicPartitionRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicPartitionRecord) ProtoMessage() {}
+
+func (x *TopicPartitionRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicPartitionRecord.ProtoReflect.Descriptor instead.
+func (*TopicPartitionRecord) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *TopicPartitionRecord) GetTopic() *TopicRecord {
+	if x != nil {
+		return x.Topic
+	}
+	return nil
+}
+
+func (x *TopicPartitionRecord) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *TopicPartitionRecord) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *TopicPartitionRecord) GetStartOffset() int64 {
+	if x != nil {
+		return x.StartOffset
+	}
+	return 0
+}
+
+func (x *TopicPartitionRecord) GetEndOffset() int64 {
+	if x != nil {
+		return x.EndOffset
+	}
+	return 0
+}
+
+func (x *TopicPartitionRecord) GetMessages() int64 {
+	if x != nil {
+		return x.Messages
+	}
+	return 0
+}
+
+func (x *TopicPartitionRecord) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *TopicPartitionRecord) GetHead() *TopicSegment {
+	if x != nil {
+		return x.Head
+	}
+	return nil
+}
+
+func (x *TopicPartitionRecord) GetDedupDueMs() int64 {
+	if x != nil {
+		return x.DedupDueMs
+	}
+	return 0
+}
+
+// PutTopicPartition creates or updates a partition copy from the record
+// of truth (an older incarnation is dropped; an older revision ignored).
+type PutTopicPartition struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         *TopicRecord           `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition     int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutTopicPartition) Reset() {
+	*x = PutTopicPartition{}
+	mi := &file_storepb_v1_store_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutTopicPartition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutTopicPartition) ProtoMessage() {}
+
+func (x *PutTopicPartition) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutTopicPartition.ProtoReflect.Descriptor instead.
+func (*PutTopicPartition) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *PutTopicPartition) GetTopic() *TopicRecord {
+	if x != nil {
+		return x.Topic
+	}
+	return nil
+}
+
+func (x *PutTopicPartition) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+// DeleteTopicPartition drops a partition copy of this incarnation.
+type DeleteTopicPartition struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Topic         string                 `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition     int32                  `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
+	Incarnation   int64                  `protobuf:"varint,4,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteTopicPartition) Reset() {
+	*x = DeleteTopicPartition{}
+	mi := &file_storepb_v1_store_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTopicPartition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTopicPartition) ProtoMessage() {}
+
+func (x *DeleteTopicPartition) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTopicPartition.ProtoReflect.Descriptor instead.
+func (*DeleteTopicPartition) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *DeleteTopicPartition) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *DeleteTopicPartition) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *DeleteTopicPartition) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *DeleteTopicPartition) GetIncarnation() int64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+// PublishEntry is one message.
+type PublishEntry struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Body           string                 `protobuf:"bytes,1,opt,name=body,proto3" json:"body,omitempty"`
+	Attributes     map[string]string      `protobuf:"bytes,2,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Tags           []string               `protobuf:"bytes,3,rep,name=tags,proto3" json:"tags,omitempty"`
+	PartitionKey   string                 `protobuf:"bytes,4,opt,name=partition_key,json=partitionKey,proto3" json:"partition_key,omitempty"`
+	IdempotencyKey string                 `protobuf:"bytes,5,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PublishEntry) Reset() {
+	*x = PublishEntry{}
+	mi := &file_storepb_v1_store_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishEntry) ProtoMessage() {}
+
+func (x *PublishEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishEntry.ProtoReflect.Descriptor instead.
+func (*PublishEntry) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *PublishEntry) GetBody() string {
+	if x != nil {
+		return x.Body
+	}
+	return ""
+}
+
+func (x *PublishEntry) GetAttributes() map[string]string {
+	if x != nil {
+		return x.Attributes
+	}
+	return nil
+}
+
+func (x *PublishEntry) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *PublishEntry) GetPartitionKey() string {
+	if x != nil {
+		return x.PartitionKey
+	}
+	return ""
+}
+
+func (x *PublishEntry) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+// Publish appends messages to a partition copy.
+type Publish struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Topic         string                 `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition     int32                  `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
+	Incarnation   int64                  `protobuf:"varint,4,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Entries       []*PublishEntry        `protobuf:"bytes,5,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Publish) Reset() {
+	*x = Publish{}
+	mi := &file_storepb_v1_store_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Publish) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Publish) ProtoMessage() {}
+
+func (x *Publish) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Publish.ProtoReflect.Descriptor instead.
+func (*Publish) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *Publish) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *Publish) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *Publish) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *Publish) GetIncarnation() int64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *Publish) GetEntries() []*PublishEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+// TopicMessageRecord is a message of a partition log.
+type TopicMessageRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Offset        int64                  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Body          string                 `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`
+	Attributes    map[string]string      `protobuf:"bytes,4,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Tags          []string               `protobuf:"bytes,5,rep,name=tags,proto3" json:"tags,omitempty"`
+	PartitionKey  string                 `protobuf:"bytes,6,opt,name=partition_key,json=partitionKey,proto3" json:"partition_key,omitempty"`
+	PublishedAtMs int64                  `protobuf:"varint,7,opt,name=published_at_ms,json=publishedAtMs,proto3" json:"published_at_ms,omitempty"`
+	Size          int64                  `protobuf:"varint,8,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicMessageRecord) Reset() {
+	*x = TopicMessageRecord{}
+	mi := &file_storepb_v1_store_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicMessageRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicMessageRecord) ProtoMessage() {}
+
+func (x *TopicMessageRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicMessageRecord.ProtoReflect.Descriptor instead.
+func (*TopicMessageRecord) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *TopicMessageRecord) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TopicMessageRecord) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *TopicMessageRecord) GetBody() string {
+	if x != nil {
+		return x.Body
+	}
+	return ""
+}
+
+func (x *TopicMessageRecord) GetAttributes() map[string]string {
+	if x != nil {
+		return x.Attributes
+	}
+	return nil
+}
+
+func (x *TopicMessageRecord) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *TopicMessageRecord) GetPartitionKey() string {
+	if x != nil {
+		return x.PartitionKey
+	}
+	return ""
+}
+
+func (x *TopicMessageRecord) GetPublishedAtMs() int64 {
+	if x != nil {
+		return x.PublishedAtMs
+	}
+	return 0
+}
+
+func (x *TopicMessageRecord) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+// TopicDedupRecord answers a repeated idempotency key.
+type TopicDedupRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MessageId     string                 `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	Offset        int64                  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	ExpiresAtMs   int64                  `protobuf:"varint,3,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicDedupRecord) Reset() {
+	*x = TopicDedupRecord{}
+	mi := &file_storepb_v1_store_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicDedupRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicDedupRecord) ProtoMessage() {}
+
+func (x *TopicDedupRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicDedupRecord.ProtoReflect.Descriptor instead.
+func (*TopicDedupRecord) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *TopicDedupRecord) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *TopicDedupRecord) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *TopicDedupRecord) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
+// TopicGroupRecord is a consumer group's position on one partition.
+type TopicGroupRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Offset        int64                  `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	UpdatedAtMs   int64                  `protobuf:"varint,2,opt,name=updated_at_ms,json=updatedAtMs,proto3" json:"updated_at_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicGroupRecord) Reset() {
+	*x = TopicGroupRecord{}
+	mi := &file_storepb_v1_store_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicGroupRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicGroupRecord) ProtoMessage() {}
+
+func (x *TopicGroupRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicGroupRecord.ProtoReflect.Descriptor instead.
+func (*TopicGroupRecord) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *TopicGroupRecord) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *TopicGroupRecord) GetUpdatedAtMs() int64 {
+	if x != nil {
+		return x.UpdatedAtMs
+	}
+	return 0
+}
+
+// SeekTopicGroup creates a group on a partition (create_only: an existing
+// one keeps its offset) or moves it.
+type SeekTopicGroup struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Tenant      string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Topic       string                 `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition   int32                  `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
+	Incarnation int64                  `protobuf:"varint,4,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Group       string                 `protobuf:"bytes,5,opt,name=group,proto3" json:"group,omitempty"`
+	// 1 earliest, 2 latest, 3 time (time_ms), 4 offset.
+	Start         int32 `protobuf:"varint,6,opt,name=start,proto3" json:"start,omitempty"`
+	TimeMs        int64 `protobuf:"varint,7,opt,name=time_ms,json=timeMs,proto3" json:"time_ms,omitempty"`
+	Offset        int64 `protobuf:"varint,8,opt,name=offset,proto3" json:"offset,omitempty"`
+	CreateOnly    bool  `protobuf:"varint,9,opt,name=create_only,json=createOnly,proto3" json:"create_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SeekTopicGroup) Reset() {
+	*x = SeekTopicGroup{}
+	mi := &file_storepb_v1_store_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SeekTopicGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SeekTopicGroup) ProtoMessage() {}
+
+func (x *SeekTopicGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SeekTopicGroup.ProtoReflect.Descriptor instead.
+func (*SeekTopicGroup) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *SeekTopicGroup) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *SeekTopicGroup) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *SeekTopicGroup) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *SeekTopicGroup) GetIncarnation() int64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *SeekTopicGroup) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *SeekTopicGroup) GetStart() int32 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *SeekTopicGroup) GetTimeMs() int64 {
+	if x != nil {
+		return x.TimeMs
+	}
+	return 0
+}
+
+func (x *SeekTopicGroup) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *SeekTopicGroup) GetCreateOnly() bool {
+	if x != nil {
+		return x.CreateOnly
+	}
+	return false
+}
+
+// CommitTopicOffset stores a group's offset on one partition.
+type CommitTopicOffset struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Topic         string                 `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition     int32                  `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
+	Incarnation   int64                  `protobuf:"varint,4,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Group         string                 `protobuf:"bytes,5,opt,name=group,proto3" json:"group,omitempty"`
+	Offset        int64                  `protobuf:"varint,6,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitTopicOffset) Reset() {
+	*x = CommitTopicOffset{}
+	mi := &file_storepb_v1_store_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitTopicOffset) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitTopicOffset) ProtoMessage() {}
+
+func (x *CommitTopicOffset) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitTopicOffset.ProtoReflect.Descriptor instead.
+func (*CommitTopicOffset) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *CommitTopicOffset) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *CommitTopicOffset) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *CommitTopicOffset) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *CommitTopicOffset) GetIncarnation() int64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *CommitTopicOffset) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *CommitTopicOffset) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+// DeleteTopicGroup drops a group's offset on one partition.
+type DeleteTopicGroup struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Topic         string                 `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition     int32                  `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
+	Incarnation   int64                  `protobuf:"varint,4,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Group         string                 `protobuf:"bytes,5,opt,name=group,proto3" json:"group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteTopicGroup) Reset() {
+	*x = DeleteTopicGroup{}
+	mi := &file_storepb_v1_store_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTopicGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTopicGroup) ProtoMessage() {}
+
+func (x *DeleteTopicGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTopicGroup.ProtoReflect.Descriptor instead.
+func (*DeleteTopicGroup) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *DeleteTopicGroup) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *DeleteTopicGroup) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *DeleteTopicGroup) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *DeleteTopicGroup) GetIncarnation() int64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *DeleteTopicGroup) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+// TrimTopics applies retention to the shard's partition logs: at most
+// limit segments and idempotency records dropped.
+type TrimTopics struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Limit         int32                  `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrimTopics) Reset() {
+	*x = TrimTopics{}
+	mi := &file_storepb_v1_store_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrimTopics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrimTopics) ProtoMessage() {}
+
+func (x *TrimTopics) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrimTopics.ProtoReflect.Descriptor instead.
+func (*TrimTopics) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *TrimTopics) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// TopicShardMeta is the shard's topic bookkeeping.
+type TopicShardMeta struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	NextPartitionId uint64                 `protobuf:"varint,1,opt,name=next_partition_id,json=nextPartitionId,proto3" json:"next_partition_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *TopicShardMeta) Reset() {
+	*x = TopicShardMeta{}
+	mi := &file_storepb_v1_store_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicShardMeta) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicShardMeta) ProtoMessage() {}
+
+func (x *TopicShardMeta) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicShardMeta.ProtoReflect.Descriptor instead.
+func (*TopicShardMeta) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *TopicShardMeta) GetNextPartitionId() uint64 {
+	if x != nil {
+		return x.NextPartitionId
+	}
+	return 0
+}
+
 var File_storepb_v1_store_proto protoreflect.FileDescriptor
 
 const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"\x16storepb/v1/store.proto\x12\n" +
-	"storepb.v1\"\xc9\b\n" +
+	"storepb.v1\"\xc3\r\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12<\n" +
@@ -2955,7 +4447,17 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x0ecancel_message\x18# \x01(\v2\x19.storepb.v1.CancelMessageH\x00R\rcancelMessage\x12N\n" +
 	"\x12reschedule_message\x18$ \x01(\v2\x1d.storepb.v1.RescheduleMessageH\x00R\x11rescheduleMessage\x12@\n" +
 	"\x0eput_access_key\x18( \x01(\v2\x18.storepb.v1.PutAccessKeyH\x00R\fputAccessKey\x12I\n" +
-	"\x11revoke_access_key\x18) \x01(\v2\x1b.storepb.v1.RevokeAccessKeyH\x00R\x0frevokeAccessKeyB\x04\n" +
+	"\x11revoke_access_key\x18) \x01(\v2\x1b.storepb.v1.RevokeAccessKeyH\x00R\x0frevokeAccessKey\x12<\n" +
+	"\fcreate_topic\x182 \x01(\v2\x17.storepb.v1.CreateTopicH\x00R\vcreateTopic\x12<\n" +
+	"\fchange_topic\x183 \x01(\v2\x17.storepb.v1.ChangeTopicH\x00R\vchangeTopic\x12O\n" +
+	"\x13put_topic_partition\x184 \x01(\v2\x1d.storepb.v1.PutTopicPartitionH\x00R\x11putTopicPartition\x12X\n" +
+	"\x16delete_topic_partition\x185 \x01(\v2 .storepb.v1.DeleteTopicPartitionH\x00R\x14deleteTopicPartition\x12/\n" +
+	"\apublish\x186 \x01(\v2\x13.storepb.v1.PublishH\x00R\apublish\x12F\n" +
+	"\x10seek_topic_group\x187 \x01(\v2\x1a.storepb.v1.SeekTopicGroupH\x00R\x0eseekTopicGroup\x12O\n" +
+	"\x13commit_topic_offset\x188 \x01(\v2\x1d.storepb.v1.CommitTopicOffsetH\x00R\x11commitTopicOffset\x12L\n" +
+	"\x12delete_topic_group\x189 \x01(\v2\x1c.storepb.v1.DeleteTopicGroupH\x00R\x10deleteTopicGroup\x129\n" +
+	"\vtrim_topics\x18: \x01(\v2\x16.storepb.v1.TrimTopicsH\x00R\n" +
+	"trimTopicsB\x04\n" +
 	"\x02op\"\xe3\x04\n" +
 	"\x0fQueueAttributes\x122\n" +
 	"\x15visibility_timeout_ms\x18\x01 \x01(\x03R\x13visibilityTimeoutMs\x120\n" +
@@ -3185,7 +4687,126 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x16\n" +
 	"\x06scopes\x18\x02 \x03(\tR\x06scopes\x12\x1f\n" +
 	"\vsigning_key\x18\x03 \x01(\fR\n" +
-	"signingKeyB5Z3github.com/quorumq/quorumq/store/storepb/v1;storepbb\x06proto3"
+	"signingKey\"X\n" +
+	"\x11TopicSubscription\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12-\n" +
+	"\x06filter\x18\x02 \x01(\v2\x15.storepb.v1.TagFilterR\x06filter\"\xd4\x02\n" +
+	"\vTopicRecord\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x03 \x01(\x05R\n" +
+	"partitions\x12!\n" +
+	"\fretention_ms\x18\x04 \x01(\x03R\vretentionMs\x12'\n" +
+	"\x0fretention_bytes\x18\x05 \x01(\x03R\x0eretentionBytes\x12(\n" +
+	"\x10max_message_size\x18\x06 \x01(\x03R\x0emaxMessageSize\x12\"\n" +
+	"\rcreated_at_ms\x18\a \x01(\x03R\vcreatedAtMs\x12\x1a\n" +
+	"\brevision\x18\b \x01(\x03R\brevision\x12C\n" +
+	"\rsubscriptions\x18\t \x03(\v2\x1d.storepb.v1.TopicSubscriptionR\rsubscriptions\"<\n" +
+	"\vCreateTopic\x12-\n" +
+	"\x05topic\x18\x01 \x01(\v2\x17.storepb.v1.TopicRecordR\x05topic\"\xe5\x01\n" +
+	"\vChangeTopic\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x123\n" +
+	"\bsettings\x18\x03 \x01(\v2\x17.storepb.v1.TopicRecordR\bsettings\x12;\n" +
+	"\tsubscribe\x18\x04 \x01(\v2\x1d.storepb.v1.TopicSubscriptionR\tsubscribe\x12 \n" +
+	"\vunsubscribe\x18\x05 \x01(\tR\vunsubscribe\x12\x16\n" +
+	"\x06delete\x18\x06 \x01(\bR\x06delete\"\x9a\x01\n" +
+	"\fTopicSegment\x12!\n" +
+	"\ffirst_offset\x18\x01 \x01(\x03R\vfirstOffset\x12\x1d\n" +
+	"\n" +
+	"end_offset\x18\x02 \x01(\x03R\tendOffset\x12\x19\n" +
+	"\bfirst_ms\x18\x03 \x01(\x03R\afirstMs\x12\x17\n" +
+	"\alast_ms\x18\x04 \x01(\x03R\x06lastMs\x12\x14\n" +
+	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\"\xb7\x02\n" +
+	"\x14TopicPartitionRecord\x12-\n" +
+	"\x05topic\x18\x01 \x01(\v2\x17.storepb.v1.TopicRecordR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x0e\n" +
+	"\x02id\x18\x03 \x01(\x04R\x02id\x12!\n" +
+	"\fstart_offset\x18\x04 \x01(\x03R\vstartOffset\x12\x1d\n" +
+	"\n" +
+	"end_offset\x18\x05 \x01(\x03R\tendOffset\x12\x1a\n" +
+	"\bmessages\x18\x06 \x01(\x03R\bmessages\x12\x14\n" +
+	"\x05bytes\x18\a \x01(\x03R\x05bytes\x12,\n" +
+	"\x04head\x18\b \x01(\v2\x18.storepb.v1.TopicSegmentR\x04head\x12 \n" +
+	"\fdedup_due_ms\x18\t \x01(\x03R\n" +
+	"dedupDueMs\"`\n" +
+	"\x11PutTopicPartition\x12-\n" +
+	"\x05topic\x18\x01 \x01(\v2\x17.storepb.v1.TopicRecordR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\"\x84\x01\n" +
+	"\x14DeleteTopicPartition\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
+	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x03 \x01(\x05R\tpartition\x12 \n" +
+	"\vincarnation\x18\x04 \x01(\x03R\vincarnation\"\x8d\x02\n" +
+	"\fPublishEntry\x12\x12\n" +
+	"\x04body\x18\x01 \x01(\tR\x04body\x12H\n" +
+	"\n" +
+	"attributes\x18\x02 \x03(\v2(.storepb.v1.PublishEntry.AttributesEntryR\n" +
+	"attributes\x12\x12\n" +
+	"\x04tags\x18\x03 \x03(\tR\x04tags\x12#\n" +
+	"\rpartition_key\x18\x04 \x01(\tR\fpartitionKey\x12'\n" +
+	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x1a=\n" +
+	"\x0fAttributesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xab\x01\n" +
+	"\aPublish\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
+	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x03 \x01(\x05R\tpartition\x12 \n" +
+	"\vincarnation\x18\x04 \x01(\x03R\vincarnation\x122\n" +
+	"\aentries\x18\x05 \x03(\v2\x18.storepb.v1.PublishEntryR\aentries\"\xd4\x02\n" +
+	"\x12TopicMessageRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x12\n" +
+	"\x04body\x18\x03 \x01(\tR\x04body\x12N\n" +
+	"\n" +
+	"attributes\x18\x04 \x03(\v2..storepb.v1.TopicMessageRecord.AttributesEntryR\n" +
+	"attributes\x12\x12\n" +
+	"\x04tags\x18\x05 \x03(\tR\x04tags\x12#\n" +
+	"\rpartition_key\x18\x06 \x01(\tR\fpartitionKey\x12&\n" +
+	"\x0fpublished_at_ms\x18\a \x01(\x03R\rpublishedAtMs\x12\x12\n" +
+	"\x04size\x18\b \x01(\x03R\x04size\x1a=\n" +
+	"\x0fAttributesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"m\n" +
+	"\x10TopicDedupRecord\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\"\n" +
+	"\rexpires_at_ms\x18\x03 \x01(\x03R\vexpiresAtMs\"N\n" +
+	"\x10TopicGroupRecord\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\"\n" +
+	"\rupdated_at_ms\x18\x02 \x01(\x03R\vupdatedAtMs\"\xfc\x01\n" +
+	"\x0eSeekTopicGroup\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
+	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x03 \x01(\x05R\tpartition\x12 \n" +
+	"\vincarnation\x18\x04 \x01(\x03R\vincarnation\x12\x14\n" +
+	"\x05group\x18\x05 \x01(\tR\x05group\x12\x14\n" +
+	"\x05start\x18\x06 \x01(\x05R\x05start\x12\x17\n" +
+	"\atime_ms\x18\a \x01(\x03R\x06timeMs\x12\x16\n" +
+	"\x06offset\x18\b \x01(\x03R\x06offset\x12\x1f\n" +
+	"\vcreate_only\x18\t \x01(\bR\n" +
+	"createOnly\"\xaf\x01\n" +
+	"\x11CommitTopicOffset\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
+	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x03 \x01(\x05R\tpartition\x12 \n" +
+	"\vincarnation\x18\x04 \x01(\x03R\vincarnation\x12\x14\n" +
+	"\x05group\x18\x05 \x01(\tR\x05group\x12\x16\n" +
+	"\x06offset\x18\x06 \x01(\x03R\x06offset\"\x96\x01\n" +
+	"\x10DeleteTopicGroup\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
+	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x03 \x01(\x05R\tpartition\x12 \n" +
+	"\vincarnation\x18\x04 \x01(\x03R\vincarnation\x12\x14\n" +
+	"\x05group\x18\x05 \x01(\tR\x05group\"\"\n" +
+	"\n" +
+	"TrimTopics\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\"<\n" +
+	"\x0eTopicShardMeta\x12*\n" +
+	"\x11next_partition_id\x18\x01 \x01(\x04R\x0fnextPartitionIdB5Z3github.com/quorumq/quorumq/store/storepb/v1;storepbb\x06proto3"
 
 var (
 	file_storepb_v1_store_proto_rawDescOnce sync.Once
@@ -3199,7 +4820,7 @@ func file_storepb_v1_store_proto_rawDescGZIP() []byte {
 	return file_storepb_v1_store_proto_rawDescData
 }
 
-var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_storepb_v1_store_proto_goTypes = []any{
 	(*Command)(nil),              // 0: storepb.v1.Command
 	(*QueueAttributes)(nil),      // 1: storepb.v1.QueueAttributes
@@ -3236,11 +4857,31 @@ var file_storepb_v1_store_proto_goTypes = []any{
 	(*RevokeAccessKey)(nil),      // 32: storepb.v1.RevokeAccessKey
 	(*AccessKeyLookup)(nil),      // 33: storepb.v1.AccessKeyLookup
 	(*AccessKeyGrant)(nil),       // 34: storepb.v1.AccessKeyGrant
-	nil,                          // 35: storepb.v1.QueueAttributes.SetTagsEntry
-	nil,                          // 36: storepb.v1.CreateQueue.TagsEntry
-	nil,                          // 37: storepb.v1.SendEntry.AttributesEntry
-	nil,                          // 38: storepb.v1.MessageRecord.AttributesEntry
-	nil,                          // 39: storepb.v1.QueueRecord.TagsEntry
+	(*TopicSubscription)(nil),    // 35: storepb.v1.TopicSubscription
+	(*TopicRecord)(nil),          // 36: storepb.v1.TopicRecord
+	(*CreateTopic)(nil),          // 37: storepb.v1.CreateTopic
+	(*ChangeTopic)(nil),          // 38: storepb.v1.ChangeTopic
+	(*TopicSegment)(nil),         // 39: storepb.v1.TopicSegment
+	(*TopicPartitionRecord)(nil), // 40: storepb.v1.TopicPartitionRecord
+	(*PutTopicPartition)(nil),    // 41: storepb.v1.PutTopicPartition
+	(*DeleteTopicPartition)(nil), // 42: storepb.v1.DeleteTopicPartition
+	(*PublishEntry)(nil),         // 43: storepb.v1.PublishEntry
+	(*Publish)(nil),              // 44: storepb.v1.Publish
+	(*TopicMessageRecord)(nil),   // 45: storepb.v1.TopicMessageRecord
+	(*TopicDedupRecord)(nil),     // 46: storepb.v1.TopicDedupRecord
+	(*TopicGroupRecord)(nil),     // 47: storepb.v1.TopicGroupRecord
+	(*SeekTopicGroup)(nil),       // 48: storepb.v1.SeekTopicGroup
+	(*CommitTopicOffset)(nil),    // 49: storepb.v1.CommitTopicOffset
+	(*DeleteTopicGroup)(nil),     // 50: storepb.v1.DeleteTopicGroup
+	(*TrimTopics)(nil),           // 51: storepb.v1.TrimTopics
+	(*TopicShardMeta)(nil),       // 52: storepb.v1.TopicShardMeta
+	nil,                          // 53: storepb.v1.QueueAttributes.SetTagsEntry
+	nil,                          // 54: storepb.v1.CreateQueue.TagsEntry
+	nil,                          // 55: storepb.v1.SendEntry.AttributesEntry
+	nil,                          // 56: storepb.v1.MessageRecord.AttributesEntry
+	nil,                          // 57: storepb.v1.QueueRecord.TagsEntry
+	nil,                          // 58: storepb.v1.PublishEntry.AttributesEntry
+	nil,                          // 59: storepb.v1.TopicMessageRecord.AttributesEntry
 }
 var file_storepb_v1_store_proto_depIdxs = []int32{
 	2,  // 0: storepb.v1.Command.create_queue:type_name -> storepb.v1.CreateQueue
@@ -3260,28 +4901,48 @@ var file_storepb_v1_store_proto_depIdxs = []int32{
 	29, // 14: storepb.v1.Command.reschedule_message:type_name -> storepb.v1.RescheduleMessage
 	31, // 15: storepb.v1.Command.put_access_key:type_name -> storepb.v1.PutAccessKey
 	32, // 16: storepb.v1.Command.revoke_access_key:type_name -> storepb.v1.RevokeAccessKey
-	35, // 17: storepb.v1.QueueAttributes.set_tags:type_name -> storepb.v1.QueueAttributes.SetTagsEntry
-	1,  // 18: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	36, // 19: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
-	1,  // 20: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	37, // 21: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
-	6,  // 22: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
-	8,  // 23: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
-	11, // 24: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
-	38, // 25: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
-	14, // 26: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
-	15, // 27: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
-	1,  // 28: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
-	39, // 29: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
-	23, // 30: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
-	25, // 31: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
-	25, // 32: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
-	30, // 33: storepb.v1.PutAccessKey.key:type_name -> storepb.v1.AccessKeyRecord
-	34, // [34:34] is the sub-list for method output_type
-	34, // [34:34] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	37, // 17: storepb.v1.Command.create_topic:type_name -> storepb.v1.CreateTopic
+	38, // 18: storepb.v1.Command.change_topic:type_name -> storepb.v1.ChangeTopic
+	41, // 19: storepb.v1.Command.put_topic_partition:type_name -> storepb.v1.PutTopicPartition
+	42, // 20: storepb.v1.Command.delete_topic_partition:type_name -> storepb.v1.DeleteTopicPartition
+	44, // 21: storepb.v1.Command.publish:type_name -> storepb.v1.Publish
+	48, // 22: storepb.v1.Command.seek_topic_group:type_name -> storepb.v1.SeekTopicGroup
+	49, // 23: storepb.v1.Command.commit_topic_offset:type_name -> storepb.v1.CommitTopicOffset
+	50, // 24: storepb.v1.Command.delete_topic_group:type_name -> storepb.v1.DeleteTopicGroup
+	51, // 25: storepb.v1.Command.trim_topics:type_name -> storepb.v1.TrimTopics
+	53, // 26: storepb.v1.QueueAttributes.set_tags:type_name -> storepb.v1.QueueAttributes.SetTagsEntry
+	1,  // 27: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
+	54, // 28: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
+	1,  // 29: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
+	55, // 30: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
+	6,  // 31: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
+	8,  // 32: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
+	11, // 33: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
+	56, // 34: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
+	14, // 35: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
+	15, // 36: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
+	1,  // 37: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
+	57, // 38: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
+	23, // 39: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
+	25, // 40: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
+	25, // 41: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
+	30, // 42: storepb.v1.PutAccessKey.key:type_name -> storepb.v1.AccessKeyRecord
+	8,  // 43: storepb.v1.TopicSubscription.filter:type_name -> storepb.v1.TagFilter
+	35, // 44: storepb.v1.TopicRecord.subscriptions:type_name -> storepb.v1.TopicSubscription
+	36, // 45: storepb.v1.CreateTopic.topic:type_name -> storepb.v1.TopicRecord
+	36, // 46: storepb.v1.ChangeTopic.settings:type_name -> storepb.v1.TopicRecord
+	35, // 47: storepb.v1.ChangeTopic.subscribe:type_name -> storepb.v1.TopicSubscription
+	36, // 48: storepb.v1.TopicPartitionRecord.topic:type_name -> storepb.v1.TopicRecord
+	39, // 49: storepb.v1.TopicPartitionRecord.head:type_name -> storepb.v1.TopicSegment
+	36, // 50: storepb.v1.PutTopicPartition.topic:type_name -> storepb.v1.TopicRecord
+	58, // 51: storepb.v1.PublishEntry.attributes:type_name -> storepb.v1.PublishEntry.AttributesEntry
+	43, // 52: storepb.v1.Publish.entries:type_name -> storepb.v1.PublishEntry
+	59, // 53: storepb.v1.TopicMessageRecord.attributes:type_name -> storepb.v1.TopicMessageRecord.AttributesEntry
+	54, // [54:54] is the sub-list for method output_type
+	54, // [54:54] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_storepb_v1_store_proto_init() }
@@ -3307,6 +4968,15 @@ func file_storepb_v1_store_proto_init() {
 		(*Command_RescheduleMessage)(nil),
 		(*Command_PutAccessKey)(nil),
 		(*Command_RevokeAccessKey)(nil),
+		(*Command_CreateTopic)(nil),
+		(*Command_ChangeTopic)(nil),
+		(*Command_PutTopicPartition)(nil),
+		(*Command_DeleteTopicPartition)(nil),
+		(*Command_Publish)(nil),
+		(*Command_SeekTopicGroup)(nil),
+		(*Command_CommitTopicOffset)(nil),
+		(*Command_DeleteTopicGroup)(nil),
+		(*Command_TrimTopics)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3314,7 +4984,7 @@ func file_storepb_v1_store_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_storepb_v1_store_proto_rawDesc), len(file_storepb_v1_store_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   40,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
