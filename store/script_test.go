@@ -610,7 +610,11 @@ func (h *harness) run(line string) string {
 			p("%s", l)
 		}
 	default:
-		h.t.Fatalf("unknown command %q", fields[0])
+		out, ok := h.runTopic(fields[0], a) // topics_script_test.go
+		if !ok {
+			h.t.Fatalf("unknown command %q", fields[0])
+		}
+		return out
 	}
 	return b.String()
 }

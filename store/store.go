@@ -96,6 +96,8 @@ type Result struct {
 	// Touched lists the queues DeliverOutbox inserted into, in first-touch
 	// order.
 	Touched []QueueRef
+	// Topic is the outcome of a topic command (topics.go), else nil.
+	Topic *TopicResult
 }
 
 // QueueRef names a queue.
@@ -198,7 +200,10 @@ func (s *Store) Apply(b *pebble.Batch, index uint64, data []byte) (any, error) {
 	case *storepb.Command_RevokeAccessKey:
 		err = t.revokeAccessKey(op.RevokeAccessKey, res)
 	default:
-		res.Err = ErrInvalidCommand
+		var handled bool
+		if handled, err = t.applyTopic(cmd.Op, res); !handled {
+			res.Err = ErrInvalidCommand
+		}
 	}
 	if err == nil && t.smDirty {
 		err = t.set(keys.ShardMeta(s.shard), sm)

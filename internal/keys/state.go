@@ -645,6 +645,11 @@ func prettyState(rest []byte) string {
 		if _, at, src, id, err := DecodeDeliveredOrder(k); err == nil {
 			return fmt.Sprintf("/delivered-at/%d/%d/%d", at, src, id)
 		}
+	case stateTopic, stateTopicPartition, stateTopicMessage, stateTopicSegment, stateTopicGroup,
+		stateTopicDedup, stateTopicDedupExp, stateTopicMeta:
+		if s := prettyTopic(k, rest[0]); s != "" {
+			return s
+		}
 	}
 	return fmt.Sprintf("/%x", rest)
 }

@@ -4378,8 +4378,11 @@ func (x *TrimTopics) GetLimit() int32 {
 type TopicShardMeta struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	NextPartitionId uint64                 `protobuf:"varint,1,opt,name=next_partition_id,json=nextPartitionId,proto3" json:"next_partition_id,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Metadata shard: the last topic incarnation given out (creation times
+	// grow strictly, so a topic re-created in the same millisecond is new).
+	LastCreatedMs int64 `protobuf:"varint,2,opt,name=last_created_ms,json=lastCreatedMs,proto3" json:"last_created_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TopicShardMeta) Reset() {
@@ -4417,6 +4420,513 @@ func (x *TopicShardMeta) GetNextPartitionId() uint64 {
 		return x.NextPartitionId
 	}
 	return 0
+}
+
+func (x *TopicShardMeta) GetLastCreatedMs() int64 {
+	if x != nil {
+		return x.LastCreatedMs
+	}
+	return 0
+}
+
+// TopicPublishOutcome is one entry's outcome of a Publish.
+type TopicPublishOutcome struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	MessageId string                 `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	Offset    int64                  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Duplicate bool                   `protobuf:"varint,3,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	// Empty: published. Else the gRPC code name, reason and message.
+	ErrorCode     string `protobuf:"bytes,4,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	ErrorReason   string `protobuf:"bytes,5,opt,name=error_reason,json=errorReason,proto3" json:"error_reason,omitempty"`
+	ErrorMessage  string `protobuf:"bytes,6,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicPublishOutcome) Reset() {
+	*x = TopicPublishOutcome{}
+	mi := &file_storepb_v1_store_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicPublishOutcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicPublishOutcome) ProtoMessage() {}
+
+func (x *TopicPublishOutcome) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicPublishOutcome.ProtoReflect.Descriptor instead.
+func (*TopicPublishOutcome) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *TopicPublishOutcome) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *TopicPublishOutcome) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *TopicPublishOutcome) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
+func (x *TopicPublishOutcome) GetErrorCode() string {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return ""
+}
+
+func (x *TopicPublishOutcome) GetErrorReason() string {
+	if x != nil {
+		return x.ErrorReason
+	}
+	return ""
+}
+
+func (x *TopicPublishOutcome) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+// TopicCommandReply is the outcome of a topic command on a shard leader
+// (a whole-command failure travels as the call's status instead).
+type TopicCommandReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topic         *TopicRecord           `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Published     []*TopicPublishOutcome `protobuf:"bytes,2,rep,name=published,proto3" json:"published,omitempty"`
+	GroupOffset   int64                  `protobuf:"varint,3,opt,name=group_offset,json=groupOffset,proto3" json:"group_offset,omitempty"`
+	Trimmed       int32                  `protobuf:"varint,4,opt,name=trimmed,proto3" json:"trimmed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicCommandReply) Reset() {
+	*x = TopicCommandReply{}
+	mi := &file_storepb_v1_store_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicCommandReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicCommandReply) ProtoMessage() {}
+
+func (x *TopicCommandReply) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicCommandReply.ProtoReflect.Descriptor instead.
+func (*TopicCommandReply) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *TopicCommandReply) GetTopic() *TopicRecord {
+	if x != nil {
+		return x.Topic
+	}
+	return nil
+}
+
+func (x *TopicCommandReply) GetPublished() []*TopicPublishOutcome {
+	if x != nil {
+		return x.Published
+	}
+	return nil
+}
+
+func (x *TopicCommandReply) GetGroupOffset() int64 {
+	if x != nil {
+		return x.GroupOffset
+	}
+	return 0
+}
+
+func (x *TopicCommandReply) GetTrimmed() int32 {
+	if x != nil {
+		return x.Trimmed
+	}
+	return 0
+}
+
+// TopicReadRequest reads a partition copy on its shard's leader.
+type TopicReadRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Tenant      string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Topic       string                 `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition   int32                  `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
+	Incarnation int64                  `protobuf:"varint,4,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// Read from the group's committed offset unless has_offset.
+	Group     string `protobuf:"bytes,5,opt,name=group,proto3" json:"group,omitempty"`
+	HasOffset bool   `protobuf:"varint,6,opt,name=has_offset,json=hasOffset,proto3" json:"has_offset,omitempty"`
+	Offset    int64  `protobuf:"varint,7,opt,name=offset,proto3" json:"offset,omitempty"`
+	// 0: no messages, only the offsets (and the group's).
+	MaxMessages   int32 `protobuf:"varint,8,opt,name=max_messages,json=maxMessages,proto3" json:"max_messages,omitempty"`
+	WaitMs        int64 `protobuf:"varint,9,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	MaxBytes      int64 `protobuf:"varint,10,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicReadRequest) Reset() {
+	*x = TopicReadRequest{}
+	mi := &file_storepb_v1_store_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicReadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicReadRequest) ProtoMessage() {}
+
+func (x *TopicReadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicReadRequest.ProtoReflect.Descriptor instead.
+func (*TopicReadRequest) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *TopicReadRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *TopicReadRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *TopicReadRequest) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *TopicReadRequest) GetIncarnation() int64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *TopicReadRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *TopicReadRequest) GetHasOffset() bool {
+	if x != nil {
+		return x.HasOffset
+	}
+	return false
+}
+
+func (x *TopicReadRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *TopicReadRequest) GetMaxMessages() int32 {
+	if x != nil {
+		return x.MaxMessages
+	}
+	return 0
+}
+
+func (x *TopicReadRequest) GetWaitMs() int64 {
+	if x != nil {
+		return x.WaitMs
+	}
+	return 0
+}
+
+func (x *TopicReadRequest) GetMaxBytes() int64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+// TopicReadReply is a run of messages and the partition's offsets.
+type TopicReadReply struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Messages         []*TopicMessageRecord  `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	NextOffset       int64                  `protobuf:"varint,2,opt,name=next_offset,json=nextOffset,proto3" json:"next_offset,omitempty"`
+	StartOffset      int64                  `protobuf:"varint,3,opt,name=start_offset,json=startOffset,proto3" json:"start_offset,omitempty"`
+	EndOffset        int64                  `protobuf:"varint,4,opt,name=end_offset,json=endOffset,proto3" json:"end_offset,omitempty"`
+	MessagesRetained int64                  `protobuf:"varint,5,opt,name=messages_retained,json=messagesRetained,proto3" json:"messages_retained,omitempty"`
+	Bytes            int64                  `protobuf:"varint,6,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// With a group: its committed offset, if it has one on the partition.
+	GroupFound    bool  `protobuf:"varint,7,opt,name=group_found,json=groupFound,proto3" json:"group_found,omitempty"`
+	GroupOffset   int64 `protobuf:"varint,8,opt,name=group_offset,json=groupOffset,proto3" json:"group_offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicReadReply) Reset() {
+	*x = TopicReadReply{}
+	mi := &file_storepb_v1_store_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicReadReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicReadReply) ProtoMessage() {}
+
+func (x *TopicReadReply) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicReadReply.ProtoReflect.Descriptor instead.
+func (*TopicReadReply) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *TopicReadReply) GetMessages() []*TopicMessageRecord {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *TopicReadReply) GetNextOffset() int64 {
+	if x != nil {
+		return x.NextOffset
+	}
+	return 0
+}
+
+func (x *TopicReadReply) GetStartOffset() int64 {
+	if x != nil {
+		return x.StartOffset
+	}
+	return 0
+}
+
+func (x *TopicReadReply) GetEndOffset() int64 {
+	if x != nil {
+		return x.EndOffset
+	}
+	return 0
+}
+
+func (x *TopicReadReply) GetMessagesRetained() int64 {
+	if x != nil {
+		return x.MessagesRetained
+	}
+	return 0
+}
+
+func (x *TopicReadReply) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *TopicReadReply) GetGroupFound() bool {
+	if x != nil {
+		return x.GroupFound
+	}
+	return false
+}
+
+func (x *TopicReadReply) GetGroupOffset() int64 {
+	if x != nil {
+		return x.GroupOffset
+	}
+	return 0
+}
+
+// TopicCatalogRequest reads topic records of truth on the metadata shard.
+type TopicCatalogRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Set: that topic only.
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Prefix        string `protobuf:"bytes,3,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	After         string `protobuf:"bytes,4,opt,name=after,proto3" json:"after,omitempty"`
+	Limit         int32  `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicCatalogRequest) Reset() {
+	*x = TopicCatalogRequest{}
+	mi := &file_storepb_v1_store_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicCatalogRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicCatalogRequest) ProtoMessage() {}
+
+func (x *TopicCatalogRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicCatalogRequest.ProtoReflect.Descriptor instead.
+func (*TopicCatalogRequest) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *TopicCatalogRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *TopicCatalogRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TopicCatalogRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *TopicCatalogRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
+func (x *TopicCatalogRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// TopicCatalogReply lists topic records.
+type TopicCatalogReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topics        []*TopicRecord         `protobuf:"bytes,1,rep,name=topics,proto3" json:"topics,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicCatalogReply) Reset() {
+	*x = TopicCatalogReply{}
+	mi := &file_storepb_v1_store_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicCatalogReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicCatalogReply) ProtoMessage() {}
+
+func (x *TopicCatalogReply) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicCatalogReply.ProtoReflect.Descriptor instead.
+func (*TopicCatalogReply) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *TopicCatalogReply) GetTopics() []*TopicRecord {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
 }
 
 var File_storepb_v1_store_proto protoreflect.FileDescriptor
@@ -4804,9 +5314,57 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x05group\x18\x05 \x01(\tR\x05group\"\"\n" +
 	"\n" +
 	"TrimTopics\x12\x14\n" +
-	"\x05limit\x18\x01 \x01(\x05R\x05limit\"<\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\"d\n" +
 	"\x0eTopicShardMeta\x12*\n" +
-	"\x11next_partition_id\x18\x01 \x01(\x04R\x0fnextPartitionIdB5Z3github.com/quorumq/quorumq/store/storepb/v1;storepbb\x06proto3"
+	"\x11next_partition_id\x18\x01 \x01(\x04R\x0fnextPartitionId\x12&\n" +
+	"\x0flast_created_ms\x18\x02 \x01(\x03R\rlastCreatedMs\"\xd1\x01\n" +
+	"\x13TopicPublishOutcome\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x1c\n" +
+	"\tduplicate\x18\x03 \x01(\bR\tduplicate\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x04 \x01(\tR\terrorCode\x12!\n" +
+	"\ferror_reason\x18\x05 \x01(\tR\verrorReason\x12#\n" +
+	"\rerror_message\x18\x06 \x01(\tR\ferrorMessage\"\xbe\x01\n" +
+	"\x11TopicCommandReply\x12-\n" +
+	"\x05topic\x18\x01 \x01(\v2\x17.storepb.v1.TopicRecordR\x05topic\x12=\n" +
+	"\tpublished\x18\x02 \x03(\v2\x1f.storepb.v1.TopicPublishOutcomeR\tpublished\x12!\n" +
+	"\fgroup_offset\x18\x03 \x01(\x03R\vgroupOffset\x12\x18\n" +
+	"\atrimmed\x18\x04 \x01(\x05R\atrimmed\"\xa6\x02\n" +
+	"\x10TopicReadRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
+	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x03 \x01(\x05R\tpartition\x12 \n" +
+	"\vincarnation\x18\x04 \x01(\x03R\vincarnation\x12\x14\n" +
+	"\x05group\x18\x05 \x01(\tR\x05group\x12\x1d\n" +
+	"\n" +
+	"has_offset\x18\x06 \x01(\bR\thasOffset\x12\x16\n" +
+	"\x06offset\x18\a \x01(\x03R\x06offset\x12!\n" +
+	"\fmax_messages\x18\b \x01(\x05R\vmaxMessages\x12\x17\n" +
+	"\await_ms\x18\t \x01(\x03R\x06waitMs\x12\x1b\n" +
+	"\tmax_bytes\x18\n" +
+	" \x01(\x03R\bmaxBytes\"\xb6\x02\n" +
+	"\x0eTopicReadReply\x12:\n" +
+	"\bmessages\x18\x01 \x03(\v2\x1e.storepb.v1.TopicMessageRecordR\bmessages\x12\x1f\n" +
+	"\vnext_offset\x18\x02 \x01(\x03R\n" +
+	"nextOffset\x12!\n" +
+	"\fstart_offset\x18\x03 \x01(\x03R\vstartOffset\x12\x1d\n" +
+	"\n" +
+	"end_offset\x18\x04 \x01(\x03R\tendOffset\x12+\n" +
+	"\x11messages_retained\x18\x05 \x01(\x03R\x10messagesRetained\x12\x14\n" +
+	"\x05bytes\x18\x06 \x01(\x03R\x05bytes\x12\x1f\n" +
+	"\vgroup_found\x18\a \x01(\bR\n" +
+	"groupFound\x12!\n" +
+	"\fgroup_offset\x18\b \x01(\x03R\vgroupOffset\"\x85\x01\n" +
+	"\x13TopicCatalogRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
+	"\x06prefix\x18\x03 \x01(\tR\x06prefix\x12\x14\n" +
+	"\x05after\x18\x04 \x01(\tR\x05after\x12\x14\n" +
+	"\x05limit\x18\x05 \x01(\x05R\x05limit\"D\n" +
+	"\x11TopicCatalogReply\x12/\n" +
+	"\x06topics\x18\x01 \x03(\v2\x17.storepb.v1.TopicRecordR\x06topicsB5Z3github.com/quorumq/quorumq/store/storepb/v1;storepbb\x06proto3"
 
 var (
 	file_storepb_v1_store_proto_rawDescOnce sync.Once
@@ -4820,7 +5378,7 @@ func file_storepb_v1_store_proto_rawDescGZIP() []byte {
 	return file_storepb_v1_store_proto_rawDescData
 }
 
-var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 66)
 var file_storepb_v1_store_proto_goTypes = []any{
 	(*Command)(nil),              // 0: storepb.v1.Command
 	(*QueueAttributes)(nil),      // 1: storepb.v1.QueueAttributes
@@ -4875,13 +5433,19 @@ var file_storepb_v1_store_proto_goTypes = []any{
 	(*DeleteTopicGroup)(nil),     // 50: storepb.v1.DeleteTopicGroup
 	(*TrimTopics)(nil),           // 51: storepb.v1.TrimTopics
 	(*TopicShardMeta)(nil),       // 52: storepb.v1.TopicShardMeta
-	nil,                          // 53: storepb.v1.QueueAttributes.SetTagsEntry
-	nil,                          // 54: storepb.v1.CreateQueue.TagsEntry
-	nil,                          // 55: storepb.v1.SendEntry.AttributesEntry
-	nil,                          // 56: storepb.v1.MessageRecord.AttributesEntry
-	nil,                          // 57: storepb.v1.QueueRecord.TagsEntry
-	nil,                          // 58: storepb.v1.PublishEntry.AttributesEntry
-	nil,                          // 59: storepb.v1.TopicMessageRecord.AttributesEntry
+	(*TopicPublishOutcome)(nil),  // 53: storepb.v1.TopicPublishOutcome
+	(*TopicCommandReply)(nil),    // 54: storepb.v1.TopicCommandReply
+	(*TopicReadRequest)(nil),     // 55: storepb.v1.TopicReadRequest
+	(*TopicReadReply)(nil),       // 56: storepb.v1.TopicReadReply
+	(*TopicCatalogRequest)(nil),  // 57: storepb.v1.TopicCatalogRequest
+	(*TopicCatalogReply)(nil),    // 58: storepb.v1.TopicCatalogReply
+	nil,                          // 59: storepb.v1.QueueAttributes.SetTagsEntry
+	nil,                          // 60: storepb.v1.CreateQueue.TagsEntry
+	nil,                          // 61: storepb.v1.SendEntry.AttributesEntry
+	nil,                          // 62: storepb.v1.MessageRecord.AttributesEntry
+	nil,                          // 63: storepb.v1.QueueRecord.TagsEntry
+	nil,                          // 64: storepb.v1.PublishEntry.AttributesEntry
+	nil,                          // 65: storepb.v1.TopicMessageRecord.AttributesEntry
 }
 var file_storepb_v1_store_proto_depIdxs = []int32{
 	2,  // 0: storepb.v1.Command.create_queue:type_name -> storepb.v1.CreateQueue
@@ -4910,19 +5474,19 @@ var file_storepb_v1_store_proto_depIdxs = []int32{
 	49, // 23: storepb.v1.Command.commit_topic_offset:type_name -> storepb.v1.CommitTopicOffset
 	50, // 24: storepb.v1.Command.delete_topic_group:type_name -> storepb.v1.DeleteTopicGroup
 	51, // 25: storepb.v1.Command.trim_topics:type_name -> storepb.v1.TrimTopics
-	53, // 26: storepb.v1.QueueAttributes.set_tags:type_name -> storepb.v1.QueueAttributes.SetTagsEntry
+	59, // 26: storepb.v1.QueueAttributes.set_tags:type_name -> storepb.v1.QueueAttributes.SetTagsEntry
 	1,  // 27: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	54, // 28: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
+	60, // 28: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
 	1,  // 29: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	55, // 30: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
+	61, // 30: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
 	6,  // 31: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
 	8,  // 32: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
 	11, // 33: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
-	56, // 34: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
+	62, // 34: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
 	14, // 35: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
 	15, // 36: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
 	1,  // 37: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
-	57, // 38: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
+	63, // 38: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
 	23, // 39: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
 	25, // 40: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
 	25, // 41: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
@@ -4935,14 +5499,18 @@ var file_storepb_v1_store_proto_depIdxs = []int32{
 	36, // 48: storepb.v1.TopicPartitionRecord.topic:type_name -> storepb.v1.TopicRecord
 	39, // 49: storepb.v1.TopicPartitionRecord.head:type_name -> storepb.v1.TopicSegment
 	36, // 50: storepb.v1.PutTopicPartition.topic:type_name -> storepb.v1.TopicRecord
-	58, // 51: storepb.v1.PublishEntry.attributes:type_name -> storepb.v1.PublishEntry.AttributesEntry
+	64, // 51: storepb.v1.PublishEntry.attributes:type_name -> storepb.v1.PublishEntry.AttributesEntry
 	43, // 52: storepb.v1.Publish.entries:type_name -> storepb.v1.PublishEntry
-	59, // 53: storepb.v1.TopicMessageRecord.attributes:type_name -> storepb.v1.TopicMessageRecord.AttributesEntry
-	54, // [54:54] is the sub-list for method output_type
-	54, // [54:54] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	65, // 53: storepb.v1.TopicMessageRecord.attributes:type_name -> storepb.v1.TopicMessageRecord.AttributesEntry
+	36, // 54: storepb.v1.TopicCommandReply.topic:type_name -> storepb.v1.TopicRecord
+	53, // 55: storepb.v1.TopicCommandReply.published:type_name -> storepb.v1.TopicPublishOutcome
+	45, // 56: storepb.v1.TopicReadReply.messages:type_name -> storepb.v1.TopicMessageRecord
+	36, // 57: storepb.v1.TopicCatalogReply.topics:type_name -> storepb.v1.TopicRecord
+	58, // [58:58] is the sub-list for method output_type
+	58, // [58:58] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_storepb_v1_store_proto_init() }
@@ -4984,7 +5552,7 @@ func file_storepb_v1_store_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_storepb_v1_store_proto_rawDesc), len(file_storepb_v1_store_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   60,
+			NumMessages:   66,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
