@@ -87,6 +87,9 @@ func newHandler(ctx context.Context, cfg Config, lim limits) (http.Handler, erro
 	if err := qv1.RegisterCredentialsServiceHandlerClient(ctx, gw, qv1.NewCredentialsServiceClient(conn)); err != nil {
 		return nil, fmt.Errorf("register REST gateway: %w", err)
 	}
+	if err := qv1.RegisterTopicServiceHandlerClient(ctx, gw, qv1.NewTopicServiceClient(conn)); err != nil {
+		return nil, fmt.Errorf("register REST gateway: %w", err)
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", gw)
 	mux.Handle("/v1", gw) // not redirected to /v1/: gw answers 404

@@ -71,6 +71,7 @@ func (s *Server) housekeeping() {
 			return
 		case <-t.C:
 			s.expire(ctx)
+			s.trimTopics(ctx)
 			s.relayOutbox(ctx)
 			if time.Since(s.hk.reconciled) >= s.cfg.ReconcileInterval {
 				s.hk.reconciled = time.Now()

@@ -75,6 +75,9 @@ func (p *PeerServer) Register(s *grpc.Server) {
 			{MethodName: "Quota", Handler: peerHandler(peerQuotaMethod, p.quota)},
 			{MethodName: "QueueRecord", Handler: peerHandler(peerRecordMethod, p.queueRecord)},
 			{MethodName: "AccessKeyGrant", Handler: peerHandler(peerAccessKeyMethod, p.accessKeyGrant)},
+			{MethodName: "TopicPropose", Handler: peerHandler(peerTopicProposeMethod, p.topicPropose)},
+			{MethodName: "TopicRead", Handler: peerHandler(peerTopicReadMethod, p.topicRead)},
+			{MethodName: "TopicCatalog", Handler: peerHandler(peerTopicCatalogMethod, p.topicCatalog)},
 		},
 		Metadata: "server/peer.go",
 	}, p)

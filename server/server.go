@@ -109,6 +109,8 @@ type Server struct {
 	metadataOnly atomic.Bool
 	// hk is the housekeeping goroutine's state (outbox relay, reconciler).
 	hk housekeeper
+	// topicWaits wakes partition log readers after appends (topic_shard.go).
+	topicWaits topicWaiters
 }
 
 // Deliverer delivers outbox entries to the shards of their target queues.
@@ -166,6 +168,7 @@ type stateMachine struct {
 // long poll looks again.
 func (m *stateMachine) Restored() {
 	m.srv.polls.wakeAll()
+	m.srv.topicWaits.wakeAll()
 	m.srv.limiter.forget("")
 }
 
@@ -178,6 +181,7 @@ func (m *stateMachine) AfterApply(results []any) {
 			continue
 		}
 		m.srv.polls.wakeFor(res)
+		m.srv.topicApplied(res)
 		if res.TenantRecord != nil { // a quota changed
 			m.srv.limiter.forget(res.Tenant)
 		}

@@ -75,7 +75,8 @@ type TopicResult struct {
 	Published []PublishOutcome
 	// Appended: a publish added messages to the partition (wake readers).
 	Appended bool
-	// Partition names the partition copy a log command touched.
+	// Name and Partition name the partition copy a log command touched.
+	Name      string
 	Partition int32
 	// GroupOffset is a group's offset after SeekTopicGroup.
 	GroupOffset int64

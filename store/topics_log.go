@@ -37,7 +37,7 @@ func (t *txn) partition(tenant, topic string, p int32) (*storepb.TopicPartitionR
 // or one of another incarnation, is ErrTopicNotFound (the router makes the
 // copy from the record of truth and retries).
 func (t *txn) livePartition(tenant, topic string, p int32, incarnation int64, res *Result, tr *TopicResult) (*storepb.TopicPartitionRecord, error) {
-	res.Tenant, tr.Partition = tenant, p
+	res.Tenant, tr.Name, tr.Partition = tenant, topic, p
 	part, err := t.partition(tenant, topic, p)
 	if err != nil {
 		return nil, err

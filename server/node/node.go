@@ -300,6 +300,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	qv1.RegisterQueueServiceServer(n.grpc, n.router)
 	qv1.RegisterClusterServiceServer(n.grpc, history.Service{ClusterServiceServer: cluster, Ring: hist, Node: cfg.NodeID, Now: time.Now})
 	qv1.RegisterCredentialsServiceServer(n.grpc, server.NewCredentialsServer(n.router, n.keys))
+	qv1.RegisterTopicServiceServer(n.grpc, server.NewTopicServer(n.router))
 	n.registerConventions(n.grpc)
 	n.loops.Add(1)
 	go func() {

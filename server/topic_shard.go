@@ -1,0 +1,256 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/quorumq/quorumq/store"
+	storepb "github.com/quorumq/quorumq/store/storepb/v1"
+)
+
+// The shard leader's side of topics: topic commands are proposed here,
+// partition logs read here (after a read barrier, long-polling on the
+// applies of the partition), and retention proposed by housekeeping. The
+// router (route_topics.go) reaches these through topicCall, locally or on
+// the leader's node (topic_peer.go).
+
+// Reasons of topic outcomes (see api/quorumq/v1/topic.proto).
+const (
+	ReasonTopicNotFound      = "TOPIC_NOT_FOUND"
+	ReasonTopicAlreadyExists = "TOPIC_ALREADY_EXISTS"
+	ReasonGroupNotFound      = "GROUP_NOT_FOUND"
+	ReasonOffsetOutOfRange   = "OFFSET_OUT_OF_RANGE"
+)
+
+// trimLimit bounds the segments and records one retention command drops.
+const trimLimit = 100
+
+// topicStatus maps an outcome to a gRPC status: the topic sentinels here,
+// the rest as every other call (toStatus).
+func topicStatus(err error) error {
+	var oe *store.OffsetRangeError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &oe):
+		return statusError(codes.FailedPrecondition, ReasonOffsetOutOfRange, err.Error(), map[string]string{
+			"start": strconv.FormatInt(oe.Start, 10), "end": strconv.FormatInt(oe.End, 10)})
+	case errors.Is(err, store.ErrTopicNotFound):
+		return statusError(codes.NotFound, ReasonTopicNotFound, err.Error(), nil)
+	case errors.Is(err, store.ErrTopicExists):
+		return statusError(codes.AlreadyExists, ReasonTopicAlreadyExists, err.Error(), nil)
+	case errors.Is(err, store.ErrGroupNotFound):
+		return statusError(codes.NotFound, ReasonGroupNotFound, err.Error(), nil)
+	}
+	return toStatus(err)
+}
+
+func isTopicOp(cmd *storepb.Command) bool {
+	switch cmd.GetOp().(type) {
+	case *storepb.Command_CreateTopic, *storepb.Command_ChangeTopic, *storepb.Command_PutTopicPartition,
+		*storepb.Command_DeleteTopicPartition, *storepb.Command_Publish, *storepb.Command_SeekTopicGroup,
+		*storepb.Command_CommitTopicOffset, *storepb.Command_DeleteTopicGroup:
+		return true
+	}
+	return false
+}
+
+// topicPropose proposes a topic command on this shard and returns its
+// outcome; a whole-command failure is the status error.
+func (s *Server) topicPropose(ctx context.Context, cmd *storepb.Command) (*storepb.TopicCommandReply, error) {
+	if !isTopicOp(cmd) {
+		return nil, statusError(codes.InvalidArgument, ReasonInvalidArgument, "not a topic command", nil)
+	}
+	res, err := s.propose(ctx, cmd)
+	if err != nil {
+		return nil, topicStatus(err)
+	}
+	tr := res.Topic
+	if tr == nil {
+		return nil, statusError(codes.Internal, ReasonInternal, "topic command without a topic result", nil)
+	}
+	reply := &storepb.TopicCommandReply{Topic: tr.Topic, GroupOffset: tr.GroupOffset, Trimmed: int32(tr.Trimmed)}
+	for _, o := range tr.Published {
+		out := &storepb.TopicPublishOutcome{MessageId: o.MessageID, Offset: o.Offset, Duplicate: o.Duplicate}
+		if o.Err != nil {
+			out.ErrorCode, out.ErrorReason, out.ErrorMessage = batchError(topicStatus(o.Err))
+		}
+		reply.Published = append(reply.Published, out)
+	}
+	return reply, nil
+}
+
+// topicCatalog reads topic records of truth (metadata shard) after a read
+// barrier.
+func (s *Server) topicCatalog(ctx context.Context, req *storepb.TopicCatalogRequest) (*storepb.TopicCatalogReply, error) {
+	if err := s.readBarrier(ctx); err != nil {
+		return nil, toStatus(err)
+	}
+	if req.GetName() != "" {
+		rec, err := s.store.GetTopic(req.GetTenant(), req.GetName())
+		if err != nil {
+			return nil, topicStatus(err)
+		}
+		return &storepb.TopicCatalogReply{Topics: []*storepb.TopicRecord{rec}}, nil
+	}
+	recs, err := s.store.ListTopics(req.GetTenant(), req.GetPrefix(), req.GetAfter(), int(req.GetLimit()))
+	if err != nil {
+		return nil, topicStatus(err)
+	}
+	return &storepb.TopicCatalogReply{Topics: recs}, nil
+}
+
+// topicRead reads a partition log on the leader: from the request's offset
+// or the group's committed one, waiting up to wait_ms for a message.
+func (s *Server) topicRead(ctx context.Context, req *storepb.TopicReadRequest) (*storepb.TopicReadReply, error) {
+	key := topicWaitKey(req.GetTenant(), req.GetTopic(), req.GetPartition())
+	deadline := time.Now().Add(time.Duration(req.GetWaitMs()) * time.Millisecond)
+	for {
+		// Take the wake-up channel before reading: an append between the
+		// read and the wait still wakes it.
+		woken := s.topicWaits.wait(key)
+		if err := s.readBarrier(ctx); err != nil {
+			return nil, toStatus(err)
+		}
+		reply, err := s.readTopicOnce(req)
+		if err != nil || len(reply.Messages) > 0 || req.GetMaxMessages() == 0 {
+			return reply, topicStatus(err)
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return reply, nil
+		}
+		t := time.NewTimer(left)
+		select {
+		case <-woken:
+			t.Stop()
+		case <-t.C:
+			return reply, nil
+		case <-ctx.Done():
+			t.Stop()
+			return reply, nil
+		case <-s.stop:
+			t.Stop()
+			return reply, nil
+		}
+	}
+}
+
+func (s *Server) readTopicOnce(req *storepb.TopicReadRequest) (*storepb.TopicReadReply, error) {
+	part, err := s.store.TopicPartition(req.GetTenant(), req.GetTopic(), req.GetPartition())
+	if err != nil {
+		return nil, err
+	}
+	if inc := req.GetIncarnation(); inc != 0 && part.GetTopic().GetCreatedAtMs() != inc {
+		return nil, store.ErrTopicNotFound
+	}
+	reply := &storepb.TopicReadReply{StartOffset: part.StartOffset, EndOffset: part.EndOffset,
+		MessagesRetained: part.Messages, Bytes: part.Bytes}
+	from := req.GetOffset()
+	if g := req.GetGroup(); g != "" {
+		off, err := s.store.TopicGroupOffset(req.GetTenant(), req.GetTopic(), req.GetPartition(), g)
+		switch {
+		case err == nil:
+			reply.GroupFound, reply.GroupOffset = true, off
+		case !errors.Is(err, store.ErrGroupNotFound):
+			return nil, err
+		}
+		if !req.GetHasOffset() {
+			if !reply.GroupFound {
+				return nil, fmt.Errorf("%w: %s", store.ErrGroupNotFound, g)
+			}
+			from = off
+		}
+	}
+	reply.NextOffset = from
+	if req.GetMaxMessages() == 0 {
+		return reply, nil
+	}
+	rd, err := s.store.ReadTopic(req.GetTenant(), req.GetTopic(), req.GetPartition(), part.GetTopic().GetCreatedAtMs(),
+		from, int(req.GetMaxMessages()), req.GetMaxBytes())
+	if err != nil {
+		return nil, err
+	}
+	reply.Messages, reply.NextOffset, reply.StartOffset, reply.EndOffset = rd.Messages, rd.Next, rd.Start, rd.End
+	return reply, nil
+}
+
+// trimTopics proposes retention while the store reports partition log
+// segments or idempotency records to drop (leader only).
+func (s *Server) trimTopics(ctx context.Context) {
+	for ctx.Err() == nil && s.leading() {
+		need, err := s.store.NeedsTopicTrim(s.cfg.Now().UnixMilli())
+		if err != nil {
+			s.cfg.Logger.Error("topic retention check failed", "shard", s.shard, "err", err)
+			return
+		}
+		if !need {
+			return
+		}
+		res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_TrimTopics{TrimTopics: &storepb.TrimTopics{Limit: trimLimit}}})
+		if err != nil {
+			s.cfg.Logger.Warn("topic retention failed", "shard", s.shard, "err", err)
+			return
+		}
+		if res.Topic == nil || res.Topic.Trimmed < trimLimit {
+			return
+		}
+	}
+}
+
+// topicApplied wakes the readers of a partition a publish appended to.
+func (s *Server) topicApplied(res *store.Result) {
+	if tr := res.Topic; tr != nil && tr.Appended {
+		s.topicWaits.wake(topicWaitKey(res.Tenant, tr.Name, tr.Partition))
+	}
+}
+
+func topicWaitKey(tenant, topic string, p int32) string {
+	return tenant + "\x00" + topic + "\x00" + strconv.Itoa(int(p))
+}
+
+// topicWaiters hands out one channel per partition, closed (and replaced)
+// by the next append: readers long-poll on it without proposing.
+type topicWaiters struct {
+	mu sync.Mutex
+	m  map[string]chan struct{}
+}
+
+func (w *topicWaiters) wait(key string) <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.m == nil {
+		w.m = map[string]chan struct{}{}
+	}
+	ch, ok := w.m[key]
+	if !ok {
+		ch = make(chan struct{})
+		w.m[key] = ch
+	}
+	return ch
+}
+
+func (w *topicWaiters) wake(key string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if ch, ok := w.m[key]; ok {
+		close(ch)
+		delete(w.m, key)
+	}
+}
+
+// wakeAll wakes every reader (the state was replaced by a snapshot).
+func (w *topicWaiters) wakeAll() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for k, ch := range w.m {
+		close(ch)
+		delete(w.m, k)
+	}
+}
