@@ -231,6 +231,7 @@ func (s *Server) relayPage(ctx context.Context, entries []*storepb.OutboxEntry, 
 		return true
 	}
 	s.noteReturns(ctx, due, ack.ReturnIds)
+	s.unsubscribeRefused(ctx, due, ack.ReturnIds)
 	if _, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_AckOutbox{AckOutbox: ack}}); err != nil {
 		s.cfg.Logger.Warn("outbox ack failed", "shard", s.shard, "err", err)
 		return false

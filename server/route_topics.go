@@ -312,3 +312,10 @@ func (ts *TopicServer) Unsubscribe(ctx context.Context, req *qv1.UnsubscribeRequ
 func errNoGroup(group string) error {
 	return statusError(codes.NotFound, ReasonGroupNotFound, fmt.Sprintf("consumer group not found: %s", group), nil)
 }
+
+// Unsubscribed removes a deleted queue's subscription (a TopicUnsubscriber
+// for the shards' outbox relays).
+func (ts *TopicServer) Unsubscribed(ctx context.Context, tenant, topic, queue string) error {
+	_, err := ts.change(ctx, &storepb.ChangeTopic{Tenant: tenant, Name: topic, Unsubscribe: queue})
+	return err
+}

@@ -109,8 +109,9 @@ type Server struct {
 	metadataOnly atomic.Bool
 	// hk is the housekeeping goroutine's state (outbox relay, reconciler).
 	hk housekeeper
-	// topicWaits wakes partition log readers after appends (topic_shard.go).
-	topicWaits topicWaiters
+	// topics: readers of partition logs waiting for appends, and what
+	// unsubscribes a deleted queue (topic_shard.go).
+	topics topicState
 }
 
 // Deliverer delivers outbox entries to the shards of their target queues.
@@ -168,7 +169,7 @@ type stateMachine struct {
 // long poll looks again.
 func (m *stateMachine) Restored() {
 	m.srv.polls.wakeAll()
-	m.srv.topicWaits.wakeAll()
+	m.srv.topics.waits.wakeAll()
 	m.srv.limiter.forget("")
 }
 

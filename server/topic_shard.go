@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -114,7 +115,7 @@ func (s *Server) topicRead(ctx context.Context, req *storepb.TopicReadRequest) (
 	for {
 		// Take the wake-up channel before reading: an append between the
 		// read and the wait still wakes it.
-		woken := s.topicWaits.wait(key)
+		woken := s.topics.waits.wait(key)
 		if err := s.readBarrier(ctx); err != nil {
 			return nil, toStatus(err)
 		}
@@ -207,12 +208,62 @@ func (s *Server) trimTopics(ctx context.Context) {
 // topicApplied wakes the readers of a partition a publish appended to.
 func (s *Server) topicApplied(res *store.Result) {
 	if tr := res.Topic; tr != nil && tr.Appended {
-		s.topicWaits.wake(topicWaitKey(res.Tenant, tr.Name, tr.Partition))
+		s.topics.waits.wake(topicWaitKey(res.Tenant, tr.Name, tr.Partition))
 	}
 }
 
 func topicWaitKey(tenant, topic string, p int32) string {
 	return tenant + "\x00" + topic + "\x00" + strconv.Itoa(int(p))
+}
+
+// topicState is a shard server's topic state.
+type topicState struct {
+	waits       topicWaiters
+	unsubscribe atomic.Pointer[TopicUnsubscriber]
+}
+
+// TopicUnsubscriber removes a queue's subscription from a topic (the
+// record of truth and every partition copy).
+type TopicUnsubscriber func(ctx context.Context, tenant, topic, queue string) error
+
+// SetTopicUnsubscriber gives the relay what unsubscribes a queue whose
+// copies its target shard refuses (the queue was deleted).
+func (s *Server) SetTopicUnsubscriber(u TopicUnsubscriber) { s.topics.unsubscribe.Store(&u) }
+
+// unsubscribeRefused unsubscribes the queues that refused copies of this
+// shard's topic messages: a refusal is final (the queue no longer exists),
+// so the subscription goes, from the record of truth and every partition.
+func (s *Server) unsubscribeRefused(ctx context.Context, entries []*storepb.OutboxEntry, refused []uint64) {
+	u := s.topics.unsubscribe.Load()
+	if u == nil || len(refused) == 0 {
+		return
+	}
+	ids := map[uint64]bool{}
+	for _, id := range refused {
+		ids[id] = true
+	}
+	done := map[string]bool{}
+	for _, e := range entries {
+		if !ids[e.GetId()] {
+			continue
+		}
+		part, err := s.store.TopicOfMessage(e.GetMessage().GetId())
+		if err != nil || part == nil {
+			continue
+		}
+		k := part.GetTopic().GetTenant() + "\x00" + part.GetTopic().GetName() + "\x00" + e.GetTargetQueue()
+		if done[k] {
+			continue
+		}
+		done[k] = true
+		if err := (*u)(ctx, part.GetTopic().GetTenant(), part.GetTopic().GetName(), e.GetTargetQueue()); err != nil {
+			s.cfg.Logger.Warn("unsubscribe of a deleted queue failed", "shard", s.shard, "topic", part.GetTopic().GetName(),
+				"queue", e.GetTargetQueue(), "err", err)
+			continue
+		}
+		s.cfg.Logger.Info("queue unsubscribed from its topic: it no longer exists", "shard", s.shard,
+			"topic", part.GetTopic().GetName(), "queue", e.GetTargetQueue())
+	}
 }
 
 // topicWaiters hands out one channel per partition, closed (and replaced)

@@ -438,3 +438,39 @@ func TestTopicREST(t *testing.T) {
 		t.Fatalf("get: %d %s", resp.StatusCode, b)
 	}
 }
+
+// A deleted subscribed queue unsubscribes: its copies are refused, and
+// the relay removes the subscription from the topic.
+func TestTopicDeletedQueueUnsubscribes(t *testing.T) {
+	n := startNode(t, nodeOpts{shards: partShards})
+	tc := topicClient(t, n.GRPCAddr())
+	createQueue(t, n, "gone", nil)
+	createQueue(t, n, "stays", nil)
+	if _, err := tc.CreateTopic(tctx(t), &qv1.CreateTopicRequest{Name: "d", Attributes: &qv1.TopicAttributes{Partitions: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"gone", "stays"} {
+		if _, err := tc.Subscribe(tctx(t), &qv1.SubscribeRequest{Topic: "d", Queue: q}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := n.client.DeleteQueue(tctx(t), &qv1.DeleteQueueRequest{Name: "gone"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		if _, err := tc.Publish(tctx(t), &qv1.PublishRequest{Topic: "d", Body: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		got, err := tc.GetTopic(tctx(t), &qv1.GetTopicRequest{Name: "d"})
+		if err != nil {
+			return err
+		}
+		if subs := got.GetTopic().GetSubscriptions(); len(subs) != 1 || subs[0].GetQueue() != "stays" {
+			return fmt.Errorf("subscriptions %v", subs)
+		}
+		return nil
+	})
+	drainQueue(t, n.client, "stays", 4)
+}

@@ -470,3 +470,23 @@ func (s *Store) TopicGroupOffset(tenant, topic string, p int32, group string) (i
 	}
 	return g.Offset, nil
 }
+
+// TopicOfMessage returns the partition copy on this shard that published
+// message id (topic message ids carry the copy's id with the topic bit),
+// or nil: the relay unsubscribes a queue whose copies are refused.
+func (s *Store) TopicOfMessage(id string) (*storepb.TopicPartitionRecord, error) {
+	ref, ok := ParseMessageID(id)
+	if !ok || ref.Shard != s.shard || ref.Queue&topicMessageIDBit == 0 {
+		return nil, nil
+	}
+	parts, err := s.reader(0).allPartitions()
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range parts {
+		if p.Id == ref.Queue&^topicMessageIDBit {
+			return p, nil
+		}
+	}
+	return nil, nil
+}

@@ -112,9 +112,10 @@ type Node struct {
 	stores []*store.Store   // by shard
 	srvs   []*server.Server // by shard
 	router *server.Router
-	keys   *server.AccessKeys // SigV4 access key lookup of the SQS endpoint
-	remote *server.RemoteView // API-tier nodes
-	cancel context.CancelFunc // stops the node's own loops (view, balancer)
+	keys   *server.AccessKeys  // SigV4 access key lookup of the SQS endpoint
+	topics *server.TopicServer // TopicService; also unsubscribes deleted queues for the relays
+	remote *server.RemoteView  // API-tier nodes
+	cancel context.CancelFunc  // stops the node's own loops (view, balancer)
 	loops  sync.WaitGroup
 	grpc   *grpc.Server
 	peer   *grpc.Server // Raft transport + forwarded calls, on RaftAddr
@@ -250,6 +251,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			Logger: cfg.Logger, Timeout: cfg.Server.ProposeTimeout, TracerProvider: tp})
 		n.remote.OnShards(n.router.SetShards)
 		n.keys = server.NewAccessKeys(n.router, server.AccessKeysConfig{})
+		n.topics = server.NewTopicServer(n.router)
 		cluster = server.NewClusterServer(server.ClusterConfig{Self: cfg.NodeID, Peers: cfg.Peers, Remote: n.remote, Router: n.router})
 		n.loops.Add(1)
 		go func() {
@@ -300,7 +302,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	qv1.RegisterQueueServiceServer(n.grpc, n.router)
 	qv1.RegisterClusterServiceServer(n.grpc, history.Service{ClusterServiceServer: cluster, Ring: hist, Node: cfg.NodeID, Now: time.Now})
 	qv1.RegisterCredentialsServiceServer(n.grpc, server.NewCredentialsServer(n.router, n.keys))
-	qv1.RegisterTopicServiceServer(n.grpc, server.NewTopicServer(n.router))
+	qv1.RegisterTopicServiceServer(n.grpc, n.topics)
 	n.registerConventions(n.grpc)
 	n.loops.Add(1)
 	go func() {
@@ -470,9 +472,11 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 		View: server.LocalView{Raft: n.host, Timeout: cfg.Server.ProposeTimeout}, Forwarder: n.fwd,
 		Logger: cfg.Logger, Timeout: cfg.Server.ProposeTimeout, TracerProvider: tp})
 	n.keys = server.NewAccessKeys(n.router, server.AccessKeysConfig{})
+	n.topics = server.NewTopicServer(n.router)
 	for _, srv := range n.srvs {
 		srv.SetDeliverer(n.router.Deliver)
 		srv.SetCatalog(n.router)
+		srv.SetTopicUnsubscriber(n.topics.Unsubscribed)
 	}
 	if err := registerGroupGauges(meter, n.host, n.groups()); err != nil {
 		return nil, fmt.Errorf("raft metrics: %w", err)
