@@ -33,7 +33,9 @@ position and can replay from a time.`),
 
 // topicRPC runs fn with a TopicService client.
 func (c *clientCmd) topicRPC(cmd *cobra.Command, fn func(ctx context.Context, tc qv1.TopicServiceClient) error) error {
-	return c.rpc(cmd, func(ctx context.Context, conn *grpc.ClientConn) error { return fn(ctx, qv1.NewTopicServiceClient(conn)) })
+	return c.rpc(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
+		return fn(ctx, qv1.NewTopicServiceClient(conn))
+	})
 }
 
 func printTopic(w io.Writer, t *qv1.Topic, stats bool) error {
