@@ -54,6 +54,7 @@ type benchOptions struct {
 	caFile       string
 	output       outputFormat
 	queue        string
+	topic        string // bench_topic.go: publish to it, consume its subscribed queue
 	partitions   int
 	producers    int
 	consumers    int
@@ -130,6 +131,7 @@ stops the run makes the exit status non-zero.`,
 	o.output.register(cmd)
 	f := cmd.Flags()
 	f.StringVar(&o.queue, "queue", o.queue, "queue name")
+	f.StringVar(&o.topic, "topic", "", "publish to this topic instead (with --create: made, with --partitions, and subscribed by --queue); consumers read --queue")
 	f.IntVar(&o.partitions, "partitions", o.partitions, "partitions of the queue when --create makes it (1-64)")
 	f.IntVar(&o.producers, "producers", o.producers, "producers, each with its own connection (0: receive only)")
 	f.IntVar(&o.consumers, "consumers", o.consumers, "consumers, each with its own connection (0: send only)")
@@ -490,6 +492,7 @@ func runBench(ctx context.Context, o benchOptions, progress io.Writer) (*benchRe
 			}
 			conns = append(conns, c)
 			producers[i].apis = append(producers[i].apis, qv1.NewQueueServiceClient(c))
+			producers[i].topics = append(producers[i].topics, qv1.NewTopicServiceClient(c))
 		}
 	}
 	var clients []*quorumq.Client // the consumers', each its own connections
@@ -609,7 +612,7 @@ func prepareQueue(ctx context.Context, o benchOptions, conns []*grpc.ClientConn,
 		if _, err := q.CreateQueue(ctx, req); err != nil {
 			return fmt.Errorf("create queue %s: %w", o.queue, err)
 		}
-		return nil
+		return prepareTopic(ctx, o, conns[0])
 	}
 	if _, err := q.GetQueue(ctx, &qv1.GetQueueRequest{Name: o.queue}); err != nil {
 		if status.Code(err) == codes.NotFound {
@@ -659,8 +662,9 @@ func (r *benchRun) sender(ctx context.Context, q *benchProducer) {
 // go to the endpoint that last served one without forwarding it (the
 // queue's shard leader), as the SDK's calls do.
 type benchProducer struct {
-	apis []qv1.QueueServiceClient
-	cur  atomic.Int64
+	apis   []qv1.QueueServiceClient
+	topics []qv1.TopicServiceClient // same connections, for --topic
+	cur    atomic.Int64
 }
 
 func (p *benchProducer) api() (int, qv1.QueueServiceClient) {
@@ -702,6 +706,9 @@ func (r *benchRun) entry(idx int64, i int, stamp string) *qv1.SendMessageBatchEn
 // send sends messages first..first+n-1 in one request. In-flight requests
 // finish after sending stops (their outcome counts); only ctx cuts them.
 func (r *benchRun) send(ctx context.Context, p *benchProducer, first int64, n int, intended time.Time) error {
+	if r.o.topic != "" {
+		return r.publish(ctx, p, first, n, intended)
+	}
 	stamp := strconv.FormatInt(intended.UnixNano(), 10)
 	ctx, cancel := context.WithTimeout(ctx, benchCallTimeout)
 	defer cancel()
