@@ -22,6 +22,8 @@ import (
 //     TestReadmePeerCertificateRecipe (readme_auth_test.go)
 //   - "### Access keys for the SQS endpoint": TestReadmeAccessKeyWalkthrough
 //     (readme_sqsauth_test.go)
+//   - "## Topics: fan-out and replay": TestReadmeTopicsWalkthrough
+//     (readme_topics_test.go)
 //   - "## Use it from the AWS SDK / CLI": the aws CLI block by
 //     TestReadmeSQSWalkthrough (sqs_cli_test.go, build tag sqscli, run by
 //     `make test-sqs`), the Go program by TestReadmeSQSGoExample
