@@ -151,6 +151,7 @@ func New(cfg Config, raft Raft, st *store.Store, shard uint64) *Server {
 		stop:    make(chan struct{}),
 	}
 	s.registerDepth(cfg.Meter)
+	s.registerTopicGauges(cfg.Meter)
 	return s
 }
 

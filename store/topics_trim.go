@@ -222,3 +222,11 @@ func (s *Store) NeedsTopicTrim(nowMs int64) (bool, error) {
 	}
 	return false, nil
 }
+
+// TopicPartitions returns the shard's partition copies in key order (for
+// the disk-usage gauges).
+func (s *Store) TopicPartitions() ([]*storepb.TopicPartitionRecord, error) {
+	t, done := s.snapshot(0)
+	defer done()
+	return t.allPartitions()
+}
