@@ -77,21 +77,21 @@ func (t *txn) oldestSegment(part *storepb.TopicPartitionRecord) (seg *storepb.To
 		return nil, err
 	}
 	defer closeInto(it, &err)
-	for ok := it.First(); ok; ok = it.Next() {
-		v, err := it.Value()
-		if err != nil {
-			return nil, err
-		}
-		s := &storepb.TopicSegment{}
-		if err := proto.Unmarshal(v, s); err != nil {
-			return nil, fmt.Errorf("store: decode %s: %w", keys.Pretty(it.Key()), err)
-		}
-		if s.FirstOffset == part.Head.FirstOffset {
-			return nil, nil // the head's own summary: not closed
-		}
-		return s, nil
+	if !it.First() {
+		return nil, nil
 	}
-	return nil, nil
+	v, err := it.Value()
+	if err != nil {
+		return nil, err
+	}
+	s := &storepb.TopicSegment{}
+	if err := proto.Unmarshal(v, s); err != nil {
+		return nil, fmt.Errorf("store: decode %s: %w", keys.Pretty(it.Key()), err)
+	}
+	if s.FirstOffset == part.Head.FirstOffset {
+		return nil, nil // the head's own summary: not closed
+	}
+	return s, nil
 }
 
 // expired reports whether segment s of part is due for removal at now.
