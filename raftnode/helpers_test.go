@@ -240,11 +240,12 @@ type testNode struct {
 }
 
 type nodeOpts struct {
-	tick      time.Duration // default 10ms
-	transport Transport
-	logRetain uint64
-	peers     []uint64
-	groups    []uint64
+	tick          time.Duration // default 10ms
+	transport     Transport
+	logRetain     uint64
+	snapshotChunk int // Config.SnapshotChunkBytes (default 1 MiB)
+	peers         []uint64
+	groups        []uint64
 }
 
 func startNode(t testing.TB, id uint64, fs vfs.FS, o nodeOpts) *testNode {
@@ -254,14 +255,15 @@ func startNode(t testing.TB, id uint64, fs vfs.FS, o nodeOpts) *testNode {
 		o.tick = 10 * time.Millisecond
 	}
 	h, err := NewHost(Config{
-		NodeID:       id,
-		DB:           n.db,
-		Transport:    o.transport,
-		TickInterval: o.tick,
-		LogRetain:    o.logRetain,
-		Logger:       testLogger(t),
-		SnapshotFS:   fs,
-		SnapshotDir:  "snapshots",
+		NodeID:             id,
+		DB:                 n.db,
+		Transport:          o.transport,
+		TickInterval:       o.tick,
+		LogRetain:          o.logRetain,
+		SnapshotChunkBytes: o.snapshotChunk,
+		Logger:             testLogger(t),
+		SnapshotFS:         fs,
+		SnapshotDir:        "snapshots",
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -107,6 +107,9 @@ func startServe(t *testing.T, dir string, extra ...string) *proc {
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-p.exited
+		if t.Failed() {
+			logTail(t, fmt.Sprintf("quorumq serve %s", strings.Join(extra, " ")), p.stderr.String())
+		}
 	})
 	found := make(chan struct{})
 	go func() {
@@ -139,6 +142,19 @@ func startServe(t *testing.T, dir string, extra ...string) *proc {
 		t.Fatalf("quorumq serve did not start: %s", p.stderr.String())
 	}
 	return p
+}
+
+// logTail logs the end of a failed test's node log: warnings (a leader
+// handing over, a snapshot failing) say why a call failed.
+func logTail(t *testing.T, name, log string) {
+	const max = 16 << 10
+	if log == "" {
+		return
+	}
+	if len(log) > max {
+		log = "..." + log[len(log)-max:]
+	}
+	t.Logf("stderr of %s:\n%s", name, log)
 }
 
 // grpcConn is the process's client connection, made once.
