@@ -16,7 +16,8 @@ type ProducerOptions struct {
 	// default 100). A batch is also cut at 4 MiB.
 	BatchSize int
 	// Linger is how long the first message of a batch waits for more
-	// before the batch is sent (default 5ms).
+	// before the batch is sent (default 5ms; 1ms on a stream, where a
+	// small batch costs no call).
 	Linger time.Duration
 	// BufferSize bounds the messages published and not yet answered
 	// (default 10 × BatchSize). Publish blocks while it is full.
@@ -112,6 +113,9 @@ func (q *Queue) NewProducer(o ProducerOptions) *Producer {
 	}
 	if o.Linger <= 0 {
 		o.Linger = 5 * time.Millisecond
+		if !o.Unary {
+			o.Linger = time.Millisecond
+		}
 	}
 	if o.BufferSize <= 0 {
 		o.BufferSize = 10 * o.BatchSize

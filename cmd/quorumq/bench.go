@@ -72,6 +72,7 @@ type benchOptions struct {
 	tagEvery     int
 	filterTag    string
 	progress     time.Duration
+	unary        bool
 }
 
 func defaultBenchOptions() benchOptions {
@@ -92,9 +93,12 @@ forwards to the leader). Producers send --size byte messages, --batch per
 request, with up to --inflight unconfirmed requests each: as fast as
 confirmed (closed loop), or at --rate messages/s in total (open loop; latency
 is measured from each request's intended start, so a stalled server is not
-hidden). Consumers are the Go SDK's Consumer with its defaults (several
-receives in flight, deletes batched asynchronously): what a user of the SDK
-gets. Each message carries its intended send time, so end-to-end latency is
+hidden). Producers are the Go SDK's Producer (one SendStream each, the
+server coalescing what the --inflight senders publish); consumers are the
+Go SDK's Consumer with its defaults (a Consume stream: messages pushed
+against a prefetch credit, deletes batched asynchronously): what a user of
+the SDK gets. --unary sends with SendMessage / SendMessageBatch calls
+instead and consumes with receive and delete calls. Each message carries its intended send time, so end-to-end latency is
 receive time minus that.
 
 The run stops sending after --duration and/or --messages, then drains:
@@ -148,6 +152,7 @@ stops the run makes the exit status non-zero.`,
 	f.IntVar(&o.tagEvery, "tag-every", 0, "with --tag: tag only every N-th message (100 = 1%; 0: all)")
 	f.StringVar(&o.filterTag, "filter-tag", "", "consumers receive only messages with this tag")
 	f.DurationVar(&o.progress, "progress-interval", o.progress, "progress line period on stderr (0: none)")
+	f.BoolVar(&o.unary, "unary", false, "send and consume with unary calls instead of the SDK's streams")
 	return cmd
 }
 
@@ -319,6 +324,7 @@ type benchConfig struct {
 	Tag          string   `json:"tag,omitempty"`
 	TagEvery     int      `json:"tagEvery,omitempty"`
 	FilterTag    string   `json:"filterTag,omitempty"`
+	Unary        bool     `json:"unary,omitempty"`
 }
 
 // benchResult is what a run measured; --json prints it as one object.
@@ -508,6 +514,17 @@ func runBench(ctx context.Context, o benchOptions, progress io.Writer) (*benchRe
 	if err := prepareQueue(ctx, o, conns, clients); err != nil {
 		return nil, err
 	}
+	if !o.unary {
+		for i, p := range producers {
+			c, err := o.dialSDK(i)
+			if err != nil {
+				return nil, err
+			}
+			defer c.Close()
+			// Room for every message its senders may have unconfirmed.
+			p.prod = c.Queue(o.queue).NewProducer(quorumq.ProducerOptions{BufferSize: o.inflight * o.batch})
+		}
+	}
 
 	idb := make([]byte, 6)
 	_, _ = rand.Read(idb)
@@ -573,6 +590,11 @@ func runBench(ctx context.Context, o benchOptions, progress io.Writer) (*benchRe
 
 	sendWG.Wait()
 	sendElapsed := time.Since(r.start)
+	for _, p := range producers {
+		if p.prod != nil {
+			_ = p.prod.Close(ctx) // every send is answered already
+		}
+	}
 	if o.producers > 0 {
 		r.sendsDone.Store(true)
 		drain := time.AfterFunc(o.drainTimeout, cancelCons)
@@ -661,6 +683,8 @@ func (r *benchRun) sender(ctx context.Context, q *benchProducer) {
 type benchProducer struct {
 	apis []qv1.QueueServiceClient
 	cur  atomic.Int64
+	// prod, unless --unary: the SDK Producer its senders publish to.
+	prod *quorumq.Producer
 }
 
 func (p *benchProducer) api() (int, qv1.QueueServiceClient) {
@@ -705,6 +729,9 @@ func (r *benchRun) send(ctx context.Context, p *benchProducer, first int64, n in
 	stamp := strconv.FormatInt(intended.UnixNano(), 10)
 	ctx, cancel := context.WithTimeout(ctx, benchCallTimeout)
 	defer cancel()
+	if p.prod != nil {
+		return r.publish(ctx, p.prod, first, n, intended, stamp)
+	}
 	k, q := p.api()
 	var md metadata.MD
 	defer func() { p.served(k, md) }()
@@ -735,6 +762,39 @@ func (r *benchRun) send(ctx context.Context, p *benchProducer, first int64, n in
 	return nil
 }
 
+// publish sends messages first..first+n-1 with the SDK Producer and
+// waits for their outcomes.
+func (r *benchRun) publish(ctx context.Context, p *quorumq.Producer, first int64, n int, intended time.Time, stamp string) error {
+	futures := make([]*quorumq.Future, 0, n)
+	for i := range n {
+		e := r.entry(first+int64(i), i, stamp)
+		f, err := p.Publish(ctx, quorumq.OutgoingMessage{Body: e.Body, Attributes: e.Attributes, Tags: e.Tags})
+		if err != nil {
+			return err
+		}
+		futures = append(futures, f)
+	}
+	var ok int64
+	var errs []error
+	for _, f := range futures {
+		if _, err := f.Wait(ctx); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ok++
+	}
+	if ok == 0 && len(errs) > 0 {
+		return errs[0] // the caller counts the n failures
+	}
+	for _, err := range errs {
+		r.errs.add(sdkCode(err), 1)
+	}
+	r.sendFailed.Add(int64(len(errs)))
+	r.sent.Add(ok)
+	r.sendLat.record(time.Since(intended), ok)
+	return nil
+}
+
 // errBenchSurplus is a handler's answer for a message past --messages
 // of a receive-only run: it goes back to the queue at once.
 var errBenchSurplus = errors.New("past --messages")
@@ -745,6 +805,7 @@ var errBenchSurplus = errors.New("past --messages")
 func (r *benchRun) consumer(consCtx context.Context, c *quorumq.Client) {
 	o := quorumq.ConsumerOptions{
 		MaxMessages: r.o.receiveBatch, VisibilityTimeout: r.o.visibility,
+		Unary: r.o.unary,
 		OnError: func(_ *quorumq.Message, err error) {
 			if !errors.Is(err, errBenchSurplus) {
 				r.errs.add(sdkCode(err), 1)
@@ -826,7 +887,7 @@ func (r *benchRun) result(elapsed, sendElapsed, recvElapsed time.Duration, inter
 		Config: benchConfig{Endpoints: o.endpoints, Queue: o.queue, Partitions: o.partitions, Producers: o.producers,
 			Consumers: o.consumers, Size: o.size, Batch: o.batch, Inflight: o.inflight, Duration: o.duration.String(),
 			Messages: o.messages, Rate: o.rate, ReceiveBatch: o.receiveBatch, Tag: o.tag, TagEvery: o.tagEvery,
-			FilterTag: o.filterTag},
+			FilterTag: o.filterTag, Unary: o.unary},
 		RunID: r.runID, Mode: "closed",
 		Elapsed: elapsed.Seconds(), SendElapsed: sendElapsed.Seconds(), ReceiveElapsed: recvElapsed.Seconds(),
 		Sent: r.sent.Load(), SendFailed: r.sendFailed.Load(), Received: r.received.Load(), Deleted: r.deleted.Load(),
