@@ -33,7 +33,7 @@ const (
 func (r *run) consumeLoop(ctx context.Context) error {
 	failures, rotations, pushed := 0, 0, false
 	for ctx.Err() == nil {
-		s, err := r.openConsume(ctx)
+		s, ep, err := r.openConsume(ctx)
 		if err == nil {
 			err = s.serve(ctx, &rotations)
 			pushed = pushed || s.pushedAny
@@ -50,11 +50,21 @@ func (r *run) consumeLoop(ctx context.Context) error {
 		if isErr && e.Code == codes.Unimplemented && !pushed {
 			return errNoConsume
 		}
-		if !retryableWrapped(err) && !(isErr && e.Code == codes.Canceled) {
+		// A stream that served a while ends when its token expires: a new
+		// one takes a fresh token from the token source.
+		expired := isErr && e.Code == codes.Unauthenticated && s != nil && s.pushedAny
+		if !retryableWrapped(err) && !expired && !(isErr && e.Code == codes.Canceled) {
 			return fmt.Errorf("quorumq: consumer of %s: %w", r.c.q.name, err)
 		}
 		failures++
 		r.report(nil, fmt.Errorf("consume stream: %w", err))
+		// The node may be gone: the next stream goes to the next one
+		// (any node serves; forwarding moves it on from there).
+		eps := r.c.q.c.eps
+		if transportFailure(err) && len(eps) > 1 {
+			eps[ep].downUntil.Store(time.Now().Add(downFor).UnixNano())
+		}
+		r.c.q.rt.home.Store((ep+1)%uint64(len(eps)) + 1)
 		if sleepCtx(ctx, max(r.c.q.c.retry.backoff(failures), streamRetryAfter/4)) != nil {
 			return nil
 		}
@@ -99,7 +109,7 @@ type ackWait struct {
 
 // openConsume opens a stream to the queue's home endpoint and names the
 // queue.
-func (r *run) openConsume(ctx context.Context) (*consumeStream, error) {
+func (r *run) openConsume(ctx context.Context) (*consumeStream, uint64, error) {
 	c := r.c.q.c
 	start := routeHome(r.c.q.rt)
 	if start == 0 {
@@ -112,27 +122,27 @@ func (r *run) openConsume(ctx context.Context) (*consumeStream, error) {
 	actx, err := c.authorize(sctx)
 	if err != nil {
 		cancel()
-		return nil, err
+		return nil, k, err
 	}
 	st, err := ep.api.Consume(actx)
 	if err != nil {
 		cancel()
-		return nil, asError(err)
+		return nil, k, asError(err)
 	}
 	first := &qv1.ConsumeRequest{Queue: r.c.q.name, VisibilityTimeout: durationpb.New(r.vis)}
 	if f := r.c.o.Filter; f != nil {
 		first.TagFilter = &qv1.TagFilter{All: f.All, Any: f.Any, None: f.None}
 	}
 	if err := st.Send(first); err != nil {
-		cancel()
 		_, rerr := st.Recv() // the status that ended the stream
+		cancel()
 		if rerr != nil && !errors.Is(rerr, io.EOF) {
-			return nil, asError(rerr)
+			return nil, k, asError(rerr)
 		}
-		return nil, asError(err)
+		return nil, k, asError(err)
 	}
 	return &consumeStream{r: r, ep: k, stream: st, cancel: cancel, done: make(chan struct{}),
-		rotate: make(chan struct{}), waits: map[string]ackSlot{}}, nil
+		rotate: make(chan struct{}), waits: map[string]ackSlot{}}, k, nil
 }
 
 // serve grants credit as slots free up while the reader pushes messages

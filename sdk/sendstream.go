@@ -180,6 +180,9 @@ func (s *sendStream) fail(err error) {
 		if errors.As(asError(err), &e) && e.Code == codes.Unimplemented {
 			s.p.noStream.Store(true)
 		}
+		// The node may be gone: the next stream tries the next one.
+		n := uint64(len(s.p.q.c.eps))
+		s.p.q.rt.home.CompareAndSwap(s.ep+1, (s.ep+1)%n+1)
 		s.p.streamFailed()
 	}
 	if len(left) > 0 {

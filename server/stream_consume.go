@@ -118,7 +118,9 @@ func (c *consumer) run() error {
 	eof := false
 	for {
 		if !eof {
-			c.startReceives()
+			if err := c.startReceives(); err != nil {
+				return err
+			}
 		}
 		c.startBatches()
 		if eof && c.receives == 0 && c.batches == 0 && len(c.acks)+len(c.changes) == 0 {
@@ -191,10 +193,14 @@ func (c *consumer) accept(req *qv1.ConsumeRequest) error {
 // startReceives starts receives while credit allows: one whenever none
 // is in flight, more (up to consumeReceives) while messages keep coming
 // and enough credit is left to make them worth it.
-func (c *consumer) startReceives() {
+func (c *consumer) startReceives() error {
 	for c.credit > 0 && c.pause == nil && c.receives < consumeReceives {
 		if c.receives > 0 && (c.lastEmpty || c.credit < consumeMinBatch) {
-			return
+			return nil
+		}
+		// A client that only reads must not outlive its token either.
+		if err := reauthenticate(c.ctx); err != nil {
+			return err
 		}
 		n := min(c.credit, maxReceiveMessages)
 		c.credit -= n
@@ -212,6 +218,7 @@ func (c *consumer) startReceives() {
 			}
 		}()
 	}
+	return nil
 }
 
 // handleReceived pushes what a receive leased and gives back the credit
