@@ -313,9 +313,13 @@ func (s *consumeStream) fail() {
 func (s *consumeStream) ack(batch []*Message) ([]error, []bool) {
 	w := &ackWait{errs: make([]error, len(batch)), answered: make([]bool, len(batch)), left: len(batch), done: make(chan struct{})}
 	req := &qv1.ConsumeRequest{Acks: make([]*qv1.DeleteMessageBatchEntry, len(batch))}
+	// Under wmu throughout: end() half-closes under it, so a write never
+	// follows the half-close (that would fail and cancel the stream).
+	s.wmu.Lock()
 	s.mu.Lock()
 	if s.broken || s.closed {
 		s.mu.Unlock()
+		s.wmu.Unlock()
 		return w.errs, w.answered
 	}
 	for i, m := range batch {
@@ -325,7 +329,6 @@ func (s *consumeStream) ack(batch []*Message) ([]error, []bool) {
 		req.Acks[i] = &qv1.DeleteMessageBatchEntry{Id: id, ReceiptHandle: m.ReceiptHandle}
 	}
 	s.mu.Unlock()
-	s.wmu.Lock()
 	err := s.stream.Send(req)
 	s.wmu.Unlock()
 	if err != nil {
