@@ -41,8 +41,15 @@ func (r *run) consumeLoop(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if err == nil { // moved to another endpoint
+		if err == nil { // moved to another endpoint, or the server ended it
 			failures = 0
+			select {
+			case <-s.rotate:
+			default: // not asked to: do not spin on a server that ends streams
+				if sleepCtx(ctx, streamRetryAfter/4) != nil {
+					return nil
+				}
+			}
 			continue
 		}
 		var e *Error
