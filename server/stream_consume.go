@@ -91,8 +91,7 @@ type consumer struct {
 	reserved  int // asked for by receives in flight
 	receives  int
 	lastEmpty bool
-	failures  int       // receives failed retryably in a row
-	pauseEnd  time.Time // no receive before
+	failures  int // receives failed retryably in a row
 	pause     *time.Timer
 	received  chan consumeReceived
 
