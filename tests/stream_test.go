@@ -179,3 +179,61 @@ func TestStreamsSurviveLeaderKill(t *testing.T) {
 	}
 	t.Logf("%d confirmed, %d received, %d redeliveries; consumer %+v; %d consume stream failures", len(confirmed), len(received), redelivered, cons.Stats(), streamErrs.Load())
 }
+
+// Streams through a stateless API-tier node: a Producer and a Consumer
+// that know only the API node move every message of a partitioned queue
+// (the API node forwards the streams' batches to the shard leaders).
+func TestStreamsThroughAPITier(t *testing.T) {
+	c := startCluster(t, 3, "--shards", "3")
+	c.leader()
+	api := c.startAPINode(100)
+	cl, err := quorumq.Dial(context.Background(), []string{api.grpcAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if _, err := cl.CreateQueue(ctx, "apistream", quorumq.QueueAttributes{Partitions: 2}, nil); err != nil {
+		t.Fatal(err)
+	}
+	q := cl.Queue("apistream")
+	const total = 1000
+	p := q.NewProducer(quorumq.ProducerOptions{})
+	futures := make([]*quorumq.Future, total)
+	for i := range futures {
+		if futures[i], err = p.Publish(ctx, quorumq.OutgoingMessage{Body: fmt.Sprint("m", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range futures {
+		if _, err := f.Result(); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	var mu sync.Mutex
+	got := map[string]bool{}
+	runCtx, stop := context.WithCancel(ctx)
+	cons := q.NewConsumer(quorumq.ConsumerOptions{})
+	if err := cons.Run(runCtx, func(_ context.Context, m *quorumq.Message) error {
+		mu.Lock()
+		defer mu.Unlock()
+		got[m.Body] = true
+		if len(got) == total {
+			stop()
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	if len(got) != total {
+		t.Fatalf("received %d of %d messages", len(got), total)
+	}
+	if s := cons.Stats(); s.Deleted < total {
+		t.Errorf("consumer stats %+v, want %d deleted", s, total)
+	}
+}
