@@ -68,6 +68,13 @@ type ConsumerOptions struct {
 	// OnError, when set, is told of handler errors and of failures to
 	// delete, extend or release a message (default: the client's logger).
 	OnError func(m *Message, err error)
+	// Unary receives with ReceiveMessages calls (MaxMessages, Receives
+	// and WaitTime tune them) and deletes with DeleteMessageBatch calls.
+	// By default the consumer holds a Consume stream: the server pushes
+	// messages as Prefetch room frees up, and deletes go on the stream
+	// (by call while it is down). It falls back to calls for good when the
+	// server has no Consume.
+	Unary bool
 }
 
 // DefaultNackBackoff is 1s doubled per receive of the message, at most 5
@@ -149,8 +156,9 @@ type run struct {
 	slots    chan struct{}   // one per message held, from its receive until it is done
 	handlers chan struct{}   // one per running handler
 	acks     *acker
-	wg       sync.WaitGroup // handler goroutines
-	post     sync.WaitGroup // handlers past their handler, acking or nacking; guarded by mu for Add
+	stream   atomic.Pointer[consumeStream] // the Consume stream serving, if any
+	wg       sync.WaitGroup                // handler goroutines
+	post     sync.WaitGroup                // handlers past their handler, acking or nacking; guarded by mu for Add
 	mu       sync.Mutex
 	running  map[*running]struct{}
 }
@@ -223,7 +231,13 @@ func (c *Consumer) Run(ctx context.Context, handler Handler) error {
 		running: map[*running]struct{}{},
 	}
 	r.acks = newAcker(r)
-	err := r.receiveLoops(ctx)
+	var err error
+	if !c.o.Unary {
+		err = r.consumeLoop(ctx)
+	}
+	if c.o.Unary || errors.Is(err, errNoConsume) {
+		err = r.receiveLoops(ctx)
+	}
 	r.drain(stopWork)
 	r.acks.close()
 	return err
@@ -687,8 +701,30 @@ func (a *acker) loop() {
 	}
 }
 
-// send deletes a batch and reports every delete that failed.
+// send deletes a batch and reports every delete that failed: on the
+// Consume stream when there is one, and by call what the stream did not
+// answer or answered with a retryable failure.
 func (a *acker) send(batch []*Message) {
+	if s := a.r.stream.Load(); s != nil {
+		errs, answered := s.ack(batch)
+		var rest []*Message
+		for i, m := range batch {
+			ok, _ := retryable(errs[i], false)
+			switch {
+			case !answered[i] || ok:
+				rest = append(rest, m)
+			case errs[i] != nil:
+				a.r.c.deleteErrors.Add(1)
+				a.r.report(m, fmt.Errorf("delete: %w", errs[i]))
+			default:
+				a.r.c.deleted.Add(1)
+			}
+		}
+		if len(rest) == 0 {
+			return
+		}
+		batch = rest
+	}
 	handles := make([]string, len(batch))
 	for i, m := range batch {
 		handles[i] = m.ReceiptHandle

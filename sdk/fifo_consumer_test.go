@@ -53,6 +53,8 @@ func TestConsumerFIFOGroupInOrder(t *testing.T) {
 	var running, most atomic.Int32
 	failed := false
 	err := q.NewConsumer(quorumq.ConsumerOptions{
+		// Unary: the spy sees delete calls (the stream path: TestConsumeStreamFIFO).
+		Unary:       true,
 		Concurrency: 5,
 		// Short polls: a long poll is not woken when a delete of a group's
 		// head makes the next message deliverable (store: Woken not set).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
@@ -15,7 +16,8 @@ type ProducerOptions struct {
 	// default 100). A batch is also cut at 4 MiB.
 	BatchSize int
 	// Linger is how long the first message of a batch waits for more
-	// before the batch is sent (default 5ms).
+	// before the batch is sent (default 5ms; 1ms on a stream, where a
+	// small batch costs no call).
 	Linger time.Duration
 	// BufferSize bounds the messages published and not yet answered
 	// (default 10 × BatchSize). Publish blocks while it is full.
@@ -26,6 +28,12 @@ type ProducerOptions struct {
 	// OnResult, when set, is called once per message with its outcome,
 	// from the producer's goroutines (it must not block for long).
 	OnResult func(m *OutgoingMessage, r SendResult, err error)
+	// Unary sends every batch with a SendMessageBatch call. By default
+	// batches go on one SendStream, where the server coalesces them (and
+	// other producers' entries are not mixed in); the producer falls back
+	// to calls while a stream cannot be kept open, and for good when the
+	// server has no SendStream.
+	Unary bool
 }
 
 // Producer sends messages in batches: Publish buffers a message and
@@ -50,6 +58,14 @@ type Producer struct {
 	closing chan struct{}
 	pending int
 	idle    chan struct{} // closed (and replaced) when pending reaches 0
+
+	// The send stream (sendstream.go).
+	noStream  atomic.Bool    // unary calls only
+	streams   sync.WaitGroup // stream readers and their unary resends
+	smu       sync.Mutex
+	cur       *sendStream
+	rotations int       // streams reopened on another endpoint
+	retryAt   time.Time // no new stream before
 }
 
 type published struct {
@@ -97,6 +113,9 @@ func (q *Queue) NewProducer(o ProducerOptions) *Producer {
 	}
 	if o.Linger <= 0 {
 		o.Linger = 5 * time.Millisecond
+		if !o.Unary {
+			o.Linger = time.Millisecond
+		}
 	}
 	if o.BufferSize <= 0 {
 		o.BufferSize = 10 * o.BatchSize
@@ -115,9 +134,16 @@ func (q *Queue) NewProducer(o ProducerOptions) *Producer {
 	for range o.Concurrency {
 		wg.Go(p.sender)
 	}
+	p.noStream.Store(o.Unary)
 	go p.batcher()
 	go func() {
 		wg.Wait()
+		p.smu.Lock()
+		if p.cur != nil {
+			p.cur.closeSend()
+		}
+		p.smu.Unlock()
+		p.streams.Wait()
 		close(p.done)
 	}()
 	return p
@@ -252,30 +278,124 @@ func (p *Producer) batcher() {
 	}
 }
 
-// sender sends batches and answers their futures.
+// sender sends batches, on the send stream when there is one (the
+// stream's reader then answers the futures), else with a call.
 func (p *Producer) sender() {
 	for batch := range p.batches {
-		entries := make([]*qv1.SendMessageBatchEntry, len(batch))
-		for i, m := range batch {
-			m.entry.Id = strconv.Itoa(i)
-			entries[i] = m.entry
-		}
-		results := make([]SendResult, len(batch))
-		errs := p.q.sendEntries(p.ctx, entries, results)
-		for i, m := range batch {
-			m.f.res, m.f.err = results[i], errs[i]
-			close(m.f.done)
-			if p.o.OnResult != nil {
-				p.o.OnResult(&m.m, results[i], errs[i])
+		if s := p.stream(); s != nil {
+			// Entries a stream cannot carry fail alone (a string that is
+			// not UTF-8 would fail the whole write).
+			ok := batch[:0:0]
+			for _, m := range batch {
+				if err := checkEntry(m.entry); err != nil {
+					p.finish(m, SendResult{}, err)
+					continue
+				}
+				ok = append(ok, m)
 			}
-			<-p.slots
+			if len(ok) == 0 || s.write(ok) {
+				continue
+			}
+			batch = ok
 		}
-		p.mu.Lock()
-		p.pending -= len(batch)
-		if p.pending == 0 {
-			close(p.idle)
-			p.idle = make(chan struct{})
-		}
-		p.mu.Unlock()
+		p.sendBatch(batch)
 	}
+}
+
+// sendBatch sends a batch with calls and answers its futures.
+func (p *Producer) sendBatch(batch []*published) {
+	entries := make([]*qv1.SendMessageBatchEntry, len(batch))
+	for i, m := range batch {
+		m.entry.Id = strconv.Itoa(i)
+		entries[i] = m.entry
+	}
+	results := make([]SendResult, len(batch))
+	errs := p.q.sendEntries(p.ctx, entries, results)
+	for i, m := range batch {
+		p.finish(m, results[i], errs[i])
+	}
+}
+
+// sendUnary sends with calls, in order, what a stream did not answer (or
+// answered with a retryable failure), on a goroutine of its own.
+func (p *Producer) sendUnary(ms []*published) {
+	p.streams.Go(func() {
+		for len(ms) > 0 {
+			n := min(len(ms), p.o.BatchSize)
+			p.sendBatch(ms[:n])
+			ms = ms[n:]
+		}
+	})
+}
+
+// finish answers a message's future and frees its slot.
+func (p *Producer) finish(m *published, r SendResult, err error) {
+	m.f.res, m.f.err = r, err
+	close(m.f.done)
+	if p.o.OnResult != nil {
+		p.o.OnResult(&m.m, r, err)
+	}
+	<-p.slots
+	p.mu.Lock()
+	p.pending--
+	if p.pending == 0 {
+		close(p.idle)
+		p.idle = make(chan struct{})
+	}
+	p.mu.Unlock()
+}
+
+// stream returns the send stream, opening one when there is none (or
+// the last should be left); nil: send with calls.
+func (p *Producer) stream() *sendStream {
+	if p.noStream.Load() {
+		return nil
+	}
+	p.smu.Lock()
+	defer p.smu.Unlock()
+	s := p.cur
+	if s != nil && !s.rotate.Load() {
+		s.mu.Lock()
+		usable := !s.broken && !s.closing
+		s.mu.Unlock()
+		if usable {
+			return s
+		}
+	}
+	if time.Now().Before(p.retryAt) {
+		return nil
+	}
+	if s != nil {
+		s.closeSend() // its reader answers what it has written
+	}
+	s, err := p.openSendStream()
+	if err != nil {
+		p.retryAt = time.Now().Add(streamRetryAfter)
+		p.cur = nil
+		return nil
+	}
+	p.cur = s
+	return s
+}
+
+// forwarded moves the producer's next stream to the next endpoint: the
+// one s is on forwarded the first batch (it does not lead the queue).
+// A partitioned queue is led from several nodes: it moves at most once
+// per endpoint.
+func (p *Producer) forwarded(s *sendStream) {
+	p.smu.Lock()
+	defer p.smu.Unlock()
+	if p.rotations >= len(p.q.c.eps)-1 {
+		return
+	}
+	p.rotations++
+	p.q.rt.home.Store((s.ep+1)%uint64(len(p.q.c.eps)) + 1)
+	s.rotate.Store(true)
+}
+
+// streamFailed holds off the next stream a while (calls meanwhile).
+func (p *Producer) streamFailed() {
+	p.smu.Lock()
+	p.retryAt = time.Now().Add(streamRetryAfter)
+	p.smu.Unlock()
 }

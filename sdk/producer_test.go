@@ -21,7 +21,8 @@ func TestProducerBatchesAndFlushesOnClose(t *testing.T) {
 	ctx := tctx(t, 30*time.Second)
 
 	var results atomic.Int64
-	p := q.NewProducer(quorumq.ProducerOptions{BatchSize: 10, Linger: time.Hour,
+	// Unary: this counts the batch calls (the stream path: TestProducerStream*).
+	p := q.NewProducer(quorumq.ProducerOptions{BatchSize: 10, Linger: time.Hour, Unary: true,
 		OnResult: func(_ *quorumq.OutgoingMessage, r quorumq.SendResult, err error) {
 			if err == nil && r.MessageID != "" {
 				results.Add(1)
@@ -121,7 +122,8 @@ func TestProducerBackpressure(t *testing.T) {
 		}
 	}
 	cnt.before.Store(&hold)
-	p := q.NewProducer(quorumq.ProducerOptions{BatchSize: 2, BufferSize: 4, Linger: time.Millisecond})
+	// Unary: this holds the batch calls (the stream path: TestProducerStreamBackpressure).
+	p := q.NewProducer(quorumq.ProducerOptions{BatchSize: 2, BufferSize: 4, Linger: time.Millisecond, Unary: true})
 	var futures []*quorumq.Future
 	for i := range 4 {
 		f, err := p.Publish(ctx, quorumq.OutgoingMessage{Body: fmt.Sprint(i)})

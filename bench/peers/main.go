@@ -9,7 +9,7 @@
 // Server CPU and disk bytes come from /proc/PID/stat and /proc/PID/io of
 // every server process, sampled around each run.
 //
-//	go run ./bench/peers -peers $PEERS -bin bin/quorumq [-duration 20s] [-which qq,nats,rmq] [-profile]
+//	go run ./bench/peers -peers $PEERS -bin bin/quorumq [-duration 20s] [-which qq,nats,rmq] [-profile] [-qq-extra --unary]
 //
 // PEERS is a writable copy of ../shared/peers with rmqbench/rmqbench,
 // natsbench/natsbench and bin/nats-server built (the make target does it).
@@ -43,6 +43,7 @@ type config struct {
 	which    []string
 	out      string
 	profile  bool
+	qqExtra  []string
 }
 
 func main() {
@@ -54,7 +55,10 @@ func main() {
 	flag.StringVar(&which, "which", envOr("WHICH", "qq,nats,rmq"), "systems to run, comma-separated: qq, nats, rmq (env WHICH)")
 	flag.StringVar(&c.out, "out", os.Getenv("OUT"), "directory for raw outputs and logs (default $PEERS/results/run-<time>)")
 	flag.BoolVar(&c.profile, "profile", os.Getenv("PROFILE") != "", "save 15 s CPU profiles of each quorumq node during its runs (env PROFILE)")
+	var qqExtra string
+	flag.StringVar(&qqExtra, "qq-extra", os.Getenv("QQ_EXTRA"), "extra flags of quorumq's bench runs, space-separated, e.g. --unary (env QQ_EXTRA)")
 	flag.Parse()
+	c.qqExtra = strings.Fields(qqExtra)
 	c.which = strings.Split(which, ",")
 	if c.peers == "" || (slices.Contains(c.which, "qq") && c.bin == "") || c.duration <= 0 {
 		fmt.Fprintln(os.Stderr, "peers: -peers and -bin are required; -duration must be positive")
@@ -294,7 +298,7 @@ func runQQ(ctx context.Context, c config) (systemResults, error) {
 		}
 		argv := append([]string{c.bin, "bench", "--endpoint", eps, "--queue", "sbs", "--create",
 			"--producers", "4", "--consumers", "4", "--size", "1024", "--duration", dur,
-			"--progress-interval", "0", "-o", "json"}, s.args...)
+			"--progress-interval", "0", "-o", "json"}, append(s.args, c.qqExtra...)...)
 		waitProf := profileNodes(ctx, c, s.name)
 		pebble0 := pebbleWritten(ctx)
 		out, _, m, err := measure(ctx, c, s.name, cl.pids, argv...)

@@ -73,6 +73,7 @@ type benchOptions struct {
 	tagEvery     int
 	filterTag    string
 	progress     time.Duration
+	unary        bool
 }
 
 func defaultBenchOptions() benchOptions {
@@ -93,9 +94,12 @@ forwards to the leader). Producers send --size byte messages, --batch per
 request, with up to --inflight unconfirmed requests each: as fast as
 confirmed (closed loop), or at --rate messages/s in total (open loop; latency
 is measured from each request's intended start, so a stalled server is not
-hidden). Consumers are the Go SDK's Consumer with its defaults (several
-receives in flight, deletes batched asynchronously): what a user of the SDK
-gets. Each message carries its intended send time, so end-to-end latency is
+hidden). Producers are the Go SDK's Producer (one SendStream each, the
+server coalescing what the --inflight senders publish); consumers are the
+Go SDK's Consumer with its defaults (a Consume stream: messages pushed
+against a prefetch credit, deletes batched asynchronously): what a user of
+the SDK gets. --unary sends with SendMessage / SendMessageBatch calls
+instead and consumes with receive and delete calls. Each message carries its intended send time, so end-to-end latency is
 receive time minus that.
 
 The run stops sending after --duration and/or --messages, then drains:
@@ -136,12 +140,12 @@ stops the run makes the exit status non-zero.`,
 	f.IntVar(&o.producers, "producers", o.producers, "producers, each with its own connection (0: receive only)")
 	f.IntVar(&o.consumers, "consumers", o.consumers, "consumers, each with its own connection (0: send only)")
 	f.IntVar(&o.size, "size", o.size, "message body size in bytes")
-	f.IntVar(&o.batch, "batch", o.batch, "messages per send request (1: SendMessage, more: SendMessageBatch)")
-	f.IntVar(&o.inflight, "inflight", o.inflight, "unconfirmed send requests per producer")
+	f.IntVar(&o.batch, "batch", o.batch, "messages a sender publishes before it waits for their outcomes (--unary: per request; 1: SendMessage, more: SendMessageBatch)")
+	f.IntVar(&o.inflight, "inflight", o.inflight, "senders per producer, each with --batch unconfirmed messages")
 	f.DurationVar(&o.duration, "duration", o.duration, "how long to send (0: until --messages)")
 	f.Int64Var(&o.messages, "messages", 0, "messages to send, or with --producers 0 to receive (0: until --duration)")
 	f.Float64Var(&o.rate, "rate", 0, "open loop: messages/s over all producers (0: closed loop, as fast as confirmed)")
-	f.IntVar(&o.receiveBatch, "receive-batch", o.receiveBatch, "most messages per receive (1-100; 0: the SDK Consumer's default)")
+	f.IntVar(&o.receiveBatch, "receive-batch", o.receiveBatch, "with --unary: most messages per receive (1-100; 0: the SDK Consumer's default)")
 	f.BoolVar(&o.create, "create", false, "create the queue first (same attributes again is a no-op)")
 	f.StringVar(&o.token, "token", "", "bearer token for a secured cluster (default: none, dev mode)")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", o.drainTimeout, "how long consumers go on after sending stops")
@@ -150,6 +154,7 @@ stops the run makes the exit status non-zero.`,
 	f.IntVar(&o.tagEvery, "tag-every", 0, "with --tag: tag only every N-th message (100 = 1%; 0: all)")
 	f.StringVar(&o.filterTag, "filter-tag", "", "consumers receive only messages with this tag")
 	f.DurationVar(&o.progress, "progress-interval", o.progress, "progress line period on stderr (0: none)")
+	f.BoolVar(&o.unary, "unary", false, "send and consume with unary calls instead of the SDK's streams")
 	return cmd
 }
 
@@ -321,6 +326,7 @@ type benchConfig struct {
 	Tag          string   `json:"tag,omitempty"`
 	TagEvery     int      `json:"tagEvery,omitempty"`
 	FilterTag    string   `json:"filterTag,omitempty"`
+	Unary        bool     `json:"unary,omitempty"`
 }
 
 // benchResult is what a run measured; --json prints it as one object.
@@ -511,6 +517,17 @@ func runBench(ctx context.Context, o benchOptions, progress io.Writer) (*benchRe
 	if err := prepareQueue(ctx, o, conns, clients); err != nil {
 		return nil, err
 	}
+	if !o.unary {
+		for i, p := range producers {
+			c, err := o.dialSDK(i)
+			if err != nil {
+				return nil, err
+			}
+			defer c.Close()
+			// Room for every message its senders may have unconfirmed.
+			p.prod = c.Queue(o.queue).NewProducer(quorumq.ProducerOptions{BufferSize: o.inflight * o.batch})
+		}
+	}
 
 	idb := make([]byte, 6)
 	_, _ = rand.Read(idb)
@@ -576,6 +593,11 @@ func runBench(ctx context.Context, o benchOptions, progress io.Writer) (*benchRe
 
 	sendWG.Wait()
 	sendElapsed := time.Since(r.start)
+	for _, p := range producers {
+		if p.prod != nil {
+			_ = p.prod.Close(ctx) // every send is answered already
+		}
+	}
 	if o.producers > 0 {
 		r.sendsDone.Store(true)
 		drain := time.AfterFunc(o.drainTimeout, cancelCons)
@@ -665,6 +687,8 @@ type benchProducer struct {
 	apis   []qv1.QueueServiceClient
 	topics []qv1.TopicServiceClient // same connections, for --topic
 	cur    atomic.Int64
+	// prod, unless --unary: the SDK Producer its senders publish to.
+	prod *quorumq.Producer
 }
 
 func (p *benchProducer) api() (int, qv1.QueueServiceClient) {
@@ -707,11 +731,14 @@ func (r *benchRun) entry(idx int64, i int, stamp string) *qv1.SendMessageBatchEn
 // finish after sending stops (their outcome counts); only ctx cuts them.
 func (r *benchRun) send(ctx context.Context, p *benchProducer, first int64, n int, intended time.Time) error {
 	if r.o.topic != "" {
-		return r.publish(ctx, p, first, n, intended)
+		return r.publishTopic(ctx, p, first, n, intended)
 	}
 	stamp := strconv.FormatInt(intended.UnixNano(), 10)
 	ctx, cancel := context.WithTimeout(ctx, benchCallTimeout)
 	defer cancel()
+	if p.prod != nil {
+		return r.publish(ctx, p.prod, first, n, intended, stamp)
+	}
 	k, q := p.api()
 	var md metadata.MD
 	defer func() { p.served(k, md) }()
@@ -742,6 +769,39 @@ func (r *benchRun) send(ctx context.Context, p *benchProducer, first int64, n in
 	return nil
 }
 
+// publish sends messages first..first+n-1 with the SDK Producer and
+// waits for their outcomes.
+func (r *benchRun) publish(ctx context.Context, p *quorumq.Producer, first int64, n int, intended time.Time, stamp string) error {
+	futures := make([]*quorumq.Future, 0, n)
+	for i := range n {
+		e := r.entry(first+int64(i), i, stamp)
+		f, err := p.Publish(ctx, quorumq.OutgoingMessage{Body: e.Body, Attributes: e.Attributes, Tags: e.Tags})
+		if err != nil {
+			return err
+		}
+		futures = append(futures, f)
+	}
+	var ok int64
+	var errs []error
+	for _, f := range futures {
+		if _, err := f.Wait(ctx); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ok++
+	}
+	if ok == 0 && len(errs) > 0 {
+		return errs[0] // the caller counts the n failures
+	}
+	for _, err := range errs {
+		r.errs.add(sdkCode(err), 1)
+	}
+	r.sendFailed.Add(int64(len(errs)))
+	r.sent.Add(ok)
+	r.sendLat.record(time.Since(intended), ok)
+	return nil
+}
+
 // errBenchSurplus is a handler's answer for a message past --messages
 // of a receive-only run: it goes back to the queue at once.
 var errBenchSurplus = errors.New("past --messages")
@@ -752,6 +812,7 @@ var errBenchSurplus = errors.New("past --messages")
 func (r *benchRun) consumer(consCtx context.Context, c *quorumq.Client) {
 	o := quorumq.ConsumerOptions{
 		MaxMessages: r.o.receiveBatch, VisibilityTimeout: r.o.visibility,
+		Unary: r.o.unary,
 		OnError: func(_ *quorumq.Message, err error) {
 			if !errors.Is(err, errBenchSurplus) {
 				r.errs.add(sdkCode(err), 1)
@@ -833,7 +894,7 @@ func (r *benchRun) result(elapsed, sendElapsed, recvElapsed time.Duration, inter
 		Config: benchConfig{Endpoints: o.endpoints, Queue: o.queue, Partitions: o.partitions, Producers: o.producers,
 			Consumers: o.consumers, Size: o.size, Batch: o.batch, Inflight: o.inflight, Duration: o.duration.String(),
 			Messages: o.messages, Rate: o.rate, ReceiveBatch: o.receiveBatch, Tag: o.tag, TagEvery: o.tagEvery,
-			FilterTag: o.filterTag},
+			FilterTag: o.filterTag, Unary: o.unary},
 		RunID: r.runID, Mode: "closed",
 		Elapsed: elapsed.Seconds(), SendElapsed: sendElapsed.Seconds(), ReceiveElapsed: recvElapsed.Seconds(),
 		Sent: r.sent.Load(), SendFailed: r.sendFailed.Load(), Received: r.received.Load(), Deleted: r.deleted.Load(),

@@ -32,9 +32,9 @@ func prepareTopic(ctx context.Context, o benchOptions, conn *grpc.ClientConn) er
 	return nil
 }
 
-// publish publishes messages first..first+n-1 in one request (Publish for
+// publishTopic publishes messages first..first+n-1 in one request (Publish for
 // --batch 1, else PublishBatch).
-func (r *benchRun) publish(ctx context.Context, p *benchProducer, first int64, n int, intended time.Time) error {
+func (r *benchRun) publishTopic(ctx context.Context, p *benchProducer, first int64, n int, intended time.Time) error {
 	stamp := strconv.FormatInt(intended.UnixNano(), 10)
 	ctx, cancel := context.WithTimeout(ctx, benchCallTimeout)
 	defer cancel()

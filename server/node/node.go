@@ -282,6 +282,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		// history counts the client calls' messages for the console's charts.
 		grpc.ChainUnaryInterceptor(server.StripInternalHeaders(), server.UnaryInterceptor(authenticator, cfg.Logger),
 			history.Interceptor(hist, time.Now)),
+		grpc.ChainStreamInterceptor(server.StreamInterceptor(authenticator, cfg.Logger), history.StreamInterceptor(hist, time.Now)),
 		grpc.MaxRecvMsgSize(clientMaxRecvBytes), server.ServerStatsHandler(tp, mp),
 	}
 	apiOpts = append(apiOpts, keepaliveOptions()...)

@@ -3263,6 +3263,273 @@ func (x *RescheduleMessageResponse) GetVisibleAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// SendStreamRequest is one write of a SendStream.
+type SendStreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name (each write may name another queue).
+	Queue string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// 1 – 100 entries, ids unique among the stream's unanswered entries.
+	Entries       []*SendMessageBatchEntry `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendStreamRequest) Reset() {
+	*x = SendStreamRequest{}
+	mi := &file_quorumq_v1_queue_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendStreamRequest) ProtoMessage() {}
+
+func (x *SendStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_queue_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendStreamRequest.ProtoReflect.Descriptor instead.
+func (*SendStreamRequest) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *SendStreamRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *SendStreamRequest) GetEntries() []*SendMessageBatchEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+// SendStreamResponse answers entries of a SendStream by id.
+type SendStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Stored entries.
+	Successful []*SendMessageBatchResult `protobuf:"bytes,1,rep,name=successful,proto3" json:"successful,omitempty"`
+	// Failed entries.
+	Failed        []*BatchResultError `protobuf:"bytes,2,rep,name=failed,proto3" json:"failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendStreamResponse) Reset() {
+	*x = SendStreamResponse{}
+	mi := &file_quorumq_v1_queue_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendStreamResponse) ProtoMessage() {}
+
+func (x *SendStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_queue_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendStreamResponse.ProtoReflect.Descriptor instead.
+func (*SendStreamResponse) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *SendStreamResponse) GetSuccessful() []*SendMessageBatchResult {
+	if x != nil {
+		return x.Successful
+	}
+	return nil
+}
+
+func (x *SendStreamResponse) GetFailed() []*BatchResultError {
+	if x != nil {
+		return x.Failed
+	}
+	return nil
+}
+
+// ConsumeRequest is one write of a Consume stream.
+type ConsumeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// First request only (ignored after): the queue to consume.
+	Queue string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// First request only: lease of pushed messages, 0 – 12h; unset: the queue's.
+	VisibilityTimeout *durationpb.Duration `protobuf:"bytes,2,opt,name=visibility_timeout,json=visibilityTimeout,proto3" json:"visibility_timeout,omitempty"`
+	// First request only: push only messages that match.
+	TagFilter *TagFilter `protobuf:"bytes,3,opt,name=tag_filter,json=tagFilter,proto3" json:"tag_filter,omitempty"`
+	// More messages the server may push (added to the credit left), 0 – 1000.
+	Credit int32 `protobuf:"varint,4,opt,name=credit,proto3" json:"credit,omitempty"`
+	// Deletes of received messages (ids unique among the stream's
+	// unanswered acks and changes), at most 100 per request.
+	Acks []*DeleteMessageBatchEntry `protobuf:"bytes,5,rep,name=acks,proto3" json:"acks,omitempty"`
+	// Lease changes from now (0 gives the message back at once), at most
+	// 100 per request.
+	VisibilityChanges []*ChangeMessageVisibilityBatchEntry `protobuf:"bytes,6,rep,name=visibility_changes,json=visibilityChanges,proto3" json:"visibility_changes,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *ConsumeRequest) Reset() {
+	*x = ConsumeRequest{}
+	mi := &file_quorumq_v1_queue_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeRequest) ProtoMessage() {}
+
+func (x *ConsumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_queue_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeRequest.ProtoReflect.Descriptor instead.
+func (*ConsumeRequest) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *ConsumeRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *ConsumeRequest) GetVisibilityTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.VisibilityTimeout
+	}
+	return nil
+}
+
+func (x *ConsumeRequest) GetTagFilter() *TagFilter {
+	if x != nil {
+		return x.TagFilter
+	}
+	return nil
+}
+
+func (x *ConsumeRequest) GetCredit() int32 {
+	if x != nil {
+		return x.Credit
+	}
+	return 0
+}
+
+func (x *ConsumeRequest) GetAcks() []*DeleteMessageBatchEntry {
+	if x != nil {
+		return x.Acks
+	}
+	return nil
+}
+
+func (x *ConsumeRequest) GetVisibilityChanges() []*ChangeMessageVisibilityBatchEntry {
+	if x != nil {
+		return x.VisibilityChanges
+	}
+	return nil
+}
+
+// ConsumeResponse pushes messages and answers acks and changes.
+type ConsumeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Leased messages, each using one credit.
+	Messages []*ReceivedMessage `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	// Acks and visibility changes done, by id.
+	Successful []*BatchResultOk `protobuf:"bytes,2,rep,name=successful,proto3" json:"successful,omitempty"`
+	// Acks and visibility changes that failed, by id.
+	Failed        []*BatchResultError `protobuf:"bytes,3,rep,name=failed,proto3" json:"failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeResponse) Reset() {
+	*x = ConsumeResponse{}
+	mi := &file_quorumq_v1_queue_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeResponse) ProtoMessage() {}
+
+func (x *ConsumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_queue_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeResponse.ProtoReflect.Descriptor instead.
+func (*ConsumeResponse) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *ConsumeResponse) GetMessages() []*ReceivedMessage {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *ConsumeResponse) GetSuccessful() []*BatchResultOk {
+	if x != nil {
+		return x.Successful
+	}
+	return nil
+}
+
+func (x *ConsumeResponse) GetFailed() []*BatchResultError {
+	if x != nil {
+		return x.Failed
+	}
+	return nil
+}
+
 var File_quorumq_v1_queue_proto protoreflect.FileDescriptor
 
 const file_quorumq_v1_queue_proto_rawDesc = "" +
@@ -3537,12 +3804,34 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"deliver_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tdeliverAt\"V\n" +
 	"\x19RescheduleMessageResponse\x129\n" +
 	"\n" +
-	"visible_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tvisibleAt*\x80\x01\n" +
+	"visible_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tvisibleAt\"f\n" +
+	"\x11SendStreamRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12;\n" +
+	"\aentries\x18\x02 \x03(\v2!.quorumq.v1.SendMessageBatchEntryR\aentries\"\x8e\x01\n" +
+	"\x12SendStreamResponse\x12B\n" +
+	"\n" +
+	"successful\x18\x01 \x03(\v2\".quorumq.v1.SendMessageBatchResultR\n" +
+	"successful\x124\n" +
+	"\x06failed\x18\x02 \x03(\v2\x1c.quorumq.v1.BatchResultErrorR\x06failed\"\xd5\x02\n" +
+	"\x0eConsumeRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12H\n" +
+	"\x12visibility_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x11visibilityTimeout\x124\n" +
+	"\n" +
+	"tag_filter\x18\x03 \x01(\v2\x15.quorumq.v1.TagFilterR\ttagFilter\x12\x16\n" +
+	"\x06credit\x18\x04 \x01(\x05R\x06credit\x127\n" +
+	"\x04acks\x18\x05 \x03(\v2#.quorumq.v1.DeleteMessageBatchEntryR\x04acks\x12\\\n" +
+	"\x12visibility_changes\x18\x06 \x03(\v2-.quorumq.v1.ChangeMessageVisibilityBatchEntryR\x11visibilityChanges\"\xbb\x01\n" +
+	"\x0fConsumeResponse\x127\n" +
+	"\bmessages\x18\x01 \x03(\v2\x1b.quorumq.v1.ReceivedMessageR\bmessages\x129\n" +
+	"\n" +
+	"successful\x18\x02 \x03(\v2\x19.quorumq.v1.BatchResultOkR\n" +
+	"successful\x124\n" +
+	"\x06failed\x18\x03 \x03(\v2\x1c.quorumq.v1.BatchResultErrorR\x06failed*\x80\x01\n" +
 	"\fMessageState\x12\x1d\n" +
 	"\x19MESSAGE_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15MESSAGE_STATE_VISIBLE\x10\x01\x12\x1b\n" +
 	"\x17MESSAGE_STATE_IN_FLIGHT\x10\x02\x12\x19\n" +
-	"\x15MESSAGE_STATE_DELAYED\x10\x032\x84\x13\n" +
+	"\x15MESSAGE_STATE_DELAYED\x10\x032\x9d\x14\n" +
 	"\fQueueService\x12l\n" +
 	"\vCreateQueue\x12\x1e.quorumq.v1.CreateQueueRequest\x1a\x1f.quorumq.v1.CreateQueueResponse\"\x1c\x82\xd3\xe4\x93\x02\x16:\x01*b\x05queue\"\n" +
 	"/v1/queues\x12g\n" +
@@ -3567,7 +3856,10 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\n" +
 	"GetMessage\x12\x1d.quorumq.v1.GetMessageRequest\x1a\x1e.quorumq.v1.GetMessageResponse\"0\x82\xd3\xe4\x93\x02*\x12(/v1/queues/{queue}/messages/{message_id}\x12\x90\x01\n" +
 	"\rCancelMessage\x12 .quorumq.v1.CancelMessageRequest\x1a!.quorumq.v1.CancelMessageResponse\":\x82\xd3\xe4\x93\x024:\x01*\"//v1/queues/{queue}/messages/{message_id}:cancel\x12\xa0\x01\n" +
-	"\x11RescheduleMessage\x12$.quorumq.v1.RescheduleMessageRequest\x1a%.quorumq.v1.RescheduleMessageResponse\">\x82\xd3\xe4\x93\x028:\x01*\"3/v1/queues/{queue}/messages/{message_id}:rescheduleB5Z3github.com/quorumq/quorumq/api/quorumq/v1;quorumqv1b\x06proto3"
+	"\x11RescheduleMessage\x12$.quorumq.v1.RescheduleMessageRequest\x1a%.quorumq.v1.RescheduleMessageResponse\">\x82\xd3\xe4\x93\x028:\x01*\"3/v1/queues/{queue}/messages/{message_id}:reschedule\x12O\n" +
+	"\n" +
+	"SendStream\x12\x1d.quorumq.v1.SendStreamRequest\x1a\x1e.quorumq.v1.SendStreamResponse(\x010\x01\x12F\n" +
+	"\aConsume\x12\x1a.quorumq.v1.ConsumeRequest\x1a\x1b.quorumq.v1.ConsumeResponse(\x010\x01B5Z3github.com/quorumq/quorumq/api/quorumq/v1;quorumqv1b\x06proto3"
 
 var (
 	file_quorumq_v1_queue_proto_rawDescOnce sync.Once
@@ -3582,7 +3874,7 @@ func file_quorumq_v1_queue_proto_rawDescGZIP() []byte {
 }
 
 var file_quorumq_v1_queue_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_quorumq_v1_queue_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_quorumq_v1_queue_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_quorumq_v1_queue_proto_goTypes = []any{
 	(MessageState)(0),                            // 0: quorumq.v1.MessageState
 	(*QueueAttributes)(nil),                      // 1: quorumq.v1.QueueAttributes
@@ -3634,116 +3926,134 @@ var file_quorumq_v1_queue_proto_goTypes = []any{
 	(*CancelMessageResponse)(nil),                // 47: quorumq.v1.CancelMessageResponse
 	(*RescheduleMessageRequest)(nil),             // 48: quorumq.v1.RescheduleMessageRequest
 	(*RescheduleMessageResponse)(nil),            // 49: quorumq.v1.RescheduleMessageResponse
-	nil,                                          // 50: quorumq.v1.Queue.TagsEntry
-	nil,                                          // 51: quorumq.v1.CreateQueueRequest.TagsEntry
-	nil,                                          // 52: quorumq.v1.UpdateQueueRequest.TagsEntry
-	nil,                                          // 53: quorumq.v1.SendMessageRequest.AttributesEntry
-	nil,                                          // 54: quorumq.v1.SendMessageBatchEntry.AttributesEntry
-	nil,                                          // 55: quorumq.v1.ReceivedMessage.AttributesEntry
-	nil,                                          // 56: quorumq.v1.PeekedMessage.AttributesEntry
-	(*durationpb.Duration)(nil),                  // 57: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),                // 58: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),                // 59: google.protobuf.FieldMask
+	(*SendStreamRequest)(nil),                    // 50: quorumq.v1.SendStreamRequest
+	(*SendStreamResponse)(nil),                   // 51: quorumq.v1.SendStreamResponse
+	(*ConsumeRequest)(nil),                       // 52: quorumq.v1.ConsumeRequest
+	(*ConsumeResponse)(nil),                      // 53: quorumq.v1.ConsumeResponse
+	nil,                                          // 54: quorumq.v1.Queue.TagsEntry
+	nil,                                          // 55: quorumq.v1.CreateQueueRequest.TagsEntry
+	nil,                                          // 56: quorumq.v1.UpdateQueueRequest.TagsEntry
+	nil,                                          // 57: quorumq.v1.SendMessageRequest.AttributesEntry
+	nil,                                          // 58: quorumq.v1.SendMessageBatchEntry.AttributesEntry
+	nil,                                          // 59: quorumq.v1.ReceivedMessage.AttributesEntry
+	nil,                                          // 60: quorumq.v1.PeekedMessage.AttributesEntry
+	(*durationpb.Duration)(nil),                  // 61: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),                // 62: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),                // 63: google.protobuf.FieldMask
 }
 var file_quorumq_v1_queue_proto_depIdxs = []int32{
-	57, // 0: quorumq.v1.QueueAttributes.visibility_timeout:type_name -> google.protobuf.Duration
-	57, // 1: quorumq.v1.QueueAttributes.message_retention:type_name -> google.protobuf.Duration
-	57, // 2: quorumq.v1.QueueAttributes.delivery_delay:type_name -> google.protobuf.Duration
-	57, // 3: quorumq.v1.QueueAttributes.receive_wait:type_name -> google.protobuf.Duration
+	61, // 0: quorumq.v1.QueueAttributes.visibility_timeout:type_name -> google.protobuf.Duration
+	61, // 1: quorumq.v1.QueueAttributes.message_retention:type_name -> google.protobuf.Duration
+	61, // 2: quorumq.v1.QueueAttributes.delivery_delay:type_name -> google.protobuf.Duration
+	61, // 3: quorumq.v1.QueueAttributes.receive_wait:type_name -> google.protobuf.Duration
 	2,  // 4: quorumq.v1.QueueAttributes.dead_letter:type_name -> quorumq.v1.DeadLetterPolicy
 	1,  // 5: quorumq.v1.Queue.attributes:type_name -> quorumq.v1.QueueAttributes
-	50, // 6: quorumq.v1.Queue.tags:type_name -> quorumq.v1.Queue.TagsEntry
-	58, // 7: quorumq.v1.Queue.created_at:type_name -> google.protobuf.Timestamp
+	54, // 6: quorumq.v1.Queue.tags:type_name -> quorumq.v1.Queue.TagsEntry
+	62, // 7: quorumq.v1.Queue.created_at:type_name -> google.protobuf.Timestamp
 	3,  // 8: quorumq.v1.Queue.stats:type_name -> quorumq.v1.QueueStats
-	58, // 9: quorumq.v1.Queue.updated_at:type_name -> google.protobuf.Timestamp
+	62, // 9: quorumq.v1.Queue.updated_at:type_name -> google.protobuf.Timestamp
 	1,  // 10: quorumq.v1.CreateQueueRequest.attributes:type_name -> quorumq.v1.QueueAttributes
-	51, // 11: quorumq.v1.CreateQueueRequest.tags:type_name -> quorumq.v1.CreateQueueRequest.TagsEntry
+	55, // 11: quorumq.v1.CreateQueueRequest.tags:type_name -> quorumq.v1.CreateQueueRequest.TagsEntry
 	4,  // 12: quorumq.v1.CreateQueueResponse.queue:type_name -> quorumq.v1.Queue
 	4,  // 13: quorumq.v1.GetQueueResponse.queue:type_name -> quorumq.v1.Queue
 	4,  // 14: quorumq.v1.ListQueuesResponse.queues:type_name -> quorumq.v1.Queue
 	1,  // 15: quorumq.v1.UpdateQueueRequest.attributes:type_name -> quorumq.v1.QueueAttributes
-	59, // 16: quorumq.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
-	52, // 17: quorumq.v1.UpdateQueueRequest.tags:type_name -> quorumq.v1.UpdateQueueRequest.TagsEntry
+	63, // 16: quorumq.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
+	56, // 17: quorumq.v1.UpdateQueueRequest.tags:type_name -> quorumq.v1.UpdateQueueRequest.TagsEntry
 	4,  // 18: quorumq.v1.UpdateQueueResponse.queue:type_name -> quorumq.v1.Queue
-	53, // 19: quorumq.v1.SendMessageRequest.attributes:type_name -> quorumq.v1.SendMessageRequest.AttributesEntry
-	57, // 20: quorumq.v1.SendMessageRequest.delay:type_name -> google.protobuf.Duration
-	58, // 21: quorumq.v1.SendMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
-	54, // 22: quorumq.v1.SendMessageBatchEntry.attributes:type_name -> quorumq.v1.SendMessageBatchEntry.AttributesEntry
-	57, // 23: quorumq.v1.SendMessageBatchEntry.delay:type_name -> google.protobuf.Duration
-	58, // 24: quorumq.v1.SendMessageBatchEntry.deliver_at:type_name -> google.protobuf.Timestamp
+	57, // 19: quorumq.v1.SendMessageRequest.attributes:type_name -> quorumq.v1.SendMessageRequest.AttributesEntry
+	61, // 20: quorumq.v1.SendMessageRequest.delay:type_name -> google.protobuf.Duration
+	62, // 21: quorumq.v1.SendMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
+	58, // 22: quorumq.v1.SendMessageBatchEntry.attributes:type_name -> quorumq.v1.SendMessageBatchEntry.AttributesEntry
+	61, // 23: quorumq.v1.SendMessageBatchEntry.delay:type_name -> google.protobuf.Duration
+	62, // 24: quorumq.v1.SendMessageBatchEntry.deliver_at:type_name -> google.protobuf.Timestamp
 	19, // 25: quorumq.v1.SendMessageBatchRequest.entries:type_name -> quorumq.v1.SendMessageBatchEntry
-	57, // 26: quorumq.v1.BatchResultError.retry_delay:type_name -> google.protobuf.Duration
+	61, // 26: quorumq.v1.BatchResultError.retry_delay:type_name -> google.protobuf.Duration
 	21, // 27: quorumq.v1.SendMessageBatchResponse.successful:type_name -> quorumq.v1.SendMessageBatchResult
 	22, // 28: quorumq.v1.SendMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
-	57, // 29: quorumq.v1.ReceiveMessagesRequest.visibility_timeout:type_name -> google.protobuf.Duration
-	57, // 30: quorumq.v1.ReceiveMessagesRequest.wait_time:type_name -> google.protobuf.Duration
+	61, // 29: quorumq.v1.ReceiveMessagesRequest.visibility_timeout:type_name -> google.protobuf.Duration
+	61, // 30: quorumq.v1.ReceiveMessagesRequest.wait_time:type_name -> google.protobuf.Duration
 	24, // 31: quorumq.v1.ReceiveMessagesRequest.tag_filter:type_name -> quorumq.v1.TagFilter
-	55, // 32: quorumq.v1.ReceivedMessage.attributes:type_name -> quorumq.v1.ReceivedMessage.AttributesEntry
-	58, // 33: quorumq.v1.ReceivedMessage.sent_at:type_name -> google.protobuf.Timestamp
-	58, // 34: quorumq.v1.ReceivedMessage.first_received_at:type_name -> google.protobuf.Timestamp
+	59, // 32: quorumq.v1.ReceivedMessage.attributes:type_name -> quorumq.v1.ReceivedMessage.AttributesEntry
+	62, // 33: quorumq.v1.ReceivedMessage.sent_at:type_name -> google.protobuf.Timestamp
+	62, // 34: quorumq.v1.ReceivedMessage.first_received_at:type_name -> google.protobuf.Timestamp
 	26, // 35: quorumq.v1.ReceiveMessagesResponse.messages:type_name -> quorumq.v1.ReceivedMessage
 	30, // 36: quorumq.v1.DeleteMessageBatchRequest.entries:type_name -> quorumq.v1.DeleteMessageBatchEntry
 	32, // 37: quorumq.v1.DeleteMessageBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
 	22, // 38: quorumq.v1.DeleteMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
-	57, // 39: quorumq.v1.ChangeMessageVisibilityRequest.visibility_timeout:type_name -> google.protobuf.Duration
-	57, // 40: quorumq.v1.ChangeMessageVisibilityBatchEntry.visibility_timeout:type_name -> google.protobuf.Duration
+	61, // 39: quorumq.v1.ChangeMessageVisibilityRequest.visibility_timeout:type_name -> google.protobuf.Duration
+	61, // 40: quorumq.v1.ChangeMessageVisibilityBatchEntry.visibility_timeout:type_name -> google.protobuf.Duration
 	36, // 41: quorumq.v1.ChangeMessageVisibilityBatchRequest.entries:type_name -> quorumq.v1.ChangeMessageVisibilityBatchEntry
 	32, // 42: quorumq.v1.ChangeMessageVisibilityBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
 	22, // 43: quorumq.v1.ChangeMessageVisibilityBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
 	0,  // 44: quorumq.v1.PeekMessagesRequest.states:type_name -> quorumq.v1.MessageState
 	24, // 45: quorumq.v1.PeekMessagesRequest.tag_filter:type_name -> quorumq.v1.TagFilter
-	57, // 46: quorumq.v1.PeekMessagesRequest.min_age:type_name -> google.protobuf.Duration
-	56, // 47: quorumq.v1.PeekedMessage.attributes:type_name -> quorumq.v1.PeekedMessage.AttributesEntry
-	58, // 48: quorumq.v1.PeekedMessage.sent_at:type_name -> google.protobuf.Timestamp
-	58, // 49: quorumq.v1.PeekedMessage.first_received_at:type_name -> google.protobuf.Timestamp
-	58, // 50: quorumq.v1.PeekedMessage.visible_at:type_name -> google.protobuf.Timestamp
+	61, // 46: quorumq.v1.PeekMessagesRequest.min_age:type_name -> google.protobuf.Duration
+	60, // 47: quorumq.v1.PeekedMessage.attributes:type_name -> quorumq.v1.PeekedMessage.AttributesEntry
+	62, // 48: quorumq.v1.PeekedMessage.sent_at:type_name -> google.protobuf.Timestamp
+	62, // 49: quorumq.v1.PeekedMessage.first_received_at:type_name -> google.protobuf.Timestamp
+	62, // 50: quorumq.v1.PeekedMessage.visible_at:type_name -> google.protobuf.Timestamp
 	0,  // 51: quorumq.v1.PeekedMessage.state:type_name -> quorumq.v1.MessageState
 	42, // 52: quorumq.v1.PeekMessagesResponse.messages:type_name -> quorumq.v1.PeekedMessage
 	42, // 53: quorumq.v1.GetMessageResponse.message:type_name -> quorumq.v1.PeekedMessage
-	57, // 54: quorumq.v1.RescheduleMessageRequest.delay:type_name -> google.protobuf.Duration
-	58, // 55: quorumq.v1.RescheduleMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
-	58, // 56: quorumq.v1.RescheduleMessageResponse.visible_at:type_name -> google.protobuf.Timestamp
-	5,  // 57: quorumq.v1.QueueService.CreateQueue:input_type -> quorumq.v1.CreateQueueRequest
-	7,  // 58: quorumq.v1.QueueService.GetQueue:input_type -> quorumq.v1.GetQueueRequest
-	9,  // 59: quorumq.v1.QueueService.ListQueues:input_type -> quorumq.v1.ListQueuesRequest
-	11, // 60: quorumq.v1.QueueService.UpdateQueue:input_type -> quorumq.v1.UpdateQueueRequest
-	13, // 61: quorumq.v1.QueueService.DeleteQueue:input_type -> quorumq.v1.DeleteQueueRequest
-	15, // 62: quorumq.v1.QueueService.PurgeQueue:input_type -> quorumq.v1.PurgeQueueRequest
-	17, // 63: quorumq.v1.QueueService.SendMessage:input_type -> quorumq.v1.SendMessageRequest
-	20, // 64: quorumq.v1.QueueService.SendMessageBatch:input_type -> quorumq.v1.SendMessageBatchRequest
-	25, // 65: quorumq.v1.QueueService.ReceiveMessages:input_type -> quorumq.v1.ReceiveMessagesRequest
-	28, // 66: quorumq.v1.QueueService.DeleteMessage:input_type -> quorumq.v1.DeleteMessageRequest
-	31, // 67: quorumq.v1.QueueService.DeleteMessageBatch:input_type -> quorumq.v1.DeleteMessageBatchRequest
-	34, // 68: quorumq.v1.QueueService.ChangeMessageVisibility:input_type -> quorumq.v1.ChangeMessageVisibilityRequest
-	37, // 69: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:input_type -> quorumq.v1.ChangeMessageVisibilityBatchRequest
-	39, // 70: quorumq.v1.QueueService.RedriveMessages:input_type -> quorumq.v1.RedriveMessagesRequest
-	41, // 71: quorumq.v1.QueueService.PeekMessages:input_type -> quorumq.v1.PeekMessagesRequest
-	44, // 72: quorumq.v1.QueueService.GetMessage:input_type -> quorumq.v1.GetMessageRequest
-	46, // 73: quorumq.v1.QueueService.CancelMessage:input_type -> quorumq.v1.CancelMessageRequest
-	48, // 74: quorumq.v1.QueueService.RescheduleMessage:input_type -> quorumq.v1.RescheduleMessageRequest
-	6,  // 75: quorumq.v1.QueueService.CreateQueue:output_type -> quorumq.v1.CreateQueueResponse
-	8,  // 76: quorumq.v1.QueueService.GetQueue:output_type -> quorumq.v1.GetQueueResponse
-	10, // 77: quorumq.v1.QueueService.ListQueues:output_type -> quorumq.v1.ListQueuesResponse
-	12, // 78: quorumq.v1.QueueService.UpdateQueue:output_type -> quorumq.v1.UpdateQueueResponse
-	14, // 79: quorumq.v1.QueueService.DeleteQueue:output_type -> quorumq.v1.DeleteQueueResponse
-	16, // 80: quorumq.v1.QueueService.PurgeQueue:output_type -> quorumq.v1.PurgeQueueResponse
-	18, // 81: quorumq.v1.QueueService.SendMessage:output_type -> quorumq.v1.SendMessageResponse
-	23, // 82: quorumq.v1.QueueService.SendMessageBatch:output_type -> quorumq.v1.SendMessageBatchResponse
-	27, // 83: quorumq.v1.QueueService.ReceiveMessages:output_type -> quorumq.v1.ReceiveMessagesResponse
-	29, // 84: quorumq.v1.QueueService.DeleteMessage:output_type -> quorumq.v1.DeleteMessageResponse
-	33, // 85: quorumq.v1.QueueService.DeleteMessageBatch:output_type -> quorumq.v1.DeleteMessageBatchResponse
-	35, // 86: quorumq.v1.QueueService.ChangeMessageVisibility:output_type -> quorumq.v1.ChangeMessageVisibilityResponse
-	38, // 87: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:output_type -> quorumq.v1.ChangeMessageVisibilityBatchResponse
-	40, // 88: quorumq.v1.QueueService.RedriveMessages:output_type -> quorumq.v1.RedriveMessagesResponse
-	43, // 89: quorumq.v1.QueueService.PeekMessages:output_type -> quorumq.v1.PeekMessagesResponse
-	45, // 90: quorumq.v1.QueueService.GetMessage:output_type -> quorumq.v1.GetMessageResponse
-	47, // 91: quorumq.v1.QueueService.CancelMessage:output_type -> quorumq.v1.CancelMessageResponse
-	49, // 92: quorumq.v1.QueueService.RescheduleMessage:output_type -> quorumq.v1.RescheduleMessageResponse
-	75, // [75:93] is the sub-list for method output_type
-	57, // [57:75] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	61, // 54: quorumq.v1.RescheduleMessageRequest.delay:type_name -> google.protobuf.Duration
+	62, // 55: quorumq.v1.RescheduleMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
+	62, // 56: quorumq.v1.RescheduleMessageResponse.visible_at:type_name -> google.protobuf.Timestamp
+	19, // 57: quorumq.v1.SendStreamRequest.entries:type_name -> quorumq.v1.SendMessageBatchEntry
+	21, // 58: quorumq.v1.SendStreamResponse.successful:type_name -> quorumq.v1.SendMessageBatchResult
+	22, // 59: quorumq.v1.SendStreamResponse.failed:type_name -> quorumq.v1.BatchResultError
+	61, // 60: quorumq.v1.ConsumeRequest.visibility_timeout:type_name -> google.protobuf.Duration
+	24, // 61: quorumq.v1.ConsumeRequest.tag_filter:type_name -> quorumq.v1.TagFilter
+	30, // 62: quorumq.v1.ConsumeRequest.acks:type_name -> quorumq.v1.DeleteMessageBatchEntry
+	36, // 63: quorumq.v1.ConsumeRequest.visibility_changes:type_name -> quorumq.v1.ChangeMessageVisibilityBatchEntry
+	26, // 64: quorumq.v1.ConsumeResponse.messages:type_name -> quorumq.v1.ReceivedMessage
+	32, // 65: quorumq.v1.ConsumeResponse.successful:type_name -> quorumq.v1.BatchResultOk
+	22, // 66: quorumq.v1.ConsumeResponse.failed:type_name -> quorumq.v1.BatchResultError
+	5,  // 67: quorumq.v1.QueueService.CreateQueue:input_type -> quorumq.v1.CreateQueueRequest
+	7,  // 68: quorumq.v1.QueueService.GetQueue:input_type -> quorumq.v1.GetQueueRequest
+	9,  // 69: quorumq.v1.QueueService.ListQueues:input_type -> quorumq.v1.ListQueuesRequest
+	11, // 70: quorumq.v1.QueueService.UpdateQueue:input_type -> quorumq.v1.UpdateQueueRequest
+	13, // 71: quorumq.v1.QueueService.DeleteQueue:input_type -> quorumq.v1.DeleteQueueRequest
+	15, // 72: quorumq.v1.QueueService.PurgeQueue:input_type -> quorumq.v1.PurgeQueueRequest
+	17, // 73: quorumq.v1.QueueService.SendMessage:input_type -> quorumq.v1.SendMessageRequest
+	20, // 74: quorumq.v1.QueueService.SendMessageBatch:input_type -> quorumq.v1.SendMessageBatchRequest
+	25, // 75: quorumq.v1.QueueService.ReceiveMessages:input_type -> quorumq.v1.ReceiveMessagesRequest
+	28, // 76: quorumq.v1.QueueService.DeleteMessage:input_type -> quorumq.v1.DeleteMessageRequest
+	31, // 77: quorumq.v1.QueueService.DeleteMessageBatch:input_type -> quorumq.v1.DeleteMessageBatchRequest
+	34, // 78: quorumq.v1.QueueService.ChangeMessageVisibility:input_type -> quorumq.v1.ChangeMessageVisibilityRequest
+	37, // 79: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:input_type -> quorumq.v1.ChangeMessageVisibilityBatchRequest
+	39, // 80: quorumq.v1.QueueService.RedriveMessages:input_type -> quorumq.v1.RedriveMessagesRequest
+	41, // 81: quorumq.v1.QueueService.PeekMessages:input_type -> quorumq.v1.PeekMessagesRequest
+	44, // 82: quorumq.v1.QueueService.GetMessage:input_type -> quorumq.v1.GetMessageRequest
+	46, // 83: quorumq.v1.QueueService.CancelMessage:input_type -> quorumq.v1.CancelMessageRequest
+	48, // 84: quorumq.v1.QueueService.RescheduleMessage:input_type -> quorumq.v1.RescheduleMessageRequest
+	50, // 85: quorumq.v1.QueueService.SendStream:input_type -> quorumq.v1.SendStreamRequest
+	52, // 86: quorumq.v1.QueueService.Consume:input_type -> quorumq.v1.ConsumeRequest
+	6,  // 87: quorumq.v1.QueueService.CreateQueue:output_type -> quorumq.v1.CreateQueueResponse
+	8,  // 88: quorumq.v1.QueueService.GetQueue:output_type -> quorumq.v1.GetQueueResponse
+	10, // 89: quorumq.v1.QueueService.ListQueues:output_type -> quorumq.v1.ListQueuesResponse
+	12, // 90: quorumq.v1.QueueService.UpdateQueue:output_type -> quorumq.v1.UpdateQueueResponse
+	14, // 91: quorumq.v1.QueueService.DeleteQueue:output_type -> quorumq.v1.DeleteQueueResponse
+	16, // 92: quorumq.v1.QueueService.PurgeQueue:output_type -> quorumq.v1.PurgeQueueResponse
+	18, // 93: quorumq.v1.QueueService.SendMessage:output_type -> quorumq.v1.SendMessageResponse
+	23, // 94: quorumq.v1.QueueService.SendMessageBatch:output_type -> quorumq.v1.SendMessageBatchResponse
+	27, // 95: quorumq.v1.QueueService.ReceiveMessages:output_type -> quorumq.v1.ReceiveMessagesResponse
+	29, // 96: quorumq.v1.QueueService.DeleteMessage:output_type -> quorumq.v1.DeleteMessageResponse
+	33, // 97: quorumq.v1.QueueService.DeleteMessageBatch:output_type -> quorumq.v1.DeleteMessageBatchResponse
+	35, // 98: quorumq.v1.QueueService.ChangeMessageVisibility:output_type -> quorumq.v1.ChangeMessageVisibilityResponse
+	38, // 99: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:output_type -> quorumq.v1.ChangeMessageVisibilityBatchResponse
+	40, // 100: quorumq.v1.QueueService.RedriveMessages:output_type -> quorumq.v1.RedriveMessagesResponse
+	43, // 101: quorumq.v1.QueueService.PeekMessages:output_type -> quorumq.v1.PeekMessagesResponse
+	45, // 102: quorumq.v1.QueueService.GetMessage:output_type -> quorumq.v1.GetMessageResponse
+	47, // 103: quorumq.v1.QueueService.CancelMessage:output_type -> quorumq.v1.CancelMessageResponse
+	49, // 104: quorumq.v1.QueueService.RescheduleMessage:output_type -> quorumq.v1.RescheduleMessageResponse
+	51, // 105: quorumq.v1.QueueService.SendStream:output_type -> quorumq.v1.SendStreamResponse
+	53, // 106: quorumq.v1.QueueService.Consume:output_type -> quorumq.v1.ConsumeResponse
+	87, // [87:107] is the sub-list for method output_type
+	67, // [67:87] is the sub-list for method input_type
+	67, // [67:67] is the sub-list for extension type_name
+	67, // [67:67] is the sub-list for extension extendee
+	0,  // [0:67] is the sub-list for field type_name
 }
 
 func init() { file_quorumq_v1_queue_proto_init() }
@@ -3757,7 +4067,7 @@ func file_quorumq_v1_queue_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quorumq_v1_queue_proto_rawDesc), len(file_quorumq_v1_queue_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   56,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,6 +37,8 @@ const (
 	QueueService_GetMessage_FullMethodName                   = "/quorumq.v1.QueueService/GetMessage"
 	QueueService_CancelMessage_FullMethodName                = "/quorumq.v1.QueueService/CancelMessage"
 	QueueService_RescheduleMessage_FullMethodName            = "/quorumq.v1.QueueService/RescheduleMessage"
+	QueueService_SendStream_FullMethodName                   = "/quorumq.v1.QueueService/SendStream"
+	QueueService_Consume_FullMethodName                      = "/quorumq.v1.QueueService/Consume"
 )
 
 // QueueServiceClient is the client API for QueueService service.
@@ -148,6 +150,31 @@ type QueueServiceClient interface {
 	// message arrived in the queue. FIFO queues have no per-message delay
 	// (INVALID_ARGUMENT). Errors as CancelMessage.
 	RescheduleMessage(ctx context.Context, in *RescheduleMessageRequest, opts ...grpc.CallOption) (*RescheduleMessageResponse, error)
+	// SendStream is a SendMessageBatch that does not end: the client writes
+	// batches of entries (ids unique among its unanswered entries) and the
+	// server coalesces what has arrived into SendMessageBatch calls (one
+	// proposal per partition), answering each entry as its batch commits.
+	// Every rule of SendMessageBatch applies per entry (validation, quota,
+	// idempotency, routing to the shard leader). At most 1,000 entries (16
+	// MiB) of a stream are unanswered at once: past that the server stops
+	// reading until answers go out. On a FIFO queue a stream's entries are
+	// stored in the order written; on a standard queue concurrent batches
+	// may interleave. gRPC only: streams are not on REST.
+	SendStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SendStreamRequest, SendStreamResponse], error)
+	// Consume leases and pushes messages against a credit the client grants
+	// (like a pull consumer with prefetch): the server keeps receiving (long
+	// polling when the queue is empty) while credit is left, and each pushed
+	// message uses one. Acks (deletes) and visibility changes (0: nack) sent
+	// on the stream are batched into DeleteMessageBatch and
+	// ChangeMessageVisibilityBatch calls and answered by id. The first
+	// request names the queue. When the stream breaks, the messages it
+	// pushed stay leased until their visibility timeout (at-least-once);
+	// their handles stay valid on any stream or call. After the client
+	// half-closes, the server finishes its receives in progress, pushes what
+	// they leased, answers every ack and change, and ends the stream.
+	// Outstanding credit is at most 1,000 (INVALID_ARGUMENT past it). gRPC
+	// only: streams are not on REST.
+	Consume(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConsumeRequest, ConsumeResponse], error)
 }
 
 type queueServiceClient struct {
@@ -338,6 +365,32 @@ func (c *queueServiceClient) RescheduleMessage(ctx context.Context, in *Reschedu
 	return out, nil
 }
 
+func (c *queueServiceClient) SendStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SendStreamRequest, SendStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &QueueService_ServiceDesc.Streams[0], QueueService_SendStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SendStreamRequest, SendStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type QueueService_SendStreamClient = grpc.BidiStreamingClient[SendStreamRequest, SendStreamResponse]
+
+func (c *queueServiceClient) Consume(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConsumeRequest, ConsumeResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &QueueService_ServiceDesc.Streams[1], QueueService_Consume_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ConsumeRequest, ConsumeResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type QueueService_ConsumeClient = grpc.BidiStreamingClient[ConsumeRequest, ConsumeResponse]
+
 // QueueServiceServer is the server API for QueueService service.
 // All implementations must embed UnimplementedQueueServiceServer
 // for forward compatibility.
@@ -447,6 +500,31 @@ type QueueServiceServer interface {
 	// message arrived in the queue. FIFO queues have no per-message delay
 	// (INVALID_ARGUMENT). Errors as CancelMessage.
 	RescheduleMessage(context.Context, *RescheduleMessageRequest) (*RescheduleMessageResponse, error)
+	// SendStream is a SendMessageBatch that does not end: the client writes
+	// batches of entries (ids unique among its unanswered entries) and the
+	// server coalesces what has arrived into SendMessageBatch calls (one
+	// proposal per partition), answering each entry as its batch commits.
+	// Every rule of SendMessageBatch applies per entry (validation, quota,
+	// idempotency, routing to the shard leader). At most 1,000 entries (16
+	// MiB) of a stream are unanswered at once: past that the server stops
+	// reading until answers go out. On a FIFO queue a stream's entries are
+	// stored in the order written; on a standard queue concurrent batches
+	// may interleave. gRPC only: streams are not on REST.
+	SendStream(grpc.BidiStreamingServer[SendStreamRequest, SendStreamResponse]) error
+	// Consume leases and pushes messages against a credit the client grants
+	// (like a pull consumer with prefetch): the server keeps receiving (long
+	// polling when the queue is empty) while credit is left, and each pushed
+	// message uses one. Acks (deletes) and visibility changes (0: nack) sent
+	// on the stream are batched into DeleteMessageBatch and
+	// ChangeMessageVisibilityBatch calls and answered by id. The first
+	// request names the queue. When the stream breaks, the messages it
+	// pushed stay leased until their visibility timeout (at-least-once);
+	// their handles stay valid on any stream or call. After the client
+	// half-closes, the server finishes its receives in progress, pushes what
+	// they leased, answers every ack and change, and ends the stream.
+	// Outstanding credit is at most 1,000 (INVALID_ARGUMENT past it). gRPC
+	// only: streams are not on REST.
+	Consume(grpc.BidiStreamingServer[ConsumeRequest, ConsumeResponse]) error
 	mustEmbedUnimplementedQueueServiceServer()
 }
 
@@ -510,6 +588,12 @@ func (UnimplementedQueueServiceServer) CancelMessage(context.Context, *CancelMes
 }
 func (UnimplementedQueueServiceServer) RescheduleMessage(context.Context, *RescheduleMessageRequest) (*RescheduleMessageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RescheduleMessage not implemented")
+}
+func (UnimplementedQueueServiceServer) SendStream(grpc.BidiStreamingServer[SendStreamRequest, SendStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method SendStream not implemented")
+}
+func (UnimplementedQueueServiceServer) Consume(grpc.BidiStreamingServer[ConsumeRequest, ConsumeResponse]) error {
+	return status.Error(codes.Unimplemented, "method Consume not implemented")
 }
 func (UnimplementedQueueServiceServer) mustEmbedUnimplementedQueueServiceServer() {}
 func (UnimplementedQueueServiceServer) testEmbeddedByValue()                      {}
@@ -856,6 +940,20 @@ func _QueueService_RescheduleMessage_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueueService_SendStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(QueueServiceServer).SendStream(&grpc.GenericServerStream[SendStreamRequest, SendStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type QueueService_SendStreamServer = grpc.BidiStreamingServer[SendStreamRequest, SendStreamResponse]
+
+func _QueueService_Consume_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(QueueServiceServer).Consume(&grpc.GenericServerStream[ConsumeRequest, ConsumeResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type QueueService_ConsumeServer = grpc.BidiStreamingServer[ConsumeRequest, ConsumeResponse]
+
 // QueueService_ServiceDesc is the grpc.ServiceDesc for QueueService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -936,6 +1034,19 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _QueueService_RescheduleMessage_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "SendStream",
+			Handler:       _QueueService_SendStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "Consume",
+			Handler:       _QueueService_Consume_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "quorumq/v1/queue.proto",
 }
