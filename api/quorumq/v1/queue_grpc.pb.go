@@ -37,6 +37,8 @@ const (
 	QueueService_GetMessage_FullMethodName                   = "/quorumq.v1.QueueService/GetMessage"
 	QueueService_CancelMessage_FullMethodName                = "/quorumq.v1.QueueService/CancelMessage"
 	QueueService_RescheduleMessage_FullMethodName            = "/quorumq.v1.QueueService/RescheduleMessage"
+	QueueService_NackMessage_FullMethodName                  = "/quorumq.v1.QueueService/NackMessage"
+	QueueService_NackMessageBatch_FullMethodName             = "/quorumq.v1.QueueService/NackMessageBatch"
 )
 
 // QueueServiceClient is the client API for QueueService service.
@@ -72,6 +74,9 @@ const (
 //	                              RescheduleMessage of a message that has been
 //	                              received at least once.
 //	QUOTA_EXCEEDED         (429) a tenant quota is used up.
+//	QUEUE_FULL             (429 / RESOURCE_EXHAUSTED) a send into a queue at
+//	                              its max_length or max_bytes with overflow
+//	                              REJECT; delete or receive messages first.
 //	OVERLOADED             (429) the shard's proposal queue is full (in
 //	                              bytes); retry after the RetryInfo delay.
 //	NOT_LEADER             (503) this node does not lead the shard; retry.
@@ -148,6 +153,16 @@ type QueueServiceClient interface {
 	// message arrived in the queue. FIFO queues have no per-message delay
 	// (INVALID_ARGUMENT). Errors as CancelMessage.
 	RescheduleMessage(ctx context.Context, in *RescheduleMessageRequest, opts ...grpc.CallOption) (*RescheduleMessageResponse, error)
+	// NackMessage ends a lease early and says how the delivery ended: FAILED
+	// (the default) counts toward the dead-letter policy's max_receive_count
+	// and is visible again after the queue's retry_policy backoff; RELEASED
+	// does not count and is visible again at once. redeliver_delay or
+	// redeliver_at overrides the time (e.g. from a Retry-After). Handles as
+	// DeleteMessage: a stale handle fails with STALE_RECEIPT_HANDLE; a nack
+	// repeated with the same handle changes nothing and succeeds.
+	NackMessage(ctx context.Context, in *NackMessageRequest, opts ...grpc.CallOption) (*NackMessageResponse, error)
+	// NackMessageBatch nacks up to 100 leases.
+	NackMessageBatch(ctx context.Context, in *NackMessageBatchRequest, opts ...grpc.CallOption) (*NackMessageBatchResponse, error)
 }
 
 type queueServiceClient struct {
@@ -338,6 +353,26 @@ func (c *queueServiceClient) RescheduleMessage(ctx context.Context, in *Reschedu
 	return out, nil
 }
 
+func (c *queueServiceClient) NackMessage(ctx context.Context, in *NackMessageRequest, opts ...grpc.CallOption) (*NackMessageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NackMessageResponse)
+	err := c.cc.Invoke(ctx, QueueService_NackMessage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) NackMessageBatch(ctx context.Context, in *NackMessageBatchRequest, opts ...grpc.CallOption) (*NackMessageBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NackMessageBatchResponse)
+	err := c.cc.Invoke(ctx, QueueService_NackMessageBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueueServiceServer is the server API for QueueService service.
 // All implementations must embed UnimplementedQueueServiceServer
 // for forward compatibility.
@@ -371,6 +406,9 @@ func (c *queueServiceClient) RescheduleMessage(ctx context.Context, in *Reschedu
 //	                              RescheduleMessage of a message that has been
 //	                              received at least once.
 //	QUOTA_EXCEEDED         (429) a tenant quota is used up.
+//	QUEUE_FULL             (429 / RESOURCE_EXHAUSTED) a send into a queue at
+//	                              its max_length or max_bytes with overflow
+//	                              REJECT; delete or receive messages first.
 //	OVERLOADED             (429) the shard's proposal queue is full (in
 //	                              bytes); retry after the RetryInfo delay.
 //	NOT_LEADER             (503) this node does not lead the shard; retry.
@@ -447,6 +485,16 @@ type QueueServiceServer interface {
 	// message arrived in the queue. FIFO queues have no per-message delay
 	// (INVALID_ARGUMENT). Errors as CancelMessage.
 	RescheduleMessage(context.Context, *RescheduleMessageRequest) (*RescheduleMessageResponse, error)
+	// NackMessage ends a lease early and says how the delivery ended: FAILED
+	// (the default) counts toward the dead-letter policy's max_receive_count
+	// and is visible again after the queue's retry_policy backoff; RELEASED
+	// does not count and is visible again at once. redeliver_delay or
+	// redeliver_at overrides the time (e.g. from a Retry-After). Handles as
+	// DeleteMessage: a stale handle fails with STALE_RECEIPT_HANDLE; a nack
+	// repeated with the same handle changes nothing and succeeds.
+	NackMessage(context.Context, *NackMessageRequest) (*NackMessageResponse, error)
+	// NackMessageBatch nacks up to 100 leases.
+	NackMessageBatch(context.Context, *NackMessageBatchRequest) (*NackMessageBatchResponse, error)
 	mustEmbedUnimplementedQueueServiceServer()
 }
 
@@ -510,6 +558,12 @@ func (UnimplementedQueueServiceServer) CancelMessage(context.Context, *CancelMes
 }
 func (UnimplementedQueueServiceServer) RescheduleMessage(context.Context, *RescheduleMessageRequest) (*RescheduleMessageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RescheduleMessage not implemented")
+}
+func (UnimplementedQueueServiceServer) NackMessage(context.Context, *NackMessageRequest) (*NackMessageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method NackMessage not implemented")
+}
+func (UnimplementedQueueServiceServer) NackMessageBatch(context.Context, *NackMessageBatchRequest) (*NackMessageBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method NackMessageBatch not implemented")
 }
 func (UnimplementedQueueServiceServer) mustEmbedUnimplementedQueueServiceServer() {}
 func (UnimplementedQueueServiceServer) testEmbeddedByValue()                      {}
@@ -856,6 +910,42 @@ func _QueueService_RescheduleMessage_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _QueueService_NackMessage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NackMessageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).NackMessage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_NackMessage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).NackMessage(ctx, req.(*NackMessageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_NackMessageBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NackMessageBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).NackMessageBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_NackMessageBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).NackMessageBatch(ctx, req.(*NackMessageBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueueService_ServiceDesc is the grpc.ServiceDesc for QueueService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -934,6 +1024,14 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RescheduleMessage",
 			Handler:    _QueueService_RescheduleMessage_Handler,
+		},
+		{
+			MethodName: "NackMessage",
+			Handler:    _QueueService_NackMessage_Handler,
+		},
+		{
+			MethodName: "NackMessageBatch",
+			Handler:    _QueueService_NackMessageBatch_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

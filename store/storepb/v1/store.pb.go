@@ -25,6 +25,166 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// OverflowPolicy is what a send into a full queue does.
+type OverflowPolicy int32
+
+const (
+	// Reject: refuse the message (QUEUE_FULL).
+	OverflowPolicy_OVERFLOW_POLICY_UNSPECIFIED OverflowPolicy = 0
+	// Remove the oldest messages to make room: dead-lettered with reason
+	// OVERFLOW when the queue has a dead-letter queue, else dropped.
+	OverflowPolicy_OVERFLOW_POLICY_DROP_OLDEST OverflowPolicy = 1
+)
+
+// Enum value maps for OverflowPolicy.
+var (
+	OverflowPolicy_name = map[int32]string{
+		0: "OVERFLOW_POLICY_UNSPECIFIED",
+		1: "OVERFLOW_POLICY_DROP_OLDEST",
+	}
+	OverflowPolicy_value = map[string]int32{
+		"OVERFLOW_POLICY_UNSPECIFIED": 0,
+		"OVERFLOW_POLICY_DROP_OLDEST": 1,
+	}
+)
+
+func (x OverflowPolicy) Enum() *OverflowPolicy {
+	p := new(OverflowPolicy)
+	*p = x
+	return p
+}
+
+func (x OverflowPolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (OverflowPolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_storepb_v1_store_proto_enumTypes[0].Descriptor()
+}
+
+func (OverflowPolicy) Type() protoreflect.EnumType {
+	return &file_storepb_v1_store_proto_enumTypes[0]
+}
+
+func (x OverflowPolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use OverflowPolicy.Descriptor instead.
+func (OverflowPolicy) EnumDescriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{0}
+}
+
+// DeadLetterReason says why a message was dead-lettered.
+type DeadLetterReason int32
+
+const (
+	DeadLetterReason_DEAD_LETTER_REASON_UNSPECIFIED DeadLetterReason = 0
+	// Its deliveries reached the queue's max_receive_count.
+	DeadLetterReason_DEAD_LETTER_REASON_MAX_RECEIVES DeadLetterReason = 1
+	// Its time to live ended.
+	DeadLetterReason_DEAD_LETTER_REASON_EXPIRED DeadLetterReason = 2
+	// A send into its full queue (overflow drop_oldest) pushed it out.
+	DeadLetterReason_DEAD_LETTER_REASON_OVERFLOW DeadLetterReason = 3
+)
+
+// Enum value maps for DeadLetterReason.
+var (
+	DeadLetterReason_name = map[int32]string{
+		0: "DEAD_LETTER_REASON_UNSPECIFIED",
+		1: "DEAD_LETTER_REASON_MAX_RECEIVES",
+		2: "DEAD_LETTER_REASON_EXPIRED",
+		3: "DEAD_LETTER_REASON_OVERFLOW",
+	}
+	DeadLetterReason_value = map[string]int32{
+		"DEAD_LETTER_REASON_UNSPECIFIED":  0,
+		"DEAD_LETTER_REASON_MAX_RECEIVES": 1,
+		"DEAD_LETTER_REASON_EXPIRED":      2,
+		"DEAD_LETTER_REASON_OVERFLOW":     3,
+	}
+)
+
+func (x DeadLetterReason) Enum() *DeadLetterReason {
+	p := new(DeadLetterReason)
+	*p = x
+	return p
+}
+
+func (x DeadLetterReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DeadLetterReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_storepb_v1_store_proto_enumTypes[1].Descriptor()
+}
+
+func (DeadLetterReason) Type() protoreflect.EnumType {
+	return &file_storepb_v1_store_proto_enumTypes[1]
+}
+
+func (x DeadLetterReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DeadLetterReason.Descriptor instead.
+func (DeadLetterReason) EnumDescriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{1}
+}
+
+// NackKind says how a delivery ended.
+type NackKind int32
+
+const (
+	// Failed (the default): counts toward the delivery limit; retry backoff
+	// applies.
+	NackKind_NACK_KIND_UNSPECIFIED NackKind = 0
+	NackKind_NACK_KIND_FAILED      NackKind = 1
+	// Released (consumer shutting down or overloaded): does not count toward
+	// the delivery limit; visible again at once unless a time is given.
+	NackKind_NACK_KIND_RELEASED NackKind = 2
+)
+
+// Enum value maps for NackKind.
+var (
+	NackKind_name = map[int32]string{
+		0: "NACK_KIND_UNSPECIFIED",
+		1: "NACK_KIND_FAILED",
+		2: "NACK_KIND_RELEASED",
+	}
+	NackKind_value = map[string]int32{
+		"NACK_KIND_UNSPECIFIED": 0,
+		"NACK_KIND_FAILED":      1,
+		"NACK_KIND_RELEASED":    2,
+	}
+)
+
+func (x NackKind) Enum() *NackKind {
+	p := new(NackKind)
+	*p = x
+	return p
+}
+
+func (x NackKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NackKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_storepb_v1_store_proto_enumTypes[2].Descriptor()
+}
+
+func (NackKind) Type() protoreflect.EnumType {
+	return &file_storepb_v1_store_proto_enumTypes[2]
+}
+
+func (x NackKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NackKind.Descriptor instead.
+func (NackKind) EnumDescriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{2}
+}
+
 // Command is one replicated state change. The proposer (the shard leader)
 // stamps time_ms with its wall clock; apply uses max(last applied time,
 // time_ms), so time never runs backwards and replay is deterministic.
@@ -55,6 +215,7 @@ type Command struct {
 	//	*Command_RescheduleMessage
 	//	*Command_PutAccessKey
 	//	*Command_RevokeAccessKey
+	//	*Command_Nack
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -264,6 +425,15 @@ func (x *Command) GetRevokeAccessKey() *RevokeAccessKey {
 	return nil
 }
 
+func (x *Command) GetNack() *Nack {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Nack); ok {
+			return x.Nack
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -336,6 +506,10 @@ type Command_RevokeAccessKey struct {
 	RevokeAccessKey *RevokeAccessKey `protobuf:"bytes,41,opt,name=revoke_access_key,json=revokeAccessKey,proto3,oneof"`
 }
 
+type Command_Nack struct {
+	Nack *Nack `protobuf:"bytes,45,opt,name=nack,proto3,oneof"`
+}
+
 func (*Command_CreateQueue) isCommand_Op() {}
 
 func (*Command_UpdateQueue) isCommand_Op() {}
@@ -370,6 +544,8 @@ func (*Command_PutAccessKey) isCommand_Op() {}
 
 func (*Command_RevokeAccessKey) isCommand_Op() {}
 
+func (*Command_Nack) isCommand_Op() {}
+
 // QueueAttributes are a queue's settings in milliseconds and bytes, with
 // defaults already filled in by the proposer.
 type QueueAttributes struct {
@@ -385,6 +561,17 @@ type QueueAttributes struct {
 	Fifo                      bool   `protobuf:"varint,8,opt,name=fifo,proto3" json:"fifo,omitempty"`
 	ContentBasedDeduplication bool   `protobuf:"varint,9,opt,name=content_based_deduplication,json=contentBasedDeduplication,proto3" json:"content_based_deduplication,omitempty"`
 	Partitions                int32  `protobuf:"varint,10,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	// Server-side retry backoff of failed deliveries (unset: none, a failed
+	// delivery is visible again at once).
+	RetryPolicy *RetryPolicy `protobuf:"bytes,14,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
+	// Time to live of a message from its send (0: none); also the bound of a
+	// message's own ttl. Shorter than message_retention_ms.
+	MessageTtlMs int64 `protobuf:"varint,15,opt,name=message_ttl_ms,json=messageTtlMs,proto3" json:"message_ttl_ms,omitempty"`
+	// Max length: stored messages and bytes per partition copy, each 0 for
+	// no bound (see DESIGN.md, "Max length"), and what a send past them does.
+	MaxLength int64          `protobuf:"varint,16,opt,name=max_length,json=maxLength,proto3" json:"max_length,omitempty"`
+	MaxBytes  int64          `protobuf:"varint,17,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	Overflow  OverflowPolicy `protobuf:"varint,18,opt,name=overflow,proto3,enum=storepb.v1.OverflowPolicy" json:"overflow,omitempty"`
 	// UpdateQueue only, never stored: tag keys removed from the queue record,
 	// then tags set on it (at most MaxQueueTags in all after the change).
 	RemoveTags    []string          `protobuf:"bytes,20,rep,name=remove_tags,json=removeTags,proto3" json:"remove_tags,omitempty"`
@@ -493,6 +680,41 @@ func (x *QueueAttributes) GetPartitions() int32 {
 	return 0
 }
 
+func (x *QueueAttributes) GetRetryPolicy() *RetryPolicy {
+	if x != nil {
+		return x.RetryPolicy
+	}
+	return nil
+}
+
+func (x *QueueAttributes) GetMessageTtlMs() int64 {
+	if x != nil {
+		return x.MessageTtlMs
+	}
+	return 0
+}
+
+func (x *QueueAttributes) GetMaxLength() int64 {
+	if x != nil {
+		return x.MaxLength
+	}
+	return 0
+}
+
+func (x *QueueAttributes) GetMaxBytes() int64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+func (x *QueueAttributes) GetOverflow() OverflowPolicy {
+	if x != nil {
+		return x.Overflow
+	}
+	return OverflowPolicy_OVERFLOW_POLICY_UNSPECIFIED
+}
+
 func (x *QueueAttributes) GetRemoveTags() []string {
 	if x != nil {
 		return x.RemoveTags
@@ -505,6 +727,80 @@ func (x *QueueAttributes) GetSetTags() map[string]string {
 		return x.SetTags
 	}
 	return nil
+}
+
+// RetryPolicy: a failed delivery (a nack as failed, or a lease that ran
+// out) makes the message visible min(base × factor^(n−1), max) after it
+// failed, n being its failed count, less up to jitter of that (derived from
+// the message's seq and receive count, so replicas agree).
+type RetryPolicy struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	BaseMs int64                  `protobuf:"varint,1,opt,name=base_ms,json=baseMs,proto3" json:"base_ms,omitempty"`
+	// Factor in thousandths (2000: ×2), 1000 – 10000.
+	FactorMilli int64 `protobuf:"varint,2,opt,name=factor_milli,json=factorMilli,proto3" json:"factor_milli,omitempty"`
+	MaxMs       int64 `protobuf:"varint,3,opt,name=max_ms,json=maxMs,proto3" json:"max_ms,omitempty"`
+	// Jitter in thousandths of the delay, 0 – 1000.
+	JitterMilli   int64 `protobuf:"varint,4,opt,name=jitter_milli,json=jitterMilli,proto3" json:"jitter_milli,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryPolicy) Reset() {
+	*x = RetryPolicy{}
+	mi := &file_storepb_v1_store_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryPolicy) ProtoMessage() {}
+
+func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryPolicy.ProtoReflect.Descriptor instead.
+func (*RetryPolicy) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RetryPolicy) GetBaseMs() int64 {
+	if x != nil {
+		return x.BaseMs
+	}
+	return 0
+}
+
+func (x *RetryPolicy) GetFactorMilli() int64 {
+	if x != nil {
+		return x.FactorMilli
+	}
+	return 0
+}
+
+func (x *RetryPolicy) GetMaxMs() int64 {
+	if x != nil {
+		return x.MaxMs
+	}
+	return 0
+}
+
+func (x *RetryPolicy) GetJitterMilli() int64 {
+	if x != nil {
+		return x.JitterMilli
+	}
+	return 0
 }
 
 // CreateQueue creates a queue; handle_key is 32 random bytes chosen by the
@@ -533,7 +829,7 @@ type CreateQueue struct {
 
 func (x *CreateQueue) Reset() {
 	*x = CreateQueue{}
-	mi := &file_storepb_v1_store_proto_msgTypes[2]
+	mi := &file_storepb_v1_store_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -545,7 +841,7 @@ func (x *CreateQueue) String() string {
 func (*CreateQueue) ProtoMessage() {}
 
 func (x *CreateQueue) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[2]
+	mi := &file_storepb_v1_store_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -558,7 +854,7 @@ func (x *CreateQueue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateQueue.ProtoReflect.Descriptor instead.
 func (*CreateQueue) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{2}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateQueue) GetTenant() string {
@@ -629,7 +925,7 @@ type UpdateQueue struct {
 
 func (x *UpdateQueue) Reset() {
 	*x = UpdateQueue{}
-	mi := &file_storepb_v1_store_proto_msgTypes[3]
+	mi := &file_storepb_v1_store_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -641,7 +937,7 @@ func (x *UpdateQueue) String() string {
 func (*UpdateQueue) ProtoMessage() {}
 
 func (x *UpdateQueue) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[3]
+	mi := &file_storepb_v1_store_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -654,7 +950,7 @@ func (x *UpdateQueue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateQueue.ProtoReflect.Descriptor instead.
 func (*UpdateQueue) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{3}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *UpdateQueue) GetTenant() string {
@@ -692,7 +988,7 @@ type DeleteQueue struct {
 
 func (x *DeleteQueue) Reset() {
 	*x = DeleteQueue{}
-	mi := &file_storepb_v1_store_proto_msgTypes[4]
+	mi := &file_storepb_v1_store_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -704,7 +1000,7 @@ func (x *DeleteQueue) String() string {
 func (*DeleteQueue) ProtoMessage() {}
 
 func (x *DeleteQueue) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[4]
+	mi := &file_storepb_v1_store_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -717,7 +1013,7 @@ func (x *DeleteQueue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteQueue.ProtoReflect.Descriptor instead.
 func (*DeleteQueue) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{4}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DeleteQueue) GetTenant() string {
@@ -752,7 +1048,7 @@ type PurgeQueue struct {
 
 func (x *PurgeQueue) Reset() {
 	*x = PurgeQueue{}
-	mi := &file_storepb_v1_store_proto_msgTypes[5]
+	mi := &file_storepb_v1_store_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -764,7 +1060,7 @@ func (x *PurgeQueue) String() string {
 func (*PurgeQueue) ProtoMessage() {}
 
 func (x *PurgeQueue) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[5]
+	mi := &file_storepb_v1_store_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -777,7 +1073,7 @@ func (x *PurgeQueue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeQueue.ProtoReflect.Descriptor instead.
 func (*PurgeQueue) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{5}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PurgeQueue) GetTenant() string {
@@ -807,13 +1103,16 @@ type SendEntry struct {
 	GroupId         string `protobuf:"bytes,6,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	DeduplicationId string `protobuf:"bytes,7,opt,name=deduplication_id,json=deduplicationId,proto3" json:"deduplication_id,omitempty"`
 	IdempotencyKey  string `protobuf:"bytes,8,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Time to live from the send (0: the queue's message_ttl_ms); the queue's
+	// message_ttl_ms, when set, bounds it.
+	TtlMs         int64 `protobuf:"varint,10,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SendEntry) Reset() {
 	*x = SendEntry{}
-	mi := &file_storepb_v1_store_proto_msgTypes[6]
+	mi := &file_storepb_v1_store_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -825,7 +1124,7 @@ func (x *SendEntry) String() string {
 func (*SendEntry) ProtoMessage() {}
 
 func (x *SendEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[6]
+	mi := &file_storepb_v1_store_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -838,7 +1137,7 @@ func (x *SendEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendEntry.ProtoReflect.Descriptor instead.
 func (*SendEntry) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{6}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SendEntry) GetBody() string {
@@ -897,6 +1196,13 @@ func (x *SendEntry) GetIdempotencyKey() string {
 	return ""
 }
 
+func (x *SendEntry) GetTtlMs() int64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
 // Send stores messages in one queue.
 type Send struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -909,7 +1215,7 @@ type Send struct {
 
 func (x *Send) Reset() {
 	*x = Send{}
-	mi := &file_storepb_v1_store_proto_msgTypes[7]
+	mi := &file_storepb_v1_store_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -921,7 +1227,7 @@ func (x *Send) String() string {
 func (*Send) ProtoMessage() {}
 
 func (x *Send) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[7]
+	mi := &file_storepb_v1_store_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -934,7 +1240,7 @@ func (x *Send) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Send.ProtoReflect.Descriptor instead.
 func (*Send) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{7}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Send) GetTenant() string {
@@ -970,7 +1276,7 @@ type TagFilter struct {
 
 func (x *TagFilter) Reset() {
 	*x = TagFilter{}
-	mi := &file_storepb_v1_store_proto_msgTypes[8]
+	mi := &file_storepb_v1_store_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1288,7 @@ func (x *TagFilter) String() string {
 func (*TagFilter) ProtoMessage() {}
 
 func (x *TagFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[8]
+	mi := &file_storepb_v1_store_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1301,7 @@ func (x *TagFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TagFilter.ProtoReflect.Descriptor instead.
 func (*TagFilter) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{8}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TagFilter) GetAll() []string {
@@ -1043,7 +1349,7 @@ type Receive struct {
 
 func (x *Receive) Reset() {
 	*x = Receive{}
-	mi := &file_storepb_v1_store_proto_msgTypes[9]
+	mi := &file_storepb_v1_store_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1055,7 +1361,7 @@ func (x *Receive) String() string {
 func (*Receive) ProtoMessage() {}
 
 func (x *Receive) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[9]
+	mi := &file_storepb_v1_store_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1068,7 +1374,7 @@ func (x *Receive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receive.ProtoReflect.Descriptor instead.
 func (*Receive) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{9}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Receive) GetTenant() string {
@@ -1132,7 +1438,7 @@ type Delete struct {
 
 func (x *Delete) Reset() {
 	*x = Delete{}
-	mi := &file_storepb_v1_store_proto_msgTypes[10]
+	mi := &file_storepb_v1_store_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1450,7 @@ func (x *Delete) String() string {
 func (*Delete) ProtoMessage() {}
 
 func (x *Delete) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[10]
+	mi := &file_storepb_v1_store_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1463,7 @@ func (x *Delete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delete.ProtoReflect.Descriptor instead.
 func (*Delete) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{10}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Delete) GetTenant() string {
@@ -1192,7 +1498,7 @@ type VisibilityChange struct {
 
 func (x *VisibilityChange) Reset() {
 	*x = VisibilityChange{}
-	mi := &file_storepb_v1_store_proto_msgTypes[11]
+	mi := &file_storepb_v1_store_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1204,7 +1510,7 @@ func (x *VisibilityChange) String() string {
 func (*VisibilityChange) ProtoMessage() {}
 
 func (x *VisibilityChange) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[11]
+	mi := &file_storepb_v1_store_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1217,7 +1523,7 @@ func (x *VisibilityChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VisibilityChange.ProtoReflect.Descriptor instead.
 func (*VisibilityChange) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{11}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *VisibilityChange) GetReceiptHandle() []byte {
@@ -1246,7 +1552,7 @@ type ChangeVisibility struct {
 
 func (x *ChangeVisibility) Reset() {
 	*x = ChangeVisibility{}
-	mi := &file_storepb_v1_store_proto_msgTypes[12]
+	mi := &file_storepb_v1_store_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1258,7 +1564,7 @@ func (x *ChangeVisibility) String() string {
 func (*ChangeVisibility) ProtoMessage() {}
 
 func (x *ChangeVisibility) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[12]
+	mi := &file_storepb_v1_store_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1271,7 +1577,7 @@ func (x *ChangeVisibility) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeVisibility.ProtoReflect.Descriptor instead.
 func (*ChangeVisibility) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{12}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ChangeVisibility) GetTenant() string {
@@ -1307,7 +1613,7 @@ type Tick struct {
 
 func (x *Tick) Reset() {
 	*x = Tick{}
-	mi := &file_storepb_v1_store_proto_msgTypes[13]
+	mi := &file_storepb_v1_store_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1319,7 +1625,7 @@ func (x *Tick) String() string {
 func (*Tick) ProtoMessage() {}
 
 func (x *Tick) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[13]
+	mi := &file_storepb_v1_store_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1332,7 +1638,7 @@ func (x *Tick) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tick.ProtoReflect.Descriptor instead.
 func (*Tick) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{13}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Tick) GetLimit() int32 {
@@ -1363,14 +1669,28 @@ type MessageRecord struct {
 	// Source queue name of a dead-lettered message.
 	DeadLetterSource string `protobuf:"bytes,13,opt,name=dead_letter_source,json=deadLetterSource,proto3" json:"dead_letter_source,omitempty"`
 	// body + attributes + tags in bytes.
-	Size          int64 `protobuf:"varint,14,opt,name=size,proto3" json:"size,omitempty"`
+	Size int64 `protobuf:"varint,14,opt,name=size,proto3" json:"size,omitempty"`
+	// Deliveries that failed (nacked as failed, or the lease ran out) and
+	// that were released (nacked as released: not counted toward the
+	// delivery limit). Lease state, like visible_at (see lease.go).
+	FailedCount   int32 `protobuf:"varint,16,opt,name=failed_count,json=failedCount,proto3" json:"failed_count,omitempty"`
+	ReleasedCount int32 `protobuf:"varint,17,opt,name=released_count,json=releasedCount,proto3" json:"released_count,omitempty"`
+	// When its time to live ends (0: never), Unix ms.
+	ExpiresAtMs int64 `protobuf:"varint,18,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
+	// Why it was dead-lettered (set with dead_letter_source).
+	DeadLetterReason DeadLetterReason `protobuf:"varint,19,opt,name=dead_letter_reason,json=deadLetterReason,proto3,enum=storepb.v1.DeadLetterReason" json:"dead_letter_reason,omitempty"`
+	// No lease is open although it was received: the last one was ended by
+	// a nack or by a retry backoff, or it arrived with its count by a
+	// dead-letter move. Its becoming visible is then not a lease running out
+	// (which counts as a failed delivery). Lease state.
+	LeaseClosed   bool `protobuf:"varint,20,opt,name=lease_closed,json=leaseClosed,proto3" json:"lease_closed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MessageRecord) Reset() {
 	*x = MessageRecord{}
-	mi := &file_storepb_v1_store_proto_msgTypes[14]
+	mi := &file_storepb_v1_store_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +1702,7 @@ func (x *MessageRecord) String() string {
 func (*MessageRecord) ProtoMessage() {}
 
 func (x *MessageRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[14]
+	mi := &file_storepb_v1_store_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1715,7 @@ func (x *MessageRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageRecord.ProtoReflect.Descriptor instead.
 func (*MessageRecord) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{14}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MessageRecord) GetId() string {
@@ -1496,6 +1816,41 @@ func (x *MessageRecord) GetSize() int64 {
 	return 0
 }
 
+func (x *MessageRecord) GetFailedCount() int32 {
+	if x != nil {
+		return x.FailedCount
+	}
+	return 0
+}
+
+func (x *MessageRecord) GetReleasedCount() int32 {
+	if x != nil {
+		return x.ReleasedCount
+	}
+	return 0
+}
+
+func (x *MessageRecord) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
+func (x *MessageRecord) GetDeadLetterReason() DeadLetterReason {
+	if x != nil {
+		return x.DeadLetterReason
+	}
+	return DeadLetterReason_DEAD_LETTER_REASON_UNSPECIFIED
+}
+
+func (x *MessageRecord) GetLeaseClosed() bool {
+	if x != nil {
+		return x.LeaseClosed
+	}
+	return false
+}
+
 // OutboxEntry is a message leaving its shard for another queue (dead-letter
 // move or redrive), kept until the target has it.
 type OutboxEntry struct {
@@ -1519,7 +1874,7 @@ type OutboxEntry struct {
 
 func (x *OutboxEntry) Reset() {
 	*x = OutboxEntry{}
-	mi := &file_storepb_v1_store_proto_msgTypes[15]
+	mi := &file_storepb_v1_store_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1531,7 +1886,7 @@ func (x *OutboxEntry) String() string {
 func (*OutboxEntry) ProtoMessage() {}
 
 func (x *OutboxEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[15]
+	mi := &file_storepb_v1_store_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1544,7 +1899,7 @@ func (x *OutboxEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxEntry.ProtoReflect.Descriptor instead.
 func (*OutboxEntry) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{15}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *OutboxEntry) GetId() uint64 {
@@ -1614,7 +1969,7 @@ type DeliverOutbox struct {
 
 func (x *DeliverOutbox) Reset() {
 	*x = DeliverOutbox{}
-	mi := &file_storepb_v1_store_proto_msgTypes[16]
+	mi := &file_storepb_v1_store_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1626,7 +1981,7 @@ func (x *DeliverOutbox) String() string {
 func (*DeliverOutbox) ProtoMessage() {}
 
 func (x *DeliverOutbox) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[16]
+	mi := &file_storepb_v1_store_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1639,7 +1994,7 @@ func (x *DeliverOutbox) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverOutbox.ProtoReflect.Descriptor instead.
 func (*DeliverOutbox) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{16}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeliverOutbox) GetEntries() []*OutboxEntry {
@@ -1662,7 +2017,7 @@ type AckOutbox struct {
 
 func (x *AckOutbox) Reset() {
 	*x = AckOutbox{}
-	mi := &file_storepb_v1_store_proto_msgTypes[17]
+	mi := &file_storepb_v1_store_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1674,7 +2029,7 @@ func (x *AckOutbox) String() string {
 func (*AckOutbox) ProtoMessage() {}
 
 func (x *AckOutbox) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[17]
+	mi := &file_storepb_v1_store_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1687,7 +2042,7 @@ func (x *AckOutbox) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckOutbox.ProtoReflect.Descriptor instead.
 func (*AckOutbox) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{17}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AckOutbox) GetIds() []uint64 {
@@ -1723,7 +2078,7 @@ type Redrive struct {
 
 func (x *Redrive) Reset() {
 	*x = Redrive{}
-	mi := &file_storepb_v1_store_proto_msgTypes[18]
+	mi := &file_storepb_v1_store_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1735,7 +2090,7 @@ func (x *Redrive) String() string {
 func (*Redrive) ProtoMessage() {}
 
 func (x *Redrive) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[18]
+	mi := &file_storepb_v1_store_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1748,7 +2103,7 @@ func (x *Redrive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Redrive.ProtoReflect.Descriptor instead.
 func (*Redrive) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{18}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Redrive) GetTenant() string {
@@ -1808,7 +2163,7 @@ type QueueRecord struct {
 
 func (x *QueueRecord) Reset() {
 	*x = QueueRecord{}
-	mi := &file_storepb_v1_store_proto_msgTypes[19]
+	mi := &file_storepb_v1_store_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1820,7 +2175,7 @@ func (x *QueueRecord) String() string {
 func (*QueueRecord) ProtoMessage() {}
 
 func (x *QueueRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[19]
+	mi := &file_storepb_v1_store_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1833,7 +2188,7 @@ func (x *QueueRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueRecord.ProtoReflect.Descriptor instead.
 func (*QueueRecord) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{19}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *QueueRecord) GetId() uint64 {
@@ -1941,7 +2296,7 @@ type QueueMeta struct {
 
 func (x *QueueMeta) Reset() {
 	*x = QueueMeta{}
-	mi := &file_storepb_v1_store_proto_msgTypes[20]
+	mi := &file_storepb_v1_store_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1953,7 +2308,7 @@ func (x *QueueMeta) String() string {
 func (*QueueMeta) ProtoMessage() {}
 
 func (x *QueueMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[20]
+	mi := &file_storepb_v1_store_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1966,7 +2321,7 @@ func (x *QueueMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueMeta.ProtoReflect.Descriptor instead.
 func (*QueueMeta) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{20}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *QueueMeta) GetNextSeq() uint64 {
@@ -2052,7 +2407,7 @@ type ShardMeta struct {
 
 func (x *ShardMeta) Reset() {
 	*x = ShardMeta{}
-	mi := &file_storepb_v1_store_proto_msgTypes[21]
+	mi := &file_storepb_v1_store_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2064,7 +2419,7 @@ func (x *ShardMeta) String() string {
 func (*ShardMeta) ProtoMessage() {}
 
 func (x *ShardMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[21]
+	mi := &file_storepb_v1_store_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2077,7 +2432,7 @@ func (x *ShardMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardMeta.ProtoReflect.Descriptor instead.
 func (*ShardMeta) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{21}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ShardMeta) GetLastTimeMs() int64 {
@@ -2128,7 +2483,7 @@ type DedupRecord struct {
 
 func (x *DedupRecord) Reset() {
 	*x = DedupRecord{}
-	mi := &file_storepb_v1_store_proto_msgTypes[22]
+	mi := &file_storepb_v1_store_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2140,7 +2495,7 @@ func (x *DedupRecord) String() string {
 func (*DedupRecord) ProtoMessage() {}
 
 func (x *DedupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[22]
+	mi := &file_storepb_v1_store_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2153,7 +2508,7 @@ func (x *DedupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupRecord.ProtoReflect.Descriptor instead.
 func (*DedupRecord) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{22}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DedupRecord) GetMessageId() string {
@@ -2189,7 +2544,7 @@ type ReceivedRef struct {
 
 func (x *ReceivedRef) Reset() {
 	*x = ReceivedRef{}
-	mi := &file_storepb_v1_store_proto_msgTypes[23]
+	mi := &file_storepb_v1_store_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2201,7 +2556,7 @@ func (x *ReceivedRef) String() string {
 func (*ReceivedRef) ProtoMessage() {}
 
 func (x *ReceivedRef) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[23]
+	mi := &file_storepb_v1_store_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2214,7 +2569,7 @@ func (x *ReceivedRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceivedRef.ProtoReflect.Descriptor instead.
 func (*ReceivedRef) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{23}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReceivedRef) GetSeq() uint64 {
@@ -2243,7 +2598,7 @@ type ReceiveAttemptRecord struct {
 
 func (x *ReceiveAttemptRecord) Reset() {
 	*x = ReceiveAttemptRecord{}
-	mi := &file_storepb_v1_store_proto_msgTypes[24]
+	mi := &file_storepb_v1_store_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2255,7 +2610,7 @@ func (x *ReceiveAttemptRecord) String() string {
 func (*ReceiveAttemptRecord) ProtoMessage() {}
 
 func (x *ReceiveAttemptRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[24]
+	mi := &file_storepb_v1_store_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2268,7 +2623,7 @@ func (x *ReceiveAttemptRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveAttemptRecord.ProtoReflect.Descriptor instead.
 func (*ReceiveAttemptRecord) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{24}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReceiveAttemptRecord) GetMessages() []*ReceivedRef {
@@ -2301,7 +2656,7 @@ type TenantQuota struct {
 
 func (x *TenantQuota) Reset() {
 	*x = TenantQuota{}
-	mi := &file_storepb_v1_store_proto_msgTypes[25]
+	mi := &file_storepb_v1_store_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2313,7 +2668,7 @@ func (x *TenantQuota) String() string {
 func (*TenantQuota) ProtoMessage() {}
 
 func (x *TenantQuota) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[25]
+	mi := &file_storepb_v1_store_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2326,7 +2681,7 @@ func (x *TenantQuota) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantQuota.ProtoReflect.Descriptor instead.
 func (*TenantQuota) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{25}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TenantQuota) GetMaxQueues() int64 {
@@ -2362,7 +2717,7 @@ type TenantRecord struct {
 
 func (x *TenantRecord) Reset() {
 	*x = TenantRecord{}
-	mi := &file_storepb_v1_store_proto_msgTypes[26]
+	mi := &file_storepb_v1_store_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2374,7 +2729,7 @@ func (x *TenantRecord) String() string {
 func (*TenantRecord) ProtoMessage() {}
 
 func (x *TenantRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[26]
+	mi := &file_storepb_v1_store_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2387,7 +2742,7 @@ func (x *TenantRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantRecord.ProtoReflect.Descriptor instead.
 func (*TenantRecord) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{26}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TenantRecord) GetQuota() *TenantQuota {
@@ -2422,7 +2777,7 @@ type SetTenantQuota struct {
 
 func (x *SetTenantQuota) Reset() {
 	*x = SetTenantQuota{}
-	mi := &file_storepb_v1_store_proto_msgTypes[27]
+	mi := &file_storepb_v1_store_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2434,7 +2789,7 @@ func (x *SetTenantQuota) String() string {
 func (*SetTenantQuota) ProtoMessage() {}
 
 func (x *SetTenantQuota) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[27]
+	mi := &file_storepb_v1_store_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2447,7 +2802,7 @@ func (x *SetTenantQuota) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTenantQuota.ProtoReflect.Descriptor instead.
 func (*SetTenantQuota) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{27}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SetTenantQuota) GetTenant() string {
@@ -2476,7 +2831,7 @@ type CancelMessage struct {
 
 func (x *CancelMessage) Reset() {
 	*x = CancelMessage{}
-	mi := &file_storepb_v1_store_proto_msgTypes[28]
+	mi := &file_storepb_v1_store_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2488,7 +2843,7 @@ func (x *CancelMessage) String() string {
 func (*CancelMessage) ProtoMessage() {}
 
 func (x *CancelMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[28]
+	mi := &file_storepb_v1_store_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2501,7 +2856,7 @@ func (x *CancelMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelMessage.ProtoReflect.Descriptor instead.
 func (*CancelMessage) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{28}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CancelMessage) GetTenant() string {
@@ -2541,7 +2896,7 @@ type RescheduleMessage struct {
 
 func (x *RescheduleMessage) Reset() {
 	*x = RescheduleMessage{}
-	mi := &file_storepb_v1_store_proto_msgTypes[29]
+	mi := &file_storepb_v1_store_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2553,7 +2908,7 @@ func (x *RescheduleMessage) String() string {
 func (*RescheduleMessage) ProtoMessage() {}
 
 func (x *RescheduleMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[29]
+	mi := &file_storepb_v1_store_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2566,7 +2921,7 @@ func (x *RescheduleMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RescheduleMessage.ProtoReflect.Descriptor instead.
 func (*RescheduleMessage) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{29}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RescheduleMessage) GetTenant() string {
@@ -2604,6 +2959,139 @@ func (x *RescheduleMessage) GetDeliverAtMs() int64 {
 	return 0
 }
 
+// NackEntry ends one lease.
+type NackEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ReceiptHandle []byte                 `protobuf:"bytes,1,opt,name=receipt_handle,json=receiptHandle,proto3" json:"receipt_handle,omitempty"`
+	Kind          NackKind               `protobuf:"varint,2,opt,name=kind,proto3,enum=storepb.v1.NackKind" json:"kind,omitempty"`
+	// Explicit redelivery: delay from the command time (-1: none, use the
+	// kind's rule), or deliver_at_ms when > 0.
+	DelayMs       int64 `protobuf:"varint,3,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
+	DeliverAtMs   int64 `protobuf:"varint,4,opt,name=deliver_at_ms,json=deliverAtMs,proto3" json:"deliver_at_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NackEntry) Reset() {
+	*x = NackEntry{}
+	mi := &file_storepb_v1_store_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NackEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NackEntry) ProtoMessage() {}
+
+func (x *NackEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NackEntry.ProtoReflect.Descriptor instead.
+func (*NackEntry) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *NackEntry) GetReceiptHandle() []byte {
+	if x != nil {
+		return x.ReceiptHandle
+	}
+	return nil
+}
+
+func (x *NackEntry) GetKind() NackKind {
+	if x != nil {
+		return x.Kind
+	}
+	return NackKind_NACK_KIND_UNSPECIFIED
+}
+
+func (x *NackEntry) GetDelayMs() int64 {
+	if x != nil {
+		return x.DelayMs
+	}
+	return 0
+}
+
+func (x *NackEntry) GetDeliverAtMs() int64 {
+	if x != nil {
+		return x.DeliverAtMs
+	}
+	return 0
+}
+
+// Nack ends leases early: each message counts the delivery as failed or
+// released and becomes visible again (see retry.go).
+type Nack struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Queue         string                 `protobuf:"bytes,2,opt,name=queue,proto3" json:"queue,omitempty"`
+	Entries       []*NackEntry           `protobuf:"bytes,3,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Nack) Reset() {
+	*x = Nack{}
+	mi := &file_storepb_v1_store_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Nack) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Nack) ProtoMessage() {}
+
+func (x *Nack) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Nack.ProtoReflect.Descriptor instead.
+func (*Nack) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *Nack) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *Nack) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *Nack) GetEntries() []*NackEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
 // AccessKeyRecord is a SigV4 access key of the SQS endpoint, kept by the
 // metadata shard. The secret is stored as is: SigV4 is an HMAC keyed by
 // (a key derived from) the secret, so the verifier needs it; it never
@@ -2625,7 +3113,7 @@ type AccessKeyRecord struct {
 
 func (x *AccessKeyRecord) Reset() {
 	*x = AccessKeyRecord{}
-	mi := &file_storepb_v1_store_proto_msgTypes[30]
+	mi := &file_storepb_v1_store_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2637,7 +3125,7 @@ func (x *AccessKeyRecord) String() string {
 func (*AccessKeyRecord) ProtoMessage() {}
 
 func (x *AccessKeyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[30]
+	mi := &file_storepb_v1_store_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2650,7 +3138,7 @@ func (x *AccessKeyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessKeyRecord.ProtoReflect.Descriptor instead.
 func (*AccessKeyRecord) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{30}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AccessKeyRecord) GetAccessKeyId() string {
@@ -2706,7 +3194,7 @@ type PutAccessKey struct {
 
 func (x *PutAccessKey) Reset() {
 	*x = PutAccessKey{}
-	mi := &file_storepb_v1_store_proto_msgTypes[31]
+	mi := &file_storepb_v1_store_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2718,7 +3206,7 @@ func (x *PutAccessKey) String() string {
 func (*PutAccessKey) ProtoMessage() {}
 
 func (x *PutAccessKey) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[31]
+	mi := &file_storepb_v1_store_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2731,7 +3219,7 @@ func (x *PutAccessKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutAccessKey.ProtoReflect.Descriptor instead.
 func (*PutAccessKey) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{31}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PutAccessKey) GetKey() *AccessKeyRecord {
@@ -2752,7 +3240,7 @@ type RevokeAccessKey struct {
 
 func (x *RevokeAccessKey) Reset() {
 	*x = RevokeAccessKey{}
-	mi := &file_storepb_v1_store_proto_msgTypes[32]
+	mi := &file_storepb_v1_store_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2764,7 +3252,7 @@ func (x *RevokeAccessKey) String() string {
 func (*RevokeAccessKey) ProtoMessage() {}
 
 func (x *RevokeAccessKey) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[32]
+	mi := &file_storepb_v1_store_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2777,7 +3265,7 @@ func (x *RevokeAccessKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAccessKey.ProtoReflect.Descriptor instead.
 func (*RevokeAccessKey) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{32}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RevokeAccessKey) GetTenant() string {
@@ -2809,7 +3297,7 @@ type AccessKeyLookup struct {
 
 func (x *AccessKeyLookup) Reset() {
 	*x = AccessKeyLookup{}
-	mi := &file_storepb_v1_store_proto_msgTypes[33]
+	mi := &file_storepb_v1_store_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2821,7 +3309,7 @@ func (x *AccessKeyLookup) String() string {
 func (*AccessKeyLookup) ProtoMessage() {}
 
 func (x *AccessKeyLookup) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[33]
+	mi := &file_storepb_v1_store_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2834,7 +3322,7 @@ func (x *AccessKeyLookup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessKeyLookup.ProtoReflect.Descriptor instead.
 func (*AccessKeyLookup) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{33}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *AccessKeyLookup) GetAccessKeyId() string {
@@ -2878,7 +3366,7 @@ type AccessKeyGrant struct {
 
 func (x *AccessKeyGrant) Reset() {
 	*x = AccessKeyGrant{}
-	mi := &file_storepb_v1_store_proto_msgTypes[34]
+	mi := &file_storepb_v1_store_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2890,7 +3378,7 @@ func (x *AccessKeyGrant) String() string {
 func (*AccessKeyGrant) ProtoMessage() {}
 
 func (x *AccessKeyGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[34]
+	mi := &file_storepb_v1_store_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2903,7 +3391,7 @@ func (x *AccessKeyGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessKeyGrant.ProtoReflect.Descriptor instead.
 func (*AccessKeyGrant) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{34}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *AccessKeyGrant) GetTenant() string {
@@ -2932,7 +3420,7 @@ var File_storepb_v1_store_proto protoreflect.FileDescriptor
 const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"\x16storepb/v1/store.proto\x12\n" +
-	"storepb.v1\"\xc9\b\n" +
+	"storepb.v1\"\xf1\b\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12<\n" +
@@ -2955,8 +3443,9 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x0ecancel_message\x18# \x01(\v2\x19.storepb.v1.CancelMessageH\x00R\rcancelMessage\x12N\n" +
 	"\x12reschedule_message\x18$ \x01(\v2\x1d.storepb.v1.RescheduleMessageH\x00R\x11rescheduleMessage\x12@\n" +
 	"\x0eput_access_key\x18( \x01(\v2\x18.storepb.v1.PutAccessKeyH\x00R\fputAccessKey\x12I\n" +
-	"\x11revoke_access_key\x18) \x01(\v2\x1b.storepb.v1.RevokeAccessKeyH\x00R\x0frevokeAccessKeyB\x04\n" +
-	"\x02op\"\xe3\x04\n" +
+	"\x11revoke_access_key\x18) \x01(\v2\x1b.storepb.v1.RevokeAccessKeyH\x00R\x0frevokeAccessKey\x12&\n" +
+	"\x04nack\x18- \x01(\v2\x10.storepb.v1.NackH\x00R\x04nackB\x04\n" +
+	"\x02op\"\xb9\x06\n" +
 	"\x0fQueueAttributes\x122\n" +
 	"\x15visibility_timeout_ms\x18\x01 \x01(\x03R\x13visibilityTimeoutMs\x120\n" +
 	"\x14message_retention_ms\x18\x02 \x01(\x03R\x12messageRetentionMs\x12*\n" +
@@ -2970,13 +3459,24 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"partitions\x18\n" +
 	" \x01(\x05R\n" +
-	"partitions\x12\x1f\n" +
+	"partitions\x12:\n" +
+	"\fretry_policy\x18\x0e \x01(\v2\x17.storepb.v1.RetryPolicyR\vretryPolicy\x12$\n" +
+	"\x0emessage_ttl_ms\x18\x0f \x01(\x03R\fmessageTtlMs\x12\x1d\n" +
+	"\n" +
+	"max_length\x18\x10 \x01(\x03R\tmaxLength\x12\x1b\n" +
+	"\tmax_bytes\x18\x11 \x01(\x03R\bmaxBytes\x126\n" +
+	"\boverflow\x18\x12 \x01(\x0e2\x1a.storepb.v1.OverflowPolicyR\boverflow\x12\x1f\n" +
 	"\vremove_tags\x18\x14 \x03(\tR\n" +
 	"removeTags\x12C\n" +
 	"\bset_tags\x18\x15 \x03(\v2(.storepb.v1.QueueAttributes.SetTagsEntryR\asetTags\x1a:\n" +
 	"\fSetTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xec\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x83\x01\n" +
+	"\vRetryPolicy\x12\x17\n" +
+	"\abase_ms\x18\x01 \x01(\x03R\x06baseMs\x12!\n" +
+	"\ffactor_milli\x18\x02 \x01(\x03R\vfactorMilli\x12\x15\n" +
+	"\x06max_ms\x18\x03 \x01(\x03R\x05maxMs\x12!\n" +
+	"\fjitter_milli\x18\x04 \x01(\x03R\vjitterMilli\"\xec\x02\n" +
 	"\vCreateQueue\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12;\n" +
@@ -3005,7 +3505,7 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"PurgeQueue\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"\xe7\x02\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\xfe\x02\n" +
 	"\tSendEntry\x12\x12\n" +
 	"\x04body\x18\x01 \x01(\tR\x04body\x12E\n" +
 	"\n" +
@@ -3016,7 +3516,9 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\rdeliver_at_ms\x18\x05 \x01(\x03R\vdeliverAtMs\x12\x19\n" +
 	"\bgroup_id\x18\x06 \x01(\tR\agroupId\x12)\n" +
 	"\x10deduplication_id\x18\a \x01(\tR\x0fdeduplicationId\x12'\n" +
-	"\x0fidempotency_key\x18\b \x01(\tR\x0eidempotencyKey\x1a=\n" +
+	"\x0fidempotency_key\x18\b \x01(\tR\x0eidempotencyKey\x12\x15\n" +
+	"\x06ttl_ms\x18\n" +
+	" \x01(\x03R\x05ttlMs\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"e\n" +
@@ -3048,7 +3550,7 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x126\n" +
 	"\achanges\x18\x03 \x03(\v2\x1c.storepb.v1.VisibilityChangeR\achanges\"\x1c\n" +
 	"\x04Tick\x12\x14\n" +
-	"\x05limit\x18\x01 \x01(\x05R\x05limit\"\xa9\x04\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\"\x86\x06\n" +
 	"\rMessageRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x12\n" +
@@ -3067,7 +3569,12 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\bgroup_id\x18\v \x01(\tR\agroupId\x12)\n" +
 	"\x10deduplication_id\x18\f \x01(\tR\x0fdeduplicationId\x12,\n" +
 	"\x12dead_letter_source\x18\r \x01(\tR\x10deadLetterSource\x12\x12\n" +
-	"\x04size\x18\x0e \x01(\x03R\x04size\x1a=\n" +
+	"\x04size\x18\x0e \x01(\x03R\x04size\x12!\n" +
+	"\ffailed_count\x18\x10 \x01(\x05R\vfailedCount\x12%\n" +
+	"\x0ereleased_count\x18\x11 \x01(\x05R\rreleasedCount\x12\"\n" +
+	"\rexpires_at_ms\x18\x12 \x01(\x03R\vexpiresAtMs\x12J\n" +
+	"\x12dead_letter_reason\x18\x13 \x01(\x0e2\x1c.storepb.v1.DeadLetterReasonR\x10deadLetterReason\x12!\n" +
+	"\flease_closed\x18\x14 \x01(\bR\vleaseClosed\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x96\x02\n" +
@@ -3163,7 +3670,16 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"message_id\x18\x03 \x01(\tR\tmessageId\x12\x19\n" +
 	"\bdelay_ms\x18\x04 \x01(\x03R\adelayMs\x12\"\n" +
-	"\rdeliver_at_ms\x18\x05 \x01(\x03R\vdeliverAtMs\"\xd7\x01\n" +
+	"\rdeliver_at_ms\x18\x05 \x01(\x03R\vdeliverAtMs\"\x9b\x01\n" +
+	"\tNackEntry\x12%\n" +
+	"\x0ereceipt_handle\x18\x01 \x01(\fR\rreceiptHandle\x12(\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x14.storepb.v1.NackKindR\x04kind\x12\x19\n" +
+	"\bdelay_ms\x18\x03 \x01(\x03R\adelayMs\x12\"\n" +
+	"\rdeliver_at_ms\x18\x04 \x01(\x03R\vdeliverAtMs\"e\n" +
+	"\x04Nack\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
+	"\x05queue\x18\x02 \x01(\tR\x05queue\x12/\n" +
+	"\aentries\x18\x03 \x03(\v2\x15.storepb.v1.NackEntryR\aentries\"\xd7\x01\n" +
 	"\x0fAccessKeyRecord\x12\"\n" +
 	"\raccess_key_id\x18\x01 \x01(\tR\vaccessKeyId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12*\n" +
@@ -3185,7 +3701,19 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x16\n" +
 	"\x06scopes\x18\x02 \x03(\tR\x06scopes\x12\x1f\n" +
 	"\vsigning_key\x18\x03 \x01(\fR\n" +
-	"signingKeyB5Z3github.com/quorumq/quorumq/store/storepb/v1;storepbb\x06proto3"
+	"signingKey*R\n" +
+	"\x0eOverflowPolicy\x12\x1f\n" +
+	"\x1bOVERFLOW_POLICY_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bOVERFLOW_POLICY_DROP_OLDEST\x10\x01*\x9c\x01\n" +
+	"\x10DeadLetterReason\x12\"\n" +
+	"\x1eDEAD_LETTER_REASON_UNSPECIFIED\x10\x00\x12#\n" +
+	"\x1fDEAD_LETTER_REASON_MAX_RECEIVES\x10\x01\x12\x1e\n" +
+	"\x1aDEAD_LETTER_REASON_EXPIRED\x10\x02\x12\x1f\n" +
+	"\x1bDEAD_LETTER_REASON_OVERFLOW\x10\x03*S\n" +
+	"\bNackKind\x12\x19\n" +
+	"\x15NACK_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10NACK_KIND_FAILED\x10\x01\x12\x16\n" +
+	"\x12NACK_KIND_RELEASED\x10\x02B5Z3github.com/quorumq/quorumq/store/storepb/v1;storepbb\x06proto3"
 
 var (
 	file_storepb_v1_store_proto_rawDescOnce sync.Once
@@ -3199,89 +3727,102 @@ func file_storepb_v1_store_proto_rawDescGZIP() []byte {
 	return file_storepb_v1_store_proto_rawDescData
 }
 
-var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_storepb_v1_store_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_storepb_v1_store_proto_goTypes = []any{
-	(*Command)(nil),              // 0: storepb.v1.Command
-	(*QueueAttributes)(nil),      // 1: storepb.v1.QueueAttributes
-	(*CreateQueue)(nil),          // 2: storepb.v1.CreateQueue
-	(*UpdateQueue)(nil),          // 3: storepb.v1.UpdateQueue
-	(*DeleteQueue)(nil),          // 4: storepb.v1.DeleteQueue
-	(*PurgeQueue)(nil),           // 5: storepb.v1.PurgeQueue
-	(*SendEntry)(nil),            // 6: storepb.v1.SendEntry
-	(*Send)(nil),                 // 7: storepb.v1.Send
-	(*TagFilter)(nil),            // 8: storepb.v1.TagFilter
-	(*Receive)(nil),              // 9: storepb.v1.Receive
-	(*Delete)(nil),               // 10: storepb.v1.Delete
-	(*VisibilityChange)(nil),     // 11: storepb.v1.VisibilityChange
-	(*ChangeVisibility)(nil),     // 12: storepb.v1.ChangeVisibility
-	(*Tick)(nil),                 // 13: storepb.v1.Tick
-	(*MessageRecord)(nil),        // 14: storepb.v1.MessageRecord
-	(*OutboxEntry)(nil),          // 15: storepb.v1.OutboxEntry
-	(*DeliverOutbox)(nil),        // 16: storepb.v1.DeliverOutbox
-	(*AckOutbox)(nil),            // 17: storepb.v1.AckOutbox
-	(*Redrive)(nil),              // 18: storepb.v1.Redrive
-	(*QueueRecord)(nil),          // 19: storepb.v1.QueueRecord
-	(*QueueMeta)(nil),            // 20: storepb.v1.QueueMeta
-	(*ShardMeta)(nil),            // 21: storepb.v1.ShardMeta
-	(*DedupRecord)(nil),          // 22: storepb.v1.DedupRecord
-	(*ReceivedRef)(nil),          // 23: storepb.v1.ReceivedRef
-	(*ReceiveAttemptRecord)(nil), // 24: storepb.v1.ReceiveAttemptRecord
-	(*TenantQuota)(nil),          // 25: storepb.v1.TenantQuota
-	(*TenantRecord)(nil),         // 26: storepb.v1.TenantRecord
-	(*SetTenantQuota)(nil),       // 27: storepb.v1.SetTenantQuota
-	(*CancelMessage)(nil),        // 28: storepb.v1.CancelMessage
-	(*RescheduleMessage)(nil),    // 29: storepb.v1.RescheduleMessage
-	(*AccessKeyRecord)(nil),      // 30: storepb.v1.AccessKeyRecord
-	(*PutAccessKey)(nil),         // 31: storepb.v1.PutAccessKey
-	(*RevokeAccessKey)(nil),      // 32: storepb.v1.RevokeAccessKey
-	(*AccessKeyLookup)(nil),      // 33: storepb.v1.AccessKeyLookup
-	(*AccessKeyGrant)(nil),       // 34: storepb.v1.AccessKeyGrant
-	nil,                          // 35: storepb.v1.QueueAttributes.SetTagsEntry
-	nil,                          // 36: storepb.v1.CreateQueue.TagsEntry
-	nil,                          // 37: storepb.v1.SendEntry.AttributesEntry
-	nil,                          // 38: storepb.v1.MessageRecord.AttributesEntry
-	nil,                          // 39: storepb.v1.QueueRecord.TagsEntry
+	(OverflowPolicy)(0),          // 0: storepb.v1.OverflowPolicy
+	(DeadLetterReason)(0),        // 1: storepb.v1.DeadLetterReason
+	(NackKind)(0),                // 2: storepb.v1.NackKind
+	(*Command)(nil),              // 3: storepb.v1.Command
+	(*QueueAttributes)(nil),      // 4: storepb.v1.QueueAttributes
+	(*RetryPolicy)(nil),          // 5: storepb.v1.RetryPolicy
+	(*CreateQueue)(nil),          // 6: storepb.v1.CreateQueue
+	(*UpdateQueue)(nil),          // 7: storepb.v1.UpdateQueue
+	(*DeleteQueue)(nil),          // 8: storepb.v1.DeleteQueue
+	(*PurgeQueue)(nil),           // 9: storepb.v1.PurgeQueue
+	(*SendEntry)(nil),            // 10: storepb.v1.SendEntry
+	(*Send)(nil),                 // 11: storepb.v1.Send
+	(*TagFilter)(nil),            // 12: storepb.v1.TagFilter
+	(*Receive)(nil),              // 13: storepb.v1.Receive
+	(*Delete)(nil),               // 14: storepb.v1.Delete
+	(*VisibilityChange)(nil),     // 15: storepb.v1.VisibilityChange
+	(*ChangeVisibility)(nil),     // 16: storepb.v1.ChangeVisibility
+	(*Tick)(nil),                 // 17: storepb.v1.Tick
+	(*MessageRecord)(nil),        // 18: storepb.v1.MessageRecord
+	(*OutboxEntry)(nil),          // 19: storepb.v1.OutboxEntry
+	(*DeliverOutbox)(nil),        // 20: storepb.v1.DeliverOutbox
+	(*AckOutbox)(nil),            // 21: storepb.v1.AckOutbox
+	(*Redrive)(nil),              // 22: storepb.v1.Redrive
+	(*QueueRecord)(nil),          // 23: storepb.v1.QueueRecord
+	(*QueueMeta)(nil),            // 24: storepb.v1.QueueMeta
+	(*ShardMeta)(nil),            // 25: storepb.v1.ShardMeta
+	(*DedupRecord)(nil),          // 26: storepb.v1.DedupRecord
+	(*ReceivedRef)(nil),          // 27: storepb.v1.ReceivedRef
+	(*ReceiveAttemptRecord)(nil), // 28: storepb.v1.ReceiveAttemptRecord
+	(*TenantQuota)(nil),          // 29: storepb.v1.TenantQuota
+	(*TenantRecord)(nil),         // 30: storepb.v1.TenantRecord
+	(*SetTenantQuota)(nil),       // 31: storepb.v1.SetTenantQuota
+	(*CancelMessage)(nil),        // 32: storepb.v1.CancelMessage
+	(*RescheduleMessage)(nil),    // 33: storepb.v1.RescheduleMessage
+	(*NackEntry)(nil),            // 34: storepb.v1.NackEntry
+	(*Nack)(nil),                 // 35: storepb.v1.Nack
+	(*AccessKeyRecord)(nil),      // 36: storepb.v1.AccessKeyRecord
+	(*PutAccessKey)(nil),         // 37: storepb.v1.PutAccessKey
+	(*RevokeAccessKey)(nil),      // 38: storepb.v1.RevokeAccessKey
+	(*AccessKeyLookup)(nil),      // 39: storepb.v1.AccessKeyLookup
+	(*AccessKeyGrant)(nil),       // 40: storepb.v1.AccessKeyGrant
+	nil,                          // 41: storepb.v1.QueueAttributes.SetTagsEntry
+	nil,                          // 42: storepb.v1.CreateQueue.TagsEntry
+	nil,                          // 43: storepb.v1.SendEntry.AttributesEntry
+	nil,                          // 44: storepb.v1.MessageRecord.AttributesEntry
+	nil,                          // 45: storepb.v1.QueueRecord.TagsEntry
 }
 var file_storepb_v1_store_proto_depIdxs = []int32{
-	2,  // 0: storepb.v1.Command.create_queue:type_name -> storepb.v1.CreateQueue
-	3,  // 1: storepb.v1.Command.update_queue:type_name -> storepb.v1.UpdateQueue
-	4,  // 2: storepb.v1.Command.delete_queue:type_name -> storepb.v1.DeleteQueue
-	5,  // 3: storepb.v1.Command.purge_queue:type_name -> storepb.v1.PurgeQueue
-	7,  // 4: storepb.v1.Command.send:type_name -> storepb.v1.Send
-	9,  // 5: storepb.v1.Command.receive:type_name -> storepb.v1.Receive
-	10, // 6: storepb.v1.Command.delete:type_name -> storepb.v1.Delete
-	12, // 7: storepb.v1.Command.change_visibility:type_name -> storepb.v1.ChangeVisibility
-	13, // 8: storepb.v1.Command.tick:type_name -> storepb.v1.Tick
-	16, // 9: storepb.v1.Command.deliver_outbox:type_name -> storepb.v1.DeliverOutbox
-	17, // 10: storepb.v1.Command.ack_outbox:type_name -> storepb.v1.AckOutbox
-	18, // 11: storepb.v1.Command.redrive:type_name -> storepb.v1.Redrive
-	27, // 12: storepb.v1.Command.set_tenant_quota:type_name -> storepb.v1.SetTenantQuota
-	28, // 13: storepb.v1.Command.cancel_message:type_name -> storepb.v1.CancelMessage
-	29, // 14: storepb.v1.Command.reschedule_message:type_name -> storepb.v1.RescheduleMessage
-	31, // 15: storepb.v1.Command.put_access_key:type_name -> storepb.v1.PutAccessKey
-	32, // 16: storepb.v1.Command.revoke_access_key:type_name -> storepb.v1.RevokeAccessKey
-	35, // 17: storepb.v1.QueueAttributes.set_tags:type_name -> storepb.v1.QueueAttributes.SetTagsEntry
-	1,  // 18: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	36, // 19: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
-	1,  // 20: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	37, // 21: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
-	6,  // 22: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
-	8,  // 23: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
-	11, // 24: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
-	38, // 25: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
-	14, // 26: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
-	15, // 27: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
-	1,  // 28: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
-	39, // 29: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
-	23, // 30: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
-	25, // 31: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
-	25, // 32: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
-	30, // 33: storepb.v1.PutAccessKey.key:type_name -> storepb.v1.AccessKeyRecord
-	34, // [34:34] is the sub-list for method output_type
-	34, // [34:34] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	6,  // 0: storepb.v1.Command.create_queue:type_name -> storepb.v1.CreateQueue
+	7,  // 1: storepb.v1.Command.update_queue:type_name -> storepb.v1.UpdateQueue
+	8,  // 2: storepb.v1.Command.delete_queue:type_name -> storepb.v1.DeleteQueue
+	9,  // 3: storepb.v1.Command.purge_queue:type_name -> storepb.v1.PurgeQueue
+	11, // 4: storepb.v1.Command.send:type_name -> storepb.v1.Send
+	13, // 5: storepb.v1.Command.receive:type_name -> storepb.v1.Receive
+	14, // 6: storepb.v1.Command.delete:type_name -> storepb.v1.Delete
+	16, // 7: storepb.v1.Command.change_visibility:type_name -> storepb.v1.ChangeVisibility
+	17, // 8: storepb.v1.Command.tick:type_name -> storepb.v1.Tick
+	20, // 9: storepb.v1.Command.deliver_outbox:type_name -> storepb.v1.DeliverOutbox
+	21, // 10: storepb.v1.Command.ack_outbox:type_name -> storepb.v1.AckOutbox
+	22, // 11: storepb.v1.Command.redrive:type_name -> storepb.v1.Redrive
+	31, // 12: storepb.v1.Command.set_tenant_quota:type_name -> storepb.v1.SetTenantQuota
+	32, // 13: storepb.v1.Command.cancel_message:type_name -> storepb.v1.CancelMessage
+	33, // 14: storepb.v1.Command.reschedule_message:type_name -> storepb.v1.RescheduleMessage
+	37, // 15: storepb.v1.Command.put_access_key:type_name -> storepb.v1.PutAccessKey
+	38, // 16: storepb.v1.Command.revoke_access_key:type_name -> storepb.v1.RevokeAccessKey
+	35, // 17: storepb.v1.Command.nack:type_name -> storepb.v1.Nack
+	5,  // 18: storepb.v1.QueueAttributes.retry_policy:type_name -> storepb.v1.RetryPolicy
+	0,  // 19: storepb.v1.QueueAttributes.overflow:type_name -> storepb.v1.OverflowPolicy
+	41, // 20: storepb.v1.QueueAttributes.set_tags:type_name -> storepb.v1.QueueAttributes.SetTagsEntry
+	4,  // 21: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
+	42, // 22: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
+	4,  // 23: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
+	43, // 24: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
+	10, // 25: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
+	12, // 26: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
+	15, // 27: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
+	44, // 28: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
+	1,  // 29: storepb.v1.MessageRecord.dead_letter_reason:type_name -> storepb.v1.DeadLetterReason
+	18, // 30: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
+	19, // 31: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
+	4,  // 32: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
+	45, // 33: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
+	27, // 34: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
+	29, // 35: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
+	29, // 36: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
+	2,  // 37: storepb.v1.NackEntry.kind:type_name -> storepb.v1.NackKind
+	34, // 38: storepb.v1.Nack.entries:type_name -> storepb.v1.NackEntry
+	36, // 39: storepb.v1.PutAccessKey.key:type_name -> storepb.v1.AccessKeyRecord
+	40, // [40:40] is the sub-list for method output_type
+	40, // [40:40] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_storepb_v1_store_proto_init() }
@@ -3307,19 +3848,21 @@ func file_storepb_v1_store_proto_init() {
 		(*Command_RescheduleMessage)(nil),
 		(*Command_PutAccessKey)(nil),
 		(*Command_RevokeAccessKey)(nil),
+		(*Command_Nack)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_storepb_v1_store_proto_rawDesc), len(file_storepb_v1_store_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   40,
+			NumEnums:      3,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_storepb_v1_store_proto_goTypes,
 		DependencyIndexes: file_storepb_v1_store_proto_depIdxs,
+		EnumInfos:         file_storepb_v1_store_proto_enumTypes,
 		MessageInfos:      file_storepb_v1_store_proto_msgTypes,
 	}.Build()
 	File_storepb_v1_store_proto = out.File
