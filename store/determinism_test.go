@@ -459,9 +459,10 @@ func checkInvariants(t *testing.T, s *Store) {
 		leases := all(keys.LeasePrefix(s.shard, q.Id))
 		vis := all(keys.VisiblePrefix(s.shard, q.Id))
 		tags := all(keys.TagsPrefix(s.shard, q.Id))
+		expiry := all(keys.ExpiryPrefix(s.shard, q.Id))
 		total += len(msgs)
 		var bytesSum int64
-		nTags, nLeases := 0, 0
+		nTags, nLeases, nExpiry := 0, 0, 0
 		for _, v := range msgs {
 			m := &storepb.MessageRecord{}
 			if err := proto.Unmarshal(v, m); err != nil {
@@ -471,21 +472,25 @@ func checkInvariants(t *testing.T, s *Store) {
 			if m.Seq < meta.LowSeq || m.Seq >= meta.NextSeq {
 				t.Errorf("%s: seq %d outside [%d, %d)", q.Name, m.Seq, meta.LowSeq, meta.NextSeq)
 			}
-			want := []byte{flagNew}
-			if m.ReceiveCount > 0 {
-				want[0] = flagReceived
-			}
+			want := []byte{entryFlag(m)}
 			if lv, ok := leases[string(keys.Lease(s.shard, q.Id, m.Seq))]; ok {
 				nLeases++
 				if err := applyLease(m, lv); err != nil {
 					t.Fatal(err)
 				}
-				want = []byte{flagNew}
-				if m.ReceiveCount > 0 {
-					want[0] = flagReceived
-				}
+				want = []byte{entryFlag(m)}
 				want = binary.BigEndian.AppendUint32(want, uint32(m.ReceiveCount))
 				want = binary.BigEndian.AppendUint64(want, uint64(m.FirstReceivedAtMs))
+				if hasCounts(m) {
+					want = binary.BigEndian.AppendUint32(want, uint32(m.FailedCount))
+					want = binary.BigEndian.AppendUint32(want, uint32(m.ReleasedCount))
+				}
+			}
+			if m.ExpiresAtMs > 0 {
+				nExpiry++
+				if _, ok := expiry[string(keys.Expiry(s.shard, q.Id, m.ExpiresAtMs, m.Seq))]; !ok {
+					t.Errorf("%s: seq %d: no expiry entry at %d", q.Name, m.Seq, m.ExpiresAtMs)
+				}
 			}
 			if f, ok := vis[string(keys.Visible(s.shard, q.Id, m.VisibleAtMs, m.Seq))]; !ok || !bytes.Equal(f, want) {
 				t.Errorf("%s: seq %d: visibility entry %v %x, want %x", q.Name, m.Seq, ok, f, want)
@@ -498,6 +503,9 @@ func checkInvariants(t *testing.T, s *Store) {
 			}
 		}
 		checkGroups(t, s, q, msgs, leases, all(keys.GroupsPrefix(s.shard, q.Id)), all(keys.GroupHeadPrefix(s.shard, q.Id)))
+		if nExpiry != len(expiry) {
+			t.Errorf("%s: %d expiry entries, %d messages with a ttl", q.Name, len(expiry), nExpiry)
+		}
 		if nLeases != len(leases) {
 			t.Errorf("%s: %d lease records, %d of them of a message", q.Name, len(leases), nLeases)
 		}

@@ -93,6 +93,13 @@ type Result struct {
 	DeadLettered int
 	// VisibleAtMs is when RescheduleMessage made the message visible.
 	VisibleAtMs int64
+	// VisibleAt has, per Nack entry that succeeded, when the message is
+	// visible again (Unix ms).
+	VisibleAt []int64
+	// Dropped counts messages removed without a dead-letter queue to go
+	// to: expired (time to live) by a Receive or Tick, or pushed out of a
+	// full queue (overflow drop_oldest) by a Send.
+	Dropped int
 	// Touched lists the queues DeliverOutbox inserted into, in first-touch
 	// order.
 	Touched []QueueRef
@@ -197,6 +204,8 @@ func (s *Store) Apply(b *pebble.Batch, index uint64, data []byte) (any, error) {
 		err = t.putAccessKey(op.PutAccessKey, res)
 	case *storepb.Command_RevokeAccessKey:
 		err = t.revokeAccessKey(op.RevokeAccessKey, res)
+	case *storepb.Command_Nack:
+		err = t.nack(op.Nack, res)
 	default:
 		res.Err = ErrInvalidCommand
 	}
@@ -282,6 +291,10 @@ type txn struct {
 	// leases: the messages of this command known to have a lease record
 	// (pointer keys, lookups only).
 	leases map[*storepb.MessageRecord]struct{}
+
+	// overflowDrops counts the messages this command removed to make room
+	// in a full queue (bounded by maxOverflowDrops).
+	overflowDrops int
 
 	// unblocked: a FIFO group's new head is visible at now (its earlier
 	// message went), so a waiting long poll has something to receive.
