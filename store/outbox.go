@@ -180,7 +180,7 @@ func (t *txn) ackOutbox(op *storepb.AckOutbox, res *Result) error {
 		}
 		msg := e.Message
 		if !e.Redrive {
-			msg.DeadLetterSource = "" // home again
+			msg.DeadLetterSource, msg.DeadLetterReason = "", storepb.DeadLetterReason_DEAD_LETTER_REASON_UNSPECIFIED // home again
 		}
 		r := &storepb.OutboxEntry{
 			SourceShard: t.s.shard, TargetTenant: e.TargetTenant, TargetQueue: back,
