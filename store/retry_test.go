@@ -42,14 +42,20 @@ func TestBackoff(t *testing.T) {
 // TestRetryAttributesValidated: the policy, ttl and max length ranges.
 func TestRetryAttributesValidated(t *testing.T) {
 	for name, mod := range map[string]func(*storepb.QueueAttributes){
-		"attributes.retry_policy.base":   func(a *storepb.QueueAttributes) { a.RetryPolicy = &storepb.RetryPolicy{FactorMilli: 2000, MaxMs: 1} },
-		"attributes.retry_policy.factor": func(a *storepb.QueueAttributes) { a.RetryPolicy = &storepb.RetryPolicy{BaseMs: 1, FactorMilli: 500, MaxMs: 1} },
-		"attributes.retry_policy.max":    func(a *storepb.QueueAttributes) { a.RetryPolicy = &storepb.RetryPolicy{BaseMs: 10, FactorMilli: 2000, MaxMs: 5} },
-		"attributes.retry_policy.jitter": func(a *storepb.QueueAttributes) { a.RetryPolicy = &storepb.RetryPolicy{BaseMs: 1, FactorMilli: 2000, MaxMs: 1, JitterMilli: 1001} },
-		"attributes.message_ttl":         func(a *storepb.QueueAttributes) { a.MessageTtlMs = a.MessageRetentionMs },
-		"attributes.max_length":          func(a *storepb.QueueAttributes) { a.MaxLength = -1 },
-		"attributes.max_bytes":           func(a *storepb.QueueAttributes) { a.MaxBytes = MaxQueueBytes + 1 },
-		"attributes.overflow":            func(a *storepb.QueueAttributes) { a.Overflow = 7 },
+		"attributes.retry_policy.base": func(a *storepb.QueueAttributes) { a.RetryPolicy = &storepb.RetryPolicy{FactorMilli: 2000, MaxMs: 1} },
+		"attributes.retry_policy.factor": func(a *storepb.QueueAttributes) {
+			a.RetryPolicy = &storepb.RetryPolicy{BaseMs: 1, FactorMilli: 500, MaxMs: 1}
+		},
+		"attributes.retry_policy.max": func(a *storepb.QueueAttributes) {
+			a.RetryPolicy = &storepb.RetryPolicy{BaseMs: 10, FactorMilli: 2000, MaxMs: 5}
+		},
+		"attributes.retry_policy.jitter": func(a *storepb.QueueAttributes) {
+			a.RetryPolicy = &storepb.RetryPolicy{BaseMs: 1, FactorMilli: 2000, MaxMs: 1, JitterMilli: 1001}
+		},
+		"attributes.message_ttl": func(a *storepb.QueueAttributes) { a.MessageTtlMs = a.MessageRetentionMs },
+		"attributes.max_length":  func(a *storepb.QueueAttributes) { a.MaxLength = -1 },
+		"attributes.max_bytes":   func(a *storepb.QueueAttributes) { a.MaxBytes = MaxQueueBytes + 1 },
+		"attributes.overflow":    func(a *storepb.QueueAttributes) { a.Overflow = 7 },
 	} {
 		a := DefaultAttributes()
 		mod(a)
