@@ -3910,66 +3910,11 @@ func (x *NackMessageBatchRequest) GetEntries() []*NackMessageBatchEntry {
 	return nil
 }
 
-// NackMessageBatchResult is a nacked entry.
-type NackMessageBatchResult struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// The entry's id.
-	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// When the message becomes visible again.
-	VisibleAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=visible_at,json=visibleAt,proto3" json:"visible_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *NackMessageBatchResult) Reset() {
-	*x = NackMessageBatchResult{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[54]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *NackMessageBatchResult) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*NackMessageBatchResult) ProtoMessage() {}
-
-func (x *NackMessageBatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[54]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use NackMessageBatchResult.ProtoReflect.Descriptor instead.
-func (*NackMessageBatchResult) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{54}
-}
-
-func (x *NackMessageBatchResult) GetId() string {
-	if x != nil {
-		return x.Id
-	}
-	return ""
-}
-
-func (x *NackMessageBatchResult) GetVisibleAt() *timestamppb.Timestamp {
-	if x != nil {
-		return x.VisibleAt
-	}
-	return nil
-}
-
 // NackMessageBatchResponse tells each entry's outcome.
 type NackMessageBatchResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Nacked entries.
-	Successful []*NackMessageBatchResult `protobuf:"bytes,1,rep,name=successful,proto3" json:"successful,omitempty"`
+	Successful []*BatchResultOk `protobuf:"bytes,1,rep,name=successful,proto3" json:"successful,omitempty"`
 	// Failed entries.
 	Failed        []*BatchResultError `protobuf:"bytes,2,rep,name=failed,proto3" json:"failed,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -3978,7 +3923,7 @@ type NackMessageBatchResponse struct {
 
 func (x *NackMessageBatchResponse) Reset() {
 	*x = NackMessageBatchResponse{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[55]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3990,7 +3935,7 @@ func (x *NackMessageBatchResponse) String() string {
 func (*NackMessageBatchResponse) ProtoMessage() {}
 
 func (x *NackMessageBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[55]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4003,10 +3948,10 @@ func (x *NackMessageBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NackMessageBatchResponse.ProtoReflect.Descriptor instead.
 func (*NackMessageBatchResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{55}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{54}
 }
 
-func (x *NackMessageBatchResponse) GetSuccessful() []*NackMessageBatchResult {
+func (x *NackMessageBatchResponse) GetSuccessful() []*BatchResultOk {
 	if x != nil {
 		return x.Successful
 	}
@@ -4334,14 +4279,10 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\fredeliver_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vredeliverAt\"l\n" +
 	"\x17NackMessageBatchRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12;\n" +
-	"\aentries\x18\x02 \x03(\v2!.quorumq.v1.NackMessageBatchEntryR\aentries\"c\n" +
-	"\x16NackMessageBatchResult\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x129\n" +
+	"\aentries\x18\x02 \x03(\v2!.quorumq.v1.NackMessageBatchEntryR\aentries\"\x8b\x01\n" +
+	"\x18NackMessageBatchResponse\x129\n" +
 	"\n" +
-	"visible_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tvisibleAt\"\x94\x01\n" +
-	"\x18NackMessageBatchResponse\x12B\n" +
-	"\n" +
-	"successful\x18\x01 \x03(\v2\".quorumq.v1.NackMessageBatchResultR\n" +
+	"successful\x18\x01 \x03(\v2\x19.quorumq.v1.BatchResultOkR\n" +
 	"successful\x124\n" +
 	"\x06failed\x18\x02 \x03(\v2\x1c.quorumq.v1.BatchResultErrorR\x06failed*n\n" +
 	"\x0eOverflowPolicy\x12\x1f\n" +
@@ -4403,7 +4344,7 @@ func file_quorumq_v1_queue_proto_rawDescGZIP() []byte {
 }
 
 var file_quorumq_v1_queue_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_quorumq_v1_queue_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
+var file_quorumq_v1_queue_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_quorumq_v1_queue_proto_goTypes = []any{
 	(OverflowPolicy)(0),                          // 0: quorumq.v1.OverflowPolicy
 	(DeadLetterReason)(0),                        // 1: quorumq.v1.DeadLetterReason
@@ -4463,143 +4404,141 @@ var file_quorumq_v1_queue_proto_goTypes = []any{
 	(*NackMessageResponse)(nil),                  // 55: quorumq.v1.NackMessageResponse
 	(*NackMessageBatchEntry)(nil),                // 56: quorumq.v1.NackMessageBatchEntry
 	(*NackMessageBatchRequest)(nil),              // 57: quorumq.v1.NackMessageBatchRequest
-	(*NackMessageBatchResult)(nil),               // 58: quorumq.v1.NackMessageBatchResult
-	(*NackMessageBatchResponse)(nil),             // 59: quorumq.v1.NackMessageBatchResponse
-	nil,                                          // 60: quorumq.v1.Queue.TagsEntry
-	nil,                                          // 61: quorumq.v1.CreateQueueRequest.TagsEntry
-	nil,                                          // 62: quorumq.v1.UpdateQueueRequest.TagsEntry
-	nil,                                          // 63: quorumq.v1.SendMessageRequest.AttributesEntry
-	nil,                                          // 64: quorumq.v1.SendMessageBatchEntry.AttributesEntry
-	nil,                                          // 65: quorumq.v1.ReceivedMessage.AttributesEntry
-	nil,                                          // 66: quorumq.v1.PeekedMessage.AttributesEntry
-	(*durationpb.Duration)(nil),                  // 67: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),                // 68: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),                // 69: google.protobuf.FieldMask
+	(*NackMessageBatchResponse)(nil),             // 58: quorumq.v1.NackMessageBatchResponse
+	nil,                                          // 59: quorumq.v1.Queue.TagsEntry
+	nil,                                          // 60: quorumq.v1.CreateQueueRequest.TagsEntry
+	nil,                                          // 61: quorumq.v1.UpdateQueueRequest.TagsEntry
+	nil,                                          // 62: quorumq.v1.SendMessageRequest.AttributesEntry
+	nil,                                          // 63: quorumq.v1.SendMessageBatchEntry.AttributesEntry
+	nil,                                          // 64: quorumq.v1.ReceivedMessage.AttributesEntry
+	nil,                                          // 65: quorumq.v1.PeekedMessage.AttributesEntry
+	(*durationpb.Duration)(nil),                  // 66: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),                // 67: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),                // 68: google.protobuf.FieldMask
 }
 var file_quorumq_v1_queue_proto_depIdxs = []int32{
-	67, // 0: quorumq.v1.QueueAttributes.visibility_timeout:type_name -> google.protobuf.Duration
-	67, // 1: quorumq.v1.QueueAttributes.message_retention:type_name -> google.protobuf.Duration
-	67, // 2: quorumq.v1.QueueAttributes.delivery_delay:type_name -> google.protobuf.Duration
-	67, // 3: quorumq.v1.QueueAttributes.receive_wait:type_name -> google.protobuf.Duration
+	66, // 0: quorumq.v1.QueueAttributes.visibility_timeout:type_name -> google.protobuf.Duration
+	66, // 1: quorumq.v1.QueueAttributes.message_retention:type_name -> google.protobuf.Duration
+	66, // 2: quorumq.v1.QueueAttributes.delivery_delay:type_name -> google.protobuf.Duration
+	66, // 3: quorumq.v1.QueueAttributes.receive_wait:type_name -> google.protobuf.Duration
 	6,  // 4: quorumq.v1.QueueAttributes.dead_letter:type_name -> quorumq.v1.DeadLetterPolicy
 	5,  // 5: quorumq.v1.QueueAttributes.retry_policy:type_name -> quorumq.v1.RetryPolicy
-	67, // 6: quorumq.v1.QueueAttributes.message_ttl:type_name -> google.protobuf.Duration
+	66, // 6: quorumq.v1.QueueAttributes.message_ttl:type_name -> google.protobuf.Duration
 	0,  // 7: quorumq.v1.QueueAttributes.overflow:type_name -> quorumq.v1.OverflowPolicy
-	67, // 8: quorumq.v1.RetryPolicy.base:type_name -> google.protobuf.Duration
-	67, // 9: quorumq.v1.RetryPolicy.max:type_name -> google.protobuf.Duration
+	66, // 8: quorumq.v1.RetryPolicy.base:type_name -> google.protobuf.Duration
+	66, // 9: quorumq.v1.RetryPolicy.max:type_name -> google.protobuf.Duration
 	4,  // 10: quorumq.v1.Queue.attributes:type_name -> quorumq.v1.QueueAttributes
-	60, // 11: quorumq.v1.Queue.tags:type_name -> quorumq.v1.Queue.TagsEntry
-	68, // 12: quorumq.v1.Queue.created_at:type_name -> google.protobuf.Timestamp
+	59, // 11: quorumq.v1.Queue.tags:type_name -> quorumq.v1.Queue.TagsEntry
+	67, // 12: quorumq.v1.Queue.created_at:type_name -> google.protobuf.Timestamp
 	7,  // 13: quorumq.v1.Queue.stats:type_name -> quorumq.v1.QueueStats
-	68, // 14: quorumq.v1.Queue.updated_at:type_name -> google.protobuf.Timestamp
+	67, // 14: quorumq.v1.Queue.updated_at:type_name -> google.protobuf.Timestamp
 	4,  // 15: quorumq.v1.CreateQueueRequest.attributes:type_name -> quorumq.v1.QueueAttributes
-	61, // 16: quorumq.v1.CreateQueueRequest.tags:type_name -> quorumq.v1.CreateQueueRequest.TagsEntry
+	60, // 16: quorumq.v1.CreateQueueRequest.tags:type_name -> quorumq.v1.CreateQueueRequest.TagsEntry
 	8,  // 17: quorumq.v1.CreateQueueResponse.queue:type_name -> quorumq.v1.Queue
 	8,  // 18: quorumq.v1.GetQueueResponse.queue:type_name -> quorumq.v1.Queue
 	8,  // 19: quorumq.v1.ListQueuesResponse.queues:type_name -> quorumq.v1.Queue
 	4,  // 20: quorumq.v1.UpdateQueueRequest.attributes:type_name -> quorumq.v1.QueueAttributes
-	69, // 21: quorumq.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
-	62, // 22: quorumq.v1.UpdateQueueRequest.tags:type_name -> quorumq.v1.UpdateQueueRequest.TagsEntry
+	68, // 21: quorumq.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
+	61, // 22: quorumq.v1.UpdateQueueRequest.tags:type_name -> quorumq.v1.UpdateQueueRequest.TagsEntry
 	8,  // 23: quorumq.v1.UpdateQueueResponse.queue:type_name -> quorumq.v1.Queue
-	63, // 24: quorumq.v1.SendMessageRequest.attributes:type_name -> quorumq.v1.SendMessageRequest.AttributesEntry
-	67, // 25: quorumq.v1.SendMessageRequest.delay:type_name -> google.protobuf.Duration
-	68, // 26: quorumq.v1.SendMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
-	67, // 27: quorumq.v1.SendMessageRequest.ttl:type_name -> google.protobuf.Duration
-	64, // 28: quorumq.v1.SendMessageBatchEntry.attributes:type_name -> quorumq.v1.SendMessageBatchEntry.AttributesEntry
-	67, // 29: quorumq.v1.SendMessageBatchEntry.delay:type_name -> google.protobuf.Duration
-	68, // 30: quorumq.v1.SendMessageBatchEntry.deliver_at:type_name -> google.protobuf.Timestamp
-	67, // 31: quorumq.v1.SendMessageBatchEntry.ttl:type_name -> google.protobuf.Duration
+	62, // 24: quorumq.v1.SendMessageRequest.attributes:type_name -> quorumq.v1.SendMessageRequest.AttributesEntry
+	66, // 25: quorumq.v1.SendMessageRequest.delay:type_name -> google.protobuf.Duration
+	67, // 26: quorumq.v1.SendMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
+	66, // 27: quorumq.v1.SendMessageRequest.ttl:type_name -> google.protobuf.Duration
+	63, // 28: quorumq.v1.SendMessageBatchEntry.attributes:type_name -> quorumq.v1.SendMessageBatchEntry.AttributesEntry
+	66, // 29: quorumq.v1.SendMessageBatchEntry.delay:type_name -> google.protobuf.Duration
+	67, // 30: quorumq.v1.SendMessageBatchEntry.deliver_at:type_name -> google.protobuf.Timestamp
+	66, // 31: quorumq.v1.SendMessageBatchEntry.ttl:type_name -> google.protobuf.Duration
 	23, // 32: quorumq.v1.SendMessageBatchRequest.entries:type_name -> quorumq.v1.SendMessageBatchEntry
-	67, // 33: quorumq.v1.BatchResultError.retry_delay:type_name -> google.protobuf.Duration
+	66, // 33: quorumq.v1.BatchResultError.retry_delay:type_name -> google.protobuf.Duration
 	25, // 34: quorumq.v1.SendMessageBatchResponse.successful:type_name -> quorumq.v1.SendMessageBatchResult
 	26, // 35: quorumq.v1.SendMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
-	67, // 36: quorumq.v1.ReceiveMessagesRequest.visibility_timeout:type_name -> google.protobuf.Duration
-	67, // 37: quorumq.v1.ReceiveMessagesRequest.wait_time:type_name -> google.protobuf.Duration
+	66, // 36: quorumq.v1.ReceiveMessagesRequest.visibility_timeout:type_name -> google.protobuf.Duration
+	66, // 37: quorumq.v1.ReceiveMessagesRequest.wait_time:type_name -> google.protobuf.Duration
 	28, // 38: quorumq.v1.ReceiveMessagesRequest.tag_filter:type_name -> quorumq.v1.TagFilter
-	65, // 39: quorumq.v1.ReceivedMessage.attributes:type_name -> quorumq.v1.ReceivedMessage.AttributesEntry
-	68, // 40: quorumq.v1.ReceivedMessage.sent_at:type_name -> google.protobuf.Timestamp
-	68, // 41: quorumq.v1.ReceivedMessage.first_received_at:type_name -> google.protobuf.Timestamp
+	64, // 39: quorumq.v1.ReceivedMessage.attributes:type_name -> quorumq.v1.ReceivedMessage.AttributesEntry
+	67, // 40: quorumq.v1.ReceivedMessage.sent_at:type_name -> google.protobuf.Timestamp
+	67, // 41: quorumq.v1.ReceivedMessage.first_received_at:type_name -> google.protobuf.Timestamp
 	1,  // 42: quorumq.v1.ReceivedMessage.dead_letter_reason:type_name -> quorumq.v1.DeadLetterReason
 	30, // 43: quorumq.v1.ReceiveMessagesResponse.messages:type_name -> quorumq.v1.ReceivedMessage
 	34, // 44: quorumq.v1.DeleteMessageBatchRequest.entries:type_name -> quorumq.v1.DeleteMessageBatchEntry
 	36, // 45: quorumq.v1.DeleteMessageBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
 	26, // 46: quorumq.v1.DeleteMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
-	67, // 47: quorumq.v1.ChangeMessageVisibilityRequest.visibility_timeout:type_name -> google.protobuf.Duration
-	67, // 48: quorumq.v1.ChangeMessageVisibilityBatchEntry.visibility_timeout:type_name -> google.protobuf.Duration
+	66, // 47: quorumq.v1.ChangeMessageVisibilityRequest.visibility_timeout:type_name -> google.protobuf.Duration
+	66, // 48: quorumq.v1.ChangeMessageVisibilityBatchEntry.visibility_timeout:type_name -> google.protobuf.Duration
 	40, // 49: quorumq.v1.ChangeMessageVisibilityBatchRequest.entries:type_name -> quorumq.v1.ChangeMessageVisibilityBatchEntry
 	36, // 50: quorumq.v1.ChangeMessageVisibilityBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
 	26, // 51: quorumq.v1.ChangeMessageVisibilityBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
 	3,  // 52: quorumq.v1.PeekMessagesRequest.states:type_name -> quorumq.v1.MessageState
 	28, // 53: quorumq.v1.PeekMessagesRequest.tag_filter:type_name -> quorumq.v1.TagFilter
-	67, // 54: quorumq.v1.PeekMessagesRequest.min_age:type_name -> google.protobuf.Duration
-	66, // 55: quorumq.v1.PeekedMessage.attributes:type_name -> quorumq.v1.PeekedMessage.AttributesEntry
-	68, // 56: quorumq.v1.PeekedMessage.sent_at:type_name -> google.protobuf.Timestamp
-	68, // 57: quorumq.v1.PeekedMessage.first_received_at:type_name -> google.protobuf.Timestamp
-	68, // 58: quorumq.v1.PeekedMessage.visible_at:type_name -> google.protobuf.Timestamp
+	66, // 54: quorumq.v1.PeekMessagesRequest.min_age:type_name -> google.protobuf.Duration
+	65, // 55: quorumq.v1.PeekedMessage.attributes:type_name -> quorumq.v1.PeekedMessage.AttributesEntry
+	67, // 56: quorumq.v1.PeekedMessage.sent_at:type_name -> google.protobuf.Timestamp
+	67, // 57: quorumq.v1.PeekedMessage.first_received_at:type_name -> google.protobuf.Timestamp
+	67, // 58: quorumq.v1.PeekedMessage.visible_at:type_name -> google.protobuf.Timestamp
 	3,  // 59: quorumq.v1.PeekedMessage.state:type_name -> quorumq.v1.MessageState
 	1,  // 60: quorumq.v1.PeekedMessage.dead_letter_reason:type_name -> quorumq.v1.DeadLetterReason
-	68, // 61: quorumq.v1.PeekedMessage.expire_time:type_name -> google.protobuf.Timestamp
+	67, // 61: quorumq.v1.PeekedMessage.expire_time:type_name -> google.protobuf.Timestamp
 	46, // 62: quorumq.v1.PeekMessagesResponse.messages:type_name -> quorumq.v1.PeekedMessage
 	46, // 63: quorumq.v1.GetMessageResponse.message:type_name -> quorumq.v1.PeekedMessage
-	67, // 64: quorumq.v1.RescheduleMessageRequest.delay:type_name -> google.protobuf.Duration
-	68, // 65: quorumq.v1.RescheduleMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
-	68, // 66: quorumq.v1.RescheduleMessageResponse.visible_at:type_name -> google.protobuf.Timestamp
+	66, // 64: quorumq.v1.RescheduleMessageRequest.delay:type_name -> google.protobuf.Duration
+	67, // 65: quorumq.v1.RescheduleMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
+	67, // 66: quorumq.v1.RescheduleMessageResponse.visible_at:type_name -> google.protobuf.Timestamp
 	2,  // 67: quorumq.v1.NackMessageRequest.kind:type_name -> quorumq.v1.NackKind
-	67, // 68: quorumq.v1.NackMessageRequest.redeliver_delay:type_name -> google.protobuf.Duration
-	68, // 69: quorumq.v1.NackMessageRequest.redeliver_at:type_name -> google.protobuf.Timestamp
-	68, // 70: quorumq.v1.NackMessageResponse.visible_at:type_name -> google.protobuf.Timestamp
+	66, // 68: quorumq.v1.NackMessageRequest.redeliver_delay:type_name -> google.protobuf.Duration
+	67, // 69: quorumq.v1.NackMessageRequest.redeliver_at:type_name -> google.protobuf.Timestamp
+	67, // 70: quorumq.v1.NackMessageResponse.visible_at:type_name -> google.protobuf.Timestamp
 	2,  // 71: quorumq.v1.NackMessageBatchEntry.kind:type_name -> quorumq.v1.NackKind
-	67, // 72: quorumq.v1.NackMessageBatchEntry.redeliver_delay:type_name -> google.protobuf.Duration
-	68, // 73: quorumq.v1.NackMessageBatchEntry.redeliver_at:type_name -> google.protobuf.Timestamp
+	66, // 72: quorumq.v1.NackMessageBatchEntry.redeliver_delay:type_name -> google.protobuf.Duration
+	67, // 73: quorumq.v1.NackMessageBatchEntry.redeliver_at:type_name -> google.protobuf.Timestamp
 	56, // 74: quorumq.v1.NackMessageBatchRequest.entries:type_name -> quorumq.v1.NackMessageBatchEntry
-	68, // 75: quorumq.v1.NackMessageBatchResult.visible_at:type_name -> google.protobuf.Timestamp
-	58, // 76: quorumq.v1.NackMessageBatchResponse.successful:type_name -> quorumq.v1.NackMessageBatchResult
-	26, // 77: quorumq.v1.NackMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
-	9,  // 78: quorumq.v1.QueueService.CreateQueue:input_type -> quorumq.v1.CreateQueueRequest
-	11, // 79: quorumq.v1.QueueService.GetQueue:input_type -> quorumq.v1.GetQueueRequest
-	13, // 80: quorumq.v1.QueueService.ListQueues:input_type -> quorumq.v1.ListQueuesRequest
-	15, // 81: quorumq.v1.QueueService.UpdateQueue:input_type -> quorumq.v1.UpdateQueueRequest
-	17, // 82: quorumq.v1.QueueService.DeleteQueue:input_type -> quorumq.v1.DeleteQueueRequest
-	19, // 83: quorumq.v1.QueueService.PurgeQueue:input_type -> quorumq.v1.PurgeQueueRequest
-	21, // 84: quorumq.v1.QueueService.SendMessage:input_type -> quorumq.v1.SendMessageRequest
-	24, // 85: quorumq.v1.QueueService.SendMessageBatch:input_type -> quorumq.v1.SendMessageBatchRequest
-	29, // 86: quorumq.v1.QueueService.ReceiveMessages:input_type -> quorumq.v1.ReceiveMessagesRequest
-	32, // 87: quorumq.v1.QueueService.DeleteMessage:input_type -> quorumq.v1.DeleteMessageRequest
-	35, // 88: quorumq.v1.QueueService.DeleteMessageBatch:input_type -> quorumq.v1.DeleteMessageBatchRequest
-	38, // 89: quorumq.v1.QueueService.ChangeMessageVisibility:input_type -> quorumq.v1.ChangeMessageVisibilityRequest
-	41, // 90: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:input_type -> quorumq.v1.ChangeMessageVisibilityBatchRequest
-	43, // 91: quorumq.v1.QueueService.RedriveMessages:input_type -> quorumq.v1.RedriveMessagesRequest
-	45, // 92: quorumq.v1.QueueService.PeekMessages:input_type -> quorumq.v1.PeekMessagesRequest
-	48, // 93: quorumq.v1.QueueService.GetMessage:input_type -> quorumq.v1.GetMessageRequest
-	50, // 94: quorumq.v1.QueueService.CancelMessage:input_type -> quorumq.v1.CancelMessageRequest
-	52, // 95: quorumq.v1.QueueService.RescheduleMessage:input_type -> quorumq.v1.RescheduleMessageRequest
-	54, // 96: quorumq.v1.QueueService.NackMessage:input_type -> quorumq.v1.NackMessageRequest
-	57, // 97: quorumq.v1.QueueService.NackMessageBatch:input_type -> quorumq.v1.NackMessageBatchRequest
-	10, // 98: quorumq.v1.QueueService.CreateQueue:output_type -> quorumq.v1.CreateQueueResponse
-	12, // 99: quorumq.v1.QueueService.GetQueue:output_type -> quorumq.v1.GetQueueResponse
-	14, // 100: quorumq.v1.QueueService.ListQueues:output_type -> quorumq.v1.ListQueuesResponse
-	16, // 101: quorumq.v1.QueueService.UpdateQueue:output_type -> quorumq.v1.UpdateQueueResponse
-	18, // 102: quorumq.v1.QueueService.DeleteQueue:output_type -> quorumq.v1.DeleteQueueResponse
-	20, // 103: quorumq.v1.QueueService.PurgeQueue:output_type -> quorumq.v1.PurgeQueueResponse
-	22, // 104: quorumq.v1.QueueService.SendMessage:output_type -> quorumq.v1.SendMessageResponse
-	27, // 105: quorumq.v1.QueueService.SendMessageBatch:output_type -> quorumq.v1.SendMessageBatchResponse
-	31, // 106: quorumq.v1.QueueService.ReceiveMessages:output_type -> quorumq.v1.ReceiveMessagesResponse
-	33, // 107: quorumq.v1.QueueService.DeleteMessage:output_type -> quorumq.v1.DeleteMessageResponse
-	37, // 108: quorumq.v1.QueueService.DeleteMessageBatch:output_type -> quorumq.v1.DeleteMessageBatchResponse
-	39, // 109: quorumq.v1.QueueService.ChangeMessageVisibility:output_type -> quorumq.v1.ChangeMessageVisibilityResponse
-	42, // 110: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:output_type -> quorumq.v1.ChangeMessageVisibilityBatchResponse
-	44, // 111: quorumq.v1.QueueService.RedriveMessages:output_type -> quorumq.v1.RedriveMessagesResponse
-	47, // 112: quorumq.v1.QueueService.PeekMessages:output_type -> quorumq.v1.PeekMessagesResponse
-	49, // 113: quorumq.v1.QueueService.GetMessage:output_type -> quorumq.v1.GetMessageResponse
-	51, // 114: quorumq.v1.QueueService.CancelMessage:output_type -> quorumq.v1.CancelMessageResponse
-	53, // 115: quorumq.v1.QueueService.RescheduleMessage:output_type -> quorumq.v1.RescheduleMessageResponse
-	55, // 116: quorumq.v1.QueueService.NackMessage:output_type -> quorumq.v1.NackMessageResponse
-	59, // 117: quorumq.v1.QueueService.NackMessageBatch:output_type -> quorumq.v1.NackMessageBatchResponse
-	98, // [98:118] is the sub-list for method output_type
-	78, // [78:98] is the sub-list for method input_type
-	78, // [78:78] is the sub-list for extension type_name
-	78, // [78:78] is the sub-list for extension extendee
-	0,  // [0:78] is the sub-list for field type_name
+	36, // 75: quorumq.v1.NackMessageBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
+	26, // 76: quorumq.v1.NackMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
+	9,  // 77: quorumq.v1.QueueService.CreateQueue:input_type -> quorumq.v1.CreateQueueRequest
+	11, // 78: quorumq.v1.QueueService.GetQueue:input_type -> quorumq.v1.GetQueueRequest
+	13, // 79: quorumq.v1.QueueService.ListQueues:input_type -> quorumq.v1.ListQueuesRequest
+	15, // 80: quorumq.v1.QueueService.UpdateQueue:input_type -> quorumq.v1.UpdateQueueRequest
+	17, // 81: quorumq.v1.QueueService.DeleteQueue:input_type -> quorumq.v1.DeleteQueueRequest
+	19, // 82: quorumq.v1.QueueService.PurgeQueue:input_type -> quorumq.v1.PurgeQueueRequest
+	21, // 83: quorumq.v1.QueueService.SendMessage:input_type -> quorumq.v1.SendMessageRequest
+	24, // 84: quorumq.v1.QueueService.SendMessageBatch:input_type -> quorumq.v1.SendMessageBatchRequest
+	29, // 85: quorumq.v1.QueueService.ReceiveMessages:input_type -> quorumq.v1.ReceiveMessagesRequest
+	32, // 86: quorumq.v1.QueueService.DeleteMessage:input_type -> quorumq.v1.DeleteMessageRequest
+	35, // 87: quorumq.v1.QueueService.DeleteMessageBatch:input_type -> quorumq.v1.DeleteMessageBatchRequest
+	38, // 88: quorumq.v1.QueueService.ChangeMessageVisibility:input_type -> quorumq.v1.ChangeMessageVisibilityRequest
+	41, // 89: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:input_type -> quorumq.v1.ChangeMessageVisibilityBatchRequest
+	43, // 90: quorumq.v1.QueueService.RedriveMessages:input_type -> quorumq.v1.RedriveMessagesRequest
+	45, // 91: quorumq.v1.QueueService.PeekMessages:input_type -> quorumq.v1.PeekMessagesRequest
+	48, // 92: quorumq.v1.QueueService.GetMessage:input_type -> quorumq.v1.GetMessageRequest
+	50, // 93: quorumq.v1.QueueService.CancelMessage:input_type -> quorumq.v1.CancelMessageRequest
+	52, // 94: quorumq.v1.QueueService.RescheduleMessage:input_type -> quorumq.v1.RescheduleMessageRequest
+	54, // 95: quorumq.v1.QueueService.NackMessage:input_type -> quorumq.v1.NackMessageRequest
+	57, // 96: quorumq.v1.QueueService.NackMessageBatch:input_type -> quorumq.v1.NackMessageBatchRequest
+	10, // 97: quorumq.v1.QueueService.CreateQueue:output_type -> quorumq.v1.CreateQueueResponse
+	12, // 98: quorumq.v1.QueueService.GetQueue:output_type -> quorumq.v1.GetQueueResponse
+	14, // 99: quorumq.v1.QueueService.ListQueues:output_type -> quorumq.v1.ListQueuesResponse
+	16, // 100: quorumq.v1.QueueService.UpdateQueue:output_type -> quorumq.v1.UpdateQueueResponse
+	18, // 101: quorumq.v1.QueueService.DeleteQueue:output_type -> quorumq.v1.DeleteQueueResponse
+	20, // 102: quorumq.v1.QueueService.PurgeQueue:output_type -> quorumq.v1.PurgeQueueResponse
+	22, // 103: quorumq.v1.QueueService.SendMessage:output_type -> quorumq.v1.SendMessageResponse
+	27, // 104: quorumq.v1.QueueService.SendMessageBatch:output_type -> quorumq.v1.SendMessageBatchResponse
+	31, // 105: quorumq.v1.QueueService.ReceiveMessages:output_type -> quorumq.v1.ReceiveMessagesResponse
+	33, // 106: quorumq.v1.QueueService.DeleteMessage:output_type -> quorumq.v1.DeleteMessageResponse
+	37, // 107: quorumq.v1.QueueService.DeleteMessageBatch:output_type -> quorumq.v1.DeleteMessageBatchResponse
+	39, // 108: quorumq.v1.QueueService.ChangeMessageVisibility:output_type -> quorumq.v1.ChangeMessageVisibilityResponse
+	42, // 109: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:output_type -> quorumq.v1.ChangeMessageVisibilityBatchResponse
+	44, // 110: quorumq.v1.QueueService.RedriveMessages:output_type -> quorumq.v1.RedriveMessagesResponse
+	47, // 111: quorumq.v1.QueueService.PeekMessages:output_type -> quorumq.v1.PeekMessagesResponse
+	49, // 112: quorumq.v1.QueueService.GetMessage:output_type -> quorumq.v1.GetMessageResponse
+	51, // 113: quorumq.v1.QueueService.CancelMessage:output_type -> quorumq.v1.CancelMessageResponse
+	53, // 114: quorumq.v1.QueueService.RescheduleMessage:output_type -> quorumq.v1.RescheduleMessageResponse
+	55, // 115: quorumq.v1.QueueService.NackMessage:output_type -> quorumq.v1.NackMessageResponse
+	58, // 116: quorumq.v1.QueueService.NackMessageBatch:output_type -> quorumq.v1.NackMessageBatchResponse
+	97, // [97:117] is the sub-list for method output_type
+	77, // [77:97] is the sub-list for method input_type
+	77, // [77:77] is the sub-list for extension type_name
+	77, // [77:77] is the sub-list for extension extendee
+	0,  // [0:77] is the sub-list for field type_name
 }
 
 func init() { file_quorumq_v1_queue_proto_init() }
@@ -4613,7 +4552,7 @@ func file_quorumq_v1_queue_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quorumq_v1_queue_proto_rawDesc), len(file_quorumq_v1_queue_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   63,
+			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
