@@ -53,7 +53,8 @@ type ConsumerOptions struct {
 	HeartbeatInterval time.Duration
 	// NackBackoff is how long a message whose handler failed stays
 	// invisible before it is delivered again (default 1s doubled per
-	// receive, at most 5 minutes).
+	// receive, at most 5 minutes). ServerBackoff leaves it to the queue's
+	// retry policy: the message is nacked as failed.
 	NackBackoff func(m *Message, err error) time.Duration
 	// DrainTimeout bounds the wait for running handlers at shutdown
 	// (default 30s). Past it their contexts are cancelled and their
@@ -69,6 +70,10 @@ type ConsumerOptions struct {
 	// delete, extend or release a message (default: the client's logger).
 	OnError func(m *Message, err error)
 }
+
+// ServerBackoff is a NackBackoff that nacks a failed message as failed
+// without a time: the queue's retry policy says when it comes back.
+func ServerBackoff(*Message, error) time.Duration { return -1 }
 
 // DefaultNackBackoff is 1s doubled per receive of the message, at most 5
 // minutes.
@@ -472,7 +477,11 @@ func (r *run) handle(rm *running) bool {
 	r.report(m, err)
 	ctx, cancel := context.WithTimeout(r.bg, r.c.q.c.retry.AttemptTimeout)
 	defer cancel()
-	if err := m.ChangeVisibility(ctx, r.c.o.NackBackoff(m, err)); err != nil {
+	if d := r.c.o.NackBackoff(m, err); d < 0 {
+		if _, err := m.Nack(ctx, NackFailed, 0); err != nil {
+			r.report(m, fmt.Errorf("nack: %w", err))
+		}
+	} else if err := m.ChangeVisibility(ctx, d); err != nil {
 		r.report(m, fmt.Errorf("nack: %w", err))
 	}
 	return false
