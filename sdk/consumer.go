@@ -602,18 +602,20 @@ func (r *run) drain(stopWork context.CancelFunc) {
 	r.release(msgs)
 }
 
-// release makes messages visible again at once.
+// release makes messages visible again at once, nacked as released: they
+// were not processed, so the delivery counts neither as failed (no retry
+// backoff) nor toward the dead-letter policy.
 func (r *run) release(msgs []*Message) {
 	if len(msgs) == 0 {
 		return
 	}
-	changes := make([]VisibilityChange, len(msgs))
+	nacks := make([]Nack, len(msgs))
 	for i, m := range msgs {
-		changes[i] = VisibilityChange{ReceiptHandle: m.ReceiptHandle}
+		nacks[i] = Nack{ReceiptHandle: m.ReceiptHandle, Kind: NackReleased}
 	}
 	ctx, cancel := context.WithTimeout(r.bg, 10*time.Second)
 	defer cancel()
-	if err := r.c.q.ChangeVisibilityBatch(ctx, changes); err != nil {
+	if err := r.c.q.NackBatch(ctx, nacks); err != nil {
 		r.report(nil, fmt.Errorf("release %d messages: %w", len(msgs), err))
 	}
 }
