@@ -85,6 +85,8 @@ type triage struct {
 	at    []int64
 	// FIFO groups whose head backs off: nothing behind it may go first.
 	blocked map[string]bool
+	// skipped counts the messages passed over behind such heads.
+	skipped int
 }
 
 // sort handles m when it is not to be leased and reports whether it did.
@@ -92,6 +94,7 @@ type triage struct {
 func (tr *triage) sort(m *storepb.MessageRecord) bool {
 	a, now := tr.q.Attributes, tr.t.now
 	if tr.blocked[m.GroupId] && m.GroupId != "" {
+		tr.skipped++
 		return true
 	}
 	switch {
@@ -127,10 +130,11 @@ func (tr *triage) sort(m *storepb.MessageRecord) bool {
 	return true
 }
 
-// full: the receive made its share of moves (maxDeadPerReceive), so one
+// full: the receive made its share of moves (maxDeadPerReceive), or passed
+// over receiveScanBudget messages behind backing-off FIFO heads, so one
 // apply stays short however many such messages sit at the head.
 func (tr *triage) full() bool {
-	return len(tr.dead)+len(tr.drop)+len(tr.later) >= maxDeadPerReceive
+	return len(tr.dead)+len(tr.drop)+len(tr.later) >= maxDeadPerReceive || tr.skipped >= receiveScanBudget
 }
 
 // apply writes what sort decided; the caller writes meta. Dead-letter
