@@ -54,7 +54,10 @@ type ConsumerOptions struct {
 	// NackBackoff is how long a message whose handler failed stays
 	// invisible before it is delivered again (default 1s doubled per
 	// receive, at most 5 minutes). ServerBackoff leaves it to the queue's
-	// retry policy: the message is nacked as failed.
+	// retry policy: the message is nacked as failed. Use ServerBackoff on
+	// a queue with a retry policy: otherwise the message, visible again
+	// after this backoff with its lease still open, counts as a lease that
+	// ran out and waits the policy's backoff as well.
 	NackBackoff func(m *Message, err error) time.Duration
 	// DrainTimeout bounds the wait for running handlers at shutdown
 	// (default 30s). Past it their contexts are cancelled and their
