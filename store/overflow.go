@@ -59,6 +59,7 @@ func (t *txn) admit(q *storepb.QueueRecord, meta *storepb.QueueMeta, size int64,
 		if q.Attributes.DeadLetterQueue != "" {
 			err = t.deadLetter(q, meta, m, storepb.DeadLetterReason_DEAD_LETTER_REASON_OVERFLOW)
 			res.OutboxAdded = true
+			res.DeadLettered++
 		} else {
 			err = t.remove(q, meta, m)
 			res.Dropped++

@@ -88,8 +88,9 @@ type Result struct {
 	// OutboxAdded: dead-letter moves or a redrive added outbox entries: wake
 	// the relay.
 	OutboxAdded bool
-	// DeadLettered counts messages a Receive moved toward the queue's
-	// dead-letter queue (their receive count was exhausted).
+	// DeadLettered counts messages a Receive (delivery limit, time to live)
+	// or a Send (overflow drop_oldest) moved toward the queue's dead-letter
+	// queue. A Tick's expiry moves are not counted (a Tick names no queue).
 	DeadLettered int
 	// VisibleAtMs is when RescheduleMessage made the message visible.
 	VisibleAtMs int64
