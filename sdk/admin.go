@@ -28,6 +28,17 @@ type QueueAttributes struct {
 	FIFO                      bool
 	ContentBasedDeduplication bool
 	Partitions                int
+	// RetryPolicy backs off failed deliveries on the server (nil: none).
+	RetryPolicy *QueueRetryPolicy
+	// MessageTTL: every message expires this long after its send (0:
+	// never); a message's own TTL may only be shorter. Less than the
+	// retention. Expired messages are dead-lettered (reason EXPIRED) or
+	// dropped.
+	MessageTTL time.Duration
+	// MaxLength and MaxBytes bound the stored messages (0: no bound);
+	// Overflow says what a send past them does.
+	MaxLength, MaxBytes int64
+	Overflow            Overflow
 }
 
 // QueueStats are approximate counts at the time of GetQueue.
@@ -64,6 +75,7 @@ func (a QueueAttributes) proto() *qv1.QueueAttributes {
 	if a.DeadLetterQueue != "" {
 		p.DeadLetter = &qv1.DeadLetterPolicy{Queue: a.DeadLetterQueue, MaxReceiveCount: int32(a.MaxReceiveCount)}
 	}
+	a.limitsProto(p)
 	return p
 }
 
@@ -84,6 +96,7 @@ func queueInfo(q *qv1.Queue) *QueueInfo {
 	if q.GetCreatedAt() != nil {
 		info.CreatedAt = q.GetCreatedAt().AsTime()
 	}
+	info.Attributes.limitsFrom(a)
 	return info
 }
 

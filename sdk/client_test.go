@@ -169,6 +169,7 @@ type fakeServer struct {
 	send    func(context.Context, *qv1.SendMessageRequest) (*qv1.SendMessageResponse, error)
 	receive func(context.Context, *qv1.ReceiveMessagesRequest) (*qv1.ReceiveMessagesResponse, error)
 	changes func(context.Context, *qv1.ChangeMessageVisibilityBatchRequest) (*qv1.ChangeMessageVisibilityBatchResponse, error)
+	nacks   func(context.Context, *qv1.NackMessageBatchRequest) (*qv1.NackMessageBatchResponse, error)
 	deletes func(context.Context, *qv1.DeleteMessageBatchRequest) (*qv1.DeleteMessageBatchResponse, error)
 	purge   func(context.Context, *qv1.PurgeQueueRequest) (*qv1.PurgeQueueResponse, error)
 	batch   func(context.Context, *qv1.SendMessageBatchRequest) (*qv1.SendMessageBatchResponse, error)
@@ -188,6 +189,10 @@ func (f *fakeServer) PurgeQueue(ctx context.Context, r *qv1.PurgeQueueRequest) (
 
 func (f *fakeServer) ChangeMessageVisibilityBatch(ctx context.Context, r *qv1.ChangeMessageVisibilityBatchRequest) (*qv1.ChangeMessageVisibilityBatchResponse, error) {
 	return f.changes(ctx, r)
+}
+
+func (f *fakeServer) NackMessageBatch(ctx context.Context, r *qv1.NackMessageBatchRequest) (*qv1.NackMessageBatchResponse, error) {
+	return f.nacks(ctx, r)
 }
 
 func (f *fakeServer) SendMessage(ctx context.Context, r *qv1.SendMessageRequest) (*qv1.SendMessageResponse, error) {

@@ -53,7 +53,11 @@ type ConsumerOptions struct {
 	HeartbeatInterval time.Duration
 	// NackBackoff is how long a message whose handler failed stays
 	// invisible before it is delivered again (default 1s doubled per
-	// receive, at most 5 minutes).
+	// receive, at most 5 minutes). ServerBackoff leaves it to the queue's
+	// retry policy: the message is nacked as failed. Use ServerBackoff on
+	// a queue with a retry policy: otherwise the message, visible again
+	// after this backoff with its lease still open, counts as a lease that
+	// ran out and waits the policy's backoff as well.
 	NackBackoff func(m *Message, err error) time.Duration
 	// DrainTimeout bounds the wait for running handlers at shutdown
 	// (default 30s). Past it their contexts are cancelled and their
@@ -76,6 +80,10 @@ type ConsumerOptions struct {
 	// server has no Consume.
 	Unary bool
 }
+
+// ServerBackoff is a NackBackoff that nacks a failed message as failed
+// without a time: the queue's retry policy says when it comes back.
+func ServerBackoff(*Message, error) time.Duration { return -1 }
 
 // DefaultNackBackoff is 1s doubled per receive of the message, at most 5
 // minutes.
@@ -486,7 +494,11 @@ func (r *run) handle(rm *running) bool {
 	r.report(m, err)
 	ctx, cancel := context.WithTimeout(r.bg, r.c.q.c.retry.AttemptTimeout)
 	defer cancel()
-	if err := m.ChangeVisibility(ctx, r.c.o.NackBackoff(m, err)); err != nil {
+	if d := r.c.o.NackBackoff(m, err); d < 0 {
+		if _, err := m.Nack(ctx, NackFailed, 0); err != nil {
+			r.report(m, fmt.Errorf("nack: %w", err))
+		}
+	} else if err := m.ChangeVisibility(ctx, d); err != nil {
 		r.report(m, fmt.Errorf("nack: %w", err))
 	}
 	return false
@@ -607,18 +619,20 @@ func (r *run) drain(stopWork context.CancelFunc) {
 	r.release(msgs)
 }
 
-// release makes messages visible again at once.
+// release makes messages visible again at once, nacked as released: they
+// were not processed, so the delivery counts neither as failed (no retry
+// backoff) nor toward the dead-letter policy.
 func (r *run) release(msgs []*Message) {
 	if len(msgs) == 0 {
 		return
 	}
-	changes := make([]VisibilityChange, len(msgs))
+	nacks := make([]Nack, len(msgs))
 	for i, m := range msgs {
-		changes[i] = VisibilityChange{ReceiptHandle: m.ReceiptHandle}
+		nacks[i] = Nack{ReceiptHandle: m.ReceiptHandle, Kind: NackReleased}
 	}
 	ctx, cancel := context.WithTimeout(r.bg, 10*time.Second)
 	defer cancel()
-	if err := r.c.q.ChangeVisibilityBatch(ctx, changes); err != nil {
+	if err := r.c.q.NackBatch(ctx, nacks); err != nil {
 		r.report(nil, fmt.Errorf("release %d messages: %w", len(msgs), err))
 	}
 }

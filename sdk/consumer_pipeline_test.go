@@ -88,6 +88,16 @@ func (l *leaseFake) server() *fakeServer {
 			}
 			return &qv1.ChangeMessageVisibilityBatchResponse{}, nil
 		},
+		nacks: func(_ context.Context, r *qv1.NackMessageBatchRequest) (*qv1.NackMessageBatchResponse, error) {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			for _, e := range r.GetEntries() {
+				if e.GetKind() == qv1.NackKind_NACK_KIND_RELEASED {
+					l.held--
+				}
+			}
+			return &qv1.NackMessageBatchResponse{}, nil
+		},
 	}
 }
 

@@ -323,15 +323,15 @@ func TestShutdownReplaysInterruptedReceive(t *testing.T) {
 			}
 			return &qv1.ReceiveMessagesResponse{Messages: []*qv1.ReceivedMessage{{MessageId: "m", ReceiptHandle: "h1", ReceiveCount: 1}}}, nil
 		},
-		changes: func(_ context.Context, r *qv1.ChangeMessageVisibilityBatchRequest) (*qv1.ChangeMessageVisibilityBatchResponse, error) {
+		nacks: func(_ context.Context, r *qv1.NackMessageBatchRequest) (*qv1.NackMessageBatchResponse, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			for _, e := range r.GetEntries() {
-				if e.GetVisibilityTimeout().AsDuration() == 0 {
+				if e.GetKind() == qv1.NackKind_NACK_KIND_RELEASED {
 					released = append(released, e.GetReceiptHandle())
 				}
 			}
-			return &qv1.ChangeMessageVisibilityBatchResponse{}, nil
+			return &qv1.NackMessageBatchResponse{}, nil
 		},
 	}
 	c := dial(t, []string{startFake(t, f)})

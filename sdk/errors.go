@@ -41,6 +41,9 @@ var (
 	ErrMessageAlreadyReceived = errors.New("quorumq: message already received")
 	// ErrQuotaExceeded: a tenant quota is used up (after the retries).
 	ErrQuotaExceeded = errors.New("quorumq: quota exceeded")
+	// ErrQueueFull: the queue is at its MaxLength or MaxBytes with
+	// overflow reject (not retried: room comes from consumers).
+	ErrQueueFull = errors.New("quorumq: queue full")
 	// ErrUnauthenticated: no token, or a token the server does not accept.
 	ErrUnauthenticated = errors.New("quorumq: unauthenticated")
 	// ErrPermissionDenied: the token lacks the scope for the call.
@@ -70,6 +73,7 @@ const (
 	ReasonMessageAlreadyReceived = "MESSAGE_ALREADY_RECEIVED"
 	ReasonInvalidReceiptHandle   = "INVALID_RECEIPT_HANDLE"
 	ReasonQuotaExceeded          = "QUOTA_EXCEEDED"
+	ReasonQueueFull              = "QUEUE_FULL"
 	ReasonOverloaded             = "OVERLOADED"
 	ReasonNotLeader              = "NOT_LEADER"
 	ReasonNoQuorum               = "NO_QUORUM"
@@ -91,6 +95,7 @@ var byReason = map[string]error{
 	ReasonMessageAlreadyReceived: ErrMessageAlreadyReceived,
 	ReasonInvalidReceiptHandle:   ErrInvalidReceipt,
 	ReasonQuotaExceeded:          ErrQuotaExceeded,
+	ReasonQueueFull:              ErrQueueFull,
 	ReasonUnauthenticated:        ErrUnauthenticated,
 	ReasonPermissionDenied:       ErrPermissionDenied,
 	ReasonInvalidArgument:        ErrInvalidArgument,

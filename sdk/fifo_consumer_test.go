@@ -218,6 +218,9 @@ func TestConsumerReplaysFailedReceive(t *testing.T) {
 		changes: func(context.Context, *qv1.ChangeMessageVisibilityBatchRequest) (*qv1.ChangeMessageVisibilityBatchResponse, error) {
 			return &qv1.ChangeMessageVisibilityBatchResponse{}, nil
 		},
+		nacks: func(context.Context, *qv1.NackMessageBatchRequest) (*qv1.NackMessageBatchResponse, error) {
+			return &qv1.NackMessageBatchResponse{}, nil
+		},
 	}
 	c := dial(t, []string{startFake(t, f)}, quorumq.WithRetryPolicy(quorumq.RetryPolicy{MaxAttempts: 1, InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}))
 	ctx, stop := context.WithCancel(tctx(t, 20*time.Second))

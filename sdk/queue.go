@@ -58,6 +58,9 @@ type OutgoingMessage struct {
 	// reuses it across its own retries. Set it to survive retries of your
 	// own (a process restart resending the same work item).
 	IdempotencyKey string
+	// TTL: the message expires this long after the send (zero: the
+	// queue's MessageTTL; at most that).
+	TTL time.Duration
 }
 
 // SendResult identifies a stored message.
@@ -81,6 +84,9 @@ func (m *OutgoingMessage) entry(id string) *qv1.SendMessageBatchEntry {
 	}
 	if m.Delay > 0 {
 		e.Delay = durationpb.New(m.Delay)
+	}
+	if m.TTL > 0 {
+		e.Ttl = durationpb.New(m.TTL)
 	}
 	if !m.DeliverAt.IsZero() {
 		e.DeliverAt = timestamppb.New(m.DeliverAt)
@@ -143,7 +149,7 @@ func (q *Queue) Send(ctx context.Context, m OutgoingMessage) (SendResult, error)
 	}
 	req := &qv1.SendMessageRequest{
 		Queue: q.name, Body: e.Body, Attributes: e.Attributes, Tags: e.Tags, Delay: e.Delay,
-		DeliverAt: e.DeliverAt, GroupId: e.GroupId, DeduplicationId: e.DeduplicationId, IdempotencyKey: e.IdempotencyKey,
+		DeliverAt: e.DeliverAt, GroupId: e.GroupId, DeduplicationId: e.DeduplicationId, IdempotencyKey: e.IdempotencyKey, Ttl: e.Ttl,
 	}
 	resp, err := call(q.routed(ctx), q.c, "send", 0, func(ctx context.Context, api qv1.QueueServiceClient) (*qv1.SendMessageResponse, error) {
 		return api.SendMessage(ctx, req)
@@ -313,8 +319,13 @@ type Message struct {
 	GroupID string
 	// Sequence is the position in its partition.
 	Sequence uint64
-	// DeadLetterSource names the queue a dead-lettered message came from.
-	DeadLetterSource string
+	// DeadLetterSource names the queue a dead-lettered message came from,
+	// and DeadLetterReason why: MAX_RECEIVES, EXPIRED or OVERFLOW.
+	DeadLetterSource, DeadLetterReason string
+	// FailedCount and ReleasedCount count earlier deliveries nacked as
+	// failed (or whose lease ran out) and as released. ReceiveCount −
+	// ReleasedCount counts toward the dead-letter policy.
+	FailedCount, ReleasedCount int
 
 	queue *Queue
 }
@@ -338,6 +349,8 @@ func (q *Queue) message(m *qv1.ReceivedMessage) *Message {
 		ID: m.GetMessageId(), ReceiptHandle: m.GetReceiptHandle(), Body: m.GetBody(),
 		Attributes: m.GetAttributes(), Tags: m.GetTags(), ReceiveCount: int(m.GetReceiveCount()),
 		GroupID: m.GetGroupId(), Sequence: m.GetSequence(), DeadLetterSource: m.GetDeadLetterSource(), queue: q,
+		DeadLetterReason: deadLetterReason(m.GetDeadLetterReason()),
+		FailedCount:      int(m.GetFailedCount()), ReleasedCount: int(m.GetReleasedCount()),
 	}
 	if m.GetSentAt() != nil {
 		out.SentAt = m.GetSentAt().AsTime()

@@ -74,6 +74,9 @@ func attributesFromAPI(a *qv1.QueueAttributes, base *storepb.QueueAttributes, ma
 	if set("partitions") && a.GetPartitions() != 0 {
 		out.Partitions = a.GetPartitions()
 	}
+	if err := limitsFromAPI(a, out, set, mask != nil); err != nil {
+		return nil, err
+	}
 	return out, store.ValidateAttributes(out)
 }
 
@@ -106,6 +109,7 @@ func attributesToAPI(a *storepb.QueueAttributes) *qv1.QueueAttributes {
 	if a.GetDeadLetterQueue() != "" {
 		out.DeadLetter = &qv1.DeadLetterPolicy{Queue: a.GetDeadLetterQueue(), MaxReceiveCount: a.GetMaxReceiveCount()}
 	}
+	limitsToAPI(a, out)
 	return out
 }
 
@@ -137,6 +141,9 @@ func messageToAPI(m *storepb.MessageRecord, handle []byte) *qv1.ReceivedMessage 
 		GroupId:          m.GetGroupId(),
 		Sequence:         m.GetSeq(),
 		DeadLetterSource: m.GetDeadLetterSource(),
+		FailedCount:      m.GetFailedCount(),
+		ReleasedCount:    m.GetReleasedCount(),
+		DeadLetterReason: qv1.DeadLetterReason(m.GetDeadLetterReason()),
 	}
 }
 
@@ -153,6 +160,9 @@ func sendEntryFromAPI(m messageInput) *storepb.SendEntry {
 	}
 	if m.delay != nil {
 		e.DelayMs = m.delay.AsDuration().Milliseconds()
+	}
+	if m.ttl != nil {
+		e.TtlMs = m.ttl.AsDuration().Milliseconds()
 	}
 	if m.deliverAt != nil {
 		e.DeliverAtMs = m.deliverAt.AsTime().UnixMilli()

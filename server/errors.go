@@ -32,6 +32,7 @@ const (
 	ReasonStaleReceiptHandle   = "STALE_RECEIPT_HANDLE"
 	ReasonInvalidReceiptHandle = "INVALID_RECEIPT_HANDLE"
 	ReasonQuotaExceeded        = "QUOTA_EXCEEDED"
+	ReasonQueueFull            = "QUEUE_FULL"
 	ReasonNotLeader            = "NOT_LEADER"
 	ReasonNoQuorum             = "NO_QUORUM"
 	ReasonLeadershipLost       = "LEADERSHIP_LOST"
@@ -83,6 +84,7 @@ var catalog = []struct {
 	{store.ErrStaleReceipt, outcome{codes.FailedPrecondition, ReasonStaleReceiptHandle}},
 	{store.ErrInvalidReceipt, outcome{codes.InvalidArgument, ReasonInvalidReceiptHandle}},
 	{store.ErrQuotaExceeded, outcome{codes.ResourceExhausted, ReasonQuotaExceeded}},
+	{store.ErrQueueFull, outcome{codes.ResourceExhausted, ReasonQueueFull}},
 	{store.ErrInvalidCommand, outcome{codes.Internal, ReasonInternal}},
 	{ErrNoQuorum, outcome{codes.Unavailable, ReasonNoQuorum}},
 	{raftnode.ErrNotLeader, outcome{codes.Unavailable, ReasonNotLeader}},

@@ -131,8 +131,9 @@ func (r *pollRegistry) count() int {
 // cut off while it commits would still lease its messages, to nobody. So
 // the proposal runs to its outcome (within the propose timeout) whatever
 // the caller does, and if the caller is gone by then, its fresh leases are
-// handed back at once (visibility 0). Their receive counts stay counted, as
-// for any receive whose answer was lost.
+// handed back at once (a nack as released: no failed delivery, no retry
+// backoff, not counted toward the delivery limit). Their receive counts
+// stay counted, as for any receive whose answer was lost.
 func (s *Server) receive(ctx context.Context, cmd *storepb.Receive, waitMs int64) (msgs []store.Received, replayed bool, err error) {
 	deadline := s.cfg.Now().Add(time.Duration(waitMs) * time.Millisecond)
 	if d, ok := ctx.Deadline(); ok {
@@ -171,12 +172,12 @@ const waitMargin = 200 * time.Millisecond
 // release hands back the leases of a receive whose caller left before it
 // got them (best effort: if it fails, the leases end with their timeout).
 func (s *Server) release(ctx context.Context, cmd *storepb.Receive, got []store.Received) {
-	changes := make([]*storepb.VisibilityChange, 0, len(got))
+	entries := make([]*storepb.NackEntry, 0, len(got))
 	for _, m := range got {
-		changes = append(changes, &storepb.VisibilityChange{ReceiptHandle: m.ReceiptHandle, VisibilityTimeoutMs: 0})
+		entries = append(entries, &storepb.NackEntry{ReceiptHandle: m.ReceiptHandle, Kind: storepb.NackKind_NACK_KIND_RELEASED, DelayMs: -1})
 	}
-	_, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_ChangeVisibility{ChangeVisibility: &storepb.ChangeVisibility{
-		Tenant: cmd.GetTenant(), Queue: cmd.GetQueue(), Changes: changes,
+	_, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_Nack{Nack: &storepb.Nack{
+		Tenant: cmd.GetTenant(), Queue: cmd.GetQueue(), Entries: entries,
 	}}})
 	if err != nil {
 		s.cfg.Logger.Warn("receive: could not hand back the leases of a caller that left", "queue", cmd.GetQueue(), "messages", len(got), "err", err)

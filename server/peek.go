@@ -157,5 +157,9 @@ func peekedToAPI(m *storepb.MessageRecord, nowMs int64) *qv1.PeekedMessage {
 		GroupId:          m.GetGroupId(),
 		Sequence:         m.GetSeq(),
 		DeadLetterSource: m.GetDeadLetterSource(),
+		FailedCount:      m.GetFailedCount(),
+		ReleasedCount:    m.GetReleasedCount(),
+		DeadLetterReason: qv1.DeadLetterReason(m.GetDeadLetterReason()),
+		ExpireTime:       msTime(m.GetExpiresAtMs()),
 	}
 }

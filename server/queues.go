@@ -157,7 +157,8 @@ func (s *Server) UpdateQueue(ctx context.Context, req *qv1.UpdateQueueRequest) (
 			p = strings.TrimPrefix(p, "attributes.")
 			switch p {
 			case "visibility_timeout", "message_retention", "delivery_delay", "receive_wait",
-				"max_message_size", "dead_letter", "fifo", "content_based_deduplication", "partitions", "tags":
+				"max_message_size", "dead_letter", "fifo", "content_based_deduplication", "partitions", "tags",
+				"retry_policy", "message_ttl", "max_length", "max_bytes", "overflow":
 				mask[p] = true
 			default:
 				return nil, fieldError("update_mask", fmt.Sprintf("unknown attribute %q", p))

@@ -283,6 +283,8 @@ func commandQueue(cmd *storepb.Command) string {
 		return op.ChangeVisibility.GetQueue()
 	case *storepb.Command_Redrive:
 		return op.Redrive.GetQueue()
+	case *storepb.Command_Nack:
+		return op.Nack.GetQueue()
 	}
 	return ""
 }

@@ -89,6 +89,7 @@ type messageInput struct {
 	groupID        string
 	dedupID        string
 	idempotencyKey string
+	ttl            *durationpb.Duration
 }
 
 // validateMessage checks a message's bounded fields; prefix names the
@@ -123,6 +124,14 @@ func validateMessage(prefix string, m messageInput) error {
 	}
 	if m.delay != nil && m.deliverAt != nil {
 		return fieldError(prefix+"delay", "give at most one of delay and deliver_at")
+	}
+	if m.ttl != nil {
+		if ms, err := durationMs(prefix+"ttl", m.ttl, 0, maxDelay); err != nil || ms <= 0 {
+			if err == nil {
+				err = fieldError(prefix+"ttl", "must be positive")
+			}
+			return err
+		}
 	}
 	if _, err := durationMs(prefix+"delay", m.delay, 0, maxDelay); err != nil {
 		return err

@@ -90,12 +90,14 @@ func dumpState(t *testing.T, db *pebble.DB, shard uint64) []string {
 // summarize renders a Result for comparison across replicas.
 func summarize(r *Result) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%v|%s|%s|%v|%d|%d|%v|%v|%v|%v", r.Err, r.Tenant, r.Queue, r.Entries, r.Moved, r.Removed, r.Woken, r.OutboxAdded, r.Touched, r.Replayed)
+	fmt.Fprintf(&b, "%v|%s|%s|%v|%d|%d|%v|%v|%v|%v|%v|%d|%d", r.Err, r.Tenant, r.Queue, r.Entries, r.Moved, r.Removed, r.Woken, r.OutboxAdded, r.Touched, r.Replayed,
+		r.VisibleAt, r.Dropped, r.DeadLettered)
 	for _, s := range r.Sent {
 		fmt.Fprintf(&b, "|s:%s/%d/%v/%v", s.MessageID, s.Seq, s.Duplicate, s.Err)
 	}
 	for _, m := range r.Received {
-		fmt.Fprintf(&b, "|r:%s/%d/%x", m.Message.Id, m.Message.ReceiveCount, m.ReceiptHandle)
+		fmt.Fprintf(&b, "|r:%s/%d/%d/%d/%v/%x", m.Message.Id, m.Message.ReceiveCount, m.Message.FailedCount, m.Message.ReleasedCount,
+			m.Message.DeadLetterReason, m.ReceiptHandle)
 	}
 	if r.QueueInfo != nil {
 		fmt.Fprintf(&b, "|q:%v", r.QueueInfo.Record)
@@ -167,6 +169,21 @@ func (g *generator) attrs(name string) *storepb.QueueAttributes {
 		a.DeadLetterQueue, a.MaxReceiveCount = dlq, int32(1+g.rng.IntN(3))
 	}
 	a.Partitions = int32(1 + g.rng.IntN(3))
+	// Retry backoff, time to live and max length (issue 18).
+	if g.rng.IntN(3) == 0 {
+		a.RetryPolicy = &storepb.RetryPolicy{BaseMs: int64(500 + g.rng.IntN(2500)), FactorMilli: int64(1000 + g.rng.IntN(2000)),
+			MaxMs: 20_000, JitterMilli: int64(g.rng.IntN(2) * g.rng.IntN(1001))}
+	}
+	if g.rng.IntN(8) == 0 {
+		a.MessageTtlMs = int64(5000 + g.rng.IntN(50_000))
+	}
+	if g.rng.IntN(12) == 0 {
+		a.MaxLength = int64(5 + g.rng.IntN(20))
+		a.Overflow = storepb.OverflowPolicy(g.rng.IntN(2))
+	}
+	if g.rng.IntN(12) == 0 {
+		a.MaxBytes = int64(20 + g.rng.IntN(60))
+	}
 	return a
 }
 
@@ -194,6 +211,9 @@ func (g *generator) command() *storepb.Command {
 			}
 			if g.rng.IntN(8) == 0 {
 				e.DeliverAtMs = g.now + int64(g.rng.IntN(10_000))
+			}
+			if g.rng.IntN(10) == 0 {
+				e.TtlMs = int64(g.rng.IntN(20_000))
 			}
 			if g.rng.IntN(2) == 0 {
 				e.DeduplicationId = g.pick("d1", "d2", "d3", "d4")
@@ -261,6 +281,22 @@ func (g *generator) command() *storepb.Command {
 			g.comeBack = &r[0]
 		}
 		c.Op = &storepb.Command_ChangeVisibility{ChangeVisibility: &storepb.ChangeVisibility{Tenant: tenant, Queue: q, Changes: cs}}
+		if g.rng.IntN(2) == 0 {
+			// The same handles nacked instead: failed or released, now and
+			// then with an explicit redelivery time.
+			var es []*storepb.NackEntry
+			for _, ch := range cs {
+				e := &storepb.NackEntry{ReceiptHandle: ch.ReceiptHandle, Kind: storepb.NackKind(g.rng.IntN(3)), DelayMs: -1}
+				switch g.rng.IntN(5) {
+				case 0:
+					e.DelayMs = int64(g.rng.IntN(5000))
+				case 1:
+					e.DeliverAtMs = g.now + int64(g.rng.IntN(5000))
+				}
+				es = append(es, e)
+			}
+			c.Op = &storepb.Command_Nack{Nack: &storepb.Nack{Tenant: tenant, Queue: q, Entries: es}}
+		}
 	case n < 85:
 		c.Op = &storepb.Command_Tick{Tick: &storepb.Tick{Limit: int32(g.rng.IntN(20))}}
 	case n < 92:
@@ -406,6 +442,14 @@ func (g *generator) record(data []byte, r *Result) {
 		}
 	}
 	g.errs["removed"] += r.Removed
+	g.errs["dropped"] += r.Dropped
+	g.errs["dead-lettered"] += r.DeadLettered
+	g.errs["nacked"] += len(r.VisibleAt)
+	for _, m := range r.Received {
+		if m.Message.FailedCount > 0 {
+			g.errs["received after a failure"]++
+		}
+	}
 	g.errs["moved"] += int(r.Moved)
 	for _, e := range r.Entries {
 		if e != nil {
@@ -459,9 +503,10 @@ func checkInvariants(t *testing.T, s *Store) {
 		leases := all(keys.LeasePrefix(s.shard, q.Id))
 		vis := all(keys.VisiblePrefix(s.shard, q.Id))
 		tags := all(keys.TagsPrefix(s.shard, q.Id))
+		expiry := all(keys.ExpiryPrefix(s.shard, q.Id))
 		total += len(msgs)
 		var bytesSum int64
-		nTags, nLeases := 0, 0
+		nTags, nLeases, nExpiry := 0, 0, 0
 		for _, v := range msgs {
 			m := &storepb.MessageRecord{}
 			if err := proto.Unmarshal(v, m); err != nil {
@@ -471,21 +516,25 @@ func checkInvariants(t *testing.T, s *Store) {
 			if m.Seq < meta.LowSeq || m.Seq >= meta.NextSeq {
 				t.Errorf("%s: seq %d outside [%d, %d)", q.Name, m.Seq, meta.LowSeq, meta.NextSeq)
 			}
-			want := []byte{flagNew}
-			if m.ReceiveCount > 0 {
-				want[0] = flagReceived
-			}
+			want := []byte{entryFlag(m)}
 			if lv, ok := leases[string(keys.Lease(s.shard, q.Id, m.Seq))]; ok {
 				nLeases++
 				if err := applyLease(m, lv); err != nil {
 					t.Fatal(err)
 				}
-				want = []byte{flagNew}
-				if m.ReceiveCount > 0 {
-					want[0] = flagReceived
-				}
+				want = []byte{entryFlag(m)}
 				want = binary.BigEndian.AppendUint32(want, uint32(m.ReceiveCount))
 				want = binary.BigEndian.AppendUint64(want, uint64(m.FirstReceivedAtMs))
+				if hasCounts(m) {
+					want = binary.BigEndian.AppendUint32(want, uint32(m.FailedCount))
+					want = binary.BigEndian.AppendUint32(want, uint32(m.ReleasedCount))
+				}
+			}
+			if m.ExpiresAtMs > 0 {
+				nExpiry++
+				if _, ok := expiry[string(keys.Expiry(s.shard, q.Id, m.ExpiresAtMs, m.Seq))]; !ok {
+					t.Errorf("%s: seq %d: no expiry entry at %d", q.Name, m.Seq, m.ExpiresAtMs)
+				}
 			}
 			if f, ok := vis[string(keys.Visible(s.shard, q.Id, m.VisibleAtMs, m.Seq))]; !ok || !bytes.Equal(f, want) {
 				t.Errorf("%s: seq %d: visibility entry %v %x, want %x", q.Name, m.Seq, ok, f, want)
@@ -498,6 +547,9 @@ func checkInvariants(t *testing.T, s *Store) {
 			}
 		}
 		checkGroups(t, s, q, msgs, leases, all(keys.GroupsPrefix(s.shard, q.Id)), all(keys.GroupHeadPrefix(s.shard, q.Id)))
+		if nExpiry != len(expiry) {
+			t.Errorf("%s: %d expiry entries, %d messages with a ttl", q.Name, len(expiry), nExpiry)
+		}
 		if nLeases != len(leases) {
 			t.Errorf("%s: %d lease records, %d of them of a message", q.Name, len(leases), nLeases)
 		}

@@ -89,7 +89,7 @@ func (t *txn) countEntry(q *storepb.QueueRecord, m *storepb.MessageRecord, sign 
 	if err != nil || m.VisibleAtMs <= meta.SettledMs {
 		return err
 	}
-	if m.ReceiveCount > 0 {
+	if inFlight(m) {
 		meta.InFlight += sign
 	} else {
 		meta.Delayed += sign
@@ -279,6 +279,9 @@ func (t *txn) tickQueue(d dueEntry, limit int, res *Result) error {
 	if err := t.expireMessages(q, limit, res); err != nil {
 		return err
 	}
+	if err := t.expireTTL(q, limit, res); err != nil {
+		return err
+	}
 	if err := t.expireDedup(q.Id, limit, res); err != nil {
 		return err
 	}
@@ -327,7 +330,15 @@ func (t *txn) nextDue(q *storepb.QueueRecord, meta *storepb.QueueMeta, limit int
 			return 0, err
 		}
 	}
-	// Records up to now are gone (the limit was not reached): start after.
+	// Expired messages and records are gone (the limit was not reached):
+	// the next comes after now.
+	exp, err := t.nextExpiry(q.Id)
+	if err != nil {
+		return 0, err
+	}
+	if exp > 0 {
+		next = min(next, exp)
+	}
 	dp := keys.DedupOrderPrefix(sh, q.Id)
 	err = first(untilKey(dp, t.now), keys.PrefixEnd(dp), func(it *iter) error {
 		_, _, exp, _, err := keys.DecodeDedupOrder(it.Key())

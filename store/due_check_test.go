@@ -19,7 +19,7 @@ func (g *propGen) checkDue(i int, r *txn, q *storepb.QueueRecord, meta *storepb.
 		g.t.Helper()
 		g.t.Fatalf("seed %d after entry %d: %s: %s", g.seed, i, q.Name, fmt.Sprintf(format, args...))
 	}
-	var inFlight, delayed int64
+	var leased, delayed int64
 	low, due := meta.NextSeq, int64(math.MaxInt64)
 	for _, m := range g.view.msgs {
 		if m.q.Id != q.Id {
@@ -31,15 +31,15 @@ func (g *propGen) checkDue(i int, r *txn, q *storepb.QueueRecord, meta *storepb.
 		}
 		if m.rec.VisibleAtMs > meta.SettledMs {
 			due = min(due, m.rec.VisibleAtMs)
-			if m.rec.ReceiveCount > 0 {
-				inFlight++
+			if inFlight(m.rec) {
+				leased++
 			} else {
 				delayed++
 			}
 		}
 	}
-	if !meta.Counted || meta.InFlight != inFlight || meta.Delayed != delayed {
-		fail("meta counts %d in flight / %d delayed after %d (counted %v), records %d / %d", meta.InFlight, meta.Delayed, meta.SettledMs, meta.Counted, inFlight, delayed)
+	if !meta.Counted || meta.InFlight != leased || meta.Delayed != delayed {
+		fail("meta counts %d in flight / %d delayed after %d (counted %v), records %d / %d", meta.InFlight, meta.Delayed, meta.SettledMs, meta.Counted, leased, delayed)
 	}
 	if meta.LowSeq != low {
 		fail("low_seq %d, lowest stored seq %d", meta.LowSeq, low)

@@ -40,6 +40,9 @@ var (
 	// ErrQueueInUse: DeleteQueue of a queue that another queue uses as its
 	// dead-letter queue.
 	ErrQueueInUse = errors.New("queue is another queue's dead-letter queue")
+	// ErrQueueFull: a send into a queue at its max_length or max_bytes
+	// with overflow reject (QUEUE_FULL).
+	ErrQueueFull = errors.New("queue full")
 	// ErrQuotaExceeded: the tenant's queue count or stored bytes quota is
 	// used up (QUOTA_EXCEEDED).
 	ErrQuotaExceeded = errors.New("tenant quota exceeded")

@@ -28,16 +28,28 @@ import (
 // carry the count and first receive time after the flag byte
 // (indexLeaseLen), so a receive that walks an index reads the record only
 // for the body and never the lease record.
+//
+// A message with failed or released deliveries (retry.go) has both longer
+// by those two counts (leaseCountsLen, indexCountsLen); one without keeps
+// the short forms, so a queue that never nacks writes what it wrote before.
 
 const (
 	// visible_at, receive_count, first_received_at, size, leasePlain bit
 	leaseLen      = 8 + 4 + 8 + 8 + 1
 	indexLeaseLen = 1 + 4 + 8 // flag, receive_count, first_received_at
-	// leasePlain: the message has no tags and no group, so what removing
-	// or moving it needs besides its lease is its size: a delete or
-	// visibility change by receipt handle reads the lease record alone.
+	// leasePlain: the message has no tags, no group and no ttl, so what
+	// removing or moving it needs besides its lease is its size: a delete
+	// or visibility change by receipt handle reads the lease record alone.
 	leasePlain byte = 1
+	// leaseClosed: MessageRecord.lease_closed.
+	leaseClosed byte = 2
+	// The long forms: failed_count and released_count follow.
+	leaseCountsLen = leaseLen + 4 + 4
+	indexCountsLen = indexLeaseLen + 4 + 4
 )
+
+// hasCounts reports whether m needs the long lease and index forms.
+func hasCounts(m *storepb.MessageRecord) bool { return m.FailedCount != 0 || m.ReleasedCount != 0 }
 
 // Keys of the per-message writes and reads, built in the command's key
 // buffer: each is valid until the next one is built, so it must go
@@ -85,26 +97,41 @@ func (t *txn) markLeased(m *storepb.MessageRecord) {
 
 // putLease writes m's lease record.
 func (t *txn) putLease(qid uint64, m *storepb.MessageRecord) error {
-	var v [leaseLen]byte
+	var v [leaseCountsLen]byte
 	binary.BigEndian.PutUint64(v[0:], uint64(m.VisibleAtMs))
 	binary.BigEndian.PutUint32(v[8:], uint32(m.ReceiveCount))
 	binary.BigEndian.PutUint64(v[12:], uint64(m.FirstReceivedAtMs))
 	binary.BigEndian.PutUint64(v[20:], uint64(m.Size))
-	if len(m.Tags) == 0 && m.GroupId == "" {
+	if len(m.Tags) == 0 && m.GroupId == "" && m.ExpiresAtMs == 0 {
 		v[28] = leasePlain
 	}
+	if m.LeaseClosed {
+		v[28] |= leaseClosed
+	}
+	n := leaseLen
+	if hasCounts(m) {
+		binary.BigEndian.PutUint32(v[29:], uint32(m.FailedCount))
+		binary.BigEndian.PutUint32(v[33:], uint32(m.ReleasedCount))
+		n = leaseCountsLen
+	}
 	t.markLeased(m)
-	return t.setRaw(t.keyLease(qid, m.Seq), v[:])
+	return t.setRaw(t.keyLease(qid, m.Seq), v[:n])
 }
 
 // applyLease overlays a lease record on m.
 func applyLease(m *storepb.MessageRecord, v []byte) error {
-	if len(v) != leaseLen {
+	if len(v) != leaseLen && len(v) != leaseCountsLen {
 		return fmt.Errorf("store: lease record of seq %d: %d bytes", m.Seq, len(v))
 	}
 	m.VisibleAtMs = int64(binary.BigEndian.Uint64(v[0:]))
 	m.ReceiveCount = int32(binary.BigEndian.Uint32(v[8:]))
 	m.FirstReceivedAtMs = int64(binary.BigEndian.Uint64(v[12:]))
+	m.LeaseClosed = v[28]&leaseClosed != 0
+	m.FailedCount, m.ReleasedCount = 0, 0
+	if len(v) == leaseCountsLen {
+		m.FailedCount = int32(binary.BigEndian.Uint32(v[29:]))
+		m.ReleasedCount = int32(binary.BigEndian.Uint32(v[33:]))
+	}
 	return nil
 }
 
@@ -127,7 +154,7 @@ func (t *txn) leaseOnly(q *storepb.QueueRecord, seq uint64) (*storepb.MessageRec
 	}
 	defer closer.Close()
 	var m *storepb.MessageRecord
-	if len(v) == leaseLen && v[28]&leasePlain != 0 && !isFifo(q) {
+	if (len(v) == leaseLen || len(v) == leaseCountsLen) && v[28]&leasePlain != 0 && !isFifo(q) {
 		m = &storepb.MessageRecord{Seq: seq, Size: int64(binary.BigEndian.Uint64(v[20:]))}
 	} else if m, err = t.record(qid, seq); m == nil || err != nil {
 		if err == nil {
@@ -145,15 +172,14 @@ func (t *txn) leaseOnly(q *storepb.QueueRecord, seq uint64) (*storepb.MessageRec
 // indexValue is the value of m's visibility and tag entries: the flag, and
 // with a lease record the count and first receive time.
 func (t *txn) indexValue(m *storepb.MessageRecord) []byte {
-	v := t.s.idxBuf[:0]
-	if m.ReceiveCount > 0 {
-		v = append(v, flagReceived)
-	} else {
-		v = append(v, flagNew)
-	}
+	v := append(t.s.idxBuf[:0], entryFlag(m))
 	if t.leased(m) {
 		v = binary.BigEndian.AppendUint32(v, uint32(m.ReceiveCount))
 		v = binary.BigEndian.AppendUint64(v, uint64(m.FirstReceivedAtMs))
+		if hasCounts(m) {
+			v = binary.BigEndian.AppendUint32(v, uint32(m.FailedCount))
+			v = binary.BigEndian.AppendUint32(v, uint32(m.ReleasedCount))
+		}
 	}
 	t.s.idxBuf = v
 	return v
@@ -166,10 +192,16 @@ func leaseFromIndex(m *storepb.MessageRecord, visibleAt int64, v []byte) (leased
 	switch len(v) {
 	case 0, 1:
 		return false, nil
-	case indexLeaseLen:
+	case indexLeaseLen, indexCountsLen:
 		m.VisibleAtMs = visibleAt
 		m.ReceiveCount = int32(binary.BigEndian.Uint32(v[1:]))
 		m.FirstReceivedAtMs = int64(binary.BigEndian.Uint64(v[5:]))
+		m.LeaseClosed = v[0] == flagWaiting
+		m.FailedCount, m.ReleasedCount = 0, 0
+		if len(v) == indexCountsLen {
+			m.FailedCount = int32(binary.BigEndian.Uint32(v[13:]))
+			m.ReleasedCount = int32(binary.BigEndian.Uint32(v[17:]))
+		}
 		return true, nil
 	}
 	return false, fmt.Errorf("store: index entry of seq %d: %d bytes", m.Seq, len(v))

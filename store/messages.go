@@ -14,8 +14,26 @@ import (
 // records.
 const (
 	flagNew      byte = 0 // never received: a future entry is delayed
-	flagReceived byte = 1 // received at least once: a future entry is in flight
+	flagReceived byte = 1 // received, lease open: a future entry is in flight
+	// flagWaiting: received, lease closed (nacked, backing off, or moved
+	// here by a dead-letter move): a future entry counts as delayed.
+	flagWaiting byte = 2
 )
+
+// inFlight reports whether m's lease is open (received, not nacked): its
+// visibility entry, while in the future, counts as in flight.
+func inFlight(m *storepb.MessageRecord) bool { return m.ReceiveCount > 0 && !m.LeaseClosed }
+
+// entryFlag is the flag byte of m's index entries.
+func entryFlag(m *storepb.MessageRecord) byte {
+	switch {
+	case inFlight(m):
+		return flagReceived
+	case m.ReceiveCount > 0:
+		return flagWaiting
+	}
+	return flagNew
+}
 
 // maxDeadPerReceive bounds the dead-letter moves one receive makes, so an
 // apply stays short however many exhausted messages sit at the head.
@@ -87,6 +105,9 @@ func (t *txn) insert(q *storepb.QueueRecord, meta *storepb.QueueMeta, m *storepb
 	if err := t.schedule(q, meta, m.EnqueuedAtMs+q.Attributes.GetMessageRetentionMs()); err != nil {
 		return err
 	}
+	if err := t.indexExpiry(q, meta, m); err != nil {
+		return err
+	}
 	if isFifo(q) {
 		return t.groupAppend(q.Id, m)
 	}
@@ -111,6 +132,11 @@ func (t *txn) remove(q *storepb.QueueRecord, meta *storepb.QueueMeta, m *storepb
 	}
 	if err := t.unindex(q, m); err != nil {
 		return err
+	}
+	if m.ExpiresAtMs > 0 {
+		if err := t.del(keys.Expiry(t.s.shard, q.Id, m.ExpiresAtMs, m.Seq)); err != nil {
+			return err
+		}
 	}
 	if m.Seq == meta.LowSeq {
 		// The head went: low_seq moves to the next live message, so that
@@ -195,7 +221,7 @@ func (t *txn) send(op *storepb.Send, res *Result) error {
 	}
 	res.Sent = make([]SendOutcome, len(op.Entries))
 	for i, e := range op.Entries {
-		visibleNow, err := t.sendOne(q, meta, e, &res.Sent[i])
+		visibleNow, err := t.sendOne(q, meta, e, &res.Sent[i], res)
 		if err != nil {
 			return err
 		}
@@ -205,7 +231,7 @@ func (t *txn) send(op *storepb.Send, res *Result) error {
 }
 
 // sendOne stores one entry and reports whether it is visible at once.
-func (t *txn) sendOne(q *storepb.QueueRecord, meta *storepb.QueueMeta, e *storepb.SendEntry, out *SendOutcome) (visibleNow bool, err error) {
+func (t *txn) sendOne(q *storepb.QueueRecord, meta *storepb.QueueMeta, e *storepb.SendEntry, out *SendOutcome, res *Result) (visibleNow bool, err error) {
 	a := q.Attributes
 	var dedupID string
 	if a.Fifo {
@@ -276,6 +302,10 @@ func (t *txn) sendOne(q *storepb.QueueRecord, meta *storepb.QueueMeta, e *storep
 	default:
 		visibleAt = t.now + e.DelayMs
 	}
+	if e.TtlMs < 0 || e.TtlMs >= a.MessageRetentionMs {
+		out.Err = fieldErr("ttl", "must be less than the retention (%v)", msDur(a.MessageRetentionMs))
+		return false, nil
+	}
 	tags := uniqueTags(e.Tags)
 	size := int64(len(e.Body))
 	for k, v := range e.Attributes {
@@ -292,10 +322,15 @@ func (t *txn) sendOne(q *storepb.QueueRecord, meta *storepb.QueueMeta, e *storep
 		out.Err = ErrQuotaExceeded
 		return false, err
 	}
+	if ok, err := t.admit(q, meta, size, res); err != nil || !ok {
+		out.Err = ErrQueueFull
+		return false, err
+	}
 	m := &storepb.MessageRecord{
 		Body: e.Body, Attributes: e.Attributes, Tags: tags,
 		SentAtMs: t.now, EnqueuedAtMs: t.now, VisibleAtMs: visibleAt,
 		GroupId: e.GroupId, DeduplicationId: dedupID, Size: size,
+		ExpiresAtMs: t.expiresAt(q, e.TtlMs),
 	}
 	m.Id = messageID(t.now, t.s.shard, q.Id, max(meta.NextSeq, 1))
 	if err := t.insert(q, meta, m); err != nil {
@@ -355,12 +390,12 @@ func (t *txn) receive(op *storepb.Receive, res *Result) error {
 	}
 	// Collect first, write after: the scan reads a consistent view and the
 	// writes never feed back into it.
-	var lease, dead []*storepb.MessageRecord
+	var lease []*storepb.MessageRecord
+	tr := &triage{t: t, q: q}
 	var replyBytes int64
 	take := func(m *storepb.MessageRecord) bool {
-		if a.DeadLetterQueue != "" && m.ReceiveCount >= a.MaxReceiveCount {
-			dead = append(dead, m)
-			return len(dead) >= maxDeadPerReceive
+		if tr.sort(m) {
+			return tr.full()
 		}
 		// Never lease what the reply cannot carry (a first message always).
 		size := ReplySize(m)
@@ -385,17 +420,12 @@ func (t *txn) receive(op *storepb.Receive, res *Result) error {
 	if err != nil {
 		return err
 	}
-	// Dead-letter moves first: removing an exhausted head makes the next
-	// message of its group the head before that one's lease moves it.
-	for _, m := range dead {
-		if err := t.toOutbox(q, meta, m, q.Tenant, a.DeadLetterQueue, false); err != nil {
-			return err
-		}
-		res.OutboxAdded = true
+	if err := tr.apply(meta, res); err != nil {
+		return err
 	}
-	res.DeadLettered = len(dead)
 	for _, m := range lease {
 		err := t.reschedule(q, m, t.now+vis, func() {
+			m.LeaseClosed = false
 			m.ReceiveCount++
 			if m.FirstReceivedAtMs == 0 {
 				m.FirstReceivedAtMs = t.now
@@ -416,7 +446,7 @@ func (t *txn) receive(op *storepb.Receive, res *Result) error {
 		}
 	}
 	res.Woken = vis == 0 && len(lease) > 0
-	if len(dead) > 0 {
+	if tr.changed() {
 		return t.putQueueMeta(q.Id, meta)
 	}
 	return nil

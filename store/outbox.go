@@ -106,7 +106,13 @@ func (t *txn) deliverOutbox(op *storepb.DeliverOutbox, res *Result) error {
 		m.EnqueuedAtMs, m.VisibleAtMs = t.now, t.now
 		if e.Redrive {
 			m.ReceiveCount, m.FirstReceivedAtMs, m.DeadLetterSource = 0, 0, ""
+			m.FailedCount, m.ReleasedCount, m.DeadLetterReason = 0, 0, storepb.DeadLetterReason_DEAD_LETTER_REASON_UNSPECIFIED
 		}
+		// A message arriving with its count holds no lease here (its
+		// becoming visible is no lease running out), and lives by the
+		// target's time to live, from its arrival.
+		m.LeaseClosed = m.ReceiveCount > 0
+		m.ExpiresAtMs = t.expiresAt(q, 0)
 		if err := t.insert(q, meta, m); err != nil {
 			return err
 		}
@@ -174,7 +180,7 @@ func (t *txn) ackOutbox(op *storepb.AckOutbox, res *Result) error {
 		}
 		msg := e.Message
 		if !e.Redrive {
-			msg.DeadLetterSource = "" // home again
+			msg.DeadLetterSource, msg.DeadLetterReason = "", storepb.DeadLetterReason_DEAD_LETTER_REASON_UNSPECIFIED // home again
 		}
 		r := &storepb.OutboxEntry{
 			SourceShard: t.s.shard, TargetTenant: e.TargetTenant, TargetQueue: back,
@@ -245,7 +251,7 @@ func (t *txn) redrive(op *storepb.Redrive, res *Result) error {
 	err = t.scanBySeq(q.Id, func(m *storepb.MessageRecord) bool {
 		switch {
 		case isFifo(q) && held[m.GroupId]:
-		case m.ReceiveCount > 0 && m.VisibleAtMs > t.now: // in flight
+		case inFlight(m) && m.VisibleAtMs > t.now:
 			held[m.GroupId] = true
 		case op.TargetQueue == "" && slices.Contains(op.MissingSources, m.DeadLetterSource):
 			// A missing source holds back the rest of its FIFO group:
@@ -312,7 +318,7 @@ func (s *Store) RedriveSources(tenant, name string, limit, maxSources int, nowMs
 	var out []string
 	seen := 0
 	err = t.scanBySeq(q.Id, func(m *storepb.MessageRecord) bool {
-		if m.DeadLetterSource == "" || (m.ReceiveCount > 0 && m.VisibleAtMs > t.now) {
+		if m.DeadLetterSource == "" || (inFlight(m) && m.VisibleAtMs > t.now) {
 			return false
 		}
 		seen++

@@ -23,7 +23,7 @@ func StateOf(m *storepb.MessageRecord, nowMs int64) MessageState {
 	switch {
 	case m.VisibleAtMs <= nowMs:
 		return StateVisible
-	case m.ReceiveCount > 0:
+	case inFlight(m):
 		return StateInFlight
 	default:
 		return StateDelayed

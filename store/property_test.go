@@ -230,7 +230,7 @@ func readPropView(t *testing.T, s *Store, prev *propView) *propView {
 }
 
 func (v *propView) inFlight(m *storepb.MessageRecord) bool {
-	return m.ReceiveCount > 0 && m.VisibleAtMs > v.now
+	return inFlight(m) && m.VisibleAtMs > v.now
 }
 
 type propHandle struct {
@@ -1019,7 +1019,7 @@ func (g *propGen) checkCounters(i int) {
 			switch {
 			case m.rec.VisibleAtMs <= v.now:
 				st.Visible++
-			case m.rec.ReceiveCount > 0:
+			case inFlight(m.rec):
 				st.InFlight++
 			default:
 				st.Delayed++

@@ -364,7 +364,8 @@ func (t *txn) purgeQueue(op *storepb.PurgeQueue, res *Result) error {
 		return err
 	}
 	for _, p := range [][]byte{keys.GroupsPrefix(sh, q.Id), keys.GroupHeadPrefix(sh, q.Id),
-		keys.MessagePrefix(sh, q.Id), keys.LeasePrefix(sh, q.Id), keys.TagsPrefix(sh, q.Id), keys.VisiblePrefix(sh, q.Id)} {
+		keys.MessagePrefix(sh, q.Id), keys.LeasePrefix(sh, q.Id), keys.TagsPrefix(sh, q.Id), keys.VisiblePrefix(sh, q.Id),
+		keys.ExpiryPrefix(sh, q.Id)} {
 		if err := t.delRange(p, keys.PrefixEnd(p)); err != nil {
 			return err
 		}

@@ -91,7 +91,7 @@ func (t *txn) replayAttempt(q *storepb.QueueRecord, id string, res *Result) (old
 		if err != nil {
 			return nil, false, err
 		}
-		if m == nil || m.ReceiveCount != ref.ReceiveCount || m.VisibleAtMs <= t.now {
+		if m == nil || m.ReceiveCount != ref.ReceiveCount || m.VisibleAtMs <= t.now || m.LeaseClosed {
 			return rec, false, nil
 		}
 		h := Handle{Shard: t.s.shard, Partition: uint16(q.Partition), Queue: q.Id, Seq: m.Seq, ReceiveCount: m.ReceiveCount}

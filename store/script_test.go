@@ -213,6 +213,7 @@ func errName(err error) string {
 		ErrMessageNotFound: "MESSAGE_NOT_FOUND", ErrMessageTooLarge: "MESSAGE_TOO_LARGE",
 		ErrDeadLetterInvalid: "DEAD_LETTER_INVALID", ErrQueueInUse: "QUEUE_IN_USE",
 		ErrInvalidCommand: "INVALID_COMMAND", ErrMessageAlreadyReceived: "MESSAGE_ALREADY_RECEIVED",
+		ErrQueueFull: "QUEUE_FULL",
 	}
 	switch {
 	case err == nil:
@@ -246,6 +247,7 @@ func (h *harness) attrs(a args) *storepb.QueueAttributes {
 	at.Fifo = a.has("fifo") || strings.HasSuffix(a.str("q", ""), ".fifo")
 	at.ContentBasedDeduplication = a.has("cbd")
 	at.Partitions = int32(a.int("partitions", 1))
+	retryAttrs(at, a)
 	return at
 }
 
@@ -294,7 +296,7 @@ func (h *harness) msgLine(m *storepb.MessageRecord) string {
 	if m.DeadLetterSource != "" {
 		s += " dead_letter_source=" + m.DeadLetterSource
 	}
-	return s
+	return s + retryLine(m)
 }
 
 func (h *harness) handle(name string, a args) []byte {
@@ -402,7 +404,7 @@ func (h *harness) run(line string) string {
 				body = strings.Repeat("x", m)
 			}
 			e := &storepb.SendEntry{Body: body, Tags: a.list("tags"), DelayMs: -1, IdempotencyKey: a.str("key", ""), Attributes: attrs,
-				GroupId: nth(groups, i), DeduplicationId: nth(dedups, i)}
+				GroupId: nth(groups, i), DeduplicationId: nth(dedups, i), TtlMs: a.ms("ttl", 0)}
 			if a.has("delay") {
 				e.DelayMs = a.ms("delay", 0)
 			}
@@ -510,6 +512,9 @@ func (h *harness) run(line string) string {
 	case "tick":
 		r := h.apply(&storepb.Command{Op: &storepb.Command_Tick{Tick: &storepb.Tick{Limit: int32(a.int("limit", 0))}}})
 		p("removed=%d", r.Removed)
+		flags(r)
+	case "nack":
+		h.nack(tenant, q, a, p, flags)
 	case "needs-tick":
 		need, err := h.s.NeedsTick(h.now)
 		if err != nil {

@@ -88,11 +88,19 @@ type Result struct {
 	// OutboxAdded: dead-letter moves or a redrive added outbox entries: wake
 	// the relay.
 	OutboxAdded bool
-	// DeadLettered counts messages a Receive moved toward the queue's
-	// dead-letter queue (their receive count was exhausted).
+	// DeadLettered counts messages a Receive (delivery limit, time to live)
+	// or a Send (overflow drop_oldest) moved toward the queue's dead-letter
+	// queue. A Tick's expiry moves are not counted (a Tick names no queue).
 	DeadLettered int
 	// VisibleAtMs is when RescheduleMessage made the message visible.
 	VisibleAtMs int64
+	// VisibleAt has, per Nack entry that succeeded, when the message is
+	// visible again (Unix ms).
+	VisibleAt []int64
+	// Dropped counts messages removed without a dead-letter queue to go
+	// to: expired (time to live) by a Receive or Tick, or pushed out of a
+	// full queue (overflow drop_oldest) by a Send.
+	Dropped int
 	// Touched lists the queues DeliverOutbox inserted into, in first-touch
 	// order.
 	Touched []QueueRef
@@ -199,6 +207,8 @@ func (s *Store) Apply(b *pebble.Batch, index uint64, data []byte) (any, error) {
 		err = t.putAccessKey(op.PutAccessKey, res)
 	case *storepb.Command_RevokeAccessKey:
 		err = t.revokeAccessKey(op.RevokeAccessKey, res)
+	case *storepb.Command_Nack:
+		err = t.nack(op.Nack, res)
 	default:
 		var handled bool
 		if handled, err = t.applyTopic(cmd.Op, res); !handled {
@@ -287,6 +297,10 @@ type txn struct {
 	// leases: the messages of this command known to have a lease record
 	// (pointer keys, lookups only).
 	leases map[*storepb.MessageRecord]struct{}
+
+	// overflowDrops counts the messages this command removed to make room
+	// in a full queue (bounded by maxOverflowDrops).
+	overflowDrops int
 
 	// unblocked: a FIFO group's new head is visible at now (its earlier
 	// message went), so a waiting long poll has something to receive.

@@ -118,6 +118,42 @@ func ValidateAttributes(a *storepb.QueueAttributes) error {
 	if a.Partitions < 1 || a.Partitions > MaxPartitions {
 		return fieldErr("attributes.partitions", "must be between 1 and %d", MaxPartitions)
 	}
+	return validateRetryAndLimits(a)
+}
+
+// Max length bounds.
+const (
+	MaxQueueLength = int64(1_000_000_000)
+	MaxQueueBytes  = int64(1 << 40)
+)
+
+// validateRetryAndLimits checks the retry policy, the time to live and the
+// max length attributes.
+func validateRetryAndLimits(a *storepb.QueueAttributes) error {
+	if p := a.RetryPolicy; p != nil {
+		switch {
+		case p.BaseMs < 1 || p.BaseMs > MaxRetryDelayMs:
+			return fieldErr("attributes.retry_policy.base", "must be between 1ms and %v", msDur(MaxRetryDelayMs))
+		case p.FactorMilli < MinRetryFactorMilli || p.FactorMilli > MaxRetryFactorMilli:
+			return fieldErr("attributes.retry_policy.factor", "must be between 1 and 10")
+		case p.MaxMs < p.BaseMs || p.MaxMs > MaxRetryDelayMs:
+			return fieldErr("attributes.retry_policy.max", "must be between base and %v", msDur(MaxRetryDelayMs))
+		case p.JitterMilli < 0 || p.JitterMilli > MaxRetryJitterMilli:
+			return fieldErr("attributes.retry_policy.jitter", "must be between 0 and 1")
+		}
+	}
+	if a.MessageTtlMs < 0 || a.MessageTtlMs >= a.MessageRetentionMs {
+		return fieldErr("attributes.message_ttl", "must be less than the retention (%v)", msDur(a.MessageRetentionMs))
+	}
+	if a.MaxLength < 0 || a.MaxLength > MaxQueueLength {
+		return fieldErr("attributes.max_length", "must be between 0 and %d", MaxQueueLength)
+	}
+	if a.MaxBytes < 0 || a.MaxBytes > MaxQueueBytes {
+		return fieldErr("attributes.max_bytes", "must be between 0 and %d", MaxQueueBytes)
+	}
+	if _, ok := storepb.OverflowPolicy_name[int32(a.Overflow)]; !ok {
+		return fieldErr("attributes.overflow", "unknown policy %d", a.Overflow)
+	}
 	return nil
 }
 

@@ -196,9 +196,10 @@ func newQueueCmd() *cobra.Command {
 
 func newQueueCreateCmd() *cobra.Command {
 	var (
-		c     clientCmd
-		attrs quorumq.QueueAttributes
-		tags  map[string]string
+		c      clientCmd
+		attrs  quorumq.QueueAttributes
+		tags   map[string]string
+		limits limitFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "create NAME",
@@ -210,6 +211,9 @@ Unset attributes take the server's defaults.`),
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
 			if attrs.DeadLetterQueue == "" {
 				attrs.MaxReceiveCount = 0
+			}
+			if err := limits.apply(cmd.Flags(), &attrs); err != nil {
+				return err
 			}
 			return c.with(cmd, 0, func(ctx context.Context, client *quorumq.Client) error {
 				q, err := client.CreateQueue(ctx, args[0], attrs, tags)
@@ -236,6 +240,7 @@ Unset attributes take the server's defaults.`),
 	f.BoolVar(&attrs.FIFO, "fifo", false, "FIFO queue (name must end in .fifo)")
 	f.BoolVar(&attrs.ContentBasedDeduplication, "content-based-deduplication", false, "FIFO: deduplicate by body hash")
 	f.StringToStringVar(&tags, "tag", nil, "queue label key=value (repeatable)")
+	limits.register(f)
 	return cmd
 }
 
@@ -461,6 +466,7 @@ when any line failed or was not sent.`),
 	f.StringSliceVar(&m.Tags, "tag", nil, "tag (repeat or comma-separate)")
 	f.StringToStringVar(&m.Attributes, "attr", nil, "attribute key=value (repeatable)")
 	f.DurationVar(&m.Delay, "delay", 0, "deliver after this delay")
+	f.DurationVar(&m.TTL, "ttl", 0, "expire this long after the send (default: the queue's message ttl)")
 	f.StringVar(&m.GroupID, "group-id", "", "FIFO group")
 	f.StringVar(&m.DeduplicationID, "deduplication-id", "", "FIFO deduplication id")
 	f.StringVar(&m.IdempotencyKey, "idempotency-key", "", "retry-safe key (default: a random one, kept across the SDK's retries)")

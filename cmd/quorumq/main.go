@@ -32,7 +32,7 @@ func newRoot() *cobra.Command {
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetErrPrefix("quorumq:")
-	root.AddCommand(newServeCmd(), newQueueCmd(), newSendCmd(), newReceiveCmd(), newDeleteCmd(), newPeekCmd(), newMessageCmd(), newClusterCmd(), newCredentialsCmd(), newTopicCmd(),
+	root.AddCommand(newServeCmd(), newQueueCmd(), newSendCmd(), newReceiveCmd(), newDeleteCmd(), newNackCmd(), newPeekCmd(), newMessageCmd(), newClusterCmd(), newCredentialsCmd(), newTopicCmd(),
 		newTokenCmd(), newBenchCmd(), newVersionCmd())
 	// cobra adds `completion bash|zsh|fish|powershell` itself on Execute;
 	// added now so that its help lists the exit codes too.

@@ -260,6 +260,7 @@ func queueProto(q *quorumq.QueueInfo, withStats bool) *qv1.Queue {
 	if a.DeadLetterQueue != "" {
 		out.Attributes.DeadLetter = &qv1.DeadLetterPolicy{Queue: a.DeadLetterQueue, MaxReceiveCount: int32(a.MaxReceiveCount)}
 	}
+	limitsProto(a, out.Attributes)
 	if withStats {
 		out.Stats = &qv1.QueueStats{Visible: q.Stats.Visible, InFlight: q.Stats.InFlight, Delayed: q.Stats.Delayed}
 	}
@@ -275,6 +276,8 @@ func receiveProto(msgs []*quorumq.Message) *qv1.ReceiveMessagesResponse {
 			MessageId: m.ID, ReceiptHandle: m.ReceiptHandle, Body: m.Body, Attributes: m.Attributes, Tags: m.Tags,
 			SentAt: timeProto(m.SentAt), FirstReceivedAt: timeProto(m.FirstReceivedAt), ReceiveCount: int32(m.ReceiveCount),
 			GroupId: m.GroupID, Sequence: m.Sequence, DeadLetterSource: m.DeadLetterSource,
+			FailedCount: int32(m.FailedCount), ReleasedCount: int32(m.ReleasedCount),
+			DeadLetterReason: qv1.DeadLetterReason(qv1.DeadLetterReason_value["DEAD_LETTER_REASON_"+m.DeadLetterReason]),
 		}
 	}
 	return out
@@ -394,6 +397,7 @@ func printQueue(w io.Writer, q *quorumq.QueueInfo, withStats bool) error {
 		dlq = fmt.Sprintf("%s (after %d receives)", a.DeadLetterQueue, a.MaxReceiveCount)
 	}
 	b.add("dead-letter queue", dlq)
+	b.addLimits(a)
 	b.add("tags", fmtMap(q.Tags))
 	b.add("created", fmtTime(q.CreatedAt))
 	if withStats {
@@ -437,6 +441,7 @@ func printMessages(w io.Writer, msgs []*quorumq.Message) error {
 		b.add("receive count", strconv.Itoa(m.ReceiveCount))
 		b.add("receipt handle", m.ReceiptHandle)
 		b.add("sent at", fmtTime(m.SentAt))
+		b.addCounters(m)
 		b.addContent(m.GroupID, m.Tags, m.Attributes, m.DeadLetterSource, m.Body)
 		if err := b.write(w); err != nil {
 			return err

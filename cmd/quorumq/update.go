@@ -37,6 +37,8 @@ func newQueueUpdateCmd() *cobra.Command {
 		{"dead-letter-queue", "dead_letter"}, {"max-receive-count", "dead_letter"},
 		{"content-based-deduplication", "content_based_deduplication"},
 	}
+	var limits limitFlags
+	paths = append(paths, limitPaths...)
 	cmd := &cobra.Command{
 		Use:   "update NAME",
 		Short: "Change some attributes of a queue (only the flags given)",
@@ -68,6 +70,9 @@ policy is replaced as a whole, so --max-receive-count needs
 			if dlq != "" {
 				a.DeadLetter = &qv1.DeadLetterPolicy{Queue: dlq, MaxReceiveCount: int32(maxReceive)}
 			}
+			if err := limits.proto(f, a); err != nil {
+				return err
+			}
 			return c.rpc(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
 				resp, err := qv1.NewQueueServiceClient(conn).UpdateQueue(ctx, req)
 				if err != nil {
@@ -91,6 +96,7 @@ policy is replaced as a whole, so --max-receive-count needs
 	f.StringVar(&dlq, "dead-letter-queue", "", `dead-letter queue name ("": remove the policy)`)
 	f.IntVar(&maxReceive, "max-receive-count", 5, "receives before dead-lettering (with --dead-letter-queue)")
 	f.BoolVar(&contentDedup, "content-based-deduplication", false, "FIFO: deduplicate by body hash")
+	limits.register(f)
 	return cmd
 }
 
@@ -107,6 +113,7 @@ func queueFromProto(q *qv1.Queue) *quorumq.QueueInfo {
 			ContentBasedDeduplication: a.GetContentBasedDeduplication(), Partitions: int(a.GetPartitions()),
 		},
 	}
+	info.Attributes = limitsOf(a, info.Attributes)
 	if q.GetCreatedAt() != nil {
 		info.CreatedAt = q.GetCreatedAt().AsTime()
 	}

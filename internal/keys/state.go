@@ -27,6 +27,7 @@ import "fmt"
 //	                                 changed since it was stored -> 20 bytes
 //	0x10 Q 't' tag visible_at seq    tag index -> flag byte
 //	0x10 Q 'v' visible_at seq        visibility index -> flag byte
+//	0x10 Q 'x' expires_at seq        time-to-live order of messages with a ttl -> empty
 //	0x20 id                          outbox entry -> OutboxEntry
 //	0x21 source_shard id             delivered-outbox marker -> empty
 //	0x22 at source_shard id          delivered-marker expiry order -> empty
@@ -61,6 +62,7 @@ const (
 	queueVisible    byte = 'v'
 	queueVisibleLow byte = 'l'
 	queueTagLow     byte = 'k'
+	queueExpiry     byte = 'x'
 )
 
 func stateKey(shard uint64, kind byte) []byte { return append(StatePrefix(shard), kind) }
@@ -485,6 +487,22 @@ func GroupHead(shard, queue uint64, visibleAt int64, seq uint64) []byte {
 	return AppendUint64(AppendInt64(GroupHeadPrefix(shard, queue), visibleAt), seq)
 }
 
+// ExpiryPrefix bounds a queue's time-to-live order, in (expires_at, seq)
+// order: Tick takes its head up to now.
+func ExpiryPrefix(shard, queue uint64) []byte {
+	return append(QueuePrefix(shard, queue), queueExpiry)
+}
+
+// Expiry is the key of message seq's place in the time-to-live order.
+func Expiry(shard, queue uint64, expiresAt int64, seq uint64) []byte {
+	return AppendUint64(AppendInt64(ExpiryPrefix(shard, queue), expiresAt), seq)
+}
+
+// DecodeExpiry parses an Expiry key.
+func DecodeExpiry(k []byte) (shard, queue uint64, expiresAt int64, seq uint64, err error) {
+	return decodeAtSeq(k, queueExpiry)
+}
+
 // DecodeGroupHead parses a GroupHead key.
 func DecodeGroupHead(k []byte) (shard, queue uint64, visibleAt int64, seq uint64, err error) {
 	return decodeAtSeq(k, queueGroupHead)
@@ -703,6 +721,10 @@ func prettyQueue(k, rest []byte) string {
 	case queueGroupHead:
 		if _, _, at, seq, err := DecodeGroupHead(k); err == nil {
 			return fmt.Sprintf("/q/%d/h/%d/%d", q, at, seq)
+		}
+	case queueExpiry:
+		if _, _, at, seq, err := DecodeExpiry(k); err == nil {
+			return fmt.Sprintf("/q/%d/x/%d/%d", q, at, seq)
 		}
 	}
 	return fmt.Sprintf("/q/%d/%x", q, rest[9:])

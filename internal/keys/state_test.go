@@ -78,6 +78,10 @@ func TestStateKeyOrder(t *testing.T) {
 		{"queue 1 vis 5/1", Visible(s, 1, 5, 1)},
 		{"queue 1 vis 5/2", Visible(s, 1, 5, 2)},
 		{"queue 1 vis 6/0", Visible(s, 1, 6, 0)},
+		{"queue 1 expiry -1", Expiry(s, 1, -1, 9)},
+		{"queue 1 expiry 5/1", Expiry(s, 1, 5, 1)},
+		{"queue 1 expiry 5/2", Expiry(s, 1, 5, 2)},
+		{"queue 1 expiry 6/0", Expiry(s, 1, 6, 0)},
 		{"queue 2 meta", QueueMeta(s, 2)},
 		{"queue 256 meta", QueueMeta(s, 256)},
 		{"outbox 1", Outbox(s, 1)},
@@ -163,6 +167,10 @@ func TestStateKeyRoundTrip(t *testing.T) {
 		}, str(uint64(s), uint64(4), uint64(99))},
 		{Visible(s, 4, -7, 99), func(k []byte) (string, error) {
 			a, b, c, d, err := DecodeVisible(k)
+			return str(a, b, c, d), err
+		}, str(uint64(s), uint64(4), int64(-7), uint64(99))},
+		{Expiry(s, 4, -7, 99), func(k []byte) (string, error) {
+			a, b, c, d, err := DecodeExpiry(k)
 			return str(a, b, c, d), err
 		}, str(uint64(s), uint64(4), int64(-7), uint64(99))},
 		{Tag(s, 4, "red", 8, 99), func(k []byte) (string, error) {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
 // Seeds: TestSim3Nodes runs seeds 1..30 and TestSim5Nodes 1001..1020 by
@@ -117,8 +119,14 @@ func runSim(t *testing.T, nodes int, seed uint64) (map[string]int, time.Duration
 	if rng.IntN(3) > 0 {
 		w.maxRecv = int32(1 + rng.IntN(3))
 	}
-	sched.add("retain %d, visibility %d ms, max receives %d", retain, w.vis, w.maxRecv)
+	if rng.IntN(2) == 0 {
+		w.retry = &storepb.RetryPolicy{BaseMs: 10 + int64(rng.IntN(40)), FactorMilli: 2000, MaxMs: 400, JitterMilli: int64(rng.IntN(2) * 500)}
+	}
+	sched.add("retain %d, visibility %d ms, max receives %d, retry %v", retain, w.vis, w.maxRecv, w.retry)
 	if err := w.setup(ctx, rng); err != nil {
+		fail("%v", err)
+	}
+	if err := w.setupLimits(ctx, rng); err != nil {
 		fail("%v", err)
 	}
 	w.relayWG.Add(1)
@@ -133,6 +141,8 @@ func runSim(t *testing.T, nodes int, seed uint64) (map[string]int, time.Duration
 	}
 	w.wg.Add(1)
 	go w.superseder(ctx)
+	w.wg.Add(1)
+	go w.limits(ctx)
 
 	// The fault schedule.
 	restartAt := map[uint64]time.Time{}

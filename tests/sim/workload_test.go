@@ -48,9 +48,12 @@ type recvEvent struct {
 
 // handleEvent is one delete or visibility change of one handle.
 type handleEvent struct {
-	id, queue     string
-	count         int32
-	nack          bool // a visibility change (mostly to 0), else a delete
+	id, queue string
+	count     int32
+	nack      bool // a visibility change (mostly to 0) or a nack, else a delete
+	// nackUntil: a Nack accepted: the message is not received again before
+	// this server time.
+	nackUntil     int64
 	outcome       outcome
 	err           error // per-entry result when outcome is ok
 	invoked, done time.Time
@@ -85,6 +88,7 @@ type workload struct {
 	seed     uint64
 	vis      int64 // the queue's visibility timeout, ms
 	maxRecv  int32
+	retry    *storepb.RetryPolicy // the main queue's retry backoff (nil: none)
 	stopLoad chan struct{}
 	wg       sync.WaitGroup
 	relayWG  sync.WaitGroup
@@ -107,6 +111,9 @@ func (w *workload) setup(ctx context.Context, rng *rand.Rand) error {
 		a.VisibilityTimeoutMs = w.vis
 		if name == mainQ && w.maxRecv > 0 {
 			a.DeadLetterQueue, a.MaxReceiveCount = deadQ, w.maxRecv
+		}
+		if name == mainQ {
+			a.RetryPolicy = w.retry
 		}
 		key := make([]byte, 32)
 		for i := range key {
@@ -300,11 +307,13 @@ func (w *workload) consumer(ctx context.Context, k int) {
 			continue
 		}
 		switch n := rng.IntN(20); {
-		case n < 13:
+		case n < 12:
 			w.settle(ctx, rng, queue, evs, false)
-		case n < 15:
+		case n < 14:
 			w.settle(ctx, rng, queue, evs, true)
-		case n < 17:
+		case n < 16:
+			w.nack(ctx, rng, queue, evs)
+		case n < 18:
 			// A slow consumer: its lease may have ended, and the message been
 			// received again, when it deletes.
 			// Here it receives again first (often the same messages, with
@@ -484,8 +493,9 @@ func (h *history) check(possiblyPresent func(id string) bool) (violations []stri
 			drained[r.id] = true
 		}
 	}
-	nacked := map[mq]map[int32]bool{} // visibility changes that may have applied
-	changes := map[mq][]handleEvent{} // visibility changes certainly accepted
+	nacked := map[mq]map[int32]bool{}     // visibility changes that may have applied
+	changes := map[mq][]handleEvent{}     // visibility changes certainly accepted
+	nackUntil := map[mq]map[int32]int64{} // accepted nacks: count -> redelivery time
 	deletes := map[string][]handleEvent{}
 	for _, e := range h.handles {
 		if e.nack && e.outcome != failed && (e.outcome == unknown || e.err == nil) {
@@ -496,6 +506,12 @@ func (h *history) check(possiblyPresent func(id string) bool) (violations []stri
 		}
 		if e.nack && e.outcome == ok && e.err == nil {
 			changes[mq{e.id, e.queue}] = append(changes[mq{e.id, e.queue}], e)
+			if e.nackUntil > 0 {
+				if nackUntil[mq{e.id, e.queue}] == nil {
+					nackUntil[mq{e.id, e.queue}] = map[int32]int64{}
+				}
+				nackUntil[mq{e.id, e.queue}][e.count] = e.nackUntil
+			}
 		}
 		if !e.nack {
 			deletes[e.id] = append(deletes[e.id], e)
@@ -519,6 +535,10 @@ func (h *history) check(possiblyPresent func(id string) bool) (violations []stri
 				if d := h.delays[r.body]; d > 0 && r.serverNow < r.sentAt+d {
 					violations = append(violations, fmt.Sprintf("%s: received at %d, before its delay ended (sent %d + %d ms)", k.id, r.serverNow, r.sentAt, d))
 				}
+			}
+			// Never before a nack's redelivery time (its retry backoff).
+			if until := nackUntil[k][r.count-1]; until > 0 && r.serverNow < until {
+				violations = append(violations, fmt.Sprintf("%s: receive %d at server time %d, before the nack's redelivery at %d", k.id, r.count, r.serverNow, until))
 			}
 			// Never while the previous lease was valid, unless it was nacked.
 			if i > 0 {

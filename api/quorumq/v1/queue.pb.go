@@ -25,6 +25,174 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// OverflowPolicy is what a send into a full queue (max_length, max_bytes)
+// does.
+type OverflowPolicy int32
+
+const (
+	// REJECT.
+	OverflowPolicy_OVERFLOW_POLICY_UNSPECIFIED OverflowPolicy = 0
+	// The send fails with RESOURCE_EXHAUSTED, reason QUEUE_FULL.
+	OverflowPolicy_OVERFLOW_POLICY_REJECT OverflowPolicy = 1
+	// The oldest messages (by sequence, in flight or not) make room: each is
+	// dead-lettered with reason OVERFLOW when the queue has a dead-letter
+	// queue, else dropped.
+	OverflowPolicy_OVERFLOW_POLICY_DROP_OLDEST OverflowPolicy = 2
+)
+
+// Enum value maps for OverflowPolicy.
+var (
+	OverflowPolicy_name = map[int32]string{
+		0: "OVERFLOW_POLICY_UNSPECIFIED",
+		1: "OVERFLOW_POLICY_REJECT",
+		2: "OVERFLOW_POLICY_DROP_OLDEST",
+	}
+	OverflowPolicy_value = map[string]int32{
+		"OVERFLOW_POLICY_UNSPECIFIED": 0,
+		"OVERFLOW_POLICY_REJECT":      1,
+		"OVERFLOW_POLICY_DROP_OLDEST": 2,
+	}
+)
+
+func (x OverflowPolicy) Enum() *OverflowPolicy {
+	p := new(OverflowPolicy)
+	*p = x
+	return p
+}
+
+func (x OverflowPolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (OverflowPolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_quorumq_v1_queue_proto_enumTypes[0].Descriptor()
+}
+
+func (OverflowPolicy) Type() protoreflect.EnumType {
+	return &file_quorumq_v1_queue_proto_enumTypes[0]
+}
+
+func (x OverflowPolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use OverflowPolicy.Descriptor instead.
+func (OverflowPolicy) EnumDescriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{0}
+}
+
+// DeadLetterReason says why a message was dead-lettered.
+type DeadLetterReason int32
+
+const (
+	// Not dead-lettered.
+	DeadLetterReason_DEAD_LETTER_REASON_UNSPECIFIED DeadLetterReason = 0
+	// Its deliveries (receives less released nacks) reached max_receive_count.
+	DeadLetterReason_DEAD_LETTER_REASON_MAX_RECEIVES DeadLetterReason = 1
+	// Its time to live ended.
+	DeadLetterReason_DEAD_LETTER_REASON_EXPIRED DeadLetterReason = 2
+	// A send into its full queue (overflow DROP_OLDEST) pushed it out.
+	DeadLetterReason_DEAD_LETTER_REASON_OVERFLOW DeadLetterReason = 3
+)
+
+// Enum value maps for DeadLetterReason.
+var (
+	DeadLetterReason_name = map[int32]string{
+		0: "DEAD_LETTER_REASON_UNSPECIFIED",
+		1: "DEAD_LETTER_REASON_MAX_RECEIVES",
+		2: "DEAD_LETTER_REASON_EXPIRED",
+		3: "DEAD_LETTER_REASON_OVERFLOW",
+	}
+	DeadLetterReason_value = map[string]int32{
+		"DEAD_LETTER_REASON_UNSPECIFIED":  0,
+		"DEAD_LETTER_REASON_MAX_RECEIVES": 1,
+		"DEAD_LETTER_REASON_EXPIRED":      2,
+		"DEAD_LETTER_REASON_OVERFLOW":     3,
+	}
+)
+
+func (x DeadLetterReason) Enum() *DeadLetterReason {
+	p := new(DeadLetterReason)
+	*p = x
+	return p
+}
+
+func (x DeadLetterReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DeadLetterReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_quorumq_v1_queue_proto_enumTypes[1].Descriptor()
+}
+
+func (DeadLetterReason) Type() protoreflect.EnumType {
+	return &file_quorumq_v1_queue_proto_enumTypes[1]
+}
+
+func (x DeadLetterReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DeadLetterReason.Descriptor instead.
+func (DeadLetterReason) EnumDescriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{1}
+}
+
+// NackKind says how a delivery ended.
+type NackKind int32
+
+const (
+	// FAILED.
+	NackKind_NACK_KIND_UNSPECIFIED NackKind = 0
+	// The consumer failed to process it: counts toward max_receive_count;
+	// the retry policy's backoff applies.
+	NackKind_NACK_KIND_FAILED NackKind = 1
+	// The consumer gives it back unprocessed (shutting down, overloaded):
+	// does not count toward max_receive_count; visible again at once.
+	NackKind_NACK_KIND_RELEASED NackKind = 2
+)
+
+// Enum value maps for NackKind.
+var (
+	NackKind_name = map[int32]string{
+		0: "NACK_KIND_UNSPECIFIED",
+		1: "NACK_KIND_FAILED",
+		2: "NACK_KIND_RELEASED",
+	}
+	NackKind_value = map[string]int32{
+		"NACK_KIND_UNSPECIFIED": 0,
+		"NACK_KIND_FAILED":      1,
+		"NACK_KIND_RELEASED":    2,
+	}
+)
+
+func (x NackKind) Enum() *NackKind {
+	p := new(NackKind)
+	*p = x
+	return p
+}
+
+func (x NackKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NackKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_quorumq_v1_queue_proto_enumTypes[2].Descriptor()
+}
+
+func (NackKind) Type() protoreflect.EnumType {
+	return &file_quorumq_v1_queue_proto_enumTypes[2]
+}
+
+func (x NackKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NackKind.Descriptor instead.
+func (NackKind) EnumDescriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{2}
+}
+
 // MessageState is where a stored message is in its lifecycle.
 type MessageState int32
 
@@ -66,11 +234,11 @@ func (x MessageState) String() string {
 }
 
 func (MessageState) Descriptor() protoreflect.EnumDescriptor {
-	return file_quorumq_v1_queue_proto_enumTypes[0].Descriptor()
+	return file_quorumq_v1_queue_proto_enumTypes[3].Descriptor()
 }
 
 func (MessageState) Type() protoreflect.EnumType {
-	return &file_quorumq_v1_queue_proto_enumTypes[0]
+	return &file_quorumq_v1_queue_proto_enumTypes[3]
 }
 
 func (x MessageState) Number() protoreflect.EnumNumber {
@@ -79,7 +247,7 @@ func (x MessageState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use MessageState.Descriptor instead.
 func (MessageState) EnumDescriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{0}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{3}
 }
 
 // QueueAttributes are a queue's settings. An unset field means the default.
@@ -103,7 +271,23 @@ type QueueAttributes struct {
 	ContentBasedDeduplication bool `protobuf:"varint,8,opt,name=content_based_deduplication,json=contentBasedDeduplication,proto3" json:"content_based_deduplication,omitempty"`
 	// Number of partitions, 1 – 64 (default 1); may grow, never shrink. A
 	// FIFO queue's partitions are fixed at creation (FIFO_PARTITIONS_FIXED).
-	Partitions    int32 `protobuf:"varint,9,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	Partitions int32 `protobuf:"varint,9,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	// Server-side backoff of failed deliveries. Unset: a failed delivery is
+	// visible again at once (a lease that ran out, or a nack).
+	RetryPolicy *RetryPolicy `protobuf:"bytes,13,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
+	// Time to live of every message from its send, 0 (none) or up to the
+	// retention (exclusive); a message's own ttl may only be shorter. An
+	// expired message is dead-lettered with reason EXPIRED when the queue has
+	// a dead-letter queue, else dropped.
+	MessageTtl *durationpb.Duration `protobuf:"bytes,14,opt,name=message_ttl,json=messageTtl,proto3" json:"message_ttl,omitempty"`
+	// Most messages the queue holds (0: no bound). On a partitioned queue
+	// each partition holds its share (rounded up).
+	MaxLength int64 `protobuf:"varint,15,opt,name=max_length,json=maxLength,proto3" json:"max_length,omitempty"`
+	// Most bytes (body + attributes + tags) the queue holds (0: no bound);
+	// per partition as max_length.
+	MaxBytes int64 `protobuf:"varint,16,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	// What a send into a full queue does.
+	Overflow      OverflowPolicy `protobuf:"varint,17,opt,name=overflow,proto3,enum=quorumq.v1.OverflowPolicy" json:"overflow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -201,6 +385,117 @@ func (x *QueueAttributes) GetPartitions() int32 {
 	return 0
 }
 
+func (x *QueueAttributes) GetRetryPolicy() *RetryPolicy {
+	if x != nil {
+		return x.RetryPolicy
+	}
+	return nil
+}
+
+func (x *QueueAttributes) GetMessageTtl() *durationpb.Duration {
+	if x != nil {
+		return x.MessageTtl
+	}
+	return nil
+}
+
+func (x *QueueAttributes) GetMaxLength() int64 {
+	if x != nil {
+		return x.MaxLength
+	}
+	return 0
+}
+
+func (x *QueueAttributes) GetMaxBytes() int64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+func (x *QueueAttributes) GetOverflow() OverflowPolicy {
+	if x != nil {
+		return x.Overflow
+	}
+	return OverflowPolicy_OVERFLOW_POLICY_UNSPECIFIED
+}
+
+// RetryPolicy delays the redelivery of a failed delivery: it becomes
+// visible min(base × factor^(n−1), max) after it failed, where n is the
+// message's failed_count, less up to `jitter` of that delay (a fraction
+// derived from the message, the same on every replica).
+type RetryPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// First delay, 1ms – 12h.
+	Base *durationpb.Duration `protobuf:"bytes,1,opt,name=base,proto3" json:"base,omitempty"`
+	// Growth per failure, 1 – 10 (default 2).
+	Factor float64 `protobuf:"fixed64,2,opt,name=factor,proto3" json:"factor,omitempty"`
+	// Largest delay, base – 12h (default 12h).
+	Max *durationpb.Duration `protobuf:"bytes,3,opt,name=max,proto3" json:"max,omitempty"`
+	// Fraction of the delay taken off at random, 0 – 1 (default 0).
+	Jitter        float64 `protobuf:"fixed64,4,opt,name=jitter,proto3" json:"jitter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryPolicy) Reset() {
+	*x = RetryPolicy{}
+	mi := &file_quorumq_v1_queue_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryPolicy) ProtoMessage() {}
+
+func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_queue_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryPolicy.ProtoReflect.Descriptor instead.
+func (*RetryPolicy) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RetryPolicy) GetBase() *durationpb.Duration {
+	if x != nil {
+		return x.Base
+	}
+	return nil
+}
+
+func (x *RetryPolicy) GetFactor() float64 {
+	if x != nil {
+		return x.Factor
+	}
+	return 0
+}
+
+func (x *RetryPolicy) GetMax() *durationpb.Duration {
+	if x != nil {
+		return x.Max
+	}
+	return nil
+}
+
+func (x *RetryPolicy) GetJitter() float64 {
+	if x != nil {
+		return x.Jitter
+	}
+	return 0
+}
+
 // DeadLetterPolicy moves a message to `queue` (of the same tenant) when it
 // would be received for the max_receive_count + 1-th time.
 type DeadLetterPolicy struct {
@@ -215,7 +510,7 @@ type DeadLetterPolicy struct {
 
 func (x *DeadLetterPolicy) Reset() {
 	*x = DeadLetterPolicy{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[1]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -227,7 +522,7 @@ func (x *DeadLetterPolicy) String() string {
 func (*DeadLetterPolicy) ProtoMessage() {}
 
 func (x *DeadLetterPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[1]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -240,7 +535,7 @@ func (x *DeadLetterPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetterPolicy.ProtoReflect.Descriptor instead.
 func (*DeadLetterPolicy) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{1}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *DeadLetterPolicy) GetQueue() string {
@@ -272,7 +567,7 @@ type QueueStats struct {
 
 func (x *QueueStats) Reset() {
 	*x = QueueStats{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[2]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -284,7 +579,7 @@ func (x *QueueStats) String() string {
 func (*QueueStats) ProtoMessage() {}
 
 func (x *QueueStats) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[2]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -297,7 +592,7 @@ func (x *QueueStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueStats.ProtoReflect.Descriptor instead.
 func (*QueueStats) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{2}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *QueueStats) GetVisible() int64 {
@@ -346,7 +641,7 @@ type Queue struct {
 
 func (x *Queue) Reset() {
 	*x = Queue{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[3]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -358,7 +653,7 @@ func (x *Queue) String() string {
 func (*Queue) ProtoMessage() {}
 
 func (x *Queue) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[3]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -371,7 +666,7 @@ func (x *Queue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Queue.ProtoReflect.Descriptor instead.
 func (*Queue) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{3}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Queue) GetName() string {
@@ -438,7 +733,7 @@ type CreateQueueRequest struct {
 
 func (x *CreateQueueRequest) Reset() {
 	*x = CreateQueueRequest{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[4]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -450,7 +745,7 @@ func (x *CreateQueueRequest) String() string {
 func (*CreateQueueRequest) ProtoMessage() {}
 
 func (x *CreateQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[4]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -463,7 +758,7 @@ func (x *CreateQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateQueueRequest.ProtoReflect.Descriptor instead.
 func (*CreateQueueRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{4}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateQueueRequest) GetName() string {
@@ -498,7 +793,7 @@ type CreateQueueResponse struct {
 
 func (x *CreateQueueResponse) Reset() {
 	*x = CreateQueueResponse{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[5]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -510,7 +805,7 @@ func (x *CreateQueueResponse) String() string {
 func (*CreateQueueResponse) ProtoMessage() {}
 
 func (x *CreateQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[5]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -523,7 +818,7 @@ func (x *CreateQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateQueueResponse.ProtoReflect.Descriptor instead.
 func (*CreateQueueResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{5}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateQueueResponse) GetQueue() *Queue {
@@ -544,7 +839,7 @@ type GetQueueRequest struct {
 
 func (x *GetQueueRequest) Reset() {
 	*x = GetQueueRequest{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[6]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -556,7 +851,7 @@ func (x *GetQueueRequest) String() string {
 func (*GetQueueRequest) ProtoMessage() {}
 
 func (x *GetQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[6]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -569,7 +864,7 @@ func (x *GetQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetQueueRequest.ProtoReflect.Descriptor instead.
 func (*GetQueueRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{6}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetQueueRequest) GetName() string {
@@ -590,7 +885,7 @@ type GetQueueResponse struct {
 
 func (x *GetQueueResponse) Reset() {
 	*x = GetQueueResponse{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[7]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -602,7 +897,7 @@ func (x *GetQueueResponse) String() string {
 func (*GetQueueResponse) ProtoMessage() {}
 
 func (x *GetQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[7]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -615,7 +910,7 @@ func (x *GetQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetQueueResponse.ProtoReflect.Descriptor instead.
 func (*GetQueueResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{7}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetQueueResponse) GetQueue() *Queue {
@@ -640,7 +935,7 @@ type ListQueuesRequest struct {
 
 func (x *ListQueuesRequest) Reset() {
 	*x = ListQueuesRequest{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[8]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -652,7 +947,7 @@ func (x *ListQueuesRequest) String() string {
 func (*ListQueuesRequest) ProtoMessage() {}
 
 func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[8]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -665,7 +960,7 @@ func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesRequest.ProtoReflect.Descriptor instead.
 func (*ListQueuesRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{8}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListQueuesRequest) GetPrefix() string {
@@ -702,7 +997,7 @@ type ListQueuesResponse struct {
 
 func (x *ListQueuesResponse) Reset() {
 	*x = ListQueuesResponse{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[9]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +1009,7 @@ func (x *ListQueuesResponse) String() string {
 func (*ListQueuesResponse) ProtoMessage() {}
 
 func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[9]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +1022,7 @@ func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesResponse.ProtoReflect.Descriptor instead.
 func (*ListQueuesResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{9}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListQueuesResponse) GetQueues() []*Queue {
@@ -766,7 +1061,7 @@ type UpdateQueueRequest struct {
 
 func (x *UpdateQueueRequest) Reset() {
 	*x = UpdateQueueRequest{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[10]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -778,7 +1073,7 @@ func (x *UpdateQueueRequest) String() string {
 func (*UpdateQueueRequest) ProtoMessage() {}
 
 func (x *UpdateQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[10]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -791,7 +1086,7 @@ func (x *UpdateQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateQueueRequest.ProtoReflect.Descriptor instead.
 func (*UpdateQueueRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{10}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UpdateQueueRequest) GetName() string {
@@ -840,7 +1135,7 @@ type UpdateQueueResponse struct {
 
 func (x *UpdateQueueResponse) Reset() {
 	*x = UpdateQueueResponse{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[11]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -852,7 +1147,7 @@ func (x *UpdateQueueResponse) String() string {
 func (*UpdateQueueResponse) ProtoMessage() {}
 
 func (x *UpdateQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[11]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -865,7 +1160,7 @@ func (x *UpdateQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateQueueResponse.ProtoReflect.Descriptor instead.
 func (*UpdateQueueResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{11}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UpdateQueueResponse) GetQueue() *Queue {
@@ -886,7 +1181,7 @@ type DeleteQueueRequest struct {
 
 func (x *DeleteQueueRequest) Reset() {
 	*x = DeleteQueueRequest{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[12]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +1193,7 @@ func (x *DeleteQueueRequest) String() string {
 func (*DeleteQueueRequest) ProtoMessage() {}
 
 func (x *DeleteQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[12]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +1206,7 @@ func (x *DeleteQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteQueueRequest.ProtoReflect.Descriptor instead.
 func (*DeleteQueueRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{12}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeleteQueueRequest) GetName() string {
@@ -930,7 +1225,7 @@ type DeleteQueueResponse struct {
 
 func (x *DeleteQueueResponse) Reset() {
 	*x = DeleteQueueResponse{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[13]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1237,7 @@ func (x *DeleteQueueResponse) String() string {
 func (*DeleteQueueResponse) ProtoMessage() {}
 
 func (x *DeleteQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[13]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1250,7 @@ func (x *DeleteQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteQueueResponse.ProtoReflect.Descriptor instead.
 func (*DeleteQueueResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{13}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{14}
 }
 
 // PurgeQueueRequest names the queue to purge.
@@ -969,7 +1264,7 @@ type PurgeQueueRequest struct {
 
 func (x *PurgeQueueRequest) Reset() {
 	*x = PurgeQueueRequest{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[14]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -981,7 +1276,7 @@ func (x *PurgeQueueRequest) String() string {
 func (*PurgeQueueRequest) ProtoMessage() {}
 
 func (x *PurgeQueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[14]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -994,7 +1289,7 @@ func (x *PurgeQueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeQueueRequest.ProtoReflect.Descriptor instead.
 func (*PurgeQueueRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{14}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PurgeQueueRequest) GetName() string {
@@ -1013,7 +1308,7 @@ type PurgeQueueResponse struct {
 
 func (x *PurgeQueueResponse) Reset() {
 	*x = PurgeQueueResponse{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[15]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1025,7 +1320,7 @@ func (x *PurgeQueueResponse) String() string {
 func (*PurgeQueueResponse) ProtoMessage() {}
 
 func (x *PurgeQueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[15]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1038,7 +1333,7 @@ func (x *PurgeQueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeQueueResponse.ProtoReflect.Descriptor instead.
 func (*PurgeQueueResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{15}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{16}
 }
 
 // SendMessageRequest sends one message.
@@ -1069,14 +1364,18 @@ type SendMessageRequest struct {
 	// idempotency_key, sends are spread round robin. 1 – 128 bytes. On a FIFO
 	// queue the group_id decides the partition: partition_key must be empty
 	// or equal to group_id (else INVALID_ARGUMENT).
-	PartitionKey  string `protobuf:"bytes,10,opt,name=partition_key,json=partitionKey,proto3" json:"partition_key,omitempty"`
+	PartitionKey string `protobuf:"bytes,10,opt,name=partition_key,json=partitionKey,proto3" json:"partition_key,omitempty"`
+	// Time to live from the send (unset: the queue's message_ttl); at most
+	// the queue's message_ttl when it has one (a longer one is shortened to
+	// it) and less than the retention.
+	Ttl           *durationpb.Duration `protobuf:"bytes,12,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SendMessageRequest) Reset() {
 	*x = SendMessageRequest{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[16]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1387,7 @@ func (x *SendMessageRequest) String() string {
 func (*SendMessageRequest) ProtoMessage() {}
 
 func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[16]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1400,7 @@ func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessageRequest.ProtoReflect.Descriptor instead.
 func (*SendMessageRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{16}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SendMessageRequest) GetQueue() string {
@@ -1174,6 +1473,13 @@ func (x *SendMessageRequest) GetPartitionKey() string {
 	return ""
 }
 
+func (x *SendMessageRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
 // SendMessageResponse identifies the stored message.
 type SendMessageResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1187,7 +1493,7 @@ type SendMessageResponse struct {
 
 func (x *SendMessageResponse) Reset() {
 	*x = SendMessageResponse{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[17]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1199,7 +1505,7 @@ func (x *SendMessageResponse) String() string {
 func (*SendMessageResponse) ProtoMessage() {}
 
 func (x *SendMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[17]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,7 +1518,7 @@ func (x *SendMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessageResponse.ProtoReflect.Descriptor instead.
 func (*SendMessageResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{17}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SendMessageResponse) GetMessageId() string {
@@ -1251,14 +1557,16 @@ type SendMessageBatchEntry struct {
 	// As in SendMessageRequest.
 	IdempotencyKey string `protobuf:"bytes,9,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// As in SendMessageRequest.
-	PartitionKey  string `protobuf:"bytes,10,opt,name=partition_key,json=partitionKey,proto3" json:"partition_key,omitempty"`
+	PartitionKey string `protobuf:"bytes,10,opt,name=partition_key,json=partitionKey,proto3" json:"partition_key,omitempty"`
+	// As in SendMessageRequest.
+	Ttl           *durationpb.Duration `protobuf:"bytes,12,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SendMessageBatchEntry) Reset() {
 	*x = SendMessageBatchEntry{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[18]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1270,7 +1578,7 @@ func (x *SendMessageBatchEntry) String() string {
 func (*SendMessageBatchEntry) ProtoMessage() {}
 
 func (x *SendMessageBatchEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[18]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1283,7 +1591,7 @@ func (x *SendMessageBatchEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessageBatchEntry.ProtoReflect.Descriptor instead.
 func (*SendMessageBatchEntry) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{18}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SendMessageBatchEntry) GetId() string {
@@ -1356,6 +1664,13 @@ func (x *SendMessageBatchEntry) GetPartitionKey() string {
 	return ""
 }
 
+func (x *SendMessageBatchEntry) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
 // SendMessageBatchRequest sends up to 100 messages.
 type SendMessageBatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1369,7 +1684,7 @@ type SendMessageBatchRequest struct {
 
 func (x *SendMessageBatchRequest) Reset() {
 	*x = SendMessageBatchRequest{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[19]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1381,7 +1696,7 @@ func (x *SendMessageBatchRequest) String() string {
 func (*SendMessageBatchRequest) ProtoMessage() {}
 
 func (x *SendMessageBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[19]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1394,7 +1709,7 @@ func (x *SendMessageBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessageBatchRequest.ProtoReflect.Descriptor instead.
 func (*SendMessageBatchRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{19}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SendMessageBatchRequest) GetQueue() string {
@@ -1426,7 +1741,7 @@ type SendMessageBatchResult struct {
 
 func (x *SendMessageBatchResult) Reset() {
 	*x = SendMessageBatchResult{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[20]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1438,7 +1753,7 @@ func (x *SendMessageBatchResult) String() string {
 func (*SendMessageBatchResult) ProtoMessage() {}
 
 func (x *SendMessageBatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[20]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1451,7 +1766,7 @@ func (x *SendMessageBatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessageBatchResult.ProtoReflect.Descriptor instead.
 func (*SendMessageBatchResult) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{20}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SendMessageBatchResult) GetId() string {
@@ -1496,7 +1811,7 @@ type BatchResultError struct {
 
 func (x *BatchResultError) Reset() {
 	*x = BatchResultError{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[21]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1508,7 +1823,7 @@ func (x *BatchResultError) String() string {
 func (*BatchResultError) ProtoMessage() {}
 
 func (x *BatchResultError) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[21]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1521,7 +1836,7 @@ func (x *BatchResultError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResultError.ProtoReflect.Descriptor instead.
 func (*BatchResultError) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{21}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BatchResultError) GetId() string {
@@ -1572,7 +1887,7 @@ type SendMessageBatchResponse struct {
 
 func (x *SendMessageBatchResponse) Reset() {
 	*x = SendMessageBatchResponse{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[22]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1584,7 +1899,7 @@ func (x *SendMessageBatchResponse) String() string {
 func (*SendMessageBatchResponse) ProtoMessage() {}
 
 func (x *SendMessageBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[22]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1597,7 +1912,7 @@ func (x *SendMessageBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessageBatchResponse.ProtoReflect.Descriptor instead.
 func (*SendMessageBatchResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{22}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SendMessageBatchResponse) GetSuccessful() []*SendMessageBatchResult {
@@ -1630,7 +1945,7 @@ type TagFilter struct {
 
 func (x *TagFilter) Reset() {
 	*x = TagFilter{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[23]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1642,7 +1957,7 @@ func (x *TagFilter) String() string {
 func (*TagFilter) ProtoMessage() {}
 
 func (x *TagFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[23]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1655,7 +1970,7 @@ func (x *TagFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TagFilter.ProtoReflect.Descriptor instead.
 func (*TagFilter) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{23}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TagFilter) GetAll() []string {
@@ -1702,7 +2017,7 @@ type ReceiveMessagesRequest struct {
 
 func (x *ReceiveMessagesRequest) Reset() {
 	*x = ReceiveMessagesRequest{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[24]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1714,7 +2029,7 @@ func (x *ReceiveMessagesRequest) String() string {
 func (*ReceiveMessagesRequest) ProtoMessage() {}
 
 func (x *ReceiveMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[24]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1727,7 +2042,7 @@ func (x *ReceiveMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveMessagesRequest.ProtoReflect.Descriptor instead.
 func (*ReceiveMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{24}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReceiveMessagesRequest) GetQueue() string {
@@ -1789,7 +2104,8 @@ type ReceivedMessage struct {
 	SentAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
 	// When it was first received.
 	FirstReceivedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=first_received_at,json=firstReceivedAt,proto3" json:"first_received_at,omitempty"`
-	// Receives so far, this one included.
+	// Receives so far, this one included (SQS's ApproximateReceiveCount:
+	// every receive, however its delivery ended).
 	ReceiveCount int32 `protobuf:"varint,8,opt,name=receive_count,json=receiveCount,proto3" json:"receive_count,omitempty"`
 	// FIFO group.
 	GroupId string `protobuf:"bytes,9,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
@@ -1797,13 +2113,21 @@ type ReceivedMessage struct {
 	Sequence uint64 `protobuf:"varint,10,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	// Set on a dead-lettered message: the queue it came from.
 	DeadLetterSource string `protobuf:"bytes,11,opt,name=dead_letter_source,json=deadLetterSource,proto3" json:"dead_letter_source,omitempty"`
+	// Earlier deliveries that failed: nacked as FAILED, or their lease ran
+	// out. They count toward max_receive_count.
+	FailedCount int32 `protobuf:"varint,13,opt,name=failed_count,json=failedCount,proto3" json:"failed_count,omitempty"`
+	// Earlier deliveries nacked as RELEASED. They do not count toward
+	// max_receive_count (receive_count - released_count does).
+	ReleasedCount int32 `protobuf:"varint,14,opt,name=released_count,json=releasedCount,proto3" json:"released_count,omitempty"`
+	// Set on a dead-lettered message: why it was moved.
+	DeadLetterReason DeadLetterReason `protobuf:"varint,15,opt,name=dead_letter_reason,json=deadLetterReason,proto3,enum=quorumq.v1.DeadLetterReason" json:"dead_letter_reason,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ReceivedMessage) Reset() {
 	*x = ReceivedMessage{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[25]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1815,7 +2139,7 @@ func (x *ReceivedMessage) String() string {
 func (*ReceivedMessage) ProtoMessage() {}
 
 func (x *ReceivedMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[25]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1828,7 +2152,7 @@ func (x *ReceivedMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceivedMessage.ProtoReflect.Descriptor instead.
 func (*ReceivedMessage) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{25}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReceivedMessage) GetMessageId() string {
@@ -1908,6 +2232,27 @@ func (x *ReceivedMessage) GetDeadLetterSource() string {
 	return ""
 }
 
+func (x *ReceivedMessage) GetFailedCount() int32 {
+	if x != nil {
+		return x.FailedCount
+	}
+	return 0
+}
+
+func (x *ReceivedMessage) GetReleasedCount() int32 {
+	if x != nil {
+		return x.ReleasedCount
+	}
+	return 0
+}
+
+func (x *ReceivedMessage) GetDeadLetterReason() DeadLetterReason {
+	if x != nil {
+		return x.DeadLetterReason
+	}
+	return DeadLetterReason_DEAD_LETTER_REASON_UNSPECIFIED
+}
+
 // ReceiveMessagesResponse holds the leased messages (maybe none).
 type ReceiveMessagesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1919,7 +2264,7 @@ type ReceiveMessagesResponse struct {
 
 func (x *ReceiveMessagesResponse) Reset() {
 	*x = ReceiveMessagesResponse{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[26]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1931,7 +2276,7 @@ func (x *ReceiveMessagesResponse) String() string {
 func (*ReceiveMessagesResponse) ProtoMessage() {}
 
 func (x *ReceiveMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[26]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1944,7 +2289,7 @@ func (x *ReceiveMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveMessagesResponse.ProtoReflect.Descriptor instead.
 func (*ReceiveMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{26}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReceiveMessagesResponse) GetMessages() []*ReceivedMessage {
@@ -1967,7 +2312,7 @@ type DeleteMessageRequest struct {
 
 func (x *DeleteMessageRequest) Reset() {
 	*x = DeleteMessageRequest{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[27]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1979,7 +2324,7 @@ func (x *DeleteMessageRequest) String() string {
 func (*DeleteMessageRequest) ProtoMessage() {}
 
 func (x *DeleteMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[27]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1992,7 +2337,7 @@ func (x *DeleteMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMessageRequest.ProtoReflect.Descriptor instead.
 func (*DeleteMessageRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{27}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DeleteMessageRequest) GetQueue() string {
@@ -2018,7 +2363,7 @@ type DeleteMessageResponse struct {
 
 func (x *DeleteMessageResponse) Reset() {
 	*x = DeleteMessageResponse{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[28]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2030,7 +2375,7 @@ func (x *DeleteMessageResponse) String() string {
 func (*DeleteMessageResponse) ProtoMessage() {}
 
 func (x *DeleteMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[28]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2043,7 +2388,7 @@ func (x *DeleteMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMessageResponse.ProtoReflect.Descriptor instead.
 func (*DeleteMessageResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{28}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{29}
 }
 
 // DeleteMessageBatchEntry is one delete of a batch.
@@ -2059,7 +2404,7 @@ type DeleteMessageBatchEntry struct {
 
 func (x *DeleteMessageBatchEntry) Reset() {
 	*x = DeleteMessageBatchEntry{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[29]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2071,7 +2416,7 @@ func (x *DeleteMessageBatchEntry) String() string {
 func (*DeleteMessageBatchEntry) ProtoMessage() {}
 
 func (x *DeleteMessageBatchEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[29]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2084,7 +2429,7 @@ func (x *DeleteMessageBatchEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMessageBatchEntry.ProtoReflect.Descriptor instead.
 func (*DeleteMessageBatchEntry) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{29}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DeleteMessageBatchEntry) GetId() string {
@@ -2114,7 +2459,7 @@ type DeleteMessageBatchRequest struct {
 
 func (x *DeleteMessageBatchRequest) Reset() {
 	*x = DeleteMessageBatchRequest{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[30]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2126,7 +2471,7 @@ func (x *DeleteMessageBatchRequest) String() string {
 func (*DeleteMessageBatchRequest) ProtoMessage() {}
 
 func (x *DeleteMessageBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[30]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2139,7 +2484,7 @@ func (x *DeleteMessageBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMessageBatchRequest.ProtoReflect.Descriptor instead.
 func (*DeleteMessageBatchRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{30}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DeleteMessageBatchRequest) GetQueue() string {
@@ -2167,7 +2512,7 @@ type BatchResultOk struct {
 
 func (x *BatchResultOk) Reset() {
 	*x = BatchResultOk{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[31]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2179,7 +2524,7 @@ func (x *BatchResultOk) String() string {
 func (*BatchResultOk) ProtoMessage() {}
 
 func (x *BatchResultOk) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[31]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2192,7 +2537,7 @@ func (x *BatchResultOk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResultOk.ProtoReflect.Descriptor instead.
 func (*BatchResultOk) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{31}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *BatchResultOk) GetId() string {
@@ -2215,7 +2560,7 @@ type DeleteMessageBatchResponse struct {
 
 func (x *DeleteMessageBatchResponse) Reset() {
 	*x = DeleteMessageBatchResponse{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[32]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2227,7 +2572,7 @@ func (x *DeleteMessageBatchResponse) String() string {
 func (*DeleteMessageBatchResponse) ProtoMessage() {}
 
 func (x *DeleteMessageBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[32]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2240,7 +2585,7 @@ func (x *DeleteMessageBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMessageBatchResponse.ProtoReflect.Descriptor instead.
 func (*DeleteMessageBatchResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{32}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DeleteMessageBatchResponse) GetSuccessful() []*BatchResultOk {
@@ -2272,7 +2617,7 @@ type ChangeMessageVisibilityRequest struct {
 
 func (x *ChangeMessageVisibilityRequest) Reset() {
 	*x = ChangeMessageVisibilityRequest{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[33]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2284,7 +2629,7 @@ func (x *ChangeMessageVisibilityRequest) String() string {
 func (*ChangeMessageVisibilityRequest) ProtoMessage() {}
 
 func (x *ChangeMessageVisibilityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[33]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2297,7 +2642,7 @@ func (x *ChangeMessageVisibilityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeMessageVisibilityRequest.ProtoReflect.Descriptor instead.
 func (*ChangeMessageVisibilityRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{33}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ChangeMessageVisibilityRequest) GetQueue() string {
@@ -2330,7 +2675,7 @@ type ChangeMessageVisibilityResponse struct {
 
 func (x *ChangeMessageVisibilityResponse) Reset() {
 	*x = ChangeMessageVisibilityResponse{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[34]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2342,7 +2687,7 @@ func (x *ChangeMessageVisibilityResponse) String() string {
 func (*ChangeMessageVisibilityResponse) ProtoMessage() {}
 
 func (x *ChangeMessageVisibilityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[34]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2355,7 +2700,7 @@ func (x *ChangeMessageVisibilityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeMessageVisibilityResponse.ProtoReflect.Descriptor instead.
 func (*ChangeMessageVisibilityResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{34}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{35}
 }
 
 // ChangeMessageVisibilityBatchEntry is one lease change of a batch.
@@ -2373,7 +2718,7 @@ type ChangeMessageVisibilityBatchEntry struct {
 
 func (x *ChangeMessageVisibilityBatchEntry) Reset() {
 	*x = ChangeMessageVisibilityBatchEntry{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[35]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2385,7 +2730,7 @@ func (x *ChangeMessageVisibilityBatchEntry) String() string {
 func (*ChangeMessageVisibilityBatchEntry) ProtoMessage() {}
 
 func (x *ChangeMessageVisibilityBatchEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[35]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2398,7 +2743,7 @@ func (x *ChangeMessageVisibilityBatchEntry) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use ChangeMessageVisibilityBatchEntry.ProtoReflect.Descriptor instead.
 func (*ChangeMessageVisibilityBatchEntry) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{35}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ChangeMessageVisibilityBatchEntry) GetId() string {
@@ -2435,7 +2780,7 @@ type ChangeMessageVisibilityBatchRequest struct {
 
 func (x *ChangeMessageVisibilityBatchRequest) Reset() {
 	*x = ChangeMessageVisibilityBatchRequest{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[36]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2447,7 +2792,7 @@ func (x *ChangeMessageVisibilityBatchRequest) String() string {
 func (*ChangeMessageVisibilityBatchRequest) ProtoMessage() {}
 
 func (x *ChangeMessageVisibilityBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[36]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2460,7 +2805,7 @@ func (x *ChangeMessageVisibilityBatchRequest) ProtoReflect() protoreflect.Messag
 
 // Deprecated: Use ChangeMessageVisibilityBatchRequest.ProtoReflect.Descriptor instead.
 func (*ChangeMessageVisibilityBatchRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{36}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ChangeMessageVisibilityBatchRequest) GetQueue() string {
@@ -2490,7 +2835,7 @@ type ChangeMessageVisibilityBatchResponse struct {
 
 func (x *ChangeMessageVisibilityBatchResponse) Reset() {
 	*x = ChangeMessageVisibilityBatchResponse{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[37]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2502,7 +2847,7 @@ func (x *ChangeMessageVisibilityBatchResponse) String() string {
 func (*ChangeMessageVisibilityBatchResponse) ProtoMessage() {}
 
 func (x *ChangeMessageVisibilityBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[37]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2515,7 +2860,7 @@ func (x *ChangeMessageVisibilityBatchResponse) ProtoReflect() protoreflect.Messa
 
 // Deprecated: Use ChangeMessageVisibilityBatchResponse.ProtoReflect.Descriptor instead.
 func (*ChangeMessageVisibilityBatchResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{37}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ChangeMessageVisibilityBatchResponse) GetSuccessful() []*BatchResultOk {
@@ -2547,7 +2892,7 @@ type RedriveMessagesRequest struct {
 
 func (x *RedriveMessagesRequest) Reset() {
 	*x = RedriveMessagesRequest{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[38]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2559,7 +2904,7 @@ func (x *RedriveMessagesRequest) String() string {
 func (*RedriveMessagesRequest) ProtoMessage() {}
 
 func (x *RedriveMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[38]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2572,7 +2917,7 @@ func (x *RedriveMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveMessagesRequest.ProtoReflect.Descriptor instead.
 func (*RedriveMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{38}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RedriveMessagesRequest) GetDeadLetterQueue() string {
@@ -2607,7 +2952,7 @@ type RedriveMessagesResponse struct {
 
 func (x *RedriveMessagesResponse) Reset() {
 	*x = RedriveMessagesResponse{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[39]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2619,7 +2964,7 @@ func (x *RedriveMessagesResponse) String() string {
 func (*RedriveMessagesResponse) ProtoMessage() {}
 
 func (x *RedriveMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[39]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2632,7 +2977,7 @@ func (x *RedriveMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveMessagesResponse.ProtoReflect.Descriptor instead.
 func (*RedriveMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{39}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RedriveMessagesResponse) GetMoved() int64 {
@@ -2665,7 +3010,7 @@ type PeekMessagesRequest struct {
 
 func (x *PeekMessagesRequest) Reset() {
 	*x = PeekMessagesRequest{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[40]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2677,7 +3022,7 @@ func (x *PeekMessagesRequest) String() string {
 func (*PeekMessagesRequest) ProtoMessage() {}
 
 func (x *PeekMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[40]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2690,7 +3035,7 @@ func (x *PeekMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeekMessagesRequest.ProtoReflect.Descriptor instead.
 func (*PeekMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{40}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *PeekMessagesRequest) GetQueue() string {
@@ -2770,14 +3115,22 @@ type PeekedMessage struct {
 	// Set on a dead-lettered message: the queue it came from.
 	DeadLetterSource string `protobuf:"bytes,12,opt,name=dead_letter_source,json=deadLetterSource,proto3" json:"dead_letter_source,omitempty"`
 	// The partition holding it.
-	Partition     int32 `protobuf:"varint,13,opt,name=partition,proto3" json:"partition,omitempty"`
+	Partition int32 `protobuf:"varint,13,opt,name=partition,proto3" json:"partition,omitempty"`
+	// As in ReceivedMessage.
+	FailedCount int32 `protobuf:"varint,15,opt,name=failed_count,json=failedCount,proto3" json:"failed_count,omitempty"`
+	// As in ReceivedMessage.
+	ReleasedCount int32 `protobuf:"varint,16,opt,name=released_count,json=releasedCount,proto3" json:"released_count,omitempty"`
+	// As in ReceivedMessage.
+	DeadLetterReason DeadLetterReason `protobuf:"varint,17,opt,name=dead_letter_reason,json=deadLetterReason,proto3,enum=quorumq.v1.DeadLetterReason" json:"dead_letter_reason,omitempty"`
+	// When its time to live ends (unset: never).
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PeekedMessage) Reset() {
 	*x = PeekedMessage{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[41]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2789,7 +3142,7 @@ func (x *PeekedMessage) String() string {
 func (*PeekedMessage) ProtoMessage() {}
 
 func (x *PeekedMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[41]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2802,7 +3155,7 @@ func (x *PeekedMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeekedMessage.ProtoReflect.Descriptor instead.
 func (*PeekedMessage) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{41}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *PeekedMessage) GetMessageId() string {
@@ -2896,6 +3249,34 @@ func (x *PeekedMessage) GetPartition() int32 {
 	return 0
 }
 
+func (x *PeekedMessage) GetFailedCount() int32 {
+	if x != nil {
+		return x.FailedCount
+	}
+	return 0
+}
+
+func (x *PeekedMessage) GetReleasedCount() int32 {
+	if x != nil {
+		return x.ReleasedCount
+	}
+	return 0
+}
+
+func (x *PeekedMessage) GetDeadLetterReason() DeadLetterReason {
+	if x != nil {
+		return x.DeadLetterReason
+	}
+	return DeadLetterReason_DEAD_LETTER_REASON_UNSPECIFIED
+}
+
+func (x *PeekedMessage) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
 // PeekMessagesResponse is one page.
 type PeekMessagesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2909,7 +3290,7 @@ type PeekMessagesResponse struct {
 
 func (x *PeekMessagesResponse) Reset() {
 	*x = PeekMessagesResponse{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[42]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2921,7 +3302,7 @@ func (x *PeekMessagesResponse) String() string {
 func (*PeekMessagesResponse) ProtoMessage() {}
 
 func (x *PeekMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[42]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2934,7 +3315,7 @@ func (x *PeekMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeekMessagesResponse.ProtoReflect.Descriptor instead.
 func (*PeekMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{42}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *PeekMessagesResponse) GetMessages() []*PeekedMessage {
@@ -2964,7 +3345,7 @@ type GetMessageRequest struct {
 
 func (x *GetMessageRequest) Reset() {
 	*x = GetMessageRequest{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[43]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2976,7 +3357,7 @@ func (x *GetMessageRequest) String() string {
 func (*GetMessageRequest) ProtoMessage() {}
 
 func (x *GetMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[43]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2989,7 +3370,7 @@ func (x *GetMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageRequest.ProtoReflect.Descriptor instead.
 func (*GetMessageRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{43}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetMessageRequest) GetQueue() string {
@@ -3017,7 +3398,7 @@ type GetMessageResponse struct {
 
 func (x *GetMessageResponse) Reset() {
 	*x = GetMessageResponse{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[44]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3029,7 +3410,7 @@ func (x *GetMessageResponse) String() string {
 func (*GetMessageResponse) ProtoMessage() {}
 
 func (x *GetMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[44]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3042,7 +3423,7 @@ func (x *GetMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageResponse.ProtoReflect.Descriptor instead.
 func (*GetMessageResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{44}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetMessageResponse) GetMessage() *PeekedMessage {
@@ -3065,7 +3446,7 @@ type CancelMessageRequest struct {
 
 func (x *CancelMessageRequest) Reset() {
 	*x = CancelMessageRequest{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[45]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3077,7 +3458,7 @@ func (x *CancelMessageRequest) String() string {
 func (*CancelMessageRequest) ProtoMessage() {}
 
 func (x *CancelMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[45]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3090,7 +3471,7 @@ func (x *CancelMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelMessageRequest.ProtoReflect.Descriptor instead.
 func (*CancelMessageRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{45}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CancelMessageRequest) GetQueue() string {
@@ -3116,7 +3497,7 @@ type CancelMessageResponse struct {
 
 func (x *CancelMessageResponse) Reset() {
 	*x = CancelMessageResponse{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[46]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3128,7 +3509,7 @@ func (x *CancelMessageResponse) String() string {
 func (*CancelMessageResponse) ProtoMessage() {}
 
 func (x *CancelMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[46]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3141,7 +3522,7 @@ func (x *CancelMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelMessageResponse.ProtoReflect.Descriptor instead.
 func (*CancelMessageResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{46}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{47}
 }
 
 // RescheduleMessageRequest gives a message not yet received a new time.
@@ -3161,7 +3542,7 @@ type RescheduleMessageRequest struct {
 
 func (x *RescheduleMessageRequest) Reset() {
 	*x = RescheduleMessageRequest{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[47]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3173,7 +3554,7 @@ func (x *RescheduleMessageRequest) String() string {
 func (*RescheduleMessageRequest) ProtoMessage() {}
 
 func (x *RescheduleMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[47]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3186,7 +3567,7 @@ func (x *RescheduleMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RescheduleMessageRequest.ProtoReflect.Descriptor instead.
 func (*RescheduleMessageRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{47}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RescheduleMessageRequest) GetQueue() string {
@@ -3228,7 +3609,7 @@ type RescheduleMessageResponse struct {
 
 func (x *RescheduleMessageResponse) Reset() {
 	*x = RescheduleMessageResponse{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[48]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3240,7 +3621,7 @@ func (x *RescheduleMessageResponse) String() string {
 func (*RescheduleMessageResponse) ProtoMessage() {}
 
 func (x *RescheduleMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[48]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3253,7 +3634,7 @@ func (x *RescheduleMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RescheduleMessageResponse.ProtoReflect.Descriptor instead.
 func (*RescheduleMessageResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{48}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RescheduleMessageResponse) GetVisibleAt() *timestamppb.Timestamp {
@@ -3276,7 +3657,7 @@ type SendStreamRequest struct {
 
 func (x *SendStreamRequest) Reset() {
 	*x = SendStreamRequest{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[49]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3288,7 +3669,7 @@ func (x *SendStreamRequest) String() string {
 func (*SendStreamRequest) ProtoMessage() {}
 
 func (x *SendStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[49]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3301,7 +3682,7 @@ func (x *SendStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendStreamRequest.ProtoReflect.Descriptor instead.
 func (*SendStreamRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{49}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *SendStreamRequest) GetQueue() string {
@@ -3331,7 +3712,7 @@ type SendStreamResponse struct {
 
 func (x *SendStreamResponse) Reset() {
 	*x = SendStreamResponse{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[50]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3343,7 +3724,7 @@ func (x *SendStreamResponse) String() string {
 func (*SendStreamResponse) ProtoMessage() {}
 
 func (x *SendStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[50]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3356,7 +3737,7 @@ func (x *SendStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendStreamResponse.ProtoReflect.Descriptor instead.
 func (*SendStreamResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{50}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *SendStreamResponse) GetSuccessful() []*SendMessageBatchResult {
@@ -3396,7 +3777,7 @@ type ConsumeRequest struct {
 
 func (x *ConsumeRequest) Reset() {
 	*x = ConsumeRequest{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[51]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3408,7 +3789,7 @@ func (x *ConsumeRequest) String() string {
 func (*ConsumeRequest) ProtoMessage() {}
 
 func (x *ConsumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[51]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3421,7 +3802,7 @@ func (x *ConsumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeRequest.ProtoReflect.Descriptor instead.
 func (*ConsumeRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{51}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ConsumeRequest) GetQueue() string {
@@ -3481,7 +3862,7 @@ type ConsumeResponse struct {
 
 func (x *ConsumeResponse) Reset() {
 	*x = ConsumeResponse{}
-	mi := &file_quorumq_v1_queue_proto_msgTypes[52]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3493,7 +3874,7 @@ func (x *ConsumeResponse) String() string {
 func (*ConsumeResponse) ProtoMessage() {}
 
 func (x *ConsumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_queue_proto_msgTypes[52]
+	mi := &file_quorumq_v1_queue_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3506,7 +3887,7 @@ func (x *ConsumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumeResponse.ProtoReflect.Descriptor instead.
 func (*ConsumeResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{52}
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ConsumeResponse) GetMessages() []*ReceivedMessage {
@@ -3530,12 +3911,333 @@ func (x *ConsumeResponse) GetFailed() []*BatchResultError {
 	return nil
 }
 
+// NackMessageRequest ends one lease.
+type NackMessageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	Queue string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// Handle from ReceiveMessages.
+	ReceiptHandle string `protobuf:"bytes,2,opt,name=receipt_handle,json=receiptHandle,proto3" json:"receipt_handle,omitempty"`
+	// How the delivery ended (unset: FAILED).
+	Kind NackKind `protobuf:"varint,3,opt,name=kind,proto3,enum=quorumq.v1.NackKind" json:"kind,omitempty"`
+	// Visible again this long from now, 0 – 12h, instead of the kind's rule.
+	// At most one of redeliver_delay and redeliver_at.
+	RedeliverDelay *durationpb.Duration `protobuf:"bytes,4,opt,name=redeliver_delay,json=redeliverDelay,proto3" json:"redeliver_delay,omitempty"`
+	// Visible again at this time (at most 12h ahead; a past time: at once).
+	RedeliverAt   *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=redeliver_at,json=redeliverAt,proto3" json:"redeliver_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NackMessageRequest) Reset() {
+	*x = NackMessageRequest{}
+	mi := &file_quorumq_v1_queue_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NackMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NackMessageRequest) ProtoMessage() {}
+
+func (x *NackMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_queue_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NackMessageRequest.ProtoReflect.Descriptor instead.
+func (*NackMessageRequest) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *NackMessageRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *NackMessageRequest) GetReceiptHandle() string {
+	if x != nil {
+		return x.ReceiptHandle
+	}
+	return ""
+}
+
+func (x *NackMessageRequest) GetKind() NackKind {
+	if x != nil {
+		return x.Kind
+	}
+	return NackKind_NACK_KIND_UNSPECIFIED
+}
+
+func (x *NackMessageRequest) GetRedeliverDelay() *durationpb.Duration {
+	if x != nil {
+		return x.RedeliverDelay
+	}
+	return nil
+}
+
+func (x *NackMessageRequest) GetRedeliverAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RedeliverAt
+	}
+	return nil
+}
+
+// NackMessageResponse tells when the message is visible again.
+type NackMessageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the message becomes visible again.
+	VisibleAt     *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=visible_at,json=visibleAt,proto3" json:"visible_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NackMessageResponse) Reset() {
+	*x = NackMessageResponse{}
+	mi := &file_quorumq_v1_queue_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NackMessageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NackMessageResponse) ProtoMessage() {}
+
+func (x *NackMessageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_queue_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NackMessageResponse.ProtoReflect.Descriptor instead.
+func (*NackMessageResponse) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *NackMessageResponse) GetVisibleAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.VisibleAt
+	}
+	return nil
+}
+
+// NackMessageBatchEntry is one nack of a batch.
+type NackMessageBatchEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Caller's id of the entry.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// As in NackMessageRequest.
+	ReceiptHandle string `protobuf:"bytes,2,opt,name=receipt_handle,json=receiptHandle,proto3" json:"receipt_handle,omitempty"`
+	// As in NackMessageRequest.
+	Kind NackKind `protobuf:"varint,3,opt,name=kind,proto3,enum=quorumq.v1.NackKind" json:"kind,omitempty"`
+	// As in NackMessageRequest.
+	RedeliverDelay *durationpb.Duration `protobuf:"bytes,4,opt,name=redeliver_delay,json=redeliverDelay,proto3" json:"redeliver_delay,omitempty"`
+	// As in NackMessageRequest.
+	RedeliverAt   *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=redeliver_at,json=redeliverAt,proto3" json:"redeliver_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NackMessageBatchEntry) Reset() {
+	*x = NackMessageBatchEntry{}
+	mi := &file_quorumq_v1_queue_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NackMessageBatchEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NackMessageBatchEntry) ProtoMessage() {}
+
+func (x *NackMessageBatchEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_queue_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NackMessageBatchEntry.ProtoReflect.Descriptor instead.
+func (*NackMessageBatchEntry) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *NackMessageBatchEntry) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *NackMessageBatchEntry) GetReceiptHandle() string {
+	if x != nil {
+		return x.ReceiptHandle
+	}
+	return ""
+}
+
+func (x *NackMessageBatchEntry) GetKind() NackKind {
+	if x != nil {
+		return x.Kind
+	}
+	return NackKind_NACK_KIND_UNSPECIFIED
+}
+
+func (x *NackMessageBatchEntry) GetRedeliverDelay() *durationpb.Duration {
+	if x != nil {
+		return x.RedeliverDelay
+	}
+	return nil
+}
+
+func (x *NackMessageBatchEntry) GetRedeliverAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RedeliverAt
+	}
+	return nil
+}
+
+// NackMessageBatchRequest nacks up to 100 leases.
+type NackMessageBatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Queue name.
+	Queue string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// 1 – 100 entries.
+	Entries       []*NackMessageBatchEntry `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NackMessageBatchRequest) Reset() {
+	*x = NackMessageBatchRequest{}
+	mi := &file_quorumq_v1_queue_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NackMessageBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NackMessageBatchRequest) ProtoMessage() {}
+
+func (x *NackMessageBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_queue_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NackMessageBatchRequest.ProtoReflect.Descriptor instead.
+func (*NackMessageBatchRequest) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *NackMessageBatchRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *NackMessageBatchRequest) GetEntries() []*NackMessageBatchEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+// NackMessageBatchResponse tells each entry's outcome.
+type NackMessageBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Nacked entries.
+	Successful []*BatchResultOk `protobuf:"bytes,1,rep,name=successful,proto3" json:"successful,omitempty"`
+	// Failed entries.
+	Failed        []*BatchResultError `protobuf:"bytes,2,rep,name=failed,proto3" json:"failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NackMessageBatchResponse) Reset() {
+	*x = NackMessageBatchResponse{}
+	mi := &file_quorumq_v1_queue_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NackMessageBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NackMessageBatchResponse) ProtoMessage() {}
+
+func (x *NackMessageBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_queue_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NackMessageBatchResponse.ProtoReflect.Descriptor instead.
+func (*NackMessageBatchResponse) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_queue_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *NackMessageBatchResponse) GetSuccessful() []*BatchResultOk {
+	if x != nil {
+		return x.Successful
+	}
+	return nil
+}
+
+func (x *NackMessageBatchResponse) GetFailed() []*BatchResultError {
+	if x != nil {
+		return x.Failed
+	}
+	return nil
+}
+
 var File_quorumq_v1_queue_proto protoreflect.FileDescriptor
 
 const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\n" +
 	"\x16quorumq/v1/queue.proto\x12\n" +
-	"quorumq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x04\n" +
+	"quorumq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xec\x05\n" +
 	"\x0fQueueAttributes\x12H\n" +
 	"\x12visibility_timeout\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x11visibilityTimeout\x12F\n" +
 	"\x11message_retention\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x10messageRetention\x12@\n" +
@@ -3548,7 +4250,19 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\x1bcontent_based_deduplication\x18\b \x01(\bR\x19contentBasedDeduplication\x12\x1e\n" +
 	"\n" +
 	"partitions\x18\t \x01(\x05R\n" +
-	"partitions\"T\n" +
+	"partitions\x12:\n" +
+	"\fretry_policy\x18\r \x01(\v2\x17.quorumq.v1.RetryPolicyR\vretryPolicy\x12:\n" +
+	"\vmessage_ttl\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"messageTtl\x12\x1d\n" +
+	"\n" +
+	"max_length\x18\x0f \x01(\x03R\tmaxLength\x12\x1b\n" +
+	"\tmax_bytes\x18\x10 \x01(\x03R\bmaxBytes\x126\n" +
+	"\boverflow\x18\x11 \x01(\x0e2\x1a.quorumq.v1.OverflowPolicyR\boverflow\"\x99\x01\n" +
+	"\vRetryPolicy\x12-\n" +
+	"\x04base\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x04base\x12\x16\n" +
+	"\x06factor\x18\x02 \x01(\x01R\x06factor\x12+\n" +
+	"\x03max\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03max\x12\x16\n" +
+	"\x06jitter\x18\x04 \x01(\x01R\x06jitter\"T\n" +
 	"\x10DeadLetterPolicy\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12*\n" +
 	"\x11max_receive_count\x18\x02 \x01(\x05R\x0fmaxReceiveCount\"]\n" +
@@ -3615,7 +4329,7 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\x13DeleteQueueResponse\"'\n" +
 	"\x11PurgeQueueRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x14\n" +
-	"\x12PurgeQueueResponse\"\xe1\x03\n" +
+	"\x12PurgeQueueResponse\"\x8e\x04\n" +
 	"\x12SendMessageRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x12\n" +
 	"\x04body\x18\x02 \x01(\tR\x04body\x12N\n" +
@@ -3630,14 +4344,15 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\x10deduplication_id\x18\b \x01(\tR\x0fdeduplicationId\x12'\n" +
 	"\x0fidempotency_key\x18\t \x01(\tR\x0eidempotencyKey\x12#\n" +
 	"\rpartition_key\x18\n" +
-	" \x01(\tR\fpartitionKey\x1a=\n" +
+	" \x01(\tR\fpartitionKey\x12+\n" +
+	"\x03ttl\x18\f \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"P\n" +
 	"\x13SendMessageResponse\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x1a\n" +
-	"\bsequence\x18\x02 \x01(\x04R\bsequence\"\xe1\x03\n" +
+	"\bsequence\x18\x02 \x01(\x04R\bsequence\"\x8e\x04\n" +
 	"\x15SendMessageBatchEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04body\x18\x02 \x01(\tR\x04body\x12Q\n" +
@@ -3652,7 +4367,8 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\x10deduplication_id\x18\b \x01(\tR\x0fdeduplicationId\x12'\n" +
 	"\x0fidempotency_key\x18\t \x01(\tR\x0eidempotencyKey\x12#\n" +
 	"\rpartition_key\x18\n" +
-	" \x01(\tR\fpartitionKey\x1a=\n" +
+	" \x01(\tR\fpartitionKey\x12+\n" +
+	"\x03ttl\x18\f \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"l\n" +
@@ -3687,7 +4403,7 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\twait_time\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\bwaitTime\x124\n" +
 	"\n" +
 	"tag_filter\x18\x05 \x01(\v2\x15.quorumq.v1.TagFilterR\ttagFilter\x12,\n" +
-	"\x12receive_attempt_id\x18\x06 \x01(\tR\x10receiveAttemptId\"\x92\x04\n" +
+	"\x12receive_attempt_id\x18\x06 \x01(\tR\x10receiveAttemptId\"\xa8\x05\n" +
 	"\x0fReceivedMessage\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12%\n" +
@@ -3703,7 +4419,10 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\bgroup_id\x18\t \x01(\tR\agroupId\x12\x1a\n" +
 	"\bsequence\x18\n" +
 	" \x01(\x04R\bsequence\x12,\n" +
-	"\x12dead_letter_source\x18\v \x01(\tR\x10deadLetterSource\x1a=\n" +
+	"\x12dead_letter_source\x18\v \x01(\tR\x10deadLetterSource\x12!\n" +
+	"\ffailed_count\x18\r \x01(\x05R\vfailedCount\x12%\n" +
+	"\x0ereleased_count\x18\x0e \x01(\x05R\rreleasedCount\x12J\n" +
+	"\x12dead_letter_reason\x18\x0f \x01(\x0e2\x1c.quorumq.v1.DeadLetterReasonR\x10deadLetterReason\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"R\n" +
@@ -3758,7 +4477,7 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\amin_age\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x06minAge\x12\x1b\n" +
 	"\tpage_size\x18\x06 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\a \x01(\tR\tpageToken\"\xf0\x04\n" +
+	"page_token\x18\a \x01(\tR\tpageToken\"\xc3\x06\n" +
 	"\rPeekedMessage\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x12\n" +
@@ -3777,7 +4496,12 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	" \x01(\tR\agroupId\x12\x1a\n" +
 	"\bsequence\x18\v \x01(\x04R\bsequence\x12,\n" +
 	"\x12dead_letter_source\x18\f \x01(\tR\x10deadLetterSource\x12\x1c\n" +
-	"\tpartition\x18\r \x01(\x05R\tpartition\x1a=\n" +
+	"\tpartition\x18\r \x01(\x05R\tpartition\x12!\n" +
+	"\ffailed_count\x18\x0f \x01(\x05R\vfailedCount\x12%\n" +
+	"\x0ereleased_count\x18\x10 \x01(\x05R\rreleasedCount\x12J\n" +
+	"\x12dead_letter_reason\x18\x11 \x01(\x0e2\x1c.quorumq.v1.DeadLetterReasonR\x10deadLetterReason\x12;\n" +
+	"\vexpire_time\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"u\n" +
@@ -3826,12 +4550,48 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\n" +
 	"successful\x18\x02 \x03(\v2\x19.quorumq.v1.BatchResultOkR\n" +
 	"successful\x124\n" +
-	"\x06failed\x18\x03 \x03(\v2\x1c.quorumq.v1.BatchResultErrorR\x06failed*\x80\x01\n" +
+	"\x06failed\x18\x03 \x03(\v2\x1c.quorumq.v1.BatchResultErrorR\x06failed\"\xfe\x01\n" +
+	"\x12NackMessageRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12%\n" +
+	"\x0ereceipt_handle\x18\x02 \x01(\tR\rreceiptHandle\x12(\n" +
+	"\x04kind\x18\x03 \x01(\x0e2\x14.quorumq.v1.NackKindR\x04kind\x12B\n" +
+	"\x0fredeliver_delay\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0eredeliverDelay\x12=\n" +
+	"\fredeliver_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vredeliverAt\"P\n" +
+	"\x13NackMessageResponse\x129\n" +
+	"\n" +
+	"visible_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tvisibleAt\"\xfb\x01\n" +
+	"\x15NackMessageBatchEntry\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12%\n" +
+	"\x0ereceipt_handle\x18\x02 \x01(\tR\rreceiptHandle\x12(\n" +
+	"\x04kind\x18\x03 \x01(\x0e2\x14.quorumq.v1.NackKindR\x04kind\x12B\n" +
+	"\x0fredeliver_delay\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0eredeliverDelay\x12=\n" +
+	"\fredeliver_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vredeliverAt\"l\n" +
+	"\x17NackMessageBatchRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12;\n" +
+	"\aentries\x18\x02 \x03(\v2!.quorumq.v1.NackMessageBatchEntryR\aentries\"\x8b\x01\n" +
+	"\x18NackMessageBatchResponse\x129\n" +
+	"\n" +
+	"successful\x18\x01 \x03(\v2\x19.quorumq.v1.BatchResultOkR\n" +
+	"successful\x124\n" +
+	"\x06failed\x18\x02 \x03(\v2\x1c.quorumq.v1.BatchResultErrorR\x06failed*n\n" +
+	"\x0eOverflowPolicy\x12\x1f\n" +
+	"\x1bOVERFLOW_POLICY_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16OVERFLOW_POLICY_REJECT\x10\x01\x12\x1f\n" +
+	"\x1bOVERFLOW_POLICY_DROP_OLDEST\x10\x02*\x9c\x01\n" +
+	"\x10DeadLetterReason\x12\"\n" +
+	"\x1eDEAD_LETTER_REASON_UNSPECIFIED\x10\x00\x12#\n" +
+	"\x1fDEAD_LETTER_REASON_MAX_RECEIVES\x10\x01\x12\x1e\n" +
+	"\x1aDEAD_LETTER_REASON_EXPIRED\x10\x02\x12\x1f\n" +
+	"\x1bDEAD_LETTER_REASON_OVERFLOW\x10\x03*S\n" +
+	"\bNackKind\x12\x19\n" +
+	"\x15NACK_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10NACK_KIND_FAILED\x10\x01\x12\x16\n" +
+	"\x12NACK_KIND_RELEASED\x10\x02*\x80\x01\n" +
 	"\fMessageState\x12\x1d\n" +
 	"\x19MESSAGE_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15MESSAGE_STATE_VISIBLE\x10\x01\x12\x1b\n" +
 	"\x17MESSAGE_STATE_IN_FLIGHT\x10\x02\x12\x19\n" +
-	"\x15MESSAGE_STATE_DELAYED\x10\x032\x9d\x14\n" +
+	"\x15MESSAGE_STATE_DELAYED\x10\x032\xac\x16\n" +
 	"\fQueueService\x12l\n" +
 	"\vCreateQueue\x12\x1e.quorumq.v1.CreateQueueRequest\x1a\x1f.quorumq.v1.CreateQueueResponse\"\x1c\x82\xd3\xe4\x93\x02\x16:\x01*b\x05queue\"\n" +
 	"/v1/queues\x12g\n" +
@@ -3859,7 +4619,9 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\x11RescheduleMessage\x12$.quorumq.v1.RescheduleMessageRequest\x1a%.quorumq.v1.RescheduleMessageResponse\">\x82\xd3\xe4\x93\x028:\x01*\"3/v1/queues/{queue}/messages/{message_id}:reschedule\x12O\n" +
 	"\n" +
 	"SendStream\x12\x1d.quorumq.v1.SendStreamRequest\x1a\x1e.quorumq.v1.SendStreamResponse(\x010\x01\x12F\n" +
-	"\aConsume\x12\x1a.quorumq.v1.ConsumeRequest\x1a\x1b.quorumq.v1.ConsumeResponse(\x010\x01B5Z3github.com/quorumq/quorumq/api/quorumq/v1;quorumqv1b\x06proto3"
+	"\aConsume\x12\x1a.quorumq.v1.ConsumeRequest\x1a\x1b.quorumq.v1.ConsumeResponse(\x010\x01\x12{\n" +
+	"\vNackMessage\x12\x1e.quorumq.v1.NackMessageRequest\x1a\x1f.quorumq.v1.NackMessageResponse\"+\x82\xd3\xe4\x93\x02%:\x01*\" /v1/queues/{queue}/messages:nack\x12\x8f\x01\n" +
+	"\x10NackMessageBatch\x12#.quorumq.v1.NackMessageBatchRequest\x1a$.quorumq.v1.NackMessageBatchResponse\"0\x82\xd3\xe4\x93\x02*:\x01*\"%/v1/queues/{queue}/messages:batchNackB5Z3github.com/quorumq/quorumq/api/quorumq/v1;quorumqv1b\x06proto3"
 
 var (
 	file_quorumq_v1_queue_proto_rawDescOnce sync.Once
@@ -3873,187 +4635,220 @@ func file_quorumq_v1_queue_proto_rawDescGZIP() []byte {
 	return file_quorumq_v1_queue_proto_rawDescData
 }
 
-var file_quorumq_v1_queue_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_quorumq_v1_queue_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_quorumq_v1_queue_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_quorumq_v1_queue_proto_msgTypes = make([]protoimpl.MessageInfo, 66)
 var file_quorumq_v1_queue_proto_goTypes = []any{
-	(MessageState)(0),                            // 0: quorumq.v1.MessageState
-	(*QueueAttributes)(nil),                      // 1: quorumq.v1.QueueAttributes
-	(*DeadLetterPolicy)(nil),                     // 2: quorumq.v1.DeadLetterPolicy
-	(*QueueStats)(nil),                           // 3: quorumq.v1.QueueStats
-	(*Queue)(nil),                                // 4: quorumq.v1.Queue
-	(*CreateQueueRequest)(nil),                   // 5: quorumq.v1.CreateQueueRequest
-	(*CreateQueueResponse)(nil),                  // 6: quorumq.v1.CreateQueueResponse
-	(*GetQueueRequest)(nil),                      // 7: quorumq.v1.GetQueueRequest
-	(*GetQueueResponse)(nil),                     // 8: quorumq.v1.GetQueueResponse
-	(*ListQueuesRequest)(nil),                    // 9: quorumq.v1.ListQueuesRequest
-	(*ListQueuesResponse)(nil),                   // 10: quorumq.v1.ListQueuesResponse
-	(*UpdateQueueRequest)(nil),                   // 11: quorumq.v1.UpdateQueueRequest
-	(*UpdateQueueResponse)(nil),                  // 12: quorumq.v1.UpdateQueueResponse
-	(*DeleteQueueRequest)(nil),                   // 13: quorumq.v1.DeleteQueueRequest
-	(*DeleteQueueResponse)(nil),                  // 14: quorumq.v1.DeleteQueueResponse
-	(*PurgeQueueRequest)(nil),                    // 15: quorumq.v1.PurgeQueueRequest
-	(*PurgeQueueResponse)(nil),                   // 16: quorumq.v1.PurgeQueueResponse
-	(*SendMessageRequest)(nil),                   // 17: quorumq.v1.SendMessageRequest
-	(*SendMessageResponse)(nil),                  // 18: quorumq.v1.SendMessageResponse
-	(*SendMessageBatchEntry)(nil),                // 19: quorumq.v1.SendMessageBatchEntry
-	(*SendMessageBatchRequest)(nil),              // 20: quorumq.v1.SendMessageBatchRequest
-	(*SendMessageBatchResult)(nil),               // 21: quorumq.v1.SendMessageBatchResult
-	(*BatchResultError)(nil),                     // 22: quorumq.v1.BatchResultError
-	(*SendMessageBatchResponse)(nil),             // 23: quorumq.v1.SendMessageBatchResponse
-	(*TagFilter)(nil),                            // 24: quorumq.v1.TagFilter
-	(*ReceiveMessagesRequest)(nil),               // 25: quorumq.v1.ReceiveMessagesRequest
-	(*ReceivedMessage)(nil),                      // 26: quorumq.v1.ReceivedMessage
-	(*ReceiveMessagesResponse)(nil),              // 27: quorumq.v1.ReceiveMessagesResponse
-	(*DeleteMessageRequest)(nil),                 // 28: quorumq.v1.DeleteMessageRequest
-	(*DeleteMessageResponse)(nil),                // 29: quorumq.v1.DeleteMessageResponse
-	(*DeleteMessageBatchEntry)(nil),              // 30: quorumq.v1.DeleteMessageBatchEntry
-	(*DeleteMessageBatchRequest)(nil),            // 31: quorumq.v1.DeleteMessageBatchRequest
-	(*BatchResultOk)(nil),                        // 32: quorumq.v1.BatchResultOk
-	(*DeleteMessageBatchResponse)(nil),           // 33: quorumq.v1.DeleteMessageBatchResponse
-	(*ChangeMessageVisibilityRequest)(nil),       // 34: quorumq.v1.ChangeMessageVisibilityRequest
-	(*ChangeMessageVisibilityResponse)(nil),      // 35: quorumq.v1.ChangeMessageVisibilityResponse
-	(*ChangeMessageVisibilityBatchEntry)(nil),    // 36: quorumq.v1.ChangeMessageVisibilityBatchEntry
-	(*ChangeMessageVisibilityBatchRequest)(nil),  // 37: quorumq.v1.ChangeMessageVisibilityBatchRequest
-	(*ChangeMessageVisibilityBatchResponse)(nil), // 38: quorumq.v1.ChangeMessageVisibilityBatchResponse
-	(*RedriveMessagesRequest)(nil),               // 39: quorumq.v1.RedriveMessagesRequest
-	(*RedriveMessagesResponse)(nil),              // 40: quorumq.v1.RedriveMessagesResponse
-	(*PeekMessagesRequest)(nil),                  // 41: quorumq.v1.PeekMessagesRequest
-	(*PeekedMessage)(nil),                        // 42: quorumq.v1.PeekedMessage
-	(*PeekMessagesResponse)(nil),                 // 43: quorumq.v1.PeekMessagesResponse
-	(*GetMessageRequest)(nil),                    // 44: quorumq.v1.GetMessageRequest
-	(*GetMessageResponse)(nil),                   // 45: quorumq.v1.GetMessageResponse
-	(*CancelMessageRequest)(nil),                 // 46: quorumq.v1.CancelMessageRequest
-	(*CancelMessageResponse)(nil),                // 47: quorumq.v1.CancelMessageResponse
-	(*RescheduleMessageRequest)(nil),             // 48: quorumq.v1.RescheduleMessageRequest
-	(*RescheduleMessageResponse)(nil),            // 49: quorumq.v1.RescheduleMessageResponse
-	(*SendStreamRequest)(nil),                    // 50: quorumq.v1.SendStreamRequest
-	(*SendStreamResponse)(nil),                   // 51: quorumq.v1.SendStreamResponse
-	(*ConsumeRequest)(nil),                       // 52: quorumq.v1.ConsumeRequest
-	(*ConsumeResponse)(nil),                      // 53: quorumq.v1.ConsumeResponse
-	nil,                                          // 54: quorumq.v1.Queue.TagsEntry
-	nil,                                          // 55: quorumq.v1.CreateQueueRequest.TagsEntry
-	nil,                                          // 56: quorumq.v1.UpdateQueueRequest.TagsEntry
-	nil,                                          // 57: quorumq.v1.SendMessageRequest.AttributesEntry
-	nil,                                          // 58: quorumq.v1.SendMessageBatchEntry.AttributesEntry
-	nil,                                          // 59: quorumq.v1.ReceivedMessage.AttributesEntry
-	nil,                                          // 60: quorumq.v1.PeekedMessage.AttributesEntry
-	(*durationpb.Duration)(nil),                  // 61: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),                // 62: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),                // 63: google.protobuf.FieldMask
+	(OverflowPolicy)(0),                          // 0: quorumq.v1.OverflowPolicy
+	(DeadLetterReason)(0),                        // 1: quorumq.v1.DeadLetterReason
+	(NackKind)(0),                                // 2: quorumq.v1.NackKind
+	(MessageState)(0),                            // 3: quorumq.v1.MessageState
+	(*QueueAttributes)(nil),                      // 4: quorumq.v1.QueueAttributes
+	(*RetryPolicy)(nil),                          // 5: quorumq.v1.RetryPolicy
+	(*DeadLetterPolicy)(nil),                     // 6: quorumq.v1.DeadLetterPolicy
+	(*QueueStats)(nil),                           // 7: quorumq.v1.QueueStats
+	(*Queue)(nil),                                // 8: quorumq.v1.Queue
+	(*CreateQueueRequest)(nil),                   // 9: quorumq.v1.CreateQueueRequest
+	(*CreateQueueResponse)(nil),                  // 10: quorumq.v1.CreateQueueResponse
+	(*GetQueueRequest)(nil),                      // 11: quorumq.v1.GetQueueRequest
+	(*GetQueueResponse)(nil),                     // 12: quorumq.v1.GetQueueResponse
+	(*ListQueuesRequest)(nil),                    // 13: quorumq.v1.ListQueuesRequest
+	(*ListQueuesResponse)(nil),                   // 14: quorumq.v1.ListQueuesResponse
+	(*UpdateQueueRequest)(nil),                   // 15: quorumq.v1.UpdateQueueRequest
+	(*UpdateQueueResponse)(nil),                  // 16: quorumq.v1.UpdateQueueResponse
+	(*DeleteQueueRequest)(nil),                   // 17: quorumq.v1.DeleteQueueRequest
+	(*DeleteQueueResponse)(nil),                  // 18: quorumq.v1.DeleteQueueResponse
+	(*PurgeQueueRequest)(nil),                    // 19: quorumq.v1.PurgeQueueRequest
+	(*PurgeQueueResponse)(nil),                   // 20: quorumq.v1.PurgeQueueResponse
+	(*SendMessageRequest)(nil),                   // 21: quorumq.v1.SendMessageRequest
+	(*SendMessageResponse)(nil),                  // 22: quorumq.v1.SendMessageResponse
+	(*SendMessageBatchEntry)(nil),                // 23: quorumq.v1.SendMessageBatchEntry
+	(*SendMessageBatchRequest)(nil),              // 24: quorumq.v1.SendMessageBatchRequest
+	(*SendMessageBatchResult)(nil),               // 25: quorumq.v1.SendMessageBatchResult
+	(*BatchResultError)(nil),                     // 26: quorumq.v1.BatchResultError
+	(*SendMessageBatchResponse)(nil),             // 27: quorumq.v1.SendMessageBatchResponse
+	(*TagFilter)(nil),                            // 28: quorumq.v1.TagFilter
+	(*ReceiveMessagesRequest)(nil),               // 29: quorumq.v1.ReceiveMessagesRequest
+	(*ReceivedMessage)(nil),                      // 30: quorumq.v1.ReceivedMessage
+	(*ReceiveMessagesResponse)(nil),              // 31: quorumq.v1.ReceiveMessagesResponse
+	(*DeleteMessageRequest)(nil),                 // 32: quorumq.v1.DeleteMessageRequest
+	(*DeleteMessageResponse)(nil),                // 33: quorumq.v1.DeleteMessageResponse
+	(*DeleteMessageBatchEntry)(nil),              // 34: quorumq.v1.DeleteMessageBatchEntry
+	(*DeleteMessageBatchRequest)(nil),            // 35: quorumq.v1.DeleteMessageBatchRequest
+	(*BatchResultOk)(nil),                        // 36: quorumq.v1.BatchResultOk
+	(*DeleteMessageBatchResponse)(nil),           // 37: quorumq.v1.DeleteMessageBatchResponse
+	(*ChangeMessageVisibilityRequest)(nil),       // 38: quorumq.v1.ChangeMessageVisibilityRequest
+	(*ChangeMessageVisibilityResponse)(nil),      // 39: quorumq.v1.ChangeMessageVisibilityResponse
+	(*ChangeMessageVisibilityBatchEntry)(nil),    // 40: quorumq.v1.ChangeMessageVisibilityBatchEntry
+	(*ChangeMessageVisibilityBatchRequest)(nil),  // 41: quorumq.v1.ChangeMessageVisibilityBatchRequest
+	(*ChangeMessageVisibilityBatchResponse)(nil), // 42: quorumq.v1.ChangeMessageVisibilityBatchResponse
+	(*RedriveMessagesRequest)(nil),               // 43: quorumq.v1.RedriveMessagesRequest
+	(*RedriveMessagesResponse)(nil),              // 44: quorumq.v1.RedriveMessagesResponse
+	(*PeekMessagesRequest)(nil),                  // 45: quorumq.v1.PeekMessagesRequest
+	(*PeekedMessage)(nil),                        // 46: quorumq.v1.PeekedMessage
+	(*PeekMessagesResponse)(nil),                 // 47: quorumq.v1.PeekMessagesResponse
+	(*GetMessageRequest)(nil),                    // 48: quorumq.v1.GetMessageRequest
+	(*GetMessageResponse)(nil),                   // 49: quorumq.v1.GetMessageResponse
+	(*CancelMessageRequest)(nil),                 // 50: quorumq.v1.CancelMessageRequest
+	(*CancelMessageResponse)(nil),                // 51: quorumq.v1.CancelMessageResponse
+	(*RescheduleMessageRequest)(nil),             // 52: quorumq.v1.RescheduleMessageRequest
+	(*RescheduleMessageResponse)(nil),            // 53: quorumq.v1.RescheduleMessageResponse
+	(*SendStreamRequest)(nil),                    // 54: quorumq.v1.SendStreamRequest
+	(*SendStreamResponse)(nil),                   // 55: quorumq.v1.SendStreamResponse
+	(*ConsumeRequest)(nil),                       // 56: quorumq.v1.ConsumeRequest
+	(*ConsumeResponse)(nil),                      // 57: quorumq.v1.ConsumeResponse
+	(*NackMessageRequest)(nil),                   // 58: quorumq.v1.NackMessageRequest
+	(*NackMessageResponse)(nil),                  // 59: quorumq.v1.NackMessageResponse
+	(*NackMessageBatchEntry)(nil),                // 60: quorumq.v1.NackMessageBatchEntry
+	(*NackMessageBatchRequest)(nil),              // 61: quorumq.v1.NackMessageBatchRequest
+	(*NackMessageBatchResponse)(nil),             // 62: quorumq.v1.NackMessageBatchResponse
+	nil,                                          // 63: quorumq.v1.Queue.TagsEntry
+	nil,                                          // 64: quorumq.v1.CreateQueueRequest.TagsEntry
+	nil,                                          // 65: quorumq.v1.UpdateQueueRequest.TagsEntry
+	nil,                                          // 66: quorumq.v1.SendMessageRequest.AttributesEntry
+	nil,                                          // 67: quorumq.v1.SendMessageBatchEntry.AttributesEntry
+	nil,                                          // 68: quorumq.v1.ReceivedMessage.AttributesEntry
+	nil,                                          // 69: quorumq.v1.PeekedMessage.AttributesEntry
+	(*durationpb.Duration)(nil),                  // 70: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),                // 71: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),                // 72: google.protobuf.FieldMask
 }
 var file_quorumq_v1_queue_proto_depIdxs = []int32{
-	61, // 0: quorumq.v1.QueueAttributes.visibility_timeout:type_name -> google.protobuf.Duration
-	61, // 1: quorumq.v1.QueueAttributes.message_retention:type_name -> google.protobuf.Duration
-	61, // 2: quorumq.v1.QueueAttributes.delivery_delay:type_name -> google.protobuf.Duration
-	61, // 3: quorumq.v1.QueueAttributes.receive_wait:type_name -> google.protobuf.Duration
-	2,  // 4: quorumq.v1.QueueAttributes.dead_letter:type_name -> quorumq.v1.DeadLetterPolicy
-	1,  // 5: quorumq.v1.Queue.attributes:type_name -> quorumq.v1.QueueAttributes
-	54, // 6: quorumq.v1.Queue.tags:type_name -> quorumq.v1.Queue.TagsEntry
-	62, // 7: quorumq.v1.Queue.created_at:type_name -> google.protobuf.Timestamp
-	3,  // 8: quorumq.v1.Queue.stats:type_name -> quorumq.v1.QueueStats
-	62, // 9: quorumq.v1.Queue.updated_at:type_name -> google.protobuf.Timestamp
-	1,  // 10: quorumq.v1.CreateQueueRequest.attributes:type_name -> quorumq.v1.QueueAttributes
-	55, // 11: quorumq.v1.CreateQueueRequest.tags:type_name -> quorumq.v1.CreateQueueRequest.TagsEntry
-	4,  // 12: quorumq.v1.CreateQueueResponse.queue:type_name -> quorumq.v1.Queue
-	4,  // 13: quorumq.v1.GetQueueResponse.queue:type_name -> quorumq.v1.Queue
-	4,  // 14: quorumq.v1.ListQueuesResponse.queues:type_name -> quorumq.v1.Queue
-	1,  // 15: quorumq.v1.UpdateQueueRequest.attributes:type_name -> quorumq.v1.QueueAttributes
-	63, // 16: quorumq.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
-	56, // 17: quorumq.v1.UpdateQueueRequest.tags:type_name -> quorumq.v1.UpdateQueueRequest.TagsEntry
-	4,  // 18: quorumq.v1.UpdateQueueResponse.queue:type_name -> quorumq.v1.Queue
-	57, // 19: quorumq.v1.SendMessageRequest.attributes:type_name -> quorumq.v1.SendMessageRequest.AttributesEntry
-	61, // 20: quorumq.v1.SendMessageRequest.delay:type_name -> google.protobuf.Duration
-	62, // 21: quorumq.v1.SendMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
-	58, // 22: quorumq.v1.SendMessageBatchEntry.attributes:type_name -> quorumq.v1.SendMessageBatchEntry.AttributesEntry
-	61, // 23: quorumq.v1.SendMessageBatchEntry.delay:type_name -> google.protobuf.Duration
-	62, // 24: quorumq.v1.SendMessageBatchEntry.deliver_at:type_name -> google.protobuf.Timestamp
-	19, // 25: quorumq.v1.SendMessageBatchRequest.entries:type_name -> quorumq.v1.SendMessageBatchEntry
-	61, // 26: quorumq.v1.BatchResultError.retry_delay:type_name -> google.protobuf.Duration
-	21, // 27: quorumq.v1.SendMessageBatchResponse.successful:type_name -> quorumq.v1.SendMessageBatchResult
-	22, // 28: quorumq.v1.SendMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
-	61, // 29: quorumq.v1.ReceiveMessagesRequest.visibility_timeout:type_name -> google.protobuf.Duration
-	61, // 30: quorumq.v1.ReceiveMessagesRequest.wait_time:type_name -> google.protobuf.Duration
-	24, // 31: quorumq.v1.ReceiveMessagesRequest.tag_filter:type_name -> quorumq.v1.TagFilter
-	59, // 32: quorumq.v1.ReceivedMessage.attributes:type_name -> quorumq.v1.ReceivedMessage.AttributesEntry
-	62, // 33: quorumq.v1.ReceivedMessage.sent_at:type_name -> google.protobuf.Timestamp
-	62, // 34: quorumq.v1.ReceivedMessage.first_received_at:type_name -> google.protobuf.Timestamp
-	26, // 35: quorumq.v1.ReceiveMessagesResponse.messages:type_name -> quorumq.v1.ReceivedMessage
-	30, // 36: quorumq.v1.DeleteMessageBatchRequest.entries:type_name -> quorumq.v1.DeleteMessageBatchEntry
-	32, // 37: quorumq.v1.DeleteMessageBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
-	22, // 38: quorumq.v1.DeleteMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
-	61, // 39: quorumq.v1.ChangeMessageVisibilityRequest.visibility_timeout:type_name -> google.protobuf.Duration
-	61, // 40: quorumq.v1.ChangeMessageVisibilityBatchEntry.visibility_timeout:type_name -> google.protobuf.Duration
-	36, // 41: quorumq.v1.ChangeMessageVisibilityBatchRequest.entries:type_name -> quorumq.v1.ChangeMessageVisibilityBatchEntry
-	32, // 42: quorumq.v1.ChangeMessageVisibilityBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
-	22, // 43: quorumq.v1.ChangeMessageVisibilityBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
-	0,  // 44: quorumq.v1.PeekMessagesRequest.states:type_name -> quorumq.v1.MessageState
-	24, // 45: quorumq.v1.PeekMessagesRequest.tag_filter:type_name -> quorumq.v1.TagFilter
-	61, // 46: quorumq.v1.PeekMessagesRequest.min_age:type_name -> google.protobuf.Duration
-	60, // 47: quorumq.v1.PeekedMessage.attributes:type_name -> quorumq.v1.PeekedMessage.AttributesEntry
-	62, // 48: quorumq.v1.PeekedMessage.sent_at:type_name -> google.protobuf.Timestamp
-	62, // 49: quorumq.v1.PeekedMessage.first_received_at:type_name -> google.protobuf.Timestamp
-	62, // 50: quorumq.v1.PeekedMessage.visible_at:type_name -> google.protobuf.Timestamp
-	0,  // 51: quorumq.v1.PeekedMessage.state:type_name -> quorumq.v1.MessageState
-	42, // 52: quorumq.v1.PeekMessagesResponse.messages:type_name -> quorumq.v1.PeekedMessage
-	42, // 53: quorumq.v1.GetMessageResponse.message:type_name -> quorumq.v1.PeekedMessage
-	61, // 54: quorumq.v1.RescheduleMessageRequest.delay:type_name -> google.protobuf.Duration
-	62, // 55: quorumq.v1.RescheduleMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
-	62, // 56: quorumq.v1.RescheduleMessageResponse.visible_at:type_name -> google.protobuf.Timestamp
-	19, // 57: quorumq.v1.SendStreamRequest.entries:type_name -> quorumq.v1.SendMessageBatchEntry
-	21, // 58: quorumq.v1.SendStreamResponse.successful:type_name -> quorumq.v1.SendMessageBatchResult
-	22, // 59: quorumq.v1.SendStreamResponse.failed:type_name -> quorumq.v1.BatchResultError
-	61, // 60: quorumq.v1.ConsumeRequest.visibility_timeout:type_name -> google.protobuf.Duration
-	24, // 61: quorumq.v1.ConsumeRequest.tag_filter:type_name -> quorumq.v1.TagFilter
-	30, // 62: quorumq.v1.ConsumeRequest.acks:type_name -> quorumq.v1.DeleteMessageBatchEntry
-	36, // 63: quorumq.v1.ConsumeRequest.visibility_changes:type_name -> quorumq.v1.ChangeMessageVisibilityBatchEntry
-	26, // 64: quorumq.v1.ConsumeResponse.messages:type_name -> quorumq.v1.ReceivedMessage
-	32, // 65: quorumq.v1.ConsumeResponse.successful:type_name -> quorumq.v1.BatchResultOk
-	22, // 66: quorumq.v1.ConsumeResponse.failed:type_name -> quorumq.v1.BatchResultError
-	5,  // 67: quorumq.v1.QueueService.CreateQueue:input_type -> quorumq.v1.CreateQueueRequest
-	7,  // 68: quorumq.v1.QueueService.GetQueue:input_type -> quorumq.v1.GetQueueRequest
-	9,  // 69: quorumq.v1.QueueService.ListQueues:input_type -> quorumq.v1.ListQueuesRequest
-	11, // 70: quorumq.v1.QueueService.UpdateQueue:input_type -> quorumq.v1.UpdateQueueRequest
-	13, // 71: quorumq.v1.QueueService.DeleteQueue:input_type -> quorumq.v1.DeleteQueueRequest
-	15, // 72: quorumq.v1.QueueService.PurgeQueue:input_type -> quorumq.v1.PurgeQueueRequest
-	17, // 73: quorumq.v1.QueueService.SendMessage:input_type -> quorumq.v1.SendMessageRequest
-	20, // 74: quorumq.v1.QueueService.SendMessageBatch:input_type -> quorumq.v1.SendMessageBatchRequest
-	25, // 75: quorumq.v1.QueueService.ReceiveMessages:input_type -> quorumq.v1.ReceiveMessagesRequest
-	28, // 76: quorumq.v1.QueueService.DeleteMessage:input_type -> quorumq.v1.DeleteMessageRequest
-	31, // 77: quorumq.v1.QueueService.DeleteMessageBatch:input_type -> quorumq.v1.DeleteMessageBatchRequest
-	34, // 78: quorumq.v1.QueueService.ChangeMessageVisibility:input_type -> quorumq.v1.ChangeMessageVisibilityRequest
-	37, // 79: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:input_type -> quorumq.v1.ChangeMessageVisibilityBatchRequest
-	39, // 80: quorumq.v1.QueueService.RedriveMessages:input_type -> quorumq.v1.RedriveMessagesRequest
-	41, // 81: quorumq.v1.QueueService.PeekMessages:input_type -> quorumq.v1.PeekMessagesRequest
-	44, // 82: quorumq.v1.QueueService.GetMessage:input_type -> quorumq.v1.GetMessageRequest
-	46, // 83: quorumq.v1.QueueService.CancelMessage:input_type -> quorumq.v1.CancelMessageRequest
-	48, // 84: quorumq.v1.QueueService.RescheduleMessage:input_type -> quorumq.v1.RescheduleMessageRequest
-	50, // 85: quorumq.v1.QueueService.SendStream:input_type -> quorumq.v1.SendStreamRequest
-	52, // 86: quorumq.v1.QueueService.Consume:input_type -> quorumq.v1.ConsumeRequest
-	6,  // 87: quorumq.v1.QueueService.CreateQueue:output_type -> quorumq.v1.CreateQueueResponse
-	8,  // 88: quorumq.v1.QueueService.GetQueue:output_type -> quorumq.v1.GetQueueResponse
-	10, // 89: quorumq.v1.QueueService.ListQueues:output_type -> quorumq.v1.ListQueuesResponse
-	12, // 90: quorumq.v1.QueueService.UpdateQueue:output_type -> quorumq.v1.UpdateQueueResponse
-	14, // 91: quorumq.v1.QueueService.DeleteQueue:output_type -> quorumq.v1.DeleteQueueResponse
-	16, // 92: quorumq.v1.QueueService.PurgeQueue:output_type -> quorumq.v1.PurgeQueueResponse
-	18, // 93: quorumq.v1.QueueService.SendMessage:output_type -> quorumq.v1.SendMessageResponse
-	23, // 94: quorumq.v1.QueueService.SendMessageBatch:output_type -> quorumq.v1.SendMessageBatchResponse
-	27, // 95: quorumq.v1.QueueService.ReceiveMessages:output_type -> quorumq.v1.ReceiveMessagesResponse
-	29, // 96: quorumq.v1.QueueService.DeleteMessage:output_type -> quorumq.v1.DeleteMessageResponse
-	33, // 97: quorumq.v1.QueueService.DeleteMessageBatch:output_type -> quorumq.v1.DeleteMessageBatchResponse
-	35, // 98: quorumq.v1.QueueService.ChangeMessageVisibility:output_type -> quorumq.v1.ChangeMessageVisibilityResponse
-	38, // 99: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:output_type -> quorumq.v1.ChangeMessageVisibilityBatchResponse
-	40, // 100: quorumq.v1.QueueService.RedriveMessages:output_type -> quorumq.v1.RedriveMessagesResponse
-	43, // 101: quorumq.v1.QueueService.PeekMessages:output_type -> quorumq.v1.PeekMessagesResponse
-	45, // 102: quorumq.v1.QueueService.GetMessage:output_type -> quorumq.v1.GetMessageResponse
-	47, // 103: quorumq.v1.QueueService.CancelMessage:output_type -> quorumq.v1.CancelMessageResponse
-	49, // 104: quorumq.v1.QueueService.RescheduleMessage:output_type -> quorumq.v1.RescheduleMessageResponse
-	51, // 105: quorumq.v1.QueueService.SendStream:output_type -> quorumq.v1.SendStreamResponse
-	53, // 106: quorumq.v1.QueueService.Consume:output_type -> quorumq.v1.ConsumeResponse
-	87, // [87:107] is the sub-list for method output_type
-	67, // [67:87] is the sub-list for method input_type
-	67, // [67:67] is the sub-list for extension type_name
-	67, // [67:67] is the sub-list for extension extendee
-	0,  // [0:67] is the sub-list for field type_name
+	70,  // 0: quorumq.v1.QueueAttributes.visibility_timeout:type_name -> google.protobuf.Duration
+	70,  // 1: quorumq.v1.QueueAttributes.message_retention:type_name -> google.protobuf.Duration
+	70,  // 2: quorumq.v1.QueueAttributes.delivery_delay:type_name -> google.protobuf.Duration
+	70,  // 3: quorumq.v1.QueueAttributes.receive_wait:type_name -> google.protobuf.Duration
+	6,   // 4: quorumq.v1.QueueAttributes.dead_letter:type_name -> quorumq.v1.DeadLetterPolicy
+	5,   // 5: quorumq.v1.QueueAttributes.retry_policy:type_name -> quorumq.v1.RetryPolicy
+	70,  // 6: quorumq.v1.QueueAttributes.message_ttl:type_name -> google.protobuf.Duration
+	0,   // 7: quorumq.v1.QueueAttributes.overflow:type_name -> quorumq.v1.OverflowPolicy
+	70,  // 8: quorumq.v1.RetryPolicy.base:type_name -> google.protobuf.Duration
+	70,  // 9: quorumq.v1.RetryPolicy.max:type_name -> google.protobuf.Duration
+	4,   // 10: quorumq.v1.Queue.attributes:type_name -> quorumq.v1.QueueAttributes
+	63,  // 11: quorumq.v1.Queue.tags:type_name -> quorumq.v1.Queue.TagsEntry
+	71,  // 12: quorumq.v1.Queue.created_at:type_name -> google.protobuf.Timestamp
+	7,   // 13: quorumq.v1.Queue.stats:type_name -> quorumq.v1.QueueStats
+	71,  // 14: quorumq.v1.Queue.updated_at:type_name -> google.protobuf.Timestamp
+	4,   // 15: quorumq.v1.CreateQueueRequest.attributes:type_name -> quorumq.v1.QueueAttributes
+	64,  // 16: quorumq.v1.CreateQueueRequest.tags:type_name -> quorumq.v1.CreateQueueRequest.TagsEntry
+	8,   // 17: quorumq.v1.CreateQueueResponse.queue:type_name -> quorumq.v1.Queue
+	8,   // 18: quorumq.v1.GetQueueResponse.queue:type_name -> quorumq.v1.Queue
+	8,   // 19: quorumq.v1.ListQueuesResponse.queues:type_name -> quorumq.v1.Queue
+	4,   // 20: quorumq.v1.UpdateQueueRequest.attributes:type_name -> quorumq.v1.QueueAttributes
+	72,  // 21: quorumq.v1.UpdateQueueRequest.update_mask:type_name -> google.protobuf.FieldMask
+	65,  // 22: quorumq.v1.UpdateQueueRequest.tags:type_name -> quorumq.v1.UpdateQueueRequest.TagsEntry
+	8,   // 23: quorumq.v1.UpdateQueueResponse.queue:type_name -> quorumq.v1.Queue
+	66,  // 24: quorumq.v1.SendMessageRequest.attributes:type_name -> quorumq.v1.SendMessageRequest.AttributesEntry
+	70,  // 25: quorumq.v1.SendMessageRequest.delay:type_name -> google.protobuf.Duration
+	71,  // 26: quorumq.v1.SendMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
+	70,  // 27: quorumq.v1.SendMessageRequest.ttl:type_name -> google.protobuf.Duration
+	67,  // 28: quorumq.v1.SendMessageBatchEntry.attributes:type_name -> quorumq.v1.SendMessageBatchEntry.AttributesEntry
+	70,  // 29: quorumq.v1.SendMessageBatchEntry.delay:type_name -> google.protobuf.Duration
+	71,  // 30: quorumq.v1.SendMessageBatchEntry.deliver_at:type_name -> google.protobuf.Timestamp
+	70,  // 31: quorumq.v1.SendMessageBatchEntry.ttl:type_name -> google.protobuf.Duration
+	23,  // 32: quorumq.v1.SendMessageBatchRequest.entries:type_name -> quorumq.v1.SendMessageBatchEntry
+	70,  // 33: quorumq.v1.BatchResultError.retry_delay:type_name -> google.protobuf.Duration
+	25,  // 34: quorumq.v1.SendMessageBatchResponse.successful:type_name -> quorumq.v1.SendMessageBatchResult
+	26,  // 35: quorumq.v1.SendMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
+	70,  // 36: quorumq.v1.ReceiveMessagesRequest.visibility_timeout:type_name -> google.protobuf.Duration
+	70,  // 37: quorumq.v1.ReceiveMessagesRequest.wait_time:type_name -> google.protobuf.Duration
+	28,  // 38: quorumq.v1.ReceiveMessagesRequest.tag_filter:type_name -> quorumq.v1.TagFilter
+	68,  // 39: quorumq.v1.ReceivedMessage.attributes:type_name -> quorumq.v1.ReceivedMessage.AttributesEntry
+	71,  // 40: quorumq.v1.ReceivedMessage.sent_at:type_name -> google.protobuf.Timestamp
+	71,  // 41: quorumq.v1.ReceivedMessage.first_received_at:type_name -> google.protobuf.Timestamp
+	1,   // 42: quorumq.v1.ReceivedMessage.dead_letter_reason:type_name -> quorumq.v1.DeadLetterReason
+	30,  // 43: quorumq.v1.ReceiveMessagesResponse.messages:type_name -> quorumq.v1.ReceivedMessage
+	34,  // 44: quorumq.v1.DeleteMessageBatchRequest.entries:type_name -> quorumq.v1.DeleteMessageBatchEntry
+	36,  // 45: quorumq.v1.DeleteMessageBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
+	26,  // 46: quorumq.v1.DeleteMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
+	70,  // 47: quorumq.v1.ChangeMessageVisibilityRequest.visibility_timeout:type_name -> google.protobuf.Duration
+	70,  // 48: quorumq.v1.ChangeMessageVisibilityBatchEntry.visibility_timeout:type_name -> google.protobuf.Duration
+	40,  // 49: quorumq.v1.ChangeMessageVisibilityBatchRequest.entries:type_name -> quorumq.v1.ChangeMessageVisibilityBatchEntry
+	36,  // 50: quorumq.v1.ChangeMessageVisibilityBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
+	26,  // 51: quorumq.v1.ChangeMessageVisibilityBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
+	3,   // 52: quorumq.v1.PeekMessagesRequest.states:type_name -> quorumq.v1.MessageState
+	28,  // 53: quorumq.v1.PeekMessagesRequest.tag_filter:type_name -> quorumq.v1.TagFilter
+	70,  // 54: quorumq.v1.PeekMessagesRequest.min_age:type_name -> google.protobuf.Duration
+	69,  // 55: quorumq.v1.PeekedMessage.attributes:type_name -> quorumq.v1.PeekedMessage.AttributesEntry
+	71,  // 56: quorumq.v1.PeekedMessage.sent_at:type_name -> google.protobuf.Timestamp
+	71,  // 57: quorumq.v1.PeekedMessage.first_received_at:type_name -> google.protobuf.Timestamp
+	71,  // 58: quorumq.v1.PeekedMessage.visible_at:type_name -> google.protobuf.Timestamp
+	3,   // 59: quorumq.v1.PeekedMessage.state:type_name -> quorumq.v1.MessageState
+	1,   // 60: quorumq.v1.PeekedMessage.dead_letter_reason:type_name -> quorumq.v1.DeadLetterReason
+	71,  // 61: quorumq.v1.PeekedMessage.expire_time:type_name -> google.protobuf.Timestamp
+	46,  // 62: quorumq.v1.PeekMessagesResponse.messages:type_name -> quorumq.v1.PeekedMessage
+	46,  // 63: quorumq.v1.GetMessageResponse.message:type_name -> quorumq.v1.PeekedMessage
+	70,  // 64: quorumq.v1.RescheduleMessageRequest.delay:type_name -> google.protobuf.Duration
+	71,  // 65: quorumq.v1.RescheduleMessageRequest.deliver_at:type_name -> google.protobuf.Timestamp
+	71,  // 66: quorumq.v1.RescheduleMessageResponse.visible_at:type_name -> google.protobuf.Timestamp
+	23,  // 67: quorumq.v1.SendStreamRequest.entries:type_name -> quorumq.v1.SendMessageBatchEntry
+	25,  // 68: quorumq.v1.SendStreamResponse.successful:type_name -> quorumq.v1.SendMessageBatchResult
+	26,  // 69: quorumq.v1.SendStreamResponse.failed:type_name -> quorumq.v1.BatchResultError
+	70,  // 70: quorumq.v1.ConsumeRequest.visibility_timeout:type_name -> google.protobuf.Duration
+	28,  // 71: quorumq.v1.ConsumeRequest.tag_filter:type_name -> quorumq.v1.TagFilter
+	34,  // 72: quorumq.v1.ConsumeRequest.acks:type_name -> quorumq.v1.DeleteMessageBatchEntry
+	40,  // 73: quorumq.v1.ConsumeRequest.visibility_changes:type_name -> quorumq.v1.ChangeMessageVisibilityBatchEntry
+	30,  // 74: quorumq.v1.ConsumeResponse.messages:type_name -> quorumq.v1.ReceivedMessage
+	36,  // 75: quorumq.v1.ConsumeResponse.successful:type_name -> quorumq.v1.BatchResultOk
+	26,  // 76: quorumq.v1.ConsumeResponse.failed:type_name -> quorumq.v1.BatchResultError
+	2,   // 77: quorumq.v1.NackMessageRequest.kind:type_name -> quorumq.v1.NackKind
+	70,  // 78: quorumq.v1.NackMessageRequest.redeliver_delay:type_name -> google.protobuf.Duration
+	71,  // 79: quorumq.v1.NackMessageRequest.redeliver_at:type_name -> google.protobuf.Timestamp
+	71,  // 80: quorumq.v1.NackMessageResponse.visible_at:type_name -> google.protobuf.Timestamp
+	2,   // 81: quorumq.v1.NackMessageBatchEntry.kind:type_name -> quorumq.v1.NackKind
+	70,  // 82: quorumq.v1.NackMessageBatchEntry.redeliver_delay:type_name -> google.protobuf.Duration
+	71,  // 83: quorumq.v1.NackMessageBatchEntry.redeliver_at:type_name -> google.protobuf.Timestamp
+	60,  // 84: quorumq.v1.NackMessageBatchRequest.entries:type_name -> quorumq.v1.NackMessageBatchEntry
+	36,  // 85: quorumq.v1.NackMessageBatchResponse.successful:type_name -> quorumq.v1.BatchResultOk
+	26,  // 86: quorumq.v1.NackMessageBatchResponse.failed:type_name -> quorumq.v1.BatchResultError
+	9,   // 87: quorumq.v1.QueueService.CreateQueue:input_type -> quorumq.v1.CreateQueueRequest
+	11,  // 88: quorumq.v1.QueueService.GetQueue:input_type -> quorumq.v1.GetQueueRequest
+	13,  // 89: quorumq.v1.QueueService.ListQueues:input_type -> quorumq.v1.ListQueuesRequest
+	15,  // 90: quorumq.v1.QueueService.UpdateQueue:input_type -> quorumq.v1.UpdateQueueRequest
+	17,  // 91: quorumq.v1.QueueService.DeleteQueue:input_type -> quorumq.v1.DeleteQueueRequest
+	19,  // 92: quorumq.v1.QueueService.PurgeQueue:input_type -> quorumq.v1.PurgeQueueRequest
+	21,  // 93: quorumq.v1.QueueService.SendMessage:input_type -> quorumq.v1.SendMessageRequest
+	24,  // 94: quorumq.v1.QueueService.SendMessageBatch:input_type -> quorumq.v1.SendMessageBatchRequest
+	29,  // 95: quorumq.v1.QueueService.ReceiveMessages:input_type -> quorumq.v1.ReceiveMessagesRequest
+	32,  // 96: quorumq.v1.QueueService.DeleteMessage:input_type -> quorumq.v1.DeleteMessageRequest
+	35,  // 97: quorumq.v1.QueueService.DeleteMessageBatch:input_type -> quorumq.v1.DeleteMessageBatchRequest
+	38,  // 98: quorumq.v1.QueueService.ChangeMessageVisibility:input_type -> quorumq.v1.ChangeMessageVisibilityRequest
+	41,  // 99: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:input_type -> quorumq.v1.ChangeMessageVisibilityBatchRequest
+	43,  // 100: quorumq.v1.QueueService.RedriveMessages:input_type -> quorumq.v1.RedriveMessagesRequest
+	45,  // 101: quorumq.v1.QueueService.PeekMessages:input_type -> quorumq.v1.PeekMessagesRequest
+	48,  // 102: quorumq.v1.QueueService.GetMessage:input_type -> quorumq.v1.GetMessageRequest
+	50,  // 103: quorumq.v1.QueueService.CancelMessage:input_type -> quorumq.v1.CancelMessageRequest
+	52,  // 104: quorumq.v1.QueueService.RescheduleMessage:input_type -> quorumq.v1.RescheduleMessageRequest
+	54,  // 105: quorumq.v1.QueueService.SendStream:input_type -> quorumq.v1.SendStreamRequest
+	56,  // 106: quorumq.v1.QueueService.Consume:input_type -> quorumq.v1.ConsumeRequest
+	58,  // 107: quorumq.v1.QueueService.NackMessage:input_type -> quorumq.v1.NackMessageRequest
+	61,  // 108: quorumq.v1.QueueService.NackMessageBatch:input_type -> quorumq.v1.NackMessageBatchRequest
+	10,  // 109: quorumq.v1.QueueService.CreateQueue:output_type -> quorumq.v1.CreateQueueResponse
+	12,  // 110: quorumq.v1.QueueService.GetQueue:output_type -> quorumq.v1.GetQueueResponse
+	14,  // 111: quorumq.v1.QueueService.ListQueues:output_type -> quorumq.v1.ListQueuesResponse
+	16,  // 112: quorumq.v1.QueueService.UpdateQueue:output_type -> quorumq.v1.UpdateQueueResponse
+	18,  // 113: quorumq.v1.QueueService.DeleteQueue:output_type -> quorumq.v1.DeleteQueueResponse
+	20,  // 114: quorumq.v1.QueueService.PurgeQueue:output_type -> quorumq.v1.PurgeQueueResponse
+	22,  // 115: quorumq.v1.QueueService.SendMessage:output_type -> quorumq.v1.SendMessageResponse
+	27,  // 116: quorumq.v1.QueueService.SendMessageBatch:output_type -> quorumq.v1.SendMessageBatchResponse
+	31,  // 117: quorumq.v1.QueueService.ReceiveMessages:output_type -> quorumq.v1.ReceiveMessagesResponse
+	33,  // 118: quorumq.v1.QueueService.DeleteMessage:output_type -> quorumq.v1.DeleteMessageResponse
+	37,  // 119: quorumq.v1.QueueService.DeleteMessageBatch:output_type -> quorumq.v1.DeleteMessageBatchResponse
+	39,  // 120: quorumq.v1.QueueService.ChangeMessageVisibility:output_type -> quorumq.v1.ChangeMessageVisibilityResponse
+	42,  // 121: quorumq.v1.QueueService.ChangeMessageVisibilityBatch:output_type -> quorumq.v1.ChangeMessageVisibilityBatchResponse
+	44,  // 122: quorumq.v1.QueueService.RedriveMessages:output_type -> quorumq.v1.RedriveMessagesResponse
+	47,  // 123: quorumq.v1.QueueService.PeekMessages:output_type -> quorumq.v1.PeekMessagesResponse
+	49,  // 124: quorumq.v1.QueueService.GetMessage:output_type -> quorumq.v1.GetMessageResponse
+	51,  // 125: quorumq.v1.QueueService.CancelMessage:output_type -> quorumq.v1.CancelMessageResponse
+	53,  // 126: quorumq.v1.QueueService.RescheduleMessage:output_type -> quorumq.v1.RescheduleMessageResponse
+	55,  // 127: quorumq.v1.QueueService.SendStream:output_type -> quorumq.v1.SendStreamResponse
+	57,  // 128: quorumq.v1.QueueService.Consume:output_type -> quorumq.v1.ConsumeResponse
+	59,  // 129: quorumq.v1.QueueService.NackMessage:output_type -> quorumq.v1.NackMessageResponse
+	62,  // 130: quorumq.v1.QueueService.NackMessageBatch:output_type -> quorumq.v1.NackMessageBatchResponse
+	109, // [109:131] is the sub-list for method output_type
+	87,  // [87:109] is the sub-list for method input_type
+	87,  // [87:87] is the sub-list for extension type_name
+	87,  // [87:87] is the sub-list for extension extendee
+	0,   // [0:87] is the sub-list for field type_name
 }
 
 func init() { file_quorumq_v1_queue_proto_init() }
@@ -4066,8 +4861,8 @@ func file_quorumq_v1_queue_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quorumq_v1_queue_proto_rawDesc), len(file_quorumq_v1_queue_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   60,
+			NumEnums:      4,
+			NumMessages:   66,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -39,6 +39,8 @@ const (
 	QueueService_RescheduleMessage_FullMethodName            = "/quorumq.v1.QueueService/RescheduleMessage"
 	QueueService_SendStream_FullMethodName                   = "/quorumq.v1.QueueService/SendStream"
 	QueueService_Consume_FullMethodName                      = "/quorumq.v1.QueueService/Consume"
+	QueueService_NackMessage_FullMethodName                  = "/quorumq.v1.QueueService/NackMessage"
+	QueueService_NackMessageBatch_FullMethodName             = "/quorumq.v1.QueueService/NackMessageBatch"
 )
 
 // QueueServiceClient is the client API for QueueService service.
@@ -74,6 +76,9 @@ const (
 //	                              RescheduleMessage of a message that has been
 //	                              received at least once.
 //	QUOTA_EXCEEDED         (429) a tenant quota is used up.
+//	QUEUE_FULL             (429 / RESOURCE_EXHAUSTED) a send into a queue at
+//	                              its max_length or max_bytes with overflow
+//	                              REJECT; delete or receive messages first.
 //	OVERLOADED             (429) the shard's proposal queue is full (in
 //	                              bytes); retry after the RetryInfo delay.
 //	NOT_LEADER             (503) this node does not lead the shard; retry.
@@ -175,6 +180,16 @@ type QueueServiceClient interface {
 	// Outstanding credit is at most 1,000 (INVALID_ARGUMENT past it). gRPC
 	// only: streams are not on REST.
 	Consume(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConsumeRequest, ConsumeResponse], error)
+	// NackMessage ends a lease early and says how the delivery ended: FAILED
+	// (the default) counts toward the dead-letter policy's max_receive_count
+	// and is visible again after the queue's retry_policy backoff; RELEASED
+	// does not count and is visible again at once. redeliver_delay or
+	// redeliver_at overrides the time (e.g. from a Retry-After). Handles as
+	// DeleteMessage: a stale handle fails with STALE_RECEIPT_HANDLE; a nack
+	// repeated with the same handle changes nothing and succeeds.
+	NackMessage(ctx context.Context, in *NackMessageRequest, opts ...grpc.CallOption) (*NackMessageResponse, error)
+	// NackMessageBatch nacks up to 100 leases.
+	NackMessageBatch(ctx context.Context, in *NackMessageBatchRequest, opts ...grpc.CallOption) (*NackMessageBatchResponse, error)
 }
 
 type queueServiceClient struct {
@@ -391,6 +406,26 @@ func (c *queueServiceClient) Consume(ctx context.Context, opts ...grpc.CallOptio
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type QueueService_ConsumeClient = grpc.BidiStreamingClient[ConsumeRequest, ConsumeResponse]
 
+func (c *queueServiceClient) NackMessage(ctx context.Context, in *NackMessageRequest, opts ...grpc.CallOption) (*NackMessageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NackMessageResponse)
+	err := c.cc.Invoke(ctx, QueueService_NackMessage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *queueServiceClient) NackMessageBatch(ctx context.Context, in *NackMessageBatchRequest, opts ...grpc.CallOption) (*NackMessageBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NackMessageBatchResponse)
+	err := c.cc.Invoke(ctx, QueueService_NackMessageBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // QueueServiceServer is the server API for QueueService service.
 // All implementations must embed UnimplementedQueueServiceServer
 // for forward compatibility.
@@ -424,6 +459,9 @@ type QueueService_ConsumeClient = grpc.BidiStreamingClient[ConsumeRequest, Consu
 //	                              RescheduleMessage of a message that has been
 //	                              received at least once.
 //	QUOTA_EXCEEDED         (429) a tenant quota is used up.
+//	QUEUE_FULL             (429 / RESOURCE_EXHAUSTED) a send into a queue at
+//	                              its max_length or max_bytes with overflow
+//	                              REJECT; delete or receive messages first.
 //	OVERLOADED             (429) the shard's proposal queue is full (in
 //	                              bytes); retry after the RetryInfo delay.
 //	NOT_LEADER             (503) this node does not lead the shard; retry.
@@ -525,6 +563,16 @@ type QueueServiceServer interface {
 	// Outstanding credit is at most 1,000 (INVALID_ARGUMENT past it). gRPC
 	// only: streams are not on REST.
 	Consume(grpc.BidiStreamingServer[ConsumeRequest, ConsumeResponse]) error
+	// NackMessage ends a lease early and says how the delivery ended: FAILED
+	// (the default) counts toward the dead-letter policy's max_receive_count
+	// and is visible again after the queue's retry_policy backoff; RELEASED
+	// does not count and is visible again at once. redeliver_delay or
+	// redeliver_at overrides the time (e.g. from a Retry-After). Handles as
+	// DeleteMessage: a stale handle fails with STALE_RECEIPT_HANDLE; a nack
+	// repeated with the same handle changes nothing and succeeds.
+	NackMessage(context.Context, *NackMessageRequest) (*NackMessageResponse, error)
+	// NackMessageBatch nacks up to 100 leases.
+	NackMessageBatch(context.Context, *NackMessageBatchRequest) (*NackMessageBatchResponse, error)
 	mustEmbedUnimplementedQueueServiceServer()
 }
 
@@ -594,6 +642,12 @@ func (UnimplementedQueueServiceServer) SendStream(grpc.BidiStreamingServer[SendS
 }
 func (UnimplementedQueueServiceServer) Consume(grpc.BidiStreamingServer[ConsumeRequest, ConsumeResponse]) error {
 	return status.Error(codes.Unimplemented, "method Consume not implemented")
+}
+func (UnimplementedQueueServiceServer) NackMessage(context.Context, *NackMessageRequest) (*NackMessageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method NackMessage not implemented")
+}
+func (UnimplementedQueueServiceServer) NackMessageBatch(context.Context, *NackMessageBatchRequest) (*NackMessageBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method NackMessageBatch not implemented")
 }
 func (UnimplementedQueueServiceServer) mustEmbedUnimplementedQueueServiceServer() {}
 func (UnimplementedQueueServiceServer) testEmbeddedByValue()                      {}
@@ -954,6 +1008,42 @@ func _QueueService_Consume_Handler(srv interface{}, stream grpc.ServerStream) er
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type QueueService_ConsumeServer = grpc.BidiStreamingServer[ConsumeRequest, ConsumeResponse]
 
+func _QueueService_NackMessage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NackMessageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).NackMessage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_NackMessage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).NackMessage(ctx, req.(*NackMessageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _QueueService_NackMessageBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NackMessageBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(QueueServiceServer).NackMessageBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: QueueService_NackMessageBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(QueueServiceServer).NackMessageBatch(ctx, req.(*NackMessageBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // QueueService_ServiceDesc is the grpc.ServiceDesc for QueueService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1032,6 +1122,14 @@ var QueueService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RescheduleMessage",
 			Handler:    _QueueService_RescheduleMessage_Handler,
+		},
+		{
+			MethodName: "NackMessage",
+			Handler:    _QueueService_NackMessage_Handler,
+		},
+		{
+			MethodName: "NackMessageBatch",
+			Handler:    _QueueService_NackMessageBatch_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

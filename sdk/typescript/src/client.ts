@@ -2,10 +2,11 @@
 // generated service clients stay reachable (queues, cluster) for every RPC
 // the helpers below do not cover.
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, timestampDate } from "@bufbuild/protobuf/wkt";
 import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import {
+  NackKind,
   QueueService,
   QueueAttributesSchema,
   type Queue,
@@ -31,6 +32,15 @@ export interface SendOptions {
   groupId?: string;
   deduplicationId?: string;
   idempotencyKey?: string;
+  /** Time to live from the send (default: the queue's messageTtl). */
+  ttlMs?: number;
+}
+
+export interface NackOptions {
+  /** Released: given back unprocessed, not counted toward maxReceiveCount, visible at once. Default: failed. */
+  released?: boolean;
+  /** Visible again after this long instead of the kind's rule (e.g. a Retry-After). */
+  redeliverAfterMs?: number;
 }
 
 export interface ReceiveOptions {
@@ -48,6 +58,8 @@ export interface QuorumqClient {
   send(queue: string, body: string, opts?: SendOptions): Promise<SendMessageResponse>;
   receive(queue: string, opts?: ReceiveOptions): Promise<ReceivedMessage[]>;
   delete(queue: string, receiptHandle: string): Promise<void>;
+  /** Ends a lease early as failed (the queue's retry backoff applies) or released; resolves to when the message is visible again. */
+  nack(queue: string, receiptHandle: string, opts?: NackOptions): Promise<Date | undefined>;
   deleteQueue(name: string): Promise<void>;
 }
 
@@ -88,6 +100,7 @@ export function createQuorumqClient(opts: ClientOptions): QuorumqClient {
         groupId: o.groupId ?? "",
         deduplicationId: o.deduplicationId ?? "",
         idempotencyKey: o.idempotencyKey ?? "",
+        ttl: o.ttlMs !== undefined ? durationFromMs(o.ttlMs) : undefined,
       });
     },
     async receive(queue, o = {}) {
@@ -104,6 +117,15 @@ export function createQuorumqClient(opts: ClientOptions): QuorumqClient {
     },
     async delete(queue, receiptHandle) {
       await queues.deleteMessage({ queue, receiptHandle });
+    },
+    async nack(queue, receiptHandle, o = {}) {
+      const res = await queues.nackMessage({
+        queue,
+        receiptHandle,
+        kind: o.released ? NackKind.RELEASED : NackKind.FAILED,
+        redeliverDelay: o.redeliverAfterMs !== undefined ? durationFromMs(o.redeliverAfterMs) : undefined,
+      });
+      return res.visibleAt ? timestampDate(res.visibleAt) : undefined;
     },
     async deleteQueue(name) {
       await queues.deleteQueue({ name });

@@ -25,6 +25,166 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// OverflowPolicy is what a send into a full queue does.
+type OverflowPolicy int32
+
+const (
+	// Reject: refuse the message (QUEUE_FULL).
+	OverflowPolicy_OVERFLOW_POLICY_UNSPECIFIED OverflowPolicy = 0
+	// Remove the oldest messages to make room: dead-lettered with reason
+	// OVERFLOW when the queue has a dead-letter queue, else dropped.
+	OverflowPolicy_OVERFLOW_POLICY_DROP_OLDEST OverflowPolicy = 1
+)
+
+// Enum value maps for OverflowPolicy.
+var (
+	OverflowPolicy_name = map[int32]string{
+		0: "OVERFLOW_POLICY_UNSPECIFIED",
+		1: "OVERFLOW_POLICY_DROP_OLDEST",
+	}
+	OverflowPolicy_value = map[string]int32{
+		"OVERFLOW_POLICY_UNSPECIFIED": 0,
+		"OVERFLOW_POLICY_DROP_OLDEST": 1,
+	}
+)
+
+func (x OverflowPolicy) Enum() *OverflowPolicy {
+	p := new(OverflowPolicy)
+	*p = x
+	return p
+}
+
+func (x OverflowPolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (OverflowPolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_storepb_v1_store_proto_enumTypes[0].Descriptor()
+}
+
+func (OverflowPolicy) Type() protoreflect.EnumType {
+	return &file_storepb_v1_store_proto_enumTypes[0]
+}
+
+func (x OverflowPolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use OverflowPolicy.Descriptor instead.
+func (OverflowPolicy) EnumDescriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{0}
+}
+
+// DeadLetterReason says why a message was dead-lettered.
+type DeadLetterReason int32
+
+const (
+	DeadLetterReason_DEAD_LETTER_REASON_UNSPECIFIED DeadLetterReason = 0
+	// Its deliveries reached the queue's max_receive_count.
+	DeadLetterReason_DEAD_LETTER_REASON_MAX_RECEIVES DeadLetterReason = 1
+	// Its time to live ended.
+	DeadLetterReason_DEAD_LETTER_REASON_EXPIRED DeadLetterReason = 2
+	// A send into its full queue (overflow drop_oldest) pushed it out.
+	DeadLetterReason_DEAD_LETTER_REASON_OVERFLOW DeadLetterReason = 3
+)
+
+// Enum value maps for DeadLetterReason.
+var (
+	DeadLetterReason_name = map[int32]string{
+		0: "DEAD_LETTER_REASON_UNSPECIFIED",
+		1: "DEAD_LETTER_REASON_MAX_RECEIVES",
+		2: "DEAD_LETTER_REASON_EXPIRED",
+		3: "DEAD_LETTER_REASON_OVERFLOW",
+	}
+	DeadLetterReason_value = map[string]int32{
+		"DEAD_LETTER_REASON_UNSPECIFIED":  0,
+		"DEAD_LETTER_REASON_MAX_RECEIVES": 1,
+		"DEAD_LETTER_REASON_EXPIRED":      2,
+		"DEAD_LETTER_REASON_OVERFLOW":     3,
+	}
+)
+
+func (x DeadLetterReason) Enum() *DeadLetterReason {
+	p := new(DeadLetterReason)
+	*p = x
+	return p
+}
+
+func (x DeadLetterReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DeadLetterReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_storepb_v1_store_proto_enumTypes[1].Descriptor()
+}
+
+func (DeadLetterReason) Type() protoreflect.EnumType {
+	return &file_storepb_v1_store_proto_enumTypes[1]
+}
+
+func (x DeadLetterReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DeadLetterReason.Descriptor instead.
+func (DeadLetterReason) EnumDescriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{1}
+}
+
+// NackKind says how a delivery ended.
+type NackKind int32
+
+const (
+	// Failed (the default): counts toward the delivery limit; retry backoff
+	// applies.
+	NackKind_NACK_KIND_UNSPECIFIED NackKind = 0
+	NackKind_NACK_KIND_FAILED      NackKind = 1
+	// Released (consumer shutting down or overloaded): does not count toward
+	// the delivery limit; visible again at once unless a time is given.
+	NackKind_NACK_KIND_RELEASED NackKind = 2
+)
+
+// Enum value maps for NackKind.
+var (
+	NackKind_name = map[int32]string{
+		0: "NACK_KIND_UNSPECIFIED",
+		1: "NACK_KIND_FAILED",
+		2: "NACK_KIND_RELEASED",
+	}
+	NackKind_value = map[string]int32{
+		"NACK_KIND_UNSPECIFIED": 0,
+		"NACK_KIND_FAILED":      1,
+		"NACK_KIND_RELEASED":    2,
+	}
+)
+
+func (x NackKind) Enum() *NackKind {
+	p := new(NackKind)
+	*p = x
+	return p
+}
+
+func (x NackKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NackKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_storepb_v1_store_proto_enumTypes[2].Descriptor()
+}
+
+func (NackKind) Type() protoreflect.EnumType {
+	return &file_storepb_v1_store_proto_enumTypes[2]
+}
+
+func (x NackKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NackKind.Descriptor instead.
+func (NackKind) EnumDescriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{2}
+}
+
 // Command is one replicated state change. The proposer (the shard leader)
 // stamps time_ms with its wall clock; apply uses max(last applied time,
 // time_ms), so time never runs backwards and replay is deterministic.
@@ -55,6 +215,7 @@ type Command struct {
 	//	*Command_RescheduleMessage
 	//	*Command_PutAccessKey
 	//	*Command_RevokeAccessKey
+	//	*Command_Nack
 	//	*Command_CreateTopic
 	//	*Command_ChangeTopic
 	//	*Command_PutTopicPartition
@@ -273,6 +434,15 @@ func (x *Command) GetRevokeAccessKey() *RevokeAccessKey {
 	return nil
 }
 
+func (x *Command) GetNack() *Nack {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Nack); ok {
+			return x.Nack
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetCreateTopic() *CreateTopic {
 	if x != nil {
 		if x, ok := x.Op.(*Command_CreateTopic); ok {
@@ -426,6 +596,10 @@ type Command_RevokeAccessKey struct {
 	RevokeAccessKey *RevokeAccessKey `protobuf:"bytes,41,opt,name=revoke_access_key,json=revokeAccessKey,proto3,oneof"`
 }
 
+type Command_Nack struct {
+	Nack *Nack `protobuf:"bytes,45,opt,name=nack,proto3,oneof"`
+}
+
 type Command_CreateTopic struct {
 	// Topics (topics.go): 50-59.
 	CreateTopic *CreateTopic `protobuf:"bytes,50,opt,name=create_topic,json=createTopic,proto3,oneof"`
@@ -497,6 +671,8 @@ func (*Command_PutAccessKey) isCommand_Op() {}
 
 func (*Command_RevokeAccessKey) isCommand_Op() {}
 
+func (*Command_Nack) isCommand_Op() {}
+
 func (*Command_CreateTopic) isCommand_Op() {}
 
 func (*Command_ChangeTopic) isCommand_Op() {}
@@ -530,6 +706,17 @@ type QueueAttributes struct {
 	Fifo                      bool   `protobuf:"varint,8,opt,name=fifo,proto3" json:"fifo,omitempty"`
 	ContentBasedDeduplication bool   `protobuf:"varint,9,opt,name=content_based_deduplication,json=contentBasedDeduplication,proto3" json:"content_based_deduplication,omitempty"`
 	Partitions                int32  `protobuf:"varint,10,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	// Server-side retry backoff of failed deliveries (unset: none, a failed
+	// delivery is visible again at once).
+	RetryPolicy *RetryPolicy `protobuf:"bytes,14,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
+	// Time to live of a message from its send (0: none); also the bound of a
+	// message's own ttl. Shorter than message_retention_ms.
+	MessageTtlMs int64 `protobuf:"varint,15,opt,name=message_ttl_ms,json=messageTtlMs,proto3" json:"message_ttl_ms,omitempty"`
+	// Max length: stored messages and bytes per partition copy, each 0 for
+	// no bound (see DESIGN.md, "Max length"), and what a send past them does.
+	MaxLength int64          `protobuf:"varint,16,opt,name=max_length,json=maxLength,proto3" json:"max_length,omitempty"`
+	MaxBytes  int64          `protobuf:"varint,17,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	Overflow  OverflowPolicy `protobuf:"varint,18,opt,name=overflow,proto3,enum=storepb.v1.OverflowPolicy" json:"overflow,omitempty"`
 	// UpdateQueue only, never stored: tag keys removed from the queue record,
 	// then tags set on it (at most MaxQueueTags in all after the change).
 	RemoveTags    []string          `protobuf:"bytes,20,rep,name=remove_tags,json=removeTags,proto3" json:"remove_tags,omitempty"`
@@ -638,6 +825,41 @@ func (x *QueueAttributes) GetPartitions() int32 {
 	return 0
 }
 
+func (x *QueueAttributes) GetRetryPolicy() *RetryPolicy {
+	if x != nil {
+		return x.RetryPolicy
+	}
+	return nil
+}
+
+func (x *QueueAttributes) GetMessageTtlMs() int64 {
+	if x != nil {
+		return x.MessageTtlMs
+	}
+	return 0
+}
+
+func (x *QueueAttributes) GetMaxLength() int64 {
+	if x != nil {
+		return x.MaxLength
+	}
+	return 0
+}
+
+func (x *QueueAttributes) GetMaxBytes() int64 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+func (x *QueueAttributes) GetOverflow() OverflowPolicy {
+	if x != nil {
+		return x.Overflow
+	}
+	return OverflowPolicy_OVERFLOW_POLICY_UNSPECIFIED
+}
+
 func (x *QueueAttributes) GetRemoveTags() []string {
 	if x != nil {
 		return x.RemoveTags
@@ -650,6 +872,80 @@ func (x *QueueAttributes) GetSetTags() map[string]string {
 		return x.SetTags
 	}
 	return nil
+}
+
+// RetryPolicy: a failed delivery (a nack as failed, or a lease that ran
+// out) makes the message visible min(base × factor^(n−1), max) after it
+// failed, n being its failed count, less up to jitter of that (derived from
+// the message's seq and receive count, so replicas agree).
+type RetryPolicy struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	BaseMs int64                  `protobuf:"varint,1,opt,name=base_ms,json=baseMs,proto3" json:"base_ms,omitempty"`
+	// Factor in thousandths (2000: ×2), 1000 – 10000.
+	FactorMilli int64 `protobuf:"varint,2,opt,name=factor_milli,json=factorMilli,proto3" json:"factor_milli,omitempty"`
+	MaxMs       int64 `protobuf:"varint,3,opt,name=max_ms,json=maxMs,proto3" json:"max_ms,omitempty"`
+	// Jitter in thousandths of the delay, 0 – 1000.
+	JitterMilli   int64 `protobuf:"varint,4,opt,name=jitter_milli,json=jitterMilli,proto3" json:"jitter_milli,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryPolicy) Reset() {
+	*x = RetryPolicy{}
+	mi := &file_storepb_v1_store_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryPolicy) ProtoMessage() {}
+
+func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryPolicy.ProtoReflect.Descriptor instead.
+func (*RetryPolicy) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RetryPolicy) GetBaseMs() int64 {
+	if x != nil {
+		return x.BaseMs
+	}
+	return 0
+}
+
+func (x *RetryPolicy) GetFactorMilli() int64 {
+	if x != nil {
+		return x.FactorMilli
+	}
+	return 0
+}
+
+func (x *RetryPolicy) GetMaxMs() int64 {
+	if x != nil {
+		return x.MaxMs
+	}
+	return 0
+}
+
+func (x *RetryPolicy) GetJitterMilli() int64 {
+	if x != nil {
+		return x.JitterMilli
+	}
+	return 0
 }
 
 // CreateQueue creates a queue; handle_key is 32 random bytes chosen by the
@@ -678,7 +974,7 @@ type CreateQueue struct {
 
 func (x *CreateQueue) Reset() {
 	*x = CreateQueue{}
-	mi := &file_storepb_v1_store_proto_msgTypes[2]
+	mi := &file_storepb_v1_store_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -690,7 +986,7 @@ func (x *CreateQueue) String() string {
 func (*CreateQueue) ProtoMessage() {}
 
 func (x *CreateQueue) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[2]
+	mi := &file_storepb_v1_store_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -703,7 +999,7 @@ func (x *CreateQueue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateQueue.ProtoReflect.Descriptor instead.
 func (*CreateQueue) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{2}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateQueue) GetTenant() string {
@@ -774,7 +1070,7 @@ type UpdateQueue struct {
 
 func (x *UpdateQueue) Reset() {
 	*x = UpdateQueue{}
-	mi := &file_storepb_v1_store_proto_msgTypes[3]
+	mi := &file_storepb_v1_store_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -786,7 +1082,7 @@ func (x *UpdateQueue) String() string {
 func (*UpdateQueue) ProtoMessage() {}
 
 func (x *UpdateQueue) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[3]
+	mi := &file_storepb_v1_store_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -799,7 +1095,7 @@ func (x *UpdateQueue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateQueue.ProtoReflect.Descriptor instead.
 func (*UpdateQueue) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{3}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *UpdateQueue) GetTenant() string {
@@ -837,7 +1133,7 @@ type DeleteQueue struct {
 
 func (x *DeleteQueue) Reset() {
 	*x = DeleteQueue{}
-	mi := &file_storepb_v1_store_proto_msgTypes[4]
+	mi := &file_storepb_v1_store_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +1145,7 @@ func (x *DeleteQueue) String() string {
 func (*DeleteQueue) ProtoMessage() {}
 
 func (x *DeleteQueue) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[4]
+	mi := &file_storepb_v1_store_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +1158,7 @@ func (x *DeleteQueue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteQueue.ProtoReflect.Descriptor instead.
 func (*DeleteQueue) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{4}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DeleteQueue) GetTenant() string {
@@ -897,7 +1193,7 @@ type PurgeQueue struct {
 
 func (x *PurgeQueue) Reset() {
 	*x = PurgeQueue{}
-	mi := &file_storepb_v1_store_proto_msgTypes[5]
+	mi := &file_storepb_v1_store_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -909,7 +1205,7 @@ func (x *PurgeQueue) String() string {
 func (*PurgeQueue) ProtoMessage() {}
 
 func (x *PurgeQueue) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[5]
+	mi := &file_storepb_v1_store_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -922,7 +1218,7 @@ func (x *PurgeQueue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeQueue.ProtoReflect.Descriptor instead.
 func (*PurgeQueue) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{5}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PurgeQueue) GetTenant() string {
@@ -952,13 +1248,16 @@ type SendEntry struct {
 	GroupId         string `protobuf:"bytes,6,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	DeduplicationId string `protobuf:"bytes,7,opt,name=deduplication_id,json=deduplicationId,proto3" json:"deduplication_id,omitempty"`
 	IdempotencyKey  string `protobuf:"bytes,8,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Time to live from the send (0: the queue's message_ttl_ms); the queue's
+	// message_ttl_ms, when set, bounds it.
+	TtlMs         int64 `protobuf:"varint,10,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SendEntry) Reset() {
 	*x = SendEntry{}
-	mi := &file_storepb_v1_store_proto_msgTypes[6]
+	mi := &file_storepb_v1_store_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1269,7 @@ func (x *SendEntry) String() string {
 func (*SendEntry) ProtoMessage() {}
 
 func (x *SendEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[6]
+	mi := &file_storepb_v1_store_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1282,7 @@ func (x *SendEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendEntry.ProtoReflect.Descriptor instead.
 func (*SendEntry) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{6}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SendEntry) GetBody() string {
@@ -1042,6 +1341,13 @@ func (x *SendEntry) GetIdempotencyKey() string {
 	return ""
 }
 
+func (x *SendEntry) GetTtlMs() int64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
 // Send stores messages in one queue.
 type Send struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1054,7 +1360,7 @@ type Send struct {
 
 func (x *Send) Reset() {
 	*x = Send{}
-	mi := &file_storepb_v1_store_proto_msgTypes[7]
+	mi := &file_storepb_v1_store_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1372,7 @@ func (x *Send) String() string {
 func (*Send) ProtoMessage() {}
 
 func (x *Send) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[7]
+	mi := &file_storepb_v1_store_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1385,7 @@ func (x *Send) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Send.ProtoReflect.Descriptor instead.
 func (*Send) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{7}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Send) GetTenant() string {
@@ -1115,7 +1421,7 @@ type TagFilter struct {
 
 func (x *TagFilter) Reset() {
 	*x = TagFilter{}
-	mi := &file_storepb_v1_store_proto_msgTypes[8]
+	mi := &file_storepb_v1_store_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1127,7 +1433,7 @@ func (x *TagFilter) String() string {
 func (*TagFilter) ProtoMessage() {}
 
 func (x *TagFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[8]
+	mi := &file_storepb_v1_store_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1140,7 +1446,7 @@ func (x *TagFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TagFilter.ProtoReflect.Descriptor instead.
 func (*TagFilter) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{8}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TagFilter) GetAll() []string {
@@ -1188,7 +1494,7 @@ type Receive struct {
 
 func (x *Receive) Reset() {
 	*x = Receive{}
-	mi := &file_storepb_v1_store_proto_msgTypes[9]
+	mi := &file_storepb_v1_store_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1506,7 @@ func (x *Receive) String() string {
 func (*Receive) ProtoMessage() {}
 
 func (x *Receive) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[9]
+	mi := &file_storepb_v1_store_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1519,7 @@ func (x *Receive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receive.ProtoReflect.Descriptor instead.
 func (*Receive) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{9}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Receive) GetTenant() string {
@@ -1277,7 +1583,7 @@ type Delete struct {
 
 func (x *Delete) Reset() {
 	*x = Delete{}
-	mi := &file_storepb_v1_store_proto_msgTypes[10]
+	mi := &file_storepb_v1_store_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1289,7 +1595,7 @@ func (x *Delete) String() string {
 func (*Delete) ProtoMessage() {}
 
 func (x *Delete) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[10]
+	mi := &file_storepb_v1_store_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1302,7 +1608,7 @@ func (x *Delete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delete.ProtoReflect.Descriptor instead.
 func (*Delete) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{10}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Delete) GetTenant() string {
@@ -1337,7 +1643,7 @@ type VisibilityChange struct {
 
 func (x *VisibilityChange) Reset() {
 	*x = VisibilityChange{}
-	mi := &file_storepb_v1_store_proto_msgTypes[11]
+	mi := &file_storepb_v1_store_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1349,7 +1655,7 @@ func (x *VisibilityChange) String() string {
 func (*VisibilityChange) ProtoMessage() {}
 
 func (x *VisibilityChange) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[11]
+	mi := &file_storepb_v1_store_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1362,7 +1668,7 @@ func (x *VisibilityChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VisibilityChange.ProtoReflect.Descriptor instead.
 func (*VisibilityChange) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{11}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *VisibilityChange) GetReceiptHandle() []byte {
@@ -1391,7 +1697,7 @@ type ChangeVisibility struct {
 
 func (x *ChangeVisibility) Reset() {
 	*x = ChangeVisibility{}
-	mi := &file_storepb_v1_store_proto_msgTypes[12]
+	mi := &file_storepb_v1_store_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1403,7 +1709,7 @@ func (x *ChangeVisibility) String() string {
 func (*ChangeVisibility) ProtoMessage() {}
 
 func (x *ChangeVisibility) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[12]
+	mi := &file_storepb_v1_store_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1416,7 +1722,7 @@ func (x *ChangeVisibility) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeVisibility.ProtoReflect.Descriptor instead.
 func (*ChangeVisibility) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{12}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ChangeVisibility) GetTenant() string {
@@ -1452,7 +1758,7 @@ type Tick struct {
 
 func (x *Tick) Reset() {
 	*x = Tick{}
-	mi := &file_storepb_v1_store_proto_msgTypes[13]
+	mi := &file_storepb_v1_store_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1770,7 @@ func (x *Tick) String() string {
 func (*Tick) ProtoMessage() {}
 
 func (x *Tick) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[13]
+	mi := &file_storepb_v1_store_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1783,7 @@ func (x *Tick) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tick.ProtoReflect.Descriptor instead.
 func (*Tick) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{13}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Tick) GetLimit() int32 {
@@ -1508,14 +1814,28 @@ type MessageRecord struct {
 	// Source queue name of a dead-lettered message.
 	DeadLetterSource string `protobuf:"bytes,13,opt,name=dead_letter_source,json=deadLetterSource,proto3" json:"dead_letter_source,omitempty"`
 	// body + attributes + tags in bytes.
-	Size          int64 `protobuf:"varint,14,opt,name=size,proto3" json:"size,omitempty"`
+	Size int64 `protobuf:"varint,14,opt,name=size,proto3" json:"size,omitempty"`
+	// Deliveries that failed (nacked as failed, or the lease ran out) and
+	// that were released (nacked as released: not counted toward the
+	// delivery limit). Lease state, like visible_at (see lease.go).
+	FailedCount   int32 `protobuf:"varint,16,opt,name=failed_count,json=failedCount,proto3" json:"failed_count,omitempty"`
+	ReleasedCount int32 `protobuf:"varint,17,opt,name=released_count,json=releasedCount,proto3" json:"released_count,omitempty"`
+	// When its time to live ends (0: never), Unix ms.
+	ExpiresAtMs int64 `protobuf:"varint,18,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
+	// Why it was dead-lettered (set with dead_letter_source).
+	DeadLetterReason DeadLetterReason `protobuf:"varint,19,opt,name=dead_letter_reason,json=deadLetterReason,proto3,enum=storepb.v1.DeadLetterReason" json:"dead_letter_reason,omitempty"`
+	// No lease is open although it was received: the last one was ended by
+	// a nack or by a retry backoff, or it arrived with its count by a
+	// dead-letter move. Its becoming visible is then not a lease running out
+	// (which counts as a failed delivery). Lease state.
+	LeaseClosed   bool `protobuf:"varint,20,opt,name=lease_closed,json=leaseClosed,proto3" json:"lease_closed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MessageRecord) Reset() {
 	*x = MessageRecord{}
-	mi := &file_storepb_v1_store_proto_msgTypes[14]
+	mi := &file_storepb_v1_store_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1527,7 +1847,7 @@ func (x *MessageRecord) String() string {
 func (*MessageRecord) ProtoMessage() {}
 
 func (x *MessageRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[14]
+	mi := &file_storepb_v1_store_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1540,7 +1860,7 @@ func (x *MessageRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageRecord.ProtoReflect.Descriptor instead.
 func (*MessageRecord) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{14}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MessageRecord) GetId() string {
@@ -1641,6 +1961,41 @@ func (x *MessageRecord) GetSize() int64 {
 	return 0
 }
 
+func (x *MessageRecord) GetFailedCount() int32 {
+	if x != nil {
+		return x.FailedCount
+	}
+	return 0
+}
+
+func (x *MessageRecord) GetReleasedCount() int32 {
+	if x != nil {
+		return x.ReleasedCount
+	}
+	return 0
+}
+
+func (x *MessageRecord) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
+func (x *MessageRecord) GetDeadLetterReason() DeadLetterReason {
+	if x != nil {
+		return x.DeadLetterReason
+	}
+	return DeadLetterReason_DEAD_LETTER_REASON_UNSPECIFIED
+}
+
+func (x *MessageRecord) GetLeaseClosed() bool {
+	if x != nil {
+		return x.LeaseClosed
+	}
+	return false
+}
+
 // OutboxEntry is a message leaving its shard for another queue (dead-letter
 // move or redrive), kept until the target has it.
 type OutboxEntry struct {
@@ -1664,7 +2019,7 @@ type OutboxEntry struct {
 
 func (x *OutboxEntry) Reset() {
 	*x = OutboxEntry{}
-	mi := &file_storepb_v1_store_proto_msgTypes[15]
+	mi := &file_storepb_v1_store_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1676,7 +2031,7 @@ func (x *OutboxEntry) String() string {
 func (*OutboxEntry) ProtoMessage() {}
 
 func (x *OutboxEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[15]
+	mi := &file_storepb_v1_store_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1689,7 +2044,7 @@ func (x *OutboxEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxEntry.ProtoReflect.Descriptor instead.
 func (*OutboxEntry) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{15}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *OutboxEntry) GetId() uint64 {
@@ -1759,7 +2114,7 @@ type DeliverOutbox struct {
 
 func (x *DeliverOutbox) Reset() {
 	*x = DeliverOutbox{}
-	mi := &file_storepb_v1_store_proto_msgTypes[16]
+	mi := &file_storepb_v1_store_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1771,7 +2126,7 @@ func (x *DeliverOutbox) String() string {
 func (*DeliverOutbox) ProtoMessage() {}
 
 func (x *DeliverOutbox) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[16]
+	mi := &file_storepb_v1_store_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1784,7 +2139,7 @@ func (x *DeliverOutbox) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverOutbox.ProtoReflect.Descriptor instead.
 func (*DeliverOutbox) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{16}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeliverOutbox) GetEntries() []*OutboxEntry {
@@ -1807,7 +2162,7 @@ type AckOutbox struct {
 
 func (x *AckOutbox) Reset() {
 	*x = AckOutbox{}
-	mi := &file_storepb_v1_store_proto_msgTypes[17]
+	mi := &file_storepb_v1_store_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1819,7 +2174,7 @@ func (x *AckOutbox) String() string {
 func (*AckOutbox) ProtoMessage() {}
 
 func (x *AckOutbox) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[17]
+	mi := &file_storepb_v1_store_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1832,7 +2187,7 @@ func (x *AckOutbox) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckOutbox.ProtoReflect.Descriptor instead.
 func (*AckOutbox) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{17}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AckOutbox) GetIds() []uint64 {
@@ -1868,7 +2223,7 @@ type Redrive struct {
 
 func (x *Redrive) Reset() {
 	*x = Redrive{}
-	mi := &file_storepb_v1_store_proto_msgTypes[18]
+	mi := &file_storepb_v1_store_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1880,7 +2235,7 @@ func (x *Redrive) String() string {
 func (*Redrive) ProtoMessage() {}
 
 func (x *Redrive) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[18]
+	mi := &file_storepb_v1_store_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1893,7 +2248,7 @@ func (x *Redrive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Redrive.ProtoReflect.Descriptor instead.
 func (*Redrive) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{18}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Redrive) GetTenant() string {
@@ -1953,7 +2308,7 @@ type QueueRecord struct {
 
 func (x *QueueRecord) Reset() {
 	*x = QueueRecord{}
-	mi := &file_storepb_v1_store_proto_msgTypes[19]
+	mi := &file_storepb_v1_store_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1965,7 +2320,7 @@ func (x *QueueRecord) String() string {
 func (*QueueRecord) ProtoMessage() {}
 
 func (x *QueueRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[19]
+	mi := &file_storepb_v1_store_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1978,7 +2333,7 @@ func (x *QueueRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueRecord.ProtoReflect.Descriptor instead.
 func (*QueueRecord) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{19}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *QueueRecord) GetId() uint64 {
@@ -2086,7 +2441,7 @@ type QueueMeta struct {
 
 func (x *QueueMeta) Reset() {
 	*x = QueueMeta{}
-	mi := &file_storepb_v1_store_proto_msgTypes[20]
+	mi := &file_storepb_v1_store_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2098,7 +2453,7 @@ func (x *QueueMeta) String() string {
 func (*QueueMeta) ProtoMessage() {}
 
 func (x *QueueMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[20]
+	mi := &file_storepb_v1_store_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2111,7 +2466,7 @@ func (x *QueueMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueMeta.ProtoReflect.Descriptor instead.
 func (*QueueMeta) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{20}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *QueueMeta) GetNextSeq() uint64 {
@@ -2197,7 +2552,7 @@ type ShardMeta struct {
 
 func (x *ShardMeta) Reset() {
 	*x = ShardMeta{}
-	mi := &file_storepb_v1_store_proto_msgTypes[21]
+	mi := &file_storepb_v1_store_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2209,7 +2564,7 @@ func (x *ShardMeta) String() string {
 func (*ShardMeta) ProtoMessage() {}
 
 func (x *ShardMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[21]
+	mi := &file_storepb_v1_store_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2222,7 +2577,7 @@ func (x *ShardMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardMeta.ProtoReflect.Descriptor instead.
 func (*ShardMeta) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{21}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ShardMeta) GetLastTimeMs() int64 {
@@ -2273,7 +2628,7 @@ type DedupRecord struct {
 
 func (x *DedupRecord) Reset() {
 	*x = DedupRecord{}
-	mi := &file_storepb_v1_store_proto_msgTypes[22]
+	mi := &file_storepb_v1_store_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2285,7 +2640,7 @@ func (x *DedupRecord) String() string {
 func (*DedupRecord) ProtoMessage() {}
 
 func (x *DedupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[22]
+	mi := &file_storepb_v1_store_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2298,7 +2653,7 @@ func (x *DedupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupRecord.ProtoReflect.Descriptor instead.
 func (*DedupRecord) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{22}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DedupRecord) GetMessageId() string {
@@ -2334,7 +2689,7 @@ type ReceivedRef struct {
 
 func (x *ReceivedRef) Reset() {
 	*x = ReceivedRef{}
-	mi := &file_storepb_v1_store_proto_msgTypes[23]
+	mi := &file_storepb_v1_store_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2346,7 +2701,7 @@ func (x *ReceivedRef) String() string {
 func (*ReceivedRef) ProtoMessage() {}
 
 func (x *ReceivedRef) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[23]
+	mi := &file_storepb_v1_store_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2359,7 +2714,7 @@ func (x *ReceivedRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceivedRef.ProtoReflect.Descriptor instead.
 func (*ReceivedRef) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{23}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReceivedRef) GetSeq() uint64 {
@@ -2388,7 +2743,7 @@ type ReceiveAttemptRecord struct {
 
 func (x *ReceiveAttemptRecord) Reset() {
 	*x = ReceiveAttemptRecord{}
-	mi := &file_storepb_v1_store_proto_msgTypes[24]
+	mi := &file_storepb_v1_store_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2400,7 +2755,7 @@ func (x *ReceiveAttemptRecord) String() string {
 func (*ReceiveAttemptRecord) ProtoMessage() {}
 
 func (x *ReceiveAttemptRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[24]
+	mi := &file_storepb_v1_store_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2413,7 +2768,7 @@ func (x *ReceiveAttemptRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveAttemptRecord.ProtoReflect.Descriptor instead.
 func (*ReceiveAttemptRecord) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{24}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReceiveAttemptRecord) GetMessages() []*ReceivedRef {
@@ -2446,7 +2801,7 @@ type TenantQuota struct {
 
 func (x *TenantQuota) Reset() {
 	*x = TenantQuota{}
-	mi := &file_storepb_v1_store_proto_msgTypes[25]
+	mi := &file_storepb_v1_store_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2458,7 +2813,7 @@ func (x *TenantQuota) String() string {
 func (*TenantQuota) ProtoMessage() {}
 
 func (x *TenantQuota) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[25]
+	mi := &file_storepb_v1_store_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2471,7 +2826,7 @@ func (x *TenantQuota) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantQuota.ProtoReflect.Descriptor instead.
 func (*TenantQuota) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{25}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TenantQuota) GetMaxQueues() int64 {
@@ -2507,7 +2862,7 @@ type TenantRecord struct {
 
 func (x *TenantRecord) Reset() {
 	*x = TenantRecord{}
-	mi := &file_storepb_v1_store_proto_msgTypes[26]
+	mi := &file_storepb_v1_store_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2519,7 +2874,7 @@ func (x *TenantRecord) String() string {
 func (*TenantRecord) ProtoMessage() {}
 
 func (x *TenantRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[26]
+	mi := &file_storepb_v1_store_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2532,7 +2887,7 @@ func (x *TenantRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantRecord.ProtoReflect.Descriptor instead.
 func (*TenantRecord) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{26}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TenantRecord) GetQuota() *TenantQuota {
@@ -2567,7 +2922,7 @@ type SetTenantQuota struct {
 
 func (x *SetTenantQuota) Reset() {
 	*x = SetTenantQuota{}
-	mi := &file_storepb_v1_store_proto_msgTypes[27]
+	mi := &file_storepb_v1_store_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2579,7 +2934,7 @@ func (x *SetTenantQuota) String() string {
 func (*SetTenantQuota) ProtoMessage() {}
 
 func (x *SetTenantQuota) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[27]
+	mi := &file_storepb_v1_store_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2592,7 +2947,7 @@ func (x *SetTenantQuota) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTenantQuota.ProtoReflect.Descriptor instead.
 func (*SetTenantQuota) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{27}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SetTenantQuota) GetTenant() string {
@@ -2621,7 +2976,7 @@ type CancelMessage struct {
 
 func (x *CancelMessage) Reset() {
 	*x = CancelMessage{}
-	mi := &file_storepb_v1_store_proto_msgTypes[28]
+	mi := &file_storepb_v1_store_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2633,7 +2988,7 @@ func (x *CancelMessage) String() string {
 func (*CancelMessage) ProtoMessage() {}
 
 func (x *CancelMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[28]
+	mi := &file_storepb_v1_store_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2646,7 +3001,7 @@ func (x *CancelMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelMessage.ProtoReflect.Descriptor instead.
 func (*CancelMessage) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{28}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CancelMessage) GetTenant() string {
@@ -2686,7 +3041,7 @@ type RescheduleMessage struct {
 
 func (x *RescheduleMessage) Reset() {
 	*x = RescheduleMessage{}
-	mi := &file_storepb_v1_store_proto_msgTypes[29]
+	mi := &file_storepb_v1_store_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2698,7 +3053,7 @@ func (x *RescheduleMessage) String() string {
 func (*RescheduleMessage) ProtoMessage() {}
 
 func (x *RescheduleMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[29]
+	mi := &file_storepb_v1_store_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2711,7 +3066,7 @@ func (x *RescheduleMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RescheduleMessage.ProtoReflect.Descriptor instead.
 func (*RescheduleMessage) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{29}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RescheduleMessage) GetTenant() string {
@@ -2749,6 +3104,139 @@ func (x *RescheduleMessage) GetDeliverAtMs() int64 {
 	return 0
 }
 
+// NackEntry ends one lease.
+type NackEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ReceiptHandle []byte                 `protobuf:"bytes,1,opt,name=receipt_handle,json=receiptHandle,proto3" json:"receipt_handle,omitempty"`
+	Kind          NackKind               `protobuf:"varint,2,opt,name=kind,proto3,enum=storepb.v1.NackKind" json:"kind,omitempty"`
+	// Explicit redelivery: delay from the command time (-1: none, use the
+	// kind's rule), or deliver_at_ms when > 0.
+	DelayMs       int64 `protobuf:"varint,3,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
+	DeliverAtMs   int64 `protobuf:"varint,4,opt,name=deliver_at_ms,json=deliverAtMs,proto3" json:"deliver_at_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NackEntry) Reset() {
+	*x = NackEntry{}
+	mi := &file_storepb_v1_store_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NackEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NackEntry) ProtoMessage() {}
+
+func (x *NackEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NackEntry.ProtoReflect.Descriptor instead.
+func (*NackEntry) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *NackEntry) GetReceiptHandle() []byte {
+	if x != nil {
+		return x.ReceiptHandle
+	}
+	return nil
+}
+
+func (x *NackEntry) GetKind() NackKind {
+	if x != nil {
+		return x.Kind
+	}
+	return NackKind_NACK_KIND_UNSPECIFIED
+}
+
+func (x *NackEntry) GetDelayMs() int64 {
+	if x != nil {
+		return x.DelayMs
+	}
+	return 0
+}
+
+func (x *NackEntry) GetDeliverAtMs() int64 {
+	if x != nil {
+		return x.DeliverAtMs
+	}
+	return 0
+}
+
+// Nack ends leases early: each message counts the delivery as failed or
+// released and becomes visible again (see retry.go).
+type Nack struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Queue         string                 `protobuf:"bytes,2,opt,name=queue,proto3" json:"queue,omitempty"`
+	Entries       []*NackEntry           `protobuf:"bytes,3,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Nack) Reset() {
+	*x = Nack{}
+	mi := &file_storepb_v1_store_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Nack) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Nack) ProtoMessage() {}
+
+func (x *Nack) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Nack.ProtoReflect.Descriptor instead.
+func (*Nack) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *Nack) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *Nack) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *Nack) GetEntries() []*NackEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
 // AccessKeyRecord is a SigV4 access key of the SQS endpoint, kept by the
 // metadata shard. The secret is stored as is: SigV4 is an HMAC keyed by
 // (a key derived from) the secret, so the verifier needs it; it never
@@ -2770,7 +3258,7 @@ type AccessKeyRecord struct {
 
 func (x *AccessKeyRecord) Reset() {
 	*x = AccessKeyRecord{}
-	mi := &file_storepb_v1_store_proto_msgTypes[30]
+	mi := &file_storepb_v1_store_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2782,7 +3270,7 @@ func (x *AccessKeyRecord) String() string {
 func (*AccessKeyRecord) ProtoMessage() {}
 
 func (x *AccessKeyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[30]
+	mi := &file_storepb_v1_store_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2795,7 +3283,7 @@ func (x *AccessKeyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessKeyRecord.ProtoReflect.Descriptor instead.
 func (*AccessKeyRecord) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{30}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AccessKeyRecord) GetAccessKeyId() string {
@@ -2851,7 +3339,7 @@ type PutAccessKey struct {
 
 func (x *PutAccessKey) Reset() {
 	*x = PutAccessKey{}
-	mi := &file_storepb_v1_store_proto_msgTypes[31]
+	mi := &file_storepb_v1_store_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2863,7 +3351,7 @@ func (x *PutAccessKey) String() string {
 func (*PutAccessKey) ProtoMessage() {}
 
 func (x *PutAccessKey) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[31]
+	mi := &file_storepb_v1_store_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2876,7 +3364,7 @@ func (x *PutAccessKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutAccessKey.ProtoReflect.Descriptor instead.
 func (*PutAccessKey) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{31}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PutAccessKey) GetKey() *AccessKeyRecord {
@@ -2897,7 +3385,7 @@ type RevokeAccessKey struct {
 
 func (x *RevokeAccessKey) Reset() {
 	*x = RevokeAccessKey{}
-	mi := &file_storepb_v1_store_proto_msgTypes[32]
+	mi := &file_storepb_v1_store_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2909,7 +3397,7 @@ func (x *RevokeAccessKey) String() string {
 func (*RevokeAccessKey) ProtoMessage() {}
 
 func (x *RevokeAccessKey) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[32]
+	mi := &file_storepb_v1_store_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2922,7 +3410,7 @@ func (x *RevokeAccessKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAccessKey.ProtoReflect.Descriptor instead.
 func (*RevokeAccessKey) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{32}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RevokeAccessKey) GetTenant() string {
@@ -2954,7 +3442,7 @@ type AccessKeyLookup struct {
 
 func (x *AccessKeyLookup) Reset() {
 	*x = AccessKeyLookup{}
-	mi := &file_storepb_v1_store_proto_msgTypes[33]
+	mi := &file_storepb_v1_store_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2966,7 +3454,7 @@ func (x *AccessKeyLookup) String() string {
 func (*AccessKeyLookup) ProtoMessage() {}
 
 func (x *AccessKeyLookup) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[33]
+	mi := &file_storepb_v1_store_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2979,7 +3467,7 @@ func (x *AccessKeyLookup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessKeyLookup.ProtoReflect.Descriptor instead.
 func (*AccessKeyLookup) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{33}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *AccessKeyLookup) GetAccessKeyId() string {
@@ -3023,7 +3511,7 @@ type AccessKeyGrant struct {
 
 func (x *AccessKeyGrant) Reset() {
 	*x = AccessKeyGrant{}
-	mi := &file_storepb_v1_store_proto_msgTypes[34]
+	mi := &file_storepb_v1_store_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3035,7 +3523,7 @@ func (x *AccessKeyGrant) String() string {
 func (*AccessKeyGrant) ProtoMessage() {}
 
 func (x *AccessKeyGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[34]
+	mi := &file_storepb_v1_store_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3048,7 +3536,7 @@ func (x *AccessKeyGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessKeyGrant.ProtoReflect.Descriptor instead.
 func (*AccessKeyGrant) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{34}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *AccessKeyGrant) GetTenant() string {
@@ -3083,7 +3571,7 @@ type TopicSubscription struct {
 
 func (x *TopicSubscription) Reset() {
 	*x = TopicSubscription{}
-	mi := &file_storepb_v1_store_proto_msgTypes[35]
+	mi := &file_storepb_v1_store_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3095,7 +3583,7 @@ func (x *TopicSubscription) String() string {
 func (*TopicSubscription) ProtoMessage() {}
 
 func (x *TopicSubscription) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[35]
+	mi := &file_storepb_v1_store_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3108,7 +3596,7 @@ func (x *TopicSubscription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicSubscription.ProtoReflect.Descriptor instead.
 func (*TopicSubscription) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{35}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *TopicSubscription) GetQueue() string {
@@ -3147,7 +3635,7 @@ type TopicRecord struct {
 
 func (x *TopicRecord) Reset() {
 	*x = TopicRecord{}
-	mi := &file_storepb_v1_store_proto_msgTypes[36]
+	mi := &file_storepb_v1_store_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3159,7 +3647,7 @@ func (x *TopicRecord) String() string {
 func (*TopicRecord) ProtoMessage() {}
 
 func (x *TopicRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[36]
+	mi := &file_storepb_v1_store_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3172,7 +3660,7 @@ func (x *TopicRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicRecord.ProtoReflect.Descriptor instead.
 func (*TopicRecord) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{36}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *TopicRecord) GetTenant() string {
@@ -3248,7 +3736,7 @@ type CreateTopic struct {
 
 func (x *CreateTopic) Reset() {
 	*x = CreateTopic{}
-	mi := &file_storepb_v1_store_proto_msgTypes[37]
+	mi := &file_storepb_v1_store_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3260,7 +3748,7 @@ func (x *CreateTopic) String() string {
 func (*CreateTopic) ProtoMessage() {}
 
 func (x *CreateTopic) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[37]
+	mi := &file_storepb_v1_store_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3273,7 +3761,7 @@ func (x *CreateTopic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTopic.ProtoReflect.Descriptor instead.
 func (*CreateTopic) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{37}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CreateTopic) GetTopic() *TopicRecord {
@@ -3302,7 +3790,7 @@ type ChangeTopic struct {
 
 func (x *ChangeTopic) Reset() {
 	*x = ChangeTopic{}
-	mi := &file_storepb_v1_store_proto_msgTypes[38]
+	mi := &file_storepb_v1_store_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3314,7 +3802,7 @@ func (x *ChangeTopic) String() string {
 func (*ChangeTopic) ProtoMessage() {}
 
 func (x *ChangeTopic) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[38]
+	mi := &file_storepb_v1_store_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3327,7 +3815,7 @@ func (x *ChangeTopic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeTopic.ProtoReflect.Descriptor instead.
 func (*ChangeTopic) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{38}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ChangeTopic) GetTenant() string {
@@ -3388,7 +3876,7 @@ type TopicSegment struct {
 
 func (x *TopicSegment) Reset() {
 	*x = TopicSegment{}
-	mi := &file_storepb_v1_store_proto_msgTypes[39]
+	mi := &file_storepb_v1_store_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3400,7 +3888,7 @@ func (x *TopicSegment) String() string {
 func (*TopicSegment) ProtoMessage() {}
 
 func (x *TopicSegment) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[39]
+	mi := &file_storepb_v1_store_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3413,7 +3901,7 @@ func (x *TopicSegment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicSegment.ProtoReflect.Descriptor instead.
 func (*TopicSegment) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{39}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *TopicSegment) GetFirstOffset() int64 {
@@ -3472,7 +3960,7 @@ type TopicPartitionRecord struct {
 
 func (x *TopicPartitionRecord) Reset() {
 	*x = TopicPartitionRecord{}
-	mi := &file_storepb_v1_store_proto_msgTypes[40]
+	mi := &file_storepb_v1_store_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3484,7 +3972,7 @@ func (x *TopicPartitionRecord) String() string {
 func (*TopicPartitionRecord) ProtoMessage() {}
 
 func (x *TopicPartitionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[40]
+	mi := &file_storepb_v1_store_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3497,7 +3985,7 @@ func (x *TopicPartitionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicPartitionRecord.ProtoReflect.Descriptor instead.
 func (*TopicPartitionRecord) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{40}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *TopicPartitionRecord) GetTopic() *TopicRecord {
@@ -3575,7 +4063,7 @@ type PutTopicPartition struct {
 
 func (x *PutTopicPartition) Reset() {
 	*x = PutTopicPartition{}
-	mi := &file_storepb_v1_store_proto_msgTypes[41]
+	mi := &file_storepb_v1_store_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3587,7 +4075,7 @@ func (x *PutTopicPartition) String() string {
 func (*PutTopicPartition) ProtoMessage() {}
 
 func (x *PutTopicPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[41]
+	mi := &file_storepb_v1_store_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3600,7 +4088,7 @@ func (x *PutTopicPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutTopicPartition.ProtoReflect.Descriptor instead.
 func (*PutTopicPartition) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{41}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *PutTopicPartition) GetTopic() *TopicRecord {
@@ -3630,7 +4118,7 @@ type DeleteTopicPartition struct {
 
 func (x *DeleteTopicPartition) Reset() {
 	*x = DeleteTopicPartition{}
-	mi := &file_storepb_v1_store_proto_msgTypes[42]
+	mi := &file_storepb_v1_store_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3642,7 +4130,7 @@ func (x *DeleteTopicPartition) String() string {
 func (*DeleteTopicPartition) ProtoMessage() {}
 
 func (x *DeleteTopicPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[42]
+	mi := &file_storepb_v1_store_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3655,7 +4143,7 @@ func (x *DeleteTopicPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicPartition.ProtoReflect.Descriptor instead.
 func (*DeleteTopicPartition) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{42}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *DeleteTopicPartition) GetTenant() string {
@@ -3700,7 +4188,7 @@ type PublishEntry struct {
 
 func (x *PublishEntry) Reset() {
 	*x = PublishEntry{}
-	mi := &file_storepb_v1_store_proto_msgTypes[43]
+	mi := &file_storepb_v1_store_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3712,7 +4200,7 @@ func (x *PublishEntry) String() string {
 func (*PublishEntry) ProtoMessage() {}
 
 func (x *PublishEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[43]
+	mi := &file_storepb_v1_store_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3725,7 +4213,7 @@ func (x *PublishEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishEntry.ProtoReflect.Descriptor instead.
 func (*PublishEntry) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{43}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *PublishEntry) GetBody() string {
@@ -3777,7 +4265,7 @@ type Publish struct {
 
 func (x *Publish) Reset() {
 	*x = Publish{}
-	mi := &file_storepb_v1_store_proto_msgTypes[44]
+	mi := &file_storepb_v1_store_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3789,7 +4277,7 @@ func (x *Publish) String() string {
 func (*Publish) ProtoMessage() {}
 
 func (x *Publish) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[44]
+	mi := &file_storepb_v1_store_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3802,7 +4290,7 @@ func (x *Publish) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Publish.ProtoReflect.Descriptor instead.
 func (*Publish) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{44}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Publish) GetTenant() string {
@@ -3857,7 +4345,7 @@ type TopicMessageRecord struct {
 
 func (x *TopicMessageRecord) Reset() {
 	*x = TopicMessageRecord{}
-	mi := &file_storepb_v1_store_proto_msgTypes[45]
+	mi := &file_storepb_v1_store_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3869,7 +4357,7 @@ func (x *TopicMessageRecord) String() string {
 func (*TopicMessageRecord) ProtoMessage() {}
 
 func (x *TopicMessageRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[45]
+	mi := &file_storepb_v1_store_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3882,7 +4370,7 @@ func (x *TopicMessageRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicMessageRecord.ProtoReflect.Descriptor instead.
 func (*TopicMessageRecord) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{45}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *TopicMessageRecord) GetId() string {
@@ -3953,7 +4441,7 @@ type TopicDedupRecord struct {
 
 func (x *TopicDedupRecord) Reset() {
 	*x = TopicDedupRecord{}
-	mi := &file_storepb_v1_store_proto_msgTypes[46]
+	mi := &file_storepb_v1_store_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3965,7 +4453,7 @@ func (x *TopicDedupRecord) String() string {
 func (*TopicDedupRecord) ProtoMessage() {}
 
 func (x *TopicDedupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[46]
+	mi := &file_storepb_v1_store_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3978,7 +4466,7 @@ func (x *TopicDedupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicDedupRecord.ProtoReflect.Descriptor instead.
 func (*TopicDedupRecord) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{46}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *TopicDedupRecord) GetMessageId() string {
@@ -4013,7 +4501,7 @@ type TopicGroupRecord struct {
 
 func (x *TopicGroupRecord) Reset() {
 	*x = TopicGroupRecord{}
-	mi := &file_storepb_v1_store_proto_msgTypes[47]
+	mi := &file_storepb_v1_store_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4025,7 +4513,7 @@ func (x *TopicGroupRecord) String() string {
 func (*TopicGroupRecord) ProtoMessage() {}
 
 func (x *TopicGroupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[47]
+	mi := &file_storepb_v1_store_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4038,7 +4526,7 @@ func (x *TopicGroupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicGroupRecord.ProtoReflect.Descriptor instead.
 func (*TopicGroupRecord) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{47}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *TopicGroupRecord) GetOffset() int64 {
@@ -4075,7 +4563,7 @@ type SeekTopicGroup struct {
 
 func (x *SeekTopicGroup) Reset() {
 	*x = SeekTopicGroup{}
-	mi := &file_storepb_v1_store_proto_msgTypes[48]
+	mi := &file_storepb_v1_store_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4087,7 +4575,7 @@ func (x *SeekTopicGroup) String() string {
 func (*SeekTopicGroup) ProtoMessage() {}
 
 func (x *SeekTopicGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[48]
+	mi := &file_storepb_v1_store_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4100,7 +4588,7 @@ func (x *SeekTopicGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SeekTopicGroup.ProtoReflect.Descriptor instead.
 func (*SeekTopicGroup) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{48}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *SeekTopicGroup) GetTenant() string {
@@ -4181,7 +4669,7 @@ type CommitTopicOffset struct {
 
 func (x *CommitTopicOffset) Reset() {
 	*x = CommitTopicOffset{}
-	mi := &file_storepb_v1_store_proto_msgTypes[49]
+	mi := &file_storepb_v1_store_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4193,7 +4681,7 @@ func (x *CommitTopicOffset) String() string {
 func (*CommitTopicOffset) ProtoMessage() {}
 
 func (x *CommitTopicOffset) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[49]
+	mi := &file_storepb_v1_store_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4206,7 +4694,7 @@ func (x *CommitTopicOffset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitTopicOffset.ProtoReflect.Descriptor instead.
 func (*CommitTopicOffset) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{49}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *CommitTopicOffset) GetTenant() string {
@@ -4265,7 +4753,7 @@ type DeleteTopicGroup struct {
 
 func (x *DeleteTopicGroup) Reset() {
 	*x = DeleteTopicGroup{}
-	mi := &file_storepb_v1_store_proto_msgTypes[50]
+	mi := &file_storepb_v1_store_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4277,7 +4765,7 @@ func (x *DeleteTopicGroup) String() string {
 func (*DeleteTopicGroup) ProtoMessage() {}
 
 func (x *DeleteTopicGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[50]
+	mi := &file_storepb_v1_store_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4290,7 +4778,7 @@ func (x *DeleteTopicGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicGroup.ProtoReflect.Descriptor instead.
 func (*DeleteTopicGroup) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{50}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DeleteTopicGroup) GetTenant() string {
@@ -4339,7 +4827,7 @@ type TrimTopics struct {
 
 func (x *TrimTopics) Reset() {
 	*x = TrimTopics{}
-	mi := &file_storepb_v1_store_proto_msgTypes[51]
+	mi := &file_storepb_v1_store_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4351,7 +4839,7 @@ func (x *TrimTopics) String() string {
 func (*TrimTopics) ProtoMessage() {}
 
 func (x *TrimTopics) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[51]
+	mi := &file_storepb_v1_store_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4364,7 +4852,7 @@ func (x *TrimTopics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrimTopics.ProtoReflect.Descriptor instead.
 func (*TrimTopics) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{51}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *TrimTopics) GetLimit() int32 {
@@ -4387,7 +4875,7 @@ type TopicShardMeta struct {
 
 func (x *TopicShardMeta) Reset() {
 	*x = TopicShardMeta{}
-	mi := &file_storepb_v1_store_proto_msgTypes[52]
+	mi := &file_storepb_v1_store_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4399,7 +4887,7 @@ func (x *TopicShardMeta) String() string {
 func (*TopicShardMeta) ProtoMessage() {}
 
 func (x *TopicShardMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[52]
+	mi := &file_storepb_v1_store_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4412,7 +4900,7 @@ func (x *TopicShardMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicShardMeta.ProtoReflect.Descriptor instead.
 func (*TopicShardMeta) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{52}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *TopicShardMeta) GetNextPartitionId() uint64 {
@@ -4445,7 +4933,7 @@ type TopicPublishOutcome struct {
 
 func (x *TopicPublishOutcome) Reset() {
 	*x = TopicPublishOutcome{}
-	mi := &file_storepb_v1_store_proto_msgTypes[53]
+	mi := &file_storepb_v1_store_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4457,7 +4945,7 @@ func (x *TopicPublishOutcome) String() string {
 func (*TopicPublishOutcome) ProtoMessage() {}
 
 func (x *TopicPublishOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[53]
+	mi := &file_storepb_v1_store_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4470,7 +4958,7 @@ func (x *TopicPublishOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicPublishOutcome.ProtoReflect.Descriptor instead.
 func (*TopicPublishOutcome) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{53}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *TopicPublishOutcome) GetMessageId() string {
@@ -4529,7 +5017,7 @@ type TopicCommandReply struct {
 
 func (x *TopicCommandReply) Reset() {
 	*x = TopicCommandReply{}
-	mi := &file_storepb_v1_store_proto_msgTypes[54]
+	mi := &file_storepb_v1_store_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4541,7 +5029,7 @@ func (x *TopicCommandReply) String() string {
 func (*TopicCommandReply) ProtoMessage() {}
 
 func (x *TopicCommandReply) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[54]
+	mi := &file_storepb_v1_store_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4554,7 +5042,7 @@ func (x *TopicCommandReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicCommandReply.ProtoReflect.Descriptor instead.
 func (*TopicCommandReply) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{54}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *TopicCommandReply) GetTopic() *TopicRecord {
@@ -4606,7 +5094,7 @@ type TopicReadRequest struct {
 
 func (x *TopicReadRequest) Reset() {
 	*x = TopicReadRequest{}
-	mi := &file_storepb_v1_store_proto_msgTypes[55]
+	mi := &file_storepb_v1_store_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4618,7 +5106,7 @@ func (x *TopicReadRequest) String() string {
 func (*TopicReadRequest) ProtoMessage() {}
 
 func (x *TopicReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[55]
+	mi := &file_storepb_v1_store_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4631,7 +5119,7 @@ func (x *TopicReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicReadRequest.ProtoReflect.Descriptor instead.
 func (*TopicReadRequest) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{55}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *TopicReadRequest) GetTenant() string {
@@ -4722,7 +5210,7 @@ type TopicReadReply struct {
 
 func (x *TopicReadReply) Reset() {
 	*x = TopicReadReply{}
-	mi := &file_storepb_v1_store_proto_msgTypes[56]
+	mi := &file_storepb_v1_store_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4734,7 +5222,7 @@ func (x *TopicReadReply) String() string {
 func (*TopicReadReply) ProtoMessage() {}
 
 func (x *TopicReadReply) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[56]
+	mi := &file_storepb_v1_store_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4747,7 +5235,7 @@ func (x *TopicReadReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicReadReply.ProtoReflect.Descriptor instead.
 func (*TopicReadReply) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{56}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *TopicReadReply) GetMessages() []*TopicMessageRecord {
@@ -4821,7 +5309,7 @@ type TopicCatalogRequest struct {
 
 func (x *TopicCatalogRequest) Reset() {
 	*x = TopicCatalogRequest{}
-	mi := &file_storepb_v1_store_proto_msgTypes[57]
+	mi := &file_storepb_v1_store_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4833,7 +5321,7 @@ func (x *TopicCatalogRequest) String() string {
 func (*TopicCatalogRequest) ProtoMessage() {}
 
 func (x *TopicCatalogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[57]
+	mi := &file_storepb_v1_store_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4846,7 +5334,7 @@ func (x *TopicCatalogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicCatalogRequest.ProtoReflect.Descriptor instead.
 func (*TopicCatalogRequest) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{57}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *TopicCatalogRequest) GetTenant() string {
@@ -4894,7 +5382,7 @@ type TopicCatalogReply struct {
 
 func (x *TopicCatalogReply) Reset() {
 	*x = TopicCatalogReply{}
-	mi := &file_storepb_v1_store_proto_msgTypes[58]
+	mi := &file_storepb_v1_store_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4906,7 +5394,7 @@ func (x *TopicCatalogReply) String() string {
 func (*TopicCatalogReply) ProtoMessage() {}
 
 func (x *TopicCatalogReply) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[58]
+	mi := &file_storepb_v1_store_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4919,7 +5407,7 @@ func (x *TopicCatalogReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicCatalogReply.ProtoReflect.Descriptor instead.
 func (*TopicCatalogReply) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{58}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *TopicCatalogReply) GetTopics() []*TopicRecord {
@@ -4934,7 +5422,7 @@ var File_storepb_v1_store_proto protoreflect.FileDescriptor
 const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"\x16storepb/v1/store.proto\x12\n" +
-	"storepb.v1\"\xc3\r\n" +
+	"storepb.v1\"\xeb\r\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12<\n" +
@@ -4957,7 +5445,8 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x0ecancel_message\x18# \x01(\v2\x19.storepb.v1.CancelMessageH\x00R\rcancelMessage\x12N\n" +
 	"\x12reschedule_message\x18$ \x01(\v2\x1d.storepb.v1.RescheduleMessageH\x00R\x11rescheduleMessage\x12@\n" +
 	"\x0eput_access_key\x18( \x01(\v2\x18.storepb.v1.PutAccessKeyH\x00R\fputAccessKey\x12I\n" +
-	"\x11revoke_access_key\x18) \x01(\v2\x1b.storepb.v1.RevokeAccessKeyH\x00R\x0frevokeAccessKey\x12<\n" +
+	"\x11revoke_access_key\x18) \x01(\v2\x1b.storepb.v1.RevokeAccessKeyH\x00R\x0frevokeAccessKey\x12&\n" +
+	"\x04nack\x18- \x01(\v2\x10.storepb.v1.NackH\x00R\x04nack\x12<\n" +
 	"\fcreate_topic\x182 \x01(\v2\x17.storepb.v1.CreateTopicH\x00R\vcreateTopic\x12<\n" +
 	"\fchange_topic\x183 \x01(\v2\x17.storepb.v1.ChangeTopicH\x00R\vchangeTopic\x12O\n" +
 	"\x13put_topic_partition\x184 \x01(\v2\x1d.storepb.v1.PutTopicPartitionH\x00R\x11putTopicPartition\x12X\n" +
@@ -4968,7 +5457,7 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x12delete_topic_group\x189 \x01(\v2\x1c.storepb.v1.DeleteTopicGroupH\x00R\x10deleteTopicGroup\x129\n" +
 	"\vtrim_topics\x18: \x01(\v2\x16.storepb.v1.TrimTopicsH\x00R\n" +
 	"trimTopicsB\x04\n" +
-	"\x02op\"\xe3\x04\n" +
+	"\x02op\"\xb9\x06\n" +
 	"\x0fQueueAttributes\x122\n" +
 	"\x15visibility_timeout_ms\x18\x01 \x01(\x03R\x13visibilityTimeoutMs\x120\n" +
 	"\x14message_retention_ms\x18\x02 \x01(\x03R\x12messageRetentionMs\x12*\n" +
@@ -4982,13 +5471,24 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"partitions\x18\n" +
 	" \x01(\x05R\n" +
-	"partitions\x12\x1f\n" +
+	"partitions\x12:\n" +
+	"\fretry_policy\x18\x0e \x01(\v2\x17.storepb.v1.RetryPolicyR\vretryPolicy\x12$\n" +
+	"\x0emessage_ttl_ms\x18\x0f \x01(\x03R\fmessageTtlMs\x12\x1d\n" +
+	"\n" +
+	"max_length\x18\x10 \x01(\x03R\tmaxLength\x12\x1b\n" +
+	"\tmax_bytes\x18\x11 \x01(\x03R\bmaxBytes\x126\n" +
+	"\boverflow\x18\x12 \x01(\x0e2\x1a.storepb.v1.OverflowPolicyR\boverflow\x12\x1f\n" +
 	"\vremove_tags\x18\x14 \x03(\tR\n" +
 	"removeTags\x12C\n" +
 	"\bset_tags\x18\x15 \x03(\v2(.storepb.v1.QueueAttributes.SetTagsEntryR\asetTags\x1a:\n" +
 	"\fSetTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xec\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x83\x01\n" +
+	"\vRetryPolicy\x12\x17\n" +
+	"\abase_ms\x18\x01 \x01(\x03R\x06baseMs\x12!\n" +
+	"\ffactor_milli\x18\x02 \x01(\x03R\vfactorMilli\x12\x15\n" +
+	"\x06max_ms\x18\x03 \x01(\x03R\x05maxMs\x12!\n" +
+	"\fjitter_milli\x18\x04 \x01(\x03R\vjitterMilli\"\xec\x02\n" +
 	"\vCreateQueue\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12;\n" +
@@ -5017,7 +5517,7 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"PurgeQueue\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"\xe7\x02\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\xfe\x02\n" +
 	"\tSendEntry\x12\x12\n" +
 	"\x04body\x18\x01 \x01(\tR\x04body\x12E\n" +
 	"\n" +
@@ -5028,7 +5528,9 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\rdeliver_at_ms\x18\x05 \x01(\x03R\vdeliverAtMs\x12\x19\n" +
 	"\bgroup_id\x18\x06 \x01(\tR\agroupId\x12)\n" +
 	"\x10deduplication_id\x18\a \x01(\tR\x0fdeduplicationId\x12'\n" +
-	"\x0fidempotency_key\x18\b \x01(\tR\x0eidempotencyKey\x1a=\n" +
+	"\x0fidempotency_key\x18\b \x01(\tR\x0eidempotencyKey\x12\x15\n" +
+	"\x06ttl_ms\x18\n" +
+	" \x01(\x03R\x05ttlMs\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"e\n" +
@@ -5060,7 +5562,7 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x126\n" +
 	"\achanges\x18\x03 \x03(\v2\x1c.storepb.v1.VisibilityChangeR\achanges\"\x1c\n" +
 	"\x04Tick\x12\x14\n" +
-	"\x05limit\x18\x01 \x01(\x05R\x05limit\"\xa9\x04\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\"\x86\x06\n" +
 	"\rMessageRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x12\n" +
@@ -5079,7 +5581,12 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\bgroup_id\x18\v \x01(\tR\agroupId\x12)\n" +
 	"\x10deduplication_id\x18\f \x01(\tR\x0fdeduplicationId\x12,\n" +
 	"\x12dead_letter_source\x18\r \x01(\tR\x10deadLetterSource\x12\x12\n" +
-	"\x04size\x18\x0e \x01(\x03R\x04size\x1a=\n" +
+	"\x04size\x18\x0e \x01(\x03R\x04size\x12!\n" +
+	"\ffailed_count\x18\x10 \x01(\x05R\vfailedCount\x12%\n" +
+	"\x0ereleased_count\x18\x11 \x01(\x05R\rreleasedCount\x12\"\n" +
+	"\rexpires_at_ms\x18\x12 \x01(\x03R\vexpiresAtMs\x12J\n" +
+	"\x12dead_letter_reason\x18\x13 \x01(\x0e2\x1c.storepb.v1.DeadLetterReasonR\x10deadLetterReason\x12!\n" +
+	"\flease_closed\x18\x14 \x01(\bR\vleaseClosed\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x96\x02\n" +
@@ -5175,7 +5682,16 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"message_id\x18\x03 \x01(\tR\tmessageId\x12\x19\n" +
 	"\bdelay_ms\x18\x04 \x01(\x03R\adelayMs\x12\"\n" +
-	"\rdeliver_at_ms\x18\x05 \x01(\x03R\vdeliverAtMs\"\xd7\x01\n" +
+	"\rdeliver_at_ms\x18\x05 \x01(\x03R\vdeliverAtMs\"\x9b\x01\n" +
+	"\tNackEntry\x12%\n" +
+	"\x0ereceipt_handle\x18\x01 \x01(\fR\rreceiptHandle\x12(\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x14.storepb.v1.NackKindR\x04kind\x12\x19\n" +
+	"\bdelay_ms\x18\x03 \x01(\x03R\adelayMs\x12\"\n" +
+	"\rdeliver_at_ms\x18\x04 \x01(\x03R\vdeliverAtMs\"e\n" +
+	"\x04Nack\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
+	"\x05queue\x18\x02 \x01(\tR\x05queue\x12/\n" +
+	"\aentries\x18\x03 \x03(\v2\x15.storepb.v1.NackEntryR\aentries\"\xd7\x01\n" +
 	"\x0fAccessKeyRecord\x12\"\n" +
 	"\raccess_key_id\x18\x01 \x01(\tR\vaccessKeyId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12*\n" +
@@ -5364,7 +5880,19 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x05after\x18\x04 \x01(\tR\x05after\x12\x14\n" +
 	"\x05limit\x18\x05 \x01(\x05R\x05limit\"D\n" +
 	"\x11TopicCatalogReply\x12/\n" +
-	"\x06topics\x18\x01 \x03(\v2\x17.storepb.v1.TopicRecordR\x06topicsB5Z3github.com/quorumq/quorumq/store/storepb/v1;storepbb\x06proto3"
+	"\x06topics\x18\x01 \x03(\v2\x17.storepb.v1.TopicRecordR\x06topics*R\n" +
+	"\x0eOverflowPolicy\x12\x1f\n" +
+	"\x1bOVERFLOW_POLICY_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bOVERFLOW_POLICY_DROP_OLDEST\x10\x01*\x9c\x01\n" +
+	"\x10DeadLetterReason\x12\"\n" +
+	"\x1eDEAD_LETTER_REASON_UNSPECIFIED\x10\x00\x12#\n" +
+	"\x1fDEAD_LETTER_REASON_MAX_RECEIVES\x10\x01\x12\x1e\n" +
+	"\x1aDEAD_LETTER_REASON_EXPIRED\x10\x02\x12\x1f\n" +
+	"\x1bDEAD_LETTER_REASON_OVERFLOW\x10\x03*S\n" +
+	"\bNackKind\x12\x19\n" +
+	"\x15NACK_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10NACK_KIND_FAILED\x10\x01\x12\x16\n" +
+	"\x12NACK_KIND_RELEASED\x10\x02B5Z3github.com/quorumq/quorumq/store/storepb/v1;storepbb\x06proto3"
 
 var (
 	file_storepb_v1_store_proto_rawDescOnce sync.Once
@@ -5378,139 +5906,152 @@ func file_storepb_v1_store_proto_rawDescGZIP() []byte {
 	return file_storepb_v1_store_proto_rawDescData
 }
 
-var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 66)
+var file_storepb_v1_store_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
 var file_storepb_v1_store_proto_goTypes = []any{
-	(*Command)(nil),              // 0: storepb.v1.Command
-	(*QueueAttributes)(nil),      // 1: storepb.v1.QueueAttributes
-	(*CreateQueue)(nil),          // 2: storepb.v1.CreateQueue
-	(*UpdateQueue)(nil),          // 3: storepb.v1.UpdateQueue
-	(*DeleteQueue)(nil),          // 4: storepb.v1.DeleteQueue
-	(*PurgeQueue)(nil),           // 5: storepb.v1.PurgeQueue
-	(*SendEntry)(nil),            // 6: storepb.v1.SendEntry
-	(*Send)(nil),                 // 7: storepb.v1.Send
-	(*TagFilter)(nil),            // 8: storepb.v1.TagFilter
-	(*Receive)(nil),              // 9: storepb.v1.Receive
-	(*Delete)(nil),               // 10: storepb.v1.Delete
-	(*VisibilityChange)(nil),     // 11: storepb.v1.VisibilityChange
-	(*ChangeVisibility)(nil),     // 12: storepb.v1.ChangeVisibility
-	(*Tick)(nil),                 // 13: storepb.v1.Tick
-	(*MessageRecord)(nil),        // 14: storepb.v1.MessageRecord
-	(*OutboxEntry)(nil),          // 15: storepb.v1.OutboxEntry
-	(*DeliverOutbox)(nil),        // 16: storepb.v1.DeliverOutbox
-	(*AckOutbox)(nil),            // 17: storepb.v1.AckOutbox
-	(*Redrive)(nil),              // 18: storepb.v1.Redrive
-	(*QueueRecord)(nil),          // 19: storepb.v1.QueueRecord
-	(*QueueMeta)(nil),            // 20: storepb.v1.QueueMeta
-	(*ShardMeta)(nil),            // 21: storepb.v1.ShardMeta
-	(*DedupRecord)(nil),          // 22: storepb.v1.DedupRecord
-	(*ReceivedRef)(nil),          // 23: storepb.v1.ReceivedRef
-	(*ReceiveAttemptRecord)(nil), // 24: storepb.v1.ReceiveAttemptRecord
-	(*TenantQuota)(nil),          // 25: storepb.v1.TenantQuota
-	(*TenantRecord)(nil),         // 26: storepb.v1.TenantRecord
-	(*SetTenantQuota)(nil),       // 27: storepb.v1.SetTenantQuota
-	(*CancelMessage)(nil),        // 28: storepb.v1.CancelMessage
-	(*RescheduleMessage)(nil),    // 29: storepb.v1.RescheduleMessage
-	(*AccessKeyRecord)(nil),      // 30: storepb.v1.AccessKeyRecord
-	(*PutAccessKey)(nil),         // 31: storepb.v1.PutAccessKey
-	(*RevokeAccessKey)(nil),      // 32: storepb.v1.RevokeAccessKey
-	(*AccessKeyLookup)(nil),      // 33: storepb.v1.AccessKeyLookup
-	(*AccessKeyGrant)(nil),       // 34: storepb.v1.AccessKeyGrant
-	(*TopicSubscription)(nil),    // 35: storepb.v1.TopicSubscription
-	(*TopicRecord)(nil),          // 36: storepb.v1.TopicRecord
-	(*CreateTopic)(nil),          // 37: storepb.v1.CreateTopic
-	(*ChangeTopic)(nil),          // 38: storepb.v1.ChangeTopic
-	(*TopicSegment)(nil),         // 39: storepb.v1.TopicSegment
-	(*TopicPartitionRecord)(nil), // 40: storepb.v1.TopicPartitionRecord
-	(*PutTopicPartition)(nil),    // 41: storepb.v1.PutTopicPartition
-	(*DeleteTopicPartition)(nil), // 42: storepb.v1.DeleteTopicPartition
-	(*PublishEntry)(nil),         // 43: storepb.v1.PublishEntry
-	(*Publish)(nil),              // 44: storepb.v1.Publish
-	(*TopicMessageRecord)(nil),   // 45: storepb.v1.TopicMessageRecord
-	(*TopicDedupRecord)(nil),     // 46: storepb.v1.TopicDedupRecord
-	(*TopicGroupRecord)(nil),     // 47: storepb.v1.TopicGroupRecord
-	(*SeekTopicGroup)(nil),       // 48: storepb.v1.SeekTopicGroup
-	(*CommitTopicOffset)(nil),    // 49: storepb.v1.CommitTopicOffset
-	(*DeleteTopicGroup)(nil),     // 50: storepb.v1.DeleteTopicGroup
-	(*TrimTopics)(nil),           // 51: storepb.v1.TrimTopics
-	(*TopicShardMeta)(nil),       // 52: storepb.v1.TopicShardMeta
-	(*TopicPublishOutcome)(nil),  // 53: storepb.v1.TopicPublishOutcome
-	(*TopicCommandReply)(nil),    // 54: storepb.v1.TopicCommandReply
-	(*TopicReadRequest)(nil),     // 55: storepb.v1.TopicReadRequest
-	(*TopicReadReply)(nil),       // 56: storepb.v1.TopicReadReply
-	(*TopicCatalogRequest)(nil),  // 57: storepb.v1.TopicCatalogRequest
-	(*TopicCatalogReply)(nil),    // 58: storepb.v1.TopicCatalogReply
-	nil,                          // 59: storepb.v1.QueueAttributes.SetTagsEntry
-	nil,                          // 60: storepb.v1.CreateQueue.TagsEntry
-	nil,                          // 61: storepb.v1.SendEntry.AttributesEntry
-	nil,                          // 62: storepb.v1.MessageRecord.AttributesEntry
-	nil,                          // 63: storepb.v1.QueueRecord.TagsEntry
-	nil,                          // 64: storepb.v1.PublishEntry.AttributesEntry
-	nil,                          // 65: storepb.v1.TopicMessageRecord.AttributesEntry
+	(OverflowPolicy)(0),          // 0: storepb.v1.OverflowPolicy
+	(DeadLetterReason)(0),        // 1: storepb.v1.DeadLetterReason
+	(NackKind)(0),                // 2: storepb.v1.NackKind
+	(*Command)(nil),              // 3: storepb.v1.Command
+	(*QueueAttributes)(nil),      // 4: storepb.v1.QueueAttributes
+	(*RetryPolicy)(nil),          // 5: storepb.v1.RetryPolicy
+	(*CreateQueue)(nil),          // 6: storepb.v1.CreateQueue
+	(*UpdateQueue)(nil),          // 7: storepb.v1.UpdateQueue
+	(*DeleteQueue)(nil),          // 8: storepb.v1.DeleteQueue
+	(*PurgeQueue)(nil),           // 9: storepb.v1.PurgeQueue
+	(*SendEntry)(nil),            // 10: storepb.v1.SendEntry
+	(*Send)(nil),                 // 11: storepb.v1.Send
+	(*TagFilter)(nil),            // 12: storepb.v1.TagFilter
+	(*Receive)(nil),              // 13: storepb.v1.Receive
+	(*Delete)(nil),               // 14: storepb.v1.Delete
+	(*VisibilityChange)(nil),     // 15: storepb.v1.VisibilityChange
+	(*ChangeVisibility)(nil),     // 16: storepb.v1.ChangeVisibility
+	(*Tick)(nil),                 // 17: storepb.v1.Tick
+	(*MessageRecord)(nil),        // 18: storepb.v1.MessageRecord
+	(*OutboxEntry)(nil),          // 19: storepb.v1.OutboxEntry
+	(*DeliverOutbox)(nil),        // 20: storepb.v1.DeliverOutbox
+	(*AckOutbox)(nil),            // 21: storepb.v1.AckOutbox
+	(*Redrive)(nil),              // 22: storepb.v1.Redrive
+	(*QueueRecord)(nil),          // 23: storepb.v1.QueueRecord
+	(*QueueMeta)(nil),            // 24: storepb.v1.QueueMeta
+	(*ShardMeta)(nil),            // 25: storepb.v1.ShardMeta
+	(*DedupRecord)(nil),          // 26: storepb.v1.DedupRecord
+	(*ReceivedRef)(nil),          // 27: storepb.v1.ReceivedRef
+	(*ReceiveAttemptRecord)(nil), // 28: storepb.v1.ReceiveAttemptRecord
+	(*TenantQuota)(nil),          // 29: storepb.v1.TenantQuota
+	(*TenantRecord)(nil),         // 30: storepb.v1.TenantRecord
+	(*SetTenantQuota)(nil),       // 31: storepb.v1.SetTenantQuota
+	(*CancelMessage)(nil),        // 32: storepb.v1.CancelMessage
+	(*RescheduleMessage)(nil),    // 33: storepb.v1.RescheduleMessage
+	(*NackEntry)(nil),            // 34: storepb.v1.NackEntry
+	(*Nack)(nil),                 // 35: storepb.v1.Nack
+	(*AccessKeyRecord)(nil),      // 36: storepb.v1.AccessKeyRecord
+	(*PutAccessKey)(nil),         // 37: storepb.v1.PutAccessKey
+	(*RevokeAccessKey)(nil),      // 38: storepb.v1.RevokeAccessKey
+	(*AccessKeyLookup)(nil),      // 39: storepb.v1.AccessKeyLookup
+	(*AccessKeyGrant)(nil),       // 40: storepb.v1.AccessKeyGrant
+	(*TopicSubscription)(nil),    // 41: storepb.v1.TopicSubscription
+	(*TopicRecord)(nil),          // 42: storepb.v1.TopicRecord
+	(*CreateTopic)(nil),          // 43: storepb.v1.CreateTopic
+	(*ChangeTopic)(nil),          // 44: storepb.v1.ChangeTopic
+	(*TopicSegment)(nil),         // 45: storepb.v1.TopicSegment
+	(*TopicPartitionRecord)(nil), // 46: storepb.v1.TopicPartitionRecord
+	(*PutTopicPartition)(nil),    // 47: storepb.v1.PutTopicPartition
+	(*DeleteTopicPartition)(nil), // 48: storepb.v1.DeleteTopicPartition
+	(*PublishEntry)(nil),         // 49: storepb.v1.PublishEntry
+	(*Publish)(nil),              // 50: storepb.v1.Publish
+	(*TopicMessageRecord)(nil),   // 51: storepb.v1.TopicMessageRecord
+	(*TopicDedupRecord)(nil),     // 52: storepb.v1.TopicDedupRecord
+	(*TopicGroupRecord)(nil),     // 53: storepb.v1.TopicGroupRecord
+	(*SeekTopicGroup)(nil),       // 54: storepb.v1.SeekTopicGroup
+	(*CommitTopicOffset)(nil),    // 55: storepb.v1.CommitTopicOffset
+	(*DeleteTopicGroup)(nil),     // 56: storepb.v1.DeleteTopicGroup
+	(*TrimTopics)(nil),           // 57: storepb.v1.TrimTopics
+	(*TopicShardMeta)(nil),       // 58: storepb.v1.TopicShardMeta
+	(*TopicPublishOutcome)(nil),  // 59: storepb.v1.TopicPublishOutcome
+	(*TopicCommandReply)(nil),    // 60: storepb.v1.TopicCommandReply
+	(*TopicReadRequest)(nil),     // 61: storepb.v1.TopicReadRequest
+	(*TopicReadReply)(nil),       // 62: storepb.v1.TopicReadReply
+	(*TopicCatalogRequest)(nil),  // 63: storepb.v1.TopicCatalogRequest
+	(*TopicCatalogReply)(nil),    // 64: storepb.v1.TopicCatalogReply
+	nil,                          // 65: storepb.v1.QueueAttributes.SetTagsEntry
+	nil,                          // 66: storepb.v1.CreateQueue.TagsEntry
+	nil,                          // 67: storepb.v1.SendEntry.AttributesEntry
+	nil,                          // 68: storepb.v1.MessageRecord.AttributesEntry
+	nil,                          // 69: storepb.v1.QueueRecord.TagsEntry
+	nil,                          // 70: storepb.v1.PublishEntry.AttributesEntry
+	nil,                          // 71: storepb.v1.TopicMessageRecord.AttributesEntry
 }
 var file_storepb_v1_store_proto_depIdxs = []int32{
-	2,  // 0: storepb.v1.Command.create_queue:type_name -> storepb.v1.CreateQueue
-	3,  // 1: storepb.v1.Command.update_queue:type_name -> storepb.v1.UpdateQueue
-	4,  // 2: storepb.v1.Command.delete_queue:type_name -> storepb.v1.DeleteQueue
-	5,  // 3: storepb.v1.Command.purge_queue:type_name -> storepb.v1.PurgeQueue
-	7,  // 4: storepb.v1.Command.send:type_name -> storepb.v1.Send
-	9,  // 5: storepb.v1.Command.receive:type_name -> storepb.v1.Receive
-	10, // 6: storepb.v1.Command.delete:type_name -> storepb.v1.Delete
-	12, // 7: storepb.v1.Command.change_visibility:type_name -> storepb.v1.ChangeVisibility
-	13, // 8: storepb.v1.Command.tick:type_name -> storepb.v1.Tick
-	16, // 9: storepb.v1.Command.deliver_outbox:type_name -> storepb.v1.DeliverOutbox
-	17, // 10: storepb.v1.Command.ack_outbox:type_name -> storepb.v1.AckOutbox
-	18, // 11: storepb.v1.Command.redrive:type_name -> storepb.v1.Redrive
-	27, // 12: storepb.v1.Command.set_tenant_quota:type_name -> storepb.v1.SetTenantQuota
-	28, // 13: storepb.v1.Command.cancel_message:type_name -> storepb.v1.CancelMessage
-	29, // 14: storepb.v1.Command.reschedule_message:type_name -> storepb.v1.RescheduleMessage
-	31, // 15: storepb.v1.Command.put_access_key:type_name -> storepb.v1.PutAccessKey
-	32, // 16: storepb.v1.Command.revoke_access_key:type_name -> storepb.v1.RevokeAccessKey
-	37, // 17: storepb.v1.Command.create_topic:type_name -> storepb.v1.CreateTopic
-	38, // 18: storepb.v1.Command.change_topic:type_name -> storepb.v1.ChangeTopic
-	41, // 19: storepb.v1.Command.put_topic_partition:type_name -> storepb.v1.PutTopicPartition
-	42, // 20: storepb.v1.Command.delete_topic_partition:type_name -> storepb.v1.DeleteTopicPartition
-	44, // 21: storepb.v1.Command.publish:type_name -> storepb.v1.Publish
-	48, // 22: storepb.v1.Command.seek_topic_group:type_name -> storepb.v1.SeekTopicGroup
-	49, // 23: storepb.v1.Command.commit_topic_offset:type_name -> storepb.v1.CommitTopicOffset
-	50, // 24: storepb.v1.Command.delete_topic_group:type_name -> storepb.v1.DeleteTopicGroup
-	51, // 25: storepb.v1.Command.trim_topics:type_name -> storepb.v1.TrimTopics
-	59, // 26: storepb.v1.QueueAttributes.set_tags:type_name -> storepb.v1.QueueAttributes.SetTagsEntry
-	1,  // 27: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	60, // 28: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
-	1,  // 29: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	61, // 30: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
-	6,  // 31: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
-	8,  // 32: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
-	11, // 33: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
-	62, // 34: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
-	14, // 35: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
-	15, // 36: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
-	1,  // 37: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
-	63, // 38: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
-	23, // 39: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
-	25, // 40: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
-	25, // 41: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
-	30, // 42: storepb.v1.PutAccessKey.key:type_name -> storepb.v1.AccessKeyRecord
-	8,  // 43: storepb.v1.TopicSubscription.filter:type_name -> storepb.v1.TagFilter
-	35, // 44: storepb.v1.TopicRecord.subscriptions:type_name -> storepb.v1.TopicSubscription
-	36, // 45: storepb.v1.CreateTopic.topic:type_name -> storepb.v1.TopicRecord
-	36, // 46: storepb.v1.ChangeTopic.settings:type_name -> storepb.v1.TopicRecord
-	35, // 47: storepb.v1.ChangeTopic.subscribe:type_name -> storepb.v1.TopicSubscription
-	36, // 48: storepb.v1.TopicPartitionRecord.topic:type_name -> storepb.v1.TopicRecord
-	39, // 49: storepb.v1.TopicPartitionRecord.head:type_name -> storepb.v1.TopicSegment
-	36, // 50: storepb.v1.PutTopicPartition.topic:type_name -> storepb.v1.TopicRecord
-	64, // 51: storepb.v1.PublishEntry.attributes:type_name -> storepb.v1.PublishEntry.AttributesEntry
-	43, // 52: storepb.v1.Publish.entries:type_name -> storepb.v1.PublishEntry
-	65, // 53: storepb.v1.TopicMessageRecord.attributes:type_name -> storepb.v1.TopicMessageRecord.AttributesEntry
-	36, // 54: storepb.v1.TopicCommandReply.topic:type_name -> storepb.v1.TopicRecord
-	53, // 55: storepb.v1.TopicCommandReply.published:type_name -> storepb.v1.TopicPublishOutcome
-	45, // 56: storepb.v1.TopicReadReply.messages:type_name -> storepb.v1.TopicMessageRecord
-	36, // 57: storepb.v1.TopicCatalogReply.topics:type_name -> storepb.v1.TopicRecord
-	58, // [58:58] is the sub-list for method output_type
-	58, // [58:58] is the sub-list for method input_type
-	58, // [58:58] is the sub-list for extension type_name
-	58, // [58:58] is the sub-list for extension extendee
-	0,  // [0:58] is the sub-list for field type_name
+	6,  // 0: storepb.v1.Command.create_queue:type_name -> storepb.v1.CreateQueue
+	7,  // 1: storepb.v1.Command.update_queue:type_name -> storepb.v1.UpdateQueue
+	8,  // 2: storepb.v1.Command.delete_queue:type_name -> storepb.v1.DeleteQueue
+	9,  // 3: storepb.v1.Command.purge_queue:type_name -> storepb.v1.PurgeQueue
+	11, // 4: storepb.v1.Command.send:type_name -> storepb.v1.Send
+	13, // 5: storepb.v1.Command.receive:type_name -> storepb.v1.Receive
+	14, // 6: storepb.v1.Command.delete:type_name -> storepb.v1.Delete
+	16, // 7: storepb.v1.Command.change_visibility:type_name -> storepb.v1.ChangeVisibility
+	17, // 8: storepb.v1.Command.tick:type_name -> storepb.v1.Tick
+	20, // 9: storepb.v1.Command.deliver_outbox:type_name -> storepb.v1.DeliverOutbox
+	21, // 10: storepb.v1.Command.ack_outbox:type_name -> storepb.v1.AckOutbox
+	22, // 11: storepb.v1.Command.redrive:type_name -> storepb.v1.Redrive
+	31, // 12: storepb.v1.Command.set_tenant_quota:type_name -> storepb.v1.SetTenantQuota
+	32, // 13: storepb.v1.Command.cancel_message:type_name -> storepb.v1.CancelMessage
+	33, // 14: storepb.v1.Command.reschedule_message:type_name -> storepb.v1.RescheduleMessage
+	37, // 15: storepb.v1.Command.put_access_key:type_name -> storepb.v1.PutAccessKey
+	38, // 16: storepb.v1.Command.revoke_access_key:type_name -> storepb.v1.RevokeAccessKey
+	35, // 17: storepb.v1.Command.nack:type_name -> storepb.v1.Nack
+	43, // 18: storepb.v1.Command.create_topic:type_name -> storepb.v1.CreateTopic
+	44, // 19: storepb.v1.Command.change_topic:type_name -> storepb.v1.ChangeTopic
+	47, // 20: storepb.v1.Command.put_topic_partition:type_name -> storepb.v1.PutTopicPartition
+	48, // 21: storepb.v1.Command.delete_topic_partition:type_name -> storepb.v1.DeleteTopicPartition
+	50, // 22: storepb.v1.Command.publish:type_name -> storepb.v1.Publish
+	54, // 23: storepb.v1.Command.seek_topic_group:type_name -> storepb.v1.SeekTopicGroup
+	55, // 24: storepb.v1.Command.commit_topic_offset:type_name -> storepb.v1.CommitTopicOffset
+	56, // 25: storepb.v1.Command.delete_topic_group:type_name -> storepb.v1.DeleteTopicGroup
+	57, // 26: storepb.v1.Command.trim_topics:type_name -> storepb.v1.TrimTopics
+	5,  // 27: storepb.v1.QueueAttributes.retry_policy:type_name -> storepb.v1.RetryPolicy
+	0,  // 28: storepb.v1.QueueAttributes.overflow:type_name -> storepb.v1.OverflowPolicy
+	65, // 29: storepb.v1.QueueAttributes.set_tags:type_name -> storepb.v1.QueueAttributes.SetTagsEntry
+	4,  // 30: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
+	66, // 31: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
+	4,  // 32: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
+	67, // 33: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
+	10, // 34: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
+	12, // 35: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
+	15, // 36: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
+	68, // 37: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
+	1,  // 38: storepb.v1.MessageRecord.dead_letter_reason:type_name -> storepb.v1.DeadLetterReason
+	18, // 39: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
+	19, // 40: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
+	4,  // 41: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
+	69, // 42: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
+	27, // 43: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
+	29, // 44: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
+	29, // 45: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
+	2,  // 46: storepb.v1.NackEntry.kind:type_name -> storepb.v1.NackKind
+	34, // 47: storepb.v1.Nack.entries:type_name -> storepb.v1.NackEntry
+	36, // 48: storepb.v1.PutAccessKey.key:type_name -> storepb.v1.AccessKeyRecord
+	12, // 49: storepb.v1.TopicSubscription.filter:type_name -> storepb.v1.TagFilter
+	41, // 50: storepb.v1.TopicRecord.subscriptions:type_name -> storepb.v1.TopicSubscription
+	42, // 51: storepb.v1.CreateTopic.topic:type_name -> storepb.v1.TopicRecord
+	42, // 52: storepb.v1.ChangeTopic.settings:type_name -> storepb.v1.TopicRecord
+	41, // 53: storepb.v1.ChangeTopic.subscribe:type_name -> storepb.v1.TopicSubscription
+	42, // 54: storepb.v1.TopicPartitionRecord.topic:type_name -> storepb.v1.TopicRecord
+	45, // 55: storepb.v1.TopicPartitionRecord.head:type_name -> storepb.v1.TopicSegment
+	42, // 56: storepb.v1.PutTopicPartition.topic:type_name -> storepb.v1.TopicRecord
+	70, // 57: storepb.v1.PublishEntry.attributes:type_name -> storepb.v1.PublishEntry.AttributesEntry
+	49, // 58: storepb.v1.Publish.entries:type_name -> storepb.v1.PublishEntry
+	71, // 59: storepb.v1.TopicMessageRecord.attributes:type_name -> storepb.v1.TopicMessageRecord.AttributesEntry
+	42, // 60: storepb.v1.TopicCommandReply.topic:type_name -> storepb.v1.TopicRecord
+	59, // 61: storepb.v1.TopicCommandReply.published:type_name -> storepb.v1.TopicPublishOutcome
+	51, // 62: storepb.v1.TopicReadReply.messages:type_name -> storepb.v1.TopicMessageRecord
+	42, // 63: storepb.v1.TopicCatalogReply.topics:type_name -> storepb.v1.TopicRecord
+	64, // [64:64] is the sub-list for method output_type
+	64, // [64:64] is the sub-list for method input_type
+	64, // [64:64] is the sub-list for extension type_name
+	64, // [64:64] is the sub-list for extension extendee
+	0,  // [0:64] is the sub-list for field type_name
 }
 
 func init() { file_storepb_v1_store_proto_init() }
@@ -5536,6 +6077,7 @@ func file_storepb_v1_store_proto_init() {
 		(*Command_RescheduleMessage)(nil),
 		(*Command_PutAccessKey)(nil),
 		(*Command_RevokeAccessKey)(nil),
+		(*Command_Nack)(nil),
 		(*Command_CreateTopic)(nil),
 		(*Command_ChangeTopic)(nil),
 		(*Command_PutTopicPartition)(nil),
@@ -5551,13 +6093,14 @@ func file_storepb_v1_store_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_storepb_v1_store_proto_rawDesc), len(file_storepb_v1_store_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   66,
+			NumEnums:      3,
+			NumMessages:   69,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_storepb_v1_store_proto_goTypes,
 		DependencyIndexes: file_storepb_v1_store_proto_depIdxs,
+		EnumInfos:         file_storepb_v1_store_proto_enumTypes,
 		MessageInfos:      file_storepb_v1_store_proto_msgTypes,
 	}.Build()
 	File_storepb_v1_store_proto = out.File

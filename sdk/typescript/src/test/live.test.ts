@@ -133,6 +133,19 @@ test("create, send, receive, delete", async () => {
   await client.deleteQueue("ts-jobs");
 });
 
+test("nack: failed waits out the retry backoff, released comes back at once", async () => {
+  await client.createQueue("ts-retry", { retryPolicy: { base: { seconds: 3600n }, factor: 2 } });
+  await client.send("ts-retry", "job", { ttlMs: 600_000 });
+  let [m] = await client.receive("ts-retry", { waitTimeMs: 5000 });
+  const at = await client.nack("ts-retry", m.receiptHandle, { released: true });
+  assert.ok(at && at.getTime() <= Date.now() + 1000, `released: visible at ${at?.toISOString()}`);
+  [m] = await client.receive("ts-retry", { waitTimeMs: 5000 });
+  assert.equal(m.releasedCount, 1);
+  const later = await client.nack("ts-retry", m.receiptHandle);
+  assert.ok(later && later.getTime() > Date.now() + 3_000_000, `failed: visible at ${later?.toISOString()}`);
+  assert.equal((await client.receive("ts-retry", { waitTimeMs: 0 })).length, 0);
+});
+
 test("errors carry their google.rpc.ErrorInfo reason", async () => {
   await assert.rejects(client.send("no-such-queue", "x"), (err: unknown) => {
     assert.equal(errorCode(err), Code.NotFound);
