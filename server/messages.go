@@ -35,20 +35,15 @@ func (s *Server) SendMessage(ctx context.Context, req *qv1.SendMessageRequest) (
 	if _, _, err := s.admitSend(tenant, 1); err != nil {
 		return nil, err
 	}
-	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_Send{Send: &storepb.Send{
-		Tenant: tenant, Queue: req.GetQueue(), Entries: []*storepb.SendEntry{sendEntryFromAPI(m)},
-	}}})
+	sent, err := s.sendEntries(ctx, tenant, req.GetQueue(), []*storepb.SendEntry{sendEntryFromAPI(m)})
 	if err != nil {
 		return nil, err
 	}
-	if len(res.Sent) != 1 {
-		return nil, fmt.Errorf("send: %d outcomes for 1 entry", len(res.Sent))
-	}
-	if err := res.Sent[0].Err; err != nil {
+	if err := sent[0].Err; err != nil {
 		return nil, err
 	}
 	s.metrics.add(ctx, s.metrics.sent, tenant, req.GetQueue(), 1)
-	return &qv1.SendMessageResponse{MessageId: res.Sent[0].MessageID, Sequence: res.Sent[0].Seq}, nil
+	return &qv1.SendMessageResponse{MessageId: sent[0].MessageID, Sequence: sent[0].Seq}, nil
 }
 
 // SendMessageBatch implements QueueService. Entries that fail validation are
@@ -104,14 +99,11 @@ func (s *Server) SendMessageBatch(ctx context.Context, req *qv1.SendMessageBatch
 		resp.Failed = append(resp.Failed, refusedEntry(id, err, retry))
 	}
 	ids, cmd.Entries = ids[:k], cmd.Entries[:k]
-	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_Send{Send: cmd}})
+	sent, err := s.sendEntries(ctx, tenant, req.GetQueue(), cmd.Entries)
 	if err != nil {
 		return nil, err
 	}
-	if len(res.Sent) != len(ids) {
-		return nil, fmt.Errorf("send: %d outcomes for %d entries", len(res.Sent), len(ids))
-	}
-	for i, o := range res.Sent {
+	for i, o := range sent {
 		if o.Err != nil {
 			resp.Failed = append(resp.Failed, failedEntry(ids[i], o.Err))
 			continue
