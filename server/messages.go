@@ -79,7 +79,7 @@ func (s *Server) SendMessageBatch(ctx context.Context, req *qv1.SendMessageBatch
 			delay: e.GetDelay(), deliverAt: e.GetDeliverAt(), groupID: e.GetGroupId(),
 			dedupID: e.GetDeduplicationId(), idempotencyKey: e.GetIdempotencyKey(),
 		}
-		if err := validateMessage(fmt.Sprintf("entries[%d].", i), m); err != nil {
+		if _, err := inEntry(i, func(p string) (struct{}, error) { return struct{}{}, validateMessage(p, m) }); err != nil {
 			resp.Failed = append(resp.Failed, failedEntry(e.GetId(), err))
 			continue
 		}
@@ -246,7 +246,7 @@ func (s *Server) DeleteMessageBatch(ctx context.Context, req *qv1.DeleteMessageB
 	cmd := &storepb.Delete{Tenant: tenant, Queue: req.GetQueue()}
 	var ids []string
 	for i, e := range entries {
-		h, err := decodeHandle(fmt.Sprintf("entries[%d].receipt_handle", i), e.GetReceiptHandle())
+		h, err := inEntry(i, func(p string) ([]byte, error) { return decodeHandle(p+"receipt_handle", e.GetReceiptHandle()) })
 		if err != nil {
 			resp.Failed = append(resp.Failed, failedEntry(e.GetId(), err))
 			continue
