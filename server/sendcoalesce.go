@@ -98,21 +98,28 @@ func (s *Server) sendEntries(ctx context.Context, tenant, queue string, entries 
 	if !led {
 		select {
 		case <-p.done:
-			return p.out, p.err
 		case <-p.lead:
 		case <-ctx.Done():
-			c.mu.Lock()
-			switch {
-			case p.led: // handed a slot meanwhile: it must be used or passed on
-			case !p.taken:
-				l.waiting = slices.DeleteFunc(l.waiting, func(w *pendingSend) bool { return w == p })
-				c.mu.Unlock()
-				return nil, ctx.Err()
-			default:
-				c.mu.Unlock()
+		}
+		// A slot may have been handed to this call even if another
+		// command has answered it meanwhile: it must be used or passed on.
+		c.mu.Lock()
+		led = p.led
+		taken := p.taken
+		if !led && !taken { // ctx ended while waiting
+			l.waiting = slices.DeleteFunc(l.waiting, func(w *pendingSend) bool { return w == p })
+		}
+		c.mu.Unlock()
+		if !led {
+			if !taken {
 				return nil, ctx.Err()
 			}
-			c.mu.Unlock()
+			select {
+			case <-p.done:
+				return p.out, p.err
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
 		}
 	}
 	// This call holds a slot: propose what waits (its own entries first

@@ -228,3 +228,42 @@ func TestSendsCoalesceErrorsAndCancel(t *testing.T) {
 		t.Fatalf("commands %v: want %d entries (the cancelled send not proposed)", r.commands, laneProposals+2)
 	}
 }
+
+// Many senders, some giving up early, against proposals that finish in
+// any order: every answered call gets its own entries' outcomes, and every
+// slot comes back (a lane whose slots leaked would stall its queue).
+func TestSendsCoalesceStress(t *testing.T) {
+	r := &gateRaft{gate: make(chan struct{})}
+	close(r.gate) // proposals finish at once, in whatever order they run
+	s := New(Config{}, r, nil, 1)
+	var wg sync.WaitGroup
+	for g := range 64 {
+		wg.Go(func() {
+			for i := range 50 {
+				ctx, cancel := context.WithCancel(context.Background())
+				if (g+i)%7 == 0 {
+					cancel() // gives up at once: may or may not be sent
+				}
+				queue := []string{"a", "b"}[i%2]
+				body := fmt.Sprintf("%d-%d", g, i)
+				out, err := s.sendEntries(ctx, "t", queue, []*storepb.SendEntry{{Body: body}, {Body: body + "+"}})
+				cancel()
+				if err != nil {
+					if !errors.Is(err, context.Canceled) {
+						t.Errorf("send %s: %v", body, err)
+					}
+					continue
+				}
+				if len(out) != 2 || out[0].MessageID != body || out[1].MessageID != body+"+" {
+					t.Errorf("send %s: outcomes %+v", body, out)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	s.sends.mu.Lock()
+	defer s.sends.mu.Unlock()
+	for k, l := range s.sends.lanes {
+		t.Errorf("lane %v left with %d slots taken and %d waiting", k, l.busy, len(l.waiting))
+	}
+}
