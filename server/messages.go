@@ -35,20 +35,15 @@ func (s *Server) SendMessage(ctx context.Context, req *qv1.SendMessageRequest) (
 	if _, _, err := s.admitSend(tenant, 1); err != nil {
 		return nil, err
 	}
-	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_Send{Send: &storepb.Send{
-		Tenant: tenant, Queue: req.GetQueue(), Entries: []*storepb.SendEntry{sendEntryFromAPI(m)},
-	}}})
+	sent, err := s.sendEntries(ctx, tenant, req.GetQueue(), []*storepb.SendEntry{sendEntryFromAPI(m)})
 	if err != nil {
 		return nil, err
 	}
-	if len(res.Sent) != 1 {
-		return nil, fmt.Errorf("send: %d outcomes for 1 entry", len(res.Sent))
-	}
-	if err := res.Sent[0].Err; err != nil {
+	if err := sent[0].Err; err != nil {
 		return nil, err
 	}
 	s.metrics.add(ctx, s.metrics.sent, tenant, req.GetQueue(), 1)
-	return &qv1.SendMessageResponse{MessageId: res.Sent[0].MessageID, Sequence: res.Sent[0].Seq}, nil
+	return &qv1.SendMessageResponse{MessageId: sent[0].MessageID, Sequence: sent[0].Seq}, nil
 }
 
 // SendMessageBatch implements QueueService. Entries that fail validation are
@@ -84,7 +79,7 @@ func (s *Server) SendMessageBatch(ctx context.Context, req *qv1.SendMessageBatch
 			delay: e.GetDelay(), deliverAt: e.GetDeliverAt(), groupID: e.GetGroupId(),
 			dedupID: e.GetDeduplicationId(), idempotencyKey: e.GetIdempotencyKey(), ttl: e.GetTtl(),
 		}
-		if err := validateMessage(fmt.Sprintf("entries[%d].", i), m); err != nil {
+		if _, err := inEntry(i, func(p string) (struct{}, error) { return struct{}{}, validateMessage(p, m) }); err != nil {
 			resp.Failed = append(resp.Failed, failedEntry(e.GetId(), err))
 			continue
 		}
@@ -104,14 +99,11 @@ func (s *Server) SendMessageBatch(ctx context.Context, req *qv1.SendMessageBatch
 		resp.Failed = append(resp.Failed, refusedEntry(id, err, retry))
 	}
 	ids, cmd.Entries = ids[:k], cmd.Entries[:k]
-	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_Send{Send: cmd}})
+	sent, err := s.sendEntries(ctx, tenant, req.GetQueue(), cmd.Entries)
 	if err != nil {
 		return nil, err
 	}
-	if len(res.Sent) != len(ids) {
-		return nil, fmt.Errorf("send: %d outcomes for %d entries", len(res.Sent), len(ids))
-	}
-	for i, o := range res.Sent {
+	for i, o := range sent {
 		if o.Err != nil {
 			resp.Failed = append(resp.Failed, failedEntry(ids[i], o.Err))
 			continue
@@ -254,7 +246,7 @@ func (s *Server) DeleteMessageBatch(ctx context.Context, req *qv1.DeleteMessageB
 	cmd := &storepb.Delete{Tenant: tenant, Queue: req.GetQueue()}
 	var ids []string
 	for i, e := range entries {
-		h, err := decodeHandle(fmt.Sprintf("entries[%d].receipt_handle", i), e.GetReceiptHandle())
+		h, err := inEntry(i, func(p string) ([]byte, error) { return decodeHandle(p+"receipt_handle", e.GetReceiptHandle()) })
 		if err != nil {
 			resp.Failed = append(resp.Failed, failedEntry(e.GetId(), err))
 			continue

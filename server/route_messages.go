@@ -533,7 +533,10 @@ func handleBatch[E handleEntry, Req proto.Message, Resp batchResponse](ctx conte
 	var bad []*qv1.BatchResultError
 	groups := map[target][]E{}
 	for i, e := range entries {
-		t, _, err := r.handleTarget(fmt.Sprintf("entries[%d].receipt_handle", i), tenant, queue, e.GetReceiptHandle())
+		t, err := inEntry(i, func(p string) (target, error) {
+			t, _, err := r.handleTarget(p+"receipt_handle", tenant, queue, e.GetReceiptHandle())
+			return t, err
+		})
 		if err != nil {
 			bad = append(bad, failedEntry(e.GetId(), err))
 			continue

@@ -103,6 +103,8 @@ type Server struct {
 	stop     chan struct{}
 	wg       sync.WaitGroup
 
+	sends sendLanes // sends to one queue sharing commands
+
 	receivesProposed atomic.Uint64
 	// metadataOnly: the shard keeps queue records of truth but no messages
 	// (shard 0 of a cluster with data shards).

@@ -207,6 +207,18 @@ func validateBatch(n int, id func(i int) string) error {
 }
 
 // decodeHandle turns the client's receipt handle string into store bytes.
+// inEntry runs check with no prefix and, only if it fails, again with
+// batch entry i's path ("entries[3].") so the error names the field: the
+// checks are pure, and a batch of valid entries builds no field names (a
+// Sprintf and concatenations per message on the send and delete paths).
+func inEntry[T any](i int, check func(prefix string) (T, error)) (T, error) {
+	v, err := check("")
+	if err != nil {
+		return check(fmt.Sprintf("entries[%d].", i))
+	}
+	return v, nil
+}
+
 func decodeHandle(field, h string) ([]byte, error) {
 	if h == "" {
 		return nil, fieldError(field, "must not be empty")

@@ -74,6 +74,7 @@ func newServeCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			node.TuneGC()
 			n, err := node.Start(ctx, cfg)
 			if err != nil {
 				return err
