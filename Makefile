@@ -61,7 +61,7 @@ PEERS_SRC   ?= ../shared/peers
 NATS_SERVER ?=
 bench-peers: build
 	@command -v rabbitmq-server >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rabbitmq-server bc; }
-	@set -e; P=$$(mktemp -d)/peers; cp -r $(PEERS_SRC) $$P; chmod -R u+w $$P; mkdir -p $$P/bin; \
+	@set -e; D=$$(mktemp -d); trap 'rm -rf "$$D"' EXIT; P=$$D/peers; cp -r $(PEERS_SRC) $$P; chmod -R u+w $$P; mkdir -p $$P/bin; \
 	if [ -n "$(NATS_SERVER)" ]; then cp $(NATS_SERVER) $$P/bin/nats-server; \
 	else GOBIN=$$P/bin $(GO) install github.com/nats-io/nats-server/v2@latest; fi; \
 	(cd $$P/rmqbench && $(GO) build -o rmqbench .); (cd $$P/natsbench && $(GO) build -o natsbench .); \
