@@ -25,6 +25,66 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// NodeState is where a storage node is in its life in the cluster.
+type NodeState int32
+
+const (
+	NodeState_NODE_STATE_UNSPECIFIED NodeState = 0
+	// Admitted (it has an id) and being added to its shards as a learner.
+	NodeState_NODE_STATE_JOINING NodeState = 1
+	// A voter of its shards.
+	NodeState_NODE_STATE_ACTIVE NodeState = 2
+	// Its replicas are being moved away before removal.
+	NodeState_NODE_STATE_DRAINING NodeState = 3
+	// Gone for good: its id is never used again.
+	NodeState_NODE_STATE_REMOVED NodeState = 4
+)
+
+// Enum value maps for NodeState.
+var (
+	NodeState_name = map[int32]string{
+		0: "NODE_STATE_UNSPECIFIED",
+		1: "NODE_STATE_JOINING",
+		2: "NODE_STATE_ACTIVE",
+		3: "NODE_STATE_DRAINING",
+		4: "NODE_STATE_REMOVED",
+	}
+	NodeState_value = map[string]int32{
+		"NODE_STATE_UNSPECIFIED": 0,
+		"NODE_STATE_JOINING":     1,
+		"NODE_STATE_ACTIVE":      2,
+		"NODE_STATE_DRAINING":    3,
+		"NODE_STATE_REMOVED":     4,
+	}
+)
+
+func (x NodeState) Enum() *NodeState {
+	p := new(NodeState)
+	*p = x
+	return p
+}
+
+func (x NodeState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NodeState) Descriptor() protoreflect.EnumDescriptor {
+	return file_storepb_v1_store_proto_enumTypes[0].Descriptor()
+}
+
+func (NodeState) Type() protoreflect.EnumType {
+	return &file_storepb_v1_store_proto_enumTypes[0]
+}
+
+func (x NodeState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NodeState.Descriptor instead.
+func (NodeState) EnumDescriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{0}
+}
+
 // Command is one replicated state change. The proposer (the shard leader)
 // stamps time_ms with its wall clock; apply uses max(last applied time,
 // time_ms), so time never runs backwards and replay is deterministic.
@@ -55,6 +115,11 @@ type Command struct {
 	//	*Command_RescheduleMessage
 	//	*Command_PutAccessKey
 	//	*Command_RevokeAccessKey
+	//	*Command_BootstrapMembership
+	//	*Command_RegisterNode
+	//	*Command_AdmitNode
+	//	*Command_SetNodeState
+	//	*Command_SetReplicaSet
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -264,6 +329,51 @@ func (x *Command) GetRevokeAccessKey() *RevokeAccessKey {
 	return nil
 }
 
+func (x *Command) GetBootstrapMembership() *BootstrapMembership {
+	if x != nil {
+		if x, ok := x.Op.(*Command_BootstrapMembership); ok {
+			return x.BootstrapMembership
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRegisterNode() *RegisterNode {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RegisterNode); ok {
+			return x.RegisterNode
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAdmitNode() *AdmitNode {
+	if x != nil {
+		if x, ok := x.Op.(*Command_AdmitNode); ok {
+			return x.AdmitNode
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSetNodeState() *SetNodeState {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetNodeState); ok {
+			return x.SetNodeState
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSetReplicaSet() *SetReplicaSet {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetReplicaSet); ok {
+			return x.SetReplicaSet
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -336,6 +446,26 @@ type Command_RevokeAccessKey struct {
 	RevokeAccessKey *RevokeAccessKey `protobuf:"bytes,41,opt,name=revoke_access_key,json=revokeAccessKey,proto3,oneof"`
 }
 
+type Command_BootstrapMembership struct {
+	BootstrapMembership *BootstrapMembership `protobuf:"bytes,60,opt,name=bootstrap_membership,json=bootstrapMembership,proto3,oneof"`
+}
+
+type Command_RegisterNode struct {
+	RegisterNode *RegisterNode `protobuf:"bytes,61,opt,name=register_node,json=registerNode,proto3,oneof"`
+}
+
+type Command_AdmitNode struct {
+	AdmitNode *AdmitNode `protobuf:"bytes,62,opt,name=admit_node,json=admitNode,proto3,oneof"`
+}
+
+type Command_SetNodeState struct {
+	SetNodeState *SetNodeState `protobuf:"bytes,63,opt,name=set_node_state,json=setNodeState,proto3,oneof"`
+}
+
+type Command_SetReplicaSet struct {
+	SetReplicaSet *SetReplicaSet `protobuf:"bytes,64,opt,name=set_replica_set,json=setReplicaSet,proto3,oneof"`
+}
+
 func (*Command_CreateQueue) isCommand_Op() {}
 
 func (*Command_UpdateQueue) isCommand_Op() {}
@@ -369,6 +499,16 @@ func (*Command_RescheduleMessage) isCommand_Op() {}
 func (*Command_PutAccessKey) isCommand_Op() {}
 
 func (*Command_RevokeAccessKey) isCommand_Op() {}
+
+func (*Command_BootstrapMembership) isCommand_Op() {}
+
+func (*Command_RegisterNode) isCommand_Op() {}
+
+func (*Command_AdmitNode) isCommand_Op() {}
+
+func (*Command_SetNodeState) isCommand_Op() {}
+
+func (*Command_SetReplicaSet) isCommand_Op() {}
 
 // QueueAttributes are a queue's settings in milliseconds and bytes, with
 // defaults already filled in by the proposer.
@@ -2927,12 +3067,511 @@ func (x *AccessKeyGrant) GetSigningKey() []byte {
 	return nil
 }
 
+// NodeRecord is one storage node of the cluster (metadata shard, 0x40 id).
+type NodeRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node's raft id: each incarnation of a machine that lost its disk
+	// joins under a new one.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Peer (Raft) and client gRPC addresses (host:port).
+	PeerAddr   string    `protobuf:"bytes,2,opt,name=peer_addr,json=peerAddr,proto3" json:"peer_addr,omitempty"`
+	ClientAddr string    `protobuf:"bytes,3,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
+	State      NodeState `protobuf:"varint,4,opt,name=state,proto3,enum=storepb.v1.NodeState" json:"state,omitempty"`
+	// The random id of the node's data directory (raftnode); 0 until the
+	// node first registers. Another incarnation of the id is fenced.
+	Incarnation uint64 `protobuf:"varint,5,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// When the record last changed (command time).
+	UpdatedAtMs   int64 `protobuf:"varint,6,opt,name=updated_at_ms,json=updatedAtMs,proto3" json:"updated_at_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeRecord) Reset() {
+	*x = NodeRecord{}
+	mi := &file_storepb_v1_store_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeRecord) ProtoMessage() {}
+
+func (x *NodeRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
+func (*NodeRecord) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *NodeRecord) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *NodeRecord) GetPeerAddr() string {
+	if x != nil {
+		return x.PeerAddr
+	}
+	return ""
+}
+
+func (x *NodeRecord) GetClientAddr() string {
+	if x != nil {
+		return x.ClientAddr
+	}
+	return ""
+}
+
+func (x *NodeRecord) GetState() NodeState {
+	if x != nil {
+		return x.State
+	}
+	return NodeState_NODE_STATE_UNSPECIFIED
+}
+
+func (x *NodeRecord) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *NodeRecord) GetUpdatedAtMs() int64 {
+	if x != nil {
+		return x.UpdatedAtMs
+	}
+	return 0
+}
+
+// ReplicaChange is a membership change of one shard under way, recorded by
+// the coordinator (the metadata shard's leader) before it starts, so that a
+// new coordinator finishes it: adding node_id (learner, then voter), or
+// removing it.
+type ReplicaChange struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// true: add the node; false: remove it.
+	Add           bool  `protobuf:"varint,2,opt,name=add,proto3" json:"add,omitempty"`
+	StartedAtMs   int64 `protobuf:"varint,3,opt,name=started_at_ms,json=startedAtMs,proto3" json:"started_at_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaChange) Reset() {
+	*x = ReplicaChange{}
+	mi := &file_storepb_v1_store_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaChange) ProtoMessage() {}
+
+func (x *ReplicaChange) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaChange.ProtoReflect.Descriptor instead.
+func (*ReplicaChange) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *ReplicaChange) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *ReplicaChange) GetAdd() bool {
+	if x != nil {
+		return x.Add
+	}
+	return false
+}
+
+func (x *ReplicaChange) GetStartedAtMs() int64 {
+	if x != nil {
+		return x.StartedAtMs
+	}
+	return 0
+}
+
+// ReplicaSetRecord is the replicas of one shard (metadata shard, 0x41 shard),
+// as the coordinator last recorded them (the group's raft configuration is
+// the truth while a change is under way).
+type ReplicaSetRecord struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Shard             uint64                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	ReplicationFactor uint32                 `protobuf:"varint,2,opt,name=replication_factor,json=replicationFactor,proto3" json:"replication_factor,omitempty"`
+	Voters            []uint64               `protobuf:"varint,3,rep,packed,name=voters,proto3" json:"voters,omitempty"`
+	Learners          []uint64               `protobuf:"varint,4,rep,packed,name=learners,proto3" json:"learners,omitempty"`
+	// The change under way; absent: none.
+	Pending       *ReplicaChange `protobuf:"bytes,5,opt,name=pending,proto3" json:"pending,omitempty"`
+	UpdatedAtMs   int64          `protobuf:"varint,6,opt,name=updated_at_ms,json=updatedAtMs,proto3" json:"updated_at_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaSetRecord) Reset() {
+	*x = ReplicaSetRecord{}
+	mi := &file_storepb_v1_store_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaSetRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaSetRecord) ProtoMessage() {}
+
+func (x *ReplicaSetRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaSetRecord.ProtoReflect.Descriptor instead.
+func (*ReplicaSetRecord) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ReplicaSetRecord) GetShard() uint64 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *ReplicaSetRecord) GetReplicationFactor() uint32 {
+	if x != nil {
+		return x.ReplicationFactor
+	}
+	return 0
+}
+
+func (x *ReplicaSetRecord) GetVoters() []uint64 {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
+}
+
+func (x *ReplicaSetRecord) GetLearners() []uint64 {
+	if x != nil {
+		return x.Learners
+	}
+	return nil
+}
+
+func (x *ReplicaSetRecord) GetPending() *ReplicaChange {
+	if x != nil {
+		return x.Pending
+	}
+	return nil
+}
+
+func (x *ReplicaSetRecord) GetUpdatedAtMs() int64 {
+	if x != nil {
+		return x.UpdatedAtMs
+	}
+	return 0
+}
+
+// BootstrapMembership records the nodes named at bootstrap (--peers) and
+// the initial placement: every shard on every node. No-op once any node
+// record exists.
+type BootstrapMembership struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Nodes             []*NodeRecord          `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Shards            uint32                 `protobuf:"varint,2,opt,name=shards,proto3" json:"shards,omitempty"`
+	ReplicationFactor uint32                 `protobuf:"varint,3,opt,name=replication_factor,json=replicationFactor,proto3" json:"replication_factor,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *BootstrapMembership) Reset() {
+	*x = BootstrapMembership{}
+	mi := &file_storepb_v1_store_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BootstrapMembership) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BootstrapMembership) ProtoMessage() {}
+
+func (x *BootstrapMembership) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BootstrapMembership.ProtoReflect.Descriptor instead.
+func (*BootstrapMembership) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *BootstrapMembership) GetNodes() []*NodeRecord {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *BootstrapMembership) GetShards() uint32 {
+	if x != nil {
+		return x.Shards
+	}
+	return 0
+}
+
+func (x *BootstrapMembership) GetReplicationFactor() uint32 {
+	if x != nil {
+		return x.ReplicationFactor
+	}
+	return 0
+}
+
+// RegisterNode is a node's own report at start: its addresses and
+// incarnation. The record must exist and not be removed; a record whose
+// incarnation is set must name the same one.
+type RegisterNode struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          *NodeRecord            `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterNode) Reset() {
+	*x = RegisterNode{}
+	mi := &file_storepb_v1_store_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterNode) ProtoMessage() {}
+
+func (x *RegisterNode) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterNode.ProtoReflect.Descriptor instead.
+func (*RegisterNode) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *RegisterNode) GetNode() *NodeRecord {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+// AdmitNode admits a new node (serve --join): node.id 0 allocates the next
+// unused id (a node whose certificate names its id passes it). A retried
+// admission of the same incarnation returns the first one's record.
+type AdmitNode struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          *NodeRecord            `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdmitNode) Reset() {
+	*x = AdmitNode{}
+	mi := &file_storepb_v1_store_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdmitNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdmitNode) ProtoMessage() {}
+
+func (x *AdmitNode) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdmitNode.ProtoReflect.Descriptor instead.
+func (*AdmitNode) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *AdmitNode) GetNode() *NodeRecord {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+// SetNodeState moves a node to another state.
+type SetNodeState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	State         NodeState              `protobuf:"varint,2,opt,name=state,proto3,enum=storepb.v1.NodeState" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetNodeState) Reset() {
+	*x = SetNodeState{}
+	mi := &file_storepb_v1_store_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetNodeState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetNodeState) ProtoMessage() {}
+
+func (x *SetNodeState) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetNodeState.ProtoReflect.Descriptor instead.
+func (*SetNodeState) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *SetNodeState) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *SetNodeState) GetState() NodeState {
+	if x != nil {
+		return x.State
+	}
+	return NodeState_NODE_STATE_UNSPECIFIED
+}
+
+// SetReplicaSet replaces a shard's replica set record.
+type SetReplicaSet struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ReplicaSet    *ReplicaSetRecord      `protobuf:"bytes,1,opt,name=replica_set,json=replicaSet,proto3" json:"replica_set,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetReplicaSet) Reset() {
+	*x = SetReplicaSet{}
+	mi := &file_storepb_v1_store_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetReplicaSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetReplicaSet) ProtoMessage() {}
+
+func (x *SetReplicaSet) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetReplicaSet.ProtoReflect.Descriptor instead.
+func (*SetReplicaSet) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *SetReplicaSet) GetReplicaSet() *ReplicaSetRecord {
+	if x != nil {
+		return x.ReplicaSet
+	}
+	return nil
+}
+
 var File_storepb_v1_store_proto protoreflect.FileDescriptor
 
 const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"\x16storepb/v1/store.proto\x12\n" +
-	"storepb.v1\"\xc9\b\n" +
+	"storepb.v1\"\x9f\v\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12<\n" +
@@ -2955,7 +3594,13 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x0ecancel_message\x18# \x01(\v2\x19.storepb.v1.CancelMessageH\x00R\rcancelMessage\x12N\n" +
 	"\x12reschedule_message\x18$ \x01(\v2\x1d.storepb.v1.RescheduleMessageH\x00R\x11rescheduleMessage\x12@\n" +
 	"\x0eput_access_key\x18( \x01(\v2\x18.storepb.v1.PutAccessKeyH\x00R\fputAccessKey\x12I\n" +
-	"\x11revoke_access_key\x18) \x01(\v2\x1b.storepb.v1.RevokeAccessKeyH\x00R\x0frevokeAccessKeyB\x04\n" +
+	"\x11revoke_access_key\x18) \x01(\v2\x1b.storepb.v1.RevokeAccessKeyH\x00R\x0frevokeAccessKey\x12T\n" +
+	"\x14bootstrap_membership\x18< \x01(\v2\x1f.storepb.v1.BootstrapMembershipH\x00R\x13bootstrapMembership\x12?\n" +
+	"\rregister_node\x18= \x01(\v2\x18.storepb.v1.RegisterNodeH\x00R\fregisterNode\x126\n" +
+	"\n" +
+	"admit_node\x18> \x01(\v2\x15.storepb.v1.AdmitNodeH\x00R\tadmitNode\x12@\n" +
+	"\x0eset_node_state\x18? \x01(\v2\x18.storepb.v1.SetNodeStateH\x00R\fsetNodeState\x12C\n" +
+	"\x0fset_replica_set\x18@ \x01(\v2\x19.storepb.v1.SetReplicaSetH\x00R\rsetReplicaSetB\x04\n" +
 	"\x02op\"\xe3\x04\n" +
 	"\x0fQueueAttributes\x122\n" +
 	"\x15visibility_timeout_ms\x18\x01 \x01(\x03R\x13visibilityTimeoutMs\x120\n" +
@@ -3185,7 +3830,47 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x16\n" +
 	"\x06scopes\x18\x02 \x03(\tR\x06scopes\x12\x1f\n" +
 	"\vsigning_key\x18\x03 \x01(\fR\n" +
-	"signingKeyB5Z3github.com/quorumq/quorumq/store/storepb/v1;storepbb\x06proto3"
+	"signingKey\"\xcd\x01\n" +
+	"\n" +
+	"NodeRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1b\n" +
+	"\tpeer_addr\x18\x02 \x01(\tR\bpeerAddr\x12\x1f\n" +
+	"\vclient_addr\x18\x03 \x01(\tR\n" +
+	"clientAddr\x12+\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x15.storepb.v1.NodeStateR\x05state\x12 \n" +
+	"\vincarnation\x18\x05 \x01(\x04R\vincarnation\x12\"\n" +
+	"\rupdated_at_ms\x18\x06 \x01(\x03R\vupdatedAtMs\"^\n" +
+	"\rReplicaChange\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x10\n" +
+	"\x03add\x18\x02 \x01(\bR\x03add\x12\"\n" +
+	"\rstarted_at_ms\x18\x03 \x01(\x03R\vstartedAtMs\"\xe4\x01\n" +
+	"\x10ReplicaSetRecord\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\x04R\x05shard\x12-\n" +
+	"\x12replication_factor\x18\x02 \x01(\rR\x11replicationFactor\x12\x16\n" +
+	"\x06voters\x18\x03 \x03(\x04R\x06voters\x12\x1a\n" +
+	"\blearners\x18\x04 \x03(\x04R\blearners\x123\n" +
+	"\apending\x18\x05 \x01(\v2\x19.storepb.v1.ReplicaChangeR\apending\x12\"\n" +
+	"\rupdated_at_ms\x18\x06 \x01(\x03R\vupdatedAtMs\"\x8a\x01\n" +
+	"\x13BootstrapMembership\x12,\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x16.storepb.v1.NodeRecordR\x05nodes\x12\x16\n" +
+	"\x06shards\x18\x02 \x01(\rR\x06shards\x12-\n" +
+	"\x12replication_factor\x18\x03 \x01(\rR\x11replicationFactor\":\n" +
+	"\fRegisterNode\x12*\n" +
+	"\x04node\x18\x01 \x01(\v2\x16.storepb.v1.NodeRecordR\x04node\"7\n" +
+	"\tAdmitNode\x12*\n" +
+	"\x04node\x18\x01 \x01(\v2\x16.storepb.v1.NodeRecordR\x04node\"T\n" +
+	"\fSetNodeState\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12+\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x15.storepb.v1.NodeStateR\x05state\"N\n" +
+	"\rSetReplicaSet\x12=\n" +
+	"\vreplica_set\x18\x01 \x01(\v2\x1c.storepb.v1.ReplicaSetRecordR\n" +
+	"replicaSet*\x87\x01\n" +
+	"\tNodeState\x12\x1a\n" +
+	"\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12NODE_STATE_JOINING\x10\x01\x12\x15\n" +
+	"\x11NODE_STATE_ACTIVE\x10\x02\x12\x17\n" +
+	"\x13NODE_STATE_DRAINING\x10\x03\x12\x16\n" +
+	"\x12NODE_STATE_REMOVED\x10\x04B5Z3github.com/quorumq/quorumq/store/storepb/v1;storepbb\x06proto3"
 
 var (
 	file_storepb_v1_store_proto_rawDescOnce sync.Once
@@ -3199,89 +3884,111 @@ func file_storepb_v1_store_proto_rawDescGZIP() []byte {
 	return file_storepb_v1_store_proto_rawDescData
 }
 
-var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_storepb_v1_store_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_storepb_v1_store_proto_goTypes = []any{
-	(*Command)(nil),              // 0: storepb.v1.Command
-	(*QueueAttributes)(nil),      // 1: storepb.v1.QueueAttributes
-	(*CreateQueue)(nil),          // 2: storepb.v1.CreateQueue
-	(*UpdateQueue)(nil),          // 3: storepb.v1.UpdateQueue
-	(*DeleteQueue)(nil),          // 4: storepb.v1.DeleteQueue
-	(*PurgeQueue)(nil),           // 5: storepb.v1.PurgeQueue
-	(*SendEntry)(nil),            // 6: storepb.v1.SendEntry
-	(*Send)(nil),                 // 7: storepb.v1.Send
-	(*TagFilter)(nil),            // 8: storepb.v1.TagFilter
-	(*Receive)(nil),              // 9: storepb.v1.Receive
-	(*Delete)(nil),               // 10: storepb.v1.Delete
-	(*VisibilityChange)(nil),     // 11: storepb.v1.VisibilityChange
-	(*ChangeVisibility)(nil),     // 12: storepb.v1.ChangeVisibility
-	(*Tick)(nil),                 // 13: storepb.v1.Tick
-	(*MessageRecord)(nil),        // 14: storepb.v1.MessageRecord
-	(*OutboxEntry)(nil),          // 15: storepb.v1.OutboxEntry
-	(*DeliverOutbox)(nil),        // 16: storepb.v1.DeliverOutbox
-	(*AckOutbox)(nil),            // 17: storepb.v1.AckOutbox
-	(*Redrive)(nil),              // 18: storepb.v1.Redrive
-	(*QueueRecord)(nil),          // 19: storepb.v1.QueueRecord
-	(*QueueMeta)(nil),            // 20: storepb.v1.QueueMeta
-	(*ShardMeta)(nil),            // 21: storepb.v1.ShardMeta
-	(*DedupRecord)(nil),          // 22: storepb.v1.DedupRecord
-	(*ReceivedRef)(nil),          // 23: storepb.v1.ReceivedRef
-	(*ReceiveAttemptRecord)(nil), // 24: storepb.v1.ReceiveAttemptRecord
-	(*TenantQuota)(nil),          // 25: storepb.v1.TenantQuota
-	(*TenantRecord)(nil),         // 26: storepb.v1.TenantRecord
-	(*SetTenantQuota)(nil),       // 27: storepb.v1.SetTenantQuota
-	(*CancelMessage)(nil),        // 28: storepb.v1.CancelMessage
-	(*RescheduleMessage)(nil),    // 29: storepb.v1.RescheduleMessage
-	(*AccessKeyRecord)(nil),      // 30: storepb.v1.AccessKeyRecord
-	(*PutAccessKey)(nil),         // 31: storepb.v1.PutAccessKey
-	(*RevokeAccessKey)(nil),      // 32: storepb.v1.RevokeAccessKey
-	(*AccessKeyLookup)(nil),      // 33: storepb.v1.AccessKeyLookup
-	(*AccessKeyGrant)(nil),       // 34: storepb.v1.AccessKeyGrant
-	nil,                          // 35: storepb.v1.QueueAttributes.SetTagsEntry
-	nil,                          // 36: storepb.v1.CreateQueue.TagsEntry
-	nil,                          // 37: storepb.v1.SendEntry.AttributesEntry
-	nil,                          // 38: storepb.v1.MessageRecord.AttributesEntry
-	nil,                          // 39: storepb.v1.QueueRecord.TagsEntry
+	(NodeState)(0),               // 0: storepb.v1.NodeState
+	(*Command)(nil),              // 1: storepb.v1.Command
+	(*QueueAttributes)(nil),      // 2: storepb.v1.QueueAttributes
+	(*CreateQueue)(nil),          // 3: storepb.v1.CreateQueue
+	(*UpdateQueue)(nil),          // 4: storepb.v1.UpdateQueue
+	(*DeleteQueue)(nil),          // 5: storepb.v1.DeleteQueue
+	(*PurgeQueue)(nil),           // 6: storepb.v1.PurgeQueue
+	(*SendEntry)(nil),            // 7: storepb.v1.SendEntry
+	(*Send)(nil),                 // 8: storepb.v1.Send
+	(*TagFilter)(nil),            // 9: storepb.v1.TagFilter
+	(*Receive)(nil),              // 10: storepb.v1.Receive
+	(*Delete)(nil),               // 11: storepb.v1.Delete
+	(*VisibilityChange)(nil),     // 12: storepb.v1.VisibilityChange
+	(*ChangeVisibility)(nil),     // 13: storepb.v1.ChangeVisibility
+	(*Tick)(nil),                 // 14: storepb.v1.Tick
+	(*MessageRecord)(nil),        // 15: storepb.v1.MessageRecord
+	(*OutboxEntry)(nil),          // 16: storepb.v1.OutboxEntry
+	(*DeliverOutbox)(nil),        // 17: storepb.v1.DeliverOutbox
+	(*AckOutbox)(nil),            // 18: storepb.v1.AckOutbox
+	(*Redrive)(nil),              // 19: storepb.v1.Redrive
+	(*QueueRecord)(nil),          // 20: storepb.v1.QueueRecord
+	(*QueueMeta)(nil),            // 21: storepb.v1.QueueMeta
+	(*ShardMeta)(nil),            // 22: storepb.v1.ShardMeta
+	(*DedupRecord)(nil),          // 23: storepb.v1.DedupRecord
+	(*ReceivedRef)(nil),          // 24: storepb.v1.ReceivedRef
+	(*ReceiveAttemptRecord)(nil), // 25: storepb.v1.ReceiveAttemptRecord
+	(*TenantQuota)(nil),          // 26: storepb.v1.TenantQuota
+	(*TenantRecord)(nil),         // 27: storepb.v1.TenantRecord
+	(*SetTenantQuota)(nil),       // 28: storepb.v1.SetTenantQuota
+	(*CancelMessage)(nil),        // 29: storepb.v1.CancelMessage
+	(*RescheduleMessage)(nil),    // 30: storepb.v1.RescheduleMessage
+	(*AccessKeyRecord)(nil),      // 31: storepb.v1.AccessKeyRecord
+	(*PutAccessKey)(nil),         // 32: storepb.v1.PutAccessKey
+	(*RevokeAccessKey)(nil),      // 33: storepb.v1.RevokeAccessKey
+	(*AccessKeyLookup)(nil),      // 34: storepb.v1.AccessKeyLookup
+	(*AccessKeyGrant)(nil),       // 35: storepb.v1.AccessKeyGrant
+	(*NodeRecord)(nil),           // 36: storepb.v1.NodeRecord
+	(*ReplicaChange)(nil),        // 37: storepb.v1.ReplicaChange
+	(*ReplicaSetRecord)(nil),     // 38: storepb.v1.ReplicaSetRecord
+	(*BootstrapMembership)(nil),  // 39: storepb.v1.BootstrapMembership
+	(*RegisterNode)(nil),         // 40: storepb.v1.RegisterNode
+	(*AdmitNode)(nil),            // 41: storepb.v1.AdmitNode
+	(*SetNodeState)(nil),         // 42: storepb.v1.SetNodeState
+	(*SetReplicaSet)(nil),        // 43: storepb.v1.SetReplicaSet
+	nil,                          // 44: storepb.v1.QueueAttributes.SetTagsEntry
+	nil,                          // 45: storepb.v1.CreateQueue.TagsEntry
+	nil,                          // 46: storepb.v1.SendEntry.AttributesEntry
+	nil,                          // 47: storepb.v1.MessageRecord.AttributesEntry
+	nil,                          // 48: storepb.v1.QueueRecord.TagsEntry
 }
 var file_storepb_v1_store_proto_depIdxs = []int32{
-	2,  // 0: storepb.v1.Command.create_queue:type_name -> storepb.v1.CreateQueue
-	3,  // 1: storepb.v1.Command.update_queue:type_name -> storepb.v1.UpdateQueue
-	4,  // 2: storepb.v1.Command.delete_queue:type_name -> storepb.v1.DeleteQueue
-	5,  // 3: storepb.v1.Command.purge_queue:type_name -> storepb.v1.PurgeQueue
-	7,  // 4: storepb.v1.Command.send:type_name -> storepb.v1.Send
-	9,  // 5: storepb.v1.Command.receive:type_name -> storepb.v1.Receive
-	10, // 6: storepb.v1.Command.delete:type_name -> storepb.v1.Delete
-	12, // 7: storepb.v1.Command.change_visibility:type_name -> storepb.v1.ChangeVisibility
-	13, // 8: storepb.v1.Command.tick:type_name -> storepb.v1.Tick
-	16, // 9: storepb.v1.Command.deliver_outbox:type_name -> storepb.v1.DeliverOutbox
-	17, // 10: storepb.v1.Command.ack_outbox:type_name -> storepb.v1.AckOutbox
-	18, // 11: storepb.v1.Command.redrive:type_name -> storepb.v1.Redrive
-	27, // 12: storepb.v1.Command.set_tenant_quota:type_name -> storepb.v1.SetTenantQuota
-	28, // 13: storepb.v1.Command.cancel_message:type_name -> storepb.v1.CancelMessage
-	29, // 14: storepb.v1.Command.reschedule_message:type_name -> storepb.v1.RescheduleMessage
-	31, // 15: storepb.v1.Command.put_access_key:type_name -> storepb.v1.PutAccessKey
-	32, // 16: storepb.v1.Command.revoke_access_key:type_name -> storepb.v1.RevokeAccessKey
-	35, // 17: storepb.v1.QueueAttributes.set_tags:type_name -> storepb.v1.QueueAttributes.SetTagsEntry
-	1,  // 18: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	36, // 19: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
-	1,  // 20: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	37, // 21: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
-	6,  // 22: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
-	8,  // 23: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
-	11, // 24: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
-	38, // 25: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
-	14, // 26: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
-	15, // 27: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
-	1,  // 28: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
-	39, // 29: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
-	23, // 30: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
-	25, // 31: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
-	25, // 32: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
-	30, // 33: storepb.v1.PutAccessKey.key:type_name -> storepb.v1.AccessKeyRecord
-	34, // [34:34] is the sub-list for method output_type
-	34, // [34:34] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	3,  // 0: storepb.v1.Command.create_queue:type_name -> storepb.v1.CreateQueue
+	4,  // 1: storepb.v1.Command.update_queue:type_name -> storepb.v1.UpdateQueue
+	5,  // 2: storepb.v1.Command.delete_queue:type_name -> storepb.v1.DeleteQueue
+	6,  // 3: storepb.v1.Command.purge_queue:type_name -> storepb.v1.PurgeQueue
+	8,  // 4: storepb.v1.Command.send:type_name -> storepb.v1.Send
+	10, // 5: storepb.v1.Command.receive:type_name -> storepb.v1.Receive
+	11, // 6: storepb.v1.Command.delete:type_name -> storepb.v1.Delete
+	13, // 7: storepb.v1.Command.change_visibility:type_name -> storepb.v1.ChangeVisibility
+	14, // 8: storepb.v1.Command.tick:type_name -> storepb.v1.Tick
+	17, // 9: storepb.v1.Command.deliver_outbox:type_name -> storepb.v1.DeliverOutbox
+	18, // 10: storepb.v1.Command.ack_outbox:type_name -> storepb.v1.AckOutbox
+	19, // 11: storepb.v1.Command.redrive:type_name -> storepb.v1.Redrive
+	28, // 12: storepb.v1.Command.set_tenant_quota:type_name -> storepb.v1.SetTenantQuota
+	29, // 13: storepb.v1.Command.cancel_message:type_name -> storepb.v1.CancelMessage
+	30, // 14: storepb.v1.Command.reschedule_message:type_name -> storepb.v1.RescheduleMessage
+	32, // 15: storepb.v1.Command.put_access_key:type_name -> storepb.v1.PutAccessKey
+	33, // 16: storepb.v1.Command.revoke_access_key:type_name -> storepb.v1.RevokeAccessKey
+	39, // 17: storepb.v1.Command.bootstrap_membership:type_name -> storepb.v1.BootstrapMembership
+	40, // 18: storepb.v1.Command.register_node:type_name -> storepb.v1.RegisterNode
+	41, // 19: storepb.v1.Command.admit_node:type_name -> storepb.v1.AdmitNode
+	42, // 20: storepb.v1.Command.set_node_state:type_name -> storepb.v1.SetNodeState
+	43, // 21: storepb.v1.Command.set_replica_set:type_name -> storepb.v1.SetReplicaSet
+	44, // 22: storepb.v1.QueueAttributes.set_tags:type_name -> storepb.v1.QueueAttributes.SetTagsEntry
+	2,  // 23: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
+	45, // 24: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
+	2,  // 25: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
+	46, // 26: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
+	7,  // 27: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
+	9,  // 28: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
+	12, // 29: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
+	47, // 30: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
+	15, // 31: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
+	16, // 32: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
+	2,  // 33: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
+	48, // 34: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
+	24, // 35: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
+	26, // 36: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
+	26, // 37: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
+	31, // 38: storepb.v1.PutAccessKey.key:type_name -> storepb.v1.AccessKeyRecord
+	0,  // 39: storepb.v1.NodeRecord.state:type_name -> storepb.v1.NodeState
+	37, // 40: storepb.v1.ReplicaSetRecord.pending:type_name -> storepb.v1.ReplicaChange
+	36, // 41: storepb.v1.BootstrapMembership.nodes:type_name -> storepb.v1.NodeRecord
+	36, // 42: storepb.v1.RegisterNode.node:type_name -> storepb.v1.NodeRecord
+	36, // 43: storepb.v1.AdmitNode.node:type_name -> storepb.v1.NodeRecord
+	0,  // 44: storepb.v1.SetNodeState.state:type_name -> storepb.v1.NodeState
+	38, // 45: storepb.v1.SetReplicaSet.replica_set:type_name -> storepb.v1.ReplicaSetRecord
+	46, // [46:46] is the sub-list for method output_type
+	46, // [46:46] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_storepb_v1_store_proto_init() }
@@ -3307,19 +4014,25 @@ func file_storepb_v1_store_proto_init() {
 		(*Command_RescheduleMessage)(nil),
 		(*Command_PutAccessKey)(nil),
 		(*Command_RevokeAccessKey)(nil),
+		(*Command_BootstrapMembership)(nil),
+		(*Command_RegisterNode)(nil),
+		(*Command_AdmitNode)(nil),
+		(*Command_SetNodeState)(nil),
+		(*Command_SetReplicaSet)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_storepb_v1_store_proto_rawDesc), len(file_storepb_v1_store_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   40,
+			NumEnums:      1,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_storepb_v1_store_proto_goTypes,
 		DependencyIndexes: file_storepb_v1_store_proto_depIdxs,
+		EnumInfos:         file_storepb_v1_store_proto_enumTypes,
 		MessageInfos:      file_storepb_v1_store_proto_msgTypes,
 	}.Build()
 	File_storepb_v1_store_proto = out.File
