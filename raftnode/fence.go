@@ -103,3 +103,36 @@ func (h *Host) PinnedIncarnation(id uint64) uint64 {
 
 // Fenced counts inbound batches and snapshots refused by AdmitPeer.
 func (h *Host) Fenced() uint64 { return h.fenced.Load() }
+
+// PinPeer pins node id's incarnation as the cluster recorded it (the
+// membership records), for peers this host has not heard from yet: a
+// follower never talks to another follower, so first contact alone would
+// leave such pairs unpinned. An id pinned to another incarnation keeps its
+// pin (and ErrFenced is returned): first contact and the records agree
+// unless the record came from a node that already lost its disk.
+func (h *Host) PinPeer(id, inc uint64) error {
+	if inc == 0 || id == h.cfg.NodeID {
+		return nil
+	}
+	h.pinMu.Lock()
+	defer h.pinMu.Unlock()
+	if was, ok := h.pinned[id]; ok {
+		if was != inc {
+			return fmt.Errorf("%w: node %d is pinned to incarnation %x, the record says %x", ErrFenced, id, was, inc)
+		}
+		return nil
+	}
+	if err := h.db.Set(keys.PeerIncarnation(id), binary.BigEndian.AppendUint64(nil, inc), pebble.Sync); err != nil {
+		return fmt.Errorf("raftnode: pin incarnation of node %d: %w", id, err)
+	}
+	h.pinned[id] = inc
+	return nil
+}
+
+// LoadIncarnation returns the incarnation of the data directory db is in,
+// creating it (synced) on first use; NewHost reads the same. A node that
+// joins a cluster reports it before it has a node id (and a Host).
+func LoadIncarnation(db *pebble.DB) (uint64, error) {
+	inc, _, err := loadIncarnations(db)
+	return inc, err
+}

@@ -104,7 +104,8 @@ type peer struct {
 	cancel context.CancelFunc
 	// reported is the reachability last logged (runPeer's goroutine
 	// only): 0 none yet, 1 reachable, -1 unreachable.
-	reported int8
+	reported     int8
+	fencedLogged bool // runPeer only: the peer's fencing was logged
 
 	mu          sync.Mutex
 	queue       []Envelope
@@ -351,6 +352,11 @@ func (t *GRPCTransport) runPeer(p *peer) {
 		}
 		p.setConnected(false)
 		t.reportReachable(p, false, err)
+		if status.Code(err) == codes.FailedPrecondition && !p.fencedLogged {
+			p.fencedLogged = true
+			t.log.Error("a peer refuses this node's raft messages: this data directory is not the incarnation the cluster knows (was it wiped?); "+
+				"this node can never vote again under its id: restart it with an empty data directory and --join", "peer", p.id, "err", err)
+		}
 		// What was queued for a dead stream is stale; raft resends.
 		p.flush()
 		if h := t.attached(); h != nil {
@@ -543,7 +549,7 @@ func (t *GRPCTransport) Stream(s grpc.ClientStreamingServer[transportpb.StreamRe
 			continue
 		}
 		if err := h.AdmitPeer(from, r.msg.GetFromIncarnation()); err != nil {
-			t.reject(len(r.msg.GetMessages()), "raft batch from a fenced incarnation", "from", from, "err", err)
+			t.rejected.Add(uint64(len(r.msg.GetMessages()))) // AdmitPeer logs (rate-limited)
 			return status.Errorf(codes.FailedPrecondition, "raft transport: %v", err)
 		}
 		if p := t.peer(from); p != nil {
@@ -658,7 +664,7 @@ func (t *GRPCTransport) Snapshot(s grpc.ClientStreamingServer[transportpb.Snapsh
 		return status.Error(codes.Unavailable, "raft host not attached")
 	}
 	if err := h.AdmitPeer(from, hdr.GetFromIncarnation()); err != nil {
-		t.reject(1, "snapshot from a fenced incarnation", "from", from, "err", err)
+		t.rejected.Add(1)
 		return status.Errorf(codes.FailedPrecondition, "raft transport: %v", err)
 	}
 	m := &pb.Message{}

@@ -12,6 +12,7 @@
 //	0x03 'shards'              the node's shard count      (node-local)
 //	0x03 'incarnation'         this data directory's raft incarnation (node-local)
 //	0x03 'peerinc' id          a peer's incarnation, pinned on first contact (node-local)
+//	0x03 'joinedid'            the node id this node got by joining (node-local)
 //
 // Unreplicated Raft state and replicated state sit under different first
 // bytes, so a shard's snapshot is one bounded scan of [StatePrefix(S),
@@ -50,6 +51,10 @@ func NodeIncarnation() []byte { return append([]byte{kindNode}, "incarnation"...
 func PeerIncarnation(id uint64) []byte {
 	return AppendUint64(append([]byte{kindNode}, "peerinc"...), id)
 }
+
+// NodeJoinedID is the node-local key of the node id a node got when it
+// joined a running cluster (serve --join); absent on bootstrap nodes.
+func NodeJoinedID() []byte { return append([]byte{kindNode}, "joinedid"...) }
 
 // PeerIncarnationPrefix is the prefix of every PeerIncarnation key.
 func PeerIncarnationPrefix() []byte { return append([]byte{kindNode}, "peerinc"...) }

@@ -23,6 +23,8 @@ const (
 	ClusterService_SetTenantQuota_FullMethodName    = "/quorumq.v1.ClusterService/SetTenantQuota"
 	ClusterService_GetTenantQuota_FullMethodName    = "/quorumq.v1.ClusterService/GetTenantQuota"
 	ClusterService_GetMessageHistory_FullMethodName = "/quorumq.v1.ClusterService/GetMessageHistory"
+	ClusterService_ListNodes_FullMethodName         = "/quorumq.v1.ClusterService/ListNodes"
+	ClusterService_JoinCluster_FullMethodName       = "/quorumq.v1.ClusterService/JoinCluster"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -46,6 +48,16 @@ type ClusterServiceClient interface {
 	// methods of this service it needs only a scope that reads queues
 	// (queues:admin or any messages:* scope).
 	GetMessageHistory(ctx context.Context, in *GetMessageHistoryRequest, opts ...grpc.CallOption) (*GetMessageHistoryResponse, error)
+	// ListNodes returns the cluster's membership as recorded in the metadata
+	// shard: every storage node (with its state) and every shard's replica
+	// set, with the change under way if any.
+	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
+	// JoinCluster admits a new, empty storage node (what `quorumq serve
+	// --join` calls): it gets a node id that was never used, and the
+	// coordinator then adds it to the shards, learner first, and promotes
+	// it once it caught up. A retry with the same incarnation returns the
+	// same node.
+	JoinCluster(ctx context.Context, in *JoinClusterRequest, opts ...grpc.CallOption) (*JoinClusterResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -96,6 +108,26 @@ func (c *clusterServiceClient) GetMessageHistory(ctx context.Context, in *GetMes
 	return out, nil
 }
 
+func (c *clusterServiceClient) ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListNodesResponse)
+	err := c.cc.Invoke(ctx, ClusterService_ListNodes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) JoinCluster(ctx context.Context, in *JoinClusterRequest, opts ...grpc.CallOption) (*JoinClusterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JoinClusterResponse)
+	err := c.cc.Invoke(ctx, ClusterService_JoinCluster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -117,6 +149,16 @@ type ClusterServiceServer interface {
 	// methods of this service it needs only a scope that reads queues
 	// (queues:admin or any messages:* scope).
 	GetMessageHistory(context.Context, *GetMessageHistoryRequest) (*GetMessageHistoryResponse, error)
+	// ListNodes returns the cluster's membership as recorded in the metadata
+	// shard: every storage node (with its state) and every shard's replica
+	// set, with the change under way if any.
+	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
+	// JoinCluster admits a new, empty storage node (what `quorumq serve
+	// --join` calls): it gets a node id that was never used, and the
+	// coordinator then adds it to the shards, learner first, and promotes
+	// it once it caught up. A retry with the same incarnation returns the
+	// same node.
+	JoinCluster(context.Context, *JoinClusterRequest) (*JoinClusterResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -138,6 +180,12 @@ func (UnimplementedClusterServiceServer) GetTenantQuota(context.Context, *GetTen
 }
 func (UnimplementedClusterServiceServer) GetMessageHistory(context.Context, *GetMessageHistoryRequest) (*GetMessageHistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetMessageHistory not implemented")
+}
+func (UnimplementedClusterServiceServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListNodes not implemented")
+}
+func (UnimplementedClusterServiceServer) JoinCluster(context.Context, *JoinClusterRequest) (*JoinClusterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method JoinCluster not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -232,6 +280,42 @@ func _ClusterService_GetMessageHistory_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_ListNodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListNodesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).ListNodes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_ListNodes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).ListNodes(ctx, req.(*ListNodesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_JoinCluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinClusterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).JoinCluster(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_JoinCluster_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).JoinCluster(ctx, req.(*JoinClusterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -254,6 +338,14 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetMessageHistory",
 			Handler:    _ClusterService_GetMessageHistory_Handler,
+		},
+		{
+			MethodName: "ListNodes",
+			Handler:    _ClusterService_ListNodes_Handler,
+		},
+		{
+			MethodName: "JoinCluster",
+			Handler:    _ClusterService_JoinCluster_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,126 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+)
+
+// TestJoinNodeUnderLoad: three nodes serve a steady send load; a fourth
+// starts empty with --join, is admitted under a new id, added to every
+// shard as a learner, caught up and promoted; no acknowledged message is
+// lost, the new node serves the queue, and with node 1 killed the other
+// three (the new voter among them) still make a quorum.
+func TestJoinNodeUnderLoad(t *testing.T) {
+	c := startCluster(t, 3, "--shards", "2")
+	waitReady(t, c.client(1))
+	createQueueOn(t, c.client(1), "grow")
+
+	acks := newAckLog()
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	live := func() []uint64 { return []uint64{1, 2, 3} }
+	var wg sync.WaitGroup
+	for w := range 2 {
+		wg.Go(func() { produce(ctx, c, live, "grow", w, 1<<30, acks) })
+	}
+	checkFor(t, 30*time.Second, func() error {
+		if n := acks.count(); n < 50 {
+			return fmt.Errorf("%d sends acknowledged", n)
+		}
+		return nil
+	})
+
+	joiner := startServe(t, t.TempDir(), "--join", c.raftAddr(2), "--raft-addr", freePort(t))
+	admin := c.clusterClient(1)
+	var newID uint64
+	checkFor(t, 90*time.Second, func() error {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r, err := admin.ListNodes(cctx, &qv1.ListNodesRequest{})
+		if err != nil {
+			return err
+		}
+		if len(r.GetNodes()) != 4 {
+			return fmt.Errorf("nodes %v", r.GetNodes())
+		}
+		n := r.GetNodes()[3]
+		if n.GetId() != 4 || n.GetIncarnation() == 0 {
+			return fmt.Errorf("new node record %v", n)
+		}
+		newID = n.GetId()
+		if n.GetState() != qv1.NodeState_NODE_STATE_ACTIVE {
+			return fmt.Errorf("node 4 is %v; replica sets %v", n.GetState(), r.GetReplicaSets())
+		}
+		for _, rs := range r.GetReplicaSets() {
+			if !slices.Contains(rs.GetVoters(), newID) || rs.GetPendingNode() != 0 {
+				return fmt.Errorf("replica set %v", rs)
+			}
+		}
+		return nil
+	})
+	// The new node's own view: a voter of every shard.
+	checkFor(t, 30*time.Second, func() error {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r, err := qv1.NewClusterServiceClient(joiner.grpcConn(t)).GetCluster(cctx, &qv1.GetClusterRequest{})
+		if err != nil {
+			return err
+		}
+		if r.GetNodeId() != newID || len(r.GetShards()) != 2 {
+			return fmt.Errorf("node %d, shards %v", r.GetNodeId(), r.GetShards())
+		}
+		for _, sh := range r.GetShards() {
+			if !slices.Equal(sh.GetVoters(), []uint64{1, 2, 3, 4}) || len(sh.GetLearners()) != 0 || sh.GetLeader() == 0 {
+				return fmt.Errorf("shard %d: voters %v learners %v leader %d", sh.GetId(), sh.GetVoters(), sh.GetLearners(), sh.GetLeader())
+			}
+		}
+		return nil
+	})
+	before := acks.count()
+	checkFor(t, 30*time.Second, func() error {
+		if n := acks.count(); n < before+50 {
+			return fmt.Errorf("%d sends acknowledged since the join", n-before)
+		}
+		return nil
+	})
+	stop()
+	wg.Wait()
+
+	// Node 1 goes; 2, 3 and the new node are a quorum of four voters.
+	c.kill(1)
+	got := drain(t, joiner.client(t), "grow")
+	acks.mu.Lock()
+	defer acks.mu.Unlock()
+	var lost []string
+	for id := range acks.ids {
+		if !got[id] {
+			lost = append(lost, id)
+		}
+	}
+	if len(lost) > 0 {
+		t.Fatalf("%d of %d acknowledged messages lost, e.g. %v", len(lost), len(acks.ids), lost[:min(5, len(lost))])
+	}
+	t.Logf("%d acknowledged sends, all received through the joined node after node 1 was killed", len(acks.ids))
+}
+
+// checkFor polls cond until it returns nil or timeout passes.
+func checkFor(t *testing.T, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after %v: %v", timeout, err)
+		}
+		<-time.After(100 * time.Millisecond)
+	}
+}
