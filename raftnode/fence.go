@@ -75,6 +75,16 @@ func (h *Host) AdmitPeer(from, inc uint64) error {
 		h.fenced.Add(1)
 		return fmt.Errorf("%w: node %d sent no incarnation", ErrFenced, from)
 	}
+	// A pin is written to the DB, which the owner closes after Stop:
+	// Stop waits for bg.
+	h.mu.Lock()
+	if h.stopped {
+		h.mu.Unlock()
+		return ErrStopped
+	}
+	h.bg.Add(1)
+	h.mu.Unlock()
+	defer h.bg.Done()
 	h.pinMu.Lock()
 	defer h.pinMu.Unlock()
 	switch was, ok := h.pinned[from]; {
@@ -114,6 +124,14 @@ func (h *Host) PinPeer(id, inc uint64) error {
 	if inc == 0 || id == h.cfg.NodeID {
 		return nil
 	}
+	h.mu.Lock()
+	if h.stopped {
+		h.mu.Unlock()
+		return ErrStopped
+	}
+	h.bg.Add(1)
+	h.mu.Unlock()
+	defer h.bg.Done()
 	h.pinMu.Lock()
 	defer h.pinMu.Unlock()
 	if was, ok := h.pinned[id]; ok {
