@@ -187,3 +187,62 @@ func (f *Forwarder) SetPeer(id uint64, addr string) {
 		delete(f.conns, id)
 	}
 }
+
+// RemoveNode starts retiring a node (ClusterService, metadata shard): it
+// becomes DRAINING; the coordinator removes it from every shard.
+func (s *Server) RemoveNode(ctx context.Context, req *qv1.RemoveNodeRequest) (*qv1.RemoveNodeResponse, error) {
+	if _, err := require(ctx, ScopeClusterAdmin); err != nil {
+		return nil, err
+	}
+	if req.GetNodeId() == 0 {
+		return nil, fieldError("node_id", "required")
+	}
+	if err := s.readBarrier(ctx); err != nil {
+		return nil, err
+	}
+	nodes, err := s.store.Nodes()
+	if err != nil {
+		return nil, err
+	}
+	live := 0
+	var rec *storepb.NodeRecord
+	for _, n := range nodes {
+		if n.GetId() == req.GetNodeId() {
+			rec = n
+		}
+		if n.GetState() == storepb.NodeState_NODE_STATE_ACTIVE || n.GetState() == storepb.NodeState_NODE_STATE_JOINING {
+			live++
+		}
+	}
+	switch {
+	case rec == nil:
+		return nil, statusError(codes.NotFound, ReasonNodeNotFound, fmt.Sprintf("node %d not found", req.GetNodeId()), nil)
+	case rec.GetState() == storepb.NodeState_NODE_STATE_REMOVED || rec.GetState() == storepb.NodeState_NODE_STATE_DRAINING:
+		return &qv1.RemoveNodeResponse{Node: NodeToAPI(rec)}, nil
+	case live <= 1:
+		return nil, statusError(codes.FailedPrecondition, ReasonNodeConflict, "the last node cannot be removed", nil)
+	}
+	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_SetNodeState{SetNodeState: &storepb.SetNodeState{
+		NodeId: req.GetNodeId(), State: storepb.NodeState_NODE_STATE_DRAINING,
+	}}})
+	if err != nil {
+		return nil, membershipStatus(err)
+	}
+	return &qv1.RemoveNodeResponse{Node: NodeToAPI(res.Node)}, nil
+}
+
+// RemoveNode routes to the metadata shard's leader.
+func (r *Router) RemoveNode(ctx context.Context, req *qv1.RemoveNodeRequest) (*qv1.RemoveNodeResponse, error) {
+	if _, err := require(ctx, ScopeClusterAdmin); err != nil {
+		return nil, err
+	}
+	return call(ctx, r, target{shard: MetadataShard}, clusterMethod+"RemoveNode", req, (*Server).RemoveNode)
+}
+
+// RemoveNode implements ClusterService.
+func (c *ClusterServer) RemoveNode(ctx context.Context, req *qv1.RemoveNodeRequest) (*qv1.RemoveNodeResponse, error) {
+	if sh, ok := direct(ctx); ok {
+		return onShard(ctx, c.router, sh, req, (*Server).RemoveNode)
+	}
+	return c.router.RemoveNode(ctx, req)
+}

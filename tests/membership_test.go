@@ -17,9 +17,9 @@ import (
 
 // TestJoinNodeUnderLoad: three nodes serve a steady send load; a fourth
 // starts empty with --join, is admitted under a new id, added to every
-// shard as a learner, caught up and promoted; no acknowledged message is
-// lost, the new node serves the queue, and with node 1 killed the other
-// three (the new voter among them) still make a quorum.
+// shard as a learner, caught up and promoted; node 1 is then retired
+// (cluster remove) under the same load and killed; no acknowledged message
+// is lost, and the new node serves the queue.
 func TestJoinNodeUnderLoad(t *testing.T) {
 	c := startCluster(t, 3, "--shards", "2")
 	waitReady(t, c.client(1))
@@ -92,17 +92,39 @@ func TestJoinNodeUnderLoad(t *testing.T) {
 		!regexp.MustCompile(`(?m)^1\s+3\s+1,2,3,4\s+-\s+-$`).MatchString(nodes) {
 		t.Fatalf("cluster nodes:\n%s", nodes)
 	}
+	// Retire node 1 while the load goes on: its replicas leave every shard
+	// (a shard it leads hands leadership over first).
+	if out := cli(t, joiner, "cluster", "remove", "1"); !strings.Contains(out, "node 1: draining") {
+		t.Fatalf("cluster remove 1: %s", out)
+	}
+	checkFor(t, 60*time.Second, func() error {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r, err := c.clusterClient(2).ListNodes(cctx, &qv1.ListNodesRequest{})
+		if err != nil {
+			return err
+		}
+		if r.GetNodes()[0].GetState() != qv1.NodeState_NODE_STATE_REMOVED {
+			return fmt.Errorf("node 1 is %v; replica sets %v", r.GetNodes()[0].GetState(), r.GetReplicaSets())
+		}
+		for _, rs := range r.GetReplicaSets() {
+			if !slices.Equal(rs.GetVoters(), []uint64{2, 3, 4}) || rs.GetPendingNode() != 0 {
+				return fmt.Errorf("replica set %v", rs)
+			}
+		}
+		return nil
+	})
 	before := acks.count()
 	checkFor(t, 30*time.Second, func() error {
 		if n := acks.count(); n < before+50 {
-			return fmt.Errorf("%d sends acknowledged since the join", n-before)
+			return fmt.Errorf("%d sends acknowledged since the removal", n-before)
 		}
 		return nil
 	})
 	stop()
 	wg.Wait()
 
-	// Node 1 goes; 2, 3 and the new node are a quorum of four voters.
+	// Node 1, removed, goes; 2, 3 and the new node are the configuration.
 	c.kill(1)
 	got := drain(t, joiner.client(t), "grow")
 	acks.mu.Lock()
@@ -140,7 +162,8 @@ func checkFor(t *testing.T, timeout time.Duration, cond func() error) {
 // --peers: the other nodes refuse its raft messages (another incarnation
 // of node 2), so it cannot vote with the state it lost, and it says so.
 // Wiped again and started with --join, it becomes node 4, a voter of every
-// shard, and every acknowledged message is still there.
+// shard; `cluster remove 2` retires the old id from every shard, and with
+// node 1 killed too, nodes 3 and 4 still serve every acknowledged message.
 func TestWipedNodeIsFencedAndRejoins(t *testing.T) {
 	c := startCluster(t, 3, "--shards", "2")
 	waitReady(t, c.client(1))
@@ -198,6 +221,29 @@ func TestWipedNodeIsFencedAndRejoins(t *testing.T) {
 		}
 		return nil
 	})
+	// Retire the lost node 2: every shard drops it, and {1, 3, 4} is the
+	// configuration, so 3 and 4 alone are a quorum once 1 is killed.
+	if out := cli(t, joiner, "cluster", "remove", "2"); !strings.Contains(out, "node 2: draining") {
+		t.Fatalf("cluster remove 2: %s", out)
+	}
+	checkFor(t, 60*time.Second, func() error {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r, err := c.clusterClient(1).ListNodes(cctx, &qv1.ListNodesRequest{})
+		if err != nil {
+			return err
+		}
+		if r.GetNodes()[1].GetState() != qv1.NodeState_NODE_STATE_REMOVED {
+			return fmt.Errorf("node 2 is %v; replica sets %v", r.GetNodes()[1].GetState(), r.GetReplicaSets())
+		}
+		for _, rs := range r.GetReplicaSets() {
+			if !slices.Equal(rs.GetVoters(), []uint64{1, 3, 4}) || rs.GetPendingNode() != 0 {
+				return fmt.Errorf("replica set %v", rs)
+			}
+		}
+		return nil
+	})
+	c.kill(1)
 	got := drain(t, joiner.client(t), "wiped")
 	for id := range acks.ids {
 		if !got[id] {

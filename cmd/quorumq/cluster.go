@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -63,14 +64,48 @@ yaml prints the ListNodes response (GET /v1/cluster/nodes).`),
 	}
 	nc.register(nodesCmd)
 	cmd.AddCommand(nodesCmd)
+
+	var rc clientCmd
+	removeCmd := &cobra.Command{
+		Use:   "remove <node-id>",
+		Short: "Retire a storage node: its replicas are removed from every shard, then its id is retired",
+		Long: clientLong(`Retire a storage node (also a dead one, e.g. a machine that lost its
+disk): it becomes draining, the coordinator removes its replica from every
+shard, one change per shard at a time, and then marks it removed; its id is
+never used again. Follow the progress with cluster nodes.`),
+		Args: cobra.ExactArgs(1),
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			id, err := strconv.ParseUint(args[0], 10, 64)
+			if err != nil || id == 0 {
+				return fmt.Errorf("node id %q: want a positive integer", args[0])
+			}
+			return rc.rpc(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
+				r, err := qv1.NewClusterServiceClient(conn).RemoveNode(ctx, &qv1.RemoveNodeRequest{NodeId: id})
+				if err != nil {
+					return err
+				}
+				if rc.structured() {
+					return rc.write(cmd.OutOrStdout(), r)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "node %d: %s\n", r.GetNode().GetId(), nodeState(r.GetNode()))
+				return nil
+			})
+		}),
+	}
+	rc.register(removeCmd)
+	cmd.AddCommand(removeCmd)
 	return cmd
+}
+
+func nodeState(n *qv1.NodeInfo) string {
+	return strings.ToLower(strings.TrimPrefix(n.GetState().String(), "NODE_STATE_"))
 }
 
 func printNodes(cmd *cobra.Command, r *qv1.ListNodesResponse) error {
 	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 2, 2, ' ', 0)
 	fmt.Fprintf(w, "NODE\tSTATE\tPEER ADDRESS\tCLIENT ADDRESS\tINCARNATION\n")
 	for _, n := range r.GetNodes() {
-		state := strings.ToLower(strings.TrimPrefix(n.GetState().String(), "NODE_STATE_"))
+		state := nodeState(n)
 		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%016x\n", n.GetId(), state, n.GetPeerAddress(), n.GetClientAddress(), n.GetIncarnation())
 	}
 	fmt.Fprintln(w)

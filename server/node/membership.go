@@ -32,7 +32,9 @@ import (
 //     shard at a time) and clears it once raft applied it; a node that
 //     votes in every shard becomes active;
 //  3. for every shard it leads, carries out the recorded change: the new
-//     node as a learner, then, once it caught up, as a voter.
+//     node as a learner, then, once it caught up, as a voter; or the
+//     removal of a draining node (handing leadership over first if it is
+//     this node). A removed node ends REMOVED.
 //
 // Everything is derived again from the records and raft's configuration
 // each pass, so a new coordinator or shard leader resumes a change half
@@ -134,7 +136,7 @@ func (n *Node) coordinate(ctx context.Context, recs []*storepb.NodeRecord) error
 		n.log.Info("membership: recording the bootstrap nodes", "nodes", n.members(), "shards", n.cfg.Shards)
 		return propose(&storepb.Command{Op: &storepb.Command_BootstrapMembership{BootstrapMembership: boot}})
 	}
-	var joining *storepb.NodeRecord
+	var target *storepb.NodeRecord // a joining node first, else a draining one
 	for _, r := range recs {
 		if r.GetIncarnation() == 0 {
 			inc := n.host.PinnedIncarnation(r.GetId())
@@ -148,55 +150,81 @@ func (n *Node) coordinate(ctx context.Context, recs []*storepb.NodeRecord) error
 				}
 			}
 		}
-		if joining == nil && r.GetState() == storepb.NodeState_NODE_STATE_JOINING {
-			joining = r
+		if target == nil && r.GetState() == storepb.NodeState_NODE_STATE_JOINING {
+			target = r
 		}
 	}
-	if joining == nil {
+	for _, r := range recs {
+		if target == nil && r.GetState() == storepb.NodeState_NODE_STATE_DRAINING {
+			target = r
+		}
+	}
+	if target == nil {
 		return nil
 	}
 	sets, err := n.stores[server.MetadataShard].ReplicaSets()
 	if err != nil {
 		return err
 	}
-	j, done := joining.GetId(), 0
+	j, add := target.GetId(), target.GetState() == storepb.NodeState_NODE_STATE_JOINING
+	done := 0
 	for _, rs := range sets {
 		st, err := n.host.Status(rs.GetShard())
 		if err != nil {
 			return err
 		}
-		p := rs.GetPending()
-		switch {
-		case p == nil && slices.Contains(st.Voters, j) && !st.Joint:
-			if !slices.Contains(rs.GetVoters(), j) {
+		if p := rs.GetPending(); p != nil {
+			// One change per shard: finish (record) the one under way first.
+			if changeDone(st, p.GetNodeId(), p.GetAdd()) {
+				rs.Pending, rs.Voters, rs.Learners = nil, st.Voters, st.Learners
+				if err := propose(setReplicaSet(rs)); err != nil {
+					return err
+				}
+				n.log.Info("membership: shard change done", "node", p.GetNodeId(), "add", p.GetAdd(), "shard", rs.GetShard(), "voters", st.Voters)
+			}
+			continue
+		}
+		if changeDone(st, j, add) {
+			if !slices.Equal(rs.GetVoters(), st.Voters) || !slices.Equal(rs.GetLearners(), st.Learners) {
 				rs.Voters, rs.Learners = st.Voters, st.Learners
 				if err := propose(setReplicaSet(rs)); err != nil {
 					return err
 				}
 			}
 			done++
-		case p == nil:
-			n.log.Info("membership: adding a node to a shard", "node", j, "shard", rs.GetShard())
-			rs.Pending = &storepb.ReplicaChange{NodeId: j, Add: true, StartedAtMs: time.Now().UnixMilli()}
-			if err := propose(setReplicaSet(rs)); err != nil {
-				return err
-			}
-		case p.GetNodeId() == j && p.GetAdd() && slices.Contains(st.Voters, j) && !st.Joint:
-			// This replica applied the promotion: the change is done.
-			rs.Pending, rs.Voters, rs.Learners = nil, st.Voters, st.Learners
-			if err := propose(setReplicaSet(rs)); err != nil {
-				return err
-			}
-			n.log.Info("membership: node added to a shard", "node", j, "shard", rs.GetShard(), "voters", st.Voters)
+			continue
+		}
+		if !add && len(st.Voters) <= 1 {
+			n.log.Warn("membership: not removing the last voter of a shard", "node", j, "shard", rs.GetShard())
+			continue
+		}
+		n.log.Info("membership: changing a shard", "node", j, "add", add, "shard", rs.GetShard())
+		rs.Pending = &storepb.ReplicaChange{NodeId: j, Add: add, StartedAtMs: time.Now().UnixMilli()}
+		if err := propose(setReplicaSet(rs)); err != nil {
+			return err
 		}
 	}
-	if done == len(sets) && len(sets) > 0 {
-		n.log.Info("membership: node is a voter of every shard", "node", j)
-		return propose(&storepb.Command{Op: &storepb.Command_SetNodeState{SetNodeState: &storepb.SetNodeState{
-			NodeId: j, State: storepb.NodeState_NODE_STATE_ACTIVE,
-		}}})
+	if done < len(sets) || len(sets) == 0 {
+		return nil
 	}
-	return nil
+	state := storepb.NodeState_NODE_STATE_ACTIVE
+	if !add {
+		state = storepb.NodeState_NODE_STATE_REMOVED
+	}
+	n.log.Info("membership: node changed in every shard", "node", j, "state", state.String())
+	return propose(&storepb.Command{Op: &storepb.Command_SetNodeState{SetNodeState: &storepb.SetNodeState{NodeId: j, State: state}}})
+}
+
+// changeDone reports whether the applied configuration st has node j as a
+// voter (add) or not at all (remove), outside a joint configuration.
+func changeDone(st raftnode.GroupStatus, j uint64, add bool) bool {
+	if st.Joint {
+		return false
+	}
+	if add {
+		return slices.Contains(st.Voters, j)
+	}
+	return !slices.Contains(st.Members, j)
 }
 
 func setReplicaSet(rs *storepb.ReplicaSetRecord) *storepb.Command {
@@ -216,7 +244,7 @@ func (n *Node) executeChanges(ctx context.Context) error {
 	}
 	for _, rs := range sets {
 		p := rs.GetPending()
-		if p == nil || !p.GetAdd() {
+		if p == nil {
 			continue
 		}
 		g, x := rs.GetShard(), p.GetNodeId()
@@ -226,6 +254,13 @@ func (n *Node) executeChanges(ctx context.Context) error {
 		}
 		var change raftnode.MemberChange
 		switch {
+		case !p.GetAdd() && !slices.Contains(st.Members, x):
+			continue // removed
+		case !p.GetAdd() && x == n.cfg.NodeID:
+			n.handOff(ctx, g, st) // a leader does not remove itself: the next leader does
+			continue
+		case !p.GetAdd():
+			change = raftnode.MemberChange{Kind: raftnode.RemoveMember, ID: x}
 		case !slices.Contains(st.Members, x):
 			change = raftnode.MemberChange{Kind: raftnode.AddLearner, ID: x}
 		case slices.Contains(st.Learners, x) && caughtUp(st, x):
@@ -243,6 +278,21 @@ func (n *Node) executeChanges(ctx context.Context) error {
 		n.log.Info("membership change applied", "shard", g, "change", change.Kind.String(), "node", x)
 	}
 	return nil
+}
+
+// handOff transfers the leadership of group g to another voter that is
+// replicating, before this node's replica is removed.
+func (n *Node) handOff(ctx context.Context, g uint64, st raftnode.GroupStatus) {
+	for _, p := range st.Peers {
+		if p.ID == n.cfg.NodeID || !slices.Contains(st.Voters, p.ID) || !p.RecentActive || p.State != "StateReplicate" {
+			continue
+		}
+		tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err := n.host.TransferLeadership(tctx, g, p.ID)
+		cancel()
+		n.log.Info("membership: handing leadership over before this replica is removed", "shard", g, "to", p.ID, "err", err)
+		return
+	}
 }
 
 // caughtUp reports whether the leader's view of learner x is close to its

@@ -282,15 +282,18 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 		n.cluster = cluster
-		n.loops.Add(2)
+		n.loops.Add(1)
 		go func() {
 			defer n.loops.Done()
 			n.balanceLeaders(loopCtx)
 		}()
-		go func() {
-			defer n.loops.Done()
-			n.runMembership(loopCtx)
-		}()
+		if n.multiNode() { // a single node has no peer listener to join through
+			n.loops.Add(1)
+			go func() {
+				defer n.loops.Done()
+				n.runMembership(loopCtx)
+			}()
+		}
 	}
 
 	var authenticator server.Authenticator = server.DevAuthenticator{}

@@ -86,6 +86,99 @@ func (NodeState) EnumDescriptor() ([]byte, []int) {
 	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{0}
 }
 
+// RemoveNodeRequest names the node.
+type RemoveNodeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id of the node to retire.
+	NodeId        uint64 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeRequest) Reset() {
+	*x = RemoveNodeRequest{}
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeRequest) ProtoMessage() {}
+
+func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
+func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RemoveNodeRequest) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+// RemoveNodeResponse is the node's record, now DRAINING (or REMOVED if it
+// was already).
+type RemoveNodeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node's record.
+	Node          *NodeInfo `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeResponse) Reset() {
+	*x = RemoveNodeResponse{}
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeResponse) ProtoMessage() {}
+
+func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
+func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RemoveNodeResponse) GetNode() *NodeInfo {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
 // NodeInfo is one storage node's membership record.
 type NodeInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -106,7 +199,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[0]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -118,7 +211,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[0]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -131,7 +224,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{0}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *NodeInfo) GetId() uint64 {
@@ -190,7 +283,7 @@ type ReplicaSet struct {
 
 func (x *ReplicaSet) Reset() {
 	*x = ReplicaSet{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[1]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -202,7 +295,7 @@ func (x *ReplicaSet) String() string {
 func (*ReplicaSet) ProtoMessage() {}
 
 func (x *ReplicaSet) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[1]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -215,7 +308,7 @@ func (x *ReplicaSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaSet.ProtoReflect.Descriptor instead.
 func (*ReplicaSet) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{1}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ReplicaSet) GetShard() uint64 {
@@ -269,7 +362,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[2]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -281,7 +374,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[2]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -294,7 +387,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{4}
 }
 
 // ListNodesResponse is the recorded membership.
@@ -310,7 +403,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[3]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -322,7 +415,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[3]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -335,7 +428,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{3}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeInfo {
@@ -367,7 +460,7 @@ type JoinClusterRequest struct {
 
 func (x *JoinClusterRequest) Reset() {
 	*x = JoinClusterRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[4]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -379,7 +472,7 @@ func (x *JoinClusterRequest) String() string {
 func (*JoinClusterRequest) ProtoMessage() {}
 
 func (x *JoinClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[4]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -392,7 +485,7 @@ func (x *JoinClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinClusterRequest.ProtoReflect.Descriptor instead.
 func (*JoinClusterRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{4}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *JoinClusterRequest) GetPeerAddress() string {
@@ -431,7 +524,7 @@ type JoinClusterResponse struct {
 
 func (x *JoinClusterResponse) Reset() {
 	*x = JoinClusterResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[5]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +536,7 @@ func (x *JoinClusterResponse) String() string {
 func (*JoinClusterResponse) ProtoMessage() {}
 
 func (x *JoinClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[5]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +549,7 @@ func (x *JoinClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinClusterResponse.ProtoReflect.Descriptor instead.
 func (*JoinClusterResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{5}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *JoinClusterResponse) GetNode() *NodeInfo {
@@ -496,7 +589,7 @@ type GetMessageHistoryRequest struct {
 
 func (x *GetMessageHistoryRequest) Reset() {
 	*x = GetMessageHistoryRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[6]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -508,7 +601,7 @@ func (x *GetMessageHistoryRequest) String() string {
 func (*GetMessageHistoryRequest) ProtoMessage() {}
 
 func (x *GetMessageHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[6]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -521,7 +614,7 @@ func (x *GetMessageHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetMessageHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{6}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetMessageHistoryRequest) GetQueue() string {
@@ -564,7 +657,7 @@ type HistoryBucket struct {
 
 func (x *HistoryBucket) Reset() {
 	*x = HistoryBucket{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[7]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +669,7 @@ func (x *HistoryBucket) String() string {
 func (*HistoryBucket) ProtoMessage() {}
 
 func (x *HistoryBucket) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[7]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +682,7 @@ func (x *HistoryBucket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryBucket.ProtoReflect.Descriptor instead.
 func (*HistoryBucket) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{7}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *HistoryBucket) GetStart() *timestamppb.Timestamp {
@@ -640,7 +733,7 @@ type QueueHistory struct {
 
 func (x *QueueHistory) Reset() {
 	*x = QueueHistory{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[8]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -652,7 +745,7 @@ func (x *QueueHistory) String() string {
 func (*QueueHistory) ProtoMessage() {}
 
 func (x *QueueHistory) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[8]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -665,7 +758,7 @@ func (x *QueueHistory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueHistory.ProtoReflect.Descriptor instead.
 func (*QueueHistory) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{8}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *QueueHistory) GetQueue() string {
@@ -699,7 +792,7 @@ type GetMessageHistoryResponse struct {
 
 func (x *GetMessageHistoryResponse) Reset() {
 	*x = GetMessageHistoryResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[9]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -711,7 +804,7 @@ func (x *GetMessageHistoryResponse) String() string {
 func (*GetMessageHistoryResponse) ProtoMessage() {}
 
 func (x *GetMessageHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[9]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -724,7 +817,7 @@ func (x *GetMessageHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetMessageHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{9}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetMessageHistoryResponse) GetNodeId() uint64 {
@@ -771,7 +864,7 @@ type TenantQuota struct {
 
 func (x *TenantQuota) Reset() {
 	*x = TenantQuota{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[10]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +876,7 @@ func (x *TenantQuota) String() string {
 func (*TenantQuota) ProtoMessage() {}
 
 func (x *TenantQuota) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[10]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +889,7 @@ func (x *TenantQuota) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantQuota.ProtoReflect.Descriptor instead.
 func (*TenantQuota) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{10}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TenantQuota) GetMaxQueues() int64 {
@@ -833,7 +926,7 @@ type TenantUsage struct {
 
 func (x *TenantUsage) Reset() {
 	*x = TenantUsage{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[11]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -845,7 +938,7 @@ func (x *TenantUsage) String() string {
 func (*TenantUsage) ProtoMessage() {}
 
 func (x *TenantUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[11]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -858,7 +951,7 @@ func (x *TenantUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantUsage.ProtoReflect.Descriptor instead.
 func (*TenantUsage) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{11}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TenantUsage) GetQueues() int64 {
@@ -888,7 +981,7 @@ type SetTenantQuotaRequest struct {
 
 func (x *SetTenantQuotaRequest) Reset() {
 	*x = SetTenantQuotaRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[12]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -900,7 +993,7 @@ func (x *SetTenantQuotaRequest) String() string {
 func (*SetTenantQuotaRequest) ProtoMessage() {}
 
 func (x *SetTenantQuotaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[12]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -913,7 +1006,7 @@ func (x *SetTenantQuotaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTenantQuotaRequest.ProtoReflect.Descriptor instead.
 func (*SetTenantQuotaRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{12}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SetTenantQuotaRequest) GetTenant() string {
@@ -943,7 +1036,7 @@ type SetTenantQuotaResponse struct {
 
 func (x *SetTenantQuotaResponse) Reset() {
 	*x = SetTenantQuotaResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[13]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -955,7 +1048,7 @@ func (x *SetTenantQuotaResponse) String() string {
 func (*SetTenantQuotaResponse) ProtoMessage() {}
 
 func (x *SetTenantQuotaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[13]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -968,7 +1061,7 @@ func (x *SetTenantQuotaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTenantQuotaResponse.ProtoReflect.Descriptor instead.
 func (*SetTenantQuotaResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{13}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SetTenantQuotaResponse) GetQuota() *TenantQuota {
@@ -996,7 +1089,7 @@ type GetTenantQuotaRequest struct {
 
 func (x *GetTenantQuotaRequest) Reset() {
 	*x = GetTenantQuotaRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[14]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1008,7 +1101,7 @@ func (x *GetTenantQuotaRequest) String() string {
 func (*GetTenantQuotaRequest) ProtoMessage() {}
 
 func (x *GetTenantQuotaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[14]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1021,7 +1114,7 @@ func (x *GetTenantQuotaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantQuotaRequest.ProtoReflect.Descriptor instead.
 func (*GetTenantQuotaRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{14}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetTenantQuotaRequest) GetTenant() string {
@@ -1044,7 +1137,7 @@ type GetTenantQuotaResponse struct {
 
 func (x *GetTenantQuotaResponse) Reset() {
 	*x = GetTenantQuotaResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[15]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1056,7 +1149,7 @@ func (x *GetTenantQuotaResponse) String() string {
 func (*GetTenantQuotaResponse) ProtoMessage() {}
 
 func (x *GetTenantQuotaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[15]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1069,7 +1162,7 @@ func (x *GetTenantQuotaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantQuotaResponse.ProtoReflect.Descriptor instead.
 func (*GetTenantQuotaResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{15}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetTenantQuotaResponse) GetQuota() *TenantQuota {
@@ -1095,7 +1188,7 @@ type GetClusterRequest struct {
 
 func (x *GetClusterRequest) Reset() {
 	*x = GetClusterRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[16]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1107,7 +1200,7 @@ func (x *GetClusterRequest) String() string {
 func (*GetClusterRequest) ProtoMessage() {}
 
 func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[16]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1120,7 +1213,7 @@ func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{16}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{18}
 }
 
 // ClusterNode is one member of the cluster.
@@ -1142,7 +1235,7 @@ type ClusterNode struct {
 
 func (x *ClusterNode) Reset() {
 	*x = ClusterNode{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[17]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1154,7 +1247,7 @@ func (x *ClusterNode) String() string {
 func (*ClusterNode) ProtoMessage() {}
 
 func (x *ClusterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[17]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1167,7 +1260,7 @@ func (x *ClusterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterNode.ProtoReflect.Descriptor instead.
 func (*ClusterNode) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{17}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ClusterNode) GetId() uint64 {
@@ -1237,7 +1330,7 @@ type ClusterShard struct {
 
 func (x *ClusterShard) Reset() {
 	*x = ClusterShard{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[18]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1249,7 +1342,7 @@ func (x *ClusterShard) String() string {
 func (*ClusterShard) ProtoMessage() {}
 
 func (x *ClusterShard) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[18]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1262,7 +1355,7 @@ func (x *ClusterShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterShard.ProtoReflect.Descriptor instead.
 func (*ClusterShard) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{18}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ClusterShard) GetId() uint64 {
@@ -1360,7 +1453,7 @@ type GetClusterResponse struct {
 
 func (x *GetClusterResponse) Reset() {
 	*x = GetClusterResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[19]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1372,7 +1465,7 @@ func (x *GetClusterResponse) String() string {
 func (*GetClusterResponse) ProtoMessage() {}
 
 func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[19]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1385,7 +1478,7 @@ func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{19}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetClusterResponse) GetNodeId() uint64 {
@@ -1421,7 +1514,11 @@ var File_quorumq_v1_cluster_proto protoreflect.FileDescriptor
 const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"\x18quorumq/v1/cluster.proto\x12\n" +
-	"quorumq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xb3\x01\n" +
+	"quorumq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\",\n" +
+	"\x11RemoveNodeRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\">\n" +
+	"\x12RemoveNodeResponse\x12(\n" +
+	"\x04node\x18\x01 \x01(\v2\x14.quorumq.v1.NodeInfoR\x04node\"\xb3\x01\n" +
 	"\bNodeInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12!\n" +
 	"\fpeer_address\x18\x02 \x01(\tR\vpeerAddress\x12%\n" +
@@ -1518,7 +1615,7 @@ const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"\x12NODE_STATE_JOINING\x10\x01\x12\x15\n" +
 	"\x11NODE_STATE_ACTIVE\x10\x02\x12\x17\n" +
 	"\x13NODE_STATE_DRAINING\x10\x03\x12\x16\n" +
-	"\x12NODE_STATE_REMOVED\x10\x042\xc3\x05\n" +
+	"\x12NODE_STATE_REMOVED\x10\x042\xbc\x06\n" +
 	"\x0eClusterService\x12`\n" +
 	"\n" +
 	"GetCluster\x12\x1d.quorumq.v1.GetClusterRequest\x1a\x1e.quorumq.v1.GetClusterResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/cluster\x12\x82\x01\n" +
@@ -1526,7 +1623,9 @@ const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"\x0eGetTenantQuota\x12!.quorumq.v1.GetTenantQuotaRequest\x1a\".quorumq.v1.GetTenantQuotaResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/tenants/{tenant}/quota\x12u\n" +
 	"\x11GetMessageHistory\x12$.quorumq.v1.GetMessageHistoryRequest\x1a%.quorumq.v1.GetMessageHistoryResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/history\x12c\n" +
 	"\tListNodes\x12\x1c.quorumq.v1.ListNodesRequest\x1a\x1d.quorumq.v1.ListNodesResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/cluster/nodes\x12q\n" +
-	"\vJoinCluster\x12\x1e.quorumq.v1.JoinClusterRequest\x1a\x1f.quorumq.v1.JoinClusterResponse\"!\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/cluster/nodes:joinB\xd3\v\x92A\x9a\v\x12\xb6\n" +
+	"\vJoinCluster\x12\x1e.quorumq.v1.JoinClusterRequest\x1a\x1f.quorumq.v1.JoinClusterResponse\"!\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/cluster/nodes:join\x12w\n" +
+	"\n" +
+	"RemoveNode\x12\x1d.quorumq.v1.RemoveNodeRequest\x1a\x1e.quorumq.v1.RemoveNodeResponse\"*\x82\xd3\xe4\x93\x02$\"\"/v1/cluster/nodes/{node_id}:removeB\xd3\v\x92A\x9a\v\x12\xb6\n" +
 	"\n" +
 	"\aquorumq\x12\xa5\n" +
 	"quorumq is a replicated SQS-style message queue. This is the REST/JSON mapping of its gRPC API (protojson: lowerCamelCase fields, durations as \"30s\", int64 as strings).\n" +
@@ -1563,69 +1662,74 @@ func file_quorumq_v1_cluster_proto_rawDescGZIP() []byte {
 }
 
 var file_quorumq_v1_cluster_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_quorumq_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_quorumq_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_quorumq_v1_cluster_proto_goTypes = []any{
 	(NodeState)(0),                    // 0: quorumq.v1.NodeState
-	(*NodeInfo)(nil),                  // 1: quorumq.v1.NodeInfo
-	(*ReplicaSet)(nil),                // 2: quorumq.v1.ReplicaSet
-	(*ListNodesRequest)(nil),          // 3: quorumq.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),         // 4: quorumq.v1.ListNodesResponse
-	(*JoinClusterRequest)(nil),        // 5: quorumq.v1.JoinClusterRequest
-	(*JoinClusterResponse)(nil),       // 6: quorumq.v1.JoinClusterResponse
-	(*GetMessageHistoryRequest)(nil),  // 7: quorumq.v1.GetMessageHistoryRequest
-	(*HistoryBucket)(nil),             // 8: quorumq.v1.HistoryBucket
-	(*QueueHistory)(nil),              // 9: quorumq.v1.QueueHistory
-	(*GetMessageHistoryResponse)(nil), // 10: quorumq.v1.GetMessageHistoryResponse
-	(*TenantQuota)(nil),               // 11: quorumq.v1.TenantQuota
-	(*TenantUsage)(nil),               // 12: quorumq.v1.TenantUsage
-	(*SetTenantQuotaRequest)(nil),     // 13: quorumq.v1.SetTenantQuotaRequest
-	(*SetTenantQuotaResponse)(nil),    // 14: quorumq.v1.SetTenantQuotaResponse
-	(*GetTenantQuotaRequest)(nil),     // 15: quorumq.v1.GetTenantQuotaRequest
-	(*GetTenantQuotaResponse)(nil),    // 16: quorumq.v1.GetTenantQuotaResponse
-	(*GetClusterRequest)(nil),         // 17: quorumq.v1.GetClusterRequest
-	(*ClusterNode)(nil),               // 18: quorumq.v1.ClusterNode
-	(*ClusterShard)(nil),              // 19: quorumq.v1.ClusterShard
-	(*GetClusterResponse)(nil),        // 20: quorumq.v1.GetClusterResponse
-	(*timestamppb.Timestamp)(nil),     // 21: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 22: google.protobuf.Duration
+	(*RemoveNodeRequest)(nil),         // 1: quorumq.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),        // 2: quorumq.v1.RemoveNodeResponse
+	(*NodeInfo)(nil),                  // 3: quorumq.v1.NodeInfo
+	(*ReplicaSet)(nil),                // 4: quorumq.v1.ReplicaSet
+	(*ListNodesRequest)(nil),          // 5: quorumq.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),         // 6: quorumq.v1.ListNodesResponse
+	(*JoinClusterRequest)(nil),        // 7: quorumq.v1.JoinClusterRequest
+	(*JoinClusterResponse)(nil),       // 8: quorumq.v1.JoinClusterResponse
+	(*GetMessageHistoryRequest)(nil),  // 9: quorumq.v1.GetMessageHistoryRequest
+	(*HistoryBucket)(nil),             // 10: quorumq.v1.HistoryBucket
+	(*QueueHistory)(nil),              // 11: quorumq.v1.QueueHistory
+	(*GetMessageHistoryResponse)(nil), // 12: quorumq.v1.GetMessageHistoryResponse
+	(*TenantQuota)(nil),               // 13: quorumq.v1.TenantQuota
+	(*TenantUsage)(nil),               // 14: quorumq.v1.TenantUsage
+	(*SetTenantQuotaRequest)(nil),     // 15: quorumq.v1.SetTenantQuotaRequest
+	(*SetTenantQuotaResponse)(nil),    // 16: quorumq.v1.SetTenantQuotaResponse
+	(*GetTenantQuotaRequest)(nil),     // 17: quorumq.v1.GetTenantQuotaRequest
+	(*GetTenantQuotaResponse)(nil),    // 18: quorumq.v1.GetTenantQuotaResponse
+	(*GetClusterRequest)(nil),         // 19: quorumq.v1.GetClusterRequest
+	(*ClusterNode)(nil),               // 20: quorumq.v1.ClusterNode
+	(*ClusterShard)(nil),              // 21: quorumq.v1.ClusterShard
+	(*GetClusterResponse)(nil),        // 22: quorumq.v1.GetClusterResponse
+	(*timestamppb.Timestamp)(nil),     // 23: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 24: google.protobuf.Duration
 }
 var file_quorumq_v1_cluster_proto_depIdxs = []int32{
-	0,  // 0: quorumq.v1.NodeInfo.state:type_name -> quorumq.v1.NodeState
-	1,  // 1: quorumq.v1.ListNodesResponse.nodes:type_name -> quorumq.v1.NodeInfo
-	2,  // 2: quorumq.v1.ListNodesResponse.replica_sets:type_name -> quorumq.v1.ReplicaSet
-	1,  // 3: quorumq.v1.JoinClusterResponse.node:type_name -> quorumq.v1.NodeInfo
-	1,  // 4: quorumq.v1.JoinClusterResponse.nodes:type_name -> quorumq.v1.NodeInfo
-	21, // 5: quorumq.v1.HistoryBucket.start:type_name -> google.protobuf.Timestamp
-	22, // 6: quorumq.v1.HistoryBucket.length:type_name -> google.protobuf.Duration
-	8,  // 7: quorumq.v1.QueueHistory.buckets:type_name -> quorumq.v1.HistoryBucket
-	22, // 8: quorumq.v1.GetMessageHistoryResponse.interval:type_name -> google.protobuf.Duration
-	8,  // 9: quorumq.v1.GetMessageHistoryResponse.total:type_name -> quorumq.v1.HistoryBucket
-	9,  // 10: quorumq.v1.GetMessageHistoryResponse.queues:type_name -> quorumq.v1.QueueHistory
-	11, // 11: quorumq.v1.SetTenantQuotaRequest.quota:type_name -> quorumq.v1.TenantQuota
-	11, // 12: quorumq.v1.SetTenantQuotaResponse.quota:type_name -> quorumq.v1.TenantQuota
-	12, // 13: quorumq.v1.SetTenantQuotaResponse.usage:type_name -> quorumq.v1.TenantUsage
-	11, // 14: quorumq.v1.GetTenantQuotaResponse.quota:type_name -> quorumq.v1.TenantQuota
-	12, // 15: quorumq.v1.GetTenantQuotaResponse.usage:type_name -> quorumq.v1.TenantUsage
-	21, // 16: quorumq.v1.ClusterNode.last_contact:type_name -> google.protobuf.Timestamp
-	18, // 17: quorumq.v1.GetClusterResponse.nodes:type_name -> quorumq.v1.ClusterNode
-	19, // 18: quorumq.v1.GetClusterResponse.shards:type_name -> quorumq.v1.ClusterShard
-	17, // 19: quorumq.v1.ClusterService.GetCluster:input_type -> quorumq.v1.GetClusterRequest
-	13, // 20: quorumq.v1.ClusterService.SetTenantQuota:input_type -> quorumq.v1.SetTenantQuotaRequest
-	15, // 21: quorumq.v1.ClusterService.GetTenantQuota:input_type -> quorumq.v1.GetTenantQuotaRequest
-	7,  // 22: quorumq.v1.ClusterService.GetMessageHistory:input_type -> quorumq.v1.GetMessageHistoryRequest
-	3,  // 23: quorumq.v1.ClusterService.ListNodes:input_type -> quorumq.v1.ListNodesRequest
-	5,  // 24: quorumq.v1.ClusterService.JoinCluster:input_type -> quorumq.v1.JoinClusterRequest
-	20, // 25: quorumq.v1.ClusterService.GetCluster:output_type -> quorumq.v1.GetClusterResponse
-	14, // 26: quorumq.v1.ClusterService.SetTenantQuota:output_type -> quorumq.v1.SetTenantQuotaResponse
-	16, // 27: quorumq.v1.ClusterService.GetTenantQuota:output_type -> quorumq.v1.GetTenantQuotaResponse
-	10, // 28: quorumq.v1.ClusterService.GetMessageHistory:output_type -> quorumq.v1.GetMessageHistoryResponse
-	4,  // 29: quorumq.v1.ClusterService.ListNodes:output_type -> quorumq.v1.ListNodesResponse
-	6,  // 30: quorumq.v1.ClusterService.JoinCluster:output_type -> quorumq.v1.JoinClusterResponse
-	25, // [25:31] is the sub-list for method output_type
-	19, // [19:25] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	3,  // 0: quorumq.v1.RemoveNodeResponse.node:type_name -> quorumq.v1.NodeInfo
+	0,  // 1: quorumq.v1.NodeInfo.state:type_name -> quorumq.v1.NodeState
+	3,  // 2: quorumq.v1.ListNodesResponse.nodes:type_name -> quorumq.v1.NodeInfo
+	4,  // 3: quorumq.v1.ListNodesResponse.replica_sets:type_name -> quorumq.v1.ReplicaSet
+	3,  // 4: quorumq.v1.JoinClusterResponse.node:type_name -> quorumq.v1.NodeInfo
+	3,  // 5: quorumq.v1.JoinClusterResponse.nodes:type_name -> quorumq.v1.NodeInfo
+	23, // 6: quorumq.v1.HistoryBucket.start:type_name -> google.protobuf.Timestamp
+	24, // 7: quorumq.v1.HistoryBucket.length:type_name -> google.protobuf.Duration
+	10, // 8: quorumq.v1.QueueHistory.buckets:type_name -> quorumq.v1.HistoryBucket
+	24, // 9: quorumq.v1.GetMessageHistoryResponse.interval:type_name -> google.protobuf.Duration
+	10, // 10: quorumq.v1.GetMessageHistoryResponse.total:type_name -> quorumq.v1.HistoryBucket
+	11, // 11: quorumq.v1.GetMessageHistoryResponse.queues:type_name -> quorumq.v1.QueueHistory
+	13, // 12: quorumq.v1.SetTenantQuotaRequest.quota:type_name -> quorumq.v1.TenantQuota
+	13, // 13: quorumq.v1.SetTenantQuotaResponse.quota:type_name -> quorumq.v1.TenantQuota
+	14, // 14: quorumq.v1.SetTenantQuotaResponse.usage:type_name -> quorumq.v1.TenantUsage
+	13, // 15: quorumq.v1.GetTenantQuotaResponse.quota:type_name -> quorumq.v1.TenantQuota
+	14, // 16: quorumq.v1.GetTenantQuotaResponse.usage:type_name -> quorumq.v1.TenantUsage
+	23, // 17: quorumq.v1.ClusterNode.last_contact:type_name -> google.protobuf.Timestamp
+	20, // 18: quorumq.v1.GetClusterResponse.nodes:type_name -> quorumq.v1.ClusterNode
+	21, // 19: quorumq.v1.GetClusterResponse.shards:type_name -> quorumq.v1.ClusterShard
+	19, // 20: quorumq.v1.ClusterService.GetCluster:input_type -> quorumq.v1.GetClusterRequest
+	15, // 21: quorumq.v1.ClusterService.SetTenantQuota:input_type -> quorumq.v1.SetTenantQuotaRequest
+	17, // 22: quorumq.v1.ClusterService.GetTenantQuota:input_type -> quorumq.v1.GetTenantQuotaRequest
+	9,  // 23: quorumq.v1.ClusterService.GetMessageHistory:input_type -> quorumq.v1.GetMessageHistoryRequest
+	5,  // 24: quorumq.v1.ClusterService.ListNodes:input_type -> quorumq.v1.ListNodesRequest
+	7,  // 25: quorumq.v1.ClusterService.JoinCluster:input_type -> quorumq.v1.JoinClusterRequest
+	1,  // 26: quorumq.v1.ClusterService.RemoveNode:input_type -> quorumq.v1.RemoveNodeRequest
+	22, // 27: quorumq.v1.ClusterService.GetCluster:output_type -> quorumq.v1.GetClusterResponse
+	16, // 28: quorumq.v1.ClusterService.SetTenantQuota:output_type -> quorumq.v1.SetTenantQuotaResponse
+	18, // 29: quorumq.v1.ClusterService.GetTenantQuota:output_type -> quorumq.v1.GetTenantQuotaResponse
+	12, // 30: quorumq.v1.ClusterService.GetMessageHistory:output_type -> quorumq.v1.GetMessageHistoryResponse
+	6,  // 31: quorumq.v1.ClusterService.ListNodes:output_type -> quorumq.v1.ListNodesResponse
+	8,  // 32: quorumq.v1.ClusterService.JoinCluster:output_type -> quorumq.v1.JoinClusterResponse
+	2,  // 33: quorumq.v1.ClusterService.RemoveNode:output_type -> quorumq.v1.RemoveNodeResponse
+	27, // [27:34] is the sub-list for method output_type
+	20, // [20:27] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_quorumq_v1_cluster_proto_init() }
@@ -1639,7 +1743,7 @@ func file_quorumq_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quorumq_v1_cluster_proto_rawDesc), len(file_quorumq_v1_cluster_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const (
 	ClusterService_GetMessageHistory_FullMethodName = "/quorumq.v1.ClusterService/GetMessageHistory"
 	ClusterService_ListNodes_FullMethodName         = "/quorumq.v1.ClusterService/ListNodes"
 	ClusterService_JoinCluster_FullMethodName       = "/quorumq.v1.ClusterService/JoinCluster"
+	ClusterService_RemoveNode_FullMethodName        = "/quorumq.v1.ClusterService/RemoveNode"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -58,6 +59,13 @@ type ClusterServiceClient interface {
 	// it once it caught up. A retry with the same incarnation returns the
 	// same node.
 	JoinCluster(ctx context.Context, in *JoinClusterRequest, opts ...grpc.CallOption) (*JoinClusterResponse, error)
+	// RemoveNode retires a storage node: it becomes DRAINING, the
+	// coordinator removes its replica from every shard (one change per shard
+	// at a time; a shard it leads hands leadership over first), then it is
+	// REMOVED and its id is never used again. Works for a dead node (a lost
+	// machine) as long as every shard keeps a quorum without it. Refused
+	// for the last voter of a shard.
+	RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -128,6 +136,16 @@ func (c *clusterServiceClient) JoinCluster(ctx context.Context, in *JoinClusterR
 	return out, nil
 }
 
+func (c *clusterServiceClient) RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveNodeResponse)
+	err := c.cc.Invoke(ctx, ClusterService_RemoveNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -159,6 +177,13 @@ type ClusterServiceServer interface {
 	// it once it caught up. A retry with the same incarnation returns the
 	// same node.
 	JoinCluster(context.Context, *JoinClusterRequest) (*JoinClusterResponse, error)
+	// RemoveNode retires a storage node: it becomes DRAINING, the
+	// coordinator removes its replica from every shard (one change per shard
+	// at a time; a shard it leads hands leadership over first), then it is
+	// REMOVED and its id is never used again. Works for a dead node (a lost
+	// machine) as long as every shard keeps a quorum without it. Refused
+	// for the last voter of a shard.
+	RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -186,6 +211,9 @@ func (UnimplementedClusterServiceServer) ListNodes(context.Context, *ListNodesRe
 }
 func (UnimplementedClusterServiceServer) JoinCluster(context.Context, *JoinClusterRequest) (*JoinClusterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method JoinCluster not implemented")
+}
+func (UnimplementedClusterServiceServer) RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveNode not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -316,6 +344,24 @@ func _ClusterService_JoinCluster_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_RemoveNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).RemoveNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_RemoveNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).RemoveNode(ctx, req.(*RemoveNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -346,6 +392,10 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "JoinCluster",
 			Handler:    _ClusterService_JoinCluster_Handler,
+		},
+		{
+			MethodName: "RemoveNode",
+			Handler:    _ClusterService_RemoveNode_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
