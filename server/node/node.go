@@ -699,7 +699,7 @@ func (n *Node) transferLeadership(ctx context.Context) {
 			continue
 		}
 		var others []uint64
-		for _, m := range st.Members {
+		for _, m := range st.Voters { // a learner cannot lead
 			if m != n.cfg.NodeID {
 				others = append(others, m)
 			}
