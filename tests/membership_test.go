@@ -138,7 +138,14 @@ func TestJoinNodeUnderLoad(t *testing.T) {
 	if len(lost) > 0 {
 		t.Fatalf("%d of %d acknowledged messages lost, e.g. %v", len(lost), len(acks.ids), lost[:min(5, len(lost))])
 	}
-	t.Logf("%d acknowledged sends, all received through the joined node after node 1 was killed", len(acks.ids))
+	when := slices.Clone(acks.when)
+	slices.SortFunc(when, func(a, b time.Time) int { return a.Compare(b) })
+	var gap time.Duration
+	for i := 1; i < len(when); i++ {
+		gap = max(gap, when[i].Sub(when[i-1]))
+	}
+	t.Logf("%d acknowledged sends, all received through the joined node after node 1 was killed; longest gap between acknowledgements %v",
+		len(acks.ids), gap)
 }
 
 // checkFor polls cond until it returns nil or timeout passes.
