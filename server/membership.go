@@ -102,6 +102,8 @@ func (s *Server) ProposeMembership(ctx context.Context, cmd *storepb.Command) (*
 // membershipStatus maps the membership outcomes to statuses.
 func membershipStatus(err error) error {
 	switch {
+	case errors.Is(err, store.ErrNoMembership):
+		return statusError(codes.Unavailable, ReasonMembershipNotReady, err.Error(), nil)
 	case errors.Is(err, store.ErrNodeNotFound):
 		return statusError(codes.NotFound, ReasonNodeNotFound, err.Error(), nil)
 	case errors.Is(err, store.ErrNodeRemoved), errors.Is(err, store.ErrNodeExists), errors.Is(err, store.ErrIncarnationMismatch):
@@ -116,6 +118,9 @@ const (
 	// ReasonNodeConflict: the node was removed, its id is taken by another
 	// incarnation, or it is not the incarnation its record names.
 	ReasonNodeConflict = "NODE_CONFLICT"
+	// ReasonMembershipNotReady: the cluster has not recorded its bootstrap
+	// nodes yet (its first seconds): retry.
+	ReasonMembershipNotReady = "MEMBERSHIP_NOT_READY"
 )
 
 // NodeToAPI converts a node record.

@@ -28,6 +28,9 @@ var (
 	// names another incarnation: its data directory is not the one the
 	// cluster knows (a wiped disk). It must join again under a new id.
 	ErrIncarnationMismatch = errors.New("node incarnation does not match its record")
+	// ErrNoMembership: AdmitNode before the bootstrap nodes were recorded
+	// (a new cluster's first seconds): the next id is not known yet.
+	ErrNoMembership = errors.New("membership not recorded yet")
 )
 
 // Bounds the proposer checks first; apply checks again.
@@ -121,6 +124,10 @@ func (t *txn) admitNode(op *storepb.AdmitNode, res *Result) error {
 	nodes, err := t.nodes()
 	if err != nil {
 		return err
+	}
+	if len(nodes) == 0 {
+		res.Err = ErrNoMembership
+		return nil
 	}
 	var maxID uint64
 	for _, rec := range nodes {

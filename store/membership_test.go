@@ -86,6 +86,10 @@ func TestMembershipBootstrapAndRegister(t *testing.T) {
 // of the same incarnation gets the same record, and states move.
 func TestMembershipAdmit(t *testing.T) {
 	h := newHarness(t)
+	// Before the bootstrap nodes are recorded, the next id is unknown.
+	if r := h.apply(memberCmd(&storepb.AdmitNode{Node: &storepb.NodeRecord{PeerAddr: "p", Incarnation: 9}})); !errors.Is(r.Err, ErrNoMembership) {
+		t.Fatalf("admit before bootstrap: %v", r.Err)
+	}
 	h.apply(memberCmd(&storepb.BootstrapMembership{Shards: 1, Nodes: []*storepb.NodeRecord{{Id: 1}, {Id: 2}, {Id: 3}}}))
 	admit := func(id, inc uint64) *Result {
 		return h.apply(memberCmd(&storepb.AdmitNode{Node: &storepb.NodeRecord{Id: id, PeerAddr: "p", Incarnation: inc}}))

@@ -21,7 +21,7 @@ import (
 // (cluster remove) under the same load and killed; no acknowledged message
 // is lost, and the new node serves the queue.
 func TestJoinNodeUnderLoad(t *testing.T) {
-	c := startCluster(t, 3, "--shards", "2")
+	c := startCluster(t, 3, "--shards", "2", "--log-level", "info")
 	waitReady(t, c.client(1))
 	createQueueOn(t, c.client(1), "grow")
 
@@ -40,7 +40,15 @@ func TestJoinNodeUnderLoad(t *testing.T) {
 		return nil
 	})
 
-	joiner := startServe(t, t.TempDir(), "--join", c.raftAddr(2), "--raft-addr", freePort(t))
+	joiner := startServe(t, t.TempDir(), "--join", c.raftAddr(2), "--raft-addr", freePort(t), "--log-level", "info")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("joiner's log:\n%s", joiner.stderr.String())
+			for id, p := range c.procs {
+				t.Logf("node %d's log:\n%s", id, p.stderr.String())
+			}
+		}
+	})
 	admin := c.clusterClient(1)
 	var newID uint64
 	checkFor(t, 90*time.Second, func() error {

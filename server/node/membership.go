@@ -55,11 +55,13 @@ func (n *Node) runMembership(ctx context.Context) {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	for first := true; ; first = false {
+		if !first { // the first pass at once: a new cluster records its nodes early
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
 		}
 		if err := n.membershipOnce(ctx); err != nil && ctx.Err() == nil {
 			n.log.Debug("membership pass", "err", err)
