@@ -36,6 +36,13 @@ var (
 	// failed Pebble write, a failed Apply, or a raft invariant violation).
 	// The wrapped cause says which. The node's other groups keep running.
 	ErrHalted = errors.New("raftnode: group halted")
+	// ErrFenced: a peer's messages are refused because it speaks for an
+	// incarnation of its node id other than the one this host pinned (its
+	// disk was wiped: it must join again under a new id; see fence.go).
+	ErrFenced = errors.New("raftnode: peer incarnation fenced")
+	// ErrConfChangeInProgress: the group has a membership change that is
+	// not yet applied (raft takes one at a time); retry later.
+	ErrConfChangeInProgress = errors.New("raftnode: membership change in progress")
 )
 
 // NotLeaderError reports a request that reached a follower. LeaderID is the

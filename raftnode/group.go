@@ -40,19 +40,20 @@ type group struct {
 
 	maxPropBytes int // bound of each class's propBytes (Config.MaxQueuedProposalBytes); set before publication, read-only
 
-	mu        sync.Mutex
-	closed    error                   // non-nil: no more requests (stopped or halted)
-	props     [numClasses][]*proposal // by class, each in arrival order
-	propBytes [numClasses]int         // cost of props (payloads + proposalOverhead each)
-	msgs      []*pb.Message
-	reads     []*readReq
-	transfers []uint64
-	snaps     []*stagedSnap        // received snapshots waiting to be stepped
-	reports   []snapReport         // outcomes of snapshots sent
-	receiving bool                 // a snapshot is being received
-	waiters   map[uint64]*proposal // queued or proposed, by id
-	readWait  map[uint64]*readReq
-	status    GroupStatus
+	mu          sync.Mutex
+	closed      error                   // non-nil: no more requests (stopped or halted)
+	props       [numClasses][]*proposal // by class, each in arrival order
+	propBytes   [numClasses]int         // cost of props (payloads + proposalOverhead each)
+	msgs        []*pb.Message
+	reads       []*readReq
+	transfers   []uint64
+	confChanges []*ccReq
+	snaps       []*stagedSnap        // received snapshots waiting to be stepped
+	reports     []snapReport         // outcomes of snapshots sent
+	receiving   bool                 // a snapshot is being received
+	waiters     map[uint64]*proposal // queued or proposed, by id
+	readWait    map[uint64]*readReq
+	status      GroupStatus
 }
 
 // stagedSnap is a received snapshot: its MsgSnap and the sstable holding
@@ -76,6 +77,7 @@ type inbox struct {
 	propsLeft bool        // proposals wait for the next round
 	reads     []*readReq
 	transfers []uint64
+	ccs       []*ccReq
 	snaps     []*stagedSnap
 	reports   []snapReport
 }
@@ -234,7 +236,7 @@ func (g *group) dropRead(id uint64) bool {
 func (g *group) takeInbox() inbox {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	in := inbox{msgs: g.msgs, transfers: g.transfers, snaps: g.snaps, reports: g.reports}
+	in := inbox{msgs: g.msgs, transfers: g.transfers, ccs: g.confChanges, snaps: g.snaps, reports: g.reports}
 	var cost [numClasses]int
 	in.props, cost, in.propsLeft = takeRound(&g.props, roundProposalBytes, func(p *proposal) bool { return g.waiters[p.id] == p })
 	for c := range g.propBytes {
@@ -248,7 +250,7 @@ func (g *group) takeInbox() inbox {
 			in.reads = append(in.reads, r)
 		}
 	}
-	g.msgs, g.reads, g.transfers, g.snaps, g.reports = nil, nil, nil, nil, nil
+	g.msgs, g.reads, g.transfers, g.snaps, g.reports, g.confChanges = nil, nil, nil, nil, nil, nil
 	return in
 }
 
@@ -322,11 +324,14 @@ func (g *group) close(err error) {
 	if g.closed == nil {
 		g.closed = err
 	}
-	ps, rs := g.waiters, g.readWait
+	ps, rs, ccs := g.waiters, g.readWait, g.confChanges
 	g.waiters, g.readWait = make(map[uint64]*proposal), make(map[uint64]*readReq)
 	g.props, g.propBytes = [numClasses][]*proposal{}, [numClasses]int{}
-	g.reads, g.msgs, g.transfers, g.reports = nil, nil, nil, nil
+	g.reads, g.msgs, g.transfers, g.reports, g.confChanges = nil, nil, nil, nil, nil
 	g.mu.Unlock()
+	for _, c := range ccs {
+		c.ch <- err
+	}
 	for _, p := range ps {
 		p.ch <- result{err: err}
 	}
@@ -336,7 +341,8 @@ func (g *group) close(err error) {
 }
 
 // refreshStatus recomputes the shared status from raft and storage (loop
-// only). It reports whether the leader or term changed.
+// only). It reports whether the leader, the term or the applied
+// configuration changed (status waiters are woken).
 func (g *group) refreshStatus() (leaderChanged bool) {
 	bs := g.rn.BasicStatus()
 	first, last, applied := g.st.bounds()
@@ -351,9 +357,12 @@ func (g *group) refreshStatus() (leaderChanged bool) {
 	}
 	g.mu.Lock()
 	old := g.status
-	members := old.Members
+	members, voters, learners, joint := old.Members, old.Voters, old.Learners, old.Joint
+	confChanged := false
 	if cs := g.st.appliedConfStateRef(); cs != g.membersOf || members == nil {
 		members, g.membersOf = confMembers(cs), cs
+		voters, learners, joint = confSets(cs)
+		confChanged = !slices.Equal(members, old.Members) || !slices.Equal(voters, old.Voters) || joint != old.Joint
 	}
 	g.status = GroupStatus{
 		Group:      g.id,
@@ -365,6 +374,9 @@ func (g *group) refreshStatus() (leaderChanged bool) {
 		FirstIndex: first,
 		LastIndex:  last,
 		Members:    members,
+		Voters:     voters,
+		Learners:   learners,
+		Joint:      joint,
 		Peers:      peers,
 	}
 	cur := g.status
@@ -376,7 +388,7 @@ func (g *group) refreshStatus() (leaderChanged bool) {
 		g.log.Info("raft leader changed", "from", g.lastLeader, "to", cur.LeaderID, "term", cur.Term)
 		g.lastLeader = cur.LeaderID
 	}
-	return old.LeaderID != cur.LeaderID || old.Term != cur.Term || old.IsLeader != cur.IsLeader
+	return confChanged || old.LeaderID != cur.LeaderID || old.Term != cur.Term || old.IsLeader != cur.IsLeader
 }
 
 func (g *group) statusSnapshot() (GroupStatus, error) {
@@ -384,6 +396,8 @@ func (g *group) statusSnapshot() (GroupStatus, error) {
 	defer g.mu.Unlock()
 	st := g.status
 	st.Members = slices.Clone(st.Members)
+	st.Voters = slices.Clone(st.Voters)
+	st.Learners = slices.Clone(st.Learners)
 	st.Peers = slices.Clone(st.Peers)
 	if errors.Is(g.closed, ErrHalted) {
 		return st, g.closed

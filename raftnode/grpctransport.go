@@ -64,9 +64,13 @@ type GRPCTransport struct {
 
 	cfg    TransportConfig
 	log    *slog.Logger
-	peers  map[uint64]*peer // fixed after NewGRPCTransport
-	ctx    context.Context  // ends at Close
+	opts   []grpc.DialOption // the defaults plus cfg.DialOptions
+	ctx    context.Context   // ends at Close
 	cancel context.CancelFunc
+
+	peersMu sync.RWMutex
+	peers   map[uint64]*peer // grows with SetPeer; an address change replaces the entry
+	inc     atomic.Uint64    // the attached host's incarnation, sent with every batch
 
 	mu     sync.Mutex
 	host   *Host
@@ -95,10 +99,13 @@ type peer struct {
 	addr   string
 	conn   *grpc.ClientConn // nil if the address did not parse
 	client transportpb.RaftTransportServiceClient
-	wake   chan struct{} // cap 1
+	wake   chan struct{}   // cap 1
+	ctx    context.Context // ends at Close or when SetPeer replaces the peer
+	cancel context.CancelFunc
 	// reported is the reachability last logged (runPeer's goroutine
 	// only): 0 none yet, 1 reachable, -1 unreachable.
-	reported int8
+	reported     int8
+	fencedLogged bool // runPeer only: the peer's fencing was logged
 
 	mu          sync.Mutex
 	queue       []Envelope
@@ -115,7 +122,7 @@ func NewGRPCTransport(cfg TransportConfig) *GRPCTransport {
 	}
 	t := &GRPCTransport{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), peers: make(map[uint64]*peer)}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
-	opts := append([]grpc.DialOption{
+	t.opts = append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
@@ -124,27 +131,56 @@ func NewGRPCTransport(cfg TransportConfig) *GRPCTransport {
 		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(maxMsgSize)),
 	}, cfg.DialOptions...)
 	for id, addr := range cfg.Peers {
-		if id == cfg.NodeID {
-			continue
-		}
-		p := &peer{id: id, addr: addr, wake: make(chan struct{}, 1)}
-		popts := opts
-		if cfg.PeerDialOptions != nil {
-			popts = append(slices.Clip(opts), cfg.PeerDialOptions(id)...)
-		}
-		conn, err := grpc.NewClient(addr, popts...)
-		if err != nil {
-			t.log.Error("raft peer address unusable; messages to it are dropped", "peer", id, "addr", addr, "err", err)
-		} else {
-			p.conn, p.client = conn, transportpb.NewRaftTransportServiceClient(conn)
-		}
-		t.peers[id] = p
-		if p.client != nil {
-			t.wg.Add(1)
-			go t.runPeer(p)
-		}
+		t.SetPeer(id, addr)
 	}
 	return t
+}
+
+// SetPeer adds node id at addr, or moves it there (nodes learn new members'
+// addresses from the membership records). Messages already queued for the
+// old address are dropped (raft resends). No-op for this node itself, an
+// unchanged address, or a closed transport.
+func (t *GRPCTransport) SetPeer(id uint64, addr string) {
+	if id == t.cfg.NodeID {
+		return
+	}
+	t.peersMu.Lock()
+	defer t.peersMu.Unlock()
+	old := t.peers[id]
+	if old != nil && old.addr == addr {
+		return
+	}
+	if !t.track() {
+		return
+	}
+	p := &peer{id: id, addr: addr, wake: make(chan struct{}, 1)}
+	popts := t.opts
+	if t.cfg.PeerDialOptions != nil {
+		popts = append(slices.Clip(t.opts), t.cfg.PeerDialOptions(id)...)
+	}
+	conn, err := grpc.NewClient(addr, popts...)
+	if err != nil {
+		t.log.Error("raft peer address unusable; messages to it are dropped", "peer", id, "addr", addr, "err", err)
+	} else {
+		p.conn, p.client = conn, transportpb.NewRaftTransportServiceClient(conn)
+	}
+	p.ctx, p.cancel = context.WithCancel(t.ctx)
+	t.peers[id] = p
+	if old != nil {
+		old.cancel() // its goroutine closes its connection
+	}
+	if p.client == nil {
+		t.wg.Done()
+		return
+	}
+	go t.runPeer(p)
+}
+
+// peer returns node id's peer, nil if unknown.
+func (t *GRPCTransport) peer(id uint64) *peer {
+	t.peersMu.RLock()
+	defer t.peersMu.RUnlock()
+	return t.peers[id]
 }
 
 // Attach sets the host that inbound messages and snapshots go to, and that
@@ -153,6 +189,7 @@ func (t *GRPCTransport) Attach(h *Host) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.host = h
+	t.inc.Store(h.Incarnation())
 }
 
 func (t *GRPCTransport) attached() *Host {
@@ -170,6 +207,8 @@ func (t *GRPCTransport) Register(s *grpc.Server) {
 
 // PeerStatus returns the state of every peer, by id.
 func (t *GRPCTransport) PeerStatus() map[uint64]PeerState {
+	t.peersMu.RLock()
+	defer t.peersMu.RUnlock()
 	out := make(map[uint64]PeerState, len(t.peers))
 	for id, p := range t.peers {
 		p.mu.Lock()
@@ -191,12 +230,7 @@ func (t *GRPCTransport) Close() {
 	t.closed = true
 	t.mu.Unlock()
 	t.cancel()
-	t.wg.Wait()
-	for _, p := range t.peers {
-		if p.conn != nil {
-			_ = p.conn.Close()
-		}
-	}
+	t.wg.Wait() // every runPeer closed its connection
 }
 
 // track counts a goroutine or handler in t.wg unless the transport is
@@ -216,7 +250,7 @@ func (t *GRPCTransport) track() bool {
 // dropped.
 func (t *GRPCTransport) Send(msgs []Envelope) {
 	for _, e := range msgs {
-		p := t.peers[e.Msg.GetTo()]
+		p := t.peer(e.Msg.GetTo())
 		if p == nil || p.client == nil || t.cfg.Faults.Drop(p.id) {
 			continue
 		}
@@ -250,7 +284,7 @@ func (p *peer) touch() {
 }
 
 // take removes up to maxBatchBytes of marshalled messages from the queue.
-func (p *peer) take(from uint64) (*transportpb.StreamRequest, error) {
+func (p *peer) take(from, inc uint64) (*transportpb.StreamRequest, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	size, n := 0, 0
@@ -264,7 +298,7 @@ func (p *peer) take(from uint64) (*transportpb.StreamRequest, error) {
 	// One buffer for the batch's messages (not one allocation each); it
 	// is not reused: gRPC may read a sent message lazily.
 	buf := make([]byte, 0, size)
-	req := &transportpb.StreamRequest{FromNode: from, Messages: make([]*transportpb.RaftMessage, n)}
+	req := &transportpb.StreamRequest{FromNode: from, FromIncarnation: inc, Messages: make([]*transportpb.RaftMessage, n)}
 	for i, e := range p.queue[:n] {
 		start := len(buf)
 		var err error
@@ -308,15 +342,21 @@ func (t *GRPCTransport) reportReachable(p *peer, up bool, err error) {
 // backoff and jitter after failures.
 func (t *GRPCTransport) runPeer(p *peer) {
 	defer t.wg.Done()
+	defer p.conn.Close()
 	delay := minRetryBackoff
 	for {
 		sent, err := t.stream(p)
-		if t.ctx.Err() != nil {
+		if p.ctx.Err() != nil {
 			p.setConnected(false)
 			return
 		}
 		p.setConnected(false)
 		t.reportReachable(p, false, err)
+		if status.Code(err) == codes.FailedPrecondition && !p.fencedLogged {
+			p.fencedLogged = true
+			t.log.Error("a peer refuses this node's raft messages: this data directory is not the incarnation the cluster knows (was it wiped?); "+
+				"this node can never vote again under its id: restart it with an empty data directory and --join", "peer", p.id, "err", err)
+		}
 		// What was queued for a dead stream is stale; raft resends.
 		p.flush()
 		if h := t.attached(); h != nil {
@@ -329,7 +369,7 @@ func (t *GRPCTransport) runPeer(p *peer) {
 		jittered := delay/2 + rand.N(delay/2+1)
 		timer := time.NewTimer(jittered)
 		select {
-		case <-t.ctx.Done():
+		case <-p.ctx.Done():
 			timer.Stop()
 			return
 		case <-timer.C:
@@ -344,12 +384,12 @@ func (t *GRPCTransport) stream(p *peer) (sent bool, err error) {
 	// Wait for work first, so an idle peer costs no connection attempts.
 	for !p.pending() {
 		select {
-		case <-t.ctx.Done():
-			return false, t.ctx.Err()
+		case <-p.ctx.Done():
+			return false, p.ctx.Err()
 		case <-p.wake:
 		}
 	}
-	ctx, cancel := context.WithCancel(t.ctx)
+	ctx, cancel := context.WithCancel(p.ctx)
 	defer cancel()
 	s, err := p.client.Stream(ctx)
 	if err != nil {
@@ -357,7 +397,7 @@ func (t *GRPCTransport) stream(p *peer) (sent bool, err error) {
 	}
 	for {
 		for p.pending() {
-			req, err := p.take(t.cfg.NodeID)
+			req, err := p.take(t.cfg.NodeID, t.inc.Load())
 			if err != nil {
 				return sent, err
 			}
@@ -386,7 +426,7 @@ func (t *GRPCTransport) stream(p *peer) (sent bool, err error) {
 // SendSnapshot implements SnapshotTransport over the Snapshot RPC: a
 // header with the MsgSnap, then one message per data chunk.
 func (t *GRPCTransport) SendSnapshot(ctx context.Context, env Envelope, data SnapshotData) error {
-	p := t.peers[env.Msg.GetTo()]
+	p := t.peer(env.Msg.GetTo())
 	if p == nil || p.client == nil {
 		return fmt.Errorf("raftnode: no address for node %d", env.Msg.GetTo())
 	}
@@ -408,7 +448,7 @@ func (t *GRPCTransport) SendSnapshot(ctx context.Context, env Envelope, data Sna
 	if err != nil {
 		return err
 	}
-	hdr := &transportpb.SnapshotHeader{FromNode: t.cfg.NodeID, Group: env.Group, Message: msg}
+	hdr := &transportpb.SnapshotHeader{FromNode: t.cfg.NodeID, FromIncarnation: t.inc.Load(), Group: env.Group, Message: msg}
 	if err := s.Send(&transportpb.SnapshotRequest{Kind: &transportpb.SnapshotRequest_Header{Header: hdr}}); err != nil {
 		_, rerr := s.CloseAndRecv()
 		return errors.Join(err, rerr)
@@ -508,7 +548,11 @@ func (t *GRPCTransport) Stream(s grpc.ClientStreamingServer[transportpb.StreamRe
 		if h == nil {
 			continue
 		}
-		if p := t.peers[from]; p != nil {
+		if err := h.AdmitPeer(from, r.msg.GetFromIncarnation()); err != nil {
+			t.rejected.Add(uint64(len(r.msg.GetMessages()))) // AdmitPeer logs (rate-limited)
+			return status.Errorf(codes.FailedPrecondition, "raft transport: %v", err)
+		}
+		if p := t.peer(from); p != nil {
 			p.touch()
 		}
 		members := map[uint64]bool{} // group -> sender is a member, this batch
@@ -554,7 +598,10 @@ func (t *GRPCTransport) acceptable(h *Host, group, from uint64, m *pb.Message, m
 		if err != nil && !errors.Is(err, ErrHalted) {
 			return false // unknown group or stopped host: Step would drop it too
 		}
-		ok = slices.Contains(st.Members, from)
+		// A replica that joins has no members until the leader's first
+		// append or snapshot tells it its configuration: it hears from
+		// whoever leads the group (the peer is authenticated already).
+		ok = len(st.Members) == 0 || slices.Contains(st.Members, from)
 		members[group] = ok
 	}
 	if !ok {
@@ -616,6 +663,10 @@ func (t *GRPCTransport) Snapshot(s grpc.ClientStreamingServer[transportpb.Snapsh
 	if h == nil {
 		return status.Error(codes.Unavailable, "raft host not attached")
 	}
+	if err := h.AdmitPeer(from, hdr.GetFromIncarnation()); err != nil {
+		t.rejected.Add(1)
+		return status.Errorf(codes.FailedPrecondition, "raft transport: %v", err)
+	}
 	m := &pb.Message{}
 	if err := proto.Unmarshal(hdr.GetMessage(), m); err != nil {
 		return status.Errorf(codes.InvalidArgument, "snapshot message: %v", err)
@@ -623,7 +674,7 @@ func (t *GRPCTransport) Snapshot(s grpc.ClientStreamingServer[transportpb.Snapsh
 	if !t.acceptable(h, hdr.GetGroup(), from, m, map[uint64]bool{}) {
 		return status.Errorf(codes.PermissionDenied, "snapshot of group %d from node %d refused (not a member, or not addressed to this node)", hdr.GetGroup(), from)
 	}
-	if p := t.peers[from]; p != nil {
+	if p := t.peer(from); p != nil {
 		p.touch()
 	}
 	data := grpcChunks{next: next}

@@ -361,9 +361,14 @@ func TestGRPCTransportRejectsImpostors(t *testing.T) {
 	client := transportpb.NewRaftTransportServiceClient(conn)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	// send sends one batch as identity `as` (0: none) and waits for the
-	// handler to finish with it.
+	// send sends one batch as identity `as` (0: none) of incarnation
+	// 100+fromNode (sendInc: inc) and waits for the handler to finish
+	// with it.
+	var sendInc func(as, fromNode, inc uint64, msgs ...*pb.Message) error
 	send := func(as, fromNode uint64, msgs ...*pb.Message) error {
+		return sendInc(as, fromNode, 100+fromNode, msgs...)
+	}
+	sendInc = func(as, fromNode, inc uint64, msgs ...*pb.Message) error {
 		sctx := ctx
 		if as != 0 {
 			sctx = metadata.AppendToOutgoingContext(ctx, testNodeHeader, fmt.Sprint(as))
@@ -372,7 +377,7 @@ func TestGRPCTransportRejectsImpostors(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		req := &transportpb.StreamRequest{FromNode: fromNode}
+		req := &transportpb.StreamRequest{FromNode: fromNode, FromIncarnation: inc}
 		for _, m := range msgs {
 			b, _ := proto.Marshal(m)
 			req.Messages = append(req.Messages, &transportpb.RaftMessage{Group: g, Message: b})
@@ -412,7 +417,7 @@ func TestGRPCTransportRejectsImpostors(t *testing.T) {
 		}
 		mt := pb.MsgSnap
 		b, _ := proto.Marshal(&pb.Message{Type: &mt, From: proto.Uint64(fromNode), To: proto.Uint64(1), Term: proto.Uint64(9)})
-		_ = s.Send(&transportpb.SnapshotRequest{Kind: &transportpb.SnapshotRequest_Header{Header: &transportpb.SnapshotHeader{FromNode: fromNode, Group: g, Message: b}}})
+		_ = s.Send(&transportpb.SnapshotRequest{Kind: &transportpb.SnapshotRequest_Header{Header: &transportpb.SnapshotHeader{FromNode: fromNode, FromIncarnation: 100 + fromNode, Group: g, Message: b}}})
 		_, err = s.CloseAndRecv()
 		return err
 	}
@@ -439,5 +444,16 @@ func TestGRPCTransportRejectsImpostors(t *testing.T) {
 	})
 	if got := tr.Rejected(); got != 5 {
 		t.Fatalf("Rejected() = %d, want 5", got)
+	}
+	// Another incarnation of node 2 (its disk wiped) is fenced, and so is
+	// a batch without one.
+	if err := sendInc(2, 2, 999, hb(2, 9)); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("another incarnation of node 2: %v, want FailedPrecondition", err)
+	}
+	if err := sendInc(2, 2, 0, hb(2, 9)); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("a batch without incarnation: %v, want FailedPrecondition", err)
+	}
+	if st, _ := n.host.Status(g); st.Term != 7 || tr.Rejected() != 7 || n.host.Fenced() != 2 {
+		t.Fatalf("after fenced batches: term %d, Rejected %d, Fenced %d; want 7, 7, 2", st.Term, tr.Rejected(), n.host.Fenced())
 	}
 }

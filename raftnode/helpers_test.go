@@ -246,6 +246,7 @@ type nodeOpts struct {
 	snapshotChunk int // Config.SnapshotChunkBytes (default 1 MiB)
 	peers         []uint64
 	groups        []uint64
+	join          bool // JoinGroup instead of AddGroup
 }
 
 func startNode(t testing.TB, id uint64, fs vfs.FS, o nodeOpts) *testNode {
@@ -272,7 +273,11 @@ func startNode(t testing.TB, id uint64, fs vfs.FS, o nodeOpts) *testNode {
 	for _, g := range o.groups {
 		sm := &testSM{group: g}
 		n.sms[g] = sm
-		if err := h.AddGroup(g, o.peers, sm); err != nil {
+		add := func() error { return h.AddGroup(g, o.peers, sm) }
+		if o.join {
+			add = func() error { return h.JoinGroup(g, sm) }
+		}
+		if err := add(); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -135,6 +135,9 @@ type GroupStatus struct {
 	FirstIndex uint64
 	LastIndex  uint64
 	Members    []uint64 // voters and learners, sorted
+	Voters     []uint64 // incoming and outgoing voters, sorted
+	Learners   []uint64 // learners (and learners to be), sorted
+	Joint      bool     // the configuration is joint (a change of several voters is under way)
 	// Peers is the leader's view of every member's replication, sorted by
 	// id; nil on followers.
 	Peers []PeerProgress
@@ -190,6 +193,11 @@ type Host struct {
 	snapDir     string
 	snapTempDir bool // snapDir was created by NewHost; removed at Stop
 
+	incarnation uint64            // this data directory's (fence.go)
+	pinMu       sync.Mutex        // guards pinned
+	pinned      map[uint64]uint64 // peer -> incarnation first heard from
+	fenced      atomic.Uint64     // inbound batches refused by AdmitPeer
+
 	proposals     atomic.Uint64
 	syncs         atomic.Uint64
 	nextID        atomic.Uint64
@@ -199,7 +207,7 @@ type Host struct {
 }
 
 // NewHost returns a host with no groups. Call AddGroup, then Start.
-func NewHost(cfg Config) (*Host, error) {
+func NewHost(cfg Config) (_ *Host, err error) {
 	if cfg.NodeID == 0 {
 		return nil, errors.New("raftnode: NodeID must not be 0")
 	}
@@ -277,6 +285,12 @@ func NewHost(cfg Config) (*Host, error) {
 		}
 		return nil, fmt.Errorf("raftnode: snapshot dir: %w", err)
 	}
+	if h.incarnation, h.pinned, err = loadIncarnations(h.db); err != nil {
+		if h.snapTempDir {
+			_ = os.RemoveAll(h.snapDir)
+		}
+		return nil, fmt.Errorf("raftnode: %w", err)
+	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	// Proposal ids must not repeat across restarts or nodes: an entry
 	// proposed elsewhere (or before a restart) is applied here without a
@@ -292,7 +306,13 @@ func NewHost(cfg Config) (*Host, error) {
 // HardState, ConfState and the applied index are loaded from Pebble, so
 // applied entries are not delivered again. It may be called before or after
 // Start.
-func (h *Host) AddGroup(group uint64, peers []uint64, sm StateMachine) (err error) {
+func (h *Host) AddGroup(group uint64, peers []uint64, sm StateMachine) error {
+	return h.addGroup(group, peers, sm, false)
+}
+
+// addGroup is AddGroup, or JoinGroup if join: a fresh group is not
+// bootstrapped and waits for its leader.
+func (h *Host) addGroup(group uint64, peers []uint64, sm StateMachine, join bool) (err error) {
 	h.mu.Lock()
 	if h.stopped {
 		h.mu.Unlock()
@@ -327,6 +347,8 @@ func (h *Host) AddGroup(group uint64, peers []uint64, sm StateMachine) (err erro
 		Logger:          raftLogger{l: log},
 		// Dropped proposals come back as ErrOverloaded (see drain).
 		MaxUncommittedEntriesSize: h.cfg.MaxUncommittedBytes,
+		// A leader removed from the group stops leading it at once.
+		StepDownOnRemoval: true,
 	}
 	defer func() { // newRaft panics on a bad config or inconsistent storage
 		if r := recover(); r != nil {
@@ -337,7 +359,7 @@ func (h *Host) AddGroup(group uint64, peers []uint64, sm StateMachine) (err erro
 	if err != nil {
 		return fmt.Errorf("raftnode: group %d: %w", group, err)
 	}
-	if fresh {
+	if fresh && !join {
 		if len(peers) == 0 {
 			return fmt.Errorf("raftnode: group %d: no peers to bootstrap with", group)
 		}

@@ -324,6 +324,10 @@ func (h *Host) drain(g *group, unreachable []uint64) (propsLeft bool) {
 		}
 	}
 	props, reads, transfers := in.props, in.reads, in.transfers
+	if len(in.ccs) > 0 {
+		bs := g.rn.BasicStatus()
+		h.proposeConfChanges(g, in.ccs, bs.RaftState == raft.StateLeader, bs.Lead)
+	}
 	if len(props) == 0 && len(reads) == 0 && len(transfers) == 0 {
 		return propsLeft
 	}

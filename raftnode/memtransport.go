@@ -44,6 +44,30 @@ type Stepper interface {
 
 var _ Stepper = (*Host)(nil)
 
+// admitter is a receiver that fences peers by incarnation (*Host).
+type admitter interface {
+	AdmitPeer(from, incarnation uint64) error
+}
+
+// incarnationer is a sender with an incarnation (*Host).
+type incarnationer interface {
+	Incarnation() uint64
+}
+
+// admits reports whether dst takes messages from node `from`, as a wire
+// would carry the sender's incarnation; n.mu is read-locked.
+func (n *MemNetwork) admits(from uint64, dst Stepper) bool {
+	a, ok := dst.(admitter)
+	if !ok {
+		return true
+	}
+	var inc uint64
+	if src, ok := n.nodes[from].(incarnationer); ok {
+		inc = src.Incarnation()
+	}
+	return a.AdmitPeer(from, inc) == nil
+}
+
 // NewMemNetwork returns an empty network.
 func NewMemNetwork() *MemNetwork {
 	return &MemNetwork{nodes: make(map[uint64]Stepper), side: make(map[uint64]int)}
@@ -146,7 +170,7 @@ func (t memTransport) Send(msgs []Envelope) {
 	for _, e := range msgs {
 		to := e.Msg.GetTo()
 		dst := n.nodes[to]
-		if dst == nil || n.side[t.from] != n.side[to] || (n.drop != nil && n.drop(e)) {
+		if dst == nil || n.side[t.from] != n.side[to] || (n.drop != nil && n.drop(e)) || !n.admits(t.from, dst) {
 			n.dropped.Add(1)
 			continue
 		}
@@ -178,7 +202,7 @@ func (n *MemNetwork) deliverLate(from uint64, c Envelope) {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	to := c.Msg.GetTo()
-	if dst := n.nodes[to]; dst != nil && n.side[from] == n.side[to] {
+	if dst := n.nodes[to]; dst != nil && n.side[from] == n.side[to] && n.admits(from, dst) {
 		n.deliver(dst, c)
 		return
 	}
@@ -192,6 +216,9 @@ func (n *MemNetwork) reachable(from, to uint64) (SnapshotReceiver, error) {
 	dst := n.nodes[to]
 	if dst == nil || n.side[from] != n.side[to] {
 		return nil, fmt.Errorf("%w: %d -> %d", ErrUnreachable, from, to)
+	}
+	if !n.admits(from, dst) {
+		return nil, fmt.Errorf("%w: %d -> %d", ErrFenced, from, to)
 	}
 	r, ok := dst.(SnapshotReceiver)
 	if !ok {

@@ -62,15 +62,18 @@ func TestSnapshotCatchUpAfterRestart(t *testing.T) {
 	checkNoDoubleApply(t, c, g)
 }
 
-// TestSnapshotWipedFollower: a follower loses its disk and rejoins with the
-// same id and peer list; it catches up by snapshot while proposals keep
-// committing.
+// TestSnapshotWipedFollower: a follower's log and state are lost but its
+// incarnation is not (a data directory restored from an old backup: a
+// wiped one is fenced, see TestWipedMemberCannotVoteTwice); it rejoins with
+// the same id and peer list and catches up by snapshot while proposals keep
+// committing (the recovery aids of DESIGN.md, "Wiped members").
 func TestSnapshotWipedFollower(t *testing.T) {
 	const g = 1
 	c := newCluster(t, 3, 10, g)
 	lead := c.leader(g)
 	f := c.follower(g, lead)
 	checkResults(t, proposeAll(t, lead.host, g, "a", 30))
+	inc := f.host.Incarnation()
 	c.stopNode(f.id)
 	lead = c.proposeUntilTruncated(g, 40)
 
@@ -111,7 +114,7 @@ func TestSnapshotWipedFollower(t *testing.T) {
 			}
 		}
 	})
-	c.start(f.id, vfs.NewMem())
+	c.start(f.id, withIncarnation(t, inc))
 	f = c.nodes[f.id]
 	checkFor(t, 20*time.Second, func() error {
 		if f.host.SnapshotsApplied() == 0 {
@@ -397,4 +400,19 @@ func TestSnapshotInstall(t *testing.T) {
 	if err := h.AddGroup(g, nil, &testSM{group: g}); err == nil {
 		t.Fatal("group with an incomplete state started")
 	}
+}
+
+// withIncarnation returns an empty filesystem whose data directory has only
+// the given incarnation (a backup taken before the node held any data).
+func withIncarnation(t *testing.T, inc uint64) vfs.FS {
+	t.Helper()
+	fs := vfs.NewMem()
+	db := openDB(t, fs)
+	if err := db.Set(keys.NodeIncarnation(), binary.BigEndian.AppendUint64(nil, inc), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return fs
 }

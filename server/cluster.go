@@ -2,7 +2,9 @@ package server
 
 import (
 	"context"
+	"maps"
 	"sort"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -20,7 +22,8 @@ type PeerStatusFunc func() map[uint64]raftnode.PeerState
 type ClusterServer struct {
 	qv1.UnimplementedClusterServiceServer
 	self   uint64
-	peers  map[uint64]string // node id -> peer address, self included
+	mu     sync.Mutex
+	peers  map[uint64]string // node id -> peer address, self included; replaced by SetPeers
 	status PeerStatusFunc    // nil on a single-node cluster
 	raft   Raft              // nil on an API-tier node
 	shards []uint64
@@ -44,6 +47,14 @@ type ClusterConfig struct {
 // NewClusterServer returns the ClusterService of a node.
 func NewClusterServer(c ClusterConfig) *ClusterServer {
 	return &ClusterServer{self: c.Self, peers: c.Peers, status: c.Status, raft: c.Raft, shards: c.Shards, remote: c.Remote, router: c.Router}
+}
+
+// SetPeers replaces the nodes GetCluster lists (from the membership
+// records, as nodes join or leave).
+func (c *ClusterServer) SetPeers(peers map[uint64]string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.peers = maps.Clone(peers)
 }
 
 // SetTenantQuota implements ClusterService.
@@ -100,16 +111,19 @@ func (c *ClusterServer) view(_ context.Context) (*qv1.GetClusterResponse, error)
 	if c.status != nil {
 		peerState = c.status()
 	}
-	ids := make([]uint64, 0, len(c.peers)+1)
-	for id := range c.peers {
+	c.mu.Lock()
+	peers := c.peers
+	c.mu.Unlock()
+	ids := make([]uint64, 0, len(peers)+1)
+	for id := range peers {
 		ids = append(ids, id)
 	}
-	if _, ok := c.peers[c.self]; !ok {
+	if _, ok := peers[c.self]; !ok {
 		ids = append(ids, c.self)
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 	for _, id := range ids {
-		n := &qv1.ClusterNode{Id: id, RaftAddress: c.peers[id], Self: id == c.self}
+		n := &qv1.ClusterNode{Id: id, RaftAddress: peers[id], Self: id == c.self}
 		if id == c.self {
 			n.Online = true
 		} else if ps, ok := peerState[id]; ok {
@@ -128,7 +142,7 @@ func (c *ClusterServer) view(_ context.Context) (*qv1.GetClusterResponse, error)
 		resp.Shards = append(resp.Shards, &qv1.ClusterShard{
 			Id: g, Members: st.Members, Leader: st.LeaderID, Term: st.Term,
 			AppliedIndex: st.Applied, CommitIndex: st.Commit, FirstIndex: st.FirstIndex, LastIndex: st.LastIndex,
-			Role: shardRole(g, len(c.shards)),
+			Role: shardRole(g, len(c.shards)), Voters: st.Voters, Learners: st.Learners,
 		})
 	}
 	return resp, nil

@@ -60,6 +60,9 @@ type Result struct {
 	Err error
 	// Tenant and Queue name the queue touched, if any.
 	Tenant, Queue string
+	// Node is the node record after RegisterNode, AdmitNode or
+	// SetNodeState (RegisterNode's ErrIncarnationMismatch: the record).
+	Node *storepb.NodeRecord
 	// QueueInfo is the queue after CreateQueue / UpdateQueue.
 	QueueInfo *QueueInfo
 	// TenantRecord is the tenant after SetTenantQuota.
@@ -209,6 +212,16 @@ func (s *Store) Apply(b *pebble.Batch, index uint64, data []byte) (any, error) {
 		err = t.revokeAccessKey(op.RevokeAccessKey, res)
 	case *storepb.Command_Nack:
 		err = t.nack(op.Nack, res)
+	case *storepb.Command_BootstrapMembership:
+		err = t.bootstrapMembership(op.BootstrapMembership, res)
+	case *storepb.Command_RegisterNode:
+		err = t.registerNode(op.RegisterNode, res)
+	case *storepb.Command_AdmitNode:
+		err = t.admitNode(op.AdmitNode, res)
+	case *storepb.Command_SetNodeState:
+		err = t.setNodeState(op.SetNodeState, res)
+	case *storepb.Command_SetReplicaSet:
+		err = t.setReplicaSet(op.SetReplicaSet, res)
 	default:
 		var handled bool
 		if handled, err = t.applyTopic(cmd.Op, res); !handled {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -182,8 +183,11 @@ func TestKillLeaderDuringSendLoad(t *testing.T) {
 	t.Logf("all %d acknowledged messages received after the failover (%d received)", len(acks.ids), len(got))
 }
 
-// A follower whose data directory is wiped rejoins and catches up by
-// snapshot while sends continue.
+// A follower whose data directory is wiped rejoins, as a new node (serve
+// --join: a wiped node under its old id is fenced, see
+// TestWipedNodeIsFencedAndRejoins), and catches up by snapshot while sends
+// continue; its old id is then retired, and the cluster without the old
+// leader still has every message.
 func TestWipedFollowerCatchesUpBySnapshot(t *testing.T) {
 	c := startCluster(t, 3)
 	leader := c.leader()
@@ -228,17 +232,24 @@ func TestWipedFollowerCatchesUpBySnapshot(t *testing.T) {
 		wg.Add(1)
 		go func(w int) { defer wg.Done(); produce(ctx, c, live, "wipe", w, 1000000, acks) }(w)
 	}
-	mu.Lock()
-	c.start(follower)
-	mu.Unlock()
+	joiner := startServe(t, c.dirs[follower], "--join", c.raftAddr(leader), "--raft-addr", c.raftAddr(follower))
+	joinerShard := func() *qv1.ClusterShard {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r, err := qv1.NewClusterServiceClient(joiner.grpcConn(t)).GetCluster(cctx, &qv1.GetClusterRequest{})
+		if err != nil || len(r.GetShards()) == 0 {
+			return nil
+		}
+		return r.GetShards()[0]
+	}
 	started := time.Now()
 	var caught *qv1.ClusterShard
 	for {
 		if ctx.Err() != nil {
 			t.Fatal("wiped follower did not catch up within the test's time")
 		}
-		f, l := c.shard(follower), c.shard(leader)
-		if f.GetAppliedIndex() > 0 && f.GetAppliedIndex()+50 >= l.GetAppliedIndex() {
+		f, l := joinerShard(), c.shard(leader)
+		if f.GetAppliedIndex() > 0 && f.GetAppliedIndex()+50 >= l.GetAppliedIndex() && slices.Contains(f.GetVoters(), 4) {
 			caught = f
 			break
 		}
@@ -248,7 +259,7 @@ func TestWipedFollowerCatchesUpBySnapshot(t *testing.T) {
 	<-time.After(time.Second)
 	stop()
 	wg.Wait()
-	t.Logf("wiped follower %d caught up in %v: applied %d, log starts at %d; %d sends acknowledged in all (%d by the catch-up)",
+	t.Logf("wiped follower %d rejoined as node 4 and caught up in %v: applied %d, log starts at %d; %d sends acknowledged in all (%d by the catch-up)",
 		follower, time.Since(started), caught.GetAppliedIndex(), caught.GetFirstIndex(), acks.count(), during)
 	if caught.GetFirstIndex() <= 1 {
 		t.Errorf("follower's log starts at %d: it replayed the log instead of taking a snapshot", caught.GetFirstIndex())
@@ -256,9 +267,22 @@ func TestWipedFollowerCatchesUpBySnapshot(t *testing.T) {
 	if acks.count() <= during {
 		t.Errorf("no sends acknowledged after the catch-up")
 	}
-	// The cluster without the old leader still has every message.
+	// Retire the old id, then the cluster without the old leader (the
+	// other follower and node 4) still has every message.
+	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	_, err := c.clusterClient(leader).RemoveNode(rctx, &qv1.RemoveNodeRequest{NodeId: follower})
+	rcancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 60*time.Second, func() error {
+		if sh := joinerShard(); slices.Contains(sh.GetMembers(), follower) || len(sh.GetVoters()) != 3 {
+			return fmt.Errorf("shard 0 after removing node %d: %v", follower, sh)
+		}
+		return nil
+	})
 	c.kill(leader)
-	got := drain(t, c.client(follower), "wipe")
+	got := drain(t, joiner.client(t), "wipe")
 	for id := range acks.ids {
 		if !got[id] {
 			t.Fatalf("acknowledged message %s missing after the wiped follower rejoined", id)

@@ -231,6 +231,24 @@ func TestPeerIdentityEnforced(t *testing.T) {
 		}
 		return b
 	}
+	// Batches carry the sender's incarnation: a node's real one (from the
+	// membership records) gets past the incarnation fence, so the checks
+	// below are the certificate, sender and membership ones.
+	var memberInc uint64
+	checkFor(t, 30*time.Second, func() error {
+		r, err := qv1.NewClusterServiceClient(c.procs[victim].grpcConn(t)).ListNodes(c.ctx(ctx), &qv1.ListNodesRequest{})
+		if err != nil {
+			return err
+		}
+		for _, n := range r.GetNodes() {
+			if n.GetId() == uint64(member) && n.GetIncarnation() != 0 {
+				memberInc = n.GetIncarnation()
+				return nil
+			}
+		}
+		return fmt.Errorf("no incarnation recorded for node %d: %v", member, r.GetNodes())
+	})
+	incOf := map[uint64]uint64{uint64(member): memberInc, uint64(leader): 1, 4: 4, 100: 100}
 	stream := func(conn *grpc.ClientConn, fromNode uint64, raw []byte) error {
 		sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
 		defer scancel()
@@ -238,7 +256,8 @@ func TestPeerIdentityEnforced(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if err := s.Send(&transportpb.StreamRequest{FromNode: fromNode, Messages: []*transportpb.RaftMessage{{Group: 0, Message: raw}}}); err != nil {
+		req := &transportpb.StreamRequest{FromNode: fromNode, FromIncarnation: incOf[fromNode], Messages: []*transportpb.RaftMessage{{Group: 0, Message: raw}}}
+		if err := s.Send(req); err != nil {
 			_, err = s.CloseAndRecv()
 			return err
 		}

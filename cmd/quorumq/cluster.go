@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -13,7 +15,7 @@ import (
 )
 
 func newClusterCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "cluster", Short: "Inspect the cluster", Long: clientLong("Inspect the cluster.")}
+	cmd := &cobra.Command{Use: "cluster", Short: "Inspect the cluster and its membership", Long: clientLong("Inspect the cluster and its membership.")}
 	var c clientCmd
 	statusCmd := &cobra.Command{
 		Use:   "status",
@@ -37,7 +39,100 @@ GetCluster response as the REST API does (GET /v1/cluster).`),
 	}
 	c.register(statusCmd)
 	cmd.AddCommand(statusCmd)
+
+	var nc clientCmd
+	nodesCmd := &cobra.Command{
+		Use:   "nodes",
+		Short: "List the storage nodes and every shard's replicas, as recorded in the metadata shard",
+		Long: clientLong(`List the membership records: every storage node ever admitted (id,
+addresses, state joining/active/draining/removed, incarnation) and every
+shard's replica set (voters, learners, the change under way). -o json or
+yaml prints the ListNodes response (GET /v1/cluster/nodes).`),
+		Args: cobra.NoArgs,
+		RunE: runE(func(cmd *cobra.Command, _ []string) error {
+			return nc.rpc(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
+				r, err := qv1.NewClusterServiceClient(conn).ListNodes(ctx, &qv1.ListNodesRequest{})
+				if err != nil {
+					return err
+				}
+				if nc.structured() {
+					return nc.write(cmd.OutOrStdout(), r)
+				}
+				return printNodes(cmd, r)
+			})
+		}),
+	}
+	nc.register(nodesCmd)
+	cmd.AddCommand(nodesCmd)
+
+	var rc clientCmd
+	removeCmd := &cobra.Command{
+		Use:   "remove <node-id>",
+		Short: "Retire a storage node: its replicas are removed from every shard, then its id is retired",
+		Long: clientLong(`Retire a storage node (also a dead one, e.g. a machine that lost its
+disk): it becomes draining, the coordinator removes its replica from every
+shard, one change per shard at a time, and then marks it removed; its id is
+never used again. Follow the progress with cluster nodes.`),
+		Args: cobra.ExactArgs(1),
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			id, err := strconv.ParseUint(args[0], 10, 64)
+			if err != nil || id == 0 {
+				return fmt.Errorf("node id %q: want a positive integer", args[0])
+			}
+			return rc.rpc(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
+				r, err := qv1.NewClusterServiceClient(conn).RemoveNode(ctx, &qv1.RemoveNodeRequest{NodeId: id})
+				if err != nil {
+					return err
+				}
+				if rc.structured() {
+					return rc.write(cmd.OutOrStdout(), r)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "node %d: %s\n", r.GetNode().GetId(), nodeState(r.GetNode()))
+				return nil
+			})
+		}),
+	}
+	rc.register(removeCmd)
+	cmd.AddCommand(removeCmd)
 	return cmd
+}
+
+func nodeState(n *qv1.NodeInfo) string {
+	return strings.ToLower(strings.TrimPrefix(n.GetState().String(), "NODE_STATE_"))
+}
+
+func printNodes(cmd *cobra.Command, r *qv1.ListNodesResponse) error {
+	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 2, 2, ' ', 0)
+	fmt.Fprintf(w, "NODE\tSTATE\tPEER ADDRESS\tCLIENT ADDRESS\tINCARNATION\n")
+	for _, n := range r.GetNodes() {
+		state := nodeState(n)
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%016x\n", n.GetId(), state, n.GetPeerAddress(), n.GetClientAddress(), n.GetIncarnation())
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "SHARD\tRF\tVOTERS\tLEARNERS\tCHANGE\n")
+	for _, rs := range r.GetReplicaSets() {
+		change := "-"
+		if rs.GetPendingNode() != 0 {
+			verb := "remove"
+			if rs.GetPendingAdd() {
+				verb = "add"
+			}
+			change = fmt.Sprintf("%s %d", verb, rs.GetPendingNode())
+		}
+		fmt.Fprintf(w, "%d\t%d\t%s\t%s\t%s\n", rs.GetShard(), rs.GetReplicationFactor(), joinIDs(rs.GetVoters()), joinIDs(rs.GetLearners()), change)
+	}
+	return w.Flush()
+}
+
+func joinIDs(ids []uint64) string {
+	if len(ids) == 0 {
+		return "-"
+	}
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = fmt.Sprint(id)
+	}
+	return strings.Join(out, ",")
 }
 
 func printCluster(cmd *cobra.Command, r *qv1.GetClusterResponse) error {
@@ -65,6 +160,10 @@ func printCluster(cmd *cobra.Command, r *qv1.GetClusterResponse) error {
 	for _, s := range r.GetShards() {
 		members := make([]string, 0, len(s.GetMembers()))
 		for _, m := range s.GetMembers() {
+			if slices.Contains(s.GetLearners(), m) {
+				members = append(members, fmt.Sprintf("%d(learner)", m))
+				continue
+			}
 			members = append(members, fmt.Sprint(m))
 		}
 		leader := "none"

@@ -92,7 +92,7 @@ func newServeCmd() *cobra.Command {
 			if a := n.SQSAddr(); a != "" {
 				sqsURL = scheme + "://" + a
 			}
-			fmt.Fprint(cmd.OutOrStdout(), banner(cfg.NodeID, cfg.Role, cfg.DataDir, h, n.GRPCAddr(), metrics, sqsURL))
+			fmt.Fprint(cmd.OutOrStdout(), banner(n.NodeID(), cfg.Role, cfg.DataDir, h, n.GRPCAddr(), metrics, sqsURL))
 			<-ctx.Done()
 			log.Info("shutting down: draining in-flight calls")
 			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -111,6 +111,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&cfg.SQSTagsAttribute, "sqs-tags-attribute", "quorumq.tags", "SQS message attribute (a comma-separated String) that carries a message's quorumq tags")
 	f.StringVar(&cfg.RaftAddr, "raft-addr", "127.0.0.1:7000", "peer (Raft) listen address")
 	f.StringVar(&peers, "peers", "", "initial members as id=host:port,... (empty: single node)")
+	f.StringVar(&cfg.Join, "join", "", "peer (Raft) address of any member of a running cluster: this node, with an empty --data-dir, asks to be admitted and gets a new node id (--node-id and --peers are then not used)")
 	f.IntVar(&cfg.Shards, "shards", 1, "Raft groups at bootstrap: shard 0 keeps tenants and queues, the others queue partitions (fixed once the data dir exists)")
 	f.StringVar(&role, "role", "all", "all: a storage node hosting every shard | api: a stateless node that routes to the storage nodes in --peers")
 	f.StringVar(&logLevel, "log-level", "info", "debug | info | warn | error")

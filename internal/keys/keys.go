@@ -10,6 +10,9 @@
 //	0x02 S 0x03                Raft ConfState as of applied index
 //	0x02 S ...                 state machine keys, see state.go
 //	0x03 'shards'              the node's shard count      (node-local)
+//	0x03 'incarnation'         this data directory's raft incarnation (node-local)
+//	0x03 'peerinc' id          a peer's incarnation, pinned on first contact (node-local)
+//	0x03 'joinedid'            the node id this node got by joining (node-local)
 //
 // Unreplicated Raft state and replicated state sit under different first
 // bytes, so a shard's snapshot is one bounded scan of [StatePrefix(S),
@@ -38,6 +41,23 @@ const (
 // directory was bootstrapped with (never in a snapshot: outside every
 // shard's ranges).
 func NodeShardCount() []byte { return append([]byte{kindNode}, "shards"...) }
+
+// NodeIncarnation is the node-local key of the random incarnation a data
+// directory was created with: a wiped disk gets a new one.
+func NodeIncarnation() []byte { return append([]byte{kindNode}, "incarnation"...) }
+
+// PeerIncarnation is the node-local key of the incarnation of peer node id
+// that this node first heard from (raftnode fences any other).
+func PeerIncarnation(id uint64) []byte {
+	return AppendUint64(append([]byte{kindNode}, "peerinc"...), id)
+}
+
+// NodeJoinedID is the node-local key of the node id a node got when it
+// joined a running cluster (serve --join); absent on bootstrap nodes.
+func NodeJoinedID() []byte { return append([]byte{kindNode}, "joinedid"...) }
+
+// PeerIncarnationPrefix is the prefix of every PeerIncarnation key.
+func PeerIncarnationPrefix() []byte { return append([]byte{kindNode}, "peerinc"...) }
 
 // Raft key suffixes.
 const (

@@ -101,29 +101,40 @@ type Config struct {
 	// SQSTagsAttribute is the SQS message attribute that carries message
 	// tags (default sqs.DefaultTagsAttribute).
 	SQSTagsAttribute string
+	// Join is the peer address of any member of a running cluster: a node
+	// with empty data asks it for admission and gets its node id (NodeID
+	// and Peers are then ignored: they come from the cluster). Later
+	// starts read the id back from the data directory.
+	Join string
+	// MembershipInterval is how often a storage node applies the
+	// membership records (default 500ms; see membership.go).
+	MembershipInterval time.Duration
 }
 
 // Node is a running quorumq process.
 type Node struct {
-	cfg    Config
-	log    *slog.Logger
-	db     *pebble.DB
-	host   *raftnode.Host
-	stores []*store.Store   // by shard
-	srvs   []*server.Server // by shard
-	router *server.Router
-	keys   *server.AccessKeys  // SigV4 access key lookup of the SQS endpoint
-	topics *server.TopicServer // TopicService; also unsubscribes deleted queues for the relays
-	remote *server.RemoteView  // API-tier nodes
-	cancel context.CancelFunc  // stops the node's own loops (view, balancer)
-	loops  sync.WaitGroup
-	grpc   *grpc.Server
-	peer   *grpc.Server // Raft transport + forwarded calls, on RaftAddr
-	tr     *raftnode.GRPCTransport
-	faults *raftnode.FaultFilter // nil unless Config.FaultInjection
-	fwd    *server.Forwarder
-	http   *http.Server
-	conn   *grpc.ClientConn
+	cfg     Config
+	log     *slog.Logger
+	db      *pebble.DB
+	host    *raftnode.Host
+	stores  []*store.Store   // by shard
+	srvs    []*server.Server // by shard
+	router  *server.Router
+	keys    *server.AccessKeys  // SigV4 access key lookup of the SQS endpoint
+	topics  *server.TopicServer // TopicService; also unsubscribes deleted queues for the relays
+	remote  *server.RemoteView  // API-tier nodes
+	cluster *server.ClusterServer
+	joined  bool               // this node joined a running cluster (Config.Join)
+	stalls  *writeStalls       // Pebble write stalls, counted from openDB
+	cancel  context.CancelFunc // stops the node's own loops (view, balancer)
+	loops   sync.WaitGroup
+	grpc    *grpc.Server
+	peer    *grpc.Server // Raft transport + forwarded calls, on RaftAddr
+	tr      *raftnode.GRPCTransport
+	faults  *raftnode.FaultFilter // nil unless Config.FaultInjection
+	fwd     *server.Forwarder
+	http    *http.Server
+	conn    *grpc.ClientConn
 
 	health     *health.Server // grpc.health.v1 on the client listener (grpcconv.go)
 	healthStop chan struct{}  // closed by Stop: ends Watch streams
@@ -185,6 +196,16 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		cfg.Server.Logger = cfg.Logger
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger} // not the result: goroutines started below outlive a failed Start
+	if cfg.Join != "" {
+		if err := n.checkJoin(cfg); err != nil {
+			return nil, err
+		}
+		if err := n.joinCluster(ctx, &cfg); err != nil {
+			n.closeAll()
+			return nil, err
+		}
+		n.cfg = cfg
+	}
 	if n.faults, err = newFaultFilter(cfg); err != nil {
 		return nil, err
 	}
@@ -262,11 +283,19 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		if cluster, err = n.startStorage(ctx, cfg, meter, tp, mp, peerServerTLS, peerDial, peerDialFor); err != nil {
 			return nil, err
 		}
+		n.cluster = cluster
 		n.loops.Add(1)
 		go func() {
 			defer n.loops.Done()
 			n.balanceLeaders(loopCtx)
 		}()
+		if n.multiNode() { // a single node has no peer listener to join through
+			n.loops.Add(1)
+			go func() {
+				defer n.loops.Done()
+				n.runMembership(loopCtx)
+			}()
+		}
 	}
 
 	var authenticator server.Authenticator = server.DevAuthenticator{}
@@ -402,33 +431,10 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 	if err != nil {
 		return nil, fmt.Errorf("raft metrics: %w", err)
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
-	}
-	cache := pebble.NewCache(cfg.CacheBytes)
-	defer cache.Unref() // the DB holds its own reference
-	stalls := &writeStalls{}
-	n.db, err = pebble.Open(filepath.Join(cfg.DataDir, "pebble"), &pebble.Options{
-		Logger:        pebbleLogger{cfg.Logger},
-		EventListener: stalls.listener(),
-		// Reads of recent messages come from the block cache, not pread.
-		Cache: cache,
-		// Messages consumed while still in the memtable are never written
-		// to an sstable: the flush drops a set shadowed by its delete (and
-		// log entries under the truncation's range delete). 64 MiB rather
-		// than 32: a third fewer flush + compaction bytes per message
-		// (987 -> 659, all replicas, batch-1 bench of 40,000 1 KiB
-		// messages) for ~21 MiB more peak RSS per node; at most three
-		// memtables (192 MiB) before writes stall. L0 thresholds and
-		// compaction concurrency (1, on 2 cores) stay at Pebble's
-		// defaults: the same runs saw no write stall
-		// (quorumq_pebble_write_stalls_total). No WALBytesPerSync: every
-		// Raft round ends with a synced write anyway.
-		MemTableSize:                64 << 20,
-		MemTableStopWritesThreshold: 3,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open pebble: %w", err)
+	if n.db == nil {
+		if err := n.openDB(cfg); err != nil {
+			return nil, err
+		}
 	}
 	if err := checkShardCount(n.db, cfg.Shards); err != nil {
 		return nil, err
@@ -482,7 +488,7 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 	if err := registerGroupGauges(meter, n.host, n.groups()); err != nil {
 		return nil, fmt.Errorf("raft metrics: %w", err)
 	}
-	if err := registerPebbleMetrics(meter, n.db, stalls); err != nil {
+	if err := registerPebbleMetrics(meter, n.db, n.stalls); err != nil {
 		return nil, fmt.Errorf("pebble metrics: %w", err)
 	}
 	if n.tr != nil {
@@ -491,7 +497,11 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 		}
 	}
 	for i, g := range n.groups() {
-		if err := n.host.AddGroup(g, n.members(), n.srvs[i].StateMachine()); err != nil {
+		add := func() error { return n.host.AddGroup(g, n.members(), n.srvs[i].StateMachine()) }
+		if n.joined { // never bootstrap: the shard's leader adds this node
+			add = func() error { return n.host.JoinGroup(g, n.srvs[i].StateMachine()) }
+		}
+		if err := add(); err != nil {
 			return nil, fmt.Errorf("start shard %d: %w", g, err)
 		}
 	}
@@ -545,6 +555,41 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 		srv.Start()
 	}
 	return cluster, nil
+}
+
+// openDB opens the data directory's Pebble into n.db.
+func (n *Node) openDB(cfg Config) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	cache := pebble.NewCache(cfg.CacheBytes)
+	defer cache.Unref() // the DB holds its own reference
+	n.stalls = &writeStalls{}
+	stalls := n.stalls
+	var err error
+	n.db, err = pebble.Open(filepath.Join(cfg.DataDir, "pebble"), &pebble.Options{
+		Logger:        pebbleLogger{cfg.Logger},
+		EventListener: stalls.listener(),
+		// Reads of recent messages come from the block cache, not pread.
+		Cache: cache,
+		// Messages consumed while still in the memtable are never written
+		// to an sstable: the flush drops a set shadowed by its delete (and
+		// log entries under the truncation's range delete). 64 MiB rather
+		// than 32: a third fewer flush + compaction bytes per message
+		// (987 -> 659, all replicas, batch-1 bench of 40,000 1 KiB
+		// messages) for ~21 MiB more peak RSS per node; at most three
+		// memtables (192 MiB) before writes stall. L0 thresholds and
+		// compaction concurrency (1, on 2 cores) stay at Pebble's
+		// defaults: the same runs saw no write stall
+		// (quorumq_pebble_write_stalls_total). No WALBytesPerSync: every
+		// Raft round ends with a synced write anyway.
+		MemTableSize:                64 << 20,
+		MemTableStopWritesThreshold: 3,
+	})
+	if err != nil {
+		return fmt.Errorf("open pebble: %w", err)
+	}
+	return nil
 }
 
 // GRPCAddr is the address the gRPC API listens on.
@@ -660,7 +705,7 @@ func (n *Node) transferLeadership(ctx context.Context) {
 			continue
 		}
 		var others []uint64
-		for _, m := range st.Members {
+		for _, m := range st.Voters { // a learner cannot lead
 			if m != n.cfg.NodeID {
 				others = append(others, m)
 			}

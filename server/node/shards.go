@@ -10,6 +10,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/quorumq/quorumq/internal/keys"
+	"github.com/quorumq/quorumq/server"
 )
 
 // checkShardCount records the shard count in a new data directory and
@@ -70,6 +71,9 @@ func (n *Node) balanceLeaders(ctx context.Context) {
 
 func (n *Node) balanceOnce(ctx context.Context) {
 	members := n.members()
+	if st, err := n.host.Status(server.MetadataShard); err == nil && len(st.Voters) > 0 {
+		members = st.Voters // nodes joined or removed since start (membership.go)
+	}
 	led := map[uint64]int{}
 	var mine []uint64
 	for _, g := range n.groups() {

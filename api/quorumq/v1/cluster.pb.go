@@ -25,6 +25,554 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// NodeState is where a storage node is in its life in the cluster.
+type NodeState int32
+
+const (
+	// Not set.
+	NodeState_NODE_STATE_UNSPECIFIED NodeState = 0
+	// Admitted; being added to its shards (learner, then voter).
+	NodeState_NODE_STATE_JOINING NodeState = 1
+	// A voting replica of its shards.
+	NodeState_NODE_STATE_ACTIVE NodeState = 2
+	// Its replicas are being moved away.
+	NodeState_NODE_STATE_DRAINING NodeState = 3
+	// Gone; its id is never used again.
+	NodeState_NODE_STATE_REMOVED NodeState = 4
+)
+
+// Enum value maps for NodeState.
+var (
+	NodeState_name = map[int32]string{
+		0: "NODE_STATE_UNSPECIFIED",
+		1: "NODE_STATE_JOINING",
+		2: "NODE_STATE_ACTIVE",
+		3: "NODE_STATE_DRAINING",
+		4: "NODE_STATE_REMOVED",
+	}
+	NodeState_value = map[string]int32{
+		"NODE_STATE_UNSPECIFIED": 0,
+		"NODE_STATE_JOINING":     1,
+		"NODE_STATE_ACTIVE":      2,
+		"NODE_STATE_DRAINING":    3,
+		"NODE_STATE_REMOVED":     4,
+	}
+)
+
+func (x NodeState) Enum() *NodeState {
+	p := new(NodeState)
+	*p = x
+	return p
+}
+
+func (x NodeState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NodeState) Descriptor() protoreflect.EnumDescriptor {
+	return file_quorumq_v1_cluster_proto_enumTypes[0].Descriptor()
+}
+
+func (NodeState) Type() protoreflect.EnumType {
+	return &file_quorumq_v1_cluster_proto_enumTypes[0]
+}
+
+func (x NodeState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NodeState.Descriptor instead.
+func (NodeState) EnumDescriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{0}
+}
+
+// RemoveNodeRequest names the node.
+type RemoveNodeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id of the node to retire.
+	NodeId        uint64 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeRequest) Reset() {
+	*x = RemoveNodeRequest{}
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeRequest) ProtoMessage() {}
+
+func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
+func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RemoveNodeRequest) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+// RemoveNodeResponse is the node's record, now DRAINING (or REMOVED if it
+// was already).
+type RemoveNodeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node's record.
+	Node          *NodeInfo `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeResponse) Reset() {
+	*x = RemoveNodeResponse{}
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeResponse) ProtoMessage() {}
+
+func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
+func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RemoveNodeResponse) GetNode() *NodeInfo {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+// NodeInfo is one storage node's membership record.
+type NodeInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Node id (its Raft replica id; a machine that lost its disk joins again
+	// under a new one).
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Peer (Raft) address.
+	PeerAddress string `protobuf:"bytes,2,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
+	// Client (gRPC API) address, if the node reported one.
+	ClientAddress string `protobuf:"bytes,3,opt,name=client_address,json=clientAddress,proto3" json:"client_address,omitempty"`
+	// Where the node is in its life.
+	State NodeState `protobuf:"varint,4,opt,name=state,proto3,enum=quorumq.v1.NodeState" json:"state,omitempty"`
+	// Random id of the node's data directory; 0 until known.
+	Incarnation   uint64 `protobuf:"varint,5,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeInfo) Reset() {
+	*x = NodeInfo{}
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeInfo) ProtoMessage() {}
+
+func (x *NodeInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
+func (*NodeInfo) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *NodeInfo) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetPeerAddress() string {
+	if x != nil {
+		return x.PeerAddress
+	}
+	return ""
+}
+
+func (x *NodeInfo) GetClientAddress() string {
+	if x != nil {
+		return x.ClientAddress
+	}
+	return ""
+}
+
+func (x *NodeInfo) GetState() NodeState {
+	if x != nil {
+		return x.State
+	}
+	return NodeState_NODE_STATE_UNSPECIFIED
+}
+
+func (x *NodeInfo) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+// ReplicaSet is one shard's replicas as recorded by the coordinator.
+type ReplicaSet struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Shard id.
+	Shard uint64 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	// Replication factor the shard aims at.
+	ReplicationFactor uint32 `protobuf:"varint,2,opt,name=replication_factor,json=replicationFactor,proto3" json:"replication_factor,omitempty"`
+	// Voting replicas' node ids.
+	Voters []uint64 `protobuf:"varint,3,rep,packed,name=voters,proto3" json:"voters,omitempty"`
+	// Learners' node ids (catching up, not yet voting).
+	Learners []uint64 `protobuf:"varint,4,rep,packed,name=learners,proto3" json:"learners,omitempty"`
+	// The node being added to or removed from this shard; 0: none.
+	PendingNode uint64 `protobuf:"varint,5,opt,name=pending_node,json=pendingNode,proto3" json:"pending_node,omitempty"`
+	// The pending change adds pending_node (false: removes it).
+	PendingAdd    bool `protobuf:"varint,6,opt,name=pending_add,json=pendingAdd,proto3" json:"pending_add,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaSet) Reset() {
+	*x = ReplicaSet{}
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaSet) ProtoMessage() {}
+
+func (x *ReplicaSet) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaSet.ProtoReflect.Descriptor instead.
+func (*ReplicaSet) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ReplicaSet) GetShard() uint64 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *ReplicaSet) GetReplicationFactor() uint32 {
+	if x != nil {
+		return x.ReplicationFactor
+	}
+	return 0
+}
+
+func (x *ReplicaSet) GetVoters() []uint64 {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
+}
+
+func (x *ReplicaSet) GetLearners() []uint64 {
+	if x != nil {
+		return x.Learners
+	}
+	return nil
+}
+
+func (x *ReplicaSet) GetPendingNode() uint64 {
+	if x != nil {
+		return x.PendingNode
+	}
+	return 0
+}
+
+func (x *ReplicaSet) GetPendingAdd() bool {
+	if x != nil {
+		return x.PendingAdd
+	}
+	return false
+}
+
+// ListNodesRequest is empty.
+type ListNodesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesRequest) Reset() {
+	*x = ListNodesRequest{}
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesRequest) ProtoMessage() {}
+
+func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
+func (*ListNodesRequest) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{4}
+}
+
+// ListNodesResponse is the recorded membership.
+type ListNodesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every node ever admitted, by id.
+	Nodes []*NodeInfo `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// Every shard's replica set, by shard.
+	ReplicaSets   []*ReplicaSet `protobuf:"bytes,2,rep,name=replica_sets,json=replicaSets,proto3" json:"replica_sets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesResponse) Reset() {
+	*x = ListNodesResponse{}
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesResponse) ProtoMessage() {}
+
+func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
+func (*ListNodesResponse) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ListNodesResponse) GetNodes() []*NodeInfo {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *ListNodesResponse) GetReplicaSets() []*ReplicaSet {
+	if x != nil {
+		return x.ReplicaSets
+	}
+	return nil
+}
+
+// JoinClusterRequest describes the joining node.
+type JoinClusterRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Its peer (Raft) address, as the other nodes reach it.
+	PeerAddress string `protobuf:"bytes,1,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
+	// Its client (gRPC API) address.
+	ClientAddress string `protobuf:"bytes,2,opt,name=client_address,json=clientAddress,proto3" json:"client_address,omitempty"`
+	// Random id of its data directory (see NodeInfo.incarnation).
+	Incarnation   uint64 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinClusterRequest) Reset() {
+	*x = JoinClusterRequest{}
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinClusterRequest) ProtoMessage() {}
+
+func (x *JoinClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinClusterRequest.ProtoReflect.Descriptor instead.
+func (*JoinClusterRequest) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *JoinClusterRequest) GetPeerAddress() string {
+	if x != nil {
+		return x.PeerAddress
+	}
+	return ""
+}
+
+func (x *JoinClusterRequest) GetClientAddress() string {
+	if x != nil {
+		return x.ClientAddress
+	}
+	return ""
+}
+
+func (x *JoinClusterRequest) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+// JoinClusterResponse admits the node.
+type JoinClusterResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node's record: its new id, state JOINING.
+	Node *NodeInfo `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Every node not removed, the new one included.
+	Nodes []*NodeInfo `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// The cluster's shard count.
+	Shards        uint32 `protobuf:"varint,3,opt,name=shards,proto3" json:"shards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinClusterResponse) Reset() {
+	*x = JoinClusterResponse{}
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinClusterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinClusterResponse) ProtoMessage() {}
+
+func (x *JoinClusterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinClusterResponse.ProtoReflect.Descriptor instead.
+func (*JoinClusterResponse) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *JoinClusterResponse) GetNode() *NodeInfo {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+func (x *JoinClusterResponse) GetNodes() []*NodeInfo {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *JoinClusterResponse) GetShards() uint32 {
+	if x != nil {
+		return x.Shards
+	}
+	return 0
+}
+
 // GetMessageHistoryRequest selects the series.
 type GetMessageHistoryRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -41,7 +589,7 @@ type GetMessageHistoryRequest struct {
 
 func (x *GetMessageHistoryRequest) Reset() {
 	*x = GetMessageHistoryRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[0]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -53,7 +601,7 @@ func (x *GetMessageHistoryRequest) String() string {
 func (*GetMessageHistoryRequest) ProtoMessage() {}
 
 func (x *GetMessageHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[0]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -66,7 +614,7 @@ func (x *GetMessageHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetMessageHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{0}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetMessageHistoryRequest) GetQueue() string {
@@ -109,7 +657,7 @@ type HistoryBucket struct {
 
 func (x *HistoryBucket) Reset() {
 	*x = HistoryBucket{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[1]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -121,7 +669,7 @@ func (x *HistoryBucket) String() string {
 func (*HistoryBucket) ProtoMessage() {}
 
 func (x *HistoryBucket) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[1]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -134,7 +682,7 @@ func (x *HistoryBucket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryBucket.ProtoReflect.Descriptor instead.
 func (*HistoryBucket) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{1}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *HistoryBucket) GetStart() *timestamppb.Timestamp {
@@ -185,7 +733,7 @@ type QueueHistory struct {
 
 func (x *QueueHistory) Reset() {
 	*x = QueueHistory{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[2]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -197,7 +745,7 @@ func (x *QueueHistory) String() string {
 func (*QueueHistory) ProtoMessage() {}
 
 func (x *QueueHistory) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[2]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -210,7 +758,7 @@ func (x *QueueHistory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueHistory.ProtoReflect.Descriptor instead.
 func (*QueueHistory) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *QueueHistory) GetQueue() string {
@@ -244,7 +792,7 @@ type GetMessageHistoryResponse struct {
 
 func (x *GetMessageHistoryResponse) Reset() {
 	*x = GetMessageHistoryResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[3]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -256,7 +804,7 @@ func (x *GetMessageHistoryResponse) String() string {
 func (*GetMessageHistoryResponse) ProtoMessage() {}
 
 func (x *GetMessageHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[3]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -269,7 +817,7 @@ func (x *GetMessageHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetMessageHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{3}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetMessageHistoryResponse) GetNodeId() uint64 {
@@ -316,7 +864,7 @@ type TenantQuota struct {
 
 func (x *TenantQuota) Reset() {
 	*x = TenantQuota{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[4]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -328,7 +876,7 @@ func (x *TenantQuota) String() string {
 func (*TenantQuota) ProtoMessage() {}
 
 func (x *TenantQuota) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[4]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -341,7 +889,7 @@ func (x *TenantQuota) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantQuota.ProtoReflect.Descriptor instead.
 func (*TenantQuota) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{4}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TenantQuota) GetMaxQueues() int64 {
@@ -378,7 +926,7 @@ type TenantUsage struct {
 
 func (x *TenantUsage) Reset() {
 	*x = TenantUsage{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[5]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -390,7 +938,7 @@ func (x *TenantUsage) String() string {
 func (*TenantUsage) ProtoMessage() {}
 
 func (x *TenantUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[5]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -403,7 +951,7 @@ func (x *TenantUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantUsage.ProtoReflect.Descriptor instead.
 func (*TenantUsage) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{5}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TenantUsage) GetQueues() int64 {
@@ -433,7 +981,7 @@ type SetTenantQuotaRequest struct {
 
 func (x *SetTenantQuotaRequest) Reset() {
 	*x = SetTenantQuotaRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[6]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -445,7 +993,7 @@ func (x *SetTenantQuotaRequest) String() string {
 func (*SetTenantQuotaRequest) ProtoMessage() {}
 
 func (x *SetTenantQuotaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[6]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -458,7 +1006,7 @@ func (x *SetTenantQuotaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTenantQuotaRequest.ProtoReflect.Descriptor instead.
 func (*SetTenantQuotaRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{6}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SetTenantQuotaRequest) GetTenant() string {
@@ -488,7 +1036,7 @@ type SetTenantQuotaResponse struct {
 
 func (x *SetTenantQuotaResponse) Reset() {
 	*x = SetTenantQuotaResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[7]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +1048,7 @@ func (x *SetTenantQuotaResponse) String() string {
 func (*SetTenantQuotaResponse) ProtoMessage() {}
 
 func (x *SetTenantQuotaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[7]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +1061,7 @@ func (x *SetTenantQuotaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTenantQuotaResponse.ProtoReflect.Descriptor instead.
 func (*SetTenantQuotaResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{7}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SetTenantQuotaResponse) GetQuota() *TenantQuota {
@@ -541,7 +1089,7 @@ type GetTenantQuotaRequest struct {
 
 func (x *GetTenantQuotaRequest) Reset() {
 	*x = GetTenantQuotaRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[8]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -553,7 +1101,7 @@ func (x *GetTenantQuotaRequest) String() string {
 func (*GetTenantQuotaRequest) ProtoMessage() {}
 
 func (x *GetTenantQuotaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[8]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -566,7 +1114,7 @@ func (x *GetTenantQuotaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantQuotaRequest.ProtoReflect.Descriptor instead.
 func (*GetTenantQuotaRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{8}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetTenantQuotaRequest) GetTenant() string {
@@ -589,7 +1137,7 @@ type GetTenantQuotaResponse struct {
 
 func (x *GetTenantQuotaResponse) Reset() {
 	*x = GetTenantQuotaResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[9]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -601,7 +1149,7 @@ func (x *GetTenantQuotaResponse) String() string {
 func (*GetTenantQuotaResponse) ProtoMessage() {}
 
 func (x *GetTenantQuotaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[9]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -614,7 +1162,7 @@ func (x *GetTenantQuotaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantQuotaResponse.ProtoReflect.Descriptor instead.
 func (*GetTenantQuotaResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{9}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetTenantQuotaResponse) GetQuota() *TenantQuota {
@@ -640,7 +1188,7 @@ type GetClusterRequest struct {
 
 func (x *GetClusterRequest) Reset() {
 	*x = GetClusterRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[10]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -652,7 +1200,7 @@ func (x *GetClusterRequest) String() string {
 func (*GetClusterRequest) ProtoMessage() {}
 
 func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[10]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -665,7 +1213,7 @@ func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{10}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{18}
 }
 
 // ClusterNode is one member of the cluster.
@@ -687,7 +1235,7 @@ type ClusterNode struct {
 
 func (x *ClusterNode) Reset() {
 	*x = ClusterNode{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[11]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +1247,7 @@ func (x *ClusterNode) String() string {
 func (*ClusterNode) ProtoMessage() {}
 
 func (x *ClusterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[11]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +1260,7 @@ func (x *ClusterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterNode.ProtoReflect.Descriptor instead.
 func (*ClusterNode) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{11}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ClusterNode) GetId() uint64 {
@@ -755,7 +1303,7 @@ type ClusterShard struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Shard (Raft group) id.
 	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Voting members' node ids.
+	// Members' node ids: voters and learners.
 	Members []uint64 `protobuf:"varint,2,rep,packed,name=members,proto3" json:"members,omitempty"`
 	// Leader's node id; 0 while unknown.
 	Leader uint64 `protobuf:"varint,3,opt,name=leader,proto3" json:"leader,omitempty"`
@@ -771,14 +1319,18 @@ type ClusterShard struct {
 	LastIndex uint64 `protobuf:"varint,8,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
 	// "metadata" (shard 0: tenants, queues), "data" (queue partitions), or
 	// "metadata+data" on a one-shard cluster.
-	Role          string `protobuf:"bytes,9,opt,name=role,proto3" json:"role,omitempty"`
+	Role string `protobuf:"bytes,9,opt,name=role,proto3" json:"role,omitempty"`
+	// Voters of the applied configuration (members holds voters and learners).
+	Voters []uint64 `protobuf:"varint,10,rep,packed,name=voters,proto3" json:"voters,omitempty"`
+	// Learners: replicas catching up, not yet voting.
+	Learners      []uint64 `protobuf:"varint,11,rep,packed,name=learners,proto3" json:"learners,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClusterShard) Reset() {
 	*x = ClusterShard{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[12]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -790,7 +1342,7 @@ func (x *ClusterShard) String() string {
 func (*ClusterShard) ProtoMessage() {}
 
 func (x *ClusterShard) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[12]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -803,7 +1355,7 @@ func (x *ClusterShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterShard.ProtoReflect.Descriptor instead.
 func (*ClusterShard) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{12}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ClusterShard) GetId() uint64 {
@@ -869,6 +1421,20 @@ func (x *ClusterShard) GetRole() string {
 	return ""
 }
 
+func (x *ClusterShard) GetVoters() []uint64 {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
+}
+
+func (x *ClusterShard) GetLearners() []uint64 {
+	if x != nil {
+		return x.Learners
+	}
+	return nil
+}
+
 // GetClusterResponse lists nodes and shards.
 type GetClusterResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -887,7 +1453,7 @@ type GetClusterResponse struct {
 
 func (x *GetClusterResponse) Reset() {
 	*x = GetClusterResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[13]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -899,7 +1465,7 @@ func (x *GetClusterResponse) String() string {
 func (*GetClusterResponse) ProtoMessage() {}
 
 func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[13]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -912,7 +1478,7 @@ func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{13}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetClusterResponse) GetNodeId() uint64 {
@@ -948,7 +1514,38 @@ var File_quorumq_v1_cluster_proto protoreflect.FileDescriptor
 const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"\x18quorumq/v1/cluster.proto\x12\n" +
-	"quorumq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"e\n" +
+	"quorumq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\",\n" +
+	"\x11RemoveNodeRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\">\n" +
+	"\x12RemoveNodeResponse\x12(\n" +
+	"\x04node\x18\x01 \x01(\v2\x14.quorumq.v1.NodeInfoR\x04node\"\xb3\x01\n" +
+	"\bNodeInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12!\n" +
+	"\fpeer_address\x18\x02 \x01(\tR\vpeerAddress\x12%\n" +
+	"\x0eclient_address\x18\x03 \x01(\tR\rclientAddress\x12+\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x15.quorumq.v1.NodeStateR\x05state\x12 \n" +
+	"\vincarnation\x18\x05 \x01(\x04R\vincarnation\"\xc9\x01\n" +
+	"\n" +
+	"ReplicaSet\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\x04R\x05shard\x12-\n" +
+	"\x12replication_factor\x18\x02 \x01(\rR\x11replicationFactor\x12\x16\n" +
+	"\x06voters\x18\x03 \x03(\x04R\x06voters\x12\x1a\n" +
+	"\blearners\x18\x04 \x03(\x04R\blearners\x12!\n" +
+	"\fpending_node\x18\x05 \x01(\x04R\vpendingNode\x12\x1f\n" +
+	"\vpending_add\x18\x06 \x01(\bR\n" +
+	"pendingAdd\"\x12\n" +
+	"\x10ListNodesRequest\"z\n" +
+	"\x11ListNodesResponse\x12*\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x14.quorumq.v1.NodeInfoR\x05nodes\x129\n" +
+	"\freplica_sets\x18\x02 \x03(\v2\x16.quorumq.v1.ReplicaSetR\vreplicaSets\"\x80\x01\n" +
+	"\x12JoinClusterRequest\x12!\n" +
+	"\fpeer_address\x18\x01 \x01(\tR\vpeerAddress\x12%\n" +
+	"\x0eclient_address\x18\x02 \x01(\tR\rclientAddress\x12 \n" +
+	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\"\x83\x01\n" +
+	"\x13JoinClusterResponse\x12(\n" +
+	"\x04node\x18\x01 \x01(\v2\x14.quorumq.v1.NodeInfoR\x04node\x12*\n" +
+	"\x05nodes\x18\x02 \x03(\v2\x14.quorumq.v1.NodeInfoR\x05nodes\x12\x16\n" +
+	"\x06shards\x18\x03 \x01(\rR\x06shards\"e\n" +
 	"\x18GetMessageHistoryRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x16\n" +
 	"\x06points\x18\x02 \x01(\x05R\x06points\x12\x1b\n" +
@@ -992,7 +1589,7 @@ const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x12\n" +
 	"\x04self\x18\x03 \x01(\bR\x04self\x12\x16\n" +
 	"\x06online\x18\x04 \x01(\bR\x06online\x12=\n" +
-	"\flast_contact\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vlastContact\"\x80\x02\n" +
+	"\flast_contact\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vlastContact\"\xb4\x02\n" +
 	"\fClusterShard\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
 	"\amembers\x18\x02 \x03(\x04R\amembers\x12\x16\n" +
@@ -1004,18 +1601,31 @@ const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"firstIndex\x12\x1d\n" +
 	"\n" +
 	"last_index\x18\b \x01(\x04R\tlastIndex\x12\x12\n" +
-	"\x04role\x18\t \x01(\tR\x04role\"\xa2\x01\n" +
+	"\x04role\x18\t \x01(\tR\x04role\x12\x16\n" +
+	"\x06voters\x18\n" +
+	" \x03(\x04R\x06voters\x12\x1a\n" +
+	"\blearners\x18\v \x03(\x04R\blearners\"\xa2\x01\n" +
 	"\x12GetClusterResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12-\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x17.quorumq.v1.ClusterNodeR\x05nodes\x120\n" +
 	"\x06shards\x18\x03 \x03(\v2\x18.quorumq.v1.ClusterShardR\x06shards\x12\x12\n" +
-	"\x04role\x18\x04 \x01(\tR\x04role2\xeb\x03\n" +
+	"\x04role\x18\x04 \x01(\tR\x04role*\x87\x01\n" +
+	"\tNodeState\x12\x1a\n" +
+	"\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12NODE_STATE_JOINING\x10\x01\x12\x15\n" +
+	"\x11NODE_STATE_ACTIVE\x10\x02\x12\x17\n" +
+	"\x13NODE_STATE_DRAINING\x10\x03\x12\x16\n" +
+	"\x12NODE_STATE_REMOVED\x10\x042\xbc\x06\n" +
 	"\x0eClusterService\x12`\n" +
 	"\n" +
 	"GetCluster\x12\x1d.quorumq.v1.GetClusterRequest\x1a\x1e.quorumq.v1.GetClusterResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/cluster\x12\x82\x01\n" +
 	"\x0eSetTenantQuota\x12!.quorumq.v1.SetTenantQuotaRequest\x1a\".quorumq.v1.SetTenantQuotaResponse\")\x82\xd3\xe4\x93\x02#:\x05quota\x1a\x1a/v1/tenants/{tenant}/quota\x12{\n" +
 	"\x0eGetTenantQuota\x12!.quorumq.v1.GetTenantQuotaRequest\x1a\".quorumq.v1.GetTenantQuotaResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/tenants/{tenant}/quota\x12u\n" +
-	"\x11GetMessageHistory\x12$.quorumq.v1.GetMessageHistoryRequest\x1a%.quorumq.v1.GetMessageHistoryResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/historyB\xd3\v\x92A\x9a\v\x12\xb6\n" +
+	"\x11GetMessageHistory\x12$.quorumq.v1.GetMessageHistoryRequest\x1a%.quorumq.v1.GetMessageHistoryResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/history\x12c\n" +
+	"\tListNodes\x12\x1c.quorumq.v1.ListNodesRequest\x1a\x1d.quorumq.v1.ListNodesResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/cluster/nodes\x12q\n" +
+	"\vJoinCluster\x12\x1e.quorumq.v1.JoinClusterRequest\x1a\x1f.quorumq.v1.JoinClusterResponse\"!\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/cluster/nodes:join\x12w\n" +
+	"\n" +
+	"RemoveNode\x12\x1d.quorumq.v1.RemoveNodeRequest\x1a\x1e.quorumq.v1.RemoveNodeResponse\"*\x82\xd3\xe4\x93\x02$\"\"/v1/cluster/nodes/{node_id}:removeB\xd3\v\x92A\x9a\v\x12\xb6\n" +
 	"\n" +
 	"\aquorumq\x12\xa5\n" +
 	"quorumq is a replicated SQS-style message queue. This is the REST/JSON mapping of its gRPC API (protojson: lowerCamelCase fields, durations as \"30s\", int64 as strings).\n" +
@@ -1051,53 +1661,75 @@ func file_quorumq_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_quorumq_v1_cluster_proto_rawDescData
 }
 
-var file_quorumq_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_quorumq_v1_cluster_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_quorumq_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_quorumq_v1_cluster_proto_goTypes = []any{
-	(*GetMessageHistoryRequest)(nil),  // 0: quorumq.v1.GetMessageHistoryRequest
-	(*HistoryBucket)(nil),             // 1: quorumq.v1.HistoryBucket
-	(*QueueHistory)(nil),              // 2: quorumq.v1.QueueHistory
-	(*GetMessageHistoryResponse)(nil), // 3: quorumq.v1.GetMessageHistoryResponse
-	(*TenantQuota)(nil),               // 4: quorumq.v1.TenantQuota
-	(*TenantUsage)(nil),               // 5: quorumq.v1.TenantUsage
-	(*SetTenantQuotaRequest)(nil),     // 6: quorumq.v1.SetTenantQuotaRequest
-	(*SetTenantQuotaResponse)(nil),    // 7: quorumq.v1.SetTenantQuotaResponse
-	(*GetTenantQuotaRequest)(nil),     // 8: quorumq.v1.GetTenantQuotaRequest
-	(*GetTenantQuotaResponse)(nil),    // 9: quorumq.v1.GetTenantQuotaResponse
-	(*GetClusterRequest)(nil),         // 10: quorumq.v1.GetClusterRequest
-	(*ClusterNode)(nil),               // 11: quorumq.v1.ClusterNode
-	(*ClusterShard)(nil),              // 12: quorumq.v1.ClusterShard
-	(*GetClusterResponse)(nil),        // 13: quorumq.v1.GetClusterResponse
-	(*timestamppb.Timestamp)(nil),     // 14: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 15: google.protobuf.Duration
+	(NodeState)(0),                    // 0: quorumq.v1.NodeState
+	(*RemoveNodeRequest)(nil),         // 1: quorumq.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),        // 2: quorumq.v1.RemoveNodeResponse
+	(*NodeInfo)(nil),                  // 3: quorumq.v1.NodeInfo
+	(*ReplicaSet)(nil),                // 4: quorumq.v1.ReplicaSet
+	(*ListNodesRequest)(nil),          // 5: quorumq.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),         // 6: quorumq.v1.ListNodesResponse
+	(*JoinClusterRequest)(nil),        // 7: quorumq.v1.JoinClusterRequest
+	(*JoinClusterResponse)(nil),       // 8: quorumq.v1.JoinClusterResponse
+	(*GetMessageHistoryRequest)(nil),  // 9: quorumq.v1.GetMessageHistoryRequest
+	(*HistoryBucket)(nil),             // 10: quorumq.v1.HistoryBucket
+	(*QueueHistory)(nil),              // 11: quorumq.v1.QueueHistory
+	(*GetMessageHistoryResponse)(nil), // 12: quorumq.v1.GetMessageHistoryResponse
+	(*TenantQuota)(nil),               // 13: quorumq.v1.TenantQuota
+	(*TenantUsage)(nil),               // 14: quorumq.v1.TenantUsage
+	(*SetTenantQuotaRequest)(nil),     // 15: quorumq.v1.SetTenantQuotaRequest
+	(*SetTenantQuotaResponse)(nil),    // 16: quorumq.v1.SetTenantQuotaResponse
+	(*GetTenantQuotaRequest)(nil),     // 17: quorumq.v1.GetTenantQuotaRequest
+	(*GetTenantQuotaResponse)(nil),    // 18: quorumq.v1.GetTenantQuotaResponse
+	(*GetClusterRequest)(nil),         // 19: quorumq.v1.GetClusterRequest
+	(*ClusterNode)(nil),               // 20: quorumq.v1.ClusterNode
+	(*ClusterShard)(nil),              // 21: quorumq.v1.ClusterShard
+	(*GetClusterResponse)(nil),        // 22: quorumq.v1.GetClusterResponse
+	(*timestamppb.Timestamp)(nil),     // 23: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 24: google.protobuf.Duration
 }
 var file_quorumq_v1_cluster_proto_depIdxs = []int32{
-	14, // 0: quorumq.v1.HistoryBucket.start:type_name -> google.protobuf.Timestamp
-	15, // 1: quorumq.v1.HistoryBucket.length:type_name -> google.protobuf.Duration
-	1,  // 2: quorumq.v1.QueueHistory.buckets:type_name -> quorumq.v1.HistoryBucket
-	15, // 3: quorumq.v1.GetMessageHistoryResponse.interval:type_name -> google.protobuf.Duration
-	1,  // 4: quorumq.v1.GetMessageHistoryResponse.total:type_name -> quorumq.v1.HistoryBucket
-	2,  // 5: quorumq.v1.GetMessageHistoryResponse.queues:type_name -> quorumq.v1.QueueHistory
-	4,  // 6: quorumq.v1.SetTenantQuotaRequest.quota:type_name -> quorumq.v1.TenantQuota
-	4,  // 7: quorumq.v1.SetTenantQuotaResponse.quota:type_name -> quorumq.v1.TenantQuota
-	5,  // 8: quorumq.v1.SetTenantQuotaResponse.usage:type_name -> quorumq.v1.TenantUsage
-	4,  // 9: quorumq.v1.GetTenantQuotaResponse.quota:type_name -> quorumq.v1.TenantQuota
-	5,  // 10: quorumq.v1.GetTenantQuotaResponse.usage:type_name -> quorumq.v1.TenantUsage
-	14, // 11: quorumq.v1.ClusterNode.last_contact:type_name -> google.protobuf.Timestamp
-	11, // 12: quorumq.v1.GetClusterResponse.nodes:type_name -> quorumq.v1.ClusterNode
-	12, // 13: quorumq.v1.GetClusterResponse.shards:type_name -> quorumq.v1.ClusterShard
-	10, // 14: quorumq.v1.ClusterService.GetCluster:input_type -> quorumq.v1.GetClusterRequest
-	6,  // 15: quorumq.v1.ClusterService.SetTenantQuota:input_type -> quorumq.v1.SetTenantQuotaRequest
-	8,  // 16: quorumq.v1.ClusterService.GetTenantQuota:input_type -> quorumq.v1.GetTenantQuotaRequest
-	0,  // 17: quorumq.v1.ClusterService.GetMessageHistory:input_type -> quorumq.v1.GetMessageHistoryRequest
-	13, // 18: quorumq.v1.ClusterService.GetCluster:output_type -> quorumq.v1.GetClusterResponse
-	7,  // 19: quorumq.v1.ClusterService.SetTenantQuota:output_type -> quorumq.v1.SetTenantQuotaResponse
-	9,  // 20: quorumq.v1.ClusterService.GetTenantQuota:output_type -> quorumq.v1.GetTenantQuotaResponse
-	3,  // 21: quorumq.v1.ClusterService.GetMessageHistory:output_type -> quorumq.v1.GetMessageHistoryResponse
-	18, // [18:22] is the sub-list for method output_type
-	14, // [14:18] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	3,  // 0: quorumq.v1.RemoveNodeResponse.node:type_name -> quorumq.v1.NodeInfo
+	0,  // 1: quorumq.v1.NodeInfo.state:type_name -> quorumq.v1.NodeState
+	3,  // 2: quorumq.v1.ListNodesResponse.nodes:type_name -> quorumq.v1.NodeInfo
+	4,  // 3: quorumq.v1.ListNodesResponse.replica_sets:type_name -> quorumq.v1.ReplicaSet
+	3,  // 4: quorumq.v1.JoinClusterResponse.node:type_name -> quorumq.v1.NodeInfo
+	3,  // 5: quorumq.v1.JoinClusterResponse.nodes:type_name -> quorumq.v1.NodeInfo
+	23, // 6: quorumq.v1.HistoryBucket.start:type_name -> google.protobuf.Timestamp
+	24, // 7: quorumq.v1.HistoryBucket.length:type_name -> google.protobuf.Duration
+	10, // 8: quorumq.v1.QueueHistory.buckets:type_name -> quorumq.v1.HistoryBucket
+	24, // 9: quorumq.v1.GetMessageHistoryResponse.interval:type_name -> google.protobuf.Duration
+	10, // 10: quorumq.v1.GetMessageHistoryResponse.total:type_name -> quorumq.v1.HistoryBucket
+	11, // 11: quorumq.v1.GetMessageHistoryResponse.queues:type_name -> quorumq.v1.QueueHistory
+	13, // 12: quorumq.v1.SetTenantQuotaRequest.quota:type_name -> quorumq.v1.TenantQuota
+	13, // 13: quorumq.v1.SetTenantQuotaResponse.quota:type_name -> quorumq.v1.TenantQuota
+	14, // 14: quorumq.v1.SetTenantQuotaResponse.usage:type_name -> quorumq.v1.TenantUsage
+	13, // 15: quorumq.v1.GetTenantQuotaResponse.quota:type_name -> quorumq.v1.TenantQuota
+	14, // 16: quorumq.v1.GetTenantQuotaResponse.usage:type_name -> quorumq.v1.TenantUsage
+	23, // 17: quorumq.v1.ClusterNode.last_contact:type_name -> google.protobuf.Timestamp
+	20, // 18: quorumq.v1.GetClusterResponse.nodes:type_name -> quorumq.v1.ClusterNode
+	21, // 19: quorumq.v1.GetClusterResponse.shards:type_name -> quorumq.v1.ClusterShard
+	19, // 20: quorumq.v1.ClusterService.GetCluster:input_type -> quorumq.v1.GetClusterRequest
+	15, // 21: quorumq.v1.ClusterService.SetTenantQuota:input_type -> quorumq.v1.SetTenantQuotaRequest
+	17, // 22: quorumq.v1.ClusterService.GetTenantQuota:input_type -> quorumq.v1.GetTenantQuotaRequest
+	9,  // 23: quorumq.v1.ClusterService.GetMessageHistory:input_type -> quorumq.v1.GetMessageHistoryRequest
+	5,  // 24: quorumq.v1.ClusterService.ListNodes:input_type -> quorumq.v1.ListNodesRequest
+	7,  // 25: quorumq.v1.ClusterService.JoinCluster:input_type -> quorumq.v1.JoinClusterRequest
+	1,  // 26: quorumq.v1.ClusterService.RemoveNode:input_type -> quorumq.v1.RemoveNodeRequest
+	22, // 27: quorumq.v1.ClusterService.GetCluster:output_type -> quorumq.v1.GetClusterResponse
+	16, // 28: quorumq.v1.ClusterService.SetTenantQuota:output_type -> quorumq.v1.SetTenantQuotaResponse
+	18, // 29: quorumq.v1.ClusterService.GetTenantQuota:output_type -> quorumq.v1.GetTenantQuotaResponse
+	12, // 30: quorumq.v1.ClusterService.GetMessageHistory:output_type -> quorumq.v1.GetMessageHistoryResponse
+	6,  // 31: quorumq.v1.ClusterService.ListNodes:output_type -> quorumq.v1.ListNodesResponse
+	8,  // 32: quorumq.v1.ClusterService.JoinCluster:output_type -> quorumq.v1.JoinClusterResponse
+	2,  // 33: quorumq.v1.ClusterService.RemoveNode:output_type -> quorumq.v1.RemoveNodeResponse
+	27, // [27:34] is the sub-list for method output_type
+	20, // [20:27] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_quorumq_v1_cluster_proto_init() }
@@ -1110,13 +1742,14 @@ func file_quorumq_v1_cluster_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quorumq_v1_cluster_proto_rawDesc), len(file_quorumq_v1_cluster_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   14,
+			NumEnums:      1,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_quorumq_v1_cluster_proto_goTypes,
 		DependencyIndexes: file_quorumq_v1_cluster_proto_depIdxs,
+		EnumInfos:         file_quorumq_v1_cluster_proto_enumTypes,
 		MessageInfos:      file_quorumq_v1_cluster_proto_msgTypes,
 	}.Build()
 	File_quorumq_v1_cluster_proto = out.File

@@ -23,6 +23,9 @@ const (
 	ClusterService_SetTenantQuota_FullMethodName    = "/quorumq.v1.ClusterService/SetTenantQuota"
 	ClusterService_GetTenantQuota_FullMethodName    = "/quorumq.v1.ClusterService/GetTenantQuota"
 	ClusterService_GetMessageHistory_FullMethodName = "/quorumq.v1.ClusterService/GetMessageHistory"
+	ClusterService_ListNodes_FullMethodName         = "/quorumq.v1.ClusterService/ListNodes"
+	ClusterService_JoinCluster_FullMethodName       = "/quorumq.v1.ClusterService/JoinCluster"
+	ClusterService_RemoveNode_FullMethodName        = "/quorumq.v1.ClusterService/RemoveNode"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -46,6 +49,23 @@ type ClusterServiceClient interface {
 	// methods of this service it needs only a scope that reads queues
 	// (queues:admin or any messages:* scope).
 	GetMessageHistory(ctx context.Context, in *GetMessageHistoryRequest, opts ...grpc.CallOption) (*GetMessageHistoryResponse, error)
+	// ListNodes returns the cluster's membership as recorded in the metadata
+	// shard: every storage node (with its state) and every shard's replica
+	// set, with the change under way if any.
+	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
+	// JoinCluster admits a new, empty storage node (what `quorumq serve
+	// --join` calls): it gets a node id that was never used, and the
+	// coordinator then adds it to the shards, learner first, and promotes
+	// it once it caught up. A retry with the same incarnation returns the
+	// same node.
+	JoinCluster(ctx context.Context, in *JoinClusterRequest, opts ...grpc.CallOption) (*JoinClusterResponse, error)
+	// RemoveNode retires a storage node: it becomes DRAINING, the
+	// coordinator removes its replica from every shard (one change per shard
+	// at a time; a shard it leads hands leadership over first), then it is
+	// REMOVED and its id is never used again. Works for a dead node (a lost
+	// machine) as long as every shard keeps a quorum without it. Refused
+	// for the last voter of a shard.
+	RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -96,6 +116,36 @@ func (c *clusterServiceClient) GetMessageHistory(ctx context.Context, in *GetMes
 	return out, nil
 }
 
+func (c *clusterServiceClient) ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListNodesResponse)
+	err := c.cc.Invoke(ctx, ClusterService_ListNodes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) JoinCluster(ctx context.Context, in *JoinClusterRequest, opts ...grpc.CallOption) (*JoinClusterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JoinClusterResponse)
+	err := c.cc.Invoke(ctx, ClusterService_JoinCluster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveNodeResponse)
+	err := c.cc.Invoke(ctx, ClusterService_RemoveNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -117,6 +167,23 @@ type ClusterServiceServer interface {
 	// methods of this service it needs only a scope that reads queues
 	// (queues:admin or any messages:* scope).
 	GetMessageHistory(context.Context, *GetMessageHistoryRequest) (*GetMessageHistoryResponse, error)
+	// ListNodes returns the cluster's membership as recorded in the metadata
+	// shard: every storage node (with its state) and every shard's replica
+	// set, with the change under way if any.
+	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
+	// JoinCluster admits a new, empty storage node (what `quorumq serve
+	// --join` calls): it gets a node id that was never used, and the
+	// coordinator then adds it to the shards, learner first, and promotes
+	// it once it caught up. A retry with the same incarnation returns the
+	// same node.
+	JoinCluster(context.Context, *JoinClusterRequest) (*JoinClusterResponse, error)
+	// RemoveNode retires a storage node: it becomes DRAINING, the
+	// coordinator removes its replica from every shard (one change per shard
+	// at a time; a shard it leads hands leadership over first), then it is
+	// REMOVED and its id is never used again. Works for a dead node (a lost
+	// machine) as long as every shard keeps a quorum without it. Refused
+	// for the last voter of a shard.
+	RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -138,6 +205,15 @@ func (UnimplementedClusterServiceServer) GetTenantQuota(context.Context, *GetTen
 }
 func (UnimplementedClusterServiceServer) GetMessageHistory(context.Context, *GetMessageHistoryRequest) (*GetMessageHistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetMessageHistory not implemented")
+}
+func (UnimplementedClusterServiceServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListNodes not implemented")
+}
+func (UnimplementedClusterServiceServer) JoinCluster(context.Context, *JoinClusterRequest) (*JoinClusterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method JoinCluster not implemented")
+}
+func (UnimplementedClusterServiceServer) RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveNode not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -232,6 +308,60 @@ func _ClusterService_GetMessageHistory_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_ListNodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListNodesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).ListNodes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_ListNodes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).ListNodes(ctx, req.(*ListNodesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_JoinCluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinClusterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).JoinCluster(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_JoinCluster_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).JoinCluster(ctx, req.(*JoinClusterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_RemoveNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).RemoveNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_RemoveNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).RemoveNode(ctx, req.(*RemoveNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -254,6 +384,18 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetMessageHistory",
 			Handler:    _ClusterService_GetMessageHistory_Handler,
+		},
+		{
+			MethodName: "ListNodes",
+			Handler:    _ClusterService_ListNodes_Handler,
+		},
+		{
+			MethodName: "JoinCluster",
+			Handler:    _ClusterService_JoinCluster_Handler,
+		},
+		{
+			MethodName: "RemoveNode",
+			Handler:    _ClusterService_RemoveNode_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

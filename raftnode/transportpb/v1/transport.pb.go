@@ -32,9 +32,12 @@ type StreamRequest struct {
 	// The sending node's raft id.
 	FromNode uint64 `protobuf:"varint,1,opt,name=from_node,json=fromNode,proto3" json:"from_node,omitempty"`
 	// The messages, in send order.
-	Messages      []*RaftMessage `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Messages []*RaftMessage `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
+	// The sender's incarnation (its data directory's random id): a receiver
+	// refuses another incarnation of a node id than the one it first heard.
+	FromIncarnation uint64 `protobuf:"varint,3,opt,name=from_incarnation,json=fromIncarnation,proto3" json:"from_incarnation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *StreamRequest) Reset() {
@@ -79,6 +82,13 @@ func (x *StreamRequest) GetMessages() []*RaftMessage {
 		return x.Messages
 	}
 	return nil
+}
+
+func (x *StreamRequest) GetFromIncarnation() uint64 {
+	if x != nil {
+		return x.FromIncarnation
+	}
+	return 0
 }
 
 // RaftMessage is one raft message of one group.
@@ -270,9 +280,11 @@ type SnapshotHeader struct {
 	Group uint64 `protobuf:"varint,2,opt,name=group,proto3" json:"group,omitempty"`
 	// A marshalled raftpb.Message of type MsgSnap carrying the snapshot
 	// metadata (index, term, ConfState) and no data.
-	Message       []byte `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Message []byte `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// The sender's incarnation (see StreamRequest.from_incarnation).
+	FromIncarnation uint64 `protobuf:"varint,4,opt,name=from_incarnation,json=fromIncarnation,proto3" json:"from_incarnation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SnapshotHeader) Reset() {
@@ -324,6 +336,13 @@ func (x *SnapshotHeader) GetMessage() []byte {
 		return x.Message
 	}
 	return nil
+}
+
+func (x *SnapshotHeader) GetFromIncarnation() uint64 {
+	if x != nil {
+		return x.FromIncarnation
+	}
+	return 0
 }
 
 // SnapshotChunk is a piece of the snapshot's data: key/value records of the
@@ -415,10 +434,11 @@ var File_transportpb_v1_transport_proto protoreflect.FileDescriptor
 
 const file_transportpb_v1_transport_proto_rawDesc = "" +
 	"\n" +
-	"\x1etransportpb/v1/transport.proto\x12\x0etransportpb.v1\"e\n" +
+	"\x1etransportpb/v1/transport.proto\x12\x0etransportpb.v1\"\x90\x01\n" +
 	"\rStreamRequest\x12\x1b\n" +
 	"\tfrom_node\x18\x01 \x01(\x04R\bfromNode\x127\n" +
-	"\bmessages\x18\x02 \x03(\v2\x1b.transportpb.v1.RaftMessageR\bmessages\"=\n" +
+	"\bmessages\x18\x02 \x03(\v2\x1b.transportpb.v1.RaftMessageR\bmessages\x12)\n" +
+	"\x10from_incarnation\x18\x03 \x01(\x04R\x0ffromIncarnation\"=\n" +
 	"\vRaftMessage\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\fR\amessage\"\x10\n" +
@@ -426,11 +446,12 @@ const file_transportpb_v1_transport_proto_rawDesc = "" +
 	"\x0fSnapshotRequest\x128\n" +
 	"\x06header\x18\x01 \x01(\v2\x1e.transportpb.v1.SnapshotHeaderH\x00R\x06header\x125\n" +
 	"\x05chunk\x18\x02 \x01(\v2\x1d.transportpb.v1.SnapshotChunkH\x00R\x05chunkB\x06\n" +
-	"\x04kind\"]\n" +
+	"\x04kind\"\x88\x01\n" +
 	"\x0eSnapshotHeader\x12\x1b\n" +
 	"\tfrom_node\x18\x01 \x01(\x04R\bfromNode\x12\x14\n" +
 	"\x05group\x18\x02 \x01(\x04R\x05group\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\fR\amessage\"#\n" +
+	"\amessage\x18\x03 \x01(\fR\amessage\x12)\n" +
+	"\x10from_incarnation\x18\x04 \x01(\x04R\x0ffromIncarnation\"#\n" +
 	"\rSnapshotChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"\x12\n" +
 	"\x10SnapshotResponse2\xb2\x01\n" +

@@ -185,6 +185,66 @@ func (NackKind) EnumDescriptor() ([]byte, []int) {
 	return file_storepb_v1_store_proto_rawDescGZIP(), []int{2}
 }
 
+// NodeState is where a storage node is in its life in the cluster.
+type NodeState int32
+
+const (
+	NodeState_NODE_STATE_UNSPECIFIED NodeState = 0
+	// Admitted (it has an id) and being added to its shards as a learner.
+	NodeState_NODE_STATE_JOINING NodeState = 1
+	// A voter of its shards.
+	NodeState_NODE_STATE_ACTIVE NodeState = 2
+	// Its replicas are being moved away before removal.
+	NodeState_NODE_STATE_DRAINING NodeState = 3
+	// Gone for good: its id is never used again.
+	NodeState_NODE_STATE_REMOVED NodeState = 4
+)
+
+// Enum value maps for NodeState.
+var (
+	NodeState_name = map[int32]string{
+		0: "NODE_STATE_UNSPECIFIED",
+		1: "NODE_STATE_JOINING",
+		2: "NODE_STATE_ACTIVE",
+		3: "NODE_STATE_DRAINING",
+		4: "NODE_STATE_REMOVED",
+	}
+	NodeState_value = map[string]int32{
+		"NODE_STATE_UNSPECIFIED": 0,
+		"NODE_STATE_JOINING":     1,
+		"NODE_STATE_ACTIVE":      2,
+		"NODE_STATE_DRAINING":    3,
+		"NODE_STATE_REMOVED":     4,
+	}
+)
+
+func (x NodeState) Enum() *NodeState {
+	p := new(NodeState)
+	*p = x
+	return p
+}
+
+func (x NodeState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NodeState) Descriptor() protoreflect.EnumDescriptor {
+	return file_storepb_v1_store_proto_enumTypes[3].Descriptor()
+}
+
+func (NodeState) Type() protoreflect.EnumType {
+	return &file_storepb_v1_store_proto_enumTypes[3]
+}
+
+func (x NodeState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NodeState.Descriptor instead.
+func (NodeState) EnumDescriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{3}
+}
+
 // Command is one replicated state change. The proposer (the shard leader)
 // stamps time_ms with its wall clock; apply uses max(last applied time,
 // time_ms), so time never runs backwards and replay is deterministic.
@@ -225,6 +285,11 @@ type Command struct {
 	//	*Command_CommitTopicOffset
 	//	*Command_DeleteTopicGroup
 	//	*Command_TrimTopics
+	//	*Command_BootstrapMembership
+	//	*Command_RegisterNode
+	//	*Command_AdmitNode
+	//	*Command_SetNodeState
+	//	*Command_SetReplicaSet
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -524,6 +589,51 @@ func (x *Command) GetTrimTopics() *TrimTopics {
 	return nil
 }
 
+func (x *Command) GetBootstrapMembership() *BootstrapMembership {
+	if x != nil {
+		if x, ok := x.Op.(*Command_BootstrapMembership); ok {
+			return x.BootstrapMembership
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRegisterNode() *RegisterNode {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RegisterNode); ok {
+			return x.RegisterNode
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAdmitNode() *AdmitNode {
+	if x != nil {
+		if x, ok := x.Op.(*Command_AdmitNode); ok {
+			return x.AdmitNode
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSetNodeState() *SetNodeState {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetNodeState); ok {
+			return x.SetNodeState
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSetReplicaSet() *SetReplicaSet {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetReplicaSet); ok {
+			return x.SetReplicaSet
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -637,6 +747,26 @@ type Command_TrimTopics struct {
 	TrimTopics *TrimTopics `protobuf:"bytes,58,opt,name=trim_topics,json=trimTopics,proto3,oneof"`
 }
 
+type Command_BootstrapMembership struct {
+	BootstrapMembership *BootstrapMembership `protobuf:"bytes,60,opt,name=bootstrap_membership,json=bootstrapMembership,proto3,oneof"`
+}
+
+type Command_RegisterNode struct {
+	RegisterNode *RegisterNode `protobuf:"bytes,61,opt,name=register_node,json=registerNode,proto3,oneof"`
+}
+
+type Command_AdmitNode struct {
+	AdmitNode *AdmitNode `protobuf:"bytes,62,opt,name=admit_node,json=admitNode,proto3,oneof"`
+}
+
+type Command_SetNodeState struct {
+	SetNodeState *SetNodeState `protobuf:"bytes,63,opt,name=set_node_state,json=setNodeState,proto3,oneof"`
+}
+
+type Command_SetReplicaSet struct {
+	SetReplicaSet *SetReplicaSet `protobuf:"bytes,64,opt,name=set_replica_set,json=setReplicaSet,proto3,oneof"`
+}
+
 func (*Command_CreateQueue) isCommand_Op() {}
 
 func (*Command_UpdateQueue) isCommand_Op() {}
@@ -690,6 +820,16 @@ func (*Command_CommitTopicOffset) isCommand_Op() {}
 func (*Command_DeleteTopicGroup) isCommand_Op() {}
 
 func (*Command_TrimTopics) isCommand_Op() {}
+
+func (*Command_BootstrapMembership) isCommand_Op() {}
+
+func (*Command_RegisterNode) isCommand_Op() {}
+
+func (*Command_AdmitNode) isCommand_Op() {}
+
+func (*Command_SetNodeState) isCommand_Op() {}
+
+func (*Command_SetReplicaSet) isCommand_Op() {}
 
 // QueueAttributes are a queue's settings in milliseconds and bytes, with
 // defaults already filled in by the proposer.
@@ -5417,12 +5557,511 @@ func (x *TopicCatalogReply) GetTopics() []*TopicRecord {
 	return nil
 }
 
+// NodeRecord is one storage node of the cluster (metadata shard, 0x40 id).
+type NodeRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node's raft id: each incarnation of a machine that lost its disk
+	// joins under a new one.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Peer (Raft) and client gRPC addresses (host:port).
+	PeerAddr   string    `protobuf:"bytes,2,opt,name=peer_addr,json=peerAddr,proto3" json:"peer_addr,omitempty"`
+	ClientAddr string    `protobuf:"bytes,3,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
+	State      NodeState `protobuf:"varint,4,opt,name=state,proto3,enum=storepb.v1.NodeState" json:"state,omitempty"`
+	// The random id of the node's data directory (raftnode); 0 until the
+	// node first registers. Another incarnation of the id is fenced.
+	Incarnation uint64 `protobuf:"varint,5,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// When the record last changed (command time).
+	UpdatedAtMs   int64 `protobuf:"varint,6,opt,name=updated_at_ms,json=updatedAtMs,proto3" json:"updated_at_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeRecord) Reset() {
+	*x = NodeRecord{}
+	mi := &file_storepb_v1_store_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeRecord) ProtoMessage() {}
+
+func (x *NodeRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
+func (*NodeRecord) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *NodeRecord) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *NodeRecord) GetPeerAddr() string {
+	if x != nil {
+		return x.PeerAddr
+	}
+	return ""
+}
+
+func (x *NodeRecord) GetClientAddr() string {
+	if x != nil {
+		return x.ClientAddr
+	}
+	return ""
+}
+
+func (x *NodeRecord) GetState() NodeState {
+	if x != nil {
+		return x.State
+	}
+	return NodeState_NODE_STATE_UNSPECIFIED
+}
+
+func (x *NodeRecord) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *NodeRecord) GetUpdatedAtMs() int64 {
+	if x != nil {
+		return x.UpdatedAtMs
+	}
+	return 0
+}
+
+// ReplicaChange is a membership change of one shard under way, recorded by
+// the coordinator (the metadata shard's leader) before it starts, so that a
+// new coordinator finishes it: adding node_id (learner, then voter), or
+// removing it.
+type ReplicaChange struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// true: add the node; false: remove it.
+	Add           bool  `protobuf:"varint,2,opt,name=add,proto3" json:"add,omitempty"`
+	StartedAtMs   int64 `protobuf:"varint,3,opt,name=started_at_ms,json=startedAtMs,proto3" json:"started_at_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaChange) Reset() {
+	*x = ReplicaChange{}
+	mi := &file_storepb_v1_store_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaChange) ProtoMessage() {}
+
+func (x *ReplicaChange) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaChange.ProtoReflect.Descriptor instead.
+func (*ReplicaChange) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *ReplicaChange) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *ReplicaChange) GetAdd() bool {
+	if x != nil {
+		return x.Add
+	}
+	return false
+}
+
+func (x *ReplicaChange) GetStartedAtMs() int64 {
+	if x != nil {
+		return x.StartedAtMs
+	}
+	return 0
+}
+
+// ReplicaSetRecord is the replicas of one shard (metadata shard, 0x41 shard),
+// as the coordinator last recorded them (the group's raft configuration is
+// the truth while a change is under way).
+type ReplicaSetRecord struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Shard             uint64                 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	ReplicationFactor uint32                 `protobuf:"varint,2,opt,name=replication_factor,json=replicationFactor,proto3" json:"replication_factor,omitempty"`
+	Voters            []uint64               `protobuf:"varint,3,rep,packed,name=voters,proto3" json:"voters,omitempty"`
+	Learners          []uint64               `protobuf:"varint,4,rep,packed,name=learners,proto3" json:"learners,omitempty"`
+	// The change under way; absent: none.
+	Pending       *ReplicaChange `protobuf:"bytes,5,opt,name=pending,proto3" json:"pending,omitempty"`
+	UpdatedAtMs   int64          `protobuf:"varint,6,opt,name=updated_at_ms,json=updatedAtMs,proto3" json:"updated_at_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaSetRecord) Reset() {
+	*x = ReplicaSetRecord{}
+	mi := &file_storepb_v1_store_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaSetRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaSetRecord) ProtoMessage() {}
+
+func (x *ReplicaSetRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaSetRecord.ProtoReflect.Descriptor instead.
+func (*ReplicaSetRecord) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *ReplicaSetRecord) GetShard() uint64 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *ReplicaSetRecord) GetReplicationFactor() uint32 {
+	if x != nil {
+		return x.ReplicationFactor
+	}
+	return 0
+}
+
+func (x *ReplicaSetRecord) GetVoters() []uint64 {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
+}
+
+func (x *ReplicaSetRecord) GetLearners() []uint64 {
+	if x != nil {
+		return x.Learners
+	}
+	return nil
+}
+
+func (x *ReplicaSetRecord) GetPending() *ReplicaChange {
+	if x != nil {
+		return x.Pending
+	}
+	return nil
+}
+
+func (x *ReplicaSetRecord) GetUpdatedAtMs() int64 {
+	if x != nil {
+		return x.UpdatedAtMs
+	}
+	return 0
+}
+
+// BootstrapMembership records the nodes named at bootstrap (--peers) and
+// the initial placement: every shard on every node. No-op once any node
+// record exists.
+type BootstrapMembership struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Nodes             []*NodeRecord          `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Shards            uint32                 `protobuf:"varint,2,opt,name=shards,proto3" json:"shards,omitempty"`
+	ReplicationFactor uint32                 `protobuf:"varint,3,opt,name=replication_factor,json=replicationFactor,proto3" json:"replication_factor,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *BootstrapMembership) Reset() {
+	*x = BootstrapMembership{}
+	mi := &file_storepb_v1_store_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BootstrapMembership) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BootstrapMembership) ProtoMessage() {}
+
+func (x *BootstrapMembership) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BootstrapMembership.ProtoReflect.Descriptor instead.
+func (*BootstrapMembership) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *BootstrapMembership) GetNodes() []*NodeRecord {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *BootstrapMembership) GetShards() uint32 {
+	if x != nil {
+		return x.Shards
+	}
+	return 0
+}
+
+func (x *BootstrapMembership) GetReplicationFactor() uint32 {
+	if x != nil {
+		return x.ReplicationFactor
+	}
+	return 0
+}
+
+// RegisterNode is a node's own report at start: its addresses and
+// incarnation. The record must exist and not be removed; a record whose
+// incarnation is set must name the same one.
+type RegisterNode struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          *NodeRecord            `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterNode) Reset() {
+	*x = RegisterNode{}
+	mi := &file_storepb_v1_store_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterNode) ProtoMessage() {}
+
+func (x *RegisterNode) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterNode.ProtoReflect.Descriptor instead.
+func (*RegisterNode) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *RegisterNode) GetNode() *NodeRecord {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+// AdmitNode admits a new node (serve --join): node.id 0 allocates the next
+// unused id (a node whose certificate names its id passes it). A retried
+// admission of the same incarnation returns the first one's record.
+type AdmitNode struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          *NodeRecord            `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdmitNode) Reset() {
+	*x = AdmitNode{}
+	mi := &file_storepb_v1_store_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdmitNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdmitNode) ProtoMessage() {}
+
+func (x *AdmitNode) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdmitNode.ProtoReflect.Descriptor instead.
+func (*AdmitNode) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *AdmitNode) GetNode() *NodeRecord {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+// SetNodeState moves a node to another state.
+type SetNodeState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	State         NodeState              `protobuf:"varint,2,opt,name=state,proto3,enum=storepb.v1.NodeState" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetNodeState) Reset() {
+	*x = SetNodeState{}
+	mi := &file_storepb_v1_store_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetNodeState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetNodeState) ProtoMessage() {}
+
+func (x *SetNodeState) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetNodeState.ProtoReflect.Descriptor instead.
+func (*SetNodeState) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *SetNodeState) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *SetNodeState) GetState() NodeState {
+	if x != nil {
+		return x.State
+	}
+	return NodeState_NODE_STATE_UNSPECIFIED
+}
+
+// SetReplicaSet replaces a shard's replica set record.
+type SetReplicaSet struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ReplicaSet    *ReplicaSetRecord      `protobuf:"bytes,1,opt,name=replica_set,json=replicaSet,proto3" json:"replica_set,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetReplicaSet) Reset() {
+	*x = SetReplicaSet{}
+	mi := &file_storepb_v1_store_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetReplicaSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetReplicaSet) ProtoMessage() {}
+
+func (x *SetReplicaSet) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetReplicaSet.ProtoReflect.Descriptor instead.
+func (*SetReplicaSet) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *SetReplicaSet) GetReplicaSet() *ReplicaSetRecord {
+	if x != nil {
+		return x.ReplicaSet
+	}
+	return nil
+}
+
 var File_storepb_v1_store_proto protoreflect.FileDescriptor
 
 const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"\x16storepb/v1/store.proto\x12\n" +
-	"storepb.v1\"\xeb\r\n" +
+	"storepb.v1\"\xc1\x10\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12<\n" +
@@ -5456,7 +6095,13 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x13commit_topic_offset\x188 \x01(\v2\x1d.storepb.v1.CommitTopicOffsetH\x00R\x11commitTopicOffset\x12L\n" +
 	"\x12delete_topic_group\x189 \x01(\v2\x1c.storepb.v1.DeleteTopicGroupH\x00R\x10deleteTopicGroup\x129\n" +
 	"\vtrim_topics\x18: \x01(\v2\x16.storepb.v1.TrimTopicsH\x00R\n" +
-	"trimTopicsB\x04\n" +
+	"trimTopics\x12T\n" +
+	"\x14bootstrap_membership\x18< \x01(\v2\x1f.storepb.v1.BootstrapMembershipH\x00R\x13bootstrapMembership\x12?\n" +
+	"\rregister_node\x18= \x01(\v2\x18.storepb.v1.RegisterNodeH\x00R\fregisterNode\x126\n" +
+	"\n" +
+	"admit_node\x18> \x01(\v2\x15.storepb.v1.AdmitNodeH\x00R\tadmitNode\x12@\n" +
+	"\x0eset_node_state\x18? \x01(\v2\x18.storepb.v1.SetNodeStateH\x00R\fsetNodeState\x12C\n" +
+	"\x0fset_replica_set\x18@ \x01(\v2\x19.storepb.v1.SetReplicaSetH\x00R\rsetReplicaSetB\x04\n" +
 	"\x02op\"\xb9\x06\n" +
 	"\x0fQueueAttributes\x122\n" +
 	"\x15visibility_timeout_ms\x18\x01 \x01(\x03R\x13visibilityTimeoutMs\x120\n" +
@@ -5880,7 +6525,41 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x05after\x18\x04 \x01(\tR\x05after\x12\x14\n" +
 	"\x05limit\x18\x05 \x01(\x05R\x05limit\"D\n" +
 	"\x11TopicCatalogReply\x12/\n" +
-	"\x06topics\x18\x01 \x03(\v2\x17.storepb.v1.TopicRecordR\x06topics*R\n" +
+	"\x06topics\x18\x01 \x03(\v2\x17.storepb.v1.TopicRecordR\x06topics\"\xcd\x01\n" +
+	"\n" +
+	"NodeRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1b\n" +
+	"\tpeer_addr\x18\x02 \x01(\tR\bpeerAddr\x12\x1f\n" +
+	"\vclient_addr\x18\x03 \x01(\tR\n" +
+	"clientAddr\x12+\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x15.storepb.v1.NodeStateR\x05state\x12 \n" +
+	"\vincarnation\x18\x05 \x01(\x04R\vincarnation\x12\"\n" +
+	"\rupdated_at_ms\x18\x06 \x01(\x03R\vupdatedAtMs\"^\n" +
+	"\rReplicaChange\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x10\n" +
+	"\x03add\x18\x02 \x01(\bR\x03add\x12\"\n" +
+	"\rstarted_at_ms\x18\x03 \x01(\x03R\vstartedAtMs\"\xe4\x01\n" +
+	"\x10ReplicaSetRecord\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\x04R\x05shard\x12-\n" +
+	"\x12replication_factor\x18\x02 \x01(\rR\x11replicationFactor\x12\x16\n" +
+	"\x06voters\x18\x03 \x03(\x04R\x06voters\x12\x1a\n" +
+	"\blearners\x18\x04 \x03(\x04R\blearners\x123\n" +
+	"\apending\x18\x05 \x01(\v2\x19.storepb.v1.ReplicaChangeR\apending\x12\"\n" +
+	"\rupdated_at_ms\x18\x06 \x01(\x03R\vupdatedAtMs\"\x8a\x01\n" +
+	"\x13BootstrapMembership\x12,\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x16.storepb.v1.NodeRecordR\x05nodes\x12\x16\n" +
+	"\x06shards\x18\x02 \x01(\rR\x06shards\x12-\n" +
+	"\x12replication_factor\x18\x03 \x01(\rR\x11replicationFactor\":\n" +
+	"\fRegisterNode\x12*\n" +
+	"\x04node\x18\x01 \x01(\v2\x16.storepb.v1.NodeRecordR\x04node\"7\n" +
+	"\tAdmitNode\x12*\n" +
+	"\x04node\x18\x01 \x01(\v2\x16.storepb.v1.NodeRecordR\x04node\"T\n" +
+	"\fSetNodeState\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12+\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x15.storepb.v1.NodeStateR\x05state\"N\n" +
+	"\rSetReplicaSet\x12=\n" +
+	"\vreplica_set\x18\x01 \x01(\v2\x1c.storepb.v1.ReplicaSetRecordR\n" +
+	"replicaSet*R\n" +
 	"\x0eOverflowPolicy\x12\x1f\n" +
 	"\x1bOVERFLOW_POLICY_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bOVERFLOW_POLICY_DROP_OLDEST\x10\x01*\x9c\x01\n" +
@@ -5892,7 +6571,13 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\bNackKind\x12\x19\n" +
 	"\x15NACK_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10NACK_KIND_FAILED\x10\x01\x12\x16\n" +
-	"\x12NACK_KIND_RELEASED\x10\x02B5Z3github.com/quorumq/quorumq/store/storepb/v1;storepbb\x06proto3"
+	"\x12NACK_KIND_RELEASED\x10\x02*\x87\x01\n" +
+	"\tNodeState\x12\x1a\n" +
+	"\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12NODE_STATE_JOINING\x10\x01\x12\x15\n" +
+	"\x11NODE_STATE_ACTIVE\x10\x02\x12\x17\n" +
+	"\x13NODE_STATE_DRAINING\x10\x03\x12\x16\n" +
+	"\x12NODE_STATE_REMOVED\x10\x04B5Z3github.com/quorumq/quorumq/store/storepb/v1;storepbb\x06proto3"
 
 var (
 	file_storepb_v1_store_proto_rawDescOnce sync.Once
@@ -5906,152 +6591,173 @@ func file_storepb_v1_store_proto_rawDescGZIP() []byte {
 	return file_storepb_v1_store_proto_rawDescData
 }
 
-var file_storepb_v1_store_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
+var file_storepb_v1_store_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 77)
 var file_storepb_v1_store_proto_goTypes = []any{
 	(OverflowPolicy)(0),          // 0: storepb.v1.OverflowPolicy
 	(DeadLetterReason)(0),        // 1: storepb.v1.DeadLetterReason
 	(NackKind)(0),                // 2: storepb.v1.NackKind
-	(*Command)(nil),              // 3: storepb.v1.Command
-	(*QueueAttributes)(nil),      // 4: storepb.v1.QueueAttributes
-	(*RetryPolicy)(nil),          // 5: storepb.v1.RetryPolicy
-	(*CreateQueue)(nil),          // 6: storepb.v1.CreateQueue
-	(*UpdateQueue)(nil),          // 7: storepb.v1.UpdateQueue
-	(*DeleteQueue)(nil),          // 8: storepb.v1.DeleteQueue
-	(*PurgeQueue)(nil),           // 9: storepb.v1.PurgeQueue
-	(*SendEntry)(nil),            // 10: storepb.v1.SendEntry
-	(*Send)(nil),                 // 11: storepb.v1.Send
-	(*TagFilter)(nil),            // 12: storepb.v1.TagFilter
-	(*Receive)(nil),              // 13: storepb.v1.Receive
-	(*Delete)(nil),               // 14: storepb.v1.Delete
-	(*VisibilityChange)(nil),     // 15: storepb.v1.VisibilityChange
-	(*ChangeVisibility)(nil),     // 16: storepb.v1.ChangeVisibility
-	(*Tick)(nil),                 // 17: storepb.v1.Tick
-	(*MessageRecord)(nil),        // 18: storepb.v1.MessageRecord
-	(*OutboxEntry)(nil),          // 19: storepb.v1.OutboxEntry
-	(*DeliverOutbox)(nil),        // 20: storepb.v1.DeliverOutbox
-	(*AckOutbox)(nil),            // 21: storepb.v1.AckOutbox
-	(*Redrive)(nil),              // 22: storepb.v1.Redrive
-	(*QueueRecord)(nil),          // 23: storepb.v1.QueueRecord
-	(*QueueMeta)(nil),            // 24: storepb.v1.QueueMeta
-	(*ShardMeta)(nil),            // 25: storepb.v1.ShardMeta
-	(*DedupRecord)(nil),          // 26: storepb.v1.DedupRecord
-	(*ReceivedRef)(nil),          // 27: storepb.v1.ReceivedRef
-	(*ReceiveAttemptRecord)(nil), // 28: storepb.v1.ReceiveAttemptRecord
-	(*TenantQuota)(nil),          // 29: storepb.v1.TenantQuota
-	(*TenantRecord)(nil),         // 30: storepb.v1.TenantRecord
-	(*SetTenantQuota)(nil),       // 31: storepb.v1.SetTenantQuota
-	(*CancelMessage)(nil),        // 32: storepb.v1.CancelMessage
-	(*RescheduleMessage)(nil),    // 33: storepb.v1.RescheduleMessage
-	(*NackEntry)(nil),            // 34: storepb.v1.NackEntry
-	(*Nack)(nil),                 // 35: storepb.v1.Nack
-	(*AccessKeyRecord)(nil),      // 36: storepb.v1.AccessKeyRecord
-	(*PutAccessKey)(nil),         // 37: storepb.v1.PutAccessKey
-	(*RevokeAccessKey)(nil),      // 38: storepb.v1.RevokeAccessKey
-	(*AccessKeyLookup)(nil),      // 39: storepb.v1.AccessKeyLookup
-	(*AccessKeyGrant)(nil),       // 40: storepb.v1.AccessKeyGrant
-	(*TopicSubscription)(nil),    // 41: storepb.v1.TopicSubscription
-	(*TopicRecord)(nil),          // 42: storepb.v1.TopicRecord
-	(*CreateTopic)(nil),          // 43: storepb.v1.CreateTopic
-	(*ChangeTopic)(nil),          // 44: storepb.v1.ChangeTopic
-	(*TopicSegment)(nil),         // 45: storepb.v1.TopicSegment
-	(*TopicPartitionRecord)(nil), // 46: storepb.v1.TopicPartitionRecord
-	(*PutTopicPartition)(nil),    // 47: storepb.v1.PutTopicPartition
-	(*DeleteTopicPartition)(nil), // 48: storepb.v1.DeleteTopicPartition
-	(*PublishEntry)(nil),         // 49: storepb.v1.PublishEntry
-	(*Publish)(nil),              // 50: storepb.v1.Publish
-	(*TopicMessageRecord)(nil),   // 51: storepb.v1.TopicMessageRecord
-	(*TopicDedupRecord)(nil),     // 52: storepb.v1.TopicDedupRecord
-	(*TopicGroupRecord)(nil),     // 53: storepb.v1.TopicGroupRecord
-	(*SeekTopicGroup)(nil),       // 54: storepb.v1.SeekTopicGroup
-	(*CommitTopicOffset)(nil),    // 55: storepb.v1.CommitTopicOffset
-	(*DeleteTopicGroup)(nil),     // 56: storepb.v1.DeleteTopicGroup
-	(*TrimTopics)(nil),           // 57: storepb.v1.TrimTopics
-	(*TopicShardMeta)(nil),       // 58: storepb.v1.TopicShardMeta
-	(*TopicPublishOutcome)(nil),  // 59: storepb.v1.TopicPublishOutcome
-	(*TopicCommandReply)(nil),    // 60: storepb.v1.TopicCommandReply
-	(*TopicReadRequest)(nil),     // 61: storepb.v1.TopicReadRequest
-	(*TopicReadReply)(nil),       // 62: storepb.v1.TopicReadReply
-	(*TopicCatalogRequest)(nil),  // 63: storepb.v1.TopicCatalogRequest
-	(*TopicCatalogReply)(nil),    // 64: storepb.v1.TopicCatalogReply
-	nil,                          // 65: storepb.v1.QueueAttributes.SetTagsEntry
-	nil,                          // 66: storepb.v1.CreateQueue.TagsEntry
-	nil,                          // 67: storepb.v1.SendEntry.AttributesEntry
-	nil,                          // 68: storepb.v1.MessageRecord.AttributesEntry
-	nil,                          // 69: storepb.v1.QueueRecord.TagsEntry
-	nil,                          // 70: storepb.v1.PublishEntry.AttributesEntry
-	nil,                          // 71: storepb.v1.TopicMessageRecord.AttributesEntry
+	(NodeState)(0),               // 3: storepb.v1.NodeState
+	(*Command)(nil),              // 4: storepb.v1.Command
+	(*QueueAttributes)(nil),      // 5: storepb.v1.QueueAttributes
+	(*RetryPolicy)(nil),          // 6: storepb.v1.RetryPolicy
+	(*CreateQueue)(nil),          // 7: storepb.v1.CreateQueue
+	(*UpdateQueue)(nil),          // 8: storepb.v1.UpdateQueue
+	(*DeleteQueue)(nil),          // 9: storepb.v1.DeleteQueue
+	(*PurgeQueue)(nil),           // 10: storepb.v1.PurgeQueue
+	(*SendEntry)(nil),            // 11: storepb.v1.SendEntry
+	(*Send)(nil),                 // 12: storepb.v1.Send
+	(*TagFilter)(nil),            // 13: storepb.v1.TagFilter
+	(*Receive)(nil),              // 14: storepb.v1.Receive
+	(*Delete)(nil),               // 15: storepb.v1.Delete
+	(*VisibilityChange)(nil),     // 16: storepb.v1.VisibilityChange
+	(*ChangeVisibility)(nil),     // 17: storepb.v1.ChangeVisibility
+	(*Tick)(nil),                 // 18: storepb.v1.Tick
+	(*MessageRecord)(nil),        // 19: storepb.v1.MessageRecord
+	(*OutboxEntry)(nil),          // 20: storepb.v1.OutboxEntry
+	(*DeliverOutbox)(nil),        // 21: storepb.v1.DeliverOutbox
+	(*AckOutbox)(nil),            // 22: storepb.v1.AckOutbox
+	(*Redrive)(nil),              // 23: storepb.v1.Redrive
+	(*QueueRecord)(nil),          // 24: storepb.v1.QueueRecord
+	(*QueueMeta)(nil),            // 25: storepb.v1.QueueMeta
+	(*ShardMeta)(nil),            // 26: storepb.v1.ShardMeta
+	(*DedupRecord)(nil),          // 27: storepb.v1.DedupRecord
+	(*ReceivedRef)(nil),          // 28: storepb.v1.ReceivedRef
+	(*ReceiveAttemptRecord)(nil), // 29: storepb.v1.ReceiveAttemptRecord
+	(*TenantQuota)(nil),          // 30: storepb.v1.TenantQuota
+	(*TenantRecord)(nil),         // 31: storepb.v1.TenantRecord
+	(*SetTenantQuota)(nil),       // 32: storepb.v1.SetTenantQuota
+	(*CancelMessage)(nil),        // 33: storepb.v1.CancelMessage
+	(*RescheduleMessage)(nil),    // 34: storepb.v1.RescheduleMessage
+	(*NackEntry)(nil),            // 35: storepb.v1.NackEntry
+	(*Nack)(nil),                 // 36: storepb.v1.Nack
+	(*AccessKeyRecord)(nil),      // 37: storepb.v1.AccessKeyRecord
+	(*PutAccessKey)(nil),         // 38: storepb.v1.PutAccessKey
+	(*RevokeAccessKey)(nil),      // 39: storepb.v1.RevokeAccessKey
+	(*AccessKeyLookup)(nil),      // 40: storepb.v1.AccessKeyLookup
+	(*AccessKeyGrant)(nil),       // 41: storepb.v1.AccessKeyGrant
+	(*TopicSubscription)(nil),    // 42: storepb.v1.TopicSubscription
+	(*TopicRecord)(nil),          // 43: storepb.v1.TopicRecord
+	(*CreateTopic)(nil),          // 44: storepb.v1.CreateTopic
+	(*ChangeTopic)(nil),          // 45: storepb.v1.ChangeTopic
+	(*TopicSegment)(nil),         // 46: storepb.v1.TopicSegment
+	(*TopicPartitionRecord)(nil), // 47: storepb.v1.TopicPartitionRecord
+	(*PutTopicPartition)(nil),    // 48: storepb.v1.PutTopicPartition
+	(*DeleteTopicPartition)(nil), // 49: storepb.v1.DeleteTopicPartition
+	(*PublishEntry)(nil),         // 50: storepb.v1.PublishEntry
+	(*Publish)(nil),              // 51: storepb.v1.Publish
+	(*TopicMessageRecord)(nil),   // 52: storepb.v1.TopicMessageRecord
+	(*TopicDedupRecord)(nil),     // 53: storepb.v1.TopicDedupRecord
+	(*TopicGroupRecord)(nil),     // 54: storepb.v1.TopicGroupRecord
+	(*SeekTopicGroup)(nil),       // 55: storepb.v1.SeekTopicGroup
+	(*CommitTopicOffset)(nil),    // 56: storepb.v1.CommitTopicOffset
+	(*DeleteTopicGroup)(nil),     // 57: storepb.v1.DeleteTopicGroup
+	(*TrimTopics)(nil),           // 58: storepb.v1.TrimTopics
+	(*TopicShardMeta)(nil),       // 59: storepb.v1.TopicShardMeta
+	(*TopicPublishOutcome)(nil),  // 60: storepb.v1.TopicPublishOutcome
+	(*TopicCommandReply)(nil),    // 61: storepb.v1.TopicCommandReply
+	(*TopicReadRequest)(nil),     // 62: storepb.v1.TopicReadRequest
+	(*TopicReadReply)(nil),       // 63: storepb.v1.TopicReadReply
+	(*TopicCatalogRequest)(nil),  // 64: storepb.v1.TopicCatalogRequest
+	(*TopicCatalogReply)(nil),    // 65: storepb.v1.TopicCatalogReply
+	(*NodeRecord)(nil),           // 66: storepb.v1.NodeRecord
+	(*ReplicaChange)(nil),        // 67: storepb.v1.ReplicaChange
+	(*ReplicaSetRecord)(nil),     // 68: storepb.v1.ReplicaSetRecord
+	(*BootstrapMembership)(nil),  // 69: storepb.v1.BootstrapMembership
+	(*RegisterNode)(nil),         // 70: storepb.v1.RegisterNode
+	(*AdmitNode)(nil),            // 71: storepb.v1.AdmitNode
+	(*SetNodeState)(nil),         // 72: storepb.v1.SetNodeState
+	(*SetReplicaSet)(nil),        // 73: storepb.v1.SetReplicaSet
+	nil,                          // 74: storepb.v1.QueueAttributes.SetTagsEntry
+	nil,                          // 75: storepb.v1.CreateQueue.TagsEntry
+	nil,                          // 76: storepb.v1.SendEntry.AttributesEntry
+	nil,                          // 77: storepb.v1.MessageRecord.AttributesEntry
+	nil,                          // 78: storepb.v1.QueueRecord.TagsEntry
+	nil,                          // 79: storepb.v1.PublishEntry.AttributesEntry
+	nil,                          // 80: storepb.v1.TopicMessageRecord.AttributesEntry
 }
 var file_storepb_v1_store_proto_depIdxs = []int32{
-	6,  // 0: storepb.v1.Command.create_queue:type_name -> storepb.v1.CreateQueue
-	7,  // 1: storepb.v1.Command.update_queue:type_name -> storepb.v1.UpdateQueue
-	8,  // 2: storepb.v1.Command.delete_queue:type_name -> storepb.v1.DeleteQueue
-	9,  // 3: storepb.v1.Command.purge_queue:type_name -> storepb.v1.PurgeQueue
-	11, // 4: storepb.v1.Command.send:type_name -> storepb.v1.Send
-	13, // 5: storepb.v1.Command.receive:type_name -> storepb.v1.Receive
-	14, // 6: storepb.v1.Command.delete:type_name -> storepb.v1.Delete
-	16, // 7: storepb.v1.Command.change_visibility:type_name -> storepb.v1.ChangeVisibility
-	17, // 8: storepb.v1.Command.tick:type_name -> storepb.v1.Tick
-	20, // 9: storepb.v1.Command.deliver_outbox:type_name -> storepb.v1.DeliverOutbox
-	21, // 10: storepb.v1.Command.ack_outbox:type_name -> storepb.v1.AckOutbox
-	22, // 11: storepb.v1.Command.redrive:type_name -> storepb.v1.Redrive
-	31, // 12: storepb.v1.Command.set_tenant_quota:type_name -> storepb.v1.SetTenantQuota
-	32, // 13: storepb.v1.Command.cancel_message:type_name -> storepb.v1.CancelMessage
-	33, // 14: storepb.v1.Command.reschedule_message:type_name -> storepb.v1.RescheduleMessage
-	37, // 15: storepb.v1.Command.put_access_key:type_name -> storepb.v1.PutAccessKey
-	38, // 16: storepb.v1.Command.revoke_access_key:type_name -> storepb.v1.RevokeAccessKey
-	35, // 17: storepb.v1.Command.nack:type_name -> storepb.v1.Nack
-	43, // 18: storepb.v1.Command.create_topic:type_name -> storepb.v1.CreateTopic
-	44, // 19: storepb.v1.Command.change_topic:type_name -> storepb.v1.ChangeTopic
-	47, // 20: storepb.v1.Command.put_topic_partition:type_name -> storepb.v1.PutTopicPartition
-	48, // 21: storepb.v1.Command.delete_topic_partition:type_name -> storepb.v1.DeleteTopicPartition
-	50, // 22: storepb.v1.Command.publish:type_name -> storepb.v1.Publish
-	54, // 23: storepb.v1.Command.seek_topic_group:type_name -> storepb.v1.SeekTopicGroup
-	55, // 24: storepb.v1.Command.commit_topic_offset:type_name -> storepb.v1.CommitTopicOffset
-	56, // 25: storepb.v1.Command.delete_topic_group:type_name -> storepb.v1.DeleteTopicGroup
-	57, // 26: storepb.v1.Command.trim_topics:type_name -> storepb.v1.TrimTopics
-	5,  // 27: storepb.v1.QueueAttributes.retry_policy:type_name -> storepb.v1.RetryPolicy
-	0,  // 28: storepb.v1.QueueAttributes.overflow:type_name -> storepb.v1.OverflowPolicy
-	65, // 29: storepb.v1.QueueAttributes.set_tags:type_name -> storepb.v1.QueueAttributes.SetTagsEntry
-	4,  // 30: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	66, // 31: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
-	4,  // 32: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	67, // 33: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
-	10, // 34: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
-	12, // 35: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
-	15, // 36: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
-	68, // 37: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
-	1,  // 38: storepb.v1.MessageRecord.dead_letter_reason:type_name -> storepb.v1.DeadLetterReason
-	18, // 39: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
-	19, // 40: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
-	4,  // 41: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
-	69, // 42: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
-	27, // 43: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
-	29, // 44: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
-	29, // 45: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
-	2,  // 46: storepb.v1.NackEntry.kind:type_name -> storepb.v1.NackKind
-	34, // 47: storepb.v1.Nack.entries:type_name -> storepb.v1.NackEntry
-	36, // 48: storepb.v1.PutAccessKey.key:type_name -> storepb.v1.AccessKeyRecord
-	12, // 49: storepb.v1.TopicSubscription.filter:type_name -> storepb.v1.TagFilter
-	41, // 50: storepb.v1.TopicRecord.subscriptions:type_name -> storepb.v1.TopicSubscription
-	42, // 51: storepb.v1.CreateTopic.topic:type_name -> storepb.v1.TopicRecord
-	42, // 52: storepb.v1.ChangeTopic.settings:type_name -> storepb.v1.TopicRecord
-	41, // 53: storepb.v1.ChangeTopic.subscribe:type_name -> storepb.v1.TopicSubscription
-	42, // 54: storepb.v1.TopicPartitionRecord.topic:type_name -> storepb.v1.TopicRecord
-	45, // 55: storepb.v1.TopicPartitionRecord.head:type_name -> storepb.v1.TopicSegment
-	42, // 56: storepb.v1.PutTopicPartition.topic:type_name -> storepb.v1.TopicRecord
-	70, // 57: storepb.v1.PublishEntry.attributes:type_name -> storepb.v1.PublishEntry.AttributesEntry
-	49, // 58: storepb.v1.Publish.entries:type_name -> storepb.v1.PublishEntry
-	71, // 59: storepb.v1.TopicMessageRecord.attributes:type_name -> storepb.v1.TopicMessageRecord.AttributesEntry
-	42, // 60: storepb.v1.TopicCommandReply.topic:type_name -> storepb.v1.TopicRecord
-	59, // 61: storepb.v1.TopicCommandReply.published:type_name -> storepb.v1.TopicPublishOutcome
-	51, // 62: storepb.v1.TopicReadReply.messages:type_name -> storepb.v1.TopicMessageRecord
-	42, // 63: storepb.v1.TopicCatalogReply.topics:type_name -> storepb.v1.TopicRecord
-	64, // [64:64] is the sub-list for method output_type
-	64, // [64:64] is the sub-list for method input_type
-	64, // [64:64] is the sub-list for extension type_name
-	64, // [64:64] is the sub-list for extension extendee
-	0,  // [0:64] is the sub-list for field type_name
+	7,  // 0: storepb.v1.Command.create_queue:type_name -> storepb.v1.CreateQueue
+	8,  // 1: storepb.v1.Command.update_queue:type_name -> storepb.v1.UpdateQueue
+	9,  // 2: storepb.v1.Command.delete_queue:type_name -> storepb.v1.DeleteQueue
+	10, // 3: storepb.v1.Command.purge_queue:type_name -> storepb.v1.PurgeQueue
+	12, // 4: storepb.v1.Command.send:type_name -> storepb.v1.Send
+	14, // 5: storepb.v1.Command.receive:type_name -> storepb.v1.Receive
+	15, // 6: storepb.v1.Command.delete:type_name -> storepb.v1.Delete
+	17, // 7: storepb.v1.Command.change_visibility:type_name -> storepb.v1.ChangeVisibility
+	18, // 8: storepb.v1.Command.tick:type_name -> storepb.v1.Tick
+	21, // 9: storepb.v1.Command.deliver_outbox:type_name -> storepb.v1.DeliverOutbox
+	22, // 10: storepb.v1.Command.ack_outbox:type_name -> storepb.v1.AckOutbox
+	23, // 11: storepb.v1.Command.redrive:type_name -> storepb.v1.Redrive
+	32, // 12: storepb.v1.Command.set_tenant_quota:type_name -> storepb.v1.SetTenantQuota
+	33, // 13: storepb.v1.Command.cancel_message:type_name -> storepb.v1.CancelMessage
+	34, // 14: storepb.v1.Command.reschedule_message:type_name -> storepb.v1.RescheduleMessage
+	38, // 15: storepb.v1.Command.put_access_key:type_name -> storepb.v1.PutAccessKey
+	39, // 16: storepb.v1.Command.revoke_access_key:type_name -> storepb.v1.RevokeAccessKey
+	36, // 17: storepb.v1.Command.nack:type_name -> storepb.v1.Nack
+	44, // 18: storepb.v1.Command.create_topic:type_name -> storepb.v1.CreateTopic
+	45, // 19: storepb.v1.Command.change_topic:type_name -> storepb.v1.ChangeTopic
+	48, // 20: storepb.v1.Command.put_topic_partition:type_name -> storepb.v1.PutTopicPartition
+	49, // 21: storepb.v1.Command.delete_topic_partition:type_name -> storepb.v1.DeleteTopicPartition
+	51, // 22: storepb.v1.Command.publish:type_name -> storepb.v1.Publish
+	55, // 23: storepb.v1.Command.seek_topic_group:type_name -> storepb.v1.SeekTopicGroup
+	56, // 24: storepb.v1.Command.commit_topic_offset:type_name -> storepb.v1.CommitTopicOffset
+	57, // 25: storepb.v1.Command.delete_topic_group:type_name -> storepb.v1.DeleteTopicGroup
+	58, // 26: storepb.v1.Command.trim_topics:type_name -> storepb.v1.TrimTopics
+	69, // 27: storepb.v1.Command.bootstrap_membership:type_name -> storepb.v1.BootstrapMembership
+	70, // 28: storepb.v1.Command.register_node:type_name -> storepb.v1.RegisterNode
+	71, // 29: storepb.v1.Command.admit_node:type_name -> storepb.v1.AdmitNode
+	72, // 30: storepb.v1.Command.set_node_state:type_name -> storepb.v1.SetNodeState
+	73, // 31: storepb.v1.Command.set_replica_set:type_name -> storepb.v1.SetReplicaSet
+	6,  // 32: storepb.v1.QueueAttributes.retry_policy:type_name -> storepb.v1.RetryPolicy
+	0,  // 33: storepb.v1.QueueAttributes.overflow:type_name -> storepb.v1.OverflowPolicy
+	74, // 34: storepb.v1.QueueAttributes.set_tags:type_name -> storepb.v1.QueueAttributes.SetTagsEntry
+	5,  // 35: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
+	75, // 36: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
+	5,  // 37: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
+	76, // 38: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
+	11, // 39: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
+	13, // 40: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
+	16, // 41: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
+	77, // 42: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
+	1,  // 43: storepb.v1.MessageRecord.dead_letter_reason:type_name -> storepb.v1.DeadLetterReason
+	19, // 44: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
+	20, // 45: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
+	5,  // 46: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
+	78, // 47: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
+	28, // 48: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
+	30, // 49: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
+	30, // 50: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
+	2,  // 51: storepb.v1.NackEntry.kind:type_name -> storepb.v1.NackKind
+	35, // 52: storepb.v1.Nack.entries:type_name -> storepb.v1.NackEntry
+	37, // 53: storepb.v1.PutAccessKey.key:type_name -> storepb.v1.AccessKeyRecord
+	13, // 54: storepb.v1.TopicSubscription.filter:type_name -> storepb.v1.TagFilter
+	42, // 55: storepb.v1.TopicRecord.subscriptions:type_name -> storepb.v1.TopicSubscription
+	43, // 56: storepb.v1.CreateTopic.topic:type_name -> storepb.v1.TopicRecord
+	43, // 57: storepb.v1.ChangeTopic.settings:type_name -> storepb.v1.TopicRecord
+	42, // 58: storepb.v1.ChangeTopic.subscribe:type_name -> storepb.v1.TopicSubscription
+	43, // 59: storepb.v1.TopicPartitionRecord.topic:type_name -> storepb.v1.TopicRecord
+	46, // 60: storepb.v1.TopicPartitionRecord.head:type_name -> storepb.v1.TopicSegment
+	43, // 61: storepb.v1.PutTopicPartition.topic:type_name -> storepb.v1.TopicRecord
+	79, // 62: storepb.v1.PublishEntry.attributes:type_name -> storepb.v1.PublishEntry.AttributesEntry
+	50, // 63: storepb.v1.Publish.entries:type_name -> storepb.v1.PublishEntry
+	80, // 64: storepb.v1.TopicMessageRecord.attributes:type_name -> storepb.v1.TopicMessageRecord.AttributesEntry
+	43, // 65: storepb.v1.TopicCommandReply.topic:type_name -> storepb.v1.TopicRecord
+	60, // 66: storepb.v1.TopicCommandReply.published:type_name -> storepb.v1.TopicPublishOutcome
+	52, // 67: storepb.v1.TopicReadReply.messages:type_name -> storepb.v1.TopicMessageRecord
+	43, // 68: storepb.v1.TopicCatalogReply.topics:type_name -> storepb.v1.TopicRecord
+	3,  // 69: storepb.v1.NodeRecord.state:type_name -> storepb.v1.NodeState
+	67, // 70: storepb.v1.ReplicaSetRecord.pending:type_name -> storepb.v1.ReplicaChange
+	66, // 71: storepb.v1.BootstrapMembership.nodes:type_name -> storepb.v1.NodeRecord
+	66, // 72: storepb.v1.RegisterNode.node:type_name -> storepb.v1.NodeRecord
+	66, // 73: storepb.v1.AdmitNode.node:type_name -> storepb.v1.NodeRecord
+	3,  // 74: storepb.v1.SetNodeState.state:type_name -> storepb.v1.NodeState
+	68, // 75: storepb.v1.SetReplicaSet.replica_set:type_name -> storepb.v1.ReplicaSetRecord
+	76, // [76:76] is the sub-list for method output_type
+	76, // [76:76] is the sub-list for method input_type
+	76, // [76:76] is the sub-list for extension type_name
+	76, // [76:76] is the sub-list for extension extendee
+	0,  // [0:76] is the sub-list for field type_name
 }
 
 func init() { file_storepb_v1_store_proto_init() }
@@ -6087,14 +6793,19 @@ func file_storepb_v1_store_proto_init() {
 		(*Command_CommitTopicOffset)(nil),
 		(*Command_DeleteTopicGroup)(nil),
 		(*Command_TrimTopics)(nil),
+		(*Command_BootstrapMembership)(nil),
+		(*Command_RegisterNode)(nil),
+		(*Command_AdmitNode)(nil),
+		(*Command_SetNodeState)(nil),
+		(*Command_SetReplicaSet)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_storepb_v1_store_proto_rawDesc), len(file_storepb_v1_store_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   69,
+			NumEnums:      4,
+			NumMessages:   77,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

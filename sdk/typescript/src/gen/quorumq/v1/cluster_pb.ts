@@ -2,8 +2,8 @@
 // @generated from file quorumq/v1/cluster.proto (package quorumq.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -14,7 +14,269 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file quorumq/v1/cluster.proto.
  */
 export const file_quorumq_v1_cluster: GenFile = /*@__PURE__*/
-  fileDesc("ChhxdW9ydW1xL3YxL2NsdXN0ZXIucHJvdG8SCnF1b3J1bXEudjEiTAoYR2V0TWVzc2FnZUhpc3RvcnlSZXF1ZXN0Eg0KBXF1ZXVlGAEgASgJEg4KBnBvaW50cxgCIAEoBRIRCglwZXJfcXVldWUYAyABKAgilgEKDUhpc3RvcnlCdWNrZXQSKQoFc3RhcnQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBmxlbmd0aBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIMCgRzZW50GAMgASgDEhAKCHJlY2VpdmVkGAQgASgDEg8KB2RlbGV0ZWQYBSABKAMiSQoMUXVldWVIaXN0b3J5Eg0KBXF1ZXVlGAEgASgJEioKB2J1Y2tldHMYAiADKAsyGS5xdW9ydW1xLnYxLkhpc3RvcnlCdWNrZXQirQEKGUdldE1lc3NhZ2VIaXN0b3J5UmVzcG9uc2USDwoHbm9kZV9pZBgBIAEoBBIrCghpbnRlcnZhbBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIoCgV0b3RhbBgDIAMoCzIZLnF1b3J1bXEudjEuSGlzdG9yeUJ1Y2tldBIoCgZxdWV1ZXMYBCADKAsyGC5xdW9ydW1xLnYxLlF1ZXVlSGlzdG9yeSJSCgtUZW5hbnRRdW90YRISCgptYXhfcXVldWVzGAEgASgDEhUKDW1heF9zZW5kX3JhdGUYAiABKAMSGAoQbWF4X3N0b3JlZF9ieXRlcxgDIAEoAyIzCgtUZW5hbnRVc2FnZRIOCgZxdWV1ZXMYASABKAMSFAoMc3RvcmVkX2J5dGVzGAIgASgDIk8KFVNldFRlbmFudFF1b3RhUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSJgoFcXVvdGEYAiABKAsyFy5xdW9ydW1xLnYxLlRlbmFudFF1b3RhImgKFlNldFRlbmFudFF1b3RhUmVzcG9uc2USJgoFcXVvdGEYASABKAsyFy5xdW9ydW1xLnYxLlRlbmFudFF1b3RhEiYKBXVzYWdlGAIgASgLMhcucXVvcnVtcS52MS5UZW5hbnRVc2FnZSInChVHZXRUZW5hbnRRdW90YVJlcXVlc3QSDgoGdGVuYW50GAEgASgJImgKFkdldFRlbmFudFF1b3RhUmVzcG9uc2USJgoFcXVvdGEYASABKAsyFy5xdW9ydW1xLnYxLlRlbmFudFF1b3RhEiYKBXVzYWdlGAIgASgLMhcucXVvcnVtcS52MS5UZW5hbnRVc2FnZSITChFHZXRDbHVzdGVyUmVxdWVzdCJ/CgtDbHVzdGVyTm9kZRIKCgJpZBgBIAEoBBIUCgxyYWZ0X2FkZHJlc3MYAiABKAkSDAoEc2VsZhgDIAEoCBIOCgZvbmxpbmUYBCABKAgSMAoMbGFzdF9jb250YWN0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKtAQoMQ2x1c3RlclNoYXJkEgoKAmlkGAEgASgEEg8KB21lbWJlcnMYAiADKAQSDgoGbGVhZGVyGAMgASgEEgwKBHRlcm0YBCABKAQSFQoNYXBwbGllZF9pbmRleBgFIAEoBBIUCgxjb21taXRfaW5kZXgYBiABKAQSEwoLZmlyc3RfaW5kZXgYByABKAQSEgoKbGFzdF9pbmRleBgIIAEoBBIMCgRyb2xlGAkgASgJIoUBChJHZXRDbHVzdGVyUmVzcG9uc2USDwoHbm9kZV9pZBgBIAEoBBImCgVub2RlcxgCIAMoCzIXLnF1b3J1bXEudjEuQ2x1c3Rlck5vZGUSKAoGc2hhcmRzGAMgAygLMhgucXVvcnVtcS52MS5DbHVzdGVyU2hhcmQSDAoEcm9sZRgEIAEoCTLrAwoOQ2x1c3RlclNlcnZpY2USYAoKR2V0Q2x1c3RlchIdLnF1b3J1bXEudjEuR2V0Q2x1c3RlclJlcXVlc3QaHi5xdW9ydW1xLnYxLkdldENsdXN0ZXJSZXNwb25zZSITgtPkkwINEgsvdjEvY2x1c3RlchKCAQoOU2V0VGVuYW50UXVvdGESIS5xdW9ydW1xLnYxLlNldFRlbmFudFF1b3RhUmVxdWVzdBoiLnF1b3J1bXEudjEuU2V0VGVuYW50UXVvdGFSZXNwb25zZSIpgtPkkwIjOgVxdW90YRoaL3YxL3RlbmFudHMve3RlbmFudH0vcXVvdGESewoOR2V0VGVuYW50UXVvdGESIS5xdW9ydW1xLnYxLkdldFRlbmFudFF1b3RhUmVxdWVzdBoiLnF1b3J1bXEudjEuR2V0VGVuYW50UXVvdGFSZXNwb25zZSIigtPkkwIcEhovdjEvdGVuYW50cy97dGVuYW50fS9xdW90YRJ1ChFHZXRNZXNzYWdlSGlzdG9yeRIkLnF1b3J1bXEudjEuR2V0TWVzc2FnZUhpc3RvcnlSZXF1ZXN0GiUucXVvcnVtcS52MS5HZXRNZXNzYWdlSGlzdG9yeVJlc3BvbnNlIhOC0+STAg0SCy92MS9oaXN0b3J5QtMLWjNnaXRodWIuY29tL3F1b3J1bXEvcXVvcnVtcS9hcGkvcXVvcnVtcS92MTtxdW9ydW1xdjGSQZoLErYKCgdxdW9ydW1xEqUKcXVvcnVtcSBpcyBhIHJlcGxpY2F0ZWQgU1FTLXN0eWxlIG1lc3NhZ2UgcXVldWUuIFRoaXMgaXMgdGhlIFJFU1QvSlNPTiBtYXBwaW5nIG9mIGl0cyBnUlBDIEFQSSAocHJvdG9qc29uOiBsb3dlckNhbWVsQ2FzZSBmaWVsZHMsIGR1cmF0aW9ucyBhcyAiMzBzIiwgaW50NjQgYXMgc3RyaW5ncykuCgoqKkF1dGhlbnRpY2F0aW9uLioqIFNlbmQgYEF1dGhvcml6YXRpb246IEJlYXJlciA8SldUPmA7IHRoZSB0b2tlbidzIHRlbmFudCBzY29wZXMgZXZlcnkgY2FsbCBhbmQgaXRzIHNjb3BlcyBhdXRob3JpemUgaXQuIEEgbm9kZSB3aXRob3V0IGAtLWF1dGgtKmAgKGRldiBtb2RlLCBsb29wYmFjayBvbmx5KSBuZWVkcyBubyB0b2tlbi4KCioqRXJyb3JzLioqIEV2ZXJ5IGVycm9yIGlzIGEgYGdvb2dsZS5ycGMuU3RhdHVzYCAoYHJwY1N0YXR1c2AgYmVsb3cpIHdob3NlIGBkZXRhaWxzYCBjYXJyeSBhIGBnb29nbGUucnBjLkVycm9ySW5mb2Agd2l0aCBkb21haW4gYHF1b3J1bXEuZGV2YCBhbmQgYSBzdGFibGUgYHJlYXNvbmAgKGFuZCBhIGBnb29nbGUucnBjLkJhZFJlcXVlc3RgIG5hbWluZyB0aGUgZmllbGQgZm9yIElOVkFMSURfQVJHVU1FTlQpLCBmb3IgZXhhbXBsZToKCmBgYGpzb24KeyJjb2RlIjogNSwgIm1lc3NhZ2UiOiAicXVldWUgbm90IGZvdW5kOiBqb2JzIiwgImRldGFpbHMiOiBbewogICJAdHlwZSI6ICJ0eXBlLmdvb2dsZWFwaXMuY29tL2dvb2dsZS5ycGMuRXJyb3JJbmZvIiwKICAicmVhc29uIjogIlFVRVVFX05PVF9GT1VORCIsICJkb21haW4iOiAicXVvcnVtcS5kZXYifV19CmBgYAoKUmV0cnkgb24gTk9UX0xFQURFUiBhbmQgTk9fUVVPUlVNICg1MDMpIGFuZCBRVU9UQV9FWENFRURFRCAoNDI5KTsgdGhlIG90aGVyIHJlYXNvbnMgYXJlIGxpc3RlZCBvbiBRdWV1ZVNlcnZpY2UuCgoqKkJlc2lkZSB0aGUgQVBJKiogKHNhbWUgbGlzdGVuZXIsIG5vIHRva2VuKTogYEdFVCAvaGVhbHRoemAgKDIwMCB3aGlsZSB0aGUgcHJvY2VzcyBydW5zKSwgYEdFVCAvcmVhZHl6YCAoMjAwIHdoZW4gdGhpcyBub2RlIGNhbiBzZXJ2ZSwgNTAzIHdpdGggdGhlIGNhdXNlIG90aGVyd2lzZSksIGBHRVQgL29wZW5hcGkuanNvbmAgKHRoaXMgZG9jdW1lbnQpLCBgR0VUIC91aS9gICh0aGUgd2ViIGNvbnNvbGUsIHdoaWNoIGNhbGxzIHRoaXMgQVBJIHdpdGggdGhlIHVzZXIncyB0b2tlbikuIFByb21ldGhldXMgbWV0cmljcyBhcmUgb24gYSBsaXN0ZW5lciBvZiB0aGVpciBvd24sIGBHRVQgL21ldHJpY3NgIG9uIGAtLW1ldHJpY3MtYWRkcmAgKGRlZmF1bHQgMTI3LjAuMC4xOjkxMDApLCBub3Qgb24gdGhpcyBvbmUuMgNkZXZaUQpPCgZiZWFyZXISRQgCEjBBIEpXVCBhcyBgQmVhcmVyIDx0b2tlbj5gIChzZWUgYHF1b3J1bXEgdG9rZW5gKS4aDUF1dGhvcml6YXRpb24gAmIMCgoKBmJlYXJlchIAYgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_timestamp, file_protoc_gen_openapiv2_options_annotations]);
+  fileDesc("ChhxdW9ydW1xL3YxL2NsdXN0ZXIucHJvdG8SCnF1b3J1bXEudjEiJAoRUmVtb3ZlTm9kZVJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoBCI4ChJSZW1vdmVOb2RlUmVzcG9uc2USIgoEbm9kZRgBIAEoCzIULnF1b3J1bXEudjEuTm9kZUluZm8ifwoITm9kZUluZm8SCgoCaWQYASABKAQSFAoMcGVlcl9hZGRyZXNzGAIgASgJEhYKDmNsaWVudF9hZGRyZXNzGAMgASgJEiQKBXN0YXRlGAQgASgOMhUucXVvcnVtcS52MS5Ob2RlU3RhdGUSEwoLaW5jYXJuYXRpb24YBSABKAQihAEKClJlcGxpY2FTZXQSDQoFc2hhcmQYASABKAQSGgoScmVwbGljYXRpb25fZmFjdG9yGAIgASgNEg4KBnZvdGVycxgDIAMoBBIQCghsZWFybmVycxgEIAMoBBIUCgxwZW5kaW5nX25vZGUYBSABKAQSEwoLcGVuZGluZ19hZGQYBiABKAgiEgoQTGlzdE5vZGVzUmVxdWVzdCJmChFMaXN0Tm9kZXNSZXNwb25zZRIjCgVub2RlcxgBIAMoCzIULnF1b3J1bXEudjEuTm9kZUluZm8SLAoMcmVwbGljYV9zZXRzGAIgAygLMhYucXVvcnVtcS52MS5SZXBsaWNhU2V0IlcKEkpvaW5DbHVzdGVyUmVxdWVzdBIUCgxwZWVyX2FkZHJlc3MYASABKAkSFgoOY2xpZW50X2FkZHJlc3MYAiABKAkSEwoLaW5jYXJuYXRpb24YAyABKAQibgoTSm9pbkNsdXN0ZXJSZXNwb25zZRIiCgRub2RlGAEgASgLMhQucXVvcnVtcS52MS5Ob2RlSW5mbxIjCgVub2RlcxgCIAMoCzIULnF1b3J1bXEudjEuTm9kZUluZm8SDgoGc2hhcmRzGAMgASgNIkwKGEdldE1lc3NhZ2VIaXN0b3J5UmVxdWVzdBINCgVxdWV1ZRgBIAEoCRIOCgZwb2ludHMYAiABKAUSEQoJcGVyX3F1ZXVlGAMgASgIIpYBCg1IaXN0b3J5QnVja2V0EikKBXN0YXJ0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgZsZW5ndGgYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDAoEc2VudBgDIAEoAxIQCghyZWNlaXZlZBgEIAEoAxIPCgdkZWxldGVkGAUgASgDIkkKDFF1ZXVlSGlzdG9yeRINCgVxdWV1ZRgBIAEoCRIqCgdidWNrZXRzGAIgAygLMhkucXVvcnVtcS52MS5IaXN0b3J5QnVja2V0Iq0BChlHZXRNZXNzYWdlSGlzdG9yeVJlc3BvbnNlEg8KB25vZGVfaWQYASABKAQSKwoIaW50ZXJ2YWwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKAoFdG90YWwYAyADKAsyGS5xdW9ydW1xLnYxLkhpc3RvcnlCdWNrZXQSKAoGcXVldWVzGAQgAygLMhgucXVvcnVtcS52MS5RdWV1ZUhpc3RvcnkiUgoLVGVuYW50UXVvdGESEgoKbWF4X3F1ZXVlcxgBIAEoAxIVCg1tYXhfc2VuZF9yYXRlGAIgASgDEhgKEG1heF9zdG9yZWRfYnl0ZXMYAyABKAMiMwoLVGVuYW50VXNhZ2USDgoGcXVldWVzGAEgASgDEhQKDHN0b3JlZF9ieXRlcxgCIAEoAyJPChVTZXRUZW5hbnRRdW90YVJlcXVlc3QSDgoGdGVuYW50GAEgASgJEiYKBXF1b3RhGAIgASgLMhcucXVvcnVtcS52MS5UZW5hbnRRdW90YSJoChZTZXRUZW5hbnRRdW90YVJlc3BvbnNlEiYKBXF1b3RhGAEgASgLMhcucXVvcnVtcS52MS5UZW5hbnRRdW90YRImCgV1c2FnZRgCIAEoCzIXLnF1b3J1bXEudjEuVGVuYW50VXNhZ2UiJwoVR2V0VGVuYW50UXVvdGFSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCSJoChZHZXRUZW5hbnRRdW90YVJlc3BvbnNlEiYKBXF1b3RhGAEgASgLMhcucXVvcnVtcS52MS5UZW5hbnRRdW90YRImCgV1c2FnZRgCIAEoCzIXLnF1b3J1bXEudjEuVGVuYW50VXNhZ2UiEwoRR2V0Q2x1c3RlclJlcXVlc3QifwoLQ2x1c3Rlck5vZGUSCgoCaWQYASABKAQSFAoMcmFmdF9hZGRyZXNzGAIgASgJEgwKBHNlbGYYAyABKAgSDgoGb25saW5lGAQgASgIEjAKDGxhc3RfY29udGFjdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAizwEKDENsdXN0ZXJTaGFyZBIKCgJpZBgBIAEoBBIPCgdtZW1iZXJzGAIgAygEEg4KBmxlYWRlchgDIAEoBBIMCgR0ZXJtGAQgASgEEhUKDWFwcGxpZWRfaW5kZXgYBSABKAQSFAoMY29tbWl0X2luZGV4GAYgASgEEhMKC2ZpcnN0X2luZGV4GAcgASgEEhIKCmxhc3RfaW5kZXgYCCABKAQSDAoEcm9sZRgJIAEoCRIOCgZ2b3RlcnMYCiADKAQSEAoIbGVhcm5lcnMYCyADKAQihQEKEkdldENsdXN0ZXJSZXNwb25zZRIPCgdub2RlX2lkGAEgASgEEiYKBW5vZGVzGAIgAygLMhcucXVvcnVtcS52MS5DbHVzdGVyTm9kZRIoCgZzaGFyZHMYAyADKAsyGC5xdW9ydW1xLnYxLkNsdXN0ZXJTaGFyZBIMCgRyb2xlGAQgASgJKocBCglOb2RlU3RhdGUSGgoWTk9ERV9TVEFURV9VTlNQRUNJRklFRBAAEhYKEk5PREVfU1RBVEVfSk9JTklORxABEhUKEU5PREVfU1RBVEVfQUNUSVZFEAISFwoTTk9ERV9TVEFURV9EUkFJTklORxADEhYKEk5PREVfU1RBVEVfUkVNT1ZFRBAEMrwGCg5DbHVzdGVyU2VydmljZRJgCgpHZXRDbHVzdGVyEh0ucXVvcnVtcS52MS5HZXRDbHVzdGVyUmVxdWVzdBoeLnF1b3J1bXEudjEuR2V0Q2x1c3RlclJlc3BvbnNlIhOC0+STAg0SCy92MS9jbHVzdGVyEoIBCg5TZXRUZW5hbnRRdW90YRIhLnF1b3J1bXEudjEuU2V0VGVuYW50UXVvdGFSZXF1ZXN0GiIucXVvcnVtcS52MS5TZXRUZW5hbnRRdW90YVJlc3BvbnNlIimC0+STAiM6BXF1b3RhGhovdjEvdGVuYW50cy97dGVuYW50fS9xdW90YRJ7Cg5HZXRUZW5hbnRRdW90YRIhLnF1b3J1bXEudjEuR2V0VGVuYW50UXVvdGFSZXF1ZXN0GiIucXVvcnVtcS52MS5HZXRUZW5hbnRRdW90YVJlc3BvbnNlIiKC0+STAhwSGi92MS90ZW5hbnRzL3t0ZW5hbnR9L3F1b3RhEnUKEUdldE1lc3NhZ2VIaXN0b3J5EiQucXVvcnVtcS52MS5HZXRNZXNzYWdlSGlzdG9yeVJlcXVlc3QaJS5xdW9ydW1xLnYxLkdldE1lc3NhZ2VIaXN0b3J5UmVzcG9uc2UiE4LT5JMCDRILL3YxL2hpc3RvcnkSYwoJTGlzdE5vZGVzEhwucXVvcnVtcS52MS5MaXN0Tm9kZXNSZXF1ZXN0Gh0ucXVvcnVtcS52MS5MaXN0Tm9kZXNSZXNwb25zZSIZgtPkkwITEhEvdjEvY2x1c3Rlci9ub2RlcxJxCgtKb2luQ2x1c3RlchIeLnF1b3J1bXEudjEuSm9pbkNsdXN0ZXJSZXF1ZXN0Gh8ucXVvcnVtcS52MS5Kb2luQ2x1c3RlclJlc3BvbnNlIiGC0+STAhs6ASoiFi92MS9jbHVzdGVyL25vZGVzOmpvaW4SdwoKUmVtb3ZlTm9kZRIdLnF1b3J1bXEudjEuUmVtb3ZlTm9kZVJlcXVlc3QaHi5xdW9ydW1xLnYxLlJlbW92ZU5vZGVSZXNwb25zZSIqgtPkkwIkIiIvdjEvY2x1c3Rlci9ub2Rlcy97bm9kZV9pZH06cmVtb3ZlQtMLWjNnaXRodWIuY29tL3F1b3J1bXEvcXVvcnVtcS9hcGkvcXVvcnVtcS92MTtxdW9ydW1xdjGSQZoLErYKCgdxdW9ydW1xEqUKcXVvcnVtcSBpcyBhIHJlcGxpY2F0ZWQgU1FTLXN0eWxlIG1lc3NhZ2UgcXVldWUuIFRoaXMgaXMgdGhlIFJFU1QvSlNPTiBtYXBwaW5nIG9mIGl0cyBnUlBDIEFQSSAocHJvdG9qc29uOiBsb3dlckNhbWVsQ2FzZSBmaWVsZHMsIGR1cmF0aW9ucyBhcyAiMzBzIiwgaW50NjQgYXMgc3RyaW5ncykuCgoqKkF1dGhlbnRpY2F0aW9uLioqIFNlbmQgYEF1dGhvcml6YXRpb246IEJlYXJlciA8SldUPmA7IHRoZSB0b2tlbidzIHRlbmFudCBzY29wZXMgZXZlcnkgY2FsbCBhbmQgaXRzIHNjb3BlcyBhdXRob3JpemUgaXQuIEEgbm9kZSB3aXRob3V0IGAtLWF1dGgtKmAgKGRldiBtb2RlLCBsb29wYmFjayBvbmx5KSBuZWVkcyBubyB0b2tlbi4KCioqRXJyb3JzLioqIEV2ZXJ5IGVycm9yIGlzIGEgYGdvb2dsZS5ycGMuU3RhdHVzYCAoYHJwY1N0YXR1c2AgYmVsb3cpIHdob3NlIGBkZXRhaWxzYCBjYXJyeSBhIGBnb29nbGUucnBjLkVycm9ySW5mb2Agd2l0aCBkb21haW4gYHF1b3J1bXEuZGV2YCBhbmQgYSBzdGFibGUgYHJlYXNvbmAgKGFuZCBhIGBnb29nbGUucnBjLkJhZFJlcXVlc3RgIG5hbWluZyB0aGUgZmllbGQgZm9yIElOVkFMSURfQVJHVU1FTlQpLCBmb3IgZXhhbXBsZToKCmBgYGpzb24KeyJjb2RlIjogNSwgIm1lc3NhZ2UiOiAicXVldWUgbm90IGZvdW5kOiBqb2JzIiwgImRldGFpbHMiOiBbewogICJAdHlwZSI6ICJ0eXBlLmdvb2dsZWFwaXMuY29tL2dvb2dsZS5ycGMuRXJyb3JJbmZvIiwKICAicmVhc29uIjogIlFVRVVFX05PVF9GT1VORCIsICJkb21haW4iOiAicXVvcnVtcS5kZXYifV19CmBgYAoKUmV0cnkgb24gTk9UX0xFQURFUiBhbmQgTk9fUVVPUlVNICg1MDMpIGFuZCBRVU9UQV9FWENFRURFRCAoNDI5KTsgdGhlIG90aGVyIHJlYXNvbnMgYXJlIGxpc3RlZCBvbiBRdWV1ZVNlcnZpY2UuCgoqKkJlc2lkZSB0aGUgQVBJKiogKHNhbWUgbGlzdGVuZXIsIG5vIHRva2VuKTogYEdFVCAvaGVhbHRoemAgKDIwMCB3aGlsZSB0aGUgcHJvY2VzcyBydW5zKSwgYEdFVCAvcmVhZHl6YCAoMjAwIHdoZW4gdGhpcyBub2RlIGNhbiBzZXJ2ZSwgNTAzIHdpdGggdGhlIGNhdXNlIG90aGVyd2lzZSksIGBHRVQgL29wZW5hcGkuanNvbmAgKHRoaXMgZG9jdW1lbnQpLCBgR0VUIC91aS9gICh0aGUgd2ViIGNvbnNvbGUsIHdoaWNoIGNhbGxzIHRoaXMgQVBJIHdpdGggdGhlIHVzZXIncyB0b2tlbikuIFByb21ldGhldXMgbWV0cmljcyBhcmUgb24gYSBsaXN0ZW5lciBvZiB0aGVpciBvd24sIGBHRVQgL21ldHJpY3NgIG9uIGAtLW1ldHJpY3MtYWRkcmAgKGRlZmF1bHQgMTI3LjAuMC4xOjkxMDApLCBub3Qgb24gdGhpcyBvbmUuMgNkZXZaUQpPCgZiZWFyZXISRQgCEjBBIEpXVCBhcyBgQmVhcmVyIDx0b2tlbj5gIChzZWUgYHF1b3J1bXEgdG9rZW5gKS4aDUF1dGhvcml6YXRpb24gAmIMCgoKBmJlYXJlchIAYgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_timestamp, file_protoc_gen_openapiv2_options_annotations]);
+
+/**
+ * RemoveNodeRequest names the node.
+ *
+ * @generated from message quorumq.v1.RemoveNodeRequest
+ */
+export type RemoveNodeRequest = Message<"quorumq.v1.RemoveNodeRequest"> & {
+  /**
+   * Id of the node to retire.
+   *
+   * @generated from field: uint64 node_id = 1;
+   */
+  nodeId: bigint;
+};
+
+/**
+ * Describes the message quorumq.v1.RemoveNodeRequest.
+ * Use `create(RemoveNodeRequestSchema)` to create a new message.
+ */
+export const RemoveNodeRequestSchema: GenMessage<RemoveNodeRequest> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_cluster, 0);
+
+/**
+ * RemoveNodeResponse is the node's record, now DRAINING (or REMOVED if it
+ * was already).
+ *
+ * @generated from message quorumq.v1.RemoveNodeResponse
+ */
+export type RemoveNodeResponse = Message<"quorumq.v1.RemoveNodeResponse"> & {
+  /**
+   * The node's record.
+   *
+   * @generated from field: quorumq.v1.NodeInfo node = 1;
+   */
+  node?: NodeInfo | undefined;
+};
+
+/**
+ * Describes the message quorumq.v1.RemoveNodeResponse.
+ * Use `create(RemoveNodeResponseSchema)` to create a new message.
+ */
+export const RemoveNodeResponseSchema: GenMessage<RemoveNodeResponse> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_cluster, 1);
+
+/**
+ * NodeInfo is one storage node's membership record.
+ *
+ * @generated from message quorumq.v1.NodeInfo
+ */
+export type NodeInfo = Message<"quorumq.v1.NodeInfo"> & {
+  /**
+   * Node id (its Raft replica id; a machine that lost its disk joins again
+   * under a new one).
+   *
+   * @generated from field: uint64 id = 1;
+   */
+  id: bigint;
+
+  /**
+   * Peer (Raft) address.
+   *
+   * @generated from field: string peer_address = 2;
+   */
+  peerAddress: string;
+
+  /**
+   * Client (gRPC API) address, if the node reported one.
+   *
+   * @generated from field: string client_address = 3;
+   */
+  clientAddress: string;
+
+  /**
+   * Where the node is in its life.
+   *
+   * @generated from field: quorumq.v1.NodeState state = 4;
+   */
+  state: NodeState;
+
+  /**
+   * Random id of the node's data directory; 0 until known.
+   *
+   * @generated from field: uint64 incarnation = 5;
+   */
+  incarnation: bigint;
+};
+
+/**
+ * Describes the message quorumq.v1.NodeInfo.
+ * Use `create(NodeInfoSchema)` to create a new message.
+ */
+export const NodeInfoSchema: GenMessage<NodeInfo> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_cluster, 2);
+
+/**
+ * ReplicaSet is one shard's replicas as recorded by the coordinator.
+ *
+ * @generated from message quorumq.v1.ReplicaSet
+ */
+export type ReplicaSet = Message<"quorumq.v1.ReplicaSet"> & {
+  /**
+   * Shard id.
+   *
+   * @generated from field: uint64 shard = 1;
+   */
+  shard: bigint;
+
+  /**
+   * Replication factor the shard aims at.
+   *
+   * @generated from field: uint32 replication_factor = 2;
+   */
+  replicationFactor: number;
+
+  /**
+   * Voting replicas' node ids.
+   *
+   * @generated from field: repeated uint64 voters = 3;
+   */
+  voters: bigint[];
+
+  /**
+   * Learners' node ids (catching up, not yet voting).
+   *
+   * @generated from field: repeated uint64 learners = 4;
+   */
+  learners: bigint[];
+
+  /**
+   * The node being added to or removed from this shard; 0: none.
+   *
+   * @generated from field: uint64 pending_node = 5;
+   */
+  pendingNode: bigint;
+
+  /**
+   * The pending change adds pending_node (false: removes it).
+   *
+   * @generated from field: bool pending_add = 6;
+   */
+  pendingAdd: boolean;
+};
+
+/**
+ * Describes the message quorumq.v1.ReplicaSet.
+ * Use `create(ReplicaSetSchema)` to create a new message.
+ */
+export const ReplicaSetSchema: GenMessage<ReplicaSet> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_cluster, 3);
+
+/**
+ * ListNodesRequest is empty.
+ *
+ * @generated from message quorumq.v1.ListNodesRequest
+ */
+export type ListNodesRequest = Message<"quorumq.v1.ListNodesRequest"> & {
+};
+
+/**
+ * Describes the message quorumq.v1.ListNodesRequest.
+ * Use `create(ListNodesRequestSchema)` to create a new message.
+ */
+export const ListNodesRequestSchema: GenMessage<ListNodesRequest> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_cluster, 4);
+
+/**
+ * ListNodesResponse is the recorded membership.
+ *
+ * @generated from message quorumq.v1.ListNodesResponse
+ */
+export type ListNodesResponse = Message<"quorumq.v1.ListNodesResponse"> & {
+  /**
+   * Every node ever admitted, by id.
+   *
+   * @generated from field: repeated quorumq.v1.NodeInfo nodes = 1;
+   */
+  nodes: NodeInfo[];
+
+  /**
+   * Every shard's replica set, by shard.
+   *
+   * @generated from field: repeated quorumq.v1.ReplicaSet replica_sets = 2;
+   */
+  replicaSets: ReplicaSet[];
+};
+
+/**
+ * Describes the message quorumq.v1.ListNodesResponse.
+ * Use `create(ListNodesResponseSchema)` to create a new message.
+ */
+export const ListNodesResponseSchema: GenMessage<ListNodesResponse> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_cluster, 5);
+
+/**
+ * JoinClusterRequest describes the joining node.
+ *
+ * @generated from message quorumq.v1.JoinClusterRequest
+ */
+export type JoinClusterRequest = Message<"quorumq.v1.JoinClusterRequest"> & {
+  /**
+   * Its peer (Raft) address, as the other nodes reach it.
+   *
+   * @generated from field: string peer_address = 1;
+   */
+  peerAddress: string;
+
+  /**
+   * Its client (gRPC API) address.
+   *
+   * @generated from field: string client_address = 2;
+   */
+  clientAddress: string;
+
+  /**
+   * Random id of its data directory (see NodeInfo.incarnation).
+   *
+   * @generated from field: uint64 incarnation = 3;
+   */
+  incarnation: bigint;
+};
+
+/**
+ * Describes the message quorumq.v1.JoinClusterRequest.
+ * Use `create(JoinClusterRequestSchema)` to create a new message.
+ */
+export const JoinClusterRequestSchema: GenMessage<JoinClusterRequest> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_cluster, 6);
+
+/**
+ * JoinClusterResponse admits the node.
+ *
+ * @generated from message quorumq.v1.JoinClusterResponse
+ */
+export type JoinClusterResponse = Message<"quorumq.v1.JoinClusterResponse"> & {
+  /**
+   * The node's record: its new id, state JOINING.
+   *
+   * @generated from field: quorumq.v1.NodeInfo node = 1;
+   */
+  node?: NodeInfo | undefined;
+
+  /**
+   * Every node not removed, the new one included.
+   *
+   * @generated from field: repeated quorumq.v1.NodeInfo nodes = 2;
+   */
+  nodes: NodeInfo[];
+
+  /**
+   * The cluster's shard count.
+   *
+   * @generated from field: uint32 shards = 3;
+   */
+  shards: number;
+};
+
+/**
+ * Describes the message quorumq.v1.JoinClusterResponse.
+ * Use `create(JoinClusterResponseSchema)` to create a new message.
+ */
+export const JoinClusterResponseSchema: GenMessage<JoinClusterResponse> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_cluster, 7);
 
 /**
  * GetMessageHistoryRequest selects the series.
@@ -50,7 +312,7 @@ export type GetMessageHistoryRequest = Message<"quorumq.v1.GetMessageHistoryRequ
  * Use `create(GetMessageHistoryRequestSchema)` to create a new message.
  */
 export const GetMessageHistoryRequestSchema: GenMessage<GetMessageHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 0);
+  messageDesc(file_quorumq_v1_cluster, 8);
 
 /**
  * HistoryBucket counts the calls of one interval.
@@ -99,7 +361,7 @@ export type HistoryBucket = Message<"quorumq.v1.HistoryBucket"> & {
  * Use `create(HistoryBucketSchema)` to create a new message.
  */
 export const HistoryBucketSchema: GenMessage<HistoryBucket> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 1);
+  messageDesc(file_quorumq_v1_cluster, 9);
 
 /**
  * QueueHistory is one queue's buckets.
@@ -127,7 +389,7 @@ export type QueueHistory = Message<"quorumq.v1.QueueHistory"> & {
  * Use `create(QueueHistorySchema)` to create a new message.
  */
 export const QueueHistorySchema: GenMessage<QueueHistory> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 2);
+  messageDesc(file_quorumq_v1_cluster, 10);
 
 /**
  * GetMessageHistoryResponse carries the series.
@@ -169,7 +431,7 @@ export type GetMessageHistoryResponse = Message<"quorumq.v1.GetMessageHistoryRes
  * Use `create(GetMessageHistoryResponseSchema)` to create a new message.
  */
 export const GetMessageHistoryResponseSchema: GenMessage<GetMessageHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 3);
+  messageDesc(file_quorumq_v1_cluster, 11);
 
 /**
  * TenantQuota bounds what a tenant may use; 0 means no limit.
@@ -205,7 +467,7 @@ export type TenantQuota = Message<"quorumq.v1.TenantQuota"> & {
  * Use `create(TenantQuotaSchema)` to create a new message.
  */
 export const TenantQuotaSchema: GenMessage<TenantQuota> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 4);
+  messageDesc(file_quorumq_v1_cluster, 12);
 
 /**
  * TenantUsage is what a tenant uses now.
@@ -233,7 +495,7 @@ export type TenantUsage = Message<"quorumq.v1.TenantUsage"> & {
  * Use `create(TenantUsageSchema)` to create a new message.
  */
 export const TenantUsageSchema: GenMessage<TenantUsage> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 5);
+  messageDesc(file_quorumq_v1_cluster, 13);
 
 /**
  * SetTenantQuotaRequest names the tenant and its new quota.
@@ -261,7 +523,7 @@ export type SetTenantQuotaRequest = Message<"quorumq.v1.SetTenantQuotaRequest"> 
  * Use `create(SetTenantQuotaRequestSchema)` to create a new message.
  */
 export const SetTenantQuotaRequestSchema: GenMessage<SetTenantQuotaRequest> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 6);
+  messageDesc(file_quorumq_v1_cluster, 14);
 
 /**
  * SetTenantQuotaResponse carries the quota and usage after the change.
@@ -289,7 +551,7 @@ export type SetTenantQuotaResponse = Message<"quorumq.v1.SetTenantQuotaResponse"
  * Use `create(SetTenantQuotaResponseSchema)` to create a new message.
  */
 export const SetTenantQuotaResponseSchema: GenMessage<SetTenantQuotaResponse> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 7);
+  messageDesc(file_quorumq_v1_cluster, 15);
 
 /**
  * GetTenantQuotaRequest names the tenant.
@@ -310,7 +572,7 @@ export type GetTenantQuotaRequest = Message<"quorumq.v1.GetTenantQuotaRequest"> 
  * Use `create(GetTenantQuotaRequestSchema)` to create a new message.
  */
 export const GetTenantQuotaRequestSchema: GenMessage<GetTenantQuotaRequest> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 8);
+  messageDesc(file_quorumq_v1_cluster, 16);
 
 /**
  * GetTenantQuotaResponse carries quota and usage.
@@ -338,7 +600,7 @@ export type GetTenantQuotaResponse = Message<"quorumq.v1.GetTenantQuotaResponse"
  * Use `create(GetTenantQuotaResponseSchema)` to create a new message.
  */
 export const GetTenantQuotaResponseSchema: GenMessage<GetTenantQuotaResponse> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 9);
+  messageDesc(file_quorumq_v1_cluster, 17);
 
 /**
  * GetClusterRequest is empty.
@@ -353,7 +615,7 @@ export type GetClusterRequest = Message<"quorumq.v1.GetClusterRequest"> & {
  * Use `create(GetClusterRequestSchema)` to create a new message.
  */
 export const GetClusterRequestSchema: GenMessage<GetClusterRequest> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 10);
+  messageDesc(file_quorumq_v1_cluster, 18);
 
 /**
  * ClusterNode is one member of the cluster.
@@ -402,7 +664,7 @@ export type ClusterNode = Message<"quorumq.v1.ClusterNode"> & {
  * Use `create(ClusterNodeSchema)` to create a new message.
  */
 export const ClusterNodeSchema: GenMessage<ClusterNode> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 11);
+  messageDesc(file_quorumq_v1_cluster, 19);
 
 /**
  * ClusterShard is one Raft group as the answering node sees it.
@@ -418,7 +680,7 @@ export type ClusterShard = Message<"quorumq.v1.ClusterShard"> & {
   id: bigint;
 
   /**
-   * Voting members' node ids.
+   * Members' node ids: voters and learners.
    *
    * @generated from field: repeated uint64 members = 2;
    */
@@ -473,6 +735,20 @@ export type ClusterShard = Message<"quorumq.v1.ClusterShard"> & {
    * @generated from field: string role = 9;
    */
   role: string;
+
+  /**
+   * Voters of the applied configuration (members holds voters and learners).
+   *
+   * @generated from field: repeated uint64 voters = 10;
+   */
+  voters: bigint[];
+
+  /**
+   * Learners: replicas catching up, not yet voting.
+   *
+   * @generated from field: repeated uint64 learners = 11;
+   */
+  learners: bigint[];
 };
 
 /**
@@ -480,7 +756,7 @@ export type ClusterShard = Message<"quorumq.v1.ClusterShard"> & {
  * Use `create(ClusterShardSchema)` to create a new message.
  */
 export const ClusterShardSchema: GenMessage<ClusterShard> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 12);
+  messageDesc(file_quorumq_v1_cluster, 20);
 
 /**
  * GetClusterResponse lists nodes and shards.
@@ -523,7 +799,55 @@ export type GetClusterResponse = Message<"quorumq.v1.GetClusterResponse"> & {
  * Use `create(GetClusterResponseSchema)` to create a new message.
  */
 export const GetClusterResponseSchema: GenMessage<GetClusterResponse> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 13);
+  messageDesc(file_quorumq_v1_cluster, 21);
+
+/**
+ * NodeState is where a storage node is in its life in the cluster.
+ *
+ * @generated from enum quorumq.v1.NodeState
+ */
+export enum NodeState {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: NODE_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Admitted; being added to its shards (learner, then voter).
+   *
+   * @generated from enum value: NODE_STATE_JOINING = 1;
+   */
+  JOINING = 1,
+
+  /**
+   * A voting replica of its shards.
+   *
+   * @generated from enum value: NODE_STATE_ACTIVE = 2;
+   */
+  ACTIVE = 2,
+
+  /**
+   * Its replicas are being moved away.
+   *
+   * @generated from enum value: NODE_STATE_DRAINING = 3;
+   */
+  DRAINING = 3,
+
+  /**
+   * Gone; its id is never used again.
+   *
+   * @generated from enum value: NODE_STATE_REMOVED = 4;
+   */
+  REMOVED = 4,
+}
+
+/**
+ * Describes the enum quorumq.v1.NodeState.
+ */
+export const NodeStateSchema: GenEnum<NodeState> = /*@__PURE__*/
+  enumDesc(file_quorumq_v1_cluster, 0);
 
 /**
  * ClusterService shows the cluster's nodes and Raft groups. It needs the
@@ -577,6 +901,47 @@ export const ClusterService: GenService<{
     methodKind: "unary";
     input: typeof GetMessageHistoryRequestSchema;
     output: typeof GetMessageHistoryResponseSchema;
+  },
+  /**
+   * ListNodes returns the cluster's membership as recorded in the metadata
+   * shard: every storage node (with its state) and every shard's replica
+   * set, with the change under way if any.
+   *
+   * @generated from rpc quorumq.v1.ClusterService.ListNodes
+   */
+  listNodes: {
+    methodKind: "unary";
+    input: typeof ListNodesRequestSchema;
+    output: typeof ListNodesResponseSchema;
+  },
+  /**
+   * JoinCluster admits a new, empty storage node (what `quorumq serve
+   * --join` calls): it gets a node id that was never used, and the
+   * coordinator then adds it to the shards, learner first, and promotes
+   * it once it caught up. A retry with the same incarnation returns the
+   * same node.
+   *
+   * @generated from rpc quorumq.v1.ClusterService.JoinCluster
+   */
+  joinCluster: {
+    methodKind: "unary";
+    input: typeof JoinClusterRequestSchema;
+    output: typeof JoinClusterResponseSchema;
+  },
+  /**
+   * RemoveNode retires a storage node: it becomes DRAINING, the
+   * coordinator removes its replica from every shard (one change per shard
+   * at a time; a shard it leads hands leadership over first), then it is
+   * REMOVED and its id is never used again. Works for a dead node (a lost
+   * machine) as long as every shard keeps a quorum without it. Refused
+   * for the last voter of a shard.
+   *
+   * @generated from rpc quorumq.v1.ClusterService.RemoveNode
+   */
+  removeNode: {
+    methodKind: "unary";
+    input: typeof RemoveNodeRequestSchema;
+    output: typeof RemoveNodeResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_quorumq_v1_cluster, 0);
