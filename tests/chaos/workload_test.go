@@ -261,17 +261,23 @@ func (w *workload) receive(rng *rand.Rand, queue string, max int32, vis, wait ti
 	return nil
 }
 
-// settle deletes (or changes the visibility of) one received message,
-// retrying an unknown outcome.
+// settle deletes (or changes the visibility of, or nacks) one received
+// message, retrying an unknown outcome.
 func (w *workload) settle(rng *rand.Rand, e recvEvent, change bool, vis time.Duration) outcome {
 	o := unknown
 	for try := 0; try < 3 && o == unknown; try++ {
 		invoked := time.Now()
 		ctx, cancel, api := w.api(rng)
 		var err error
-		if change {
+		switch {
+		case change && vis == 0 && rng.IntN(2) == 0:
+			// A failed nack is a visibility change to 0 for every rule
+			// the checker holds (the queue has no retry policy): the
+			// message is visible at once and the receive counts.
+			_, err = api.NackMessage(ctx, &qv1.NackMessageRequest{Queue: e.queue, ReceiptHandle: e.handle, Kind: qv1.NackKind_NACK_KIND_FAILED})
+		case change:
 			_, err = api.ChangeMessageVisibility(ctx, &qv1.ChangeMessageVisibilityRequest{Queue: e.queue, ReceiptHandle: e.handle, VisibilityTimeout: durationpb.New(vis)})
-		} else {
+		default:
 			_, err = api.DeleteMessage(ctx, &qv1.DeleteMessageRequest{Queue: e.queue, ReceiptHandle: e.handle})
 		}
 		cancel()
