@@ -29,9 +29,21 @@ import (
 // crosses once).
 
 // walkVisible calls fn with the flag of every visibility entry of queue
-// qid with lo < visible_at <= hi.
-func (t *txn) walkVisible(qid uint64, lo, hi int64, fn func(flag byte)) (err error) {
-	p := keys.VisiblePrefix(t.s.shard, qid)
+// qid with lo < visible_at <= hi, at every priority in use.
+func (t *txn) walkVisible(qid uint64, lo, hi int64, fn func(flag byte)) error {
+	levels, err := t.levels(qid)
+	if err != nil {
+		return err
+	}
+	for _, p := range levels {
+		if err := t.walkLevel(p, lo, hi, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *txn) walkLevel(p []byte, lo, hi int64, fn func(flag byte)) (err error) {
 	it, err := t.iter(untilKey(p, lo), untilKey(p, hi))
 	if err != nil {
 		return err
@@ -341,17 +353,22 @@ func (t *txn) nextDue(q *storepb.QueueRecord, meta *storepb.QueueMeta, limit int
 		return 0, err
 	}
 	if meta.InFlight+meta.Delayed > 0 {
-		vp := keys.VisiblePrefix(sh, q.Id)
-		err := first(untilKey(vp, t.now), keys.PrefixEnd(vp), func(it *iter) error {
-			_, _, vis, _, err := keys.DecodeVisible(it.Key())
-			if err != nil {
-				return fmt.Errorf("store: bad key %s: %w", keys.Pretty(it.Key()), err)
-			}
-			next = min(next, vis)
-			return nil
-		})
+		levels, err := t.levels(q.Id)
 		if err != nil {
 			return 0, err
+		}
+		for _, vp := range levels {
+			err := first(untilKey(vp, t.now), keys.PrefixEnd(vp), func(it *iter) error {
+				vis, _, err := keys.ReadInt64(it.Key()[len(vp):])
+				if err != nil {
+					return fmt.Errorf("store: bad key %s: %w", keys.Pretty(it.Key()), err)
+				}
+				next = min(next, vis)
+				return nil
+			})
+			if err != nil {
+				return 0, err
+			}
 		}
 	}
 	if next == math.MaxInt64 {

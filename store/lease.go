@@ -30,7 +30,8 @@ import (
 // for the body and never the lease record.
 
 const (
-	// visible_at, receive_count, first_received_at, size, leasePlain bit
+	// visible_at, receive_count, first_received_at, size, flags (leasePlain
+	// bit; high nibble: priority + 1, 0 for the default)
 	leaseLen      = 8 + 4 + 8 + 8 + 1
 	indexLeaseLen = 1 + 4 + 8 // flag, receive_count, first_received_at
 	// leasePlain: the message has no tags and no group, so what removing
@@ -64,6 +65,11 @@ func (t *txn) keyVisible(qid uint64, at int64, seq uint64) []byte {
 	return t.kb
 }
 
+func (t *txn) keyFair(qid uint64, group string, at int64, seq uint64) []byte {
+	t.kb = keys.AppendFair(t.keyBuf(), t.s.shard, qid, group, at, seq)
+	return t.kb
+}
+
 func (t *txn) keyTag(qid uint64, tag string, at int64, seq uint64) []byte {
 	t.kb = keys.AppendTag(t.keyBuf(), t.s.shard, qid, tag, at, seq)
 	return t.kb
@@ -90,8 +96,9 @@ func (t *txn) putLease(qid uint64, m *storepb.MessageRecord) error {
 	binary.BigEndian.PutUint32(v[8:], uint32(m.ReceiveCount))
 	binary.BigEndian.PutUint64(v[12:], uint64(m.FirstReceivedAtMs))
 	binary.BigEndian.PutUint64(v[20:], uint64(m.Size))
+	v[28] = leasePriority(m)
 	if len(m.Tags) == 0 && m.GroupId == "" {
-		v[28] = leasePlain
+		v[28] |= leasePlain
 	}
 	t.markLeased(m)
 	return t.setRaw(t.keyLease(qid, m.Seq), v[:])
@@ -128,7 +135,7 @@ func (t *txn) leaseOnly(q *storepb.QueueRecord, seq uint64) (*storepb.MessageRec
 	defer closer.Close()
 	var m *storepb.MessageRecord
 	if len(v) == leaseLen && v[28]&leasePlain != 0 && !isFifo(q) {
-		m = &storepb.MessageRecord{Seq: seq, Size: int64(binary.BigEndian.Uint64(v[20:]))}
+		m = &storepb.MessageRecord{Seq: seq, Size: int64(binary.BigEndian.Uint64(v[20:])), Priority: priorityFromLease(v[28])}
 	} else if m, err = t.record(qid, seq); m == nil || err != nil {
 		if err == nil {
 			err = fmt.Errorf("store: lease record without message: queue %d seq %d", qid, seq)

@@ -212,6 +212,9 @@ func (s *Store) Apply(b *pebble.Batch, index uint64, data []byte) (any, error) {
 	if err == nil {
 		err = t.flushMetas()
 	}
+	if err == nil {
+		err = t.flushOrders()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -282,6 +285,10 @@ type txn struct {
 	// leases: the messages of this command known to have a lease record
 	// (pointer keys, lookups only).
 	leases map[*storepb.MessageRecord]struct{}
+
+	orders      map[uint64]*storepb.QueueOrder // receive-order records loaded (by queue id)
+	ordersDirty map[uint64]bool                // to write back at the command's end
+	groups      map[groupKey]*groupEntry       // fair queues' group states loaded
 
 	// unblocked: a FIFO group's new head is visible at now (its earlier
 	// message went), so a waiting long poll has something to receive.

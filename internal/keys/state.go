@@ -18,15 +18,22 @@ import "fmt"
 //	                                 deduplication id (DedupRecord) or receive
 //	                                 attempt (ReceiveAttemptRecord)
 //	0x10 Q 'e' expires key           expiry order of 'd' -> empty
+//	0x10 Q 'f' group visible_at seq  fair queues: each group's visibility index -> flag byte
 //	0x10 Q 'g' group seq             FIFO group order -> empty
 //	0x10 Q 'h' visible_at seq        FIFO group heads by the head's (visible_at, seq) -> group
 //	0x10 Q 'k' tag                   tag index low-water mark -> visible_at seq
 //	0x10 Q 'l'                       visibility low-water mark -> visible_at seq
 //	0x10 Q 'm' seq                   message record -> MessageRecord (written once)
+//	0x10 Q 'p' rank visible_at seq   visibility index of priority 9-rank (not 4: that is 'v') -> flag byte
 //	0x10 Q 's' seq                   lease state of a message whose visibility
 //	                                 changed since it was stored -> 20 bytes
 //	0x10 Q 't' tag visible_at seq    tag index -> flag byte
-//	0x10 Q 'v' visible_at seq        visibility index -> flag byte
+//	0x10 Q 'v' visible_at seq        visibility index (priority 4, the default) -> flag byte
+//	0x10 Q 'w' 0x00                  receive-order bookkeeping -> QueueOrder
+//	0x10 Q 'w' 0x01 rank             low-water mark of 'p' rank -> visible_at seq
+//	0x10 Q 'w' 0x02 group            low-water mark of 'f' group -> visible_at seq
+//	0x10 Q 'w' 0x03 group            fair queues: a group's standing -> GroupState
+//	0x10 Q 'w' 0x04 count turn group fair queues: groups by (outstanding, turn) -> empty
 //	0x20 id                          outbox entry -> OutboxEntry
 //	0x21 source_shard id             delivered-outbox marker -> empty
 //	0x22 at source_shard id          delivered-marker expiry order -> empty
@@ -61,6 +68,19 @@ const (
 	queueVisible    byte = 'v'
 	queueVisibleLow byte = 'l'
 	queueTagLow     byte = 'k'
+	queuePriority   byte = 'p'
+	queueFair       byte = 'f'
+	queueOrder      byte = 'w'
+)
+
+// Sub-kinds of queueOrder ('w').
+const (
+	orderRecord       byte = 0x00
+	orderPriorityLow  byte = 0x01
+	orderFairLow      byte = 0x02
+	orderGroupState   byte = 0x03
+	orderGroupRing    byte = 0x04
+	orderPriorityRank      = 9 // ranks 0..9: rank = 9 - priority
 )
 
 func stateKey(shard uint64, kind byte) []byte { return append(StatePrefix(shard), kind) }
@@ -306,10 +326,137 @@ func LowMarkOf(prefix []byte) []byte {
 		mark[n] = queueVisibleLow
 	case queueTag:
 		mark[n] = queueTagLow
+	case queuePriority:
+		if len(prefix) != n+2 {
+			return nil
+		}
+		return append(append([]byte(nil), prefix[:n]...), queueOrder, orderPriorityLow, prefix[n+1])
+	case queueFair:
+		return append(append([]byte(nil), prefix[:n]...), append([]byte{queueOrder, orderFairLow}, prefix[n+1:]...)...)
 	default:
 		return nil
 	}
 	return mark
+}
+
+// PriorityPrefix bounds the visibility index of rank (9 - priority), in
+// (visible_at, seq) order. The default priority (4, rank 5) has none: its
+// messages are in the visibility index 'v', as every message was before
+// priorities.
+func PriorityPrefix(shard, queue uint64, rank byte) []byte {
+	return append(append(QueuePrefix(shard, queue), queuePriority), rank)
+}
+
+// PrioritiesPrefix bounds every priority index of a queue.
+func PrioritiesPrefix(shard, queue uint64) []byte {
+	return append(QueuePrefix(shard, queue), queuePriority)
+}
+
+// AppendPriority appends the key of a priority index entry to dst.
+func AppendPriority(dst []byte, shard, queue uint64, rank byte, visibleAt int64, seq uint64) []byte {
+	dst = append(appendQueueKind(dst, shard, queue, queuePriority), rank)
+	return AppendUint64(AppendInt64(dst, visibleAt), seq)
+}
+
+// DecodePriority parses a priority index key.
+func DecodePriority(k []byte) (shard, queue uint64, rank byte, visibleAt int64, seq uint64, err error) {
+	shard, queue, rest, err := readQueueKind(k, queuePriority)
+	if err != nil || len(rest) < 1 || rest[0] > orderPriorityRank {
+		return 0, 0, 0, 0, 0, ErrMalformed
+	}
+	rank, rest = rest[0], rest[1:]
+	visibleAt, rest, err = ReadInt64(rest)
+	if err == nil {
+		seq, rest, err = ReadUint64(rest)
+	}
+	if err == nil {
+		err = noTrailing(rest)
+	}
+	if err != nil {
+		return 0, 0, 0, 0, 0, err
+	}
+	return shard, queue, rank, visibleAt, seq, nil
+}
+
+// FairsPrefix bounds every fair group index of a queue.
+func FairsPrefix(shard, queue uint64) []byte { return append(QueuePrefix(shard, queue), queueFair) }
+
+// FairPrefix bounds one group's visibility index on a fair queue, in
+// (visible_at, seq) order.
+func FairPrefix(shard, queue uint64, group string) []byte {
+	return AppendString(FairsPrefix(shard, queue), group)
+}
+
+// AppendFair appends the key of a fair group index entry to dst.
+func AppendFair(dst []byte, shard, queue uint64, group string, visibleAt int64, seq uint64) []byte {
+	dst = AppendString(appendQueueKind(dst, shard, queue, queueFair), group)
+	return AppendUint64(AppendInt64(dst, visibleAt), seq)
+}
+
+// DecodeFair parses a fair group index key.
+func DecodeFair(k []byte) (shard, queue uint64, group string, visibleAt int64, seq uint64, err error) {
+	shard, queue, rest, err := readQueueKind(k, queueFair)
+	if err == nil {
+		group, rest, err = ReadString(rest)
+	}
+	if err == nil {
+		visibleAt, rest, err = ReadInt64(rest)
+	}
+	if err == nil {
+		seq, rest, err = ReadUint64(rest)
+	}
+	if err == nil {
+		err = noTrailing(rest)
+	}
+	if err != nil {
+		return 0, 0, "", 0, 0, err
+	}
+	return shard, queue, group, visibleAt, seq, nil
+}
+
+// OrderPrefix bounds a queue's receive-order bookkeeping (QueueOrder, the
+// priority and fair index marks, group states and the group ring).
+func OrderPrefix(shard, queue uint64) []byte { return append(QueuePrefix(shard, queue), queueOrder) }
+
+// QueueOrder is the key of a queue's QueueOrder record.
+func QueueOrder(shard, queue uint64) []byte { return append(OrderPrefix(shard, queue), orderRecord) }
+
+// GroupState is the key of a fair queue's group standing.
+func GroupState(shard, queue uint64, group string) []byte {
+	return AppendString(append(OrderPrefix(shard, queue), orderGroupState), group)
+}
+
+// GroupRingPrefix bounds a fair queue's groups in (outstanding, turn,
+// group) order.
+func GroupRingPrefix(shard, queue uint64) []byte {
+	return append(OrderPrefix(shard, queue), orderGroupRing)
+}
+
+// GroupRing is the key of a group's place in the ring.
+func GroupRing(shard, queue uint64, outstanding, turn uint64, group string) []byte {
+	return AppendString(AppendUint64(AppendUint64(GroupRingPrefix(shard, queue), outstanding), turn), group)
+}
+
+// DecodeGroupRing parses a GroupRing key.
+func DecodeGroupRing(k []byte) (shard, queue, outstanding, turn uint64, group string, err error) {
+	shard, queue, rest, err := readQueueKind(k, queueOrder)
+	if err != nil || len(rest) < 1 || rest[0] != orderGroupRing {
+		return 0, 0, 0, 0, "", ErrMalformed
+	}
+	outstanding, rest, err = ReadUint64(rest[1:])
+	if err == nil {
+		turn, rest, err = ReadUint64(rest)
+	}
+	if err == nil {
+		group, rest, err = ReadString(rest)
+	}
+	if err == nil {
+		err = noTrailing(rest)
+	}
+	if err != nil {
+		return 0, 0, 0, 0, "", err
+	}
+	return shard, queue, outstanding, turn, group, nil
 }
 
 // Visible is the key of a visibility index entry.
@@ -699,6 +846,19 @@ func prettyQueue(k, rest []byte) string {
 		if _, _, at, seq, err := DecodeGroupHead(k); err == nil {
 			return fmt.Sprintf("/q/%d/h/%d/%d", q, at, seq)
 		}
+	case queuePriority:
+		if _, _, r, at, seq, err := DecodePriority(k); err == nil {
+			return fmt.Sprintf("/q/%d/p/%d/%d/%d", q, r, at, seq)
+		}
+	case queueFair:
+		if _, _, g, at, seq, err := DecodeFair(k); err == nil {
+			return fmt.Sprintf("/q/%d/f/%q/%d/%d", q, g, at, seq)
+		}
+	case queueOrder:
+		if _, _, n, turn, g, err := DecodeGroupRing(k); err == nil {
+			return fmt.Sprintf("/q/%d/ring/%d/%d/%q", q, n, turn, g)
+		}
+		return fmt.Sprintf("/q/%d/w/%x", q, rest[10:])
 	}
 	return fmt.Sprintf("/q/%d/%x", q, rest[9:])
 }

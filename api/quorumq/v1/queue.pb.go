@@ -103,7 +103,21 @@ type QueueAttributes struct {
 	ContentBasedDeduplication bool `protobuf:"varint,8,opt,name=content_based_deduplication,json=contentBasedDeduplication,proto3" json:"content_based_deduplication,omitempty"`
 	// Number of partitions, 1 – 64 (default 1); may grow, never shrink. A
 	// FIFO queue's partitions are fixed at creation (FIFO_PARTITIONS_FIXED).
-	Partitions    int32 `protobuf:"varint,9,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	Partitions int32 `protobuf:"varint,9,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	// How a receive orders priorities: "strict" (or empty, the default): the
+	// highest priority first, oldest first within one; "weighted": the same,
+	// except that of every priority_weight + 1 messages delivered one is the
+	// oldest visible message of any priority, so low priorities are never
+	// starved. Tag-filtered receives take matching messages oldest first
+	// whatever their priority.
+	PriorityMode string `protobuf:"bytes,10,opt,name=priority_mode,json=priorityMode,proto3" json:"priority_mode,omitempty"`
+	// Weighted mode's ratio, 1 – 1000; 0: the default, 10.
+	PriorityWeight int32 `protobuf:"varint,11,opt,name=priority_weight,json=priorityWeight,proto3" json:"priority_weight,omitempty"`
+	// "group": receives favour message groups (group_id; messages without
+	// one form one group) with few messages received and not yet deleted
+	// over a group flooding the queue. Empty or "none": off. Standard queues
+	// only; fixed at creation.
+	Fairness      string `protobuf:"bytes,12,opt,name=fairness,proto3" json:"fairness,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -199,6 +213,27 @@ func (x *QueueAttributes) GetPartitions() int32 {
 		return x.Partitions
 	}
 	return 0
+}
+
+func (x *QueueAttributes) GetPriorityMode() string {
+	if x != nil {
+		return x.PriorityMode
+	}
+	return ""
+}
+
+func (x *QueueAttributes) GetPriorityWeight() int32 {
+	if x != nil {
+		return x.PriorityWeight
+	}
+	return 0
+}
+
+func (x *QueueAttributes) GetFairness() string {
+	if x != nil {
+		return x.Fairness
+	}
+	return ""
 }
 
 // DeadLetterPolicy moves a message to `queue` (of the same tenant) when it
@@ -1069,7 +1104,11 @@ type SendMessageRequest struct {
 	// idempotency_key, sends are spread round robin. 1 – 128 bytes. On a FIFO
 	// queue the group_id decides the partition: partition_key must be empty
 	// or equal to group_id (else INVALID_ARGUMENT).
-	PartitionKey  string `protobuf:"bytes,10,opt,name=partition_key,json=partitionKey,proto3" json:"partition_key,omitempty"`
+	PartitionKey string `protobuf:"bytes,10,opt,name=partition_key,json=partitionKey,proto3" json:"partition_key,omitempty"`
+	// 0 (lowest) – 9 (highest); unset: 4. A receive returns the highest
+	// priority first (see QueueAttributes.priority_mode). FIFO queues refuse
+	// any other priority than 4 (INVALID_ARGUMENT).
+	Priority      *int32 `protobuf:"varint,11,opt,name=priority,proto3,oneof" json:"priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1174,6 +1213,13 @@ func (x *SendMessageRequest) GetPartitionKey() string {
 	return ""
 }
 
+func (x *SendMessageRequest) GetPriority() int32 {
+	if x != nil && x.Priority != nil {
+		return *x.Priority
+	}
+	return 0
+}
+
 // SendMessageResponse identifies the stored message.
 type SendMessageResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1251,7 +1297,9 @@ type SendMessageBatchEntry struct {
 	// As in SendMessageRequest.
 	IdempotencyKey string `protobuf:"bytes,9,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// As in SendMessageRequest.
-	PartitionKey  string `protobuf:"bytes,10,opt,name=partition_key,json=partitionKey,proto3" json:"partition_key,omitempty"`
+	PartitionKey string `protobuf:"bytes,10,opt,name=partition_key,json=partitionKey,proto3" json:"partition_key,omitempty"`
+	// As in SendMessageRequest.
+	Priority      *int32 `protobuf:"varint,11,opt,name=priority,proto3,oneof" json:"priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1354,6 +1402,13 @@ func (x *SendMessageBatchEntry) GetPartitionKey() string {
 		return x.PartitionKey
 	}
 	return ""
+}
+
+func (x *SendMessageBatchEntry) GetPriority() int32 {
+	if x != nil && x.Priority != nil {
+		return *x.Priority
+	}
+	return 0
 }
 
 // SendMessageBatchRequest sends up to 100 messages.
@@ -1797,8 +1852,10 @@ type ReceivedMessage struct {
 	Sequence uint64 `protobuf:"varint,10,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	// Set on a dead-lettered message: the queue it came from.
 	DeadLetterSource string `protobuf:"bytes,11,opt,name=dead_letter_source,json=deadLetterSource,proto3" json:"dead_letter_source,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Priority given at send, 0 – 9 (4 when none was given).
+	Priority      int32 `protobuf:"varint,12,opt,name=priority,proto3" json:"priority,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReceivedMessage) Reset() {
@@ -1908,10 +1965,18 @@ func (x *ReceivedMessage) GetDeadLetterSource() string {
 	return ""
 }
 
+func (x *ReceivedMessage) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
 // ReceiveMessagesResponse holds the leased messages (maybe none).
 type ReceiveMessagesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Leased messages, oldest first.
+	// Leased messages: highest priority first, oldest first within a
+	// priority (see QueueAttributes.priority_mode and fairness).
 	Messages      []*ReceivedMessage `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2770,7 +2835,9 @@ type PeekedMessage struct {
 	// Set on a dead-lettered message: the queue it came from.
 	DeadLetterSource string `protobuf:"bytes,12,opt,name=dead_letter_source,json=deadLetterSource,proto3" json:"dead_letter_source,omitempty"`
 	// The partition holding it.
-	Partition     int32 `protobuf:"varint,13,opt,name=partition,proto3" json:"partition,omitempty"`
+	Partition int32 `protobuf:"varint,13,opt,name=partition,proto3" json:"partition,omitempty"`
+	// Priority given at send, 0 – 9 (4 when none was given).
+	Priority      int32 `protobuf:"varint,14,opt,name=priority,proto3" json:"priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2892,6 +2959,13 @@ func (x *PeekedMessage) GetDeadLetterSource() string {
 func (x *PeekedMessage) GetPartition() int32 {
 	if x != nil {
 		return x.Partition
+	}
+	return 0
+}
+
+func (x *PeekedMessage) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
 	}
 	return 0
 }
@@ -3268,7 +3342,7 @@ var File_quorumq_v1_queue_proto protoreflect.FileDescriptor
 const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\n" +
 	"\x16quorumq/v1/queue.proto\x12\n" +
-	"quorumq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x04\n" +
+	"quorumq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xea\x04\n" +
 	"\x0fQueueAttributes\x12H\n" +
 	"\x12visibility_timeout\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x11visibilityTimeout\x12F\n" +
 	"\x11message_retention\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x10messageRetention\x12@\n" +
@@ -3281,7 +3355,11 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\x1bcontent_based_deduplication\x18\b \x01(\bR\x19contentBasedDeduplication\x12\x1e\n" +
 	"\n" +
 	"partitions\x18\t \x01(\x05R\n" +
-	"partitions\"T\n" +
+	"partitions\x12#\n" +
+	"\rpriority_mode\x18\n" +
+	" \x01(\tR\fpriorityMode\x12'\n" +
+	"\x0fpriority_weight\x18\v \x01(\x05R\x0epriorityWeight\x12\x1a\n" +
+	"\bfairness\x18\f \x01(\tR\bfairness\"T\n" +
 	"\x10DeadLetterPolicy\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12*\n" +
 	"\x11max_receive_count\x18\x02 \x01(\x05R\x0fmaxReceiveCount\"]\n" +
@@ -3348,7 +3426,7 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\x13DeleteQueueResponse\"'\n" +
 	"\x11PurgeQueueRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x14\n" +
-	"\x12PurgeQueueResponse\"\xe1\x03\n" +
+	"\x12PurgeQueueResponse\"\x8f\x04\n" +
 	"\x12SendMessageRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x12\n" +
 	"\x04body\x18\x02 \x01(\tR\x04body\x12N\n" +
@@ -3363,14 +3441,16 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\x10deduplication_id\x18\b \x01(\tR\x0fdeduplicationId\x12'\n" +
 	"\x0fidempotency_key\x18\t \x01(\tR\x0eidempotencyKey\x12#\n" +
 	"\rpartition_key\x18\n" +
-	" \x01(\tR\fpartitionKey\x1a=\n" +
+	" \x01(\tR\fpartitionKey\x12\x1f\n" +
+	"\bpriority\x18\v \x01(\x05H\x00R\bpriority\x88\x01\x01\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"P\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\v\n" +
+	"\t_priority\"P\n" +
 	"\x13SendMessageResponse\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x1a\n" +
-	"\bsequence\x18\x02 \x01(\x04R\bsequence\"\xe1\x03\n" +
+	"\bsequence\x18\x02 \x01(\x04R\bsequence\"\x8f\x04\n" +
 	"\x15SendMessageBatchEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04body\x18\x02 \x01(\tR\x04body\x12Q\n" +
@@ -3385,10 +3465,12 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\x10deduplication_id\x18\b \x01(\tR\x0fdeduplicationId\x12'\n" +
 	"\x0fidempotency_key\x18\t \x01(\tR\x0eidempotencyKey\x12#\n" +
 	"\rpartition_key\x18\n" +
-	" \x01(\tR\fpartitionKey\x1a=\n" +
+	" \x01(\tR\fpartitionKey\x12\x1f\n" +
+	"\bpriority\x18\v \x01(\x05H\x00R\bpriority\x88\x01\x01\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"l\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\v\n" +
+	"\t_priority\"l\n" +
 	"\x17SendMessageBatchRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12;\n" +
 	"\aentries\x18\x02 \x03(\v2!.quorumq.v1.SendMessageBatchEntryR\aentries\"c\n" +
@@ -3420,7 +3502,7 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\twait_time\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\bwaitTime\x124\n" +
 	"\n" +
 	"tag_filter\x18\x05 \x01(\v2\x15.quorumq.v1.TagFilterR\ttagFilter\x12,\n" +
-	"\x12receive_attempt_id\x18\x06 \x01(\tR\x10receiveAttemptId\"\x92\x04\n" +
+	"\x12receive_attempt_id\x18\x06 \x01(\tR\x10receiveAttemptId\"\xae\x04\n" +
 	"\x0fReceivedMessage\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12%\n" +
@@ -3436,7 +3518,8 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\bgroup_id\x18\t \x01(\tR\agroupId\x12\x1a\n" +
 	"\bsequence\x18\n" +
 	" \x01(\x04R\bsequence\x12,\n" +
-	"\x12dead_letter_source\x18\v \x01(\tR\x10deadLetterSource\x1a=\n" +
+	"\x12dead_letter_source\x18\v \x01(\tR\x10deadLetterSource\x12\x1a\n" +
+	"\bpriority\x18\f \x01(\x05R\bpriority\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"R\n" +
@@ -3491,7 +3574,7 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\amin_age\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x06minAge\x12\x1b\n" +
 	"\tpage_size\x18\x06 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\a \x01(\tR\tpageToken\"\xf0\x04\n" +
+	"page_token\x18\a \x01(\tR\tpageToken\"\x8c\x05\n" +
 	"\rPeekedMessage\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x12\n" +
@@ -3510,7 +3593,8 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	" \x01(\tR\agroupId\x12\x1a\n" +
 	"\bsequence\x18\v \x01(\x04R\bsequence\x12,\n" +
 	"\x12dead_letter_source\x18\f \x01(\tR\x10deadLetterSource\x12\x1c\n" +
-	"\tpartition\x18\r \x01(\x05R\tpartition\x1a=\n" +
+	"\tpartition\x18\r \x01(\x05R\tpartition\x12\x1a\n" +
+	"\bpriority\x18\x0e \x01(\x05R\bpriority\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"u\n" +
@@ -3751,6 +3835,8 @@ func file_quorumq_v1_queue_proto_init() {
 	if File_quorumq_v1_queue_proto != nil {
 		return
 	}
+	file_quorumq_v1_queue_proto_msgTypes[16].OneofWrappers = []any{}
+	file_quorumq_v1_queue_proto_msgTypes[18].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -385,6 +385,15 @@ type QueueAttributes struct {
 	Fifo                      bool   `protobuf:"varint,8,opt,name=fifo,proto3" json:"fifo,omitempty"`
 	ContentBasedDeduplication bool   `protobuf:"varint,9,opt,name=content_based_deduplication,json=contentBasedDeduplication,proto3" json:"content_based_deduplication,omitempty"`
 	Partitions                int32  `protobuf:"varint,10,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	// Receive order across priorities: 0 strict (highest first), 1 weighted
+	// (of every priority_weight + 1 messages delivered, one is the queue's
+	// oldest visible message of any priority).
+	PriorityMode int32 `protobuf:"varint,11,opt,name=priority_mode,json=priorityMode,proto3" json:"priority_mode,omitempty"`
+	// Weighted mode's ratio; 0 means the default, 10.
+	PriorityWeight int32 `protobuf:"varint,12,opt,name=priority_weight,json=priorityWeight,proto3" json:"priority_weight,omitempty"`
+	// 0: none; 1: group (receives favour message groups with few messages
+	// received and not yet deleted). Fixed at creation.
+	Fairness int32 `protobuf:"varint,13,opt,name=fairness,proto3" json:"fairness,omitempty"`
 	// UpdateQueue only, never stored: tag keys removed from the queue record,
 	// then tags set on it (at most MaxQueueTags in all after the change).
 	RemoveTags    []string          `protobuf:"bytes,20,rep,name=remove_tags,json=removeTags,proto3" json:"remove_tags,omitempty"`
@@ -489,6 +498,27 @@ func (x *QueueAttributes) GetContentBasedDeduplication() bool {
 func (x *QueueAttributes) GetPartitions() int32 {
 	if x != nil {
 		return x.Partitions
+	}
+	return 0
+}
+
+func (x *QueueAttributes) GetPriorityMode() int32 {
+	if x != nil {
+		return x.PriorityMode
+	}
+	return 0
+}
+
+func (x *QueueAttributes) GetPriorityWeight() int32 {
+	if x != nil {
+		return x.PriorityWeight
+	}
+	return 0
+}
+
+func (x *QueueAttributes) GetFairness() int32 {
+	if x != nil {
+		return x.Fairness
 	}
 	return 0
 }
@@ -807,8 +837,10 @@ type SendEntry struct {
 	GroupId         string `protobuf:"bytes,6,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	DeduplicationId string `protobuf:"bytes,7,opt,name=deduplication_id,json=deduplicationId,proto3" json:"deduplication_id,omitempty"`
 	IdempotencyKey  string `protobuf:"bytes,8,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// 0 – 9; unset: the default, 4.
+	Priority      *int32 `protobuf:"varint,9,opt,name=priority,proto3,oneof" json:"priority,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SendEntry) Reset() {
@@ -895,6 +927,13 @@ func (x *SendEntry) GetIdempotencyKey() string {
 		return x.IdempotencyKey
 	}
 	return ""
+}
+
+func (x *SendEntry) GetPriority() int32 {
+	if x != nil && x.Priority != nil {
+		return *x.Priority
+	}
+	return 0
 }
 
 // Send stores messages in one queue.
@@ -1363,7 +1402,9 @@ type MessageRecord struct {
 	// Source queue name of a dead-lettered message.
 	DeadLetterSource string `protobuf:"bytes,13,opt,name=dead_letter_source,json=deadLetterSource,proto3" json:"dead_letter_source,omitempty"`
 	// body + attributes + tags in bytes.
-	Size          int64 `protobuf:"varint,14,opt,name=size,proto3" json:"size,omitempty"`
+	Size int64 `protobuf:"varint,14,opt,name=size,proto3" json:"size,omitempty"`
+	// 0 – 9; unset: the default, 4 (every message stored before priorities).
+	Priority      *int32 `protobuf:"varint,15,opt,name=priority,proto3,oneof" json:"priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1492,6 +1533,13 @@ func (x *MessageRecord) GetDeadLetterSource() string {
 func (x *MessageRecord) GetSize() int64 {
 	if x != nil {
 		return x.Size
+	}
+	return 0
+}
+
+func (x *MessageRecord) GetPriority() int32 {
+	if x != nil && x.Priority != nil {
+		return *x.Priority
 	}
 	return 0
 }
@@ -2927,6 +2975,138 @@ func (x *AccessKeyGrant) GetSigningKey() []byte {
 	return nil
 }
 
+// QueueOrder is a queue's receive-order bookkeeping (priorities and fair
+// groups), apart from QueueMeta: only queues that use them have one.
+type QueueOrder struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bit r set: the visibility index of rank r (9 - priority) other than
+	// the default's may hold entries.
+	Levels uint32 `protobuf:"varint,1,opt,name=levels,proto3" json:"levels,omitempty"`
+	// Messages delivered on a weighted queue: every (weight + 1)-th goes to
+	// the oldest visible message of any priority.
+	WeightedTurn uint64 `protobuf:"varint,2,opt,name=weighted_turn,json=weightedTurn,proto3" json:"weighted_turn,omitempty"`
+	// Messages delivered by fair receives: a group served gets the next
+	// turn, so groups with the same count take turns.
+	FairTurn      uint64 `protobuf:"varint,3,opt,name=fair_turn,json=fairTurn,proto3" json:"fair_turn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueOrder) Reset() {
+	*x = QueueOrder{}
+	mi := &file_storepb_v1_store_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueOrder) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueOrder) ProtoMessage() {}
+
+func (x *QueueOrder) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueOrder.ProtoReflect.Descriptor instead.
+func (*QueueOrder) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *QueueOrder) GetLevels() uint32 {
+	if x != nil {
+		return x.Levels
+	}
+	return 0
+}
+
+func (x *QueueOrder) GetWeightedTurn() uint64 {
+	if x != nil {
+		return x.WeightedTurn
+	}
+	return 0
+}
+
+func (x *QueueOrder) GetFairTurn() uint64 {
+	if x != nil {
+		return x.FairTurn
+	}
+	return 0
+}
+
+// GroupState is a message group's standing on a fair queue.
+type GroupState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Messages of the group received at least once and not yet removed.
+	Outstanding int64 `protobuf:"varint,1,opt,name=outstanding,proto3" json:"outstanding,omitempty"`
+	// fair_turn when the group was last served (its ring key).
+	Turn uint64 `protobuf:"varint,2,opt,name=turn,proto3" json:"turn,omitempty"`
+	// Messages of the group stored (the state goes with the last one).
+	Messages      int64 `protobuf:"varint,3,opt,name=messages,proto3" json:"messages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupState) Reset() {
+	*x = GroupState{}
+	mi := &file_storepb_v1_store_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupState) ProtoMessage() {}
+
+func (x *GroupState) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupState.ProtoReflect.Descriptor instead.
+func (*GroupState) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *GroupState) GetOutstanding() int64 {
+	if x != nil {
+		return x.Outstanding
+	}
+	return 0
+}
+
+func (x *GroupState) GetTurn() uint64 {
+	if x != nil {
+		return x.Turn
+	}
+	return 0
+}
+
+func (x *GroupState) GetMessages() int64 {
+	if x != nil {
+		return x.Messages
+	}
+	return 0
+}
+
 var File_storepb_v1_store_proto protoreflect.FileDescriptor
 
 const file_storepb_v1_store_proto_rawDesc = "" +
@@ -2956,7 +3136,7 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x12reschedule_message\x18$ \x01(\v2\x1d.storepb.v1.RescheduleMessageH\x00R\x11rescheduleMessage\x12@\n" +
 	"\x0eput_access_key\x18( \x01(\v2\x18.storepb.v1.PutAccessKeyH\x00R\fputAccessKey\x12I\n" +
 	"\x11revoke_access_key\x18) \x01(\v2\x1b.storepb.v1.RevokeAccessKeyH\x00R\x0frevokeAccessKeyB\x04\n" +
-	"\x02op\"\xe3\x04\n" +
+	"\x02op\"\xcd\x05\n" +
 	"\x0fQueueAttributes\x122\n" +
 	"\x15visibility_timeout_ms\x18\x01 \x01(\x03R\x13visibilityTimeoutMs\x120\n" +
 	"\x14message_retention_ms\x18\x02 \x01(\x03R\x12messageRetentionMs\x12*\n" +
@@ -2970,7 +3150,10 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"partitions\x18\n" +
 	" \x01(\x05R\n" +
-	"partitions\x12\x1f\n" +
+	"partitions\x12#\n" +
+	"\rpriority_mode\x18\v \x01(\x05R\fpriorityMode\x12'\n" +
+	"\x0fpriority_weight\x18\f \x01(\x05R\x0epriorityWeight\x12\x1a\n" +
+	"\bfairness\x18\r \x01(\x05R\bfairness\x12\x1f\n" +
 	"\vremove_tags\x18\x14 \x03(\tR\n" +
 	"removeTags\x12C\n" +
 	"\bset_tags\x18\x15 \x03(\v2(.storepb.v1.QueueAttributes.SetTagsEntryR\asetTags\x1a:\n" +
@@ -3005,7 +3188,7 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"PurgeQueue\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"\xe7\x02\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\x95\x03\n" +
 	"\tSendEntry\x12\x12\n" +
 	"\x04body\x18\x01 \x01(\tR\x04body\x12E\n" +
 	"\n" +
@@ -3016,10 +3199,12 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\rdeliver_at_ms\x18\x05 \x01(\x03R\vdeliverAtMs\x12\x19\n" +
 	"\bgroup_id\x18\x06 \x01(\tR\agroupId\x12)\n" +
 	"\x10deduplication_id\x18\a \x01(\tR\x0fdeduplicationId\x12'\n" +
-	"\x0fidempotency_key\x18\b \x01(\tR\x0eidempotencyKey\x1a=\n" +
+	"\x0fidempotency_key\x18\b \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
+	"\bpriority\x18\t \x01(\x05H\x00R\bpriority\x88\x01\x01\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"e\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\v\n" +
+	"\t_priority\"e\n" +
 	"\x04Send\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x12/\n" +
@@ -3048,7 +3233,7 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x126\n" +
 	"\achanges\x18\x03 \x03(\v2\x1c.storepb.v1.VisibilityChangeR\achanges\"\x1c\n" +
 	"\x04Tick\x12\x14\n" +
-	"\x05limit\x18\x01 \x01(\x05R\x05limit\"\xa9\x04\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\"\xd7\x04\n" +
 	"\rMessageRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x12\n" +
@@ -3067,10 +3252,12 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\bgroup_id\x18\v \x01(\tR\agroupId\x12)\n" +
 	"\x10deduplication_id\x18\f \x01(\tR\x0fdeduplicationId\x12,\n" +
 	"\x12dead_letter_source\x18\r \x01(\tR\x10deadLetterSource\x12\x12\n" +
-	"\x04size\x18\x0e \x01(\x03R\x04size\x1a=\n" +
+	"\x04size\x18\x0e \x01(\x03R\x04size\x12\x1f\n" +
+	"\bpriority\x18\x0f \x01(\x05H\x00R\bpriority\x88\x01\x01\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x96\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\v\n" +
+	"\t_priority\"\x96\x02\n" +
 	"\vOutboxEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12!\n" +
 	"\fsource_shard\x18\x02 \x01(\x04R\vsourceShard\x12#\n" +
@@ -3185,7 +3372,17 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x16\n" +
 	"\x06scopes\x18\x02 \x03(\tR\x06scopes\x12\x1f\n" +
 	"\vsigning_key\x18\x03 \x01(\fR\n" +
-	"signingKeyB5Z3github.com/quorumq/quorumq/store/storepb/v1;storepbb\x06proto3"
+	"signingKey\"f\n" +
+	"\n" +
+	"QueueOrder\x12\x16\n" +
+	"\x06levels\x18\x01 \x01(\rR\x06levels\x12#\n" +
+	"\rweighted_turn\x18\x02 \x01(\x04R\fweightedTurn\x12\x1b\n" +
+	"\tfair_turn\x18\x03 \x01(\x04R\bfairTurn\"^\n" +
+	"\n" +
+	"GroupState\x12 \n" +
+	"\voutstanding\x18\x01 \x01(\x03R\voutstanding\x12\x12\n" +
+	"\x04turn\x18\x02 \x01(\x04R\x04turn\x12\x1a\n" +
+	"\bmessages\x18\x03 \x01(\x03R\bmessagesB5Z3github.com/quorumq/quorumq/store/storepb/v1;storepbb\x06proto3"
 
 var (
 	file_storepb_v1_store_proto_rawDescOnce sync.Once
@@ -3199,7 +3396,7 @@ func file_storepb_v1_store_proto_rawDescGZIP() []byte {
 	return file_storepb_v1_store_proto_rawDescData
 }
 
-var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_storepb_v1_store_proto_goTypes = []any{
 	(*Command)(nil),              // 0: storepb.v1.Command
 	(*QueueAttributes)(nil),      // 1: storepb.v1.QueueAttributes
@@ -3236,11 +3433,13 @@ var file_storepb_v1_store_proto_goTypes = []any{
 	(*RevokeAccessKey)(nil),      // 32: storepb.v1.RevokeAccessKey
 	(*AccessKeyLookup)(nil),      // 33: storepb.v1.AccessKeyLookup
 	(*AccessKeyGrant)(nil),       // 34: storepb.v1.AccessKeyGrant
-	nil,                          // 35: storepb.v1.QueueAttributes.SetTagsEntry
-	nil,                          // 36: storepb.v1.CreateQueue.TagsEntry
-	nil,                          // 37: storepb.v1.SendEntry.AttributesEntry
-	nil,                          // 38: storepb.v1.MessageRecord.AttributesEntry
-	nil,                          // 39: storepb.v1.QueueRecord.TagsEntry
+	(*QueueOrder)(nil),           // 35: storepb.v1.QueueOrder
+	(*GroupState)(nil),           // 36: storepb.v1.GroupState
+	nil,                          // 37: storepb.v1.QueueAttributes.SetTagsEntry
+	nil,                          // 38: storepb.v1.CreateQueue.TagsEntry
+	nil,                          // 39: storepb.v1.SendEntry.AttributesEntry
+	nil,                          // 40: storepb.v1.MessageRecord.AttributesEntry
+	nil,                          // 41: storepb.v1.QueueRecord.TagsEntry
 }
 var file_storepb_v1_store_proto_depIdxs = []int32{
 	2,  // 0: storepb.v1.Command.create_queue:type_name -> storepb.v1.CreateQueue
@@ -3260,19 +3459,19 @@ var file_storepb_v1_store_proto_depIdxs = []int32{
 	29, // 14: storepb.v1.Command.reschedule_message:type_name -> storepb.v1.RescheduleMessage
 	31, // 15: storepb.v1.Command.put_access_key:type_name -> storepb.v1.PutAccessKey
 	32, // 16: storepb.v1.Command.revoke_access_key:type_name -> storepb.v1.RevokeAccessKey
-	35, // 17: storepb.v1.QueueAttributes.set_tags:type_name -> storepb.v1.QueueAttributes.SetTagsEntry
+	37, // 17: storepb.v1.QueueAttributes.set_tags:type_name -> storepb.v1.QueueAttributes.SetTagsEntry
 	1,  // 18: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	36, // 19: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
+	38, // 19: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
 	1,  // 20: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	37, // 21: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
+	39, // 21: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
 	6,  // 22: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
 	8,  // 23: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
 	11, // 24: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
-	38, // 25: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
+	40, // 25: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
 	14, // 26: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
 	15, // 27: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
 	1,  // 28: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
-	39, // 29: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
+	41, // 29: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
 	23, // 30: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
 	25, // 31: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
 	25, // 32: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
@@ -3308,13 +3507,15 @@ func file_storepb_v1_store_proto_init() {
 		(*Command_PutAccessKey)(nil),
 		(*Command_RevokeAccessKey)(nil),
 	}
+	file_storepb_v1_store_proto_msgTypes[6].OneofWrappers = []any{}
+	file_storepb_v1_store_proto_msgTypes[14].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_storepb_v1_store_proto_rawDesc), len(file_storepb_v1_store_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   40,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
