@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -167,6 +168,15 @@ func (g *generator) attrs(name string) *storepb.QueueAttributes {
 		a.DeadLetterQueue, a.MaxReceiveCount = dlq, int32(1+g.rng.IntN(3))
 	}
 	a.Partitions = int32(1 + g.rng.IntN(3))
+	if !a.Fifo {
+		if g.rng.IntN(2) == 0 {
+			a.PriorityMode, a.PriorityWeight = PriorityWeighted, int32(g.rng.IntN(4))
+		}
+		// q3 is fair (fixed at creation: now and then an update is refused).
+		if (name == "q3") != (g.rng.IntN(10) == 0) {
+			a.Fairness = FairnessGroup
+		}
+	}
 	return a
 }
 
@@ -197,6 +207,12 @@ func (g *generator) command() *storepb.Command {
 			}
 			if g.rng.IntN(2) == 0 {
 				e.DeduplicationId = g.pick("d1", "d2", "d3", "d4")
+			}
+			if g.rng.IntN(2) == 0 && (!fifo || g.rng.IntN(10) == 0) {
+				e.Priority = proto.Int32(int32(g.rng.IntN(12) - 1)) // -1 and 10 are refused
+			}
+			if !fifo && g.rng.IntN(2) == 0 {
+				e.GroupId = g.pick("g1", "g2", "g3") // fair queues' groups
 			}
 			if fifo {
 				// Mostly valid FIFO sends: a group, no per-message delay.
@@ -359,6 +375,7 @@ func (g *generator) generate(n int) (log [][]byte, outcomes []string) {
 		if before != nil {
 			g.fifo.check(g.t, g.s, before, res)
 		}
+		checkPriorityOrder(g.t, g.s, data, res)
 		if len(res.Received) > 0 {
 			g.lastReceived = nil
 		}
@@ -458,6 +475,7 @@ func checkInvariants(t *testing.T, s *Store) {
 		msgs := all(keys.MessagePrefix(s.shard, q.Id))
 		leases := all(keys.LeasePrefix(s.shard, q.Id))
 		vis := all(keys.VisiblePrefix(s.shard, q.Id))
+		maps.Copy(vis, all(keys.PrioritiesPrefix(s.shard, q.Id)))
 		tags := all(keys.TagsPrefix(s.shard, q.Id))
 		total += len(msgs)
 		var bytesSum int64
@@ -487,7 +505,11 @@ func checkInvariants(t *testing.T, s *Store) {
 				want = binary.BigEndian.AppendUint32(want, uint32(m.ReceiveCount))
 				want = binary.BigEndian.AppendUint64(want, uint64(m.FirstReceivedAtMs))
 			}
-			if f, ok := vis[string(keys.Visible(s.shard, q.Id, m.VisibleAtMs, m.Seq))]; !ok || !bytes.Equal(f, want) {
+			vkey := keys.Visible(s.shard, q.Id, m.VisibleAtMs, m.Seq)
+			if r := rankOf(m); r != defaultRank {
+				vkey = keys.AppendPriority(nil, s.shard, q.Id, r, m.VisibleAtMs, m.Seq)
+			}
+			if f, ok := vis[string(vkey)]; !ok || !bytes.Equal(f, want) {
 				t.Errorf("%s: seq %d: visibility entry %v %x, want %x", q.Name, m.Seq, ok, f, want)
 			}
 			for _, tag := range m.Tags {
@@ -498,6 +520,7 @@ func checkInvariants(t *testing.T, s *Store) {
 			}
 		}
 		checkGroups(t, s, q, msgs, leases, all(keys.GroupsPrefix(s.shard, q.Id)), all(keys.GroupHeadPrefix(s.shard, q.Id)))
+		checkOrder(t, s, q, msgs, leases, all)
 		if nLeases != len(leases) {
 			t.Errorf("%s: %d lease records, %d of them of a message", q.Name, len(leases), nLeases)
 		}
