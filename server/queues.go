@@ -157,7 +157,8 @@ func (s *Server) UpdateQueue(ctx context.Context, req *qv1.UpdateQueueRequest) (
 			p = strings.TrimPrefix(p, "attributes.")
 			switch p {
 			case "visibility_timeout", "message_retention", "delivery_delay", "receive_wait",
-				"max_message_size", "dead_letter", "fifo", "content_based_deduplication", "partitions", "tags":
+				"max_message_size", "dead_letter", "fifo", "content_based_deduplication", "partitions", "tags",
+				"priority_mode", "priority_weight", "fairness":
 				mask[p] = true
 			default:
 				return nil, fieldError("update_mask", fmt.Sprintf("unknown attribute %q", p))
@@ -168,6 +169,7 @@ func (s *Server) UpdateQueue(ctx context.Context, req *qv1.UpdateQueueRequest) (
 		// to their defaults. Fixed ones keep their values.
 		def := store.DefaultAttributes()
 		def.Fifo, def.ContentBasedDeduplication, def.Partitions = base.Fifo, base.ContentBasedDeduplication, base.Partitions
+		def.Fairness = base.Fairness
 		base = def
 	}
 	attrs, err := attributesFromAPI(req.GetAttributes(), base, mask)

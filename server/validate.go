@@ -89,6 +89,7 @@ type messageInput struct {
 	groupID        string
 	dedupID        string
 	idempotencyKey string
+	priority       *int32 // unset: the default
 }
 
 // validateMessage checks a message's bounded fields; prefix names the
@@ -123,6 +124,9 @@ func validateMessage(prefix string, m messageInput) error {
 	}
 	if m.delay != nil && m.deliverAt != nil {
 		return fieldError(prefix+"delay", "give at most one of delay and deliver_at")
+	}
+	if p := m.priority; p != nil && (*p < 0 || *p > store.MaxPriority) {
+		return fieldError(prefix+"priority", fmt.Sprintf("must be between 0 and %d", store.MaxPriority))
 	}
 	if _, err := durationMs(prefix+"delay", m.delay, 0, maxDelay); err != nil {
 		return err
