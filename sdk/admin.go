@@ -28,6 +28,15 @@ type QueueAttributes struct {
 	FIFO                      bool
 	ContentBasedDeduplication bool
 	Partitions                int
+	// PriorityMode is "strict" (or empty: the highest priority first) or
+	// "weighted": of every PriorityWeight + 1 messages delivered (default
+	// 10), one is the oldest visible message of any priority.
+	PriorityMode   string
+	PriorityWeight int
+	// Fairness "group" (standard queues, fixed at creation): receives
+	// favour message groups with few messages received and not yet
+	// deleted over a group flooding the queue.
+	Fairness string
 }
 
 // QueueStats are approximate counts at the time of GetQueue.
@@ -60,6 +69,7 @@ func (a QueueAttributes) proto() *qv1.QueueAttributes {
 		VisibilityTimeout: dur(a.VisibilityTimeout), MessageRetention: dur(a.MessageRetention),
 		DeliveryDelay: dur(a.DeliveryDelay), ReceiveWait: dur(a.ReceiveWait), MaxMessageSize: a.MaxMessageSize,
 		Fifo: a.FIFO, ContentBasedDeduplication: a.ContentBasedDeduplication, Partitions: int32(a.Partitions),
+		PriorityMode: a.PriorityMode, PriorityWeight: int32(a.PriorityWeight), Fairness: a.Fairness,
 	}
 	if a.DeadLetterQueue != "" {
 		p.DeadLetter = &qv1.DeadLetterPolicy{Queue: a.DeadLetterQueue, MaxReceiveCount: int32(a.MaxReceiveCount)}
@@ -77,6 +87,7 @@ func queueInfo(q *qv1.Queue) *QueueInfo {
 			MaxMessageSize: a.GetMaxMessageSize(), DeadLetterQueue: a.GetDeadLetter().GetQueue(),
 			MaxReceiveCount: int(a.GetDeadLetter().GetMaxReceiveCount()), FIFO: a.GetFifo(),
 			ContentBasedDeduplication: a.GetContentBasedDeduplication(), Partitions: int(a.GetPartitions()),
+			PriorityMode: a.GetPriorityMode(), PriorityWeight: int(a.GetPriorityWeight()), Fairness: a.GetFairness(),
 		},
 		Stats:           QueueStats{Visible: q.GetStats().GetVisible(), InFlight: q.GetStats().GetInFlight(), Delayed: q.GetStats().GetDelayed()},
 		PartitionShards: q.GetPartitionShards(),

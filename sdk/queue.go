@@ -58,7 +58,15 @@ type OutgoingMessage struct {
 	// reuses it across its own retries. Set it to survive retries of your
 	// own (a process restart resending the same work item).
 	IdempotencyKey string
+	// Priority 0 (lowest) – 9 (highest); nil: the default, 4. A receive
+	// returns the highest priority first (see QueueAttributes.PriorityMode).
+	// FIFO queues refuse any other priority than 4. Set it with
+	// sdk.Priority(n).
+	Priority *int
 }
+
+// Priority returns a message priority for OutgoingMessage.Priority.
+func Priority(p int) *int { return &p }
 
 // SendResult identifies a stored message.
 type SendResult struct {
@@ -75,6 +83,10 @@ func (m *OutgoingMessage) entry(id string) *qv1.SendMessageBatchEntry {
 	e := &qv1.SendMessageBatchEntry{
 		Id: id, Body: m.Body, Attributes: m.Attributes, Tags: m.Tags,
 		GroupId: m.GroupID, DeduplicationId: m.DeduplicationID, IdempotencyKey: m.IdempotencyKey,
+	}
+	if m.Priority != nil {
+		p := int32(*m.Priority)
+		e.Priority = &p
 	}
 	if e.IdempotencyKey == "" {
 		e.IdempotencyKey = newKey()
@@ -144,6 +156,7 @@ func (q *Queue) Send(ctx context.Context, m OutgoingMessage) (SendResult, error)
 	req := &qv1.SendMessageRequest{
 		Queue: q.name, Body: e.Body, Attributes: e.Attributes, Tags: e.Tags, Delay: e.Delay,
 		DeliverAt: e.DeliverAt, GroupId: e.GroupId, DeduplicationId: e.DeduplicationId, IdempotencyKey: e.IdempotencyKey,
+		Priority: e.Priority,
 	}
 	resp, err := call(q.routed(ctx), q.c, "send", 0, func(ctx context.Context, api qv1.QueueServiceClient) (*qv1.SendMessageResponse, error) {
 		return api.SendMessage(ctx, req)
@@ -315,6 +328,8 @@ type Message struct {
 	Sequence uint64
 	// DeadLetterSource names the queue a dead-lettered message came from.
 	DeadLetterSource string
+	// Priority is the priority given at send (4 when none was).
+	Priority int
 
 	queue *Queue
 }
@@ -338,6 +353,7 @@ func (q *Queue) message(m *qv1.ReceivedMessage) *Message {
 		ID: m.GetMessageId(), ReceiptHandle: m.GetReceiptHandle(), Body: m.GetBody(),
 		Attributes: m.GetAttributes(), Tags: m.GetTags(), ReceiveCount: int(m.GetReceiveCount()),
 		GroupID: m.GetGroupId(), Sequence: m.GetSequence(), DeadLetterSource: m.GetDeadLetterSource(), queue: q,
+		Priority: int(m.GetPriority()),
 	}
 	if m.GetSentAt() != nil {
 		out.SentAt = m.GetSentAt().AsTime()
