@@ -254,7 +254,8 @@ func queueProto(q *quorumq.QueueInfo, withStats bool) *qv1.Queue {
 			VisibilityTimeout: durProto(a.VisibilityTimeout), MessageRetention: durProto(a.MessageRetention),
 			DeliveryDelay: durProto(a.DeliveryDelay), ReceiveWait: durProto(a.ReceiveWait),
 			MaxMessageSize: a.MaxMessageSize, Fifo: a.FIFO, ContentBasedDeduplication: a.ContentBasedDeduplication,
-			Partitions: int32(a.Partitions),
+			Partitions: int32(a.Partitions), PriorityMode: a.PriorityMode, PriorityWeight: int32(a.PriorityWeight),
+			Fairness: a.Fairness,
 		},
 	}
 	if a.DeadLetterQueue != "" {
@@ -274,7 +275,7 @@ func receiveProto(msgs []*quorumq.Message) *qv1.ReceiveMessagesResponse {
 		out.Messages[i] = &qv1.ReceivedMessage{
 			MessageId: m.ID, ReceiptHandle: m.ReceiptHandle, Body: m.Body, Attributes: m.Attributes, Tags: m.Tags,
 			SentAt: timeProto(m.SentAt), FirstReceivedAt: timeProto(m.FirstReceivedAt), ReceiveCount: int32(m.ReceiveCount),
-			GroupId: m.GroupID, Sequence: m.Sequence, DeadLetterSource: m.DeadLetterSource,
+			GroupId: m.GroupID, Sequence: m.Sequence, DeadLetterSource: m.DeadLetterSource, Priority: int32(m.Priority),
 		}
 	}
 	return out
@@ -394,6 +395,12 @@ func printQueue(w io.Writer, q *quorumq.QueueInfo, withStats bool) error {
 		dlq = fmt.Sprintf("%s (after %d receives)", a.DeadLetterQueue, a.MaxReceiveCount)
 	}
 	b.add("dead-letter queue", dlq)
+	if a.PriorityMode == "weighted" {
+		b.add("priorities", fmt.Sprintf("weighted (%d:1)", a.PriorityWeight))
+	}
+	if a.Fairness != "" {
+		b.add("fairness", a.Fairness)
+	}
 	b.add("tags", fmtMap(q.Tags))
 	b.add("created", fmtTime(q.CreatedAt))
 	if withStats {
