@@ -31,6 +31,8 @@ export interface SendOptions {
   groupId?: string;
   deduplicationId?: string;
   idempotencyKey?: string;
+  /** 0 (lowest) – 9 (highest); unset: 4. A receive takes the highest first. */
+  priority?: number;
 }
 
 export interface ReceiveOptions {
@@ -88,6 +90,7 @@ export function createQuorumqClient(opts: ClientOptions): QuorumqClient {
         groupId: o.groupId ?? "",
         deduplicationId: o.deduplicationId ?? "",
         idempotencyKey: o.idempotencyKey ?? "",
+        priority: o.priority,
       });
     },
     async receive(queue, o = {}) {

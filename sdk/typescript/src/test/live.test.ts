@@ -133,6 +133,19 @@ test("create, send, receive, delete", async () => {
   await client.deleteQueue("ts-jobs");
 });
 
+test("priority: the highest first", async () => {
+  await client.createQueue("ts-prio");
+  await client.send("ts-prio", "low", { priority: 1 });
+  await client.send("ts-prio", "default");
+  await client.send("ts-prio", "high", { priority: 8 });
+  const msgs = await client.receive("ts-prio", { maxMessages: 3, waitTimeMs: 5000 });
+  assert.deepEqual(
+    msgs.map((m) => `${m.body}/${m.priority}`),
+    ["high/8", "default/4", "low/1"],
+  );
+  await client.deleteQueue("ts-prio");
+});
+
 test("errors carry their google.rpc.ErrorInfo reason", async () => {
   await assert.rejects(client.send("no-such-queue", "x"), (err: unknown) => {
     assert.equal(errorCode(err), Code.NotFound);
