@@ -22,7 +22,7 @@ func TestHighPriorityOvertakesMillionBacklog(t *testing.T) {
 	h.run("create q=a vis=1m")
 	total, batch := 1_000_000, 10_000
 	if raceEnabled {
-		total = 100_000 // the same bounds; the plain run has the million
+		total = 50_000 // the same bounds; the plain run has the million
 	}
 	body := make([]*storepb.SendEntry, batch)
 	for i := 0; i < total; i += batch {
