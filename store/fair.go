@@ -47,12 +47,11 @@ type groupKey struct {
 }
 
 type groupEntry struct {
-	st        *storepb.GroupState
-	existed   bool // a ring entry at (out0, turn0) is stored
-	out0      int64
-	turn0     uint64
-	dirty     bool
-	loadedKey []byte
+	st      *storepb.GroupState
+	existed bool // a ring entry at (out0, turn0) is stored
+	out0    int64
+	turn0   uint64
+	dirty   bool
 }
 
 // group returns the state of group g of queue qid, loaded once per command.
