@@ -1,11 +1,14 @@
 package store
 
 import (
+	"bytes"
 	"fmt"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/quorumq/quorumq/internal/keys"
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
@@ -85,4 +88,43 @@ func (h *harness) stats(queue string) Stats {
 		h.t.Fatal(err)
 	}
 	return qi.Stats
+}
+
+// TestDefaultPriorityKeepsLayout: messages of the default priority, sent
+// with or without it, are stored as before priorities existed (no
+// priority field on the record, entries in 'v', no QueueOrder), so a data
+// directory or snapshot from before reads the same, and a node from before
+// reads what a queue without priorities writes now.
+func TestDefaultPriorityKeepsLayout(t *testing.T) {
+	h := newHarness(t)
+	h.run("create q=a vis=1s")
+	h.apply(sendCmd("a", &storepb.SendEntry{Body: "plain", DelayMs: -1}, &storepb.SendEntry{Body: "four", DelayMs: -1, Priority: proto.Int32(4), Tags: []string{"red"}}))
+	h.run("receive q=a max=10")
+	h.now += 2000
+	h.run("receive q=a max=1")
+	it, err := h.db.NewIter(&pebble.IterOptions{LowerBound: keys.StatePrefix(1), UpperBound: keys.StateEnd(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	n := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		k := it.Key()
+		n++
+		if _, _, _, _, _, err := keys.DecodePriority(k); err == nil {
+			t.Errorf("priority entry %s", keys.Pretty(k))
+		}
+		if bytes.HasPrefix(k, keys.OrderPrefix(1, 1)) {
+			t.Errorf("order key %s", keys.Pretty(k))
+		}
+	}
+	if n < 10 {
+		t.Fatalf("only %d keys", n)
+	}
+	for seq := uint64(1); seq <= 2; seq++ {
+		m, err := h.s.reader(h.now).record(1, seq)
+		if err != nil || m == nil || m.Priority != nil {
+			t.Errorf("seq %d: %v %v", seq, m, err)
+		}
+	}
 }
