@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 
@@ -29,27 +30,55 @@ import (
 // crosses once).
 
 // walkVisible calls fn with the flag of every visibility entry of queue
-// qid with lo < visible_at <= hi, at every priority in use.
-func (t *txn) walkVisible(qid uint64, lo, hi int64, fn func(flag byte)) error {
+// qid with lo < visible_at <= hi, at every priority in use. The priority
+// levels other than the default share one iterator (a seek per level).
+func (t *txn) walkVisible(qid uint64, lo, hi int64, fn func(flag byte)) (err error) {
 	levels, err := t.levels(qid)
 	if err != nil {
 		return err
 	}
+	var it *iter
+	defer func() {
+		if it != nil {
+			closeInto(it, &err)
+		}
+	}()
+	vp := keys.VisiblePrefix(t.s.shard, qid)
 	for _, p := range levels {
-		if err := t.walkLevel(p, lo, hi, fn); err != nil {
+		if bytes.Equal(p, vp) {
+			if err := t.walkRange(nil, untilKey(p, lo), untilKey(p, hi), fn); err != nil {
+				return err
+			}
+			continue
+		}
+		if it == nil {
+			pp := keys.PrioritiesPrefix(t.s.shard, qid)
+			if it, err = t.iter(pp, keys.PrefixEnd(pp)); err != nil {
+				return err
+			}
+		}
+		if err := t.walkRange(it, untilKey(p, lo), untilKey(p, hi), fn); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (t *txn) walkLevel(p []byte, lo, hi int64, fn func(flag byte)) (err error) {
-	it, err := t.iter(untilKey(p, lo), untilKey(p, hi))
-	if err != nil {
-		return err
+// walkRange calls fn with the flag of every entry in [from, to): with it
+// (an iterator whose bounds hold the range) by seeking it, else with an
+// iterator of its own.
+func (t *txn) walkRange(it *iter, from, to []byte, fn func(flag byte)) (err error) {
+	ok := false
+	if it == nil {
+		if it, err = t.iter(from, to); err != nil {
+			return err
+		}
+		defer closeInto(it, &err)
+		ok = it.First()
+	} else {
+		ok = it.SeekGE(from)
 	}
-	defer closeInto(it, &err)
-	for ok := it.First(); ok; ok = it.Next() {
+	for ; ok && bytes.Compare(it.Key(), to) < 0; ok = it.Next() {
 		v, err := it.Value()
 		if err != nil {
 			return err

@@ -29,7 +29,7 @@ func fairRun(t *testing.T, fair, flood bool) (medianMs int64, keysPerMsg float64
 	const stepMs, workers, holdSteps = 10, 4, 4
 	steps := 3000
 	if raceEnabled {
-		steps = 800 // about 70 quiet messages; the plain run has 270
+		steps = 500 // about 45 quiet messages; the plain run has 270
 	}
 	type held struct {
 		handle []byte
