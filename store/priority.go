@@ -62,7 +62,10 @@ func (t *txn) keyLevel(qid uint64, m *storepb.MessageRecord, at int64) []byte {
 
 // levelMark is the low-water mark key of m's visibility index.
 func (t *txn) levelMark(qid uint64, m *storepb.MessageRecord) []byte {
-	return keys.LowMarkOf(t.levelPrefix(qid, rankOf(m)))
+	if r := rankOf(m); r != defaultRank {
+		return keys.PriorityLow(t.s.shard, qid, r)
+	}
+	return keys.VisibleLow(t.s.shard, qid)
 }
 
 // order returns queue qid's QueueOrder, loaded once per command (an empty

@@ -347,6 +347,12 @@ func PriorityPrefix(shard, queue uint64, rank byte) []byte {
 	return append(append(QueuePrefix(shard, queue), queuePriority), rank)
 }
 
+// PriorityLow is the key of a priority index's low-water mark (see
+// VisibleLow): LowMarkOf(PriorityPrefix(shard, queue, rank)).
+func PriorityLow(shard, queue uint64, rank byte) []byte {
+	return append(OrderPrefix(shard, queue), orderPriorityLow, rank)
+}
+
 // PrioritiesPrefix bounds every priority index of a queue.
 func PrioritiesPrefix(shard, queue uint64) []byte {
 	return append(QueuePrefix(shard, queue), queuePriority)

@@ -313,6 +313,9 @@ func TestLowMarkOf(t *testing.T) {
 	if got := LowMarkOf(TagPrefix(3, 4, "red")); string(got) != string(TagLow(3, 4, "red")) {
 		t.Errorf("tag: %s", Pretty(got))
 	}
+	if got := LowMarkOf(PriorityPrefix(3, 4, 2)); !bytes.Equal(got, PriorityLow(3, 4, 2)) {
+		t.Errorf("priority: %s, want %s", Pretty(got), Pretty(PriorityLow(3, 4, 2)))
+	}
 	if got := LowMarkOf(PriorityPrefix(3, 4, 2)); len(got) == 0 || bytes.HasPrefix(got, PrioritiesPrefix(3, 4)) || !bytes.HasPrefix(got, OrderPrefix(3, 4)) {
 		t.Errorf("priority: %s", Pretty(got))
 	}
