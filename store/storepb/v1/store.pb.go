@@ -717,6 +717,15 @@ type QueueAttributes struct {
 	MaxLength int64          `protobuf:"varint,16,opt,name=max_length,json=maxLength,proto3" json:"max_length,omitempty"`
 	MaxBytes  int64          `protobuf:"varint,17,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
 	Overflow  OverflowPolicy `protobuf:"varint,18,opt,name=overflow,proto3,enum=storepb.v1.OverflowPolicy" json:"overflow,omitempty"`
+	// Receive order across priorities: 0 strict (highest first), 1 weighted
+	// (of every priority_weight + 1 messages delivered, one is the queue's
+	// oldest visible message of any priority).
+	PriorityMode int32 `protobuf:"varint,11,opt,name=priority_mode,json=priorityMode,proto3" json:"priority_mode,omitempty"`
+	// Weighted mode's ratio; 0 means the default, 10.
+	PriorityWeight int32 `protobuf:"varint,12,opt,name=priority_weight,json=priorityWeight,proto3" json:"priority_weight,omitempty"`
+	// 0: none; 1: group (receives favour message groups with few messages
+	// received and not yet deleted). Fixed at creation.
+	Fairness int32 `protobuf:"varint,13,opt,name=fairness,proto3" json:"fairness,omitempty"`
 	// UpdateQueue only, never stored: tag keys removed from the queue record,
 	// then tags set on it (at most MaxQueueTags in all after the change).
 	RemoveTags    []string          `protobuf:"bytes,20,rep,name=remove_tags,json=removeTags,proto3" json:"remove_tags,omitempty"`
@@ -858,6 +867,27 @@ func (x *QueueAttributes) GetOverflow() OverflowPolicy {
 		return x.Overflow
 	}
 	return OverflowPolicy_OVERFLOW_POLICY_UNSPECIFIED
+}
+
+func (x *QueueAttributes) GetPriorityMode() int32 {
+	if x != nil {
+		return x.PriorityMode
+	}
+	return 0
+}
+
+func (x *QueueAttributes) GetPriorityWeight() int32 {
+	if x != nil {
+		return x.PriorityWeight
+	}
+	return 0
+}
+
+func (x *QueueAttributes) GetFairness() int32 {
+	if x != nil {
+		return x.Fairness
+	}
+	return 0
 }
 
 func (x *QueueAttributes) GetRemoveTags() []string {
@@ -1250,7 +1280,9 @@ type SendEntry struct {
 	IdempotencyKey  string `protobuf:"bytes,8,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// Time to live from the send (0: the queue's message_ttl_ms); the queue's
 	// message_ttl_ms, when set, bounds it.
-	TtlMs         int64 `protobuf:"varint,10,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	TtlMs int64 `protobuf:"varint,10,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	// 0 – 9; unset: the default, 4.
+	Priority      *int32 `protobuf:"varint,9,opt,name=priority,proto3,oneof" json:"priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1344,6 +1376,13 @@ func (x *SendEntry) GetIdempotencyKey() string {
 func (x *SendEntry) GetTtlMs() int64 {
 	if x != nil {
 		return x.TtlMs
+	}
+	return 0
+}
+
+func (x *SendEntry) GetPriority() int32 {
+	if x != nil && x.Priority != nil {
+		return *x.Priority
 	}
 	return 0
 }
@@ -1828,7 +1867,9 @@ type MessageRecord struct {
 	// a nack or by a retry backoff, or it arrived with its count by a
 	// dead-letter move. Its becoming visible is then not a lease running out
 	// (which counts as a failed delivery). Lease state.
-	LeaseClosed   bool `protobuf:"varint,20,opt,name=lease_closed,json=leaseClosed,proto3" json:"lease_closed,omitempty"`
+	LeaseClosed bool `protobuf:"varint,20,opt,name=lease_closed,json=leaseClosed,proto3" json:"lease_closed,omitempty"`
+	// 0 – 9; unset: the default, 4 (every message stored before priorities).
+	Priority      *int32 `protobuf:"varint,15,opt,name=priority,proto3,oneof" json:"priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1994,6 +2035,13 @@ func (x *MessageRecord) GetLeaseClosed() bool {
 		return x.LeaseClosed
 	}
 	return false
+}
+
+func (x *MessageRecord) GetPriority() int32 {
+	if x != nil && x.Priority != nil {
+		return *x.Priority
+	}
+	return 0
 }
 
 // OutboxEntry is a message leaving its shard for another queue (dead-letter
@@ -5417,6 +5465,138 @@ func (x *TopicCatalogReply) GetTopics() []*TopicRecord {
 	return nil
 }
 
+// QueueOrder is a queue's receive-order bookkeeping (priorities and fair
+// groups), apart from QueueMeta: only queues that use them have one.
+type QueueOrder struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bit r set: the visibility index of rank r (9 - priority) other than
+	// the default's may hold entries.
+	Levels uint32 `protobuf:"varint,1,opt,name=levels,proto3" json:"levels,omitempty"`
+	// Messages delivered on a weighted queue: every (weight + 1)-th goes to
+	// the oldest visible message of any priority.
+	WeightedTurn uint64 `protobuf:"varint,2,opt,name=weighted_turn,json=weightedTurn,proto3" json:"weighted_turn,omitempty"`
+	// Messages delivered by fair receives: a group served gets the next
+	// turn, so groups with the same count take turns.
+	FairTurn      uint64 `protobuf:"varint,3,opt,name=fair_turn,json=fairTurn,proto3" json:"fair_turn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueOrder) Reset() {
+	*x = QueueOrder{}
+	mi := &file_storepb_v1_store_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueOrder) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueOrder) ProtoMessage() {}
+
+func (x *QueueOrder) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueOrder.ProtoReflect.Descriptor instead.
+func (*QueueOrder) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *QueueOrder) GetLevels() uint32 {
+	if x != nil {
+		return x.Levels
+	}
+	return 0
+}
+
+func (x *QueueOrder) GetWeightedTurn() uint64 {
+	if x != nil {
+		return x.WeightedTurn
+	}
+	return 0
+}
+
+func (x *QueueOrder) GetFairTurn() uint64 {
+	if x != nil {
+		return x.FairTurn
+	}
+	return 0
+}
+
+// GroupState is a message group's standing on a fair queue.
+type GroupState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Messages of the group received at least once and not yet removed.
+	Outstanding int64 `protobuf:"varint,1,opt,name=outstanding,proto3" json:"outstanding,omitempty"`
+	// fair_turn when the group was last served (its ring key).
+	Turn uint64 `protobuf:"varint,2,opt,name=turn,proto3" json:"turn,omitempty"`
+	// Messages of the group stored (the state goes with the last one).
+	Messages      int64 `protobuf:"varint,3,opt,name=messages,proto3" json:"messages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupState) Reset() {
+	*x = GroupState{}
+	mi := &file_storepb_v1_store_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupState) ProtoMessage() {}
+
+func (x *GroupState) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupState.ProtoReflect.Descriptor instead.
+func (*GroupState) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *GroupState) GetOutstanding() int64 {
+	if x != nil {
+		return x.Outstanding
+	}
+	return 0
+}
+
+func (x *GroupState) GetTurn() uint64 {
+	if x != nil {
+		return x.Turn
+	}
+	return 0
+}
+
+func (x *GroupState) GetMessages() int64 {
+	if x != nil {
+		return x.Messages
+	}
+	return 0
+}
+
 var File_storepb_v1_store_proto protoreflect.FileDescriptor
 
 const file_storepb_v1_store_proto_rawDesc = "" +
@@ -5457,7 +5637,7 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x12delete_topic_group\x189 \x01(\v2\x1c.storepb.v1.DeleteTopicGroupH\x00R\x10deleteTopicGroup\x129\n" +
 	"\vtrim_topics\x18: \x01(\v2\x16.storepb.v1.TrimTopicsH\x00R\n" +
 	"trimTopicsB\x04\n" +
-	"\x02op\"\xb9\x06\n" +
+	"\x02op\"\xa3\a\n" +
 	"\x0fQueueAttributes\x122\n" +
 	"\x15visibility_timeout_ms\x18\x01 \x01(\x03R\x13visibilityTimeoutMs\x120\n" +
 	"\x14message_retention_ms\x18\x02 \x01(\x03R\x12messageRetentionMs\x12*\n" +
@@ -5477,7 +5657,10 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"max_length\x18\x10 \x01(\x03R\tmaxLength\x12\x1b\n" +
 	"\tmax_bytes\x18\x11 \x01(\x03R\bmaxBytes\x126\n" +
-	"\boverflow\x18\x12 \x01(\x0e2\x1a.storepb.v1.OverflowPolicyR\boverflow\x12\x1f\n" +
+	"\boverflow\x18\x12 \x01(\x0e2\x1a.storepb.v1.OverflowPolicyR\boverflow\x12#\n" +
+	"\rpriority_mode\x18\v \x01(\x05R\fpriorityMode\x12'\n" +
+	"\x0fpriority_weight\x18\f \x01(\x05R\x0epriorityWeight\x12\x1a\n" +
+	"\bfairness\x18\r \x01(\x05R\bfairness\x12\x1f\n" +
 	"\vremove_tags\x18\x14 \x03(\tR\n" +
 	"removeTags\x12C\n" +
 	"\bset_tags\x18\x15 \x03(\v2(.storepb.v1.QueueAttributes.SetTagsEntryR\asetTags\x1a:\n" +
@@ -5517,7 +5700,7 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"PurgeQueue\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"\xfe\x02\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\xac\x03\n" +
 	"\tSendEntry\x12\x12\n" +
 	"\x04body\x18\x01 \x01(\tR\x04body\x12E\n" +
 	"\n" +
@@ -5530,10 +5713,12 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x10deduplication_id\x18\a \x01(\tR\x0fdeduplicationId\x12'\n" +
 	"\x0fidempotency_key\x18\b \x01(\tR\x0eidempotencyKey\x12\x15\n" +
 	"\x06ttl_ms\x18\n" +
-	" \x01(\x03R\x05ttlMs\x1a=\n" +
+	" \x01(\x03R\x05ttlMs\x12\x1f\n" +
+	"\bpriority\x18\t \x01(\x05H\x00R\bpriority\x88\x01\x01\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"e\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\v\n" +
+	"\t_priority\"e\n" +
 	"\x04Send\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x12/\n" +
@@ -5562,7 +5747,7 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x126\n" +
 	"\achanges\x18\x03 \x03(\v2\x1c.storepb.v1.VisibilityChangeR\achanges\"\x1c\n" +
 	"\x04Tick\x12\x14\n" +
-	"\x05limit\x18\x01 \x01(\x05R\x05limit\"\x86\x06\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\"\xb4\x06\n" +
 	"\rMessageRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x12\n" +
@@ -5586,10 +5771,12 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x0ereleased_count\x18\x11 \x01(\x05R\rreleasedCount\x12\"\n" +
 	"\rexpires_at_ms\x18\x12 \x01(\x03R\vexpiresAtMs\x12J\n" +
 	"\x12dead_letter_reason\x18\x13 \x01(\x0e2\x1c.storepb.v1.DeadLetterReasonR\x10deadLetterReason\x12!\n" +
-	"\flease_closed\x18\x14 \x01(\bR\vleaseClosed\x1a=\n" +
+	"\flease_closed\x18\x14 \x01(\bR\vleaseClosed\x12\x1f\n" +
+	"\bpriority\x18\x0f \x01(\x05H\x00R\bpriority\x88\x01\x01\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x96\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\v\n" +
+	"\t_priority\"\x96\x02\n" +
 	"\vOutboxEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12!\n" +
 	"\fsource_shard\x18\x02 \x01(\x04R\vsourceShard\x12#\n" +
@@ -5880,7 +6067,17 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x05after\x18\x04 \x01(\tR\x05after\x12\x14\n" +
 	"\x05limit\x18\x05 \x01(\x05R\x05limit\"D\n" +
 	"\x11TopicCatalogReply\x12/\n" +
-	"\x06topics\x18\x01 \x03(\v2\x17.storepb.v1.TopicRecordR\x06topics*R\n" +
+	"\x06topics\x18\x01 \x03(\v2\x17.storepb.v1.TopicRecordR\x06topics\"f\n" +
+	"\n" +
+	"QueueOrder\x12\x16\n" +
+	"\x06levels\x18\x01 \x01(\rR\x06levels\x12#\n" +
+	"\rweighted_turn\x18\x02 \x01(\x04R\fweightedTurn\x12\x1b\n" +
+	"\tfair_turn\x18\x03 \x01(\x04R\bfairTurn\"^\n" +
+	"\n" +
+	"GroupState\x12 \n" +
+	"\voutstanding\x18\x01 \x01(\x03R\voutstanding\x12\x12\n" +
+	"\x04turn\x18\x02 \x01(\x04R\x04turn\x12\x1a\n" +
+	"\bmessages\x18\x03 \x01(\x03R\bmessages*R\n" +
 	"\x0eOverflowPolicy\x12\x1f\n" +
 	"\x1bOVERFLOW_POLICY_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bOVERFLOW_POLICY_DROP_OLDEST\x10\x01*\x9c\x01\n" +
@@ -5907,7 +6104,7 @@ func file_storepb_v1_store_proto_rawDescGZIP() []byte {
 }
 
 var file_storepb_v1_store_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
+var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
 var file_storepb_v1_store_proto_goTypes = []any{
 	(OverflowPolicy)(0),          // 0: storepb.v1.OverflowPolicy
 	(DeadLetterReason)(0),        // 1: storepb.v1.DeadLetterReason
@@ -5974,13 +6171,15 @@ var file_storepb_v1_store_proto_goTypes = []any{
 	(*TopicReadReply)(nil),       // 62: storepb.v1.TopicReadReply
 	(*TopicCatalogRequest)(nil),  // 63: storepb.v1.TopicCatalogRequest
 	(*TopicCatalogReply)(nil),    // 64: storepb.v1.TopicCatalogReply
-	nil,                          // 65: storepb.v1.QueueAttributes.SetTagsEntry
-	nil,                          // 66: storepb.v1.CreateQueue.TagsEntry
-	nil,                          // 67: storepb.v1.SendEntry.AttributesEntry
-	nil,                          // 68: storepb.v1.MessageRecord.AttributesEntry
-	nil,                          // 69: storepb.v1.QueueRecord.TagsEntry
-	nil,                          // 70: storepb.v1.PublishEntry.AttributesEntry
-	nil,                          // 71: storepb.v1.TopicMessageRecord.AttributesEntry
+	(*QueueOrder)(nil),           // 65: storepb.v1.QueueOrder
+	(*GroupState)(nil),           // 66: storepb.v1.GroupState
+	nil,                          // 67: storepb.v1.QueueAttributes.SetTagsEntry
+	nil,                          // 68: storepb.v1.CreateQueue.TagsEntry
+	nil,                          // 69: storepb.v1.SendEntry.AttributesEntry
+	nil,                          // 70: storepb.v1.MessageRecord.AttributesEntry
+	nil,                          // 71: storepb.v1.QueueRecord.TagsEntry
+	nil,                          // 72: storepb.v1.PublishEntry.AttributesEntry
+	nil,                          // 73: storepb.v1.TopicMessageRecord.AttributesEntry
 }
 var file_storepb_v1_store_proto_depIdxs = []int32{
 	6,  // 0: storepb.v1.Command.create_queue:type_name -> storepb.v1.CreateQueue
@@ -6012,20 +6211,20 @@ var file_storepb_v1_store_proto_depIdxs = []int32{
 	57, // 26: storepb.v1.Command.trim_topics:type_name -> storepb.v1.TrimTopics
 	5,  // 27: storepb.v1.QueueAttributes.retry_policy:type_name -> storepb.v1.RetryPolicy
 	0,  // 28: storepb.v1.QueueAttributes.overflow:type_name -> storepb.v1.OverflowPolicy
-	65, // 29: storepb.v1.QueueAttributes.set_tags:type_name -> storepb.v1.QueueAttributes.SetTagsEntry
+	67, // 29: storepb.v1.QueueAttributes.set_tags:type_name -> storepb.v1.QueueAttributes.SetTagsEntry
 	4,  // 30: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	66, // 31: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
+	68, // 31: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
 	4,  // 32: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	67, // 33: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
+	69, // 33: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
 	10, // 34: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
 	12, // 35: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
 	15, // 36: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
-	68, // 37: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
+	70, // 37: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
 	1,  // 38: storepb.v1.MessageRecord.dead_letter_reason:type_name -> storepb.v1.DeadLetterReason
 	18, // 39: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
 	19, // 40: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
 	4,  // 41: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
-	69, // 42: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
+	71, // 42: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
 	27, // 43: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
 	29, // 44: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
 	29, // 45: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
@@ -6040,9 +6239,9 @@ var file_storepb_v1_store_proto_depIdxs = []int32{
 	42, // 54: storepb.v1.TopicPartitionRecord.topic:type_name -> storepb.v1.TopicRecord
 	45, // 55: storepb.v1.TopicPartitionRecord.head:type_name -> storepb.v1.TopicSegment
 	42, // 56: storepb.v1.PutTopicPartition.topic:type_name -> storepb.v1.TopicRecord
-	70, // 57: storepb.v1.PublishEntry.attributes:type_name -> storepb.v1.PublishEntry.AttributesEntry
+	72, // 57: storepb.v1.PublishEntry.attributes:type_name -> storepb.v1.PublishEntry.AttributesEntry
 	49, // 58: storepb.v1.Publish.entries:type_name -> storepb.v1.PublishEntry
-	71, // 59: storepb.v1.TopicMessageRecord.attributes:type_name -> storepb.v1.TopicMessageRecord.AttributesEntry
+	73, // 59: storepb.v1.TopicMessageRecord.attributes:type_name -> storepb.v1.TopicMessageRecord.AttributesEntry
 	42, // 60: storepb.v1.TopicCommandReply.topic:type_name -> storepb.v1.TopicRecord
 	59, // 61: storepb.v1.TopicCommandReply.published:type_name -> storepb.v1.TopicPublishOutcome
 	51, // 62: storepb.v1.TopicReadReply.messages:type_name -> storepb.v1.TopicMessageRecord
@@ -6088,13 +6287,15 @@ func file_storepb_v1_store_proto_init() {
 		(*Command_DeleteTopicGroup)(nil),
 		(*Command_TrimTopics)(nil),
 	}
+	file_storepb_v1_store_proto_msgTypes[7].OneofWrappers = []any{}
+	file_storepb_v1_store_proto_msgTypes[15].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_storepb_v1_store_proto_rawDesc), len(file_storepb_v1_store_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   69,
+			NumMessages:   71,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
