@@ -39,6 +39,15 @@ type QueueAttributes struct {
 	// Overflow says what a send past them does.
 	MaxLength, MaxBytes int64
 	Overflow            Overflow
+	// PriorityMode is "strict" (or empty: the highest priority first) or
+	// "weighted": of every PriorityWeight + 1 messages delivered (default
+	// 10), one is the oldest visible message of any priority.
+	PriorityMode   string
+	PriorityWeight int
+	// Fairness "group" (standard queues, fixed at creation): receives
+	// favour message groups with few messages received and not yet
+	// deleted over a group flooding the queue.
+	Fairness string
 }
 
 // QueueStats are approximate counts at the time of GetQueue.
@@ -71,6 +80,7 @@ func (a QueueAttributes) proto() *qv1.QueueAttributes {
 		VisibilityTimeout: dur(a.VisibilityTimeout), MessageRetention: dur(a.MessageRetention),
 		DeliveryDelay: dur(a.DeliveryDelay), ReceiveWait: dur(a.ReceiveWait), MaxMessageSize: a.MaxMessageSize,
 		Fifo: a.FIFO, ContentBasedDeduplication: a.ContentBasedDeduplication, Partitions: int32(a.Partitions),
+		PriorityMode: a.PriorityMode, PriorityWeight: int32(a.PriorityWeight), Fairness: a.Fairness,
 	}
 	if a.DeadLetterQueue != "" {
 		p.DeadLetter = &qv1.DeadLetterPolicy{Queue: a.DeadLetterQueue, MaxReceiveCount: int32(a.MaxReceiveCount)}
@@ -89,6 +99,7 @@ func queueInfo(q *qv1.Queue) *QueueInfo {
 			MaxMessageSize: a.GetMaxMessageSize(), DeadLetterQueue: a.GetDeadLetter().GetQueue(),
 			MaxReceiveCount: int(a.GetDeadLetter().GetMaxReceiveCount()), FIFO: a.GetFifo(),
 			ContentBasedDeduplication: a.GetContentBasedDeduplication(), Partitions: int(a.GetPartitions()),
+			PriorityMode: a.GetPriorityMode(), PriorityWeight: int(a.GetPriorityWeight()), Fairness: a.GetFairness(),
 		},
 		Stats:           QueueStats{Visible: q.GetStats().GetVisible(), InFlight: q.GetStats().GetInFlight(), Delayed: q.GetStats().GetDelayed()},
 		PartitionShards: q.GetPartitionShards(),

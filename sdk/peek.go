@@ -50,6 +50,8 @@ type PeekedMessage struct {
 	Sequence         uint64
 	DeadLetterSource string
 	Partition        int
+	// Priority is the priority given at send (4 when none was).
+	Priority int
 }
 
 // PeekPage is one page of a Peek.
@@ -142,6 +144,7 @@ func peeked(m *qv1.PeekedMessage) PeekedMessage {
 		ID: m.GetMessageId(), Body: m.GetBody(), Attributes: m.GetAttributes(), Tags: m.GetTags(),
 		ReceiveCount: int(m.GetReceiveCount()), State: stateFromAPI(m.GetState()), GroupID: m.GetGroupId(),
 		Sequence: m.GetSequence(), DeadLetterSource: m.GetDeadLetterSource(), Partition: int(m.GetPartition()),
+		Priority: int(m.GetPriority()),
 	}
 	if m.GetSentAt() != nil {
 		out.SentAt = m.GetSentAt().AsTime()

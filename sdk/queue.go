@@ -61,7 +61,15 @@ type OutgoingMessage struct {
 	// TTL: the message expires this long after the send (zero: the
 	// queue's MessageTTL; at most that).
 	TTL time.Duration
+	// Priority 0 (lowest) – 9 (highest); nil: the default, 4. A receive
+	// returns the highest priority first (see QueueAttributes.PriorityMode).
+	// FIFO queues refuse any other priority than 4. Set it with
+	// sdk.Priority(n).
+	Priority *int
 }
+
+// Priority returns a message priority for OutgoingMessage.Priority.
+func Priority(p int) *int { return &p }
 
 // SendResult identifies a stored message.
 type SendResult struct {
@@ -78,6 +86,10 @@ func (m *OutgoingMessage) entry(id string) *qv1.SendMessageBatchEntry {
 	e := &qv1.SendMessageBatchEntry{
 		Id: id, Body: m.Body, Attributes: m.Attributes, Tags: m.Tags,
 		GroupId: m.GroupID, DeduplicationId: m.DeduplicationID, IdempotencyKey: m.IdempotencyKey,
+	}
+	if m.Priority != nil {
+		p := int32(*m.Priority)
+		e.Priority = &p
 	}
 	if e.IdempotencyKey == "" {
 		e.IdempotencyKey = newKey()
@@ -150,6 +162,7 @@ func (q *Queue) Send(ctx context.Context, m OutgoingMessage) (SendResult, error)
 	req := &qv1.SendMessageRequest{
 		Queue: q.name, Body: e.Body, Attributes: e.Attributes, Tags: e.Tags, Delay: e.Delay,
 		DeliverAt: e.DeliverAt, GroupId: e.GroupId, DeduplicationId: e.DeduplicationId, IdempotencyKey: e.IdempotencyKey, Ttl: e.Ttl,
+		Priority: e.Priority,
 	}
 	resp, err := call(q.routed(ctx), q.c, "send", 0, func(ctx context.Context, api qv1.QueueServiceClient) (*qv1.SendMessageResponse, error) {
 		return api.SendMessage(ctx, req)
@@ -326,6 +339,8 @@ type Message struct {
 	// failed (or whose lease ran out) and as released. ReceiveCount −
 	// ReleasedCount counts toward the dead-letter policy.
 	FailedCount, ReleasedCount int
+	// Priority is the priority given at send (4 when none was).
+	Priority int
 
 	queue *Queue
 }
@@ -351,6 +366,7 @@ func (q *Queue) message(m *qv1.ReceivedMessage) *Message {
 		GroupID: m.GetGroupId(), Sequence: m.GetSequence(), DeadLetterSource: m.GetDeadLetterSource(), queue: q,
 		DeadLetterReason: deadLetterReason(m.GetDeadLetterReason()),
 		FailedCount:      int(m.GetFailedCount()), ReleasedCount: int(m.GetReleasedCount()),
+		Priority: int(m.GetPriority()),
 	}
 	if m.GetSentAt() != nil {
 		out.SentAt = m.GetSentAt().AsTime()

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -77,6 +78,9 @@ func attributesFromAPI(a *qv1.QueueAttributes, base *storepb.QueueAttributes, ma
 	if err := limitsFromAPI(a, out, set, mask != nil); err != nil {
 		return nil, err
 	}
+	if err := orderFromAPI(a, out, set, mask != nil); err != nil {
+		return nil, err
+	}
 	return out, store.ValidateAttributes(out)
 }
 
@@ -110,6 +114,15 @@ func attributesToAPI(a *storepb.QueueAttributes) *qv1.QueueAttributes {
 		out.DeadLetter = &qv1.DeadLetterPolicy{Queue: a.GetDeadLetterQueue(), MaxReceiveCount: a.GetMaxReceiveCount()}
 	}
 	limitsToAPI(a, out)
+	if a.GetPriorityMode() == store.PriorityWeighted {
+		out.PriorityMode, out.PriorityWeight = "weighted", a.GetPriorityWeight()
+		if out.PriorityWeight == 0 {
+			out.PriorityWeight = store.DefaultPriorityWeight
+		}
+	}
+	if a.GetFairness() == store.FairnessGroup {
+		out.Fairness = "group"
+	}
 	return out
 }
 
@@ -144,6 +157,7 @@ func messageToAPI(m *storepb.MessageRecord, handle []byte) *qv1.ReceivedMessage 
 		FailedCount:      m.GetFailedCount(),
 		ReleasedCount:    m.GetReleasedCount(),
 		DeadLetterReason: qv1.DeadLetterReason(m.GetDeadLetterReason()),
+		Priority:         store.PriorityOf(m),
 	}
 }
 
@@ -157,6 +171,7 @@ func sendEntryFromAPI(m messageInput) *storepb.SendEntry {
 		GroupId:         m.groupID,
 		DeduplicationId: m.dedupID,
 		IdempotencyKey:  m.idempotencyKey,
+		Priority:        m.priority,
 	}
 	if m.delay != nil {
 		e.DelayMs = m.delay.AsDuration().Milliseconds()
@@ -178,4 +193,42 @@ func filterFromAPI(f *qv1.TagFilter) *storepb.TagFilter {
 		return nil
 	}
 	return &storepb.TagFilter{All: f.GetAll(), Any: f.GetAny(), None: f.GetNone()}
+}
+
+// orderFromAPI fills the receive-order attributes: priority_mode "strict"
+// (or empty) / "weighted", priority_weight (the default 10 is stored as 0,
+// so that a queue created with it equals one created without), fairness
+// "group" / "none" (or empty). Defaults are not echoed back (see
+// attributesToAPI), so queues without them read as before.
+func orderFromAPI(a *qv1.QueueAttributes, out *storepb.QueueAttributes, set func(string) bool, masked bool) error {
+	if set("priority_mode") && (a.GetPriorityMode() != "" || masked) {
+		switch a.GetPriorityMode() {
+		case "", "strict":
+			out.PriorityMode = store.PriorityStrict
+		case "weighted":
+			out.PriorityMode = store.PriorityWeighted
+		default:
+			return fieldError("attributes.priority_mode", `must be "strict" or "weighted"`)
+		}
+	}
+	if set("priority_weight") && (a.GetPriorityWeight() != 0 || masked) {
+		out.PriorityWeight = a.GetPriorityWeight()
+		if out.PriorityWeight == store.DefaultPriorityWeight {
+			out.PriorityWeight = 0
+		}
+		if out.PriorityWeight < 0 {
+			return fieldError("attributes.priority_weight", fmt.Sprintf("must be between 1 and %d", store.MaxPriorityWeight))
+		}
+	}
+	if set("fairness") && (a.GetFairness() != "" || masked) {
+		switch a.GetFairness() {
+		case "", "none":
+			out.Fairness = store.FairnessNone
+		case "group":
+			out.Fairness = store.FairnessGroup
+		default:
+			return fieldError("attributes.fairness", `must be "group" or "none"`)
+		}
+	}
+	return nil
 }

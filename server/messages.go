@@ -28,6 +28,7 @@ func (s *Server) SendMessage(ctx context.Context, req *qv1.SendMessageRequest) (
 		body: req.GetBody(), attributes: req.GetAttributes(), tags: req.GetTags(),
 		delay: req.GetDelay(), deliverAt: req.GetDeliverAt(), groupID: req.GetGroupId(),
 		dedupID: req.GetDeduplicationId(), idempotencyKey: req.GetIdempotencyKey(), ttl: req.GetTtl(),
+		priority: req.Priority,
 	}
 	if err := validateMessage("", m); err != nil {
 		return nil, err
@@ -78,6 +79,7 @@ func (s *Server) SendMessageBatch(ctx context.Context, req *qv1.SendMessageBatch
 			body: e.GetBody(), attributes: e.GetAttributes(), tags: e.GetTags(),
 			delay: e.GetDelay(), deliverAt: e.GetDeliverAt(), groupID: e.GetGroupId(),
 			dedupID: e.GetDeduplicationId(), idempotencyKey: e.GetIdempotencyKey(), ttl: e.GetTtl(),
+			priority: e.Priority,
 		}
 		if _, err := inEntry(i, func(p string) (struct{}, error) { return struct{}{}, validateMessage(p, m) }); err != nil {
 			resp.Failed = append(resp.Failed, failedEntry(e.GetId(), err))

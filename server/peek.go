@@ -145,6 +145,7 @@ func messageNotFound(id string) error {
 
 func peekedToAPI(m *storepb.MessageRecord, nowMs int64) *qv1.PeekedMessage {
 	return &qv1.PeekedMessage{
+		Priority:         store.PriorityOf(m),
 		MessageId:        m.GetId(),
 		Body:             m.GetBody(),
 		Attributes:       m.GetAttributes(),

@@ -158,7 +158,8 @@ func (s *Server) UpdateQueue(ctx context.Context, req *qv1.UpdateQueueRequest) (
 			switch p {
 			case "visibility_timeout", "message_retention", "delivery_delay", "receive_wait",
 				"max_message_size", "dead_letter", "fifo", "content_based_deduplication", "partitions", "tags",
-				"retry_policy", "message_ttl", "max_length", "max_bytes", "overflow":
+				"retry_policy", "message_ttl", "max_length", "max_bytes", "overflow",
+				"priority_mode", "priority_weight", "fairness":
 				mask[p] = true
 			default:
 				return nil, fieldError("update_mask", fmt.Sprintf("unknown attribute %q", p))
@@ -169,6 +170,7 @@ func (s *Server) UpdateQueue(ctx context.Context, req *qv1.UpdateQueueRequest) (
 		// to their defaults. Fixed ones keep their values.
 		def := store.DefaultAttributes()
 		def.Fifo, def.ContentBasedDeduplication, def.Partitions = base.Fifo, base.ContentBasedDeduplication, base.Partitions
+		def.Fairness = base.Fairness
 		base = def
 	}
 	attrs, err := attributesFromAPI(req.GetAttributes(), base, mask)

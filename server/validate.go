@@ -90,6 +90,7 @@ type messageInput struct {
 	dedupID        string
 	idempotencyKey string
 	ttl            *durationpb.Duration
+	priority       *int32 // unset: the default
 }
 
 // validateMessage checks a message's bounded fields; prefix names the
@@ -132,6 +133,9 @@ func validateMessage(prefix string, m messageInput) error {
 			}
 			return err
 		}
+	}
+	if p := m.priority; p != nil && (*p < 0 || *p > store.MaxPriority) {
+		return fieldError(prefix+"priority", fmt.Sprintf("must be between 0 and %d", store.MaxPriority))
 	}
 	if _, err := durationMs(prefix+"delay", m.delay, 0, maxDelay); err != nil {
 		return err

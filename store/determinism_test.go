@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -184,6 +185,15 @@ func (g *generator) attrs(name string) *storepb.QueueAttributes {
 	if g.rng.IntN(12) == 0 {
 		a.MaxBytes = int64(20 + g.rng.IntN(60))
 	}
+	if !a.Fifo {
+		if g.rng.IntN(2) == 0 {
+			a.PriorityMode, a.PriorityWeight = PriorityWeighted, int32(g.rng.IntN(4))
+		}
+		// q3 is fair (fixed at creation: now and then an update is refused).
+		if (name == "q3") != (g.rng.IntN(10) == 0) {
+			a.Fairness = FairnessGroup
+		}
+	}
 	return a
 }
 
@@ -217,6 +227,12 @@ func (g *generator) command() *storepb.Command {
 			}
 			if g.rng.IntN(2) == 0 {
 				e.DeduplicationId = g.pick("d1", "d2", "d3", "d4")
+			}
+			if g.rng.IntN(2) == 0 && (!fifo || g.rng.IntN(10) == 0) {
+				e.Priority = proto.Int32(int32(g.rng.IntN(12) - 1)) // -1 and 10 are refused
+			}
+			if !fifo && g.rng.IntN(2) == 0 {
+				e.GroupId = g.pick("g1", "g2", "g3") // fair queues' groups
 			}
 			if fifo {
 				// Mostly valid FIFO sends: a group, no per-message delay.
@@ -395,6 +411,7 @@ func (g *generator) generate(n int) (log [][]byte, outcomes []string) {
 		if before != nil {
 			g.fifo.check(g.t, g.s, before, res)
 		}
+		checkPriorityOrder(g.t, g.s, data, res)
 		if len(res.Received) > 0 {
 			g.lastReceived = nil
 		}
@@ -502,6 +519,7 @@ func checkInvariants(t *testing.T, s *Store) {
 		msgs := all(keys.MessagePrefix(s.shard, q.Id))
 		leases := all(keys.LeasePrefix(s.shard, q.Id))
 		vis := all(keys.VisiblePrefix(s.shard, q.Id))
+		maps.Copy(vis, all(keys.PrioritiesPrefix(s.shard, q.Id)))
 		tags := all(keys.TagsPrefix(s.shard, q.Id))
 		expiry := all(keys.ExpiryPrefix(s.shard, q.Id))
 		total += len(msgs)
@@ -536,7 +554,11 @@ func checkInvariants(t *testing.T, s *Store) {
 					t.Errorf("%s: seq %d: no expiry entry at %d", q.Name, m.Seq, m.ExpiresAtMs)
 				}
 			}
-			if f, ok := vis[string(keys.Visible(s.shard, q.Id, m.VisibleAtMs, m.Seq))]; !ok || !bytes.Equal(f, want) {
+			vkey := keys.Visible(s.shard, q.Id, m.VisibleAtMs, m.Seq)
+			if r := rankOf(m); r != defaultRank {
+				vkey = keys.AppendPriority(nil, s.shard, q.Id, r, m.VisibleAtMs, m.Seq)
+			}
+			if f, ok := vis[string(vkey)]; !ok || !bytes.Equal(f, want) {
 				t.Errorf("%s: seq %d: visibility entry %v %x, want %x", q.Name, m.Seq, ok, f, want)
 			}
 			for _, tag := range m.Tags {
@@ -550,6 +572,7 @@ func checkInvariants(t *testing.T, s *Store) {
 		if nExpiry != len(expiry) {
 			t.Errorf("%s: %d expiry entries, %d messages with a ttl", q.Name, len(expiry), nExpiry)
 		}
+		checkOrder(t, s, q, msgs, leases, all)
 		if nLeases != len(leases) {
 			t.Errorf("%s: %d lease records, %d of them of a message", q.Name, len(leases), nLeases)
 		}

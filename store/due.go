@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 
@@ -29,15 +30,55 @@ import (
 // crosses once).
 
 // walkVisible calls fn with the flag of every visibility entry of queue
-// qid with lo < visible_at <= hi.
+// qid with lo < visible_at <= hi, at every priority in use. The priority
+// levels other than the default share one iterator (a seek per level).
 func (t *txn) walkVisible(qid uint64, lo, hi int64, fn func(flag byte)) (err error) {
-	p := keys.VisiblePrefix(t.s.shard, qid)
-	it, err := t.iter(untilKey(p, lo), untilKey(p, hi))
+	levels, err := t.levels(qid)
 	if err != nil {
 		return err
 	}
-	defer closeInto(it, &err)
-	for ok := it.First(); ok; ok = it.Next() {
+	var it *iter
+	defer func() {
+		if it != nil {
+			closeInto(it, &err)
+		}
+	}()
+	vp := keys.VisiblePrefix(t.s.shard, qid)
+	for _, p := range levels {
+		if bytes.Equal(p, vp) {
+			if err := t.walkRange(nil, untilKey(p, lo), untilKey(p, hi), fn); err != nil {
+				return err
+			}
+			continue
+		}
+		if it == nil {
+			pp := keys.PrioritiesPrefix(t.s.shard, qid)
+			if it, err = t.iter(pp, keys.PrefixEnd(pp)); err != nil {
+				return err
+			}
+		}
+		if err := t.walkRange(it, untilKey(p, lo), untilKey(p, hi), fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// walkRange calls fn with the flag of every entry in [from, to): with it
+// (an iterator whose bounds hold the range) by seeking it, else with an
+// iterator of its own.
+func (t *txn) walkRange(it *iter, from, to []byte, fn func(flag byte)) (err error) {
+	ok := false
+	if it == nil {
+		if it, err = t.iter(from, to); err != nil {
+			return err
+		}
+		defer closeInto(it, &err)
+		ok = it.First()
+	} else {
+		ok = it.SeekGE(from)
+	}
+	for ; ok && bytes.Compare(it.Key(), to) < 0; ok = it.Next() {
 		v, err := it.Value()
 		if err != nil {
 			return err
@@ -352,17 +393,22 @@ func (t *txn) nextDue(q *storepb.QueueRecord, meta *storepb.QueueMeta, limit int
 		return 0, err
 	}
 	if meta.InFlight+meta.Delayed > 0 {
-		vp := keys.VisiblePrefix(sh, q.Id)
-		err := first(untilKey(vp, t.now), keys.PrefixEnd(vp), func(it *iter) error {
-			_, _, vis, _, err := keys.DecodeVisible(it.Key())
-			if err != nil {
-				return fmt.Errorf("store: bad key %s: %w", keys.Pretty(it.Key()), err)
-			}
-			next = min(next, vis)
-			return nil
-		})
+		levels, err := t.levels(q.Id)
 		if err != nil {
 			return 0, err
+		}
+		for _, vp := range levels {
+			err := first(untilKey(vp, t.now), keys.PrefixEnd(vp), func(it *iter) error {
+				vis, _, err := keys.ReadInt64(it.Key()[len(vp):])
+				if err != nil {
+					return fmt.Errorf("store: bad key %s: %w", keys.Pretty(it.Key()), err)
+				}
+				next = min(next, vis)
+				return nil
+			})
+			if err != nil {
+				return 0, err
+			}
 		}
 	}
 	if next == math.MaxInt64 {

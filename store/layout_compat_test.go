@@ -61,7 +61,9 @@ func toOldLayout(t *testing.T, db *pebble.DB, shard uint64) int {
 			}
 			_, _, _, _, verr := keys.DecodeVisible(k)
 			_, _, _, _, _, terr := keys.DecodeTag(k)
-			if (verr == nil || terr == nil) && len(v) > 1 {
+			_, _, _, _, _, perr := keys.DecodePriority(k)
+			_, _, _, _, _, ferr := keys.DecodeFair(k)
+			if (verr == nil || terr == nil || perr == nil || ferr == nil) && len(v) > 1 {
 				if err := b.Set(k, v[:1], nil); err != nil {
 					t.Fatal(err)
 				}

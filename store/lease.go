@@ -34,7 +34,8 @@ import (
 // the short forms, so a queue that never nacks writes what it wrote before.
 
 const (
-	// visible_at, receive_count, first_received_at, size, leasePlain bit
+	// visible_at, receive_count, first_received_at, size, flags (leasePlain
+	// bit; high nibble: priority + 1, 0 for the default)
 	leaseLen      = 8 + 4 + 8 + 8 + 1
 	indexLeaseLen = 1 + 4 + 8 // flag, receive_count, first_received_at
 	// leasePlain: the message has no tags, no group and no ttl, so what
@@ -76,6 +77,11 @@ func (t *txn) keyVisible(qid uint64, at int64, seq uint64) []byte {
 	return t.kb
 }
 
+func (t *txn) keyFair(qid uint64, group string, at int64, seq uint64) []byte {
+	t.kb = keys.AppendFair(t.keyBuf(), t.s.shard, qid, group, at, seq)
+	return t.kb
+}
+
 func (t *txn) keyTag(qid uint64, tag string, at int64, seq uint64) []byte {
 	t.kb = keys.AppendTag(t.keyBuf(), t.s.shard, qid, tag, at, seq)
 	return t.kb
@@ -102,8 +108,9 @@ func (t *txn) putLease(qid uint64, m *storepb.MessageRecord) error {
 	binary.BigEndian.PutUint32(v[8:], uint32(m.ReceiveCount))
 	binary.BigEndian.PutUint64(v[12:], uint64(m.FirstReceivedAtMs))
 	binary.BigEndian.PutUint64(v[20:], uint64(m.Size))
+	v[28] = leasePriority(m)
 	if len(m.Tags) == 0 && m.GroupId == "" && m.ExpiresAtMs == 0 {
-		v[28] = leasePlain
+		v[28] |= leasePlain
 	}
 	if m.LeaseClosed {
 		v[28] |= leaseClosed
@@ -155,7 +162,7 @@ func (t *txn) leaseOnly(q *storepb.QueueRecord, seq uint64) (*storepb.MessageRec
 	defer closer.Close()
 	var m *storepb.MessageRecord
 	if (len(v) == leaseLen || len(v) == leaseCountsLen) && v[28]&leasePlain != 0 && !isFifo(q) {
-		m = &storepb.MessageRecord{Seq: seq, Size: int64(binary.BigEndian.Uint64(v[20:]))}
+		m = &storepb.MessageRecord{Seq: seq, Size: int64(binary.BigEndian.Uint64(v[20:])), Priority: priorityFromLease(v[28])}
 	} else if m, err = t.record(qid, seq); m == nil || err != nil {
 		if err == nil {
 			err = fmt.Errorf("store: lease record without message: queue %d seq %d", qid, seq)

@@ -48,21 +48,35 @@ func (t *txn) index(q *storepb.QueueRecord, m *storepb.MessageRecord) error {
 	if err := t.countEntry(q, m, 1); err != nil {
 		return err
 	}
-	f := t.indexValue(m)
-	at := position{m.VisibleAtMs, m.Seq}
-	if err := t.lowerMark(keys.VisibleLow(t.s.shard, qid), at); err != nil {
+	if err := t.useLevel(qid, rankOf(m)); err != nil {
 		return err
 	}
-	if err := t.setRaw(t.keyVisible(qid, m.VisibleAtMs, m.Seq), f); err != nil {
+	at := position{m.VisibleAtMs, m.Seq}
+	if err := t.lowerMark(t.levelMark(qid, m), at); err != nil {
 		return err
 	}
 	for _, tag := range m.Tags {
 		if err := t.lowerMark(keys.TagLow(t.s.shard, qid, tag), at); err != nil {
 			return err
 		}
+	}
+	fair := isFair(q)
+	if fair {
+		if err := t.lowerMark(fairMark(t.s.shard, qid, m.GroupId), at); err != nil {
+			return err
+		}
+	}
+	f := t.indexValue(m)
+	if err := t.setRaw(t.keyLevel(qid, m, m.VisibleAtMs), f); err != nil {
+		return err
+	}
+	for _, tag := range m.Tags {
 		if err := t.setRaw(t.keyTag(qid, tag, m.VisibleAtMs, m.Seq), f); err != nil {
 			return err
 		}
+	}
+	if fair {
+		return t.setRaw(t.keyFair(qid, m.GroupId, m.VisibleAtMs, m.Seq), f)
 	}
 	return nil
 }
@@ -73,13 +87,16 @@ func (t *txn) unindex(q *storepb.QueueRecord, m *storepb.MessageRecord) error {
 	if err := t.countEntry(q, m, -1); err != nil {
 		return err
 	}
-	if err := t.del(t.keyVisible(qid, m.VisibleAtMs, m.Seq)); err != nil {
+	if err := t.del(t.keyLevel(qid, m, m.VisibleAtMs)); err != nil {
 		return err
 	}
 	for _, tag := range m.Tags {
 		if err := t.del(t.keyTag(qid, tag, m.VisibleAtMs, m.Seq)); err != nil {
 			return err
 		}
+	}
+	if isFair(q) {
+		return t.del(t.keyFair(qid, m.GroupId, m.VisibleAtMs, m.Seq))
 	}
 	return nil
 }
@@ -108,6 +125,11 @@ func (t *txn) insert(q *storepb.QueueRecord, meta *storepb.QueueMeta, m *storepb
 	if err := t.indexExpiry(q, meta, m); err != nil {
 		return err
 	}
+	if isFair(q) {
+		if err := t.groupInserted(q.Id, m); err != nil {
+			return err
+		}
+	}
 	if isFifo(q) {
 		return t.groupAppend(q.Id, m)
 	}
@@ -135,6 +157,11 @@ func (t *txn) remove(q *storepb.QueueRecord, meta *storepb.QueueMeta, m *storepb
 	}
 	if m.ExpiresAtMs > 0 {
 		if err := t.del(keys.Expiry(t.s.shard, q.Id, m.ExpiresAtMs, m.Seq)); err != nil {
+			return err
+		}
+	}
+	if isFair(q) {
+		if err := t.groupRemoved(q.Id, m); err != nil {
 			return err
 		}
 	}
@@ -286,6 +313,10 @@ func (t *txn) sendOne(q *storepb.QueueRecord, meta *storepb.QueueMeta, e *storep
 		}
 		remember = append(remember, c)
 	}
+	if err := validPriority(e.Priority, a.Fifo); err != nil {
+		out.Err = err
+		return false, nil
+	}
 	var visibleAt int64
 	switch {
 	case e.DeliverAtMs > 0:
@@ -331,6 +362,12 @@ func (t *txn) sendOne(q *storepb.QueueRecord, meta *storepb.QueueMeta, e *storep
 		SentAtMs: t.now, EnqueuedAtMs: t.now, VisibleAtMs: visibleAt,
 		GroupId: e.GroupId, DeduplicationId: dedupID, Size: size,
 		ExpiresAtMs: t.expiresAt(q, e.TtlMs),
+	}
+	if e.Priority != nil && *e.Priority != DefaultPriority {
+		// The default stays unset: such a record is byte for byte one
+		// from before priorities.
+		p := *e.Priority
+		m.Priority = &p
 	}
 	m.Id = messageID(t.now, t.s.shard, q.Id, max(meta.NextSeq, 1))
 	if err := t.insert(q, meta, m); err != nil {
@@ -406,12 +443,14 @@ func (t *txn) receive(op *storepb.Receive, res *Result) error {
 		lease = append(lease, m)
 		return len(lease) >= int(op.MaxMessages)
 	}
-	if isFifo(q) {
+	unfiltered := len(op.Filter.GetAll())+len(op.Filter.GetAny())+len(op.Filter.GetNone()) == 0
+	switch {
+	case isFifo(q):
 		_, err = t.scanGroups(q.Id, op.Filter, t.now, receiveScanBudget, take)
-	} else {
-		_, err = t.scan(q.Id, op.Filter, t.now, false, receiveScanBudget, func(_ candidate, m *storepb.MessageRecord) bool {
-			return take(m)
-		})
+	case isFair(q) && unfiltered:
+		err = t.scanFair(q.Id, take)
+	default:
+		err = t.scanByPriority(q, op, unfiltered, take)
 	}
 	if err != nil {
 		return err
@@ -423,7 +462,16 @@ func (t *txn) receive(op *storepb.Receive, res *Result) error {
 	if err := tr.apply(meta, res); err != nil {
 		return err
 	}
+	if len(lease) > 0 && unfiltered && !isFifo(q) && !isFair(q) && a.PriorityMode == PriorityWeighted {
+		o, err := t.order(q.Id)
+		if err != nil {
+			return err
+		}
+		o.WeightedTurn += uint64(len(lease))
+		t.putOrder(q.Id)
+	}
 	for _, m := range lease {
+		wasNew := m.ReceiveCount == 0
 		err := t.reschedule(q, m, t.now+vis, func() {
 			m.LeaseClosed = false
 			m.ReceiveCount++
@@ -433,6 +481,11 @@ func (t *txn) receive(op *storepb.Receive, res *Result) error {
 		})
 		if err != nil {
 			return err
+		}
+		if isFair(q) {
+			if err := t.groupLeased(q.Id, m, wasNew); err != nil {
+				return err
+			}
 		}
 		h := Handle{Shard: t.s.shard, Partition: uint16(q.Partition), Queue: q.Id, Seq: m.Seq, ReceiveCount: m.ReceiveCount}
 		res.Received = append(res.Received, Received{

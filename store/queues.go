@@ -152,6 +152,12 @@ func (t *txn) createQueue(op *storepb.CreateQueue, res *Result) error {
 		}
 		existing = nil
 	}
+	if existing != nil && op.PartitionCopy && existing.Attributes.GetFairness() != a.Fairness {
+		// Fairness is fixed at creation (the group indexes follow it);
+		// UpdateQueue refuses to change it, so no fan-out carries this.
+		res.Err = fieldErr("attributes.fairness", "fixed at creation")
+		return nil
+	}
 	if existing != nil && op.PartitionCopy && (!proto.Equal(existing.Attributes, a) || !maps.Equal(existing.Tags, op.Tags)) {
 		// A partition copy follows its record of truth: a retried create
 		// after an update, or after a delete whose fan-out did not finish,
@@ -224,6 +230,8 @@ func (t *txn) updateQueue(op *storepb.UpdateQueue, res *Result) error {
 		res.Err = fieldErr("attributes.content_based_deduplication", "fixed at creation")
 	case a.Partitions < old.Partitions:
 		res.Err = fieldErr("attributes.partitions", "may grow, never shrink (now %d)", old.Partitions)
+	case a.Fairness != old.Fairness:
+		res.Err = fieldErr("attributes.fairness", "fixed at creation")
 	default:
 		res.Err = ValidateQueue(BaseName(q.Name), a)
 	}
@@ -343,6 +351,7 @@ func (t *txn) dropQueue(q *storepb.QueueRecord) error {
 	}
 	t.forgetMarks(q.Id)
 	t.forgetMeta(q.Id)
+	t.forgetOrder(q.Id)
 	// Every key of the queue in one range tombstone: O(1) however deep.
 	return t.delRange(keys.QueuePrefix(t.s.shard, q.Id), keys.QueueEnd(t.s.shard, q.Id))
 }
@@ -357,15 +366,18 @@ func (t *txn) purgeQueue(op *storepb.PurgeQueue, res *Result) error {
 	// idempotency, deduplication and receive attempt records stay so that a
 	// retried send after a purge is still answered, not stored twice.
 	t.forgetMarks(q.Id)
+	t.forgetOrder(q.Id)
 	if err := t.del(keys.VisibleLow(sh, q.Id)); err != nil {
 		return err
 	}
 	if err := t.delRange(keys.TagLowPrefix(sh, q.Id), keys.PrefixEnd(keys.TagLowPrefix(sh, q.Id))); err != nil {
 		return err
 	}
+	// Priority and fair group indexes, their marks and the group states
+	// too ('w': QueueOrder starts again empty).
 	for _, p := range [][]byte{keys.GroupsPrefix(sh, q.Id), keys.GroupHeadPrefix(sh, q.Id),
 		keys.MessagePrefix(sh, q.Id), keys.LeasePrefix(sh, q.Id), keys.TagsPrefix(sh, q.Id), keys.VisiblePrefix(sh, q.Id),
-		keys.ExpiryPrefix(sh, q.Id)} {
+		keys.ExpiryPrefix(sh, q.Id), keys.PrioritiesPrefix(sh, q.Id), keys.FairsPrefix(sh, q.Id), keys.OrderPrefix(sh, q.Id)} {
 		if err := t.delRange(p, keys.PrefixEnd(p)); err != nil {
 			return err
 		}

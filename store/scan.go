@@ -63,26 +63,40 @@ func (c *cursor) load(ok bool) error {
 	return nil
 }
 
-// plan picks the indexes a filter walks: the first `all` tag's index (the
-// other tags are checked on the record; put the rarest tag first), else the
-// merge of every `any` tag's index, else the visibility index (skipping
-// `none` matches on the record). indexOnly reports that every entry of the
+// plan picks the indexes a filter walks, as levels walked one after the
+// other, each a set of indexes merged by (visible_at, seq): the first `all`
+// tag's index (the other tags are checked on the record; put the rarest
+// tag first), else the merge of every `any` tag's index, else the
+// visibility indexes of the priorities in use (skipping `none` matches on
+// the record): one level each, highest first, when byPriority, else one
+// merge (oldest first). The tag indexes hold every priority, so a filter
+// with tags gives oldest first. indexOnly reports that every entry of the
 // plan matches, so no record needs reading to decide.
-func (t *txn) plan(qid uint64, f *storepb.TagFilter) (prefixes [][]byte, indexOnly bool) {
+func (t *txn) plan(qid uint64, f *storepb.TagFilter, byPriority bool) (levels [][][]byte, indexOnly bool, err error) {
 	sh := t.s.shard
 	switch {
 	case len(f.GetAll()) > 0:
-		return [][]byte{keys.TagPrefix(sh, qid, f.All[0])}, len(f.All) == 1 && len(f.Any) == 0 && len(f.None) == 0
+		return [][][]byte{{keys.TagPrefix(sh, qid, f.All[0])}}, len(f.All) == 1 && len(f.Any) == 0 && len(f.None) == 0, nil
 	case len(f.GetAny()) > 0:
 		tags := slices.Clone(f.Any)
 		slices.Sort(tags)
+		var prefixes [][]byte
 		for _, tag := range slices.Compact(tags) {
 			prefixes = append(prefixes, keys.TagPrefix(sh, qid, tag))
 		}
-		return prefixes, len(f.None) == 0
-	default:
-		return [][]byte{keys.VisiblePrefix(sh, qid)}, len(f.GetNone()) == 0
+		return [][][]byte{prefixes}, len(f.None) == 0, nil
 	}
+	prefixes, err := t.levels(qid)
+	if err != nil {
+		return nil, false, err
+	}
+	if !byPriority {
+		return [][][]byte{prefixes}, len(f.GetNone()) == 0, nil
+	}
+	for _, p := range prefixes {
+		levels = append(levels, [][]byte{p})
+	}
+	return levels, len(f.GetNone()) == 0, nil
 }
 
 // matches applies a tag filter to a message's tags.
@@ -98,73 +112,121 @@ func matches(f *storepb.TagFilter, tags []string) bool {
 	return !slices.ContainsFunc(f.GetNone(), func(s string) bool { return slices.Contains(tags, s) })
 }
 
-// scan visits the messages matching f in (visible_at, seq) order with
-// visible_at <= until, until visit returns true. With indexOnly set and a
-// plan that needs no record, visit gets a nil record and no record is read.
-// It reports whether the budget of non-matching entries ran out.
-func (t *txn) scan(qid uint64, f *storepb.TagFilter, until int64, indexOnly bool, budget int,
+// walk owns the index cursors of one scan and their low-water marks: the
+// visibility, priority, tag and fair group indexes are walked from their
+// marks (see vlow.go), past the tombstones of deleted messages; when the
+// walk closes, inside Apply, each mark rises to the first live entry its
+// iterator found (or past until when it found none).
+type walk struct {
+	t     *txn
+	curs  []*cursor
+	marks []*markedCursor
+}
+
+type markedCursor struct {
+	mark  []byte
+	first *position // nil: the iterator found nothing up to until
+	until int64
+}
+
+// open positions a cursor on index prefix p at its first entry with
+// visible_at <= until.
+func (w *walk) open(p []byte, until int64) (*cursor, error) {
+	t := w.t
+	lo := p
+	var mc *markedCursor
+	if mk := keys.LowMarkOf(p); mk != nil {
+		low, err := t.mark(mk)
+		if err != nil {
+			return nil, err
+		}
+		if low != lowest {
+			lo = keys.AppendUint64(keys.AppendInt64(slices.Clone(p), low.at), low.seq)
+		}
+		mc = &markedCursor{mark: mk, until: until}
+	}
+	hi := keys.PrefixEnd(p)
+	if until < math.MaxInt64 {
+		hi = keys.AppendInt64(slices.Clone(p), until+1)
+	}
+	it, err := t.iter(lo, hi)
+	if err != nil {
+		return nil, err
+	}
+	c := &cursor{it: it, prefix: p}
+	w.curs = append(w.curs, c)
+	if err := c.load(it.First()); err != nil {
+		return nil, err
+	}
+	if mc != nil {
+		if c.ok {
+			mc.first = &position{c.cur.visibleAt, c.cur.seq}
+		}
+		w.marks = append(w.marks, mc)
+	}
+	return c, nil
+}
+
+// close closes the cursors and, inside Apply and without an error, raises
+// the marks.
+func (w *walk) close(err *error) {
+	for _, c := range w.curs {
+		closeInto(c.it, err)
+	}
+	if w.t.b == nil {
+		return
+	}
+	for _, mc := range w.marks {
+		if *err != nil {
+			return
+		}
+		switch {
+		case mc.first != nil:
+			*err = w.t.raiseMark(mc.mark, *mc.first)
+		case mc.until < math.MaxInt64:
+			*err = w.t.raiseMark(mc.mark, position{mc.until + 1, 0})
+		}
+	}
+}
+
+// scan visits the messages matching f with visible_at <= until, until
+// visit returns true: by priority (highest first, oldest first within one)
+// when byPriority and f has no tags, else oldest first. With indexOnly set
+// and a plan that needs no record, visit gets a nil record and no record is
+// read. It reports whether the budget of non-matching entries ran out.
+func (t *txn) scan(qid uint64, f *storepb.TagFilter, until int64, indexOnly, byPriority bool, budget int,
 	visit func(candidate, *storepb.MessageRecord) bool) (exhausted bool, err error) {
-	prefixes, planOnly := t.plan(qid, f)
-	curs := make([]*cursor, 0, len(prefixes))
+	levels, planOnly, err := t.plan(qid, f, byPriority)
+	if err != nil {
+		return false, err
+	}
+	w := &walk{t: t}
 	recs := &recordIter{t: t, qid: qid}
 	defer func() {
-		for _, c := range curs {
-			closeInto(c.it, &err)
-		}
+		w.close(&err)
 		recs.close(&err)
 	}()
-	// The visibility and tag indexes are walked from their low-water marks
-	// (see vlow.go), past the tombstones of deleted messages; after the
-	// scan each mark rises to the first live entry its iterator found.
-	type markedCursor struct {
-		mark  []byte
-		first *position // nil: the iterator found nothing up to until
-	}
-	marked := make([]*markedCursor, len(prefixes))
-	if t.b != nil {
-		defer func() {
-			for _, mc := range marked {
-				if err != nil || mc == nil {
-					continue
-				}
-				switch {
-				case mc.first != nil:
-					err = t.raiseMark(mc.mark, *mc.first)
-				case until < math.MaxInt64:
-					err = t.raiseMark(mc.mark, position{until + 1, 0})
-				}
-			}
-		}()
-	}
-	for i, p := range prefixes {
-		lo := p
-		if mk := keys.LowMarkOf(p); mk != nil {
-			low, err := t.mark(mk)
+	for _, prefixes := range levels {
+		curs := make([]*cursor, 0, len(prefixes))
+		for _, p := range prefixes {
+			c, err := w.open(p, until)
 			if err != nil {
 				return false, err
 			}
-			if low != lowest {
-				lo = keys.AppendUint64(keys.AppendInt64(slices.Clone(p), low.at), low.seq)
-			}
-			marked[i] = &markedCursor{mark: mk}
+			curs = append(curs, c)
 		}
-		hi := keys.PrefixEnd(p)
-		if until < math.MaxInt64 {
-			hi = keys.AppendInt64(slices.Clone(p), until+1)
-		}
-		it, err := t.iter(lo, hi)
-		if err != nil {
-			return false, err
-		}
-		c := &cursor{it: it, prefix: p}
-		curs = append(curs, c)
-		if err := c.load(it.First()); err != nil {
-			return false, err
-		}
-		if marked[i] != nil && c.ok {
-			marked[i].first = &position{c.cur.visibleAt, c.cur.seq}
+		stop, exhausted, err := t.merge(qid, f, curs, recs, indexOnly && planOnly, &budget, visit)
+		if stop || exhausted || err != nil {
+			return exhausted, err
 		}
 	}
+	return false, nil
+}
+
+// merge visits the entries of curs in (visible_at, seq) order (see scan);
+// stop: visit returned true.
+func (t *txn) merge(qid uint64, f *storepb.TagFilter, curs []*cursor, recs *recordIter, noRecord bool, budget *int,
+	visit func(candidate, *storepb.MessageRecord) bool) (stop, exhausted bool, err error) {
 	// The cursors move past a candidate only when the walk goes on (not
 	// before visit): the step past the last candidate visited would walk
 	// the tombstones behind it for nothing. The iterators see the batch as
@@ -180,7 +242,7 @@ func (t *txn) scan(qid uint64, f *storepb.TagFilter, until int64, indexOnly bool
 			for _, c := range curs {
 				if c.ok && c.cur == prev {
 					if err := c.load(c.it.Next()); err != nil {
-						return false, err
+						return false, false, err
 					}
 				}
 			}
@@ -193,37 +255,47 @@ func (t *txn) scan(qid uint64, f *storepb.TagFilter, until int64, indexOnly bool
 			}
 		}
 		if head == nil {
-			return false, nil
+			return false, false, nil
 		}
 		cand := head.cur
 		prev, advance = cand, true
 		var m *storepb.MessageRecord
-		if !(indexOnly && planOnly) {
+		if !noRecord {
 			// The entry carries the lease state: only the record is read.
-			if m, err = recs.get(cand.seq); err != nil {
-				return false, err
-			}
-			if m == nil {
-				return false, fmt.Errorf("store: index entry without message: queue %d seq %d", qid, cand.seq)
-			}
-			leased, err := leaseFromIndex(m, cand.visibleAt, head.value)
-			if err != nil {
-				return false, err
-			}
-			if leased && t.b != nil {
-				t.markLeased(m)
+			if m, err = t.indexedRecord(qid, recs, cand, head.value); err != nil {
+				return false, false, err
 			}
 			if !matches(f, m.Tags) {
-				if budget--; budget <= 0 {
-					return true, nil
+				if *budget--; *budget <= 0 {
+					return false, true, nil
 				}
 				continue
 			}
 		}
 		if visit(cand, m) {
-			return false, nil
+			return true, false, nil
 		}
 	}
+}
+
+// indexedRecord reads the record of an index entry at cand with value v
+// and overlays the lease state the entry carries.
+func (t *txn) indexedRecord(qid uint64, recs *recordIter, cand candidate, v []byte) (*storepb.MessageRecord, error) {
+	m, err := recs.get(cand.seq)
+	if err != nil {
+		return nil, err
+	}
+	if m == nil {
+		return nil, fmt.Errorf("store: index entry without message: queue %d seq %d", qid, cand.seq)
+	}
+	leased, err := leaseFromIndex(m, cand.visibleAt, v)
+	if err != nil {
+		return nil, err
+	}
+	if leased && t.b != nil {
+		t.markLeased(m)
+	}
+	return m, nil
 }
 
 // Peek tells a long poll whether a message matching f is visible at nowMs
@@ -250,7 +322,7 @@ func (s *Store) Peek(tenant, name string, f *storepb.TagFilter, nowMs int64) (re
 	if isFifo(q) {
 		return t.peekGroups(q.Id, f, nowMs)
 	}
-	exhausted, err := t.scan(q.Id, f, math.MaxInt64, true, peekScanBudget, func(c candidate, _ *storepb.MessageRecord) bool {
+	exhausted, err := t.scan(q.Id, f, math.MaxInt64, true, false, peekScanBudget, func(c candidate, _ *storepb.MessageRecord) bool {
 		if c.visibleAt <= nowMs {
 			ready = true
 		} else {

@@ -248,6 +248,13 @@ func (h *harness) attrs(a args) *storepb.QueueAttributes {
 	at.ContentBasedDeduplication = a.has("cbd")
 	at.Partitions = int32(a.int("partitions", 1))
 	retryAttrs(at, a)
+	if a.has("weighted") {
+		at.PriorityMode = PriorityWeighted
+		at.PriorityWeight = int32(a.int("weighted", 0))
+	}
+	if a.has("fair") {
+		at.Fairness = FairnessGroup
+	}
 	return at
 }
 
@@ -282,6 +289,12 @@ func (h *harness) infoLine(qi *QueueInfo) string {
 	if a.DeadLetterQueue != "" {
 		s += fmt.Sprintf(" dlq=%s max=%d", a.DeadLetterQueue, a.MaxReceiveCount)
 	}
+	if a.PriorityMode == PriorityWeighted {
+		s += fmt.Sprintf(" weighted=%d", a.PriorityWeight)
+	}
+	if a.Fairness == FairnessGroup {
+		s += " fair"
+	}
 	return s
 }
 
@@ -295,6 +308,9 @@ func (h *harness) msgLine(m *storepb.MessageRecord) string {
 	}
 	if m.DeadLetterSource != "" {
 		s += " dead_letter_source=" + m.DeadLetterSource
+	}
+	if m.Priority != nil {
+		s += fmt.Sprintf(" prio=%d", *m.Priority)
 	}
 	return s + retryLine(m)
 }
@@ -397,7 +413,7 @@ func (h *harness) run(line string) string {
 			}
 			return list[i]
 		}
-		groups, dedups := a.list("group"), a.list("dedup")
+		groups, dedups, prios := a.list("group"), a.list("dedup"), a.list("prio")
 		for i, body := range strings.Split(a.str("body", "x"), ",") {
 			if n, ok := strings.CutPrefix(body, "size:"); ok {
 				m, _ := strconv.Atoi(n)
@@ -405,6 +421,13 @@ func (h *harness) run(line string) string {
 			}
 			e := &storepb.SendEntry{Body: body, Tags: a.list("tags"), DelayMs: -1, IdempotencyKey: a.str("key", ""), Attributes: attrs,
 				GroupId: nth(groups, i), DeduplicationId: nth(dedups, i), TtlMs: a.ms("ttl", 0)}
+			if p := nth(prios, i); p != "" {
+				n, err := strconv.Atoi(p)
+				if err != nil {
+					panic(err)
+				}
+				e.Priority = proto.Int32(int32(n))
+			}
 			if a.has("delay") {
 				e.DelayMs = a.ms("delay", 0)
 			}

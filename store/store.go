@@ -240,6 +240,9 @@ func (s *Store) Apply(b *pebble.Batch, index uint64, data []byte) (any, error) {
 	if err == nil {
 		err = t.flushMetas()
 	}
+	if err == nil {
+		err = t.flushOrders()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -314,6 +317,9 @@ type txn struct {
 	// overflowDrops counts the messages this command removed to make room
 	// in a full queue (bounded by maxOverflowDrops).
 	overflowDrops int
+	orders        map[uint64]*storepb.QueueOrder // receive-order records loaded (by queue id)
+	ordersDirty   map[uint64]bool                // to write back at the command's end
+	groups        map[groupKey]*groupEntry       // fair queues' group states loaded
 
 	// unblocked: a FIFO group's new head is visible at now (its earlier
 	// message went), so a waiting long poll has something to receive.

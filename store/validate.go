@@ -118,6 +118,16 @@ func ValidateAttributes(a *storepb.QueueAttributes) error {
 	if a.Partitions < 1 || a.Partitions > MaxPartitions {
 		return fieldErr("attributes.partitions", "must be between 1 and %d", MaxPartitions)
 	}
+	switch {
+	case a.PriorityMode != PriorityStrict && a.PriorityMode != PriorityWeighted:
+		return fieldErr("attributes.priority_mode", "must be strict or weighted")
+	case a.PriorityWeight < 0 || a.PriorityWeight > MaxPriorityWeight:
+		return fieldErr("attributes.priority_weight", "must be between 1 and %d", MaxPriorityWeight)
+	case a.Fairness != FairnessNone && a.Fairness != FairnessGroup:
+		return fieldErr("attributes.fairness", "must be none or group")
+	case a.Fairness == FairnessGroup && a.Fifo:
+		return fieldErr("attributes.fairness", "only for standard queues (a FIFO queue already serves its groups in turn)")
+	}
 	return validateRetryAndLimits(a)
 }
 

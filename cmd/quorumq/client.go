@@ -239,6 +239,9 @@ Unset attributes take the server's defaults.`),
 	f.IntVar(&attrs.MaxReceiveCount, "max-receive-count", 5, "receives before dead-lettering")
 	f.BoolVar(&attrs.FIFO, "fifo", false, "FIFO queue (name must end in .fifo)")
 	f.BoolVar(&attrs.ContentBasedDeduplication, "content-based-deduplication", false, "FIFO: deduplicate by body hash")
+	f.StringVar(&attrs.PriorityMode, "priority-mode", "", `"strict" (default: the highest priority first) or "weighted"`)
+	f.IntVar(&attrs.PriorityWeight, "priority-weight", 0, "weighted mode: of every N+1 messages one is the oldest of any priority (default 10)")
+	f.StringVar(&attrs.Fairness, "fairness", "", `"group": favour message groups with few messages in flight (fixed at creation)`)
 	f.StringToStringVar(&tags, "tag", nil, "queue label key=value (repeatable)")
 	limits.register(f)
 	return cmd
@@ -404,6 +407,7 @@ func newSendCmd() *cobra.Command {
 		body, file  string
 		m           quorumq.OutgoingMessage
 		concurrency int
+		priority    int
 	)
 	cmd := &cobra.Command{
 		Use:   "send QUEUE [BODY]",
@@ -411,8 +415,8 @@ func newSendCmd() *cobra.Command {
 		Long: clientLong(`Send a message: BODY, --body, or else all of standard input as one body.
 
 With --file PATH (- for standard input) every non-empty line is a message,
-sent in batches through the SDK's producer; --tag, --attr, --delay and
---group-id apply to each. A progress line (count, rate) goes to standard
+sent in batches through the SDK's producer; --tag, --attr, --delay,
+--group-id and --priority apply to each. A progress line (count, rate) goes to standard
 error, a summary to standard output. A message that fails (too large,
 invalid) is reported with its line number and the rest go on; an error that
 would fail every message (no such queue, no permission, cluster
@@ -420,11 +424,15 @@ unavailable) stops reading. The summary counts the messages sent and names
 the failed lines and the first line not sent; the exit status is non-zero
 when any line failed or was not sent.`),
 		Example: `  quorumq send jobs 'hello' --tag urgent
+  quorumq send jobs 'page the on-call' --priority 9
   seq 1 1000 | quorumq send jobs --file -
   quorumq send jobs --file events.txt -o json`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
 			f := cmd.Flags()
+			if f.Changed("priority") {
+				m.Priority = quorumq.Priority(priority)
+			}
 			if f.Changed("file") {
 				switch {
 				case len(args) == 2 || f.Changed("body"):
@@ -467,7 +475,8 @@ when any line failed or was not sent.`),
 	f.StringToStringVar(&m.Attributes, "attr", nil, "attribute key=value (repeatable)")
 	f.DurationVar(&m.Delay, "delay", 0, "deliver after this delay")
 	f.DurationVar(&m.TTL, "ttl", 0, "expire this long after the send (default: the queue's message ttl)")
-	f.StringVar(&m.GroupID, "group-id", "", "FIFO group")
+	f.StringVar(&m.GroupID, "group-id", "", "FIFO group; on a fair queue, the tenant")
+	f.IntVar(&priority, "priority", 4, "0 (lowest) to 9 (highest); receives take the highest first")
 	f.StringVar(&m.DeduplicationID, "deduplication-id", "", "FIFO deduplication id")
 	f.StringVar(&m.IdempotencyKey, "idempotency-key", "", "retry-safe key (default: a random one, kept across the SDK's retries)")
 	return cmd

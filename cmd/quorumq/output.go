@@ -254,7 +254,8 @@ func queueProto(q *quorumq.QueueInfo, withStats bool) *qv1.Queue {
 			VisibilityTimeout: durProto(a.VisibilityTimeout), MessageRetention: durProto(a.MessageRetention),
 			DeliveryDelay: durProto(a.DeliveryDelay), ReceiveWait: durProto(a.ReceiveWait),
 			MaxMessageSize: a.MaxMessageSize, Fifo: a.FIFO, ContentBasedDeduplication: a.ContentBasedDeduplication,
-			Partitions: int32(a.Partitions),
+			Partitions: int32(a.Partitions), PriorityMode: a.PriorityMode, PriorityWeight: int32(a.PriorityWeight),
+			Fairness: a.Fairness,
 		},
 	}
 	if a.DeadLetterQueue != "" {
@@ -278,6 +279,7 @@ func receiveProto(msgs []*quorumq.Message) *qv1.ReceiveMessagesResponse {
 			GroupId: m.GroupID, Sequence: m.Sequence, DeadLetterSource: m.DeadLetterSource,
 			FailedCount: int32(m.FailedCount), ReleasedCount: int32(m.ReleasedCount),
 			DeadLetterReason: qv1.DeadLetterReason(qv1.DeadLetterReason_value["DEAD_LETTER_REASON_"+m.DeadLetterReason]),
+			Priority:         int32(m.Priority),
 		}
 	}
 	return out
@@ -398,6 +400,12 @@ func printQueue(w io.Writer, q *quorumq.QueueInfo, withStats bool) error {
 	}
 	b.add("dead-letter queue", dlq)
 	b.addLimits(a)
+	if a.PriorityMode == "weighted" {
+		b.add("priorities", fmt.Sprintf("weighted (%d:1)", a.PriorityWeight))
+	}
+	if a.Fairness != "" {
+		b.add("fairness", a.Fairness)
+	}
 	b.add("tags", fmtMap(q.Tags))
 	b.add("created", fmtTime(q.CreatedAt))
 	if withStats {

@@ -131,7 +131,7 @@ func peekedProto(m quorumq.PeekedMessage) *qv1.PeekedMessage {
 		MessageId: m.ID, Body: m.Body, Attributes: m.Attributes, Tags: m.Tags, SentAt: timeProto(m.SentAt),
 		ReceiveCount: int32(m.ReceiveCount), FirstReceivedAt: timeProto(m.FirstReceivedAt), VisibleAt: timeProto(m.VisibleAt),
 		State: stateProto[m.State], GroupId: m.GroupID, Sequence: m.Sequence, DeadLetterSource: m.DeadLetterSource,
-		Partition: int32(m.Partition),
+		Partition: int32(m.Partition), Priority: int32(m.Priority),
 	}
 }
 

@@ -28,6 +28,8 @@ func newQueueUpdateCmd() *cobra.Command {
 		dlq           string
 		maxReceive    int
 		contentDedup  bool
+		priorityMode  string
+		weight        int
 	)
 	// flag name → update mask path (server/queues.go UpdateQueue).
 	paths := []struct{ flag, path string }{
@@ -36,6 +38,7 @@ func newQueueUpdateCmd() *cobra.Command {
 		{"max-message-size", "max_message_size"}, {"partitions", "partitions"},
 		{"dead-letter-queue", "dead_letter"}, {"max-receive-count", "dead_letter"},
 		{"content-based-deduplication", "content_based_deduplication"},
+		{"priority-mode", "priority_mode"}, {"priority-weight", "priority_weight"},
 	}
 	var limits limitFlags
 	paths = append(paths, limitPaths...)
@@ -67,6 +70,7 @@ policy is replaced as a whole, so --max-receive-count needs
 			a.VisibilityTimeout, a.MessageRetention = durationpb.New(vis), durationpb.New(ret)
 			a.DeliveryDelay, a.ReceiveWait = durationpb.New(del), durationpb.New(wait)
 			a.MaxMessageSize, a.Partitions, a.ContentBasedDeduplication = maxSize, int32(partitions), contentDedup
+			a.PriorityMode, a.PriorityWeight = priorityMode, int32(weight)
 			if dlq != "" {
 				a.DeadLetter = &qv1.DeadLetterPolicy{Queue: dlq, MaxReceiveCount: int32(maxReceive)}
 			}
@@ -97,6 +101,8 @@ policy is replaced as a whole, so --max-receive-count needs
 	f.IntVar(&maxReceive, "max-receive-count", 5, "receives before dead-lettering (with --dead-letter-queue)")
 	f.BoolVar(&contentDedup, "content-based-deduplication", false, "FIFO: deduplicate by body hash")
 	limits.register(f)
+	f.StringVar(&priorityMode, "priority-mode", "", `"strict" or "weighted"`)
+	f.IntVar(&weight, "priority-weight", 0, "weighted mode's ratio (0: the default, 10)")
 	return cmd
 }
 
@@ -111,6 +117,7 @@ func queueFromProto(q *qv1.Queue) *quorumq.QueueInfo {
 			MaxMessageSize: a.GetMaxMessageSize(), DeadLetterQueue: a.GetDeadLetter().GetQueue(),
 			MaxReceiveCount: int(a.GetDeadLetter().GetMaxReceiveCount()), FIFO: a.GetFifo(),
 			ContentBasedDeduplication: a.GetContentBasedDeduplication(), Partitions: int(a.GetPartitions()),
+			PriorityMode: a.GetPriorityMode(), PriorityWeight: int(a.GetPriorityWeight()), Fairness: a.GetFairness(),
 		},
 	}
 	info.Attributes = limitsOf(a, info.Attributes)

@@ -18,15 +18,22 @@ import "fmt"
 //	                                 deduplication id (DedupRecord) or receive
 //	                                 attempt (ReceiveAttemptRecord)
 //	0x10 Q 'e' expires key           expiry order of 'd' -> empty
+//	0x10 Q 'f' group visible_at seq  fair queues: each group's visibility index -> flag byte
 //	0x10 Q 'g' group seq             FIFO group order -> empty
 //	0x10 Q 'h' visible_at seq        FIFO group heads by the head's (visible_at, seq) -> group
 //	0x10 Q 'k' tag                   tag index low-water mark -> visible_at seq
 //	0x10 Q 'l'                       visibility low-water mark -> visible_at seq
 //	0x10 Q 'm' seq                   message record -> MessageRecord (written once)
+//	0x10 Q 'p' rank visible_at seq   visibility index of priority 9-rank (not 4: that is 'v') -> flag byte
 //	0x10 Q 's' seq                   lease state of a message whose visibility
 //	                                 changed since it was stored -> 20 bytes
 //	0x10 Q 't' tag visible_at seq    tag index -> flag byte
-//	0x10 Q 'v' visible_at seq        visibility index -> flag byte
+//	0x10 Q 'v' visible_at seq        visibility index (priority 4, the default) -> flag byte
+//	0x10 Q 'w' 0x00                  receive-order bookkeeping -> QueueOrder
+//	0x10 Q 'w' 0x01 rank             low-water mark of 'p' rank -> visible_at seq
+//	0x10 Q 'w' 0x02 group            low-water mark of 'f' group -> visible_at seq
+//	0x10 Q 'w' 0x03 group            fair queues: a group's standing -> GroupState
+//	0x10 Q 'w' 0x04 count turn group fair queues: groups by (outstanding, turn) -> empty
 //	0x10 Q 'x' expires_at seq        time-to-live order of messages with a ttl -> empty
 //	0x20 id                          outbox entry -> OutboxEntry
 //	0x21 source_shard id             delivered-outbox marker -> empty
@@ -63,6 +70,19 @@ const (
 	queueVisibleLow byte = 'l'
 	queueTagLow     byte = 'k'
 	queueExpiry     byte = 'x'
+	queuePriority   byte = 'p'
+	queueFair       byte = 'f'
+	queueOrder      byte = 'w'
+)
+
+// Sub-kinds of queueOrder ('w').
+const (
+	orderRecord       byte = 0x00
+	orderPriorityLow  byte = 0x01
+	orderFairLow      byte = 0x02
+	orderGroupState   byte = 0x03
+	orderGroupRing    byte = 0x04
+	orderPriorityRank      = 9 // ranks 0..9: rank = 9 - priority
 )
 
 func stateKey(shard uint64, kind byte) []byte { return append(StatePrefix(shard), kind) }
@@ -308,6 +328,13 @@ func LowMarkOf(prefix []byte) []byte {
 		mark[n] = queueVisibleLow
 	case queueTag:
 		mark[n] = queueTagLow
+	case queuePriority:
+		if len(prefix) != n+2 {
+			return nil
+		}
+		return append(append([]byte(nil), prefix[:n]...), queueOrder, orderPriorityLow, prefix[n+1])
+	case queueFair:
+		return append(append([]byte(nil), prefix[:n]...), append([]byte{queueOrder, orderFairLow}, prefix[n+1:]...)...)
 	default:
 		return nil
 	}
@@ -726,6 +753,19 @@ func prettyQueue(k, rest []byte) string {
 		if _, _, at, seq, err := DecodeExpiry(k); err == nil {
 			return fmt.Sprintf("/q/%d/x/%d/%d", q, at, seq)
 		}
+	case queuePriority:
+		if _, _, r, at, seq, err := DecodePriority(k); err == nil {
+			return fmt.Sprintf("/q/%d/p/%d/%d/%d", q, r, at, seq)
+		}
+	case queueFair:
+		if _, _, g, at, seq, err := DecodeFair(k); err == nil {
+			return fmt.Sprintf("/q/%d/f/%q/%d/%d", q, g, at, seq)
+		}
+	case queueOrder:
+		if _, _, n, turn, g, err := DecodeGroupRing(k); err == nil {
+			return fmt.Sprintf("/q/%d/ring/%d/%d/%q", q, n, turn, g)
+		}
+		return fmt.Sprintf("/q/%d/w/%x", q, rest[10:])
 	}
 	return fmt.Sprintf("/q/%d/%x", q, rest[9:])
 }

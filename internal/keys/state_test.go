@@ -49,6 +49,11 @@ func TestStateKeyOrder(t *testing.T) {
 		{"queue 1 dedup order 5 a", DedupOrder(s, 1, 5, "a")},
 		{"queue 1 dedup order 5 b", DedupOrder(s, 1, 5, "b")},
 		{"queue 1 dedup order 6", DedupOrder(s, 1, 6, "a")},
+		{"queue 1 fair empty 9", AppendFair(nil, s, 1, "", 9, 0)},
+		{"queue 1 fair a -1", AppendFair(nil, s, 1, "a", -1, 9)},
+		{"queue 1 fair a 5/1", AppendFair(nil, s, 1, "a", 5, 1)},
+		{"queue 1 fair a 5/2", AppendFair(nil, s, 1, "a", 5, 2)},
+		{"queue 1 fair ab 0", AppendFair(nil, s, 1, "ab", 0, 0)},
 		{"queue 1 group empty 9", Group(s, 1, "", 9)},
 		{"queue 1 group a 1", Group(s, 1, "a", 1)},
 		{"queue 1 group a 2", Group(s, 1, "a", 2)},
@@ -64,6 +69,10 @@ func TestStateKeyOrder(t *testing.T) {
 		{"queue 1 msg 1", Message(s, 1, 1)},
 		{"queue 1 msg 2", Message(s, 1, 2)},
 		{"queue 1 msg 256", Message(s, 1, 256)},
+		{"queue 1 priority rank 0 -1", AppendPriority(nil, s, 1, 0, -1, 9)},
+		{"queue 1 priority rank 0 5/1", AppendPriority(nil, s, 1, 0, 5, 1)},
+		{"queue 1 priority rank 0 6/0", AppendPriority(nil, s, 1, 0, 6, 0)},
+		{"queue 1 priority rank 9 min", AppendPriority(nil, s, 1, 9, math.MinInt64, 0)},
 		{"queue 1 lease 1", Lease(s, 1, 1)},
 		{"queue 1 lease 256", Lease(s, 1, 256)},
 		{"queue 1 tag blue 9", Tag(s, 1, "blue", 9, 1)},
@@ -78,6 +87,16 @@ func TestStateKeyOrder(t *testing.T) {
 		{"queue 1 vis 5/1", Visible(s, 1, 5, 1)},
 		{"queue 1 vis 5/2", Visible(s, 1, 5, 2)},
 		{"queue 1 vis 6/0", Visible(s, 1, 6, 0)},
+		{"queue 1 order", QueueOrder(s, 1)},
+		{"queue 1 priority low rank 0", LowMarkOf(PriorityPrefix(s, 1, 0))},
+		{"queue 1 priority low rank 9", LowMarkOf(PriorityPrefix(s, 1, 9))},
+		{"queue 1 fair low a", LowMarkOf(FairPrefix(s, 1, "a"))},
+		{"queue 1 group state a", GroupState(s, 1, "a")},
+		{"queue 1 group state b", GroupState(s, 1, "b")},
+		{"queue 1 ring 0/5/a", GroupRing(s, 1, 0, 5, "a")},
+		{"queue 1 ring 0/5/b", GroupRing(s, 1, 0, 5, "b")},
+		{"queue 1 ring 0/6/a", GroupRing(s, 1, 0, 6, "a")},
+		{"queue 1 ring 1/0/a", GroupRing(s, 1, 1, 0, "a")},
 		{"queue 1 expiry -1", Expiry(s, 1, -1, 9)},
 		{"queue 1 expiry 5/1", Expiry(s, 1, 5, 1)},
 		{"queue 1 expiry 5/2", Expiry(s, 1, 5, 2)},
@@ -124,6 +143,13 @@ func TestStateKeyOrder(t *testing.T) {
 	within("dedup until", DedupOrder(s, 1, 5, "zzz"), DedupOrderPrefix(s, 1), DedupOrderUntil(s, 1, 5))
 	within("delivered until", DeliveredOrder(s, 5, math.MaxUint64, 1), DeliveredOrderPrefix(s), DeliveredOrderUntil(s, 5))
 	within("queue", Message(s, 1, math.MaxUint64), QueuePrefix(s, 1), QueueEnd(s, 1))
+	within("queue", GroupRing(s, 1, math.MaxUint64, 0, "z"), QueuePrefix(s, 1), QueueEnd(s, 1))
+	within("priorities", AppendPriority(nil, s, 1, 9, math.MaxInt64, 0), PrioritiesPrefix(s, 1), PrefixEnd(PrioritiesPrefix(s, 1)))
+	outside("priority rank", AppendPriority(nil, s, 1, 1, 0, 0), PriorityPrefix(s, 1, 0), PrefixEnd(PriorityPrefix(s, 1, 0)))
+	outside("fair prefix", AppendFair(nil, s, 1, "ab", 0, 0), FairPrefix(s, 1, "a"), PrefixEnd(FairPrefix(s, 1, "a")))
+	within("fairs", AppendFair(nil, s, 1, "zz", 0, 0), FairsPrefix(s, 1), PrefixEnd(FairsPrefix(s, 1)))
+	within("ring", GroupRing(s, 1, 3, 4, "z"), GroupRingPrefix(s, 1), PrefixEnd(GroupRingPrefix(s, 1)))
+	within("order", GroupState(s, 1, "z"), OrderPrefix(s, 1), PrefixEnd(OrderPrefix(s, 1)))
 	outside("queue", QueueMeta(s, 2), QueuePrefix(s, 1), QueueEnd(s, 1))
 	outside("tenant", Catalog(s, "ab", "a"), CatalogTenantPrefix(s, "a"), PrefixEnd(CatalogTenantPrefix(s, "a")))
 	for _, k := range ordered[2 : len(ordered)-2] {
@@ -193,6 +219,18 @@ func TestStateKeyRoundTrip(t *testing.T) {
 			a, b, c, d, err := DecodeGroupHead(k)
 			return str(a, b, c, d), err
 		}, str(uint64(s), uint64(4), int64(-3), uint64(99))},
+		{AppendPriority(nil, s, 4, 2, -8, 99), func(k []byte) (string, error) {
+			a, b, c, d, e, err := DecodePriority(k)
+			return str(a, b, uint64(c), d, e), err
+		}, str(uint64(s), uint64(4), uint64(2), int64(-8), uint64(99))},
+		{AppendFair(nil, s, 4, "g\x00", 8, 99), func(k []byte) (string, error) {
+			a, b, c, d, e, err := DecodeFair(k)
+			return str(a, b, c, d, e), err
+		}, str(uint64(s), uint64(4), "g\x00", int64(8), uint64(99))},
+		{GroupRing(s, 4, 3, 7, "g"), func(k []byte) (string, error) {
+			a, b, c, d, e, err := DecodeGroupRing(k)
+			return str(a, b, c, d, e), err
+		}, str(uint64(s), uint64(4), uint64(3), uint64(7), "g")},
 		{Due(s, -12, 4), func(k []byte) (string, error) {
 			a, b, c, err := DecodeDue(k)
 			return str(a, b, c), err
@@ -240,19 +278,23 @@ func TestStateKeyRoundTrip(t *testing.T) {
 
 func TestPrettyState(t *testing.T) {
 	for k, want := range map[string]string{
-		string(ShardMeta(1)):                      "/state/1/shardmeta",
-		string(QueueMeta(1, 2)):                   "/state/1/q/2/meta",
-		string(Visible(1, 2, 30, 4)):              "/state/1/q/2/v/30/4",
-		string(Tag(1, 2, "red", 30, 4)):           `/state/1/q/2/t/"red"/30/4`,
-		string(Catalog(1, "t", "a")):              `/state/1/catalog/"t"/"a"`,
-		string(AppliedIndex(1)):                   "/state/1/applied",
-		string(Group(1, 2, "g", 4)):               `/state/1/q/2/g/"g"/4`,
-		string(GroupHead(1, 2, 30, 4)):            "/state/1/q/2/h/30/4",
-		string(Tenant(1, "acme")):                 `/state/1/tenant/"acme"`,
-		string(AccessKey(1, "AK1")):               `/state/1/accesskey/"AK1"`,
-		string(TenantAccessKey(1, "acme", "AK1")): `/state/1/accesskey-of/"acme"/"AK1"`,
-		string(VisibleLow(1, 2)):                  "/state/1/q/2/vlow",
-		string(TagLow(1, 2, "red")):               `/state/1/q/2/tlow/"red"`,
+		string(ShardMeta(1)):                        "/state/1/shardmeta",
+		string(QueueMeta(1, 2)):                     "/state/1/q/2/meta",
+		string(Visible(1, 2, 30, 4)):                "/state/1/q/2/v/30/4",
+		string(Tag(1, 2, "red", 30, 4)):             `/state/1/q/2/t/"red"/30/4`,
+		string(Catalog(1, "t", "a")):                `/state/1/catalog/"t"/"a"`,
+		string(AppliedIndex(1)):                     "/state/1/applied",
+		string(Group(1, 2, "g", 4)):                 `/state/1/q/2/g/"g"/4`,
+		string(GroupHead(1, 2, 30, 4)):              "/state/1/q/2/h/30/4",
+		string(Tenant(1, "acme")):                   `/state/1/tenant/"acme"`,
+		string(AccessKey(1, "AK1")):                 `/state/1/accesskey/"AK1"`,
+		string(TenantAccessKey(1, "acme", "AK1")):   `/state/1/accesskey-of/"acme"/"AK1"`,
+		string(VisibleLow(1, 2)):                    "/state/1/q/2/vlow",
+		string(TagLow(1, 2, "red")):                 `/state/1/q/2/tlow/"red"`,
+		string(AppendPriority(nil, 1, 2, 0, 30, 4)): "/state/1/q/2/p/0/30/4",
+		string(AppendFair(nil, 1, 2, "g", 30, 4)):   `/state/1/q/2/f/"g"/30/4`,
+		string(GroupRing(1, 2, 3, 5, "g")):          `/state/1/q/2/ring/3/5/"g"`,
+		string(QueueOrder(1, 2)):                    "/state/1/q/2/w/00",
 	} {
 		if got := Pretty([]byte(k)); got != want {
 			t.Errorf("Pretty = %q, want %q", got, want)
@@ -279,7 +321,16 @@ func TestLowMarkOf(t *testing.T) {
 	if got := LowMarkOf(TagPrefix(3, 4, "red")); string(got) != string(TagLow(3, 4, "red")) {
 		t.Errorf("tag: %s", Pretty(got))
 	}
-	for _, p := range [][]byte{GroupHeadPrefix(3, 4), MessagePrefix(3, 4), Visible(3, 4, 1, 2), StatePrefix(3), nil} {
+	if got := LowMarkOf(PriorityPrefix(3, 4, 2)); !bytes.Equal(got, PriorityLow(3, 4, 2)) {
+		t.Errorf("priority: %s, want %s", Pretty(got), Pretty(PriorityLow(3, 4, 2)))
+	}
+	if got := LowMarkOf(PriorityPrefix(3, 4, 2)); len(got) == 0 || bytes.HasPrefix(got, PrioritiesPrefix(3, 4)) || !bytes.HasPrefix(got, OrderPrefix(3, 4)) {
+		t.Errorf("priority: %s", Pretty(got))
+	}
+	if a, b := LowMarkOf(FairPrefix(3, 4, "a")), LowMarkOf(FairPrefix(3, 4, "b")); len(a) == 0 || bytes.Equal(a, b) || !bytes.HasPrefix(a, OrderPrefix(3, 4)) {
+		t.Errorf("fair: %s %s", Pretty(a), Pretty(b))
+	}
+	for _, p := range [][]byte{GroupHeadPrefix(3, 4), MessagePrefix(3, 4), Visible(3, 4, 1, 2), StatePrefix(3), PrioritiesPrefix(3, 4), nil} {
 		if got := LowMarkOf(p); got != nil {
 			t.Errorf("LowMarkOf(%s) = %s, want nil", Pretty(p), Pretty(got))
 		}

@@ -165,6 +165,10 @@ func (w *workload) producer(p int) {
 			if rng.IntN(5) == 0 {
 				e.Delay = durationpb.New(time.Duration(200+rng.IntN(1800)) * time.Millisecond)
 			}
+			if rng.IntN(3) == 0 {
+				p := int32(rng.IntN(10)) // issue 18: priorities ride through faults
+				e.Priority = &p
+			}
 			es = append(es, e)
 		}
 		w.send(rng, w.mainQ, es)

@@ -114,6 +114,14 @@ func (w *workload) setup(ctx context.Context, rng *rand.Rand) error {
 		}
 		if name == mainQ {
 			a.RetryPolicy = w.retry
+			// Issue 18's receive orders: priorities (strict or weighted)
+			// and fair groups, by seed (no draw: the schedule stays).
+			if w.seed%2 == 0 {
+				a.PriorityMode, a.PriorityWeight = store.PriorityWeighted, 2
+			}
+			if w.seed%3 == 0 {
+				a.Fairness = store.FairnessGroup
+			}
 		}
 		key := make([]byte, 32)
 		for i := range key {
@@ -148,6 +156,12 @@ func (w *workload) producer(ctx context.Context, p int) {
 			e := &storepb.SendEntry{Body: body, IdempotencyKey: body}
 			if rng.IntN(5) == 0 {
 				e.DelayMs = 50 + int64(rng.IntN(250))
+			}
+			if rng.IntN(3) == 0 {
+				e.Priority = proto.Int32(int32(rng.IntN(store.MaxPriority + 1)))
+			}
+			if rng.IntN(2) == 0 {
+				e.GroupId = fmt.Sprint("g", rng.IntN(3)) // fair queues' groups
 			}
 			es = append(es, e)
 		}

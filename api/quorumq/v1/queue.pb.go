@@ -287,7 +287,21 @@ type QueueAttributes struct {
 	// per partition as max_length.
 	MaxBytes int64 `protobuf:"varint,16,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
 	// What a send into a full queue does.
-	Overflow      OverflowPolicy `protobuf:"varint,17,opt,name=overflow,proto3,enum=quorumq.v1.OverflowPolicy" json:"overflow,omitempty"`
+	Overflow OverflowPolicy `protobuf:"varint,17,opt,name=overflow,proto3,enum=quorumq.v1.OverflowPolicy" json:"overflow,omitempty"`
+	// How a receive orders priorities: "strict" (or empty, the default): the
+	// highest priority first, oldest first within one; "weighted": the same,
+	// except that of every priority_weight + 1 messages delivered one is the
+	// oldest visible message of any priority, so low priorities are never
+	// starved. Tag-filtered receives take matching messages oldest first
+	// whatever their priority.
+	PriorityMode string `protobuf:"bytes,10,opt,name=priority_mode,json=priorityMode,proto3" json:"priority_mode,omitempty"`
+	// Weighted mode's ratio, 1 – 1000; 0: the default, 10.
+	PriorityWeight int32 `protobuf:"varint,11,opt,name=priority_weight,json=priorityWeight,proto3" json:"priority_weight,omitempty"`
+	// "group": receives favour message groups (group_id; messages without
+	// one form one group) with few messages received and not yet deleted
+	// over a group flooding the queue. Empty or "none": off. Standard queues
+	// only; fixed at creation.
+	Fairness      string `protobuf:"bytes,12,opt,name=fairness,proto3" json:"fairness,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -418,6 +432,27 @@ func (x *QueueAttributes) GetOverflow() OverflowPolicy {
 		return x.Overflow
 	}
 	return OverflowPolicy_OVERFLOW_POLICY_UNSPECIFIED
+}
+
+func (x *QueueAttributes) GetPriorityMode() string {
+	if x != nil {
+		return x.PriorityMode
+	}
+	return ""
+}
+
+func (x *QueueAttributes) GetPriorityWeight() int32 {
+	if x != nil {
+		return x.PriorityWeight
+	}
+	return 0
+}
+
+func (x *QueueAttributes) GetFairness() string {
+	if x != nil {
+		return x.Fairness
+	}
+	return ""
 }
 
 // RetryPolicy delays the redelivery of a failed delivery: it becomes
@@ -1368,7 +1403,11 @@ type SendMessageRequest struct {
 	// Time to live from the send (unset: the queue's message_ttl); at most
 	// the queue's message_ttl when it has one (a longer one is shortened to
 	// it) and less than the retention.
-	Ttl           *durationpb.Duration `protobuf:"bytes,12,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Ttl *durationpb.Duration `protobuf:"bytes,12,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// 0 (lowest) – 9 (highest); unset: 4. A receive returns the highest
+	// priority first (see QueueAttributes.priority_mode). FIFO queues refuse
+	// any other priority than 4 (INVALID_ARGUMENT).
+	Priority      *int32 `protobuf:"varint,11,opt,name=priority,proto3,oneof" json:"priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1480,6 +1519,13 @@ func (x *SendMessageRequest) GetTtl() *durationpb.Duration {
 	return nil
 }
 
+func (x *SendMessageRequest) GetPriority() int32 {
+	if x != nil && x.Priority != nil {
+		return *x.Priority
+	}
+	return 0
+}
+
 // SendMessageResponse identifies the stored message.
 type SendMessageResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1560,6 +1606,7 @@ type SendMessageBatchEntry struct {
 	PartitionKey string `protobuf:"bytes,10,opt,name=partition_key,json=partitionKey,proto3" json:"partition_key,omitempty"`
 	// As in SendMessageRequest.
 	Ttl           *durationpb.Duration `protobuf:"bytes,12,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Priority      *int32               `protobuf:"varint,11,opt,name=priority,proto3,oneof" json:"priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1669,6 +1716,13 @@ func (x *SendMessageBatchEntry) GetTtl() *durationpb.Duration {
 		return x.Ttl
 	}
 	return nil
+}
+
+func (x *SendMessageBatchEntry) GetPriority() int32 {
+	if x != nil && x.Priority != nil {
+		return *x.Priority
+	}
+	return 0
 }
 
 // SendMessageBatchRequest sends up to 100 messages.
@@ -2121,8 +2175,10 @@ type ReceivedMessage struct {
 	ReleasedCount int32 `protobuf:"varint,14,opt,name=released_count,json=releasedCount,proto3" json:"released_count,omitempty"`
 	// Set on a dead-lettered message: why it was moved.
 	DeadLetterReason DeadLetterReason `protobuf:"varint,15,opt,name=dead_letter_reason,json=deadLetterReason,proto3,enum=quorumq.v1.DeadLetterReason" json:"dead_letter_reason,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Priority given at send, 0 – 9 (4 when none was given).
+	Priority      int32 `protobuf:"varint,12,opt,name=priority,proto3" json:"priority,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReceivedMessage) Reset() {
@@ -2253,10 +2309,18 @@ func (x *ReceivedMessage) GetDeadLetterReason() DeadLetterReason {
 	return DeadLetterReason_DEAD_LETTER_REASON_UNSPECIFIED
 }
 
+func (x *ReceivedMessage) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
 // ReceiveMessagesResponse holds the leased messages (maybe none).
 type ReceiveMessagesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Leased messages, oldest first.
+	// Leased messages: highest priority first, oldest first within a
+	// priority (see QueueAttributes.priority_mode and fairness).
 	Messages      []*ReceivedMessage `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3123,7 +3187,9 @@ type PeekedMessage struct {
 	// As in ReceivedMessage.
 	DeadLetterReason DeadLetterReason `protobuf:"varint,17,opt,name=dead_letter_reason,json=deadLetterReason,proto3,enum=quorumq.v1.DeadLetterReason" json:"dead_letter_reason,omitempty"`
 	// When its time to live ends (unset: never).
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// Priority given at send, 0 – 9 (4 when none was given).
+	Priority      int32 `protobuf:"varint,14,opt,name=priority,proto3" json:"priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3275,6 +3341,13 @@ func (x *PeekedMessage) GetExpireTime() *timestamppb.Timestamp {
 		return x.ExpireTime
 	}
 	return nil
+}
+
+func (x *PeekedMessage) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
 }
 
 // PeekMessagesResponse is one page.
@@ -4237,7 +4310,7 @@ var File_quorumq_v1_queue_proto protoreflect.FileDescriptor
 const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\n" +
 	"\x16quorumq/v1/queue.proto\x12\n" +
-	"quorumq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xec\x05\n" +
+	"quorumq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd6\x06\n" +
 	"\x0fQueueAttributes\x12H\n" +
 	"\x12visibility_timeout\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x11visibilityTimeout\x12F\n" +
 	"\x11message_retention\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x10messageRetention\x12@\n" +
@@ -4257,7 +4330,11 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\n" +
 	"max_length\x18\x0f \x01(\x03R\tmaxLength\x12\x1b\n" +
 	"\tmax_bytes\x18\x10 \x01(\x03R\bmaxBytes\x126\n" +
-	"\boverflow\x18\x11 \x01(\x0e2\x1a.quorumq.v1.OverflowPolicyR\boverflow\"\x99\x01\n" +
+	"\boverflow\x18\x11 \x01(\x0e2\x1a.quorumq.v1.OverflowPolicyR\boverflow\x12#\n" +
+	"\rpriority_mode\x18\n" +
+	" \x01(\tR\fpriorityMode\x12'\n" +
+	"\x0fpriority_weight\x18\v \x01(\x05R\x0epriorityWeight\x12\x1a\n" +
+	"\bfairness\x18\f \x01(\tR\bfairness\"\x99\x01\n" +
 	"\vRetryPolicy\x12-\n" +
 	"\x04base\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x04base\x12\x16\n" +
 	"\x06factor\x18\x02 \x01(\x01R\x06factor\x12+\n" +
@@ -4329,7 +4406,7 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\x13DeleteQueueResponse\"'\n" +
 	"\x11PurgeQueueRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x14\n" +
-	"\x12PurgeQueueResponse\"\x8e\x04\n" +
+	"\x12PurgeQueueResponse\"\xbc\x04\n" +
 	"\x12SendMessageRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x12\n" +
 	"\x04body\x18\x02 \x01(\tR\x04body\x12N\n" +
@@ -4345,14 +4422,16 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\x0fidempotency_key\x18\t \x01(\tR\x0eidempotencyKey\x12#\n" +
 	"\rpartition_key\x18\n" +
 	" \x01(\tR\fpartitionKey\x12+\n" +
-	"\x03ttl\x18\f \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x1a=\n" +
+	"\x03ttl\x18\f \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x1f\n" +
+	"\bpriority\x18\v \x01(\x05H\x00R\bpriority\x88\x01\x01\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"P\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\v\n" +
+	"\t_priority\"P\n" +
 	"\x13SendMessageResponse\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x1a\n" +
-	"\bsequence\x18\x02 \x01(\x04R\bsequence\"\x8e\x04\n" +
+	"\bsequence\x18\x02 \x01(\x04R\bsequence\"\xbc\x04\n" +
 	"\x15SendMessageBatchEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04body\x18\x02 \x01(\tR\x04body\x12Q\n" +
@@ -4368,10 +4447,12 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\x0fidempotency_key\x18\t \x01(\tR\x0eidempotencyKey\x12#\n" +
 	"\rpartition_key\x18\n" +
 	" \x01(\tR\fpartitionKey\x12+\n" +
-	"\x03ttl\x18\f \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x1a=\n" +
+	"\x03ttl\x18\f \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x1f\n" +
+	"\bpriority\x18\v \x01(\x05H\x00R\bpriority\x88\x01\x01\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"l\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\v\n" +
+	"\t_priority\"l\n" +
 	"\x17SendMessageBatchRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12;\n" +
 	"\aentries\x18\x02 \x03(\v2!.quorumq.v1.SendMessageBatchEntryR\aentries\"c\n" +
@@ -4403,7 +4484,7 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\twait_time\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\bwaitTime\x124\n" +
 	"\n" +
 	"tag_filter\x18\x05 \x01(\v2\x15.quorumq.v1.TagFilterR\ttagFilter\x12,\n" +
-	"\x12receive_attempt_id\x18\x06 \x01(\tR\x10receiveAttemptId\"\xa8\x05\n" +
+	"\x12receive_attempt_id\x18\x06 \x01(\tR\x10receiveAttemptId\"\xc4\x05\n" +
 	"\x0fReceivedMessage\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12%\n" +
@@ -4422,7 +4503,8 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\x12dead_letter_source\x18\v \x01(\tR\x10deadLetterSource\x12!\n" +
 	"\ffailed_count\x18\r \x01(\x05R\vfailedCount\x12%\n" +
 	"\x0ereleased_count\x18\x0e \x01(\x05R\rreleasedCount\x12J\n" +
-	"\x12dead_letter_reason\x18\x0f \x01(\x0e2\x1c.quorumq.v1.DeadLetterReasonR\x10deadLetterReason\x1a=\n" +
+	"\x12dead_letter_reason\x18\x0f \x01(\x0e2\x1c.quorumq.v1.DeadLetterReasonR\x10deadLetterReason\x12\x1a\n" +
+	"\bpriority\x18\f \x01(\x05R\bpriority\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"R\n" +
@@ -4477,7 +4559,7 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\amin_age\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x06minAge\x12\x1b\n" +
 	"\tpage_size\x18\x06 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\a \x01(\tR\tpageToken\"\xc3\x06\n" +
+	"page_token\x18\a \x01(\tR\tpageToken\"\xdf\x06\n" +
 	"\rPeekedMessage\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x12\n" +
@@ -4501,7 +4583,8 @@ const file_quorumq_v1_queue_proto_rawDesc = "" +
 	"\x0ereleased_count\x18\x10 \x01(\x05R\rreleasedCount\x12J\n" +
 	"\x12dead_letter_reason\x18\x11 \x01(\x0e2\x1c.quorumq.v1.DeadLetterReasonR\x10deadLetterReason\x12;\n" +
 	"\vexpire_time\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\x1a=\n" +
+	"expireTime\x12\x1a\n" +
+	"\bpriority\x18\x0e \x01(\x05R\bpriority\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"u\n" +
@@ -4856,6 +4939,8 @@ func file_quorumq_v1_queue_proto_init() {
 	if File_quorumq_v1_queue_proto != nil {
 		return
 	}
+	file_quorumq_v1_queue_proto_msgTypes[17].OneofWrappers = []any{}
+	file_quorumq_v1_queue_proto_msgTypes[19].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -34,6 +34,8 @@ export interface SendOptions {
   idempotencyKey?: string;
   /** Time to live from the send (default: the queue's messageTtl). */
   ttlMs?: number;
+  /** 0 (lowest) – 9 (highest); unset: 4. A receive takes the highest first. */
+  priority?: number;
 }
 
 export interface NackOptions {
@@ -101,6 +103,7 @@ export function createQuorumqClient(opts: ClientOptions): QuorumqClient {
         deduplicationId: o.deduplicationId ?? "",
         idempotencyKey: o.idempotencyKey ?? "",
         ttl: o.ttlMs !== undefined ? durationFromMs(o.ttlMs) : undefined,
+        priority: o.priority,
       });
     },
     async receive(queue, o = {}) {

@@ -857,6 +857,15 @@ type QueueAttributes struct {
 	MaxLength int64          `protobuf:"varint,16,opt,name=max_length,json=maxLength,proto3" json:"max_length,omitempty"`
 	MaxBytes  int64          `protobuf:"varint,17,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
 	Overflow  OverflowPolicy `protobuf:"varint,18,opt,name=overflow,proto3,enum=storepb.v1.OverflowPolicy" json:"overflow,omitempty"`
+	// Receive order across priorities: 0 strict (highest first), 1 weighted
+	// (of every priority_weight + 1 messages delivered, one is the queue's
+	// oldest visible message of any priority).
+	PriorityMode int32 `protobuf:"varint,11,opt,name=priority_mode,json=priorityMode,proto3" json:"priority_mode,omitempty"`
+	// Weighted mode's ratio; 0 means the default, 10.
+	PriorityWeight int32 `protobuf:"varint,12,opt,name=priority_weight,json=priorityWeight,proto3" json:"priority_weight,omitempty"`
+	// 0: none; 1: group (receives favour message groups with few messages
+	// received and not yet deleted). Fixed at creation.
+	Fairness int32 `protobuf:"varint,13,opt,name=fairness,proto3" json:"fairness,omitempty"`
 	// UpdateQueue only, never stored: tag keys removed from the queue record,
 	// then tags set on it (at most MaxQueueTags in all after the change).
 	RemoveTags    []string          `protobuf:"bytes,20,rep,name=remove_tags,json=removeTags,proto3" json:"remove_tags,omitempty"`
@@ -998,6 +1007,27 @@ func (x *QueueAttributes) GetOverflow() OverflowPolicy {
 		return x.Overflow
 	}
 	return OverflowPolicy_OVERFLOW_POLICY_UNSPECIFIED
+}
+
+func (x *QueueAttributes) GetPriorityMode() int32 {
+	if x != nil {
+		return x.PriorityMode
+	}
+	return 0
+}
+
+func (x *QueueAttributes) GetPriorityWeight() int32 {
+	if x != nil {
+		return x.PriorityWeight
+	}
+	return 0
+}
+
+func (x *QueueAttributes) GetFairness() int32 {
+	if x != nil {
+		return x.Fairness
+	}
+	return 0
 }
 
 func (x *QueueAttributes) GetRemoveTags() []string {
@@ -1390,7 +1420,9 @@ type SendEntry struct {
 	IdempotencyKey  string `protobuf:"bytes,8,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// Time to live from the send (0: the queue's message_ttl_ms); the queue's
 	// message_ttl_ms, when set, bounds it.
-	TtlMs         int64 `protobuf:"varint,10,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	TtlMs int64 `protobuf:"varint,10,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	// 0 – 9; unset: the default, 4.
+	Priority      *int32 `protobuf:"varint,9,opt,name=priority,proto3,oneof" json:"priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1484,6 +1516,13 @@ func (x *SendEntry) GetIdempotencyKey() string {
 func (x *SendEntry) GetTtlMs() int64 {
 	if x != nil {
 		return x.TtlMs
+	}
+	return 0
+}
+
+func (x *SendEntry) GetPriority() int32 {
+	if x != nil && x.Priority != nil {
+		return *x.Priority
 	}
 	return 0
 }
@@ -1968,7 +2007,9 @@ type MessageRecord struct {
 	// a nack or by a retry backoff, or it arrived with its count by a
 	// dead-letter move. Its becoming visible is then not a lease running out
 	// (which counts as a failed delivery). Lease state.
-	LeaseClosed   bool `protobuf:"varint,20,opt,name=lease_closed,json=leaseClosed,proto3" json:"lease_closed,omitempty"`
+	LeaseClosed bool `protobuf:"varint,20,opt,name=lease_closed,json=leaseClosed,proto3" json:"lease_closed,omitempty"`
+	// 0 – 9; unset: the default, 4 (every message stored before priorities).
+	Priority      *int32 `protobuf:"varint,15,opt,name=priority,proto3,oneof" json:"priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2134,6 +2175,13 @@ func (x *MessageRecord) GetLeaseClosed() bool {
 		return x.LeaseClosed
 	}
 	return false
+}
+
+func (x *MessageRecord) GetPriority() int32 {
+	if x != nil && x.Priority != nil {
+		return *x.Priority
+	}
+	return 0
 }
 
 // OutboxEntry is a message leaving its shard for another queue (dead-letter
@@ -6056,6 +6104,138 @@ func (x *SetReplicaSet) GetReplicaSet() *ReplicaSetRecord {
 	return nil
 }
 
+// QueueOrder is a queue's receive-order bookkeeping (priorities and fair
+// groups), apart from QueueMeta: only queues that use them have one.
+type QueueOrder struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bit r set: the visibility index of rank r (9 - priority) other than
+	// the default's may hold entries.
+	Levels uint32 `protobuf:"varint,1,opt,name=levels,proto3" json:"levels,omitempty"`
+	// Messages delivered on a weighted queue: every (weight + 1)-th goes to
+	// the oldest visible message of any priority.
+	WeightedTurn uint64 `protobuf:"varint,2,opt,name=weighted_turn,json=weightedTurn,proto3" json:"weighted_turn,omitempty"`
+	// Messages delivered by fair receives: a group served gets the next
+	// turn, so groups with the same count take turns.
+	FairTurn      uint64 `protobuf:"varint,3,opt,name=fair_turn,json=fairTurn,proto3" json:"fair_turn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueOrder) Reset() {
+	*x = QueueOrder{}
+	mi := &file_storepb_v1_store_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueOrder) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueOrder) ProtoMessage() {}
+
+func (x *QueueOrder) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueOrder.ProtoReflect.Descriptor instead.
+func (*QueueOrder) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *QueueOrder) GetLevels() uint32 {
+	if x != nil {
+		return x.Levels
+	}
+	return 0
+}
+
+func (x *QueueOrder) GetWeightedTurn() uint64 {
+	if x != nil {
+		return x.WeightedTurn
+	}
+	return 0
+}
+
+func (x *QueueOrder) GetFairTurn() uint64 {
+	if x != nil {
+		return x.FairTurn
+	}
+	return 0
+}
+
+// GroupState is a message group's standing on a fair queue.
+type GroupState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Messages of the group received at least once and not yet removed.
+	Outstanding int64 `protobuf:"varint,1,opt,name=outstanding,proto3" json:"outstanding,omitempty"`
+	// fair_turn when the group was last served (its ring key).
+	Turn uint64 `protobuf:"varint,2,opt,name=turn,proto3" json:"turn,omitempty"`
+	// Messages of the group stored (the state goes with the last one).
+	Messages      int64 `protobuf:"varint,3,opt,name=messages,proto3" json:"messages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupState) Reset() {
+	*x = GroupState{}
+	mi := &file_storepb_v1_store_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupState) ProtoMessage() {}
+
+func (x *GroupState) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupState.ProtoReflect.Descriptor instead.
+func (*GroupState) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *GroupState) GetOutstanding() int64 {
+	if x != nil {
+		return x.Outstanding
+	}
+	return 0
+}
+
+func (x *GroupState) GetTurn() uint64 {
+	if x != nil {
+		return x.Turn
+	}
+	return 0
+}
+
+func (x *GroupState) GetMessages() int64 {
+	if x != nil {
+		return x.Messages
+	}
+	return 0
+}
+
 var File_storepb_v1_store_proto protoreflect.FileDescriptor
 
 const file_storepb_v1_store_proto_rawDesc = "" +
@@ -6102,7 +6282,7 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"admit_node\x18> \x01(\v2\x15.storepb.v1.AdmitNodeH\x00R\tadmitNode\x12@\n" +
 	"\x0eset_node_state\x18? \x01(\v2\x18.storepb.v1.SetNodeStateH\x00R\fsetNodeState\x12C\n" +
 	"\x0fset_replica_set\x18@ \x01(\v2\x19.storepb.v1.SetReplicaSetH\x00R\rsetReplicaSetB\x04\n" +
-	"\x02op\"\xb9\x06\n" +
+	"\x02op\"\xa3\a\n" +
 	"\x0fQueueAttributes\x122\n" +
 	"\x15visibility_timeout_ms\x18\x01 \x01(\x03R\x13visibilityTimeoutMs\x120\n" +
 	"\x14message_retention_ms\x18\x02 \x01(\x03R\x12messageRetentionMs\x12*\n" +
@@ -6122,7 +6302,10 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"max_length\x18\x10 \x01(\x03R\tmaxLength\x12\x1b\n" +
 	"\tmax_bytes\x18\x11 \x01(\x03R\bmaxBytes\x126\n" +
-	"\boverflow\x18\x12 \x01(\x0e2\x1a.storepb.v1.OverflowPolicyR\boverflow\x12\x1f\n" +
+	"\boverflow\x18\x12 \x01(\x0e2\x1a.storepb.v1.OverflowPolicyR\boverflow\x12#\n" +
+	"\rpriority_mode\x18\v \x01(\x05R\fpriorityMode\x12'\n" +
+	"\x0fpriority_weight\x18\f \x01(\x05R\x0epriorityWeight\x12\x1a\n" +
+	"\bfairness\x18\r \x01(\x05R\bfairness\x12\x1f\n" +
 	"\vremove_tags\x18\x14 \x03(\tR\n" +
 	"removeTags\x12C\n" +
 	"\bset_tags\x18\x15 \x03(\v2(.storepb.v1.QueueAttributes.SetTagsEntryR\asetTags\x1a:\n" +
@@ -6162,7 +6345,7 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"PurgeQueue\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"\xfe\x02\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\xac\x03\n" +
 	"\tSendEntry\x12\x12\n" +
 	"\x04body\x18\x01 \x01(\tR\x04body\x12E\n" +
 	"\n" +
@@ -6175,10 +6358,12 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x10deduplication_id\x18\a \x01(\tR\x0fdeduplicationId\x12'\n" +
 	"\x0fidempotency_key\x18\b \x01(\tR\x0eidempotencyKey\x12\x15\n" +
 	"\x06ttl_ms\x18\n" +
-	" \x01(\x03R\x05ttlMs\x1a=\n" +
+	" \x01(\x03R\x05ttlMs\x12\x1f\n" +
+	"\bpriority\x18\t \x01(\x05H\x00R\bpriority\x88\x01\x01\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"e\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\v\n" +
+	"\t_priority\"e\n" +
 	"\x04Send\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x12/\n" +
@@ -6207,7 +6392,7 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x126\n" +
 	"\achanges\x18\x03 \x03(\v2\x1c.storepb.v1.VisibilityChangeR\achanges\"\x1c\n" +
 	"\x04Tick\x12\x14\n" +
-	"\x05limit\x18\x01 \x01(\x05R\x05limit\"\x86\x06\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\"\xb4\x06\n" +
 	"\rMessageRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x12\n" +
@@ -6231,10 +6416,12 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x0ereleased_count\x18\x11 \x01(\x05R\rreleasedCount\x12\"\n" +
 	"\rexpires_at_ms\x18\x12 \x01(\x03R\vexpiresAtMs\x12J\n" +
 	"\x12dead_letter_reason\x18\x13 \x01(\x0e2\x1c.storepb.v1.DeadLetterReasonR\x10deadLetterReason\x12!\n" +
-	"\flease_closed\x18\x14 \x01(\bR\vleaseClosed\x1a=\n" +
+	"\flease_closed\x18\x14 \x01(\bR\vleaseClosed\x12\x1f\n" +
+	"\bpriority\x18\x0f \x01(\x05H\x00R\bpriority\x88\x01\x01\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x96\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\v\n" +
+	"\t_priority\"\x96\x02\n" +
 	"\vOutboxEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12!\n" +
 	"\fsource_shard\x18\x02 \x01(\x04R\vsourceShard\x12#\n" +
@@ -6559,7 +6746,17 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x05state\x18\x02 \x01(\x0e2\x15.storepb.v1.NodeStateR\x05state\"N\n" +
 	"\rSetReplicaSet\x12=\n" +
 	"\vreplica_set\x18\x01 \x01(\v2\x1c.storepb.v1.ReplicaSetRecordR\n" +
-	"replicaSet*R\n" +
+	"replicaSet\"f\n" +
+	"\n" +
+	"QueueOrder\x12\x16\n" +
+	"\x06levels\x18\x01 \x01(\rR\x06levels\x12#\n" +
+	"\rweighted_turn\x18\x02 \x01(\x04R\fweightedTurn\x12\x1b\n" +
+	"\tfair_turn\x18\x03 \x01(\x04R\bfairTurn\"^\n" +
+	"\n" +
+	"GroupState\x12 \n" +
+	"\voutstanding\x18\x01 \x01(\x03R\voutstanding\x12\x12\n" +
+	"\x04turn\x18\x02 \x01(\x04R\x04turn\x12\x1a\n" +
+	"\bmessages\x18\x03 \x01(\x03R\bmessages*R\n" +
 	"\x0eOverflowPolicy\x12\x1f\n" +
 	"\x1bOVERFLOW_POLICY_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bOVERFLOW_POLICY_DROP_OLDEST\x10\x01*\x9c\x01\n" +
@@ -6592,7 +6789,7 @@ func file_storepb_v1_store_proto_rawDescGZIP() []byte {
 }
 
 var file_storepb_v1_store_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 77)
+var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 79)
 var file_storepb_v1_store_proto_goTypes = []any{
 	(OverflowPolicy)(0),          // 0: storepb.v1.OverflowPolicy
 	(DeadLetterReason)(0),        // 1: storepb.v1.DeadLetterReason
@@ -6668,13 +6865,15 @@ var file_storepb_v1_store_proto_goTypes = []any{
 	(*AdmitNode)(nil),            // 71: storepb.v1.AdmitNode
 	(*SetNodeState)(nil),         // 72: storepb.v1.SetNodeState
 	(*SetReplicaSet)(nil),        // 73: storepb.v1.SetReplicaSet
-	nil,                          // 74: storepb.v1.QueueAttributes.SetTagsEntry
-	nil,                          // 75: storepb.v1.CreateQueue.TagsEntry
-	nil,                          // 76: storepb.v1.SendEntry.AttributesEntry
-	nil,                          // 77: storepb.v1.MessageRecord.AttributesEntry
-	nil,                          // 78: storepb.v1.QueueRecord.TagsEntry
-	nil,                          // 79: storepb.v1.PublishEntry.AttributesEntry
-	nil,                          // 80: storepb.v1.TopicMessageRecord.AttributesEntry
+	(*QueueOrder)(nil),           // 74: storepb.v1.QueueOrder
+	(*GroupState)(nil),           // 75: storepb.v1.GroupState
+	nil,                          // 76: storepb.v1.QueueAttributes.SetTagsEntry
+	nil,                          // 77: storepb.v1.CreateQueue.TagsEntry
+	nil,                          // 78: storepb.v1.SendEntry.AttributesEntry
+	nil,                          // 79: storepb.v1.MessageRecord.AttributesEntry
+	nil,                          // 80: storepb.v1.QueueRecord.TagsEntry
+	nil,                          // 81: storepb.v1.PublishEntry.AttributesEntry
+	nil,                          // 82: storepb.v1.TopicMessageRecord.AttributesEntry
 }
 var file_storepb_v1_store_proto_depIdxs = []int32{
 	7,  // 0: storepb.v1.Command.create_queue:type_name -> storepb.v1.CreateQueue
@@ -6711,20 +6910,20 @@ var file_storepb_v1_store_proto_depIdxs = []int32{
 	73, // 31: storepb.v1.Command.set_replica_set:type_name -> storepb.v1.SetReplicaSet
 	6,  // 32: storepb.v1.QueueAttributes.retry_policy:type_name -> storepb.v1.RetryPolicy
 	0,  // 33: storepb.v1.QueueAttributes.overflow:type_name -> storepb.v1.OverflowPolicy
-	74, // 34: storepb.v1.QueueAttributes.set_tags:type_name -> storepb.v1.QueueAttributes.SetTagsEntry
+	76, // 34: storepb.v1.QueueAttributes.set_tags:type_name -> storepb.v1.QueueAttributes.SetTagsEntry
 	5,  // 35: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	75, // 36: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
+	77, // 36: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
 	5,  // 37: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	76, // 38: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
+	78, // 38: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
 	11, // 39: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
 	13, // 40: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
 	16, // 41: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
-	77, // 42: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
+	79, // 42: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
 	1,  // 43: storepb.v1.MessageRecord.dead_letter_reason:type_name -> storepb.v1.DeadLetterReason
 	19, // 44: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
 	20, // 45: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
 	5,  // 46: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
-	78, // 47: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
+	80, // 47: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
 	28, // 48: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
 	30, // 49: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
 	30, // 50: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
@@ -6739,9 +6938,9 @@ var file_storepb_v1_store_proto_depIdxs = []int32{
 	43, // 59: storepb.v1.TopicPartitionRecord.topic:type_name -> storepb.v1.TopicRecord
 	46, // 60: storepb.v1.TopicPartitionRecord.head:type_name -> storepb.v1.TopicSegment
 	43, // 61: storepb.v1.PutTopicPartition.topic:type_name -> storepb.v1.TopicRecord
-	79, // 62: storepb.v1.PublishEntry.attributes:type_name -> storepb.v1.PublishEntry.AttributesEntry
+	81, // 62: storepb.v1.PublishEntry.attributes:type_name -> storepb.v1.PublishEntry.AttributesEntry
 	50, // 63: storepb.v1.Publish.entries:type_name -> storepb.v1.PublishEntry
-	80, // 64: storepb.v1.TopicMessageRecord.attributes:type_name -> storepb.v1.TopicMessageRecord.AttributesEntry
+	82, // 64: storepb.v1.TopicMessageRecord.attributes:type_name -> storepb.v1.TopicMessageRecord.AttributesEntry
 	43, // 65: storepb.v1.TopicCommandReply.topic:type_name -> storepb.v1.TopicRecord
 	60, // 66: storepb.v1.TopicCommandReply.published:type_name -> storepb.v1.TopicPublishOutcome
 	52, // 67: storepb.v1.TopicReadReply.messages:type_name -> storepb.v1.TopicMessageRecord
@@ -6799,13 +6998,15 @@ func file_storepb_v1_store_proto_init() {
 		(*Command_SetNodeState)(nil),
 		(*Command_SetReplicaSet)(nil),
 	}
+	file_storepb_v1_store_proto_msgTypes[7].OneofWrappers = []any{}
+	file_storepb_v1_store_proto_msgTypes[15].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_storepb_v1_store_proto_rawDesc), len(file_storepb_v1_store_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   77,
+			NumMessages:   79,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

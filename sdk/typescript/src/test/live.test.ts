@@ -146,6 +146,19 @@ test("nack: failed waits out the retry backoff, released comes back at once", as
   assert.equal((await client.receive("ts-retry", { waitTimeMs: 0 })).length, 0);
 });
 
+test("priority: the highest first", async () => {
+  await client.createQueue("ts-prio");
+  await client.send("ts-prio", "low", { priority: 1 });
+  await client.send("ts-prio", "default");
+  await client.send("ts-prio", "high", { priority: 8 });
+  const msgs = await client.receive("ts-prio", { maxMessages: 3, waitTimeMs: 5000 });
+  assert.deepEqual(
+    msgs.map((m) => `${m.body}/${m.priority}`),
+    ["high/8", "default/4", "low/1"],
+  );
+  await client.deleteQueue("ts-prio");
+});
+
 test("errors carry their google.rpc.ErrorInfo reason", async () => {
   await assert.rejects(client.send("no-such-queue", "x"), (err: unknown) => {
     assert.equal(errorCode(err), Code.NotFound);
