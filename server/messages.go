@@ -116,6 +116,24 @@ func (s *Server) SendMessageBatch(ctx context.Context, req *qv1.SendMessageBatch
 	return resp, nil
 }
 
+// handleOutcomes pairs a by-handle batch command's per-entry outcomes (nil:
+// done) with the ids of the entries proposed, after the entries that
+// failed before the proposal (failed).
+func handleOutcomes(what string, ids []string, outcomes []error, failed []*qv1.BatchResultError) ([]*qv1.BatchResultOk, []*qv1.BatchResultError, error) {
+	if len(outcomes) != len(ids) {
+		return nil, nil, fmt.Errorf("%s: %d outcomes for %d handles", what, len(outcomes), len(ids))
+	}
+	var ok []*qv1.BatchResultOk
+	for i, e := range outcomes {
+		if e != nil {
+			failed = append(failed, failedEntry(ids[i], e))
+			continue
+		}
+		ok = append(ok, &qv1.BatchResultOk{Id: ids[i]})
+	}
+	return ok, failed, nil
+}
+
 func failedEntry(id string, err error) *qv1.BatchResultError {
 	code, reason, msg := batchError(err)
 	return &qv1.BatchResultError{Id: id, Code: code, Reason: reason, Message: msg}
@@ -263,15 +281,8 @@ func (s *Server) DeleteMessageBatch(ctx context.Context, req *qv1.DeleteMessageB
 	if err != nil {
 		return nil, err
 	}
-	if len(res.Entries) != len(ids) {
-		return nil, fmt.Errorf("delete: %d outcomes for %d handles", len(res.Entries), len(ids))
-	}
-	for i, e := range res.Entries {
-		if e != nil {
-			resp.Failed = append(resp.Failed, failedEntry(ids[i], e))
-			continue
-		}
-		resp.Successful = append(resp.Successful, &qv1.BatchResultOk{Id: ids[i]})
+	if resp.Successful, resp.Failed, err = handleOutcomes("delete", ids, res.Entries, resp.Failed); err != nil {
+		return nil, err
 	}
 	s.metrics.add(ctx, s.metrics.deleted, tenant, req.GetQueue(), len(resp.Successful))
 	return resp, nil
@@ -351,15 +362,8 @@ func (s *Server) ChangeMessageVisibilityBatch(ctx context.Context, req *qv1.Chan
 	if err != nil {
 		return nil, err
 	}
-	if len(res.Entries) != len(ids) {
-		return nil, fmt.Errorf("change visibility: %d outcomes for %d handles", len(res.Entries), len(ids))
-	}
-	for i, e := range res.Entries {
-		if e != nil {
-			resp.Failed = append(resp.Failed, failedEntry(ids[i], e))
-			continue
-		}
-		resp.Successful = append(resp.Successful, &qv1.BatchResultOk{Id: ids[i]})
+	if resp.Successful, resp.Failed, err = handleOutcomes("change visibility", ids, res.Entries, resp.Failed); err != nil {
+		return nil, err
 	}
 	return resp, nil
 }

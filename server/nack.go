@@ -186,12 +186,13 @@ func (s *Server) NackMessageBatch(ctx context.Context, req *qv1.NackMessageBatch
 	cmd := &storepb.Nack{Tenant: tenant, Queue: req.GetQueue()}
 	var ids []string
 	for i, e := range entries {
-		prefix := fmt.Sprintf("entries[%d].", i)
-		h, err := decodeHandle(prefix+"receipt_handle", e.GetReceiptHandle())
-		var ne *storepb.NackEntry
-		if err == nil {
-			ne, err = nackEntry(prefix, h, e.GetKind(), e.GetRedeliverDelay(), e.GetRedeliverAt())
-		}
+		ne, err := inEntry(i, func(prefix string) (*storepb.NackEntry, error) {
+			h, err := decodeHandle(prefix+"receipt_handle", e.GetReceiptHandle())
+			if err != nil {
+				return nil, err
+			}
+			return nackEntry(prefix, h, e.GetKind(), e.GetRedeliverDelay(), e.GetRedeliverAt())
+		})
 		if err != nil {
 			resp.Failed = append(resp.Failed, failedEntry(e.GetId(), err))
 			continue
@@ -206,15 +207,8 @@ func (s *Server) NackMessageBatch(ctx context.Context, req *qv1.NackMessageBatch
 	if err != nil {
 		return nil, err
 	}
-	if len(res.Entries) != len(ids) {
-		return nil, fmt.Errorf("nack: %d outcomes for %d handles", len(res.Entries), len(ids))
-	}
-	for i, e := range res.Entries {
-		if e != nil {
-			resp.Failed = append(resp.Failed, failedEntry(ids[i], e))
-			continue
-		}
-		resp.Successful = append(resp.Successful, &qv1.BatchResultOk{Id: ids[i]})
+	if resp.Successful, resp.Failed, err = handleOutcomes("nack", ids, res.Entries, resp.Failed); err != nil {
+		return nil, err
 	}
 	return resp, nil
 }
