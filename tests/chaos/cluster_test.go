@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -37,9 +38,12 @@ const (
 func (s state) String() string { return [...]string{"down", "up", "paused"}[s] }
 
 // node is one `quorumq serve` process slot: its ports and data directory
-// outlive its incarnations.
+// outlive its incarnations. The harness names nodes by slot (id); the Raft
+// id is the same until the slot's data is wiped and it rejoins under a new
+// one (see rejoin): leaders read from the nodes are mapped back to slots,
+// partitions sent to them are mapped to Raft ids.
 type node struct {
-	id                         uint64
+	id                         uint64 // slot
 	dir                        string
 	grpcAddr, httpAddr, raftAd string
 	conn                       *grpc.ClientConn // to grpcAddr; reconnects by itself
@@ -48,7 +52,10 @@ type node struct {
 	state   state
 	cmd     *exec.Cmd
 	exited  chan struct{}
-	blocked []uint64 // peers this node is cut off from (re-applied after a restart)
+	blocked []uint64 // peers (slots) this node is cut off from (re-applied after a restart)
+	raftID  uint64   // current Raft id
+	former  []uint64 // Raft ids the slot had before (retired)
+	join    string   // non-empty: the slot was started with --join (and is restarted so)
 }
 
 // cluster is a set of chaos-built quorumq processes on 127.0.0.1.
@@ -90,7 +97,7 @@ func newCluster(bin, dir string, n, shards int, logf func(string, ...any)) (_ *c
 		}
 	}()
 	for id := uint64(1); id <= uint64(n); id++ {
-		nd := &node{id: id, dir: filepath.Join(dir, fmt.Sprintf("n%d", id))}
+		nd := &node{id: id, raftID: id, dir: filepath.Join(dir, fmt.Sprintf("n%d", id))}
 		for _, a := range []*string{&nd.grpcAddr, &nd.httpAddr, &nd.raftAd} {
 			l, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
@@ -154,9 +161,14 @@ func (c *cluster) start(id uint64) error {
 		n.mu.Unlock()
 		return fmt.Errorf("node %d log: %w", id, err)
 	}
-	cmd := exec.Command(c.bin, "serve", "--node-id", fmt.Sprint(id), "--data-dir", n.dir,
-		"--grpc-addr", n.grpcAddr, "--http-addr", n.httpAddr, "--raft-addr", n.raftAd, "--sqs-addr=",
-		"--peers", c.peers, "--shards", fmt.Sprint(c.shards), "--fault-injection", "--log-level", "warn", "--metrics-addr=")
+	args := []string{"serve", "--data-dir", n.dir, "--grpc-addr", n.grpcAddr, "--http-addr", n.httpAddr, "--raft-addr", n.raftAd,
+		"--sqs-addr=", "--fault-injection", "--log-level", "warn", "--metrics-addr="}
+	if n.join != "" { // a joined node reads its id back from its data
+		args = append(args, "--join", n.join)
+	} else {
+		args = append(args, "--node-id", fmt.Sprint(id), "--peers", c.peers, "--shards", fmt.Sprint(c.shards))
+	}
+	cmd := exec.Command(c.bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		_ = logFile.Close()
@@ -258,14 +270,45 @@ func (c *cluster) stopAll() {
 	}
 }
 
-// setBlocked cuts node id off from peers (empty: heals it) through its
-// fault-injection endpoint, and remembers it for restarts.
+// raftIDs returns every Raft id slot id had: a node is cut off from all of
+// them, as a node's own --peers may still name a rejoined slot's old id.
+func (c *cluster) raftIDs(id uint64) []uint64 {
+	n := c.nodes[id]
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]uint64{n.raftID}, n.former...)
+}
+
+// raftID is slot id's current Raft id.
+func (c *cluster) raftID(id uint64) uint64 {
+	n := c.nodes[id]
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.raftID
+}
+
+// slotOf maps a Raft id to its slot (0: none has it now).
+func (c *cluster) slotOf(raftID uint64) uint64 {
+	for _, id := range c.ids {
+		if raftID != 0 && c.raftID(id) == raftID {
+			return id
+		}
+	}
+	return 0
+}
+
+// setBlocked cuts node id off from peers (slots; empty: heals it) through
+// its fault-injection endpoint, and remembers it for restarts.
 func (c *cluster) setBlocked(id uint64, peers []uint64) error {
 	n := c.nodes[id]
 	n.mu.Lock()
 	n.blocked = append([]uint64(nil), peers...)
 	n.mu.Unlock()
-	body, err := json.Marshal(map[string][]uint64{"blocked": append([]uint64{}, peers...)})
+	raftIDs := []uint64{}
+	for _, p := range peers {
+		raftIDs = append(raftIDs, c.raftIDs(p)...)
+	}
+	body, err := json.Marshal(map[string][]uint64{"blocked": raftIDs})
 	if err != nil {
 		return err
 	}
@@ -364,7 +407,7 @@ func (c *cluster) resume(id uint64) error {
 
 // shardView is one node's view of every shard.
 type shardView struct {
-	leader  map[uint64]uint64 // shard -> leader
+	leader  map[uint64]uint64 // shard -> leader's slot (0: none, or a retired id)
 	applied map[uint64]uint64
 	commit  map[uint64]uint64
 	last    map[uint64]uint64 // the answering node's last log index
@@ -379,7 +422,7 @@ func (c *cluster) view(id uint64, timeout time.Duration) (shardView, error) {
 	}
 	v := shardView{leader: map[uint64]uint64{}, applied: map[uint64]uint64{}, commit: map[uint64]uint64{}, last: map[uint64]uint64{}}
 	for _, s := range r.GetShards() {
-		v.leader[s.GetId()], v.applied[s.GetId()], v.commit[s.GetId()] = s.GetLeader(), s.GetAppliedIndex(), s.GetCommitIndex()
+		v.leader[s.GetId()], v.applied[s.GetId()], v.commit[s.GetId()] = c.slotOf(s.GetLeader()), s.GetAppliedIndex(), s.GetCommitIndex()
 		v.last[s.GetId()] = s.GetLastIndex()
 	}
 	return v, nil
@@ -478,6 +521,101 @@ func (c *cluster) converged(limit time.Duration) (map[uint64]uint64, time.Durati
 		if time.Since(start) > limit {
 			sort.Strings(desc)
 			return nil, time.Since(start), fmt.Errorf("replicas not converged after %v: %s", limit, strings.Join(desc, "; "))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// rejoin repairs slot id, whose data was wiped, as an operator repairs a
+// lost disk (README, Operations: Lost disk): `serve --join` to the peer
+// address of the running member via (admitted under a new Raft id), then
+// RemoveNode of the old id. It returns once the recorded membership names
+// every slot's current id, and no other, as the voters of every shard with
+// no change under way.
+func (c *cluster) rejoin(id, via uint64, limit time.Duration) (uint64, error) {
+	deadline := time.Now().Add(limit)
+	old := c.raftID(id)
+	n := c.nodes[id]
+	n.mu.Lock()
+	n.join = c.nodes[via].raftAd
+	n.mu.Unlock()
+	if err := c.start(id); err != nil {
+		return 0, err
+	}
+	var nid uint64
+	for nid == 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		r, err := c.admin(id).GetCluster(ctx, &qv1.GetClusterRequest{})
+		cancel()
+		if err == nil {
+			nid = r.GetNodeId()
+		}
+		if nid == 0 {
+			if time.Now().After(deadline) {
+				return 0, fmt.Errorf("node %d: no id after --join within %v (last error: %v)", id, limit, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if nid == old {
+		return 0, fmt.Errorf("node %d rejoined under its old id %d", id, old)
+	}
+	n.mu.Lock()
+	n.raftID, n.former = nid, append(n.former, old)
+	n.mu.Unlock()
+	// Partitions name slots: cut the running nodes off from the new id too.
+	for _, o := range c.idsIn(up) {
+		on := c.nodes[o]
+		on.mu.Lock()
+		cut := on.blocked
+		on.mu.Unlock()
+		if len(cut) > 0 {
+			if err := c.setBlocked(o, cut); err != nil {
+				return nid, err
+			}
+		}
+	}
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := c.admin(via).RemoveNode(ctx, &qv1.RemoveNodeRequest{NodeId: old})
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nid, fmt.Errorf("RemoveNode %d: %w", old, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var want []uint64
+	for _, s := range c.ids {
+		want = append(want, c.raftID(s))
+	}
+	slices.Sort(want)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		r, err := c.admin(via).ListNodes(ctx, &qv1.ListNodesRequest{})
+		cancel()
+		var why string
+		switch {
+		case err != nil:
+			why = err.Error()
+		case len(r.GetReplicaSets()) != c.shards:
+			why = fmt.Sprintf("%d replica sets", len(r.GetReplicaSets()))
+		default:
+			for _, rs := range r.GetReplicaSets() {
+				voters := slices.Sorted(slices.Values(rs.GetVoters()))
+				if !slices.Equal(voters, want) || len(rs.GetLearners()) > 0 || rs.GetPendingNode() != 0 {
+					why = fmt.Sprintf("replica set %v (want voters %v)", rs, want)
+					break
+				}
+			}
+		}
+		if why == "" {
+			return nid, nil
+		}
+		if time.Now().After(deadline) {
+			return nid, fmt.Errorf("membership not settled after %v: %s", limit, why)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -2,9 +2,10 @@
 // real `quorumq serve` processes on 127.0.0.1, built with -tags chaos so
 // that --fault-injection can cut nodes off from each other, under a seeded
 // schedule of kill -9 (leader, follower, majority, all), SIGSTOP longer than
-// the visibility timeouts, partitions, restarts and a wiped node, while
-// producers and consumers record every call; a checker reads the history
-// and every replica's state.
+// the visibility timeouts, partitions, restarts and a wiped node (which
+// rejoins with --join under a new Raft id while its old id is removed, as
+// an operator repairs a lost disk), while producers and consumers record
+// every call; a checker reads the history and every replica's state.
 //
 // TestChaosSmoke (one short fixed schedule) runs in `make test`; `make
 // chaos` runs TestChaos (chaos_long_test.go, build tag chaos) over

@@ -681,7 +681,8 @@ func runEpisode(c *cluster, rng *rand.Rand, ep episode, cfg runConfig, sched *sc
 		if err := c.wipe(follower); err != nil {
 			return err
 		}
-		sched.add("%s: node %d killed, survivors caught up, data removed, restarted empty (leader was %d)", ep, follower, leader)
+		old := c.raftID(follower)
+		sched.add("%s: node %d (raft id %d) killed, survivors caught up, data removed, rejoined empty (leader was %d)", ep, follower, old, leader)
 		target := map[uint64]uint64{}
 		for _, id := range survivors {
 			if v, err := c.view(id, time.Second); err == nil {
@@ -693,10 +694,14 @@ func runEpisode(c *cluster, rng *rand.Rand, ep episode, cfg runConfig, sched *sc
 		if len(target) == 0 {
 			return fmt.Errorf("no survivor answered GetCluster")
 		}
+		// An empty node under its old id is fenced (it could vote twice):
+		// it joins under a new id, and the old one is retired.
 		start := time.Now()
-		if err := restart([]uint64{follower}); err != nil {
-			return err
+		nid, err := c.rejoin(follower, survivors[rng.IntN(len(survivors))], 60*time.Second)
+		if err != nil {
+			return fmt.Errorf("wiped node did not rejoin: %w", err)
 		}
+		sched.add("  node %d joined as raft id %d, raft id %d removed, after %v", follower, nid, old, time.Since(start).Round(time.Millisecond))
 		if err := c.waitApplied([]uint64{follower}, target, 30*time.Second); err != nil {
 			return fmt.Errorf("wiped node did not catch up: %w", err)
 		}
