@@ -1,8 +1,6 @@
 package store
 
 import (
-	"google.golang.org/protobuf/proto"
-
 	"github.com/quorumq/quorumq/internal/keys"
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
@@ -12,25 +10,8 @@ const defaultTickLimit = 1000
 
 // queues returns every queue of the shard in catalog (tenant, name) order:
 // the deterministic order in which Tick visits them.
-func (t *txn) queues() (out []*storepb.QueueRecord, err error) {
-	p := keys.CatalogPrefix(t.s.shard)
-	it, err := t.iter(p, keys.PrefixEnd(p))
-	if err != nil {
-		return nil, err
-	}
-	defer closeInto(it, &err)
-	for ok := it.First(); ok; ok = it.Next() {
-		v, err := it.Value()
-		if err != nil {
-			return nil, err
-		}
-		rec := &storepb.QueueRecord{}
-		if err := proto.Unmarshal(v, rec); err != nil {
-			return nil, err
-		}
-		out = append(out, rec)
-	}
-	return out, nil
+func (t *txn) queues() ([]*storepb.QueueRecord, error) {
+	return readAll(t, keys.CatalogPrefix(t.s.shard), func() *storepb.QueueRecord { return &storepb.QueueRecord{} })
 }
 
 // expireMessages walks the queue's messages in seq order from low_seq.

@@ -210,25 +210,8 @@ func (t *txn) anyNode() (found bool, err error) {
 
 // nodes reads every node record, in id order (at most maxMemberNodes are
 // ever written).
-func (t *txn) nodes() (out []*storepb.NodeRecord, err error) {
-	p := keys.MemberNodePrefix(t.s.shard)
-	it, err := t.iter(p, keys.PrefixEnd(p))
-	if err != nil {
-		return nil, err
-	}
-	defer closeInto(it, &err)
-	for ok := it.First(); ok; ok = it.Next() {
-		v, err := it.Value()
-		if err != nil {
-			return nil, err
-		}
-		rec := &storepb.NodeRecord{}
-		if err := proto.Unmarshal(v, rec); err != nil {
-			return nil, err
-		}
-		out = append(out, rec)
-	}
-	return out, nil
+func (t *txn) nodes() ([]*storepb.NodeRecord, error) {
+	return readAll(t, keys.MemberNodePrefix(t.s.shard), func() *storepb.NodeRecord { return &storepb.NodeRecord{} })
 }
 
 // Nodes returns every node record as this replica has it, in id order.
@@ -239,25 +222,8 @@ func (s *Store) Nodes() ([]*storepb.NodeRecord, error) {
 }
 
 // ReplicaSets returns every shard's replica set record, in shard order.
-func (s *Store) ReplicaSets() (out []*storepb.ReplicaSetRecord, err error) {
+func (s *Store) ReplicaSets() ([]*storepb.ReplicaSetRecord, error) {
 	t, done := s.snapshot(0)
 	defer done()
-	p := keys.MemberReplicaSetPrefix(s.shard)
-	it, err := t.iter(p, keys.PrefixEnd(p))
-	if err != nil {
-		return nil, err
-	}
-	defer closeInto(it, &err)
-	for ok := it.First(); ok; ok = it.Next() {
-		v, err := it.Value()
-		if err != nil {
-			return nil, err
-		}
-		rec := &storepb.ReplicaSetRecord{}
-		if err := proto.Unmarshal(v, rec); err != nil {
-			return nil, err
-		}
-		out = append(out, rec)
-	}
-	return out, nil
+	return readAll(t, keys.MemberReplicaSetPrefix(s.shard), func() *storepb.ReplicaSetRecord { return &storepb.ReplicaSetRecord{} })
 }

@@ -48,25 +48,8 @@ func (t *txn) trimTopics(op *storepb.TrimTopics, tr *TopicResult) error {
 }
 
 // allPartitions reads the shard's partition copies in key order.
-func (t *txn) allPartitions() (out []*storepb.TopicPartitionRecord, err error) {
-	p := keys.TopicPartitionsPrefix(t.s.shard)
-	it, err := t.iter(p, keys.PrefixEnd(p))
-	if err != nil {
-		return nil, err
-	}
-	defer closeInto(it, &err)
-	for ok := it.First(); ok; ok = it.Next() {
-		v, err := it.Value()
-		if err != nil {
-			return nil, err
-		}
-		part := &storepb.TopicPartitionRecord{}
-		if err := proto.Unmarshal(v, part); err != nil {
-			return nil, fmt.Errorf("store: decode %s: %w", keys.Pretty(it.Key()), err)
-		}
-		out = append(out, part)
-	}
-	return out, nil
+func (t *txn) allPartitions() ([]*storepb.TopicPartitionRecord, error) {
+	return readAll(t, keys.TopicPartitionsPrefix(t.s.shard), func() *storepb.TopicPartitionRecord { return &storepb.TopicPartitionRecord{} })
 }
 
 // oldestSegment returns the partition's oldest closed segment, or nil.
