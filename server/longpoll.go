@@ -133,7 +133,12 @@ func (r *pollRegistry) count() int {
 // the caller does, and if the caller is gone by then, its fresh leases are
 // handed back at once (a nack as released: no failed delivery, no retry
 // backoff, not counted toward the delivery limit). Their receive counts
-// stay counted, as for any receive whose answer was lost.
+// stay counted, as for any receive whose answer was lost. Not so for a
+// receive with a receive_attempt_id: its caller retries with the id and
+// the store answers with these very leases, so a hand-back could end
+// them after a retry returned them (the retry's replay may apply before
+// it), and another consumer would get the messages during a lease its
+// caller holds. Those leases run out their timeout unless retried.
 func (s *Server) receive(ctx context.Context, cmd *storepb.Receive, waitMs int64) (msgs []store.Received, replayed bool, err error) {
 	deadline := s.cfg.Now().Add(time.Duration(waitMs) * time.Millisecond)
 	if d, ok := ctx.Deadline(); ok {
@@ -152,8 +157,10 @@ func (s *Server) receive(ctx context.Context, cmd *storepb.Receive, waitMs int64
 		if err != nil {
 			return nil, false, err
 		}
-		if ctx.Err() != nil && len(res.Received) > 0 && !res.Replayed {
-			s.release(context.WithoutCancel(ctx), cmd, res.Received)
+		if ctx.Err() != nil && len(res.Received) > 0 {
+			if !res.Replayed && cmd.GetReceiveAttemptId() == "" {
+				s.release(context.WithoutCancel(ctx), cmd, res.Received)
+			}
 			return nil, false, ctx.Err()
 		}
 		if len(res.Received) > 0 || !s.cfg.Now().Before(deadline) {
