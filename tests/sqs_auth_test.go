@@ -92,6 +92,8 @@ func TestSQSSigV4Tenants(t *testing.T) {
 	wrong := client(keys["tenant-a"].GetAccessKey().GetAccessKeyId(), keys["tenant-b"].GetSecretAccessKey())
 	_, err = wrong.ListQueues(ctx, &awssqs.ListQueuesInput{})
 	wantCode(t, "wrong secret", err, "SignatureDoesNotMatch")
+	_, err = client("AKQQAAAAAAAAAAAAAAAA", keys["tenant-a"].GetSecretAccessKey()).ListQueues(ctx, &awssqs.ListQueuesInput{})
+	wantCode(t, "unknown key", err, "InvalidClientTokenId")
 
 	// A request signed 20 minutes ago (the SDK signs with the current
 	// time, so this one is signed by hand).
