@@ -104,8 +104,11 @@ func TestSQSSDKReceiveOptions(t *testing.T) {
 		t.Fatalf("first receive: %+v %v", r, err)
 	}
 	// Under the queue's 600 s it would not come back within this poll.
-	r, err = c.ReceiveMessage(ctx, &awssqs.ReceiveMessageInput{QueueUrl: q.QueueUrl, WaitTimeSeconds: 20,
-		AttributeNames: []types.QueueAttributeName{"ApproximateReceiveCount"}}) //nolint:staticcheck // the deprecated member, as older code sends it
+	// AttributeNames is the deprecated member older code still sends.
+	in := &awssqs.ReceiveMessageInput{QueueUrl: q.QueueUrl, WaitTimeSeconds: 20}
+	//lint:ignore SA1019 the deprecated member is what is tested
+	in.AttributeNames = []types.QueueAttributeName{"ApproximateReceiveCount"}
+	r, err = c.ReceiveMessage(ctx, in)
 	if err != nil || len(r.Messages) != 1 || r.Messages[0].Attributes["ApproximateReceiveCount"] != "2" {
 		t.Fatalf("receive after the 1 s lease: %+v %v", r, err)
 	}
