@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -71,8 +72,12 @@ func TestSQSSDKMoveTaskCancel(t *testing.T) {
 		*res.ApproximateNumberOfMessagesToMove != 10 || res.ApproximateNumberOfMessagesMoved >= 10 {
 		t.Fatalf("cancelled task %+v", res)
 	}
-	if n := approx(t, c, out.QueueUrl); n != fmt.Sprint(res.ApproximateNumberOfMessagesMoved) {
-		t.Fatalf("the destination holds %s messages, the task says it moved %d", n, res.ApproximateNumberOfMessagesMoved)
+	// A step (1 message at this rate) cut short by the cancel may have
+	// moved its message without the task counting it: the count is
+	// approximate, by at most that step.
+	n, err := strconv.ParseInt(approx(t, c, out.QueueUrl), 10, 64)
+	if moved := res.ApproximateNumberOfMessagesMoved; err != nil || n < moved || n > moved+1 || n >= 10 {
+		t.Fatalf("the destination holds %d messages (%v), the task says it moved %d of 10", n, err, moved)
 	}
 	_, err = c.CancelMessageMoveTask(ctx, &awssqs.CancelMessageMoveTaskInput{TaskHandle: task.TaskHandle})
 	wantCode(t, "cancel a cancelled task", err, "ResourceNotFoundException")
