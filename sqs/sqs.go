@@ -17,9 +17,12 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc/metadata"
@@ -80,6 +83,10 @@ type Config struct {
 	Logger *slog.Logger
 	// TracerProvider makes one span per SQS request; nil: none.
 	TracerProvider trace.TracerProvider
+	// MeterProvider records sqs.request.duration per request (action,
+	// protocol, SQS error code), requests refused before any QueueService
+	// call included; nil: none.
+	MeterProvider metric.MeterProvider
 }
 
 // DefaultRegion is the region of queue ARNs unless configured.
@@ -95,10 +102,14 @@ const maxRequestBytes = 3 << 20
 
 // Handler serves the SQS protocols over HTTP.
 type Handler struct {
-	cfg    Config
-	tracer trace.Tracer
-	tasks  *moveTasks
+	cfg      Config
+	tracer   trace.Tracer
+	duration metric.Float64Histogram
+	tasks    *moveTasks
 }
+
+// durationBuckets (seconds) reach past the 20 s of the longest long poll.
+var durationBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 21, 30}
 
 // New returns a Handler. Call Close to stop its message move tasks.
 func New(cfg Config) (*Handler, error) {
@@ -121,7 +132,17 @@ func New(cfg Config) (*Handler, error) {
 	if tp == nil {
 		tp = noop.NewTracerProvider()
 	}
-	return &Handler{cfg: cfg, tracer: tp.Tracer("github.com/quorumq/quorumq/sqs"), tasks: newMoveTasks()}, nil
+	mp := cfg.MeterProvider
+	if mp == nil {
+		mp = metricnoop.NewMeterProvider()
+	}
+	duration, err := mp.Meter("github.com/quorumq/quorumq/sqs").Float64Histogram("sqs.request.duration", metric.WithUnit("s"),
+		metric.WithDescription("SQS endpoint requests by action, protocol (json, query) and SQS error code (empty: success)"),
+		metric.WithExplicitBucketBoundaries(durationBuckets...))
+	if err != nil {
+		return nil, fmt.Errorf("sqs: request histogram: %w", err)
+	}
+	return &Handler{cfg: cfg, tracer: tp.Tracer("github.com/quorumq/quorumq/sqs"), duration: duration, tasks: newMoveTasks()}, nil
 }
 
 // Close cancels running message move tasks and waits for them.
@@ -144,6 +165,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	reqID := newRequestID()
 	jsonAPI := strings.HasPrefix(r.Header.Get("X-Amz-Target"), "AmazonSQS.")
 	c := &call{h: h, host: r.Host, path: r.URL.Path, reqID: reqID, jsonAPI: jsonAPI}
+	start := time.Now()
 	ctx, span := h.tracer.Start(r.Context(), "sqs.request", trace.WithSpanKind(trace.SpanKindServer))
 	defer span.End()
 	out, err := h.serve(ctx, c, r)
@@ -151,6 +173,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		span.SetName("sqs." + c.action)
 		span.SetAttributes(attribute.String("sqs.action", c.action), attribute.Bool("sqs.json", jsonAPI))
 	}
+	code := ""
 	if err != nil {
 		ae := asAPIError(err)
 		if ae.status >= 500 {
@@ -158,9 +181,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		span.SetStatus(codes.Error, ae.code)
 		c.writeError(w, ae)
-		return
+		code = ae.code
+	} else {
+		c.writeResult(w, out)
 	}
-	c.writeResult(w, out)
+	// Label values come from fixed sets: an unknown action is "unknown".
+	action, protocol := c.action, "query"
+	if _, ok := actions[action]; !ok {
+		action = "unknown"
+	}
+	if jsonAPI {
+		protocol = "json"
+	}
+	h.duration.Record(context.WithoutCancel(ctx), time.Since(start).Seconds(), metric.WithAttributes(
+		attribute.String("sqs.action", action), attribute.String("sqs.protocol", protocol), attribute.String("sqs.error_code", code)))
 }
 
 // serve reads, authenticates and dispatches one request.

@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/xml"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -76,10 +78,12 @@ func TestSQSSigV4Tenants(t *testing.T) {
 	}
 	_, err = a.GetQueueUrl(ctx, &awssqs.GetQueueUrlInput{QueueName: aws.String("payroll")})
 	wantCode(t, "A finds B's queue", err, "AWS.SimpleQueueService.NonExistentQueue")
+	_, err = a.GetQueueUrl(ctx, &awssqs.GetQueueUrlInput{QueueName: aws.String("payroll"), QueueOwnerAWSAccountId: aws.String("tenant-b")})
+	wantCode(t, "A names B's account", err, "AWS.SimpleQueueService.NonExistentQueue")
 	_, err = a.SendMessage(ctx, &awssqs.SendMessageInput{QueueUrl: qb.QueueUrl, MessageBody: aws.String("x")})
-	if apiCode(err) == "" {
-		t.Fatalf("A sent to B's queue URL: %v", err)
-	}
+	wantCode(t, "A sends to B's queue URL", err, "AWS.SimpleQueueService.NonExistentQueue")
+	_, err = a.GetQueueAttributes(ctx, &awssqs.GetQueueAttributesInput{QueueUrl: qb.QueueUrl})
+	wantCode(t, "A reads B's queue attributes", err, "AWS.SimpleQueueService.NonExistentQueue")
 	rb, err := b.ReceiveMessage(ctx, &awssqs.ReceiveMessageInput{QueueUrl: qb.QueueUrl})
 	if err != nil || len(rb.Messages) != 0 {
 		t.Fatalf("B's queue got %v (%v)", rb.Messages, err)
@@ -88,6 +92,8 @@ func TestSQSSigV4Tenants(t *testing.T) {
 	wrong := client(keys["tenant-a"].GetAccessKey().GetAccessKeyId(), keys["tenant-b"].GetSecretAccessKey())
 	_, err = wrong.ListQueues(ctx, &awssqs.ListQueuesInput{})
 	wantCode(t, "wrong secret", err, "SignatureDoesNotMatch")
+	_, err = client("AKQQAAAAAAAAAAAAAAAA", keys["tenant-a"].GetSecretAccessKey()).ListQueues(ctx, &awssqs.ListQueuesInput{})
+	wantCode(t, "unknown key", err, "InvalidClientTokenId")
 
 	// A request signed 20 minutes ago (the SDK signs with the current
 	// time, so this one is signed by hand).
@@ -106,8 +112,50 @@ func TestSQSSigV4Tenants(t *testing.T) {
 	}
 	got, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(got), "RequestExpired") {
-		t.Fatalf("20 minutes old: %d %s", resp.StatusCode, got)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(got), `"__type":"com.amazonaws.sqs#RequestExpired"`) ||
+		resp.Header.Get("x-amzn-query-error") != "RequestExpired;Sender" {
+		t.Fatalf("20 minutes old: %d %s %q", resp.StatusCode, got, resp.Header.Get("x-amzn-query-error"))
+	}
+
+	// The Query protocol (form in, XML out) is verified the same way: a
+	// form signed with A's key lists A's queues only; signed with a wrong
+	// secret or 20 minutes ago it is refused with SQS's XML error.
+	query := func(secret string, at time.Time) (int, string) {
+		t.Helper()
+		form := []byte(url.Values{"Action": {"ListQueues"}, "Version": {"2012-11-05"}}.Encode())
+		req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+p.sqsAddr+"/", bytes.NewReader(form))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
+		sum := sha256.Sum256(form)
+		if err := v4.NewSigner().SignHTTP(ctx, aws.Credentials{AccessKeyID: keys["tenant-a"].GetAccessKey().GetAccessKeyId(),
+			SecretAccessKey: secret}, req, hex.EncodeToString(sum[:]), "sqs", "eu-west-1", at); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := query(keys["tenant-a"].GetSecretAccessKey(), time.Now()); code != 200 ||
+		!strings.Contains(body, "<QueueUrl>"+*qa.QueueUrl+"</QueueUrl>") || strings.Contains(body, "payroll") {
+		t.Fatalf("signed Query ListQueues: %d %s", code, body)
+	}
+	for _, tc := range []struct {
+		secret string
+		at     time.Time
+		status int
+		code   string
+	}{
+		{keys["tenant-b"].GetSecretAccessKey(), time.Now(), 403, "SignatureDoesNotMatch"},
+		{keys["tenant-a"].GetSecretAccessKey(), time.Now().Add(-20 * time.Minute), 400, "RequestExpired"},
+	} {
+		code, body := query(tc.secret, tc.at)
+		var e xmlError
+		if err := xml.Unmarshal([]byte(body), &e); err != nil || code != tc.status || e.Error.Code != tc.code || e.Error.Type != "Sender" {
+			t.Fatalf("Query signed %v: %d %s, want %d %s", tc, code, body, tc.status, tc.code)
+		}
 	}
 
 	rctx, rcancel := adminCtx()
@@ -117,6 +165,9 @@ func TestSQSSigV4Tenants(t *testing.T) {
 	}
 	_, err = a.ListQueues(ctx, &awssqs.ListQueuesInput{})
 	wantCode(t, "revoked key", err, "InvalidClientTokenId")
+	if code, body := query(keys["tenant-a"].GetSecretAccessKey(), time.Now()); code != 403 || !strings.Contains(body, "<Code>InvalidClientTokenId</Code>") {
+		t.Fatalf("Query with the revoked key: %d %s", code, body)
+	}
 	if _, err := b.ListQueues(ctx, &awssqs.ListQueuesInput{}); err != nil {
 		t.Fatalf("B after A's revoke: %v", err)
 	}

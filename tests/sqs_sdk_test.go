@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 	"testing"
@@ -622,7 +623,9 @@ func TestSQSSDKDeadLetterAndMoveTask(t *testing.T) {
 }
 
 // SQS calls show in the same metrics as gRPC calls: the gRPC server
-// series of QueueService methods and the per-queue message counters.
+// series of QueueService methods and the per-queue message counters; the
+// SQS endpoint's own request series counts also what it refuses before
+// any QueueService call (here a batch of 11), by action, protocol and code.
 func TestSQSMetrics(t *testing.T) {
 	p, c := startSQS(t)
 	ctx := context.Background()
@@ -635,6 +638,15 @@ func TestSQSMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	var eleven []types.SendMessageBatchRequestEntry
+	for i := range 11 {
+		eleven = append(eleven, types.SendMessageBatchRequestEntry{Id: aws.String(fmt.Sprint("m", i)), MessageBody: aws.String("b")})
+	}
+	_, err = c.SendMessageBatch(ctx, &awssqs.SendMessageBatchInput{QueueUrl: q.QueueUrl, Entries: eleven})
+	wantCode(t, "a batch of 11", err, "AWS.SimpleQueueService.TooManyEntriesInBatchRequest")
+	if code, body := queryCall(t, p.sqsAddr, url.Values{"Action": {"ListQueues"}}); code != 200 {
+		t.Fatalf("Query ListQueues: %d %s", code, body)
+	}
 	resp, err := http.Get("http://" + p.metricsAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -646,7 +658,15 @@ func TestSQSMetrics(t *testing.T) {
 	}
 	text := string(b)
 	var sent, rpc bool
+	sqsSeries := map[string]bool{
+		`quorumq_sqs_request_duration_seconds_count{sqs_action="SendMessage",sqs_error_code="",sqs_protocol="json"} 3`:                                                         false,
+		`quorumq_sqs_request_duration_seconds_count{sqs_action="SendMessageBatch",sqs_error_code="AWS.SimpleQueueService.TooManyEntriesInBatchRequest",sqs_protocol="json"} 1`: false,
+		`quorumq_sqs_request_duration_seconds_count{sqs_action="ListQueues",sqs_error_code="",sqs_protocol="query"} 1`:                                                         false,
+	}
 	for _, line := range strings.Split(text, "\n") {
+		if _, ok := sqsSeries[line]; ok {
+			sqsSeries[line] = true
+		}
 		if strings.HasPrefix(line, "quorumq_messages_sent_total{") && strings.Contains(line, `queue="metered"`) && strings.HasSuffix(line, " 3") {
 			sent = true
 		}
@@ -657,6 +677,11 @@ func TestSQSMetrics(t *testing.T) {
 	}
 	if !sent || !rpc {
 		t.Fatalf("metrics after 3 SQS sends: sent counter %v, gRPC server series %v\n%s", sent, rpc, text)
+	}
+	for line, found := range sqsSeries {
+		if !found {
+			t.Fatalf("metrics lack %s\n%s", line, text)
+		}
 	}
 }
 

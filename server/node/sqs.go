@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
@@ -65,7 +66,7 @@ func (n *Node) startSQS(cfg Config, opts []grpc.ServerOption, dial []grpc.DialOp
 		scheme = "https"
 	}
 	e.handler, err = sqs.New(sqs.Config{Client: qv1.NewQueueServiceClient(e.conn), Auth: auth, Region: cfg.SQSRegion, TagsAttribute: cfg.SQSTagsAttribute,
-		Scheme: scheme, Logger: cfg.Logger, TracerProvider: cfg.Server.TracerProvider})
+		Scheme: scheme, Logger: cfg.Logger, TracerProvider: cfg.Server.TracerProvider, MeterProvider: n.meterProvider()})
 	if err != nil {
 		return err
 	}
@@ -84,6 +85,15 @@ func (n *Node) startSQS(cfg Config, opts []grpc.ServerOption, dial []grpc.DialOp
 		}
 	}()
 	return nil
+}
+
+// meterProvider is the node's metrics (nil: none), as an interface that
+// stays nil when there is no provider.
+func (n *Node) meterProvider() metric.MeterProvider {
+	if n.mp == nil {
+		return nil
+	}
+	return n.mp
 }
 
 // SQSAddr is the address of the SQS endpoint; "" if none.
