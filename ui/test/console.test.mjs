@@ -79,6 +79,13 @@ test("console on one node: queues, messages, dead letters, scopes", { timeout: 9
     });
     await page.getByTestId("stat-visible").filter({ hasText: /^0$/ }).waitFor();
     await page.goto(`${base}/ui/#/queues/jobs-dlq`);
+    // A fresh load: the depth chart starts from the one sample the page
+    // takes first (the next comes 2 s later), which must span a minute,
+    // not the years uPlot gives a single point.
+    await page.reload();
+    const span = await waitFor("the depth chart's time span", async () =>
+      Number(await page.getByRole("img", { name: "Depth", exact: true }).getAttribute("data-span")), 10000, 20);
+    assert.ok(span > 0 && span <= 3600, `depth chart spans ${span} s`);
     const dlq = page.getByTestId("dlq");
     await dlq.getByText("Dead-letter queue of jobs").waitFor();
     const row = page.getByTestId("messages").locator("tbody tr").first();
