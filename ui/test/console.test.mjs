@@ -1,5 +1,6 @@
 // The console against a real single-node `quorumq serve` with JWT auth:
-// log in, create queues, send from the page, dead-letter and redrive, a
+// log in, create queues, send from the page, dead-letter and redrive, filter
+// and purge, a
 // token without admin scope, both viewports, the keyboard, and no console
 // errors anywhere.
 
@@ -149,15 +150,33 @@ test("console on one node: queues, messages, dead letters, scopes", { timeout: 9
     await page.screenshot({ path: join(artifacts, "queues.png"), fullPage: true });
   });
 
-  await t.test("narrow window", async () => {
-    await page.setViewportSize({ width: 390, height: 800 });
-    for (const hash of ["#/", "#/queues", "#/queues/jobs"]) {
-      await page.goto(`${base}/ui/${hash}`);
-      await page.locator("#main h1").waitFor();
-      await page.waitForLoadState("networkidle");
-      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
-      assert.ok(overflow <= 0, `${hash}: page scrolls sideways by ${overflow}px at 390px`);
-      assert.ok(await page.getByRole("navigation").getByRole("link", { name: "Queues" }).isVisible());
+  await t.test("filter the queues table, purge a queue (confirmed)", async () => {
+    await page.goto(`${base}/ui/#/queues`);
+    await page.locator('tr[data-queue="jobs"]').waitFor();
+    await page.getByLabel("Filter queues by name").fill("DLQ");
+    await page.locator('tr[data-queue="jobs"]').waitFor({ state: "detached" });
+    assert.equal(await page.locator("tr[data-queue]").count(), 1);
+    await page.locator('tr[data-queue="jobs-dlq"]').waitFor();
+    await page.getByLabel("Filter queues by name").fill("");
+    const jobs = page.locator('tr[data-queue="jobs"]');
+    await jobs.getByRole("button", { name: "Purge" }).click();
+    await page.getByRole("dialog").getByText("Purge every message of jobs?").waitFor();
+    await page.getByRole("dialog").getByRole("button", { name: "Purge" }).click();
+    await page.getByTestId("notice").filter({ hasText: "Purged jobs" }).waitFor();
+    await waitFor("jobs purged", async () => (await rest(base, adminTok, "GET", "/v1/queues/jobs")).stats.visible === "0");
+  });
+
+  await t.test("1280×800 and a narrow window: no sideways scrolling, navigation visible", async () => {
+    for (const width of [1280, 390]) {
+      await page.setViewportSize({ width, height: 800 });
+      for (const hash of ["#/", "#/queues", "#/queues/jobs", "#/tenants"]) {
+        await page.goto(`${base}/ui/${hash}`);
+        await page.locator("#main h1").waitFor();
+        await page.waitForLoadState("networkidle");
+        const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+        assert.ok(overflow <= 0, `${hash}: page scrolls sideways by ${overflow}px at ${width}px`);
+        assert.ok(await page.getByRole("navigation").getByRole("link", { name: "Queues" }).isVisible());
+      }
     }
     await page.screenshot({ path: join(artifacts, "narrow.png"), fullPage: true });
     await page.setViewportSize({ width: 1280, height: 800 });
