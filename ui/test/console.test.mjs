@@ -1,8 +1,7 @@
 // The console against a real single-node `quorumq serve` with JWT auth:
 // log in, create queues, send from the page, dead-letter and redrive, filter
-// and purge, a
-// token without admin scope, both viewports, the keyboard, and no console
-// errors anywhere.
+// and purge, a token without admin scope, both viewports, the keyboard, and
+// no console errors anywhere.
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
