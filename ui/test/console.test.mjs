@@ -57,6 +57,12 @@ test("console on one node: queues, messages, dead letters, scopes", { timeout: 9
   await t.test("send a message from the page and see the depth change", async () => {
     await page.locator('tr[data-queue="jobs"]').getByRole("link", { name: "jobs", exact: true }).click();
     await page.getByTestId("stat-visible").filter({ hasText: /^0$/ }).waitFor();
+    // Its partitions and the shard of each, as the API has them.
+    const { partitionShards } = await rest(base, adminTok, "GET", "/v1/queues/jobs");
+    assert.ok(partitionShards.length > 0);
+    const want = partitionShards.map((sh, i) => `${i}${sh}`).join("|");
+    await waitFor(`partitions ${want} on the page`, async () =>
+      (await page.getByRole("region", { name: "Partitions" }).locator("tbody tr").allTextContents()).join("|") === want);
     await page.getByLabel("Message body").fill("hello from the console");
     await page.getByRole("button", { name: "Send", exact: true }).click();
     await page.getByTestId("notice").filter({ hasText: "Sent " }).waitFor();
