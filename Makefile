@@ -14,7 +14,7 @@ STATICCHECK          := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Packages whose concurrency is tested under the race detector.
 RACE_PKGS := ./store/... ./raftnode/... ./server/... ./internal/... ./sdk/... ./sqs/...
 
-.PHONY: all build build-chaos run cluster bench bench-peers chaos test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean test-ts test-deploy test-ui test-sqs
+.PHONY: all build build-chaos run cluster bench bench-peers chaos test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean test-ts test-deploy test-ui ui-screenshots test-sqs
 
 all: build
 
@@ -108,6 +108,14 @@ test-ui: build $(UI_DEPS)
 	@command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 	cd $(UI_DIR) && QUORUMQ_BIN=$(BIN)/quorumq CHROMIUM=$$(command -v chromium) UI_ARTIFACTS=$(UI_ARTIFACTS) \
 		timeout 300 npm test --silent
+
+## ui-screenshots: retake the README's console screenshots (ui/docs): a node
+## started as `make run` starts it (listeners on free ports), its overview
+## while `quorumq bench --rate 1500` runs, then a dead-letter queue
+ui-screenshots: build $(UI_DEPS)
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+	cd $(UI_DIR) && QUORUMQ_BIN=$(BIN)/quorumq CHROMIUM=$$(command -v chromium) \
+		timeout 240 node test/screenshots.mjs
 
 $(UI_DEPS): $(UI_DIR)/package-lock.json
 	cd $(UI_DIR) && npm ci --no-audit --no-fund

@@ -33,7 +33,9 @@ export function lineChart(title: string, labels: string[], unit = ""): LiveChart
         height: 180,
         legend: { show: true },
         cursor: { drag: { x: false, y: false } },
-        scales: { x: { time: true }, y: { range: (_u, min, max) => [Math.min(0, min), Math.max(1, max * 1.1)] } },
+        // One sample (a page just opened): uPlot would stretch the time
+        // axis over 86400/ms s (years); show the minute before it instead.
+        scales: { x: { time: true, range: (u, min, max) => (u.data[0].length === 1 ? [u.data[0][0] - 60, u.data[0][0]] : [min, max]) }, y: { range: (_u, min, max) => [Math.min(0, min), Math.max(1, max * 1.1)] } },
         axes: [{}, { label: unit, size: 56 }],
         series: [{}, ...names.map((n, i) => ({ label: n, stroke: palette[i % palette.length], width: 1.5, spanGaps: true }))],
       },
@@ -59,6 +61,9 @@ export function lineChart(title: string, labels: string[], unit = ""): LiveChart
         make(names ?? current);
       }
       plot!.setData([t, ...ys] as uPlot.AlignedData);
+      // The shown time span, in seconds, for the browser tests.
+      const x = plot!.scales.x;
+      el.dataset.span = String(Math.round((x.max ?? 0) - (x.min ?? 0)));
     },
     destroy() {
       cancelAnimationFrame(frame);

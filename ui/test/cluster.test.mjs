@@ -39,6 +39,17 @@ test("console through the API node shows a leader change within 5 s of kill -9",
   await waitFor("leaders and three online nodes on the page", async () =>
     (await page.locator('[data-testid="nodes"] .pill.ok').count()) === 3 &&
     (await leaderOf(0)) > 0 && (await leaderOf(1)) > 0, 30000);
+  // Nodes: shards led add up to the shards; each shard row: three
+  // replicas, a term, applied and commit indexes; the apply lag line.
+  const led = (await page.locator('[data-testid="nodes"] [data-testid="led"]').allTextContents()).map(Number);
+  assert.equal(led.reduce((a, b) => a + b, 0), 2, `shards led per node: ${led}`);
+  for (const shard of [0, 1]) {
+    const cells = await page.locator(`[data-testid="shards"] tr[data-shard="${shard}"] td`).allTextContents();
+    const [, , replicas, , term, applied, commit] = cells;
+    assert.equal(replicas.split(/[ ,]+/).filter(Boolean).length, 3, `shard ${shard} replicas: ${cells}`);
+    assert.ok(Number(term) > 0 && Number(applied) > 0 && Number(commit) >= Number(applied), `shard ${shard}: ${cells}`);
+  }
+  await page.getByText(/Apply lag on the answering node .*: \d+ entries\./).waitFor();
   await page.screenshot({ path: join(artifacts, "cluster.png"), fullPage: true });
 
   // Calls made through the API node are counted there for the rate charts.
