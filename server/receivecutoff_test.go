@@ -36,13 +36,7 @@ func TestReceiveCutOffByDeadlineLeasesNothing(t *testing.T) {
 	c := startMemCluster(t, 3)
 	leader := c.leader(t, 1, 2, 3)
 	cl := c.clients[leader]
-	if _, err := cl.CreateQueue(tctx(t), &qv1.CreateQueueRequest{Name: "cut", Attributes: &qv1.QueueAttributes{VisibilityTimeout: durationpb.New(10 * time.Minute)}}); err != nil {
-		t.Fatal(err)
-	}
-	sent, err := cl.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "cut", Body: "m"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sent := oneMessageOnLongLeaseQueue(t, cl)
 	var armed atomic.Bool
 	var delayed atomic.Int64
 	armed.Store(true)
@@ -60,7 +54,7 @@ func TestReceiveCutOffByDeadlineLeasesNothing(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
 	defer cancel()
-	_, err = cl.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "cut"})
+	_, err := cl.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "cut"})
 	armed.Store(false)
 	if err == nil {
 		t.Fatal("the receive answered within its deadline although its proposal was held up")
@@ -95,13 +89,7 @@ func TestReceiveAttemptRetriedAfterCutOffKeepsItsLeases(t *testing.T) {
 	c := startMemCluster(t, 3)
 	leader := c.leader(t, 1, 2, 3)
 	cl := c.clients[leader]
-	if _, err := cl.CreateQueue(tctx(t), &qv1.CreateQueueRequest{Name: "cut", Attributes: &qv1.QueueAttributes{VisibilityTimeout: durationpb.New(10 * time.Minute)}}); err != nil {
-		t.Fatal(err)
-	}
-	sent, err := cl.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "cut", Body: "m"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sent := oneMessageOnLongLeaseQueue(t, cl)
 	// Every append carrying a receive arrives no earlier than held: no
 	// receive commits before then (a fixed instant, so that resent
 	// appends are not held up again and again).
@@ -157,4 +145,19 @@ func TestReceiveAttemptRetriedAfterCutOffKeepsItsLeases(t *testing.T) {
 	if _, err := cl.DeleteMessage(tctx(t), &qv1.DeleteMessageRequest{Queue: "cut", ReceiptHandle: ms[0].GetReceiptHandle()}); err != nil {
 		t.Fatalf("delete with the retried attempt's handle: %v", err)
 	}
+}
+
+// oneMessageOnLongLeaseQueue makes queue "cut" with a 10-minute lease and
+// sends it one message, so a lease handed out by mistake cannot run out
+// during the test.
+func oneMessageOnLongLeaseQueue(t *testing.T, cl qv1.QueueServiceClient) *qv1.SendMessageResponse {
+	t.Helper()
+	if _, err := cl.CreateQueue(tctx(t), &qv1.CreateQueueRequest{Name: "cut", Attributes: &qv1.QueueAttributes{VisibilityTimeout: durationpb.New(10 * time.Minute)}}); err != nil {
+		t.Fatal(err)
+	}
+	sent, err := cl.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "cut", Body: "m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sent
 }
