@@ -22,8 +22,10 @@ type ProducerOptions struct {
 	// BufferSize bounds the messages published and not yet answered
 	// (default 10 × BatchSize). Publish blocks while it is full.
 	BufferSize int
-	// Concurrency is the number of batches in flight at once (default 1,
-	// which keeps publish order; more gives throughput on standard queues).
+	// Concurrency is the number of batches in flight at once (default 1;
+	// more gives throughput on standard queues). Publish order is kept on
+	// FIFO queues, and on standard queues only with Unary and Concurrency
+	// 1: a stream commits up to four of a standard queue's batches at once.
 	Concurrency int
 	// OnResult, when set, is called once per message with its outcome,
 	// from the producer's goroutines (it must not block for long).

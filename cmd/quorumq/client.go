@@ -560,7 +560,9 @@ func perMessage(err error) bool {
 func (b *bulkSend) run(ctx context.Context, in io.Reader) (sendSummary, error) {
 	b.stop = make(chan struct{})
 	start := time.Now()
-	p := b.q.NewProducer(quorumq.ProducerOptions{Concurrency: b.concurrency})
+	// A stream may commit a standard queue's batches out of order, so the
+	// input order that --concurrency 1 promises needs calls, one at a time.
+	p := b.q.NewProducer(quorumq.ProducerOptions{Concurrency: b.concurrency, Unary: b.concurrency == 1})
 	pending := make(chan pendingLine, 1024)
 	collected := make(chan struct{})
 	go func() {
