@@ -188,12 +188,22 @@ func TestConsumerLeaseLostCancelsHandler(t *testing.T) {
 func TestConsumerReplaysFailedReceive(t *testing.T) {
 	var mu sync.Mutex
 	var attempts []*qv1.ReceiveMessagesRequest
-	var deleted []string
+	var deleted, handled []string
+	// The run stops once the message is handled and the receive after the
+	// replay has started (in either order: they run concurrently).
+	ctx, stop := context.WithCancel(tctx(t, 20*time.Second))
+	defer stop()
+	stopWhenSeen := func() { // callers hold mu
+		if len(handled) > 0 && len(attempts) >= 3 {
+			stop()
+		}
+	}
 	f := &fakeServer{
 		receive: func(ctx context.Context, r *qv1.ReceiveMessagesRequest) (*qv1.ReceiveMessagesResponse, error) {
 			mu.Lock()
 			attempts = append(attempts, r)
 			n := len(attempts)
+			stopWhenSeen()
 			mu.Unlock()
 			switch n {
 			case 1: // leased, but the answer is lost
@@ -223,15 +233,12 @@ func TestConsumerReplaysFailedReceive(t *testing.T) {
 		},
 	}
 	c := dial(t, []string{startFake(t, f)}, quorumq.WithRetryPolicy(quorumq.RetryPolicy{MaxAttempts: 1, InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}))
-	ctx, stop := context.WithCancel(tctx(t, 20*time.Second))
-	defer stop()
-	var handled []string
 	err := c.Queue("q").NewConsumer(quorumq.ConsumerOptions{Concurrency: 4, Receives: 1, VisibilityTimeout: time.Minute, OnError: func(*quorumq.Message, error) {}}).Run(ctx,
 		func(_ context.Context, m *quorumq.Message) error {
 			mu.Lock()
 			handled = append(handled, m.ID)
+			stopWhenSeen()
 			mu.Unlock()
-			stop()
 			return nil
 		})
 	if err != nil {
