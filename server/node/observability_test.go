@@ -5,12 +5,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/quorumq/quorumq/internal/testports"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -364,14 +365,16 @@ func TestQueueLabelCap(t *testing.T) {
 	}
 }
 
+// freeAddr reserves a loopback address below the ephemeral range (see
+// testports: a ":0" port can be taken by any outgoing connection before
+// the node binds it).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testports.Reserve()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // TestTraceAcrossNodes: a SendMessage sent to a follower is forwarded to the
