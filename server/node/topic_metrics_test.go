@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	"github.com/quorumq/quorumq/server"
 	"github.com/quorumq/quorumq/server/node"
 )
 
@@ -43,4 +44,46 @@ func TestTopicDiskUsageMetrics(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestTopicLabelCap: past MaxQueueLabels topics, the partition gauges of
+// the other topics are summed under tenant and topic "_other", so the
+// number of series a scrape carries stays bounded.
+func TestTopicLabelCap(t *testing.T) {
+	n := startNode(t, node.Config{Server: server.Config{MaxQueueLabels: 2}})
+	ctx := testCtx(t)
+	if err := n.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c := qv1.NewTopicServiceClient(dial(t, n.GRPCAddr()))
+	for _, name := range []string{"a", "b", "c", "d"} {
+		if _, err := c.CreateTopic(ctx, &qv1.CreateTopicRequest{Name: name, Attributes: &qv1.TopicAttributes{Partitions: 1}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Publish(ctx, &qv1.PublishRequest{Topic: name, Body: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var s scrape
+	waitFor(t, func() error {
+		s = scrapeMetrics(t, n.MetricsAddr())
+		_, err := s.value("quorumq_topic_messages", "topic", server.OtherLabel)
+		return err
+	})
+	for _, w := range []struct {
+		topic string
+		value float64
+	}{{"a", 1}, {"b", 1}, {server.OtherLabel, 2}} {
+		if v, err := s.value("quorumq_topic_messages", "topic", w.topic); err != nil || v != w.value {
+			t.Errorf("quorumq_topic_messages{topic=%q} = %v, %v; want %v", w.topic, v, err, w.value)
+		}
+	}
+	if v, err := s.value("quorumq_topic_bytes", "topic", server.OtherLabel); err != nil || v <= 0 {
+		t.Errorf("quorumq_topic_bytes{topic=_other} = %v, %v; want the two topics' bytes", v, err)
+	}
+	for _, name := range []string{"c", "d"} {
+		if _, err := s.value("quorumq_topic_messages", "topic", name); err == nil {
+			t.Errorf("topic %s has its own series past the cap", name)
+		}
+	}
 }
