@@ -107,6 +107,31 @@ test("console on one node: queues, messages, dead letters, scopes", { timeout: 9
     assert.equal(jobs.stats.visible, "1");
   });
 
+  await t.test("redrive some of a dead-letter queue's messages", async () => {
+    // jobs holds the redriven message; a second joins it, and both are
+    // dead-lettered (receives with a zero lease until the DLQ has both).
+    await rest(base, adminTok, "POST", "/v1/queues/jobs/messages", { body: "second dead letter" });
+    await waitFor("both dead-letter moves", async () => {
+      await rest(base, adminTok, "POST", "/v1/queues/jobs/messages:receive", { maxMessages: 10, visibilityTimeout: "0s" });
+      const dlq = await rest(base, adminTok, "GET", "/v1/queues/jobs-dlq");
+      return dlq.stats.visible === "2";
+    });
+    await page.goto(`${base}/ui/#/queues/jobs-dlq`);
+    const dlq = page.getByTestId("dlq");
+    await page.getByTestId("stat-visible").filter({ hasText: /^2$/ }).waitFor();
+    await dlq.getByLabel("Messages to redrive").fill("1");
+    await dlq.getByTestId("redrive-some").click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByText("Move up to 1 message(s) from jobs-dlq").waitFor();
+    await dialog.getByRole("button", { name: "Redrive" }).click();
+    await page.getByTestId("notice").filter({ hasText: "Redrove 1 message(s)" }).waitFor();
+    await page.getByTestId("stat-visible").filter({ hasText: /^1$/ }).waitFor();
+    const left = await rest(base, adminTok, "GET", "/v1/queues/jobs-dlq/messages");
+    assert.equal(left.messages.length, 1);
+    const jobs = await rest(base, adminTok, "GET", "/v1/queues/jobs");
+    assert.equal(jobs.stats.visible, "1");
+  });
+
   await t.test("edit attributes and set a tenant quota (admin)", async () => {
     await page.goto(`${base}/ui/#/queues/jobs`);
     await page.getByText("Edit attributes").click();
