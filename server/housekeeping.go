@@ -7,14 +7,19 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/quorumq/quorumq/store"
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
 const (
-	// outboxBatch bounds the entries read and moved by one relay round.
-	outboxBatch = 100
+	// outboxBatch bounds the entries read and moved by one relay round, and
+	// outboxPageBytes their size: a round costs two proposals in sequence
+	// (deliver, ack) whatever it holds, so a fan-out backlog moves in big
+	// rounds.
+	outboxBatch     = 1000
+	outboxPageBytes = 1 << 20
 	// relayPagesPerPass bounds the outbox pages one relay pass reads; the
 	// next pass goes on from where this one stopped.
 	relayPagesPerPass = 50
@@ -167,15 +172,31 @@ func (s *Server) relayOutbox(ctx context.Context) {
 			hk.cursor = 0 // the sweep is done; the next pass starts over
 			return
 		}
+		full := len(entries) == outboxBatch
+		if n := pageBytes(entries, outboxPageBytes); n < len(entries) {
+			entries, full = entries[:n], true
+		}
 		if !s.relayPage(ctx, entries, failed) {
 			return // the page is read again by the next pass
 		}
 		hk.cursor = entries[len(entries)-1].GetId()
-		if len(entries) < outboxBatch {
+		if !full {
 			hk.cursor = 0
 			return
 		}
 	}
+}
+
+// pageBytes is how many of entries (at least one) fit in max bytes.
+func pageBytes(entries []*storepb.OutboxEntry, max int) int {
+	total := 0
+	for i, e := range entries {
+		total += proto.Size(e)
+		if total > max && i > 0 {
+			return i
+		}
+	}
+	return len(entries)
 }
 
 // relayPage delivers the entries of one page whose targets are due and
