@@ -23,3 +23,19 @@ func TestRelayPageBytes(t *testing.T) {
 		}
 	}
 }
+
+// The relay's tail moves only past sweeps that left nothing behind: a pass
+// woken by new entries starts there, so nothing unsettled is ever below it.
+func TestRelayTailOnlyAfterCleanSweeps(t *testing.T) {
+	hk := &housekeeper{}
+	hk.sweepClean, hk.cursor = true, 50
+	hk.endSweep()
+	if hk.tail != 50 || hk.cursor != 0 {
+		t.Fatalf("clean sweep to 50: tail %d cursor %d, want 50 and 0", hk.tail, hk.cursor)
+	}
+	hk.sweepClean, hk.cursor = false, 80
+	hk.endSweep()
+	if hk.tail != 50 || hk.cursor != 0 {
+		t.Fatalf("sweep to 80 that left an entry behind: tail %d cursor %d, want 50 and 0", hk.tail, hk.cursor)
+	}
+}
