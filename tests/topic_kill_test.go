@@ -55,7 +55,9 @@ func TestTopicSurvivesKill9(t *testing.T) {
 	c.leader()
 	api := c.startAPINode(100)
 	qc, tc := api.client(t), qv1.NewTopicServiceClient(api.grpcConn(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	// Bounded: 20,000 take about 30 s on a loaded 2-core machine, 100,000
+	// about 4.5 min (the FIFO queue's receive-then-delete is the slowest).
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute+time.Duration(n)*4*time.Millisecond)
 	defer cancel()
 
 	subs := []killSub{{queue: "kill-all"}, {queue: "kill-red", red: true}, {queue: "kill.fifo", fifo: true}}
@@ -85,10 +87,18 @@ func TestTopicSurvivesKill9(t *testing.T) {
 	}
 
 	var (
-		acked     atomic.Int64
-		stop      = make(chan struct{}) // closed to end the readers and consumers
-		wg        sync.WaitGroup
+		acked    atomic.Int64
+		stop     = make(chan struct{}) // closed to end the readers and consumers
+		stopOnce sync.Once
+		wg       sync.WaitGroup
 	)
+	// On the way out (a failure included) every goroutine ends: the calls
+	// end with ctx, the loops with stop.
+	defer func() {
+		cancel()
+		stopOnce.Do(func() { close(stop) })
+		wg.Wait()
+	}()
 	// Publishers: batches of 100, retried (same idempotency keys) until
 	// acknowledged; body i is tagged red when i is even.
 	var nextBatch atomic.Int64
@@ -193,9 +203,8 @@ func TestTopicSurvivesKill9(t *testing.T) {
 		}
 	}
 
-	// Kill a storage node (the leader of the shard holding partition 0's
-	// first shard is as good as any) once a third is acknowledged; restart it
-	// once two thirds are.
+	// Kill the metadata shard's leader (a storage node) once a third is
+	// acknowledged; restart it once two thirds are.
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
 		for !cond() {
@@ -270,7 +279,7 @@ func TestTopicSurvivesKill9(t *testing.T) {
 		}
 		return true
 	})
-	close(stop)
+	stopOnce.Do(func() { close(stop) })
 	wg.Wait()
 	t.Logf("%v: every copy received, every message read by both groups", time.Since(start).Round(time.Millisecond))
 	select {
@@ -391,7 +400,7 @@ func publishAll(ctx context.Context, tc qv1.TopicServiceClient, es []*qv1.Publis
 // readGroup reads partitions ps for group g from its committed offsets
 // until stop, handing each run of messages to handle, then committing.
 func readGroup(ctx context.Context, tc qv1.TopicServiceClient, g string, ps []int32, stop <-chan struct{}, handle func(int32, []*qv1.TopicMessage) error) error {
-	for {
+	for ctx.Err() == nil {
 		idle := true
 		for _, p := range ps {
 			select {
@@ -433,12 +442,13 @@ func readGroup(ctx context.Context, tc qv1.TopicServiceClient, g string, ps []in
 			}
 		}
 	}
+	return nil
 }
 
 // consumeCopies receives from queue until stop; a FIFO queue's messages are
 // deleted (retrying until the delete is acknowledged).
 func consumeCopies(ctx context.Context, qc qv1.QueueServiceClient, queue string, fifo bool, stop <-chan struct{}, handle func([]*qv1.ReceivedMessage)) {
-	for {
+	for ctx.Err() == nil {
 		select {
 		case <-stop:
 			return
