@@ -153,6 +153,9 @@ func TestChaosSmoke(t *testing.T) {
 	if res.counts["sends acknowledged"] == 0 || res.counts["messages received"] == 0 {
 		t.Fatalf("the workload did nothing: %s", fmtCounts(res.counts))
 	}
+	if res.counts["publishes acknowledged"] == 0 || res.counts["fan-out copies received"] == 0 || res.counts["group reads"] == 0 {
+		t.Fatalf("the topic workload did nothing: %s", fmtCounts(res.counts))
+	}
 	_ = os.RemoveAll(dir)
 }
 
