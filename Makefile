@@ -14,7 +14,7 @@ STATICCHECK          := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Packages whose concurrency is tested under the race detector.
 RACE_PKGS := ./store/... ./raftnode/... ./server/... ./internal/... ./sdk/... ./sqs/...
 
-.PHONY: all build build-chaos run cluster bench bench-peers chaos test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean test-ts test-deploy test-ui ui-screenshots test-sqs
+.PHONY: all build build-chaos run cluster bench bench-peers chaos test-topic-kill test test-fuzz test-unit test-race test-e2e generate check-generated tools lint fmt clean test-ts test-deploy test-ui ui-screenshots test-sqs
 
 all: build
 
@@ -147,6 +147,13 @@ chaos: build build-chaos
 	CHAOS_RUNS=$(CHAOS_RUNS) CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_SEED=$(CHAOS_SEED) CHAOS_BASE_SEED=$(CHAOS_BASE_SEED) \
 	CHAOS_NODES=$(CHAOS_NODES) CHAOS_SHARDS=$(CHAOS_SHARDS) CHAOS_DIR=$(CHAOS_DIR) \
 	$(GO) test -tags chaos -count=1 -v -timeout $(CHAOS_TIMEOUT) -run '^TestChaos$$' ./tests/chaos
+
+## test-topic-kill: issue 20's full count: 100,000 publishes to a 4-partition topic (3 subscribed queues,
+## 2 groups of 3 readers) on 3 nodes while one is killed with kill -9 and restarted (make test runs 20,000).
+TOPIC_KILL_MESSAGES ?= 100000
+test-topic-kill: build
+	QUORUMQ_BIN=$(BIN)/quorumq QUORUMQ_TOPIC_KILL_MESSAGES=$(TOPIC_KILL_MESSAGES) \
+	$(GO) test -count=1 -v -timeout 20m -run '^TestTopicSurvivesKill9$$' ./tests
 
 ## tools: buf (npm) and the protoc plugins (go install) into ./bin
 tools: $(BUF) $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-grpc-gateway $(BIN)/protoc-gen-openapiv2

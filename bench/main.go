@@ -5,6 +5,7 @@
 //
 //	go run ./bench                                 # the full suite (15 s scenarios, 1,000,000 backlog)
 //	DURATION=10s BACKLOG=100000 go run ./bench     # a quick run
+//	ONLY=g ROUNDS=3 DURATION=10s go run ./bench    # topic publish vs queue send
 //
 // Every flag may also come from the environment (DURATION, BACKLOG, BIN,
 // TIMEOUT, KEEP). Scenarios:
@@ -17,6 +18,8 @@
 //	(e) receive-only from that backlog (1 % of it tagged): BACKLOG/100
 //	    messages with a tag filter vs as many without
 //	(f) peak RSS (VmHWM) of each node at the end
+//	(g) Publish to a topic with 1 subscription vs SendMessage to a queue,
+//	    settings of (a), ROUNDS interleaved rounds (ONLY=g runs only this)
 package main
 
 import (
@@ -41,6 +44,8 @@ import (
 )
 
 type suiteConfig struct {
+	only     string // "g": only scenario (g)
+	rounds   int    // of scenario (g)
 	duration time.Duration
 	backlog  int64
 	bin      string
@@ -54,10 +59,12 @@ func main() {
 	flag.Int64Var(&c.backlog, "backlog", envInt("BACKLOG", 1_000_000), "messages in the backlog of (d) and (e) (env BACKLOG)")
 	flag.StringVar(&c.bin, "bin", os.Getenv("BIN"), "quorumq binary to use instead of building one (env BIN)")
 	flag.DurationVar(&c.timeout, "timeout", envDuration("TIMEOUT", 30*time.Minute), "bound of the whole suite (env TIMEOUT)")
+	flag.StringVar(&c.only, "only", os.Getenv("ONLY"), "run only this scenario: g (env ONLY)")
+	flag.IntVar(&c.rounds, "rounds", int(envInt("ROUNDS", 3)), "interleaved rounds of scenario (g) (env ROUNDS)")
 	flag.BoolVar(&c.keep, "keep", os.Getenv("KEEP") != "", "keep the temporary directory with node and bench logs (env KEEP)")
 	flag.Parse()
-	if c.duration <= 0 || c.backlog < 100 {
-		fmt.Fprintln(os.Stderr, "bench: -duration must be positive and -backlog at least 100")
+	if c.duration <= 0 || c.backlog < 100 || c.rounds < 1 || (c.only != "" && c.only != "g") {
+		fmt.Fprintln(os.Stderr, "bench: -duration must be positive, -backlog at least 100, -rounds at least 1, -only empty or g")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -269,10 +276,11 @@ type row struct {
 }
 
 type suite struct {
-	c    suiteConfig
-	cl   *cluster
-	dir  string
-	rows []row
+	c     suiteConfig
+	cl    *cluster
+	dir   string
+	rows  []row
+	notes []string // lines under the table
 }
 
 // bench runs one `quorumq bench -o json` with its progress in a log file.
@@ -300,6 +308,12 @@ func (s *suite) bench(ctx context.Context, name string, args ...string) (*result
 }
 
 func (s *suite) run(ctx context.Context) error {
+	if s.c.only == "g" {
+		if err := s.topicVsQueue(ctx, s.c.rounds); err != nil {
+			return err
+		}
+		return s.print(os.Stdout)
+	}
 	d := s.c.duration.String()
 	common := []string{"--size", "1024", "--create", "--duration", d, "--drain-timeout", d}
 	a, err := s.bench(ctx, "a", append(common, "--queue", "sa", "--batch", "10", "--producers", "8", "--consumers", "8")...)
@@ -349,6 +363,9 @@ func (s *suite) run(ctx context.Context) error {
 		row{"(e) recv-only " + hot + " msgs, unfiltered", eu, ""},
 		row{"(e) recv-only " + hot + " msgs, 1% tag filter", ef, ratio("filtered/unfiltered", ef.ReceivedPerSec, eu.ReceivedPerSec)},
 	)
+	if err := s.topicVsQueue(ctx, s.c.rounds); err != nil {
+		return err
+	}
 	return s.print(os.Stdout)
 }
 
@@ -387,6 +404,9 @@ func (s *suite) print(w io.Writer) error {
 		return err
 	}
 	fmt.Fprintln(w, "(latencies in ms; recv+del/s counts messages received and deleted)")
+	for _, n := range s.notes {
+		fmt.Fprintln(w, n)
+	}
 	var rss []string
 	for i, p := range s.cl.procs {
 		mib, err := peakRSS(p.Process.Pid)

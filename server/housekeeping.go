@@ -7,14 +7,19 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/quorumq/quorumq/store"
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
 const (
-	// outboxBatch bounds the entries read and moved by one relay round.
-	outboxBatch = 100
+	// outboxBatch bounds the entries read and moved by one relay round, and
+	// outboxPageBytes their size: a round costs two proposals in sequence
+	// (deliver, ack) whatever it holds, so a fan-out backlog moves in big
+	// rounds.
+	outboxBatch     = 1000
+	outboxPageBytes = 1 << 20
 	// relayPagesPerPass bounds the outbox pages one relay pass reads; the
 	// next pass goes on from where this one stopped.
 	relayPagesPerPass = 50
@@ -35,6 +40,13 @@ type housekeeper struct {
 	// before (0: the start). A pass reads on from it, so entries that
 	// cannot be delivered now never hide those behind them.
 	cursor uint64
+	// tail is an outbox id at and below which every entry was settled
+	// when a sweep (clean: nothing left behind) passed it; ids only grow,
+	// so a pass woken by new entries starts there instead of reading past
+	// the tombstones of everything already delivered. The ticker's passes
+	// still sweep from the start.
+	tail       uint64
+	sweepClean bool
 	// retry holds the targets (tenant, queue) whose delivery failed and
 	// when to try them again. Per target, not per entry, so a target's
 	// entries still arrive in outbox order (a FIFO group's order).
@@ -72,13 +84,13 @@ func (s *Server) housekeeping() {
 		case <-t.C:
 			s.expire(ctx)
 			s.trimTopics(ctx)
-			s.relayOutbox(ctx)
+			s.relayOutbox(ctx, false)
 			if time.Since(s.hk.reconciled) >= s.cfg.ReconcileInterval {
 				s.hk.reconciled = time.Now()
 				s.reconcile(ctx)
 			}
 		case <-s.relay:
-			s.relayOutbox(ctx)
+			s.relayOutbox(ctx, true)
 		}
 	}
 }
@@ -154,8 +166,14 @@ func (s *Server) DeliverOutbox(ctx context.Context, entries []*storepb.OutboxEnt
 // a delivery that the target answers as before. A pass reads the outbox
 // in pages from a cursor and skips targets in backoff, so no entry — of
 // any tenant — waits behind one that cannot be delivered.
-func (s *Server) relayOutbox(ctx context.Context) {
+func (s *Server) relayOutbox(ctx context.Context, woken bool) {
 	hk := &s.hk
+	if hk.cursor == 0 { // a new sweep
+		hk.sweepClean = true
+		if woken {
+			hk.cursor = hk.tail
+		}
+	}
 	failed := map[string]bool{} // targets that failed in this pass
 	for pages := 0; pages < relayPagesPerPass && ctx.Err() == nil && s.leading(); pages++ {
 		entries, err := s.store.PendingOutboxAfter(hk.cursor, outboxBatch)
@@ -164,23 +182,50 @@ func (s *Server) relayOutbox(ctx context.Context) {
 			return
 		}
 		if len(entries) == 0 {
-			hk.cursor = 0 // the sweep is done; the next pass starts over
+			hk.endSweep()
 			return
 		}
-		if !s.relayPage(ctx, entries, failed) {
+		full := len(entries) == outboxBatch
+		if n := pageBytes(entries, outboxPageBytes); n < len(entries) {
+			entries, full = entries[:n], true
+		}
+		clean, ok := s.relayPage(ctx, entries, failed)
+		if !ok {
 			return // the page is read again by the next pass
 		}
+		hk.sweepClean = hk.sweepClean && clean
 		hk.cursor = entries[len(entries)-1].GetId()
-		if len(entries) < outboxBatch {
-			hk.cursor = 0
+		if !full {
+			hk.endSweep()
 			return
 		}
 	}
 }
 
+// endSweep closes a sweep at the cursor: the next pass starts over.
+func (hk *housekeeper) endSweep() {
+	if hk.sweepClean {
+		hk.tail = max(hk.tail, hk.cursor)
+	}
+	hk.cursor = 0
+}
+
+// pageBytes is how many of entries (at least one) fit in max bytes.
+func pageBytes(entries []*storepb.OutboxEntry, max int) int {
+	total := 0
+	for i, e := range entries {
+		total += proto.Size(e)
+		if total > max && i > 0 {
+			return i
+		}
+	}
+	return len(entries)
+}
+
 // relayPage delivers the entries of one page whose targets are due and
-// acks the outcome; it reports false when the ack could not be proposed.
-func (s *Server) relayPage(ctx context.Context, entries []*storepb.OutboxEntry, failed map[string]bool) bool {
+// acks the outcome; it reports whether every entry was settled (delivered
+// or refused), and false for ok when the ack could not be proposed.
+func (s *Server) relayPage(ctx context.Context, entries []*storepb.OutboxEntry, failed map[string]bool) (clean, ok bool) {
 	hk := &s.hk
 	now := time.Now()
 	var due []*storepb.OutboxEntry
@@ -191,8 +236,9 @@ func (s *Server) relayPage(ctx context.Context, entries []*storepb.OutboxEntry, 
 		}
 		due = append(due, e)
 	}
+	clean = len(due) == len(entries)
 	if len(due) == 0 {
-		return true
+		return clean, true
 	}
 	deliver := s.DeliverOutbox
 	if d := hk.deliver.Load(); d != nil {
@@ -214,6 +260,7 @@ func (s *Server) relayPage(ctx context.Context, entries []*storepb.OutboxEntry, 
 	}
 	for _, e := range due {
 		k := targetKey(e)
+		clean = clean && settled[e.GetId()]
 		switch {
 		case settled[e.GetId()]:
 			if !failed[k] {
@@ -228,15 +275,15 @@ func (s *Server) relayPage(ctx context.Context, entries []*storepb.OutboxEntry, 
 		}
 	}
 	if len(ack.Ids) == 0 && len(ack.ReturnIds) == 0 {
-		return true
+		return clean, true
 	}
 	s.noteReturns(ctx, due, ack.ReturnIds)
 	s.unsubscribeRefused(ctx, due, ack.ReturnIds)
 	if _, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_AckOutbox{AckOutbox: ack}}); err != nil {
 		s.cfg.Logger.Warn("outbox ack failed", "shard", s.shard, "err", err)
-		return false
+		return false, false
 	}
-	return true
+	return clean, true
 }
 
 // noteReturns logs the entries refused by their targets and counts those

@@ -134,18 +134,31 @@ func (p *PeerServer) clusterView(ctx context.Context, _ *qv1.GetClusterRequest) 
 // retried delivery meets its delivered marker), on whichever node leads it.
 func (r *Router) Deliver(ctx context.Context, entries []*storepb.OutboxEntry) (*storepb.AckOutbox, error) {
 	groups := map[uint64][]*storepb.OutboxEntry{}
+	var shards []uint64
 	for _, e := range entries {
 		sh := r.shardOf(e.GetTargetTenant(), e.GetTargetQueue(), 0)
+		if groups[sh] == nil {
+			shards = append(shards, sh)
+		}
 		groups[sh] = append(groups[sh], e)
 	}
+	// The target shards in parallel: a fan-out page names several queues,
+	// and each delivery is a proposal on another group.
+	type result struct {
+		ack *storepb.AckOutbox
+		err error
+	}
+	results, _ := parallel(len(shards), func(i int) (result, error) {
+		ack, err := r.deliverTo(ctx, shards[i], groups[shards[i]])
+		return result{ack, err}, nil
+	})
 	out := &storepb.AckOutbox{}
 	var firstErr error
-	for sh, es := range groups {
-		ack, err := r.deliverTo(ctx, sh, es)
-		out.Ids = append(out.Ids, ack.GetIds()...)
-		out.ReturnIds = append(out.ReturnIds, ack.GetReturnIds()...)
-		if err != nil && firstErr == nil {
-			firstErr = fmt.Errorf("deliver to shard %d: %w", sh, err)
+	for i, res := range results {
+		out.Ids = append(out.Ids, res.ack.GetIds()...)
+		out.ReturnIds = append(out.ReturnIds, res.ack.GetReturnIds()...)
+		if res.err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("deliver to shard %d: %w", shards[i], res.err)
 		}
 	}
 	return out, firstErr

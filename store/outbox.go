@@ -71,6 +71,10 @@ func (t *txn) getRaw(key []byte) ([]byte, bool, error) {
 // undelivered with ErrQueueNotFound.
 func (t *txn) deliverOutbox(op *storepb.DeliverOutbox, res *Result) error {
 	res.Entries = make([]error, len(op.Entries))
+	// A page of the relay mostly names a few queues (a fan-out's
+	// subscriptions): each catalog record is read once per command
+	// (nothing here changes the catalog).
+	queues := map[[2]string]*storepb.QueueRecord{}
 	for i, e := range op.Entries {
 		if e.GetMessage() == nil {
 			res.Entries[i] = fieldErr("entries.message", "missing")
@@ -87,9 +91,13 @@ func (t *txn) deliverOutbox(op *storepb.DeliverOutbox, res *Result) error {
 			}
 			continue
 		}
-		q, err := t.queue(e.TargetTenant, e.TargetQueue)
-		if err != nil {
-			return err
+		qk := [2]string{e.TargetTenant, e.TargetQueue}
+		q, seen := queues[qk]
+		if !seen {
+			if q, err = t.queue(e.TargetTenant, e.TargetQueue); err != nil {
+				return err
+			}
+			queues[qk] = q
 		}
 		if q == nil {
 			res.Entries[i] = ErrQueueNotFound

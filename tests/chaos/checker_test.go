@@ -11,7 +11,7 @@ import (
 func TestCheckerFindsAnomalies(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
-	cfg := checkConfig{mainQueue: "main", deadQueue: "dlq", maxReceives: 2, drainEnd: at(100_000)}
+	cfg := checkConfig{mainQueue: "main", deadQueue: "dlq", maxReceives: 2, drainEnd: at(100_000), topicQueues: map[string]bool{"sub": true}}
 	// base: m1 sent, received (lease 1 s), deleted; m2 sent, received by the drain.
 	base := func() *history {
 		h := newHistory()
@@ -115,6 +115,12 @@ func TestCheckerFindsAnomalies(t *testing.T) {
 				invoked: at(3000), done: at(3010)}})
 			h.addSettle(settleEvent{id: "m1", queue: "dlq", count: 2, outcome: ok, invoked: at(5000), done: at(5010)})
 		}, "dead_letter_source"},
+		{"fan-out copy delivered twice", func(h *history) {
+			for _, at0 := range []int{3000, 4000} {
+				h.addRecvs([]recvEvent{{id: "t1", body: "tb1", queue: "sub", count: 1, visMs: 1000, firstReceivedAt: at(at0),
+					invoked: at(at0 - 10), done: at(at0 + 10)}})
+			}
+		}, "received twice from sub with receive count 1"},
 		{"dead-lettered during its lease", func(h *history) {
 			h.settles = nil
 			h.addRecvs([]recvEvent{{id: "m1", body: "b1", queue: "dlq", dlSource: "main", count: 2, visMs: 1000, sentAt: at(0), firstReceivedAt: at(100),

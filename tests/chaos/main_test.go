@@ -6,6 +6,13 @@
 // rejoins with --join under a new Raft id while its old id is removed, as
 // an operator repairs a lost disk), while producers and consumers record
 // every call; a checker reads the history and every replica's state.
+// Topics ride along (topic_workload_test.go): a publisher with idempotency
+// keys, a consumer of two subscribed queues (one filtered by tag, one
+// FIFO) and a group reading each partition, sometimes crashing before it
+// commits; the topic checker (topic_history_test.go) wants every
+// acknowledged publish in its log, the group's reads in offset order with
+// no gap (again only after a crash or an unknown commit), and every log
+// message in each matching queue exactly once (FIFO: in order per key).
 //
 // TestChaosSmoke (one short fixed schedule) runs in `make test`; `make
 // chaos` runs TestChaos (chaos_long_test.go, build tag chaos) over
@@ -145,6 +152,9 @@ func TestChaosSmoke(t *testing.T) {
 	}
 	if res.counts["sends acknowledged"] == 0 || res.counts["messages received"] == 0 {
 		t.Fatalf("the workload did nothing: %s", fmtCounts(res.counts))
+	}
+	if res.counts["publishes acknowledged"] == 0 || res.counts["fan-out copies received"] == 0 || res.counts["group reads"] == 0 {
+		t.Fatalf("the topic workload did nothing: %s", fmtCounts(res.counts))
 	}
 	_ = os.RemoveAll(dir)
 }

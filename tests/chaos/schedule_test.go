@@ -120,8 +120,12 @@ func runSchedule(cfg runConfig) (res runResult) {
 		return res
 	}
 	w := &workload{c: c, h: newHistory(), seed: cfg.seed, mainQ: "main", deadQ: "dlq", slowQ: "slow", maxRecv: maxRecv,
-		queueVis: queueVis, maxVis: cfg.maxVis, producers: 2, consumers: 4}
+		queueVis: queueVis, maxVis: cfg.maxVis, producers: 2, consumers: 4, tw: newTopicWork(cfg.shards)}
 	if err := w.createQueues(cfg.shards); err != nil {
+		harness("%v", err)
+		return res
+	}
+	if err := w.createTopic(); err != nil {
 		harness("%v", err)
 		return res
 	}
@@ -232,13 +236,25 @@ func runSchedule(cfg runConfig) (res runResult) {
 	res.restarts = append(res.restarts, time.Since(restarted))
 	sched.add("restarted all: leader after %v (%v after the last process started)", time.Since(restarted).Round(time.Millisecond), d.Round(time.Millisecond))
 
-	// Drain, check the history, converge, compare the final states.
+	// Drain (the topic's groups and fan-out copies first), check the
+	// history, converge, compare the final states.
+	if err := w.drainTopic(60 * time.Second); err != nil {
+		violate("%v", err)
+	}
 	if err := w.drain(60 * time.Second); err != nil {
 		violate("%v", err)
 	}
 	drainEnd := time.Now()
-	cr := w.h.check(checkConfig{mainQueue: w.mainQ, deadQueue: w.deadQ, maxReceives: maxRecv, drainEnd: drainEnd})
+	topicQueues := map[string]bool{}
+	for _, s := range w.tw.subs {
+		topicQueues[s.queue] = true
+	}
+	cr := w.h.check(checkConfig{mainQueue: w.mainQ, deadQueue: w.deadQ, maxReceives: maxRecv, drainEnd: drainEnd, topicQueues: topicQueues})
 	res.counts, res.dupReasons, res.notes = cr.counts, cr.dupReasons, cr.notes
+	w.h.mu.Lock()
+	recvs := slices.Clone(w.h.recvs)
+	w.h.mu.Unlock()
+	cr.violations = append(cr.violations, w.tw.h.check(topicCheck{partitions: w.tw.partitions, groups: w.tw.groups, subs: w.tw.subs}, recvs, res.counts)...)
 	for _, n := range cr.notes {
 		sched.add("NOTE: %s", n)
 	}

@@ -88,6 +88,7 @@ type workload struct {
 	stopOnce  sync.Once
 	producers int
 	consumers int
+	tw        *topicWork // nil: no topic
 }
 
 func (w *workload) stopped() bool {
@@ -145,6 +146,9 @@ func (w *workload) start() {
 	}
 	w.wg.Add(1)
 	go w.superseder()
+	if w.tw != nil {
+		w.startTopic()
+	}
 }
 
 // stop ends the workload and waits for its goroutines (each call is
@@ -384,6 +388,11 @@ func (w *workload) queues() []string {
 	qs := []string{w.mainQ, w.slowQ}
 	if w.deadQ != "" {
 		qs = append(qs, w.deadQ)
+	}
+	if w.tw != nil {
+		for _, s := range w.tw.subs {
+			qs = append(qs, s.queue)
+		}
 	}
 	return qs
 }
