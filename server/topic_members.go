@@ -18,24 +18,27 @@ import (
 // leader of the shard of its topic's partition 0; membership (members,
 // session deadlines, generation, assignment) lives in that leader's memory
 // only. What is replicated is the offsets and, per partition, the owner
-// the coordinator assigned it to (member, generation: FenceTopicGroup on
-// the partition's shard). The fence is the safety: a member reads and
-// commits a partition only while the replicated owner is itself in the
-// generation it names, so two members never both commit one partition,
-// even while two nodes briefly both believe they coordinate. The
-// coordinator is only liveness: when its leadership ends (or its term
-// changes) it forgets every group; members then get UNKNOWN_MEMBER from
-// the new coordinator, join again and are re-fenced there. Nothing
-// committed is lost: offsets are replicated, and a new owner reads on from
-// the committed offset (messages handled but not committed are read again:
-// at least once).
+// the coordinator handed it to (member, and the generation it got it in:
+// FenceTopicGroup on the partition's shard). The fence is the safety: a
+// member reads and commits a partition only while the replicated owner is
+// itself, so two members never both commit one partition, even while two
+// nodes briefly both believe they coordinate. The coordinator is only
+// liveness: when its leadership ends (or its term changes) it forgets
+// every group; members then get UNKNOWN_MEMBER from the new coordinator,
+// join again and are fenced anew there. Nothing committed is lost:
+// offsets are replicated, and a new owner reads on from the committed
+// offset (messages handled but not committed are read again: at least
+// once).
 //
-// A rebalance (join, leave, expiry) bumps the generation, assigns the
-// partitions in contiguous ranges to the members in id order, and fences
-// every partition with its new owner before any member is told; a call
-// that finds the fences of the current generation unwritten (a fence
-// failed) writes them first. Members learn a new assignment from their
-// next heartbeat, which they send every third of the session timeout.
+// A rebalance (join, leave, expiry) bumps the generation and assigns the
+// partitions in contiguous ranges to the members in id order (the
+// target). A partition moves to its target at once when its owner is gone;
+// from a live owner it moves once the owner's heartbeat says it applied a
+// generation without it (it stopped reading it and committed), or after
+// the owner's session timeout: so one member reads a partition at a time.
+// A move is fenced before any member is told of it; a fence that failed
+// is written by the next call. Members learn their assignment from their
+// heartbeat, which they send every third of the session timeout.
 
 // Member operations (TopicGroupMemberRequest.op).
 const (
@@ -79,10 +82,22 @@ type memberGroup struct {
 	incarnation int64
 	partitions  int32
 	gen         int64
-	fenced      int64 // the generation whose fences are all written
-	members     map[string]time.Time
-	timeouts    map[string]time.Duration
-	assign      map[string][]int32
+	members     map[string]*groupMember
+	// Per partition: the member the last rebalance assigns it to, the one
+	// that owns it now (fenced, or dirty: its fence is still to write) and
+	// the generation it got it in, and since when and which generation the
+	// owner has it taken away (while owner != target).
+	target, owner []string
+	ownerGen      []int64
+	dirty         []bool
+	revokedAt     []time.Time
+	revokedGen    []int64
+}
+
+type groupMember struct {
+	deadline time.Time
+	timeout  time.Duration
+	applied  int64 // the generation whose assignment it has applied
 }
 
 // group returns the group's state, forgetting every group when the
@@ -109,7 +124,7 @@ func (c *coordinator) group(term uint64, key string, now time.Time) (*memberGrou
 		if len(c.groups) >= maxCoordinatedGroups {
 			return nil, statusError(codes.ResourceExhausted, ReasonOverloaded, "too many groups with members on this coordinator", nil)
 		}
-		g = &memberGroup{members: map[string]time.Time{}, timeouts: map[string]time.Duration{}}
+		g = &memberGroup{}
 		c.groups[key] = g
 	}
 	return g, nil
@@ -123,11 +138,25 @@ func (c *coordinator) drop(key string, g *memberGroup) {
 	}
 }
 
+// reset starts the group afresh for a topic incarnation: no members, and
+// owners unknown (whatever fences exist are overwritten on first use).
+func (g *memberGroup) reset(incarnation int64, partitions int32) {
+	n := int(partitions)
+	g.incarnation, g.partitions = incarnation, partitions
+	g.members = map[string]*groupMember{}
+	g.target, g.owner = make([]string, n), make([]string, n)
+	g.ownerGen, g.dirty = make([]int64, n), make([]bool, n)
+	g.revokedAt, g.revokedGen = make([]time.Time, n), make([]int64, n)
+	for p := range g.dirty {
+		g.dirty[p] = true
+	}
+}
+
 // live counts the members whose session has not ended.
 func (g *memberGroup) live(now time.Time) int {
 	n := 0
-	for _, d := range g.members {
-		if now.Before(d) {
+	for _, m := range g.members {
+		if now.Before(m.deadline) {
 			n++
 		}
 	}
@@ -137,10 +166,9 @@ func (g *memberGroup) live(now time.Time) int {
 // expire drops the members whose session ended; true if any was.
 func (g *memberGroup) expire(now time.Time) bool {
 	changed := false
-	for m, d := range g.members {
-		if !now.Before(d) {
-			delete(g.members, m)
-			delete(g.timeouts, m)
+	for id, m := range g.members {
+		if !now.Before(m.deadline) {
+			delete(g.members, id)
 			changed = true
 		}
 	}
@@ -149,39 +177,63 @@ func (g *memberGroup) expire(now time.Time) bool {
 
 // rebalance bumps the generation and assigns the partitions in contiguous
 // ranges to the members in id order.
-func (g *memberGroup) rebalance() {
+func (g *memberGroup) rebalance(now time.Time) {
 	g.gen++
 	ids := make([]string, 0, len(g.members))
 	for m := range g.members {
 		ids = append(ids, m)
 	}
 	slices.Sort(ids)
-	g.assign = map[string][]int32{}
-	if len(ids) == 0 {
-		return
-	}
-	per, extra := int(g.partitions)/len(ids), int(g.partitions)%len(ids)
-	p := int32(0)
-	for i, m := range ids {
-		n := per
-		if i < extra {
-			n++
+	clear(g.target)
+	if len(ids) > 0 {
+		per, extra := int(g.partitions)/len(ids), int(g.partitions)%len(ids)
+		p := 0
+		for i, m := range ids {
+			n := per
+			if i < extra {
+				n++
+			}
+			for range n {
+				g.target[p] = m
+				p++
+			}
 		}
-		for range n {
-			g.assign[m] = append(g.assign[m], p)
-			p++
+	}
+	for p := range g.target {
+		switch {
+		case g.target[p] == g.owner[p]:
+			g.revokedAt[p], g.revokedGen[p] = time.Time{}, 0
+		case g.revokedAt[p].IsZero():
+			g.revokedAt[p], g.revokedGen[p] = now, g.gen
 		}
 	}
 }
 
-// owner is the member partition p is assigned to ("" when none).
-func (g *memberGroup) owner(p int32) string {
-	for m, ps := range g.assign {
-		if slices.Contains(ps, p) {
-			return m
+// settle moves each partition whose owner no longer holds it in practice
+// to its target: the owner is gone, applied the generation that took the
+// partition away, or had its session timeout to do so.
+func (g *memberGroup) settle(now time.Time) {
+	for p := range g.target {
+		if g.target[p] == g.owner[p] {
+			continue
+		}
+		if m := g.members[g.owner[p]]; m != nil && m.applied < g.revokedGen[p] && now.Sub(g.revokedAt[p]) < m.timeout {
+			continue
+		}
+		g.owner[p], g.ownerGen[p], g.dirty[p] = g.target[p], g.gen, true
+		g.revokedAt[p], g.revokedGen[p] = time.Time{}, 0
+	}
+}
+
+// assigned is what member holds: partitions it owns, fenced, and keeps.
+func (g *memberGroup) assigned(member string) []int32 {
+	var out []int32
+	for p := range g.target {
+		if g.owner[p] == member && g.target[p] == member && !g.dirty[p] {
+			out = append(out, int32(p))
 		}
 	}
-	return ""
+	return out
 }
 
 func newMemberID() string {
@@ -208,12 +260,9 @@ func (s *Server) topicGroupMember(ctx context.Context, req *storepb.TopicGroupMe
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.incarnation != req.GetIncarnation() || g.partitions != req.GetPartitions() {
+	if g.members == nil || g.incarnation != req.GetIncarnation() || g.partitions != req.GetPartitions() {
 		// A new group state, or the topic was deleted and created again.
-		g.incarnation, g.partitions = req.GetIncarnation(), req.GetPartitions()
-		clear(g.members)
-		clear(g.timeouts)
-		g.fenced = -1
+		g.reset(req.GetIncarnation(), req.GetPartitions())
 	}
 	changed := g.expire(now)
 	member := req.GetMember()
@@ -224,32 +273,33 @@ func (s *Server) topicGroupMember(ctx context.Context, req *storepb.TopicGroupMe
 		}
 		timeout := time.Duration(req.GetSessionTimeoutMs()) * time.Millisecond
 		member = newMemberID()
-		g.members[member], g.timeouts[member] = now.Add(timeout), timeout
+		g.members[member] = &groupMember{deadline: now.Add(timeout), timeout: timeout}
 		changed = true
 	case memberHeartbeat:
-		if _, ok := g.members[member]; !ok {
+		if m := g.members[member]; m == nil {
 			err = errUnknownMember(member)
 		} else {
-			g.members[member] = now.Add(g.timeouts[member])
+			m.deadline = now.Add(m.timeout)
+			m.applied = max(m.applied, min(req.GetGeneration(), g.gen))
 		}
 	case memberLeave:
-		if _, ok := g.members[member]; ok {
+		if g.members[member] != nil {
 			delete(g.members, member)
-			delete(g.timeouts, member)
 			changed = true
 		}
 	default:
 		return nil, statusError(codes.InvalidArgument, ReasonInvalidArgument, "unknown member operation", nil)
 	}
 	if changed {
-		g.rebalance()
+		g.rebalance(now)
 	}
+	g.settle(now)
 	if ferr := s.fenceGroup(ctx, req, g); ferr != nil {
 		if req.GetOp() == memberJoin {
 			// The caller sees a failure: it must not hold partitions.
 			delete(g.members, member)
-			delete(g.timeouts, member)
-			g.rebalance()
+			g.rebalance(now)
+			g.settle(now)
 			if reasonOf(ferr) == ReasonGroupNotFound {
 				s.topics.coord.drop(key, g)
 			}
@@ -262,37 +312,40 @@ func (s *Server) topicGroupMember(ctx context.Context, req *storepb.TopicGroupMe
 	if len(g.members) == 0 {
 		s.topics.coord.drop(key, g)
 	}
-	if req.GetOp() == memberLeave {
-		return &storepb.TopicGroupMemberReply{Member: member, Generation: g.gen, Members: int32(len(g.members))}, nil
+	reply := &storepb.TopicGroupMemberReply{Member: member, Generation: g.gen, Members: int32(len(g.members))}
+	if m := g.members[member]; m != nil {
+		reply.Partitions, reply.SessionTimeoutMs = g.assigned(member), m.timeout.Milliseconds()
 	}
-	return &storepb.TopicGroupMemberReply{Member: member, Generation: g.gen, Partitions: g.assign[member],
-		SessionTimeoutMs: g.timeouts[member].Milliseconds(), Members: int32(len(g.members))}, nil
+	return reply, nil
 }
 
-// fenceGroup writes, on every partition, its owner in the current
-// generation, unless they are written already.
+// fenceGroup writes the fences of the partitions that moved.
 func (s *Server) fenceGroup(ctx context.Context, req *storepb.TopicGroupMemberRequest, g *memberGroup) error {
-	if g.fenced == g.gen {
+	var ps []int32
+	for p, d := range g.dirty {
+		if d {
+			ps = append(ps, int32(p))
+		}
+	}
+	if len(ps) == 0 {
 		return nil
 	}
 	r, err := s.topicRouter()
 	if err != nil {
 		return err
 	}
-	gen := g.gen
-	_, err = parallel(int(g.partitions), func(i int) (struct{}, error) {
-		p := int32(i)
+	_, err = parallel(len(ps), func(i int) (struct{}, error) {
+		p := ps[i]
 		shard := TopicShardOf(r.shardCount(), req.GetTenant(), req.GetTopic(), p)
 		_, err := r.proposeTopic(ctx, shard, &storepb.Command{Op: &storepb.Command_FenceTopicGroup{FenceTopicGroup: &storepb.FenceTopicGroup{
 			Tenant: req.GetTenant(), Topic: req.GetTopic(), Partition: p, Incarnation: req.GetIncarnation(), Group: req.GetGroup(),
-			Member: g.owner(p), Generation: gen}}})
+			Member: g.owner[p], Generation: g.ownerGen[p]}}})
+		if err == nil {
+			g.dirty[p] = false // each p is its own index: no two writers
+		}
 		return struct{}{}, err
 	})
-	if err != nil {
-		return err // a status: the member sees why
-	}
-	g.fenced = gen
-	return nil
+	return err // a status: the member sees why
 }
 
 // topicRouter is the node's router (the catalog it gave this server):

@@ -41,7 +41,9 @@ func (g *groupMembers) join() string {
 
 func (g *groupMembers) heartbeat(m string) (*qv1.GroupAssignment, error) {
 	g.beat[m] = time.Now()
-	r, err := g.tc.HeartbeatGroup(tctx(g.t), &qv1.HeartbeatGroupRequest{Topic: g.topic, Group: g.group, MemberId: m})
+	// It applies each assignment at once: the generation acknowledges it.
+	r, err := g.tc.HeartbeatGroup(tctx(g.t), &qv1.HeartbeatGroupRequest{Topic: g.topic, Group: g.group, MemberId: m,
+		Generation: g.assign[m].GetGeneration()})
 	if err == nil {
 		g.assign[m] = r.GetAssignment()
 	}
@@ -149,8 +151,8 @@ func TestTopicGroupMembersShareAndTakeOver(t *testing.T) {
 			_, err := g.read(other, gen, p)
 			wantReason(t, err, codes.FailedPrecondition, server.ReasonMemberFenced)
 		}
-		// A stale generation of the owner itself is fenced too.
-		wantReason(t, g.commit(m, gen-1, p, 0), codes.FailedPrecondition, server.ReasonMemberFenced)
+		// A generation older than the owner's ownership is fenced too.
+		wantReason(t, g.commit(m, 0, p, 0), codes.FailedPrecondition, server.ReasonMemberFenced)
 	}
 	gr, err := tc.GetGroup(tctx(t), &qv1.GetGroupRequest{Topic: "members", Group: "g"})
 	if err != nil {
@@ -220,6 +222,68 @@ func TestTopicGroupMembersShareAndTakeOver(t *testing.T) {
 	}
 }
 
+// A partition taken from a live member reaches the next one only once the
+// first acknowledged the generation that took it (it stopped reading it):
+// one reader at a time.
+func TestTopicGroupHandOverWaitsForRelease(t *testing.T) {
+	n := startSharded(t)
+	tc := topicClient(t, n.GRPCAddr())
+	setUpMemberTopic(t, tc, "handover", 4, 0)
+	ctx := tctx(t)
+	hb := func(m string, applied int64) *qv1.GroupAssignment {
+		t.Helper()
+		r, err := tc.HeartbeatGroup(ctx, &qv1.HeartbeatGroupRequest{Topic: "handover", Group: "g", MemberId: m, Generation: applied})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.GetAssignment()
+	}
+	ja, err := tc.JoinGroup(ctx, &qv1.JoinGroupRequest{Topic: "handover", Group: "g", SessionTimeout: durationpb.New(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := ja.GetMemberId()
+	if got := ja.GetAssignment().GetPartitions(); len(got) != 4 {
+		t.Fatalf("the only member holds %v", got)
+	}
+	jb, err := tc.JoinGroup(ctx, &qv1.JoinGroupRequest{Topic: "handover", Group: "g", SessionTimeout: durationpb.New(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, gen := jb.GetMemberId(), jb.GetAssignment().GetGeneration()
+	if got := jb.GetAssignment().GetPartitions(); len(got) != 0 {
+		t.Fatalf("b holds %v before a let them go", got)
+	}
+	// a learns of generation gen (two partitions left), but has not
+	// applied it: b still waits, and a may still commit them.
+	asA := hb(a, ja.GetAssignment().GetGeneration())
+	if asA.GetGeneration() != gen || len(asA.GetPartitions()) != 2 {
+		t.Fatalf("a's assignment %v", asA)
+	}
+	if got := hb(b, gen).GetPartitions(); len(got) != 0 {
+		t.Fatalf("b holds %v before a applied generation %d", got, gen)
+	}
+	var taken int32
+	for p := int32(0); p < 4; p++ {
+		if !slices.Contains(asA.GetPartitions(), p) {
+			taken = p
+			if _, err := tc.CommitOffsets(ctx, &qv1.CommitOffsetsRequest{Topic: "handover", Group: "g", MemberId: a,
+				Generation: ja.GetAssignment().GetGeneration(), Offsets: []*qv1.PartitionOffset{{Partition: p, Offset: 0}}}); err != nil {
+				t.Fatalf("a's last commit of %d: %v", p, err)
+			}
+		}
+	}
+	// a applied it: the partitions are b's, and a is fenced off them.
+	hb(a, gen)
+	asB := hb(b, gen)
+	if len(asB.GetPartitions()) != 2 || slices.ContainsFunc(asB.GetPartitions(), func(p int32) bool { return slices.Contains(asA.GetPartitions(), p) }) {
+		t.Fatalf("b holds %v, a %v", asB.GetPartitions(), asA.GetPartitions())
+	}
+	_, err = tc.CommitOffsets(ctx, &qv1.CommitOffsetsRequest{Topic: "handover", Group: "g", MemberId: a, Generation: gen,
+		Offsets: []*qv1.PartitionOffset{{Partition: taken, Offset: 0}}})
+	wantReason(t, err, codes.FailedPrecondition, server.ReasonMemberFenced)
+}
+
 func TestTopicGroupMembershipErrors(t *testing.T) {
 	n := startSharded(t)
 	tc := topicClient(t, n.GRPCAddr())
@@ -270,6 +334,7 @@ func TestTopicGroupCoordinatorLeaderChange(t *testing.T) {
 		}
 	}
 
+	t.Log("settled and committed")
 	// Move the leadership of partition 0's shard (the coordinator).
 	sh := server.TopicShardOf(partShards, server.DevTenant, "coord", 0)
 	var from uint64
@@ -291,6 +356,7 @@ func TestTopicGroupCoordinatorLeaderChange(t *testing.T) {
 		return fmt.Errorf("shard %d still led by node %d", sh, from)
 	})
 
+	t.Logf("coordinator moved from node %d", from)
 	// The old members are unknown now; they join again.
 	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
 		_, err := g.heartbeat(a)
@@ -299,6 +365,7 @@ func TestTopicGroupCoordinatorLeaderChange(t *testing.T) {
 		}
 		return nil
 	})
+	t.Log("the old members are unknown")
 	a2, b2 := g.join(), g.join()
 	owners2 := g.settled(4, a2, b2)
 	for p, m := range owners2 {

@@ -11,13 +11,13 @@ import (
 // Group membership lives in the memory of the group's coordinator (see
 // DESIGN.md, "Consumer group membership"); what is replicated is, per
 // partition, the owner the coordinator last assigned it to (member and
-// generation, in the group's offset record). A commit or read naming a
-// member is refused unless that member owns the partition in that
-// generation, so two members never both commit one partition, whatever
+// generation it got it in, in the group's offset record). A commit or read
+// naming a member is refused unless that member owns the partition since
+// that generation or earlier, so two members never both commit one partition, whatever
 // the coordinator's state.
 
 // ErrMemberFenced: a group member read or committed a partition it does
-// not own in the generation it named.
+// not own, or named a generation older than its ownership.
 var ErrMemberFenced = errors.New("member does not own the partition in this generation")
 
 // fenceTopicGroup records the partition's owner in the group.
@@ -46,16 +46,18 @@ func (t *txn) fenceTopicGroup(op *storepb.FenceTopicGroup, res *Result, tr *Topi
 }
 
 // checkOwner is nil when member is empty (a call outside membership) or
-// owns the group's partition in generation gen.
+// owns the group's partition and gen is not older than the generation it
+// was given the partition in (a delayed commit of an earlier ownership is
+// refused).
 func checkOwner(g *storepb.TopicGroupRecord, member string, gen int64) error {
-	if member == "" || (g.OwnerMember == member && g.OwnerGeneration == gen) {
+	if member == "" || (g.OwnerMember == member && gen >= g.OwnerGeneration) {
 		return nil
 	}
 	return fmt.Errorf("%w (generation %d)", ErrMemberFenced, gen)
 }
 
 // TopicGroupOwned is nil when member (non-empty) owns the group's
-// partition p in generation gen; ErrMemberFenced, ErrGroupNotFound or
+// partition p at generation gen (checkOwner); ErrMemberFenced, ErrGroupNotFound or
 // ErrTopicNotFound otherwise.
 func (s *Store) TopicGroupOwned(tenant, topic string, p int32, group, member string, gen int64) error {
 	t := s.reader(0)

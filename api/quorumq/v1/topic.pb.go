@@ -2273,7 +2273,8 @@ type ReadTopicRequest struct {
 	// 0 – 20s: wait until a message is there.
 	WaitTime *durationpb.Duration `protobuf:"bytes,6,opt,name=wait_time,json=waitTime,proto3" json:"wait_time,omitempty"`
 	// A group member's id (JoinGroup): the read is refused unless the member
-	// owns the partition in `generation`. Empty: a read outside membership.
+	// owns the partition and `generation` is at least the one it was given
+	// the partition in. Empty: a read outside membership.
 	MemberId string `protobuf:"bytes,7,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
 	// The member's generation.
 	Generation    int64 `protobuf:"varint,8,opt,name=generation,proto3" json:"generation,omitempty"`
@@ -2495,8 +2496,9 @@ type CommitOffsetsRequest struct {
 	Group string `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
 	// Per partition, at most one entry each.
 	Offsets []*PartitionOffset `protobuf:"bytes,3,rep,name=offsets,proto3" json:"offsets,omitempty"`
-	// A group member's id (JoinGroup): refused unless the member owns every
-	// named partition in `generation`. Empty: a commit outside membership.
+	// A group member's id (JoinGroup): refused (per partition) unless the
+	// member owns the partition and `generation` is at least the one it was
+	// given the partition in. Empty: a commit outside membership.
 	MemberId string `protobuf:"bytes,4,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
 	// The member's generation.
 	Generation    int64 `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
@@ -2815,7 +2817,13 @@ type HeartbeatGroupRequest struct {
 	// Group name.
 	Group string `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
 	// From JoinGroup.
-	MemberId      string `protobuf:"bytes,3,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	MemberId string `protobuf:"bytes,3,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	// The generation whose assignment the member has applied: it no longer
+	// reads the partitions that assignment took away, and committed what it
+	// handled of them. The coordinator hands a taken partition to its next
+	// owner only then (or once the member's session timeout passed since
+	// it was taken, or the member left or expired).
+	Generation    int64 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2869,6 +2877,13 @@ func (x *HeartbeatGroupRequest) GetMemberId() string {
 		return x.MemberId
 	}
 	return ""
+}
+
+func (x *HeartbeatGroupRequest) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
 }
 
 // HeartbeatGroupResponse is the current assignment.
@@ -3240,11 +3255,14 @@ const file_quorumq_v1_topic_proto_rawDesc = "" +
 	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12;\n" +
 	"\n" +
 	"assignment\x18\x02 \x01(\v2\x1b.quorumq.v1.GroupAssignmentR\n" +
-	"assignment\"`\n" +
+	"assignment\"\x80\x01\n" +
 	"\x15HeartbeatGroupRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x14\n" +
 	"\x05group\x18\x02 \x01(\tR\x05group\x12\x1b\n" +
-	"\tmember_id\x18\x03 \x01(\tR\bmemberId\"U\n" +
+	"\tmember_id\x18\x03 \x01(\tR\bmemberId\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x04 \x01(\x03R\n" +
+	"generation\"U\n" +
 	"\x16HeartbeatGroupResponse\x12;\n" +
 	"\n" +
 	"assignment\x18\x01 \x01(\v2\x1b.quorumq.v1.GroupAssignmentR\n" +

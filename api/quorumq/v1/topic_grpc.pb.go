@@ -77,9 +77,10 @@ const (
 //	                              moved): JoinGroup again.
 //	MEMBER_FENCED          (400 / FAILED_PRECONDITION) ReadTopic or
 //	                              CommitOffsets by a member for a partition
-//	                              it does not own in that generation (the
-//	                              group rebalanced): heartbeat to learn the
-//	                              new assignment.
+//	                              it does not own, or with a generation
+//	                              older than the one it was given the
+//	                              partition in: heartbeat to learn the
+//	                              assignment.
 type TopicServiceClient interface {
 	// CreateTopic creates a topic. Creating it again with the same
 	// attributes returns it; with others fails with TOPIC_ALREADY_EXISTS.
@@ -136,7 +137,10 @@ type TopicServiceClient interface {
 	// partition to one member), and bumps the generation on every join,
 	// leave or expiry. A member reads and commits only its partitions,
 	// naming member_id and generation (fencing), and keeps its session with
-	// HeartbeatGroup, whose reply carries the current assignment.
+	// HeartbeatGroup, whose reply carries the current assignment. A
+	// partition taken from a live member reaches its next owner once that
+	// member's heartbeat says it applied the assignment without it, so one
+	// member at a time reads each partition.
 	JoinGroup(ctx context.Context, in *JoinGroupRequest, opts ...grpc.CallOption) (*JoinGroupResponse, error)
 	// HeartbeatGroup keeps a member's session and returns the group's
 	// current assignment (a rebalance shows as a new generation).
@@ -371,9 +375,10 @@ func (c *topicServiceClient) LeaveGroup(ctx context.Context, in *LeaveGroupReque
 //	                              moved): JoinGroup again.
 //	MEMBER_FENCED          (400 / FAILED_PRECONDITION) ReadTopic or
 //	                              CommitOffsets by a member for a partition
-//	                              it does not own in that generation (the
-//	                              group rebalanced): heartbeat to learn the
-//	                              new assignment.
+//	                              it does not own, or with a generation
+//	                              older than the one it was given the
+//	                              partition in: heartbeat to learn the
+//	                              assignment.
 type TopicServiceServer interface {
 	// CreateTopic creates a topic. Creating it again with the same
 	// attributes returns it; with others fails with TOPIC_ALREADY_EXISTS.
@@ -430,7 +435,10 @@ type TopicServiceServer interface {
 	// partition to one member), and bumps the generation on every join,
 	// leave or expiry. A member reads and commits only its partitions,
 	// naming member_id and generation (fencing), and keeps its session with
-	// HeartbeatGroup, whose reply carries the current assignment.
+	// HeartbeatGroup, whose reply carries the current assignment. A
+	// partition taken from a live member reaches its next owner once that
+	// member's heartbeat says it applied the assignment without it, so one
+	// member at a time reads each partition.
 	JoinGroup(context.Context, *JoinGroupRequest) (*JoinGroupResponse, error)
 	// HeartbeatGroup keeps a member's session and returns the group's
 	// current assignment (a rebalance shows as a new generation).

@@ -4700,8 +4700,9 @@ type TopicGroupRecord struct {
 	Offset      int64                  `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
 	UpdatedAtMs int64                  `protobuf:"varint,2,opt,name=updated_at_ms,json=updatedAtMs,proto3" json:"updated_at_ms,omitempty"`
 	// The member the group's coordinator assigned the partition to, and the
-	// generation of that assignment (FenceTopicGroup): a commit or read that
-	// names a member must name both (fencing). Empty: no member owns it.
+	// generation it got it in (FenceTopicGroup): a commit or read that names
+	// a member must be this member's, with a generation not older than this
+	// (fencing). Empty: no member owns it.
 	OwnerMember     string `protobuf:"bytes,3,opt,name=owner_member,json=ownerMember,proto3" json:"owner_member,omitempty"`
 	OwnerGeneration int64  `protobuf:"varint,4,opt,name=owner_generation,json=ownerGeneration,proto3" json:"owner_generation,omitempty"`
 	unknownFields   protoimpl.UnknownFields
@@ -4982,7 +4983,7 @@ type CommitTopicOffset struct {
 	Group       string                 `protobuf:"bytes,5,opt,name=group,proto3" json:"group,omitempty"`
 	Offset      int64                  `protobuf:"varint,6,opt,name=offset,proto3" json:"offset,omitempty"`
 	// Set by a group member: the commit is refused unless the partition's
-	// owner is this member in this generation.
+	// owner is this member, since this generation or earlier.
 	Member        string `protobuf:"bytes,7,opt,name=member,proto3" json:"member,omitempty"`
 	Generation    int64  `protobuf:"varint,8,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -5424,8 +5425,8 @@ type TopicReadRequest struct {
 	MaxMessages int32 `protobuf:"varint,8,opt,name=max_messages,json=maxMessages,proto3" json:"max_messages,omitempty"`
 	WaitMs      int64 `protobuf:"varint,9,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
 	MaxBytes    int64 `protobuf:"varint,10,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
-	// Set by a group member: refused unless it owns the partition in this
-	// generation.
+	// Set by a group member: refused unless it owns the partition, since
+	// this generation or earlier.
 	Member        string `protobuf:"bytes,11,opt,name=member,proto3" json:"member,omitempty"`
 	Generation    int64  `protobuf:"varint,12,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -5658,10 +5659,11 @@ type TopicGroupMemberRequest struct {
 	Partitions  int32                  `protobuf:"varint,4,opt,name=partitions,proto3" json:"partitions,omitempty"`
 	Group       string                 `protobuf:"bytes,5,opt,name=group,proto3" json:"group,omitempty"`
 	// 1 join, 2 heartbeat, 3 leave.
-	Op               int32  `protobuf:"varint,6,opt,name=op,proto3" json:"op,omitempty"`
-	Member           string `protobuf:"bytes,7,opt,name=member,proto3" json:"member,omitempty"`
-	Generation       int64  `protobuf:"varint,8,opt,name=generation,proto3" json:"generation,omitempty"`
-	SessionTimeoutMs int64  `protobuf:"varint,9,opt,name=session_timeout_ms,json=sessionTimeoutMs,proto3" json:"session_timeout_ms,omitempty"`
+	Op     int32  `protobuf:"varint,6,opt,name=op,proto3" json:"op,omitempty"`
+	Member string `protobuf:"bytes,7,opt,name=member,proto3" json:"member,omitempty"`
+	// Heartbeat: the generation whose assignment the member has applied.
+	Generation       int64 `protobuf:"varint,8,opt,name=generation,proto3" json:"generation,omitempty"`
+	SessionTimeoutMs int64 `protobuf:"varint,9,opt,name=session_timeout_ms,json=sessionTimeoutMs,proto3" json:"session_timeout_ms,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
