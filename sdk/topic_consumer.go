@@ -175,7 +175,7 @@ func (g *GroupConsumer) Run(ctx context.Context, h GroupHandler) error {
 			g.o.OnAssigned(ctx, slices.Clone(added))
 		}
 		for _, p := range added {
-			readers[p] = g.startReader(ctx, a, p, h, s.kick)
+			readers[p] = g.startReader(ctx, a, p, h, s)
 		}
 		s.setApplied(a.member, a.generation)
 		if len(revoked) > 0 {
@@ -293,7 +293,10 @@ func (g *GroupConsumer) heartbeats(ctx context.Context, a assignment, s *session
 		}
 		if err != nil && ctx.Err() == nil {
 			if unrecoverable(err) {
-				s.fatal <- err
+				select { // a reader may have said it already
+				case s.fatal <- err:
+				default:
+				}
 				<-ctx.Done()
 				return a
 			}
@@ -325,24 +328,29 @@ type reader struct {
 
 func (r *reader) fenced() bool { return r.wasFenced.Load() }
 
-func (g *GroupConsumer) startReader(ctx context.Context, a assignment, p int32, h GroupHandler, kick chan struct{}) *reader {
+func (g *GroupConsumer) startReader(ctx context.Context, a assignment, p int32, h GroupHandler, s *session) *reader {
 	r := &reader{done: make(chan struct{}), finished: make(chan struct{})}
 	go func() {
 		defer close(r.finished)
-		if g.read(ctx, r.done, a, p, h) {
-			r.wasFenced.Store(true)
-			select { // a heartbeat says what the group is now
-			case kick <- struct{}{}:
+		fenced, err := g.read(ctx, r.done, a, p, h)
+		if err != nil {
+			select { // the group or topic is gone: Run ends
+			case s.fatal <- err:
 			default:
 			}
+		}
+		if fenced {
+			r.wasFenced.Store(true)
+			s.poke() // a heartbeat says what the group is now
 		}
 	}()
 	return r
 }
 
 // read reads partition p and handles its messages until done is closed or
-// ctx is done; true when the member was fenced off the partition.
-func (g *GroupConsumer) read(ctx context.Context, done <-chan struct{}, a assignment, p int32, h GroupHandler) (fenced bool) {
+// ctx is done; fenced when the member was fenced off the partition, an
+// error when no retry can cure the reads.
+func (g *GroupConsumer) read(ctx context.Context, done <-chan struct{}, a assignment, p int32, h GroupHandler) (fenced bool, _ error) {
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() { // a stop interrupts the long poll
@@ -370,13 +378,15 @@ func (g *GroupConsumer) read(ctx context.Context, done <-chan struct{}, a assign
 		})
 		switch {
 		case stopped():
-			return false
+			return false, nil
 		case errors.Is(err, ErrMemberFenced):
-			return true
+			return true, nil
+		case unrecoverable(err):
+			return false, err
 		case err != nil:
 			g.o.OnError(err)
 			if sleepUntil(rctx, done, backoff) {
-				return false
+				return false, nil
 			}
 			backoff = min(2*backoff, 30*time.Second)
 			continue
@@ -395,20 +405,20 @@ func (g *GroupConsumer) read(ctx context.Context, done <-chan struct{}, a assign
 		}
 		if handled > from {
 			if g.commit(ctx, a, p, handled) {
-				return true
+				return true, nil
 			}
 		}
 		next = proto.Int64(handled)
 		if handled < r.GetNextOffset() { // a handler failed: its message again, later
 			if sleepUntil(rctx, done, backoff) {
-				return false
+				return false, nil
 			}
 			backoff = min(2*backoff, 30*time.Second)
 			continue
 		}
 		backoff = g.o.RetryBackoff
 	}
-	return false
+	return false, nil
 }
 
 // handle runs the handler, turning a panic into an error.

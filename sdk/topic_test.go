@@ -343,4 +343,22 @@ func TestGroupConsumerRetriesInOrder(t *testing.T) {
 	if !errors.Is(err, quorumq.ErrGroupNotFound) {
 		t.Fatalf("Run of a missing group: %v", err)
 	}
+	// A group deleted under a running member ends its Run.
+	go func() {
+		done <- topic.NewGroupConsumer("g", o).Run(ctx, func(context.Context, *quorumq.GroupMessage) error { return nil })
+	}()
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if _, err := rawTopics(t).DeleteGroup(tctx(t, 10*time.Second), &qv1.DeleteGroupRequest{Topic: name, Group: "g"}); err != nil {
+			return err
+		}
+		select {
+		case err := <-done:
+			if !errors.Is(err, quorumq.ErrGroupNotFound) {
+				t.Fatalf("Run of a deleted group: %v", err)
+			}
+			return nil
+		case <-time.After(500 * time.Millisecond):
+			return errors.New("Run still running after the group was deleted")
+		}
+	})
 }

@@ -269,7 +269,7 @@ func (s *Server) topicGroupMember(ctx context.Context, req *storepb.TopicGroupMe
 	switch req.GetOp() {
 	case memberJoin:
 		if len(g.members) >= maxGroupMembers {
-			return nil, statusError(codes.ResourceExhausted, ReasonInvalidArgument, fmt.Sprintf("a group has at most %d members", maxGroupMembers), nil)
+			return nil, statusError(codes.ResourceExhausted, ReasonQuotaExceeded, fmt.Sprintf("a group has at most %d members", maxGroupMembers), nil)
 		}
 		timeout := time.Duration(req.GetSessionTimeoutMs()) * time.Millisecond
 		member = newMemberID()

@@ -164,7 +164,8 @@ func (s *Server) readTopicOnce(req *storepb.TopicReadRequest) (*storepb.TopicRea
 		case !errors.Is(err, store.ErrGroupNotFound):
 			return nil, err
 		}
-		if m := req.GetMember(); m != "" && reply.GroupFound {
+		if m := req.GetMember(); m != "" {
+			// A member reads only what it owns (a group gone: not found).
 			if err := s.store.TopicGroupOwned(req.GetTenant(), req.GetTopic(), req.GetPartition(), g, m, req.GetGeneration()); err != nil {
 				return nil, err
 			}
