@@ -130,6 +130,13 @@ func (c *coordinator) group(term uint64, key string, now time.Time) (*memberGrou
 	return g, nil
 }
 
+// current tells whether g is still the group's state.
+func (c *coordinator) current(key string, g *memberGroup) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.groups[key] == g
+}
+
 func (c *coordinator) drop(key string, g *memberGroup) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -254,11 +261,17 @@ func (s *Server) topicGroupMember(ctx context.Context, req *storepb.TopicGroupMe
 	}
 	now := time.Now() // membership is not replicated: the coordinator's own clock
 	key := req.GetTenant() + "\x00" + req.GetTopic() + "\x00" + req.GetGroup()
-	g, err := s.topics.coord.group(st.Term, key, now)
-	if err != nil {
-		return nil, err
+	var g *memberGroup
+	for {
+		if g, err = s.topics.coord.group(st.Term, key, now); err != nil {
+			return nil, err
+		}
+		g.mu.Lock()
+		if s.topics.coord.current(key, g) {
+			break
+		}
+		g.mu.Unlock() // dropped while this call waited: take the new one
 	}
-	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.members == nil || g.incarnation != req.GetIncarnation() || g.partitions != req.GetPartitions() {
 		// A new group state, or the topic was deleted and created again.

@@ -284,6 +284,46 @@ func TestTopicGroupHandOverWaitsForRelease(t *testing.T) {
 	wantReason(t, err, codes.FailedPrecondition, server.ReasonMemberFenced)
 }
 
+// A live member that never acknowledges the generation that took its
+// partitions loses them anyway once its session timeout passed.
+func TestTopicGroupHandOverAfterSessionWithoutAck(t *testing.T) {
+	n := startSharded(t)
+	tc := topicClient(t, n.GRPCAddr())
+	setUpMemberTopic(t, tc, "noack", 2, 0)
+	ctx := tctx(t)
+	join := func() *qv1.JoinGroupResponse {
+		t.Helper()
+		r, err := tc.JoinGroup(ctx, &qv1.JoinGroupRequest{Topic: "noack", Group: "g", SessionTimeout: durationpb.New(memberSession)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	ja := join()
+	jb := join()
+	taken := time.Now()
+	checkFor(t, memberSession+10*time.Second, 100*time.Millisecond, func() error {
+		// a keeps its session, acknowledging only its first generation.
+		ra, err := tc.HeartbeatGroup(ctx, &qv1.HeartbeatGroupRequest{Topic: "noack", Group: "g", MemberId: ja.GetMemberId(),
+			Generation: ja.GetAssignment().GetGeneration()})
+		if err != nil {
+			return err
+		}
+		rb, err := tc.HeartbeatGroup(ctx, &qv1.HeartbeatGroupRequest{Topic: "noack", Group: "g", MemberId: jb.GetMemberId(),
+			Generation: jb.GetAssignment().GetGeneration()})
+		if err != nil {
+			return err
+		}
+		if len(rb.GetAssignment().GetPartitions()) != 1 || len(ra.GetAssignment().GetPartitions()) != 1 {
+			return fmt.Errorf("a holds %v, b %v", ra.GetAssignment().GetPartitions(), rb.GetAssignment().GetPartitions())
+		}
+		return nil
+	})
+	if since := time.Since(taken); since < memberSession {
+		t.Fatalf("handed over after %v, before a's session timeout of %v", since, memberSession)
+	}
+}
+
 func TestTopicGroupMembershipErrors(t *testing.T) {
 	n := startSharded(t)
 	tc := topicClient(t, n.GRPCAddr())
