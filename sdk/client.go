@@ -13,7 +13,9 @@
 // On top of the per-call API (Queue.Send, Queue.Receive, Queue.Delete, …)
 // sit a batching Producer and a Consumer that runs handlers concurrently,
 // keeps their messages' leases alive, deletes on success, nacks on error
-// and shuts down without leaving messages invisible.
+// and shuts down without leaving messages invisible. For topics, a
+// Publisher publishes and a GroupConsumer is a member of a consumer group
+// (heartbeats, rebalance callbacks, commit after handling).
 //
 // Every error the server answers is an *Error; match it with errors.Is
 // against the sentinels (ErrQueueNotFound, ErrStaleReceipt, …).
@@ -109,6 +111,7 @@ type endpoint struct {
 	addr      string
 	conn      *grpc.ClientConn
 	api       qv1.QueueServiceClient
+	topics    qv1.TopicServiceClient
 	downUntil atomic.Int64 // unix nanos: skipped until then after a transport failure
 }
 
@@ -150,7 +153,8 @@ func Dial(ctx context.Context, endpoints []string, opts ...Option) (*Client, err
 			c.Close()
 			return nil, fmt.Errorf("quorumq: dial %s: %w", addr, err)
 		}
-		c.eps = append(c.eps, &endpoint{addr: addr, conn: conn, api: qv1.NewQueueServiceClient(conn)})
+		c.eps = append(c.eps, &endpoint{addr: addr, conn: conn, api: qv1.NewQueueServiceClient(conn),
+			topics: qv1.NewTopicServiceClient(conn)})
 	}
 	return c, nil
 }
@@ -247,6 +251,11 @@ func callOnce[T any](ctx context.Context, c *Client, op string, fn func(context.
 }
 
 func callWith[T any](ctx context.Context, c *Client, p RetryPolicy, op string, extra time.Duration, fn func(context.Context, qv1.QueueServiceClient) (T, error)) (T, error) {
+	return callEndpoint(ctx, c, p, op, extra, func(ctx context.Context, ep *endpoint) (T, error) { return fn(ctx, ep.api) })
+}
+
+// callEndpoint is callWith for a call of any service of the endpoint.
+func callEndpoint[T any](ctx context.Context, c *Client, p RetryPolicy, op string, extra time.Duration, fn func(context.Context, *endpoint) (T, error)) (T, error) {
 	var zero T
 	if c.closed.Load() {
 		return zero, ErrClosed
@@ -272,7 +281,7 @@ func callWith[T any](ctx context.Context, c *Client, p RetryPolicy, op string, e
 		)
 		actx, err = c.authorize(actx)
 		if err == nil {
-			res, err = fn(actx, ep.api)
+			res, err = fn(actx, ep)
 		} else {
 			err = fmt.Errorf("quorumq: token source: %w", err)
 		}

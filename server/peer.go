@@ -78,6 +78,7 @@ func (p *PeerServer) Register(s *grpc.Server) {
 			{MethodName: "TopicPropose", Handler: peerHandler(peerTopicProposeMethod, p.topicPropose)},
 			{MethodName: "TopicRead", Handler: peerHandler(peerTopicReadMethod, p.topicRead)},
 			{MethodName: "TopicCatalog", Handler: peerHandler(peerTopicCatalogMethod, p.topicCatalog)},
+			{MethodName: "TopicGroupMember", Handler: peerHandler(peerTopicMemberMethod, p.topicGroupMember)},
 		},
 		Metadata: "server/peer.go",
 	}, p)

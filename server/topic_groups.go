@@ -189,13 +189,19 @@ func (ts *TopicServer) ReadTopic(ctx context.Context, req *qv1.ReadTopicRequest)
 	if req.Offset != nil && req.GetOffset() < 0 {
 		return nil, fieldError("offset", "must not be negative")
 	}
+	if req.GetMemberId() != "" {
+		if err := checkMemberID(req.GetMemberId()); err != nil {
+			return nil, err
+		}
+	}
 	// The long poll runs on the leader: the call's deadline covers it.
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(wait)*time.Millisecond+ts.r.cfg.Timeout)
 	defer cancel()
 	reply, err := onTopicPartition(ctx, ts, rec, p, func(rec *storepb.TopicRecord) (*storepb.TopicReadReply, error) {
 		return ts.r.readTopicShard(ctx, ts.shardOf(rec, p), &storepb.TopicReadRequest{Tenant: rec.Tenant, Topic: rec.Name,
 			Partition: p, Incarnation: rec.CreatedAtMs, Group: req.GetGroup(), HasOffset: req.Offset != nil, Offset: req.GetOffset(),
-			MaxMessages: limit, WaitMs: wait, MaxBytes: receiveBudget})
+			MaxMessages: limit, WaitMs: wait, MaxBytes: receiveBudget,
+			Member: req.GetMemberId(), Generation: req.GetGeneration()})
 	})
 	if err != nil {
 		return nil, err
@@ -217,6 +223,11 @@ func (ts *TopicServer) CommitOffsets(ctx context.Context, req *qv1.CommitOffsets
 	if len(offs) == 0 || len(offs) > int(rec.GetPartitions()) {
 		return nil, fieldError("offsets", fmt.Sprintf("must name 1 to %d partitions", rec.GetPartitions()))
 	}
+	if req.GetMemberId() != "" {
+		if err := checkMemberID(req.GetMemberId()); err != nil {
+			return nil, err
+		}
+	}
 	seen := map[int32]bool{}
 	for i, o := range offs {
 		switch {
@@ -232,7 +243,8 @@ func (ts *TopicServer) CommitOffsets(ctx context.Context, req *qv1.CommitOffsets
 	_, err = parallel(len(offs), func(i int) (struct{}, error) {
 		p := offs[i].GetPartition()
 		_, err := ts.r.proposeTopic(ctx, ts.shardOf(rec, p), &storepb.Command{Op: &storepb.Command_CommitTopicOffset{CommitTopicOffset: &storepb.CommitTopicOffset{
-			Tenant: rec.Tenant, Topic: rec.Name, Partition: p, Incarnation: rec.CreatedAtMs, Group: req.GetGroup(), Offset: offs[i].GetOffset()}}})
+			Tenant: rec.Tenant, Topic: rec.Name, Partition: p, Incarnation: rec.CreatedAtMs, Group: req.GetGroup(), Offset: offs[i].GetOffset(),
+			Member: req.GetMemberId(), Generation: req.GetGeneration()}}})
 		return struct{}{}, err
 	})
 	if err != nil {

@@ -23,6 +23,7 @@ const (
 	peerTopicProposeMethod = "/" + peerService + "/TopicPropose"
 	peerTopicReadMethod    = "/" + peerService + "/TopicRead"
 	peerTopicCatalogMethod = "/" + peerService + "/TopicCatalog"
+	peerTopicMemberMethod  = "/" + peerService + "/TopicGroupMember"
 )
 
 func (p *PeerServer) topicPropose(ctx context.Context, req *storepb.Command) (*storepb.TopicCommandReply, error) {
@@ -47,6 +48,14 @@ func (p *PeerServer) topicCatalog(ctx context.Context, req *storepb.TopicCatalog
 		return nil, err
 	}
 	return srv.topicCatalog(ctx, req)
+}
+
+func (p *PeerServer) topicGroupMember(ctx context.Context, req *storepb.TopicGroupMemberRequest) (*storepb.TopicGroupMemberReply, error) {
+	srv, err := p.addressed(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return srv.topicGroupMember(ctx, req)
 }
 
 // topicCall runs a topic method on the leader of shard: the local server
@@ -127,4 +136,11 @@ func (r *Router) readTopicShard(ctx context.Context, shard uint64, req *storepb.
 func (r *Router) topicCatalog(ctx context.Context, req *storepb.TopicCatalogRequest) (*storepb.TopicCatalogReply, error) {
 	return topicCall(ctx, r, MetadataShard, peerTopicCatalogMethod, req,
 		func() *storepb.TopicCatalogReply { return &storepb.TopicCatalogReply{} }, (*Server).topicCatalog)
+}
+
+// topicGroupMember runs a member call on the group's coordinator: the
+// leader of shard.
+func (r *Router) topicGroupMember(ctx context.Context, shard uint64, req *storepb.TopicGroupMemberRequest) (*storepb.TopicGroupMemberReply, error) {
+	return topicCall(ctx, r, shard, peerTopicMemberMethod, req,
+		func() *storepb.TopicGroupMemberReply { return &storepb.TopicGroupMemberReply{} }, (*Server).topicGroupMember)
 }

@@ -48,6 +48,8 @@ func topicStatus(err error) error {
 		return statusError(codes.AlreadyExists, ReasonTopicAlreadyExists, err.Error(), nil)
 	case errors.Is(err, store.ErrGroupNotFound):
 		return statusError(codes.NotFound, ReasonGroupNotFound, err.Error(), nil)
+	case errors.Is(err, store.ErrMemberFenced):
+		return statusError(codes.FailedPrecondition, ReasonMemberFenced, err.Error()+": heartbeat for the new assignment", nil)
 	}
 	return toStatus(err)
 }
@@ -56,7 +58,7 @@ func isTopicOp(cmd *storepb.Command) bool {
 	switch cmd.GetOp().(type) {
 	case *storepb.Command_CreateTopic, *storepb.Command_ChangeTopic, *storepb.Command_PutTopicPartition,
 		*storepb.Command_DeleteTopicPartition, *storepb.Command_Publish, *storepb.Command_SeekTopicGroup,
-		*storepb.Command_CommitTopicOffset, *storepb.Command_DeleteTopicGroup:
+		*storepb.Command_CommitTopicOffset, *storepb.Command_DeleteTopicGroup, *storepb.Command_FenceTopicGroup:
 		return true
 	}
 	return false
@@ -162,6 +164,12 @@ func (s *Server) readTopicOnce(req *storepb.TopicReadRequest) (*storepb.TopicRea
 		case !errors.Is(err, store.ErrGroupNotFound):
 			return nil, err
 		}
+		if m := req.GetMember(); m != "" {
+			// A member reads only what it owns (a group gone: not found).
+			if err := s.store.TopicGroupOwned(req.GetTenant(), req.GetTopic(), req.GetPartition(), g, m, req.GetGeneration()); err != nil {
+				return nil, err
+			}
+		}
 		if !req.GetHasOffset() {
 			if !reply.GroupFound {
 				return nil, fmt.Errorf("%w: %s", store.ErrGroupNotFound, g)
@@ -219,6 +227,7 @@ func topicWaitKey(tenant, topic string, p int32) string {
 // topicState is a shard server's topic state.
 type topicState struct {
 	waits       topicWaiters
+	coord       coordinator // group membership (topic_members.go)
 	unsubscribe atomic.Pointer[TopicUnsubscriber]
 }
 

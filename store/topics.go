@@ -114,6 +114,8 @@ func (t *txn) applyTopic(op any, res *Result) (handled bool, err error) {
 		err = t.commitTopicOffset(o.CommitTopicOffset, res, tr)
 	case *storepb.Command_DeleteTopicGroup:
 		err = t.deleteTopicGroup(o.DeleteTopicGroup, res, tr)
+	case *storepb.Command_FenceTopicGroup:
+		err = t.fenceTopicGroup(o.FenceTopicGroup, res, tr)
 	case *storepb.Command_TrimTopics:
 		err = t.trimTopics(o.TrimTopics, tr)
 	default:

@@ -287,7 +287,8 @@ func (t *txn) seekTopicGroup(op *storepb.SeekTopicGroup, res *Result, tr *TopicR
 		return nil
 	}
 	tr.GroupOffset = off
-	return t.set(key, &storepb.TopicGroupRecord{Offset: off, UpdatedAtMs: t.now})
+	g.Offset, g.UpdatedAtMs = off, t.now // a reset keeps the partition's owner
+	return t.set(key, g)
 }
 
 // offsetAt is the offset of the first retained message published at or
@@ -366,7 +367,8 @@ func (t *txn) commitTopicOffset(op *storepb.CommitTopicOffset, res *Result, tr *
 		return err
 	}
 	key := keys.TopicGroup(t.s.shard, part.Id, op.Group)
-	found, err := t.get(key, nil)
+	g := &storepb.TopicGroupRecord{}
+	found, err := t.get(key, g)
 	if err != nil {
 		return err
 	}
@@ -378,8 +380,13 @@ func (t *txn) commitTopicOffset(op *storepb.CommitTopicOffset, res *Result, tr *
 		res.Err = &OffsetRangeError{Offset: op.Offset, Start: part.StartOffset, End: part.EndOffset}
 		return nil
 	}
+	if err := checkOwner(g, op.Member, op.Generation); err != nil {
+		res.Err = err
+		return nil
+	}
 	tr.GroupOffset = op.Offset
-	return t.set(key, &storepb.TopicGroupRecord{Offset: op.Offset, UpdatedAtMs: t.now})
+	g.Offset, g.UpdatedAtMs = op.Offset, t.now
+	return t.set(key, g)
 }
 
 func (t *txn) deleteTopicGroup(op *storepb.DeleteTopicGroup, res *Result, tr *TopicResult) error {

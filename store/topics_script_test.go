@@ -22,6 +22,8 @@ import (
 //	commit topic=o p=0 g=g off=3           group-delete topic=o p=0 g=g
 //	group topic=o p=0 g=g                  trim [limit=N]
 //	tpart topic=o p=0                      needs-trim
+//	fence topic=o p=0 g=g member=m gen=2   commit ... member=m gen=2
+//	owned topic=o p=0 g=g member=m gen=2
 func (h *harness) runTopic(cmd string, a args) (string, bool) {
 	tenant, topic := a.str("tenant", "t"), a.str("topic", "")
 	part := int32(a.int("p", 0))
@@ -133,7 +135,16 @@ func (h *harness) runTopic(cmd string, a args) (string, bool) {
 		show(r)
 	case "commit":
 		show(h.apply(&storepb.Command{Op: &storepb.Command_CommitTopicOffset{CommitTopicOffset: &storepb.CommitTopicOffset{Tenant: tenant, Topic: topic,
-			Partition: part, Incarnation: inc(), Group: a.str("g", ""), Offset: a.int("off", 0)}}}))
+			Partition: part, Incarnation: inc(), Group: a.str("g", ""), Offset: a.int("off", 0),
+			Member: a.str("member", ""), Generation: a.int("gen", 0)}}}))
+	case "fence":
+		show(h.apply(&storepb.Command{Op: &storepb.Command_FenceTopicGroup{FenceTopicGroup: &storepb.FenceTopicGroup{Tenant: tenant, Topic: topic,
+			Partition: part, Incarnation: inc(), Group: a.str("g", ""), Member: a.str("member", ""), Generation: a.int("gen", 0)}}}))
+	case "owned":
+		if err := h.s.TopicGroupOwned(tenant, topic, part, a.str("g", ""), a.str("member", ""), a.int("gen", 0)); err != nil {
+			return topicErrName(err), true
+		}
+		p("owned")
 	case "group-delete":
 		show(h.apply(&storepb.Command{Op: &storepb.Command_DeleteTopicGroup{DeleteTopicGroup: &storepb.DeleteTopicGroup{Tenant: tenant, Topic: topic,
 			Partition: part, Incarnation: inc(), Group: a.str("g", "")}}}))
@@ -192,6 +203,8 @@ func topicErrName(err error) string {
 		return "TOPIC_ALREADY_EXISTS"
 	case errors.Is(err, ErrGroupNotFound):
 		return "GROUP_NOT_FOUND"
+	case errors.Is(err, ErrMemberFenced):
+		return "MEMBER_FENCED"
 	}
 	return errName(err)
 }

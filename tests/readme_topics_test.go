@@ -68,4 +68,13 @@ func TestReadmeTopicsWalkthrough(t *testing.T) {
 	if r := step("v1/topics/orders\n"); !strings.Contains(r, `"endOffset":"2"`) {
 		t.Fatalf("GetTopic should show partition 1's two messages:\n%s", r)
 	}
+	// The member gets every partition and prints partition 1's two orders
+	// (the reset put the group back at the start), in order.
+	if r := step("topicconsumeorders"); !strings.Contains(r, "assignedpartitions[0123]") || !strings.Contains(r, "1\t0\t") ||
+		!strings.Contains(r, "order1paid") || strings.Index(r, "order1paid") > strings.Index(r, "order2placed") {
+		t.Fatalf("topic consume should print both orders in order:\n%s", r)
+	}
+	if r := strings.ReplaceAll(step("audit:join"), "\n", ""); !strings.Contains(r, `"memberId"`) || !strings.Contains(r, `"partitions":[0,1,2,3]`) {
+		t.Fatalf("a join should answer a member id and every partition:\n%s", r)
+	}
 }

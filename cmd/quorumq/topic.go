@@ -27,7 +27,7 @@ once); consumer groups read the log in offset order, commit their
 position and can replay from a time.`),
 	}
 	cmd.AddCommand(newTopicCreateCmd(), newTopicGetCmd(), newTopicListCmd(), newTopicDeleteCmd(), newTopicPublishCmd(),
-		newTopicSubscribeCmd(), newTopicUnsubscribeCmd(), newTopicGroupCmd(), newTopicReadCmd())
+		newTopicSubscribeCmd(), newTopicUnsubscribeCmd(), newTopicGroupCmd(), newTopicReadCmd(), newTopicConsumeCmd())
 	return cmd
 }
 

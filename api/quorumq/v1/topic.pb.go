@@ -2271,7 +2271,13 @@ type ReadTopicRequest struct {
 	// 1 – 1000, default 100.
 	MaxMessages int32 `protobuf:"varint,5,opt,name=max_messages,json=maxMessages,proto3" json:"max_messages,omitempty"`
 	// 0 – 20s: wait until a message is there.
-	WaitTime      *durationpb.Duration `protobuf:"bytes,6,opt,name=wait_time,json=waitTime,proto3" json:"wait_time,omitempty"`
+	WaitTime *durationpb.Duration `protobuf:"bytes,6,opt,name=wait_time,json=waitTime,proto3" json:"wait_time,omitempty"`
+	// A group member's id (JoinGroup): the read is refused unless the member
+	// owns the partition and `generation` is at least the one it was given
+	// the partition in. Empty: a read outside membership.
+	MemberId string `protobuf:"bytes,7,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	// The member's generation.
+	Generation    int64 `protobuf:"varint,8,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2346,6 +2352,20 @@ func (x *ReadTopicRequest) GetWaitTime() *durationpb.Duration {
 		return x.WaitTime
 	}
 	return nil
+}
+
+func (x *ReadTopicRequest) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *ReadTopicRequest) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
 }
 
 // ReadTopicResponse is a run of messages in offset order.
@@ -2475,7 +2495,13 @@ type CommitOffsetsRequest struct {
 	// Group name.
 	Group string `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
 	// Per partition, at most one entry each.
-	Offsets       []*PartitionOffset `protobuf:"bytes,3,rep,name=offsets,proto3" json:"offsets,omitempty"`
+	Offsets []*PartitionOffset `protobuf:"bytes,3,rep,name=offsets,proto3" json:"offsets,omitempty"`
+	// A group member's id (JoinGroup): refused (per partition) unless the
+	// member owns the partition and `generation` is at least the one it was
+	// given the partition in. Empty: a commit outside membership.
+	MemberId string `protobuf:"bytes,4,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	// The member's generation.
+	Generation    int64 `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2531,6 +2557,20 @@ func (x *CommitOffsetsRequest) GetOffsets() []*PartitionOffset {
 	return nil
 }
 
+func (x *CommitOffsetsRequest) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *CommitOffsetsRequest) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
 // CommitOffsetsResponse is empty.
 type CommitOffsetsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2566,6 +2606,431 @@ func (x *CommitOffsetsResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use CommitOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*CommitOffsetsResponse) Descriptor() ([]byte, []int) {
 	return file_quorumq_v1_topic_proto_rawDescGZIP(), []int{40}
+}
+
+// GroupAssignment is a member's share of a group.
+type GroupAssignment struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bumped on every join, leave and expiry.
+	Generation int64 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	// The partitions this member reads, ascending.
+	Partitions []int32 `protobuf:"varint,2,rep,packed,name=partitions,proto3" json:"partitions,omitempty"`
+	// Without a heartbeat for this long the member is dropped.
+	SessionTimeout *durationpb.Duration `protobuf:"bytes,3,opt,name=session_timeout,json=sessionTimeout,proto3" json:"session_timeout,omitempty"`
+	// Heartbeat this often (a third of the session timeout).
+	HeartbeatInterval *durationpb.Duration `protobuf:"bytes,4,opt,name=heartbeat_interval,json=heartbeatInterval,proto3" json:"heartbeat_interval,omitempty"`
+	// Live members of the group.
+	Members       int32 `protobuf:"varint,5,opt,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupAssignment) Reset() {
+	*x = GroupAssignment{}
+	mi := &file_quorumq_v1_topic_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupAssignment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupAssignment) ProtoMessage() {}
+
+func (x *GroupAssignment) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_topic_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupAssignment.ProtoReflect.Descriptor instead.
+func (*GroupAssignment) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_topic_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *GroupAssignment) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *GroupAssignment) GetPartitions() []int32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *GroupAssignment) GetSessionTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.SessionTimeout
+	}
+	return nil
+}
+
+func (x *GroupAssignment) GetHeartbeatInterval() *durationpb.Duration {
+	if x != nil {
+		return x.HeartbeatInterval
+	}
+	return nil
+}
+
+func (x *GroupAssignment) GetMembers() int32 {
+	if x != nil {
+		return x.Members
+	}
+	return 0
+}
+
+// JoinGroupRequest joins a group.
+type JoinGroupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Topic name.
+	Topic string `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	// Group name (the group must exist: CreateGroup).
+	Group string `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	// 3s – 5 min, default 10s.
+	SessionTimeout *durationpb.Duration `protobuf:"bytes,3,opt,name=session_timeout,json=sessionTimeout,proto3" json:"session_timeout,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *JoinGroupRequest) Reset() {
+	*x = JoinGroupRequest{}
+	mi := &file_quorumq_v1_topic_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinGroupRequest) ProtoMessage() {}
+
+func (x *JoinGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_topic_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinGroupRequest.ProtoReflect.Descriptor instead.
+func (*JoinGroupRequest) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_topic_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *JoinGroupRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *JoinGroupRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *JoinGroupRequest) GetSessionTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.SessionTimeout
+	}
+	return nil
+}
+
+// JoinGroupResponse names the new member.
+type JoinGroupResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The member's id: name it in every later call.
+	MemberId string `protobuf:"bytes,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	// Its first assignment.
+	Assignment    *GroupAssignment `protobuf:"bytes,2,opt,name=assignment,proto3" json:"assignment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinGroupResponse) Reset() {
+	*x = JoinGroupResponse{}
+	mi := &file_quorumq_v1_topic_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinGroupResponse) ProtoMessage() {}
+
+func (x *JoinGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_topic_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinGroupResponse.ProtoReflect.Descriptor instead.
+func (*JoinGroupResponse) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_topic_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *JoinGroupResponse) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *JoinGroupResponse) GetAssignment() *GroupAssignment {
+	if x != nil {
+		return x.Assignment
+	}
+	return nil
+}
+
+// HeartbeatGroupRequest keeps a member's session.
+type HeartbeatGroupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Topic name.
+	Topic string `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	// Group name.
+	Group string `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	// From JoinGroup.
+	MemberId string `protobuf:"bytes,3,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	// The generation whose assignment the member has applied: it no longer
+	// reads the partitions that assignment took away, and committed what it
+	// handled of them. The coordinator hands a taken partition to its next
+	// owner only then (or once the member's session timeout passed since
+	// it was taken, or the member left or expired).
+	Generation    int64 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeartbeatGroupRequest) Reset() {
+	*x = HeartbeatGroupRequest{}
+	mi := &file_quorumq_v1_topic_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeartbeatGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeartbeatGroupRequest) ProtoMessage() {}
+
+func (x *HeartbeatGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_topic_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeartbeatGroupRequest.ProtoReflect.Descriptor instead.
+func (*HeartbeatGroupRequest) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_topic_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *HeartbeatGroupRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *HeartbeatGroupRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *HeartbeatGroupRequest) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *HeartbeatGroupRequest) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+// HeartbeatGroupResponse is the current assignment.
+type HeartbeatGroupResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The member's assignment now.
+	Assignment    *GroupAssignment `protobuf:"bytes,1,opt,name=assignment,proto3" json:"assignment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeartbeatGroupResponse) Reset() {
+	*x = HeartbeatGroupResponse{}
+	mi := &file_quorumq_v1_topic_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeartbeatGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeartbeatGroupResponse) ProtoMessage() {}
+
+func (x *HeartbeatGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_topic_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeartbeatGroupResponse.ProtoReflect.Descriptor instead.
+func (*HeartbeatGroupResponse) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_topic_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *HeartbeatGroupResponse) GetAssignment() *GroupAssignment {
+	if x != nil {
+		return x.Assignment
+	}
+	return nil
+}
+
+// LeaveGroupRequest ends a session.
+type LeaveGroupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Topic name.
+	Topic string `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	// Group name.
+	Group string `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	// From JoinGroup.
+	MemberId      string `protobuf:"bytes,3,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveGroupRequest) Reset() {
+	*x = LeaveGroupRequest{}
+	mi := &file_quorumq_v1_topic_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveGroupRequest) ProtoMessage() {}
+
+func (x *LeaveGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_topic_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveGroupRequest.ProtoReflect.Descriptor instead.
+func (*LeaveGroupRequest) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_topic_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *LeaveGroupRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *LeaveGroupRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *LeaveGroupRequest) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+// LeaveGroupResponse is empty.
+type LeaveGroupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveGroupResponse) Reset() {
+	*x = LeaveGroupResponse{}
+	mi := &file_quorumq_v1_topic_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveGroupResponse) ProtoMessage() {}
+
+func (x *LeaveGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_topic_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveGroupResponse.ProtoReflect.Descriptor instead.
+func (*LeaveGroupResponse) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_topic_proto_rawDescGZIP(), []int{47}
 }
 
 var File_quorumq_v1_topic_proto protoreflect.FileDescriptor
@@ -2741,14 +3206,18 @@ const file_quorumq_v1_topic_proto_rawDesc = "" +
 	"\fpublish_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vpublishTime\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdf\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9c\x02\n" +
 	"\x10ReadTopicRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x14\n" +
 	"\x05group\x18\x02 \x01(\tR\x05group\x12\x1c\n" +
 	"\tpartition\x18\x03 \x01(\x05R\tpartition\x12\x1b\n" +
 	"\x06offset\x18\x04 \x01(\x03H\x00R\x06offset\x88\x01\x01\x12!\n" +
 	"\fmax_messages\x18\x05 \x01(\x05R\vmaxMessages\x126\n" +
-	"\twait_time\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\bwaitTimeB\t\n" +
+	"\twait_time\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\bwaitTime\x12\x1b\n" +
+	"\tmember_id\x18\a \x01(\tR\bmemberId\x12\x1e\n" +
+	"\n" +
+	"generation\x18\b \x01(\x03R\n" +
+	"generationB\t\n" +
 	"\a_offset\"\x89\x01\n" +
 	"\x11ReadTopicResponse\x124\n" +
 	"\bmessages\x18\x01 \x03(\v2\x18.quorumq.v1.TopicMessageR\bmessages\x12\x1f\n" +
@@ -2758,18 +3227,57 @@ const file_quorumq_v1_topic_proto_rawDesc = "" +
 	"end_offset\x18\x03 \x01(\x03R\tendOffset\"G\n" +
 	"\x0fPartitionOffset\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12\x16\n" +
-	"\x06offset\x18\x02 \x01(\x03R\x06offset\"y\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\"\xb6\x01\n" +
 	"\x14CommitOffsetsRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x14\n" +
 	"\x05group\x18\x02 \x01(\tR\x05group\x125\n" +
-	"\aoffsets\x18\x03 \x03(\v2\x1b.quorumq.v1.PartitionOffsetR\aoffsets\"\x17\n" +
-	"\x15CommitOffsetsResponse*q\n" +
+	"\aoffsets\x18\x03 \x03(\v2\x1b.quorumq.v1.PartitionOffsetR\aoffsets\x12\x1b\n" +
+	"\tmember_id\x18\x04 \x01(\tR\bmemberId\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x05 \x01(\x03R\n" +
+	"generation\"\x17\n" +
+	"\x15CommitOffsetsResponse\"\xf9\x01\n" +
+	"\x0fGroupAssignment\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x03R\n" +
+	"generation\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x02 \x03(\x05R\n" +
+	"partitions\x12B\n" +
+	"\x0fsession_timeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0esessionTimeout\x12H\n" +
+	"\x12heartbeat_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12\x18\n" +
+	"\amembers\x18\x05 \x01(\x05R\amembers\"\x82\x01\n" +
+	"\x10JoinGroupRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\tR\x05group\x12B\n" +
+	"\x0fsession_timeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0esessionTimeout\"m\n" +
+	"\x11JoinGroupResponse\x12\x1b\n" +
+	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12;\n" +
+	"\n" +
+	"assignment\x18\x02 \x01(\v2\x1b.quorumq.v1.GroupAssignmentR\n" +
+	"assignment\"\x80\x01\n" +
+	"\x15HeartbeatGroupRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\tR\x05group\x12\x1b\n" +
+	"\tmember_id\x18\x03 \x01(\tR\bmemberId\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x04 \x01(\x03R\n" +
+	"generation\"U\n" +
+	"\x16HeartbeatGroupResponse\x12;\n" +
+	"\n" +
+	"assignment\x18\x01 \x01(\v2\x1b.quorumq.v1.GroupAssignmentR\n" +
+	"assignment\"\\\n" +
+	"\x11LeaveGroupRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\tR\x05group\x12\x1b\n" +
+	"\tmember_id\x18\x03 \x01(\tR\bmemberId\"\x14\n" +
+	"\x12LeaveGroupResponse*q\n" +
 	"\n" +
 	"GroupStart\x12\x1b\n" +
 	"\x17GROUP_START_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14GROUP_START_EARLIEST\x10\x01\x12\x16\n" +
 	"\x12GROUP_START_LATEST\x10\x02\x12\x14\n" +
-	"\x10GROUP_START_TIME\x10\x032\xa5\x0e\n" +
+	"\x10GROUP_START_TIME\x10\x032\xb5\x11\n" +
 	"\fTopicService\x12l\n" +
 	"\vCreateTopic\x12\x1e.quorumq.v1.CreateTopicRequest\x1a\x1f.quorumq.v1.CreateTopicResponse\"\x1c\x82\xd3\xe4\x93\x02\x16:\x01*b\x05topic\"\n" +
 	"/v1/topics\x12g\n" +
@@ -2790,7 +3298,11 @@ const file_quorumq_v1_topic_proto_rawDesc = "" +
 	"\n" +
 	"ResetGroup\x12\x1d.quorumq.v1.ResetGroupRequest\x1a\x1e.quorumq.v1.ResetGroupResponse\"9\x82\xd3\xe4\x93\x023:\x01*b\x05group\"'/v1/topics/{topic}/groups/{group}:reset\x12{\n" +
 	"\tReadTopic\x12\x1c.quorumq.v1.ReadTopicRequest\x1a\x1d.quorumq.v1.ReadTopicResponse\"1\x82\xd3\xe4\x93\x02+:\x01*\"&/v1/topics/{topic}/groups/{group}:read\x12\x89\x01\n" +
-	"\rCommitOffsets\x12 .quorumq.v1.CommitOffsetsRequest\x1a!.quorumq.v1.CommitOffsetsResponse\"3\x82\xd3\xe4\x93\x02-:\x01*\"(/v1/topics/{topic}/groups/{group}:commitB5Z3github.com/quorumq/quorumq/api/quorumq/v1;quorumqv1b\x06proto3"
+	"\rCommitOffsets\x12 .quorumq.v1.CommitOffsetsRequest\x1a!.quorumq.v1.CommitOffsetsResponse\"3\x82\xd3\xe4\x93\x02-:\x01*\"(/v1/topics/{topic}/groups/{group}:commit\x12{\n" +
+	"\tJoinGroup\x12\x1c.quorumq.v1.JoinGroupRequest\x1a\x1d.quorumq.v1.JoinGroupResponse\"1\x82\xd3\xe4\x93\x02+:\x01*\"&/v1/topics/{topic}/groups/{group}:join\x12\x8f\x01\n" +
+	"\x0eHeartbeatGroup\x12!.quorumq.v1.HeartbeatGroupRequest\x1a\".quorumq.v1.HeartbeatGroupResponse\"6\x82\xd3\xe4\x93\x020:\x01*\"+/v1/topics/{topic}/groups/{group}:heartbeat\x12\x7f\n" +
+	"\n" +
+	"LeaveGroup\x12\x1d.quorumq.v1.LeaveGroupRequest\x1a\x1e.quorumq.v1.LeaveGroupResponse\"2\x82\xd3\xe4\x93\x02,:\x01*\"'/v1/topics/{topic}/groups/{group}:leaveB5Z3github.com/quorumq/quorumq/api/quorumq/v1;quorumqv1b\x06proto3"
 
 var (
 	file_quorumq_v1_topic_proto_rawDescOnce sync.Once
@@ -2805,7 +3317,7 @@ func file_quorumq_v1_topic_proto_rawDescGZIP() []byte {
 }
 
 var file_quorumq_v1_topic_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_quorumq_v1_topic_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_quorumq_v1_topic_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_quorumq_v1_topic_proto_goTypes = []any{
 	(GroupStart)(0),                 // 0: quorumq.v1.GroupStart
 	(*TopicAttributes)(nil),         // 1: quorumq.v1.TopicAttributes
@@ -2849,18 +3361,25 @@ var file_quorumq_v1_topic_proto_goTypes = []any{
 	(*PartitionOffset)(nil),         // 39: quorumq.v1.PartitionOffset
 	(*CommitOffsetsRequest)(nil),    // 40: quorumq.v1.CommitOffsetsRequest
 	(*CommitOffsetsResponse)(nil),   // 41: quorumq.v1.CommitOffsetsResponse
-	nil,                             // 42: quorumq.v1.PublishRequest.AttributesEntry
-	nil,                             // 43: quorumq.v1.PublishBatchEntry.AttributesEntry
-	nil,                             // 44: quorumq.v1.TopicMessage.AttributesEntry
-	(*durationpb.Duration)(nil),     // 45: google.protobuf.Duration
-	(*TagFilter)(nil),               // 46: quorumq.v1.TagFilter
-	(*timestamppb.Timestamp)(nil),   // 47: google.protobuf.Timestamp
+	(*GroupAssignment)(nil),         // 42: quorumq.v1.GroupAssignment
+	(*JoinGroupRequest)(nil),        // 43: quorumq.v1.JoinGroupRequest
+	(*JoinGroupResponse)(nil),       // 44: quorumq.v1.JoinGroupResponse
+	(*HeartbeatGroupRequest)(nil),   // 45: quorumq.v1.HeartbeatGroupRequest
+	(*HeartbeatGroupResponse)(nil),  // 46: quorumq.v1.HeartbeatGroupResponse
+	(*LeaveGroupRequest)(nil),       // 47: quorumq.v1.LeaveGroupRequest
+	(*LeaveGroupResponse)(nil),      // 48: quorumq.v1.LeaveGroupResponse
+	nil,                             // 49: quorumq.v1.PublishRequest.AttributesEntry
+	nil,                             // 50: quorumq.v1.PublishBatchEntry.AttributesEntry
+	nil,                             // 51: quorumq.v1.TopicMessage.AttributesEntry
+	(*durationpb.Duration)(nil),     // 52: google.protobuf.Duration
+	(*TagFilter)(nil),               // 53: quorumq.v1.TagFilter
+	(*timestamppb.Timestamp)(nil),   // 54: google.protobuf.Timestamp
 }
 var file_quorumq_v1_topic_proto_depIdxs = []int32{
-	45, // 0: quorumq.v1.TopicAttributes.retention:type_name -> google.protobuf.Duration
-	46, // 1: quorumq.v1.Subscription.tag_filter:type_name -> quorumq.v1.TagFilter
+	52, // 0: quorumq.v1.TopicAttributes.retention:type_name -> google.protobuf.Duration
+	53, // 1: quorumq.v1.Subscription.tag_filter:type_name -> quorumq.v1.TagFilter
 	1,  // 2: quorumq.v1.Topic.attributes:type_name -> quorumq.v1.TopicAttributes
-	47, // 3: quorumq.v1.Topic.create_time:type_name -> google.protobuf.Timestamp
+	54, // 3: quorumq.v1.Topic.create_time:type_name -> google.protobuf.Timestamp
 	2,  // 4: quorumq.v1.Topic.subscriptions:type_name -> quorumq.v1.Subscription
 	3,  // 5: quorumq.v1.Topic.partitions:type_name -> quorumq.v1.TopicPartition
 	1,  // 6: quorumq.v1.CreateTopicRequest.attributes:type_name -> quorumq.v1.TopicAttributes
@@ -2869,61 +3388,72 @@ var file_quorumq_v1_topic_proto_depIdxs = []int32{
 	4,  // 9: quorumq.v1.ListTopicsResponse.topics:type_name -> quorumq.v1.Topic
 	1,  // 10: quorumq.v1.UpdateTopicRequest.attributes:type_name -> quorumq.v1.TopicAttributes
 	4,  // 11: quorumq.v1.UpdateTopicResponse.topic:type_name -> quorumq.v1.Topic
-	42, // 12: quorumq.v1.PublishRequest.attributes:type_name -> quorumq.v1.PublishRequest.AttributesEntry
-	43, // 13: quorumq.v1.PublishBatchEntry.attributes:type_name -> quorumq.v1.PublishBatchEntry.AttributesEntry
+	49, // 12: quorumq.v1.PublishRequest.attributes:type_name -> quorumq.v1.PublishRequest.AttributesEntry
+	50, // 13: quorumq.v1.PublishBatchEntry.attributes:type_name -> quorumq.v1.PublishBatchEntry.AttributesEntry
 	17, // 14: quorumq.v1.PublishBatchRequest.entries:type_name -> quorumq.v1.PublishBatchEntry
 	19, // 15: quorumq.v1.PublishBatchResponse.successful:type_name -> quorumq.v1.PublishBatchResultEntry
 	20, // 16: quorumq.v1.PublishBatchResponse.failed:type_name -> quorumq.v1.PublishBatchErrorEntry
-	46, // 17: quorumq.v1.SubscribeRequest.tag_filter:type_name -> quorumq.v1.TagFilter
+	53, // 17: quorumq.v1.SubscribeRequest.tag_filter:type_name -> quorumq.v1.TagFilter
 	2,  // 18: quorumq.v1.SubscribeResponse.subscription:type_name -> quorumq.v1.Subscription
 	26, // 19: quorumq.v1.Group.partitions:type_name -> quorumq.v1.GroupPartition
 	0,  // 20: quorumq.v1.CreateGroupRequest.start:type_name -> quorumq.v1.GroupStart
-	47, // 21: quorumq.v1.CreateGroupRequest.time:type_name -> google.protobuf.Timestamp
+	54, // 21: quorumq.v1.CreateGroupRequest.time:type_name -> google.protobuf.Timestamp
 	27, // 22: quorumq.v1.CreateGroupResponse.group:type_name -> quorumq.v1.Group
 	27, // 23: quorumq.v1.GetGroupResponse.group:type_name -> quorumq.v1.Group
 	0,  // 24: quorumq.v1.ResetGroupRequest.start:type_name -> quorumq.v1.GroupStart
-	47, // 25: quorumq.v1.ResetGroupRequest.time:type_name -> google.protobuf.Timestamp
+	54, // 25: quorumq.v1.ResetGroupRequest.time:type_name -> google.protobuf.Timestamp
 	27, // 26: quorumq.v1.ResetGroupResponse.group:type_name -> quorumq.v1.Group
-	44, // 27: quorumq.v1.TopicMessage.attributes:type_name -> quorumq.v1.TopicMessage.AttributesEntry
-	47, // 28: quorumq.v1.TopicMessage.publish_time:type_name -> google.protobuf.Timestamp
-	45, // 29: quorumq.v1.ReadTopicRequest.wait_time:type_name -> google.protobuf.Duration
+	51, // 27: quorumq.v1.TopicMessage.attributes:type_name -> quorumq.v1.TopicMessage.AttributesEntry
+	54, // 28: quorumq.v1.TopicMessage.publish_time:type_name -> google.protobuf.Timestamp
+	52, // 29: quorumq.v1.ReadTopicRequest.wait_time:type_name -> google.protobuf.Duration
 	36, // 30: quorumq.v1.ReadTopicResponse.messages:type_name -> quorumq.v1.TopicMessage
 	39, // 31: quorumq.v1.CommitOffsetsRequest.offsets:type_name -> quorumq.v1.PartitionOffset
-	5,  // 32: quorumq.v1.TopicService.CreateTopic:input_type -> quorumq.v1.CreateTopicRequest
-	7,  // 33: quorumq.v1.TopicService.GetTopic:input_type -> quorumq.v1.GetTopicRequest
-	9,  // 34: quorumq.v1.TopicService.ListTopics:input_type -> quorumq.v1.ListTopicsRequest
-	11, // 35: quorumq.v1.TopicService.UpdateTopic:input_type -> quorumq.v1.UpdateTopicRequest
-	13, // 36: quorumq.v1.TopicService.DeleteTopic:input_type -> quorumq.v1.DeleteTopicRequest
-	15, // 37: quorumq.v1.TopicService.Publish:input_type -> quorumq.v1.PublishRequest
-	18, // 38: quorumq.v1.TopicService.PublishBatch:input_type -> quorumq.v1.PublishBatchRequest
-	22, // 39: quorumq.v1.TopicService.Subscribe:input_type -> quorumq.v1.SubscribeRequest
-	24, // 40: quorumq.v1.TopicService.Unsubscribe:input_type -> quorumq.v1.UnsubscribeRequest
-	28, // 41: quorumq.v1.TopicService.CreateGroup:input_type -> quorumq.v1.CreateGroupRequest
-	30, // 42: quorumq.v1.TopicService.GetGroup:input_type -> quorumq.v1.GetGroupRequest
-	32, // 43: quorumq.v1.TopicService.DeleteGroup:input_type -> quorumq.v1.DeleteGroupRequest
-	34, // 44: quorumq.v1.TopicService.ResetGroup:input_type -> quorumq.v1.ResetGroupRequest
-	37, // 45: quorumq.v1.TopicService.ReadTopic:input_type -> quorumq.v1.ReadTopicRequest
-	40, // 46: quorumq.v1.TopicService.CommitOffsets:input_type -> quorumq.v1.CommitOffsetsRequest
-	6,  // 47: quorumq.v1.TopicService.CreateTopic:output_type -> quorumq.v1.CreateTopicResponse
-	8,  // 48: quorumq.v1.TopicService.GetTopic:output_type -> quorumq.v1.GetTopicResponse
-	10, // 49: quorumq.v1.TopicService.ListTopics:output_type -> quorumq.v1.ListTopicsResponse
-	12, // 50: quorumq.v1.TopicService.UpdateTopic:output_type -> quorumq.v1.UpdateTopicResponse
-	14, // 51: quorumq.v1.TopicService.DeleteTopic:output_type -> quorumq.v1.DeleteTopicResponse
-	16, // 52: quorumq.v1.TopicService.Publish:output_type -> quorumq.v1.PublishResponse
-	21, // 53: quorumq.v1.TopicService.PublishBatch:output_type -> quorumq.v1.PublishBatchResponse
-	23, // 54: quorumq.v1.TopicService.Subscribe:output_type -> quorumq.v1.SubscribeResponse
-	25, // 55: quorumq.v1.TopicService.Unsubscribe:output_type -> quorumq.v1.UnsubscribeResponse
-	29, // 56: quorumq.v1.TopicService.CreateGroup:output_type -> quorumq.v1.CreateGroupResponse
-	31, // 57: quorumq.v1.TopicService.GetGroup:output_type -> quorumq.v1.GetGroupResponse
-	33, // 58: quorumq.v1.TopicService.DeleteGroup:output_type -> quorumq.v1.DeleteGroupResponse
-	35, // 59: quorumq.v1.TopicService.ResetGroup:output_type -> quorumq.v1.ResetGroupResponse
-	38, // 60: quorumq.v1.TopicService.ReadTopic:output_type -> quorumq.v1.ReadTopicResponse
-	41, // 61: quorumq.v1.TopicService.CommitOffsets:output_type -> quorumq.v1.CommitOffsetsResponse
-	47, // [47:62] is the sub-list for method output_type
-	32, // [32:47] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	52, // 32: quorumq.v1.GroupAssignment.session_timeout:type_name -> google.protobuf.Duration
+	52, // 33: quorumq.v1.GroupAssignment.heartbeat_interval:type_name -> google.protobuf.Duration
+	52, // 34: quorumq.v1.JoinGroupRequest.session_timeout:type_name -> google.protobuf.Duration
+	42, // 35: quorumq.v1.JoinGroupResponse.assignment:type_name -> quorumq.v1.GroupAssignment
+	42, // 36: quorumq.v1.HeartbeatGroupResponse.assignment:type_name -> quorumq.v1.GroupAssignment
+	5,  // 37: quorumq.v1.TopicService.CreateTopic:input_type -> quorumq.v1.CreateTopicRequest
+	7,  // 38: quorumq.v1.TopicService.GetTopic:input_type -> quorumq.v1.GetTopicRequest
+	9,  // 39: quorumq.v1.TopicService.ListTopics:input_type -> quorumq.v1.ListTopicsRequest
+	11, // 40: quorumq.v1.TopicService.UpdateTopic:input_type -> quorumq.v1.UpdateTopicRequest
+	13, // 41: quorumq.v1.TopicService.DeleteTopic:input_type -> quorumq.v1.DeleteTopicRequest
+	15, // 42: quorumq.v1.TopicService.Publish:input_type -> quorumq.v1.PublishRequest
+	18, // 43: quorumq.v1.TopicService.PublishBatch:input_type -> quorumq.v1.PublishBatchRequest
+	22, // 44: quorumq.v1.TopicService.Subscribe:input_type -> quorumq.v1.SubscribeRequest
+	24, // 45: quorumq.v1.TopicService.Unsubscribe:input_type -> quorumq.v1.UnsubscribeRequest
+	28, // 46: quorumq.v1.TopicService.CreateGroup:input_type -> quorumq.v1.CreateGroupRequest
+	30, // 47: quorumq.v1.TopicService.GetGroup:input_type -> quorumq.v1.GetGroupRequest
+	32, // 48: quorumq.v1.TopicService.DeleteGroup:input_type -> quorumq.v1.DeleteGroupRequest
+	34, // 49: quorumq.v1.TopicService.ResetGroup:input_type -> quorumq.v1.ResetGroupRequest
+	37, // 50: quorumq.v1.TopicService.ReadTopic:input_type -> quorumq.v1.ReadTopicRequest
+	40, // 51: quorumq.v1.TopicService.CommitOffsets:input_type -> quorumq.v1.CommitOffsetsRequest
+	43, // 52: quorumq.v1.TopicService.JoinGroup:input_type -> quorumq.v1.JoinGroupRequest
+	45, // 53: quorumq.v1.TopicService.HeartbeatGroup:input_type -> quorumq.v1.HeartbeatGroupRequest
+	47, // 54: quorumq.v1.TopicService.LeaveGroup:input_type -> quorumq.v1.LeaveGroupRequest
+	6,  // 55: quorumq.v1.TopicService.CreateTopic:output_type -> quorumq.v1.CreateTopicResponse
+	8,  // 56: quorumq.v1.TopicService.GetTopic:output_type -> quorumq.v1.GetTopicResponse
+	10, // 57: quorumq.v1.TopicService.ListTopics:output_type -> quorumq.v1.ListTopicsResponse
+	12, // 58: quorumq.v1.TopicService.UpdateTopic:output_type -> quorumq.v1.UpdateTopicResponse
+	14, // 59: quorumq.v1.TopicService.DeleteTopic:output_type -> quorumq.v1.DeleteTopicResponse
+	16, // 60: quorumq.v1.TopicService.Publish:output_type -> quorumq.v1.PublishResponse
+	21, // 61: quorumq.v1.TopicService.PublishBatch:output_type -> quorumq.v1.PublishBatchResponse
+	23, // 62: quorumq.v1.TopicService.Subscribe:output_type -> quorumq.v1.SubscribeResponse
+	25, // 63: quorumq.v1.TopicService.Unsubscribe:output_type -> quorumq.v1.UnsubscribeResponse
+	29, // 64: quorumq.v1.TopicService.CreateGroup:output_type -> quorumq.v1.CreateGroupResponse
+	31, // 65: quorumq.v1.TopicService.GetGroup:output_type -> quorumq.v1.GetGroupResponse
+	33, // 66: quorumq.v1.TopicService.DeleteGroup:output_type -> quorumq.v1.DeleteGroupResponse
+	35, // 67: quorumq.v1.TopicService.ResetGroup:output_type -> quorumq.v1.ResetGroupResponse
+	38, // 68: quorumq.v1.TopicService.ReadTopic:output_type -> quorumq.v1.ReadTopicResponse
+	41, // 69: quorumq.v1.TopicService.CommitOffsets:output_type -> quorumq.v1.CommitOffsetsResponse
+	44, // 70: quorumq.v1.TopicService.JoinGroup:output_type -> quorumq.v1.JoinGroupResponse
+	46, // 71: quorumq.v1.TopicService.HeartbeatGroup:output_type -> quorumq.v1.HeartbeatGroupResponse
+	48, // 72: quorumq.v1.TopicService.LeaveGroup:output_type -> quorumq.v1.LeaveGroupResponse
+	55, // [55:73] is the sub-list for method output_type
+	37, // [37:55] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_quorumq_v1_topic_proto_init() }
@@ -2940,7 +3470,7 @@ func file_quorumq_v1_topic_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quorumq_v1_topic_proto_rawDesc), len(file_quorumq_v1_topic_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   44,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

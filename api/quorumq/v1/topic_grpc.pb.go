@@ -19,21 +19,24 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	TopicService_CreateTopic_FullMethodName   = "/quorumq.v1.TopicService/CreateTopic"
-	TopicService_GetTopic_FullMethodName      = "/quorumq.v1.TopicService/GetTopic"
-	TopicService_ListTopics_FullMethodName    = "/quorumq.v1.TopicService/ListTopics"
-	TopicService_UpdateTopic_FullMethodName   = "/quorumq.v1.TopicService/UpdateTopic"
-	TopicService_DeleteTopic_FullMethodName   = "/quorumq.v1.TopicService/DeleteTopic"
-	TopicService_Publish_FullMethodName       = "/quorumq.v1.TopicService/Publish"
-	TopicService_PublishBatch_FullMethodName  = "/quorumq.v1.TopicService/PublishBatch"
-	TopicService_Subscribe_FullMethodName     = "/quorumq.v1.TopicService/Subscribe"
-	TopicService_Unsubscribe_FullMethodName   = "/quorumq.v1.TopicService/Unsubscribe"
-	TopicService_CreateGroup_FullMethodName   = "/quorumq.v1.TopicService/CreateGroup"
-	TopicService_GetGroup_FullMethodName      = "/quorumq.v1.TopicService/GetGroup"
-	TopicService_DeleteGroup_FullMethodName   = "/quorumq.v1.TopicService/DeleteGroup"
-	TopicService_ResetGroup_FullMethodName    = "/quorumq.v1.TopicService/ResetGroup"
-	TopicService_ReadTopic_FullMethodName     = "/quorumq.v1.TopicService/ReadTopic"
-	TopicService_CommitOffsets_FullMethodName = "/quorumq.v1.TopicService/CommitOffsets"
+	TopicService_CreateTopic_FullMethodName    = "/quorumq.v1.TopicService/CreateTopic"
+	TopicService_GetTopic_FullMethodName       = "/quorumq.v1.TopicService/GetTopic"
+	TopicService_ListTopics_FullMethodName     = "/quorumq.v1.TopicService/ListTopics"
+	TopicService_UpdateTopic_FullMethodName    = "/quorumq.v1.TopicService/UpdateTopic"
+	TopicService_DeleteTopic_FullMethodName    = "/quorumq.v1.TopicService/DeleteTopic"
+	TopicService_Publish_FullMethodName        = "/quorumq.v1.TopicService/Publish"
+	TopicService_PublishBatch_FullMethodName   = "/quorumq.v1.TopicService/PublishBatch"
+	TopicService_Subscribe_FullMethodName      = "/quorumq.v1.TopicService/Subscribe"
+	TopicService_Unsubscribe_FullMethodName    = "/quorumq.v1.TopicService/Unsubscribe"
+	TopicService_CreateGroup_FullMethodName    = "/quorumq.v1.TopicService/CreateGroup"
+	TopicService_GetGroup_FullMethodName       = "/quorumq.v1.TopicService/GetGroup"
+	TopicService_DeleteGroup_FullMethodName    = "/quorumq.v1.TopicService/DeleteGroup"
+	TopicService_ResetGroup_FullMethodName     = "/quorumq.v1.TopicService/ResetGroup"
+	TopicService_ReadTopic_FullMethodName      = "/quorumq.v1.TopicService/ReadTopic"
+	TopicService_CommitOffsets_FullMethodName  = "/quorumq.v1.TopicService/CommitOffsets"
+	TopicService_JoinGroup_FullMethodName      = "/quorumq.v1.TopicService/JoinGroup"
+	TopicService_HeartbeatGroup_FullMethodName = "/quorumq.v1.TopicService/HeartbeatGroup"
+	TopicService_LeaveGroup_FullMethodName     = "/quorumq.v1.TopicService/LeaveGroup"
 )
 
 // TopicServiceClient is the client API for TopicService service.
@@ -67,6 +70,17 @@ const (
 //	QUEUE_NOT_FOUND        (404) Subscribe names a queue that does not exist.
 //	MESSAGE_TOO_LARGE      (400) body + attributes + tags exceed the topic's
 //	                              max_message_size.
+//	UNKNOWN_MEMBER         (404) HeartbeatGroup, LeaveGroup, ReadTopic or
+//	                              CommitOffsets name a member the group's
+//	                              coordinator does not know (its session
+//	                              expired, it left, or the coordinator
+//	                              moved): JoinGroup again.
+//	MEMBER_FENCED          (400 / FAILED_PRECONDITION) ReadTopic or
+//	                              CommitOffsets by a member for a partition
+//	                              it does not own, or with a generation
+//	                              older than the one it was given the
+//	                              partition in: heartbeat to learn the
+//	                              assignment.
 type TopicServiceClient interface {
 	// CreateTopic creates a topic. Creating it again with the same
 	// attributes returns it; with others fails with TOPIC_ALREADY_EXISTS.
@@ -118,6 +132,21 @@ type TopicServiceClient interface {
 	// CommitOffsets stores, per partition, the offset of the next message
 	// the group will read (replicated).
 	CommitOffsets(ctx context.Context, in *CommitOffsetsRequest, opts ...grpc.CallOption) (*CommitOffsetsResponse, error)
+	// JoinGroup makes the caller a member of an existing group. The group's
+	// coordinator assigns the topic's partitions to its live members (each
+	// partition to one member), and bumps the generation on every join,
+	// leave or expiry. A member reads and commits only its partitions,
+	// naming member_id and generation (fencing), and keeps its session with
+	// HeartbeatGroup, whose reply carries the current assignment. A
+	// partition taken from a live member reaches its next owner once that
+	// member's heartbeat says it applied the assignment without it, so one
+	// member at a time reads each partition.
+	JoinGroup(ctx context.Context, in *JoinGroupRequest, opts ...grpc.CallOption) (*JoinGroupResponse, error)
+	// HeartbeatGroup keeps a member's session and returns the group's
+	// current assignment (a rebalance shows as a new generation).
+	HeartbeatGroup(ctx context.Context, in *HeartbeatGroupRequest, opts ...grpc.CallOption) (*HeartbeatGroupResponse, error)
+	// LeaveGroup ends a member's session; its partitions go to the others.
+	LeaveGroup(ctx context.Context, in *LeaveGroupRequest, opts ...grpc.CallOption) (*LeaveGroupResponse, error)
 }
 
 type topicServiceClient struct {
@@ -278,6 +307,36 @@ func (c *topicServiceClient) CommitOffsets(ctx context.Context, in *CommitOffset
 	return out, nil
 }
 
+func (c *topicServiceClient) JoinGroup(ctx context.Context, in *JoinGroupRequest, opts ...grpc.CallOption) (*JoinGroupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JoinGroupResponse)
+	err := c.cc.Invoke(ctx, TopicService_JoinGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *topicServiceClient) HeartbeatGroup(ctx context.Context, in *HeartbeatGroupRequest, opts ...grpc.CallOption) (*HeartbeatGroupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HeartbeatGroupResponse)
+	err := c.cc.Invoke(ctx, TopicService_HeartbeatGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *topicServiceClient) LeaveGroup(ctx context.Context, in *LeaveGroupRequest, opts ...grpc.CallOption) (*LeaveGroupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaveGroupResponse)
+	err := c.cc.Invoke(ctx, TopicService_LeaveGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TopicServiceServer is the server API for TopicService service.
 // All implementations must embed UnimplementedTopicServiceServer
 // for forward compatibility.
@@ -309,6 +368,17 @@ func (c *topicServiceClient) CommitOffsets(ctx context.Context, in *CommitOffset
 //	QUEUE_NOT_FOUND        (404) Subscribe names a queue that does not exist.
 //	MESSAGE_TOO_LARGE      (400) body + attributes + tags exceed the topic's
 //	                              max_message_size.
+//	UNKNOWN_MEMBER         (404) HeartbeatGroup, LeaveGroup, ReadTopic or
+//	                              CommitOffsets name a member the group's
+//	                              coordinator does not know (its session
+//	                              expired, it left, or the coordinator
+//	                              moved): JoinGroup again.
+//	MEMBER_FENCED          (400 / FAILED_PRECONDITION) ReadTopic or
+//	                              CommitOffsets by a member for a partition
+//	                              it does not own, or with a generation
+//	                              older than the one it was given the
+//	                              partition in: heartbeat to learn the
+//	                              assignment.
 type TopicServiceServer interface {
 	// CreateTopic creates a topic. Creating it again with the same
 	// attributes returns it; with others fails with TOPIC_ALREADY_EXISTS.
@@ -360,6 +430,21 @@ type TopicServiceServer interface {
 	// CommitOffsets stores, per partition, the offset of the next message
 	// the group will read (replicated).
 	CommitOffsets(context.Context, *CommitOffsetsRequest) (*CommitOffsetsResponse, error)
+	// JoinGroup makes the caller a member of an existing group. The group's
+	// coordinator assigns the topic's partitions to its live members (each
+	// partition to one member), and bumps the generation on every join,
+	// leave or expiry. A member reads and commits only its partitions,
+	// naming member_id and generation (fencing), and keeps its session with
+	// HeartbeatGroup, whose reply carries the current assignment. A
+	// partition taken from a live member reaches its next owner once that
+	// member's heartbeat says it applied the assignment without it, so one
+	// member at a time reads each partition.
+	JoinGroup(context.Context, *JoinGroupRequest) (*JoinGroupResponse, error)
+	// HeartbeatGroup keeps a member's session and returns the group's
+	// current assignment (a rebalance shows as a new generation).
+	HeartbeatGroup(context.Context, *HeartbeatGroupRequest) (*HeartbeatGroupResponse, error)
+	// LeaveGroup ends a member's session; its partitions go to the others.
+	LeaveGroup(context.Context, *LeaveGroupRequest) (*LeaveGroupResponse, error)
 	mustEmbedUnimplementedTopicServiceServer()
 }
 
@@ -414,6 +499,15 @@ func (UnimplementedTopicServiceServer) ReadTopic(context.Context, *ReadTopicRequ
 }
 func (UnimplementedTopicServiceServer) CommitOffsets(context.Context, *CommitOffsetsRequest) (*CommitOffsetsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CommitOffsets not implemented")
+}
+func (UnimplementedTopicServiceServer) JoinGroup(context.Context, *JoinGroupRequest) (*JoinGroupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method JoinGroup not implemented")
+}
+func (UnimplementedTopicServiceServer) HeartbeatGroup(context.Context, *HeartbeatGroupRequest) (*HeartbeatGroupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method HeartbeatGroup not implemented")
+}
+func (UnimplementedTopicServiceServer) LeaveGroup(context.Context, *LeaveGroupRequest) (*LeaveGroupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LeaveGroup not implemented")
 }
 func (UnimplementedTopicServiceServer) mustEmbedUnimplementedTopicServiceServer() {}
 func (UnimplementedTopicServiceServer) testEmbeddedByValue()                      {}
@@ -706,6 +800,60 @@ func _TopicService_CommitOffsets_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TopicService_JoinGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TopicServiceServer).JoinGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TopicService_JoinGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TopicServiceServer).JoinGroup(ctx, req.(*JoinGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TopicService_HeartbeatGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HeartbeatGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TopicServiceServer).HeartbeatGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TopicService_HeartbeatGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TopicServiceServer).HeartbeatGroup(ctx, req.(*HeartbeatGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TopicService_LeaveGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeaveGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TopicServiceServer).LeaveGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TopicService_LeaveGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TopicServiceServer).LeaveGroup(ctx, req.(*LeaveGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TopicService_ServiceDesc is the grpc.ServiceDesc for TopicService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -772,6 +920,18 @@ var TopicService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CommitOffsets",
 			Handler:    _TopicService_CommitOffsets_Handler,
+		},
+		{
+			MethodName: "JoinGroup",
+			Handler:    _TopicService_JoinGroup_Handler,
+		},
+		{
+			MethodName: "HeartbeatGroup",
+			Handler:    _TopicService_HeartbeatGroup_Handler,
+		},
+		{
+			MethodName: "LeaveGroup",
+			Handler:    _TopicService_LeaveGroup_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

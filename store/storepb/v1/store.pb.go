@@ -285,6 +285,7 @@ type Command struct {
 	//	*Command_CommitTopicOffset
 	//	*Command_DeleteTopicGroup
 	//	*Command_TrimTopics
+	//	*Command_FenceTopicGroup
 	//	*Command_BootstrapMembership
 	//	*Command_RegisterNode
 	//	*Command_AdmitNode
@@ -589,6 +590,15 @@ func (x *Command) GetTrimTopics() *TrimTopics {
 	return nil
 }
 
+func (x *Command) GetFenceTopicGroup() *FenceTopicGroup {
+	if x != nil {
+		if x, ok := x.Op.(*Command_FenceTopicGroup); ok {
+			return x.FenceTopicGroup
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetBootstrapMembership() *BootstrapMembership {
 	if x != nil {
 		if x, ok := x.Op.(*Command_BootstrapMembership); ok {
@@ -747,6 +757,10 @@ type Command_TrimTopics struct {
 	TrimTopics *TrimTopics `protobuf:"bytes,58,opt,name=trim_topics,json=trimTopics,proto3,oneof"`
 }
 
+type Command_FenceTopicGroup struct {
+	FenceTopicGroup *FenceTopicGroup `protobuf:"bytes,70,opt,name=fence_topic_group,json=fenceTopicGroup,proto3,oneof"`
+}
+
 type Command_BootstrapMembership struct {
 	BootstrapMembership *BootstrapMembership `protobuf:"bytes,60,opt,name=bootstrap_membership,json=bootstrapMembership,proto3,oneof"`
 }
@@ -820,6 +834,8 @@ func (*Command_CommitTopicOffset) isCommand_Op() {}
 func (*Command_DeleteTopicGroup) isCommand_Op() {}
 
 func (*Command_TrimTopics) isCommand_Op() {}
+
+func (*Command_FenceTopicGroup) isCommand_Op() {}
 
 func (*Command_BootstrapMembership) isCommand_Op() {}
 
@@ -4680,11 +4696,17 @@ func (x *TopicDedupRecord) GetExpiresAtMs() int64 {
 
 // TopicGroupRecord is a consumer group's position on one partition.
 type TopicGroupRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Offset        int64                  `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
-	UpdatedAtMs   int64                  `protobuf:"varint,2,opt,name=updated_at_ms,json=updatedAtMs,proto3" json:"updated_at_ms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Offset      int64                  `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	UpdatedAtMs int64                  `protobuf:"varint,2,opt,name=updated_at_ms,json=updatedAtMs,proto3" json:"updated_at_ms,omitempty"`
+	// The member the group's coordinator assigned the partition to, and the
+	// generation it got it in (FenceTopicGroup): a commit or read that names
+	// a member must be this member's, with a generation not older than this
+	// (fencing). Empty: no member owns it.
+	OwnerMember     string `protobuf:"bytes,3,opt,name=owner_member,json=ownerMember,proto3" json:"owner_member,omitempty"`
+	OwnerGeneration int64  `protobuf:"varint,4,opt,name=owner_generation,json=ownerGeneration,proto3" json:"owner_generation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *TopicGroupRecord) Reset() {
@@ -4731,6 +4753,115 @@ func (x *TopicGroupRecord) GetUpdatedAtMs() int64 {
 	return 0
 }
 
+func (x *TopicGroupRecord) GetOwnerMember() string {
+	if x != nil {
+		return x.OwnerMember
+	}
+	return ""
+}
+
+func (x *TopicGroupRecord) GetOwnerGeneration() int64 {
+	if x != nil {
+		return x.OwnerGeneration
+	}
+	return 0
+}
+
+// FenceTopicGroup records which member of a group owns a partition in
+// which generation (the coordinator's assignment), so that only that
+// member commits there. The group must exist on the partition.
+type FenceTopicGroup struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Topic         string                 `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition     int32                  `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
+	Incarnation   int64                  `protobuf:"varint,4,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Group         string                 `protobuf:"bytes,5,opt,name=group,proto3" json:"group,omitempty"`
+	Member        string                 `protobuf:"bytes,6,opt,name=member,proto3" json:"member,omitempty"`
+	Generation    int64                  `protobuf:"varint,7,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FenceTopicGroup) Reset() {
+	*x = FenceTopicGroup{}
+	mi := &file_storepb_v1_store_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FenceTopicGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FenceTopicGroup) ProtoMessage() {}
+
+func (x *FenceTopicGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FenceTopicGroup.ProtoReflect.Descriptor instead.
+func (*FenceTopicGroup) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *FenceTopicGroup) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *FenceTopicGroup) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *FenceTopicGroup) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *FenceTopicGroup) GetIncarnation() int64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *FenceTopicGroup) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *FenceTopicGroup) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *FenceTopicGroup) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
 // SeekTopicGroup creates a group on a partition (create_only: an existing
 // one keeps its offset) or moves it.
 type SeekTopicGroup struct {
@@ -4751,7 +4882,7 @@ type SeekTopicGroup struct {
 
 func (x *SeekTopicGroup) Reset() {
 	*x = SeekTopicGroup{}
-	mi := &file_storepb_v1_store_proto_msgTypes[51]
+	mi := &file_storepb_v1_store_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4763,7 +4894,7 @@ func (x *SeekTopicGroup) String() string {
 func (*SeekTopicGroup) ProtoMessage() {}
 
 func (x *SeekTopicGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[51]
+	mi := &file_storepb_v1_store_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4776,7 +4907,7 @@ func (x *SeekTopicGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SeekTopicGroup.ProtoReflect.Descriptor instead.
 func (*SeekTopicGroup) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{51}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *SeekTopicGroup) GetTenant() string {
@@ -4844,20 +4975,24 @@ func (x *SeekTopicGroup) GetCreateOnly() bool {
 
 // CommitTopicOffset stores a group's offset on one partition.
 type CommitTopicOffset struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Topic         string                 `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
-	Partition     int32                  `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
-	Incarnation   int64                  `protobuf:"varint,4,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
-	Group         string                 `protobuf:"bytes,5,opt,name=group,proto3" json:"group,omitempty"`
-	Offset        int64                  `protobuf:"varint,6,opt,name=offset,proto3" json:"offset,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Tenant      string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Topic       string                 `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
+	Partition   int32                  `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
+	Incarnation int64                  `protobuf:"varint,4,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Group       string                 `protobuf:"bytes,5,opt,name=group,proto3" json:"group,omitempty"`
+	Offset      int64                  `protobuf:"varint,6,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Set by a group member: the commit is refused unless the partition's
+	// owner is this member, since this generation or earlier.
+	Member        string `protobuf:"bytes,7,opt,name=member,proto3" json:"member,omitempty"`
+	Generation    int64  `protobuf:"varint,8,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CommitTopicOffset) Reset() {
 	*x = CommitTopicOffset{}
-	mi := &file_storepb_v1_store_proto_msgTypes[52]
+	mi := &file_storepb_v1_store_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4869,7 +5004,7 @@ func (x *CommitTopicOffset) String() string {
 func (*CommitTopicOffset) ProtoMessage() {}
 
 func (x *CommitTopicOffset) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[52]
+	mi := &file_storepb_v1_store_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4882,7 +5017,7 @@ func (x *CommitTopicOffset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitTopicOffset.ProtoReflect.Descriptor instead.
 func (*CommitTopicOffset) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{52}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *CommitTopicOffset) GetTenant() string {
@@ -4927,6 +5062,20 @@ func (x *CommitTopicOffset) GetOffset() int64 {
 	return 0
 }
 
+func (x *CommitTopicOffset) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *CommitTopicOffset) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
 // DeleteTopicGroup drops a group's offset on one partition.
 type DeleteTopicGroup struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -4941,7 +5090,7 @@ type DeleteTopicGroup struct {
 
 func (x *DeleteTopicGroup) Reset() {
 	*x = DeleteTopicGroup{}
-	mi := &file_storepb_v1_store_proto_msgTypes[53]
+	mi := &file_storepb_v1_store_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4953,7 +5102,7 @@ func (x *DeleteTopicGroup) String() string {
 func (*DeleteTopicGroup) ProtoMessage() {}
 
 func (x *DeleteTopicGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[53]
+	mi := &file_storepb_v1_store_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4966,7 +5115,7 @@ func (x *DeleteTopicGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTopicGroup.ProtoReflect.Descriptor instead.
 func (*DeleteTopicGroup) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{53}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *DeleteTopicGroup) GetTenant() string {
@@ -5015,7 +5164,7 @@ type TrimTopics struct {
 
 func (x *TrimTopics) Reset() {
 	*x = TrimTopics{}
-	mi := &file_storepb_v1_store_proto_msgTypes[54]
+	mi := &file_storepb_v1_store_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5027,7 +5176,7 @@ func (x *TrimTopics) String() string {
 func (*TrimTopics) ProtoMessage() {}
 
 func (x *TrimTopics) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[54]
+	mi := &file_storepb_v1_store_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5040,7 +5189,7 @@ func (x *TrimTopics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrimTopics.ProtoReflect.Descriptor instead.
 func (*TrimTopics) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{54}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *TrimTopics) GetLimit() int32 {
@@ -5063,7 +5212,7 @@ type TopicShardMeta struct {
 
 func (x *TopicShardMeta) Reset() {
 	*x = TopicShardMeta{}
-	mi := &file_storepb_v1_store_proto_msgTypes[55]
+	mi := &file_storepb_v1_store_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5075,7 +5224,7 @@ func (x *TopicShardMeta) String() string {
 func (*TopicShardMeta) ProtoMessage() {}
 
 func (x *TopicShardMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[55]
+	mi := &file_storepb_v1_store_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5088,7 +5237,7 @@ func (x *TopicShardMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicShardMeta.ProtoReflect.Descriptor instead.
 func (*TopicShardMeta) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{55}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *TopicShardMeta) GetNextPartitionId() uint64 {
@@ -5121,7 +5270,7 @@ type TopicPublishOutcome struct {
 
 func (x *TopicPublishOutcome) Reset() {
 	*x = TopicPublishOutcome{}
-	mi := &file_storepb_v1_store_proto_msgTypes[56]
+	mi := &file_storepb_v1_store_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5133,7 +5282,7 @@ func (x *TopicPublishOutcome) String() string {
 func (*TopicPublishOutcome) ProtoMessage() {}
 
 func (x *TopicPublishOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[56]
+	mi := &file_storepb_v1_store_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5146,7 +5295,7 @@ func (x *TopicPublishOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicPublishOutcome.ProtoReflect.Descriptor instead.
 func (*TopicPublishOutcome) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{56}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *TopicPublishOutcome) GetMessageId() string {
@@ -5205,7 +5354,7 @@ type TopicCommandReply struct {
 
 func (x *TopicCommandReply) Reset() {
 	*x = TopicCommandReply{}
-	mi := &file_storepb_v1_store_proto_msgTypes[57]
+	mi := &file_storepb_v1_store_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5217,7 +5366,7 @@ func (x *TopicCommandReply) String() string {
 func (*TopicCommandReply) ProtoMessage() {}
 
 func (x *TopicCommandReply) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[57]
+	mi := &file_storepb_v1_store_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5230,7 +5379,7 @@ func (x *TopicCommandReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicCommandReply.ProtoReflect.Descriptor instead.
 func (*TopicCommandReply) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{57}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *TopicCommandReply) GetTopic() *TopicRecord {
@@ -5273,16 +5422,20 @@ type TopicReadRequest struct {
 	HasOffset bool   `protobuf:"varint,6,opt,name=has_offset,json=hasOffset,proto3" json:"has_offset,omitempty"`
 	Offset    int64  `protobuf:"varint,7,opt,name=offset,proto3" json:"offset,omitempty"`
 	// 0: no messages, only the offsets (and the group's).
-	MaxMessages   int32 `protobuf:"varint,8,opt,name=max_messages,json=maxMessages,proto3" json:"max_messages,omitempty"`
-	WaitMs        int64 `protobuf:"varint,9,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
-	MaxBytes      int64 `protobuf:"varint,10,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	MaxMessages int32 `protobuf:"varint,8,opt,name=max_messages,json=maxMessages,proto3" json:"max_messages,omitempty"`
+	WaitMs      int64 `protobuf:"varint,9,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	MaxBytes    int64 `protobuf:"varint,10,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	// Set by a group member: refused unless it owns the partition, since
+	// this generation or earlier.
+	Member        string `protobuf:"bytes,11,opt,name=member,proto3" json:"member,omitempty"`
+	Generation    int64  `protobuf:"varint,12,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TopicReadRequest) Reset() {
 	*x = TopicReadRequest{}
-	mi := &file_storepb_v1_store_proto_msgTypes[58]
+	mi := &file_storepb_v1_store_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5294,7 +5447,7 @@ func (x *TopicReadRequest) String() string {
 func (*TopicReadRequest) ProtoMessage() {}
 
 func (x *TopicReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[58]
+	mi := &file_storepb_v1_store_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5307,7 +5460,7 @@ func (x *TopicReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicReadRequest.ProtoReflect.Descriptor instead.
 func (*TopicReadRequest) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{58}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *TopicReadRequest) GetTenant() string {
@@ -5380,6 +5533,20 @@ func (x *TopicReadRequest) GetMaxBytes() int64 {
 	return 0
 }
 
+func (x *TopicReadRequest) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *TopicReadRequest) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
 // TopicReadReply is a run of messages and the partition's offsets.
 type TopicReadReply struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
@@ -5398,7 +5565,7 @@ type TopicReadReply struct {
 
 func (x *TopicReadReply) Reset() {
 	*x = TopicReadReply{}
-	mi := &file_storepb_v1_store_proto_msgTypes[59]
+	mi := &file_storepb_v1_store_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5410,7 +5577,7 @@ func (x *TopicReadReply) String() string {
 func (*TopicReadReply) ProtoMessage() {}
 
 func (x *TopicReadReply) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[59]
+	mi := &file_storepb_v1_store_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5423,7 +5590,7 @@ func (x *TopicReadReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicReadReply.ProtoReflect.Descriptor instead.
 func (*TopicReadReply) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{59}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *TopicReadReply) GetMessages() []*TopicMessageRecord {
@@ -5482,6 +5649,195 @@ func (x *TopicReadReply) GetGroupOffset() int64 {
 	return 0
 }
 
+// TopicGroupMemberRequest is a group member's call to its coordinator
+// (the leader of the shard of the topic's partition 0).
+type TopicGroupMemberRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Tenant      string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Topic       string                 `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
+	Incarnation int64                  `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Partitions  int32                  `protobuf:"varint,4,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	Group       string                 `protobuf:"bytes,5,opt,name=group,proto3" json:"group,omitempty"`
+	// 1 join, 2 heartbeat, 3 leave.
+	Op     int32  `protobuf:"varint,6,opt,name=op,proto3" json:"op,omitempty"`
+	Member string `protobuf:"bytes,7,opt,name=member,proto3" json:"member,omitempty"`
+	// Heartbeat: the generation whose assignment the member has applied.
+	Generation       int64 `protobuf:"varint,8,opt,name=generation,proto3" json:"generation,omitempty"`
+	SessionTimeoutMs int64 `protobuf:"varint,9,opt,name=session_timeout_ms,json=sessionTimeoutMs,proto3" json:"session_timeout_ms,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *TopicGroupMemberRequest) Reset() {
+	*x = TopicGroupMemberRequest{}
+	mi := &file_storepb_v1_store_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicGroupMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicGroupMemberRequest) ProtoMessage() {}
+
+func (x *TopicGroupMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicGroupMemberRequest.ProtoReflect.Descriptor instead.
+func (*TopicGroupMemberRequest) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *TopicGroupMemberRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *TopicGroupMemberRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *TopicGroupMemberRequest) GetIncarnation() int64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *TopicGroupMemberRequest) GetPartitions() int32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return 0
+}
+
+func (x *TopicGroupMemberRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *TopicGroupMemberRequest) GetOp() int32 {
+	if x != nil {
+		return x.Op
+	}
+	return 0
+}
+
+func (x *TopicGroupMemberRequest) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *TopicGroupMemberRequest) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *TopicGroupMemberRequest) GetSessionTimeoutMs() int64 {
+	if x != nil {
+		return x.SessionTimeoutMs
+	}
+	return 0
+}
+
+// TopicGroupMemberReply is the member's assignment.
+type TopicGroupMemberReply struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Member           string                 `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	Generation       int64                  `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	Partitions       []int32                `protobuf:"varint,3,rep,packed,name=partitions,proto3" json:"partitions,omitempty"`
+	SessionTimeoutMs int64                  `protobuf:"varint,4,opt,name=session_timeout_ms,json=sessionTimeoutMs,proto3" json:"session_timeout_ms,omitempty"`
+	Members          int32                  `protobuf:"varint,5,opt,name=members,proto3" json:"members,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *TopicGroupMemberReply) Reset() {
+	*x = TopicGroupMemberReply{}
+	mi := &file_storepb_v1_store_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicGroupMemberReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicGroupMemberReply) ProtoMessage() {}
+
+func (x *TopicGroupMemberReply) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicGroupMemberReply.ProtoReflect.Descriptor instead.
+func (*TopicGroupMemberReply) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *TopicGroupMemberReply) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *TopicGroupMemberReply) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *TopicGroupMemberReply) GetPartitions() []int32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *TopicGroupMemberReply) GetSessionTimeoutMs() int64 {
+	if x != nil {
+		return x.SessionTimeoutMs
+	}
+	return 0
+}
+
+func (x *TopicGroupMemberReply) GetMembers() int32 {
+	if x != nil {
+		return x.Members
+	}
+	return 0
+}
+
 // TopicCatalogRequest reads topic records of truth on the metadata shard.
 type TopicCatalogRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -5497,7 +5853,7 @@ type TopicCatalogRequest struct {
 
 func (x *TopicCatalogRequest) Reset() {
 	*x = TopicCatalogRequest{}
-	mi := &file_storepb_v1_store_proto_msgTypes[60]
+	mi := &file_storepb_v1_store_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5509,7 +5865,7 @@ func (x *TopicCatalogRequest) String() string {
 func (*TopicCatalogRequest) ProtoMessage() {}
 
 func (x *TopicCatalogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[60]
+	mi := &file_storepb_v1_store_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5522,7 +5878,7 @@ func (x *TopicCatalogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicCatalogRequest.ProtoReflect.Descriptor instead.
 func (*TopicCatalogRequest) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{60}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *TopicCatalogRequest) GetTenant() string {
@@ -5570,7 +5926,7 @@ type TopicCatalogReply struct {
 
 func (x *TopicCatalogReply) Reset() {
 	*x = TopicCatalogReply{}
-	mi := &file_storepb_v1_store_proto_msgTypes[61]
+	mi := &file_storepb_v1_store_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5582,7 +5938,7 @@ func (x *TopicCatalogReply) String() string {
 func (*TopicCatalogReply) ProtoMessage() {}
 
 func (x *TopicCatalogReply) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[61]
+	mi := &file_storepb_v1_store_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5595,7 +5951,7 @@ func (x *TopicCatalogReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicCatalogReply.ProtoReflect.Descriptor instead.
 func (*TopicCatalogReply) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{61}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *TopicCatalogReply) GetTopics() []*TopicRecord {
@@ -5626,7 +5982,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_storepb_v1_store_proto_msgTypes[62]
+	mi := &file_storepb_v1_store_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5638,7 +5994,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[62]
+	mi := &file_storepb_v1_store_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5651,7 +6007,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{62}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *NodeRecord) GetId() uint64 {
@@ -5712,7 +6068,7 @@ type ReplicaChange struct {
 
 func (x *ReplicaChange) Reset() {
 	*x = ReplicaChange{}
-	mi := &file_storepb_v1_store_proto_msgTypes[63]
+	mi := &file_storepb_v1_store_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5724,7 +6080,7 @@ func (x *ReplicaChange) String() string {
 func (*ReplicaChange) ProtoMessage() {}
 
 func (x *ReplicaChange) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[63]
+	mi := &file_storepb_v1_store_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5737,7 +6093,7 @@ func (x *ReplicaChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaChange.ProtoReflect.Descriptor instead.
 func (*ReplicaChange) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{63}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ReplicaChange) GetNodeId() uint64 {
@@ -5779,7 +6135,7 @@ type ReplicaSetRecord struct {
 
 func (x *ReplicaSetRecord) Reset() {
 	*x = ReplicaSetRecord{}
-	mi := &file_storepb_v1_store_proto_msgTypes[64]
+	mi := &file_storepb_v1_store_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5791,7 +6147,7 @@ func (x *ReplicaSetRecord) String() string {
 func (*ReplicaSetRecord) ProtoMessage() {}
 
 func (x *ReplicaSetRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[64]
+	mi := &file_storepb_v1_store_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5804,7 +6160,7 @@ func (x *ReplicaSetRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaSetRecord.ProtoReflect.Descriptor instead.
 func (*ReplicaSetRecord) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{64}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ReplicaSetRecord) GetShard() uint64 {
@@ -5863,7 +6219,7 @@ type BootstrapMembership struct {
 
 func (x *BootstrapMembership) Reset() {
 	*x = BootstrapMembership{}
-	mi := &file_storepb_v1_store_proto_msgTypes[65]
+	mi := &file_storepb_v1_store_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5875,7 +6231,7 @@ func (x *BootstrapMembership) String() string {
 func (*BootstrapMembership) ProtoMessage() {}
 
 func (x *BootstrapMembership) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[65]
+	mi := &file_storepb_v1_store_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5888,7 +6244,7 @@ func (x *BootstrapMembership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootstrapMembership.ProtoReflect.Descriptor instead.
 func (*BootstrapMembership) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{65}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *BootstrapMembership) GetNodes() []*NodeRecord {
@@ -5924,7 +6280,7 @@ type RegisterNode struct {
 
 func (x *RegisterNode) Reset() {
 	*x = RegisterNode{}
-	mi := &file_storepb_v1_store_proto_msgTypes[66]
+	mi := &file_storepb_v1_store_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5936,7 +6292,7 @@ func (x *RegisterNode) String() string {
 func (*RegisterNode) ProtoMessage() {}
 
 func (x *RegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[66]
+	mi := &file_storepb_v1_store_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5949,7 +6305,7 @@ func (x *RegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNode.ProtoReflect.Descriptor instead.
 func (*RegisterNode) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{66}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *RegisterNode) GetNode() *NodeRecord {
@@ -5971,7 +6327,7 @@ type AdmitNode struct {
 
 func (x *AdmitNode) Reset() {
 	*x = AdmitNode{}
-	mi := &file_storepb_v1_store_proto_msgTypes[67]
+	mi := &file_storepb_v1_store_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5983,7 +6339,7 @@ func (x *AdmitNode) String() string {
 func (*AdmitNode) ProtoMessage() {}
 
 func (x *AdmitNode) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[67]
+	mi := &file_storepb_v1_store_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5996,7 +6352,7 @@ func (x *AdmitNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdmitNode.ProtoReflect.Descriptor instead.
 func (*AdmitNode) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{67}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *AdmitNode) GetNode() *NodeRecord {
@@ -6017,7 +6373,7 @@ type SetNodeState struct {
 
 func (x *SetNodeState) Reset() {
 	*x = SetNodeState{}
-	mi := &file_storepb_v1_store_proto_msgTypes[68]
+	mi := &file_storepb_v1_store_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6029,7 +6385,7 @@ func (x *SetNodeState) String() string {
 func (*SetNodeState) ProtoMessage() {}
 
 func (x *SetNodeState) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[68]
+	mi := &file_storepb_v1_store_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6042,7 +6398,7 @@ func (x *SetNodeState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNodeState.ProtoReflect.Descriptor instead.
 func (*SetNodeState) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{68}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *SetNodeState) GetNodeId() uint64 {
@@ -6069,7 +6425,7 @@ type SetReplicaSet struct {
 
 func (x *SetReplicaSet) Reset() {
 	*x = SetReplicaSet{}
-	mi := &file_storepb_v1_store_proto_msgTypes[69]
+	mi := &file_storepb_v1_store_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6081,7 +6437,7 @@ func (x *SetReplicaSet) String() string {
 func (*SetReplicaSet) ProtoMessage() {}
 
 func (x *SetReplicaSet) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[69]
+	mi := &file_storepb_v1_store_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6094,7 +6450,7 @@ func (x *SetReplicaSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicaSet.ProtoReflect.Descriptor instead.
 func (*SetReplicaSet) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{69}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *SetReplicaSet) GetReplicaSet() *ReplicaSetRecord {
@@ -6123,7 +6479,7 @@ type QueueOrder struct {
 
 func (x *QueueOrder) Reset() {
 	*x = QueueOrder{}
-	mi := &file_storepb_v1_store_proto_msgTypes[70]
+	mi := &file_storepb_v1_store_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6135,7 +6491,7 @@ func (x *QueueOrder) String() string {
 func (*QueueOrder) ProtoMessage() {}
 
 func (x *QueueOrder) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[70]
+	mi := &file_storepb_v1_store_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6148,7 +6504,7 @@ func (x *QueueOrder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueOrder.ProtoReflect.Descriptor instead.
 func (*QueueOrder) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{70}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *QueueOrder) GetLevels() uint32 {
@@ -6187,7 +6543,7 @@ type GroupState struct {
 
 func (x *GroupState) Reset() {
 	*x = GroupState{}
-	mi := &file_storepb_v1_store_proto_msgTypes[71]
+	mi := &file_storepb_v1_store_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6199,7 +6555,7 @@ func (x *GroupState) String() string {
 func (*GroupState) ProtoMessage() {}
 
 func (x *GroupState) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[71]
+	mi := &file_storepb_v1_store_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6212,7 +6568,7 @@ func (x *GroupState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupState.ProtoReflect.Descriptor instead.
 func (*GroupState) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{71}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *GroupState) GetOutstanding() int64 {
@@ -6241,7 +6597,7 @@ var File_storepb_v1_store_proto protoreflect.FileDescriptor
 const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"\x16storepb/v1/store.proto\x12\n" +
-	"storepb.v1\"\xc1\x10\n" +
+	"storepb.v1\"\x8c\x11\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12<\n" +
@@ -6275,7 +6631,8 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x13commit_topic_offset\x188 \x01(\v2\x1d.storepb.v1.CommitTopicOffsetH\x00R\x11commitTopicOffset\x12L\n" +
 	"\x12delete_topic_group\x189 \x01(\v2\x1c.storepb.v1.DeleteTopicGroupH\x00R\x10deleteTopicGroup\x129\n" +
 	"\vtrim_topics\x18: \x01(\v2\x16.storepb.v1.TrimTopicsH\x00R\n" +
-	"trimTopics\x12T\n" +
+	"trimTopics\x12I\n" +
+	"\x11fence_topic_group\x18F \x01(\v2\x1b.storepb.v1.FenceTopicGroupH\x00R\x0ffenceTopicGroup\x12T\n" +
 	"\x14bootstrap_membership\x18< \x01(\v2\x1f.storepb.v1.BootstrapMembershipH\x00R\x13bootstrapMembership\x12?\n" +
 	"\rregister_node\x18= \x01(\v2\x18.storepb.v1.RegisterNodeH\x00R\fregisterNode\x126\n" +
 	"\n" +
@@ -6632,10 +6989,22 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\"\n" +
-	"\rexpires_at_ms\x18\x03 \x01(\x03R\vexpiresAtMs\"N\n" +
+	"\rexpires_at_ms\x18\x03 \x01(\x03R\vexpiresAtMs\"\x9c\x01\n" +
 	"\x10TopicGroupRecord\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\"\n" +
-	"\rupdated_at_ms\x18\x02 \x01(\x03R\vupdatedAtMs\"\xfc\x01\n" +
+	"\rupdated_at_ms\x18\x02 \x01(\x03R\vupdatedAtMs\x12!\n" +
+	"\fowner_member\x18\x03 \x01(\tR\vownerMember\x12)\n" +
+	"\x10owner_generation\x18\x04 \x01(\x03R\x0fownerGeneration\"\xcd\x01\n" +
+	"\x0fFenceTopicGroup\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
+	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x1c\n" +
+	"\tpartition\x18\x03 \x01(\x05R\tpartition\x12 \n" +
+	"\vincarnation\x18\x04 \x01(\x03R\vincarnation\x12\x14\n" +
+	"\x05group\x18\x05 \x01(\tR\x05group\x12\x16\n" +
+	"\x06member\x18\x06 \x01(\tR\x06member\x12\x1e\n" +
+	"\n" +
+	"generation\x18\a \x01(\x03R\n" +
+	"generation\"\xfc\x01\n" +
 	"\x0eSeekTopicGroup\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x1c\n" +
@@ -6646,14 +7015,18 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\atime_ms\x18\a \x01(\x03R\x06timeMs\x12\x16\n" +
 	"\x06offset\x18\b \x01(\x03R\x06offset\x12\x1f\n" +
 	"\vcreate_only\x18\t \x01(\bR\n" +
-	"createOnly\"\xaf\x01\n" +
+	"createOnly\"\xe7\x01\n" +
 	"\x11CommitTopicOffset\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x03 \x01(\x05R\tpartition\x12 \n" +
 	"\vincarnation\x18\x04 \x01(\x03R\vincarnation\x12\x14\n" +
 	"\x05group\x18\x05 \x01(\tR\x05group\x12\x16\n" +
-	"\x06offset\x18\x06 \x01(\x03R\x06offset\"\x96\x01\n" +
+	"\x06offset\x18\x06 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06member\x18\a \x01(\tR\x06member\x12\x1e\n" +
+	"\n" +
+	"generation\x18\b \x01(\x03R\n" +
+	"generation\"\x96\x01\n" +
 	"\x10DeleteTopicGroup\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x1c\n" +
@@ -6679,7 +7052,7 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x05topic\x18\x01 \x01(\v2\x17.storepb.v1.TopicRecordR\x05topic\x12=\n" +
 	"\tpublished\x18\x02 \x03(\v2\x1f.storepb.v1.TopicPublishOutcomeR\tpublished\x12!\n" +
 	"\fgroup_offset\x18\x03 \x01(\x03R\vgroupOffset\x12\x18\n" +
-	"\atrimmed\x18\x04 \x01(\x05R\atrimmed\"\xa6\x02\n" +
+	"\atrimmed\x18\x04 \x01(\x05R\atrimmed\"\xde\x02\n" +
 	"\x10TopicReadRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x1c\n" +
@@ -6692,7 +7065,11 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\fmax_messages\x18\b \x01(\x05R\vmaxMessages\x12\x17\n" +
 	"\await_ms\x18\t \x01(\x03R\x06waitMs\x12\x1b\n" +
 	"\tmax_bytes\x18\n" +
-	" \x01(\x03R\bmaxBytes\"\xb6\x02\n" +
+	" \x01(\x03R\bmaxBytes\x12\x16\n" +
+	"\x06member\x18\v \x01(\tR\x06member\x12\x1e\n" +
+	"\n" +
+	"generation\x18\f \x01(\x03R\n" +
+	"generation\"\xb6\x02\n" +
 	"\x0eTopicReadReply\x12:\n" +
 	"\bmessages\x18\x01 \x03(\v2\x1e.storepb.v1.TopicMessageRecordR\bmessages\x12\x1f\n" +
 	"\vnext_offset\x18\x02 \x01(\x03R\n" +
@@ -6704,7 +7081,31 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x05bytes\x18\x06 \x01(\x03R\x05bytes\x12\x1f\n" +
 	"\vgroup_found\x18\a \x01(\bR\n" +
 	"groupFound\x12!\n" +
-	"\fgroup_offset\x18\b \x01(\x03R\vgroupOffset\"\x85\x01\n" +
+	"\fgroup_offset\x18\b \x01(\x03R\vgroupOffset\"\x95\x02\n" +
+	"\x17TopicGroupMemberRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
+	"\x05topic\x18\x02 \x01(\tR\x05topic\x12 \n" +
+	"\vincarnation\x18\x03 \x01(\x03R\vincarnation\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x04 \x01(\x05R\n" +
+	"partitions\x12\x14\n" +
+	"\x05group\x18\x05 \x01(\tR\x05group\x12\x0e\n" +
+	"\x02op\x18\x06 \x01(\x05R\x02op\x12\x16\n" +
+	"\x06member\x18\a \x01(\tR\x06member\x12\x1e\n" +
+	"\n" +
+	"generation\x18\b \x01(\x03R\n" +
+	"generation\x12,\n" +
+	"\x12session_timeout_ms\x18\t \x01(\x03R\x10sessionTimeoutMs\"\xb7\x01\n" +
+	"\x15TopicGroupMemberReply\x12\x16\n" +
+	"\x06member\x18\x01 \x01(\tR\x06member\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x03R\n" +
+	"generation\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x03 \x03(\x05R\n" +
+	"partitions\x12,\n" +
+	"\x12session_timeout_ms\x18\x04 \x01(\x03R\x10sessionTimeoutMs\x12\x18\n" +
+	"\amembers\x18\x05 \x01(\x05R\amembers\"\x85\x01\n" +
 	"\x13TopicCatalogRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -6789,91 +7190,94 @@ func file_storepb_v1_store_proto_rawDescGZIP() []byte {
 }
 
 var file_storepb_v1_store_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 79)
+var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 82)
 var file_storepb_v1_store_proto_goTypes = []any{
-	(OverflowPolicy)(0),          // 0: storepb.v1.OverflowPolicy
-	(DeadLetterReason)(0),        // 1: storepb.v1.DeadLetterReason
-	(NackKind)(0),                // 2: storepb.v1.NackKind
-	(NodeState)(0),               // 3: storepb.v1.NodeState
-	(*Command)(nil),              // 4: storepb.v1.Command
-	(*QueueAttributes)(nil),      // 5: storepb.v1.QueueAttributes
-	(*RetryPolicy)(nil),          // 6: storepb.v1.RetryPolicy
-	(*CreateQueue)(nil),          // 7: storepb.v1.CreateQueue
-	(*UpdateQueue)(nil),          // 8: storepb.v1.UpdateQueue
-	(*DeleteQueue)(nil),          // 9: storepb.v1.DeleteQueue
-	(*PurgeQueue)(nil),           // 10: storepb.v1.PurgeQueue
-	(*SendEntry)(nil),            // 11: storepb.v1.SendEntry
-	(*Send)(nil),                 // 12: storepb.v1.Send
-	(*TagFilter)(nil),            // 13: storepb.v1.TagFilter
-	(*Receive)(nil),              // 14: storepb.v1.Receive
-	(*Delete)(nil),               // 15: storepb.v1.Delete
-	(*VisibilityChange)(nil),     // 16: storepb.v1.VisibilityChange
-	(*ChangeVisibility)(nil),     // 17: storepb.v1.ChangeVisibility
-	(*Tick)(nil),                 // 18: storepb.v1.Tick
-	(*MessageRecord)(nil),        // 19: storepb.v1.MessageRecord
-	(*OutboxEntry)(nil),          // 20: storepb.v1.OutboxEntry
-	(*DeliverOutbox)(nil),        // 21: storepb.v1.DeliverOutbox
-	(*AckOutbox)(nil),            // 22: storepb.v1.AckOutbox
-	(*Redrive)(nil),              // 23: storepb.v1.Redrive
-	(*QueueRecord)(nil),          // 24: storepb.v1.QueueRecord
-	(*QueueMeta)(nil),            // 25: storepb.v1.QueueMeta
-	(*ShardMeta)(nil),            // 26: storepb.v1.ShardMeta
-	(*DedupRecord)(nil),          // 27: storepb.v1.DedupRecord
-	(*ReceivedRef)(nil),          // 28: storepb.v1.ReceivedRef
-	(*ReceiveAttemptRecord)(nil), // 29: storepb.v1.ReceiveAttemptRecord
-	(*TenantQuota)(nil),          // 30: storepb.v1.TenantQuota
-	(*TenantRecord)(nil),         // 31: storepb.v1.TenantRecord
-	(*SetTenantQuota)(nil),       // 32: storepb.v1.SetTenantQuota
-	(*CancelMessage)(nil),        // 33: storepb.v1.CancelMessage
-	(*RescheduleMessage)(nil),    // 34: storepb.v1.RescheduleMessage
-	(*NackEntry)(nil),            // 35: storepb.v1.NackEntry
-	(*Nack)(nil),                 // 36: storepb.v1.Nack
-	(*AccessKeyRecord)(nil),      // 37: storepb.v1.AccessKeyRecord
-	(*PutAccessKey)(nil),         // 38: storepb.v1.PutAccessKey
-	(*RevokeAccessKey)(nil),      // 39: storepb.v1.RevokeAccessKey
-	(*AccessKeyLookup)(nil),      // 40: storepb.v1.AccessKeyLookup
-	(*AccessKeyGrant)(nil),       // 41: storepb.v1.AccessKeyGrant
-	(*TopicSubscription)(nil),    // 42: storepb.v1.TopicSubscription
-	(*TopicRecord)(nil),          // 43: storepb.v1.TopicRecord
-	(*CreateTopic)(nil),          // 44: storepb.v1.CreateTopic
-	(*ChangeTopic)(nil),          // 45: storepb.v1.ChangeTopic
-	(*TopicSegment)(nil),         // 46: storepb.v1.TopicSegment
-	(*TopicPartitionRecord)(nil), // 47: storepb.v1.TopicPartitionRecord
-	(*PutTopicPartition)(nil),    // 48: storepb.v1.PutTopicPartition
-	(*DeleteTopicPartition)(nil), // 49: storepb.v1.DeleteTopicPartition
-	(*PublishEntry)(nil),         // 50: storepb.v1.PublishEntry
-	(*Publish)(nil),              // 51: storepb.v1.Publish
-	(*TopicMessageRecord)(nil),   // 52: storepb.v1.TopicMessageRecord
-	(*TopicDedupRecord)(nil),     // 53: storepb.v1.TopicDedupRecord
-	(*TopicGroupRecord)(nil),     // 54: storepb.v1.TopicGroupRecord
-	(*SeekTopicGroup)(nil),       // 55: storepb.v1.SeekTopicGroup
-	(*CommitTopicOffset)(nil),    // 56: storepb.v1.CommitTopicOffset
-	(*DeleteTopicGroup)(nil),     // 57: storepb.v1.DeleteTopicGroup
-	(*TrimTopics)(nil),           // 58: storepb.v1.TrimTopics
-	(*TopicShardMeta)(nil),       // 59: storepb.v1.TopicShardMeta
-	(*TopicPublishOutcome)(nil),  // 60: storepb.v1.TopicPublishOutcome
-	(*TopicCommandReply)(nil),    // 61: storepb.v1.TopicCommandReply
-	(*TopicReadRequest)(nil),     // 62: storepb.v1.TopicReadRequest
-	(*TopicReadReply)(nil),       // 63: storepb.v1.TopicReadReply
-	(*TopicCatalogRequest)(nil),  // 64: storepb.v1.TopicCatalogRequest
-	(*TopicCatalogReply)(nil),    // 65: storepb.v1.TopicCatalogReply
-	(*NodeRecord)(nil),           // 66: storepb.v1.NodeRecord
-	(*ReplicaChange)(nil),        // 67: storepb.v1.ReplicaChange
-	(*ReplicaSetRecord)(nil),     // 68: storepb.v1.ReplicaSetRecord
-	(*BootstrapMembership)(nil),  // 69: storepb.v1.BootstrapMembership
-	(*RegisterNode)(nil),         // 70: storepb.v1.RegisterNode
-	(*AdmitNode)(nil),            // 71: storepb.v1.AdmitNode
-	(*SetNodeState)(nil),         // 72: storepb.v1.SetNodeState
-	(*SetReplicaSet)(nil),        // 73: storepb.v1.SetReplicaSet
-	(*QueueOrder)(nil),           // 74: storepb.v1.QueueOrder
-	(*GroupState)(nil),           // 75: storepb.v1.GroupState
-	nil,                          // 76: storepb.v1.QueueAttributes.SetTagsEntry
-	nil,                          // 77: storepb.v1.CreateQueue.TagsEntry
-	nil,                          // 78: storepb.v1.SendEntry.AttributesEntry
-	nil,                          // 79: storepb.v1.MessageRecord.AttributesEntry
-	nil,                          // 80: storepb.v1.QueueRecord.TagsEntry
-	nil,                          // 81: storepb.v1.PublishEntry.AttributesEntry
-	nil,                          // 82: storepb.v1.TopicMessageRecord.AttributesEntry
+	(OverflowPolicy)(0),             // 0: storepb.v1.OverflowPolicy
+	(DeadLetterReason)(0),           // 1: storepb.v1.DeadLetterReason
+	(NackKind)(0),                   // 2: storepb.v1.NackKind
+	(NodeState)(0),                  // 3: storepb.v1.NodeState
+	(*Command)(nil),                 // 4: storepb.v1.Command
+	(*QueueAttributes)(nil),         // 5: storepb.v1.QueueAttributes
+	(*RetryPolicy)(nil),             // 6: storepb.v1.RetryPolicy
+	(*CreateQueue)(nil),             // 7: storepb.v1.CreateQueue
+	(*UpdateQueue)(nil),             // 8: storepb.v1.UpdateQueue
+	(*DeleteQueue)(nil),             // 9: storepb.v1.DeleteQueue
+	(*PurgeQueue)(nil),              // 10: storepb.v1.PurgeQueue
+	(*SendEntry)(nil),               // 11: storepb.v1.SendEntry
+	(*Send)(nil),                    // 12: storepb.v1.Send
+	(*TagFilter)(nil),               // 13: storepb.v1.TagFilter
+	(*Receive)(nil),                 // 14: storepb.v1.Receive
+	(*Delete)(nil),                  // 15: storepb.v1.Delete
+	(*VisibilityChange)(nil),        // 16: storepb.v1.VisibilityChange
+	(*ChangeVisibility)(nil),        // 17: storepb.v1.ChangeVisibility
+	(*Tick)(nil),                    // 18: storepb.v1.Tick
+	(*MessageRecord)(nil),           // 19: storepb.v1.MessageRecord
+	(*OutboxEntry)(nil),             // 20: storepb.v1.OutboxEntry
+	(*DeliverOutbox)(nil),           // 21: storepb.v1.DeliverOutbox
+	(*AckOutbox)(nil),               // 22: storepb.v1.AckOutbox
+	(*Redrive)(nil),                 // 23: storepb.v1.Redrive
+	(*QueueRecord)(nil),             // 24: storepb.v1.QueueRecord
+	(*QueueMeta)(nil),               // 25: storepb.v1.QueueMeta
+	(*ShardMeta)(nil),               // 26: storepb.v1.ShardMeta
+	(*DedupRecord)(nil),             // 27: storepb.v1.DedupRecord
+	(*ReceivedRef)(nil),             // 28: storepb.v1.ReceivedRef
+	(*ReceiveAttemptRecord)(nil),    // 29: storepb.v1.ReceiveAttemptRecord
+	(*TenantQuota)(nil),             // 30: storepb.v1.TenantQuota
+	(*TenantRecord)(nil),            // 31: storepb.v1.TenantRecord
+	(*SetTenantQuota)(nil),          // 32: storepb.v1.SetTenantQuota
+	(*CancelMessage)(nil),           // 33: storepb.v1.CancelMessage
+	(*RescheduleMessage)(nil),       // 34: storepb.v1.RescheduleMessage
+	(*NackEntry)(nil),               // 35: storepb.v1.NackEntry
+	(*Nack)(nil),                    // 36: storepb.v1.Nack
+	(*AccessKeyRecord)(nil),         // 37: storepb.v1.AccessKeyRecord
+	(*PutAccessKey)(nil),            // 38: storepb.v1.PutAccessKey
+	(*RevokeAccessKey)(nil),         // 39: storepb.v1.RevokeAccessKey
+	(*AccessKeyLookup)(nil),         // 40: storepb.v1.AccessKeyLookup
+	(*AccessKeyGrant)(nil),          // 41: storepb.v1.AccessKeyGrant
+	(*TopicSubscription)(nil),       // 42: storepb.v1.TopicSubscription
+	(*TopicRecord)(nil),             // 43: storepb.v1.TopicRecord
+	(*CreateTopic)(nil),             // 44: storepb.v1.CreateTopic
+	(*ChangeTopic)(nil),             // 45: storepb.v1.ChangeTopic
+	(*TopicSegment)(nil),            // 46: storepb.v1.TopicSegment
+	(*TopicPartitionRecord)(nil),    // 47: storepb.v1.TopicPartitionRecord
+	(*PutTopicPartition)(nil),       // 48: storepb.v1.PutTopicPartition
+	(*DeleteTopicPartition)(nil),    // 49: storepb.v1.DeleteTopicPartition
+	(*PublishEntry)(nil),            // 50: storepb.v1.PublishEntry
+	(*Publish)(nil),                 // 51: storepb.v1.Publish
+	(*TopicMessageRecord)(nil),      // 52: storepb.v1.TopicMessageRecord
+	(*TopicDedupRecord)(nil),        // 53: storepb.v1.TopicDedupRecord
+	(*TopicGroupRecord)(nil),        // 54: storepb.v1.TopicGroupRecord
+	(*FenceTopicGroup)(nil),         // 55: storepb.v1.FenceTopicGroup
+	(*SeekTopicGroup)(nil),          // 56: storepb.v1.SeekTopicGroup
+	(*CommitTopicOffset)(nil),       // 57: storepb.v1.CommitTopicOffset
+	(*DeleteTopicGroup)(nil),        // 58: storepb.v1.DeleteTopicGroup
+	(*TrimTopics)(nil),              // 59: storepb.v1.TrimTopics
+	(*TopicShardMeta)(nil),          // 60: storepb.v1.TopicShardMeta
+	(*TopicPublishOutcome)(nil),     // 61: storepb.v1.TopicPublishOutcome
+	(*TopicCommandReply)(nil),       // 62: storepb.v1.TopicCommandReply
+	(*TopicReadRequest)(nil),        // 63: storepb.v1.TopicReadRequest
+	(*TopicReadReply)(nil),          // 64: storepb.v1.TopicReadReply
+	(*TopicGroupMemberRequest)(nil), // 65: storepb.v1.TopicGroupMemberRequest
+	(*TopicGroupMemberReply)(nil),   // 66: storepb.v1.TopicGroupMemberReply
+	(*TopicCatalogRequest)(nil),     // 67: storepb.v1.TopicCatalogRequest
+	(*TopicCatalogReply)(nil),       // 68: storepb.v1.TopicCatalogReply
+	(*NodeRecord)(nil),              // 69: storepb.v1.NodeRecord
+	(*ReplicaChange)(nil),           // 70: storepb.v1.ReplicaChange
+	(*ReplicaSetRecord)(nil),        // 71: storepb.v1.ReplicaSetRecord
+	(*BootstrapMembership)(nil),     // 72: storepb.v1.BootstrapMembership
+	(*RegisterNode)(nil),            // 73: storepb.v1.RegisterNode
+	(*AdmitNode)(nil),               // 74: storepb.v1.AdmitNode
+	(*SetNodeState)(nil),            // 75: storepb.v1.SetNodeState
+	(*SetReplicaSet)(nil),           // 76: storepb.v1.SetReplicaSet
+	(*QueueOrder)(nil),              // 77: storepb.v1.QueueOrder
+	(*GroupState)(nil),              // 78: storepb.v1.GroupState
+	nil,                             // 79: storepb.v1.QueueAttributes.SetTagsEntry
+	nil,                             // 80: storepb.v1.CreateQueue.TagsEntry
+	nil,                             // 81: storepb.v1.SendEntry.AttributesEntry
+	nil,                             // 82: storepb.v1.MessageRecord.AttributesEntry
+	nil,                             // 83: storepb.v1.QueueRecord.TagsEntry
+	nil,                             // 84: storepb.v1.PublishEntry.AttributesEntry
+	nil,                             // 85: storepb.v1.TopicMessageRecord.AttributesEntry
 }
 var file_storepb_v1_store_proto_depIdxs = []int32{
 	7,  // 0: storepb.v1.Command.create_queue:type_name -> storepb.v1.CreateQueue
@@ -6899,64 +7303,65 @@ var file_storepb_v1_store_proto_depIdxs = []int32{
 	48, // 20: storepb.v1.Command.put_topic_partition:type_name -> storepb.v1.PutTopicPartition
 	49, // 21: storepb.v1.Command.delete_topic_partition:type_name -> storepb.v1.DeleteTopicPartition
 	51, // 22: storepb.v1.Command.publish:type_name -> storepb.v1.Publish
-	55, // 23: storepb.v1.Command.seek_topic_group:type_name -> storepb.v1.SeekTopicGroup
-	56, // 24: storepb.v1.Command.commit_topic_offset:type_name -> storepb.v1.CommitTopicOffset
-	57, // 25: storepb.v1.Command.delete_topic_group:type_name -> storepb.v1.DeleteTopicGroup
-	58, // 26: storepb.v1.Command.trim_topics:type_name -> storepb.v1.TrimTopics
-	69, // 27: storepb.v1.Command.bootstrap_membership:type_name -> storepb.v1.BootstrapMembership
-	70, // 28: storepb.v1.Command.register_node:type_name -> storepb.v1.RegisterNode
-	71, // 29: storepb.v1.Command.admit_node:type_name -> storepb.v1.AdmitNode
-	72, // 30: storepb.v1.Command.set_node_state:type_name -> storepb.v1.SetNodeState
-	73, // 31: storepb.v1.Command.set_replica_set:type_name -> storepb.v1.SetReplicaSet
-	6,  // 32: storepb.v1.QueueAttributes.retry_policy:type_name -> storepb.v1.RetryPolicy
-	0,  // 33: storepb.v1.QueueAttributes.overflow:type_name -> storepb.v1.OverflowPolicy
-	76, // 34: storepb.v1.QueueAttributes.set_tags:type_name -> storepb.v1.QueueAttributes.SetTagsEntry
-	5,  // 35: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	77, // 36: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
-	5,  // 37: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	78, // 38: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
-	11, // 39: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
-	13, // 40: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
-	16, // 41: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
-	79, // 42: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
-	1,  // 43: storepb.v1.MessageRecord.dead_letter_reason:type_name -> storepb.v1.DeadLetterReason
-	19, // 44: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
-	20, // 45: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
-	5,  // 46: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
-	80, // 47: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
-	28, // 48: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
-	30, // 49: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
-	30, // 50: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
-	2,  // 51: storepb.v1.NackEntry.kind:type_name -> storepb.v1.NackKind
-	35, // 52: storepb.v1.Nack.entries:type_name -> storepb.v1.NackEntry
-	37, // 53: storepb.v1.PutAccessKey.key:type_name -> storepb.v1.AccessKeyRecord
-	13, // 54: storepb.v1.TopicSubscription.filter:type_name -> storepb.v1.TagFilter
-	42, // 55: storepb.v1.TopicRecord.subscriptions:type_name -> storepb.v1.TopicSubscription
-	43, // 56: storepb.v1.CreateTopic.topic:type_name -> storepb.v1.TopicRecord
-	43, // 57: storepb.v1.ChangeTopic.settings:type_name -> storepb.v1.TopicRecord
-	42, // 58: storepb.v1.ChangeTopic.subscribe:type_name -> storepb.v1.TopicSubscription
-	43, // 59: storepb.v1.TopicPartitionRecord.topic:type_name -> storepb.v1.TopicRecord
-	46, // 60: storepb.v1.TopicPartitionRecord.head:type_name -> storepb.v1.TopicSegment
-	43, // 61: storepb.v1.PutTopicPartition.topic:type_name -> storepb.v1.TopicRecord
-	81, // 62: storepb.v1.PublishEntry.attributes:type_name -> storepb.v1.PublishEntry.AttributesEntry
-	50, // 63: storepb.v1.Publish.entries:type_name -> storepb.v1.PublishEntry
-	82, // 64: storepb.v1.TopicMessageRecord.attributes:type_name -> storepb.v1.TopicMessageRecord.AttributesEntry
-	43, // 65: storepb.v1.TopicCommandReply.topic:type_name -> storepb.v1.TopicRecord
-	60, // 66: storepb.v1.TopicCommandReply.published:type_name -> storepb.v1.TopicPublishOutcome
-	52, // 67: storepb.v1.TopicReadReply.messages:type_name -> storepb.v1.TopicMessageRecord
-	43, // 68: storepb.v1.TopicCatalogReply.topics:type_name -> storepb.v1.TopicRecord
-	3,  // 69: storepb.v1.NodeRecord.state:type_name -> storepb.v1.NodeState
-	67, // 70: storepb.v1.ReplicaSetRecord.pending:type_name -> storepb.v1.ReplicaChange
-	66, // 71: storepb.v1.BootstrapMembership.nodes:type_name -> storepb.v1.NodeRecord
-	66, // 72: storepb.v1.RegisterNode.node:type_name -> storepb.v1.NodeRecord
-	66, // 73: storepb.v1.AdmitNode.node:type_name -> storepb.v1.NodeRecord
-	3,  // 74: storepb.v1.SetNodeState.state:type_name -> storepb.v1.NodeState
-	68, // 75: storepb.v1.SetReplicaSet.replica_set:type_name -> storepb.v1.ReplicaSetRecord
-	76, // [76:76] is the sub-list for method output_type
-	76, // [76:76] is the sub-list for method input_type
-	76, // [76:76] is the sub-list for extension type_name
-	76, // [76:76] is the sub-list for extension extendee
-	0,  // [0:76] is the sub-list for field type_name
+	56, // 23: storepb.v1.Command.seek_topic_group:type_name -> storepb.v1.SeekTopicGroup
+	57, // 24: storepb.v1.Command.commit_topic_offset:type_name -> storepb.v1.CommitTopicOffset
+	58, // 25: storepb.v1.Command.delete_topic_group:type_name -> storepb.v1.DeleteTopicGroup
+	59, // 26: storepb.v1.Command.trim_topics:type_name -> storepb.v1.TrimTopics
+	55, // 27: storepb.v1.Command.fence_topic_group:type_name -> storepb.v1.FenceTopicGroup
+	72, // 28: storepb.v1.Command.bootstrap_membership:type_name -> storepb.v1.BootstrapMembership
+	73, // 29: storepb.v1.Command.register_node:type_name -> storepb.v1.RegisterNode
+	74, // 30: storepb.v1.Command.admit_node:type_name -> storepb.v1.AdmitNode
+	75, // 31: storepb.v1.Command.set_node_state:type_name -> storepb.v1.SetNodeState
+	76, // 32: storepb.v1.Command.set_replica_set:type_name -> storepb.v1.SetReplicaSet
+	6,  // 33: storepb.v1.QueueAttributes.retry_policy:type_name -> storepb.v1.RetryPolicy
+	0,  // 34: storepb.v1.QueueAttributes.overflow:type_name -> storepb.v1.OverflowPolicy
+	79, // 35: storepb.v1.QueueAttributes.set_tags:type_name -> storepb.v1.QueueAttributes.SetTagsEntry
+	5,  // 36: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
+	80, // 37: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
+	5,  // 38: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
+	81, // 39: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
+	11, // 40: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
+	13, // 41: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
+	16, // 42: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
+	82, // 43: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
+	1,  // 44: storepb.v1.MessageRecord.dead_letter_reason:type_name -> storepb.v1.DeadLetterReason
+	19, // 45: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
+	20, // 46: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
+	5,  // 47: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
+	83, // 48: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
+	28, // 49: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
+	30, // 50: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
+	30, // 51: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
+	2,  // 52: storepb.v1.NackEntry.kind:type_name -> storepb.v1.NackKind
+	35, // 53: storepb.v1.Nack.entries:type_name -> storepb.v1.NackEntry
+	37, // 54: storepb.v1.PutAccessKey.key:type_name -> storepb.v1.AccessKeyRecord
+	13, // 55: storepb.v1.TopicSubscription.filter:type_name -> storepb.v1.TagFilter
+	42, // 56: storepb.v1.TopicRecord.subscriptions:type_name -> storepb.v1.TopicSubscription
+	43, // 57: storepb.v1.CreateTopic.topic:type_name -> storepb.v1.TopicRecord
+	43, // 58: storepb.v1.ChangeTopic.settings:type_name -> storepb.v1.TopicRecord
+	42, // 59: storepb.v1.ChangeTopic.subscribe:type_name -> storepb.v1.TopicSubscription
+	43, // 60: storepb.v1.TopicPartitionRecord.topic:type_name -> storepb.v1.TopicRecord
+	46, // 61: storepb.v1.TopicPartitionRecord.head:type_name -> storepb.v1.TopicSegment
+	43, // 62: storepb.v1.PutTopicPartition.topic:type_name -> storepb.v1.TopicRecord
+	84, // 63: storepb.v1.PublishEntry.attributes:type_name -> storepb.v1.PublishEntry.AttributesEntry
+	50, // 64: storepb.v1.Publish.entries:type_name -> storepb.v1.PublishEntry
+	85, // 65: storepb.v1.TopicMessageRecord.attributes:type_name -> storepb.v1.TopicMessageRecord.AttributesEntry
+	43, // 66: storepb.v1.TopicCommandReply.topic:type_name -> storepb.v1.TopicRecord
+	61, // 67: storepb.v1.TopicCommandReply.published:type_name -> storepb.v1.TopicPublishOutcome
+	52, // 68: storepb.v1.TopicReadReply.messages:type_name -> storepb.v1.TopicMessageRecord
+	43, // 69: storepb.v1.TopicCatalogReply.topics:type_name -> storepb.v1.TopicRecord
+	3,  // 70: storepb.v1.NodeRecord.state:type_name -> storepb.v1.NodeState
+	70, // 71: storepb.v1.ReplicaSetRecord.pending:type_name -> storepb.v1.ReplicaChange
+	69, // 72: storepb.v1.BootstrapMembership.nodes:type_name -> storepb.v1.NodeRecord
+	69, // 73: storepb.v1.RegisterNode.node:type_name -> storepb.v1.NodeRecord
+	69, // 74: storepb.v1.AdmitNode.node:type_name -> storepb.v1.NodeRecord
+	3,  // 75: storepb.v1.SetNodeState.state:type_name -> storepb.v1.NodeState
+	71, // 76: storepb.v1.SetReplicaSet.replica_set:type_name -> storepb.v1.ReplicaSetRecord
+	77, // [77:77] is the sub-list for method output_type
+	77, // [77:77] is the sub-list for method input_type
+	77, // [77:77] is the sub-list for extension type_name
+	77, // [77:77] is the sub-list for extension extendee
+	0,  // [0:77] is the sub-list for field type_name
 }
 
 func init() { file_storepb_v1_store_proto_init() }
@@ -6992,6 +7397,7 @@ func file_storepb_v1_store_proto_init() {
 		(*Command_CommitTopicOffset)(nil),
 		(*Command_DeleteTopicGroup)(nil),
 		(*Command_TrimTopics)(nil),
+		(*Command_FenceTopicGroup)(nil),
 		(*Command_BootstrapMembership)(nil),
 		(*Command_RegisterNode)(nil),
 		(*Command_AdmitNode)(nil),
@@ -7006,7 +7412,7 @@ func file_storepb_v1_store_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_storepb_v1_store_proto_rawDesc), len(file_storepb_v1_store_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   79,
+			NumMessages:   82,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

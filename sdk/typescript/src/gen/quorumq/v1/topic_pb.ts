@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file quorumq/v1/topic.proto.
  */
 export const file_quorumq_v1_topic: GenFile = /*@__PURE__*/
-  fileDesc("ChZxdW9ydW1xL3YxL3RvcGljLnByb3RvEgpxdW9ydW1xLnYxIoYBCg9Ub3BpY0F0dHJpYnV0ZXMSEgoKcGFydGl0aW9ucxgBIAEoBRIsCglyZXRlbnRpb24YAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFwoPcmV0ZW50aW9uX2J5dGVzGAMgASgDEhgKEG1heF9tZXNzYWdlX3NpemUYBCABKAMiSAoMU3Vic2NyaXB0aW9uEg0KBXF1ZXVlGAEgASgJEikKCnRhZ19maWx0ZXIYAiABKAsyFS5xdW9ydW1xLnYxLlRhZ0ZpbHRlciJuCg5Ub3BpY1BhcnRpdGlvbhIRCglwYXJ0aXRpb24YASABKAUSFAoMc3RhcnRfb2Zmc2V0GAIgASgDEhIKCmVuZF9vZmZzZXQYAyABKAMSEAoIbWVzc2FnZXMYBCABKAMSDQoFYnl0ZXMYBSABKAMi5wEKBVRvcGljEgwKBG5hbWUYASABKAkSLwoKYXR0cmlidXRlcxgCIAEoCzIbLnF1b3J1bXEudjEuVG9waWNBdHRyaWJ1dGVzEi8KC2NyZWF0ZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCg1zdWJzY3JpcHRpb25zGAQgAygLMhgucXVvcnVtcS52MS5TdWJzY3JpcHRpb24SLgoKcGFydGl0aW9ucxgFIAMoCzIaLnF1b3J1bXEudjEuVG9waWNQYXJ0aXRpb24SDQoFYnl0ZXMYBiABKAMiUwoSQ3JlYXRlVG9waWNSZXF1ZXN0EgwKBG5hbWUYASABKAkSLwoKYXR0cmlidXRlcxgCIAEoCzIbLnF1b3J1bXEudjEuVG9waWNBdHRyaWJ1dGVzIjcKE0NyZWF0ZVRvcGljUmVzcG9uc2USIAoFdG9waWMYASABKAsyES5xdW9ydW1xLnYxLlRvcGljIh8KD0dldFRvcGljUmVxdWVzdBIMCgRuYW1lGAEgASgJIjQKEEdldFRvcGljUmVzcG9uc2USIAoFdG9waWMYASABKAsyES5xdW9ydW1xLnYxLlRvcGljIkoKEUxpc3RUb3BpY3NSZXF1ZXN0Eg4KBnByZWZpeBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJQChJMaXN0VG9waWNzUmVzcG9uc2USIQoGdG9waWNzGAEgAygLMhEucXVvcnVtcS52MS5Ub3BpYxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiUwoSVXBkYXRlVG9waWNSZXF1ZXN0EgwKBG5hbWUYASABKAkSLwoKYXR0cmlidXRlcxgCIAEoCzIbLnF1b3J1bXEudjEuVG9waWNBdHRyaWJ1dGVzIjcKE1VwZGF0ZVRvcGljUmVzcG9uc2USIAoFdG9waWMYASABKAsyES5xdW9ydW1xLnYxLlRvcGljIiIKEkRlbGV0ZVRvcGljUmVxdWVzdBIMCgRuYW1lGAEgASgJIhUKE0RlbGV0ZVRvcGljUmVzcG9uc2Ui3gEKDlB1Ymxpc2hSZXF1ZXN0Eg0KBXRvcGljGAEgASgJEgwKBGJvZHkYAiABKAkSPgoKYXR0cmlidXRlcxgDIAMoCzIqLnF1b3J1bXEudjEuUHVibGlzaFJlcXVlc3QuQXR0cmlidXRlc0VudHJ5EgwKBHRhZ3MYBCADKAkSFQoNcGFydGl0aW9uX2tleRgFIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBiABKAkaMQoPQXR0cmlidXRlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiSAoPUHVibGlzaFJlc3BvbnNlEhIKCm1lc3NhZ2VfaWQYASABKAkSEQoJcGFydGl0aW9uGAIgASgFEg4KBm9mZnNldBgDIAEoAyLhAQoRUHVibGlzaEJhdGNoRW50cnkSCgoCaWQYASABKAkSDAoEYm9keRgCIAEoCRJBCgphdHRyaWJ1dGVzGAMgAygLMi0ucXVvcnVtcS52MS5QdWJsaXNoQmF0Y2hFbnRyeS5BdHRyaWJ1dGVzRW50cnkSDAoEdGFncxgEIAMoCRIVCg1wYXJ0aXRpb25fa2V5GAUgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgGIAEoCRoxCg9BdHRyaWJ1dGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJUChNQdWJsaXNoQmF0Y2hSZXF1ZXN0Eg0KBXRvcGljGAEgASgJEi4KB2VudHJpZXMYAiADKAsyHS5xdW9ydW1xLnYxLlB1Ymxpc2hCYXRjaEVudHJ5IlwKF1B1Ymxpc2hCYXRjaFJlc3VsdEVudHJ5EgoKAmlkGAEgASgJEhIKCm1lc3NhZ2VfaWQYAiABKAkSEQoJcGFydGl0aW9uGAMgASgFEg4KBm9mZnNldBgEIAEoAyJTChZQdWJsaXNoQmF0Y2hFcnJvckVudHJ5EgoKAmlkGAEgASgJEgwKBGNvZGUYAiABKAkSDgoGcmVhc29uGAMgASgJEg8KB21lc3NhZ2UYBCABKAkigwEKFFB1Ymxpc2hCYXRjaFJlc3BvbnNlEjcKCnN1Y2Nlc3NmdWwYASADKAsyIy5xdW9ydW1xLnYxLlB1Ymxpc2hCYXRjaFJlc3VsdEVudHJ5EjIKBmZhaWxlZBgCIAMoCzIiLnF1b3J1bXEudjEuUHVibGlzaEJhdGNoRXJyb3JFbnRyeSJbChBTdWJzY3JpYmVSZXF1ZXN0Eg0KBXRvcGljGAEgASgJEg0KBXF1ZXVlGAIgASgJEikKCnRhZ19maWx0ZXIYAyABKAsyFS5xdW9ydW1xLnYxLlRhZ0ZpbHRlciJDChFTdWJzY3JpYmVSZXNwb25zZRIuCgxzdWJzY3JpcHRpb24YASABKAsyGC5xdW9ydW1xLnYxLlN1YnNjcmlwdGlvbiIyChJVbnN1YnNjcmliZVJlcXVlc3QSDQoFdG9waWMYASABKAkSDQoFcXVldWUYAiABKAkiFQoTVW5zdWJzY3JpYmVSZXNwb25zZSJKCg5Hcm91cFBhcnRpdGlvbhIRCglwYXJ0aXRpb24YASABKAUSGAoQY29tbWl0dGVkX29mZnNldBgCIAEoAxILCgNsYWcYAyABKAMiVAoFR3JvdXASDAoEbmFtZRgBIAEoCRINCgV0b3BpYxgCIAEoCRIuCgpwYXJ0aXRpb25zGAMgAygLMhoucXVvcnVtcS52MS5Hcm91cFBhcnRpdGlvbiKDAQoSQ3JlYXRlR3JvdXBSZXF1ZXN0Eg0KBXRvcGljGAEgASgJEg0KBWdyb3VwGAIgASgJEiUKBXN0YXJ0GAMgASgOMhYucXVvcnVtcS52MS5Hcm91cFN0YXJ0EigKBHRpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjcKE0NyZWF0ZUdyb3VwUmVzcG9uc2USIAoFZ3JvdXAYASABKAsyES5xdW9ydW1xLnYxLkdyb3VwIi8KD0dldEdyb3VwUmVxdWVzdBINCgV0b3BpYxgBIAEoCRINCgVncm91cBgCIAEoCSI0ChBHZXRHcm91cFJlc3BvbnNlEiAKBWdyb3VwGAEgASgLMhEucXVvcnVtcS52MS5Hcm91cCIyChJEZWxldGVHcm91cFJlcXVlc3QSDQoFdG9waWMYASABKAkSDQoFZ3JvdXAYAiABKAkiFQoTRGVsZXRlR3JvdXBSZXNwb25zZSKoAQoRUmVzZXRHcm91cFJlcXVlc3QSDQoFdG9waWMYASABKAkSDQoFZ3JvdXAYAiABKAkSJQoFc3RhcnQYAyABKA4yFi5xdW9ydW1xLnYxLkdyb3VwU3RhcnQSKAoEdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoJcGFydGl0aW9uGAUgASgFSACIAQFCDAoKX3BhcnRpdGlvbiI2ChJSZXNldEdyb3VwUmVzcG9uc2USIAoFZ3JvdXAYASABKAsyES5xdW9ydW1xLnYxLkdyb3VwIogCCgxUb3BpY01lc3NhZ2USEgoKbWVzc2FnZV9pZBgBIAEoCRIOCgZvZmZzZXQYAiABKAMSDAoEYm9keRgDIAEoCRI8CgphdHRyaWJ1dGVzGAQgAygLMigucXVvcnVtcS52MS5Ub3BpY01lc3NhZ2UuQXR0cmlidXRlc0VudHJ5EgwKBHRhZ3MYBSADKAkSFQoNcGFydGl0aW9uX2tleRgGIAEoCRIwCgxwdWJsaXNoX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGjEKD0F0dHJpYnV0ZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqcBChBSZWFkVG9waWNSZXF1ZXN0Eg0KBXRvcGljGAEgASgJEg0KBWdyb3VwGAIgASgJEhEKCXBhcnRpdGlvbhgDIAEoBRITCgZvZmZzZXQYBCABKANIAIgBARIUCgxtYXhfbWVzc2FnZXMYBSABKAUSLAoJd2FpdF90aW1lGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgkKB19vZmZzZXQiaAoRUmVhZFRvcGljUmVzcG9uc2USKgoIbWVzc2FnZXMYASADKAsyGC5xdW9ydW1xLnYxLlRvcGljTWVzc2FnZRITCgtuZXh0X29mZnNldBgCIAEoAxISCgplbmRfb2Zmc2V0GAMgASgDIjQKD1BhcnRpdGlvbk9mZnNldBIRCglwYXJ0aXRpb24YASABKAUSDgoGb2Zmc2V0GAIgASgDImIKFENvbW1pdE9mZnNldHNSZXF1ZXN0Eg0KBXRvcGljGAEgASgJEg0KBWdyb3VwGAIgASgJEiwKB29mZnNldHMYAyADKAsyGy5xdW9ydW1xLnYxLlBhcnRpdGlvbk9mZnNldCIXChVDb21taXRPZmZzZXRzUmVzcG9uc2UqcQoKR3JvdXBTdGFydBIbChdHUk9VUF9TVEFSVF9VTlNQRUNJRklFRBAAEhgKFEdST1VQX1NUQVJUX0VBUkxJRVNUEAESFgoSR1JPVVBfU1RBUlRfTEFURVNUEAISFAoQR1JPVVBfU1RBUlRfVElNRRADMqUOCgxUb3BpY1NlcnZpY2USbAoLQ3JlYXRlVG9waWMSHi5xdW9ydW1xLnYxLkNyZWF0ZVRvcGljUmVxdWVzdBofLnF1b3J1bXEudjEuQ3JlYXRlVG9waWNSZXNwb25zZSIcgtPkkwIWOgEqYgV0b3BpYyIKL3YxL3RvcGljcxJnCghHZXRUb3BpYxIbLnF1b3J1bXEudjEuR2V0VG9waWNSZXF1ZXN0GhwucXVvcnVtcS52MS5HZXRUb3BpY1Jlc3BvbnNlIiCC0+STAhpiBXRvcGljEhEvdjEvdG9waWNzL3tuYW1lfRJfCgpMaXN0VG9waWNzEh0ucXVvcnVtcS52MS5MaXN0VG9waWNzUmVxdWVzdBoeLnF1b3J1bXEudjEuTGlzdFRvcGljc1Jlc3BvbnNlIhKC0+STAgwSCi92MS90b3BpY3MSfAoLVXBkYXRlVG9waWMSHi5xdW9ydW1xLnYxLlVwZGF0ZVRvcGljUmVxdWVzdBofLnF1b3J1bXEudjEuVXBkYXRlVG9waWNSZXNwb25zZSIsgtPkkwImOgphdHRyaWJ1dGVzYgV0b3BpYzIRL3YxL3RvcGljcy97bmFtZX0SaQoLRGVsZXRlVG9waWMSHi5xdW9ydW1xLnYxLkRlbGV0ZVRvcGljUmVxdWVzdBofLnF1b3J1bXEudjEuRGVsZXRlVG9waWNSZXNwb25zZSIZgtPkkwITKhEvdjEvdG9waWNzL3tuYW1lfRJpCgdQdWJsaXNoEhoucXVvcnVtcS52MS5QdWJsaXNoUmVxdWVzdBobLnF1b3J1bXEudjEuUHVibGlzaFJlc3BvbnNlIiWC0+STAh86ASoiGi92MS90b3BpY3Mve3RvcGljfTpwdWJsaXNoEn0KDFB1Ymxpc2hCYXRjaBIfLnF1b3J1bXEudjEuUHVibGlzaEJhdGNoUmVxdWVzdBogLnF1b3J1bXEudjEuUHVibGlzaEJhdGNoUmVzcG9uc2UiKoLT5JMCJDoBKiIfL3YxL3RvcGljcy97dG9waWN9OmJhdGNoUHVibGlzaBKDAQoJU3Vic2NyaWJlEhwucXVvcnVtcS52MS5TdWJzY3JpYmVSZXF1ZXN0Gh0ucXVvcnVtcS52MS5TdWJzY3JpYmVSZXNwb25zZSI5gtPkkwIzOgEqYgxzdWJzY3JpcHRpb24iIC92MS90b3BpY3Mve3RvcGljfS9zdWJzY3JpcHRpb25zEoABCgtVbnN1YnNjcmliZRIeLnF1b3J1bXEudjEuVW5zdWJzY3JpYmVSZXF1ZXN0Gh8ucXVvcnVtcS52MS5VbnN1YnNjcmliZVJlc3BvbnNlIjCC0+STAioqKC92MS90b3BpY3Mve3RvcGljfS9zdWJzY3JpcHRpb25zL3txdWV1ZX0SewoLQ3JlYXRlR3JvdXASHi5xdW9ydW1xLnYxLkNyZWF0ZUdyb3VwUmVxdWVzdBofLnF1b3J1bXEudjEuQ3JlYXRlR3JvdXBSZXNwb25zZSIrgtPkkwIlOgEqYgVncm91cCIZL3YxL3RvcGljcy97dG9waWN9L2dyb3VwcxJ3CghHZXRHcm91cBIbLnF1b3J1bXEudjEuR2V0R3JvdXBSZXF1ZXN0GhwucXVvcnVtcS52MS5HZXRHcm91cFJlc3BvbnNlIjCC0+STAipiBWdyb3VwEiEvdjEvdG9waWNzL3t0b3BpY30vZ3JvdXBzL3tncm91cH0SeQoLRGVsZXRlR3JvdXASHi5xdW9ydW1xLnYxLkRlbGV0ZUdyb3VwUmVxdWVzdBofLnF1b3J1bXEudjEuRGVsZXRlR3JvdXBSZXNwb25zZSIpgtPkkwIjKiEvdjEvdG9waWNzL3t0b3BpY30vZ3JvdXBzL3tncm91cH0ShgEKClJlc2V0R3JvdXASHS5xdW9ydW1xLnYxLlJlc2V0R3JvdXBSZXF1ZXN0Gh4ucXVvcnVtcS52MS5SZXNldEdyb3VwUmVzcG9uc2UiOYLT5JMCMzoBKmIFZ3JvdXAiJy92MS90b3BpY3Mve3RvcGljfS9ncm91cHMve2dyb3VwfTpyZXNldBJ7CglSZWFkVG9waWMSHC5xdW9ydW1xLnYxLlJlYWRUb3BpY1JlcXVlc3QaHS5xdW9ydW1xLnYxLlJlYWRUb3BpY1Jlc3BvbnNlIjGC0+STAis6ASoiJi92MS90b3BpY3Mve3RvcGljfS9ncm91cHMve2dyb3VwfTpyZWFkEokBCg1Db21taXRPZmZzZXRzEiAucXVvcnVtcS52MS5Db21taXRPZmZzZXRzUmVxdWVzdBohLnF1b3J1bXEudjEuQ29tbWl0T2Zmc2V0c1Jlc3BvbnNlIjOC0+STAi06ASoiKC92MS90b3BpY3Mve3RvcGljfS9ncm91cHMve2dyb3VwfTpjb21taXRCNVozZ2l0aHViLmNvbS9xdW9ydW1xL3F1b3J1bXEvYXBpL3F1b3J1bXEvdjE7cXVvcnVtcXYxYgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_timestamp, file_quorumq_v1_queue]);
+  fileDesc("ChZxdW9ydW1xL3YxL3RvcGljLnByb3RvEgpxdW9ydW1xLnYxIoYBCg9Ub3BpY0F0dHJpYnV0ZXMSEgoKcGFydGl0aW9ucxgBIAEoBRIsCglyZXRlbnRpb24YAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFwoPcmV0ZW50aW9uX2J5dGVzGAMgASgDEhgKEG1heF9tZXNzYWdlX3NpemUYBCABKAMiSAoMU3Vic2NyaXB0aW9uEg0KBXF1ZXVlGAEgASgJEikKCnRhZ19maWx0ZXIYAiABKAsyFS5xdW9ydW1xLnYxLlRhZ0ZpbHRlciJuCg5Ub3BpY1BhcnRpdGlvbhIRCglwYXJ0aXRpb24YASABKAUSFAoMc3RhcnRfb2Zmc2V0GAIgASgDEhIKCmVuZF9vZmZzZXQYAyABKAMSEAoIbWVzc2FnZXMYBCABKAMSDQoFYnl0ZXMYBSABKAMi5wEKBVRvcGljEgwKBG5hbWUYASABKAkSLwoKYXR0cmlidXRlcxgCIAEoCzIbLnF1b3J1bXEudjEuVG9waWNBdHRyaWJ1dGVzEi8KC2NyZWF0ZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCg1zdWJzY3JpcHRpb25zGAQgAygLMhgucXVvcnVtcS52MS5TdWJzY3JpcHRpb24SLgoKcGFydGl0aW9ucxgFIAMoCzIaLnF1b3J1bXEudjEuVG9waWNQYXJ0aXRpb24SDQoFYnl0ZXMYBiABKAMiUwoSQ3JlYXRlVG9waWNSZXF1ZXN0EgwKBG5hbWUYASABKAkSLwoKYXR0cmlidXRlcxgCIAEoCzIbLnF1b3J1bXEudjEuVG9waWNBdHRyaWJ1dGVzIjcKE0NyZWF0ZVRvcGljUmVzcG9uc2USIAoFdG9waWMYASABKAsyES5xdW9ydW1xLnYxLlRvcGljIh8KD0dldFRvcGljUmVxdWVzdBIMCgRuYW1lGAEgASgJIjQKEEdldFRvcGljUmVzcG9uc2USIAoFdG9waWMYASABKAsyES5xdW9ydW1xLnYxLlRvcGljIkoKEUxpc3RUb3BpY3NSZXF1ZXN0Eg4KBnByZWZpeBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJQChJMaXN0VG9waWNzUmVzcG9uc2USIQoGdG9waWNzGAEgAygLMhEucXVvcnVtcS52MS5Ub3BpYxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiUwoSVXBkYXRlVG9waWNSZXF1ZXN0EgwKBG5hbWUYASABKAkSLwoKYXR0cmlidXRlcxgCIAEoCzIbLnF1b3J1bXEudjEuVG9waWNBdHRyaWJ1dGVzIjcKE1VwZGF0ZVRvcGljUmVzcG9uc2USIAoFdG9waWMYASABKAsyES5xdW9ydW1xLnYxLlRvcGljIiIKEkRlbGV0ZVRvcGljUmVxdWVzdBIMCgRuYW1lGAEgASgJIhUKE0RlbGV0ZVRvcGljUmVzcG9uc2Ui3gEKDlB1Ymxpc2hSZXF1ZXN0Eg0KBXRvcGljGAEgASgJEgwKBGJvZHkYAiABKAkSPgoKYXR0cmlidXRlcxgDIAMoCzIqLnF1b3J1bXEudjEuUHVibGlzaFJlcXVlc3QuQXR0cmlidXRlc0VudHJ5EgwKBHRhZ3MYBCADKAkSFQoNcGFydGl0aW9uX2tleRgFIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYBiABKAkaMQoPQXR0cmlidXRlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiSAoPUHVibGlzaFJlc3BvbnNlEhIKCm1lc3NhZ2VfaWQYASABKAkSEQoJcGFydGl0aW9uGAIgASgFEg4KBm9mZnNldBgDIAEoAyLhAQoRUHVibGlzaEJhdGNoRW50cnkSCgoCaWQYASABKAkSDAoEYm9keRgCIAEoCRJBCgphdHRyaWJ1dGVzGAMgAygLMi0ucXVvcnVtcS52MS5QdWJsaXNoQmF0Y2hFbnRyeS5BdHRyaWJ1dGVzRW50cnkSDAoEdGFncxgEIAMoCRIVCg1wYXJ0aXRpb25fa2V5GAUgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgGIAEoCRoxCg9BdHRyaWJ1dGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJUChNQdWJsaXNoQmF0Y2hSZXF1ZXN0Eg0KBXRvcGljGAEgASgJEi4KB2VudHJpZXMYAiADKAsyHS5xdW9ydW1xLnYxLlB1Ymxpc2hCYXRjaEVudHJ5IlwKF1B1Ymxpc2hCYXRjaFJlc3VsdEVudHJ5EgoKAmlkGAEgASgJEhIKCm1lc3NhZ2VfaWQYAiABKAkSEQoJcGFydGl0aW9uGAMgASgFEg4KBm9mZnNldBgEIAEoAyJTChZQdWJsaXNoQmF0Y2hFcnJvckVudHJ5EgoKAmlkGAEgASgJEgwKBGNvZGUYAiABKAkSDgoGcmVhc29uGAMgASgJEg8KB21lc3NhZ2UYBCABKAkigwEKFFB1Ymxpc2hCYXRjaFJlc3BvbnNlEjcKCnN1Y2Nlc3NmdWwYASADKAsyIy5xdW9ydW1xLnYxLlB1Ymxpc2hCYXRjaFJlc3VsdEVudHJ5EjIKBmZhaWxlZBgCIAMoCzIiLnF1b3J1bXEudjEuUHVibGlzaEJhdGNoRXJyb3JFbnRyeSJbChBTdWJzY3JpYmVSZXF1ZXN0Eg0KBXRvcGljGAEgASgJEg0KBXF1ZXVlGAIgASgJEikKCnRhZ19maWx0ZXIYAyABKAsyFS5xdW9ydW1xLnYxLlRhZ0ZpbHRlciJDChFTdWJzY3JpYmVSZXNwb25zZRIuCgxzdWJzY3JpcHRpb24YASABKAsyGC5xdW9ydW1xLnYxLlN1YnNjcmlwdGlvbiIyChJVbnN1YnNjcmliZVJlcXVlc3QSDQoFdG9waWMYASABKAkSDQoFcXVldWUYAiABKAkiFQoTVW5zdWJzY3JpYmVSZXNwb25zZSJKCg5Hcm91cFBhcnRpdGlvbhIRCglwYXJ0aXRpb24YASABKAUSGAoQY29tbWl0dGVkX29mZnNldBgCIAEoAxILCgNsYWcYAyABKAMiVAoFR3JvdXASDAoEbmFtZRgBIAEoCRINCgV0b3BpYxgCIAEoCRIuCgpwYXJ0aXRpb25zGAMgAygLMhoucXVvcnVtcS52MS5Hcm91cFBhcnRpdGlvbiKDAQoSQ3JlYXRlR3JvdXBSZXF1ZXN0Eg0KBXRvcGljGAEgASgJEg0KBWdyb3VwGAIgASgJEiUKBXN0YXJ0GAMgASgOMhYucXVvcnVtcS52MS5Hcm91cFN0YXJ0EigKBHRpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjcKE0NyZWF0ZUdyb3VwUmVzcG9uc2USIAoFZ3JvdXAYASABKAsyES5xdW9ydW1xLnYxLkdyb3VwIi8KD0dldEdyb3VwUmVxdWVzdBINCgV0b3BpYxgBIAEoCRINCgVncm91cBgCIAEoCSI0ChBHZXRHcm91cFJlc3BvbnNlEiAKBWdyb3VwGAEgASgLMhEucXVvcnVtcS52MS5Hcm91cCIyChJEZWxldGVHcm91cFJlcXVlc3QSDQoFdG9waWMYASABKAkSDQoFZ3JvdXAYAiABKAkiFQoTRGVsZXRlR3JvdXBSZXNwb25zZSKoAQoRUmVzZXRHcm91cFJlcXVlc3QSDQoFdG9waWMYASABKAkSDQoFZ3JvdXAYAiABKAkSJQoFc3RhcnQYAyABKA4yFi5xdW9ydW1xLnYxLkdyb3VwU3RhcnQSKAoEdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoJcGFydGl0aW9uGAUgASgFSACIAQFCDAoKX3BhcnRpdGlvbiI2ChJSZXNldEdyb3VwUmVzcG9uc2USIAoFZ3JvdXAYASABKAsyES5xdW9ydW1xLnYxLkdyb3VwIogCCgxUb3BpY01lc3NhZ2USEgoKbWVzc2FnZV9pZBgBIAEoCRIOCgZvZmZzZXQYAiABKAMSDAoEYm9keRgDIAEoCRI8CgphdHRyaWJ1dGVzGAQgAygLMigucXVvcnVtcS52MS5Ub3BpY01lc3NhZ2UuQXR0cmlidXRlc0VudHJ5EgwKBHRhZ3MYBSADKAkSFQoNcGFydGl0aW9uX2tleRgGIAEoCRIwCgxwdWJsaXNoX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGjEKD0F0dHJpYnV0ZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIs4BChBSZWFkVG9waWNSZXF1ZXN0Eg0KBXRvcGljGAEgASgJEg0KBWdyb3VwGAIgASgJEhEKCXBhcnRpdGlvbhgDIAEoBRITCgZvZmZzZXQYBCABKANIAIgBARIUCgxtYXhfbWVzc2FnZXMYBSABKAUSLAoJd2FpdF90aW1lGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhEKCW1lbWJlcl9pZBgHIAEoCRISCgpnZW5lcmF0aW9uGAggASgDQgkKB19vZmZzZXQiaAoRUmVhZFRvcGljUmVzcG9uc2USKgoIbWVzc2FnZXMYASADKAsyGC5xdW9ydW1xLnYxLlRvcGljTWVzc2FnZRITCgtuZXh0X29mZnNldBgCIAEoAxISCgplbmRfb2Zmc2V0GAMgASgDIjQKD1BhcnRpdGlvbk9mZnNldBIRCglwYXJ0aXRpb24YASABKAUSDgoGb2Zmc2V0GAIgASgDIokBChRDb21taXRPZmZzZXRzUmVxdWVzdBINCgV0b3BpYxgBIAEoCRINCgVncm91cBgCIAEoCRIsCgdvZmZzZXRzGAMgAygLMhsucXVvcnVtcS52MS5QYXJ0aXRpb25PZmZzZXQSEQoJbWVtYmVyX2lkGAQgASgJEhIKCmdlbmVyYXRpb24YBSABKAMiFwoVQ29tbWl0T2Zmc2V0c1Jlc3BvbnNlIrUBCg9Hcm91cEFzc2lnbm1lbnQSEgoKZ2VuZXJhdGlvbhgBIAEoAxISCgpwYXJ0aXRpb25zGAIgAygFEjIKD3Nlc3Npb25fdGltZW91dBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI1ChJoZWFydGJlYXRfaW50ZXJ2YWwYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDwoHbWVtYmVycxgFIAEoBSJkChBKb2luR3JvdXBSZXF1ZXN0Eg0KBXRvcGljGAEgASgJEg0KBWdyb3VwGAIgASgJEjIKD3Nlc3Npb25fdGltZW91dBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJXChFKb2luR3JvdXBSZXNwb25zZRIRCgltZW1iZXJfaWQYASABKAkSLwoKYXNzaWdubWVudBgCIAEoCzIbLnF1b3J1bXEudjEuR3JvdXBBc3NpZ25tZW50IlwKFUhlYXJ0YmVhdEdyb3VwUmVxdWVzdBINCgV0b3BpYxgBIAEoCRINCgVncm91cBgCIAEoCRIRCgltZW1iZXJfaWQYAyABKAkSEgoKZ2VuZXJhdGlvbhgEIAEoAyJJChZIZWFydGJlYXRHcm91cFJlc3BvbnNlEi8KCmFzc2lnbm1lbnQYASABKAsyGy5xdW9ydW1xLnYxLkdyb3VwQXNzaWdubWVudCJEChFMZWF2ZUdyb3VwUmVxdWVzdBINCgV0b3BpYxgBIAEoCRINCgVncm91cBgCIAEoCRIRCgltZW1iZXJfaWQYAyABKAkiFAoSTGVhdmVHcm91cFJlc3BvbnNlKnEKCkdyb3VwU3RhcnQSGwoXR1JPVVBfU1RBUlRfVU5TUEVDSUZJRUQQABIYChRHUk9VUF9TVEFSVF9FQVJMSUVTVBABEhYKEkdST1VQX1NUQVJUX0xBVEVTVBACEhQKEEdST1VQX1NUQVJUX1RJTUUQAzK1EQoMVG9waWNTZXJ2aWNlEmwKC0NyZWF0ZVRvcGljEh4ucXVvcnVtcS52MS5DcmVhdGVUb3BpY1JlcXVlc3QaHy5xdW9ydW1xLnYxLkNyZWF0ZVRvcGljUmVzcG9uc2UiHILT5JMCFjoBKmIFdG9waWMiCi92MS90b3BpY3MSZwoIR2V0VG9waWMSGy5xdW9ydW1xLnYxLkdldFRvcGljUmVxdWVzdBocLnF1b3J1bXEudjEuR2V0VG9waWNSZXNwb25zZSIggtPkkwIaYgV0b3BpYxIRL3YxL3RvcGljcy97bmFtZX0SXwoKTGlzdFRvcGljcxIdLnF1b3J1bXEudjEuTGlzdFRvcGljc1JlcXVlc3QaHi5xdW9ydW1xLnYxLkxpc3RUb3BpY3NSZXNwb25zZSISgtPkkwIMEgovdjEvdG9waWNzEnwKC1VwZGF0ZVRvcGljEh4ucXVvcnVtcS52MS5VcGRhdGVUb3BpY1JlcXVlc3QaHy5xdW9ydW1xLnYxLlVwZGF0ZVRvcGljUmVzcG9uc2UiLILT5JMCJjoKYXR0cmlidXRlc2IFdG9waWMyES92MS90b3BpY3Mve25hbWV9EmkKC0RlbGV0ZVRvcGljEh4ucXVvcnVtcS52MS5EZWxldGVUb3BpY1JlcXVlc3QaHy5xdW9ydW1xLnYxLkRlbGV0ZVRvcGljUmVzcG9uc2UiGYLT5JMCEyoRL3YxL3RvcGljcy97bmFtZX0SaQoHUHVibGlzaBIaLnF1b3J1bXEudjEuUHVibGlzaFJlcXVlc3QaGy5xdW9ydW1xLnYxLlB1Ymxpc2hSZXNwb25zZSIlgtPkkwIfOgEqIhovdjEvdG9waWNzL3t0b3BpY306cHVibGlzaBJ9CgxQdWJsaXNoQmF0Y2gSHy5xdW9ydW1xLnYxLlB1Ymxpc2hCYXRjaFJlcXVlc3QaIC5xdW9ydW1xLnYxLlB1Ymxpc2hCYXRjaFJlc3BvbnNlIiqC0+STAiQ6ASoiHy92MS90b3BpY3Mve3RvcGljfTpiYXRjaFB1Ymxpc2gSgwEKCVN1YnNjcmliZRIcLnF1b3J1bXEudjEuU3Vic2NyaWJlUmVxdWVzdBodLnF1b3J1bXEudjEuU3Vic2NyaWJlUmVzcG9uc2UiOYLT5JMCMzoBKmIMc3Vic2NyaXB0aW9uIiAvdjEvdG9waWNzL3t0b3BpY30vc3Vic2NyaXB0aW9ucxKAAQoLVW5zdWJzY3JpYmUSHi5xdW9ydW1xLnYxLlVuc3Vic2NyaWJlUmVxdWVzdBofLnF1b3J1bXEudjEuVW5zdWJzY3JpYmVSZXNwb25zZSIwgtPkkwIqKigvdjEvdG9waWNzL3t0b3BpY30vc3Vic2NyaXB0aW9ucy97cXVldWV9EnsKC0NyZWF0ZUdyb3VwEh4ucXVvcnVtcS52MS5DcmVhdGVHcm91cFJlcXVlc3QaHy5xdW9ydW1xLnYxLkNyZWF0ZUdyb3VwUmVzcG9uc2UiK4LT5JMCJToBKmIFZ3JvdXAiGS92MS90b3BpY3Mve3RvcGljfS9ncm91cHMSdwoIR2V0R3JvdXASGy5xdW9ydW1xLnYxLkdldEdyb3VwUmVxdWVzdBocLnF1b3J1bXEudjEuR2V0R3JvdXBSZXNwb25zZSIwgtPkkwIqYgVncm91cBIhL3YxL3RvcGljcy97dG9waWN9L2dyb3Vwcy97Z3JvdXB9EnkKC0RlbGV0ZUdyb3VwEh4ucXVvcnVtcS52MS5EZWxldGVHcm91cFJlcXVlc3QaHy5xdW9ydW1xLnYxLkRlbGV0ZUdyb3VwUmVzcG9uc2UiKYLT5JMCIyohL3YxL3RvcGljcy97dG9waWN9L2dyb3Vwcy97Z3JvdXB9EoYBCgpSZXNldEdyb3VwEh0ucXVvcnVtcS52MS5SZXNldEdyb3VwUmVxdWVzdBoeLnF1b3J1bXEudjEuUmVzZXRHcm91cFJlc3BvbnNlIjmC0+STAjM6ASpiBWdyb3VwIicvdjEvdG9waWNzL3t0b3BpY30vZ3JvdXBzL3tncm91cH06cmVzZXQSewoJUmVhZFRvcGljEhwucXVvcnVtcS52MS5SZWFkVG9waWNSZXF1ZXN0Gh0ucXVvcnVtcS52MS5SZWFkVG9waWNSZXNwb25zZSIxgtPkkwIrOgEqIiYvdjEvdG9waWNzL3t0b3BpY30vZ3JvdXBzL3tncm91cH06cmVhZBKJAQoNQ29tbWl0T2Zmc2V0cxIgLnF1b3J1bXEudjEuQ29tbWl0T2Zmc2V0c1JlcXVlc3QaIS5xdW9ydW1xLnYxLkNvbW1pdE9mZnNldHNSZXNwb25zZSIzgtPkkwItOgEqIigvdjEvdG9waWNzL3t0b3BpY30vZ3JvdXBzL3tncm91cH06Y29tbWl0EnsKCUpvaW5Hcm91cBIcLnF1b3J1bXEudjEuSm9pbkdyb3VwUmVxdWVzdBodLnF1b3J1bXEudjEuSm9pbkdyb3VwUmVzcG9uc2UiMYLT5JMCKzoBKiImL3YxL3RvcGljcy97dG9waWN9L2dyb3Vwcy97Z3JvdXB9OmpvaW4SjwEKDkhlYXJ0YmVhdEdyb3VwEiEucXVvcnVtcS52MS5IZWFydGJlYXRHcm91cFJlcXVlc3QaIi5xdW9ydW1xLnYxLkhlYXJ0YmVhdEdyb3VwUmVzcG9uc2UiNoLT5JMCMDoBKiIrL3YxL3RvcGljcy97dG9waWN9L2dyb3Vwcy97Z3JvdXB9OmhlYXJ0YmVhdBJ/CgpMZWF2ZUdyb3VwEh0ucXVvcnVtcS52MS5MZWF2ZUdyb3VwUmVxdWVzdBoeLnF1b3J1bXEudjEuTGVhdmVHcm91cFJlc3BvbnNlIjKC0+STAiw6ASoiJy92MS90b3BpY3Mve3RvcGljfS9ncm91cHMve2dyb3VwfTpsZWF2ZUI1WjNnaXRodWIuY29tL3F1b3J1bXEvcXVvcnVtcS9hcGkvcXVvcnVtcS92MTtxdW9ydW1xdjFiBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_timestamp, file_quorumq_v1_queue]);
 
 /**
  * TopicAttributes are a topic's settings. Unset fields take the defaults.
@@ -1229,6 +1229,22 @@ export type ReadTopicRequest = Message<"quorumq.v1.ReadTopicRequest"> & {
    * @generated from field: google.protobuf.Duration wait_time = 6;
    */
   waitTime?: Duration | undefined;
+
+  /**
+   * A group member's id (JoinGroup): the read is refused unless the member
+   * owns the partition and `generation` is at least the one it was given
+   * the partition in. Empty: a read outside membership.
+   *
+   * @generated from field: string member_id = 7;
+   */
+  memberId: string;
+
+  /**
+   * The member's generation.
+   *
+   * @generated from field: int64 generation = 8;
+   */
+  generation: bigint;
 };
 
 /**
@@ -1327,6 +1343,22 @@ export type CommitOffsetsRequest = Message<"quorumq.v1.CommitOffsetsRequest"> & 
    * @generated from field: repeated quorumq.v1.PartitionOffset offsets = 3;
    */
   offsets: PartitionOffset[];
+
+  /**
+   * A group member's id (JoinGroup): refused (per partition) unless the
+   * member owns the partition and `generation` is at least the one it was
+   * given the partition in. Empty: a commit outside membership.
+   *
+   * @generated from field: string member_id = 4;
+   */
+  memberId: string;
+
+  /**
+   * The member's generation.
+   *
+   * @generated from field: int64 generation = 5;
+   */
+  generation: bigint;
 };
 
 /**
@@ -1350,6 +1382,235 @@ export type CommitOffsetsResponse = Message<"quorumq.v1.CommitOffsetsResponse"> 
  */
 export const CommitOffsetsResponseSchema: GenMessage<CommitOffsetsResponse> = /*@__PURE__*/
   messageDesc(file_quorumq_v1_topic, 40);
+
+/**
+ * GroupAssignment is a member's share of a group.
+ *
+ * @generated from message quorumq.v1.GroupAssignment
+ */
+export type GroupAssignment = Message<"quorumq.v1.GroupAssignment"> & {
+  /**
+   * Bumped on every join, leave and expiry.
+   *
+   * @generated from field: int64 generation = 1;
+   */
+  generation: bigint;
+
+  /**
+   * The partitions this member reads, ascending.
+   *
+   * @generated from field: repeated int32 partitions = 2;
+   */
+  partitions: number[];
+
+  /**
+   * Without a heartbeat for this long the member is dropped.
+   *
+   * @generated from field: google.protobuf.Duration session_timeout = 3;
+   */
+  sessionTimeout?: Duration | undefined;
+
+  /**
+   * Heartbeat this often (a third of the session timeout).
+   *
+   * @generated from field: google.protobuf.Duration heartbeat_interval = 4;
+   */
+  heartbeatInterval?: Duration | undefined;
+
+  /**
+   * Live members of the group.
+   *
+   * @generated from field: int32 members = 5;
+   */
+  members: number;
+};
+
+/**
+ * Describes the message quorumq.v1.GroupAssignment.
+ * Use `create(GroupAssignmentSchema)` to create a new message.
+ */
+export const GroupAssignmentSchema: GenMessage<GroupAssignment> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_topic, 41);
+
+/**
+ * JoinGroupRequest joins a group.
+ *
+ * @generated from message quorumq.v1.JoinGroupRequest
+ */
+export type JoinGroupRequest = Message<"quorumq.v1.JoinGroupRequest"> & {
+  /**
+   * Topic name.
+   *
+   * @generated from field: string topic = 1;
+   */
+  topic: string;
+
+  /**
+   * Group name (the group must exist: CreateGroup).
+   *
+   * @generated from field: string group = 2;
+   */
+  group: string;
+
+  /**
+   * 3s – 5 min, default 10s.
+   *
+   * @generated from field: google.protobuf.Duration session_timeout = 3;
+   */
+  sessionTimeout?: Duration | undefined;
+};
+
+/**
+ * Describes the message quorumq.v1.JoinGroupRequest.
+ * Use `create(JoinGroupRequestSchema)` to create a new message.
+ */
+export const JoinGroupRequestSchema: GenMessage<JoinGroupRequest> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_topic, 42);
+
+/**
+ * JoinGroupResponse names the new member.
+ *
+ * @generated from message quorumq.v1.JoinGroupResponse
+ */
+export type JoinGroupResponse = Message<"quorumq.v1.JoinGroupResponse"> & {
+  /**
+   * The member's id: name it in every later call.
+   *
+   * @generated from field: string member_id = 1;
+   */
+  memberId: string;
+
+  /**
+   * Its first assignment.
+   *
+   * @generated from field: quorumq.v1.GroupAssignment assignment = 2;
+   */
+  assignment?: GroupAssignment | undefined;
+};
+
+/**
+ * Describes the message quorumq.v1.JoinGroupResponse.
+ * Use `create(JoinGroupResponseSchema)` to create a new message.
+ */
+export const JoinGroupResponseSchema: GenMessage<JoinGroupResponse> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_topic, 43);
+
+/**
+ * HeartbeatGroupRequest keeps a member's session.
+ *
+ * @generated from message quorumq.v1.HeartbeatGroupRequest
+ */
+export type HeartbeatGroupRequest = Message<"quorumq.v1.HeartbeatGroupRequest"> & {
+  /**
+   * Topic name.
+   *
+   * @generated from field: string topic = 1;
+   */
+  topic: string;
+
+  /**
+   * Group name.
+   *
+   * @generated from field: string group = 2;
+   */
+  group: string;
+
+  /**
+   * From JoinGroup.
+   *
+   * @generated from field: string member_id = 3;
+   */
+  memberId: string;
+
+  /**
+   * The generation whose assignment the member has applied: it no longer
+   * reads the partitions that assignment took away, and committed what it
+   * handled of them. The coordinator hands a taken partition to its next
+   * owner only then (or once the member's session timeout passed since
+   * it was taken, or the member left or expired).
+   *
+   * @generated from field: int64 generation = 4;
+   */
+  generation: bigint;
+};
+
+/**
+ * Describes the message quorumq.v1.HeartbeatGroupRequest.
+ * Use `create(HeartbeatGroupRequestSchema)` to create a new message.
+ */
+export const HeartbeatGroupRequestSchema: GenMessage<HeartbeatGroupRequest> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_topic, 44);
+
+/**
+ * HeartbeatGroupResponse is the current assignment.
+ *
+ * @generated from message quorumq.v1.HeartbeatGroupResponse
+ */
+export type HeartbeatGroupResponse = Message<"quorumq.v1.HeartbeatGroupResponse"> & {
+  /**
+   * The member's assignment now.
+   *
+   * @generated from field: quorumq.v1.GroupAssignment assignment = 1;
+   */
+  assignment?: GroupAssignment | undefined;
+};
+
+/**
+ * Describes the message quorumq.v1.HeartbeatGroupResponse.
+ * Use `create(HeartbeatGroupResponseSchema)` to create a new message.
+ */
+export const HeartbeatGroupResponseSchema: GenMessage<HeartbeatGroupResponse> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_topic, 45);
+
+/**
+ * LeaveGroupRequest ends a session.
+ *
+ * @generated from message quorumq.v1.LeaveGroupRequest
+ */
+export type LeaveGroupRequest = Message<"quorumq.v1.LeaveGroupRequest"> & {
+  /**
+   * Topic name.
+   *
+   * @generated from field: string topic = 1;
+   */
+  topic: string;
+
+  /**
+   * Group name.
+   *
+   * @generated from field: string group = 2;
+   */
+  group: string;
+
+  /**
+   * From JoinGroup.
+   *
+   * @generated from field: string member_id = 3;
+   */
+  memberId: string;
+};
+
+/**
+ * Describes the message quorumq.v1.LeaveGroupRequest.
+ * Use `create(LeaveGroupRequestSchema)` to create a new message.
+ */
+export const LeaveGroupRequestSchema: GenMessage<LeaveGroupRequest> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_topic, 46);
+
+/**
+ * LeaveGroupResponse is empty.
+ *
+ * @generated from message quorumq.v1.LeaveGroupResponse
+ */
+export type LeaveGroupResponse = Message<"quorumq.v1.LeaveGroupResponse"> & {
+};
+
+/**
+ * Describes the message quorumq.v1.LeaveGroupResponse.
+ * Use `create(LeaveGroupResponseSchema)` to create a new message.
+ */
+export const LeaveGroupResponseSchema: GenMessage<LeaveGroupResponse> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_topic, 47);
 
 /**
  * GroupStart is where a group's offsets are placed.
@@ -1420,6 +1681,17 @@ export const GroupStartSchema: GenEnum<GroupStart> = /*@__PURE__*/
  *   QUEUE_NOT_FOUND        (404) Subscribe names a queue that does not exist.
  *   MESSAGE_TOO_LARGE      (400) body + attributes + tags exceed the topic's
  *                                 max_message_size.
+ *   UNKNOWN_MEMBER         (404) HeartbeatGroup, LeaveGroup, ReadTopic or
+ *                                 CommitOffsets name a member the group's
+ *                                 coordinator does not know (its session
+ *                                 expired, it left, or the coordinator
+ *                                 moved): JoinGroup again.
+ *   MEMBER_FENCED          (400 / FAILED_PRECONDITION) ReadTopic or
+ *                                 CommitOffsets by a member for a partition
+ *                                 it does not own, or with a generation
+ *                                 older than the one it was given the
+ *                                 partition in: heartbeat to learn the
+ *                                 assignment.
  *
  * @generated from service quorumq.v1.TopicService
  */
@@ -1593,6 +1865,45 @@ export const TopicService: GenService<{
     methodKind: "unary";
     input: typeof CommitOffsetsRequestSchema;
     output: typeof CommitOffsetsResponseSchema;
+  },
+  /**
+   * JoinGroup makes the caller a member of an existing group. The group's
+   * coordinator assigns the topic's partitions to its live members (each
+   * partition to one member), and bumps the generation on every join,
+   * leave or expiry. A member reads and commits only its partitions,
+   * naming member_id and generation (fencing), and keeps its session with
+   * HeartbeatGroup, whose reply carries the current assignment. A
+   * partition taken from a live member reaches its next owner once that
+   * member's heartbeat says it applied the assignment without it, so one
+   * member at a time reads each partition.
+   *
+   * @generated from rpc quorumq.v1.TopicService.JoinGroup
+   */
+  joinGroup: {
+    methodKind: "unary";
+    input: typeof JoinGroupRequestSchema;
+    output: typeof JoinGroupResponseSchema;
+  },
+  /**
+   * HeartbeatGroup keeps a member's session and returns the group's
+   * current assignment (a rebalance shows as a new generation).
+   *
+   * @generated from rpc quorumq.v1.TopicService.HeartbeatGroup
+   */
+  heartbeatGroup: {
+    methodKind: "unary";
+    input: typeof HeartbeatGroupRequestSchema;
+    output: typeof HeartbeatGroupResponseSchema;
+  },
+  /**
+   * LeaveGroup ends a member's session; its partitions go to the others.
+   *
+   * @generated from rpc quorumq.v1.TopicService.LeaveGroup
+   */
+  leaveGroup: {
+    methodKind: "unary";
+    input: typeof LeaveGroupRequestSchema;
+    output: typeof LeaveGroupResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_quorumq_v1_topic, 0);

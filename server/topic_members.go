@@ -1,0 +1,376 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	storepb "github.com/quorumq/quorumq/store/storepb/v1"
+)
+
+// Consumer group membership, Kafka-style. A group's coordinator is the
+// leader of the shard of its topic's partition 0; membership (members,
+// session deadlines, generation, assignment) lives in that leader's memory
+// only. What is replicated is the offsets and, per partition, the owner
+// the coordinator handed it to (member, and the generation it got it in:
+// FenceTopicGroup on the partition's shard). The fence is the safety: a
+// member reads and commits a partition only while the replicated owner is
+// itself, so two members never both commit one partition, even while two
+// nodes briefly both believe they coordinate. The coordinator is only
+// liveness: when its leadership ends (or its term changes) it forgets
+// every group; members then get UNKNOWN_MEMBER from the new coordinator,
+// join again and are fenced anew there. Nothing committed is lost:
+// offsets are replicated, and a new owner reads on from the committed
+// offset (messages handled but not committed are read again: at least
+// once).
+//
+// A rebalance (join, leave, expiry) bumps the generation and assigns the
+// partitions in contiguous ranges to the members in id order (the
+// target). A partition moves to its target at once when its owner is gone;
+// from a live owner it moves once the owner's heartbeat says it applied a
+// generation without it (it stopped reading it and committed), or after
+// the owner's session timeout: so one member reads a partition at a time.
+// A move is fenced before any member is told of it; a fence that failed
+// is written by the next call. Members learn their assignment from their
+// heartbeat, which they send every third of the session timeout.
+
+// Member operations (TopicGroupMemberRequest.op).
+const (
+	memberJoin      = 1
+	memberHeartbeat = 2
+	memberLeave     = 3
+)
+
+// Bounds of membership.
+const (
+	defaultSessionTimeout = 10 * time.Second
+	minSessionTimeout     = 3 * time.Second
+	maxSessionTimeout     = 5 * time.Minute
+	maxGroupMembers       = 1000
+	maxCoordinatedGroups  = 10000
+	groupSweepEvery       = time.Minute
+)
+
+// Reasons of membership outcomes (see api/quorumq/v1/topic.proto).
+const (
+	ReasonUnknownMember = "UNKNOWN_MEMBER"
+	ReasonMemberFenced  = "MEMBER_FENCED"
+)
+
+func errUnknownMember(member string) error {
+	return statusError(codes.NotFound, ReasonUnknownMember,
+		fmt.Sprintf("member %q is not in the group (its session ended or the coordinator moved): join again", member), nil)
+}
+
+// coordinator is a shard server's group membership state, valid for one
+// leadership term.
+type coordinator struct {
+	mu     sync.Mutex
+	term   uint64
+	groups map[string]*memberGroup // tenant \0 topic \0 group
+	swept  time.Time
+}
+
+type memberGroup struct {
+	mu          sync.Mutex // serialises the group's calls and fences
+	incarnation int64
+	partitions  int32
+	gen         int64
+	members     map[string]*groupMember
+	// Per partition: the member the last rebalance assigns it to, the one
+	// that owns it now (fenced, or dirty: its fence is still to write) and
+	// the generation it got it in, and since when and which generation the
+	// owner has it taken away (while owner != target).
+	target, owner []string
+	ownerGen      []int64
+	dirty         []bool
+	revokedAt     []time.Time
+	revokedGen    []int64
+}
+
+type groupMember struct {
+	deadline time.Time
+	timeout  time.Duration
+	applied  int64 // the generation whose assignment it has applied
+}
+
+// group returns the group's state, forgetting every group when the
+// leadership term changed.
+func (c *coordinator) group(term uint64, key string, now time.Time) (*memberGroup, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.groups == nil || c.term != term {
+		c.groups, c.term, c.swept = map[string]*memberGroup{}, term, now
+	}
+	if now.Sub(c.swept) > groupSweepEvery {
+		c.swept = now
+		for k, g := range c.groups {
+			if g.mu.TryLock() {
+				if g.live(now) == 0 {
+					delete(c.groups, k)
+				}
+				g.mu.Unlock()
+			}
+		}
+	}
+	g := c.groups[key]
+	if g == nil {
+		if len(c.groups) >= maxCoordinatedGroups {
+			return nil, statusError(codes.ResourceExhausted, ReasonOverloaded, "too many groups with members on this coordinator", nil)
+		}
+		g = &memberGroup{}
+		c.groups[key] = g
+	}
+	return g, nil
+}
+
+// current tells whether g is still the group's state.
+func (c *coordinator) current(key string, g *memberGroup) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.groups[key] == g
+}
+
+func (c *coordinator) drop(key string, g *memberGroup) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.groups[key] == g {
+		delete(c.groups, key)
+	}
+}
+
+// reset starts the group afresh for a topic incarnation: no members, and
+// owners unknown (whatever fences exist are overwritten on first use).
+func (g *memberGroup) reset(incarnation int64, partitions int32) {
+	n := int(partitions)
+	g.incarnation, g.partitions = incarnation, partitions
+	g.members = map[string]*groupMember{}
+	g.target, g.owner = make([]string, n), make([]string, n)
+	g.ownerGen, g.dirty = make([]int64, n), make([]bool, n)
+	g.revokedAt, g.revokedGen = make([]time.Time, n), make([]int64, n)
+	for p := range g.dirty {
+		g.dirty[p] = true
+	}
+}
+
+// live counts the members whose session has not ended.
+func (g *memberGroup) live(now time.Time) int {
+	n := 0
+	for _, m := range g.members {
+		if now.Before(m.deadline) {
+			n++
+		}
+	}
+	return n
+}
+
+// expire drops the members whose session ended; true if any was.
+func (g *memberGroup) expire(now time.Time) bool {
+	changed := false
+	for id, m := range g.members {
+		if !now.Before(m.deadline) {
+			delete(g.members, id)
+			changed = true
+		}
+	}
+	return changed
+}
+
+// rebalance bumps the generation and assigns the partitions in contiguous
+// ranges to the members in id order.
+func (g *memberGroup) rebalance(now time.Time) {
+	g.gen++
+	ids := make([]string, 0, len(g.members))
+	for m := range g.members {
+		ids = append(ids, m)
+	}
+	slices.Sort(ids)
+	clear(g.target)
+	if len(ids) > 0 {
+		per, extra := int(g.partitions)/len(ids), int(g.partitions)%len(ids)
+		p := 0
+		for i, m := range ids {
+			n := per
+			if i < extra {
+				n++
+			}
+			for range n {
+				g.target[p] = m
+				p++
+			}
+		}
+	}
+	for p := range g.target {
+		switch {
+		case g.target[p] == g.owner[p]:
+			g.revokedAt[p], g.revokedGen[p] = time.Time{}, 0
+		case g.revokedAt[p].IsZero():
+			g.revokedAt[p], g.revokedGen[p] = now, g.gen
+		}
+	}
+}
+
+// settle moves each partition whose owner no longer holds it in practice
+// to its target: the owner is gone, applied the generation that took the
+// partition away, or had its session timeout to do so.
+func (g *memberGroup) settle(now time.Time) {
+	for p := range g.target {
+		if g.target[p] == g.owner[p] {
+			continue
+		}
+		if m := g.members[g.owner[p]]; m != nil && m.applied < g.revokedGen[p] && now.Sub(g.revokedAt[p]) < m.timeout {
+			continue
+		}
+		g.owner[p], g.ownerGen[p], g.dirty[p] = g.target[p], g.gen, true
+		g.revokedAt[p], g.revokedGen[p] = time.Time{}, 0
+	}
+}
+
+// assigned is what member holds: partitions it owns, fenced, and keeps.
+func (g *memberGroup) assigned(member string) []int32 {
+	var out []int32
+	for p := range g.target {
+		if g.owner[p] == member && g.target[p] == member && !g.dirty[p] {
+			out = append(out, int32(p))
+		}
+	}
+	return out
+}
+
+func newMemberID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// topicGroupMember serves a member's join, heartbeat or leave on the
+// coordinator (this shard's leader).
+func (s *Server) topicGroupMember(ctx context.Context, req *storepb.TopicGroupMemberRequest) (*storepb.TopicGroupMemberReply, error) {
+	st, err := s.raft.Status(s.shard)
+	if err != nil || !st.IsLeader {
+		return nil, statusError(codes.Unavailable, ReasonNotLeader, fmt.Sprintf("not the leader of shard %d", s.shard), nil)
+	}
+	if req.GetPartitions() < 1 {
+		return nil, statusError(codes.InvalidArgument, ReasonInvalidArgument, "partitions must be positive", nil)
+	}
+	now := time.Now() // membership is not replicated: the coordinator's own clock
+	key := req.GetTenant() + "\x00" + req.GetTopic() + "\x00" + req.GetGroup()
+	var g *memberGroup
+	for {
+		if g, err = s.topics.coord.group(st.Term, key, now); err != nil {
+			return nil, err
+		}
+		g.mu.Lock()
+		if s.topics.coord.current(key, g) {
+			break
+		}
+		g.mu.Unlock() // dropped while this call waited: take the new one
+	}
+	defer g.mu.Unlock()
+	if g.members == nil || g.incarnation != req.GetIncarnation() || g.partitions != req.GetPartitions() {
+		// A new group state, or the topic was deleted and created again.
+		g.reset(req.GetIncarnation(), req.GetPartitions())
+	}
+	changed := g.expire(now)
+	member := req.GetMember()
+	switch req.GetOp() {
+	case memberJoin:
+		if len(g.members) >= maxGroupMembers {
+			return nil, statusError(codes.ResourceExhausted, ReasonQuotaExceeded, fmt.Sprintf("a group has at most %d members", maxGroupMembers), nil)
+		}
+		timeout := time.Duration(req.GetSessionTimeoutMs()) * time.Millisecond
+		member = newMemberID()
+		g.members[member] = &groupMember{deadline: now.Add(timeout), timeout: timeout}
+		changed = true
+	case memberHeartbeat:
+		if m := g.members[member]; m == nil {
+			err = errUnknownMember(member)
+		} else {
+			m.deadline = now.Add(m.timeout)
+			m.applied = max(m.applied, min(req.GetGeneration(), g.gen))
+		}
+	case memberLeave:
+		if g.members[member] != nil {
+			delete(g.members, member)
+			changed = true
+		}
+	default:
+		return nil, statusError(codes.InvalidArgument, ReasonInvalidArgument, "unknown member operation", nil)
+	}
+	if changed {
+		g.rebalance(now)
+	}
+	g.settle(now)
+	if ferr := s.fenceGroup(ctx, req, g); ferr != nil {
+		if req.GetOp() == memberJoin {
+			// The caller sees a failure: it must not hold partitions.
+			delete(g.members, member)
+			g.rebalance(now)
+			g.settle(now)
+			if reasonOf(ferr) == ReasonGroupNotFound {
+				s.topics.coord.drop(key, g)
+			}
+		}
+		return nil, ferr
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(g.members) == 0 {
+		s.topics.coord.drop(key, g)
+	}
+	reply := &storepb.TopicGroupMemberReply{Member: member, Generation: g.gen, Members: int32(len(g.members))}
+	if m := g.members[member]; m != nil {
+		reply.Partitions, reply.SessionTimeoutMs = g.assigned(member), m.timeout.Milliseconds()
+	}
+	return reply, nil
+}
+
+// fenceGroup writes the fences of the partitions that moved.
+func (s *Server) fenceGroup(ctx context.Context, req *storepb.TopicGroupMemberRequest, g *memberGroup) error {
+	var ps []int32
+	for p, d := range g.dirty {
+		if d {
+			ps = append(ps, int32(p))
+		}
+	}
+	if len(ps) == 0 {
+		return nil
+	}
+	r, err := s.topicRouter()
+	if err != nil {
+		return err
+	}
+	_, err = parallel(len(ps), func(i int) (struct{}, error) {
+		p := ps[i]
+		shard := TopicShardOf(r.shardCount(), req.GetTenant(), req.GetTopic(), p)
+		_, err := r.proposeTopic(ctx, shard, &storepb.Command{Op: &storepb.Command_FenceTopicGroup{FenceTopicGroup: &storepb.FenceTopicGroup{
+			Tenant: req.GetTenant(), Topic: req.GetTopic(), Partition: p, Incarnation: req.GetIncarnation(), Group: req.GetGroup(),
+			Member: g.owner[p], Generation: g.ownerGen[p]}}})
+		if err == nil {
+			g.dirty[p] = false // each p is its own index: no two writers
+		}
+		return struct{}{}, err
+	})
+	return err // a status: the member sees why
+}
+
+// topicRouter is the node's router (the catalog it gave this server):
+// the coordinator fences partitions on other shards through it.
+func (s *Server) topicRouter() (*Router, error) {
+	c, err := s.catalog()
+	if err != nil {
+		return nil, statusError(codes.Unavailable, ReasonNoQuorum, "this server coordinates no groups: "+err.Error(), nil)
+	}
+	r, ok := c.(*Router)
+	if !ok {
+		return nil, statusError(codes.Unavailable, ReasonNoQuorum, "this server coordinates no groups: no router", nil)
+	}
+	return r, nil
+}

@@ -1,0 +1,233 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+)
+
+// consumerProc is a running `quorumq topic consume`.
+type consumerProc struct {
+	name           string
+	cmd            *exec.Cmd
+	stdout, stderr *lockedBuffer
+	exited         chan struct{}
+}
+
+func startConsumer(t *testing.T, name, endpoints, topic, group string, session time.Duration) *consumerProc {
+	t.Helper()
+	cmd := exec.Command(binary, "topic", "consume", topic, "--group", group, "--session-timeout", session.String(), "--endpoint", endpoints)
+	p := &consumerProc{name: name, cmd: cmd, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.exited
+		if t.Failed() {
+			logTail(t, "consumer "+name, p.stderr.String())
+		}
+	})
+	return p
+}
+
+var partitionsLine = regexp.MustCompile(`^(assigned|revoked) partitions \[([0-9 ]*)\]$`)
+
+// holds is what the consumer's assigned/revoked lines say it reads now.
+func (p *consumerProc) holds() map[int]bool {
+	held := map[int]bool{}
+	for _, l := range strings.Split(p.stderr.String(), "\n") {
+		m := partitionsLine.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		for _, f := range strings.Fields(m[2]) {
+			n, _ := strconv.Atoi(f)
+			if m[1] == "assigned" {
+				held[n] = true
+			} else {
+				delete(held, n)
+			}
+		}
+	}
+	return held
+}
+
+// printed is the consumer's messages: partition -> offsets in print order.
+func (p *consumerProc) printed() map[int][]int64 {
+	out := map[int][]int64{}
+	for _, l := range strings.Split(p.stdout.String(), "\n") {
+		f := strings.SplitN(l, "\t", 4)
+		if len(f) != 4 {
+			continue
+		}
+		part, err1 := strconv.Atoi(f[0])
+		off, err2 := strconv.ParseInt(f[1], 10, 64)
+		if err1 == nil && err2 == nil {
+			out[part] = append(out[part], off)
+		}
+	}
+	return out
+}
+
+// On three nodes, three `topic consume` members share a topic's four
+// partitions while messages are published; one member is killed with
+// kill -9: the survivors take its partitions over once its session times
+// out, and between them the members print every published message, each
+// member in offset order per partition.
+func TestTopicGroupMemberKilled(t *testing.T) {
+	const session = 3 * time.Second
+	c := startCluster(t, 3)
+	for id := range c.procs {
+		waitReady(t, c.client(id))
+	}
+	tc := qv1.NewTopicServiceClient(c.procs[1].grpcConn(t))
+	if err := retryUnavailable(30*time.Second, func(ctx context.Context) error {
+		_, err := tc.CreateTopic(ctx, &qv1.CreateTopicRequest{Name: "jobs", Attributes: &qv1.TopicAttributes{Partitions: 4}})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := retryUnavailable(30*time.Second, func(ctx context.Context) error {
+		_, err := tc.CreateGroup(ctx, &qv1.CreateGroupRequest{Topic: "jobs", Group: "workers"})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Publish until told to stop, every message acknowledged (retried with
+	// its idempotency key).
+	var mu sync.Mutex
+	ends := map[int32]int64{} // partition -> offset after the last acknowledged
+	pubCtx, stopPublishing := context.WithCancel(context.Background())
+	pubDone := make(chan struct{})
+	defer func() { stopPublishing(); <-pubDone }() // no t.Errorf after the test
+	go func() {
+		defer close(pubDone)
+		for i := 0; pubCtx.Err() == nil; i++ {
+			key := fmt.Sprint("job-", i)
+			err := retryUnavailable(20*time.Second, func(ctx context.Context) error {
+				r, err := tc.Publish(ctx, &qv1.PublishRequest{Topic: "jobs", Body: key, PartitionKey: fmt.Sprint("k", i%16), IdempotencyKey: key})
+				if err == nil {
+					mu.Lock()
+					ends[r.GetPartition()] = max(ends[r.GetPartition()], r.GetOffset()+1)
+					mu.Unlock()
+				}
+				return err
+			})
+			if err != nil {
+				t.Errorf("publish %s: %v", key, err)
+				return
+			}
+			select {
+			case <-pubCtx.Done():
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+
+	var eps []string
+	for id := uint64(1); id <= 3; id++ {
+		eps = append(eps, c.procs[id].grpcAddr)
+	}
+	members := []*consumerProc{}
+	for i := range 3 {
+		members = append(members, startConsumer(t, fmt.Sprint("m", i), strings.Join(eps, ","), "jobs", "workers", session))
+	}
+	// Each member holds a partition, together all four, none twice.
+	covered := func(ms []*consumerProc) error {
+		seen := map[int]string{}
+		for _, m := range ms {
+			h := m.holds()
+			if len(h) == 0 {
+				return fmt.Errorf("%s holds nothing", m.name)
+			}
+			for p := range h {
+				if o, ok := seen[p]; ok {
+					return fmt.Errorf("partition %d held by %s and %s", p, o, m.name)
+				}
+				seen[p] = m.name
+			}
+		}
+		if len(seen) != 4 {
+			return fmt.Errorf("partitions held: %v", seen)
+		}
+		return nil
+	}
+	checkFor(t, 30*time.Second, func() error { return covered(members) })
+	<-time.After(time.Second) // every member reads for a while
+
+	victim, survivors := members[0], members[1:]
+	for _, m := range members {
+		if len(m.holds()) > len(victim.holds()) {
+			victim = m
+		}
+	}
+	survivors = slices.DeleteFunc(slices.Clone(members), func(m *consumerProc) bool { return m == victim })
+	_ = victim.cmd.Process.Signal(syscall.SIGKILL)
+	<-victim.exited
+	killed := time.Now()
+	t.Logf("killed %s holding %v", victim.name, victim.holds())
+	checkFor(t, session+20*time.Second, func() error { return covered(survivors) })
+	t.Logf("its partitions taken over %v after the kill (session timeout %v)", time.Since(killed).Round(10*time.Millisecond), session)
+
+	<-time.After(time.Second)
+	stopPublishing()
+	<-pubDone
+	mu.Lock()
+	want := ends
+	mu.Unlock()
+	// Every acknowledged message is printed (and so handled) by a member.
+	checkFor(t, 30*time.Second, func() error {
+		got := map[int]map[int64]bool{}
+		for _, m := range members {
+			for p, offs := range m.printed() {
+				if got[p] == nil {
+					got[p] = map[int64]bool{}
+				}
+				for _, o := range offs {
+					got[p][o] = true
+				}
+			}
+		}
+		for p, end := range want {
+			for o := int64(0); o < end; o++ {
+				if !got[int(p)][o] {
+					return fmt.Errorf("partition %d offset %d not handled yet (end %d)", p, o, end)
+				}
+			}
+		}
+		return nil
+	})
+	total := int64(0)
+	for _, end := range want {
+		total += end
+	}
+	for _, m := range survivors {
+		_ = m.cmd.Process.Signal(syscall.SIGINT)
+		<-m.exited
+		if code := m.cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("%s exited with %d after SIGINT", m.name, code)
+		}
+	}
+	for _, m := range members {
+		for p, offs := range m.printed() {
+			if !slices.IsSorted(offs) || len(slices.Compact(slices.Clone(offs))) != len(offs) {
+				t.Errorf("%s printed partition %d out of order or twice: %v", m.name, p, offs)
+			}
+		}
+	}
+	t.Logf("%d messages published and handled", total)
+}
