@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -567,7 +568,7 @@ func (n *Node) openDB(cfg Config) error {
 	n.stalls = &writeStalls{}
 	stalls := n.stalls
 	var err error
-	n.db, err = pebble.Open(filepath.Join(cfg.DataDir, "pebble"), &pebble.Options{
+	opts := &pebble.Options{
 		Logger:        pebbleLogger{cfg.Logger},
 		EventListener: stalls.listener(),
 		// Reads of recent messages come from the block cache, not pread.
@@ -585,7 +586,13 @@ func (n *Node) openDB(cfg Config) error {
 		// Raft round ends with a synced write anyway.
 		MemTableSize:                64 << 20,
 		MemTableStopWritesThreshold: 3,
-	})
+	}
+	// Bloom filters on every level (L1+ inherit L0's): most point reads
+	// of the hot path look for keys that do not exist (every send's
+	// idempotency key), and without a filter each such Get read an index
+	// and a data block of every sstable overlapping the key.
+	opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
+	n.db, err = pebble.Open(filepath.Join(cfg.DataDir, "pebble"), opts)
 	if err != nil {
 		return fmt.Errorf("open pebble: %w", err)
 	}
