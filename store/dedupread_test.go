@@ -19,7 +19,9 @@ func TestDedupReaderSeesItsCommand(t *testing.T) {
 	h := newHarness(t)
 	h.run("create q=a")
 	h.run("create q=f.fifo")
-	keyed := func(k string) *storepb.SendEntry { return &storepb.SendEntry{Body: "b", DelayMs: -1, IdempotencyKey: k} }
+	keyed := func(k string) *storepb.SendEntry {
+		return &storepb.SendEntry{Body: "b", DelayMs: -1, IdempotencyKey: k}
+	}
 	fifo := func(d string) *storepb.SendEntry {
 		return &storepb.SendEntry{Body: "b", DelayMs: -1, GroupId: "g", DeduplicationId: d}
 	}
