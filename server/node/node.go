@@ -587,10 +587,11 @@ func (n *Node) openDB(cfg Config) error {
 		MemTableSize:                64 << 20,
 		MemTableStopWritesThreshold: 3,
 	}
-	// Bloom filters on every level (L1+ inherit L0's): most point reads
-	// of the hot path look for keys that do not exist (every send's
-	// idempotency key), and without a filter each such Get read an index
-	// and a data block of every sstable overlapping the key.
+	// Bloom filters on every level (L1+ inherit L0's): the hot path's
+	// most frequent point read looks for a key that does not exist (every
+	// send's idempotency key); without a filter each miss read a data
+	// block of every sstable overlapping the key. The store reads those
+	// keys through an iterator with UseL6Filters (a Get skips L6's).
 	opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
 	n.db, err = pebble.Open(filepath.Join(cfg.DataDir, "pebble"), opts)
 	if err != nil {
