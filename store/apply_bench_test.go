@@ -1,10 +1,14 @@
 package store
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"google.golang.org/protobuf/proto"
 
@@ -149,7 +153,29 @@ func BenchmarkApplyDelete10(b *testing.B) {
 // flushes and compactions (diskB/msg, after a final flush). The Raft log is
 // raftnode's and not in it.
 func BenchmarkApplyLifecycle(b *testing.B) {
-	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem(), Logger: quietLogger{}, MemTableSize: 4 << 20})
+	benchLifecycle(b, &pebble.Options{}, false)
+}
+
+// BenchmarkApplyLifecycleIdempotent is BenchmarkApplyLifecycle with an
+// idempotency key on every send (as the SDK's sends carry), on a store
+// without and with the node's bloom filters (server/node's Pebble options):
+// every send looks its key up, and the key is never there.
+func BenchmarkApplyLifecycleIdempotent(b *testing.B) {
+	b.Run("filter=none", func(b *testing.B) { benchLifecycle(b, &pebble.Options{}, true) })
+	b.Run("filter=bloom10", func(b *testing.B) {
+		o := &pebble.Options{}
+		o.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
+		benchLifecycle(b, o, true)
+	})
+}
+
+func benchLifecycle(b *testing.B, o *pebble.Options, keyed bool) {
+	// The node's block cache (server/node: 128 MiB): Pebble's default of
+	// 8 MiB would not keep L6's filter blocks.
+	cache := pebble.NewCache(128 << 20)
+	defer cache.Unref()
+	o.FS, o.Logger, o.MemTableSize, o.Cache = vfs.NewMem(), quietLogger{}, 4<<20, cache
+	db, err := pebble.Open("", o)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -162,9 +188,16 @@ func BenchmarkApplyLifecycle(b *testing.B) {
 	var written int
 	b.ReportAllocs()
 	b.ResetTimer()
-	for range b.N {
+	for i := range b.N {
 		h.now++
-		_, n1, _ := benchApply(b, h, benchSend(10))
+		send := benchSend(10)
+		if keyed {
+			for j, e := range send.GetSend().Entries {
+				sum := sha256.Sum256(fmt.Appendf(nil, "%d/%d", i, j))
+				e.IdempotencyKey = hex.EncodeToString(sum[:16])
+			}
+		}
+		_, n1, _ := benchApply(b, h, send)
 		r, n2, _ := benchApply(b, h, benchReceive10)
 		d := &storepb.Delete{Tenant: "t", Queue: "a"}
 		for _, m := range r.Received {

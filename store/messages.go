@@ -237,7 +237,7 @@ func (t *txn) reschedule(q *storepb.QueueRecord, m *storepb.MessageRecord, visib
 	return nil
 }
 
-func (t *txn) send(op *storepb.Send, res *Result) error {
+func (t *txn) send(op *storepb.Send, res *Result) (err error) {
 	q, err := t.lookup(op.Tenant, op.Queue, res)
 	if q == nil || err != nil {
 		return err
@@ -247,8 +247,14 @@ func (t *txn) send(op *storepb.Send, res *Result) error {
 		return err
 	}
 	res.Sent = make([]SendOutcome, len(op.Entries))
+	d := t.newDedupReader(q.Id)
+	defer func() {
+		if cerr := d.close(); err == nil {
+			err = cerr
+		}
+	}()
 	for i, e := range op.Entries {
-		visibleNow, err := t.sendOne(q, meta, e, &res.Sent[i], res)
+		visibleNow, err := t.sendOne(q, meta, e, d, &res.Sent[i], res)
 		if err != nil {
 			return err
 		}
@@ -258,7 +264,7 @@ func (t *txn) send(op *storepb.Send, res *Result) error {
 }
 
 // sendOne stores one entry and reports whether it is visible at once.
-func (t *txn) sendOne(q *storepb.QueueRecord, meta *storepb.QueueMeta, e *storepb.SendEntry, out *SendOutcome, res *Result) (visibleNow bool, err error) {
+func (t *txn) sendOne(q *storepb.QueueRecord, meta *storepb.QueueMeta, e *storepb.SendEntry, d *dedupReader, out *SendOutcome, res *Result) (visibleNow bool, err error) {
 	a := q.Attributes
 	var dedupID string
 	if a.Fifo {
@@ -300,7 +306,7 @@ func (t *txn) sendOne(q *storepb.QueueRecord, meta *storepb.QueueMeta, e *storep
 			continue
 		}
 		rec := &storepb.DedupRecord{}
-		found, live, err := t.recall(q.Id, key, rec)
+		found, live, err := d.recall(key, rec)
 		if err != nil {
 			return false, err
 		}
@@ -380,7 +386,7 @@ func (t *txn) sendOne(q *storepb.QueueRecord, meta *storepb.QueueMeta, e *storep
 		if s.old != nil {
 			old = s.old
 		}
-		if err := t.remember(q, s.key, rec, old); err != nil {
+		if err := d.remember(q, s.key, rec, old); err != nil {
 			return false, err
 		}
 	}

@@ -1,0 +1,72 @@
+package store
+
+import (
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"google.golang.org/protobuf/proto"
+
+	storepb "github.com/quorumq/quorumq/store/storepb/v1"
+)
+
+// TestDedupReaderSeesItsCommand: a command's keyed sends are looked up
+// through one iterator opened before the command wrote anything, so a key
+// repeated within the command, a key an earlier command of the same apply
+// batch wrote, and an expired record waiting for Tick must answer as a
+// Get would: the repeat and the earlier one are duplicates of the first
+// message, the expired one is stored anew and replaces its record.
+func TestDedupReaderSeesItsCommand(t *testing.T) {
+	h := newHarness(t)
+	h.run("create q=a")
+	h.run("create q=f.fifo")
+	keyed := func(k string) *storepb.SendEntry {
+		return &storepb.SendEntry{Body: "b", DelayMs: -1, IdempotencyKey: k}
+	}
+	fifo := func(d string) *storepb.SendEntry {
+		return &storepb.SendEntry{Body: "b", DelayMs: -1, GroupId: "g", DeduplicationId: d}
+	}
+
+	// Two commands in one apply batch (raftnode applies a round's entries
+	// into one indexed batch): the second sees the first's records.
+	b := h.db.NewIndexedBatch()
+	apply := func(cmd *storepb.Command) *Result {
+		t.Helper()
+		cmd.Version, cmd.TimeMs = CommandVersion, h.now
+		data, err := proto.Marshal(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.index++
+		r, err := h.s.Apply(b, h.index, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.(*Result)
+	}
+	r1 := apply(sendCmd("a", keyed("k1"), keyed("k2"), keyed("k1")))
+	if r1.Sent[0].Duplicate || r1.Sent[1].Duplicate || !r1.Sent[2].Duplicate || r1.Sent[2].MessageID != r1.Sent[0].MessageID {
+		t.Fatalf("one command, k1 twice: %+v", r1.Sent)
+	}
+	r2 := apply(sendCmd("a", keyed("k3"), keyed("k2")))
+	if r2.Sent[0].Duplicate || !r2.Sent[1].Duplicate || r2.Sent[1].MessageID != r1.Sent[1].MessageID {
+		t.Fatalf("second command of the batch, k2 again: %+v", r2.Sent)
+	}
+	r3 := apply(sendCmd("f.fifo", fifo("d1"), fifo("d1"), fifo("d2")))
+	if r3.Sent[0].Duplicate || !r3.Sent[1].Duplicate || r3.Sent[2].Duplicate {
+		t.Fatalf("FIFO, d1 twice: %+v", r3.Sent)
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		t.Fatal(err)
+	}
+
+	// Past the window, before Tick: k1 is found expired and replaced; the
+	// repeat in the same command is a duplicate of the new message.
+	h.now += IdempotencyWindowMs + 1
+	r4 := h.apply(sendCmd("a", keyed("k1"), keyed("k1")))
+	if r4.Sent[0].Duplicate || r4.Sent[0].MessageID == r1.Sent[0].MessageID || !r4.Sent[1].Duplicate || r4.Sent[1].MessageID != r4.Sent[0].MessageID {
+		t.Fatalf("expired k1 sent again twice: %+v", r4.Sent)
+	}
+	if n := h.stats("a").Messages; n != 4 {
+		t.Fatalf("queue a holds %d messages, want 4 (k1, k2, k3, k1 again)", n)
+	}
+}
