@@ -241,12 +241,23 @@ func (q *Queue) sendEntries(ctx context.Context, entries []*qv1.SendMessageBatch
 // idempotency keys) until the attempts are used up. Entry ids are the
 // indexes as text. It returns each entry's error.
 func (c *Client) batch(ctx context.Context, op string, n int, chunks [][]int, do func(context.Context, qv1.QueueServiceClient, []int) ([]*qv1.BatchResultError, error)) []error {
+	return c.retryChunks(ctx, n, chunks, func(ctx context.Context, idx []int) ([]*qv1.BatchResultError, error) {
+		return call(ctx, c, op, 0, func(ctx context.Context, api qv1.QueueServiceClient) ([]*qv1.BatchResultError, error) {
+			return do(ctx, api, idx)
+		})
+	})
+}
+
+// retryChunks sends each chunk of entry indexes with send (one call, its
+// own retries included) and sends the entries that failed with a
+// retryable code again, after the policy's backoff, until the attempts are
+// used up. Entry ids are the indexes as text. It returns each entry's
+// error (nil for the entries no chunk names).
+func (c *Client) retryChunks(ctx context.Context, n int, chunks [][]int, send func(context.Context, []int) ([]*qv1.BatchResultError, error)) []error {
 	errs := make([]error, n)
 	for _, idx := range chunks {
 		for round := 1; len(idx) > 0; round++ {
-			failed, err := call(ctx, c, op, 0, func(ctx context.Context, api qv1.QueueServiceClient) ([]*qv1.BatchResultError, error) {
-				return do(ctx, api, idx)
-			})
+			failed, err := send(ctx, idx)
 			if err != nil {
 				for _, i := range idx {
 					errs[i] = err

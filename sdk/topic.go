@@ -221,50 +221,31 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs []TopicMessage) ([]Pu
 		chunks = append(chunks, cur)
 	}
 	c := p.t.c
-	for _, idx := range chunks {
-		for round := 1; len(idx) > 0; round++ {
-			req := &qv1.PublishBatchRequest{Topic: p.t.name}
-			for _, i := range idx {
-				req.Entries = append(req.Entries, entries[i])
+	sent := c.retryChunks(ctx, len(msgs), chunks, func(ctx context.Context, idx []int) ([]*qv1.BatchResultError, error) {
+		req := &qv1.PublishBatchRequest{Topic: p.t.name}
+		for _, i := range idx {
+			req.Entries = append(req.Entries, entries[i])
+		}
+		resp, err := topicCall(ctx, c, "publish batch", 0, func(ctx context.Context, api qv1.TopicServiceClient) (*qv1.PublishBatchResponse, error) {
+			return api.PublishBatch(ctx, req)
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, ok := range resp.GetSuccessful() {
+			if i, err := strconv.Atoi(ok.GetId()); err == nil && i >= 0 && i < len(results) {
+				results[i] = PublishResult{MessageID: ok.GetMessageId(), Partition: ok.GetPartition(), Offset: ok.GetOffset()}
 			}
-			resp, err := topicCall(ctx, c, "publish batch", 0, func(ctx context.Context, api qv1.TopicServiceClient) (*qv1.PublishBatchResponse, error) {
-				return api.PublishBatch(ctx, req)
-			})
-			if err != nil {
-				for _, i := range idx {
-					errs[i] = err
-				}
-				break
-			}
-			for _, ok := range resp.GetSuccessful() {
-				if i, err := strconv.Atoi(ok.GetId()); err == nil && i >= 0 && i < len(results) {
-					results[i] = PublishResult{MessageID: ok.GetMessageId(), Partition: ok.GetPartition(), Offset: ok.GetOffset()}
-				}
-			}
-			var again []int
-			var wait time.Duration
-			for _, f := range resp.GetFailed() {
-				i, perr := strconv.Atoi(f.GetId())
-				if perr != nil || i < 0 || i >= len(msgs) {
-					continue
-				}
-				e := batchEntryError(&qv1.BatchResultError{Id: f.GetId(), Code: f.GetCode(), Reason: f.GetReason(), Message: f.GetMessage()})
-				if ok, atLeast := retryable(e, false); ok && round < c.retry.MaxAttempts && ctx.Err() == nil {
-					again = append(again, i)
-					wait = max(wait, atLeast)
-					continue
-				}
-				errs[i] = e
-			}
-			if len(again) > 0 {
-				if err := sleepCtx(ctx, max(c.retry.backoff(round), wait)); err != nil {
-					for _, i := range again {
-						errs[i] = err
-					}
-					break
-				}
-			}
-			idx = again
+		}
+		failed := make([]*qv1.BatchResultError, 0, len(resp.GetFailed()))
+		for _, f := range resp.GetFailed() {
+			failed = append(failed, &qv1.BatchResultError{Id: f.GetId(), Code: f.GetCode(), Reason: f.GetReason(), Message: f.GetMessage()})
+		}
+		return failed, nil
+	})
+	for i, err := range sent {
+		if err != nil {
+			errs[i] = err
 		}
 	}
 	return results, newBatchError(errs)

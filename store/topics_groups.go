@@ -22,27 +22,55 @@ var ErrMemberFenced = errors.New("member does not own the partition in this gene
 
 // fenceTopicGroup records the partition's owner in the group.
 func (t *txn) fenceTopicGroup(op *storepb.FenceTopicGroup, res *Result, tr *TopicResult) error {
-	part, err := t.livePartition(op.Tenant, op.Topic, op.Partition, op.Incarnation, res, tr)
-	if part == nil || err != nil {
+	sl, err := t.readGroup(op, res, tr)
+	if sl == nil || err != nil {
 		return err
 	}
-	if err := validateName("group", op.Group); err != nil {
-		res.Err = err
-		return nil
-	}
-	key := keys.TopicGroup(t.s.shard, part.Id, op.Group)
-	g := &storepb.TopicGroupRecord{}
-	found, err := t.get(key, g)
-	if err != nil {
-		return err
-	}
-	if !found {
+	if !sl.found {
 		res.Err = fmt.Errorf("%w: %s", ErrGroupNotFound, op.Group)
 		return nil
 	}
+	g := sl.rec
 	g.OwnerMember, g.OwnerGeneration = op.Member, op.Generation
 	tr.GroupOffset = g.Offset
-	return t.set(key, g)
+	return t.set(sl.key, g)
+}
+
+// groupOp names a group on one partition copy.
+type groupOp interface {
+	GetTenant() string
+	GetTopic() string
+	GetPartition() int32
+	GetIncarnation() int64
+	GetGroup() string
+}
+
+// groupSlot is a group's record on a live partition copy: key is where it
+// is stored, found whether the group exists there.
+type groupSlot struct {
+	part  *storepb.TopicPartitionRecord
+	key   []byte
+	rec   *storepb.TopicGroupRecord
+	found bool
+}
+
+// readGroup checks op's group name and reads the group's record on the
+// live partition copy op names. A nil slot with a nil error means the
+// command's answer is set already (res.Err).
+func (t *txn) readGroup(op groupOp, res *Result, tr *TopicResult) (*groupSlot, error) {
+	part, err := t.livePartition(op.GetTenant(), op.GetTopic(), op.GetPartition(), op.GetIncarnation(), res, tr)
+	if part == nil || err != nil {
+		return nil, err
+	}
+	if err := validateName("group", op.GetGroup()); err != nil {
+		res.Err = err
+		return nil, nil
+	}
+	sl := &groupSlot{part: part, key: keys.TopicGroup(t.s.shard, part.Id, op.GetGroup()), rec: &storepb.TopicGroupRecord{}}
+	if sl.found, err = t.get(sl.key, sl.rec); err != nil {
+		return nil, err
+	}
+	return sl, nil
 }
 
 // checkOwner is nil when member is empty (a call outside membership) or

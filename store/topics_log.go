@@ -248,21 +248,12 @@ func (t *txn) rollSegment(part *storepb.TopicPartitionRecord, size int64) error 
 // first message at or after a time, or an offset in the retained range.
 // With create_only an existing group keeps its offset.
 func (t *txn) seekTopicGroup(op *storepb.SeekTopicGroup, res *Result, tr *TopicResult) error {
-	part, err := t.livePartition(op.Tenant, op.Topic, op.Partition, op.Incarnation, res, tr)
-	if part == nil || err != nil {
+	sl, err := t.readGroup(op, res, tr)
+	if sl == nil || err != nil {
 		return err
 	}
-	if err := validateName("group", op.Group); err != nil {
-		res.Err = err
-		return nil
-	}
-	key := keys.TopicGroup(t.s.shard, part.Id, op.Group)
-	g := &storepb.TopicGroupRecord{}
-	found, err := t.get(key, g)
-	if err != nil {
-		return err
-	}
-	if found && op.CreateOnly {
+	part, key, g := sl.part, sl.key, sl.rec
+	if sl.found && op.CreateOnly {
 		tr.GroupOffset = g.Offset
 		return nil
 	}
