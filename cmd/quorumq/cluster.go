@@ -68,11 +68,12 @@ yaml prints the ListNodes response (GET /v1/cluster/nodes).`),
 	var rc clientCmd
 	removeCmd := &cobra.Command{
 		Use:   "remove <node-id>",
-		Short: "Retire a storage node: its replicas are removed from every shard, then its id is retired",
+		Short: "Retire a storage node: its replicas move to other nodes, then its id is retired",
 		Long: clientLong(`Retire a storage node (also a dead one, e.g. a machine that lost its
-disk): it becomes draining, the coordinator removes its replica from every
-shard, one change per shard at a time, and then marks it removed; its id is
-never used again. Follow the progress with cluster nodes.`),
+disk): it becomes draining, the coordinator moves each of its replicas to
+another active node (or, with no node to take it, removes it), one move at
+a time, and then marks it removed; its id is never used again. The same
+call as cluster drain. Follow the progress with cluster nodes.`),
 		Args: cobra.ExactArgs(1),
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
 			id, err := strconv.ParseUint(args[0], 10, 64)
@@ -94,6 +95,7 @@ never used again. Follow the progress with cluster nodes.`),
 	}
 	rc.register(removeCmd)
 	cmd.AddCommand(removeCmd)
+	cmd.AddCommand(newDrainCmd(), newMoveReplicaCmd(), newRebalanceCmd())
 	return cmd
 }
 
@@ -103,25 +105,44 @@ func nodeState(n *qv1.NodeInfo) string {
 
 func printNodes(cmd *cobra.Command, r *qv1.ListNodesResponse) error {
 	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 2, 2, ' ', 0)
-	fmt.Fprintf(w, "NODE\tSTATE\tPEER ADDRESS\tCLIENT ADDRESS\tINCARNATION\n")
+	replicas := replicaCounts(r)
+	fmt.Fprintf(w, "NODE\tSTATE\tPEER ADDRESS\tCLIENT ADDRESS\tINCARNATION\tREPLICAS\n")
 	for _, n := range r.GetNodes() {
 		state := nodeState(n)
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%016x\n", n.GetId(), state, n.GetPeerAddress(), n.GetClientAddress(), n.GetIncarnation())
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%016x\t%d\n", n.GetId(), state, n.GetPeerAddress(), n.GetClientAddress(), n.GetIncarnation(), replicas[n.GetId()])
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "SHARD\tRF\tVOTERS\tLEARNERS\tCHANGE\n")
 	for _, rs := range r.GetReplicaSets() {
-		change := "-"
-		if rs.GetPendingNode() != 0 {
-			verb := "remove"
-			if rs.GetPendingAdd() {
-				verb = "add"
-			}
-			change = fmt.Sprintf("%s %d", verb, rs.GetPendingNode())
-		}
-		fmt.Fprintf(w, "%d\t%d\t%s\t%s\t%s\n", rs.GetShard(), rs.GetReplicationFactor(), joinIDs(rs.GetVoters()), joinIDs(rs.GetLearners()), change)
+		fmt.Fprintf(w, "%d\t%d\t%s\t%s\t%s\n", rs.GetShard(), rs.GetReplicationFactor(), joinIDs(rs.GetVoters()), joinIDs(rs.GetLearners()), changeOf(rs))
 	}
 	return w.Flush()
+}
+
+// changeOf describes a replica set's change under way.
+func changeOf(rs *qv1.ReplicaSet) string {
+	switch {
+	case rs.GetPendingNode() == 0:
+		return "-"
+	case rs.GetPendingRemoveNode() != 0:
+		return fmt.Sprintf("move %d->%d", rs.GetPendingRemoveNode(), rs.GetPendingNode())
+	case rs.GetPendingLearner():
+		return fmt.Sprintf("observe %d", rs.GetPendingNode())
+	case rs.GetPendingAdd():
+		return fmt.Sprintf("add %d", rs.GetPendingNode())
+	}
+	return fmt.Sprintf("remove %d", rs.GetPendingNode())
+}
+
+// replicaCounts counts each node's voting replicas over every shard.
+func replicaCounts(r *qv1.ListNodesResponse) map[uint64]int {
+	out := map[uint64]int{}
+	for _, rs := range r.GetReplicaSets() {
+		for _, v := range rs.GetVoters() {
+			out[v]++
+		}
+	}
+	return out
 }
 
 func joinIDs(ids []uint64) string {
