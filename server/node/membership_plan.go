@@ -267,28 +267,40 @@ func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord
 
 func (n *Node) rebalancing() bool { return n.cfg.Rebalance == nil || *n.cfg.Rebalance }
 
-// downTooLong returns an active node the transport has not heard from for
-// longer than AutoRepair (0: none, or auto-repair off). A node never
-// heard from since this coordinator started counts from its start.
+// downTooLong returns an active node the metadata shard's leader (this
+// node: every node holds a replica of it) has not heard from for longer
+// than AutoRepair (0: none, or auto-repair off). A node not heard from
+// since this node began coordinating counts from then.
 func (n *Node) downTooLong(recs []*storepb.NodeRecord) uint64 {
-	if n.cfg.AutoRepair <= 0 || n.tr == nil {
+	if n.cfg.AutoRepair <= 0 {
 		return 0
 	}
-	status := n.tr.PeerStatus()
+	st, err := n.host.Status(server.MetadataShard)
+	if err != nil || !st.IsLeader {
+		return 0
+	}
+	now := time.Now()
+	if n.seen == nil || n.seenTerm != st.Term {
+		n.seen, n.seenTerm = map[uint64]time.Time{}, st.Term // a new coordinator starts counting now
+		for _, r := range recs {
+			n.seen[r.GetId()] = now
+		}
+	}
+	for _, p := range st.Peers {
+		if p.RecentActive {
+			n.seen[p.ID] = now
+		}
+	}
 	for _, r := range recs {
-		if r.GetState() != storepb.NodeState_NODE_STATE_ACTIVE || r.GetId() == n.cfg.NodeID {
+		id := r.GetId()
+		if r.GetState() != storepb.NodeState_NODE_STATE_ACTIVE || id == n.cfg.NodeID {
 			continue
 		}
-		ps, ok := status[r.GetId()]
-		if ok && ps.Connected {
-			continue
+		if _, ok := n.seen[id]; !ok {
+			n.seen[id] = now
 		}
-		last := n.started
-		if ok && ps.LastContact.After(last) {
-			last = ps.LastContact
-		}
-		if time.Since(last) > n.cfg.AutoRepair {
-			return r.GetId()
+		if now.Sub(n.seen[id]) > n.cfg.AutoRepair {
+			return id
 		}
 	}
 	return 0

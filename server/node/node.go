@@ -140,19 +140,22 @@ type Node struct {
 	remote  *server.RemoteView  // API-tier nodes
 	others  *server.RemoteView  // storage nodes: the shards hosted elsewhere (MemberView)
 	cluster *server.ClusterServer
-	joined  bool               // this node joined a running cluster (Config.Join)
-	started time.Time          // when Start ran (auto-repair counts a silent node's time from it)
-	booted  map[uint64]bool    // groups this start bootstrapped (AddGroup); set before the loops start
-	stalls  *writeStalls       // Pebble write stalls, counted from openDB
-	cancel  context.CancelFunc // stops the node's own loops (view, balancer)
-	loops   sync.WaitGroup
-	grpc    *grpc.Server
-	peer    *grpc.Server // Raft transport + forwarded calls, on RaftAddr
-	tr      *raftnode.GRPCTransport
-	faults  *raftnode.FaultFilter // nil unless Config.FaultInjection
-	fwd     *server.Forwarder
-	http    *http.Server
-	conn    *grpc.ClientConn
+	joined  bool            // this node joined a running cluster (Config.Join)
+	booted  map[uint64]bool // groups this start bootstrapped (AddGroup); set before the loops start
+	// seen: when the coordinator last heard from each node (auto-repair),
+	// since it began coordinating in term seenTerm; membership loop only.
+	seen     map[uint64]time.Time
+	seenTerm uint64
+	stalls   *writeStalls       // Pebble write stalls, counted from openDB
+	cancel   context.CancelFunc // stops the node's own loops (view, balancer)
+	loops    sync.WaitGroup
+	grpc     *grpc.Server
+	peer     *grpc.Server // Raft transport + forwarded calls, on RaftAddr
+	tr       *raftnode.GRPCTransport
+	faults   *raftnode.FaultFilter // nil unless Config.FaultInjection
+	fwd      *server.Forwarder
+	http     *http.Server
+	conn     *grpc.ClientConn
 
 	health     *health.Server // grpc.health.v1 on the client listener (grpcconv.go)
 	healthStop chan struct{}  // closed by Stop: ends Watch streams
@@ -213,7 +216,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.Server.Logger == nil {
 		cfg.Server.Logger = cfg.Logger
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, started: time.Now()} // not the result: goroutines started below outlive a failed Start
+	n := &Node{cfg: cfg, log: cfg.Logger} // not the result: goroutines started below outlive a failed Start
 	if cfg.Join != "" {
 		if err := n.checkJoin(cfg); err != nil {
 			return nil, err

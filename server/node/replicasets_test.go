@@ -30,7 +30,7 @@ type memCluster struct {
 	logs  bytes.Buffer
 }
 
-func startMemCluster(t *testing.T, n, shards int) *memCluster {
+func startMemCluster(t *testing.T, n, shards int, opts ...func(*node.Config)) *memCluster {
 	c := &memCluster{t: t, mem: raftnode.NewMemNetwork(), peers: map[uint64]string{}, dirs: map[uint64]string{}, nodes: map[uint64]*node.Node{}}
 	for id := uint64(1); id <= uint64(n); id++ {
 		c.peers[id] = freeAddr(t)
@@ -41,6 +41,16 @@ func startMemCluster(t *testing.T, n, shards int) *memCluster {
 			TickInterval: 20 * time.Millisecond, MembershipInterval: 100 * time.Millisecond, BalanceInterval: 200 * time.Millisecond,
 			Server:        server.Config{ProposeTimeout: 3 * time.Second},
 			RaftTransport: c.mem.Transport(id), AttachHost: func(h *raftnode.Host) { c.mem.Attach(id, h) }}
+	}
+	if len(opts) > 0 {
+		base := c.cfg
+		c.cfg = func(id uint64) node.Config {
+			cfg := base(id)
+			for _, o := range opts {
+				o(&cfg)
+			}
+			return cfg
+		}
 	}
 	for id := uint64(1); id <= uint64(n); id++ {
 		c.nodes[id] = c.start(id)
@@ -371,4 +381,43 @@ func TestDrainNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	sendReceiveEverywhere(t, c.nodes, "after-drain")
+}
+
+// TestAutoRepair: with --auto-repair, a node silent for longer is drained:
+// its replicas are recreated on the other nodes (each shard back to 3
+// voters) and it is removed, all without an operator.
+func TestAutoRepair(t *testing.T) {
+	const shards = 3
+	c := startMemCluster(t, 4, shards, func(cfg *node.Config) { cfg.AutoRepair = 2 * time.Second })
+	waitLong(t, 30*time.Second, func() error {
+		cfgs, err := c.configs(shards)
+		if err != nil {
+			return err
+		}
+		if len(cfgs[0].Members) != 4 {
+			return fmt.Errorf("metadata shard members %v", cfgs[0].Members)
+		}
+		return nil
+	})
+	cq := qv1.NewQueueServiceClient(dial(t, c.nodes[1].GRPCAddr()))
+	if _, err := cq.CreateQueue(testCtx(t), &qv1.CreateQueueRequest{Name: "repaired", Attributes: &qv1.QueueAttributes{Partitions: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	c.stop(4) // node 4 holds replicas of both data shards (initial placement)
+	waitLong(t, 90*time.Second, func() error {
+		r, err := c.nodesResp()
+		if err != nil {
+			return err
+		}
+		if st := r.GetNodes()[3].GetState(); st != qv1.NodeState_NODE_STATE_REMOVED {
+			return fmt.Errorf("node 4 is %v; replica sets %v", st, r.GetReplicaSets())
+		}
+		for _, rs := range r.GetReplicaSets() {
+			if !slices.Equal(rs.GetVoters(), []uint64{1, 2, 3}) || rs.GetPendingNode() != 0 {
+				return fmt.Errorf("replica set %v", rs)
+			}
+		}
+		return nil
+	})
+	sendReceiveEverywhere(t, c.nodes, "repaired")
 }
