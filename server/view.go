@@ -104,7 +104,13 @@ type RemoteView struct {
 	changed chan struct{}                // closed and replaced on each refresh
 	wake    chan struct{}
 	onShard func(int)
+	learn   bool // take the storage nodes from the answers (API tier)
 }
+
+// LearnNodes makes the view follow the storage nodes the answers name
+// (joined and removed ones), instead of the nodes it was made with: an
+// API-tier node's --peers are the bootstrap nodes only. Call before Run.
+func (v *RemoteView) LearnNodes() { v.learn = true }
 
 // OnShards registers f to learn the shard count on each refresh (set
 // before Run).
@@ -199,6 +205,18 @@ func (v *RemoteView) refresh(ctx context.Context) {
 			if prev, ok := shards[id]; !ok || sh.GetTerm() > prev.GetTerm() || (sh.GetTerm() == prev.GetTerm() && sh.GetLeader() == a.GetNodeId()) {
 				shards[id] = sh
 			}
+		}
+	}
+	if merged != nil && v.learn && len(merged.GetNodes()) > 0 {
+		var nodes []uint64
+		for _, n := range merged.GetNodes() {
+			if n.GetRaftAddress() != "" {
+				v.fwd.SetPeer(n.GetId(), n.GetRaftAddress())
+				nodes = append(nodes, n.GetId())
+			}
+		}
+		if len(nodes) > 0 {
+			v.nodes = nodes
 		}
 	}
 	if merged != nil {

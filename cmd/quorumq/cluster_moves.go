@@ -101,6 +101,7 @@ the next one, or rolled back if the new replica never catches up.`),
 func newRebalanceCmd() *cobra.Command {
 	var c clientCmd
 	var wait time.Duration
+	var expect int
 	cmd := &cobra.Command{
 		Use:   "rebalance",
 		Short: "Wait until the storage nodes hold even shares of the replicas",
@@ -108,7 +109,9 @@ func newRebalanceCmd() *cobra.Command {
 more data-shard replicas more than another, it moves one (one move at a
 time in the cluster). rebalance follows it: it prints each node's replica
 count as it changes and returns once every active node is within one of
-the others and no change is under way (or fails after --wait).`),
+the others and no change is under way (or fails after --wait). With
+--expect-nodes it also waits for that many active nodes (a node started
+with --join a moment ago may not be admitted yet).`),
 		Args: cobra.NoArgs,
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
 			deadline := time.Now().Add(wait)
@@ -123,7 +126,7 @@ the others and no change is under way (or fails after --wait).`),
 				if err != nil {
 					return err
 				}
-				line, done := balance(r)
+				line, done := balance(r, expect)
 				if line != last {
 					fmt.Fprintln(cmd.OutOrStdout(), line)
 					last = line
@@ -144,13 +147,14 @@ the others and no change is under way (or fails after --wait).`),
 		}),
 	}
 	cmd.Flags().DurationVar(&wait, "wait", 10*time.Minute, "give up after this long")
+	cmd.Flags().IntVar(&expect, "expect-nodes", 0, "also wait until this many nodes are active (0: any)")
 	c.register(cmd)
 	return cmd
 }
 
 // balance describes the data-shard replicas per active node and reports
 // whether they are within one of each other with no change under way.
-func balance(r *qv1.ListNodesResponse) (string, bool) {
+func balance(r *qv1.ListNodesResponse, expect int) (string, bool) {
 	load := map[uint64]int{}
 	var ids []uint64
 	for _, n := range r.GetNodes() {
@@ -189,5 +193,5 @@ func balance(r *qv1.ListNodesResponse) (string, bool) {
 		hi = max(hi, load[id])
 	}
 	line += fmt.Sprintf("; changes under way: %d", busy)
-	return line, len(ids) > 0 && busy == 0 && hi-lo <= 1
+	return line, len(ids) > 0 && (expect == 0 || len(ids) == expect) && busy == 0 && hi-lo <= 1
 }

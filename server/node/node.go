@@ -292,6 +292,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.router = server.NewRouter(server.RouterConfig{Self: cfg.NodeID, View: n.remote, Forwarder: n.fwd,
 			Logger: cfg.Logger, Timeout: cfg.Server.ProposeTimeout, TracerProvider: tp})
 		n.remote.OnShards(n.router.SetShards)
+		n.remote.LearnNodes()
 		n.keys = server.NewAccessKeys(n.router, server.AccessKeysConfig{})
 		n.topics = server.NewTopicServer(n.router)
 		cluster = server.NewClusterServer(server.ClusterConfig{Self: cfg.NodeID, Peers: cfg.Peers, Remote: n.remote, Router: n.router})
