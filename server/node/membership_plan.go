@@ -219,10 +219,13 @@ func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord
 		return setState(id, storepb.NodeState_NODE_STATE_DRAINING)
 	}
 	load := replicaLoad(recs, sets)
+	alive := n.alive()
+	draining := false
 	for _, r := range recs {
 		if r.GetState() != storepb.NodeState_NODE_STATE_DRAINING {
 			continue
 		}
+		draining = true
 		d, named := r.GetId(), false
 		// The metadata shard last: the node reads the changes it leads
 		// from its replica of it.
@@ -244,7 +247,7 @@ func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord
 			if busy >= maxDataMoves {
 				continue
 			}
-			if to := pickTarget(rs, recs, load); to != 0 {
+			if to := pickTarget(rs, recs, load, alive); to != 0 {
 				return record(rs, &storepb.ReplicaChange{NodeId: to, Add: true, RemoveNodeId: d})
 			}
 			if len(rs.GetVoters()) > 1 {
@@ -256,8 +259,13 @@ func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord
 			return setState(d, storepb.NodeState_NODE_STATE_REMOVED)
 		}
 	}
-	if busy >= maxDataMoves || !n.rebalancing() {
+	if busy >= maxDataMoves || draining || !n.rebalancing() {
 		return nil
+	}
+	for id := range load {
+		if !alive[id] {
+			return nil // not while a node is down: it may come back, or be drained
+		}
 	}
 	if rs, p := rebalanceMove(sets, load); p != nil {
 		return record(rs, p)
@@ -337,13 +345,25 @@ func replicaLoad(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord) m
 	return load
 }
 
-// pickTarget is the active node without a voting replica of rs that holds
-// the fewest replicas (0: none).
-func pickTarget(rs *storepb.ReplicaSetRecord, recs []*storepb.NodeRecord, load map[uint64]int) uint64 {
+// alive is the nodes the metadata shard's leader (this node) heard from
+// within an election timeout, itself included.
+func (n *Node) alive() map[uint64]bool {
+	out := map[uint64]bool{n.cfg.NodeID: true}
+	if st, err := n.host.Status(server.MetadataShard); err == nil {
+		for _, p := range st.Peers {
+			out[p.ID] = out[p.ID] || p.RecentActive
+		}
+	}
+	return out
+}
+
+// pickTarget is the active, alive node without a voting replica of rs that
+// holds the fewest replicas (0: none).
+func pickTarget(rs *storepb.ReplicaSetRecord, recs []*storepb.NodeRecord, load map[uint64]int, alive map[uint64]bool) uint64 {
 	var to uint64
 	for _, r := range recs {
 		id := r.GetId()
-		if r.GetState() != storepb.NodeState_NODE_STATE_ACTIVE || slices.Contains(rs.GetVoters(), id) {
+		if r.GetState() != storepb.NodeState_NODE_STATE_ACTIVE || slices.Contains(rs.GetVoters(), id) || !alive[id] {
 			continue
 		}
 		if to == 0 || load[id] < load[to] {

@@ -230,18 +230,22 @@ func TestReplicaSetsSmallerThanCluster(t *testing.T) {
 		}
 		return nil
 	})
-	// The nodes host exactly their shards.
-	for id, n := range c.nodes {
-		hosted := 0
-		for g := uint64(0); g < shards; g++ {
-			if server.IsMember(n.Host(), id, g) {
-				hosted++
+	// The nodes host exactly their shards (once each applied its
+	// configurations).
+	waitLong(t, 30*time.Second, func() error {
+		for id, n := range c.nodes {
+			hosted := 0
+			for g := uint64(0); g < shards; g++ {
+				if server.IsMember(n.Host(), id, g) {
+					hosted++
+				}
+			}
+			if hosted != 4 { // the metadata shard and 3 data shards
+				return fmt.Errorf("node %d hosts %d shards", id, hosted)
 			}
 		}
-		if hosted != 4 { // the metadata shard and 3 data shards
-			t.Errorf("node %d hosts %d shards", id, hosted)
-		}
-	}
+		return nil
+	})
 	r, err := c.nodesResp()
 	if err != nil {
 		t.Fatal(err)
@@ -327,9 +331,13 @@ func TestMoveReplicaResumesAfterCoordinatorStops(t *testing.T) {
 		}
 		return nil
 	})
+	var via *node.Node
+	for _, n := range c.nodes {
+		via = n
+	}
 	got := 0
 	for got < 50 {
-		r, err := qv1.NewQueueServiceClient(dial(t, c.nodes[2].GRPCAddr())).ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "moved", MaxMessages: 10})
+		r, err := qv1.NewQueueServiceClient(dial(t, via.GRPCAddr())).ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "moved", MaxMessages: 10})
 		if err != nil {
 			t.Fatal(err)
 		}
