@@ -19,10 +19,12 @@ func newClusterCmd() *cobra.Command {
 	var c clientCmd
 	statusCmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show nodes and shards (members, leader, term, applied index)",
-		Long: clientLong(`Show the nodes (online or not) and every shard: members, leader, term,
-applied and commit index, log range. -o json or yaml prints the
-GetCluster response as the REST API does (GET /v1/cluster).`),
+		Short: "Show nodes and shards (members, leader, term, applied index, lag)",
+		Long: clientLong(`Show the nodes (online or not) and the shards the answering node holds a
+replica of: members, leader, term, applied and commit index, log range, and
+on a shard it leads each member's lag in entries (node:entries). -o json or
+yaml prints the GetCluster response as the REST API does (GET /v1/cluster),
+with every shard's replica set and the change under way.`),
 		Args: cobra.NoArgs,
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
 			return c.rpc(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
@@ -177,7 +179,7 @@ func printCluster(cmd *cobra.Command, r *qv1.GetClusterResponse) error {
 	for _, s := range r.GetShards() {
 		led[s.GetLeader()]++
 	}
-	fmt.Fprintf(w, "SHARD\tROLE\tMEMBERS\tLEADER\tTERM\tAPPLIED\tCOMMIT\tLOG\n")
+	fmt.Fprintf(w, "SHARD\tROLE\tMEMBERS\tLEADER\tTERM\tAPPLIED\tCOMMIT\tLOG\tLAG\n")
 	for _, s := range r.GetShards() {
 		members := make([]string, 0, len(s.GetMembers()))
 		for _, m := range s.GetMembers() {
@@ -191,8 +193,15 @@ func printCluster(cmd *cobra.Command, r *qv1.GetClusterResponse) error {
 		if s.GetLeader() != 0 {
 			leader = fmt.Sprint(s.GetLeader())
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d..%d\n", s.GetId(), s.GetRole(), strings.Join(members, ","), leader,
-			s.GetTerm(), s.GetAppliedIndex(), s.GetCommitIndex(), s.GetFirstIndex(), s.GetLastIndex())
+		lag := make([]string, 0, len(s.GetLag()))
+		for _, l := range s.GetLag() { // on the leader only
+			lag = append(lag, fmt.Sprintf("%d:%d", l.GetNode(), l.GetEntries()))
+		}
+		if len(lag) == 0 {
+			lag = append(lag, "-")
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d..%d\t%s\n", s.GetId(), s.GetRole(), strings.Join(members, ","), leader,
+			s.GetTerm(), s.GetAppliedIndex(), s.GetCommitIndex(), s.GetFirstIndex(), s.GetLastIndex(), strings.Join(lag, ","))
 	}
 	if len(r.GetShards()) > 1 {
 		fmt.Fprintln(w)
