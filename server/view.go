@@ -96,15 +96,16 @@ type RemoteView struct {
 	nodes []uint64
 	every time.Duration
 
-	mu      sync.Mutex
-	leaders map[uint64]uint64 // shard -> leader
-	terms   map[uint64]uint64
-	shards  map[uint64]*qv1.ClusterShard // shard -> its leader's answer (else the highest term's)
-	last    *qv1.GetClusterResponse      // merged: every shard some node hosts
-	changed chan struct{}                // closed and replaced on each refresh
-	wake    chan struct{}
-	onShard func(int)
-	learn   bool // take the storage nodes from the answers (API tier)
+	mu         sync.Mutex
+	leaders    map[uint64]uint64 // shard -> leader
+	terms      map[uint64]uint64
+	shards     map[uint64]*qv1.ClusterShard // shard -> its leader's answer (else the highest term's)
+	fromLeader map[uint64]bool
+	last       *qv1.GetClusterResponse // merged: every shard some node hosts
+	changed    chan struct{}           // closed and replaced on each refresh
+	wake       chan struct{}
+	onShard    func(int)
+	learn      bool // take the storage nodes from the answers (API tier)
 }
 
 // LearnNodes makes the view follow the storage nodes the answers name
@@ -138,12 +139,13 @@ func (v *RemoteView) KnownLeader(shard uint64) uint64 {
 }
 
 // ShardStatus is the last answer about shard from its leader (else from
-// the member of the highest term); false if no node reported it.
-func (v *RemoteView) ShardStatus(shard uint64) (*qv1.ClusterShard, bool) {
+// the member of the highest term), and whether the leader gave it; false if
+// no node reported it.
+func (v *RemoteView) ShardStatus(shard uint64) (sh *qv1.ClusterShard, fromLeader, ok bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	sh, ok := v.shards[shard]
-	return sh, ok
+	sh, ok = v.shards[shard]
+	return sh, ok && v.fromLeader[shard], ok
 }
 
 // Run polls until ctx ends.
@@ -187,7 +189,7 @@ func (v *RemoteView) refresh(ctx context.Context) {
 	wg.Wait()
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	leaders, terms, shards := map[uint64]uint64{}, map[uint64]uint64{}, map[uint64]*qv1.ClusterShard{}
+	leaders, terms, shards, fromLeader := map[uint64]uint64{}, map[uint64]uint64{}, map[uint64]*qv1.ClusterShard{}, map[uint64]bool{}
 	var merged *qv1.GetClusterResponse
 	for _, a := range answers {
 		if a == nil {
@@ -203,7 +205,7 @@ func (v *RemoteView) refresh(ctx context.Context) {
 			}
 			// The leader's own answer carries the lag; else the highest term.
 			if prev, ok := shards[id]; !ok || sh.GetTerm() > prev.GetTerm() || (sh.GetTerm() == prev.GetTerm() && sh.GetLeader() == a.GetNodeId()) {
-				shards[id] = sh
+				shards[id], fromLeader[id] = sh, sh.GetLeader() == a.GetNodeId()
 			}
 		}
 	}
@@ -230,7 +232,7 @@ func (v *RemoteView) refresh(ctx context.Context) {
 		merged.ShardCount = max(merged.ShardCount, uint32(len(merged.Shards)))
 		v.last = merged
 	}
-	v.leaders, v.terms, v.shards = leaders, terms, shards
+	v.leaders, v.terms, v.shards, v.fromLeader = leaders, terms, shards, fromLeader
 	if v.onShard != nil && v.last != nil && v.last.GetShardCount() > 0 {
 		v.onShard(int(v.last.GetShardCount()))
 	}

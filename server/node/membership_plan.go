@@ -36,10 +36,11 @@ const defaultMoveTimeout = 2 * time.Minute
 
 // shardConfig is a shard's applied configuration as this node knows it:
 // from its own replica, else from the other nodes' answers (the leader's
-// first).
+// first). fromLeader: the shard's leader applied it (a follower's may be
+// older than what the records already say).
 type shardConfig struct {
 	voters, learners, members []uint64
-	joint                     bool
+	joint, fromLeader         bool
 }
 
 func (n *Node) shardConfig(g uint64) (shardConfig, bool) {
@@ -48,16 +49,18 @@ func (n *Node) shardConfig(g uint64) (shardConfig, bool) {
 		if err != nil {
 			return shardConfig{}, false
 		}
-		return shardConfig{voters: st.Voters, learners: st.Learners, members: st.Members, joint: st.Joint}, true
+		if st.IsLeader || n.others == nil {
+			return shardConfig{voters: st.Voters, learners: st.Learners, members: st.Members, joint: st.Joint, fromLeader: st.IsLeader}, true
+		}
 	}
 	if n.others == nil {
 		return shardConfig{}, false
 	}
-	sh, ok := n.others.ShardStatus(g)
+	sh, fromLeader, ok := n.others.ShardStatus(g)
 	if !ok {
 		return shardConfig{}, false
 	}
-	return shardConfig{voters: sh.GetVoters(), learners: sh.GetLearners(), members: sh.GetMembers(), joint: sh.GetJoint()}, true
+	return shardConfig{voters: sh.GetVoters(), learners: sh.GetLearners(), members: sh.GetMembers(), joint: sh.GetJoint(), fromLeader: fromLeader}, true
 }
 
 // changeDone reports whether configuration c shows change p done.
@@ -143,7 +146,7 @@ func (n *Node) finishChanges(sets []*storepb.ReplicaSetRecord, propose func(*sto
 				busy++
 			}
 		case p == nil:
-			if !c.joint && (!slices.Equal(rs.GetVoters(), c.voters) || !slices.Equal(rs.GetLearners(), c.learners)) {
+			if c.fromLeader && !c.joint && (!slices.Equal(rs.GetVoters(), c.voters) || !slices.Equal(rs.GetLearners(), c.learners)) {
 				rs.Voters, rs.Learners = c.voters, c.learners
 				if err := propose(server.SetReplicaSetCommand(rs, nil)); err != nil {
 					return busy, err
@@ -156,6 +159,21 @@ func (n *Node) finishChanges(sets []*storepb.ReplicaSetRecord, propose func(*sto
 			}
 			n.log.Info("membership: shard change done", "shard", rs.GetShard(), "node", p.GetNodeId(), "add", p.GetAdd(),
 				"replaces", p.GetRemoveNodeId(), "voters", c.voters, "learners", c.learners)
+		case copies(p) && p.GetRemoveNodeId() != 0 && c.fromLeader && !c.joint && !slices.Contains(c.members, p.GetRemoveNodeId()) &&
+			!slices.Contains(c.voters, p.GetNodeId()):
+			// A move of a replica the shard no longer has (planned on an
+			// outdated record): promoting would add a voter. Cancel it.
+			var back *storepb.ReplicaChange
+			if slices.Contains(c.members, p.GetNodeId()) {
+				back = &storepb.ReplicaChange{NodeId: p.GetNodeId(), StartedAtMs: time.Now().UnixMilli()}
+			}
+			next := &storepb.ReplicaSetRecord{Shard: rs.GetShard(), ReplicationFactor: rs.GetReplicationFactor(),
+				Voters: c.voters, Learners: c.learners, Pending: back}
+			if err := propose(server.SetReplicaSetCommand(next, p)); err != nil {
+				return busy, err
+			}
+			rs.Pending, rs.Voters, rs.Learners = back, c.voters, c.learners
+			n.log.Warn("membership: cancelling a move of a replica the shard no longer has", "shard", rs.GetShard(), "from", p.GetRemoveNodeId(), "to", p.GetNodeId())
 		case copies(p) && !slices.Contains(c.voters, p.GetNodeId()) && time.Since(time.UnixMilli(p.GetStartedAtMs())) > timeout:
 			// The new replica never caught up (its node is down, or too
 			// slow): take it out again; the plan may try elsewhere.
@@ -438,9 +456,11 @@ func (n *Node) executeChanges(ctx context.Context, sets []*storepb.ReplicaSetRec
 		case y != 0 && y == n.cfg.NodeID && (slices.Contains(st.Voters, x) || caughtUp(st, x)):
 			n.handOff(ctx, g, st, x) // the next leader replaces this replica
 			continue
+		case y != 0 && !slices.Contains(st.Members, y) && !slices.Contains(st.Voters, x):
+			continue // a move of a replica the shard no longer has: the coordinator cancels it
 		case slices.Contains(st.Learners, x) && caughtUp(st, x):
 			changes = []raftnode.MemberChange{{Kind: raftnode.AddVoter, ID: x}}
-			if y != 0 && slices.Contains(st.Members, y) {
+			if y != 0 {
 				changes = append(changes, raftnode.MemberChange{Kind: raftnode.RemoveMember, ID: y})
 			}
 		case slices.Contains(st.Voters, x) && y != 0 && slices.Contains(st.Members, y):
