@@ -74,10 +74,14 @@ func IsMember(raft Raft, self, shard uint64) bool {
 
 // Leader implements ShardView.
 func (v MemberView) Leader(ctx context.Context, shard uint64) (uint64, error) {
-	if IsMember(v.Local.Raft, v.Self, shard) {
-		return v.Local.Leader(ctx, shard)
+	st, err := v.Local.Raft.Status(shard) // one status read on the routing path
+	switch {
+	case errors.Is(err, raftnode.ErrGroupNotFound), err == nil && !slices.Contains(st.Members, v.Self):
+		return v.Remote.Leader(ctx, shard)
+	case err == nil && st.LeaderID != 0:
+		return st.LeaderID, nil
 	}
-	return v.Remote.Leader(ctx, shard)
+	return v.Local.Leader(ctx, shard)
 }
 
 // Hint implements ShardView.

@@ -268,6 +268,9 @@ func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord
 			if to := pickTarget(rs, recs, load, alive); to != 0 {
 				return record(rs, &storepb.ReplicaChange{NodeId: to, Add: true, RemoveNodeId: d})
 			}
+			if pickTarget(rs, recs, load, nil) != 0 {
+				continue // a node could take it once heard from (a new coordinator hears from them within a heartbeat)
+			}
 			if len(rs.GetVoters()) > 1 {
 				return record(rs, &storepb.ReplicaChange{NodeId: d})
 			}
@@ -375,13 +378,13 @@ func (n *Node) alive() map[uint64]bool {
 	return out
 }
 
-// pickTarget is the active, alive node without a voting replica of rs that
-// holds the fewest replicas (0: none).
+// pickTarget is the active node (alive, unless alive is nil) without a
+// voting replica of rs that holds the fewest replicas (0: none).
 func pickTarget(rs *storepb.ReplicaSetRecord, recs []*storepb.NodeRecord, load map[uint64]int, alive map[uint64]bool) uint64 {
 	var to uint64
 	for _, r := range recs {
 		id := r.GetId()
-		if r.GetState() != storepb.NodeState_NODE_STATE_ACTIVE || slices.Contains(rs.GetVoters(), id) || !alive[id] {
+		if r.GetState() != storepb.NodeState_NODE_STATE_ACTIVE || slices.Contains(rs.GetVoters(), id) || (alive != nil && !alive[id]) {
 			continue
 		}
 		if to == 0 || load[id] < load[to] {
