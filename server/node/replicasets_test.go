@@ -396,7 +396,7 @@ func TestDrainNode(t *testing.T) {
 // voters) and it is removed, all without an operator.
 func TestAutoRepair(t *testing.T) {
 	const shards = 3
-	c := startMemCluster(t, 4, shards, func(cfg *node.Config) { cfg.AutoRepair = 2 * time.Second })
+	c := startMemCluster(t, 4, shards, func(cfg *node.Config) { cfg.AutoRepair = 3 * time.Second })
 	waitLong(t, 30*time.Second, func() error {
 		cfgs, err := c.configs(shards)
 		if err != nil {
