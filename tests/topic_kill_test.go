@@ -117,7 +117,7 @@ func TestTopicSurvivesKill9(t *testing.T) {
 
 	var (
 		acked    atomic.Int64
-		stop     = make(chan struct{}) // closed to end the readers and consumers
+		stop     = make(chan struct{}) // closed to end the queue consumers and the takeover watchers
 		stopOnce sync.Once
 		wg       sync.WaitGroup
 	)
