@@ -41,7 +41,11 @@ func (s *Server) ListNodes(ctx context.Context, _ *qv1.ListNodesRequest) (*qv1.L
 		resp.Nodes = append(resp.Nodes, NodeToAPI(n))
 	}
 	for _, rs := range sets {
-		resp.ReplicaSets = append(resp.ReplicaSets, ReplicaSetToAPI(rs))
+		out := &qv1.ReplicaSet{Shard: rs.GetShard(), ReplicationFactor: rs.GetReplicationFactor(), Voters: rs.GetVoters(), Learners: rs.GetLearners()}
+		if p := rs.GetPending(); p != nil {
+			out.PendingNode, out.PendingAdd = p.GetNodeId(), p.GetAdd()
+		}
+		resp.ReplicaSets = append(resp.ReplicaSets, out)
 	}
 	return resp, nil
 }
@@ -104,8 +108,6 @@ func membershipStatus(err error) error {
 		return statusError(codes.NotFound, ReasonNodeNotFound, err.Error(), nil)
 	case errors.Is(err, store.ErrNodeRemoved), errors.Is(err, store.ErrNodeExists), errors.Is(err, store.ErrIncarnationMismatch):
 		return statusError(codes.FailedPrecondition, ReasonNodeConflict, err.Error(), nil)
-	case isReplicaSetChanged(err):
-		return statusError(codes.FailedPrecondition, ReasonChangeInProgress, err.Error(), nil)
 	}
 	return err
 }
