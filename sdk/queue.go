@@ -193,26 +193,16 @@ func (q *Queue) SendBatch(ctx context.Context, msgs []OutgoingMessage) ([]SendRe
 // results; it returns each entry's error. Invalid entries (checkEntry)
 // are not sent, so they cannot fail the others.
 func (q *Queue) sendEntries(ctx context.Context, entries []*qv1.SendMessageBatchEntry, results []SendResult) []error {
-	var chunks [][]int
-	var cur []int
-	size := 0
+	ch := chunker{maxEntries: maxBatchEntries, maxBytes: maxBatchBytes}
 	invalid := map[int]error{}
 	for i, e := range entries {
 		if err := checkEntry(e); err != nil {
 			invalid[i] = err
 			continue
 		}
-		s := entrySize(e)
-		if len(cur) > 0 && (len(cur) == maxBatchEntries || size+s > maxBatchBytes) {
-			chunks = append(chunks, cur)
-			cur, size = nil, 0
-		}
-		cur = append(cur, i)
-		size += s
+		ch.add(i, entrySize(e))
 	}
-	if len(cur) > 0 {
-		chunks = append(chunks, cur)
-	}
+	chunks := ch.done()
 	errs := q.c.batch(q.routed(ctx), "send batch", len(entries), chunks, func(ctx context.Context, api qv1.QueueServiceClient, idx []int) ([]*qv1.BatchResultError, error) {
 		req := &qv1.SendMessageBatchRequest{Queue: q.name, Entries: make([]*qv1.SendMessageBatchEntry, len(idx))}
 		for j, i := range idx {
@@ -246,6 +236,32 @@ func (c *Client) batch(ctx context.Context, op string, n int, chunks [][]int, do
 			return do(ctx, api, idx)
 		})
 	})
+}
+
+// chunker cuts entry indexes into calls of at most maxEntries entries and
+// maxBytes bytes (a single larger entry gets a call of its own).
+type chunker struct {
+	maxEntries, maxBytes int
+	cur                  []int
+	size                 int
+	chunks               [][]int
+}
+
+func (c *chunker) add(i, size int) {
+	if len(c.cur) > 0 && (len(c.cur) == c.maxEntries || c.size+size > c.maxBytes) {
+		c.chunks = append(c.chunks, c.cur)
+		c.cur, c.size = nil, 0
+	}
+	c.cur = append(c.cur, i)
+	c.size += size
+}
+
+func (c *chunker) done() [][]int {
+	if len(c.cur) > 0 {
+		c.chunks = append(c.chunks, c.cur)
+		c.cur, c.size = nil, 0
+	}
+	return c.chunks
 }
 
 // retryChunks sends each chunk of entry indexes with send (one call, its

@@ -189,9 +189,7 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs []TopicMessage) ([]Pu
 	entries := make([]*qv1.PublishBatchEntry, len(msgs))
 	results := make([]PublishResult, len(msgs))
 	errs := make([]error, len(msgs))
-	var chunks [][]int
-	var cur []int
-	size := 0
+	ch := chunker{maxEntries: maxPublishEntries, maxBytes: maxPublishBytes}
 	for i, m := range msgs {
 		key := m.IdempotencyKey
 		if key == "" {
@@ -210,16 +208,9 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs []TopicMessage) ([]Pu
 		for _, tag := range m.Tags {
 			s += len(tag)
 		}
-		if len(cur) > 0 && (len(cur) == maxPublishEntries || size+s > maxPublishBytes) {
-			chunks = append(chunks, cur)
-			cur, size = nil, 0
-		}
-		cur = append(cur, i)
-		size += s
+		ch.add(i, s)
 	}
-	if len(cur) > 0 {
-		chunks = append(chunks, cur)
-	}
+	chunks := ch.done()
 	c := p.t.c
 	sent := c.retryChunks(ctx, len(msgs), chunks, func(ctx context.Context, idx []int) ([]*qv1.BatchResultError, error) {
 		req := &qv1.PublishBatchRequest{Topic: p.t.name}
