@@ -149,7 +149,8 @@ chaos: build build-chaos
 	$(GO) test -tags chaos -count=1 -v -timeout $(CHAOS_TIMEOUT) -run '^TestChaos$$' ./tests/chaos
 
 ## test-topic-kill: issue 20's full count: 100,000 publishes to a 4-partition topic (3 subscribed queues,
-## 2 groups of 3 readers) on 3 nodes while one is killed with kill -9 and restarted (make test runs 20,000).
+## 2 groups of 3 `topic consume` members) on 3 nodes while one node and one member of each group are killed
+## with kill -9 (make test runs 20,000).
 TOPIC_KILL_MESSAGES ?= 100000
 test-topic-kill: build
 	QUORUMQ_BIN=$(BIN)/quorumq QUORUMQ_TOPIC_KILL_MESSAGES=$(TOPIC_KILL_MESSAGES) \

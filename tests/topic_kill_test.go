@@ -3,12 +3,14 @@ package tests
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -37,6 +39,16 @@ func topicKillMessages(t *testing.T) int {
 // answer was lost to the kill holds its messages this long.
 const copyLease = 15 * time.Second
 
+// memberSession is the group members' session timeout; a killed member's
+// partitions must be held by the others at most takeoverSlack after it
+// (the coordinator notices at the timeout, the survivors at their next
+// heartbeat, a third of it later; on a loaded machine, with a node down,
+// calls take longer).
+const (
+	memberSession = 5 * time.Second
+	takeoverSlack = 10 * time.Second
+)
+
 // killSub is one subscribed queue of the test.
 type killSub struct {
 	queue string
@@ -46,12 +58,16 @@ type killSub struct {
 
 // TestTopicSurvivesKill9 is issue 20's 3-node test: a topic with 4
 // partitions over 4 shards, 3 queue subscriptions (one filtered by tag, one
-// FIFO) and 2 stream groups of 3 readers each (the readers split the
-// partitions by hand); batched publishes with idempotency keys while a
-// storage node is killed with SIGKILL and restarted. Then each queue holds
-// exactly the matching messages once (FIFO: in order per partition key),
-// each group read every message once per partition in offset order, and
-// each log holds every publish once.
+// FIFO) and 2 stream groups of 3 members each (`quorumq topic consume`
+// processes: the coordinator assigns the partitions); batched publishes
+// with idempotency keys while a storage node is killed with SIGKILL and
+// restarted, and, while it is down, one member of each group is killed
+// with SIGKILL too: its partitions go to the group's two others once its
+// session times out. Then each queue holds exactly the matching messages
+// once (FIFO: in order per partition key), each group read every message
+// in offset order per partition (a message twice only when a new owner
+// started from the committed offset, below what the previous one read but
+// had not committed), and each log holds every publish once.
 func TestTopicSurvivesKill9(t *testing.T) {
 	n := topicKillMessages(t)
 	const parts, keys, batch, publishers = 4, 16, 100, 6
@@ -89,10 +105,19 @@ func TestTopicSurvivesKill9(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The members, through the API node (which is not killed); each group's
+	// three share the four partitions before anything is published.
+	members := map[string][]*consumerProc{}
+	for _, g := range groups {
+		for i := range 3 {
+			members[g] = append(members[g], startConsumer(t, fmt.Sprintf("%s-m%d", g, i), api.grpcAddr, "kill", g, memberSession, "--max", "1000"))
+		}
+		checkFor(t, 30*time.Second, func() error { return coveredBy(members[g], parts) })
+	}
 
 	var (
 		acked    atomic.Int64
-		stop     = make(chan struct{}) // closed to end the readers and consumers
+		stop     = make(chan struct{}) // closed to end the queue consumers and the takeover watchers
 		stopOnce sync.Once
 		wg       sync.WaitGroup
 	)
@@ -129,44 +154,6 @@ func TestTopicSurvivesKill9(t *testing.T) {
 				acked.Add(int64(len(es)))
 			}
 		}()
-	}
-
-	// Groups: reader r of a group reads the partitions p with p%3 == r,
-	// committing after each read.
-	type logView struct {
-		mu   sync.Mutex
-		read map[int32][]string // partition -> bodies by offset, as group g read them
-		keys map[int32][]string
-	}
-	views := map[string]*logView{}
-	readerErrs := make(chan error, 2*3)
-	for _, g := range groups {
-		v := &logView{read: map[int32][]string{}, keys: map[int32][]string{}}
-		views[g] = v
-		for r := range int32(3) {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				var mine []int32
-				for p := r; p < parts; p += 3 {
-					mine = append(mine, p)
-				}
-				if err := readGroup(ctx, tc, g, mine, stop, func(p int32, ms []*qv1.TopicMessage) error {
-					v.mu.Lock()
-					defer v.mu.Unlock()
-					for _, m := range ms {
-						if m.GetOffset() != int64(len(v.read[p])) {
-							return fmt.Errorf("group %s partition %d: offset %d read after %d messages", g, p, m.GetOffset(), len(v.read[p]))
-						}
-						v.read[p] = append(v.read[p], m.GetBody())
-						v.keys[p] = append(v.keys[p], m.GetPartitionKey())
-					}
-					return nil
-				}); err != nil {
-					readerErrs <- err
-				}
-			}()
-		}
 	}
 
 	// Consumers: the standard queues' messages are only leased (a receive
@@ -216,8 +203,6 @@ func TestTopicSurvivesKill9(t *testing.T) {
 			select {
 			case err := <-pubErrs:
 				t.Fatal(err)
-			case err := <-readerErrs:
-				t.Fatal(err)
 			case <-ctx.Done():
 				t.Fatalf("%s: %v", what, ctx.Err())
 			case <-time.After(20 * time.Millisecond):
@@ -228,6 +213,38 @@ func TestTopicSurvivesKill9(t *testing.T) {
 	victim := c.shardLeaders(c.clusterClient(1))[0]
 	c.kill(victim)
 	t.Logf("%v: killed node %d (metadata leader) after %d publishes", time.Since(start).Round(time.Millisecond), victim, acked.Load())
+	// While it is down, kill one member of each group (the one holding
+	// most): a watcher times how long until the other two hold every
+	// partition.
+	waitFor("half published", func() bool { return acked.Load() >= int64(n/2) })
+	takeovers := map[string]chan time.Duration{}
+	for _, g := range groups {
+		victim := members[g][0]
+		for _, m := range members[g] {
+			if len(m.holds()) > len(victim.holds()) {
+				victim = m
+			}
+		}
+		_ = victim.cmd.Process.Signal(syscall.SIGKILL)
+		<-victim.exited
+		killed := time.Now()
+		t.Logf("%v: killed member %s holding %v after %d publishes", time.Since(start).Round(time.Millisecond), victim.name, slices.Sorted(maps.Keys(victim.holds())), acked.Load())
+		survivors := slices.DeleteFunc(slices.Clone(members[g]), func(m *consumerProc) bool { return m == victim })
+		took := make(chan time.Duration, 1)
+		takeovers[g] = took
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for coveredBy(survivors, parts) != nil {
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+			took <- time.Since(killed)
+		}()
+	}
 	waitFor("two thirds published", func() bool { return acked.Load() >= int64(2*n/3) })
 	c.start(victim)
 	t.Logf("%v: restarted node %d after %d publishes", time.Since(start).Round(time.Millisecond), victim, acked.Load())
@@ -241,7 +258,7 @@ func TestTopicSurvivesKill9(t *testing.T) {
 			want[s.queue] = n / 2
 		}
 	}
-	lastLog := time.Now()
+	lastLog, lastDistinct := time.Now(), time.Time{}
 	waitFor("every copy and every read", func() bool {
 		if time.Since(lastLog) > 5*time.Second {
 			lastLog = time.Now()
@@ -251,13 +268,11 @@ func TestTopicSurvivesKill9(t *testing.T) {
 				b = append(b, fmt.Sprintf("%s=%d", s.queue, len(got[s.queue].bodies)))
 				got[s.queue].mu.Unlock()
 			}
-			for g, v := range views {
-				v.mu.Lock()
+			for _, g := range groups {
 				k := 0
-				for _, r := range v.read {
-					k += len(r)
+				for _, m := range members[g] {
+					k += m.count()
 				}
-				v.mu.Unlock()
 				b = append(b, fmt.Sprintf("%s=%d", g, k))
 			}
 			t.Logf("%v: %s", time.Since(start).Round(time.Millisecond), strings.Join(b, " "))
@@ -271,14 +286,22 @@ func TestTopicSurvivesKill9(t *testing.T) {
 				return false
 			}
 		}
-		for _, v := range views {
-			v.mu.Lock()
+		for _, g := range groups {
 			k := 0
-			for _, b := range v.read {
-				k += len(b)
+			for _, m := range members[g] {
+				k += m.count()
 			}
-			v.mu.Unlock()
 			if k < n {
+				return false
+			}
+		}
+		// Counting distinct reads is dearer: twice a second at most.
+		if time.Since(lastDistinct) < 500*time.Millisecond {
+			return false
+		}
+		lastDistinct = time.Now()
+		for _, g := range groups {
+			if len(groupRead(members[g])) < n {
 				return false
 			}
 		}
@@ -287,24 +310,85 @@ func TestTopicSurvivesKill9(t *testing.T) {
 	stopOnce.Do(func() { close(stop) })
 	wg.Wait()
 	t.Logf("%v: every copy received, every message read by both groups", time.Since(start).Round(time.Millisecond))
-	select {
-	case err := <-readerErrs:
-		t.Fatal(err)
-	default:
+	for _, g := range groups {
+		select {
+		case d := <-takeovers[g]:
+			t.Logf("group %s: the killed member's partitions taken over %v after the kill (session timeout %v)", g, d.Round(10*time.Millisecond), memberSession)
+			if d > memberSession+takeoverSlack {
+				t.Errorf("group %s: takeover took %v, want at most the session timeout %v + %v", g, d, memberSession, takeoverSlack)
+			}
+		default:
+			t.Errorf("group %s: the killed member's partitions were never all taken over", g)
+		}
+	}
+
+	// The groups: each member read its partitions in offset order, a new
+	// run (a jump back, a re-read of what was not committed; or forward,
+	// past what another member read) only after an assignment, which
+	// reads from the committed offset. Survivors stop cleanly (commit,
+	// leave), after which each group has committed every partition's end.
+	views := map[string]map[int32][]string{} // group -> partition -> bodies by offset
+	for _, g := range groups {
+		reads := 0
+		for _, m := range members[g] {
+			select {
+			case <-m.exited: // the killed one
+			default:
+				_ = m.cmd.Process.Signal(syscall.SIGINT)
+				<-m.exited
+				if code := m.cmd.ProcessState.ExitCode(); code != 0 {
+					t.Errorf("%s exited with %d after SIGINT", m.name, code)
+				}
+			}
+			assigned := m.assignments()
+			for p, offs := range m.printed() {
+				runs := 0
+				for i, o := range offs {
+					if i == 0 || o != offs[i-1]+1 {
+						runs++
+					}
+				}
+				if runs > assigned[p] {
+					t.Errorf("%s: partition %d read in %d runs, assigned %d times: %v", m.name, p, runs, assigned[p], offs)
+				}
+			}
+			reads += m.count()
+		}
+		view, err := groupLog(members[g])
+		if err != nil {
+			t.Fatalf("group %s: %v", g, err)
+		}
+		views[g] = view
+		total := 0
+		for _, bodies := range view {
+			total += len(bodies)
+		}
+		t.Logf("group %s: %d reads of %d messages (%d again after a rebalance)", g, reads, total, reads-total)
+		r, err := tc.GetGroup(ctx, &qv1.GetGroupRequest{Topic: "kill", Group: g})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, gp := range r.GetGroup().GetPartitions() {
+			if end := int64(len(view[gp.GetPartition()])); gp.GetCommittedOffset() != end || gp.GetLag() != 0 {
+				t.Errorf("group %s partition %d: committed %d, lag %d; want %d, 0", g, gp.GetPartition(), gp.GetCommittedOffset(), gp.GetLag(), end)
+			}
+		}
 	}
 
 	// The logs: both groups read the same log of each partition, which
 	// holds every body once, in its key's partition.
 	for p := range int32(parts) {
-		if !slices.Equal(views["g1"].read[p], views["g2"].read[p]) {
-			t.Errorf("partition %d: the groups read different logs (%d and %d messages)", p, len(views["g1"].read[p]), len(views["g2"].read[p]))
+		if !slices.Equal(views["g1"][p], views["g2"][p]) {
+			t.Errorf("partition %d: the groups read different logs (%d and %d messages)", p, len(views["g1"][p]), len(views["g2"][p]))
 		}
 	}
 	inLog := map[string]int{}
-	for p, bodies := range views["g1"].read {
-		for off, b := range bodies {
+	for p, bodies := range views["g1"] {
+		for _, b := range bodies {
 			inLog[b]++
-			if k := views["g1"].keys[p][off]; int32(server.PartitionOfKey(k, parts)) != p {
+			var i int
+			_, _ = fmt.Sscanf(b, "m-%d", &i)
+			if k := fmt.Sprintf("key-%d", i%keys); int32(server.PartitionOfKey(k, parts)) != p {
 				t.Errorf("%s (key %s) in partition %d", b, k, p)
 			}
 		}
@@ -338,7 +422,7 @@ func TestTopicSurvivesKill9(t *testing.T) {
 	}
 	// FIFO: each key's copies arrive in its partition's offset order.
 	offsetOf := map[string]int{}
-	for _, bodies := range views["g1"].read {
+	for _, bodies := range views["g1"] {
 		for off, b := range bodies {
 			offsetOf[b] = off
 		}
@@ -402,52 +486,45 @@ func publishAll(ctx context.Context, tc qv1.TopicServiceClient, es []*qv1.Publis
 	return nil
 }
 
-// readGroup reads partitions ps for group g from its committed offsets
-// until stop, handing each run of messages to handle, then committing.
-func readGroup(ctx context.Context, tc qv1.TopicServiceClient, g string, ps []int32, stop <-chan struct{}, handle func(int32, []*qv1.TopicMessage) error) error {
-	for ctx.Err() == nil {
-		idle := true
-		for _, p := range ps {
-			select {
-			case <-stop:
-				return nil
-			default:
-			}
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			r, err := tc.ReadTopic(cctx, &qv1.ReadTopicRequest{Topic: "kill", Group: g, Partition: p, MaxMessages: 1000})
-			cancel()
-			if err != nil || len(r.GetMessages()) == 0 {
-				continue
-			}
-			idle = false
-			if err := handle(p, r.GetMessages()); err != nil {
-				return err
-			}
-			// Commit until it is acknowledged: a read before that would
-			// read these messages again.
-			for {
-				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				_, err := tc.CommitOffsets(cctx, &qv1.CommitOffsetsRequest{Topic: "kill", Group: g,
-					Offsets: []*qv1.PartitionOffset{{Partition: p, Offset: r.GetNextOffset()}}})
-				cancel()
-				if err == nil {
-					break
-				}
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
-		}
-		if idle {
-			select {
-			case <-stop:
-				return nil
-			case <-time.After(50 * time.Millisecond):
-			}
+// groupRead is which partition offsets a group's members read so far.
+func groupRead(ms []*consumerProc) map[[2]int64]bool {
+	read := map[[2]int64]bool{}
+	for _, m := range ms {
+		for _, pm := range m.messages() {
+			read[[2]int64{int64(pm.partition), pm.offset}] = true
 		}
 	}
-	return nil
+	return read
+}
+
+// groupLog is the partition logs as a group's members read them: partition
+// -> bodies by offset; an error when an offset was not read or was read
+// with two bodies.
+func groupLog(ms []*consumerProc) (map[int32][]string, error) {
+	at := map[int32]map[int64]string{}
+	for _, m := range ms {
+		for _, pm := range m.messages() {
+			p := int32(pm.partition)
+			if at[p] == nil {
+				at[p] = map[int64]string{}
+			}
+			if b, ok := at[p][pm.offset]; ok && b != pm.body {
+				return nil, fmt.Errorf("partition %d offset %d read as %q and %q", p, pm.offset, b, pm.body)
+			}
+			at[p][pm.offset] = pm.body
+		}
+	}
+	out := map[int32][]string{}
+	for p, bodies := range at {
+		for off := range int64(len(bodies)) {
+			b, ok := bodies[off]
+			if !ok {
+				return nil, fmt.Errorf("partition %d: offset %d not read (%d offsets read)", p, off, len(bodies))
+			}
+			out[p] = append(out[p], b)
+		}
+	}
+	return out, nil
 }
 
 // consumeCopies receives from queue until stop; a FIFO queue's messages are

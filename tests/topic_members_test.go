@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os/exec"
@@ -18,16 +19,20 @@ import (
 
 // consumerProc is a running `quorumq topic consume`.
 type consumerProc struct {
-	name           string
-	cmd            *exec.Cmd
-	stdout, stderr *lockedBuffer
-	exited         chan struct{}
+	name   string
+	cmd    *exec.Cmd
+	stdout *printLog
+	stderr *lockedBuffer
+	exited chan struct{}
 }
 
-func startConsumer(t *testing.T, name, endpoints, topic, group string, session time.Duration) *consumerProc {
+// startConsumer runs `quorumq topic consume topic --group group` with extra
+// flags; the test's cleanup kills it.
+func startConsumer(t *testing.T, name, endpoints, topic, group string, session time.Duration, extra ...string) *consumerProc {
 	t.Helper()
-	cmd := exec.Command(binary, "topic", "consume", topic, "--group", group, "--session-timeout", session.String(), "--endpoint", endpoints)
-	p := &consumerProc{name: name, cmd: cmd, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	args := append([]string{"topic", "consume", topic, "--group", group, "--session-timeout", session.String(), "--endpoint", endpoints}, extra...)
+	cmd := exec.Command(binary, args...)
+	p := &consumerProc{name: name, cmd: cmd, stdout: &printLog{}, stderr: &lockedBuffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -43,43 +48,128 @@ func startConsumer(t *testing.T, name, endpoints, topic, group string, session t
 	return p
 }
 
-var partitionsLine = regexp.MustCompile(`^(assigned|revoked) partitions \[([0-9 ]*)\]$`)
-
-// holds is what the consumer's assigned/revoked lines say it reads now.
-func (p *consumerProc) holds() map[int]bool {
-	held := map[int]bool{}
-	for _, l := range strings.Split(p.stderr.String(), "\n") {
-		m := partitionsLine.FindStringSubmatch(l)
-		if m == nil {
-			continue
-		}
-		for _, f := range strings.Fields(m[2]) {
-			n, _ := strconv.Atoi(f)
-			if m[1] == "assigned" {
-				held[n] = true
-			} else {
-				delete(held, n)
-			}
-		}
-	}
-	return held
+// printedMsg is one line `topic consume` printed.
+type printedMsg struct {
+	partition int
+	offset    int64
+	body      string
 }
 
-// printed is the consumer's messages: partition -> offsets in print order.
-func (p *consumerProc) printed() map[int][]int64 {
-	out := map[int][]int64{}
-	for _, l := range strings.Split(p.stdout.String(), "\n") {
-		f := strings.SplitN(l, "\t", 4)
+// printLog parses a consumer's stdout as it comes, so that a test can poll
+// 100,000 lines cheaply.
+type printLog struct {
+	mu      sync.Mutex
+	partial []byte
+	msgs    []printedMsg
+}
+
+func (l *printLog) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.partial = append(l.partial, b...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		f := strings.SplitN(string(l.partial[:i]), "\t", 4)
+		l.partial = l.partial[i+1:]
 		if len(f) != 4 {
 			continue
 		}
 		part, err1 := strconv.Atoi(f[0])
 		off, err2 := strconv.ParseInt(f[1], 10, 64)
 		if err1 == nil && err2 == nil {
-			out[part] = append(out[part], off)
+			l.msgs = append(l.msgs, printedMsg{partition: part, offset: off, body: f[3]})
 		}
 	}
+	return len(b), nil
+}
+
+// count is how many messages the consumer printed so far.
+func (p *consumerProc) count() int {
+	p.stdout.mu.Lock()
+	defer p.stdout.mu.Unlock()
+	return len(p.stdout.msgs)
+}
+
+// messages is what the consumer printed so far, in print order.
+func (p *consumerProc) messages() []printedMsg {
+	p.stdout.mu.Lock()
+	defer p.stdout.mu.Unlock()
+	return slices.Clone(p.stdout.msgs)
+}
+
+var partitionsLine = regexp.MustCompile(`^(assigned|revoked) partitions \[([0-9 ]*)\]$`)
+
+// partitionEvents calls f for each partition of the consumer's
+// assigned/revoked lines, in order.
+func (p *consumerProc) partitionEvents(f func(assigned bool, partition int)) {
+	for _, l := range strings.Split(p.stderr.String(), "\n") {
+		m := partitionsLine.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		for _, s := range strings.Fields(m[2]) {
+			n, _ := strconv.Atoi(s)
+			f(m[1] == "assigned", n)
+		}
+	}
+}
+
+// holds is what the consumer's assigned/revoked lines say it reads now.
+func (p *consumerProc) holds() map[int]bool {
+	held := map[int]bool{}
+	p.partitionEvents(func(assigned bool, n int) {
+		if assigned {
+			held[n] = true
+		} else {
+			delete(held, n)
+		}
+	})
+	return held
+}
+
+// assignments counts, per partition, how often the consumer was assigned it.
+func (p *consumerProc) assignments() map[int]int {
+	n := map[int]int{}
+	p.partitionEvents(func(assigned bool, part int) {
+		if assigned {
+			n[part]++
+		}
+	})
+	return n
+}
+
+// printed is the consumer's messages: partition -> offsets in print order.
+func (p *consumerProc) printed() map[int][]int64 {
+	out := map[int][]int64{}
+	for _, m := range p.messages() {
+		out[m.partition] = append(out[m.partition], m.offset)
+	}
 	return out
+}
+
+// coveredBy says whether members ms hold parts partitions between them,
+// each member some, none twice.
+func coveredBy(ms []*consumerProc, parts int) error {
+	seen := map[int]string{}
+	for _, m := range ms {
+		h := m.holds()
+		if len(h) == 0 {
+			return fmt.Errorf("%s holds nothing", m.name)
+		}
+		for p := range h {
+			if o, ok := seen[p]; ok {
+				return fmt.Errorf("partition %d held by %s and %s", p, o, m.name)
+			}
+			seen[p] = m.name
+		}
+	}
+	if len(seen) != parts {
+		return fmt.Errorf("partitions held: %v", seen)
+	}
+	return nil
 }
 
 // On three nodes, three `topic consume` members share a topic's four
@@ -147,26 +237,7 @@ func TestTopicGroupMemberKilled(t *testing.T) {
 		members = append(members, startConsumer(t, fmt.Sprint("m", i), strings.Join(eps, ","), "jobs", "workers", session))
 	}
 	// Each member holds a partition, together all four, none twice.
-	covered := func(ms []*consumerProc) error {
-		seen := map[int]string{}
-		for _, m := range ms {
-			h := m.holds()
-			if len(h) == 0 {
-				return fmt.Errorf("%s holds nothing", m.name)
-			}
-			for p := range h {
-				if o, ok := seen[p]; ok {
-					return fmt.Errorf("partition %d held by %s and %s", p, o, m.name)
-				}
-				seen[p] = m.name
-			}
-		}
-		if len(seen) != 4 {
-			return fmt.Errorf("partitions held: %v", seen)
-		}
-		return nil
-	}
-	checkFor(t, 30*time.Second, func() error { return covered(members) })
+	checkFor(t, 30*time.Second, func() error { return coveredBy(members, 4) })
 	<-time.After(time.Second) // every member reads for a while
 
 	victim, survivors := members[0], members[1:]
@@ -180,7 +251,7 @@ func TestTopicGroupMemberKilled(t *testing.T) {
 	<-victim.exited
 	killed := time.Now()
 	t.Logf("killed %s holding %v", victim.name, victim.holds())
-	checkFor(t, session+20*time.Second, func() error { return covered(survivors) })
+	checkFor(t, session+20*time.Second, func() error { return coveredBy(survivors, 4) })
 	t.Logf("its partitions taken over %v after the kill (session timeout %v)", time.Since(killed).Round(10*time.Millisecond), session)
 
 	<-time.After(time.Second)
