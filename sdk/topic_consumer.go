@@ -37,7 +37,8 @@ type GroupHandler func(ctx context.Context, m *GroupMessage) error
 type GroupConsumerOptions struct {
 	// SessionTimeout: without a heartbeat for this long the member is
 	// dropped and its partitions go to the others (3s – 5 min, default
-	// 10s). Heartbeats go every third of it.
+	// 10s). Heartbeats go every third of it, each held by the coordinator
+	// until the group changes (a long poll), so a rebalance is heard at once.
 	SessionTimeout time.Duration
 	// MaxMessages caps one read of a partition (1 – 1000, default 100).
 	MaxMessages int
@@ -278,9 +279,13 @@ func (g *GroupConsumer) heartbeats(ctx context.Context, a assignment, s *session
 			}
 		case <-t.C:
 		}
-		r, err := topicCall(ctx, g.t.c, "heartbeat", 0, func(ctx context.Context, api qv1.TopicServiceClient) (*qv1.HeartbeatGroupResponse, error) {
+		// The heartbeat long-polls: the coordinator holds it up to an
+		// interval while nothing changes, and answers at once when the
+		// group rebalances.
+		start, gen := time.Now(), a.generation
+		r, err := topicCall(ctx, g.t.c, "heartbeat", a.interval, func(ctx context.Context, api qv1.TopicServiceClient) (*qv1.HeartbeatGroupResponse, error) {
 			return api.HeartbeatGroup(ctx, &qv1.HeartbeatGroupRequest{Topic: g.t.name, Group: g.group, MemberId: a.member,
-				Generation: s.applied(a.member)})
+				Generation: s.applied(a.member), Wait: durationpb.New(a.interval)})
 		})
 		switch {
 		case err == nil:
@@ -309,7 +314,11 @@ func (g *GroupConsumer) heartbeats(ctx context.Context, a assignment, s *session
 			}
 			s.updates <- a
 		}
-		t.Reset(a.interval)
+		next := a.interval
+		if err == nil && a.generation == gen && time.Since(start) >= a.interval/2 {
+			next = 0 // held by the coordinator: poll again at once
+		}
+		t.Reset(next)
 	}
 }
 

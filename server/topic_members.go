@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
@@ -38,13 +39,21 @@ import (
 // the owner's session timeout: so one member reads a partition at a time.
 // A move is fenced before any member is told of it; a fence that failed
 // is written by the next call. Members learn their assignment from their
-// heartbeat, which they send every third of the session timeout.
+// heartbeat, which they send every third of the session timeout; a
+// heartbeat may long-poll (wait_ms): held while the member's assignment
+// is the one it applied, answered as soon as the group changes. A timer
+// per group runs the coordinator at the next session end or release
+// deadline, so a dead member's partitions move when its session ends, not
+// at the next call, and long-polling members hear of it at once: a
+// partition is taken over within the session timeout of its owner's last
+// heartbeat.
 
 // Member operations (TopicGroupMemberRequest.op).
 const (
 	memberJoin      = 1
 	memberHeartbeat = 2
 	memberLeave     = 3
+	memberTick      = 4 // the coordinator's timer: expire sessions, hand partitions on
 )
 
 // Bounds of membership.
@@ -92,6 +101,12 @@ type memberGroup struct {
 	dirty         []bool
 	revokedAt     []time.Time
 	revokedGen    []int64
+	// changed is closed (and replaced) when the generation or an owner
+	// changes: long-polling heartbeats wait on it.
+	changed chan struct{}
+	// ident names the group for the timer's passes; timer is that timer.
+	ident *storepb.TopicGroupMemberRequest
+	timer *time.Timer
 }
 
 type groupMember struct {
@@ -154,6 +169,7 @@ func (g *memberGroup) reset(incarnation int64, partitions int32) {
 	g.target, g.owner = make([]string, n), make([]string, n)
 	g.ownerGen, g.dirty = make([]int64, n), make([]bool, n)
 	g.revokedAt, g.revokedGen = make([]time.Time, n), make([]int64, n)
+	g.notify()
 	for p := range g.dirty {
 		g.dirty[p] = true
 	}
@@ -219,7 +235,7 @@ func (g *memberGroup) rebalance(now time.Time) {
 // settle moves each partition whose owner no longer holds it in practice
 // to its target: the owner is gone, applied the generation that took the
 // partition away, or had its session timeout to do so.
-func (g *memberGroup) settle(now time.Time) {
+func (g *memberGroup) settle(now time.Time) (moved bool) {
 	for p := range g.target {
 		if g.target[p] == g.owner[p] {
 			continue
@@ -229,7 +245,40 @@ func (g *memberGroup) settle(now time.Time) {
 		}
 		g.owner[p], g.ownerGen[p], g.dirty[p] = g.target[p], g.gen, true
 		g.revokedAt[p], g.revokedGen[p] = time.Time{}, 0
+		moved = true
 	}
+	return moved
+}
+
+// notify wakes the heartbeats waiting for a change of the group.
+func (g *memberGroup) notify() {
+	if g.changed != nil {
+		close(g.changed)
+	}
+	g.changed = make(chan struct{})
+}
+
+// nextEvent is when the group next changes by itself: a session ends, or
+// a live owner's time to release a partition runs out. Zero: never.
+func (g *memberGroup) nextEvent() time.Time {
+	var next time.Time
+	earlier := func(t time.Time) {
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	for _, m := range g.members {
+		earlier(m.deadline)
+	}
+	for p := range g.target {
+		if g.target[p] == g.owner[p] || g.revokedAt[p].IsZero() {
+			continue
+		}
+		if m := g.members[g.owner[p]]; m != nil {
+			earlier(g.revokedAt[p].Add(m.timeout))
+		}
+	}
+	return next
 }
 
 // assigned is what member holds: partitions it owns, fenced, and keeps.
@@ -250,21 +299,55 @@ func newMemberID() string {
 }
 
 // topicGroupMember serves a member's join, heartbeat or leave on the
-// coordinator (this shard's leader).
+// coordinator (this shard's leader). A heartbeat with wait_ms whose member
+// holds the current assignment is held until the group changes (or the
+// wait, bounded by half the session and the call's deadline, ends) and
+// then answered afresh.
 func (s *Server) topicGroupMember(ctx context.Context, req *storepb.TopicGroupMemberRequest) (*storepb.TopicGroupMemberReply, error) {
+	reply, changed, hold, err := s.memberOnce(ctx, req)
+	if err != nil || changed == nil {
+		return reply, err
+	}
+	t := time.NewTimer(hold)
+	defer t.Stop()
+	select {
+	case <-changed:
+	case <-t.C:
+	case <-ctx.Done():
+		return reply, nil // the caller is gone
+	case <-s.stop:
+		return reply, nil
+	}
+	// Answer afresh, as a coordinator pass: the member's session still
+	// counts from the heartbeat it sent, so a member killed during a held
+	// call loses its partitions one session after it sent that call.
+	again := proto.Clone(req).(*storepb.TopicGroupMemberRequest)
+	again.Op, again.WaitMs = memberTick, 0
+	reply, _, _, err = s.memberOnce(ctx, again)
+	if err == nil && (reply == nil || reply.GetSessionTimeoutMs() == 0) {
+		// The group state was replaced, or the member's session ended.
+		return nil, errUnknownMember(req.GetMember())
+	}
+	return reply, err
+}
+
+// memberOnce runs one membership call. For a heartbeat that may wait it
+// also returns the channel closed on the group's next change and how long
+// to wait for it.
+func (s *Server) memberOnce(ctx context.Context, req *storepb.TopicGroupMemberRequest) (_ *storepb.TopicGroupMemberReply, changedCh <-chan struct{}, hold time.Duration, _ error) {
 	st, err := s.raft.Status(s.shard)
 	if err != nil || !st.IsLeader {
-		return nil, statusError(codes.Unavailable, ReasonNotLeader, fmt.Sprintf("not the leader of shard %d", s.shard), nil)
+		return nil, nil, 0, statusError(codes.Unavailable, ReasonNotLeader, fmt.Sprintf("not the leader of shard %d", s.shard), nil)
 	}
 	if req.GetPartitions() < 1 {
-		return nil, statusError(codes.InvalidArgument, ReasonInvalidArgument, "partitions must be positive", nil)
+		return nil, nil, 0, statusError(codes.InvalidArgument, ReasonInvalidArgument, "partitions must be positive", nil)
 	}
 	now := time.Now() // membership is not replicated: the coordinator's own clock
 	key := req.GetTenant() + "\x00" + req.GetTopic() + "\x00" + req.GetGroup()
 	var g *memberGroup
 	for {
 		if g, err = s.topics.coord.group(st.Term, key, now); err != nil {
-			return nil, err
+			return nil, nil, 0, err
 		}
 		g.mu.Lock()
 		if s.topics.coord.current(key, g) {
@@ -274,15 +357,21 @@ func (s *Server) topicGroupMember(ctx context.Context, req *storepb.TopicGroupMe
 	}
 	defer g.mu.Unlock()
 	if g.members == nil || g.incarnation != req.GetIncarnation() || g.partitions != req.GetPartitions() {
+		if req.GetOp() == memberTick {
+			return nil, nil, 0, nil // a timer of a group state since replaced
+		}
 		// A new group state, or the topic was deleted and created again.
 		g.reset(req.GetIncarnation(), req.GetPartitions())
 	}
+	g.ident = &storepb.TopicGroupMemberRequest{Tenant: req.GetTenant(), Topic: req.GetTopic(), Incarnation: req.GetIncarnation(),
+		Partitions: req.GetPartitions(), Group: req.GetGroup()}
+	defer s.scheduleGroup(key, g, now)
 	changed := g.expire(now)
 	member := req.GetMember()
 	switch req.GetOp() {
 	case memberJoin:
 		if len(g.members) >= maxGroupMembers {
-			return nil, statusError(codes.ResourceExhausted, ReasonQuotaExceeded, fmt.Sprintf("a group has at most %d members", maxGroupMembers), nil)
+			return nil, nil, 0, statusError(codes.ResourceExhausted, ReasonQuotaExceeded, fmt.Sprintf("a group has at most %d members", maxGroupMembers), nil)
 		}
 		timeout := time.Duration(req.GetSessionTimeoutMs()) * time.Millisecond
 		member = newMemberID()
@@ -300,36 +389,95 @@ func (s *Server) topicGroupMember(ctx context.Context, req *storepb.TopicGroupMe
 			delete(g.members, member)
 			changed = true
 		}
+	case memberTick:
 	default:
-		return nil, statusError(codes.InvalidArgument, ReasonInvalidArgument, "unknown member operation", nil)
+		return nil, nil, 0, statusError(codes.InvalidArgument, ReasonInvalidArgument, "unknown member operation", nil)
 	}
 	if changed {
 		g.rebalance(now)
 	}
-	g.settle(now)
-	if ferr := s.fenceGroup(ctx, req, g); ferr != nil {
+	moved := g.settle(now)
+	fencing := slices.Contains(g.dirty, true)
+	ferr := s.fenceGroup(ctx, req, g)
+	if changed || moved || fencing && ferr == nil {
+		g.notify()
+	}
+	if ferr != nil {
 		if req.GetOp() == memberJoin {
 			// The caller sees a failure: it must not hold partitions.
 			delete(g.members, member)
 			g.rebalance(now)
 			g.settle(now)
+			g.notify()
 			if reasonOf(ferr) == ReasonGroupNotFound {
 				s.topics.coord.drop(key, g)
 			}
 		}
-		return nil, ferr
+		return nil, nil, 0, ferr
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, 0, err
 	}
 	if len(g.members) == 0 {
 		s.topics.coord.drop(key, g)
 	}
 	reply := &storepb.TopicGroupMemberReply{Member: member, Generation: g.gen, Members: int32(len(g.members))}
-	if m := g.members[member]; m != nil {
-		reply.Partitions, reply.SessionTimeoutMs = g.assigned(member), m.timeout.Milliseconds()
+	m := g.members[member]
+	if m == nil {
+		return reply, nil, 0, nil
 	}
-	return reply, nil
+	reply.Partitions, reply.SessionTimeoutMs = g.assigned(member), m.timeout.Milliseconds()
+	if req.GetOp() == memberHeartbeat && req.GetWaitMs() > 0 && m.applied >= g.gen {
+		hold = min(time.Duration(req.GetWaitMs())*time.Millisecond, m.timeout/2)
+		if dl, ok := ctx.Deadline(); ok {
+			hold = min(hold, time.Until(dl)-100*time.Millisecond)
+		}
+		if hold > 0 {
+			return reply, g.changed, hold, nil
+		}
+	}
+	return reply, nil, 0, nil
+}
+
+// scheduleGroup sets g's timer (g.mu held) to run the coordinator at the
+// group's next event, or stops it when there is none.
+func (s *Server) scheduleGroup(key string, g *memberGroup, now time.Time) {
+	next := g.nextEvent()
+	if next.IsZero() || !s.topics.coord.current(key, g) {
+		if g.timer != nil {
+			g.timer.Stop()
+		}
+		return
+	}
+	d := max(next.Sub(now)+time.Millisecond, 10*time.Millisecond)
+	if g.timer == nil {
+		g.timer = time.AfterFunc(d, func() { s.groupTick(key, g) })
+		return
+	}
+	g.timer.Reset(d)
+}
+
+// groupTick is g's timer: a coordinator pass with no member call, which
+// ends sessions that ran out and hands their partitions on.
+func (s *Server) groupTick(key string, g *memberGroup) {
+	select {
+	case <-s.stop:
+		return
+	default:
+	}
+	g.mu.Lock()
+	ident := g.ident
+	g.mu.Unlock()
+	if ident == nil || !s.topics.coord.current(key, g) {
+		return
+	}
+	tick := proto.Clone(ident).(*storepb.TopicGroupMemberRequest)
+	tick.Op = memberTick
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ProposeTimeout)
+	defer cancel()
+	if _, _, _, err := s.memberOnce(ctx, tick); err != nil {
+		s.cfg.Logger.Debug("group coordinator pass failed", "shard", s.shard, "topic", ident.GetTopic(), "group", ident.GetGroup(), "err", err)
+	}
 }
 
 // fenceGroup writes the fences of the partitions that moved.

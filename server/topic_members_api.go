@@ -19,10 +19,10 @@ import (
 const maxMemberID = 64
 
 // memberCall runs op on the group's coordinator.
-func (ts *TopicServer) memberCall(ctx context.Context, rec *storepb.TopicRecord, group string, op int32, member string, gen, timeoutMs int64) (*storepb.TopicGroupMemberReply, error) {
+func (ts *TopicServer) memberCall(ctx context.Context, rec *storepb.TopicRecord, group string, op int32, member string, gen, timeoutMs, waitMs int64) (*storepb.TopicGroupMemberReply, error) {
 	return ts.r.topicGroupMember(ctx, ts.shardOf(rec, 0), &storepb.TopicGroupMemberRequest{Tenant: rec.GetTenant(), Topic: rec.GetName(),
 		Incarnation: rec.GetCreatedAtMs(), Partitions: rec.GetPartitions(), Group: group, Op: op, Member: member,
-		Generation: gen, SessionTimeoutMs: timeoutMs})
+		Generation: gen, SessionTimeoutMs: timeoutMs, WaitMs: waitMs})
 }
 
 func assignmentToAPI(r *storepb.TopicGroupMemberReply) *qv1.GroupAssignment {
@@ -48,7 +48,7 @@ func (ts *TopicServer) JoinGroup(ctx context.Context, req *qv1.JoinGroupRequest)
 	if timeout < minSessionTimeout.Milliseconds() {
 		return nil, fieldError("session_timeout", fmt.Sprintf("must be at least %s", minSessionTimeout))
 	}
-	reply, err := ts.memberCall(ctx, rec, req.GetGroup(), memberJoin, "", 0, timeout)
+	reply, err := ts.memberCall(ctx, rec, req.GetGroup(), memberJoin, "", 0, timeout, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -67,7 +67,11 @@ func (ts *TopicServer) HeartbeatGroup(ctx context.Context, req *qv1.HeartbeatGro
 	if req.GetGeneration() < 0 {
 		return nil, fieldError("generation", "must not be negative")
 	}
-	reply, err := ts.memberCall(ctx, rec, req.GetGroup(), memberHeartbeat, req.GetMemberId(), req.GetGeneration(), 0)
+	wait, err := durationMs("wait", req.GetWait(), 0, maxSessionTimeout)
+	if err != nil {
+		return nil, err
+	}
+	reply, err := ts.memberCall(ctx, rec, req.GetGroup(), memberHeartbeat, req.GetMemberId(), req.GetGeneration(), 0, wait)
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +88,7 @@ func (ts *TopicServer) LeaveGroup(ctx context.Context, req *qv1.LeaveGroupReques
 	if err := checkMemberID(req.GetMemberId()); err != nil {
 		return nil, err
 	}
-	if _, err := ts.memberCall(ctx, rec, req.GetGroup(), memberLeave, req.GetMemberId(), 0, 0); err != nil {
+	if _, err := ts.memberCall(ctx, rec, req.GetGroup(), memberLeave, req.GetMemberId(), 0, 0, 0); err != nil {
 		return nil, err
 	}
 	return &qv1.LeaveGroupResponse{}, nil

@@ -2823,7 +2823,12 @@ type HeartbeatGroupRequest struct {
 	// handled of them. The coordinator hands a taken partition to its next
 	// owner only then (or once the member's session timeout passed since
 	// it was taken, or the member left or expired).
-	Generation    int64 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
+	Generation int64 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
+	// Long poll: while the assignment is the one of `generation`, hold the
+	// answer up to this long (at most half the session timeout, and within
+	// the call's deadline) and answer as soon as it changes, so a member
+	// learns of a rebalance at once. Unset: answer at once.
+	Wait          *durationpb.Duration `protobuf:"bytes,5,opt,name=wait,proto3" json:"wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2884,6 +2889,13 @@ func (x *HeartbeatGroupRequest) GetGeneration() int64 {
 		return x.Generation
 	}
 	return 0
+}
+
+func (x *HeartbeatGroupRequest) GetWait() *durationpb.Duration {
+	if x != nil {
+		return x.Wait
+	}
+	return nil
 }
 
 // HeartbeatGroupResponse is the current assignment.
@@ -3255,14 +3267,15 @@ const file_quorumq_v1_topic_proto_rawDesc = "" +
 	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12;\n" +
 	"\n" +
 	"assignment\x18\x02 \x01(\v2\x1b.quorumq.v1.GroupAssignmentR\n" +
-	"assignment\"\x80\x01\n" +
+	"assignment\"\xaf\x01\n" +
 	"\x15HeartbeatGroupRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x14\n" +
 	"\x05group\x18\x02 \x01(\tR\x05group\x12\x1b\n" +
 	"\tmember_id\x18\x03 \x01(\tR\bmemberId\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x04 \x01(\x03R\n" +
-	"generation\"U\n" +
+	"generation\x12-\n" +
+	"\x04wait\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"U\n" +
 	"\x16HeartbeatGroupResponse\x12;\n" +
 	"\n" +
 	"assignment\x18\x01 \x01(\v2\x1b.quorumq.v1.GroupAssignmentR\n" +
@@ -3412,48 +3425,49 @@ var file_quorumq_v1_topic_proto_depIdxs = []int32{
 	52, // 33: quorumq.v1.GroupAssignment.heartbeat_interval:type_name -> google.protobuf.Duration
 	52, // 34: quorumq.v1.JoinGroupRequest.session_timeout:type_name -> google.protobuf.Duration
 	42, // 35: quorumq.v1.JoinGroupResponse.assignment:type_name -> quorumq.v1.GroupAssignment
-	42, // 36: quorumq.v1.HeartbeatGroupResponse.assignment:type_name -> quorumq.v1.GroupAssignment
-	5,  // 37: quorumq.v1.TopicService.CreateTopic:input_type -> quorumq.v1.CreateTopicRequest
-	7,  // 38: quorumq.v1.TopicService.GetTopic:input_type -> quorumq.v1.GetTopicRequest
-	9,  // 39: quorumq.v1.TopicService.ListTopics:input_type -> quorumq.v1.ListTopicsRequest
-	11, // 40: quorumq.v1.TopicService.UpdateTopic:input_type -> quorumq.v1.UpdateTopicRequest
-	13, // 41: quorumq.v1.TopicService.DeleteTopic:input_type -> quorumq.v1.DeleteTopicRequest
-	15, // 42: quorumq.v1.TopicService.Publish:input_type -> quorumq.v1.PublishRequest
-	18, // 43: quorumq.v1.TopicService.PublishBatch:input_type -> quorumq.v1.PublishBatchRequest
-	22, // 44: quorumq.v1.TopicService.Subscribe:input_type -> quorumq.v1.SubscribeRequest
-	24, // 45: quorumq.v1.TopicService.Unsubscribe:input_type -> quorumq.v1.UnsubscribeRequest
-	28, // 46: quorumq.v1.TopicService.CreateGroup:input_type -> quorumq.v1.CreateGroupRequest
-	30, // 47: quorumq.v1.TopicService.GetGroup:input_type -> quorumq.v1.GetGroupRequest
-	32, // 48: quorumq.v1.TopicService.DeleteGroup:input_type -> quorumq.v1.DeleteGroupRequest
-	34, // 49: quorumq.v1.TopicService.ResetGroup:input_type -> quorumq.v1.ResetGroupRequest
-	37, // 50: quorumq.v1.TopicService.ReadTopic:input_type -> quorumq.v1.ReadTopicRequest
-	40, // 51: quorumq.v1.TopicService.CommitOffsets:input_type -> quorumq.v1.CommitOffsetsRequest
-	43, // 52: quorumq.v1.TopicService.JoinGroup:input_type -> quorumq.v1.JoinGroupRequest
-	45, // 53: quorumq.v1.TopicService.HeartbeatGroup:input_type -> quorumq.v1.HeartbeatGroupRequest
-	47, // 54: quorumq.v1.TopicService.LeaveGroup:input_type -> quorumq.v1.LeaveGroupRequest
-	6,  // 55: quorumq.v1.TopicService.CreateTopic:output_type -> quorumq.v1.CreateTopicResponse
-	8,  // 56: quorumq.v1.TopicService.GetTopic:output_type -> quorumq.v1.GetTopicResponse
-	10, // 57: quorumq.v1.TopicService.ListTopics:output_type -> quorumq.v1.ListTopicsResponse
-	12, // 58: quorumq.v1.TopicService.UpdateTopic:output_type -> quorumq.v1.UpdateTopicResponse
-	14, // 59: quorumq.v1.TopicService.DeleteTopic:output_type -> quorumq.v1.DeleteTopicResponse
-	16, // 60: quorumq.v1.TopicService.Publish:output_type -> quorumq.v1.PublishResponse
-	21, // 61: quorumq.v1.TopicService.PublishBatch:output_type -> quorumq.v1.PublishBatchResponse
-	23, // 62: quorumq.v1.TopicService.Subscribe:output_type -> quorumq.v1.SubscribeResponse
-	25, // 63: quorumq.v1.TopicService.Unsubscribe:output_type -> quorumq.v1.UnsubscribeResponse
-	29, // 64: quorumq.v1.TopicService.CreateGroup:output_type -> quorumq.v1.CreateGroupResponse
-	31, // 65: quorumq.v1.TopicService.GetGroup:output_type -> quorumq.v1.GetGroupResponse
-	33, // 66: quorumq.v1.TopicService.DeleteGroup:output_type -> quorumq.v1.DeleteGroupResponse
-	35, // 67: quorumq.v1.TopicService.ResetGroup:output_type -> quorumq.v1.ResetGroupResponse
-	38, // 68: quorumq.v1.TopicService.ReadTopic:output_type -> quorumq.v1.ReadTopicResponse
-	41, // 69: quorumq.v1.TopicService.CommitOffsets:output_type -> quorumq.v1.CommitOffsetsResponse
-	44, // 70: quorumq.v1.TopicService.JoinGroup:output_type -> quorumq.v1.JoinGroupResponse
-	46, // 71: quorumq.v1.TopicService.HeartbeatGroup:output_type -> quorumq.v1.HeartbeatGroupResponse
-	48, // 72: quorumq.v1.TopicService.LeaveGroup:output_type -> quorumq.v1.LeaveGroupResponse
-	55, // [55:73] is the sub-list for method output_type
-	37, // [37:55] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	52, // 36: quorumq.v1.HeartbeatGroupRequest.wait:type_name -> google.protobuf.Duration
+	42, // 37: quorumq.v1.HeartbeatGroupResponse.assignment:type_name -> quorumq.v1.GroupAssignment
+	5,  // 38: quorumq.v1.TopicService.CreateTopic:input_type -> quorumq.v1.CreateTopicRequest
+	7,  // 39: quorumq.v1.TopicService.GetTopic:input_type -> quorumq.v1.GetTopicRequest
+	9,  // 40: quorumq.v1.TopicService.ListTopics:input_type -> quorumq.v1.ListTopicsRequest
+	11, // 41: quorumq.v1.TopicService.UpdateTopic:input_type -> quorumq.v1.UpdateTopicRequest
+	13, // 42: quorumq.v1.TopicService.DeleteTopic:input_type -> quorumq.v1.DeleteTopicRequest
+	15, // 43: quorumq.v1.TopicService.Publish:input_type -> quorumq.v1.PublishRequest
+	18, // 44: quorumq.v1.TopicService.PublishBatch:input_type -> quorumq.v1.PublishBatchRequest
+	22, // 45: quorumq.v1.TopicService.Subscribe:input_type -> quorumq.v1.SubscribeRequest
+	24, // 46: quorumq.v1.TopicService.Unsubscribe:input_type -> quorumq.v1.UnsubscribeRequest
+	28, // 47: quorumq.v1.TopicService.CreateGroup:input_type -> quorumq.v1.CreateGroupRequest
+	30, // 48: quorumq.v1.TopicService.GetGroup:input_type -> quorumq.v1.GetGroupRequest
+	32, // 49: quorumq.v1.TopicService.DeleteGroup:input_type -> quorumq.v1.DeleteGroupRequest
+	34, // 50: quorumq.v1.TopicService.ResetGroup:input_type -> quorumq.v1.ResetGroupRequest
+	37, // 51: quorumq.v1.TopicService.ReadTopic:input_type -> quorumq.v1.ReadTopicRequest
+	40, // 52: quorumq.v1.TopicService.CommitOffsets:input_type -> quorumq.v1.CommitOffsetsRequest
+	43, // 53: quorumq.v1.TopicService.JoinGroup:input_type -> quorumq.v1.JoinGroupRequest
+	45, // 54: quorumq.v1.TopicService.HeartbeatGroup:input_type -> quorumq.v1.HeartbeatGroupRequest
+	47, // 55: quorumq.v1.TopicService.LeaveGroup:input_type -> quorumq.v1.LeaveGroupRequest
+	6,  // 56: quorumq.v1.TopicService.CreateTopic:output_type -> quorumq.v1.CreateTopicResponse
+	8,  // 57: quorumq.v1.TopicService.GetTopic:output_type -> quorumq.v1.GetTopicResponse
+	10, // 58: quorumq.v1.TopicService.ListTopics:output_type -> quorumq.v1.ListTopicsResponse
+	12, // 59: quorumq.v1.TopicService.UpdateTopic:output_type -> quorumq.v1.UpdateTopicResponse
+	14, // 60: quorumq.v1.TopicService.DeleteTopic:output_type -> quorumq.v1.DeleteTopicResponse
+	16, // 61: quorumq.v1.TopicService.Publish:output_type -> quorumq.v1.PublishResponse
+	21, // 62: quorumq.v1.TopicService.PublishBatch:output_type -> quorumq.v1.PublishBatchResponse
+	23, // 63: quorumq.v1.TopicService.Subscribe:output_type -> quorumq.v1.SubscribeResponse
+	25, // 64: quorumq.v1.TopicService.Unsubscribe:output_type -> quorumq.v1.UnsubscribeResponse
+	29, // 65: quorumq.v1.TopicService.CreateGroup:output_type -> quorumq.v1.CreateGroupResponse
+	31, // 66: quorumq.v1.TopicService.GetGroup:output_type -> quorumq.v1.GetGroupResponse
+	33, // 67: quorumq.v1.TopicService.DeleteGroup:output_type -> quorumq.v1.DeleteGroupResponse
+	35, // 68: quorumq.v1.TopicService.ResetGroup:output_type -> quorumq.v1.ResetGroupResponse
+	38, // 69: quorumq.v1.TopicService.ReadTopic:output_type -> quorumq.v1.ReadTopicResponse
+	41, // 70: quorumq.v1.TopicService.CommitOffsets:output_type -> quorumq.v1.CommitOffsetsResponse
+	44, // 71: quorumq.v1.TopicService.JoinGroup:output_type -> quorumq.v1.JoinGroupResponse
+	46, // 72: quorumq.v1.TopicService.HeartbeatGroup:output_type -> quorumq.v1.HeartbeatGroupResponse
+	48, // 73: quorumq.v1.TopicService.LeaveGroup:output_type -> quorumq.v1.LeaveGroupResponse
+	56, // [56:74] is the sub-list for method output_type
+	38, // [38:56] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_quorumq_v1_topic_proto_init() }

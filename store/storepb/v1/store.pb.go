@@ -5658,14 +5658,17 @@ type TopicGroupMemberRequest struct {
 	Incarnation int64                  `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	Partitions  int32                  `protobuf:"varint,4,opt,name=partitions,proto3" json:"partitions,omitempty"`
 	Group       string                 `protobuf:"bytes,5,opt,name=group,proto3" json:"group,omitempty"`
-	// 1 join, 2 heartbeat, 3 leave.
+	// 1 join, 2 heartbeat, 3 leave (4: the coordinator's own timer pass).
 	Op     int32  `protobuf:"varint,6,opt,name=op,proto3" json:"op,omitempty"`
 	Member string `protobuf:"bytes,7,opt,name=member,proto3" json:"member,omitempty"`
 	// Heartbeat: the generation whose assignment the member has applied.
 	Generation       int64 `protobuf:"varint,8,opt,name=generation,proto3" json:"generation,omitempty"`
 	SessionTimeoutMs int64 `protobuf:"varint,9,opt,name=session_timeout_ms,json=sessionTimeoutMs,proto3" json:"session_timeout_ms,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Heartbeat: how long to hold the answer while the member's assignment
+	// is the one it applied (0: answer at once).
+	WaitMs        int64 `protobuf:"varint,10,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TopicGroupMemberRequest) Reset() {
@@ -5757,6 +5760,13 @@ func (x *TopicGroupMemberRequest) GetGeneration() int64 {
 func (x *TopicGroupMemberRequest) GetSessionTimeoutMs() int64 {
 	if x != nil {
 		return x.SessionTimeoutMs
+	}
+	return 0
+}
+
+func (x *TopicGroupMemberRequest) GetWaitMs() int64 {
+	if x != nil {
+		return x.WaitMs
 	}
 	return 0
 }
@@ -7081,7 +7091,7 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x05bytes\x18\x06 \x01(\x03R\x05bytes\x12\x1f\n" +
 	"\vgroup_found\x18\a \x01(\bR\n" +
 	"groupFound\x12!\n" +
-	"\fgroup_offset\x18\b \x01(\x03R\vgroupOffset\"\x95\x02\n" +
+	"\fgroup_offset\x18\b \x01(\x03R\vgroupOffset\"\xae\x02\n" +
 	"\x17TopicGroupMemberRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12 \n" +
@@ -7095,7 +7105,9 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\b \x01(\x03R\n" +
 	"generation\x12,\n" +
-	"\x12session_timeout_ms\x18\t \x01(\x03R\x10sessionTimeoutMs\"\xb7\x01\n" +
+	"\x12session_timeout_ms\x18\t \x01(\x03R\x10sessionTimeoutMs\x12\x17\n" +
+	"\await_ms\x18\n" +
+	" \x01(\x03R\x06waitMs\"\xb7\x01\n" +
 	"\x15TopicGroupMemberReply\x12\x16\n" +
 	"\x06member\x18\x01 \x01(\tR\x06member\x12\x1e\n" +
 	"\n" +
