@@ -47,10 +47,18 @@ type housekeeper struct {
 	// still sweep from the start.
 	tail       uint64
 	sweepClean bool
+	// term is the leadership term the sweep runs in: a sweep never spans
+	// two terms (another leader may have left entries behind meanwhile).
+	term uint64
 	// retry holds the targets (tenant, queue) whose delivery failed and
 	// when to try them again. Per target, not per entry, so a target's
 	// entries still arrive in outbox order (a FIFO group's order).
 	retry map[string]retryAt
+	// blocked holds the targets passed over in this sweep (delivery failed,
+	// or backing off): they stay passed over until the sweep ends, even if
+	// their backoff ends meanwhile, because entries of theirs behind the
+	// cursor are still pending and must arrive first.
+	blocked map[string]bool
 	// reconciled is when the reconciler last ran, reconcileAfter the last
 	// partition copy it looked at (zero: the catalog's start).
 	reconciled     time.Time
@@ -168,13 +176,20 @@ func (s *Server) DeliverOutbox(ctx context.Context, entries []*storepb.OutboxEnt
 // any tenant — waits behind one that cannot be delivered.
 func (s *Server) relayOutbox(ctx context.Context, woken bool) {
 	hk := &s.hk
+	st, err := s.raft.Status(s.shard)
+	if err != nil || !st.IsLeader {
+		return
+	}
+	if st.Term != hk.term { // a new term: the sweep starts over
+		hk.term, hk.cursor = st.Term, 0
+	}
 	if hk.cursor == 0 { // a new sweep
 		hk.sweepClean = true
+		hk.blocked = map[string]bool{}
 		if woken {
 			hk.cursor = hk.tail
 		}
 	}
-	failed := map[string]bool{} // targets that failed in this pass
 	for pages := 0; pages < relayPagesPerPass && ctx.Err() == nil && s.leading(); pages++ {
 		entries, err := s.store.PendingOutboxAfter(hk.cursor, outboxBatch)
 		if err != nil {
@@ -189,7 +204,7 @@ func (s *Server) relayOutbox(ctx context.Context, woken bool) {
 		if n := pageBytes(entries, outboxPageBytes); n < len(entries) {
 			entries, full = entries[:n], true
 		}
-		clean, ok := s.relayPage(ctx, entries, failed)
+		clean, ok := s.relayPage(ctx, entries)
 		if !ok {
 			return // the page is read again by the next pass
 		}
@@ -222,16 +237,18 @@ func pageBytes(entries []*storepb.OutboxEntry, max int) int {
 	return len(entries)
 }
 
-// relayPage delivers the entries of one page whose targets are due and
-// acks the outcome; it reports whether every entry was settled (delivered
-// or refused), and false for ok when the ack could not be proposed.
-func (s *Server) relayPage(ctx context.Context, entries []*storepb.OutboxEntry, failed map[string]bool) (clean, ok bool) {
+// relayPage delivers the entries of one page whose targets are not
+// blocked in this sweep and acks the outcome; it reports whether every
+// entry was settled (delivered or refused), and false for ok when the ack
+// could not be proposed.
+func (s *Server) relayPage(ctx context.Context, entries []*storepb.OutboxEntry) (clean, ok bool) {
 	hk := &s.hk
-	now := time.Now()
+	now := s.cfg.Now()
 	var due []*storepb.OutboxEntry
 	for _, e := range entries {
 		k := targetKey(e)
-		if r, ok := hk.retry[k]; failed[k] || (ok && now.Before(r.at)) {
+		if r, ok := hk.retry[k]; hk.blocked[k] || (ok && now.Before(r.at)) {
+			hk.blocked[k] = true // its backoff may end before the sweep does
 			continue
 		}
 		due = append(due, e)
@@ -263,11 +280,11 @@ func (s *Server) relayPage(ctx context.Context, entries []*storepb.OutboxEntry, 
 		clean = clean && settled[e.GetId()]
 		switch {
 		case settled[e.GetId()]:
-			if !failed[k] {
+			if !hk.blocked[k] {
 				delete(hk.retry, k)
 			}
-		case !failed[k]: // back off once per pass, however many entries failed
-			failed[k] = true
+		case !hk.blocked[k]: // back off once per sweep, however many entries failed
+			hk.blocked[k] = true
 			r := hk.retry[k]
 			r.failures++
 			r.at = now.Add(min(relayRetryMin<<min(r.failures-1, 20), relayRetryMax))
