@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -148,6 +149,20 @@ func (p *consumerProc) printed() map[int][]int64 {
 		out[m.partition] = append(out[m.partition], m.offset)
 	}
 	return out
+}
+
+// heldBy says whether each of partitions is held by one of members ms.
+func heldBy(ms []*consumerProc, partitions map[int]bool) bool {
+	held := map[int]bool{}
+	for _, m := range ms {
+		maps.Copy(held, m.holds())
+	}
+	for p := range partitions {
+		if !held[p] {
+			return false
+		}
+	}
+	return true
 }
 
 // coveredBy says whether members ms hold parts partitions between them,
