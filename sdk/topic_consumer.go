@@ -38,7 +38,10 @@ type GroupConsumerOptions struct {
 	// SessionTimeout: without a heartbeat for this long the member is
 	// dropped and its partitions go to the others (3s – 5 min, default
 	// 10s). Heartbeats go every third of it, each held by the coordinator
-	// until the group changes (a long poll), so a rebalance is heard at once.
+	// until the group changes (a long poll), so a rebalance is heard at once;
+	// a member whose held heartbeat is cut off (its process died) is dropped
+	// half of it later unless it heartbeats again, so its partitions move
+	// within the session timeout of its death.
 	SessionTimeout time.Duration
 	// MaxMessages caps one read of a partition (1 – 1000, default 100).
 	MaxMessages int

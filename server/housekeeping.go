@@ -90,6 +90,9 @@ func (s *Server) housekeeping() {
 		case <-s.stop:
 			return
 		case <-t.C:
+			if st, err := s.raft.Status(s.shard); err == nil {
+				s.topics.coord.abandon(st.Term, st.IsLeader)
+			}
 			s.expire(ctx)
 			s.trimTopics(ctx)
 			s.relayOutbox(ctx, false)

@@ -46,7 +46,11 @@ import (
 // deadline, so a dead member's partitions move when its session ends, not
 // at the next call, and long-polling members hear of it at once: a
 // partition is taken over within the session timeout of its owner's last
-// heartbeat.
+// heartbeat. A member is nearly always in a held heartbeat, so its death
+// shows as that call's caller going away: its session then ends half a
+// session later (or at its deadline, if sooner), so its partitions are
+// taken over within the session timeout of its death. A live member whose
+// call broke calls again at once and keeps its session.
 
 // Member operations (TopicGroupMemberRequest.op).
 const (
@@ -54,6 +58,7 @@ const (
 	memberHeartbeat = 2
 	memberLeave     = 3
 	memberTick      = 4 // the coordinator's timer: expire sessions, hand partitions on
+	memberDropped   = 5 // the coordinator's own: a held heartbeat's caller went away
 )
 
 // Bounds of membership.
@@ -143,6 +148,30 @@ func (c *coordinator) group(term uint64, key string, now time.Time) (*memberGrou
 		c.groups[key] = g
 	}
 	return g, nil
+}
+
+// abandon forgets every group when this server no longer coordinates
+// them (it lost the leadership, or the term changed) and wakes their held
+// heartbeats: they answer NOT_LEADER, and members find the new
+// coordinator at once instead of when their holds end.
+func (c *coordinator) abandon(term uint64, leader bool) {
+	c.mu.Lock()
+	old := c.groups
+	if len(old) == 0 || (leader && c.term == term) {
+		c.mu.Unlock()
+		return
+	}
+	c.groups = map[string]*memberGroup{}
+	c.mu.Unlock()
+	// g.mu after c.mu is released: memberOnce takes them the other way.
+	for _, g := range old {
+		g.mu.Lock()
+		g.notify()
+		if g.timer != nil {
+			g.timer.Stop()
+		}
+		g.mu.Unlock()
+	}
 }
 
 // current tells whether g is still the group's state.
@@ -292,6 +321,13 @@ func (g *memberGroup) assigned(member string) []int32 {
 	return out
 }
 
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
 func newMemberID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
@@ -314,7 +350,19 @@ func (s *Server) topicGroupMember(ctx context.Context, req *storepb.TopicGroupMe
 	case <-changed:
 	case <-t.C:
 	case <-ctx.Done():
-		return reply, nil // the caller is gone
+		// The caller went away while held: its process died or its
+		// connection broke. A live member calls again at once (its SDK
+		// retries, another endpoint if need be); a dead one's session now
+		// ends half a session from here, so its partitions are taken over
+		// within its session timeout of its death, not of its last call.
+		dropped := proto.Clone(req).(*storepb.TopicGroupMemberRequest)
+		dropped.Op, dropped.WaitMs = memberDropped, 0
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ProposeTimeout)
+		defer cancel()
+		if _, _, _, err := s.memberOnce(dctx, dropped); err != nil {
+			s.cfg.Logger.Debug("group member drop failed", "shard", s.shard, "topic", req.GetTopic(), "group", req.GetGroup(), "err", err)
+		}
+		return reply, nil
 	case <-s.stop:
 		return reply, nil
 	}
@@ -357,8 +405,8 @@ func (s *Server) memberOnce(ctx context.Context, req *storepb.TopicGroupMemberRe
 	}
 	defer g.mu.Unlock()
 	if g.members == nil || g.incarnation != req.GetIncarnation() || g.partitions != req.GetPartitions() {
-		if req.GetOp() == memberTick {
-			return nil, nil, 0, nil // a timer of a group state since replaced
+		if req.GetOp() == memberTick || req.GetOp() == memberDropped {
+			return nil, nil, 0, nil // of a group state since replaced
 		}
 		// A new group state, or the topic was deleted and created again.
 		g.reset(req.GetIncarnation(), req.GetPartitions())
@@ -390,6 +438,10 @@ func (s *Server) memberOnce(ctx context.Context, req *storepb.TopicGroupMemberRe
 			changed = true
 		}
 	case memberTick:
+	case memberDropped:
+		if m := g.members[member]; m != nil {
+			m.deadline = minTime(m.deadline, now.Add(m.timeout/2))
+		}
 	default:
 		return nil, nil, 0, statusError(codes.InvalidArgument, ReasonInvalidArgument, "unknown member operation", nil)
 	}

@@ -1,10 +1,13 @@
 package server_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
@@ -79,4 +82,65 @@ func TestTopicGroupHeldHeartbeatHearsTakeOver(t *testing.T) {
 			time.Since(start), took, got, r.GetAssignment().GetMembers())
 	}
 	t.Logf("b's partitions went to a %v after b's last heartbeat (session %v)", took, session)
+}
+
+// A member whose held heartbeat's caller goes away (its process died, so
+// its connection closed) has its session end half a session later, not a
+// whole session after that call arrived: its partitions are taken over
+// within the session timeout of its death.
+func TestTopicGroupDroppedHeldHeartbeatEndsSessionSooner(t *testing.T) {
+	const session = 6 * time.Second
+	n := startSharded(t)
+	tc := topicClient(t, n.GRPCAddr())
+	setUpMemberTopic(t, tc, "dropped", 4, 0)
+	join := func() string {
+		t.Helper()
+		r, err := tc.JoinGroup(tctx(t), &qv1.JoinGroupRequest{Topic: "dropped", Group: "g", SessionTimeout: durationpb.New(session)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.GetMemberId()
+	}
+	a, b := join(), join()
+	gens := map[string]int64{}
+	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		for _, m := range []string{a, b} {
+			r, err := tc.HeartbeatGroup(tctx(t), &qv1.HeartbeatGroupRequest{Topic: "dropped", Group: "g", MemberId: m, Generation: gens[m]})
+			if err != nil {
+				return err
+			}
+			gens[m] = r.GetAssignment().GetGeneration()
+			if got := len(r.GetAssignment().GetPartitions()); got != 2 {
+				return fmt.Errorf("member %s holds %d partitions", m, got)
+			}
+		}
+		if gens[a] != gens[b] {
+			return fmt.Errorf("generations %v", gens)
+		}
+		return nil
+	})
+
+	// b's held heartbeat: its caller goes away after 200 ms.
+	bctx, cancel := context.WithCancel(tctx(t))
+	defer time.AfterFunc(200*time.Millisecond, cancel).Stop()
+	_, err := tc.HeartbeatGroup(bctx, &qv1.HeartbeatGroupRequest{Topic: "dropped", Group: "g", MemberId: b, Generation: gens[b],
+		Wait: durationpb.New(session / 2)})
+	if status.Code(err) != codes.Canceled {
+		t.Fatalf("b's held heartbeat: %v, want it cancelled by its caller", err)
+	}
+	dropped := time.Now()
+	// b's session ends half a session after that (a whole one would end
+	// 5.8 s from here): a's held call, waiting until 4 s from here, hears
+	// that it holds all four partitions.
+	time.Sleep(time.Second)
+	r, err := tc.HeartbeatGroup(tctx(t), &qv1.HeartbeatGroupRequest{Topic: "dropped", Group: "g", MemberId: a, Generation: gens[a],
+		Wait: durationpb.New(session / 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.GetAssignment().GetPartitions(); len(got) != 4 || r.GetAssignment().GetMembers() != 1 {
+		t.Fatalf("%v after b's caller went away: partitions %v, %d members; want b's session ended and all 4 with a",
+			time.Since(dropped), got, r.GetAssignment().GetMembers())
+	}
+	t.Logf("b's partitions went to a %v after b's caller went away (session %v)", time.Since(dropped), session)
 }

@@ -2827,7 +2827,9 @@ type HeartbeatGroupRequest struct {
 	// Long poll: while the assignment is the one of `generation`, hold the
 	// answer up to this long (at most half the session timeout, and within
 	// the call's deadline) and answer as soon as it changes, so a member
-	// learns of a rebalance at once. Unset: answer at once.
+	// learns of a rebalance at once. Unset: answer at once. A held call
+	// whose caller goes away (its process died) ends the member's session
+	// half a session timeout later unless it heartbeats again.
 	Wait          *durationpb.Duration `protobuf:"bytes,5,opt,name=wait,proto3" json:"wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

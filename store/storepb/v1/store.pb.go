@@ -5658,7 +5658,8 @@ type TopicGroupMemberRequest struct {
 	Incarnation int64                  `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	Partitions  int32                  `protobuf:"varint,4,opt,name=partitions,proto3" json:"partitions,omitempty"`
 	Group       string                 `protobuf:"bytes,5,opt,name=group,proto3" json:"group,omitempty"`
-	// 1 join, 2 heartbeat, 3 leave (4: the coordinator's own timer pass).
+	// 1 join, 2 heartbeat, 3 leave (4: the coordinator's own timer pass; 5:
+	// its own note that a held heartbeat's caller went away).
 	Op     int32  `protobuf:"varint,6,opt,name=op,proto3" json:"op,omitempty"`
 	Member string `protobuf:"bytes,7,opt,name=member,proto3" json:"member,omitempty"`
 	// Heartbeat: the generation whose assignment the member has applied.
