@@ -33,27 +33,8 @@ func TestTopicGroupHeldHeartbeatHearsTakeOver(t *testing.T) {
 	}
 	a, b := join().GetMemberId(), join().GetMemberId()
 	// Both apply the current generation until each holds two partitions.
-	gens := map[string]int64{}
 	var lastB time.Time
-	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
-		for _, m := range []string{a, b} {
-			if m == b {
-				lastB = time.Now()
-			}
-			r, err := tc.HeartbeatGroup(tctx(t), &qv1.HeartbeatGroupRequest{Topic: "held", Group: "g", MemberId: m, Generation: gens[m]})
-			if err != nil {
-				return err
-			}
-			gens[m] = r.GetAssignment().GetGeneration()
-			if got := len(r.GetAssignment().GetPartitions()); got != 2 {
-				return fmt.Errorf("member %s holds %d partitions", m, got)
-			}
-		}
-		if gens[a] != gens[b] {
-			return fmt.Errorf("generations %v", gens)
-		}
-		return nil
-	})
+	gens := settleTwo(t, tc, "held", a, b, func() { lastB = time.Now() })
 
 	// Nothing changes: a held heartbeat is answered when its wait ends.
 	wait := session / 2
@@ -102,23 +83,7 @@ func TestTopicGroupDroppedHeldHeartbeatEndsSessionSooner(t *testing.T) {
 		return r.GetMemberId()
 	}
 	a, b := join(), join()
-	gens := map[string]int64{}
-	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
-		for _, m := range []string{a, b} {
-			r, err := tc.HeartbeatGroup(tctx(t), &qv1.HeartbeatGroupRequest{Topic: "dropped", Group: "g", MemberId: m, Generation: gens[m]})
-			if err != nil {
-				return err
-			}
-			gens[m] = r.GetAssignment().GetGeneration()
-			if got := len(r.GetAssignment().GetPartitions()); got != 2 {
-				return fmt.Errorf("member %s holds %d partitions", m, got)
-			}
-		}
-		if gens[a] != gens[b] {
-			return fmt.Errorf("generations %v", gens)
-		}
-		return nil
-	})
+	gens := settleTwo(t, tc, "dropped", a, b, nil)
 
 	// b's held heartbeat: its caller goes away after 200 ms.
 	bctx, cancel := context.WithCancel(tctx(t))
@@ -143,4 +108,32 @@ func TestTopicGroupDroppedHeldHeartbeatEndsSessionSooner(t *testing.T) {
 			time.Since(dropped), got, r.GetAssignment().GetMembers())
 	}
 	t.Logf("b's partitions went to a %v after b's caller went away (session %v)", time.Since(dropped), session)
+}
+
+// settleTwo heartbeats members a and b of topic's group "g" (4 partitions)
+// until both applied one generation and each holds two partitions; it
+// calls beforeB before each of b's heartbeats and returns the generations.
+func settleTwo(t *testing.T, tc qv1.TopicServiceClient, topic, a, b string, beforeB func()) map[string]int64 {
+	t.Helper()
+	gens := map[string]int64{}
+	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		for _, m := range []string{a, b} {
+			if m == b && beforeB != nil {
+				beforeB()
+			}
+			r, err := tc.HeartbeatGroup(tctx(t), &qv1.HeartbeatGroupRequest{Topic: topic, Group: "g", MemberId: m, Generation: gens[m]})
+			if err != nil {
+				return err
+			}
+			gens[m] = r.GetAssignment().GetGeneration()
+			if got := len(r.GetAssignment().GetPartitions()); got != 2 {
+				return fmt.Errorf("member %s holds %d partitions", m, got)
+			}
+		}
+		if gens[a] != gens[b] {
+			return fmt.Errorf("generations %v", gens)
+		}
+		return nil
+	})
+	return gens
 }
