@@ -316,6 +316,6 @@ func errNoGroup(group string) error {
 // Unsubscribed removes a deleted queue's subscription (a TopicUnsubscriber
 // for the shards' outbox relays).
 func (ts *TopicServer) Unsubscribed(ctx context.Context, tenant, topic, queue string) error {
-	_, err := ts.change(ctx, &storepb.ChangeTopic{Tenant: tenant, Name: topic, Unsubscribe: queue})
+	_, err := ts.change(ctx, &storepb.ChangeTopic{Tenant: tenant, Name: topic, Unsubscribe: queue, UnsubscribeIfQueueMissing: true})
 	return err
 }

@@ -224,6 +224,15 @@ func (t *txn) changeTopic(op *storepb.ChangeTopic, res *Result, tr *TopicResult)
 	if op.Delete {
 		return t.del(key)
 	}
+	if op.Unsubscribe != "" && op.UnsubscribeIfQueueMissing {
+		q, err := t.queue(op.Tenant, op.Unsubscribe)
+		if err != nil {
+			return err
+		}
+		if q != nil {
+			return nil // created again since its copy was refused: it stays subscribed
+		}
+	}
 	if s := op.Settings; s != nil {
 		next := proto.Clone(rec).(*storepb.TopicRecord)
 		next.RetentionMs, next.RetentionBytes, next.MaxMessageSize = s.RetentionMs, s.RetentionBytes, s.MaxMessageSize

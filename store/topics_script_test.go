@@ -12,7 +12,7 @@ import (
 //
 //	topic-create topic=o partitions=2 retention=1h bytes=0 maxsize=1024
 //	topic-update topic=o retention=2h
-//	topic-sub topic=o q=a filter=all:x     topic-unsub topic=o q=a
+//	topic-sub topic=o q=a filter=all:x     topic-unsub topic=o q=a [ifmissing=1]
 //	topic-delete topic=o
 //	topic-put topic=o p=0 [rev=N]          the partition copy from the record
 //	topic-drop topic=o p=0 [inc=ms]
@@ -75,7 +75,8 @@ func (h *harness) runTopic(cmd string, a args) (string, bool) {
 		show(h.apply(&storepb.Command{Op: &storepb.Command_ChangeTopic{ChangeTopic: &storepb.ChangeTopic{Tenant: tenant, Name: topic,
 			Subscribe: &storepb.TopicSubscription{Queue: a.str("q", ""), Filter: h.filter(a)}}}}))
 	case "topic-unsub":
-		show(h.apply(&storepb.Command{Op: &storepb.Command_ChangeTopic{ChangeTopic: &storepb.ChangeTopic{Tenant: tenant, Name: topic, Unsubscribe: a.str("q", "")}}}))
+		show(h.apply(&storepb.Command{Op: &storepb.Command_ChangeTopic{ChangeTopic: &storepb.ChangeTopic{Tenant: tenant, Name: topic, Unsubscribe: a.str("q", ""),
+			UnsubscribeIfQueueMissing: a.has("ifmissing")}}}))
 	case "topic-delete":
 		show(h.apply(&storepb.Command{Op: &storepb.Command_ChangeTopic{ChangeTopic: &storepb.ChangeTopic{Tenant: tenant, Name: topic, Delete: true}}}))
 	case "topic-put":

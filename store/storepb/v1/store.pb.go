@@ -3986,10 +3986,14 @@ type ChangeTopic struct {
 	// Set: add or replace this subscription.
 	Subscribe *TopicSubscription `protobuf:"bytes,4,opt,name=subscribe,proto3" json:"subscribe,omitempty"`
 	// Non-empty: remove this queue's subscription.
-	Unsubscribe   string `protobuf:"bytes,5,opt,name=unsubscribe,proto3" json:"unsubscribe,omitempty"`
-	Delete        bool   `protobuf:"varint,6,opt,name=delete,proto3" json:"delete,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Unsubscribe string `protobuf:"bytes,5,opt,name=unsubscribe,proto3" json:"unsubscribe,omitempty"`
+	Delete      bool   `protobuf:"varint,6,opt,name=delete,proto3" json:"delete,omitempty"`
+	// With unsubscribe: only if the queue has no record of truth (the relay
+	// unsubscribes a queue whose copy was refused; a queue of that name
+	// created since keeps its new subscription).
+	UnsubscribeIfQueueMissing bool `protobuf:"varint,7,opt,name=unsubscribe_if_queue_missing,json=unsubscribeIfQueueMissing,proto3" json:"unsubscribe_if_queue_missing,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
 }
 
 func (x *ChangeTopic) Reset() {
@@ -4060,6 +4064,13 @@ func (x *ChangeTopic) GetUnsubscribe() string {
 func (x *ChangeTopic) GetDelete() bool {
 	if x != nil {
 		return x.Delete
+	}
+	return false
+}
+
+func (x *ChangeTopic) GetUnsubscribeIfQueueMissing() bool {
+	if x != nil {
+		return x.UnsubscribeIfQueueMissing
 	}
 	return false
 }
@@ -6930,14 +6941,15 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\brevision\x18\b \x01(\x03R\brevision\x12C\n" +
 	"\rsubscriptions\x18\t \x03(\v2\x1d.storepb.v1.TopicSubscriptionR\rsubscriptions\"<\n" +
 	"\vCreateTopic\x12-\n" +
-	"\x05topic\x18\x01 \x01(\v2\x17.storepb.v1.TopicRecordR\x05topic\"\xe5\x01\n" +
+	"\x05topic\x18\x01 \x01(\v2\x17.storepb.v1.TopicRecordR\x05topic\"\xa6\x02\n" +
 	"\vChangeTopic\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x123\n" +
 	"\bsettings\x18\x03 \x01(\v2\x17.storepb.v1.TopicRecordR\bsettings\x12;\n" +
 	"\tsubscribe\x18\x04 \x01(\v2\x1d.storepb.v1.TopicSubscriptionR\tsubscribe\x12 \n" +
 	"\vunsubscribe\x18\x05 \x01(\tR\vunsubscribe\x12\x16\n" +
-	"\x06delete\x18\x06 \x01(\bR\x06delete\"\x9a\x01\n" +
+	"\x06delete\x18\x06 \x01(\bR\x06delete\x12?\n" +
+	"\x1cunsubscribe_if_queue_missing\x18\a \x01(\bR\x19unsubscribeIfQueueMissing\"\x9a\x01\n" +
 	"\fTopicSegment\x12!\n" +
 	"\ffirst_offset\x18\x01 \x01(\x03R\vfirstOffset\x12\x1d\n" +
 	"\n" +
