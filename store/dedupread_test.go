@@ -70,3 +70,35 @@ func TestDedupReaderSeesItsCommand(t *testing.T) {
 		t.Fatalf("queue a holds %d messages, want 4 (k1, k2, k3, k1 again)", n)
 	}
 }
+
+// TestDedupFilterFollowsReplacedState: the store's in-memory count of
+// short-lived record keys answers a send's idempotency-key miss without
+// Pebble, so it must be dropped when the state changes behind the store:
+// a snapshot install (Restored) or a state rebuilt from the start (the
+// apply index runs backwards). Another Store on the same db stands for
+// the snapshot's writer.
+func TestDedupFilterFollowsReplacedState(t *testing.T) {
+	h := newHarness(t)
+	h.run("create q=a")
+	keyed := func(k string) *storepb.SendEntry {
+		return &storepb.SendEntry{Body: "b", DelayMs: -1, IdempotencyKey: k}
+	}
+	if r := h.apply(sendCmd("a", keyed("k1"))); r.Sent[0].Duplicate {
+		t.Fatalf("first send of k1: %+v", r.Sent)
+	}
+	other := &harness{t: t, db: h.db, s: New(h.db, 1), now: h.now, index: h.index}
+
+	sent := other.apply(sendCmd("a", keyed("k2")))
+	h.index = other.index
+	h.s.Restored()
+	if r := h.apply(sendCmd("a", keyed("k2"))); !r.Sent[0].Duplicate || r.Sent[0].MessageID != sent.Sent[0].MessageID {
+		t.Fatalf("k2 after a restore that brought it: %+v, want a duplicate of %+v", r.Sent, sent.Sent)
+	}
+
+	other.index = 1
+	sent = other.apply(sendCmd("a", keyed("k3")))
+	h.index = 1
+	if r := h.apply(sendCmd("a", keyed("k3"))); !r.Sent[0].Duplicate || r.Sent[0].MessageID != sent.Sent[0].MessageID {
+		t.Fatalf("k3 after the index ran backwards: %+v, want a duplicate of %+v", r.Sent, sent.Sent)
+	}
+}

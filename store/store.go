@@ -29,15 +29,21 @@ type Store struct {
 	keysRead   atomic.Uint64
 	pointsRead atomic.Uint64
 
+	// dedup counts the short-lived record keys by hash (dedupfilter.go):
+	// a send's idempotency-key miss skips Pebble. nil: no filter.
+	dedup *dedupFilter
+
 	// Scratch buffers of Apply (one goroutine at a time): the batch copies
 	// what it is given, so one buffer serves every write.
 	valBuf, idxBuf []byte
 }
 
-// New returns the store of shard in db. It keeps no state of its own besides
-// a read counter, so it may be created at any time (after a restart or a
-// snapshot install) without loading anything.
-func New(db *pebble.DB, shard uint64) *Store { return &Store{db: db, shard: shard} }
+// New returns the store of shard in db. What it keeps besides read counters
+// is a cache of the state, built as it is used, so it may be created at any
+// time (after a restart or a snapshot install) without loading anything.
+func New(db *pebble.DB, shard uint64) *Store {
+	return &Store{db: db, shard: shard, dedup: newDedupFilter()}
+}
 
 // Shard returns the shard id.
 func (s *Store) Shard() uint64 { return s.shard }
@@ -154,9 +160,12 @@ type Stats struct {
 // written and must be discarded. A command that does not decode gives
 // Result{Err: ErrInvalidCommand} and writes nothing. Apply does not write the
 // applied index (the host does, in the same batch); index is accepted for the
-// host's contract and for future use.
+// host's contract and to notice a state rebuilt from the start (the index
+// runs backwards), which drops the store's caches.
 func (s *Store) Apply(b *pebble.Batch, index uint64, data []byte) (any, error) {
-	_ = index
+	if s.dedup != nil {
+		s.dedup.observe(index)
+	}
 	var cmd storepb.Command
 	if err := proto.Unmarshal(data, &cmd); err != nil || cmd.Version != CommandVersion || cmd.Op == nil {
 		return &Result{Err: ErrInvalidCommand}, nil
