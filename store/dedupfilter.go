@@ -31,7 +31,6 @@ import (
 type dedupFilter struct {
 	seed   maphash.Seed
 	queues map[uint64]map[uint64]uint32
-	index  uint64 // last apply index seen
 }
 
 func newDedupFilter() *dedupFilter {
@@ -40,19 +39,14 @@ func newDedupFilter() *dedupFilter {
 
 // Restored drops every cached view of the state after a snapshot replaced
 // it (the Raft host's Restorer).
-func (s *Store) Restored() {
+func (s *Store) Restored() { s.dropCaches() }
+
+// dropCaches forgets what Apply cached of the state.
+func (s *Store) dropCaches() {
 	if s.dedup != nil {
 		clear(s.dedup.queues)
 	}
-}
-
-// observe is called with each apply index: one that does not move forward
-// means the state was rebuilt behind the filter's back.
-func (f *dedupFilter) observe(index uint64) {
-	if index < f.index {
-		clear(f.queues)
-	}
-	f.index = index
+	s.dropHot()
 }
 
 func (f *dedupFilter) hash(key string) uint64 { return maphash.String(f.seed, key) }

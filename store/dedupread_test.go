@@ -73,7 +73,8 @@ func TestDedupReaderSeesItsCommand(t *testing.T) {
 
 // TestDedupFilterFollowsReplacedState: the store's in-memory count of
 // short-lived record keys answers a send's idempotency-key miss without
-// Pebble, so it must be dropped when the state changes behind the store:
+// Pebble, and its hot-key cache answers catalog reads, so both must be
+// dropped when the state changes behind the store:
 // a snapshot install (Restored) or a state rebuilt from the start (the
 // apply index runs backwards). Another Store on the same db stands for
 // the snapshot's writer.
@@ -100,5 +101,15 @@ func TestDedupFilterFollowsReplacedState(t *testing.T) {
 	h.index = 1
 	if r := h.apply(sendCmd("a", keyed("k3"))); !r.Sent[0].Duplicate || r.Sent[0].MessageID != sent.Sent[0].MessageID {
 		t.Fatalf("k3 after the index ran backwards: %+v, want a duplicate of %+v", r.Sent, sent.Sent)
+	}
+
+	// The hot-key cache (catalog records): a queue the other store
+	// deleted is gone after Restored.
+	other.index = h.index
+	other.run("delete-queue q=a")
+	h.index = other.index
+	h.s.Restored()
+	if r := h.apply(sendCmd("a", keyed("k4"))); r.Err != ErrQueueNotFound {
+		t.Fatalf("send to a queue deleted behind the store's back: %v %+v", r.Err, r.Sent)
 	}
 }

@@ -37,9 +37,10 @@ func TestDeterministicReplay(t *testing.T) {
 		db := openMem(t)
 		s := New(db, shard)
 		if replica == 0 {
-			// The dedup filter is a cache: without it, every lookup goes
-			// to Pebble and the outcomes and state must be the same.
-			s.dedup = nil
+			// The dedup filter and the hot-key cache are caches: without
+			// them every lookup goes to Pebble, and the outcomes and state
+			// must be the same.
+			s.dedup, s.hot = nil, nil
 		}
 		rng := rand.New(rand.NewPCG(uint64(replica), 99))
 		var got []string
