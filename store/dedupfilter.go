@@ -65,10 +65,17 @@ func (t *txn) dedupMayHold(qid uint64, key string) (bool, error) {
 		if counts, err = t.buildDedupCounts(qid); err != nil {
 			return false, err
 		}
-		f.queues[qid] = counts
+		f.queues[qid] = counts // nil: too many to count, always look
 	}
-	return counts[f.hash(key)] > 0, nil
+	return counts == nil || counts[f.hash(key)] > 0, nil
 }
+
+// maxDedupBuild bounds the keys a build counts (it runs on the Raft loop:
+// 1.5 M keys, five minutes of sends at 5,000/s, would hold the loop for
+// about a second). A queue with more is not filtered until the store is
+// created again; a queue that grows past it while counted stays counted.
+// A variable for tests.
+var maxDedupBuild = 1 << 18
 
 // buildDedupCounts counts queue qid's 'd' keys as the batch sees them.
 func (t *txn) buildDedupCounts(qid uint64) (counts map[uint64]uint32, err error) {
@@ -84,6 +91,9 @@ func (t *txn) buildDedupCounts(qid uint64) (counts map[uint64]uint32, err error)
 	}()
 	counts = map[uint64]uint32{}
 	for ok := it.First(); ok; ok = it.Next() {
+		if len(counts) >= maxDedupBuild {
+			return nil, nil
+		}
 		t.s.keysRead.Add(1)
 		_, _, key, err := keys.DecodeDedup(it.Key())
 		if err != nil {
@@ -97,7 +107,7 @@ func (t *txn) buildDedupCounts(qid uint64) (counts map[uint64]uint32, err error)
 // dedupAdded notes a new 'd' key of queue qid (one that was absent).
 func (t *txn) dedupAdded(qid uint64, key string) {
 	if f := t.s.dedup; f != nil {
-		if counts, ok := f.queues[qid]; ok {
+		if counts := f.queues[qid]; counts != nil {
 			counts[f.hash(key)]++
 		}
 	}
@@ -109,8 +119,8 @@ func (t *txn) dedupRemoved(qid uint64, key string) {
 	if f == nil {
 		return
 	}
-	counts, ok := f.queues[qid]
-	if !ok {
+	counts := f.queues[qid]
+	if counts == nil {
 		return
 	}
 	h := f.hash(key)

@@ -113,3 +113,30 @@ func TestDedupFilterFollowsReplacedState(t *testing.T) {
 		t.Fatalf("send to a queue deleted behind the store's back: %v %+v", r.Err, r.Sent)
 	}
 }
+
+// TestDedupFilterBuildBound: a queue with more keys than a build counts
+// is looked up in Pebble for every key (no counts), and its keys still
+// answer as duplicates after a restart (a new Store on the same state).
+func TestDedupFilterBuildBound(t *testing.T) {
+	defer func(n int) { maxDedupBuild = n }(maxDedupBuild)
+	maxDedupBuild = 2
+	h := newHarness(t)
+	h.run("create q=a")
+	keyed := func(k string) *storepb.SendEntry {
+		return &storepb.SendEntry{Body: "b", DelayMs: -1, IdempotencyKey: k}
+	}
+	first := h.apply(sendCmd("a", keyed("k1"), keyed("k2"), keyed("k3")))
+	h.s = New(h.db, 1) // a restart: the counts are built again, and stop at 2
+	r := h.apply(sendCmd("a", keyed("k3"), keyed("k4"), keyed("k4")))
+	if !r.Sent[0].Duplicate || r.Sent[0].MessageID != first.Sent[2].MessageID || r.Sent[1].Duplicate || !r.Sent[2].Duplicate {
+		t.Fatalf("after the restart: %+v (first %+v)", r.Sent, first.Sent)
+	}
+	if n := len(h.s.dedup.queues); n != 1 {
+		t.Fatalf("%d queues in the filter, want 1 (unfiltered)", n)
+	}
+	for _, c := range h.s.dedup.queues {
+		if c != nil {
+			t.Fatalf("queue counted (%d hashes) past the build bound", len(c))
+		}
+	}
+}
