@@ -171,6 +171,7 @@ type stateMachine struct {
 // Restored runs after the shard's state was replaced by a snapshot: every
 // long poll looks again.
 func (m *stateMachine) Restored() {
+	m.Store.Restored() // its caches of the old state
 	m.srv.polls.wakeAll()
 	m.srv.topics.waits.wakeAll()
 	m.srv.limiter.forget("")

@@ -40,6 +40,9 @@ func (d *dedupReader) recall(key string, rec *storepb.DedupRecord) (found, live 
 		return true, w.ExpiresAtMs > d.t.now, nil
 	}
 	t := d.t
+	if may, err := t.dedupMayHold(d.qid, key); !may || err != nil {
+		return false, false, err
+	}
 	if d.it == nil {
 		lo := keys.DedupPrefix(t.s.shard, d.qid)
 		d.it, err = t.r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: keys.PrefixEnd(lo), UseL6Filters: true})

@@ -70,3 +70,73 @@ func TestDedupReaderSeesItsCommand(t *testing.T) {
 		t.Fatalf("queue a holds %d messages, want 4 (k1, k2, k3, k1 again)", n)
 	}
 }
+
+// TestDedupFilterFollowsReplacedState: the store's in-memory count of
+// short-lived record keys answers a send's idempotency-key miss without
+// Pebble, and its hot-key cache answers catalog reads, so both must be
+// dropped when the state changes behind the store:
+// a snapshot install (Restored) or a state rebuilt from the start (the
+// apply index runs backwards). Another Store on the same db stands for
+// the snapshot's writer.
+func TestDedupFilterFollowsReplacedState(t *testing.T) {
+	h := newHarness(t)
+	h.run("create q=a")
+	keyed := func(k string) *storepb.SendEntry {
+		return &storepb.SendEntry{Body: "b", DelayMs: -1, IdempotencyKey: k}
+	}
+	if r := h.apply(sendCmd("a", keyed("k1"))); r.Sent[0].Duplicate {
+		t.Fatalf("first send of k1: %+v", r.Sent)
+	}
+	other := &harness{t: t, db: h.db, s: New(h.db, 1), now: h.now, index: h.index}
+
+	sent := other.apply(sendCmd("a", keyed("k2")))
+	h.index = other.index
+	h.s.Restored()
+	if r := h.apply(sendCmd("a", keyed("k2"))); !r.Sent[0].Duplicate || r.Sent[0].MessageID != sent.Sent[0].MessageID {
+		t.Fatalf("k2 after a restore that brought it: %+v, want a duplicate of %+v", r.Sent, sent.Sent)
+	}
+
+	other.index = 1
+	sent = other.apply(sendCmd("a", keyed("k3")))
+	h.index = 1
+	if r := h.apply(sendCmd("a", keyed("k3"))); !r.Sent[0].Duplicate || r.Sent[0].MessageID != sent.Sent[0].MessageID {
+		t.Fatalf("k3 after the index ran backwards: %+v, want a duplicate of %+v", r.Sent, sent.Sent)
+	}
+
+	// The hot-key cache (catalog records): a queue the other store
+	// deleted is gone after Restored.
+	other.index = h.index
+	other.run("delete-queue q=a")
+	h.index = other.index
+	h.s.Restored()
+	if r := h.apply(sendCmd("a", keyed("k4"))); r.Err != ErrQueueNotFound {
+		t.Fatalf("send to a queue deleted behind the store's back: %v %+v", r.Err, r.Sent)
+	}
+}
+
+// TestDedupFilterBuildBound: a queue with more keys than a build counts
+// is looked up in Pebble for every key (no counts), and its keys still
+// answer as duplicates after a restart (a new Store on the same state).
+func TestDedupFilterBuildBound(t *testing.T) {
+	defer func(n int) { maxDedupBuild = n }(maxDedupBuild)
+	maxDedupBuild = 2
+	h := newHarness(t)
+	h.run("create q=a")
+	keyed := func(k string) *storepb.SendEntry {
+		return &storepb.SendEntry{Body: "b", DelayMs: -1, IdempotencyKey: k}
+	}
+	first := h.apply(sendCmd("a", keyed("k1"), keyed("k2"), keyed("k3")))
+	h.s = New(h.db, 1) // a restart: the counts are built again, and stop at 2
+	r := h.apply(sendCmd("a", keyed("k3"), keyed("k4"), keyed("k4")))
+	if !r.Sent[0].Duplicate || r.Sent[0].MessageID != first.Sent[2].MessageID || r.Sent[1].Duplicate || !r.Sent[2].Duplicate {
+		t.Fatalf("after the restart: %+v (first %+v)", r.Sent, first.Sent)
+	}
+	if n := len(h.s.dedup.queues); n != 1 {
+		t.Fatalf("%d queues in the filter, want 1 (unfiltered)", n)
+	}
+	for _, c := range h.s.dedup.queues {
+		if c != nil {
+			t.Fatalf("queue counted (%d hashes) past the build bound", len(c))
+		}
+	}
+}

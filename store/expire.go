@@ -74,6 +74,7 @@ func (t *txn) expireDedup(qid uint64, limit int, res *Result) (err error) {
 		if err := t.del(keys.Dedup(t.s.shard, qid, key)); err != nil {
 			return err
 		}
+		t.dedupRemoved(qid, key)
 		if err := t.del(keys.DedupOrder(t.s.shard, qid, at, key)); err != nil {
 			return err
 		}

@@ -352,6 +352,7 @@ func (t *txn) dropQueue(q *storepb.QueueRecord) error {
 	t.forgetMarks(q.Id)
 	t.forgetMeta(q.Id)
 	t.forgetOrder(q.Id)
+	t.dedupDropped(q.Id)
 	// Every key of the queue in one range tombstone: O(1) however deep.
 	return t.delRange(keys.QueuePrefix(t.s.shard, q.Id), keys.QueueEnd(t.s.shard, q.Id))
 }

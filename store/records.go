@@ -34,6 +34,9 @@ type expiring interface {
 // removed yet is found but not live: the caller replaces it through
 // remember, passing it as old.
 func (t *txn) recall(qid uint64, key string, rec expiring) (found, live bool, err error) {
+	if may, err := t.dedupMayHold(qid, key); !may || err != nil {
+		return false, false, err
+	}
 	found, err = t.get(keys.Dedup(t.s.shard, qid, key), rec)
 	if !found || err != nil {
 		return false, false, err
@@ -60,6 +63,9 @@ func (t *txn) remember(q *storepb.QueueRecord, key string, rec, old expiring) er
 	}
 	if err := t.set(keys.Dedup(t.s.shard, qid, key), rec); err != nil {
 		return err
+	}
+	if old == nil { // recall found no record: the key is new
+		t.dedupAdded(qid, key)
 	}
 	return t.setRaw(keys.DedupOrder(t.s.shard, qid, rec.GetExpiresAtMs(), key), nil)
 }
@@ -114,6 +120,7 @@ func (t *txn) rememberAttempt(q *storepb.QueueRecord, id string, got []Received,
 		if err := t.del(keys.Dedup(t.s.shard, qid, key)); err != nil {
 			return err
 		}
+		t.dedupRemoved(qid, key)
 		return t.del(keys.DedupOrder(t.s.shard, qid, old.ExpiresAtMs, key))
 	}
 	rec := &storepb.ReceiveAttemptRecord{ExpiresAtMs: t.now + ReceiveAttemptWindowMs}

@@ -29,15 +29,25 @@ type Store struct {
 	keysRead   atomic.Uint64
 	pointsRead atomic.Uint64
 
+	// dedup counts the short-lived record keys by hash (dedupfilter.go):
+	// a send's idempotency-key miss skips Pebble. nil: no filter.
+	dedup *dedupFilter
+	// hot caches catalog and QueueOrder values for Apply (hotkeys.go).
+	hot *hotKeys
+	// lastIndex is the last apply index seen.
+	lastIndex uint64
+
 	// Scratch buffers of Apply (one goroutine at a time): the batch copies
 	// what it is given, so one buffer serves every write.
 	valBuf, idxBuf []byte
 }
 
-// New returns the store of shard in db. It keeps no state of its own besides
-// a read counter, so it may be created at any time (after a restart or a
-// snapshot install) without loading anything.
-func New(db *pebble.DB, shard uint64) *Store { return &Store{db: db, shard: shard} }
+// New returns the store of shard in db. What it keeps besides read counters
+// is a cache of the state, built as it is used, so it may be created at any
+// time (after a restart or a snapshot install) without loading anything.
+func New(db *pebble.DB, shard uint64) *Store {
+	return &Store{db: db, shard: shard, dedup: newDedupFilter(), hot: newHotKeys(shard)}
+}
 
 // Shard returns the shard id.
 func (s *Store) Shard() uint64 { return s.shard }
@@ -154,9 +164,13 @@ type Stats struct {
 // written and must be discarded. A command that does not decode gives
 // Result{Err: ErrInvalidCommand} and writes nothing. Apply does not write the
 // applied index (the host does, in the same batch); index is accepted for the
-// host's contract and for future use.
+// host's contract and to notice a state rebuilt from the start (the index
+// runs backwards), which drops the store's caches.
 func (s *Store) Apply(b *pebble.Batch, index uint64, data []byte) (any, error) {
-	_ = index
+	if index < s.lastIndex {
+		s.dropCaches() // the state was rebuilt behind the caches
+	}
+	s.lastIndex = index
 	var cmd storepb.Command
 	if err := proto.Unmarshal(data, &cmd); err != nil || cmd.Version != CommandVersion || cmd.Op == nil {
 		return &Result{Err: ErrInvalidCommand}, nil
@@ -345,6 +359,17 @@ var marshal = proto.MarshalOptions{Deterministic: true}
 // get reads key into m and reports whether it exists.
 func (t *txn) get(key []byte, m proto.Message) (bool, error) {
 	t.s.keysRead.Add(1)
+	if v, found, answered, err := t.getHot(key); answered {
+		if err != nil {
+			return false, fmt.Errorf("store: get %s: %w", keys.Pretty(key), err)
+		}
+		if found && m != nil {
+			if err := proto.Unmarshal(v, m); err != nil {
+				return false, fmt.Errorf("store: decode %s: %w", keys.Pretty(key), err)
+			}
+		}
+		return found, nil
+	}
 	v, closer, err := t.r.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return false, nil
@@ -374,6 +399,7 @@ func (t *txn) setRaw(key, v []byte) error {
 	if err := t.b.Set(key, v, nil); err != nil {
 		return fmt.Errorf("store: set %s: %w", keys.Pretty(key), err)
 	}
+	t.wroteHot(key, v, true)
 	return nil
 }
 
@@ -381,6 +407,7 @@ func (t *txn) del(key []byte) error {
 	if err := t.b.Delete(key, nil); err != nil {
 		return fmt.Errorf("store: delete %s: %w", keys.Pretty(key), err)
 	}
+	t.wroteHot(key, nil, false)
 	return nil
 }
 
@@ -388,6 +415,7 @@ func (t *txn) delRange(lo, hi []byte) error {
 	if err := t.b.DeleteRange(lo, hi, nil); err != nil {
 		return fmt.Errorf("store: delete range %s: %w", keys.Pretty(lo), err)
 	}
+	t.s.dropHot()
 	return nil
 }
 

@@ -10,9 +10,14 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/quorumq/quorumq/server/node"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "serve" {
+		node.ExecWithHugePages() // memtables in huge pages: see its comment
+	}
 	if err := newRoot().Execute(); err != nil {
 		os.Exit(1)
 	}
