@@ -166,7 +166,10 @@ func (c *cluster) start(id uint64) error {
 	if n.join != "" { // a joined node reads its id back from its data
 		args = append(args, "--join", n.join)
 	} else {
-		args = append(args, "--node-id", fmt.Sprint(id), "--peers", c.peers, "--shards", fmt.Sprint(c.shards))
+		// Every shard on every node (the replica comparison reads each
+		// shard on all of them).
+		args = append(args, "--node-id", fmt.Sprint(id), "--peers", c.peers, "--shards", fmt.Sprint(c.shards),
+			"--replication-factor", fmt.Sprint(len(c.ids)))
 	}
 	cmd := exec.Command(c.bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
