@@ -26,8 +26,8 @@ type steadyLoad struct {
 	acked    map[string]bool
 	deleted  map[string]bool
 	tried    map[string]bool // a delete that failed: its outcome is unknown
-	redelAft []string      // delivered after a successful delete
-	longest  time.Duration // longest run of failing sends
+	redelAft []string        // delivered after a successful delete
+	longest  time.Duration   // longest run of failing sends
 	wg       sync.WaitGroup
 }
 
