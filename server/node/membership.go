@@ -32,8 +32,9 @@ import (
 //     records the bootstrap nodes once, fills in incarnations it learnt,
 //     records the end of each shard's change once raft applied it (or its
 //     rollback if it stalled), and plans the next changes: every node an
-//     observer of the metadata shard, draining nodes' replicas moved away,
-//     replicas spread evenly (one move at a time in the cluster);
+//     observer of the metadata shard, every shard back to its replication
+//     factor, draining nodes' replicas moved away, replicas spread evenly
+//     (one copy at a time in the cluster);
 //  4. for every shard it leads, carries out the recorded change.
 //
 // Everything is derived again from the records and raft's configuration

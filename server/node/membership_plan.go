@@ -125,7 +125,7 @@ func (n *Node) coordinate(ctx context.Context, recs []*storepb.NodeRecord, sets 
 	if err != nil {
 		return err
 	}
-	return n.plan(recs, sets, busy, propose)
+	return n.plan(recs, sets, busy, n.alive(), n.downTooLong(recs), propose)
 }
 
 // finishChanges records the end of every change the shards' configurations
@@ -194,10 +194,12 @@ func (n *Node) finishChanges(sets []*storepb.ReplicaSetRecord, propose func(*sto
 
 // plan records at most one new change per pass, most urgent first: a node
 // without a metadata replica gets one; a joining node that has one becomes
-// active; a node down past AutoRepair starts draining; a draining node's
-// replicas move away (then it is removed); else one replica moves from
-// the fullest active node to the emptiest.
-func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord, busy int, propose func(*storepb.Command) error) error {
+// active; a node down past AutoRepair (down) starts draining; a shard short
+// of its replication factor gets a replica; a draining node's replicas move
+// away (then it is removed); else one replica moves from the fullest active
+// node to the emptiest. alive: the nodes heard from lately.
+func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord, busy int, alive map[uint64]bool, down uint64,
+	propose func(*storepb.Command) error) error {
 	if len(sets) == 0 {
 		return nil
 	}
@@ -232,12 +234,24 @@ func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord
 			return setState(r.GetId(), storepb.NodeState_NODE_STATE_ACTIVE)
 		}
 	}
-	if id := n.downTooLong(recs); id != 0 {
-		n.log.Warn("membership: auto-repair: draining a node down for too long", "node", id, "after", n.cfg.AutoRepair)
-		return setState(id, storepb.NodeState_NODE_STATE_DRAINING)
+	if down != 0 {
+		n.log.Warn("membership: auto-repair: draining a node down for too long", "node", down, "after", n.cfg.AutoRepair)
+		return setState(down, storepb.NodeState_NODE_STATE_DRAINING)
 	}
 	load := replicaLoad(recs, sets)
-	alive := n.alive()
+	// A shard short of its replication factor (a drain that had no node
+	// to move to; a node joined since) gets a replica back first.
+	if busy < maxDataMoves {
+		for _, rs := range sets {
+			if rs.GetPending() != nil || len(rs.GetVoters()) >= int(rs.GetReplicationFactor()) {
+				continue
+			}
+			if to := pickTarget(rs, recs, load, alive); to != 0 {
+				return record(rs, &storepb.ReplicaChange{NodeId: to, Add: true})
+			}
+		}
+	}
+	joining := slices.ContainsFunc(recs, func(r *storepb.NodeRecord) bool { return r.GetState() == storepb.NodeState_NODE_STATE_JOINING })
 	draining := false
 	for _, r := range recs {
 		if r.GetState() != storepb.NodeState_NODE_STATE_DRAINING {
@@ -268,8 +282,13 @@ func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord
 			if to := pickTarget(rs, recs, load, alive); to != 0 {
 				return record(rs, &storepb.ReplicaChange{NodeId: to, Add: true, RemoveNodeId: d})
 			}
-			if pickTarget(rs, recs, load, nil) != 0 {
-				continue // a node could take it once heard from (a new coordinator hears from them within a heartbeat)
+			if pickTarget(rs, recs, load, nil) != 0 || joining {
+				// A node could take it once heard from (a new coordinator
+				// hears from them within a heartbeat) or once active (a
+				// joining node is, a pass after it observes the metadata
+				// shard): removing it meanwhile leaves the shard a replica
+				// short until the step above adds one back.
+				continue
 			}
 			if len(rs.GetVoters()) > 1 {
 				return record(rs, &storepb.ReplicaChange{NodeId: d})
