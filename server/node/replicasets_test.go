@@ -278,17 +278,7 @@ func TestReplicaSetsSmallerThanCluster(t *testing.T) {
 func TestMoveReplicaResumesAfterCoordinatorStops(t *testing.T) {
 	const shards = 2
 	c := startMemCluster(t, 4, shards)
-	var cfgs map[uint64]raftnode.GroupStatus
-	waitLong(t, 30*time.Second, func() error {
-		var err error
-		if cfgs, err = c.configs(shards); err != nil {
-			return err
-		}
-		if len(cfgs[0].Members) != 4 {
-			return fmt.Errorf("metadata shard members %v", cfgs[0].Members)
-		}
-		return nil
-	})
+	cfgs := c.waitMetadataMembers(t, shards, 4)
 	// Shard 1 is on {2,3,4} (initial placement); move 4's replica to 1.
 	if !slices.Equal(cfgs[1].Voters, []uint64{2, 3, 4}) {
 		t.Fatalf("shard 1 voters %v", cfgs[1].Voters)
@@ -354,16 +344,7 @@ func TestMoveReplicaResumesAfterCoordinatorStops(t *testing.T) {
 func TestDrainNode(t *testing.T) {
 	const shards = 3
 	c := startMemCluster(t, 4, shards)
-	waitLong(t, 30*time.Second, func() error {
-		cfgs, err := c.configs(shards)
-		if err != nil {
-			return err
-		}
-		if len(cfgs[0].Members) != 4 {
-			return fmt.Errorf("metadata shard members %v", cfgs[0].Members)
-		}
-		return nil
-	})
+	c.waitMetadataMembers(t, shards, 4)
 	admin := qv1.NewClusterServiceClient(dial(t, c.nodes[4].GRPCAddr()))
 	if _, err := admin.RemoveNode(testCtx(t), &qv1.RemoveNodeRequest{NodeId: 2}); err != nil {
 		t.Fatal(err)
@@ -397,16 +378,7 @@ func TestDrainNode(t *testing.T) {
 func TestAutoRepair(t *testing.T) {
 	const shards = 3
 	c := startMemCluster(t, 4, shards, func(cfg *node.Config) { cfg.AutoRepair = 3 * time.Second })
-	waitLong(t, 30*time.Second, func() error {
-		cfgs, err := c.configs(shards)
-		if err != nil {
-			return err
-		}
-		if len(cfgs[0].Members) != 4 {
-			return fmt.Errorf("metadata shard members %v", cfgs[0].Members)
-		}
-		return nil
-	})
+	c.waitMetadataMembers(t, shards, 4)
 	cq := qv1.NewQueueServiceClient(dial(t, c.nodes[1].GRPCAddr()))
 	if _, err := cq.CreateQueue(testCtx(t), &qv1.CreateQueueRequest{Name: "repaired", Attributes: &qv1.QueueAttributes{Partitions: 2}}); err != nil {
 		t.Fatal(err)
@@ -428,4 +400,22 @@ func TestAutoRepair(t *testing.T) {
 		return nil
 	})
 	sendReceiveEverywhere(t, c.nodes, "repaired")
+}
+
+// waitMetadataMembers waits until the metadata shard has n members (every
+// node observes it) and returns the groups' configurations then.
+func (c *memCluster) waitMetadataMembers(t *testing.T, shards, n int) map[uint64]raftnode.GroupStatus {
+	t.Helper()
+	var cfgs map[uint64]raftnode.GroupStatus
+	waitLong(t, 30*time.Second, func() error {
+		var err error
+		if cfgs, err = c.configs(shards); err != nil {
+			return err
+		}
+		if len(cfgs[0].Members) != n {
+			return fmt.Errorf("metadata shard members %v", cfgs[0].Members)
+		}
+		return nil
+	})
+	return cfgs
 }
