@@ -450,7 +450,9 @@ func rebalanceMove(sets []*storepb.ReplicaSetRecord, load map[uint64]int) (*stor
 // executeChanges carries out, on the shards this node leads, the change
 // recorded for each: a learner first; a voter once caught up (replacing
 // the moved-away replica in the same, joint, change); a removal (a leader
-// hands leadership over rather than remove itself).
+// hands leadership over rather than remove itself). Each pass reads the
+// applied configuration and proposes only what is still missing, so a
+// proposal that was dropped or timed out is simply made again.
 func (n *Node) executeChanges(ctx context.Context, sets []*storepb.ReplicaSetRecord) {
 	for _, rs := range sets {
 		p := rs.GetPending()
@@ -459,7 +461,18 @@ func (n *Node) executeChanges(ctx context.Context, sets []*storepb.ReplicaSetRec
 		}
 		g, x, y := rs.GetShard(), p.GetNodeId(), p.GetRemoveNodeId()
 		st, err := n.host.Status(g)
-		if err != nil || !st.IsLeader || st.Joint {
+		if err != nil || !st.IsLeader {
+			continue
+		}
+		if st.Joint {
+			// Raft leaves a joint configuration by itself once applied,
+			// but drops that if a leadership transfer is under way then
+			// and tries again only on the next entry: an idle shard stays
+			// joint. Leaving is idempotent (refused while one is pending).
+			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := n.host.LeaveJoint(lctx, g)
+			cancel()
+			n.log.Debug("membership: leaving a joint configuration", "shard", g, "err", err)
 			continue
 		}
 		var changes []raftnode.MemberChange

@@ -84,6 +84,15 @@ func (n *Node) balanceOnce(ctx context.Context) {
 	if len(nodes) == 0 {
 		return
 	}
+	// Not the leadership of a shard with a membership change under way:
+	// the change's proposals would be dropped while it moves (the raft
+	// host also skips a transfer while a change is in its log).
+	changing := map[uint64]bool{}
+	if sets, err := n.stores[server.MetadataShard].ReplicaSets(); err == nil {
+		for _, rs := range sets {
+			changing[rs.GetShard()] = rs.GetPending() != nil
+		}
+	}
 	// Leaders of every shard: this node's replicas', else the other nodes'
 	// answers (replica sets smaller than the cluster).
 	led := map[uint64]int{}
@@ -119,7 +128,7 @@ func (n *Node) balanceOnce(ctx context.Context) {
 	for i := len(mine) - 1; i >= 0; i-- {
 		g := mine[i]
 		st, err := n.host.Status(g)
-		if err != nil || !st.IsLeader || st.Joint {
+		if err != nil || !st.IsLeader || st.Joint || changing[g] {
 			continue
 		}
 		var to uint64
