@@ -219,15 +219,9 @@ func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord
 	live := func(r *storepb.NodeRecord) bool {
 		return r.GetState() == storepb.NodeState_NODE_STATE_JOINING || r.GetState() == storepb.NodeState_NODE_STATE_ACTIVE
 	}
-	// Every live node observes the metadata shard: a joining one, or an
-	// active one whose replica was moved away (MoveReplica) if it is up: a
-	// node down would never read it, and a new member counts as active
-	// to raft for an election timeout (a move could then pick it).
+	// Every live node observes the metadata shard.
 	for _, r := range recs {
 		if !live(r) || slices.Contains(metaSet.GetVoters(), r.GetId()) || slices.Contains(metaSet.GetLearners(), r.GetId()) {
-			continue
-		}
-		if r.GetState() == storepb.NodeState_NODE_STATE_ACTIVE && !n.connected(r.GetId()) {
 			continue
 		}
 		if metaSet.GetPending() == nil {
@@ -392,26 +386,19 @@ func replicaLoad(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord) m
 }
 
 // alive is the nodes the metadata shard's leader (this node) heard from
-// within an election timeout and has a raft stream to, itself included.
-// Raft alone counts a member it just added as active for an election
-// timeout, up or not.
+// within an election timeout and replicates to, itself included. Raft
+// counts a member it just added as recently active for an election
+// timeout, up or not (a node down re-added as an observer of the metadata
+// shard after MoveReplica took its replica away): only a member that
+// answered is in StateReplicate.
 func (n *Node) alive() map[uint64]bool {
 	out := map[uint64]bool{n.cfg.NodeID: true}
 	if st, err := n.host.Status(server.MetadataShard); err == nil {
 		for _, p := range st.Peers {
-			out[p.ID] = out[p.ID] || (p.RecentActive && n.connected(p.ID))
+			out[p.ID] = out[p.ID] || (p.RecentActive && p.State == "StateReplicate")
 		}
 	}
 	return out
-}
-
-// connected reports whether this node's raft transport has a stream to
-// node id (true without a gRPC transport: in-process tests).
-func (n *Node) connected(id uint64) bool {
-	if n.tr == nil || id == n.cfg.NodeID {
-		return true
-	}
-	return n.tr.PeerStatus()[id].Connected
 }
 
 // pickTarget is the active node (alive, unless alive is nil) without a
