@@ -607,7 +607,9 @@ func (h *Host) WaitLeader(ctx context.Context, group uint64) (uint64, error) {
 
 // TransferLeadership asks the leader (this node) to hand leadership to node
 // to, and waits until this node sees to as leader or ctx ends. Best effort:
-// raft aborts a transfer that does not finish within an election timeout.
+// raft aborts a transfer that does not finish within an election timeout,
+// and the loop skips one while a membership change is under way
+// (ErrConfChangeInProgress at once if the configuration is joint).
 func (h *Host) TransferLeadership(ctx context.Context, group, to uint64) error {
 	g, err := h.lookup(group)
 	if err != nil {
@@ -622,6 +624,9 @@ func (h *Host) TransferLeadership(ctx context.Context, group, to uint64) error {
 	}
 	if !st.IsLeader {
 		return &NotLeaderError{Group: group, LeaderID: st.LeaderID}
+	}
+	if st.Joint {
+		return fmt.Errorf("%w: group %d: joint configuration", ErrConfChangeInProgress, group)
 	}
 	if err := g.enqueueTransfer(to); err != nil {
 		return err

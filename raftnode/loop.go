@@ -324,9 +324,21 @@ func (h *Host) drain(g *group, unreachable []uint64) (propsLeft bool) {
 		}
 	}
 	props, reads, transfers := in.props, in.reads, in.transfers
+	ccProposed := false
 	if len(in.ccs) > 0 {
 		bs := g.rn.BasicStatus()
-		h.proposeConfChanges(g, in.ccs, bs.RaftState == raft.StateLeader, bs.Lead)
+		ccProposed = h.proposeConfChanges(g, in.ccs, bs.RaftState == raft.StateLeader, bs.Lead)
+	}
+	if len(transfers) > 0 {
+		// No transfer while a membership change is under way: raft drops
+		// proposals during a transfer, its automatic leave of a joint
+		// configuration included, and the target refuses to campaign with
+		// a conf change unapplied, so the transfer and the change both
+		// stall (a shard then stays joint until its next entry).
+		if err := h.confChangePending(g, false); err != nil || ccProposed {
+			g.log.Debug("leadership transfer skipped: membership change under way", "to", transfers, "err", err)
+			transfers = nil
+		}
 	}
 	if len(props) == 0 && len(reads) == 0 && len(transfers) == 0 {
 		return propsLeft

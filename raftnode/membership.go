@@ -43,8 +43,9 @@ type MemberChange struct {
 
 // ccReq is a membership change queued for the loop.
 type ccReq struct {
-	cc *pb.ConfChangeV2
-	ch chan error // cap 1: the outcome of proposing (not of applying)
+	cc    *pb.ConfChangeV2
+	leave bool       // cc is empty: leave the joint configuration
+	ch    chan error // cap 1: the outcome of proposing (not of applying)
 }
 
 // ChangeMembers changes the group's members with one ConfChangeV2 (etcd
@@ -125,6 +126,35 @@ func changesApplied(st GroupStatus, changes []MemberChange) bool {
 	return true
 }
 
+// LeaveJoint leaves a joint configuration the group is stuck in, and waits
+// until this node has applied the result. Raft leaves a joint
+// configuration by itself once it applied it, but its one attempt is
+// dropped if a leadership transfer is under way then, and it tries again
+// only when the next entry is applied: an idle group stays joint. Nothing
+// to do if the configuration is not joint; ErrConfChangeInProgress while a
+// change is appended but not applied (raft's own leave, maybe);
+// *NotLeaderError on a follower.
+func (h *Host) LeaveJoint(ctx context.Context, group uint64) error {
+	g, err := h.group(group)
+	if err != nil {
+		return err
+	}
+	r := &ccReq{cc: &pb.ConfChangeV2{}, leave: true, ch: make(chan error, 1)}
+	if err := g.enqueueConfChange(r); err != nil {
+		return err
+	}
+	h.signal()
+	select {
+	case err := <-r.ch:
+		if err != nil {
+			return err
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return h.waitStatus(ctx, group, func(st GroupStatus) bool { return !st.Joint })
+}
+
 func (g *group) enqueueConfChange(r *ccReq) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -136,32 +166,41 @@ func (g *group) enqueueConfChange(r *ccReq) error {
 }
 
 // proposeConfChanges proposes the round's membership changes on a leader
-// (loop only). Raft silently turns a conf change into an empty entry while
-// another is pending or the configuration is joint, so that is checked
-// first and reported as ErrConfChangeInProgress.
-func (h *Host) proposeConfChanges(g *group, reqs []*ccReq, leader bool, lead uint64) {
+// (loop only) and reports whether it proposed any. Raft silently turns a
+// conf change into an empty entry while another is pending or the
+// configuration is joint, so that is checked first and reported as
+// ErrConfChangeInProgress.
+func (h *Host) proposeConfChanges(g *group, reqs []*ccReq, leader bool, lead uint64) (proposed bool) {
 	for _, r := range reqs {
 		var err error
+		joint := len(g.st.appliedConfStateRef().GetVotersOutgoing()) > 0
 		switch {
 		case !leader:
 			err = &NotLeaderError{Group: g.id, LeaderID: lead}
+		case r.leave && !joint:
+			// nothing to leave
 		default:
-			err = h.confChangePending(g)
+			err = h.confChangePending(g, r.leave)
 			if err == nil {
 				if perr := g.rn.ProposeConfChange(r.cc); perr != nil {
 					err = fmt.Errorf("%w: group %d: %v", ErrProposalDropped, g.id, perr)
+				} else {
+					proposed = true
 				}
 			}
 		}
 		r.ch <- err
 	}
+	return proposed
 }
 
 // confChangePending returns ErrConfChangeInProgress if the group's applied
-// configuration is joint, or a conf change entry is in the log beyond the
-// applied index (raft would drop another one).
-func (h *Host) confChangePending(g *group) error {
-	if cs := g.st.appliedConfStateRef(); len(cs.GetVotersOutgoing()) > 0 {
+// configuration is joint (unless leaving is what the caller asks), or a
+// conf change entry is in the log beyond the applied index (raft would
+// drop another one). The log read is the stored one: a change appended in
+// this round is not in it.
+func (h *Host) confChangePending(g *group, leaving bool) error {
+	if cs := g.st.appliedConfStateRef(); len(cs.GetVotersOutgoing()) > 0 && !leaving {
 		return fmt.Errorf("%w: group %d: joint configuration", ErrConfChangeInProgress, g.id)
 	}
 	_, last, applied := g.st.bounds()

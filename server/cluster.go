@@ -29,6 +29,7 @@ type ClusterServer struct {
 	shards []uint64
 	remote *RemoteView // an API-tier node's view; nil on storage nodes
 	router *Router
+	sets   func() []*qv1.ReplicaSet
 }
 
 // ClusterConfig assembles a ClusterServer.
@@ -36,9 +37,13 @@ type ClusterConfig struct {
 	Self   uint64
 	Peers  map[uint64]string
 	Status PeerStatusFunc
-	// Raft and Shards: the shards this storage node hosts.
+	// Raft and Shards: every shard of the cluster; GetCluster lists those
+	// this storage node holds a replica of (IsMember).
 	Raft   Raft
 	Shards []uint64
+	// ReplicaSets reads the replica set records of the node's metadata
+	// replica (nil: none shown).
+	ReplicaSets func() []*qv1.ReplicaSet
 	// Remote: an API-tier node's view of the storage nodes.
 	Remote *RemoteView
 	Router *Router
@@ -46,7 +51,8 @@ type ClusterConfig struct {
 
 // NewClusterServer returns the ClusterService of a node.
 func NewClusterServer(c ClusterConfig) *ClusterServer {
-	return &ClusterServer{self: c.Self, peers: c.Peers, status: c.Status, raft: c.Raft, shards: c.Shards, remote: c.Remote, router: c.Router}
+	return &ClusterServer{self: c.Self, peers: c.Peers, status: c.Status, raft: c.Raft, shards: c.Shards, remote: c.Remote, router: c.Router,
+		sets: c.ReplicaSets}
 }
 
 // SetPeers replaces the nodes GetCluster lists (from the membership
@@ -134,16 +140,29 @@ func (c *ClusterServer) view(_ context.Context) (*qv1.GetClusterResponse, error)
 		}
 		resp.Nodes = append(resp.Nodes, n)
 	}
+	resp.ShardCount = uint32(len(c.shards))
 	for _, g := range c.shards {
+		if !IsMember(c.raft, c.self, g) {
+			continue // the shard's replicas are on other nodes
+		}
 		st, err := c.raft.Status(g)
 		if err != nil {
 			return nil, err
 		}
-		resp.Shards = append(resp.Shards, &qv1.ClusterShard{
+		sh := &qv1.ClusterShard{
 			Id: g, Members: st.Members, Leader: st.LeaderID, Term: st.Term,
 			AppliedIndex: st.Applied, CommitIndex: st.Commit, FirstIndex: st.FirstIndex, LastIndex: st.LastIndex,
-			Role: shardRole(g, len(c.shards)), Voters: st.Voters, Learners: st.Learners,
-		})
+			Role: shardRole(g, len(c.shards)), Voters: st.Voters, Learners: st.Learners, Joint: st.Joint,
+		}
+		for _, p := range st.Peers { // on the leader only
+			if p.ID != c.self {
+				sh.Lag = append(sh.Lag, &qv1.MemberLag{Node: p.ID, Entries: st.LastIndex - min(p.Match, st.LastIndex)})
+			}
+		}
+		resp.Shards = append(resp.Shards, sh)
+	}
+	if c.sets != nil {
+		resp.ReplicaSets = c.sets()
 	}
 	return resp, nil
 }

@@ -41,11 +41,7 @@ func (s *Server) ListNodes(ctx context.Context, _ *qv1.ListNodesRequest) (*qv1.L
 		resp.Nodes = append(resp.Nodes, NodeToAPI(n))
 	}
 	for _, rs := range sets {
-		out := &qv1.ReplicaSet{Shard: rs.GetShard(), ReplicationFactor: rs.GetReplicationFactor(), Voters: rs.GetVoters(), Learners: rs.GetLearners()}
-		if p := rs.GetPending(); p != nil {
-			out.PendingNode, out.PendingAdd = p.GetNodeId(), p.GetAdd()
-		}
-		resp.ReplicaSets = append(resp.ReplicaSets, out)
+		resp.ReplicaSets = append(resp.ReplicaSets, ReplicaSetToAPI(rs))
 	}
 	return resp, nil
 }
@@ -108,6 +104,8 @@ func membershipStatus(err error) error {
 		return statusError(codes.NotFound, ReasonNodeNotFound, err.Error(), nil)
 	case errors.Is(err, store.ErrNodeRemoved), errors.Is(err, store.ErrNodeExists), errors.Is(err, store.ErrIncarnationMismatch):
 		return statusError(codes.FailedPrecondition, ReasonNodeConflict, err.Error(), nil)
+	case isReplicaSetChanged(err):
+		return statusError(codes.FailedPrecondition, ReasonChangeInProgress, err.Error(), nil)
 	}
 	return err
 }

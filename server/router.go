@@ -72,7 +72,9 @@ type RouterConfig struct {
 	// Shards is the number of Raft groups of the cluster (fixed at
 	// bootstrap); 0 on an API-tier node until SetShards.
 	Shards int
-	// Local are the shards with a replica on this node (none on an API node).
+	// Local are the shard servers of a storage node, one per shard: a
+	// shard's replica may be on this node or not (IsMember), as its replica
+	// set changes (none on an API node).
 	Local map[uint64]*Server
 	// View finds shard leaders.
 	View ShardView
@@ -191,7 +193,9 @@ func headerInt(ctx context.Context, key string) (int64, bool) {
 // serving returns the local server of shard if this node leads it.
 func (r *Router) serving(ctx context.Context, shard uint64) (*Server, error) {
 	srv := r.cfg.Local[shard]
-	if srv == nil {
+	if srv == nil || !IsMember(srv.raft, r.cfg.Self, shard) {
+		// The shard's replicas live elsewhere (or this one was moved away):
+		// no hint, the caller asks its view again.
 		return nil, statusError(codes.Unavailable, ReasonNotLeader,
 			fmt.Sprintf("node %d has no replica of shard %d", r.cfg.Self, shard), nil)
 	}

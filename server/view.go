@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -45,6 +46,51 @@ func (v LocalView) Leader(ctx context.Context, shard uint64) (uint64, error) {
 // Hint implements ShardView: Raft itself learns the leader.
 func (LocalView) Hint(uint64, uint64) {}
 
+// MemberView is a storage node's view once shards live on some nodes only
+// (replica sets smaller than the cluster): a shard this node is a member of
+// (voter or learner) is looked up in its own replica, any other in the
+// other storage nodes' answers. A replica removed from its shard stays on
+// the node, outside the configuration, and knows no current leader: it
+// counts as no replica.
+type MemberView struct {
+	Self   uint64
+	Local  LocalView
+	Remote *RemoteView
+}
+
+// IsMember reports whether node self holds a replica of shard that is in
+// the shard's applied configuration (a halted replica counts: the router
+// handles it).
+func IsMember(raft Raft, self, shard uint64) bool {
+	st, err := raft.Status(shard)
+	switch {
+	case errors.Is(err, raftnode.ErrGroupNotFound):
+		return false
+	case err != nil:
+		return true
+	}
+	return slices.Contains(st.Members, self)
+}
+
+// Leader implements ShardView.
+func (v MemberView) Leader(ctx context.Context, shard uint64) (uint64, error) {
+	st, err := v.Local.Raft.Status(shard) // one status read on the routing path
+	switch {
+	case errors.Is(err, raftnode.ErrGroupNotFound), err == nil && !slices.Contains(st.Members, v.Self):
+		return v.Remote.Leader(ctx, shard)
+	case err == nil && st.LeaderID != 0:
+		return st.LeaderID, nil
+	}
+	return v.Local.Leader(ctx, shard)
+}
+
+// Hint implements ShardView.
+func (v MemberView) Hint(shard, leader uint64) {
+	if !IsMember(v.Local.Raft, v.Self, shard) {
+		v.Remote.Hint(shard, leader)
+	}
+}
+
 // RemoteView is an API-tier node's view of the storage nodes: it asks
 // every storage node for its shards' leaders (the peer service's Cluster
 // call) about once a second, and at once when a router reports a leader
@@ -54,14 +100,22 @@ type RemoteView struct {
 	nodes []uint64
 	every time.Duration
 
-	mu      sync.Mutex
-	leaders map[uint64]uint64 // shard -> leader
-	terms   map[uint64]uint64
-	last    *qv1.GetClusterResponse
-	changed chan struct{} // closed and replaced on each refresh
-	wake    chan struct{}
-	onShard func(int)
+	mu         sync.Mutex
+	leaders    map[uint64]uint64 // shard -> leader
+	terms      map[uint64]uint64
+	shards     map[uint64]*qv1.ClusterShard // shard -> its leader's answer (else the highest term's)
+	fromLeader map[uint64]bool
+	last       *qv1.GetClusterResponse // merged: every shard some node hosts
+	changed    chan struct{}           // closed and replaced on each refresh
+	wake       chan struct{}
+	onShard    func(int)
+	learn      bool // take the storage nodes from the answers (API tier)
 }
+
+// LearnNodes makes the view follow the storage nodes the answers name
+// (joined and removed ones), instead of the nodes it was made with: an
+// API-tier node's --peers are the bootstrap nodes only. Call before Run.
+func (v *RemoteView) LearnNodes() { v.learn = true }
 
 // OnShards registers f to learn the shard count on each refresh (set
 // before Run).
@@ -70,7 +124,32 @@ func (v *RemoteView) OnShards(f func(int)) { v.onShard = f }
 // NewRemoteView returns a view over the storage nodes. Run it.
 func NewRemoteView(fwd *Forwarder, nodes []uint64) *RemoteView {
 	return &RemoteView{fwd: fwd, nodes: nodes, every: time.Second, leaders: map[uint64]uint64{}, terms: map[uint64]uint64{},
-		changed: make(chan struct{}), wake: make(chan struct{}, 1)}
+		shards: map[uint64]*qv1.ClusterShard{}, changed: make(chan struct{}), wake: make(chan struct{}, 1)}
+}
+
+// SetNodes replaces the storage nodes asked (membership changes).
+func (v *RemoteView) SetNodes(nodes []uint64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.nodes = slices.Clone(nodes)
+}
+
+// KnownLeader is the leader of shard as last seen, without waiting (0:
+// none known).
+func (v *RemoteView) KnownLeader(shard uint64) uint64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.leaders[shard]
+}
+
+// ShardStatus is the last answer about shard from its leader (else from
+// the member of the highest term), and whether the leader gave it; false if
+// no node reported it.
+func (v *RemoteView) ShardStatus(shard uint64) (sh *qv1.ClusterShard, fromLeader, ok bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	sh, ok = v.shards[shard]
+	return sh, ok && v.fromLeader[shard], ok
 }
 
 // Run polls until ctx ends.
@@ -96,9 +175,12 @@ func (v *RemoteView) Run(ctx context.Context) {
 func (v *RemoteView) refresh(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	answers := make([]*qv1.GetClusterResponse, len(v.nodes))
+	v.mu.Lock()
+	nodes := v.nodes
+	v.mu.Unlock()
+	answers := make([]*qv1.GetClusterResponse, len(nodes))
 	var wg sync.WaitGroup
-	for i, id := range v.nodes {
+	for i, id := range nodes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -111,23 +193,52 @@ func (v *RemoteView) refresh(ctx context.Context) {
 	wg.Wait()
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	leaders, terms := map[uint64]uint64{}, map[uint64]uint64{}
+	leaders, terms, shards, fromLeader := map[uint64]uint64{}, map[uint64]uint64{}, map[uint64]*qv1.ClusterShard{}, map[uint64]bool{}
+	var merged *qv1.GetClusterResponse
 	for _, a := range answers {
 		if a == nil {
 			continue
 		}
-		if v.last == nil || len(a.GetShards()) >= len(v.last.GetShards()) {
-			v.last = a
+		if merged == nil || len(a.GetNodes()) > len(merged.GetNodes()) || len(a.GetReplicaSets()) > len(merged.GetReplicaSets()) {
+			merged = &qv1.GetClusterResponse{NodeId: a.GetNodeId(), Nodes: a.GetNodes(), Role: a.GetRole(), ReplicaSets: a.GetReplicaSets()}
 		}
 		for _, sh := range a.GetShards() {
-			if sh.GetLeader() != 0 && sh.GetTerm() >= terms[sh.GetId()] {
-				leaders[sh.GetId()], terms[sh.GetId()] = sh.GetLeader(), sh.GetTerm()
+			id := sh.GetId()
+			if sh.GetLeader() != 0 && sh.GetTerm() >= terms[id] {
+				leaders[id], terms[id] = sh.GetLeader(), sh.GetTerm()
+			}
+			// The leader's own answer carries the lag; else the highest term.
+			if prev, ok := shards[id]; !ok || sh.GetTerm() > prev.GetTerm() || (sh.GetTerm() == prev.GetTerm() && sh.GetLeader() == a.GetNodeId()) {
+				shards[id], fromLeader[id] = sh, sh.GetLeader() == a.GetNodeId()
 			}
 		}
 	}
-	v.leaders, v.terms = leaders, terms
-	if v.onShard != nil && v.last != nil && len(v.last.GetShards()) > 0 {
-		v.onShard(len(v.last.GetShards()))
+	if merged != nil && v.learn && len(merged.GetNodes()) > 0 {
+		var nodes []uint64
+		for _, n := range merged.GetNodes() {
+			if n.GetRaftAddress() != "" {
+				v.fwd.SetPeer(n.GetId(), n.GetRaftAddress())
+				nodes = append(nodes, n.GetId())
+			}
+		}
+		if len(nodes) > 0 {
+			v.nodes = nodes
+		}
+	}
+	if merged != nil {
+		for _, a := range answers {
+			merged.ShardCount = max(merged.ShardCount, a.GetShardCount())
+		}
+		for id := range shards {
+			merged.Shards = append(merged.Shards, shards[id])
+		}
+		slices.SortFunc(merged.Shards, func(a, b *qv1.ClusterShard) int { return int(a.GetId()) - int(b.GetId()) })
+		merged.ShardCount = max(merged.ShardCount, uint32(len(merged.Shards)))
+		v.last = merged
+	}
+	v.leaders, v.terms, v.shards, v.fromLeader = leaders, terms, shards, fromLeader
+	if v.onShard != nil && v.last != nil && v.last.GetShardCount() > 0 {
+		v.onShard(int(v.last.GetShardCount()))
 	}
 	close(v.changed)
 	v.changed = make(chan struct{})
@@ -177,7 +288,7 @@ func (v *RemoteView) Shards() int {
 	if v.last == nil {
 		return 0
 	}
-	return len(v.last.GetShards())
+	return int(v.last.GetShardCount())
 }
 
 // Cluster returns the last answer of a storage node (nil: none yet).

@@ -28,6 +28,9 @@ var (
 	// names another incarnation: its data directory is not the one the
 	// cluster knows (a wiped disk). It must join again under a new id.
 	ErrIncarnationMismatch = errors.New("node incarnation does not match its record")
+	// ErrReplicaSetChanged: a checked SetReplicaSet found another change
+	// under way than the one its writer saw (REPLICA_SET_CHANGED).
+	ErrReplicaSetChanged = errors.New("replica set changed meanwhile")
 	// ErrNoMembership: AdmitNode before the bootstrap nodes were recorded
 	// (a new cluster's first seconds): the next id is not known yet.
 	ErrNoMembership = errors.New("membership not recorded yet")
@@ -70,12 +73,37 @@ func (t *txn) bootstrapMembership(op *storepb.BootstrapMembership, res *Result) 
 		}
 	}
 	for shard := range uint64(op.GetShards()) {
-		rs := &storepb.ReplicaSetRecord{Shard: shard, ReplicationFactor: op.GetReplicationFactor(), Voters: ids, UpdatedAtMs: t.now}
+		voters := ids
+		if op.GetPlaced() {
+			voters = InitialPlacement(ids, shard, int(op.GetReplicationFactor()))
+		}
+		rs := &storepb.ReplicaSetRecord{Shard: shard, ReplicationFactor: op.GetReplicationFactor(), Voters: voters, UpdatedAtMs: t.now}
 		if err := t.set(keys.MemberReplicaSet(t.s.shard, shard), rs); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// InitialPlacement is the voters a new cluster gives shard: rf of the
+// sorted bootstrap node ids, starting at the shard's position, so
+// consecutive shards start on consecutive nodes and every node holds
+// shards*rf/len(ids) replicas (± 1). rf <= 0 or beyond the node count: every
+// node. Only the bootstrap uses it: afterwards the replica set records are
+// the placement.
+func InitialPlacement(ids []uint64, shard uint64, rf int) []uint64 {
+	sorted := slices.Sorted(slices.Values(ids))
+	sorted = slices.Compact(sorted)
+	n := len(sorted)
+	if rf <= 0 || rf >= n {
+		return sorted
+	}
+	out := make([]uint64, 0, rf)
+	for i := range rf {
+		out = append(out, sorted[(int(shard%uint64(n))+i)%n])
+	}
+	slices.Sort(out)
+	return out
 }
 
 func (t *txn) registerNode(op *storepb.RegisterNode, res *Result) error {
@@ -180,6 +208,17 @@ func (t *txn) setReplicaSet(op *storepb.SetReplicaSet, res *Result) error {
 	if rs == nil || rs.GetShard() >= maxMemberShards || len(rs.GetVoters())+len(rs.GetLearners()) > maxMemberNodes {
 		res.Err = fieldErr("replica_set", "missing or out of bounds")
 		return nil
+	}
+	if op.GetCheckPending() {
+		cur := &storepb.ReplicaSetRecord{}
+		found, err := t.get(keys.MemberReplicaSet(t.s.shard, rs.GetShard()), cur)
+		if err != nil {
+			return err
+		}
+		if !found || !proto.Equal(cur.GetPending(), op.GetExpectPending()) {
+			res.Err = ErrReplicaSetChanged
+			return nil
+		}
 	}
 	rec := proto.CloneOf(rs)
 	rec.UpdatedAtMs = t.now

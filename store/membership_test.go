@@ -130,3 +130,66 @@ func TestMembershipAdmit(t *testing.T) {
 		t.Fatalf("replica sets %v", sets)
 	}
 }
+
+// A placed bootstrap puts each shard on rf nodes, consecutive shards
+// starting on consecutive nodes, so every node holds its share.
+func TestMembershipPlacedBootstrap(t *testing.T) {
+	h := newHarness(t)
+	var nodes []*storepb.NodeRecord
+	for id := uint64(1); id <= 5; id++ {
+		nodes = append(nodes, &storepb.NodeRecord{Id: id})
+	}
+	if r := h.apply(memberCmd(&storepb.BootstrapMembership{Shards: 10, ReplicationFactor: 3, Placed: true, Nodes: nodes})); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	sets, err := h.s.ReplicaSets()
+	if err != nil || len(sets) != 10 {
+		t.Fatalf("replica sets %v, %v", sets, err)
+	}
+	load := map[uint64]int{}
+	for _, rs := range sets {
+		if len(rs.Voters) != 3 || !slices.IsSorted(rs.Voters) || !slices.Equal(rs.Voters, InitialPlacement([]uint64{5, 4, 3, 2, 1}, rs.Shard, 3)) {
+			t.Fatalf("shard %d: voters %v", rs.Shard, rs.Voters)
+		}
+		for _, v := range rs.Voters {
+			load[v]++
+		}
+	}
+	for id := uint64(1); id <= 5; id++ {
+		if load[id] != 6 {
+			t.Fatalf("replicas per node %v", load)
+		}
+	}
+	if got := InitialPlacement([]uint64{1, 2}, 7, 3); !slices.Equal(got, []uint64{1, 2}) {
+		t.Fatalf("rf above the node count: %v", got)
+	}
+}
+
+// A checked SetReplicaSet replaces the record only if its change under way
+// is the one the writer read: a move recorded meanwhile is not lost.
+func TestMembershipReplicaSetCompareAndSet(t *testing.T) {
+	h := newHarness(t)
+	h.apply(memberCmd(&storepb.BootstrapMembership{Shards: 2, ReplicationFactor: 3, Placed: true,
+		Nodes: []*storepb.NodeRecord{{Id: 1}, {Id: 2}, {Id: 3}, {Id: 4}}}))
+	set := func(rs *storepb.ReplicaSetRecord, expect *storepb.ReplicaChange) error {
+		return h.apply(memberCmd(&storepb.SetReplicaSet{ReplicaSet: rs, CheckPending: true, ExpectPending: expect})).Err
+	}
+	move := &storepb.ReplicaChange{NodeId: 1, Add: true, RemoveNodeId: 4, StartedAtMs: 5}
+	if err := set(&storepb.ReplicaSetRecord{Shard: 1, Voters: []uint64{2, 3, 4}, Pending: move}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// A writer that read no change under way loses.
+	if err := set(&storepb.ReplicaSetRecord{Shard: 1, Voters: []uint64{2, 3, 4}}, nil); !errors.Is(err, ErrReplicaSetChanged) {
+		t.Fatalf("stale write: %v", err)
+	}
+	if err := set(&storepb.ReplicaSetRecord{Shard: 1, Voters: []uint64{1, 2, 3}}, move); err != nil {
+		t.Fatal(err)
+	}
+	sets, _ := h.s.ReplicaSets()
+	if sets[1].GetPending() != nil || !slices.Equal(sets[1].Voters, []uint64{1, 2, 3}) {
+		t.Fatalf("shard 1: %v", sets[1])
+	}
+	if err := set(&storepb.ReplicaSetRecord{Shard: 9}, nil); !errors.Is(err, ErrReplicaSetChanged) {
+		t.Fatalf("unknown shard: %v", err)
+	}
+}

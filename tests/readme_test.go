@@ -28,6 +28,9 @@ import (
 //     TestReadmeSQSWalkthrough (sqs_cli_test.go, build tag sqscli, run by
 //     `make test-sqs`), the Go program by TestReadmeSQSGoExample
 //     (readme_sqs_go_test.go, in `make test`)
+//   - "### Scale out from 3 to 5 nodes", "### Replace a failed machine",
+//     "### Retire a node": TestReadmeMembershipWalkthroughs
+//     (readme_membership_test.go)
 //   - "## Go SDK" has no block; it points at sdk/examples (run by
 //     sdk/examples/producer/main_test.go) and the sdk Example functions.
 

@@ -19,10 +19,12 @@ func newClusterCmd() *cobra.Command {
 	var c clientCmd
 	statusCmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show nodes and shards (members, leader, term, applied index)",
-		Long: clientLong(`Show the nodes (online or not) and every shard: members, leader, term,
-applied and commit index, log range. -o json or yaml prints the
-GetCluster response as the REST API does (GET /v1/cluster).`),
+		Short: "Show nodes and shards (members, leader, term, applied index, lag)",
+		Long: clientLong(`Show the nodes (online or not) and the shards the answering node holds a
+replica of: members, leader, term, applied and commit index, log range, and
+on a shard it leads each member's lag in entries (node:entries). -o json or
+yaml prints the GetCluster response as the REST API does (GET /v1/cluster),
+with every shard's replica set and the change under way.`),
 		Args: cobra.NoArgs,
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
 			return c.rpc(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
@@ -68,11 +70,12 @@ yaml prints the ListNodes response (GET /v1/cluster/nodes).`),
 	var rc clientCmd
 	removeCmd := &cobra.Command{
 		Use:   "remove <node-id>",
-		Short: "Retire a storage node: its replicas are removed from every shard, then its id is retired",
+		Short: "Retire a storage node: its replicas move to other nodes, then its id is retired",
 		Long: clientLong(`Retire a storage node (also a dead one, e.g. a machine that lost its
-disk): it becomes draining, the coordinator removes its replica from every
-shard, one change per shard at a time, and then marks it removed; its id is
-never used again. Follow the progress with cluster nodes.`),
+disk): it becomes draining, the coordinator moves each of its replicas to
+another active node (or, with no node to take it, removes it), one move at
+a time, and then marks it removed; its id is never used again. The same
+call as cluster drain. Follow the progress with cluster nodes.`),
 		Args: cobra.ExactArgs(1),
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
 			id, err := strconv.ParseUint(args[0], 10, 64)
@@ -94,6 +97,7 @@ never used again. Follow the progress with cluster nodes.`),
 	}
 	rc.register(removeCmd)
 	cmd.AddCommand(removeCmd)
+	cmd.AddCommand(newDrainCmd(), newMoveReplicaCmd(), newRebalanceCmd())
 	return cmd
 }
 
@@ -103,25 +107,44 @@ func nodeState(n *qv1.NodeInfo) string {
 
 func printNodes(cmd *cobra.Command, r *qv1.ListNodesResponse) error {
 	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 2, 2, ' ', 0)
-	fmt.Fprintf(w, "NODE\tSTATE\tPEER ADDRESS\tCLIENT ADDRESS\tINCARNATION\n")
+	replicas := replicaCounts(r)
+	fmt.Fprintf(w, "NODE\tSTATE\tPEER ADDRESS\tCLIENT ADDRESS\tINCARNATION\tREPLICAS\n")
 	for _, n := range r.GetNodes() {
 		state := nodeState(n)
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%016x\n", n.GetId(), state, n.GetPeerAddress(), n.GetClientAddress(), n.GetIncarnation())
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%016x\t%d\n", n.GetId(), state, n.GetPeerAddress(), n.GetClientAddress(), n.GetIncarnation(), replicas[n.GetId()])
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "SHARD\tRF\tVOTERS\tLEARNERS\tCHANGE\n")
 	for _, rs := range r.GetReplicaSets() {
-		change := "-"
-		if rs.GetPendingNode() != 0 {
-			verb := "remove"
-			if rs.GetPendingAdd() {
-				verb = "add"
-			}
-			change = fmt.Sprintf("%s %d", verb, rs.GetPendingNode())
-		}
-		fmt.Fprintf(w, "%d\t%d\t%s\t%s\t%s\n", rs.GetShard(), rs.GetReplicationFactor(), joinIDs(rs.GetVoters()), joinIDs(rs.GetLearners()), change)
+		fmt.Fprintf(w, "%d\t%d\t%s\t%s\t%s\n", rs.GetShard(), rs.GetReplicationFactor(), joinIDs(rs.GetVoters()), joinIDs(rs.GetLearners()), changeOf(rs))
 	}
 	return w.Flush()
+}
+
+// changeOf describes a replica set's change under way.
+func changeOf(rs *qv1.ReplicaSet) string {
+	switch {
+	case rs.GetPendingNode() == 0:
+		return "-"
+	case rs.GetPendingRemoveNode() != 0:
+		return fmt.Sprintf("move %d->%d", rs.GetPendingRemoveNode(), rs.GetPendingNode())
+	case rs.GetPendingLearner():
+		return fmt.Sprintf("observe %d", rs.GetPendingNode())
+	case rs.GetPendingAdd():
+		return fmt.Sprintf("add %d", rs.GetPendingNode())
+	}
+	return fmt.Sprintf("remove %d", rs.GetPendingNode())
+}
+
+// replicaCounts counts each node's voting replicas over every shard.
+func replicaCounts(r *qv1.ListNodesResponse) map[uint64]int {
+	out := map[uint64]int{}
+	for _, rs := range r.GetReplicaSets() {
+		for _, v := range rs.GetVoters() {
+			out[v]++
+		}
+	}
+	return out
 }
 
 func joinIDs(ids []uint64) string {
@@ -156,7 +179,7 @@ func printCluster(cmd *cobra.Command, r *qv1.GetClusterResponse) error {
 	for _, s := range r.GetShards() {
 		led[s.GetLeader()]++
 	}
-	fmt.Fprintf(w, "SHARD\tROLE\tMEMBERS\tLEADER\tTERM\tAPPLIED\tCOMMIT\tLOG\n")
+	fmt.Fprintf(w, "SHARD\tROLE\tMEMBERS\tLEADER\tTERM\tAPPLIED\tCOMMIT\tLOG\tLAG\n")
 	for _, s := range r.GetShards() {
 		members := make([]string, 0, len(s.GetMembers()))
 		for _, m := range s.GetMembers() {
@@ -170,8 +193,15 @@ func printCluster(cmd *cobra.Command, r *qv1.GetClusterResponse) error {
 		if s.GetLeader() != 0 {
 			leader = fmt.Sprint(s.GetLeader())
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d..%d\n", s.GetId(), s.GetRole(), strings.Join(members, ","), leader,
-			s.GetTerm(), s.GetAppliedIndex(), s.GetCommitIndex(), s.GetFirstIndex(), s.GetLastIndex())
+		lag := make([]string, 0, len(s.GetLag()))
+		for _, l := range s.GetLag() { // on the leader only
+			lag = append(lag, fmt.Sprintf("%d:%d", l.GetNode(), l.GetEntries()))
+		}
+		if len(lag) == 0 {
+			lag = append(lag, "-")
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d..%d\t%s\n", s.GetId(), s.GetRole(), strings.Join(members, ","), leader,
+			s.GetTerm(), s.GetAppliedIndex(), s.GetCommitIndex(), s.GetFirstIndex(), s.GetLastIndex(), strings.Join(lag, ","))
 	}
 	if len(r.GetShards()) > 1 {
 		fmt.Fprintln(w)

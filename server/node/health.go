@@ -1,6 +1,14 @@
 package node
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/quorumq/quorumq/raftnode"
+
+	"github.com/quorumq/quorumq/server"
+)
 
 // maxApplyLag is how far this node's applied index may trail the commit
 // index it knows while /readyz still answers ready.
@@ -23,7 +31,7 @@ func (n *Node) Ready() error {
 		}
 		return nil
 	}
-	for _, g := range n.groups() {
+	for _, g := range n.hostedGroups() {
 		st, err := n.host.Status(g)
 		if err != nil {
 			return fmt.Errorf("shard %d: %w", g, err)
@@ -39,6 +47,26 @@ func (n *Node) Ready() error {
 }
 
 // groups are the Raft groups this node serves.
+// hostedGroups are the shards whose leader readiness waits for: those this
+// node holds a replica of in their applied configuration, and those whose
+// configuration it has not applied yet but will be in (the groups it
+// bootstrapped, and the metadata shard, which every node observes). A
+// replica set smaller than the cluster leaves the others to other nodes.
+func (n *Node) hostedGroups() []uint64 {
+	var out []uint64
+	for _, g := range n.groups() {
+		st, err := n.host.Status(g)
+		switch {
+		case errors.Is(err, raftnode.ErrGroupNotFound):
+		case err != nil, slices.Contains(st.Members, n.cfg.NodeID):
+			out = append(out, g)
+		case len(st.Members) == 0 && (g == server.MetadataShard || n.booted[g]):
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
 func (n *Node) groups() []uint64 {
 	ids := make([]uint64, n.cfg.Shards)
 	for i := range ids {

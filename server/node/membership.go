@@ -20,26 +20,26 @@ import (
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
-// Membership (issue 17, first slice). The records (nodes, replica sets)
-// live in the metadata shard. Every storage node, every interval:
+// Membership (issue 17). The records (nodes, replica sets) live in the
+// metadata shard. Every storage node, every interval:
 //
 //  1. reads the records of its metadata replica: learns new nodes' peer
-//     addresses (raft transport, forwarder, GetCluster) and pins their
-//     incarnations (raftnode fences any other);
-//  2. if it leads the metadata shard (the coordinator): records the
-//     bootstrap nodes once, fills in incarnations it learnt, and for the
-//     first joining node records, per shard, the change to make (one per
-//     shard at a time) and clears it once raft applied it; a node that
-//     votes in every shard becomes active;
-//  3. for every shard it leads, carries out the recorded change: the new
-//     node as a learner, then, once it caught up, as a voter; or the
-//     removal of a draining node (handing leadership over first if it is
-//     this node). A removed node ends REMOVED.
+//     addresses (raft transport, forwarder, GetCluster, the view of the
+//     other nodes' shards) and pins their incarnations (raftnode fences
+//     any other);
+//  2. starts the replicas the records now name it for (hosting.go);
+//  3. if it leads the metadata shard (the coordinator, membership_plan.go):
+//     records the bootstrap nodes once, fills in incarnations it learnt,
+//     records the end of each shard's change once raft applied it (or its
+//     rollback if it stalled), and plans the next changes: every node an
+//     observer of the metadata shard, every shard back to its replication
+//     factor, draining nodes' replicas moved away, replicas spread evenly
+//     (one copy at a time in the cluster);
+//  4. for every shard it leads, carries out the recorded change.
 //
 // Everything is derived again from the records and raft's configuration
 // each pass, so a new coordinator or shard leader resumes a change half
-// done. Placement stays "every shard on every node" in this slice: a
-// joining node is added to every shard.
+// done.
 
 // membershipEvery is the default pass interval.
 const membershipEvery = 500 * time.Millisecond
@@ -75,13 +75,19 @@ func (n *Node) membershipOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	sets, err := meta.ReplicaSets()
+	if err != nil {
+		return err
+	}
 	n.learnPeers(recs)
+	n.hostNamed(sets)
 	if st, err := n.host.Status(server.MetadataShard); err == nil && st.IsLeader {
-		if err := n.coordinate(ctx, recs); err != nil {
+		if err := n.coordinate(ctx, recs, sets); err != nil {
 			return fmt.Errorf("coordinate: %w", err)
 		}
 	}
-	return n.executeChanges(ctx)
+	n.executeChanges(ctx, sets)
+	return nil
 }
 
 // learnPeers applies the node records to this node's address books and
@@ -112,200 +118,16 @@ func (n *Node) learnPeers(recs []*storepb.NodeRecord) {
 	if n.cluster != nil {
 		n.cluster.SetPeers(peers)
 	}
-}
-
-// coordinate is the metadata leader's part of a pass.
-func (n *Node) coordinate(ctx context.Context, recs []*storepb.NodeRecord) error {
-	meta := n.srvs[server.MetadataShard]
-	propose := func(cmd *storepb.Command) error {
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		_, err := meta.ProposeMembership(pctx, cmd)
-		return err
-	}
-	if len(recs) == 0 {
-		if n.joined {
-			return nil // a joined node never bootstraps; the records will arrive
-		}
-		boot := &storepb.BootstrapMembership{Shards: uint32(n.cfg.Shards), ReplicationFactor: defaultReplicationFactor}
-		for _, id := range n.members() {
-			rec := &storepb.NodeRecord{Id: id, PeerAddr: n.cfg.Peers[id]}
-			if id == n.cfg.NodeID {
-				rec.ClientAddr, rec.Incarnation = n.clientAddr(), n.host.Incarnation()
-			}
-			boot.Nodes = append(boot.Nodes, rec)
-		}
-		n.log.Info("membership: recording the bootstrap nodes", "nodes", n.members(), "shards", n.cfg.Shards)
-		return propose(&storepb.Command{Op: &storepb.Command_BootstrapMembership{BootstrapMembership: boot}})
-	}
-	var target *storepb.NodeRecord // a joining node first, else a draining one
-	for _, r := range recs {
-		if r.GetIncarnation() == 0 {
-			inc := n.host.PinnedIncarnation(r.GetId())
-			if r.GetId() == n.cfg.NodeID {
-				inc = n.host.Incarnation()
-			}
-			if inc != 0 {
-				reg := &storepb.NodeRecord{Id: r.GetId(), Incarnation: inc}
-				if err := propose(&storepb.Command{Op: &storepb.Command_RegisterNode{RegisterNode: &storepb.RegisterNode{Node: reg}}}); err != nil {
-					return err
-				}
+	if n.others != nil {
+		var others []uint64
+		for id := range peers {
+			if id != n.cfg.NodeID {
+				others = append(others, id)
 			}
 		}
-		if target == nil && r.GetState() == storepb.NodeState_NODE_STATE_JOINING {
-			target = r
-		}
+		slices.Sort(others)
+		n.others.SetNodes(others)
 	}
-	for _, r := range recs {
-		if target == nil && r.GetState() == storepb.NodeState_NODE_STATE_DRAINING {
-			target = r
-		}
-	}
-	if target == nil {
-		return nil
-	}
-	sets, err := n.stores[server.MetadataShard].ReplicaSets()
-	if err != nil {
-		return err
-	}
-	j, add := target.GetId(), target.GetState() == storepb.NodeState_NODE_STATE_JOINING
-	done := 0
-	for _, rs := range sets {
-		st, err := n.host.Status(rs.GetShard())
-		if err != nil {
-			return err
-		}
-		if p := rs.GetPending(); p != nil {
-			// One change per shard: finish (record) the one under way first.
-			if changeDone(st, p.GetNodeId(), p.GetAdd()) {
-				rs.Pending, rs.Voters, rs.Learners = nil, st.Voters, st.Learners
-				if err := propose(setReplicaSet(rs)); err != nil {
-					return err
-				}
-				n.log.Info("membership: shard change done", "node", p.GetNodeId(), "add", p.GetAdd(), "shard", rs.GetShard(), "voters", st.Voters)
-			}
-			continue
-		}
-		if changeDone(st, j, add) {
-			if !slices.Equal(rs.GetVoters(), st.Voters) || !slices.Equal(rs.GetLearners(), st.Learners) {
-				rs.Voters, rs.Learners = st.Voters, st.Learners
-				if err := propose(setReplicaSet(rs)); err != nil {
-					return err
-				}
-			}
-			done++
-			continue
-		}
-		if !add && len(st.Voters) <= 1 {
-			n.log.Warn("membership: not removing the last voter of a shard", "node", j, "shard", rs.GetShard())
-			continue
-		}
-		n.log.Info("membership: changing a shard", "node", j, "add", add, "shard", rs.GetShard())
-		rs.Pending = &storepb.ReplicaChange{NodeId: j, Add: add, StartedAtMs: time.Now().UnixMilli()}
-		if err := propose(setReplicaSet(rs)); err != nil {
-			return err
-		}
-	}
-	if done < len(sets) || len(sets) == 0 {
-		return nil
-	}
-	state := storepb.NodeState_NODE_STATE_ACTIVE
-	if !add {
-		state = storepb.NodeState_NODE_STATE_REMOVED
-	}
-	n.log.Info("membership: node changed in every shard", "node", j, "state", state.String())
-	return propose(&storepb.Command{Op: &storepb.Command_SetNodeState{SetNodeState: &storepb.SetNodeState{NodeId: j, State: state}}})
-}
-
-// changeDone reports whether the applied configuration st has node j as a
-// voter (add) or not at all (remove), outside a joint configuration.
-func changeDone(st raftnode.GroupStatus, j uint64, add bool) bool {
-	if st.Joint {
-		return false
-	}
-	if add {
-		return slices.Contains(st.Voters, j)
-	}
-	return !slices.Contains(st.Members, j)
-}
-
-func setReplicaSet(rs *storepb.ReplicaSetRecord) *storepb.Command {
-	return &storepb.Command{Op: &storepb.Command_SetReplicaSet{SetReplicaSet: &storepb.SetReplicaSet{ReplicaSet: rs}}}
-}
-
-// defaultReplicationFactor is recorded with the initial placement (which
-// still puts every shard on every node).
-const defaultReplicationFactor = 3
-
-// executeChanges carries out, on the shards this node leads, the change
-// the coordinator recorded: a learner first, a voter once caught up.
-func (n *Node) executeChanges(ctx context.Context) error {
-	sets, err := n.stores[server.MetadataShard].ReplicaSets()
-	if err != nil {
-		return err
-	}
-	for _, rs := range sets {
-		p := rs.GetPending()
-		if p == nil {
-			continue
-		}
-		g, x := rs.GetShard(), p.GetNodeId()
-		st, err := n.host.Status(g)
-		if err != nil || !st.IsLeader {
-			continue
-		}
-		var change raftnode.MemberChange
-		switch {
-		case !p.GetAdd() && !slices.Contains(st.Members, x):
-			continue // removed
-		case !p.GetAdd() && x == n.cfg.NodeID:
-			n.handOff(ctx, g, st) // a leader does not remove itself: the next leader does
-			continue
-		case !p.GetAdd():
-			change = raftnode.MemberChange{Kind: raftnode.RemoveMember, ID: x}
-		case !slices.Contains(st.Members, x):
-			change = raftnode.MemberChange{Kind: raftnode.AddLearner, ID: x}
-		case slices.Contains(st.Learners, x) && caughtUp(st, x):
-			change = raftnode.MemberChange{Kind: raftnode.AddVoter, ID: x}
-		default:
-			continue // catching up, or done
-		}
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err = n.host.ChangeMembers(cctx, g, change)
-		cancel()
-		if err != nil {
-			n.log.Debug("membership change", "shard", g, "change", change.Kind.String(), "node", x, "err", err)
-			continue
-		}
-		n.log.Info("membership change applied", "shard", g, "change", change.Kind.String(), "node", x)
-	}
-	return nil
-}
-
-// handOff transfers the leadership of group g to another voter that is
-// replicating, before this node's replica is removed.
-func (n *Node) handOff(ctx context.Context, g uint64, st raftnode.GroupStatus) {
-	for _, p := range st.Peers {
-		if p.ID == n.cfg.NodeID || !slices.Contains(st.Voters, p.ID) || !p.RecentActive || p.State != "StateReplicate" {
-			continue
-		}
-		tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		err := n.host.TransferLeadership(tctx, g, p.ID)
-		cancel()
-		n.log.Info("membership: handing leadership over before this replica is removed", "shard", g, "to", p.ID, "err", err)
-		return
-	}
-}
-
-// caughtUp reports whether the leader's view of learner x is close to its
-// own applied index.
-func caughtUp(st raftnode.GroupStatus, x uint64) bool {
-	for _, p := range st.Peers {
-		if p.ID == x {
-			return p.RecentActive && p.State == "StateReplicate" && p.Match+catchUpLag >= st.Applied
-		}
-	}
-	return false
 }
 
 // clientAddr is this node's gRPC API address as other nodes see it.

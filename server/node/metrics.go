@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -189,6 +190,9 @@ func registerGroupGauges(m metric.Meter, h *raftnode.Host, groups []uint64) erro
 		for _, g := range groups {
 			attrs := metric.WithAttributes(attribute.String("group", strconv.FormatUint(g, 10)))
 			st, err := h.Status(g)
+			if errors.Is(err, raftnode.ErrGroupNotFound) {
+				continue // the shard's replicas are on other nodes
+			}
 			o.ObserveInt64(halted, b2i(err != nil), attrs)
 			o.ObserveInt64(leader, b2i(st.IsLeader), attrs)
 			o.ObserveInt64(hasLeader, b2i(st.LeaderID != 0), attrs)

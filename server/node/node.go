@@ -110,6 +110,21 @@ type Config struct {
 	// MembershipInterval is how often a storage node applies the
 	// membership records (default 500ms; see membership.go).
 	MembershipInterval time.Duration
+	// ReplicationFactor is how many nodes hold each shard (default 3; a
+	// cluster of fewer nodes puts every shard on every node). Recorded at
+	// bootstrap: the bootstrap nodes must agree, as on --shards.
+	ReplicationFactor int
+	// AutoRepair: a node the coordinator has not heard from for this long
+	// is drained (its replicas recreated on the other nodes) and removed;
+	// it can come back only as a new node (--join). 0: never.
+	AutoRepair time.Duration
+	// MoveTimeout: a replica added to a shard that has not caught up after
+	// this long is removed again (the move rolled back). Default 2m.
+	MoveTimeout time.Duration
+	// Rebalance moves replicas until every active node holds its share of
+	// the data shards' replicas (± 1), one move at a time in the cluster
+	// (default true; see membership_plan.go).
+	Rebalance *bool
 }
 
 // Node is a running quorumq process.
@@ -124,18 +139,24 @@ type Node struct {
 	keys    *server.AccessKeys  // SigV4 access key lookup of the SQS endpoint
 	topics  *server.TopicServer // TopicService; also unsubscribes deleted queues for the relays
 	remote  *server.RemoteView  // API-tier nodes
+	others  *server.RemoteView  // storage nodes: the shards hosted elsewhere (MemberView)
 	cluster *server.ClusterServer
-	joined  bool               // this node joined a running cluster (Config.Join)
-	stalls  *writeStalls       // Pebble write stalls, counted from openDB
-	cancel  context.CancelFunc // stops the node's own loops (view, balancer)
-	loops   sync.WaitGroup
-	grpc    *grpc.Server
-	peer    *grpc.Server // Raft transport + forwarded calls, on RaftAddr
-	tr      *raftnode.GRPCTransport
-	faults  *raftnode.FaultFilter // nil unless Config.FaultInjection
-	fwd     *server.Forwarder
-	http    *http.Server
-	conn    *grpc.ClientConn
+	joined  bool            // this node joined a running cluster (Config.Join)
+	booted  map[uint64]bool // groups this start bootstrapped (AddGroup); set before the loops start
+	// seen: when the coordinator last heard from each node (auto-repair),
+	// since it began coordinating in term seenTerm; membership loop only.
+	seen     map[uint64]time.Time
+	seenTerm uint64
+	stalls   *writeStalls       // Pebble write stalls, counted from openDB
+	cancel   context.CancelFunc // stops the node's own loops (view, balancer)
+	loops    sync.WaitGroup
+	grpc     *grpc.Server
+	peer     *grpc.Server // Raft transport + forwarded calls, on RaftAddr
+	tr       *raftnode.GRPCTransport
+	faults   *raftnode.FaultFilter // nil unless Config.FaultInjection
+	fwd      *server.Forwarder
+	http     *http.Server
+	conn     *grpc.ClientConn
 
 	health     *health.Server // grpc.health.v1 on the client listener (grpcconv.go)
 	healthStop chan struct{}  // closed by Stop: ends Watch streams
@@ -272,6 +293,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.router = server.NewRouter(server.RouterConfig{Self: cfg.NodeID, View: n.remote, Forwarder: n.fwd,
 			Logger: cfg.Logger, Timeout: cfg.Server.ProposeTimeout, TracerProvider: tp})
 		n.remote.OnShards(n.router.SetShards)
+		n.remote.LearnNodes()
 		n.keys = server.NewAccessKeys(n.router, server.AccessKeysConfig{})
 		n.topics = server.NewTopicServer(n.router)
 		cluster = server.NewClusterServer(server.ClusterConfig{Self: cfg.NodeID, Peers: cfg.Peers, Remote: n.remote, Router: n.router})
@@ -290,6 +312,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			defer n.loops.Done()
 			n.balanceLeaders(loopCtx)
 		}()
+		if n.others != nil {
+			n.loops.Add(1)
+			go func() {
+				defer n.loops.Done()
+				n.others.Run(loopCtx)
+			}()
+		}
 		if n.multiNode() { // a single node has no peer listener to join through
 			n.loops.Add(1)
 			go func() {
@@ -421,7 +450,7 @@ func (n *Node) serveMetrics(addr string, h http.Handler) error {
 	return nil
 }
 
-// maxShards bounds --shards: every node hosts every shard.
+// maxShards bounds --shards (a node may host every shard).
 const maxShards = 256
 
 // startStorage opens Pebble, starts one Raft group and queue server per
@@ -476,8 +505,19 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 		n.srvs = append(n.srvs, srv)
 		local[g] = srv
 	}
+	var view server.ShardView = server.LocalView{Raft: n.host, Timeout: cfg.Server.ProposeTimeout}
+	if n.fwd != nil { // shards may live on other nodes only (replica sets)
+		var others []uint64
+		for _, id := range n.members() {
+			if id != cfg.NodeID {
+				others = append(others, id)
+			}
+		}
+		n.others = server.NewRemoteView(n.fwd, others)
+		view = server.MemberView{Self: cfg.NodeID, Local: view.(server.LocalView), Remote: n.others}
+	}
 	n.router = server.NewRouter(server.RouterConfig{Self: cfg.NodeID, Shards: cfg.Shards, Local: local,
-		View: server.LocalView{Raft: n.host, Timeout: cfg.Server.ProposeTimeout}, Forwarder: n.fwd,
+		View: view, Forwarder: n.fwd,
 		Logger: cfg.Logger, Timeout: cfg.Server.ProposeTimeout, TracerProvider: tp})
 	n.keys = server.NewAccessKeys(n.router, server.AccessKeysConfig{})
 	n.topics = server.NewTopicServer(n.router)
@@ -497,21 +537,15 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 			return nil, fmt.Errorf("raft metrics: %w", err)
 		}
 	}
-	for i, g := range n.groups() {
-		add := func() error { return n.host.AddGroup(g, n.members(), n.srvs[i].StateMachine()) }
-		if n.joined { // never bootstrap: the shard's leader adds this node
-			add = func() error { return n.host.JoinGroup(g, n.srvs[i].StateMachine()) }
-		}
-		if err := add(); err != nil {
-			return nil, fmt.Errorf("start shard %d: %w", g, err)
-		}
+	if err := n.startGroups(); err != nil {
+		return nil, err
 	}
 	var peerStatus server.PeerStatusFunc
 	if n.tr != nil {
 		peerStatus = n.tr.PeerStatus
 	}
 	cluster := server.NewClusterServer(server.ClusterConfig{Self: cfg.NodeID, Peers: n.peerAddrs(), Status: peerStatus,
-		Raft: n.host, Shards: n.groups(), Router: n.router})
+		Raft: n.host, Shards: n.groups(), Router: n.router, ReplicaSets: n.replicaSetsAPI})
 	if n.multiNode() {
 		// The peer listener carries Raft traffic, calls routed to this
 		// node's shard leaders, outbox deliveries and API-tier views. It
@@ -645,7 +679,7 @@ func (n *Node) WaitReady(ctx context.Context) error {
 		}
 		return nil
 	}
-	for _, g := range n.groups() {
+	for _, g := range n.hostedGroups() {
 		if _, err := n.host.WaitLeader(ctx, g); err != nil {
 			return fmt.Errorf("shard %d: %w", g, err)
 		}

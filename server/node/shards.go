@@ -5,12 +5,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/quorumq/quorumq/internal/keys"
 	"github.com/quorumq/quorumq/server"
+	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
 // checkShardCount records the shard count in a new data directory and
@@ -70,13 +72,40 @@ func (n *Node) balanceLeaders(ctx context.Context) {
 }
 
 func (n *Node) balanceOnce(ctx context.Context) {
-	members := n.members()
-	if st, err := n.host.Status(server.MetadataShard); err == nil && len(st.Voters) > 0 {
-		members = st.Voters // nodes joined or removed since start (membership.go)
+	nodes := n.members()
+	if recs, err := n.stores[server.MetadataShard].Nodes(); err == nil && len(recs) > 0 {
+		nodes = nodes[:0:0] // nodes joined or removed since start (membership.go)
+		for _, r := range recs {
+			if r.GetState() == storepb.NodeState_NODE_STATE_ACTIVE {
+				nodes = append(nodes, r.GetId())
+			}
+		}
 	}
+	if len(nodes) == 0 {
+		return
+	}
+	// Not the leadership of a shard with a membership change under way:
+	// the change's proposals would be dropped while it moves (the raft
+	// host also skips a transfer while a change is in its log).
+	changing := map[uint64]bool{}
+	if sets, err := n.stores[server.MetadataShard].ReplicaSets(); err == nil {
+		for _, rs := range sets {
+			changing[rs.GetShard()] = rs.GetPending() != nil
+		}
+	}
+	// Leaders of every shard: this node's replicas', else the other nodes'
+	// answers (replica sets smaller than the cluster).
 	led := map[uint64]int{}
 	var mine []uint64
 	for _, g := range n.groups() {
+		if !server.IsMember(n.host, n.cfg.NodeID, g) {
+			if n.others != nil {
+				if l := n.others.KnownLeader(g); l != 0 {
+					led[l]++
+				}
+			}
+			continue
+		}
 		st, err := n.host.Status(g)
 		if err != nil || st.LeaderID == 0 {
 			return // an election is running: wait for a settled picture
@@ -86,34 +115,41 @@ func (n *Node) balanceOnce(ctx context.Context) {
 			mine = append(mine, g)
 		}
 	}
-	share := (n.cfg.Shards + len(members) - 1) / len(members)
+	share := (n.cfg.Shards + len(nodes) - 1) / len(nodes)
 	if len(mine) <= share {
 		return
 	}
-	var to uint64
 	online := map[uint64]bool{}
 	if n.tr != nil {
 		for id, ps := range n.tr.PeerStatus() {
 			online[id] = ps.Connected
 		}
 	}
-	for _, m := range members {
-		if m == n.cfg.NodeID || (n.tr != nil && !online[m]) {
+	for i := len(mine) - 1; i >= 0; i-- {
+		g := mine[i]
+		st, err := n.host.Status(g)
+		if err != nil || !st.IsLeader || st.Joint || changing[g] {
 			continue
 		}
-		if to == 0 || led[m] < led[to] {
-			to = m
+		var to uint64
+		for _, m := range st.Voters { // a learner cannot lead
+			if m == n.cfg.NodeID || !slices.Contains(nodes, m) || (n.tr != nil && !online[m]) {
+				continue
+			}
+			if to == 0 || led[m] < led[to] {
+				to = m
+			}
 		}
-	}
-	if to == 0 || led[to]+1 > share {
+		if to == 0 || led[to]+1 > share {
+			continue
+		}
+		tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		if err := n.host.TransferLeadership(tctx, g, to); err != nil {
+			n.log.Debug("leader rebalancing: transfer failed", "shard", g, "to", to, "err", err)
+			return
+		}
+		n.log.Info("leader rebalancing: transferred", "shard", g, "to", to, "led", len(mine), "share", share)
 		return
 	}
-	g := mine[len(mine)-1]
-	tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	if err := n.host.TransferLeadership(tctx, g, to); err != nil {
-		n.log.Debug("leader rebalancing: transfer failed", "shard", g, "to", to, "err", err)
-		return
-	}
-	n.log.Info("leader rebalancing: transferred", "shard", g, "to", to, "led", len(mine), "share", share)
 }

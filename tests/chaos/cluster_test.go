@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -166,7 +165,10 @@ func (c *cluster) start(id uint64) error {
 	if n.join != "" { // a joined node reads its id back from its data
 		args = append(args, "--join", n.join)
 	} else {
-		args = append(args, "--node-id", fmt.Sprint(id), "--peers", c.peers, "--shards", fmt.Sprint(c.shards))
+		// Every shard on every node (the replica comparison reads each
+		// shard on all of them).
+		args = append(args, "--node-id", fmt.Sprint(id), "--peers", c.peers, "--shards", fmt.Sprint(c.shards),
+			"--replication-factor", fmt.Sprint(len(c.ids)))
 	}
 	cmd := exec.Command(c.bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
@@ -521,101 +523,6 @@ func (c *cluster) converged(limit time.Duration) (map[uint64]uint64, time.Durati
 		if time.Since(start) > limit {
 			sort.Strings(desc)
 			return nil, time.Since(start), fmt.Errorf("replicas not converged after %v: %s", limit, strings.Join(desc, "; "))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// rejoin repairs slot id, whose data was wiped, as an operator repairs a
-// lost disk (README, Operations: Lost disk): `serve --join` to the peer
-// address of the running member via (admitted under a new Raft id), then
-// RemoveNode of the old id. It returns once the recorded membership names
-// every slot's current id, and no other, as the voters of every shard with
-// no change under way.
-func (c *cluster) rejoin(id, via uint64, limit time.Duration) (uint64, error) {
-	deadline := time.Now().Add(limit)
-	old := c.raftID(id)
-	n := c.nodes[id]
-	n.mu.Lock()
-	n.join = c.nodes[via].raftAd
-	n.mu.Unlock()
-	if err := c.start(id); err != nil {
-		return 0, err
-	}
-	var nid uint64
-	for nid == 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		r, err := c.admin(id).GetCluster(ctx, &qv1.GetClusterRequest{})
-		cancel()
-		if err == nil {
-			nid = r.GetNodeId()
-		}
-		if nid == 0 {
-			if time.Now().After(deadline) {
-				return 0, fmt.Errorf("node %d: no id after --join within %v (last error: %v)", id, limit, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	if nid == old {
-		return 0, fmt.Errorf("node %d rejoined under its old id %d", id, old)
-	}
-	n.mu.Lock()
-	n.raftID, n.former = nid, append(n.former, old)
-	n.mu.Unlock()
-	// Partitions name slots: cut the running nodes off from the new id too.
-	for _, o := range c.idsIn(up) {
-		on := c.nodes[o]
-		on.mu.Lock()
-		cut := on.blocked
-		on.mu.Unlock()
-		if len(cut) > 0 {
-			if err := c.setBlocked(o, cut); err != nil {
-				return nid, err
-			}
-		}
-	}
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := c.admin(via).RemoveNode(ctx, &qv1.RemoveNodeRequest{NodeId: old})
-		cancel()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			return nid, fmt.Errorf("RemoveNode %d: %w", old, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	var want []uint64
-	for _, s := range c.ids {
-		want = append(want, c.raftID(s))
-	}
-	slices.Sort(want)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		r, err := c.admin(via).ListNodes(ctx, &qv1.ListNodesRequest{})
-		cancel()
-		var why string
-		switch {
-		case err != nil:
-			why = err.Error()
-		case len(r.GetReplicaSets()) != c.shards:
-			why = fmt.Sprintf("%d replica sets", len(r.GetReplicaSets()))
-		default:
-			for _, rs := range r.GetReplicaSets() {
-				voters := slices.Sorted(slices.Values(rs.GetVoters()))
-				if !slices.Equal(voters, want) || len(rs.GetLearners()) > 0 || rs.GetPendingNode() != 0 {
-					why = fmt.Sprintf("replica set %v (want voters %v)", rs, want)
-					break
-				}
-			}
-		}
-		if why == "" {
-			return nid, nil
-		}
-		if time.Now().After(deadline) {
-			return nid, fmt.Errorf("membership not settled after %v: %s", limit, why)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

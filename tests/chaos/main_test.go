@@ -2,10 +2,13 @@
 // real `quorumq serve` processes on 127.0.0.1, built with -tags chaos so
 // that --fault-injection can cut nodes off from each other, under a seeded
 // schedule of kill -9 (leader, follower, majority, all), SIGSTOP longer than
-// the visibility timeouts, partitions, restarts and a wiped node (which
+// the visibility timeouts, partitions, restarts, a wiped node (which
 // rejoins with --join under a new Raft id while its old id is removed, as
-// an operator repairs a lost disk), while producers and consumers record
-// every call; a checker reads the history and every replica's state.
+// an operator repairs a lost disk) and membership changes
+// (membership_test.go: a running node drained and removed, then joining
+// empty; a wiped node's replicas moved to its new id with MoveReplica),
+// while producers and consumers record every call; a checker reads the
+// history and every replica's state.
 // Topics ride along (topic_workload_test.go): a publisher with idempotency
 // keys, a consumer of two subscribed queues (one filtered by tag, one
 // FIFO) and a group reading each partition, sometimes crashing before it

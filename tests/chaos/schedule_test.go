@@ -35,10 +35,12 @@ const (
 	wipeLeader    episode = "wipe leader"
 	isolateKill   episode = "partition leader + kill -9 new leader"
 	pauseKill     episode = "SIGSTOP leader + kill -9 follower"
+	drainRejoin   episode = "drain, remove, rejoin empty" // membership_test.go
+	wipeMove      episode = "wipe, rejoin, move replicas"
 )
 
 var allEpisodes = []episode{killLeader, killFollower, killMajority, killAll, pauseLeader, pauseFollower, isolateLeader, partitionMin,
-	wipeFollower, wipeLeader, isolateKill, pauseKill}
+	wipeFollower, wipeLeader, isolateKill, pauseKill, drainRejoin, wipeMove}
 
 // runConfig is one schedule's setup.
 type runConfig struct {
@@ -725,7 +727,7 @@ func runEpisode(c *cluster, rng *rand.Rand, ep episode, cfg runConfig, sched *sc
 		sched.add("  node %d caught up after %v", follower, time.Since(start).Round(time.Millisecond))
 		return nil
 	}
-	return fmt.Errorf("unknown episode %q", ep)
+	return membershipEpisode(c, rng, ep, leader, sched, res)
 }
 
 // waitApplied waits until every node in ids has applied, per shard, at

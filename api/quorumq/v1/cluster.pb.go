@@ -86,6 +86,116 @@ func (NodeState) EnumDescriptor() ([]byte, []int) {
 	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{0}
 }
 
+// MoveReplicaRequest names the shard and the two nodes.
+type MoveReplicaRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Shard id.
+	Shard uint64 `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	// Node whose replica goes away (a voter of the shard).
+	FromNode uint64 `protobuf:"varint,2,opt,name=from_node,json=fromNode,proto3" json:"from_node,omitempty"`
+	// Node that gets the replica (an active node without one).
+	ToNode        uint64 `protobuf:"varint,3,opt,name=to_node,json=toNode,proto3" json:"to_node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveReplicaRequest) Reset() {
+	*x = MoveReplicaRequest{}
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveReplicaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveReplicaRequest) ProtoMessage() {}
+
+func (x *MoveReplicaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveReplicaRequest.ProtoReflect.Descriptor instead.
+func (*MoveReplicaRequest) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *MoveReplicaRequest) GetShard() uint64 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *MoveReplicaRequest) GetFromNode() uint64 {
+	if x != nil {
+		return x.FromNode
+	}
+	return 0
+}
+
+func (x *MoveReplicaRequest) GetToNode() uint64 {
+	if x != nil {
+		return x.ToNode
+	}
+	return 0
+}
+
+// MoveReplicaResponse is the shard's replica set with the move recorded.
+type MoveReplicaResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The replica set, its pending change the move.
+	ReplicaSet    *ReplicaSet `protobuf:"bytes,1,opt,name=replica_set,json=replicaSet,proto3" json:"replica_set,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveReplicaResponse) Reset() {
+	*x = MoveReplicaResponse{}
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveReplicaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveReplicaResponse) ProtoMessage() {}
+
+func (x *MoveReplicaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveReplicaResponse.ProtoReflect.Descriptor instead.
+func (*MoveReplicaResponse) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *MoveReplicaResponse) GetReplicaSet() *ReplicaSet {
+	if x != nil {
+		return x.ReplicaSet
+	}
+	return nil
+}
+
 // RemoveNodeRequest names the node.
 type RemoveNodeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -97,7 +207,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[0]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -109,7 +219,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[0]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -122,7 +232,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{0}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *RemoveNodeRequest) GetNodeId() uint64 {
@@ -144,7 +254,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[1]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -156,7 +266,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[1]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -169,7 +279,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{1}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RemoveNodeResponse) GetNode() *NodeInfo {
@@ -199,7 +309,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[2]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -211,7 +321,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[2]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -224,7 +334,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *NodeInfo) GetId() uint64 {
@@ -276,14 +386,20 @@ type ReplicaSet struct {
 	// The node being added to or removed from this shard; 0: none.
 	PendingNode uint64 `protobuf:"varint,5,opt,name=pending_node,json=pendingNode,proto3" json:"pending_node,omitempty"`
 	// The pending change adds pending_node (false: removes it).
-	PendingAdd    bool `protobuf:"varint,6,opt,name=pending_add,json=pendingAdd,proto3" json:"pending_add,omitempty"`
+	PendingAdd bool `protobuf:"varint,6,opt,name=pending_add,json=pendingAdd,proto3" json:"pending_add,omitempty"`
+	// A move: once pending_node caught up it replaces this node; 0: none.
+	PendingRemoveNode uint64 `protobuf:"varint,7,opt,name=pending_remove_node,json=pendingRemoveNode,proto3" json:"pending_remove_node,omitempty"`
+	// The pending add keeps pending_node a learner (a metadata observer).
+	PendingLearner bool `protobuf:"varint,8,opt,name=pending_learner,json=pendingLearner,proto3" json:"pending_learner,omitempty"`
+	// When the pending change was recorded.
+	PendingSince  *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=pending_since,json=pendingSince,proto3" json:"pending_since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReplicaSet) Reset() {
 	*x = ReplicaSet{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[3]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -295,7 +411,7 @@ func (x *ReplicaSet) String() string {
 func (*ReplicaSet) ProtoMessage() {}
 
 func (x *ReplicaSet) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[3]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -308,7 +424,7 @@ func (x *ReplicaSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaSet.ProtoReflect.Descriptor instead.
 func (*ReplicaSet) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{3}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ReplicaSet) GetShard() uint64 {
@@ -353,6 +469,27 @@ func (x *ReplicaSet) GetPendingAdd() bool {
 	return false
 }
 
+func (x *ReplicaSet) GetPendingRemoveNode() uint64 {
+	if x != nil {
+		return x.PendingRemoveNode
+	}
+	return 0
+}
+
+func (x *ReplicaSet) GetPendingLearner() bool {
+	if x != nil {
+		return x.PendingLearner
+	}
+	return false
+}
+
+func (x *ReplicaSet) GetPendingSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PendingSince
+	}
+	return nil
+}
+
 // ListNodesRequest is empty.
 type ListNodesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -362,7 +499,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[4]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -374,7 +511,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[4]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -387,7 +524,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{4}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 // ListNodesResponse is the recorded membership.
@@ -403,7 +540,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[5]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -415,7 +552,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[5]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -428,7 +565,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{5}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeInfo {
@@ -460,7 +597,7 @@ type JoinClusterRequest struct {
 
 func (x *JoinClusterRequest) Reset() {
 	*x = JoinClusterRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[6]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -472,7 +609,7 @@ func (x *JoinClusterRequest) String() string {
 func (*JoinClusterRequest) ProtoMessage() {}
 
 func (x *JoinClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[6]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -485,7 +622,7 @@ func (x *JoinClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinClusterRequest.ProtoReflect.Descriptor instead.
 func (*JoinClusterRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{6}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *JoinClusterRequest) GetPeerAddress() string {
@@ -524,7 +661,7 @@ type JoinClusterResponse struct {
 
 func (x *JoinClusterResponse) Reset() {
 	*x = JoinClusterResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[7]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -536,7 +673,7 @@ func (x *JoinClusterResponse) String() string {
 func (*JoinClusterResponse) ProtoMessage() {}
 
 func (x *JoinClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[7]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -549,7 +686,7 @@ func (x *JoinClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinClusterResponse.ProtoReflect.Descriptor instead.
 func (*JoinClusterResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{7}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *JoinClusterResponse) GetNode() *NodeInfo {
@@ -589,7 +726,7 @@ type GetMessageHistoryRequest struct {
 
 func (x *GetMessageHistoryRequest) Reset() {
 	*x = GetMessageHistoryRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[8]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -601,7 +738,7 @@ func (x *GetMessageHistoryRequest) String() string {
 func (*GetMessageHistoryRequest) ProtoMessage() {}
 
 func (x *GetMessageHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[8]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -614,7 +751,7 @@ func (x *GetMessageHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetMessageHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{8}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetMessageHistoryRequest) GetQueue() string {
@@ -657,7 +794,7 @@ type HistoryBucket struct {
 
 func (x *HistoryBucket) Reset() {
 	*x = HistoryBucket{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[9]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -669,7 +806,7 @@ func (x *HistoryBucket) String() string {
 func (*HistoryBucket) ProtoMessage() {}
 
 func (x *HistoryBucket) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[9]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -682,7 +819,7 @@ func (x *HistoryBucket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryBucket.ProtoReflect.Descriptor instead.
 func (*HistoryBucket) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{9}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *HistoryBucket) GetStart() *timestamppb.Timestamp {
@@ -733,7 +870,7 @@ type QueueHistory struct {
 
 func (x *QueueHistory) Reset() {
 	*x = QueueHistory{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[10]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -745,7 +882,7 @@ func (x *QueueHistory) String() string {
 func (*QueueHistory) ProtoMessage() {}
 
 func (x *QueueHistory) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[10]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -758,7 +895,7 @@ func (x *QueueHistory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueHistory.ProtoReflect.Descriptor instead.
 func (*QueueHistory) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{10}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *QueueHistory) GetQueue() string {
@@ -792,7 +929,7 @@ type GetMessageHistoryResponse struct {
 
 func (x *GetMessageHistoryResponse) Reset() {
 	*x = GetMessageHistoryResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[11]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -804,7 +941,7 @@ func (x *GetMessageHistoryResponse) String() string {
 func (*GetMessageHistoryResponse) ProtoMessage() {}
 
 func (x *GetMessageHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[11]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -817,7 +954,7 @@ func (x *GetMessageHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetMessageHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{11}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetMessageHistoryResponse) GetNodeId() uint64 {
@@ -864,7 +1001,7 @@ type TenantQuota struct {
 
 func (x *TenantQuota) Reset() {
 	*x = TenantQuota{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[12]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -876,7 +1013,7 @@ func (x *TenantQuota) String() string {
 func (*TenantQuota) ProtoMessage() {}
 
 func (x *TenantQuota) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[12]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -889,7 +1026,7 @@ func (x *TenantQuota) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantQuota.ProtoReflect.Descriptor instead.
 func (*TenantQuota) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{12}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TenantQuota) GetMaxQueues() int64 {
@@ -926,7 +1063,7 @@ type TenantUsage struct {
 
 func (x *TenantUsage) Reset() {
 	*x = TenantUsage{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[13]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -938,7 +1075,7 @@ func (x *TenantUsage) String() string {
 func (*TenantUsage) ProtoMessage() {}
 
 func (x *TenantUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[13]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -951,7 +1088,7 @@ func (x *TenantUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantUsage.ProtoReflect.Descriptor instead.
 func (*TenantUsage) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{13}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TenantUsage) GetQueues() int64 {
@@ -981,7 +1118,7 @@ type SetTenantQuotaRequest struct {
 
 func (x *SetTenantQuotaRequest) Reset() {
 	*x = SetTenantQuotaRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[14]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -993,7 +1130,7 @@ func (x *SetTenantQuotaRequest) String() string {
 func (*SetTenantQuotaRequest) ProtoMessage() {}
 
 func (x *SetTenantQuotaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[14]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1006,7 +1143,7 @@ func (x *SetTenantQuotaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTenantQuotaRequest.ProtoReflect.Descriptor instead.
 func (*SetTenantQuotaRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{14}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SetTenantQuotaRequest) GetTenant() string {
@@ -1036,7 +1173,7 @@ type SetTenantQuotaResponse struct {
 
 func (x *SetTenantQuotaResponse) Reset() {
 	*x = SetTenantQuotaResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[15]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1048,7 +1185,7 @@ func (x *SetTenantQuotaResponse) String() string {
 func (*SetTenantQuotaResponse) ProtoMessage() {}
 
 func (x *SetTenantQuotaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[15]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1061,7 +1198,7 @@ func (x *SetTenantQuotaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTenantQuotaResponse.ProtoReflect.Descriptor instead.
 func (*SetTenantQuotaResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{15}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SetTenantQuotaResponse) GetQuota() *TenantQuota {
@@ -1089,7 +1226,7 @@ type GetTenantQuotaRequest struct {
 
 func (x *GetTenantQuotaRequest) Reset() {
 	*x = GetTenantQuotaRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[16]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1101,7 +1238,7 @@ func (x *GetTenantQuotaRequest) String() string {
 func (*GetTenantQuotaRequest) ProtoMessage() {}
 
 func (x *GetTenantQuotaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[16]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1114,7 +1251,7 @@ func (x *GetTenantQuotaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantQuotaRequest.ProtoReflect.Descriptor instead.
 func (*GetTenantQuotaRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{16}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetTenantQuotaRequest) GetTenant() string {
@@ -1137,7 +1274,7 @@ type GetTenantQuotaResponse struct {
 
 func (x *GetTenantQuotaResponse) Reset() {
 	*x = GetTenantQuotaResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[17]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1286,7 @@ func (x *GetTenantQuotaResponse) String() string {
 func (*GetTenantQuotaResponse) ProtoMessage() {}
 
 func (x *GetTenantQuotaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[17]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1299,7 @@ func (x *GetTenantQuotaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantQuotaResponse.ProtoReflect.Descriptor instead.
 func (*GetTenantQuotaResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{17}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetTenantQuotaResponse) GetQuota() *TenantQuota {
@@ -1188,7 +1325,7 @@ type GetClusterRequest struct {
 
 func (x *GetClusterRequest) Reset() {
 	*x = GetClusterRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[18]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1337,7 @@ func (x *GetClusterRequest) String() string {
 func (*GetClusterRequest) ProtoMessage() {}
 
 func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[18]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1350,7 @@ func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{18}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{20}
 }
 
 // ClusterNode is one member of the cluster.
@@ -1235,7 +1372,7 @@ type ClusterNode struct {
 
 func (x *ClusterNode) Reset() {
 	*x = ClusterNode{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[19]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1247,7 +1384,7 @@ func (x *ClusterNode) String() string {
 func (*ClusterNode) ProtoMessage() {}
 
 func (x *ClusterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[19]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1260,7 +1397,7 @@ func (x *ClusterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterNode.ProtoReflect.Descriptor instead.
 func (*ClusterNode) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{19}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ClusterNode) GetId() uint64 {
@@ -1323,14 +1460,19 @@ type ClusterShard struct {
 	// Voters of the applied configuration (members holds voters and learners).
 	Voters []uint64 `protobuf:"varint,10,rep,packed,name=voters,proto3" json:"voters,omitempty"`
 	// Learners: replicas catching up, not yet voting.
-	Learners      []uint64 `protobuf:"varint,11,rep,packed,name=learners,proto3" json:"learners,omitempty"`
+	Learners []uint64 `protobuf:"varint,11,rep,packed,name=learners,proto3" json:"learners,omitempty"`
+	// On the leader: how many entries each other member's log is behind the
+	// leader's last index (as far as the leader knows).
+	Lag []*MemberLag `protobuf:"bytes,12,rep,name=lag,proto3" json:"lag,omitempty"`
+	// The applied configuration is joint (a change of two voters under way).
+	Joint         bool `protobuf:"varint,13,opt,name=joint,proto3" json:"joint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClusterShard) Reset() {
 	*x = ClusterShard{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[20]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1342,7 +1484,7 @@ func (x *ClusterShard) String() string {
 func (*ClusterShard) ProtoMessage() {}
 
 func (x *ClusterShard) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[20]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1355,7 +1497,7 @@ func (x *ClusterShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterShard.ProtoReflect.Descriptor instead.
 func (*ClusterShard) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{20}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ClusterShard) GetId() uint64 {
@@ -1435,6 +1577,75 @@ func (x *ClusterShard) GetLearners() []uint64 {
 	return nil
 }
 
+func (x *ClusterShard) GetLag() []*MemberLag {
+	if x != nil {
+		return x.Lag
+	}
+	return nil
+}
+
+func (x *ClusterShard) GetJoint() bool {
+	if x != nil {
+		return x.Joint
+	}
+	return false
+}
+
+// MemberLag is how far one member's log is behind its shard's leader.
+type MemberLag struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Member's node id.
+	Node uint64 `protobuf:"varint,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Entries behind the leader's last index.
+	Entries       uint64 `protobuf:"varint,2,opt,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberLag) Reset() {
+	*x = MemberLag{}
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberLag) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberLag) ProtoMessage() {}
+
+func (x *MemberLag) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberLag.ProtoReflect.Descriptor instead.
+func (*MemberLag) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *MemberLag) GetNode() uint64 {
+	if x != nil {
+		return x.Node
+	}
+	return 0
+}
+
+func (x *MemberLag) GetEntries() uint64 {
+	if x != nil {
+		return x.Entries
+	}
+	return 0
+}
+
 // GetClusterResponse lists nodes and shards.
 type GetClusterResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1446,14 +1657,19 @@ type GetClusterResponse struct {
 	// view it routes by).
 	Shards []*ClusterShard `protobuf:"bytes,3,rep,name=shards,proto3" json:"shards,omitempty"`
 	// Role of the answering node: "storage" or "api".
-	Role          string `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
+	Role string `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
+	// The cluster's shard count (shards lists only the hosted ones).
+	ShardCount uint32 `protobuf:"varint,5,opt,name=shard_count,json=shardCount,proto3" json:"shard_count,omitempty"`
+	// Every shard's replica set as the answering node's metadata replica
+	// has it (storage nodes), with the changes under way.
+	ReplicaSets   []*ReplicaSet `protobuf:"bytes,6,rep,name=replica_sets,json=replicaSets,proto3" json:"replica_sets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetClusterResponse) Reset() {
 	*x = GetClusterResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[21]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1465,7 +1681,7 @@ func (x *GetClusterResponse) String() string {
 func (*GetClusterResponse) ProtoMessage() {}
 
 func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[21]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1478,7 +1694,7 @@ func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{21}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetClusterResponse) GetNodeId() uint64 {
@@ -1509,12 +1725,33 @@ func (x *GetClusterResponse) GetRole() string {
 	return ""
 }
 
+func (x *GetClusterResponse) GetShardCount() uint32 {
+	if x != nil {
+		return x.ShardCount
+	}
+	return 0
+}
+
+func (x *GetClusterResponse) GetReplicaSets() []*ReplicaSet {
+	if x != nil {
+		return x.ReplicaSets
+	}
+	return nil
+}
+
 var File_quorumq_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"\x18quorumq/v1/cluster.proto\x12\n" +
-	"quorumq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\",\n" +
+	"quorumq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"`\n" +
+	"\x12MoveReplicaRequest\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\x04R\x05shard\x12\x1b\n" +
+	"\tfrom_node\x18\x02 \x01(\x04R\bfromNode\x12\x17\n" +
+	"\ato_node\x18\x03 \x01(\x04R\x06toNode\"N\n" +
+	"\x13MoveReplicaResponse\x127\n" +
+	"\vreplica_set\x18\x01 \x01(\v2\x16.quorumq.v1.ReplicaSetR\n" +
+	"replicaSet\",\n" +
 	"\x11RemoveNodeRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\">\n" +
 	"\x12RemoveNodeResponse\x12(\n" +
@@ -1524,7 +1761,7 @@ const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"\fpeer_address\x18\x02 \x01(\tR\vpeerAddress\x12%\n" +
 	"\x0eclient_address\x18\x03 \x01(\tR\rclientAddress\x12+\n" +
 	"\x05state\x18\x04 \x01(\x0e2\x15.quorumq.v1.NodeStateR\x05state\x12 \n" +
-	"\vincarnation\x18\x05 \x01(\x04R\vincarnation\"\xc9\x01\n" +
+	"\vincarnation\x18\x05 \x01(\x04R\vincarnation\"\xe3\x02\n" +
 	"\n" +
 	"ReplicaSet\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\x04R\x05shard\x12-\n" +
@@ -1533,7 +1770,10 @@ const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"\blearners\x18\x04 \x03(\x04R\blearners\x12!\n" +
 	"\fpending_node\x18\x05 \x01(\x04R\vpendingNode\x12\x1f\n" +
 	"\vpending_add\x18\x06 \x01(\bR\n" +
-	"pendingAdd\"\x12\n" +
+	"pendingAdd\x12.\n" +
+	"\x13pending_remove_node\x18\a \x01(\x04R\x11pendingRemoveNode\x12'\n" +
+	"\x0fpending_learner\x18\b \x01(\bR\x0ependingLearner\x12?\n" +
+	"\rpending_since\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\fpendingSince\"\x12\n" +
 	"\x10ListNodesRequest\"z\n" +
 	"\x11ListNodesResponse\x12*\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x14.quorumq.v1.NodeInfoR\x05nodes\x129\n" +
@@ -1589,7 +1829,7 @@ const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x12\n" +
 	"\x04self\x18\x03 \x01(\bR\x04self\x12\x16\n" +
 	"\x06online\x18\x04 \x01(\bR\x06online\x12=\n" +
-	"\flast_contact\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vlastContact\"\xb4\x02\n" +
+	"\flast_contact\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vlastContact\"\xf3\x02\n" +
 	"\fClusterShard\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
 	"\amembers\x18\x02 \x03(\x04R\amembers\x12\x16\n" +
@@ -1604,18 +1844,26 @@ const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"\x04role\x18\t \x01(\tR\x04role\x12\x16\n" +
 	"\x06voters\x18\n" +
 	" \x03(\x04R\x06voters\x12\x1a\n" +
-	"\blearners\x18\v \x03(\x04R\blearners\"\xa2\x01\n" +
+	"\blearners\x18\v \x03(\x04R\blearners\x12'\n" +
+	"\x03lag\x18\f \x03(\v2\x15.quorumq.v1.MemberLagR\x03lag\x12\x14\n" +
+	"\x05joint\x18\r \x01(\bR\x05joint\"9\n" +
+	"\tMemberLag\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\x04R\x04node\x12\x18\n" +
+	"\aentries\x18\x02 \x01(\x04R\aentries\"\xfe\x01\n" +
 	"\x12GetClusterResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12-\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x17.quorumq.v1.ClusterNodeR\x05nodes\x120\n" +
 	"\x06shards\x18\x03 \x03(\v2\x18.quorumq.v1.ClusterShardR\x06shards\x12\x12\n" +
-	"\x04role\x18\x04 \x01(\tR\x04role*\x87\x01\n" +
+	"\x04role\x18\x04 \x01(\tR\x04role\x12\x1f\n" +
+	"\vshard_count\x18\x05 \x01(\rR\n" +
+	"shardCount\x129\n" +
+	"\freplica_sets\x18\x06 \x03(\v2\x16.quorumq.v1.ReplicaSetR\vreplicaSets*\x87\x01\n" +
 	"\tNodeState\x12\x1a\n" +
 	"\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12NODE_STATE_JOINING\x10\x01\x12\x15\n" +
 	"\x11NODE_STATE_ACTIVE\x10\x02\x12\x17\n" +
 	"\x13NODE_STATE_DRAINING\x10\x03\x12\x16\n" +
-	"\x12NODE_STATE_REMOVED\x10\x042\xbc\x06\n" +
+	"\x12NODE_STATE_REMOVED\x10\x042\xb8\a\n" +
 	"\x0eClusterService\x12`\n" +
 	"\n" +
 	"GetCluster\x12\x1d.quorumq.v1.GetClusterRequest\x1a\x1e.quorumq.v1.GetClusterResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/cluster\x12\x82\x01\n" +
@@ -1625,7 +1873,8 @@ const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"\tListNodes\x12\x1c.quorumq.v1.ListNodesRequest\x1a\x1d.quorumq.v1.ListNodesResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/cluster/nodes\x12q\n" +
 	"\vJoinCluster\x12\x1e.quorumq.v1.JoinClusterRequest\x1a\x1f.quorumq.v1.JoinClusterResponse\"!\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/cluster/nodes:join\x12w\n" +
 	"\n" +
-	"RemoveNode\x12\x1d.quorumq.v1.RemoveNodeRequest\x1a\x1e.quorumq.v1.RemoveNodeResponse\"*\x82\xd3\xe4\x93\x02$\"\"/v1/cluster/nodes/{node_id}:removeB\xd3\v\x92A\x9a\v\x12\xb6\n" +
+	"RemoveNode\x12\x1d.quorumq.v1.RemoveNodeRequest\x1a\x1e.quorumq.v1.RemoveNodeResponse\"*\x82\xd3\xe4\x93\x02$\"\"/v1/cluster/nodes/{node_id}:remove\x12z\n" +
+	"\vMoveReplica\x12\x1e.quorumq.v1.MoveReplicaRequest\x1a\x1f.quorumq.v1.MoveReplicaResponse\"*\x82\xd3\xe4\x93\x02$:\x01*\"\x1f/v1/cluster/shards/{shard}:moveB\xd3\v\x92A\x9a\v\x12\xb6\n" +
 	"\n" +
 	"\aquorumq\x12\xa5\n" +
 	"quorumq is a replicated SQS-style message queue. This is the REST/JSON mapping of its gRPC API (protojson: lowerCamelCase fields, durations as \"30s\", int64 as strings).\n" +
@@ -1662,74 +1911,83 @@ func file_quorumq_v1_cluster_proto_rawDescGZIP() []byte {
 }
 
 var file_quorumq_v1_cluster_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_quorumq_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_quorumq_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_quorumq_v1_cluster_proto_goTypes = []any{
 	(NodeState)(0),                    // 0: quorumq.v1.NodeState
-	(*RemoveNodeRequest)(nil),         // 1: quorumq.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),        // 2: quorumq.v1.RemoveNodeResponse
-	(*NodeInfo)(nil),                  // 3: quorumq.v1.NodeInfo
-	(*ReplicaSet)(nil),                // 4: quorumq.v1.ReplicaSet
-	(*ListNodesRequest)(nil),          // 5: quorumq.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),         // 6: quorumq.v1.ListNodesResponse
-	(*JoinClusterRequest)(nil),        // 7: quorumq.v1.JoinClusterRequest
-	(*JoinClusterResponse)(nil),       // 8: quorumq.v1.JoinClusterResponse
-	(*GetMessageHistoryRequest)(nil),  // 9: quorumq.v1.GetMessageHistoryRequest
-	(*HistoryBucket)(nil),             // 10: quorumq.v1.HistoryBucket
-	(*QueueHistory)(nil),              // 11: quorumq.v1.QueueHistory
-	(*GetMessageHistoryResponse)(nil), // 12: quorumq.v1.GetMessageHistoryResponse
-	(*TenantQuota)(nil),               // 13: quorumq.v1.TenantQuota
-	(*TenantUsage)(nil),               // 14: quorumq.v1.TenantUsage
-	(*SetTenantQuotaRequest)(nil),     // 15: quorumq.v1.SetTenantQuotaRequest
-	(*SetTenantQuotaResponse)(nil),    // 16: quorumq.v1.SetTenantQuotaResponse
-	(*GetTenantQuotaRequest)(nil),     // 17: quorumq.v1.GetTenantQuotaRequest
-	(*GetTenantQuotaResponse)(nil),    // 18: quorumq.v1.GetTenantQuotaResponse
-	(*GetClusterRequest)(nil),         // 19: quorumq.v1.GetClusterRequest
-	(*ClusterNode)(nil),               // 20: quorumq.v1.ClusterNode
-	(*ClusterShard)(nil),              // 21: quorumq.v1.ClusterShard
-	(*GetClusterResponse)(nil),        // 22: quorumq.v1.GetClusterResponse
-	(*timestamppb.Timestamp)(nil),     // 23: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 24: google.protobuf.Duration
+	(*MoveReplicaRequest)(nil),        // 1: quorumq.v1.MoveReplicaRequest
+	(*MoveReplicaResponse)(nil),       // 2: quorumq.v1.MoveReplicaResponse
+	(*RemoveNodeRequest)(nil),         // 3: quorumq.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),        // 4: quorumq.v1.RemoveNodeResponse
+	(*NodeInfo)(nil),                  // 5: quorumq.v1.NodeInfo
+	(*ReplicaSet)(nil),                // 6: quorumq.v1.ReplicaSet
+	(*ListNodesRequest)(nil),          // 7: quorumq.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),         // 8: quorumq.v1.ListNodesResponse
+	(*JoinClusterRequest)(nil),        // 9: quorumq.v1.JoinClusterRequest
+	(*JoinClusterResponse)(nil),       // 10: quorumq.v1.JoinClusterResponse
+	(*GetMessageHistoryRequest)(nil),  // 11: quorumq.v1.GetMessageHistoryRequest
+	(*HistoryBucket)(nil),             // 12: quorumq.v1.HistoryBucket
+	(*QueueHistory)(nil),              // 13: quorumq.v1.QueueHistory
+	(*GetMessageHistoryResponse)(nil), // 14: quorumq.v1.GetMessageHistoryResponse
+	(*TenantQuota)(nil),               // 15: quorumq.v1.TenantQuota
+	(*TenantUsage)(nil),               // 16: quorumq.v1.TenantUsage
+	(*SetTenantQuotaRequest)(nil),     // 17: quorumq.v1.SetTenantQuotaRequest
+	(*SetTenantQuotaResponse)(nil),    // 18: quorumq.v1.SetTenantQuotaResponse
+	(*GetTenantQuotaRequest)(nil),     // 19: quorumq.v1.GetTenantQuotaRequest
+	(*GetTenantQuotaResponse)(nil),    // 20: quorumq.v1.GetTenantQuotaResponse
+	(*GetClusterRequest)(nil),         // 21: quorumq.v1.GetClusterRequest
+	(*ClusterNode)(nil),               // 22: quorumq.v1.ClusterNode
+	(*ClusterShard)(nil),              // 23: quorumq.v1.ClusterShard
+	(*MemberLag)(nil),                 // 24: quorumq.v1.MemberLag
+	(*GetClusterResponse)(nil),        // 25: quorumq.v1.GetClusterResponse
+	(*timestamppb.Timestamp)(nil),     // 26: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 27: google.protobuf.Duration
 }
 var file_quorumq_v1_cluster_proto_depIdxs = []int32{
-	3,  // 0: quorumq.v1.RemoveNodeResponse.node:type_name -> quorumq.v1.NodeInfo
-	0,  // 1: quorumq.v1.NodeInfo.state:type_name -> quorumq.v1.NodeState
-	3,  // 2: quorumq.v1.ListNodesResponse.nodes:type_name -> quorumq.v1.NodeInfo
-	4,  // 3: quorumq.v1.ListNodesResponse.replica_sets:type_name -> quorumq.v1.ReplicaSet
-	3,  // 4: quorumq.v1.JoinClusterResponse.node:type_name -> quorumq.v1.NodeInfo
-	3,  // 5: quorumq.v1.JoinClusterResponse.nodes:type_name -> quorumq.v1.NodeInfo
-	23, // 6: quorumq.v1.HistoryBucket.start:type_name -> google.protobuf.Timestamp
-	24, // 7: quorumq.v1.HistoryBucket.length:type_name -> google.protobuf.Duration
-	10, // 8: quorumq.v1.QueueHistory.buckets:type_name -> quorumq.v1.HistoryBucket
-	24, // 9: quorumq.v1.GetMessageHistoryResponse.interval:type_name -> google.protobuf.Duration
-	10, // 10: quorumq.v1.GetMessageHistoryResponse.total:type_name -> quorumq.v1.HistoryBucket
-	11, // 11: quorumq.v1.GetMessageHistoryResponse.queues:type_name -> quorumq.v1.QueueHistory
-	13, // 12: quorumq.v1.SetTenantQuotaRequest.quota:type_name -> quorumq.v1.TenantQuota
-	13, // 13: quorumq.v1.SetTenantQuotaResponse.quota:type_name -> quorumq.v1.TenantQuota
-	14, // 14: quorumq.v1.SetTenantQuotaResponse.usage:type_name -> quorumq.v1.TenantUsage
-	13, // 15: quorumq.v1.GetTenantQuotaResponse.quota:type_name -> quorumq.v1.TenantQuota
-	14, // 16: quorumq.v1.GetTenantQuotaResponse.usage:type_name -> quorumq.v1.TenantUsage
-	23, // 17: quorumq.v1.ClusterNode.last_contact:type_name -> google.protobuf.Timestamp
-	20, // 18: quorumq.v1.GetClusterResponse.nodes:type_name -> quorumq.v1.ClusterNode
-	21, // 19: quorumq.v1.GetClusterResponse.shards:type_name -> quorumq.v1.ClusterShard
-	19, // 20: quorumq.v1.ClusterService.GetCluster:input_type -> quorumq.v1.GetClusterRequest
-	15, // 21: quorumq.v1.ClusterService.SetTenantQuota:input_type -> quorumq.v1.SetTenantQuotaRequest
-	17, // 22: quorumq.v1.ClusterService.GetTenantQuota:input_type -> quorumq.v1.GetTenantQuotaRequest
-	9,  // 23: quorumq.v1.ClusterService.GetMessageHistory:input_type -> quorumq.v1.GetMessageHistoryRequest
-	5,  // 24: quorumq.v1.ClusterService.ListNodes:input_type -> quorumq.v1.ListNodesRequest
-	7,  // 25: quorumq.v1.ClusterService.JoinCluster:input_type -> quorumq.v1.JoinClusterRequest
-	1,  // 26: quorumq.v1.ClusterService.RemoveNode:input_type -> quorumq.v1.RemoveNodeRequest
-	22, // 27: quorumq.v1.ClusterService.GetCluster:output_type -> quorumq.v1.GetClusterResponse
-	16, // 28: quorumq.v1.ClusterService.SetTenantQuota:output_type -> quorumq.v1.SetTenantQuotaResponse
-	18, // 29: quorumq.v1.ClusterService.GetTenantQuota:output_type -> quorumq.v1.GetTenantQuotaResponse
-	12, // 30: quorumq.v1.ClusterService.GetMessageHistory:output_type -> quorumq.v1.GetMessageHistoryResponse
-	6,  // 31: quorumq.v1.ClusterService.ListNodes:output_type -> quorumq.v1.ListNodesResponse
-	8,  // 32: quorumq.v1.ClusterService.JoinCluster:output_type -> quorumq.v1.JoinClusterResponse
-	2,  // 33: quorumq.v1.ClusterService.RemoveNode:output_type -> quorumq.v1.RemoveNodeResponse
-	27, // [27:34] is the sub-list for method output_type
-	20, // [20:27] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	6,  // 0: quorumq.v1.MoveReplicaResponse.replica_set:type_name -> quorumq.v1.ReplicaSet
+	5,  // 1: quorumq.v1.RemoveNodeResponse.node:type_name -> quorumq.v1.NodeInfo
+	0,  // 2: quorumq.v1.NodeInfo.state:type_name -> quorumq.v1.NodeState
+	26, // 3: quorumq.v1.ReplicaSet.pending_since:type_name -> google.protobuf.Timestamp
+	5,  // 4: quorumq.v1.ListNodesResponse.nodes:type_name -> quorumq.v1.NodeInfo
+	6,  // 5: quorumq.v1.ListNodesResponse.replica_sets:type_name -> quorumq.v1.ReplicaSet
+	5,  // 6: quorumq.v1.JoinClusterResponse.node:type_name -> quorumq.v1.NodeInfo
+	5,  // 7: quorumq.v1.JoinClusterResponse.nodes:type_name -> quorumq.v1.NodeInfo
+	26, // 8: quorumq.v1.HistoryBucket.start:type_name -> google.protobuf.Timestamp
+	27, // 9: quorumq.v1.HistoryBucket.length:type_name -> google.protobuf.Duration
+	12, // 10: quorumq.v1.QueueHistory.buckets:type_name -> quorumq.v1.HistoryBucket
+	27, // 11: quorumq.v1.GetMessageHistoryResponse.interval:type_name -> google.protobuf.Duration
+	12, // 12: quorumq.v1.GetMessageHistoryResponse.total:type_name -> quorumq.v1.HistoryBucket
+	13, // 13: quorumq.v1.GetMessageHistoryResponse.queues:type_name -> quorumq.v1.QueueHistory
+	15, // 14: quorumq.v1.SetTenantQuotaRequest.quota:type_name -> quorumq.v1.TenantQuota
+	15, // 15: quorumq.v1.SetTenantQuotaResponse.quota:type_name -> quorumq.v1.TenantQuota
+	16, // 16: quorumq.v1.SetTenantQuotaResponse.usage:type_name -> quorumq.v1.TenantUsage
+	15, // 17: quorumq.v1.GetTenantQuotaResponse.quota:type_name -> quorumq.v1.TenantQuota
+	16, // 18: quorumq.v1.GetTenantQuotaResponse.usage:type_name -> quorumq.v1.TenantUsage
+	26, // 19: quorumq.v1.ClusterNode.last_contact:type_name -> google.protobuf.Timestamp
+	24, // 20: quorumq.v1.ClusterShard.lag:type_name -> quorumq.v1.MemberLag
+	22, // 21: quorumq.v1.GetClusterResponse.nodes:type_name -> quorumq.v1.ClusterNode
+	23, // 22: quorumq.v1.GetClusterResponse.shards:type_name -> quorumq.v1.ClusterShard
+	6,  // 23: quorumq.v1.GetClusterResponse.replica_sets:type_name -> quorumq.v1.ReplicaSet
+	21, // 24: quorumq.v1.ClusterService.GetCluster:input_type -> quorumq.v1.GetClusterRequest
+	17, // 25: quorumq.v1.ClusterService.SetTenantQuota:input_type -> quorumq.v1.SetTenantQuotaRequest
+	19, // 26: quorumq.v1.ClusterService.GetTenantQuota:input_type -> quorumq.v1.GetTenantQuotaRequest
+	11, // 27: quorumq.v1.ClusterService.GetMessageHistory:input_type -> quorumq.v1.GetMessageHistoryRequest
+	7,  // 28: quorumq.v1.ClusterService.ListNodes:input_type -> quorumq.v1.ListNodesRequest
+	9,  // 29: quorumq.v1.ClusterService.JoinCluster:input_type -> quorumq.v1.JoinClusterRequest
+	3,  // 30: quorumq.v1.ClusterService.RemoveNode:input_type -> quorumq.v1.RemoveNodeRequest
+	1,  // 31: quorumq.v1.ClusterService.MoveReplica:input_type -> quorumq.v1.MoveReplicaRequest
+	25, // 32: quorumq.v1.ClusterService.GetCluster:output_type -> quorumq.v1.GetClusterResponse
+	18, // 33: quorumq.v1.ClusterService.SetTenantQuota:output_type -> quorumq.v1.SetTenantQuotaResponse
+	20, // 34: quorumq.v1.ClusterService.GetTenantQuota:output_type -> quorumq.v1.GetTenantQuotaResponse
+	14, // 35: quorumq.v1.ClusterService.GetMessageHistory:output_type -> quorumq.v1.GetMessageHistoryResponse
+	8,  // 36: quorumq.v1.ClusterService.ListNodes:output_type -> quorumq.v1.ListNodesResponse
+	10, // 37: quorumq.v1.ClusterService.JoinCluster:output_type -> quorumq.v1.JoinClusterResponse
+	4,  // 38: quorumq.v1.ClusterService.RemoveNode:output_type -> quorumq.v1.RemoveNodeResponse
+	2,  // 39: quorumq.v1.ClusterService.MoveReplica:output_type -> quorumq.v1.MoveReplicaResponse
+	32, // [32:40] is the sub-list for method output_type
+	24, // [24:32] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_quorumq_v1_cluster_proto_init() }
@@ -1743,7 +2001,7 @@ func file_quorumq_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quorumq_v1_cluster_proto_rawDesc), len(file_quorumq_v1_cluster_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   22,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	ClusterService_ListNodes_FullMethodName         = "/quorumq.v1.ClusterService/ListNodes"
 	ClusterService_JoinCluster_FullMethodName       = "/quorumq.v1.ClusterService/JoinCluster"
 	ClusterService_RemoveNode_FullMethodName        = "/quorumq.v1.ClusterService/RemoveNode"
+	ClusterService_MoveReplica_FullMethodName       = "/quorumq.v1.ClusterService/MoveReplica"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -66,6 +67,13 @@ type ClusterServiceClient interface {
 	// machine) as long as every shard keeps a quorum without it. Refused
 	// for the last voter of a shard.
 	RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error)
+	// MoveReplica moves shard's replica from one node to another: the new
+	// replica is added as a learner, catches up (snapshot and log), then one
+	// joint-consensus change promotes it and removes the old one. One change
+	// per shard at a time (FAILED_PRECONDITION while another is under way).
+	// The move is recorded in the metadata shard first, so a new coordinator
+	// finishes it, or rolls it back if the new replica never catches up.
+	MoveReplica(ctx context.Context, in *MoveReplicaRequest, opts ...grpc.CallOption) (*MoveReplicaResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -146,6 +154,16 @@ func (c *clusterServiceClient) RemoveNode(ctx context.Context, in *RemoveNodeReq
 	return out, nil
 }
 
+func (c *clusterServiceClient) MoveReplica(ctx context.Context, in *MoveReplicaRequest, opts ...grpc.CallOption) (*MoveReplicaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MoveReplicaResponse)
+	err := c.cc.Invoke(ctx, ClusterService_MoveReplica_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -184,6 +202,13 @@ type ClusterServiceServer interface {
 	// machine) as long as every shard keeps a quorum without it. Refused
 	// for the last voter of a shard.
 	RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error)
+	// MoveReplica moves shard's replica from one node to another: the new
+	// replica is added as a learner, catches up (snapshot and log), then one
+	// joint-consensus change promotes it and removes the old one. One change
+	// per shard at a time (FAILED_PRECONDITION while another is under way).
+	// The move is recorded in the metadata shard first, so a new coordinator
+	// finishes it, or rolls it back if the new replica never catches up.
+	MoveReplica(context.Context, *MoveReplicaRequest) (*MoveReplicaResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -214,6 +239,9 @@ func (UnimplementedClusterServiceServer) JoinCluster(context.Context, *JoinClust
 }
 func (UnimplementedClusterServiceServer) RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveNode not implemented")
+}
+func (UnimplementedClusterServiceServer) MoveReplica(context.Context, *MoveReplicaRequest) (*MoveReplicaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MoveReplica not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -362,6 +390,24 @@ func _ClusterService_RemoveNode_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_MoveReplica_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MoveReplicaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).MoveReplica(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_MoveReplica_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).MoveReplica(ctx, req.(*MoveReplicaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -396,6 +442,10 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveNode",
 			Handler:    _ClusterService_RemoveNode_Handler,
+		},
+		{
+			MethodName: "MoveReplica",
+			Handler:    _ClusterService_MoveReplica_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

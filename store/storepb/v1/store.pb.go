@@ -6082,8 +6082,14 @@ type ReplicaChange struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	// true: add the node; false: remove it.
-	Add           bool  `protobuf:"varint,2,opt,name=add,proto3" json:"add,omitempty"`
-	StartedAtMs   int64 `protobuf:"varint,3,opt,name=started_at_ms,json=startedAtMs,proto3" json:"started_at_ms,omitempty"`
+	Add         bool  `protobuf:"varint,2,opt,name=add,proto3" json:"add,omitempty"`
+	StartedAtMs int64 `protobuf:"varint,3,opt,name=started_at_ms,json=startedAtMs,proto3" json:"started_at_ms,omitempty"`
+	// With add: the node stays a learner (a metadata shard observer: every
+	// node reads the membership records from its own replica).
+	Learner bool `protobuf:"varint,4,opt,name=learner,proto3" json:"learner,omitempty"`
+	// With add: a move. Once node_id caught up as a learner, one ConfChangeV2
+	// promotes it and removes remove_node_id (joint consensus).
+	RemoveNodeId  uint64 `protobuf:"varint,5,opt,name=remove_node_id,json=removeNodeId,proto3" json:"remove_node_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -6135,6 +6141,20 @@ func (x *ReplicaChange) GetAdd() bool {
 func (x *ReplicaChange) GetStartedAtMs() int64 {
 	if x != nil {
 		return x.StartedAtMs
+	}
+	return 0
+}
+
+func (x *ReplicaChange) GetLearner() bool {
+	if x != nil {
+		return x.Learner
+	}
+	return false
+}
+
+func (x *ReplicaChange) GetRemoveNodeId() uint64 {
+	if x != nil {
+		return x.RemoveNodeId
 	}
 	return 0
 }
@@ -6228,15 +6248,17 @@ func (x *ReplicaSetRecord) GetUpdatedAtMs() int64 {
 }
 
 // BootstrapMembership records the nodes named at bootstrap (--peers) and
-// the initial placement: every shard on every node. No-op once any node
-// record exists.
+// the initial placement. No-op once any node record exists.
 type BootstrapMembership struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	Nodes             []*NodeRecord          `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	Shards            uint32                 `protobuf:"varint,2,opt,name=shards,proto3" json:"shards,omitempty"`
 	ReplicationFactor uint32                 `protobuf:"varint,3,opt,name=replication_factor,json=replicationFactor,proto3" json:"replication_factor,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// true: each shard on replication_factor nodes (store.InitialPlacement);
+	// false (entries written before replica sets): every shard on every node.
+	Placed        bool `protobuf:"varint,4,opt,name=placed,proto3" json:"placed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BootstrapMembership) Reset() {
@@ -6288,6 +6310,13 @@ func (x *BootstrapMembership) GetReplicationFactor() uint32 {
 		return x.ReplicationFactor
 	}
 	return 0
+}
+
+func (x *BootstrapMembership) GetPlaced() bool {
+	if x != nil {
+		return x.Placed
+	}
+	return false
 }
 
 // RegisterNode is a node's own report at start: its addresses and
@@ -6439,8 +6468,14 @@ func (x *SetNodeState) GetState() NodeState {
 
 // SetReplicaSet replaces a shard's replica set record.
 type SetReplicaSet struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ReplicaSet    *ReplicaSetRecord      `protobuf:"bytes,1,opt,name=replica_set,json=replicaSet,proto3" json:"replica_set,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ReplicaSet *ReplicaSetRecord      `protobuf:"bytes,1,opt,name=replica_set,json=replicaSet,proto3" json:"replica_set,omitempty"`
+	// Compare and set: with check_pending the record is replaced only if its
+	// change under way is expect_pending (absent: none); else
+	// REPLICA_SET_CHANGED. Writers read, decide, then write: a move recorded
+	// meanwhile is never overwritten.
+	CheckPending  bool           `protobuf:"varint,2,opt,name=check_pending,json=checkPending,proto3" json:"check_pending,omitempty"`
+	ExpectPending *ReplicaChange `protobuf:"bytes,3,opt,name=expect_pending,json=expectPending,proto3" json:"expect_pending,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -6478,6 +6513,20 @@ func (*SetReplicaSet) Descriptor() ([]byte, []int) {
 func (x *SetReplicaSet) GetReplicaSet() *ReplicaSetRecord {
 	if x != nil {
 		return x.ReplicaSet
+	}
+	return nil
+}
+
+func (x *SetReplicaSet) GetCheckPending() bool {
+	if x != nil {
+		return x.CheckPending
+	}
+	return false
+}
+
+func (x *SetReplicaSet) GetExpectPending() *ReplicaChange {
+	if x != nil {
+		return x.ExpectPending
 	}
 	return nil
 }
@@ -7147,32 +7196,37 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"clientAddr\x12+\n" +
 	"\x05state\x18\x04 \x01(\x0e2\x15.storepb.v1.NodeStateR\x05state\x12 \n" +
 	"\vincarnation\x18\x05 \x01(\x04R\vincarnation\x12\"\n" +
-	"\rupdated_at_ms\x18\x06 \x01(\x03R\vupdatedAtMs\"^\n" +
+	"\rupdated_at_ms\x18\x06 \x01(\x03R\vupdatedAtMs\"\x9e\x01\n" +
 	"\rReplicaChange\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x10\n" +
 	"\x03add\x18\x02 \x01(\bR\x03add\x12\"\n" +
-	"\rstarted_at_ms\x18\x03 \x01(\x03R\vstartedAtMs\"\xe4\x01\n" +
+	"\rstarted_at_ms\x18\x03 \x01(\x03R\vstartedAtMs\x12\x18\n" +
+	"\alearner\x18\x04 \x01(\bR\alearner\x12$\n" +
+	"\x0eremove_node_id\x18\x05 \x01(\x04R\fremoveNodeId\"\xe4\x01\n" +
 	"\x10ReplicaSetRecord\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\x04R\x05shard\x12-\n" +
 	"\x12replication_factor\x18\x02 \x01(\rR\x11replicationFactor\x12\x16\n" +
 	"\x06voters\x18\x03 \x03(\x04R\x06voters\x12\x1a\n" +
 	"\blearners\x18\x04 \x03(\x04R\blearners\x123\n" +
 	"\apending\x18\x05 \x01(\v2\x19.storepb.v1.ReplicaChangeR\apending\x12\"\n" +
-	"\rupdated_at_ms\x18\x06 \x01(\x03R\vupdatedAtMs\"\x8a\x01\n" +
+	"\rupdated_at_ms\x18\x06 \x01(\x03R\vupdatedAtMs\"\xa2\x01\n" +
 	"\x13BootstrapMembership\x12,\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x16.storepb.v1.NodeRecordR\x05nodes\x12\x16\n" +
 	"\x06shards\x18\x02 \x01(\rR\x06shards\x12-\n" +
-	"\x12replication_factor\x18\x03 \x01(\rR\x11replicationFactor\":\n" +
+	"\x12replication_factor\x18\x03 \x01(\rR\x11replicationFactor\x12\x16\n" +
+	"\x06placed\x18\x04 \x01(\bR\x06placed\":\n" +
 	"\fRegisterNode\x12*\n" +
 	"\x04node\x18\x01 \x01(\v2\x16.storepb.v1.NodeRecordR\x04node\"7\n" +
 	"\tAdmitNode\x12*\n" +
 	"\x04node\x18\x01 \x01(\v2\x16.storepb.v1.NodeRecordR\x04node\"T\n" +
 	"\fSetNodeState\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12+\n" +
-	"\x05state\x18\x02 \x01(\x0e2\x15.storepb.v1.NodeStateR\x05state\"N\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x15.storepb.v1.NodeStateR\x05state\"\xb5\x01\n" +
 	"\rSetReplicaSet\x12=\n" +
 	"\vreplica_set\x18\x01 \x01(\v2\x1c.storepb.v1.ReplicaSetRecordR\n" +
-	"replicaSet\"f\n" +
+	"replicaSet\x12#\n" +
+	"\rcheck_pending\x18\x02 \x01(\bR\fcheckPending\x12@\n" +
+	"\x0eexpect_pending\x18\x03 \x01(\v2\x19.storepb.v1.ReplicaChangeR\rexpectPending\"f\n" +
 	"\n" +
 	"QueueOrder\x12\x16\n" +
 	"\x06levels\x18\x01 \x01(\rR\x06levels\x12#\n" +
@@ -7382,11 +7436,12 @@ var file_storepb_v1_store_proto_depIdxs = []int32{
 	69, // 74: storepb.v1.AdmitNode.node:type_name -> storepb.v1.NodeRecord
 	3,  // 75: storepb.v1.SetNodeState.state:type_name -> storepb.v1.NodeState
 	71, // 76: storepb.v1.SetReplicaSet.replica_set:type_name -> storepb.v1.ReplicaSetRecord
-	77, // [77:77] is the sub-list for method output_type
-	77, // [77:77] is the sub-list for method input_type
-	77, // [77:77] is the sub-list for extension type_name
-	77, // [77:77] is the sub-list for extension extendee
-	0,  // [0:77] is the sub-list for field type_name
+	70, // 77: storepb.v1.SetReplicaSet.expect_pending:type_name -> storepb.v1.ReplicaChange
+	78, // [78:78] is the sub-list for method output_type
+	78, // [78:78] is the sub-list for method input_type
+	78, // [78:78] is the sub-list for extension type_name
+	78, // [78:78] is the sub-list for extension extendee
+	0,  // [0:78] is the sub-list for field type_name
 }
 
 func init() { file_storepb_v1_store_proto_init() }

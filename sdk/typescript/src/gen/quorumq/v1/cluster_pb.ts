@@ -14,7 +14,63 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file quorumq/v1/cluster.proto.
  */
 export const file_quorumq_v1_cluster: GenFile = /*@__PURE__*/
-  fileDesc("ChhxdW9ydW1xL3YxL2NsdXN0ZXIucHJvdG8SCnF1b3J1bXEudjEiJAoRUmVtb3ZlTm9kZVJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoBCI4ChJSZW1vdmVOb2RlUmVzcG9uc2USIgoEbm9kZRgBIAEoCzIULnF1b3J1bXEudjEuTm9kZUluZm8ifwoITm9kZUluZm8SCgoCaWQYASABKAQSFAoMcGVlcl9hZGRyZXNzGAIgASgJEhYKDmNsaWVudF9hZGRyZXNzGAMgASgJEiQKBXN0YXRlGAQgASgOMhUucXVvcnVtcS52MS5Ob2RlU3RhdGUSEwoLaW5jYXJuYXRpb24YBSABKAQihAEKClJlcGxpY2FTZXQSDQoFc2hhcmQYASABKAQSGgoScmVwbGljYXRpb25fZmFjdG9yGAIgASgNEg4KBnZvdGVycxgDIAMoBBIQCghsZWFybmVycxgEIAMoBBIUCgxwZW5kaW5nX25vZGUYBSABKAQSEwoLcGVuZGluZ19hZGQYBiABKAgiEgoQTGlzdE5vZGVzUmVxdWVzdCJmChFMaXN0Tm9kZXNSZXNwb25zZRIjCgVub2RlcxgBIAMoCzIULnF1b3J1bXEudjEuTm9kZUluZm8SLAoMcmVwbGljYV9zZXRzGAIgAygLMhYucXVvcnVtcS52MS5SZXBsaWNhU2V0IlcKEkpvaW5DbHVzdGVyUmVxdWVzdBIUCgxwZWVyX2FkZHJlc3MYASABKAkSFgoOY2xpZW50X2FkZHJlc3MYAiABKAkSEwoLaW5jYXJuYXRpb24YAyABKAQibgoTSm9pbkNsdXN0ZXJSZXNwb25zZRIiCgRub2RlGAEgASgLMhQucXVvcnVtcS52MS5Ob2RlSW5mbxIjCgVub2RlcxgCIAMoCzIULnF1b3J1bXEudjEuTm9kZUluZm8SDgoGc2hhcmRzGAMgASgNIkwKGEdldE1lc3NhZ2VIaXN0b3J5UmVxdWVzdBINCgVxdWV1ZRgBIAEoCRIOCgZwb2ludHMYAiABKAUSEQoJcGVyX3F1ZXVlGAMgASgIIpYBCg1IaXN0b3J5QnVja2V0EikKBXN0YXJ0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgZsZW5ndGgYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDAoEc2VudBgDIAEoAxIQCghyZWNlaXZlZBgEIAEoAxIPCgdkZWxldGVkGAUgASgDIkkKDFF1ZXVlSGlzdG9yeRINCgVxdWV1ZRgBIAEoCRIqCgdidWNrZXRzGAIgAygLMhkucXVvcnVtcS52MS5IaXN0b3J5QnVja2V0Iq0BChlHZXRNZXNzYWdlSGlzdG9yeVJlc3BvbnNlEg8KB25vZGVfaWQYASABKAQSKwoIaW50ZXJ2YWwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKAoFdG90YWwYAyADKAsyGS5xdW9ydW1xLnYxLkhpc3RvcnlCdWNrZXQSKAoGcXVldWVzGAQgAygLMhgucXVvcnVtcS52MS5RdWV1ZUhpc3RvcnkiUgoLVGVuYW50UXVvdGESEgoKbWF4X3F1ZXVlcxgBIAEoAxIVCg1tYXhfc2VuZF9yYXRlGAIgASgDEhgKEG1heF9zdG9yZWRfYnl0ZXMYAyABKAMiMwoLVGVuYW50VXNhZ2USDgoGcXVldWVzGAEgASgDEhQKDHN0b3JlZF9ieXRlcxgCIAEoAyJPChVTZXRUZW5hbnRRdW90YVJlcXVlc3QSDgoGdGVuYW50GAEgASgJEiYKBXF1b3RhGAIgASgLMhcucXVvcnVtcS52MS5UZW5hbnRRdW90YSJoChZTZXRUZW5hbnRRdW90YVJlc3BvbnNlEiYKBXF1b3RhGAEgASgLMhcucXVvcnVtcS52MS5UZW5hbnRRdW90YRImCgV1c2FnZRgCIAEoCzIXLnF1b3J1bXEudjEuVGVuYW50VXNhZ2UiJwoVR2V0VGVuYW50UXVvdGFSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCSJoChZHZXRUZW5hbnRRdW90YVJlc3BvbnNlEiYKBXF1b3RhGAEgASgLMhcucXVvcnVtcS52MS5UZW5hbnRRdW90YRImCgV1c2FnZRgCIAEoCzIXLnF1b3J1bXEudjEuVGVuYW50VXNhZ2UiEwoRR2V0Q2x1c3RlclJlcXVlc3QifwoLQ2x1c3Rlck5vZGUSCgoCaWQYASABKAQSFAoMcmFmdF9hZGRyZXNzGAIgASgJEgwKBHNlbGYYAyABKAgSDgoGb25saW5lGAQgASgIEjAKDGxhc3RfY29udGFjdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAizwEKDENsdXN0ZXJTaGFyZBIKCgJpZBgBIAEoBBIPCgdtZW1iZXJzGAIgAygEEg4KBmxlYWRlchgDIAEoBBIMCgR0ZXJtGAQgASgEEhUKDWFwcGxpZWRfaW5kZXgYBSABKAQSFAoMY29tbWl0X2luZGV4GAYgASgEEhMKC2ZpcnN0X2luZGV4GAcgASgEEhIKCmxhc3RfaW5kZXgYCCABKAQSDAoEcm9sZRgJIAEoCRIOCgZ2b3RlcnMYCiADKAQSEAoIbGVhcm5lcnMYCyADKAQihQEKEkdldENsdXN0ZXJSZXNwb25zZRIPCgdub2RlX2lkGAEgASgEEiYKBW5vZGVzGAIgAygLMhcucXVvcnVtcS52MS5DbHVzdGVyTm9kZRIoCgZzaGFyZHMYAyADKAsyGC5xdW9ydW1xLnYxLkNsdXN0ZXJTaGFyZBIMCgRyb2xlGAQgASgJKocBCglOb2RlU3RhdGUSGgoWTk9ERV9TVEFURV9VTlNQRUNJRklFRBAAEhYKEk5PREVfU1RBVEVfSk9JTklORxABEhUKEU5PREVfU1RBVEVfQUNUSVZFEAISFwoTTk9ERV9TVEFURV9EUkFJTklORxADEhYKEk5PREVfU1RBVEVfUkVNT1ZFRBAEMrwGCg5DbHVzdGVyU2VydmljZRJgCgpHZXRDbHVzdGVyEh0ucXVvcnVtcS52MS5HZXRDbHVzdGVyUmVxdWVzdBoeLnF1b3J1bXEudjEuR2V0Q2x1c3RlclJlc3BvbnNlIhOC0+STAg0SCy92MS9jbHVzdGVyEoIBCg5TZXRUZW5hbnRRdW90YRIhLnF1b3J1bXEudjEuU2V0VGVuYW50UXVvdGFSZXF1ZXN0GiIucXVvcnVtcS52MS5TZXRUZW5hbnRRdW90YVJlc3BvbnNlIimC0+STAiM6BXF1b3RhGhovdjEvdGVuYW50cy97dGVuYW50fS9xdW90YRJ7Cg5HZXRUZW5hbnRRdW90YRIhLnF1b3J1bXEudjEuR2V0VGVuYW50UXVvdGFSZXF1ZXN0GiIucXVvcnVtcS52MS5HZXRUZW5hbnRRdW90YVJlc3BvbnNlIiKC0+STAhwSGi92MS90ZW5hbnRzL3t0ZW5hbnR9L3F1b3RhEnUKEUdldE1lc3NhZ2VIaXN0b3J5EiQucXVvcnVtcS52MS5HZXRNZXNzYWdlSGlzdG9yeVJlcXVlc3QaJS5xdW9ydW1xLnYxLkdldE1lc3NhZ2VIaXN0b3J5UmVzcG9uc2UiE4LT5JMCDRILL3YxL2hpc3RvcnkSYwoJTGlzdE5vZGVzEhwucXVvcnVtcS52MS5MaXN0Tm9kZXNSZXF1ZXN0Gh0ucXVvcnVtcS52MS5MaXN0Tm9kZXNSZXNwb25zZSIZgtPkkwITEhEvdjEvY2x1c3Rlci9ub2RlcxJxCgtKb2luQ2x1c3RlchIeLnF1b3J1bXEudjEuSm9pbkNsdXN0ZXJSZXF1ZXN0Gh8ucXVvcnVtcS52MS5Kb2luQ2x1c3RlclJlc3BvbnNlIiGC0+STAhs6ASoiFi92MS9jbHVzdGVyL25vZGVzOmpvaW4SdwoKUmVtb3ZlTm9kZRIdLnF1b3J1bXEudjEuUmVtb3ZlTm9kZVJlcXVlc3QaHi5xdW9ydW1xLnYxLlJlbW92ZU5vZGVSZXNwb25zZSIqgtPkkwIkIiIvdjEvY2x1c3Rlci9ub2Rlcy97bm9kZV9pZH06cmVtb3ZlQtMLWjNnaXRodWIuY29tL3F1b3J1bXEvcXVvcnVtcS9hcGkvcXVvcnVtcS92MTtxdW9ydW1xdjGSQZoLErYKCgdxdW9ydW1xEqUKcXVvcnVtcSBpcyBhIHJlcGxpY2F0ZWQgU1FTLXN0eWxlIG1lc3NhZ2UgcXVldWUuIFRoaXMgaXMgdGhlIFJFU1QvSlNPTiBtYXBwaW5nIG9mIGl0cyBnUlBDIEFQSSAocHJvdG9qc29uOiBsb3dlckNhbWVsQ2FzZSBmaWVsZHMsIGR1cmF0aW9ucyBhcyAiMzBzIiwgaW50NjQgYXMgc3RyaW5ncykuCgoqKkF1dGhlbnRpY2F0aW9uLioqIFNlbmQgYEF1dGhvcml6YXRpb246IEJlYXJlciA8SldUPmA7IHRoZSB0b2tlbidzIHRlbmFudCBzY29wZXMgZXZlcnkgY2FsbCBhbmQgaXRzIHNjb3BlcyBhdXRob3JpemUgaXQuIEEgbm9kZSB3aXRob3V0IGAtLWF1dGgtKmAgKGRldiBtb2RlLCBsb29wYmFjayBvbmx5KSBuZWVkcyBubyB0b2tlbi4KCioqRXJyb3JzLioqIEV2ZXJ5IGVycm9yIGlzIGEgYGdvb2dsZS5ycGMuU3RhdHVzYCAoYHJwY1N0YXR1c2AgYmVsb3cpIHdob3NlIGBkZXRhaWxzYCBjYXJyeSBhIGBnb29nbGUucnBjLkVycm9ySW5mb2Agd2l0aCBkb21haW4gYHF1b3J1bXEuZGV2YCBhbmQgYSBzdGFibGUgYHJlYXNvbmAgKGFuZCBhIGBnb29nbGUucnBjLkJhZFJlcXVlc3RgIG5hbWluZyB0aGUgZmllbGQgZm9yIElOVkFMSURfQVJHVU1FTlQpLCBmb3IgZXhhbXBsZToKCmBgYGpzb24KeyJjb2RlIjogNSwgIm1lc3NhZ2UiOiAicXVldWUgbm90IGZvdW5kOiBqb2JzIiwgImRldGFpbHMiOiBbewogICJAdHlwZSI6ICJ0eXBlLmdvb2dsZWFwaXMuY29tL2dvb2dsZS5ycGMuRXJyb3JJbmZvIiwKICAicmVhc29uIjogIlFVRVVFX05PVF9GT1VORCIsICJkb21haW4iOiAicXVvcnVtcS5kZXYifV19CmBgYAoKUmV0cnkgb24gTk9UX0xFQURFUiBhbmQgTk9fUVVPUlVNICg1MDMpIGFuZCBRVU9UQV9FWENFRURFRCAoNDI5KTsgdGhlIG90aGVyIHJlYXNvbnMgYXJlIGxpc3RlZCBvbiBRdWV1ZVNlcnZpY2UuCgoqKkJlc2lkZSB0aGUgQVBJKiogKHNhbWUgbGlzdGVuZXIsIG5vIHRva2VuKTogYEdFVCAvaGVhbHRoemAgKDIwMCB3aGlsZSB0aGUgcHJvY2VzcyBydW5zKSwgYEdFVCAvcmVhZHl6YCAoMjAwIHdoZW4gdGhpcyBub2RlIGNhbiBzZXJ2ZSwgNTAzIHdpdGggdGhlIGNhdXNlIG90aGVyd2lzZSksIGBHRVQgL29wZW5hcGkuanNvbmAgKHRoaXMgZG9jdW1lbnQpLCBgR0VUIC91aS9gICh0aGUgd2ViIGNvbnNvbGUsIHdoaWNoIGNhbGxzIHRoaXMgQVBJIHdpdGggdGhlIHVzZXIncyB0b2tlbikuIFByb21ldGhldXMgbWV0cmljcyBhcmUgb24gYSBsaXN0ZW5lciBvZiB0aGVpciBvd24sIGBHRVQgL21ldHJpY3NgIG9uIGAtLW1ldHJpY3MtYWRkcmAgKGRlZmF1bHQgMTI3LjAuMC4xOjkxMDApLCBub3Qgb24gdGhpcyBvbmUuMgNkZXZaUQpPCgZiZWFyZXISRQgCEjBBIEpXVCBhcyBgQmVhcmVyIDx0b2tlbj5gIChzZWUgYHF1b3J1bXEgdG9rZW5gKS4aDUF1dGhvcml6YXRpb24gAmIMCgoKBmJlYXJlchIAYgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_timestamp, file_protoc_gen_openapiv2_options_annotations]);
+  fileDesc("ChhxdW9ydW1xL3YxL2NsdXN0ZXIucHJvdG8SCnF1b3J1bXEudjEiRwoSTW92ZVJlcGxpY2FSZXF1ZXN0Eg0KBXNoYXJkGAEgASgEEhEKCWZyb21fbm9kZRgCIAEoBBIPCgd0b19ub2RlGAMgASgEIkIKE01vdmVSZXBsaWNhUmVzcG9uc2USKwoLcmVwbGljYV9zZXQYASABKAsyFi5xdW9ydW1xLnYxLlJlcGxpY2FTZXQiJAoRUmVtb3ZlTm9kZVJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoBCI4ChJSZW1vdmVOb2RlUmVzcG9uc2USIgoEbm9kZRgBIAEoCzIULnF1b3J1bXEudjEuTm9kZUluZm8ifwoITm9kZUluZm8SCgoCaWQYASABKAQSFAoMcGVlcl9hZGRyZXNzGAIgASgJEhYKDmNsaWVudF9hZGRyZXNzGAMgASgJEiQKBXN0YXRlGAQgASgOMhUucXVvcnVtcS52MS5Ob2RlU3RhdGUSEwoLaW5jYXJuYXRpb24YBSABKAQi7QEKClJlcGxpY2FTZXQSDQoFc2hhcmQYASABKAQSGgoScmVwbGljYXRpb25fZmFjdG9yGAIgASgNEg4KBnZvdGVycxgDIAMoBBIQCghsZWFybmVycxgEIAMoBBIUCgxwZW5kaW5nX25vZGUYBSABKAQSEwoLcGVuZGluZ19hZGQYBiABKAgSGwoTcGVuZGluZ19yZW1vdmVfbm9kZRgHIAEoBBIXCg9wZW5kaW5nX2xlYXJuZXIYCCABKAgSMQoNcGVuZGluZ19zaW5jZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiEgoQTGlzdE5vZGVzUmVxdWVzdCJmChFMaXN0Tm9kZXNSZXNwb25zZRIjCgVub2RlcxgBIAMoCzIULnF1b3J1bXEudjEuTm9kZUluZm8SLAoMcmVwbGljYV9zZXRzGAIgAygLMhYucXVvcnVtcS52MS5SZXBsaWNhU2V0IlcKEkpvaW5DbHVzdGVyUmVxdWVzdBIUCgxwZWVyX2FkZHJlc3MYASABKAkSFgoOY2xpZW50X2FkZHJlc3MYAiABKAkSEwoLaW5jYXJuYXRpb24YAyABKAQibgoTSm9pbkNsdXN0ZXJSZXNwb25zZRIiCgRub2RlGAEgASgLMhQucXVvcnVtcS52MS5Ob2RlSW5mbxIjCgVub2RlcxgCIAMoCzIULnF1b3J1bXEudjEuTm9kZUluZm8SDgoGc2hhcmRzGAMgASgNIkwKGEdldE1lc3NhZ2VIaXN0b3J5UmVxdWVzdBINCgVxdWV1ZRgBIAEoCRIOCgZwb2ludHMYAiABKAUSEQoJcGVyX3F1ZXVlGAMgASgIIpYBCg1IaXN0b3J5QnVja2V0EikKBXN0YXJ0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgZsZW5ndGgYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDAoEc2VudBgDIAEoAxIQCghyZWNlaXZlZBgEIAEoAxIPCgdkZWxldGVkGAUgASgDIkkKDFF1ZXVlSGlzdG9yeRINCgVxdWV1ZRgBIAEoCRIqCgdidWNrZXRzGAIgAygLMhkucXVvcnVtcS52MS5IaXN0b3J5QnVja2V0Iq0BChlHZXRNZXNzYWdlSGlzdG9yeVJlc3BvbnNlEg8KB25vZGVfaWQYASABKAQSKwoIaW50ZXJ2YWwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKAoFdG90YWwYAyADKAsyGS5xdW9ydW1xLnYxLkhpc3RvcnlCdWNrZXQSKAoGcXVldWVzGAQgAygLMhgucXVvcnVtcS52MS5RdWV1ZUhpc3RvcnkiUgoLVGVuYW50UXVvdGESEgoKbWF4X3F1ZXVlcxgBIAEoAxIVCg1tYXhfc2VuZF9yYXRlGAIgASgDEhgKEG1heF9zdG9yZWRfYnl0ZXMYAyABKAMiMwoLVGVuYW50VXNhZ2USDgoGcXVldWVzGAEgASgDEhQKDHN0b3JlZF9ieXRlcxgCIAEoAyJPChVTZXRUZW5hbnRRdW90YVJlcXVlc3QSDgoGdGVuYW50GAEgASgJEiYKBXF1b3RhGAIgASgLMhcucXVvcnVtcS52MS5UZW5hbnRRdW90YSJoChZTZXRUZW5hbnRRdW90YVJlc3BvbnNlEiYKBXF1b3RhGAEgASgLMhcucXVvcnVtcS52MS5UZW5hbnRRdW90YRImCgV1c2FnZRgCIAEoCzIXLnF1b3J1bXEudjEuVGVuYW50VXNhZ2UiJwoVR2V0VGVuYW50UXVvdGFSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCSJoChZHZXRUZW5hbnRRdW90YVJlc3BvbnNlEiYKBXF1b3RhGAEgASgLMhcucXVvcnVtcS52MS5UZW5hbnRRdW90YRImCgV1c2FnZRgCIAEoCzIXLnF1b3J1bXEudjEuVGVuYW50VXNhZ2UiEwoRR2V0Q2x1c3RlclJlcXVlc3QifwoLQ2x1c3Rlck5vZGUSCgoCaWQYASABKAQSFAoMcmFmdF9hZGRyZXNzGAIgASgJEgwKBHNlbGYYAyABKAgSDgoGb25saW5lGAQgASgIEjAKDGxhc3RfY29udGFjdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiggIKDENsdXN0ZXJTaGFyZBIKCgJpZBgBIAEoBBIPCgdtZW1iZXJzGAIgAygEEg4KBmxlYWRlchgDIAEoBBIMCgR0ZXJtGAQgASgEEhUKDWFwcGxpZWRfaW5kZXgYBSABKAQSFAoMY29tbWl0X2luZGV4GAYgASgEEhMKC2ZpcnN0X2luZGV4GAcgASgEEhIKCmxhc3RfaW5kZXgYCCABKAQSDAoEcm9sZRgJIAEoCRIOCgZ2b3RlcnMYCiADKAQSEAoIbGVhcm5lcnMYCyADKAQSIgoDbGFnGAwgAygLMhUucXVvcnVtcS52MS5NZW1iZXJMYWcSDQoFam9pbnQYDSABKAgiKgoJTWVtYmVyTGFnEgwKBG5vZGUYASABKAQSDwoHZW50cmllcxgCIAEoBCLIAQoSR2V0Q2x1c3RlclJlc3BvbnNlEg8KB25vZGVfaWQYASABKAQSJgoFbm9kZXMYAiADKAsyFy5xdW9ydW1xLnYxLkNsdXN0ZXJOb2RlEigKBnNoYXJkcxgDIAMoCzIYLnF1b3J1bXEudjEuQ2x1c3RlclNoYXJkEgwKBHJvbGUYBCABKAkSEwoLc2hhcmRfY291bnQYBSABKA0SLAoMcmVwbGljYV9zZXRzGAYgAygLMhYucXVvcnVtcS52MS5SZXBsaWNhU2V0KocBCglOb2RlU3RhdGUSGgoWTk9ERV9TVEFURV9VTlNQRUNJRklFRBAAEhYKEk5PREVfU1RBVEVfSk9JTklORxABEhUKEU5PREVfU1RBVEVfQUNUSVZFEAISFwoTTk9ERV9TVEFURV9EUkFJTklORxADEhYKEk5PREVfU1RBVEVfUkVNT1ZFRBAEMrgHCg5DbHVzdGVyU2VydmljZRJgCgpHZXRDbHVzdGVyEh0ucXVvcnVtcS52MS5HZXRDbHVzdGVyUmVxdWVzdBoeLnF1b3J1bXEudjEuR2V0Q2x1c3RlclJlc3BvbnNlIhOC0+STAg0SCy92MS9jbHVzdGVyEoIBCg5TZXRUZW5hbnRRdW90YRIhLnF1b3J1bXEudjEuU2V0VGVuYW50UXVvdGFSZXF1ZXN0GiIucXVvcnVtcS52MS5TZXRUZW5hbnRRdW90YVJlc3BvbnNlIimC0+STAiM6BXF1b3RhGhovdjEvdGVuYW50cy97dGVuYW50fS9xdW90YRJ7Cg5HZXRUZW5hbnRRdW90YRIhLnF1b3J1bXEudjEuR2V0VGVuYW50UXVvdGFSZXF1ZXN0GiIucXVvcnVtcS52MS5HZXRUZW5hbnRRdW90YVJlc3BvbnNlIiKC0+STAhwSGi92MS90ZW5hbnRzL3t0ZW5hbnR9L3F1b3RhEnUKEUdldE1lc3NhZ2VIaXN0b3J5EiQucXVvcnVtcS52MS5HZXRNZXNzYWdlSGlzdG9yeVJlcXVlc3QaJS5xdW9ydW1xLnYxLkdldE1lc3NhZ2VIaXN0b3J5UmVzcG9uc2UiE4LT5JMCDRILL3YxL2hpc3RvcnkSYwoJTGlzdE5vZGVzEhwucXVvcnVtcS52MS5MaXN0Tm9kZXNSZXF1ZXN0Gh0ucXVvcnVtcS52MS5MaXN0Tm9kZXNSZXNwb25zZSIZgtPkkwITEhEvdjEvY2x1c3Rlci9ub2RlcxJxCgtKb2luQ2x1c3RlchIeLnF1b3J1bXEudjEuSm9pbkNsdXN0ZXJSZXF1ZXN0Gh8ucXVvcnVtcS52MS5Kb2luQ2x1c3RlclJlc3BvbnNlIiGC0+STAhs6ASoiFi92MS9jbHVzdGVyL25vZGVzOmpvaW4SdwoKUmVtb3ZlTm9kZRIdLnF1b3J1bXEudjEuUmVtb3ZlTm9kZVJlcXVlc3QaHi5xdW9ydW1xLnYxLlJlbW92ZU5vZGVSZXNwb25zZSIqgtPkkwIkIiIvdjEvY2x1c3Rlci9ub2Rlcy97bm9kZV9pZH06cmVtb3ZlEnoKC01vdmVSZXBsaWNhEh4ucXVvcnVtcS52MS5Nb3ZlUmVwbGljYVJlcXVlc3QaHy5xdW9ydW1xLnYxLk1vdmVSZXBsaWNhUmVzcG9uc2UiKoLT5JMCJDoBKiIfL3YxL2NsdXN0ZXIvc2hhcmRzL3tzaGFyZH06bW92ZULTC1ozZ2l0aHViLmNvbS9xdW9ydW1xL3F1b3J1bXEvYXBpL3F1b3J1bXEvdjE7cXVvcnVtcXYxkkGaCxK2CgoHcXVvcnVtcRKlCnF1b3J1bXEgaXMgYSByZXBsaWNhdGVkIFNRUy1zdHlsZSBtZXNzYWdlIHF1ZXVlLiBUaGlzIGlzIHRoZSBSRVNUL0pTT04gbWFwcGluZyBvZiBpdHMgZ1JQQyBBUEkgKHByb3RvanNvbjogbG93ZXJDYW1lbENhc2UgZmllbGRzLCBkdXJhdGlvbnMgYXMgIjMwcyIsIGludDY0IGFzIHN0cmluZ3MpLgoKKipBdXRoZW50aWNhdGlvbi4qKiBTZW5kIGBBdXRob3JpemF0aW9uOiBCZWFyZXIgPEpXVD5gOyB0aGUgdG9rZW4ncyB0ZW5hbnQgc2NvcGVzIGV2ZXJ5IGNhbGwgYW5kIGl0cyBzY29wZXMgYXV0aG9yaXplIGl0LiBBIG5vZGUgd2l0aG91dCBgLS1hdXRoLSpgIChkZXYgbW9kZSwgbG9vcGJhY2sgb25seSkgbmVlZHMgbm8gdG9rZW4uCgoqKkVycm9ycy4qKiBFdmVyeSBlcnJvciBpcyBhIGBnb29nbGUucnBjLlN0YXR1c2AgKGBycGNTdGF0dXNgIGJlbG93KSB3aG9zZSBgZGV0YWlsc2AgY2FycnkgYSBgZ29vZ2xlLnJwYy5FcnJvckluZm9gIHdpdGggZG9tYWluIGBxdW9ydW1xLmRldmAgYW5kIGEgc3RhYmxlIGByZWFzb25gIChhbmQgYSBgZ29vZ2xlLnJwYy5CYWRSZXF1ZXN0YCBuYW1pbmcgdGhlIGZpZWxkIGZvciBJTlZBTElEX0FSR1VNRU5UKSwgZm9yIGV4YW1wbGU6CgpgYGBqc29uCnsiY29kZSI6IDUsICJtZXNzYWdlIjogInF1ZXVlIG5vdCBmb3VuZDogam9icyIsICJkZXRhaWxzIjogW3sKICAiQHR5cGUiOiAidHlwZS5nb29nbGVhcGlzLmNvbS9nb29nbGUucnBjLkVycm9ySW5mbyIsCiAgInJlYXNvbiI6ICJRVUVVRV9OT1RfRk9VTkQiLCAiZG9tYWluIjogInF1b3J1bXEuZGV2In1dfQpgYGAKClJldHJ5IG9uIE5PVF9MRUFERVIgYW5kIE5PX1FVT1JVTSAoNTAzKSBhbmQgUVVPVEFfRVhDRUVERUQgKDQyOSk7IHRoZSBvdGhlciByZWFzb25zIGFyZSBsaXN0ZWQgb24gUXVldWVTZXJ2aWNlLgoKKipCZXNpZGUgdGhlIEFQSSoqIChzYW1lIGxpc3RlbmVyLCBubyB0b2tlbik6IGBHRVQgL2hlYWx0aHpgICgyMDAgd2hpbGUgdGhlIHByb2Nlc3MgcnVucyksIGBHRVQgL3JlYWR5emAgKDIwMCB3aGVuIHRoaXMgbm9kZSBjYW4gc2VydmUsIDUwMyB3aXRoIHRoZSBjYXVzZSBvdGhlcndpc2UpLCBgR0VUIC9vcGVuYXBpLmpzb25gICh0aGlzIGRvY3VtZW50KSwgYEdFVCAvdWkvYCAodGhlIHdlYiBjb25zb2xlLCB3aGljaCBjYWxscyB0aGlzIEFQSSB3aXRoIHRoZSB1c2VyJ3MgdG9rZW4pLiBQcm9tZXRoZXVzIG1ldHJpY3MgYXJlIG9uIGEgbGlzdGVuZXIgb2YgdGhlaXIgb3duLCBgR0VUIC9tZXRyaWNzYCBvbiBgLS1tZXRyaWNzLWFkZHJgIChkZWZhdWx0IDEyNy4wLjAuMTo5MTAwKSwgbm90IG9uIHRoaXMgb25lLjIDZGV2WlEKTwoGYmVhcmVyEkUIAhIwQSBKV1QgYXMgYEJlYXJlciA8dG9rZW4+YCAoc2VlIGBxdW9ydW1xIHRva2VuYCkuGg1BdXRob3JpemF0aW9uIAJiDAoKCgZiZWFyZXISAGIGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_timestamp, file_protoc_gen_openapiv2_options_annotations]);
+
+/**
+ * MoveReplicaRequest names the shard and the two nodes.
+ *
+ * @generated from message quorumq.v1.MoveReplicaRequest
+ */
+export type MoveReplicaRequest = Message<"quorumq.v1.MoveReplicaRequest"> & {
+  /**
+   * Shard id.
+   *
+   * @generated from field: uint64 shard = 1;
+   */
+  shard: bigint;
+
+  /**
+   * Node whose replica goes away (a voter of the shard).
+   *
+   * @generated from field: uint64 from_node = 2;
+   */
+  fromNode: bigint;
+
+  /**
+   * Node that gets the replica (an active node without one).
+   *
+   * @generated from field: uint64 to_node = 3;
+   */
+  toNode: bigint;
+};
+
+/**
+ * Describes the message quorumq.v1.MoveReplicaRequest.
+ * Use `create(MoveReplicaRequestSchema)` to create a new message.
+ */
+export const MoveReplicaRequestSchema: GenMessage<MoveReplicaRequest> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_cluster, 0);
+
+/**
+ * MoveReplicaResponse is the shard's replica set with the move recorded.
+ *
+ * @generated from message quorumq.v1.MoveReplicaResponse
+ */
+export type MoveReplicaResponse = Message<"quorumq.v1.MoveReplicaResponse"> & {
+  /**
+   * The replica set, its pending change the move.
+   *
+   * @generated from field: quorumq.v1.ReplicaSet replica_set = 1;
+   */
+  replicaSet?: ReplicaSet | undefined;
+};
+
+/**
+ * Describes the message quorumq.v1.MoveReplicaResponse.
+ * Use `create(MoveReplicaResponseSchema)` to create a new message.
+ */
+export const MoveReplicaResponseSchema: GenMessage<MoveReplicaResponse> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_cluster, 1);
 
 /**
  * RemoveNodeRequest names the node.
@@ -35,7 +91,7 @@ export type RemoveNodeRequest = Message<"quorumq.v1.RemoveNodeRequest"> & {
  * Use `create(RemoveNodeRequestSchema)` to create a new message.
  */
 export const RemoveNodeRequestSchema: GenMessage<RemoveNodeRequest> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 0);
+  messageDesc(file_quorumq_v1_cluster, 2);
 
 /**
  * RemoveNodeResponse is the node's record, now DRAINING (or REMOVED if it
@@ -57,7 +113,7 @@ export type RemoveNodeResponse = Message<"quorumq.v1.RemoveNodeResponse"> & {
  * Use `create(RemoveNodeResponseSchema)` to create a new message.
  */
 export const RemoveNodeResponseSchema: GenMessage<RemoveNodeResponse> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 1);
+  messageDesc(file_quorumq_v1_cluster, 3);
 
 /**
  * NodeInfo is one storage node's membership record.
@@ -107,7 +163,7 @@ export type NodeInfo = Message<"quorumq.v1.NodeInfo"> & {
  * Use `create(NodeInfoSchema)` to create a new message.
  */
 export const NodeInfoSchema: GenMessage<NodeInfo> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 2);
+  messageDesc(file_quorumq_v1_cluster, 4);
 
 /**
  * ReplicaSet is one shard's replicas as recorded by the coordinator.
@@ -156,6 +212,27 @@ export type ReplicaSet = Message<"quorumq.v1.ReplicaSet"> & {
    * @generated from field: bool pending_add = 6;
    */
   pendingAdd: boolean;
+
+  /**
+   * A move: once pending_node caught up it replaces this node; 0: none.
+   *
+   * @generated from field: uint64 pending_remove_node = 7;
+   */
+  pendingRemoveNode: bigint;
+
+  /**
+   * The pending add keeps pending_node a learner (a metadata observer).
+   *
+   * @generated from field: bool pending_learner = 8;
+   */
+  pendingLearner: boolean;
+
+  /**
+   * When the pending change was recorded.
+   *
+   * @generated from field: google.protobuf.Timestamp pending_since = 9;
+   */
+  pendingSince?: Timestamp | undefined;
 };
 
 /**
@@ -163,7 +240,7 @@ export type ReplicaSet = Message<"quorumq.v1.ReplicaSet"> & {
  * Use `create(ReplicaSetSchema)` to create a new message.
  */
 export const ReplicaSetSchema: GenMessage<ReplicaSet> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 3);
+  messageDesc(file_quorumq_v1_cluster, 5);
 
 /**
  * ListNodesRequest is empty.
@@ -178,7 +255,7 @@ export type ListNodesRequest = Message<"quorumq.v1.ListNodesRequest"> & {
  * Use `create(ListNodesRequestSchema)` to create a new message.
  */
 export const ListNodesRequestSchema: GenMessage<ListNodesRequest> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 4);
+  messageDesc(file_quorumq_v1_cluster, 6);
 
 /**
  * ListNodesResponse is the recorded membership.
@@ -206,7 +283,7 @@ export type ListNodesResponse = Message<"quorumq.v1.ListNodesResponse"> & {
  * Use `create(ListNodesResponseSchema)` to create a new message.
  */
 export const ListNodesResponseSchema: GenMessage<ListNodesResponse> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 5);
+  messageDesc(file_quorumq_v1_cluster, 7);
 
 /**
  * JoinClusterRequest describes the joining node.
@@ -241,7 +318,7 @@ export type JoinClusterRequest = Message<"quorumq.v1.JoinClusterRequest"> & {
  * Use `create(JoinClusterRequestSchema)` to create a new message.
  */
 export const JoinClusterRequestSchema: GenMessage<JoinClusterRequest> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 6);
+  messageDesc(file_quorumq_v1_cluster, 8);
 
 /**
  * JoinClusterResponse admits the node.
@@ -276,7 +353,7 @@ export type JoinClusterResponse = Message<"quorumq.v1.JoinClusterResponse"> & {
  * Use `create(JoinClusterResponseSchema)` to create a new message.
  */
 export const JoinClusterResponseSchema: GenMessage<JoinClusterResponse> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 7);
+  messageDesc(file_quorumq_v1_cluster, 9);
 
 /**
  * GetMessageHistoryRequest selects the series.
@@ -312,7 +389,7 @@ export type GetMessageHistoryRequest = Message<"quorumq.v1.GetMessageHistoryRequ
  * Use `create(GetMessageHistoryRequestSchema)` to create a new message.
  */
 export const GetMessageHistoryRequestSchema: GenMessage<GetMessageHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 8);
+  messageDesc(file_quorumq_v1_cluster, 10);
 
 /**
  * HistoryBucket counts the calls of one interval.
@@ -361,7 +438,7 @@ export type HistoryBucket = Message<"quorumq.v1.HistoryBucket"> & {
  * Use `create(HistoryBucketSchema)` to create a new message.
  */
 export const HistoryBucketSchema: GenMessage<HistoryBucket> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 9);
+  messageDesc(file_quorumq_v1_cluster, 11);
 
 /**
  * QueueHistory is one queue's buckets.
@@ -389,7 +466,7 @@ export type QueueHistory = Message<"quorumq.v1.QueueHistory"> & {
  * Use `create(QueueHistorySchema)` to create a new message.
  */
 export const QueueHistorySchema: GenMessage<QueueHistory> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 10);
+  messageDesc(file_quorumq_v1_cluster, 12);
 
 /**
  * GetMessageHistoryResponse carries the series.
@@ -431,7 +508,7 @@ export type GetMessageHistoryResponse = Message<"quorumq.v1.GetMessageHistoryRes
  * Use `create(GetMessageHistoryResponseSchema)` to create a new message.
  */
 export const GetMessageHistoryResponseSchema: GenMessage<GetMessageHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 11);
+  messageDesc(file_quorumq_v1_cluster, 13);
 
 /**
  * TenantQuota bounds what a tenant may use; 0 means no limit.
@@ -467,7 +544,7 @@ export type TenantQuota = Message<"quorumq.v1.TenantQuota"> & {
  * Use `create(TenantQuotaSchema)` to create a new message.
  */
 export const TenantQuotaSchema: GenMessage<TenantQuota> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 12);
+  messageDesc(file_quorumq_v1_cluster, 14);
 
 /**
  * TenantUsage is what a tenant uses now.
@@ -495,7 +572,7 @@ export type TenantUsage = Message<"quorumq.v1.TenantUsage"> & {
  * Use `create(TenantUsageSchema)` to create a new message.
  */
 export const TenantUsageSchema: GenMessage<TenantUsage> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 13);
+  messageDesc(file_quorumq_v1_cluster, 15);
 
 /**
  * SetTenantQuotaRequest names the tenant and its new quota.
@@ -523,7 +600,7 @@ export type SetTenantQuotaRequest = Message<"quorumq.v1.SetTenantQuotaRequest"> 
  * Use `create(SetTenantQuotaRequestSchema)` to create a new message.
  */
 export const SetTenantQuotaRequestSchema: GenMessage<SetTenantQuotaRequest> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 14);
+  messageDesc(file_quorumq_v1_cluster, 16);
 
 /**
  * SetTenantQuotaResponse carries the quota and usage after the change.
@@ -551,7 +628,7 @@ export type SetTenantQuotaResponse = Message<"quorumq.v1.SetTenantQuotaResponse"
  * Use `create(SetTenantQuotaResponseSchema)` to create a new message.
  */
 export const SetTenantQuotaResponseSchema: GenMessage<SetTenantQuotaResponse> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 15);
+  messageDesc(file_quorumq_v1_cluster, 17);
 
 /**
  * GetTenantQuotaRequest names the tenant.
@@ -572,7 +649,7 @@ export type GetTenantQuotaRequest = Message<"quorumq.v1.GetTenantQuotaRequest"> 
  * Use `create(GetTenantQuotaRequestSchema)` to create a new message.
  */
 export const GetTenantQuotaRequestSchema: GenMessage<GetTenantQuotaRequest> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 16);
+  messageDesc(file_quorumq_v1_cluster, 18);
 
 /**
  * GetTenantQuotaResponse carries quota and usage.
@@ -600,7 +677,7 @@ export type GetTenantQuotaResponse = Message<"quorumq.v1.GetTenantQuotaResponse"
  * Use `create(GetTenantQuotaResponseSchema)` to create a new message.
  */
 export const GetTenantQuotaResponseSchema: GenMessage<GetTenantQuotaResponse> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 17);
+  messageDesc(file_quorumq_v1_cluster, 19);
 
 /**
  * GetClusterRequest is empty.
@@ -615,7 +692,7 @@ export type GetClusterRequest = Message<"quorumq.v1.GetClusterRequest"> & {
  * Use `create(GetClusterRequestSchema)` to create a new message.
  */
 export const GetClusterRequestSchema: GenMessage<GetClusterRequest> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 18);
+  messageDesc(file_quorumq_v1_cluster, 20);
 
 /**
  * ClusterNode is one member of the cluster.
@@ -664,7 +741,7 @@ export type ClusterNode = Message<"quorumq.v1.ClusterNode"> & {
  * Use `create(ClusterNodeSchema)` to create a new message.
  */
 export const ClusterNodeSchema: GenMessage<ClusterNode> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 19);
+  messageDesc(file_quorumq_v1_cluster, 21);
 
 /**
  * ClusterShard is one Raft group as the answering node sees it.
@@ -749,6 +826,21 @@ export type ClusterShard = Message<"quorumq.v1.ClusterShard"> & {
    * @generated from field: repeated uint64 learners = 11;
    */
   learners: bigint[];
+
+  /**
+   * On the leader: how many entries each other member's log is behind the
+   * leader's last index (as far as the leader knows).
+   *
+   * @generated from field: repeated quorumq.v1.MemberLag lag = 12;
+   */
+  lag: MemberLag[];
+
+  /**
+   * The applied configuration is joint (a change of two voters under way).
+   *
+   * @generated from field: bool joint = 13;
+   */
+  joint: boolean;
 };
 
 /**
@@ -756,7 +848,35 @@ export type ClusterShard = Message<"quorumq.v1.ClusterShard"> & {
  * Use `create(ClusterShardSchema)` to create a new message.
  */
 export const ClusterShardSchema: GenMessage<ClusterShard> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 20);
+  messageDesc(file_quorumq_v1_cluster, 22);
+
+/**
+ * MemberLag is how far one member's log is behind its shard's leader.
+ *
+ * @generated from message quorumq.v1.MemberLag
+ */
+export type MemberLag = Message<"quorumq.v1.MemberLag"> & {
+  /**
+   * Member's node id.
+   *
+   * @generated from field: uint64 node = 1;
+   */
+  node: bigint;
+
+  /**
+   * Entries behind the leader's last index.
+   *
+   * @generated from field: uint64 entries = 2;
+   */
+  entries: bigint;
+};
+
+/**
+ * Describes the message quorumq.v1.MemberLag.
+ * Use `create(MemberLagSchema)` to create a new message.
+ */
+export const MemberLagSchema: GenMessage<MemberLag> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_cluster, 23);
 
 /**
  * GetClusterResponse lists nodes and shards.
@@ -792,6 +912,21 @@ export type GetClusterResponse = Message<"quorumq.v1.GetClusterResponse"> & {
    * @generated from field: string role = 4;
    */
   role: string;
+
+  /**
+   * The cluster's shard count (shards lists only the hosted ones).
+   *
+   * @generated from field: uint32 shard_count = 5;
+   */
+  shardCount: number;
+
+  /**
+   * Every shard's replica set as the answering node's metadata replica
+   * has it (storage nodes), with the changes under way.
+   *
+   * @generated from field: repeated quorumq.v1.ReplicaSet replica_sets = 6;
+   */
+  replicaSets: ReplicaSet[];
 };
 
 /**
@@ -799,7 +934,7 @@ export type GetClusterResponse = Message<"quorumq.v1.GetClusterResponse"> & {
  * Use `create(GetClusterResponseSchema)` to create a new message.
  */
 export const GetClusterResponseSchema: GenMessage<GetClusterResponse> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 21);
+  messageDesc(file_quorumq_v1_cluster, 24);
 
 /**
  * NodeState is where a storage node is in its life in the cluster.
@@ -942,6 +1077,21 @@ export const ClusterService: GenService<{
     methodKind: "unary";
     input: typeof RemoveNodeRequestSchema;
     output: typeof RemoveNodeResponseSchema;
+  },
+  /**
+   * MoveReplica moves shard's replica from one node to another: the new
+   * replica is added as a learner, catches up (snapshot and log), then one
+   * joint-consensus change promotes it and removes the old one. One change
+   * per shard at a time (FAILED_PRECONDITION while another is under way).
+   * The move is recorded in the metadata shard first, so a new coordinator
+   * finishes it, or rolls it back if the new replica never catches up.
+   *
+   * @generated from rpc quorumq.v1.ClusterService.MoveReplica
+   */
+  moveReplica: {
+    methodKind: "unary";
+    input: typeof MoveReplicaRequestSchema;
+    output: typeof MoveReplicaResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_quorumq_v1_cluster, 0);

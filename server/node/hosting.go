@@ -1,0 +1,121 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	"github.com/quorumq/quorumq/raftnode"
+	"github.com/quorumq/quorumq/server"
+	"github.com/quorumq/quorumq/store"
+	storepb "github.com/quorumq/quorumq/store/storepb/v1"
+)
+
+// Which shards a storage node hosts (issue 17). Each shard has a replica
+// set (metadata shard records, 0x41): its voters and learners, and the
+// change under way. A node runs the raft group of every shard whose set
+// names it, and of the metadata shard always: every node holds a replica
+// of it (a voter, or a learner that only observes) to read the membership
+// records locally. The queue server and store of every shard exist on
+// every node (they cost nothing while their group is not running); the
+// router asks MemberView which node leads a shard.
+
+// defaultReplicationFactor: nodes per shard when Config.ReplicationFactor
+// is 0.
+const defaultReplicationFactor = 3
+
+func (n *Node) replicationFactor() int {
+	if n.cfg.ReplicationFactor > 0 {
+		return n.cfg.ReplicationFactor
+	}
+	return defaultReplicationFactor
+}
+
+// startGroups starts the raft groups of the shards this node hosts at
+// start: those its metadata replica's records name; before any record
+// exists (a new cluster), those the initial placement gives it, which it
+// bootstraps with the placement's voters, and the metadata shard, which a
+// node outside its initial voters joins empty (the coordinator adds it as
+// a learner). A joined node starts the metadata shard only.
+func (n *Node) startGroups() error {
+	sets, err := n.stores[server.MetadataShard].ReplicaSets()
+	if err != nil {
+		return fmt.Errorf("read replica sets: %w", err)
+	}
+	want := map[uint64]bool{server.MetadataShard: true}
+	n.booted = map[uint64]bool{}
+	boot := map[uint64][]uint64{}
+	for _, rs := range sets {
+		if names(rs, n.cfg.NodeID) {
+			want[rs.GetShard()] = true
+		}
+	}
+	if len(sets) == 0 && !n.joined {
+		for _, g := range n.groups() {
+			if p := store.InitialPlacement(n.members(), g, n.replicationFactor()); slices.Contains(p, n.cfg.NodeID) {
+				want[g], boot[g] = true, p
+			}
+		}
+	}
+	for _, g := range n.groups() {
+		if !want[g] {
+			continue
+		}
+		var err error
+		if p, ok := boot[g]; ok {
+			err = n.host.AddGroup(g, p, n.srvs[g].StateMachine())
+			n.booted[g] = true
+		} else {
+			err = n.host.JoinGroup(g, n.srvs[g].StateMachine()) // never bootstraps: a leader adds this node
+		}
+		if err != nil {
+			return fmt.Errorf("start shard %d: %w", g, err)
+		}
+	}
+	return nil
+}
+
+// hostNamed starts, empty, the group of every shard whose replica set now
+// names this node (a move or a new learner): the shard's leader then
+// sends it a snapshot and the log. A replica removed from its shard keeps
+// its group, idle outside the configuration (raftnode cannot drop a group
+// yet); if the shard comes back it catches up from there.
+func (n *Node) hostNamed(sets []*storepb.ReplicaSetRecord) {
+	for _, rs := range sets {
+		g := rs.GetShard()
+		if !names(rs, n.cfg.NodeID) || int(g) >= len(n.srvs) {
+			continue
+		}
+		if _, err := n.host.Status(g); !errors.Is(err, raftnode.ErrGroupNotFound) {
+			continue
+		}
+		if err := n.host.JoinGroup(g, n.srvs[g].StateMachine()); err != nil && !errors.Is(err, raftnode.ErrGroupExists) {
+			n.log.Warn("membership: cannot start a replica", "shard", g, "err", err)
+			continue
+		}
+		n.log.Info("membership: hosting a new replica", "shard", g)
+	}
+}
+
+// names reports whether replica set rs names node id: a voter, a learner,
+// or the node a change under way adds.
+func names(rs *storepb.ReplicaSetRecord, id uint64) bool {
+	p := rs.GetPending()
+	return slices.Contains(rs.GetVoters(), id) || slices.Contains(rs.GetLearners(), id) ||
+		(p != nil && p.GetAdd() && p.GetNodeId() == id)
+}
+
+// replicaSetsAPI is GetCluster's view of the replica sets (this node's
+// metadata replica; nil if it cannot be read).
+func (n *Node) replicaSetsAPI() []*qv1.ReplicaSet {
+	sets, err := n.stores[server.MetadataShard].ReplicaSets()
+	if err != nil {
+		return nil
+	}
+	out := make([]*qv1.ReplicaSet, 0, len(sets))
+	for _, rs := range sets {
+		out = append(out, server.ReplicaSetToAPI(rs))
+	}
+	return out
+}

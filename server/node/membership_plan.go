@@ -1,0 +1,545 @@
+package node
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/quorumq/quorumq/raftnode"
+	"github.com/quorumq/quorumq/server"
+	storepb "github.com/quorumq/quorumq/store/storepb/v1"
+)
+
+// The coordinator (the metadata shard's leader) and the shard leaders'
+// part of a membership pass. A shard's change is one record (the replica
+// set's pending change), written before anything happens and cleared
+// once the shard's applied configuration shows it done:
+//
+//   - add learner: node_id becomes a learner and stays one (every node
+//     observes the metadata shard so it reads the records locally);
+//   - add: node_id becomes a learner, catches up (snapshot, then the log),
+//     and is promoted; with remove_node_id (a move) the promotion and the
+//     removal are one ConfChangeV2: joint consensus, left by raft itself;
+//   - remove: node_id leaves (its leader hands leadership over first).
+//
+// The coordinator writes with compare-and-set on the pending change, so a
+// move recorded by MoveReplica meanwhile is never lost, and at most
+// maxDataMoves changes that copy a shard run at once in the cluster, so
+// foreground traffic keeps most of the disk and network.
+
+// maxDataMoves bounds the changes that copy a replica (adds and moves)
+// under way at once in the cluster.
+const maxDataMoves = 1
+
+// defaultMoveTimeout: Config.MoveTimeout's default.
+const defaultMoveTimeout = 2 * time.Minute
+
+// shardConfig is a shard's applied configuration as this node knows it:
+// from its own replica, else from the other nodes' answers (the leader's
+// first). fromLeader: the shard's leader applied it (a follower's may be
+// older than what the records already say).
+type shardConfig struct {
+	voters, learners, members []uint64
+	joint, fromLeader         bool
+}
+
+func (n *Node) shardConfig(g uint64) (shardConfig, bool) {
+	if server.IsMember(n.host, n.cfg.NodeID, g) {
+		st, err := n.host.Status(g)
+		if err != nil {
+			return shardConfig{}, false
+		}
+		if st.IsLeader || n.others == nil {
+			return shardConfig{voters: st.Voters, learners: st.Learners, members: st.Members, joint: st.Joint, fromLeader: st.IsLeader}, true
+		}
+	}
+	if n.others == nil {
+		return shardConfig{}, false
+	}
+	sh, fromLeader, ok := n.others.ShardStatus(g)
+	if !ok {
+		return shardConfig{}, false
+	}
+	return shardConfig{voters: sh.GetVoters(), learners: sh.GetLearners(), members: sh.GetMembers(), joint: sh.GetJoint(), fromLeader: fromLeader}, true
+}
+
+// changeDone reports whether configuration c shows change p done.
+func changeDone(c shardConfig, p *storepb.ReplicaChange) bool {
+	if c.joint {
+		return false
+	}
+	x := p.GetNodeId()
+	switch {
+	case !p.GetAdd():
+		return !slices.Contains(c.members, x)
+	case p.GetLearner():
+		return slices.Contains(c.members, x)
+	}
+	return slices.Contains(c.voters, x) && (p.GetRemoveNodeId() == 0 || !slices.Contains(c.members, p.GetRemoveNodeId()))
+}
+
+// copies reports whether change p copies a replica (counted against
+// maxDataMoves).
+func copies(p *storepb.ReplicaChange) bool { return p != nil && p.GetAdd() && !p.GetLearner() }
+
+// coordinate is the metadata leader's part of a pass.
+func (n *Node) coordinate(ctx context.Context, recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord) error {
+	meta := n.srvs[server.MetadataShard]
+	propose := func(cmd *storepb.Command) error {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, err := meta.ProposeMembership(pctx, cmd)
+		return err
+	}
+	if len(recs) == 0 {
+		if n.joined {
+			return nil // a joined node never bootstraps; the records will arrive
+		}
+		boot := &storepb.BootstrapMembership{Shards: uint32(n.cfg.Shards), ReplicationFactor: uint32(n.replicationFactor()), Placed: true}
+		for _, id := range n.members() {
+			rec := &storepb.NodeRecord{Id: id, PeerAddr: n.cfg.Peers[id]}
+			if id == n.cfg.NodeID {
+				rec.ClientAddr, rec.Incarnation = n.clientAddr(), n.host.Incarnation()
+			}
+			boot.Nodes = append(boot.Nodes, rec)
+		}
+		n.log.Info("membership: recording the bootstrap nodes", "nodes", n.members(), "shards", n.cfg.Shards, "replication_factor", n.replicationFactor())
+		return propose(&storepb.Command{Op: &storepb.Command_BootstrapMembership{BootstrapMembership: boot}})
+	}
+	for _, r := range recs {
+		if r.GetIncarnation() != 0 {
+			continue
+		}
+		inc := n.host.PinnedIncarnation(r.GetId())
+		if r.GetId() == n.cfg.NodeID {
+			inc = n.host.Incarnation()
+		}
+		if inc != 0 {
+			reg := &storepb.NodeRecord{Id: r.GetId(), Incarnation: inc}
+			if err := propose(&storepb.Command{Op: &storepb.Command_RegisterNode{RegisterNode: &storepb.RegisterNode{Node: reg}}}); err != nil {
+				return err
+			}
+		}
+	}
+	busy, err := n.finishChanges(sets, propose)
+	if err != nil {
+		return err
+	}
+	return n.plan(recs, sets, busy, n.alive(), n.downTooLong(recs), propose)
+}
+
+// finishChanges records the end of every change the shards' configurations
+// show done, rolls back the adds that did not catch up in time, and keeps
+// the records in line with the configurations. It returns the number of
+// replica copies under way.
+func (n *Node) finishChanges(sets []*storepb.ReplicaSetRecord, propose func(*storepb.Command) error) (busy int, err error) {
+	timeout := n.cfg.MoveTimeout
+	if timeout <= 0 {
+		timeout = defaultMoveTimeout
+	}
+	for _, rs := range sets {
+		p := rs.GetPending()
+		c, ok := n.shardConfig(rs.GetShard())
+		switch {
+		case !ok:
+			if copies(p) {
+				busy++
+			}
+		case p == nil:
+			if c.fromLeader && !c.joint && (!slices.Equal(rs.GetVoters(), c.voters) || !slices.Equal(rs.GetLearners(), c.learners)) {
+				rs.Voters, rs.Learners = c.voters, c.learners
+				if err := propose(server.SetReplicaSetCommand(rs, nil)); err != nil {
+					return busy, err
+				}
+			}
+		case changeDone(c, p):
+			rs.Pending, rs.Voters, rs.Learners = nil, c.voters, c.learners
+			if err := propose(server.SetReplicaSetCommand(rs, p)); err != nil {
+				return busy, err
+			}
+			n.log.Info("membership: shard change done", "shard", rs.GetShard(), "node", p.GetNodeId(), "add", p.GetAdd(),
+				"replaces", p.GetRemoveNodeId(), "voters", c.voters, "learners", c.learners)
+		case copies(p) && p.GetRemoveNodeId() != 0 && c.fromLeader && !c.joint && !slices.Contains(c.members, p.GetRemoveNodeId()) &&
+			!slices.Contains(c.voters, p.GetNodeId()):
+			// A move of a replica the shard no longer has (planned on an
+			// outdated record): promoting would add a voter. Cancel it.
+			var back *storepb.ReplicaChange
+			if slices.Contains(c.members, p.GetNodeId()) {
+				back = &storepb.ReplicaChange{NodeId: p.GetNodeId(), StartedAtMs: time.Now().UnixMilli()}
+			}
+			next := &storepb.ReplicaSetRecord{Shard: rs.GetShard(), ReplicationFactor: rs.GetReplicationFactor(),
+				Voters: c.voters, Learners: c.learners, Pending: back}
+			if err := propose(server.SetReplicaSetCommand(next, p)); err != nil {
+				return busy, err
+			}
+			rs.Pending, rs.Voters, rs.Learners = back, c.voters, c.learners
+			n.log.Warn("membership: cancelling a move of a replica the shard no longer has", "shard", rs.GetShard(), "from", p.GetRemoveNodeId(), "to", p.GetNodeId())
+		case copies(p) && !slices.Contains(c.voters, p.GetNodeId()) && time.Since(time.UnixMilli(p.GetStartedAtMs())) > timeout:
+			// The new replica never caught up (its node is down, or too
+			// slow): take it out again; the plan may try elsewhere.
+			back := &storepb.ReplicaChange{NodeId: p.GetNodeId(), StartedAtMs: time.Now().UnixMilli()}
+			next := &storepb.ReplicaSetRecord{Shard: rs.GetShard(), ReplicationFactor: rs.GetReplicationFactor(),
+				Voters: rs.GetVoters(), Learners: rs.GetLearners(), Pending: back}
+			if err := propose(server.SetReplicaSetCommand(next, p)); err != nil {
+				return busy, err
+			}
+			rs.Pending = back
+			n.log.Warn("membership: rolling back a replica add that did not catch up", "shard", rs.GetShard(), "node", p.GetNodeId(), "after", timeout)
+		case copies(p):
+			busy++
+		}
+	}
+	return busy, nil
+}
+
+// plan records at most one new change per pass, most urgent first: a node
+// without a metadata replica gets one; a joining node that has one becomes
+// active; a node down past AutoRepair (down) starts draining; a shard short
+// of its replication factor gets a replica; a draining node's replicas move
+// away (then it is removed); else one replica moves from the fullest active
+// node to the emptiest. alive: the nodes heard from lately.
+func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord, busy int, alive map[uint64]bool, down uint64,
+	propose func(*storepb.Command) error) error {
+	if len(sets) == 0 {
+		return nil
+	}
+	setState := func(id uint64, st storepb.NodeState) error {
+		n.log.Info("membership: node state", "node", id, "state", st.String())
+		return propose(&storepb.Command{Op: &storepb.Command_SetNodeState{SetNodeState: &storepb.SetNodeState{NodeId: id, State: st}}})
+	}
+	record := func(rs *storepb.ReplicaSetRecord, p *storepb.ReplicaChange) error {
+		p.StartedAtMs = time.Now().UnixMilli()
+		next := &storepb.ReplicaSetRecord{Shard: rs.GetShard(), ReplicationFactor: rs.GetReplicationFactor(),
+			Voters: rs.GetVoters(), Learners: rs.GetLearners(), Pending: p}
+		n.log.Info("membership: shard change recorded", "shard", rs.GetShard(), "node", p.GetNodeId(), "add", p.GetAdd(),
+			"learner", p.GetLearner(), "replaces", p.GetRemoveNodeId())
+		return propose(server.SetReplicaSetCommand(next, nil))
+	}
+	metaSet := sets[0]
+	live := func(r *storepb.NodeRecord) bool {
+		return r.GetState() == storepb.NodeState_NODE_STATE_JOINING || r.GetState() == storepb.NodeState_NODE_STATE_ACTIVE
+	}
+	// Every live node observes the metadata shard.
+	for _, r := range recs {
+		if !live(r) || slices.Contains(metaSet.GetVoters(), r.GetId()) || slices.Contains(metaSet.GetLearners(), r.GetId()) {
+			continue
+		}
+		if metaSet.GetPending() == nil {
+			return record(metaSet, &storepb.ReplicaChange{NodeId: r.GetId(), Add: true, Learner: true})
+		}
+		break
+	}
+	for _, r := range recs {
+		if r.GetState() == storepb.NodeState_NODE_STATE_JOINING && (slices.Contains(metaSet.GetVoters(), r.GetId()) || slices.Contains(metaSet.GetLearners(), r.GetId())) {
+			return setState(r.GetId(), storepb.NodeState_NODE_STATE_ACTIVE)
+		}
+	}
+	if down != 0 {
+		n.log.Warn("membership: auto-repair: draining a node down for too long", "node", down, "after", n.cfg.AutoRepair)
+		return setState(down, storepb.NodeState_NODE_STATE_DRAINING)
+	}
+	load := replicaLoad(recs, sets)
+	// A shard short of its replication factor (a drain that had no node
+	// to move to; a node joined since) gets a replica back first.
+	if busy < maxDataMoves {
+		for _, rs := range sets {
+			if rs.GetPending() != nil || len(rs.GetVoters()) >= int(rs.GetReplicationFactor()) {
+				continue
+			}
+			if to := pickTarget(rs, recs, load, alive); to != 0 {
+				return record(rs, &storepb.ReplicaChange{NodeId: to, Add: true})
+			}
+		}
+	}
+	joining := slices.ContainsFunc(recs, func(r *storepb.NodeRecord) bool { return r.GetState() == storepb.NodeState_NODE_STATE_JOINING })
+	draining := false
+	for _, r := range recs {
+		if r.GetState() != storepb.NodeState_NODE_STATE_DRAINING {
+			continue
+		}
+		draining = true
+		d, named := r.GetId(), false
+		// The metadata shard last: the node reads the changes it leads
+		// from its replica of it.
+		order := append(slices.Clone(sets[1:]), sets[0])
+		for _, rs := range order {
+			if !names(rs, d) && rs.GetPending().GetRemoveNodeId() != d {
+				continue
+			}
+			if rs.GetShard() == server.MetadataShard && named {
+				break
+			}
+			named = true
+			if rs.GetPending() != nil {
+				continue
+			}
+			if !slices.Contains(rs.GetVoters(), d) { // an observer (or a learner): just leave
+				return record(rs, &storepb.ReplicaChange{NodeId: d})
+			}
+			if busy >= maxDataMoves {
+				continue
+			}
+			if to := pickTarget(rs, recs, load, alive); to != 0 {
+				return record(rs, &storepb.ReplicaChange{NodeId: to, Add: true, RemoveNodeId: d})
+			}
+			if pickTarget(rs, recs, load, nil) != 0 || joining {
+				// A node could take it once heard from (a new coordinator
+				// hears from them within a heartbeat) or once active (a
+				// joining node is, a pass after it observes the metadata
+				// shard): removing it meanwhile leaves the shard a replica
+				// short until the step above adds one back.
+				continue
+			}
+			if len(rs.GetVoters()) > 1 {
+				return record(rs, &storepb.ReplicaChange{NodeId: d})
+			}
+			n.log.Warn("membership: not removing the last voter of a shard", "node", d, "shard", rs.GetShard())
+		}
+		if !named {
+			return setState(d, storepb.NodeState_NODE_STATE_REMOVED)
+		}
+	}
+	if busy >= maxDataMoves || draining || !n.rebalancing() {
+		return nil
+	}
+	for id := range load {
+		if !alive[id] {
+			return nil // not while a node is down: it may come back, or be drained
+		}
+	}
+	if rs, p := rebalanceMove(sets, load); p != nil {
+		return record(rs, p)
+	}
+	return nil
+}
+
+func (n *Node) rebalancing() bool { return n.cfg.Rebalance == nil || *n.cfg.Rebalance }
+
+// downTooLong returns an active node the metadata shard's leader (this
+// node: every node holds a replica of it) has not heard from for longer
+// than AutoRepair (0: none, or auto-repair off). A node not heard from
+// since this node began coordinating counts from then.
+func (n *Node) downTooLong(recs []*storepb.NodeRecord) uint64 {
+	if n.cfg.AutoRepair <= 0 {
+		return 0
+	}
+	st, err := n.host.Status(server.MetadataShard)
+	if err != nil || !st.IsLeader {
+		return 0
+	}
+	now := time.Now()
+	if n.seen == nil || n.seenTerm != st.Term {
+		n.seen, n.seenTerm = map[uint64]time.Time{}, st.Term // a new coordinator starts counting now
+		for _, r := range recs {
+			n.seen[r.GetId()] = now
+		}
+	}
+	for _, p := range st.Peers {
+		if p.RecentActive {
+			n.seen[p.ID] = now
+		}
+	}
+	for _, r := range recs {
+		id := r.GetId()
+		if r.GetState() != storepb.NodeState_NODE_STATE_ACTIVE || id == n.cfg.NodeID {
+			continue
+		}
+		if _, ok := n.seen[id]; !ok {
+			n.seen[id] = now
+		}
+		if now.Sub(n.seen[id]) > n.cfg.AutoRepair {
+			return id
+		}
+	}
+	return 0
+}
+
+// replicaLoad counts the voting replicas of the data shards on every
+// active node (the metadata shard is small and moves only off draining
+// nodes; a one-shard cluster counts its only shard).
+func replicaLoad(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord) map[uint64]int {
+	load := map[uint64]int{}
+	for _, r := range recs {
+		if r.GetState() == storepb.NodeState_NODE_STATE_ACTIVE {
+			load[r.GetId()] = 0
+		}
+	}
+	for _, rs := range sets {
+		if rs.GetShard() == server.MetadataShard && len(sets) > 1 {
+			continue
+		}
+		for _, v := range rs.GetVoters() {
+			if _, ok := load[v]; ok {
+				load[v]++
+			}
+		}
+		if p := rs.GetPending(); copies(p) { // count a move as done
+			if _, ok := load[p.GetNodeId()]; ok {
+				load[p.GetNodeId()]++
+			}
+			if _, ok := load[p.GetRemoveNodeId()]; ok {
+				load[p.GetRemoveNodeId()]--
+			}
+		}
+	}
+	return load
+}
+
+// alive is the nodes the metadata shard's leader (this node) heard from
+// within an election timeout and replicates to, itself included. Raft
+// counts a member it just added as recently active for an election
+// timeout, up or not (a node down re-added as an observer of the metadata
+// shard after MoveReplica took its replica away): only a member that
+// answered is in StateReplicate.
+func (n *Node) alive() map[uint64]bool {
+	out := map[uint64]bool{n.cfg.NodeID: true}
+	if st, err := n.host.Status(server.MetadataShard); err == nil {
+		for _, p := range st.Peers {
+			out[p.ID] = out[p.ID] || (p.RecentActive && p.State == "StateReplicate")
+		}
+	}
+	return out
+}
+
+// pickTarget is the active node (alive, unless alive is nil) without a
+// voting replica of rs that holds the fewest replicas (0: none).
+func pickTarget(rs *storepb.ReplicaSetRecord, recs []*storepb.NodeRecord, load map[uint64]int, alive map[uint64]bool) uint64 {
+	var to uint64
+	for _, r := range recs {
+		id := r.GetId()
+		if r.GetState() != storepb.NodeState_NODE_STATE_ACTIVE || slices.Contains(rs.GetVoters(), id) || (alive != nil && !alive[id]) {
+			continue
+		}
+		if to == 0 || load[id] < load[to] {
+			to = id
+		}
+	}
+	return to
+}
+
+// rebalanceMove picks one move that narrows the spread of load: from the
+// fullest active node to the emptiest, on a data shard that has the one
+// and not the other and no change under way; nil once every node is
+// within one replica of the others.
+func rebalanceMove(sets []*storepb.ReplicaSetRecord, load map[uint64]int) (*storepb.ReplicaSetRecord, *storepb.ReplicaChange) {
+	ids := make([]uint64, 0, len(load))
+	for id := range load {
+		ids = append(ids, id)
+	}
+	if len(ids) < 2 {
+		return nil, nil
+	}
+	slices.Sort(ids)
+	slices.SortStableFunc(ids, func(a, b uint64) int { return load[a] - load[b] })
+	for hi := len(ids) - 1; hi > 0; hi-- {
+		from := ids[hi]
+		for lo := 0; lo < hi; lo++ {
+			to := ids[lo]
+			if load[from]-load[to] <= 1 {
+				break
+			}
+			for _, rs := range sets {
+				if rs.GetPending() != nil || (rs.GetShard() == server.MetadataShard && len(sets) > 1) {
+					continue
+				}
+				if slices.Contains(rs.GetVoters(), from) && !slices.Contains(rs.GetVoters(), to) {
+					return rs, &storepb.ReplicaChange{NodeId: to, Add: true, RemoveNodeId: from}
+				}
+			}
+		}
+	}
+	return nil, nil
+}
+
+// executeChanges carries out, on the shards this node leads, the change
+// recorded for each: a learner first; a voter once caught up (replacing
+// the moved-away replica in the same, joint, change); a removal (a leader
+// hands leadership over rather than remove itself). Each pass reads the
+// applied configuration and proposes only what is still missing, so a
+// proposal that was dropped or timed out is simply made again.
+func (n *Node) executeChanges(ctx context.Context, sets []*storepb.ReplicaSetRecord) {
+	for _, rs := range sets {
+		p := rs.GetPending()
+		if p == nil {
+			continue
+		}
+		g, x, y := rs.GetShard(), p.GetNodeId(), p.GetRemoveNodeId()
+		st, err := n.host.Status(g)
+		if err != nil || !st.IsLeader {
+			continue
+		}
+		if st.Joint {
+			// Raft leaves a joint configuration by itself once applied,
+			// but drops that if a leadership transfer is under way then
+			// and tries again only on the next entry: an idle shard stays
+			// joint. Leaving is idempotent (refused while one is pending).
+			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := n.host.LeaveJoint(lctx, g)
+			cancel()
+			n.log.Debug("membership: leaving a joint configuration", "shard", g, "err", err)
+			continue
+		}
+		var changes []raftnode.MemberChange
+		switch {
+		case !p.GetAdd() && !slices.Contains(st.Members, x):
+			continue // removed
+		case !p.GetAdd() && x == n.cfg.NodeID:
+			n.handOff(ctx, g, st, 0)
+			continue
+		case !p.GetAdd():
+			changes = []raftnode.MemberChange{{Kind: raftnode.RemoveMember, ID: x}}
+		case !slices.Contains(st.Members, x):
+			changes = []raftnode.MemberChange{{Kind: raftnode.AddLearner, ID: x}}
+		case p.GetLearner():
+			continue // done
+		case y != 0 && y == n.cfg.NodeID && (slices.Contains(st.Voters, x) || caughtUp(st, x)):
+			n.handOff(ctx, g, st, x) // the next leader replaces this replica
+			continue
+		case y != 0 && !slices.Contains(st.Members, y) && !slices.Contains(st.Voters, x):
+			continue // a move of a replica the shard no longer has: the coordinator cancels it
+		case slices.Contains(st.Learners, x) && caughtUp(st, x):
+			changes = []raftnode.MemberChange{{Kind: raftnode.AddVoter, ID: x}}
+			if y != 0 {
+				changes = append(changes, raftnode.MemberChange{Kind: raftnode.RemoveMember, ID: y})
+			}
+		case slices.Contains(st.Voters, x) && y != 0 && slices.Contains(st.Members, y):
+			changes = []raftnode.MemberChange{{Kind: raftnode.RemoveMember, ID: y}}
+		default:
+			continue // catching up, or done
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err = n.host.ChangeMembers(cctx, g, changes...)
+		cancel()
+		if err != nil {
+			n.log.Debug("membership change", "shard", g, "changes", changes, "err", err)
+			continue
+		}
+		n.log.Info("membership change applied", "shard", g, "changes", changes)
+	}
+}
+
+// handOff transfers the leadership of group g to another voter that is
+// replicating (not skip), before this node's replica is removed.
+func (n *Node) handOff(ctx context.Context, g uint64, st raftnode.GroupStatus, skip uint64) {
+	for _, p := range st.Peers {
+		if p.ID == n.cfg.NodeID || p.ID == skip || !slices.Contains(st.Voters, p.ID) || !p.RecentActive || p.State != "StateReplicate" {
+			continue
+		}
+		tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err := n.host.TransferLeadership(tctx, g, p.ID)
+		cancel()
+		n.log.Info("membership: handing leadership over before this replica is removed", "shard", g, "to", p.ID, "err", err)
+		return
+	}
+}
+
+// caughtUp reports whether the leader's view of learner x is close to its
+// own applied index.
+func caughtUp(st raftnode.GroupStatus, x uint64) bool {
+	for _, p := range st.Peers {
+		if p.ID == x {
+			return p.RecentActive && p.State == "StateReplicate" && p.Match+catchUpLag >= st.Applied
+		}
+	}
+	return false
+}

@@ -1,0 +1,190 @@
+package node
+
+import (
+	"log/slog"
+	"slices"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/quorumq/quorumq/store"
+	storepb "github.com/quorumq/quorumq/store/storepb/v1"
+)
+
+// Nodes 4 and 5 join a 3-node cluster of 9 data shards (RF 3): moves
+// picked one at a time bring every node within one replica of the others,
+// each move narrowing the spread, and no shard ever holds a node twice.
+func TestRebalanceConverges(t *testing.T) {
+	var recs []*storepb.NodeRecord
+	for id := uint64(1); id <= 5; id++ {
+		recs = append(recs, &storepb.NodeRecord{Id: id, State: storepb.NodeState_NODE_STATE_ACTIVE})
+	}
+	var sets []*storepb.ReplicaSetRecord
+	for g := range uint64(10) {
+		sets = append(sets, &storepb.ReplicaSetRecord{Shard: g, ReplicationFactor: 3, Voters: store.InitialPlacement([]uint64{1, 2, 3}, g, 3)})
+	}
+	moves := 0
+	for {
+		load := replicaLoad(recs, sets)
+		rs, p := rebalanceMove(sets, load)
+		if p == nil {
+			break
+		}
+		if rs.GetShard() == 0 {
+			t.Fatal("the metadata shard was rebalanced")
+		}
+		v := slices.DeleteFunc(slices.Clone(rs.Voters), func(id uint64) bool { return id == p.GetRemoveNodeId() })
+		if slices.Contains(v, p.GetNodeId()) || len(v) != 2 {
+			t.Fatalf("move %v on shard %v", p, rs.Voters)
+		}
+		rs.Voters = append(v, p.GetNodeId())
+		slices.Sort(rs.Voters)
+		if moves++; moves > 20 {
+			t.Fatal("no convergence")
+		}
+	}
+	load := replicaLoad(recs, sets)
+	lo, hi := 100, 0
+	for _, n := range load {
+		lo, hi = min(lo, n), max(hi, n)
+	}
+	if hi-lo > 1 || moves != 10 { // 27 replicas: 5 or 6 each, from 9 each on 3 nodes
+		t.Fatalf("after %d moves: %v", moves, load)
+	}
+}
+
+// planSim runs the coordinator's plan on records, raft finishing each
+// recorded change one pass after it was recorded.
+type planSim struct {
+	t    *testing.T
+	n    *Node
+	recs []*storepb.NodeRecord
+	sets []*storepb.ReplicaSetRecord
+}
+
+func newPlanSim(t *testing.T, recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord) *planSim {
+	return &planSim{t: t, n: &Node{log: slog.New(slog.DiscardHandler)}, recs: recs, sets: sets}
+}
+
+func (s *planSim) propose(cmd *storepb.Command) error {
+	switch op := cmd.GetOp().(type) {
+	case *storepb.Command_SetNodeState:
+		for _, r := range s.recs {
+			if r.GetId() == op.SetNodeState.GetNodeId() {
+				r.State = op.SetNodeState.GetState()
+			}
+		}
+	case *storepb.Command_SetReplicaSet:
+		rs := proto.Clone(op.SetReplicaSet.GetReplicaSet()).(*storepb.ReplicaSetRecord)
+		if !proto.Equal(s.sets[rs.GetShard()].GetPending(), op.SetReplicaSet.GetExpectPending()) {
+			return store.ErrReplicaSetChanged
+		}
+		s.sets[rs.GetShard()] = rs
+	default:
+		s.t.Fatalf("unexpected command %v", cmd)
+	}
+	return nil
+}
+
+// pass is one coordinator pass: the changes recorded before it are done
+// after it.
+func (s *planSim) pass(alive map[uint64]bool) {
+	var due []uint64
+	busy := 0
+	for _, rs := range s.sets {
+		if p := rs.GetPending(); p != nil {
+			due = append(due, rs.GetShard())
+			if copies(p) {
+				busy++
+			}
+		}
+	}
+	if err := s.n.plan(s.recs, s.sets, busy, alive, 0, s.propose); err != nil {
+		s.t.Fatal(err)
+	}
+	for _, g := range due {
+		rs := s.sets[g]
+		p := rs.GetPending()
+		x, y := p.GetNodeId(), p.GetRemoveNodeId()
+		drop := func(ids []uint64, id uint64) []uint64 {
+			return slices.DeleteFunc(slices.Clone(ids), func(v uint64) bool { return v == id })
+		}
+		switch {
+		case !p.GetAdd():
+			rs.Voters, rs.Learners = drop(rs.Voters, x), drop(rs.Learners, x)
+		case p.GetLearner():
+			rs.Learners = append(rs.Learners, x)
+		default:
+			rs.Learners, rs.Voters = drop(rs.Learners, x), append(drop(rs.Voters, y), x)
+			slices.Sort(rs.Voters)
+		}
+		rs.Pending = nil
+	}
+}
+
+// A wiped node 1 of a 3-node, 4-shard cluster comes back under id 4
+// (joining) and node 1 is drained at once, as an operator replaces a lost
+// disk: every shard must end on [2 3 4], never dropping below its
+// replication factor on the way (the drain once removed node 1 from the
+// first data shard while node 4 was still joining, and nothing added a
+// replica back).
+func TestPlanReplacesWipedNode(t *testing.T) {
+	recs := []*storepb.NodeRecord{
+		{Id: 1, State: storepb.NodeState_NODE_STATE_DRAINING},
+		{Id: 2, State: storepb.NodeState_NODE_STATE_ACTIVE},
+		{Id: 3, State: storepb.NodeState_NODE_STATE_ACTIVE},
+		{Id: 4, State: storepb.NodeState_NODE_STATE_JOINING},
+	}
+	var sets []*storepb.ReplicaSetRecord
+	for g := range uint64(4) {
+		sets = append(sets, &storepb.ReplicaSetRecord{Shard: g, ReplicationFactor: 3, Voters: []uint64{1, 2, 3}})
+	}
+	s := newPlanSim(t, recs, sets)
+	alive := map[uint64]bool{2: true, 3: true, 4: true}
+	for i := 0; i < 40; i++ {
+		s.pass(alive)
+		for _, rs := range s.sets {
+			if len(rs.GetVoters()) < 3 {
+				t.Fatalf("pass %d: shard %d down to voters %v", i, rs.GetShard(), rs.GetVoters())
+			}
+		}
+	}
+	for _, rs := range s.sets {
+		if !slices.Equal(rs.GetVoters(), []uint64{2, 3, 4}) || len(rs.GetLearners()) > 0 || rs.GetPending() != nil {
+			t.Errorf("shard %d: %v", rs.GetShard(), rs)
+		}
+	}
+	if st := s.recs[0].GetState(); st != storepb.NodeState_NODE_STATE_REMOVED {
+		t.Errorf("node 1 is %v", st)
+	}
+}
+
+// A shard short of its replication factor (a drain that had no node to
+// move to, later a node joined) gets a replica on a live node without one.
+func TestPlanRestoresReplicationFactor(t *testing.T) {
+	recs := []*storepb.NodeRecord{
+		{Id: 1, State: storepb.NodeState_NODE_STATE_REMOVED},
+		{Id: 2, State: storepb.NodeState_NODE_STATE_ACTIVE},
+		{Id: 3, State: storepb.NodeState_NODE_STATE_ACTIVE},
+		{Id: 4, State: storepb.NodeState_NODE_STATE_ACTIVE},
+	}
+	sets := []*storepb.ReplicaSetRecord{
+		{Shard: 0, ReplicationFactor: 3, Voters: []uint64{2, 3, 4}},
+		{Shard: 1, ReplicationFactor: 3, Voters: []uint64{2, 3}},
+		{Shard: 2, ReplicationFactor: 3, Voters: []uint64{2, 3, 4}},
+		{Shard: 3, ReplicationFactor: 3, Voters: []uint64{2, 3, 4}},
+	}
+	s := newPlanSim(t, recs, sets)
+	s.pass(map[uint64]bool{2: true, 3: true, 4: false})
+	if p := s.sets[1].GetPending(); p != nil {
+		t.Fatalf("a replica added on a node not heard from: %v", p)
+	}
+	s.pass(map[uint64]bool{2: true, 3: true, 4: true})
+	if p := s.sets[1].GetPending(); p.GetNodeId() != 4 || !p.GetAdd() || p.GetLearner() || p.GetRemoveNodeId() != 0 {
+		t.Fatalf("shard 1 change %v, want node 4 added", p)
+	}
+	s.pass(map[uint64]bool{2: true, 3: true, 4: true})
+	if v := s.sets[1].GetVoters(); !slices.Equal(v, []uint64{2, 3, 4}) {
+		t.Fatalf("shard 1 voters %v", v)
+	}
+}
