@@ -81,11 +81,16 @@ func (h *Host) ChangeMembers(ctx context.Context, group uint64, changes ...Membe
 		}
 		cc.Changes = append(cc.Changes, &pb.ConfChangeSingle{Type: t.Enum(), NodeId: &c.ID})
 	}
+	return h.confChange(ctx, group, &ccReq{cc: cc, ch: make(chan error, 1)}, func(st GroupStatus) bool { return changesApplied(st, changes) })
+}
+
+// confChange hands r to the group's raft loop and, once proposed, waits
+// until this node's status satisfies applied.
+func (h *Host) confChange(ctx context.Context, group uint64, r *ccReq, applied func(GroupStatus) bool) error {
 	g, err := h.group(group)
 	if err != nil {
 		return err
 	}
-	r := &ccReq{cc: cc, ch: make(chan error, 1)}
 	if err := g.enqueueConfChange(r); err != nil {
 		return err
 	}
@@ -98,7 +103,7 @@ func (h *Host) ChangeMembers(ctx context.Context, group uint64, changes ...Membe
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	return h.waitStatus(ctx, group, func(st GroupStatus) bool { return changesApplied(st, changes) })
+	return h.waitStatus(ctx, group, applied)
 }
 
 // changesApplied reports whether st's configuration reflects every change
@@ -135,24 +140,7 @@ func changesApplied(st GroupStatus, changes []MemberChange) bool {
 // change is appended but not applied (raft's own leave, maybe);
 // *NotLeaderError on a follower.
 func (h *Host) LeaveJoint(ctx context.Context, group uint64) error {
-	g, err := h.group(group)
-	if err != nil {
-		return err
-	}
-	r := &ccReq{cc: &pb.ConfChangeV2{}, leave: true, ch: make(chan error, 1)}
-	if err := g.enqueueConfChange(r); err != nil {
-		return err
-	}
-	h.signal()
-	select {
-	case err := <-r.ch:
-		if err != nil {
-			return err
-		}
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return h.waitStatus(ctx, group, func(st GroupStatus) bool { return !st.Joint })
+	return h.confChange(ctx, group, &ccReq{cc: &pb.ConfChangeV2{}, leave: true, ch: make(chan error, 1)}, func(st GroupStatus) bool { return !st.Joint })
 }
 
 func (g *group) enqueueConfChange(r *ccReq) error {
