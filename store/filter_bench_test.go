@@ -15,9 +15,9 @@ import (
 // the tag "hot" (bench scenario (e) in the store alone, with the node's
 // Pebble options). filter=tag receives the tagged ones, filter=none the
 // oldest ones. The backlog is filled once per sub-benchmark: run with a
-// fixed count, at most 2,000x (the tagged messages run out after that):
+// fixed count, at most 200x (the 2,000 tagged messages run out after that):
 //
-//	go test -run '^$' -bench BenchmarkApplyBacklogReceive -benchtime 1000x ./store/
+//	go test -run '^$' -bench BenchmarkApplyBacklogReceive -benchtime 200x ./store/
 func BenchmarkApplyBacklogReceive(b *testing.B) {
 	for _, filtered := range []bool{true, false} {
 		name := "filter=none"
@@ -31,7 +31,7 @@ func BenchmarkApplyBacklogReceive(b *testing.B) {
 func benchBacklogReceive(b *testing.B, filtered bool) {
 	const backlog = 200_000
 	if b.N > backlog/100/10 {
-		b.Fatalf("-benchtime %dx: the backlog holds %d tagged messages, 10 per op: use -benchtime 1000x", b.N, backlog/100)
+		b.Fatalf("-benchtime %dx: the backlog holds %d tagged messages, 10 per op: use -benchtime 200x", b.N, backlog/100)
 	}
 	cache := pebble.NewCache(128 << 20)
 	defer cache.Unref()
