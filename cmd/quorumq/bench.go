@@ -336,7 +336,10 @@ type benchResult struct {
 	Mode    string      `json:"mode"` // "closed" or "open"
 	Elapsed float64     `json:"elapsedSec"`
 	// SendElapsed is the send phase; ReceiveElapsed runs from the start
-	// to the last consumer's end (drain included).
+	// to the last consumer's end (drain included), or, receive-only with
+	// --messages, to the handling of the last of them (ReceivedPerSec
+	// divides by it; DeletedPerSec by the consumers' end, when the
+	// deletes are confirmed).
 	SendElapsed       float64          `json:"sendElapsedSec"`
 	ReceiveElapsed    float64          `json:"receiveElapsedSec"`
 	Sent              int64            `json:"sent"`
@@ -364,8 +367,11 @@ type benchRun struct {
 	slot    atomic.Int64 // open loop: next request's index in the schedule
 
 	sent, sendFailed, received, deleted atomic.Int64
-	sendLat, e2eLat                     *latencyRecorder
-	errs                                errorCounts
+	// lastAt: receive-only with --messages, when the last of them was
+	// handled (nanoseconds since start; 0: not yet).
+	lastAt          atomic.Int64
+	sendLat, e2eLat *latencyRecorder
+	errs            errorCounts
 
 	sendStop        chan struct{} // closed: start no more sends
 	stopSendOnce    sync.Once
@@ -835,10 +841,13 @@ func (r *benchRun) consumer(consCtx context.Context, c *quorumq.Client) {
 	}
 	err := cons.Run(consCtx, func(_ context.Context, m *quorumq.Message) error {
 		now := time.Now()
-		if n := r.received.Add(1); limit > 0 && n > limit {
+		switch n := r.received.Add(1); {
+		case limit > 0 && n > limit:
 			r.received.Add(-1)
 			r.cancelConsumers()
 			return errBenchSurplus
+		case limit > 0 && n == limit:
+			r.lastAt.Store(int64(now.Sub(r.start)))
 		}
 		if m.Attributes[benchAttrRun] == r.runID {
 			if ns, err := strconv.ParseInt(m.Attributes[benchAttrTime], 10, 64); err == nil {
@@ -890,6 +899,13 @@ func (r *benchRun) reportProgress(ctx context.Context, w io.Writer) int {
 
 func (r *benchRun) result(elapsed, sendElapsed, recvElapsed time.Duration, intervals int) *benchResult {
 	o := r.o
+	consEnd := recvElapsed
+	if at := time.Duration(r.lastAt.Load()); at > 0 {
+		// Receive-only: the rate of receiving --messages, not counting
+		// the consumers' shutdown after them (a long poll that found
+		// nothing more ends first: up to 2 s once a filter is drained).
+		recvElapsed = at
+	}
 	res := &benchResult{
 		Config: benchConfig{Endpoints: o.endpoints, Queue: o.queue, Partitions: o.partitions, Producers: o.producers,
 			Consumers: o.consumers, Size: o.size, Batch: o.batch, Inflight: o.inflight, Duration: o.duration.String(),
@@ -906,7 +922,7 @@ func (r *benchRun) result(elapsed, sendElapsed, recvElapsed time.Duration, inter
 	}
 	res.SentPerSec = perSec(res.Sent, sendElapsed)
 	res.ReceivedPerSec = perSec(res.Received, recvElapsed)
-	res.DeletedPerSec = perSec(res.Deleted, recvElapsed)
+	res.DeletedPerSec = perSec(res.Deleted, consEnd)
 	res.Drained = o.producers == 0 || o.consumers == 0 || res.Received >= res.Sent
 	return res
 }
