@@ -98,19 +98,9 @@ func startServe(t *testing.T, dir string, extra ...string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	p := &proc{cmd: cmd, stderr: &lockedBuffer{}}
 	cmd.Stderr = p.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-p.exited
-		if t.Failed() {
-			logTail(t, fmt.Sprintf("quorumq serve %s", strings.Join(extra, " ")), p.stderr.String())
-		}
-	})
+	p.exited = startOwned(t, cmd, fmt.Sprintf("quorumq serve %s", strings.Join(extra, " ")), p.stderr)
 	found := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -146,6 +136,26 @@ func startServe(t *testing.T, dir string, extra ...string) *proc {
 
 // logTail logs the end of a failed test's node log: warnings (a leader
 // handing over, a snapshot failing) say why a call failed.
+// startOwned starts cmd and returns a channel closed when it exits; the
+// test's cleanup kills it and, if the test failed, logs the tail of its
+// stderr under name.
+func startOwned(t *testing.T, cmd *exec.Cmd, name string, stderr *lockedBuffer) chan struct{} {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			logTail(t, name, stderr.String())
+		}
+	})
+	return exited
+}
+
 func logTail(t *testing.T, name, log string) {
 	const max = 16 << 10
 	if log == "" {

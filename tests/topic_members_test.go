@@ -33,19 +33,9 @@ func startConsumer(t *testing.T, name, endpoints, topic, group string, session t
 	t.Helper()
 	args := append([]string{"topic", "consume", topic, "--group", group, "--session-timeout", session.String(), "--endpoint", endpoints}, extra...)
 	cmd := exec.Command(binary, args...)
-	p := &consumerProc{name: name, cmd: cmd, stdout: &printLog{}, stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	p := &consumerProc{name: name, cmd: cmd, stdout: &printLog{}, stderr: &lockedBuffer{}}
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-p.exited
-		if t.Failed() {
-			logTail(t, "consumer "+name, p.stderr.String())
-		}
-	})
+	p.exited = startOwned(t, cmd, "consumer "+name, p.stderr)
 	return p
 }
 
