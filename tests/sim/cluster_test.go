@@ -20,7 +20,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -35,9 +37,14 @@ import (
 
 const shard = 0
 
-// simNode is one member: its filesystem outlives its incarnations.
+// simNode is one replica: its filesystem outlives its restarts.
 type simNode struct {
 	id uint64
+	// join: added at run time (JoinGroup: never bootstrapped, it waits
+	// for the leader); else bootstrapped with peers.
+	join     bool
+	peers    []uint64
+	impostor bool // a wiped node restarted under its old id (see membership_test.go)
 
 	mu    sync.RWMutex // held for reading while the store or host is used; Lock to stop
 	fs    *vfs.MemFS
@@ -83,17 +90,67 @@ func (f *faults) delay(e raftnode.Envelope) time.Duration {
 	return 0
 }
 
-// cluster is n in-process nodes over a MemNetwork with a fault layer.
+// cluster is in-process nodes over a MemNetwork with a fault layer.
 type cluster struct {
-	log      func(format string, args ...any)
-	net      *raftnode.MemNetwork
-	faults   *faults
-	nodes    map[uint64]*simNode
-	ids      []uint64
-	tick     time.Duration
-	retain   uint64
-	crashRng *rand.Rand // unsynced-data choices of CrashClone; under crashMu
-	crashMu  sync.Mutex
+	log    func(format string, args ...any)
+	net    *raftnode.MemNetwork
+	faults *faults
+	// mu guards nodes, ids and incs: membership changes add and retire
+	// nodes while the workload reads them.
+	mu    sync.RWMutex
+	nodes map[uint64]*simNode
+	ids   []uint64 // the replicas that hold data (retired and wiped ones leave), sorted
+	// incs is each replica id's incarnation as server/node's membership
+	// records carry it: every host pins all of them (PinPeer).
+	incs map[uint64]uint64
+	// impostors: wiped nodes running again under their old id, outside
+	// ids (under mu).
+	impostors map[uint64]*simNode
+	tick      time.Duration
+	retain    uint64
+	crashRng  *rand.Rand // unsynced-data choices of CrashClone; under crashMu
+	crashMu   sync.Mutex
+	skewRng   *rand.Rand // clock skews of nodes added later; under mu
+
+	// leaders is the leader seen in each term (election safety: at most
+	// one), under termMu; a second one is a violation.
+	termMu     sync.Mutex
+	leaders    map[uint64]uint64
+	violations []string
+}
+
+// idList returns the ids of the replicas that hold data.
+func (c *cluster) idList() []uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return slices.Clone(c.ids)
+}
+
+// node returns replica id, nil once it was retired or wiped.
+func (c *cluster) node(id uint64) *simNode {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.nodes[id]
+}
+
+// sawLeader records that node id leads term (election safety).
+func (c *cluster) sawLeader(id, term uint64) {
+	c.termMu.Lock()
+	defer c.termMu.Unlock()
+	switch was, ok := c.leaders[term]; {
+	case !ok:
+		c.leaders[term] = id
+	case was != id:
+		c.violations = append(c.violations, fmt.Sprintf("two leaders in term %d: nodes %d and %d", term, was, id))
+		c.leaders[term] = id
+	}
+}
+
+// electionViolations returns the election-safety violations seen.
+func (c *cluster) electionViolations() []string {
+	c.termMu.Lock()
+	defer c.termMu.Unlock()
+	return slices.Clone(c.violations)
 }
 
 // electionTimeout is the longest election timeout raft may draw: it
@@ -105,14 +162,19 @@ func newCluster(seed uint64, n int, tick time.Duration, retain uint64, logf func
 	rng := rand.New(rand.NewPCG(seed, 0xc1))
 	c := &cluster{log: logf, net: raftnode.NewMemNetwork(), nodes: map[uint64]*simNode{}, tick: tick, retain: retain,
 		faults:   &faults{rng: rand.New(rand.NewPCG(seed, 0xfa)), down: map[uint64]bool{}, side: map[uint64]int{}},
-		crashRng: rand.New(rand.NewPCG(seed, 0xcc))}
+		crashRng: rand.New(rand.NewPCG(seed, 0xcc)), skewRng: rng, incs: map[uint64]uint64{}, impostors: map[uint64]*simNode{},
+		leaders: map[uint64]uint64{}}
 	c.net.Drop(c.faults.drop)
 	c.net.Delay(c.faults.delay)
+	var peers []uint64
 	for id := uint64(1); id <= uint64(n); id++ {
-		c.ids = append(c.ids, id)
-		c.nodes[id] = &simNode{id: id, fs: vfs.NewCrashableMem(), skew: rng.Int64N(1000) - 500}
+		peers = append(peers, id)
 	}
-	for _, id := range c.ids {
+	for _, id := range peers {
+		c.ids = append(c.ids, id)
+		c.nodes[id] = &simNode{id: id, peers: peers, fs: vfs.NewCrashableMem(), skew: rng.Int64N(1000) - 500}
+	}
+	for _, id := range peers {
 		if err := c.start(id); err != nil {
 			c.stopAll()
 			return nil, err
@@ -179,9 +241,22 @@ func (quietPebble) Fatalf(format string, args ...any) {
 
 var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// start opens node id's Pebble from its filesystem and starts its host.
+// start opens replica id's Pebble from its filesystem and starts its host
+// (nothing if it is up, retired or wiped).
 func (c *cluster) start(id uint64) error {
-	n := c.nodes[id]
+	n := c.node(id)
+	if n == nil {
+		return nil
+	}
+	return c.startNode(n)
+}
+
+// startNode starts n's host: a bootstrapped member on its first start,
+// or a replica added at run time (JoinGroup). Every host pins the
+// incarnations the cluster recorded, as server/node pins those of its
+// membership records; an impostor's incarnation is never recorded.
+func (c *cluster) startNode(n *simNode) error {
+	id := n.id
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.up {
@@ -199,10 +274,34 @@ func (c *cluster) start(id uint64) error {
 		return fmt.Errorf("node %d: %w", id, err)
 	}
 	st := store.New(db, shard)
-	if err := h.AddGroup(shard, c.ids, sm{st}); err != nil {
+	if n.join {
+		err = h.JoinGroup(shard, sm{st})
+	} else {
+		err = h.AddGroup(shard, n.peers, sm{st})
+	}
+	if err != nil {
 		h.Stop()
 		db.Close()
 		return fmt.Errorf("node %d: %w", id, err)
+	}
+	c.mu.Lock()
+	if !n.impostor {
+		c.incs[id] = h.Incarnation()
+	}
+	incs := maps.Clone(c.incs)
+	var others []*simNode
+	for oid, o := range c.nodes {
+		if oid != id {
+			others = append(others, o)
+		}
+	}
+	c.mu.Unlock()
+	for pid, inc := range incs {
+		if err := h.PinPeer(pid, inc); err != nil && !errors.Is(err, raftnode.ErrFenced) {
+			h.Stop()
+			db.Close()
+			return fmt.Errorf("node %d: pin %d: %w", id, pid, err)
+		}
 	}
 	n.db, n.host, n.store, n.up = db, h, st, true
 	c.faults.mu.Lock()
@@ -210,6 +309,15 @@ func (c *cluster) start(id uint64) error {
 	c.faults.mu.Unlock()
 	c.net.Attach(id, h)
 	h.Start()
+	if !n.impostor {
+		for _, o := range others {
+			o.mu.RLock()
+			if o.up {
+				_ = o.host.PinPeer(id, incs[id]) // ErrStopped: it pins at its next start
+			}
+			o.mu.RUnlock()
+		}
+	}
 	return nil
 }
 
@@ -227,20 +335,30 @@ func (c *cluster) crash(lose bool, unsyncedPct int, ids ...uint64) {
 	for _, id := range ids {
 		c.net.Detach(id)
 	}
+	nodes := map[uint64]*simNode{}
+	for _, id := range ids {
+		if n := c.node(id); n != nil {
+			nodes[id] = n
+		}
+	}
+	c.stopNodes(lose, unsyncedPct, nodes)
+}
+
+// stopNodes stops the given nodes (cut off already); lose: see crash.
+func (c *cluster) stopNodes(lose bool, unsyncedPct int, nodes map[uint64]*simNode) {
 	images := map[uint64]*vfs.MemFS{}
 	if lose {
 		c.crashMu.Lock()
-		for _, id := range ids {
+		for _, id := range slices.Sorted(maps.Keys(nodes)) {
 			cfg := vfs.CrashCloneCfg{UnsyncedDataPercent: unsyncedPct}
 			if unsyncedPct > 0 {
 				cfg.RNG = rand.New(rand.NewPCG(c.crashRng.Uint64(), 1))
 			}
-			images[id] = c.nodes[id].fs.CrashClone(cfg)
+			images[id] = nodes[id].fs.CrashClone(cfg)
 		}
 		c.crashMu.Unlock()
 	}
-	for _, id := range ids {
-		n := c.nodes[id]
+	for id, n := range nodes {
 		n.mu.Lock()
 		if n.up {
 			n.host.Stop()
@@ -255,7 +373,10 @@ func (c *cluster) crash(lose bool, unsyncedPct int, ids ...uint64) {
 }
 
 func (c *cluster) stopAll() {
-	for _, n := range c.nodes {
+	c.mu.RLock()
+	nodes := append(slices.Collect(maps.Values(c.nodes)), slices.Collect(maps.Values(c.impostors))...)
+	c.mu.RUnlock()
+	for _, n := range nodes {
 		n.mu.Lock()
 		if n.up {
 			n.host.Stop()
@@ -268,8 +389,11 @@ func (c *cluster) stopAll() {
 
 func (c *cluster) upIDs() []uint64 {
 	var out []uint64
-	for _, id := range c.ids {
-		n := c.nodes[id]
+	for _, id := range c.idList() {
+		n := c.node(id)
+		if n == nil {
+			continue
+		}
 		n.mu.RLock()
 		if n.up {
 			out = append(out, id)
@@ -302,19 +426,30 @@ func (c *cluster) heal() {
 
 // status returns node id's group status, ok false if it is down.
 func (c *cluster) status(id uint64) (raftnode.GroupStatus, bool) {
-	n := c.nodes[id]
+	return c.nodeStatus(c.node(id))
+}
+
+// nodeStatus is status for a node (nil: gone); a leader's term is
+// recorded for the election-safety check.
+func (c *cluster) nodeStatus(n *simNode) (raftnode.GroupStatus, bool) {
+	if n == nil {
+		return raftnode.GroupStatus{}, false
+	}
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	if !n.up {
 		return raftnode.GroupStatus{}, false
 	}
 	st, err := n.host.Status(shard)
+	if err == nil && st.IsLeader {
+		c.sawLeader(n.id, st.Term)
+	}
 	return st, err == nil
 }
 
 // leader returns a node that believes it leads, 0 if none is known.
 func (c *cluster) leader() uint64 {
-	for _, id := range c.ids {
+	for _, id := range c.idList() {
 		if st, ok := c.status(id); ok && st.IsLeader {
 			return id
 		}
@@ -322,28 +457,39 @@ func (c *cluster) leader() uint64 {
 	return 0
 }
 
-// agreedLeader returns the leader every live node names, 0 if they differ.
+// agreedLeader returns a leader that every voter of its configuration
+// names, 0 if there is none; every replica holding data must be up.
+// Learners, replicas not yet added and ones already removed do not vote.
 func (c *cluster) agreedLeader() uint64 {
-	var l uint64
-	for _, id := range c.ids {
+	ids := c.idList()
+	var leaders []raftnode.GroupStatus
+	for _, id := range ids {
 		st, ok := c.status(id)
 		if !ok {
 			return 0
 		}
-		if st.LeaderID == 0 || (l != 0 && st.LeaderID != l) {
-			return 0
+		if st.IsLeader {
+			leaders = append(leaders, st)
 		}
-		l = st.LeaderID
 	}
-	if st, ok := c.status(l); !ok || !st.IsLeader {
-		return 0
+next:
+	for _, l := range leaders {
+		for _, v := range l.Voters {
+			if st, ok := c.status(v); ok && st.LeaderID != l.LeaderID || !ok && slices.Contains(ids, v) {
+				continue next
+			}
+		}
+		return l.LeaderID
 	}
-	return l
+	return 0
 }
 
 // withStore runs f on node id's store unless the node is down.
 func (c *cluster) withStore(id uint64, f func(*store.Store, *pebble.DB) error) error {
-	n := c.nodes[id]
+	n := c.node(id)
+	if n == nil {
+		return errNodeDown
+	}
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	if !n.up {
@@ -389,7 +535,7 @@ func (c *cluster) converged(timeout time.Duration) (uint64, error) {
 		var applied uint64
 		var sum string
 		same := true
-		for _, id := range c.ids {
+		for _, id := range c.idList() {
 			a, s, err := c.stateHash(id)
 			if err != nil {
 				return 0, fmt.Errorf("node %d: %w", id, err)
@@ -413,9 +559,9 @@ func (c *cluster) converged(timeout time.Duration) (uint64, error) {
 	}
 }
 
-// clock is node id's wall clock in ms (skewed), as a leader stamps
+// clock is node n's wall clock in ms (skewed), as a leader stamps
 // commands.
-func (c *cluster) clock(id uint64) int64 { return time.Now().UnixMilli() + c.nodes[id].skew }
+func (c *cluster) clock(n *simNode) int64 { return time.Now().UnixMilli() + n.skew }
 
 // outcome of a proposal.
 type outcome int
@@ -454,7 +600,11 @@ func (c *cluster) propose(ctx context.Context, rng *rand.Rand, build func(timeMs
 			id = up[rng.IntN(len(up))]
 		}
 		hint = 0
-		n := c.nodes[id]
+		n := c.node(id)
+		if n == nil {
+			time.Sleep(c.tick)
+			continue
+		}
 		n.mu.RLock()
 		h := n.host
 		n.mu.RUnlock()
@@ -463,7 +613,7 @@ func (c *cluster) propose(ctx context.Context, rng *rand.Rand, build func(timeMs
 			continue
 		}
 		pctx, cancel := context.WithTimeout(ctx, 20*c.tick)
-		r, err := h.Propose(pctx, shard, build(c.clock(id)))
+		r, err := h.Propose(pctx, shard, build(c.clock(n)))
 		cancel()
 		var nl *raftnode.NotLeaderError
 		switch {

@@ -91,11 +91,10 @@ func (s *schedule) String() string {
 // the cluster took to agree on a leader after healing.
 func runSim(t *testing.T, nodes int, seed uint64) (map[string]int, time.Duration) {
 	const (
-		tick        = 10 * time.Millisecond
-		faultPhase  = 1500 * time.Millisecond
-		producers   = 2
-		consumers   = 2
-		maxDownFrac = 2 // at most nodes/maxDownFrac down at once, except a power loss of all
+		tick       = 10 * time.Millisecond
+		faultPhase = 1500 * time.Millisecond
+		producers  = 2
+		consumers  = 2
 	)
 	rng := rand.New(rand.NewPCG(seed, 0x51))
 	retain := uint64(1000)
@@ -144,30 +143,75 @@ func runSim(t *testing.T, nodes int, seed uint64) (map[string]int, time.Duration
 	w.wg.Add(1)
 	go w.limits(ctx)
 
-	// The fault schedule.
+	// The fault schedule. Crashes keep a majority of every configuration
+	// the group may be in up (a power loss of all aside); membership
+	// changes (membership_test.go) start at planned times, one at a time.
+	m := newMembers(c, sched)
+	m.start()
+	defer m.stopCoordinator()
+	mrng := rand.New(rand.NewPCG(seed, 0x3e))
+	planned := 1 + mrng.IntN(2)
+	planAt := time.Now().Add(time.Duration(mrng.IntN(500)) * time.Millisecond)
 	restartAt := map[uint64]time.Time{}
 	powerLoss := rng.IntN(3) == 0
 	crashes := 0
+	// disturb crashes or cuts off leader l right after a membership change
+	// was proposed.
+	disturb := func(l uint64) {
+		if _, up := c.status(l); up && m.canCrash(l) && mrng.IntN(2) == 0 {
+			lose := mrng.IntN(2) == 0
+			c.crash(lose, 0, l)
+			crashes++
+			restartAt[l] = time.Now().Add(time.Duration(50+mrng.IntN(300)) * time.Millisecond)
+			sched.add("mid-change: crash leader %d (power loss %v)", l, lose)
+		} else {
+			c.partition(l)
+			sched.add("mid-change: cut off leader %d", l)
+		}
+		m.count("leader disturbed mid-change")
+	}
 	end := time.Now().Add(faultPhase)
 	for time.Now().Before(end) {
-		time.Sleep(time.Duration(40+rng.IntN(160)) * time.Millisecond)
+		select {
+		case <-time.After(time.Duration(40+rng.IntN(160)) * time.Millisecond):
+		case l := <-m.mid:
+			disturb(l)
+		}
 		for id, at := range restartAt {
 			if time.Now().After(at) {
+				delete(restartAt, id)
+				if c.node(id) == nil {
+					continue // retired or wiped meanwhile
+				}
 				if err := c.start(id); err != nil {
 					fail("restart: %v", err)
 				}
 				sched.add("restart node %d", id)
-				delete(restartAt, id)
 			}
 		}
+		m.checkImpostors()
+		if mrng.IntN(3) == 0 { // removed replicas linger a while
+			for _, id := range m.takeRemoved() {
+				c.retire(id)
+				sched.add("retire removed node %d", id)
+			}
+		}
+		if mrng.IntN(4) == 0 {
+			m.retireImpostors()
+		}
+		if planned > 0 && time.Now().After(planAt) && m.idle() && m.plan(mrng) {
+			planned--
+			planAt = time.Now().Add(time.Duration(100+mrng.IntN(400)) * time.Millisecond)
+		}
 		up := c.upIDs()
+		ids := c.idList()
 		switch n := rng.IntN(100); {
 		case n < 14:
-			k := 1 + rng.IntN(nodes/2)
-			perm := rng.Perm(nodes)
+			k := 1 + rng.IntN(max(len(ids)/2, 1))
+			perm := rng.Perm(len(ids))
 			var side []uint64
 			for _, i := range perm[:k] {
-				side = append(side, c.ids[i])
+				side = append(side, ids[i])
 			}
 			if l := c.leader(); l != 0 && rng.IntN(2) == 0 {
 				side = []uint64{l}
@@ -196,12 +240,15 @@ func runSim(t *testing.T, nodes int, seed uint64) (map[string]int, time.Duration
 			c.faults.mu.Unlock()
 			sched.add("delay (reorder) %d%% of messages by up to %v", pct, d)
 		case n < 70:
-			if len(up) <= nodes-nodes/maxDownFrac {
+			if len(up) == 0 {
 				break
 			}
 			id := up[rng.IntN(len(up))]
 			if l := c.leader(); l != 0 && rng.IntN(2) == 0 {
 				id = l
+			}
+			if !m.canCrash(id) {
+				break
 			}
 			lose, pct := rng.IntN(3) > 0, 0
 			if lose && rng.IntN(3) == 0 {
@@ -215,7 +262,7 @@ func runSim(t *testing.T, nodes int, seed uint64) (map[string]int, time.Duration
 			powerLoss = false
 			c.crash(true, 0, up...)
 			crashes += len(up)
-			for _, id := range c.ids {
+			for _, id := range ids {
 				restartAt[id] = time.Now().Add(time.Duration(50+rng.IntN(200)) * time.Millisecond)
 			}
 			sched.add("power loss of all nodes %v", up)
@@ -226,7 +273,8 @@ func runSim(t *testing.T, nodes int, seed uint64) (map[string]int, time.Duration
 	// within 3 election timeouts.
 	close(w.stopLoad)
 	c.heal()
-	for _, id := range c.ids {
+	m.retireAll()
+	for _, id := range c.idList() {
 		if err := c.start(id); err != nil {
 			fail("restart: %v", err)
 		}
@@ -250,6 +298,12 @@ func runSim(t *testing.T, nodes int, seed uint64) (map[string]int, time.Duration
 	}
 	w.wg.Wait()
 	sched.add("workload stopped")
+	// The change under way finishes or rolls back; the configuration is
+	// what the changes led to, and never joint.
+	if err := m.settle(10 * time.Second); err != nil {
+		fail("%v", err)
+	}
+	sched.add("membership settled: voters %v", c.idList())
 
 	// The outbox empties; then every replica converges and holds every
 	// acknowledged message that no delete may have removed.
@@ -270,7 +324,7 @@ func runSim(t *testing.T, nodes int, seed uint64) (map[string]int, time.Duration
 		fail("before the drain: %v", err)
 	}
 	want := w.h.undeleted()
-	for _, id := range c.ids {
+	for _, id := range c.idList() {
 		have, _, _, err := w.pending(id)
 		if err != nil {
 			fail("node %d: %v", id, err)
@@ -293,6 +347,7 @@ func runSim(t *testing.T, nodes int, seed uint64) (map[string]int, time.Duration
 		have, _, _, _ := w.pending(leader)
 		return have[id] != ""
 	})
+	violations = append(violations, c.electionViolations()...)
 	if len(violations) > 0 {
 		fail("%d violations:\n%s", len(violations), strings.Join(violations, "\n"))
 	}
@@ -301,6 +356,9 @@ func runSim(t *testing.T, nodes int, seed uint64) (map[string]int, time.Duration
 		fail("after the drain: %v", err)
 	}
 	summary["crashes"] += crashes
+	for k, v := range m.counts {
+		summary[k] += v
+	}
 	summary["runs"]++
 	_, delivered, dropped := c.delivered()
 	summary["raft messages delivered"] += int(delivered)
