@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -74,10 +75,12 @@ func (p *change) String() string {
 type members struct {
 	c       *cluster
 	sched   *schedule
-	maxV    int         // at most this many voters
+	initial int // voters at bootstrap
+	maxV    int // at most this many voters
 	mid     chan uint64 // the leader to disturb mid-change (cap 1)
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
+	paused  atomic.Bool // while the healed cluster elects its leader (that is timed)
 	mu      sync.Mutex
 	voters  []uint64 // applied voters when nothing is pending; the before set otherwise
 	pending *change
@@ -90,7 +93,10 @@ type members struct {
 
 func newMembers(c *cluster, sched *schedule) *members {
 	ids := c.idList()
-	return &members{c: c, sched: sched, maxV: len(ids) + 1, mid: make(chan uint64, 1),
+	// Three nodes grow to four (and back); five shrink and grow back: six
+	// voters would need four votes to elect, and the elections after
+	// healing are timed.
+	return &members{c: c, sched: sched, initial: len(ids), maxV: max(len(ids), 4), mid: make(chan uint64, 1),
 		voters: ids, nextID: uint64(len(ids)) + 1, counts: map[string]int{}}
 }
 
@@ -191,8 +197,11 @@ func (m *members) plan(rng *rand.Rand) bool {
 	}
 	with := func(s []uint64, id uint64) []uint64 { return slices.Sorted(slices.Values(append(slices.Clone(s), id))) }
 	kind := changeKind(rng.IntN(4))
-	if len(b) >= m.maxV && rng.IntN(2) == 0 {
+	switch {
+	case len(b) > m.initial && rng.IntN(2) == 0:
 		kind = kindRemove // grown by a join: shrink back (retire a node)
+	case len(b) < m.initial && rng.IntN(2) == 0:
+		kind = kindJoin // shrunk by a removal: grow back
 	}
 	p := &change{kind: kind, before: b, started: time.Now(), direct: rng.IntN(2) == 0, disturb: rng.IntN(3) == 0,
 		rollAt: time.Duration(20+rng.IntN(100)) * m.c.tick}
@@ -284,7 +293,7 @@ func (m *members) step(ctx context.Context) {
 	m.mu.Lock()
 	p := m.pending
 	m.mu.Unlock()
-	if p == nil {
+	if p == nil || m.paused.Load() {
 		return
 	}
 	c := m.c

@@ -272,6 +272,7 @@ func runSim(t *testing.T, nodes int, seed uint64) (map[string]int, time.Duration
 	// Heal: network faults off, every node back up; a leader must follow
 	// within 3 election timeouts.
 	close(w.stopLoad)
+	m.paused.Store(true)
 	c.heal()
 	m.retireAll()
 	for _, id := range c.idList() {
@@ -293,6 +294,7 @@ func runSim(t *testing.T, nodes int, seed uint64) (map[string]int, time.Duration
 		time.Sleep(time.Millisecond)
 	}
 	sched.add("leader %d after %v", c.agreedLeader(), leaderAfter)
+	m.paused.Store(false)
 	if limit := 3 * c.electionTimeout(); leaderAfter > limit {
 		fail("leader only %v after healing (limit: 3 election timeouts = %v)", leaderAfter, limit)
 	}
