@@ -4,13 +4,30 @@
 // workload that records a history, and a checker over that history and the
 // replicas' final state.
 //
+// The schedule mixes partitions, message drops, duplicates and delays,
+// crashes (with or without losing unsynced writes), power loss of all
+// nodes, and membership changes (issue 17, membership_test.go): a new
+// replica joins as a learner and is promoted, a voter is removed (the
+// leader too), a voter whose disk was wiped is replaced by a new replica
+// id (after it may have come back under its old id, fenced), a voter is
+// moved in one joint change; a change may be hit by a crash or partition
+// of the leader mid-way. The checks: no acknowledged message lost, no
+// delivery after a successful delete (and the other history checks in
+// workload_test.go), replicas converge to one state hash, a leader within
+// three election timeouts of healing, at most one leader per term, and
+// every membership change finished or rolled back, never joint.
+//
 // The cluster is raftnode.Host + store.Store directly, not server/node:
 // each node's Pebble lives on its own crashable in-memory filesystem
 // (vfs.NewCrashableMem), so a crash can keep only what was synced
 // (CrashClone), and a node starts in milliseconds. Commands are built here
 // (storepb) and proposed with Host.Propose, as server/ does; a small relay
-// moves dead-letter outbox entries as server/'s relay does. What this tier
-// does not cover: the gRPC API, forwarding, long polls, housekeeping ticks.
+// moves dead-letter outbox entries as server/'s relay does; membership
+// changes use Host.ChangeMembers, LeaveJoint and TransferLeadership as
+// server/node's move executor does. What this tier does not cover: the
+// gRPC API, forwarding, long polls, housekeeping ticks, the membership
+// records and planner of the metadata shard (the process tier,
+// tests/chaos, drives those).
 package sim
 
 import (

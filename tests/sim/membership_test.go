@@ -60,7 +60,7 @@ type change struct {
 	started       time.Time
 	direct        bool          // a leader that leaves removes itself (else it hands leadership over first)
 	rollAt        time.Duration // a join or move whose learner is not caught up by then is rolled back
-	// Set by the coordinator (under members.mu).
+	// Changed by the coordinator only.
 	disturb     bool      // crash or cut off the leader right after the step that changes voters
 	learnerAt   time.Time // when the coordinator first saw the new replica as a learner
 	rollingBack bool
@@ -75,8 +75,8 @@ func (p *change) String() string {
 type members struct {
 	c       *cluster
 	sched   *schedule
-	initial int // voters at bootstrap
-	maxV    int // at most this many voters
+	initial int         // voters at bootstrap
+	maxV    int         // at most this many voters
 	mid     chan uint64 // the leader to disturb mid-change (cap 1)
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
@@ -363,7 +363,7 @@ func (m *members) step(ctx context.Context) {
 	}
 	// The disturbance hits the step that changes the voters (a joint
 	// change for a move or replace).
-	final := slices.ContainsFunc(changes, func(ch raftnode.MemberChange) bool { return ch.Kind != raftnode.AddLearner || p.rollingBack })
+	final := slices.ContainsFunc(changes, func(ch raftnode.MemberChange) bool { return ch.Kind != raftnode.AddLearner })
 	m.mu.Lock()
 	disturb := p.disturb && final
 	p.disturb = p.disturb && !final

@@ -19,10 +19,10 @@ import (
 //
 //	QUORUMQ_SIM_SEED=<seed> go test ./tests/sim -run TestSim3Nodes -v
 //
-// (TestSim5Nodes for a five-node seed). The seed fixes the fault schedule,
-// the workload's choices and the clock skews; goroutine interleavings and
-// timer firings are the machine's, so a replay repeats the schedule, not
-// every interleaving. QUORUMQ_SIM_SEEDS=<n> changes the number of seeds.
+// (TestSim5Nodes for a five-node seed). The seed fixes the fault schedule
+// (membership changes included), the workload's choices and the clock
+// skews; goroutine interleavings and timer firings are the machine's, so a
+// replay repeats the schedule, not every interleaving. QUORUMQ_SIM_SEEDS=<n> changes the number of seeds.
 func TestSim3Nodes(t *testing.T) { runSeeds(t, 3, 1, 30) }
 
 func TestSim5Nodes(t *testing.T) { runSeeds(t, 5, 1001, 20) }
