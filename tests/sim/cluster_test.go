@@ -14,7 +14,7 @@
 // of the leader mid-way. The checks: no acknowledged message lost, no
 // delivery after a successful delete (and the other history checks in
 // workload_test.go), replicas converge to one state hash, a leader within
-// three election timeouts of healing, at most one leader per term, and
+// three election timeouts of healing (counted in ticks the machine let pass, so load does not fail it), at most one leader per term, and
 // every membership change finished or rolled back, never joint.
 //
 // The cluster is raftnode.Host + store.Store directly, not server/node:
@@ -173,7 +173,10 @@ func (c *cluster) electionViolations() []string {
 // electionTimeout is the longest election timeout raft may draw: it
 // randomises each one in [ElectionTicks, 2*ElectionTicks) ticks, and
 // raftnode's default ElectionTicks is 10.
-func (c *cluster) electionTimeout() time.Duration { return 2 * 10 * c.tick }
+func (c *cluster) electionTimeout() time.Duration { return time.Duration(c.electionTicks()) * c.tick }
+
+// electionTicks is electionTimeout in ticks.
+func (c *cluster) electionTicks() int { return 2 * 10 }
 
 func newCluster(seed uint64, n int, tick time.Duration, retain uint64, logf func(string, ...any)) (*cluster, error) {
 	rng := rand.New(rand.NewPCG(seed, 0xc1))
