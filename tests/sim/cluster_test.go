@@ -14,8 +14,9 @@
 // of the leader mid-way. The checks: no acknowledged message lost, no
 // delivery after a successful delete (and the other history checks in
 // workload_test.go), replicas converge to one state hash, a leader within
-// three election timeouts of healing (counted in ticks the machine let pass, so load does not fail it), at most one leader per term, and
-// every membership change finished or rolled back, never joint.
+// three election timeouts of healing (counted in the ticks the machine let
+// pass, so load does not fail it), at most one leader per term, and every
+// membership change finished or rolled back, never joint.
 //
 // The cluster is raftnode.Host + store.Store directly, not server/node:
 // each node's Pebble lives on its own crashable in-memory filesystem
