@@ -131,7 +131,7 @@ func newReply(fullMethod string) (proto.Message, error) {
 
 // replyTypes caches replyType per method: forwarding is on the path of most
 // calls in a cluster, the registry walk need not be.
-var replyTypes sync.Map
+var replyTypes sync.Map // full method -> protoreflect.MessageType
 
 func replyType(fullMethod string) (protoreflect.MessageType, error) {
 	svc, method, ok := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")

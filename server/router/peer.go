@@ -62,7 +62,7 @@ func (p *PeerServer) Register(s *grpc.Server) {
 			{MethodName: "TopicCatalog", Handler: peerHandler(peerTopicCatalogMethod, p.topicCatalog)},
 			{MethodName: "TopicGroupMember", Handler: peerHandler(peerTopicMemberMethod, p.topicGroupMember)},
 		},
-		Metadata: "server/peer.go",
+		Metadata: "server/router/peer.go",
 	}, p)
 }
 

@@ -12,6 +12,22 @@ import (
 	"github.com/quorumq/quorumq/server/shardserver"
 )
 
+// Stored bytes on a sharded cluster. The metadata shard keeps the tenant's
+// max_stored_bytes as set; each data shard's store enforces an allowance
+// (the max_stored_bytes of its own tenant record) in apply, so the check
+// stays exact and deterministic. The allowances add up to at most the
+// quota (each is at least 1 byte, since 0 means unlimited): a shard's
+// usage plus a share of the tenant's headroom. When a data shard refuses
+// a send for bytes, the router asks the metadata shard's leader to spread
+// the headroom again (spreadBytes): the refusing shard gets what the send
+// needs plus half of what remains (the tenant is sending there now), the
+// other shards the rest evenly; then the router sends the refused entries
+// once more. So a message that fits the tenant's quota is admitted
+// wherever it lands, and one that does not is refused with QUOTA_EXCEEDED.
+// Spreads of a tenant run one at a time on the metadata shard's leader;
+// sends that land between a shard's usage being read and its allowance
+// being set can overshoot the quota by what they store meanwhile.
+
 // spreadBytes sets the tenant's allowance on every data shard from their
 // usage and the quota held by meta (the metadata shard, which this node
 // leads), reserving need bytes on shard hot (0: none). It reports false

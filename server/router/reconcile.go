@@ -39,7 +39,7 @@ func (r *Router) QueueRecord(ctx context.Context, tenant, name string) (*storepb
 	return nil, err
 }
 
-// QueueRecord serves peerRecordMethod.
+// queueRecord serves peerRecordMethod.
 func (p *PeerServer) queueRecord(ctx context.Context, req *storepb.QueueRecord) (*storepb.QueueRecord, error) {
 	srv, err := p.router.serving(ctx, MetadataShard)
 	if err != nil {

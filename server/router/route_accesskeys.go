@@ -69,7 +69,7 @@ func (c *CredentialsServer) RevokeAccessKey(ctx context.Context, req *qv1.Revoke
 	return resp, err
 }
 
-// AccessKeyGrant asks the metadata shard's leader, here or on another
+// accessKeyGrant asks the metadata shard's leader, here or on another
 // node, for a key's grant. A NOT_LEADER answer is retried (at most three
 // tries, within the router's timeout).
 func (r *Router) accessKeyGrant(ctx context.Context, req *storepb.AccessKeyLookup) (*storepb.AccessKeyGrant, error) {
@@ -111,7 +111,7 @@ func (r *Router) accessKeyGrant(ctx context.Context, req *storepb.AccessKeyLooku
 	return nil, err
 }
 
-// AccessKeyGrant serves peerAccessKeyMethod on the shard the call names,
+// accessKeyGrant serves peerAccessKeyMethod on the shard the call names,
 // which this node must lead.
 func (p *PeerServer) accessKeyGrant(ctx context.Context, req *storepb.AccessKeyLookup) (*storepb.AccessKeyGrant, error) {
 	srv, err := p.addressed(ctx)

@@ -13,6 +13,11 @@ import (
 	"github.com/quorumq/quorumq/store"
 )
 
+// Browsing a partitioned queue: pages walk the partitions in order, each in
+// seq order, so a page token is (partition, seq). Each partition call reads
+// a bounded number of records; a call stops at the first partition that
+// did not finish, so one page costs at most one budget per partition.
+
 // peekToken is the router's page token: partition and the seq to resume
 // from there, base64url of "partition.seq".
 func peekToken(partition int, seq uint64) string {

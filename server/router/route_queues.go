@@ -14,6 +14,13 @@ import (
 	"github.com/quorumq/quorumq/store"
 )
 
+// Queue calls: the metadata shard decides (names, quotas, dead-letter
+// checks), then the partitions follow. A fan-out that stops half way is
+// repaired: creates and updates are idempotent and re-run by the next
+// call that finds a partition missing (withPartition); a partition left by
+// a delete is replaced when a queue of that name is created again (its
+// incarnation differs) and otherwise ages out by retention.
+
 // CreateQueue implements QueueService.
 func (r *Router) CreateQueue(ctx context.Context, req *qv1.CreateQueueRequest) (*qv1.CreateQueueResponse, error) {
 	if sh, ok := direct(ctx); ok {

@@ -8,6 +8,13 @@ import (
 	"github.com/quorumq/quorumq/server/shardserver"
 )
 
+// Tenant quotas on a sharded cluster hold for the tenant as a whole: the
+// metadata shard holds the quota as set and enforces max_queues; its
+// leader keeps the tenant's one send-rate bucket, from which routers lease
+// tokens (quota_lease.go); each data shard enforces a stored-bytes
+// allowance that the metadata shard's leader spreads by use
+// (quota_bytes.go), and no send rate of its own.
+
 // dataShardIDs lists the shards that hold partitions.
 func (r *Router) dataShardIDs() []uint64 {
 	if r.shardCount() <= 1 {

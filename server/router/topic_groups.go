@@ -12,6 +12,10 @@ import (
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
+// Consumer groups keep one committed offset per partition, stored on the
+// partition's shard with its log (replicated, in snapshots). A group exists
+// where it has offsets; CreateGroup places them on every partition.
+
 // groupTopic is the prologue of a group call: the caller's tenant (one of
 // scopes), the names checked and the topic's record.
 func (ts *TopicServer) groupTopic(ctx context.Context, topic, group string, scopes ...string) (string, *storepb.TopicRecord, error) {

@@ -13,6 +13,10 @@ import (
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
+// The API side of group membership (topic_members.go): the router checks
+// the call and forwards it to the group's coordinator, the leader of the
+// shard of the topic's partition 0.
+
 // maxMemberID bounds a member id (the coordinator's are 32 hex digits).
 const maxMemberID = 64
 

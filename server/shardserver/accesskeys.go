@@ -22,6 +22,12 @@ import (
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
+// Access keys sign requests to the SQS endpoint (AWS SigV4). They are
+// replicated state of the metadata shard (store/accesskeys.go). This file
+// is the metadata shard leader's side: create, list and revoke for
+// CredentialsService, and the lookup that answers the SigV4 verifiers of
+// every node (accesskeys_cache.go) with a signing key, never the secret.
+
 // ErrUnknownAccessKey: no access key of that id exists (or it was
 // revoked). The SigV4 verifier answers InvalidClientTokenId.
 var ErrUnknownAccessKey = errors.New("unknown access key")

@@ -6,6 +6,9 @@ import (
 	"github.com/quorumq/quorumq/server"
 )
 
+// Test hooks for the external tests of the outbox relay and the
+// reconciler (compiled into the test binary only).
+
 // DelivererForTest returns the relay's current deliverer.
 func (s *Server) DelivererForTest() Deliverer {
 	if d := s.hk.deliver.Load(); d != nil {

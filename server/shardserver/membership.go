@@ -13,6 +13,11 @@ import (
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
+// Membership RPCs. The records live in the metadata shard (store/
+// membership.go); these calls read or change them on its leader. The
+// coordinator that turns records into raft configuration changes runs in
+// server/node (membership.go).
+
 const maxPeerAddr = 256
 
 // ListNodes returns the membership records (ClusterService, metadata shard).

@@ -16,6 +16,10 @@ import (
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
+// Replica moves (issue 17). MoveReplica only records the move in the
+// shard's replica set (metadata shard); the shard's leader carries it out
+// and the coordinator records its end (server/node/membership.go).
+
 // MoveReplica records a move of shard's replica (ClusterService, metadata
 // shard).
 func (s *Server) MoveReplica(ctx context.Context, req *qv1.MoveReplicaRequest) (*qv1.MoveReplicaResponse, error) {

@@ -15,6 +15,9 @@ import (
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
+// Nacks, retry policies, time to live and max length at the API edge
+// (issue 18 items 3–6; the semantics are the store's, see store/DESIGN.md).
+
 // maxRetryDelay bounds a retry policy's delays and a nack's redelivery.
 const maxRetryDelay = time.Duration(store.MaxRetryDelayMs) * time.Millisecond
 

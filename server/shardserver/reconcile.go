@@ -11,6 +11,23 @@ import (
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
+// The reconciler keeps partition copies in step with their records of
+// truth. A queue call changes the record on the metadata shard first and
+// then fans out to the partitions; a fan-out that stops half way (a node
+// down, a deadline) leaves a copy behind: an orphan of a deleted queue
+// whose bytes still count against the tenant, or a partition on old
+// attributes while GetQueue shows the new ones. Each shard leader walks
+// its partition copies every ReconcileInterval and, against a fresh read
+// of the record:
+//   - record gone: the copy is deleted (conditionally on its incarnation,
+//     so a queue re-created meanwhile is never hit);
+//   - record of a newer incarnation: the copy is replaced by a new one;
+//   - attributes differ: the copy takes the record's attributes.
+//
+// A partition missing altogether is made by the router on first use
+// (withPartition). Every repair is an idempotent command, so two leaders
+// (old and new) repairing at once do no harm.
+
 // Catalog is what a shard asks of the cluster's records of truth.
 type Catalog interface {
 	// QueueRecord reads the record of truth of (tenant, name) from the

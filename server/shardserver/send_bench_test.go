@@ -32,7 +32,7 @@ func cpuTime(b *testing.B) time.Duration {
 // per message (client and server share the process) and Raft proposals
 // per message.
 //
-//	go test -run '^$' -bench BenchmarkSendMessageConcurrent -benchtime 20000x ./server/
+//	go test -run '^$' -bench BenchmarkSendMessageConcurrent -benchtime 20000x ./server/shardserver/
 func BenchmarkSendMessageConcurrent(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

@@ -1,8 +1,12 @@
-// Package server implements quorumq's gRPC services: it authenticates and
-// validates each call, turns it into a store command stamped with the
-// leader's clock, proposes it to the shard's Raft group and maps the outcome
-// to a gRPC status. It knows nothing of Pebble or Raft internals: it uses the
-// shard through the small Raft interface below.
+// Package shardserver is the per-shard service behind the API tier
+// (server/router): for one shard it checks each call, turns it into a store
+// command stamped with the leader's clock, proposes it to the shard's Raft
+// group and maps the outcome to a gRPC status; its leader also runs the
+// shard's housekeeping (expiry, outbox relay, reconciler, topic group
+// coordinators). It knows nothing of Pebble or Raft internals: it uses the
+// shard through the small Raft interface below. It never imports the
+// router: what it needs of the cluster comes in as interfaces (Catalog,
+// Deliverer, TopicProposer).
 package shardserver
 
 import (

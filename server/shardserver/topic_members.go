@@ -16,6 +16,43 @@ import (
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
+// Consumer group membership, Kafka-style. A group's coordinator is the
+// leader of the shard of its topic's partition 0; membership (members,
+// session deadlines, generation, assignment) lives in that leader's memory
+// only. What is replicated is the offsets and, per partition, the owner
+// the coordinator handed it to (member, and the generation it got it in:
+// FenceTopicGroup on the partition's shard). The fence is the safety: a
+// member reads and commits a partition only while the replicated owner is
+// itself, so two members never both commit one partition, even while two
+// nodes briefly both believe they coordinate. The coordinator is only
+// liveness: when its leadership ends (or its term changes) it forgets
+// every group; members then get UNKNOWN_MEMBER from the new coordinator,
+// join again and are fenced anew there. Nothing committed is lost:
+// offsets are replicated, and a new owner reads on from the committed
+// offset (messages handled but not committed are read again: at least
+// once).
+//
+// A rebalance (join, leave, expiry) bumps the generation and assigns the
+// partitions in contiguous ranges to the members in id order (the
+// target). A partition moves to its target at once when its owner is gone;
+// from a live owner it moves once the owner's heartbeat says it applied a
+// generation without it (it stopped reading it and committed), or after
+// the owner's session timeout: so one member reads a partition at a time.
+// A move is fenced before any member is told of it; a fence that failed
+// is written by the next call. Members learn their assignment from their
+// heartbeat, which they send every third of the session timeout; a
+// heartbeat may long-poll (wait_ms): held while the member's assignment
+// is the one it applied, answered as soon as the group changes. A timer
+// per group runs the coordinator at the next session end or release
+// deadline, so a dead member's partitions move when its session ends, not
+// at the next call, and long-polling members hear of it at once: a
+// partition is taken over within the session timeout of its owner's last
+// heartbeat. A member is nearly always in a held heartbeat, so its death
+// shows as that call's caller going away: its session then ends half a
+// session later (or at its deadline, if sooner), so its partitions are
+// taken over within the session timeout of its death. A live member whose
+// call broke calls again at once and keeps its session.
+
 // Member operations (TopicGroupMemberRequest.op).
 const (
 	MemberJoin      = 1
