@@ -274,7 +274,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if peerClientTLS != nil {
 		peerDial = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(peerClientTLS))}
 	}
-	peerDial = append(peerDial, shardserver.ClientStatsHandler(tp, mp))
+	peerDial = append(peerDial, server.ClientStatsHandler(tp, mp))
 	peerDial = append(peerDial, faultDialOptions(n.faults, cfg.Peers)...)
 	var peerDialFor func(id uint64) []grpc.DialOption
 	if peerClientTLS != nil {
@@ -344,7 +344,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		grpc.ChainUnaryInterceptor(router.StripInternalHeaders(), server.UnaryInterceptor(authenticator, cfg.Logger),
 			history.Interceptor(hist, time.Now)),
 		grpc.ChainStreamInterceptor(server.StreamInterceptor(authenticator, cfg.Logger), history.StreamInterceptor(hist, time.Now)),
-		grpc.MaxRecvMsgSize(clientMaxRecvBytes), shardserver.ServerStatsHandler(tp, mp),
+		grpc.MaxRecvMsgSize(clientMaxRecvBytes), server.ServerStatsHandler(tp, mp),
 	}
 	apiOpts = append(apiOpts, keepaliveOptions()...)
 	selfCreds := insecure.NewCredentials()
@@ -356,8 +356,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.SQSAddr != "" {
 		// Same options as the client listener but its own interceptors
 		// (sqs.go) and no TLS: the connection stays in the process.
-		sqsOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(clientMaxRecvBytes), shardserver.ServerStatsHandler(tp, mp)}
-		if err := n.startSQS(cfg, sqsOpts, []grpc.DialOption{shardserver.ClientStatsHandler(tp, mp)}, clientTLS); err != nil {
+		sqsOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(clientMaxRecvBytes), server.ServerStatsHandler(tp, mp)}
+		if err := n.startSQS(cfg, sqsOpts, []grpc.DialOption{server.ClientStatsHandler(tp, mp)}, clientTLS); err != nil {
 			return nil, err
 		}
 	}
@@ -380,7 +380,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}()
 
 	n.conn, err = grpc.NewClient(n.grpcLn.Addr().String(),
-		grpc.WithTransportCredentials(selfCreds), shardserver.ClientStatsHandler(tp, mp),
+		grpc.WithTransportCredentials(selfCreds), server.ClientStatsHandler(tp, mp),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(server.MaxReplyBytes), grpc.MaxCallSendMsgSize(clientMaxRecvBytes)))
 	if err != nil {
 		return nil, fmt.Errorf("gateway client: %w", err)
@@ -561,7 +561,7 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 			authenticator = cfg.Authenticator
 		}
 		unary := []grpc.UnaryServerInterceptor{server.UnaryInterceptor(authenticator, cfg.Logger)}
-		peerOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(peerMaxRecvBytes), shardserver.ServerStatsHandler(tp, mp)}
+		peerOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(peerMaxRecvBytes), server.ServerStatsHandler(tp, mp)}
 		peerOpts = append(peerOpts, keepaliveOptions()...)
 		if peerServerTLS != nil {
 			// Every call, unary or streaming, needs a peer certificate

@@ -112,7 +112,7 @@ func NewRouter(cfg RouterConfig) *Router {
 	if cfg.CacheTTL <= 0 {
 		cfg.CacheTTL = 2 * time.Second
 	}
-	r := &Router{cfg: cfg, log: cfg.Logger, tracer: shardserver.NewTracer(cfg.TracerProvider)}
+	r := &Router{cfg: cfg, log: cfg.Logger, tracer: server.NewTracer(cfg.TracerProvider)}
 	r.shards.Store(int64(cfg.Shards))
 	return r
 }
@@ -276,7 +276,7 @@ func call[Req, Resp proto.Message](ctx context.Context, r *Router, t target, met
 			return zero, server.StatusError(codes.Unavailable, server.ReasonNotLeader, fmt.Sprintf("no route to shard %d", t.shard), nil)
 		} else {
 			var out any
-			fctx, span := r.tracer.Start(ctx, shardserver.SpanForward, trace.WithAttributes(attribute.String("rpc.method", method),
+			fctx, span := r.tracer.Start(ctx, server.SpanForward, trace.WithAttributes(attribute.String("rpc.method", method),
 				attribute.Int64("quorumq.shard", int64(t.shard)), attribute.Int64("quorumq.leader", int64(leader))))
 			out, err = r.cfg.Forwarder.forward(fctx, leader, method, req, t.headers()...)
 			shardserver.EndSpan(span, err)

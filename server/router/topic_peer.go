@@ -93,7 +93,7 @@ func topicCall[Req proto.Message, Resp proto.Message](ctx context.Context, r *Ro
 		} else if r.cfg.Forwarder == nil {
 			return zero, server.StatusError(codes.Unavailable, server.ReasonNotLeader, fmt.Sprintf("no route to shard %d", shard), nil)
 		} else {
-			fctx, span := r.tracer.Start(ctx, shardserver.SpanForward, trace.WithAttributes(attribute.String("rpc.method", method),
+			fctx, span := r.tracer.Start(ctx, server.SpanForward, trace.WithAttributes(attribute.String("rpc.method", method),
 				attribute.Int64("quorumq.shard", int64(shard)), attribute.Int64("quorumq.leader", int64(leader))))
 			resp = newResp()
 			err = r.cfg.Forwarder.invoke(fctx, leader, method, req, resp, server.ShardHeader, strconv.FormatUint(shard, 10))

@@ -159,7 +159,7 @@ func New(cfg Config, raft Raft, st *store.Store, shard uint64) *Server {
 		polls:   newPollRegistry(),
 		limiter: newSendLimiter(),
 		metrics: newMetrics(cfg.Meter, cfg.MaxQueueLabels),
-		tracer:  NewTracer(cfg.TracerProvider),
+		tracer:  server.NewTracer(cfg.TracerProvider),
 		relay:   make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 	}
