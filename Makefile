@@ -73,7 +73,7 @@ test: check-generated lint test-race test-unit test-fuzz test-e2e test-ts test-d
 # Each fuzz target runs briefly beyond its committed seed corpus (the seeds
 # also run in the plain test runs). FUZZTIME=1m for a longer hunt.
 FUZZTIME ?= 3s
-FUZZ_TARGETS := ./store:FuzzDecodeHandle ./server:FuzzValidateMessage ./server:FuzzDecodeReceiptHandle ./server/auth:FuzzAuthenticate ./sqs/sigv4:FuzzAuthenticate
+FUZZ_TARGETS := ./store:FuzzDecodeHandle ./server/shardserver:FuzzValidateMessage ./server/shardserver:FuzzDecodeReceiptHandle ./server/auth:FuzzAuthenticate ./sqs/sigv4:FuzzAuthenticate
 test-fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 	  echo "fuzz $${t#*:} ($(FUZZTIME))"; \

@@ -47,29 +47,27 @@ func (DevAuthenticator) Authenticate(context.Context) (*Principal, error) {
 	}}, nil
 }
 
-type principalKey struct{}
-
-func principalFrom(ctx context.Context) *Principal {
-	p, _ := ctx.Value(principalKey{}).(*Principal)
-	return p
-}
+type PrincipalKey struct{}
 
 // PrincipalFrom returns the caller that UnaryInterceptor authenticated (nil
 // outside it), for interceptors and services outside this package.
-func PrincipalFrom(ctx context.Context) *Principal { return principalFrom(ctx) }
+func PrincipalFrom(ctx context.Context) *Principal {
+	p, _ := ctx.Value(PrincipalKey{}).(*Principal)
+	return p
+}
 
-// require returns the caller's tenant if it holds any of the scopes.
-func require(ctx context.Context, anyOf ...string) (string, error) {
-	p := principalFrom(ctx)
+// Require returns the caller's tenant if it holds any of the scopes.
+func Require(ctx context.Context, anyOf ...string) (string, error) {
+	p := PrincipalFrom(ctx)
 	if p == nil {
-		return "", statusError(codes.Unauthenticated, ReasonUnauthenticated, "no credentials", nil)
+		return "", StatusError(codes.Unauthenticated, ReasonUnauthenticated, "no credentials", nil)
 	}
 	for _, s := range anyOf {
 		if p.Scopes[s] {
 			return p.Tenant, nil
 		}
 	}
-	return "", statusError(codes.PermissionDenied, ReasonPermissionDenied, fmt.Sprintf("token lacks scope %v", anyOf), nil)
+	return "", StatusError(codes.PermissionDenied, ReasonPermissionDenied, fmt.Sprintf("token lacks scope %v", anyOf), nil)
 }
 
 // UnaryInterceptor authenticates each call, recovers from panics (a bug
@@ -80,7 +78,7 @@ func UnaryInterceptor(auth Authenticator, log *slog.Logger) grpc.UnaryServerInte
 		defer func() {
 			if r := recover(); r != nil {
 				log.ErrorContext(ctx, "panic in handler", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
-				resp, err = nil, statusError(codes.Internal, ReasonInternal, "internal error", nil)
+				resp, err = nil, StatusError(codes.Internal, ReasonInternal, "internal error", nil)
 			}
 		}()
 		if isPublicMethod(info.FullMethod) {
@@ -94,10 +92,10 @@ func UnaryInterceptor(auth Authenticator, log *slog.Logger) grpc.UnaryServerInte
 		}
 		p, err := auth.Authenticate(ctx)
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, ToStatus(err)
 		}
-		resp, err = handler(context.WithValue(ctx, principalKey{}, p), req)
-		return resp, toStatus(err)
+		resp, err = handler(context.WithValue(ctx, PrincipalKey{}, p), req)
+		return resp, ToStatus(err)
 	}
 }
 

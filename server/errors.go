@@ -100,13 +100,13 @@ var catalog = []struct {
 // the time a leader needs to commit a full backlog (a few loop rounds).
 const overloadRetryDelay = 200 * time.Millisecond
 
-// fieldError is a bad request field found by the server's validation.
-func fieldError(field, reason string) error {
+// FieldError is a bad request field found by the server's validation.
+func FieldError(field, reason string) error {
 	return &store.FieldError{Field: field, Reason: reason}
 }
 
-// statusError builds a status with ErrorInfo (and BadRequest for fields).
-func statusError(code codes.Code, reason, msg string, meta map[string]string) error {
+// StatusError builds a status with ErrorInfo (and BadRequest for fields).
+func StatusError(code codes.Code, reason, msg string, meta map[string]string) error {
 	st := status.New(code, msg)
 	info := &errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain, Metadata: meta}
 	if withInfo, err := st.WithDetails(info); err == nil {
@@ -121,9 +121,9 @@ func statusError(code codes.Code, reason, msg string, meta map[string]string) er
 	return st.Err()
 }
 
-// toStatus converts any error reaching the API edge into a gRPC status
+// ToStatus converts any error reaching the API edge into a gRPC status
 // error with an ErrorInfo reason. Statuses pass through unchanged.
-func toStatus(err error) error {
+func ToStatus(err error) error {
 	if err == nil {
 		return nil
 	}
@@ -140,7 +140,7 @@ func toStatus(err error) error {
 	if errors.As(err, &nl) && nl.LeaderID != 0 {
 		meta = map[string]string{"leader": fmt.Sprint(nl.LeaderID)}
 	}
-	serr := statusError(code, reason, msg, meta)
+	serr := StatusError(code, reason, msg, meta)
 	if reason == ReasonOverloaded {
 		// Clients (the SDK) retry RESOURCE_EXHAUSTED only with a delay.
 		st, _ := status.FromError(serr)
@@ -170,9 +170,9 @@ func classify(err error) (codes.Code, string, string) {
 	return codes.Internal, ReasonInternal, err.Error()
 }
 
-// batchError describes a failed batch entry (code name, reason, message).
-func batchError(err error) (code, reason, msg string) {
-	st, _ := status.FromError(toStatus(err))
+// BatchError describes a failed batch entry (code name, reason, message).
+func BatchError(err error) (code, reason, msg string) {
+	st, _ := status.FromError(ToStatus(err))
 	reason = ReasonInternal
 	for _, d := range st.Details() {
 		if info, ok := d.(*errdetails.ErrorInfo); ok {
@@ -221,4 +221,35 @@ func codeName(c codes.Code) string {
 		return "UNAUTHENTICATED"
 	}
 	return c.String()
+}
+
+// AsFieldError names request field `field` in a store validation error.
+func AsFieldError(field string, err error) error {
+	var fe *store.FieldError
+	if errors.As(err, &fe) {
+		return FieldError(field, fe.Reason)
+	}
+	return err
+}
+
+// ErrorInfo is the ErrorInfo detail of a status, or nil.
+func ErrorInfo(st *status.Status) *errdetails.ErrorInfo {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info
+		}
+	}
+	return nil
+}
+
+// ReasonOf is the ErrorInfo reason of a status error, or "".
+func ReasonOf(err error) string {
+	st, ok := status.FromError(err)
+	if !ok {
+		return ""
+	}
+	if info := ErrorInfo(st); info != nil {
+		return info.GetReason()
+	}
+	return ""
 }

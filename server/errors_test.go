@@ -17,7 +17,7 @@ import (
 // on another node at once); a plain dropped proposal stays NOT_LEADER.
 func TestOverloadedMapsToResourceExhaustedWithRetry(t *testing.T) {
 	overloaded := fmt.Errorf("propose: %w", fmt.Errorf("%w: %w: group 3: full", raftnode.ErrOverloaded, raftnode.ErrProposalDropped))
-	st, _ := status.FromError(toStatus(overloaded))
+	st, _ := status.FromError(ToStatus(overloaded))
 	if st.Code() != codes.ResourceExhausted {
 		t.Fatalf("code %v, want RESOURCE_EXHAUSTED", st.Code())
 	}
@@ -37,12 +37,12 @@ func TestOverloadedMapsToResourceExhaustedWithRetry(t *testing.T) {
 	if d := retry.GetRetryDelay().AsDuration(); d <= 0 {
 		t.Fatalf("retry info %v, want a positive delay", retry)
 	}
-	if code, reason, _ := batchError(overloaded); code != "RESOURCE_EXHAUSTED" || reason != ReasonOverloaded {
+	if code, reason, _ := BatchError(overloaded); code != "RESOURCE_EXHAUSTED" || reason != ReasonOverloaded {
 		t.Fatalf("batch entry error %s/%s, want RESOURCE_EXHAUSTED/%s", code, reason, ReasonOverloaded)
 	}
 
 	dropped := fmt.Errorf("propose: %w", raftnode.ErrProposalDropped)
-	if code, reason, _ := batchError(dropped); code != "UNAVAILABLE" || reason != ReasonNotLeader {
+	if code, reason, _ := BatchError(dropped); code != "UNAVAILABLE" || reason != ReasonNotLeader {
 		t.Fatalf("dropped proposal: %s/%s, want UNAVAILABLE/%s", code, reason, ReasonNotLeader)
 	}
 }

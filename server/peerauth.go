@@ -105,17 +105,17 @@ const raftTransportPrefix = "/transportpb.v1.RaftTransportService/"
 // nodes may read the cluster view and forward client calls (which carry
 // the client's token and are authorized again).
 func nodeOnlyMethod(m string) bool {
-	return strings.HasPrefix(m, raftTransportPrefix) || m == peerDeliverMethod
+	return strings.HasPrefix(m, raftTransportPrefix) || m == PeerDeliverMethod
 }
 
 // authorizePeer checks a peer-listener call against its certificate.
 func authorizePeer(ctx context.Context, method string) error {
 	id, err := PeerIdentityFrom(ctx)
 	if err != nil {
-		return statusError(codes.Unauthenticated, ReasonUnauthenticated, fmt.Sprintf("%s: %v", method, err), nil)
+		return StatusError(codes.Unauthenticated, ReasonUnauthenticated, fmt.Sprintf("%s: %v", method, err), nil)
 	}
 	if nodeOnlyMethod(method) && id.Role != PeerRoleNode {
-		return statusError(codes.PermissionDenied, ReasonPermissionDenied, fmt.Sprintf("%s: %v may not call it (storage nodes only)", method, id), nil)
+		return StatusError(codes.PermissionDenied, ReasonPermissionDenied, fmt.Sprintf("%s: %v may not call it (storage nodes only)", method, id), nil)
 	}
 	return nil
 }

@@ -71,18 +71,18 @@ func TestPeerAuthInterceptors(t *testing.T) {
 		method string
 		want   codes.Code
 	}{
-		{peerCtx("quorumq://node/2"), peerDeliverMethod, codes.OK},
+		{peerCtx("quorumq://node/2"), PeerDeliverMethod, codes.OK},
 		{peerCtx("quorumq://node/2"), raftStream, codes.OK},
 		{peerCtx("quorumq://node/2"), forwarded, codes.OK},
-		{peerCtx("quorumq://api/100"), peerClusterMethod, codes.OK},
+		{peerCtx("quorumq://api/100"), PeerClusterMethod, codes.OK},
 		{peerCtx("quorumq://api/100"), forwarded, codes.OK},
-		{peerCtx("quorumq://api/100"), peerDeliverMethod, codes.PermissionDenied},
+		{peerCtx("quorumq://api/100"), PeerDeliverMethod, codes.PermissionDenied},
 		{peerCtx("quorumq://api/100"), raftStream, codes.PermissionDenied},
 		{peerCtx("quorumq://api/100"), raftSnap, codes.PermissionDenied},
-		{peerCtx(), peerDeliverMethod, codes.Unauthenticated},            // verified, but no identity
-		{none, peerDeliverMethod, codes.Unauthenticated},                 // no TLS
+		{peerCtx(), PeerDeliverMethod, codes.Unauthenticated},            // verified, but no identity
+		{none, PeerDeliverMethod, codes.Unauthenticated},                 // no TLS
 		{none, raftStream, codes.Unauthenticated},                        // no TLS, streaming
-		{context.Background(), peerClusterMethod, codes.Unauthenticated}, // no peer at all
+		{context.Background(), PeerClusterMethod, codes.Unauthenticated}, // no peer at all
 	} {
 		called := false
 		var err error

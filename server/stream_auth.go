@@ -23,7 +23,7 @@ func StreamInterceptor(auth Authenticator, log *slog.Logger) grpc.StreamServerIn
 		defer func() {
 			if r := recover(); r != nil {
 				log.ErrorContext(ss.Context(), "panic in stream handler", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
-				err = statusError(codes.Internal, ReasonInternal, "internal error", nil)
+				err = StatusError(codes.Internal, ReasonInternal, "internal error", nil)
 			}
 		}()
 		if isPublicMethod(info.FullMethod) {
@@ -32,11 +32,11 @@ func StreamInterceptor(auth Authenticator, log *slog.Logger) grpc.StreamServerIn
 		ctx := withoutInternalHeaders(ss.Context())
 		p, err := auth.Authenticate(ctx)
 		if err != nil {
-			return toStatus(err)
+			return ToStatus(err)
 		}
-		ctx = context.WithValue(ctx, principalKey{}, p)
+		ctx = context.WithValue(ctx, PrincipalKey{}, p)
 		ctx = context.WithValue(ctx, streamAuthKey{}, &streamAuth{auth: auth, checked: time.Now()})
-		return toStatus(handler(srv, &ctxStream{ServerStream: ss, ctx: ctx}))
+		return ToStatus(handler(srv, &ctxStream{ServerStream: ss, ctx: ctx}))
 	}
 }
 
@@ -47,10 +47,10 @@ func withoutInternalHeaders(ctx context.Context) context.Context {
 	if !ok {
 		return ctx
 	}
-	for _, h := range internalHeaders {
+	for _, h := range InternalHeaders {
 		if len(md.Get(h)) > 0 {
 			md = md.Copy()
-			for _, h := range internalHeaders {
+			for _, h := range InternalHeaders {
 				delete(md, h)
 			}
 			return metadata.NewIncomingContext(ctx, md)
@@ -79,13 +79,13 @@ type streamAuth struct {
 	checked time.Time
 }
 
-// reauthenticate checks, at most once per reauthEvery, that the token the
+// Reauthenticate checks, at most once per reauthEvery, that the token the
 // stream of ctx started with is still good (not expired, key not
 // revoked); a stream that no interceptor authenticated fails.
-func reauthenticate(ctx context.Context) error {
+func Reauthenticate(ctx context.Context) error {
 	a, _ := ctx.Value(streamAuthKey{}).(*streamAuth)
 	if a == nil {
-		return statusError(codes.Unauthenticated, ReasonUnauthenticated, "no credentials", nil)
+		return StatusError(codes.Unauthenticated, ReasonUnauthenticated, "no credentials", nil)
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -93,7 +93,7 @@ func reauthenticate(ctx context.Context) error {
 		return nil
 	}
 	if _, err := a.auth.Authenticate(ctx); err != nil {
-		return toStatus(err)
+		return ToStatus(err)
 	}
 	a.checked = time.Now()
 	return nil

@@ -12,6 +12,7 @@ import (
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 	"github.com/quorumq/quorumq/server"
+	"github.com/quorumq/quorumq/server/router"
 )
 
 // startAPINode starts a stateless API-tier node routing to c's storage nodes.
@@ -67,7 +68,7 @@ func TestShardedClusterKeepsServingThroughKill(t *testing.T) {
 		// The partitions are on four different data shards.
 		seen := map[uint64]bool{}
 		for p := range parts {
-			seen[server.ShardOf(8, server.DevTenant, names[i], p)] = true
+			seen[router.ShardOf(8, server.DevTenant, names[i], p)] = true
 		}
 		if len(seen) != parts {
 			t.Fatalf("%s: partitions on %d shards, want %d", names[i], len(seen), parts)
@@ -204,11 +205,11 @@ func TestCrossShardDeadLetterExactlyOnce(t *testing.T) {
 	defer cancel()
 	src, dlq := "poison-src", ""
 	for i := 0; dlq == ""; i++ {
-		if name := fmt.Sprintf("poison-dlq-%d", i); server.ShardOf(shards, server.DevTenant, name, 0) != server.ShardOf(shards, server.DevTenant, src, 0) {
+		if name := fmt.Sprintf("poison-dlq-%d", i); router.ShardOf(shards, server.DevTenant, name, 0) != router.ShardOf(shards, server.DevTenant, src, 0) {
 			dlq = name
 		}
 	}
-	srcShard, dlqShard := server.ShardOf(shards, server.DevTenant, src, 0), server.ShardOf(shards, server.DevTenant, dlq, 0)
+	srcShard, dlqShard := router.ShardOf(shards, server.DevTenant, src, 0), router.ShardOf(shards, server.DevTenant, dlq, 0)
 	if _, err := cl.CreateQueue(ctx, &qv1.CreateQueueRequest{Name: dlq}); err != nil {
 		t.Fatal(err)
 	}

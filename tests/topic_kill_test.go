@@ -17,7 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
-	"github.com/quorumq/quorumq/server"
+	"github.com/quorumq/quorumq/server/router"
 )
 
 // topicKillMessages is the publish count of TestTopicSurvivesKill9:
@@ -404,7 +404,7 @@ func TestTopicSurvivesKill9(t *testing.T) {
 			inLog[b]++
 			var i int
 			_, _ = fmt.Sscanf(b, "m-%d", &i)
-			if k := fmt.Sprintf("key-%d", i%keys); int32(server.PartitionOfKey(k, parts)) != p {
+			if k := fmt.Sprintf("key-%d", i%keys); int32(router.PartitionOfKey(k, parts)) != p {
 				t.Errorf("%s (key %s) in partition %d", b, k, p)
 			}
 		}

@@ -26,7 +26,7 @@ import (
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 	quorumq "github.com/quorumq/quorumq/sdk"
-	"github.com/quorumq/quorumq/server"
+	"github.com/quorumq/quorumq/server/router"
 )
 
 // Attributes the bench stamps on every message it sends.
@@ -705,7 +705,7 @@ func (p *benchProducer) api() (int, qv1.QueueServiceClient) {
 // served moves the producer to the next endpoint when the reply of
 // endpoint k says the call was forwarded.
 func (p *benchProducer) served(k int, md metadata.MD) {
-	if len(md.Get(server.ForwardedToHeader)) > 0 {
+	if len(md.Get(router.ForwardedToHeader)) > 0 {
 		p.cur.CompareAndSwap(int64(k), int64((k+1)%len(p.apis)))
 	}
 }

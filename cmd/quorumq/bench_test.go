@@ -15,8 +15,8 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
-	"github.com/quorumq/quorumq/server"
 	"github.com/quorumq/quorumq/server/node"
+	"github.com/quorumq/quorumq/server/router"
 )
 
 func TestBenchFlagValidation(t *testing.T) {
@@ -260,7 +260,7 @@ func TestBenchEndToEnd(t *testing.T) {
 // about an endpoint it has left already.
 func TestBenchProducerFollowsForwarding(t *testing.T) {
 	p := &benchProducer{apis: make([]qv1.QueueServiceClient, 3)}
-	fwd := metadata.Pairs(server.ForwardedToHeader, "3")
+	fwd := metadata.Pairs(router.ForwardedToHeader, "3")
 	k, _ := p.api()
 	p.served(k, fwd)
 	if k, _ = p.api(); k != 1 {

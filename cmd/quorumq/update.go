@@ -31,7 +31,7 @@ func newQueueUpdateCmd() *cobra.Command {
 		priorityMode  string
 		weight        int
 	)
-	// flag name → update mask path (server/queues.go UpdateQueue).
+	// flag name → update mask path (server/shardserver/queues.go UpdateQueue).
 	paths := []struct{ flag, path string }{
 		{"visibility-timeout", "visibility_timeout"}, {"retention", "message_retention"},
 		{"delay", "delivery_delay"}, {"receive-wait", "receive_wait"},

@@ -7,7 +7,7 @@ import (
 
 	"github.com/quorumq/quorumq/raftnode"
 
-	"github.com/quorumq/quorumq/server"
+	"github.com/quorumq/quorumq/server/router"
 )
 
 // maxApplyLag is how far this node's applied index may trail the commit
@@ -60,7 +60,7 @@ func (n *Node) hostedGroups() []uint64 {
 		case errors.Is(err, raftnode.ErrGroupNotFound):
 		case err != nil, slices.Contains(st.Members, n.cfg.NodeID):
 			out = append(out, g)
-		case len(st.Members) == 0 && (g == server.MetadataShard || n.booted[g]):
+		case len(st.Members) == 0 && (g == router.MetadataShard || n.booted[g]):
 			out = append(out, g)
 		}
 	}

@@ -7,7 +7,8 @@ import (
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 	"github.com/quorumq/quorumq/raftnode"
-	"github.com/quorumq/quorumq/server"
+	"github.com/quorumq/quorumq/server/router"
+	"github.com/quorumq/quorumq/server/shardserver"
 	"github.com/quorumq/quorumq/store"
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
@@ -39,11 +40,11 @@ func (n *Node) replicationFactor() int {
 // node outside its initial voters joins empty (the coordinator adds it as
 // a learner). A joined node starts the metadata shard only.
 func (n *Node) startGroups() error {
-	sets, err := n.stores[server.MetadataShard].ReplicaSets()
+	sets, err := n.stores[router.MetadataShard].ReplicaSets()
 	if err != nil {
 		return fmt.Errorf("read replica sets: %w", err)
 	}
-	want := map[uint64]bool{server.MetadataShard: true}
+	want := map[uint64]bool{router.MetadataShard: true}
 	n.booted = map[uint64]bool{}
 	boot := map[uint64][]uint64{}
 	for _, rs := range sets {
@@ -109,13 +110,13 @@ func names(rs *storepb.ReplicaSetRecord, id uint64) bool {
 // replicaSetsAPI is GetCluster's view of the replica sets (this node's
 // metadata replica; nil if it cannot be read).
 func (n *Node) replicaSetsAPI() []*qv1.ReplicaSet {
-	sets, err := n.stores[server.MetadataShard].ReplicaSets()
+	sets, err := n.stores[router.MetadataShard].ReplicaSets()
 	if err != nil {
 		return nil
 	}
 	out := make([]*qv1.ReplicaSet, 0, len(sets))
 	for _, rs := range sets {
-		out = append(out, server.ReplicaSetToAPI(rs))
+		out = append(out, shardserver.ReplicaSetToAPI(rs))
 	}
 	return out
 }

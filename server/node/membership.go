@@ -15,7 +15,7 @@ import (
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 	"github.com/quorumq/quorumq/internal/keys"
 	"github.com/quorumq/quorumq/raftnode"
-	"github.com/quorumq/quorumq/server"
+	"github.com/quorumq/quorumq/server/router"
 	"github.com/quorumq/quorumq/store"
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
@@ -70,7 +70,7 @@ func (n *Node) runMembership(ctx context.Context) {
 }
 
 func (n *Node) membershipOnce(ctx context.Context) error {
-	meta := n.stores[server.MetadataShard]
+	meta := n.stores[router.MetadataShard]
 	recs, err := meta.Nodes()
 	if err != nil {
 		return err
@@ -81,7 +81,7 @@ func (n *Node) membershipOnce(ctx context.Context) error {
 	}
 	n.learnPeers(recs)
 	n.hostNamed(sets)
-	if st, err := n.host.Status(server.MetadataShard); err == nil && st.IsLeader {
+	if st, err := n.host.Status(router.MetadataShard); err == nil && st.IsLeader {
 		if err := n.coordinate(ctx, recs, sets); err != nil {
 			return fmt.Errorf("coordinate: %w", err)
 		}
@@ -255,7 +255,7 @@ func (n *Node) checkJoin(cfg Config) error {
 
 // storeNodes reads the node records of the local metadata replica.
 func storeNodes(db *pebble.DB) ([]*storepb.NodeRecord, error) {
-	return store.New(db, server.MetadataShard).Nodes()
+	return store.New(db, router.MetadataShard).Nodes()
 }
 
 // NodeID is the node's id (with Config.Join: the one the cluster gave it).

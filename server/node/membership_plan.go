@@ -6,7 +6,8 @@ import (
 	"time"
 
 	"github.com/quorumq/quorumq/raftnode"
-	"github.com/quorumq/quorumq/server"
+	"github.com/quorumq/quorumq/server/router"
+	"github.com/quorumq/quorumq/server/shardserver"
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
@@ -44,7 +45,7 @@ type shardConfig struct {
 }
 
 func (n *Node) shardConfig(g uint64) (shardConfig, bool) {
-	if server.IsMember(n.host, n.cfg.NodeID, g) {
+	if router.IsMember(n.host, n.cfg.NodeID, g) {
 		st, err := n.host.Status(g)
 		if err != nil {
 			return shardConfig{}, false
@@ -84,7 +85,7 @@ func copies(p *storepb.ReplicaChange) bool { return p != nil && p.GetAdd() && !p
 
 // coordinate is the metadata leader's part of a pass.
 func (n *Node) coordinate(ctx context.Context, recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord) error {
-	meta := n.srvs[server.MetadataShard]
+	meta := n.srvs[router.MetadataShard]
 	propose := func(cmd *storepb.Command) error {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
@@ -148,13 +149,13 @@ func (n *Node) finishChanges(sets []*storepb.ReplicaSetRecord, propose func(*sto
 		case p == nil:
 			if c.fromLeader && !c.joint && (!slices.Equal(rs.GetVoters(), c.voters) || !slices.Equal(rs.GetLearners(), c.learners)) {
 				rs.Voters, rs.Learners = c.voters, c.learners
-				if err := propose(server.SetReplicaSetCommand(rs, nil)); err != nil {
+				if err := propose(shardserver.SetReplicaSetCommand(rs, nil)); err != nil {
 					return busy, err
 				}
 			}
 		case changeDone(c, p):
 			rs.Pending, rs.Voters, rs.Learners = nil, c.voters, c.learners
-			if err := propose(server.SetReplicaSetCommand(rs, p)); err != nil {
+			if err := propose(shardserver.SetReplicaSetCommand(rs, p)); err != nil {
 				return busy, err
 			}
 			n.log.Info("membership: shard change done", "shard", rs.GetShard(), "node", p.GetNodeId(), "add", p.GetAdd(),
@@ -169,7 +170,7 @@ func (n *Node) finishChanges(sets []*storepb.ReplicaSetRecord, propose func(*sto
 			}
 			next := &storepb.ReplicaSetRecord{Shard: rs.GetShard(), ReplicationFactor: rs.GetReplicationFactor(),
 				Voters: c.voters, Learners: c.learners, Pending: back}
-			if err := propose(server.SetReplicaSetCommand(next, p)); err != nil {
+			if err := propose(shardserver.SetReplicaSetCommand(next, p)); err != nil {
 				return busy, err
 			}
 			rs.Pending, rs.Voters, rs.Learners = back, c.voters, c.learners
@@ -180,7 +181,7 @@ func (n *Node) finishChanges(sets []*storepb.ReplicaSetRecord, propose func(*sto
 			back := &storepb.ReplicaChange{NodeId: p.GetNodeId(), StartedAtMs: time.Now().UnixMilli()}
 			next := &storepb.ReplicaSetRecord{Shard: rs.GetShard(), ReplicationFactor: rs.GetReplicationFactor(),
 				Voters: rs.GetVoters(), Learners: rs.GetLearners(), Pending: back}
-			if err := propose(server.SetReplicaSetCommand(next, p)); err != nil {
+			if err := propose(shardserver.SetReplicaSetCommand(next, p)); err != nil {
 				return busy, err
 			}
 			rs.Pending = back
@@ -213,7 +214,7 @@ func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord
 			Voters: rs.GetVoters(), Learners: rs.GetLearners(), Pending: p}
 		n.log.Info("membership: shard change recorded", "shard", rs.GetShard(), "node", p.GetNodeId(), "add", p.GetAdd(),
 			"learner", p.GetLearner(), "replaces", p.GetRemoveNodeId())
-		return propose(server.SetReplicaSetCommand(next, nil))
+		return propose(shardserver.SetReplicaSetCommand(next, nil))
 	}
 	metaSet := sets[0]
 	live := func(r *storepb.NodeRecord) bool {
@@ -266,7 +267,7 @@ func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord
 			if !names(rs, d) && rs.GetPending().GetRemoveNodeId() != d {
 				continue
 			}
-			if rs.GetShard() == server.MetadataShard && named {
+			if rs.GetShard() == router.MetadataShard && named {
 				break
 			}
 			named = true
@@ -323,7 +324,7 @@ func (n *Node) downTooLong(recs []*storepb.NodeRecord) uint64 {
 	if n.cfg.AutoRepair <= 0 {
 		return 0
 	}
-	st, err := n.host.Status(server.MetadataShard)
+	st, err := n.host.Status(router.MetadataShard)
 	if err != nil || !st.IsLeader {
 		return 0
 	}
@@ -365,7 +366,7 @@ func replicaLoad(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord) m
 		}
 	}
 	for _, rs := range sets {
-		if rs.GetShard() == server.MetadataShard && len(sets) > 1 {
+		if rs.GetShard() == router.MetadataShard && len(sets) > 1 {
 			continue
 		}
 		for _, v := range rs.GetVoters() {
@@ -393,7 +394,7 @@ func replicaLoad(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord) m
 // answered is in StateReplicate.
 func (n *Node) alive() map[uint64]bool {
 	out := map[uint64]bool{n.cfg.NodeID: true}
-	if st, err := n.host.Status(server.MetadataShard); err == nil {
+	if st, err := n.host.Status(router.MetadataShard); err == nil {
 		for _, p := range st.Peers {
 			out[p.ID] = out[p.ID] || (p.RecentActive && p.State == "StateReplicate")
 		}
@@ -439,7 +440,7 @@ func rebalanceMove(sets []*storepb.ReplicaSetRecord, load map[uint64]int) (*stor
 				break
 			}
 			for _, rs := range sets {
-				if rs.GetPending() != nil || (rs.GetShard() == server.MetadataShard && len(sets) > 1) {
+				if rs.GetPending() != nil || (rs.GetShard() == router.MetadataShard && len(sets) > 1) {
 					continue
 				}
 				if slices.Contains(rs.GetVoters(), from) && !slices.Contains(rs.GetVoters(), to) {

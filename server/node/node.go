@@ -33,6 +33,8 @@ import (
 	"github.com/quorumq/quorumq/internal/history"
 	"github.com/quorumq/quorumq/raftnode"
 	"github.com/quorumq/quorumq/server"
+	"github.com/quorumq/quorumq/server/router"
+	"github.com/quorumq/quorumq/server/shardserver"
 	"github.com/quorumq/quorumq/sqs"
 	"github.com/quorumq/quorumq/store"
 	"github.com/quorumq/quorumq/ui"
@@ -56,7 +58,7 @@ type Config struct {
 	Role   string
 	Logger *slog.Logger
 	// Server tunes the gRPC services (tests shorten intervals).
-	Server server.Config
+	Server shardserver.Config
 	// RaftTransport replaces the gRPC Raft transport (in-process fault
 	// tests); AttachHost then receives the host so the transport can
 	// deliver to it. The peer listener still serves forwarded calls.
@@ -133,14 +135,14 @@ type Node struct {
 	log     *slog.Logger
 	db      *pebble.DB
 	host    *raftnode.Host
-	stores  []*store.Store   // by shard
-	srvs    []*server.Server // by shard
-	router  *server.Router
-	keys    *server.AccessKeys  // SigV4 access key lookup of the SQS endpoint
-	topics  *server.TopicServer // TopicService; also unsubscribes deleted queues for the relays
-	remote  *server.RemoteView  // API-tier nodes
-	others  *server.RemoteView  // storage nodes: the shards hosted elsewhere (MemberView)
-	cluster *server.ClusterServer
+	stores  []*store.Store        // by shard
+	srvs    []*shardserver.Server // by shard
+	router  *router.Router
+	keys    *router.AccessKeys  // SigV4 access key lookup of the SQS endpoint
+	topics  *router.TopicServer // TopicService; also unsubscribes deleted queues for the relays
+	remote  *router.RemoteView  // API-tier nodes
+	others  *router.RemoteView  // storage nodes: the shards hosted elsewhere (MemberView)
+	cluster *router.ClusterServer
 	joined  bool            // this node joined a running cluster (Config.Join)
 	booted  map[uint64]bool // groups this start bootstrapped (AddGroup); set before the loops start
 	// seen: when the coordinator last heard from each node (auto-repair),
@@ -154,7 +156,7 @@ type Node struct {
 	peer     *grpc.Server // Raft transport + forwarded calls, on RaftAddr
 	tr       *raftnode.GRPCTransport
 	faults   *raftnode.FaultFilter // nil unless Config.FaultInjection
-	fwd      *server.Forwarder
+	fwd      *router.Forwarder
 	http     *http.Server
 	conn     *grpc.ClientConn
 
@@ -281,22 +283,22 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}
 	if n.multiNode() || cfg.Role == "api" {
-		n.fwd = server.NewForwarder(cfg.NodeID, cfg.Peers, peerDial...)
+		n.fwd = router.NewForwarder(cfg.NodeID, cfg.Peers, peerDial...)
 		if peerDialFor != nil {
 			n.fwd.SetDialOptionsFor(peerDialFor)
 		}
 	}
 
-	var cluster *server.ClusterServer
+	var cluster *router.ClusterServer
 	if cfg.Role == "api" {
-		n.remote = server.NewRemoteView(n.fwd, n.members())
-		n.router = server.NewRouter(server.RouterConfig{Self: cfg.NodeID, View: n.remote, Forwarder: n.fwd,
+		n.remote = router.NewRemoteView(n.fwd, n.members())
+		n.router = router.NewRouter(router.RouterConfig{Self: cfg.NodeID, View: n.remote, Forwarder: n.fwd,
 			Logger: cfg.Logger, Timeout: cfg.Server.ProposeTimeout, TracerProvider: tp})
 		n.remote.OnShards(n.router.SetShards)
 		n.remote.LearnNodes()
-		n.keys = server.NewAccessKeys(n.router, server.AccessKeysConfig{})
-		n.topics = server.NewTopicServer(n.router)
-		cluster = server.NewClusterServer(server.ClusterConfig{Self: cfg.NodeID, Peers: cfg.Peers, Remote: n.remote, Router: n.router})
+		n.keys = router.NewAccessKeys(n.router, router.AccessKeysConfig{})
+		n.topics = router.NewTopicServer(n.router)
+		cluster = router.NewClusterServer(router.ClusterConfig{Self: cfg.NodeID, Peers: cfg.Peers, Remote: n.remote, Router: n.router})
 		n.loops.Add(1)
 		go func() {
 			defer n.loops.Done()
@@ -339,7 +341,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	apiOpts := []grpc.ServerOption{
 		// history counts the client calls' messages for the console's charts.
-		grpc.ChainUnaryInterceptor(server.StripInternalHeaders(), server.UnaryInterceptor(authenticator, cfg.Logger),
+		grpc.ChainUnaryInterceptor(router.StripInternalHeaders(), server.UnaryInterceptor(authenticator, cfg.Logger),
 			history.Interceptor(hist, time.Now)),
 		grpc.ChainStreamInterceptor(server.StreamInterceptor(authenticator, cfg.Logger), history.StreamInterceptor(hist, time.Now)),
 		grpc.MaxRecvMsgSize(clientMaxRecvBytes), server.ServerStatsHandler(tp, mp),
@@ -361,7 +363,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	qv1.RegisterQueueServiceServer(n.grpc, n.router)
 	qv1.RegisterClusterServiceServer(n.grpc, history.Service{ClusterServiceServer: cluster, Ring: hist, Node: cfg.NodeID, Now: time.Now})
-	qv1.RegisterCredentialsServiceServer(n.grpc, server.NewCredentialsServer(n.router, n.keys))
+	qv1.RegisterCredentialsServiceServer(n.grpc, router.NewCredentialsServer(n.router, n.keys))
 	qv1.RegisterTopicServiceServer(n.grpc, n.topics)
 	n.registerConventions(n.grpc)
 	n.loops.Add(1)
@@ -456,7 +458,7 @@ const maxShards = 256
 // startStorage opens Pebble, starts one Raft group and queue server per
 // shard and the peer listener; it returns the node's ClusterService.
 func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter, tp trace.TracerProvider, mp *sdkmetric.MeterProvider,
-	peerServerTLS *tls.Config, peerDial []grpc.DialOption, peerDialFor func(uint64) []grpc.DialOption) (*server.ClusterServer, error) {
+	peerServerTLS *tls.Config, peerDial []grpc.DialOption, peerDialFor func(uint64) []grpc.DialOption) (*router.ClusterServer, error) {
 	raftMetrics, err := newRaftMetrics(meter)
 	if err != nil {
 		return nil, fmt.Errorf("raft metrics: %w", err)
@@ -494,18 +496,18 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 	if cfg.AttachHost != nil {
 		cfg.AttachHost(n.host)
 	}
-	local := map[uint64]*server.Server{}
+	local := map[uint64]*shardserver.Server{}
 	for _, g := range n.groups() {
 		st := store.New(n.db, g)
-		srv := server.New(cfg.Server, n.host, st, g)
-		if g == server.MetadataShard && cfg.Shards > 1 {
+		srv := shardserver.New(cfg.Server, n.host, st, g)
+		if g == router.MetadataShard && cfg.Shards > 1 {
 			srv.SetMetadataOnly()
 		}
 		n.stores = append(n.stores, st)
 		n.srvs = append(n.srvs, srv)
 		local[g] = srv
 	}
-	var view server.ShardView = server.LocalView{Raft: n.host, Timeout: cfg.Server.ProposeTimeout}
+	var view router.ShardView = router.LocalView{Raft: n.host, Timeout: cfg.Server.ProposeTimeout}
 	if n.fwd != nil { // shards may live on other nodes only (replica sets)
 		var others []uint64
 		for _, id := range n.members() {
@@ -513,14 +515,14 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 				others = append(others, id)
 			}
 		}
-		n.others = server.NewRemoteView(n.fwd, others)
-		view = server.MemberView{Self: cfg.NodeID, Local: view.(server.LocalView), Remote: n.others}
+		n.others = router.NewRemoteView(n.fwd, others)
+		view = router.MemberView{Self: cfg.NodeID, Local: view.(router.LocalView), Remote: n.others}
 	}
-	n.router = server.NewRouter(server.RouterConfig{Self: cfg.NodeID, Shards: cfg.Shards, Local: local,
+	n.router = router.NewRouter(router.RouterConfig{Self: cfg.NodeID, Shards: cfg.Shards, Local: local,
 		View: view, Forwarder: n.fwd,
 		Logger: cfg.Logger, Timeout: cfg.Server.ProposeTimeout, TracerProvider: tp})
-	n.keys = server.NewAccessKeys(n.router, server.AccessKeysConfig{})
-	n.topics = server.NewTopicServer(n.router)
+	n.keys = router.NewAccessKeys(n.router, router.AccessKeysConfig{})
+	n.topics = router.NewTopicServer(n.router)
 	for _, srv := range n.srvs {
 		srv.SetDeliverer(n.router.Deliver)
 		srv.SetCatalog(n.router)
@@ -540,11 +542,11 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 	if err := n.startGroups(); err != nil {
 		return nil, err
 	}
-	var peerStatus server.PeerStatusFunc
+	var peerStatus router.PeerStatusFunc
 	if n.tr != nil {
 		peerStatus = n.tr.PeerStatus
 	}
-	cluster := server.NewClusterServer(server.ClusterConfig{Self: cfg.NodeID, Peers: n.peerAddrs(), Status: peerStatus,
+	cluster := router.NewClusterServer(router.ClusterConfig{Self: cfg.NodeID, Peers: n.peerAddrs(), Status: peerStatus,
 		Raft: n.host, Shards: n.groups(), Router: n.router, ReplicaSets: n.replicaSetsAPI})
 	if n.multiNode() {
 		// The peer listener carries Raft traffic, calls routed to this
@@ -575,8 +577,8 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 		}
 		qv1.RegisterQueueServiceServer(n.peer, n.router)
 		qv1.RegisterClusterServiceServer(n.peer, cluster)
-		qv1.RegisterCredentialsServiceServer(n.peer, server.NewCredentialsServer(n.router, n.keys))
-		server.NewPeerServer(n.router, cluster).Register(n.peer)
+		qv1.RegisterCredentialsServiceServer(n.peer, router.NewCredentialsServer(n.router, n.keys))
+		router.NewPeerServer(n.router, cluster).Register(n.peer)
 		n.serveWG.Add(1)
 		go func() {
 			defer n.serveWG.Done()
@@ -649,17 +651,17 @@ func (n *Node) MetricsAddr() string {
 }
 
 // Server is the queue server of shard 0 (tests read counters).
-func (n *Node) Server() *server.Server { return n.srvs[0] }
+func (n *Node) Server() *shardserver.Server { return n.srvs[0] }
 
 // ShardServer is the queue server of a shard.
-func (n *Node) ShardServer(shard uint64) *server.Server { return n.srvs[shard] }
+func (n *Node) ShardServer(shard uint64) *shardserver.Server { return n.srvs[shard] }
 
 // Host is the node's Raft host.
 func (n *Node) Host() *raftnode.Host { return n.host }
 
 // AccessKeys is the node's SigV4 access key lookup (the SQS endpoint's
 // verifier uses it).
-func (n *Node) AccessKeys() *server.AccessKeys { return n.keys }
+func (n *Node) AccessKeys() *router.AccessKeys { return n.keys }
 
 // Store is the state machine of shard 0.
 func (n *Node) Store() *store.Store { return n.stores[0] }

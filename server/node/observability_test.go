@@ -26,6 +26,7 @@ import (
 	"github.com/quorumq/quorumq/raftnode"
 	"github.com/quorumq/quorumq/server"
 	"github.com/quorumq/quorumq/server/node"
+	"github.com/quorumq/quorumq/server/shardserver"
 )
 
 // fakeClock is the leader's clock: the test moves time by hand, so ages
@@ -172,7 +173,7 @@ outer:
 // the scraped counters and gauges.
 func TestMetricsWorkload(t *testing.T) {
 	clock := &fakeClock{now: time.UnixMilli(1_800_000_000_000)}
-	n := startNode(t, node.Config{Server: server.Config{Now: clock.Now, HousekeepingInterval: 20 * time.Millisecond}})
+	n := startNode(t, node.Config{Server: shardserver.Config{Now: clock.Now, HousekeepingInterval: 20 * time.Millisecond}})
 	ctx := testCtx(t)
 	if err := n.WaitReady(ctx); err != nil {
 		t.Fatal(err)
@@ -331,7 +332,7 @@ func TestMetricsWorkload(t *testing.T) {
 // TestQueueLabelCap: past MaxQueueLabels queues, counters and gauges of the
 // other queues are summed under tenant and queue "_other".
 func TestQueueLabelCap(t *testing.T) {
-	n := startNode(t, node.Config{Server: server.Config{MaxQueueLabels: 2}})
+	n := startNode(t, node.Config{Server: shardserver.Config{MaxQueueLabels: 2}})
 	ctx := testCtx(t)
 	if err := n.WaitReady(ctx); err != nil {
 		t.Fatal(err)
@@ -352,9 +353,9 @@ func TestQueueLabelCap(t *testing.T) {
 	}{
 		{"quorumq_messages_sent_total", "a", 1},
 		{"quorumq_messages_sent_total", "b", 1},
-		{"quorumq_messages_sent_total", server.OtherLabel, 2},
+		{"quorumq_messages_sent_total", shardserver.OtherLabel, 2},
 		{"quorumq_queue_visible", "a", 1},
-		{"quorumq_queue_visible", server.OtherLabel, 2},
+		{"quorumq_queue_visible", shardserver.OtherLabel, 2},
 	} {
 		if v, err := s.value(w.name, "queue", w.queue); err != nil || v != w.value {
 			t.Errorf("%s{queue=%q} = %v, %v; want %v", w.name, w.queue, v, err, w.value)
@@ -396,7 +397,7 @@ func TestTraceAcrossNodes(t *testing.T) {
 		spans[id] = exp
 		nodes[id] = startNode(t, node.Config{
 			NodeID: id, Peers: peers, RaftAddr: peers[id], TracerProvider: tp,
-			Server:        server.Config{ProposeTimeout: 2 * time.Second},
+			Server:        shardserver.Config{ProposeTimeout: 2 * time.Second},
 			RaftTransport: mem.Transport(id),
 			AttachHost:    func(h *raftnode.Host) { mem.Attach(id, h) },
 		})

@@ -14,8 +14,9 @@ import (
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 	"github.com/quorumq/quorumq/raftnode"
-	"github.com/quorumq/quorumq/server"
 	"github.com/quorumq/quorumq/server/node"
+	"github.com/quorumq/quorumq/server/router"
+	"github.com/quorumq/quorumq/server/shardserver"
 )
 
 // memCluster is n in-process nodes on a MemNetwork.
@@ -39,7 +40,7 @@ func startMemCluster(t *testing.T, n, shards int, opts ...func(*node.Config)) *m
 	c.cfg = func(id uint64) node.Config {
 		return node.Config{NodeID: id, Peers: c.peers, RaftAddr: c.peers[id], Shards: shards, DataDir: filepath.Join(c.dirs[id], "d"),
 			TickInterval: 20 * time.Millisecond, MembershipInterval: 100 * time.Millisecond, BalanceInterval: 200 * time.Millisecond,
-			Server:        server.Config{ProposeTimeout: 3 * time.Second},
+			Server:        shardserver.Config{ProposeTimeout: 3 * time.Second},
 			RaftTransport: c.mem.Transport(id), AttachHost: func(h *raftnode.Host) { c.mem.Attach(id, h) }}
 	}
 	if len(opts) > 0 {
@@ -210,7 +211,7 @@ func TestReplicaSetsSmallerThanCluster(t *testing.T) {
 			if len(st.Voters) != 3 {
 				return fmt.Errorf("shard %d: voters %v", g, st.Voters)
 			}
-			if g == server.MetadataShard {
+			if g == router.MetadataShard {
 				if len(st.Members) != 5 {
 					return fmt.Errorf("metadata shard: voters %v learners %v, want every node", st.Voters, st.Learners)
 				}
@@ -236,7 +237,7 @@ func TestReplicaSetsSmallerThanCluster(t *testing.T) {
 		for id, n := range c.nodes {
 			hosted := 0
 			for g := uint64(0); g < shards; g++ {
-				if server.IsMember(n.Host(), id, g) {
+				if router.IsMember(n.Host(), id, g) {
 					hosted++
 				}
 			}

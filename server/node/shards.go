@@ -11,7 +11,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/quorumq/quorumq/internal/keys"
-	"github.com/quorumq/quorumq/server"
+	"github.com/quorumq/quorumq/server/router"
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
@@ -73,7 +73,7 @@ func (n *Node) balanceLeaders(ctx context.Context) {
 
 func (n *Node) balanceOnce(ctx context.Context) {
 	nodes := n.members()
-	if recs, err := n.stores[server.MetadataShard].Nodes(); err == nil && len(recs) > 0 {
+	if recs, err := n.stores[router.MetadataShard].Nodes(); err == nil && len(recs) > 0 {
 		nodes = nodes[:0:0] // nodes joined or removed since start (membership.go)
 		for _, r := range recs {
 			if r.GetState() == storepb.NodeState_NODE_STATE_ACTIVE {
@@ -88,7 +88,7 @@ func (n *Node) balanceOnce(ctx context.Context) {
 	// the change's proposals would be dropped while it moves (the raft
 	// host also skips a transfer while a change is in its log).
 	changing := map[uint64]bool{}
-	if sets, err := n.stores[server.MetadataShard].ReplicaSets(); err == nil {
+	if sets, err := n.stores[router.MetadataShard].ReplicaSets(); err == nil {
 		for _, rs := range sets {
 			changing[rs.GetShard()] = rs.GetPending() != nil
 		}
@@ -98,7 +98,7 @@ func (n *Node) balanceOnce(ctx context.Context) {
 	led := map[uint64]int{}
 	var mine []uint64
 	for _, g := range n.groups() {
-		if !server.IsMember(n.host, n.cfg.NodeID, g) {
+		if !router.IsMember(n.host, n.cfg.NodeID, g) {
 			if n.others != nil {
 				if l := n.others.KnownLeader(g); l != 0 {
 					led[l]++

@@ -9,8 +9,8 @@ import (
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 	"github.com/quorumq/quorumq/raftnode"
-	"github.com/quorumq/quorumq/server"
 	"github.com/quorumq/quorumq/server/node"
+	"github.com/quorumq/quorumq/server/shardserver"
 )
 
 // Leaders spread over the nodes: with 6 shards on 3 nodes each node ends up
@@ -26,7 +26,7 @@ func TestShardLeadersSpreadAndRebalance(t *testing.T) {
 	cfgOf := func(id uint64) node.Config {
 		return node.Config{NodeID: id, Peers: peers, RaftAddr: peers[id], Shards: 6, DataDir: filepath.Join(dirs[id], "d"),
 			BalanceInterval: 200 * time.Millisecond, TickInterval: 20 * time.Millisecond,
-			Server:        server.Config{ProposeTimeout: 2 * time.Second},
+			Server:        shardserver.Config{ProposeTimeout: 2 * time.Second},
 			RaftTransport: mem.Transport(id), AttachHost: func(h *raftnode.Host) { mem.Attach(id, h) }}
 	}
 	nodes := map[uint64]*node.Node{}

@@ -15,6 +15,7 @@ import (
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 	"github.com/quorumq/quorumq/server"
+	"github.com/quorumq/quorumq/server/router"
 	"github.com/quorumq/quorumq/sqs"
 	"github.com/quorumq/quorumq/sqs/sigv4"
 )
@@ -44,7 +45,7 @@ func (n *Node) startSQS(cfg Config, opts []grpc.ServerOption, dial []grpc.DialOp
 	}
 	e := &sqsEndpoint{mem: bufconn.Listen(1 << 20)}
 	n.sqs = e
-	opts = append(opts, grpc.ChainUnaryInterceptor(server.StripInternalHeaders(), server.UnaryInterceptor(sqs.InProcessAuthenticator{}, cfg.Logger)))
+	opts = append(opts, grpc.ChainUnaryInterceptor(router.StripInternalHeaders(), server.UnaryInterceptor(sqs.InProcessAuthenticator{}, cfg.Logger)))
 	e.grpc = grpc.NewServer(opts...)
 	qv1.RegisterQueueServiceServer(e.grpc, n.router)
 	n.serveWG.Add(1)

@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
-	"github.com/quorumq/quorumq/server"
 	"github.com/quorumq/quorumq/server/node"
+	"github.com/quorumq/quorumq/server/shardserver"
 )
 
 // Topic partitions' disk usage is on /metrics: quorumq_topic_bytes and
@@ -50,7 +50,7 @@ func TestTopicDiskUsageMetrics(t *testing.T) {
 // the other topics are summed under tenant and topic "_other", so the
 // number of series a scrape carries stays bounded.
 func TestTopicLabelCap(t *testing.T) {
-	n := startNode(t, node.Config{Server: server.Config{MaxQueueLabels: 2}})
+	n := startNode(t, node.Config{Server: shardserver.Config{MaxQueueLabels: 2}})
 	ctx := testCtx(t)
 	if err := n.WaitReady(ctx); err != nil {
 		t.Fatal(err)
@@ -67,18 +67,18 @@ func TestTopicLabelCap(t *testing.T) {
 	var s scrape
 	waitFor(t, func() error {
 		s = scrapeMetrics(t, n.MetricsAddr())
-		_, err := s.value("quorumq_topic_messages", "topic", server.OtherLabel)
+		_, err := s.value("quorumq_topic_messages", "topic", shardserver.OtherLabel)
 		return err
 	})
 	for _, w := range []struct {
 		topic string
 		value float64
-	}{{"a", 1}, {"b", 1}, {server.OtherLabel, 2}} {
+	}{{"a", 1}, {"b", 1}, {shardserver.OtherLabel, 2}} {
 		if v, err := s.value("quorumq_topic_messages", "topic", w.topic); err != nil || v != w.value {
 			t.Errorf("quorumq_topic_messages{topic=%q} = %v, %v; want %v", w.topic, v, err, w.value)
 		}
 	}
-	if v, err := s.value("quorumq_topic_bytes", "topic", server.OtherLabel); err != nil || v <= 0 {
+	if v, err := s.value("quorumq_topic_bytes", "topic", shardserver.OtherLabel); err != nil || v <= 0 {
 		t.Errorf("quorumq_topic_bytes{topic=_other} = %v, %v; want the two topics' bytes", v, err)
 	}
 	for _, name := range []string{"c", "d"} {

@@ -9,16 +9,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quorumq/quorumq/server"
+	"github.com/quorumq/quorumq/server/router"
+	"github.com/quorumq/quorumq/server/shardserver"
 )
 
 type anyKey struct{}
 
-func (anyKey) AccessKeyGrant(_ context.Context, id, date, region, service string) (*server.AccessKeyGrant, error) {
+func (anyKey) AccessKeyGrant(_ context.Context, id, date, region, service string) (*router.AccessKeyGrant, error) {
 	if id == "unknown" {
-		return nil, server.ErrUnknownAccessKey
+		return nil, shardserver.ErrUnknownAccessKey
 	}
-	return &server.AccessKeyGrant{Tenant: "t", SigningKey: server.SigningKey("s", date, region, service)}, nil
+	return &router.AccessKeyGrant{Tenant: "t", SigningKey: shardserver.SigningKey("s", date, region, service)}, nil
 }
 
 // FuzzAuthenticate feeds arbitrary Authorization headers, X-Amz-Date values,

@@ -8,7 +8,7 @@
 // 15 minutes from the server's clock is refused (a presigned request:
 // before that window or after its X-Amz-Expires). The verifier never sees
 // a secret: the key store hands it the signing key derived for the
-// request's date, region and service (see server.AccessKeys).
+// request's date, region and service (see router.AccessKeys).
 package sigv4
 
 import (
@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/quorumq/quorumq/server"
+	"github.com/quorumq/quorumq/server/router"
+	"github.com/quorumq/quorumq/server/shardserver"
 )
 
 // Service is the only service name a credential scope may carry.
@@ -33,13 +35,13 @@ const MaxSkew = 15 * time.Minute
 
 // Keys resolves an access key to its tenant, scopes and the signing key of
 // one credential scope. It returns an error wrapping
-// server.ErrUnknownAccessKey for a key that does not exist (or was
+// shardserver.ErrUnknownAccessKey for a key that does not exist (or was
 // revoked); any other error means the store could not answer.
 type Keys interface {
-	AccessKeyGrant(ctx context.Context, keyID, date, region, service string) (*server.AccessKeyGrant, error)
+	AccessKeyGrant(ctx context.Context, keyID, date, region, service string) (*router.AccessKeyGrant, error)
 }
 
-var _ Keys = (*server.AccessKeys)(nil)
+var _ Keys = (*router.AccessKeys)(nil)
 
 // Verifier authenticates SQS requests. It is safe for concurrent use.
 type Verifier struct {
@@ -87,7 +89,7 @@ func (v *Verifier) AuthenticateSQS(r *http.Request, body []byte) (*server.Princi
 	}
 	g, err := v.keys.AccessKeyGrant(r.Context(), s.keyID, s.date, s.region, s.service)
 	switch {
-	case errors.Is(err, server.ErrUnknownAccessKey):
+	case errors.Is(err, shardserver.ErrUnknownAccessKey):
 		return nil, &Error{Code: CodeInvalidClientTokenId, HTTPStatus: http.StatusForbidden,
 			Message: "The security token included in the request is invalid.", cause: err}
 	case err != nil:

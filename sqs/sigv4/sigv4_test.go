@@ -20,7 +20,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
-	"github.com/quorumq/quorumq/server"
+	"github.com/quorumq/quorumq/server/router"
+	"github.com/quorumq/quorumq/server/shardserver"
 	"github.com/quorumq/quorumq/sqs/sigv4"
 )
 
@@ -33,14 +34,14 @@ type key struct {
 }
 
 // fakeKeys stands in for the metadata shard: it derives signing keys the
-// way server.AccessKeys's source does.
+// way router.AccessKeys's source does.
 type fakeKeys struct {
 	mu   sync.Mutex
 	keys map[string]key
 	down bool
 }
 
-func (f *fakeKeys) AccessKeyGrant(_ context.Context, id, date, region, service string) (*server.AccessKeyGrant, error) {
+func (f *fakeKeys) AccessKeyGrant(_ context.Context, id, date, region, service string) (*router.AccessKeyGrant, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.down {
@@ -48,9 +49,9 @@ func (f *fakeKeys) AccessKeyGrant(_ context.Context, id, date, region, service s
 	}
 	k, ok := f.keys[id]
 	if !ok {
-		return nil, fmt.Errorf("%w: %s", server.ErrUnknownAccessKey, id)
+		return nil, fmt.Errorf("%w: %s", shardserver.ErrUnknownAccessKey, id)
 	}
-	return &server.AccessKeyGrant{Tenant: k.tenant, Scopes: k.scopes, SigningKey: server.SigningKey(k.secret, date, region, service)}, nil
+	return &router.AccessKeyGrant{Tenant: k.tenant, Scopes: k.scopes, SigningKey: shardserver.SigningKey(k.secret, date, region, service)}, nil
 }
 
 func (f *fakeKeys) revoke(id string) {

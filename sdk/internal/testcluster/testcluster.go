@@ -18,6 +18,7 @@ import (
 	"github.com/quorumq/quorumq/raftnode"
 	"github.com/quorumq/quorumq/server"
 	"github.com/quorumq/quorumq/server/node"
+	"github.com/quorumq/quorumq/server/shardserver"
 )
 
 // Config describes a cluster. Zero values: one node, dev mode.
@@ -80,7 +81,7 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 		nc := node.Config{
 			DataDir: fmt.Sprintf("%s/n%d", dir, id), NodeID: id,
 			HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", Logger: logger,
-			Server:        server.Config{HousekeepingInterval: 50 * time.Millisecond, ProposeTimeout: cfg.ProposeTimeout},
+			Server:        shardserver.Config{HousekeepingInterval: 50 * time.Millisecond, ProposeTimeout: cfg.ProposeTimeout},
 			Authenticator: cfg.Authenticator,
 		}
 		if cfg.Size > 1 {
