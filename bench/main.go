@@ -140,9 +140,10 @@ func run(ctx context.Context, c suiteConfig) (err error) {
 
 // cluster is three `quorumq serve` processes on loopback.
 type cluster struct {
-	procs []*exec.Cmd
-	grpc  []string
-	http  []string
+	procs   []*exec.Cmd
+	grpc    []string
+	http    []string
+	metrics []string
 }
 
 // freePorts reserves n loopback ports by listening and closing: another
@@ -167,7 +168,7 @@ func freePorts(n int) ([]int, error) {
 }
 
 func startCluster(ctx context.Context, bin, dir string, pprof bool) (*cluster, error) {
-	ports, err := freePorts(9)
+	ports, err := freePorts(12)
 	if err != nil {
 		return nil, err
 	}
@@ -187,7 +188,7 @@ func startCluster(ctx context.Context, bin, dir string, pprof bool) (*cluster, e
 		}
 		cmd := exec.Command(bin, "serve", "--node-id", id, "--data-dir", filepath.Join(dir, "n"+id),
 			"--http-addr", addr(ports[i]), "--grpc-addr", addr(ports[3+i]), "--raft-addr", addr(ports[6+i]),
-			"--peers", strings.Join(peers, ","), "--metrics-addr=", "--sqs-addr=")
+			"--peers", strings.Join(peers, ","), "--metrics-addr", addr(ports[9+i]), "--sqs-addr=")
 		if pprof {
 			cmd.Args = append(cmd.Args, "--pprof")
 		}
@@ -203,6 +204,7 @@ func startCluster(ctx context.Context, bin, dir string, pprof bool) (*cluster, e
 		cl.procs = append(cl.procs, cmd)
 		cl.grpc = append(cl.grpc, addr(ports[3+i]))
 		https = append(https, addr(ports[i]))
+		cl.metrics = append(cl.metrics, addr(ports[9+i]))
 	}
 	cl.http = https
 	if err := waitReady(ctx, https, 60*time.Second); err != nil {
@@ -281,6 +283,55 @@ type result struct {
 	Send           latency          `json:"sendLatencyMs"`
 	E2E            latency          `json:"endToEndLatencyMs"`
 	Errors         map[string]int64 `json:"errors"`
+	pebble         pebbleBytes      // what the nodes' Pebble stores wrote during the run
+}
+
+// pebbleBytes is what the nodes' Pebble stores wrote, by where it went
+// (quorumq_pebble_*_written_bytes_total summed over the nodes).
+type pebbleBytes struct{ total, wal, flush, compaction float64 }
+
+func (p pebbleBytes) minus(q pebbleBytes) pebbleBytes {
+	return pebbleBytes{p.total - q.total, p.wal - q.wal, p.flush - q.flush, p.compaction - q.compaction}
+}
+
+// pebbleWritten reads the Pebble byte counters of every node (0 for a node
+// that does not answer).
+func (s *suite) pebbleWritten(ctx context.Context) pebbleBytes {
+	var p pebbleBytes
+	for _, a := range s.cl.metrics {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a+"/metrics", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			continue
+		}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+		_ = resp.Body.Close()
+		p.total += promSum(string(b), "quorumq_pebble_written_bytes_total")
+		p.wal += promSum(string(b), "quorumq_pebble_wal_written_bytes_total")
+		p.flush += promSum(string(b), "quorumq_pebble_flush_written_bytes_total")
+		p.compaction += promSum(string(b), "quorumq_pebble_compaction_written_bytes_total")
+	}
+	return p
+}
+
+// promSum sums the samples of metric (any labels) in a Prometheus text
+// exposition.
+func promSum(text, metric string) float64 {
+	var sum float64
+	for l := range strings.SplitSeq(text, "\n") {
+		rest, ok := strings.CutPrefix(l, metric)
+		if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
+		if len(f) == 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(f[0], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
 }
 
 type latency struct {
@@ -314,6 +365,7 @@ func (s *suite) bench(ctx context.Context, name string, args ...string) (*result
 	}
 	defer logFile.Close()
 	cmd.Stdout, cmd.Stderr = &out, io.MultiWriter(logFile)
+	pebble0 := s.pebbleWritten(ctx)
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("(%s): %w (see %s)", name, err, logFile.Name())
 	}
@@ -321,6 +373,7 @@ func (s *suite) bench(ctx context.Context, name string, args ...string) (*result
 	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
 		return nil, fmt.Errorf("(%s) output %q: %w", name, out.String(), err)
 	}
+	r.pebble = s.pebbleWritten(ctx).minus(pebble0)
 	logf("(%s) sent %.0f/s, received %.0f/s, send p99 %.1f ms, e2e p99 %.1f ms, errors %v",
 		name, r.SentPerSec, r.ReceivedPerSec, r.Send.P99, r.E2E.P99, r.Errors)
 	return &r, nil
@@ -532,6 +585,18 @@ func (s *suite) print(w io.Writer) error {
 		return err
 	}
 	fmt.Fprintln(w, "(latencies in ms; recv+del/s counts messages received and deleted)")
+	fmt.Fprintln(w, "Pebble KiB written per message (all nodes, during the run; flushes and compactions may trail it):")
+	seen := map[*result]bool{}
+	for _, r := range s.rows {
+		n := max(r.r.Sent, r.r.Received)
+		if n == 0 || r.r.pebble.total == 0 || seen[r.r] {
+			continue
+		}
+		seen[r.r] = true
+		kib := func(b float64) float64 { return b / 1024 / float64(n) }
+		fmt.Fprintf(w, "  %s: %.2f (WAL %.2f, flushes %.2f, compactions %.2f)\n", strings.TrimSpace(r.name),
+			kib(r.r.pebble.total), kib(r.r.pebble.wal), kib(r.r.pebble.flush), kib(r.r.pebble.compaction))
+	}
 	for _, n := range s.notes {
 		fmt.Fprintln(w, n)
 	}
