@@ -492,8 +492,10 @@ func (s *suite) fill(ctx context.Context) error {
 	return s.settle(ctx)
 }
 
-// settle waits, after the fill, until no node wrote sstable bytes (flushes,
-// compactions) for 3 s, at most 3 minutes: otherwise the first
+// settle waits, after the fill, until no node has compaction debt and none
+// wrote sstable bytes (flushes, compactions) for 3 s, at most 3 minutes (a
+// compaction's bytes count when it ends, so quiet counters alone do not
+// tell that none is running): otherwise the first
 // receive after the fill pays for its compactions (measured: its Pebble
 // bytes per message were 7 KiB of compactions, the run after's none, and
 // its rate a third of the next unfiltered run's), and the ratios of (d)
@@ -515,7 +517,7 @@ func (s *suite) settle(ctx context.Context) error {
 			now.flush += promSum(text, "quorumq_pebble_flush_written_bytes_total")
 			now.compaction += promSum(text, "quorumq_pebble_compaction_written_bytes_total")
 		}
-		if now.flush == last.flush && now.compaction == last.compaction {
+		if debt == 0 && now.flush == last.flush && now.compaction == last.compaction {
 			quiet++
 		} else {
 			quiet = 0
