@@ -299,7 +299,7 @@ func (p pebbleBytes) minus(q pebbleBytes) pebbleBytes {
 func (s *suite) pebbleWritten(ctx context.Context) pebbleBytes {
 	var p pebbleBytes
 	for _, a := range s.cl.metrics {
-		text, err := scrape(ctx, a)
+		text, err := metricsText(ctx, a)
 		if err != nil {
 			continue
 		}
@@ -311,8 +311,8 @@ func (s *suite) pebbleWritten(ctx context.Context) pebbleBytes {
 	return p
 }
 
-// scrape reads a node's /metrics.
-func scrape(ctx context.Context, addr string) (string, error) {
+// metricsText reads a node's /metrics.
+func metricsText(ctx context.Context, addr string) (string, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -509,7 +509,7 @@ func (s *suite) settle(ctx context.Context) error {
 		debt := 0.0
 		var now pebbleBytes
 		for _, a := range s.cl.metrics {
-			text, err := scrape(ctx, a)
+			text, err := metricsText(ctx, a)
 			if err != nil {
 				return err
 			}
