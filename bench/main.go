@@ -7,9 +7,11 @@
 //	DURATION=10s BACKLOG=100000 go run ./bench     # a quick run
 //	ONLY=g ROUNDS=3 DURATION=10s go run ./bench    # topic publish vs queue send
 //	ONLY=e BACKLOG=200000 go run ./bench           # the backlog fill and (e) alone
+//	ONLY=de go run ./bench                         # (a), the fill, (e) and (d): the backlog ratios
+//	ONLY=e PROFILE=/tmp/p go run ./bench           # also CPU profiles of each node during each (e) run
 //
 // Every flag may also come from the environment (DURATION, BACKLOG, BIN,
-// TIMEOUT, KEEP). Scenarios:
+// TIMEOUT, KEEP, PROFILE). Scenarios:
 //
 //	(a) 1 KiB, batch 10, 8 producers + 8 consumers, closed loop
 //	(b) batch 1, 4 producers with 500 sends in flight each, 4 consumers
@@ -22,7 +24,8 @@
 //	(g) Publish to a topic with 1 subscription vs SendMessage to a queue,
 //	    settings of (a), ROUNDS interleaved rounds (ONLY=g runs only this)
 //
-// ONLY=e runs the fill and (e) alone, to measure the filtered receive.
+// ONLY=e runs the fill and (e) alone, to measure the filtered receive;
+// ONLY=de runs (a), the fill, (e) and (d): every backlog ratio and (f).
 package main
 
 import (
@@ -41,13 +44,15 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
 )
 
 type suiteConfig struct {
-	only     string // "g" or "e": only that scenario
+	only     string // "g", "e" or "de": only those scenarios
+	profile  string // directory for CPU profiles of the nodes during (e), or ""
 	rounds   int    // of scenario (g)
 	duration time.Duration
 	backlog  int64
@@ -62,12 +67,13 @@ func main() {
 	flag.Int64Var(&c.backlog, "backlog", envInt("BACKLOG", 1_000_000), "messages in the backlog of (d) and (e) (env BACKLOG)")
 	flag.StringVar(&c.bin, "bin", os.Getenv("BIN"), "quorumq binary to use instead of building one (env BIN)")
 	flag.DurationVar(&c.timeout, "timeout", envDuration("TIMEOUT", 30*time.Minute), "bound of the whole suite (env TIMEOUT)")
-	flag.StringVar(&c.only, "only", os.Getenv("ONLY"), "run only this scenario: g, or e (with the backlog fill) (env ONLY)")
+	flag.StringVar(&c.only, "only", os.Getenv("ONLY"), "run only this scenario: g, e (with the backlog fill), or de ((a), the fill, (e), (d)) (env ONLY)")
+	flag.StringVar(&c.profile, "profile", os.Getenv("PROFILE"), "save 5 s CPU profiles of each node during each (e) run into this directory (env PROFILE)")
 	flag.IntVar(&c.rounds, "rounds", int(envInt("ROUNDS", 3)), "interleaved rounds of scenario (g) (env ROUNDS)")
 	flag.BoolVar(&c.keep, "keep", os.Getenv("KEEP") != "", "keep the temporary directory with node and bench logs (env KEEP)")
 	flag.Parse()
-	if c.duration <= 0 || c.backlog < 100 || c.rounds < 1 || (c.only != "" && c.only != "g" && c.only != "e") {
-		fmt.Fprintln(os.Stderr, "bench: -duration must be positive, -backlog at least 100, -rounds at least 1, -only empty, g or e")
+	if c.duration <= 0 || c.backlog < 100 || c.rounds < 1 || (c.only != "" && c.only != "g" && c.only != "e" && c.only != "de") {
+		fmt.Fprintln(os.Stderr, "bench: -duration must be positive, -backlog at least 100, -rounds at least 1, -only empty, g, e or de")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -116,7 +122,12 @@ func run(ctx context.Context, c suiteConfig) (err error) {
 			return fmt.Errorf("go build (run from the repository root): %w", err)
 		}
 	}
-	cl, err := startCluster(ctx, c.bin, dir)
+	if c.profile != "" {
+		if err := os.MkdirAll(c.profile, 0o755); err != nil {
+			return err
+		}
+	}
+	cl, err := startCluster(ctx, c.bin, dir, c.profile != "")
 	if err != nil {
 		return err
 	}
@@ -129,8 +140,10 @@ func run(ctx context.Context, c suiteConfig) (err error) {
 
 // cluster is three `quorumq serve` processes on loopback.
 type cluster struct {
-	procs []*exec.Cmd
-	grpc  []string
+	procs   []*exec.Cmd
+	grpc    []string
+	http    []string
+	metrics []string
 }
 
 // freePorts reserves n loopback ports by listening and closing: another
@@ -154,8 +167,8 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-func startCluster(ctx context.Context, bin, dir string) (*cluster, error) {
-	ports, err := freePorts(9)
+func startCluster(ctx context.Context, bin, dir string, pprof bool) (*cluster, error) {
+	ports, err := freePorts(12)
 	if err != nil {
 		return nil, err
 	}
@@ -175,7 +188,10 @@ func startCluster(ctx context.Context, bin, dir string) (*cluster, error) {
 		}
 		cmd := exec.Command(bin, "serve", "--node-id", id, "--data-dir", filepath.Join(dir, "n"+id),
 			"--http-addr", addr(ports[i]), "--grpc-addr", addr(ports[3+i]), "--raft-addr", addr(ports[6+i]),
-			"--peers", strings.Join(peers, ","), "--metrics-addr=", "--sqs-addr=")
+			"--peers", strings.Join(peers, ","), "--metrics-addr", addr(ports[9+i]), "--sqs-addr=")
+		if pprof {
+			cmd.Args = append(cmd.Args, "--pprof")
+		}
 		cmd.Stdout, cmd.Stderr = logFile, logFile
 		// The nodes die with the suite even if it is killed.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -188,7 +204,9 @@ func startCluster(ctx context.Context, bin, dir string) (*cluster, error) {
 		cl.procs = append(cl.procs, cmd)
 		cl.grpc = append(cl.grpc, addr(ports[3+i]))
 		https = append(https, addr(ports[i]))
+		cl.metrics = append(cl.metrics, addr(ports[9+i]))
 	}
+	cl.http = https
 	if err := waitReady(ctx, https, 60*time.Second); err != nil {
 		cl.stop()
 		return nil, err
@@ -265,6 +283,67 @@ type result struct {
 	Send           latency          `json:"sendLatencyMs"`
 	E2E            latency          `json:"endToEndLatencyMs"`
 	Errors         map[string]int64 `json:"errors"`
+	pebble         pebbleBytes      // what the nodes' Pebble stores wrote during the run
+}
+
+// pebbleBytes is what the nodes' Pebble stores wrote, by where it went
+// (quorumq_pebble_*_written_bytes_total summed over the nodes).
+type pebbleBytes struct{ total, wal, flush, compaction float64 }
+
+func (p pebbleBytes) minus(q pebbleBytes) pebbleBytes {
+	return pebbleBytes{p.total - q.total, p.wal - q.wal, p.flush - q.flush, p.compaction - q.compaction}
+}
+
+// pebbleWritten reads the Pebble byte counters of every node (0 for a node
+// that does not answer).
+func (s *suite) pebbleWritten(ctx context.Context) pebbleBytes {
+	var p pebbleBytes
+	for _, a := range s.cl.metrics {
+		text, err := metricsText(ctx, a)
+		if err != nil {
+			continue
+		}
+		p.total += promSum(text, "quorumq_pebble_written_bytes_total")
+		p.wal += promSum(text, "quorumq_pebble_wal_written_bytes_total")
+		p.flush += promSum(text, "quorumq_pebble_flush_written_bytes_total")
+		p.compaction += promSum(text, "quorumq_pebble_compaction_written_bytes_total")
+	}
+	return p
+}
+
+// metricsText reads a node's /metrics.
+func metricsText(ctx context.Context, addr string) (string, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("metrics of %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return "", fmt.Errorf("metrics of %s: %w", addr, err)
+	}
+	return string(b), nil
+}
+
+// promSum sums the samples of metric (any labels) in a Prometheus text
+// exposition.
+func promSum(text, metric string) float64 {
+	var sum float64
+	for l := range strings.SplitSeq(text, "\n") {
+		rest, ok := strings.CutPrefix(l, metric)
+		if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
+		if len(f) == 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(f[0], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
 }
 
 type latency struct {
@@ -298,6 +377,7 @@ func (s *suite) bench(ctx context.Context, name string, args ...string) (*result
 	}
 	defer logFile.Close()
 	cmd.Stdout, cmd.Stderr = &out, io.MultiWriter(logFile)
+	pebble0 := s.pebbleWritten(ctx)
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("(%s): %w (see %s)", name, err, logFile.Name())
 	}
@@ -305,6 +385,7 @@ func (s *suite) bench(ctx context.Context, name string, args ...string) (*result
 	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
 		return nil, fmt.Errorf("(%s) output %q: %w", name, out.String(), err)
 	}
+	r.pebble = s.pebbleWritten(ctx).minus(pebble0)
 	logf("(%s) sent %.0f/s, received %.0f/s, send p99 %.1f ms, e2e p99 %.1f ms, errors %v",
 		name, r.SentPerSec, r.ReceivedPerSec, r.Send.P99, r.E2E.P99, r.Errors)
 	return &r, nil
@@ -317,6 +398,11 @@ func (s *suite) run(ctx context.Context) error {
 		}
 		return s.print(os.Stdout)
 	}
+	d := s.c.duration.String()
+	common := []string{"--size", "1024", "--create", "--duration", d, "--drain-timeout", d}
+	if s.c.only == "de" {
+		return s.backlogRatios(ctx, common)
+	}
 	if s.c.only == "e" {
 		if err := s.fill(ctx); err != nil {
 			return err
@@ -328,8 +414,6 @@ func (s *suite) run(ctx context.Context) error {
 		s.rows = append(s.rows, e...)
 		return s.print(os.Stdout)
 	}
-	d := s.c.duration.String()
-	common := []string{"--size", "1024", "--create", "--duration", d, "--drain-timeout", d}
 	a, err := s.bench(ctx, "a", append(common, "--queue", "sa", "--batch", "10", "--producers", "8", "--consumers", "8")...)
 	if err != nil {
 		return err
@@ -369,6 +453,32 @@ func (s *suite) run(ctx context.Context) error {
 	return s.print(os.Stdout)
 }
 
+// backlogRatios is ONLY=de: (a) on an empty queue, the fill, (e), and (d)
+// on the backlog queue, in the full suite's order.
+func (s *suite) backlogRatios(ctx context.Context, common []string) error {
+	a, err := s.bench(ctx, "a", append(common, "--queue", "sa", "--batch", "10", "--producers", "8", "--consumers", "8")...)
+	if err != nil {
+		return err
+	}
+	if err := s.fill(ctx); err != nil {
+		return err
+	}
+	e, err := s.filtered(ctx)
+	if err != nil {
+		return err
+	}
+	db, err := s.bench(ctx, "d-backlog", append(common, "--queue", "sd", "--batch", "10", "--producers", "8", "--consumers", "8")...)
+	if err != nil {
+		return err
+	}
+	s.rows = append(s.rows,
+		row{"(d) recv, empty queue: (a)", a, ""},
+		row{"(d) recv, backlog queue", db, ratio("backlog/empty", db.ReceivedPerSec, a.ReceivedPerSec)},
+	)
+	s.rows = append(s.rows, e...)
+	return s.print(os.Stdout)
+}
+
 // fill sends the backlog of (d) and (e) to queue sd, 1 % of it tagged.
 // Bounded by the suite's timeout.
 func (s *suite) fill(ctx context.Context) error {
@@ -379,7 +489,54 @@ func (s *suite) fill(ctx context.Context) error {
 		return err
 	}
 	s.rows = append(s.rows, row{fmt.Sprintf("    fill backlog of %d (8×2, batch 10)", s.c.backlog), fill, ""})
-	return nil
+	return s.settle(ctx)
+}
+
+// settle waits, after the fill, until no node has compaction debt and none
+// wrote sstable bytes (flushes, compactions) for 3 s, at most 3 minutes (a
+// compaction's bytes count when it ends, so quiet counters alone do not
+// tell that none is running): otherwise the first
+// receive after the fill pays for its compactions (measured: its Pebble
+// bytes per message were 7 KiB of compactions, the run after's none, and
+// its rate a third of the next unfiltered run's), and the ratios of (d)
+// and (e) measure the fill's tail, not the receive.
+func (s *suite) settle(ctx context.Context) error {
+	start := time.Now()
+	deadline := start.Add(3 * time.Minute)
+	var last pebbleBytes
+	quiet := 0
+	for {
+		debt := 0.0
+		var now pebbleBytes
+		for _, a := range s.cl.metrics {
+			text, err := metricsText(ctx, a)
+			if err != nil {
+				return err
+			}
+			debt += promSum(text, "quorumq_pebble_compaction_debt_bytes")
+			now.flush += promSum(text, "quorumq_pebble_flush_written_bytes_total")
+			now.compaction += promSum(text, "quorumq_pebble_compaction_written_bytes_total")
+		}
+		if debt == 0 && now.flush == last.flush && now.compaction == last.compaction {
+			quiet++
+		} else {
+			quiet = 0
+		}
+		last = now
+		if quiet >= 3 {
+			logf("settled after the fill in %v (compaction debt %.0f MiB)", time.Since(start).Round(time.Second), debt/(1<<20))
+			return nil
+		}
+		if time.Now().After(deadline) {
+			logf("not settled after the fill in %v (compaction debt %.0f MiB): going on", time.Since(start).Round(time.Second), debt/(1<<20))
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // filtered is (e): 0.9 × BACKLOG/100 messages received from the backlog
@@ -392,15 +549,20 @@ func (s *suite) fill(ctx context.Context) error {
 func (s *suite) filtered(ctx context.Context) ([]row, error) {
 	n := strconv.FormatInt(s.c.backlog/100*9/10, 10)
 	recvOnly := []string{"--queue", "sd", "--producers", "0", "--consumers", "8", "--messages", n, "--duration", s.c.duration.String()}
-	eu1, err := s.bench(ctx, "e-unfiltered-1", recvOnly...)
+	profiled := func(name string, args ...string) (*result, error) {
+		wait := s.profileNodes(ctx, name)
+		defer wait()
+		return s.bench(ctx, name, args...)
+	}
+	eu1, err := profiled("e-unfiltered-1", recvOnly...)
 	if err != nil {
 		return nil, err
 	}
-	ef, err := s.bench(ctx, "e-filtered", append(recvOnly, "--filter-tag", "hot")...)
+	ef, err := profiled("e-filtered", append(recvOnly, "--filter-tag", "hot")...)
 	if err != nil {
 		return nil, err
 	}
-	eu2, err := s.bench(ctx, "e-unfiltered-2", recvOnly...)
+	eu2, err := profiled("e-unfiltered-2", recvOnly...)
 	if err != nil {
 		return nil, err
 	}
@@ -411,6 +573,40 @@ func (s *suite) filtered(ctx context.Context) ([]row, error) {
 		{"(e) recv-only " + n + " msgs, 1% tag filter", ef, recv(ef) + "; " + ratio("filtered/unfiltered (mean)", ef.ReceivedPerSec, mean)},
 		{"(e) recv-only " + n + " msgs, unfiltered again", eu2, recv(eu2)},
 	}, nil
+}
+
+// profileNodes saves a 5 s CPU profile of each node, from the start of run
+// name, into the -profile directory (nothing without one); the returned
+// function waits for them.
+func (s *suite) profileNodes(ctx context.Context, name string) func() {
+	if s.c.profile == "" {
+		return func() {}
+	}
+	var wg sync.WaitGroup
+	for i, h := range s.cl.http {
+		wg.Go(func() {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+h+"/debug/pprof/profile?seconds=5", nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				logf("profile of node %d: %v", i+1, err)
+				return
+			}
+			defer resp.Body.Close()
+			path := filepath.Join(s.c.profile, fmt.Sprintf("%s-n%d.pprof", name, i+1))
+			f, err := os.Create(path)
+			if err != nil {
+				logf("profile of node %d: %v", i+1, err)
+				return
+			}
+			if _, err := io.Copy(f, resp.Body); err != nil {
+				logf("profile of node %d: %v", i+1, err)
+			}
+			if err := f.Close(); err != nil {
+				logf("profile of node %d: %v", i+1, err)
+			}
+		})
+	}
+	return wg.Wait
 }
 
 func ratio(name string, x, y float64) string {
@@ -448,6 +644,18 @@ func (s *suite) print(w io.Writer) error {
 		return err
 	}
 	fmt.Fprintln(w, "(latencies in ms; recv+del/s counts messages received and deleted)")
+	fmt.Fprintln(w, "Pebble KiB written per message (all nodes, during the run; flushes and compactions may trail it):")
+	seen := map[*result]bool{}
+	for _, r := range s.rows {
+		n := max(r.r.Sent, r.r.Received)
+		if n == 0 || r.r.pebble.total == 0 || seen[r.r] {
+			continue
+		}
+		seen[r.r] = true
+		kib := func(b float64) float64 { return b / 1024 / float64(n) }
+		fmt.Fprintf(w, "  %s: %.2f (WAL %.2f, flushes %.2f, compactions %.2f)\n", strings.TrimSpace(r.name),
+			kib(r.r.pebble.total), kib(r.r.pebble.wal), kib(r.r.pebble.flush), kib(r.r.pebble.compaction))
+	}
 	for _, n := range s.notes {
 		fmt.Fprintln(w, n)
 	}

@@ -234,18 +234,20 @@ func TestReceiveWritesNoBody(t *testing.T) {
 }
 
 // TestDeleteByHandleReadsLease: a delete by receipt handle of a message
-// without tags or group reads its lease record and not its record: one key
-// fewer than the same delete of a tagged message; both leave the counters
-// and indexes right.
+// without group and ttl reads its lease record and not its record, tags or
+// not (a tagged lease record carries the tags): one key fewer than the same
+// delete of a message with a ttl; all leave the counters and indexes right.
 func TestDeleteByHandleReadsLease(t *testing.T) {
 	h := newHarness(t)
 	h.now = 1_000_000
 	h.run("create q=a vis=1m")
 	h.apply(&storepb.Command{Op: &storepb.Command_Send{Send: &storepb.Send{Tenant: "t", Queue: "a", Entries: []*storepb.SendEntry{
-		{Body: "plain", DelayMs: -1}, {Body: "tagged", DelayMs: -1, Tags: []string{"red"}},
+		{Body: "plain", DelayMs: -1},
+		{Body: "tagged", DelayMs: -1, Tags: []string{"red", "blue"}},
+		{Body: "ttl", DelayMs: -1, TtlMs: 3_600_000},
 	}}}})
-	r := h.apply(&storepb.Command{Op: &storepb.Command_Receive{Receive: &storepb.Receive{Tenant: "t", Queue: "a", MaxMessages: 2, VisibilityTimeoutMs: -1}}})
-	if len(r.Received) != 2 {
+	r := h.apply(&storepb.Command{Op: &storepb.Command_Receive{Receive: &storepb.Receive{Tenant: "t", Queue: "a", MaxMessages: 3, VisibilityTimeoutMs: -1}}})
+	if len(r.Received) != 3 {
 		t.Fatalf("received %d", len(r.Received))
 	}
 	deleteReads := func(handle []byte) uint64 {
@@ -256,15 +258,17 @@ func TestDeleteByHandleReadsLease(t *testing.T) {
 		}
 		return h.s.KeysRead() - before
 	}
-	// The tagged one first: then the plain one's delete empties the
-	// queue, and moving low_seq finds no key to read.
+	// The last ones first: then the plain one's delete empties the queue,
+	// and moving low_seq finds no key to read.
+	ttl := deleteReads(r.Received[2].ReceiptHandle)
+	checkInvariants(t, h.s)
 	tagged := deleteReads(r.Received[1].ReceiptHandle)
 	checkInvariants(t, h.s)
 	plain := deleteReads(r.Received[0].ReceiptHandle)
 	checkInvariants(t, h.s)
-	t.Logf("delete reads: plain %d, tagged %d", plain, tagged)
-	if plain+1 != tagged {
-		t.Errorf("delete of a plain message read %d keys, of a tagged one %d: want one fewer", plain, tagged)
+	t.Logf("delete reads: plain %d, tagged %d, ttl %d", plain, tagged, ttl)
+	if plain != tagged || plain+1 != ttl {
+		t.Errorf("delete reads: plain %d, tagged %d, ttl %d: want plain = tagged = ttl - 1", plain, tagged, ttl)
 	}
 	if qi, err := h.s.GetQueue("t", "a", h.now); err != nil || qi.Stats.Messages != 0 || qi.Stats.Bytes != 0 {
 		t.Fatalf("after the deletes: %+v %v", qi, err)

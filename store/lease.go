@@ -44,6 +44,11 @@ const (
 	leasePlain byte = 1
 	// leaseClosed: MessageRecord.lease_closed.
 	leaseClosed byte = 2
+	// leaseTagged: the message's tags follow the long form (which a tagged
+	// record always uses), each a 2-byte length and its bytes, so that a
+	// tagged message without group and ttl is plain too: its delete finds
+	// its tag index entries without reading the 1 KiB record.
+	leaseTagged byte = 4
 	// The long forms: failed_count and released_count follow.
 	leaseCountsLen = leaseLen + 4 + 4
 	indexCountsLen = indexLeaseLen + 4 + 4
@@ -109,25 +114,72 @@ func (t *txn) putLease(qid uint64, m *storepb.MessageRecord) error {
 	binary.BigEndian.PutUint64(v[12:], uint64(m.FirstReceivedAtMs))
 	binary.BigEndian.PutUint64(v[20:], uint64(m.Size))
 	v[28] = leasePriority(m)
-	if len(m.Tags) == 0 && m.GroupId == "" && m.ExpiresAtMs == 0 {
+	plain := m.GroupId == "" && m.ExpiresAtMs == 0 && tagsFit(m.Tags)
+	tagged := plain && len(m.Tags) > 0
+	if plain {
 		v[28] |= leasePlain
+	}
+	if tagged {
+		v[28] |= leaseTagged
 	}
 	if m.LeaseClosed {
 		v[28] |= leaseClosed
 	}
 	n := leaseLen
-	if hasCounts(m) {
+	if hasCounts(m) || tagged {
 		binary.BigEndian.PutUint32(v[29:], uint32(m.FailedCount))
 		binary.BigEndian.PutUint32(v[33:], uint32(m.ReleasedCount))
 		n = leaseCountsLen
 	}
 	t.markLeased(m)
-	return t.setRaw(t.keyLease(qid, m.Seq), v[:n])
+	if !tagged {
+		return t.setRaw(t.keyLease(qid, m.Seq), v[:n])
+	}
+	b := append(t.s.leaseBuf[:0], v[:n]...)
+	for _, tag := range m.Tags {
+		b = binary.BigEndian.AppendUint16(b, uint16(len(tag)))
+		b = append(b, tag...)
+	}
+	t.s.leaseBuf = b
+	return t.setRaw(t.keyLease(qid, m.Seq), b)
+}
+
+// maxLeaseTagBytes bounds the tags a lease record carries (the server
+// allows 16 short ones); a message with more keeps them in its record only.
+const maxLeaseTagBytes = 4096
+
+// tagsFit reports whether tags go into a lease record.
+func tagsFit(tags []string) bool {
+	n := 0
+	for _, tag := range tags {
+		n += 2 + len(tag)
+	}
+	return n <= maxLeaseTagBytes
+}
+
+// leaseTags decodes the tags of a tagged lease record (nil for others).
+func leaseTags(v []byte) ([]string, error) {
+	if len(v) < leaseLen || v[28]&leaseTagged == 0 {
+		return nil, nil
+	}
+	if len(v) < leaseCountsLen {
+		return nil, fmt.Errorf("store: tagged lease record: %d bytes", len(v))
+	}
+	var tags []string
+	for b := v[leaseCountsLen:]; len(b) > 0; {
+		if len(b) < 2 || len(b) < 2+int(binary.BigEndian.Uint16(b)) {
+			return nil, fmt.Errorf("store: lease record tags: %d bytes left", len(b))
+		}
+		n := 2 + int(binary.BigEndian.Uint16(b))
+		tags = append(tags, string(b[2:n]))
+		b = b[n:]
+	}
+	return tags, nil
 }
 
 // applyLease overlays a lease record on m.
 func applyLease(m *storepb.MessageRecord, v []byte) error {
-	if len(v) != leaseLen && len(v) != leaseCountsLen {
+	if len(v) != leaseLen && len(v) != leaseCountsLen && (len(v) < leaseCountsLen || v[28]&leaseTagged == 0) {
 		return fmt.Errorf("store: lease record of seq %d: %d bytes", m.Seq, len(v))
 	}
 	m.VisibleAtMs = int64(binary.BigEndian.Uint64(v[0:]))
@@ -135,7 +187,7 @@ func applyLease(m *storepb.MessageRecord, v []byte) error {
 	m.FirstReceivedAtMs = int64(binary.BigEndian.Uint64(v[12:]))
 	m.LeaseClosed = v[28]&leaseClosed != 0
 	m.FailedCount, m.ReleasedCount = 0, 0
-	if len(v) == leaseCountsLen {
+	if len(v) >= leaseCountsLen {
 		m.FailedCount = int32(binary.BigEndian.Uint32(v[29:]))
 		m.ReleasedCount = int32(binary.BigEndian.Uint32(v[33:]))
 	}
@@ -144,10 +196,11 @@ func applyLease(m *storepb.MessageRecord, v []byte) error {
 
 // leaseOnly reads message seq for a change by receipt handle (delete,
 // visibility change). A plain message with a lease record (every message
-// received since the split that has no tags and no group) comes from its
-// lease record alone: seq, size and lease fields, which is all that
-// removing or moving it reads. Anything else is read whole. nil: no such
-// message.
+// received since the split that has no group and no ttl, and since tagged
+// lease records no tags or tags carried by the lease record) comes from its
+// lease record alone: seq, size, priority, tags and lease fields, which is
+// all that removing or moving it reads. Anything else is read whole. nil:
+// no such message.
 func (t *txn) leaseOnly(q *storepb.QueueRecord, seq uint64) (*storepb.MessageRecord, error) {
 	qid := q.Id
 	key := t.keyLease(qid, seq)
@@ -161,8 +214,11 @@ func (t *txn) leaseOnly(q *storepb.QueueRecord, seq uint64) (*storepb.MessageRec
 	}
 	defer closer.Close()
 	var m *storepb.MessageRecord
-	if (len(v) == leaseLen || len(v) == leaseCountsLen) && v[28]&leasePlain != 0 && !isFifo(q) {
+	if len(v) >= leaseLen && v[28]&leasePlain != 0 && !isFifo(q) {
 		m = &storepb.MessageRecord{Seq: seq, Size: int64(binary.BigEndian.Uint64(v[20:])), Priority: priorityFromLease(v[28])}
+		if m.Tags, err = leaseTags(v); err != nil {
+			return nil, err
+		}
 	} else if m, err = t.record(qid, seq); m == nil || err != nil {
 		if err == nil {
 			err = fmt.Errorf("store: lease record without message: queue %d seq %d", qid, seq)

@@ -302,7 +302,7 @@ func runQQ(ctx context.Context, c config) (systemResults, error) {
 		waitProf := profileNodes(ctx, c, s.name)
 		pebble0 := pebbleWritten(ctx)
 		out, _, m, err := measure(ctx, c, s.name, cl.pids, argv...)
-		pebble := pebbleWritten(ctx) - pebble0
+		pebble := pebbleWritten(ctx).minus(pebble0)
 		waitProf()
 		cl.stop()
 		if err != nil {
@@ -313,15 +313,23 @@ func runQQ(ctx context.Context, c config) (systemResults, error) {
 			return res, err
 		}
 		*s.dst = withProc(o, m)
-		(*s.dst).PebbleBytes = pebble
+		(*s.dst).PebbleBytes, (*s.dst).Pebble = pebble.total, pebble
 	}
 	return res, nil
 }
 
-// pebbleWritten sums quorumq_pebble_written_bytes_total over the nodes'
-// metrics listeners (0 where a node has none).
-func pebbleWritten(ctx context.Context) int64 {
-	var sum float64
+// pebbleBytes is what the nodes' Pebble stores wrote, by where it went.
+type pebbleBytes struct{ total, wal, flush, compaction int64 }
+
+func (p pebbleBytes) minus(q pebbleBytes) pebbleBytes {
+	return pebbleBytes{p.total - q.total, p.wal - q.wal, p.flush - q.flush, p.compaction - q.compaction}
+}
+
+// pebbleWritten sums quorumq_pebble_written_bytes_total, and the WAL, flush
+// and compaction parts of it, over the nodes' metrics listeners (0 where a
+// node has none).
+func pebbleWritten(ctx context.Context) pebbleBytes {
+	var sum, wal, flush, compaction float64
 	for i := 1; i <= 3; i++ {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:2610%d/metrics", i), nil)
 		resp, err := http.DefaultClient.Do(req)
@@ -331,8 +339,11 @@ func pebbleWritten(ctx context.Context) int64 {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 		_ = resp.Body.Close()
 		sum += promSum(string(b), "quorumq_pebble_written_bytes_total")
+		wal += promSum(string(b), "quorumq_pebble_wal_written_bytes_total")
+		flush += promSum(string(b), "quorumq_pebble_flush_written_bytes_total")
+		compaction += promSum(string(b), "quorumq_pebble_compaction_written_bytes_total")
 	}
-	return int64(sum)
+	return pebbleBytes{int64(sum), int64(wal), int64(flush), int64(compaction)}
 }
 
 // script runs a script of the peers folder.

@@ -24,6 +24,7 @@ type outcome struct {
 	ServerCPU   float64 // CPU seconds of all server processes during the run
 	DiskWritten int64   // bytes the server processes wrote to the block layer (/proc/PID/io write_bytes)
 	PebbleBytes int64   // quorumq only: quorumq_pebble_written_bytes_total of all nodes during the run
+	Pebble      pebbleBytes
 }
 
 // cpuPerMsg is server CPU seconds per end-to-end message (NaN if nothing was received).
@@ -46,6 +47,15 @@ func (o *outcome) pebblePerMsg() float64 {
 		return math.NaN()
 	}
 	return float64(o.PebbleBytes) / float64(o.Received)
+}
+
+// pebblePartPerMsg is one part of PebbleBytes (WAL, flushes, compactions)
+// per end-to-end message.
+func (o *outcome) pebblePartPerMsg(part func(pebbleBytes) int64) float64 {
+	if o == nil || o.Received == 0 || o.PebbleBytes == 0 {
+		return math.NaN()
+	}
+	return float64(part(o.Pebble)) / float64(o.Received)
 }
 
 // promSum sums the samples of metric (any labels) in a Prometheus text
@@ -255,6 +265,13 @@ func table(w io.Writer, qq, nats, rmq systemResults) error {
 		{"server CPU ms per e2e msg, open loop 5k/s", open, func(o *outcome) float64 { return 1000 * o.cpuPerMsg() }, 3, true},
 		{"disk KiB written per msg (all nodes, /proc io), batch-1 run", closed, func(o *outcome) float64 { return o.diskPerMsg() / 1024 }, 2, true},
 		{"Pebble KiB written per msg (all nodes), batch-1 run", closed, func(o *outcome) float64 { return o.pebblePerMsg() / 1024 }, 2, true},
+		{"  of which WAL", closed, func(o *outcome) float64 { return o.pebblePartPerMsg(func(p pebbleBytes) int64 { return p.wal }) / 1024 }, 2, true},
+		{"  of which flushes", closed, func(o *outcome) float64 {
+			return o.pebblePartPerMsg(func(p pebbleBytes) int64 { return p.flush }) / 1024
+		}, 2, true},
+		{"  of which compactions", closed, func(o *outcome) float64 {
+			return o.pebblePartPerMsg(func(p pebbleBytes) int64 { return p.compaction }) / 1024
+		}, 2, true},
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "metric\tquorumq\tNATS R3 always\tRabbitMQ QQ\tquorumq vs best peer\t")

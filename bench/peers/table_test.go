@@ -63,7 +63,8 @@ func TestProcParsers(t *testing.T) {
 
 func TestTableRatios(t *testing.T) {
 	qq := systemResults{
-		closed:   &outcome{E2EPerSec: 20000, Received: 1000, Sent: 1000, Drained: true, ServerCPU: 0.1, DiskWritten: 4 << 20},
+		closed: &outcome{E2EPerSec: 20000, Received: 1000, Sent: 1000, Drained: true, ServerCPU: 0.1, DiskWritten: 4 << 20,
+			PebbleBytes: 6 << 20, Pebble: pebbleBytes{total: 6 << 20, wal: 5 << 20, flush: 1 << 19, compaction: 1 << 19}},
 		closed10: &outcome{E2EPerSec: 30000, Received: 10, Sent: 20},
 		open5k:   &outcome{SendP99Ms: 10, E2EP99Ms: 25, Received: 100, Sent: 100, Drained: true, ServerCPU: 0.05},
 	}
@@ -100,6 +101,15 @@ func TestTableRatios(t *testing.T) {
 	} {
 		if !strings.Contains(lines[key], want) {
 			t.Errorf("row %q = %q, want it to contain %q\n%s", key, lines[key], want, out)
+		}
+	}
+	for key, want := range map[string]string{"Pebble KiB": "6.14", "of which WAL": "5.12", "of which flushes": "0.51", "of which compactions": "0.51"} {
+		found := false
+		for l := range strings.SplitSeq(out, "\n") {
+			found = found || strings.Contains(l, key) && strings.Contains(l, want)
+		}
+		if !found {
+			t.Errorf("no row %q with quorumq's %s KiB per message\n%s", key, want, out)
 		}
 	}
 	if !strings.Contains(lines["disk KiB"], "4.10") {
