@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"time"
 
 	"google.golang.org/grpc/codes"
 
@@ -106,6 +107,8 @@ func membershipStatus(err error) error {
 		return statusError(codes.FailedPrecondition, ReasonNodeConflict, err.Error(), nil)
 	case isReplicaSetChanged(err):
 		return statusError(codes.FailedPrecondition, ReasonChangeInProgress, err.Error(), nil)
+	case errors.Is(err, store.ErrShardCountChanged):
+		return statusError(codes.FailedPrecondition, ReasonShardCountChanged, err.Error(), nil)
 	}
 	return err
 }
@@ -119,6 +122,9 @@ const (
 	// ReasonMembershipNotReady: the cluster has not recorded its bootstrap
 	// nodes yet (its first seconds): retry.
 	ReasonMembershipNotReady = "MEMBERSHIP_NOT_READY"
+	// ReasonShardCountChanged: AddShards' expect_shards is not the
+	// cluster's shard count.
+	ReasonShardCountChanged = "SHARD_COUNT_CHANGED"
 )
 
 // NodeToAPI converts a node record.
@@ -148,7 +154,7 @@ func (r *Router) JoinCluster(ctx context.Context, req *qv1.JoinClusterRequest) (
 	if err != nil {
 		return nil, err
 	}
-	resp.Shards = uint32(r.shardCount())
+	resp.Shards = uint32(r.baseShards()) // shards added since: from the metadata shard
 	return resp, nil
 }
 
@@ -248,4 +254,94 @@ func (c *ClusterServer) RemoveNode(ctx context.Context, req *qv1.RemoveNodeReque
 		return onShard(ctx, c.router, sh, req, (*Server).RemoveNode)
 	}
 	return c.router.RemoveNode(ctx, req)
+}
+
+// AddShards records new shards (ClusterService, metadata shard): the store
+// places their replica sets; every node named starts its replica
+// (server/node). Nodes the leader has not heard from lately are chosen
+// last.
+func (s *Server) AddShards(ctx context.Context, req *qv1.AddShardsRequest) (*qv1.AddShardsResponse, error) {
+	if _, err := require(ctx, ScopeClusterAdmin); err != nil {
+		return nil, err
+	}
+	if req.GetCount() == 0 || req.GetCount() > store.MaxShards {
+		return nil, fieldError("count", fmt.Sprintf("must be 1 to %d", store.MaxShards))
+	}
+	var quiet []uint64
+	if st, err := s.raft.Status(s.shard); err == nil && st.IsLeader {
+		for _, p := range st.Peers {
+			if !p.RecentActive || p.State != "StateReplicate" {
+				quiet = append(quiet, p.ID)
+			}
+		}
+	}
+	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_AddShards{AddShards: &storepb.AddShards{
+		Count: req.GetCount(), ExpectShards: req.GetExpectShards(), AvoidNodes: quiet,
+	}}})
+	if err != nil {
+		if errors.Is(err, store.ErrShardCountChanged) && res != nil && res.Layout != nil {
+			return nil, statusError(codes.FailedPrecondition, ReasonShardCountChanged,
+				fmt.Sprintf("the cluster has %d shards, not %d", res.Layout.GetShards(), req.GetExpectShards()),
+				map[string]string{"shard_count": fmt.Sprint(res.Layout.GetShards())})
+		}
+		return nil, membershipStatus(err)
+	}
+	sets, err := s.store.ReplicaSets()
+	if err != nil {
+		return nil, err
+	}
+	resp := &qv1.AddShardsResponse{ShardCount: res.Layout.GetShards()}
+	for _, rs := range sets {
+		if rs.GetShard() >= uint64(res.Layout.GetShards()-req.GetCount()) && rs.GetShard() < uint64(res.Layout.GetShards()) {
+			resp.ReplicaSets = append(resp.ReplicaSets, ReplicaSetToAPI(rs))
+		}
+	}
+	return resp, nil
+}
+
+// addShardsWait bounds how long AddShards waits for the new shards'
+// leaders.
+const addShardsWait = 30 * time.Second
+
+// AddShards routes to the metadata shard's leader, then waits (bounded)
+// until every new shard has a leader, so the next call can use them.
+func (r *Router) AddShards(ctx context.Context, req *qv1.AddShardsRequest) (*qv1.AddShardsResponse, error) {
+	if _, err := require(ctx, ScopeClusterAdmin); err != nil {
+		return nil, err
+	}
+	if r.cfg.Forwarder == nil {
+		return nil, statusError(codes.FailedPrecondition, ReasonSingleNode,
+			"a single-node cluster keeps the shard count it was started with (--shards); add-shards needs a cluster started with --peers", nil)
+	}
+	resp, err := call(ctx, r, target{shard: MetadataShard}, clusterMethod+"AddShards", req, (*Server).AddShards)
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, addShardsWait)
+	defer cancel()
+	for _, rs := range resp.GetReplicaSets() {
+		if _, err := r.cfg.View.Leader(wctx, rs.GetShard()); err != nil {
+			for wctx.Err() == nil { // the view waits a few seconds at a time
+				if _, err = r.cfg.View.Leader(wctx, rs.GetShard()); err == nil {
+					break
+				}
+			}
+			if err != nil {
+				r.log.Warn("add shards: a new shard has no leader yet", "shard", rs.GetShard(), "err", err)
+				break
+			}
+		}
+	}
+	return resp, nil
+}
+
+// ReasonSingleNode: the call needs a multi-node cluster.
+const ReasonSingleNode = "SINGLE_NODE_CLUSTER"
+
+// AddShards implements ClusterService.
+func (c *ClusterServer) AddShards(ctx context.Context, req *qv1.AddShardsRequest) (*qv1.AddShardsResponse, error) {
+	if sh, ok := direct(ctx); ok {
+		return onShard(ctx, c.router, sh, req, (*Server).AddShards)
+	}
+	return c.router.AddShards(ctx, req)
 }

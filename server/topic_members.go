@@ -549,7 +549,7 @@ func (s *Server) fenceGroup(ctx context.Context, req *storepb.TopicGroupMemberRe
 	}
 	_, err = parallel(len(ps), func(i int) (struct{}, error) {
 		p := ps[i]
-		shard := TopicShardOf(r.shardCount(), req.GetTenant(), req.GetTopic(), p)
+		shard := TopicShardOf(r.topicPlacement(req.GetPlacementShards()), req.GetTenant(), req.GetTopic(), p)
 		_, err := r.proposeTopic(ctx, shard, &storepb.Command{Op: &storepb.Command_FenceTopicGroup{FenceTopicGroup: &storepb.FenceTopicGroup{
 			Tenant: req.GetTenant(), Topic: req.GetTopic(), Partition: p, Incarnation: req.GetIncarnation(), Group: req.GetGroup(),
 			Member: g.owner[p], Generation: g.ownerGen[p]}}})

@@ -85,7 +85,7 @@ func topicCall[Req proto.Message, Resp proto.Message](ctx context.Context, r *Ro
 		}
 		var resp Resp
 		var err error
-		if srv := r.cfg.Local[shard]; srv != nil && leader == r.cfg.Self {
+		if srv := r.localServer(shard); srv != nil && leader == r.cfg.Self {
 			resp, err = local(srv, ctx, req)
 			err = topicStatus(err)
 		} else if r.cfg.Forwarder == nil {
