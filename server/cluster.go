@@ -28,7 +28,7 @@ type ClusterServer struct {
 	status PeerStatusFunc    // nil on a single-node cluster
 	raft   Raft              // nil on an API-tier node
 	shards []uint64          // guarded by mu; grows (SetShards)
-	remote *RemoteView // an API-tier node's view; nil on storage nodes
+	remote *RemoteView       // an API-tier node's view; nil on storage nodes
 	router *Router
 	sets   func() []*qv1.ReplicaSet
 }
