@@ -300,8 +300,8 @@ func (s *Server) AddShards(ctx context.Context, req *qv1.AddShardsRequest) (*qv1
 }
 
 // addShardsWait bounds how long AddShards waits for the new shards'
-// leaders.
-const addShardsWait = 30 * time.Second
+// leaders (and the caller's deadline, less a second to answer in).
+const addShardsWait = 20 * time.Second
 
 // AddShards routes to the metadata shard's leader, then waits (bounded)
 // until every new shard has a leader, so the next call can use them.
@@ -313,11 +313,27 @@ func (r *Router) AddShards(ctx context.Context, req *qv1.AddShardsRequest) (*qv1
 		return nil, statusError(codes.FailedPrecondition, ReasonSingleNode,
 			"a single-node cluster keeps the shard count it was started with (--shards); add-shards needs a cluster started with --peers", nil)
 	}
-	resp, err := call(ctx, r, target{shard: MetadataShard}, clusterMethod+"AddShards", req, (*Server).AddShards)
-	if err != nil {
-		return nil, err
+	var resp *qv1.AddShardsResponse
+	for {
+		var err error
+		resp, err = call(ctx, r, target{shard: MetadataShard}, clusterMethod+"AddShards", req, (*Server).AddShards)
+		if err == nil {
+			break
+		}
+		if reasonOf(err) != ReasonMembershipNotReady {
+			return nil, err
+		}
+		select { // a new cluster records its nodes within a second or so
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
-	wctx, cancel := context.WithTimeout(ctx, addShardsWait)
+	wait := addShardsWait
+	if d, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(d)-time.Second)
+	}
+	wctx, cancel := context.WithTimeout(ctx, max(wait, 0))
 	defer cancel()
 	for _, rs := range resp.GetReplicaSets() {
 		if _, err := r.cfg.View.Leader(wctx, rs.GetShard()); err != nil {

@@ -52,12 +52,13 @@ func placementHash(tenant, name string) uint64 {
 
 // PlacePartitions returns the shards of partitions len(have) … n-1 of a
 // queue placed over shards shards, appended to have (the shards of its
-// existing partitions). Each new partition takes the data shard ShardOf
-// gives it unless the queue already has a partition there; then the next
-// data shard the queue does not use yet, so a queue that grows after
-// shards were added spreads onto them. Pure: every replica computes the
-// same.
-func PlacePartitions(shards int, tenant, name string, have []uint64, n int) []uint64 {
+// existing partitions). A new queue's partitions go where ShardOf puts
+// them. A partition added later goes to a data shard the queue has no
+// partition on yet, the shards from added on first (those AddShards made),
+// looking from the one ShardOf gives it, so queues that grow after shards
+// were added spread onto them; once the queue uses every data shard, where
+// ShardOf puts it. Pure: every replica computes the same.
+func PlacePartitions(shards int, tenant, name string, have []uint64, n int, added uint64) []uint64 {
 	out := slices.Clone(have)
 	if shards <= 1 {
 		for len(out) < n {
@@ -69,11 +70,16 @@ func PlacePartitions(shards int, tenant, name string, have []uint64, n int) []ui
 	start := placementHash(tenant, name)
 	for i := len(out); i < n; i++ {
 		pick := 1 + (start+uint64(i))%d
-		for k := range d {
-			s := 1 + (start+uint64(i)+k)%d
-			if !slices.Contains(out, s) {
-				pick = s
-				break
+		if len(have) > 0 {
+		search:
+			for _, from := range []uint64{max(added, 1), 1} {
+				for k := range d {
+					s := 1 + (start+uint64(i)+k)%d
+					if s >= from && !slices.Contains(out, s) {
+						pick = s
+						break search
+					}
+				}
 			}
 		}
 		out = append(out, pick)
@@ -118,7 +124,7 @@ func (t *txn) placeQueue(q *storepb.QueueRecord, oldPartitions int32) error {
 			have = append(have, ShardOf(int(l.BaseShards), q.Tenant, q.Name, i))
 		}
 	}
-	q.PartitionShards = PlacePartitions(int(l.Shards), q.Tenant, q.Name, have, int(max(q.Attributes.GetPartitions(), 1)))
+	q.PartitionShards = PlacePartitions(int(l.Shards), q.Tenant, q.Name, have, int(max(q.Attributes.GetPartitions(), 1)), uint64(l.BaseShards))
 	return nil
 }
 
