@@ -1,13 +1,17 @@
 package node_test
 
 import (
+	"context"
 	"fmt"
+	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
@@ -208,5 +212,47 @@ func TestAddShardsOnline(t *testing.T) {
 	receiveAll(t, q1, "new", newSent)
 	if n := c.nodes[1].ShardServer(4); n == nil {
 		t.Fatal("restarted node has no server of shard 4")
+	}
+}
+
+// scopeAuth grants tenant "acme" exactly the scopes of the "scopes" header.
+type scopeAuth struct{}
+
+func (scopeAuth) Authenticate(ctx context.Context) (*server.Principal, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	p := &server.Principal{Tenant: "acme", Scopes: map[string]bool{}}
+	for _, s := range md.Get("scopes") {
+		p.Scopes[s] = true
+	}
+	return p, nil
+}
+
+// AddShards needs cluster:admin (gRPC and REST); a single-node cluster
+// refuses it with a reason that says why.
+func TestAddShardsNeedsClusterAdmin(t *testing.T) {
+	n := startNode(t, node.Config{Authenticator: scopeAuth{}})
+	cl := qv1.NewClusterServiceClient(dial(t, n.GRPCAddr()))
+	as := func(scope string) context.Context {
+		return metadata.AppendToOutgoingContext(testCtx(t), "scopes", scope)
+	}
+	if _, err := cl.AddShards(as(server.ScopeQueuesAdmin), &qv1.AddShardsRequest{Count: 1}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("queues:admin: %v", err)
+	}
+	req, err := http.NewRequest("POST", "http://"+n.HTTPAddr()+"/v1/cluster/shards:add", strings.NewReader(`{"count":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("scopes", server.ScopeMessagesSend)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("REST without cluster:admin: %d", resp.StatusCode)
+	}
+	if _, err := cl.AddShards(as(server.ScopeClusterAdmin), &qv1.AddShardsRequest{Count: 1}); status.Code(err) != codes.FailedPrecondition ||
+		reasonOf(err) != server.ReasonSingleNode {
+		t.Fatalf("single node: %v", err)
 	}
 }
