@@ -18,13 +18,14 @@ import (
 // three-node cluster with the Makefile's shard count (its endpoint mapped
 // to node 3): 4 shards become 6, the message sent before is received
 // after, the grown queue keeps its first partitions and spreads onto the
-// new shards. Then more messages go to both queues, node 1 is killed and
-// restarted with its original flags, and every message is received
-// through it.
+// new shards. Then more messages go to both queues through an API-tier
+// node (it learnt the new count), node 1 is killed and restarted with its
+// original flags, and every message is received through it.
 func TestReadmeAddShards(t *testing.T) {
 	needTools(t, "bash")
 	c := startCluster(t, 3, "--shards", "4")
 	waitReady(t, c.client(1))
+	api := c.startAPINode(9) // learns the new count from the storage nodes
 	bin := t.TempDir()
 	if err := os.Mkdir(filepath.Join(bin, "bin"), 0o755); err != nil {
 		t.Fatal(err)
@@ -58,7 +59,17 @@ func TestReadmeAddShards(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	q := c.client(2)
+	checkFor(t, 30*time.Second, func() error {
+		gc, err := qv1.NewClusterServiceClient(api.grpcConn(t)).GetCluster(ctx, &qv1.GetClusterRequest{})
+		if err != nil {
+			return err
+		}
+		if gc.GetShardCount() != 6 || gc.GetBaseShardCount() != 4 {
+			return fmt.Errorf("API node: shard count %d, base %d", gc.GetShardCount(), gc.GetBaseShardCount())
+		}
+		return nil
+	})
+	q := api.client(t) // sends through the API tier
 	ev, err := q.GetQueue(ctx, &qv1.GetQueueRequest{Name: "events"})
 	if err != nil {
 		t.Fatal(err)
