@@ -44,7 +44,7 @@ func checkShardCount(db *pebble.DB, shards, current int) error {
 		if current > 0 {
 			return fmt.Errorf("--shards %d: this data directory was created with --shards %d and the cluster has %d shards now (cluster add-shards); give either", shards, was, current)
 		}
-		return fmt.Errorf("--shards %d: this data directory was created with --shards %d (more shards come from `quorumq cluster add-shards`, not --shards)", shards, was)
+		return fmt.Errorf("--shards %d: this data directory was created with --shards %d; start it with that (it learns shards added since, by `quorumq cluster add-shards`, from the cluster)", shards, was)
 	}
 	return nil
 }
