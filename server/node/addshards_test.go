@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
@@ -182,6 +183,35 @@ func TestAddShardsOnline(t *testing.T) {
 	if len(ps) != 4 || !slices.Equal(ps[:2], before) || !slices.Contains(ps, 3) || !slices.Contains(ps, 4) {
 		t.Fatalf("grown queue's partitions on %v (were %v)", ps, before)
 	}
+	// A dead-letter queue made after, its partition 0 on a new shard: the
+	// outbox relay finds it from its record.
+	dlq := "dlq"
+	for i := 0; server.ShardOf(5, server.DevTenant, dlq, 0) < 3; i++ {
+		dlq = fmt.Sprintf("dlq%d", i)
+	}
+	if _, err := q1.CreateQueue(testCtx(t), &qv1.CreateQueueRequest{Name: dlq, Attributes: &qv1.QueueAttributes{Partitions: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q1.CreateQueue(testCtx(t), &qv1.CreateQueueRequest{Name: "src", Attributes: &qv1.QueueAttributes{
+		DeadLetter: &qv1.DeadLetterPolicy{Queue: dlq, MaxReceiveCount: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q1.SendMessage(testCtx(t), &qv1.SendMessageRequest{Queue: "src", Body: "poison"}); err != nil {
+		t.Fatal(err)
+	}
+	waitLong(t, 30*time.Second, func() error { // received once, then moved on the next receive
+		if _, err := q1.ReceiveMessages(testCtx(t), &qv1.ReceiveMessagesRequest{Queue: "src", VisibilityTimeout: durationpb.New(0)}); err != nil {
+			return err
+		}
+		r, err := q1.GetQueue(testCtx(t), &qv1.GetQueueRequest{Name: dlq})
+		if err != nil {
+			return err
+		}
+		if r.GetQueue().GetStats().GetVisible() != 1 {
+			return fmt.Errorf("dlq stats %v", r.GetQueue().GetStats())
+		}
+		return nil
+	})
 	newSent := sendAll(t, q1, "new", "new", 16)
 	for b := range sendAll(t, q1, "old", "after", 16) {
 		oldSent[b] = true
