@@ -20,7 +20,8 @@ import (
 // after, the grown queue keeps its first partitions and spreads onto the
 // new shards. Then more messages go to both queues through an API-tier
 // node (it learnt the new count), node 1 is killed and restarted with its
-// original flags, and every message is received through it.
+// original flags, and every message is received through it; a node that
+// joins afterwards learns the count and serves both queues.
 func TestReadmeAddShards(t *testing.T) {
 	needTools(t, "bash")
 	c := startCluster(t, 3, "--shards", "4")
@@ -123,5 +124,35 @@ func TestReadmeAddShards(t *testing.T) {
 	}
 	if gc.GetShardCount() != 6 || len(gc.GetShards()) != 6 {
 		t.Fatalf("restarted node 1: shard count %d, hosts %d shards", gc.GetShardCount(), len(gc.GetShards()))
+	}
+
+	// A node that joins later learns the count from the cluster and routes
+	// both placements.
+	joiner := startServe(t, t.TempDir(), "--join", c.raftAddr(2), "--raft-addr", freePort(t))
+	checkFor(t, time.Minute, func() error {
+		gc, err := qv1.NewClusterServiceClient(joiner.grpcConn(t)).GetCluster(ctx, &qv1.GetClusterRequest{})
+		if err != nil {
+			return err
+		}
+		if gc.GetShardCount() != 6 || gc.GetBaseShardCount() != 4 {
+			return fmt.Errorf("joined node: shard count %d, base %d", gc.GetShardCount(), gc.GetBaseShardCount())
+		}
+		return nil
+	})
+	qj := joiner.client(t)
+	for _, queue := range []string{"events", "orders"} {
+		if _, err := qj.SendMessage(ctx, &qv1.SendMessageRequest{Queue: queue, Body: "via the joined node"}); err != nil {
+			t.Fatalf("send to %s through the joined node: %v", queue, err)
+		}
+		checkFor(t, time.Minute, func() error {
+			r, err := qj.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: queue, MaxMessages: 10})
+			if err != nil {
+				return err
+			}
+			if len(r.GetMessages()) != 1 || r.GetMessages()[0].GetBody() != "via the joined node" {
+				return fmt.Errorf("%s through the joined node: %v", queue, r.GetMessages())
+			}
+			return nil
+		})
 	}
 }
