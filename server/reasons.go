@@ -12,7 +12,13 @@ const (
 	// ReasonMembershipNotReady: the cluster has not recorded its bootstrap
 	// nodes yet (its first seconds): retry.
 	ReasonMembershipNotReady = "MEMBERSHIP_NOT_READY"
+	// ReasonShardCountChanged: AddShards' expect_shards is not the
+	// cluster's shard count.
+	ReasonShardCountChanged = "SHARD_COUNT_CHANGED"
 )
+
+// ReasonSingleNode: the call needs a multi-node cluster.
+const ReasonSingleNode = "SINGLE_NODE_CLUSTER"
 
 // ReasonChangeInProgress: the shard has a membership change under way
 // (one at a time per shard).

@@ -200,6 +200,9 @@ func (t *txn) createQueue(op *storepb.CreateQueue, res *Result) error {
 		CreatedAtMs: t.now, HandleKey: op.HandleKey,
 		PartitionCopy: op.PartitionCopy, Partition: op.Partition, Incarnation: op.Incarnation,
 	}
+	if err := t.placeQueue(rec, 0); err != nil {
+		return err
+	}
 	if err := t.set(keys.Catalog(t.s.shard, op.Tenant, name), rec); err != nil {
 		return err
 	}
@@ -264,6 +267,11 @@ func (t *txn) updateQueue(op *storepb.UpdateQueue, res *Result) error {
 	q.Tags = tags
 	q.Attributes = a
 	q.UpdatedAtMs = t.now
+	if a.GetPartitions() > old.GetPartitions() {
+		if err := t.placeQueue(q, max(old.GetPartitions(), 1)); err != nil {
+			return err
+		}
+	}
 	if err := t.set(keys.Catalog(t.s.shard, q.Tenant, q.Name), q); err != nil {
 		return err
 	}

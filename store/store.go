@@ -73,6 +73,9 @@ type Result struct {
 	// Node is the node record after RegisterNode, AdmitNode or
 	// SetNodeState (RegisterNode's ErrIncarnationMismatch: the record).
 	Node *storepb.NodeRecord
+	// Layout is the shard layout after AddShards (with
+	// ErrShardCountChanged: the current one).
+	Layout *storepb.ShardLayout
 	// QueueInfo is the queue after CreateQueue / UpdateQueue.
 	QueueInfo *QueueInfo
 	// TenantRecord is the tenant after SetTenantQuota.
@@ -236,6 +239,8 @@ func (s *Store) Apply(b *pebble.Batch, index uint64, data []byte) (any, error) {
 		err = t.setNodeState(op.SetNodeState, res)
 	case *storepb.Command_SetReplicaSet:
 		err = t.setReplicaSet(op.SetReplicaSet, res)
+	case *storepb.Command_AddShards:
+		err = t.addShards(op.AddShards, res)
 	default:
 		var handled bool
 		if handled, err = t.applyTopic(cmd.Op, res); !handled {

@@ -198,6 +198,9 @@ func (t *txn) createTopic(op *storepb.CreateTopic, res *Result, tr *TopicResult)
 	rec.CreatedAtMs = max(t.now, tm.LastCreatedMs+1)
 	rec.Revision = 1
 	rec.Subscriptions = nil
+	if err := t.placeTopic(rec); err != nil {
+		return err
+	}
 	tm.LastCreatedMs = rec.CreatedAtMs
 	if err := t.set(keys.TopicMeta(t.s.shard), tm); err != nil {
 		return err

@@ -97,7 +97,7 @@ call as cluster drain. Follow the progress with cluster nodes.`),
 	}
 	rc.register(removeCmd)
 	cmd.AddCommand(removeCmd)
-	cmd.AddCommand(newDrainCmd(), newMoveReplicaCmd(), newRebalanceCmd())
+	cmd.AddCommand(newDrainCmd(), newMoveReplicaCmd(), newRebalanceCmd(), newAddShardsCmd())
 	return cmd
 }
 

@@ -68,7 +68,7 @@ func (n *Node) hostedGroups() []uint64 {
 }
 
 func (n *Node) groups() []uint64 {
-	ids := make([]uint64, n.cfg.Shards)
+	ids := make([]uint64, n.shardCount())
 	for i := range ids {
 		ids[i] = uint64(i)
 	}

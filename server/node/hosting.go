@@ -40,16 +40,20 @@ func (n *Node) replicationFactor() int {
 // node outside its initial voters joins empty (the coordinator adds it as
 // a learner). A joined node starts the metadata shard only.
 func (n *Node) startGroups() error {
-	sets, err := n.stores[router.MetadataShard].ReplicaSets()
+	sets, err := n.metaStore().ReplicaSets()
 	if err != nil {
 		return fmt.Errorf("read replica sets: %w", err)
 	}
+	initial := map[uint64][]uint64{}
 	want := map[uint64]bool{router.MetadataShard: true}
 	n.booted = map[uint64]bool{}
 	boot := map[uint64][]uint64{}
 	for _, rs := range sets {
 		if names(rs, n.cfg.NodeID) {
 			want[rs.GetShard()] = true
+			if p := bootstrapVoters(rs, n.cfg.NodeID); p != nil {
+				initial[rs.GetShard()] = p
+			}
 		}
 	}
 	if len(sets) == 0 && !n.joined {
@@ -65,10 +69,12 @@ func (n *Node) startGroups() error {
 		}
 		var err error
 		if p, ok := boot[g]; ok {
-			err = n.host.AddGroup(g, p, n.srvs[g].StateMachine())
+			err = n.host.AddGroup(g, p, n.srv(g).StateMachine())
 			n.booted[g] = true
+		} else if p, ok := initial[g]; ok {
+			err = n.host.AddGroup(g, p, n.srv(g).StateMachine()) // an added shard: its stored state if any, else its initial voters
 		} else {
-			err = n.host.JoinGroup(g, n.srvs[g].StateMachine()) // never bootstraps: a leader adds this node
+			err = n.host.JoinGroup(g, n.srv(g).StateMachine()) // never bootstraps: a leader adds this node
 		}
 		if err != nil {
 			return fmt.Errorf("start shard %d: %w", g, err)
@@ -85,17 +91,24 @@ func (n *Node) startGroups() error {
 func (n *Node) hostNamed(sets []*storepb.ReplicaSetRecord) {
 	for _, rs := range sets {
 		g := rs.GetShard()
-		if !names(rs, n.cfg.NodeID) || int(g) >= len(n.srvs) {
+		srv := n.srv(g)
+		if !names(rs, n.cfg.NodeID) || srv == nil {
 			continue
 		}
 		if _, err := n.host.Status(g); !errors.Is(err, raftnode.ErrGroupNotFound) {
 			continue
 		}
-		if err := n.host.JoinGroup(g, n.srvs[g].StateMachine()); err != nil && !errors.Is(err, raftnode.ErrGroupExists) {
+		var err error
+		if p := bootstrapVoters(rs, n.cfg.NodeID); p != nil {
+			err = n.host.AddGroup(g, p, srv.StateMachine()) // a shard AddShards made: every initial voter starts it alike
+		} else {
+			err = n.host.JoinGroup(g, srv.StateMachine())
+		}
+		if err != nil && !errors.Is(err, raftnode.ErrGroupExists) {
 			n.log.Warn("membership: cannot start a replica", "shard", g, "err", err)
 			continue
 		}
-		n.log.Info("membership: hosting a new replica", "shard", g)
+		n.log.Info("membership: hosting a new replica", "shard", g, "initial_voters", bootstrapVoters(rs, n.cfg.NodeID))
 	}
 }
 
@@ -110,7 +123,7 @@ func names(rs *storepb.ReplicaSetRecord, id uint64) bool {
 // replicaSetsAPI is GetCluster's view of the replica sets (this node's
 // metadata replica; nil if it cannot be read).
 func (n *Node) replicaSetsAPI() []*qv1.ReplicaSet {
-	sets, err := n.stores[router.MetadataShard].ReplicaSets()
+	sets, err := n.metaStore().ReplicaSets()
 	if err != nil {
 		return nil
 	}

@@ -70,7 +70,10 @@ func (n *Node) runMembership(ctx context.Context) {
 }
 
 func (n *Node) membershipOnce(ctx context.Context) error {
-	meta := n.stores[router.MetadataShard]
+	meta := n.metaStore()
+	if err := n.learnLayout(meta); err != nil {
+		return err
+	}
 	recs, err := meta.Nodes()
 	if err != nil {
 		return err
@@ -183,7 +186,7 @@ func (n *Node) joinCluster(ctx context.Context, cfg *Config) error {
 	if id == 0 || resp.GetShards() == 0 {
 		return fmt.Errorf("--join %s: admitted without a node id or shard count", cfg.Join)
 	}
-	if err := checkShardCount(n.db, int(resp.GetShards())); err != nil {
+	if err := checkShardCount(n.db, int(resp.GetShards()), 0); err != nil {
 		return err
 	}
 	if err := n.db.Set(keys.NodeJoinedID(), binary.BigEndian.AppendUint64(nil, id), pebble.Sync); err != nil {

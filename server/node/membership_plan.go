@@ -85,7 +85,7 @@ func copies(p *storepb.ReplicaChange) bool { return p != nil && p.GetAdd() && !p
 
 // coordinate is the metadata leader's part of a pass.
 func (n *Node) coordinate(ctx context.Context, recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord) error {
-	meta := n.srvs[router.MetadataShard]
+	meta := n.srv(router.MetadataShard)
 	propose := func(cmd *storepb.Command) error {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()

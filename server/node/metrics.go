@@ -170,7 +170,7 @@ func observables(m metric.Meter, err *error) (
 // registerGroupGauges registers the gauges read from the Raft host at
 // scrape time: per group leader, term, indexes and log size; per node the
 // snapshot counters.
-func registerGroupGauges(m metric.Meter, h *raftnode.Host, groups []uint64) error {
+func registerGroupGauges(m metric.Meter, h *raftnode.Host, groups func() []uint64) error {
 	var err error
 	counter, gauge := observables(m, &err)
 	leader := gauge("raft.leader", "1 if this node leads the group, else 0.", "")
@@ -187,7 +187,7 @@ func registerGroupGauges(m metric.Meter, h *raftnode.Host, groups []uint64) erro
 		return err
 	}
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		for _, g := range groups {
+		for _, g := range groups() { // shards may be added
 			attrs := metric.WithAttributes(attribute.String("group", strconv.FormatUint(g, 10)))
 			st, err := h.Status(g)
 			if errors.Is(err, raftnode.ErrGroupNotFound) {

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -49,9 +50,11 @@ type Config struct {
 	RaftAddr string
 	// Peers maps node ids to Raft addresses; empty: a single-node cluster.
 	Peers map[uint64]string
-	// Shards is the number of Raft groups, fixed when the cluster is
+	// Shards is the number of Raft groups when the cluster is
 	// bootstrapped: shard 0 keeps tenants and queue records, the others
-	// queue partitions (one shard: both). Default 1.
+	// queue partitions (one shard: both). Default 1. `cluster add-shards`
+	// adds more later (recorded in the metadata shard, addshards.go); a
+	// restart may give the bootstrap count or the current one.
 	Shards int
 	// Role is "storage" (default: hosts every shard) or "api" (stateless:
 	// no data dir, no Raft; routes every call to the storage nodes in Peers).
@@ -135,8 +138,9 @@ type Node struct {
 	log     *slog.Logger
 	db      *pebble.DB
 	host    *raftnode.Host
-	stores  []*store.Store        // by shard
-	srvs    []*shardserver.Server // by shard
+	parts   atomic.Pointer[shardParts] // the stores and servers by shard; grows (addshards.go)
+	growMu  sync.Mutex                 // growShards' writers
+	srvCfg  shardserver.Config         // what every shard server is made with
 	router  *router.Router
 	keys    *router.AccessKeys  // SigV4 access key lookup of the SQS endpoint
 	topics  *router.TopicServer // TopicService; also unsubscribes deleted queues for the relays
@@ -294,7 +298,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.remote = router.NewRemoteView(n.fwd, n.members())
 		n.router = router.NewRouter(router.RouterConfig{Self: cfg.NodeID, View: n.remote, Forwarder: n.fwd,
 			Logger: cfg.Logger, Timeout: cfg.Server.ProposeTimeout, TracerProvider: tp})
-		n.remote.OnShards(n.router.SetShards)
+		n.remote.OnShards(n.router.SetLayout)
 		n.remote.LearnNodes()
 		n.keys = router.NewAccessKeys(n.router, router.AccessKeysConfig{})
 		n.topics = router.NewTopicServer(n.router)
@@ -453,7 +457,7 @@ func (n *Node) serveMetrics(addr string, h http.Handler) error {
 }
 
 // maxShards bounds --shards (a node may host every shard).
-const maxShards = 256
+const maxShards = store.MaxShards
 
 // startStorage opens Pebble, starts one Raft group and queue server per
 // shard and the peer listener; it returns the node's ClusterService.
@@ -468,8 +472,16 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 			return nil, err
 		}
 	}
-	if err := checkShardCount(n.db, cfg.Shards); err != nil {
+	layout, err := store.New(n.db, router.MetadataShard).ShardLayout()
+	if err != nil {
+		return nil, fmt.Errorf("read shard layout: %w", err)
+	}
+	if err := checkShardCount(n.db, cfg.Shards, int(layout.GetShards())); err != nil {
 		return nil, err
+	}
+	base := cfg.Shards // the count before the first AddShards
+	if layout != nil {
+		base = int(layout.GetBaseShards())
 	}
 	hostCfg := raftnode.Config{NodeID: cfg.NodeID, DB: n.db, Logger: cfg.Logger, TickInterval: cfg.TickInterval,
 		SnapshotDir: filepath.Join(cfg.DataDir, "snapshots"), Metrics: raftMetrics}
@@ -496,17 +508,21 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 	if cfg.AttachHost != nil {
 		cfg.AttachHost(n.host)
 	}
+	n.srvCfg = cfg.Server
+	count := max(cfg.Shards, int(layout.GetShards()))
+	parts := &shardParts{}
 	local := map[uint64]*shardserver.Server{}
-	for _, g := range n.groups() {
+	for g := range uint64(count) {
 		st := store.New(n.db, g)
 		srv := shardserver.New(cfg.Server, n.host, st, g)
-		if g == router.MetadataShard && cfg.Shards > 1 {
+		if g == router.MetadataShard && base > 1 {
 			srv.SetMetadataOnly()
 		}
-		n.stores = append(n.stores, st)
-		n.srvs = append(n.srvs, srv)
+		parts.stores = append(parts.stores, st)
+		parts.srvs = append(parts.srvs, srv)
 		local[g] = srv
 	}
+	n.parts.Store(parts)
 	var view router.ShardView = router.LocalView{Raft: n.host, Timeout: cfg.Server.ProposeTimeout}
 	if n.fwd != nil { // shards may live on other nodes only (replica sets)
 		var others []uint64
@@ -518,17 +534,16 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 		n.others = router.NewRemoteView(n.fwd, others)
 		view = router.MemberView{Self: cfg.NodeID, Local: view.(router.LocalView), Remote: n.others}
 	}
-	n.router = router.NewRouter(router.RouterConfig{Self: cfg.NodeID, Shards: cfg.Shards, Local: local,
+	n.router = router.NewRouter(router.RouterConfig{Self: cfg.NodeID, Shards: count, Local: local,
 		View: view, Forwarder: n.fwd,
 		Logger: cfg.Logger, Timeout: cfg.Server.ProposeTimeout, TracerProvider: tp})
+	n.router.SetLayout(count, base)
 	n.keys = router.NewAccessKeys(n.router, router.AccessKeysConfig{})
 	n.topics = router.NewTopicServer(n.router)
-	for _, srv := range n.srvs {
-		srv.SetDeliverer(n.router.Deliver)
-		srv.SetCatalog(n.router)
-		srv.SetTopicUnsubscriber(n.topics.Unsubscribed)
+	for _, srv := range parts.srvs {
+		n.wire(srv)
 	}
-	if err := registerGroupGauges(meter, n.host, n.groups()); err != nil {
+	if err := registerGroupGauges(meter, n.host, n.groups); err != nil {
 		return nil, fmt.Errorf("raft metrics: %w", err)
 	}
 	if err := registerPebbleMetrics(meter, n.db, n.stalls); err != nil {
@@ -548,6 +563,7 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 	}
 	cluster := router.NewClusterServer(router.ClusterConfig{Self: cfg.NodeID, Peers: n.peerAddrs(), Status: peerStatus,
 		Raft: n.host, Shards: n.groups(), Router: n.router, ReplicaSets: n.replicaSetsAPI})
+	n.cluster = cluster // growShards updates its shards
 	if n.multiNode() {
 		// The peer listener carries Raft traffic, calls routed to this
 		// node's shard leaders, outbox deliveries and API-tier views. It
@@ -588,7 +604,7 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 		}()
 	}
 	n.host.Start()
-	for _, srv := range n.srvs {
+	for _, srv := range parts.srvs {
 		srv.Start()
 	}
 	return cluster, nil
@@ -651,10 +667,11 @@ func (n *Node) MetricsAddr() string {
 }
 
 // Server is the queue server of shard 0 (tests read counters).
-func (n *Node) Server() *shardserver.Server { return n.srvs[0] }
+func (n *Node) Server() *shardserver.Server { return n.srv(0) }
 
-// ShardServer is the queue server of a shard.
-func (n *Node) ShardServer(shard uint64) *shardserver.Server { return n.srvs[shard] }
+// ShardServer is the queue server of a shard (nil: not a shard of the
+// cluster as this node knows it).
+func (n *Node) ShardServer(shard uint64) *shardserver.Server { return n.srv(shard) }
 
 // Host is the node's Raft host.
 func (n *Node) Host() *raftnode.Host { return n.host }
@@ -664,10 +681,11 @@ func (n *Node) Host() *raftnode.Host { return n.host }
 func (n *Node) AccessKeys() *router.AccessKeys { return n.keys }
 
 // Store is the state machine of shard 0.
-func (n *Node) Store() *store.Store { return n.stores[0] }
+func (n *Node) Store() *store.Store { return n.shardStore(0) }
 
-// ShardStore is the state machine of a shard.
-func (n *Node) ShardStore(shard uint64) *store.Store { return n.stores[shard] }
+// ShardStore is the state machine of a shard (nil: not a shard of the
+// cluster as this node knows it).
+func (n *Node) ShardStore(shard uint64) *store.Store { return n.shardStore(shard) }
 
 // WaitReady blocks until the node's shards have a leader.
 func (n *Node) WaitReady(ctx context.Context) error {
@@ -821,8 +839,10 @@ func (n *Node) closeAll() error {
 		n.cancel()
 		n.loops.Wait()
 	}
-	for _, srv := range n.srvs {
-		srv.Stop()
+	if p := n.parts.Load(); p != nil {
+		for _, srv := range p.srvs {
+			srv.Stop()
+		}
 	}
 	if n.host != nil {
 		n.host.Stop()

@@ -16,9 +16,13 @@ import (
 )
 
 // checkShardCount records the shard count in a new data directory and
-// refuses another one later: a queue's partitions are placed by a function
-// of the shard count, so changing it would hide every stored message.
-func checkShardCount(db *pebble.DB, shards int) error {
+// refuses another one later (current: the cluster's count since shards
+// were added, as the local metadata replica has it; 0: none added): the
+// queues made before the first AddShards are placed by a function of the
+// bootstrap count, so another count would hide their messages. The current
+// count is accepted too (an operator who updated --shards after
+// add-shards); the placement follows the metadata shard either way.
+func checkShardCount(db *pebble.DB, shards, current int) error {
 	k := keys.NodeShardCount()
 	v, closer, err := db.Get(k)
 	switch {
@@ -36,8 +40,11 @@ func checkShardCount(db *pebble.DB, shards int) error {
 	if len(v) != 8 {
 		return fmt.Errorf("shard count record is %d bytes, want 8", len(v))
 	}
-	if was := binary.BigEndian.Uint64(v); was != uint64(shards) {
-		return fmt.Errorf("--shards %d: this data directory was created with --shards %d (the shard count is fixed at bootstrap)", shards, was)
+	if was := binary.BigEndian.Uint64(v); was != uint64(shards) && (current == 0 || shards != current) {
+		if current > 0 {
+			return fmt.Errorf("--shards %d: this data directory was created with --shards %d and the cluster has %d shards now (cluster add-shards); give either", shards, was, current)
+		}
+		return fmt.Errorf("--shards %d: this data directory was created with --shards %d; start it with that (it learns shards added since, by `quorumq cluster add-shards`, from the cluster)", shards, was)
 	}
 	return nil
 }
@@ -52,7 +59,7 @@ const balanceEvery = 5 * time.Second
 // the fewest. Each node decides from its own replicas' status, so no
 // coordinator is needed; a transfer at a time keeps it gentle.
 func (n *Node) balanceLeaders(ctx context.Context) {
-	if !n.multiNode() || n.cfg.Shards < 2 {
+	if !n.multiNode() {
 		return
 	}
 	every := n.cfg.BalanceInterval
@@ -73,7 +80,10 @@ func (n *Node) balanceLeaders(ctx context.Context) {
 
 func (n *Node) balanceOnce(ctx context.Context) {
 	nodes := n.members()
-	if recs, err := n.stores[router.MetadataShard].Nodes(); err == nil && len(recs) > 0 {
+	if n.shardCount() < 2 {
+		return
+	}
+	if recs, err := n.metaStore().Nodes(); err == nil && len(recs) > 0 {
 		nodes = nodes[:0:0] // nodes joined or removed since start (membership.go)
 		for _, r := range recs {
 			if r.GetState() == storepb.NodeState_NODE_STATE_ACTIVE {
@@ -88,7 +98,7 @@ func (n *Node) balanceOnce(ctx context.Context) {
 	// the change's proposals would be dropped while it moves (the raft
 	// host also skips a transfer while a change is in its log).
 	changing := map[uint64]bool{}
-	if sets, err := n.stores[router.MetadataShard].ReplicaSets(); err == nil {
+	if sets, err := n.metaStore().ReplicaSets(); err == nil {
 		for _, rs := range sets {
 			changing[rs.GetShard()] = rs.GetPending() != nil
 		}
@@ -115,7 +125,7 @@ func (n *Node) balanceOnce(ctx context.Context) {
 			mine = append(mine, g)
 		}
 	}
-	share := (n.cfg.Shards + len(nodes) - 1) / len(nodes)
+	share := (n.shardCount() + len(nodes) - 1) / len(nodes)
 	if len(mine) <= share {
 		return
 	}

@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -28,8 +29,8 @@ type ClusterServer struct {
 	peers  map[uint64]string // node id -> peer address, self included; replaced by SetPeers
 	status PeerStatusFunc    // nil on a single-node cluster
 	raft   shardserver.Raft  // nil on an API-tier node
-	shards []uint64
-	remote *RemoteView // an API-tier node's view; nil on storage nodes
+	shards []uint64          // guarded by mu; grows (SetShards)
+	remote *RemoteView       // an API-tier node's view; nil on storage nodes
 	router *Router
 	sets   func() []*qv1.ReplicaSet
 }
@@ -63,6 +64,13 @@ func (c *ClusterServer) SetPeers(peers map[uint64]string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.peers = maps.Clone(peers)
+}
+
+// SetShards replaces the shards GetCluster looks at (shards were added).
+func (c *ClusterServer) SetShards(shards []uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.shards = slices.Clone(shards)
 }
 
 // SetTenantQuota implements ClusterService.
@@ -120,7 +128,7 @@ func (c *ClusterServer) view(_ context.Context) (*qv1.GetClusterResponse, error)
 		peerState = c.status()
 	}
 	c.mu.Lock()
-	peers := c.peers
+	peers, shards := c.peers, c.shards
 	c.mu.Unlock()
 	ids := make([]uint64, 0, len(peers)+1)
 	for id := range peers {
@@ -142,8 +150,11 @@ func (c *ClusterServer) view(_ context.Context) (*qv1.GetClusterResponse, error)
 		}
 		resp.Nodes = append(resp.Nodes, n)
 	}
-	resp.ShardCount = uint32(len(c.shards))
-	for _, g := range c.shards {
+	resp.ShardCount = uint32(len(shards))
+	if c.router != nil {
+		resp.BaseShardCount = uint32(c.router.baseShards())
+	}
+	for _, g := range shards {
 		if !IsMember(c.raft, c.self, g) {
 			continue // the shard's replicas are on other nodes
 		}
@@ -154,7 +165,7 @@ func (c *ClusterServer) view(_ context.Context) (*qv1.GetClusterResponse, error)
 		sh := &qv1.ClusterShard{
 			Id: g, Members: st.Members, Leader: st.LeaderID, Term: st.Term,
 			AppliedIndex: st.Applied, CommitIndex: st.Commit, FirstIndex: st.FirstIndex, LastIndex: st.LastIndex,
-			Role: shardRole(g, len(c.shards)), Voters: st.Voters, Learners: st.Learners, Joint: st.Joint,
+			Role: shardRole(g, len(shards)), Voters: st.Voters, Learners: st.Learners, Joint: st.Joint,
 		}
 		for _, p := range st.Peers { // on the leader only
 			if p.ID != c.self {

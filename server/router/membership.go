@@ -3,6 +3,9 @@ package router
 import (
 	"context"
 	"maps"
+	"time"
+
+	"google.golang.org/grpc/codes"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 	"github.com/quorumq/quorumq/server"
@@ -27,7 +30,7 @@ func (r *Router) JoinCluster(ctx context.Context, req *qv1.JoinClusterRequest) (
 	if err != nil {
 		return nil, err
 	}
-	resp.Shards = uint32(r.shardCount())
+	resp.Shards = uint32(r.baseShards()) // shards added since: from the metadata shard
 	return resp, nil
 }
 
@@ -84,4 +87,64 @@ func (c *ClusterServer) RemoveNode(ctx context.Context, req *qv1.RemoveNodeReque
 		return onShard(ctx, c.router, sh, req, (*shardserver.Server).RemoveNode)
 	}
 	return c.router.RemoveNode(ctx, req)
+}
+
+// addShardsWait bounds how long AddShards waits for the new shards'
+// leaders (and the caller's deadline, less a second to answer in).
+const addShardsWait = 20 * time.Second
+
+// AddShards routes to the metadata shard's leader, then waits (bounded)
+// until every new shard has a leader, so the next call can use them.
+func (r *Router) AddShards(ctx context.Context, req *qv1.AddShardsRequest) (*qv1.AddShardsResponse, error) {
+	if _, err := server.Require(ctx, server.ScopeClusterAdmin); err != nil {
+		return nil, err
+	}
+	if r.cfg.Forwarder == nil {
+		return nil, server.StatusError(codes.FailedPrecondition, server.ReasonSingleNode,
+			"a single-node cluster keeps the shard count it was started with (--shards); add-shards needs a cluster started with --peers", nil)
+	}
+	var resp *qv1.AddShardsResponse
+	for {
+		var err error
+		resp, err = call(ctx, r, target{shard: MetadataShard}, clusterMethod+"AddShards", req, (*shardserver.Server).AddShards)
+		if err == nil {
+			break
+		}
+		if server.ReasonOf(err) != server.ReasonMembershipNotReady {
+			return nil, err
+		}
+		select { // a new cluster records its nodes within a second or so
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	wait := addShardsWait
+	if d, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(d)-time.Second)
+	}
+	wctx, cancel := context.WithTimeout(ctx, max(wait, 0))
+	defer cancel()
+	for _, rs := range resp.GetReplicaSets() {
+		if _, err := r.cfg.View.Leader(wctx, rs.GetShard()); err != nil {
+			for wctx.Err() == nil { // the view waits a few seconds at a time
+				if _, err = r.cfg.View.Leader(wctx, rs.GetShard()); err == nil {
+					break
+				}
+			}
+			if err != nil {
+				r.log.Warn("add shards: a new shard has no leader yet", "shard", rs.GetShard(), "err", err)
+				break
+			}
+		}
+	}
+	return resp, nil
+}
+
+// AddShards implements ClusterService.
+func (c *ClusterServer) AddShards(ctx context.Context, req *qv1.AddShardsRequest) (*qv1.AddShardsResponse, error) {
+	if sh, ok := direct(ctx); ok {
+		return onShard(ctx, c.router, sh, req, (*shardserver.Server).AddShards)
+	}
+	return c.router.AddShards(ctx, req)
 }

@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"google.golang.org/grpc"
@@ -11,6 +12,7 @@ import (
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 	"github.com/quorumq/quorumq/server"
 	"github.com/quorumq/quorumq/server/shardserver"
+	"github.com/quorumq/quorumq/store"
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
@@ -112,6 +114,21 @@ func (p *PeerServer) clusterView(ctx context.Context, _ *qv1.GetClusterRequest) 
 	return p.cluster.view(ctx)
 }
 
+// deliveryShard is the shard of partition 0 of a target queue (its record
+// of truth names it, or it has the base placement); a queue that is gone
+// goes to its base placement, whose shard answers for it as for any
+// missing queue.
+func (r *Router) deliveryShard(ctx context.Context, tenant, name string) (uint64, error) {
+	rec, err := r.QueueRecord(ctx, tenant, name)
+	switch {
+	case err == nil && len(rec.GetPartitionShards()) > 0:
+		return rec.GetPartitionShards()[0], nil
+	case err == nil, errors.Is(err, store.ErrQueueNotFound):
+		return r.shardOf(tenant, name, 0), nil
+	}
+	return 0, err
+}
+
 // Deliver is the outbox relay of every shard: entries go to the shard that
 // holds partition 0 of their target queue (always the same one, so a
 // retried delivery meets its delivered marker), on whichever node leads it.
@@ -119,7 +136,10 @@ func (r *Router) Deliver(ctx context.Context, entries []*storepb.OutboxEntry) (*
 	groups := map[uint64][]*storepb.OutboxEntry{}
 	var shards []uint64
 	for _, e := range entries {
-		sh := r.shardOf(e.GetTargetTenant(), e.GetTargetQueue(), 0)
+		sh, err := r.deliveryShard(ctx, e.GetTargetTenant(), e.GetTargetQueue())
+		if err != nil {
+			return nil, err // the relay tries again later
+		}
 		if groups[sh] == nil {
 			shards = append(shards, sh)
 		}
@@ -154,7 +174,7 @@ func (r *Router) deliverTo(ctx context.Context, shard uint64, entries []*storepb
 	if err != nil {
 		return nil, err
 	}
-	if srv := r.cfg.Local[shard]; srv != nil && leader == r.cfg.Self {
+	if srv := r.localServer(shard); srv != nil && leader == r.cfg.Self {
 		return srv.DeliverOutbox(ctx, entries)
 	}
 	if r.cfg.Forwarder == nil {

@@ -204,7 +204,7 @@ func (r *Router) quotaOp(ctx context.Context, shard uint64, op map[string]any) (
 		if err != nil {
 			return nil, err
 		}
-		if srv := r.cfg.Local[shard]; srv != nil && leader == r.cfg.Self {
+		if srv := r.localServer(shard); srv != nil && leader == r.cfg.Self {
 			out, err := r.serveQuota(ctx, srv, req)
 			if err == nil {
 				return out, nil

@@ -18,7 +18,7 @@ func (r *Router) QueueRecord(ctx context.Context, tenant, name string) (*storepb
 	if err != nil {
 		return nil, err
 	}
-	if srv := r.cfg.Local[MetadataShard]; srv != nil && leader == r.cfg.Self {
+	if srv := r.localServer(MetadataShard); srv != nil && leader == r.cfg.Self {
 		return srv.QueueRecord(ctx, tenant, name)
 	}
 	if r.cfg.Forwarder == nil {

@@ -81,7 +81,7 @@ func (r *Router) accessKeyGrant(ctx context.Context, req *storepb.AccessKeyLooku
 		if leader, err = r.leaderOf(ctx, MetadataShard); err != nil {
 			return nil, err
 		}
-		if srv := r.cfg.Local[MetadataShard]; srv != nil && leader == r.cfg.Self {
+		if srv := r.localServer(MetadataShard); srv != nil && leader == r.cfg.Self {
 			var out *storepb.AccessKeyGrant
 			out, err = srv.AccessKeyGrant(ctx, req)
 			err = server.ToStatus(err)

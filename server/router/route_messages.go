@@ -87,7 +87,7 @@ func (r *Router) SendMessage(ctx context.Context, req *qv1.SendMessageRequest) (
 		return nil, err
 	}
 	req.Queue = store.PartitionName(q.GetName(), i)
-	return withRoom(ctx, r, tenant, r.shardOf(tenant, q.GetName(), i), messageSize(req.GetBody(), req.GetAttributes(), req.GetTags()),
+	return withRoom(ctx, r, tenant, r.partitionShard(tenant, q, i), messageSize(req.GetBody(), req.GetAttributes(), req.GetTags()),
 		func() (*qv1.SendMessageResponse, error) {
 			return onPartition(ctx, r, tenant, q, i, "SendMessage", req, (*shardserver.Server).SendMessage)
 		})
@@ -170,7 +170,7 @@ func (r *Router) SendMessageBatch(ctx context.Context, req *qv1.SendMessageBatch
 		return &qv1.SendMessageBatchResponse{Failed: refused}, nil
 	}
 	send := func(i int, part []*qv1.SendMessageBatchEntry) (*qv1.SendMessageBatchResponse, error) {
-		return batchWithRoom(ctx, r, tenant, r.shardOf(tenant, q.GetName(), i), q.GetAttributes().GetFifo(), part,
+		return batchWithRoom(ctx, r, tenant, r.partitionShard(tenant, q, i), q.GetAttributes().GetFifo(), part,
 			func(part []*qv1.SendMessageBatchEntry) (*qv1.SendMessageBatchResponse, error) {
 				sub := &qv1.SendMessageBatchRequest{Queue: store.PartitionName(q.GetName(), i), Entries: part}
 				return onPartition(ctx, r, tenant, q, i, "SendMessageBatch", sub, (*shardserver.Server).SendMessageBatch)

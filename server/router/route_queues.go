@@ -83,7 +83,7 @@ func (r *Router) GetQueue(ctx context.Context, req *qv1.GetQueueRequest) (*qv1.G
 	}
 	out := &qv1.Queue{Name: q.GetName(), Attributes: q.GetAttributes(), Tags: q.GetTags(), CreatedAt: q.GetCreatedAt(), UpdatedAt: q.GetUpdatedAt(), Stats: &qv1.QueueStats{}}
 	for i := range parts {
-		out.PartitionShards = append(out.PartitionShards, r.shardOf(tenant, q.GetName(), i))
+		out.PartitionShards = append(out.PartitionShards, r.partitionShard(tenant, q, i))
 	}
 	for _, p := range parts {
 		st := p.GetQueue().GetStats()
@@ -202,7 +202,7 @@ func (r *Router) DeleteQueue(ctx context.Context, req *qv1.DeleteQueueRequest) (
 	r.forget(tenant, req.GetName())
 	r.rr.Delete(cacheKey(tenant, req.GetName()))
 	_, err = fanOut(q, func(i int) (*qv1.DeleteQueueResponse, error) {
-		if r.isRecord(tenant, q.GetName(), i) {
+		if r.isRecord(tenant, q, i) {
 			return nil, nil
 		}
 		resp, err := call(ctx, r, r.partitionTarget(tenant, q, i), "DeleteQueue",

@@ -54,7 +54,7 @@ func byMessageID[Req interface {
 	name := req.GetQueue()
 	lastErr := fmt.Errorf("%w: %s in %s", store.ErrMessageNotFound, req.GetMessageId(), name)
 	for i := range partitions(q) {
-		if r.shardOf(tenant, name, i) != ref.Shard {
+		if r.partitionShard(tenant, q, i) != ref.Shard {
 			continue
 		}
 		setQueue(store.PartitionName(name, i))

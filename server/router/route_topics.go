@@ -50,7 +50,16 @@ func TopicShardOf(shards int, tenant, name string, p int32) uint64 {
 }
 
 func (ts *TopicServer) shardOf(rec *storepb.TopicRecord, p int32) uint64 {
-	return TopicShardOf(ts.r.shardCount(), rec.GetTenant(), rec.GetName(), p)
+	return TopicShardOf(ts.r.topicPlacement(rec.GetPlacementShards()), rec.GetTenant(), rec.GetName(), p)
+}
+
+// topicPlacement is the shard count a topic's partitions are placed over:
+// its recorded one, else (a topic made before shards were added) the base.
+func (r *Router) topicPlacement(recorded uint32) int {
+	if recorded > 0 {
+		return int(recorded)
+	}
+	return r.baseShards()
 }
 
 // topic returns the record of truth, from the cache when it is fresh

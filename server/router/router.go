@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"github.com/quorumq/quorumq/raftnode"
 	"github.com/quorumq/quorumq/server"
 	"github.com/quorumq/quorumq/server/shardserver"
+	"github.com/quorumq/quorumq/store"
 )
 
 // ForwardedToHeader is a response header naming the node a call (or part
@@ -55,12 +57,12 @@ type ShardView interface {
 type RouterConfig struct {
 	// Self is this node's id.
 	Self uint64
-	// Shards is the number of Raft groups of the cluster (fixed at
-	// bootstrap); 0 on an API-tier node until SetShards.
+	// Shards is the number of Raft groups of the cluster (it grows with
+	// AddShards: SetLayout); 0 on an API-tier node until SetShards.
 	Shards int
 	// Local are the shard servers of a storage node, one per shard: a
 	// shard's replica may be on this node or not (IsMember), as its replica
-	// set changes (none on an API node).
+	// set changes (none on an API node). AddLocal adds added shards'.
 	Local map[uint64]*shardserver.Server
 	// View finds shard leaders.
 	View ShardView
@@ -91,15 +93,57 @@ type Router struct {
 	rr     sync.Map // tenant "\x00" name -> *queueCounters
 	tracer trace.Tracer
 	shards atomic.Int64 // 0 until an API-tier node has seen the cluster
+	base   atomic.Int64 // shard count before the first AddShards; 0: shards
+	local  atomic.Pointer[map[uint64]*shardserver.Server]
+	addMu  sync.Mutex // AddLocal's writers
 
 	// quotas: send-rate leases and stored-bytes spreads (quota_lease.go).
 	quotas tenantQuotas
 }
 
-// SetShards tells an API-tier router the cluster's shard count.
-func (r *Router) SetShards(n int) { r.shards.Store(int64(n)) }
+// SetLayout tells the router the cluster's shard count and the count
+// before the first AddShards (base; 0: never added), which places the
+// queues and topics made before it. Neither ever shrinks.
+func (r *Router) SetLayout(shards, base int) {
+	if base > 0 {
+		r.base.Store(int64(base)) // first: legacy placement never sees the new count
+	}
+	if int64(shards) > r.shards.Load() {
+		r.shards.Store(int64(shards))
+	}
+}
 
 func (r *Router) shardCount() int { return int(r.shards.Load()) }
+
+// baseShards is the shard count queues and topics without a recorded
+// placement were placed over.
+func (r *Router) baseShards() int {
+	if b := r.base.Load(); b > 0 {
+		return int(b)
+	}
+	return r.shardCount()
+}
+
+// localServer is this node's server of shard (nil: none).
+func (r *Router) localServer(shard uint64) *shardserver.Server {
+	if m := r.local.Load(); m != nil {
+		return (*m)[shard]
+	}
+	return nil
+}
+
+// AddLocal registers the server of a shard this storage node started
+// after the router was made (AddShards).
+func (r *Router) AddLocal(shard uint64, srv *shardserver.Server) {
+	r.addMu.Lock()
+	defer r.addMu.Unlock()
+	m := map[uint64]*shardserver.Server{}
+	if old := r.local.Load(); old != nil {
+		maps.Copy(m, *old)
+	}
+	m[shard] = srv
+	r.local.Store(&m)
+}
 
 // NewRouter returns a router.
 func NewRouter(cfg RouterConfig) *Router {
@@ -114,25 +158,16 @@ func NewRouter(cfg RouterConfig) *Router {
 	}
 	r := &Router{cfg: cfg, log: cfg.Logger, tracer: server.NewTracer(cfg.TracerProvider)}
 	r.shards.Store(int64(cfg.Shards))
+	local := maps.Clone(cfg.Local)
+	r.local.Store(&local)
 	return r
 }
 
-// ShardOf places partition i of a queue: consecutive partitions on
-// consecutive data shards from a start given by a hash of the queue, so
-// queues spread evenly and a queue's partitions land on distinct shards
-// while it has no more partitions than there are data shards. Placement is
-// a pure function of the name and the cluster's shard count (fixed at
-// bootstrap), so every node and API tier agrees without a lookup.
+// ShardOf places partition i of a queue over shards shards
+// (store.ShardOf): the placement of queues made before the cluster first
+// added shards, over the base count; later ones record theirs.
 func ShardOf(shards int, tenant, name string, i int) uint64 {
-	if shards <= 1 {
-		return 0
-	}
-	h := fnv.New64a()
-	h.Write([]byte(tenant))
-	h.Write([]byte{0})
-	h.Write([]byte(name))
-	d := uint64(shards - 1)
-	return 1 + (h.Sum64()+uint64(i))%d
+	return store.ShardOf(shards, tenant, name, i)
 }
 
 // PartitionOfKey is the partition of a queue of n partitions that a send
@@ -143,8 +178,20 @@ func PartitionOfKey(key string, n int) int {
 	return int(h.Sum32() % uint32(n))
 }
 
+// shardOf is the shard of partition i of a queue without a recorded
+// placement (see partitionShard).
 func (r *Router) shardOf(tenant, name string, i int) uint64 {
-	return ShardOf(r.shardCount(), tenant, name, i)
+	return ShardOf(r.baseShards(), tenant, name, i)
+}
+
+// partitionShard is the shard of partition i of q: the one its record of
+// truth names, else (a queue made before shards were added) the base
+// placement.
+func (r *Router) partitionShard(tenant string, q *qv1.Queue, i int) uint64 {
+	if ps := q.GetPartitionShards(); i < len(ps) {
+		return ps[i]
+	}
+	return r.shardOf(tenant, q.GetName(), i)
 }
 
 // direct reports whether the call addresses one shard (it was routed by a
@@ -167,7 +214,7 @@ func direct(ctx context.Context) (uint64, bool) {
 
 // serving returns the local server of shard if this node leads it.
 func (r *Router) serving(ctx context.Context, shard uint64) (*shardserver.Server, error) {
-	srv := r.cfg.Local[shard]
+	srv := r.localServer(shard)
 	if srv == nil || !IsMember(srv.Raft(), r.cfg.Self, shard) {
 		// The shard's replicas live elsewhere (or this one was moved away):
 		// no hint, the caller asks its view again.
@@ -265,7 +312,7 @@ func call[Req, Resp proto.Message](ctx context.Context, r *Router, t target, met
 		}
 		var err error
 		var resp Resp
-		if srv := r.cfg.Local[t.shard]; srv != nil && leader == r.cfg.Self {
+		if srv := r.localServer(t.shard); srv != nil && leader == r.cfg.Self {
 			lctx := ctx
 			if t.incarnation != 0 || t.waitOnly || t.maxBytes != 0 { // only partition calls and receives read their headers
 				lctx = localContext(ctx, t)
@@ -375,13 +422,13 @@ func partitions(q *qv1.Queue) int { return max(int(q.GetAttributes().GetPartitio
 
 // isRecord reports whether partition i of the queue is stored in the
 // record of truth itself (one-shard clusters keep partition 0 there).
-func (r *Router) isRecord(tenant, name string, i int) bool {
-	return i == 0 && r.shardOf(tenant, name, 0) == MetadataShard
+func (r *Router) isRecord(tenant string, q *qv1.Queue, i int) bool {
+	return i == 0 && r.partitionShard(tenant, q, 0) == MetadataShard
 }
 
 // partitionTarget addresses partition i of a queue.
 func (r *Router) partitionTarget(tenant string, q *qv1.Queue, i int) target {
-	return target{shard: r.shardOf(tenant, q.GetName(), i), partition: i, incarnation: q.GetCreatedAt().AsTime().UnixMilli()}
+	return target{shard: r.partitionShard(tenant, q, i), partition: i, incarnation: q.GetCreatedAt().AsTime().UnixMilli()}
 }
 
 // withPartition runs f on partition i of the queue; when the partition is
@@ -429,7 +476,7 @@ func (r *Router) resolve(ctx context.Context, field, name string, scopes ...stri
 // ensurePartition creates (or brings up to date) partition i of q on its
 // shard; the create is idempotent.
 func (r *Router) ensurePartition(ctx context.Context, tenant string, q *qv1.Queue, i int) error {
-	if r.isRecord(tenant, q.GetName(), i) {
+	if r.isRecord(tenant, q, i) {
 		return nil
 	}
 	req := &qv1.CreateQueueRequest{Name: q.GetName(), Attributes: q.GetAttributes(), Tags: q.GetTags()}

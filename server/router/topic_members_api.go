@@ -23,7 +23,7 @@ const maxMemberID = 64
 // memberCall runs op on the group's coordinator.
 func (ts *TopicServer) memberCall(ctx context.Context, rec *storepb.TopicRecord, group string, op int32, member string, gen, timeoutMs, waitMs int64) (*storepb.TopicGroupMemberReply, error) {
 	return ts.r.topicGroupMember(ctx, ts.shardOf(rec, 0), &storepb.TopicGroupMemberRequest{Tenant: rec.GetTenant(), Topic: rec.GetName(),
-		Incarnation: rec.GetCreatedAtMs(), Partitions: rec.GetPartitions(), Group: group, Op: op, Member: member,
+		Incarnation: rec.GetCreatedAtMs(), Partitions: rec.GetPartitions(), PlacementShards: rec.GetPlacementShards(), Group: group, Op: op, Member: member,
 		Generation: gen, SessionTimeoutMs: timeoutMs, WaitMs: waitMs})
 }
 

@@ -87,7 +87,7 @@ func topicCall[Req proto.Message, Resp proto.Message](ctx context.Context, r *Ro
 		}
 		var resp Resp
 		var err error
-		if srv := r.cfg.Local[shard]; srv != nil && leader == r.cfg.Self {
+		if srv := r.localServer(shard); srv != nil && leader == r.cfg.Self {
 			resp, err = local(srv, ctx, req)
 			err = shardserver.TopicStatus(err)
 		} else if r.cfg.Forwarder == nil {
@@ -124,10 +124,11 @@ func topicCall[Req proto.Message, Resp proto.Message](ctx context.Context, r *Ro
 
 // ProposePartitions proposes cmd(p) on the shard of each partition p at
 // once (the group coordinator's fences, see TopicProposer).
-func (r *Router) ProposePartitions(ctx context.Context, tenant, topic string, ps []int32, cmd func(p int32) *storepb.Command, done func(p int32)) error {
+func (r *Router) ProposePartitions(ctx context.Context, tenant, topic string, placement uint32, ps []int32, cmd func(p int32) *storepb.Command, done func(p int32)) error {
+	shards := r.topicPlacement(placement)
 	_, err := parallel(len(ps), func(i int) (struct{}, error) {
 		p := ps[i]
-		_, err := r.proposeTopic(ctx, TopicShardOf(r.shardCount(), tenant, topic, p), cmd(p))
+		_, err := r.proposeTopic(ctx, TopicShardOf(shards, tenant, topic, p), cmd(p))
 		if err == nil {
 			done(p)
 		}

@@ -110,7 +110,7 @@ type RemoteView struct {
 	last       *qv1.GetClusterResponse // merged: every shard some node hosts
 	changed    chan struct{}           // closed and replaced on each refresh
 	wake       chan struct{}
-	onShard    func(int)
+	onShard    func(shards, base int)
 	learn      bool // take the storage nodes from the answers (API tier)
 }
 
@@ -119,9 +119,9 @@ type RemoteView struct {
 // API-tier node's --peers are the bootstrap nodes only. Call before Run.
 func (v *RemoteView) LearnNodes() { v.learn = true }
 
-// OnShards registers f to learn the shard count on each refresh (set
-// before Run).
-func (v *RemoteView) OnShards(f func(int)) { v.onShard = f }
+// OnShards registers f to learn the shard count and the base count (see
+// Router.SetLayout) on each refresh (set before Run).
+func (v *RemoteView) OnShards(f func(shards, base int)) { v.onShard = f }
 
 // NewRemoteView returns a view over the storage nodes. Run it.
 func NewRemoteView(fwd *Forwarder, nodes []uint64) *RemoteView {
@@ -230,6 +230,9 @@ func (v *RemoteView) refresh(ctx context.Context) {
 	if merged != nil {
 		for _, a := range answers {
 			merged.ShardCount = max(merged.ShardCount, a.GetShardCount())
+			if b := a.GetBaseShardCount(); b > 0 && (merged.BaseShardCount == 0 || b < merged.BaseShardCount) {
+				merged.BaseShardCount = b
+			}
 		}
 		for id := range shards {
 			merged.Shards = append(merged.Shards, shards[id])
@@ -240,7 +243,7 @@ func (v *RemoteView) refresh(ctx context.Context) {
 	}
 	v.leaders, v.terms, v.shards, v.fromLeader = leaders, terms, shards, fromLeader
 	if v.onShard != nil && v.last != nil && v.last.GetShardCount() > 0 {
-		v.onShard(int(v.last.GetShardCount()))
+		v.onShard(int(v.last.GetShardCount()), int(v.last.GetBaseShardCount()))
 	}
 	close(v.changed)
 	v.changed = make(chan struct{})
@@ -327,7 +330,7 @@ func (r *Router) leaderOf(ctx context.Context, shard uint64) (uint64, error) {
 // halted reports whether this node's replica of shard stopped after a
 // storage failure.
 func (r *Router) halted(shard uint64) bool {
-	srv := r.cfg.Local[shard]
+	srv := r.localServer(shard)
 	if srv == nil {
 		return false
 	}

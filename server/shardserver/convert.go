@@ -135,6 +135,8 @@ func queueToAPI(info *store.QueueInfo, withStats bool) *qv1.Queue {
 		Tags:       r.GetTags(),
 		CreatedAt:  msTime(r.GetCreatedAtMs()),
 		UpdatedAt:  msTime(max(r.GetUpdatedAtMs(), r.GetCreatedAtMs())),
+		// The router places partitions by it (empty: the base placement).
+		PartitionShards: r.GetPartitionShards(),
 	}
 	if withStats {
 		q.Stats = &qv1.QueueStats{Visible: info.Stats.Visible, InFlight: info.Stats.InFlight, Delayed: info.Stats.Delayed}

@@ -106,6 +106,8 @@ func membershipStatus(err error) error {
 		return server.StatusError(codes.FailedPrecondition, server.ReasonNodeConflict, err.Error(), nil)
 	case isReplicaSetChanged(err):
 		return server.StatusError(codes.FailedPrecondition, server.ReasonChangeInProgress, err.Error(), nil)
+	case errors.Is(err, store.ErrShardCountChanged):
+		return server.StatusError(codes.FailedPrecondition, server.ReasonShardCountChanged, err.Error(), nil)
 	}
 	return err
 }
@@ -160,4 +162,47 @@ func (s *Server) RemoveNode(ctx context.Context, req *qv1.RemoveNodeRequest) (*q
 		return nil, membershipStatus(err)
 	}
 	return &qv1.RemoveNodeResponse{Node: NodeToAPI(res.Node)}, nil
+}
+
+// AddShards records new shards (ClusterService, metadata shard): the store
+// places their replica sets; every node named starts its replica
+// (server/node). Nodes the leader has not heard from lately are chosen
+// last.
+func (s *Server) AddShards(ctx context.Context, req *qv1.AddShardsRequest) (*qv1.AddShardsResponse, error) {
+	if _, err := server.Require(ctx, server.ScopeClusterAdmin); err != nil {
+		return nil, err
+	}
+	if req.GetCount() == 0 || req.GetCount() > store.MaxShards {
+		return nil, server.FieldError("count", fmt.Sprintf("must be 1 to %d", store.MaxShards))
+	}
+	var quiet []uint64
+	if st, err := s.raft.Status(s.shard); err == nil && st.IsLeader {
+		for _, p := range st.Peers {
+			if !p.RecentActive || p.State != "StateReplicate" {
+				quiet = append(quiet, p.ID)
+			}
+		}
+	}
+	res, err := s.propose(ctx, &storepb.Command{Op: &storepb.Command_AddShards{AddShards: &storepb.AddShards{
+		Count: req.GetCount(), ExpectShards: req.GetExpectShards(), AvoidNodes: quiet,
+	}}})
+	if err != nil {
+		if errors.Is(err, store.ErrShardCountChanged) && res != nil && res.Layout != nil {
+			return nil, server.StatusError(codes.FailedPrecondition, server.ReasonShardCountChanged,
+				fmt.Sprintf("the cluster has %d shards, not %d", res.Layout.GetShards(), req.GetExpectShards()),
+				map[string]string{"shard_count": fmt.Sprint(res.Layout.GetShards())})
+		}
+		return nil, membershipStatus(err)
+	}
+	sets, err := s.store.ReplicaSets()
+	if err != nil {
+		return nil, err
+	}
+	resp := &qv1.AddShardsResponse{ShardCount: res.Layout.GetShards()}
+	for _, rs := range sets {
+		if rs.GetShard() >= uint64(res.Layout.GetShards()-req.GetCount()) && rs.GetShard() < uint64(res.Layout.GetShards()) {
+			resp.ReplicaSets = append(resp.ReplicaSets, ReplicaSetToAPI(rs))
+		}
+	}
+	return resp, nil
 }

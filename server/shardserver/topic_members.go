@@ -547,17 +547,18 @@ func (s *Server) fenceGroup(ctx context.Context, req *storepb.TopicGroupMemberRe
 			Tenant: req.GetTenant(), Topic: req.GetTopic(), Partition: p, Incarnation: req.GetIncarnation(), Group: req.GetGroup(),
 			Member: g.owner[p], Generation: g.ownerGen[p]}}}
 	}
-	fenced := func(p int32) { g.dirty[p] = false }                                      // each p is its own index: no two writers
-	return r.ProposePartitions(ctx, req.GetTenant(), req.GetTopic(), ps, fence, fenced) // a status: the member sees why
+	fenced := func(p int32) { g.dirty[p] = false }                                                                // each p is its own index: no two writers
+	return r.ProposePartitions(ctx, req.GetTenant(), req.GetTopic(), req.GetPlacementShards(), ps, fence, fenced) // a status: the member sees why
 }
 
 // TopicProposer proposes commands on the shards of topic partitions: the
 // node's router, the catalog it gives a server, is one.
 type TopicProposer interface {
 	// ProposePartitions proposes cmd(p) on the shard of each partition p
-	// at once, calls done(p) for each that succeeded, and returns the
-	// first error in partition order.
-	ProposePartitions(ctx context.Context, tenant, topic string, ps []int32, cmd func(p int32) *storepb.Command, done func(p int32)) error
+	// (placed over the topic's recorded placement shard count; 0: the
+	// cluster's base count) at once, calls done(p) for each that
+	// succeeded, and returns the first error in partition order.
+	ProposePartitions(ctx context.Context, tenant, topic string, placement uint32, ps []int32, cmd func(p int32) *storepb.Command, done func(p int32)) error
 }
 
 // topicRouter is the node's router (the catalog it gave this server):

@@ -86,6 +86,117 @@ func (NodeState) EnumDescriptor() ([]byte, []int) {
 	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{0}
 }
 
+// AddShardsRequest says how many shards to add.
+type AddShardsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many shards to add: 1 or more; the cluster holds at most 256.
+	Count uint32 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	// Nonzero: add only if the cluster has exactly this many shards now.
+	ExpectShards  uint32 `protobuf:"varint,2,opt,name=expect_shards,json=expectShards,proto3" json:"expect_shards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddShardsRequest) Reset() {
+	*x = AddShardsRequest{}
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddShardsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddShardsRequest) ProtoMessage() {}
+
+func (x *AddShardsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddShardsRequest.ProtoReflect.Descriptor instead.
+func (*AddShardsRequest) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *AddShardsRequest) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *AddShardsRequest) GetExpectShards() uint32 {
+	if x != nil {
+		return x.ExpectShards
+	}
+	return 0
+}
+
+// AddShardsResponse is the new shard count and the new shards' replica
+// sets.
+type AddShardsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The cluster's shard count after the call.
+	ShardCount uint32 `protobuf:"varint,1,opt,name=shard_count,json=shardCount,proto3" json:"shard_count,omitempty"`
+	// The new shards' replica sets, in shard order.
+	ReplicaSets   []*ReplicaSet `protobuf:"bytes,2,rep,name=replica_sets,json=replicaSets,proto3" json:"replica_sets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddShardsResponse) Reset() {
+	*x = AddShardsResponse{}
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddShardsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddShardsResponse) ProtoMessage() {}
+
+func (x *AddShardsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddShardsResponse.ProtoReflect.Descriptor instead.
+func (*AddShardsResponse) Descriptor() ([]byte, []int) {
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AddShardsResponse) GetShardCount() uint32 {
+	if x != nil {
+		return x.ShardCount
+	}
+	return 0
+}
+
+func (x *AddShardsResponse) GetReplicaSets() []*ReplicaSet {
+	if x != nil {
+		return x.ReplicaSets
+	}
+	return nil
+}
+
 // MoveReplicaRequest names the shard and the two nodes.
 type MoveReplicaRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -101,7 +212,7 @@ type MoveReplicaRequest struct {
 
 func (x *MoveReplicaRequest) Reset() {
 	*x = MoveReplicaRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[0]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -113,7 +224,7 @@ func (x *MoveReplicaRequest) String() string {
 func (*MoveReplicaRequest) ProtoMessage() {}
 
 func (x *MoveReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[0]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -126,7 +237,7 @@ func (x *MoveReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveReplicaRequest.ProtoReflect.Descriptor instead.
 func (*MoveReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{0}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *MoveReplicaRequest) GetShard() uint64 {
@@ -161,7 +272,7 @@ type MoveReplicaResponse struct {
 
 func (x *MoveReplicaResponse) Reset() {
 	*x = MoveReplicaResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[1]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -173,7 +284,7 @@ func (x *MoveReplicaResponse) String() string {
 func (*MoveReplicaResponse) ProtoMessage() {}
 
 func (x *MoveReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[1]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -186,7 +297,7 @@ func (x *MoveReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveReplicaResponse.ProtoReflect.Descriptor instead.
 func (*MoveReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{1}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *MoveReplicaResponse) GetReplicaSet() *ReplicaSet {
@@ -207,7 +318,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[2]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -219,7 +330,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[2]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -232,7 +343,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RemoveNodeRequest) GetNodeId() uint64 {
@@ -254,7 +365,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[3]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -266,7 +377,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[3]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -279,7 +390,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{3}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RemoveNodeResponse) GetNode() *NodeInfo {
@@ -309,7 +420,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[4]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -321,7 +432,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[4]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -334,7 +445,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{4}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *NodeInfo) GetId() uint64 {
@@ -399,7 +510,7 @@ type ReplicaSet struct {
 
 func (x *ReplicaSet) Reset() {
 	*x = ReplicaSet{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[5]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -411,7 +522,7 @@ func (x *ReplicaSet) String() string {
 func (*ReplicaSet) ProtoMessage() {}
 
 func (x *ReplicaSet) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[5]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -424,7 +535,7 @@ func (x *ReplicaSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaSet.ProtoReflect.Descriptor instead.
 func (*ReplicaSet) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{5}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReplicaSet) GetShard() uint64 {
@@ -499,7 +610,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[6]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -511,7 +622,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[6]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -524,7 +635,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{6}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 // ListNodesResponse is the recorded membership.
@@ -540,7 +651,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[7]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -552,7 +663,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[7]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -565,7 +676,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{7}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeInfo {
@@ -597,7 +708,7 @@ type JoinClusterRequest struct {
 
 func (x *JoinClusterRequest) Reset() {
 	*x = JoinClusterRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[8]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -609,7 +720,7 @@ func (x *JoinClusterRequest) String() string {
 func (*JoinClusterRequest) ProtoMessage() {}
 
 func (x *JoinClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[8]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -622,7 +733,7 @@ func (x *JoinClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinClusterRequest.ProtoReflect.Descriptor instead.
 func (*JoinClusterRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{8}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *JoinClusterRequest) GetPeerAddress() string {
@@ -653,7 +764,9 @@ type JoinClusterResponse struct {
 	Node *NodeInfo `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
 	// Every node not removed, the new one included.
 	Nodes []*NodeInfo `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
-	// The cluster's shard count.
+	// The cluster's shard count at bootstrap: the joining node starts with
+	// these and learns the shards added since (AddShards) from the
+	// metadata shard.
 	Shards        uint32 `protobuf:"varint,3,opt,name=shards,proto3" json:"shards,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -661,7 +774,7 @@ type JoinClusterResponse struct {
 
 func (x *JoinClusterResponse) Reset() {
 	*x = JoinClusterResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[9]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -673,7 +786,7 @@ func (x *JoinClusterResponse) String() string {
 func (*JoinClusterResponse) ProtoMessage() {}
 
 func (x *JoinClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[9]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -686,7 +799,7 @@ func (x *JoinClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinClusterResponse.ProtoReflect.Descriptor instead.
 func (*JoinClusterResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{9}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *JoinClusterResponse) GetNode() *NodeInfo {
@@ -726,7 +839,7 @@ type GetMessageHistoryRequest struct {
 
 func (x *GetMessageHistoryRequest) Reset() {
 	*x = GetMessageHistoryRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[10]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -738,7 +851,7 @@ func (x *GetMessageHistoryRequest) String() string {
 func (*GetMessageHistoryRequest) ProtoMessage() {}
 
 func (x *GetMessageHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[10]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -751,7 +864,7 @@ func (x *GetMessageHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetMessageHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{10}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetMessageHistoryRequest) GetQueue() string {
@@ -794,7 +907,7 @@ type HistoryBucket struct {
 
 func (x *HistoryBucket) Reset() {
 	*x = HistoryBucket{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[11]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -806,7 +919,7 @@ func (x *HistoryBucket) String() string {
 func (*HistoryBucket) ProtoMessage() {}
 
 func (x *HistoryBucket) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[11]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -819,7 +932,7 @@ func (x *HistoryBucket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryBucket.ProtoReflect.Descriptor instead.
 func (*HistoryBucket) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{11}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *HistoryBucket) GetStart() *timestamppb.Timestamp {
@@ -870,7 +983,7 @@ type QueueHistory struct {
 
 func (x *QueueHistory) Reset() {
 	*x = QueueHistory{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[12]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -882,7 +995,7 @@ func (x *QueueHistory) String() string {
 func (*QueueHistory) ProtoMessage() {}
 
 func (x *QueueHistory) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[12]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -895,7 +1008,7 @@ func (x *QueueHistory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueHistory.ProtoReflect.Descriptor instead.
 func (*QueueHistory) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{12}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *QueueHistory) GetQueue() string {
@@ -929,7 +1042,7 @@ type GetMessageHistoryResponse struct {
 
 func (x *GetMessageHistoryResponse) Reset() {
 	*x = GetMessageHistoryResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[13]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +1054,7 @@ func (x *GetMessageHistoryResponse) String() string {
 func (*GetMessageHistoryResponse) ProtoMessage() {}
 
 func (x *GetMessageHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[13]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +1067,7 @@ func (x *GetMessageHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetMessageHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{13}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetMessageHistoryResponse) GetNodeId() uint64 {
@@ -1001,7 +1114,7 @@ type TenantQuota struct {
 
 func (x *TenantQuota) Reset() {
 	*x = TenantQuota{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[14]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1013,7 +1126,7 @@ func (x *TenantQuota) String() string {
 func (*TenantQuota) ProtoMessage() {}
 
 func (x *TenantQuota) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[14]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1026,7 +1139,7 @@ func (x *TenantQuota) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantQuota.ProtoReflect.Descriptor instead.
 func (*TenantQuota) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{14}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TenantQuota) GetMaxQueues() int64 {
@@ -1063,7 +1176,7 @@ type TenantUsage struct {
 
 func (x *TenantUsage) Reset() {
 	*x = TenantUsage{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[15]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1075,7 +1188,7 @@ func (x *TenantUsage) String() string {
 func (*TenantUsage) ProtoMessage() {}
 
 func (x *TenantUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[15]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1088,7 +1201,7 @@ func (x *TenantUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantUsage.ProtoReflect.Descriptor instead.
 func (*TenantUsage) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{15}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TenantUsage) GetQueues() int64 {
@@ -1118,7 +1231,7 @@ type SetTenantQuotaRequest struct {
 
 func (x *SetTenantQuotaRequest) Reset() {
 	*x = SetTenantQuotaRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[16]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1243,7 @@ func (x *SetTenantQuotaRequest) String() string {
 func (*SetTenantQuotaRequest) ProtoMessage() {}
 
 func (x *SetTenantQuotaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[16]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1256,7 @@ func (x *SetTenantQuotaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTenantQuotaRequest.ProtoReflect.Descriptor instead.
 func (*SetTenantQuotaRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{16}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SetTenantQuotaRequest) GetTenant() string {
@@ -1173,7 +1286,7 @@ type SetTenantQuotaResponse struct {
 
 func (x *SetTenantQuotaResponse) Reset() {
 	*x = SetTenantQuotaResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[17]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1185,7 +1298,7 @@ func (x *SetTenantQuotaResponse) String() string {
 func (*SetTenantQuotaResponse) ProtoMessage() {}
 
 func (x *SetTenantQuotaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[17]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1198,7 +1311,7 @@ func (x *SetTenantQuotaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTenantQuotaResponse.ProtoReflect.Descriptor instead.
 func (*SetTenantQuotaResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{17}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SetTenantQuotaResponse) GetQuota() *TenantQuota {
@@ -1226,7 +1339,7 @@ type GetTenantQuotaRequest struct {
 
 func (x *GetTenantQuotaRequest) Reset() {
 	*x = GetTenantQuotaRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[18]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1351,7 @@ func (x *GetTenantQuotaRequest) String() string {
 func (*GetTenantQuotaRequest) ProtoMessage() {}
 
 func (x *GetTenantQuotaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[18]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1364,7 @@ func (x *GetTenantQuotaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantQuotaRequest.ProtoReflect.Descriptor instead.
 func (*GetTenantQuotaRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{18}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetTenantQuotaRequest) GetTenant() string {
@@ -1274,7 +1387,7 @@ type GetTenantQuotaResponse struct {
 
 func (x *GetTenantQuotaResponse) Reset() {
 	*x = GetTenantQuotaResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[19]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1286,7 +1399,7 @@ func (x *GetTenantQuotaResponse) String() string {
 func (*GetTenantQuotaResponse) ProtoMessage() {}
 
 func (x *GetTenantQuotaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[19]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1299,7 +1412,7 @@ func (x *GetTenantQuotaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantQuotaResponse.ProtoReflect.Descriptor instead.
 func (*GetTenantQuotaResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{19}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetTenantQuotaResponse) GetQuota() *TenantQuota {
@@ -1325,7 +1438,7 @@ type GetClusterRequest struct {
 
 func (x *GetClusterRequest) Reset() {
 	*x = GetClusterRequest{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[20]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1337,7 +1450,7 @@ func (x *GetClusterRequest) String() string {
 func (*GetClusterRequest) ProtoMessage() {}
 
 func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[20]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1350,7 +1463,7 @@ func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterRequest) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{20}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{22}
 }
 
 // ClusterNode is one member of the cluster.
@@ -1372,7 +1485,7 @@ type ClusterNode struct {
 
 func (x *ClusterNode) Reset() {
 	*x = ClusterNode{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[21]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1497,7 @@ func (x *ClusterNode) String() string {
 func (*ClusterNode) ProtoMessage() {}
 
 func (x *ClusterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[21]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1510,7 @@ func (x *ClusterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterNode.ProtoReflect.Descriptor instead.
 func (*ClusterNode) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{21}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ClusterNode) GetId() uint64 {
@@ -1472,7 +1585,7 @@ type ClusterShard struct {
 
 func (x *ClusterShard) Reset() {
 	*x = ClusterShard{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[22]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1484,7 +1597,7 @@ func (x *ClusterShard) String() string {
 func (*ClusterShard) ProtoMessage() {}
 
 func (x *ClusterShard) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[22]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1497,7 +1610,7 @@ func (x *ClusterShard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterShard.ProtoReflect.Descriptor instead.
 func (*ClusterShard) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{22}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ClusterShard) GetId() uint64 {
@@ -1604,7 +1717,7 @@ type MemberLag struct {
 
 func (x *MemberLag) Reset() {
 	*x = MemberLag{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[23]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1616,7 +1729,7 @@ func (x *MemberLag) String() string {
 func (*MemberLag) ProtoMessage() {}
 
 func (x *MemberLag) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[23]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1629,7 +1742,7 @@ func (x *MemberLag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberLag.ProtoReflect.Descriptor instead.
 func (*MemberLag) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{23}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *MemberLag) GetNode() uint64 {
@@ -1662,14 +1775,18 @@ type GetClusterResponse struct {
 	ShardCount uint32 `protobuf:"varint,5,opt,name=shard_count,json=shardCount,proto3" json:"shard_count,omitempty"`
 	// Every shard's replica set as the answering node's metadata replica
 	// has it (storage nodes), with the changes under way.
-	ReplicaSets   []*ReplicaSet `protobuf:"bytes,6,rep,name=replica_sets,json=replicaSets,proto3" json:"replica_sets,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ReplicaSets []*ReplicaSet `protobuf:"bytes,6,rep,name=replica_sets,json=replicaSets,proto3" json:"replica_sets,omitempty"`
+	// The shard count at bootstrap: queues and topics created before the
+	// first AddShards are placed over this many shards (0: same as
+	// shard_count).
+	BaseShardCount uint32 `protobuf:"varint,7,opt,name=base_shard_count,json=baseShardCount,proto3" json:"base_shard_count,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetClusterResponse) Reset() {
 	*x = GetClusterResponse{}
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[24]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1681,7 +1798,7 @@ func (x *GetClusterResponse) String() string {
 func (*GetClusterResponse) ProtoMessage() {}
 
 func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_quorumq_v1_cluster_proto_msgTypes[24]
+	mi := &file_quorumq_v1_cluster_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1694,7 +1811,7 @@ func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterResponse) Descriptor() ([]byte, []int) {
-	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{24}
+	return file_quorumq_v1_cluster_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetClusterResponse) GetNodeId() uint64 {
@@ -1739,12 +1856,26 @@ func (x *GetClusterResponse) GetReplicaSets() []*ReplicaSet {
 	return nil
 }
 
+func (x *GetClusterResponse) GetBaseShardCount() uint32 {
+	if x != nil {
+		return x.BaseShardCount
+	}
+	return 0
+}
+
 var File_quorumq_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"\x18quorumq/v1/cluster.proto\x12\n" +
-	"quorumq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"`\n" +
+	"quorumq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"M\n" +
+	"\x10AddShardsRequest\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\rR\x05count\x12#\n" +
+	"\rexpect_shards\x18\x02 \x01(\rR\fexpectShards\"o\n" +
+	"\x11AddShardsResponse\x12\x1f\n" +
+	"\vshard_count\x18\x01 \x01(\rR\n" +
+	"shardCount\x129\n" +
+	"\freplica_sets\x18\x02 \x03(\v2\x16.quorumq.v1.ReplicaSetR\vreplicaSets\"`\n" +
 	"\x12MoveReplicaRequest\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\x04R\x05shard\x12\x1b\n" +
 	"\tfrom_node\x18\x02 \x01(\x04R\bfromNode\x12\x17\n" +
@@ -1849,7 +1980,7 @@ const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"\x05joint\x18\r \x01(\bR\x05joint\"9\n" +
 	"\tMemberLag\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\x04R\x04node\x12\x18\n" +
-	"\aentries\x18\x02 \x01(\x04R\aentries\"\xfe\x01\n" +
+	"\aentries\x18\x02 \x01(\x04R\aentries\"\xa8\x02\n" +
 	"\x12GetClusterResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12-\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x17.quorumq.v1.ClusterNodeR\x05nodes\x120\n" +
@@ -1857,13 +1988,14 @@ const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"\x04role\x18\x04 \x01(\tR\x04role\x12\x1f\n" +
 	"\vshard_count\x18\x05 \x01(\rR\n" +
 	"shardCount\x129\n" +
-	"\freplica_sets\x18\x06 \x03(\v2\x16.quorumq.v1.ReplicaSetR\vreplicaSets*\x87\x01\n" +
+	"\freplica_sets\x18\x06 \x03(\v2\x16.quorumq.v1.ReplicaSetR\vreplicaSets\x12(\n" +
+	"\x10base_shard_count\x18\a \x01(\rR\x0ebaseShardCount*\x87\x01\n" +
 	"\tNodeState\x12\x1a\n" +
 	"\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12NODE_STATE_JOINING\x10\x01\x12\x15\n" +
 	"\x11NODE_STATE_ACTIVE\x10\x02\x12\x17\n" +
 	"\x13NODE_STATE_DRAINING\x10\x03\x12\x16\n" +
-	"\x12NODE_STATE_REMOVED\x10\x042\xb8\a\n" +
+	"\x12NODE_STATE_REMOVED\x10\x042\xa5\b\n" +
 	"\x0eClusterService\x12`\n" +
 	"\n" +
 	"GetCluster\x12\x1d.quorumq.v1.GetClusterRequest\x1a\x1e.quorumq.v1.GetClusterResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/cluster\x12\x82\x01\n" +
@@ -1874,7 +2006,8 @@ const file_quorumq_v1_cluster_proto_rawDesc = "" +
 	"\vJoinCluster\x12\x1e.quorumq.v1.JoinClusterRequest\x1a\x1f.quorumq.v1.JoinClusterResponse\"!\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/cluster/nodes:join\x12w\n" +
 	"\n" +
 	"RemoveNode\x12\x1d.quorumq.v1.RemoveNodeRequest\x1a\x1e.quorumq.v1.RemoveNodeResponse\"*\x82\xd3\xe4\x93\x02$\"\"/v1/cluster/nodes/{node_id}:remove\x12z\n" +
-	"\vMoveReplica\x12\x1e.quorumq.v1.MoveReplicaRequest\x1a\x1f.quorumq.v1.MoveReplicaResponse\"*\x82\xd3\xe4\x93\x02$:\x01*\"\x1f/v1/cluster/shards/{shard}:moveB\xd3\v\x92A\x9a\v\x12\xb6\n" +
+	"\vMoveReplica\x12\x1e.quorumq.v1.MoveReplicaRequest\x1a\x1f.quorumq.v1.MoveReplicaResponse\"*\x82\xd3\xe4\x93\x02$:\x01*\"\x1f/v1/cluster/shards/{shard}:move\x12k\n" +
+	"\tAddShards\x12\x1c.quorumq.v1.AddShardsRequest\x1a\x1d.quorumq.v1.AddShardsResponse\"!\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/cluster/shards:addB\xd3\v\x92A\x9a\v\x12\xb6\n" +
 	"\n" +
 	"\aquorumq\x12\xa5\n" +
 	"quorumq is a replicated SQS-style message queue. This is the REST/JSON mapping of its gRPC API (protojson: lowerCamelCase fields, durations as \"30s\", int64 as strings).\n" +
@@ -1911,83 +2044,88 @@ func file_quorumq_v1_cluster_proto_rawDescGZIP() []byte {
 }
 
 var file_quorumq_v1_cluster_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_quorumq_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_quorumq_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_quorumq_v1_cluster_proto_goTypes = []any{
 	(NodeState)(0),                    // 0: quorumq.v1.NodeState
-	(*MoveReplicaRequest)(nil),        // 1: quorumq.v1.MoveReplicaRequest
-	(*MoveReplicaResponse)(nil),       // 2: quorumq.v1.MoveReplicaResponse
-	(*RemoveNodeRequest)(nil),         // 3: quorumq.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),        // 4: quorumq.v1.RemoveNodeResponse
-	(*NodeInfo)(nil),                  // 5: quorumq.v1.NodeInfo
-	(*ReplicaSet)(nil),                // 6: quorumq.v1.ReplicaSet
-	(*ListNodesRequest)(nil),          // 7: quorumq.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),         // 8: quorumq.v1.ListNodesResponse
-	(*JoinClusterRequest)(nil),        // 9: quorumq.v1.JoinClusterRequest
-	(*JoinClusterResponse)(nil),       // 10: quorumq.v1.JoinClusterResponse
-	(*GetMessageHistoryRequest)(nil),  // 11: quorumq.v1.GetMessageHistoryRequest
-	(*HistoryBucket)(nil),             // 12: quorumq.v1.HistoryBucket
-	(*QueueHistory)(nil),              // 13: quorumq.v1.QueueHistory
-	(*GetMessageHistoryResponse)(nil), // 14: quorumq.v1.GetMessageHistoryResponse
-	(*TenantQuota)(nil),               // 15: quorumq.v1.TenantQuota
-	(*TenantUsage)(nil),               // 16: quorumq.v1.TenantUsage
-	(*SetTenantQuotaRequest)(nil),     // 17: quorumq.v1.SetTenantQuotaRequest
-	(*SetTenantQuotaResponse)(nil),    // 18: quorumq.v1.SetTenantQuotaResponse
-	(*GetTenantQuotaRequest)(nil),     // 19: quorumq.v1.GetTenantQuotaRequest
-	(*GetTenantQuotaResponse)(nil),    // 20: quorumq.v1.GetTenantQuotaResponse
-	(*GetClusterRequest)(nil),         // 21: quorumq.v1.GetClusterRequest
-	(*ClusterNode)(nil),               // 22: quorumq.v1.ClusterNode
-	(*ClusterShard)(nil),              // 23: quorumq.v1.ClusterShard
-	(*MemberLag)(nil),                 // 24: quorumq.v1.MemberLag
-	(*GetClusterResponse)(nil),        // 25: quorumq.v1.GetClusterResponse
-	(*timestamppb.Timestamp)(nil),     // 26: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 27: google.protobuf.Duration
+	(*AddShardsRequest)(nil),          // 1: quorumq.v1.AddShardsRequest
+	(*AddShardsResponse)(nil),         // 2: quorumq.v1.AddShardsResponse
+	(*MoveReplicaRequest)(nil),        // 3: quorumq.v1.MoveReplicaRequest
+	(*MoveReplicaResponse)(nil),       // 4: quorumq.v1.MoveReplicaResponse
+	(*RemoveNodeRequest)(nil),         // 5: quorumq.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),        // 6: quorumq.v1.RemoveNodeResponse
+	(*NodeInfo)(nil),                  // 7: quorumq.v1.NodeInfo
+	(*ReplicaSet)(nil),                // 8: quorumq.v1.ReplicaSet
+	(*ListNodesRequest)(nil),          // 9: quorumq.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),         // 10: quorumq.v1.ListNodesResponse
+	(*JoinClusterRequest)(nil),        // 11: quorumq.v1.JoinClusterRequest
+	(*JoinClusterResponse)(nil),       // 12: quorumq.v1.JoinClusterResponse
+	(*GetMessageHistoryRequest)(nil),  // 13: quorumq.v1.GetMessageHistoryRequest
+	(*HistoryBucket)(nil),             // 14: quorumq.v1.HistoryBucket
+	(*QueueHistory)(nil),              // 15: quorumq.v1.QueueHistory
+	(*GetMessageHistoryResponse)(nil), // 16: quorumq.v1.GetMessageHistoryResponse
+	(*TenantQuota)(nil),               // 17: quorumq.v1.TenantQuota
+	(*TenantUsage)(nil),               // 18: quorumq.v1.TenantUsage
+	(*SetTenantQuotaRequest)(nil),     // 19: quorumq.v1.SetTenantQuotaRequest
+	(*SetTenantQuotaResponse)(nil),    // 20: quorumq.v1.SetTenantQuotaResponse
+	(*GetTenantQuotaRequest)(nil),     // 21: quorumq.v1.GetTenantQuotaRequest
+	(*GetTenantQuotaResponse)(nil),    // 22: quorumq.v1.GetTenantQuotaResponse
+	(*GetClusterRequest)(nil),         // 23: quorumq.v1.GetClusterRequest
+	(*ClusterNode)(nil),               // 24: quorumq.v1.ClusterNode
+	(*ClusterShard)(nil),              // 25: quorumq.v1.ClusterShard
+	(*MemberLag)(nil),                 // 26: quorumq.v1.MemberLag
+	(*GetClusterResponse)(nil),        // 27: quorumq.v1.GetClusterResponse
+	(*timestamppb.Timestamp)(nil),     // 28: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 29: google.protobuf.Duration
 }
 var file_quorumq_v1_cluster_proto_depIdxs = []int32{
-	6,  // 0: quorumq.v1.MoveReplicaResponse.replica_set:type_name -> quorumq.v1.ReplicaSet
-	5,  // 1: quorumq.v1.RemoveNodeResponse.node:type_name -> quorumq.v1.NodeInfo
-	0,  // 2: quorumq.v1.NodeInfo.state:type_name -> quorumq.v1.NodeState
-	26, // 3: quorumq.v1.ReplicaSet.pending_since:type_name -> google.protobuf.Timestamp
-	5,  // 4: quorumq.v1.ListNodesResponse.nodes:type_name -> quorumq.v1.NodeInfo
-	6,  // 5: quorumq.v1.ListNodesResponse.replica_sets:type_name -> quorumq.v1.ReplicaSet
-	5,  // 6: quorumq.v1.JoinClusterResponse.node:type_name -> quorumq.v1.NodeInfo
-	5,  // 7: quorumq.v1.JoinClusterResponse.nodes:type_name -> quorumq.v1.NodeInfo
-	26, // 8: quorumq.v1.HistoryBucket.start:type_name -> google.protobuf.Timestamp
-	27, // 9: quorumq.v1.HistoryBucket.length:type_name -> google.protobuf.Duration
-	12, // 10: quorumq.v1.QueueHistory.buckets:type_name -> quorumq.v1.HistoryBucket
-	27, // 11: quorumq.v1.GetMessageHistoryResponse.interval:type_name -> google.protobuf.Duration
-	12, // 12: quorumq.v1.GetMessageHistoryResponse.total:type_name -> quorumq.v1.HistoryBucket
-	13, // 13: quorumq.v1.GetMessageHistoryResponse.queues:type_name -> quorumq.v1.QueueHistory
-	15, // 14: quorumq.v1.SetTenantQuotaRequest.quota:type_name -> quorumq.v1.TenantQuota
-	15, // 15: quorumq.v1.SetTenantQuotaResponse.quota:type_name -> quorumq.v1.TenantQuota
-	16, // 16: quorumq.v1.SetTenantQuotaResponse.usage:type_name -> quorumq.v1.TenantUsage
-	15, // 17: quorumq.v1.GetTenantQuotaResponse.quota:type_name -> quorumq.v1.TenantQuota
-	16, // 18: quorumq.v1.GetTenantQuotaResponse.usage:type_name -> quorumq.v1.TenantUsage
-	26, // 19: quorumq.v1.ClusterNode.last_contact:type_name -> google.protobuf.Timestamp
-	24, // 20: quorumq.v1.ClusterShard.lag:type_name -> quorumq.v1.MemberLag
-	22, // 21: quorumq.v1.GetClusterResponse.nodes:type_name -> quorumq.v1.ClusterNode
-	23, // 22: quorumq.v1.GetClusterResponse.shards:type_name -> quorumq.v1.ClusterShard
-	6,  // 23: quorumq.v1.GetClusterResponse.replica_sets:type_name -> quorumq.v1.ReplicaSet
-	21, // 24: quorumq.v1.ClusterService.GetCluster:input_type -> quorumq.v1.GetClusterRequest
-	17, // 25: quorumq.v1.ClusterService.SetTenantQuota:input_type -> quorumq.v1.SetTenantQuotaRequest
-	19, // 26: quorumq.v1.ClusterService.GetTenantQuota:input_type -> quorumq.v1.GetTenantQuotaRequest
-	11, // 27: quorumq.v1.ClusterService.GetMessageHistory:input_type -> quorumq.v1.GetMessageHistoryRequest
-	7,  // 28: quorumq.v1.ClusterService.ListNodes:input_type -> quorumq.v1.ListNodesRequest
-	9,  // 29: quorumq.v1.ClusterService.JoinCluster:input_type -> quorumq.v1.JoinClusterRequest
-	3,  // 30: quorumq.v1.ClusterService.RemoveNode:input_type -> quorumq.v1.RemoveNodeRequest
-	1,  // 31: quorumq.v1.ClusterService.MoveReplica:input_type -> quorumq.v1.MoveReplicaRequest
-	25, // 32: quorumq.v1.ClusterService.GetCluster:output_type -> quorumq.v1.GetClusterResponse
-	18, // 33: quorumq.v1.ClusterService.SetTenantQuota:output_type -> quorumq.v1.SetTenantQuotaResponse
-	20, // 34: quorumq.v1.ClusterService.GetTenantQuota:output_type -> quorumq.v1.GetTenantQuotaResponse
-	14, // 35: quorumq.v1.ClusterService.GetMessageHistory:output_type -> quorumq.v1.GetMessageHistoryResponse
-	8,  // 36: quorumq.v1.ClusterService.ListNodes:output_type -> quorumq.v1.ListNodesResponse
-	10, // 37: quorumq.v1.ClusterService.JoinCluster:output_type -> quorumq.v1.JoinClusterResponse
-	4,  // 38: quorumq.v1.ClusterService.RemoveNode:output_type -> quorumq.v1.RemoveNodeResponse
-	2,  // 39: quorumq.v1.ClusterService.MoveReplica:output_type -> quorumq.v1.MoveReplicaResponse
-	32, // [32:40] is the sub-list for method output_type
-	24, // [24:32] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	8,  // 0: quorumq.v1.AddShardsResponse.replica_sets:type_name -> quorumq.v1.ReplicaSet
+	8,  // 1: quorumq.v1.MoveReplicaResponse.replica_set:type_name -> quorumq.v1.ReplicaSet
+	7,  // 2: quorumq.v1.RemoveNodeResponse.node:type_name -> quorumq.v1.NodeInfo
+	0,  // 3: quorumq.v1.NodeInfo.state:type_name -> quorumq.v1.NodeState
+	28, // 4: quorumq.v1.ReplicaSet.pending_since:type_name -> google.protobuf.Timestamp
+	7,  // 5: quorumq.v1.ListNodesResponse.nodes:type_name -> quorumq.v1.NodeInfo
+	8,  // 6: quorumq.v1.ListNodesResponse.replica_sets:type_name -> quorumq.v1.ReplicaSet
+	7,  // 7: quorumq.v1.JoinClusterResponse.node:type_name -> quorumq.v1.NodeInfo
+	7,  // 8: quorumq.v1.JoinClusterResponse.nodes:type_name -> quorumq.v1.NodeInfo
+	28, // 9: quorumq.v1.HistoryBucket.start:type_name -> google.protobuf.Timestamp
+	29, // 10: quorumq.v1.HistoryBucket.length:type_name -> google.protobuf.Duration
+	14, // 11: quorumq.v1.QueueHistory.buckets:type_name -> quorumq.v1.HistoryBucket
+	29, // 12: quorumq.v1.GetMessageHistoryResponse.interval:type_name -> google.protobuf.Duration
+	14, // 13: quorumq.v1.GetMessageHistoryResponse.total:type_name -> quorumq.v1.HistoryBucket
+	15, // 14: quorumq.v1.GetMessageHistoryResponse.queues:type_name -> quorumq.v1.QueueHistory
+	17, // 15: quorumq.v1.SetTenantQuotaRequest.quota:type_name -> quorumq.v1.TenantQuota
+	17, // 16: quorumq.v1.SetTenantQuotaResponse.quota:type_name -> quorumq.v1.TenantQuota
+	18, // 17: quorumq.v1.SetTenantQuotaResponse.usage:type_name -> quorumq.v1.TenantUsage
+	17, // 18: quorumq.v1.GetTenantQuotaResponse.quota:type_name -> quorumq.v1.TenantQuota
+	18, // 19: quorumq.v1.GetTenantQuotaResponse.usage:type_name -> quorumq.v1.TenantUsage
+	28, // 20: quorumq.v1.ClusterNode.last_contact:type_name -> google.protobuf.Timestamp
+	26, // 21: quorumq.v1.ClusterShard.lag:type_name -> quorumq.v1.MemberLag
+	24, // 22: quorumq.v1.GetClusterResponse.nodes:type_name -> quorumq.v1.ClusterNode
+	25, // 23: quorumq.v1.GetClusterResponse.shards:type_name -> quorumq.v1.ClusterShard
+	8,  // 24: quorumq.v1.GetClusterResponse.replica_sets:type_name -> quorumq.v1.ReplicaSet
+	23, // 25: quorumq.v1.ClusterService.GetCluster:input_type -> quorumq.v1.GetClusterRequest
+	19, // 26: quorumq.v1.ClusterService.SetTenantQuota:input_type -> quorumq.v1.SetTenantQuotaRequest
+	21, // 27: quorumq.v1.ClusterService.GetTenantQuota:input_type -> quorumq.v1.GetTenantQuotaRequest
+	13, // 28: quorumq.v1.ClusterService.GetMessageHistory:input_type -> quorumq.v1.GetMessageHistoryRequest
+	9,  // 29: quorumq.v1.ClusterService.ListNodes:input_type -> quorumq.v1.ListNodesRequest
+	11, // 30: quorumq.v1.ClusterService.JoinCluster:input_type -> quorumq.v1.JoinClusterRequest
+	5,  // 31: quorumq.v1.ClusterService.RemoveNode:input_type -> quorumq.v1.RemoveNodeRequest
+	3,  // 32: quorumq.v1.ClusterService.MoveReplica:input_type -> quorumq.v1.MoveReplicaRequest
+	1,  // 33: quorumq.v1.ClusterService.AddShards:input_type -> quorumq.v1.AddShardsRequest
+	27, // 34: quorumq.v1.ClusterService.GetCluster:output_type -> quorumq.v1.GetClusterResponse
+	20, // 35: quorumq.v1.ClusterService.SetTenantQuota:output_type -> quorumq.v1.SetTenantQuotaResponse
+	22, // 36: quorumq.v1.ClusterService.GetTenantQuota:output_type -> quorumq.v1.GetTenantQuotaResponse
+	16, // 37: quorumq.v1.ClusterService.GetMessageHistory:output_type -> quorumq.v1.GetMessageHistoryResponse
+	10, // 38: quorumq.v1.ClusterService.ListNodes:output_type -> quorumq.v1.ListNodesResponse
+	12, // 39: quorumq.v1.ClusterService.JoinCluster:output_type -> quorumq.v1.JoinClusterResponse
+	6,  // 40: quorumq.v1.ClusterService.RemoveNode:output_type -> quorumq.v1.RemoveNodeResponse
+	4,  // 41: quorumq.v1.ClusterService.MoveReplica:output_type -> quorumq.v1.MoveReplicaResponse
+	2,  // 42: quorumq.v1.ClusterService.AddShards:output_type -> quorumq.v1.AddShardsResponse
+	34, // [34:43] is the sub-list for method output_type
+	25, // [25:34] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_quorumq_v1_cluster_proto_init() }
@@ -2001,7 +2139,7 @@ func file_quorumq_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quorumq_v1_cluster_proto_rawDesc), len(file_quorumq_v1_cluster_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

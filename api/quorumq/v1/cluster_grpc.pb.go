@@ -27,6 +27,7 @@ const (
 	ClusterService_JoinCluster_FullMethodName       = "/quorumq.v1.ClusterService/JoinCluster"
 	ClusterService_RemoveNode_FullMethodName        = "/quorumq.v1.ClusterService/RemoveNode"
 	ClusterService_MoveReplica_FullMethodName       = "/quorumq.v1.ClusterService/MoveReplica"
+	ClusterService_AddShards_FullMethodName         = "/quorumq.v1.ClusterService/AddShards"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -74,6 +75,17 @@ type ClusterServiceClient interface {
 	// The move is recorded in the metadata shard first, so a new coordinator
 	// finishes it, or rolls it back if the new replica never catches up.
 	MoveReplica(ctx context.Context, in *MoveReplicaRequest, opts ...grpc.CallOption) (*MoveReplicaResponse, error)
+	// AddShards creates `count` new shards (Raft groups) on the current
+	// nodes: each gets a replica set of the replication factor's active
+	// nodes (those holding the fewest replicas first), which start it. The
+	// shard count only grows. Queues keep their partitions where they are
+	// (each queue records its partitions' shards); new queues, and new
+	// partitions of queues that grow, are placed over every shard. With
+	// expect_shards, the call is refused (FAILED_PRECONDITION,
+	// SHARD_COUNT_CHANGED) unless the cluster has that many shards, so a
+	// retried call never adds twice. Needs a multi-node cluster (the shards
+	// are recorded in the membership records).
+	AddShards(ctx context.Context, in *AddShardsRequest, opts ...grpc.CallOption) (*AddShardsResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -164,6 +176,16 @@ func (c *clusterServiceClient) MoveReplica(ctx context.Context, in *MoveReplicaR
 	return out, nil
 }
 
+func (c *clusterServiceClient) AddShards(ctx context.Context, in *AddShardsRequest, opts ...grpc.CallOption) (*AddShardsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddShardsResponse)
+	err := c.cc.Invoke(ctx, ClusterService_AddShards_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -209,6 +231,17 @@ type ClusterServiceServer interface {
 	// The move is recorded in the metadata shard first, so a new coordinator
 	// finishes it, or rolls it back if the new replica never catches up.
 	MoveReplica(context.Context, *MoveReplicaRequest) (*MoveReplicaResponse, error)
+	// AddShards creates `count` new shards (Raft groups) on the current
+	// nodes: each gets a replica set of the replication factor's active
+	// nodes (those holding the fewest replicas first), which start it. The
+	// shard count only grows. Queues keep their partitions where they are
+	// (each queue records its partitions' shards); new queues, and new
+	// partitions of queues that grow, are placed over every shard. With
+	// expect_shards, the call is refused (FAILED_PRECONDITION,
+	// SHARD_COUNT_CHANGED) unless the cluster has that many shards, so a
+	// retried call never adds twice. Needs a multi-node cluster (the shards
+	// are recorded in the membership records).
+	AddShards(context.Context, *AddShardsRequest) (*AddShardsResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -242,6 +275,9 @@ func (UnimplementedClusterServiceServer) RemoveNode(context.Context, *RemoveNode
 }
 func (UnimplementedClusterServiceServer) MoveReplica(context.Context, *MoveReplicaRequest) (*MoveReplicaResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MoveReplica not implemented")
+}
+func (UnimplementedClusterServiceServer) AddShards(context.Context, *AddShardsRequest) (*AddShardsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddShards not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -408,6 +444,24 @@ func _ClusterService_MoveReplica_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_AddShards_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddShardsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).AddShards(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_AddShards_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).AddShards(ctx, req.(*AddShardsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -446,6 +500,10 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MoveReplica",
 			Handler:    _ClusterService_MoveReplica_Handler,
+		},
+		{
+			MethodName: "AddShards",
+			Handler:    _ClusterService_AddShards_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -291,6 +291,7 @@ type Command struct {
 	//	*Command_AdmitNode
 	//	*Command_SetNodeState
 	//	*Command_SetReplicaSet
+	//	*Command_AddShards
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -644,6 +645,15 @@ func (x *Command) GetSetReplicaSet() *SetReplicaSet {
 	return nil
 }
 
+func (x *Command) GetAddShards() *AddShards {
+	if x != nil {
+		if x, ok := x.Op.(*Command_AddShards); ok {
+			return x.AddShards
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -781,6 +791,11 @@ type Command_SetReplicaSet struct {
 	SetReplicaSet *SetReplicaSet `protobuf:"bytes,64,opt,name=set_replica_set,json=setReplicaSet,proto3,oneof"`
 }
 
+type Command_AddShards struct {
+	// Shards (shards.go): 80-84.
+	AddShards *AddShards `protobuf:"bytes,80,opt,name=add_shards,json=addShards,proto3,oneof"`
+}
+
 func (*Command_CreateQueue) isCommand_Op() {}
 
 func (*Command_UpdateQueue) isCommand_Op() {}
@@ -846,6 +861,8 @@ func (*Command_AdmitNode) isCommand_Op() {}
 func (*Command_SetNodeState) isCommand_Op() {}
 
 func (*Command_SetReplicaSet) isCommand_Op() {}
+
+func (*Command_AddShards) isCommand_Op() {}
 
 // QueueAttributes are a queue's settings in milliseconds and bytes, with
 // defaults already filled in by the proposer.
@@ -2505,9 +2522,14 @@ type QueueRecord struct {
 	Partition     int32 `protobuf:"varint,9,opt,name=partition,proto3" json:"partition,omitempty"`
 	Incarnation   int64 `protobuf:"varint,10,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	// Time of the last UpdateQueue applied (0: never updated since creation).
-	UpdatedAtMs   int64 `protobuf:"varint,11,opt,name=updated_at_ms,json=updatedAtMs,proto3" json:"updated_at_ms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	UpdatedAtMs int64 `protobuf:"varint,11,opt,name=updated_at_ms,json=updatedAtMs,proto3" json:"updated_at_ms,omitempty"`
+	// Record of truth: the shard of each partition, in partition order,
+	// chosen when the partition was made. Empty: a queue made before the
+	// cluster first added shards, placed by ShardOf over the base shard
+	// count (ShardLayout.base_shards).
+	PartitionShards []uint64 `protobuf:"varint,12,rep,packed,name=partition_shards,json=partitionShards,proto3" json:"partition_shards,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *QueueRecord) Reset() {
@@ -2615,6 +2637,13 @@ func (x *QueueRecord) GetUpdatedAtMs() int64 {
 		return x.UpdatedAtMs
 	}
 	return 0
+}
+
+func (x *QueueRecord) GetPartitionShards() []uint64 {
+	if x != nil {
+		return x.PartitionShards
+	}
+	return nil
 }
 
 // QueueMeta are a queue's counters (value of the queue meta key).
@@ -3833,8 +3862,11 @@ type TopicRecord struct {
 	Revision int64 `protobuf:"varint,8,opt,name=revision,proto3" json:"revision,omitempty"`
 	// In queue name order.
 	Subscriptions []*TopicSubscription `protobuf:"bytes,9,rep,name=subscriptions,proto3" json:"subscriptions,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The shard count the partitions are placed over (TopicShardOf); 0: a
+	// topic made before the cluster first added shards (the base count).
+	PlacementShards uint32 `protobuf:"varint,10,opt,name=placement_shards,json=placementShards,proto3" json:"placement_shards,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *TopicRecord) Reset() {
@@ -3928,6 +3960,13 @@ func (x *TopicRecord) GetSubscriptions() []*TopicSubscription {
 		return x.Subscriptions
 	}
 	return nil
+}
+
+func (x *TopicRecord) GetPlacementShards() uint32 {
+	if x != nil {
+		return x.PlacementShards
+	}
+	return 0
 }
 
 // CreateTopic creates a topic's record of truth.
@@ -5678,9 +5717,11 @@ type TopicGroupMemberRequest struct {
 	SessionTimeoutMs int64 `protobuf:"varint,9,opt,name=session_timeout_ms,json=sessionTimeoutMs,proto3" json:"session_timeout_ms,omitempty"`
 	// Heartbeat: how long to hold the answer while the member's assignment
 	// is the one it applied (0: answer at once).
-	WaitMs        int64 `protobuf:"varint,10,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	WaitMs int64 `protobuf:"varint,10,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	// The topic's placement_shards (0: the base shard count).
+	PlacementShards uint32 `protobuf:"varint,11,opt,name=placement_shards,json=placementShards,proto3" json:"placement_shards,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *TopicGroupMemberRequest) Reset() {
@@ -5779,6 +5820,13 @@ func (x *TopicGroupMemberRequest) GetSessionTimeoutMs() int64 {
 func (x *TopicGroupMemberRequest) GetWaitMs() int64 {
 	if x != nil {
 		return x.WaitMs
+	}
+	return 0
+}
+
+func (x *TopicGroupMemberRequest) GetPlacementShards() uint32 {
+	if x != nil {
+		return x.PlacementShards
 	}
 	return 0
 }
@@ -6169,8 +6217,13 @@ type ReplicaSetRecord struct {
 	Voters            []uint64               `protobuf:"varint,3,rep,packed,name=voters,proto3" json:"voters,omitempty"`
 	Learners          []uint64               `protobuf:"varint,4,rep,packed,name=learners,proto3" json:"learners,omitempty"`
 	// The change under way; absent: none.
-	Pending       *ReplicaChange `protobuf:"bytes,5,opt,name=pending,proto3" json:"pending,omitempty"`
-	UpdatedAtMs   int64          `protobuf:"varint,6,opt,name=updated_at_ms,json=updatedAtMs,proto3" json:"updated_at_ms,omitempty"`
+	Pending     *ReplicaChange `protobuf:"bytes,5,opt,name=pending,proto3" json:"pending,omitempty"`
+	UpdatedAtMs int64          `protobuf:"varint,6,opt,name=updated_at_ms,json=updatedAtMs,proto3" json:"updated_at_ms,omitempty"`
+	// A shard made by AddShards: the voters its group was created with. A
+	// node named here and among the voters starts the group with exactly
+	// this configuration (every initial voter the same, as at bootstrap);
+	// any other node joins empty and is sent a snapshot.
+	InitialVoters []uint64 `protobuf:"varint,7,rep,packed,name=initial_voters,json=initialVoters,proto3" json:"initial_voters,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -6245,6 +6298,13 @@ func (x *ReplicaSetRecord) GetUpdatedAtMs() int64 {
 		return x.UpdatedAtMs
 	}
 	return 0
+}
+
+func (x *ReplicaSetRecord) GetInitialVoters() []uint64 {
+	if x != nil {
+		return x.InitialVoters
+	}
+	return nil
 }
 
 // BootstrapMembership records the nodes named at bootstrap (--peers) and
@@ -6531,6 +6591,137 @@ func (x *SetReplicaSet) GetExpectPending() *ReplicaChange {
 	return nil
 }
 
+// AddShards raises the cluster's shard count (metadata shard): count new
+// shards, each with a replica set of replication-factor active nodes,
+// those with the fewest data-shard replicas first. The count never
+// shrinks.
+type AddShards struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Count uint32                 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	// Nonzero: only if the cluster has exactly this many shards
+	// (SHARD_COUNT_CHANGED otherwise).
+	ExpectShards uint32 `protobuf:"varint,2,opt,name=expect_shards,json=expectShards,proto3" json:"expect_shards,omitempty"`
+	// Nodes the proposer has not heard from lately: chosen last.
+	AvoidNodes    []uint64 `protobuf:"varint,3,rep,packed,name=avoid_nodes,json=avoidNodes,proto3" json:"avoid_nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddShards) Reset() {
+	*x = AddShards{}
+	mi := &file_storepb_v1_store_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddShards) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddShards) ProtoMessage() {}
+
+func (x *AddShards) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddShards.ProtoReflect.Descriptor instead.
+func (*AddShards) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *AddShards) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *AddShards) GetExpectShards() uint32 {
+	if x != nil {
+		return x.ExpectShards
+	}
+	return 0
+}
+
+func (x *AddShards) GetAvoidNodes() []uint64 {
+	if x != nil {
+		return x.AvoidNodes
+	}
+	return nil
+}
+
+// ShardLayout is the cluster's shard count (metadata shard, 0x50), written
+// by the first AddShards; absent: the count fixed at bootstrap.
+type ShardLayout struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Shards uint32                 `protobuf:"varint,1,opt,name=shards,proto3" json:"shards,omitempty"`
+	// The count before the first AddShards: what queues and topics without
+	// a recorded placement were placed over.
+	BaseShards    uint32 `protobuf:"varint,2,opt,name=base_shards,json=baseShards,proto3" json:"base_shards,omitempty"`
+	UpdatedAtMs   int64  `protobuf:"varint,3,opt,name=updated_at_ms,json=updatedAtMs,proto3" json:"updated_at_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardLayout) Reset() {
+	*x = ShardLayout{}
+	mi := &file_storepb_v1_store_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardLayout) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardLayout) ProtoMessage() {}
+
+func (x *ShardLayout) ProtoReflect() protoreflect.Message {
+	mi := &file_storepb_v1_store_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardLayout.ProtoReflect.Descriptor instead.
+func (*ShardLayout) Descriptor() ([]byte, []int) {
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *ShardLayout) GetShards() uint32 {
+	if x != nil {
+		return x.Shards
+	}
+	return 0
+}
+
+func (x *ShardLayout) GetBaseShards() uint32 {
+	if x != nil {
+		return x.BaseShards
+	}
+	return 0
+}
+
+func (x *ShardLayout) GetUpdatedAtMs() int64 {
+	if x != nil {
+		return x.UpdatedAtMs
+	}
+	return 0
+}
+
 // QueueOrder is a queue's receive-order bookkeeping (priorities and fair
 // groups), apart from QueueMeta: only queues that use them have one.
 type QueueOrder struct {
@@ -6550,7 +6741,7 @@ type QueueOrder struct {
 
 func (x *QueueOrder) Reset() {
 	*x = QueueOrder{}
-	mi := &file_storepb_v1_store_proto_msgTypes[73]
+	mi := &file_storepb_v1_store_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6562,7 +6753,7 @@ func (x *QueueOrder) String() string {
 func (*QueueOrder) ProtoMessage() {}
 
 func (x *QueueOrder) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[73]
+	mi := &file_storepb_v1_store_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6575,7 +6766,7 @@ func (x *QueueOrder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueOrder.ProtoReflect.Descriptor instead.
 func (*QueueOrder) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{73}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *QueueOrder) GetLevels() uint32 {
@@ -6614,7 +6805,7 @@ type GroupState struct {
 
 func (x *GroupState) Reset() {
 	*x = GroupState{}
-	mi := &file_storepb_v1_store_proto_msgTypes[74]
+	mi := &file_storepb_v1_store_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6626,7 +6817,7 @@ func (x *GroupState) String() string {
 func (*GroupState) ProtoMessage() {}
 
 func (x *GroupState) ProtoReflect() protoreflect.Message {
-	mi := &file_storepb_v1_store_proto_msgTypes[74]
+	mi := &file_storepb_v1_store_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6639,7 +6830,7 @@ func (x *GroupState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupState.ProtoReflect.Descriptor instead.
 func (*GroupState) Descriptor() ([]byte, []int) {
-	return file_storepb_v1_store_proto_rawDescGZIP(), []int{74}
+	return file_storepb_v1_store_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *GroupState) GetOutstanding() int64 {
@@ -6668,7 +6859,7 @@ var File_storepb_v1_store_proto protoreflect.FileDescriptor
 const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"\x16storepb/v1/store.proto\x12\n" +
-	"storepb.v1\"\x8c\x11\n" +
+	"storepb.v1\"\xc4\x11\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x17\n" +
 	"\atime_ms\x18\x02 \x01(\x03R\x06timeMs\x12<\n" +
@@ -6709,7 +6900,9 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"admit_node\x18> \x01(\v2\x15.storepb.v1.AdmitNodeH\x00R\tadmitNode\x12@\n" +
 	"\x0eset_node_state\x18? \x01(\v2\x18.storepb.v1.SetNodeStateH\x00R\fsetNodeState\x12C\n" +
-	"\x0fset_replica_set\x18@ \x01(\v2\x19.storepb.v1.SetReplicaSetH\x00R\rsetReplicaSetB\x04\n" +
+	"\x0fset_replica_set\x18@ \x01(\v2\x19.storepb.v1.SetReplicaSetH\x00R\rsetReplicaSet\x126\n" +
+	"\n" +
+	"add_shards\x18P \x01(\v2\x15.storepb.v1.AddShardsH\x00R\taddShardsB\x04\n" +
 	"\x02op\"\xa3\a\n" +
 	"\x0fQueueAttributes\x122\n" +
 	"\x15visibility_timeout_ms\x18\x01 \x01(\x03R\x13visibilityTimeoutMs\x120\n" +
@@ -6870,7 +7063,7 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x12!\n" +
 	"\fmax_messages\x18\x03 \x01(\x05R\vmaxMessages\x12!\n" +
 	"\ftarget_queue\x18\x04 \x01(\tR\vtargetQueue\x12'\n" +
-	"\x0fmissing_sources\x18\x05 \x03(\tR\x0emissingSources\"\xc4\x03\n" +
+	"\x0fmissing_sources\x18\x05 \x03(\tR\x0emissingSources\"\xef\x03\n" +
 	"\vQueueRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x12\n" +
@@ -6886,7 +7079,8 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\tpartition\x18\t \x01(\x05R\tpartition\x12 \n" +
 	"\vincarnation\x18\n" +
 	" \x01(\x03R\vincarnation\x12\"\n" +
-	"\rupdated_at_ms\x18\v \x01(\x03R\vupdatedAtMs\x1a7\n" +
+	"\rupdated_at_ms\x18\v \x01(\x03R\vupdatedAtMs\x12)\n" +
+	"\x10partition_shards\x18\f \x03(\x04R\x0fpartitionShards\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfd\x01\n" +
@@ -6976,7 +7170,7 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"signingKey\"X\n" +
 	"\x11TopicSubscription\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12-\n" +
-	"\x06filter\x18\x02 \x01(\v2\x15.storepb.v1.TagFilterR\x06filter\"\xd4\x02\n" +
+	"\x06filter\x18\x02 \x01(\v2\x15.storepb.v1.TagFilterR\x06filter\"\xff\x02\n" +
 	"\vTopicRecord\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1e\n" +
@@ -6988,7 +7182,9 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x10max_message_size\x18\x06 \x01(\x03R\x0emaxMessageSize\x12\"\n" +
 	"\rcreated_at_ms\x18\a \x01(\x03R\vcreatedAtMs\x12\x1a\n" +
 	"\brevision\x18\b \x01(\x03R\brevision\x12C\n" +
-	"\rsubscriptions\x18\t \x03(\v2\x1d.storepb.v1.TopicSubscriptionR\rsubscriptions\"<\n" +
+	"\rsubscriptions\x18\t \x03(\v2\x1d.storepb.v1.TopicSubscriptionR\rsubscriptions\x12)\n" +
+	"\x10placement_shards\x18\n" +
+	" \x01(\rR\x0fplacementShards\"<\n" +
 	"\vCreateTopic\x12-\n" +
 	"\x05topic\x18\x01 \x01(\v2\x17.storepb.v1.TopicRecordR\x05topic\"\xa6\x02\n" +
 	"\vChangeTopic\x12\x16\n" +
@@ -7153,7 +7349,7 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x05bytes\x18\x06 \x01(\x03R\x05bytes\x12\x1f\n" +
 	"\vgroup_found\x18\a \x01(\bR\n" +
 	"groupFound\x12!\n" +
-	"\fgroup_offset\x18\b \x01(\x03R\vgroupOffset\"\xae\x02\n" +
+	"\fgroup_offset\x18\b \x01(\x03R\vgroupOffset\"\xd9\x02\n" +
 	"\x17TopicGroupMemberRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12 \n" +
@@ -7169,7 +7365,8 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"generation\x12,\n" +
 	"\x12session_timeout_ms\x18\t \x01(\x03R\x10sessionTimeoutMs\x12\x17\n" +
 	"\await_ms\x18\n" +
-	" \x01(\x03R\x06waitMs\"\xb7\x01\n" +
+	" \x01(\x03R\x06waitMs\x12)\n" +
+	"\x10placement_shards\x18\v \x01(\rR\x0fplacementShards\"\xb7\x01\n" +
 	"\x15TopicGroupMemberReply\x12\x16\n" +
 	"\x06member\x18\x01 \x01(\tR\x06member\x12\x1e\n" +
 	"\n" +
@@ -7202,14 +7399,15 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x03add\x18\x02 \x01(\bR\x03add\x12\"\n" +
 	"\rstarted_at_ms\x18\x03 \x01(\x03R\vstartedAtMs\x12\x18\n" +
 	"\alearner\x18\x04 \x01(\bR\alearner\x12$\n" +
-	"\x0eremove_node_id\x18\x05 \x01(\x04R\fremoveNodeId\"\xe4\x01\n" +
+	"\x0eremove_node_id\x18\x05 \x01(\x04R\fremoveNodeId\"\x8b\x02\n" +
 	"\x10ReplicaSetRecord\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\x04R\x05shard\x12-\n" +
 	"\x12replication_factor\x18\x02 \x01(\rR\x11replicationFactor\x12\x16\n" +
 	"\x06voters\x18\x03 \x03(\x04R\x06voters\x12\x1a\n" +
 	"\blearners\x18\x04 \x03(\x04R\blearners\x123\n" +
 	"\apending\x18\x05 \x01(\v2\x19.storepb.v1.ReplicaChangeR\apending\x12\"\n" +
-	"\rupdated_at_ms\x18\x06 \x01(\x03R\vupdatedAtMs\"\xa2\x01\n" +
+	"\rupdated_at_ms\x18\x06 \x01(\x03R\vupdatedAtMs\x12%\n" +
+	"\x0einitial_voters\x18\a \x03(\x04R\rinitialVoters\"\xa2\x01\n" +
 	"\x13BootstrapMembership\x12,\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x16.storepb.v1.NodeRecordR\x05nodes\x12\x16\n" +
 	"\x06shards\x18\x02 \x01(\rR\x06shards\x12-\n" +
@@ -7226,7 +7424,17 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\vreplica_set\x18\x01 \x01(\v2\x1c.storepb.v1.ReplicaSetRecordR\n" +
 	"replicaSet\x12#\n" +
 	"\rcheck_pending\x18\x02 \x01(\bR\fcheckPending\x12@\n" +
-	"\x0eexpect_pending\x18\x03 \x01(\v2\x19.storepb.v1.ReplicaChangeR\rexpectPending\"f\n" +
+	"\x0eexpect_pending\x18\x03 \x01(\v2\x19.storepb.v1.ReplicaChangeR\rexpectPending\"g\n" +
+	"\tAddShards\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\rR\x05count\x12#\n" +
+	"\rexpect_shards\x18\x02 \x01(\rR\fexpectShards\x12\x1f\n" +
+	"\vavoid_nodes\x18\x03 \x03(\x04R\n" +
+	"avoidNodes\"j\n" +
+	"\vShardLayout\x12\x16\n" +
+	"\x06shards\x18\x01 \x01(\rR\x06shards\x12\x1f\n" +
+	"\vbase_shards\x18\x02 \x01(\rR\n" +
+	"baseShards\x12\"\n" +
+	"\rupdated_at_ms\x18\x03 \x01(\x03R\vupdatedAtMs\"f\n" +
 	"\n" +
 	"QueueOrder\x12\x16\n" +
 	"\x06levels\x18\x01 \x01(\rR\x06levels\x12#\n" +
@@ -7269,7 +7477,7 @@ func file_storepb_v1_store_proto_rawDescGZIP() []byte {
 }
 
 var file_storepb_v1_store_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 82)
+var file_storepb_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
 var file_storepb_v1_store_proto_goTypes = []any{
 	(OverflowPolicy)(0),             // 0: storepb.v1.OverflowPolicy
 	(DeadLetterReason)(0),           // 1: storepb.v1.DeadLetterReason
@@ -7348,15 +7556,17 @@ var file_storepb_v1_store_proto_goTypes = []any{
 	(*AdmitNode)(nil),               // 74: storepb.v1.AdmitNode
 	(*SetNodeState)(nil),            // 75: storepb.v1.SetNodeState
 	(*SetReplicaSet)(nil),           // 76: storepb.v1.SetReplicaSet
-	(*QueueOrder)(nil),              // 77: storepb.v1.QueueOrder
-	(*GroupState)(nil),              // 78: storepb.v1.GroupState
-	nil,                             // 79: storepb.v1.QueueAttributes.SetTagsEntry
-	nil,                             // 80: storepb.v1.CreateQueue.TagsEntry
-	nil,                             // 81: storepb.v1.SendEntry.AttributesEntry
-	nil,                             // 82: storepb.v1.MessageRecord.AttributesEntry
-	nil,                             // 83: storepb.v1.QueueRecord.TagsEntry
-	nil,                             // 84: storepb.v1.PublishEntry.AttributesEntry
-	nil,                             // 85: storepb.v1.TopicMessageRecord.AttributesEntry
+	(*AddShards)(nil),               // 77: storepb.v1.AddShards
+	(*ShardLayout)(nil),             // 78: storepb.v1.ShardLayout
+	(*QueueOrder)(nil),              // 79: storepb.v1.QueueOrder
+	(*GroupState)(nil),              // 80: storepb.v1.GroupState
+	nil,                             // 81: storepb.v1.QueueAttributes.SetTagsEntry
+	nil,                             // 82: storepb.v1.CreateQueue.TagsEntry
+	nil,                             // 83: storepb.v1.SendEntry.AttributesEntry
+	nil,                             // 84: storepb.v1.MessageRecord.AttributesEntry
+	nil,                             // 85: storepb.v1.QueueRecord.TagsEntry
+	nil,                             // 86: storepb.v1.PublishEntry.AttributesEntry
+	nil,                             // 87: storepb.v1.TopicMessageRecord.AttributesEntry
 }
 var file_storepb_v1_store_proto_depIdxs = []int32{
 	7,  // 0: storepb.v1.Command.create_queue:type_name -> storepb.v1.CreateQueue
@@ -7392,56 +7602,57 @@ var file_storepb_v1_store_proto_depIdxs = []int32{
 	74, // 30: storepb.v1.Command.admit_node:type_name -> storepb.v1.AdmitNode
 	75, // 31: storepb.v1.Command.set_node_state:type_name -> storepb.v1.SetNodeState
 	76, // 32: storepb.v1.Command.set_replica_set:type_name -> storepb.v1.SetReplicaSet
-	6,  // 33: storepb.v1.QueueAttributes.retry_policy:type_name -> storepb.v1.RetryPolicy
-	0,  // 34: storepb.v1.QueueAttributes.overflow:type_name -> storepb.v1.OverflowPolicy
-	79, // 35: storepb.v1.QueueAttributes.set_tags:type_name -> storepb.v1.QueueAttributes.SetTagsEntry
-	5,  // 36: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	80, // 37: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
-	5,  // 38: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
-	81, // 39: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
-	11, // 40: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
-	13, // 41: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
-	16, // 42: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
-	82, // 43: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
-	1,  // 44: storepb.v1.MessageRecord.dead_letter_reason:type_name -> storepb.v1.DeadLetterReason
-	19, // 45: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
-	20, // 46: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
-	5,  // 47: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
-	83, // 48: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
-	28, // 49: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
-	30, // 50: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
-	30, // 51: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
-	2,  // 52: storepb.v1.NackEntry.kind:type_name -> storepb.v1.NackKind
-	35, // 53: storepb.v1.Nack.entries:type_name -> storepb.v1.NackEntry
-	37, // 54: storepb.v1.PutAccessKey.key:type_name -> storepb.v1.AccessKeyRecord
-	13, // 55: storepb.v1.TopicSubscription.filter:type_name -> storepb.v1.TagFilter
-	42, // 56: storepb.v1.TopicRecord.subscriptions:type_name -> storepb.v1.TopicSubscription
-	43, // 57: storepb.v1.CreateTopic.topic:type_name -> storepb.v1.TopicRecord
-	43, // 58: storepb.v1.ChangeTopic.settings:type_name -> storepb.v1.TopicRecord
-	42, // 59: storepb.v1.ChangeTopic.subscribe:type_name -> storepb.v1.TopicSubscription
-	43, // 60: storepb.v1.TopicPartitionRecord.topic:type_name -> storepb.v1.TopicRecord
-	46, // 61: storepb.v1.TopicPartitionRecord.head:type_name -> storepb.v1.TopicSegment
-	43, // 62: storepb.v1.PutTopicPartition.topic:type_name -> storepb.v1.TopicRecord
-	84, // 63: storepb.v1.PublishEntry.attributes:type_name -> storepb.v1.PublishEntry.AttributesEntry
-	50, // 64: storepb.v1.Publish.entries:type_name -> storepb.v1.PublishEntry
-	85, // 65: storepb.v1.TopicMessageRecord.attributes:type_name -> storepb.v1.TopicMessageRecord.AttributesEntry
-	43, // 66: storepb.v1.TopicCommandReply.topic:type_name -> storepb.v1.TopicRecord
-	61, // 67: storepb.v1.TopicCommandReply.published:type_name -> storepb.v1.TopicPublishOutcome
-	52, // 68: storepb.v1.TopicReadReply.messages:type_name -> storepb.v1.TopicMessageRecord
-	43, // 69: storepb.v1.TopicCatalogReply.topics:type_name -> storepb.v1.TopicRecord
-	3,  // 70: storepb.v1.NodeRecord.state:type_name -> storepb.v1.NodeState
-	70, // 71: storepb.v1.ReplicaSetRecord.pending:type_name -> storepb.v1.ReplicaChange
-	69, // 72: storepb.v1.BootstrapMembership.nodes:type_name -> storepb.v1.NodeRecord
-	69, // 73: storepb.v1.RegisterNode.node:type_name -> storepb.v1.NodeRecord
-	69, // 74: storepb.v1.AdmitNode.node:type_name -> storepb.v1.NodeRecord
-	3,  // 75: storepb.v1.SetNodeState.state:type_name -> storepb.v1.NodeState
-	71, // 76: storepb.v1.SetReplicaSet.replica_set:type_name -> storepb.v1.ReplicaSetRecord
-	70, // 77: storepb.v1.SetReplicaSet.expect_pending:type_name -> storepb.v1.ReplicaChange
-	78, // [78:78] is the sub-list for method output_type
-	78, // [78:78] is the sub-list for method input_type
-	78, // [78:78] is the sub-list for extension type_name
-	78, // [78:78] is the sub-list for extension extendee
-	0,  // [0:78] is the sub-list for field type_name
+	77, // 33: storepb.v1.Command.add_shards:type_name -> storepb.v1.AddShards
+	6,  // 34: storepb.v1.QueueAttributes.retry_policy:type_name -> storepb.v1.RetryPolicy
+	0,  // 35: storepb.v1.QueueAttributes.overflow:type_name -> storepb.v1.OverflowPolicy
+	81, // 36: storepb.v1.QueueAttributes.set_tags:type_name -> storepb.v1.QueueAttributes.SetTagsEntry
+	5,  // 37: storepb.v1.CreateQueue.attributes:type_name -> storepb.v1.QueueAttributes
+	82, // 38: storepb.v1.CreateQueue.tags:type_name -> storepb.v1.CreateQueue.TagsEntry
+	5,  // 39: storepb.v1.UpdateQueue.attributes:type_name -> storepb.v1.QueueAttributes
+	83, // 40: storepb.v1.SendEntry.attributes:type_name -> storepb.v1.SendEntry.AttributesEntry
+	11, // 41: storepb.v1.Send.entries:type_name -> storepb.v1.SendEntry
+	13, // 42: storepb.v1.Receive.filter:type_name -> storepb.v1.TagFilter
+	16, // 43: storepb.v1.ChangeVisibility.changes:type_name -> storepb.v1.VisibilityChange
+	84, // 44: storepb.v1.MessageRecord.attributes:type_name -> storepb.v1.MessageRecord.AttributesEntry
+	1,  // 45: storepb.v1.MessageRecord.dead_letter_reason:type_name -> storepb.v1.DeadLetterReason
+	19, // 46: storepb.v1.OutboxEntry.message:type_name -> storepb.v1.MessageRecord
+	20, // 47: storepb.v1.DeliverOutbox.entries:type_name -> storepb.v1.OutboxEntry
+	5,  // 48: storepb.v1.QueueRecord.attributes:type_name -> storepb.v1.QueueAttributes
+	85, // 49: storepb.v1.QueueRecord.tags:type_name -> storepb.v1.QueueRecord.TagsEntry
+	28, // 50: storepb.v1.ReceiveAttemptRecord.messages:type_name -> storepb.v1.ReceivedRef
+	30, // 51: storepb.v1.TenantRecord.quota:type_name -> storepb.v1.TenantQuota
+	30, // 52: storepb.v1.SetTenantQuota.quota:type_name -> storepb.v1.TenantQuota
+	2,  // 53: storepb.v1.NackEntry.kind:type_name -> storepb.v1.NackKind
+	35, // 54: storepb.v1.Nack.entries:type_name -> storepb.v1.NackEntry
+	37, // 55: storepb.v1.PutAccessKey.key:type_name -> storepb.v1.AccessKeyRecord
+	13, // 56: storepb.v1.TopicSubscription.filter:type_name -> storepb.v1.TagFilter
+	42, // 57: storepb.v1.TopicRecord.subscriptions:type_name -> storepb.v1.TopicSubscription
+	43, // 58: storepb.v1.CreateTopic.topic:type_name -> storepb.v1.TopicRecord
+	43, // 59: storepb.v1.ChangeTopic.settings:type_name -> storepb.v1.TopicRecord
+	42, // 60: storepb.v1.ChangeTopic.subscribe:type_name -> storepb.v1.TopicSubscription
+	43, // 61: storepb.v1.TopicPartitionRecord.topic:type_name -> storepb.v1.TopicRecord
+	46, // 62: storepb.v1.TopicPartitionRecord.head:type_name -> storepb.v1.TopicSegment
+	43, // 63: storepb.v1.PutTopicPartition.topic:type_name -> storepb.v1.TopicRecord
+	86, // 64: storepb.v1.PublishEntry.attributes:type_name -> storepb.v1.PublishEntry.AttributesEntry
+	50, // 65: storepb.v1.Publish.entries:type_name -> storepb.v1.PublishEntry
+	87, // 66: storepb.v1.TopicMessageRecord.attributes:type_name -> storepb.v1.TopicMessageRecord.AttributesEntry
+	43, // 67: storepb.v1.TopicCommandReply.topic:type_name -> storepb.v1.TopicRecord
+	61, // 68: storepb.v1.TopicCommandReply.published:type_name -> storepb.v1.TopicPublishOutcome
+	52, // 69: storepb.v1.TopicReadReply.messages:type_name -> storepb.v1.TopicMessageRecord
+	43, // 70: storepb.v1.TopicCatalogReply.topics:type_name -> storepb.v1.TopicRecord
+	3,  // 71: storepb.v1.NodeRecord.state:type_name -> storepb.v1.NodeState
+	70, // 72: storepb.v1.ReplicaSetRecord.pending:type_name -> storepb.v1.ReplicaChange
+	69, // 73: storepb.v1.BootstrapMembership.nodes:type_name -> storepb.v1.NodeRecord
+	69, // 74: storepb.v1.RegisterNode.node:type_name -> storepb.v1.NodeRecord
+	69, // 75: storepb.v1.AdmitNode.node:type_name -> storepb.v1.NodeRecord
+	3,  // 76: storepb.v1.SetNodeState.state:type_name -> storepb.v1.NodeState
+	71, // 77: storepb.v1.SetReplicaSet.replica_set:type_name -> storepb.v1.ReplicaSetRecord
+	70, // 78: storepb.v1.SetReplicaSet.expect_pending:type_name -> storepb.v1.ReplicaChange
+	79, // [79:79] is the sub-list for method output_type
+	79, // [79:79] is the sub-list for method input_type
+	79, // [79:79] is the sub-list for extension type_name
+	79, // [79:79] is the sub-list for extension extendee
+	0,  // [0:79] is the sub-list for field type_name
 }
 
 func init() { file_storepb_v1_store_proto_init() }
@@ -7483,6 +7694,7 @@ func file_storepb_v1_store_proto_init() {
 		(*Command_AdmitNode)(nil),
 		(*Command_SetNodeState)(nil),
 		(*Command_SetReplicaSet)(nil),
+		(*Command_AddShards)(nil),
 	}
 	file_storepb_v1_store_proto_msgTypes[7].OneofWrappers = []any{}
 	file_storepb_v1_store_proto_msgTypes[15].OneofWrappers = []any{}
@@ -7492,7 +7704,7 @@ func file_storepb_v1_store_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_storepb_v1_store_proto_rawDesc), len(file_storepb_v1_store_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   82,
+			NumMessages:   84,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

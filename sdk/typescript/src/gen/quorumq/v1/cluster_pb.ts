@@ -14,7 +14,64 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file quorumq/v1/cluster.proto.
  */
 export const file_quorumq_v1_cluster: GenFile = /*@__PURE__*/
-  fileDesc("ChhxdW9ydW1xL3YxL2NsdXN0ZXIucHJvdG8SCnF1b3J1bXEudjEiRwoSTW92ZVJlcGxpY2FSZXF1ZXN0Eg0KBXNoYXJkGAEgASgEEhEKCWZyb21fbm9kZRgCIAEoBBIPCgd0b19ub2RlGAMgASgEIkIKE01vdmVSZXBsaWNhUmVzcG9uc2USKwoLcmVwbGljYV9zZXQYASABKAsyFi5xdW9ydW1xLnYxLlJlcGxpY2FTZXQiJAoRUmVtb3ZlTm9kZVJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoBCI4ChJSZW1vdmVOb2RlUmVzcG9uc2USIgoEbm9kZRgBIAEoCzIULnF1b3J1bXEudjEuTm9kZUluZm8ifwoITm9kZUluZm8SCgoCaWQYASABKAQSFAoMcGVlcl9hZGRyZXNzGAIgASgJEhYKDmNsaWVudF9hZGRyZXNzGAMgASgJEiQKBXN0YXRlGAQgASgOMhUucXVvcnVtcS52MS5Ob2RlU3RhdGUSEwoLaW5jYXJuYXRpb24YBSABKAQi7QEKClJlcGxpY2FTZXQSDQoFc2hhcmQYASABKAQSGgoScmVwbGljYXRpb25fZmFjdG9yGAIgASgNEg4KBnZvdGVycxgDIAMoBBIQCghsZWFybmVycxgEIAMoBBIUCgxwZW5kaW5nX25vZGUYBSABKAQSEwoLcGVuZGluZ19hZGQYBiABKAgSGwoTcGVuZGluZ19yZW1vdmVfbm9kZRgHIAEoBBIXCg9wZW5kaW5nX2xlYXJuZXIYCCABKAgSMQoNcGVuZGluZ19zaW5jZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiEgoQTGlzdE5vZGVzUmVxdWVzdCJmChFMaXN0Tm9kZXNSZXNwb25zZRIjCgVub2RlcxgBIAMoCzIULnF1b3J1bXEudjEuTm9kZUluZm8SLAoMcmVwbGljYV9zZXRzGAIgAygLMhYucXVvcnVtcS52MS5SZXBsaWNhU2V0IlcKEkpvaW5DbHVzdGVyUmVxdWVzdBIUCgxwZWVyX2FkZHJlc3MYASABKAkSFgoOY2xpZW50X2FkZHJlc3MYAiABKAkSEwoLaW5jYXJuYXRpb24YAyABKAQibgoTSm9pbkNsdXN0ZXJSZXNwb25zZRIiCgRub2RlGAEgASgLMhQucXVvcnVtcS52MS5Ob2RlSW5mbxIjCgVub2RlcxgCIAMoCzIULnF1b3J1bXEudjEuTm9kZUluZm8SDgoGc2hhcmRzGAMgASgNIkwKGEdldE1lc3NhZ2VIaXN0b3J5UmVxdWVzdBINCgVxdWV1ZRgBIAEoCRIOCgZwb2ludHMYAiABKAUSEQoJcGVyX3F1ZXVlGAMgASgIIpYBCg1IaXN0b3J5QnVja2V0EikKBXN0YXJ0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgZsZW5ndGgYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDAoEc2VudBgDIAEoAxIQCghyZWNlaXZlZBgEIAEoAxIPCgdkZWxldGVkGAUgASgDIkkKDFF1ZXVlSGlzdG9yeRINCgVxdWV1ZRgBIAEoCRIqCgdidWNrZXRzGAIgAygLMhkucXVvcnVtcS52MS5IaXN0b3J5QnVja2V0Iq0BChlHZXRNZXNzYWdlSGlzdG9yeVJlc3BvbnNlEg8KB25vZGVfaWQYASABKAQSKwoIaW50ZXJ2YWwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKAoFdG90YWwYAyADKAsyGS5xdW9ydW1xLnYxLkhpc3RvcnlCdWNrZXQSKAoGcXVldWVzGAQgAygLMhgucXVvcnVtcS52MS5RdWV1ZUhpc3RvcnkiUgoLVGVuYW50UXVvdGESEgoKbWF4X3F1ZXVlcxgBIAEoAxIVCg1tYXhfc2VuZF9yYXRlGAIgASgDEhgKEG1heF9zdG9yZWRfYnl0ZXMYAyABKAMiMwoLVGVuYW50VXNhZ2USDgoGcXVldWVzGAEgASgDEhQKDHN0b3JlZF9ieXRlcxgCIAEoAyJPChVTZXRUZW5hbnRRdW90YVJlcXVlc3QSDgoGdGVuYW50GAEgASgJEiYKBXF1b3RhGAIgASgLMhcucXVvcnVtcS52MS5UZW5hbnRRdW90YSJoChZTZXRUZW5hbnRRdW90YVJlc3BvbnNlEiYKBXF1b3RhGAEgASgLMhcucXVvcnVtcS52MS5UZW5hbnRRdW90YRImCgV1c2FnZRgCIAEoCzIXLnF1b3J1bXEudjEuVGVuYW50VXNhZ2UiJwoVR2V0VGVuYW50UXVvdGFSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCSJoChZHZXRUZW5hbnRRdW90YVJlc3BvbnNlEiYKBXF1b3RhGAEgASgLMhcucXVvcnVtcS52MS5UZW5hbnRRdW90YRImCgV1c2FnZRgCIAEoCzIXLnF1b3J1bXEudjEuVGVuYW50VXNhZ2UiEwoRR2V0Q2x1c3RlclJlcXVlc3QifwoLQ2x1c3Rlck5vZGUSCgoCaWQYASABKAQSFAoMcmFmdF9hZGRyZXNzGAIgASgJEgwKBHNlbGYYAyABKAgSDgoGb25saW5lGAQgASgIEjAKDGxhc3RfY29udGFjdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiggIKDENsdXN0ZXJTaGFyZBIKCgJpZBgBIAEoBBIPCgdtZW1iZXJzGAIgAygEEg4KBmxlYWRlchgDIAEoBBIMCgR0ZXJtGAQgASgEEhUKDWFwcGxpZWRfaW5kZXgYBSABKAQSFAoMY29tbWl0X2luZGV4GAYgASgEEhMKC2ZpcnN0X2luZGV4GAcgASgEEhIKCmxhc3RfaW5kZXgYCCABKAQSDAoEcm9sZRgJIAEoCRIOCgZ2b3RlcnMYCiADKAQSEAoIbGVhcm5lcnMYCyADKAQSIgoDbGFnGAwgAygLMhUucXVvcnVtcS52MS5NZW1iZXJMYWcSDQoFam9pbnQYDSABKAgiKgoJTWVtYmVyTGFnEgwKBG5vZGUYASABKAQSDwoHZW50cmllcxgCIAEoBCLIAQoSR2V0Q2x1c3RlclJlc3BvbnNlEg8KB25vZGVfaWQYASABKAQSJgoFbm9kZXMYAiADKAsyFy5xdW9ydW1xLnYxLkNsdXN0ZXJOb2RlEigKBnNoYXJkcxgDIAMoCzIYLnF1b3J1bXEudjEuQ2x1c3RlclNoYXJkEgwKBHJvbGUYBCABKAkSEwoLc2hhcmRfY291bnQYBSABKA0SLAoMcmVwbGljYV9zZXRzGAYgAygLMhYucXVvcnVtcS52MS5SZXBsaWNhU2V0KocBCglOb2RlU3RhdGUSGgoWTk9ERV9TVEFURV9VTlNQRUNJRklFRBAAEhYKEk5PREVfU1RBVEVfSk9JTklORxABEhUKEU5PREVfU1RBVEVfQUNUSVZFEAISFwoTTk9ERV9TVEFURV9EUkFJTklORxADEhYKEk5PREVfU1RBVEVfUkVNT1ZFRBAEMrgHCg5DbHVzdGVyU2VydmljZRJgCgpHZXRDbHVzdGVyEh0ucXVvcnVtcS52MS5HZXRDbHVzdGVyUmVxdWVzdBoeLnF1b3J1bXEudjEuR2V0Q2x1c3RlclJlc3BvbnNlIhOC0+STAg0SCy92MS9jbHVzdGVyEoIBCg5TZXRUZW5hbnRRdW90YRIhLnF1b3J1bXEudjEuU2V0VGVuYW50UXVvdGFSZXF1ZXN0GiIucXVvcnVtcS52MS5TZXRUZW5hbnRRdW90YVJlc3BvbnNlIimC0+STAiM6BXF1b3RhGhovdjEvdGVuYW50cy97dGVuYW50fS9xdW90YRJ7Cg5HZXRUZW5hbnRRdW90YRIhLnF1b3J1bXEudjEuR2V0VGVuYW50UXVvdGFSZXF1ZXN0GiIucXVvcnVtcS52MS5HZXRUZW5hbnRRdW90YVJlc3BvbnNlIiKC0+STAhwSGi92MS90ZW5hbnRzL3t0ZW5hbnR9L3F1b3RhEnUKEUdldE1lc3NhZ2VIaXN0b3J5EiQucXVvcnVtcS52MS5HZXRNZXNzYWdlSGlzdG9yeVJlcXVlc3QaJS5xdW9ydW1xLnYxLkdldE1lc3NhZ2VIaXN0b3J5UmVzcG9uc2UiE4LT5JMCDRILL3YxL2hpc3RvcnkSYwoJTGlzdE5vZGVzEhwucXVvcnVtcS52MS5MaXN0Tm9kZXNSZXF1ZXN0Gh0ucXVvcnVtcS52MS5MaXN0Tm9kZXNSZXNwb25zZSIZgtPkkwITEhEvdjEvY2x1c3Rlci9ub2RlcxJxCgtKb2luQ2x1c3RlchIeLnF1b3J1bXEudjEuSm9pbkNsdXN0ZXJSZXF1ZXN0Gh8ucXVvcnVtcS52MS5Kb2luQ2x1c3RlclJlc3BvbnNlIiGC0+STAhs6ASoiFi92MS9jbHVzdGVyL25vZGVzOmpvaW4SdwoKUmVtb3ZlTm9kZRIdLnF1b3J1bXEudjEuUmVtb3ZlTm9kZVJlcXVlc3QaHi5xdW9ydW1xLnYxLlJlbW92ZU5vZGVSZXNwb25zZSIqgtPkkwIkIiIvdjEvY2x1c3Rlci9ub2Rlcy97bm9kZV9pZH06cmVtb3ZlEnoKC01vdmVSZXBsaWNhEh4ucXVvcnVtcS52MS5Nb3ZlUmVwbGljYVJlcXVlc3QaHy5xdW9ydW1xLnYxLk1vdmVSZXBsaWNhUmVzcG9uc2UiKoLT5JMCJDoBKiIfL3YxL2NsdXN0ZXIvc2hhcmRzL3tzaGFyZH06bW92ZULTC1ozZ2l0aHViLmNvbS9xdW9ydW1xL3F1b3J1bXEvYXBpL3F1b3J1bXEvdjE7cXVvcnVtcXYxkkGaCxK2CgoHcXVvcnVtcRKlCnF1b3J1bXEgaXMgYSByZXBsaWNhdGVkIFNRUy1zdHlsZSBtZXNzYWdlIHF1ZXVlLiBUaGlzIGlzIHRoZSBSRVNUL0pTT04gbWFwcGluZyBvZiBpdHMgZ1JQQyBBUEkgKHByb3RvanNvbjogbG93ZXJDYW1lbENhc2UgZmllbGRzLCBkdXJhdGlvbnMgYXMgIjMwcyIsIGludDY0IGFzIHN0cmluZ3MpLgoKKipBdXRoZW50aWNhdGlvbi4qKiBTZW5kIGBBdXRob3JpemF0aW9uOiBCZWFyZXIgPEpXVD5gOyB0aGUgdG9rZW4ncyB0ZW5hbnQgc2NvcGVzIGV2ZXJ5IGNhbGwgYW5kIGl0cyBzY29wZXMgYXV0aG9yaXplIGl0LiBBIG5vZGUgd2l0aG91dCBgLS1hdXRoLSpgIChkZXYgbW9kZSwgbG9vcGJhY2sgb25seSkgbmVlZHMgbm8gdG9rZW4uCgoqKkVycm9ycy4qKiBFdmVyeSBlcnJvciBpcyBhIGBnb29nbGUucnBjLlN0YXR1c2AgKGBycGNTdGF0dXNgIGJlbG93KSB3aG9zZSBgZGV0YWlsc2AgY2FycnkgYSBgZ29vZ2xlLnJwYy5FcnJvckluZm9gIHdpdGggZG9tYWluIGBxdW9ydW1xLmRldmAgYW5kIGEgc3RhYmxlIGByZWFzb25gIChhbmQgYSBgZ29vZ2xlLnJwYy5CYWRSZXF1ZXN0YCBuYW1pbmcgdGhlIGZpZWxkIGZvciBJTlZBTElEX0FSR1VNRU5UKSwgZm9yIGV4YW1wbGU6CgpgYGBqc29uCnsiY29kZSI6IDUsICJtZXNzYWdlIjogInF1ZXVlIG5vdCBmb3VuZDogam9icyIsICJkZXRhaWxzIjogW3sKICAiQHR5cGUiOiAidHlwZS5nb29nbGVhcGlzLmNvbS9nb29nbGUucnBjLkVycm9ySW5mbyIsCiAgInJlYXNvbiI6ICJRVUVVRV9OT1RfRk9VTkQiLCAiZG9tYWluIjogInF1b3J1bXEuZGV2In1dfQpgYGAKClJldHJ5IG9uIE5PVF9MRUFERVIgYW5kIE5PX1FVT1JVTSAoNTAzKSBhbmQgUVVPVEFfRVhDRUVERUQgKDQyOSk7IHRoZSBvdGhlciByZWFzb25zIGFyZSBsaXN0ZWQgb24gUXVldWVTZXJ2aWNlLgoKKipCZXNpZGUgdGhlIEFQSSoqIChzYW1lIGxpc3RlbmVyLCBubyB0b2tlbik6IGBHRVQgL2hlYWx0aHpgICgyMDAgd2hpbGUgdGhlIHByb2Nlc3MgcnVucyksIGBHRVQgL3JlYWR5emAgKDIwMCB3aGVuIHRoaXMgbm9kZSBjYW4gc2VydmUsIDUwMyB3aXRoIHRoZSBjYXVzZSBvdGhlcndpc2UpLCBgR0VUIC9vcGVuYXBpLmpzb25gICh0aGlzIGRvY3VtZW50KSwgYEdFVCAvdWkvYCAodGhlIHdlYiBjb25zb2xlLCB3aGljaCBjYWxscyB0aGlzIEFQSSB3aXRoIHRoZSB1c2VyJ3MgdG9rZW4pLiBQcm9tZXRoZXVzIG1ldHJpY3MgYXJlIG9uIGEgbGlzdGVuZXIgb2YgdGhlaXIgb3duLCBgR0VUIC9tZXRyaWNzYCBvbiBgLS1tZXRyaWNzLWFkZHJgIChkZWZhdWx0IDEyNy4wLjAuMTo5MTAwKSwgbm90IG9uIHRoaXMgb25lLjIDZGV2WlEKTwoGYmVhcmVyEkUIAhIwQSBKV1QgYXMgYEJlYXJlciA8dG9rZW4+YCAoc2VlIGBxdW9ydW1xIHRva2VuYCkuGg1BdXRob3JpemF0aW9uIAJiDAoKCgZiZWFyZXISAGIGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_timestamp, file_protoc_gen_openapiv2_options_annotations]);
+  fileDesc("ChhxdW9ydW1xL3YxL2NsdXN0ZXIucHJvdG8SCnF1b3J1bXEudjEiOAoQQWRkU2hhcmRzUmVxdWVzdBINCgVjb3VudBgBIAEoDRIVCg1leHBlY3Rfc2hhcmRzGAIgASgNIlYKEUFkZFNoYXJkc1Jlc3BvbnNlEhMKC3NoYXJkX2NvdW50GAEgASgNEiwKDHJlcGxpY2Ffc2V0cxgCIAMoCzIWLnF1b3J1bXEudjEuUmVwbGljYVNldCJHChJNb3ZlUmVwbGljYVJlcXVlc3QSDQoFc2hhcmQYASABKAQSEQoJZnJvbV9ub2RlGAIgASgEEg8KB3RvX25vZGUYAyABKAQiQgoTTW92ZVJlcGxpY2FSZXNwb25zZRIrCgtyZXBsaWNhX3NldBgBIAEoCzIWLnF1b3J1bXEudjEuUmVwbGljYVNldCIkChFSZW1vdmVOb2RlUmVxdWVzdBIPCgdub2RlX2lkGAEgASgEIjgKElJlbW92ZU5vZGVSZXNwb25zZRIiCgRub2RlGAEgASgLMhQucXVvcnVtcS52MS5Ob2RlSW5mbyJ/CghOb2RlSW5mbxIKCgJpZBgBIAEoBBIUCgxwZWVyX2FkZHJlc3MYAiABKAkSFgoOY2xpZW50X2FkZHJlc3MYAyABKAkSJAoFc3RhdGUYBCABKA4yFS5xdW9ydW1xLnYxLk5vZGVTdGF0ZRITCgtpbmNhcm5hdGlvbhgFIAEoBCLtAQoKUmVwbGljYVNldBINCgVzaGFyZBgBIAEoBBIaChJyZXBsaWNhdGlvbl9mYWN0b3IYAiABKA0SDgoGdm90ZXJzGAMgAygEEhAKCGxlYXJuZXJzGAQgAygEEhQKDHBlbmRpbmdfbm9kZRgFIAEoBBITCgtwZW5kaW5nX2FkZBgGIAEoCBIbChNwZW5kaW5nX3JlbW92ZV9ub2RlGAcgASgEEhcKD3BlbmRpbmdfbGVhcm5lchgIIAEoCBIxCg1wZW5kaW5nX3NpbmNlGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCISChBMaXN0Tm9kZXNSZXF1ZXN0ImYKEUxpc3ROb2Rlc1Jlc3BvbnNlEiMKBW5vZGVzGAEgAygLMhQucXVvcnVtcS52MS5Ob2RlSW5mbxIsCgxyZXBsaWNhX3NldHMYAiADKAsyFi5xdW9ydW1xLnYxLlJlcGxpY2FTZXQiVwoSSm9pbkNsdXN0ZXJSZXF1ZXN0EhQKDHBlZXJfYWRkcmVzcxgBIAEoCRIWCg5jbGllbnRfYWRkcmVzcxgCIAEoCRITCgtpbmNhcm5hdGlvbhgDIAEoBCJuChNKb2luQ2x1c3RlclJlc3BvbnNlEiIKBG5vZGUYASABKAsyFC5xdW9ydW1xLnYxLk5vZGVJbmZvEiMKBW5vZGVzGAIgAygLMhQucXVvcnVtcS52MS5Ob2RlSW5mbxIOCgZzaGFyZHMYAyABKA0iTAoYR2V0TWVzc2FnZUhpc3RvcnlSZXF1ZXN0Eg0KBXF1ZXVlGAEgASgJEg4KBnBvaW50cxgCIAEoBRIRCglwZXJfcXVldWUYAyABKAgilgEKDUhpc3RvcnlCdWNrZXQSKQoFc3RhcnQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBmxlbmd0aBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIMCgRzZW50GAMgASgDEhAKCHJlY2VpdmVkGAQgASgDEg8KB2RlbGV0ZWQYBSABKAMiSQoMUXVldWVIaXN0b3J5Eg0KBXF1ZXVlGAEgASgJEioKB2J1Y2tldHMYAiADKAsyGS5xdW9ydW1xLnYxLkhpc3RvcnlCdWNrZXQirQEKGUdldE1lc3NhZ2VIaXN0b3J5UmVzcG9uc2USDwoHbm9kZV9pZBgBIAEoBBIrCghpbnRlcnZhbBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIoCgV0b3RhbBgDIAMoCzIZLnF1b3J1bXEudjEuSGlzdG9yeUJ1Y2tldBIoCgZxdWV1ZXMYBCADKAsyGC5xdW9ydW1xLnYxLlF1ZXVlSGlzdG9yeSJSCgtUZW5hbnRRdW90YRISCgptYXhfcXVldWVzGAEgASgDEhUKDW1heF9zZW5kX3JhdGUYAiABKAMSGAoQbWF4X3N0b3JlZF9ieXRlcxgDIAEoAyIzCgtUZW5hbnRVc2FnZRIOCgZxdWV1ZXMYASABKAMSFAoMc3RvcmVkX2J5dGVzGAIgASgDIk8KFVNldFRlbmFudFF1b3RhUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSJgoFcXVvdGEYAiABKAsyFy5xdW9ydW1xLnYxLlRlbmFudFF1b3RhImgKFlNldFRlbmFudFF1b3RhUmVzcG9uc2USJgoFcXVvdGEYASABKAsyFy5xdW9ydW1xLnYxLlRlbmFudFF1b3RhEiYKBXVzYWdlGAIgASgLMhcucXVvcnVtcS52MS5UZW5hbnRVc2FnZSInChVHZXRUZW5hbnRRdW90YVJlcXVlc3QSDgoGdGVuYW50GAEgASgJImgKFkdldFRlbmFudFF1b3RhUmVzcG9uc2USJgoFcXVvdGEYASABKAsyFy5xdW9ydW1xLnYxLlRlbmFudFF1b3RhEiYKBXVzYWdlGAIgASgLMhcucXVvcnVtcS52MS5UZW5hbnRVc2FnZSITChFHZXRDbHVzdGVyUmVxdWVzdCJ/CgtDbHVzdGVyTm9kZRIKCgJpZBgBIAEoBBIUCgxyYWZ0X2FkZHJlc3MYAiABKAkSDAoEc2VsZhgDIAEoCBIOCgZvbmxpbmUYBCABKAgSMAoMbGFzdF9jb250YWN0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKCAgoMQ2x1c3RlclNoYXJkEgoKAmlkGAEgASgEEg8KB21lbWJlcnMYAiADKAQSDgoGbGVhZGVyGAMgASgEEgwKBHRlcm0YBCABKAQSFQoNYXBwbGllZF9pbmRleBgFIAEoBBIUCgxjb21taXRfaW5kZXgYBiABKAQSEwoLZmlyc3RfaW5kZXgYByABKAQSEgoKbGFzdF9pbmRleBgIIAEoBBIMCgRyb2xlGAkgASgJEg4KBnZvdGVycxgKIAMoBBIQCghsZWFybmVycxgLIAMoBBIiCgNsYWcYDCADKAsyFS5xdW9ydW1xLnYxLk1lbWJlckxhZxINCgVqb2ludBgNIAEoCCIqCglNZW1iZXJMYWcSDAoEbm9kZRgBIAEoBBIPCgdlbnRyaWVzGAIgASgEIuIBChJHZXRDbHVzdGVyUmVzcG9uc2USDwoHbm9kZV9pZBgBIAEoBBImCgVub2RlcxgCIAMoCzIXLnF1b3J1bXEudjEuQ2x1c3Rlck5vZGUSKAoGc2hhcmRzGAMgAygLMhgucXVvcnVtcS52MS5DbHVzdGVyU2hhcmQSDAoEcm9sZRgEIAEoCRITCgtzaGFyZF9jb3VudBgFIAEoDRIsCgxyZXBsaWNhX3NldHMYBiADKAsyFi5xdW9ydW1xLnYxLlJlcGxpY2FTZXQSGAoQYmFzZV9zaGFyZF9jb3VudBgHIAEoDSqHAQoJTm9kZVN0YXRlEhoKFk5PREVfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJOT0RFX1NUQVRFX0pPSU5JTkcQARIVChFOT0RFX1NUQVRFX0FDVElWRRACEhcKE05PREVfU1RBVEVfRFJBSU5JTkcQAxIWChJOT0RFX1NUQVRFX1JFTU9WRUQQBDKlCAoOQ2x1c3RlclNlcnZpY2USYAoKR2V0Q2x1c3RlchIdLnF1b3J1bXEudjEuR2V0Q2x1c3RlclJlcXVlc3QaHi5xdW9ydW1xLnYxLkdldENsdXN0ZXJSZXNwb25zZSITgtPkkwINEgsvdjEvY2x1c3RlchKCAQoOU2V0VGVuYW50UXVvdGESIS5xdW9ydW1xLnYxLlNldFRlbmFudFF1b3RhUmVxdWVzdBoiLnF1b3J1bXEudjEuU2V0VGVuYW50UXVvdGFSZXNwb25zZSIpgtPkkwIjOgVxdW90YRoaL3YxL3RlbmFudHMve3RlbmFudH0vcXVvdGESewoOR2V0VGVuYW50UXVvdGESIS5xdW9ydW1xLnYxLkdldFRlbmFudFF1b3RhUmVxdWVzdBoiLnF1b3J1bXEudjEuR2V0VGVuYW50UXVvdGFSZXNwb25zZSIigtPkkwIcEhovdjEvdGVuYW50cy97dGVuYW50fS9xdW90YRJ1ChFHZXRNZXNzYWdlSGlzdG9yeRIkLnF1b3J1bXEudjEuR2V0TWVzc2FnZUhpc3RvcnlSZXF1ZXN0GiUucXVvcnVtcS52MS5HZXRNZXNzYWdlSGlzdG9yeVJlc3BvbnNlIhOC0+STAg0SCy92MS9oaXN0b3J5EmMKCUxpc3ROb2RlcxIcLnF1b3J1bXEudjEuTGlzdE5vZGVzUmVxdWVzdBodLnF1b3J1bXEudjEuTGlzdE5vZGVzUmVzcG9uc2UiGYLT5JMCExIRL3YxL2NsdXN0ZXIvbm9kZXMScQoLSm9pbkNsdXN0ZXISHi5xdW9ydW1xLnYxLkpvaW5DbHVzdGVyUmVxdWVzdBofLnF1b3J1bXEudjEuSm9pbkNsdXN0ZXJSZXNwb25zZSIhgtPkkwIbOgEqIhYvdjEvY2x1c3Rlci9ub2Rlczpqb2luEncKClJlbW92ZU5vZGUSHS5xdW9ydW1xLnYxLlJlbW92ZU5vZGVSZXF1ZXN0Gh4ucXVvcnVtcS52MS5SZW1vdmVOb2RlUmVzcG9uc2UiKoLT5JMCJCIiL3YxL2NsdXN0ZXIvbm9kZXMve25vZGVfaWR9OnJlbW92ZRJ6CgtNb3ZlUmVwbGljYRIeLnF1b3J1bXEudjEuTW92ZVJlcGxpY2FSZXF1ZXN0Gh8ucXVvcnVtcS52MS5Nb3ZlUmVwbGljYVJlc3BvbnNlIiqC0+STAiQ6ASoiHy92MS9jbHVzdGVyL3NoYXJkcy97c2hhcmR9Om1vdmUSawoJQWRkU2hhcmRzEhwucXVvcnVtcS52MS5BZGRTaGFyZHNSZXF1ZXN0Gh0ucXVvcnVtcS52MS5BZGRTaGFyZHNSZXNwb25zZSIhgtPkkwIbOgEqIhYvdjEvY2x1c3Rlci9zaGFyZHM6YWRkQtMLWjNnaXRodWIuY29tL3F1b3J1bXEvcXVvcnVtcS9hcGkvcXVvcnVtcS92MTtxdW9ydW1xdjGSQZoLErYKCgdxdW9ydW1xEqUKcXVvcnVtcSBpcyBhIHJlcGxpY2F0ZWQgU1FTLXN0eWxlIG1lc3NhZ2UgcXVldWUuIFRoaXMgaXMgdGhlIFJFU1QvSlNPTiBtYXBwaW5nIG9mIGl0cyBnUlBDIEFQSSAocHJvdG9qc29uOiBsb3dlckNhbWVsQ2FzZSBmaWVsZHMsIGR1cmF0aW9ucyBhcyAiMzBzIiwgaW50NjQgYXMgc3RyaW5ncykuCgoqKkF1dGhlbnRpY2F0aW9uLioqIFNlbmQgYEF1dGhvcml6YXRpb246IEJlYXJlciA8SldUPmA7IHRoZSB0b2tlbidzIHRlbmFudCBzY29wZXMgZXZlcnkgY2FsbCBhbmQgaXRzIHNjb3BlcyBhdXRob3JpemUgaXQuIEEgbm9kZSB3aXRob3V0IGAtLWF1dGgtKmAgKGRldiBtb2RlLCBsb29wYmFjayBvbmx5KSBuZWVkcyBubyB0b2tlbi4KCioqRXJyb3JzLioqIEV2ZXJ5IGVycm9yIGlzIGEgYGdvb2dsZS5ycGMuU3RhdHVzYCAoYHJwY1N0YXR1c2AgYmVsb3cpIHdob3NlIGBkZXRhaWxzYCBjYXJyeSBhIGBnb29nbGUucnBjLkVycm9ySW5mb2Agd2l0aCBkb21haW4gYHF1b3J1bXEuZGV2YCBhbmQgYSBzdGFibGUgYHJlYXNvbmAgKGFuZCBhIGBnb29nbGUucnBjLkJhZFJlcXVlc3RgIG5hbWluZyB0aGUgZmllbGQgZm9yIElOVkFMSURfQVJHVU1FTlQpLCBmb3IgZXhhbXBsZToKCmBgYGpzb24KeyJjb2RlIjogNSwgIm1lc3NhZ2UiOiAicXVldWUgbm90IGZvdW5kOiBqb2JzIiwgImRldGFpbHMiOiBbewogICJAdHlwZSI6ICJ0eXBlLmdvb2dsZWFwaXMuY29tL2dvb2dsZS5ycGMuRXJyb3JJbmZvIiwKICAicmVhc29uIjogIlFVRVVFX05PVF9GT1VORCIsICJkb21haW4iOiAicXVvcnVtcS5kZXYifV19CmBgYAoKUmV0cnkgb24gTk9UX0xFQURFUiBhbmQgTk9fUVVPUlVNICg1MDMpIGFuZCBRVU9UQV9FWENFRURFRCAoNDI5KTsgdGhlIG90aGVyIHJlYXNvbnMgYXJlIGxpc3RlZCBvbiBRdWV1ZVNlcnZpY2UuCgoqKkJlc2lkZSB0aGUgQVBJKiogKHNhbWUgbGlzdGVuZXIsIG5vIHRva2VuKTogYEdFVCAvaGVhbHRoemAgKDIwMCB3aGlsZSB0aGUgcHJvY2VzcyBydW5zKSwgYEdFVCAvcmVhZHl6YCAoMjAwIHdoZW4gdGhpcyBub2RlIGNhbiBzZXJ2ZSwgNTAzIHdpdGggdGhlIGNhdXNlIG90aGVyd2lzZSksIGBHRVQgL29wZW5hcGkuanNvbmAgKHRoaXMgZG9jdW1lbnQpLCBgR0VUIC91aS9gICh0aGUgd2ViIGNvbnNvbGUsIHdoaWNoIGNhbGxzIHRoaXMgQVBJIHdpdGggdGhlIHVzZXIncyB0b2tlbikuIFByb21ldGhldXMgbWV0cmljcyBhcmUgb24gYSBsaXN0ZW5lciBvZiB0aGVpciBvd24sIGBHRVQgL21ldHJpY3NgIG9uIGAtLW1ldHJpY3MtYWRkcmAgKGRlZmF1bHQgMTI3LjAuMC4xOjkxMDApLCBub3Qgb24gdGhpcyBvbmUuMgNkZXZaUQpPCgZiZWFyZXISRQgCEjBBIEpXVCBhcyBgQmVhcmVyIDx0b2tlbj5gIChzZWUgYHF1b3J1bXEgdG9rZW5gKS4aDUF1dGhvcml6YXRpb24gAmIMCgoKBmJlYXJlchIAYgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_timestamp, file_protoc_gen_openapiv2_options_annotations]);
+
+/**
+ * AddShardsRequest says how many shards to add.
+ *
+ * @generated from message quorumq.v1.AddShardsRequest
+ */
+export type AddShardsRequest = Message<"quorumq.v1.AddShardsRequest"> & {
+  /**
+   * How many shards to add: 1 or more; the cluster holds at most 256.
+   *
+   * @generated from field: uint32 count = 1;
+   */
+  count: number;
+
+  /**
+   * Nonzero: add only if the cluster has exactly this many shards now.
+   *
+   * @generated from field: uint32 expect_shards = 2;
+   */
+  expectShards: number;
+};
+
+/**
+ * Describes the message quorumq.v1.AddShardsRequest.
+ * Use `create(AddShardsRequestSchema)` to create a new message.
+ */
+export const AddShardsRequestSchema: GenMessage<AddShardsRequest> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_cluster, 0);
+
+/**
+ * AddShardsResponse is the new shard count and the new shards' replica
+ * sets.
+ *
+ * @generated from message quorumq.v1.AddShardsResponse
+ */
+export type AddShardsResponse = Message<"quorumq.v1.AddShardsResponse"> & {
+  /**
+   * The cluster's shard count after the call.
+   *
+   * @generated from field: uint32 shard_count = 1;
+   */
+  shardCount: number;
+
+  /**
+   * The new shards' replica sets, in shard order.
+   *
+   * @generated from field: repeated quorumq.v1.ReplicaSet replica_sets = 2;
+   */
+  replicaSets: ReplicaSet[];
+};
+
+/**
+ * Describes the message quorumq.v1.AddShardsResponse.
+ * Use `create(AddShardsResponseSchema)` to create a new message.
+ */
+export const AddShardsResponseSchema: GenMessage<AddShardsResponse> = /*@__PURE__*/
+  messageDesc(file_quorumq_v1_cluster, 1);
 
 /**
  * MoveReplicaRequest names the shard and the two nodes.
@@ -49,7 +106,7 @@ export type MoveReplicaRequest = Message<"quorumq.v1.MoveReplicaRequest"> & {
  * Use `create(MoveReplicaRequestSchema)` to create a new message.
  */
 export const MoveReplicaRequestSchema: GenMessage<MoveReplicaRequest> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 0);
+  messageDesc(file_quorumq_v1_cluster, 2);
 
 /**
  * MoveReplicaResponse is the shard's replica set with the move recorded.
@@ -70,7 +127,7 @@ export type MoveReplicaResponse = Message<"quorumq.v1.MoveReplicaResponse"> & {
  * Use `create(MoveReplicaResponseSchema)` to create a new message.
  */
 export const MoveReplicaResponseSchema: GenMessage<MoveReplicaResponse> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 1);
+  messageDesc(file_quorumq_v1_cluster, 3);
 
 /**
  * RemoveNodeRequest names the node.
@@ -91,7 +148,7 @@ export type RemoveNodeRequest = Message<"quorumq.v1.RemoveNodeRequest"> & {
  * Use `create(RemoveNodeRequestSchema)` to create a new message.
  */
 export const RemoveNodeRequestSchema: GenMessage<RemoveNodeRequest> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 2);
+  messageDesc(file_quorumq_v1_cluster, 4);
 
 /**
  * RemoveNodeResponse is the node's record, now DRAINING (or REMOVED if it
@@ -113,7 +170,7 @@ export type RemoveNodeResponse = Message<"quorumq.v1.RemoveNodeResponse"> & {
  * Use `create(RemoveNodeResponseSchema)` to create a new message.
  */
 export const RemoveNodeResponseSchema: GenMessage<RemoveNodeResponse> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 3);
+  messageDesc(file_quorumq_v1_cluster, 5);
 
 /**
  * NodeInfo is one storage node's membership record.
@@ -163,7 +220,7 @@ export type NodeInfo = Message<"quorumq.v1.NodeInfo"> & {
  * Use `create(NodeInfoSchema)` to create a new message.
  */
 export const NodeInfoSchema: GenMessage<NodeInfo> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 4);
+  messageDesc(file_quorumq_v1_cluster, 6);
 
 /**
  * ReplicaSet is one shard's replicas as recorded by the coordinator.
@@ -240,7 +297,7 @@ export type ReplicaSet = Message<"quorumq.v1.ReplicaSet"> & {
  * Use `create(ReplicaSetSchema)` to create a new message.
  */
 export const ReplicaSetSchema: GenMessage<ReplicaSet> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 5);
+  messageDesc(file_quorumq_v1_cluster, 7);
 
 /**
  * ListNodesRequest is empty.
@@ -255,7 +312,7 @@ export type ListNodesRequest = Message<"quorumq.v1.ListNodesRequest"> & {
  * Use `create(ListNodesRequestSchema)` to create a new message.
  */
 export const ListNodesRequestSchema: GenMessage<ListNodesRequest> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 6);
+  messageDesc(file_quorumq_v1_cluster, 8);
 
 /**
  * ListNodesResponse is the recorded membership.
@@ -283,7 +340,7 @@ export type ListNodesResponse = Message<"quorumq.v1.ListNodesResponse"> & {
  * Use `create(ListNodesResponseSchema)` to create a new message.
  */
 export const ListNodesResponseSchema: GenMessage<ListNodesResponse> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 7);
+  messageDesc(file_quorumq_v1_cluster, 9);
 
 /**
  * JoinClusterRequest describes the joining node.
@@ -318,7 +375,7 @@ export type JoinClusterRequest = Message<"quorumq.v1.JoinClusterRequest"> & {
  * Use `create(JoinClusterRequestSchema)` to create a new message.
  */
 export const JoinClusterRequestSchema: GenMessage<JoinClusterRequest> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 8);
+  messageDesc(file_quorumq_v1_cluster, 10);
 
 /**
  * JoinClusterResponse admits the node.
@@ -341,7 +398,9 @@ export type JoinClusterResponse = Message<"quorumq.v1.JoinClusterResponse"> & {
   nodes: NodeInfo[];
 
   /**
-   * The cluster's shard count.
+   * The cluster's shard count at bootstrap: the joining node starts with
+   * these and learns the shards added since (AddShards) from the
+   * metadata shard.
    *
    * @generated from field: uint32 shards = 3;
    */
@@ -353,7 +412,7 @@ export type JoinClusterResponse = Message<"quorumq.v1.JoinClusterResponse"> & {
  * Use `create(JoinClusterResponseSchema)` to create a new message.
  */
 export const JoinClusterResponseSchema: GenMessage<JoinClusterResponse> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 9);
+  messageDesc(file_quorumq_v1_cluster, 11);
 
 /**
  * GetMessageHistoryRequest selects the series.
@@ -389,7 +448,7 @@ export type GetMessageHistoryRequest = Message<"quorumq.v1.GetMessageHistoryRequ
  * Use `create(GetMessageHistoryRequestSchema)` to create a new message.
  */
 export const GetMessageHistoryRequestSchema: GenMessage<GetMessageHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 10);
+  messageDesc(file_quorumq_v1_cluster, 12);
 
 /**
  * HistoryBucket counts the calls of one interval.
@@ -438,7 +497,7 @@ export type HistoryBucket = Message<"quorumq.v1.HistoryBucket"> & {
  * Use `create(HistoryBucketSchema)` to create a new message.
  */
 export const HistoryBucketSchema: GenMessage<HistoryBucket> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 11);
+  messageDesc(file_quorumq_v1_cluster, 13);
 
 /**
  * QueueHistory is one queue's buckets.
@@ -466,7 +525,7 @@ export type QueueHistory = Message<"quorumq.v1.QueueHistory"> & {
  * Use `create(QueueHistorySchema)` to create a new message.
  */
 export const QueueHistorySchema: GenMessage<QueueHistory> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 12);
+  messageDesc(file_quorumq_v1_cluster, 14);
 
 /**
  * GetMessageHistoryResponse carries the series.
@@ -508,7 +567,7 @@ export type GetMessageHistoryResponse = Message<"quorumq.v1.GetMessageHistoryRes
  * Use `create(GetMessageHistoryResponseSchema)` to create a new message.
  */
 export const GetMessageHistoryResponseSchema: GenMessage<GetMessageHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 13);
+  messageDesc(file_quorumq_v1_cluster, 15);
 
 /**
  * TenantQuota bounds what a tenant may use; 0 means no limit.
@@ -544,7 +603,7 @@ export type TenantQuota = Message<"quorumq.v1.TenantQuota"> & {
  * Use `create(TenantQuotaSchema)` to create a new message.
  */
 export const TenantQuotaSchema: GenMessage<TenantQuota> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 14);
+  messageDesc(file_quorumq_v1_cluster, 16);
 
 /**
  * TenantUsage is what a tenant uses now.
@@ -572,7 +631,7 @@ export type TenantUsage = Message<"quorumq.v1.TenantUsage"> & {
  * Use `create(TenantUsageSchema)` to create a new message.
  */
 export const TenantUsageSchema: GenMessage<TenantUsage> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 15);
+  messageDesc(file_quorumq_v1_cluster, 17);
 
 /**
  * SetTenantQuotaRequest names the tenant and its new quota.
@@ -600,7 +659,7 @@ export type SetTenantQuotaRequest = Message<"quorumq.v1.SetTenantQuotaRequest"> 
  * Use `create(SetTenantQuotaRequestSchema)` to create a new message.
  */
 export const SetTenantQuotaRequestSchema: GenMessage<SetTenantQuotaRequest> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 16);
+  messageDesc(file_quorumq_v1_cluster, 18);
 
 /**
  * SetTenantQuotaResponse carries the quota and usage after the change.
@@ -628,7 +687,7 @@ export type SetTenantQuotaResponse = Message<"quorumq.v1.SetTenantQuotaResponse"
  * Use `create(SetTenantQuotaResponseSchema)` to create a new message.
  */
 export const SetTenantQuotaResponseSchema: GenMessage<SetTenantQuotaResponse> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 17);
+  messageDesc(file_quorumq_v1_cluster, 19);
 
 /**
  * GetTenantQuotaRequest names the tenant.
@@ -649,7 +708,7 @@ export type GetTenantQuotaRequest = Message<"quorumq.v1.GetTenantQuotaRequest"> 
  * Use `create(GetTenantQuotaRequestSchema)` to create a new message.
  */
 export const GetTenantQuotaRequestSchema: GenMessage<GetTenantQuotaRequest> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 18);
+  messageDesc(file_quorumq_v1_cluster, 20);
 
 /**
  * GetTenantQuotaResponse carries quota and usage.
@@ -677,7 +736,7 @@ export type GetTenantQuotaResponse = Message<"quorumq.v1.GetTenantQuotaResponse"
  * Use `create(GetTenantQuotaResponseSchema)` to create a new message.
  */
 export const GetTenantQuotaResponseSchema: GenMessage<GetTenantQuotaResponse> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 19);
+  messageDesc(file_quorumq_v1_cluster, 21);
 
 /**
  * GetClusterRequest is empty.
@@ -692,7 +751,7 @@ export type GetClusterRequest = Message<"quorumq.v1.GetClusterRequest"> & {
  * Use `create(GetClusterRequestSchema)` to create a new message.
  */
 export const GetClusterRequestSchema: GenMessage<GetClusterRequest> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 20);
+  messageDesc(file_quorumq_v1_cluster, 22);
 
 /**
  * ClusterNode is one member of the cluster.
@@ -741,7 +800,7 @@ export type ClusterNode = Message<"quorumq.v1.ClusterNode"> & {
  * Use `create(ClusterNodeSchema)` to create a new message.
  */
 export const ClusterNodeSchema: GenMessage<ClusterNode> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 21);
+  messageDesc(file_quorumq_v1_cluster, 23);
 
 /**
  * ClusterShard is one Raft group as the answering node sees it.
@@ -848,7 +907,7 @@ export type ClusterShard = Message<"quorumq.v1.ClusterShard"> & {
  * Use `create(ClusterShardSchema)` to create a new message.
  */
 export const ClusterShardSchema: GenMessage<ClusterShard> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 22);
+  messageDesc(file_quorumq_v1_cluster, 24);
 
 /**
  * MemberLag is how far one member's log is behind its shard's leader.
@@ -876,7 +935,7 @@ export type MemberLag = Message<"quorumq.v1.MemberLag"> & {
  * Use `create(MemberLagSchema)` to create a new message.
  */
 export const MemberLagSchema: GenMessage<MemberLag> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 23);
+  messageDesc(file_quorumq_v1_cluster, 25);
 
 /**
  * GetClusterResponse lists nodes and shards.
@@ -927,6 +986,15 @@ export type GetClusterResponse = Message<"quorumq.v1.GetClusterResponse"> & {
    * @generated from field: repeated quorumq.v1.ReplicaSet replica_sets = 6;
    */
   replicaSets: ReplicaSet[];
+
+  /**
+   * The shard count at bootstrap: queues and topics created before the
+   * first AddShards are placed over this many shards (0: same as
+   * shard_count).
+   *
+   * @generated from field: uint32 base_shard_count = 7;
+   */
+  baseShardCount: number;
 };
 
 /**
@@ -934,7 +1002,7 @@ export type GetClusterResponse = Message<"quorumq.v1.GetClusterResponse"> & {
  * Use `create(GetClusterResponseSchema)` to create a new message.
  */
 export const GetClusterResponseSchema: GenMessage<GetClusterResponse> = /*@__PURE__*/
-  messageDesc(file_quorumq_v1_cluster, 24);
+  messageDesc(file_quorumq_v1_cluster, 26);
 
 /**
  * NodeState is where a storage node is in its life in the cluster.
@@ -1092,6 +1160,25 @@ export const ClusterService: GenService<{
     methodKind: "unary";
     input: typeof MoveReplicaRequestSchema;
     output: typeof MoveReplicaResponseSchema;
+  },
+  /**
+   * AddShards creates `count` new shards (Raft groups) on the current
+   * nodes: each gets a replica set of the replication factor's active
+   * nodes (those holding the fewest replicas first), which start it. The
+   * shard count only grows. Queues keep their partitions where they are
+   * (each queue records its partitions' shards); new queues, and new
+   * partitions of queues that grow, are placed over every shard. With
+   * expect_shards, the call is refused (FAILED_PRECONDITION,
+   * SHARD_COUNT_CHANGED) unless the cluster has that many shards, so a
+   * retried call never adds twice. Needs a multi-node cluster (the shards
+   * are recorded in the membership records).
+   *
+   * @generated from rpc quorumq.v1.ClusterService.AddShards
+   */
+  addShards: {
+    methodKind: "unary";
+    input: typeof AddShardsRequestSchema;
+    output: typeof AddShardsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_quorumq_v1_cluster, 0);
