@@ -249,18 +249,31 @@ func (t *GRPCTransport) track() bool {
 
 // Send implements Transport: it queues each message for its peer and never
 // blocks. Messages to unknown peers, or beyond a peer's queue bound, are
-// dropped.
+// dropped. A peer's messages are queued together before its sender wakes,
+// so a round's messages to one peer leave in one batch (one write) rather
+// than as many as the sender's wakeups split them into.
 func (t *GRPCTransport) Send(msgs []Envelope) {
+	var tos []uint64 // the peers addressed, in order (a few)
 	for _, e := range msgs {
-		p := t.peer(e.Msg.GetTo())
+		if to := e.Msg.GetTo(); !slices.Contains(tos, to) {
+			tos = append(tos, to)
+		}
+	}
+	for _, to := range tos {
+		p := t.peer(to)
 		if p == nil || p.client == nil || t.cfg.Faults.Drop(p.id) {
 			continue
 		}
 		p.mu.Lock()
-		if len(p.queue) < maxPeerQueue {
-			p.queue = append(p.queue, e)
-		} else {
-			p.dropped++
+		for _, e := range msgs {
+			if e.Msg.GetTo() != to {
+				continue
+			}
+			if len(p.queue) < maxPeerQueue {
+				p.queue = append(p.queue, e)
+			} else {
+				p.dropped++
+			}
 		}
 		p.mu.Unlock()
 		select {

@@ -273,6 +273,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		peerDial = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(peerClientTLS))}
 	}
 	peerDial = append(peerDial, server.ClientStatsHandler(tp, mp))
+	peerDial = append(peerDial, peerFlowDialOptions()...)
 	peerDial = append(peerDial, faultDialOptions(n.faults, cfg.Peers)...)
 	var peerDialFor func(id uint64) []grpc.DialOption
 	if peerClientTLS != nil {
@@ -561,6 +562,7 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 		unary := []grpc.UnaryServerInterceptor{server.UnaryInterceptor(authenticator, cfg.Logger)}
 		peerOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(peerMaxRecvBytes), server.ServerStatsHandler(tp, mp)}
 		peerOpts = append(peerOpts, keepaliveOptions()...)
+		peerOpts = append(peerOpts, peerFlowServerOptions()...)
 		if peerServerTLS != nil {
 			// Every call, unary or streaming, needs a peer certificate
 			// naming a node; Raft and outbox calls a storage node's.
