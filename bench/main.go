@@ -334,8 +334,8 @@ type result struct {
 }
 
 type latency struct {
-	Count               int64
-	P50, P90, P99, P999 float64
+	Count                    int64
+	P50, P90, P99, P999, Max float64
 }
 
 type row struct {
