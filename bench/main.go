@@ -11,7 +11,7 @@
 //	ONLY=m BACKLOG=100000 DURATION=15s go run ./bench  # send latency during replica moves against idle
 //
 // Every flag may also come from the environment (DURATION, BACKLOG, BIN,
-// TIMEOUT, KEEP). Scenarios:
+// TIMEOUT, KEEP, SERVE_FLAGS). Scenarios:
 //
 //	(a) 1 KiB, batch 10, 8 producers + 8 consumers, closed loop
 //	(b) batch 1, 4 producers with 500 sends in flight each, 4 consumers
@@ -63,6 +63,8 @@ type suiteConfig struct {
 	bin      string
 	timeout  time.Duration
 	keep     bool
+	// serveFlags are added to every node's serve command of (s) and (m).
+	serveFlags []string
 }
 
 func main() {
@@ -74,7 +76,9 @@ func main() {
 	flag.StringVar(&c.only, "only", os.Getenv("ONLY"), "run only this scenario: g, e (with the backlog fill), s or m (env ONLY)")
 	flag.IntVar(&c.rounds, "rounds", int(envInt("ROUNDS", 3)), "interleaved rounds of scenarios (g) and (s) (env ROUNDS)")
 	flag.BoolVar(&c.keep, "keep", os.Getenv("KEEP") != "", "keep the temporary directory with node and bench logs (env KEEP)")
+	serveFlags := flag.String("serve-flags", os.Getenv("SERVE_FLAGS"), "space-separated flags added to each node of (s) and (m), e.g. --snapshot-bytes-per-sec=0 (env SERVE_FLAGS)")
 	flag.Parse()
+	c.serveFlags = strings.Fields(*serveFlags)
 	if c.duration <= 0 || c.backlog < 100 || c.rounds < 1 || !slices.Contains([]string{"", "g", "e", "s", "m"}, c.only) {
 		fmt.Fprintln(os.Stderr, "bench: -duration must be positive, -backlog at least 100, -rounds at least 1, -only empty, g, e, s or m")
 		os.Exit(2)
@@ -250,12 +254,12 @@ func (cl *cluster) start(httpPort, grpcPort, raftPort int, metrics bool, args ..
 
 // join starts a node with an empty data directory that joins the cluster
 // through node 1 (serve --join), and waits until it is ready.
-func (cl *cluster) join(ctx context.Context, metrics bool) error {
+func (cl *cluster) join(ctx context.Context, metrics bool, extra ...string) error {
 	ports, err := freePorts(3)
 	if err != nil {
 		return err
 	}
-	if err := cl.start(ports[0], ports[1], ports[2], metrics, "--join", cl.raft[0]); err != nil {
+	if err := cl.start(ports[0], ports[1], ports[2], metrics, append([]string{"--join", cl.raft[0]}, extra...)...); err != nil {
 		return err
 	}
 	return waitReady(ctx, cl.https[len(cl.https)-1:], 60*time.Second)

@@ -35,7 +35,7 @@ const (
 )
 
 func movesLatency(ctx context.Context, c suiteConfig, dir string, w io.Writer) error {
-	cl, err := startNodes(ctx, c.bin, dir, clusterSpec{nodes: 3, metrics: true, extra: []string{"--shards", strconv.Itoa(scaleShards)}})
+	cl, err := startNodes(ctx, c.bin, dir, clusterSpec{nodes: 3, metrics: true, extra: append([]string{"--shards", strconv.Itoa(scaleShards)}, c.serveFlags...)})
 	if err != nil {
 		return err
 	}
@@ -76,7 +76,7 @@ func movesLatency(ctx context.Context, c suiteConfig, dir string, w io.Writer) e
 			case <-time.After(time.Second):
 			}
 			for range 2 {
-				if err := cl.join(ctx, true); err != nil {
+				if err := cl.join(ctx, true, c.serveFlags...); err != nil {
 					return fmt.Errorf("join: %w", err)
 				}
 			}
@@ -110,8 +110,8 @@ func movesLatency(ctx context.Context, c suiteConfig, dir string, w io.Writer) e
 	lines := strings.Split(strings.TrimSpace(string(log)), "\n")
 	load1, _ := os.ReadFile("/proc/loadavg")
 
-	fmt.Fprintf(w, "\n(m) send latency while replicas move onto 2 joining nodes, against idle: 3 nodes, %d shards (RF 3), backlog %d x 1 KiB (fill %.0f msgs/s), load %d msgs/s open loop, batch 1, 2+2\n\n",
-		scaleShards, c.backlog, fill.SentPerSec, moveRate)
+	fmt.Fprintf(w, "\n(m) send latency while replicas move onto 2 joining nodes, against idle: 3 nodes, %d shards (RF 3), backlog %d x 1 KiB (fill %.0f msgs/s), load %d msgs/s open loop, batch 1, 2+2; serve flags %q\n\n",
+		scaleShards, c.backlog, fill.SentPerSec, moveRate, c.serveFlags)
 	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
 	fmt.Fprintln(tw, "phase\tsent/s\tsend p50\tp90\tp99\tp99.9\tmax\te2e p50\tp99\terrors\t")
 	type phase struct {

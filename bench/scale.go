@@ -192,7 +192,7 @@ func scaleCompare(ctx context.Context, c suiteConfig, dir string, w io.Writer) e
 	var rows []scaleRow
 	for round := 1; round <= c.rounds; round++ {
 		for _, n := range []int{3, 6} {
-			row, err := scaleRun(ctx, c.bin, filepath.Join(dir, fmt.Sprintf("s%d-%d", n, round)), n, round, c.keep, load)
+			row, err := scaleRun(ctx, c.bin, filepath.Join(dir, fmt.Sprintf("s%d-%d", n, round)), n, round, c.keep, c.serveFlags, load)
 			if err != nil {
 				return err
 			}
@@ -225,12 +225,12 @@ func scaleCompare(ctx context.Context, c suiteConfig, dir string, w io.Writer) e
 }
 
 // scaleRun bootstraps n nodes in dir, runs the load once and stops them.
-func scaleRun(ctx context.Context, bin, dir string, n, round int, keep bool, load []string) (scaleRow, error) {
+func scaleRun(ctx context.Context, bin, dir string, n, round int, keep bool, serveFlags, load []string) (scaleRow, error) {
 	row := scaleRow{nodes: n, round: round}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return row, err
 	}
-	cl, err := startNodes(ctx, bin, dir, clusterSpec{nodes: n, metrics: true, extra: []string{"--shards", strconv.Itoa(scaleShards)}})
+	cl, err := startNodes(ctx, bin, dir, clusterSpec{nodes: n, metrics: true, extra: append([]string{"--shards", strconv.Itoa(scaleShards)}, serveFlags...)})
 	if err != nil {
 		return row, err
 	}
