@@ -9,9 +9,11 @@
 //	ONLY=e BACKLOG=200000 go run ./bench           # the backlog fill and (e) alone
 //	ONLY=de go run ./bench                         # (a), the fill, (e) and (d): the backlog ratios
 //	ONLY=e PROFILE=/tmp/p go run ./bench           # also CPU profiles of each node during each (e) run
+//	ONLY=s ROUNDS=2 DURATION=15s go run ./bench    # 6 nodes against 3: send throughput ratio
+//	ONLY=m BACKLOG=100000 DURATION=15s go run ./bench  # send latency during replica moves against idle
 //
 // Every flag may also come from the environment (DURATION, BACKLOG, BIN,
-// TIMEOUT, KEEP, PROFILE). Scenarios:
+// TIMEOUT, KEEP, PROFILE, SERVE_FLAGS). Scenarios:
 //
 //	(a) 1 KiB, batch 10, 8 producers + 8 consumers, closed loop
 //	(b) batch 1, 4 producers with 500 sends in flight each, 4 consumers
@@ -26,6 +28,12 @@
 //
 // ONLY=e runs the fill and (e) alone, to measure the filtered receive;
 // ONLY=de runs (a), the fill, (e) and (d): every backlog ratio and (f).
+// Two scenarios run only when asked for, each on clusters of its own:
+//
+//	(s) ONLY=s: send throughput of 6 nodes against 3 (7 shards,
+//	    replication factor 3), ROUNDS alternating rounds (scale.go)
+//	(m) ONLY=m: send latency while replicas move onto 2 joining nodes
+//	    against idle, on 3 nodes with a BACKLOG (moves.go)
 package main
 
 import (
@@ -42,6 +50,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,6 +68,8 @@ type suiteConfig struct {
 	bin      string
 	timeout  time.Duration
 	keep     bool
+	// serveFlags are added to every node's serve command of (s) and (m).
+	serveFlags []string
 }
 
 func main() {
@@ -67,13 +78,15 @@ func main() {
 	flag.Int64Var(&c.backlog, "backlog", envInt("BACKLOG", 1_000_000), "messages in the backlog of (d) and (e) (env BACKLOG)")
 	flag.StringVar(&c.bin, "bin", os.Getenv("BIN"), "quorumq binary to use instead of building one (env BIN)")
 	flag.DurationVar(&c.timeout, "timeout", envDuration("TIMEOUT", 30*time.Minute), "bound of the whole suite (env TIMEOUT)")
-	flag.StringVar(&c.only, "only", os.Getenv("ONLY"), "run only this scenario: g, e (with the backlog fill), or de ((a), the fill, (e), (d)) (env ONLY)")
+	flag.StringVar(&c.only, "only", os.Getenv("ONLY"), "run only this scenario: g, e (with the backlog fill), de ((a), the fill, (e), (d)), s or m (env ONLY)")
 	flag.StringVar(&c.profile, "profile", os.Getenv("PROFILE"), "save 5 s CPU profiles of each node during each (e) run into this directory (env PROFILE)")
-	flag.IntVar(&c.rounds, "rounds", int(envInt("ROUNDS", 3)), "interleaved rounds of scenario (g) (env ROUNDS)")
+	flag.IntVar(&c.rounds, "rounds", int(envInt("ROUNDS", 3)), "interleaved rounds of scenarios (g) and (s) (env ROUNDS)")
 	flag.BoolVar(&c.keep, "keep", os.Getenv("KEEP") != "", "keep the temporary directory with node and bench logs (env KEEP)")
+	serveFlags := flag.String("serve-flags", os.Getenv("SERVE_FLAGS"), "space-separated flags added to each node of (s) and (m), e.g. --snapshot-bytes-per-sec=0 (env SERVE_FLAGS)")
 	flag.Parse()
-	if c.duration <= 0 || c.backlog < 100 || c.rounds < 1 || (c.only != "" && c.only != "g" && c.only != "e" && c.only != "de") {
-		fmt.Fprintln(os.Stderr, "bench: -duration must be positive, -backlog at least 100, -rounds at least 1, -only empty, g, e or de")
+	c.serveFlags = strings.Fields(*serveFlags)
+	if c.duration <= 0 || c.backlog < 100 || c.rounds < 1 || !slices.Contains([]string{"", "g", "e", "de", "s", "m"}, c.only) {
+		fmt.Fprintln(os.Stderr, "bench: -duration must be positive, -backlog at least 100, -rounds at least 1, -only empty, g, e, de, s or m")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -122,6 +135,12 @@ func run(ctx context.Context, c suiteConfig) (err error) {
 			return fmt.Errorf("go build (run from the repository root): %w", err)
 		}
 	}
+	switch c.only {
+	case "s":
+		return scaleCompare(ctx, c, dir, os.Stdout)
+	case "m":
+		return movesLatency(ctx, c, dir, os.Stdout)
+	}
 	if c.profile != "" {
 		if err := os.MkdirAll(c.profile, 0o755); err != nil {
 			return err
@@ -138,12 +157,15 @@ func run(ctx context.Context, c suiteConfig) (err error) {
 	return s.run(ctx)
 }
 
-// cluster is three `quorumq serve` processes on loopback.
+// cluster is `quorumq serve` processes on loopback.
 type cluster struct {
+	bin     string
+	dir     string
 	procs   []*exec.Cmd
 	grpc    []string
-	http    []string
-	metrics []string
+	https   []string
+	metrics []string // metrics listeners; empty strings if off
+	raft    []string
 }
 
 // freePorts reserves n loopback ports by listening and closing: another
@@ -167,51 +189,97 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
+// clusterSpec shapes a cluster: nodes bootstrapped together, and the
+// serve flags they share (--shards, ...).
+type clusterSpec struct {
+	nodes   int
+	metrics bool // serve /metrics on a free port of each node
+	extra   []string
+}
+
+// startCluster starts the suite's 3 nodes, with metrics (the Pebble bytes
+// written per scenario) and, when asked, pprof (PROFILE).
 func startCluster(ctx context.Context, bin, dir string, pprof bool) (*cluster, error) {
-	ports, err := freePorts(12)
+	spec := clusterSpec{nodes: 3, metrics: true}
+	if pprof {
+		spec.extra = []string{"--pprof"}
+	}
+	return startNodes(ctx, bin, dir, spec)
+}
+
+// startNodes bootstraps spec.nodes nodes and waits until each is ready.
+func startNodes(ctx context.Context, bin, dir string, spec clusterSpec) (*cluster, error) {
+	cl := &cluster{bin: bin, dir: dir}
+	ports, err := freePorts(3 * spec.nodes)
 	if err != nil {
 		return nil, err
 	}
-	addr := func(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
 	var peers []string
-	for i := range 3 {
-		peers = append(peers, fmt.Sprintf("%d=%s", i+1, addr(ports[6+i])))
+	for i := range spec.nodes {
+		peers = append(peers, fmt.Sprintf("%d=%s", i+1, addr(ports[2*spec.nodes+i])))
 	}
-	cl := &cluster{}
-	var https []string
-	for i := range 3 {
-		id := strconv.Itoa(i + 1)
-		logFile, err := os.Create(filepath.Join(dir, "n"+id+".log"))
-		if err != nil {
+	for i := range spec.nodes {
+		args := append([]string{"--node-id", strconv.Itoa(i + 1), "--peers", strings.Join(peers, ",")}, spec.extra...)
+		if err := cl.start(ports[i], ports[spec.nodes+i], ports[2*spec.nodes+i], spec.metrics, args...); err != nil {
 			cl.stop()
 			return nil, err
 		}
-		cmd := exec.Command(bin, "serve", "--node-id", id, "--data-dir", filepath.Join(dir, "n"+id),
-			"--http-addr", addr(ports[i]), "--grpc-addr", addr(ports[3+i]), "--raft-addr", addr(ports[6+i]),
-			"--peers", strings.Join(peers, ","), "--metrics-addr", addr(ports[9+i]), "--sqs-addr=")
-		if pprof {
-			cmd.Args = append(cmd.Args, "--pprof")
-		}
-		cmd.Stdout, cmd.Stderr = logFile, logFile
-		// The nodes die with the suite even if it is killed.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			_ = logFile.Close()
-			cl.stop()
-			return nil, fmt.Errorf("start node %s: %w", id, err)
-		}
-		_ = logFile.Close() // the child holds its own descriptor
-		cl.procs = append(cl.procs, cmd)
-		cl.grpc = append(cl.grpc, addr(ports[3+i]))
-		https = append(https, addr(ports[i]))
-		cl.metrics = append(cl.metrics, addr(ports[9+i]))
 	}
-	cl.http = https
-	if err := waitReady(ctx, https, 60*time.Second); err != nil {
+	if err := waitReady(ctx, cl.https, 60*time.Second); err != nil {
 		cl.stop()
 		return nil, err
 	}
 	return cl, nil
+}
+
+func addr(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
+
+// start runs one more node (its log and data under cl.dir, named by its
+// position) with the given listener ports and flags.
+func (cl *cluster) start(httpPort, grpcPort, raftPort int, metrics bool, args ...string) error {
+	name := "n" + strconv.Itoa(len(cl.procs)+1)
+	metricsAddr := ""
+	if metrics {
+		ps, err := freePorts(1)
+		if err != nil {
+			return err
+		}
+		metricsAddr = addr(ps[0])
+	}
+	logFile, err := os.Create(filepath.Join(cl.dir, name+".log"))
+	if err != nil {
+		return err
+	}
+	defer logFile.Close() // the child holds its own descriptor
+	args = append([]string{"serve", "--data-dir", filepath.Join(cl.dir, name),
+		"--http-addr", addr(httpPort), "--grpc-addr", addr(grpcPort), "--raft-addr", addr(raftPort),
+		"--metrics-addr=" + metricsAddr, "--sqs-addr="}, args...)
+	cmd := exec.Command(cl.bin, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// The nodes die with the suite even if it is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start node %s: %w", name, err)
+	}
+	cl.procs = append(cl.procs, cmd)
+	cl.grpc = append(cl.grpc, addr(grpcPort))
+	cl.https = append(cl.https, addr(httpPort))
+	cl.metrics = append(cl.metrics, metricsAddr)
+	cl.raft = append(cl.raft, addr(raftPort))
+	return nil
+}
+
+// join starts a node with an empty data directory that joins the cluster
+// through node 1 (serve --join), and waits until it is ready.
+func (cl *cluster) join(ctx context.Context, metrics bool, extra ...string) error {
+	ports, err := freePorts(3)
+	if err != nil {
+		return err
+	}
+	if err := cl.start(ports[0], ports[1], ports[2], metrics, append([]string{"--join", cl.raft[0]}, extra...)...); err != nil {
+		return err
+	}
+	return waitReady(ctx, cl.https[len(cl.https)-1:], 60*time.Second)
 }
 
 // waitReady polls each node's /readyz until it answers 200.
@@ -273,6 +341,7 @@ func peakRSS(pid int) (float64, error) {
 
 // result is the part of `quorumq bench -o json` the table shows.
 type result struct {
+	Elapsed        float64          `json:"elapsedSec"`
 	Sent           int64            `json:"sent"`
 	Received       int64            `json:"received"`
 	Deleted        int64            `json:"deleted"`
@@ -347,8 +416,8 @@ func promSum(text, metric string) float64 {
 }
 
 type latency struct {
-	Count               int64
-	P50, P90, P99, P999 float64
+	Count                    int64
+	P50, P90, P99, P999, Max float64
 }
 
 type row struct {
@@ -367,27 +436,53 @@ type suite struct {
 
 // bench runs one `quorumq bench -o json` with its progress in a log file.
 func (s *suite) bench(ctx context.Context, name string, args ...string) (*result, error) {
+	pebble0 := s.pebbleWritten(ctx)
+	r, err := runQuorumqBench(ctx, s.c.bin, s.dir, s.cl.grpc, nil, name, args...)
+	if err != nil {
+		return nil, err
+	}
+	r.pebble = s.pebbleWritten(ctx).minus(pebble0)
+	return r, nil
+}
+
+// runQuorumqBench runs `quorumq bench -o json` against endpoints, its
+// progress in a log file under dir. A receive on interrupt (nil: none)
+// ends the run early (SIGINT: the bench stops and reports what it
+// measured so far).
+func runQuorumqBench(ctx context.Context, bin, dir string, endpoints []string, interrupt <-chan struct{}, name string, args ...string) (*result, error) {
 	logf("(%s) quorumq bench %s", name, strings.Join(args, " "))
-	args = append([]string{"bench", "-o", "json", "--endpoint", strings.Join(s.cl.grpc, ",")}, args...)
-	cmd := exec.CommandContext(ctx, s.c.bin, args...)
+	args = append([]string{"bench", "-o", "json", "--endpoint", strings.Join(endpoints, ",")}, args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	var out bytes.Buffer
-	logFile, err := os.Create(filepath.Join(s.dir, "bench-"+strings.NewReplacer(" ", "_", "/", "_").Replace(name)+".log"))
+	logFile, err := os.Create(filepath.Join(dir, "bench-"+strings.NewReplacer(" ", "_", "/", "_").Replace(name)+".log"))
 	if err != nil {
 		return nil, err
 	}
 	defer logFile.Close()
 	cmd.Stdout, cmd.Stderr = &out, io.MultiWriter(logFile)
-	pebble0 := s.pebbleWritten(ctx)
-	if err := cmd.Run(); err != nil {
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("(%s): %w", name, err)
+	}
+	done := make(chan struct{})
+	defer close(done)
+	if interrupt != nil {
+		go func() {
+			select {
+			case <-interrupt:
+				_ = cmd.Process.Signal(os.Interrupt)
+			case <-done:
+			}
+		}()
+	}
+	if err := cmd.Wait(); err != nil {
 		return nil, fmt.Errorf("(%s): %w (see %s)", name, err, logFile.Name())
 	}
 	var r result
 	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
 		return nil, fmt.Errorf("(%s) output %q: %w", name, out.String(), err)
 	}
-	r.pebble = s.pebbleWritten(ctx).minus(pebble0)
-	logf("(%s) sent %.0f/s, received %.0f/s, send p99 %.1f ms, e2e p99 %.1f ms, errors %v",
-		name, r.SentPerSec, r.ReceivedPerSec, r.Send.P99, r.E2E.P99, r.Errors)
+	logf("(%s) sent %.0f/s, received %.0f/s, send p50 %.1f p99 %.1f ms, e2e p99 %.1f ms, errors %v",
+		name, r.SentPerSec, r.ReceivedPerSec, r.Send.P50, r.Send.P99, r.E2E.P99, r.Errors)
 	return &r, nil
 }
 
@@ -583,7 +678,7 @@ func (s *suite) profileNodes(ctx context.Context, name string) func() {
 		return func() {}
 	}
 	var wg sync.WaitGroup
-	for i, h := range s.cl.http {
+	for i, h := range s.cl.https {
 		wg.Go(func() {
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+h+"/debug/pprof/profile?seconds=5", nil)
 			resp, err := http.DefaultClient.Do(req)

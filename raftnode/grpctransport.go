@@ -78,6 +78,8 @@ type GRPCTransport struct {
 	wg     sync.WaitGroup // Add only under mu while !closed
 
 	rejected atomic.Uint64 // inbound messages dropped: wrong sender or not a member
+
+	sentMsgs, sentBatches atomic.Uint64 // raft messages sent, and the stream messages (batches) they went in
 }
 
 var (
@@ -247,18 +249,31 @@ func (t *GRPCTransport) track() bool {
 
 // Send implements Transport: it queues each message for its peer and never
 // blocks. Messages to unknown peers, or beyond a peer's queue bound, are
-// dropped.
+// dropped. A peer's messages are queued together before its sender wakes,
+// so a round's messages to one peer leave in one batch (one write) rather
+// than as many as the sender's wakeups split them into.
 func (t *GRPCTransport) Send(msgs []Envelope) {
+	var tos []uint64 // the peers addressed, in order (a few)
 	for _, e := range msgs {
-		p := t.peer(e.Msg.GetTo())
+		if to := e.Msg.GetTo(); !slices.Contains(tos, to) {
+			tos = append(tos, to)
+		}
+	}
+	for _, to := range tos {
+		p := t.peer(to)
 		if p == nil || p.client == nil || t.cfg.Faults.Drop(p.id) {
 			continue
 		}
 		p.mu.Lock()
-		if len(p.queue) < maxPeerQueue {
-			p.queue = append(p.queue, e)
-		} else {
-			p.dropped++
+		for _, e := range msgs {
+			if e.Msg.GetTo() != to {
+				continue
+			}
+			if len(p.queue) < maxPeerQueue {
+				p.queue = append(p.queue, e)
+			} else {
+				p.dropped++
+			}
 		}
 		p.mu.Unlock()
 		select {
@@ -407,6 +422,8 @@ func (t *GRPCTransport) stream(p *peer) (sent bool, err error) {
 				}
 				return sent, err
 			}
+			t.sentBatches.Add(1)
+			t.sentMsgs.Add(uint64(len(req.Messages)))
 			if !sent {
 				sent = true
 				p.setConnected(true)
@@ -620,6 +637,13 @@ func (t *GRPCTransport) reject(n int, why string, attrs ...any) {
 // Rejected counts the inbound raft messages dropped because their sender
 // was not the authenticated node or not a member of the group.
 func (t *GRPCTransport) Rejected() uint64 { return t.rejected.Load() }
+
+// Sent reports the raft messages sent to peers so far, and the batches
+// (stream messages) they went in: messages per batch is how well a
+// round's messages to one peer share a write.
+func (t *GRPCTransport) Sent() (messages, batches uint64) {
+	return t.sentMsgs.Load(), t.sentBatches.Load()
+}
 
 // Snapshot implements the server side of RaftTransportService.Snapshot: the
 // header's MsgSnap and the chunks go to the host's ReceiveSnapshot.

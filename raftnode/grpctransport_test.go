@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -455,5 +456,71 @@ func TestGRPCTransportRejectsImpostors(t *testing.T) {
 	}
 	if st, _ := n.host.Status(g); st.Term != 7 || tr.Rejected() != 7 || n.host.Fenced() != 2 {
 		t.Fatalf("after fenced batches: term %d, Rejected %d, Fenced %d; want 7, 7, 2", st.Term, tr.Rejected(), n.host.Fenced())
+	}
+}
+
+// batchRecorder is a peer's transport service that records the size of
+// each batch it receives.
+type batchRecorder struct {
+	transportpb.UnimplementedRaftTransportServiceServer
+	mu      sync.Mutex
+	batches []int
+}
+
+func (r *batchRecorder) Stream(s grpc.ClientStreamingServer[transportpb.StreamRequest, transportpb.StreamResponse]) error {
+	for {
+		req, err := s.Recv()
+		if err != nil {
+			return err
+		}
+		r.mu.Lock()
+		r.batches = append(r.batches, len(req.GetMessages()))
+		r.mu.Unlock()
+	}
+}
+
+func (r *batchRecorder) got() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.batches)
+}
+
+// TestGRPCTransportOneBatchPerSend: the messages of one Send to a peer,
+// mixed with messages to other peers, leave in one batch (one write), and
+// Sent counts messages and batches.
+func TestGRPCTransportOneBatchPerSend(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &batchRecorder{}
+	srv := grpc.NewServer()
+	transportpb.RegisterRaftTransportServiceServer(srv, rec)
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(srv.Stop)
+	tr := NewGRPCTransport(TransportConfig{NodeID: 1, Peers: map[uint64]string{2: l.Addr().String(), 3: "127.0.0.1:1"}, Logger: testLogger(t)})
+	t.Cleanup(tr.Close)
+	tr.Send([]Envelope{{Group: 1, Msg: heartbeat(1, 2)}}) // opens the stream
+	checkFor(t, 10*time.Second, func() error {
+		if len(rec.got()) != 1 {
+			return errors.New("first batch not received")
+		}
+		return nil
+	})
+	for round := range 20 {
+		var env []Envelope
+		for i := range 200 {
+			env = append(env, Envelope{Group: uint64(1 + i%7), Msg: heartbeat(1, uint64(2+i%2))})
+		}
+		tr.Send(env)
+		checkFor(t, 10*time.Second, func() error {
+			if got := rec.got(); len(got) != 2+round || got[1+round] != 100 {
+				return fmt.Errorf("batches %v, want one more of 100", got)
+			}
+			return nil
+		})
+	}
+	if msgs, batches := tr.Sent(); msgs != 1+20*100 || batches != 21 {
+		t.Fatalf("Sent() = %d messages in %d batches, want %d in 21", msgs, batches, 1+20*100)
 	}
 }

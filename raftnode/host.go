@@ -105,6 +105,10 @@ type Config struct {
 	// MaxSnapshotSends bounds the snapshots this host streams at once
 	// (default 4); more are reported to raft as failed and retried later.
 	MaxSnapshotSends int
+	// SnapshotBytesPerSecond bounds the snapshot data this host sends, over
+	// all its streams (0: unlimited), so that copying a replica leaves
+	// disk and network to foreground traffic.
+	SnapshotBytesPerSecond int64
 	// Metrics receives log write, apply and proposal timings; nil: none.
 	Metrics Metrics
 	// EntryCacheBytes bounds each group's cache of recently appended log
@@ -187,6 +191,7 @@ type Host struct {
 	ctx         context.Context
 	cancel      context.CancelFunc
 	bg          sync.WaitGroup
+	snapPace    *snapshotPacer      // Config.SnapshotBytesPerSecond
 	sending     int                 // under mu: outgoing snapshot streams
 	unreachable map[uint64]struct{} // under mu: peers reported unreachable
 	snapFS      vfs.FS
@@ -264,6 +269,7 @@ func NewHost(cfg Config) (_ *Host, err error) {
 		done:        make(chan struct{}),
 		unreachable: make(map[uint64]struct{}),
 		snapFS:      cfg.SnapshotFS,
+		snapPace:    &snapshotPacer{rate: float64(cfg.SnapshotBytesPerSecond)},
 		snapDir:     cfg.SnapshotDir,
 	}
 	if h.snapFS == nil {

@@ -108,6 +108,8 @@ type snapshotReader struct {
 	snap   *pebble.Snapshot
 	group  uint64
 	max    int
+	ctx    context.Context // ends the pacer's wait
+	pace   *snapshotPacer  // nil: unlimited
 	it     *pebble.Iterator
 	valid  bool
 	err    error // sticky; io.EOF at the end
@@ -151,6 +153,10 @@ func (r *snapshotReader) Next() ([]byte, error) {
 		r.err = io.EOF
 		return nil, io.EOF
 	}
+	if err := r.pace.wait(r.ctx, len(b)); err != nil {
+		r.err = err
+		return nil, err
+	}
 	r.chunks++
 	r.bytes += len(b)
 	return b, nil
@@ -189,7 +195,7 @@ func (h *Host) startSnapshot(g *group, m *pb.Message) bool {
 	h.sending++
 	h.bg.Add(1)
 	h.mu.Unlock()
-	r := &snapshotReader{snap: h.db.NewSnapshot(), group: g.id, max: h.cfg.SnapshotChunkBytes}
+	r := &snapshotReader{snap: h.db.NewSnapshot(), group: g.id, max: h.cfg.SnapshotChunkBytes, ctx: h.ctx, pace: h.snapPace}
 	go func() {
 		defer h.bg.Done()
 		start := time.Now()

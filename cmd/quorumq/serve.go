@@ -34,6 +34,7 @@ func newServeCmd() *cobra.Command {
 		reload    time.Duration
 		insecure  bool
 		insecureP bool
+		snapRate  int64
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -50,6 +51,10 @@ func newServeCmd() *cobra.Command {
 				return err
 			}
 			cfg.Peers = p
+			cfg.SnapshotBytesPerSecond = snapRate
+			if snapRate <= 0 {
+				cfg.SnapshotBytesPerSecond = -1 // unlimited
+			}
 			switch role {
 			case "all", "storage":
 				cfg.Role = "storage"
@@ -130,6 +135,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&cfg.TLS.PeerKeyFile, "peer-tls-key-file", "", "key of --peer-tls-cert-file")
 	f.StringVar(&cfg.TLS.PeerCAFile, "peer-tls-ca-file", "", "CA that signs every node's peer certificate")
 	f.Int64Var(&cfg.CacheBytes, "cache-bytes", 128<<20, "Pebble block cache size in bytes")
+	f.Int64Var(&snapRate, "snapshot-bytes-per-sec", 32<<20, "snapshot data (replica copies: moves, new replicas) a node sends per second over all its streams, so moves leave disk and network to foreground traffic; 0: unlimited")
 	f.BoolVar(&cfg.Pprof, "pprof", false, "serve the Go profiler at /debug/pprof/ on --http-addr")
 	f.BoolVar(&cfg.FaultInjection, "fault-injection", false,
 		"fault tests only, in a binary built with -tags chaos (others refuse it): serve "+node.FaultsPath+" on a loopback --http-addr to cut this node off from peers")

@@ -231,9 +231,23 @@ func registerTransportMetrics(m metric.Meter, tr *raftnode.GRPCTransport) error 
 	if err != nil {
 		return err
 	}
+	msgs, err := m.Int64ObservableCounter("raft.transport.messages.sent",
+		metric.WithDescription("Raft messages sent to other nodes (snapshot data not counted)."), metric.WithUnit("{message}"))
+	if err != nil {
+		return err
+	}
+	batches, err := m.Int64ObservableCounter("raft.transport.batches.sent",
+		metric.WithDescription("Stream messages (batches of Raft messages to one peer) sent to other nodes: one write each."),
+		metric.WithUnit("{batch}"))
+	if err != nil {
+		return err
+	}
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		o.ObserveInt64(rejected, int64(tr.Rejected()))
+		n, b := tr.Sent()
+		o.ObserveInt64(msgs, int64(n))
+		o.ObserveInt64(batches, int64(b))
 		return nil
-	}, rejected)
+	}, rejected, msgs, batches)
 	return err
 }
