@@ -22,7 +22,6 @@ var (
 	errNotYet           = servertest.ErrNotYet
 	createQueue         = servertest.CreateQueue
 	send                = servertest.Send
-	receive             = servertest.Receive
 	fifoReceive         = servertest.FIFOReceive
 	bodies              = servertest.Bodies
 	wantField           = servertest.WantField
