@@ -92,7 +92,7 @@ func deadLetterAttrs(dlq string) *qv1.QueueAttributes {
 // an explicit target_queue still redrives them.
 func TestDLQRedriveAfterSourceDeletedKeepsMessagesAndRelayFlowing(t *testing.T) {
 	n := startNode(t, nodeOpts{})
-	d := dlqClient{c: n.client, ctx: func() context.Context { return tctx(t) }}
+	d := dlqClient{c: n.Client, ctx: func() context.Context { return tctx(t) }}
 	d.create(t, "dlq", nil)
 	d.create(t, "src", deadLetterAttrs("dlq"))
 	d.create(t, "dlq2", nil)
@@ -100,13 +100,13 @@ func TestDLQRedriveAfterSourceDeletedKeepsMessagesAndRelayFlowing(t *testing.T) 
 	d.deadLetter(t, "src", "dlq", 150)
 
 	// A DLQ in use is not deleted; a redrive source may be.
-	_, err := n.client.DeleteQueue(tctx(t), &qv1.DeleteQueueRequest{Name: "dlq"})
+	_, err := n.Client.DeleteQueue(tctx(t), &qv1.DeleteQueueRequest{Name: "dlq"})
 	wantReason(t, err, codes.FailedPrecondition, server.ReasonQueueInUse)
-	if _, err := n.client.DeleteQueue(tctx(t), &qv1.DeleteQueueRequest{Name: "src"}); err != nil {
+	if _, err := n.Client.DeleteQueue(tctx(t), &qv1.DeleteQueueRequest{Name: "src"}); err != nil {
 		t.Fatal(err)
 	}
 
-	_, err = n.client.RedriveMessages(tctx(t), &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq"})
+	_, err = n.Client.RedriveMessages(tctx(t), &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq"})
 	wantReason(t, err, codes.NotFound, server.ReasonQueueNotFound)
 	if !strings.Contains(err.Error(), `"src"`) || !strings.Contains(err.Error(), "target_queue") {
 		t.Fatalf("redrive error %q names neither the source nor the way out", err)
@@ -122,7 +122,7 @@ func TestDLQRedriveAfterSourceDeletedKeepsMessagesAndRelayFlowing(t *testing.T) 
 	d.create(t, "src2", nil)
 	var moved int64
 	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		r, err := n.client.RedriveMessages(tctx(t), &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq", TargetQueue: "src2", MaxMessages: 100})
+		r, err := n.Client.RedriveMessages(tctx(t), &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq", TargetQueue: "src2", MaxMessages: 100})
 		if err != nil {
 			return err
 		}
@@ -135,7 +135,7 @@ func TestDLQRedriveAfterSourceDeletedKeepsMessagesAndRelayFlowing(t *testing.T) 
 	d.waitDepth(t, "dlq", 0, 10*time.Second)
 
 	// A missing explicit target is refused at the call.
-	_, err = n.client.RedriveMessages(tctx(t), &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq2", TargetQueue: "nope"})
+	_, err = n.Client.RedriveMessages(tctx(t), &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq2", TargetQueue: "nope"})
 	wantReason(t, err, codes.NotFound, server.ReasonQueueNotFound)
 }
 
@@ -168,7 +168,7 @@ func (g *gate) deliver(ctx context.Context, es []*storepb.OutboxEntry) (*storepb
 // with their dead_letter_source and receive count.
 func TestDLQRedriveRefusedByDeletedSourceReturnsToDLQ(t *testing.T) {
 	n := startNode(t, nodeOpts{})
-	d := dlqClient{c: n.client, ctx: func() context.Context { return tctx(t) }}
+	d := dlqClient{c: n.Client, ctx: func() context.Context { return tctx(t) }}
 	d.create(t, "dlq", nil)
 	d.create(t, "src", deadLetterAttrs("dlq"))
 	d.deadLetter(t, "src", "dlq", 5)
@@ -176,7 +176,7 @@ func TestDLQRedriveRefusedByDeletedSourceReturnsToDLQ(t *testing.T) {
 	srv := n.Server()
 	g := &gate{next: srv.DelivererForTest(), target: "src", release: make(chan struct{}), arrived: make(chan struct{})}
 	srv.SetDeliverer(g.deliver)
-	r, err := n.client.RedriveMessages(tctx(t), &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq"})
+	r, err := n.Client.RedriveMessages(tctx(t), &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq"})
 	if err != nil || r.GetMoved() != 5 {
 		t.Fatalf("redrive: %v %v", r, err)
 	}
@@ -185,13 +185,13 @@ func TestDLQRedriveRefusedByDeletedSourceReturnsToDLQ(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the relay never tried to deliver the redrive")
 	}
-	if _, err := n.client.DeleteQueue(tctx(t), &qv1.DeleteQueueRequest{Name: "src"}); err != nil {
+	if _, err := n.Client.DeleteQueue(tctx(t), &qv1.DeleteQueueRequest{Name: "src"}); err != nil {
 		t.Fatal(err)
 	}
 	close(g.release)
 
 	d.waitDepth(t, "dlq", 5, 10*time.Second)
-	got, err := n.client.ReceiveMessages(tctx(t), &qv1.ReceiveMessagesRequest{Queue: "dlq", MaxMessages: 10,
+	got, err := n.Client.ReceiveMessages(tctx(t), &qv1.ReceiveMessagesRequest{Queue: "dlq", MaxMessages: 10,
 		VisibilityTimeout: durationpb.New(0)})
 	if err != nil || len(got.GetMessages()) != 5 {
 		t.Fatalf("receive from the DLQ: %v %v", got, err)
@@ -202,7 +202,7 @@ func TestDLQRedriveRefusedByDeletedSourceReturnsToDLQ(t *testing.T) {
 		}
 	}
 	// And the next redrive names the missing source instead of moving them.
-	_, err = n.client.RedriveMessages(tctx(t), &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq"})
+	_, err = n.Client.RedriveMessages(tctx(t), &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq"})
 	wantReason(t, err, codes.NotFound, server.ReasonQueueNotFound)
 	d.waitDepth(t, "dlq", 5, time.Second)
 }
@@ -213,7 +213,7 @@ func TestDLQRedriveRefusedByDeletedSourceReturnsToDLQ(t *testing.T) {
 // arrive once its target recovers.
 func TestDLQRelayOneTenantNeverStallsAnother(t *testing.T) {
 	n := startAuthNode(t)
-	c := qv1.NewQueueServiceClient(n.conn)
+	c := qv1.NewQueueServiceClient(n.Conn)
 	alpha := dlqClient{c: c, ctx: func() context.Context {
 		return as(t, token(t, jwt.MapClaims{"tenant": "alpha", "scope": allScopes}))
 	}}
@@ -296,7 +296,7 @@ func TestDLQRelayOneTenantNeverStallsAnother(t *testing.T) {
 // and the refused delivery crosses shards both ways.
 func TestDLQRedriveToDeletedSourceSharded(t *testing.T) {
 	n := startSharded(t)
-	d := dlqClient{c: n.client, ctx: func() context.Context { return tctx(t) }}
+	d := dlqClient{c: n.Client, ctx: func() context.Context { return tctx(t) }}
 	d.create(t, "dlq", nil)
 	d.create(t, "src", deadLetterAttrs("dlq"))
 	d.deadLetter(t, "src", "dlq", 4)
@@ -305,7 +305,7 @@ func TestDLQRedriveToDeletedSourceSharded(t *testing.T) {
 	srv := n.ShardServer(router.ShardOf(partShards, server.DevTenant, "dlq", 0))
 	g := &gate{next: srv.DelivererForTest(), target: "src", release: make(chan struct{}), arrived: make(chan struct{})}
 	srv.SetDeliverer(g.deliver)
-	if r, err := n.client.RedriveMessages(tctx(t), &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq"}); err != nil || r.GetMoved() != 4 {
+	if r, err := n.Client.RedriveMessages(tctx(t), &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq"}); err != nil || r.GetMoved() != 4 {
 		t.Fatalf("redrive: %v %v", r, err)
 	}
 	select {
@@ -313,14 +313,14 @@ func TestDLQRedriveToDeletedSourceSharded(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the relay never tried to deliver the redrive")
 	}
-	if _, err := n.client.DeleteQueue(tctx(t), &qv1.DeleteQueueRequest{Name: "src"}); err != nil {
+	if _, err := n.Client.DeleteQueue(tctx(t), &qv1.DeleteQueueRequest{Name: "src"}); err != nil {
 		t.Fatal(err)
 	}
 	close(g.release)
 	d.waitDepth(t, "dlq", 4, 10*time.Second)
 
 	// Checked at the call now.
-	_, err := n.client.RedriveMessages(tctx(t), &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq"})
+	_, err := n.Client.RedriveMessages(tctx(t), &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq"})
 	wantReason(t, err, codes.NotFound, server.ReasonQueueNotFound)
 	d.waitDepth(t, "dlq", 4, time.Second)
 }

@@ -44,18 +44,6 @@ func fifoSend(t *testing.T, c qv1.QueueServiceClient, req *qv1.SendMessageReques
 	return r
 }
 
-func fifoReceive(t *testing.T, c qv1.QueueServiceClient, req *qv1.ReceiveMessagesRequest) []*qv1.ReceivedMessage {
-	t.Helper()
-	if req.WaitTime == nil {
-		req.WaitTime = durationpb.New(0)
-	}
-	r, err := c.ReceiveMessages(tctx(t), req)
-	if err != nil {
-		t.Fatalf("receive from %s: %v", req.GetQueue(), err)
-	}
-	return r.GetMessages()
-}
-
 func fifoStats(t *testing.T, c qv1.QueueServiceClient, name string) *qv1.QueueStats {
 	t.Helper()
 	q, err := c.GetQueue(tctx(t), &qv1.GetQueueRequest{Name: name})
@@ -67,24 +55,6 @@ func fifoStats(t *testing.T, c qv1.QueueServiceClient, name string) *qv1.QueueSt
 
 func statsString(s *qv1.QueueStats) string {
 	return fmt.Sprintf("visible=%d inflight=%d delayed=%d", s.GetVisible(), s.GetInFlight(), s.GetDelayed())
-}
-
-// bodies lists the messages as "body(group)" for comparisons.
-func bodies(msgs []*qv1.ReceivedMessage) string {
-	var b []string
-	for _, m := range msgs {
-		b = append(b, m.GetBody())
-	}
-	return strings.Join(b, " ")
-}
-
-// wantField fails unless err is INVALID_ARGUMENT naming field.
-func wantField(t *testing.T, err error, field string) {
-	t.Helper()
-	c, r, meta := reasonOf(err)
-	if c != codes.InvalidArgument || r != server.ReasonInvalidArgument || meta["field"] != field {
-		t.Fatalf("got %v (code %v reason %q meta %v), want INVALID_ARGUMENT on field %q", err, c, r, meta, field)
-	}
 }
 
 // fifoDelete deletes a message, failing the test on error.
@@ -141,11 +111,11 @@ type fifoDeleteLog struct {
 //   - every message was delivered and deleted, and the queue is empty.
 func TestFIFOOrderUnderConcurrentConsumers(t *testing.T) {
 	clock := newFakeClock()
-	n := startNode(t, nodeOpts{clock: clock.Now})
+	n := startNode(t, nodeOpts{Clock: clock.Now})
 	const q = "order.fifo"
 	const groups, perGroup, consumers = 6, 30, 4
 	const lease = 5 * time.Second
-	fifoCreate(t, n.client, q, &qv1.QueueAttributes{Fifo: true, ContentBasedDeduplication: true, VisibilityTimeout: durationpb.New(lease)})
+	fifoCreate(t, n.Client, q, &qv1.QueueAttributes{Fifo: true, ContentBasedDeduplication: true, VisibilityTimeout: durationpb.New(lease)})
 
 	type key struct {
 		group string
@@ -162,7 +132,7 @@ func TestFIFOOrderUnderConcurrentConsumers(t *testing.T) {
 	}
 	for len(entries) > 0 {
 		k := min(len(entries), 100)
-		r, err := n.client.SendMessageBatch(tctx(t), &qv1.SendMessageBatchRequest{Queue: q, Entries: entries[:k]})
+		r, err := n.Client.SendMessageBatch(tctx(t), &qv1.SendMessageBatchRequest{Queue: q, Entries: entries[:k]})
 		if err != nil || len(r.GetFailed()) != 0 || len(r.GetSuccessful()) != k {
 			t.Fatalf("send batch: %v %v", r, err)
 		}
@@ -219,7 +189,7 @@ func TestFIFOOrderUnderConcurrentConsumers(t *testing.T) {
 			fail := func(err error) { errs <- err; cancel() }
 			for ctx.Err() == nil && !done() {
 				inv := tick.Add(1)
-				r, err := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10, WaitTime: durationpb.New(0)})
+				r, err := n.Client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10, WaitTime: durationpb.New(0)})
 				if err != nil {
 					if ctx.Err() == nil {
 						fail(fmt.Errorf("consumer %d receive: %w", c, err))
@@ -267,7 +237,7 @@ func TestFIFOOrderUnderConcurrentConsumers(t *testing.T) {
 					case p < 12: // nack
 						gaveUp[g] = true
 						nacks.Add(1)
-						_, err := n.client.ChangeMessageVisibility(ctx, &qv1.ChangeMessageVisibilityRequest{Queue: q, ReceiptHandle: m.GetReceiptHandle(), VisibilityTimeout: durationpb.New(0)})
+						_, err := n.Client.ChangeMessageVisibility(ctx, &qv1.ChangeMessageVisibilityRequest{Queue: q, ReceiptHandle: m.GetReceiptHandle(), VisibilityTimeout: durationpb.New(0)})
 						if code := status.Code(err); err != nil && code != codes.FailedPrecondition && code != codes.NotFound && ctx.Err() == nil {
 							fail(fmt.Errorf("nack %s: %w", m.GetBody(), err))
 							return
@@ -278,7 +248,7 @@ func TestFIFOOrderUnderConcurrentConsumers(t *testing.T) {
 					default:
 						k := byID[m.GetMessageId()]
 						inv := tick.Add(1)
-						_, err := n.client.DeleteMessage(ctx, &qv1.DeleteMessageRequest{Queue: q, ReceiptHandle: m.GetReceiptHandle()})
+						_, err := n.Client.DeleteMessage(ctx, &qv1.DeleteMessageRequest{Queue: q, ReceiptHandle: m.GetReceiptHandle()})
 						d := tick.Add(1)
 						if err != nil {
 							if status.Code(err) == codes.FailedPrecondition {
@@ -405,7 +375,7 @@ func TestFIFOOrderUnderConcurrentConsumers(t *testing.T) {
 			}
 		}
 	}
-	if s := fifoStats(t, n.client, q); s.GetVisible()+s.GetInFlight()+s.GetDelayed() != 0 {
+	if s := fifoStats(t, n.Client, q); s.GetVisible()+s.GetInFlight()+s.GetDelayed() != 0 {
 		t.Errorf("queue not empty after every message was deleted: %s", statsString(s))
 	}
 }
@@ -418,41 +388,41 @@ func TestFIFOOrderUnderConcurrentConsumers(t *testing.T) {
 // head releases the rest of the group as one run.
 func TestFIFOGroupBlocking(t *testing.T) {
 	clock := newFakeClock()
-	n := startNode(t, nodeOpts{clock: clock.Now})
+	n := startNode(t, nodeOpts{Clock: clock.Now})
 	const q = "block.fifo"
-	fifoCreate(t, n.client, q, &qv1.QueueAttributes{Fifo: true, ContentBasedDeduplication: true, VisibilityTimeout: durationpb.New(30 * time.Second)})
+	fifoCreate(t, n.Client, q, &qv1.QueueAttributes{Fifo: true, ContentBasedDeduplication: true, VisibilityTimeout: durationpb.New(30 * time.Second)})
 	for _, s := range []struct{ body, group string }{{"A1", "A"}, {"B1", "B"}, {"A2", "A"}, {"B2", "B"}, {"A3", "A"}} {
-		fifoSend(t, n.client, &qv1.SendMessageRequest{Queue: q, Body: s.body, GroupId: s.group})
+		fifoSend(t, n.Client, &qv1.SendMessageRequest{Queue: q, Body: s.body, GroupId: s.group})
 	}
-	a1 := fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 1})
+	a1 := fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 1})
 	if bodies(a1) != "A1" {
 		t.Fatalf("first receive: %q, want the oldest head A1", bodies(a1))
 	}
-	b := fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10})
+	b := fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10})
 	if bodies(b) != "B1 B2" {
 		t.Fatalf("with A1 in flight: %q, want B1 B2 (A blocked)", bodies(b))
 	}
-	if m := fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10}); len(m) != 0 {
+	if m := fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10}); len(m) != 0 {
 		t.Fatalf("with both heads in flight: %q, want nothing", bodies(m))
 	}
 	// Not even after its lease nearly ended.
 	clock.Advance(29 * time.Second)
-	if m := fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10}); len(m) != 0 {
+	if m := fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10}); len(m) != 0 {
 		t.Fatalf("1s before the leases end: %q, want nothing", bodies(m))
 	}
 	// A new group progresses while A and B are blocked.
-	fifoSend(t, n.client, &qv1.SendMessageRequest{Queue: q, Body: "C1", GroupId: "C"})
-	if m := fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10}); bodies(m) != "C1" {
+	fifoSend(t, n.Client, &qv1.SendMessageRequest{Queue: q, Body: "C1", GroupId: "C"})
+	if m := fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10}); bodies(m) != "C1" {
 		t.Fatalf("new group: %q, want C1", bodies(m))
 	}
 	// A nacked later message stays behind its in-flight head.
-	fifoNack(t, n.client, q, b[1])
-	if m := fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10}); len(m) != 0 {
+	fifoNack(t, n.Client, q, b[1])
+	if m := fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10}); len(m) != 0 {
 		t.Fatalf("B2 nacked behind in-flight B1: got %q, want nothing", bodies(m))
 	}
 	// Deleting A's head releases A2 and A3 in one receive, in order.
-	fifoDelete(t, n.client, q, a1[0])
-	a := fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10})
+	fifoDelete(t, n.Client, q, a1[0])
+	a := fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10})
 	if bodies(a) != "A2 A3" {
 		t.Fatalf("after deleting A1: %q, want A2 A3", bodies(a))
 	}
@@ -461,12 +431,12 @@ func TestFIFOGroupBlocking(t *testing.T) {
 	}
 	// B1's lease ends: it comes back first, with the nacked B2 behind it.
 	clock.Advance(time.Second)
-	m := fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10})
+	m := fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10})
 	if bodies(m) != "B1 B2" || m[0].GetReceiveCount() != 2 || m[1].GetReceiveCount() != 2 {
 		t.Fatalf("after B1's lease ended: %v, want B1 B2 received twice each", m)
 	}
 	// The old handle of B1 is stale now.
-	_, err := n.client.DeleteMessage(tctx(t), &qv1.DeleteMessageRequest{Queue: q, ReceiptHandle: b[0].GetReceiptHandle()})
+	_, err := n.Client.DeleteMessage(tctx(t), &qv1.DeleteMessageRequest{Queue: q, ReceiptHandle: b[0].GetReceiptHandle()})
 	wantReason(t, err, codes.FailedPrecondition, server.ReasonStaleReceiptHandle)
 }
 
@@ -475,17 +445,17 @@ func TestFIFOGroupBlocking(t *testing.T) {
 func TestFIFOReceiveSeveralOfAGroupInOrder(t *testing.T) {
 	n := startNode(t, nodeOpts{})
 	const q = "runs.fifo"
-	fifoCreate(t, n.client, q, &qv1.QueueAttributes{Fifo: true, ContentBasedDeduplication: true})
+	fifoCreate(t, n.Client, q, &qv1.QueueAttributes{Fifo: true, ContentBasedDeduplication: true})
 	var entries []*qv1.SendMessageBatchEntry
 	for i := 0; i < 5; i++ {
 		for _, g := range []string{"X", "Y"} {
 			entries = append(entries, &qv1.SendMessageBatchEntry{Id: fmt.Sprintf("%s%d", g, i), Body: fmt.Sprintf("%s%d", g, i), GroupId: g})
 		}
 	}
-	if r, err := n.client.SendMessageBatch(tctx(t), &qv1.SendMessageBatchRequest{Queue: q, Entries: entries}); err != nil || len(r.GetSuccessful()) != 10 {
+	if r, err := n.Client.SendMessageBatch(tctx(t), &qv1.SendMessageBatchRequest{Queue: q, Entries: entries}); err != nil || len(r.GetSuccessful()) != 10 {
 		t.Fatalf("send: %v %v", r, err)
 	}
-	x := fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 3})
+	x := fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 3})
 	if bodies(x) != "X0 X1 X2" {
 		t.Fatalf("max 3: %q, want X0 X1 X2", bodies(x))
 	}
@@ -495,14 +465,14 @@ func TestFIFOReceiveSeveralOfAGroupInOrder(t *testing.T) {
 		}
 	}
 	// X3 and X4 are behind in-flight X2; Y comes whole.
-	y := fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10})
+	y := fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10})
 	if bodies(y) != "Y0 Y1 Y2 Y3 Y4" {
 		t.Fatalf("with X0..X2 in flight: %q, want Y0..Y4", bodies(y))
 	}
 	for _, m := range x {
-		fifoDelete(t, n.client, q, m)
+		fifoDelete(t, n.Client, q, m)
 	}
-	if m := fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10}); bodies(m) != "X3 X4" {
+	if m := fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10}); bodies(m) != "X3 X4" {
 		t.Fatalf("after deleting X0..X2: %q, want X3 X4", bodies(m))
 	}
 }
@@ -515,17 +485,17 @@ func TestFIFOReceiveSeveralOfAGroupInOrder(t *testing.T) {
 // new again.
 func TestFIFODeduplicationWindow(t *testing.T) {
 	clock := newFakeClock()
-	n := startNode(t, nodeOpts{clock: clock.Now})
+	n := startNode(t, nodeOpts{Clock: clock.Now})
 	const q = "dedup.fifo"
-	fifoCreate(t, n.client, q, &qv1.QueueAttributes{Fifo: true})
-	first := fifoSend(t, n.client, &qv1.SendMessageRequest{Queue: q, Body: "one", GroupId: "g", DeduplicationId: "x"})
+	fifoCreate(t, n.Client, q, &qv1.QueueAttributes{Fifo: true})
+	first := fifoSend(t, n.Client, &qv1.SendMessageRequest{Queue: q, Body: "one", GroupId: "g", DeduplicationId: "x"})
 	clock.Advance(5*time.Minute - time.Millisecond)
-	again := fifoSend(t, n.client, &qv1.SendMessageRequest{Queue: q, Body: "two", GroupId: "other", DeduplicationId: "x"})
+	again := fifoSend(t, n.Client, &qv1.SendMessageRequest{Queue: q, Body: "two", GroupId: "other", DeduplicationId: "x"})
 	if again.GetMessageId() != first.GetMessageId() || again.GetSequence() != first.GetSequence() {
 		t.Fatalf("within the window: %v, want the first answer %v", again, first)
 	}
 	// In a batch too, within the batch and against earlier sends.
-	r, err := n.client.SendMessageBatch(tctx(t), &qv1.SendMessageBatchRequest{Queue: q, Entries: []*qv1.SendMessageBatchEntry{
+	r, err := n.Client.SendMessageBatch(tctx(t), &qv1.SendMessageBatchRequest{Queue: q, Entries: []*qv1.SendMessageBatchEntry{
 		{Id: "a", Body: "three", GroupId: "g", DeduplicationId: "y"},
 		{Id: "b", Body: "four", GroupId: "g", DeduplicationId: "y"},
 		{Id: "c", Body: "five", GroupId: "g", DeduplicationId: "x"},
@@ -540,21 +510,21 @@ func TestFIFODeduplicationWindow(t *testing.T) {
 	if res["a"].GetMessageId() != res["b"].GetMessageId() || res["a"].GetMessageId() == first.GetMessageId() || res["c"].GetMessageId() != first.GetMessageId() {
 		t.Fatalf("batch answers %v; first message %s", r.GetSuccessful(), first.GetMessageId())
 	}
-	if s := fifoStats(t, n.client, q); s.GetVisible() != 2 {
+	if s := fifoStats(t, n.Client, q); s.GetVisible() != 2 {
 		t.Fatalf("stored: %s, want 2 visible", statsString(s))
 	}
 	// 5 minutes after the first send the id is new (Tick may not have
 	// removed the record yet).
 	clock.Advance(time.Millisecond)
-	late := fifoSend(t, n.client, &qv1.SendMessageRequest{Queue: q, Body: "six", GroupId: "g", DeduplicationId: "x"})
+	late := fifoSend(t, n.Client, &qv1.SendMessageRequest{Queue: q, Body: "six", GroupId: "g", DeduplicationId: "x"})
 	if late.GetMessageId() == first.GetMessageId() || late.GetSequence() <= res["a"].GetSequence() {
 		t.Fatalf("after the window: %v, want a new message after %v", late, res["a"])
 	}
 	// And the record of the new one deduplicates again.
-	if again := fifoSend(t, n.client, &qv1.SendMessageRequest{Queue: q, Body: "seven", GroupId: "g", DeduplicationId: "x"}); again.GetMessageId() != late.GetMessageId() {
+	if again := fifoSend(t, n.Client, &qv1.SendMessageRequest{Queue: q, Body: "seven", GroupId: "g", DeduplicationId: "x"}); again.GetMessageId() != late.GetMessageId() {
 		t.Fatalf("retry of the new message: %v, want %v", again, late)
 	}
-	got := fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10})
+	got := fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10})
 	if bodies(got) != "one three six" {
 		t.Fatalf("stored messages: %q, want one three six", bodies(got))
 	}
@@ -564,31 +534,31 @@ func TestFIFODeduplicationWindow(t *testing.T) {
 // an explicit id wins; dedup is per queue, across groups.
 func TestFIFOContentBasedDeduplication(t *testing.T) {
 	clock := newFakeClock()
-	n := startNode(t, nodeOpts{clock: clock.Now})
+	n := startNode(t, nodeOpts{Clock: clock.Now})
 	const q = "content.fifo"
-	fifoCreate(t, n.client, q, &qv1.QueueAttributes{Fifo: true, ContentBasedDeduplication: true})
-	first := fifoSend(t, n.client, &qv1.SendMessageRequest{Queue: q, Body: "same", GroupId: "g"})
-	if dup := fifoSend(t, n.client, &qv1.SendMessageRequest{Queue: q, Body: "same", GroupId: "other"}); dup.GetMessageId() != first.GetMessageId() {
+	fifoCreate(t, n.Client, q, &qv1.QueueAttributes{Fifo: true, ContentBasedDeduplication: true})
+	first := fifoSend(t, n.Client, &qv1.SendMessageRequest{Queue: q, Body: "same", GroupId: "g"})
+	if dup := fifoSend(t, n.Client, &qv1.SendMessageRequest{Queue: q, Body: "same", GroupId: "other"}); dup.GetMessageId() != first.GetMessageId() {
 		t.Fatalf("same body: %v, want the first answer %v", dup, first)
 	}
-	explicit := fifoSend(t, n.client, &qv1.SendMessageRequest{Queue: q, Body: "same", GroupId: "g", DeduplicationId: "explicit"})
-	other := fifoSend(t, n.client, &qv1.SendMessageRequest{Queue: q, Body: "different", GroupId: "g"})
+	explicit := fifoSend(t, n.Client, &qv1.SendMessageRequest{Queue: q, Body: "same", GroupId: "g", DeduplicationId: "explicit"})
+	other := fifoSend(t, n.Client, &qv1.SendMessageRequest{Queue: q, Body: "different", GroupId: "g"})
 	if explicit.GetMessageId() == first.GetMessageId() || other.GetMessageId() == first.GetMessageId() || other.GetMessageId() == explicit.GetMessageId() {
 		t.Fatalf("explicit id / other body deduplicated: %v %v %v", first, explicit, other)
 	}
 	// A standard queue with the same body is unaffected (per queue).
-	fifoCreate(t, n.client, "content-std", nil)
-	fifoSend(t, n.client, &qv1.SendMessageRequest{Queue: "content-std", Body: "same"})
-	fifoSend(t, n.client, &qv1.SendMessageRequest{Queue: "content-std", Body: "same"})
-	if s := fifoStats(t, n.client, "content-std"); s.GetVisible() != 2 {
+	fifoCreate(t, n.Client, "content-std", nil)
+	fifoSend(t, n.Client, &qv1.SendMessageRequest{Queue: "content-std", Body: "same"})
+	fifoSend(t, n.Client, &qv1.SendMessageRequest{Queue: "content-std", Body: "same"})
+	if s := fifoStats(t, n.Client, "content-std"); s.GetVisible() != 2 {
 		t.Fatalf("standard queue: %s, want 2 visible", statsString(s))
 	}
 	clock.Advance(5 * time.Minute)
-	after := fifoSend(t, n.client, &qv1.SendMessageRequest{Queue: q, Body: "same", GroupId: "g"})
+	after := fifoSend(t, n.Client, &qv1.SendMessageRequest{Queue: q, Body: "same", GroupId: "g"})
 	if after.GetMessageId() == first.GetMessageId() {
 		t.Fatalf("after the window the same body was deduplicated: %v", after)
 	}
-	got := fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10})
+	got := fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10})
 	if bodies(got) != "same same different same" {
 		t.Fatalf("stored: %q", bodies(got))
 	}
@@ -601,55 +571,55 @@ func TestFIFOContentBasedDeduplication(t *testing.T) {
 func TestFIFOValidation(t *testing.T) {
 	n := startNode(t, nodeOpts{})
 	ctx := tctx(t)
-	fifoCreate(t, n.client, "v.fifo", &qv1.QueueAttributes{Fifo: true, ContentBasedDeduplication: true})
-	fifoCreate(t, n.client, "nocbd.fifo", &qv1.QueueAttributes{Fifo: true})
+	fifoCreate(t, n.Client, "v.fifo", &qv1.QueueAttributes{Fifo: true, ContentBasedDeduplication: true})
+	fifoCreate(t, n.Client, "nocbd.fifo", &qv1.QueueAttributes{Fifo: true})
 
-	_, err := n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "v.fifo", Body: "x"})
+	_, err := n.Client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "v.fifo", Body: "x"})
 	wantField(t, err, "group_id")
-	_, err = n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "v.fifo", Body: "x", GroupId: "g", Delay: durationpb.New(5 * time.Second)})
+	_, err = n.Client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "v.fifo", Body: "x", GroupId: "g", Delay: durationpb.New(5 * time.Second)})
 	wantField(t, err, "delay")
-	_, err = n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "v.fifo", Body: "x", GroupId: "g", DeliverAt: timestamppb.New(time.Now().Add(time.Minute))})
+	_, err = n.Client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "v.fifo", Body: "x", GroupId: "g", DeliverAt: timestamppb.New(time.Now().Add(time.Minute))})
 	if c, r, meta := reasonOf(err); c != codes.InvalidArgument || r != server.ReasonInvalidArgument || (meta["field"] != "delay" && meta["field"] != "deliver_at") {
 		t.Fatalf("deliver_at on a FIFO queue: %v (meta %v), want INVALID_ARGUMENT on delay or deliver_at", err, meta)
 	}
-	_, err = n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "nocbd.fifo", Body: "x", GroupId: "g"})
+	_, err = n.Client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "nocbd.fifo", Body: "x", GroupId: "g"})
 	wantField(t, err, "deduplication_id")
 	// In a batch the bad entry fails alone.
-	r, err := n.client.SendMessageBatch(ctx, &qv1.SendMessageBatchRequest{Queue: "v.fifo", Entries: []*qv1.SendMessageBatchEntry{
+	r, err := n.Client.SendMessageBatch(ctx, &qv1.SendMessageBatchRequest{Queue: "v.fifo", Entries: []*qv1.SendMessageBatchEntry{
 		{Id: "ok", Body: "fine", GroupId: "g"}, {Id: "nogroup", Body: "x"},
 	}})
 	if err != nil || len(r.GetSuccessful()) != 1 || len(r.GetFailed()) != 1 || r.GetFailed()[0].GetId() != "nogroup" || r.GetFailed()[0].GetCode() != "INVALID_ARGUMENT" {
 		t.Fatalf("batch with a group-less entry: %v %v", r, err)
 	}
-	if s := fifoStats(t, n.client, "v.fifo"); s.GetVisible() != 1 {
+	if s := fifoStats(t, n.Client, "v.fifo"); s.GetVisible() != 1 {
 		t.Fatalf("after refused sends: %s, want only the batch's good entry", statsString(s))
 	}
 
 	// The name rule: a FIFO queue's name ends in .fifo, and only its.
-	_, err = n.client.CreateQueue(ctx, &qv1.CreateQueueRequest{Name: "plain", Attributes: &qv1.QueueAttributes{Fifo: true}})
+	_, err = n.Client.CreateQueue(ctx, &qv1.CreateQueueRequest{Name: "plain", Attributes: &qv1.QueueAttributes{Fifo: true}})
 	wantField(t, err, "name")
-	_, err = n.client.CreateQueue(ctx, &qv1.CreateQueueRequest{Name: "std.fifo"})
+	_, err = n.Client.CreateQueue(ctx, &qv1.CreateQueueRequest{Name: "std.fifo"})
 	wantField(t, err, "name")
 	for _, bad := range []string{strings.Repeat("a", 76) + ".fifo", "a.b.fifo", ".fifo", "a.fifo.fifo", "a b.fifo"} {
-		_, err = n.client.CreateQueue(ctx, &qv1.CreateQueueRequest{Name: bad, Attributes: &qv1.QueueAttributes{Fifo: true}})
+		_, err = n.Client.CreateQueue(ctx, &qv1.CreateQueueRequest{Name: bad, Attributes: &qv1.QueueAttributes{Fifo: true}})
 		wantField(t, err, "name")
 	}
-	fifoCreate(t, n.client, strings.Repeat("a", 75)+".fifo", &qv1.QueueAttributes{Fifo: true})
+	fifoCreate(t, n.Client, strings.Repeat("a", 75)+".fifo", &qv1.QueueAttributes{Fifo: true})
 	// fifo and content_based_deduplication are fixed at creation.
-	_, err = n.client.UpdateQueue(ctx, &qv1.UpdateQueueRequest{Name: "nocbd.fifo", Attributes: &qv1.QueueAttributes{}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"fifo"}}})
+	_, err = n.Client.UpdateQueue(ctx, &qv1.UpdateQueueRequest{Name: "nocbd.fifo", Attributes: &qv1.QueueAttributes{}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"fifo"}}})
 	wantField(t, err, "attributes.fifo")
-	_, err = n.client.UpdateQueue(ctx, &qv1.UpdateQueueRequest{Name: "v.fifo", Attributes: &qv1.QueueAttributes{}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"content_based_deduplication"}}})
+	_, err = n.Client.UpdateQueue(ctx, &qv1.UpdateQueueRequest{Name: "v.fifo", Attributes: &qv1.QueueAttributes{}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"content_based_deduplication"}}})
 	wantField(t, err, "attributes.content_based_deduplication")
 	// content_based_deduplication only on FIFO queues.
-	_, err = n.client.CreateQueue(ctx, &qv1.CreateQueueRequest{Name: "std", Attributes: &qv1.QueueAttributes{ContentBasedDeduplication: true}})
+	_, err = n.Client.CreateQueue(ctx, &qv1.CreateQueueRequest{Name: "std", Attributes: &qv1.QueueAttributes{ContentBasedDeduplication: true}})
 	if c, r, _ := reasonOf(err); c != codes.InvalidArgument || r != server.ReasonInvalidArgument {
 		t.Fatalf("content_based_deduplication on a standard queue: %v", err)
 	}
 	// A FIFO queue's dead-letter queue is FIFO (and the other way round).
-	fifoCreate(t, n.client, "std-dlq", nil)
-	_, err = n.client.CreateQueue(ctx, &qv1.CreateQueueRequest{Name: "d.fifo", Attributes: &qv1.QueueAttributes{Fifo: true, DeadLetter: &qv1.DeadLetterPolicy{Queue: "std-dlq", MaxReceiveCount: 1}}})
+	fifoCreate(t, n.Client, "std-dlq", nil)
+	_, err = n.Client.CreateQueue(ctx, &qv1.CreateQueueRequest{Name: "d.fifo", Attributes: &qv1.QueueAttributes{Fifo: true, DeadLetter: &qv1.DeadLetterPolicy{Queue: "std-dlq", MaxReceiveCount: 1}}})
 	wantReason(t, err, codes.InvalidArgument, server.ReasonDeadLetterInvalid)
-	_, err = n.client.CreateQueue(ctx, &qv1.CreateQueueRequest{Name: "s", Attributes: &qv1.QueueAttributes{DeadLetter: &qv1.DeadLetterPolicy{Queue: "v.fifo", MaxReceiveCount: 1}}})
+	_, err = n.Client.CreateQueue(ctx, &qv1.CreateQueueRequest{Name: "s", Attributes: &qv1.QueueAttributes{DeadLetter: &qv1.DeadLetterPolicy{Queue: "v.fifo", MaxReceiveCount: 1}}})
 	wantReason(t, err, codes.InvalidArgument, server.ReasonDeadLetterInvalid)
 }
 
@@ -661,11 +631,11 @@ func TestFIFOValidation(t *testing.T) {
 // change (lease ended, nack, delete) it is a fresh receive.
 func TestReceiveAttemptRetry(t *testing.T) {
 	clock := newFakeClock()
-	n := startNode(t, nodeOpts{clock: clock.Now})
+	n := startNode(t, nodeOpts{Clock: clock.Now})
 	const q = "attempts"
-	fifoCreate(t, n.client, q, &qv1.QueueAttributes{VisibilityTimeout: durationpb.New(30 * time.Second)})
+	fifoCreate(t, n.Client, q, &qv1.QueueAttributes{VisibilityTimeout: durationpb.New(30 * time.Second)})
 	for _, b := range []string{"m1", "m2", "m3"} {
-		fifoSend(t, n.client, &qv1.SendMessageRequest{Queue: q, Body: b})
+		fifoSend(t, n.Client, &qv1.SendMessageRequest{Queue: q, Body: b})
 	}
 	same := func(a, b []*qv1.ReceivedMessage) bool {
 		if len(a) != len(b) {
@@ -678,40 +648,40 @@ func TestReceiveAttemptRetry(t *testing.T) {
 		}
 		return true
 	}
-	first := fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 2, ReceiveAttemptId: "r1"})
+	first := fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 2, ReceiveAttemptId: "r1"})
 	if bodies(first) != "m1 m2" {
 		t.Fatalf("first receive: %q", bodies(first))
 	}
 	clock.Advance(time.Second)
-	retry := fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 2, ReceiveAttemptId: "r1"})
+	retry := fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 2, ReceiveAttemptId: "r1"})
 	if !same(first, retry) {
 		t.Fatalf("retry: %v, want %v", retry, first)
 	}
-	if s := fifoStats(t, n.client, q); s.GetVisible() != 1 || s.GetInFlight() != 2 {
+	if s := fifoStats(t, n.Client, q); s.GetVisible() != 1 || s.GetInFlight() != 2 {
 		t.Fatalf("after the retry: %s, want 1 visible 2 in flight", statsString(s))
 	}
 	// Another attempt id is another receive.
-	if m := fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 2, ReceiveAttemptId: "r2"}); bodies(m) != "m3" {
+	if m := fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 2, ReceiveAttemptId: "r2"}); bodies(m) != "m3" {
 		t.Fatalf("attempt r2: %q, want m3", bodies(m))
 	}
-	if retry := fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 2, ReceiveAttemptId: "r1"}); !same(first, retry) {
+	if retry := fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 2, ReceiveAttemptId: "r1"}); !same(first, retry) {
 		t.Fatalf("retry after r2: %v", retry)
 	}
 	// The leases end: a fresh receive under the same id.
 	clock.Advance(30 * time.Second)
-	fresh := fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 2, ReceiveAttemptId: "r1"})
+	fresh := fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 2, ReceiveAttemptId: "r1"})
 	if bodies(fresh) != "m1 m2" || fresh[0].GetReceiveCount() != 2 || fresh[0].GetReceiptHandle() == first[0].GetReceiptHandle() {
 		t.Fatalf("after the leases ended: %v, want m1 m2 received again with new handles", fresh)
 	}
-	if retry := fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 2, ReceiveAttemptId: "r1"}); !same(fresh, retry) {
+	if retry := fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 2, ReceiveAttemptId: "r1"}); !same(fresh, retry) {
 		t.Fatalf("retry of the fresh receive: %v, want %v", retry, fresh)
 	}
 	// The replayed handles are the current ones: the old are stale.
-	_, err := n.client.DeleteMessage(tctx(t), &qv1.DeleteMessageRequest{Queue: q, ReceiptHandle: first[0].GetReceiptHandle()})
+	_, err := n.Client.DeleteMessage(tctx(t), &qv1.DeleteMessageRequest{Queue: q, ReceiptHandle: first[0].GetReceiptHandle()})
 	wantReason(t, err, codes.FailedPrecondition, server.ReasonStaleReceiptHandle)
 	// A nacked message makes the retry fresh.
-	fifoNack(t, n.client, q, fresh[1])
-	afterNack := fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 2, ReceiveAttemptId: "r1"})
+	fifoNack(t, n.Client, q, fresh[1])
+	afterNack := fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 2, ReceiveAttemptId: "r1"})
 	if same(fresh, afterNack) || len(afterNack) == 0 {
 		t.Fatalf("retry after a nack replayed: %v", afterNack)
 	}
@@ -725,32 +695,32 @@ func TestReceiveAttemptRetry(t *testing.T) {
 	}
 	// A deleted message makes the retry fresh.
 	for _, m := range afterNack {
-		fifoDelete(t, n.client, q, m)
+		fifoDelete(t, n.Client, q, m)
 	}
-	fifoSend(t, n.client, &qv1.SendMessageRequest{Queue: q, Body: "m4"})
-	if m := fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 2, ReceiveAttemptId: "r1"}); bodies(m) != "m4" {
+	fifoSend(t, n.Client, &qv1.SendMessageRequest{Queue: q, Body: "m4"})
+	if m := fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 2, ReceiveAttemptId: "r1"}); bodies(m) != "m4" {
 		t.Fatalf("retry after deleting its messages: %q, want m4", bodies(m))
 	}
 	// The delete with a replayed handle works.
-	fifoDelete(t, n.client, q, fresh[0])
+	fifoDelete(t, n.Client, q, fresh[0])
 
 	// On a FIFO queue the retry returns the same head; the group stays blocked.
 	const f = "attempts.fifo"
-	fifoCreate(t, n.client, f, &qv1.QueueAttributes{Fifo: true, ContentBasedDeduplication: true})
-	fifoSend(t, n.client, &qv1.SendMessageRequest{Queue: f, Body: "f1", GroupId: "g"})
-	fifoSend(t, n.client, &qv1.SendMessageRequest{Queue: f, Body: "f2", GroupId: "g"})
-	head := fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: f, MaxMessages: 1, ReceiveAttemptId: "x"})
+	fifoCreate(t, n.Client, f, &qv1.QueueAttributes{Fifo: true, ContentBasedDeduplication: true})
+	fifoSend(t, n.Client, &qv1.SendMessageRequest{Queue: f, Body: "f1", GroupId: "g"})
+	fifoSend(t, n.Client, &qv1.SendMessageRequest{Queue: f, Body: "f2", GroupId: "g"})
+	head := fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: f, MaxMessages: 1, ReceiveAttemptId: "x"})
 	if bodies(head) != "f1" {
 		t.Fatalf("FIFO: %q", bodies(head))
 	}
-	if m := fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: f, MaxMessages: 10}); len(m) != 0 {
+	if m := fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: f, MaxMessages: 10}); len(m) != 0 {
 		t.Fatalf("FIFO group not blocked: %q", bodies(m))
 	}
-	if retry := fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: f, MaxMessages: 1, ReceiveAttemptId: "x"}); !same(head, retry) {
+	if retry := fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: f, MaxMessages: 1, ReceiveAttemptId: "x"}); !same(head, retry) {
 		t.Fatalf("FIFO retry: %v, want %v", retry, head)
 	}
 	// Bad attempt ids are refused.
-	_, err = n.client.ReceiveMessages(tctx(t), &qv1.ReceiveMessagesRequest{Queue: q, ReceiveAttemptId: strings.Repeat("x", 129)})
+	_, err = n.Client.ReceiveMessages(tctx(t), &qv1.ReceiveMessagesRequest{Queue: q, ReceiveAttemptId: strings.Repeat("x", 129)})
 	wantField(t, err, "receive_attempt_id")
 }
 
@@ -839,8 +809,8 @@ func redriveAll(t *testing.T, c qv1.QueueServiceClient, req *qv1.RedriveMessages
 // and stays on a redrive to the sources.
 func TestRedriveToSourceAndTargetExactlyOnce(t *testing.T) {
 	clock := newFakeClock()
-	n := startNode(t, nodeOpts{clock: clock.Now})
-	c := n.client
+	n := startNode(t, nodeOpts{Clock: clock.Now})
+	c := n.Client
 	fifoCreate(t, c, "dlq", nil)
 	fifoCreate(t, c, "work", &qv1.QueueAttributes{VisibilityTimeout: durationpb.New(time.Second), DeadLetter: &qv1.DeadLetterPolicy{Queue: "dlq", MaxReceiveCount: 1}})
 	fifoCreate(t, c, "other", nil)
@@ -916,8 +886,8 @@ func TestRedriveToSourceAndTargetExactlyOnce(t *testing.T) {
 // group's order; a standard DLQ cannot feed a FIFO queue.
 func TestFIFORedriveKeepsGroupOrder(t *testing.T) {
 	clock := newFakeClock()
-	n := startNode(t, nodeOpts{clock: clock.Now})
-	c := n.client
+	n := startNode(t, nodeOpts{Clock: clock.Now})
+	c := n.Client
 	fifoCreate(t, c, "dl.fifo", &qv1.QueueAttributes{Fifo: true, ContentBasedDeduplication: true})
 	fifoCreate(t, c, "src.fifo", &qv1.QueueAttributes{Fifo: true, ContentBasedDeduplication: true, VisibilityTimeout: durationpb.New(time.Second), DeadLetter: &qv1.DeadLetterPolicy{Queue: "dl.fifo", MaxReceiveCount: 1}})
 	fifoCreate(t, c, "tgt.fifo", &qv1.QueueAttributes{Fifo: true, ContentBasedDeduplication: true})
@@ -974,7 +944,7 @@ func TestRedriveExactlyOnceAcrossLeaderChange(t *testing.T) {
 	defer cancel()
 	const N = 60
 	sent := poisonDLQ(t, c, N)
-	old := c.leader(t, ids...)
+	old := c.Leader(t, ids...)
 	var majority []uint64
 	for _, id := range ids {
 		if id != old {
@@ -996,7 +966,7 @@ func TestRedriveExactlyOnceAcrossLeaderChange(t *testing.T) {
 				return
 			}
 			cctx, ccancel := context.WithTimeout(ctx, time.Second)
-			r, err := c.clients[ids[i%3]].RedriveMessages(cctx, &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq", TargetQueue: "fixed", MaxMessages: 2})
+			r, err := c.Clients[ids[i%3]].RedriveMessages(cctx, &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq", TargetQueue: "fixed", MaxMessages: 2})
 			ccancel()
 			calls.Add(1)
 			if err != nil {
@@ -1017,12 +987,12 @@ func TestRedriveExactlyOnceAcrossLeaderChange(t *testing.T) {
 	case err := <-redriveDone:
 		t.Fatalf("redrive ended before it started: %v", err)
 	}
-	c.net.Partition(old)
+	c.Net.Partition(old)
 	atCut := moved.Load()
 	t.Logf("leader %d cut off after %d messages moved", old, atCut)
 	var newLeader uint64
 	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
-		if l := c.leader(t, majority...); l != old {
+		if l := c.Leader(t, majority...); l != old {
 			newLeader = l
 			return nil
 		}
@@ -1040,17 +1010,17 @@ func TestRedriveExactlyOnceAcrossLeaderChange(t *testing.T) {
 		_, err := cl.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "work", Body: "probe", IdempotencyKey: "probe"})
 		return err
 	})
-	c.net.Heal()
+	c.Net.Heal()
 	t.Logf("new leader %d; healed after %d messages moved", newLeader, moved.Load())
 	// Hand leadership back to the old leader while the redrive goes on.
 	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
-		cur := c.leader(t, ids...)
+		cur := c.Leader(t, ids...)
 		if cur == old {
 			return nil
 		}
 		tctx, tcancel := context.WithTimeout(ctx, 2*time.Second)
 		defer tcancel()
-		return c.nodes[cur].Host().TransferLeadership(tctx, 0, old)
+		return c.Nodes[cur].Host().TransferLeadership(tctx, 0, old)
 	})
 	t.Logf("leadership back on %d after %d messages moved", old, moved.Load())
 	if err := <-redriveDone; err != nil {
@@ -1071,7 +1041,7 @@ func TestRedriveExactlyOnceAcrossLeaderChange(t *testing.T) {
 // all; it returns their ids.
 func poisonDLQ(t *testing.T, c *memCluster, n int) map[string]bool {
 	t.Helper()
-	cl := c.clients[1]
+	cl := c.Clients[1]
 	fifoCreate(t, cl, "dlq", nil)
 	fifoCreate(t, cl, "work", &qv1.QueueAttributes{VisibilityTimeout: durationpb.New(0), DeadLetter: &qv1.DeadLetterPolicy{Queue: "dlq", MaxReceiveCount: 1}})
 	fifoCreate(t, cl, "fixed", nil)
@@ -1108,7 +1078,7 @@ func clusterRetry(t *testing.T, ctx context.Context, c *memCluster, what string,
 	var err error
 	for i := 0; ctx.Err() == nil; i++ {
 		cctx, ccancel := context.WithTimeout(ctx, 3*time.Second)
-		err = fn(cctx, c.clients[among[i%len(among)]])
+		err = fn(cctx, c.Clients[among[i%len(among)]])
 		ccancel()
 		if err == nil {
 			return
@@ -1188,14 +1158,14 @@ func checkRedriven(t *testing.T, ctx context.Context, c *memCluster, sent map[st
 			t.Errorf("%s at the end: %s, want visible=0 inflight=%d", q, statsString(s), want)
 		}
 	}
-	if m := fifoReceive(t, c.clients[c.leader(t, ids...)], &qv1.ReceiveMessagesRequest{Queue: "dlq", MaxMessages: 10}); len(m) != 0 {
+	if m := fifoReceive(t, c.Clients[c.Leader(t, ids...)], &qv1.ReceiveMessagesRequest{Queue: "dlq", MaxMessages: 10}); len(m) != 0 {
 		t.Errorf("left in the DLQ: %v", m)
 	}
 	// Replicas converge.
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		var applied []uint64
 		for _, id := range ids {
-			st, err := c.nodes[id].Host().Status(0)
+			st, err := c.Nodes[id].Host().Status(0)
 			if err != nil {
 				return err
 			}
@@ -1234,7 +1204,7 @@ func TestRedriveExactlyOnceWhenAckIsLost(t *testing.T) {
 	defer cancel()
 	const N = 40
 	sent := poisonDLQ(t, c, N)
-	old := c.leader(t, ids...)
+	old := c.Leader(t, ids...)
 	var majority []uint64
 	for _, id := range ids {
 		if id != old {
@@ -1242,7 +1212,7 @@ func TestRedriveExactlyOnceWhenAckIsLost(t *testing.T) {
 		}
 	}
 	var acksDropped atomic.Int64
-	c.net.Drop(func(env raftnode.Envelope) bool {
+	c.Net.Drop(func(env raftnode.Envelope) bool {
 		m := env.Msg
 		if m.GetType() != raftpb.MsgApp || m.GetFrom() != old {
 			return false
@@ -1255,7 +1225,7 @@ func TestRedriveExactlyOnceWhenAckIsLost(t *testing.T) {
 		}
 		return false
 	})
-	r, err := c.clients[old].RedriveMessages(tctx(t), &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq", TargetQueue: "fixed"})
+	r, err := c.Clients[old].RedriveMessages(tctx(t), &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq", TargetQueue: "fixed"})
 	if err != nil || r.GetMoved() != N {
 		t.Fatalf("redrive: %v %v", r, err)
 	}
@@ -1266,13 +1236,13 @@ func TestRedriveExactlyOnceWhenAckIsLost(t *testing.T) {
 		}
 		return nil
 	})
-	waitStats(t, c.clients[old], "fixed", N, 0)
-	waitStats(t, c.clients[old], "dlq", 0, 0)
+	waitStats(t, c.Clients[old], "fixed", N, 0)
+	waitStats(t, c.Clients[old], "dlq", 0, 0)
 	t.Logf("%d appends carrying the ack dropped", acksDropped.Load())
 	// The followers hold the delivery but not the ack: the entries are
 	// still pending in their outbox.
 	pending := func(id uint64) int {
-		e, err := c.nodes[id].Store().PendingOutbox(1000)
+		e, err := c.Nodes[id].Store().PendingOutbox(1000)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1287,10 +1257,10 @@ func TestRedriveExactlyOnceWhenAckIsLost(t *testing.T) {
 		return nil
 	})
 
-	c.net.Drop(nil)
-	c.net.Partition(old)
+	c.Net.Drop(nil)
+	c.Net.Partition(old)
 	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
-		if l := c.leader(t, majority...); l == old {
+		if l := c.Leader(t, majority...); l == old {
 			return fmt.Errorf("the majority still follows %d", old)
 		}
 		return nil
@@ -1301,7 +1271,7 @@ func TestRedriveExactlyOnceWhenAckIsLost(t *testing.T) {
 		_, err := cl.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "work", Body: "probe", IdempotencyKey: "probe"})
 		return err
 	})
-	c.net.Heal()
+	c.Net.Heal()
 	checkRedriven(t, ctx, c, sent)
 	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		for _, id := range ids {

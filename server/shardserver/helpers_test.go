@@ -1,134 +1,46 @@
 package shardserver_test
 
-import (
-	"context"
-	"errors"
-	"io"
-	"log/slog"
-	"sync"
-	"testing"
-	"time"
+import "github.com/quorumq/quorumq/server/internal/servertest"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
-
-	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
-	"github.com/quorumq/quorumq/server/node"
-	"github.com/quorumq/quorumq/server/shardserver"
+// The helpers shared by the tests of the API tier (server/router) and of
+// the shard service (server/shardserver) live in servertest; these short
+// names keep the tests readable.
+type (
+	fakeClock  = servertest.FakeClock
+	testNode   = servertest.Node
+	nodeOpts   = servertest.NodeOpts
+	memCluster = servertest.MemCluster
+	authNode   = servertest.AuthNode
 )
 
-// fakeClock is the leader clock of a test node: tests move time by hand.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+const (
+	partShards = servertest.PartShards
+	allScopes  = servertest.AllScopes
+)
 
-func newFakeClock() *fakeClock { return &fakeClock{now: time.UnixMilli(1_800_000_000_000)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
-type testNode struct {
-	*node.Node
-	client qv1.QueueServiceClient
-	base   string // http://host:port
-}
-
-type nodeOpts struct {
-	clock  func() time.Time
-	shards int // Raft groups (default 1)
-}
-
-// startNode starts a single-node cluster on loopback with its data in a
-// temporary directory, and waits for its leader.
-func startNode(t *testing.T, o nodeOpts) *testNode {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cfg := node.Config{
-		DataDir:  t.TempDir(),
-		HTTPAddr: "127.0.0.1:0",
-		GRPCAddr: "127.0.0.1:0",
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Server:   shardserver.Config{Now: o.clock, HousekeepingInterval: 20 * time.Millisecond},
-		Shards:   o.shards,
-	}
-	n, err := node.Start(ctx, cfg)
-	if err != nil {
-		t.Fatalf("start node: %v", err)
-	}
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := n.Stop(sctx); err != nil {
-			t.Errorf("stop node: %v", err)
-		}
-	})
-	if err := n.WaitReady(ctx); err != nil {
-		t.Fatalf("wait ready: %v", err)
-	}
-	conn, err := grpc.NewClient(n.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return &testNode{Node: n, client: qv1.NewQueueServiceClient(conn), base: "http://" + n.HTTPAddr()}
-}
-
-func tctx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// reasonOf returns the ErrorInfo reason and metadata of a gRPC error.
-func reasonOf(err error) (codes.Code, string, map[string]string) {
-	st, ok := status.FromError(err)
-	if !ok {
-		return codes.Unknown, "", nil
-	}
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok {
-			return st.Code(), info.GetReason(), info.GetMetadata()
-		}
-	}
-	return st.Code(), "", nil
-}
-
-func wantReason(t *testing.T, err error, code codes.Code, reason string) {
-	t.Helper()
-	c, r, _ := reasonOf(err)
-	if c != code || r != reason {
-		t.Fatalf("got %v (code %v reason %q), want code %v reason %q", err, c, r, code, reason)
-	}
-}
-
-// checkFor polls cond until it holds or the timeout passes.
-func checkFor(t *testing.T, timeout, every time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", timeout, err)
-		}
-		<-time.After(every)
-	}
-}
-
-var errNotYet = errors.New("not yet")
+var (
+	newFakeClock        = servertest.NewFakeClock
+	startNode           = servertest.StartNode
+	tctx                = servertest.Ctx
+	reasonOf            = servertest.ReasonOf
+	wantReason          = servertest.WantReason
+	checkFor            = servertest.CheckFor
+	errNotYet           = servertest.ErrNotYet
+	createQueue         = servertest.CreateQueue
+	send                = servertest.Send
+	receive             = servertest.Receive
+	fifoReceive         = servertest.FIFOReceive
+	bodies              = servertest.Bodies
+	wantField           = servertest.WantField
+	startSharded        = servertest.StartSharded
+	partitionDepth      = servertest.PartitionDepth
+	handlePartition     = servertest.HandlePartition
+	createPartitioned   = servertest.CreatePartitioned
+	keyForPartition     = servertest.KeyForPartition
+	startMemCluster     = servertest.StartMemCluster
+	startShardedCluster = servertest.StartShardedCluster
+	startAuthNode       = servertest.StartAuthNode
+	startNodeWithAuth   = servertest.StartNodeWithAuth
+	token               = servertest.Token
+	as                  = servertest.As
+)

@@ -13,31 +13,6 @@ import (
 	"github.com/quorumq/quorumq/server"
 )
 
-func createQueue(t *testing.T, n *testNode, name string, attrs *qv1.QueueAttributes) {
-	t.Helper()
-	if _, err := n.client.CreateQueue(tctx(t), &qv1.CreateQueueRequest{Name: name, Attributes: attrs}); err != nil {
-		t.Fatalf("create %s: %v", name, err)
-	}
-}
-
-func send(t *testing.T, n *testNode, q, body string) *qv1.SendMessageResponse {
-	t.Helper()
-	r, err := n.client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: q, Body: body})
-	if err != nil {
-		t.Fatalf("send: %v", err)
-	}
-	return r
-}
-
-func receive(t *testing.T, n *testNode, req *qv1.ReceiveMessagesRequest) []*qv1.ReceivedMessage {
-	t.Helper()
-	r, err := n.client.ReceiveMessages(tctx(t), req)
-	if err != nil {
-		t.Fatalf("receive: %v", err)
-	}
-	return r.GetMessages()
-}
-
 func TestSendReceiveDelete(t *testing.T) {
 	n := startNode(t, nodeOpts{})
 	createQueue(t, n, "jobs", nil)
@@ -49,14 +24,14 @@ func TestSendReceiveDelete(t *testing.T) {
 	if again := receive(t, n, &qv1.ReceiveMessagesRequest{Queue: "jobs"}); len(again) != 0 {
 		t.Fatalf("leased message received again: %v", again)
 	}
-	if _, err := n.client.DeleteMessage(tctx(t), &qv1.DeleteMessageRequest{Queue: "jobs", ReceiptHandle: msgs[0].GetReceiptHandle()}); err != nil {
+	if _, err := n.Client.DeleteMessage(tctx(t), &qv1.DeleteMessageRequest{Queue: "jobs", ReceiptHandle: msgs[0].GetReceiptHandle()}); err != nil {
 		t.Fatalf("delete: %v", err)
 	}
 	// Deleting an already deleted message succeeds.
-	if _, err := n.client.DeleteMessage(tctx(t), &qv1.DeleteMessageRequest{Queue: "jobs", ReceiptHandle: msgs[0].GetReceiptHandle()}); err != nil {
+	if _, err := n.Client.DeleteMessage(tctx(t), &qv1.DeleteMessageRequest{Queue: "jobs", ReceiptHandle: msgs[0].GetReceiptHandle()}); err != nil {
 		t.Fatalf("second delete: %v", err)
 	}
-	q, err := n.client.GetQueue(tctx(t), &qv1.GetQueueRequest{Name: "jobs"})
+	q, err := n.Client.GetQueue(tctx(t), &qv1.GetQueueRequest{Name: "jobs"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +42,7 @@ func TestSendReceiveDelete(t *testing.T) {
 
 func TestStaleReceiptHandleRejected(t *testing.T) {
 	clock := newFakeClock()
-	n := startNode(t, nodeOpts{clock: clock.Now})
+	n := startNode(t, nodeOpts{Clock: clock.Now})
 	createQueue(t, n, "q", &qv1.QueueAttributes{VisibilityTimeout: durationpb.New(10 * time.Second)})
 	send(t, n, "q", "m")
 	first := receive(t, n, &qv1.ReceiveMessagesRequest{Queue: "q"})
@@ -76,31 +51,31 @@ func TestStaleReceiptHandleRejected(t *testing.T) {
 	if len(first) != 1 || len(second) != 1 || second[0].GetReceiveCount() != 2 {
 		t.Fatalf("receives: %v then %v", first, second)
 	}
-	_, err := n.client.DeleteMessage(tctx(t), &qv1.DeleteMessageRequest{Queue: "q", ReceiptHandle: first[0].GetReceiptHandle()})
+	_, err := n.Client.DeleteMessage(tctx(t), &qv1.DeleteMessageRequest{Queue: "q", ReceiptHandle: first[0].GetReceiptHandle()})
 	wantReason(t, err, codes.FailedPrecondition, server.ReasonStaleReceiptHandle)
-	_, err = n.client.ChangeMessageVisibility(tctx(t), &qv1.ChangeMessageVisibilityRequest{Queue: "q", ReceiptHandle: first[0].GetReceiptHandle(), VisibilityTimeout: durationpb.New(0)})
+	_, err = n.Client.ChangeMessageVisibility(tctx(t), &qv1.ChangeMessageVisibilityRequest{Queue: "q", ReceiptHandle: first[0].GetReceiptHandle(), VisibilityTimeout: durationpb.New(0)})
 	wantReason(t, err, codes.FailedPrecondition, server.ReasonStaleReceiptHandle)
 	// The current owner still can.
-	if _, err := n.client.DeleteMessage(tctx(t), &qv1.DeleteMessageRequest{Queue: "q", ReceiptHandle: second[0].GetReceiptHandle()}); err != nil {
+	if _, err := n.Client.DeleteMessage(tctx(t), &qv1.DeleteMessageRequest{Queue: "q", ReceiptHandle: second[0].GetReceiptHandle()}); err != nil {
 		t.Fatalf("delete with current handle: %v", err)
 	}
 	// A forged handle is invalid, not stale.
-	_, err = n.client.DeleteMessage(tctx(t), &qv1.DeleteMessageRequest{Queue: "q", ReceiptHandle: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"})
+	_, err = n.Client.DeleteMessage(tctx(t), &qv1.DeleteMessageRequest{Queue: "q", ReceiptHandle: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"})
 	wantReason(t, err, codes.InvalidArgument, server.ReasonInvalidReceiptHandle)
 }
 
 func TestDelayedMessageInvisibleUntilDue(t *testing.T) {
 	clock := newFakeClock()
-	n := startNode(t, nodeOpts{clock: clock.Now})
+	n := startNode(t, nodeOpts{Clock: clock.Now})
 	createQueue(t, n, "d", nil)
-	if _, err := n.client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "d", Body: "later", Delay: durationpb.New(5 * time.Second)}); err != nil {
+	if _, err := n.Client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "d", Body: "later", Delay: durationpb.New(5 * time.Second)}); err != nil {
 		t.Fatal(err)
 	}
 	at := clock.Now().Add(8 * time.Second)
-	if _, err := n.client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "d", Body: "scheduled", DeliverAt: timestamppb.New(at)}); err != nil {
+	if _, err := n.Client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "d", Body: "scheduled", DeliverAt: timestamppb.New(at)}); err != nil {
 		t.Fatal(err)
 	}
-	q, _ := n.client.GetQueue(tctx(t), &qv1.GetQueueRequest{Name: "d"})
+	q, _ := n.Client.GetQueue(tctx(t), &qv1.GetQueueRequest{Name: "d"})
 	if got := q.GetQueue().GetStats().GetDelayed(); got != 2 {
 		t.Fatalf("delayed = %d, want 2", got)
 	}
@@ -123,7 +98,7 @@ func TestDelayedMessageInvisibleUntilDue(t *testing.T) {
 
 func TestDeadLetterAfterMaxReceives(t *testing.T) {
 	clock := newFakeClock()
-	n := startNode(t, nodeOpts{clock: clock.Now})
+	n := startNode(t, nodeOpts{Clock: clock.Now})
 	createQueue(t, n, "dlq", nil)
 	createQueue(t, n, "work", &qv1.QueueAttributes{
 		VisibilityTimeout: durationpb.New(time.Second),
@@ -154,7 +129,7 @@ func TestDeadLetterAfterMaxReceives(t *testing.T) {
 	}
 	// Redrive it back with its receive count reset.
 	clock.Advance(time.Minute)
-	r, err := n.client.RedriveMessages(tctx(t), &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq"})
+	r, err := n.Client.RedriveMessages(tctx(t), &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq"})
 	if err != nil || r.GetMoved() != 1 {
 		t.Fatalf("redrive: %v %v", r, err)
 	}
@@ -172,11 +147,11 @@ func TestDeadLetterAfterMaxReceives(t *testing.T) {
 
 func TestChangeVisibilityAndNack(t *testing.T) {
 	clock := newFakeClock()
-	n := startNode(t, nodeOpts{clock: clock.Now})
+	n := startNode(t, nodeOpts{Clock: clock.Now})
 	createQueue(t, n, "v", nil)
 	send(t, n, "v", "m")
 	m := receive(t, n, &qv1.ReceiveMessagesRequest{Queue: "v", VisibilityTimeout: durationpb.New(time.Hour)})
-	if _, err := n.client.ChangeMessageVisibility(tctx(t), &qv1.ChangeMessageVisibilityRequest{Queue: "v", ReceiptHandle: m[0].GetReceiptHandle(), VisibilityTimeout: durationpb.New(0)}); err != nil {
+	if _, err := n.Client.ChangeMessageVisibility(tctx(t), &qv1.ChangeMessageVisibilityRequest{Queue: "v", ReceiptHandle: m[0].GetReceiptHandle(), VisibilityTimeout: durationpb.New(0)}); err != nil {
 		t.Fatal(err)
 	}
 	again := receive(t, n, &qv1.ReceiveMessagesRequest{Queue: "v", VisibilityTimeout: durationpb.New(300 * time.Millisecond)})
@@ -199,13 +174,13 @@ func TestPurgeRemovesEverything(t *testing.T) {
 	send(t, n, "p", "visible")
 	send(t, n, "p", "inflight")
 	receive(t, n, &qv1.ReceiveMessagesRequest{Queue: "p"})
-	if _, err := n.client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "p", Body: "delayed", Delay: durationpb.New(time.Minute)}); err != nil {
+	if _, err := n.Client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "p", Body: "delayed", Delay: durationpb.New(time.Minute)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := n.client.PurgeQueue(tctx(t), &qv1.PurgeQueueRequest{Name: "p"}); err != nil {
+	if _, err := n.Client.PurgeQueue(tctx(t), &qv1.PurgeQueueRequest{Name: "p"}); err != nil {
 		t.Fatal(err)
 	}
-	q, _ := n.client.GetQueue(tctx(t), &qv1.GetQueueRequest{Name: "p"})
+	q, _ := n.Client.GetQueue(tctx(t), &qv1.GetQueueRequest{Name: "p"})
 	if s := q.GetQueue().GetStats(); s.GetVisible()+s.GetInFlight()+s.GetDelayed() != 0 {
 		t.Fatalf("after purge: %v", s)
 	}
@@ -213,12 +188,12 @@ func TestPurgeRemovesEverything(t *testing.T) {
 
 func TestRetentionExpiry(t *testing.T) {
 	clock := newFakeClock()
-	n := startNode(t, nodeOpts{clock: clock.Now})
+	n := startNode(t, nodeOpts{Clock: clock.Now})
 	createQueue(t, n, "r", &qv1.QueueAttributes{MessageRetention: durationpb.New(time.Minute)})
 	send(t, n, "r", "old")
 	clock.Advance(61 * time.Second)
 	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
-		q, err := n.client.GetQueue(tctx(t), &qv1.GetQueueRequest{Name: "r"})
+		q, err := n.Client.GetQueue(tctx(t), &qv1.GetQueueRequest{Name: "r"})
 		if err != nil {
 			return err
 		}
@@ -233,11 +208,11 @@ func TestIdempotentSend(t *testing.T) {
 	n := startNode(t, nodeOpts{})
 	createQueue(t, n, "i", nil)
 	req := &qv1.SendMessageRequest{Queue: "i", Body: "once", IdempotencyKey: "k-1"}
-	a, err := n.client.SendMessage(tctx(t), req)
+	a, err := n.Client.SendMessage(tctx(t), req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := n.client.SendMessage(tctx(t), req)
+	b, err := n.Client.SendMessage(tctx(t), req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +228,7 @@ func TestTagFilteredReceive(t *testing.T) {
 	n := startNode(t, nodeOpts{})
 	createQueue(t, n, "t", nil)
 	for i, tags := range [][]string{{"red"}, {"blue"}, {"red", "big"}, nil} {
-		if _, err := n.client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "t", Body: fmt.Sprint(i), Tags: tags}); err != nil {
+		if _, err := n.Client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "t", Body: fmt.Sprint(i), Tags: tags}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -271,16 +246,16 @@ func TestCreateQueueSameAndDifferent(t *testing.T) {
 	n := startNode(t, nodeOpts{})
 	createQueue(t, n, "c", nil)
 	createQueue(t, n, "c", nil) // same (default) attributes: returns it
-	_, err := n.client.CreateQueue(tctx(t), &qv1.CreateQueueRequest{Name: "c", Attributes: &qv1.QueueAttributes{VisibilityTimeout: durationpb.New(time.Minute)}})
+	_, err := n.Client.CreateQueue(tctx(t), &qv1.CreateQueueRequest{Name: "c", Attributes: &qv1.QueueAttributes{VisibilityTimeout: durationpb.New(time.Minute)}})
 	wantReason(t, err, codes.AlreadyExists, server.ReasonQueueAlreadyExists)
-	l, err := n.client.ListQueues(tctx(t), &qv1.ListQueuesRequest{})
+	l, err := n.Client.ListQueues(tctx(t), &qv1.ListQueuesRequest{})
 	if err != nil || len(l.GetQueues()) != 1 {
 		t.Fatalf("list: %v %v", l, err)
 	}
-	if _, err := n.client.DeleteQueue(tctx(t), &qv1.DeleteQueueRequest{Name: "c"}); err != nil {
+	if _, err := n.Client.DeleteQueue(tctx(t), &qv1.DeleteQueueRequest{Name: "c"}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = n.client.GetQueue(tctx(t), &qv1.GetQueueRequest{Name: "c"})
+	_, err = n.Client.GetQueue(tctx(t), &qv1.GetQueueRequest{Name: "c"})
 	wantReason(t, err, codes.NotFound, server.ReasonQueueNotFound)
 }
 
@@ -292,7 +267,7 @@ func TestListQueuesPages(t *testing.T) {
 	var names []string
 	token := ""
 	for pages := 0; ; pages++ {
-		l, err := n.client.ListQueues(tctx(t), &qv1.ListQueuesRequest{PageSize: 2, PageToken: token})
+		l, err := n.Client.ListQueues(tctx(t), &qv1.ListQueuesRequest{PageSize: 2, PageToken: token})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -80,7 +80,7 @@ func TestLongPollOfTwentySecondsWithoutDeadline(t *testing.T) {
 	}
 	rest := func(q string) func() ([]string, error) {
 		return func() ([]string, error) {
-			code, bodies, raw, err := restReceive(n.base, q, `{"waitTime":"20s"}`)
+			code, bodies, raw, err := restReceive(n.Base, q, `{"waitTime":"20s"}`)
 			if err == nil && code != http.StatusOK {
 				err = fmt.Errorf("HTTP %d: %s", code, raw)
 			}
@@ -89,7 +89,7 @@ func TestLongPollOfTwentySecondsWithoutDeadline(t *testing.T) {
 	}
 	grpcPoll := func(q string) func() ([]string, error) {
 		return func() ([]string, error) {
-			r, err := n.client.ReceiveMessages(context.Background(), &qv1.ReceiveMessagesRequest{Queue: q, WaitTime: durationpb.New(wait)})
+			r, err := n.Client.ReceiveMessages(context.Background(), &qv1.ReceiveMessagesRequest{Queue: q, WaitTime: durationpb.New(wait)})
 			var bodies []string
 			for _, m := range r.GetMessages() {
 				bodies = append(bodies, m.GetBody())

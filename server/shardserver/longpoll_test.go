@@ -25,7 +25,7 @@ func TestLongPollWakesOnSendWithoutProposing(t *testing.T) {
 	done := make(chan result, 1)
 	before := n.Server().ReceivesProposed()
 	go func() {
-		r, err := n.client.ReceiveMessages(tctx(t), &qv1.ReceiveMessagesRequest{Queue: "lp", WaitTime: durationpb.New(10 * time.Second)})
+		r, err := n.Client.ReceiveMessages(tctx(t), &qv1.ReceiveMessagesRequest{Queue: "lp", WaitTime: durationpb.New(10 * time.Second)})
 		done <- result{r.GetMessages(), err, time.Now()}
 	}()
 	// Wait until the poll has made its first (empty) receive.
@@ -70,7 +70,7 @@ func TestLongPollTimesOutEmpty(t *testing.T) {
 	createQueue(t, n, "lp2", nil)
 	start := time.Now()
 	before := n.Server().ReceivesProposed()
-	r, err := n.client.ReceiveMessages(tctx(t), &qv1.ReceiveMessagesRequest{Queue: "lp2", WaitTime: durationpb.New(300 * time.Millisecond)})
+	r, err := n.Client.ReceiveMessages(tctx(t), &qv1.ReceiveMessagesRequest{Queue: "lp2", WaitTime: durationpb.New(300 * time.Millisecond)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,10 +89,10 @@ func TestLongPollTimesOutEmpty(t *testing.T) {
 func TestLongPollWakesWhenDelayedMessageIsDue(t *testing.T) {
 	n := startNode(t, nodeOpts{})
 	createQueue(t, n, "lp3", nil)
-	if _, err := n.client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "lp3", Body: "soon", Delay: durationpb.New(200 * time.Millisecond)}); err != nil {
+	if _, err := n.Client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "lp3", Body: "soon", Delay: durationpb.New(200 * time.Millisecond)}); err != nil {
 		t.Fatal(err)
 	}
-	r, err := n.client.ReceiveMessages(tctx(t), &qv1.ReceiveMessagesRequest{Queue: "lp3", WaitTime: durationpb.New(5 * time.Second)})
+	r, err := n.Client.ReceiveMessages(tctx(t), &qv1.ReceiveMessagesRequest{Queue: "lp3", WaitTime: durationpb.New(5 * time.Second)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func TestLongPollWakesOneWaiterPerMessage(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r, _ := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "herd", WaitTime: durationpb.New(20 * time.Second)})
+			r, _ := n.Client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "herd", WaitTime: durationpb.New(20 * time.Second)})
 			got <- r.GetMessages()
 		}()
 	}

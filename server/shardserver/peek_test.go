@@ -45,7 +45,7 @@ func peekBodies(ms []*qv1.PeekedMessage) []string {
 // peeks gets the visible messages.
 func TestPeekMessagesStandardQueue(t *testing.T) {
 	n := startNode(t, nodeOpts{})
-	ctx, c := tctx(t), n.client
+	ctx, c := tctx(t), n.Client
 	if _, err := c.CreateQueue(ctx, &qv1.CreateQueueRequest{Name: "browse"}); err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestPeekMessagesStandardQueue(t *testing.T) {
 		t.Fatalf("filtered peek = %v %v", peekBodies(p.GetMessages()), err)
 	}
 	// REST: GET with query parameters; no receipt handle in the JSON.
-	code, body := httpGet(t, n.base+"/v1/queues/browse/messages?states=MESSAGE_STATE_IN_FLIGHT&tagFilter.all=red")
+	code, body := httpGet(t, n.Base+"/v1/queues/browse/messages?states=MESSAGE_STATE_IN_FLIGHT&tagFilter.all=red")
 	if code != 200 || strings.Contains(body, "receiptHandle") {
 		t.Fatalf("REST peek: HTTP %d %s", code, body)
 	}
@@ -106,7 +106,7 @@ func TestPeekMessagesStandardQueue(t *testing.T) {
 	if len(page.Messages) != 1 || page.Messages[0].MessageID != id1 || page.Messages[0].ReceiveCount != 1 || page.Messages[0].State != "MESSAGE_STATE_IN_FLIGHT" {
 		t.Fatalf("REST peek = %s", body)
 	}
-	code, body = httpGet(t, n.base+"/v1/queues/browse/messages/"+id1)
+	code, body = httpGet(t, n.Base+"/v1/queues/browse/messages/"+id1)
 	var got struct {
 		Message struct {
 			Body string `json:"body"`
@@ -115,7 +115,7 @@ func TestPeekMessagesStandardQueue(t *testing.T) {
 	if code != 200 || json.Unmarshal([]byte(body), &got) != nil || got.Message.Body != "m1" {
 		t.Fatalf("REST get: HTTP %d %s", code, body)
 	}
-	code, body = httpGet(t, n.base+"/v1/queues/browse/messages/"+strings.Repeat("0", 52))
+	code, body = httpGet(t, n.Base+"/v1/queues/browse/messages/"+strings.Repeat("0", 52))
 	if code != http.StatusNotFound || !strings.Contains(body, server.ReasonMessageNotFound) {
 		t.Fatalf("REST get of an unknown id: HTTP %d %s", code, body)
 	}
@@ -140,7 +140,7 @@ func TestPeekMessagesStandardQueue(t *testing.T) {
 // sequence, and peeking does not block or release a group.
 func TestPeekMessagesFIFOQueue(t *testing.T) {
 	n := startNode(t, nodeOpts{})
-	ctx, c := tctx(t), n.client
+	ctx, c := tctx(t), n.Client
 	if _, err := c.CreateQueue(ctx, &qv1.CreateQueueRequest{Name: "b.fifo", Attributes: &qv1.QueueAttributes{Fifo: true}}); err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestPeekMessagesFIFOQueue(t *testing.T) {
 // and GetMessage finds a message on whichever partition holds it.
 func TestPeekMessagesPartitionedQueue(t *testing.T) {
 	n := startSharded(t)
-	ctx, c := tctx(t), n.client
+	ctx, c := tctx(t), n.Client
 	createPartitioned(t, c, "pbrowse", 2, nil)
 	ids := map[string]bool{}
 	for i := range 7 {
@@ -227,7 +227,7 @@ func TestPeekMessagesPartitionedQueue(t *testing.T) {
 // messages:receive; queues:admin or messages:send alone is refused.
 func TestPeekMessagesScopes(t *testing.T) {
 	n := startAuthNode(t)
-	c := qv1.NewQueueServiceClient(n.conn)
+	c := qv1.NewQueueServiceClient(n.Conn)
 	admin := token(t, jwt.MapClaims{"tenant": "acme", "scope": allScopes})
 	if _, err := c.CreateQueue(as(t, admin), &qv1.CreateQueueRequest{Name: "sq"}); err != nil {
 		t.Fatal(err)
@@ -242,7 +242,7 @@ func TestPeekMessagesScopes(t *testing.T) {
 		wantReason(t, err, codes.PermissionDenied, server.ReasonPermissionDenied)
 		_, err = c.GetMessage(as(t, tok), &qv1.GetMessageRequest{Queue: "sq", MessageId: r.GetMessageId()})
 		wantReason(t, err, codes.PermissionDenied, server.ReasonPermissionDenied)
-		if status, body := n.rest(t, tok, "GET", "/v1/queues/sq/messages", ""); status != http.StatusForbidden {
+		if status, body := n.REST(t, tok, "GET", "/v1/queues/sq/messages", ""); status != http.StatusForbidden {
 			t.Errorf("REST peek with %s: HTTP %d %s", scope, status, body)
 		}
 	}

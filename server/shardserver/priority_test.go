@@ -21,7 +21,7 @@ import (
 // priority_weight are queue attributes.
 func TestPrioritiesAPI(t *testing.T) {
 	n := startNode(t, nodeOpts{})
-	ctx, c := tctx(t), n.client
+	ctx, c := tctx(t), n.Client
 	if _, err := c.CreateQueue(ctx, &qv1.CreateQueueRequest{Name: "prio"}); err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func TestPrioritiesAPI(t *testing.T) {
 // one that holds messages.
 func TestFairnessAPI(t *testing.T) {
 	n := startNode(t, nodeOpts{})
-	ctx, c := tctx(t), n.client
+	ctx, c := tctx(t), n.Client
 	cr, err := c.CreateQueue(ctx, &qv1.CreateQueueRequest{Name: "fair", Attributes: &qv1.QueueAttributes{Fairness: "group"}})
 	q := cr.GetQueue()
 	if err != nil || q.GetAttributes().GetFairness() != "group" {

@@ -59,13 +59,13 @@ func wantRefusedForRate(t *testing.T, failed []*qv1.BatchResultError) {
 // to fail whole, and a batch larger than the burst forever).
 func TestQuotaBatchPastTheRateIsAdmittedInPart(t *testing.T) {
 	n := startNode(t, nodeOpts{})
-	if _, err := n.client.CreateQueue(tctx(t), &qv1.CreateQueueRequest{Name: "q"}); err != nil {
+	if _, err := n.Client.CreateQueue(tctx(t), &qv1.CreateQueueRequest{Name: "q"}); err != nil {
 		t.Fatal(err)
 	}
 	setDevQuota(t, n, &qv1.TenantQuota{MaxSendRate: 60})
 	req := batchOf(100, "", "x")
 	req.Queue = "q"
-	resp, err := n.client.SendMessageBatch(tctx(t), req)
+	resp, err := n.Client.SendMessageBatch(tctx(t), req)
 	if err != nil {
 		t.Fatalf("batch of 100 at 60/s: %v", err)
 	}
@@ -87,17 +87,17 @@ func TestQuotaBatchPastTheRateIsAdmittedInPart(t *testing.T) {
 // admitted in part.
 func TestQuotaBatchLargerThanAShardShareIsAdmitted(t *testing.T) {
 	n := startSharded(t)
-	createPartitioned(t, n.client, "q", 4, nil)
+	createPartitioned(t, n.Client, "q", 4, nil)
 	setDevQuota(t, n, &qv1.TenantQuota{MaxSendRate: 200})
 	req := batchOf(60, "", "x")
 	req.Queue = "q"
-	resp, err := n.client.SendMessageBatch(tctx(t), req)
+	resp, err := n.Client.SendMessageBatch(tctx(t), req)
 	if err != nil || len(resp.GetSuccessful()) != 60 {
 		t.Fatalf("batch of 60 at 200/s on %d shards: %v, %v", partShards, resp, err)
 	}
 	req = batchOf(100, "", "y")
 	req.Queue = "q"
-	resp, err = n.client.SendMessageBatch(tctx(t), req)
+	resp, err = n.Client.SendMessageBatch(tctx(t), req)
 	if err != nil || len(resp.GetSuccessful()) != 100 {
 		t.Fatalf("batch of 100 with ~140 tokens left: %v, %v", resp, err)
 	}
@@ -112,7 +112,7 @@ func TestQuotaBatchLargerThanAShardShareIsAdmitted(t *testing.T) {
 			t.Fatal("20 batches of 100 at 200/s were admitted in full or refused whole")
 		}
 		req.Entries = batchOf(100, "", fmt.Sprint("z", i)).Entries
-		resp, err = n.client.SendMessageBatch(tctx(t), req)
+		resp, err = n.Client.SendMessageBatch(tctx(t), req)
 		if i > 0 && status.Code(err) == codes.ResourceExhausted {
 			wantReason(t, err, codes.ResourceExhausted, server.ReasonQuotaExceeded)
 			continue
@@ -142,13 +142,13 @@ func TestQuotaBatchLargerThanAShardShareIsAdmitted(t *testing.T) {
 // A rate of 1/s stays 1/s on 16 shards (rounding the per-shard share up
 // made it 1/s on each of 15 data shards).
 func TestQuotaRateOneOnSixteenShards(t *testing.T) {
-	n := startNode(t, nodeOpts{shards: 16})
-	createPartitioned(t, n.client, "q", 15, nil)
+	n := startNode(t, nodeOpts{Shards: 16})
+	createPartitioned(t, n.Client, "q", 15, nil)
 	setDevQuota(t, n, &qv1.TenantQuota{MaxSendRate: 1})
 	start := time.Now()
 	sent := 0
 	for time.Since(start) < 4*time.Second { // keyless sends go round robin over the partitions
-		_, err := n.client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "q", Body: "x"})
+		_, err := n.Client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "q", Body: "x"})
 		if err == nil {
 			sent++
 			continue
@@ -168,27 +168,27 @@ func TestQuotaRateOneOnSixteenShards(t *testing.T) {
 // of the quota), and the quota still holds for the tenant as a whole.
 func TestQuotaStoredBytesHoldForTheTenantOnShards(t *testing.T) {
 	n := startSharded(t)
-	createPartitioned(t, n.client, "q", 4, nil)
+	createPartitioned(t, n.Client, "q", 4, nil)
 	setDevQuota(t, n, &qv1.TenantQuota{MaxStoredBytes: 1000})
 	big := strings.Repeat("b", 300)
 	keyA, keyB := keyForPartition(4, 0), keyForPartition(4, 1)
 	req := batchOf(2, keyA, big)
 	req.Queue = "q"
-	resp, err := n.client.SendMessageBatch(tctx(t), req)
+	resp, err := n.Client.SendMessageBatch(tctx(t), req)
 	if err != nil || len(resp.GetSuccessful()) != 2 {
 		t.Fatalf("batch of 2×300 bytes under a 1000-byte quota: %v, %v", resp, err)
 	}
-	if _, err := n.client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "q", Body: big, PartitionKey: keyA}); err != nil {
+	if _, err := n.Client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "q", Body: big, PartitionKey: keyA}); err != nil {
 		t.Fatalf("third 300 bytes on one partition (900 of 1000): %v", err)
 	}
-	_, err = n.client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "q", Body: big, PartitionKey: keyA})
+	_, err = n.Client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "q", Body: big, PartitionKey: keyA})
 	wantReason(t, err, codes.ResourceExhausted, server.ReasonQuotaExceeded)
-	_, err = n.client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "q", Body: big, PartitionKey: keyB})
+	_, err = n.Client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "q", Body: big, PartitionKey: keyB})
 	wantReason(t, err, codes.ResourceExhausted, server.ReasonQuotaExceeded)
-	if _, err := n.client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "q", Body: strings.Repeat("s", 100), PartitionKey: keyB}); err != nil {
+	if _, err := n.Client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "q", Body: strings.Repeat("s", 100), PartitionKey: keyB}); err != nil {
 		t.Fatalf("the last 100 bytes on another shard: %v", err)
 	}
-	_, err = n.client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "q", Body: "z", PartitionKey: keyA})
+	_, err = n.Client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "q", Body: "z", PartitionKey: keyA})
 	wantReason(t, err, codes.ResourceExhausted, server.ReasonQuotaExceeded)
 }
 
@@ -198,7 +198,7 @@ func TestQuotaStoredBytesHoldForTheTenantOnShards(t *testing.T) {
 // 1,000/s (counted over 10 s, after the first second's burst).
 func TestQuotaProducerHeldToTheTenantRateOnFiveShards(t *testing.T) {
 	n := startSharded(t)
-	createPartitioned(t, n.client, "q", 4, nil)
+	createPartitioned(t, n.Client, "q", 4, nil)
 	setDevQuota(t, n, &qv1.TenantQuota{MaxSendRate: 200})
 	c, err := quorumq.Dial(context.Background(), []string{n.GRPCAddr()})
 	if err != nil {
@@ -282,15 +282,15 @@ func TestQuotaProducerHeldToTheTenantRateOnFiveShards(t *testing.T) {
 // elsewhere), and stored-bytes allowances are spread across nodes.
 func TestQuotaHoldsForTheTenantAcrossNodes(t *testing.T) {
 	c := startShardedCluster(t)
-	c.leader(t, 1, 2, 3)
-	createPartitioned(t, c.clients[1], "q", 4, nil)
-	setDevQuota(t, &testNode{Node: c.nodes[2]}, &qv1.TenantQuota{MaxSendRate: 100, MaxStoredBytes: 1000})
+	c.Leader(t, 1, 2, 3)
+	createPartitioned(t, c.Clients[1], "q", 4, nil)
+	setDevQuota(t, &testNode{Node: c.Nodes[2]}, &qv1.TenantQuota{MaxSendRate: 100, MaxStoredBytes: 1000})
 	start := time.Now()
 	stored := 0
 	for _, id := range []uint64{1, 2, 3} {
 		req := batchOf(60, "", "x")
 		req.Queue = "q"
-		resp, err := c.clients[id].SendMessageBatch(tctx(t), req)
+		resp, err := c.Clients[id].SendMessageBatch(tctx(t), req)
 		if err != nil {
 			wantReason(t, err, codes.ResourceExhausted, server.ReasonQuotaExceeded)
 			continue
@@ -307,7 +307,7 @@ func TestQuotaHoldsForTheTenantAcrossNodes(t *testing.T) {
 	send := func(id uint64, body string, part int) error {
 		var err error
 		checkFor(t, 5*time.Second, 50*time.Millisecond, func() error {
-			_, err = c.clients[id].SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "q", Body: body, PartitionKey: keyForPartition(4, part)})
+			_, err = c.Clients[id].SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "q", Body: body, PartitionKey: keyForPartition(4, part)})
 			if st, _ := status.FromError(err); err != nil && strings.Contains(st.Message(), "send rate") {
 				return err
 			}

@@ -17,14 +17,14 @@ import (
 func setQuota(t *testing.T, n *authNode, tenant string, q *qv1.TenantQuota) {
 	t.Helper()
 	admin := as(t, token(t, jwt.MapClaims{"tenant": "ops", "scope": "cluster:admin"}))
-	if _, err := qv1.NewClusterServiceClient(n.conn).SetTenantQuota(admin, &qv1.SetTenantQuotaRequest{Tenant: tenant, Quota: q}); err != nil {
+	if _, err := qv1.NewClusterServiceClient(n.Conn).SetTenantQuota(admin, &qv1.SetTenantQuotaRequest{Tenant: tenant, Quota: q}); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestQuotaQueueCount(t *testing.T) {
 	n := startAuthNode(t)
-	c := qv1.NewQueueServiceClient(n.conn)
+	c := qv1.NewQueueServiceClient(n.Conn)
 	setQuota(t, n, "acme", &qv1.TenantQuota{MaxQueues: 1})
 	acme := token(t, jwt.MapClaims{"tenant": "acme", "scope": allScopes})
 	if _, err := c.CreateQueue(as(t, acme), &qv1.CreateQueueRequest{Name: "one"}); err != nil {
@@ -32,7 +32,7 @@ func TestQuotaQueueCount(t *testing.T) {
 	}
 	_, err := c.CreateQueue(as(t, acme), &qv1.CreateQueueRequest{Name: "two"})
 	wantReason(t, err, codes.ResourceExhausted, server.ReasonQuotaExceeded)
-	status, body := n.rest(t, acme, "POST", "/v1/queues", `{"name":"three"}`)
+	status, body := n.REST(t, acme, "POST", "/v1/queues", `{"name":"three"}`)
 	if status != http.StatusTooManyRequests || !strings.Contains(body, server.ReasonQuotaExceeded) {
 		t.Fatalf("REST create over quota: %d %s", status, body)
 	}
@@ -43,7 +43,7 @@ func TestQuotaQueueCount(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	u, err := qv1.NewClusterServiceClient(n.conn).GetTenantQuota(as(t, token(t, jwt.MapClaims{"tenant": "ops", "scope": "cluster:admin"})), &qv1.GetTenantQuotaRequest{Tenant: "acme"})
+	u, err := qv1.NewClusterServiceClient(n.Conn).GetTenantQuota(as(t, token(t, jwt.MapClaims{"tenant": "ops", "scope": "cluster:admin"})), &qv1.GetTenantQuotaRequest{Tenant: "acme"})
 	if err != nil || u.GetUsage().GetQueues() != 1 || u.GetQuota().GetMaxQueues() != 1 {
 		t.Fatalf("acme quota/usage: %v %v", u, err)
 	}
@@ -51,7 +51,7 @@ func TestQuotaQueueCount(t *testing.T) {
 
 func TestQuotaStoredBytes(t *testing.T) {
 	n := startAuthNode(t)
-	c := qv1.NewQueueServiceClient(n.conn)
+	c := qv1.NewQueueServiceClient(n.Conn)
 	acme := as(t, token(t, jwt.MapClaims{"tenant": "acme", "scope": allScopes}))
 	if _, err := c.CreateQueue(acme, &qv1.CreateQueueRequest{Name: "q"}); err != nil {
 		t.Fatal(err)
@@ -80,7 +80,7 @@ func TestQuotaStoredBytes(t *testing.T) {
 
 func TestQuotaSendRate(t *testing.T) {
 	n := startAuthNode(t)
-	c := qv1.NewQueueServiceClient(n.conn)
+	c := qv1.NewQueueServiceClient(n.Conn)
 	acme := as(t, token(t, jwt.MapClaims{"tenant": "acme", "scope": allScopes}))
 	other := as(t, token(t, jwt.MapClaims{"tenant": "other", "scope": allScopes}))
 	if _, err := c.CreateQueue(acme, &qv1.CreateQueueRequest{Name: "q"}); err != nil {

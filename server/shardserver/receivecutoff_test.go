@@ -34,13 +34,13 @@ func carriesReceive(data []byte) bool {
 // caller's deadline; the queue's lease is 10 minutes.)
 func TestReceiveCutOffByDeadlineLeasesNothing(t *testing.T) {
 	c := startMemCluster(t, 3)
-	leader := c.leader(t, 1, 2, 3)
-	cl := c.clients[leader]
+	leader := c.Leader(t, 1, 2, 3)
+	cl := c.Clients[leader]
 	sent := oneMessageOnLongLeaseQueue(t, cl)
 	var armed atomic.Bool
 	var delayed atomic.Int64
 	armed.Store(true)
-	c.net.Delay(func(env raftnode.Envelope) time.Duration {
+	c.Net.Delay(func(env raftnode.Envelope) time.Duration {
 		if !armed.Load() || env.Msg.GetType() != raftpb.MsgApp {
 			return 0
 		}
@@ -73,7 +73,7 @@ func TestReceiveCutOffByDeadlineLeasesNothing(t *testing.T) {
 		}
 		return nil
 	})
-	c.net.Delay(nil)
+	c.Net.Delay(nil)
 }
 
 // Issue 18 (chaos seed 557053): a receive with a receive_attempt_id cut
@@ -87,15 +87,15 @@ func TestReceiveCutOffByDeadlineLeasesNothing(t *testing.T) {
 // hand-back (proposed only once the first try committed).
 func TestReceiveAttemptRetriedAfterCutOffKeepsItsLeases(t *testing.T) {
 	c := startMemCluster(t, 3)
-	leader := c.leader(t, 1, 2, 3)
-	cl := c.clients[leader]
+	leader := c.Leader(t, 1, 2, 3)
+	cl := c.Clients[leader]
 	sent := oneMessageOnLongLeaseQueue(t, cl)
 	// Every append carrying a receive arrives no earlier than held: no
 	// receive commits before then (a fixed instant, so that resent
 	// appends are not held up again and again).
 	held := time.Now().Add(1500 * time.Millisecond)
 	var delayed atomic.Int64
-	c.net.Delay(func(env raftnode.Envelope) time.Duration {
+	c.Net.Delay(func(env raftnode.Envelope) time.Duration {
 		if env.Msg.GetType() != raftpb.MsgApp {
 			return 0
 		}
@@ -109,7 +109,7 @@ func TestReceiveAttemptRetriedAfterCutOffKeepsItsLeases(t *testing.T) {
 		}
 		return 0
 	})
-	defer c.net.Delay(nil)
+	defer c.Net.Delay(nil)
 	req := &qv1.ReceiveMessagesRequest{Queue: "cut", ReceiveAttemptId: "a1"}
 	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
 	defer cancel()

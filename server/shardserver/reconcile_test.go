@@ -55,7 +55,7 @@ func fillPartitions(t *testing.T, n *testNode, queue string, parts int) {
 // half way would leave it; the reconciler removes every partition.
 func TestReconcileRemovesPartitionsOfADeletedQueue(t *testing.T) {
 	n := startSharded(t)
-	createPartitioned(t, n.client, "rq", 3, nil)
+	createPartitioned(t, n.Client, "rq", 3, nil)
 	fillPartitions(t, n, "rq", 3)
 
 	ctx := shardserver.AsTenantForTest(tctx(t), server.DevTenant)
@@ -77,7 +77,7 @@ func TestReconcileRemovesPartitionsOfADeletedQueue(t *testing.T) {
 // ones. The reconciler brings every partition to the record's attributes.
 func TestReconcileBringsPartitionsToTheRecordsAttributes(t *testing.T) {
 	n := startSharded(t)
-	createPartitioned(t, n.client, "uq", 3, nil)
+	createPartitioned(t, n.Client, "uq", 3, nil)
 
 	ctx := shardserver.AsTenantForTest(tctx(t), server.DevTenant)
 	_, err := n.ShardServer(router.MetadataShard).UpdateQueue(ctx, &qv1.UpdateQueueRequest{Name: "uq",
@@ -114,7 +114,7 @@ func TestReconcileBringsPartitionsToTheRecordsAttributes(t *testing.T) {
 // the new incarnation.
 func TestReconcileReplacesPartitionsOfAnEarlierIncarnation(t *testing.T) {
 	n := startSharded(t)
-	createPartitioned(t, n.client, "iq", 2, nil)
+	createPartitioned(t, n.Client, "iq", 2, nil)
 	fillPartitions(t, n, "iq", 2)
 	old, err := partitionCopy(n, "iq", 0)
 	if err != nil {

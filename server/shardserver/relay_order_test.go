@@ -21,11 +21,11 @@ import (
 // while the relay delivers the first page of the second burst.
 func TestRelayKeepsFIFOOrderWhenBackoffEndsMidSweep(t *testing.T) {
 	clock := newFakeClock()
-	n := startNode(t, nodeOpts{clock: clock.Now})
+	n := startNode(t, nodeOpts{Clock: clock.Now})
 	tc := topicClient(t, n.GRPCAddr())
 	ctx := tctx(t)
 	for _, q := range []*qv1.CreateQueueRequest{{Name: "order.fifo", Attributes: &qv1.QueueAttributes{Fifo: true}}, {Name: "plain"}} {
-		if _, err := n.client.CreateQueue(ctx, q); err != nil {
+		if _, err := n.Client.CreateQueue(ctx, q); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -100,7 +100,7 @@ func TestRelayKeepsFIFOOrderWhenBackoffEndsMidSweep(t *testing.T) {
 	// the plain queue's first new ones, whose delivery ends the backoff.
 	publish(5, 30)
 
-	got := drainQueue(t, n.client, "order.fifo", 35)
+	got := drainQueue(t, n.Client, "order.fifo", 35)
 	for i, m := range got {
 		if want := fmt.Sprintf("%03d ", i); !strings.HasPrefix(m.GetBody(), want) {
 			var order []string
@@ -110,5 +110,5 @@ func TestRelayKeepsFIFOOrderWhenBackoffEndsMidSweep(t *testing.T) {
 			t.Fatalf("order.fifo: message %d is %q, want %q: order %v", i, m.GetBody()[:4], want, order)
 		}
 	}
-	drainQueue(t, n.client, "plain", 35)
+	drainQueue(t, n.Client, "plain", 35)
 }

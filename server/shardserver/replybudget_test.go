@@ -24,7 +24,7 @@ type got struct {
 // receiveREST receives over REST (the gateway's gRPC client of its node).
 func receiveREST(t *testing.T, n *testNode, queue string, max int) []got {
 	t.Helper()
-	code, _, raw, err := restReceive(n.base, queue, fmt.Sprintf(`{"maxMessages":%d,"visibilityTimeout":"600s"}`, max))
+	code, _, raw, err := restReceive(n.Base, queue, fmt.Sprintf(`{"maxMessages":%d,"visibilityTimeout":"600s"}`, max))
 	if err != nil || code != http.StatusOK {
 		t.Fatalf("REST receive: HTTP %d %v: %.300s", code, err, raw)
 	}
@@ -52,7 +52,7 @@ func receiveREST(t *testing.T, n *testNode, queue string, max int) []got {
 // receiveGRPC receives with a gRPC client at its default limits (4 MiB).
 func receiveGRPC(t *testing.T, n *testNode, queue string, max int) []got {
 	t.Helper()
-	r, err := n.client.ReceiveMessages(tctx(t), &qv1.ReceiveMessagesRequest{Queue: queue, MaxMessages: int32(max), VisibilityTimeout: durationpb.New(10 * time.Minute)})
+	r, err := n.Client.ReceiveMessages(tctx(t), &qv1.ReceiveMessagesRequest{Queue: queue, MaxMessages: int32(max), VisibilityTimeout: durationpb.New(10 * time.Minute)})
 	if err != nil {
 		t.Fatalf("gRPC receive: %v", err)
 	}
@@ -69,12 +69,12 @@ func receiveGRPC(t *testing.T, n *testNode, queue string, max int) []got {
 // order, and no message is ever leased without being returned.
 func TestReceiveRepliesFitTheTransport(t *testing.T) {
 	n := startSharded(t)
-	createPartitioned(t, n.client, "big", 1, nil)
-	createPartitioned(t, n.client, "bigparts", 2, nil)
+	createPartitioned(t, n.Client, "big", 1, nil)
+	createPartitioned(t, n.Client, "bigparts", 2, nil)
 	pad := strings.Repeat("x", 1<<20-3)
 	for _, q := range []string{"big", "bigparts"} {
 		for i := range 20 {
-			if _, err := n.client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: q, Body: fmt.Sprintf("%03d", i) + pad}); err != nil {
+			if _, err := n.Client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: q, Body: fmt.Sprintf("%03d", i) + pad}); err != nil {
 				t.Fatalf("send %d: %v", i, err)
 			}
 		}
@@ -106,7 +106,7 @@ func TestReceiveRepliesFitTheTransport(t *testing.T) {
 				seen[m.body], last[m.partition] = true, m.seq
 				order = append(order, m.body)
 			}
-			st, err := n.client.GetQueue(tctx(t), &qv1.GetQueueRequest{Name: q})
+			st, err := n.Client.GetQueue(tctx(t), &qv1.GetQueueRequest{Name: q})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -38,8 +38,8 @@ func receiveOne(t *testing.T, c qv1.QueueServiceClient, queue string) *qv1.Recei
 // message is not receivable a millisecond before and is at that time.
 func TestNackBackoff(t *testing.T) {
 	clock := newFakeClock()
-	n := startNode(t, nodeOpts{clock: clock.Now})
-	c, ctx := n.client, tctx(t)
+	n := startNode(t, nodeOpts{Clock: clock.Now})
+	c, ctx := n.Client, tctx(t)
 	fifoCreate(t, c, "retry", &qv1.QueueAttributes{RetryPolicy: &qv1.RetryPolicy{Base: durationpb.New(time.Second), Factor: 2}})
 	q, err := c.GetQueue(ctx, &qv1.GetQueueRequest{Name: "retry"})
 	if err != nil {
@@ -105,8 +105,8 @@ func TestNackBackoff(t *testing.T) {
 // message comes back after the backoff from the lease's end.
 func TestLeaseExpiryBacksOff(t *testing.T) {
 	clock := newFakeClock()
-	n := startNode(t, nodeOpts{clock: clock.Now})
-	c := n.client
+	n := startNode(t, nodeOpts{Clock: clock.Now})
+	c := n.Client
 	fifoCreate(t, c, "expiry", &qv1.QueueAttributes{VisibilityTimeout: durationpb.New(time.Second),
 		RetryPolicy: &qv1.RetryPolicy{Base: durationpb.New(5 * time.Second), Factor: 3}})
 	fifoSend(t, c, &qv1.SendMessageRequest{Queue: "expiry", Body: "job"})
@@ -133,7 +133,7 @@ func TestLeaseExpiryBacksOff(t *testing.T) {
 // dead-lettered with reason MAX_RECEIVES.
 func TestReleasedNacksDoNotCount(t *testing.T) {
 	n := startNode(t, nodeOpts{})
-	c, ctx := n.client, tctx(t)
+	c, ctx := n.Client, tctx(t)
 	fifoCreate(t, c, "rel-dlq", nil)
 	fifoCreate(t, c, "rel", &qv1.QueueAttributes{DeadLetter: &qv1.DeadLetterPolicy{Queue: "rel-dlq", MaxReceiveCount: 1}})
 	fifoSend(t, c, &qv1.SendMessageRequest{Queue: "rel", Body: "job"})
@@ -176,8 +176,8 @@ func TestReleasedNacksDoNotCount(t *testing.T) {
 // message is dead-lettered with reason EXPIRED (or dropped without a DLQ).
 func TestMessageTTL(t *testing.T) {
 	clock := newFakeClock()
-	n := startNode(t, nodeOpts{clock: clock.Now})
-	c, ctx := n.client, tctx(t)
+	n := startNode(t, nodeOpts{Clock: clock.Now})
+	c, ctx := n.Client, tctx(t)
 	fifoCreate(t, c, "ttl-dlq", nil)
 	fifoCreate(t, c, "ttl", &qv1.QueueAttributes{MessageTtl: durationpb.New(time.Minute),
 		DeadLetter: &qv1.DeadLetterPolicy{Queue: "ttl-dlq", MaxReceiveCount: 5}})
@@ -218,7 +218,7 @@ func TestMessageTTL(t *testing.T) {
 // 429); DROP_OLDEST dead-letters the oldest with reason OVERFLOW.
 func TestMaxLength(t *testing.T) {
 	n := startNode(t, nodeOpts{})
-	c, ctx := n.client, tctx(t)
+	c, ctx := n.Client, tctx(t)
 	fifoCreate(t, c, "full", &qv1.QueueAttributes{MaxLength: 2})
 	q, err := c.GetQueue(ctx, &qv1.GetQueueRequest{Name: "full"})
 	if err != nil || q.GetQueue().GetAttributes().GetOverflow() != qv1.OverflowPolicy_OVERFLOW_POLICY_REJECT {

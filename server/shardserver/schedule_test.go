@@ -31,8 +31,8 @@ func sendDelayed(t *testing.T, c qv1.QueueServiceClient, queue string, delay tim
 
 func TestCancelAndRescheduleMessage(t *testing.T) {
 	clock := newFakeClock()
-	n := startNode(t, nodeOpts{clock: clock.Now})
-	c, ctx := n.client, tctx(t)
+	n := startNode(t, nodeOpts{Clock: clock.Now})
+	c, ctx := n.Client, tctx(t)
 	fifoCreate(t, c, "sched", &qv1.QueueAttributes{MessageRetention: durationpb.New(14 * 24 * time.Hour)})
 
 	// A delay of days (up to the retention), then cancelled.
@@ -97,7 +97,7 @@ func TestCancelAndRescheduleMessage(t *testing.T) {
 
 func TestCancelMessageOnFifoQueue(t *testing.T) {
 	n := startNode(t, nodeOpts{})
-	c, ctx := n.client, tctx(t)
+	c, ctx := n.Client, tctx(t)
 	fifoCreate(t, c, "s.fifo", &qv1.QueueAttributes{Fifo: true})
 	first := fifoSend(t, c, &qv1.SendMessageRequest{Queue: "s.fifo", Body: "1", GroupId: "g", DeduplicationId: "1"})
 	second := fifoSend(t, c, &qv1.SendMessageRequest{Queue: "s.fifo", Body: "2", GroupId: "g", DeduplicationId: "2"})
@@ -115,7 +115,7 @@ func TestCancelMessageOnFifoQueue(t *testing.T) {
 
 func TestCancelAndRescheduleOnPartitionedQueue(t *testing.T) {
 	n := startSharded(t)
-	c, ctx := n.client, tctx(t)
+	c, ctx := n.Client, tctx(t)
 	createPartitioned(t, c, "parts", 2, nil)
 	var ids []string
 	for range 4 { // round robin: two per partition
@@ -150,8 +150,8 @@ func TestCancelAndRescheduleOnPartitionedQueue(t *testing.T) {
 
 func TestCancelAndRescheduleOverREST(t *testing.T) {
 	n := startNode(t, nodeOpts{})
-	fifoCreate(t, n.client, "rest", nil)
-	id := sendDelayed(t, n.client, "rest", time.Hour)
+	fifoCreate(t, n.Client, "rest", nil)
+	id := sendDelayed(t, n.Client, "rest", time.Hour)
 	path := fmt.Sprintf("/v1/queues/rest/messages/%s", id)
 
 	code, body := doHTTP(t, n, http.MethodPost, path+":reschedule", `{"delay":"0s"}`)
@@ -169,8 +169,8 @@ func TestCancelAndRescheduleOverREST(t *testing.T) {
 	if reason, _ := restErrorInfo(body); code != http.StatusNotFound || reason != server.ReasonMessageNotFound {
 		t.Fatalf("second cancel: HTTP %d %s, want 404 MESSAGE_NOT_FOUND", code, body)
 	}
-	id = sendDelayed(t, n.client, "rest", 0)
-	fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: "rest"})
+	id = sendDelayed(t, n.Client, "rest", 0)
+	fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: "rest"})
 	code, body = doHTTP(t, n, http.MethodPost, "/v1/queues/rest/messages/"+id+":reschedule", `{"deliverAt":"2030-01-01T00:00:00Z"}`)
 	if reason, _ := restErrorInfo(body); code != http.StatusBadRequest || reason != server.ReasonMessageAlreadyReceived {
 		t.Fatalf("reschedule of a received message: HTTP %d %s, want 400 MESSAGE_ALREADY_RECEIVED", code, body)
@@ -181,14 +181,14 @@ func TestCancelAndRescheduleOverREST(t *testing.T) {
 // answers as soon as the message is rescheduled to now, not at its wait's end.
 func TestRescheduleWakesLongPoll(t *testing.T) {
 	n := startNode(t, nodeOpts{})
-	fifoCreate(t, n.client, "wake", nil)
-	id := sendDelayed(t, n.client, "wake", time.Hour)
+	fifoCreate(t, n.Client, "wake", nil)
+	id := sendDelayed(t, n.Client, "wake", time.Hour)
 	srv := n.Server()
 	got := make(chan *qv1.ReceiveMessagesResponse, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
-		r, _ := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "wake", WaitTime: durationpb.New(20 * time.Second)})
+		r, _ := n.Client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "wake", WaitTime: durationpb.New(20 * time.Second)})
 		got <- r
 	}()
 	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
@@ -198,7 +198,7 @@ func TestRescheduleWakesLongPoll(t *testing.T) {
 		return nil
 	})
 	start := time.Now()
-	if _, err := n.client.RescheduleMessage(tctx(t), &qv1.RescheduleMessageRequest{Queue: "wake", MessageId: id, Delay: durationpb.New(0)}); err != nil {
+	if _, err := n.Client.RescheduleMessage(tctx(t), &qv1.RescheduleMessageRequest{Queue: "wake", MessageId: id, Delay: durationpb.New(0)}); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -17,7 +17,7 @@ import (
 // by then. Answering QUOTA_EXCEEDED would tell the caller it was not stored.
 func TestRetryAtByteQuotaReturnsFirstSend(t *testing.T) {
 	n := startAuthNode(t)
-	c := qv1.NewQueueServiceClient(n.conn)
+	c := qv1.NewQueueServiceClient(n.Conn)
 	acme := as(t, token(t, jwt.MapClaims{"tenant": "acme", "scope": allScopes}))
 	for _, q := range []*qv1.CreateQueueRequest{{Name: "q"}, {Name: "f.fifo", Attributes: &qv1.QueueAttributes{Fifo: true}}} {
 		if _, err := c.CreateQueue(acme, q); err != nil {

@@ -1,15 +1,12 @@
 package shardserver_test
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,99 +15,13 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 	"github.com/quorumq/quorumq/server"
 	"github.com/quorumq/quorumq/server/auth"
-	"github.com/quorumq/quorumq/server/node"
 )
-
-var testSecret = []byte("0123456789abcdef0123456789abcdef-quorumq-test")
-
-// authNode is a node that verifies HS256 tokens.
-type authNode struct {
-	*node.Node
-	conn *grpc.ClientConn
-	base string
-}
-
-func startAuthNode(t *testing.T) *authNode {
-	t.Helper()
-	secret := filepath.Join(t.TempDir(), "secret")
-	if err := os.WriteFile(secret, append(testSecret, '\n'), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return startNodeWithAuth(t, auth.Config{HS256SecretFile: secret, Audience: "quorumq", Issuer: "quorumq-test"})
-}
-
-func startNodeWithAuth(t *testing.T, cfg auth.Config) *authNode {
-	t.Helper()
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	a, err := auth.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(a.Close)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	n, err := node.Start(ctx, node.Config{
-		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Authenticator: a,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = n.Stop(context.Background()) })
-	if err := n.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient(n.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return &authNode{Node: n, conn: conn, base: "http://" + n.HTTPAddr()}
-}
-
-func token(t *testing.T, claims jwt.MapClaims) string {
-	t.Helper()
-	base := jwt.MapClaims{"aud": "quorumq", "iss": "quorumq-test", "exp": time.Now().Add(time.Hour).Unix()}
-	for k, v := range claims {
-		base[k] = v
-	}
-	tok, err := auth.Mint("HS256", testSecret, "", base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
-}
-
-const allScopes = "queues:admin messages:send messages:receive"
-
-// as returns a context carrying tok as a bearer token.
-func as(t *testing.T, tok string) context.Context {
-	return metadata.AppendToOutgoingContext(tctx(t), "authorization", "Bearer "+tok)
-}
-
-func (n *authNode) rest(t *testing.T, tok, method, path, body string) (int, string) {
-	t.Helper()
-	req, _ := http.NewRequestWithContext(tctx(t), method, n.base+path, strings.NewReader(body))
-	if tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
 
 // Bad tokens get 401, missing scopes 403, and neither changes anything.
 func TestAuthRejectsAndChangesNothing(t *testing.T) {
@@ -136,17 +47,17 @@ func TestAuthRejectsAndChangesNothing(t *testing.T) {
 		{"missing scope", token(t, jwt.MapClaims{"tenant": "acme", "scope": "messages:send"}), http.StatusForbidden},
 	}
 	for _, tc := range cases {
-		status, body := n.rest(t, tc.tok, "POST", "/v1/queues", `{"name":"should-not-exist"}`)
+		status, body := n.REST(t, tc.tok, "POST", "/v1/queues", `{"name":"should-not-exist"}`)
 		if status != tc.status {
 			t.Errorf("%s: HTTP %d %s, want %d", tc.name, status, body, tc.status)
 		}
 	}
-	status, body := n.rest(t, good, "GET", "/v1/queues", "")
+	status, body := n.REST(t, good, "GET", "/v1/queues", "")
 	if status != 200 || strings.Contains(body, "should-not-exist") {
 		t.Fatalf("after rejected calls: HTTP %d %s", status, body)
 	}
 	// gRPC says the same.
-	c := qv1.NewQueueServiceClient(n.conn)
+	c := qv1.NewQueueServiceClient(n.Conn)
 	_, err := c.CreateQueue(tctx(t), &qv1.CreateQueueRequest{Name: "x"})
 	wantReason(t, err, codes.Unauthenticated, server.ReasonUnauthenticated)
 	_, err = c.CreateQueue(as(t, token(t, jwt.MapClaims{"tenant": "acme", "scope": "messages:receive"})), &qv1.CreateQueueRequest{Name: "x"})
@@ -157,7 +68,7 @@ func TestAuthRejectsAndChangesNothing(t *testing.T) {
 // delete in each other's queue, on every RPC.
 func TestTenantIsolation(t *testing.T) {
 	n := startAuthNode(t)
-	c := qv1.NewQueueServiceClient(n.conn)
+	c := qv1.NewQueueServiceClient(n.Conn)
 	a := as(t, token(t, jwt.MapClaims{"tenant": "alpha", "scope": allScopes}))
 	b := as(t, token(t, jwt.MapClaims{"tenant": "beta", "scope": allScopes}))
 	mustOK := func(err error) {
@@ -266,10 +177,10 @@ func TestAuthAlgorithmConfusion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if status, body := n.rest(t, forged, "POST", "/v1/queues", `{"name":"forged"}`); status != http.StatusUnauthorized {
+	if status, body := n.REST(t, forged, "POST", "/v1/queues", `{"name":"forged"}`); status != http.StatusUnauthorized {
 		t.Fatalf("HS256 token signed with the RSA public key: HTTP %d %s, want 401", status, body)
 	}
-	status, body := n.rest(t, good, "GET", "/v1/queues", "")
+	status, body := n.REST(t, good, "GET", "/v1/queues", "")
 	if status != http.StatusOK || strings.Contains(body, "forged") {
 		t.Fatalf("valid RS256 token: HTTP %d %s", status, body)
 	}

@@ -25,13 +25,13 @@ func TestTopicClusterExactlyOnceAcrossLeaderChanges(t *testing.T) {
 	ids := []uint64{1, 2, 3}
 	tcs := map[uint64]qv1.TopicServiceClient{}
 	for _, id := range ids {
-		tcs[id] = topicClient(t, c.nodes[id].GRPCAddr())
+		tcs[id] = topicClient(t, c.Nodes[id].GRPCAddr())
 	}
 	ctx := tctx(t)
-	if _, err := c.clients[1].CreateQueue(ctx, &qv1.CreateQueueRequest{Name: "all"}); err != nil {
+	if _, err := c.Clients[1].CreateQueue(ctx, &qv1.CreateQueueRequest{Name: "all"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.clients[1].CreateQueue(ctx, &qv1.CreateQueueRequest{Name: "ord.fifo", Attributes: &qv1.QueueAttributes{Fifo: true}}); err != nil {
+	if _, err := c.Clients[1].CreateQueue(ctx, &qv1.CreateQueueRequest{Name: "ord.fifo", Attributes: &qv1.QueueAttributes{Fifo: true}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := tcs[1].CreateTopic(ctx, &qv1.CreateTopicRequest{Name: "ha", Attributes: &qv1.TopicAttributes{Partitions: 3}}); err != nil {
@@ -76,10 +76,10 @@ func TestTopicClusterExactlyOnceAcrossLeaderChanges(t *testing.T) {
 	}
 	<-time.After(2 * time.Second)
 	cut := ids[rand.IntN(3)]
-	c.net.Partition(cut)
+	c.Net.Partition(cut)
 	t.Logf("node %d cut off", cut)
 	<-time.After(3 * time.Second)
-	c.net.Heal()
+	c.Net.Heal()
 	<-time.After(2 * time.Second)
 	stopLoad()
 	wg.Wait()
@@ -92,7 +92,7 @@ func TestTopicClusterExactlyOnceAcrossLeaderChanges(t *testing.T) {
 	for _, q := range []string{"all", "ord.fifo"} {
 		got := map[string]int{}
 		checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-			r, err := c.clients[1].ReceiveMessages(tctx(t), &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 100, VisibilityTimeout: durationpb.New(time.Hour)})
+			r, err := c.Clients[1].ReceiveMessages(tctx(t), &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 100, VisibilityTimeout: durationpb.New(time.Hour)})
 			if err != nil {
 				return err
 			}
@@ -102,7 +102,7 @@ func TestTopicClusterExactlyOnceAcrossLeaderChanges(t *testing.T) {
 				del.Entries = append(del.Entries, &qv1.DeleteMessageBatchEntry{Id: fmt.Sprint(i), ReceiptHandle: m.GetReceiptHandle()})
 			}
 			if len(del.Entries) > 0 {
-				if d, err := c.clients[1].DeleteMessageBatch(tctx(t), del); err != nil || len(d.GetFailed()) > 0 {
+				if d, err := c.Clients[1].DeleteMessageBatch(tctx(t), del); err != nil || len(d.GetFailed()) > 0 {
 					return fmt.Errorf("delete: %v %v", d, err)
 				}
 			}
@@ -114,7 +114,7 @@ func TestTopicClusterExactlyOnceAcrossLeaderChanges(t *testing.T) {
 			return nil
 		})
 		// Let any stray copy arrive, then check nothing came twice.
-		r, err := c.clients[1].ReceiveMessages(tctx(t), &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10, WaitTime: durationpb.New(time.Second)})
+		r, err := c.Clients[1].ReceiveMessages(tctx(t), &qv1.ReceiveMessagesRequest{Queue: q, MaxMessages: 10, WaitTime: durationpb.New(time.Second)})
 		if err != nil {
 			t.Fatal(err)
 		}

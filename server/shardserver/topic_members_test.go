@@ -358,7 +358,7 @@ func TestTopicGroupMembershipErrors(t *testing.T) {
 // commit), and read on from the offsets committed before.
 func TestTopicGroupCoordinatorLeaderChange(t *testing.T) {
 	c := startMemCluster(t, 3, func(cfg *node.Config) { cfg.Shards = partShards })
-	tc := topicClient(t, c.nodes[1].GRPCAddr())
+	tc := topicClient(t, c.Nodes[1].GRPCAddr())
 	setUpMemberTopic(t, tc, "coord", 4, 20)
 	g := &groupMembers{t: t, tc: tc, topic: "coord", group: "g", assign: map[string]*qv1.GroupAssignment{}, beat: map[string]time.Time{}}
 	a, b := g.join(), g.join()
@@ -380,7 +380,7 @@ func TestTopicGroupCoordinatorLeaderChange(t *testing.T) {
 	sh := router.TopicShardOf(partShards, server.DevTenant, "coord", 0)
 	var from uint64
 	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
-		st, err := c.nodes[1].Host().Status(sh)
+		st, err := c.Nodes[1].Host().Status(sh)
 		if err != nil || st.LeaderID == 0 {
 			return fmt.Errorf("no leader of shard %d: %v", sh, err)
 		}
@@ -393,7 +393,7 @@ func TestTopicGroupCoordinatorLeaderChange(t *testing.T) {
 		to := from%3 + 1
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_ = c.nodes[from].Host().TransferLeadership(ctx, sh, to)
+		_ = c.Nodes[from].Host().TransferLeadership(ctx, sh, to)
 		return fmt.Errorf("shard %d still led by node %d", sh, from)
 	})
 

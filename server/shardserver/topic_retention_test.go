@@ -42,7 +42,7 @@ func TestTopicRetentionWhilePublishing(t *testing.T) {
 		segSpan = retention/10 + step
 	)
 	clock := newFakeClock()
-	n := startNode(t, nodeOpts{shards: partShards, clock: clock.Now})
+	n := startNode(t, nodeOpts{Shards: partShards, Clock: clock.Now})
 	tc := topicClient(t, n.GRPCAddr())
 	if _, err := tc.CreateTopic(tctx(t), &qv1.CreateTopicRequest{Name: "rr", Attributes: &qv1.TopicAttributes{Retention: durationpb.New(retention)}}); err != nil {
 		t.Fatal(err)

@@ -92,7 +92,7 @@ func readAll(t *testing.T, tc qv1.TopicServiceClient, topic, group string, p int
 // every partition in order, commit, and replay from a time.
 func TestTopicFanOutAndConsumerGroups(t *testing.T) {
 	clock := newFakeClock()
-	n := startNode(t, nodeOpts{shards: partShards, clock: clock.Now})
+	n := startNode(t, nodeOpts{Shards: partShards, Clock: clock.Now})
 	tc := topicClient(t, n.GRPCAddr())
 	createQueue(t, n, "all", nil)
 	createQueue(t, n, "reds", nil)
@@ -166,7 +166,7 @@ func TestTopicFanOutAndConsumerGroups(t *testing.T) {
 	}
 	// Exactly once into each queue, filtered where asked.
 	for q, want := range map[string]int{"all": total, "reds": reds} {
-		for _, m := range drainQueue(t, n.client, q, want) {
+		for _, m := range drainQueue(t, n.Client, q, want) {
 			if published[m.GetMessageId()] == nil {
 				t.Fatalf("%s got %s, never published", q, m.GetMessageId())
 			}
@@ -176,7 +176,7 @@ func TestTopicFanOutAndConsumerGroups(t *testing.T) {
 		}
 	}
 	// The FIFO queue keeps each key's publish order (the key is the group).
-	fifo := drainQueue(t, n.client, "ord.fifo", total)
+	fifo := drainQueue(t, n.Client, "ord.fifo", total)
 	gotOrder := map[string][]string{}
 	for _, m := range fifo {
 		gotOrder[m.GetGroupId()] = append(gotOrder[m.GetGroupId()], m.GetBody())
@@ -268,7 +268,7 @@ func TestTopicFanOutAndConsumerGroups(t *testing.T) {
 // ReadTopic long-polls: a read waiting at the end of a partition returns
 // the message published while it waits.
 func TestTopicReadLongPoll(t *testing.T) {
-	n := startNode(t, nodeOpts{shards: partShards})
+	n := startNode(t, nodeOpts{Shards: partShards})
 	tc := topicClient(t, n.GRPCAddr())
 	if _, err := tc.CreateTopic(tctx(t), &qv1.CreateTopicRequest{Name: "lp"}); err != nil {
 		t.Fatal(err)
@@ -296,7 +296,7 @@ func TestTopicReadLongPoll(t *testing.T) {
 // Errors a client can act on: a missing topic or group, an offset outside
 // the log, bad input.
 func TestTopicErrors(t *testing.T) {
-	n := startNode(t, nodeOpts{shards: partShards})
+	n := startNode(t, nodeOpts{Shards: partShards})
 	tc := topicClient(t, n.GRPCAddr())
 	_, err := tc.Publish(tctx(t), &qv1.PublishRequest{Topic: "missing", Body: "x"})
 	wantReason(t, err, codes.NotFound, server.ReasonTopicNotFound)
@@ -351,7 +351,7 @@ func TestTopicErrors(t *testing.T) {
 // offset fell below the start gets OFFSET_OUT_OF_RANGE and resets.
 func TestTopicRetention(t *testing.T) {
 	clock := newFakeClock()
-	n := startNode(t, nodeOpts{shards: partShards, clock: clock.Now})
+	n := startNode(t, nodeOpts{Shards: partShards, Clock: clock.Now})
 	tc := topicClient(t, n.GRPCAddr())
 	if _, err := tc.CreateTopic(tctx(t), &qv1.CreateTopicRequest{Name: "r", Attributes: &qv1.TopicAttributes{Retention: durationpb.New(time.Minute)}}); err != nil {
 		t.Fatal(err)
@@ -411,7 +411,7 @@ func TestTopicRetention(t *testing.T) {
 func TestTopicREST(t *testing.T) {
 	n := startNode(t, nodeOpts{})
 	post := func(path, body string) (int, string) {
-		resp, err := http.Post(n.base+path, "application/json", strings.NewReader(body))
+		resp, err := http.Post(n.Base+path, "application/json", strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -428,7 +428,7 @@ func TestTopicREST(t *testing.T) {
 	if code, body := post("/v1/topics/nope:publish", `{"body":"hi"}`); code != 404 || !strings.Contains(body, "TOPIC_NOT_FOUND") {
 		t.Fatalf("publish to a missing topic: %d %s", code, body)
 	}
-	resp, err := http.Get(n.base + "/v1/topics/rt")
+	resp, err := http.Get(n.Base + "/v1/topics/rt")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -442,7 +442,7 @@ func TestTopicREST(t *testing.T) {
 // A deleted subscribed queue unsubscribes: its copies are refused, and
 // the relay removes the subscription from the topic.
 func TestTopicDeletedQueueUnsubscribes(t *testing.T) {
-	n := startNode(t, nodeOpts{shards: partShards})
+	n := startNode(t, nodeOpts{Shards: partShards})
 	tc := topicClient(t, n.GRPCAddr())
 	createQueue(t, n, "gone", nil)
 	createQueue(t, n, "stays", nil)
@@ -454,7 +454,7 @@ func TestTopicDeletedQueueUnsubscribes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := n.client.DeleteQueue(tctx(t), &qv1.DeleteQueueRequest{Name: "gone"}); err != nil {
+	if _, err := n.Client.DeleteQueue(tctx(t), &qv1.DeleteQueueRequest{Name: "gone"}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 4 {
@@ -472,5 +472,5 @@ func TestTopicDeletedQueueUnsubscribes(t *testing.T) {
 		}
 		return nil
 	})
-	drainQueue(t, n.client, "stays", 4)
+	drainQueue(t, n.Client, "stays", 4)
 }

@@ -213,7 +213,7 @@ func TestBadInputNamesTheField(t *testing.T) {
 	createQueue(t, n, "known", &qv1.QueueAttributes{MessageRetention: durationpb.New(24 * time.Hour)})
 	for _, tc := range badInputs() {
 		t.Run("grpc/"+tc.name, func(t *testing.T) {
-			err := tc.call(tctx(t), n.client)
+			err := tc.call(tctx(t), n.Client)
 			code, reason, meta := reasonOf(err)
 			if code != codes.InvalidArgument || reason != tc.wantReason() || meta["field"] != tc.field {
 				t.Fatalf("got %v (reason %q, field %q), want INVALID_ARGUMENT/%s naming %q", err, reason, meta["field"], tc.wantReason(), tc.field)
@@ -231,9 +231,9 @@ func TestBadInputNamesTheField(t *testing.T) {
 
 func TestUnknownQueueIsNotFound(t *testing.T) {
 	n := startNode(t, nodeOpts{})
-	_, err := n.client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "nope", Body: "b"})
+	_, err := n.Client.SendMessage(tctx(t), &qv1.SendMessageRequest{Queue: "nope", Body: "b"})
 	wantReason(t, err, codes.NotFound, server.ReasonQueueNotFound)
-	_, err = n.client.ReceiveMessages(tctx(t), &qv1.ReceiveMessagesRequest{Queue: "nope"})
+	_, err = n.Client.ReceiveMessages(tctx(t), &qv1.ReceiveMessagesRequest{Queue: "nope"})
 	wantReason(t, err, codes.NotFound, server.ReasonQueueNotFound)
 	for _, r := range []struct{ method, path, body string }{
 		{"GET", "/v1/queues/nope", ""},
@@ -251,7 +251,7 @@ func TestUnknownQueueIsNotFound(t *testing.T) {
 
 func doHTTP(t *testing.T, n *testNode, method, path, body string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(tctx(t), method, n.base+path, strings.NewReader(body))
+	req, err := http.NewRequestWithContext(tctx(t), method, n.Base+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package shardserver_test
+package router_test
 
 import (
 	"context"
@@ -31,7 +31,7 @@ func grantOf(t *testing.T, keys *router.AccessKeys, id string) (*router.AccessKe
 // only with scopes it holds; other tokens none. Secrets are shown once.
 func TestAccessKeyAuthorization(t *testing.T) {
 	n := startAuthNode(t)
-	c := qv1.NewCredentialsServiceClient(n.conn)
+	c := qv1.NewCredentialsServiceClient(n.Conn)
 	admin := as(t, token(t, jwt.MapClaims{"tenant": "ops", "scope": "cluster:admin"}))
 	acme := as(t, token(t, jwt.MapClaims{"tenant": "acme", "scope": "queues:admin messages:send"}))
 	sender := as(t, token(t, jwt.MapClaims{"tenant": "acme", "scope": "messages:send messages:receive"}))
@@ -91,11 +91,11 @@ func TestAccessKeyAuthorization(t *testing.T) {
 
 	// REST: the same service; no secret in any listing.
 	tok := token(t, jwt.MapClaims{"tenant": "ops", "scope": "cluster:admin"})
-	status, body := n.rest(t, tok, "GET", "/v1/tenants/beta/accessKeys", "")
+	status, body := n.REST(t, tok, "GET", "/v1/tenants/beta/accessKeys", "")
 	if status != http.StatusOK || !strings.Contains(body, k.GetAccessKeyId()) || strings.Contains(body, created.GetSecretAccessKey()) || strings.Contains(strings.ToLower(body), "secret") {
 		t.Fatalf("REST list: %d %s", status, body)
 	}
-	status, body = n.rest(t, tok, "POST", "/v1/tenants/beta/accessKeys", `{"scopes":["messages:send"]}`)
+	status, body = n.REST(t, tok, "POST", "/v1/tenants/beta/accessKeys", `{"scopes":["messages:send"]}`)
 	var rc struct {
 		AccessKey struct {
 			AccessKeyID string `json:"accessKeyId"`
@@ -105,10 +105,10 @@ func TestAccessKeyAuthorization(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &rc); status != http.StatusOK || err != nil || rc.SecretAccessKey == "" {
 		t.Fatalf("REST create: %d %s", status, body)
 	}
-	if status, body = n.rest(t, tok, "DELETE", "/v1/tenants/beta/accessKeys/"+rc.AccessKey.AccessKeyID, ""); status != http.StatusOK {
+	if status, body = n.REST(t, tok, "DELETE", "/v1/tenants/beta/accessKeys/"+rc.AccessKey.AccessKeyID, ""); status != http.StatusOK {
 		t.Fatalf("REST revoke: %d %s", status, body)
 	}
-	if status, _ = n.rest(t, tok, "DELETE", "/v1/tenants/beta/accessKeys/"+rc.AccessKey.AccessKeyID, ""); status != http.StatusNotFound {
+	if status, _ = n.REST(t, tok, "DELETE", "/v1/tenants/beta/accessKeys/"+rc.AccessKey.AccessKeyID, ""); status != http.StatusNotFound {
 		t.Fatalf("REST revoke again: %d, want 404", status)
 	}
 }
@@ -126,7 +126,7 @@ func codeOf(err error) codes.Code {
 // through the node is unknown at once.
 func TestAccessKeyLookup(t *testing.T) {
 	n := startAuthNode(t)
-	c := qv1.NewCredentialsServiceClient(n.conn)
+	c := qv1.NewCredentialsServiceClient(n.Conn)
 	admin := as(t, token(t, jwt.MapClaims{"tenant": "ops", "scope": "cluster:admin"}))
 	created, err := c.CreateAccessKey(admin, &qv1.CreateAccessKeyRequest{Tenant: "acme", Scopes: []string{"messages:send"}})
 	if err != nil {
@@ -160,7 +160,7 @@ func TestAccessKeyLookup(t *testing.T) {
 // node is refused by every node within the cache TTL.
 func TestAccessKeyRevokedOnEveryNode(t *testing.T) {
 	c := startMemCluster(t, 3)
-	conn, err := grpc.NewClient(c.nodes[1].GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(c.Nodes[1].GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestAccessKeyRevokedOnEveryNode(t *testing.T) {
 	}
 	id := created.GetAccessKey().GetAccessKeyId()
 	want := shardserver.SigningKey(created.GetSecretAccessKey(), "20270115", "eu-west-1", "sqs")
-	for nid, n := range c.nodes {
+	for nid, n := range c.Nodes {
 		g, err := grantOf(t, n.AccessKeys(), id)
 		if err != nil || g.Tenant != "acme" || string(g.SigningKey) != string(want) {
 			t.Fatalf("node %d: %+v %v", nid, g, err)
@@ -182,7 +182,7 @@ func TestAccessKeyRevokedOnEveryNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	revoked := time.Now()
-	for nid, n := range c.nodes {
+	for nid, n := range c.Nodes {
 		// Generous deadline for a loaded machine; the exact bound is
 		// TestAccessKeyCacheRevocationBound's (fake clock).
 		checkFor(t, router.DefaultAccessKeyTTL+10*time.Second, 50*time.Millisecond, func() error {

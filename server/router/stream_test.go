@@ -1,4 +1,4 @@
-package shardserver_test
+package router_test
 
 import (
 	"context"
@@ -86,7 +86,7 @@ func TestSendStreamAnswersEveryEntry(t *testing.T) {
 	bad[0].Tags = []string{""} // a tag must be 1 – 128 bytes
 	reqs = append(reqs, &qv1.SendStreamRequest{Queue: "ss-a", Entries: bad},
 		&qv1.SendStreamRequest{Queue: "ss-missing", Entries: streamEntries("gone-", 2)})
-	ok, failed := sendStreamAll(t, ctx, n.client, reqs)
+	ok, failed := sendStreamAll(t, ctx, n.Client, reqs)
 	if len(ok) != 300 {
 		t.Fatalf("%d entries stored, want 300 (failed: %v)", len(ok), failed)
 	}
@@ -106,7 +106,7 @@ func TestSendStreamAnswersEveryEntry(t *testing.T) {
 		}
 	}
 	for q, want := range map[string]int64{"ss-a": 200, "ss-b": 100} {
-		g, err := n.client.GetQueue(ctx, &qv1.GetQueueRequest{Name: q})
+		g, err := n.Client.GetQueue(ctx, &qv1.GetQueueRequest{Name: q})
 		if err != nil || g.GetQueue().GetStats().GetVisible() != want {
 			t.Errorf("%s: %v %v, want %d visible", q, g.GetQueue().GetStats(), err, want)
 		}
@@ -118,7 +118,7 @@ func TestSendStreamRefusesDuplicateIDs(t *testing.T) {
 	n := startNode(t, nodeOpts{})
 	ctx := tctx(t)
 	createQueue(t, n, "ss-dup", nil)
-	st, err := n.client.SendStream(ctx)
+	st, err := n.Client.SendStream(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,11 +137,11 @@ func TestSendStreamIdempotency(t *testing.T) {
 	n := startNode(t, nodeOpts{})
 	ctx := tctx(t)
 	createQueue(t, n, "ss-idem", nil)
-	first, err := n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "ss-idem", Body: "once", IdempotencyKey: "k1"})
+	first, err := n.Client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "ss-idem", Body: "once", IdempotencyKey: "k1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ok, failed := sendStreamAll(t, ctx, n.client, []*qv1.SendStreamRequest{{Queue: "ss-idem",
+	ok, failed := sendStreamAll(t, ctx, n.Client, []*qv1.SendStreamRequest{{Queue: "ss-idem",
 		Entries: []*qv1.SendMessageBatchEntry{{Id: "a", Body: "once", IdempotencyKey: "k1"}}}})
 	if len(failed) != 0 || ok["a"].GetMessageId() != first.GetMessageId() {
 		t.Fatalf("stream retry answered %v %v, want the first send's id %s", ok, failed, first.GetMessageId())
@@ -181,10 +181,10 @@ func TestConsumeCreditBoundsPushesAndAcksDelete(t *testing.T) {
 	for w := range 25 {
 		reqs = append(reqs, &qv1.SendStreamRequest{Queue: "cs-credit", Entries: streamEntries(fmt.Sprintf("w%d-", w), 10)})
 	}
-	if ok, _ := sendStreamAll(t, ctx, n.client, reqs); len(ok) != 250 {
+	if ok, _ := sendStreamAll(t, ctx, n.Client, reqs); len(ok) != 250 {
 		t.Fatalf("%d sent, want 250", len(ok))
 	}
-	st, err := n.client.Consume(ctx)
+	st, err := n.Client.Consume(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +249,7 @@ func TestConsumeCreditBoundsPushesAndAcksDelete(t *testing.T) {
 	if answers["bogus"] != server.ReasonInvalidReceiptHandle {
 		t.Errorf("bogus handle answered %q, want INVALID_RECEIPT_HANDLE", answers["bogus"])
 	}
-	g, err := n.client.GetQueue(ctx, &qv1.GetQueueRequest{Name: "cs-credit"})
+	g, err := n.Client.GetQueue(ctx, &qv1.GetQueueRequest{Name: "cs-credit"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +265,7 @@ func TestConsumeLongPollAndNack(t *testing.T) {
 	n := startNode(t, nodeOpts{})
 	ctx := tctx(t)
 	createQueue(t, n, "cs-poll", nil)
-	st, err := n.client.Consume(ctx)
+	st, err := n.Client.Consume(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +301,7 @@ func TestConsumeLongPollAndNack(t *testing.T) {
 func TestConsumeErrors(t *testing.T) {
 	n := startNode(t, nodeOpts{})
 	ctx := tctx(t)
-	st, err := n.client.Consume(ctx)
+	st, err := n.Client.Consume(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,7 +312,7 @@ func TestConsumeErrors(t *testing.T) {
 	wantReason(t, err, codes.NotFound, server.ReasonQueueNotFound)
 
 	createQueue(t, n, "cs-much", nil)
-	st, err = n.client.Consume(ctx)
+	st, err = n.Client.Consume(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,12 +328,12 @@ func TestConsumeErrors(t *testing.T) {
 func TestStreamsOnPartitionedQueue(t *testing.T) {
 	n := startSharded(t)
 	ctx := tctx(t)
-	createPartitioned(t, n.client, "cs-parts", 4, nil)
+	createPartitioned(t, n.Client, "cs-parts", 4, nil)
 	var reqs []*qv1.SendStreamRequest
 	for w := range 20 {
 		reqs = append(reqs, &qv1.SendStreamRequest{Queue: "cs-parts", Entries: streamEntries(fmt.Sprintf("w%d-", w), 10)})
 	}
-	if ok, failed := sendStreamAll(t, ctx, n.client, reqs); len(ok) != 200 {
+	if ok, failed := sendStreamAll(t, ctx, n.Client, reqs); len(ok) != 200 {
 		t.Fatalf("%d sent, want 200 (%v)", len(ok), failed)
 	}
 	spread := 0
@@ -345,7 +345,7 @@ func TestStreamsOnPartitionedQueue(t *testing.T) {
 	if spread < 2 {
 		t.Errorf("sends reached %d of 4 partitions", spread)
 	}
-	st, err := n.client.Consume(ctx)
+	st, err := n.Client.Consume(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,10 +367,10 @@ func TestStreamsOnPartitionedQueue(t *testing.T) {
 func TestStreamsDropRoutingHeaders(t *testing.T) {
 	n := startSharded(t)
 	ctx := tctx(t)
-	createPartitioned(t, n.client, "cs-direct", 2, nil)
+	createPartitioned(t, n.Client, "cs-direct", 2, nil)
 	sh := router.ShardOf(partShards, server.DevTenant, "cs-direct", 1)
 	mctx := metadata.AppendToOutgoingContext(ctx, "x-quorumq-shard", fmt.Sprint(sh))
-	_, failed := sendStreamAll(t, mctx, n.client, []*qv1.SendStreamRequest{{Queue: "cs-direct#1", Entries: streamEntries("d", 1)}})
+	_, failed := sendStreamAll(t, mctx, n.Client, []*qv1.SendStreamRequest{{Queue: "cs-direct#1", Entries: streamEntries("d", 1)}})
 	if f := failed["d0"]; f.GetCode() != "INVALID_ARGUMENT" {
 		t.Fatalf("a stream with a client's shard header sent to a partition by name: %v", f)
 	}

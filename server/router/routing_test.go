@@ -1,4 +1,4 @@
-package shardserver_test
+package router_test
 
 import (
 	"fmt"
@@ -18,10 +18,10 @@ import (
 func TestListQueuesHidesPartitionCopies(t *testing.T) {
 	n := startNode(t, nodeOpts{})
 	createQueue(t, n, "a", nil)
-	createPartitioned(t, n.client, "p", 3, nil)
+	createPartitioned(t, n.Client, "p", 3, nil)
 	createQueue(t, n, "z", nil)
 	want := []string{"a", "p", "z"}
-	l, err := n.client.ListQueues(tctx(t), &qv1.ListQueuesRequest{})
+	l, err := n.Client.ListQueues(tctx(t), &qv1.ListQueuesRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func TestListQueuesHidesPartitionCopies(t *testing.T) {
 	got = nil
 	token := ""
 	for range 10 {
-		l, err := n.client.ListQueues(tctx(t), &qv1.ListQueuesRequest{PageSize: 1, PageToken: token})
+		l, err := n.Client.ListQueues(tctx(t), &qv1.ListQueuesRequest{PageSize: 1, PageToken: token})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -58,14 +58,14 @@ func TestListQueuesHidesPartitionCopies(t *testing.T) {
 func TestFIFOPartitionsCannotGrow(t *testing.T) {
 	n := startSharded(t)
 	ctx := tctx(t)
-	createPartitioned(t, n.client, "g.fifo", 1, &qv1.QueueAttributes{Fifo: true, ContentBasedDeduplication: true})
-	_, err := n.client.UpdateQueue(ctx, &qv1.UpdateQueueRequest{Name: "g.fifo", Attributes: &qv1.QueueAttributes{Partitions: 8},
+	createPartitioned(t, n.Client, "g.fifo", 1, &qv1.QueueAttributes{Fifo: true, ContentBasedDeduplication: true})
+	_, err := n.Client.UpdateQueue(ctx, &qv1.UpdateQueueRequest{Name: "g.fifo", Attributes: &qv1.QueueAttributes{Partitions: 8},
 		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"partitions"}}})
 	wantReason(t, err, codes.FailedPrecondition, "FIFO_PARTITIONS_FIXED")
-	_, err = n.client.UpdateQueue(ctx, &qv1.UpdateQueueRequest{Name: "g.fifo", Attributes: &qv1.QueueAttributes{Partitions: 2},
+	_, err = n.Client.UpdateQueue(ctx, &qv1.UpdateQueueRequest{Name: "g.fifo", Attributes: &qv1.QueueAttributes{Partitions: 2},
 		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"attributes.partitions"}}})
 	wantReason(t, err, codes.FailedPrecondition, "FIFO_PARTITIONS_FIXED")
-	q, err := n.client.GetQueue(ctx, &qv1.GetQueueRequest{Name: "g.fifo"})
+	q, err := n.Client.GetQueue(ctx, &qv1.GetQueueRequest{Name: "g.fifo"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,12 +73,12 @@ func TestFIFOPartitionsCannotGrow(t *testing.T) {
 		t.Fatalf("partitions %d after a refused growth, want 1", p)
 	}
 	// Other attributes still update, and a standard queue still grows.
-	if _, err := n.client.UpdateQueue(ctx, &qv1.UpdateQueueRequest{Name: "g.fifo", Attributes: &qv1.QueueAttributes{Partitions: 1},
+	if _, err := n.Client.UpdateQueue(ctx, &qv1.UpdateQueueRequest{Name: "g.fifo", Attributes: &qv1.QueueAttributes{Partitions: 1},
 		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"partitions"}}}); err != nil {
 		t.Fatalf("same partition count on a FIFO queue: %v", err)
 	}
-	createPartitioned(t, n.client, "std", 1, nil)
-	if _, err := n.client.UpdateQueue(ctx, &qv1.UpdateQueueRequest{Name: "std", Attributes: &qv1.QueueAttributes{Partitions: 8},
+	createPartitioned(t, n.Client, "std", 1, nil)
+	if _, err := n.Client.UpdateQueue(ctx, &qv1.UpdateQueueRequest{Name: "std", Attributes: &qv1.QueueAttributes{Partitions: 8},
 		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"partitions"}}}); err != nil {
 		t.Fatalf("growing a standard queue: %v", err)
 	}
@@ -90,15 +90,15 @@ func TestFIFOPartitionsCannotGrow(t *testing.T) {
 func TestFIFOGroupDecidesPartition(t *testing.T) {
 	n := startSharded(t)
 	ctx := tctx(t)
-	createPartitioned(t, n.client, "k.fifo", 4, &qv1.QueueAttributes{Fifo: true})
+	createPartitioned(t, n.Client, "k.fifo", 4, &qv1.QueueAttributes{Fifo: true})
 	for i := range 4 {
-		_, err := n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "k.fifo", Body: fmt.Sprint("x", i), GroupId: "g",
+		_, err := n.Client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "k.fifo", Body: fmt.Sprint("x", i), GroupId: "g",
 			DeduplicationId: "d", PartitionKey: keyForPartition(4, i)})
 		if key := keyForPartition(4, i); key != "g" {
 			wantField(t, err, "partition_key")
 		}
 	}
-	b, err := n.client.SendMessageBatch(ctx, &qv1.SendMessageBatchRequest{Queue: "k.fifo", Entries: []*qv1.SendMessageBatchEntry{
+	b, err := n.Client.SendMessageBatch(ctx, &qv1.SendMessageBatchRequest{Queue: "k.fifo", Entries: []*qv1.SendMessageBatchEntry{
 		{Id: "ok", Body: "m0", GroupId: "g", DeduplicationId: "d0"},
 		{Id: "same", Body: "m1", GroupId: "g", DeduplicationId: "d1", PartitionKey: "g"},
 		{Id: "bad", Body: "m2", GroupId: "g", DeduplicationId: "d2", PartitionKey: "other"},
@@ -110,9 +110,9 @@ func TestFIFOGroupDecidesPartition(t *testing.T) {
 		t.Fatalf("batch: ok %v failed %v, want ok, same / bad INVALID_ARGUMENT", b.GetSuccessful(), b.GetFailed())
 	}
 	// The same dedup id again with a different key: refused, not stored twice.
-	_, err = n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "k.fifo", Body: "m0", GroupId: "g", DeduplicationId: "d0", PartitionKey: "elsewhere"})
+	_, err = n.Client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "k.fifo", Body: "m0", GroupId: "g", DeduplicationId: "d0", PartitionKey: "elsewhere"})
 	wantField(t, err, "partition_key")
-	if _, err := n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "k.fifo", Body: "m0", GroupId: "g", DeduplicationId: "d0"}); err != nil {
+	if _, err := n.Client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "k.fifo", Body: "m0", GroupId: "g", DeduplicationId: "d0"}); err != nil {
 		t.Fatal(err)
 	}
 	home := router.PartitionOfKey("g", 4)
@@ -125,7 +125,7 @@ func TestFIFOGroupDecidesPartition(t *testing.T) {
 			t.Errorf("partition %d holds %d, want %d (group g lives on partition %d)", i, d, want, home)
 		}
 	}
-	r := fifoReceive(t, n.client, &qv1.ReceiveMessagesRequest{Queue: "k.fifo", MaxMessages: 10})
+	r := fifoReceive(t, n.Client, &qv1.ReceiveMessagesRequest{Queue: "k.fifo", MaxMessages: 10})
 	if got := bodies(r); got != "m0 m1" {
 		t.Fatalf("received %q, want m0 m1", got)
 	}
@@ -139,18 +139,18 @@ func TestRoutingCountersPerQueue(t *testing.T) {
 	n := startSharded(t)
 	ctx := tctx(t)
 	for _, q := range []string{"c1", "c2", "c3"} {
-		createPartitioned(t, n.client, q, 4, nil)
+		createPartitioned(t, n.Client, q, 4, nil)
 	}
 	for i := range 40 {
 		for _, q := range []string{"c1", "c2"} {
-			if _, err := n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: q, Body: fmt.Sprint(i)}); err != nil {
+			if _, err := n.Client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: q, Body: fmt.Sprint(i)}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if _, err := n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "c3", Body: fmt.Sprint(i)}); err != nil {
+		if _, err := n.Client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "c3", Body: fmt.Sprint(i)}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "c3"}); err != nil {
+		if _, err := n.Client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "c3"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -171,10 +171,10 @@ func TestRoutingCountersPerQueue(t *testing.T) {
 func TestReceiveAttemptOnPartitionsReplays(t *testing.T) {
 	n := startSharded(t)
 	ctx := tctx(t)
-	createPartitioned(t, n.client, "att", 2, nil)
+	createPartitioned(t, n.Client, "att", 2, nil)
 	for p := range 2 {
 		for i := range 10 {
-			if _, err := n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "att", Body: fmt.Sprintf("p%d-%d", p, i),
+			if _, err := n.Client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "att", Body: fmt.Sprintf("p%d-%d", p, i),
 				PartitionKey: keyForPartition(2, p)}); err != nil {
 				t.Fatal(err)
 			}
@@ -188,7 +188,7 @@ func TestReceiveAttemptOnPartitionsReplays(t *testing.T) {
 		return out
 	}
 	req := &qv1.ReceiveMessagesRequest{Queue: "att", MaxMessages: 10, ReceiveAttemptId: "attempt-1"}
-	first, err := n.client.ReceiveMessages(ctx, req)
+	first, err := n.Client.ReceiveMessages(ctx, req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +196,7 @@ func TestReceiveAttemptOnPartitionsReplays(t *testing.T) {
 		t.Fatalf("first try got %d, want 10", len(first.GetMessages()))
 	}
 	for try := range 3 {
-		again, err := n.client.ReceiveMessages(ctx, req)
+		again, err := n.Client.ReceiveMessages(ctx, req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -204,7 +204,7 @@ func TestReceiveAttemptOnPartitionsReplays(t *testing.T) {
 			t.Fatalf("retry %d returned %d other messages, want the first try's 10 with their handles", try+1, len(again.GetMessages()))
 		}
 	}
-	q, err := n.client.GetQueue(ctx, &qv1.GetQueueRequest{Name: "att"})
+	q, err := n.Client.GetQueue(ctx, &qv1.GetQueueRequest{Name: "att"})
 	if err != nil {
 		t.Fatal(err)
 	}

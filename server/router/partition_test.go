@@ -1,8 +1,7 @@
-package shardserver_test
+package router_test
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"testing"
 	"time"
@@ -14,61 +13,16 @@ import (
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 	"github.com/quorumq/quorumq/server"
-	"github.com/quorumq/quorumq/server/node"
 	"github.com/quorumq/quorumq/server/router"
 	"github.com/quorumq/quorumq/server/shardserver"
-	"github.com/quorumq/quorumq/store"
 )
-
-// One node hosting 5 shards (metadata + 4 data shards) runs the whole
-// router: partitions on different shards, gathering receives, handles
-// routed back to their partition.
-const partShards = 5
-
-func startSharded(t *testing.T) *testNode { return startNode(t, nodeOpts{shards: partShards}) }
-
-// partitionDepth is what the shard holding partition i stores.
-func partitionDepth(t *testing.T, n *testNode, queue string, i int) int64 {
-	t.Helper()
-	sh := router.ShardOf(partShards, server.DevTenant, queue, i)
-	info, err := n.ShardStore(sh).GetQueue(server.DevTenant, store.PartitionName(queue, i), time.Now().UnixMilli())
-	if err != nil {
-		t.Fatalf("partition %d on shard %d: %v", i, sh, err)
-	}
-	return info.Stats.Visible + info.Stats.InFlight + info.Stats.Delayed
-}
-
-// handlePartition is the partition a receipt handle names.
-func handlePartition(t *testing.T, h string) uint16 {
-	t.Helper()
-	b, err := base64.RawURLEncoding.DecodeString(h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ph, err := store.ParseHandle(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ph.Partition
-}
-
-func createPartitioned(t *testing.T, c qv1.QueueServiceClient, name string, parts int32, attrs *qv1.QueueAttributes) {
-	t.Helper()
-	if attrs == nil {
-		attrs = &qv1.QueueAttributes{}
-	}
-	attrs.Partitions = parts
-	if _, err := c.CreateQueue(tctx(t), &qv1.CreateQueueRequest{Name: name, Attributes: attrs}); err != nil {
-		t.Fatalf("create %s: %v", name, err)
-	}
-}
 
 func TestPartitionedQueueSpreadsSendsAndGathersReceives(t *testing.T) {
 	n := startSharded(t)
 	ctx := tctx(t)
-	createPartitioned(t, n.client, "spread", 4, nil)
+	createPartitioned(t, n.Client, "spread", 4, nil)
 	for i := range 40 {
-		if _, err := n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "spread", Body: fmt.Sprint(i)}); err != nil {
+		if _, err := n.Client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "spread", Body: fmt.Sprint(i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -77,7 +31,7 @@ func TestPartitionedQueueSpreadsSendsAndGathersReceives(t *testing.T) {
 			t.Errorf("partition %d holds %d messages, want 10 (round robin)", i, d)
 		}
 	}
-	q, err := n.client.GetQueue(ctx, &qv1.GetQueueRequest{Name: "spread"})
+	q, err := n.Client.GetQueue(ctx, &qv1.GetQueueRequest{Name: "spread"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +49,7 @@ func TestPartitionedQueueSpreadsSendsAndGathersReceives(t *testing.T) {
 		t.Fatalf("placement %v: want 4 distinct data shards", q.GetQueue().GetPartitionShards())
 	}
 	// One receive gathers over the partitions, from a rotating start.
-	r, err := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "spread", MaxMessages: 25})
+	r, err := n.Client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "spread", MaxMessages: 25})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +60,7 @@ func TestPartitionedQueueSpreadsSendsAndGathersReceives(t *testing.T) {
 	if len(r.GetMessages()) != 25 || len(visited) != 3 {
 		t.Fatalf("a receive of 25 got %d from partitions %v, want 25 from 3", len(r.GetMessages()), visited)
 	}
-	r2, err := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "spread", MaxMessages: 40})
+	r2, err := n.Client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "spread", MaxMessages: 40})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,14 +75,14 @@ func TestPartitionedQueueSpreadsSendsAndGathersReceives(t *testing.T) {
 	// Entries of several partitions in one batch, one more by the single call.
 	last := req.Entries[len(req.Entries)-1]
 	req.Entries = req.Entries[:len(req.Entries)-1]
-	d, err := n.client.DeleteMessageBatch(ctx, req)
+	d, err := n.Client.DeleteMessageBatch(ctx, req)
 	if err != nil || len(d.GetFailed()) != 0 || len(d.GetSuccessful()) != 39 {
 		t.Fatalf("batch delete over partitions: %v failed=%v ok=%d", err, d.GetFailed(), len(d.GetSuccessful()))
 	}
-	if _, err := n.client.DeleteMessage(ctx, &qv1.DeleteMessageRequest{Queue: "spread", ReceiptHandle: last.GetReceiptHandle()}); err != nil {
+	if _, err := n.Client.DeleteMessage(ctx, &qv1.DeleteMessageRequest{Queue: "spread", ReceiptHandle: last.GetReceiptHandle()}); err != nil {
 		t.Fatal(err)
 	}
-	q, _ = n.client.GetQueue(ctx, &qv1.GetQueueRequest{Name: "spread"})
+	q, _ = n.Client.GetQueue(ctx, &qv1.GetQueueRequest{Name: "spread"})
 	if st := q.GetQueue().GetStats(); st.GetVisible()+st.GetInFlight()+st.GetDelayed() != 0 {
 		t.Fatalf("after deleting all: %v", st)
 	}
@@ -137,9 +91,9 @@ func TestPartitionedQueueSpreadsSendsAndGathersReceives(t *testing.T) {
 func TestPartitionKeyKeepsOrderOnOnePartition(t *testing.T) {
 	n := startSharded(t)
 	ctx := tctx(t)
-	createPartitioned(t, n.client, "keyed", 4, nil)
+	createPartitioned(t, n.Client, "keyed", 4, nil)
 	for i := range 20 {
-		if _, err := n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "keyed", Body: fmt.Sprint(i), PartitionKey: "customer-7"}); err != nil {
+		if _, err := n.Client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "keyed", Body: fmt.Sprint(i), PartitionKey: "customer-7"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -153,25 +107,25 @@ func TestPartitionKeyKeepsOrderOnOnePartition(t *testing.T) {
 		t.Fatalf("one partition key spread over %d partitions", nonEmpty)
 	}
 	for want := range 20 {
-		r, err := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "keyed", MaxMessages: 1})
+		r, err := n.Client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "keyed", MaxMessages: 1})
 		if err != nil || len(r.GetMessages()) != 1 {
 			t.Fatalf("receive %d: %v %v", want, err, r)
 		}
 		if m := r.GetMessages()[0]; m.GetBody() != fmt.Sprint(want) {
 			t.Fatalf("got %s, want %d: a partition key keeps its order", m.GetBody(), want)
-		} else if _, err := n.client.DeleteMessage(ctx, &qv1.DeleteMessageRequest{Queue: "keyed", ReceiptHandle: m.GetReceiptHandle()}); err != nil {
+		} else if _, err := n.Client.DeleteMessage(ctx, &qv1.DeleteMessageRequest{Queue: "keyed", ReceiptHandle: m.GetReceiptHandle()}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	long := string(make([]byte, 129))
-	_, err := n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "keyed", Body: "x", PartitionKey: long})
+	_, err := n.Client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "keyed", Body: "x", PartitionKey: long})
 	wantReason(t, err, codes.InvalidArgument, server.ReasonInvalidArgument)
 }
 
 func TestLongPollAcrossPartitionsWakesOnSend(t *testing.T) {
 	n := startSharded(t)
 	ctx := tctx(t)
-	createPartitioned(t, n.client, "poll", 4, &qv1.QueueAttributes{VisibilityTimeout: durationpb.New(time.Second)})
+	createPartitioned(t, n.Client, "poll", 4, &qv1.QueueAttributes{VisibilityTimeout: durationpb.New(time.Second)})
 	type result struct {
 		r   *qv1.ReceiveMessagesResponse
 		err error
@@ -179,13 +133,13 @@ func TestLongPollAcrossPartitionsWakesOnSend(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		r, err := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "poll", MaxMessages: 5, WaitTime: durationpb.New(10 * time.Second)})
+		r, err := n.Client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "poll", MaxMessages: 5, WaitTime: durationpb.New(10 * time.Second)})
 		done <- result{r, err, time.Now()}
 	}()
 	time.Sleep(300 * time.Millisecond)
 	sent := time.Now()
 	for i := range 3 { // land on three different partitions
-		if _, err := n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "poll", Body: fmt.Sprint(i)}); err != nil {
+		if _, err := n.Client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "poll", Body: fmt.Sprint(i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -200,7 +154,7 @@ func TestLongPollAcrossPartitionsWakesOnSend(t *testing.T) {
 	// the next receives get it (those sends may still be committing).
 	got := len(res.r.GetMessages())
 	checkFor(t, 8*time.Second, 100*time.Millisecond, func() error {
-		r, err := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "poll", MaxMessages: 10, VisibilityTimeout: durationpb.New(time.Hour)})
+		r, err := n.Client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "poll", MaxMessages: 10, VisibilityTimeout: durationpb.New(time.Hour)})
 		if err != nil {
 			return err
 		}
@@ -215,13 +169,13 @@ func TestLongPollAcrossPartitionsWakesOnSend(t *testing.T) {
 func TestPartitionsGrowOnALiveQueue(t *testing.T) {
 	n := startSharded(t)
 	ctx := tctx(t)
-	createPartitioned(t, n.client, "grow", 2, nil)
-	if _, err := n.client.UpdateQueue(ctx, &qv1.UpdateQueueRequest{Name: "grow", Attributes: &qv1.QueueAttributes{Partitions: 4},
+	createPartitioned(t, n.Client, "grow", 2, nil)
+	if _, err := n.Client.UpdateQueue(ctx, &qv1.UpdateQueueRequest{Name: "grow", Attributes: &qv1.QueueAttributes{Partitions: 4},
 		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"partitions"}}}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 8 {
-		if _, err := n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "grow", Body: fmt.Sprint(i)}); err != nil {
+		if _, err := n.Client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "grow", Body: fmt.Sprint(i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -230,10 +184,10 @@ func TestPartitionsGrowOnALiveQueue(t *testing.T) {
 			t.Errorf("partition %d holds %d, want 2 after growing to 4", i, d)
 		}
 	}
-	_, err := n.client.UpdateQueue(ctx, &qv1.UpdateQueueRequest{Name: "grow", Attributes: &qv1.QueueAttributes{Partitions: 3},
+	_, err := n.Client.UpdateQueue(ctx, &qv1.UpdateQueueRequest{Name: "grow", Attributes: &qv1.QueueAttributes{Partitions: 3},
 		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"partitions"}}})
 	wantReason(t, err, codes.InvalidArgument, server.ReasonInvalidArgument)
-	if _, err := n.client.PurgeQueue(ctx, &qv1.PurgeQueueRequest{Name: "grow"}); err != nil {
+	if _, err := n.Client.PurgeQueue(ctx, &qv1.PurgeQueueRequest{Name: "grow"}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 4 {
@@ -243,14 +197,14 @@ func TestPartitionsGrowOnALiveQueue(t *testing.T) {
 	}
 	// Deleting the queue deletes its partitions; a new queue of that name
 	// starts empty.
-	if _, err := n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "grow", Body: "old"}); err != nil {
+	if _, err := n.Client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "grow", Body: "old"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := n.client.DeleteQueue(ctx, &qv1.DeleteQueueRequest{Name: "grow"}); err != nil {
+	if _, err := n.Client.DeleteQueue(ctx, &qv1.DeleteQueueRequest{Name: "grow"}); err != nil {
 		t.Fatal(err)
 	}
-	createPartitioned(t, n.client, "grow", 4, nil)
-	q, err := n.client.GetQueue(ctx, &qv1.GetQueueRequest{Name: "grow"})
+	createPartitioned(t, n.Client, "grow", 4, nil)
+	q, err := n.Client.GetQueue(ctx, &qv1.GetQueueRequest{Name: "grow"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,29 +216,29 @@ func TestPartitionsGrowOnALiveQueue(t *testing.T) {
 func TestPartitionedDeadLetterAndRedrive(t *testing.T) {
 	n := startSharded(t)
 	ctx := tctx(t)
-	createPartitioned(t, n.client, "dlq", 1, nil)
-	createPartitioned(t, n.client, "work", 4, &qv1.QueueAttributes{DeadLetter: &qv1.DeadLetterPolicy{Queue: "dlq", MaxReceiveCount: 1}})
+	createPartitioned(t, n.Client, "dlq", 1, nil)
+	createPartitioned(t, n.Client, "work", 4, &qv1.QueueAttributes{DeadLetter: &qv1.DeadLetterPolicy{Queue: "dlq", MaxReceiveCount: 1}})
 	ids := map[string]bool{}
 	for i := range 8 {
-		r, err := n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "work", Body: fmt.Sprint(i)})
+		r, err := n.Client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "work", Body: fmt.Sprint(i)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ids[r.GetMessageId()] = true
 	}
 	for got := 0; got < 8; {
-		r, err := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "work", MaxMessages: 10, VisibilityTimeout: durationpb.New(0)})
+		r, err := n.Client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "work", MaxMessages: 10, VisibilityTimeout: durationpb.New(0)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		got += len(r.GetMessages())
 	}
-	r, err := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "work", MaxMessages: 10})
+	r, err := n.Client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "work", MaxMessages: 10})
 	if err != nil || len(r.GetMessages()) != 0 {
 		t.Fatalf("past the receive limit: %v %v", err, r.GetMessages())
 	}
 	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
-		q, err := n.client.GetQueue(ctx, &qv1.GetQueueRequest{Name: "dlq"})
+		q, err := n.Client.GetQueue(ctx, &qv1.GetQueueRequest{Name: "dlq"})
 		if err != nil {
 			return err
 		}
@@ -293,12 +247,12 @@ func TestPartitionedDeadLetterAndRedrive(t *testing.T) {
 		}
 		return nil
 	})
-	moved, err := n.client.RedriveMessages(ctx, &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq"})
+	moved, err := n.Client.RedriveMessages(ctx, &qv1.RedriveMessagesRequest{DeadLetterQueue: "dlq"})
 	if err != nil || moved.GetMoved() != 8 {
 		t.Fatalf("redrive: %v moved %d", err, moved.GetMoved())
 	}
 	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
-		r, err := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "work", MaxMessages: 10, VisibilityTimeout: durationpb.New(time.Hour)})
+		r, err := n.Client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "work", MaxMessages: 10, VisibilityTimeout: durationpb.New(time.Hour)})
 		if err != nil {
 			return err
 		}
@@ -314,23 +268,23 @@ func TestPartitionedDeadLetterAndRedrive(t *testing.T) {
 		return nil
 	})
 	// The DLQ is another queue's: it cannot be deleted.
-	_, err = n.client.DeleteQueue(ctx, &qv1.DeleteQueueRequest{Name: "dlq"})
+	_, err = n.Client.DeleteQueue(ctx, &qv1.DeleteQueueRequest{Name: "dlq"})
 	wantReason(t, err, codes.FailedPrecondition, server.ReasonQueueInUse)
 }
 
 func TestClientCannotAddressAShardDirectly(t *testing.T) {
 	n := startSharded(t)
 	ctx := tctx(t)
-	createPartitioned(t, n.client, "direct", 2, nil)
+	createPartitioned(t, n.Client, "direct", 2, nil)
 	// A client's routing headers are dropped: "direct#1" is then just an
 	// invalid queue name, not partition 1 on its shard.
 	sh := router.ShardOf(partShards, server.DevTenant, "direct", 1)
 	mctx := metadata.AppendToOutgoingContext(ctx, "x-quorumq-shard", fmt.Sprint(sh))
-	_, err := n.client.SendMessage(mctx, &qv1.SendMessageRequest{Queue: "direct#1", Body: "x"})
+	_, err := n.Client.SendMessage(mctx, &qv1.SendMessageRequest{Queue: "direct#1", Body: "x"})
 	wantReason(t, err, codes.InvalidArgument, server.ReasonInvalidArgument)
 	// Nor can a client make a partition copy outside the queue quota.
 	mctx = metadata.AppendToOutgoingContext(ctx, "x-quorumq-shard", fmt.Sprint(sh), "x-quorumq-incarnation", "1", "x-quorumq-partition", "1")
-	if _, err := n.client.CreateQueue(mctx, &qv1.CreateQueueRequest{Name: "sneaky"}); err != nil {
+	if _, err := n.Client.CreateQueue(mctx, &qv1.CreateQueueRequest{Name: "sneaky"}); err != nil {
 		t.Fatal(err)
 	}
 	for s := uint64(1); s < partShards; s++ {
@@ -339,11 +293,11 @@ func TestClientCannotAddressAShardDirectly(t *testing.T) {
 		}
 	}
 	// Nor turn its receives into wait-only polls that never lease.
-	if _, err := n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "direct", Body: "waiting"}); err != nil {
+	if _, err := n.Client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "direct", Body: "waiting"}); err != nil {
 		t.Fatal(err)
 	}
 	mctx = metadata.AppendToOutgoingContext(ctx, "x-quorumq-wait-only", "1")
-	got, err := n.client.ReceiveMessages(mctx, &qv1.ReceiveMessagesRequest{Queue: "direct", MaxMessages: 10, WaitTime: durationpb.New(0)})
+	got, err := n.Client.ReceiveMessages(mctx, &qv1.ReceiveMessagesRequest{Queue: "direct", MaxMessages: 10, WaitTime: durationpb.New(0)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,16 +312,16 @@ func TestClientCannotAddressAShardDirectly(t *testing.T) {
 func TestBatchRetryOnPartitionedQueueIsIdempotent(t *testing.T) {
 	n := startSharded(t)
 	ctx := tctx(t)
-	createPartitioned(t, n.client, "batched", 4, nil)
+	createPartitioned(t, n.Client, "batched", 4, nil)
 	req := &qv1.SendMessageBatchRequest{Queue: "batched"}
 	for i := range 10 {
 		req.Entries = append(req.Entries, &qv1.SendMessageBatchEntry{Id: fmt.Sprint(i), Body: fmt.Sprint(i), IdempotencyKey: fmt.Sprintf("key-%d", i)})
 	}
-	first, err := n.client.SendMessageBatch(ctx, req)
+	first, err := n.Client.SendMessageBatch(ctx, req)
 	if err != nil || len(first.GetSuccessful()) != 10 {
 		t.Fatalf("%v %v", err, first.GetFailed())
 	}
-	again, err := n.client.SendMessageBatch(ctx, req)
+	again, err := n.Client.SendMessageBatch(ctx, req)
 	if err != nil || len(again.GetSuccessful()) != 10 {
 		t.Fatalf("%v %v", err, again.GetFailed())
 	}
@@ -391,16 +345,6 @@ func TestBatchRetryOnPartitionedQueueIsIdempotent(t *testing.T) {
 	}
 	if nonEmpty != 1 {
 		t.Fatalf("one batch spread over %d partitions", nonEmpty)
-	}
-}
-
-// keyForPartition is a partition key that the router sends to partition i
-// of a queue of parts partitions.
-func keyForPartition(parts, i int) string {
-	for k := 0; ; k++ {
-		if key := fmt.Sprint("key-", k); router.PartitionOfKey(key, parts) == i {
-			return key
-		}
 	}
 }
 
@@ -491,7 +435,7 @@ func longPollTakesOnlyWhatItReturns(t *testing.T, c qv1.QueueServiceClient, queu
 // message it did not return keeps its receive count and stays visible.
 func TestPartitionLongPollLeasesOnlyWhatItReturns(t *testing.T) {
 	n := startSharded(t)
-	longPollTakesOnlyWhatItReturns(t, n.client, "surplus", func() uint64 {
+	longPollTakesOnlyWhatItReturns(t, n.Client, "surplus", func() uint64 {
 		return receivesProposed(n.ShardServer, "surplus", 4)
 	}, false) // TestPartitionLongPollWaitsWithoutProposing checks that
 }
@@ -502,13 +446,13 @@ func TestPartitionLongPollLeasesOnlyWhatItReturns(t *testing.T) {
 func TestPartitionLongPollWaitsWithoutProposing(t *testing.T) {
 	n := startSharded(t)
 	ctx := tctx(t)
-	createPartitioned(t, n.client, "idle", 4, nil)
+	createPartitioned(t, n.Client, "idle", 4, nil)
 	proposed := func() uint64 { return receivesProposed(n.ShardServer, "idle", 4) }
 
 	// A poll that ends empty.
 	before := proposed()
 	start := time.Now()
-	r, err := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "idle", WaitTime: durationpb.New(500 * time.Millisecond)})
+	r, err := n.Client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "idle", WaitTime: durationpb.New(500 * time.Millisecond)})
 	if err != nil || len(r.GetMessages()) != 0 {
 		t.Fatalf("poll of an empty queue: %v %v", err, r.GetMessages())
 	}
@@ -523,7 +467,7 @@ func TestPartitionLongPollWaitsWithoutProposing(t *testing.T) {
 	before = proposed()
 	done := make(chan *qv1.ReceiveMessagesResponse, 1)
 	go func() {
-		r, err := n.client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "idle", WaitTime: durationpb.New(10 * time.Second)})
+		r, err := n.Client.ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "idle", WaitTime: durationpb.New(10 * time.Second)})
 		if err != nil {
 			t.Error(err)
 		}
@@ -543,7 +487,7 @@ func TestPartitionLongPollWaitsWithoutProposing(t *testing.T) {
 	if got := proposed() - before; got != 4 {
 		t.Fatalf("%d receives proposed while waiting, want the gather's 4 only", got)
 	}
-	sent, err := n.client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "idle", Body: "wake up"})
+	sent, err := n.Client.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "idle", Body: "wake up"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -556,15 +500,6 @@ func TestPartitionLongPollWaitsWithoutProposing(t *testing.T) {
 	}
 }
 
-// startShardedCluster is startMemCluster with partShards shards per node
-// and no leader balancing, so tests can place the leaders.
-func startShardedCluster(t *testing.T) *memCluster {
-	t.Helper()
-	return startMemCluster(t, 3, func(c *node.Config) {
-		c.Shards, c.BalanceInterval = partShards, time.Hour
-	})
-}
-
 // The same long poll through a node that leads none of the partitions:
 // the wait-only calls and the receive are forwarded to their leaders.
 func TestPartitionLongPollForwarded(t *testing.T) {
@@ -573,7 +508,7 @@ func TestPartitionLongPollForwarded(t *testing.T) {
 	for i := range 4 {
 		sh := router.ShardOf(partShards, server.DevTenant, queue, i)
 		checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
-			for id, n := range c.nodes {
+			for id, n := range c.Nodes {
 				st, err := n.Host().Status(sh)
 				if err != nil {
 					return err
@@ -581,7 +516,7 @@ func TestPartitionLongPollForwarded(t *testing.T) {
 				if st.LeaderID == leader {
 					continue
 				}
-				if cur := c.nodes[st.LeaderID]; cur != nil { // hand it over, then look again
+				if cur := c.Nodes[st.LeaderID]; cur != nil { // hand it over, then look again
 					tctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 					defer cancel()
 					_ = cur.Host().TransferLeadership(tctx, sh, leader)
@@ -591,7 +526,7 @@ func TestPartitionLongPollForwarded(t *testing.T) {
 			return nil
 		})
 	}
-	longPollTakesOnlyWhatItReturns(t, c.clients[1], queue, func() uint64 {
-		return receivesProposed(c.nodes[leader].ShardServer, queue, 4)
+	longPollTakesOnlyWhatItReturns(t, c.Clients[1], queue, func() uint64 {
+		return receivesProposed(c.Nodes[leader].ShardServer, queue, 4)
 	}, true)
 }

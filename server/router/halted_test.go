@@ -1,4 +1,4 @@
-package shardserver_test
+package router_test
 
 import (
 	"context"
@@ -44,10 +44,10 @@ func (h haltedRaft) WaitLeader(context.Context, uint64) (uint64, error) { return
 func TestHaltedReplicaRoutesToHealthyLeader(t *testing.T) {
 	var peers map[uint64]string
 	c := startMemCluster(t, 3, func(cfg *node.Config) { peers = cfg.Peers })
-	if _, err := c.clients[1].CreateQueue(tctx(t), &qv1.CreateQueueRequest{Name: "h"}); err != nil {
+	if _, err := c.Clients[1].CreateQueue(tctx(t), &qv1.CreateQueueRequest{Name: "h"}); err != nil {
 		t.Fatal(err)
 	}
-	leader := c.leader(t, 1, 2, 3)
+	leader := c.Leader(t, 1, 2, 3)
 
 	// Node 4 hosts a replica of shard 0 that halted; it reaches nodes 1-3
 	// through their peer addresses.
@@ -86,7 +86,7 @@ func TestHaltedReplicaRoutesToHealthyLeader(t *testing.T) {
 	if el := time.Since(start); el > 3*time.Second {
 		t.Fatalf("the send took %v: it waited instead of forwarding", el)
 	}
-	got, err := c.clients[leader].ReceiveMessages(tctx(t), &qv1.ReceiveMessagesRequest{Queue: "h"})
+	got, err := c.Clients[leader].ReceiveMessages(tctx(t), &qv1.ReceiveMessagesRequest{Queue: "h"})
 	if err != nil || len(got.GetMessages()) != 1 || got.GetMessages()[0].GetMessageId() != sent.GetMessageId() {
 		t.Fatalf("the leader has %v (%v), want the message sent", got.GetMessages(), err)
 	}

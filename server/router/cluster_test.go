@@ -1,116 +1,20 @@
-package shardserver_test
+package router_test
 
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand/v2"
-	"net"
 	"sort"
 	"sync"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
-	"github.com/quorumq/quorumq/raftnode"
-	"github.com/quorumq/quorumq/server/node"
-	"github.com/quorumq/quorumq/server/shardserver"
 )
-
-// memCluster is three in-process nodes whose Raft traffic goes through an
-// in-memory network that can drop and partition; API calls and forwarding
-// use real gRPC on loopback.
-type memCluster struct {
-	net     *raftnode.MemNetwork
-	nodes   map[uint64]*node.Node
-	clients map[uint64]qv1.QueueServiceClient
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// startMemCluster starts size nodes on an in-memory Raft network; opts
-// adjust each node's config (e.g. its shard count).
-func startMemCluster(t *testing.T, size int, opts ...func(*node.Config)) *memCluster {
-	t.Helper()
-	c := &memCluster{net: raftnode.NewMemNetwork(), nodes: map[uint64]*node.Node{}, clients: map[uint64]qv1.QueueServiceClient{}}
-	peers := map[uint64]string{}
-	for id := uint64(1); id <= uint64(size); id++ {
-		peers[id] = freeAddr(t)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for id := uint64(1); id <= uint64(size); id++ {
-		cfg := node.Config{
-			DataDir: t.TempDir(), NodeID: id, Peers: peers, RaftAddr: peers[id],
-			HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0",
-			Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
-			Server:        shardserver.Config{HousekeepingInterval: 50 * time.Millisecond, ProposeTimeout: 2 * time.Second},
-			RaftTransport: c.net.Transport(id),
-			AttachHost:    func(h *raftnode.Host) { c.net.Attach(id, h) },
-		}
-		for _, o := range opts {
-			o(&cfg)
-		}
-		n, err := node.Start(ctx, cfg)
-		if err != nil {
-			t.Fatalf("start node %d: %v", id, err)
-		}
-		c.nodes[id] = n
-		t.Cleanup(func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_ = n.Stop(sctx)
-		})
-		conn, err := grpc.NewClient(n.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = conn.Close() })
-		c.clients[id] = qv1.NewQueueServiceClient(conn)
-	}
-	for _, n := range c.nodes {
-		if err := n.WaitReady(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return c
-}
-
-// leader returns the node that every live node agrees leads shard 0.
-func (c *memCluster) leader(t *testing.T, among ...uint64) uint64 {
-	t.Helper()
-	var leader uint64
-	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		leader = 0
-		for _, id := range among {
-			st, err := c.nodes[id].Host().Status(0)
-			if err != nil {
-				return err
-			}
-			if st.LeaderID == 0 || (leader != 0 && st.LeaderID != leader) {
-				return fmt.Errorf("node %d sees leader %d", id, st.LeaderID)
-			}
-			leader = st.LeaderID
-		}
-		return nil
-	})
-	return leader
-}
 
 // history is what the workload saw, for the checks after the run.
 type history struct {
@@ -144,7 +48,7 @@ func TestClusterLeaderPartition(t *testing.T) {
 	// loaded machine under -race takes longer than tctx's 20 s.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if _, err := c.clients[1].CreateQueue(ctx, &qv1.CreateQueueRequest{Name: "ha", Attributes: &qv1.QueueAttributes{VisibilityTimeout: durationpb.New(time.Second)}}); err != nil {
+	if _, err := c.Clients[1].CreateQueue(ctx, &qv1.CreateQueueRequest{Name: "ha", Attributes: &qv1.QueueAttributes{VisibilityTimeout: durationpb.New(time.Second)}}); err != nil {
 		t.Fatal(err)
 	}
 	h := &history{acked: map[string]bool{}, received: map[string]bool{}, receives: map[string][]receiveEvent{}}
@@ -162,7 +66,7 @@ func TestClusterLeaderPartition(t *testing.T) {
 				// acknowledged or the load ends (outcome unknown).
 				for loadCtx.Err() == nil {
 					cctx, cancel := context.WithTimeout(loadCtx, 3*time.Second)
-					r, err := c.clients[ids[rand.IntN(3)]].SendMessage(cctx, &qv1.SendMessageRequest{Queue: "ha", Body: key, IdempotencyKey: key})
+					r, err := c.Clients[ids[rand.IntN(3)]].SendMessage(cctx, &qv1.SendMessageRequest{Queue: "ha", Body: key, IdempotencyKey: key})
 					cancel()
 					if err == nil {
 						h.mu.Lock()
@@ -179,7 +83,7 @@ func TestClusterLeaderPartition(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for loadCtx.Err() == nil {
-				_, _ = consume(loadCtx, c.clients[ids[rand.IntN(3)]], h, rand.IntN(4) == 0)
+				_, _ = consume(loadCtx, c.Clients[ids[rand.IntN(3)]], h, rand.IntN(4) == 0)
 			}
 		}()
 	}
@@ -204,14 +108,14 @@ func TestClusterLeaderPartition(t *testing.T) {
 
 	// Let the load run, then cut the leader off.
 	run("before the partition", 2*time.Second)
-	old := c.leader(t, 1, 2, 3)
+	old := c.Leader(t, 1, 2, 3)
 	var majority []uint64
 	for _, id := range ids {
 		if id != old {
 			majority = append(majority, id)
 		}
 	}
-	c.net.Partition(old)
+	c.Net.Partition(old)
 	cut := time.Now()
 	// Time until a send through the majority side is acknowledged. A new
 	// probe starts every 50 ms: one sent before the majority noticed the
@@ -229,7 +133,7 @@ func TestClusterLeaderPartition(t *testing.T) {
 		probes.Go(func() {
 			cctx, cancel := context.WithTimeout(probeCtx, 2*time.Second)
 			defer cancel()
-			_, err := c.clients[majority[0]].SendMessage(cctx, &qv1.SendMessageRequest{Queue: "ha", Body: "probe", IdempotencyKey: fmt.Sprint("probe-", i)})
+			_, err := c.Clients[majority[0]].SendMessage(cctx, &qv1.SendMessageRequest{Queue: "ha", Body: "probe", IdempotencyKey: fmt.Sprint("probe-", i)})
 			if err == nil {
 				select {
 				case recovered <- time.Now():
@@ -250,7 +154,7 @@ func TestClusterLeaderPartition(t *testing.T) {
 		t.Errorf("majority took %v to commit again, want under 3s", recovery)
 	}
 	run("during the partition", 2*time.Second)
-	c.net.Heal()
+	c.Net.Heal()
 	run("after the heal", 2*time.Second)
 	stopLoad()
 	wg.Wait()
@@ -261,7 +165,7 @@ func TestClusterLeaderPartition(t *testing.T) {
 	drainCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	for empty := 0; empty < 3; {
-		n, err := consume(drainCtx, c.clients[1], h, false)
+		n, err := consume(drainCtx, c.Clients[1], h, false)
 		switch {
 		case drainCtx.Err() != nil:
 			t.Fatalf("queue not drained within a minute: %v", err)
@@ -319,7 +223,7 @@ func TestClusterLeaderPartition(t *testing.T) {
 	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
 		var applied []uint64
 		for _, id := range ids {
-			st, _ := c.nodes[id].Host().Status(0)
+			st, _ := c.Nodes[id].Host().Status(0)
 			applied = append(applied, st.Applied)
 		}
 		sort.Slice(applied, func(i, j int) bool { return applied[i] < applied[j] })
