@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -153,4 +154,22 @@ func (h *Host) PinPeer(id, inc uint64) error {
 func LoadIncarnation(db *pebble.DB) (uint64, error) {
 	inc, _, err := loadIncarnations(db)
 	return inc, err
+}
+
+// RecordMembers tells the host which nodes the cluster's membership
+// records (not this replica's configuration) name as group's members. The
+// transport steps messages of a group only from its members, and a
+// replica that was removed from a group and is now added back still has
+// the configuration it had when it left (it may never have applied its
+// own removal): without this, it would drop the current leader's appends
+// and snapshot, the only messages that could bring it up to date.
+func (h *Host) RecordMembers(group uint64, ids []uint64) {
+	h.recorded.Store(group, slices.Clone(ids))
+}
+
+// recordedMember reports whether the cluster's records name id a member
+// of group (RecordMembers).
+func (h *Host) recordedMember(group, id uint64) bool {
+	v, ok := h.recorded.Load(group)
+	return ok && slices.Contains(v.([]uint64), id)
 }

@@ -617,8 +617,10 @@ func (t *GRPCTransport) acceptable(h *Host, group, from uint64, m *pb.Message, m
 		}
 		// A replica that joins has no members until the leader's first
 		// append or snapshot tells it its configuration: it hears from
-		// whoever leads the group (the peer is authenticated already).
-		ok = len(st.Members) == 0 || slices.Contains(st.Members, from)
+		// whoever leads the group (the peer is authenticated already). A
+		// replica added back after it left has a stale configuration: it
+		// hears from the members the cluster's records name.
+		ok = len(st.Members) == 0 || slices.Contains(st.Members, from) || h.recordedMember(group, from)
 		members[group] = ok
 	}
 	if !ok {

@@ -524,3 +524,69 @@ func TestGRPCTransportOneBatchPerSend(t *testing.T) {
 		t.Fatalf("Sent() = %d messages in %d batches, want %d in 21", msgs, batches, 1+20*100)
 	}
 }
+
+// TestGRPCTransportHearsRecordedMembers: a replica added back to a group
+// it left keeps its old configuration, which may not name the group's
+// current leader; once the cluster's records name that leader a member
+// (RecordMembers), its messages are stepped.
+func TestGRPCTransportHearsRecordedMembers(t *testing.T) {
+	const g = 1
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers := map[uint64]string{1: l.Addr().String(), 2: "127.0.0.1:1", 3: "127.0.0.1:1", 4: "127.0.0.1:1"}
+	tr := NewGRPCTransport(TransportConfig{NodeID: 1, Peers: peers, Logger: testLogger(t), PeerID: testPeerID})
+	n := startNode(t, 1, vfs.NewMem(), nodeOpts{groups: []uint64{g}, peers: []uint64{1, 2, 3}, transport: tr, tick: time.Hour})
+	srv := grpc.NewServer()
+	tr.Attach(n.host)
+	tr.Register(srv)
+	var serve sync.WaitGroup
+	serve.Go(func() { _ = srv.Serve(l) })
+	t.Cleanup(func() { srv.Stop(); serve.Wait(); tr.Close(); n.stop(t) })
+
+	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := transportpb.NewRaftTransportServiceClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	heartbeatFrom4 := func() {
+		t.Helper()
+		s, err := client.Stream(metadata.AppendToOutgoingContext(ctx, testNodeHeader, "4"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := heartbeat(4, 1)
+		m.Term = proto.Uint64(5)
+		b, _ := proto.Marshal(m)
+		if err := s.Send(&transportpb.StreamRequest{FromNode: 4, FromIncarnation: 104,
+			Messages: []*transportpb.RaftMessage{{Group: g, Message: b}}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.CloseAndRecv(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	heartbeatFrom4()
+	if got := tr.Rejected(); got != 1 {
+		t.Fatalf("node 4 not in the configuration nor the records: Rejected() = %d, want 1", got)
+	}
+	n.host.RecordMembers(g, []uint64{1, 4, 5})
+	heartbeatFrom4()
+	checkFor(t, 10*time.Second, func() error {
+		st, err := n.host.Status(g)
+		if err != nil {
+			return err
+		}
+		if st.Term != 5 || st.LeaderID != 4 {
+			return fmt.Errorf("node 1: term %d leader %d, want term 5 leader 4", st.Term, st.LeaderID)
+		}
+		return nil
+	})
+	if got := tr.Rejected(); got != 1 {
+		t.Fatalf("after RecordMembers: Rejected() = %d, want 1", got)
+	}
+}

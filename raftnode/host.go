@@ -202,6 +202,7 @@ type Host struct {
 	pinMu       sync.Mutex        // guards pinned
 	pinned      map[uint64]uint64 // peer -> incarnation first heard from
 	fenced      atomic.Uint64     // inbound batches refused by AdmitPeer
+	recorded    sync.Map          // group -> []uint64: members by the cluster's records (RecordMembers)
 
 	proposals     atomic.Uint64
 	syncs         atomic.Uint64

@@ -87,10 +87,14 @@ func (n *Node) startGroups() error {
 // names this node (a move or a new learner): the shard's leader then
 // sends it a snapshot and the log. A replica removed from its shard keeps
 // its group, idle outside the configuration (raftnode cannot drop a group
-// yet); if the shard comes back it catches up from there.
+// yet); if the shard comes back it catches up from there. Every replica
+// set's members are recorded with the host first: such a replica's stale
+// configuration may not name the shard's current leader, whose appends
+// and snapshot its transport would otherwise drop.
 func (n *Node) hostNamed(sets []*storepb.ReplicaSetRecord) {
 	for _, rs := range sets {
 		g := rs.GetShard()
+		n.host.RecordMembers(g, recordedMembers(rs))
 		srv := n.srv(g)
 		if !names(rs, n.cfg.NodeID) || srv == nil {
 			continue
@@ -110,6 +114,17 @@ func (n *Node) hostNamed(sets []*storepb.ReplicaSetRecord) {
 		}
 		n.log.Info("membership: hosting a new replica", "shard", g, "initial_voters", bootstrapVoters(rs, n.cfg.NodeID))
 	}
+}
+
+// recordedMembers are the nodes replica set rs names: voters, learners
+// and the node a change under way adds. A replica hears from them even
+// while its own configuration is stale (raftnode.Host.RecordMembers).
+func recordedMembers(rs *storepb.ReplicaSetRecord) []uint64 {
+	ids := append(slices.Clone(rs.GetVoters()), rs.GetLearners()...)
+	if p := rs.GetPending(); p != nil && p.GetAdd() {
+		ids = append(ids, p.GetNodeId())
+	}
+	return ids
 }
 
 // names reports whether replica set rs names node id: a voter, a learner,
