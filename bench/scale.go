@@ -18,7 +18,7 @@ import (
 // Scenario (s), issue 17: the send throughput of 6 nodes against 3 on this
 // machine, each cluster bootstrapped with 7 shards (replication factor 3:
 // with 6 nodes each holds about half the shard replicas), the same load
-// (1 KiB, batch 10, 8 producers + 8 consumers through every node, one
+// (1 KiB, batch 10, 8 producers (INFLIGHT senders each) + 8 consumers through every node, one
 // queue of 6 partitions), ROUNDS alternating rounds of 3 then 6 nodes on
 // fresh data; the ratio is of the sums over the rounds. Besides the
 // throughput, per message sent: the nodes' CPU time, their WAL fsyncs,
@@ -187,8 +187,12 @@ type scaleRow struct {
 // scaleCompare is scenario (s).
 func scaleCompare(ctx context.Context, c suiteConfig, dir string, w io.Writer) error {
 	d := c.duration.String()
+	// INFLIGHT senders per producer (default 1): with few messages in
+	// flight a run measures round trips (fsyncs a message shares), with
+	// many it measures the work per message.
+	inflight := strconv.Itoa(int(envInt("INFLIGHT", 1)))
 	load := []string{"--queue", "scale", "--create", "--partitions", "6", "--size", "1024", "--batch", "10",
-		"--producers", "8", "--consumers", "8", "--duration", d, "--drain-timeout", d}
+		"--producers", "8", "--inflight", inflight, "--consumers", "8", "--duration", d, "--drain-timeout", d}
 	var rows []scaleRow
 	for round := 1; round <= c.rounds; round++ {
 		for _, n := range []int{3, 6} {
@@ -200,8 +204,8 @@ func scaleCompare(ctx context.Context, c suiteConfig, dir string, w io.Writer) e
 		}
 	}
 	load1, _ := os.ReadFile("/proc/loadavg")
-	fmt.Fprintf(w, "\n(s) send throughput, 6 nodes vs 3, %d shards (replication factor 3), queue of 6 partitions, 1 KiB, batch 10, 8+8 through every node, %v per run\n\n",
-		scaleShards, c.duration)
+	fmt.Fprintf(w, "\n(s) send throughput, 6 nodes vs 3, %d shards (replication factor 3), queue of 6 partitions, 1 KiB, batch 10, 8 producers × %s in flight + 8 consumers through every node, %v per run\n\n",
+		scaleShards, inflight, c.duration)
 	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
 	fmt.Fprintln(tw, "nodes\tround\tsent/s\trecv+del/s\tsend p50\tp99\tCPU ms/msg\tfsyncs/msg\tctx sw/msg\traft msgs/msg\tbatches/msg\tshards led per node\t")
 	var sums [7]float64
