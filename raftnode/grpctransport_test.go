@@ -338,28 +338,7 @@ func heartbeat(from, to uint64) *pb.Message {
 // refused too. Only the honest heartbeat moves node 1's term.
 func TestGRPCTransportRejectsImpostors(t *testing.T) {
 	const g = 1
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Node 1 of a group {1, 2, 3} whose other members never start: it
-	// stays a follower without a leader until someone heartbeats.
-	peers := map[uint64]string{1: l.Addr().String(), 2: "127.0.0.1:1", 3: "127.0.0.1:1", 4: "127.0.0.1:1"}
-	tr := NewGRPCTransport(TransportConfig{NodeID: 1, Peers: peers, Logger: testLogger(t), PeerID: testPeerID})
-	n := startNode(t, 1, vfs.NewMem(), nodeOpts{groups: []uint64{g}, peers: []uint64{1, 2, 3}, transport: tr, tick: time.Hour})
-	srv := grpc.NewServer()
-	tr.Attach(n.host)
-	tr.Register(srv)
-	var serve sync.WaitGroup
-	serve.Go(func() { _ = srv.Serve(l) })
-	t.Cleanup(func() { srv.Stop(); serve.Wait(); tr.Close(); n.stop(t) })
-
-	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := transportpb.NewRaftTransportServiceClient(conn)
+	n, tr, client := startLoneMember(t, g)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// send sends one batch as identity `as` (0: none) of incarnation
@@ -531,26 +510,7 @@ func TestGRPCTransportOneBatchPerSend(t *testing.T) {
 // (RecordMembers), its messages are stepped.
 func TestGRPCTransportHearsRecordedMembers(t *testing.T) {
 	const g = 1
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	peers := map[uint64]string{1: l.Addr().String(), 2: "127.0.0.1:1", 3: "127.0.0.1:1", 4: "127.0.0.1:1"}
-	tr := NewGRPCTransport(TransportConfig{NodeID: 1, Peers: peers, Logger: testLogger(t), PeerID: testPeerID})
-	n := startNode(t, 1, vfs.NewMem(), nodeOpts{groups: []uint64{g}, peers: []uint64{1, 2, 3}, transport: tr, tick: time.Hour})
-	srv := grpc.NewServer()
-	tr.Attach(n.host)
-	tr.Register(srv)
-	var serve sync.WaitGroup
-	serve.Go(func() { _ = srv.Serve(l) })
-	t.Cleanup(func() { srv.Stop(); serve.Wait(); tr.Close(); n.stop(t) })
-
-	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := transportpb.NewRaftTransportServiceClient(conn)
+	n, tr, client := startLoneMember(t, g)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	heartbeatFrom4 := func() {
@@ -589,4 +549,30 @@ func TestGRPCTransportHearsRecordedMembers(t *testing.T) {
 	if got := tr.Rejected(); got != 1 {
 		t.Fatalf("after RecordMembers: Rejected() = %d, want 1", got)
 	}
+}
+
+// startLoneMember starts node 1 of group g = {1, 2, 3} behind a gRPC
+// transport with peer identities, whose other members never start: it
+// stays a follower without a leader until someone heartbeats. The client
+// speaks to its transport service (as any node: testNodeHeader).
+func startLoneMember(t *testing.T, g uint64) (*testNode, *GRPCTransport, transportpb.RaftTransportServiceClient) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers := map[uint64]string{1: l.Addr().String(), 2: "127.0.0.1:1", 3: "127.0.0.1:1", 4: "127.0.0.1:1"}
+	tr := NewGRPCTransport(TransportConfig{NodeID: 1, Peers: peers, Logger: testLogger(t), PeerID: testPeerID})
+	n := startNode(t, 1, vfs.NewMem(), nodeOpts{groups: []uint64{g}, peers: []uint64{1, 2, 3}, transport: tr, tick: time.Hour})
+	srv := grpc.NewServer()
+	tr.Attach(n.host)
+	tr.Register(srv)
+	var serve sync.WaitGroup
+	serve.Go(func() { _ = srv.Serve(l) })
+	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(); srv.Stop(); serve.Wait(); tr.Close(); n.stop(t) })
+	return n, tr, transportpb.NewRaftTransportServiceClient(conn)
 }
