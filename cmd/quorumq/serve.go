@@ -52,9 +52,6 @@ func newServeCmd() *cobra.Command {
 			}
 			cfg.Peers = p
 			cfg.SnapshotBytesPerSecond = snapRate
-			if snapRate <= 0 {
-				cfg.SnapshotBytesPerSecond = -1 // unlimited
-			}
 			switch role {
 			case "all", "storage":
 				cfg.Role = "storage"
@@ -135,7 +132,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&cfg.TLS.PeerKeyFile, "peer-tls-key-file", "", "key of --peer-tls-cert-file")
 	f.StringVar(&cfg.TLS.PeerCAFile, "peer-tls-ca-file", "", "CA that signs every node's peer certificate")
 	f.Int64Var(&cfg.CacheBytes, "cache-bytes", 128<<20, "Pebble block cache size in bytes")
-	f.Int64Var(&snapRate, "snapshot-bytes-per-sec", 32<<20, "snapshot data (replica copies: moves, new replicas) a node sends per second over all its streams, so moves leave disk and network to foreground traffic; 0: unlimited")
+	f.Int64Var(&snapRate, "snapshot-bytes-per-sec", 0, "snapshot data (replica copies: moves, new replicas) a node sends per second over all its streams, so moves leave disk and network to foreground traffic; 0: unlimited (a copy paced slower than the shard's writes can need another snapshot)")
 	f.BoolVar(&cfg.Pprof, "pprof", false, "serve the Go profiler at /debug/pprof/ on --http-addr")
 	f.BoolVar(&cfg.FaultInjection, "fault-injection", false,
 		"fault tests only, in a binary built with -tags chaos (others refuse it): serve "+node.FaultsPath+" on a loopback --http-addr to cut this node off from peers")

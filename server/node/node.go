@@ -127,9 +127,11 @@ type Config struct {
 	// this long is removed again (the move rolled back). Default 2m.
 	MoveTimeout time.Duration
 	// SnapshotBytesPerSecond bounds the snapshot data (replica copies) a
-	// node sends per second, over all its streams (default 32 MiB/s;
-	// negative: unlimited): moves leave disk and network to foreground
-	// traffic.
+	// node sends per second, over all its streams (0 or negative:
+	// unlimited, the default): moves leave disk and network to foreground
+	// traffic. Unlimited by default: a paced copy of a large shard under
+	// write load can fall further behind than the leader keeps its log
+	// for (LogLagLimit), and then needs another snapshot, and another.
 	SnapshotBytesPerSecond int64
 	// Rebalance moves replicas until every active node holds its share of
 	// the data shards' replicas (± 1), one move at a time in the cluster
@@ -491,7 +493,7 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 	}
 	hostCfg := raftnode.Config{NodeID: cfg.NodeID, DB: n.db, Logger: cfg.Logger, TickInterval: cfg.TickInterval,
 		SnapshotDir: filepath.Join(cfg.DataDir, "snapshots"), Metrics: raftMetrics,
-		SnapshotBytesPerSecond: snapshotRate(cfg.SnapshotBytesPerSecond)}
+		SnapshotBytesPerSecond: max(cfg.SnapshotBytesPerSecond, 0)}
 	if n.multiNode() {
 		if cfg.RaftTransport != nil {
 			hostCfg.Transport = cfg.RaftTransport
@@ -616,24 +618,6 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 		srv.Start()
 	}
 	return cluster, nil
-}
-
-// defaultSnapshotBytesPerSecond is Config.SnapshotBytesPerSecond's
-// default: a 150 MB shard copies in about 5 s (far inside MoveTimeout),
-// and on the shared 2-core test machine the send latency during moves
-// stays within 2x of idle (bench ONLY=m).
-const defaultSnapshotBytesPerSecond = 32 << 20
-
-// snapshotRate is the raft host's snapshot rate for the configured one
-// (0: the default; negative: 0, unlimited).
-func snapshotRate(v int64) int64 {
-	switch {
-	case v == 0:
-		return defaultSnapshotBytesPerSecond
-	case v < 0:
-		return 0
-	}
-	return v
 }
 
 // openDB opens the data directory's Pebble into n.db.
