@@ -57,6 +57,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/quorumq/quorumq/bench/internal/promtext"
 )
 
 type suiteConfig struct {
@@ -372,10 +374,10 @@ func (s *suite) pebbleWritten(ctx context.Context) pebbleBytes {
 		if err != nil {
 			continue
 		}
-		p.total += promSum(text, "quorumq_pebble_written_bytes_total")
-		p.wal += promSum(text, "quorumq_pebble_wal_written_bytes_total")
-		p.flush += promSum(text, "quorumq_pebble_flush_written_bytes_total")
-		p.compaction += promSum(text, "quorumq_pebble_compaction_written_bytes_total")
+		p.total += promtext.Sum(text, "quorumq_pebble_written_bytes_total")
+		p.wal += promtext.Sum(text, "quorumq_pebble_wal_written_bytes_total")
+		p.flush += promtext.Sum(text, "quorumq_pebble_flush_written_bytes_total")
+		p.compaction += promtext.Sum(text, "quorumq_pebble_compaction_written_bytes_total")
 	}
 	return p
 }
@@ -393,26 +395,6 @@ func metricsText(ctx context.Context, addr string) (string, error) {
 		return "", fmt.Errorf("metrics of %s: %w", addr, err)
 	}
 	return string(b), nil
-}
-
-// promSum sums the samples of metric (any labels) in a Prometheus text
-// exposition.
-func promSum(text, metric string) float64 {
-	var sum float64
-	for l := range strings.SplitSeq(text, "\n") {
-		rest, ok := strings.CutPrefix(l, metric)
-		if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
-			continue
-		}
-		f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
-		if len(f) == 0 {
-			continue
-		}
-		if v, err := strconv.ParseFloat(f[0], 64); err == nil {
-			sum += v
-		}
-	}
-	return sum
 }
 
 type latency struct {
@@ -608,9 +590,9 @@ func (s *suite) settle(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			debt += promSum(text, "quorumq_pebble_compaction_debt_bytes")
-			now.flush += promSum(text, "quorumq_pebble_flush_written_bytes_total")
-			now.compaction += promSum(text, "quorumq_pebble_compaction_written_bytes_total")
+			debt += promtext.Sum(text, "quorumq_pebble_compaction_debt_bytes")
+			now.flush += promtext.Sum(text, "quorumq_pebble_flush_written_bytes_total")
+			now.compaction += promtext.Sum(text, "quorumq_pebble_compaction_written_bytes_total")
 		}
 		if debt == 0 && now.flush == last.flush && now.compaction == last.compaction {
 			quiet++

@@ -34,6 +34,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/quorumq/quorumq/bench/internal/promtext"
 )
 
 type config struct {
@@ -338,10 +340,10 @@ func pebbleWritten(ctx context.Context) pebbleBytes {
 		}
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 		_ = resp.Body.Close()
-		sum += promSum(string(b), "quorumq_pebble_written_bytes_total")
-		wal += promSum(string(b), "quorumq_pebble_wal_written_bytes_total")
-		flush += promSum(string(b), "quorumq_pebble_flush_written_bytes_total")
-		compaction += promSum(string(b), "quorumq_pebble_compaction_written_bytes_total")
+		sum += promtext.Sum(string(b), "quorumq_pebble_written_bytes_total")
+		wal += promtext.Sum(string(b), "quorumq_pebble_wal_written_bytes_total")
+		flush += promtext.Sum(string(b), "quorumq_pebble_flush_written_bytes_total")
+		compaction += promtext.Sum(string(b), "quorumq_pebble_compaction_written_bytes_total")
 	}
 	return pebbleBytes{int64(sum), int64(wal), int64(flush), int64(compaction)}
 }

@@ -58,26 +58,6 @@ func (o *outcome) pebblePartPerMsg(part func(pebbleBytes) int64) float64 {
 	return float64(part(o.Pebble)) / float64(o.Received)
 }
 
-// promSum sums the samples of metric (any labels) in a Prometheus text
-// exposition.
-func promSum(text, metric string) float64 {
-	var sum float64
-	for l := range strings.SplitSeq(text, "\n") {
-		rest, ok := strings.CutPrefix(l, metric)
-		if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
-			continue
-		}
-		f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
-		if len(f) == 0 {
-			continue
-		}
-		if v, err := strconv.ParseFloat(f[0], 64); err == nil {
-			sum += v
-		}
-	}
-	return sum
-}
-
 // systemResults are a system's scenario outcomes; nil when not run.
 type systemResults struct {
 	closed   *outcome // 4 producers × 500 in flight, batch 1, closed loop

@@ -117,17 +117,7 @@ func TestTableRatios(t *testing.T) {
 	}
 }
 
-func TestPromSum(t *testing.T) {
-	text := `# HELP quorumq_pebble_written_bytes_total all bytes
-# TYPE quorumq_pebble_written_bytes_total counter
-quorumq_pebble_written_bytes_total{shard="0"} 1.5e+06
-quorumq_pebble_written_bytes_total{shard="1"} 500000
-quorumq_pebble_written_bytes_total_other 7
-quorumq_pebble_written_bytes_total 1000
-`
-	if got := promSum(text, "quorumq_pebble_written_bytes_total"); got != 2_001_000 {
-		t.Fatalf("promSum = %v, want 2001000", got)
-	}
+func TestPebblePerMsg(t *testing.T) {
 	o := &outcome{Received: 1000, PebbleBytes: 2048000}
 	if got := o.pebblePerMsg(); got != 2048 {
 		t.Fatalf("pebblePerMsg = %v", got)
