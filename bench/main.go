@@ -508,6 +508,18 @@ func (s *suite) run(ctx context.Context) error {
 		return err
 	}
 	s.rows = append(s.rows, row{"(c) open loop 5000/s, batch 1, 4+4", c, ""})
+	if err := s.backlog(ctx, common, a); err != nil {
+		return err
+	}
+	if err := s.topicVsQueue(ctx, s.c.rounds); err != nil {
+		return err
+	}
+	return s.print(os.Stdout)
+}
+
+// backlog fills queue sd, runs (e) on it, then (d): receives from the
+// backlog against a, (a)'s receives from an empty queue.
+func (s *suite) backlog(ctx context.Context, common []string, a *result) error {
 	if err := s.fill(ctx); err != nil {
 		return err
 	}
@@ -524,10 +536,7 @@ func (s *suite) run(ctx context.Context) error {
 		row{"(d) recv, backlog queue", db, ratio("backlog/empty", db.ReceivedPerSec, a.ReceivedPerSec)},
 	)
 	s.rows = append(s.rows, e...)
-	if err := s.topicVsQueue(ctx, s.c.rounds); err != nil {
-		return err
-	}
-	return s.print(os.Stdout)
+	return nil
 }
 
 // backlogRatios is ONLY=de: (a) on an empty queue, the fill, (e), and (d)
@@ -537,22 +546,9 @@ func (s *suite) backlogRatios(ctx context.Context, common []string) error {
 	if err != nil {
 		return err
 	}
-	if err := s.fill(ctx); err != nil {
+	if err := s.backlog(ctx, common, a); err != nil {
 		return err
 	}
-	e, err := s.filtered(ctx)
-	if err != nil {
-		return err
-	}
-	db, err := s.bench(ctx, "d-backlog", append(common, "--queue", "sd", "--batch", "10", "--producers", "8", "--consumers", "8")...)
-	if err != nil {
-		return err
-	}
-	s.rows = append(s.rows,
-		row{"(d) recv, empty queue: (a)", a, ""},
-		row{"(d) recv, backlog queue", db, ratio("backlog/empty", db.ReceivedPerSec, a.ReceivedPerSec)},
-	)
-	s.rows = append(s.rows, e...)
 	return s.print(os.Stdout)
 }
 
