@@ -3,8 +3,6 @@ package tests
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -27,17 +25,7 @@ func TestReadmeAddShards(t *testing.T) {
 	c := startCluster(t, 3, "--shards", "4")
 	waitReady(t, c.client(1))
 	api := c.startAPINode(9) // learns the new count from the storage nodes
-	bin := t.TempDir()
-	if err := os.Mkdir(filepath.Join(bin, "bin"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	abs, err := filepath.Abs(binary)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(abs, filepath.Join(bin, "bin", "quorumq")); err != nil {
-		t.Fatal(err)
-	}
+	bin := withBin(t)
 	var script strings.Builder
 	script.WriteString("set -euo pipefail\n")
 	for _, line := range readmeBlocks(t, "### Add shards") {

@@ -3,8 +3,6 @@ package tests
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -34,17 +32,7 @@ func TestReadmeMembershipWalkthroughs(t *testing.T) {
 		addr[fmt.Sprintf("127.0.0.1:909%d", id)] = c.procs[id].grpcAddr
 		dirs[fmt.Sprintf("./data/n%d", id)] = c.dirs[id]
 	}
-	bin := t.TempDir()
-	if err := os.Mkdir(filepath.Join(bin, "bin"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	abs, err := filepath.Abs(binary)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(abs, filepath.Join(bin, "bin", "quorumq")); err != nil {
-		t.Fatal(err)
-	}
+	bin := withBin(t)
 	mapLine := func(line string) string {
 		for from, to := range dirs {
 			line = regexp.MustCompile(regexp.QuoteMeta(from)+`\b`).ReplaceAllString(line, to)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -177,17 +176,7 @@ func TestReadmeCLIWalkthrough(t *testing.T) {
 	}
 	p := startServe(t, t.TempDir())
 	waitReady(t, p.client(t))
-	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "bin"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	abs, err := filepath.Abs(binary)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(abs, filepath.Join(dir, "bin", "quorumq")); err != nil {
-		t.Fatal(err)
-	}
+	dir := withBin(t)
 	var script strings.Builder
 	script.WriteString("set -euo pipefail\n")
 	for _, c := range cmds {
@@ -274,17 +263,7 @@ func TestReadmeClusterWalkthrough(t *testing.T) {
 			addrs = append(addrs, c.procs[id].grpcAddr)
 		}
 	}
-	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "bin"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	abs, err := filepath.Abs(binary)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(abs, filepath.Join(dir, "bin", "quorumq")); err != nil {
-		t.Fatal(err)
-	}
+	dir := withBin(t)
 	var script strings.Builder
 	var transcript strings.Builder
 	run := func() {
