@@ -530,6 +530,12 @@ func TestGRPCTransportHearsRecordedMembers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	checkFor(t, 10*time.Second, func() error { // a replica without members yet hears from anyone
+		if st, err := n.host.Status(g); err != nil || len(st.Members) == 0 {
+			return fmt.Errorf("node 1 has no configuration yet (%v)", err)
+		}
+		return nil
+	})
 	heartbeatFrom4()
 	if got := tr.Rejected(); got != 1 {
 		t.Fatalf("node 4 not in the configuration nor the records: Rejected() = %d, want 1", got)
