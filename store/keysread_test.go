@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"math"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -120,7 +121,7 @@ func TestFilteredReceiveReadsMatchedKeys(t *testing.T) {
 	// Peek is O(1) for a single tag: the catalog, the tag index's low-water
 	// mark and the head of the tag index decide.
 	before = h.s.KeysRead()
-	if ready, _, err := h.s.Peek("t", "a", &storepb.TagFilter{All: []string{"red"}}, h.now); err != nil || !ready {
+	if ready, _, err := h.s.Peek("t", "a", &storepb.TagFilter{All: []string{"red"}}, h.now, math.MaxInt64); err != nil || !ready {
 		t.Fatalf("peek: %v %v", ready, err)
 	}
 	if read := h.s.KeysRead() - before; read > 4 {

@@ -309,7 +309,15 @@ func (t *txn) indexedRecord(qid uint64, recs *recordIter, cand candidate, v []by
 // instead: a group whose head is in flight is not ready however many
 // messages wait behind it, and nextVisibleMs is when the first head's lease
 // ends.
-func (s *Store) Peek(tenant, name string, f *storepb.TagFilter, nowMs int64) (ready bool, nextVisibleMs int64, err error) {
+//
+// untilMs (>= nowMs) bounds the walk: a message due later is not looked
+// for, and nextVisibleMs is then 0. The bound matters for cost, not for the
+// answer's truth: every message received and deleted within the visibility
+// timeout leaves a tombstone at its lease's end, ahead of now, and a walk
+// to the first live future entry passes over all of them (about a
+// visibility timeout's worth of consumed messages, on every peek); a long
+// poll asks only up to when it would look again anyway.
+func (s *Store) Peek(tenant, name string, f *storepb.TagFilter, nowMs, untilMs int64) (ready bool, nextVisibleMs int64, err error) {
 	t, done := s.snapshot(nowMs)
 	defer done()
 	q, err := t.queue(tenant, name)
@@ -322,7 +330,7 @@ func (s *Store) Peek(tenant, name string, f *storepb.TagFilter, nowMs int64) (re
 	if isFifo(q) {
 		return t.peekGroups(q.Id, f, nowMs)
 	}
-	exhausted, err := t.scan(q.Id, f, math.MaxInt64, true, false, peekScanBudget, func(c candidate, _ *storepb.MessageRecord) bool {
+	exhausted, err := t.scan(q.Id, f, max(untilMs, nowMs), true, false, peekScanBudget, func(c candidate, _ *storepb.MessageRecord) bool {
 		if c.visibleAt <= nowMs {
 			ready = true
 		} else {

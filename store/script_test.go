@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -552,7 +553,7 @@ func (h *harness) run(line string) string {
 		st := qi.Stats
 		p("visible=%d inflight=%d delayed=%d messages=%d bytes=%d", st.Visible, st.InFlight, st.Delayed, st.Messages, st.Bytes)
 	case "peek":
-		ready, next, err := h.s.Peek(tenant, q, h.filter(a), h.now)
+		ready, next, err := h.s.Peek(tenant, q, h.filter(a), h.now, math.MaxInt64)
 		switch {
 		case err != nil:
 			return errName(err)

@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -50,7 +51,7 @@ func TestReadsRaceApply(t *testing.T) {
 			default:
 			}
 			for _, q := range []string{"a", "f.fifo"} {
-				if _, _, err := h.s.Peek("t", q, none, 1<<40); err != nil {
+				if _, _, err := h.s.Peek("t", q, none, 1<<40, math.MaxInt64); err != nil {
 					fail(err)
 				}
 				if _, err := h.s.GetQueue("t", q, 1<<40); err != nil {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"math"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -44,7 +45,36 @@ func TestTimeNeverRunsBackwards(t *testing.T) {
 	if r.Sent[0].Err != nil {
 		t.Fatal(r.Sent[0].Err)
 	}
-	if ready, next, err := h.s.Peek("t", "a", nil, 100_000); err != nil || ready || next != 105_000 {
+	if ready, next, err := h.s.Peek("t", "a", nil, 100_000, math.MaxInt64); err != nil || ready || next != 105_000 {
 		t.Errorf("peek = %v %d %v, want a message due at 105s", ready, next, err)
+	}
+}
+
+// TestPeekHorizon: Peek looks for a message coming due only up to untilMs;
+// a lease ending later is not reported (the long poll looks again then),
+// one ending within it is, and a visible message is ready whatever the bound.
+func TestPeekHorizon(t *testing.T) {
+	h := newHarness(t)
+	h.run("create q=a now=100s")
+	h.now = 100_000
+	r := h.apply(&storepb.Command{Op: &storepb.Command_Send{Send: &storepb.Send{Tenant: "t", Queue: "a",
+		Entries: []*storepb.SendEntry{{Body: "x", DelayMs: 5000}}}}})
+	if r.Sent[0].Err != nil {
+		t.Fatal(r.Sent[0].Err)
+	}
+	for _, c := range []struct {
+		now, until, next int64
+		ready            bool
+	}{
+		{100_000, 101_000, 0, false},       // due at 105 s, beyond the horizon
+		{100_000, 104_999, 0, false},       // just beyond
+		{100_000, 105_000, 105_000, false}, // at the horizon: reported
+		{100_000, 90_000, 0, false},        // a bound before now reads as now
+		{105_000, 105_000, 0, true},        // visible
+	} {
+		ready, next, err := h.s.Peek("t", "a", nil, c.now, c.until)
+		if err != nil || ready != c.ready || next != c.next {
+			t.Errorf("Peek(now %d, until %d) = %v %d %v, want %v %d", c.now, c.until, ready, next, err, c.ready, c.next)
+		}
 	}
 }

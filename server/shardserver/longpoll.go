@@ -217,7 +217,10 @@ func (s *Server) waitVisible(ctx context.Context, cmd *storepb.Receive, deadline
 		// Watch before peeking, so a send applied between the two still wakes us.
 		w := s.polls.watch(tenant, queue, filtered)
 		now := s.cfg.Now()
-		ready, next, err := s.store.Peek(tenant, queue, cmd.GetFilter(), now.UnixMilli())
+		// Look no further ahead than peekHorizon (see store.Peek for the
+		// cost of looking far): with nothing due by then, look again then.
+		horizon := min(deadline.UnixMilli(), now.Add(peekHorizon).UnixMilli())
+		ready, next, err := s.store.Peek(tenant, queue, cmd.GetFilter(), now.UnixMilli(), horizon)
 		if err != nil || ready {
 			s.polls.leave(tenant, queue, w)
 			if err != nil {
@@ -226,6 +229,9 @@ func (s *Server) waitVisible(ctx context.Context, cmd *storepb.Receive, deadline
 			return true, nil
 		}
 		until := deadline
+		if next == 0 && horizon < deadline.UnixMilli() {
+			next = horizon + 1
+		}
 		if next > 0 {
 			if due := time.UnixMilli(next); due.Before(until) {
 				until = due
@@ -268,6 +274,12 @@ func (s *Server) waitVisible(ctx context.Context, cmd *storepb.Receive, deadline
 		}
 	}
 }
+
+// peekHorizon is how far ahead a long poll's peek looks for a message
+// coming due (a lease ending, a delayed message): an idle poll looks again
+// this often, and a peek passes over at most this long's worth of the
+// tombstones consumed messages leave at their leases' ends.
+const peekHorizon = time.Second
 
 // errStopped marks a wait ended by the server stopping.
 var errStopped = errors.New("server stopped")
