@@ -212,7 +212,9 @@ func startCluster(ctx context.Context, bin, dir string, pprof bool) (*cluster, e
 // startNodes bootstraps spec.nodes nodes and waits until each is ready.
 func startNodes(ctx context.Context, bin, dir string, spec clusterSpec) (*cluster, error) {
 	cl := &cluster{bin: bin, dir: dir}
-	ports, err := freePorts(3 * spec.nodes)
+	// Every port at once (metrics too): a port picked later could be one
+	// reserved here for a node not started yet, which then fails to bind.
+	ports, err := freePorts(4 * spec.nodes)
 	if err != nil {
 		return nil, err
 	}
@@ -222,7 +224,11 @@ func startNodes(ctx context.Context, bin, dir string, spec clusterSpec) (*cluste
 	}
 	for i := range spec.nodes {
 		args := append([]string{"--node-id", strconv.Itoa(i + 1), "--peers", strings.Join(peers, ",")}, spec.extra...)
-		if err := cl.start(ports[i], ports[spec.nodes+i], ports[2*spec.nodes+i], spec.metrics, args...); err != nil {
+		metricsPort := 0
+		if spec.metrics {
+			metricsPort = ports[3*spec.nodes+i]
+		}
+		if err := cl.start(ports[i], ports[spec.nodes+i], ports[2*spec.nodes+i], metricsPort, args...); err != nil {
 			cl.stop()
 			return nil, err
 		}
@@ -237,16 +243,13 @@ func startNodes(ctx context.Context, bin, dir string, spec clusterSpec) (*cluste
 func addr(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
 
 // start runs one more node (its log and data under cl.dir, named by its
-// position) with the given listener ports and flags.
-func (cl *cluster) start(httpPort, grpcPort, raftPort int, metrics bool, args ...string) error {
+// position) with the given listener ports (metricsPort 0: no /metrics) and
+// flags.
+func (cl *cluster) start(httpPort, grpcPort, raftPort, metricsPort int, args ...string) error {
 	name := "n" + strconv.Itoa(len(cl.procs)+1)
 	metricsAddr := ""
-	if metrics {
-		ps, err := freePorts(1)
-		if err != nil {
-			return err
-		}
-		metricsAddr = addr(ps[0])
+	if metricsPort != 0 {
+		metricsAddr = addr(metricsPort)
 	}
 	logFile, err := os.Create(filepath.Join(cl.dir, name+".log"))
 	if err != nil {
@@ -274,11 +277,15 @@ func (cl *cluster) start(httpPort, grpcPort, raftPort int, metrics bool, args ..
 // join starts a node with an empty data directory that joins the cluster
 // through node 1 (serve --join), and waits until it is ready.
 func (cl *cluster) join(ctx context.Context, metrics bool, extra ...string) error {
-	ports, err := freePorts(3)
+	ports, err := freePorts(4)
 	if err != nil {
 		return err
 	}
-	if err := cl.start(ports[0], ports[1], ports[2], metrics, append([]string{"--join", cl.raft[0]}, extra...)...); err != nil {
+	metricsPort := 0
+	if metrics {
+		metricsPort = ports[3]
+	}
+	if err := cl.start(ports[0], ports[1], ports[2], metricsPort, append([]string{"--join", cl.raft[0]}, extra...)...); err != nil {
 		return err
 	}
 	return waitReady(ctx, cl.https[len(cl.https)-1:], 60*time.Second)
