@@ -1,6 +1,7 @@
 package store
 
 import (
+	"math"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -212,5 +213,39 @@ func TestDueIndexBuiltForOldShards(t *testing.T) {
 	}
 	if r := h.apply(&storepb.Command{Op: &storepb.Command_Tick{Tick: &storepb.Tick{}}}); r.Removed != 2 {
 		t.Fatalf("tick past retention removed %d, want 2", r.Removed)
+	}
+}
+
+// TestPeekHorizonSkipsConsumedLeases: every message received and deleted
+// within its visibility timeout leaves a tombstone at its lease's end, ahead
+// of now. A peek bounded by a horizon (as long polls ask) reads a bounded
+// number of points however many were consumed; an unbounded one walks them
+// all, which is what the horizon is for.
+func TestPeekHorizonSkipsConsumedLeases(t *testing.T) {
+	reads := map[int][2]uint64{}
+	for _, n := range []int{1_000, 20_000} {
+		h := newHarness(t)
+		h.now = 1_000_000
+		h.run("create q=a")
+		h.sendReceiveDelete("a", n)
+		var bounded, unbounded uint64
+		bounded = h.readsOf(func() {
+			if ready, next, err := h.s.Peek("t", "a", nil, h.now, h.now+1000); err != nil || ready || next != 0 {
+				t.Fatalf("bounded peek = %v %d %v, want nothing within 1 s", ready, next, err)
+			}
+		})
+		unbounded = h.readsOf(func() {
+			if ready, next, err := h.s.Peek("t", "a", nil, h.now, math.MaxInt64); err != nil || ready || next != 0 {
+				t.Fatalf("unbounded peek = %v %d %v, want an empty queue", ready, next, err)
+			}
+		})
+		reads[n] = [2]uint64{bounded, unbounded}
+	}
+	t.Logf("points read (bounded, unbounded): %v", reads)
+	if b, a := reads[20_000][0], reads[1_000][0]; b > a+16 {
+		t.Errorf("a peek 1 s ahead read %d points after 1,000 consumed messages, %d after 20,000: it grows with them", a, b)
+	}
+	if u, b := reads[20_000][1], reads[20_000][0]; u < 10*b {
+		t.Errorf("an unbounded peek read %d points after 20,000 consumed messages, a bounded one %d: the tombstones this guards against are not there", u, b)
 	}
 }
