@@ -311,12 +311,14 @@ func (t *txn) indexedRecord(qid uint64, recs *recordIter, cand candidate, v []by
 // ends.
 //
 // untilMs (>= nowMs) bounds the walk: a message due later is not looked
-// for, and nextVisibleMs is then 0. The bound matters for cost, not for the
-// answer's truth: every message received and deleted within the visibility
-// timeout leaves a tombstone at its lease's end, ahead of now, and a walk
-// to the first live future entry passes over all of them (about a
-// visibility timeout's worth of consumed messages, on every peek); a long
-// poll asks only up to when it would look again anyway.
+// for, and when none is due by then but the queue holds messages,
+// nextVisibleMs is untilMs+1 (look again then; 0 still means nothing can
+// come due). The bound matters for cost, not for the answer's truth: every
+// message received and deleted within the visibility timeout leaves a
+// tombstone at its lease's end, ahead of now, and a walk to the first live
+// future entry passes over all of them (about a visibility timeout's worth
+// of consumed messages, on every peek); a long poll asks only up to when
+// it would look again anyway.
 func (s *Store) Peek(tenant, name string, f *storepb.TagFilter, nowMs, untilMs int64) (ready bool, nextVisibleMs int64, err error) {
 	t, done := s.snapshot(nowMs)
 	defer done()
@@ -330,7 +332,8 @@ func (s *Store) Peek(tenant, name string, f *storepb.TagFilter, nowMs, untilMs i
 	if isFifo(q) {
 		return t.peekGroups(q.Id, f, nowMs)
 	}
-	exhausted, err := t.scan(q.Id, f, max(untilMs, nowMs), true, false, peekScanBudget, func(c candidate, _ *storepb.MessageRecord) bool {
+	untilMs = max(untilMs, nowMs)
+	exhausted, err := t.scan(q.Id, f, untilMs, true, false, peekScanBudget, func(c candidate, _ *storepb.MessageRecord) bool {
 		if c.visibleAt <= nowMs {
 			ready = true
 		} else {
@@ -341,5 +344,17 @@ func (s *Store) Peek(tenant, name string, f *storepb.TagFilter, nowMs, untilMs i
 	if err != nil {
 		return false, 0, err
 	}
-	return ready || exhausted, nextVisibleMs, nil
+	if ready || exhausted {
+		return true, 0, nil
+	}
+	if nextVisibleMs == 0 && untilMs < math.MaxInt64 {
+		meta, err := t.queueMeta(q.Id)
+		if err != nil {
+			return false, 0, err
+		}
+		if meta.Messages > 0 || !meta.Counted {
+			nextVisibleMs = untilMs + 1
+		}
+	}
+	return false, nextVisibleMs, nil
 }

@@ -51,8 +51,9 @@ func TestTimeNeverRunsBackwards(t *testing.T) {
 }
 
 // TestPeekHorizon: Peek looks for a message coming due only up to untilMs;
-// a lease ending later is not reported (the long poll looks again then),
-// one ending within it is, and a visible message is ready whatever the bound.
+// for a lease ending later it answers "look again after untilMs", one
+// ending within it is reported, a visible message is ready whatever the
+// bound, and an empty queue has nothing coming (0: wait for a wake).
 func TestPeekHorizon(t *testing.T) {
 	h := newHarness(t)
 	h.run("create q=a now=100s")
@@ -66,15 +67,19 @@ func TestPeekHorizon(t *testing.T) {
 		now, until, next int64
 		ready            bool
 	}{
-		{100_000, 101_000, 0, false},       // due at 105 s, beyond the horizon
-		{100_000, 104_999, 0, false},       // just beyond
+		{100_000, 101_000, 101_001, false}, // due at 105 s, beyond the horizon: look again after it
+		{100_000, 104_999, 105_000, false}, // just beyond
 		{100_000, 105_000, 105_000, false}, // at the horizon: reported
-		{100_000, 90_000, 0, false},        // a bound before now reads as now
+		{100_000, 90_000, 100_001, false},  // a bound before now reads as now
 		{105_000, 105_000, 0, true},        // visible
 	} {
 		ready, next, err := h.s.Peek("t", "a", nil, c.now, c.until)
 		if err != nil || ready != c.ready || next != c.next {
 			t.Errorf("Peek(now %d, until %d) = %v %d %v, want %v %d", c.now, c.until, ready, next, err, c.ready, c.next)
 		}
+	}
+	h.run("create q=empty")
+	if ready, next, err := h.s.Peek("t", "empty", nil, 100_000, 101_000); err != nil || ready || next != 0 {
+		t.Errorf("Peek(empty queue) = %v %d %v, want nothing coming (0)", ready, next, err)
 	}
 }

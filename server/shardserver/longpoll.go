@@ -218,7 +218,8 @@ func (s *Server) waitVisible(ctx context.Context, cmd *storepb.Receive, deadline
 		w := s.polls.watch(tenant, queue, filtered)
 		now := s.cfg.Now()
 		// Look no further ahead than peekHorizon (see store.Peek for the
-		// cost of looking far): with nothing due by then, look again then.
+		// cost of looking far): with nothing due by then, next says when
+		// to look again.
 		horizon := min(deadline.UnixMilli(), now.Add(peekHorizon).UnixMilli())
 		ready, next, err := s.store.Peek(tenant, queue, cmd.GetFilter(), now.UnixMilli(), horizon)
 		if err != nil || ready {
@@ -229,9 +230,6 @@ func (s *Server) waitVisible(ctx context.Context, cmd *storepb.Receive, deadline
 			return true, nil
 		}
 		until := deadline
-		if next == 0 && horizon < deadline.UnixMilli() {
-			next = horizon + 1
-		}
 		if next > 0 {
 			if due := time.UnixMilli(next); due.Before(until) {
 				until = due
