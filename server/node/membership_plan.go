@@ -5,7 +5,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/quorumq/quorumq/raftnode"
 	"github.com/quorumq/quorumq/server/router"
 	"github.com/quorumq/quorumq/server/shardserver"
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
@@ -122,7 +121,7 @@ func (n *Node) coordinate(ctx context.Context, recs []*storepb.NodeRecord, sets 
 			}
 		}
 	}
-	busy, err := n.finishChanges(sets, propose)
+	busy, err := n.finishChanges(sets, n.shardConfig, time.Now(), propose)
 	if err != nil {
 		return err
 	}
@@ -133,14 +132,17 @@ func (n *Node) coordinate(ctx context.Context, recs []*storepb.NodeRecord, sets 
 // show done, rolls back the adds that did not catch up in time, and keeps
 // the records in line with the configurations. It returns the number of
 // replica copies under way.
-func (n *Node) finishChanges(sets []*storepb.ReplicaSetRecord, propose func(*storepb.Command) error) (busy int, err error) {
+//
+// config is a shard's applied configuration (shardConfig); now, the time.
+func (n *Node) finishChanges(sets []*storepb.ReplicaSetRecord, config func(uint64) (shardConfig, bool), now time.Time,
+	propose func(*storepb.Command) error) (busy int, err error) {
 	timeout := n.cfg.MoveTimeout
 	if timeout <= 0 {
 		timeout = defaultMoveTimeout
 	}
 	for _, rs := range sets {
 		p := rs.GetPending()
-		c, ok := n.shardConfig(rs.GetShard())
+		c, ok := config(rs.GetShard())
 		switch {
 		case !ok:
 			if copies(p) {
@@ -166,7 +168,7 @@ func (n *Node) finishChanges(sets []*storepb.ReplicaSetRecord, propose func(*sto
 			// outdated record): promoting would add a voter. Cancel it.
 			var back *storepb.ReplicaChange
 			if slices.Contains(c.members, p.GetNodeId()) {
-				back = &storepb.ReplicaChange{NodeId: p.GetNodeId(), StartedAtMs: time.Now().UnixMilli()}
+				back = &storepb.ReplicaChange{NodeId: p.GetNodeId(), StartedAtMs: now.UnixMilli()}
 			}
 			next := &storepb.ReplicaSetRecord{Shard: rs.GetShard(), ReplicationFactor: rs.GetReplicationFactor(),
 				Voters: c.voters, Learners: c.learners, Pending: back}
@@ -175,10 +177,10 @@ func (n *Node) finishChanges(sets []*storepb.ReplicaSetRecord, propose func(*sto
 			}
 			rs.Pending, rs.Voters, rs.Learners = back, c.voters, c.learners
 			n.log.Warn("membership: cancelling a move of a replica the shard no longer has", "shard", rs.GetShard(), "from", p.GetRemoveNodeId(), "to", p.GetNodeId())
-		case copies(p) && !slices.Contains(c.voters, p.GetNodeId()) && time.Since(time.UnixMilli(p.GetStartedAtMs())) > timeout:
+		case copies(p) && !slices.Contains(c.voters, p.GetNodeId()) && now.Sub(time.UnixMilli(p.GetStartedAtMs())) > timeout:
 			// The new replica never caught up (its node is down, or too
 			// slow): take it out again; the plan may try elsewhere.
-			back := &storepb.ReplicaChange{NodeId: p.GetNodeId(), StartedAtMs: time.Now().UnixMilli()}
+			back := &storepb.ReplicaChange{NodeId: p.GetNodeId(), StartedAtMs: now.UnixMilli()}
 			next := &storepb.ReplicaSetRecord{Shard: rs.GetShard(), ReplicationFactor: rs.GetReplicationFactor(),
 				Voters: rs.GetVoters(), Learners: rs.GetLearners(), Pending: back}
 			if err := propose(shardserver.SetReplicaSetCommand(next, p)); err != nil {
@@ -450,97 +452,4 @@ func rebalanceMove(sets []*storepb.ReplicaSetRecord, load map[uint64]int) (*stor
 		}
 	}
 	return nil, nil
-}
-
-// executeChanges carries out, on the shards this node leads, the change
-// recorded for each: a learner first; a voter once caught up (replacing
-// the moved-away replica in the same, joint, change); a removal (a leader
-// hands leadership over rather than remove itself). Each pass reads the
-// applied configuration and proposes only what is still missing, so a
-// proposal that was dropped or timed out is simply made again.
-func (n *Node) executeChanges(ctx context.Context, sets []*storepb.ReplicaSetRecord) {
-	for _, rs := range sets {
-		p := rs.GetPending()
-		if p == nil {
-			continue
-		}
-		g, x, y := rs.GetShard(), p.GetNodeId(), p.GetRemoveNodeId()
-		st, err := n.host.Status(g)
-		if err != nil || !st.IsLeader {
-			continue
-		}
-		if st.Joint {
-			// Raft leaves a joint configuration by itself once applied,
-			// but drops that if a leadership transfer is under way then
-			// and tries again only on the next entry: an idle shard stays
-			// joint. Leaving is idempotent (refused while one is pending).
-			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			err := n.host.LeaveJoint(lctx, g)
-			cancel()
-			n.log.Debug("membership: leaving a joint configuration", "shard", g, "err", err)
-			continue
-		}
-		var changes []raftnode.MemberChange
-		switch {
-		case !p.GetAdd() && !slices.Contains(st.Members, x):
-			continue // removed
-		case !p.GetAdd() && x == n.cfg.NodeID:
-			n.handOff(ctx, g, st, 0)
-			continue
-		case !p.GetAdd():
-			changes = []raftnode.MemberChange{{Kind: raftnode.RemoveMember, ID: x}}
-		case !slices.Contains(st.Members, x):
-			changes = []raftnode.MemberChange{{Kind: raftnode.AddLearner, ID: x}}
-		case p.GetLearner():
-			continue // done
-		case y != 0 && y == n.cfg.NodeID && (slices.Contains(st.Voters, x) || caughtUp(st, x)):
-			n.handOff(ctx, g, st, x) // the next leader replaces this replica
-			continue
-		case y != 0 && !slices.Contains(st.Members, y) && !slices.Contains(st.Voters, x):
-			continue // a move of a replica the shard no longer has: the coordinator cancels it
-		case slices.Contains(st.Learners, x) && caughtUp(st, x):
-			changes = []raftnode.MemberChange{{Kind: raftnode.AddVoter, ID: x}}
-			if y != 0 {
-				changes = append(changes, raftnode.MemberChange{Kind: raftnode.RemoveMember, ID: y})
-			}
-		case slices.Contains(st.Voters, x) && y != 0 && slices.Contains(st.Members, y):
-			changes = []raftnode.MemberChange{{Kind: raftnode.RemoveMember, ID: y}}
-		default:
-			continue // catching up, or done
-		}
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err = n.host.ChangeMembers(cctx, g, changes...)
-		cancel()
-		if err != nil {
-			n.log.Debug("membership change", "shard", g, "changes", changes, "err", err)
-			continue
-		}
-		n.log.Info("membership change applied", "shard", g, "changes", changes)
-	}
-}
-
-// handOff transfers the leadership of group g to another voter that is
-// replicating (not skip), before this node's replica is removed.
-func (n *Node) handOff(ctx context.Context, g uint64, st raftnode.GroupStatus, skip uint64) {
-	for _, p := range st.Peers {
-		if p.ID == n.cfg.NodeID || p.ID == skip || !slices.Contains(st.Voters, p.ID) || !p.RecentActive || p.State != "StateReplicate" {
-			continue
-		}
-		tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		err := n.host.TransferLeadership(tctx, g, p.ID)
-		cancel()
-		n.log.Info("membership: handing leadership over before this replica is removed", "shard", g, "to", p.ID, "err", err)
-		return
-	}
-}
-
-// caughtUp reports whether the leader's view of learner x is close to its
-// own applied index.
-func caughtUp(st raftnode.GroupStatus, x uint64) bool {
-	for _, p := range st.Peers {
-		if p.ID == x {
-			return p.RecentActive && p.State == "StateReplicate" && p.Match+catchUpLag >= st.Applied
-		}
-	}
-	return false
 }
