@@ -30,8 +30,9 @@ type execStep struct {
 }
 
 // nextStep decides, from the leader's applied configuration st (self is
-// this node), the next step of change p.
-func nextStep(self uint64, st raftnode.GroupStatus, p *storepb.ReplicaChange) execStep {
+// this node), the next step of replica set rs's change.
+func nextStep(self uint64, st raftnode.GroupStatus, rs *storepb.ReplicaSetRecord) execStep {
+	p := rs.GetPending()
 	if st.Joint {
 		// Raft leaves a joint configuration by itself once applied, but
 		// drops that if a leadership transfer is under way then and tries
@@ -42,6 +43,11 @@ func nextStep(self uint64, st raftnode.GroupStatus, p *storepb.ReplicaChange) ex
 	switch {
 	case !p.GetAdd() && !slices.Contains(st.Members, x):
 		return execStep{} // removed
+	case learnerRemoval(rs) && slices.Contains(st.Voters, x):
+		// A rollback of an add whose promotion raft applied meanwhile:
+		// removing the voter would leave the shard one short. The
+		// coordinator records the configuration as it is instead.
+		return execStep{}
 	case !p.GetAdd() && x == self:
 		return execStep{kind: stepHandOff}
 	case !p.GetAdd():
@@ -66,6 +72,16 @@ func nextStep(self uint64, st raftnode.GroupStatus, p *storepb.ReplicaChange) ex
 	return execStep{} // catching up, or done
 }
 
+// learnerRemoval reports whether rs's change removes a node the record
+// does not count among the voters: the rollback of an add (a learner
+// that did not catch up), or an observer leaving. It removes a learner
+// only, never a voter: raft may have applied the add's promotion (which
+// was in the log) after the rollback was recorded.
+func learnerRemoval(rs *storepb.ReplicaSetRecord) bool {
+	p := rs.GetPending()
+	return p != nil && !p.GetAdd() && !slices.Contains(rs.GetVoters(), p.GetNodeId())
+}
+
 // executeChanges carries out, on the shards this node leads, the change
 // recorded for each: a learner first; a voter once caught up (replacing
 // the moved-away replica in the same, joint, change); a removal (a leader
@@ -83,7 +99,7 @@ func (n *Node) executeChanges(ctx context.Context, sets []*storepb.ReplicaSetRec
 		if err != nil || !st.IsLeader {
 			continue
 		}
-		step := nextStep(n.cfg.NodeID, st, p)
+		step := nextStep(n.cfg.NodeID, st, rs)
 		switch step.kind {
 		case stepNone:
 			continue

@@ -155,6 +155,15 @@ func (n *Node) finishChanges(sets []*storepb.ReplicaSetRecord, config func(uint6
 					return busy, err
 				}
 			}
+		case learnerRemoval(rs) && c.fromLeader && !c.joint && slices.Contains(c.voters, p.GetNodeId()):
+			// A rollback lost the race with the promotion it meant to
+			// stop (nextStep leaves the voter alone): the add is done.
+			rs.Pending, rs.Voters, rs.Learners = nil, c.voters, c.learners
+			if err := propose(shardserver.SetReplicaSetCommand(rs, p)); err != nil {
+				return busy, err
+			}
+			n.log.Warn("membership: a rollback found its replica promoted meanwhile; keeping it", "shard", rs.GetShard(),
+				"node", p.GetNodeId(), "voters", c.voters, "learners", c.learners)
 		case changeDone(c, p):
 			rs.Pending, rs.Voters, rs.Learners = nil, c.voters, c.learners
 			if err := propose(shardserver.SetReplicaSetCommand(rs, p)); err != nil {
@@ -177,9 +186,12 @@ func (n *Node) finishChanges(sets []*storepb.ReplicaSetRecord, config func(uint6
 			}
 			rs.Pending, rs.Voters, rs.Learners = back, c.voters, c.learners
 			n.log.Warn("membership: cancelling a move of a replica the shard no longer has", "shard", rs.GetShard(), "from", p.GetRemoveNodeId(), "to", p.GetNodeId())
-		case copies(p) && !slices.Contains(c.voters, p.GetNodeId()) && now.Sub(time.UnixMilli(p.GetStartedAtMs())) > timeout:
+		case copies(p) && c.fromLeader && !c.joint && !slices.Contains(c.voters, p.GetNodeId()) && now.Sub(time.UnixMilli(p.GetStartedAtMs())) > timeout:
 			// The new replica never caught up (its node is down, or too
-			// slow): take it out again; the plan may try elsewhere.
+			// slow): take it out again; the plan may try elsewhere. Only
+			// on the leader's configuration (a follower's may not show
+			// the promotion yet), and as a learner only: the promotion
+			// may still be in the log (learnerRemoval).
 			back := &storepb.ReplicaChange{NodeId: p.GetNodeId(), StartedAtMs: now.UnixMilli()}
 			next := &storepb.ReplicaSetRecord{Shard: rs.GetShard(), ReplicationFactor: rs.GetReplicationFactor(),
 				Voters: rs.GetVoters(), Learners: rs.GetLearners(), Pending: back}
