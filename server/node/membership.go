@@ -33,7 +33,8 @@ import (
 //     records the end of each shard's change once raft applied it (or its
 //     rollback if it stalled), and plans the next changes: every node an
 //     observer of the metadata shard, every shard back to its replication
-//     factor, draining nodes' replicas moved away, replicas spread evenly
+//     factor (a replica added when short, one removed when above),
+//     draining nodes' replicas moved away, replicas spread evenly
 //     (one copy at a time in the cluster);
 //  4. for every shard it leads, carries out the recorded change.
 //

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"math"
 	"slices"
 	"time"
 
@@ -211,7 +212,8 @@ func (n *Node) finishChanges(sets []*storepb.ReplicaSetRecord, config func(uint6
 // without a metadata replica gets one; a joining node that has one becomes
 // active; a node down past AutoRepair (down) starts draining; a shard short
 // of its replication factor gets a replica; a draining node's replicas move
-// away (then it is removed); else one replica moves from the fullest active
+// away (then it is removed); a shard above its replication factor loses a
+// replica (shrinkMove); else one replica moves from the fullest active
 // node to the emptiest. alive: the nodes heard from lately.
 func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord, busy int, alive map[uint64]bool, down uint64,
 	propose func(*storepb.Command) error) error {
@@ -314,7 +316,7 @@ func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord
 			return setState(d, storepb.NodeState_NODE_STATE_REMOVED)
 		}
 	}
-	if busy >= maxDataMoves || draining || !n.rebalancing() {
+	if draining {
 		return nil
 	}
 	for id := range load {
@@ -322,10 +324,46 @@ func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord
 			return nil // not while a node is down: it may come back, or be drained
 		}
 	}
+	if rs, p := shrinkMove(sets, load); p != nil {
+		n.log.Info("membership: shard above its replication factor", "shard", rs.GetShard(), "voters", rs.GetVoters(),
+			"replication_factor", rs.GetReplicationFactor(), "removing", p.GetNodeId())
+		return record(rs, p)
+	}
+	if busy >= maxDataMoves || !n.rebalancing() {
+		return nil
+	}
 	if rs, p := rebalanceMove(sets, load); p != nil {
 		return record(rs, p)
 	}
 	return nil
+}
+
+// shrinkMove picks one removal from a data shard with more voters than
+// its replication factor (a move whose removal was lost, a voter added
+// back by hand, records from before replica sets) and no change under
+// way: the voter on a node that is not active, else on the node holding
+// the most replicas (of equals, the highest id); nil if none. A record
+// without a replication factor (0: every node) never shrinks.
+func shrinkMove(sets []*storepb.ReplicaSetRecord, load map[uint64]int) (*storepb.ReplicaSetRecord, *storepb.ReplicaChange) {
+	for _, rs := range sets {
+		rf := int(rs.GetReplicationFactor())
+		if rs.GetPending() != nil || rf <= 0 || len(rs.GetVoters()) <= rf || (rs.GetShard() == router.MetadataShard && len(sets) > 1) {
+			continue
+		}
+		var from uint64
+		most := -1
+		for _, v := range rs.GetVoters() {
+			l, active := load[v]
+			if !active {
+				l = math.MaxInt
+			}
+			if l > most || (l == most && v > from) {
+				from, most = v, l
+			}
+		}
+		return rs, &storepb.ReplicaChange{NodeId: from}
+	}
+	return nil, nil
 }
 
 func (n *Node) rebalancing() bool { return n.cfg.Rebalance == nil || *n.cfg.Rebalance }

@@ -188,3 +188,70 @@ func TestPlanRestoresReplicationFactor(t *testing.T) {
 		t.Fatalf("shard 1 voters %v", v)
 	}
 }
+
+// A shard with more voters than its replication factor (here 5 of RF 3)
+// loses one at a time, from the node holding the most replicas, down to
+// the replication factor and never below; not while a node is down or
+// draining.
+func TestPlanShrinksAboveReplicationFactor(t *testing.T) {
+	records := func(draining uint64) []*storepb.NodeRecord {
+		var recs []*storepb.NodeRecord
+		for id := uint64(1); id <= 5; id++ {
+			st := storepb.NodeState_NODE_STATE_ACTIVE
+			if id == draining {
+				st = storepb.NodeState_NODE_STATE_DRAINING
+			}
+			recs = append(recs, &storepb.NodeRecord{Id: id, State: st})
+		}
+		return recs
+	}
+	shards := func() []*storepb.ReplicaSetRecord {
+		return []*storepb.ReplicaSetRecord{
+			{Shard: 0, ReplicationFactor: 3, Voters: []uint64{1, 2, 3}, Learners: []uint64{4, 5}},
+			{Shard: 1, ReplicationFactor: 3, Voters: []uint64{1, 2, 3, 4, 5}},
+			{Shard: 2, ReplicationFactor: 3, Voters: []uint64{1, 2, 3}},
+			{Shard: 3, ReplicationFactor: 3, Voters: []uint64{1, 2, 4}},
+		}
+	}
+	all := map[uint64]bool{1: true, 2: true, 3: true, 4: true, 5: true}
+	off := false
+
+	down := newPlanSim(t, records(0), shards())
+	down.n.cfg.Rebalance = &off
+	down.pass(map[uint64]bool{1: true, 2: true, 3: true, 4: true})
+	if p := down.sets[1].GetPending(); p != nil || len(down.sets[1].GetVoters()) != 5 {
+		t.Fatalf("shard 1 shrunk while node 5 is down: %v", down.sets[1])
+	}
+
+	draining := newPlanSim(t, records(5), shards())
+	draining.n.cfg.Rebalance = &off
+	draining.pass(all)
+	if p := draining.sets[1].GetPending(); p != nil && !p.GetAdd() && p.GetNodeId() != 5 {
+		t.Fatalf("shard 1 shrunk while node 5 drains: %v", p)
+	}
+
+	s := newPlanSim(t, records(0), shards())
+	s.n.cfg.Rebalance = &off
+	var removed []uint64
+	for pass := 0; pass < 10; pass++ {
+		if p := s.sets[1].GetPending(); p != nil && !p.GetAdd() {
+			removed = append(removed, p.GetNodeId())
+		}
+		s.pass(all)
+		for _, rs := range s.sets {
+			if len(rs.GetVoters()) < 3 {
+				t.Fatalf("pass %d: shard %d down to voters %v", pass, rs.GetShard(), rs.GetVoters())
+			}
+		}
+	}
+	// Replicas of the data shards: node 1 and 2 hold 3 each, then 1 holds
+	// 3 alone once 2 gave one up.
+	if !slices.Equal(removed, []uint64{2, 1}) {
+		t.Fatalf("removed %v, want [2 1] (the fullest node first)", removed)
+	}
+	for _, rs := range s.sets {
+		if len(rs.GetVoters()) != 3 || rs.GetPending() != nil {
+			t.Errorf("shard %d: %v", rs.GetShard(), rs)
+		}
+	}
+}
