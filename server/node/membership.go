@@ -27,7 +27,8 @@ import (
 //     addresses (raft transport, forwarder, GetCluster, the view of the
 //     other nodes' shards) and pins their incarnations (raftnode fences
 //     any other);
-//  2. starts the replicas the records now name it for (hosting.go);
+//  2. starts the replicas the records now name it for, and drops those of
+//     shards it has left (hosting.go);
 //  3. if it leads the metadata shard (the coordinator, membership_plan.go):
 //     records the bootstrap nodes once, fills in incarnations it learnt,
 //     records the end of each shard's change once raft applied it (or its
@@ -85,6 +86,7 @@ func (n *Node) membershipOnce(ctx context.Context) error {
 	}
 	n.learnPeers(recs)
 	n.hostNamed(sets)
+	n.dropRemoved(ctx, sets)
 	if st, err := n.host.Status(router.MetadataShard); err == nil && st.IsLeader {
 		if err := n.coordinate(ctx, recs, sets); err != nil {
 			return fmt.Errorf("coordinate: %w", err)

@@ -160,6 +160,9 @@ type Node struct {
 	// since it began coordinating in term seenTerm; membership loop only.
 	seen     map[uint64]time.Time
 	seenTerm uint64
+	// dropping: since when each group looked droppable (hosting.go);
+	// membership loop only.
+	dropping map[uint64]time.Time
 	stalls   *writeStalls       // Pebble write stalls, counted from openDB
 	cancel   context.CancelFunc // stops the node's own loops (view, balancer)
 	loops    sync.WaitGroup
