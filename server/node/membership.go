@@ -26,7 +26,8 @@ import (
 //  1. reads the records of its metadata replica: learns new nodes' peer
 //     addresses (raft transport, forwarder, GetCluster, the view of the
 //     other nodes' shards) and pins their incarnations (raftnode fences
-//     any other);
+//     any other); records its own client address if its record has
+//     another;
 //  2. starts the replicas the records now name it for, and drops those of
 //     shards it has left (hosting.go);
 //  3. if it leads the metadata shard (the coordinator, membership_plan.go):
@@ -85,6 +86,7 @@ func (n *Node) membershipOnce(ctx context.Context) error {
 		return err
 	}
 	n.learnPeers(recs)
+	n.recordOwnAddress(ctx, recs)
 	n.hostNamed(sets)
 	n.dropRemoved(ctx, sets)
 	if st, err := n.host.Status(router.MetadataShard); err == nil && st.IsLeader {
@@ -134,6 +136,27 @@ func (n *Node) learnPeers(recs []*storepb.NodeRecord) {
 		slices.Sort(others)
 		n.others.SetNodes(others)
 	}
+}
+
+// recordOwnAddress records this node's client address in its node record
+// when the record has another one (none: the bootstrap records only its
+// writer's; or the node moved), through the metadata shard's leader.
+func (n *Node) recordOwnAddress(ctx context.Context, recs []*storepb.NodeRecord) {
+	addr := n.clientAddr()
+	i := slices.IndexFunc(recs, func(r *storepb.NodeRecord) bool { return r.GetId() == n.cfg.NodeID })
+	if n.router == nil || addr == "" || i < 0 {
+		return // not recorded yet
+	}
+	if r := recs[i]; r.GetState() == storepb.NodeState_NODE_STATE_REMOVED || r.GetClientAddr() == addr {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := n.router.RecordNodeAddress(rctx, n.cfg.NodeID, n.host.Incarnation(), addr); err != nil {
+		n.log.Debug("membership: recording this node's client address", "addr", addr, "err", err)
+		return
+	}
+	n.log.Info("membership: recorded this node's client address", "addr", addr)
 }
 
 // clientAddr is this node's gRPC API address as other nodes see it.
