@@ -159,12 +159,14 @@ func (n *Node) recordOwnAddress(ctx context.Context, recs []*storepb.NodeRecord)
 	n.log.Info("membership: recorded this node's client address", "addr", addr)
 }
 
-// clientAddr is this node's gRPC API address as other nodes see it.
+// clientAddr is this node's gRPC API address as other nodes see it (""
+// until it listens: the membership loop starts first, and records it on a
+// later pass).
 func (n *Node) clientAddr() string {
-	if n.grpcLn != nil {
-		return n.grpcLn.Addr().String()
+	if a := n.listenAddr.Load(); a != nil {
+		return *a
 	}
-	return n.cfg.GRPCAddr
+	return ""
 }
 
 // joinCluster is the start of a node run with --join: on first start it
