@@ -126,7 +126,7 @@ func (n *Node) coordinate(ctx context.Context, recs []*storepb.NodeRecord, sets 
 	if err != nil {
 		return err
 	}
-	return n.plan(recs, sets, busy, n.alive(), n.downTooLong(recs), propose)
+	return n.plan(recs, sets, busy, n.alive(), n.downTooLong(recs), n.shardConfig, propose)
 }
 
 // finishChanges records the end of every change the shards' configurations
@@ -214,9 +214,10 @@ func (n *Node) finishChanges(sets []*storepb.ReplicaSetRecord, config func(uint6
 // of its replication factor gets a replica; a draining node's replicas move
 // away (then it is removed); a shard above its replication factor loses a
 // replica (shrinkMove); else one replica moves from the fullest active
-// node to the emptiest. alive: the nodes heard from lately.
+// node to the emptiest. alive: the nodes heard from lately; config: a
+// shard's applied configuration (shardConfig).
 func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord, busy int, alive map[uint64]bool, down uint64,
-	propose func(*storepb.Command) error) error {
+	config func(uint64) (shardConfig, bool), propose func(*storepb.Command) error) error {
 	if len(sets) == 0 {
 		return nil
 	}
@@ -324,7 +325,13 @@ func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord
 			return nil // not while a node is down: it may come back, or be drained
 		}
 	}
-	if rs, p := shrinkMove(sets, load); p != nil {
+	// Only a shard whose leader applied more voters than the factor, the
+	// one to go among them: a record may be behind raft.
+	confirmed := func(rs *storepb.ReplicaSetRecord, x uint64) bool {
+		c, ok := config(rs.GetShard())
+		return ok && c.fromLeader && !c.joint && len(c.voters) > int(rs.GetReplicationFactor()) && slices.Contains(c.voters, x)
+	}
+	if rs, p := shrinkMove(sets, load, confirmed); p != nil {
 		n.log.Info("membership: shard above its replication factor", "shard", rs.GetShard(), "voters", rs.GetVoters(),
 			"replication_factor", rs.GetReplicationFactor(), "removing", p.GetNodeId())
 		return record(rs, p)
@@ -342,9 +349,11 @@ func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord
 // its replication factor (a move whose removal was lost, a voter added
 // back by hand, records from before replica sets) and no change under
 // way: the voter on a node that is not active, else on the node holding
-// the most replicas (of equals, the highest id); nil if none. A record
-// without a replication factor (0: every node) never shrinks.
-func shrinkMove(sets []*storepb.ReplicaSetRecord, load map[uint64]int) (*storepb.ReplicaSetRecord, *storepb.ReplicaChange) {
+// the most replicas (of equals, the highest id), if confirmed; nil if
+// none. A record without a replication factor (0: every node) never
+// shrinks.
+func shrinkMove(sets []*storepb.ReplicaSetRecord, load map[uint64]int,
+	confirmed func(*storepb.ReplicaSetRecord, uint64) bool) (*storepb.ReplicaSetRecord, *storepb.ReplicaChange) {
 	for _, rs := range sets {
 		rf := int(rs.GetReplicationFactor())
 		if rs.GetPending() != nil || rf <= 0 || len(rs.GetVoters()) <= rf || (rs.GetShard() == router.MetadataShard && len(sets) > 1) {
@@ -361,7 +370,9 @@ func shrinkMove(sets []*storepb.ReplicaSetRecord, load map[uint64]int) (*storepb
 				from, most = v, l
 			}
 		}
-		return rs, &storepb.ReplicaChange{NodeId: from}
+		if confirmed(rs, from) {
+			return rs, &storepb.ReplicaChange{NodeId: from}
+		}
 	}
 	return nil, nil
 }

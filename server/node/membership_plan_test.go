@@ -86,6 +86,14 @@ func (s *planSim) propose(cmd *storepb.Command) error {
 	return nil
 }
 
+// config is a shard's configuration: as recorded (raft finishes each
+// change before the next pass), on its leader.
+func (s *planSim) config(g uint64) (shardConfig, bool) {
+	rs := s.sets[g]
+	members := slices.Sorted(slices.Values(append(slices.Clone(rs.GetVoters()), rs.GetLearners()...)))
+	return shardConfig{voters: rs.GetVoters(), learners: rs.GetLearners(), members: members, fromLeader: true}, true
+}
+
 // pass is one coordinator pass: the changes recorded before it are done
 // after it.
 func (s *planSim) pass(alive map[uint64]bool) {
@@ -99,7 +107,7 @@ func (s *planSim) pass(alive map[uint64]bool) {
 			}
 		}
 	}
-	if err := s.n.plan(s.recs, s.sets, busy, alive, 0, s.propose); err != nil {
+	if err := s.n.plan(s.recs, s.sets, busy, alive, 0, s.config, s.propose); err != nil {
 		s.t.Fatal(err)
 	}
 	for _, g := range due {
@@ -192,7 +200,7 @@ func TestPlanRestoresReplicationFactor(t *testing.T) {
 // A shard with more voters than its replication factor (here 5 of RF 3)
 // loses one at a time, from the node holding the most replicas, down to
 // the replication factor and never below; not while a node is down or
-// draining.
+// draining, nor on a record its leader's configuration does not bear out.
 func TestPlanShrinksAboveReplicationFactor(t *testing.T) {
 	records := func(draining uint64) []*storepb.NodeRecord {
 		var recs []*storepb.NodeRecord
@@ -228,6 +236,23 @@ func TestPlanShrinksAboveReplicationFactor(t *testing.T) {
 	draining.pass(all)
 	if p := draining.sets[1].GetPending(); p != nil && !p.GetAdd() && p.GetNodeId() != 5 {
 		t.Fatalf("shard 1 shrunk while node 5 drains: %v", p)
+	}
+
+	// A record ahead of raft (the leader applied 3 voters): nothing.
+	behind := newPlanSim(t, records(0), shards())
+	behind.n.cfg.Rebalance = &off
+	three := func(g uint64) (shardConfig, bool) {
+		c, ok := behind.config(g)
+		if g == 1 {
+			c.voters, c.members = []uint64{3, 4, 5}, []uint64{3, 4, 5}
+		}
+		return c, ok
+	}
+	if err := behind.n.plan(behind.recs, behind.sets, 0, all, 0, three, behind.propose); err != nil {
+		t.Fatal(err)
+	}
+	if p := behind.sets[1].GetPending(); p != nil {
+		t.Fatalf("shard 1 shrunk on a record its leader's configuration does not show: %v", p)
 	}
 
 	s := newPlanSim(t, records(0), shards())
