@@ -16,8 +16,11 @@ var (
 	ErrStopped = errors.New("raftnode: host stopped")
 	// ErrGroupNotFound: no group with that id on this host.
 	ErrGroupNotFound = errors.New("raftnode: group not found")
-	// ErrGroupExists: AddGroup was called twice for one group.
+	// ErrGroupExists: AddGroup was called twice for one group (or while
+	// RemoveGroup removes it).
 	ErrGroupExists = errors.New("raftnode: group already added")
+	// ErrGroupRemoved: RemoveGroup removed the group while the call waited.
+	ErrGroupRemoved = errors.New("raftnode: group removed")
 	// ErrProposalDropped: raft refused the proposal (a leadership transfer
 	// is in progress, or the group is overloaded: see ErrOverloaded). The
 	// entry was not appended; retrying is safe.

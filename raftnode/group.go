@@ -54,6 +54,7 @@ type group struct {
 	waiters     map[uint64]*proposal // queued or proposed, by id
 	readWait    map[uint64]*readReq
 	status      GroupStatus
+	heard       time.Time // the last append, heartbeat or snapshot from a leader
 }
 
 // stagedSnap is a received snapshot: its MsgSnap and the sstable holding
@@ -153,6 +154,9 @@ func (g *group) enqueueMessage(m *pb.Message) error {
 	if m.GetType() != pb.MsgSnap && len(g.msgs) < maxQueuedMessages {
 		g.msgs = append(g.msgs, m)
 	}
+	if t := m.GetType(); t == pb.MsgApp || t == pb.MsgHeartbeat {
+		g.heard = time.Now()
+	}
 	return nil
 }
 
@@ -164,6 +168,7 @@ func (g *group) enqueueSnapshot(s *stagedSnap) error {
 		return g.closed
 	}
 	g.snaps = append(g.snaps, s)
+	g.heard = time.Now()
 	return nil
 }
 
@@ -399,6 +404,7 @@ func (g *group) statusSnapshot() (GroupStatus, error) {
 	st.Voters = slices.Clone(st.Voters)
 	st.Learners = slices.Clone(st.Learners)
 	st.Peers = slices.Clone(st.Peers)
+	st.LeaderContact = g.heard
 	if errors.Is(g.closed, ErrHalted) {
 		return st, g.closed
 	}

@@ -145,6 +145,10 @@ type GroupStatus struct {
 	// Peers is the leader's view of every member's replication, sorted by
 	// id; nil on followers.
 	Peers []PeerProgress
+	// LeaderContact is when this replica last received an append, a
+	// heartbeat or a snapshot (what a leader sends its members only);
+	// zero: none since the group started here.
+	LeaderContact time.Time
 }
 
 // PeerProgress is a leader's view of one member of a group.
@@ -194,6 +198,10 @@ type Host struct {
 	snapPace    *snapshotPacer      // Config.SnapshotBytesPerSecond
 	sending     int                 // under mu: outgoing snapshot streams
 	unreachable map[uint64]struct{} // under mu: peers reported unreachable
+	removing    map[uint64]bool     // under mu: groups RemoveGroup is removing
+	rounds      uint64              // under mu: loop rounds begun (takeUnreachable)
+	roundc      chan struct{}       // under mu: closed and replaced when a round begins, if roundWait
+	roundWait   bool                // under mu: someone waits on roundc
 	snapFS      vfs.FS
 	snapDir     string
 	snapTempDir bool // snapDir was created by NewHost; removed at Stop
@@ -269,6 +277,8 @@ func NewHost(cfg Config) (_ *Host, err error) {
 		stopc:       make(chan struct{}),
 		done:        make(chan struct{}),
 		unreachable: make(map[uint64]struct{}),
+		removing:    make(map[uint64]bool),
+		roundc:      make(chan struct{}),
 		snapFS:      cfg.SnapshotFS,
 		snapPace:    &snapshotPacer{rate: float64(cfg.SnapshotBytesPerSecond)},
 		snapDir:     cfg.SnapshotDir,
@@ -325,7 +335,7 @@ func (h *Host) addGroup(group uint64, peers []uint64, sm StateMachine, join bool
 		h.mu.Unlock()
 		return ErrStopped
 	}
-	if _, ok := h.groups[group]; ok {
+	if _, ok := h.groups[group]; ok || h.removing[group] {
 		h.mu.Unlock()
 		return fmt.Errorf("%w: %d", ErrGroupExists, group)
 	}
@@ -390,7 +400,7 @@ func (h *Host) addGroup(group uint64, peers []uint64, sm StateMachine, join bool
 	if h.stopped {
 		return ErrStopped
 	}
-	if _, ok := h.groups[group]; ok {
+	if _, ok := h.groups[group]; ok || h.removing[group] {
 		return fmt.Errorf("%w: %d", ErrGroupExists, group)
 	}
 	h.groups[group] = g
@@ -449,10 +459,17 @@ func (h *Host) ReportUnreachable(to uint64) {
 	h.signal()
 }
 
-// takeUnreachable returns and clears the peers reported unreachable.
+// takeUnreachable returns and clears the peers reported unreachable. The
+// loop calls it once at the start of every round, after it took the
+// groups of the round (active): RemoveGroup counts rounds by it.
 func (h *Host) takeUnreachable() []uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.rounds++
+	if h.roundWait {
+		close(h.roundc)
+		h.roundc, h.roundWait = make(chan struct{}), false
+	}
 	if len(h.unreachable) == 0 {
 		return nil
 	}

@@ -325,6 +325,32 @@ func TestPeerIdentityEnforced(t *testing.T) {
 		t.Errorf("DeliverOutbox with a node certificate and no shard: %v, want InvalidArgument", err)
 	}
 
+	// Every node records its own client address in its node record
+	// (through the metadata leader's peer service, over mutual TLS)...
+	checkFor(t, 30*time.Second, func() error {
+		r, err := qv1.NewClusterServiceClient(c.procs[member].grpcConn(t)).ListNodes(c.ctx(ctx), &qv1.ListNodesRequest{})
+		if err != nil {
+			return err
+		}
+		for _, n := range r.GetNodes() {
+			if want := c.procs[int(n.GetId())].grpcAddr; n.GetClientAddress() != want {
+				return fmt.Errorf("node %d: client address %q, want %q", n.GetId(), n.GetClientAddress(), want)
+			}
+		}
+		return nil
+	})
+	// ... and only its own.
+	nodeAddress := func(conn *grpc.ClientConn, id uint64) error {
+		req := &storepb.RegisterNode{Node: &storepb.NodeRecord{Id: id, ClientAddr: "203.0.113.1:9090"}}
+		return conn.Invoke(metadata.AppendToOutgoingContext(ctx, "x-quorumq-shard", "0"), "/quorumq.internal.v1.Peer/NodeAddress", req, &storepb.NodeRecord{})
+	}
+	if err := nodeAddress(c.peerConn(t, c.raft[leader], "addr-impostor", []string{nodeURI(member)}), uint64(leader)); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("node %d's certificate recording node %d's address: %v, want PermissionDenied", member, leader, err)
+	}
+	if err := nodeAddress(c.peerConn(t, c.raft[leader], "addr-api", []string{"quorumq://api/100"}), 100); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("an API certificate recording an address: %v, want PermissionDenied", err)
+	}
+
 	// An API-tier node with its own certificate routes client calls.
 	api := startServe(t, t.TempDir(), append(peerFlags("api-node", "quorumq://api/100"), "--role", "api", "--node-id", "100")...)
 	apiClient := qv1.NewQueueServiceClient(api.grpcConn(t))

@@ -1,9 +1,11 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 	"github.com/quorumq/quorumq/raftnode"
@@ -85,12 +87,12 @@ func (n *Node) startGroups() error {
 
 // hostNamed starts, empty, the group of every shard whose replica set now
 // names this node (a move or a new learner): the shard's leader then
-// sends it a snapshot and the log. A replica removed from its shard keeps
-// its group, idle outside the configuration (raftnode cannot drop a group
-// yet); if the shard comes back it catches up from there. Every replica
-// set's members are recorded with the host first: such a replica's stale
-// configuration may not name the shard's current leader, whose appends
-// and snapshot its transport would otherwise drop.
+// sends it a snapshot and the log. A replica removed from its shard is
+// dropped later (dropRemoved); until then, if the shard comes back, it
+// catches up from where it is. Every replica set's members are recorded
+// with the host first: such a replica's stale configuration may not name
+// the shard's current leader, whose appends and snapshot its transport
+// would otherwise drop.
 func (n *Node) hostNamed(sets []*storepb.ReplicaSetRecord) {
 	for _, rs := range sets {
 		g := rs.GetShard()
@@ -114,6 +116,80 @@ func (n *Node) hostNamed(sets []*storepb.ReplicaSetRecord) {
 		}
 		n.log.Info("membership: hosting a new replica", "shard", g, "initial_voters", bootstrapVoters(rs, n.cfg.NodeID))
 	}
+}
+
+// dropRemoved removes the raft group (and its storage) of every shard this
+// node has left, so it stops ticking and holding it. Safety first: raft
+// assumes a member's log never shrinks, so a group is dropped only once,
+// continuously for dropQuiet,
+//
+//   - the replica set record names this node neither as a voter or
+//     learner nor in the change under way (a re-add is recorded before it
+//     starts);
+//   - the shard's leader (its answer in this pass's view, not a
+//     follower's) applied a configuration, not joint, without this node;
+//   - this replica has heard no append, heartbeat or snapshot (a leader
+//     sends them to its members every tick) for dropQuiet, and leads
+//     nothing.
+//
+// The metadata shard is never dropped: every node observes it.
+func (n *Node) dropRemoved(ctx context.Context, sets []*storepb.ReplicaSetRecord) {
+	quiet := n.dropQuiet()
+	now := time.Now()
+	for _, rs := range sets {
+		g := rs.GetShard()
+		if !n.droppable(rs, now, quiet) {
+			delete(n.dropping, g)
+			continue
+		}
+		if n.dropping == nil {
+			n.dropping = map[uint64]time.Time{}
+		}
+		since, ok := n.dropping[g]
+		if !ok {
+			n.dropping[g] = now
+			continue
+		}
+		if now.Sub(since) < quiet {
+			continue
+		}
+		delete(n.dropping, g)
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := n.host.RemoveGroup(rctx, g)
+		cancel()
+		if err != nil {
+			n.log.Warn("membership: cannot drop the replica of a shard this node left", "shard", g, "err", err)
+			continue
+		}
+		n.log.Info("membership: dropped the replica of a shard this node left", "shard", g)
+	}
+}
+
+// droppable reports whether this node's replica of rs's shard may be
+// dropped now (dropRemoved).
+func (n *Node) droppable(rs *storepb.ReplicaSetRecord, now time.Time, quiet time.Duration) bool {
+	g, self := rs.GetShard(), n.cfg.NodeID
+	if g == router.MetadataShard || n.others == nil || names(rs, self) || rs.GetPending().GetRemoveNodeId() == self ||
+		rs.GetPending().GetNodeId() == self {
+		return false
+	}
+	st, err := n.host.Status(g)
+	if err != nil || st.IsLeader || now.Sub(st.LeaderContact) < quiet {
+		return false // not hosted, halted, leading, or heard from a leader lately
+	}
+	sh, fromLeader, ok := n.others.ShardStatus(g)
+	return ok && fromLeader && !sh.GetJoint() && sh.GetLeader() != self && len(sh.GetVoters()) > 0 &&
+		!slices.Contains(sh.GetMembers(), self) && !slices.Contains(sh.GetVoters(), self) && !slices.Contains(sh.GetLearners(), self)
+}
+
+// dropQuiet is how long a replica must look removed before it is dropped:
+// three election timeouts.
+func (n *Node) dropQuiet() time.Duration {
+	tick := n.cfg.TickInterval
+	if tick <= 0 {
+		tick = 100 * time.Millisecond
+	}
+	return 30 * tick
 }
 
 // recordedMembers are the nodes replica set rs names: voters, learners

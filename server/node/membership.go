@@ -26,14 +26,17 @@ import (
 //  1. reads the records of its metadata replica: learns new nodes' peer
 //     addresses (raft transport, forwarder, GetCluster, the view of the
 //     other nodes' shards) and pins their incarnations (raftnode fences
-//     any other);
-//  2. starts the replicas the records now name it for (hosting.go);
+//     any other); records its own client address if its record has
+//     another;
+//  2. starts the replicas the records now name it for, and drops those of
+//     shards it has left (hosting.go);
 //  3. if it leads the metadata shard (the coordinator, membership_plan.go):
 //     records the bootstrap nodes once, fills in incarnations it learnt,
 //     records the end of each shard's change once raft applied it (or its
 //     rollback if it stalled), and plans the next changes: every node an
 //     observer of the metadata shard, every shard back to its replication
-//     factor, draining nodes' replicas moved away, replicas spread evenly
+//     factor (a replica added when short, one removed when above),
+//     draining nodes' replicas moved away, replicas spread evenly
 //     (one copy at a time in the cluster);
 //  4. for every shard it leads, carries out the recorded change.
 //
@@ -83,7 +86,9 @@ func (n *Node) membershipOnce(ctx context.Context) error {
 		return err
 	}
 	n.learnPeers(recs)
+	n.recordOwnAddress(ctx, recs)
 	n.hostNamed(sets)
+	n.dropRemoved(ctx, sets)
 	if st, err := n.host.Status(router.MetadataShard); err == nil && st.IsLeader {
 		if err := n.coordinate(ctx, recs, sets); err != nil {
 			return fmt.Errorf("coordinate: %w", err)
@@ -133,12 +138,35 @@ func (n *Node) learnPeers(recs []*storepb.NodeRecord) {
 	}
 }
 
-// clientAddr is this node's gRPC API address as other nodes see it.
-func (n *Node) clientAddr() string {
-	if n.grpcLn != nil {
-		return n.grpcLn.Addr().String()
+// recordOwnAddress records this node's client address in its node record
+// when the record has another one (none: the bootstrap records only its
+// writer's; or the node moved), through the metadata shard's leader.
+func (n *Node) recordOwnAddress(ctx context.Context, recs []*storepb.NodeRecord) {
+	addr := n.clientAddr()
+	i := slices.IndexFunc(recs, func(r *storepb.NodeRecord) bool { return r.GetId() == n.cfg.NodeID })
+	if n.router == nil || addr == "" || i < 0 {
+		return // not recorded yet
 	}
-	return n.cfg.GRPCAddr
+	if r := recs[i]; r.GetState() == storepb.NodeState_NODE_STATE_REMOVED || r.GetClientAddr() == addr {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := n.router.RecordNodeAddress(rctx, n.cfg.NodeID, n.host.Incarnation(), addr); err != nil {
+		n.log.Debug("membership: recording this node's client address", "addr", addr, "err", err)
+		return
+	}
+	n.log.Info("membership: recorded this node's client address", "addr", addr)
+}
+
+// clientAddr is this node's gRPC API address as other nodes see it (""
+// until it listens: the membership loop starts first, and records it on a
+// later pass).
+func (n *Node) clientAddr() string {
+	if a := n.listenAddr.Load(); a != nil {
+		return *a
+	}
+	return ""
 }
 
 // joinCluster is the start of a node run with --join: on first start it

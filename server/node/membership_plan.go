@@ -2,10 +2,10 @@ package node
 
 import (
 	"context"
+	"math"
 	"slices"
 	"time"
 
-	"github.com/quorumq/quorumq/raftnode"
 	"github.com/quorumq/quorumq/server/router"
 	"github.com/quorumq/quorumq/server/shardserver"
 	storepb "github.com/quorumq/quorumq/store/storepb/v1"
@@ -122,25 +122,28 @@ func (n *Node) coordinate(ctx context.Context, recs []*storepb.NodeRecord, sets 
 			}
 		}
 	}
-	busy, err := n.finishChanges(sets, propose)
+	busy, err := n.finishChanges(sets, n.shardConfig, time.Now(), propose)
 	if err != nil {
 		return err
 	}
-	return n.plan(recs, sets, busy, n.alive(), n.downTooLong(recs), propose)
+	return n.plan(recs, sets, busy, n.alive(), n.downTooLong(recs), n.shardConfig, propose)
 }
 
 // finishChanges records the end of every change the shards' configurations
 // show done, rolls back the adds that did not catch up in time, and keeps
 // the records in line with the configurations. It returns the number of
 // replica copies under way.
-func (n *Node) finishChanges(sets []*storepb.ReplicaSetRecord, propose func(*storepb.Command) error) (busy int, err error) {
+//
+// config is a shard's applied configuration (shardConfig); now, the time.
+func (n *Node) finishChanges(sets []*storepb.ReplicaSetRecord, config func(uint64) (shardConfig, bool), now time.Time,
+	propose func(*storepb.Command) error) (busy int, err error) {
 	timeout := n.cfg.MoveTimeout
 	if timeout <= 0 {
 		timeout = defaultMoveTimeout
 	}
 	for _, rs := range sets {
 		p := rs.GetPending()
-		c, ok := n.shardConfig(rs.GetShard())
+		c, ok := config(rs.GetShard())
 		switch {
 		case !ok:
 			if copies(p) {
@@ -153,6 +156,15 @@ func (n *Node) finishChanges(sets []*storepb.ReplicaSetRecord, propose func(*sto
 					return busy, err
 				}
 			}
+		case learnerRemoval(rs) && c.fromLeader && !c.joint && slices.Contains(c.voters, p.GetNodeId()):
+			// A rollback lost the race with the promotion it meant to
+			// stop (nextStep leaves the voter alone): the add is done.
+			rs.Pending, rs.Voters, rs.Learners = nil, c.voters, c.learners
+			if err := propose(shardserver.SetReplicaSetCommand(rs, p)); err != nil {
+				return busy, err
+			}
+			n.log.Warn("membership: a rollback found its replica promoted meanwhile; keeping it", "shard", rs.GetShard(),
+				"node", p.GetNodeId(), "voters", c.voters, "learners", c.learners)
 		case changeDone(c, p):
 			rs.Pending, rs.Voters, rs.Learners = nil, c.voters, c.learners
 			if err := propose(shardserver.SetReplicaSetCommand(rs, p)); err != nil {
@@ -166,7 +178,7 @@ func (n *Node) finishChanges(sets []*storepb.ReplicaSetRecord, propose func(*sto
 			// outdated record): promoting would add a voter. Cancel it.
 			var back *storepb.ReplicaChange
 			if slices.Contains(c.members, p.GetNodeId()) {
-				back = &storepb.ReplicaChange{NodeId: p.GetNodeId(), StartedAtMs: time.Now().UnixMilli()}
+				back = &storepb.ReplicaChange{NodeId: p.GetNodeId(), StartedAtMs: now.UnixMilli()}
 			}
 			next := &storepb.ReplicaSetRecord{Shard: rs.GetShard(), ReplicationFactor: rs.GetReplicationFactor(),
 				Voters: c.voters, Learners: c.learners, Pending: back}
@@ -175,10 +187,13 @@ func (n *Node) finishChanges(sets []*storepb.ReplicaSetRecord, propose func(*sto
 			}
 			rs.Pending, rs.Voters, rs.Learners = back, c.voters, c.learners
 			n.log.Warn("membership: cancelling a move of a replica the shard no longer has", "shard", rs.GetShard(), "from", p.GetRemoveNodeId(), "to", p.GetNodeId())
-		case copies(p) && !slices.Contains(c.voters, p.GetNodeId()) && time.Since(time.UnixMilli(p.GetStartedAtMs())) > timeout:
+		case copies(p) && c.fromLeader && !c.joint && !slices.Contains(c.voters, p.GetNodeId()) && now.Sub(time.UnixMilli(p.GetStartedAtMs())) > timeout:
 			// The new replica never caught up (its node is down, or too
-			// slow): take it out again; the plan may try elsewhere.
-			back := &storepb.ReplicaChange{NodeId: p.GetNodeId(), StartedAtMs: time.Now().UnixMilli()}
+			// slow): take it out again; the plan may try elsewhere. Only
+			// on the leader's configuration (a follower's may not show
+			// the promotion yet), and as a learner only: the promotion
+			// may still be in the log (learnerRemoval).
+			back := &storepb.ReplicaChange{NodeId: p.GetNodeId(), StartedAtMs: now.UnixMilli()}
 			next := &storepb.ReplicaSetRecord{Shard: rs.GetShard(), ReplicationFactor: rs.GetReplicationFactor(),
 				Voters: rs.GetVoters(), Learners: rs.GetLearners(), Pending: back}
 			if err := propose(shardserver.SetReplicaSetCommand(next, p)); err != nil {
@@ -197,10 +212,12 @@ func (n *Node) finishChanges(sets []*storepb.ReplicaSetRecord, propose func(*sto
 // without a metadata replica gets one; a joining node that has one becomes
 // active; a node down past AutoRepair (down) starts draining; a shard short
 // of its replication factor gets a replica; a draining node's replicas move
-// away (then it is removed); else one replica moves from the fullest active
-// node to the emptiest. alive: the nodes heard from lately.
+// away (then it is removed); a shard above its replication factor loses a
+// replica (shrinkMove); else one replica moves from the fullest active
+// node to the emptiest. alive: the nodes heard from lately; config: a
+// shard's applied configuration (shardConfig).
 func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord, busy int, alive map[uint64]bool, down uint64,
-	propose func(*storepb.Command) error) error {
+	config func(uint64) (shardConfig, bool), propose func(*storepb.Command) error) error {
 	if len(sets) == 0 {
 		return nil
 	}
@@ -300,7 +317,7 @@ func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord
 			return setState(d, storepb.NodeState_NODE_STATE_REMOVED)
 		}
 	}
-	if busy >= maxDataMoves || draining || !n.rebalancing() {
+	if draining {
 		return nil
 	}
 	for id := range load {
@@ -308,10 +325,56 @@ func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord
 			return nil // not while a node is down: it may come back, or be drained
 		}
 	}
+	// Only a shard whose leader applied more voters than the factor, the
+	// one to go among them: a record may be behind raft.
+	confirmed := func(rs *storepb.ReplicaSetRecord, x uint64) bool {
+		c, ok := config(rs.GetShard())
+		return ok && c.fromLeader && !c.joint && len(c.voters) > int(rs.GetReplicationFactor()) && slices.Contains(c.voters, x)
+	}
+	if rs, p := shrinkMove(sets, load, confirmed); p != nil {
+		n.log.Info("membership: shard above its replication factor", "shard", rs.GetShard(), "voters", rs.GetVoters(),
+			"replication_factor", rs.GetReplicationFactor(), "removing", p.GetNodeId())
+		return record(rs, p)
+	}
+	if busy >= maxDataMoves || !n.rebalancing() {
+		return nil
+	}
 	if rs, p := rebalanceMove(sets, load); p != nil {
 		return record(rs, p)
 	}
 	return nil
+}
+
+// shrinkMove picks one removal from a data shard with more voters than
+// its replication factor (a move whose removal was lost, a voter added
+// back by hand, records from before replica sets) and no change under
+// way: the voter on a node that is not active, else on the node holding
+// the most replicas (of equals, the highest id), if confirmed; nil if
+// none. A record without a replication factor (0: every node) never
+// shrinks.
+func shrinkMove(sets []*storepb.ReplicaSetRecord, load map[uint64]int,
+	confirmed func(*storepb.ReplicaSetRecord, uint64) bool) (*storepb.ReplicaSetRecord, *storepb.ReplicaChange) {
+	for _, rs := range sets {
+		rf := int(rs.GetReplicationFactor())
+		if rs.GetPending() != nil || rf <= 0 || len(rs.GetVoters()) <= rf || (rs.GetShard() == router.MetadataShard && len(sets) > 1) {
+			continue
+		}
+		var from uint64
+		most := -1
+		for _, v := range rs.GetVoters() {
+			l, active := load[v]
+			if !active {
+				l = math.MaxInt
+			}
+			if l > most || (l == most && v > from) {
+				from, most = v, l
+			}
+		}
+		if confirmed(rs, from) {
+			return rs, &storepb.ReplicaChange{NodeId: from}
+		}
+	}
+	return nil, nil
 }
 
 func (n *Node) rebalancing() bool { return n.cfg.Rebalance == nil || *n.cfg.Rebalance }
@@ -450,97 +513,4 @@ func rebalanceMove(sets []*storepb.ReplicaSetRecord, load map[uint64]int) (*stor
 		}
 	}
 	return nil, nil
-}
-
-// executeChanges carries out, on the shards this node leads, the change
-// recorded for each: a learner first; a voter once caught up (replacing
-// the moved-away replica in the same, joint, change); a removal (a leader
-// hands leadership over rather than remove itself). Each pass reads the
-// applied configuration and proposes only what is still missing, so a
-// proposal that was dropped or timed out is simply made again.
-func (n *Node) executeChanges(ctx context.Context, sets []*storepb.ReplicaSetRecord) {
-	for _, rs := range sets {
-		p := rs.GetPending()
-		if p == nil {
-			continue
-		}
-		g, x, y := rs.GetShard(), p.GetNodeId(), p.GetRemoveNodeId()
-		st, err := n.host.Status(g)
-		if err != nil || !st.IsLeader {
-			continue
-		}
-		if st.Joint {
-			// Raft leaves a joint configuration by itself once applied,
-			// but drops that if a leadership transfer is under way then
-			// and tries again only on the next entry: an idle shard stays
-			// joint. Leaving is idempotent (refused while one is pending).
-			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			err := n.host.LeaveJoint(lctx, g)
-			cancel()
-			n.log.Debug("membership: leaving a joint configuration", "shard", g, "err", err)
-			continue
-		}
-		var changes []raftnode.MemberChange
-		switch {
-		case !p.GetAdd() && !slices.Contains(st.Members, x):
-			continue // removed
-		case !p.GetAdd() && x == n.cfg.NodeID:
-			n.handOff(ctx, g, st, 0)
-			continue
-		case !p.GetAdd():
-			changes = []raftnode.MemberChange{{Kind: raftnode.RemoveMember, ID: x}}
-		case !slices.Contains(st.Members, x):
-			changes = []raftnode.MemberChange{{Kind: raftnode.AddLearner, ID: x}}
-		case p.GetLearner():
-			continue // done
-		case y != 0 && y == n.cfg.NodeID && (slices.Contains(st.Voters, x) || caughtUp(st, x)):
-			n.handOff(ctx, g, st, x) // the next leader replaces this replica
-			continue
-		case y != 0 && !slices.Contains(st.Members, y) && !slices.Contains(st.Voters, x):
-			continue // a move of a replica the shard no longer has: the coordinator cancels it
-		case slices.Contains(st.Learners, x) && caughtUp(st, x):
-			changes = []raftnode.MemberChange{{Kind: raftnode.AddVoter, ID: x}}
-			if y != 0 {
-				changes = append(changes, raftnode.MemberChange{Kind: raftnode.RemoveMember, ID: y})
-			}
-		case slices.Contains(st.Voters, x) && y != 0 && slices.Contains(st.Members, y):
-			changes = []raftnode.MemberChange{{Kind: raftnode.RemoveMember, ID: y}}
-		default:
-			continue // catching up, or done
-		}
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err = n.host.ChangeMembers(cctx, g, changes...)
-		cancel()
-		if err != nil {
-			n.log.Debug("membership change", "shard", g, "changes", changes, "err", err)
-			continue
-		}
-		n.log.Info("membership change applied", "shard", g, "changes", changes)
-	}
-}
-
-// handOff transfers the leadership of group g to another voter that is
-// replicating (not skip), before this node's replica is removed.
-func (n *Node) handOff(ctx context.Context, g uint64, st raftnode.GroupStatus, skip uint64) {
-	for _, p := range st.Peers {
-		if p.ID == n.cfg.NodeID || p.ID == skip || !slices.Contains(st.Voters, p.ID) || !p.RecentActive || p.State != "StateReplicate" {
-			continue
-		}
-		tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		err := n.host.TransferLeadership(tctx, g, p.ID)
-		cancel()
-		n.log.Info("membership: handing leadership over before this replica is removed", "shard", g, "to", p.ID, "err", err)
-		return
-	}
-}
-
-// caughtUp reports whether the leader's view of learner x is close to its
-// own applied index.
-func caughtUp(st raftnode.GroupStatus, x uint64) bool {
-	for _, p := range st.Peers {
-		if p.ID == x {
-			return p.RecentActive && p.State == "StateReplicate" && p.Match+catchUpLag >= st.Applied
-		}
-	}
-	return false
 }

@@ -86,6 +86,14 @@ func (s *planSim) propose(cmd *storepb.Command) error {
 	return nil
 }
 
+// config is a shard's configuration: as recorded (raft finishes each
+// change before the next pass), on its leader.
+func (s *planSim) config(g uint64) (shardConfig, bool) {
+	rs := s.sets[g]
+	members := slices.Sorted(slices.Values(append(slices.Clone(rs.GetVoters()), rs.GetLearners()...)))
+	return shardConfig{voters: rs.GetVoters(), learners: rs.GetLearners(), members: members, fromLeader: true}, true
+}
+
 // pass is one coordinator pass: the changes recorded before it are done
 // after it.
 func (s *planSim) pass(alive map[uint64]bool) {
@@ -99,7 +107,7 @@ func (s *planSim) pass(alive map[uint64]bool) {
 			}
 		}
 	}
-	if err := s.n.plan(s.recs, s.sets, busy, alive, 0, s.propose); err != nil {
+	if err := s.n.plan(s.recs, s.sets, busy, alive, 0, s.config, s.propose); err != nil {
 		s.t.Fatal(err)
 	}
 	for _, g := range due {
@@ -186,5 +194,89 @@ func TestPlanRestoresReplicationFactor(t *testing.T) {
 	s.pass(map[uint64]bool{2: true, 3: true, 4: true})
 	if v := s.sets[1].GetVoters(); !slices.Equal(v, []uint64{2, 3, 4}) {
 		t.Fatalf("shard 1 voters %v", v)
+	}
+}
+
+// A shard with more voters than its replication factor (here 5 of RF 3)
+// loses one at a time, from the node holding the most replicas, down to
+// the replication factor and never below; not while a node is down or
+// draining, nor on a record its leader's configuration does not bear out.
+func TestPlanShrinksAboveReplicationFactor(t *testing.T) {
+	records := func(draining uint64) []*storepb.NodeRecord {
+		var recs []*storepb.NodeRecord
+		for id := uint64(1); id <= 5; id++ {
+			st := storepb.NodeState_NODE_STATE_ACTIVE
+			if id == draining {
+				st = storepb.NodeState_NODE_STATE_DRAINING
+			}
+			recs = append(recs, &storepb.NodeRecord{Id: id, State: st})
+		}
+		return recs
+	}
+	shards := func() []*storepb.ReplicaSetRecord {
+		return []*storepb.ReplicaSetRecord{
+			{Shard: 0, ReplicationFactor: 3, Voters: []uint64{1, 2, 3}, Learners: []uint64{4, 5}},
+			{Shard: 1, ReplicationFactor: 3, Voters: []uint64{1, 2, 3, 4, 5}},
+			{Shard: 2, ReplicationFactor: 3, Voters: []uint64{1, 2, 3}},
+			{Shard: 3, ReplicationFactor: 3, Voters: []uint64{1, 2, 4}},
+		}
+	}
+	all := map[uint64]bool{1: true, 2: true, 3: true, 4: true, 5: true}
+	off := false
+
+	down := newPlanSim(t, records(0), shards())
+	down.n.cfg.Rebalance = &off
+	down.pass(map[uint64]bool{1: true, 2: true, 3: true, 4: true})
+	if p := down.sets[1].GetPending(); p != nil || len(down.sets[1].GetVoters()) != 5 {
+		t.Fatalf("shard 1 shrunk while node 5 is down: %v", down.sets[1])
+	}
+
+	draining := newPlanSim(t, records(5), shards())
+	draining.n.cfg.Rebalance = &off
+	draining.pass(all)
+	if p := draining.sets[1].GetPending(); p != nil && !p.GetAdd() && p.GetNodeId() != 5 {
+		t.Fatalf("shard 1 shrunk while node 5 drains: %v", p)
+	}
+
+	// A record ahead of raft (the leader applied 3 voters): nothing.
+	behind := newPlanSim(t, records(0), shards())
+	behind.n.cfg.Rebalance = &off
+	three := func(g uint64) (shardConfig, bool) {
+		c, ok := behind.config(g)
+		if g == 1 {
+			c.voters, c.members = []uint64{3, 4, 5}, []uint64{3, 4, 5}
+		}
+		return c, ok
+	}
+	if err := behind.n.plan(behind.recs, behind.sets, 0, all, 0, three, behind.propose); err != nil {
+		t.Fatal(err)
+	}
+	if p := behind.sets[1].GetPending(); p != nil {
+		t.Fatalf("shard 1 shrunk on a record its leader's configuration does not show: %v", p)
+	}
+
+	s := newPlanSim(t, records(0), shards())
+	s.n.cfg.Rebalance = &off
+	var removed []uint64
+	for pass := 0; pass < 10; pass++ {
+		if p := s.sets[1].GetPending(); p != nil && !p.GetAdd() {
+			removed = append(removed, p.GetNodeId())
+		}
+		s.pass(all)
+		for _, rs := range s.sets {
+			if len(rs.GetVoters()) < 3 {
+				t.Fatalf("pass %d: shard %d down to voters %v", pass, rs.GetShard(), rs.GetVoters())
+			}
+		}
+	}
+	// Replicas of the data shards: node 1 and 2 hold 3 each, then 1 holds
+	// 3 alone once 2 gave one up.
+	if !slices.Equal(removed, []uint64{2, 1}) {
+		t.Fatalf("removed %v, want [2 1] (the fullest node first)", removed)
+	}
+	for _, rs := range s.sets {
+		if len(rs.GetVoters()) != 3 || rs.GetPending() != nil {
+			t.Errorf("shard %d: %v", rs.GetShard(), rs)
+		}
 	}
 }

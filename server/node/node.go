@@ -160,6 +160,9 @@ type Node struct {
 	// since it began coordinating in term seenTerm; membership loop only.
 	seen     map[uint64]time.Time
 	seenTerm uint64
+	// dropping: since when each group looked droppable (hosting.go);
+	// membership loop only.
+	dropping map[uint64]time.Time
 	stalls   *writeStalls       // Pebble write stalls, counted from openDB
 	cancel   context.CancelFunc // stops the node's own loops (view, balancer)
 	loops    sync.WaitGroup
@@ -180,6 +183,7 @@ type Node struct {
 	tp          *sdktrace.TracerProvider // built by Start (shut down by Stop), nil if injected or off
 	mp          *sdkmetric.MeterProvider
 	grpcLn      net.Listener
+	listenAddr  atomic.Pointer[string] // grpcLn's address once it listens (read by the membership loop)
 	httpLn      net.Listener
 	peerLn      net.Listener
 
@@ -351,6 +355,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen grpc: %w", err)
 	}
+	listenAddr := n.grpcLn.Addr().String()
+	n.listenAddr.Store(&listenAddr)
 	apiOpts := []grpc.ServerOption{
 		// history counts the client calls' messages for the console's charts.
 		grpc.ChainUnaryInterceptor(router.StripInternalHeaders(), server.UnaryInterceptor(authenticator, cfg.Logger),

@@ -3,6 +3,7 @@ package node_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -419,4 +420,83 @@ func (c *memCluster) waitMetadataMembers(t *testing.T, shards, n int) map[uint64
 		return nil
 	})
 	return cfgs
+}
+
+// TestRemovedReplicaDroppedAndReAdded: a node whose replica moved away
+// drops its raft group (no longer hosted); moved back later, it hosts the
+// shard again from nothing and catches up, and the node the second move
+// took the replica from drops its group in turn.
+func TestRemovedReplicaDroppedAndReAdded(t *testing.T) {
+	const shards = 2
+	c := startMemCluster(t, 4, shards)
+	cfgs := c.waitMetadataMembers(t, shards, 4)
+	if !slices.Equal(cfgs[1].Voters, []uint64{2, 3, 4}) { // initial placement
+		t.Fatalf("shard 1 voters %v", cfgs[1].Voters)
+	}
+	ctx := testCtx(t)
+	cq := qv1.NewQueueServiceClient(dial(t, c.nodes[1].GRPCAddr()))
+	if _, err := cq.CreateQueue(ctx, &qv1.CreateQueueRequest{Name: "dropped"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if _, err := cq.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "dropped", Body: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	admin := qv1.NewClusterServiceClient(dial(t, c.nodes[1].GRPCAddr()))
+	move := func(from, to uint64, voters []uint64) {
+		t.Helper()
+		waitLong(t, 30*time.Second, func() error {
+			_, err := admin.MoveReplica(ctx, &qv1.MoveReplicaRequest{Shard: 1, FromNode: from, ToNode: to})
+			return err
+		})
+		waitLong(t, 60*time.Second, func() error {
+			r, err := c.nodesResp()
+			if err != nil {
+				return err
+			}
+			if rs := r.GetReplicaSets()[1]; !slices.Equal(rs.GetVoters(), voters) || rs.GetPendingNode() != 0 {
+				return fmt.Errorf("shard 1's replica set %v", rs)
+			}
+			return nil
+		})
+	}
+	dropped := func(id uint64) {
+		t.Helper()
+		waitLong(t, 30*time.Second, func() error {
+			if _, err := c.nodes[id].Host().Status(1); !errors.Is(err, raftnode.ErrGroupNotFound) {
+				return fmt.Errorf("node %d still hosts shard 1 (%v)", id, err)
+			}
+			return nil
+		})
+	}
+	move(4, 1, []uint64{1, 2, 3})
+	dropped(4)
+	move(3, 4, []uint64{1, 2, 4})
+	dropped(3)
+	waitLong(t, 30*time.Second, func() error {
+		st, err := c.nodes[4].Host().Status(1)
+		if err != nil {
+			return err
+		}
+		lead, err := c.configs(shards)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(st.Voters, 4) || st.Applied < lead[1].Applied {
+			return fmt.Errorf("node 4's replica: voters %v applied %d, leader applied %d", st.Voters, st.Applied, lead[1].Applied)
+		}
+		return nil
+	})
+	got := 0
+	for got < 20 {
+		r, err := qv1.NewQueueServiceClient(dial(t, c.nodes[4].GRPCAddr())).ReceiveMessages(ctx, &qv1.ReceiveMessagesRequest{Queue: "dropped", MaxMessages: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.GetMessages()) == 0 {
+			t.Fatalf("received %d of 20 messages after the moves", got)
+		}
+		got += len(r.GetMessages())
+	}
 }

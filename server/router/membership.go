@@ -2,7 +2,9 @@ package router
 
 import (
 	"context"
+	"fmt"
 	"maps"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -10,6 +12,7 @@ import (
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 	"github.com/quorumq/quorumq/server"
 	"github.com/quorumq/quorumq/server/shardserver"
+	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
 // ListNodes routes to the metadata shard's leader.
@@ -147,4 +150,61 @@ func (c *ClusterServer) AddShards(ctx context.Context, req *qv1.AddShardsRequest
 		return onShard(ctx, c.router, sh, req, (*shardserver.Server).AddShards)
 	}
 	return c.router.AddShards(ctx, req)
+}
+
+// peerNodeAddressMethod records a storage node's client address in its
+// node record (peer service, on the metadata shard's leader).
+const peerNodeAddressMethod = "/" + server.PeerService + "/NodeAddress"
+
+// RecordNodeAddress records node id's client (gRPC API) address in its
+// node record, through the metadata shard's leader: a storage node calls
+// it for itself whenever its record differs (the bootstrap records only
+// the writer's; a node's address may change between runs). incarnation is
+// the node's: a record of another one is refused (a wiped disk).
+func (r *Router) RecordNodeAddress(ctx context.Context, id, incarnation uint64, clientAddr string) (*storepb.NodeRecord, error) {
+	req := &storepb.RegisterNode{Node: &storepb.NodeRecord{Id: id, ClientAddr: clientAddr, Incarnation: incarnation}}
+	leader, err := r.leaderOf(ctx, MetadataShard)
+	if err != nil {
+		return nil, err
+	}
+	if srv := r.localServer(MetadataShard); srv != nil && leader == r.cfg.Self {
+		return recordAddress(ctx, srv, req)
+	}
+	if r.cfg.Forwarder == nil {
+		return nil, server.StatusError(codes.Unavailable, server.ReasonNotLeader, "no route to the metadata shard", nil)
+	}
+	out := &storepb.NodeRecord{}
+	if err := r.cfg.Forwarder.invoke(ctx, leader, peerNodeAddressMethod, req, out, server.ShardHeader, strconv.FormatUint(MetadataShard, 10)); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// recordAddress proposes a node's client address (and nothing else of
+// req) on the metadata shard, which this node leads.
+func recordAddress(ctx context.Context, srv *shardserver.Server, req *storepb.RegisterNode) (*storepb.NodeRecord, error) {
+	n := req.GetNode()
+	if n.GetId() == 0 || n.GetClientAddr() == "" {
+		return nil, server.FieldError("node", "id and client address are required")
+	}
+	rec := &storepb.NodeRecord{Id: n.GetId(), ClientAddr: n.GetClientAddr(), Incarnation: n.GetIncarnation()}
+	res, err := srv.ProposeMembership(ctx, &storepb.Command{Op: &storepb.Command_RegisterNode{RegisterNode: &storepb.RegisterNode{Node: rec}}})
+	if err != nil {
+		return nil, server.ToStatus(err)
+	}
+	return res.Node, nil
+}
+
+// nodeAddress serves RecordNodeAddress on the metadata shard's leader. With
+// peer mutual TLS a node records its own address only.
+func (p *PeerServer) nodeAddress(ctx context.Context, req *storepb.RegisterNode) (*storepb.NodeRecord, error) {
+	if id, err := server.PeerIdentityFrom(ctx); err == nil && (id.Role != server.PeerRoleNode || id.ID != req.GetNode().GetId()) {
+		return nil, server.StatusError(codes.PermissionDenied, server.ReasonPermissionDenied,
+			fmt.Sprintf("%v may record only its own address, not node %d's", id, req.GetNode().GetId()), nil)
+	}
+	srv, err := p.addressed(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return recordAddress(ctx, srv, req)
 }

@@ -1,0 +1,106 @@
+package raftnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/quorumq/quorumq/internal/keys"
+)
+
+// RemoveGroup stops the group's replica on this host and deletes its raft
+// state (HardState, log, truncation point) and its replicated state
+// (applied index, configuration, the state machine's keys) with range
+// deletes in one synced batch, so a node no longer a member of a group
+// stops ticking it and gives its storage back. Calls waiting on the group
+// fail with ErrGroupRemoved; its messages are dropped from then on, and
+// the members RecordMembers gave for it are forgotten. A StateMachine that
+// implements Restorer is told its state is gone (Restored), off the loop:
+// the group no longer runs. A later AddGroup or JoinGroup of the same id
+// starts from nothing.
+//
+// Safety is the caller's: the node must be neither a voter nor a learner
+// of the group (raft assumes a member's log never shrinks). It returns
+// once the loop is done with the group (the round under way ends) and the
+// keys are deleted; if ctx ends or the host stops first, the group is
+// stopped but its keys are kept (a later AddGroup loads them).
+func (h *Host) RemoveGroup(ctx context.Context, id uint64) error {
+	h.mu.Lock()
+	if h.stopped {
+		h.mu.Unlock()
+		return ErrStopped
+	}
+	g := h.groups[id]
+	if g == nil || h.removing[id] {
+		h.mu.Unlock()
+		return fmt.Errorf("%w: %d", ErrGroupNotFound, id)
+	}
+	delete(h.groups, id)
+	h.order = slices.DeleteFunc(h.order, func(o *group) bool { return o == g })
+	h.removing[id] = true
+	since, started := h.rounds, h.started
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		delete(h.removing, id)
+		h.mu.Unlock()
+	}()
+	h.recorded.Delete(id)
+	g.close(fmt.Errorf("%w: %d", ErrGroupRemoved, id))
+	h.broadcast() // status waiters learn the group is gone
+	if started {
+		// The round under way may hold the group (it took the groups just
+		// before it counted itself): wait until the one after it began,
+		// which neither it nor the ticks between see.
+		if err := h.waitRounds(ctx, since+2); err != nil {
+			return err
+		}
+	}
+	h.dropStaged(g)
+	b := h.db.NewBatch()
+	defer b.Close()
+	if err := errors.Join(
+		b.DeleteRange(keys.RaftPrefix(id), keys.RaftEnd(id), nil),
+		b.DeleteRange(keys.StatePrefix(id), keys.StateEnd(id), nil),
+	); err != nil {
+		return fmt.Errorf("raftnode: id %d: remove: %w", id, err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("raftnode: id %d: remove: %w", id, err)
+	}
+	if r, ok := g.sm.(Restorer); ok {
+		r.Restored()
+	}
+	g.log.Info("raft id removed from this node")
+	return nil
+}
+
+// waitRounds waits until the loop has begun round n (counted by
+// takeUnreachable), waking it meanwhile.
+func (h *Host) waitRounds(ctx context.Context, n uint64) error {
+	for {
+		h.mu.Lock()
+		if h.stopped {
+			h.mu.Unlock()
+			return ErrStopped
+		}
+		if h.rounds >= n {
+			h.mu.Unlock()
+			return nil
+		}
+		h.roundWait = true
+		ch := h.roundc
+		h.mu.Unlock()
+		h.signal()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-h.stopc:
+			return ErrStopped
+		}
+	}
+}
