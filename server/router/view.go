@@ -52,8 +52,8 @@ func (LocalView) Hint(uint64, uint64) {}
 // (replica sets smaller than the cluster): a shard this node is a member of
 // (voter or learner) is looked up in its own replica, any other in the
 // other storage nodes' answers. A replica removed from its shard stays on
-// the node, outside the configuration, and knows no current leader: it
-// counts as no replica.
+// the node, outside the configuration and knowing no current leader, until
+// the node drops it (server/node dropRemoved): it counts as no replica.
 type MemberView struct {
 	Self   uint64
 	Local  LocalView
