@@ -326,6 +326,26 @@ func (g *group) finishReads(applied uint64) {
 // close fails everything waiting and refuses new requests with err.
 func (g *group) close(err error) {
 	g.mu.Lock()
+	g.closeLocked(err)
+}
+
+// closeIfQuiet closes the group as close does unless it heard from a
+// leader (an append, a heartbeat, a snapshot) within quiet: then it stays
+// open and closeIfQuiet reports false. The check and the close are one
+// critical section with enqueueMessage, so no message is taken between
+// them, and any message still queued or being stepped was heard.
+func (g *group) closeIfQuiet(err error, quiet time.Duration) bool {
+	g.mu.Lock()
+	if quiet > 0 && !g.heard.IsZero() && time.Since(g.heard) < quiet {
+		g.mu.Unlock()
+		return false
+	}
+	g.closeLocked(err)
+	return true
+}
+
+// closeLocked is close with g.mu held; it unlocks it.
+func (g *group) closeLocked(err error) {
 	if g.closed == nil {
 		g.closed = err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -23,11 +24,17 @@ import (
 // starts from nothing.
 //
 // Safety is the caller's: the node must be neither a voter nor a learner
-// of the group (raft assumes a member's log never shrinks). It returns
-// once the loop is done with the group (the round under way ends) and the
-// keys are deleted; if ctx ends or the host stops first, the group is
-// stopped but its keys are kept (a later AddGroup loads them).
-func (h *Host) RemoveGroup(ctx context.Context, id uint64) error {
+// of the group (raft assumes a member's log never shrinks). quiet > 0
+// refuses, leaving the group as it was, when the replica heard from a
+// leader (an append, a heartbeat, a snapshot) within quiet, checked
+// atomically with stopping it: a leader that added it back meanwhile may
+// already count an acknowledged append, which the replica must then keep.
+// It returns once the loop is done with the group (the round under way
+// ends) and the keys are deleted. If ctx ends first, the group is stopped
+// and RemoveGroup returns ctx's error while the host finishes the removal
+// in the background (AddGroup of the id fails until then); if the host
+// stops first, the keys are kept (a later AddGroup loads them).
+func (h *Host) RemoveGroup(ctx context.Context, id uint64, quiet time.Duration) error {
 	h.mu.Lock()
 	if h.stopped {
 		h.mu.Unlock()
@@ -38,24 +45,61 @@ func (h *Host) RemoveGroup(ctx context.Context, id uint64) error {
 		h.mu.Unlock()
 		return fmt.Errorf("%w: %d", ErrGroupNotFound, id)
 	}
-	delete(h.groups, id)
-	h.order = slices.DeleteFunc(h.order, func(o *group) bool { return o == g })
 	h.removing[id] = true
-	since, started := h.rounds, h.started
 	h.mu.Unlock()
-	defer func() {
+	if !g.closeIfQuiet(fmt.Errorf("%w: %d", ErrGroupRemoved, id), quiet) {
 		h.mu.Lock()
 		delete(h.removing, id)
 		h.mu.Unlock()
-	}()
+		return fmt.Errorf("raftnode: id %d heard from a leader within %v: not removed", id, quiet)
+	}
+	h.mu.Lock()
+	delete(h.groups, id)
+	h.order = slices.DeleteFunc(h.order, func(o *group) bool { return o == g })
+	since, started := h.rounds, h.started
+	if !h.stopped {
+		h.bg.Add(1)
+	} else {
+		started = false
+	}
+	stopped := h.stopped
+	h.mu.Unlock()
+	if stopped {
+		h.mu.Lock()
+		delete(h.removing, id)
+		h.mu.Unlock()
+		return ErrStopped
+	}
 	h.recorded.Delete(id)
-	g.close(fmt.Errorf("%w: %d", ErrGroupRemoved, id))
 	h.broadcast() // status waiters learn the group is gone
+	done := make(chan error, 1)
+	go func() {
+		defer h.bg.Done()
+		err := h.finishRemove(g, since, started)
+		h.mu.Lock()
+		delete(h.removing, id)
+		h.mu.Unlock()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// finishRemove waits until the loop is done with g, stopped at round
+// since, then deletes its keys (RemoveGroup).
+func (h *Host) finishRemove(g *group, since uint64, started bool) error {
+	id := g.id
 	if started {
 		// The round under way may hold the group (it took the groups just
 		// before it counted itself): wait until the one after it began,
-		// which neither it nor the ticks between see.
-		if err := h.waitRounds(ctx, since+2); err != nil {
+		// which neither it nor the ticks between see. Not cut short by the
+		// caller's context: keys deleted under a round still writing them
+		// would mix two replicas' state.
+		if err := h.waitRounds(since + 2); err != nil {
 			return err
 		}
 	}
@@ -80,7 +124,7 @@ func (h *Host) RemoveGroup(ctx context.Context, id uint64) error {
 
 // waitRounds waits until the loop has begun round n (counted by
 // takeUnreachable), waking it meanwhile.
-func (h *Host) waitRounds(ctx context.Context, n uint64) error {
+func (h *Host) waitRounds(n uint64) error {
 	for {
 		h.mu.Lock()
 		if h.stopped {
@@ -97,8 +141,6 @@ func (h *Host) waitRounds(ctx context.Context, n uint64) error {
 		h.signal()
 		select {
 		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
 		case <-h.stopc:
 			return ErrStopped
 		}

@@ -69,7 +69,7 @@ func TestRemoveGroupThenAddAgain(t *testing.T) {
 			}
 		})
 	}
-	err := f.host.RemoveGroup(ctxTimeout(t, 10*time.Second), g)
+	err := f.host.RemoveGroup(ctxTimeout(t, 10*time.Second), g, 0)
 	cancel()
 	wg.Wait()
 	if err != nil {
@@ -81,7 +81,7 @@ func TestRemoveGroupThenAddAgain(t *testing.T) {
 	if _, err := f.host.Propose(ctxTimeout(t, time.Second), g, []byte("x")); !errors.Is(err, ErrGroupNotFound) {
 		t.Fatalf("Propose after RemoveGroup: %v", err)
 	}
-	if err := f.host.RemoveGroup(ctxTimeout(t, time.Second), g); !errors.Is(err, ErrGroupNotFound) {
+	if err := f.host.RemoveGroup(ctxTimeout(t, time.Second), g, 0); !errors.Is(err, ErrGroupNotFound) {
 		t.Fatalf("RemoveGroup twice: %v", err)
 	}
 	if f.host.recordedMember(g, lead.id) {
@@ -124,4 +124,39 @@ func TestRemoveGroupThenAddAgain(t *testing.T) {
 	checkResults(t, proposeAll(t, c.leader(g, 1, 2, 3).host, g, "voter", 10))
 	c.converged(g)
 	checkNoDoubleApply(t, c, g)
+}
+
+// TestRemoveGroupRefusesWhileLeaderTalks: RemoveGroup with a quiet period
+// leaves a replica that heard from its leader within it as it was (a
+// leader that added it back may already count its acknowledged appends):
+// the follower stays a working member and no key goes.
+func TestRemoveGroupRefusesWhileLeaderTalks(t *testing.T) {
+	const g = 1
+	c := newCluster(t, 3, 0, g)
+	lead := c.leader(g)
+	checkResults(t, proposeAll(t, lead.host, g, "before", 5))
+	f := c.follower(g, lead)
+	if err := f.host.RemoveGroup(ctxTimeout(t, 5*time.Second), g, time.Hour); err == nil {
+		t.Fatal("RemoveGroup removed a replica its leader talks to")
+	}
+	if _, err := f.host.Status(g); err != nil {
+		t.Fatalf("Status after a refused RemoveGroup: %v", err)
+	}
+	n := keysIn(t, f.db, keys.RaftPrefix(g), keys.RaftEnd(g))
+	if n == 0 {
+		t.Fatal("the refused removal deleted the replica's log")
+	}
+	checkResults(t, proposeAll(t, lead.host, g, "after", 5))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := f.host.Status(g)
+		lst, lerr := lead.host.Status(g)
+		if err == nil && lerr == nil && st.Applied >= lst.Applied {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the follower stopped following after a refused removal: applied %d, leader %d (%v, %v)", st.Applied, lst.Applied, err, lerr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -149,6 +149,9 @@ func (w *walk) open(p []byte, until int64) (*cursor, error) {
 	if until < math.MaxInt64 {
 		hi = keys.AppendInt64(slices.Clone(p), until+1)
 	}
+	if bytes.Compare(lo, hi) > 0 {
+		lo = hi // the mark is past until (a bounded peek): nothing to walk
+	}
 	it, err := t.iter(lo, hi)
 	if err != nil {
 		return nil, err

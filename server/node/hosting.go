@@ -155,7 +155,7 @@ func (n *Node) dropRemoved(ctx context.Context, sets []*storepb.ReplicaSetRecord
 		}
 		delete(n.dropping, g)
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := n.host.RemoveGroup(rctx, g)
+		err := n.host.RemoveGroup(rctx, g, quiet)
 		cancel()
 		if err != nil {
 			n.log.Warn("membership: cannot drop the replica of a shard this node left", "shard", g, "err", err)

@@ -187,6 +187,10 @@ func recordAddress(ctx context.Context, srv *shardserver.Server, req *storepb.Re
 	if n.GetId() == 0 || n.GetClientAddr() == "" {
 		return nil, server.FieldError("node", "id and client address are required")
 	}
+	if len(n.GetClientAddr()) > maxNodeAddr {
+		// Refused before it reaches the metadata log (apply refuses it too).
+		return nil, server.FieldError("node.client_addr", fmt.Sprintf("must be at most %d bytes", maxNodeAddr))
+	}
 	rec := &storepb.NodeRecord{Id: n.GetId(), ClientAddr: n.GetClientAddr(), Incarnation: n.GetIncarnation()}
 	res, err := srv.ProposeMembership(ctx, &storepb.Command{Op: &storepb.Command_RegisterNode{RegisterNode: &storepb.RegisterNode{Node: rec}}})
 	if err != nil {
@@ -202,9 +206,16 @@ func (p *PeerServer) nodeAddress(ctx context.Context, req *storepb.RegisterNode)
 		return nil, server.StatusError(codes.PermissionDenied, server.ReasonPermissionDenied,
 			fmt.Sprintf("%v may record only its own address, not node %d's", id, req.GetNode().GetId()), nil)
 	}
+	if shard, ok := direct(ctx); ok && shard != MetadataShard {
+		return nil, server.StatusError(codes.InvalidArgument, server.ReasonInvalidArgument,
+			fmt.Sprintf("node addresses live on the metadata shard, not shard %d", shard), nil)
+	}
 	srv, err := p.addressed(ctx)
 	if err != nil {
 		return nil, err
 	}
 	return recordAddress(ctx, srv, req)
 }
+
+// maxNodeAddr bounds a recorded client address (as the store's apply does).
+const maxNodeAddr = 256

@@ -230,9 +230,10 @@ func (s *Server) waitVisible(ctx context.Context, cmd *storepb.Receive, deadline
 			return true, nil
 		}
 		until := deadline
+		timed := false // for a message coming due (not a look again past the horizon)
 		if next > 0 {
 			if due := time.UnixMilli(next); due.Before(until) {
-				until = due
+				until, timed = due, next <= horizon
 			}
 		}
 		wait := until.Sub(now)
@@ -255,7 +256,7 @@ func (s *Server) waitVisible(ctx context.Context, cmd *storepb.Receive, deadline
 		}
 		timer.Stop()
 		woken := s.polls.leave(tenant, queue, w)
-		if gone != nil && (woken || until.Before(deadline)) {
+		if gone != nil && (woken || timed) {
 			// Released for a message (or timed for a delayed one) that this
 			// poll will not take: pass it on, or the message waits for
 			// another wake while other polls sleep.
