@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"time"
 
@@ -167,6 +168,27 @@ func (n *Node) clientAddr() string {
 		return *a
 	}
 	return ""
+}
+
+// advertisedAddr is the client address a node records for itself: the
+// configured --grpc-addr when it names a host (a name clients can reach,
+// not the listener's resolved address), with the port the listener got
+// when it asked for port 0; the listener's address when it names none or
+// an unspecified one (":7000", "0.0.0.0:7000").
+func advertisedAddr(configured, listening string) string {
+	host, port, err := net.SplitHostPort(configured)
+	if err != nil || host == "" {
+		return listening
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return listening
+	}
+	if port == "0" || port == "" {
+		if _, lp, err := net.SplitHostPort(listening); err == nil {
+			port = lp
+		}
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // joinCluster is the start of a node run with --join: on first start it

@@ -355,7 +355,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen grpc: %w", err)
 	}
-	listenAddr := n.grpcLn.Addr().String()
+	listenAddr := advertisedAddr(cfg.GRPCAddr, n.grpcLn.Addr().String())
 	n.listenAddr.Store(&listenAddr)
 	apiOpts := []grpc.ServerOption{
 		// history counts the client calls' messages for the console's charts.
