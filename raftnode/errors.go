@@ -21,6 +21,9 @@ var (
 	ErrGroupExists = errors.New("raftnode: group already added")
 	// ErrGroupRemoved: RemoveGroup removed the group while the call waited.
 	ErrGroupRemoved = errors.New("raftnode: group removed")
+	// ErrNotLearner: a RemoveLearner change names a node the applied
+	// configuration counts as a voter; nothing was proposed.
+	ErrNotLearner = errors.New("raftnode: not a learner")
 	// ErrProposalDropped: raft refused the proposal (a leadership transfer
 	// is in progress, or the group is overloaded: see ErrOverloaded). The
 	// entry was not appended; retrying is safe.

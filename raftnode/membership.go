@@ -21,6 +21,11 @@ const (
 	AddVoter
 	// RemoveMember removes a voter or learner.
 	RemoveMember
+	// RemoveLearner removes a learner and refuses (ErrNotLearner) when the
+	// applied configuration, with no change pending, counts it as a voter:
+	// checked on the loop just before proposing, so a promotion applied
+	// after the caller read Status is never undone.
+	RemoveLearner
 )
 
 func (k MemberChangeKind) String() string {
@@ -31,6 +36,8 @@ func (k MemberChangeKind) String() string {
 		return "add-voter"
 	case RemoveMember:
 		return "remove"
+	case RemoveLearner:
+		return "remove-learner"
 	}
 	return fmt.Sprintf("MemberChangeKind(%d)", int(k))
 }
@@ -43,9 +50,10 @@ type MemberChange struct {
 
 // ccReq is a membership change queued for the loop.
 type ccReq struct {
-	cc    *pb.ConfChangeV2
-	leave bool       // cc is empty: leave the joint configuration
-	ch    chan error // cap 1: the outcome of proposing (not of applying)
+	cc       *pb.ConfChangeV2
+	leave    bool       // cc is empty: leave the joint configuration
+	learners []uint64   // removed only if still learners (RemoveLearner)
+	ch       chan error // cap 1: the outcome of proposing (not of applying)
 }
 
 // ChangeMembers changes the group's members with one ConfChangeV2 (etcd
@@ -64,6 +72,7 @@ func (h *Host) ChangeMembers(ctx context.Context, group uint64, changes ...Membe
 		return errors.New("raftnode: no membership change")
 	}
 	cc := &pb.ConfChangeV2{}
+	var learners []uint64
 	for _, c := range changes {
 		if c.ID == 0 {
 			return errors.New("raftnode: member id 0")
@@ -76,12 +85,15 @@ func (h *Host) ChangeMembers(ctx context.Context, group uint64, changes ...Membe
 			t = pb.ConfChangeAddNode
 		case RemoveMember:
 			t = pb.ConfChangeRemoveNode
+		case RemoveLearner:
+			t = pb.ConfChangeRemoveNode
+			learners = append(learners, c.ID)
 		default:
 			return fmt.Errorf("raftnode: unknown membership change %v", c.Kind)
 		}
 		cc.Changes = append(cc.Changes, &pb.ConfChangeSingle{Type: t.Enum(), NodeId: &c.ID})
 	}
-	return h.confChange(ctx, group, &ccReq{cc: cc, ch: make(chan error, 1)}, func(st GroupStatus) bool { return changesApplied(st, changes) })
+	return h.confChange(ctx, group, &ccReq{cc: cc, learners: learners, ch: make(chan error, 1)}, func(st GroupStatus) bool { return changesApplied(st, changes) })
 }
 
 // confChange hands r to the group's raft loop and, once proposed, waits
@@ -122,7 +134,7 @@ func changesApplied(st GroupStatus, changes []MemberChange) bool {
 			if !slices.Contains(st.Voters, c.ID) {
 				return false
 			}
-		case RemoveMember:
+		case RemoveMember, RemoveLearner:
 			if slices.Contains(st.Members, c.ID) {
 				return false
 			}
@@ -170,6 +182,9 @@ func (h *Host) proposeConfChanges(g *group, reqs []*ccReq, leader bool, lead uin
 		default:
 			err = h.confChangePending(g, r.leave)
 			if err == nil {
+				err = stillLearners(g.id, g.st.appliedConfStateRef(), r.learners)
+			}
+			if err == nil {
 				if perr := g.rn.ProposeConfChange(r.cc); perr != nil {
 					err = fmt.Errorf("%w: group %d: %v", ErrProposalDropped, g.id, perr)
 				} else {
@@ -180,6 +195,18 @@ func (h *Host) proposeConfChanges(g *group, reqs []*ccReq, leader bool, lead uin
 		r.ch <- err
 	}
 	return proposed
+}
+
+// stillLearners returns ErrNotLearner if the applied configuration cs
+// (final: confChangePending found no change pending) counts one of ids as
+// a voter.
+func stillLearners(group uint64, cs *pb.ConfState, ids []uint64) error {
+	for _, id := range ids {
+		if slices.Contains(cs.GetVoters(), id) || slices.Contains(cs.GetVotersOutgoing(), id) {
+			return fmt.Errorf("%w: group %d: node %d", ErrNotLearner, group, id)
+		}
+	}
+	return nil
 }
 
 // confChangePending returns ErrConfChangeInProgress if the group's applied

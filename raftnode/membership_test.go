@@ -206,3 +206,37 @@ func TestWipedMemberCannotVoteTwice(t *testing.T) {
 		t.Fatalf("node 2 pinned incarnation %x of node %d; the wiped node is %x", got, W, want)
 	}
 }
+
+// TestRemoveLearnerRefusesAVoter: RemoveLearner removes a learner, and
+// refuses (ErrNotLearner, nothing proposed) a node the applied
+// configuration counts as a voter, as after a promotion applied since the
+// caller looked.
+func TestRemoveLearnerRefusesAVoter(t *testing.T) {
+	const g = 1
+	c := newCluster(t, 3, 0, g)
+	c.startJoin(4, vfs.NewMem())
+	lead := c.leader(g, 1, 2, 3)
+	if err := lead.host.ChangeMembers(ctxTimeout(t, 10*time.Second), g, MemberChange{AddLearner, 4}); err != nil {
+		t.Fatal(err)
+	}
+	if err := lead.host.ChangeMembers(ctxTimeout(t, 10*time.Second), g, MemberChange{AddVoter, 4}); err != nil {
+		t.Fatal(err)
+	}
+	lead = c.leader(g, 1, 2, 3, 4)
+	err := lead.host.ChangeMembers(ctxTimeout(t, 10*time.Second), g, MemberChange{RemoveLearner, 4})
+	if !errors.Is(err, ErrNotLearner) {
+		t.Fatalf("RemoveLearner of a voter: %v, want ErrNotLearner", err)
+	}
+	st, _ := lead.host.Status(g)
+	checkConfig(t, st, []uint64{1, 2, 3, 4}, nil)
+
+	c.startJoin(5, vfs.NewMem())
+	if err := lead.host.ChangeMembers(ctxTimeout(t, 10*time.Second), g, MemberChange{AddLearner, 5}); err != nil {
+		t.Fatal(err)
+	}
+	if err := lead.host.ChangeMembers(ctxTimeout(t, 10*time.Second), g, MemberChange{RemoveLearner, 5}); err != nil {
+		t.Fatalf("RemoveLearner of a learner: %v", err)
+	}
+	st, _ = lead.host.Status(g)
+	checkConfig(t, st, []uint64{1, 2, 3, 4}, nil)
+}

@@ -50,6 +50,10 @@ func nextStep(self uint64, st raftnode.GroupStatus, rs *storepb.ReplicaSetRecord
 		return execStep{}
 	case !p.GetAdd() && x == self:
 		return execStep{kind: stepHandOff}
+	case learnerRemoval(rs):
+		// RemoveLearner: the loop refuses it should raft apply the add's
+		// promotion between this Status and the proposal.
+		return execStep{kind: stepChange, changes: []raftnode.MemberChange{{Kind: raftnode.RemoveLearner, ID: x}}}
 	case !p.GetAdd():
 		return execStep{kind: stepChange, changes: []raftnode.MemberChange{{Kind: raftnode.RemoveMember, ID: x}}}
 	case !slices.Contains(st.Members, x):
