@@ -54,22 +54,16 @@ func (h *Host) RemoveGroup(ctx context.Context, id uint64, quiet time.Duration) 
 		return fmt.Errorf("raftnode: id %d heard from a leader within %v: not removed", id, quiet)
 	}
 	h.mu.Lock()
-	delete(h.groups, id)
-	h.order = slices.DeleteFunc(h.order, func(o *group) bool { return o == g })
-	since, started := h.rounds, h.started
-	if !h.stopped {
-		h.bg.Add(1)
-	} else {
-		started = false
-	}
-	stopped := h.stopped
-	h.mu.Unlock()
-	if stopped {
-		h.mu.Lock()
+	if h.stopped { // Stop closes the group too; its keys stay
 		delete(h.removing, id)
 		h.mu.Unlock()
 		return ErrStopped
 	}
+	delete(h.groups, id)
+	h.order = slices.DeleteFunc(h.order, func(o *group) bool { return o == g })
+	since, started := h.rounds, h.started
+	h.bg.Add(1) // under mu with stopped false: Stop's bg.Wait sees it
+	h.mu.Unlock()
 	h.recorded.Delete(id)
 	h.broadcast() // status waiters learn the group is gone
 	done := make(chan error, 1)
