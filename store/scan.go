@@ -321,7 +321,8 @@ func (t *txn) indexedRecord(qid uint64, recs *recordIter, cand candidate, v []by
 // tombstone at its lease's end, ahead of now, and a walk to the first live
 // future entry passes over all of them (about a visibility timeout's worth
 // of consumed messages, on every peek); a long poll asks only up to when
-// it would look again anyway.
+// it would look again anyway. A FIFO queue's walk of its group heads (one
+// key per group) is not bounded.
 func (s *Store) Peek(tenant, name string, f *storepb.TagFilter, nowMs, untilMs int64) (ready bool, nextVisibleMs int64, err error) {
 	t, done := s.snapshot(nowMs)
 	defer done()

@@ -275,8 +275,9 @@ func (s *Server) waitVisible(ctx context.Context, cmd *storepb.Receive, deadline
 }
 
 // peekHorizon is how far ahead a long poll's peek looks for a message
-// coming due (a lease ending, a delayed message): an idle poll looks again
-// this often, and a peek passes over at most this long's worth of the
+// coming due (a lease ending, a delayed message): a poll on a queue that
+// holds messages, none of them due, looks again this often, and a peek
+// passes over at most this long's worth of the
 // tombstones consumed messages leave at their leases' ends.
 const peekHorizon = time.Second
 
