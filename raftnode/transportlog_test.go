@@ -13,6 +13,8 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/quorumq/quorumq/internal/testports"
 )
 
 // logBuf collects log output from several goroutines.
@@ -38,12 +40,13 @@ func (l *logBuf) count(msg string) int {
 // back is logged at info once per transition, however many stream
 // attempts fail meanwhile.
 func TestGRPCTransportLogsReachability(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// Nothing listens at addr2 until the peer "comes back". It comes from
+	// below the ephemeral range, where no outgoing connection can take it
+	// meanwhile.
+	addr2, err := testports.Reserve()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr2 := l.Addr().String()
-	_ = l.Close() // nothing listens there until the peer "comes back"
 	peers := map[uint64]string{1: "127.0.0.1:1", 2: addr2}
 	var logs logBuf
 	tr := NewGRPCTransport(TransportConfig{NodeID: 1, Peers: peers,
@@ -69,7 +72,7 @@ func TestGRPCTransportLogsReachability(t *testing.T) {
 		t.Fatalf("%d stream failures logged %d unreachable records, want 1", logs.count("raft peer stream failed"), n)
 	}
 
-	l, err = net.Listen("tcp", addr2)
+	l, err := net.Listen("tcp", addr2)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,13 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"net"
 	"sync"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/quorumq/quorumq/internal/testports"
 	"github.com/quorumq/quorumq/raftnode"
 )
 
@@ -78,12 +78,11 @@ func TestLeaderChangeLogged(t *testing.T) {
 	mem := raftnode.NewMemNetwork()
 	peers := map[uint64]string{}
 	for id := uint64(1); id <= 3; id++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		addr, err := testports.Reserve()
 		if err != nil {
 			t.Fatal(err)
 		}
-		peers[id] = l.Addr().String()
-		_ = l.Close()
+		peers[id] = addr
 	}
 	nodes := map[uint64]*Node{}
 	logs := map[uint64]*syncBuf{}

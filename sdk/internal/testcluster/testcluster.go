@@ -10,11 +10,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
+
 	"os"
 	"sync"
 	"time"
 
+	"github.com/quorumq/quorumq/internal/testports"
 	"github.com/quorumq/quorumq/raftnode"
 	"github.com/quorumq/quorumq/server"
 	"github.com/quorumq/quorumq/server/node"
@@ -40,14 +41,10 @@ type Cluster struct {
 	dir   string
 }
 
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
+// freeAddr is a loopback address from below the ephemeral range (see
+// testports: a ":0" port can be taken by an outgoing connection before the
+// node binds it).
+func freeAddr() (string, error) { return testports.Reserve() }
 
 // Start starts the nodes and waits until they are ready.
 func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"testing"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	"github.com/quorumq/quorumq/internal/testports"
 	"github.com/quorumq/quorumq/raftnode"
 	"github.com/quorumq/quorumq/server/node"
 	"github.com/quorumq/quorumq/server/shardserver"
@@ -27,15 +27,16 @@ type MemCluster struct {
 	Clients map[uint64]qv1.QueueServiceClient
 }
 
-// FreeAddr is a loopback address free at the time of the call.
+// FreeAddr is a loopback address free at the time of the call, from below
+// the ephemeral range: a ":0" port can be taken by any outgoing connection
+// before the node binds it (see testports).
 func FreeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testports.Reserve()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // StartMemCluster starts size nodes on an in-memory Raft network; opts
