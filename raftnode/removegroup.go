@@ -140,3 +140,24 @@ func (h *Host) waitRounds(n uint64) error {
 		}
 	}
 }
+
+// HasStoredGroup reports whether this host's storage holds anything of
+// group id (its raft state or its replicated state), hosted or not. A node
+// that restarts before dropping a replica it was removed from still holds
+// its keys; it hosts such a group again so that the removal can finish.
+func (h *Host) HasStoredGroup(id uint64) (bool, error) {
+	for _, r := range [][2][]byte{{keys.RaftPrefix(id), keys.RaftEnd(id)}, {keys.StatePrefix(id), keys.StateEnd(id)}} {
+		it, err := h.db.NewIter(&pebble.IterOptions{LowerBound: r[0], UpperBound: r[1]})
+		if err != nil {
+			return false, fmt.Errorf("raftnode: group %d: %w", id, err)
+		}
+		found := it.First()
+		if err := errors.Join(it.Error(), it.Close()); err != nil {
+			return false, fmt.Errorf("raftnode: group %d: %w", id, err)
+		}
+		if found {
+			return true, nil
+		}
+	}
+	return false, nil
+}

@@ -69,11 +69,20 @@ func TestRemoveGroupThenAddAgain(t *testing.T) {
 			}
 		})
 	}
+	if stored, err := f.host.HasStoredGroup(g); err != nil || !stored {
+		t.Fatalf("HasStoredGroup before RemoveGroup: %v, %v", stored, err)
+	}
 	err := f.host.RemoveGroup(ctxTimeout(t, 10*time.Second), g, 0)
 	cancel()
 	wg.Wait()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if stored, err := f.host.HasStoredGroup(g); err != nil || stored {
+		t.Fatalf("HasStoredGroup after RemoveGroup: %v, %v", stored, err)
+	}
+	if stored, err := f.host.HasStoredGroup(other); err != nil || !stored {
+		t.Fatalf("HasStoredGroup of the group left alone: %v, %v", stored, err)
 	}
 	if _, err := f.host.Status(g); !errors.Is(err, ErrGroupNotFound) {
 		t.Fatalf("Status after RemoveGroup: %v", err)

@@ -40,7 +40,9 @@ func (n *Node) replicationFactor() int {
 // exists (a new cluster), those the initial placement gives it, which it
 // bootstraps with the placement's voters, and the metadata shard, which a
 // node outside its initial voters joins empty (the coordinator adds it as
-// a learner). A joined node starts the metadata shard only.
+// a learner). A joined node starts the metadata shard only. Besides, it
+// hosts every shard whose storage it still holds: a replica it was
+// removed from and had not dropped yet when it stopped.
 func (n *Node) startGroups() error {
 	sets, err := n.metaStore().ReplicaSets()
 	if err != nil {
@@ -67,7 +69,18 @@ func (n *Node) startGroups() error {
 	}
 	for _, g := range n.groups() {
 		if !want[g] {
-			continue
+			// A replica removed from its shard, whose node stopped before
+			// dropping it: host it again (as a member that never
+			// bootstraps), so that dropRemoved gives its storage back
+			// once its removal is confirmed, or it catches up if the
+			// records this node holds are stale and it is still a member.
+			stored, err := n.host.HasStoredGroup(g)
+			if err != nil {
+				return fmt.Errorf("start shard %d: %w", g, err)
+			}
+			if !stored {
+				continue
+			}
 		}
 		var err error
 		if p, ok := boot[g]; ok {
@@ -183,8 +196,11 @@ func (n *Node) droppable(rs *storepb.ReplicaSetRecord, now time.Time, quiet time
 }
 
 // dropQuiet is how long a replica must look removed before it is dropped:
-// three election timeouts.
+// Config.DropRemovedAfter, by default three election timeouts.
 func (n *Node) dropQuiet() time.Duration {
+	if n.cfg.DropRemovedAfter > 0 {
+		return n.cfg.DropRemovedAfter
+	}
 	tick := n.cfg.TickInterval
 	if tick <= 0 {
 		tick = 100 * time.Millisecond

@@ -115,6 +115,10 @@ type Config struct {
 	// MembershipInterval is how often a storage node applies the
 	// membership records (default 500ms; see membership.go).
 	MembershipInterval time.Duration
+	// DropRemovedAfter is how long a replica of a shard this node was
+	// removed from must look removed before its storage is dropped
+	// (default three election timeouts; see dropRemoved).
+	DropRemovedAfter time.Duration
 	// ReplicationFactor is how many nodes hold each shard (default 3; a
 	// cluster of fewer nodes puts every shard on every node). Recorded at
 	// bootstrap: the bootstrap nodes must agree, as on --shards.

@@ -500,3 +500,76 @@ func TestRemovedReplicaDroppedAndReAdded(t *testing.T) {
 		got += len(r.GetMessages())
 	}
 }
+
+// TestRemovedReplicaDroppedAfterRestart: a node that stops after its
+// replica moved away, before dropping it, hosts the replica again at
+// restart and then drops it; before, the replica's keys stayed on its disk
+// for good (nothing hosted the group, so nothing dropped it).
+func TestRemovedReplicaDroppedAfterRestart(t *testing.T) {
+	const shards = 2
+	c := startMemCluster(t, 4, shards, func(cfg *node.Config) { cfg.DropRemovedAfter = time.Hour })
+	cfgs := c.waitMetadataMembers(t, shards, 4)
+	if !slices.Equal(cfgs[1].Voters, []uint64{2, 3, 4}) { // initial placement
+		t.Fatalf("shard 1 voters %v", cfgs[1].Voters)
+	}
+	ctx := testCtx(t)
+	admin := qv1.NewClusterServiceClient(dial(t, c.nodes[1].GRPCAddr()))
+	waitLong(t, 30*time.Second, func() error {
+		_, err := admin.MoveReplica(ctx, &qv1.MoveReplicaRequest{Shard: 1, FromNode: 4, ToNode: 1})
+		return err
+	})
+	waitLong(t, 60*time.Second, func() error {
+		r, err := c.nodesResp()
+		if err != nil {
+			return err
+		}
+		if rs := r.GetReplicaSets()[1]; !slices.Equal(rs.GetVoters(), []uint64{1, 2, 3}) || rs.GetPendingNode() != 0 {
+			return fmt.Errorf("shard 1's replica set %v", rs)
+		}
+		return nil
+	})
+	// Node 4's metadata replica holds the finished move (so at restart
+	// its records no longer name it for shard 1), and it still hosts its
+	// replica (DropRemovedAfter keeps it).
+	lead, err := c.configs(shards)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitLong(t, 30*time.Second, func() error {
+		st, err := c.nodes[4].Host().Status(router.MetadataShard)
+		if err != nil {
+			return err
+		}
+		if st.Applied < lead[router.MetadataShard].Applied {
+			return fmt.Errorf("node 4's metadata applied %d, leader's %d", st.Applied, lead[router.MetadataShard].Applied)
+		}
+		return nil
+	})
+	if stored, err := c.nodes[4].Host().HasStoredGroup(1); err != nil || !stored {
+		t.Fatalf("node 4 holds shard 1 before its restart: %v, %v", stored, err)
+	}
+	c.stop(4)
+	base := c.cfg
+	c.cfg = func(id uint64) node.Config {
+		cfg := base(id)
+		cfg.DropRemovedAfter = 0 // the default: three election timeouts
+		return cfg
+	}
+	c.nodes[4] = c.start(4)
+	waitLong(t, 30*time.Second, func() error {
+		stored, err := c.nodes[4].Host().HasStoredGroup(1)
+		if err != nil {
+			return err
+		}
+		if stored {
+			return errors.New("node 4 still stores shard 1's replica")
+		}
+		return nil
+	})
+	if _, err := c.nodes[4].Host().Status(1); !errors.Is(err, raftnode.ErrGroupNotFound) {
+		t.Fatalf("node 4 hosts shard 1 after dropping it: %v", err)
+	}
+	if stored, err := c.nodes[2].Host().HasStoredGroup(1); err != nil || !stored {
+		t.Fatalf("node 2 (a member) lost shard 1: %v, %v", stored, err)
+	}
+}
