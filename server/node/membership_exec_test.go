@@ -142,3 +142,34 @@ func cloneSets(sets []*storepb.ReplicaSetRecord) []*storepb.ReplicaSetRecord {
 	}
 	return out
 }
+
+// A copy to a shard whose configuration the coordinator cannot read (the
+// shard lost its leader, e.g. its quorum) holds the other copies back
+// until the move timeout only: past it, the plan may copy elsewhere (one
+// copy at a time would otherwise stop every repair for good).
+func TestStalledCopyWithoutLeaderStopsHoldingOthersBack(t *testing.T) {
+	start := time.Unix(1_000_000, 0)
+	sets := []*storepb.ReplicaSetRecord{
+		{Shard: 1, ReplicationFactor: 3, Voters: []uint64{1, 2, 3},
+			Pending: &storepb.ReplicaChange{NodeId: 4, Add: true, RemoveNodeId: 3, StartedAtMs: start.UnixMilli()}},
+		{Shard: 2, ReplicationFactor: 3, Voters: []uint64{1, 2, 4}},
+	}
+	n := &Node{log: slog.New(slog.DiscardHandler), cfg: Config{MoveTimeout: time.Minute}}
+	propose := func(cmd *storepb.Command) error {
+		t.Fatalf("nothing to record without the shard's configuration: %v", cmd)
+		return nil
+	}
+	unknown := func(uint64) (shardConfig, bool) { return shardConfig{}, false }
+	for _, tc := range []struct {
+		at   time.Duration
+		busy int
+	}{{30 * time.Second, 1}, {time.Minute, 1}, {2 * time.Minute, 0}} {
+		busy, err := n.finishChanges(cloneSets(sets), unknown, start.Add(tc.at), propose)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if busy != tc.busy {
+			t.Fatalf("%v after the copy started: %d copies under way, want %d", tc.at, busy, tc.busy)
+		}
+	}
+}

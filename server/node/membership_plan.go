@@ -146,7 +146,11 @@ func (n *Node) finishChanges(sets []*storepb.ReplicaSetRecord, config func(uint6
 		c, ok := config(rs.GetShard())
 		switch {
 		case !ok:
-			if copies(p) {
+			// No configuration from the shard (no leader, or none this
+			// node hears from): its copy holds back the others only
+			// until the move timeout. A shard that lost its quorum must
+			// not stop the repair of every other shard.
+			if copies(p) && now.Sub(time.UnixMilli(p.GetStartedAtMs())) <= timeout {
 				busy++
 			}
 		case p == nil:
