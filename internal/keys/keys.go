@@ -193,6 +193,14 @@ func DecodeLogEntry(k []byte) (shard, index uint64, err error) {
 	return shard, index, nil
 }
 
+// AllStateStart and AllStateEnd bound every shard's replicated state: what
+// the state store holds, while Raft state (kindRaft) and the node's own
+// records (kindNode) lie outside.
+func AllStateStart() []byte { return []byte{kindState} }
+
+// AllStateEnd: see AllStateStart.
+func AllStateEnd() []byte { return []byte{kindState + 1} }
+
 // StatePrefix is the start of a shard's replicated state: exactly what a
 // snapshot of the shard holds.
 func StatePrefix(shard uint64) []byte { return shardPrefix(kindState, shard) }
