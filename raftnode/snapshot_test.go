@@ -347,7 +347,7 @@ func TestSnapshotInstall(t *testing.T) {
 		if dump != want {
 			t.Fatalf("%s: state:\n%s\nwant:\n%s", when, dump, want)
 		}
-		s, _, err := loadStorage(db, g)
+		s, _, err := loadStorage(db, db, g)
 		if err != nil {
 			t.Fatal(err)
 		}
