@@ -632,8 +632,11 @@ func (h *Host) maybeTruncate(g *group) {
 		return
 	}
 	target := truncateTarget(h.cfg.NodeID, applied, h.cfg.LogRetain, h.cfg.LogLagLimit, g.rn.WithProgress)
-	if g.truncTerm == bs.GetTerm() && target <= g.truncPending {
-		return
+	if g.truncTerm == bs.GetTerm() {
+		// Counted from the target already proposed, not only from the
+		// first index: with a state DB the local truncation waits for a
+		// flush, and an idle group must not keep proposing.
+		first = max(first, g.truncPending+1)
 	}
 	if target+1 < first+max(h.cfg.LogRetain/4, 1) {
 		return
