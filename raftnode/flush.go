@@ -136,6 +136,9 @@ func (h *Host) truncateLocal(g *group) error {
 		return err
 	}
 	g.st.commitTruncate(to, term)
+	if g.refreshStatus() { // Status shows the new first index
+		h.broadcast()
+	}
 	return nil
 }
 

@@ -248,6 +248,17 @@ type Host struct {
 	flushKick    chan struct{}
 	flushDone    chan struct{}
 	stateFlushes atomic.Uint64
+
+	// testHook, if set (tests only, before the host runs), is called at
+	// the named steps of two-DB snapshot installs and removals, where the
+	// crash tests take a copy of the synced filesystem.
+	testHook func(step string)
+}
+
+func (h *Host) hook(step string) {
+	if h.testHook != nil {
+		h.testHook(step)
+	}
 }
 
 // NewHost returns a host with no groups. Call AddGroup, then Start.

@@ -169,8 +169,10 @@ func (h *Host) removeSplit(id uint64) error {
 	if err := b.Commit(pebble.Sync); err != nil {
 		return err
 	}
+	h.hook("remove-logged")
 	if err := h.clearState(id); err != nil {
 		return err
 	}
+	h.hook("remove-cleared")
 	return h.db.Delete(removeMarker(id), pebble.Sync)
 }

@@ -531,6 +531,7 @@ func (h *Host) cleanSnapshotDir() error {
 // is always complete: the log never records a snapshot before the state
 // is durable.
 func (h *Host) installSplit(group, index, term uint64) error {
+	h.hook("install-staged")
 	if err := h.db.Set(restoreMarker(group), snapMark(index, term), pebble.Sync); err != nil {
 		return fmt.Errorf("record snapshot install %d: %w", index, err)
 	}
@@ -539,6 +540,7 @@ func (h *Host) installSplit(group, index, term uint64) error {
 
 // finishInstallSplit is steps 2-4 of installSplit.
 func (h *Host) finishInstallSplit(group, index, term uint64) error {
+	h.hook("install-marked")
 	path := h.installFile(group)
 	link := h.snapFS.PathJoin(h.snapDir, fmt.Sprintf("%singest-%d.sst", snapFilePrefix, group))
 	_ = h.snapFS.Remove(link)
@@ -553,9 +555,11 @@ func (h *Host) finishInstallSplit(group, index, term uint64) error {
 		_ = h.snapFS.Remove(link)
 		return fmt.Errorf("ingest snapshot %d: %w", index, err)
 	}
+	h.hook("install-ingested")
 	if err := h.sdb.Flush(); err != nil {
 		return fmt.Errorf("flush snapshot %d: %w", index, err)
 	}
+	h.hook("install-flushed")
 	b := h.db.NewBatch()
 	defer b.Close()
 	for _, err := range []error{
@@ -570,6 +574,7 @@ func (h *Host) finishInstallSplit(group, index, term uint64) error {
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("record snapshot %d in the log: %w", index, err)
 	}
+	h.hook("install-logged")
 	if err := h.snapFS.Remove(path); err != nil {
 		return fmt.Errorf("remove installed snapshot file: %w", err)
 	}
