@@ -44,7 +44,11 @@ func newClusterOpts(t *testing.T, size int, o nodeOpts, groups ...uint64) *testC
 	}
 	c.opts.groups = groups
 	for _, id := range c.opts.peers {
-		c.start(id, vfs.NewMem())
+		if o.crashable {
+			c.start(id, vfs.NewCrashableMem())
+		} else {
+			c.start(id, vfs.NewMem())
+		}
 	}
 	t.Cleanup(func() {
 		for _, n := range c.nodes {

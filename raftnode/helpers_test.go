@@ -264,6 +264,8 @@ type nodeOpts struct {
 	peers         []uint64
 	groups        []uint64
 	join          bool // JoinGroup instead of AddGroup
+	split     bool // a state DB even if oneDB
+	crashable bool // newClusterOpts: nodes on vfs.NewCrashableMem
 	// Config.StateFlushBytes and StateFlushInterval (defaults if 0).
 	stateFlushBytes    int64
 	stateFlushInterval time.Duration
@@ -273,7 +275,7 @@ func startNode(t testing.TB, id uint64, fs vfs.FS, o nodeOpts) *testNode {
 	t.Helper()
 	n := &testNode{id: id, fs: fs, db: openDB(t, fs), sms: make(map[uint64]*testSM)}
 	n.sdb = n.db
-	if !oneDB {
+	if !oneDB || o.split {
 		n.sdb = openStateDB(t, fs)
 	}
 	if o.tick == 0 {

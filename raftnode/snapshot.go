@@ -496,6 +496,11 @@ func (h *Host) cleanSnapshotDir() error {
 	if err := h.snapFS.MkdirAll(h.snapDir, 0o755); err != nil {
 		return err
 	}
+	// The directory's own entry must be durable, or an install file
+	// synced in it may vanish with it in a crash.
+	if err := syncDir(h.snapFS, h.snapFS.PathDir(h.snapDir)); err != nil {
+		return err
+	}
 	names, err := h.snapFS.List(h.snapDir)
 	if err != nil {
 		return err
