@@ -174,9 +174,10 @@ func TestStateCrashReplay(t *testing.T) {
 	checkAppliedOnce(t, c.nodes[fid], g, 250)
 }
 
-// TestStateFlushBounds: with the default interval, a replica flushes its
-// state by itself and truncates behind it; a clean stop flushes, so a
-// restart replays nothing.
+// TestStateFlushBounds: with a short interval, a replica flushes its
+// state by itself and truncates behind it; with flushes far away, a clean
+// stop flushes, so the state on disk is the applied one and a restart
+// replays nothing.
 func TestStateFlushBounds(t *testing.T) {
 	fs := vfs.NewCrashableMem()
 	o := nodeOpts{peers: []uint64{1}, groups: []uint64{1}, logRetain: 8, split: true, stateFlushInterval: 50 * time.Millisecond}
@@ -196,6 +197,14 @@ func TestStateFlushBounds(t *testing.T) {
 		}
 		return nil
 	})
+	n.stop(t)
+
+	o.stateFlushInterval, o.stateFlushBytes = time.Hour, 1<<40
+	n = startNode(t, 1, fs, o)
+	if _, err := n.host.WaitLeader(ctxTimeout(t, 5*time.Second), 1); err != nil {
+		t.Fatal(err)
+	}
+	checkResults(t, proposeAll(t, n.host, 1, "b", 10))
 	st, _ := n.host.Status(1)
 	n.stop(t)
 	if applied, _, _ := onDisk(t, fs.CrashClone(vfs.CrashCloneCfg{}), 1); applied != st.Applied {
@@ -205,8 +214,8 @@ func TestStateFlushBounds(t *testing.T) {
 	if _, err := n.host.WaitLeader(ctxTimeout(t, 5*time.Second), 1); err != nil {
 		t.Fatal(err)
 	}
-	checkResults(t, proposeAll(t, n.host, 1, "b", 10))
-	checkAppliedOnce(t, n, 1, 110)
+	checkResults(t, proposeAll(t, n.host, 1, "c", 10))
+	checkAppliedOnce(t, n, 1, 120)
 }
 
 // splitSnapshotFixture is a host in two-DB mode with group g's old state

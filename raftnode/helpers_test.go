@@ -264,8 +264,8 @@ type nodeOpts struct {
 	peers         []uint64
 	groups        []uint64
 	join          bool // JoinGroup instead of AddGroup
-	split     bool // a state DB even if oneDB
-	crashable bool // newClusterOpts: nodes on vfs.NewCrashableMem
+	split         bool // a state DB even if oneDB
+	crashable     bool // newClusterOpts: nodes on vfs.NewCrashableMem
 	// Config.StateFlushBytes and StateFlushInterval (defaults if 0).
 	stateFlushBytes    int64
 	stateFlushInterval time.Duration
