@@ -249,9 +249,10 @@ type Host struct {
 	flushDone    chan struct{}
 	stateFlushes atomic.Uint64
 
-	// testHook, if set (tests only, before the host runs), is called at
-	// the named steps of two-DB snapshot installs and removals, where the
-	// crash tests take a copy of the synced filesystem.
+	// testHook, if set (tests only, before the call that reaches the
+	// step), is called at the named steps of two-DB snapshot installs and
+	// removals, where the crash tests take a copy of the synced
+	// filesystem.
 	testHook func(step string)
 }
 
