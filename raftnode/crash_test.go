@@ -447,3 +447,31 @@ func TestRemoveGroupCrashPoints(t *testing.T) {
 		})
 	}
 }
+
+// TestLogFlushFollowsStateFlush: with LogFlushBytes, the host flushes the
+// log DB after a state flush once that many log bytes were written (the
+// log's own memtable, 4 MiB here, never fills); without, it does not.
+func TestLogFlushFollowsStateFlush(t *testing.T) {
+	for _, every := range []int64{0, 1} {
+		t.Run(fmt.Sprint(every), func(t *testing.T) {
+			n := startNode(t, 1, vfs.NewMem(), nodeOpts{peers: []uint64{1}, groups: []uint64{1}, split: true,
+				stateFlushInterval: 20 * time.Millisecond, logFlushBytes: every})
+			defer n.stop(t)
+			if _, err := n.host.WaitLeader(ctxTimeout(t, 5*time.Second), 1); err != nil {
+				t.Fatal(err)
+			}
+			checkResults(t, proposeAll(t, n.host, 1, "a", 50))
+			checkFor(t, 5*time.Second, func() error {
+				if n.host.StateFlushes() < 1 {
+					return fmt.Errorf("%d state flushes", n.host.StateFlushes())
+				}
+				return nil
+			})
+			time.Sleep(100 * time.Millisecond) // two ticks and the flush
+			flushes := n.db.Metrics().Flush.Count
+			if (every > 0) != (flushes > 0) {
+				t.Fatalf("LogFlushBytes %d: the log DB flushed %d times", every, flushes)
+			}
+		})
+	}
+}

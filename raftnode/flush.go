@@ -53,8 +53,36 @@ func (h *Host) flusher() {
 		last = time.Now()
 		if err := h.flushState(); err != nil {
 			h.log.Error("flush state", "err", err)
+			continue
 		}
+		h.maybeFlushLog()
 	}
+}
+
+// maybeFlushLog flushes the log DB (flusher, after a state flush) once
+// LogFlushBytes of log were written since its last flush by the host: two
+// ticks after the state flush, when the loop has truncated every group's
+// log behind it, so the flushed memtable holds only the retained entries.
+// Left to itself the log DB flushes when a memtable is full, holding
+// whatever the truncations had not reached yet.
+func (h *Host) maybeFlushLog() {
+	if h.cfg.LogFlushBytes <= 0 {
+		return
+	}
+	n := h.logBytes.Load()
+	if n-h.logFlushed < h.cfg.LogFlushBytes {
+		return
+	}
+	select {
+	case <-h.stopc:
+		return
+	case <-time.After(2 * h.cfg.TickInterval):
+	}
+	if _, err := h.db.AsyncFlush(); err != nil {
+		h.log.Error("flush log", "err", err)
+		return
+	}
+	h.logFlushed = n
 }
 
 // undurable reports whether some group applied beyond what is durable.

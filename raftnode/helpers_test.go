@@ -269,6 +269,7 @@ type nodeOpts struct {
 	// Config.StateFlushBytes and StateFlushInterval (defaults if 0).
 	stateFlushBytes    int64
 	stateFlushInterval time.Duration
+	logFlushBytes      int64 // Config.LogFlushBytes
 }
 
 func startNode(t testing.TB, id uint64, fs vfs.FS, o nodeOpts) *testNode {
@@ -281,12 +282,18 @@ func startNode(t testing.TB, id uint64, fs vfs.FS, o nodeOpts) *testNode {
 	if o.tick == 0 {
 		o.tick = 10 * time.Millisecond
 	}
+	if o.stateFlushInterval == 0 {
+		// Truncation waits for a state flush: the tests expect it within
+		// a few ticks, not the default 5 s.
+		o.stateFlushInterval = 100 * time.Millisecond
+	}
 	h, err := NewHost(Config{
 		NodeID:             id,
 		DB:                 n.db,
 		StateDB:            n.sdb,
 		StateFlushBytes:    o.stateFlushBytes,
 		StateFlushInterval: o.stateFlushInterval,
+		LogFlushBytes:      o.logFlushBytes,
 		Transport:          o.transport,
 		TickInterval:       o.tick,
 		LogRetain:          o.logRetain,

@@ -89,12 +89,19 @@ type Config struct {
 	// in the memtable and they are never flushed).
 	StateFlushBytes int64
 	// StateFlushInterval: with a StateDB, flush it at least this often
-	// while anything was applied (default 2s).
+	// while anything was applied (default 5s).
 	StateFlushInterval time.Duration
-	Transport          Transport     // may be nil for single-member groups
-	TickInterval       time.Duration // default 100ms
-	ElectionTicks      int           // default 10
-	HeartbeatTicks     int           // default 1
+	// LogFlushBytes: with a StateDB, once this many log bytes were written
+	// since DB's last flush by the host, DB is flushed right after a state
+	// flush let every group truncate (two ticks later), so its memtable
+	// goes to disk holding only the retained entries, not the entries
+	// still waiting for the state flush (0: never; the node sets half of
+	// DB's memtable, so DB rarely fills a memtable by itself).
+	LogFlushBytes  int64
+	Transport      Transport     // may be nil for single-member groups
+	TickInterval   time.Duration // default 100ms
+	ElectionTicks  int           // default 10
+	HeartbeatTicks int           // default 1
 	// LogRetain is the number of entries kept behind the applied index when
 	// the log is truncated (default 256), for a member that was briefly
 	// away. The leader truncates every tick, so entries mostly die in
@@ -245,6 +252,7 @@ type Host struct {
 	// last state flush, a kick for the flusher and its exit.
 	logBytes     atomic.Int64
 	flushedBytes atomic.Int64
+	logFlushed   int64 // flusher only: logBytes at the last flush of the log DB
 	flushKick    chan struct{}
 	flushDone    chan struct{}
 	stateFlushes atomic.Uint64
@@ -316,7 +324,7 @@ func NewHost(cfg Config) (_ *Host, err error) {
 		cfg.StateFlushBytes = 8 << 20
 	}
 	if cfg.StateFlushInterval <= 0 {
-		cfg.StateFlushInterval = 2 * time.Second
+		cfg.StateFlushInterval = 5 * time.Second
 	}
 	h := &Host{
 		cfg:         cfg,

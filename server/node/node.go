@@ -498,7 +498,8 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 	if layout != nil {
 		base = int(layout.GetBaseShards())
 	}
-	hostCfg := raftnode.Config{NodeID: cfg.NodeID, DB: n.db, StateDB: n.sdb, StateFlushBytes: stateFlushBytes, Logger: cfg.Logger, TickInterval: cfg.TickInterval,
+	hostCfg := raftnode.Config{NodeID: cfg.NodeID, DB: n.db, StateDB: n.sdb, StateFlushBytes: stateFlushBytes,
+		LogFlushBytes: logMemTableBytes / 2, Logger: cfg.Logger, TickInterval: cfg.TickInterval,
 		SnapshotDir: filepath.Join(cfg.DataDir, "snapshots"), Metrics: raftMetrics,
 		SnapshotBytesPerSecond: max(cfg.SnapshotBytesPerSecond, 0)}
 	if n.multiNode() {
@@ -637,11 +638,13 @@ const (
 	logDBDir   = "raftlog"
 	stateDBDir = "pebble"
 	// logMemTableBytes: the log's entries are deleted (truncated) while
-	// still in the memtable, so it rarely flushes; the state is flushed
-	// every stateFlushBytes of log (a quarter of the log's memtable), so
-	// truncation, which waits for that flush, reaches entries before
-	// their memtable is flushed.
-	logMemTableBytes   = 32 << 20
+	// still in the memtable; the state is flushed every stateFlushBytes
+	// of log (a quarter of the log's memtable), each replica truncates
+	// behind it, and raftnode flushes the log DB itself after every
+	// second state flush (LogFlushBytes, half its memtable), right after
+	// those truncations: a log memtable reaches disk holding the retained
+	// entries only.
+	logMemTableBytes   = 64 << 20
 	stateMemTableBytes = 64 << 20
 	stateFlushBytes    = logMemTableBytes / 4
 )
