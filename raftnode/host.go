@@ -1,5 +1,6 @@
 // Package raftnode runs many Raft groups (go.etcd.io/raft/v3 RawNodes) on one
-// node over one shared Pebble DB. One loop goroutine drives every group: each
+// node over one shared Pebble DB for their logs and, optionally, a second one
+// without a WAL for their state. One loop goroutine drives every group: each
 // round it steps inbound messages and queued proposals, collects every ready
 // group, writes all their log entries and HardStates in one synced Pebble
 // batch, sends messages, applies committed entries (one indexed batch per

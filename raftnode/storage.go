@@ -15,15 +15,16 @@ import (
 	"github.com/quorumq/quorumq/internal/keys"
 )
 
-// storage is one group's raft.Storage over the shared Pebble DB.
+// storage is one group's raft.Storage over the shared Pebble DBs: the
+// log's (db) and the state's (sdb; db itself in one-DB mode).
 //
 // Layout (keys from internal/keys):
 //
-//	keys.HardState(g)     proto HardState                         unreplicated
-//	keys.LogEntry(g, i)   proto Entry                             unreplicated
-//	keys.Truncated(g)     index, term of the last removed entry    unreplicated (16 bytes BE)
-//	keys.AppliedIndex(g)  applied index                            replicated (8 bytes BE)
-//	keys.ConfState(g)     proto ConfState as of the applied index  replicated
+//	keys.HardState(g)     proto HardState                         unreplicated, db
+//	keys.LogEntry(g, i)   proto Entry                             unreplicated, db
+//	keys.Truncated(g)     index, term of the last removed entry    unreplicated (16 bytes BE), db
+//	keys.AppliedIndex(g)  applied index                            replicated (8 bytes BE), sdb
+//	keys.ConfState(g)     proto ConfState as of the applied index  replicated, sdb
 //
 // Reads (the raft.Storage methods) are served from memory where they can:
 // the first and last index and term, and the most recently appended entries
