@@ -499,7 +499,7 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 		base = int(layout.GetBaseShards())
 	}
 	hostCfg := raftnode.Config{NodeID: cfg.NodeID, DB: n.db, StateDB: n.sdb, StateFlushBytes: stateFlushBytes,
-		StateFlushInterval: 10 * time.Second, LogFlushBytes: 2 * stateFlushBytes, Logger: cfg.Logger, TickInterval: cfg.TickInterval,
+		LogFlushBytes: logMemTableBytes / 2, Logger: cfg.Logger, TickInterval: cfg.TickInterval,
 		SnapshotDir: filepath.Join(cfg.DataDir, "snapshots"), Metrics: raftMetrics,
 		SnapshotBytesPerSecond: max(cfg.SnapshotBytesPerSecond, 0)}
 	if n.multiNode() {
@@ -639,14 +639,14 @@ const (
 	stateDBDir = "pebble"
 	// logMemTableBytes: the log's entries are deleted (truncated) while
 	// still in the memtable; the state is flushed every stateFlushBytes
-	// of log (3/8 of the log's memtable) or 10 s, each replica truncates
+	// of log (a quarter of the log's memtable), each replica truncates
 	// behind it, and raftnode flushes the log DB itself after every
-	// second state flush (LogFlushBytes, 3/4 of its memtable), right
-	// after those truncations: a log memtable reaches disk holding the
-	// retained entries only, and rarely fills by itself.
+	// second state flush (LogFlushBytes, half its memtable), right after
+	// those truncations: a log memtable reaches disk holding the retained
+	// entries only.
 	logMemTableBytes   = 64 << 20
 	stateMemTableBytes = 64 << 20
-	stateFlushBytes    = logMemTableBytes * 3 / 8
+	stateFlushBytes    = logMemTableBytes / 4
 )
 
 // openDB opens the data directory's two Pebble instances into n.db (the
