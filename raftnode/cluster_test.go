@@ -44,7 +44,11 @@ func newClusterOpts(t *testing.T, size int, o nodeOpts, groups ...uint64) *testC
 	}
 	c.opts.groups = groups
 	for _, id := range c.opts.peers {
-		c.start(id, vfs.NewMem())
+		if o.crashable {
+			c.start(id, vfs.NewCrashableMem())
+		} else {
+			c.start(id, vfs.NewMem())
+		}
 	}
 	t.Cleanup(func() {
 		for _, n := range c.nodes {
@@ -108,7 +112,7 @@ func (c *testCluster) converged(group uint64) {
 		var refApplied string
 		var first uint64
 		for id, n := range c.nodes {
-			applied, err := appliedRecord(n.db, group)
+			applied, err := appliedRecord(n.sdb, group)
 			if err != nil {
 				return err
 			}
@@ -121,7 +125,7 @@ func (c *testCluster) converged(group uint64) {
 		var ref stateSum
 		var refID uint64
 		for id, n := range c.nodes {
-			sum, err := stateHash(n.db, group)
+			sum, err := stateHash(n.sdb, group)
 			if err != nil {
 				return err
 			}
@@ -200,7 +204,7 @@ func TestThreeNodes(t *testing.T) {
 			if len(st.Members) != 3 || st.LeaderID != lead.id {
 				t.Fatalf("node %d status %+v", n.id, st)
 			}
-			if got := len(counts(t, n.db, g)); got != 100 {
+			if got := len(counts(t, n.sdb, g)); got != 100 {
 				t.Fatalf("node %d applied %d entries of group %d, want 100", n.id, got, g)
 			}
 		}
@@ -275,7 +279,7 @@ func TestPartitionLeader(t *testing.T) {
 	checkResults(t, proposeAll(t, lead.host, g, "after", 50))
 	c.converged(g)
 	for id, n := range c.nodes {
-		for idx, k := range counts(t, n.db, g) {
+		for idx, k := range counts(t, n.sdb, g) {
 			if k != 1 {
 				t.Fatalf("node %d applied entry %d %d times", id, idx, k)
 			}

@@ -30,6 +30,7 @@ type group struct {
 	leader       bool
 	lastLeader   uint64 // loop only: the last leader logged (refreshStatus)
 	truncPending uint64 // truncation index proposed in truncTerm
+	truncWant    uint64 // two-DB mode: highest truncation index applied, done locally up to the durable applied index
 	truncTerm    uint64
 	snapWarned   bool
 	selfElect    bool           // sole voter: campaign once conf changes are applied

@@ -157,7 +157,7 @@ func (c *grpcCluster) converged(group uint64) {
 		var ref stateSum
 		var refID uint64
 		for id, n := range c.nodes {
-			sum, err := stateHash(n.db, group)
+			sum, err := stateHash(n.sdb, group)
 			if err != nil {
 				return err
 			}
@@ -254,7 +254,7 @@ func TestGRPCTransport(t *testing.T) {
 func checkNoDoubleApplyNodes(t *testing.T, c *grpcCluster, group uint64) {
 	t.Helper()
 	for id, n := range c.nodes {
-		for idx, k := range counts(t, n.db, group) {
+		for idx, k := range counts(t, n.sdb, group) {
 			if k != 1 {
 				t.Fatalf("node %d applied entry %d %d times", id, idx, k)
 			}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,6 +51,21 @@ func openDB(t testing.TB, fs vfs.FS) *pebble.DB {
 	db, err := pebble.Open("db", &pebble.Options{FS: fs, Logger: quietPebble{}})
 	if err != nil {
 		t.Fatalf("open pebble: %v", err)
+	}
+	return db
+}
+
+// oneDB: the test hosts keep the state in the log's DB (Config.StateDB
+// nil) instead of a second DB without a WAL, the node's layout. Set
+// RAFTNODE_ONE_DB=1 to run the package's tests that way.
+var oneDB = os.Getenv("RAFTNODE_ONE_DB") == "1"
+
+// openStateDB opens a state DB without a WAL, as the node does.
+func openStateDB(t testing.TB, fs vfs.FS) *pebble.DB {
+	t.Helper()
+	db, err := pebble.Open("state", &pebble.Options{FS: fs, Logger: quietPebble{}, DisableWAL: true})
+	if err != nil {
+		t.Fatalf("open pebble (state): %v", err)
 	}
 	return db
 }
@@ -234,7 +250,8 @@ func ctxTimeout(t testing.TB, d time.Duration) context.Context {
 type testNode struct {
 	id   uint64
 	fs   vfs.FS
-	db   *pebble.DB
+	db   *pebble.DB // the log
+	sdb  *pebble.DB // the state: db itself if oneDB
 	host *Host
 	sms  map[uint64]*testSM
 }
@@ -247,17 +264,36 @@ type nodeOpts struct {
 	peers         []uint64
 	groups        []uint64
 	join          bool // JoinGroup instead of AddGroup
+	split         bool // a state DB even if oneDB
+	crashable     bool // newClusterOpts: nodes on vfs.NewCrashableMem
+	// Config.StateFlushBytes and StateFlushInterval (defaults if 0).
+	stateFlushBytes    int64
+	stateFlushInterval time.Duration
+	logFlushBytes      int64 // Config.LogFlushBytes
 }
 
 func startNode(t testing.TB, id uint64, fs vfs.FS, o nodeOpts) *testNode {
 	t.Helper()
 	n := &testNode{id: id, fs: fs, db: openDB(t, fs), sms: make(map[uint64]*testSM)}
+	n.sdb = n.db
+	if !oneDB || o.split {
+		n.sdb = openStateDB(t, fs)
+	}
 	if o.tick == 0 {
 		o.tick = 10 * time.Millisecond
+	}
+	if o.stateFlushInterval == 0 {
+		// Truncation waits for a state flush: the tests expect it within
+		// a few ticks, not the default 5 s.
+		o.stateFlushInterval = 100 * time.Millisecond
 	}
 	h, err := NewHost(Config{
 		NodeID:             id,
 		DB:                 n.db,
+		StateDB:            n.sdb,
+		StateFlushBytes:    o.stateFlushBytes,
+		StateFlushInterval: o.stateFlushInterval,
+		LogFlushBytes:      o.logFlushBytes,
 		Transport:          o.transport,
 		TickInterval:       o.tick,
 		LogRetain:          o.logRetain,
@@ -292,8 +328,13 @@ func (n *testNode) stop(t testing.TB) {
 		return
 	}
 	n.host.Stop()
+	if n.sdb != n.db {
+		if err := n.sdb.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := n.db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	n.host, n.db = nil, nil
+	n.host, n.db, n.sdb = nil, nil, nil
 }

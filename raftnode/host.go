@@ -1,5 +1,6 @@
 // Package raftnode runs many Raft groups (go.etcd.io/raft/v3 RawNodes) on one
-// node over one shared Pebble DB. One loop goroutine drives every group: each
+// node over one shared Pebble DB for their logs and, optionally, a second one
+// without a WAL for their state. One loop goroutine drives every group: each
 // round it steps inbound messages and queued proposals, collects every ready
 // group, writes all their log entries and HardStates in one synced Pebble
 // batch, sends messages, applies committed entries (one indexed batch per
@@ -69,8 +70,35 @@ type Envelope struct {
 
 // Config configures a Host. Zero values take the documented defaults.
 type Config struct {
-	NodeID         uint64
-	DB             *pebble.DB    // shared by all groups; never closed by the host
+	NodeID uint64
+	// DB holds every group's raft log (HardState, entries, truncation
+	// point) and the node's own records (incarnations); shared by all
+	// groups, never closed by the host. Its WAL must be on.
+	DB *pebble.DB
+	// StateDB, if set and not DB, holds the replicated state (applied
+	// index, ConfState, the state machines' keys) and may run without a
+	// WAL (Options.DisableWAL): each message's body is then written once
+	// (in the log's WAL) until a flush. The host makes it durable with
+	// explicit flushes (StateFlushBytes, StateFlushInterval, before a
+	// snapshot install is recorded, at Stop) and truncates each group's
+	// log only up to the applied index its last flush made durable. Never
+	// closed by the host. Nil: the state lives in DB (one WAL for both).
+	StateDB *pebble.DB
+	// StateFlushBytes: with a StateDB, flush it once this many log bytes
+	// were written since the last flush (default 8 MiB; keep it well under
+	// DB's memtable, so truncation reaches log entries while they are still
+	// in the memtable and they are never flushed).
+	StateFlushBytes int64
+	// StateFlushInterval: with a StateDB, flush it at least this often
+	// while anything was applied (default 5s).
+	StateFlushInterval time.Duration
+	// LogFlushBytes: with a StateDB, once this many log bytes were written
+	// since DB's last flush by the host, DB is flushed right after a state
+	// flush let every group truncate (two ticks later), so its memtable
+	// goes to disk holding only the retained entries, not the entries
+	// still waiting for the state flush (0: never; the node sets half of
+	// DB's memtable, so DB rarely fills a memtable by itself).
+	LogFlushBytes  int64
 	Transport      Transport     // may be nil for single-member groups
 	TickInterval   time.Duration // default 100ms
 	ElectionTicks  int           // default 10
@@ -174,9 +202,11 @@ const (
 
 // Host runs Raft groups. Its methods are safe for concurrent use.
 type Host struct {
-	cfg Config
-	db  *pebble.DB
-	log *slog.Logger
+	cfg   Config
+	db    *pebble.DB // the log (Config.DB)
+	sdb   *pebble.DB // the state (Config.StateDB, or db)
+	split bool       // sdb is not db: state without a WAL, flushed by flusher
+	log   *slog.Logger
 
 	mu      sync.Mutex
 	groups  map[uint64]*group
@@ -218,6 +248,27 @@ type Host struct {
 	snapsSent     atomic.Uint64
 	snapsReceived atomic.Uint64
 	snapsApplied  atomic.Uint64
+
+	// Two-DB mode (split): log bytes written (loop), the count at the
+	// last state flush, a kick for the flusher and its exit.
+	logBytes     atomic.Int64
+	flushedBytes atomic.Int64
+	logFlushed   int64 // flusher only: logBytes at the last flush of the log DB
+	flushKick    chan struct{}
+	flushDone    chan struct{}
+	stateFlushes atomic.Uint64
+
+	// testHook, if set (tests only, before the call that reaches the
+	// step), is called at the named steps of two-DB snapshot installs and
+	// removals, where the crash tests take a copy of the synced
+	// filesystem.
+	testHook func(step string)
+}
+
+func (h *Host) hook(step string) {
+	if h.testHook != nil {
+		h.testHook(step)
+	}
 }
 
 // NewHost returns a host with no groups. Call AddGroup, then Start.
@@ -267,9 +318,22 @@ func NewHost(cfg Config) (_ *Host, err error) {
 	if cfg.MaxUncommittedBytes == 0 {
 		cfg.MaxUncommittedBytes = 32 << 20
 	}
+	if cfg.StateDB == nil {
+		cfg.StateDB = cfg.DB
+	}
+	if cfg.StateFlushBytes <= 0 {
+		cfg.StateFlushBytes = 8 << 20
+	}
+	if cfg.StateFlushInterval <= 0 {
+		cfg.StateFlushInterval = 5 * time.Second
+	}
 	h := &Host{
 		cfg:         cfg,
 		db:          cfg.DB,
+		sdb:         cfg.StateDB,
+		split:       cfg.StateDB != cfg.DB,
+		flushKick:   make(chan struct{}, 1),
+		flushDone:   make(chan struct{}),
 		log:         cfg.Logger.With("node", cfg.NodeID),
 		groups:      make(map[uint64]*group),
 		changed:     make(chan struct{}),
@@ -341,10 +405,13 @@ func (h *Host) addGroup(group uint64, peers []uint64, sm StateMachine, join bool
 	}
 	h.mu.Unlock()
 
+	if err := h.recoverRemove(group); err != nil {
+		return fmt.Errorf("raftnode: group %d: %w", group, err)
+	}
 	if err := h.recoverInstall(group); err != nil {
 		return fmt.Errorf("raftnode: group %d: %w", group, err)
 	}
-	st, fresh, err := loadStorage(h.db, group)
+	st, fresh, err := loadStorage(h.db, h.sdb, group)
 	if err != nil {
 		return fmt.Errorf("raftnode: group %d: %w", group, err)
 	}
@@ -418,6 +485,11 @@ func (h *Host) Start() {
 	}
 	h.started = true
 	go h.run()
+	if h.split {
+		go h.flusher()
+	} else {
+		close(h.flushDone)
+	}
 }
 
 // Stop stops the loop and waits for it to exit. Waiting proposals and reads
@@ -433,8 +505,16 @@ func (h *Host) Stop() {
 		close(h.stopc)
 		if started {
 			<-h.done
+			<-h.flushDone
 		}
 		h.bg.Wait() // snapshot streams end with h.ctx
+		if h.split {
+			// Nothing writes the state any more: make it durable, so a
+			// clean restart replays nothing.
+			if err := h.flushState(); err != nil {
+				h.log.Error("flush state at stop", "err", err)
+			}
+		}
 		for _, g := range groups {
 			g.close(ErrStopped)
 			h.dropStaged(g)

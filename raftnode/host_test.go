@@ -113,12 +113,12 @@ func TestSingleNodeProposeRestart(t *testing.T) {
 			t.Fatalf("entry %d applied again after restart", r.Index)
 		}
 	}
-	for idx, c := range counts(t, n.db, 7) {
+	for idx, c := range counts(t, n.sdb, 7) {
 		if c != 1 {
 			t.Fatalf("entry %d applied %d times", idx, c)
 		}
 	}
-	if got := len(counts(t, n.db, 7)); got != 350 {
+	if got := len(counts(t, n.sdb, 7)); got != 350 {
 		t.Fatalf("%d entries applied, want 350", got)
 	}
 }
@@ -143,7 +143,7 @@ func TestCrashKeepsAcknowledged(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkFor(t, 5*time.Second, func() error {
-		c := counts(t, n.db, 3)
+		c := counts(t, n.sdb, 3)
 		for data, r := range res {
 			if c[r.Index] != 1 {
 				return fmt.Errorf("acknowledged %q (index %d) applied %d times", data, r.Index, c[r.Index])
@@ -215,7 +215,7 @@ func TestLogTruncationAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	proposeAll(t, n.host, 1, "after", 20)
-	c := counts(t, n.db, 1)
+	c := counts(t, n.sdb, 1)
 	if len(c) != 320 {
 		t.Fatalf("%d entries applied, want 320", len(c))
 	}

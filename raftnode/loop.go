@@ -62,6 +62,9 @@ func (h *Host) tick(n uint64) {
 				g.leadTicks = 0
 			}
 			h.maybeTruncate(g)
+			if err := h.truncateLocal(g); err != nil {
+				return fmt.Errorf("truncate log: %w", err)
+			}
 			return nil
 		})
 	}
@@ -171,6 +174,7 @@ func (h *Host) round() (more bool) {
 		start := time.Now()
 		err := b.Commit(opts)
 		h.cfg.Metrics.LogWritten(time.Since(start), sync, b.Len())
+		h.wroteLog(b.Len())
 		if err != nil {
 			_ = b.Close()
 			for _, r := range rs {
@@ -523,7 +527,7 @@ func (h *Host) apply(g *group, ents []*pb.Entry) ([]applyDone, error) {
 	if len(ents) == 0 {
 		return nil, nil
 	}
-	b := h.db.NewIndexedBatch()
+	b := h.sdb.NewIndexedBatch()
 	defer b.Close()
 	var (
 		results              []any
@@ -551,6 +555,12 @@ func (h *Host) apply(g *group, ents []*pb.Entry) ([]applyDone, error) {
 				dones = append(dones, applyDone{id: n, v: v})
 			case kindTruncate:
 				if n >= e.GetIndex() || n <= truncIndex {
+					continue
+				}
+				if h.split {
+					// The log is in another DB: truncated on the loop's
+					// ticks once the state up to n is durable.
+					g.truncWant = max(g.truncWant, n)
 					continue
 				}
 				term, ok, err := g.st.stageTruncate(b, n)
@@ -622,8 +632,11 @@ func (h *Host) maybeTruncate(g *group) {
 		return
 	}
 	target := truncateTarget(h.cfg.NodeID, applied, h.cfg.LogRetain, h.cfg.LogLagLimit, g.rn.WithProgress)
-	if g.truncTerm == bs.GetTerm() && target <= g.truncPending {
-		return
+	if g.truncTerm == bs.GetTerm() {
+		// Counted from the target already proposed, not only from the
+		// first index: with a state DB the local truncation waits for a
+		// flush, and an idle group must not keep proposing.
+		first = max(first, g.truncPending+1)
 	}
 	if target+1 < first+max(h.cfg.LogRetain/4, 1) {
 		return

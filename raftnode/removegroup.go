@@ -98,6 +98,16 @@ func (h *Host) finishRemove(g *group, since uint64, started bool) error {
 		}
 	}
 	h.dropStaged(g)
+	if h.split {
+		if err := h.removeSplit(id); err != nil {
+			return fmt.Errorf("raftnode: id %d: remove: %w", id, err)
+		}
+		if r, ok := g.sm.(Restorer); ok {
+			r.Restored()
+		}
+		g.log.Info("raft id removed from this node")
+		return nil
+	}
 	b := h.db.NewBatch()
 	defer b.Close()
 	if err := errors.Join(
@@ -146,8 +156,11 @@ func (h *Host) waitRounds(n uint64) error {
 // that restarts before dropping a replica it was removed from still holds
 // its keys; it hosts such a group again so that the removal can finish.
 func (h *Host) HasStoredGroup(id uint64) (bool, error) {
-	for _, r := range [][2][]byte{{keys.RaftPrefix(id), keys.RaftEnd(id)}, {keys.StatePrefix(id), keys.StateEnd(id)}} {
-		it, err := h.db.NewIter(&pebble.IterOptions{LowerBound: r[0], UpperBound: r[1]})
+	for _, r := range []struct {
+		db     *pebble.DB
+		lo, hi []byte
+	}{{h.db, keys.RaftPrefix(id), keys.RaftEnd(id)}, {h.sdb, keys.StatePrefix(id), keys.StateEnd(id)}} {
+		it, err := r.db.NewIter(&pebble.IterOptions{LowerBound: r.lo, UpperBound: r.hi})
 		if err != nil {
 			return false, fmt.Errorf("raftnode: group %d: %w", id, err)
 		}
@@ -160,4 +173,30 @@ func (h *Host) HasStoredGroup(id uint64) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// removeSplit deletes a group's keys in two-DB mode: first, synced, the
+// whole raft range of the log DB and a removal marker in its place; then
+// the state range, flushed; then the marker. A crash in between leaves a
+// group with no log, whose state AddGroup deletes before anything else
+// (recoverRemove): it can never serve a state without its log, nor a log
+// whose state is half gone.
+func (h *Host) removeSplit(id uint64) error {
+	b := h.db.NewBatch()
+	defer b.Close()
+	if err := errors.Join(
+		b.DeleteRange(keys.RaftPrefix(id), keys.RaftEnd(id), nil),
+		b.Set(removeMarker(id), nil, nil),
+	); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	h.hook("remove-logged")
+	if err := h.clearState(id); err != nil {
+		return err
+	}
+	h.hook("remove-cleared")
+	return h.db.Delete(removeMarker(id), pebble.Sync)
 }

@@ -97,14 +97,14 @@ func TestRemoveGroupThenAddAgain(t *testing.T) {
 		t.Fatal("the recorded members of the removed group are kept")
 	}
 	for _, r := range [][2][]byte{{keys.RaftPrefix(g), keys.RaftEnd(g)}, {keys.StatePrefix(g), keys.StateEnd(g)}} {
-		if n := keysIn(t, f.db, r[0], r[1]); n != 0 {
+		if n := keysIn(t, f.db, r[0], r[1]) + keysIn(t, f.sdb, r[0], r[1]); n != 0 {
 			t.Fatalf("%d keys left in %s", n, keys.Pretty(r[0]))
 		}
 	}
 	if f.sms[g].restored.Load() == 0 {
 		t.Fatal("the state machine was not told its state is gone")
 	}
-	if keysIn(t, f.db, keys.StatePrefix(other), keys.StateEnd(other)) == 0 {
+	if keysIn(t, f.sdb, keys.StatePrefix(other), keys.StateEnd(other)) == 0 {
 		t.Fatal("the other group's state went too")
 	}
 	checkResults(t, proposeAll(t, c.leader(other).host, other, "other", 10))

@@ -195,7 +195,7 @@ func (h *Host) startSnapshot(g *group, m *pb.Message) bool {
 	h.sending++
 	h.bg.Add(1)
 	h.mu.Unlock()
-	r := &snapshotReader{snap: h.db.NewSnapshot(), group: g.id, max: h.cfg.SnapshotChunkBytes, ctx: h.ctx, pace: h.snapPace}
+	r := &snapshotReader{snap: h.sdb.NewSnapshot(), group: g.id, max: h.cfg.SnapshotChunkBytes, ctx: h.ctx, pace: h.snapPace}
 	go func() {
 		defer h.bg.Done()
 		start := time.Now()
@@ -281,7 +281,7 @@ func (h *Host) writeSnapshotFile(ctx context.Context, group uint64, meta *pb.Sna
 		return "", err
 	}
 	w := sstable.NewWriter(objstorageprovider.NewFileWritable(f), sstable.WriterOptions{
-		TableFormat: h.db.FormatMajorVersion().MaxTableFormat(),
+		TableFormat: h.sdb.FormatMajorVersion().MaxTableFormat(),
 	})
 	defer func() {
 		if w != nil {
@@ -370,6 +370,13 @@ func (h *Host) installSnapshot(g *group, snap *pb.Snapshot) error {
 	if err := syncDir(h.snapFS, h.snapDir); err != nil {
 		return fmt.Errorf("stage snapshot file: %w", err)
 	}
+	if h.split {
+		if err := h.installSplit(g.id, meta.GetIndex(), meta.GetTerm()); err != nil {
+			return err
+		}
+		g.st.restore(meta)
+		return nil
+	}
 	b := h.db.NewBatch()
 	defer b.Close()
 	v := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, meta.GetIndex()), meta.GetTerm())
@@ -397,6 +404,9 @@ func (h *Host) installSnapshot(g *group, snap *pb.Snapshot) error {
 // installSnapshot) and removes a stray install file. AddGroup calls it
 // before loading the group's storage.
 func (h *Host) recoverInstall(group uint64) error {
+	if h.split {
+		return h.recoverInstallSplit(group)
+	}
 	path := h.installFile(group)
 	_, statErr := h.snapFS.Stat(path)
 	exists := statErr == nil
@@ -486,6 +496,11 @@ func (h *Host) cleanSnapshotDir() error {
 	if err := h.snapFS.MkdirAll(h.snapDir, 0o755); err != nil {
 		return err
 	}
+	// The directory's own entry must be durable, or an install file
+	// synced in it may vanish with it in a crash.
+	if err := syncDir(h.snapFS, h.snapFS.PathDir(h.snapDir)); err != nil {
+		return err
+	}
 	names, err := h.snapFS.List(h.snapDir)
 	if err != nil {
 		return err
@@ -496,6 +511,104 @@ func (h *Host) cleanSnapshotDir() error {
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// installSplit installs a snapshot in two-DB mode, after installFile(g)
+// was staged and its directory synced:
+//
+//  1. the log DB records the restore marker (index, term), synced;
+//  2. the state DB: DeleteRange of the state range, ingest of a hard link
+//     to the install file (Pebble removes what it ingests, and an ingest
+//     into a DB without a WAL is durable only at the next flush), flush:
+//     the state is now the snapshot's, durably;
+//  3. the log DB, synced: DeleteRange of the log, Truncated = (index,
+//     term), marker deleted;
+//  4. the install file is removed.
+//
+// The round's shared batch then writes the HardState (commit = index; a
+// crash before it leaves a commit below the truncation point, which
+// loadStorage raises). A crash before 1 leaves the old state and a stray
+// file (removed at the next AddGroup); after 1 the marker and the install
+// file (removed only after the marker) make AddGroup redo 2 and 3, which
+// are idempotent (recoverInstallSplit). So the state the log DB points at
+// is always complete: the log never records a snapshot before the state
+// is durable.
+func (h *Host) installSplit(group, index, term uint64) error {
+	h.hook("install-staged")
+	if err := h.db.Set(restoreMarker(group), snapMark(index, term), pebble.Sync); err != nil {
+		return fmt.Errorf("record snapshot install %d: %w", index, err)
+	}
+	return h.finishInstallSplit(group, index, term)
+}
+
+// finishInstallSplit is steps 2-4 of installSplit.
+func (h *Host) finishInstallSplit(group, index, term uint64) error {
+	h.hook("install-marked")
+	path := h.installFile(group)
+	link := h.snapFS.PathJoin(h.snapDir, fmt.Sprintf("%singest-%d.sst", snapFilePrefix, group))
+	_ = h.snapFS.Remove(link)
+	if err := h.snapFS.Link(path, link); err != nil {
+		return fmt.Errorf("link snapshot %d for ingestion: %w", index, err)
+	}
+	if err := h.sdb.DeleteRange(keys.StatePrefix(group), keys.StateEnd(group), pebble.NoSync); err != nil {
+		_ = h.snapFS.Remove(link)
+		return fmt.Errorf("clear state for snapshot %d: %w", index, err)
+	}
+	if err := h.sdb.Ingest(context.Background(), []string{link}); err != nil {
+		_ = h.snapFS.Remove(link)
+		return fmt.Errorf("ingest snapshot %d: %w", index, err)
+	}
+	h.hook("install-ingested")
+	if err := h.sdb.Flush(); err != nil {
+		return fmt.Errorf("flush snapshot %d: %w", index, err)
+	}
+	h.hook("install-flushed")
+	b := h.db.NewBatch()
+	defer b.Close()
+	for _, err := range []error{
+		b.DeleteRange(keys.LogPrefix(group), keys.LogEnd(group), nil),
+		b.Set(keys.Truncated(group), snapMark(index, term), nil),
+		b.Delete(restoreMarker(group), nil),
+	} {
+		if err != nil {
+			return err
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("record snapshot %d in the log: %w", index, err)
+	}
+	h.hook("install-logged")
+	if err := h.snapFS.Remove(path); err != nil {
+		return fmt.Errorf("remove installed snapshot file: %w", err)
+	}
+	return nil
+}
+
+// recoverInstallSplit is recoverInstall in two-DB mode (see installSplit).
+func (h *Host) recoverInstallSplit(group uint64) error {
+	path := h.installFile(group)
+	_, statErr := h.snapFS.Stat(path)
+	exists := statErr == nil
+	if statErr != nil && !errors.Is(statErr, os.ErrNotExist) {
+		return statErr
+	}
+	mark, marked, err := getValue(h.db, restoreMarker(group))
+	if err != nil {
+		return err
+	}
+	switch {
+	case marked && (!exists || len(mark) != 16):
+		return fmt.Errorf("snapshot install was interrupted and %s is gone: the group's state is incomplete; "+
+			"remove the replica's data and let it rejoin", path)
+	case marked:
+		if err := h.finishInstallSplit(group, binary.BigEndian.Uint64(mark), binary.BigEndian.Uint64(mark[8:])); err != nil {
+			return fmt.Errorf("finish snapshot install: %w", err)
+		}
+		h.log.Warn("finished an interrupted snapshot install", "group", group)
+	case exists:
+		return h.snapFS.Remove(path)
 	}
 	return nil
 }

@@ -240,7 +240,7 @@ func (c *testCluster) proposeRetry(group uint64, data []byte) *testNode {
 func checkNoDoubleApply(t *testing.T, c *testCluster, group uint64) {
 	t.Helper()
 	for id, n := range c.nodes {
-		for idx, k := range counts(t, n.db, group) {
+		for idx, k := range counts(t, n.sdb, group) {
 			if k != 1 {
 				t.Fatalf("node %d applied entry %d %d times", id, idx, k)
 			}
@@ -347,7 +347,7 @@ func TestSnapshotInstall(t *testing.T) {
 		if dump != want {
 			t.Fatalf("%s: state:\n%s\nwant:\n%s", when, dump, want)
 		}
-		s, _, err := loadStorage(db, g)
+		s, _, err := loadStorage(db, db, g)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -15,15 +15,16 @@ import (
 	"github.com/quorumq/quorumq/internal/keys"
 )
 
-// storage is one group's raft.Storage over the shared Pebble DB.
+// storage is one group's raft.Storage over the shared Pebble DBs: the
+// log's (db) and the state's (sdb; db itself in one-DB mode).
 //
 // Layout (keys from internal/keys):
 //
-//	keys.HardState(g)     proto HardState                         unreplicated
-//	keys.LogEntry(g, i)   proto Entry                             unreplicated
-//	keys.Truncated(g)     index, term of the last removed entry    unreplicated (16 bytes BE)
-//	keys.AppliedIndex(g)  applied index                            replicated (8 bytes BE)
-//	keys.ConfState(g)     proto ConfState as of the applied index  replicated
+//	keys.HardState(g)     proto HardState                         unreplicated, db
+//	keys.LogEntry(g, i)   proto Entry                             unreplicated, db
+//	keys.Truncated(g)     index, term of the last removed entry    unreplicated (16 bytes BE), db
+//	keys.AppliedIndex(g)  applied index                            replicated (8 bytes BE), sdb
+//	keys.ConfState(g)     proto ConfState as of the applied index  replicated, sdb
 //
 // Reads (the raft.Storage methods) are served from memory where they can:
 // the first and last index and term, and the most recently appended entries
@@ -36,7 +37,8 @@ import (
 // The raft.Storage methods may be called from any goroutine (the host calls
 // them from its loop; tests call them directly); mu guards the cache.
 type storage struct {
-	db    *pebble.DB
+	db    *pebble.DB // the log: HardState, entries, truncation point
+	sdb   *pebble.DB // the replicated state (applied index, ConfState); db itself in one-DB mode
 	group uint64
 
 	mu         sync.Mutex
@@ -44,9 +46,13 @@ type storage struct {
 	confState  *pb.ConfState // as of applied
 	applied    uint64
 	truncIndex uint64 // last removed entry; first index = truncIndex+1
-	truncTerm  uint64
-	lastIndex  uint64
-	lastTerm   uint64
+	// durable is the highest applied index known to be on disk in sdb
+	// (two-DB mode: as of its last flush; the log may be truncated up to
+	// it, no further). Only grows.
+	durable   uint64
+	truncTerm uint64
+	lastIndex uint64
+	lastTerm  uint64
 
 	// The entry cache: entries [cacheFirst, cacheFirst+len(cache)) of the
 	// durable log, always inside [first, last]. Raft reads every entry
@@ -79,10 +85,11 @@ type cachedEntry struct {
 
 var _ raft.Storage = (*storage)(nil)
 
-// loadStorage reads a group's raft state from db. fresh reports that nothing
-// was ever written for the group (no HardState, no log).
-func loadStorage(db *pebble.DB, group uint64) (s *storage, fresh bool, err error) {
-	s = &storage{db: db, group: group, confState: &pb.ConfState{}}
+// loadStorage reads a group's raft state from db (the log) and sdb (the
+// applied index and ConfState; db itself in one-DB mode). fresh reports
+// that nothing was ever written for the group (no HardState, no log).
+func loadStorage(db, sdb *pebble.DB, group uint64) (s *storage, fresh bool, err error) {
+	s = &storage{db: db, sdb: sdb, group: group, confState: &pb.ConfState{}}
 	var hs pb.HardState
 	found, err := getProto(db, keys.HardState(group), &hs)
 	if err != nil {
@@ -91,10 +98,10 @@ func loadStorage(db *pebble.DB, group uint64) (s *storage, fresh bool, err error
 	if found {
 		s.hardState = &hs
 	}
-	if _, err := getProto(db, keys.ConfState(group), s.confState); err != nil {
+	if _, err := getProto(sdb, keys.ConfState(group), s.confState); err != nil {
 		return nil, false, fmt.Errorf("load conf state: %w", err)
 	}
-	if v, ok, err := getValue(db, keys.AppliedIndex(group)); err != nil {
+	if v, ok, err := getValue(sdb, keys.AppliedIndex(group)); err != nil {
 		return nil, false, fmt.Errorf("load applied index: %w", err)
 	} else if ok {
 		if len(v) != 8 {
@@ -135,6 +142,26 @@ func loadStorage(db *pebble.DB, group uint64) (s *storage, fresh bool, err error
 	// raising commit to it is what raft itself does on restore.
 	if s.hardState != nil && s.hardState.GetCommit() < s.truncIndex {
 		s.hardState.Commit = proto.Uint64(s.truncIndex)
+	}
+	s.durable = s.applied
+	if sdb != db {
+		// Two-DB mode: the state is its last flush, a prefix of the applied
+		// batches, so applied may be anywhere in [truncIndex, commit]
+		// (truncation never passes the durable applied index, and entries
+		// are synced before they are applied). The commit index may be
+		// older than applied (a commit-only HardState is written unsynced):
+		// applied entries were committed, so raise it.
+		if s.applied < s.truncIndex {
+			return nil, false, fmt.Errorf("state at applied index %d is behind the log's start %d: "+
+				"the state was lost (remove the replica's data and let it rejoin)", s.applied, s.truncIndex+1)
+		}
+		if s.applied > s.lastIndex {
+			return nil, false, fmt.Errorf("state at applied index %d is beyond the log's last index %d: "+
+				"the log was lost (remove the replica's data and let it rejoin)", s.applied, s.lastIndex)
+		}
+		if s.hardState != nil && s.hardState.GetCommit() < s.applied {
+			s.hardState.Commit = proto.Uint64(s.applied)
+		}
 	}
 	return s, !found && !hasLog && s.truncIndex == 0, nil
 }
@@ -523,6 +550,7 @@ func (s *storage) restore(meta *pb.SnapshotMetadata) {
 	s.lastIndex, s.lastTerm = meta.GetIndex(), meta.GetTerm()
 	s.cacheReset(meta.GetIndex() + 1)
 	s.applied = meta.GetIndex()
+	s.durable = max(s.durable, meta.GetIndex()) // installSnapshot made it durable
 	s.confState = proto.CloneOf(meta.GetConfState())
 	if s.confState == nil {
 		s.confState = &pb.ConfState{}
@@ -567,4 +595,36 @@ func getProto(r getter, key []byte, m proto.Message) (bool, error) {
 		return false, err
 	}
 	return true, proto.Unmarshal(v, m)
+}
+
+// setDurable records that the state as of applied is on disk (two-DB
+// mode: read before a flush of the state DB that then succeeded).
+func (s *storage) setDurable(applied uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.durable = max(s.durable, applied)
+}
+
+// durableApplied is the highest applied index known to be on disk.
+func (s *storage) durableApplied() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.durable
+}
+
+// appliedIndex is the applied index (its batch committed).
+func (s *storage) appliedIndex() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.applied
+}
+
+// commitTruncate publishes a log truncation after its batch committed.
+func (s *storage) commitTruncate(index, term uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if index > s.truncIndex {
+		s.truncIndex, s.truncTerm = index, term
+		s.cacheTrim(index)
+	}
 }

@@ -38,7 +38,7 @@ func stageAndCommit(t *testing.T, s *storage, es []*pb.Entry, hs *pb.HardState) 
 func TestStorage(t *testing.T) {
 	db := openDB(t, vfs.NewMem())
 	defer db.Close()
-	s, fresh, err := loadStorage(db, 5)
+	s, fresh, err := loadStorage(db, db, 5)
 	if err != nil || !fresh {
 		t.Fatalf("load: fresh=%v err=%v", fresh, err)
 	}
@@ -100,7 +100,7 @@ func TestStorage(t *testing.T) {
 	}
 
 	// Everything survives a reload.
-	s2, fresh, err := loadStorage(db, 5)
+	s2, fresh, err := loadStorage(db, db, 5)
 	if err != nil || fresh {
 		t.Fatalf("reload: fresh=%v err=%v", fresh, err)
 	}
@@ -114,7 +114,7 @@ func TestStorage(t *testing.T) {
 		t.Fatalf("reloaded first=%d last=%d applied=%d hs=%v cs=%v", first, last, s2.applied, hs, cs)
 	}
 	// Other groups are untouched.
-	if _, fresh, _ := loadStorage(db, 6); !fresh {
+	if _, fresh, _ := loadStorage(db, db, 6); !fresh {
 		t.Fatal("group 6 not fresh")
 	}
 }
@@ -126,12 +126,12 @@ func TestStorage(t *testing.T) {
 func TestStorageEntryCache(t *testing.T) {
 	db := openDB(t, vfs.NewMem())
 	defer db.Close()
-	cached, _, err := loadStorage(db, 1)
+	cached, _, err := loadStorage(db, db, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cached.cacheLimit = 2000 // about 15 entries of 120 bytes
-	plain, _, err := loadStorage(db, 2)
+	plain, _, err := loadStorage(db, db, 2)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -86,7 +86,7 @@ func (n *Node) growShards(l *storepb.ShardLayout) {
 	}
 	next := &shardParts{stores: slices.Clone(old.stores), srvs: slices.Clone(old.srvs)}
 	for g := uint64(len(old.srvs)); g < uint64(want); g++ {
-		st := store.New(n.db, g)
+		st := store.New(n.sdb, g)
 		srv := shardserver.New(n.srvCfg, n.host, st, g)
 		n.wire(srv)
 		srv.Start()

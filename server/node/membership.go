@@ -263,7 +263,7 @@ func (n *Node) rejoin(cfg *Config, id uint64) error {
 	if err != nil || !ok {
 		return fmt.Errorf("joined node without a shard count: %v", err)
 	}
-	recs, err := storeNodes(n.db)
+	recs, err := storeNodes(n.sdb)
 	if err != nil {
 		return err
 	}

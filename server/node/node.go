@@ -147,7 +147,8 @@ type Config struct {
 type Node struct {
 	cfg     Config
 	log     *slog.Logger
-	db      *pebble.DB
+	db      *pebble.DB // the Raft log and the node's own records (WAL on)
+	sdb     *pebble.DB // the shards' replicated state (no WAL; raftnode flushes it)
 	host    *raftnode.Host
 	parts   atomic.Pointer[shardParts] // the stores and servers by shard; grows (addshards.go)
 	growMu  sync.Mutex                 // growShards' writers
@@ -167,7 +168,7 @@ type Node struct {
 	// dropping: since when each group looked droppable (hosting.go);
 	// membership loop only.
 	dropping map[uint64]time.Time
-	stalls   *writeStalls       // Pebble write stalls, counted from openDB
+	stalls   [2]*writeStalls    // Pebble write stalls (log, state), counted from openDB
 	cancel   context.CancelFunc // stops the node's own loops (view, balancer)
 	loops    sync.WaitGroup
 	grpc     *grpc.Server
@@ -490,7 +491,7 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 			return nil, err
 		}
 	}
-	layout, err := store.New(n.db, router.MetadataShard).ShardLayout()
+	layout, err := store.New(n.sdb, router.MetadataShard).ShardLayout()
 	if err != nil {
 		return nil, fmt.Errorf("read shard layout: %w", err)
 	}
@@ -501,7 +502,8 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 	if layout != nil {
 		base = int(layout.GetBaseShards())
 	}
-	hostCfg := raftnode.Config{NodeID: cfg.NodeID, DB: n.db, Logger: cfg.Logger, TickInterval: cfg.TickInterval,
+	hostCfg := raftnode.Config{NodeID: cfg.NodeID, DB: n.db, StateDB: n.sdb, StateFlushBytes: stateFlushBytes,
+		LogFlushBytes: logMemTableBytes / 2, Logger: cfg.Logger, TickInterval: cfg.TickInterval,
 		SnapshotDir: filepath.Join(cfg.DataDir, "snapshots"), Metrics: raftMetrics,
 		SnapshotBytesPerSecond: max(cfg.SnapshotBytesPerSecond, 0)}
 	if n.multiNode() {
@@ -532,7 +534,7 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 	parts := &shardParts{}
 	local := map[uint64]*shardserver.Server{}
 	for g := range uint64(count) {
-		st := store.New(n.db, g)
+		st := store.New(n.sdb, g)
 		srv := shardserver.New(cfg.Server, n.host, st, g)
 		if g == router.MetadataShard && base > 1 {
 			srv.SetMetadataOnly()
@@ -565,7 +567,7 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 	if err := registerGroupGauges(meter, n.host, n.groups); err != nil {
 		return nil, fmt.Errorf("raft metrics: %w", err)
 	}
-	if err := registerPebbleMetrics(meter, n.db, n.stalls); err != nil {
+	if err := registerPebbleMetrics(meter, []*pebble.DB{n.db, n.sdb}, n.stalls[:]); err != nil {
 		return nil, fmt.Errorf("pebble metrics: %w", err)
 	}
 	if n.tr != nil {
@@ -630,45 +632,88 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 	return cluster, nil
 }
 
-// openDB opens the data directory's Pebble into n.db.
+// The data directory holds two Pebble instances sharing one block cache:
+// raftlog/ (the Raft log, HardStates, the node's own records; WAL synced
+// every Raft round) and pebble/ (the shards' replicated state, without a
+// WAL: each message body is written once per replica, in the log's WAL,
+// and the state reaches disk at flushes raftnode makes, which bound how
+// far each replica may truncate its log). See raftnode/DESIGN.md.
+const (
+	logDBDir   = "raftlog"
+	stateDBDir = "pebble"
+	// logMemTableBytes: the log's entries are deleted (truncated) while
+	// still in the memtable; the state is flushed every stateFlushBytes
+	// of log (a quarter of the log's memtable), each replica truncates
+	// behind it, and raftnode flushes the log DB itself after every
+	// second state flush (LogFlushBytes, half its memtable), right after
+	// those truncations: a log memtable reaches disk holding the retained
+	// entries only.
+	logMemTableBytes   = 64 << 20
+	stateMemTableBytes = 64 << 20
+	stateFlushBytes    = logMemTableBytes / 4
+)
+
+// openDB opens the data directory's two Pebble instances into n.db (the
+// log) and n.sdb (the state). A data directory of the older single-Pebble
+// layout (pebble/ without raftlog/) is refused: it is not migrated.
 func (n *Node) openDB(cfg Config) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	logDir, stateDir := filepath.Join(cfg.DataDir, logDBDir), filepath.Join(cfg.DataDir, stateDBDir)
+	if _, err := os.Stat(logDir); errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(stateDir); err == nil {
+			return fmt.Errorf("data directory %s has the single-Pebble layout of an older quorumq (%s/ without %s/): "+
+				"this version keeps the Raft log and the state in two Pebble instances and does not migrate; "+
+				"run the older version, or remove the data directory (its data is lost) and start again "+
+				"(in a cluster: remove the node's data and join it again)", cfg.DataDir, stateDBDir, logDBDir)
+		}
+	}
 	cache := pebble.NewCache(cfg.CacheBytes)
-	defer cache.Unref() // the DB holds its own reference
-	n.stalls = &writeStalls{}
-	stalls := n.stalls
-	var err error
-	opts := &pebble.Options{
-		Logger:        pebbleLogger{cfg.Logger},
-		EventListener: stalls.listener(),
-		// Reads of recent messages come from the block cache, not pread.
-		Cache: cache,
-		// Messages consumed while still in the memtable are never written
-		// to an sstable: the flush drops a set shadowed by its delete (and
-		// log entries under the truncation's range delete). 64 MiB rather
-		// than 32: a third fewer flush + compaction bytes per message
-		// (987 -> 659, all replicas, batch-1 bench of 40,000 1 KiB
-		// messages) for ~21 MiB more peak RSS per node; at most three
-		// memtables (192 MiB) before writes stall. L0 thresholds and
-		// compaction concurrency (1, on 2 cores) stay at Pebble's
-		// defaults: the same runs saw no write stall
-		// (quorumq_pebble_write_stalls_total). No WALBytesPerSync: every
-		// Raft round ends with a synced write anyway.
-		MemTableSize:                64 << 20,
-		MemTableStopWritesThreshold: 3,
+	defer cache.Unref() // each DB holds its own reference
+	n.stalls = [2]*writeStalls{{}, {}}
+	options := func(stalls *writeStalls, memtable uint64) *pebble.Options {
+		opts := &pebble.Options{
+			Logger:        pebbleLogger{cfg.Logger},
+			EventListener: stalls.listener(),
+			// Reads of recent messages come from the block cache, not pread.
+			Cache: cache,
+			// Messages consumed while still in the memtable are never
+			// written to an sstable: the flush drops a set shadowed by its
+			// delete (and log entries under the truncation's range delete).
+			// The state's 64 MiB rather than 32: a third fewer flush +
+			// compaction bytes per message (987 -> 659, all replicas,
+			// batch-1 bench of 40,000 1 KiB messages, one DB then). At most
+			// three memtables per DB before writes stall. L0 thresholds and
+			// compaction concurrency (1, on 2 cores) stay at Pebble's
+			// defaults (quorumq_pebble_write_stalls_total). No
+			// WALBytesPerSync: every Raft round ends with a synced write.
+			MemTableSize:                memtable,
+			MemTableStopWritesThreshold: 3,
+		}
+		// Bloom filters on every level (L1+ inherit L0's): the hot path's
+		// most frequent point read looks for a key that does not exist
+		// (every send's idempotency key); without a filter each miss read a
+		// data block of every sstable overlapping the key. The store reads
+		// those keys through an iterator with UseL6Filters (a Get skips
+		// L6's).
+		opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
+		return opts
 	}
-	// Bloom filters on every level (L1+ inherit L0's): the hot path's
-	// most frequent point read looks for a key that does not exist (every
-	// send's idempotency key); without a filter each miss read a data
-	// block of every sstable overlapping the key. The store reads those
-	// keys through an iterator with UseL6Filters (a Get skips L6's).
-	opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
-	n.db, err = pebble.Open(filepath.Join(cfg.DataDir, "pebble"), opts)
+	// The log first: a directory with pebble/ and no raftlog/ is the old
+	// layout (above), never a half-created new one.
+	db, err := pebble.Open(logDir, options(n.stalls[0], logMemTableBytes))
 	if err != nil {
-		return fmt.Errorf("open pebble: %w", err)
+		return fmt.Errorf("open pebble (log): %w", err)
 	}
+	sopts := options(n.stalls[1], stateMemTableBytes)
+	sopts.DisableWAL = true
+	sdb, err := pebble.Open(stateDir, sopts)
+	if err != nil {
+		_ = db.Close()
+		return fmt.Errorf("open pebble (state): %w", err)
+	}
+	n.db, n.sdb = db, sdb
 	return nil
 }
 
@@ -871,8 +916,14 @@ func (n *Node) closeAll() error {
 		n.tr.Close()
 	}
 	var err error
+	if n.sdb != nil {
+		// The host flushed the state at Stop; flush again for what was
+		// written without it (a node that failed to start).
+		err = errors.Join(n.sdb.Flush(), n.sdb.Close())
+		n.sdb = nil
+	}
 	if n.db != nil {
-		err = n.db.Close()
+		err = errors.Join(err, n.db.Close())
 		n.db = nil
 	}
 	// Flush the spans still batched (bounded: a dead collector must not
@@ -905,8 +956,9 @@ func (p pebbleLogger) Fatalf(format string, args ...any) {
 
 // syncWAL makes everything written so far durable (FaultsSyncPath).
 func (n *Node) syncWAL() error {
-	if n.db == nil {
+	if n.db == nil || n.sdb == nil {
 		return errors.New("storage not open")
 	}
-	return n.db.LogData([]byte("sync"), pebble.Sync)
+	// The state first: flushed, it is durable without the log's help.
+	return errors.Join(n.sdb.Flush(), n.db.LogData([]byte("sync"), pebble.Sync))
 }

@@ -49,7 +49,8 @@ func (w *writeStalls) read() (int64, time.Duration) {
 	return w.count, d
 }
 
-// registerPebbleMetrics exports the node's Pebble engine: what it wrote to
+// registerPebbleMetrics exports the node's Pebble engines (the log and the
+// state: every series is the sum over both DBs): what they wrote to
 // disk (WAL, flushes, compactions, ingested snapshots: their sum divided
 // by the messages sent is the write amplification a benchmark reports)
 // and the shape of the LSM (memtables, L0, read amplification). One
@@ -68,7 +69,7 @@ func (w *writeStalls) read() (int64, time.Duration) {
 //	quorumq_pebble_l0_files, quorumq_pebble_l0_sublevels, quorumq_pebble_read_amp
 //	quorumq_pebble_disk_usage_bytes
 //	quorumq_pebble_write_stalls_total, quorumq_pebble_write_stall_seconds_total
-func registerPebbleMetrics(m metric.Meter, db *pebble.DB, stalls *writeStalls) error {
+func registerPebbleMetrics(m metric.Meter, dbs []*pebble.DB, stalls []*writeStalls) error {
 	var err error
 	counter, gauge := observables(m, &err)
 	wal := counter("pebble.wal.written", "Bytes written to Pebble's write-ahead log (Raft log entries, state machine batches).", "By")
@@ -94,30 +95,51 @@ func registerPebbleMetrics(m metric.Meter, db *pebble.DB, stalls *writeStalls) e
 		return err
 	}
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		n, d := stalls.read()
-		o.ObserveInt64(stallCount, n)
-		o.ObserveFloat64(stallTime, d.Seconds())
-		pm := db.Metrics()
-		var flush, compact, ingest uint64
-		for _, l := range pm.Levels {
-			flush += l.TableBytesFlushed + l.BlobBytesFlushed
-			compact += l.TableBytesCompacted + l.BlobBytesCompacted
-			ingest += l.TableBytesIngested
+		var (
+			stallN                            int64
+			stallD                            time.Duration
+			walBytes, flush, compact, ingest  uint64
+			flushN, compactN, memN, l0, rdAmp int64
+			debtB, memB, l0SubN, usageB       uint64
+		)
+		for _, s := range stalls {
+			n, d := s.read()
+			stallN, stallD = stallN+n, stallD+d
 		}
-		o.ObserveInt64(wal, int64(pm.WAL.BytesWritten))
+		for _, db := range dbs {
+			pm := db.Metrics()
+			for _, l := range pm.Levels {
+				flush += l.TableBytesFlushed + l.BlobBytesFlushed
+				compact += l.TableBytesCompacted + l.BlobBytesCompacted
+				ingest += l.TableBytesIngested
+			}
+			walBytes += pm.WAL.BytesWritten
+			flushN += pm.Flush.Count
+			compactN += pm.Compact.Count
+			debtB += pm.Compact.EstimatedDebt
+			memB += pm.MemTable.Size
+			memN += pm.MemTable.Count
+			l0 += pm.Levels[0].TablesCount
+			l0SubN += uint64(pm.Levels[0].Sublevels)
+			rdAmp += int64(pm.ReadAmp())
+			usageB += pm.DiskSpaceUsage()
+		}
+		o.ObserveInt64(stallCount, stallN)
+		o.ObserveFloat64(stallTime, stallD.Seconds())
+		o.ObserveInt64(wal, int64(walBytes))
 		o.ObserveInt64(flushed, int64(flush))
 		o.ObserveInt64(compacted, int64(compact))
 		o.ObserveInt64(ingested, int64(ingest))
-		o.ObserveInt64(written, int64(pm.WAL.BytesWritten+flush+compact+ingest))
-		o.ObserveInt64(flushes, pm.Flush.Count)
-		o.ObserveInt64(compactions, pm.Compact.Count)
-		o.ObserveInt64(debt, int64(pm.Compact.EstimatedDebt))
-		o.ObserveInt64(memSize, int64(pm.MemTable.Size))
-		o.ObserveInt64(memCount, pm.MemTable.Count)
-		o.ObserveInt64(l0Files, pm.Levels[0].TablesCount)
-		o.ObserveInt64(l0Sub, int64(pm.Levels[0].Sublevels))
-		o.ObserveInt64(readAmp, int64(pm.ReadAmp()))
-		o.ObserveInt64(usage, int64(pm.DiskSpaceUsage()))
+		o.ObserveInt64(written, int64(walBytes+flush+compact+ingest))
+		o.ObserveInt64(flushes, flushN)
+		o.ObserveInt64(compactions, compactN)
+		o.ObserveInt64(debt, int64(debtB))
+		o.ObserveInt64(memSize, int64(memB))
+		o.ObserveInt64(memCount, memN)
+		o.ObserveInt64(l0Files, l0)
+		o.ObserveInt64(l0Sub, int64(l0SubN))
+		o.ObserveInt64(readAmp, rdAmp)
+		o.ObserveInt64(usage, int64(usageB))
 		return nil
 	}, wal, flushed, compacted, ingested, written, flushes, compactions, debt, memSize, memCount, l0Files, l0Sub, readAmp, usage,
 		stallCount, stallTime)
