@@ -85,6 +85,8 @@ test-race:
 
 test-unit:
 	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v -e /store -e /raftnode -e /server -e /internal -e /sdk -e /sqs -e /tests)
+	# raftnode's own tests use the two-instance layout (--state-without-wal); the node's default is one instance
+	RAFTNODE_ONE_DB=1 $(GO) test -count=1 -timeout 10m ./raftnode/
 
 ## test-ts: the TypeScript client (sdk/typescript) against a live `quorumq serve`
 TS_DIR   := sdk/typescript

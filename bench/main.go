@@ -70,7 +70,7 @@ type suiteConfig struct {
 	bin      string
 	timeout  time.Duration
 	keep     bool
-	// serveFlags are added to every node's serve command of (s) and (m).
+	// serveFlags are added to every node's serve command.
 	serveFlags []string
 }
 
@@ -84,7 +84,7 @@ func main() {
 	flag.StringVar(&c.profile, "profile", os.Getenv("PROFILE"), "save 5 s CPU profiles of each node during each (e) run into this directory (env PROFILE)")
 	flag.IntVar(&c.rounds, "rounds", int(envInt("ROUNDS", 3)), "interleaved rounds of scenarios (g) and (s) (env ROUNDS)")
 	flag.BoolVar(&c.keep, "keep", os.Getenv("KEEP") != "", "keep the temporary directory with node and bench logs (env KEEP)")
-	serveFlags := flag.String("serve-flags", os.Getenv("SERVE_FLAGS"), "space-separated flags added to each node of (s) and (m), e.g. --snapshot-bytes-per-sec=0 (env SERVE_FLAGS)")
+	serveFlags := flag.String("serve-flags", os.Getenv("SERVE_FLAGS"), "space-separated flags added to each node's serve command, e.g. --state-without-wal or --snapshot-bytes-per-sec=0 (env SERVE_FLAGS)")
 	flag.Parse()
 	c.serveFlags = strings.Fields(*serveFlags)
 	if c.duration <= 0 || c.backlog < 100 || c.rounds < 1 || !slices.Contains([]string{"", "g", "e", "de", "s", "m"}, c.only) {
@@ -148,7 +148,7 @@ func run(ctx context.Context, c suiteConfig) (err error) {
 			return err
 		}
 	}
-	cl, err := startCluster(ctx, c.bin, dir, c.profile != "")
+	cl, err := startCluster(ctx, c.bin, dir, c.profile != "", c.serveFlags)
 	if err != nil {
 		return err
 	}
@@ -201,10 +201,10 @@ type clusterSpec struct {
 
 // startCluster starts the suite's 3 nodes, with metrics (the Pebble bytes
 // written per scenario) and, when asked, pprof (PROFILE).
-func startCluster(ctx context.Context, bin, dir string, pprof bool) (*cluster, error) {
-	spec := clusterSpec{nodes: 3, metrics: true}
+func startCluster(ctx context.Context, bin, dir string, pprof bool, flags []string) (*cluster, error) {
+	spec := clusterSpec{nodes: 3, metrics: true, extra: flags}
 	if pprof {
-		spec.extra = []string{"--pprof"}
+		spec.extra = append(spec.extra, "--pprof")
 	}
 	return startNodes(ctx, bin, dir, spec)
 }

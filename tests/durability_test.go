@@ -3,6 +3,8 @@ package tests
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -12,10 +14,17 @@ import (
 )
 
 // Every acknowledged send survives a SIGKILL of the process: the log entry
-// was fsynced before the acknowledgement.
+// was fsynced before the acknowledgement. With --state-without-wal the
+// state written since its last flush is lost with the process and rebuilt
+// from the log.
 func TestAcknowledgedSendsSurviveKill9(t *testing.T) {
+	t.Run("one instance", func(t *testing.T) { ackedSurviveKill9(t) })
+	t.Run("state without WAL", func(t *testing.T) { ackedSurviveKill9(t, "--state-without-wal") })
+}
+
+func ackedSurviveKill9(t *testing.T, flags ...string) {
 	dir := t.TempDir()
-	p := startServe(t, dir)
+	p := startServe(t, dir, flags...)
 	c := p.client(t)
 	waitReady(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -66,7 +75,10 @@ func TestAcknowledgedSendsSurviveKill9(t *testing.T) {
 	wg.Wait()
 	t.Logf("%d sends acknowledged before SIGKILL", len(acked))
 
-	p2 := startServe(t, dir)
+	if _, err := os.Stat(filepath.Join(dir, "raftlog")); (err == nil) != (len(flags) > 0) {
+		t.Fatalf("flags %v: raftlog/ %v", flags, err)
+	}
+	p2 := startServe(t, dir, flags...)
 	c2 := p2.client(t)
 	waitReady(t, c2)
 	got := map[string]bool{}

@@ -46,6 +46,7 @@ type config struct {
 	out      string
 	profile  bool
 	qqExtra  []string
+	qqServe  []string // flags added to each quorumq node's serve command
 }
 
 func main() {
@@ -57,10 +58,12 @@ func main() {
 	flag.StringVar(&which, "which", envOr("WHICH", "qq,nats,rmq"), "systems to run, comma-separated: qq, nats, rmq (env WHICH)")
 	flag.StringVar(&c.out, "out", os.Getenv("OUT"), "directory for raw outputs and logs (default $PEERS/results/run-<time>)")
 	flag.BoolVar(&c.profile, "profile", os.Getenv("PROFILE") != "", "save 15 s CPU profiles of each quorumq node during its runs (env PROFILE)")
-	var qqExtra string
+	var qqExtra, qqServe string
+	flag.StringVar(&qqServe, "qq-serve-flags", os.Getenv("QQ_SERVE_FLAGS"), "flags added to each quorumq node's serve command, space-separated, e.g. --state-without-wal (env QQ_SERVE_FLAGS)")
 	flag.StringVar(&qqExtra, "qq-extra", os.Getenv("QQ_EXTRA"), "extra flags of quorumq's bench runs, space-separated, e.g. --unary (env QQ_EXTRA)")
 	flag.Parse()
 	c.qqExtra = strings.Fields(qqExtra)
+	c.qqServe = strings.Fields(qqServe)
 	c.which = strings.Split(which, ",")
 	if c.peers == "" || (slices.Contains(c.which, "qq") && c.bin == "") || c.duration <= 0 {
 		fmt.Fprintln(os.Stderr, "peers: -peers and -bin are required; -duration must be positive")
@@ -194,6 +197,7 @@ func startQQ(ctx context.Context, c config, dir string) (*qqCluster, error) {
 		if c.profile {
 			args = append(args, "--pprof")
 		}
+		args = append(args, c.qqServe...)
 		cmd := exec.Command(c.bin, args...)
 		cmd.Stdout, cmd.Stderr = logFile, logFile
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -2,47 +2,62 @@ package node_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
-
+	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
 	"github.com/quorumq/quorumq/server/node"
 )
 
-// TestOldLayoutRefused: a data directory of the single-Pebble layout
-// (pebble/ holding log and state, no raftlog/) is refused with a message
-// saying what to do, and left as it was; a new directory gets both DBs.
-func TestOldLayoutRefused(t *testing.T) {
-	dir := t.TempDir()
-	db, err := pebble.Open(filepath.Join(dir, "pebble"), &pebble.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_, err = node.Start(ctx, node.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0"})
-	if err == nil || !strings.Contains(err.Error(), "single-Pebble layout") || !strings.Contains(err.Error(), "remove the data directory") {
-		t.Fatalf("old layout: want a refusal saying what to do, got %v", err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "raftlog")); !os.IsNotExist(err) {
-		t.Fatalf("the refused start created raftlog/: %v", err)
-	}
-
-	fresh := t.TempDir()
-	n := startNode(t, node.Config{DataDir: fresh})
-	if err := n.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for _, sub := range []string{"raftlog", "pebble"} {
-		if _, err := os.Stat(filepath.Join(fresh, sub)); err != nil {
-			t.Fatalf("new data directory: %v", err)
+// TestDataLayoutKept: a new data directory gets the layout
+// StateWithoutWAL asks for (raftlog/ + pebble/, or pebble/ alone), and a
+// directory keeps the layout it was created with when the setting
+// changes: its messages are all there after each restart, and no instance
+// of the other layout appears.
+func TestDataLayoutKept(t *testing.T) {
+	exists := func(dir, sub string) bool {
+		_, err := os.Stat(filepath.Join(dir, sub))
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
 		}
+		return err == nil
+	}
+	for _, split := range []bool{false, true} {
+		t.Run(fmt.Sprintf("created with state_without_wal=%v", split), func(t *testing.T) {
+			dir := t.TempDir()
+			ctx := testCtx(t)
+			for i, want := range []bool{split, !split, split} {
+				n := startNode(t, node.Config{DataDir: dir, StateWithoutWAL: want})
+				c := qv1.NewQueueServiceClient(dial(t, n.GRPCAddr()))
+				if i == 0 {
+					if _, err := c.CreateQueue(ctx, &qv1.CreateQueueRequest{Name: "kept"}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if _, err := c.SendMessage(ctx, &qv1.SendMessageRequest{Queue: "kept", Body: fmt.Sprint(i)}); err != nil {
+					t.Fatal(err)
+				}
+				q, err := c.GetQueue(ctx, &qv1.GetQueueRequest{Name: "kept"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := q.GetQueue().GetStats().GetVisible(); got != int64(i+1) {
+					t.Fatalf("start %d: %d messages, want %d", i, got, i+1)
+				}
+				sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				err = n.Stop(sctx)
+				cancel()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !exists(dir, "pebble") || exists(dir, "raftlog") != split {
+					t.Fatalf("start %d (state_without_wal=%v): pebble/ %v, raftlog/ %v; created split=%v",
+						i, want, exists(dir, "pebble"), exists(dir, "raftlog"), split)
+				}
+			}
+		})
 	}
 }

@@ -84,6 +84,13 @@ type Config struct {
 	Pprof bool
 	// CacheBytes is Pebble's block cache (default 128 MiB).
 	CacheBytes int64
+	// StateWithoutWAL creates a new data directory with two Pebble
+	// instances: raftlog/ (the Raft log, WAL synced every round) and
+	// pebble/ (the shards' state, without a WAL, flushed by raftnode), so
+	// a message body is written to a WAL once per replica instead of
+	// twice. Off: one instance, pebble/, holds both. A data directory
+	// keeps the layout it was created with, whatever this says.
+	StateWithoutWAL bool
 	// TracerProvider makes the node's spans (tests inject one); nil: one
 	// built from Tracing, or none.
 	TracerProvider trace.TracerProvider
@@ -567,7 +574,11 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 	if err := registerGroupGauges(meter, n.host, n.groups); err != nil {
 		return nil, fmt.Errorf("raft metrics: %w", err)
 	}
-	if err := registerPebbleMetrics(meter, []*pebble.DB{n.db, n.sdb}, n.stalls[:]); err != nil {
+	dbs, stalls := []*pebble.DB{n.db, n.sdb}, n.stalls[:]
+	if n.sdb == n.db {
+		dbs, stalls = dbs[:1], stalls[:1]
+	}
+	if err := registerPebbleMetrics(meter, dbs, stalls); err != nil {
 		return nil, fmt.Errorf("pebble metrics: %w", err)
 	}
 	if n.tr != nil {
@@ -653,21 +664,39 @@ const (
 	stateFlushBytes    = logMemTableBytes / 4
 )
 
-// openDB opens the data directory's two Pebble instances into n.db (the
-// log) and n.sdb (the state). A data directory of the older single-Pebble
-// layout (pebble/ without raftlog/) is refused: it is not migrated.
+// splitLayout reports whether the data directory holds (or, new, is to
+// hold) the two-instance layout: raftlog/ exists; or neither raftlog/ nor
+// pebble/ does and want says so. pebble/ alone is the one-instance layout.
+// The log instance is created first, so a crash while a new directory is
+// made never leaves pebble/ alone in a directory meant to be split.
+func splitLayout(logDir, stateDir string, want bool) (bool, error) {
+	for _, d := range []string{logDir, stateDir} {
+		_, err := os.Stat(d)
+		switch {
+		case err == nil:
+			return d == logDir, nil
+		case !errors.Is(err, os.ErrNotExist):
+			return false, fmt.Errorf("data dir: %w", err)
+		}
+	}
+	return want, nil
+}
+
+// openDB opens the data directory's Pebble instances: with the
+// two-instance layout (Config.StateWithoutWAL) the log into n.db and the
+// state into n.sdb; with one instance, both are it.
 func (n *Node) openDB(cfg Config) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
 	logDir, stateDir := filepath.Join(cfg.DataDir, logDBDir), filepath.Join(cfg.DataDir, stateDBDir)
-	if _, err := os.Stat(logDir); errors.Is(err, os.ErrNotExist) {
-		if _, err := os.Stat(stateDir); err == nil {
-			return fmt.Errorf("data directory %s has the single-Pebble layout of an older quorumq (%s/ without %s/): "+
-				"this version keeps the Raft log and the state in two Pebble instances and does not migrate; "+
-				"run the older version, or remove the data directory (its data is lost) and start again "+
-				"(in a cluster: remove the node's data and join it again)", cfg.DataDir, stateDBDir, logDBDir)
-		}
+	split, err := splitLayout(logDir, stateDir, cfg.StateWithoutWAL)
+	if err != nil {
+		return err
+	}
+	if split != cfg.StateWithoutWAL {
+		cfg.Logger.Warn("the data directory keeps the layout it was created with", "dir", cfg.DataDir,
+			"state_without_wal", split, "requested", cfg.StateWithoutWAL)
 	}
 	cache := pebble.NewCache(cfg.CacheBytes)
 	defer cache.Unref() // each DB holds its own reference
@@ -700,8 +729,15 @@ func (n *Node) openDB(cfg Config) error {
 		opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
 		return opts
 	}
-	// The log first: a directory with pebble/ and no raftlog/ is the old
-	// layout (above), never a half-created new one.
+	if !split {
+		db, err := pebble.Open(stateDir, options(n.stalls[0], stateMemTableBytes))
+		if err != nil {
+			return fmt.Errorf("open pebble: %w", err)
+		}
+		n.db, n.sdb = db, db
+		return nil
+	}
+	// The log first (splitLayout).
 	db, err := pebble.Open(logDir, options(n.stalls[0], logMemTableBytes))
 	if err != nil {
 		return fmt.Errorf("open pebble (log): %w", err)
@@ -916,7 +952,7 @@ func (n *Node) closeAll() error {
 		n.tr.Close()
 	}
 	var err error
-	if n.sdb != nil {
+	if n.sdb != nil && n.sdb != n.db {
 		// The host flushed the state at Stop; flush again for what was
 		// written without it (a node that failed to start).
 		err = errors.Join(n.sdb.Flush(), n.sdb.Close())
@@ -924,7 +960,7 @@ func (n *Node) closeAll() error {
 	}
 	if n.db != nil {
 		err = errors.Join(err, n.db.Close())
-		n.db = nil
+		n.db, n.sdb = nil, nil
 	}
 	// Flush the spans still batched (bounded: a dead collector must not
 	// hold the shutdown).
@@ -958,6 +994,9 @@ func (p pebbleLogger) Fatalf(format string, args ...any) {
 func (n *Node) syncWAL() error {
 	if n.db == nil || n.sdb == nil {
 		return errors.New("storage not open")
+	}
+	if n.sdb == n.db {
+		return n.db.LogData([]byte("sync"), pebble.Sync)
 	}
 	// The state first: flushed, it is durable without the log's help.
 	return errors.Join(n.sdb.Flush(), n.db.LogData([]byte("sync"), pebble.Sync))
