@@ -140,14 +140,15 @@ test-e2e: build build-chaos
 ## chaos: randomized fault schedules against real processes (tests/chaos):
 ## CHAOS_RUNS schedules of CHAOS_DURATION of faults each; CHAOS_SEED=n
 ## replays one; CHAOS_NODES (3 or 5; default every fifth seed 5) and
-## CHAOS_SHARDS (default: 4 for odd seeds, 1 for even) size the cluster; CHAOS_DIR keeps data and node logs.
+## CHAOS_SHARDS (default: 4 for odd seeds, 1 for even) size the cluster; CHAOS_DIR keeps data and node logs;
+## CHAOS_SERVE_FLAGS adds flags to every node (e.g. --state-without-wal).
 CHAOS_RUNS     ?= 50
 CHAOS_DURATION ?= 60s
 CHAOS_TIMEOUT  ?= 4h
 chaos: build build-chaos
 	QUORUMQ_BIN=$(BIN)/quorumq QUORUMQ_CHAOS_BIN=$(BIN)/quorumq-chaos \
 	CHAOS_RUNS=$(CHAOS_RUNS) CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_SEED=$(CHAOS_SEED) CHAOS_BASE_SEED=$(CHAOS_BASE_SEED) \
-	CHAOS_NODES=$(CHAOS_NODES) CHAOS_SHARDS=$(CHAOS_SHARDS) CHAOS_DIR=$(CHAOS_DIR) \
+	CHAOS_NODES=$(CHAOS_NODES) CHAOS_SHARDS=$(CHAOS_SHARDS) CHAOS_DIR=$(CHAOS_DIR) CHAOS_SERVE_FLAGS="$(CHAOS_SERVE_FLAGS)" \
 	$(GO) test -tags chaos -count=1 -v -timeout $(CHAOS_TIMEOUT) -run '^TestChaos$$' ./tests/chaos
 
 ## test-topic-kill: issue 20's full count: 100,000 publishes to a 4-partition topic (3 subscribed queues,

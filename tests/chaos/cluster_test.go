@@ -162,6 +162,8 @@ func (c *cluster) start(id uint64) error {
 	}
 	args := []string{"serve", "--data-dir", n.dir, "--grpc-addr", n.grpcAddr, "--http-addr", n.httpAddr, "--raft-addr", n.raftAd,
 		"--sqs-addr=", "--fault-injection", "--log-level", "warn", "--metrics-addr="}
+	// CHAOS_SERVE_FLAGS: more flags for every node (e.g. --state-without-wal).
+	args = append(args, strings.Fields(os.Getenv("CHAOS_SERVE_FLAGS"))...)
 	if n.join != "" { // a joined node reads its id back from its data
 		args = append(args, "--join", n.join)
 	} else {
