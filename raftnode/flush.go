@@ -53,6 +53,13 @@ func (h *Host) flusher() {
 		last = time.Now()
 		if err := h.flushState(); err != nil {
 			h.log.Error("flush state", "err", err)
+			// Every round past the threshold kicks again: do not retry
+			// (and log) once per round while the store fails.
+			select {
+			case <-h.stopc:
+				return
+			case <-time.After(time.Second):
+			}
 			continue
 		}
 		h.maybeFlushLog()

@@ -15,7 +15,9 @@ import (
 // RemoveGroup stops the group's replica on this host and deletes its raft
 // state (HardState, log, truncation point) and its replicated state
 // (applied index, configuration, the state machine's keys) with range
-// deletes in one synced batch, so a node no longer a member of a group
+// deletes in one synced batch (with a StateDB: the log's range and a
+// removal marker, synced, then the state's range, flushed, then the
+// marker; see removeSplit), so a node no longer a member of a group
 // stops ticking it and gives its storage back. Calls waiting on the group
 // fail with ErrGroupRemoved; its messages are dropped from then on, and
 // the members RecordMembers gave for it are forgotten. A StateMachine that

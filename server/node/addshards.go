@@ -95,6 +95,14 @@ func (n *Node) growShards(l *storepb.ShardLayout) {
 		next.srvs = append(next.srvs, srv)
 	}
 	n.parts.Store(next)
+	if n.sdb != n.db {
+		// The state without a WAL is durable at flushes: a node killed
+		// before the next one would restart with the old layout and
+		// refuse the --shards it was restarted with.
+		if err := n.sdb.Flush(); err != nil {
+			n.log.Error("flush the state after adding shards", "err", err)
+		}
+	}
 	n.router.SetLayout(want, int(l.GetBaseShards()))
 	if n.cluster != nil {
 		n.cluster.SetShards(n.groups())
