@@ -407,22 +407,9 @@ func (h *Host) recoverInstall(group uint64) error {
 	if h.split {
 		return h.recoverInstallSplit(group)
 	}
-	path := h.installFile(group)
-	_, statErr := h.snapFS.Stat(path)
-	exists := statErr == nil
-	if statErr != nil && !errors.Is(statErr, os.ErrNotExist) {
-		return statErr
-	}
-	_, marked, err := getValue(h.db, restoreMarker(group))
+	path, exists, mark, marked, err := h.installLeft(group)
 	if err != nil {
 		return err
-	}
-	var mark []byte
-	if marked {
-		mark, _, err = getValue(h.db, restoreMarker(group))
-		if err != nil {
-			return err
-		}
 	}
 	switch {
 	case marked && !exists:
@@ -590,13 +577,7 @@ func (h *Host) finishInstallSplit(group, index, term uint64) error {
 
 // recoverInstallSplit is recoverInstall in two-DB mode (see installSplit).
 func (h *Host) recoverInstallSplit(group uint64) error {
-	path := h.installFile(group)
-	_, statErr := h.snapFS.Stat(path)
-	exists := statErr == nil
-	if statErr != nil && !errors.Is(statErr, os.ErrNotExist) {
-		return statErr
-	}
-	mark, marked, err := getValue(h.db, restoreMarker(group))
+	path, exists, mark, marked, err := h.installLeft(group)
 	if err != nil {
 		return err
 	}
@@ -613,4 +594,17 @@ func (h *Host) recoverInstallSplit(group uint64) error {
 		return h.snapFS.Remove(path)
 	}
 	return nil
+}
+
+// installLeft is what an interrupted install left of a group: its install
+// file (path, whether it exists) and its restore marker (value, whether it
+// is set).
+func (h *Host) installLeft(group uint64) (path string, exists bool, mark []byte, marked bool, err error) {
+	path = h.installFile(group)
+	_, statErr := h.snapFS.Stat(path)
+	if statErr != nil && !errors.Is(statErr, os.ErrNotExist) {
+		return path, false, nil, false, statErr
+	}
+	mark, marked, err = getValue(h.db, restoreMarker(group))
+	return path, statErr == nil, mark, marked, err
 }
