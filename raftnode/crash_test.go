@@ -366,7 +366,7 @@ func TestSnapshotInstallCrashPoints(t *testing.T) {
 			if v, ok, _ := getValue(sdb, keys.AppliedIndex(g+1)); !ok || binary.BigEndian.Uint64(v) != 7 {
 				t.Fatal("another group's state was touched")
 			}
-			if _, ok, _ := getValue(db, restoreMarker(g)); ok {
+			if _, ok, _ := getValue(db, keys.RestoreMarker(g)); ok {
 				t.Fatal("restore marker left behind")
 			}
 			if names, _ := crashed.List("snap"); len(names) != 0 {
@@ -414,7 +414,7 @@ func TestRemoveGroupCrashPoints(t *testing.T) {
 
 			db, sdb := openDB(t, crashed), openStateDB(t, crashed)
 			defer func() { _ = sdb.Close(); _ = db.Close() }()
-			if _, ok, _ := getValue(db, removeMarker(1)); !ok {
+			if _, ok, _ := getValue(db, keys.RemoveMarker(1)); !ok {
 				t.Fatal("no removal marker on disk")
 			}
 			if point == "remove-logged" {
@@ -438,7 +438,7 @@ func TestRemoveGroupCrashPoints(t *testing.T) {
 			if st, err := h.Status(1); err != nil || st.Applied != 0 || st.LastIndex != 0 {
 				t.Fatalf("the removed group restarts with %+v, %v; want empty", st, err)
 			}
-			if _, ok, _ := getValue(db, removeMarker(1)); ok {
+			if _, ok, _ := getValue(db, keys.RemoveMarker(1)); ok {
 				t.Fatal("removal marker left behind")
 			}
 			if got := len(counts(t, sdb, 2)); got < 20 {

@@ -177,11 +177,6 @@ func (h *Host) truncateLocal(g *group) error {
 	return nil
 }
 
-// removeMarker is the key of a group's "removal in progress" record in
-// the log DB (two-DB mode; see finishRemove). Like restoreMarker it
-// belongs in internal/keys ('x' is unused there).
-func removeMarker(group uint64) []byte { return append(keys.RaftPrefix(group), 'x') }
-
 // recoverRemove finishes a group removal a crash interrupted (two-DB
 // mode): the log is gone and the marker says the state range may still
 // be there. AddGroup calls it first.
@@ -189,14 +184,14 @@ func (h *Host) recoverRemove(group uint64) error {
 	if !h.split {
 		return nil
 	}
-	_, marked, err := getValue(h.db, removeMarker(group))
+	_, marked, err := getValue(h.db, keys.RemoveMarker(group))
 	if err != nil || !marked {
 		return err
 	}
 	if err := h.clearState(group); err != nil {
 		return err
 	}
-	if err := h.db.Delete(removeMarker(group), pebble.Sync); err != nil {
+	if err := h.db.Delete(keys.RemoveMarker(group), pebble.Sync); err != nil {
 		return err
 	}
 	h.log.Warn("finished an interrupted group removal", "group", group)

@@ -12,6 +12,8 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 	"go.etcd.io/raft/v3/tracker"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/quorumq/quorumq/internal/keys"
 )
 
 // run is the host's loop: the only goroutine that touches RawNodes.
@@ -149,7 +151,7 @@ func (h *Host) round() (more bool) {
 			}
 			r.restored = true
 			sync = true
-			if err := b.Delete(restoreMarker(r.g.id), nil); err != nil {
+			if err := b.Delete(keys.RestoreMarker(r.g.id), nil); err != nil {
 				h.halt(r.g, fmt.Errorf("install snapshot: %w", err))
 				continue
 			}

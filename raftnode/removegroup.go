@@ -188,7 +188,7 @@ func (h *Host) removeSplit(id uint64) error {
 	defer b.Close()
 	if err := errors.Join(
 		b.DeleteRange(keys.RaftPrefix(id), keys.RaftEnd(id), nil),
-		b.Set(removeMarker(id), nil, nil),
+		b.Set(keys.RemoveMarker(id), nil, nil),
 	); err != nil {
 		return err
 	}
@@ -200,5 +200,5 @@ func (h *Host) removeSplit(id uint64) error {
 		return err
 	}
 	h.hook("remove-cleared")
-	return h.db.Delete(removeMarker(id), pebble.Sync)
+	return h.db.Delete(keys.RemoveMarker(id), pebble.Sync)
 }

@@ -65,11 +65,6 @@ var (
 
 const snapFilePrefix = "snap-"
 
-// restoreMarker is the key of a group's "snapshot install in progress"
-// record (index, term; 16 bytes BE), unreplicated. It belongs in
-// internal/keys next to HardState and Truncated ('r' is unused there).
-func restoreMarker(group uint64) []byte { return append(keys.RaftPrefix(group), 'r') }
-
 // installFile is where a group's snapshot sstable waits for ingestion once
 // the install began (a fixed name, so recovery finds it).
 func (h *Host) installFile(group uint64) string {
@@ -342,7 +337,7 @@ func (h *Host) writeSnapshotFile(ctx context.Context, group uint64, meta *pb.Sna
 //
 //  1. move the staged sstable to installFile(g) and sync the directory;
 //  2. one synced batch: DeleteRange of the whole log and the whole state
-//     range, the truncation point (index, term), and restoreMarker(g);
+//     range, the truncation point (index, term), and keys.RestoreMarker(g);
 //  3. ingest the sstable (atomic, durable; Pebble removes the file after);
 //  4. the round's shared batch deletes the marker (the caller adds it, with
 //     the HardState whose commit is the snapshot index).
@@ -379,12 +374,12 @@ func (h *Host) installSnapshot(g *group, snap *pb.Snapshot) error {
 	}
 	b := h.db.NewBatch()
 	defer b.Close()
-	v := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, meta.GetIndex()), meta.GetTerm())
+	v := snapMark(meta.GetIndex(), meta.GetTerm())
 	for _, err := range []error{
 		b.DeleteRange(keys.LogPrefix(g.id), keys.LogEnd(g.id), nil),
 		b.DeleteRange(keys.StatePrefix(g.id), keys.StateEnd(g.id), nil),
 		b.Set(keys.Truncated(g.id), v, nil),
-		b.Set(restoreMarker(g.id), v, nil),
+		b.Set(keys.RestoreMarker(g.id), v, nil),
 	} {
 		if err != nil {
 			return err
@@ -438,7 +433,7 @@ func (h *Host) recoverInstall(group uint64) error {
 		}
 	}
 	if marked {
-		if err := h.db.Delete(restoreMarker(group), pebble.Sync); err != nil {
+		if err := h.db.Delete(keys.RestoreMarker(group), pebble.Sync); err != nil {
 			return err
 		}
 		h.log.Warn("finished an interrupted snapshot install", "group", group)
@@ -524,7 +519,7 @@ func (h *Host) cleanSnapshotDir() error {
 // is durable.
 func (h *Host) installSplit(group, index, term uint64) error {
 	h.hook("install-staged")
-	if err := h.db.Set(restoreMarker(group), snapMark(index, term), pebble.Sync); err != nil {
+	if err := h.db.Set(keys.RestoreMarker(group), snapMark(index, term), pebble.Sync); err != nil {
 		return fmt.Errorf("record snapshot install %d: %w", index, err)
 	}
 	return h.finishInstallSplit(group, index, term)
@@ -557,7 +552,7 @@ func (h *Host) finishInstallSplit(group, index, term uint64) error {
 	for _, err := range []error{
 		b.DeleteRange(keys.LogPrefix(group), keys.LogEnd(group), nil),
 		b.Set(keys.Truncated(group), snapMark(index, term), nil),
-		b.Delete(restoreMarker(group), nil),
+		b.Delete(keys.RestoreMarker(group), nil),
 	} {
 		if err != nil {
 			return err
@@ -605,6 +600,6 @@ func (h *Host) installLeft(group uint64) (path string, exists bool, mark []byte,
 	if statErr != nil && !errors.Is(statErr, os.ErrNotExist) {
 		return path, false, nil, false, statErr
 	}
-	mark, marked, err = getValue(h.db, restoreMarker(group))
+	mark, marked, err = getValue(h.db, keys.RestoreMarker(group))
 	return path, statErr == nil, mark, marked, err
 }

@@ -364,7 +364,7 @@ func TestSnapshotInstall(t *testing.T) {
 		}
 	}
 	check("after install")
-	_ = db.Delete(restoreMarker(g), pebble.Sync) // the round's batch does it
+	_ = db.Delete(keys.RestoreMarker(g), pebble.Sync) // the round's batch does it
 	h.Stop()
 
 	// A crash after the clearing batch, before the ingest: the next
@@ -376,7 +376,7 @@ func TestSnapshotInstall(t *testing.T) {
 	}
 	b = db.NewBatch()
 	_ = b.DeleteRange(keys.StatePrefix(g), keys.StateEnd(g), nil)
-	_ = b.Set(restoreMarker(g), binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, 100), 4), nil)
+	_ = b.Set(keys.RestoreMarker(g), binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, 100), 4), nil)
 	if err := b.Commit(pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
@@ -384,7 +384,7 @@ func TestSnapshotInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("after recovery")
-	if _, ok, _ := getValue(db, restoreMarker(g)); ok {
+	if _, ok, _ := getValue(db, keys.RestoreMarker(g)); ok {
 		t.Fatal("restore marker left behind")
 	}
 	h.Stop()
@@ -393,7 +393,7 @@ func TestSnapshotInstall(t *testing.T) {
 	h = newHost()
 	b = db.NewBatch()
 	_ = b.DeleteRange(keys.StatePrefix(g), keys.StateEnd(g), nil)
-	_ = b.Set(restoreMarker(g), binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, 100), 4), nil)
+	_ = b.Set(keys.RestoreMarker(g), binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, 100), 4), nil)
 	if err := b.Commit(pebble.Sync); err != nil {
 		t.Fatal(err)
 	}

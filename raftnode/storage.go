@@ -503,8 +503,7 @@ func (s *storage) stageTruncate(b *pebble.Batch, index uint64) (term uint64, ok 
 	if err := b.DeleteRange(keys.LogEntry(s.group, ti+1), keys.LogEntry(s.group, index+1), nil); err != nil {
 		return 0, false, err
 	}
-	v := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, index), term)
-	if err := b.Set(keys.Truncated(s.group), v, nil); err != nil {
+	if err := b.Set(keys.Truncated(s.group), snapMark(index, term), nil); err != nil {
 		return 0, false, err
 	}
 	return term, true, nil

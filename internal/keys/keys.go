@@ -6,6 +6,8 @@
 //	0x01 S 'h'                 Raft HardState              (unreplicated)
 //	0x01 S 'l' index           Raft log entry              (unreplicated)
 //	0x01 S 't'                 Raft log truncation state   (unreplicated)
+//	0x01 S 'r'                 snapshot install in progress (unreplicated)
+//	0x01 S 'x'                 group removal in progress   (unreplicated; state without a WAL)
 //	0x02 S 0x01                applied index               (replicated: in snapshots)
 //	0x02 S 0x03                Raft ConfState as of applied index
 //	0x02 S ...                 state machine keys, see state.go
@@ -64,6 +66,8 @@ const (
 	raftHardState byte = 'h'
 	raftLog       byte = 'l'
 	raftTruncated byte = 't'
+	raftRestore   byte = 'r'
+	raftRemove    byte = 'x'
 )
 
 // State key suffixes owned by raftnode.
@@ -174,6 +178,15 @@ func HardState(shard uint64) []byte { return append(RaftPrefix(shard), raftHardS
 // the last entry removed).
 func Truncated(shard uint64) []byte { return append(RaftPrefix(shard), raftTruncated) }
 
+// RestoreMarker is the key of a shard's "snapshot install in progress"
+// record (index and term of the snapshot, 16 bytes BE).
+func RestoreMarker(shard uint64) []byte { return append(RaftPrefix(shard), raftRestore) }
+
+// RemoveMarker is the key of a shard's "group removal in progress" record
+// (with the state in a Pebble without a WAL: the log is gone, the state
+// range may not be).
+func RemoveMarker(shard uint64) []byte { return append(RaftPrefix(shard), raftRemove) }
+
 // LogPrefix is the start of a shard's Raft log entries.
 func LogPrefix(shard uint64) []byte { return append(RaftPrefix(shard), raftLog) }
 
@@ -231,6 +244,10 @@ func Pretty(k []byte) string {
 			return fmt.Sprintf("/raft/%d/hardstate", shard)
 		case raftTruncated:
 			return fmt.Sprintf("/raft/%d/truncated", shard)
+		case raftRestore:
+			return fmt.Sprintf("/raft/%d/restoring", shard)
+		case raftRemove:
+			return fmt.Sprintf("/raft/%d/removing", shard)
 		case raftLog:
 			if idx, r, err := ReadUint64(rest[1:]); err == nil && len(r) == 0 {
 				return fmt.Sprintf("/raft/%d/log/%d", shard, idx)
