@@ -98,7 +98,7 @@ func (h *Host) undurable() bool {
 	gs := slices.Clone(h.order)
 	h.mu.Unlock()
 	for _, g := range gs {
-		if g.st.appliedIndex() > g.st.durableApplied() {
+		if _, _, applied := g.st.bounds(); applied > g.st.durableApplied() {
 			return true
 		}
 	}
@@ -114,7 +114,7 @@ func (h *Host) flushState() error {
 	h.mu.Unlock()
 	applied := make([]uint64, len(gs))
 	for i, g := range gs {
-		applied[i] = g.st.appliedIndex()
+		_, _, applied[i] = g.st.bounds()
 	}
 	if err := h.sdb.Flush(); err != nil {
 		return err

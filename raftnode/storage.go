@@ -529,15 +529,12 @@ func (s *storage) stageApplied(b *pebble.Batch, applied uint64, cs *pb.ConfState
 // truncIndex is 0 when the round did not truncate.
 func (s *storage) commitApply(applied uint64, cs *pb.ConfState, truncIndex, truncTerm uint64) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.applied = applied
 	if cs != nil {
 		s.confState = proto.CloneOf(cs)
 	}
-	if truncIndex > s.truncIndex {
-		s.truncIndex, s.truncTerm = truncIndex, truncTerm
-		s.cacheTrim(truncIndex)
-	}
+	s.mu.Unlock()
+	s.commitTruncate(truncIndex, truncTerm)
 }
 
 // restore publishes an installed snapshot: the log is empty up to and
@@ -609,13 +606,6 @@ func (s *storage) durableApplied() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.durable
-}
-
-// appliedIndex is the applied index (its batch committed).
-func (s *storage) appliedIndex() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.applied
 }
 
 // commitTruncate publishes a log truncation after its batch committed.
