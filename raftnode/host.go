@@ -52,6 +52,15 @@ type Restorer interface {
 	Restored()
 }
 
+// Restoring is optionally implemented by a StateMachine: Restoring is
+// called before a snapshot replaces the group's state range or a removal
+// deletes it (Restored follows once done), so caches that readers use
+// outside Apply stop answering for the state being replaced. It must not
+// block.
+type Restoring interface {
+	Restoring()
+}
+
 // Transport carries raft messages to other nodes. A Transport that also
 // implements SnapshotTransport can bring lagging or new members up to date
 // by snapshot; without it such members stay behind.

@@ -100,6 +100,9 @@ func (h *Host) finishRemove(g *group, since uint64, started bool) error {
 		}
 	}
 	h.dropStaged(g)
+	if r, ok := g.sm.(Restoring); ok {
+		r.Restoring()
+	}
 	if h.split {
 		if err := h.removeSplit(id); err != nil {
 			return fmt.Errorf("raftnode: id %d: remove: %w", id, err)

@@ -358,6 +358,9 @@ func (h *Host) installSnapshot(g *group, snap *pb.Snapshot) error {
 		return fmt.Errorf("raft restored snapshot %d (term %d) without staged data", meta.GetIndex(), meta.GetTerm())
 	}
 	s.consumed = true
+	if r, ok := g.sm.(Restoring); ok {
+		r.Restoring()
+	}
 	path := h.installFile(g.id)
 	if err := h.snapFS.Rename(s.path, path); err != nil {
 		return fmt.Errorf("stage snapshot file: %w", err)

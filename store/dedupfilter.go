@@ -39,7 +39,18 @@ func newDedupFilter() *dedupFilter {
 
 // Restored drops every cached view of the state after a snapshot replaced
 // it (the Raft host's Restorer).
-func (s *Store) Restored() { s.dropCaches() }
+func (s *Store) Restored() {
+	s.dropCaches()
+	s.views.committed()
+}
+
+// Restoring is called before the shard's state is replaced or removed:
+// read-only views stop using the cache (viewHot) until Restored.
+func (s *Store) Restoring() { s.views.writing() }
+
+// Committed is called after the batch of an apply round is committed:
+// read-only views may use the cache again (viewHot).
+func (s *Store) Committed() { s.views.committed() }
 
 // dropCaches forgets what Apply cached of the state.
 func (s *Store) dropCaches() {

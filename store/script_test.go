@@ -149,6 +149,7 @@ func (h *harness) applyRaw(data []byte) *Result {
 	if err := b.Commit(pebble.NoSync); err != nil {
 		h.t.Fatal(err)
 	}
+	h.s.Committed() // as the shard server's AfterApply does
 	return r.(*Result)
 }
 

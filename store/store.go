@@ -34,6 +34,8 @@ type Store struct {
 	dedup *dedupFilter
 	// hot caches catalog and QueueOrder values for Apply (hotkeys.go).
 	hot *hotKeys
+	// views caches them for read-only views (hotkeys.go).
+	views viewHot
 	// lastIndex is the last apply index seen.
 	lastIndex uint64
 
@@ -315,6 +317,8 @@ type txn struct {
 	now     int64
 	sm      *storepb.ShardMeta
 	smDirty bool
+	// gen is a read-only view's generation of the hot-key cache (viewHot).
+	gen uint64
 
 	tenants      map[string]*storepb.TenantRecord // loaded by this command
 	dirtyTenants map[string]bool                  // to write back at its end
@@ -345,7 +349,10 @@ type txn struct {
 	unblocked bool
 }
 
-func (s *Store) reader(now int64) *txn { return &txn{s: s, r: s.db, now: now} }
+func (s *Store) reader(now int64) *txn {
+	g := s.views.gen.Load()
+	return &txn{s: s, r: s.db, now: now, gen: s.views.begin(g)}
+}
 
 // snapshot is a reader over one point-in-time view of the db. A read that
 // walks an index and then reads records (Peek, stats, NeedsTick, Depths)
@@ -353,8 +360,9 @@ func (s *Store) reader(now int64) *txn { return &txn{s: s, r: s.db, now: now} }
 // later applies, so an index entry could point to a message deleted since
 // ("index entry without message"). The caller calls done when finished.
 func (s *Store) snapshot(now int64) (t *txn, done func()) {
+	g := s.views.gen.Load()
 	snap := s.db.NewSnapshot()
-	return &txn{s: s, r: snap, now: now}, func() { _ = snap.Close() }
+	return &txn{s: s, r: snap, now: now, gen: s.views.begin(g)}, func() { _ = snap.Close() }
 }
 
 // marshal is deterministic (sorted map keys): replicas must write identical

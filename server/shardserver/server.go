@@ -191,6 +191,7 @@ func (m *stateMachine) Restored() {
 // AfterApply runs on the Raft loop after a round is committed: it must not
 // block.
 func (m *stateMachine) AfterApply(results []any) {
+	m.Store.Committed()
 	for _, r := range results {
 		res, ok := r.(*store.Result)
 		if !ok || res == nil {
