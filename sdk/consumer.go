@@ -29,13 +29,18 @@ type ConsumerOptions struct {
 	// order.
 	Concurrency int
 	// Prefetch bounds the messages held at once: received and not yet
-	// done, whether their handler runs or they wait for one (default 20 ×
-	// Concurrency, at most 200 — the peers' usual prefetch —, at least
-	// Concurrency). Their leases are
+	// done, whether their handler runs or they wait for one (default 50 ×
+	// Concurrency, at most 500, at least Concurrency). Their leases are
 	// kept alive while they wait. A receive asks for at most the free
-	// room, so the consumer never holds more than Prefetch. With slow
-	// handlers, set it to Concurrency: messages then wait in the queue,
-	// where other consumers can take them.
+	// room, so the consumer never holds more than Prefetch. Each receive
+	// and each delete is a replicated round on the shard, so a consumer
+	// needs more messages in flight than a broker that pushes from memory
+	// to keep up with producers: with 200, four consumers fell behind four
+	// producers in `quorumq bench` and the backlog (and the LSM work it
+	// costs) grew for as long as they sent. With slow handlers, set it to
+	// Concurrency: messages then wait in the queue, where other consumers
+	// can take them. With large messages, lower it: the consumer may hold
+	// Prefetch × the message size in memory.
 	Prefetch int
 	// MaxMessages caps one receive (1 – 100; default Prefetch / 4).
 	MaxMessages int
@@ -127,7 +132,7 @@ func (q *Queue) NewConsumer(o ConsumerOptions) *Consumer {
 		o.Concurrency = 10
 	}
 	if o.Prefetch <= 0 {
-		o.Prefetch = min(20*o.Concurrency, 200)
+		o.Prefetch = min(50*o.Concurrency, 500)
 	}
 	o.Prefetch = max(o.Prefetch, o.Concurrency)
 	if o.MaxMessages <= 0 {

@@ -108,8 +108,8 @@ func (l *leaseFake) snapshot() leaseFake {
 		biggest: l.biggest, next: l.next, deleted: map[string]bool{"n": len(l.deleted) > 0}}
 }
 
-// With its defaults (Concurrency 10) a consumer keeps 4 receives of up to
-// 50 in flight and fills its prefetch window of 200 messages, never more,
+// With its defaults (Concurrency 10) a consumer keeps 5 receives of up to
+// 100 in flight and fills its prefetch window of 500 messages, never more,
 // running 10 handlers; once the handlers run freely it drains the queue,
 // deleting in batches of at most 100 with several batches in flight.
 func TestConsumerPipelinesReceivesAndDeletes(t *testing.T) {
@@ -141,13 +141,13 @@ func TestConsumerPipelinesReceivesAndDeletes(t *testing.T) {
 		mu.Lock()
 		r := running
 		mu.Unlock()
-		if s := l.snapshot(); s.held != 200 || r != 10 {
-			return fmt.Errorf("held %d, handlers running %d; want 200 and 10", s.held, r)
+		if s := l.snapshot(); s.held != 500 || r != 10 {
+			return fmt.Errorf("held %d, handlers running %d; want 500 and 10", s.held, r)
 		}
 		return nil
 	})
-	if s := l.snapshot(); s.maxHeld != 200 || s.next != 200 {
-		t.Fatalf("leased %d, at most %d held at once; want 200 (the prefetch window)", s.next, s.maxHeld)
+	if s := l.snapshot(); s.maxHeld != 500 || s.next != 500 {
+		t.Fatalf("leased %d, at most %d held at once; want 500 (the prefetch window)", s.next, s.maxHeld)
 	}
 
 	close(gate)
@@ -156,8 +156,8 @@ func TestConsumerPipelinesReceivesAndDeletes(t *testing.T) {
 			return fmt.Errorf("stats %+v", st)
 		}
 		// The queue is empty: every receiver long-polls.
-		if s := l.snapshot(); s.recvIn != 4 {
-			return fmt.Errorf("%d receives in flight, want 4", s.recvIn)
+		if s := l.snapshot(); s.recvIn != 5 {
+			return fmt.Errorf("%d receives in flight, want 5", s.recvIn)
 		}
 		return nil
 	})
@@ -166,8 +166,8 @@ func TestConsumerPipelinesReceivesAndDeletes(t *testing.T) {
 	if err := <-runErr; err != nil {
 		t.Fatal(err)
 	}
-	if s.maxRecvIn != 4 || s.biggest > 100 || s.maxDelIn < 2 || s.maxDelIn > 4 || most > 10 {
-		t.Errorf("receives in flight at most %d (want 4), biggest delete batch %d (≤ 100), deletes in flight at most %d (2-4), handlers at most %d (≤ 10)",
+	if s.maxRecvIn != 5 || s.biggest > 100 || s.maxDelIn < 2 || s.maxDelIn > 4 || most > 10 {
+		t.Errorf("receives in flight at most %d (want 5), biggest delete batch %d (≤ 100), deletes in flight at most %d (2-4), handlers at most %d (≤ 10)",
 			s.maxRecvIn, s.biggest, s.maxDelIn, most)
 	}
 	if st := cons.Stats(); st != (quorumq.ConsumerStats{Received: 2000, Handled: 2000, Deleted: 2000}) {
