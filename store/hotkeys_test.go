@@ -44,17 +44,10 @@ func TestViewHotFollowsCommits(t *testing.T) {
 	}
 	attrs := proto.Clone(cur.Record.GetAttributes()).(*storepb.QueueAttributes)
 	attrs.VisibilityTimeoutMs = 60_000
-	cmd := &storepb.Command{Version: CommandVersion, TimeMs: h.now, Op: &storepb.Command_UpdateQueue{UpdateQueue: &storepb.UpdateQueue{
-		Tenant: "t", Name: "a", Attributes: attrs}}}
-	data, err := proto.Marshal(cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := h.db.NewIndexedBatch()
-	h.index++
-	r, err := h.s.Apply(b, h.index, data)
-	if err != nil || r.(*Result).Err != nil {
-		t.Fatalf("apply: %v %v", err, r.(*Result).Err)
+	r, b := h.stage(&storepb.Command{Op: &storepb.Command_UpdateQueue{UpdateQueue: &storepb.UpdateQueue{
+		Tenant: "t", Name: "a", Attributes: attrs}}})
+	if r.Err != nil {
+		t.Fatalf("apply: %v", r.Err)
 	}
 	if got := get(); got != 30_000 {
 		t.Fatalf("uncommitted round: visibility %d, want the committed 30000", got)

@@ -152,17 +152,7 @@ func TestReceiveWritesNoBody(t *testing.T) {
 		{Body: body, DelayMs: 60_000},
 	}}}})
 	written := func(cmd *storepb.Command) (*Result, []string, int) {
-		cmd.Version, cmd.TimeMs = CommandVersion, h.now
-		data, err := proto.Marshal(cmd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b := h.db.NewIndexedBatch()
-		h.index++
-		r, err := h.s.Apply(b, h.index, data)
-		if err != nil {
-			t.Fatal(err)
-		}
+		r, b := h.stage(cmd)
 		var ks []string
 		rd := b.Reader()
 		for {
@@ -179,7 +169,7 @@ func TestReceiveWritesNoBody(t *testing.T) {
 		if err := b.Commit(pebble.NoSync); err != nil {
 			t.Fatal(err)
 		}
-		return r.(*Result), ks, n
+		return r, ks, n
 	}
 	noRecord := func(op string, ks []string, n int) {
 		t.Helper()

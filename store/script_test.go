@@ -139,6 +139,23 @@ func (h *harness) apply(cmd *storepb.Command) *Result {
 	return h.applyRaw(data)
 }
 
+// stage applies cmd at the harness time into a new indexed batch, which
+// the caller commits (then calls Committed, as applyRaw does) or drops.
+func (h *harness) stage(cmd *storepb.Command) (*Result, *pebble.Batch) {
+	cmd.Version, cmd.TimeMs = CommandVersion, h.now
+	data, err := proto.Marshal(cmd)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	b := h.db.NewIndexedBatch()
+	h.index++
+	r, err := h.s.Apply(b, h.index, data)
+	if err != nil {
+		h.t.Fatalf("apply: %v", err)
+	}
+	return r.(*Result), b
+}
+
 func (h *harness) applyRaw(data []byte) *Result {
 	b := h.db.NewIndexedBatch()
 	h.index++
