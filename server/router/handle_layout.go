@@ -235,7 +235,7 @@ func (hr *handleRouter) target(ctx context.Context, field, tenant, queue, handle
 	}
 	h, err := store.ParseHandle(b)
 	if err != nil || h.Shard >= store.MaxShards {
-		return target{shard: r.shardOf(tenant, queue, 0)}, queue, nil
+		return hr.partition0(ctx, tenant, queue), queue, nil
 	}
 	if h.Shard >= uint64(r.shardCount()) && r.shardCount() > 0 && !hr.refreshed {
 		hr.refreshed = true
@@ -245,7 +245,17 @@ func (hr *handleRouter) target(ctx context.Context, field, tenant, queue, handle
 		if hr.err != nil {
 			return target{}, "", hr.err // unknown for want of an answer, not invalid
 		}
-		return target{shard: r.shardOf(tenant, queue, 0)}, queue, nil
+		return hr.partition0(ctx, tenant, queue), queue, nil
 	}
 	return target{shard: h.Shard, partition: int(h.Partition)}, store.PartitionName(queue, int(h.Partition)), nil
+}
+
+// partition0 addresses partition 0 of the queue: the shard its record
+// names (a queue made after shards were added), else the base placement
+// (also for a queue that does not exist: that shard says so).
+func (hr *handleRouter) partition0(ctx context.Context, tenant, queue string) target {
+	if q, err := hr.r.queue(ctx, tenant, queue); err == nil {
+		return target{shard: hr.r.partitionShard(tenant, q, 0)}
+	}
+	return target{shard: hr.r.shardOf(tenant, queue, 0)}
 }

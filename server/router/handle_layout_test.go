@@ -60,8 +60,16 @@ func testHandle(shard uint64, partition uint16) string {
 	return base64.RawURLEncoding.EncodeToString(store.EncodeHandle(store.Handle{Shard: shard, Partition: partition, Queue: 1, Seq: 1, ReceiveCount: 1}, key))
 }
 
+// noLeaders is a view that knows no leader (queue records cannot be read).
+type noLeaders struct{}
+
+func (noLeaders) Leader(context.Context, uint64) (uint64, error) {
+	return 0, server.StatusError(codes.Unavailable, server.ReasonNoQuorum, "no leader", nil)
+}
+func (noLeaders) Hint(uint64, uint64) {}
+
 func layoutRouter(shards int, reads *layoutReads) *Router {
-	r := NewRouter(RouterConfig{Self: 1, Shards: shards})
+	r := NewRouter(RouterConfig{Self: 1, Shards: shards, View: noLeaders{}})
 	r.SetLayout(shards, shards)
 	r.readLayout = reads.read
 	return r
