@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"slices"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -56,6 +57,7 @@ func TestRebalanceConverges(t *testing.T) {
 // planSim runs the coordinator's plan on records, raft finishing each
 // recorded change one pass after it was recorded.
 type planSim struct {
+	now  time.Time // the coordinator's clock (zero: time.Now())
 	t    *testing.T
 	n    *Node
 	recs []*storepb.NodeRecord
@@ -107,7 +109,11 @@ func (s *planSim) pass(alive map[uint64]bool) {
 			}
 		}
 	}
-	if err := s.n.plan(s.recs, s.sets, busy, alive, 0, s.config, s.propose); err != nil {
+	now := s.now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	if err := s.n.plan(s.recs, s.sets, busy, alive, 0, s.config, now, s.propose); err != nil {
 		s.t.Fatal(err)
 	}
 	for _, g := range due {
@@ -248,7 +254,7 @@ func TestPlanShrinksAboveReplicationFactor(t *testing.T) {
 		}
 		return c, ok
 	}
-	if err := behind.n.plan(behind.recs, behind.sets, 0, all, 0, three, behind.propose); err != nil {
+	if err := behind.n.plan(behind.recs, behind.sets, 0, all, 0, three, time.Now(), behind.propose); err != nil {
 		t.Fatal(err)
 	}
 	if p := behind.sets[1].GetPending(); p != nil {
@@ -278,5 +284,95 @@ func TestPlanShrinksAboveReplicationFactor(t *testing.T) {
 		if len(rs.GetVoters()) != 3 || rs.GetPending() != nil {
 			t.Errorf("shard %d: %v", rs.GetShard(), rs)
 		}
+	}
+}
+
+// orphanSim is a 3-node cluster (4 shards, RF 3) with node 4 admitted
+// (JOINING) at t0.
+func orphanSim(t *testing.T, t0 time.Time) *planSim {
+	recs := []*storepb.NodeRecord{
+		{Id: 1, State: storepb.NodeState_NODE_STATE_ACTIVE},
+		{Id: 2, State: storepb.NodeState_NODE_STATE_ACTIVE},
+		{Id: 3, State: storepb.NodeState_NODE_STATE_ACTIVE},
+		{Id: 4, State: storepb.NodeState_NODE_STATE_JOINING, UpdatedAtMs: t0.UnixMilli()},
+	}
+	var sets []*storepb.ReplicaSetRecord
+	for g := range uint64(4) {
+		sets = append(sets, &storepb.ReplicaSetRecord{Shard: g, ReplicationFactor: 3, Voters: []uint64{1, 2, 3}})
+	}
+	return newPlanSim(t, recs, sets)
+}
+
+// A node admitted (JOINING) that never starts (it lost the answer, or its
+// disk, and joined again under another id) is never heard from: it does
+// not become active (which would hold the rebalancer back for good: "not
+// while a node is down"), and once the move timeout has passed since its
+// admission the coordinator drains it: it leaves the metadata shard it
+// observes, and is removed.
+func TestPlanRemovesJoinerNeverHeardFrom(t *testing.T) {
+	t0 := time.UnixMilli(1_800_000_000_000)
+	s := orphanSim(t, t0)
+	alive := map[uint64]bool{1: true, 2: true, 3: true}
+	for i := range 10 {
+		s.now = t0.Add(time.Duration(i) * time.Second)
+		s.pass(alive)
+		if st := s.recs[3].GetState(); st != storepb.NodeState_NODE_STATE_JOINING {
+			t.Fatalf("pass %d (%v after admission): node 4 never heard from is %v, want JOINING", i, s.now.Sub(t0), st)
+		}
+	}
+	for i := range 10 {
+		s.now = t0.Add(defaultMoveTimeout + time.Duration(i+1)*time.Second)
+		s.pass(alive)
+	}
+	if st := s.recs[3].GetState(); st != storepb.NodeState_NODE_STATE_REMOVED {
+		t.Fatalf("node 4, never heard from, %v after admission: %v, want REMOVED", defaultMoveTimeout+10*time.Second, st)
+	}
+	for _, rs := range s.sets {
+		if names(rs, 4) || rs.GetPending() != nil {
+			t.Fatalf("shard %d still names node 4: %v", rs.GetShard(), rs)
+		}
+	}
+}
+
+// A joiner heard from becomes active and is never taken for an orphan,
+// however long ago it was admitted; one heard from only after a while is
+// fine too while the move timeout has not passed.
+func TestPlanActivatesJoinerHeardFrom(t *testing.T) {
+	t0 := time.UnixMilli(1_800_000_000_000)
+	s := orphanSim(t, t0)
+	s.now = t0.Add(time.Second)
+	s.pass(map[uint64]bool{1: true, 2: true, 3: true}) // becomes an observer of the metadata shard
+	for i := range 5 {
+		s.now = t0.Add(defaultMoveTimeout - time.Second + time.Duration(i)*time.Minute)
+		s.pass(map[uint64]bool{1: true, 2: true, 3: true, 4: true})
+	}
+	if st := s.recs[3].GetState(); st != storepb.NodeState_NODE_STATE_ACTIVE {
+		t.Fatalf("node 4, heard from: %v, want ACTIVE", st)
+	}
+	if !slices.Contains(s.sets[0].GetLearners(), 4) {
+		t.Fatalf("node 4 does not observe the metadata shard: %v", s.sets[0])
+	}
+}
+
+// `cluster remove` of a node still JOINING (RemoveNode makes it
+// DRAINING): it leaves the metadata shard it observes and is removed.
+func TestPlanRemovesJoiningNodeOnRequest(t *testing.T) {
+	t0 := time.UnixMilli(1_800_000_000_000)
+	s := orphanSim(t, t0)
+	s.now = t0.Add(time.Second)
+	s.pass(map[uint64]bool{1: true, 2: true, 3: true})
+	s.pass(map[uint64]bool{1: true, 2: true, 3: true})
+	if !slices.Contains(s.sets[0].GetLearners(), 4) {
+		t.Fatalf("node 4 does not observe the metadata shard: %v", s.sets[0])
+	}
+	s.recs[3].State = storepb.NodeState_NODE_STATE_DRAINING // RemoveNode
+	for range 5 {
+		s.pass(map[uint64]bool{1: true, 2: true, 3: true})
+	}
+	if st := s.recs[3].GetState(); st != storepb.NodeState_NODE_STATE_REMOVED {
+		t.Fatalf("node 4 after cluster remove: %v, want REMOVED", st)
+	}
+	if names(s.sets[0], 4) {
+		t.Fatalf("metadata shard still names node 4: %v", s.sets[0])
 	}
 }
