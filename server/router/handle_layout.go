@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/quorumq/quorumq/server"
 	"github.com/quorumq/quorumq/server/shardserver"
@@ -129,7 +130,7 @@ func (r *Router) runLayoutRead(ctx context.Context, start time.Time) error {
 	if err != nil {
 		return fmt.Errorf("refresh the shard layout: %w", err)
 	}
-	if l.GetShards() > 0 {
+	if l.GetShards() > 0 && l.GetBaseShards() > 0 { // a record always has both: the base places the older queues
 		r.SetLayout(int(l.GetShards()), int(l.GetBaseShards()))
 	}
 	return nil
@@ -240,6 +241,9 @@ func (hr *handleRouter) target(ctx context.Context, field, tenant, queue, handle
 	if h.Shard >= uint64(r.shardCount()) && r.shardCount() > 0 && !hr.refreshed {
 		hr.refreshed = true
 		hr.err = r.refreshLayout(ctx, time.Now(), func() bool { return h.Shard < uint64(r.shardCount()) })
+		if status.Code(hr.err) == codes.Unimplemented {
+			hr.err = nil // a metadata leader of an older version (an upgrade under way): as before
+		}
 	}
 	if h.Shard >= uint64(r.shardCount()) {
 		if hr.err != nil {

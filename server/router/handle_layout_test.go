@@ -191,6 +191,15 @@ func TestLayoutReadFailureIsNotInvalidReceipt(t *testing.T) {
 	if n := reads.count(); n != 1 {
 		t.Fatalf("%d reads, want 1", n)
 	}
+	// A metadata leader that does not serve the read (an older version,
+	// an upgrade under way): the handle is routed as before the read was.
+	old := newLayoutReads(0, 0)
+	old.err = status.Error(codes.Unimplemented, "unknown method ShardLayout")
+	r = layoutRouter(3, old)
+	tg, name, err := (&handleRouter{r: r}).target(context.Background(), "receipt_handle", "t", "q", testHandle(4, 0))
+	if err != nil || tg.shard != r.shardOf("t", "q", 0) || name != "q" {
+		t.Fatalf("handle of shard 4, layout read unimplemented: %v %q %v", tg, name, err)
+	}
 }
 
 // A read abandoned by its caller (its context ended) is made again by a
