@@ -376,3 +376,21 @@ func TestPlanRemovesJoiningNodeOnRequest(t *testing.T) {
 		t.Fatalf("metadata shard still names node 4: %v", s.sets[0])
 	}
 }
+
+// While a joiner never heard from is still within the move timeout, it
+// holds nothing back: node 5 (active, empty) gets data shard replicas.
+// (Made active, it stopped the rebalancer: "not while a node is down".)
+func TestPlanJoinerNeverHeardFromHoldsNothingBack(t *testing.T) {
+	t0 := time.UnixMilli(1_800_000_000_000)
+	s := orphanSim(t, t0)
+	s.recs = append(s.recs, &storepb.NodeRecord{Id: 5, State: storepb.NodeState_NODE_STATE_ACTIVE})
+	s.sets[0].Learners = []uint64{4, 5} // both observe the metadata shard already
+	alive := map[uint64]bool{1: true, 2: true, 3: true, 5: true}
+	for i := range 20 {
+		s.now = t0.Add(time.Duration(i) * time.Second)
+		s.pass(alive)
+	}
+	if load := replicaLoad(s.recs, s.sets); load[5] == 0 {
+		t.Fatalf("node 5 holds no replica after 20 passes: %v (node 4 is %v)", load, s.recs[3].GetState())
+	}
+}
