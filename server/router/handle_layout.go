@@ -138,8 +138,14 @@ func (r *Router) runLayoutRead(ctx context.Context, start time.Time) error {
 
 // metadataLayout reads the shard layout record on the metadata shard's
 // leader (an empty record: the cluster never added shards), retrying on a
-// new leader until ctx ends, as call does.
+// new leader until ctx ends (or the router's timeout, without a deadline),
+// as call does.
 func (r *Router) metadataLayout(ctx context.Context) (*storepb.ShardLayout, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.cfg.Timeout)
+		defer cancel()
+	}
 	backoff := 10 * time.Millisecond
 	var hinted uint64
 	for {
