@@ -217,15 +217,24 @@ func (n *Node) moveTimeout() time.Duration {
 	return defaultMoveTimeout
 }
 
-// orphanJoiner returns a joining node never heard from (not alive) for
-// longer than the move timeout since it was admitted (its record's last
-// change: the admission, or an address it recorded itself); 0: none. Such
-// a node was admitted but never started under that id: it lost the answer,
-// or its disk, and was admitted again under another one.
-func (n *Node) orphanJoiner(recs []*storepb.NodeRecord, alive map[uint64]bool, now time.Time) *storepb.NodeRecord {
+// orphanJoiner returns a joining node that observes the metadata shard
+// (so raft would have heard from it) but was never heard from (not alive)
+// for longer than the move timeout; nil: none. The time counts from the
+// later of its record's last change (its admission, or an address it
+// recorded itself) and the metadata shard's replica set's (written when it
+// became an observer, or later), so a joiner made an observer late is
+// given the whole timeout. Such a node was admitted but never started
+// under that id: it lost the answer, or its disk, and was admitted again
+// under another one.
+func (n *Node) orphanJoiner(recs []*storepb.NodeRecord, metaSet *storepb.ReplicaSetRecord, alive map[uint64]bool, now time.Time) *storepb.NodeRecord {
 	for _, r := range recs {
-		if r.GetState() == storepb.NodeState_NODE_STATE_JOINING && !alive[r.GetId()] &&
-			now.Sub(time.UnixMilli(r.GetUpdatedAtMs())) > n.moveTimeout() {
+		id := r.GetId()
+		if r.GetState() != storepb.NodeState_NODE_STATE_JOINING || alive[id] ||
+			!(slices.Contains(metaSet.GetVoters(), id) || slices.Contains(metaSet.GetLearners(), id)) {
+			continue
+		}
+		since := time.UnixMilli(max(r.GetUpdatedAtMs(), metaSet.GetUpdatedAtMs()))
+		if now.Sub(since) > n.moveTimeout() {
 			return r
 		}
 	}
@@ -233,8 +242,8 @@ func (n *Node) orphanJoiner(recs []*storepb.NodeRecord, alive map[uint64]bool, n
 }
 
 // plan records at most one new change per pass, most urgent first: a
-// joining node never heard from within the move timeout starts draining
-// (orphanJoiner); a node without a metadata replica gets one; a joining
+// joining node that observes the metadata shard but was never heard from
+// within the move timeout starts draining (orphanJoiner); a node without a metadata replica gets one; a joining
 // node that has one and was heard from becomes active; a node down past
 // AutoRepair (down) starts draining; a shard short
 // of its replication factor gets a replica; a draining node's replicas move
@@ -259,14 +268,14 @@ func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord
 			"learner", p.GetLearner(), "replaces", p.GetRemoveNodeId())
 		return propose(shardserver.SetReplicaSetCommand(next, nil))
 	}
-	if r := n.orphanJoiner(recs, alive, now); r != nil {
-		// Drained, not removed at once: it may observe the metadata shard
-		// (the drain takes it out of it, then removes it).
+	metaSet := sets[0]
+	if r := n.orphanJoiner(recs, metaSet, alive, now); r != nil {
+		// Drained, not removed at once: the drain takes it out of the
+		// metadata shard it observes, then removes it.
 		n.log.Warn("membership: a joining node was never heard from; draining it", "node", r.GetId(), "peer_addr", r.GetPeerAddr(),
 			"admitted", time.UnixMilli(r.GetUpdatedAtMs()).UTC(), "after", n.moveTimeout())
 		return setState(r.GetId(), storepb.NodeState_NODE_STATE_DRAINING)
 	}
-	metaSet := sets[0]
 	live := func(r *storepb.NodeRecord) bool {
 		return r.GetState() == storepb.NodeState_NODE_STATE_JOINING || r.GetState() == storepb.NodeState_NODE_STATE_ACTIVE
 	}

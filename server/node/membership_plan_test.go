@@ -78,6 +78,7 @@ func (s *planSim) propose(cmd *storepb.Command) error {
 		}
 	case *storepb.Command_SetReplicaSet:
 		rs := proto.Clone(op.SetReplicaSet.GetReplicaSet()).(*storepb.ReplicaSetRecord)
+		rs.UpdatedAtMs = s.now.UnixMilli() // as apply stamps it (zero: the epoch)
 		if !proto.Equal(s.sets[rs.GetShard()].GetPending(), op.SetReplicaSet.GetExpectPending()) {
 			return store.ErrReplicaSetChanged
 		}
@@ -132,7 +133,7 @@ func (s *planSim) pass(alive map[uint64]bool) {
 			rs.Learners, rs.Voters = drop(rs.Learners, x), append(drop(rs.Voters, y), x)
 			slices.Sort(rs.Voters)
 		}
-		rs.Pending = nil
+		rs.Pending, rs.UpdatedAtMs = nil, s.now.UnixMilli() // the coordinator records it done
 	}
 }
 
@@ -392,5 +393,26 @@ func TestPlanJoinerNeverHeardFromHoldsNothingBack(t *testing.T) {
 	}
 	if load := replicaLoad(s.recs, s.sets); load[5] == 0 {
 		t.Fatalf("node 5 holds no replica after 20 passes: %v (node 4 is %v)", load, s.recs[3].GetState())
+	}
+}
+
+// A joiner made an observer of the metadata shard late (the shard was
+// busy with another change) gets the whole move timeout from then, not
+// from its admission.
+func TestPlanLateObserverGetsTheWholeTimeout(t *testing.T) {
+	t0 := time.UnixMilli(1_800_000_000_000)
+	s := orphanSim(t, t0)
+	late := t0.Add(3 * defaultMoveTimeout)
+	s.sets[0].Learners, s.sets[0].UpdatedAtMs = []uint64{4}, late.UnixMilli()
+	alive := map[uint64]bool{1: true, 2: true, 3: true}
+	s.now = late.Add(10 * time.Second)
+	s.pass(alive)
+	if st := s.recs[3].GetState(); st != storepb.NodeState_NODE_STATE_JOINING {
+		t.Fatalf("node 4, an observer for 10s: %v, want JOINING", st)
+	}
+	s.now = late.Add(defaultMoveTimeout + time.Second)
+	s.pass(alive)
+	if st := s.recs[3].GetState(); st != storepb.NodeState_NODE_STATE_DRAINING {
+		t.Fatalf("node 4, an observer never heard from for %v: %v, want DRAINING", defaultMoveTimeout+time.Second, st)
 	}
 }
