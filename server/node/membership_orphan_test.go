@@ -15,7 +15,7 @@ import (
 // its disk leaves behind. The one an operator removes (`cluster remove`)
 // is removed at once; the other, never heard from, is never made active
 // and is removed by the coordinator once the move timeout has passed since
-// its admission. Neither stays an observer of the metadata shard.
+// it became an observer of the metadata shard. Neither stays one.
 func TestJoiningNodeNeverHeardFromIsRemoved(t *testing.T) {
 	const shards, moveTimeout = 2, 8 * time.Second
 	c := startMemCluster(t, 3, shards, func(cfg *node.Config) { cfg.MoveTimeout = moveTimeout })
