@@ -34,8 +34,11 @@ import (
 //  3. if it leads the metadata shard (the coordinator, membership_plan.go):
 //     records the bootstrap nodes once, fills in incarnations it learnt,
 //     records the end of each shard's change once raft applied it (or its
-//     rollback if it stalled), and plans the next changes: every node an
-//     observer of the metadata shard, every shard back to its replication
+//     rollback if it stalled), and plans the next changes: a joining node
+//     never heard from within the move timeout of observing the metadata
+//     shard drained (an admission whose node never started), every node an
+//     observer of the metadata shard (active once heard from), every shard
+//     back to its replication
 //     factor (a replica added when short, one removed when above),
 //     draining nodes' replicas moved away, replicas spread evenly
 //     (one copy at a time in the cluster);

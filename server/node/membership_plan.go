@@ -126,7 +126,7 @@ func (n *Node) coordinate(ctx context.Context, recs []*storepb.NodeRecord, sets 
 	if err != nil {
 		return err
 	}
-	return n.plan(recs, sets, busy, n.alive(), n.downTooLong(recs), n.shardConfig, propose)
+	return n.plan(recs, sets, busy, n.alive(), n.downTooLong(recs), n.shardConfig, time.Now(), propose)
 }
 
 // finishChanges records the end of every change the shards' configurations
@@ -137,10 +137,7 @@ func (n *Node) coordinate(ctx context.Context, recs []*storepb.NodeRecord, sets 
 // config is a shard's applied configuration (shardConfig); now, the time.
 func (n *Node) finishChanges(sets []*storepb.ReplicaSetRecord, config func(uint64) (shardConfig, bool), now time.Time,
 	propose func(*storepb.Command) error) (busy int, err error) {
-	timeout := n.cfg.MoveTimeout
-	if timeout <= 0 {
-		timeout = defaultMoveTimeout
-	}
+	timeout := n.moveTimeout()
 	for _, rs := range sets {
 		p := rs.GetPending()
 		c, ok := config(rs.GetShard())
@@ -212,16 +209,50 @@ func (n *Node) finishChanges(sets []*storepb.ReplicaSetRecord, config func(uint6
 	return busy, nil
 }
 
-// plan records at most one new change per pass, most urgent first: a node
-// without a metadata replica gets one; a joining node that has one becomes
-// active; a node down past AutoRepair (down) starts draining; a shard short
+// moveTimeout is Config.MoveTimeout or its default.
+func (n *Node) moveTimeout() time.Duration {
+	if n.cfg.MoveTimeout > 0 {
+		return n.cfg.MoveTimeout
+	}
+	return defaultMoveTimeout
+}
+
+// orphanJoiner returns a joining node that observes the metadata shard
+// (so raft would have heard from it) but was never heard from (not alive)
+// for longer than the move timeout; nil: none. The time counts from the
+// later of its record's last change (its admission, or an address it
+// recorded itself) and the metadata shard's replica set's (written when it
+// became an observer, or later), so a joiner made an observer late is
+// given the whole timeout. Such a node was admitted but never started
+// under that id: it lost the answer, or its disk, and was admitted again
+// under another one.
+func (n *Node) orphanJoiner(recs []*storepb.NodeRecord, metaSet *storepb.ReplicaSetRecord, alive map[uint64]bool, now time.Time) *storepb.NodeRecord {
+	for _, r := range recs {
+		id := r.GetId()
+		if r.GetState() != storepb.NodeState_NODE_STATE_JOINING || alive[id] ||
+			!(slices.Contains(metaSet.GetVoters(), id) || slices.Contains(metaSet.GetLearners(), id)) {
+			continue
+		}
+		since := time.UnixMilli(max(r.GetUpdatedAtMs(), metaSet.GetUpdatedAtMs()))
+		if now.Sub(since) > n.moveTimeout() {
+			return r
+		}
+	}
+	return nil
+}
+
+// plan records at most one new change per pass, most urgent first: a
+// joining node that observes the metadata shard but was never heard from
+// within the move timeout starts draining (orphanJoiner); a node without a metadata replica gets one; a joining
+// node that has one and was heard from becomes active; a node down past
+// AutoRepair (down) starts draining; a shard short
 // of its replication factor gets a replica; a draining node's replicas move
 // away (then it is removed); a shard above its replication factor loses a
 // replica (shrinkMove); else one replica moves from the fullest active
 // node to the emptiest. alive: the nodes heard from lately; config: a
-// shard's applied configuration (shardConfig).
+// shard's applied configuration (shardConfig); now: the time.
 func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord, busy int, alive map[uint64]bool, down uint64,
-	config func(uint64) (shardConfig, bool), propose func(*storepb.Command) error) error {
+	config func(uint64) (shardConfig, bool), now time.Time, propose func(*storepb.Command) error) error {
 	if len(sets) == 0 {
 		return nil
 	}
@@ -230,7 +261,7 @@ func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord
 		return propose(&storepb.Command{Op: &storepb.Command_SetNodeState{SetNodeState: &storepb.SetNodeState{NodeId: id, State: st}}})
 	}
 	record := func(rs *storepb.ReplicaSetRecord, p *storepb.ReplicaChange) error {
-		p.StartedAtMs = time.Now().UnixMilli()
+		p.StartedAtMs = now.UnixMilli()
 		next := &storepb.ReplicaSetRecord{Shard: rs.GetShard(), ReplicationFactor: rs.GetReplicationFactor(),
 			Voters: rs.GetVoters(), Learners: rs.GetLearners(), Pending: p}
 		n.log.Info("membership: shard change recorded", "shard", rs.GetShard(), "node", p.GetNodeId(), "add", p.GetAdd(),
@@ -238,6 +269,13 @@ func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord
 		return propose(shardserver.SetReplicaSetCommand(next, nil))
 	}
 	metaSet := sets[0]
+	if r := n.orphanJoiner(recs, metaSet, alive, now); r != nil {
+		// Drained, not removed at once: the drain takes it out of the
+		// metadata shard it observes, then removes it.
+		n.log.Warn("membership: a joining node was never heard from; draining it", "node", r.GetId(), "peer_addr", r.GetPeerAddr(),
+			"admitted", time.UnixMilli(r.GetUpdatedAtMs()).UTC(), "after", n.moveTimeout())
+		return setState(r.GetId(), storepb.NodeState_NODE_STATE_DRAINING)
+	}
 	live := func(r *storepb.NodeRecord) bool {
 		return r.GetState() == storepb.NodeState_NODE_STATE_JOINING || r.GetState() == storepb.NodeState_NODE_STATE_ACTIVE
 	}
@@ -251,8 +289,11 @@ func (n *Node) plan(recs []*storepb.NodeRecord, sets []*storepb.ReplicaSetRecord
 		}
 		break
 	}
+	// Active once heard from: an active node the coordinator never hears
+	// from holds the rebalancer back ("not while a node is down").
 	for _, r := range recs {
-		if r.GetState() == storepb.NodeState_NODE_STATE_JOINING && (slices.Contains(metaSet.GetVoters(), r.GetId()) || slices.Contains(metaSet.GetLearners(), r.GetId())) {
+		if r.GetState() == storepb.NodeState_NODE_STATE_JOINING && alive[r.GetId()] &&
+			(slices.Contains(metaSet.GetVoters(), r.GetId()) || slices.Contains(metaSet.GetLearners(), r.GetId())) {
 			return setState(r.GetId(), storepb.NodeState_NODE_STATE_ACTIVE)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"slices"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -56,6 +57,7 @@ func TestRebalanceConverges(t *testing.T) {
 // planSim runs the coordinator's plan on records, raft finishing each
 // recorded change one pass after it was recorded.
 type planSim struct {
+	now  time.Time // the coordinator's clock (zero: time.Now())
 	t    *testing.T
 	n    *Node
 	recs []*storepb.NodeRecord
@@ -76,6 +78,7 @@ func (s *planSim) propose(cmd *storepb.Command) error {
 		}
 	case *storepb.Command_SetReplicaSet:
 		rs := proto.Clone(op.SetReplicaSet.GetReplicaSet()).(*storepb.ReplicaSetRecord)
+		rs.UpdatedAtMs = s.now.UnixMilli() // as apply stamps it (zero: the epoch)
 		if !proto.Equal(s.sets[rs.GetShard()].GetPending(), op.SetReplicaSet.GetExpectPending()) {
 			return store.ErrReplicaSetChanged
 		}
@@ -107,7 +110,11 @@ func (s *planSim) pass(alive map[uint64]bool) {
 			}
 		}
 	}
-	if err := s.n.plan(s.recs, s.sets, busy, alive, 0, s.config, s.propose); err != nil {
+	now := s.now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	if err := s.n.plan(s.recs, s.sets, busy, alive, 0, s.config, now, s.propose); err != nil {
 		s.t.Fatal(err)
 	}
 	for _, g := range due {
@@ -126,7 +133,7 @@ func (s *planSim) pass(alive map[uint64]bool) {
 			rs.Learners, rs.Voters = drop(rs.Learners, x), append(drop(rs.Voters, y), x)
 			slices.Sort(rs.Voters)
 		}
-		rs.Pending = nil
+		rs.Pending, rs.UpdatedAtMs = nil, s.now.UnixMilli() // the coordinator records it done
 	}
 }
 
@@ -248,7 +255,7 @@ func TestPlanShrinksAboveReplicationFactor(t *testing.T) {
 		}
 		return c, ok
 	}
-	if err := behind.n.plan(behind.recs, behind.sets, 0, all, 0, three, behind.propose); err != nil {
+	if err := behind.n.plan(behind.recs, behind.sets, 0, all, 0, three, time.Now(), behind.propose); err != nil {
 		t.Fatal(err)
 	}
 	if p := behind.sets[1].GetPending(); p != nil {
@@ -278,5 +285,134 @@ func TestPlanShrinksAboveReplicationFactor(t *testing.T) {
 		if len(rs.GetVoters()) != 3 || rs.GetPending() != nil {
 			t.Errorf("shard %d: %v", rs.GetShard(), rs)
 		}
+	}
+}
+
+// orphanSim is a 3-node cluster (4 shards, RF 3) with node 4 admitted
+// (JOINING) at t0.
+func orphanSim(t *testing.T, t0 time.Time) *planSim {
+	recs := []*storepb.NodeRecord{
+		{Id: 1, State: storepb.NodeState_NODE_STATE_ACTIVE},
+		{Id: 2, State: storepb.NodeState_NODE_STATE_ACTIVE},
+		{Id: 3, State: storepb.NodeState_NODE_STATE_ACTIVE},
+		{Id: 4, State: storepb.NodeState_NODE_STATE_JOINING, UpdatedAtMs: t0.UnixMilli()},
+	}
+	var sets []*storepb.ReplicaSetRecord
+	for g := range uint64(4) {
+		sets = append(sets, &storepb.ReplicaSetRecord{Shard: g, ReplicationFactor: 3, Voters: []uint64{1, 2, 3}})
+	}
+	return newPlanSim(t, recs, sets)
+}
+
+// A node admitted (JOINING) that never starts (it lost the answer, or its
+// disk, and joined again under another id) is never heard from: it does
+// not become active (which would hold the rebalancer back for good: "not
+// while a node is down"), and once the move timeout has passed since its
+// admission the coordinator drains it: it leaves the metadata shard it
+// observes, and is removed.
+func TestPlanRemovesJoinerNeverHeardFrom(t *testing.T) {
+	t0 := time.UnixMilli(1_800_000_000_000)
+	s := orphanSim(t, t0)
+	alive := map[uint64]bool{1: true, 2: true, 3: true}
+	for i := range 10 {
+		s.now = t0.Add(time.Duration(i) * time.Second)
+		s.pass(alive)
+		if st := s.recs[3].GetState(); st != storepb.NodeState_NODE_STATE_JOINING {
+			t.Fatalf("pass %d (%v after admission): node 4 never heard from is %v, want JOINING", i, s.now.Sub(t0), st)
+		}
+	}
+	for i := range 10 {
+		s.now = t0.Add(defaultMoveTimeout + time.Duration(i+1)*time.Second)
+		s.pass(alive)
+	}
+	if st := s.recs[3].GetState(); st != storepb.NodeState_NODE_STATE_REMOVED {
+		t.Fatalf("node 4, never heard from, %v after admission: %v, want REMOVED", defaultMoveTimeout+10*time.Second, st)
+	}
+	for _, rs := range s.sets {
+		if names(rs, 4) || rs.GetPending() != nil {
+			t.Fatalf("shard %d still names node 4: %v", rs.GetShard(), rs)
+		}
+	}
+}
+
+// A joiner heard from becomes active and is never taken for an orphan,
+// however long ago it was admitted; one heard from only after a while is
+// fine too while the move timeout has not passed.
+func TestPlanActivatesJoinerHeardFrom(t *testing.T) {
+	t0 := time.UnixMilli(1_800_000_000_000)
+	s := orphanSim(t, t0)
+	s.now = t0.Add(time.Second)
+	s.pass(map[uint64]bool{1: true, 2: true, 3: true}) // becomes an observer of the metadata shard
+	for i := range 5 {
+		s.now = t0.Add(defaultMoveTimeout - time.Second + time.Duration(i)*time.Minute)
+		s.pass(map[uint64]bool{1: true, 2: true, 3: true, 4: true})
+	}
+	if st := s.recs[3].GetState(); st != storepb.NodeState_NODE_STATE_ACTIVE {
+		t.Fatalf("node 4, heard from: %v, want ACTIVE", st)
+	}
+	if !slices.Contains(s.sets[0].GetLearners(), 4) {
+		t.Fatalf("node 4 does not observe the metadata shard: %v", s.sets[0])
+	}
+}
+
+// `cluster remove` of a node still JOINING (RemoveNode makes it
+// DRAINING): it leaves the metadata shard it observes and is removed.
+func TestPlanRemovesJoiningNodeOnRequest(t *testing.T) {
+	t0 := time.UnixMilli(1_800_000_000_000)
+	s := orphanSim(t, t0)
+	s.now = t0.Add(time.Second)
+	s.pass(map[uint64]bool{1: true, 2: true, 3: true})
+	s.pass(map[uint64]bool{1: true, 2: true, 3: true})
+	if !slices.Contains(s.sets[0].GetLearners(), 4) {
+		t.Fatalf("node 4 does not observe the metadata shard: %v", s.sets[0])
+	}
+	s.recs[3].State = storepb.NodeState_NODE_STATE_DRAINING // RemoveNode
+	for range 5 {
+		s.pass(map[uint64]bool{1: true, 2: true, 3: true})
+	}
+	if st := s.recs[3].GetState(); st != storepb.NodeState_NODE_STATE_REMOVED {
+		t.Fatalf("node 4 after cluster remove: %v, want REMOVED", st)
+	}
+	if names(s.sets[0], 4) {
+		t.Fatalf("metadata shard still names node 4: %v", s.sets[0])
+	}
+}
+
+// While a joiner never heard from is still within the move timeout, it
+// holds nothing back: node 5 (active, empty) gets data shard replicas.
+// (Made active, it stopped the rebalancer: "not while a node is down".)
+func TestPlanJoinerNeverHeardFromHoldsNothingBack(t *testing.T) {
+	t0 := time.UnixMilli(1_800_000_000_000)
+	s := orphanSim(t, t0)
+	s.recs = append(s.recs, &storepb.NodeRecord{Id: 5, State: storepb.NodeState_NODE_STATE_ACTIVE})
+	s.sets[0].Learners = []uint64{4, 5} // both observe the metadata shard already
+	alive := map[uint64]bool{1: true, 2: true, 3: true, 5: true}
+	for i := range 20 {
+		s.now = t0.Add(time.Duration(i) * time.Second)
+		s.pass(alive)
+	}
+	if load := replicaLoad(s.recs, s.sets); load[5] == 0 {
+		t.Fatalf("node 5 holds no replica after 20 passes: %v (node 4 is %v)", load, s.recs[3].GetState())
+	}
+}
+
+// A joiner made an observer of the metadata shard late (the shard was
+// busy with another change) gets the whole move timeout from then, not
+// from its admission.
+func TestPlanLateObserverGetsTheWholeTimeout(t *testing.T) {
+	t0 := time.UnixMilli(1_800_000_000_000)
+	s := orphanSim(t, t0)
+	late := t0.Add(3 * defaultMoveTimeout)
+	s.sets[0].Learners, s.sets[0].UpdatedAtMs = []uint64{4}, late.UnixMilli()
+	alive := map[uint64]bool{1: true, 2: true, 3: true}
+	s.now = late.Add(10 * time.Second)
+	s.pass(alive)
+	if st := s.recs[3].GetState(); st != storepb.NodeState_NODE_STATE_JOINING {
+		t.Fatalf("node 4, an observer for 10s: %v, want JOINING", st)
+	}
+	s.now = late.Add(defaultMoveTimeout + time.Second)
+	s.pass(alive)
+	if st := s.recs[3].GetState(); st != storepb.NodeState_NODE_STATE_DRAINING {
+		t.Fatalf("node 4, an observer never heard from for %v: %v, want DRAINING", defaultMoveTimeout+time.Second, st)
 	}
 }

@@ -57,6 +57,7 @@ func (p *PeerServer) Register(s *grpc.Server) {
 			{MethodName: "DeliverOutbox", Handler: peerHandler(server.PeerDeliverMethod, p.deliverOutbox)},
 			{MethodName: "Cluster", Handler: peerHandler(server.PeerClusterMethod, p.clusterView)},
 			{MethodName: "NodeAddress", Handler: peerHandler(peerNodeAddressMethod, p.nodeAddress)},
+			{MethodName: "ShardLayout", Handler: peerHandler(peerShardLayoutMethod, p.shardLayout)},
 			{MethodName: "Quota", Handler: peerHandler(peerQuotaMethod, p.quota)},
 			{MethodName: "QueueRecord", Handler: peerHandler(shardserver.PeerRecordMethod, p.queueRecord)},
 			{MethodName: "AccessKeyGrant", Handler: peerHandler(peerAccessKeyMethod, p.accessKeyGrant)},

@@ -416,21 +416,6 @@ func waitPartitions(ctx context.Context, n int, max int32, deadline time.Time, r
 	return -1, lastErr
 }
 
-// handleTarget addresses the partition that issued a receipt handle. A
-// handle that does not parse goes to partition 0, whose shard validates the
-// whole request and answers for it as for any bad handle.
-func (r *Router) handleTarget(field, tenant, queue, handle string) (target, string, error) {
-	b, err := shardserver.DecodeHandle(field, handle)
-	if err != nil {
-		return target{}, "", err
-	}
-	h, err := store.ParseHandle(b)
-	if err != nil || h.Shard >= uint64(r.shardCount()) {
-		return target{shard: r.shardOf(tenant, queue, 0)}, queue, nil
-	}
-	return target{shard: h.Shard, partition: int(h.Partition)}, store.PartitionName(queue, int(h.Partition)), nil
-}
-
 // DeleteMessage implements QueueService on the partition named by the handle.
 func (r *Router) DeleteMessage(ctx context.Context, req *qv1.DeleteMessageRequest) (*qv1.DeleteMessageResponse, error) {
 	if sh, ok := direct(ctx); ok {
@@ -464,7 +449,8 @@ func byHandle[Req interface {
 	if err := checkName("queue", req.GetQueue()); err != nil {
 		return zero, err
 	}
-	t, name, err := r.handleTarget("receipt_handle", tenant, req.GetQueue(), req.GetReceiptHandle())
+	hr := handleRouter{r: r}
+	t, name, err := hr.target(ctx, "receipt_handle", tenant, req.GetQueue(), req.GetReceiptHandle())
 	if err != nil {
 		return zero, err
 	}
@@ -534,9 +520,10 @@ func handleBatch[E handleEntry, Req proto.Message, Resp batchResponse](ctx conte
 	}
 	var bad []*qv1.BatchResultError
 	groups := map[target][]E{}
+	hr := handleRouter{r: r}
 	for i, e := range entries {
 		t, err := shardserver.InEntry(i, func(p string) (target, error) {
-			t, _, err := r.handleTarget(p+"receipt_handle", tenant, queue, e.GetReceiptHandle())
+			t, _, err := hr.target(ctx, p+"receipt_handle", tenant, queue, e.GetReceiptHandle())
 			return t, err
 		})
 		if err != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/quorumq/quorumq/server"
 	"github.com/quorumq/quorumq/server/shardserver"
 	"github.com/quorumq/quorumq/store"
+	storepb "github.com/quorumq/quorumq/store/storepb/v1"
 )
 
 // ForwardedToHeader is a response header naming the node a call (or part
@@ -99,6 +100,12 @@ type Router struct {
 
 	// quotas: send-rate leases and stored-bytes spreads (quota_lease.go).
 	quotas tenantQuotas
+
+	// layout: the layout reads of handles naming a shard not known yet
+	// (handle_layout.go); readLayout replaces the read in tests (nil:
+	// metadataLayout).
+	layout     layoutFlight
+	readLayout func(context.Context) (*storepb.ShardLayout, error)
 }
 
 // SetLayout tells the router the cluster's shard count and the count
