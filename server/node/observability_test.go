@@ -70,6 +70,9 @@ func startNode(t *testing.T, cfg node.Config) *node.Node {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = n.Stop(sctx)
+		if k := n.PebbleAPIMisuse(); k != 0 {
+			t.Errorf("node %d: Pebble reported %d possible API misuses (single deletes that broke the set-once rule)", cfg.NodeID, k)
+		}
 	})
 	return n
 }
