@@ -322,6 +322,12 @@ func TestMetricsWorkload(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
+	// Exported per kind, and zero: no single delete broke its rule.
+	for _, kind := range []string{"ineffectual_single_delete", "nondeterministic_single_delete", "missized_delete", "invalid_value"} {
+		if v, err := last.value("quorumq_pebble_api_misuse_total", "kind", kind); err != nil || v != 0 {
+			t.Errorf("quorumq_pebble_api_misuse_total{kind=%q} = %v, %v; want 0", kind, v, err)
+		}
+	}
 	resp, err := http.Get("http://" + n.HTTPAddr() + "/readyz")
 	if err != nil {
 		t.Fatal(err)
