@@ -748,7 +748,23 @@ func (s *suite) print(w io.Writer) error {
 		}
 		rss = append(rss, fmt.Sprintf("node %d %.0f MiB", i+1, mib))
 	}
-	_, err := fmt.Fprintf(w, "(f) peak RSS (VmHWM): %s\n", strings.Join(rss, ", "))
+	if _, err := fmt.Fprintf(w, "(f) peak RSS (VmHWM): %s\n", strings.Join(rss, ", ")); err != nil {
+		return err
+	}
+	// Should be 0: a report means a single delete broke the set-once rule
+	// (store/DESIGN.md, "Single deletes").
+	misuse := 0.0
+	for _, a := range s.cl.metrics {
+		text, err := metricsText(context.Background(), a)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(text, "quorumq_pebble_api_misuse_total") {
+			return fmt.Errorf("%s: no quorumq_pebble_api_misuse_total", a)
+		}
+		misuse += promtext.Sum(text, "quorumq_pebble_api_misuse_total")
+	}
+	_, err := fmt.Fprintf(w, "Pebble API misuse reports (quorumq_pebble_api_misuse_total, all nodes): %.0f\n", misuse)
 	return err
 }
 

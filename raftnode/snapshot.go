@@ -426,7 +426,14 @@ func (h *Host) recoverInstall(group uint64) error {
 	case marked && exists:
 		// State and log were cleared; the ingest may or may not have
 		// happened (Pebble removes the file only after a durable
-		// ingest). Ingesting the same records again is harmless.
+		// ingest). The state range is cleared again first: ingesting the
+		// same records over them would set each key twice with no delete
+		// between, and the store removes keys set once with SingleDelete
+		// (store/DESIGN.md, "Single deletes"), which would bring the
+		// first set back.
+		if err := h.db.DeleteRange(keys.StatePrefix(group), keys.StateEnd(group), pebble.Sync); err != nil {
+			return fmt.Errorf("finish snapshot install: %w", err)
+		}
 		if err := h.db.Ingest(context.Background(), []string{path}); err != nil {
 			return fmt.Errorf("finish snapshot install: %w", err)
 		}

@@ -60,7 +60,11 @@ func (t *txn) unheadGroup(qid uint64, m *storepb.MessageRecord) (bool, error) {
 	if !head || err != nil {
 		return false, err
 	}
-	return true, t.del(k)
+	once, err := t.setOnce(qid, m.Seq)
+	if err != nil {
+		return false, err
+	}
+	return true, t.delOnce(k, once)
 }
 
 // groupAppend adds a new message (the largest seq of its queue) to its
@@ -84,7 +88,11 @@ func (t *txn) groupAppend(qid uint64, m *storepb.MessageRecord) error {
 // This is what unblocks a group whose head is deleted, expires or is
 // dead-lettered.
 func (t *txn) groupRemove(qid uint64, m *storepb.MessageRecord) error {
-	if err := t.del(keys.Group(t.s.shard, qid, m.GroupId, m.Seq)); err != nil {
+	once, err := t.setOnce(qid, m.Seq)
+	if err != nil {
+		return err
+	}
+	if err := t.delOnce(keys.Group(t.s.shard, qid, m.GroupId, m.Seq), once); err != nil {
 		return err
 	}
 	head, err := t.unheadGroup(qid, m)

@@ -131,6 +131,21 @@ func (t *txn) putLease(qid uint64, m *storepb.MessageRecord) error {
 		binary.BigEndian.PutUint32(v[33:], uint32(m.ReleasedCount))
 		n = leaseCountsLen
 	}
+	if t.leased(m) && !t.s.overwriteLeases {
+		// A rewrite: under the set-once rule the record set before goes
+		// first, by a single delete, so that every set meets one
+		// (DESIGN.md, "Single deletes"). Older messages are overwritten
+		// in place, as before.
+		once, err := t.setOnce(qid, m.Seq)
+		if err != nil {
+			return err
+		}
+		if once {
+			if err := t.delOnce(t.keyLease(qid, m.Seq), true); err != nil {
+				return err
+			}
+		}
+	}
 	t.markLeased(m)
 	if !tagged {
 		return t.setRaw(t.keyLease(qid, m.Seq), v[:n])

@@ -87,16 +87,20 @@ func (t *txn) unindex(q *storepb.QueueRecord, m *storepb.MessageRecord) error {
 	if err := t.countEntry(q, m, -1); err != nil {
 		return err
 	}
-	if err := t.del(t.keyLevel(qid, m, m.VisibleAtMs)); err != nil {
+	once, err := t.setOnce(qid, m.Seq)
+	if err != nil {
+		return err
+	}
+	if err := t.delOnce(t.keyLevel(qid, m, m.VisibleAtMs), once); err != nil {
 		return err
 	}
 	for _, tag := range m.Tags {
-		if err := t.del(t.keyTag(qid, tag, m.VisibleAtMs, m.Seq)); err != nil {
+		if err := t.delOnce(t.keyTag(qid, tag, m.VisibleAtMs, m.Seq), once); err != nil {
 			return err
 		}
 	}
 	if isFair(q) {
-		return t.del(t.keyFair(qid, m.GroupId, m.VisibleAtMs, m.Seq))
+		return t.delOnce(t.keyFair(qid, m.GroupId, m.VisibleAtMs, m.Seq), once)
 	}
 	return nil
 }
@@ -144,11 +148,15 @@ func (t *txn) remove(q *storepb.QueueRecord, meta *storepb.QueueMeta, m *storepb
 	if err := t.addUsage(q.Tenant, 0, -m.Size); err != nil {
 		return err
 	}
-	if err := t.del(t.keyMessage(q.Id, m.Seq)); err != nil {
+	once, err := t.setOnce(q.Id, m.Seq)
+	if err != nil {
+		return err
+	}
+	if err := t.delOnce(t.keyMessage(q.Id, m.Seq), once); err != nil {
 		return err
 	}
 	if t.leased(m) {
-		if err := t.del(t.keyLease(q.Id, m.Seq)); err != nil {
+		if err := t.delOnce(t.keyLease(q.Id, m.Seq), once); err != nil {
 			return err
 		}
 	}
@@ -156,7 +164,7 @@ func (t *txn) remove(q *storepb.QueueRecord, meta *storepb.QueueMeta, m *storepb
 		return err
 	}
 	if m.ExpiresAtMs > 0 {
-		if err := t.del(keys.Expiry(t.s.shard, q.Id, m.ExpiresAtMs, m.Seq)); err != nil {
+		if err := t.delOnce(keys.Expiry(t.s.shard, q.Id, m.ExpiresAtMs, m.Seq), once); err != nil {
 			return err
 		}
 	}

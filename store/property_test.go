@@ -14,7 +14,6 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/cockroachdb/pebble/v2/vfs"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/quorumq/quorumq/internal/keys"
@@ -549,12 +548,9 @@ func runPropertyLog(t *testing.T, seed uint64) propCoverage {
 
 // openPropDB is a small in-memory Pebble: the default 4 MiB memtable arena
 // per DB dominates a short log's cost under the race detector.
+// It fails the test on any misuse report (openWatched).
 func openPropDB(t *testing.T) *pebble.DB {
-	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem(), Logger: quietLogger{}, MemTableSize: 256 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db, _ := openWatched(t, &pebble.Options{MemTableSize: 256 << 10})
 	return db
 }
 

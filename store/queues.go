@@ -81,6 +81,11 @@ func (t *txn) flushMetas() error {
 	}
 	slices.Sort(ids)
 	for _, id := range ids {
+		if m := t.metas[id]; m.SetOnceSeq == 0 {
+			// A queue from before the set-once rule: the messages it
+			// stores from now on follow it (DESIGN.md, "Single deletes").
+			m.SetOnceSeq = max(m.NextSeq, 1)
+		}
 		if t.lowStale[id] {
 			if err := t.raiseLowSeq(id, t.metas[id]); err != nil {
 				return err
@@ -206,7 +211,7 @@ func (t *txn) createQueue(op *storepb.CreateQueue, res *Result) error {
 	if err := t.set(keys.Catalog(t.s.shard, op.Tenant, name), rec); err != nil {
 		return err
 	}
-	if err := t.putQueueMeta(id, &storepb.QueueMeta{NextSeq: 1, LowSeq: 1, SettledMs: t.now, Counted: true}); err != nil {
+	if err := t.putQueueMeta(id, &storepb.QueueMeta{NextSeq: 1, LowSeq: 1, SettledMs: t.now, Counted: true, SetOnceSeq: 1}); err != nil {
 		return err
 	}
 	if a.DeadLetterQueue != "" && !op.PartitionCopy {

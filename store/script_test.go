@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/cockroachdb/pebble/v2/vfs"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/quorumq/quorumq/internal/keys"
@@ -115,12 +114,10 @@ func (quietLogger) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf(format, args...))
 }
 
+// openMem is an in-memory Pebble that fails the test on any misuse report
+// (a single delete that broke the set-once rule; see openWatched).
 func openMem(t testing.TB) *pebble.DB {
-	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem(), Logger: quietLogger{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db, _ := openWatched(t, &pebble.Options{})
 	return db
 }
 

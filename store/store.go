@@ -39,6 +39,13 @@ type Store struct {
 	// lastIndex is the last apply index seen.
 	lastIndex uint64
 
+	// Test hooks (never set outside tests). plainDeletes: every delete is
+	// a Delete, as before single deletes (the reference a run with single
+	// deletes must match). overwriteLeases: a lease record is rewritten in
+	// place even where the set-once rule wants a single delete before it,
+	// so its removal breaks the rule (the misuse the checks must catch).
+	plainDeletes, overwriteLeases bool
+
 	// Scratch buffers of Apply (one goroutine at a time): the batch copies
 	// what it is given, so one buffer serves every write.
 	valBuf, idxBuf, leaseBuf []byte
@@ -422,6 +429,36 @@ func (t *txn) del(key []byte) error {
 	}
 	t.wroteHot(key, nil, false)
 	return nil
+}
+
+// delOnce deletes key, with Pebble's SingleDelete when once: the caller
+// knows the key exists and was set exactly once since its last deletion
+// (DESIGN.md, "Single deletes"). A flush or compaction where the single
+// delete meets its set drops both, where a Delete must be kept down to the
+// last level.
+func (t *txn) delOnce(key []byte, once bool) error {
+	if !once {
+		return t.del(key)
+	}
+	if err := t.b.SingleDelete(key, nil); err != nil {
+		return fmt.Errorf("store: single delete %s: %w", keys.Pretty(key), err)
+	}
+	t.wroteHot(key, nil, false)
+	return nil
+}
+
+// setOnce reports whether message seq of queue qid has had every key
+// written under the set-once rule: its seq is at or past the queue's
+// set_once_seq (replicated in its meta, so every replica answers alike).
+func (t *txn) setOnce(qid, seq uint64) (bool, error) {
+	if t.s.plainDeletes {
+		return false, nil
+	}
+	meta, err := t.queueMeta(qid)
+	if err != nil {
+		return false, err
+	}
+	return meta.SetOnceSeq != 0 && seq >= meta.SetOnceSeq, nil
 }
 
 func (t *txn) delRange(lo, hi []byte) error {

@@ -176,6 +176,7 @@ type Node struct {
 	// membership loop only.
 	dropping map[uint64]time.Time
 	stalls   [2]*writeStalls    // Pebble write stalls (log, state), counted from openDB
+	misuse   *apiMisuse         // Pebble's API misuse reports (both DBs), counted from openDB
 	cancel   context.CancelFunc // stops the node's own loops (view, balancer)
 	loops    sync.WaitGroup
 	grpc     *grpc.Server
@@ -578,7 +579,7 @@ func (n *Node) startStorage(ctx context.Context, cfg Config, meter metric.Meter,
 	if n.sdb == n.db {
 		dbs, stalls = dbs[:1], stalls[:1]
 	}
-	if err := registerPebbleMetrics(meter, dbs, stalls); err != nil {
+	if err := registerPebbleMetrics(meter, dbs, stalls, n.misuse); err != nil {
 		return nil, fmt.Errorf("pebble metrics: %w", err)
 	}
 	if n.tr != nil {
@@ -701,10 +702,11 @@ func (n *Node) openDB(cfg Config) error {
 	cache := pebble.NewCache(cfg.CacheBytes)
 	defer cache.Unref() // each DB holds its own reference
 	n.stalls = [2]*writeStalls{{}, {}}
+	n.misuse = &apiMisuse{log: cfg.Logger}
 	options := func(stalls *writeStalls, memtable uint64) *pebble.Options {
 		opts := &pebble.Options{
 			Logger:        pebbleLogger{cfg.Logger},
-			EventListener: stalls.listener(),
+			EventListener: stalls.listener(n.misuse),
 			// Reads of recent messages come from the block cache, not pread.
 			Cache: cache,
 			// Messages consumed while still in the memtable are never
@@ -752,6 +754,11 @@ func (n *Node) openDB(cfg Config) error {
 	n.db, n.sdb = db, sdb
 	return nil
 }
+
+// PebbleAPIMisuse returns how many possible misuses of Pebble's API (a
+// single delete that broke its rule, see apiMisuse) its flushes and
+// compactions reported so far, on both DBs. Tests fail on any.
+func (n *Node) PebbleAPIMisuse() int64 { return n.misuse.total() }
 
 // GRPCAddr is the address the gRPC API listens on.
 func (n *Node) GRPCAddr() string { return n.grpcLn.Addr().String() }

@@ -70,6 +70,9 @@ func startNode(t *testing.T, cfg node.Config) *node.Node {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = n.Stop(sctx)
+		if k := n.PebbleAPIMisuse(); k != 0 {
+			t.Errorf("node %d: Pebble reported %d possible API misuses (single deletes that broke the set-once rule)", cfg.NodeID, k)
+		}
 	})
 	return n
 }
@@ -317,6 +320,12 @@ func TestMetricsWorkload(t *testing.T) {
 		"quorumq_pebble_write_stalls_total", "quorumq_pebble_write_stall_seconds_total"} {
 		if _, err := last.value(name); err != nil {
 			t.Errorf("%s: %v", name, err)
+		}
+	}
+	// Exported per kind, and zero: no single delete broke its rule.
+	for _, kind := range []string{"ineffectual_single_delete", "nondeterministic_single_delete", "missized_delete", "invalid_value"} {
+		if v, err := last.value("quorumq_pebble_api_misuse_total", "kind", kind); err != nil || v != 0 {
+			t.Errorf("quorumq_pebble_api_misuse_total{kind=%q} = %v, %v; want 0", kind, v, err)
 		}
 	}
 	resp, err := http.Get("http://" + n.HTTPAddr() + "/readyz")

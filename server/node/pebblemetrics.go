@@ -2,11 +2,16 @@ package node
 
 import (
 	"context"
+	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/quorumq/quorumq/internal/keys"
 )
 
 // writeStalls counts Pebble's write stalls (memtables or L0 at their stop
@@ -19,8 +24,9 @@ type writeStalls struct {
 	since time.Time // zero unless stalled
 }
 
-func (w *writeStalls) listener() *pebble.EventListener {
+func (w *writeStalls) listener(misuse *apiMisuse) *pebble.EventListener {
 	return &pebble.EventListener{
+		PossibleAPIMisuse: misuse.record,
 		WriteStallBegin: func(pebble.WriteStallBeginInfo) {
 			w.mu.Lock()
 			defer w.mu.Unlock()
@@ -36,6 +42,46 @@ func (w *writeStalls) listener() *pebble.EventListener {
 			}
 		},
 	}
+}
+
+// apiMisuse counts what Pebble reports as a possible misuse of its API,
+// by kind, and logs each as an error. The store removes keys set once
+// between deletes with SingleDelete (store/DESIGN.md, "Single deletes"); a
+// flush or compaction that finds one which deleted nothing, or a set
+// under the set it deleted, reports it here. Either means the set-once
+// rule was broken for that key: a deleted key may have come back.
+type apiMisuse struct {
+	log    *slog.Logger
+	counts [len(misuseKinds)]atomic.Int64
+}
+
+// misuseKinds are the metric's kind labels, by pebble.APIMisuseKind.
+var misuseKinds = [...]string{
+	pebble.IneffectualSingleDelete:      "ineffectual_single_delete",
+	pebble.NondeterministicSingleDelete: "nondeterministic_single_delete",
+	pebble.MissizedDelete:               "missized_delete",
+	pebble.InvalidValue:                 "invalid_value",
+}
+
+func (a *apiMisuse) record(info pebble.PossibleAPIMisuseInfo) {
+	k := int(info.Kind)
+	if k < 0 || k >= len(misuseKinds) {
+		k = int(pebble.InvalidValue) // a kind this build does not know
+	}
+	a.counts[k].Add(1)
+	if a.log != nil {
+		a.log.Error("pebble reports a possible API misuse", "component", "pebble",
+			"kind", misuseKinds[k], "key", keys.Pretty(info.UserKey), "info", info.ExtraInfo)
+	}
+}
+
+// total returns the events counted so far, of every kind.
+func (a *apiMisuse) total() int64 {
+	var n int64
+	for i := range a.counts {
+		n += a.counts[i].Load()
+	}
+	return n
 }
 
 // read returns the stalls so far and their time (the current one included).
@@ -69,7 +115,8 @@ func (w *writeStalls) read() (int64, time.Duration) {
 //	quorumq_pebble_l0_files, quorumq_pebble_l0_sublevels, quorumq_pebble_read_amp
 //	quorumq_pebble_disk_usage_bytes
 //	quorumq_pebble_write_stalls_total, quorumq_pebble_write_stall_seconds_total
-func registerPebbleMetrics(m metric.Meter, dbs []*pebble.DB, stalls []*writeStalls) error {
+//	quorumq_pebble_api_misuse_total{kind}     (should stay 0; see apiMisuse)
+func registerPebbleMetrics(m metric.Meter, dbs []*pebble.DB, stalls []*writeStalls, misuse *apiMisuse) error {
 	var err error
 	counter, gauge := observables(m, &err)
 	wal := counter("pebble.wal.written", "Bytes written to Pebble's write-ahead log (Raft log entries, state machine batches).", "By")
@@ -87,6 +134,11 @@ func registerPebbleMetrics(m metric.Meter, dbs []*pebble.DB, stalls []*writeStal
 	readAmp := gauge("pebble.read_amp", "Read amplification: memtables plus L0 sublevels plus non-empty levels.", "")
 	usage := gauge("pebble.disk.usage", "Disk space used by the Pebble store (sstables, WAL, manifest).", "By")
 	stallCount := counter("pebble.write_stalls", "Write stalls: writes waited for a flush or an L0 compaction.", "{stall}")
+	misused := counter("pebble.api_misuse", "Possible misuses of Pebble's API its compactions reported, by kind (a single delete that broke its rule): should stay 0.", "{event}")
+	misuseAttrs := make([]metric.ObserveOption, len(misuseKinds))
+	for i, k := range misuseKinds {
+		misuseAttrs[i] = metric.WithAttributeSet(attribute.NewSet(attribute.String("kind", k)))
+	}
 	var stallTime metric.Float64ObservableCounter
 	if err == nil {
 		stallTime, err = m.Float64ObservableCounter("pebble.write_stall", metric.WithDescription("Time writes spent stalled."), metric.WithUnit("s"))
@@ -140,8 +192,11 @@ func registerPebbleMetrics(m metric.Meter, dbs []*pebble.DB, stalls []*writeStal
 		o.ObserveInt64(l0Sub, int64(l0SubN))
 		o.ObserveInt64(readAmp, rdAmp)
 		o.ObserveInt64(usage, int64(usageB))
+		for i := range misuse.counts {
+			o.ObserveInt64(misused, misuse.counts[i].Load(), misuseAttrs[i])
+		}
 		return nil
 	}, wal, flushed, compacted, ingested, written, flushes, compactions, debt, memSize, memCount, l0Files, l0Sub, readAmp, usage,
-		stallCount, stallTime)
+		stallCount, stallTime, misused)
 	return err
 }

@@ -86,6 +86,9 @@ func (c *memCluster) start(id uint64) *node.Node {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = n.Stop(sctx)
+		if k := n.PebbleAPIMisuse(); k != 0 {
+			c.t.Errorf("node %d: Pebble reported %d possible API misuses (single deletes that broke the set-once rule)", id, k)
+		}
 	})
 	return n
 }

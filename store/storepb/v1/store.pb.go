@@ -2667,7 +2667,13 @@ type QueueMeta struct {
 	DueAtMs int64 `protobuf:"varint,8,opt,name=due_at_ms,json=dueAtMs,proto3" json:"due_at_ms,omitempty"`
 	// in_flight, delayed and due_at_ms are kept (false: a queue from before
 	// them; its counters are counted once and its due entry made then).
-	Counted       bool `protobuf:"varint,9,opt,name=counted,proto3" json:"counted,omitempty"`
+	Counted bool `protobuf:"varint,9,opt,name=counted,proto3" json:"counted,omitempty"`
+	// Messages with seq >= set_once_seq (0: none) had every per-message key
+	// written under the set-once rule (each key set at most once between two
+	// deletes), so removing them may use Pebble's SingleDelete (store
+	// DESIGN.md, "Single deletes"). A new queue starts at 1; a queue from
+	// before the rule gets its next_seq when a command first writes its meta.
+	SetOnceSeq    uint64 `protobuf:"varint,10,opt,name=set_once_seq,json=setOnceSeq,proto3" json:"set_once_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2763,6 +2769,13 @@ func (x *QueueMeta) GetCounted() bool {
 		return x.Counted
 	}
 	return false
+}
+
+func (x *QueueMeta) GetSetOnceSeq() uint64 {
+	if x != nil {
+		return x.SetOnceSeq
+	}
+	return 0
 }
 
 // ShardMeta is the shard's replicated bookkeeping.
@@ -7083,7 +7096,7 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\x10partition_shards\x18\f \x03(\x04R\x0fpartitionShards\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfd\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9f\x02\n" +
 	"\tQueueMeta\x12\x19\n" +
 	"\bnext_seq\x18\x01 \x01(\x04R\anextSeq\x12\x1a\n" +
 	"\bmessages\x18\x02 \x01(\x03R\bmessages\x12\x14\n" +
@@ -7094,7 +7107,10 @@ const file_storepb_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"settled_ms\x18\a \x01(\x03R\tsettledMs\x12\x1a\n" +
 	"\tdue_at_ms\x18\b \x01(\x03R\adueAtMs\x12\x18\n" +
-	"\acounted\x18\t \x01(\bR\acounted\"\xb8\x01\n" +
+	"\acounted\x18\t \x01(\bR\acounted\x12 \n" +
+	"\fset_once_seq\x18\n" +
+	" \x01(\x04R\n" +
+	"setOnceSeq\"\xb8\x01\n" +
 	"\tShardMeta\x12 \n" +
 	"\flast_time_ms\x18\x01 \x01(\x03R\n" +
 	"lastTimeMs\x12\"\n" +
