@@ -172,23 +172,10 @@ func (r *Router) metadataLayout(ctx context.Context) (*storepb.ShardLayout, erro
 		if err == nil {
 			return l, nil
 		}
-		hint, retry := retryable(err)
-		if !retry || ctx.Err() != nil {
+		var again bool
+		if hinted, again = r.afterFailure(ctx, MetadataShard, leader, err, &backoff); !again {
 			return nil, err
 		}
-		hinted = 0
-		if hint != 0 && hint != leader {
-			r.cfg.View.Hint(MetadataShard, hint)
-			hinted = hint
-		} else {
-			r.cfg.View.Hint(MetadataShard, 0)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, err
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 500*time.Millisecond)
 	}
 }
 

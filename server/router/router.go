@@ -108,6 +108,30 @@ type Router struct {
 	readLayout func(context.Context) (*storepb.ShardLayout, error)
 }
 
+// afterFailure handles a failed try of a call on shard's leader: false if
+// err is final or ctx ended; else it tells the view the leader err names
+// (or that leader could not be reached), waits *backoff (then doubles it,
+// to at most 500 ms) and returns the leader to try next (0: ask the view).
+func (r *Router) afterFailure(ctx context.Context, shard, leader uint64, err error, backoff *time.Duration) (next uint64, again bool) {
+	hint, retry := retryable(err)
+	if !retry || ctx.Err() != nil {
+		return 0, false
+	}
+	if hint != 0 && hint != leader {
+		r.cfg.View.Hint(shard, hint)
+		next = hint
+	} else {
+		r.cfg.View.Hint(shard, 0) // forget the leader we could not reach
+	}
+	select {
+	case <-ctx.Done():
+		return 0, false
+	case <-time.After(*backoff):
+	}
+	*backoff = min(2**backoff, 500*time.Millisecond)
+	return next, true
+}
+
 // SetLayout tells the router the cluster's shard count and the count
 // before the first AddShards (base; 0: never added), which places the
 // queues and topics made before it. Neither ever shrinks.
@@ -345,23 +369,10 @@ func call[Req, Resp proto.Message](ctx context.Context, r *Router, t target, met
 		if err == nil {
 			return resp, nil
 		}
-		hint, retry := retryable(err)
-		if !retry || ctx.Err() != nil {
+		var again bool
+		if hinted, again = r.afterFailure(ctx, t.shard, leader, err, &backoff); !again {
 			return zero, err
 		}
-		hinted = 0
-		if hint != 0 && hint != leader {
-			r.cfg.View.Hint(t.shard, hint)
-			hinted = hint
-		} else {
-			r.cfg.View.Hint(t.shard, 0) // forget the leader we could not reach
-		}
-		select {
-		case <-ctx.Done():
-			return zero, err
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 500*time.Millisecond)
 	}
 }
 

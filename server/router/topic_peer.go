@@ -102,23 +102,10 @@ func topicCall[Req proto.Message, Resp proto.Message](ctx context.Context, r *Ro
 		if err == nil {
 			return resp, nil
 		}
-		hint, retry := retryable(err)
-		if !retry || ctx.Err() != nil {
+		var again bool
+		if hinted, again = r.afterFailure(ctx, shard, leader, err, &backoff); !again {
 			return zero, err
 		}
-		hinted = 0
-		if hint != 0 && hint != leader {
-			r.cfg.View.Hint(shard, hint)
-			hinted = hint
-		} else {
-			r.cfg.View.Hint(shard, 0)
-		}
-		select {
-		case <-ctx.Done():
-			return zero, err
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 500*time.Millisecond)
 	}
 }
 
