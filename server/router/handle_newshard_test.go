@@ -12,21 +12,14 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	qv1 "github.com/quorumq/quorumq/api/quorumq/v1"
+	"github.com/quorumq/quorumq/server/internal/servertest"
 	"github.com/quorumq/quorumq/server/node"
 	"github.com/quorumq/quorumq/store"
 )
 
 func handleShard(t *testing.T, h string) uint64 {
 	t.Helper()
-	b, err := base64.RawURLEncoding.DecodeString(h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ph, err := store.ParseHandle(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ph.Shard
+	return servertest.ParseHandle(t, h).Shard
 }
 
 func clusterClient(t *testing.T, n *node.Node) qv1.ClusterServiceClient {

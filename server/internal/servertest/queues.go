@@ -95,7 +95,10 @@ func PartitionDepth(t *testing.T, n *Node, queue string, i int) int64 {
 }
 
 // HandlePartition is the partition a receipt handle names.
-func HandlePartition(t *testing.T, h string) uint16 {
+func HandlePartition(t *testing.T, h string) uint16 { return ParseHandle(t, h).Partition }
+
+// ParseHandle decodes a receipt handle as the API returns it.
+func ParseHandle(t *testing.T, h string) store.Handle {
 	t.Helper()
 	b, err := base64.RawURLEncoding.DecodeString(h)
 	if err != nil {
@@ -105,7 +108,7 @@ func HandlePartition(t *testing.T, h string) uint16 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ph.Partition
+	return ph
 }
 
 // CreatePartitioned creates queue name with parts partitions or fails the test.
