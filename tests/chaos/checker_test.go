@@ -153,3 +153,91 @@ func TestClassify(t *testing.T) {
 		t.Fatal("classification of codes is wrong")
 	}
 }
+
+// A delete with the previous handle is accepted after a redelivery when the
+// message left the queue in between without a delete: the redelivery used
+// up its receives, its lease ended (a nack) and a receive moved it to the
+// dead-letter queue, so the delete found it gone (chaos seed 632137 with
+// --state-without-wal). Only that sequence is excused.
+func TestCheckerDeadLetteredBeforeStaleDelete(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	cfg := checkConfig{mainQueue: "main", deadQueue: "dlq", maxReceives: 2, drainEnd: at(100_000)}
+	const why = "dead-lettered before the delete"
+	// The observed calls: receive 1; a delete of handle 1 times out, its
+	// retry waits out a failover while the lease runs out; receive 2 (at
+	// the limit) returns during the retry, handle 2 is nacked, the message
+	// is dead-lettered; the retry then finds it gone and answers ok.
+	base := func(h *history) {
+		h.invokeSend("b1", "main", 0)
+		h.sendDone("b1", ok, "m1")
+		h.addRecvs([]recvEvent{{id: "m1", body: "b1", queue: "main", count: 1, visMs: 1000, sentAt: at(0), firstReceivedAt: at(100),
+			invoked: at(90), done: at(110)}})
+		h.addSettle(settleEvent{id: "m1", queue: "main", count: 1, outcome: unknown, reason: "DeadlineExceeded", invoked: at(1000), done: at(4000)})
+		h.addSettle(settleEvent{id: "m1", queue: "main", count: 1, outcome: ok, invoked: at(4000), done: at(6000)})
+		h.addRecvs([]recvEvent{{id: "m1", body: "b1", queue: "main", count: 2, visMs: 2000, sentAt: at(0), firstReceivedAt: at(100),
+			invoked: at(5000), done: at(5010)}})
+	}
+	nack := func(h *history) {
+		h.addSettle(settleEvent{id: "m1", queue: "main", count: 2, change: true, outcome: ok, invoked: at(5020), done: at(5030)})
+	}
+	dlq := func(h *history) {
+		h.addRecvs([]recvEvent{{id: "m1", body: "b1", queue: "dlq", dlSource: "main", count: 3, visMs: 1000, sentAt: at(0), firstReceivedAt: at(100),
+			invoked: at(7000), done: at(7010)}})
+		h.addSettle(settleEvent{id: "m1", queue: "dlq", count: 3, outcome: ok, invoked: at(7020), done: at(7030)})
+	}
+	cases := []struct {
+		name      string
+		cfg       checkConfig
+		build     func(h *history)
+		violation string // "" = none
+		note      bool   // an unexplained redelivery is reported
+	}{
+		{"nacked at the limit, then dead-lettered", cfg, func(h *history) { base(h); nack(h); dlq(h) }, "", false},
+		{"its lease ran out before the delete", cfg, func(h *history) {
+			base(h)
+			h.recvs[1].visMs = 900 // ends at 5900, before the delete's answer
+			dlq(h)
+		}, "", false},
+		{"lease still running when the delete answered", cfg, func(h *history) { base(h); dlq(h) }, "", true},
+		{"nack after the delete answered", cfg, func(h *history) {
+			base(h)
+			h.settles[1].done = at(5015)
+			nack(h)
+			dlq(h)
+		}, "", true},
+		{"nack refused", cfg, func(h *history) {
+			base(h)
+			nack(h)
+			h.settles[2].outcome, h.settles[2].reason = failed, "STALE_RECEIPT_HANDLE"
+			dlq(h)
+		}, "", true},
+		{"receives not used up", checkConfig{mainQueue: "main", deadQueue: "dlq", maxReceives: 3, drainEnd: at(100_000)},
+			func(h *history) { base(h); nack(h); dlq(h) }, "", true},
+		{"never dead-lettered", cfg, func(h *history) {
+			base(h)
+			nack(h)
+			h.addSettle(settleEvent{id: "m1", queue: "main", count: 2, outcome: failed, reason: "STALE_RECEIPT_HANDLE", invoked: at(7000), done: at(7010)})
+		}, "delete with a superseded handle accepted", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHistory()
+			tc.build(h)
+			res := h.check(tc.cfg)
+			all := strings.Join(res.violations, "\n")
+			switch {
+			case tc.violation == "" && len(res.violations) > 0:
+				t.Fatalf("want no violation, got:\n%s", all)
+			case tc.violation != "" && !strings.Contains(all, tc.violation):
+				t.Fatalf("want a violation containing %q, got:\n%s", tc.violation, all)
+			case tc.note && len(res.notes) == 0:
+				t.Fatalf("want an unexplained redelivery, got reasons %v", res.dupReasons)
+			case !tc.note && len(res.notes) > 0:
+				t.Fatalf("want no unexplained redelivery, got:\n%s", strings.Join(res.notes, "\n"))
+			case !tc.note && res.dupReasons[why+" (receives used up, lease ended; the message was gone when it came)"] != 1:
+				t.Fatalf("want the redelivery explained as %q, got %v", why, res.dupReasons)
+			}
+		})
+	}
+}

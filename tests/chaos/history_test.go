@@ -286,11 +286,17 @@ func (h *history) check(cfg checkConfig) checkResult {
 			}
 			if i > 0 || r.count > 1 {
 				res.counts["redeliveries"]++
-				why := explain(evs, i, byHandle[k])
+				// Moved to the dead-letter queue: received from it later.
+				var dl int32
+				if cfg.maxReceives > 0 && k.queue == cfg.mainQueue && !firstDLQ[k.id].IsZero() {
+					dl = cfg.maxReceives
+				}
+				why := explain(evs, i, byHandle[k], dl)
 				res.dupReasons[why]++
 				if strings.HasPrefix(why, "unexplained") {
-					note := fmt.Sprintf("%s: receive %d from %s [%s, %s]: %s; settles of handle %d: %s",
-						k.id, r.count, k.queue, ms(r.invoked), ms(r.done), why, r.count-1, fmtSettles(byHandle[k][r.count-1]))
+					note := fmt.Sprintf("%s: receive %d from %s [%s, %s]: %s; settles of handle %d: %s; of handle %d: %s; first received from the DLQ: %s",
+						k.id, r.count, k.queue, ms(r.invoked), ms(r.done), why, r.count-1, fmtSettles(byHandle[k][r.count-1]),
+						r.count, fmtSettles(byHandle[k][r.count]), fmtTime(firstDLQ[k.id]))
 					res.notes = append(res.notes, note)
 					// No order of the two calls explains it: before the delete
 					// the receive would have found no message, after it the
@@ -389,13 +395,15 @@ func leaseStart(p recvEvent) time.Time {
 }
 
 // explain names why receive i of one message was a redelivery, from what
-// became of the previous lease before the redelivery returned.
-func explain(evs []recvEvent, i int, settles map[int32][]settleEvent) string {
+// became of the previous lease before the redelivery returned. deadAt is
+// the queue's max_receive_count when the message was later received from
+// the dead-letter queue, else 0.
+func explain(evs []recvEvent, i int, settles map[int32][]settleEvent, deadAt int32) string {
 	r := evs[i]
 	if i == 0 || evs[i-1].count != r.count-1 {
 		return "earlier receive's answer lost (outcome unknown)"
 	}
-	var changed, deleteUnknown, deleteLate, deleteRefused, deleteAccepted bool
+	var changed, deleteUnknown, deleteLate, deleteRefused, deleteAccepted, deadFirst bool
 	for _, e := range settles[r.count-1] {
 		before := e.invoked.Before(r.done)
 		switch {
@@ -406,6 +414,7 @@ func explain(evs []recvEvent, i int, settles map[int32][]settleEvent) string {
 			deleteUnknown = true
 		case e.outcome == ok && before:
 			deleteAccepted = true
+			deadFirst = deadFirst || deadLetteredBefore(evs, settles, deadAt, e)
 		case e.outcome == failed && before:
 			deleteRefused = true
 		default: // a delete made after the redelivery returned
@@ -428,6 +437,8 @@ func explain(evs []recvEvent, i int, settles map[int32][]settleEvent) string {
 		return "visibility changed (nack)"
 	case deleteAccepted && newerDeleted:
 		return "lease expired before the delete (slow consumer; the message was gone when it came)"
+	case deleteAccepted && deadFirst:
+		return "dead-lettered before the delete (receives used up, lease ended; the message was gone when it came)"
 	case deleteAccepted:
 		return "unexplained: redelivered although a delete with the previous handle was accepted"
 	case deleteUnknown:
@@ -439,6 +450,39 @@ func explain(evs []recvEvent, i int, settles map[int32][]settleEvent) string {
 	default:
 		return "lease expired (consumer gave up)"
 	}
+}
+
+// deadLetteredBefore reports whether the accepted delete d of an earlier
+// handle can have come after the message was moved to the dead-letter queue
+// (deleting a gone message succeeds): the message's last receive from the
+// queue used up its receives (count >= deadAt; the workload never releases)
+// and began before d returned, and that lease can have ended before d
+// returned — by its own length, or by a visibility change of its handle
+// that may have applied (a nack) — so that a receive could move it before
+// d applied. Without a later receive from the dead-letter queue (deadAt 0)
+// nothing is excused.
+func deadLetteredBefore(evs []recvEvent, settles map[int32][]settleEvent, deadAt int32, d settleEvent) bool {
+	last := evs[len(evs)-1]
+	if deadAt == 0 || last.count < deadAt || !last.invoked.Before(d.done) {
+		return false
+	}
+	if !d.done.Add(leaseSlack).Before(leaseStart(last).Add(time.Duration(last.visMs) * time.Millisecond)) {
+		return true
+	}
+	for _, e := range settles[last.count] {
+		if e.change && e.outcome != failed && e.invoked.Before(d.done) &&
+			!d.done.Add(leaseSlack).Before(e.invoked.Add(time.Duration(e.visMs)*time.Millisecond)) {
+			return true
+		}
+	}
+	return false
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return ms(t)
 }
 
 func fmtSettles(es []settleEvent) string {
