@@ -3,7 +3,6 @@ package router
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
@@ -138,45 +137,13 @@ func (r *Router) runLayoutRead(ctx context.Context, start time.Time) error {
 
 // metadataLayout reads the shard layout record on the metadata shard's
 // leader (an empty record: the cluster never added shards), retrying on a
-// new leader until ctx ends (or the router's timeout, without a deadline),
-// as call does.
+// new leader until ctx ends (or the router's timeout, without a deadline).
 func (r *Router) metadataLayout(ctx context.Context) (*storepb.ShardLayout, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, r.cfg.Timeout)
-		defer cancel()
-	}
-	backoff := 10 * time.Millisecond
-	var hinted uint64
-	for {
-		leader := hinted
-		if leader == 0 {
-			var err error
-			if leader, err = r.leaderOf(ctx, MetadataShard); err != nil {
-				return nil, err
-			}
-		}
-		var l *storepb.ShardLayout
-		var err error
-		if srv := r.localServer(MetadataShard); srv != nil && leader == r.cfg.Self {
-			if srv, err = r.serving(ctx, MetadataShard); err == nil {
-				l, err = leaderLayout(ctx, srv)
-			}
-		} else if r.cfg.Forwarder == nil {
-			return nil, server.StatusError(codes.Unavailable, server.ReasonNotLeader, "no route to the metadata shard", nil)
-		} else {
-			l = &storepb.ShardLayout{}
-			err = r.cfg.Forwarder.invoke(ctx, leader, peerShardLayoutMethod, &storepb.ShardLayout{}, l,
-				server.ShardHeader, strconv.FormatUint(MetadataShard, 10))
-		}
-		if err == nil {
-			return l, nil
-		}
-		var again bool
-		if hinted, again = r.afterFailure(ctx, MetadataShard, leader, err, &backoff); !again {
-			return nil, err
-		}
-	}
+	return leaderCall(ctx, r, MetadataShard, peerShardLayoutMethod, &storepb.ShardLayout{},
+		func() *storepb.ShardLayout { return &storepb.ShardLayout{} },
+		func(srv *shardserver.Server, ctx context.Context, _ *storepb.ShardLayout) (*storepb.ShardLayout, error) {
+			return leaderLayout(ctx, srv)
+		})
 }
 
 // leaderLayout reads the layout record of the metadata shard, which srv

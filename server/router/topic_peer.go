@@ -60,11 +60,12 @@ func (p *PeerServer) topicGroupMember(ctx context.Context, req *storepb.TopicGro
 	return srv.TopicGroupMember(ctx, req)
 }
 
-// topicCall runs a topic method on the leader of shard: the local server
-// when this node leads it, else the leader's node. A NOT_LEADER answer or a
+// leaderCall runs a method on the leader of shard (topic methods, the
+// shard layout read): the local server when this node leads it, else the
+// leader's node. A NOT_LEADER answer or a
 // node that cannot be dialled (nothing was sent) is retried on the new
 // leader until the deadline, like call.
-func topicCall[Req proto.Message, Resp proto.Message](ctx context.Context, r *Router, shard uint64, method string, req Req,
+func leaderCall[Req proto.Message, Resp proto.Message](ctx context.Context, r *Router, shard uint64, method string, req Req,
 	newResp func() Resp, local func(*shardserver.Server, context.Context, Req) (Resp, error)) (Resp, error) {
 	var zero Resp
 	if r.shardCount() == 0 {
@@ -126,25 +127,25 @@ func (r *Router) ProposePartitions(ctx context.Context, tenant, topic string, pl
 
 // proposeTopic proposes a topic command on shard's leader.
 func (r *Router) proposeTopic(ctx context.Context, shard uint64, cmd *storepb.Command) (*storepb.TopicCommandReply, error) {
-	return topicCall(ctx, r, shard, peerTopicProposeMethod, cmd,
+	return leaderCall(ctx, r, shard, peerTopicProposeMethod, cmd,
 		func() *storepb.TopicCommandReply { return &storepb.TopicCommandReply{} }, (*shardserver.Server).TopicPropose)
 }
 
 // readTopicShard reads a partition log on shard's leader.
 func (r *Router) readTopicShard(ctx context.Context, shard uint64, req *storepb.TopicReadRequest) (*storepb.TopicReadReply, error) {
-	return topicCall(ctx, r, shard, peerTopicReadMethod, req,
+	return leaderCall(ctx, r, shard, peerTopicReadMethod, req,
 		func() *storepb.TopicReadReply { return &storepb.TopicReadReply{} }, (*shardserver.Server).TopicRead)
 }
 
 // topicCatalog reads topic records on the metadata shard's leader.
 func (r *Router) topicCatalog(ctx context.Context, req *storepb.TopicCatalogRequest) (*storepb.TopicCatalogReply, error) {
-	return topicCall(ctx, r, MetadataShard, peerTopicCatalogMethod, req,
+	return leaderCall(ctx, r, MetadataShard, peerTopicCatalogMethod, req,
 		func() *storepb.TopicCatalogReply { return &storepb.TopicCatalogReply{} }, (*shardserver.Server).TopicCatalog)
 }
 
 // topicGroupMember runs a member call on the group's coordinator: the
 // leader of shard.
 func (r *Router) topicGroupMember(ctx context.Context, shard uint64, req *storepb.TopicGroupMemberRequest) (*storepb.TopicGroupMemberReply, error) {
-	return topicCall(ctx, r, shard, peerTopicMemberMethod, req,
+	return leaderCall(ctx, r, shard, peerTopicMemberMethod, req,
 		func() *storepb.TopicGroupMemberReply { return &storepb.TopicGroupMemberReply{} }, (*shardserver.Server).TopicGroupMember)
 }

@@ -19,7 +19,7 @@ import (
 // The shard leader's side of topics: topic commands are proposed here,
 // partition logs read here (after a read barrier, long-polling on the
 // applies of the partition), and retention proposed by housekeeping. The
-// router (route_topics.go) reaches these through topicCall, locally or on
+// router (route_topics.go) reaches these through leaderCall, locally or on
 // the leader's node (topic_peer.go).
 
 // trimLimit bounds the segments and records one retention command drops.
