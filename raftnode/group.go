@@ -33,11 +33,14 @@ type group struct {
 	truncWant    uint64 // two-DB mode: highest truncation index applied, done locally up to the durable applied index
 	truncTerm    uint64
 	snapWarned   bool
-	selfElect    bool           // sole voter: campaign once conf changes are applied
-	leadTicks    int            // ticks since this node became leader (0 otherwise)
-	stepped      []*stagedSnap  // snapshots stepped this round, until installed or dropped
-	lostLog      map[uint64]int // member -> consecutive rejections below its match (loop only)
-	membersOf    *pb.ConfState  // the ConfState status.Members was derived from
+	selfElect    bool              // sole voter: campaign once conf changes are applied
+	leadTicks    int               // ticks since this node became leader (0 otherwise)
+	ticks        uint64            // loop only: ticks since the group started here
+	heardAt      map[uint64]uint64 // loop only: member -> g.ticks when a message from it was last stepped
+	activeTicks  uint64            // a member heard from within this many ticks is active (the election timeout); set before publication
+	stepped      []*stagedSnap     // snapshots stepped this round, until installed or dropped
+	lostLog      map[uint64]int    // member -> consecutive rejections below its match (loop only)
+	membersOf    *pb.ConfState     // the ConfState status.Members was derived from
 
 	maxPropBytes int // bound of each class's propBytes (Config.MaxQueuedProposalBytes); set before publication, read-only
 
@@ -366,6 +369,34 @@ func (g *group) closeLocked(err error) {
 	}
 }
 
+// withProgress is RawNode.WithProgress with RecentActive made steady:
+// raft clears every member's flag at each CheckQuorum (once an election
+// timeout) and sets it again on the member's next message, so for about a
+// heartbeat after each check a healthy member looks inactive. Here a
+// member is also active if a message from it was stepped within the last
+// election timeout, which is what the flag is meant to say.
+func (g *group) withProgress(fn func(uint64, raft.ProgressType, tracker.Progress)) {
+	g.rn.WithProgress(func(id uint64, typ raft.ProgressType, pr tracker.Progress) {
+		if !pr.RecentActive {
+			if at, ok := g.heardAt[id]; ok && g.ticks-at <= g.activeTicks {
+				pr.RecentActive = true
+			}
+		}
+		fn(id, typ, pr)
+	})
+}
+
+// noteHeard records that a message from member id was stepped now.
+func (g *group) noteHeard(id uint64) {
+	if id == 0 {
+		return
+	}
+	if g.heardAt == nil {
+		g.heardAt = map[uint64]uint64{}
+	}
+	g.heardAt[id] = g.ticks
+}
+
 // refreshStatus recomputes the shared status from raft and storage (loop
 // only). It reports whether the leader, the term or the applied
 // configuration changed (status waiters are woken).
@@ -374,7 +405,7 @@ func (g *group) refreshStatus() (leaderChanged bool) {
 	first, last, applied := g.st.bounds()
 	var peers []PeerProgress
 	if bs.RaftState == raft.StateLeader {
-		g.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+		g.withProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
 			peers = append(peers, PeerProgress{
 				ID: id, Match: pr.Match, Next: pr.Next, State: pr.State.String(), RecentActive: pr.RecentActive,
 			})

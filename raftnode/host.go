@@ -466,6 +466,7 @@ func (h *Host) addGroup(group uint64, peers []uint64, sm StateMachine, join bool
 	}
 	g := newGroup(group, sm, st, rn, log)
 	g.maxPropBytes = h.cfg.MaxQueuedProposalBytes
+	g.activeTicks = uint64(h.cfg.ElectionTicks)
 	if voters := rn.Status().Config.Voters.IDs(); len(voters) == 1 {
 		_, g.selfElect = voters[h.cfg.NodeID]
 	}

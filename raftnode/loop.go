@@ -58,6 +58,7 @@ func (h *Host) tick(n uint64) {
 	for _, g := range h.active() {
 		h.guard(g, func() error {
 			g.rn.Tick()
+			g.ticks++
 			if g.rn.BasicStatus().RaftState == raft.StateLeader {
 				g.leadTicks++
 			} else {
@@ -314,6 +315,7 @@ func (h *Host) drain(g *group, unreachable []uint64) (propsLeft bool) {
 	}
 	for _, m := range in.msgs {
 		lost := h.guardLostLog(g, m)
+		g.noteHeard(m.GetFrom())
 		if err := g.rn.Step(m); err != nil {
 			g.log.Debug("raft step", "type", m.GetType().String(), "from", m.GetFrom(), "err", err)
 		}
@@ -480,7 +482,7 @@ func (h *Host) handOffLeadership(g *group, lost uint64) {
 		return
 	}
 	var to, match uint64
-	g.rn.WithProgress(func(id uint64, typ raft.ProgressType, pr tracker.Progress) {
+	g.withProgress(func(id uint64, typ raft.ProgressType, pr tracker.Progress) {
 		if id == h.cfg.NodeID || id == lost || typ != raft.ProgressTypePeer || !pr.RecentActive ||
 			pr.State != tracker.StateReplicate || pr.IsLearner {
 			return
@@ -633,7 +635,7 @@ func (h *Host) maybeTruncate(g *group) {
 	if applied <= h.cfg.LogRetain {
 		return
 	}
-	target := truncateTarget(h.cfg.NodeID, applied, h.cfg.LogRetain, h.cfg.LogLagLimit, g.rn.WithProgress)
+	target := truncateTarget(h.cfg.NodeID, applied, h.cfg.LogRetain, h.cfg.LogLagLimit, g.withProgress)
 	if g.truncTerm == bs.GetTerm() {
 		// Counted from the target already proposed, not only from the
 		// first index: with a state DB the local truncation waits for a

@@ -106,6 +106,23 @@ func TestAddShardsOnline(t *testing.T) {
 			t.Fatalf("AddShards(%v): %v, want INVALID_ARGUMENT", bad, err)
 		}
 	}
+	// AddShards places on nodes the metadata leader hears from last: wait
+	// until it hears from every node (each observes the metadata shard).
+	waitLong(t, 30*time.Second, func() error {
+		cfgs, err := c.configs(3)
+		if err != nil {
+			return err
+		}
+		if len(cfgs[0].Members) != 3 {
+			return fmt.Errorf("metadata shard members %v", cfgs[0].Members)
+		}
+		for _, p := range cfgs[0].Peers {
+			if !p.RecentActive || p.State != "StateReplicate" {
+				return fmt.Errorf("metadata shard member %+v", p)
+			}
+		}
+		return nil
+	})
 	resp, err := cl.AddShards(testCtx(t), &qv1.AddShardsRequest{Count: 2, ExpectShards: 3})
 	if err != nil {
 		t.Fatal(err)
