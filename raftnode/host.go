@@ -61,6 +61,17 @@ type Restoring interface {
 	Restoring()
 }
 
+// Stamper is optionally implemented by a StateMachine: Stamp is called on
+// the leader's loop with each proposal's payload (what was passed to
+// Propose) just before raft appends it, so in log order. It may rewrite
+// data in place, keeping its length: the state machine stamps time there,
+// so that stamps follow log order even when classes reorder proposals
+// (a proposer's clock read at Propose can be older than an entry
+// appended before it). It must not block.
+type Stamper interface {
+	Stamp(data []byte)
+}
+
 // Transport carries raft messages to other nodes. A Transport that also
 // implements SnapshotTransport can bring lagging or new members up to date
 // by snapshot; without it such members stay behind.

@@ -390,9 +390,13 @@ func (h *Host) propose(g *group, props []*proposal, term uint64) {
 		chunk := props[:n]
 		props = props[n:]
 		if dropped == nil {
+			stamper, _ := g.sm.(Stamper)
 			ents := make([]*pb.Entry, len(chunk))
 			for i, p := range chunk {
 				p.term = term
+				if stamper != nil && len(p.data) > 9 {
+					stamper.Stamp(p.data[9:]) // past the frame (frameUser)
+				}
 				ents[i] = &pb.Entry{Data: p.data}
 			}
 			prop := &pb.Message{Type: pb.MsgProp.Enum(), From: proto.Uint64(h.cfg.NodeID), Entries: ents}

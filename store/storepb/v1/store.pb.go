@@ -246,8 +246,10 @@ func (NodeState) EnumDescriptor() ([]byte, []int) {
 }
 
 // Command is one replicated state change. The proposer (the shard leader)
-// stamps time_ms with its wall clock; apply uses max(last applied time,
-// time_ms), so time never runs backwards and replay is deterministic.
+// stamps time_ms with its wall clock, again as Raft appends the entry (so
+// stamps follow log order); apply turns it into the command's time, which
+// never runs backwards (store/DESIGN.md, "Time"), and replay is
+// deterministic.
 type Command struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Envelope version, 1.
