@@ -89,6 +89,10 @@ func (r *Router) refreshLayout(ctx context.Context, since time.Time, known func(
 			}
 			return run.err
 		}
+		if known() { // a read that finished since the caller looked
+			f.mu.Unlock()
+			return nil
+		}
 		start := time.Now()
 		if run != nil {
 			start = later(start, run.started.Add(layoutGap))
