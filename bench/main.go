@@ -59,6 +59,7 @@ import (
 	"time"
 
 	"github.com/quorumq/quorumq/bench/internal/promtext"
+	"github.com/quorumq/quorumq/internal/testports"
 )
 
 type suiteConfig struct {
@@ -170,23 +171,25 @@ type cluster struct {
 	raft    []string
 }
 
-// freePorts reserves n loopback ports by listening and closing: another
-// process could take one in between, which the node's start would report.
+// freePorts picks n free loopback ports below the kernel's ephemeral range
+// (testports.Reserve): a port from ":0" is what outgoing connections take
+// too, so one could be taken between the pick and the node's bind.
 func freePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			_ = l.Close()
-		}
-	}()
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		addr, err := testports.Reserve()
 		if err != nil {
 			return nil, err
 		}
-		lns = append(lns, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		_, p, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		port, err := strconv.Atoi(p)
+		if err != nil {
+			return nil, err
+		}
+		ports = append(ports, port)
 	}
 	return ports, nil
 }
