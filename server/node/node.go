@@ -82,7 +82,10 @@ type Config struct {
 	MetricsAddr string
 	// Pprof serves /debug/pprof/ on the HTTP listener.
 	Pprof bool
-	// CacheBytes is Pebble's block cache (default 128 MiB).
+	// CacheBytes is Pebble's block cache for reads (default 128 MiB). The
+	// cache made is larger: Pebble reserves every memtable's size from it,
+	// and two 64 MiB memtables per instance (the mutable one and the one
+	// kept for reuse) would otherwise leave no room for blocks at all.
 	CacheBytes int64
 	// StateWithoutWAL creates a new data directory with two Pebble
 	// instances: raftlog/ (the Raft log, WAL synced every round) and
@@ -699,7 +702,17 @@ func (n *Node) openDB(cfg Config) error {
 		cfg.Logger.Warn("the data directory keeps the layout it was created with", "dir", cfg.DataDir,
 			"state_without_wal", split, "requested", cfg.StateWithoutWAL)
 	}
-	cache := pebble.NewCache(cfg.CacheBytes)
+	// Pebble reserves each memtable's size from the block cache (db.go,
+	// newMemTable) and keeps one spent memtable for reuse, reserved too:
+	// the cache made holds CacheBytes of blocks besides two memtables of
+	// each instance. Before, a 128 MiB cache held no block at all (every
+	// receive's index seek read sstable blocks from the file: 5.7 block
+	// reads per message, 0 % hits, in an open-loop run at 5,000 msgs/s).
+	reserved := int64(2 * stateMemTableBytes)
+	if split {
+		reserved += 2 * logMemTableBytes
+	}
+	cache := pebble.NewCache(cfg.CacheBytes + reserved)
 	defer cache.Unref() // each DB holds its own reference
 	n.stalls = [2]*writeStalls{{}, {}}
 	n.misuse = &apiMisuse{log: cfg.Logger}

@@ -116,6 +116,8 @@ func (w *writeStalls) read() (int64, time.Duration) {
 //	quorumq_pebble_disk_usage_bytes
 //	quorumq_pebble_write_stalls_total, quorumq_pebble_write_stall_seconds_total
 //	quorumq_pebble_api_misuse_total{kind}     (should stay 0; see apiMisuse)
+//	quorumq_pebble_block_cache_hits_total, quorumq_pebble_block_cache_misses_total
+//	                                          (the cache both DBs share)
 func registerPebbleMetrics(m metric.Meter, dbs []*pebble.DB, stalls []*writeStalls, misuse *apiMisuse) error {
 	var err error
 	counter, gauge := observables(m, &err)
@@ -134,6 +136,8 @@ func registerPebbleMetrics(m metric.Meter, dbs []*pebble.DB, stalls []*writeStal
 	readAmp := gauge("pebble.read_amp", "Read amplification: memtables plus L0 sublevels plus non-empty levels.", "")
 	usage := gauge("pebble.disk.usage", "Disk space used by the Pebble store (sstables, WAL, manifest).", "By")
 	stallCount := counter("pebble.write_stalls", "Write stalls: writes waited for a flush or an L0 compaction.", "{stall}")
+	cacheHits := counter("pebble.block_cache.hits", "Block cache hits (the cache both Pebble instances share).", "{block}")
+	cacheMisses := counter("pebble.block_cache.misses", "Block cache misses: blocks read from the sstable files.", "{block}")
 	misused := counter("pebble.api_misuse", "Possible misuses of Pebble's API its compactions reported, by kind (a single delete that broke its rule): should stay 0.", "{event}")
 	misuseAttrs := make([]metric.ObserveOption, len(misuseKinds))
 	for i, k := range misuseKinds {
@@ -158,8 +162,12 @@ func registerPebbleMetrics(m metric.Meter, dbs []*pebble.DB, stalls []*writeStal
 			n, d := s.read()
 			stallN, stallD = stallN+n, stallD+d
 		}
-		for _, db := range dbs {
+		var hits, misses int64
+		for i, db := range dbs {
 			pm := db.Metrics()
+			if i == 0 { // the cache is shared: counted once
+				hits, misses = pm.BlockCache.Hits, pm.BlockCache.Misses
+			}
 			for _, l := range pm.Levels {
 				flush += l.TableBytesFlushed + l.BlobBytesFlushed
 				compact += l.TableBytesCompacted + l.BlobBytesCompacted
@@ -192,11 +200,13 @@ func registerPebbleMetrics(m metric.Meter, dbs []*pebble.DB, stalls []*writeStal
 		o.ObserveInt64(l0Sub, int64(l0SubN))
 		o.ObserveInt64(readAmp, rdAmp)
 		o.ObserveInt64(usage, int64(usageB))
+		o.ObserveInt64(cacheHits, hits)
+		o.ObserveInt64(cacheMisses, misses)
 		for i := range misuse.counts {
 			o.ObserveInt64(misused, misuse.counts[i].Load(), misuseAttrs[i])
 		}
 		return nil
 	}, wal, flushed, compacted, ingested, written, flushes, compactions, debt, memSize, memCount, l0Files, l0Sub, readAmp, usage,
-		stallCount, stallTime, misused)
+		stallCount, stallTime, misused, cacheHits, cacheMisses)
 	return err
 }
