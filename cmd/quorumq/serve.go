@@ -131,7 +131,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&cfg.TLS.PeerCertFile, "peer-tls-cert-file", "", "this node's certificate for mutual TLS between nodes; it must carry the URI SAN quorumq://node/<node-id> (--role api: quorumq://api/<node-id>)")
 	f.StringVar(&cfg.TLS.PeerKeyFile, "peer-tls-key-file", "", "key of --peer-tls-cert-file")
 	f.StringVar(&cfg.TLS.PeerCAFile, "peer-tls-ca-file", "", "CA that signs every node's peer certificate")
-	f.Int64Var(&cfg.CacheBytes, "cache-bytes", 128<<20, "Pebble block cache for reads, in bytes (besides the memtables Pebble reserves from the cache)")
+	f.Int64Var(&cfg.CacheBytes, "cache-bytes", 32<<20, "Pebble block cache for reads, in bytes (besides the memtables Pebble reserves from the cache)")
 	f.BoolVar(&cfg.StateWithoutWAL, "state-without-wal", false, "create a new data directory with the shards' state in a Pebble instance without a write-ahead log (raftlog/ + pebble/): each message body reaches a WAL once per replica instead of twice, about half the disk bytes for a little more CPU; an existing data directory keeps its layout")
 	f.Int64Var(&snapRate, "snapshot-bytes-per-sec", 0, "snapshot data (replica copies: moves, new replicas) a node sends per second over all its streams, so moves leave disk and network to foreground traffic; 0: unlimited (a copy paced slower than the shard's writes can need another snapshot)")
 	f.BoolVar(&cfg.Pprof, "pprof", false, "serve the Go profiler at /debug/pprof/ on --http-addr")

@@ -82,7 +82,7 @@ type Config struct {
 	MetricsAddr string
 	// Pprof serves /debug/pprof/ on the HTTP listener.
 	Pprof bool
-	// CacheBytes is Pebble's block cache for reads (default 128 MiB). The
+	// CacheBytes is Pebble's block cache for reads (default 32 MiB). The
 	// cache made is larger: Pebble reserves every memtable's size from it,
 	// and two 64 MiB memtables per instance (the mutable one and the one
 	// kept for reuse) would otherwise leave no room for blocks at all.
@@ -222,7 +222,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		cfg.Shards = 1
 	}
 	if cfg.CacheBytes <= 0 {
-		cfg.CacheBytes = 128 << 20
+		cfg.CacheBytes = 32 << 20
 	}
 	switch cfg.Role {
 	case "", "all", "storage":
