@@ -26,7 +26,7 @@ const timeMsField = 2
 
 // restamp rewrites a marshaled storepb.Command's time_ms in place to now,
 // if now is later and encodes in the same number of bytes (every Unix
-// millisecond time from 2004 to 2109 takes 6). It reports whether it
+// millisecond time from 1971 to 2109 takes 6). It reports whether it
 // rewrote; a payload it cannot parse is left as it is (apply judges it).
 func restamp(data []byte, now int64) bool {
 	for off := 0; off < len(data); {
