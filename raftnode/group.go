@@ -36,7 +36,7 @@ type group struct {
 	selfElect    bool              // sole voter: campaign once conf changes are applied
 	leadTicks    int               // ticks since this node became leader (0 otherwise)
 	ticks        uint64            // loop only: ticks since the group started here
-	heardAt      map[uint64]uint64 // loop only: member -> g.ticks when a message from it was last stepped
+	heardAt      map[uint64]uint64 // loop only: member -> g.ticks of its last append or heartbeat answer
 	activeTicks  uint64            // a member heard from within this many ticks is active (the election timeout); set before publication
 	stepped      []*stagedSnap     // snapshots stepped this round, until installed or dropped
 	lostLog      map[uint64]int    // member -> consecutive rejections below its match (loop only)
@@ -373,8 +373,9 @@ func (g *group) closeLocked(err error) {
 // raft clears every member's flag at each CheckQuorum (once an election
 // timeout) and sets it again on the member's next message, so for about a
 // heartbeat after each check a healthy member looks inactive. Here a
-// member is also active if a message from it was stepped within the last
-// election timeout, which is what the flag is meant to say.
+// member is also active if it answered an append or a heartbeat (what
+// raft sets the flag on) within the last election timeout, which is what
+// the flag is meant to say.
 func (g *group) withProgress(fn func(uint64, raft.ProgressType, tracker.Progress)) {
 	g.rn.WithProgress(func(id uint64, typ raft.ProgressType, pr tracker.Progress) {
 		if !pr.RecentActive {
@@ -386,7 +387,7 @@ func (g *group) withProgress(fn func(uint64, raft.ProgressType, tracker.Progress
 	})
 }
 
-// noteHeard records that a message from member id was stepped now.
+// noteHeard records that member id answered an append or a heartbeat now.
 func (g *group) noteHeard(id uint64) {
 	if id == 0 {
 		return

@@ -315,7 +315,9 @@ func (h *Host) drain(g *group, unreachable []uint64) (propsLeft bool) {
 	}
 	for _, m := range in.msgs {
 		lost := h.guardLostLog(g, m)
-		g.noteHeard(m.GetFrom())
+		if t := m.GetType(); t == pb.MsgAppResp || t == pb.MsgHeartbeatResp {
+			g.noteHeard(m.GetFrom()) // what raft sets RecentActive on
+		}
 		if err := g.rn.Step(m); err != nil {
 			g.log.Debug("raft step", "type", m.GetType().String(), "from", m.GetFrom(), "err", err)
 		}
