@@ -370,27 +370,42 @@ func TestTruncationPassesAbsentMember(t *testing.T) {
 	c.converged(g)
 }
 
-// proposeUntilTruncated proposes batches until the leader's log no longer
-// holds index past+1 (so a member at past needs a snapshot), and returns
-// that leader. It follows leadership among ids (all nodes if none): on a
-// loaded machine, under -race, a follower's apply round can outlast an
-// election timeout, and the leader steps down (CheckQuorum) between two
-// batches. A proposal lost with its leadership is not retried: the batch
-// only fills the log.
+// proposeUntilTruncated proposes batches until no log among ids (all
+// nodes if none) holds index past+1, so that a member at past needs a
+// snapshot whichever of them leads, and returns the leader. Every log, not
+// only the leader's: with the state without a WAL each replica truncates
+// only behind its own state flush, later than the leader that proposed the
+// truncation, and leadership may move to it. It follows leadership among
+// ids: on a loaded machine, under -race, a follower's apply round can
+// outlast an election timeout, and the leader steps down (CheckQuorum)
+// between two batches. A proposal lost with its leadership is not retried:
+// the batch only fills the log.
 func (c *testCluster) proposeUntilTruncated(group, past uint64, ids ...uint64) *testNode {
 	c.t.Helper()
+	if len(ids) == 0 {
+		for id := range c.nodes {
+			ids = append(ids, id)
+		}
+	}
 	deadline := time.Now().Add(20 * time.Second)
 	for i := 0; ; i++ {
 		lead := c.leader(group, ids...)
-		st, err := lead.host.Status(group)
-		if err != nil {
-			c.t.Fatal(err)
+		var holding error
+		for _, id := range ids {
+			st, err := c.nodes[id].host.Status(group)
+			if err != nil {
+				c.t.Fatal(err)
+			}
+			if st.FirstIndex <= past+1 {
+				holding = fmt.Errorf("node %d did not truncate past %d: %+v", id, past, st)
+				break
+			}
 		}
-		if st.FirstIndex > past+1 {
+		if holding == nil {
 			return lead
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("leader did not truncate past %d: %+v", past, st)
+			c.t.Fatal(holding)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		var wg sync.WaitGroup

@@ -45,10 +45,16 @@ func TestSnapshotCatchUpAfterRestart(t *testing.T) {
 	c.start(f.id, fs)
 	f = c.nodes[f.id]
 	c.converged(g)
-	if f.host.SnapshotsApplied() == 0 || f.sms[g].restored.Load() == 0 {
-		t.Fatalf("follower caught up without a snapshot (applied %d, Restored calls %d)",
-			f.host.SnapshotsApplied(), f.sms[g].restored.Load())
-	}
+	// The counter and the Restored call follow the round's log commit,
+	// after the snapshot's state is in the state DB (which converged
+	// reads): wait for them rather than read them once.
+	checkFor(t, 10*time.Second, func() error {
+		if f.host.SnapshotsApplied() == 0 || f.sms[g].restored.Load() == 0 {
+			return fmt.Errorf("follower caught up without a snapshot (applied %d, Restored calls %d)",
+				f.host.SnapshotsApplied(), f.sms[g].restored.Load())
+		}
+		return nil
+	})
 	if snapshotsSent() == sent {
 		t.Fatal("no node sent a snapshot")
 	}

@@ -1211,6 +1211,24 @@ func TestRedriveExactlyOnceWhenAckIsLost(t *testing.T) {
 			majority = append(majority, id)
 		}
 	}
+	pending := func(id uint64) int {
+		e, err := c.Nodes[id].Store().PendingOutbox(1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(e)
+	}
+	// The dead-letter moves went through the outbox too: their acks must
+	// be on every node before acks are dropped, or the first dropped
+	// append is theirs and nothing after it (the redrive) commits.
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		for _, id := range ids {
+			if p := pending(id); p != 0 {
+				return fmt.Errorf("node %d has %d dead-letter moves pending", id, p)
+			}
+		}
+		return nil
+	})
 	var acksDropped atomic.Int64
 	c.Net.Drop(func(env raftnode.Envelope) bool {
 		m := env.Msg
@@ -1241,13 +1259,6 @@ func TestRedriveExactlyOnceWhenAckIsLost(t *testing.T) {
 	t.Logf("%d appends carrying the ack dropped", acksDropped.Load())
 	// The followers hold the delivery but not the ack: the entries are
 	// still pending in their outbox.
-	pending := func(id uint64) int {
-		e, err := c.Nodes[id].Store().PendingOutbox(1000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(e)
-	}
 	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		for _, id := range majority {
 			if p := pending(id); p != N {
