@@ -317,7 +317,8 @@ func TestMetricsWorkload(t *testing.T) {
 	for _, name := range []string{"quorumq_pebble_flush_written_bytes_total", "quorumq_pebble_compaction_written_bytes_total",
 		"quorumq_pebble_ingested_bytes_total", "quorumq_pebble_flushes_total", "quorumq_pebble_compactions_total",
 		"quorumq_pebble_compaction_debt_bytes", "quorumq_pebble_l0_files", "quorumq_pebble_l0_sublevels", "quorumq_pebble_read_amp",
-		"quorumq_pebble_write_stalls_total", "quorumq_pebble_write_stall_seconds_total"} {
+		"quorumq_pebble_write_stalls_total", "quorumq_pebble_write_stall_seconds_total",
+		"quorumq_pebble_block_cache_hits_total", "quorumq_pebble_block_cache_misses_total"} {
 		if _, err := last.value(name); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
