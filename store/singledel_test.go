@@ -100,24 +100,31 @@ func applyLog(t *testing.T, s *Store, db *pebble.DB, log [][]byte, want []string
 				return singleDeletes, fmt.Sprintf("entry %d: outcome %s, generator had %s", j, got, want[j])
 			}
 		}
-		for r := b.Reader(); ; {
-			kind, _, _, ok, err := r.Next()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !ok {
-				break
-			}
-			if kind == pebble.InternalKeyKindSingleDelete {
-				singleDeletes++
-			}
-		}
+		singleDeletes += len(singleDeleted(t, b))
 		if err := b.Commit(pebble.NoSync); err != nil {
 			t.Fatal(err)
 		}
 		i += n
 	}
 	return singleDeletes, ""
+}
+
+// singleDeleted returns the keys b single-deletes, in batch order.
+func singleDeleted(t *testing.T, b *pebble.Batch) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for r := b.Reader(); ; {
+		kind, k, _, ok, err := r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			return out
+		}
+		if kind == pebble.InternalKeyKindSingleDelete {
+			out = append(out, k)
+		}
+	}
 }
 
 // TestSingleDeletesMatchDeletes applies the random log of
@@ -313,17 +320,8 @@ func TestSetOnceSeq(t *testing.T) {
 			}
 		}
 		single := map[string]bool{}
-		for rd := b.Reader(); ; {
-			kind, k, _, ok, err := rd.Next()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !ok {
-				break
-			}
-			if kind == pebble.InternalKeyKindSingleDelete {
-				single[keys.Pretty(k)] = true
-			}
+		for _, k := range singleDeleted(t, b) {
+			single[keys.Pretty(k)] = true
 		}
 		if err := b.Commit(pebble.NoSync); err != nil {
 			t.Fatal(err)
