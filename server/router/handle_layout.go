@@ -169,11 +169,7 @@ func leaderLayout(ctx context.Context, srv *shardserver.Server) (*storepb.ShardL
 
 // shardLayout serves peerShardLayoutMethod on the metadata shard's leader.
 func (p *PeerServer) shardLayout(ctx context.Context, _ *storepb.ShardLayout) (*storepb.ShardLayout, error) {
-	if shard, ok := direct(ctx); ok && shard != MetadataShard {
-		return nil, server.StatusError(codes.InvalidArgument, server.ReasonInvalidArgument,
-			fmt.Sprintf("the shard layout lives on the metadata shard, not shard %d", shard), nil)
-	}
-	srv, err := p.addressed(ctx)
+	srv, err := p.metadataAddressed(ctx, "the shard layout lives")
 	if err != nil {
 		return nil, err
 	}

@@ -206,15 +206,21 @@ func (p *PeerServer) nodeAddress(ctx context.Context, req *storepb.RegisterNode)
 		return nil, server.StatusError(codes.PermissionDenied, server.ReasonPermissionDenied,
 			fmt.Sprintf("%v may record only its own address, not node %d's", id, req.GetNode().GetId()), nil)
 	}
-	if shard, ok := direct(ctx); ok && shard != MetadataShard {
-		return nil, server.StatusError(codes.InvalidArgument, server.ReasonInvalidArgument,
-			fmt.Sprintf("node addresses live on the metadata shard, not shard %d", shard), nil)
-	}
-	srv, err := p.addressed(ctx)
+	srv, err := p.metadataAddressed(ctx, "node addresses live")
 	if err != nil {
 		return nil, err
 	}
 	return recordAddress(ctx, srv, req)
+}
+
+// metadataAddressed is addressed for a peer method whose records (what
+// says "<what> on the metadata shard") only the metadata shard holds.
+func (p *PeerServer) metadataAddressed(ctx context.Context, what string) (*shardserver.Server, error) {
+	if shard, ok := direct(ctx); ok && shard != MetadataShard {
+		return nil, server.StatusError(codes.InvalidArgument, server.ReasonInvalidArgument,
+			fmt.Sprintf("%s on the metadata shard, not shard %d", what, shard), nil)
+	}
+	return p.addressed(ctx)
 }
 
 // maxNodeAddr bounds a recorded client address (as the store's apply does).
