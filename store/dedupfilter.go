@@ -3,6 +3,7 @@ package store
 import (
 	"fmt"
 	"hash/maphash"
+	"math"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -10,8 +11,9 @@ import (
 )
 
 // dedupFilter counts, per queue, the short-lived record keys ('d':
-// idempotency keys, deduplication ids, receive attempts) in the shard's
-// state by a 64-bit hash of the key. A lookup whose hash has no count is a
+// idempotency keys, deduplication ids, receive attempts; 'i': idempotency
+// keys in expiry buckets, counted as "i:" + key) in the shard's state by a
+// 64-bit hash of the key. A lookup whose hash has no count is a
 // miss without touching Pebble: every SDK send carries an idempotency key
 // that is almost never there, and even through one iterator with bloom
 // filters each miss cost a seek of every memtable (13 % of a leader's CPU
@@ -23,18 +25,21 @@ import (
 // it). What keeps it exact: a queue's counts are built from its 'd' range
 // at its first lookup (through the apply batch), and from then on every
 // write of a new 'd' key adds one and every delete of an existing one
-// takes one (remember, rememberAttempt, expireDedup); dropping the queue
-// drops its counts. A snapshot install (Restored) or an apply index that
+// takes one (remember, rememberAttempt, expireDedup); each bucket keeps
+// the hashes of its 'i' keys, so the range delete that drops it (expireIdem)
+// takes theirs; dropping the queue drops its counts. A snapshot install (Restored) or an apply index that
 // runs backwards (state rebuilt from the start) drops them all. A failed
 // apply halts the group, so a dropped batch's changes never matter. Only
 // Apply's goroutine touches it.
 type dedupFilter struct {
 	seed   maphash.Seed
 	queues map[uint64]map[uint64]uint32
+	// buckets holds, per counted queue, the hashes of each 'i' bucket's keys.
+	buckets map[uint64]map[int64][]uint64
 }
 
 func newDedupFilter() *dedupFilter {
-	return &dedupFilter{seed: maphash.MakeSeed(), queues: map[uint64]map[uint64]uint32{}}
+	return &dedupFilter{seed: maphash.MakeSeed(), queues: map[uint64]map[uint64]uint32{}, buckets: map[uint64]map[int64][]uint64{}}
 }
 
 // Restored drops every cached view of the state after a snapshot replaced
@@ -56,6 +61,7 @@ func (s *Store) Committed() { s.views.committed() }
 func (s *Store) dropCaches() {
 	if s.dedup != nil {
 		clear(s.dedup.queues)
+		clear(s.dedup.buckets)
 	}
 	s.dropHot()
 }
@@ -72,11 +78,17 @@ func (t *txn) dedupMayHold(qid uint64, key string) (bool, error) {
 	}
 	counts, ok := f.queues[qid]
 	if !ok {
-		var err error
-		if counts, err = t.buildDedupCounts(qid); err != nil {
+		var (
+			buckets map[int64][]uint64
+			err     error
+		)
+		if counts, buckets, err = t.buildDedupCounts(qid); err != nil {
 			return false, err
 		}
 		f.queues[qid] = counts // nil: too many to count, always look
+		if counts != nil {
+			f.buckets[qid] = buckets
+		}
 	}
 	return counts == nil || counts[f.hash(key)] > 0, nil
 }
@@ -88,32 +100,56 @@ func (t *txn) dedupMayHold(qid uint64, key string) (bool, error) {
 // A variable for tests.
 var maxDedupBuild = 1 << 18
 
-// buildDedupCounts counts queue qid's 'd' keys as the batch sees them.
-func (t *txn) buildDedupCounts(qid uint64) (counts map[uint64]uint32, err error) {
-	lo := keys.DedupPrefix(t.s.shard, qid)
-	it, err := t.r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: keys.PrefixEnd(lo)})
-	if err != nil {
-		return nil, fmt.Errorf("store: iterate %s: %w", keys.Pretty(lo), err)
-	}
-	defer func() {
-		if cerr := it.Close(); err == nil && cerr != nil {
-			err = fmt.Errorf("store: iterator: %w", cerr)
-		}
-	}()
-	counts = map[uint64]uint32{}
-	for ok := it.First(); ok; ok = it.Next() {
-		if len(counts) >= maxDedupBuild {
-			return nil, nil
-		}
-		t.s.keysRead.Add(1)
-		_, _, key, err := keys.DecodeDedup(it.Key())
+// buildDedupCounts counts queue qid's 'd' and 'i' keys as the batch sees
+// them, and lists each bucket's hashes.
+func (t *txn) buildDedupCounts(qid uint64) (counts map[uint64]uint32, buckets map[int64][]uint64, err error) {
+	counts, buckets = map[uint64]uint32{}, map[int64][]uint64{}
+	count := func(lo []byte, key func(k []byte) (string, int64, error)) (ok bool, err error) {
+		it, err := t.r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: keys.PrefixEnd(lo)})
 		if err != nil {
-			return nil, err
+			return false, fmt.Errorf("store: iterate %s: %w", keys.Pretty(lo), err)
 		}
-		counts[t.s.dedup.hash(key)]++
+		defer func() {
+			if cerr := it.Close(); err == nil && cerr != nil {
+				err = fmt.Errorf("store: iterator: %w", cerr)
+			}
+		}()
+		for valid := it.First(); valid; valid = it.Next() {
+			if len(counts) >= maxDedupBuild {
+				return false, nil
+			}
+			t.s.keysRead.Add(1)
+			k, b, err := key(it.Key())
+			if err != nil {
+				return false, err
+			}
+			h := t.s.dedup.hash(k)
+			counts[h]++
+			if b != noBucket {
+				buckets[b] = append(buckets[b], h)
+			}
+		}
+		return true, it.Error()
 	}
-	return counts, it.Error()
+	ok, err := count(keys.DedupPrefix(t.s.shard, qid), func(k []byte) (string, int64, error) {
+		_, _, key, err := keys.DecodeDedup(k)
+		return key, noBucket, err
+	})
+	if err != nil || !ok {
+		return nil, nil, err
+	}
+	ok, err = count(keys.IdemPrefix(t.s.shard, qid), func(k []byte) (string, int64, error) {
+		_, _, b, key, err := keys.DecodeIdem(k)
+		return idempotencyPrefix + key, b, err
+	})
+	if err != nil || !ok {
+		return nil, nil, err
+	}
+	return counts, buckets, nil
 }
+
+// noBucket marks a 'd' key in buildDedupCounts.
+const noBucket = math.MinInt64
 
 // dedupAdded notes a new 'd' key of queue qid (one that was absent).
 func (t *txn) dedupAdded(qid uint64, key string) {
@@ -134,7 +170,11 @@ func (t *txn) dedupRemoved(qid uint64, key string) {
 	if counts == nil {
 		return
 	}
-	h := f.hash(key)
+	f.uncount(qid, counts, f.hash(key))
+}
+
+// uncount takes one from hash h of queue qid's counts.
+func (f *dedupFilter) uncount(qid uint64, counts map[uint64]uint32, h uint64) {
 	switch n := counts[h]; {
 	case n > 1:
 		counts[h] = n - 1
@@ -144,6 +184,48 @@ func (t *txn) dedupRemoved(qid uint64, key string) {
 		// Not counted: the counts are wrong. Rebuild them at the next
 		// lookup rather than answer a miss for a key that exists.
 		delete(f.queues, qid)
+		delete(f.buckets, qid)
+	}
+}
+
+// idemAdded notes a new 'i' key of queue qid (key with its "i:" prefix)
+// in the bucket that starts at bucket.
+func (t *txn) idemAdded(qid uint64, key string, bucket int64) {
+	f := t.s.dedup
+	if f == nil {
+		return
+	}
+	if counts := f.queues[qid]; counts != nil {
+		h := f.hash(key)
+		counts[h]++
+		bs := f.buckets[qid]
+		bs[bucket] = append(bs[bucket], h)
+	}
+}
+
+// idemDropped notes the range delete of queue qid's buckets that start
+// before end.
+func (t *txn) idemDropped(qid uint64, end int64) {
+	f := t.s.dedup
+	if f == nil {
+		return
+	}
+	counts := f.queues[qid]
+	if counts == nil {
+		return
+	}
+	bs := f.buckets[qid]
+	for b, hs := range bs { // order does not matter: counts only
+		if b >= end {
+			continue
+		}
+		delete(bs, b)
+		for _, h := range hs {
+			if f.queues[qid] == nil {
+				return // uncount found the counts wrong and dropped them
+			}
+			f.uncount(qid, counts, h)
+		}
 	}
 }
 
@@ -151,5 +233,6 @@ func (t *txn) dedupRemoved(qid uint64, key string) {
 func (t *txn) dedupDropped(qid uint64) {
 	if f := t.s.dedup; f != nil {
 		delete(f.queues, qid)
+		delete(f.buckets, qid)
 	}
 }

@@ -27,6 +27,8 @@ type dedupReader struct {
 	it    *pebble.Iterator
 	key   []byte
 	wrote map[string]*storepb.DedupRecord
+	// idemIt reads the bucketed idempotency records (idem.go).
+	idemIt *pebble.Iterator
 }
 
 func (t *txn) newDedupReader(qid uint64) *dedupReader {
@@ -77,13 +79,15 @@ func (d *dedupReader) remember(q *storepb.QueueRecord, key string, rec *storepb.
 	return d.t.remember(q, key, rec, old)
 }
 
-// close closes the iterator, if one was opened.
+// close closes the iterators that were opened.
 func (d *dedupReader) close() error {
-	if d.it == nil {
-		return nil
-	}
-	if err := d.it.Close(); err != nil {
-		return fmt.Errorf("store: iterator: %w", err)
+	for _, it := range []*pebble.Iterator{d.it, d.idemIt} {
+		if it == nil {
+			continue
+		}
+		if err := it.Close(); err != nil {
+			return fmt.Errorf("store: iterator: %w", err)
+		}
 	}
 	return nil
 }

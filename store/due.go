@@ -326,6 +326,9 @@ func (t *txn) tickQueue(d dueEntry, limit int, res *Result) error {
 	if err := t.expireDedup(q.Id, limit, res); err != nil {
 		return err
 	}
+	if err := t.expireIdem(q.Id, limit, res); err != nil {
+		return err
+	}
 	at, err := t.nextDue(q, meta, limit, res)
 	if err != nil || at == 0 {
 		return err
@@ -391,6 +394,11 @@ func (t *txn) nextDue(q *storepb.QueueRecord, meta *storepb.QueueMeta, limit int
 	})
 	if err != nil {
 		return 0, err
+	}
+	if exp, err := t.nextIdemDue(q.Id); err != nil {
+		return 0, err
+	} else if exp > 0 {
+		next = min(next, exp)
 	}
 	if meta.InFlight+meta.Delayed > 0 {
 		levels, err := t.levels(q.Id)

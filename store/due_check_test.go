@@ -58,6 +58,12 @@ func (g *propGen) checkDue(i int, r *txn, q *storepb.QueueRecord, meta *storepb.
 	if err := it.Close(); err != nil {
 		g.t.Fatal(err)
 	}
+	// The first bucket of idempotency keys is dropped once all of it expired.
+	if at, err := r.nextIdemDue(q.Id); err != nil {
+		g.t.Fatal(err)
+	} else if at > 0 {
+		due = min(due, at)
+	}
 	if due == math.MaxInt64 {
 		return
 	}

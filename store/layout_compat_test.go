@@ -107,7 +107,7 @@ func toOldLayout(t *testing.T, db *pebble.DB, shard uint64) int {
 func TestOldLayoutUpgrade(t *testing.T) {
 	const shard = 4
 	g := newGenerator(t, shard, 3)
-	log, want := g.generate(3000)
+	log, want := g.generate(4000)
 
 	// A Pebble that flushes and compacts often: a record set twice by the
 	// old layout and then single-deleted would be reported, or come back

@@ -304,15 +304,19 @@ func (t *txn) sendOne(q *storepb.QueueRecord, meta *storepb.QueueMeta, e *storep
 		window int64
 		old    *storepb.DedupRecord // expired, not yet ticked away: replaced
 	}
-	var remember []seen
-	for _, c := range []seen{
-		{key: prefixed(idempotencyPrefix, e.IdempotencyKey), window: IdempotencyWindowMs},
-		{key: prefixed(deduplicationPrefix, dedupID), window: DeduplicationWindowMs},
-	} {
-		key := c.key
-		if key == "" {
-			continue
+	if e.IdempotencyKey != "" {
+		rec := &storepb.DedupRecord{}
+		live, err := d.recallIdem(e.IdempotencyKey, rec)
+		if err != nil {
+			return false, err
 		}
+		if live {
+			*out = SendOutcome{MessageID: rec.MessageId, Seq: rec.Seq, Duplicate: true}
+			return false, nil
+		}
+	}
+	var remember *seen
+	if key := prefixed(deduplicationPrefix, dedupID); key != "" {
 		rec := &storepb.DedupRecord{}
 		found, live, err := d.recall(key, rec)
 		if err != nil {
@@ -322,10 +326,10 @@ func (t *txn) sendOne(q *storepb.QueueRecord, meta *storepb.QueueMeta, e *storep
 			*out = SendOutcome{MessageID: rec.MessageId, Seq: rec.Seq, Duplicate: true}
 			return false, nil
 		}
+		remember = &seen{key: key, window: DeduplicationWindowMs}
 		if found {
-			c.old = rec
+			remember.old = rec
 		}
-		remember = append(remember, c)
 	}
 	if err := validPriority(e.Priority, a.Fifo); err != nil {
 		out.Err = err
@@ -388,7 +392,12 @@ func (t *txn) sendOne(q *storepb.QueueRecord, meta *storepb.QueueMeta, e *storep
 		return false, err
 	}
 	*out = SendOutcome{MessageID: m.Id, Seq: m.Seq}
-	for _, s := range remember {
+	if e.IdempotencyKey != "" {
+		if err := d.rememberIdem(q, e.IdempotencyKey, m.Id, m.Seq); err != nil {
+			return false, err
+		}
+	}
+	if s := remember; s != nil {
 		rec := &storepb.DedupRecord{MessageId: m.Id, Seq: m.Seq, ExpiresAtMs: t.now + s.window}
 		var old expiring
 		if s.old != nil {

@@ -48,7 +48,7 @@ type Store struct {
 
 	// Scratch buffers of Apply (one goroutine at a time): the batch copies
 	// what it is given, so one buffer serves every write.
-	valBuf, idxBuf, leaseBuf []byte
+	valBuf, idxBuf, leaseBuf, idemBuf []byte
 }
 
 // New returns the store of shard in db. What it keeps besides read counters

@@ -21,6 +21,8 @@ import "fmt"
 //	0x10 Q 'f' group visible_at seq  fair queues: each group's visibility index -> flag byte
 //	0x10 Q 'g' group seq             FIFO group order -> empty
 //	0x10 Q 'h' visible_at seq        FIFO group heads by the head's (visible_at, seq) -> group
+//	0x10 Q 'i' bucket key            idempotency key, in the expiry bucket (start ms) of
+//	                                 its record -> sent_at (8 bytes) + uvarint seq
 //	0x10 Q 'k' tag                   tag index low-water mark -> visible_at seq
 //	0x10 Q 'l'                       visibility low-water mark -> visible_at seq
 //	0x10 Q 'm' seq                   message record -> MessageRecord (written once)
@@ -63,6 +65,7 @@ const (
 	queueDedupOrder byte = 'e'
 	queueGroup      byte = 'g'
 	queueGroupHead  byte = 'h'
+	queueIdem       byte = 'i'
 	queueMessage    byte = 'm'
 	queueLease      byte = 's'
 	queueTag        byte = 't'
@@ -699,6 +702,39 @@ func prettyState(rest []byte) string {
 	return fmt.Sprintf("/%x", rest)
 }
 
+// IdemPrefix bounds a queue's bucketed idempotency records.
+func IdemPrefix(shard, queue uint64) []byte { return append(QueuePrefix(shard, queue), queueIdem) }
+
+// IdemBucketStart is the first key of the bucket that starts at start (and
+// the exclusive end of the buckets before it).
+func IdemBucketStart(shard, queue uint64, start int64) []byte {
+	return AppendInt64(IdemPrefix(shard, queue), start)
+}
+
+// Idem is the key of an idempotency record in the bucket that starts at
+// start.
+func Idem(shard, queue uint64, start int64, key string) []byte {
+	return AppendString(IdemBucketStart(shard, queue, start), key)
+}
+
+// DecodeIdem parses an Idem key.
+func DecodeIdem(k []byte) (shard, queue uint64, start int64, key string, err error) {
+	shard, queue, rest, err := readQueueKind(k, queueIdem)
+	if err == nil {
+		start, rest, err = ReadInt64(rest)
+	}
+	if err == nil {
+		key, rest, err = ReadString(rest)
+	}
+	if err == nil {
+		err = noTrailing(rest)
+	}
+	if err != nil {
+		return 0, 0, 0, "", err
+	}
+	return shard, queue, start, key, nil
+}
+
 func prettyQueue(k, rest []byte) string {
 	if len(rest) < 10 {
 		return fmt.Sprintf("/%x", rest)
@@ -740,6 +776,10 @@ func prettyQueue(k, rest []byte) string {
 	case queueDedupOrder:
 		if _, _, at, key, err := DecodeDedupOrder(k); err == nil {
 			return fmt.Sprintf("/q/%d/e/%d/%q", q, at, key)
+		}
+	case queueIdem:
+		if _, _, start, key, err := DecodeIdem(k); err == nil {
+			return fmt.Sprintf("/q/%d/i/%d/%q", q, start, key)
 		}
 	case queueGroup:
 		if _, _, g, seq, err := DecodeGroup(k); err == nil {

@@ -64,6 +64,11 @@ func TestStateKeyOrder(t *testing.T) {
 		{"queue 1 head 5/1", GroupHead(s, 1, 5, 1)},
 		{"queue 1 head 5/2", GroupHead(s, 1, 5, 2)},
 		{"queue 1 head 6/0", GroupHead(s, 1, 6, 0)},
+		{"queue 1 idem -60000 z", Idem(s, 1, -60000, "z")},
+		{"queue 1 idem 0 a", Idem(s, 1, 0, "a")},
+		{"queue 1 idem 60000 a", Idem(s, 1, 60000, "a")},
+		{"queue 1 idem 60000 ab", Idem(s, 1, 60000, "ab")},
+		{"queue 1 idem 120000 a", Idem(s, 1, 120000, "a")},
 		{"queue 1 tag low a", TagLow(s, 1, "a")},
 		{"queue 1 visible low", VisibleLow(s, 1)},
 		{"queue 1 msg 1", Message(s, 1, 1)},
@@ -141,6 +146,8 @@ func TestStateKeyOrder(t *testing.T) {
 	outside("group prefix", Group(s, 1, "ab", 0), GroupPrefix(s, 1, "a"), PrefixEnd(GroupPrefix(s, 1, "a")))
 	within("groups", Group(s, 1, "zz", math.MaxUint64), GroupsPrefix(s, 1), PrefixEnd(GroupsPrefix(s, 1)))
 	within("dedup until", DedupOrder(s, 1, 5, "zzz"), DedupOrderPrefix(s, 1), DedupOrderUntil(s, 1, 5))
+	within("idem buckets before", Idem(s, 1, 60000, "zzz"), IdemPrefix(s, 1), IdemBucketStart(s, 1, 60001))
+	outside("idem buckets before", Idem(s, 1, 60000, ""), IdemPrefix(s, 1), IdemBucketStart(s, 1, 60000))
 	within("delivered until", DeliveredOrder(s, 5, math.MaxUint64, 1), DeliveredOrderPrefix(s), DeliveredOrderUntil(s, 5))
 	within("queue", Message(s, 1, math.MaxUint64), QueuePrefix(s, 1), QueueEnd(s, 1))
 	within("queue", GroupRing(s, 1, math.MaxUint64, 0, "z"), QueuePrefix(s, 1), QueueEnd(s, 1))
@@ -211,6 +218,10 @@ func TestStateKeyRoundTrip(t *testing.T) {
 			a, b, c, d, err := DecodeDedupOrder(k)
 			return str(a, b, c, d), err
 		}, str(uint64(s), uint64(4), int64(12), "i:k")},
+		{Idem(s, 4, 120000, "k\x00"), func(k []byte) (string, error) {
+			a, b, c, d, err := DecodeIdem(k)
+			return str(a, b, c, d), err
+		}, str(uint64(s), uint64(4), int64(120000), "k\x00")},
 		{Group(s, 4, "g\x00", 99), func(k []byte) (string, error) {
 			a, b, c, d, err := DecodeGroup(k)
 			return str(a, b, c, d), err
@@ -295,6 +306,7 @@ func TestPrettyState(t *testing.T) {
 		string(AppendFair(nil, 1, 2, "g", 30, 4)):   `/state/1/q/2/f/"g"/30/4`,
 		string(GroupRing(1, 2, 3, 5, "g")):          `/state/1/q/2/ring/3/5/"g"`,
 		string(QueueOrder(1, 2)):                    "/state/1/q/2/w/00",
+		string(Idem(1, 2, 60000, "k")):              `/state/1/q/2/i/60000/"k"`,
 	} {
 		if got := Pretty([]byte(k)); got != want {
 			t.Errorf("Pretty = %q, want %q", got, want)
