@@ -136,7 +136,7 @@ func TestDedupFilterBuildBound(t *testing.T) {
 	}
 	for _, c := range h.s.dedup.queues {
 		if c != nil {
-			t.Fatalf("queue counted (%d hashes) past the build bound", len(c))
+			t.Fatalf("queue counted (%d 'd' hashes, %d buckets) past the build bound", len(c.d), len(c.i))
 		}
 	}
 }

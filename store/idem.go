@@ -68,12 +68,31 @@ func (d *dedupReader) recallIdem(key string, rec *storepb.DedupRecord) (live boo
 		return w.ExpiresAtMs > d.t.now, nil
 	}
 	t := d.t
-	if may, err := t.dedupMayHold(d.qid, full); !may || err != nil {
-		return false, err
-	}
 	if _, live, err := d.recall(full, rec); live || err != nil {
 		return live, err
 	}
+	// A live record expires in (now, now + window]: at most one bucket of
+	// that span holds the key (a record is written only when none is live).
+	for b := idemBucket(t.now + 1); b <= idemBucket(t.now+IdempotencyWindowMs); b += idemBucketMs {
+		may, err := t.idemMayHold(d.qid, full, b)
+		if err != nil {
+			return false, err
+		}
+		if !may {
+			continue
+		}
+		live, err := d.seekIdem(b, key, rec)
+		if live || err != nil {
+			return live, err
+		}
+	}
+	return false, nil
+}
+
+// seekIdem reads key's record in the bucket that starts at b into rec and
+// reports whether it is live.
+func (d *dedupReader) seekIdem(b int64, key string, rec *storepb.DedupRecord) (live bool, err error) {
+	t := d.t
 	if d.idemIt == nil {
 		lo := keys.IdemPrefix(t.s.shard, d.qid)
 		d.idemIt, err = t.r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: keys.PrefixEnd(lo), UseL6Filters: true})
@@ -81,31 +100,28 @@ func (d *dedupReader) recallIdem(key string, rec *storepb.DedupRecord) (live boo
 			return false, fmt.Errorf("store: iterate %s: %w", keys.Pretty(lo), err)
 		}
 	}
-	// A live record expires in (now, now + window]: at most one bucket of
-	// that span holds the key (a record is written only when none is live).
-	for b := idemBucket(t.now + 1); b <= idemBucket(t.now+IdempotencyWindowMs); b += idemBucketMs {
-		t.s.keysRead.Add(1)
-		d.key = keys.AppendString(keys.AppendInt64(append(d.key[:0], keys.IdemPrefix(t.s.shard, d.qid)...), b), key)
-		if !d.idemIt.SeekPrefixGE(d.key) || !bytes.Equal(d.idemIt.Key(), d.key) {
-			if err := d.idemIt.Error(); err != nil {
-				return false, fmt.Errorf("store: get %s: %w", keys.Pretty(d.key), err)
-			}
-			continue
+	t.s.keysRead.Add(1)
+	d.key = keys.AppendString(keys.AppendInt64(append(d.key[:0], keys.IdemPrefix(t.s.shard, d.qid)...), b), key)
+	if !d.idemIt.SeekPrefixGE(d.key) || !bytes.Equal(d.idemIt.Key(), d.key) {
+		if err := d.idemIt.Error(); err != nil {
+			return false, fmt.Errorf("store: get %s: %w", keys.Pretty(d.key), err)
 		}
-		v, err := d.idemIt.ValueAndErr()
-		if err != nil {
-			return false, fmt.Errorf("store: read %s: %w", keys.Pretty(d.key), err)
-		}
-		sentAt, seq, err := decodeIdem(v)
-		if err != nil {
-			return false, fmt.Errorf("%w (%s)", err, keys.Pretty(d.key))
-		}
-		if exp := sentAt + IdempotencyWindowMs; exp > t.now {
-			*rec = storepb.DedupRecord{MessageId: messageID(sentAt, t.s.shard, d.qid, seq), Seq: seq, ExpiresAtMs: exp}
-			return true, nil
-		}
+		return false, nil
 	}
-	return false, nil
+	v, err := d.idemIt.ValueAndErr()
+	if err != nil {
+		return false, fmt.Errorf("store: read %s: %w", keys.Pretty(d.key), err)
+	}
+	sentAt, seq, err := decodeIdem(v)
+	if err != nil {
+		return false, fmt.Errorf("%w (%s)", err, keys.Pretty(d.key))
+	}
+	exp := sentAt + IdempotencyWindowMs
+	if exp <= t.now {
+		return false, nil
+	}
+	*rec = storepb.DedupRecord{MessageId: messageID(sentAt, t.s.shard, d.qid, seq), Seq: seq, ExpiresAtMs: exp}
+	return true, nil
 }
 
 // rememberIdem records that key (without its "i:" prefix) sent message id

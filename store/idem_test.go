@@ -94,18 +94,22 @@ func TestIdemBucketsDropInOneRangeDelete(t *testing.T) {
 	if len(left) == 0 || len(left) >= 30 {
 		t.Fatalf("%d keys left: %v", len(left), left)
 	}
-	// The filter counts exactly the keys left.
-	f := h.s.dedup
-	counts := f.queues[q.Id]
-	if counts == nil {
+	// The filter counts exactly the keys left, by bucket.
+	qk := h.s.dedup.queues[q.Id]
+	if qk == nil {
 		t.Fatal("the queue's keys are not counted")
 	}
 	total := 0
-	for _, n := range counts {
-		total += int(n)
+	for b, m := range qk.i {
+		if b < end {
+			t.Fatalf("filter keeps bucket %d, dropped at %d", b, h.now)
+		}
+		for _, n := range m {
+			total += int(n)
+		}
 	}
-	if total != len(left) {
-		t.Fatalf("filter counts %d keys, state holds %d", total, len(left))
+	if total != len(left) || len(qk.d) != 0 {
+		t.Fatalf("filter counts %d keys in buckets and %d others, state holds %d", total, len(qk.d), len(left))
 	}
 
 	// Expired keys (dropped or not) send anew; live ones are duplicates.
