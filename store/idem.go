@@ -165,8 +165,8 @@ func (t *txn) expireIdem(qid uint64, limit int, res *Result) (err error) {
 	if err != nil {
 		return err
 	}
-	any := it.First()
-	if err := it.Close(); err != nil || !any {
+	found := it.First()
+	if err := it.Close(); err != nil || !found {
 		return err
 	}
 	// Not delRange: no cached hot key lives under 'i'.
