@@ -452,12 +452,17 @@ func DedupOrder(shard, queue uint64, expires int64, key string) []byte {
 
 // DecodeDedupOrder parses a DedupOrder key.
 func DecodeDedupOrder(k []byte) (shard, queue uint64, expires int64, key string, err error) {
-	shard, queue, rest, err := readQueueKind(k, queueDedupOrder)
+	return decodeQueueTimeString(k, queueDedupOrder)
+}
+
+// decodeQueueTimeString parses 0x02 S 0x10 Q sub, an int64 and a string.
+func decodeQueueTimeString(k []byte, sub byte) (shard, queue uint64, at int64, s string, err error) {
+	shard, queue, rest, err := readQueueKind(k, sub)
 	if err == nil {
-		expires, rest, err = ReadInt64(rest)
+		at, rest, err = ReadInt64(rest)
 	}
 	if err == nil {
-		key, rest, err = ReadString(rest)
+		s, rest, err = ReadString(rest)
 	}
 	if err == nil {
 		err = noTrailing(rest)
@@ -465,7 +470,7 @@ func DecodeDedupOrder(k []byte) (shard, queue uint64, expires int64, key string,
 	if err != nil {
 		return 0, 0, 0, "", err
 	}
-	return shard, queue, expires, key, nil
+	return shard, queue, at, s, nil
 }
 
 // GroupsPrefix bounds every FIFO group order entry of a queue.
@@ -719,20 +724,7 @@ func Idem(shard, queue uint64, start int64, key string) []byte {
 
 // DecodeIdem parses an Idem key.
 func DecodeIdem(k []byte) (shard, queue uint64, start int64, key string, err error) {
-	shard, queue, rest, err := readQueueKind(k, queueIdem)
-	if err == nil {
-		start, rest, err = ReadInt64(rest)
-	}
-	if err == nil {
-		key, rest, err = ReadString(rest)
-	}
-	if err == nil {
-		err = noTrailing(rest)
-	}
-	if err != nil {
-		return 0, 0, 0, "", err
-	}
-	return shard, queue, start, key, nil
+	return decodeQueueTimeString(k, queueIdem)
 }
 
 func prettyQueue(k, rest []byte) string {
