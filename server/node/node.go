@@ -727,7 +727,10 @@ func (n *Node) openDB(cfg Config) error {
 			// delete (and log entries under the truncation's range delete).
 			// The state's 64 MiB rather than 32: a third fewer flush +
 			// compaction bytes per message (987 -> 659, all replicas,
-			// batch-1 bench of 40,000 1 KiB messages, one DB then). At most
+			// batch-1 bench of 40,000 1 KiB messages, one DB then); 16 MiB
+			// was tried again after idempotency keys went into buckets:
+			// closed loop 0.19 against 0.155 ms of server CPU and 2.3
+			// against 0.6 KiB of compactions per message. At most
 			// three memtables per DB before writes stall. L0 thresholds and
 			// compaction concurrency (1, on 2 cores) stay at Pebble's
 			// defaults (quorumq_pebble_write_stalls_total). No
