@@ -102,16 +102,6 @@ func (t *txn) dedupMayHold(qid uint64, key string) (bool, error) {
 	return qk.d[t.s.dedup.hash(key)] > 0, nil
 }
 
-// idemMayHold reports whether the bucket of queue qid that starts at
-// bucket may hold idempotency key full ("i:" + key): false is certain.
-func (t *txn) idemMayHold(qid uint64, full string, bucket int64) (bool, error) {
-	qk, err := t.counted(qid)
-	if qk == nil || err != nil {
-		return err == nil, err
-	}
-	return qk.i[bucket][t.s.dedup.hash(full)] > 0, nil
-}
-
 // maxDedupBuild bounds the keys a build counts (it runs on the Raft loop:
 // 1.5 M keys, five minutes of sends at 5,000/s, would hold the loop for
 // about a second). A queue with more is not filtered until the store is

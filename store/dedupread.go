@@ -41,10 +41,15 @@ func (d *dedupReader) recall(key string, rec *storepb.DedupRecord) (found, live 
 		proto.Merge(rec, w)
 		return true, w.ExpiresAtMs > d.t.now, nil
 	}
-	t := d.t
-	if may, err := t.dedupMayHold(d.qid, key); !may || err != nil {
+	if may, err := d.t.dedupMayHold(d.qid, key); !may || err != nil {
 		return false, false, err
 	}
+	return d.seek(key, rec)
+}
+
+// seek reads key's 'd' record into rec from Pebble (through the batch).
+func (d *dedupReader) seek(key string, rec *storepb.DedupRecord) (found, live bool, err error) {
+	t := d.t
 	if d.it == nil {
 		lo := keys.DedupPrefix(t.s.shard, d.qid)
 		d.it, err = t.r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: keys.PrefixEnd(lo), UseL6Filters: true})

@@ -67,22 +67,29 @@ func (d *dedupReader) recallIdem(key string, rec *storepb.DedupRecord) (live boo
 		*rec = storepb.DedupRecord{MessageId: w.MessageId, Seq: w.Seq, ExpiresAtMs: w.ExpiresAtMs}
 		return w.ExpiresAtMs > d.t.now, nil
 	}
+	// One hash of the key for the filter's 'd' map and bucket maps (nil
+	// counts: no filter here, look everywhere).
 	t := d.t
-	if _, live, err := d.recall(full, rec); live || err != nil {
-		return live, err
+	qk, err := t.counted(d.qid)
+	if err != nil {
+		return false, err
+	}
+	var h uint64
+	if qk != nil {
+		h = t.s.dedup.hash(full)
+	}
+	if qk == nil || qk.d[h] > 0 {
+		if _, live, err := d.seek(full, rec); live || err != nil {
+			return live, err
+		}
 	}
 	// A live record expires in (now, now + window]: at most one bucket of
 	// that span holds the key (a record is written only when none is live).
 	for b := idemBucket(t.now + 1); b <= idemBucket(t.now+IdempotencyWindowMs); b += idemBucketMs {
-		may, err := t.idemMayHold(d.qid, full, b)
-		if err != nil {
-			return false, err
-		}
-		if !may {
+		if qk != nil && qk.i[b][h] == 0 {
 			continue
 		}
-		live, err := d.seekIdem(b, key, rec)
-		if live || err != nil {
+		if live, err := d.seekIdem(b, key, rec); live || err != nil {
 			return live, err
 		}
 	}

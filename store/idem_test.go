@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -190,23 +191,16 @@ func TestIdemRecordsFromBefore(t *testing.T) {
 // starts with prefix.
 func batchDeletes(t *testing.T, b *pebble.Batch, prefix []byte) (rangeDels, pointDels int) {
 	t.Helper()
-	r := b.Reader()
-	for {
-		kind, k, _, ok, err := r.Next()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !ok {
-			return rangeDels, pointDels
-		}
-		if len(k) < len(prefix) || string(k[:len(prefix)]) != string(prefix) {
+	for _, op := range batchOps(t, b) {
+		if !bytes.HasPrefix(op.key, prefix) {
 			continue
 		}
-		switch kind {
+		switch op.kind {
 		case pebble.InternalKeyKindRangeDelete:
 			rangeDels++
 		case pebble.InternalKeyKindDelete, pebble.InternalKeyKindSingleDelete:
 			pointDels++
 		}
 	}
+	return rangeDels, pointDels
 }

@@ -173,16 +173,8 @@ func TestReceiveWritesNoBody(t *testing.T) {
 	written := func(cmd *storepb.Command) (*Result, []string, int) {
 		r, b := h.stage(cmd)
 		var ks []string
-		rd := b.Reader()
-		for {
-			_, k, _, ok, err := rd.Next()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !ok {
-				break
-			}
-			ks = append(ks, keys.Pretty(k))
+		for _, op := range batchOps(t, b) {
+			ks = append(ks, keys.Pretty(op.key))
 		}
 		n := b.Len()
 		if err := b.Commit(pebble.NoSync); err != nil {

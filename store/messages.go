@@ -299,11 +299,6 @@ func (t *txn) sendOne(q *storepb.QueueRecord, meta *storepb.QueueMeta, e *storep
 	// This comes before the delay, size and quota checks: a retry of a
 	// stored send must get the first outcome even when the tenant is at
 	// its byte quota now (else the caller believes it was not stored).
-	type seen struct {
-		key    string
-		window int64
-		old    *storepb.DedupRecord // expired, not yet ticked away: replaced
-	}
 	if e.IdempotencyKey != "" {
 		rec := &storepb.DedupRecord{}
 		live, err := d.recallIdem(e.IdempotencyKey, rec)
@@ -315,10 +310,11 @@ func (t *txn) sendOne(q *storepb.QueueRecord, meta *storepb.QueueMeta, e *storep
 			return false, nil
 		}
 	}
-	var remember *seen
-	if key := prefixed(deduplicationPrefix, dedupID); key != "" {
+	dedupKey := prefixed(deduplicationPrefix, dedupID)
+	var dedupOld *storepb.DedupRecord // expired, not yet ticked away: replaced
+	if dedupKey != "" {
 		rec := &storepb.DedupRecord{}
-		found, live, err := d.recall(key, rec)
+		found, live, err := d.recall(dedupKey, rec)
 		if err != nil {
 			return false, err
 		}
@@ -326,9 +322,8 @@ func (t *txn) sendOne(q *storepb.QueueRecord, meta *storepb.QueueMeta, e *storep
 			*out = SendOutcome{MessageID: rec.MessageId, Seq: rec.Seq, Duplicate: true}
 			return false, nil
 		}
-		remember = &seen{key: key, window: DeduplicationWindowMs}
 		if found {
-			remember.old = rec
+			dedupOld = rec
 		}
 	}
 	if err := validPriority(e.Priority, a.Fifo); err != nil {
@@ -397,13 +392,13 @@ func (t *txn) sendOne(q *storepb.QueueRecord, meta *storepb.QueueMeta, e *storep
 			return false, err
 		}
 	}
-	if s := remember; s != nil {
-		rec := &storepb.DedupRecord{MessageId: m.Id, Seq: m.Seq, ExpiresAtMs: t.now + s.window}
+	if dedupKey != "" {
+		rec := &storepb.DedupRecord{MessageId: m.Id, Seq: m.Seq, ExpiresAtMs: t.now + DeduplicationWindowMs}
 		var old expiring
-		if s.old != nil {
-			old = s.old
+		if dedupOld != nil {
+			old = dedupOld
 		}
-		if err := d.remember(q, s.key, rec, old); err != nil {
+		if err := d.remember(q, dedupKey, rec, old); err != nil {
 			return false, err
 		}
 	}

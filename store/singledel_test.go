@@ -113,6 +113,25 @@ func applyLog(t *testing.T, s *Store, db *pebble.DB, log [][]byte, want []string
 func singleDeleted(t *testing.T, b *pebble.Batch) [][]byte {
 	t.Helper()
 	var out [][]byte
+	for _, op := range batchOps(t, b) {
+		if op.kind == pebble.InternalKeyKindSingleDelete {
+			out = append(out, op.key)
+		}
+	}
+	return out
+}
+
+// batchOp is one operation of a batch: its kind and user key (for a range
+// delete, the start).
+type batchOp struct {
+	kind pebble.InternalKeyKind
+	key  []byte
+}
+
+// batchOps lists b's operations in the order they were added.
+func batchOps(t *testing.T, b *pebble.Batch) []batchOp {
+	t.Helper()
+	var out []batchOp
 	for r := b.Reader(); ; {
 		kind, k, _, ok, err := r.Next()
 		if err != nil {
@@ -121,9 +140,7 @@ func singleDeleted(t *testing.T, b *pebble.Batch) [][]byte {
 		if !ok {
 			return out
 		}
-		if kind == pebble.InternalKeyKindSingleDelete {
-			out = append(out, k)
-		}
+		out = append(out, batchOp{kind, k})
 	}
 }
 
