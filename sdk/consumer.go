@@ -53,8 +53,9 @@ type ConsumerOptions struct {
 	// VisibilityTimeout is the lease of received messages (default: the
 	// queue's, read once when Run starts; 30s if the queue's is 0).
 	VisibilityTimeout time.Duration
-	// HeartbeatInterval is how often a running handler's lease is
-	// extended by VisibilityTimeout (default VisibilityTimeout / 3).
+	// HeartbeatInterval is how often a held message's lease is extended
+	// by VisibilityTimeout (default VisibilityTimeout / 3). The messages
+	// due together are extended by one ChangeMessageVisibilityBatch call.
 	HeartbeatInterval time.Duration
 	// NackBackoff is how long a message whose handler failed stays
 	// invisible before it is delivered again (default 1s doubled per
@@ -169,6 +170,7 @@ type run struct {
 	slots    chan struct{}   // one per message held, from its receive until it is done
 	handlers chan struct{}   // one per running handler
 	acks     *acker
+	beats    *beats
 	stream   atomic.Pointer[consumeStream] // the Consume stream serving, if any
 	wg       sync.WaitGroup                // handler goroutines
 	post     sync.WaitGroup                // handlers past their handler, acking or nacking; guarded by mu for Add
@@ -244,6 +246,7 @@ func (c *Consumer) Run(ctx context.Context, handler Handler) error {
 		running: map[*running]struct{}{},
 	}
 	r.acks = newAcker(r)
+	r.beats = newBeats(r)
 	var err error
 	if !c.o.Unary {
 		err = r.consumeLoop(ctx)
@@ -253,6 +256,7 @@ func (c *Consumer) Run(ctx context.Context, handler Handler) error {
 	}
 	r.drain(stopWork)
 	r.acks.close()
+	r.beats.close()
 	return err
 }
 
@@ -423,7 +427,7 @@ func (r *run) dispatch(msgs []*Message) {
 func (r *run) hold(m *Message) *running {
 	rm := &running{m: m}
 	rm.ctx, rm.cancel = context.WithCancel(r.work)
-	rm.stopBeat = r.heartbeat(rm)
+	rm.stopBeat = r.beats.add(rm)
 	r.running[rm] = struct{}{}
 	return rm
 }
@@ -550,46 +554,6 @@ func (r *run) call(rm *running) (err error) {
 		}
 	}()
 	return r.h(rm.ctx, rm.m)
-}
-
-// heartbeat extends rm's lease every beat until the returned function is
-// called; that function waits for an extension in progress to finish, so
-// no extension lands after a later delete or release. When an extension
-// finds the lease lost, it marks rm lost and cancels its handler.
-func (r *run) heartbeat(rm *running) func() {
-	m := rm.m
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(r.beat)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-			}
-			ctx, cancel := context.WithTimeout(r.bg, r.vis-r.beat)
-			err := m.ChangeVisibility(ctx, r.vis)
-			cancel()
-			if err == nil {
-				continue
-			}
-			r.report(m, fmt.Errorf("extend lease: %w", err))
-			if errors.Is(err, ErrStaleReceipt) || errors.Is(err, ErrMessageNotFound) || errors.Is(err, ErrInvalidReceipt) || errors.Is(err, ErrQueueNotFound) {
-				// The lease is lost: another receive owns the message now.
-				rm.lost.Store(true)
-				rm.cancel()
-				return
-			}
-		}
-	}()
-	var once sync.Once
-	return func() {
-		once.Do(func() { close(stop) })
-		<-done
-	}
 }
 
 // drain waits for running handlers up to the drain timeout; then it

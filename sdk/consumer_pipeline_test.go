@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -218,5 +219,145 @@ func TestConsumerReportsDeleteErrors(t *testing.T) {
 		if !reported[strconv.Itoa(i)] {
 			t.Errorf("failed delete of %d not reported (reported: %v)", i, reported)
 		}
+	}
+}
+
+// The leases of the messages a consumer holds are extended together: one
+// ChangeMessageVisibilityBatch call per heartbeat for all 60, not a call
+// each. An entry that fails as stale cancels that handler alone, which
+// beats no more; the others keep theirs and are deleted when done.
+func TestConsumerHeartbeatsInBatches(t *testing.T) {
+	const n, lostHandle = 60, "7"
+	var (
+		mu      sync.Mutex
+		calls   []int // entries per call
+		lostIn  int   // calls that named the lost message
+		handout = n
+	)
+	deleted := map[string]bool{}
+	f := &fakeServer{
+		receive: func(ctx context.Context, r *qv1.ReceiveMessagesRequest) (*qv1.ReceiveMessagesResponse, error) {
+			mu.Lock()
+			var out []*qv1.ReceivedMessage
+			for ; handout > 0 && len(out) < int(r.GetMaxMessages()); handout-- {
+				h := strconv.Itoa(n - handout)
+				out = append(out, &qv1.ReceivedMessage{MessageId: "m" + h, ReceiptHandle: h, ReceiveCount: 1})
+			}
+			mu.Unlock()
+			if len(out) == 0 && r.GetWaitTime().AsDuration() > 0 {
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}
+			return &qv1.ReceiveMessagesResponse{Messages: out}, nil
+		},
+		changes: func(_ context.Context, r *qv1.ChangeMessageVisibilityBatchRequest) (*qv1.ChangeMessageVisibilityBatchResponse, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			calls = append(calls, len(r.GetEntries()))
+			resp := &qv1.ChangeMessageVisibilityBatchResponse{}
+			for _, e := range r.GetEntries() {
+				if e.GetReceiptHandle() == lostHandle {
+					lostIn++
+					resp.Failed = append(resp.Failed, &qv1.BatchResultError{Id: e.GetId(), Code: codes.FailedPrecondition.String(),
+						Reason: quorumq.ReasonStaleReceiptHandle, Message: "stale"})
+					continue
+				}
+				resp.Successful = append(resp.Successful, &qv1.BatchResultOk{Id: e.GetId()})
+			}
+			return resp, nil
+		},
+		deletes: func(_ context.Context, r *qv1.DeleteMessageBatchRequest) (*qv1.DeleteMessageBatchResponse, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			resp := &qv1.DeleteMessageBatchResponse{}
+			for _, e := range r.GetEntries() {
+				deleted[e.GetReceiptHandle()] = true
+				resp.Successful = append(resp.Successful, &qv1.BatchResultOk{Id: e.GetId()})
+			}
+			return resp, nil
+		},
+		nacks: func(context.Context, *qv1.NackMessageBatchRequest) (*qv1.NackMessageBatchResponse, error) {
+			return &qv1.NackMessageBatchResponse{}, nil
+		},
+	}
+	c := dial(t, []string{startFake(t, f)})
+	ctx, stop := context.WithCancel(tctx(t, 60*time.Second))
+	defer stop()
+	gate := make(chan struct{})
+	var reported, cancelled sync.Map
+	cons := c.Queue("q").NewConsumer(quorumq.ConsumerOptions{
+		Unary: true, Receives: 1, MaxMessages: n, Prefetch: n, Concurrency: n,
+		VisibilityTimeout: 5 * time.Second, HeartbeatInterval: 100 * time.Millisecond,
+		OnError: func(m *quorumq.Message, err error) {
+			if m != nil && errors.Is(err, quorumq.ErrStaleReceipt) {
+				reported.Store(m.ReceiptHandle, true)
+			}
+		},
+	})
+	runErr := make(chan error, 1)
+	go func() {
+		runErr <- cons.Run(ctx, func(hctx context.Context, m *quorumq.Message) error {
+			select {
+			case <-gate:
+				return nil
+			case <-hctx.Done():
+				cancelled.Store(m.ReceiptHandle, true)
+				return hctx.Err()
+			}
+		})
+	}()
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(calls) < 5 {
+			return fmt.Errorf("%d heartbeat calls", len(calls))
+		}
+		return nil
+	})
+	// The calls before the handlers return: all held messages beat.
+	mu.Lock()
+	held := slices.Clone(calls)
+	mu.Unlock()
+	close(gate)
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(deleted) < n-1 {
+			return fmt.Errorf("%d deleted", len(deleted))
+		}
+		return nil
+	})
+	stop()
+	if err := <-runErr; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if held[0] != n {
+		t.Errorf("first heartbeat extended %d leases in one call, want all %d", held[0], n)
+	}
+	for i, k := range held[1:] {
+		if k != n-1 {
+			t.Errorf("heartbeat call %d extended %d leases, want the %d still held (calls: %v)", i+2, k, n-1, held)
+			break
+		}
+	}
+	if lostIn != 1 {
+		t.Errorf("the lost lease was sent %d times, want once (no beats after it was lost)", lostIn)
+	}
+	if _, ok := reported.Load(lostHandle); !ok {
+		t.Error("the lost lease was not reported")
+	}
+	if _, ok := cancelled.Load(lostHandle); !ok {
+		t.Error("the lost lease did not cancel its handler")
+	}
+	cancelled.Range(func(h, _ any) bool {
+		if h != lostHandle {
+			t.Errorf("handler of %v cancelled; only %s lost its lease", h, lostHandle)
+		}
+		return true
+	})
+	if deleted[lostHandle] || len(deleted) != n-1 {
+		t.Errorf("deleted %d messages (lost one deleted: %v), want the %d others", len(deleted), deleted[lostHandle], n-1)
 	}
 }

@@ -65,7 +65,7 @@ func TestSlowHandlerKeepsLease(t *testing.T) {
 			t.Fatalf("message redelivered while its handler runs (receive count %d)", got[0].ReceiveCount)
 		}
 	}
-	if n := cnt.count("ChangeMessageVisibility"); n < 4 {
+	if n := cnt.count("ChangeMessageVisibilityBatch"); n < 4 {
 		t.Errorf("%d heartbeats in ~4.5s with a 2s lease, want at least 4", n)
 	}
 
