@@ -19,6 +19,13 @@ import (
 // run is the host's loop: the only goroutine that touches RawNodes.
 func (h *Host) run() {
 	defer close(h.done)
+	defer func() {
+		for _, b := range []*pebble.Batch{h.logBatch, h.applyBatch} {
+			if b != nil {
+				_ = b.Close()
+			}
+		}
+	}()
 	ticker := time.NewTicker(h.cfg.TickInterval)
 	defer ticker.Stop()
 	var ticks uint64
@@ -140,7 +147,10 @@ func (h *Host) round() (more bool) {
 		}
 	}
 
-	b := h.db.NewBatch()
+	if h.logBatch == nil {
+		h.logBatch = h.db.NewBatch(pebble.WithMaxRetainedSizeBytes(maxReusedBatch))
+	}
+	b := h.logBatch
 	sync := false
 	for _, r := range rs {
 		if !raft.IsEmptySnap(r.rd.Snapshot) {
@@ -180,6 +190,7 @@ func (h *Host) round() (more bool) {
 		h.wroteLog(b.Len())
 		if err != nil {
 			_ = b.Close()
+			h.logBatch = nil
 			for _, r := range rs {
 				h.halt(r.g, fmt.Errorf("write raft log: %w", err))
 			}
@@ -189,7 +200,7 @@ func (h *Host) round() (more bool) {
 			h.syncs.Add(1)
 		}
 	}
-	_ = b.Close()
+	b.Reset()
 	for _, r := range rs {
 		r.g.st.commitAppend(r.app)
 		if r.restored {
@@ -537,8 +548,19 @@ func (h *Host) apply(g *group, ents []*pb.Entry) ([]applyDone, error) {
 	if len(ents) == 0 {
 		return nil, nil
 	}
-	b := h.sdb.NewIndexedBatch()
-	defer b.Close()
+	if h.applyBatch == nil || h.applyMax > indexedBatchRetained {
+		// Rounds outgrow what Reset keeps: start each with room for half
+		// again the largest recent round rather than growing by doubling.
+		if h.applyBatch != nil {
+			_ = h.applyBatch.Close()
+		}
+		h.applyBatch = h.sdb.NewIndexedBatchWithSize(min(h.applyMax+h.applyMax/2, maxReusedBatch))
+	}
+	b := h.applyBatch
+	defer func() {
+		h.applyMax = max(h.applyMax-h.applyMax/16, b.Len())
+		b.Reset()
+	}()
 	var (
 		results              []any
 		dones                []applyDone
