@@ -159,8 +159,9 @@ func TestOldLayoutUpgrade(t *testing.T) {
 }
 
 // TestReceiveWritesNoBody: a receive, a visibility change and a reschedule
-// write tens of bytes per message, never the message record; a delete
-// removes the message record and its lease record.
+// write tens of bytes per message, never the message record (and a receive
+// leaves the body to the reply to decode); a delete removes the message
+// record and its lease record.
 func TestReceiveWritesNoBody(t *testing.T) {
 	h := newHarness(t)
 	h.now = 1_000_000
@@ -195,8 +196,15 @@ func TestReceiveWritesNoBody(t *testing.T) {
 		}
 	}
 	r, ks, n := written(&storepb.Command{Op: &storepb.Command_Receive{Receive: &storepb.Receive{Tenant: "t", Queue: "a", MaxMessages: 1, VisibilityTimeoutMs: -1}}})
-	if len(r.Received) != 1 || r.Received[0].Message.Body != body || r.Received[0].Message.ReceiveCount != 1 {
+	if len(r.Received) != 1 || r.Received[0].Message.ReceiveCount != 1 {
 		t.Fatalf("receive: %v", r.Received)
+	}
+	// Nor did it decode the body: only the reply does (decodeLean).
+	if got := r.Received[0].Message.Body; got != "" {
+		t.Errorf("the receive decoded the body (%d bytes) before the reply asked", len(got))
+	}
+	if m, err := r.Received[0].Whole(); err != nil || m.Body != body || m.ReceiveCount != 1 || len(m.ProtoReflect().GetUnknown()) != 0 {
+		t.Fatalf("whole: %v, %v", m, err)
 	}
 	noRecord("receive", ks, n)
 	handle := r.Received[0].ReceiptHandle

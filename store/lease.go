@@ -305,7 +305,8 @@ type recordIter struct {
 	qid    uint64
 	it     *iter
 	key    []byte
-	prefix int // bytes of key before the seq
+	prefix int    // bytes of key before the seq
+	head   []byte // decodeLean's scratch
 }
 
 func (r *recordIter) get(seq uint64) (*storepb.MessageRecord, error) {
@@ -325,8 +326,9 @@ func (r *recordIter) get(seq uint64) (*storepb.MessageRecord, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Without the body and attributes: see decodeLean.
 	m := &storepb.MessageRecord{}
-	if err := proto.Unmarshal(v, m); err != nil {
+	if r.head, err = decodeLean(v, m, r.head); err != nil {
 		return nil, fmt.Errorf("store: decode %s: %w", keys.Pretty(r.key), err)
 	}
 	return m, nil

@@ -23,6 +23,9 @@ const defaultRedriveMax = 1000
 // when the target is on this shard: one path, exactly-once by the delivered
 // marker on the target side. The caller writes meta.
 func (t *txn) toOutbox(q *storepb.QueueRecord, meta *storepb.QueueMeta, m *storepb.MessageRecord, tenant, target string, redrive bool) error {
+	if err := whole(m); err != nil { // a receive's scan may have left them encoded
+		return err
+	}
 	msg := proto.Clone(m).(*storepb.MessageRecord)
 	if !redrive {
 		msg.DeadLetterSource = BaseName(q.Name)

@@ -164,7 +164,13 @@ func (h *harness) applyRaw(data []byte) *Result {
 		h.t.Fatal(err)
 	}
 	h.s.Committed() // as the shard server's AfterApply does
-	return r.(*Result)
+	res := r.(*Result)
+	for _, m := range res.Received {
+		if _, err := m.Whole(); err != nil { // as the leader's reply does
+			h.t.Fatal(err)
+		}
+	}
+	return res
 }
 
 type args map[string]string

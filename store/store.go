@@ -147,7 +147,8 @@ type SendOutcome struct {
 	Err       error
 }
 
-// Received is one leased message. Message is owned by the caller.
+// Received is one leased message. Message is owned by the caller; its
+// body and attributes may still be encoded (Whole decodes them).
 type Received struct {
 	Message       *storepb.MessageRecord
 	ReceiptHandle []byte

@@ -216,7 +216,11 @@ func (s *Server) ReceiveMessages(ctx context.Context, req *qv1.ReceiveMessagesRe
 	}
 	resp := &qv1.ReceiveMessagesResponse{Messages: make([]*qv1.ReceivedMessage, 0, len(msgs))}
 	for _, m := range msgs {
-		resp.Messages = append(resp.Messages, messageToAPI(m.Message, m.ReceiptHandle))
+		rec, err := m.Whole()
+		if err != nil {
+			return nil, err
+		}
+		resp.Messages = append(resp.Messages, messageToAPI(rec, m.ReceiptHandle))
 	}
 	return resp, nil
 }
