@@ -160,7 +160,7 @@ func (b *beats) extend(batch []*beat, call chan struct{}) {
 	lost := make([]bool, len(batch))
 	if be != nil {
 		for i, err := range be.Errors {
-			if err == nil || i >= len(batch) {
+			if err == nil {
 				continue
 			}
 			e := batch[i]

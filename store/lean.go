@@ -31,14 +31,14 @@ const (
 // for reuse.
 func decodeLean(v []byte, m *storepb.MessageRecord, head []byte) ([]byte, error) {
 	head = head[:0]
-	restLen := 0
+	var rest []byte
 	for b := v; len(b) > 0; {
 		n, field, err := nextField(b)
 		if err != nil {
 			return head, err
 		}
 		if field == recordBodyField || field == recordAttributesField {
-			restLen += n
+			rest = append(rest, b[:n]...)
 		} else {
 			head = append(head, b[:n]...)
 		}
@@ -46,17 +46,6 @@ func decodeLean(v []byte, m *storepb.MessageRecord, head []byte) ([]byte, error)
 	}
 	if err := proto.Unmarshal(head, m); err != nil {
 		return head, err
-	}
-	if restLen == 0 {
-		return head, nil
-	}
-	rest := make([]byte, 0, restLen)
-	for b := v; len(b) > 0; {
-		n, field, _ := nextField(b)
-		if field == recordBodyField || field == recordAttributesField {
-			rest = append(rest, b[:n]...)
-		}
-		b = b[n:]
 	}
 	m.ProtoReflect().SetUnknown(rest)
 	return head, nil
