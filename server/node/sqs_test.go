@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -59,22 +60,29 @@ func TestSQSTraces(t *testing.T) {
 	if st != 200 {
 		t.Fatalf("SendMessage: %d %v", st, out)
 	}
+	// The gRPC server span ends after its reply is written, so it may be
+	// exported just after the SQS response reaches us.
 	var root, rpc, propose *tracetest.SpanStub
-	spans := exp.GetSpans()
-	for i := range spans {
-		s := &spans[i]
-		switch {
-		case s.Name == "sqs.SendMessage" && s.SpanKind == trace.SpanKindServer:
-			root = s
-		case s.Name == "quorumq.v1.QueueService/SendMessage" && s.SpanKind == trace.SpanKindServer:
-			rpc = s
-		case s.Name == "quorumq.propose":
-			propose = s
+	var spans tracetest.SpanStubs
+	waitFor(t, func() error {
+		root, rpc, propose = nil, nil, nil
+		spans = exp.GetSpans()
+		for i := range spans {
+			s := &spans[i]
+			switch {
+			case s.Name == "sqs.SendMessage" && s.SpanKind == trace.SpanKindServer:
+				root = s
+			case s.Name == "quorumq.v1.QueueService/SendMessage" && s.SpanKind == trace.SpanKindServer:
+				rpc = s
+			case s.Name == "quorumq.propose":
+				propose = s
+			}
 		}
-	}
-	if root == nil || rpc == nil || propose == nil {
-		t.Fatalf("spans: sqs %v, rpc server %v, propose %v", root != nil, rpc != nil, propose != nil)
-	}
+		if root == nil || rpc == nil || propose == nil {
+			return fmt.Errorf("spans: sqs %v, rpc server %v, propose %v", root != nil, rpc != nil, propose != nil)
+		}
+		return nil
+	})
 	tid := root.SpanContext.TraceID()
 	if rpc.SpanContext.TraceID() != tid || propose.SpanContext.TraceID() != tid {
 		t.Fatal("the gRPC and propose spans are not in the SQS request's trace")
